@@ -1,0 +1,16 @@
+/*
+** cli.h: the `speedrun` subcommands. Each is int cmd_<name>(int argc, char **argv) with
+** argv[0] = the subcommand's name; it returns the process exit status. Listed in host/main.c.
+*/
+#ifndef SR_CLI_H
+#define SR_CLI_H
+
+typedef struct sr_command {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+  const char *usage;     /* one line for --help */
+} sr_command;
+
+int cmd_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+** lsr.h: the Lua side of the host. Conventions (after Lua's liolib.c):
+**  - one named metatable per userdata type ("speedrun.Tensor", ...), checked with luaL_checkudata;
+**  - caller mistakes raise luaL_argerror/luaL_error naming the function and the argument;
+**  - expected failures (a file that will not open, a kernel that will not compile) return
+**    nil, message;
+**  - every C module is a luaopen_speedrun_<name> listed in sr_modules (host/lsr.c) and is
+**    reachable as require "speedrun.<name>".
+*/
+#ifndef SR_LSR_H
+#define SR_LSR_H
+
+#include <lua.h>      /* defines: lua_State */
+#include <lauxlib.h>  /* defines: luaL_Reg, luaL_checkudata */
+
+#include "tensor.h"   /* defines: sr_tensor */
+
+#define SR_TENSOR_MT "speedrun.Tensor"
+
+/* Tensor userdata: a box holding one reference to a C tensor */
+typedef struct sr_tensor_box { sr_tensor *t; } sr_tensor_box;
+
+sr_tensor *sr_check_tensor(lua_State *L, int arg);         /* raises if not a live Tensor */
+sr_tensor *sr_opt_tensor(lua_State *L, int arg);           /* NULL for nil/none */
+sr_tensor *sr_to_tensor(lua_State *L, int arg);            /* NULL if not a Tensor */
+void sr_push_tensor(lua_State *L, sr_tensor *t);           /* takes over the caller's reference */
+int sr_check_dtype(lua_State *L, int arg, sr_dtype def);    /* "float32"/"f32"/"bfloat16"/... */
+sr_device sr_check_device(lua_State *L, int arg, sr_device def);  /* "cpu" or "cuda" */
+
+/* sr_fail() inside a binding becomes a Lua error through this state */
+void sr_lua_bind_errors(lua_State *L);
+
+/* module openers */
+int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/ltensor.c, host/lops.c */
+void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
+void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
+const char *sr_lua_dir(void);
+const char *sr_source_dir(void);             /* the checkout (for tasks/, hints/ defaults) */
+
+/* run a chunk with a traceback handler; prints the error; returns the Lua status */
+int sr_docall(lua_State *L, int narg, int nres);
+lua_State *sr_new_state(void);               /* libs + modules + package path + `speedrun` global */
+
+#endif
