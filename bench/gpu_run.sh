@@ -1,23 +1,29 @@
 #!/bin/bash
-# One device call: build, run the GPU kernel tests, and (with "bench") the benchmark + anchor.
-# usage (on the GPU machine, from the checkout root): bench/gpu_run.sh [tests|bench|all] [test-group]
+# One device call: build, run the GPU kernel tests, the GPT-2 benchmark and the PyTorch anchor.
+# usage (on the GPU machine, from this checkout's root):
+#   bench/gpu_run.sh [tests|bench|all] [bench steps]      anchor: ANCHOR=/path/run_anchor.sh
 set -o pipefail
 what=${1:-tests}
+steps=${2:-50}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-targets="test_gpu_kernels"
-[ -f bench/bench_gpt2.c ] && targets="$targets bench_gpt2"
-for t in $targets; do
-  cmake --build build -j16 --target $t >"$OUT/build_$t.log" 2>&1 || { grep -E "error" "$OUT/build_$t.log" | head -30; tail -5 "$OUT/build_$t.log"; exit 1; }
-done
+cmake --build build -j16 --target speedrun_core test_gpu_kernels >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+cudainc=$(dirname "$(dirname "$(command -v nvcc)")")
+gcc -O2 -std=gnu11 bench/bench_gpt2.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
+  -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_gpt2 2>>"$OUT/build.log" || { tail -20 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  ./build/tests/test_gpu_kernels $2 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok" | tail -80
+  t1=$(date +%s)
+  SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"
+  echo "tests: $(( $(date +%s) - t1 )) s"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  [ -x bench/bench.sh ] && bench/bench.sh 2>&1 | tee "$OUT/bench.log"
+  ./build/bench_gpt2 "$steps" 32 1024 1 2>&1 | tee "$OUT/bench_gpt2.log"
+  if [ -n "$ANCHOR" ] && [ -x "$ANCHOR" ]; then
+    "$ANCHOR" 2>&1 | tee "$OUT/anchor.log"
+  fi
 fi

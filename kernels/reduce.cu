@@ -83,6 +83,21 @@ __global__ void reduce_cols_kernel1(red_args a, float *part, int64_t chunk) {
   else red_store(a, off, acc, arg);
 }
 
+// few long unit-stride rows (e.g. the squared norm of a whole gradient): blockIdx.y splits each
+// row into chunks, a block reduces a chunk and adds it to an f32 partial (sum-like functions)
+__global__ void reduce_rows_split_kernel1(red_args a, float *part, int64_t chunk) {
+  __shared__ float sh[32];
+  int64_t o = blockIdx.x;
+  int64_t off[SR_EW_MAXOP];
+  sr_ew_offsets(a.d, o, off);
+  int64_t r0 = blockIdx.y * chunk, r1 = min(a.R, r0 + chunk);
+  float acc = 0.f;
+  int arg = 0;
+  for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) red_step(a.fn, acc, arg, ld_as_float(a.d.p[1], a.d.dt[1], off[1] + r), (int)r);
+  acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) atomicAdd(&part[o], acc);
+}
+
 __global__ void reduce_finish_kernel1(red_args a, const float *part) {
   int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (o >= a.d.n) return;
@@ -160,6 +175,22 @@ extern "C" const char *sr_cuda_reduce(const sr_kcall *c) {
     f.nt = 1;
     f.f[0] = fn == SR_REDUCE_MAX ? -INFINITY : fn == SR_REDUCE_MEAN ? NAN : 0.0;
     return sr_cuda_fill(&f);
+  }
+  if (a.rs == 1 && fn != SR_REDUCE_MAX && a.d.n < 1024 && a.R >= 65536) {
+    int64_t split = min(CEIL_DIV(a.R, (int64_t)16384), CEIL_DIV((int64_t)1056, a.d.n));
+    int64_t chunk = CEIL_DIV(a.R, split);
+    split = CEIL_DIV(a.R, chunk);
+    float *part = (float *)sr_cuda_malloc((size_t)a.d.n * sizeof(float));
+    if (!part) return sr_errf("out of memory (reduce scratch)");
+    cudaError_t ce = cudaMemsetAsync(part, 0, (size_t)a.d.n * sizeof(float), s);
+    if (ce == cudaSuccess) {
+      reduce_rows_split_kernel1<<<dim3((unsigned)a.d.n, (unsigned)split), 256, 0, s>>>(a, part, chunk);
+      reduce_finish_kernel1<<<(unsigned)CEIL_DIV(a.d.n, (int64_t)256), 256, 0, s>>>(a, part);
+      ce = cudaGetLastError();
+    }
+    sr_cuda_free(part);
+    if (ce != cudaSuccess) return sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+    return NULL;
   }
   if (a.rs == 1 && a.R >= 32) {
     int64_t threads = a.d.n * 32;

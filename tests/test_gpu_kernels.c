@@ -365,9 +365,9 @@ static void test_elementwise(void) {
 /* ---------------------------------------------------------------- reductions and softmax */
 
 static void test_reduce(void) {
-  const int64_t shapes[][3] = {{5, 7, 9}, {3, 300, 31}, {2, 2000, 1}, {8, 5, 3000}};
+  const int64_t shapes[][3] = {{5, 7, 9}, {3, 300, 31}, {2, 2000, 1}, {8, 5, 3000}, {1, 3, 70000}};
   char name[160];
-  for (int si = 0; si < 4; si++)
+  for (int si = 0; si < 5; si++)
     for (int dti = 0; dti < 2; dti++)
       for (int layout = 0; layout < 2; layout++)
         for (int dim = 0; dim < 3; dim++)
