@@ -81,7 +81,7 @@ static void rms_bwd(sr_tensor *dx, sr_tensor *dout, sr_tensor *x, sr_tensor *rst
 
 /* ---------------------------------------------------------------- model */
 
-enum { V = 50257, C = 768, L = 12, NH = 12, HD = 64, MAXT = 1024 };
+enum { V = 50257, VP = 50304, C = 768, L = 12, NH = 12, HD = 64, MAXT = 1024 };
 
 typedef struct {
   Tn *w[4];        /* qkv [3C,C], proj [C,C], fc [4C,C], mproj [C,4C] */
@@ -92,9 +92,9 @@ static int NP;
 
 /* activations */
 static int B, Tt, N;
-static Tn *idx, *tgt, *pos, *x0[L + 1], *xm[L], *h1[L], *r1[L], *qkv[L], *q[L], *k[L], *v[L], *y[L], *lse[L], *ycat[L],
+static Tn *idx, *tgt, *pos, *x0[L + 1], *xm[L], *h1[L], *r1[L], *qkv[L], *lse[L], *ycat[L],
     *h2[L], *r2[L], *fc[L], *gl[L], *hf, *rf, *logits, *losses, *llse, *dlosses;
-static Tn *dx, *dtmp, *dh, *dbig, *dbig2, *dq, *dk, *dv, *dy, *dqkv, *dycat, *sumsq;
+static Tn *dx, *dtmp, *dh, *dbig, *dbig2, *dqkv, *dycat, *sumsq;
 
 static void qkv_views(Tn *t, sr_tensor out[3]) {  /* [B,T,3,H,D] -> three [B,H,T,D] views */
   for (int j = 0; j < 3; j++) {
@@ -127,7 +127,11 @@ static void step_fwd_bwd(void) {
   /* zero grads (dwte/dwpe accumulate from two places; gemm grads accumulate with beta=1) */
   for (int i = 0; i < NP; i++) fill(T_(G[i]), 0);
   /* bf16 weights for this step */
-  for (int i = 0; i < NP; i++) copy(T_(Pb[i]), T_(P[i]));
+  for (int i = 0; i < NP; i++) {
+    sr_tensor dst = Pb[i]->t;
+    dst.shape[0] = P[i]->t.shape[0];  /* wte's bf16 copy has VP rows; the padding stays 0 */
+    copy(&dst, T_(P[i]));
+  }
   mark("zero grads + cast weights to bf16");
   /* embeddings */
   K("embedding", sr_cuda_embedding, 3, (sr_tensor *[]){T_(x0[0]), T_(Pb[0]), T_(idx)}, 0, 0, 0, 0);
@@ -139,13 +143,11 @@ static void step_fwd_bwd(void) {
     sr_tensor a = as3(h1[l], 1, N, C), wq = as3(w[0], 1, 3 * C, C), o = as3(qkv[l], 1, N, 3 * C);
     gemm(&o, &a, &wq, 0, 1, 1, 0);
     sr_tensor qv[3];
-    qkv_views(qkv[l], qv);
-    copy(T_(q[l]), &qv[0]); copy(T_(k[l]), &qv[1]); copy(T_(v[l]), &qv[2]);
+    qkv_views(qkv[l], qv);  /* attention reads q, k, v straight from the fused projection */
     if (l == 0) mark("layer 0 forward to attention");
-    K("attention", sr_cuda_attention, 5, (sr_tensor *[]){T_(y[l]), T_(lse[l]), T_(q[l]), T_(k[l]), T_(v[l])}, 1.0 / sqrt(HD), 0, 1, 0);
-    if (l == 0) mark("attention forward (layer 0)");
     sr_tensor yc = bthd_view(ycat[l]);
-    copy(&yc, T_(y[l]));
+    K("attention", sr_cuda_attention, 5, (sr_tensor *[]){&yc, T_(lse[l]), &qv[0], &qv[1], &qv[2]}, 1.0 / sqrt(HD), 0, 1, 0);
+    if (l == 0) mark("attention forward (layer 0)");
     sr_tensor ya = as3(ycat[l], 1, N, C), wp = as3(w[1], 1, C, C), ao = as3(dh, 1, N, C);
     gemm(&ao, &ya, &wp, 0, 1, s24, 0);
     add(T_(xm[l]), T_(x0[l]), T_(dh));
@@ -159,14 +161,17 @@ static void step_fwd_bwd(void) {
   }
   mark("rest of the 12 layers forward");
   rms(T_(hf), T_(rf), T_(x0[L]));
-  sr_tensor hfa = as3(hf, 1, N, C), wte = as3(Pb[0], 1, V, C), lo = as3(logits, 1, N, V);
-  gemm(&lo, &hfa, &wte, 0, 1, 1, 0);
-  K("cross_entropy", sr_cuda_cross_entropy, 4, (sr_tensor *[]){T_(losses), T_(llse), T_(logits), T_(tgt)}, 0, 0, -1, 0);
+  /* logits [N, VP]: the padded vocabulary keeps every matmul dimension a multiple of 128 */
+  sr_tensor hfa = as3(hf, 1, N, C), wtep = as3(Pb[0], 1, VP, C), lop = as3(logits, 1, N, VP);
+  gemm(&lop, &hfa, &wtep, 0, 1, 1, 0);
+  int64_t lsh[3] = {1, N, V}, lst[3] = {(int64_t)N * VP, VP, 1};
+  sr_tensor lo = view(logits, 3, lsh, lst, 0), wte = as3(Pb[0], 1, V, C);
+  K("cross_entropy", sr_cuda_cross_entropy, 4, (sr_tensor *[]){T_(losses), T_(llse), &lo, T_(tgt)}, 0, 0, -1, 0);
   /* ---- backward: mean loss -> dlosses = 1/N; dlogits in place over logits */
   fill(T_(dlosses), 1.0 / N);
-  K("xent_bwd", sr_cuda_cross_entropy_backward, 5, (sr_tensor *[]){T_(logits), T_(dlosses), T_(logits), T_(tgt), T_(llse)}, 0, 0, -1, 0);
+  K("xent_bwd", sr_cuda_cross_entropy_backward, 5, (sr_tensor *[]){&lo, T_(dlosses), &lo, T_(tgt), T_(llse)}, 0, 0, -1, 0);
   sr_tensor dhf = as3(dh, 1, N, C), dwte = as3(G[0], 1, V, C);
-  gemm(&dhf, &lo, &wte, 0, 0, 1, 0);     /* dhf = dlogits @ wte */
+  gemm(&dhf, &lop, &wtep, 0, 0, 1, 0);   /* dhf = dlogits @ wte (padded columns are 0) */
   gemm(&dwte, &lo, &hfa, 1, 0, 1, 1);    /* dwte += dlogits^T @ hf */
   mark("lm_head + cross-entropy fwd/bwd + lm_head bwd");
   rms_bwd(T_(dx), T_(dh), T_(x0[L]), T_(rf));
@@ -190,15 +195,13 @@ static void step_fwd_bwd(void) {
     dxa = as3(dx, 1, N, C);
     gemm(&dyc, &dxa, &wp, 0, 0, s24, 0);
     gemm(&gwp, &dxa, &ya, 1, 0, s24, 1);
-    sr_tensor dyv = bthd_view(dycat);
-    copy(T_(dy), &dyv);
+    sr_tensor dyv = bthd_view(dycat), yv = bthd_view(ycat[l]), qv[3], dv3[3];
+    qkv_views(qkv[l], qv);
+    qkv_views(dqkv, dv3);
     if (l == 0) mark("layers 11..1 backward + layer 0 to attention");
     K("attention_bwd", sr_cuda_attention_backward, 9,
-      (sr_tensor *[]){T_(dq), T_(dk), T_(dv), T_(dy), T_(q[l]), T_(k[l]), T_(v[l]), T_(y[l]), T_(lse[l])}, 1.0 / sqrt(HD), 0, 1, 0);
+      (sr_tensor *[]){&dv3[0], &dv3[1], &dv3[2], &dyv, &qv[0], &qv[1], &qv[2], &yv, T_(lse[l])}, 1.0 / sqrt(HD), 0, 1, 0);
     if (l == 0) mark("attention backward (layer 0)");
-    sr_tensor dv3[3];
-    qkv_views(dqkv, dv3);
-    copy(&dv3[0], T_(dq)); copy(&dv3[1], T_(dk)); copy(&dv3[2], T_(dv));
     sr_tensor dqa = as3(dqkv, 1, N, 3 * C), wq = as3(w[0], 1, 3 * C, C), h1a = as3(h1[l], 1, N, C), gwq = as3(gw[0], 1, 3 * C, C);
     gemm(&dha, &dqa, &wq, 0, 0, 1, 0);
     gemm(&gwq, &dqa, &h1a, 1, 0, 1, 1);
@@ -272,7 +275,8 @@ int main(int argc, char **argv) {
     G[i] = mk(SR_F32, 2, shp[i][0], shp[i][1], 0, 0);
     M[i] = mk(SR_F32, 2, shp[i][0], shp[i][1], 0, 0);
     Vv[i] = mk(SR_F32, 2, shp[i][0], shp[i][1], 0, 0);
-    Pb[i] = mk(SR_BF16, 2, shp[i][0], shp[i][1], 0, 0);
+    Pb[i] = mk(SR_BF16, 2, i == 0 ? VP : shp[i][0], shp[i][1], 0, 0);
+    if (i == 0) fill(T_(Pb[0]), 0);
     upload_f32(P[i], i < 2 ? gen_normal02 : gen_lin);
     upload_f32(M[i], gen_zero);
     upload_f32(Vv[i], gen_zero);
@@ -292,17 +296,15 @@ int main(int argc, char **argv) {
   for (int l = 0; l < L; l++) {
     xm[l] = mk(SR_BF16, 2, N, C, 0, 0); h1[l] = mk(SR_BF16, 2, N, C, 0, 0); r1[l] = mk(SR_F32, 1, N, 0, 0, 0);
     qkv[l] = mk(SR_BF16, 2, N, 3 * C, 0, 0);
-    q[l] = mk(SR_BF16, 4, B, NH, Tt, HD); k[l] = mk(SR_BF16, 4, B, NH, Tt, HD); v[l] = mk(SR_BF16, 4, B, NH, Tt, HD);
-    y[l] = mk(SR_BF16, 4, B, NH, Tt, HD); lse[l] = mk(SR_F32, 3, B, NH, Tt, 0); ycat[l] = mk(SR_BF16, 2, N, C, 0, 0);
+    lse[l] = mk(SR_F32, 3, B, NH, Tt, 0); ycat[l] = mk(SR_BF16, 2, N, C, 0, 0);
     h2[l] = mk(SR_BF16, 2, N, C, 0, 0); r2[l] = mk(SR_F32, 1, N, 0, 0, 0);
     fc[l] = mk(SR_BF16, 2, N, 4 * C, 0, 0); gl[l] = mk(SR_BF16, 2, N, 4 * C, 0, 0);
   }
-  hf = mk(SR_BF16, 2, N, C, 0, 0); rf = mk(SR_F32, 1, N, 0, 0, 0); logits = mk(SR_BF16, 2, N, V, 0, 0);
+  hf = mk(SR_BF16, 2, N, C, 0, 0); rf = mk(SR_F32, 1, N, 0, 0, 0); logits = mk(SR_BF16, 2, N, VP, 0, 0);
   losses = mk(SR_F32, 1, N, 0, 0, 0); llse = mk(SR_F32, 1, N, 0, 0, 0); dlosses = mk(SR_F32, 1, N, 0, 0, 0);
   dx = mk(SR_BF16, 2, N, C, 0, 0); dtmp = mk(SR_BF16, 2, N, C, 0, 0); dh = mk(SR_BF16, 2, N, C, 0, 0);
   dbig = mk(SR_BF16, 2, N, 4 * C, 0, 0); dbig2 = mk(SR_BF16, 2, N, 4 * C, 0, 0);
-  dq = mk(SR_BF16, 4, B, NH, Tt, HD); dk = mk(SR_BF16, 4, B, NH, Tt, HD); dv = mk(SR_BF16, 4, B, NH, Tt, HD);
-  dy = mk(SR_BF16, 4, B, NH, Tt, HD); dqkv = mk(SR_BF16, 2, N, 3 * C, 0, 0); dycat = mk(SR_BF16, 2, N, C, 0, 0);
+  dqkv = mk(SR_BF16, 2, N, 3 * C, 0, 0); dycat = mk(SR_BF16, 2, N, C, 0, 0);
   sumsq = mk(SR_F32, 1, NP, 0, 0, 0);
   printf("GPT-2 124M record-1 shape: %lld params, B=%d T=%d (%d tokens/step)\n", (long long)nparams, B, Tt, N);
 

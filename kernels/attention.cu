@@ -92,14 +92,24 @@ __device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int k
   a[3] = pack_bf16(P[2 * kk + 1][2], P[2 * kk + 1][3]);
 }
 
+// (batch, head, time) strides of up to 8 [B,H,T,D] tensors with unit stride in D: the flash
+// kernels read and write strided views (e.g. q, k, v straight out of a fused qkv projection)
+struct att_strides {
+  int H;
+  int64_t s[8][3];
+};
+__device__ __forceinline__ int64_t att_base(const att_strides &a, int j, int64_t bh) {
+  return (bh / a.H) * a.s[j][0] + (bh % a.H) * a.s[j][1];
+}
+
 // 64 rows x D of a [T,D] bf16 matrix into shared memory (row stride LD), zeros past T
 template <int D, int LD>
-__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int row0, int T) {
+__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
   constexpr int CH = D / 8;  // 16-byte chunks per row
   for (int id = threadIdx.x; id < 64 * CH; id += blockDim.x) {
     int r = id / CH, c8 = id % CH;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < T) v = *(const uint4 *)&G[(int64_t)(row0 + r) * D + c8 * 8];
+    if (row0 + r < T) v = *(const uint4 *)&G[(int64_t)(row0 + r) * ld + c8 * 8];
     *(uint4 *)&S[r * LD + c8 * 8] = v;
   }
 }
@@ -109,18 +119,20 @@ __device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int row0, int 
 
 template <int D>
 __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                       const bf16 *v, int T, float scale_log2, int causal) {
+                                                                       const bf16 *v, int T, float scale_log2, int causal,
+                                                                       att_strides as) {
   constexpr int LD = D + 8;  // padded rows: conflict-free fragment loads
   __shared__ __align__(16) bf16 Ks[64 * LD];
   __shared__ __align__(16) bf16 Vs[64 * LD];
   int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (causal) blocks first
   int64_t bh = blockIdx.y;
-  const bf16 *Q = q + bh * T * D, *K = k + bh * T * D, *V = v + bh * T * D;
+  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   // this warp's 16 query rows as A fragments, staged through Ks
   uint32_t qa[D / 16][4];
-  load_tile<D, LD>(Ks, Q, qb * 64, T);
+  load_tile<D, LD>(Ks, Q, qst, qb * 64, T);
   __syncthreads();
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) ldA(qa[kk], Ks, LD, w * 16, kk * 16);
@@ -135,8 +147,8 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
   kv_block_range(qb, 64, 64, T, causal, &kb0, &kb1);
   for (int kb = kb0; kb < kb1; kb++) {
     __syncthreads();
-    load_tile<D, LD>(Ks, K, kb * 64, T);
-    load_tile<D, LD>(Vs, V, kb * 64, T);
+    load_tile<D, LD>(Ks, K, kst, kb * 64, T);
+    load_tile<D, LD>(Vs, V, vst, kb * 64, T);
     __syncthreads();
     float S[8][4];
 #pragma unroll
@@ -203,12 +215,12 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   float i0 = 1.f / l0, i1 = 1.f / l1;
-  bf16 *Ob = out + bh * T * D;
+  bf16 *Ob = out + att_base(as, 0, bh);
 #pragma unroll
   for (int i = 0; i < D / 8; i++) {
     int col = i * 8 + 2 * t;
-    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * D + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
-    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * D + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
+    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
+    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
   }
   if (t == 0) {
     if (q0 < T) lse[bh * T + q0] = (m0 + log2f(l0)) * LN2;
@@ -228,23 +240,47 @@ __global__ void attention_delta_kernel1(float *delta, const T *dout, const T *ou
   if (lane == 0) delta[r] = s;
 }
 
+// strided variant for the flash path: tensors 5 (dout) and 6 (out) of as
+__global__ void attention_delta_kernel2(float *delta, const bf16 *dout, const bf16 *out, int64_t rows, int T, int D,
+                                        att_strides as) {
+  int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  int64_t bh = r / T, t = r % T;
+  const bf16 *a = dout + att_base(as, 5, bh) + t * as.s[5][2], *b = out + att_base(as, 6, bh) + t * as.s[6][2];
+  float s = 0.f;
+  for (int d = lane; d < D; d += 32) s += __bfloat162float(a[d]) * __bfloat162float(b[d]);
+  s = warp_sum(s);
+  if (lane == 0) delta[r] = s;
+}
+
+// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]
+__global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n, int T, int D, att_strides as) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / D, d = i % D, bh = r / T, t = r % T;
+    dq[att_base(as, 7, bh) + t * as.s[7][2] + d] = __float2bfloat16(acc[i]);
+  }
+}
+
 template <int D>
 __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                         const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                         const float *lse, const float *delta, int T,
-                                                                        float scale, int causal) {
+                                                                        float scale, int causal, att_strides as) {
   constexpr int LD = D + 8, LDS = 64 + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + 64 * LD, *Qs = Vs + 64 * LD, *dOs = Qs + 64 * LD, *dSs = dOs + 64 * LD;
   float *lse_s = (float *)(dSs + 64 * LDS), *delta_s = lse_s + 64;
   int kb = blockIdx.x;  // causal: the first key blocks see the most queries, so they start first
   int64_t bh = blockIdx.y;
-  const bf16 *Q = q + bh * T * D, *K = k + bh * T * D, *V = v + bh * T * D, *dO = dout + bh * T * D;
+  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
+  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
+             *dO = dout + att_base(as, 5, bh);
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float scale_log2 = scale * LOG2E;
 
-  load_tile<D, LD>(Ks, K, kb * 64, T);
-  load_tile<D, LD>(Vs, V, kb * 64, T);
+  load_tile<D, LD>(Ks, K, as.s[3][2], kb * 64, T);
+  load_tile<D, LD>(Vs, V, as.s[4][2], kb * 64, T);
   float dK[D / 8][4], dV[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++)
@@ -256,8 +292,8 @@ __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk
   q_block_range(kb, 64, 64, T, causal, &qb0, &qb1);
   for (int qb = qb0; qb < qb1; qb++) {
     __syncthreads();
-    load_tile<D, LD>(Qs, Q, qb * 64, T);
-    load_tile<D, LD>(dOs, dO, qb * 64, T);
+    load_tile<D, LD>(Qs, Q, as.s[2][2], qb * 64, T);
+    load_tile<D, LD>(dOs, dO, as.s[5][2], qb * 64, T);
     if (threadIdx.x < 64) {
       int r = qb * 64 + threadIdx.x;
       lse_s[threadIdx.x] = r < T ? lse[bh * T + r] * LOG2E : 0.f;
@@ -354,17 +390,18 @@ __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk
       }
     }
   }
-  bf16 *dKb = dk + bh * T * D, *dVb = dv + bh * T * D;
+  bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
+  int64_t kst = as.s[0][2], vst = as.s[1][2];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) {
     int col = i * 8 + 2 * t;
     if (key0 < T) {
-      *(uint32_t *)&dKb[(int64_t)key0 * D + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
-      *(uint32_t *)&dVb[(int64_t)key0 * D + col] = pack_bf16(dV[i][0], dV[i][1]);
+      *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
+      *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[i][0], dV[i][1]);
     }
     if (key1 < T) {
-      *(uint32_t *)&dKb[(int64_t)key1 * D + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
-      *(uint32_t *)&dVb[(int64_t)key1 * D + col] = pack_bf16(dV[i][2], dV[i][3]);
+      *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
+      *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[i][2], dV[i][3]);
     }
   }
 }
@@ -476,18 +513,38 @@ static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
   int dt = ts[0]->dtype;
   for (int j = 0; j < n; j++) {
     if (ts[j]->dtype != dt) return sr_errf("q, k, v, out (and grads) must share one dtype");
-    if (!kn_contig(ts[j]) || ts[j]->ndim != 4) return sr_errf("attention tensors must be contiguous [B,H,T,D]");
+    if (ts[j]->ndim != 4) return sr_errf("attention tensors must be [B,H,T,D]");
+    for (int k = 0; k < 4; k++)
+      if (ts[j]->shape[k] != ts[0]->shape[k]) return sr_errf("attention tensors must share one shape");
   }
   if (dt != SR_F32 && dt != SR_BF16) return sr_errf("dtype %s is not supported on cuda (f32 or bf16)", kn_dtname(dt));
   *dtype = dt;
   return NULL;
 }
 
+// the flash kernels take any [B,H,T,D] view with unit stride in D and 16-byte aligned rows
 static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
   if (dt != SR_BF16 || (D != 64 && D != 128)) return false;
-  for (int j = 0; j < n; j++)
-    if (((uintptr_t)kn_data(ts[j]) & 15) != 0) return false;
+  for (int j = 0; j < n; j++) {
+    const sr_tensor *x = ts[j];
+    if (((uintptr_t)kn_data(x) & 15) != 0 || x->stride[3] != 1) return false;
+    for (int k = 0; k < 3; k++)
+      if (x->stride[k] % 8 != 0 && x->shape[k] != 1) return false;
+  }
   return true;
+}
+static bool all_contig(sr_tensor *const *ts, int n) {
+  for (int j = 0; j < n; j++)
+    if (!kn_contig(ts[j])) return false;
+  return true;
+}
+static att_strides strides_of(sr_tensor *const *ts, int n) {
+  att_strides a;
+  memset(&a, 0, sizeof a);
+  a.H = (int)ts[0]->shape[1];
+  for (int j = 0; j < n; j++)
+    for (int k = 0; k < 3; k++) a.s[j][k] = ts[j]->stride[k];
+  return a;
 }
 
 #define SIMPLE_D_SWITCH(D, CALL) \
@@ -513,15 +570,17 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   if (flash_ok(dt, D, ts, 4)) {
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
+    att_strides as = strides_of(ts, 4);
     if (D == 64)
       flash_attention_forward_kernel1<64><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
-                                                               (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal);
+                                                               (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
     else
       flash_attention_forward_kernel1<128><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
-                                                                (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal);
+                                                                (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
     SR_LAUNCH_CHECK();
     return NULL;
   }
+  if (!all_contig(ts, 4)) return sr_errf("non-contiguous attention inputs need bf16 with head dim 64 or 128");
   unsigned grid = (unsigned)CEIL_DIV(BH * T, (int64_t)128);
 #define FWD0(DD)                                                                                                         \
   if (dt == SR_F32)                                                                                                      \
@@ -551,6 +610,9 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   int64_t rows = BH * T;
   bool flash = flash_ok(dt, D, ts, 8);
+  if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous attention tensors need bf16 with head dim 64 or 128");
+  sr_tensor *tsf[8] = {dk, dv, q, k, v, dout, out, dq};
+  att_strides as = strides_of(tsf, 8);
   size_t dbytes = (size_t)rows * sizeof(float);
   size_t qbytes = flash ? (size_t)rows * D * sizeof(float) : 0;
   float *delta = (float *)sr_cuda_malloc(dbytes);
@@ -561,7 +623,9 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     return sr_errf("out of memory (attention backward scratch)");
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
-  if (dt == SR_BF16)
+  if (flash)
+    attention_delta_kernel2<<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
+  else if (dt == SR_BF16)
     attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, D);
   else
     attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)kn_data(dout), (const float *)kn_data(out), rows, D);
@@ -577,11 +641,11 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   if (ce == cudaSuccess)                                                                                              \
     flash_attention_backward_kernel1<DD><<<grid, 128, smem, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc,     \
         (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout),    \
-        (const float *)kn_data(lse), delta, T, scale, causal);
+        (const float *)kn_data(lse), delta, T, scale, causal, as);
     if (D == 64) { BWD1(64) } else { BWD1(128) }
 #undef BWD1
     if (ce == cudaSuccess) {
-      convert_f32_kernel1<bf16><<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D);
+      attention_dq_convert_kernel1<<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D, T, D, as);
       ce = cudaGetLastError();
     }
   } else if (ce == cudaSuccess) {

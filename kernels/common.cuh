@@ -182,6 +182,34 @@ __device__ __forceinline__ void sr_ew_offsets(const sr_ew_desc &d, int64_t i, in
   }
 }
 
+// the same with 32-bit index arithmetic (callers check that every offset fits)
+__device__ __forceinline__ void sr_ew_offsets32(const sr_ew_desc &d, uint32_t i, int64_t *off) {
+  uint32_t o[SR_EW_MAXOP] = {0, 0, 0, 0};
+  for (int k = d.ndim - 1; k >= 0; k--) {
+    uint32_t s = (uint32_t)d.shape[k];
+    uint32_t q = i / s, r = i - q * s;
+#pragma unroll
+    for (int j = 0; j < SR_EW_MAXOP; j++)
+      if (j < d.nop) o[j] += r * (uint32_t)d.stride[j][k];
+    i = q;
+  }
+#pragma unroll
+  for (int j = 0; j < SR_EW_MAXOP; j++) off[j] = o[j];
+}
+// true when every operand's offsets (non-negative strides) fit in 32 bits
+static inline bool sr_ew_fits32(const sr_ew_desc *d) {
+  if (d->n >= (1ll << 31)) return false;
+  for (int j = 0; j < d->nop; j++) {
+    int64_t m = 0;
+    for (int k = 0; k < d->ndim; k++) {
+      if (d->stride[j][k] < 0) return false;
+      m += (d->shape[k] - 1) * d->stride[j][k];
+    }
+    if (m >= (1ll << 31)) return false;
+  }
+  return true;
+}
+
 // grid for a grid-stride loop over n elements
 static inline unsigned sr_grid_for(int64_t n, int block) {
   int64_t g = CEIL_DIV(n, (int64_t)block);

@@ -93,13 +93,16 @@ enum ew_op { EW_FILL, EW_COPY, EW_UNARY, EW_UNARY_BWD, EW_BINARY, EW_WHERE };
 
 // one kernel for every element-wise op: op and fn are uniform across the grid, so the switches
 // cost a few instructions per element of a memory-bound loop
-template <bool CONTIG>
+// MODE 0: contiguous, 1: strided with 32-bit index math, 2: strided with 64-bit index math
+template <int MODE>
 __global__ void elementwise_kernel1(sr_ew_desc d, int op, int fn, float p) {
   int64_t off[SR_EW_MAXOP];
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < d.n; i += (int64_t)gridDim.x * blockDim.x) {
-    if (CONTIG) {
+    if (MODE == 0) {
 #pragma unroll
       for (int j = 0; j < SR_EW_MAXOP; j++) off[j] = i;
+    } else if (MODE == 1) {
+      sr_ew_offsets32(d, (uint32_t)i, off);
     } else {
       sr_ew_offsets(d, i, off);
     }
@@ -198,8 +201,9 @@ static const char *launch_ew(const sr_kcall *c, int nop, int op, int fn, float p
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   int block = 256;
   unsigned grid = sr_grid_for(d.n, block);
-  if (d.contig) elementwise_kernel1<true><<<grid, block, 0, s>>>(d, op, fn, p);
-  else elementwise_kernel1<false><<<grid, block, 0, s>>>(d, op, fn, p);
+  if (d.contig) elementwise_kernel1<0><<<grid, block, 0, s>>>(d, op, fn, p);
+  else if (sr_ew_fits32(&d)) elementwise_kernel1<1><<<grid, block, 0, s>>>(d, op, fn, p);
+  else elementwise_kernel1<2><<<grid, block, 0, s>>>(d, op, fn, p);
   SR_LAUNCH_CHECK();
   return NULL;
 }

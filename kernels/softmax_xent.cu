@@ -13,9 +13,9 @@
 // CUDA kernels
 
 __global__ void cross_entropy_forward_kernel1(float *losses, float *lse, const void *logits, int ldt, const int *targets,
-                                              int64_t V, int ignore, sr_dev_error *err) {
+                                              int64_t V, int64_t ld, int ignore, sr_dev_error *err) {
   __shared__ float sh[32];
-  int64_t n = blockIdx.x, base = n * V;
+  int64_t n = blockIdx.x, base = n * ld;
   float m = -INFINITY, s = 0.f;
   for (int64_t c = threadIdx.x; c < V; c += blockDim.x) {
     float v = ld_as_float(logits, ldt, base + c);
@@ -39,22 +39,35 @@ __global__ void cross_entropy_forward_kernel1(float *losses, float *lse, const v
 
 __global__ void cross_entropy_backward_kernel1(void *dlogits, int ddt, const float *dlosses, const void *logits, int ldt,
                                                const int *targets, const float *lse, int64_t V, int ignore,
-                                               int64_t dls) {
-  int64_t n = blockIdx.x, base = n * V;
+                                               int64_t dls, int64_t ld, int64_t dld) {
+  int64_t n = blockIdx.x, base = n * ld, dbase = n * dld;
   int t = targets[n];
   float dl = dlosses[n * dls], l = lse[n];
   if (t == ignore) {
-    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) st_from_float(dlogits, ddt, base + c, 0.f);
+    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) st_from_float(dlogits, ddt, dbase + c, 0.f);
     return;
   }
   for (int64_t c = threadIdx.x; c < V; c += blockDim.x) {
     float p = __expf(ld_as_float(logits, ldt, base + c) - l);
-    st_from_float(dlogits, ddt, base + c, dl * (p - (c == t ? 1.f : 0.f)));
+    st_from_float(dlogits, ddt, dbase + c, dl * (p - (c == t ? 1.f : 0.f)));
   }
 }
 
 // ----------------------------------------------------------------------------
 // kernel launchers
+
+// row stride of a [N,V] view with unit stride in V (rows may be padded, e.g. a vocabulary
+// padded to a multiple of 128 for the lm_head matmul); -1 if the layout is not supported
+static int64_t row_ld(const sr_tensor *x) {
+  int nd = x->ndim;
+  int64_t V = x->shape[nd - 1];
+  if (x->stride[nd - 1] != 1 && V != 1) return -1;
+  if (nd == 1) return V;
+  int64_t ld = x->stride[nd - 2];
+  for (int k = nd - 3; k >= 0; k--)  // leading dims must nest: stride[k] == stride[k+1]*shape[k+1]
+    if (x->shape[k] != 1 && x->stride[k] != x->stride[k + 1] * x->shape[k + 1]) return -1;
+  return ld < V ? -1 : ld;
+}
 
 extern "C" const char *sr_cuda_cross_entropy(const sr_kcall *c) {
   sr_tensor *losses = c->t[0], *lse = c->t[1], *logits = c->t[2], *tg = c->t[3];
@@ -63,8 +76,10 @@ extern "C" const char *sr_cuda_cross_entropy(const sr_kcall *c) {
     return sr_errf("losses and lse must be f32, targets i32");
   int64_t V = logits->shape[logits->ndim - 1], N = V ? kn_numel(logits) / V : 0;
   if (N == 0) return NULL;
+  int64_t ld = row_ld(logits);
+  if (ld < 0) return sr_errf("logits must be [N,V] rows with unit stride in V");
   cross_entropy_forward_kernel1<<<(unsigned)N, 512, 0, (cudaStream_t)sr_cuda_stream()>>>(
-      (float *)kn_data(losses), (float *)kn_data(lse), kn_data(logits), logits->dtype, (const int *)kn_data(tg), V,
+      (float *)kn_data(losses), (float *)kn_data(lse), kn_data(logits), logits->dtype, (const int *)kn_data(tg), V, ld,
       (int)c->i[0], sr_cuda_dev_error());
   SR_LAUNCH_CHECK();
   return NULL;
@@ -78,9 +93,11 @@ extern "C" const char *sr_cuda_cross_entropy_backward(const sr_kcall *c) {
     return sr_errf("dlosses and lse must be f32, targets i32");
   int64_t V = logits->shape[logits->ndim - 1], N = V ? kn_numel(logits) / V : 0;
   if (N == 0) return NULL;
+  int64_t ld = row_ld(logits), dld = row_ld(dl);
+  if (ld < 0 || dld < 0) return sr_errf("logits and dlogits must be [N,V] rows with unit stride in V");
   cross_entropy_backward_kernel1<<<(unsigned)N, 512, 0, (cudaStream_t)sr_cuda_stream()>>>(
       kn_data(dl), dl->dtype, (const float *)kn_data(dlosses), kn_data(logits), logits->dtype, (const int *)kn_data(tg),
-      (const float *)kn_data(lse), V, (int)c->i[0], dlosses->ndim ? dlosses->stride[dlosses->ndim - 1] : 0);
+      (const float *)kn_data(lse), V, (int)c->i[0], dlosses->ndim ? dlosses->stride[dlosses->ndim - 1] : 0, ld, dld);
   SR_LAUNCH_CHECK();
   return NULL;
 }

@@ -601,7 +601,7 @@ static void test_xent(void) {
     for (int dti = 0; dti < 2; dti++) {
       sr_dtype dt = dti ? SR_BF16 : SR_F32;
       int64_t N = cases[ci][0], V = cases[ci][1], sh[2] = {N, V};
-      T *lg = rnd(tnew(dt, 2, sh), -5, 5), *tg = rint_(tnew(SR_I32, 1, &N), 0, (int)V);
+      T *lg = rnd(ci == 1 ? tnew_pad(dt, 2, sh) : tnew(dt, 2, sh), -5, 5), *tg = rint_(tnew(SR_I32, 1, &N), 0, (int)V);
       tg->h[1] = -100; upload(tg);  /* an ignored row */
       T *loss = poison(tnew(SR_F32, 1, &N)), *lse = poison(tnew(SR_F32, 1, &N));
       sr_kcall c = call(4, (T *[]){loss, lse, lg, tg});
@@ -617,12 +617,12 @@ static void test_xent(void) {
         int t = (int)get(tg, n);
         lr[n] = t == -100 ? 0 : ser[n] - get(lg, n * V + t);
       }
-      snprintf(name, sizeof name, "cross_entropy %s [%lld,%lld]", dn(dt), (long long)N, (long long)V);
+      snprintf(name, sizeof name, "cross_entropy %s [%lld,%lld]%s", dn(dt), (long long)N, (long long)V, ci == 1 ? " padded rows" : "");
       expect(name, loss, lr, 2e-5);
       char nm2[200];
       snprintf(nm2, sizeof nm2, "%s lse", name);
       expect(nm2, lse, ser, 2e-5);
-      T *dl = rnd(tnew(SR_F32, 1, &N), 0.5, 1.5), *dlg = poison(tnew(dt, 2, sh));
+      T *dl = rnd(tnew(SR_F32, 1, &N), 0.5, 1.5), *dlg = poison(ci == 1 ? tnew_pad(dt, 2, sh) : tnew(dt, 2, sh));
       for (int64_t n = 0; n < N; n++) {
         int t = (int)get(tg, n);
         for (int64_t k = 0; k < V; k++)
@@ -641,18 +641,23 @@ static void test_xent(void) {
 /* ---------------------------------------------------------------- attention */
 
 static void test_attention(void) {
-  struct { int64_t B, H, T, D; sr_dtype dt; } cases[] = {
-    {2, 3, 64, 64, SR_BF16}, {1, 2, 100, 64, SR_BF16}, {2, 2, 256, 128, SR_BF16}, {1, 1, 77, 128, SR_BF16},
-    {2, 2, 50, 16, SR_F32}, {1, 3, 70, 64, SR_F32}, {1, 2, 33, 32, SR_BF16},
+  struct { int64_t B, H, T, D; sr_dtype dt; int fused; } cases[] = {
+    {2, 3, 64, 64, SR_BF16, 0}, {1, 2, 100, 64, SR_BF16, 0}, {2, 2, 256, 128, SR_BF16, 0}, {1, 1, 77, 128, SR_BF16, 0},
+    {2, 2, 50, 16, SR_F32, 0}, {1, 3, 70, 64, SR_F32, 0}, {1, 2, 33, 32, SR_BF16, 0},
+    {2, 3, 100, 64, SR_BF16, 1}, {1, 2, 130, 128, SR_BF16, 1},
   };
   char name[160];
-  for (int ci = 0; ci < 7; ci++)
+  for (int ci = 0; ci < 9; ci++)
     for (int causal = 0; causal < 2; causal++) {
       int64_t B = cases[ci].B, H = cases[ci].H, Tn = cases[ci].T, D = cases[ci].D, sh[4] = {B, H, Tn, D}, lsh[3] = {B, H, Tn};
       sr_dtype dt = cases[ci].dt;
+      int fused = cases[ci].fused;
       double scale = 1.0 / sqrt((double)D);
-      T *q = rnd(tnew(dt, 4, sh), -1, 1), *k = rnd(tnew(dt, 4, sh), -1, 1), *v = rnd(tnew(dt, 4, sh), -1, 1);
-      T *o = poison(tnew(dt, 4, sh)), *lse = poison(tnew(SR_F32, 3, lsh));
+      /* fused: every [B,H,T,D] tensor is a strided view with the layout of one third of a
+      ** [B,T,3,H,D] qkv projection (as a model reads q, k, v without copies) */
+#define ATT_NEW(j) (fused ? tview(dt, B * Tn * 3 * H * D, 4, sh, (int64_t[]){Tn * 3 * H * D, D, 3 * H * D, 1}, (j) * H * D) : tnew(dt, 4, sh))
+      T *q = rnd(ATT_NEW(0), -1, 1), *k = rnd(ATT_NEW(1), -1, 1), *v = rnd(ATT_NEW(2), -1, 1);
+      T *o = poison(ATT_NEW(1)), *lse = poison(tnew(SR_F32, 3, lsh));
       sr_kcall c = call(5, (T *[]){o, lse, q, k, v});
       c.f[0] = scale; c.i[0] = causal;
       run("attention", sr_cuda_attention, &c);
@@ -660,7 +665,7 @@ static void test_attention(void) {
       double *oref = calloc((size_t)n, sizeof(double)), *lref = calloc((size_t)(B * H * Tn), sizeof(double));
       double *dq = calloc((size_t)n, sizeof(double)), *dk = calloc((size_t)n, sizeof(double)), *dv = calloc((size_t)n, sizeof(double));
       double *P = malloc((size_t)(Tn * Tn) * sizeof(double));
-      T *dO = rnd(tnew(dt, 4, sh), -1, 1);
+      T *dO = rnd(ATT_NEW(2), -1, 1);
       for (int64_t bh = 0; bh < B * H; bh++) {
         int64_t base = bh * Tn * D;
         for (int64_t i = 0; i < Tn; i++) {
@@ -698,14 +703,14 @@ static void test_attention(void) {
           }
         }
       }
-      snprintf(name, sizeof name, "attention %s B=%lld H=%lld T=%lld D=%lld%s", dn(dt), (long long)B, (long long)H, (long long)Tn,
-               (long long)D, causal ? " causal" : "");
+      snprintf(name, sizeof name, "attention %s B=%lld H=%lld T=%lld D=%lld%s%s", dn(dt), (long long)B, (long long)H, (long long)Tn,
+               (long long)D, causal ? " causal" : "", fused ? " strided (fused qkv layout)" : "");
       expect(name, o, oref, tol_of(dt, 2e-5));
       char nm2[200];
       snprintf(nm2, sizeof nm2, "%s lse", name);
       expect(nm2, lse, lref, dt == SR_BF16 ? 1e-3 : 2e-5);
       /* backward uses the GPU's own out and lse, as autograd will */
-      T *gq = poison(tnew(dt, 4, sh)), *gk = poison(tnew(dt, 4, sh)), *gv = poison(tnew(dt, 4, sh));
+      T *gq = poison(ATT_NEW(0)), *gk = poison(ATT_NEW(1)), *gv = poison(ATT_NEW(2));
       sr_kcall cb = call(9, (T *[]){gq, gk, gv, dO, q, k, v, o, lse});
       cb.f[0] = scale; cb.i[0] = causal;
       run("attention_backward", sr_cuda_attention_backward, &cb);
