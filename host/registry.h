@@ -116,7 +116,7 @@ extern const sr_kernel sr_kernels[SR_KERNEL_COUNT];
 #define SR_X(n, doc) const char *sr_cpu_##n(const sr_kcall *c);
 SR_KERNELS(SR_X)
 #undef SR_X
-/* CUDA launchers: kernels/*.cu, named sr_cuda_<name> (only with SPEEDRUN_CUDA) */
+/* CUDA launchers: kernels/<family>.cu, named sr_cuda_<name> (only with SPEEDRUN_CUDA) */
 #define SR_X(n, doc) const char *sr_cuda_##n(const sr_kcall *c);
 SR_KERNELS(SR_X)
 #undef SR_X
