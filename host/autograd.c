@@ -66,12 +66,12 @@ void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs) {
 
 void sr_node_save(sr_node *n, int k, sr_tensor *t) {
   n->saved[k] = sr_tensor_retain(t);
-  n->saved_version[k] = t ? t->version : 0;
+  n->saved_version[k] = t ? t->storage->version : 0;
 }
 
 sr_tensor *sr_node_saved(sr_node *n, int k) {
   sr_tensor *t = n->saved[k];
-  if (t && t->version != n->saved_version[k])
+  if (t && t->storage->version != n->saved_version[k])
     sr_fail("%s backward: a tensor saved for the backward was modified in place after the forward", n->name);
   return t;
 }

@@ -433,6 +433,36 @@ static int t_len(lua_State *L) {
   return 1;
 }
 
+/* raw little-endian bytes of the elements in row-major order (for weight files) */
+static int m_tobytes(lua_State *L) {
+  sr_tensor *t = sr_check_tensor(L, 1);
+  sr_tensor *c = sr_to_raw(t, SR_CPU, t->dtype);
+  lua_pushlstring(L, sr_data(c), (size_t)sr_numel(c) * sr_dtype_size(c->dtype));
+  sr_tensor_release(c);
+  return 1;
+}
+
+/* frombytes(string, dtype, shape [, opts]) */
+static int f_frombytes(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  sr_dtype dt = (sr_dtype)sr_check_dtype(L, 2, SR_F32);
+  int64_t shape[SR_MAXDIM];
+  int last;
+  int nd = check_shape(L, 3, shape, &last);
+  tensor_opts o = check_opts(L, last + 1, dt);
+  int64_t n = 1;
+  for (int d = 0; d < nd; d++) n *= shape[d];
+  if ((size_t)n * sr_dtype_size(dt) != len)
+    return luaL_error(L, "frombytes: %d bytes do not hold %d %s elements", (int)len, (int)n, sr_dtype_name(dt));
+  sr_tensor *cpu = sr_tensor_new(dt, SR_CPU, nd, shape);
+  memcpy(sr_data(cpu), s, len);
+  sr_push_tensor(L, cpu);
+  sr_tensor *t = o.device == SR_CPU ? sr_tensor_retain(cpu) : sr_to_raw(cpu, o.device, dt);
+  finish(L, t, o);
+  return 1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* views (differentiable) */
 
@@ -715,7 +745,7 @@ static const luaL_Reg tensor_methods[] = {
   {"squeeze", m_squeeze}, {"expand", m_expand}, {"contiguous", m_contiguous}, {"clone", m_clone},
   {"to", m_to}, {"copy_", m_copy_}, {"fill_", m_fill_}, {"zero_", m_zero_}, {"add_", m_add_},
   {"sub_", m_sub_}, {"mul_", m_mul_}, {"div_", m_div_}, {"normal_", m_normal_}, {"uniform_", m_uniform_},
-  {"backward", m_backward}, {"detach", m_detach}, {"requires_grad_", m_requires_grad_}, {"close", m_close},
+  {"tobytes", m_tobytes}, {"backward", m_backward}, {"detach", m_detach}, {"requires_grad_", m_requires_grad_}, {"close", m_close},
   {NULL, NULL}
 };
 
@@ -726,7 +756,7 @@ static const luaL_Reg tensor_metamethods[] = {
 
 static const luaL_Reg core_functions[] = {
   {"tensor", f_tensor}, {"zeros", f_zeros}, {"ones", f_ones}, {"empty", f_empty}, {"full", f_full},
-  {"arange", f_arange}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
+  {"arange", f_arange}, {"frombytes", f_frombytes}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
   {"manual_seed", f_manual_seed}, {"no_grad", f_no_grad}, {"set_grad_enabled", f_set_grad_enabled},
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
   {NULL, NULL}

@@ -59,7 +59,7 @@ sr_tensor *sr_unary_raw(sr_unary_fn fn, sr_tensor *x, double p) {
 void sr_unary_inplace(sr_unary_fn fn, sr_tensor *a, double p) {
   sr_kcall c = {.t = {a, a}, .nt = 2, .i = {fn}, .f = {p}};
   sr_kernel_run(SR_K_unary, &c);
-  a->version++;
+  a->storage->version++;
 }
 
 static void broadcast_pair(const char *op, sr_tensor *a, sr_tensor *b, int *nd, int64_t *shape) {
@@ -89,7 +89,7 @@ void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   sr_kcall c = {.t = {a, a, eb}, .nt = 3, .i = {fn}};
   sr_kernel_run(SR_K_binary, &c);
   sr_tensor_release(eb);
-  a->version++;
+  a->storage->version++;
 }
 
 void sr_accumulate_(sr_tensor *dst, sr_tensor *src) {
@@ -1001,5 +1001,5 @@ void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, do
   if (step < 1) sr_fail("adamw: bad argument (step must be >= 1, got %lld)", (long long)step);
   sr_kcall c = {.t = {param, grad, m, v}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {step}};
   sr_kernel_run(SR_K_adamw, &c);
-  param->version++;
+  param->storage->version++;
 }

@@ -390,7 +390,7 @@ int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64
 void sr_fill_(sr_tensor *x, double v) {
   sr_kcall c = {.t = {x}, .nt = 1, .f = {v}};
   sr_kernel_run(SR_K_fill, &c);
-  x->version++;
+  x->storage->version++;
 }
 
 void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
@@ -411,7 +411,7 @@ void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
     sr_kernel_run(SR_K_copy, &c);
     sr_tensor_release(staged);
   }
-  dst->version++;
+  dst->storage->version++;
 }
 
 sr_tensor *sr_contiguous_raw(sr_tensor *x) {
