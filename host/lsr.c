@@ -3,6 +3,7 @@
 ** the package path to lua/, error reporting with a traceback (as lua.c's docall), and the
 ** `speedrun run FILE.lua` command.
 */
+#define _DEFAULT_SOURCE        /* readlink */
 #include <stdio.h>     /* defines: fprintf */
 #include <stdlib.h>    /* defines: getenv, realpath */
 #include <string.h>    /* defines: strcmp, strrchr */
@@ -49,11 +50,14 @@ const char *sr_source_dir(void) {
       char *slash = strrchr(exe, '/');
       if (!slash) break;
       *slash = '\0';
-      char probe[PATH_MAX + 32];
+      char probe[2 * PATH_MAX];
       snprintf(probe, sizeof probe, "%s/lua/speedrun/init.lua", exe);
       if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s", exe); return dir; }
       snprintf(probe, sizeof probe, "%s/share/speedrun/lua/speedrun/init.lua", exe);
-      if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s/share/speedrun", exe); return dir; }
+      if (access(probe, R_OK) == 0 && strlen(exe) + 16 < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s/share/speedrun", (int)(sizeof dir - 16), exe);
+        return dir;
+      }
     }
   }
   snprintf(dir, sizeof dir, "%s", SPEEDRUN_SOURCE_DIR);

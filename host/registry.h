@@ -10,6 +10,8 @@
 ** parameters. Shapes are checked by the front-end before the call. Unless stated otherwise,
 ** tensors may be any float dtype (f32, f64, bf16; CPU computes in f32 or f64, accumulating
 ** in at least f32) and any strides; "contig" marks tensors the front-end makes contiguous.
+** Element-wise kernels (unary, binary, where, copy) must allow out to alias an input with the
+** same layout (in-place updates use this).
 ** Gradient contract (as llm.c): activation grads are written (=), parameter grads are
 ** accumulated (+=) where stated.
 */
@@ -47,8 +49,10 @@ typedef enum sr_unary_fn {
   SR_UNARY_COUNT
 } sr_unary_fn;
 
-/* binary element-wise functions; a and b already broadcast (expanded) to out's shape */
-#define SR_BINARY_FNS(X) X(ADD, add) X(SUB, sub) X(MUL, mul) X(DIV, div) X(POW, pow) X(MAX, maximum) X(MIN, minimum)
+/* binary element-wise functions; a and b already broadcast (expanded) to out's shape, all
+** three of one dtype (floats or i32); the comparisons (EQ and after) give 1 or 0 */
+#define SR_BINARY_FNS(X) X(ADD, add) X(SUB, sub) X(MUL, mul) X(DIV, div) X(POW, pow) X(MAX, maximum) \
+  X(MIN, minimum) X(EQ, eq) X(NE, ne) X(LT, lt) X(LE, le) X(GT, gt) X(GE, ge)
 typedef enum sr_binary_fn {
 #define SR_X(E, n) SR_BINARY_##E,
   SR_BINARY_FNS(SR_X)
@@ -112,7 +116,7 @@ extern const sr_kernel sr_kernels[SR_KERNEL_COUNT];
 #define SR_X(n, doc) const char *sr_cpu_##n(const sr_kcall *c);
 SR_KERNELS(SR_X)
 #undef SR_X
-/* CUDA launchers: kernels/*.cu, named sr_cuda_<name> (only with SPEEDRUN_CUDA) */
+/* CUDA launchers: kernels/<family>.cu, named sr_cuda_<name> (only with SPEEDRUN_CUDA) */
 #define SR_X(n, doc) const char *sr_cuda_##n(const sr_kcall *c);
 SR_KERNELS(SR_X)
 #undef SR_X
