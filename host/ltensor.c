@@ -7,6 +7,8 @@
 #include <stdio.h>     /* defines: snprintf */
 #include <string.h>    /* defines: strcmp */
 
+#include <omp.h>       /* defines: omp_set_num_threads */
+
 #include <lua.h>
 #include <lauxlib.h>
 
@@ -733,6 +735,19 @@ static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled(
 
 static int f_is_tensor(lua_State *L) { lua_pushboolean(L, sr_to_tensor(L, 1) != NULL); return 1; }
 
+/* CPU threads of the reference kernels (results do not depend on it) */
+static int f_set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "need at least 1 thread");
+  omp_set_num_threads((int)n);
+  return 0;
+}
+
+static int f_get_num_threads(lua_State *L) {
+  lua_pushinteger(L, omp_get_max_threads());
+  return 1;
+}
+
 static int f_cuda_available(lua_State *L) {
   lua_pushboolean(L, sr_cuda_available());
   return 1;
@@ -759,6 +774,7 @@ static const luaL_Reg core_functions[] = {
   {"arange", f_arange}, {"frombytes", f_frombytes}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
   {"manual_seed", f_manual_seed}, {"no_grad", f_no_grad}, {"set_grad_enabled", f_set_grad_enabled},
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
+  {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
   {NULL, NULL}
 };
 
