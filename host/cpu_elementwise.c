@@ -244,6 +244,12 @@ static void binary_forward(double *y, const double *a, const double *b, int64_t 
     case SR_BINARY_MIN:
       for (int64_t k = 0; k < n; k++) y[k] = (b[k] < a[k] || b[k] != b[k]) ? b[k] : a[k];
       break;
+    case SR_BINARY_EQ: for (int64_t k = 0; k < n; k++) y[k] = a[k] == b[k]; break;
+    case SR_BINARY_NE: for (int64_t k = 0; k < n; k++) y[k] = a[k] != b[k]; break;
+    case SR_BINARY_LT: for (int64_t k = 0; k < n; k++) y[k] = a[k] < b[k]; break;
+    case SR_BINARY_LE: for (int64_t k = 0; k < n; k++) y[k] = a[k] <= b[k]; break;
+    case SR_BINARY_GT: for (int64_t k = 0; k < n; k++) y[k] = a[k] > b[k]; break;
+    case SR_BINARY_GE: for (int64_t k = 0; k < n; k++) y[k] = a[k] >= b[k]; break;
   }
 }
 
@@ -254,7 +260,8 @@ const char *sr_cpu_binary(const sr_kcall *c) {
     snprintf(m, 256, "unknown binary function %lld", (long long)c->i[0]);
     return m;
   }
-  const char *e = cpu_check_floats(c, 0, 3);
+  const char *e = NULL;
+  for (int j = 0; j < 3 && !e; j++) e = cpu_check_dtype(c->t[j], j + 1, true);  /* i32 too (indices, masks) */
   if (e) return e;
   int fn = (int)c->i[0];
   int64_t n = sr_numel(out), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;

@@ -161,10 +161,18 @@ static int f_zeros(lua_State *L) { return new_filled(L, 0.0, true); }
 static int f_ones(lua_State *L) { return new_filled(L, 1.0, true); }
 static int f_empty(lua_State *L) { return new_filled(L, 0.0, false); }
 
+/* full(shape..., value [, opts]): the last number is the value */
 static int f_full(lua_State *L) {
   int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 1, shape, &last);
+  int last, nd;
+  if (lua_istable(L, 1)) nd = check_shape(L, 1, shape, &last);
+  else {
+    int nnum = 0;
+    while (lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
+    luaL_argcheck(L, nnum >= 1 && nnum <= SR_MAXDIM + 1, 1, "expected full(shape..., value)");
+    for (nd = 0; nd < nnum - 1; nd++) shape[nd] = luaL_checkinteger(L, nd + 1);
+    last = nnum - 1;
+  }
   double v = luaL_checknumber(L, last + 1);
   tensor_opts o = check_opts(L, last + 2, SR_F32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
