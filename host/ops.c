@@ -719,10 +719,10 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (n->i[1] == 2) {
     sr_tensor *gc = sr_contiguous_raw(g);
     sr_tensor *gv = sr_view(gc, 1, &N);
-    dl = sr_to_raw(gv, gv->storage->device, SR_F32);
+    dl = sr_to_raw(gv, gv->storage->device, lse->dtype);
     sr_tensor_release(gc); sr_tensor_release(gv);
   } else {
-    sr_tensor *gf = sr_to_raw(g, g->storage->device, SR_F32);
+    sr_tensor *gf = sr_to_raw(g, g->storage->device, lse->dtype);
     sr_tensor *scaled = n->i[1] == 0 ? sr_unary_raw(SR_UNARY_MUL_SCALAR, gf, n->f[0]) : sr_tensor_retain(gf);
     sr_tensor *e = sr_expand(scaled, 1, &N);
     dl = sr_contiguous_raw(e);
@@ -749,8 +749,9 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   sr_tensor *tc = sr_contiguous_raw(targets);
   sr_tensor *t = sr_view(tc, 1, (int64_t[]){-1});
   int64_t N = l2->shape[0];
-  sr_tensor *losses = sr_tensor_new(SR_F32, logits->storage->device, 1, &N);
-  sr_tensor *lse = sr_tensor_new(SR_F32, logits->storage->device, 1, &N);
+  sr_dtype side = logits->dtype == SR_F64 ? SR_F64 : SR_F32;  /* per-row statistics */
+  sr_tensor *losses = sr_tensor_new(side, logits->storage->device, 1, &N);
+  sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_kcall c = {.t = {losses, lse, l2, t}, .nt = 4, .i = {ignore_index}};
   sr_kernel_run(SR_K_cross_entropy, &c);
   sr_tensor *y;
