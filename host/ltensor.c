@@ -663,9 +663,21 @@ static int m_div_(lua_State *L) { return inplace(L, SR_BINARY_DIV); }
 /* ------------------------------------------------------------------------------------------ */
 /* autograd */
 
+static int backward_call(lua_State *L) {
+  sr_backward(sr_check_tensor(L, 1), sr_opt_tensor(L, 2));
+  return 0;
+}
+
+/* backward([grad]): the pass runs with grad mode off; an error inside restores the mode */
 static int m_backward(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  sr_backward(t, sr_opt_tensor(L, 2));
+  sr_check_tensor(L, 1);
+  lua_settop(L, 2);
+  bool mode = sr_grad_enabled();
+  lua_pushcfunction(L, backward_call);
+  lua_insert(L, 1);
+  int status = lua_pcall(L, 2, 0, 0);
+  sr_set_grad_enabled(mode);
+  if (status != LUA_OK) return lua_error(L);
   return 0;
 }
 
