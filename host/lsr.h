@@ -35,6 +35,7 @@ int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/l
 void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
 void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
 const char *sr_lua_dir(void);
+const char *sr_self_exe(void);               /* absolute path of the running binary */
 const char *sr_source_dir(void);             /* the checkout (for tasks/, hints/ defaults) */
 
 /* run a chunk with a traceback handler; prints the error; returns the Lua status */

@@ -29,6 +29,7 @@ typedef struct sr_storage {
   size_t nbytes;
   sr_device device;
   int refcount;
+  int version;         /* bumped by every in-place write through any view */
 } sr_storage;
 
 typedef struct sr_node sr_node;  /* autograd tape node, host/autograd.h */
@@ -45,7 +46,6 @@ typedef struct sr_tensor {
   struct sr_tensor *grad;          /* accumulated gradient of a leaf (owned), or NULL */
   sr_node *grad_fn;                /* the tape node that produced this tensor (owned ref), or NULL */
   int grad_slot;                   /* which output of grad_fn this tensor is */
-  int version;                     /* bumped by in-place writes; saved tensors check it */
 } sr_tensor;
 
 /* ---- failure: formats a message and calls the installed handler (never returns) */
