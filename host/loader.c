@@ -118,6 +118,12 @@ sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config
       return NULL;
     }
   }
+  if (c->max_tokens > sr_loader_total_tokens(ld)) {
+    snprintf(err, errlen, "%s...: the shards hold %lld tokens, fewer than the %lld asked for", files[0],
+             (long long)sr_loader_total_tokens(ld), (long long)c->max_tokens);
+    sr_loader_free(ld);
+    return NULL;
+  }
   sr_loader_reset(ld);
   return ld;
 oom:

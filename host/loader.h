@@ -11,8 +11,8 @@
 **    read, a shard is left when pos + batch + 1 >= its length; there is no cycling: after the
 **    last shard the loader reports the end of the data.
 ** With max_tokens > 0 a loader yields max_tokens / (tokens per step over all ranks) batches and
-** then ends (the validation loader: a fixed token count from the start of the val shards);
-** reset() starts it again.
+** then ends (the validation loader: a fixed token count from the start of the val shards;
+** the shards must hold at least max_tokens); reset() starts it again.
 */
 #ifndef SR_LOADER_H
 #define SR_LOADER_H

@@ -26,8 +26,8 @@ void sr_shard_header(int32_t header[256], int64_t n) {
 int sr_shard_check(const void *header, size_t hdrlen, long long filesize, const char *path,
                    int64_t *ntok, char *err, size_t errlen) {
   if (hdrlen < SR_SHARD_HEADER_BYTES || filesize < SR_SHARD_HEADER_BYTES) {
-    snprintf(err, errlen, "%s: %lld bytes, too short for the %d-byte shard header", path,
-             filesize < (long long)hdrlen ? filesize : (long long)hdrlen, SR_SHARD_HEADER_BYTES);
+    snprintf(err, errlen, "%s: %lld bytes, too short for the %d-byte shard header", path, filesize,
+             SR_SHARD_HEADER_BYTES);
     return -1;
   }
   int32_t h[3];
