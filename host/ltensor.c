@@ -5,6 +5,7 @@
 */
 #include <math.h>      /* defines: isnan, isinf */
 #include <stdio.h>     /* defines: snprintf */
+#include <stdlib.h>    /* defines: getenv */
 #include <string.h>    /* defines: strcmp */
 
 #include <omp.h>       /* defines: omp_set_num_threads */
@@ -803,7 +804,7 @@ void sr_open_custom_functions(lua_State *L);  /* lops.c: adds custom-function en
 
 int luaopen_speedrun_core(lua_State *L) {
 #ifdef SPEEDRUN_CUDA
-  sr_cuda_init();
+  if (!getenv("SPEEDRUN_NO_CUDA")) sr_cuda_init();  /* SPEEDRUN_NO_CUDA: never touch the driver */
 #endif
   luaL_newmetatable(L, SR_TENSOR_MT);
   luaL_setfuncs(L, tensor_metamethods, 0);
