@@ -20,6 +20,8 @@
 /* every C module of the host; require "speedrun.<name>" */
 static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
+  {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
+  {"speedrun.data", luaopen_speedrun_data},
   {NULL, NULL}
 };
 
