@@ -31,9 +31,27 @@ static void lua_fail(const char *msg) {
   luaL_error(error_state, "%s", msg);
 }
 
+/* Lua sees only small boxes, so its collector would let tensors pile up: after every
+** SR_GC_BYTES of new storage (host or device) run a full collection, which releases the
+** tensors no Lua value refers to any more. */
+#define SR_GC_BYTES ((size_t)256 << 20)
+static size_t bytes_since_gc;
+static bool in_gc;
+
+static void alloc_pressure(size_t nbytes, sr_device d) {
+  (void)d;
+  bytes_since_gc += nbytes;
+  if (bytes_since_gc < SR_GC_BYTES || in_gc) return;
+  bytes_since_gc = 0;
+  in_gc = true;
+  lua_gc(error_state, LUA_GCCOLLECT);
+  in_gc = false;
+}
+
 void sr_lua_bind_errors(lua_State *L) {
   error_state = L;
   sr_set_fail_handler(lua_fail);
+  sr_set_alloc_hook(alloc_pressure);
 }
 
 /* ------------------------------------------------------------------------------------------ */

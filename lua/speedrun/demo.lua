@@ -8,13 +8,13 @@ local gpt, optim, F = sr.gpt, sr.optim, sr.F
 local demo = {}
 
 function demo.main(args)
-  local steps = tonumber(args.steps) or 100
+  local device = sr.cuda_available() and "cuda" or "cpu"
+  local steps = tonumber(args.steps) or (device == "cuda" and 300 or 50)
   local ok, err = data.prepare {corpus = "default"}
   if not ok then
     io.stderr:write("speedrun demo: cannot prepare the default corpus: " .. err .. "\n")
     return 1
   end
-  local device = sr.cuda_available() and "cuda" or "cpu"
   local cfg = device == "cuda"
     and {vocab_size = 50257, block_size = 256, n_layer = 6, n_head = 6, n_embd = 384, B = 32}
     or {vocab_size = 50257, block_size = 64, n_layer = 2, n_head = 4, n_embd = 128, B = 8}
