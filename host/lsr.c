@@ -3,6 +3,7 @@
 ** the package path to lua/, error reporting with a traceback (as lua.c's docall), and the
 ** `speedrun run FILE.lua` command.
 */
+#define _DEFAULT_SOURCE        /* readlink */
 #include <stdio.h>     /* defines: fprintf */
 #include <stdlib.h>    /* defines: getenv, realpath */
 #include <string.h>    /* defines: strcmp, strrchr */
@@ -19,6 +20,8 @@
 /* every C module of the host; require "speedrun.<name>" */
 static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
+  {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
+  {"speedrun.data", luaopen_speedrun_data},
   {NULL, NULL}
 };
 
@@ -49,15 +52,28 @@ const char *sr_source_dir(void) {
       char *slash = strrchr(exe, '/');
       if (!slash) break;
       *slash = '\0';
-      char probe[PATH_MAX + 32];
+      char probe[2 * PATH_MAX];
       snprintf(probe, sizeof probe, "%s/lua/speedrun/init.lua", exe);
       if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s", exe); return dir; }
       snprintf(probe, sizeof probe, "%s/share/speedrun/lua/speedrun/init.lua", exe);
-      if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s/share/speedrun", exe); return dir; }
+      if (access(probe, R_OK) == 0 && strlen(exe) + 16 < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s/share/speedrun", (int)(sizeof dir - 16), exe);
+        return dir;
+      }
     }
   }
   snprintf(dir, sizeof dir, "%s", SPEEDRUN_SOURCE_DIR);
   return dir;
+}
+
+const char *sr_self_exe(void) {
+  static char exe[PATH_MAX];
+  if (!exe[0]) {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) snprintf(exe, sizeof exe, "speedrun");
+    else exe[n] = '\0';
+  }
+  return exe;
 }
 
 const char *sr_lua_dir(void) {
@@ -132,7 +148,9 @@ int cmd_run(int argc, char **argv) {
   if (!L) return 1;
   int rc = 1;
   if (!load_speedrun_global(L)) goto done;
-  lua_createtable(L, argc - 2, 1);
+  lua_createtable(L, argc - 2, 2);
+  lua_pushstring(L, sr_self_exe());
+  lua_rawseti(L, -2, -1);                     /* arg[-1]: this program, as lua.c gives the interpreter */
   for (int i = 1; i < argc; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i - 1);

@@ -1,0 +1,248 @@
+/*
+** cpu_gemm.c: CPU reference of gemm, the batched matrix multiply behind matmul and linear:
+**   out[b] = alpha * op(a[b]) @ op(b[b]) + beta * out[b]
+** out [B,M,N] contiguous; a [B,M,K] (i0 = 0) or [B,K,M] (i0 = 1); b [B,K,N] (i1 = 0) or [B,N,K]
+** (i1 = 1); unit stride in the last dim of a and b, any row and batch strides (0 = broadcast).
+** 2-D tensors are one batch. beta == 0 never reads out (it may hold NaN garbage).
+**
+** f32/bf16 (the trainer's hot path): a packed, cache-blocked sgemm in the BLIS layout. For each
+** (batch, NC column block, KC depth block) the B panel is packed once into NR-wide slivers
+** (bf16 converted here); threads then take MC row blocks, pack them into MR-tall slivers, and run
+** an MR x NR register-tile micro-kernel written as plain loops that gcc vectorises (-O3
+** -march=native). Each output element is summed in a fixed order (KC blocks in order, k in order
+** inside), so results do not depend on the thread count. fp32 accumulation; a bf16 out goes
+** through an f32 buffer so rounding happens once.
+** f64 (gradcheck) or any mix with f64: a plain triple loop in double, parallel over rows.
+*/
+#include <stdint.h>      /* defines: int64_t */
+#include <stdlib.h>      /* defines: malloc, free */
+
+#include "cpu_common.h"  /* defines: cpu_ld, cpu_st, cpu_check_floats */
+
+#define MR 6      /* micro-tile rows */
+#define NR 32     /* micro-tile columns (two 512-bit or four 256-bit vectors) */
+#define MC 96     /* rows per packed A block (multiple of MR) */
+#define KC 256    /* depth per block */
+#define NC 2048   /* columns per packed B panel (multiple of NR) */
+
+/* one matrix operand of a batch: element (r, k) of op(x) for a (rows = M) or (k, col) for b */
+typedef struct {
+  const void *data;   /* storage base */
+  sr_dtype dtype;
+  int64_t off;        /* element offset of this batch's [0,0] */
+  int64_t ld;         /* stride of the non-unit dim */
+  int trans;          /* i0 / i1 */
+} gemm_operand;
+
+/* ---------------------------------------------------------------------------------------------
+** packing */
+
+/* A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row slivers: Ap[s*kc*MR + k*MR + r], zero-padded */
+static void pack_a(float *Ap, const gemm_operand *a, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
+  for (int64_t s = 0; s < mc; s += MR) {
+    float *dst = Ap + s * kc;
+    int64_t rows = mc - s < MR ? mc - s : MR;
+    for (int64_t r = 0; r < MR; r++) {
+      int64_t i = i0 + s + r;
+      /* element (i, p) sits at off + i*ld + p (not transposed) or off + p*ld + i (transposed) */
+      int64_t base = a->off + (a->trans ? i : i * a->ld), step = a->trans ? a->ld : 1;
+      if (r >= rows) {
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+      } else if (a->dtype == SR_F32) {
+        const float *src = (const float *)a->data + base + p0 * step;
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[k * step];
+      } else {
+        const uint16_t *src = (const uint16_t *)a->data + base + p0 * step;
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = sr_bf16_to_f32(src[k * step]);
+      }
+    }
+  }
+}
+
+/* B depth [p0, p0+kc) x one NR-column sliver starting at j0 (nr valid columns) into
+** Bp[k*NR + c], zero-padded */
+static void pack_b_sliver(float *Bp, const gemm_operand *b, int64_t p0, int64_t kc, int64_t j0, int64_t nr) {
+  for (int64_t k = 0; k < kc; k++) {
+    float *dst = Bp + k * NR;
+    int64_t p = p0 + k;
+    if (!b->trans) {  /* row p of [K,N]: columns contiguous */
+      int64_t base = b->off + p * b->ld + j0;
+      if (b->dtype == SR_F32) {
+        const float *src = (const float *)b->data + base;
+        for (int64_t c = 0; c < nr; c++) dst[c] = src[c];
+      } else {
+        const uint16_t *src = (const uint16_t *)b->data + base;
+        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c]);
+      }
+    } else {          /* [N,K]: column c of op(b) is row j0+c */
+      int64_t base = b->off + j0 * b->ld + p;
+      if (b->dtype == SR_F32) {
+        const float *src = (const float *)b->data + base;
+        for (int64_t c = 0; c < nr; c++) dst[c] = src[c * b->ld];
+      } else {
+        const uint16_t *src = (const uint16_t *)b->data + base;
+        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c * b->ld]);
+      }
+    }
+    for (int64_t c = nr; c < NR; c++) dst[c] = 0.0f;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+** micro-kernel: C[0..mr, 0..nr) (row stride ldc) = alpha*Ap@Bp + (first ? beta*C : C), where
+** Ap is an MR-row sliver and Bp an NR-column sliver of depth kc. The accumulator tile lives in
+** registers; the MR x NR update vectorises over NR. */
+static void micro_kernel(int64_t kc, const float *restrict Ap, const float *restrict Bp, float *restrict C,
+                         int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta, int first) {
+  float acc[MR][NR];
+  for (int r = 0; r < MR; r++)
+    for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+  for (int64_t k = 0; k < kc; k++) {
+    const float *a = Ap + k * MR, *b = Bp + k * NR;
+    for (int r = 0; r < MR; r++)
+      for (int j = 0; j < NR; j++) acc[r][j] += a[r] * b[j];
+  }
+  if (mr == MR && nr == NR) {
+    for (int r = 0; r < MR; r++) {
+      float *c = C + r * ldc;
+      if (!first) for (int j = 0; j < NR; j++) c[j] += alpha * acc[r][j];
+      else if (beta == 0.0f) for (int j = 0; j < NR; j++) c[j] = alpha * acc[r][j];
+      else for (int j = 0; j < NR; j++) c[j] = alpha * acc[r][j] + beta * c[j];
+    }
+  } else {
+    for (int64_t r = 0; r < mr; r++) {
+      float *c = C + r * ldc;
+      for (int64_t j = 0; j < nr; j++)
+        c[j] = !first ? c[j] + alpha * acc[r][j] : beta == 0.0f ? alpha * acc[r][j] : alpha * acc[r][j] + beta * c[j];
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+** sgemm over one batch: C [M,N] f32 (row stride N) = alpha*op(a)@op(b) + beta*C. Called inside
+** an OpenMP parallel region by every thread; Bp is shared, Ap per thread. */
+static void sgemm_batch(float *C, const gemm_operand *a, const gemm_operand *b, int64_t M, int64_t N, int64_t K,
+                        float alpha, float beta, float *Bp, float *Ap) {
+  if (K == 0) {  /* nothing to accumulate: C = beta*C */
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * N + j] = beta == 0.0f ? 0.0f : beta * C[i * N + j];
+    return;
+  }
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    int64_t nc = N - jc < NC ? N - jc : NC, nsl = (nc + NR - 1) / NR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = K - pc < KC ? K - pc : KC;
+#pragma omp for schedule(static)
+      for (int64_t s = 0; s < nsl; s++)
+        pack_b_sliver(Bp + s * kc * NR, b, pc, kc, jc + s * NR, nc - s * NR < NR ? nc - s * NR : NR);
+      /* implicit barrier: the panel is complete */
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        int64_t mc = M - ic < MC ? M - ic : MC;
+        pack_a(Ap, a, ic, mc, pc, kc);
+        for (int64_t s = 0; s < nsl; s++) {
+          int64_t j0 = jc + s * NR, nr = nc - s * NR < NR ? nc - s * NR : NR;
+          for (int64_t ir = 0; ir < mc; ir += MR)
+            micro_kernel(kc, Ap + ir * kc, Bp + s * kc * NR, C + (ic + ir) * N + j0, N,
+                         mc - ir < MR ? mc - ir : MR, nr, alpha, beta, pc == 0);
+        }
+      }
+      /* implicit barrier: the panel may be overwritten */
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+** f64 path: out[i,j] = alpha * sum_k op(a)[i,k] op(b)[k,j] + beta*out[i,j], in double, rows
+** split across threads; operands of any float dtype */
+static void dgemm_batch(sr_tensor *out, int64_t ooff, const gemm_operand *a, const gemm_operand *b, int64_t M,
+                        int64_t N, int64_t K, double alpha, double beta, double *rows) {
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < M; i++) {
+    double *acc = rows + (int64_t)omp_get_thread_num() * N;
+    for (int64_t j = 0; j < N; j++) acc[j] = 0;
+    for (int64_t p = 0; p < K; p++) {
+      double av = cpu_ld(a->data, a->dtype, a->off + (a->trans ? p * a->ld + i : i * a->ld + p));
+      if (b->trans)
+        for (int64_t j = 0; j < N; j++) acc[j] += av * cpu_ld(b->data, b->dtype, b->off + j * b->ld + p);
+      else if (b->dtype == SR_F64) {
+        const double *br = (const double *)b->data + b->off + p * b->ld;
+        for (int64_t j = 0; j < N; j++) acc[j] += av * br[j];
+      } else
+        for (int64_t j = 0; j < N; j++) acc[j] += av * cpu_ld(b->data, b->dtype, b->off + p * b->ld + j);
+    }
+    for (int64_t j = 0; j < N; j++) {
+      int64_t o = ooff + i * N + j;
+      double old = beta == 0.0 ? 0.0 : beta * cpu_ld(out->storage->data, out->dtype, o);
+      cpu_st(out->storage->data, out->dtype, o, alpha * acc[j] + old);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+** gemm: the kernel entry */
+const char *sr_cpu_gemm(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *ta = c->t[1], *tb = c->t[2];
+  const char *e = cpu_check_floats(c, 0, 3);
+  if (e) return e;
+  int nd = out->ndim;
+  if (nd < 2 || nd > 3 || ta->ndim != nd || tb->ndim != nd) return "gemm wants 2-D or 3-D out, a and b";
+  int ta_t = c->i[0] != 0, tb_t = c->i[1] != 0;
+  int64_t B = nd == 3 ? out->shape[0] : 1, M = out->shape[nd - 2], N = out->shape[nd - 1];
+  int64_t K = ta->shape[nd - (ta_t ? 2 : 1)];
+  int64_t sa = nd == 3 ? ta->stride[0] : 0, sb = nd == 3 ? tb->stride[0] : 0;
+  gemm_operand a = {ta->storage->data, ta->dtype, ta->offset, ta->stride[nd - 2], ta_t};
+  gemm_operand b = {tb->storage->data, tb->dtype, tb->offset, tb->stride[nd - 2], tb_t};
+  if (B == 0 || M == 0 || N == 0) return NULL;
+  int nt = omp_get_max_threads();
+  int64_t work = M * N * (K + 1);
+
+  if (out->dtype == SR_F64 || ta->dtype == SR_F64 || tb->dtype == SR_F64) {
+    double *rows = (double *)malloc(sizeof(double) * (size_t)(N * nt));
+    if (!rows) return CPU_OOM;
+#pragma omp parallel if (work > CPU_PAR_MIN)
+    for (int64_t bi = 0; bi < B; bi++) {
+      gemm_operand ab = a, bb = b;
+      ab.off += bi * sa;
+      bb.off += bi * sb;
+      dgemm_batch(out, out->offset + bi * M * N, &ab, &bb, M, N, K, c->f[0], c->f[1], rows);
+    }
+    free(rows);
+    return NULL;
+  }
+
+  /* f32 / bf16: pack buffers (shared B panel, one A block per thread), f32 out buffer for bf16 */
+  int64_t kmax = K < KC ? K : KC, nmax = ((N < NC ? N : NC) + NR - 1) / NR * NR;
+  float *Bp = (float *)malloc(sizeof(float) * (size_t)(kmax * nmax + 1));
+  float *Ap = (float *)malloc(sizeof(float) * (size_t)(MC * kmax + 1) * (size_t)nt);
+  float *Cf = out->dtype == SR_F32 ? NULL : (float *)malloc(sizeof(float) * (size_t)(M * N));
+  if (!Bp || !Ap || (out->dtype != SR_F32 && !Cf)) { free(Bp); free(Ap); free(Cf); return CPU_OOM; }
+  float alpha = (float)c->f[0], beta = Cf ? 0.0f : (float)c->f[1];
+#pragma omp parallel if (work > CPU_PAR_MIN)
+  {
+    float *myA = Ap + (MC * kmax + 1) * (int64_t)omp_get_thread_num();
+    for (int64_t bi = 0; bi < B; bi++) {
+      gemm_operand ab = a, bb = b;
+      ab.off += bi * sa;
+      bb.off += bi * sb;
+      float *C = Cf ? Cf : (float *)sr_data(out) + bi * M * N;
+      sgemm_batch(C, &ab, &bb, M, N, K, alpha, beta, Bp, myA);
+      if (Cf) {  /* round the f32 result once into out, adding beta*out */
+        int64_t o0 = out->offset + bi * M * N;
+        double ob = c->f[1];
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            int64_t o = o0 + i * N + j;
+            double old = ob == 0.0 ? 0.0 : ob * cpu_ld(out->storage->data, out->dtype, o);
+            cpu_st(out->storage->data, out->dtype, o, (double)Cf[i * N + j] + old);
+          }
+      }
+    }
+  }
+  free(Bp);
+  free(Ap);
+  free(Cf);
+  return NULL;
+}
