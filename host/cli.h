@@ -12,5 +12,6 @@ typedef struct sr_command {
 } sr_command;
 
 int cmd_run(int argc, char **argv);
+int cmd_kernel(int argc, char **argv);   /* host/cmd_kernel.c */
 
 #endif

@@ -20,6 +20,7 @@
 /* every C module of the host; require "speedrun.<name>" */
 static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
+  {"speedrun.kernel", luaopen_speedrun_kernel},
   {NULL, NULL}
 };
 

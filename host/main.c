@@ -14,6 +14,7 @@ static int cmd_help(int argc, char **argv);
 
 static const sr_command commands[] = {
   {"run", cmd_run, "run FILE.lua [args...]   run a Lua script with the speedrun module (arg as in lua)"},
+  {"kernel", cmd_kernel, "kernel check|compile|ops  agent CUDA kernels: check against an op, compile (docs/kernels.md)"},
   {"help", cmd_help, "help                     this text"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
