@@ -29,7 +29,14 @@
 
 const char *sr_source_dir(void);  /* host/lsr.c: the checkout or install prefix */
 
-static _Thread_local char msgbuf[1024];
+/* helpers that only the CUDA build calls */
+#ifdef SPEEDRUN_CUDA
+#define SR_CUDA_ONLY
+#else
+#define SR_CUDA_ONLY __attribute__((unused))
+#endif
+
+SR_CUDA_ONLY static _Thread_local char msgbuf[1024];
 
 /* ------------------------------------------------------------------------------------------
 ** small helpers */
@@ -70,7 +77,7 @@ static int file_exists(const char *path) {
 }
 
 /* mkdir -p */
-static int make_dirs(const char *path) {
+SR_CUDA_ONLY static int make_dirs(const char *path) {
   char tmp[1024];
   snprintf(tmp, sizeof tmp, "%s", path);
   for (char *p = tmp + 1; *p; p++) {
@@ -90,7 +97,7 @@ static void dirname_of(const char *path, char *out, size_t n) {
   else snprintf(out, n, "%.*s", (int)(slash - path), path);
 }
 
-static double now_ms(void) {
+SR_CUDA_ONLY static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
@@ -101,7 +108,7 @@ static double now_ms(void) {
 
 typedef struct hash128 { uint64_t a, b; } hash128;
 
-static void hash_init(hash128 *h) { h->a = 0xcbf29ce484222325ull; h->b = 0x9e3779b97f4a7c15ull; }
+SR_CUDA_ONLY static void hash_init(hash128 *h) { h->a = 0xcbf29ce484222325ull; h->b = 0x9e3779b97f4a7c15ull; }
 
 static void hash_bytes(hash128 *h, const void *data, size_t n) {
   const unsigned char *p = data;
@@ -280,7 +287,7 @@ static void scan_includes(inc_scan *s, const char *text, const char *selfdir) {
 ** Lines about the name-expression map (a kernel named in opts but missing from the source)
 ** become one clear line per missing kernel. */
 
-static char *rewrite_log(const char *log, const char *filename) {
+SR_CUDA_ONLY static char *rewrite_log(const char *log, const char *filename) {
   size_t cap = strlen(log) * 2 + 256, n = 0;
   char *out = malloc(cap);
   int skip = 0;
@@ -336,7 +343,7 @@ static char *rewrite_log(const char *log, const char *filename) {
 ** cache entries: "SRK1\n" "kind cubin|ptx\n" "arch ARCH\n" "name NAME LOWERED\n"... then
 ** "log N\n" N bytes, "image N\n" N bytes */
 
-static int cache_read(const char *path, sr_jit_binary *b, const sr_jit_opts *o) {
+SR_CUDA_ONLY static int cache_read(const char *path, sr_jit_binary *b, const sr_jit_opts *o) {
   size_t n = 0;
   char *buf = read_file(path, &n);
   if (!buf) return 0;
@@ -383,7 +390,7 @@ done:
   return ok;
 }
 
-static void cache_write(const char *path, const sr_jit_binary *b, const sr_jit_opts *o) {
+SR_CUDA_ONLY static void cache_write(const char *path, const sr_jit_binary *b, const sr_jit_opts *o) {
   char tmp[1100];
   snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
   FILE *f = fopen(tmp, "wb");
@@ -525,6 +532,12 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
   b->log = rewrite_log(raw, fname);
   free(raw);
   if (r != NVRTC_SUCCESS) {
+    if (!strstr(b->log, fname)) {  /* option errors name no file: say which compile failed */
+      char *l2 = malloc(strlen(b->log) + strlen(fname) + 4);
+      sprintf(l2, "%s: %s", fname, b->log);
+      free(b->log);
+      b->log = l2;
+    }
     if (!b->log[0]) {
       free(b->log);
       char tmp[512];
@@ -598,6 +611,8 @@ static int is_ident_char(char c) {
 /* one parameter: "[ptr] [const] TYPE [const] [*] [__restrict__] [NAME]" */
 static const char *parse_param(const char *s, size_t len, sr_jit_param *p, int index) {
   static _Thread_local char err[256];
+  while (len > 0 && (*s == ' ' || *s == '\t' || *s == '\n')) { s++; len--; }
+  while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\n')) len--;
   char words[8][64];
   int nw = 0, star = 0;
   for (size_t i = 0; i < len; ) {
@@ -726,7 +741,7 @@ static void record_open(void) {
   close(fd);
 }
 
-static void record_write(const char *fault) {
+SR_CUDA_ONLY static void record_write(const char *fault) {
   if (!record_tried) record_open();
   if (!record_map) return;
   int n = snprintf(record_map, SR_RECORD_BYTES,

@@ -11,6 +11,8 @@
 ** The Lua half of the module (op, compare, the `kernel check` driver) is lua/speedrun/kernelkit.lua.
 */
 #include <math.h>       /* defines: floor */
+#include <stdarg.h>     /* defines: va_list */
+#include <stdio.h>      /* defines: vsnprintf */
 #include <stdlib.h>     /* defines: calloc, free, qsort */
 #include <string.h>     /* defines: strcmp, strchr, strlen */
 
@@ -45,9 +47,24 @@ typedef struct kmod_box { kmod *m; } kmod_box;
 
 /* modules stay loaded for the life of the process (a captured graph may still launch their
 ** kernels); one load per cache key */
+#ifdef SPEEDRUN_CUDA
 typedef struct loaded { char key[33]; sr_jit_module *mod; } loaded;
 static loaded *loads;
 static int nloads;
+#endif
+
+/* luaL_error with the C formats (%g, %u) that lua_pushfstring lacks */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int kerr(lua_State *L, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return luaL_error(L, "%s", buf);
+}
 
 static int kstate_gc(lua_State *L) {
   kmod_box *b = (kmod_box *)luaL_checkudata(L, 1, KMOD_MT);
@@ -99,7 +116,7 @@ static void convert_arg(lua_State *L, int idx, const char *who, const sr_jit_sig
   else {
     double d = lua_tonumber(L, idx);
     if (d != floor(d) || d < -9.2e18 || d > 9.2e18)
-      luaL_error(L, "%s: %s: expected %s, got %g", who, label, kind_expect(p->kind), d);
+      kerr(L, "%s: %s: expected %s, got %g", who, label, kind_expect(p->kind), d);
     v = (lua_Integer)d;
   }
   switch (p->kind) {
@@ -159,7 +176,7 @@ static void get_dim3(lua_State *L, int t, const char *field, const char *who, un
   if (ty == LUA_TNUMBER) {
     if (!lua_isinteger(L, -1)) {
       double d = lua_tonumber(L, -1);
-      if (d != floor(d)) luaL_error(L, "%s: '%s' must be an integer, got %g", who, field, d);
+      if (d != floor(d)) kerr(L, "%s: '%s' must be an integer, got %g", who, field, d);
     }
     v[0] = (lua_Integer)lua_tonumber(L, -1);
     n = 1;
@@ -198,7 +215,7 @@ static int k_launch(lua_State *L) {
   get_dim3(L, 1, "grid", who, l.grid, 1);
   get_dim3(L, 1, "block", who, l.block, 1);
   if ((uint64_t)l.block[0] * l.block[1] * l.block[2] > 1024)
-    return luaL_error(L, "%s: block %ux%ux%u has more than 1024 threads", who, l.block[0], l.block[1], l.block[2]);
+    return kerr(L, "%s: block %ux%ux%u has more than 1024 threads", who, l.block[0], l.block[1], l.block[2]);
   if (l.grid[1] > 65535 || l.grid[2] > 65535) return luaL_error(L, "%s: grid y and z must be at most 65535", who);
   lua_getfield(L, 1, "shared");
   if (!lua_isnil(L, -1)) {
@@ -376,7 +393,9 @@ static int k_compile(lua_State *L) {
         if (lua_toboolean(L, -1)) lua_pushfstring(L, "-D%s", lua_tostring(L, -2));
         else { lua_pop(L, 1); continue; }
       } else {
-        lua_pushfstring(L, "-D%s=%s", lua_tostring(L, -2), luaL_tolstring(L, -1, NULL));
+        const char *key = lua_tostring(L, -2);
+        const char *val = luaL_tolstring(L, -1, NULL);
+        lua_pushfstring(L, "-D%s=%s", key, val);
         lua_remove(L, -2);
       }
       lua_rawseti(L, lt, ++nd);
@@ -641,6 +660,7 @@ fail:
   free(ev); free(ms);
   return lua_error(L);
 #else
+  (void)flush;
   return luaL_error(L, "speedrun.kernel.time: %s", sr_jit_compiler_unavailable());
 #endif
 }

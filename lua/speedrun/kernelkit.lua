@@ -191,6 +191,9 @@ return function(K)
   local function parse_shapes(text)
     local shapes = {}
     for item in text:gmatch("[^,;%s]+") do
+      if not item:match("^%d+$") and not item:match("^%d+[x%d]*%d$") or item:find("xx", 1, true) then
+        return nil, "bad shape '" .. item .. "' (write 4096 or 1024x768)"
+      end
       local shape = {}
       for d in item:gmatch("[^x]+") do
         local n = tonumber(d)
