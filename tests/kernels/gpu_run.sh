@@ -10,7 +10,7 @@ cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build bu
 echo "build: $(( $(date +%s) - t0 )) s"
 export SPEEDRUN_KERNEL_CACHE=/tmp/srk-cache
 cd build
-ctest -R 'kernel' --output-on-failure -V 2>&1 | tee "$OUT/ctest_kernel.txt" | grep -E "^[0-9]+/|passed|failed|FAIL|Test +#|compiled for|SKIP" 
+ctest -R 'test_kernel_|test_gpu_kernel$' --output-on-failure -V 2>&1 | tee "$OUT/ctest_kernel.txt" | grep -E "^[0-9]+/|passed|failed|FAIL|Test +#|compiled for|SKIP" 
 cd ..
 for r in "docs/examples/gelu.cu --op gelu" "docs/examples/gelu.cu --op gelu --kernel gelu_bf16 --dtype bfloat16" \
          "docs/examples/gelu.cu --op gelu --kernel gelu_x4 --no-time" \
