@@ -14,5 +14,6 @@ typedef struct sr_command {
 int cmd_run(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_data(int argc, char **argv);    /* host/cmd_data.c */
+int cmd_kernel(int argc, char **argv);   /* host/cmd_kernel.c */
 
 #endif

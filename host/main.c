@@ -16,6 +16,7 @@ static const sr_command commands[] = {
   {"demo", cmd_demo, "demo [--steps N]         train a tiny GPT on the embedded default corpus (the main job)"},
   {"run", cmd_run, "run FILE.lua [args...]   run a Lua script with the speedrun module (arg as in lua)"},
   {"data", cmd_data, "data prepare|tokenize|fetch|check ...   corpora, tokenizer, shards, FineWeb download"},
+  {"kernel", cmd_kernel, "kernel check|compile|ops  agent CUDA kernels: check against an op, compile (docs/kernels.md)"},
   {"help", cmd_help, "help                     this text"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -108,10 +108,11 @@ mt.__div = F.div
 mt.__pow = F.pow
 mt.__unm = F.neg
 
--- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt
+-- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt,
+-- speedrun.kernel
 setmetatable(M, {
   __index = function(t, k)
-    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" then
+    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" then
       local lib = require("speedrun." .. k)
       rawset(t, k, lib)
       return lib
