@@ -37,54 +37,45 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------------
 ** packing */
 
-/* A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row slivers: Ap[s*kc*MR + k*MR + r], zero-padded */
+/* element j of a contiguous f32 or bf16 run as float */
+static inline float ldf(const void *base, sr_dtype t, int64_t i) {
+  return t == SR_F32 ? ((const float *)base)[i] : sr_bf16_to_f32(((const uint16_t *)base)[i]);
+}
+
+/* A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row slivers: Ap[s*kc + k*MR + r], zero-padded.
+** Reads run along a's unit-stride dim: k for a [M,K], rows for a transposed [K,M]. */
 static void pack_a(float *Ap, const gemm_operand *a, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
   for (int64_t s = 0; s < mc; s += MR) {
     float *dst = Ap + s * kc;
     int64_t rows = mc - s < MR ? mc - s : MR;
-    for (int64_t r = 0; r < MR; r++) {
-      int64_t i = i0 + s + r;
-      /* element (i, p) sits at off + i*ld + p (not transposed) or off + p*ld + i (transposed) */
-      int64_t base = a->off + (a->trans ? i : i * a->ld), step = a->trans ? a->ld : 1;
-      if (r >= rows) {
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
-      } else if (a->dtype == SR_F32) {
-        const float *src = (const float *)a->data + base + p0 * step;
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[k * step];
-      } else {
-        const uint16_t *src = (const uint16_t *)a->data + base + p0 * step;
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = sr_bf16_to_f32(src[k * step]);
+    if (a->trans) {
+      for (int64_t k = 0; k < kc; k++) {
+        int64_t base = a->off + (p0 + k) * a->ld + i0 + s;
+        for (int64_t r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? ldf(a->data, a->dtype, base + r) : 0.0f;
+      }
+    } else {
+      for (int64_t r = 0; r < MR; r++) {
+        int64_t base = a->off + (i0 + s + r) * a->ld + p0;
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = r < rows ? ldf(a->data, a->dtype, base + k) : 0.0f;
       }
     }
   }
 }
 
 /* B depth [p0, p0+kc) x one NR-column sliver starting at j0 (nr valid columns) into
-** Bp[k*NR + c], zero-padded */
+** Bp[k*NR + c], zero-padded. Reads run along b's unit-stride dim: columns for b [K,N], depth
+** for b transposed [N,K]. */
 static void pack_b_sliver(float *Bp, const gemm_operand *b, int64_t p0, int64_t kc, int64_t j0, int64_t nr) {
-  for (int64_t k = 0; k < kc; k++) {
-    float *dst = Bp + k * NR;
-    int64_t p = p0 + k;
-    if (!b->trans) {  /* row p of [K,N]: columns contiguous */
-      int64_t base = b->off + p * b->ld + j0;
-      if (b->dtype == SR_F32) {
-        const float *src = (const float *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = src[c];
-      } else {
-        const uint16_t *src = (const uint16_t *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c]);
-      }
-    } else {          /* [N,K]: column c of op(b) is row j0+c */
-      int64_t base = b->off + j0 * b->ld + p;
-      if (b->dtype == SR_F32) {
-        const float *src = (const float *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = src[c * b->ld];
-      } else {
-        const uint16_t *src = (const uint16_t *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c * b->ld]);
-      }
+  if (b->trans) {
+    for (int64_t c = 0; c < NR; c++) {
+      int64_t base = b->off + (j0 + c) * b->ld + p0;
+      for (int64_t k = 0; k < kc; k++) Bp[k * NR + c] = c < nr ? ldf(b->data, b->dtype, base + k) : 0.0f;
     }
-    for (int64_t c = nr; c < NR; c++) dst[c] = 0.0f;
+  } else {
+    for (int64_t k = 0; k < kc; k++) {
+      int64_t base = b->off + (p0 + k) * b->ld + j0;
+      for (int64_t c = 0; c < NR; c++) Bp[k * NR + c] = c < nr ? ldf(b->data, b->dtype, base + c) : 0.0f;
+    }
   }
 }
 
@@ -133,7 +124,7 @@ static void sgemm_batch(float *C, const gemm_operand *a, const gemm_operand *b, 
     int64_t nc = N - jc < NC ? N - jc : NC, nsl = (nc + NR - 1) / NR;
     for (int64_t pc = 0; pc < K; pc += KC) {
       int64_t kc = K - pc < KC ? K - pc : KC;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
       for (int64_t s = 0; s < nsl; s++)
         pack_b_sliver(Bp + s * kc * NR, b, pc, kc, jc + s * NR, nc - s * NR < NR ? nc - s * NR : NR);
       /* implicit barrier: the panel is complete */

@@ -112,23 +112,20 @@ const char *sr_cpu_softmax(const sr_kcall *c) {
   if (e) return e;
   int logsm = c->i[0] == 1;
   int64_t C = x->ndim ? x->shape[x->ndim - 1] : 1, N = C ? sr_numel(x) / C : 0;
-  double *all = cpu_thread_buffers(C);
+  double *all = cpu_thread_buffers(2 * C);
   if (!all) return CPU_OOM;
 #pragma omp parallel if (N * C > CPU_PAR_MIN)
   {
-    double *row = cpu_thread_slice(all, C);
+    double *row = cpu_thread_slice(all, 2 * C), *ex = row + C;  /* ex: log_softmax's scratch */
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; r++) {
       cpu_load(x, x->offset + r * C, C, row);
-      double mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j < C; j++) mx = cpu_max(mx, row[j]);
+      double mx = cpu_max_of(row, C, -INFINITY);
       if (logsm) {
-        for (int64_t j = 0; j < C; j++) sum += cpu_exp(row[j] - mx);
-        double lse = mx + log(sum);
+        double lse = mx + log(cpu_exp_sum(ex, row, C, mx, x->dtype != SR_F64));
         for (int64_t j = 0; j < C; j++) row[j] -= lse;
       } else {
-        for (int64_t j = 0; j < C; j++) { row[j] = cpu_exp(row[j] - mx); sum += row[j]; }
-        double inv = 1.0 / sum;
+        double inv = 1.0 / cpu_exp_sum(row, row, C, mx, x->dtype != SR_F64);
         for (int64_t j = 0; j < C; j++) row[j] *= inv;
       }
       cpu_store(out, out->offset + r * C, C, row);
