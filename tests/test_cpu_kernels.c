@@ -556,6 +556,31 @@ static void test_gemm(void) {
         sr_tensor_release(b);
         sr_tensor_release(out);
       }
+  /* a B operand over the packing limit (16M floats) goes through column super-blocks */
+  {
+    int64_t M = 3, N = 28001, K = 600;
+    sr_tensor *a = trand(SR_F32, 3, (int64_t[]){1, M, K}, 1), *b = trand(SR_BF16, 3, (int64_t[]){1, N, K}, 1);
+    sr_tensor *y = tnew(SR_F32, 3, (int64_t[]){1, M, N});
+    RUN_OK(SR_K_gemm, .t = {y, a, b}, .nt = 3, .i = {0, 1}, .f = {1.0, 0.0});
+    const float *ap = sr_data(a);
+    const uint16_t *bp = sr_data(b);
+    int ok = 1;
+    for (int64_t i = 0; i < M && ok; i++)
+      for (int64_t j = 0; j < N && ok; j++) {
+        double acc = 0, mag = 0;
+        for (int64_t k = 0; k < K; k++) {
+          double t = ap[i * K + k] * (double)sr_bf16_to_f32(bp[j * K + k]);
+          acc += t;
+          mag += fabs(t);
+        }
+        ok = fabs(get(y, i * N + j) - acc) <= 1e-5 * mag;
+        if (!ok) CHECK(0, "gemm super-blocks: element (%lld, %lld) is %g, expected %g", (long long)i, (long long)j, get(y, i * N + j), acc);
+      }
+    checks++;
+    sr_tensor_release(a);
+    sr_tensor_release(b);
+    sr_tensor_release(y);
+  }
   /* 2-D operands are one batch: hand-computed [2,3] @ [3,2] */
   sr_tensor *a = tvals(SR_F32, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
   sr_tensor *b = tvals(SR_F32, 2, (int64_t[]){3, 2}, (double[]){7, 8, 9, 10, 11, 12});
