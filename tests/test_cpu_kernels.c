@@ -456,12 +456,22 @@ static void test_reduce(void) {
   set(x, 3, 4);
   RUN_OK(SR_K_reduce, .t = {m, x}, .nt = 2, .i = {SR_REDUCE_MEAN, 1});
   check_all("mean rows", m, (double[]){7.0 / 3, 11.0 / 3}, 1e-15);
-  sr_tensor *list[] = {x, mx, ix, s, m};
-  for (int k = 0; k < 5; k++) sr_tensor_release(list[k]);
+  /* a long row reduces in several blocks: ties keep the first index, a NaN in a later block wins */
+  sr_tensor *lr = tfill(SR_F32, 1, (int64_t[]){140000}, 0), *lm = tnew(SR_F32, 1, (int64_t[]){1});
+  sr_tensor *li = tnew(SR_I32, 1, (int64_t[]){1});
+  set(lr, 100, 5);
+  set(lr, 70000, 5);
+  RUN_OK(SR_K_reduce, .t = {lm, lr, li}, .nt = 3, .i = {SR_REDUCE_MAX, 0});
+  CHECK(get(lm, 0) == 5 && get(li, 0) == 100, "long-row max %g at %g, expected 5 at 100", get(lm, 0), get(li, 0));
+  set(lr, 130000, NAN);
+  RUN_OK(SR_K_reduce, .t = {lm, lr, li}, .nt = 3, .i = {SR_REDUCE_MAX, 0});
+  CHECK(isnan(get(lm, 0)) && get(li, 0) == 130000, "long-row max %g at %g, expected NaN at 130000", get(lm, 0), get(li, 0));
+  sr_tensor *list[] = {x, mx, ix, s, m, lr, lm, li};
+  for (int k = 0; k < 8; k++) sr_tensor_release(list[k]);
 
   /* every fn, dim, dtype; contiguous and permuted inputs; large shapes for the chunked paths */
   struct { int nd; int64_t shape[3]; int permuted; } cases[] = {
-    {3, {3, 5, 7}, 0}, {3, {3, 5, 7}, 1}, {3, {2, 3000, 40}, 0}, {1, {40000}, 0}, {2, {1100, 3}, 1},
+    {3, {3, 5, 7}, 0}, {3, {3, 5, 7}, 1}, {3, {2, 3000, 40}, 0}, {1, {40000}, 0}, {2, {1100, 3}, 1}, {1, {150001}, 0},
   };
   for (size_t cs = 0; cs < sizeof cases / sizeof *cases; cs++)
     for (int fn = 0; fn < SR_REDUCE_COUNT; fn++)
