@@ -66,12 +66,12 @@ void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs) {
 
 void sr_node_save(sr_node *n, int k, sr_tensor *t) {
   n->saved[k] = sr_tensor_retain(t);
-  n->saved_version[k] = t ? t->version : 0;
+  n->saved_version[k] = t ? t->storage->version : 0;
 }
 
 sr_tensor *sr_node_saved(sr_node *n, int k) {
   sr_tensor *t = n->saved[k];
-  if (t && t->version != n->saved_version[k])
+  if (t && t->storage->version != n->saved_version[k])
     sr_fail("%s backward: a tensor saved for the backward was modified in place after the forward", n->name);
   return t;
 }
@@ -144,6 +144,12 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
   }
 }
 
+static void visit(sr_node *n, unsigned epoch) {
+  n->epoch = epoch;
+  n->pending = 0;
+  for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+}
+
 void sr_backward(sr_tensor *root, sr_tensor *grad) {
   char b1[96], b2[96];
   if (!root->requires_grad) sr_fail("backward: the tensor does not require grad (no graph to differentiate)");
@@ -162,18 +168,20 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_tensor_release(seed);
     return;
   }
-  /* collect reachable nodes and count incoming edges */
-  node_list all = {0}, stack = {0};
+  /* collect reachable nodes and count incoming edges; a new epoch per pass, so a pass that
+  ** failed halfway leaves nothing stale behind */
+  static unsigned epoch;
+  epoch++;
+  node_list stack = {0};
   list_push(&stack, root->grad_fn);
-  root->grad_fn->visited = true;
+  visit(root->grad_fn, epoch);
   while (stack.n) {
     sr_node *n = stack.v[--stack.n];
-    list_push(&all, n);
     for (int i = 0; i < n->nin; i++) {
       sr_node *m = n->in[i].node;
       if (!m) continue;
+      if (m->epoch != epoch) { visit(m, epoch); list_push(&stack, m); }
       m->pending++;
-      if (!m->visited) { m->visited = true; list_push(&stack, m); }
     }
   }
   accumulate_slot(root->grad_fn, root->grad_slot, seed);
@@ -206,7 +214,5 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     n->backward = NULL;
   }
   sr_set_grad_enabled(old_mode);
-  for (int j = 0; j < all.n; j++) { all.v[j]->visited = false; all.v[j]->pending = 0; }
-  free(all.v);
   free(stack.v);
 }

@@ -45,7 +45,7 @@ struct sr_node {
   /* backward-pass scratch */
   sr_tensor *grad_acc[SR_NODE_MAXOUT];
   int pending;
-  bool visited;
+  unsigned epoch;                 /* the backward pass that last visited this node */
 };
 
 bool sr_grad_enabled(void);

@@ -12,5 +12,7 @@ typedef struct sr_command {
 } sr_command;
 
 int cmd_run(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_data(int argc, char **argv);    /* host/cmd_data.c */
 
 #endif

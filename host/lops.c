@@ -1,7 +1,8 @@
 /*
 ** lops.c: speedrun.F, the differentiable functions, as thin Lua bindings over host/ops.c,
 ** and custom autograd functions written in Lua (forward and backward as Lua functions).
-** Dimensions are 1-based as in the shape table; negative ones count from the end.
+** Dimensions are 1-based as in the shape table; negative ones count from the end. Index
+** values held in tensors (token ids, embedding rows, targets, argmax) are 0-based.
 */
 #include <math.h>      /* defines: NAN */
 #include <string.h>    /* defines: strcmp */
@@ -123,25 +124,21 @@ static int F_sum(lua_State *L) { return reduce(L, SR_REDUCE_SUM); }
 static int F_mean(lua_State *L) { return reduce(L, SR_REDUCE_MEAN); }
 static int F_sumsq(lua_State *L) { return reduce(L, SR_REDUCE_SUMSQ); }
 
-/* max(x) -> value; max(x, dim [, keepdim]) -> values, indices (1-based, int32) */
+/* max(x) -> value; max(x, dim [, keepdim]) -> values, indices (0-based int32, like token ids) */
 static int F_max(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
   if (lua_isnoneornil(L, 2)) return reduce(L, SR_REDUCE_MAX);
   int d = lua_dim(L, 2, x->ndim);
   bool keep = lua_toboolean(L, 3);
   sr_push_tensor(L, sr_reduce(SR_REDUCE_MAX, x, d, keep));
-  sr_tensor *idx = sr_argmax(x, d, keep);
-  sr_unary_inplace(SR_UNARY_ADD_SCALAR, idx, 1.0);
-  sr_push_tensor(L, idx);
+  sr_push_tensor(L, sr_argmax(x, d, keep));
   return 2;
 }
 
-/* argmax(x, dim [, keepdim]) -> 1-based int32 indices */
+/* argmax(x, dim [, keepdim]) -> 0-based int32 indices */
 static int F_argmax(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
-  sr_tensor *idx = sr_argmax(x, lua_dim(L, 2, x->ndim), lua_toboolean(L, 3));
-  sr_unary_inplace(SR_UNARY_ADD_SCALAR, idx, 1.0);
-  sr_push_tensor(L, idx);
+  sr_push_tensor(L, sr_argmax(x, lua_dim(L, 2, x->ndim), lua_toboolean(L, 3)));
   return 1;
 }
 

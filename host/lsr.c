@@ -20,6 +20,8 @@
 /* every C module of the host; require "speedrun.<name>" */
 static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
+  {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
+  {"speedrun.data", luaopen_speedrun_data},
   {NULL, NULL}
 };
 
@@ -62,6 +64,16 @@ const char *sr_source_dir(void) {
   }
   snprintf(dir, sizeof dir, "%s", SPEEDRUN_SOURCE_DIR);
   return dir;
+}
+
+const char *sr_self_exe(void) {
+  static char exe[PATH_MAX];
+  if (!exe[0]) {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) snprintf(exe, sizeof exe, "speedrun");
+    else exe[n] = '\0';
+  }
+  return exe;
 }
 
 const char *sr_lua_dir(void) {
@@ -136,7 +148,9 @@ int cmd_run(int argc, char **argv) {
   if (!L) return 1;
   int rc = 1;
   if (!load_speedrun_global(L)) goto done;
-  lua_createtable(L, argc - 2, 1);
+  lua_createtable(L, argc - 2, 2);
+  lua_pushstring(L, sr_self_exe());
+  lua_rawseti(L, -2, -1);                     /* arg[-1]: this program, as lua.c gives the interpreter */
   for (int i = 1; i < argc; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i - 1);

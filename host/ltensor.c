@@ -5,7 +5,11 @@
 */
 #include <math.h>      /* defines: isnan, isinf */
 #include <stdio.h>     /* defines: snprintf */
+#include <stdlib.h>    /* defines: getenv */
 #include <string.h>    /* defines: strcmp */
+#include <time.h>      /* defines: clock_gettime */
+
+#include <omp.h>       /* defines: omp_set_num_threads */
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -27,9 +31,27 @@ static void lua_fail(const char *msg) {
   luaL_error(error_state, "%s", msg);
 }
 
+/* Lua sees only small boxes, so its collector would let tensors pile up: after every
+** SR_GC_BYTES of new storage (host or device) run a full collection, which releases the
+** tensors no Lua value refers to any more. */
+#define SR_GC_BYTES ((size_t)256 << 20)
+static size_t bytes_since_gc;
+static bool in_gc;
+
+static void alloc_pressure(size_t nbytes, sr_device d) {
+  (void)d;
+  bytes_since_gc += nbytes;
+  if (bytes_since_gc < SR_GC_BYTES || in_gc) return;
+  bytes_since_gc = 0;
+  in_gc = true;
+  lua_gc(error_state, LUA_GCCOLLECT);
+  in_gc = false;
+}
+
 void sr_lua_bind_errors(lua_State *L) {
   error_state = L;
   sr_set_fail_handler(lua_fail);
+  sr_set_alloc_hook(alloc_pressure);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -159,10 +181,18 @@ static int f_zeros(lua_State *L) { return new_filled(L, 0.0, true); }
 static int f_ones(lua_State *L) { return new_filled(L, 1.0, true); }
 static int f_empty(lua_State *L) { return new_filled(L, 0.0, false); }
 
+/* full(shape..., value [, opts]): the last number is the value */
 static int f_full(lua_State *L) {
   int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 1, shape, &last);
+  int last, nd;
+  if (lua_istable(L, 1)) nd = check_shape(L, 1, shape, &last);
+  else {
+    int nnum = 0;
+    while (lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
+    luaL_argcheck(L, nnum >= 1 && nnum <= SR_MAXDIM + 1, 1, "expected full(shape..., value)");
+    for (nd = 0; nd < nnum - 1; nd++) shape[nd] = luaL_checkinteger(L, nd + 1);
+    last = nnum - 1;
+  }
   double v = luaL_checknumber(L, last + 1);
   tensor_opts o = check_opts(L, last + 2, SR_F32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
@@ -433,6 +463,36 @@ static int t_len(lua_State *L) {
   return 1;
 }
 
+/* raw little-endian bytes of the elements in row-major order (for weight files) */
+static int m_tobytes(lua_State *L) {
+  sr_tensor *t = sr_check_tensor(L, 1);
+  sr_tensor *c = sr_to_raw(t, SR_CPU, t->dtype);
+  lua_pushlstring(L, sr_data(c), (size_t)sr_numel(c) * sr_dtype_size(c->dtype));
+  sr_tensor_release(c);
+  return 1;
+}
+
+/* frombytes(string, dtype, shape [, opts]) */
+static int f_frombytes(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  sr_dtype dt = (sr_dtype)sr_check_dtype(L, 2, SR_F32);
+  int64_t shape[SR_MAXDIM];
+  int last;
+  int nd = check_shape(L, 3, shape, &last);
+  tensor_opts o = check_opts(L, last + 1, dt);
+  int64_t n = 1;
+  for (int d = 0; d < nd; d++) n *= shape[d];
+  if ((size_t)n * sr_dtype_size(dt) != len)
+    return luaL_error(L, "frombytes: %d bytes do not hold %d %s elements", (int)len, (int)n, sr_dtype_name(dt));
+  sr_tensor *cpu = sr_tensor_new(dt, SR_CPU, nd, shape);
+  memcpy(sr_data(cpu), s, len);
+  sr_push_tensor(L, cpu);
+  sr_tensor *t = o.device == SR_CPU ? sr_tensor_retain(cpu) : sr_to_raw(cpu, o.device, dt);
+  finish(L, t, o);
+  return 1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* views (differentiable) */
 
@@ -623,9 +683,21 @@ static int m_div_(lua_State *L) { return inplace(L, SR_BINARY_DIV); }
 /* ------------------------------------------------------------------------------------------ */
 /* autograd */
 
+static int backward_call(lua_State *L) {
+  sr_backward(sr_check_tensor(L, 1), sr_opt_tensor(L, 2));
+  return 0;
+}
+
+/* backward([grad]): the pass runs with grad mode off; an error inside restores the mode */
 static int m_backward(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  sr_backward(t, sr_opt_tensor(L, 2));
+  sr_check_tensor(L, 1);
+  lua_settop(L, 2);
+  bool mode = sr_grad_enabled();
+  lua_pushcfunction(L, backward_call);
+  lua_insert(L, 1);
+  int status = lua_pcall(L, 2, 0, 0);
+  sr_set_grad_enabled(mode);
+  if (status != LUA_OK) return lua_error(L);
   return 0;
 }
 
@@ -703,6 +775,33 @@ static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled(
 
 static int f_is_tensor(lua_State *L) { lua_pushboolean(L, sr_to_tensor(L, 1) != NULL); return 1; }
 
+/* monotonic wall-clock seconds (not the scoring clock: the harness keeps its own in C) */
+static int f_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+  return 1;
+}
+
+/* waits for queued device work (a no-op without a usable GPU) */
+static int f_synchronize(lua_State *L) {
+  if (sr_cuda_available()) sr_cuda_backend()->synchronize();
+  return 0;
+}
+
+/* CPU threads of the reference kernels (results do not depend on it) */
+static int f_set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "need at least 1 thread");
+  omp_set_num_threads((int)n);
+  return 0;
+}
+
+static int f_get_num_threads(lua_State *L) {
+  lua_pushinteger(L, omp_get_max_threads());
+  return 1;
+}
+
 static int f_cuda_available(lua_State *L) {
   lua_pushboolean(L, sr_cuda_available());
   return 1;
@@ -715,7 +814,7 @@ static const luaL_Reg tensor_methods[] = {
   {"squeeze", m_squeeze}, {"expand", m_expand}, {"contiguous", m_contiguous}, {"clone", m_clone},
   {"to", m_to}, {"copy_", m_copy_}, {"fill_", m_fill_}, {"zero_", m_zero_}, {"add_", m_add_},
   {"sub_", m_sub_}, {"mul_", m_mul_}, {"div_", m_div_}, {"normal_", m_normal_}, {"uniform_", m_uniform_},
-  {"backward", m_backward}, {"detach", m_detach}, {"requires_grad_", m_requires_grad_}, {"close", m_close},
+  {"tobytes", m_tobytes}, {"backward", m_backward}, {"detach", m_detach}, {"requires_grad_", m_requires_grad_}, {"close", m_close},
   {NULL, NULL}
 };
 
@@ -726,9 +825,10 @@ static const luaL_Reg tensor_metamethods[] = {
 
 static const luaL_Reg core_functions[] = {
   {"tensor", f_tensor}, {"zeros", f_zeros}, {"ones", f_ones}, {"empty", f_empty}, {"full", f_full},
-  {"arange", f_arange}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
+  {"arange", f_arange}, {"frombytes", f_frombytes}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
   {"manual_seed", f_manual_seed}, {"no_grad", f_no_grad}, {"set_grad_enabled", f_set_grad_enabled},
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
+  {"clock", f_clock}, {"synchronize", f_synchronize}, {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
   {NULL, NULL}
 };
 
@@ -737,7 +837,7 @@ void sr_open_custom_functions(lua_State *L);  /* lops.c: adds custom-function en
 
 int luaopen_speedrun_core(lua_State *L) {
 #ifdef SPEEDRUN_CUDA
-  sr_cuda_init();
+  if (!getenv("SPEEDRUN_NO_CUDA")) sr_cuda_init();  /* SPEEDRUN_NO_CUDA: never touch the driver */
 #endif
   luaL_newmetatable(L, SR_TENSOR_MT);
   luaL_setfuncs(L, tensor_metamethods, 0);

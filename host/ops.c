@@ -59,7 +59,7 @@ sr_tensor *sr_unary_raw(sr_unary_fn fn, sr_tensor *x, double p) {
 void sr_unary_inplace(sr_unary_fn fn, sr_tensor *a, double p) {
   sr_kcall c = {.t = {a, a}, .nt = 2, .i = {fn}, .f = {p}};
   sr_kernel_run(SR_K_unary, &c);
-  a->version++;
+  a->storage->version++;
 }
 
 static void broadcast_pair(const char *op, sr_tensor *a, sr_tensor *b, int *nd, int64_t *shape) {
@@ -89,7 +89,7 @@ void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   sr_kcall c = {.t = {a, a, eb}, .nt = 3, .i = {fn}};
   sr_kernel_run(SR_K_binary, &c);
   sr_tensor_release(eb);
-  a->version++;
+  a->storage->version++;
 }
 
 void sr_accumulate_(sr_tensor *dst, sr_tensor *src) {
@@ -719,10 +719,10 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (n->i[1] == 2) {
     sr_tensor *gc = sr_contiguous_raw(g);
     sr_tensor *gv = sr_view(gc, 1, &N);
-    dl = sr_to_raw(gv, gv->storage->device, SR_F32);
+    dl = sr_to_raw(gv, gv->storage->device, lse->dtype);
     sr_tensor_release(gc); sr_tensor_release(gv);
   } else {
-    sr_tensor *gf = sr_to_raw(g, g->storage->device, SR_F32);
+    sr_tensor *gf = sr_to_raw(g, g->storage->device, lse->dtype);
     sr_tensor *scaled = n->i[1] == 0 ? sr_unary_raw(SR_UNARY_MUL_SCALAR, gf, n->f[0]) : sr_tensor_retain(gf);
     sr_tensor *e = sr_expand(scaled, 1, &N);
     dl = sr_contiguous_raw(e);
@@ -749,8 +749,9 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   sr_tensor *tc = sr_contiguous_raw(targets);
   sr_tensor *t = sr_view(tc, 1, (int64_t[]){-1});
   int64_t N = l2->shape[0];
-  sr_tensor *losses = sr_tensor_new(SR_F32, logits->storage->device, 1, &N);
-  sr_tensor *lse = sr_tensor_new(SR_F32, logits->storage->device, 1, &N);
+  sr_dtype side = logits->dtype == SR_F64 ? SR_F64 : SR_F32;  /* per-row statistics */
+  sr_tensor *losses = sr_tensor_new(side, logits->storage->device, 1, &N);
+  sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_kcall c = {.t = {losses, lse, l2, t}, .nt = 4, .i = {ignore_index}};
   sr_kernel_run(SR_K_cross_entropy, &c);
   sr_tensor *y;
@@ -1001,5 +1002,5 @@ void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, do
   if (step < 1) sr_fail("adamw: bad argument (step must be >= 1, got %lld)", (long long)step);
   sr_kcall c = {.t = {param, grad, m, v}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {step}};
   sr_kernel_run(SR_K_adamw, &c);
-  param->version++;
+  param->storage->version++;
 }

@@ -101,7 +101,12 @@ const sr_device_backend *sr_cuda_backend(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* storage and lifetime */
 
+static sr_alloc_hook alloc_hook;
+
+void sr_set_alloc_hook(sr_alloc_hook h) { alloc_hook = h; }
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
+  if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
   if (!s) sr_fail("out of host memory");
   size_t n = nbytes ? nbytes : 1;
@@ -390,7 +395,7 @@ int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64
 void sr_fill_(sr_tensor *x, double v) {
   sr_kcall c = {.t = {x}, .nt = 1, .f = {v}};
   sr_kernel_run(SR_K_fill, &c);
-  x->version++;
+  x->storage->version++;
 }
 
 void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
@@ -411,7 +416,7 @@ void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
     sr_kernel_run(SR_K_copy, &c);
     sr_tensor_release(staged);
   }
-  dst->version++;
+  dst->storage->version++;
 }
 
 sr_tensor *sr_contiguous_raw(sr_tensor *x) {

@@ -29,6 +29,7 @@ typedef struct sr_storage {
   size_t nbytes;
   sr_device device;
   int refcount;
+  int version;         /* bumped by every in-place write through any view */
 } sr_storage;
 
 typedef struct sr_node sr_node;  /* autograd tape node, host/autograd.h */
@@ -45,7 +46,6 @@ typedef struct sr_tensor {
   struct sr_tensor *grad;          /* accumulated gradient of a leaf (owned), or NULL */
   sr_node *grad_fn;                /* the tape node that produced this tensor (owned ref), or NULL */
   int grad_slot;                   /* which output of grad_fn this tensor is */
-  int version;                     /* bumped by in-place writes; saved tensors check it */
 } sr_tensor;
 
 /* ---- failure: formats a message and calls the installed handler (never returns) */
@@ -84,6 +84,12 @@ sr_tensor *sr_tensor_zeros(sr_dtype t, sr_device d, int ndim, const int64_t *sha
 sr_tensor *sr_tensor_new_like(const sr_tensor *x);                                 /* same dtype/device/shape, contiguous */
 sr_tensor *sr_tensor_retain(sr_tensor *x);
 void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
+
+/* ---- memory pressure: called with the size of every new storage, so the Lua layer can run
+** its collector when much memory hides behind small userdata (style lesson 14, as Torch's
+** THSetGCHandler) */
+typedef void (*sr_alloc_hook)(size_t nbytes, sr_device d);
+void sr_set_alloc_hook(sr_alloc_hook h);
 
 /* ---- queries */
 int64_t sr_numel(const sr_tensor *x);

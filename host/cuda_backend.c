@@ -1,0 +1,432 @@
+/*
+** cuda_backend.c: the CUDA device behind sr_device_backend (tensor.h) and cuda_backend.h.
+**
+** - Lazy start: nothing touches the driver until a tensor or kernel needs the GPU; the probe
+**   turns "no libcuda", "no device" and friends into a sentence, so CPU work is unaffected.
+** - One non-blocking stream; every kernel, copy and cuBLASLt call is issued on it in order.
+** - A caching allocator: blocks are kept on free lists after sr_cuda_free and handed out again
+**   for requests of nearly the same size (at most 1/8 larger), so steady-state training steps
+**   make no cudaMalloc/cudaFree. Pool 0 is the ordinary pool; each CUDA graph capture gets a
+**   private pool whose blocks are never handed out outside it (its replays write them).
+** - Host <-> device copies go through a pinned staging buffer in chunks.
+** - Deferred kernel errors (bad embedding index, bad target) land in a mapped host record and
+**   are reported at the next synchronize or device-to-host copy.
+** Not thread-safe: the host drives the GPU from one thread.
+*/
+#ifdef SPEEDRUN_CUDA
+
+#include <stdio.h>          /* defines: snprintf */
+#include <stdlib.h>         /* defines: getenv, atoi, calloc, realloc, free */
+#include <string.h>         /* defines: memcpy, memset */
+
+#include <cuda_runtime.h>   /* defines: cudaMalloc, cudaStream_t, cudaGraph_t */
+#include <cublasLt.h>       /* defines: cublasLtHandle_t, cublasLtCreate */
+
+#include "cuda_backend.h"   /* defines: the API implemented here */
+#include "registry.h"       /* defines: sr_kcall, sr_cuda_copy, sr_cuda_fill */
+#include "tensor.h"         /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
+
+#define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
+#define SR_STAGING_BYTES ((size_t)16 << 20)     /* pinned host staging buffer */
+#define SR_ALIGN 512                            /* every block size is a multiple of this */
+
+static _Thread_local char errbuf[512];
+char *sr_cuda_errbuf(void) { return errbuf; }
+
+/* ------------------------------------------------------------------------------------------
+** device state */
+
+static int state;            /* 0: not tried, 1: ready, -1: unusable (why[]) */
+static char why[320];
+static int device;
+static cudaStream_t stream;
+static cublasLtHandle_t blaslt;
+static void *workspace;
+static void *staging;        /* pinned */
+static void *dev_error_host; /* mapped pinned record (struct sr_dev_error) */
+static void *dev_error_dev;
+
+static const char *start(void) {
+  if (state == 1) return NULL;
+  if (state == -1) return why;
+  state = -1;
+  if (getenv("SPEEDRUN_NO_CUDA")) {
+    snprintf(why, sizeof why, "disabled by SPEEDRUN_NO_CUDA");
+    return why;
+  }
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || e == cudaErrorInitializationError ||
+      e == cudaErrorCompatNotSupportedOnDevice || e == cudaErrorSystemDriverMismatch) {
+    snprintf(why, sizeof why, "%s (%s): no NVIDIA driver (libcuda) or no GPU on this machine",
+             cudaGetErrorString(e), cudaGetErrorName(e));
+    return why;
+  }
+  if (e != cudaSuccess) {
+    snprintf(why, sizeof why, "cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return why;
+  }
+  if (n == 0) {
+    snprintf(why, sizeof why, "the CUDA driver sees no GPU");
+    return why;
+  }
+  const char *dv = getenv("SPEEDRUN_DEVICE");
+  if (!dv) dv = getenv("LOCAL_RANK");
+  device = dv ? atoi(dv) % n : 0;
+#define TRY(call, what)                                                                          \
+  do {                                                                                           \
+    cudaError_t e_ = (call);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
+      snprintf(why, sizeof why, "%s failed: %s (%s)", what, cudaGetErrorString(e_), cudaGetErrorName(e_)); \
+      return why;                                                                                \
+    }                                                                                            \
+  } while (0)
+  TRY(cudaSetDevice(device), "cudaSetDevice");
+  TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  cublasStatus_t s = cublasLtCreate(&blaslt);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    snprintf(why, sizeof why, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
+    return why;
+  }
+  TRY(cudaMalloc(&workspace, SR_WORKSPACE_BYTES), "cudaMalloc (cuBLASLt workspace)");
+  TRY(cudaMallocHost(&staging, SR_STAGING_BYTES), "cudaMallocHost (staging)");
+  TRY(cudaHostAlloc(&dev_error_host, 64, cudaHostAllocMapped), "cudaHostAlloc (error record)");
+  memset(dev_error_host, 0, 64);
+  TRY(cudaHostGetDevicePointer(&dev_error_dev, dev_error_host, 0), "cudaHostGetDevicePointer");
+#undef TRY
+  state = 1;
+  return NULL;
+}
+
+const char *sr_cuda_probe(void) { return start(); }
+
+static void need(void) {
+  const char *w = start();
+  if (w) sr_fail("cuda: no usable GPU: %s", w);
+}
+
+void *sr_cuda_stream(void) { need(); return (void *)stream; }
+void *sr_cuda_blaslt(void) { need(); return (void *)blaslt; }
+void *sr_cuda_workspace(size_t *nbytes) { need(); if (nbytes) *nbytes = SR_WORKSPACE_BYTES; return workspace; }
+void *sr_cuda_dev_error_ptr(void) { return dev_error_dev; }
+
+/* ------------------------------------------------------------------------------------------
+** caching allocator */
+
+typedef struct blk {
+  void *p;
+  size_t size;
+  int pool;   /* 0 ordinary, >0 a graph's private pool */
+  int inuse;
+} blk;
+
+static blk *blocks;        /* every block held from the driver */
+static int nblocks, capblocks;
+static int *slot;          /* open-addressing map: pointer -> index in blocks[] (+1; 0 empty) */
+static int capslot;
+static size_t cur_bytes, peak_bytes, reserved_bytes;
+static int64_t driver_allocs;
+static int cur_pool, next_pool = 1;
+static int capturing;
+
+static size_t hash_ptr(void *p) { return (size_t)(((uintptr_t)p >> 9) * 0x9E3779B97F4A7C15ull); }
+
+static void map_put(void *p, int idx);
+static void map_rehash(int cap) {
+  int *old = slot, oldcap = capslot;
+  slot = calloc((size_t)cap, sizeof *slot);
+  capslot = cap;
+  for (int i = 0; i < oldcap; i++)
+    if (old[i] > 0) map_put(blocks[old[i] - 1].p, old[i] - 1);
+  free(old);
+}
+static void map_put(void *p, int idx) {
+  if (2 * (nblocks + 1) > capslot) map_rehash(capslot ? 2 * capslot : 1024);
+  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
+  while (slot[h] > 0 && blocks[slot[h] - 1].p != p) h = (h + 1) & m;
+  slot[h] = idx + 1;
+}
+static int map_get(void *p) {
+  if (!capslot) return -1;
+  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
+  while (slot[h] != 0) {
+    if (slot[h] > 0 && blocks[slot[h] - 1].p == p) return slot[h] - 1;
+    h = (h + 1) & m;
+  }
+  return -1;
+}
+/* rebuilds the map after blocks[] was compacted */
+static void map_rebuild(void) {
+  memset(slot, 0, (size_t)capslot * sizeof *slot);
+  for (int i = 0; i < nblocks; i++) map_put(blocks[i].p, i);
+}
+
+static void release_free_blocks(int pool_only, int pool) {
+  int j = 0;
+  for (int i = 0; i < nblocks; i++) {
+    blk b = blocks[i];
+    if (!b.inuse && (!pool_only || b.pool == pool)) {
+      cudaFree(b.p);
+      reserved_bytes -= b.size;
+    } else {
+      blocks[j++] = b;
+    }
+  }
+  nblocks = j;
+  if (capslot) map_rebuild();
+}
+
+void *sr_cuda_malloc(size_t nbytes) {
+  if (start()) return NULL;
+  size_t want = nbytes ? (nbytes + SR_ALIGN - 1) / SR_ALIGN * SR_ALIGN : SR_ALIGN;
+  size_t limit = want + want / 8;
+  int best = -1;
+  for (int i = 0; i < nblocks; i++) {
+    blk *b = &blocks[i];
+    if (b->inuse || b->pool != cur_pool || b->size < want || b->size > limit) continue;
+    if (best < 0 || b->size < blocks[best].size) best = i;
+    if (b->size == want) break;
+  }
+  if (best < 0) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e != cudaSuccess && !capturing) {
+      cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
+      cudaStreamSynchronize(stream);
+      release_free_blocks(1, 0);
+      e = cudaMalloc(&p, want);
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return NULL;
+    }
+    driver_allocs++;
+    reserved_bytes += want;
+    if (nblocks == capblocks) {
+      capblocks = capblocks ? 2 * capblocks : 256;
+      blocks = realloc(blocks, (size_t)capblocks * sizeof *blocks);
+    }
+    best = nblocks++;
+    blocks[best] = (blk){p, want, cur_pool, 0};
+    map_put(p, best);
+  }
+  blocks[best].inuse = 1;
+  cur_bytes += blocks[best].size;
+  if (cur_bytes > peak_bytes) peak_bytes = cur_bytes;
+  return blocks[best].p;
+}
+
+void sr_cuda_free(void *p) {
+  if (!p) return;
+  int i = map_get(p);
+  if (i < 0 || !blocks[i].inuse) return;  /* not ours, or freed twice: ignore */
+  blocks[i].inuse = 0;
+  cur_bytes -= blocks[i].size;
+}
+
+size_t sr_cuda_current_bytes(void) { return cur_bytes; }
+size_t sr_cuda_peak_bytes(void) { return peak_bytes; }
+size_t sr_cuda_reserved_bytes(void) { return reserved_bytes; }
+void sr_cuda_reset_peak(void) { peak_bytes = cur_bytes; }
+int64_t sr_cuda_driver_allocs(void) { return driver_allocs; }
+void sr_cuda_empty_cache(void) {
+  if (state != 1 || capturing) return;
+  cudaStreamSynchronize(stream);
+  release_free_blocks(1, 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+** synchronisation and deferred errors */
+
+static const char *deferred(void) {
+  if (!dev_error_host) return NULL;
+  volatile int *code = (volatile int *)dev_error_host;
+  if (*code == 0) return NULL;
+  /* layout of struct sr_dev_error: int code; (pad) int64 row, value, limit */
+  int64_t *r = (int64_t *)((char *)dev_error_host + 8);
+  if (*code == 1)
+    snprintf(errbuf, sizeof errbuf, "embedding: index %lld at position %lld is out of range [0,%lld)",
+             (long long)r[1], (long long)r[0], (long long)r[2]);
+  else
+    snprintf(errbuf, sizeof errbuf, "cross_entropy: target %lld at row %lld is out of range [0,%lld)",
+             (long long)r[1], (long long)r[0], (long long)r[2]);
+  *code = 0;
+  return errbuf;
+}
+
+const char *sr_cuda_sync(void) {
+  const char *w = start();
+  if (w) return w;
+  cudaError_t e = cudaStreamSynchronize(stream);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaStreamSynchronize: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return errbuf;
+  }
+  return deferred();
+}
+
+/* ------------------------------------------------------------------------------------------
+** the sr_device_backend table */
+
+static const char *be_available(void) { return start(); }
+
+static void *be_alloc(size_t n) {
+  need();
+  void *p = sr_cuda_malloc(n);
+  if (!p)
+    sr_fail("cuda: out of memory allocating %zu bytes (%zu in use, %zu held from the driver)", n, cur_bytes,
+            reserved_bytes);
+  return p;
+}
+
+static void be_free(void *p) { sr_cuda_free(p); }
+
+static void check(cudaError_t e, const char *what) {
+  if (e != cudaSuccess) sr_fail("cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+static void be_copy(void *dst, sr_device dd, const void *src, sr_device sd, size_t n) {
+  if (n == 0) return;
+  if (dd == SR_CPU && sd == SR_CPU) {
+    memcpy(dst, src, n);
+    return;
+  }
+  need();
+  if (capturing && (dd == SR_CPU || sd == SR_CPU)) sr_fail("cuda: host<->device copy inside a CUDA graph capture");
+  if (dd == SR_CUDA && sd == SR_CUDA) {
+    check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream), "device-to-device copy");
+    return;
+  }
+  for (size_t off = 0; off < n; off += SR_STAGING_BYTES) {
+    size_t k = n - off < SR_STAGING_BYTES ? n - off : SR_STAGING_BYTES;
+    if (sd == SR_CPU) {  /* host -> device */
+      memcpy(staging, (const char *)src + off, k);
+      check(cudaMemcpyAsync((char *)dst + off, staging, k, cudaMemcpyHostToDevice, stream), "host-to-device copy");
+      check(cudaStreamSynchronize(stream), "host-to-device copy");
+    } else {             /* device -> host */
+      check(cudaMemcpyAsync(staging, (const char *)src + off, k, cudaMemcpyDeviceToHost, stream), "device-to-host copy");
+      check(cudaStreamSynchronize(stream), "device-to-host copy");
+      memcpy((char *)dst + off, staging, k);
+    }
+  }
+  if (sd == SR_CUDA) {
+    const char *w = deferred();
+    if (w) sr_fail("%s", w);
+  }
+}
+
+static void be_copy_strided(sr_tensor *dst, const sr_tensor *src) {
+  sr_kcall c;
+  memset(&c, 0, sizeof c);
+  c.t[0] = dst;
+  c.t[1] = (sr_tensor *)src;
+  c.nt = 2;
+  const char *e = sr_cuda_copy(&c);
+  if (e) sr_fail("copy: %s", e);
+}
+
+static void be_fill(sr_tensor *x, double v) {
+  sr_kcall c;
+  memset(&c, 0, sizeof c);
+  c.t[0] = x;
+  c.nt = 1;
+  c.f[0] = v;
+  const char *e = sr_cuda_fill(&c);
+  if (e) sr_fail("fill: %s", e);
+}
+
+static void be_synchronize(void) {
+  const char *e = sr_cuda_sync();
+  if (e) sr_fail("cuda: %s", e);
+}
+
+static const sr_device_backend backend = {
+  be_available, be_alloc, be_free, be_copy, be_copy_strided, be_fill, be_synchronize,
+};
+
+void sr_cuda_init(void) { sr_register_cuda_backend(&backend); }
+
+/* ------------------------------------------------------------------------------------------
+** CUDA graphs */
+
+struct sr_cuda_graph {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  int pool;
+};
+
+int sr_cuda_capturing(void) { return capturing; }
+
+const char *sr_cuda_graph_begin(void) {
+  const char *w = start();
+  if (w) return w;
+  if (capturing) return "cuda graph: a capture is already under way";
+  cudaError_t e = cudaStreamSynchronize(stream);
+  if (e == cudaSuccess) e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    return errbuf;
+  }
+  capturing = 1;
+  cur_pool = next_pool++;
+  return NULL;
+}
+
+const char *sr_cuda_graph_end(sr_cuda_graph **out) {
+  *out = NULL;
+  if (!capturing) return "cuda graph: no capture under way";
+  int pool = cur_pool;
+  capturing = 0;
+  cur_pool = 0;
+  cudaGraph_t g = NULL;
+  cudaError_t e = cudaStreamEndCapture(stream, &g);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(errbuf, sizeof errbuf, "cudaStreamEndCapture: %s (an operation in the step cannot be captured)",
+             cudaGetErrorString(e));
+    if (g) cudaGraphDestroy(g);
+    release_free_blocks(1, pool);
+    return errbuf;
+  }
+  cudaGraphExec_t x = NULL;
+  e = cudaGraphInstantiate(&x, g, 0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(errbuf, sizeof errbuf, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    cudaGraphDestroy(g);
+    release_free_blocks(1, pool);
+    return errbuf;
+  }
+  sr_cuda_graph *r = calloc(1, sizeof *r);
+  r->graph = g;
+  r->exec = x;
+  r->pool = pool;
+  *out = r;
+  return NULL;
+}
+
+const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
+  if (!g) return "cuda graph: NULL graph";
+  cudaError_t e = cudaGraphLaunch(g->exec, stream);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaGraphLaunch: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return errbuf;
+  }
+  return NULL;
+}
+
+void sr_cuda_graph_free(sr_cuda_graph *g) {
+  if (!g) return;
+  cudaStreamSynchronize(stream);
+  cudaGraphExecDestroy(g->exec);
+  cudaGraphDestroy(g->graph);
+  /* live blocks (tensors made during capture) join pool 0; free ones go back to the driver */
+  for (int i = 0; i < nblocks; i++)
+    if (blocks[i].pool == g->pool && blocks[i].inuse) blocks[i].pool = 0;
+  release_free_blocks(1, g->pool);
+  free(g);
+}
+
+#else  /* !SPEEDRUN_CUDA: keeps the glob-compiled file valid in CPU-only builds */
+typedef int sr_cuda_backend_unused;
+#endif

@@ -1,0 +1,615 @@
+/*
+** attention.cu: scaled dot-product attention over q, k, v [B,H,T,D] (contiguous), forward and
+** backward, causal or not, explicit scale. Writes lse [B,H,T] (f32, natural log of the softmax
+** denominator of scale*q.k), which the backward uses to recompute probabilities.
+**
+** bf16, D in {64, 128}: flash attention of our own (FA2 scheme) on tensor cores
+** (mma.sync m16n8k16, fp32 accumulation). Tiles of 64 queries x 64 keys; a block of 4 warps owns
+** 64 queries (forward) or 64 keys (backward); online softmax in registers; nothing of size T x T
+** ever exists. Which key blocks a query block visits comes from kv_block_range() and which
+** (query, key) pairs are masked from masked(): sliding-window and document masks (records 12+)
+** plug in there and skip whole blocks.
+** Backward: per key block, loop over query blocks: recompute P^T from lse, dV += P^T dO,
+** dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += dS^T Q, and dQ += dS K through f32 atomics into
+** a scratch accumulator (converted at the end). delta = rowsum(dO * O) is a pre-pass.
+**
+** f32 (any dtype with D in {16, 32, 64, 128} that the flash path does not take): plain kernels
+** with one thread per query (forward, dQ) or per key (dK, dV), same math, for tests and small
+** models.
+** Gradient contract: dq, dk, dv are written (=).
+*/
+#include "common.cuh"  // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// ----------------------------------------------------------------------------
+// masks and block ranges (the one place to add sliding windows / document masks)
+
+// true when query q may not see key j
+__device__ __forceinline__ bool masked(int q, int j, int T, int causal) {
+  return j >= T || q >= T || (causal && j > q);
+}
+// key blocks [kb0, kb1) that query block qb (BQ queries) must visit, blocks of BK keys
+__device__ __forceinline__ void kv_block_range(int qb, int BQ, int BK, int T, int causal, int *kb0, int *kb1) {
+  *kb0 = 0;
+  int last_key = causal ? min(T, (qb + 1) * BQ) : T;  // exclusive
+  *kb1 = CEIL_DIV(last_key, BK);
+}
+// query blocks [qb0, qb1) that see key block kb
+__device__ __forceinline__ void q_block_range(int kb, int BQ, int BK, int T, int causal, int *qb0, int *qb1) {
+  *qb0 = causal ? (kb * BK) / BQ : 0;
+  *qb1 = CEIL_DIV(T, BQ);
+}
+
+// ----------------------------------------------------------------------------
+// tensor-core helpers: mma.sync m16n8k16 (bf16 in, f32 accumulate) and fragment loads from
+// shared memory. Lane l: g = l / 4, t = l % 4.
+//   A 16x16 (row): a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   B 16x8  (col): b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   C 16x8       : c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, const uint32_t *b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *(uint32_t *)&v;
+}
+__device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
+  return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
+}
+__device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
+
+// A from row-major X (ld elements per row): rows r0..r0+15, cols k0..k0+15
+__device__ __forceinline__ void ldA(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
+  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  a[0] = ld32(&X[(r0 + g) * ld + k0 + 2 * t]);
+  a[1] = ld32(&X[(r0 + g + 8) * ld + k0 + 2 * t]);
+  a[2] = ld32(&X[(r0 + g) * ld + k0 + 2 * t + 8]);
+  a[3] = ld32(&X[(r0 + g + 8) * ld + k0 + 2 * t + 8]);
+}
+// B[k][n] = X[n][k] (X row-major, one row per n): n0..n0+7, k0..k0+15
+__device__ __forceinline__ void ldB_nk(uint32_t *b, const bf16 *X, int ld, int n0, int k0) {
+  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  b[0] = ld32(&X[(n0 + g) * ld + k0 + 2 * t]);
+  b[1] = ld32(&X[(n0 + g) * ld + k0 + 2 * t + 8]);
+}
+// B[k][n] = X[k][n] (X row-major, one row per k): k0..k0+15, n0..n0+7
+__device__ __forceinline__ void ldB_kn(uint32_t *b, const bf16 *X, int ld, int k0, int n0) {
+  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+  b[0] = pack_raw(X[(k0 + 2 * t) * ld + n0 + g], X[(k0 + 2 * t + 1) * ld + n0 + g]);
+  b[1] = pack_raw(X[(k0 + 2 * t + 8) * ld + n0 + g], X[(k0 + 2 * t + 9) * ld + n0 + g]);
+}
+// A fragments of a 16 x 64 tile held as C fragments (8 tiles of 16x8): k-step kk covers cols 16kk..
+__device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int kk) {
+  a[0] = pack_bf16(P[2 * kk][0], P[2 * kk][1]);
+  a[1] = pack_bf16(P[2 * kk][2], P[2 * kk][3]);
+  a[2] = pack_bf16(P[2 * kk + 1][0], P[2 * kk + 1][1]);
+  a[3] = pack_bf16(P[2 * kk + 1][2], P[2 * kk + 1][3]);
+}
+
+// 64 rows x D of a [T,D] bf16 matrix into shared memory (row stride LD), zeros past T
+template <int D, int LD>
+__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int row0, int T) {
+  constexpr int CH = D / 8;  // 16-byte chunks per row
+  for (int id = threadIdx.x; id < 64 * CH; id += blockDim.x) {
+    int r = id / CH, c8 = id % CH;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row0 + r < T) v = *(const uint4 *)&G[(int64_t)(row0 + r) * D + c8 * 8];
+    *(uint4 *)&S[r * LD + c8 * 8] = v;
+  }
+}
+
+// ----------------------------------------------------------------------------
+// CUDA kernels: flash attention (bf16, tensor cores)
+
+template <int D>
+__global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                       const bf16 *v, int T, float scale_log2, int causal) {
+  constexpr int LD = D + 8;  // padded rows: conflict-free fragment loads
+  __shared__ __align__(16) bf16 Ks[64 * LD];
+  __shared__ __align__(16) bf16 Vs[64 * LD];
+  int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (causal) blocks first
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + bh * T * D, *K = k + bh * T * D, *V = v + bh * T * D;
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+  // this warp's 16 query rows as A fragments, staged through Ks
+  uint32_t qa[D / 16][4];
+  load_tile<D, LD>(Ks, Q, qb * 64, T);
+  __syncthreads();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) ldA(qa[kk], Ks, LD, w * 16, kk * 16);
+
+  float O[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 (log2 domain)
+  int q0 = qb * 64 + w * 16 + g, q1 = q0 + 8;
+
+  int kb0, kb1;
+  kv_block_range(qb, 64, 64, T, causal, &kb0, &kb1);
+  for (int kb = kb0; kb < kb1; kb++) {
+    __syncthreads();
+    load_tile<D, LD>(Ks, K, kb * 64, T);
+    load_tile<D, LD>(Vs, V, kb * 64, T);
+    __syncthreads();
+    float S[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        uint32_t b[2];
+        ldB_nk(b, Ks, LD, j * 8, kk * 16);
+        mma16816(S[j], qa[kk], b);
+      }
+    }
+    // scale, mask, row max
+    bool need_mask = causal ? (kb * 64 + 63 > qb * 64) || (kb * 64 + 64 > T) : (kb * 64 + 64 > T);
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int key = kb * 64 + j * 8 + 2 * t + (e & 1);
+        float s = S[j][e] * scale_log2;
+        if (need_mask && masked(e < 2 ? q0 : q1, key, T, causal)) s = -INFINITY;
+        S[j][e] = s;
+      }
+      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+    m0 = n0; m1 = n1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      S[j][0] = exp2f(S[j][0] - u0); S[j][1] = exp2f(S[j][1] - u0);
+      S[j][2] = exp2f(S[j][2] - u1); S[j][3] = exp2f(S[j][3] - u1);
+      s0 += S[j][0] + S[j][1];
+      s1 += S[j][2] + S[j][3];
+    }
+    l0 = l0 * al0 + s0;
+    l1 = l1 * al1 + s1;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
+    // O += P V
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t a[4];
+      acc_to_A(a, S, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i++) {
+        uint32_t b[2];
+        ldB_kn(b, Vs, LD, kk * 16, i * 8);
+        mma16816(O[i], a, b);
+      }
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = 1.f / l0, i1 = 1.f / l1;
+  bf16 *Ob = out + bh * T * D;
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * D + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
+    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * D + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
+  }
+  if (t == 0) {
+    if (q0 < T) lse[bh * T + q0] = (m0 + log2f(l0)) * LN2;
+    if (q1 < T) lse[bh * T + q1] = (m1 + log2f(l1)) * LN2;
+  }
+}
+
+// delta[row] = sum_d dout[row,d] * out[row,d]; a warp per row (any float dtype)
+template <typename T>
+__global__ void attention_delta_kernel1(float *delta, const T *dout, const T *out, int64_t rows, int D) {
+  int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float s = 0.f;
+  for (int d = lane; d < D; d += 32) s += to_f<T>(dout[r * D + d]) * to_f<T>(out[r * D + d]);
+  s = warp_sum(s);
+  if (lane == 0) delta[r] = s;
+}
+
+template <int D>
+__global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+                                                                        const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                                        const float *lse, const float *delta, int T,
+                                                                        float scale, int causal) {
+  constexpr int LD = D + 8, LDS = 64 + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + 64 * LD, *Qs = Vs + 64 * LD, *dOs = Qs + 64 * LD, *dSs = dOs + 64 * LD;
+  float *lse_s = (float *)(dSs + 64 * LDS), *delta_s = lse_s + 64;
+  int kb = blockIdx.x;  // causal: the first key blocks see the most queries, so they start first
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + bh * T * D, *K = k + bh * T * D, *V = v + bh * T * D, *dO = dout + bh * T * D;
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float scale_log2 = scale * LOG2E;
+
+  load_tile<D, LD>(Ks, K, kb * 64, T);
+  load_tile<D, LD>(Vs, V, kb * 64, T);
+  float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dK[i][e] = dV[i][e] = 0.f;
+  int key0 = kb * 64 + w * 16 + g, key1 = key0 + 8;
+
+  int qb0, qb1;
+  q_block_range(kb, 64, 64, T, causal, &qb0, &qb1);
+  for (int qb = qb0; qb < qb1; qb++) {
+    __syncthreads();
+    load_tile<D, LD>(Qs, Q, qb * 64, T);
+    load_tile<D, LD>(dOs, dO, qb * 64, T);
+    if (threadIdx.x < 64) {
+      int r = qb * 64 + threadIdx.x;
+      lse_s[threadIdx.x] = r < T ? lse[bh * T + r] * LOG2E : 0.f;
+      delta_s[threadIdx.x] = r < T ? delta[bh * T + r] : 0.f;
+    }
+    __syncthreads();
+    // S^T (16 keys x 64 queries) and dP^T = V dO^T
+    float P[8][4], dS[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) P[j][e] = dS[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t ak[4], av[4];
+      ldA(ak, Ks, LD, w * 16, kk * 16);
+      ldA(av, Vs, LD, w * 16, kk * 16);
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        uint32_t b[2];
+        ldB_nk(b, Qs, LD, j * 8, kk * 16);
+        mma16816(P[j], ak, b);
+        ldB_nk(b, dOs, LD, j * 8, kk * 16);
+        mma16816(dS[j], av, b);
+      }
+    }
+    // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int qi = j * 8 + 2 * t + (e & 1);
+        int key = e < 2 ? key0 : key1;
+        float p = masked(qb * 64 + qi, key, T, causal) ? 0.f : exp2f(P[j][e] * scale_log2 - lse_s[qi]);
+        P[j][e] = p;
+        dS[j][e] = p * (dS[j][e] - delta_s[qi]);
+      }
+    }
+    // dV += P^T dO ; dK += dS^T Q   (k-steps over the 64 queries)
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t ap[4], as[4];
+      acc_to_A(ap, P, kk);
+      acc_to_A(as, dS, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i++) {
+        uint32_t b[2];
+        ldB_kn(b, dOs, LD, kk * 16, i * 8);
+        mma16816(dV[i], ap, b);
+        ldB_kn(b, Qs, LD, kk * 16, i * 8);
+        mma16816(dK[i], as, b);
+      }
+    }
+    // dS as [query][key] in shared memory for dQ = dS K
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      int qi = j * 8 + 2 * t;
+      dSs[qi * LDS + w * 16 + g] = __float2bfloat16(dS[j][0]);
+      dSs[(qi + 1) * LDS + w * 16 + g] = __float2bfloat16(dS[j][1]);
+      dSs[qi * LDS + w * 16 + g + 8] = __float2bfloat16(dS[j][2]);
+      dSs[(qi + 1) * LDS + w * 16 + g + 8] = __float2bfloat16(dS[j][3]);
+    }
+    __syncthreads();
+    // this warp's 16 queries: dQ[16 x D] += dS[16 x 64 keys] K[64 keys x D]
+    int qr0 = qb * 64 + w * 16 + g, qr1 = qr0 + 8;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {  // two halves of D keep register use down
+      float dQ[D / 16][4];
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4];
+        ldA(a, dSs, LDS, w * 16, kk * 16);
+#pragma unroll
+        for (int i = 0; i < D / 16; i++) {
+          uint32_t b[2];
+          ldB_kn(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+          mma16816(dQ[i], a, b);
+        }
+      }
+      float *dqb = dq_acc + bh * T * D;
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) {
+        int col = half * (D / 2) + i * 8 + 2 * t;
+        if (qr0 < T) {
+          atomicAdd(&dqb[(int64_t)qr0 * D + col], dQ[i][0] * scale);
+          atomicAdd(&dqb[(int64_t)qr0 * D + col + 1], dQ[i][1] * scale);
+        }
+        if (qr1 < T) {
+          atomicAdd(&dqb[(int64_t)qr1 * D + col], dQ[i][2] * scale);
+          atomicAdd(&dqb[(int64_t)qr1 * D + col + 1], dQ[i][3] * scale);
+        }
+      }
+    }
+  }
+  bf16 *dKb = dk + bh * T * D, *dVb = dv + bh * T * D;
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    if (key0 < T) {
+      *(uint32_t *)&dKb[(int64_t)key0 * D + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
+      *(uint32_t *)&dVb[(int64_t)key0 * D + col] = pack_bf16(dV[i][0], dV[i][1]);
+    }
+    if (key1 < T) {
+      *(uint32_t *)&dKb[(int64_t)key1 * D + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
+      *(uint32_t *)&dVb[(int64_t)key1 * D + col] = pack_bf16(dV[i][2], dV[i][3]);
+    }
+  }
+}
+
+template <typename T>
+__global__ void convert_f32_kernel1(T *out, const float *in, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = from_f<T>(in[i]);
+}
+
+// ----------------------------------------------------------------------------
+// CUDA kernels: plain attention (any float dtype, D in {16,32,64,128}); a thread per row
+
+template <typename T, int D>
+__global__ void attention_forward_kernel0(T *out, float *lse, const T *q, const T *k, const T *v, int64_t BH, int T_,
+                                          float scale, int causal) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * T_) return;
+  int64_t bh = r / T_;
+  int i = (int)(r % T_);
+  const T *K = k + bh * T_ * D, *V = v + bh * T_ * D;
+  float qr[D], acc[D];
+#pragma unroll
+  for (int d = 0; d < D; d++) { qr[d] = to_f<T>(q[r * D + d]) * scale; acc[d] = 0.f; }
+  float m = -INFINITY, l = 0.f;
+  int jn = causal ? i + 1 : T_;
+  for (int j = 0; j < jn; j++) {
+    float s = 0.f;
+#pragma unroll
+    for (int d = 0; d < D; d++) s += qr[d] * to_f<T>(K[(int64_t)j * D + d]);
+    float mn = fmaxf(m, s), a = expf(m - mn), p = expf(s - mn);
+    l = l * a + p;
+#pragma unroll
+    for (int d = 0; d < D; d++) acc[d] = acc[d] * a + p * to_f<T>(V[(int64_t)j * D + d]);
+    m = mn;
+  }
+#pragma unroll
+  for (int d = 0; d < D; d++) out[r * D + d] = from_f<T>(acc[d] / l);
+  lse[r] = m + logf(l);
+}
+
+// dq[i] = scale * sum_j p_ij (dO_i . v_j - delta_i) k_j
+template <typename T, int D>
+__global__ void attention_backward_dq_kernel0(T *dq, const T *q, const T *k, const T *v, const T *dout, const float *lse,
+                                              const float *delta, int64_t BH, int T_, float scale, int causal) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * T_) return;
+  int64_t bh = r / T_;
+  int i = (int)(r % T_);
+  const T *K = k + bh * T_ * D, *V = v + bh * T_ * D;
+  float acc[D];
+#pragma unroll
+  for (int d = 0; d < D; d++) acc[d] = 0.f;
+  float L = lse[r], dl = delta[r];
+  int jn = causal ? i + 1 : T_;
+  for (int j = 0; j < jn; j++) {
+    float s = 0.f, dp = 0.f;
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+      s += to_f<T>(q[r * D + d]) * to_f<T>(K[(int64_t)j * D + d]);
+      dp += to_f<T>(dout[r * D + d]) * to_f<T>(V[(int64_t)j * D + d]);
+    }
+    float p = expf(s * scale - L), ds = p * (dp - dl);
+#pragma unroll
+    for (int d = 0; d < D; d++) acc[d] += ds * to_f<T>(K[(int64_t)j * D + d]);
+  }
+#pragma unroll
+  for (int d = 0; d < D; d++) dq[r * D + d] = from_f<T>(acc[d] * scale);
+}
+
+// dv[j] = sum_i p_ij dO_i ; dk[j] = scale * sum_i p_ij (dO_i . v_j - delta_i) q_i
+template <typename T, int D>
+__global__ void attention_backward_dkv_kernel0(T *dk, T *dv, const T *q, const T *k, const T *v, const T *dout,
+                                               const float *lse, const float *delta, int64_t BH, int T_, float scale,
+                                               int causal) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * T_) return;
+  int64_t bh = r / T_;
+  int j = (int)(r % T_);
+  const T *Q = q + bh * T_ * D, *dO = dout + bh * T_ * D;
+  float ak[D], avv[D];
+#pragma unroll
+  for (int d = 0; d < D; d++) ak[d] = avv[d] = 0.f;
+  for (int i = causal ? j : 0; i < T_; i++) {
+    float s = 0.f, dp = 0.f;
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+      s += to_f<T>(Q[(int64_t)i * D + d]) * to_f<T>(k[r * D + d]);
+      dp += to_f<T>(dO[(int64_t)i * D + d]) * to_f<T>(v[r * D + d]);
+    }
+    float p = expf(s * scale - lse[bh * T_ + i]), ds = p * (dp - delta[bh * T_ + i]);
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+      avv[d] += p * to_f<T>(dO[(int64_t)i * D + d]);
+      ak[d] += ds * to_f<T>(Q[(int64_t)i * D + d]);
+    }
+  }
+#pragma unroll
+  for (int d = 0; d < D; d++) {
+    dk[r * D + d] = from_f<T>(ak[d] * scale);
+    dv[r * D + d] = from_f<T>(avv[d]);
+  }
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
+  int dt = ts[0]->dtype;
+  for (int j = 0; j < n; j++) {
+    if (ts[j]->dtype != dt) return sr_errf("q, k, v, out (and grads) must share one dtype");
+    if (!kn_contig(ts[j]) || ts[j]->ndim != 4) return sr_errf("attention tensors must be contiguous [B,H,T,D]");
+  }
+  if (dt != SR_F32 && dt != SR_BF16) return sr_errf("dtype %s is not supported on cuda (f32 or bf16)", kn_dtname(dt));
+  *dtype = dt;
+  return NULL;
+}
+
+static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
+  if (dt != SR_BF16 || (D != 64 && D != 128)) return false;
+  for (int j = 0; j < n; j++)
+    if (((uintptr_t)kn_data(ts[j]) & 15) != 0) return false;
+  return true;
+}
+
+#define SIMPLE_D_SWITCH(D, CALL) \
+  switch (D) {                   \
+    case 16: CALL(16); break;    \
+    case 32: CALL(32); break;    \
+    case 64: CALL(64); break;    \
+    case 128: CALL(128); break;  \
+    default: return sr_errf("head dim %d is not supported on cuda (16, 32, 64, 128)", D); \
+  }
+
+extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4];
+  sr_tensor *ts[4] = {out, q, k, v};
+  int dt;
+  const char *e = check_qkv(ts, 4, &dt);
+  if (e) return e;
+  if (lse->dtype != SR_F32) return sr_errf("lse must be f32");
+  int64_t B = q->shape[0], H = q->shape[1], BH = B * H;
+  int T = (int)q->shape[2], D = (int)q->shape[3], causal = (int)c->i[0];
+  float scale = (float)c->f[0];
+  if (BH == 0 || T == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (flash_ok(dt, D, ts, 4)) {
+    dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
+    if (D == 64)
+      flash_attention_forward_kernel1<64><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
+                                                               (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal);
+    else
+      flash_attention_forward_kernel1<128><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
+                                                                (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal);
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  unsigned grid = (unsigned)CEIL_DIV(BH * T, (int64_t)128);
+#define FWD0(DD)                                                                                                         \
+  if (dt == SR_F32)                                                                                                      \
+    attention_forward_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(out), (float *)kn_data(lse),              \
+        (const float *)kn_data(q), (const float *)kn_data(k), (const float *)kn_data(v), BH, T, scale, causal);          \
+  else                                                                                                                   \
+    attention_forward_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),                \
+        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), BH, T, scale, causal);
+  SIMPLE_D_SWITCH(D, FWD0)
+#undef FWD0
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
+  sr_tensor *dq = c->t[0], *dk = c->t[1], *dv = c->t[2], *dout = c->t[3], *q = c->t[4], *k = c->t[5], *v = c->t[6],
+            *out = c->t[7], *lse = c->t[8];
+  sr_tensor *ts[8] = {dq, dk, dv, dout, q, k, v, out};
+  int dt;
+  const char *e = check_qkv(ts, 8, &dt);
+  if (e) return e;
+  if (lse->dtype != SR_F32) return sr_errf("lse must be f32");
+  int64_t B = q->shape[0], H = q->shape[1], BH = B * H;
+  int T = (int)q->shape[2], D = (int)q->shape[3], causal = (int)c->i[0];
+  float scale = (float)c->f[0];
+  if (BH == 0 || T == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  int64_t rows = BH * T;
+  bool flash = flash_ok(dt, D, ts, 8);
+  size_t dbytes = (size_t)rows * sizeof(float);
+  size_t qbytes = flash ? (size_t)rows * D * sizeof(float) : 0;
+  float *delta = (float *)sr_cuda_malloc(dbytes);
+  float *dq_acc = flash ? (float *)sr_cuda_malloc(qbytes) : NULL;
+  if (!delta || (flash && !dq_acc)) {
+    sr_cuda_free(delta);
+    sr_cuda_free(dq_acc);
+    return sr_errf("out of memory (attention backward scratch)");
+  }
+  unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
+  if (dt == SR_BF16)
+    attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, D);
+  else
+    attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)kn_data(dout), (const float *)kn_data(out), rows, D);
+  cudaError_t ce = cudaGetLastError();
+  const char *err = NULL;
+  if (ce == cudaSuccess && flash) {
+    ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
+    dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
+    size_t smem = (size_t)(4 * 64 * (D + 8) + 64 * 72) * sizeof(bf16) + 128 * sizeof(float);
+#define BWD1(DD)                                                                                                      \
+  if (ce == cudaSuccess)                                                                                              \
+    ce = cudaFuncSetAttribute(flash_attention_backward_kernel1<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
+  if (ce == cudaSuccess)                                                                                              \
+    flash_attention_backward_kernel1<DD><<<grid, 128, smem, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc,     \
+        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout),    \
+        (const float *)kn_data(lse), delta, T, scale, causal);
+    if (D == 64) { BWD1(64) } else { BWD1(128) }
+#undef BWD1
+    if (ce == cudaSuccess) {
+      convert_f32_kernel1<bf16><<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D);
+      ce = cudaGetLastError();
+    }
+  } else if (ce == cudaSuccess) {
+    unsigned grid = (unsigned)CEIL_DIV(rows, (int64_t)128);
+#define BWD0(DD)                                                                                                    \
+  if (dt == SR_F32) {                                                                                               \
+    attention_backward_dq_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(dq), (const float *)kn_data(q), \
+        (const float *)kn_data(k), (const float *)kn_data(v), (const float *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dkv_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(dk), (float *)kn_data(dv),     \
+        (const float *)kn_data(q), (const float *)kn_data(k), (const float *)kn_data(v), (const float *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+  } else {                                                                                                          \
+    attention_backward_dq_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(dq), (const bf16 *)kn_data(q),    \
+        (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dkv_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv),        \
+        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+  }
+    switch (D) {
+      case 16: BWD0(16) break;
+      case 32: BWD0(32) break;
+      case 64: BWD0(64) break;
+      case 128: BWD0(128) break;
+      default: err = sr_errf("head dim %d is not supported on cuda (16, 32, 64, 128)", D);
+    }
+#undef BWD0
+    if (!err) ce = cudaGetLastError();
+  }
+  if (!err && ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  sr_cuda_free(delta);
+  sr_cuda_free(dq_acc);
+  return err;
+}

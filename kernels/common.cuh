@@ -1,0 +1,246 @@
+/*
+** common.cuh: what every kernels/*.cu shares: error reporting (a thread-local message, never
+** Lua, never exit), dtype loads/stores in float, strided-index descriptors with dimension
+** coalescing, warp/block reductions, and launch helpers.
+**
+** Error contract (registry.h): a launcher returns NULL on success, or a message in a
+** thread-local buffer naming the failing call and the CUDA error. The dispatcher prefixes the
+** kernel name.
+*/
+#pragma once
+
+#include <cuda_runtime.h>  // defines: cudaStream_t, cudaError_t
+#include <cuda_bf16.h>     // defines: __nv_bfloat16, __bfloat162float
+#include <stdint.h>        // defines: int64_t
+#include <stdio.h>         // defines: snprintf
+
+#include "registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype
+#include "cuda_backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
+
+#define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+#define WARP_SIZE 32
+
+// ----------------------------------------------------------------------------
+// errors
+
+
+template <typename... A>
+static inline const char *sr_errf(const char *fmt, A... a) {
+  char *b = sr_cuda_errbuf();
+  snprintf(b, 512, fmt, a...);
+  return b;
+}
+static inline const char *sr_errf(const char *msg) {
+  char *b = sr_cuda_errbuf();
+  snprintf(b, 512, "%s", msg);
+  return b;
+}
+
+// returns from the enclosing launcher with a message when a CUDA call fails
+#define SR_CUDA_TRY(call)                                                                     \
+  do {                                                                                        \
+    cudaError_t sr_e_ = (call);                                                               \
+    if (sr_e_ != cudaSuccess)                                                                 \
+      return sr_errf("%s (%s) at %s:%d", cudaGetErrorString(sr_e_), cudaGetErrorName(sr_e_), \
+                     __FILE__, __LINE__);                                                     \
+  } while (0)
+// after every launch
+#define SR_LAUNCH_CHECK() SR_CUDA_TRY(cudaGetLastError())
+
+// ----------------------------------------------------------------------------
+// dtypes
+
+typedef __nv_bfloat16 bf16;
+
+static inline bool sr_is_gpu_float(sr_dtype t) { return t == SR_F32 || t == SR_BF16; }
+
+__device__ __forceinline__ float ld_as_float(const void *p, int dt, int64_t i) {
+  switch (dt) {
+    case SR_F32: return ((const float *)p)[i];
+    case SR_BF16: return __bfloat162float(((const bf16 *)p)[i]);
+    case SR_F64: return (float)((const double *)p)[i];
+    case SR_I32: return (float)((const int *)p)[i];
+    default: return __int_as_float(0x7fffffff);
+  }
+}
+__device__ __forceinline__ void st_from_float(void *p, int dt, int64_t i, float v) {
+  switch (dt) {
+    case SR_F32: ((float *)p)[i] = v; break;
+    case SR_BF16: ((bf16 *)p)[i] = __float2bfloat16(v); break;
+    case SR_F64: ((double *)p)[i] = (double)v; break;
+    case SR_I32: ((int *)p)[i] = (int)v; break;
+    default: break;
+  }
+}
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<bf16>(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16(v); }
+
+// ----------------------------------------------------------------------------
+// tensor queries: local copies of tensor.h's helpers, so kernels link without host/tensor.c
+// (the C tests of kernels build tensors by hand)
+
+static inline int64_t kn_numel(const sr_tensor *x) {
+  int64_t n = 1;
+  for (int k = 0; k < x->ndim; k++) n *= x->shape[k];
+  return n;
+}
+static inline size_t kn_dsize(int t) {
+  return t == SR_F64 ? 8 : (t == SR_F32 || t == SR_I32) ? 4 : t == SR_BF16 ? 2 : 1;
+}
+static inline void *kn_data(const sr_tensor *x) {
+  return (char *)x->storage->data + x->offset * (int64_t)kn_dsize(x->dtype);
+}
+static inline bool kn_contig(const sr_tensor *x) {
+  int64_t s = 1;
+  for (int k = x->ndim - 1; k >= 0; k--) {
+    if (x->shape[k] != 1 && x->stride[k] != s) return false;
+    s *= x->shape[k];
+  }
+  return true;
+}
+// argument j of a call, NULL when absent (optional tensors)
+static inline sr_tensor *kn_arg(const sr_kcall *c, int j) { return j < c->nt ? c->t[j] : NULL; }
+static inline const char *kn_dtname(int t) {
+  static const char *n[] = {"f32", "f64", "bf16", "i32", "f8e4m3", "f8e5m2"};
+  return t >= 0 && t < SR_NDTYPES ? n[t] : "?";
+}
+
+// ----------------------------------------------------------------------------
+// strided operands: all operands share out's shape (inputs already expanded); dims that are
+// contiguous in every operand are merged, so most calls end up 1-D.
+
+#define SR_EW_MAXOP 4
+struct sr_ew_desc {
+  int ndim, nop;
+  int64_t n;
+  int64_t shape[SR_MAXDIM];
+  int64_t stride[SR_EW_MAXOP][SR_MAXDIM];
+  void *p[SR_EW_MAXOP];
+  int dt[SR_EW_MAXOP];
+  bool contig;  // every operand unit-stride 1-D
+};
+
+// fills d from tensors t[0..nop) (all with t[0]'s shape); returns false if shapes differ
+static inline bool sr_ew_make(sr_ew_desc *d, sr_tensor *const *t, int nop) {
+  const sr_tensor *o = t[0];
+  d->nop = nop;
+  d->n = kn_numel(o);
+  int nd = 0;
+  for (int k = 0; k < o->ndim; k++) {
+    if (o->shape[k] == 1) continue;  // size-1 dims carry no index
+    d->shape[nd] = o->shape[k];
+    for (int j = 0; j < nop; j++) d->stride[j][nd] = t[j]->stride[k];
+    nd++;
+  }
+  for (int j = 0; j < nop; j++) {
+    if (kn_numel(t[j]) != d->n) return false;
+    d->p[j] = kn_data(t[j]);
+    d->dt[j] = t[j]->dtype;
+  }
+  // merge dim k into k-1 where every operand has stride[k-1] == stride[k]*shape[k]
+  int m = 0;
+  for (int k = 0; k < nd; k++) {
+    if (m > 0) {
+      bool ok = true;
+      for (int j = 0; j < nop; j++) ok = ok && d->stride[j][m - 1] == d->stride[j][k] * d->shape[k];
+      if (ok) {
+        d->shape[m - 1] *= d->shape[k];
+        for (int j = 0; j < nop; j++) d->stride[j][m - 1] = d->stride[j][k];
+        continue;
+      }
+    }
+    d->shape[m] = d->shape[k];
+    for (int j = 0; j < nop; j++) d->stride[j][m] = d->stride[j][k];
+    m++;
+  }
+  if (m == 0) {  // a scalar
+    m = 1;
+    d->shape[0] = 1;
+    for (int j = 0; j < nop; j++) d->stride[j][0] = 1;
+  }
+  d->ndim = m;
+  d->contig = m == 1;
+  for (int j = 0; j < nop; j++) d->contig = d->contig && d->stride[j][0] == 1;
+  return true;
+}
+
+// element offsets of flat index i for every operand
+__device__ __forceinline__ void sr_ew_offsets(const sr_ew_desc &d, int64_t i, int64_t *off) {
+#pragma unroll
+  for (int j = 0; j < SR_EW_MAXOP; j++) off[j] = 0;
+  for (int k = d.ndim - 1; k >= 0; k--) {
+    int64_t s = d.shape[k];
+    int64_t q = i / s, r = i - q * s;
+#pragma unroll
+    for (int j = 0; j < SR_EW_MAXOP; j++)
+      if (j < d.nop) off[j] += r * d.stride[j][k];
+    i = q;
+  }
+}
+
+// grid for a grid-stride loop over n elements
+static inline unsigned sr_grid_for(int64_t n, int block) {
+  int64_t g = CEIL_DIV(n, (int64_t)block);
+  if (g > 132 * 32) g = 132 * 32;
+  if (g < 1) g = 1;
+  return (unsigned)g;
+}
+
+// ----------------------------------------------------------------------------
+// reductions
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+// sh must hold 32 floats; the call contains __syncthreads().
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float *sh) {
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+// ----------------------------------------------------------------------------
+// deferred device-side error flag (bad indices in embedding / cross_entropy): kernels record
+// the first offence without a host sync; the backend reports it at the next synchronize or
+// device-to-host copy (cuda_backend.c, sr_cuda_check_deferred).
+
+struct sr_dev_error {
+  int code;     // 0 none, 1 embedding index, 2 cross_entropy target
+  int64_t row;  // which row
+  int64_t value, limit;
+};
+static inline sr_dev_error *sr_cuda_dev_error(void) { return (sr_dev_error *)sr_cuda_dev_error_ptr(); }
+
+__device__ __forceinline__ void sr_report_index_error(sr_dev_error *e, int code, int64_t row, int64_t v,
+                                                      int64_t lim) {
+  if (atomicCAS(&e->code, 0, code) == 0) {
+    e->row = row;
+    e->value = v;
+    e->limit = lim;
+  }
+}

@@ -1,0 +1,301 @@
+/*
+** elementwise.cu: fill, copy, arange, unary (+ backward), binary, where.
+** Every operand may be strided (stride 0 for broadcast inputs); dims contiguous in every operand
+** are merged first, and fully contiguous calls take an index-free path. Values are computed in
+** f32 and stored in the output's dtype. GPU float dtypes: f32, bf16; i32 for fill/copy/arange
+** and where's condition; f64 only for fill and copy (math ops refuse it).
+** Gradient contract: unary_backward writes dx (=).
+*/
+#include "common.cuh"  // defines: sr_ew_desc, ld_as_float, st_from_float, SR_CUDA_TRY
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+// the unary functions of registry.h; p is the scalar parameter
+__device__ __forceinline__ float unary_f(int fn, float x, float p) {
+  switch (fn) {
+    case SR_UNARY_NEG: return -x;
+    case SR_UNARY_EXP: return expf(x);
+    case SR_UNARY_LOG: return logf(x);
+    case SR_UNARY_TANH: return tanhf(x);
+    case SR_UNARY_SIGMOID: return 1.f / (1.f + expf(-x));
+    case SR_UNARY_RELU: return x > 0.f ? x : 0.f;
+    case SR_UNARY_SQUARE: return x * x;
+    case SR_UNARY_SQRT: return sqrtf(x);
+    case SR_UNARY_RSQRT: return rsqrtf(x);
+    case SR_UNARY_ABS: return fabsf(x);
+    case SR_UNARY_GELU_ERF: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case SR_UNARY_GELU_TANH: {
+      float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.f + tanhf(u));
+    }
+    case SR_UNARY_RELU2: { float r = x > 0.f ? x : 0.f; return r * r; }
+    case SR_UNARY_ADD_SCALAR: return x + p;
+    case SR_UNARY_MUL_SCALAR: return x * p;
+    case SR_UNARY_POW_SCALAR: return powf(x, p);
+    case SR_UNARY_RSUB_SCALAR: return p - x;
+    case SR_UNARY_RDIV_SCALAR: return p / x;
+    case SR_UNARY_SIGN: return (float)((x > 0.f) - (x < 0.f));
+    default: return __int_as_float(0x7fffffff);
+  }
+}
+
+// f'(x)
+__device__ __forceinline__ float unary_df(int fn, float x, float p) {
+  switch (fn) {
+    case SR_UNARY_NEG: return -1.f;
+    case SR_UNARY_EXP: return expf(x);
+    case SR_UNARY_LOG: return 1.f / x;
+    case SR_UNARY_TANH: { float t = tanhf(x); return 1.f - t * t; }
+    case SR_UNARY_SIGMOID: { float s = 1.f / (1.f + expf(-x)); return s * (1.f - s); }
+    case SR_UNARY_RELU: return x > 0.f ? 1.f : 0.f;
+    case SR_UNARY_SQUARE: return 2.f * x;
+    case SR_UNARY_SQRT: return 0.5f / sqrtf(x);
+    case SR_UNARY_RSQRT: return -0.5f * rsqrtf(x) / x;
+    case SR_UNARY_ABS: return (float)((x > 0.f) - (x < 0.f));
+    case SR_UNARY_GELU_ERF: {
+      float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
+      float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
+      return cdf + x * pdf;
+    }
+    case SR_UNARY_GELU_TANH: {
+      float x3 = x * x * x;
+      float u = 0.7978845608028654f * (x + 0.044715f * x3);
+      float t = tanhf(u);
+      float du = 0.7978845608028654f * (1.f + 3.f * 0.044715f * x * x);
+      return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du;
+    }
+    case SR_UNARY_RELU2: return x > 0.f ? 2.f * x : 0.f;
+    case SR_UNARY_ADD_SCALAR: return 1.f;
+    case SR_UNARY_MUL_SCALAR: return p;
+    case SR_UNARY_POW_SCALAR: return p * powf(x, p - 1.f);
+    case SR_UNARY_RSUB_SCALAR: return -1.f;
+    case SR_UNARY_RDIV_SCALAR: return -p / (x * x);
+    case SR_UNARY_SIGN: return 0.f;
+    default: return __int_as_float(0x7fffffff);
+  }
+}
+
+__device__ __forceinline__ float binary_f(int fn, float a, float b) {
+  switch (fn) {
+    case SR_BINARY_ADD: return a + b;
+    case SR_BINARY_SUB: return a - b;
+    case SR_BINARY_MUL: return a * b;
+    case SR_BINARY_DIV: return a / b;
+    case SR_BINARY_POW: return powf(a, b);
+    case SR_BINARY_MAX: return (a != a || b != b) ? a + b : fmaxf(a, b);  // NaN propagates
+    case SR_BINARY_MIN: return (a != a || b != b) ? a + b : fminf(a, b);
+    default: return __int_as_float(0x7fffffff);
+  }
+}
+
+enum ew_op { EW_FILL, EW_COPY, EW_UNARY, EW_UNARY_BWD, EW_BINARY, EW_WHERE };
+
+// one kernel for every element-wise op: op and fn are uniform across the grid, so the switches
+// cost a few instructions per element of a memory-bound loop
+template <bool CONTIG>
+__global__ void elementwise_kernel1(sr_ew_desc d, int op, int fn, float p) {
+  int64_t off[SR_EW_MAXOP];
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < d.n; i += (int64_t)gridDim.x * blockDim.x) {
+    if (CONTIG) {
+#pragma unroll
+      for (int j = 0; j < SR_EW_MAXOP; j++) off[j] = i;
+    } else {
+      sr_ew_offsets(d, i, off);
+    }
+    float r;
+    switch (op) {
+      case EW_FILL: r = p; break;
+      case EW_COPY:
+        if (d.dt[0] == SR_F64 && d.dt[1] == SR_F64) {  // exact
+          ((double *)d.p[0])[off[0]] = ((const double *)d.p[1])[off[1]];
+          continue;
+        }
+        if (d.dt[0] == SR_I32 && d.dt[1] == SR_I32) {
+          ((int *)d.p[0])[off[0]] = ((const int *)d.p[1])[off[1]];
+          continue;
+        }
+        if (d.dt[1] == SR_F64) {
+          st_from_float(d.p[0], d.dt[0], off[0], (float)((const double *)d.p[1])[off[1]]);
+          continue;
+        }
+        if (d.dt[0] == SR_F64) {
+          ((double *)d.p[0])[off[0]] = d.dt[1] == SR_I32 ? (double)((const int *)d.p[1])[off[1]]
+                                                         : (double)ld_as_float(d.p[1], d.dt[1], off[1]);
+          continue;
+        }
+        r = ld_as_float(d.p[1], d.dt[1], off[1]);
+        break;
+      case EW_UNARY: r = unary_f(fn, ld_as_float(d.p[1], d.dt[1], off[1]), p); break;
+      case EW_UNARY_BWD:
+        r = ld_as_float(d.p[1], d.dt[1], off[1]) * unary_df(fn, ld_as_float(d.p[2], d.dt[2], off[2]), p);
+        break;
+      case EW_BINARY:
+        r = binary_f(fn, ld_as_float(d.p[1], d.dt[1], off[1]), ld_as_float(d.p[2], d.dt[2], off[2]));
+        break;
+      default: {  // EW_WHERE: cond may be any dtype; nonzero is true
+        float c = ld_as_float(d.p[1], d.dt[1], off[1]);
+        r = c != 0.f ? ld_as_float(d.p[2], d.dt[2], off[2]) : ld_as_float(d.p[3], d.dt[3], off[3]);
+      }
+    }
+    if (d.dt[0] == SR_I32 && op == EW_FILL) {
+      ((int *)d.p[0])[off[0]] = (int)p;
+      continue;
+    }
+    st_from_float(d.p[0], d.dt[0], off[0], r);
+  }
+}
+
+// contiguous bf16 fast path for the hottest cases (residual add, activations): 8 elements per
+// thread with 16-byte loads
+__global__ void binary_bf16_kernel2(bf16 *out, const bf16 *a, const bf16 *b, int64_t n8, int fn) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    uint4 va = ((const uint4 *)a)[i], vb = ((const uint4 *)b)[i], vo;
+    const bf16 *xa = (const bf16 *)&va, *xb = (const bf16 *)&vb;
+    bf16 *xo = (bf16 *)&vo;
+#pragma unroll
+    for (int k = 0; k < 8; k++) xo[k] = __float2bfloat16(binary_f(fn, __bfloat162float(xa[k]), __bfloat162float(xb[k])));
+    ((uint4 *)out)[i] = vo;
+  }
+}
+__global__ void unary_bf16_kernel2(bf16 *out, const bf16 *x, int64_t n8, int fn, float p) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    uint4 vx = ((const uint4 *)x)[i], vo;
+    const bf16 *xx = (const bf16 *)&vx;
+    bf16 *xo = (bf16 *)&vo;
+#pragma unroll
+    for (int k = 0; k < 8; k++) xo[k] = __float2bfloat16(unary_f(fn, __bfloat162float(xx[k]), p));
+    ((uint4 *)out)[i] = vo;
+  }
+}
+
+template <typename T>
+__global__ void arange_kernel1(T *out, int64_t n, double start, double step) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = (T)(start + step * (double)i);
+}
+__global__ void arange_bf16_kernel1(bf16 *out, int64_t n, double start, double step) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16((float)(start + step * (double)i));
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+static const char *check_dtypes(const sr_kcall *c, int first, int last, bool allow_i32) {
+  for (int j = first; j < last; j++) {
+    sr_dtype t = c->t[j]->dtype;
+    if (t == SR_F32 || t == SR_BF16 || (allow_i32 && t == SR_I32)) continue;
+    return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", kn_dtname(t), j + 1);
+  }
+  return NULL;
+}
+
+static const char *launch_ew(const sr_kcall *c, int nop, int op, int fn, float p) {
+  sr_ew_desc d;
+  if (!sr_ew_make(&d, c->t, nop)) return sr_errf("operands do not have the output's number of elements");
+  if (d.n == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  int block = 256;
+  unsigned grid = sr_grid_for(d.n, block);
+  if (d.contig) elementwise_kernel1<true><<<grid, block, 0, s>>>(d, op, fn, p);
+  else elementwise_kernel1<false><<<grid, block, 0, s>>>(d, op, fn, p);
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+extern "C" const char *sr_cuda_fill(const sr_kcall *c) {
+  sr_dtype t = c->t[0]->dtype;
+  if (t != SR_F32 && t != SR_BF16 && t != SR_I32 && t != SR_F64)
+    return sr_errf("dtype %s is not supported on cuda", kn_dtname(t));
+  if (t == SR_F64) {  // exact double fill via copy of a double constant is overkill; compute in f32
+    // f64 tensors are storage-only on the GPU: a f32 value is exact for the usual fills (0, 1)
+  }
+  return launch_ew(c, 1, EW_FILL, 0, (float)c->f[0]);
+}
+
+extern "C" const char *sr_cuda_copy(const sr_kcall *c) {
+  for (int j = 0; j < 2; j++) {
+    sr_dtype t = c->t[j]->dtype;
+    if (t != SR_F32 && t != SR_BF16 && t != SR_I32 && t != SR_F64)
+      return sr_errf("dtype %s is not supported on cuda", kn_dtname(t));
+  }
+  // same dtype and both contiguous: a plain device copy
+  if (c->t[0]->dtype == c->t[1]->dtype && kn_contig(c->t[0]) && kn_contig(c->t[1])) {
+    size_t n = (size_t)kn_numel(c->t[0]) * kn_dsize(c->t[0]->dtype);
+    if (n) SR_CUDA_TRY(cudaMemcpyAsync(kn_data(c->t[0]), kn_data(c->t[1]), n, cudaMemcpyDeviceToDevice,
+                                       (cudaStream_t)sr_cuda_stream()));
+    return NULL;
+  }
+  return launch_ew(c, 2, EW_COPY, 0, 0.f);
+}
+
+extern "C" const char *sr_cuda_arange(const sr_kcall *c) {
+  sr_tensor *o = c->t[0];
+  int64_t n = kn_numel(o);
+  if (n == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  unsigned grid = sr_grid_for(n, 256);
+  switch (o->dtype) {
+    case SR_F32: arange_kernel1<float><<<grid, 256, 0, s>>>((float *)kn_data(o), n, c->f[0], c->f[1]); break;
+    case SR_F64: arange_kernel1<double><<<grid, 256, 0, s>>>((double *)kn_data(o), n, c->f[0], c->f[1]); break;
+    case SR_I32: arange_kernel1<int><<<grid, 256, 0, s>>>((int *)kn_data(o), n, c->f[0], c->f[1]); break;
+    case SR_BF16: arange_bf16_kernel1<<<grid, 256, 0, s>>>((bf16 *)kn_data(o), n, c->f[0], c->f[1]); break;
+    default: return sr_errf("dtype %s is not supported on cuda", kn_dtname(o->dtype));
+  }
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+extern "C" const char *sr_cuda_unary(const sr_kcall *c) {
+  const char *e = check_dtypes(c, 0, 2, false);
+  if (e) return e;
+  int fn = (int)c->i[0];
+  if (fn < 0 || fn >= SR_UNARY_COUNT) return sr_errf("unknown unary function %d", fn);
+  sr_tensor *o = c->t[0], *x = c->t[1];
+  int64_t n = kn_numel(o);
+  if (o->dtype == SR_BF16 && x->dtype == SR_BF16 && kn_contig(o) && kn_contig(x) && n % 8 == 0 &&
+      aligned16(kn_data(o)) && aligned16(kn_data(x)) && n > 0) {
+    unary_bf16_kernel2<<<sr_grid_for(n / 8, 256), 256, 0, (cudaStream_t)sr_cuda_stream()>>>(
+        (bf16 *)kn_data(o), (const bf16 *)kn_data(x), n / 8, fn, (float)c->f[0]);
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  return launch_ew(c, 2, EW_UNARY, fn, (float)c->f[0]);
+}
+
+extern "C" const char *sr_cuda_unary_backward(const sr_kcall *c) {
+  const char *e = check_dtypes(c, 0, 3, false);
+  if (e) return e;
+  int fn = (int)c->i[0];
+  if (fn < 0 || fn >= SR_UNARY_COUNT) return sr_errf("unknown unary function %d", fn);
+  return launch_ew(c, 3, EW_UNARY_BWD, fn, (float)c->f[0]);
+}
+
+extern "C" const char *sr_cuda_binary(const sr_kcall *c) {
+  const char *e = check_dtypes(c, 0, 3, false);
+  if (e) return e;
+  int fn = (int)c->i[0];
+  if (fn < 0 || fn >= SR_BINARY_COUNT) return sr_errf("unknown binary function %d", fn);
+  sr_tensor *o = c->t[0], *a = c->t[1], *b = c->t[2];
+  int64_t n = kn_numel(o);
+  if (o->dtype == SR_BF16 && a->dtype == SR_BF16 && b->dtype == SR_BF16 && kn_contig(o) &&
+      kn_contig(a) && kn_contig(b) && n % 8 == 0 && n > 0 && aligned16(kn_data(o)) &&
+      aligned16(kn_data(a)) && aligned16(kn_data(b))) {
+    binary_bf16_kernel2<<<sr_grid_for(n / 8, 256), 256, 0, (cudaStream_t)sr_cuda_stream()>>>(
+        (bf16 *)kn_data(o), (const bf16 *)kn_data(a), (const bf16 *)kn_data(b), n / 8, fn);
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  return launch_ew(c, 3, EW_BINARY, fn, 0.f);
+}
+
+extern "C" const char *sr_cuda_where(const sr_kcall *c) {
+  const char *e = check_dtypes(c, 0, 1, false);
+  if (!e) e = check_dtypes(c, 2, 4, false);
+  if (!e) e = check_dtypes(c, 1, 2, true);
+  if (e) return e;
+  return launch_ew(c, 4, EW_WHERE, 0, 0.f);
+}

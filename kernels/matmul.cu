@@ -1,0 +1,186 @@
+/*
+** matmul.cu: gemm through cuBLASLt. out[B,M,N] (contig) = f0 * op(a) @ op(b) + f1 * out,
+** a [B,M,K] or [B,K,M], b [B,K,N] or [B,N,K], unit stride in the last dim, any row stride,
+** batch stride possibly 0 (broadcast). fp32 accumulation always:
+**   bf16 x bf16 -> bf16 or f32 out (tensor cores);  f32 x f32 -> f32 (CUBLAS_COMPUTE_32F, no tf32
+**   unless SPEEDRUN_TF32=1 is set in the environment).
+** Row-major to column-major: out^T[N,M] = op(b)^T @ op(a)^T, so cuBLAS's "A" is b and "B" is a.
+** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key;
+** one 32 MiB workspace (cuda_backend.c) serves every call.
+*/
+#include <cublasLt.h>      // defines: cublasLtMatmul, cublasLtMatmulDesc_t
+#include <stdlib.h>        // defines: getenv
+
+#include "common.cuh"      // defines: sr_errf, kn_data
+
+// ----------------------------------------------------------------------------
+// plan cache
+
+struct gemm_key {
+  int adt, bdt, odt;
+  int ta, tb;
+  int64_t B, M, N, K;
+  int64_t lda, ldb, sa, sb;  // row strides and batch strides of a and b (elements)
+  int align;                 // min alignment (bytes, up to 16) of the four pointers
+  int beta_nonzero;
+  int tf32;
+};
+
+struct gemm_plan {
+  gemm_key key;
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatmulAlgo_t algo;
+};
+
+#define SR_GEMM_CACHE 256
+static gemm_plan plans[SR_GEMM_CACHE];
+static int nplans;
+
+static bool key_eq(const gemm_key &x, const gemm_key &y) { return memcmp(&x, &y, sizeof x) == 0; }
+
+static int ptr_align(const void *p) {
+  uintptr_t v = (uintptr_t)p;
+  return (v & 15) == 0 ? 16 : (v & 7) == 0 ? 8 : (v & 3) == 0 ? 4 : 2;
+}
+
+static cudaDataType_t cuda_type(int dt) { return dt == SR_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+#define LT_TRY(call, what)                                                                 \
+  do {                                                                                     \
+    cublasStatus_t s_ = (call);                                                            \
+    if (s_ != CUBLAS_STATUS_SUCCESS) return sr_errf("%s: %s", what, cublasLtGetStatusString(s_)); \
+  } while (0)
+
+static const char *make_plan(const gemm_key &k, gemm_plan **out) {
+  for (int i = 0; i < nplans; i++)
+    if (key_eq(plans[i].key, k)) { *out = &plans[i]; return NULL; }
+  if (nplans == SR_GEMM_CACHE) {  // full: drop everything (shapes churn only in tests)
+    for (int i = 0; i < nplans; i++) {
+      cublasLtMatmulDescDestroy(plans[i].desc);
+      cublasLtMatrixLayoutDestroy(plans[i].la);
+      cublasLtMatrixLayoutDestroy(plans[i].lb);
+      cublasLtMatrixLayoutDestroy(plans[i].lc);
+    }
+    nplans = 0;
+  }
+  gemm_plan p;
+  memset(&p, 0, sizeof p);
+  p.key = k;
+  cublasComputeType_t ct = (k.adt == SR_F32 && k.tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  LT_TRY(cublasLtMatmulDescCreate(&p.desc, ct, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  // cuBLAS "A" = b: column-major N x K when not transposed (b is row-major [K,N]); else K x N, op T
+  cublasOperation_t opA = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opB = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof opA), "set TRANSA");
+  LT_TRY(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof opB), "set TRANSB");
+  uint64_t ar = k.tb ? k.K : k.N, ac = k.tb ? k.N : k.K;   // rows/cols of stored "A" (col-major)
+  uint64_t br = k.ta ? k.M : k.K, bc = k.ta ? k.K : k.M;   // stored "B"
+  LT_TRY(cublasLtMatrixLayoutCreate(&p.la, cuda_type(k.bdt), ar, ac, k.ldb), "layout A");
+  LT_TRY(cublasLtMatrixLayoutCreate(&p.lb, cuda_type(k.adt), br, bc, k.lda), "layout B");
+  LT_TRY(cublasLtMatrixLayoutCreate(&p.lc, cuda_type(k.odt), k.N, k.M, k.N), "layout C");
+  if (k.B > 1) {
+    int32_t bc32 = (int32_t)k.B;
+    int64_t sC = k.M * k.N;
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc32, sizeof bc32), "batch");
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc32, sizeof bc32), "batch");
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc32, sizeof bc32), "batch");
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &k.sb, sizeof k.sb), "stride");
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &k.sa, sizeof k.sa), "stride");
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(p.lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sC, sizeof sC), "stride");
+  }
+  cublasLtMatmulPreference_t pref;
+  LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  size_t ws;
+  sr_cuda_workspace(&ws);
+  uint32_t al = (uint32_t)k.align;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+  cublasLtMatmulHeuristicResult_t res;
+  int nres = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)sr_cuda_blaslt(), p.desc, p.la, p.lb, p.lc,
+                                                     p.lc, pref, 1, &res, &nres);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || nres == 0) {
+    cublasLtMatmulDescDestroy(p.desc);
+    cublasLtMatrixLayoutDestroy(p.la);
+    cublasLtMatrixLayoutDestroy(p.lb);
+    cublasLtMatrixLayoutDestroy(p.lc);
+    return sr_errf("cuBLASLt found no algorithm for [%lld]x[%lld,%lld,%lld] (%s): %s", (long long)k.B, (long long)k.M,
+                   (long long)k.N, (long long)k.K, kn_dtname(k.adt), cublasLtGetStatusString(st));
+  }
+  p.algo = res.algo;
+  plans[nplans] = p;
+  *out = &plans[nplans++];
+  return NULL;
+}
+
+// ----------------------------------------------------------------------------
+// kernel launcher
+
+// batch stride and row stride of a 3-D (or 2-D) operand whose last dim has unit stride
+static bool strides3(const sr_tensor *x, int64_t *bs, int64_t *rs) {
+  if (x->ndim == 2) { *bs = 0; *rs = x->stride[0]; return x->stride[1] == 1 || x->shape[1] == 1; }
+  if (x->ndim != 3) return false;
+  *bs = x->shape[0] == 1 ? 0 : x->stride[0];
+  *rs = x->stride[1];
+  return x->stride[2] == 1 || x->shape[2] == 1;
+}
+
+extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
+  sr_tensor *o = c->t[0], *a = c->t[1], *b = c->t[2];
+  int ta = (int)c->i[0], tb = (int)c->i[1];
+  if (!((a->dtype == SR_BF16 && b->dtype == SR_BF16 && (o->dtype == SR_BF16 || o->dtype == SR_F32)) ||
+        (a->dtype == SR_F32 && b->dtype == SR_F32 && o->dtype == SR_F32)))
+    return sr_errf("unsupported dtypes out %s = %s @ %s on cuda (bf16@bf16->bf16/f32 or f32@f32->f32)",
+                   kn_dtname(o->dtype), kn_dtname(a->dtype), kn_dtname(b->dtype));
+  if (!kn_contig(o) || (o->ndim != 3 && o->ndim != 2)) return sr_errf("out must be a contiguous [B,M,N]");
+  int64_t B = o->ndim == 3 ? o->shape[0] : 1, M = o->shape[o->ndim - 2], N = o->shape[o->ndim - 1];
+  int64_t K = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+  gemm_key k;
+  memset(&k, 0, sizeof k);
+  k.adt = a->dtype; k.bdt = b->dtype; k.odt = o->dtype;
+  k.ta = ta; k.tb = tb;
+  k.B = B; k.M = M; k.N = N; k.K = K;
+  if (!strides3(a, &k.sa, &k.lda) || !strides3(b, &k.sb, &k.ldb))
+    return sr_errf("a and b must be 2-D or 3-D with unit stride in their last dim");
+  // cuBLAS needs ld >= rows of the stored column-major matrix; a size-1 dim may carry any stride
+  int64_t a_rows = ta ? M : K, b_rows = tb ? K : N;
+  if (k.lda < a_rows) k.lda = a_rows;
+  if (k.ldb < b_rows) k.ldb = b_rows;
+  if ((a->ndim == 3 && a->shape[0] != B && a->shape[0] != 1) || (b->ndim == 3 && b->shape[0] != B && b->shape[0] != 1))
+    return sr_errf("batch sizes differ");
+  if (M == 0 || N == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (K == 0) {  // out = f1 * out
+    sr_kcall f = *c;
+    f.nt = 2; f.t[1] = o; f.i[0] = SR_UNARY_MUL_SCALAR; f.f[0] = c->f[1];
+    if (c->f[1] == 0.0) { f.nt = 1; f.f[0] = 0.0; return sr_cuda_fill(&f); }
+    return sr_cuda_unary(&f);
+  }
+  void *pa = kn_data(a), *pb = kn_data(b), *po = kn_data(o);
+  int al = ptr_align(pa);
+  al = min(al, ptr_align(pb));
+  al = min(al, ptr_align(po));
+  k.align = al;
+  k.beta_nonzero = c->f[1] != 0.0;
+  static int tf32 = -1;
+  if (tf32 < 0) { const char *e = getenv("SPEEDRUN_TF32"); tf32 = e && *e == '1'; }
+  k.tf32 = tf32;
+  gemm_plan *p;
+  const char *err = make_plan(k, &p);
+  if (err) return err;
+  float alpha = (float)c->f[0], beta = (float)c->f[1];
+  size_t ws;
+  void *w = sr_cuda_workspace(&ws);
+  cublasStatus_t st = cublasLtMatmul((cublasLtHandle_t)sr_cuda_blaslt(), p->desc, &alpha, pb, p->la, pa, p->lb, &beta,
+                                     po, p->lc, po, p->lc, &p->algo, w, ws, s);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return sr_errf("cublasLtMatmul [%lld]x[%lld,%lld,%lld]: %s", (long long)B, (long long)M, (long long)N, (long long)K,
+                   cublasLtGetStatusString(st));
+  SR_LAUNCH_CHECK();
+  return NULL;
+}

