@@ -7,8 +7,9 @@
 ** - vectorisable exp (double, and float for f32/bf16 data) and row max / exp-sum for the hot
 **   softmax / cross-entropy / attention loops.
 ** Precision policy: every kernel but gemm computes in double whatever the storage dtype, so f64
-** is exact for gradcheck and f32/bf16 lose nothing; sums run in a fixed order per output
-** element, so results do not depend on the OpenMP thread count.
+** is exact for gradcheck and f32/bf16 lose nothing (only the exponentials of f32/bf16 rows in
+** softmax, cross-entropy and attention forward are taken in float, ~1 ulp); sums run in a fixed
+** order per output element, so results do not depend on the OpenMP thread count.
 */
 #ifndef SR_CPU_COMMON_H
 #define SR_CPU_COMMON_H
