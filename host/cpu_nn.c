@@ -70,7 +70,8 @@ static int emb_entry_cmp(const void *a, const void *b) {
 }
 
 /* embedding_backward: dweight[idx[n],:] += dout[n,:]; positions are grouped by index, each
-** group summed in position order in double and added to its row once */
+** group summed in position order in double and added to its row once. Fails on an index out of
+** [0,V) as the forward does (the contract row does not say; writing there would corrupt memory) */
 const char *sr_cpu_embedding_backward(const sr_kcall *c) {
   sr_tensor *dw = c->t[0], *dout = c->t[1], *idx = c->t[2];
   const char *e = cpu_check_floats(c, 0, 2);
