@@ -4,10 +4,12 @@
 ** - typed element access (f32, f64, bf16, i32) as double;
 ** - chunked transfer of a strided view's elements (row-major flat order) to and from a double
 **   buffer, the general path of every kernel: gather, compute in double, scatter;
-** - a vectorisable exp for the hot softmax / cross-entropy / attention loops.
+** - vectorisable exp (double, and float for f32/bf16 data) and row max / exp-sum for the hot
+**   softmax / cross-entropy / attention loops.
 ** Precision policy: every kernel but gemm computes in double whatever the storage dtype, so f64
-** is exact for gradcheck and f32/bf16 lose nothing; sums run in a fixed order per output
-** element, so results do not depend on the OpenMP thread count.
+** is exact for gradcheck and f32/bf16 lose nothing (only the exponentials of f32/bf16 rows in
+** softmax, cross-entropy and attention forward are taken in float, ~1 ulp); sums run in a fixed
+** order per output element, so results do not depend on the OpenMP thread count.
 */
 #ifndef SR_CPU_COMMON_H
 #define SR_CPU_COMMON_H
@@ -17,6 +19,7 @@
 #include <stdio.h>     /* defines: snprintf */
 #include <stdlib.h>    /* defines: malloc */
 #include <string.h>    /* defines: memcpy */
+#include <stdint.h>    /* defines: int32_t, int64_t */
 
 #include "registry.h"  /* defines: sr_kcall, sr_tensor */
 
@@ -201,6 +204,71 @@ static inline double cpu_exp(double x) {
 }
 
 /* NaN-propagating max: once a NaN is seen it stays */
-static inline double cpu_max(double m, double v) { return (v > m || v != v) ? v : m; }
+static inline double cpu_max(double m, double v) { return ((v > m) | (v != v)) ? v : m; }
+
+/* exp(x) in float for the f32/bf16 paths of the softmax-like loops (16 lanes a vector):
+** degree-7 Taylor polynomial on |r| <= ln2/2 (relative error ~1e-7, about 1 ulp), the same
+** two-halves scaling as cpu_exp; NaN stays NaN, overflow gives inf, underflow 0. */
+static inline float cpu_expf(float x) {
+  const float log2e = 1.44269504f, ln2hi = 0.693145752f, ln2lo = 1.42860677e-06f, magic = 12582912.0f; /* 1.5*2^23 */
+  float xc = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : x);
+  float kf = xc * log2e + magic;
+  int32_t kbits, magicbits;
+  memcpy(&kbits, &kf, 4);
+  memcpy(&magicbits, &magic, 4);
+  int32_t k = kbits - magicbits;
+  kf -= magic;
+  float r = (xc - kf * ln2hi) - kf * ln2lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t k1 = k >> 1, k2 = k - k1;                              /* each in [-75, 65] */
+  int32_t b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
+  float s1, s2;
+  memcpy(&s1, &b1, 4);
+  memcpy(&s2, &b2, 4);
+  float y = p * s1 * s2;
+  return x != x ? x : y;
+}
+
+/* Row reductions, vectorised with OpenMP simd reductions: the summation order is fixed by the
+** compiled vector width, so it depends on n only, never on the thread count. */
+
+/* max(m0, x[0..n)), NaN if any is NaN */
+static inline double cpu_max_of(const double *x, int64_t n, double m0) {
+  double m = m0;
+  int nan = m0 != m0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+  for (int64_t j = 0; j < n; j++) {
+    m = x[j] > m ? x[j] : m;
+    nan |= x[j] != x[j];
+  }
+  return nan ? NAN : m;
+}
+
+/* sum of y[j] = exp(x[j] - shift) over [0, n); y may be x. lowp computes the exponentials in
+** float (for f32/bf16 data: several times faster), f64 data keeps the double exp. Sums in double. */
+static inline double cpu_exp_sum(double *y, const double *x, int64_t n, double shift, int lowp) {
+  double s = 0;
+  if (lowp) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) {
+      y[j] = cpu_expf((float)(x[j] - shift));
+      s += y[j];
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) {
+      y[j] = cpu_exp(x[j] - shift);
+      s += y[j];
+    }
+  }
+  return s;
+}
 
 #endif

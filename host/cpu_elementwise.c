@@ -3,11 +3,14 @@
 ** backward), binary, where. Every kernel walks its output in row-major flat order in chunks of
 ** CPU_CHUNK elements: inputs are gathered into double buffers (any dtype, any strides, stride 0
 ** for broadcast), computed in double, and scattered to the output. Chunks are independent, so
-** the OpenMP split cannot change a result. The output must not partially overlap an input.
+** the OpenMP split cannot change a result. A chunk is read whole before it is written, so out may
+** alias an input with the same layout (in-place ops); a partial overlap is not supported.
 ** NaN propagates through every function (relu, max, sign included); int32 outputs refuse NaN and
-** out-of-range values instead of inventing a number.
+** out-of-range values instead of inventing a number. binary also takes int32 (all three tensors
+** one dtype): computed exactly in double, wrapped to 32 bits as C's int32 arithmetic would,
+** division truncating toward zero and failing on a zero divisor.
 */
-#include <math.h>        /* defines: exp, log, tanh, erf, sqrt, pow */
+#include <math.h>        /* defines: exp, log, tanh, erf, sqrt, pow, fmod, isfinite */
 #include <stdint.h>      /* defines: INT64_MAX */
 
 #include "cpu_common.h"  /* defines: cpu_gather, cpu_scatter, cpu_check_dtype */
@@ -232,7 +235,8 @@ const char *sr_cpu_unary_backward(const sr_kcall *c) {
 }
 
 /* ---------------------------------------------------------------------------------------------
-** binary: out = a (op) b, a and b already expanded to out's shape; maximum/minimum propagate NaN */
+** binary: out = a (op) b, a and b already expanded to out's shape; maximum/minimum propagate NaN;
+** comparisons give 1 or 0 (every comparison with NaN is false, except ne) */
 static void binary_forward(double *y, const double *a, const double *b, int64_t n, int fn) {
   switch (fn) {
     case SR_BINARY_ADD: for (int64_t k = 0; k < n; k++) y[k] = a[k] + b[k]; break;
@@ -253,6 +257,16 @@ static void binary_forward(double *y, const double *a, const double *b, int64_t 
   }
 }
 
+/* int32 results: truncate (division, fractional powers) and wrap to 32 bits; the flat index of
+** the first non-finite result (a zero divisor), or INT64_MAX */
+static int64_t binary_to_i32(double *y, int64_t n, int64_t i0) {
+  for (int64_t k = 0; k < n; k++) {
+    if (!isfinite(y[k])) return i0 + k;
+    y[k] = (double)(int32_t)(uint32_t)(int64_t)fmod(trunc(y[k]), 4294967296.0);
+  }
+  return INT64_MAX;
+}
+
 const char *sr_cpu_binary(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *a = c->t[1], *b = c->t[2];
   if (c->i[0] < 0 || c->i[0] >= SR_BINARY_COUNT) {
@@ -261,10 +275,10 @@ const char *sr_cpu_binary(const sr_kcall *c) {
     return m;
   }
   const char *e = NULL;
-  for (int j = 0; j < 3 && !e; j++) e = cpu_check_dtype(c->t[j], j + 1, true);  /* i32 too (indices, masks) */
+  for (int j = 0; j < 3 && !e; j++) e = cpu_check_dtype(c->t[j], j + 1, true);
   if (e) return e;
-  int fn = (int)c->i[0];
-  int64_t n = sr_numel(out), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
+  int fn = (int)c->i[0], to_int = out->dtype == SR_I32;
+  int64_t n = sr_numel(out), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK, bad = INT64_MAX;
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
   for (int64_t ch = 0; ch < nch; ch++) {
     double ab[CPU_CHUNK], bb[CPU_CHUNK], yb[CPU_CHUNK];
@@ -272,9 +286,20 @@ const char *sr_cpu_binary(const sr_kcall *c) {
     cpu_gather(a, i0, m, ab);
     cpu_gather(b, i0, m, bb);
     binary_forward(yb, ab, bb, m, fn);
+    if (to_int) {
+      int64_t bk = binary_to_i32(yb, m, i0);
+      if (bk != INT64_MAX) {
+#pragma omp critical(sr_cpu_binary_bad)
+        if (bk < bad) bad = bk;
+        continue;
+      }
+    }
     cpu_scatter(out, i0, m, yb);
   }
-  return NULL;
+  if (bad == INT64_MAX) return NULL;
+  char *msg = cpu_msgbuf();
+  snprintf(msg, 256, "integer %s at position %lld", fn == SR_BINARY_POW ? "0 to a negative power" : "division by zero", (long long)bad);
+  return msg;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -5,13 +5,15 @@
 ** (i1 = 1); unit stride in the last dim of a and b, any row and batch strides (0 = broadcast).
 ** 2-D tensors are one batch. beta == 0 never reads out (it may hold NaN garbage).
 **
-** f32/bf16 (the trainer's hot path): a packed, cache-blocked sgemm in the BLIS layout. For each
-** (batch, NC column block, KC depth block) the B panel is packed once into NR-wide slivers
-** (bf16 converted here); threads then take MC row blocks, pack them into MR-tall slivers, and run
-** an MR x NR register-tile micro-kernel written as plain loops that gcc vectorises (-O3
-** -march=native). Each output element is summed in a fixed order (KC blocks in order, k in order
-** inside), so results do not depend on the thread count. fp32 accumulation; a bf16 out goes
-** through an f32 buffer so rounding happens once.
+** f32/bf16 (the trainer's hot path): a packed, cache-blocked sgemm in the BLIS layout, with two
+** barriers per batch so it stays fast when a core is shared. Phase 1: all threads pack the whole
+** of op(b) (or a super-block of BSUPER elements' worth of columns) into NR-wide slivers, bf16
+** converted here. Phase 2: tasks (NC column block, MC row block), NC-major so neighbouring
+** tasks share a B panel in cache, are taken dynamically; a task walks K in KC blocks, packs its
+** A block into MR-tall slivers and runs an MR x NR register-tile micro-kernel written as plain
+** loops that gcc vectorises (-O3 -march=native). Each output element is summed by one task in a
+** fixed order (KC blocks in order, k in order inside), so results do not depend on the thread
+** count. fp32 accumulation; a bf16 out goes through an f32 buffer so rounding happens once.
 ** f64 (gradcheck) or any mix with f64: a plain triple loop in double, parallel over rows.
 */
 #include <stdint.h>      /* defines: int64_t */
@@ -23,7 +25,8 @@
 #define NR 32     /* micro-tile columns (two 512-bit or four 256-bit vectors) */
 #define MC 96     /* rows per packed A block (multiple of MR) */
 #define KC 256    /* depth per block */
-#define NC 2048   /* columns per packed B panel (multiple of NR) */
+#define NC 2048   /* columns per B panel of a task (multiple of NR) */
+#define BSUPER (16 << 20)  /* most packed-B floats at a time (64 MiB) */
 
 /* one matrix operand of a batch: element (r, k) of op(x) for a (rows = M) or (k, col) for b */
 typedef struct {
@@ -37,54 +40,45 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------------
 ** packing */
 
-/* A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row slivers: Ap[s*kc*MR + k*MR + r], zero-padded */
+/* element j of a contiguous f32 or bf16 run as float */
+static inline float ldf(const void *base, sr_dtype t, int64_t i) {
+  return t == SR_F32 ? ((const float *)base)[i] : sr_bf16_to_f32(((const uint16_t *)base)[i]);
+}
+
+/* A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row slivers: Ap[s*kc + k*MR + r], zero-padded.
+** Reads run along a's unit-stride dim: k for a [M,K], rows for a transposed [K,M]. */
 static void pack_a(float *Ap, const gemm_operand *a, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
   for (int64_t s = 0; s < mc; s += MR) {
     float *dst = Ap + s * kc;
     int64_t rows = mc - s < MR ? mc - s : MR;
-    for (int64_t r = 0; r < MR; r++) {
-      int64_t i = i0 + s + r;
-      /* element (i, p) sits at off + i*ld + p (not transposed) or off + p*ld + i (transposed) */
-      int64_t base = a->off + (a->trans ? i : i * a->ld), step = a->trans ? a->ld : 1;
-      if (r >= rows) {
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
-      } else if (a->dtype == SR_F32) {
-        const float *src = (const float *)a->data + base + p0 * step;
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[k * step];
-      } else {
-        const uint16_t *src = (const uint16_t *)a->data + base + p0 * step;
-        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = sr_bf16_to_f32(src[k * step]);
+    if (a->trans) {
+      for (int64_t k = 0; k < kc; k++) {
+        int64_t base = a->off + (p0 + k) * a->ld + i0 + s;
+        for (int64_t r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? ldf(a->data, a->dtype, base + r) : 0.0f;
+      }
+    } else {
+      for (int64_t r = 0; r < MR; r++) {
+        int64_t base = a->off + (i0 + s + r) * a->ld + p0;
+        for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = r < rows ? ldf(a->data, a->dtype, base + k) : 0.0f;
       }
     }
   }
 }
 
 /* B depth [p0, p0+kc) x one NR-column sliver starting at j0 (nr valid columns) into
-** Bp[k*NR + c], zero-padded */
+** Bp[k*NR + c], zero-padded. Reads run along b's unit-stride dim: columns for b [K,N], depth
+** for b transposed [N,K]. */
 static void pack_b_sliver(float *Bp, const gemm_operand *b, int64_t p0, int64_t kc, int64_t j0, int64_t nr) {
-  for (int64_t k = 0; k < kc; k++) {
-    float *dst = Bp + k * NR;
-    int64_t p = p0 + k;
-    if (!b->trans) {  /* row p of [K,N]: columns contiguous */
-      int64_t base = b->off + p * b->ld + j0;
-      if (b->dtype == SR_F32) {
-        const float *src = (const float *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = src[c];
-      } else {
-        const uint16_t *src = (const uint16_t *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c]);
-      }
-    } else {          /* [N,K]: column c of op(b) is row j0+c */
-      int64_t base = b->off + j0 * b->ld + p;
-      if (b->dtype == SR_F32) {
-        const float *src = (const float *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = src[c * b->ld];
-      } else {
-        const uint16_t *src = (const uint16_t *)b->data + base;
-        for (int64_t c = 0; c < nr; c++) dst[c] = sr_bf16_to_f32(src[c * b->ld]);
-      }
+  if (b->trans) {
+    for (int64_t c = 0; c < NR; c++) {
+      int64_t base = b->off + (j0 + c) * b->ld + p0;
+      for (int64_t k = 0; k < kc; k++) Bp[k * NR + c] = c < nr ? ldf(b->data, b->dtype, base + k) : 0.0f;
     }
-    for (int64_t c = nr; c < NR; c++) dst[c] = 0.0f;
+  } else {
+    for (int64_t k = 0; k < kc; k++) {
+      int64_t base = b->off + (p0 + k) * b->ld + j0;
+      for (int64_t c = 0; c < NR; c++) Bp[k * NR + c] = c < nr ? ldf(b->data, b->dtype, base + c) : 0.0f;
+    }
   }
 }
 
@@ -120,36 +114,42 @@ static void micro_kernel(int64_t kc, const float *restrict Ap, const float *rest
 
 /* ---------------------------------------------------------------------------------------------
 ** sgemm over one batch: C [M,N] f32 (row stride N) = alpha*op(a)@op(b) + beta*C. Called inside
-** an OpenMP parallel region by every thread; Bp is shared, Ap per thread. */
+** an OpenMP parallel region by every thread. Bp (shared) holds sliver s of the current column
+** super-block [j0, j0+ncols) at Bp + s*K*NR, as K rows of NR; Ap is this thread's A block. */
 static void sgemm_batch(float *C, const gemm_operand *a, const gemm_operand *b, int64_t M, int64_t N, int64_t K,
-                        float alpha, float beta, float *Bp, float *Ap) {
+                        float alpha, float beta, float *Bp, float *Ap, int64_t ncols, int64_t mc) {
   if (K == 0) {  /* nothing to accumulate: C = beta*C */
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) C[i * N + j] = beta == 0.0f ? 0.0f : beta * C[i * N + j];
     return;
   }
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    int64_t nc = N - jc < NC ? N - jc : NC, nsl = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      int64_t kc = K - pc < KC ? K - pc : KC;
-#pragma omp for schedule(static)
-      for (int64_t s = 0; s < nsl; s++)
-        pack_b_sliver(Bp + s * kc * NR, b, pc, kc, jc + s * NR, nc - s * NR < NR ? nc - s * NR : NR);
-      /* implicit barrier: the panel is complete */
+  int64_t npc = (K + KC - 1) / KC, nic = (M + mc - 1) / mc;
+  for (int64_t j0 = 0; j0 < N; j0 += ncols) {
+    int64_t nsb = N - j0 < ncols ? N - j0 : ncols, nsl = (nsb + NR - 1) / NR, njc = (nsb + NC - 1) / NC;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t t = 0; t < nsl * npc; t++) {
+      int64_t s = t / npc, p0 = (t % npc) * KC;
+      pack_b_sliver(Bp + (s * K + p0) * NR, b, p0, K - p0 < KC ? K - p0 : KC, j0 + s * NR,
+                    nsb - s * NR < NR ? nsb - s * NR : NR);
+    }
+    /* implicit barrier: the packed B is complete */
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t ic = 0; ic < M; ic += MC) {
-        int64_t mc = M - ic < MC ? M - ic : MC;
-        pack_a(Ap, a, ic, mc, pc, kc);
-        for (int64_t s = 0; s < nsl; s++) {
-          int64_t j0 = jc + s * NR, nr = nc - s * NR < NR ? nc - s * NR : NR;
-          for (int64_t ir = 0; ir < mc; ir += MR)
-            micro_kernel(kc, Ap + ir * kc, Bp + s * kc * NR, C + (ic + ir) * N + j0, N,
-                         mc - ir < MR ? mc - ir : MR, nr, alpha, beta, pc == 0);
+    for (int64_t t = 0; t < njc * nic; t++) {
+      int64_t jc = (t / nic) * NC, ic = (t % nic) * mc;
+      int64_t nc = nsb - jc < NC ? nsb - jc : NC, mcur = M - ic < mc ? M - ic : mc;
+      for (int64_t p0 = 0; p0 < K; p0 += KC) {
+        int64_t kc = K - p0 < KC ? K - p0 : KC;
+        pack_a(Ap, a, ic, mcur, p0, kc);
+        for (int64_t s = jc / NR; s * NR < jc + nc; s++) {
+          int64_t nr = nsb - s * NR < NR ? nsb - s * NR : NR;
+          for (int64_t ir = 0; ir < mcur; ir += MR)
+            micro_kernel(kc, Ap + ir * kc, Bp + (s * K + p0) * NR, C + (ic + ir) * N + j0 + s * NR, N,
+                         mcur - ir < MR ? mcur - ir : MR, nr, alpha, beta, p0 == 0);
         }
       }
-      /* implicit barrier: the panel may be overwritten */
     }
+    /* implicit barrier: the packed B may be overwritten */
   }
 }
 
@@ -212,22 +212,27 @@ const char *sr_cpu_gemm(const sr_kcall *c) {
     return NULL;
   }
 
-  /* f32 / bf16: pack buffers (shared B panel, one A block per thread), f32 out buffer for bf16 */
-  int64_t kmax = K < KC ? K : KC, nmax = ((N < NC ? N : NC) + NR - 1) / NR * NR;
-  float *Bp = (float *)malloc(sizeof(float) * (size_t)(kmax * nmax + 1));
-  float *Ap = (float *)malloc(sizeof(float) * (size_t)(MC * kmax + 1) * (size_t)nt);
+  /* f32 / bf16: the packed B (whole, or super-blocks of columns when huge), one A block per
+  ** thread, an f32 out buffer for bf16. Row blocks shrink (in MR steps) until there are 4 tasks
+  ** a thread, for balance when M is small. */
+  int64_t npad = (N + NR - 1) / NR * NR, ncols = npad;
+  if (K * npad > BSUPER) ncols = BSUPER / K / NC * NC < NC ? NC : BSUPER / K / NC * NC;
+  int64_t bcols = ncols < npad ? ncols : npad, mc = MC, kmax = K < KC ? K : KC;
+  while (mc > MR && (bcols + NC - 1) / NC * ((M + mc - 1) / mc) < 4 * nt) mc -= MR;
+  float *Bp = (float *)malloc(sizeof(float) * (size_t)(bcols * K + 1));
+  float *Ap = (float *)malloc(sizeof(float) * (size_t)(mc * kmax + 1) * (size_t)nt);
   float *Cf = out->dtype == SR_F32 ? NULL : (float *)malloc(sizeof(float) * (size_t)(M * N));
   if (!Bp || !Ap || (out->dtype != SR_F32 && !Cf)) { free(Bp); free(Ap); free(Cf); return CPU_OOM; }
   float alpha = (float)c->f[0], beta = Cf ? 0.0f : (float)c->f[1];
 #pragma omp parallel if (work > CPU_PAR_MIN)
   {
-    float *myA = Ap + (MC * kmax + 1) * (int64_t)omp_get_thread_num();
+    float *myA = Ap + (mc * kmax + 1) * (int64_t)omp_get_thread_num();
     for (int64_t bi = 0; bi < B; bi++) {
       gemm_operand ab = a, bb = b;
       ab.off += bi * sa;
       bb.off += bi * sb;
       float *C = Cf ? Cf : (float *)sr_data(out) + bi * M * N;
-      sgemm_batch(C, &ab, &bb, M, N, K, alpha, beta, Bp, myA);
+      sgemm_batch(C, &ab, &bb, M, N, K, alpha, beta, Bp, myA, ncols, mc);
       if (Cf) {  /* round the f32 result once into out, adding beta*out */
         int64_t o0 = out->offset + bi * M * N;
         double ob = c->f[1];

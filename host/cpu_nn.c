@@ -70,7 +70,8 @@ static int emb_entry_cmp(const void *a, const void *b) {
 }
 
 /* embedding_backward: dweight[idx[n],:] += dout[n,:]; positions are grouped by index, each
-** group summed in position order in double and added to its row once */
+** group summed in position order in double and added to its row once. Fails on an index out of
+** [0,V) as the forward does (the contract row does not say; writing there would corrupt memory) */
 const char *sr_cpu_embedding_backward(const sr_kcall *c) {
   sr_tensor *dw = c->t[0], *dout = c->t[1], *idx = c->t[2];
   const char *e = cpu_check_floats(c, 0, 2);
@@ -285,7 +286,8 @@ const char *sr_cpu_layer_norm_backward(const sr_kcall *c) {
 
 /* ---------------------------------------------------------------------------------------------
 ** cross_entropy: lse[n] = logsumexp(logits[n,:]); losses[n] = lse[n] - logits[n,target[n]],
-** 0 where target == ignore_index. logits [N,V] */
+** 0 where target == ignore_index. logits [N,V]. Rows stream through an L1-sized buffer in
+** CPU_CHUNK pieces (a max pass, then an exp-sum pass), the vocabulary being large. */
 const char *sr_cpu_cross_entropy(const sr_kcall *c) {
   sr_tensor *losses = c->t[0], *lse = c->t[1], *logits = c->t[2], *targets = c->t[3];
   const char *e = cpu_check_floats(c, 0, 3);
@@ -294,23 +296,24 @@ const char *sr_cpu_cross_entropy(const sr_kcall *c) {
   int64_t V = logits->shape[logits->ndim - 1], N = sr_numel(targets), ignore = c->i[0];
   const int32_t *tg = (const int32_t *)sr_data(targets);
   if ((e = check_indices("target", tg, N, V, 1, ignore))) return e;
-  double *all = cpu_thread_buffers(V);
-  if (!all) return CPU_OOM;
-#pragma omp parallel if (N * V > CPU_PAR_MIN)
-  {
-    double *row = cpu_thread_slice(all, V);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-      cpu_load(logits, logits->offset + n * V, V, row);
-      double mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j < V; j++) mx = cpu_max(mx, row[j]);
-      for (int64_t j = 0; j < V; j++) sum += cpu_exp(row[j] - mx);
-      double l = mx + log(sum);
-      side_st(lse, n, l);
-      side_st(losses, n, tg[n] == ignore ? 0.0 : l - row[tg[n]]);
+#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+  for (int64_t n = 0; n < N; n++) {
+    double buf[CPU_CHUNK], mx = -INFINITY, sum = 0;
+    int64_t base = logits->offset + n * V;
+    for (int64_t j0 = 0; j0 < V; j0 += CPU_CHUNK) {
+      int64_t len = V - j0 < CPU_CHUNK ? V - j0 : CPU_CHUNK;
+      cpu_load(logits, base + j0, len, buf);
+      mx = cpu_max_of(buf, len, mx);
     }
+    for (int64_t j0 = 0; j0 < V; j0 += CPU_CHUNK) {
+      int64_t len = V - j0 < CPU_CHUNK ? V - j0 : CPU_CHUNK;
+      cpu_load(logits, base + j0, len, buf);
+      sum += cpu_exp_sum(buf, buf, len, mx, logits->dtype != SR_F64);
+    }
+    double l = mx + log(sum);
+    side_st(lse, n, l);
+    side_st(losses, n, tg[n] == ignore ? 0.0 : l - cpu_ld(logits->storage->data, logits->dtype, base + tg[n]));
   }
-  free(all);
   return NULL;
 }
 
@@ -325,25 +328,25 @@ const char *sr_cpu_cross_entropy_backward(const sr_kcall *c) {
   int64_t V = logits->shape[logits->ndim - 1], N = sr_numel(targets), ignore = c->i[0];
   const int32_t *tg = (const int32_t *)sr_data(targets);
   if ((e = check_indices("target", tg, N, V, 1, ignore))) return e;
-  double *all = cpu_thread_buffers(V);
-  if (!all) return CPU_OOM;
-#pragma omp parallel if (N * V > CPU_PAR_MIN)
-  {
-    double *row = cpu_thread_slice(all, V);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
+#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+  for (int64_t n = 0; n < N; n++) {
+    double buf[CPU_CHUNK];
+    double dl = tg[n] == ignore ? 0.0 : side_ld(dlosses, n), l = side_ld(lse, n);
+    for (int64_t j0 = 0; j0 < V; j0 += CPU_CHUNK) {
+      int64_t len = V - j0 < CPU_CHUNK ? V - j0 : CPU_CHUNK;
       if (tg[n] == ignore) {
-        for (int64_t j = 0; j < V; j++) row[j] = 0;
+        for (int64_t j = 0; j < len; j++) buf[j] = 0;
       } else {
-        double dl = side_ld(dlosses, n), l = side_ld(lse, n);
-        cpu_load(logits, logits->offset + n * V, V, row);
-        for (int64_t j = 0; j < V; j++) row[j] = dl * cpu_exp(row[j] - l);
-        row[tg[n]] -= dl;
+        cpu_load(logits, logits->offset + n * V + j0, len, buf);
+        if (logits->dtype == SR_F64)
+          for (int64_t j = 0; j < len; j++) buf[j] = dl * cpu_exp(buf[j] - l);
+        else
+          for (int64_t j = 0; j < len; j++) buf[j] = dl * cpu_expf((float)(buf[j] - l));
+        if (tg[n] >= j0 && tg[n] < j0 + len) buf[tg[n] - j0] -= dl;
       }
-      cpu_store(dlogits, dlogits->offset + n * V, V, row);
+      cpu_store(dlogits, dlogits->offset + n * V + j0, len, buf);
     }
   }
-  free(all);
   return NULL;
 }
 
@@ -383,9 +386,8 @@ const char *sr_cpu_attention(const sr_kcall *c) {
           const double *kt = KT + d * T;
           for (int64_t j = 0; j < nj; j++) s[j] += qd * kt[j];
         }
-        double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < nj; j++) { s[j] *= scale; mx = cpu_max(mx, s[j]); }
-        for (int64_t j = 0; j < nj; j++) { s[j] = cpu_exp(s[j] - mx); sum += s[j]; }
+        for (int64_t j = 0; j < nj; j++) s[j] *= scale;
+        double mx = cpu_max_of(s, nj, -INFINITY), sum = cpu_exp_sum(s, s, nj, mx, q->dtype != SR_F64);
         for (int64_t d = 0; d < D; d++) o[d] = 0;
         for (int64_t j = 0; j < nj; j++) {
           double p = s[j];

@@ -1,8 +1,10 @@
 /*
 ** cpu_reduce.c: CPU reference of the reductions: reduce (sum, mean, max with argmax, sum of
 ** squares, over one dim) and softmax / log_softmax with their backward.
-** Every output element is reduced by one thread in index order (double accumulators), so results
-** do not depend on the thread count. max propagates NaN (its index is the first NaN).
+** reduce splits the reduced dim into fixed blocks (sized by the shape alone), reduces each block
+** in its own task in double, then combines the blocks in order; softmax rows are one task each. So
+** results do not depend on the thread count. max propagates NaN (its index is the first NaN) and
+** returns the first index of a tie.
 */
 #include <math.h>        /* defines: log, INFINITY */
 #include <stdint.h>      /* defines: int64_t */
@@ -13,16 +15,27 @@
 /* ---------------------------------------------------------------------------------------------
 ** reduce: x viewed as [outer, n, inner] around dim; out (and idx for max) [outer, 1, inner] */
 
+#define REDUCE_BLOCK 65536   /* elements per task, about */
+
+/* max step: v at position k replaces (acc, arg) if larger, or the first NaN */
+static inline void max_step(double v, double k, double *acc, double *arg) {
+  if (v > *acc || (v != v && *acc == *acc)) { *acc = v; *arg = k; }
+}
+
 /* folds n values v[0..n) at positions k0.. into the running (acc, arg) of fn */
 static void reduce_fold(int fn, const double *v, int64_t n, int64_t k0, double *acc, double *arg) {
+  double s = 0;
   if (fn == SR_REDUCE_MAX) {
-    for (int64_t k = 0; k < n; k++)
-      if (v[k] > *acc || (v[k] != v[k] && *acc == *acc)) { *acc = v[k]; *arg = (double)(k0 + k); }
+    for (int64_t k = 0; k < n; k++) max_step(v[k], (double)(k0 + k), acc, arg);
+    return;
   } else if (fn == SR_REDUCE_SUMSQ) {
-    for (int64_t k = 0; k < n; k++) *acc += v[k] * v[k];
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < n; k++) s += v[k] * v[k];
   } else {
-    for (int64_t k = 0; k < n; k++) *acc += v[k];
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < n; k++) s += v[k];
   }
+  *acc += s;
 }
 
 const char *sr_cpu_reduce(const sr_kcall *c) {
@@ -57,33 +70,34 @@ const char *sr_cpu_reduce(const sr_kcall *c) {
     tmp.offset = 0;
     src = &tmp;
   }
-  int64_t nout = outer * inner;
-  double *res = (double *)malloc(sizeof(double) * (size_t)(nout > 0 ? nout : 1) * 2), *arg = res + nout;
-  if (!res) { free(copy); return CPU_OOM; }
+  /* tasks: (outer index, block of rb reduced positions, block of CPU_CHUNK columns); partial
+  ** results part/parg [outer, nblk, inner] */
+  int64_t nout = outer * inner, cols = inner < CPU_CHUNK ? inner : CPU_CHUNK;
+  int64_t rb = REDUCE_BLOCK / cols > 0 ? REDUCE_BLOCK / cols : 1, nblk = n > rb ? (n + rb - 1) / rb : 1;
   int64_t jblocks = (inner + CPU_CHUNK - 1) / CPU_CHUNK;
-#pragma omp parallel for schedule(static) if (outer * n * inner > CPU_PAR_MIN)
-  for (int64_t task = 0; task < outer * jblocks; task++) {
+  double *part = (double *)malloc(sizeof(double) * (size_t)(nout * nblk + 1) * 2), *parg = part + nout * nblk;
+  double *res = (double *)malloc(sizeof(double) * (size_t)(nout + 1) * 2), *arg = res + nout;
+  if (!part || !res) { free(part); free(res); free(copy); return CPU_OOM; }
+  double init = fn == SR_REDUCE_MAX ? -INFINITY : 0.0;
+#pragma omp parallel for schedule(dynamic, 1) if (outer * n * inner > CPU_PAR_MIN)
+  for (int64_t task = 0; task < outer * nblk * jblocks; task++) {
     double buf[CPU_CHUNK];
-    int64_t o = task / jblocks, j0 = (task % jblocks) * CPU_CHUNK;
-    int64_t m = inner - j0 < CPU_CHUNK ? inner - j0 : CPU_CHUNK;
+    int64_t o = task / (nblk * jblocks), b = task / jblocks % nblk, j0 = task % jblocks * CPU_CHUNK;
+    int64_t m = inner - j0 < CPU_CHUNK ? inner - j0 : CPU_CHUNK, k1 = (b + 1) * rb < n ? (b + 1) * rb : n;
     int64_t base = src->offset + o * n * inner;
-    if (inner == 1) {  /* one contiguous row of n */
-      double acc = fn == SR_REDUCE_MAX ? -INFINITY : 0.0, am = 0;
-      for (int64_t k0 = 0; k0 < n; k0 += CPU_CHUNK) {
-        int64_t len = n - k0 < CPU_CHUNK ? n - k0 : CPU_CHUNK;
+    double *acc = part + (o * nblk + b) * inner + j0, *am = parg + (o * nblk + b) * inner + j0;
+    for (int64_t j = 0; j < m; j++) { acc[j] = init; am[j] = 0; }
+    if (inner == 1) {  /* a contiguous run of the row */
+      for (int64_t k0 = b * rb; k0 < k1; k0 += CPU_CHUNK) {
+        int64_t len = k1 - k0 < CPU_CHUNK ? k1 - k0 : CPU_CHUNK;
         cpu_load(src, base + k0, len, buf);
-        reduce_fold(fn, buf, len, k0, &acc, &am);
+        reduce_fold(fn, buf, len, k0, acc, am);
       }
-      res[o] = acc;
-      arg[o] = am;
-    } else {           /* columns j0..j0+m, row k at a time */
-      double *acc = res + o * inner + j0, *am = arg + o * inner + j0;
-      for (int64_t j = 0; j < m; j++) { acc[j] = fn == SR_REDUCE_MAX ? -INFINITY : 0.0; am[j] = 0; }
-      for (int64_t k = 0; k < n; k++) {
+    } else {           /* columns j0..j0+m, one row k at a time */
+      for (int64_t k = b * rb; k < k1; k++) {
         cpu_load(src, base + k * inner + j0, m, buf);
         if (fn == SR_REDUCE_MAX) {
-          for (int64_t j = 0; j < m; j++)
-            if (buf[j] > acc[j] || (buf[j] != buf[j] && acc[j] == acc[j])) { acc[j] = buf[j]; am[j] = (double)k; }
+          for (int64_t j = 0; j < m; j++) max_step(buf[j], (double)k, acc + j, am + j);
         } else if (fn == SR_REDUCE_SUMSQ) {
           for (int64_t j = 0; j < m; j++) acc[j] += buf[j] * buf[j];
         } else {
@@ -92,6 +106,18 @@ const char *sr_cpu_reduce(const sr_kcall *c) {
       }
     }
   }
+  for (int64_t o = 0; o < outer; o++)  /* blocks in order */
+    for (int64_t j = 0; j < inner; j++) {
+      double a = init, ai = 0;
+      for (int64_t b = 0; b < nblk; b++) {
+        int64_t q = (o * nblk + b) * inner + j;
+        if (fn == SR_REDUCE_MAX) max_step(part[q], parg[q], &a, &ai);
+        else a += part[q];
+      }
+      res[o * inner + j] = a;
+      arg[o * inner + j] = ai;
+    }
+  free(part);
   if (fn == SR_REDUCE_MEAN)
     for (int64_t p = 0; p < nout; p++) res[p] /= (double)n;
   for (int64_t p = 0; p < nout; p += CPU_CHUNK) {
@@ -112,23 +138,20 @@ const char *sr_cpu_softmax(const sr_kcall *c) {
   if (e) return e;
   int logsm = c->i[0] == 1;
   int64_t C = x->ndim ? x->shape[x->ndim - 1] : 1, N = C ? sr_numel(x) / C : 0;
-  double *all = cpu_thread_buffers(C);
+  double *all = cpu_thread_buffers(2 * C);
   if (!all) return CPU_OOM;
 #pragma omp parallel if (N * C > CPU_PAR_MIN)
   {
-    double *row = cpu_thread_slice(all, C);
+    double *row = cpu_thread_slice(all, 2 * C), *ex = row + C;  /* ex: log_softmax's scratch */
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; r++) {
       cpu_load(x, x->offset + r * C, C, row);
-      double mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j < C; j++) mx = cpu_max(mx, row[j]);
+      double mx = cpu_max_of(row, C, -INFINITY);
       if (logsm) {
-        for (int64_t j = 0; j < C; j++) sum += cpu_exp(row[j] - mx);
-        double lse = mx + log(sum);
+        double lse = mx + log(cpu_exp_sum(ex, row, C, mx, x->dtype != SR_F64));
         for (int64_t j = 0; j < C; j++) row[j] -= lse;
       } else {
-        for (int64_t j = 0; j < C; j++) { row[j] = cpu_exp(row[j] - mx); sum += row[j]; }
-        double inv = 1.0 / sum;
+        double inv = 1.0 / cpu_exp_sum(row, row, C, mx, x->dtype != SR_F64);
         for (int64_t j = 0; j < C; j++) row[j] *= inv;
       }
       cpu_store(out, out->offset + r * C, C, row);
