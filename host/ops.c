@@ -10,6 +10,10 @@
 
 #define SHP(x, buf) sr_shape_str((x), (buf), sizeof(buf))
 
+/* dtype of per-row statistics and parameter-gradient accumulators: f64 for f64 inputs (so
+** gradchecks see full precision), else f32 */
+static sr_dtype side_dtype(const sr_tensor *x) { return x->dtype == SR_F64 ? SR_F64 : SR_F32; }
+
 static void check_float(const char *op, int arg, const sr_tensor *x) {
   if (!sr_dtype_is_float(x->dtype) || x->dtype == SR_F8E4M3 || x->dtype == SR_F8E5M2)
     sr_fail("%s: bad argument #%d (expected a float32, float64 or bfloat16 tensor, got %s)", op, arg, sr_dtype_name(x->dtype));
@@ -583,7 +587,7 @@ static void rms_norm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   int64_t C = x2->shape[1];
   sr_tensor *g2 = rows_raw(g, C);
   sr_tensor *dx = sr_tensor_new_like(x2);
-  sr_tensor *dw = w && n->needs[1] ? sr_tensor_zeros(SR_F32, w->storage->device, 1, w->shape) : NULL;
+  sr_tensor *dw = w && n->needs[1] ? sr_tensor_zeros(side_dtype(x2), w->storage->device, 1, w->shape) : NULL;
   sr_kcall c = {.t = {dx, dw, g2, x2, w, rstd}, .nt = 6};
   sr_kernel_run(SR_K_rms_norm_backward, &c);
   sr_tensor_release(g2);
@@ -609,7 +613,7 @@ sr_tensor *sr_rms_norm(sr_tensor *x, sr_tensor *weight, double eps) {
   sr_tensor *x2 = rows_raw(x, C);
   sr_tensor *w = weight ? sr_contiguous_raw(weight) : NULL;
   sr_tensor *y2 = sr_tensor_new_like(x2);
-  sr_tensor *rstd = sr_tensor_new(SR_F32, x->storage->device, 1, x2->shape);
+  sr_tensor *rstd = sr_tensor_new(side_dtype(x), x->storage->device, 1, x2->shape);
   sr_kcall c = {.t = {y2, rstd, x2, w}, .nt = 4, .f = {eps}};
   sr_kernel_run(SR_K_rms_norm, &c);
   sr_tensor *y = sr_view(y2, x->ndim, x->shape);
@@ -628,8 +632,8 @@ static void layer_norm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   int64_t C = x2->shape[1];
   sr_tensor *g2 = rows_raw(g, C);
   sr_tensor *dx = sr_tensor_new_like(x2);
-  sr_tensor *dw = n->needs[1] ? sr_tensor_zeros(SR_F32, x2->storage->device, 1, &C) : NULL;
-  sr_tensor *db = n->needs[2] ? sr_tensor_zeros(SR_F32, x2->storage->device, 1, &C) : NULL;
+  sr_tensor *dw = n->needs[1] ? sr_tensor_zeros(side_dtype(x2), x2->storage->device, 1, &C) : NULL;
+  sr_tensor *db = n->needs[2] ? sr_tensor_zeros(side_dtype(x2), x2->storage->device, 1, &C) : NULL;
   sr_kcall c = {.t = {dx, dw, db, g2, x2, w, mean, rstd}, .nt = 8};
   sr_kernel_run(SR_K_layer_norm_backward, &c);
   sr_tensor_release(g2);
@@ -648,8 +652,8 @@ sr_tensor *sr_layer_norm(sr_tensor *x, sr_tensor *weight, sr_tensor *bias, doubl
   sr_tensor *x2 = rows_raw(x, C);
   sr_tensor *w = weight ? sr_contiguous_raw(weight) : NULL, *b = bias ? sr_contiguous_raw(bias) : NULL;
   sr_tensor *y2 = sr_tensor_new_like(x2);
-  sr_tensor *mean = sr_tensor_new(SR_F32, x->storage->device, 1, x2->shape);
-  sr_tensor *rstd = sr_tensor_new(SR_F32, x->storage->device, 1, x2->shape);
+  sr_tensor *mean = sr_tensor_new(side_dtype(x), x->storage->device, 1, x2->shape);
+  sr_tensor *rstd = sr_tensor_new(side_dtype(x), x->storage->device, 1, x2->shape);
   sr_kcall c = {.t = {y2, mean, rstd, x2, w, b}, .nt = 6, .f = {eps}};
   sr_kernel_run(SR_K_layer_norm, &c);
   sr_tensor *y = sr_view(y2, x->ndim, x->shape);
@@ -749,7 +753,7 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   sr_tensor *tc = sr_contiguous_raw(targets);
   sr_tensor *t = sr_view(tc, 1, (int64_t[]){-1});
   int64_t N = l2->shape[0];
-  sr_dtype side = logits->dtype == SR_F64 ? SR_F64 : SR_F32;  /* per-row statistics */
+  sr_dtype side = side_dtype(logits);
   sr_tensor *losses = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_kcall c = {.t = {losses, lse, l2, t}, .nt = 4, .i = {ignore_index}};
@@ -814,7 +818,7 @@ sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double
   if (scale <= 0) scale = 1.0 / sqrt((double)q->shape[3]);
   sr_tensor *qc = sr_contiguous_raw(q), *kc = sr_contiguous_raw(k), *vc = sr_contiguous_raw(v);
   sr_tensor *o = sr_tensor_new_like(qc);
-  sr_tensor *lse = sr_tensor_new(SR_F32, q->storage->device, 3, q->shape);
+  sr_tensor *lse = sr_tensor_new(side_dtype(q), q->storage->device, 3, q->shape);
   sr_kcall c = {.t = {o, lse, qc, kc, vc}, .nt = 5, .f = {scale}, .i = {causal}};
   sr_kernel_run(SR_K_attention, &c);
   sr_node *n = record("scaled_dot_product_attention", sdpa_backward, 3, in, o);

@@ -12,6 +12,8 @@
 ** in at least f32) and any strides; "contig" marks tensors the front-end makes contiguous.
 ** Element-wise kernels (unary, binary, where, copy) must allow out to alias an input with the
 ** same layout (in-place updates use this).
+** Per-row statistics (rstd, mean, lse, losses) and norm-parameter gradients are f32, or f64
+** when the inputs are f64.
 ** Gradient contract (as llm.c): activation grads are written (=), parameter grads are
 ** accumulated (+=) where stated.
 */
