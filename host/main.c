@@ -15,6 +15,9 @@ static int cmd_help(int argc, char **argv);
 static const sr_command commands[] = {
   {"run", cmd_run, "run FILE.lua [args...]   run a Lua script with the speedrun module (arg as in lua)"},
   {"data", cmd_data, "data prepare|tokenize|fetch|check ...   corpora, tokenizer, shards, FineWeb download"},
+  {"train", cmd_train, "train [RECIPE] [options]  train a recipe (default: tasks/default on the default corpus)"},
+  {"score", cmd_score, "score WORKSPACE [options] score a workspace's recipe: K seeds, t-test, FSR"},
+  {"calibrate", cmd_calibrate, "calibrate [options]      time the reference recipes on this machine"},
   {"help", cmd_help, "help                     this text"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
