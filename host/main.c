@@ -13,6 +13,7 @@
 static int cmd_help(int argc, char **argv);
 
 static const sr_command commands[] = {
+  {"demo", cmd_demo, "demo [--steps N]         train a tiny GPT on the embedded default corpus (the main job)"},
   {"run", cmd_run, "run FILE.lua [args...]   run a Lua script with the speedrun module (arg as in lua)"},
   {"data", cmd_data, "data prepare|tokenize|fetch|check ...   corpora, tokenizer, shards, FineWeb download"},
   {"train", cmd_train, "train [RECIPE] [options]  train a recipe (default: tasks/default on the default corpus)"},

@@ -101,7 +101,12 @@ const sr_device_backend *sr_cuda_backend(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* storage and lifetime */
 
+static sr_alloc_hook alloc_hook;
+
+void sr_set_alloc_hook(sr_alloc_hook h) { alloc_hook = h; }
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
+  if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
   if (!s) sr_fail("out of host memory");
   size_t n = nbytes ? nbytes : 1;

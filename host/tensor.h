@@ -85,6 +85,12 @@ sr_tensor *sr_tensor_new_like(const sr_tensor *x);                              
 sr_tensor *sr_tensor_retain(sr_tensor *x);
 void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
 
+/* ---- memory pressure: called with the size of every new storage, so the Lua layer can run
+** its collector when much memory hides behind small userdata (style lesson 14, as Torch's
+** THSetGCHandler) */
+typedef void (*sr_alloc_hook)(size_t nbytes, sr_device d);
+void sr_set_alloc_hook(sr_alloc_hook h);
+
 /* ---- queries */
 int64_t sr_numel(const sr_tensor *x);
 bool sr_is_contiguous(const sr_tensor *x);

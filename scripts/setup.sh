@@ -8,4 +8,6 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 $SUDO apt-get update -q
 # shellcheck disable=SC2046
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $(grep -v '^#' scripts/deps-apt.txt)
-if [ -f package.json ]; then npm ci --no-audit --no-fund; fi
+# node + npm: Debian's, unless the machine already has them (nodesource's nodejs bundles npm)
+if ! command -v npm >/dev/null; then $SUDO apt-get install -y -q --no-install-recommends nodejs npm; fi
+npm ci --no-audit --no-fund
