@@ -286,7 +286,7 @@ local function run(job, R)
       local lv
       if is_tensor(loss) then lv = m_item(loss) elseif type(loss) == "number" then lv = loss end
       if lv and lv ~= lv or lv == mhuge or lv == -mhuge then
-        fail("nan", fmt("the training loss became %s at step %d", tostring(lv), step))
+        fail("nan", fmt("the training loss became %s at step %d", lv ~= lv and "NaN" or tostring(lv), step))
       end
       emit {ev = "step", step = step, steps = steps, loss = lv, train_time_ms = acc * 1000, tokens = step * tps,
             timed_steps = mmax(0, step - skip), wall_ms = (now() - wall0) * 1000}
@@ -306,9 +306,9 @@ local function run(job, R)
                tokens_per_s = train_time_ms > 0 and (steps - skip) * tps / (train_time_ms / 1000) or json.null,
                setup_time_ms = R.setup_time_ms}
 
-  -- checks and the final validation
-  causality()
+  -- the final validation (with the stateless-eval check), then causality
   local vl, vcount = validate(true)
+  causality()
   R.metrics.val_loss = vl ~= vl and json.null or vl
   R.metrics.val_tokens = vcount
   R.metrics.eval_time_ms = eval_ms
