@@ -23,6 +23,9 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
   {"speedrun.data", luaopen_speedrun_data},
   {"speedrun.kernel", luaopen_speedrun_kernel},
+  {"speedrun.json", luaopen_speedrun_json},
+  {"speedrun.stats", luaopen_speedrun_stats},
+  {"speedrun.harness_core", luaopen_speedrun_harness_core},
   {NULL, NULL}
 };
 
