@@ -13,6 +13,9 @@ typedef struct sr_command {
 
 int cmd_run(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_train(int argc, char **argv);      /* host/harness.c (train --child JOB: the isolated run) */
+int cmd_score(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 int cmd_data(int argc, char **argv);    /* host/cmd_data.c */
 
 #endif

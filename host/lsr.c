@@ -22,6 +22,9 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
   {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
   {"speedrun.data", luaopen_speedrun_data},
+  {"speedrun.json", luaopen_speedrun_json},
+  {"speedrun.stats", luaopen_speedrun_stats},
+  {"speedrun.harness_core", luaopen_speedrun_harness_core},
   {NULL, NULL}
 };
 

@@ -16,6 +16,9 @@ static const sr_command commands[] = {
   {"demo", cmd_demo, "demo [--steps N]         train a tiny GPT on the embedded default corpus (the main job)"},
   {"run", cmd_run, "run FILE.lua [args...]   run a Lua script with the speedrun module (arg as in lua)"},
   {"data", cmd_data, "data prepare|tokenize|fetch|check ...   corpora, tokenizer, shards, FineWeb download"},
+  {"train", cmd_train, "train [RECIPE] [options]  train a recipe (default: tasks/default on the default corpus)"},
+  {"score", cmd_score, "score WORKSPACE [options] score a workspace's recipe: K seeds, t-test, FSR"},
+  {"calibrate", cmd_calibrate, "calibrate [options]      time the reference recipes on this machine"},
   {"help", cmd_help, "help                     this text"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

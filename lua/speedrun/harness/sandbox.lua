@@ -1,0 +1,208 @@
+-- speedrun.harness.sandbox: the restricted Lua environment of score mode (docs/harness.md).
+--
+-- install(opts) changes the process's own io/os/package tables in place, so the rules also hold
+-- for library code the recipe calls (speedrun.nn.save, ...):
+--   * os.execute, io.popen, package.loadlib, os.exit, os.tmpname, io.input/io.output with a
+--     name: a violation (recorded even if the recipe catches the error);
+--   * io.open / io.lines: reads only inside the workspace (or the run's output folder), never
+--     inside a denied folder (the data); writes (and os.remove/os.rename) only inside the
+--     output folder. Paths are resolved with realpath, so links do not escape.
+--   * C modules: package.cpath is emptied and the C searchers removed.
+-- env(opts) returns the recipe's global table: the safe base functions, copies of string, table,
+-- math, utf8 and coroutine, a small os (time, clock, date, difftime), a checked io, load in text
+-- mode, loadfile/dofile/require confined to the workspace and the speedrun library (without
+-- speedrun.data, speedrun.testing and the harness modules), and no debug library.
+local H = require "speedrun.harness_core"
+
+local M = {}
+
+local realpath = H.realpath
+local sfind, ssub, smatch, sformat = string.find, string.sub, string.match, string.format
+local error, type, pairs, tostring = error, type, pairs, tostring
+
+-- is path inside dir (both canonical)?
+local function inside(path, dir)
+  if not dir then return false end
+  return path == dir or ssub(path, 1, #dir + 1) == dir .. "/"
+end
+
+-- canonical form of a path that may not exist yet (its folder must)
+local function canonical(path, cwd)
+  if ssub(path, 1, 1) ~= "/" then path = cwd .. "/" .. path end
+  local r = realpath(path)
+  if r then return r end
+  local dir, base = smatch(path, "^(.*)/([^/]*)$")
+  if not dir then return nil end
+  if dir == "" then dir = "/" end
+  local rd = realpath(dir)
+  if not rd or base == "" or base == "." or base == ".." then return nil end
+  return (rd == "/" and "" or rd) .. "/" .. base
+end
+
+function M.install(opts)
+  local state = {violations = {}, workspace = opts.workspace, out = opts.out, deny = opts.deny or {},
+                 readable = opts.readable or {}}
+  local on_violation = opts.on_violation
+  local cwd = opts.cwd or opts.workspace
+
+  local function violation(what)
+    local msg = "rejected: " .. what
+    state.violations[#state.violations + 1] = what
+    if on_violation then on_violation(what) end
+    error(msg, 3)
+  end
+  state.violation = violation
+
+  local function check_path(path, write)
+    if type(path) ~= "string" then return path end
+    local c = canonical(path, cwd)
+    if not c then
+      if write then violation(sformat("writing %s (its folder does not exist or is not allowed)", path)) end
+      return nil
+    end
+    for _, d in pairs(state.deny) do
+      if inside(c, d) then violation(sformat("opening %s: the data folder %s is off limits to recipes", path, d)) end
+    end
+    if write then
+      if not inside(c, state.out) then
+        violation(sformat("writing %s: recipes may write only inside the run's output folder %s", path, state.out))
+      end
+    else
+      local ok = inside(c, state.workspace) or inside(c, state.out)
+      for _, d in pairs(state.readable) do ok = ok or inside(c, d) end
+      if not ok then
+        violation(sformat("reading %s: recipes may read only inside the workspace %s", path, state.workspace))
+      end
+    end
+    return c
+  end
+  state.check_path = check_path
+
+  local real_open, real_lines, real_remove, real_rename = io.open, io.lines, os.remove, os.rename
+  local real_input, real_output = io.input, io.output
+  io.open = function(path, mode)
+    mode = mode or "r"
+    local write = type(mode) == "string" and (sfind(mode, "[wa+]") ~= nil)
+    local c = check_path(path, write)
+    if not c then return nil, tostring(path) .. ": No such file or directory", 2 end
+    return real_open(c, mode)
+  end
+  io.lines = function(path, ...)
+    if path == nil then return real_lines() end
+    local c = check_path(path, false)
+    if not c then error(tostring(path) .. ": No such file or directory", 2) end
+    return real_lines(c, ...)
+  end
+  io.input = function(f)
+    if type(f) == "string" then violation("io.input with a file name") end
+    return real_input(f)
+  end
+  io.output = function(f)
+    if type(f) == "string" then violation("io.output with a file name") end
+    return real_output(f)
+  end
+  io.popen = function() violation("io.popen is not allowed") end
+  os.execute = function() violation("os.execute is not allowed") end
+  os.exit = function() violation("os.exit is not allowed") end
+  os.tmpname = function() violation("os.tmpname is not allowed") end
+  os.remove = function(path)
+    local c = check_path(path, true)
+    return real_remove(c)
+  end
+  os.rename = function(a, b)
+    local ca, cb = check_path(a, true), check_path(b, true)
+    return real_rename(ca, cb)
+  end
+  package.loadlib = function() violation("package.loadlib is not allowed") end
+  package.cpath = ""
+  local searchers = package.searchers or package.loaders
+  if searchers then searchers[4] = nil; searchers[3] = nil end
+  package.loaded.debug = nil
+  -- strings' metatable: reachable as getmetatable(""); hide it so the shared string table
+  -- cannot be changed through it
+  local smt = getmetatable("")
+  if smt then smt.__metatable = false end
+  return state
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true}
+
+-- the recipe's globals; state from install() (nil: no restrictions on files)
+function M.env(opts, state)
+  local env = {}
+  for _, k in ipairs {"assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget",
+                      "rawlen", "rawset", "select", "setmetatable", "getmetatable", "tonumber", "tostring",
+                      "type", "xpcall", "_VERSION", "collectgarbage", "warn"} do
+    env[k] = _G[k]
+  end
+  env.string = copy(string)
+  env.string.dump = nil
+  env.table, env.math, env.utf8, env.coroutine = copy(table), copy(math), copy(utf8), copy(coroutine)
+  env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime,
+            getenv = function() return nil end}
+  for _, k in ipairs {"exit", "execute", "remove", "rename", "tmpname"} do env.os[k] = os[k] end
+  env.io = {open = io.open, lines = io.lines, write = io.write, read = io.read, stdout = io.stdout,
+            stderr = io.stderr, type = io.type, popen = io.popen, input = io.input, output = io.output}
+  local real_load, real_loadfile = load, loadfile
+  env.load = function(chunk, name, mode, e) return real_load(chunk, name, "t", e or env) end
+  local function loadfile_(path, mode, e)
+    if state then
+      local c = state.check_path(path, false)
+      if not c then return nil, tostring(path) .. ": No such file or directory" end
+      path = c
+    end
+    return real_loadfile(path, "t", e or env)
+  end
+  env.loadfile = loadfile_
+  env.dofile = function(path)
+    local f, err = loadfile_(path)
+    if not f then error(err, 2) end
+    return f()
+  end
+  -- require: the speedrun library (trusted code, loaded as usual) and the workspace's modules
+  local loaded = {string = env.string, table = env.table, math = env.math, utf8 = env.utf8,
+                  coroutine = env.coroutine, os = env.os, io = env.io}
+  env.require = function(name)
+    if type(name) ~= "string" then error("require: a module name expected", 2) end
+    if loaded[name] ~= nil then return loaded[name] end
+    if denied_modules[name] or ssub(name, 1, 17) == "speedrun.harness." or name == "speedrun.harness" then
+      if state then state.violation("require '" .. name .. "' (host-only module)") end
+      error("module '" .. name .. "' is not available to recipes", 2)
+    end
+    if name == "speedrun" or ssub(name, 1, 9) == "speedrun." then
+      local m = require(name)
+      loaded[name] = m
+      return m
+    end
+    if name == "debug" or name == "package" then
+      if state then state.violation("require '" .. name .. "'") end
+      error("module '" .. name .. "' is not available to recipes", 2)
+    end
+    local rel = name:gsub("%.", "/")
+    for _, pat in ipairs {"%s.lua", "%s/init.lua"} do
+      local path = opts.workspace .. "/" .. sformat(pat, rel)
+      local f = io.open(path, "r")
+      if f then
+        f:close()
+        local chunk, err = loadfile_(path)
+        if not chunk then error(err, 2) end
+        local m = chunk(name, path)
+        if m == nil then m = true end
+        loaded[name] = m
+        return m
+      end
+    end
+    error("module '" .. name .. "' not found in the workspace or the speedrun library", 2)
+  end
+  env.speedrun = require "speedrun"
+  env._G = env
+  return env
+end
+
+return M

@@ -1,0 +1,2 @@
+local r = {config = {micro = }}
+return r
