@@ -17,5 +17,6 @@ int cmd_train(int argc, char **argv);      /* host/harness.c (train --child JOB:
 int cmd_score(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_data(int argc, char **argv);    /* host/cmd_data.c */
+int cmd_task(int argc, char **argv);    /* host/cmd_task.c */
 
 #endif
