@@ -92,6 +92,8 @@ local function apply_rotary(x, cos, sin)
   return F.cat({y1, y2}, 4)
 end
 
+recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
+
 -- modules -------------------------------------------------------------------------------------
 local Container = nn.class("Container")      -- named children only (nn.ModuleDict / ModuleList)
 function Container:init(children)

@@ -92,6 +92,8 @@ local function apply_rotary(x, cos, sin)
   return F.cat({y1, y2}, 4)
 end
 
+recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
+
 -- Muon ----------------------------------------------------------------------------------------
 -- Newton-Schulz iteration for the orthogonal factor of G (the record's zeroth_power_via_newtonschulz5):
 -- bf16 throughout, normalised by the Frobenius norm of the fp32 input, transposed when tall.

@@ -92,6 +92,8 @@ local function apply_rotary(x, cos, sin)
   return F.cast(F.cat({y1, y2}, 4), x.dtype)                 -- .type_as(x)
 end
 
+recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
+
 -- Muon ----------------------------------------------------------------------------------------
 -- Newton-Schulz iteration for the orthogonal factor of G (the record's zeroth_power_via_newtonschulz5):
 -- the input cast to bf16 and normalised by its own (bf16) norm, transposed when tall; bf16 out.
