@@ -10,6 +10,7 @@
 **     checksum(t) -> integer (FNV-1a over the tensor's values, any device);
 **     ce_sum(logits, targets) -> sum, count, nonfinite (cross-entropy in double precision over
 **       the last dimension; targets are 0-based ids; raises on a shape or id mismatch);
+**     sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
 **     causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
 **       other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
 **     shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd SR_EVENT_FD in the child, else ignored);
@@ -298,6 +299,33 @@ static int h_ce_sum(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   lua_pushinteger(L, (lua_Integer)nonfinite);
   return 3;
+}
+
+/* sum_finite(t) -> sum of the finite values (double), count, number of non-finite values */
+static int h_sum_finite(lua_State *L) {
+  sr_tensor *c = host_copy(sr_check_tensor(L, 1), SR_F64);
+  const double *p = sr_data(c);
+  int64_t n = sr_numel(c), bad = 0;
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) { if (isfinite(p[i])) s += p[i]; else bad++; }
+  sr_tensor_release(c);
+  lua_pushnumber(L, s);
+  lua_pushinteger(L, (lua_Integer)n);
+  lua_pushinteger(L, (lua_Integer)bad);
+  return 3;
+}
+
+/* int_range(t) -> min, max of an integer tensor */
+static int h_int_range(lua_State *L) {
+  sr_tensor *c = host_copy(sr_check_tensor(L, 1), SR_I32);
+  const int32_t *p = sr_data(c);
+  int64_t n = sr_numel(c);
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int64_t i = 0; i < n; i++) { if (p[i] < lo) lo = p[i]; if (p[i] > hi) hi = p[i]; }
+  sr_tensor_release(c);
+  lua_pushinteger(L, lo);
+  lua_pushinteger(L, hi);
+  return 2;
 }
 
 static int h_causal_diff(lua_State *L) {
@@ -723,7 +751,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"shape", h_shape}, {"emit", h_emit}, {"spawn", h_spawn}, {"trap_signals", h_trap_signals},
+    {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit}, {"spawn", h_spawn}, {"trap_signals", h_trap_signals},
     {"interrupted", h_interrupted}, {"isatty", h_isatty}, {"ram_bytes", h_ram_bytes}, {"peak_rss", h_peak_rss},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"hostname", h_hostname}, {"getpid", h_getpid},
     {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {"realpath", h_realpath}, {"mkdir", h_mkdir}, {"self_exe", h_self_exe},

@@ -26,6 +26,23 @@ local methods = core.Tensor.methods
 local m_item, m_clone, m_narrow, m_to, m_tolist = methods.item, methods.clone, methods.narrow, methods.to, methods.tolist
 local shape_of = H.shape
 local tensor_new = sr.tensor
+local F_cross_entropy = sr.F.cross_entropy
+local sum_finite, int_range = H.sum_finite, H.int_range
+local tconcat = table.concat
+
+-- validation cross-entropy of one chunk: the engine's fused cross-entropy (captured above, on
+-- the logits' device, f64 row statistics) per token, summed on the host in double precision;
+-- the shapes and target ids are checked first
+local function chunk_ce(logits, y)
+  local ls, ys = shape_of(logits), shape_of(y)
+  if #ls ~= #ys + 1 then error(fmt("eval returned logits with %d dimensions for inputs with %d (want one more: the vocabulary)", #ls, #ys), 0) end
+  for d = 1, #ys do
+    if ls[d] ~= ys[d] then error(fmt("eval returned logits of shape [%s] for inputs of shape [%s]", tconcat(ls, ", "), tconcat(ys, ", ")), 0) end
+  end
+  local _, hi = int_range(y)
+  if hi >= ls[#ls] then error(fmt("a validation target is token %d but the logits have only %d columns (vocab_size too small)", hi, ls[#ls]), 0) end
+  return sum_finite(F_cross_entropy(logits, y, {reduction = "none"}))
+end
 
 local M = {}
 
@@ -183,7 +200,7 @@ local function run(job, R)
       if not x then break end
       local xin = m_clone(x)
       local logits = call_eval(xin)
-      local s, n, nf = ce_sum(logits, y)
+      local s, n, nf = chunk_ce(logits, y)
       sum, count, nonfinite = sum + s, count + n, nonfinite + nf
       if final and not first_x then first_x, first_logits = x, logits end
       logits = nil
