@@ -17,5 +17,6 @@ int cmd_score(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_data(int argc, char **argv);    /* host/cmd_data.c */
 int cmd_kernel(int argc, char **argv);   /* host/cmd_kernel.c */
+int cmd_task(int argc, char **argv);    /* host/cmd_task.c */
 
 #endif

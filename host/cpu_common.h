@@ -236,6 +236,41 @@ static inline float cpu_expf(float x) {
   return x != x ? x : y;
 }
 
+/* cpu_expf on 8 lanes with GCC/Clang vector types (the same operations in the same order, so
+** each lane equals cpu_expf of it), for the f32 fast paths; cpu_vf8 loads/stores with memcpy
+** (no alignment needed). */
+typedef float cpu_vf8 __attribute__((vector_size(32)));
+typedef int32_t cpu_vi8 __attribute__((vector_size(32)));
+static inline cpu_vf8 cpu_vf8_ld(const float *p) {
+  cpu_vf8 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void cpu_vf8_st(float *p, cpu_vf8 v) { memcpy(p, &v, sizeof v); }
+static inline cpu_vf8 cpu_vf8_splat(float v) { return (cpu_vf8){0} + v; }
+static inline cpu_vf8 cpu_vf8_sel(cpu_vi8 m, cpu_vf8 a, cpu_vf8 b) {  /* m ? a : b per lane (m: 0 or -1) */
+  return (cpu_vf8)((m & (cpu_vi8)a) | (~m & (cpu_vi8)b));
+}
+static inline cpu_vf8 cpu_vexpf(cpu_vf8 x) {
+  const float log2e = 1.44269504f, ln2hi = 0.693145752f, ln2lo = 1.42860677e-06f, magic = 12582912.0f;
+  cpu_vf8 xc = cpu_vf8_sel(x > 89.0f, cpu_vf8_splat(89.0f), cpu_vf8_sel(x < -104.0f, cpu_vf8_splat(-104.0f), x));
+  cpu_vf8 kf = xc * log2e + magic;
+  cpu_vi8 k = (cpu_vi8)kf - (cpu_vi8)cpu_vf8_splat(magic);
+  kf -= magic;
+  cpu_vf8 r = (xc - kf * ln2hi) - kf * ln2lo;
+  cpu_vf8 p = cpu_vf8_splat(1.0f / 5040.0f);
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  cpu_vi8 k1 = k >> 1, k2 = k - k1;
+  cpu_vf8 y = p * (cpu_vf8)((k1 + 127) << 23) * (cpu_vf8)((k2 + 127) << 23);
+  return cpu_vf8_sel(x != x, x, y);
+}
+
 /* Row reductions, vectorised with OpenMP simd reductions: the summation order is fixed by the
 ** compiled vector width, so it depends on n only, never on the thread count. */
 

@@ -10,19 +10,29 @@
 ** of op(b) (or a super-block of BSUPER elements' worth of columns) into NR-wide slivers, bf16
 ** converted here. Phase 2: tasks (NC column block, MC row block), NC-major so neighbouring
 ** tasks share a B panel in cache, are taken dynamically; a task walks K in KC blocks, packs its
-** A block into MR-tall slivers and runs an MR x NR register-tile micro-kernel written as plain
-** loops that gcc vectorises (-O3 -march=native). Each output element is summed by one task in a
-** fixed order (KC blocks in order, k in order inside), so results do not depend on the thread
-** count. fp32 accumulation; a bf16 out goes through an f32 buffer so rounding happens once.
+** A block into MR-tall slivers and runs an MR x NR register-tile micro-kernel written with
+** GCC/Clang vector types (NR = 2 vectors, so the 12 accumulators stay in AVX2's 16 registers).
+** Packing reads along each operand's unit-stride dim (transposed f32 operands included). Each
+** output element is summed by one task in a fixed order (KC blocks in order, k in order inside),
+** so results do not depend on the thread count. fp32 accumulation; a bf16 out goes through an
+** f32 buffer so rounding happens once.
 ** f64 (gradcheck) or any mix with f64: a plain triple loop in double, parallel over rows.
 */
 #include <stdint.h>      /* defines: int64_t */
 #include <stdlib.h>      /* defines: malloc, free */
+#include <string.h>      /* defines: memcpy */
 
 #include "cpu_common.h"  /* defines: cpu_ld, cpu_st, cpu_check_floats */
 
 #define MR 6      /* micro-tile rows */
-#define NR 32     /* micro-tile columns (two 512-bit or four 256-bit vectors) */
+#ifdef __AVX512F__
+#define VL 16     /* floats per vector register */
+#else
+#define VL 8      /* AVX2 (the default build: -march=native -mno-avx512f), or narrower targets */
+#endif
+#define NV 2      /* vectors per micro-tile row */
+#define NR (VL * NV)  /* micro-tile columns: MR x NV = 12 accumulator registers (AVX2 has 16) */
+typedef float vfloat __attribute__((vector_size(VL * 4)));
 #define MC 96     /* rows per packed A block (multiple of MR) */
 #define KC 256    /* depth per block */
 #define NC 2048   /* columns per B panel of a task (multiple of NR) */
@@ -51,11 +61,22 @@ static void pack_a(float *Ap, const gemm_operand *a, int64_t i0, int64_t mc, int
   for (int64_t s = 0; s < mc; s += MR) {
     float *dst = Ap + s * kc;
     int64_t rows = mc - s < MR ? mc - s : MR;
-    if (a->trans) {
+    if (a->trans && a->dtype == SR_F32) {  /* [K,M]: the sliver's rows are contiguous at each depth */
+      const float *src = (const float *)a->data + a->off + p0 * a->ld + i0 + s;
+      if (rows == MR)
+        for (int64_t k = 0; k < kc; k++, src += a->ld) memcpy(dst + k * MR, src, sizeof(float) * MR);
+      else
+        for (int64_t k = 0; k < kc; k++, src += a->ld)
+          for (int64_t r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? src[r] : 0.0f;
+    } else if (a->trans) {
       for (int64_t k = 0; k < kc; k++) {
         int64_t base = a->off + (p0 + k) * a->ld + i0 + s;
         for (int64_t r = 0; r < MR; r++) dst[k * MR + r] = r < rows ? ldf(a->data, a->dtype, base + r) : 0.0f;
       }
+    } else if (a->dtype == SR_F32 && rows == MR) {  /* [M,K]: MR rows read side by side */
+      const float *src = (const float *)a->data + a->off + (i0 + s) * a->ld + p0;
+      for (int64_t k = 0; k < kc; k++)
+        for (int64_t r = 0; r < MR; r++) dst[k * MR + r] = src[r * a->ld + k];
     } else {
       for (int64_t r = 0; r < MR; r++) {
         int64_t base = a->off + (i0 + s + r) * a->ld + p0;
@@ -69,7 +90,15 @@ static void pack_a(float *Ap, const gemm_operand *a, int64_t i0, int64_t mc, int
 ** Bp[k*NR + c], zero-padded. Reads run along b's unit-stride dim: columns for b [K,N], depth
 ** for b transposed [N,K]. */
 static void pack_b_sliver(float *Bp, const gemm_operand *b, int64_t p0, int64_t kc, int64_t j0, int64_t nr) {
-  if (b->trans) {
+  if (b->trans && b->dtype == SR_F32) {  /* [N,K]: column c of op(b) is row j0+c, read along k */
+    for (int64_t c = 0; c < nr; c++) {
+      const float *src = (const float *)b->data + b->off + (j0 + c) * b->ld + p0;
+      for (int64_t k = 0; k < kc; k++) Bp[k * NR + c] = src[k];
+    }
+    if (nr < NR)
+      for (int64_t k = 0; k < kc; k++)
+        for (int64_t c = nr; c < NR; c++) Bp[k * NR + c] = 0.0f;
+  } else if (b->trans) {
     for (int64_t c = 0; c < NR; c++) {
       int64_t base = b->off + (j0 + c) * b->ld + p0;
       for (int64_t k = 0; k < kc; k++) Bp[k * NR + c] = c < nr ? ldf(b->data, b->dtype, base + k) : 0.0f;
@@ -84,30 +113,45 @@ static void pack_b_sliver(float *Bp, const gemm_operand *b, int64_t p0, int64_t 
 
 /* ---------------------------------------------------------------------------------------------
 ** micro-kernel: C[0..mr, 0..nr) (row stride ldc) = alpha*Ap@Bp + (first ? beta*C : C), where
-** Ap is an MR-row sliver and Bp an NR-column sliver of depth kc. The accumulator tile lives in
-** registers; the MR x NR update vectorises over NR. */
+** Ap is an MR-row sliver and Bp an NR-column sliver of depth kc. Written with vector types so
+** the MR x NV accumulators stay in registers (per k: NV loads, MR broadcasts, MR*NV FMAs); each
+** element of C sums k in order, as a scalar loop would. */
+static inline vfloat vload(const float *p) {
+  vfloat v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void vstore(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
+
 static void micro_kernel(int64_t kc, const float *restrict Ap, const float *restrict Bp, float *restrict C,
                          int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta, int first) {
-  float acc[MR][NR];
+  vfloat acc[MR][NV];
   for (int r = 0; r < MR; r++)
-    for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+    for (int v = 0; v < NV; v++) acc[r][v] = (vfloat){0};
   for (int64_t k = 0; k < kc; k++) {
     const float *a = Ap + k * MR, *b = Bp + k * NR;
+    vfloat bv[NV];
+    for (int v = 0; v < NV; v++) bv[v] = vload(b + v * VL);
     for (int r = 0; r < MR; r++)
-      for (int j = 0; j < NR; j++) acc[r][j] += a[r] * b[j];
+      for (int v = 0; v < NV; v++) acc[r][v] += bv[v] * a[r];
   }
   if (mr == MR && nr == NR) {
     for (int r = 0; r < MR; r++) {
       float *c = C + r * ldc;
-      if (!first) for (int j = 0; j < NR; j++) c[j] += alpha * acc[r][j];
-      else if (beta == 0.0f) for (int j = 0; j < NR; j++) c[j] = alpha * acc[r][j];
-      else for (int j = 0; j < NR; j++) c[j] = alpha * acc[r][j] + beta * c[j];
+      for (int v = 0; v < NV; v++) {
+        vfloat x = acc[r][v] * alpha;
+        if (!first) x += vload(c + v * VL);
+        else if (beta != 0.0f) x += vload(c + v * VL) * beta;
+        vstore(c + v * VL, x);
+      }
     }
   } else {
+    float t[MR][NR];
+    memcpy(t, acc, sizeof t);
     for (int64_t r = 0; r < mr; r++) {
       float *c = C + r * ldc;
       for (int64_t j = 0; j < nr; j++)
-        c[j] = !first ? c[j] + alpha * acc[r][j] : beta == 0.0f ? alpha * acc[r][j] : alpha * acc[r][j] + beta * c[j];
+        c[j] = !first ? c[j] + alpha * t[r][j] : beta == 0.0f ? alpha * t[r][j] : alpha * t[r][j] + beta * c[j];
     }
   }
 }

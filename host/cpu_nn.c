@@ -285,9 +285,47 @@ const char *sr_cpu_layer_norm_backward(const sr_kcall *c) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+** cross_entropy f32 fast path (contiguous f32 logits, the trainer's case): the row read in
+** place, 8 lanes at a time (cpu_vexpf: the same float exp as the general path), in a fixed order
+** (lanes, then lanes in order), so the result depends on V only. The exp-sum accumulates in
+** float over blocks of CE_BLOCK elements, each block's 8 lanes then added into double. */
+#define CE_BLOCK 512
+
+/* max of x[0..V), NaN if any is NaN */
+static float ce_row_max(const float *x, int64_t V) {
+  cpu_vf8 m = cpu_vf8_splat(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8) {
+    cpu_vf8 v = cpu_vf8_ld(x + j);
+    m = cpu_vf8_sel((v > m) | (v != v), v, m);
+  }
+  double mx = -INFINITY;
+  for (int l = 0; l < 8; l++) mx = cpu_max(mx, m[l]);
+  for (; j < V; j++) mx = cpu_max(mx, x[j]);
+  return (float)mx;
+}
+
+/* sum over j of exp(x[j] - mx), in double */
+static double ce_row_sumexp(const float *x, int64_t V, float mx) {
+  double lanes[8] = {0};
+  int64_t j = 0;
+  while (j + 8 <= V) {
+    int64_t end = j + CE_BLOCK < V ? j + CE_BLOCK : V;
+    cpu_vf8 s = cpu_vf8_splat(0.0f);
+    for (; j + 8 <= end; j += 8) s += cpu_vexpf(cpu_vf8_ld(x + j) - mx);
+    for (int l = 0; l < 8; l++) lanes[l] += s[l];
+  }
+  double sum = 0;
+  for (int l = 0; l < 8; l++) sum += lanes[l];
+  for (; j < V; j++) sum += cpu_expf(x[j] - mx);
+  return sum;
+}
+
+/* ---------------------------------------------------------------------------------------------
 ** cross_entropy: lse[n] = logsumexp(logits[n,:]); losses[n] = lse[n] - logits[n,target[n]],
-** 0 where target == ignore_index. logits [N,V]. Rows stream through an L1-sized buffer in
-** CPU_CHUNK pieces (a max pass, then an exp-sum pass), the vocabulary being large. */
+** 0 where target == ignore_index. logits [N,V]. Contiguous f32 logits take the fast path above;
+** others stream rows through an L1-sized double buffer in CPU_CHUNK pieces (a max pass, then an
+** exp-sum pass), the vocabulary being large. */
 const char *sr_cpu_cross_entropy(const sr_kcall *c) {
   sr_tensor *losses = c->t[0], *lse = c->t[1], *logits = c->t[2], *targets = c->t[3];
   const char *e = cpu_check_floats(c, 0, 3);
@@ -296,6 +334,18 @@ const char *sr_cpu_cross_entropy(const sr_kcall *c) {
   int64_t V = logits->shape[logits->ndim - 1], N = sr_numel(targets), ignore = c->i[0];
   const int32_t *tg = (const int32_t *)sr_data(targets);
   if ((e = check_indices("target", tg, N, V, 1, ignore))) return e;
+  if (logits->dtype == SR_F32 && sr_is_contiguous(logits)) {
+    const float *x0 = (const float *)sr_data(logits);
+#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+    for (int64_t n = 0; n < N; n++) {
+      const float *x = x0 + n * V;
+      float mx = ce_row_max(x, V);
+      double l = mx + log(ce_row_sumexp(x, V, mx));
+      side_st(lse, n, l);
+      side_st(losses, n, tg[n] == ignore ? 0.0 : l - x[tg[n]]);
+    }
+    return NULL;
+  }
 #pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
   for (int64_t n = 0; n < N; n++) {
     double buf[CPU_CHUNK], mx = -INFINITY, sum = 0;
@@ -328,6 +378,28 @@ const char *sr_cpu_cross_entropy_backward(const sr_kcall *c) {
   int64_t V = logits->shape[logits->ndim - 1], N = sr_numel(targets), ignore = c->i[0];
   const int32_t *tg = (const int32_t *)sr_data(targets);
   if ((e = check_indices("target", tg, N, V, 1, ignore))) return e;
+  if (logits->dtype == SR_F32 && sr_is_contiguous(logits) && dlogits->dtype == SR_F32 && sr_is_contiguous(dlogits)) {
+    /* f32 fast path: dlogits written in place, 8 lanes at a time; lse split into two floats so
+    ** x - lse keeps nearly double accuracy; the target's entry recomputed in double */
+    const float *x0 = (const float *)sr_data(logits);
+    float *d0 = (float *)sr_data(dlogits);
+#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+    for (int64_t n = 0; n < N; n++) {
+      const float *x = x0 + n * V;
+      float *d = d0 + n * V;
+      if (tg[n] == ignore) {
+        memset(d, 0, sizeof(float) * (size_t)V);
+        continue;
+      }
+      double dld = side_ld(dlosses, n), l = side_ld(lse, n);
+      float dl = (float)dld, lhi = (float)l, llo = isfinite(l) ? (float)(l - lhi) : 0.0f;
+      int64_t j = 0;
+      for (; j + 8 <= V; j += 8) cpu_vf8_st(d + j, cpu_vexpf((cpu_vf8_ld(x + j) - lhi) - llo) * dl);
+      for (; j < V; j++) d[j] = cpu_expf((x[j] - lhi) - llo) * dl;
+      d[tg[n]] = (float)(dld * cpu_expf((x[tg[n]] - lhi) - llo) - dld);
+    }
+    return NULL;
+  }
 #pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
   for (int64_t n = 0; n < N; n++) {
     double buf[CPU_CHUNK];

@@ -19,6 +19,7 @@ static const sr_command commands[] = {
   {"train", cmd_train, "train [RECIPE] [options]  train a recipe (default: tasks/default on the default corpus)"},
   {"score", cmd_score, "score WORKSPACE [options] score a workspace's recipe: K seeds, t-test, FSR"},
   {"calibrate", cmd_calibrate, "calibrate [options]      time the reference recipes on this machine"},
+  {"task", cmd_task, "task list|show|init ...  the benchmark's tasks: statement, hints, a workspace"},
   {"help", cmd_help, "help                     this text"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

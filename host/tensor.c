@@ -8,6 +8,17 @@
 #include <stdlib.h>    /* defines: aligned_alloc, free */
 #include <string.h>    /* defines: memset, memcpy, strcmp */
 
+#include <pthread.h>   /* defines: pthread_mutex_t */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>  /* defines: RUNNING_ON_VALGRIND */
+#define SR_RUNNING_ON_VALGRIND RUNNING_ON_VALGRIND
+#endif
+#endif
+#ifndef SR_RUNNING_ON_VALGRIND
+#define SR_RUNNING_ON_VALGRIND 0
+#endif
+
 #include "autograd.h"  /* defines: sr_node_release */
 #include "registry.h"  /* defines: sr_kernel_run */
 #include "tensor.h"
@@ -105,6 +116,98 @@ static sr_alloc_hook alloc_hook;
 
 void sr_set_alloc_hook(sr_alloc_hook h) { alloc_hook = h; }
 
+/* CPU block cache. A training step frees and reallocates the same large buffers (logits,
+** their gradient, the tied table's gradient: ~100 MB each at GPT-2 vocabulary); glibc serves
+** blocks that big with mmap/munmap, so every step would fault in fresh zeroed pages again. Freed
+** CPU blocks of HOST_CACHE_MIN bytes or more are kept instead, by size class (8 classes per power
+** of two, the block allocated at its class size), up to HOST_CACHE_SLOTS blocks and
+** HOST_CACHE_CAP bytes; beyond that they go back to free(). Emptied at exit. Off under valgrind
+** (so memcheck still sees every block's lifetime) or with SPEEDRUN_HOST_CACHE=0. */
+#define HOST_CACHE_MIN ((size_t)256 << 10)
+#define HOST_CACHE_CAP ((size_t)1 << 30)
+#define HOST_CACHE_SLOTS 64
+
+static struct { void *p; size_t n; } host_cache[HOST_CACHE_SLOTS];
+static int host_ncached;                 /* entries in use: host_cache[0 .. host_ncached) */
+static size_t host_cached_bytes;
+static int host_cache_state;             /* 0 not set up, 1 on, -1 off (disabled or after exit) */
+static pthread_mutex_t host_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void host_cache_drain(void) {
+  pthread_mutex_lock(&host_cache_mu);
+  for (int k = 0; k < host_ncached; k++) free(host_cache[k].p);
+  host_ncached = 0;
+  host_cached_bytes = 0;
+  host_cache_state = -1;
+  pthread_mutex_unlock(&host_cache_mu);
+}
+
+/* the size class of an n-byte block: n rounded up to 1/8 of its power of two (64-byte multiple) */
+static size_t host_class(size_t n) {
+  size_t top = (size_t)1 << (63 - __builtin_clzll((unsigned long long)n));
+  size_t step = top >= 512 ? top / 8 : 64;
+  return (n + step - 1) / step * step;
+}
+
+/* a cached block of class size n, or NULL; called with the mutex held */
+static void *host_cache_take(size_t n) {
+  if (host_cache_state == 0) {
+    const char *env = getenv("SPEEDRUN_HOST_CACHE");
+    host_cache_state = (env && strcmp(env, "0") == 0) || SR_RUNNING_ON_VALGRIND ? -1 : 1;
+    if (host_cache_state > 0) atexit(host_cache_drain);
+  }
+  if (host_cache_state < 0) return NULL;
+  for (int k = host_ncached - 1; k >= 0; k--)  /* newest first: its pages are the warmest */
+    if (host_cache[k].n == n) {
+      void *p = host_cache[k].p;
+      host_cache[k] = host_cache[--host_ncached];
+      host_cached_bytes -= n;
+      return p;
+    }
+  return NULL;
+}
+
+static void *host_alloc(size_t nbytes) {
+  size_t n = (nbytes + 63) & ~(size_t)63;
+  if (n == 0) n = 64;
+  if (n < HOST_CACHE_MIN) return aligned_alloc(64, n);
+  n = host_class(n);
+  pthread_mutex_lock(&host_cache_mu);
+  void *p = host_cache_take(n);
+  pthread_mutex_unlock(&host_cache_mu);
+  return p ? p : aligned_alloc(64, n);
+}
+
+static void host_free(void *p, size_t nbytes) {
+  size_t n = (nbytes + 63) & ~(size_t)63;
+  if (!p) return;
+  if (n < HOST_CACHE_MIN) { free(p); return; }
+  n = host_class(n);
+  pthread_mutex_lock(&host_cache_mu);
+  if (host_cache_state > 0 && n <= HOST_CACHE_CAP) {
+    if (host_ncached == HOST_CACHE_SLOTS || host_cached_bytes + n > HOST_CACHE_CAP) {
+      /* full: drop the oldest blocks until this one fits */
+      int drop = 0;
+      size_t freed = 0;
+      while (drop < host_ncached && (host_ncached - drop == HOST_CACHE_SLOTS || host_cached_bytes - freed + n > HOST_CACHE_CAP)) {
+        free(host_cache[drop].p);
+        freed += host_cache[drop].n;
+        drop++;
+      }
+      memmove(host_cache, host_cache + drop, sizeof host_cache[0] * (size_t)(host_ncached - drop));
+      host_ncached -= drop;
+      host_cached_bytes -= freed;
+    }
+    host_cache[host_ncached].p = p;
+    host_cache[host_ncached].n = n;
+    host_ncached++;
+    host_cached_bytes += n;
+    p = NULL;
+  }
+  pthread_mutex_unlock(&host_cache_mu);
+  free(p);
+}
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
   if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
@@ -113,7 +216,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   if (d == SR_CUDA) {
     s->data = sr_cuda_backend()->alloc(n);
   } else {
-    s->data = aligned_alloc(64, (n + 63) & ~(size_t)63);
+    s->data = host_alloc(n);
     if (!s->data) { free(s); sr_fail("out of host memory allocating %zu bytes", nbytes); }
   }
   s->nbytes = nbytes;
@@ -125,7 +228,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
 static void storage_release(sr_storage *s) {
   if (!s || --s->refcount > 0) return;
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
-  else free(s->data);
+  else host_free(s->data, s->nbytes ? s->nbytes : 1);
   free(s);
 }
 

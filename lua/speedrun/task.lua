@@ -1,0 +1,259 @@
+-- speedrun.task: `speedrun task list | show N [--hint L] | init N DIR [--hint L] [--force]`.
+-- Reads the task manifest (tasks/tasks.lua, docs/recipes.md), the records' meta.lua files and the
+-- hints (hints/task_NN/level{1,2,3}.md). `init` makes a workspace: the start record's recipe.lua,
+-- TASK.md (the statement and rules the agent is told), task.json (the machine-readable task for
+-- `speedrun score DIR --task N`) and, with --hint, HINT.md.
+local M = {}
+local fmt = string.format
+
+local function source_dir()
+  local ok, H = pcall(require, "speedrun.harness_core")
+  if ok and H.source_dir then return H.source_dir() end
+  return os.getenv("SPEEDRUN_SOURCE_DIR") or "."
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_file(path, s)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  f:write(s)
+  f:close()
+  return true
+end
+
+-- load a data-only Lua file (manifest, meta) in an empty environment
+local function load_data(path)
+  local src = read_file(path)
+  if not src then return nil, "cannot read " .. path end
+  local chunk, err = load(src, "@" .. path, "t", {})
+  if not chunk then return nil, err end
+  local ok, t = pcall(chunk)
+  if not ok then return nil, path .. ": " .. tostring(t) end
+  if type(t) ~= "table" then return nil, path .. ": does not return a table" end
+  return t
+end
+
+-- the manifest with defaults merged into every task; root = the checkout
+function M.manifest(root)
+  root = root or source_dir()
+  local m, err = load_data(root .. "/tasks/tasks.lua")
+  if not m then return nil, err end
+  for _, t in ipairs(m.tasks) do
+    for k, v in pairs(m.defaults or {}) do if t[k] == nil then t[k] = v end end
+  end
+  m.root = root
+  return m
+end
+
+function M.get(m, id)
+  for _, t in ipairs(m.tasks) do if t.id == id then return t end end
+  return nil
+end
+
+function M.meta(root, rel) return load_data(root .. "/" .. rel .. "/meta.lua") end
+
+-- hint text for level spec "1", "2", "3", "1,2" or "1+2+3"; nil, msg when missing
+function M.hint(root, task, spec)
+  local parts = {}
+  for lv in tostring(spec):gmatch("[^,+]+") do
+    local n = tonumber(lv)
+    if not n or n < 1 or n > 3 or n ~= math.floor(n) then return nil, "hint level must be 1, 2 or 3 (or a list like 1,2)" end
+    local path = fmt("%s/%s/level%d.md", root, task.hints, n)
+    local s = read_file(path)
+    if not s then return nil, "no hint file " .. path end
+    parts[#parts + 1] = s
+  end
+  if #parts == 0 then return nil, "empty hint level" end
+  return table.concat(parts, "\n\n---\n\n")
+end
+
+local function minutes(ms) return ms and fmt("%.2f min", ms / 60000) or "?" end
+
+-- the task statement (TASK.md and `show`)
+function M.statement(m, t)
+  local root = m.root
+  local ms, mt = M.meta(root, t.start) or {}, M.meta(root, t.target) or {}
+  local L = {}
+  local function add(s) L[#L + 1] = s or "" end
+  add(fmt("# Task %d: %s", t.id, t.title))
+  add()
+  add(fmt("Start from record %d (%s) and reach record %d's training time (%s).", t.start_record, ms.title or t.start,
+          t.target_record, mt.title or t.target))
+  add()
+  add("## Goal")
+  add()
+  add(t.description)
+  add()
+  add("| | record | benchmark train time (8xH100) | published | val loss | steps |")
+  add("|---|---|---|---|---|---|")
+  add(fmt("| start | %d | %s (%d ms) | %.1f min | %.4f | %s |", t.start_record, minutes(t.t_start_ms), t.t_start_ms,
+          t.published_start_min, t.val_loss_start, ms.steps or "?"))
+  add(fmt("| target | %d | %s (%d ms) | %.1f min | %.4f | %s |", t.target_record, minutes(t.t_target_ms), t.t_target_ms,
+          t.published_target_min, t.val_loss_target, mt.steps or "?"))
+  add()
+  add(fmt("Validation target: %.2f at full scale (other scales: the target record's config); the benchmark's analysis threshold is %.2f.",
+          t.target_val_loss, t.analysis_val_loss))
+  add(fmt("Scoring: `speedrun score WORKSPACE --task %d` (%d runs, p < %g); FSR against the calibrated times of records %d and %d on the same card and scale.",
+          t.id, t.runs, t.alpha, t.start_record, t.target_record))
+  add()
+  add("## Rules")
+  add()
+  for _, r in ipairs(t.rules) do add("- " .. r) end
+  add()
+  add("Files you may create or edit: " .. table.concat(t.allowed_files, ", ") .. ".")
+  add("Off limits: " .. table.concat(t.forbidden, "; ") .. ".")
+  add()
+  add("## Start")
+  add()
+  add(fmt("recipe.lua is %s/recipe.lua: %s.", t.start, ms.summary or ""))
+  add("Try it: `speedrun train recipe.lua --scale micro` (CPU, seconds) or `--scale proxy` (one GPU).")
+  return table.concat(L, "\n") .. "\n"
+end
+
+-- ---------------------------------------------------------------------------------------------
+local USAGE = [[
+usage: speedrun task list
+       speedrun task show N [--hint 1|2|3]
+       speedrun task init N DIR [--hint L] [--force]
+Tasks of the speedrun benchmark: task N starts from record N's recipe and aims at record N+1.
+  list     the tasks, their start and target records and times
+  show     the task statement and rules; with --hint, the hint at that level (a list such as
+           1,2 gives several levels)
+  init     a workspace in DIR: recipe.lua (record N), TASK.md, task.json and, with --hint, HINT.md;
+           DIR must be empty or missing unless --force
+Score a workspace with `speedrun score DIR --task N`. The manifest is tasks/tasks.lua
+(docs/recipes.md).
+]]
+
+local function die(msg, code)
+  io.stderr:write("speedrun task: ", msg, "\n")
+  return code or 2
+end
+
+local function parse(args)
+  local o, pos = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, val = a:match("^%-%-([%w-]+)=(.*)$")
+    if name then o[name] = val
+    elseif a == "--hint" then
+      i = i + 1
+      if not args[i] then return nil, "--hint needs a level (1, 2 or 3)" end
+      o.hint = args[i]
+    elseif a == "--force" or a == "--help" or a == "-h" then o[(a:gsub("^%-+", ""))] = true
+    elseif a:sub(1, 2) == "--" then return nil, "unknown option " .. a
+    else pos[#pos + 1] = a end
+    i = i + 1
+  end
+  for k in pairs(o) do
+    if k ~= "hint" and k ~= "force" and k ~= "help" and k ~= "h" then return nil, "unknown option --" .. k end
+  end
+  return o, pos
+end
+
+local function is_dir_nonempty(dir)
+  local p = io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  if not p then return false end
+  local s = p:read("a")
+  p:close()
+  return s ~= ""
+end
+
+local function task_arg(m, s)
+  local id = tonumber(s)
+  local t = id and M.get(m, id)
+  if not t then
+    local ids = {}
+    for _, x in ipairs(m.tasks) do ids[#ids + 1] = tostring(x.id) end
+    return nil, fmt("no task %s (tasks: %s)", tostring(s), table.concat(ids, ", "))
+  end
+  return t
+end
+
+function M.list(m)
+  print(fmt("%-4s %-7s %-7s %-11s %-11s %s", "task", "start", "target", "t_start", "t_target", "change"))
+  for _, t in ipairs(m.tasks) do
+    print(fmt("%-4d %-7s %-7s %-11s %-11s %s", t.id, "rec " .. t.start_record, "rec " .. t.target_record,
+              minutes(t.t_start_ms), minutes(t.t_target_ms), t.title))
+  end
+  print("(times: the benchmark's baseline train_time on 8xH100; `speedrun task show N` for details)")
+  return 0
+end
+
+function M.show(m, t, hint)
+  io.stdout:write(M.statement(m, t))
+  if hint then
+    local h, err = M.hint(m.root, t, hint)
+    if not h then return die(err) end
+    io.stdout:write("\n## Hint (level ", hint, ")\n\n", h, "\n")
+  else
+    io.stdout:write("\nHints: levels 1 (pseudocode), 2 (description), 3 (mini-paper): `speedrun task show ",
+                    t.id, " --hint L`.\n")
+  end
+  return 0
+end
+
+function M.init(m, t, dir, hint, force)
+  local H = require "speedrun.harness_core"
+  if is_dir_nonempty(dir) and not force then return die(dir .. " is not empty (use --force to write into it)") end
+  local h
+  if hint then
+    local err
+    h, err = M.hint(m.root, t, hint)
+    if not h then return die(err) end
+  end
+  local ok, err = H.mkdir(dir)
+  if not ok then return die("cannot create " .. dir .. ": " .. tostring(err)) end
+  for _, name in ipairs(t.workspace_files) do
+    local src = read_file(fmt("%s/%s/%s", m.root, t.start, name))
+    if not src then return die(fmt("missing %s/%s", t.start, name)) end
+    local wok, werr = write_file(dir .. "/" .. name, src)
+    if not wok then return die(tostring(werr)) end
+  end
+  write_file(dir .. "/TASK.md", M.statement(m, t))
+  if h then write_file(dir .. "/HINT.md", h .. "\n") end
+  local json = require "speedrun.json"
+  local info = {schema = "speedrun.task/1", task = t.id, start_record = t.start_record, target_record = t.target_record,
+                start = t.start, target = t.target, hint = hint or json.null, entry = t.entry,
+                allowed_files = json.array(t.allowed_files), target_val_loss = t.target_val_loss,
+                t_start_ms = t.t_start_ms, t_target_ms = t.t_target_ms, runs = t.runs, alpha = t.alpha,
+                created_at = os.date("!%Y-%m-%dT%H:%M:%SZ")}
+  write_file(dir .. "/task.json", json.encode(info, true) .. "\n")
+  print(fmt("task %d workspace in %s: recipe.lua (record %d), TASK.md, task.json%s", t.id, dir, t.start_record,
+            h and (", HINT.md (level " .. hint .. ")") or ""))
+  print(fmt("next: speedrun train %s/recipe.lua --scale micro; speedrun score %s --task %d", dir, dir, t.id))
+  return 0
+end
+
+function M.main(args)
+  local o, pos = parse(args)
+  if not o then return die(pos .. "\n" .. USAGE) end
+  if o.help or o.h then io.stdout:write(USAGE) return 0 end
+  local cmd = pos[1]
+  if not cmd then io.stderr:write(USAGE) return 2 end
+  local m, err = M.manifest()
+  if not m then return die(err, 1) end
+  if cmd == "list" then return M.list(m)
+  elseif cmd == "show" then
+    if not pos[2] then return die("show needs a task number\n" .. USAGE) end
+    local t, terr = task_arg(m, pos[2])
+    if not t then return die(terr) end
+    return M.show(m, t, o.hint)
+  elseif cmd == "init" then
+    if not pos[2] or not pos[3] then return die("init needs a task number and a folder\n" .. USAGE) end
+    local t, terr = task_arg(m, pos[2])
+    if not t then return die(terr) end
+    return M.init(m, t, pos[3], o.hint, o.force)
+  end
+  return die("unknown subcommand '" .. cmd .. "'\n" .. USAGE)
+end
+
+return M

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""compare.py TORCH.json OURS.json [--tol 0.03]: the per-step training losses of the PyTorch
+record script and of the speedrun recipe from the same initial weights and token windows.
+Prints a table (every 5th step and the worst one), the largest absolute difference, the verdict
+against the tolerance (default 0.03 nats: bf16 autocast noise, which grows with training as the
+two runs drift apart), and the tokens/s ratio (speedrun / PyTorch, same card, same run).
+Exit status 0 when within tolerance. No third-party imports."""
+import json
+import sys
+
+
+def main(argv):
+    if len(argv) < 3:
+        print(__doc__)
+        return 2
+    tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 0.03
+    pt, us = json.load(open(argv[1])), json.load(open(argv[2]))
+    a, b = pt["losses"], us["losses"]
+    n = min(len(a), len(b))
+    diffs = [abs(a[i] - b[i]) for i in range(n)]
+    worst = max(range(n), key=lambda i: diffs[i])
+    print(f"{'step':>5} {'pytorch':>9} {'speedrun':>9} {'|diff|':>8}")
+    for i in range(n):
+        if i < 3 or (i + 1) % 5 == 0 or i == worst:
+            print(f"{i + 1:5d} {a[i]:9.4f} {b[i]:9.4f} {diffs[i]:8.4f}{'  <- largest' if i == worst else ''}")
+    print(f"largest |diff| {diffs[worst]:.4f} at step {worst + 1}; mean |diff| {sum(diffs) / n:.4f}; tolerance {tol}")
+    ratio = None
+    if pt.get("tokens_per_s") and us.get("tokens_per_s"):
+        ratio = us["tokens_per_s"] / pt["tokens_per_s"]
+        print(f"tokens/s: pytorch {pt['tokens_per_s']:.0f}, speedrun {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
+              f"(card: {pt.get('device', '?')})")
+    ok = diffs[worst] <= tol
+    print("verdict:", "MATCH" if ok else "DIFFER")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,103 @@
+-- tasks/fidelity/ours.lua: the speedrun side of the fidelity comparison (README.md here).
+--   speedrun run tasks/fidelity/ours.lua init  RECIPE OUT.srw [--scale full] [--seed 1] [--device cuda]
+--       builds the recipe's model (setup) and saves its initial weights (PyTorch names)
+--   speedrun run tasks/fidelity/ours.lua train RECIPE --weights IN.srw --batches TORCH.json
+--       --train-files GLOB --out OURS.json [--scale full] [--device cuda]
+--       loads the weights, then trains on exactly the token windows the PyTorch run consumed
+--       (TORCH.json: micro_batch, T, accum, steps, positions = {{shard, pos}, ...}) and writes the
+--       per-step training loss (mean over the step's micro-batches) and tokens/s.
+-- The schedule uses the scale's full step count, so the first steps follow the record's schedule.
+local sr = require "speedrun"
+local nn = require "speedrun.nn"
+local json = require "speedrun.json"
+local data = require "speedrun.data"
+
+local function die(msg) io.stderr:write("ours.lua: ", msg, "\n") os.exit(2) end
+
+local cmd = arg[1]
+local pos, opt = {}, {}
+do
+  local i = 2
+  while arg[i] do
+    local a = arg[i]
+    if a:sub(1, 2) == "--" then opt[a:sub(3)] = arg[i + 1]; i = i + 2
+    else pos[#pos + 1] = a; i = i + 1 end
+  end
+end
+
+local function deepcopy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = deepcopy(v) end
+  return c
+end
+
+local function load_recipe(path)
+  local chunk, err = loadfile(path, "t", setmetatable({speedrun = sr}, {__index = _G}))
+  if not chunk then die(err) end
+  return chunk()
+end
+
+local function make_ctx(recipe, scale, device, seed, overrides)
+  local cfg = deepcopy(recipe.config[scale] or die("no scale " .. scale))
+  for k, v in pairs(overrides or {}) do cfg[k] = v end
+  local b = cfg.batch
+  sr.manual_seed(seed)
+  local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
+               tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
+  recipe.setup(ctx)
+  return ctx
+end
+
+local device = opt.device or ((pcall(sr.cuda_available) and sr.cuda_available()) and "cuda" or "cpu")
+local scale = opt.scale or "full"
+local seed = tonumber(opt.seed or 1)
+
+if cmd == "init" then
+  local recipe = load_recipe(pos[1] or die("init RECIPE OUT.srw"))
+  local ctx = make_ctx(recipe, scale, device, seed)
+  local ok, err = nn.save(pos[2] or die("init RECIPE OUT.srw"), ctx.model:state_dict())
+  if not ok then die(err) end
+  print(("saved %d parameters of %s (%s scale) to %s"):format(#ctx.model:parameters(), recipe.name, scale, pos[2]))
+elseif cmd == "train" then
+  local recipe = load_recipe(pos[1] or die("train RECIPE ..."))
+  local tb = json.decode(assert(io.open(opt.batches or die("--batches TORCH.json"))):read("a"))
+  local mb, T, accum, steps = tb.micro_batch, tb.T, tb.accum, tb.steps
+  local ctx = make_ctx(recipe, scale, device, seed, {batch = {mode = "bt", B = mb * accum, T = T}, micro_batch = mb})
+  local sd = assert(nn.load(opt.weights or die("--weights IN.srw"), {device = device}))
+  ctx.model:load_state_dict(sd)
+  -- the shards, in sorted order (the PyTorch loaders use sorted(glob(...)))
+  local files = {}
+  local p = io.popen("ls -1 " .. (opt["train-files"] or die("--train-files GLOB")) .. " | sort")
+  for line in p:lines() do files[#files + 1] = line end
+  p:close()
+  local shards = {}
+  local function window(k)
+    local sh, at = tb.positions[k][1], tb.positions[k][2]
+    shards[sh] = shards[sh] or assert(data.open_shard(files[sh + 1]))
+    return shards[sh]:tensor(at + 1, mb * T + 1)
+  end
+  local losses, t_from, t_to = {}, nil, nil
+  for step = 1, steps do
+    local xs, ys = {}, {}
+    for j = 1, accum do
+      local w = window((step - 1) * accum + j)
+      xs[j] = w:narrow(1, 1, mb * T):view(mb, T)
+      ys[j] = w:narrow(1, 2, mb * T):view(mb, T)
+    end
+    local x = sr.F.cat(xs, 1):to(device)
+    local y = sr.F.cat(ys, 1):to(device)
+    if step == 11 then sr.synchronize(); t_from = sr.clock() end
+    local loss = recipe.train_step(ctx, step, {x = x, y = y, step = step})
+    losses[step] = sr.is_tensor(loss) and loss:item() or loss
+    if step == steps then sr.synchronize(); t_to = sr.clock() end
+    io.stderr:write(("step %d/%d loss %.4f\n"):format(step, steps, losses[step]))
+  end
+  local tps = (t_from and t_to and steps > 10) and (steps - 10) * mb * accum * T / (t_to - t_from) or json.null
+  local f = assert(io.open(opt.out or die("--out OURS.json"), "w"))
+  f:write(json.encode({side = "speedrun", recipe = recipe.name, scale = scale, device = device, steps = steps,
+                       micro_batch = mb, accum = accum, T = T, losses = json.array(losses), tokens_per_s = tps}, true), "\n")
+  f:close()
+else
+  die("usage: ours.lua init RECIPE OUT.srw | train RECIPE --weights W --batches TORCH.json --train-files GLOB --out OURS.json")
+end

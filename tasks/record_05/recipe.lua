@@ -1,0 +1,274 @@
+-- tasks/record_05/recipe.lua: NanoGPT speedrun record 5 (15.2 min, 178.9 ms/step; llm-speedrunner
+-- record_5): a modern architecture. Changes against record 4 (records.md #5):
+--
+--   * vocabulary padded to 50304 (a multiple of 128; tied head, the pad rows are trained down);
+--   * 6 heads of 128 (C 768); separate c_q, c_k, c_v (C x C each, each its own Muon matrix);
+--   * QK-norm: a weightless RMSNorm over the head dimension of q and k, after the rotary;
+--   * ReLU^2 MLP: relu(x)^2 instead of GELU;
+--   * zero init of the attention output projection and the MLP output projection;
+--   * the residual-branch scale 1/sqrt(2L) is removed; norms use F.rms_norm's default eps (the
+--     fp32 machine epsilon, 1.19e-7) instead of 1e-6;
+--   * rotary cos/sin cached in bf16; the rotated q, k come back in q's dtype;
+--   * Newton-Schulz: the input is cast to bf16 first and normalised by its bf16 norm; the bf16
+--     result is added to the fp32 weight;
+--   * 5,100 steps, warmdown 1,450 (warmup 0); validation under autocast (bf16).
+-- Unchanged: Muon lr 3.6e-4 with s = sqrt(max(rows, cols)), Nesterov momentum 0.95, 5 NS steps;
+-- AdamW lr 3.6e-3 wd 0 on the tied head; 524,288 tokens per step.
+--
+-- Muon, rotary and QK-norm are written here from primitives, as in the PyTorch script.
+-- Parameter names follow the PyTorch state dict (tasks/fidelity/). Contract: tasks/default/recipe.lua.
+local sr = speedrun or require "speedrun"
+local F, nn, optim = sr.F, sr.nn, sr.optim
+
+local recipe = {name = "record_05"}
+
+recipe.config = {
+  -- CPU, seconds: for tests (schedule lengths scaled down with the run)
+  micro = {
+    model = {n_layer = 2, n_head = 2, n_embd = 64, vocab_size = 50304},
+    batch = {mode = "bt", B = 4, T = 32},
+    steps = 20, lr = 3.6e-3, muon_lr = 3.6e-4, momentum = 0.95, warmup = 0, warmdown = 6,
+    target_val_loss = 10.6, val_tokens = 4096, val_batch = {B = 4, T = 32},
+    amp = false,
+  },
+  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions)
+  proxy = {
+    model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
+    batch = {mode = "bt", B = 32, T = 256},
+    steps = 334, lr = 3.6e-3, muon_lr = 3.6e-4, momentum = 0.95, warmup = 0, warmdown = 95,
+    target_val_loss = 5.6, val_tokens = 65536, val_batch = {B = 16, T = 256}, val_every = 125,
+    amp = true,
+  },
+  -- the record: 524,288 tokens per step; on one GPU by accumulating 8 micro-batches of 64 x 1024
+  full = {
+    model = {n_layer = 12, n_head = 6, n_embd = 768, vocab_size = 50304},
+    batch = {mode = "bt", B = 512, T = 1024}, micro_batch = 64,
+    steps = 5100, lr = 3.6e-3, muon_lr = 3.6e-4, momentum = 0.95, warmup = 0, warmdown = 1450,
+    target_val_loss = 3.28, val_tokens = 10485760, val_batch = {B = 64, T = 1024}, val_every = 125,
+    amp = true,
+  },
+}
+
+-- a Linear weight [out, in] with PyTorch's default init U(+-1/sqrt(in))
+local function linear_weight(n_in, n_out, o)
+  local b = 1 / math.sqrt(n_in)
+  return sr.empty(n_out, n_in, o):uniform_(-b, b)
+end
+
+-- y = x W^T; under autocast both operands are bf16 (the fp32 master weight is cast at use)
+local function linear(x, w, amp)
+  if amp then return F.linear(F.cast(x, "bfloat16"), F.cast(w, "bfloat16")) end
+  return F.linear(x, w)
+end
+
+-- F.rms_norm(x, (C,)) with eps=None: PyTorch uses the epsilon of the fp32 opmath type
+local EPS = 1.1920928955078125e-07
+local function rmsnorm(x) return F.rms_norm(x, nil, EPS) end
+
+-- rotary tables: cos, sin [1, T, 1, hd/2], computed in fp32 and cached in bf16
+local function rotary_tables(T, hd, device, base)
+  base = base or 10000
+  local c, s = {}, {}
+  for t = 0, T - 1 do
+    local rc, rs = {}, {}
+    for i = 0, hd // 2 - 1 do
+      local inv_freq = 1 / base ^ ((2 * i) / hd)
+      rc[i + 1], rs[i + 1] = math.cos(t * inv_freq), math.sin(t * inv_freq)
+    end
+    c[t + 1], s[t + 1] = rc, rs
+  end
+  local o = {dtype = "float32", device = device}
+  return F.cast(sr.tensor(c, o):view(1, T, 1, hd // 2), "bfloat16"),
+         F.cast(sr.tensor(s, o):view(1, T, 1, hd // 2), "bfloat16")
+end
+
+-- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])
+local function apply_rotary(x, cos, sin)
+  local T, d = x.shape[2], x.shape[4] // 2
+  cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
+  local x1, x2 = x:narrow(4, 1, d), x:narrow(4, d + 1, d)
+  local y1 = x1 * cos + x2 * sin
+  local y2 = x2 * cos - x1 * sin
+  return F.cast(F.cat({y1, y2}, 4), x.dtype)                 -- .type_as(x)
+end
+
+recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
+
+-- Muon ----------------------------------------------------------------------------------------
+-- Newton-Schulz iteration for the orthogonal factor of G (the record's zeroth_power_via_newtonschulz5):
+-- the input cast to bf16 and normalised by its own (bf16) norm, transposed when tall; bf16 out.
+local NS_A, NS_B, NS_C = 3.4445, -4.7750, 2.0315
+local function newton_schulz5(G, steps, eps)
+  steps, eps = steps or 5, eps or 1e-7
+  local X = F.cast(G, "bfloat16")
+  X = X / F.cast(F.norm(X) + eps, "bfloat16")
+  local tall = G.shape[1] > G.shape[2]
+  if tall then X = X:transpose(1, 2) end
+  for _ = 1, steps do
+    local A = F.matmul(X, X:transpose(1, 2))
+    local B = F.matmul(A, X)
+    X = NS_A * X + NS_B * B + NS_C * F.matmul(A, B)
+  end
+  if tall then X = X:transpose(1, 2) end
+  return X
+end
+recipe.newton_schulz5 = newton_schulz5     -- exposed for tests
+
+-- Muon: SGD-Nesterov momentum whose update is orthogonalised and scaled by sqrt(max(rows, cols));
+-- a merged QKV gradient (rows = 3 cols) is orthogonalised block by block, scale sqrt(cols)
+local function Muon(params, lr, momentum)
+  local self = {params = params, initial_lr = lr, lr = lr, momentum = momentum, bufs = {}}
+  function self:set_lr_multiplier(m) self.lr = self.initial_lr * m end
+  function self:step()
+    sr.no_grad(function()
+      for _, p in ipairs(self.params) do
+        local g = p.grad
+        if g then
+          local buf = self.bufs[p]
+          if not buf then buf = sr.zeros(g.shape, {dtype = g.dtype, device = g.device}); self.bufs[p] = buf end
+          buf:mul_(self.momentum):add_(g)
+          g = g + self.momentum * buf                             -- Nesterov
+          local rows, cols = g.shape[1], g.shape[2]
+          local update, scale
+          if rows == 3 * cols then                                -- split grouped QKV parameters
+            local parts = {}
+            for i, gi in ipairs(F.split(g, cols, 1)) do parts[i] = newton_schulz5(gi, 5) end
+            update, scale = F.cat(parts, 1), math.sqrt(cols)
+          else
+            update, scale = newton_schulz5(g, 5), math.sqrt(math.max(rows, cols))
+          end
+          p:add_(F.cast(update, p.dtype), -self.lr * scale)    -- fp32 arithmetic, as add_(alpha=)
+        end
+      end
+    end)
+  end
+  function self:zero_grad() for _, p in ipairs(self.params) do p.grad = nil end end
+  return self
+end
+
+-- modules -------------------------------------------------------------------------------------
+local Container = nn.class("Container")      -- named children only (nn.ModuleDict / ModuleList)
+function Container:init(children)
+  for _, kv in ipairs(children) do self:child(kv[1], kv[2]) end
+end
+
+local Attention = nn.class("CausalSelfAttention")
+function Attention:init(cfg, o)
+  local C = cfg.n_embd
+  self.n_head = cfg.n_head
+  self:child("c_q", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_k", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_v", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_proj", Container {}):param("weight", sr.zeros(C, C, o))       -- zero init
+end
+function Attention:forward(x, rot, amp)
+  local B, T, C = x.shape[1], x.shape[2], x.shape[3]
+  local H = self.n_head
+  local hd = C // H
+  local q = linear(x, self.c_q.weight, amp):view(B, T, H, hd)
+  local k = linear(x, self.c_k.weight, amp):view(B, T, H, hd)
+  local v = linear(x, self.c_v.weight, amp):view(B, T, H, hd)
+  q, k = apply_rotary(q, rot[1], rot[2]), apply_rotary(k, rot[1], rot[2])
+  q, k = rmsnorm(q), rmsnorm(k)                                              -- QK-norm
+  local y = F.scaled_dot_product_attention(q:transpose(2, 3), k:transpose(2, 3), v:transpose(2, 3), {causal = true})
+  y = y:transpose(2, 3):reshape(B, T, C)
+  return linear(y, self.c_proj.weight, amp)
+end
+
+local MLP = nn.class("MLP")
+function MLP:init(cfg, o)
+  local C = cfg.n_embd
+  self:child("c_fc", Container {}):param("weight", linear_weight(C, 4 * C, o))
+  self:child("c_proj", Container {}):param("weight", sr.zeros(C, 4 * C, o))   -- zero init
+end
+function MLP:forward(x, amp)
+  return linear(F.relu2(linear(x, self.c_fc.weight, amp)), self.c_proj.weight, amp)   -- relu(x)^2
+end
+
+local Block = nn.class("Block")
+function Block:init(cfg, o)
+  self:child("attn", Attention(cfg, o))
+  self:child("mlp", MLP(cfg, o))
+end
+function Block:forward(x, rot, amp)
+  x = x + self.attn(rmsnorm(x), rot, amp)
+  x = x + self.mlp(rmsnorm(x), amp)
+  return x
+end
+
+local GPT = nn.class("GPT")
+function GPT:init(cfg, o)
+  self.cfg = cfg
+  local h = {}
+  for i = 1, cfg.n_layer do h[i] = {tostring(i - 1), Block(cfg, o)} end
+  local wte = Container {}
+  wte:param("weight", linear_weight(cfg.n_embd, cfg.vocab_size, o))    -- = lm_head.weight (tied)
+  self:child("transformer", Container {{"wte", wte}, {"h", Container(h)}})
+  self.blocks = {}
+  for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
+  self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
+end
+
+-- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets also the mean cross-entropy
+function GPT:forward(idx, targets, amp)
+  local tr = self.transformer
+  local x = F.embedding(idx, tr.wte.weight)
+  for _, b in ipairs(self.blocks) do x = b(x, self.rot, amp) end
+  x = rmsnorm(x)
+  local logits = F.cast(linear(x, tr.wte.weight, amp), "float32")   -- CE autocasts to fp32
+  if targets then return logits, F.cross_entropy(logits, targets) end
+  return logits
+end
+
+-- the recipe ----------------------------------------------------------------------------------
+function recipe.setup(ctx)
+  local c = ctx.config
+  local m = c.model
+  ctx.amp = c.amp
+  local T = math.max(c.batch.T, (c.val_batch or {}).T or 0)
+  ctx.model = GPT({n_layer = m.n_layer, n_head = m.n_head, n_embd = m.n_embd, vocab_size = m.vocab_size,
+                   block_size = T}, {device = ctx.device, dtype = "float32"})
+  ctx.params = ctx.model:parameters()
+  -- AdamW on the head (= the tied token table); Muon on every matrix of transformer.h
+  local tr = ctx.model.transformer
+  ctx.adam = optim.AdamW({tr.wte.weight}, {lr = c.lr, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
+  ctx.muon = Muon(tr.h:parameters(), c.muon_lr, c.momentum)
+  ctx.optimizers = {ctx.adam, ctx.muon}
+  -- trapezoid: (it+1)/w during warmup, 1, then (N - it)/d over the last d steps (it = step - 1)
+  local N, w, d = ctx.steps, c.warmup, c.warmdown
+  ctx.lr_mult = function(it)
+    if it < w then return (it + 1) / w end
+    if it < N - d then return 1.0 end
+    return (N - it) / d
+  end
+end
+
+function recipe.train_step(ctx, step, batch)
+  local c = ctx.config
+  local x, y = batch.x, batch.y
+  local mb = c.micro_batch or x.shape[1]
+  local n = x.shape[1] // mb
+  local total
+  for i = 1, n do
+    local xi = n == 1 and x or x:narrow(1, (i - 1) * mb + 1, mb)
+    local yi = n == 1 and y or y:narrow(1, (i - 1) * mb + 1, mb)
+    local _, loss = ctx.model(xi, yi, ctx.amp)
+    if n > 1 then loss = loss / n end
+    loss:backward()
+    total = total and total + loss:detach() or loss:detach()
+  end
+  local mult = ctx.lr_mult(step - 1)
+  for _, opt in ipairs(ctx.optimizers) do
+    opt:set_lr_multiplier(mult)
+    opt:step()
+    opt:zero_grad()
+  end
+  return total
+end
+
+-- record 5 validates under autocast (the script's `with ctx`)
+function recipe.eval(ctx, inputs)
+  return ctx.model(inputs, nil, ctx.amp)
+end
+
+return recipe

@@ -1,0 +1,76 @@
+-- tasks/tasks.lua: the task manifest (schema "speedrun.tasks/1"). Task i starts from record i's
+-- recipe and aims at record i+1's training time (the Automated LLM Speedrunning Benchmark's
+-- task i, reference/benchmark.md). Read by `speedrun task` (lua/speedrun/task.lua) and meant to
+-- be read by `speedrun score --task N`; the fields are documented in docs/recipes.md.
+--
+-- Plain data only: the file returns a table and may be loaded with `load(src, name, "t", {})`.
+local RULES = {
+  "Edit only the files of the workspace: recipe.lua, and new .lua modules or .cu kernels next to it.",
+  "Keep the recipe contract (tasks/default/recipe.lua, docs/harness.md): the config scales, setup(ctx), train_step(ctx, step, batch), eval(ctx, inputs).",
+  "The host owns the data, the clock and the validation: do not read the data folder, do not modify the batch tensors, write only inside ctx.out_dir.",
+  "eval must return logits [B, T, V] that are causal (a later token may not move earlier logits) and stateless (no learning from validation inputs).",
+  "The validation target and the number of validation tokens come from the task (the target record), not from the workspace's config.",
+  "Everything else is yours to change: the model, the optimizer, the schedule, the number of steps, the batch layout, the precision, new kernels.",
+  "No new dependencies: only the speedrun library (speedrun.F, speedrun.nn, speedrun.optim, speedrun.autograd) and your own files.",
+}
+
+local DESCRIPTION = [[
+Improve recipe.lua so that it reaches the validation loss target (mean over K seeded runs,
+one-sided t-test p < 0.01) in the shortest training time. Training time is measured by the host
+(device-synchronised, validation excluded); validation cross-entropy is computed by the host on
+a fixed token set the recipe never sees in training. The score is the fraction of the human
+speed-up recovered: FSR = (t_start - t) / (t_start - t_target), where t_start and t_target are
+the calibrated times of the start and target records on the same card and scale.]]
+
+return {
+  schema = "speedrun.tasks/1",
+  defaults = {
+    workspace_files = {"recipe.lua"},           -- copied from the start record into a new workspace
+    allowed_files = {"recipe.lua", "*.lua", "*.cu"},   -- what the agent may create or edit (workspace-relative globs)
+    forbidden = {"the data folder", "the host (speedrun binary, lua/speedrun)", "the batch tensors", "files outside ctx.out_dir (writes)"},
+    entry = "recipe.lua",
+    metric = "train_time_ms", lower_is_better = true,
+    target_val_loss = 3.28,                     -- full scale; other scales take the target record's config
+    analysis_val_loss = 3.29,                   -- the benchmark's analysis threshold (FSR NaN above it)
+    runs = 3, alpha = 0.01,                     -- speedrun score: K runs, t-test level
+    job_ttl_min = 60, max_retries = 3,          -- the benchmark's limits per attempt
+    fsr_clip = {0, 3},                          -- FSR outside [0, 3] scores 0 (the benchmark's analysis)
+    rules = RULES,
+    description = DESCRIPTION,
+  },
+  tasks = {
+    {
+      id = 1, start_record = 1, target_record = 2,
+      start = "tasks/record_01", target = "tasks/record_02", hints = "hints/task_01",
+      title = "From the GPT-2 baseline to rotary embeddings and a tuned AdamW",
+      change = "remove learned positions, add RoPE; per-parameter gradient normalisation instead of clipping; lr 1.8e-3 with a trapezoid schedule; 2x batch, fewer steps",
+      -- benchmark baseline times (results.json train_time, ms; 8xH100) and the README's times
+      t_start_ms = 2968348, t_target_ms = 2209926, published_start_min = 45.0, published_target_min = 31.4,
+      val_loss_start = 3.2766, val_loss_target = 3.2603,
+    },
+    {
+      id = 2, start_record = 2, target_record = 3,
+      start = "tasks/record_02", target = "tasks/record_03", hints = "hints/task_02",
+      title = "Muon for the hidden matrices",
+      change = "Muon (Nesterov momentum orthogonalised by Newton-Schulz) on the block matrices, AdamW on the head only; no gradient normalisation; fp32 logits; 7,000 steps",
+      t_start_ms = 2209926, t_target_ms = 1386147, published_start_min = 31.4, published_target_min = 24.9,
+      val_loss_start = 3.2603, val_loss_target = 3.2813,
+    },
+    {
+      id = 3, start_record = 3, target_record = 4,
+      start = "tasks/record_03", target = "tasks/record_04", hints = "hints/task_03",
+      title = "Muon refinements: shape-scaled updates, per-block QKV",
+      change = "scale Muon updates by sqrt(max(rows, cols)) with lr 3.6e-4; orthogonalise Q, K, V blocks separately; head lr 3.6e-3; no warmup; 6,200 steps",
+      t_start_ms = 1386147, t_target_ms = 1301740, published_start_min = 24.9, published_target_min = 22.3,
+      val_loss_start = 3.2813, val_loss_target = 3.2772,
+    },
+    {
+      id = 4, start_record = 4, target_record = 5,
+      start = "tasks/record_04", target = "tasks/record_05", hints = "hints/task_04",
+      title = "A modern architecture: padded vocab, 128-wide heads, QK-norm, ReLU^2, zero-init projections",
+      change = "vocab 50304; 6 heads of 128 with separate q/k/v; QK-norm; ReLU^2; zero-init output projections; no branch scale; 5,100 steps",
+      t_start_ms = 1301740, t_target_ms = 949528, published_start_min = 22.3, published_target_min = 15.2,
+      val_loss_start = 3.2772, val_loss_target = 3.2751,
+    },
+  },
+}

@@ -1,0 +1,118 @@
+-- `speedrun task list | show | init` on a temporary workspace, and the manifest's consistency:
+-- every task's start and target records have recipe.lua and meta.lua, the hints exist at three
+-- levels, the manifest's times agree with the records' meta files.
+local T = require "speedrun.testing"
+local json = require "speedrun.json"
+local task = require "speedrun.task"
+
+local exe = arg[-1]
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/task_cli"
+local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp))
+
+local function speedrun(args)
+  local ok, how, code = os.execute(sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
+  local out = io.open(tmp .. "/out.txt"):read("a")
+  return how == "exit" and code or 128 + code, out
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local root = ".."
+
+T.case("manifest: tasks 1-4, records and hints exist, times agree with meta", function()
+  local m = assert(task.manifest(root))
+  T.eq(m.schema, "speedrun.tasks/1")
+  T.eq(#m.tasks, 4)
+  for i, t in ipairs(m.tasks) do
+    T.eq(t.id, i)
+    T.eq(t.start_record, i)
+    T.eq(t.target_record, i + 1)
+    T.ok(read(root .. "/" .. t.start .. "/recipe.lua"), "start recipe of task " .. i)
+    T.ok(read(root .. "/" .. t.target .. "/recipe.lua"), "target recipe of task " .. i)
+    local ms, mt = assert(task.meta(root, t.start)), assert(task.meta(root, t.target))
+    T.eq(ms.record, i)
+    T.eq(t.t_start_ms, ms.benchmark.train_time_ms, "t_start_ms of task " .. i)
+    T.eq(t.t_target_ms, mt.benchmark.train_time_ms, "t_target_ms of task " .. i)
+    T.ok(t.t_target_ms < t.t_start_ms, "the target is faster")
+    for lv = 1, 3 do
+      local h = read(("%s/%s/level%d.md"):format(root, t.hints, lv))
+      T.ok(h and #h > 500, ("hint level %d of task %d"):format(lv, i))
+    end
+    -- the defaults reach every task
+    T.eq(t.target_val_loss, 3.28)
+    T.ok(#t.rules > 3 and #t.allowed_files >= 1, "rules and allowed files")
+  end
+end)
+
+T.case("task list", function()
+  local rc, out = speedrun("task list")
+  T.eq(rc, 0, out)
+  for i = 1, 4 do T.ok(out:find("\n" .. i .. "%s+rec " .. i .. "%s+rec " .. (i + 1)), "row of task " .. i .. "\n" .. out) end
+end)
+
+T.case("task show N [--hint L]", function()
+  local rc, out = speedrun("task show 3")
+  T.eq(rc, 0, out)
+  T.ok(out:find("# Task 3:", 1, true), out)
+  T.ok(out:find("## Rules", 1, true), "rules shown")
+  T.ok(out:find("--hint L", 1, true), "hint levels advertised")
+  for lv = 1, 3 do
+    rc, out = speedrun("task show 1 --hint " .. lv)
+    T.eq(rc, 0, out)
+    local h = read(("%s/hints/task_01/level%d.md"):format(root, lv))
+    T.ok(out:find(h, 1, true), "hint level " .. lv .. " printed verbatim")
+  end
+  rc, out = speedrun("task show 2 --hint 1,2")
+  T.eq(rc, 0, out)
+  T.ok(out:find("level 1", 1, true) and out:find("level 2", 1, true), "two levels")
+  rc, out = speedrun("task show 9")
+  T.eq(rc, 2)
+  T.ok(out:find("no task 9", 1, true), out)
+  rc, out = speedrun("task show 1 --hint 4")
+  T.eq(rc, 2)
+  T.ok(out:find("hint level must be", 1, true), out)
+  rc, out = speedrun("task frobnicate")
+  T.eq(rc, 2)
+  T.ok(out:find("unknown subcommand", 1, true), out)
+end)
+
+T.case("task init N DIR [--hint L] makes a workspace", function()
+  local ws = tmp .. "/ws2"
+  local rc, out = speedrun("task init 2 " .. sh(ws) .. " --hint 2")
+  T.eq(rc, 0, out)
+  T.eq(read(ws .. "/recipe.lua"), read(root .. "/tasks/record_02/recipe.lua"), "the start recipe")
+  T.eq(read(ws .. "/HINT.md"), read(root .. "/hints/task_02/level2.md") .. "\n", "the hint")
+  T.ok(read(ws .. "/TASK.md"):find("# Task 2:", 1, true), "TASK.md")
+  local info = json.decode(read(ws .. "/task.json"))
+  T.eq(info.task, 2)
+  T.eq(info.start_record, 2)
+  T.eq(info.target_record, 3)
+  T.eq(info.hint, "2")
+  -- the workspace recipe loads and has the contract's functions
+  local r = dofile(ws .. "/recipe.lua")
+  T.ok(type(r.setup) == "function" and type(r.train_step) == "function" and type(r.eval) == "function", "contract")
+  T.eq(r.name, "record_02")
+  -- a non-empty folder needs --force
+  rc, out = speedrun("task init 2 " .. sh(ws))
+  T.eq(rc, 2)
+  T.ok(out:find("not empty", 1, true), out)
+  rc, out = speedrun("task init 2 " .. sh(ws) .. " --force")
+  T.eq(rc, 0, out)
+  -- no hint: no HINT.md
+  local ws4 = tmp .. "/ws4"
+  rc, out = speedrun("task init 4 " .. sh(ws4))
+  T.eq(rc, 0, out)
+  T.ok(not read(ws4 .. "/HINT.md"), "no hint file without --hint")
+  T.eq(read(ws4 .. "/recipe.lua"), read(root .. "/tasks/record_04/recipe.lua"))
+  rc = speedrun("task init 1")
+  T.eq(rc, 2)
+end)
+
+T.done()
