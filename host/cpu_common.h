@@ -24,7 +24,12 @@
 #include "registry.h"  /* defines: sr_kcall, sr_tensor */
 
 #define CPU_CHUNK 1024             /* elements per gather/compute/scatter step */
-#define CPU_PAR_MIN 32768          /* below this many elements a kernel runs on one thread */
+/* Below CPU_PAR_MIN elements a kernel runs on one thread (no OpenMP team, no barrier): about a
+** millisecond of element-wise work. Set for a shared 2-core machine, where every parallel region
+** risks waiting a scheduler slice for a descheduled team member: at the llm.c benchmark's shape
+** (bench/RESULTS-cpu.md) 2^20 instead of 2^15 took 2-thread steps from ~900 to ~600 ms with the
+** cores oversubscribed and cost ~3% on idle cores. */
+#define CPU_PAR_MIN (1 << 20)
 
 /* thread-local scratch for error messages (the registry's contract: static or thread-local) */
 static inline char *cpu_msgbuf(void) {

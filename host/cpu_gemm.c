@@ -37,6 +37,8 @@ typedef float vfloat __attribute__((vector_size(VL * 4)));
 #define KC 256    /* depth per block */
 #define NC 2048   /* columns per B panel of a task (multiple of NR) */
 #define BSUPER (16 << 20)  /* most packed-B floats at a time (64 MiB) */
+#define GEMM_PAR_MIN ((int64_t)1 << 26)  /* multiply-adds below which one thread does it all
+                                         ** (~1 ms; see CPU_PAR_MIN for why) */
 
 /* one matrix operand of a batch: element (r, k) of op(x) for a (rows = M) or (k, col) for b */
 typedef struct {
@@ -241,11 +243,13 @@ const char *sr_cpu_gemm(const sr_kcall *c) {
   if (B == 0 || M == 0 || N == 0) return NULL;
   int nt = omp_get_max_threads();
   int64_t work = M * N * (K + 1);
+  int par = work > GEMM_PAR_MIN;
 
   if (out->dtype == SR_F64 || ta->dtype == SR_F64 || tb->dtype == SR_F64) {
+    par = work > GEMM_PAR_MIN / 16;  /* the plain double loop is ~16x slower per multiply-add */
     double *rows = (double *)malloc(sizeof(double) * (size_t)(N * nt));
     if (!rows) return CPU_OOM;
-#pragma omp parallel if (work > CPU_PAR_MIN)
+#pragma omp parallel if (par)
     for (int64_t bi = 0; bi < B; bi++) {
       gemm_operand ab = a, bb = b;
       ab.off += bi * sa;
@@ -262,13 +266,14 @@ const char *sr_cpu_gemm(const sr_kcall *c) {
   int64_t npad = (N + NR - 1) / NR * NR, ncols = npad;
   if (K * npad > BSUPER) ncols = BSUPER / K / NC * NC < NC ? NC : BSUPER / K / NC * NC;
   int64_t bcols = ncols < npad ? ncols : npad, mc = MC, kmax = K < KC ? K : KC;
+  if (!par) nt = 1;
   while (mc > MR && (bcols + NC - 1) / NC * ((M + mc - 1) / mc) < 4 * nt) mc -= MR;
   float *Bp = (float *)malloc(sizeof(float) * (size_t)(bcols * K + 1));
   float *Ap = (float *)malloc(sizeof(float) * (size_t)(mc * kmax + 1) * (size_t)nt);
   float *Cf = out->dtype == SR_F32 ? NULL : (float *)malloc(sizeof(float) * (size_t)(M * N));
   if (!Bp || !Ap || (out->dtype != SR_F32 && !Cf)) { free(Bp); free(Ap); free(Cf); return CPU_OOM; }
   float alpha = (float)c->f[0], beta = Cf ? 0.0f : (float)c->f[1];
-#pragma omp parallel if (work > CPU_PAR_MIN)
+#pragma omp parallel if (par)
   {
     float *myA = Ap + (mc * kmax + 1) * (int64_t)omp_get_thread_num();
     for (int64_t bi = 0; bi < B; bi++) {

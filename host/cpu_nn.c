@@ -336,7 +336,7 @@ const char *sr_cpu_cross_entropy(const sr_kcall *c) {
   if ((e = check_indices("target", tg, N, V, 1, ignore))) return e;
   if (logits->dtype == SR_F32 && sr_is_contiguous(logits)) {
     const float *x0 = (const float *)sr_data(logits);
-#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 8) if (N * V > CPU_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
       const float *x = x0 + n * V;
       float mx = ce_row_max(x, V);
@@ -383,7 +383,7 @@ const char *sr_cpu_cross_entropy_backward(const sr_kcall *c) {
     ** x - lse keeps nearly double accuracy; the target's entry recomputed in double */
     const float *x0 = (const float *)sr_data(logits);
     float *d0 = (float *)sr_data(dlogits);
-#pragma omp parallel for schedule(static) if (N * V > CPU_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 8) if (N * V > CPU_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
       const float *x = x0 + n * V;
       float *d = d0 + n * V;

@@ -56,7 +56,7 @@ static void adamw_f32(float *pp, const float *gp, float *mp, float *vp, int64_t 
                       (float)decay, (float)step_size, (float)bc2_sqrt, (float)eps};
   const int64_t chunk = 8192;
   int64_t nch = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (n > 4 * CPU_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 16) if (n > CPU_PAR_MIN)
   for (int64_t ch = 0; ch < nch; ch++) {
     int64_t i0 = ch * chunk, len = n - i0 < chunk ? n - i0 : chunk;
     adamw_f32_run(pp + i0, gp + i0, mp + i0, vp + i0, len, k);
