@@ -22,6 +22,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
   {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
   {"speedrun.data", luaopen_speedrun_data},
+  {"speedrun.cuda", luaopen_speedrun_cuda},
   {NULL, NULL}
 };
 

@@ -34,6 +34,7 @@ void sr_lua_bind_errors(lua_State *L);
 int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/ltensor.c, host/lops.c */
 int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/ldata.c */
 int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/ldata.c */
+int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lcuda.c */
 void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
 void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
 const char *sr_lua_dir(void);
