@@ -26,8 +26,9 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   [ -z "$TEST_GROUPS" ] && SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"
   for t in tests/test_gpu_*.lua; do
     echo "== $t"
-    timeout 300 ./build/speedrun run "$t" > "$OUT/$(basename "$t" .lua).log" 2>&1
-    echo "rc=$?"; grep -E "FAIL|passed|rel err|step [0-9]|comparisons" -A2 "$OUT/$(basename "$t" .lua).log" | head -60
+    t2=$(date +%s)
+    timeout "${LUA_TEST_TIMEOUT:-300}" ./build/speedrun run "$t" > "$OUT/$(basename "$t" .lua).log" 2>&1
+    echo "rc=$? ($(( $(date +%s) - t2 )) s)"; grep -E "FAIL|passed|rel err|step [0-9]|comparisons" -A2 "$OUT/$(basename "$t" .lua).log" | head -60
   done
   echo "tests: $(( $(date +%s) - t1 )) s"
 fi

@@ -114,8 +114,12 @@ static sr_tensor *reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor *
 }
 
 sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
-  sr_tensor *cur = sr_tensor_retain(g);
   int lead = g->ndim - ndim;
+  bool any = lead > 0;
+  for (int d = lead; d < g->ndim && !any; d++) any = shape[d - lead] == 1 && g->shape[d] != 1;
+  /* bf16: sum in float32 and round once (a dim-by-dim reduction would round every stage) */
+  bool widen = any && g->dtype == SR_BF16;
+  sr_tensor *cur = widen ? sr_to_raw(g, g->storage->device, SR_F32) : sr_tensor_retain(g);
   for (int d = 0; d < g->ndim; d++) {
     bool collapse = d < lead || (shape[d - lead] == 1 && g->shape[d] != 1);
     if (!collapse) continue;
@@ -127,6 +131,11 @@ sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
     sr_tensor *v = sr_view(cur, ndim, shape);
     sr_tensor_release(cur);
     cur = v;
+  }
+  if (widen) {
+    sr_tensor *r = sr_to_raw(cur, cur->storage->device, SR_BF16);
+    sr_tensor_release(cur);
+    cur = r;
   }
   return cur;
 }
