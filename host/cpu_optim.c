@@ -68,9 +68,14 @@ const char *sr_cpu_adamw(const sr_kcall *c) {
   sr_tensor *p = c->t[0], *g = c->t[1], *m = c->t[2], *v = c->t[3];
   const char *e = cpu_check_floats(c, 0, 4);
   if (e) return e;
-  if (c->i[0] < 1) return "step must be >= 1";
-  double lr = c->f[0], b1 = c->f[1], b2 = c->f[2], eps = c->f[3], wd = c->f[4];
-  double bc1 = 1.0 - pow(b1, (double)c->i[0]), bc2_sqrt = sqrt(1.0 - pow(b2, (double)c->i[0]));
+  double lr = c->f[0], b1 = c->f[1], b2 = c->f[2], eps = c->f[3], wd = c->f[4], step = (double)c->i[0];
+  if (c->nt > 4 && c->t[4]) {  /* sched {lr, step} */
+    const float *sp = (const float *)sr_data(c->t[4]);
+    lr = sp[0];
+    step = sp[1];
+  }
+  if (step < 1) return "step must be >= 1";
+  double bc1 = 1.0 - pow(b1, step), bc2_sqrt = sqrt(1.0 - pow(b2, step));
   double step_size = lr / bc1, decay = 1.0 - lr * wd;
   int64_t n = sr_numel(p), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
   if (p->dtype == SR_F32 && g->dtype == SR_F32 && m->dtype == SR_F32 && v->dtype == SR_F32) {

@@ -248,7 +248,30 @@ static int F_cat(lua_State *L) {
   return 1;
 }
 
-/* adamw_(param, grad, m, v, {lr=, beta1=, beta2=, eps=, weight_decay=, step=}) in place */
+static bool has_sched(lua_State *L) {
+  lua_getfield(L, 5, "sched");
+  bool r = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  return r;
+}
+
+/* split(x, dim, {sizes}) -> views (at most 4 pieces; one tape node). F.split/F.chunk use it */
+static int F_split_views(lua_State *L) {
+  sr_tensor *x = sr_check_tensor(L, 1);
+  int d = lua_dim(L, 2, x->ndim);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  int n = (int)luaL_len(L, 3);
+  luaL_argcheck(L, n >= 1 && n <= 4, 3, "1 to 4 pieces");
+  int64_t sizes[4];
+  for (int k = 0; k < n; k++) { lua_geti(L, 3, k + 1); sizes[k] = luaL_checkinteger(L, -1); lua_pop(L, 1); }
+  sr_tensor *out[4];
+  sr_split_op(x, d, n, sizes, out);
+  for (int k = 0; k < n; k++) sr_push_tensor(L, out[k]);
+  return n;
+}
+
+/* adamw_(param, grad, m, v, {lr=, beta1=, beta2=, eps=, weight_decay=, step= [, sched=]}) in place;
+** sched: a float32 tensor {lr, step} on the param's device that replaces lr and step */
 static int F_adamw_(lua_State *L) {
   sr_tensor *p = sr_check_tensor(L, 1), *g = sr_check_tensor(L, 2), *m = sr_check_tensor(L, 3), *v = sr_check_tensor(L, 4);
   luaL_checktype(L, 5, LUA_TTABLE);
@@ -257,10 +280,13 @@ static int F_adamw_(lua_State *L) {
   for (int k = 0; k < 6; k++) {
     lua_getfield(L, 5, keys[k]);
     if (!lua_isnil(L, -1)) val[k] = luaL_checknumber(L, -1);
-    else if (isnan(val[k])) luaL_error(L, "adamw_: option '%s' is required", keys[k]);
+    else if (isnan(val[k]) && !(k != 4 && has_sched(L))) luaL_error(L, "adamw_: option '%s' is required", keys[k]);
     lua_pop(L, 1);
   }
-  sr_adamw_(p, g, m, v, val[0], val[1], val[2], val[3], val[4], (int64_t)val[5]);
+  lua_getfield(L, 5, "sched");
+  sr_tensor *sched = lua_isnil(L, -1) ? NULL : sr_check_tensor(L, -1);
+  sr_adamw_(p, g, m, v, val[0], val[1], val[2], val[3], val[4], sched ? 1 : (int64_t)val[5], sched);
+  lua_pop(L, 1);
   return 0;
 }
 
@@ -273,7 +299,7 @@ static const luaL_Reg F_functions[] = {
   {"max", F_max}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
   {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"cast", F_cast}, {"cat", F_cat},
-  {"adamw_", F_adamw_}, {NULL, NULL}
+  {"adamw_", F_adamw_}, {"split_views", F_split_views}, {NULL, NULL}
 };
 
 int luaopen_speedrun_F(lua_State *L) {

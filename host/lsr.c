@@ -26,6 +26,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.json", luaopen_speedrun_json},
   {"speedrun.stats", luaopen_speedrun_stats},
   {"speedrun.harness_core", luaopen_speedrun_harness_core},
+  {"speedrun.cuda", luaopen_speedrun_cuda},
   {NULL, NULL}
 };
 

@@ -118,8 +118,12 @@ static sr_tensor *reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor *
 }
 
 sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
-  sr_tensor *cur = sr_tensor_retain(g);
   int lead = g->ndim - ndim;
+  bool any = lead > 0;
+  for (int d = lead; d < g->ndim && !any; d++) any = shape[d - lead] == 1 && g->shape[d] != 1;
+  /* bf16: sum in float32 and round once (a dim-by-dim reduction would round every stage) */
+  bool widen = any && g->dtype == SR_BF16;
+  sr_tensor *cur = widen ? sr_to_raw(g, g->storage->device, SR_F32) : sr_tensor_retain(g);
   for (int d = 0; d < g->ndim; d++) {
     bool collapse = d < lead || (shape[d - lead] == 1 && g->shape[d] != 1);
     if (!collapse) continue;
@@ -131,6 +135,11 @@ sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
     sr_tensor *v = sr_view(cur, ndim, shape);
     sr_tensor_release(cur);
     cur = v;
+  }
+  if (widen) {
+    sr_tensor *r = sr_to_raw(cur, cur->storage->device, SR_BF16);
+    sr_tensor_release(cur);
+    cur = r;
   }
   return cur;
 }
@@ -727,7 +736,8 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     sr_tensor_release(gc); sr_tensor_release(gv);
   } else {
     sr_tensor *gf = sr_to_raw(g, g->storage->device, lse->dtype);
-    sr_tensor *scaled = n->i[1] == 0 ? sr_unary_raw(SR_UNARY_MUL_SCALAR, gf, n->f[0]) : sr_tensor_retain(gf);
+    /* mean: divide by the count of non-ignored targets, kept on the device (no host sync) */
+    sr_tensor *scaled = n->i[1] == 0 ? sr_binary_raw(SR_BINARY_DIV, gf, sr_node_saved(n, 3)) : sr_tensor_retain(gf);
     sr_tensor *e = sr_expand(scaled, 1, &N);
     dl = sr_contiguous_raw(e);
     sr_tensor_release(gf); sr_tensor_release(scaled); sr_tensor_release(e);
@@ -758,21 +768,23 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_kcall c = {.t = {losses, lse, l2, t}, .nt = 4, .i = {ignore_index}};
   sr_kernel_run(SR_K_cross_entropy, &c);
-  sr_tensor *y;
-  double count = (double)N;
+  sr_tensor *y, *count_t = NULL;
   if (reduction == 2) {
     sr_tensor *v = sr_view(losses, targets->ndim, targets->shape);
     y = sr_to_raw(v, v->storage->device, logits->dtype);
     sr_tensor_release(v);
   } else {
     sr_tensor *s = reduce_raw(SR_REDUCE_SUM, losses, 0, NULL);
-    if (reduction == 0) {  /* mean over targets that are not ignored */
-      sr_tensor *tc_cpu = sr_to_raw(t, SR_CPU, SR_I32);
-      const int32_t *tp = sr_data(tc_cpu);
-      count = 0;
-      for (int64_t k = 0; k < N; k++) count += tp[k] != ignore_index;
-      sr_tensor_release(tc_cpu);
-      sr_unary_inplace(SR_UNARY_MUL_SCALAR, s, count > 0 ? 1.0 / count : NAN);
+    if (reduction == 0) {  /* mean over targets that are not ignored; the count stays on the
+                           ** device (no host copy: a step stays capturable in a CUDA graph);
+                           ** 0 counted -> 0/0 = NaN as before */
+      sr_tensor *ig = sr_tensor_new(SR_I32, t->storage->device, 0, NULL);
+      sr_fill_(ig, (double)ignore_index);
+      sr_tensor *keep = sr_binary_raw(SR_BINARY_NE, t, ig);
+      sr_tensor *kf = sr_to_raw(keep, keep->storage->device, side);
+      count_t = reduce_raw(SR_REDUCE_SUM, kf, 0, NULL);
+      sr_binary_inplace(SR_BINARY_DIV, s, count_t);
+      sr_tensor_release(ig); sr_tensor_release(keep); sr_tensor_release(kf);
     }
     sr_tensor *sv = sr_view(s, 0, NULL);
     y = sr_to_raw(sv, sv->storage->device, logits->dtype == SR_BF16 ? SR_F32 : logits->dtype);
@@ -780,9 +792,10 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   }
   sr_node *n = record("cross_entropy", cross_entropy_backward, 1, &logits, y);
   if (n) {
-    sr_node_save(n, 0, l2); sr_node_save(n, 1, t); sr_node_save(n, 2, lse);
-    n->i[0] = ignore_index; n->i[1] = reduction; n->f[0] = count > 0 ? 1.0 / count : 0.0;
+    sr_node_save(n, 0, l2); sr_node_save(n, 1, t); sr_node_save(n, 2, lse); sr_node_save(n, 3, count_t);
+    n->i[0] = ignore_index; n->i[1] = reduction;
   }
+  sr_tensor_release(count_t);
   sr_tensor_release(l2); sr_tensor_release(tc); sr_tensor_release(t);
   sr_tensor_release(losses); sr_tensor_release(lse);
   return y;
@@ -791,13 +804,27 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
 /* ------------------------------------------------------------------------------------------ */
 /* scaled dot-product attention: q, k, v [B, H, T, D] */
 
+/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order */
+static sr_tensor *new_bthd(const sr_tensor *like) {
+  int64_t B = like->shape[0], H = like->shape[1], T = like->shape[2], D = like->shape[3];
+  sr_tensor *m = sr_tensor_new(like->dtype, like->storage->device, 4, (int64_t[]){B, T, H, D});
+  sr_tensor *r = sr_transpose(m, 1, 2);
+  sr_tensor_release(m);
+  return r;
+}
+
 static void sdpa_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0];
   if (!g) return;
   sr_tensor *q = sr_node_saved(n, 0), *k = sr_node_saved(n, 1), *v = sr_node_saved(n, 2);
   sr_tensor *o = sr_node_saved(n, 3), *lse = sr_node_saved(n, 4);
-  sr_tensor *gc = sr_contiguous_raw(g);
-  sr_tensor *dq = sr_tensor_new_like(q), *dk = sr_tensor_new_like(k), *dv = sr_tensor_new_like(v);
+  bool flash = n->i[1];
+  sr_tensor *gc = flash && g->stride[3] == 1 ? sr_tensor_retain(g) : sr_contiguous_raw(g);
+  /* flash path: grads in [B,T,H,D] memory order, so transpose(2,3):reshape(B,T,C) upstream is
+  ** a view, not a copy */
+  sr_tensor *dq = flash ? new_bthd(q) : sr_tensor_new_like(q);
+  sr_tensor *dk = flash ? new_bthd(k) : sr_tensor_new_like(k);
+  sr_tensor *dv = flash ? new_bthd(v) : sr_tensor_new_like(v);
   sr_kcall c = {.t = {dq, dk, dv, gc, q, k, v, o, lse}, .nt = 9, .f = {n->f[0]}, .i = {n->i[0]}};
   sr_kernel_run(SR_K_attention_backward, &c);
   sr_tensor_release(gc);
@@ -816,8 +843,15 @@ sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double
               SHP(in[i], b1), SHP(q, b2));
   }
   if (scale <= 0) scale = 1.0 / sqrt((double)q->shape[3]);
-  sr_tensor *qc = sr_contiguous_raw(q), *kc = sr_contiguous_raw(k), *vc = sr_contiguous_raw(v);
-  sr_tensor *o = sr_tensor_new_like(qc);
+  /* the CUDA flash kernel (bf16, D 64/128) takes strided views (q/k/v straight out of a fused
+  ** qkv projection) and writes out in [B,T,H,D] memory order; other paths want contiguous */
+  int64_t D = q->shape[3];
+  bool flash = q->storage->device == SR_CUDA && q->dtype == SR_BF16 && (D == 64 || D == 128) &&
+               q->stride[3] == 1 && k->stride[3] == 1 && v->stride[3] == 1;
+  sr_tensor *qc = flash ? sr_tensor_retain(q) : sr_contiguous_raw(q);
+  sr_tensor *kc = flash ? sr_tensor_retain(k) : sr_contiguous_raw(k);
+  sr_tensor *vc = flash ? sr_tensor_retain(v) : sr_contiguous_raw(v);
+  sr_tensor *o = flash ? new_bthd(q) : sr_tensor_new_like(qc);
   sr_tensor *lse = sr_tensor_new(side_dtype(q), q->storage->device, 3, q->shape);
   sr_kcall c = {.t = {o, lse, qc, kc, vc}, .nt = 5, .f = {scale}, .i = {causal}};
   sr_kernel_run(SR_K_attention, &c);
@@ -828,7 +862,7 @@ sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double
     sr_tensor *ov = sr_as_strided(o, o->ndim, o->shape, o->stride, o->offset);
     sr_node_save(n, 3, ov); sr_node_save(n, 4, lse);
     sr_tensor_release(ov);
-    n->f[0] = scale; n->i[0] = causal;
+    n->f[0] = scale; n->i[0] = causal; n->i[1] = flash;
   }
   sr_tensor_release(qc); sr_tensor_release(kc); sr_tensor_release(vc); sr_tensor_release(lse);
   return o;
@@ -934,6 +968,47 @@ sr_tensor *sr_narrow_op(sr_tensor *x, int dim, int64_t start, int64_t length) {
   return y;
 }
 
+/* split into pieces along dim (sizes sum to the dim's size): views; one node with up to
+** SR_NODE_MAXOUT outputs whose backward writes every piece's gradient into one tensor (zeros
+** where a piece got none) instead of one zero-filled full-size tensor per piece */
+static void split_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
+  int dim = (int)n->i[0];
+  sr_tensor *like = NULL;
+  for (int k = 0; k < n->nout; k++) if (go[k]) { like = go[k]; break; }
+  if (!like) return;
+  sr_tensor *dx = sr_tensor_new(like->dtype, like->storage->device, n->in_ndim[0], n->in_shape[0]);
+  int64_t start = 0;
+  for (int k = 0; k < n->nout; k++) {
+    int64_t len = (int64_t)(n->f[k]);
+    sr_tensor *part = sr_narrow(dx, dim, start, len);
+    if (go[k]) sr_copy_(part, go[k]); else sr_fill_(part, 0.0);
+    sr_tensor_release(part);
+    start += len;
+  }
+  gi[0] = dx;
+}
+
+int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **out) {
+  dim = wrap("split", dim, x->ndim);
+  if (n < 1 || n > SR_NODE_MAXOUT) sr_fail("split: 1 to %d pieces (got %d)", SR_NODE_MAXOUT, n);
+  int64_t start = 0;
+  for (int k = 0; k < n; k++) {
+    if (sizes[k] < 0 || start + sizes[k] > x->shape[dim]) sr_fail("split: piece sizes exceed dimension %d", dim + 1);
+    out[k] = sr_narrow(x, dim, start, sizes[k]);
+    start += sizes[k];
+  }
+  if (start != x->shape[dim]) sr_fail("split: piece sizes sum to %lld, dimension %d has %lld", (long long)start, dim + 1,
+                                      (long long)x->shape[dim]);
+  if (sr_needs_grad(1, &x)) {
+    sr_node *nd = sr_node_new("split", split_backward, 1, &x);
+    nd->i[0] = dim;
+    for (int k = 0; k < n; k++) nd->f[k] = (double)sizes[k];
+    sr_node_attach(nd, n, out);
+    sr_node_release(nd);
+  }
+  return n;
+}
+
 static void expand_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (go[0]) gi[0] = sr_sum_to_raw(go[0], n->in_ndim[0], n->in_shape[0]);
 }
@@ -994,7 +1069,7 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim) {
 /* fused AdamW step (no tape) */
 
 void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, double lr, double b1,
-               double b2, double eps, double wd, int64_t step) {
+               double b2, double eps, double wd, int64_t step, sr_tensor *sched) {
   char b1s[96], b2s[96];
   sr_tensor *t[4] = {param, grad, m, v};
   for (int i = 0; i < 4; i++) {
@@ -1003,8 +1078,14 @@ void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, do
       sr_fail("adamw: bad argument #%d (shape %s does not match the parameter's %s)", i + 1, SHP(t[i], b1s), SHP(param, b2s));
   }
   if (m->dtype != SR_F32 || v->dtype != SR_F32) sr_fail("adamw: optimizer state must be float32");
+  if (sched) {
+    check_same_device("adamw", param, sched);
+    if (sched->dtype != SR_F32 || sr_numel(sched) != 2 || !sr_is_contiguous(sched))
+      sr_fail("adamw: sched must be a contiguous float32 tensor of 2 elements {lr, step}");
+    step = 1;  /* read from sched by the kernel */
+  }
   if (step < 1) sr_fail("adamw: bad argument (step must be >= 1, got %lld)", (long long)step);
-  sr_kcall c = {.t = {param, grad, m, v}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {step}};
+  sr_kcall c = {.t = {param, grad, m, v, sched}, .nt = 5, .f = {lr, b1, b2, eps, wd}, .i = {step}};
   sr_kernel_run(SR_K_adamw, &c);
   param->storage->version++;
 }

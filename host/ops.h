@@ -46,13 +46,17 @@ sr_tensor *sr_view_op(sr_tensor *x, int ndim, const int64_t *shape);
 sr_tensor *sr_transpose_op(sr_tensor *x, int d0, int d1);
 sr_tensor *sr_permute_op(sr_tensor *x, const int *perm);
 sr_tensor *sr_narrow_op(sr_tensor *x, int dim, int64_t start, int64_t length);
+/* split x along dim into n (<= 4) views of the given sizes (summing to the dim); one tape node */
+int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **out);
 sr_tensor *sr_unsqueeze_op(sr_tensor *x, int dim);
 sr_tensor *sr_squeeze_op(sr_tensor *x, int dim);
 sr_tensor *sr_expand_op(sr_tensor *x, int ndim, const int64_t *shape);
 sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim);
 
 /* ---- optimizer (no tape; in place) */
+/* sched: NULL, or a float32 tensor {lr, step} on param's device that overrides lr and step
+** (device-side values: a CUDA graph replay of the step sees the current ones) */
 void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, double lr, double b1,
-               double b2, double eps, double wd, int64_t step);
+               double b2, double eps, double wd, int64_t step, sr_tensor *sched);
 
 #endif

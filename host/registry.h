@@ -96,7 +96,7 @@ typedef enum sr_reduce_fn {
   X(cross_entropy_backward, "t0 dlogits [N,V] (=), t1 dlosses [N] (the dtype of lse), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = dloss*(softmax - onehot); 0 on ignored rows.") \
   X(attention,   "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 causal.") \
   X(attention_backward, "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 causal.") \
-  X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16.")
+  X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the device, overriding f0 and i0 (a CUDA graph replay reads the current values).")
 
 typedef enum sr_kernel_id {
 #define SR_X(n, doc) SR_K_##n,

@@ -15,7 +15,17 @@
 
 struct adamw_hp {
   float lr, b1, b2, eps, wd, bc1, bc2;  // bc = 1 / (1 - beta^step)
+  const float *sched;                   // NULL, or device {lr, step} overriding lr, bc1, bc2
 };
+
+// the device-side schedule, read by every thread (two cached loads)
+__device__ __forceinline__ void adamw_resolve(adamw_hp &h) {
+  if (!h.sched) return;
+  float step = h.sched[1];
+  h.lr = h.sched[0];
+  h.bc1 = 1.f / (1.f - powf(h.b1, step));
+  h.bc2 = 1.f / (1.f - powf(h.b2, step));
+}
 
 __device__ __forceinline__ float adamw_one(float p, float g, float &m, float &v, const adamw_hp &h) {
   m = h.b1 * m + (1.f - h.b1) * g;
@@ -25,6 +35,7 @@ __device__ __forceinline__ float adamw_one(float p, float g, float &m, float &v,
 }
 
 __global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, float *m, float *v, int64_t n, adamw_hp h) {
+  adamw_resolve(h);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float mi = m[i], vi = v[i];
     float r = adamw_one(ld_as_float(p, pdt, i), ld_as_float(g, gdt, i), mi, vi, h);
@@ -35,6 +46,7 @@ __global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, float *m
 }
 
 __global__ void adamw_f32x4_kernel2(float4 *p, const float4 *g, float4 *m, float4 *v, int64_t n4, adamw_hp h) {
+  adamw_resolve(h);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     float4 pp = p[i], gg = g[i], mm = m[i], vv = v[i];
     pp.x = adamw_one(pp.x, gg.x, mm.x, vv.x, h);
@@ -65,6 +77,11 @@ extern "C" const char *sr_cuda_adamw(const sr_kcall *c) {
   h.wd = (float)c->f[4];
   h.bc1 = (float)(1.0 / (1.0 - pow(c->f[1], (double)step)));
   h.bc2 = (float)(1.0 / (1.0 - pow(c->f[2], (double)step)));
+  h.sched = NULL;
+  if (c->nt > 4 && c->t[4]) {
+    if (c->t[4]->dtype != SR_F32 || kn_numel(c->t[4]) != 2) return sr_errf("sched must be f32 {lr, step}");
+    h.sched = (const float *)kn_data(c->t[4]);
+  }
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   void *pp = kn_data(p), *gp = kn_data(g), *mp = kn_data(m), *vp = kn_data(v);
   bool al = (((uintptr_t)pp | (uintptr_t)gp | (uintptr_t)mp | (uintptr_t)vp) & 15) == 0;

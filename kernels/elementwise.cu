@@ -12,6 +12,14 @@
 // CUDA kernels
 
 // the unary functions of registry.h; p is the scalar parameter
+// x^p that keeps the sign for a negative base and an integral exponent (powf under
+// --use_fast_math is exp2(p*log2(x)): NaN for x < 0)
+__device__ __forceinline__ float pow_f(float x, float p) {
+  if (x >= 0.f || p != rintf(p)) return powf(x, p);
+  float r = powf(-x, p);
+  return fmodf(fabsf(p), 2.f) == 1.f ? -r : r;
+}
+
 __device__ __forceinline__ float unary_f(int fn, float x, float p) {
   switch (fn) {
     case SR_UNARY_NEG: return -x;
@@ -32,7 +40,7 @@ __device__ __forceinline__ float unary_f(int fn, float x, float p) {
     case SR_UNARY_RELU2: { float r = x > 0.f ? x : 0.f; return r * r; }
     case SR_UNARY_ADD_SCALAR: return x + p;
     case SR_UNARY_MUL_SCALAR: return x * p;
-    case SR_UNARY_POW_SCALAR: return powf(x, p);
+    case SR_UNARY_POW_SCALAR: return pow_f(x, p);
     case SR_UNARY_RSUB_SCALAR: return p - x;
     case SR_UNARY_RDIV_SCALAR: return p / x;
     case SR_UNARY_SIGN: return (float)((x > 0.f) - (x < 0.f));
@@ -68,7 +76,7 @@ __device__ __forceinline__ float unary_df(int fn, float x, float p) {
     case SR_UNARY_RELU2: return x > 0.f ? 2.f * x : 0.f;
     case SR_UNARY_ADD_SCALAR: return 1.f;
     case SR_UNARY_MUL_SCALAR: return p;
-    case SR_UNARY_POW_SCALAR: return p * powf(x, p - 1.f);
+    case SR_UNARY_POW_SCALAR: return p * pow_f(x, p - 1.f);
     case SR_UNARY_RSUB_SCALAR: return -1.f;
     case SR_UNARY_RDIV_SCALAR: return -p / (x * x);
     case SR_UNARY_SIGN: return 0.f;
@@ -78,11 +86,17 @@ __device__ __forceinline__ float unary_df(int fn, float x, float p) {
 
 __device__ __forceinline__ float binary_f(int fn, float a, float b) {
   switch (fn) {
+    case SR_BINARY_EQ: return a == b ? 1.f : 0.f;
+    case SR_BINARY_NE: return a != b ? 1.f : 0.f;
+    case SR_BINARY_LT: return a < b ? 1.f : 0.f;
+    case SR_BINARY_LE: return a <= b ? 1.f : 0.f;
+    case SR_BINARY_GT: return a > b ? 1.f : 0.f;
+    case SR_BINARY_GE: return a >= b ? 1.f : 0.f;
     case SR_BINARY_ADD: return a + b;
     case SR_BINARY_SUB: return a - b;
     case SR_BINARY_MUL: return a * b;
     case SR_BINARY_DIV: return a / b;
-    case SR_BINARY_POW: return powf(a, b);
+    case SR_BINARY_POW: return pow_f(a, b);
     case SR_BINARY_MAX: return (a != a || b != b) ? a + b : fmaxf(a, b);  // NaN propagates
     case SR_BINARY_MIN: return (a != a || b != b) ? a + b : fminf(a, b);
     default: return __int_as_float(0x7fffffff);
@@ -279,7 +293,7 @@ extern "C" const char *sr_cuda_unary_backward(const sr_kcall *c) {
 }
 
 extern "C" const char *sr_cuda_binary(const sr_kcall *c) {
-  const char *e = check_dtypes(c, 0, 3, false);
+  const char *e = check_dtypes(c, 0, 3, true);  // i32 goes through float: exact below 2^24
   if (e) return e;
   int fn = (int)c->i[0];
   if (fn < 0 || fn >= SR_BINARY_COUNT) return sr_errf("unknown binary function %d", fn);

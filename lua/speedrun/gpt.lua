@@ -49,6 +49,13 @@ function GPT:init(cfg)
   self.pos = sr.arange(0, cfg.block_size, {dtype = "int32", device = cfg.device})
 end
 
+-- to(device [, dtype]): parameters as nn.Module:to, and the position table to the same device
+function GPT:to(...)
+  nn.Module.to(self, ...)
+  self.pos = self.pos:to(self.wte.weight.device)
+  return self
+end
+
 -- idx [B, T] int32 -> logits [B, T, V]; with targets [B, T] also the mean cross-entropy
 function GPT:forward(idx, targets)
   local T = idx.shape[2]

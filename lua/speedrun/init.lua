@@ -59,12 +59,20 @@ function F.stack(ts, dim)
 end
 
 -- split(x, size, dim): pieces of `size` along dim (the last may be shorter)
+-- (up to 4 pieces: views under one tape node, whose backward writes one gradient tensor)
 function F.split(x, size, dim)
   dim = dim or 1
-  local n, out, start = x:size(dim), {}, 1
+  local n, sizes, start = x:size(dim), {}, 1
   while start <= n do
     local len = math.min(size, n - start + 1)
-    out[#out + 1] = x:narrow(dim, start, len)
+    sizes[#sizes + 1] = len
+    start = start + len
+  end
+  if #sizes >= 1 and #sizes <= 4 then return {F.split_views(x, dim, sizes)} end
+  local out
+  out, start = {}, 1
+  for i, len in ipairs(sizes) do
+    out[i] = x:narrow(dim, start, len)
     start = start + len
   end
   return out
@@ -109,10 +117,10 @@ mt.__pow = F.pow
 mt.__unm = F.neg
 
 -- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt,
--- speedrun.kernel
+-- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lcuda.c)
 setmetatable(M, {
   __index = function(t, k)
-    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" then
+    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" or k == "cuda" then
       local lib = require("speedrun." .. k)
       rawset(t, k, lib)
       return lib

@@ -33,23 +33,53 @@ setmetatable(AdamW, {__call = function(cls, groups, defaults)
   return self
 end})
 
+-- On cuda, each group keeps its lr and step count in a device tensor `sched` {lr, step} that the
+-- fused kernel reads: the step count is incremented on the device, and the lr is written there
+-- by set_lr_multiplier (and by every eager step), so a CUDA graph that captured step() replays
+-- with the current values. Under capture the lr is not rewritten: change it with
+-- set_lr_multiplier (or set_lr) outside the graph. State (m, v, sched) is created by the first
+-- step, so run one eager step before capturing (speedrun.cuda.graph).
+local function group_sched(g, p)
+  if p.device ~= "cuda" then return nil end
+  if not g.sched then
+    g.sched = sr.tensor({g.lr, 0}, {dtype = "float32", device = "cuda"})
+    g.sched_lr = g.sched:narrow(1, 1, 1)
+    g.sched_step = g.sched:narrow(1, 2, 1)
+  end
+  return g.sched
+end
+
+local function capturing()
+  local ok, cuda = pcall(require, "speedrun.cuda")
+  return ok and cuda.capturing()
+end
+
 -- step(): one update of every parameter that has a gradient
 function AdamW:step()
   self.step_count = self.step_count + 1
+  local cap = capturing()
   sr.no_grad(function()
     for _, g in ipairs(self.groups) do
+      local stepped = false
       for _, p in ipairs(g.params) do
         local grad = p.grad
         if grad then
           local st = self.state[p]
           if not st then
+            if cap then error("AdamW: the first step() must run eagerly (optimizer state is created there)", 3) end
             st = {m = sr.zeros(p.shape, {dtype = "float32", device = p.device}),
                   v = sr.zeros(p.shape, {dtype = "float32", device = p.device}), step = 0}
             self.state[p] = st
           end
           st.step = st.step + 1
+          local sched = group_sched(g, p)
+          if sched and not stepped then
+            if not cap then g.sched_lr:fill_(g.lr) end
+            g.sched_step:add_(1)
+            stepped = true
+          end
           F.adamw_(p, grad:contiguous(), st.m, st.v, {lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2],
-                   eps = g.eps, weight_decay = g.weight_decay, step = st.step})
+                   eps = g.eps, weight_decay = g.weight_decay, step = st.step, sched = sched})
         end
       end
     end
@@ -64,7 +94,10 @@ end
 
 -- set every group's lr to initial_lr * multiplier
 function AdamW:set_lr_multiplier(mult)
-  for _, g in ipairs(self.groups) do g.lr = g.initial_lr * mult end
+  for _, g in ipairs(self.groups) do
+    g.lr = g.initial_lr * mult
+    if g.sched_lr then g.sched_lr:fill_(g.lr) end
+  end
 end
 
 -- clip_grad_norm_(params, max_norm): scales all gradients so their global 2-norm is at most
