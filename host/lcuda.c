@@ -190,9 +190,9 @@ static int c_graph(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_rawseti(L, -2, 3);
+#endif
   lua_settop(L, ud);
   return 1;
-#endif
 }
 
 /* g:replay() -> the step's results */
