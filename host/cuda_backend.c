@@ -176,6 +176,19 @@ static void release_free_blocks(int pool_only, int pool) {
   if (capslot) map_rebuild();
 }
 
+/* SPEEDRUN_CUDA_MEM_LIMIT=<bytes>: a cap on memory held from the driver (the harness's GPU
+** memory limit); 0 = none */
+static size_t mem_limit(void) {
+  static int read;
+  static size_t limit;
+  if (!read) {
+    const char *e = getenv("SPEEDRUN_CUDA_MEM_LIMIT");
+    limit = e && *e ? (size_t)strtoull(e, NULL, 10) : 0;
+    read = 1;
+  }
+  return limit;
+}
+
 void *sr_cuda_malloc(size_t nbytes) {
   if (start()) return NULL;
   size_t want = nbytes ? (nbytes + SR_ALIGN - 1) / SR_ALIGN * SR_ALIGN : SR_ALIGN;
@@ -189,6 +202,12 @@ void *sr_cuda_malloc(size_t nbytes) {
   }
   if (best < 0) {
     void *p = NULL;
+    size_t cap = mem_limit();
+    if (cap && reserved_bytes + want > cap && !capturing) {
+      cudaStreamSynchronize(stream);
+      release_free_blocks(1, 0);  /* give cached blocks back before refusing */
+    }
+    if (cap && reserved_bytes + want > cap) return NULL;
     cudaError_t e = cudaMalloc(&p, want);
     if (e != cudaSuccess && !capturing) {
       cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
@@ -274,8 +293,8 @@ static void *be_alloc(size_t n) {
   need();
   void *p = sr_cuda_malloc(n);
   if (!p)
-    sr_fail("cuda: out of memory allocating %zu bytes (%zu in use, %zu held from the driver)", n, cur_bytes,
-            reserved_bytes);
+    sr_fail("cuda: out of memory allocating %zu bytes (%zu in use, %zu held from the driver%s)", n, cur_bytes,
+            reserved_bytes, mem_limit() ? ", SPEEDRUN_CUDA_MEM_LIMIT reached" : "");
   return p;
 }
 
