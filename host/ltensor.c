@@ -618,17 +618,12 @@ static int m_to(lua_State *L) {
 /* ------------------------------------------------------------------------------------------ */
 /* in-place (never recorded; for optimizers and initialisation) */
 
+/* copy_(src): src broadcast to this tensor's shape; any dtype/device */
 static int m_copy_(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1), *s = sr_check_tensor(L, 2);
-  char b1[96], b2[96];
-  if (sr_numel(t) != sr_numel(s) || !sr_same_shape(t, s)) {
-    sr_tensor *e = sr_expand(s, t->ndim, t->shape);  /* broadcast the source; fails with shapes */
-    sr_push_tensor(L, e);
-    (void)b1; (void)b2;
-    sr_copy_(t, e);
-  } else {
-    sr_copy_(t, s);
-  }
+  sr_tensor *e = sr_expand(s, t->ndim, t->shape);  /* fails naming both shapes */
+  sr_push_tensor(L, e);
+  sr_copy_(t, e);
   lua_settop(L, 1);
   return 1;
 }

@@ -46,4 +46,26 @@ T.case("same losses with one thread", function()
   T.close(a, b, 0, "losses with 1 thread")
 end)
 
+-- Golden run: a float64 model, fixed seed and batch; the first five losses and logit sums were
+-- recorded from this engine (CPU reference, any thread count) and pin the whole model: init,
+-- forward, backward and AdamW. A change that moves them must explain why.
+T.case("golden losses of a seeded float64 run", function()
+  sr.manual_seed(2024)
+  local model = gpt.GPT {vocab_size = 32, block_size = 8, n_layer = 2, n_head = 2, n_embd = 16, dtype = "float64"}
+  local opt = optim.AdamW(model:parameters(), {lr = 1e-2, betas = {0.9, 0.95}, weight_decay = 0.1})
+  local x, y = sr.randint(0, 32, {2, 8}), sr.randint(0, 32, {2, 8})
+  local golden = {
+    {3.46065299079502, 4.41299930664979}, {3.29293133985762, 6.84442856696887},
+    {3.11516440945055, -2.02690043243143}, {2.98979447879022, -10.395686743131},
+    {2.84788873561839, -15.4395370216981},
+  }
+  for step = 1, #golden do
+    local logits, loss = model(x, y)
+    opt:zero_grad()
+    loss:backward()
+    opt:step()
+    T.close({loss:item(), sr.F.sum(logits):item()}, golden[step], 1e-9, "step " .. step)
+  end
+end)
+
 T.done()
