@@ -21,7 +21,7 @@
 #define FINEWEB_URL "https://huggingface.co/datasets/kjj0/fineweb10B-gpt2/resolve/main"
 
 static const char *USAGE =
-  "usage: speedrun data prepare [--corpus tiny|default] [--out DIR] [--threads N]\n"
+  "usage: speedrun data prepare [--corpus tiny|default|large] [--out DIR] [--threads N]\n"
   "                             [--shard-tokens N] [--gpt2-dir DIR]\n"
   "       speedrun data tokenize FILE -o OUT.bin [--raw] [--threads N] [--gpt2-dir DIR]\n"
   "       speedrun data fetch fineweb10B [--train-shards N] [--out DIR] [--base-url URL]\n"

