@@ -4,7 +4,8 @@
 ** denominator of scale*q.k), which the backward uses to recompute probabilities.
 **
 ** bf16, D in {64, 128}: flash attention of our own (FA2 scheme) on tensor cores
-** (mma.sync m16n8k16, fp32 accumulation). Tiles of 64 queries x 64 keys; a block of 4 warps owns
+** (mma.sync m16n8k16, fp32 accumulation; fragments loaded with ldmatrix, SR_ATTN_V1=1 for the
+** earlier plain shared loads). Tiles of 64 queries x 64 keys; a block of 4 warps owns
 ** 64 queries (forward) or 64 keys (backward); online softmax in registers; nothing of size T x T
 ** ever exists. Which key blocks a query block visits comes from kv_block_range() and which
 ** (query, key) pairs are masked from masked(): sliding-window and document masks (records 12+)
@@ -18,6 +19,8 @@
 ** models.
 ** Gradient contract: dq, dk, dv are written (=).
 */
+#include <stdlib.h>     // defines: getenv
+
 #include "common.cuh"  // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
 
 #define LOG2E 1.4426950408889634f
@@ -84,6 +87,38 @@ __device__ __forceinline__ void ldB_kn(uint32_t *b, const bf16 *X, int ld, int k
   b[0] = pack_raw(X[(k0 + 2 * t) * ld + n0 + g], X[(k0 + 2 * t + 1) * ld + n0 + g]);
   b[1] = pack_raw(X[(k0 + 2 * t + 8) * ld + n0 + g], X[(k0 + 2 * t + 9) * ld + n0 + g]);
 }
+// the same fragments through ldmatrix (one instruction loads four 8x8 matrices; lanes 8m..8m+7
+// give the row addresses of matrix m, register m receives it; .trans delivers the transpose).
+// Row addresses must be 16-byte aligned: rows of LD = D + 8 (or 72) bf16 and column offsets that
+// are multiples of 8 are; the row stride of 36 (68) words also keeps each matrix conflict-free.
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const bf16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const bf16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+// as ldA: matrices (rows r0.., cols k0..), (r0+8.., k0..), (r0.., k0+8..), (r0+8.., k0+8..) = a0..a3
+__device__ __forceinline__ void ldA_x4(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4(a, &X[(r0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + k0 + (l >> 4) * 8]);
+}
+// as ldB_nk for n0..n0+7 (b[0..1]) and n0+8..n0+15 (b[2..3]): matrices (n0.., k0..), (n0.., k0+8..),
+// (n0+8.., k0..), (n0+8.., k0+8..)
+__device__ __forceinline__ void ldB_nk_x4(uint32_t *b, const bf16 *X, int ld, int n0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4(b, &X[(n0 + (l & 7) + (l >> 4) * 8) * ld + k0 + ((l >> 3) & 1) * 8]);
+}
+// as ldB_kn for n0..n0+7 (b[0..1]) and n0+8..n0+15 (b[2..3]), transposed: matrices (rows k0..,
+// cols n0..), (k0+8.., n0..), (k0.., n0+8..), (k0+8.., n0+8..)
+__device__ __forceinline__ void ldB_kn_x4(uint32_t *b, const bf16 *X, int ld, int k0, int n0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4_t(b, &X[(k0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + n0 + (l >> 4) * 8]);
+}
 // A fragments of a 16 x 64 tile held as C fragments (8 tiles of 16x8): k-step kk covers cols 16kk..
 __device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int kk) {
   a[0] = pack_bf16(P[2 * kk][0], P[2 * kk][1]);
@@ -117,7 +152,7 @@ __device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int64_t ld, in
 // ----------------------------------------------------------------------------
 // CUDA kernels: flash attention (bf16, tensor cores)
 
-template <int D>
+template <int D, bool LDM>
 __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                        const bf16 *v, int T, float scale_log2, int causal,
                                                                        att_strides as) {
@@ -135,7 +170,10 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
   load_tile<D, LD>(Ks, Q, qst, qb * 64, T);
   __syncthreads();
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) ldA(qa[kk], Ks, LD, w * 16, kk * 16);
+  for (int kk = 0; kk < D / 16; kk++) {
+    if (LDM) ldA_x4(qa[kk], Ks, LD, w * 16, kk * 16);
+    else ldA(qa[kk], Ks, LD, w * 16, kk * 16);
+  }
 
   float O[D / 8][4];
 #pragma unroll
@@ -155,11 +193,21 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
     for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
+      if (LDM) {
 #pragma unroll
-      for (int j = 0; j < 8; j++) {
-        uint32_t b[2];
-        ldB_nk(b, Ks, LD, j * 8, kk * 16);
-        mma16816(S[j], qa[kk], b);
+        for (int j = 0; j < 8; j += 2) {
+          uint32_t b[4];
+          ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
+          mma16816(S[j], qa[kk], b);
+          mma16816(S[j + 1], qa[kk], b + 2);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          uint32_t b[2];
+          ldB_nk(b, Ks, LD, j * 8, kk * 16);
+          mma16816(S[j], qa[kk], b);
+        }
       }
     }
     // scale, mask, row max
@@ -202,11 +250,21 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
     for (int kk = 0; kk < 4; kk++) {
       uint32_t a[4];
       acc_to_A(a, S, kk);
+      if (LDM) {
 #pragma unroll
-      for (int i = 0; i < D / 8; i++) {
-        uint32_t b[2];
-        ldB_kn(b, Vs, LD, kk * 16, i * 8);
-        mma16816(O[i], a, b);
+        for (int i = 0; i < D / 8; i += 2) {
+          uint32_t b[4];
+          ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
+          mma16816(O[i], a, b);
+          mma16816(O[i + 1], a, b + 2);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+          uint32_t b[2];
+          ldB_kn(b, Vs, LD, kk * 16, i * 8);
+          mma16816(O[i], a, b);
+        }
       }
     }
   }
@@ -262,8 +320,9 @@ __global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+// D = 64: capped at 170 registers so that three blocks share an SM (the ldmatrix variant wants 187)
+template <int D, bool LDM>
+__global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                         const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                         const float *lse, const float *delta, int T,
                                                                         float scale, int causal, att_strides as) {
@@ -309,15 +368,30 @@ __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t ak[4], av[4];
-      ldA(ak, Ks, LD, w * 16, kk * 16);
-      ldA(av, Vs, LD, w * 16, kk * 16);
+      if (LDM) {
+        ldA_x4(ak, Ks, LD, w * 16, kk * 16);
+        ldA_x4(av, Vs, LD, w * 16, kk * 16);
 #pragma unroll
-      for (int j = 0; j < 8; j++) {
-        uint32_t b[2];
-        ldB_nk(b, Qs, LD, j * 8, kk * 16);
-        mma16816(P[j], ak, b);
-        ldB_nk(b, dOs, LD, j * 8, kk * 16);
-        mma16816(dS[j], av, b);
+        for (int j = 0; j < 8; j += 2) {
+          uint32_t b[4];
+          ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
+          mma16816(P[j], ak, b);
+          mma16816(P[j + 1], ak, b + 2);
+          ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
+          mma16816(dS[j], av, b);
+          mma16816(dS[j + 1], av, b + 2);
+        }
+      } else {
+        ldA(ak, Ks, LD, w * 16, kk * 16);
+        ldA(av, Vs, LD, w * 16, kk * 16);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          uint32_t b[2];
+          ldB_nk(b, Qs, LD, j * 8, kk * 16);
+          mma16816(P[j], ak, b);
+          ldB_nk(b, dOs, LD, j * 8, kk * 16);
+          mma16816(dS[j], av, b);
+        }
       }
     }
     // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
@@ -338,13 +412,26 @@ __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk
       uint32_t ap[4], as[4];
       acc_to_A(ap, P, kk);
       acc_to_A(as, dS, kk);
+      if (LDM) {
 #pragma unroll
-      for (int i = 0; i < D / 8; i++) {
-        uint32_t b[2];
-        ldB_kn(b, dOs, LD, kk * 16, i * 8);
-        mma16816(dV[i], ap, b);
-        ldB_kn(b, Qs, LD, kk * 16, i * 8);
-        mma16816(dK[i], as, b);
+        for (int i = 0; i < D / 8; i += 2) {
+          uint32_t b[4];
+          ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
+          mma16816(dV[i], ap, b);
+          mma16816(dV[i + 1], ap, b + 2);
+          ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
+          mma16816(dK[i], as, b);
+          mma16816(dK[i + 1], as, b + 2);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+          uint32_t b[2];
+          ldB_kn(b, dOs, LD, kk * 16, i * 8);
+          mma16816(dV[i], ap, b);
+          ldB_kn(b, Qs, LD, kk * 16, i * 8);
+          mma16816(dK[i], as, b);
+        }
       }
     }
     // dS as [query][key] in shared memory for dQ = dS K
@@ -367,12 +454,23 @@ __global__ void __launch_bounds__(128) flash_attention_backward_kernel1(bf16 *dk
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) {
         uint32_t a[4];
-        ldA(a, dSs, LDS, w * 16, kk * 16);
+        if (LDM) {
+          ldA_x4(a, dSs, LDS, w * 16, kk * 16);
 #pragma unroll
-        for (int i = 0; i < D / 16; i++) {
-          uint32_t b[2];
-          ldB_kn(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
-          mma16816(dQ[i], a, b);
+          for (int i = 0; i < D / 16; i += 2) {
+            uint32_t b[4];
+            ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+            mma16816(dQ[i], a, b);
+            mma16816(dQ[i + 1], a, b + 2);
+          }
+        } else {
+          ldA(a, dSs, LDS, w * 16, kk * 16);
+#pragma unroll
+          for (int i = 0; i < D / 16; i++) {
+            uint32_t b[2];
+            ldB_kn(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+            mma16816(dQ[i], a, b);
+          }
         }
       }
       float *dqb = dq_acc + bh * T * D;
@@ -533,6 +631,13 @@ static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
   }
   return true;
 }
+// SR_ATTN_V1=1: the flash kernels load fragments with plain 32-bit/16-bit shared loads instead of
+// ldmatrix (the earlier kernels, kept for A/B timing and as a fallback)
+static bool attn_v1(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("SR_ATTN_V1"); v = e && e[0] == '1'; }
+  return v == 1;
+}
 static bool all_contig(sr_tensor *const *ts, int n) {
   for (int j = 0; j < n; j++)
     if (!kn_contig(ts[j])) return false;
@@ -571,12 +676,13 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   if (flash_ok(dt, D, ts, 4)) {
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
     att_strides as = strides_of(ts, 4);
-    if (D == 64)
-      flash_attention_forward_kernel1<64><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
-                                                               (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
-    else
-      flash_attention_forward_kernel1<128><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse), (const bf16 *)kn_data(q),
-                                                                (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
+#define FWD1(DD, LL)                                                                                                    \
+  flash_attention_forward_kernel1<DD, LL><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),             \
+      (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
+    bool ldm = !attn_v1();
+    if (D == 64) { if (ldm) { FWD1(64, true) } else { FWD1(64, false) } }
+    else { if (ldm) { FWD1(128, true) } else { FWD1(128, false) } }
+#undef FWD1
     SR_LAUNCH_CHECK();
     return NULL;
   }
@@ -635,14 +741,16 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
     size_t smem = (size_t)(4 * 64 * (D + 8) + 64 * 72) * sizeof(bf16) + 128 * sizeof(float);
-#define BWD1(DD)                                                                                                      \
+#define BWD1(DD, LL)                                                                                                  \
   if (ce == cudaSuccess)                                                                                              \
-    ce = cudaFuncSetAttribute(flash_attention_backward_kernel1<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
+    ce = cudaFuncSetAttribute(flash_attention_backward_kernel1<DD, LL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
   if (ce == cudaSuccess)                                                                                              \
-    flash_attention_backward_kernel1<DD><<<grid, 128, smem, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc,     \
+    flash_attention_backward_kernel1<DD, LL><<<grid, 128, smem, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc,     \
         (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout),    \
         (const float *)kn_data(lse), delta, T, scale, causal, as);
-    if (D == 64) { BWD1(64) } else { BWD1(128) }
+    bool ldm = !attn_v1();
+    if (D == 64) { if (ldm) { BWD1(64, true) } else { BWD1(64, false) } }
+    else { if (ldm) { BWD1(128, true) } else { BWD1(128, false) } }
 #undef BWD1
     if (ce == cudaSuccess) {
       attention_dq_convert_kernel1<<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D, T, D, as);

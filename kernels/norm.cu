@@ -4,9 +4,12 @@
 ** Gradient contract (as llm.c's layernorm.cuh): dx is written (=); dweight and dbias are
 ** accumulated (+=). The backward computes dx row by row (a warp per row) and reduces the
 ** parameter grads per block in shared memory, then across blocks in a second small kernel
-** (deterministic, no global atomics).
+** (deterministic, no global atomics). Contiguous rows with C % 8 == 0 and C <= 1024 take
+** vectorised kernels (a row in registers, 16-byte accesses); SR_NORM_V1=1 forces the scalar ones.
 */
-#include "common.cuh"  // defines: ld_as_float, st_from_float, warp_sum
+#include <stdlib.h>     // defines: getenv
+
+#include "common.cuh"  // defines: ld_as_float, st_from_float, warp_sum, ld8, st8
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -84,6 +87,144 @@ __global__ void norm_backward_kernel1(void *dx, int dxdt, float *part, const voi
     for (int64_t c = threadIdx.x; c < 2 * C; c += blockDim.x) part[blockIdx.x * 2 * C + c] = sh[c];
 }
 
+// ----------------------------------------------------------------------------
+// vectorised kernels for contiguous rows with C % 8 == 0 and C <= 1024 (x, out, dout, dx of one
+// dtype T; weight/bias of one dtype TW): a warp per row, the row held in registers (NCH chunks of
+// 8 values per lane, vector v = j*32 + lane), 16-byte loads and stores, x read once.
+
+template <bool LN, typename T, typename TW, int NCH>
+__global__ void __launch_bounds__(256) norm_forward_kernel2(T *out, float *mean, float *rstd, const T *x, const TW *w,
+                                                            const TW *b, int64_t N, int C, float eps) {
+  int64_t n = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31, nv = C >> 3;
+  if (n >= N) return;
+  const T *xr = x + n * C;
+  float xv[NCH][8];
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < NCH; j++) {
+    int v = j * 32 + lane;
+    if (v < nv) ld8(xr, v, xv[j]);
+    else
+#pragma unroll
+      for (int k = 0; k < 8; k++) xv[j][k] = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s += xv[j][k];
+  }
+  float m = 0.f;
+  if (LN) m = warp_sum(s) / (float)C;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < NCH; j++)
+    if (j * 32 + lane < nv)
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        float d = xv[j][k] - m;
+        q += d * d;
+      }
+  float r = rsqrtf(warp_sum(q) / (float)C + eps);
+  T *orow = out + n * C;
+#pragma unroll
+  for (int j = 0; j < NCH; j++) {
+    int v = j * 32 + lane;
+    if (v >= nv) continue;
+    float y[8], wv[8], bv[8];
+    if (w) ld8(w, v, wv);
+    if (LN && b) ld8(b, v, bv);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      y[k] = (xv[j][k] - m) * r;
+      if (w) y[k] *= wv[k];
+      if (LN && b) y[k] += bv[k];
+    }
+    st8(orow, v, y);
+  }
+  if (lane == 0) {
+    rstd[n] = r;
+    if (LN) mean[n] = m;
+  }
+}
+
+// dx row by row (a warp per row); with want_params each lane accumulates dweight/dbias of its
+// columns over the warp's rows in registers, then the block adds its warps' partials in shared
+// memory in warp order (deterministic) and writes part[block][2C]
+template <bool LN, typename T, typename TW, int NCH>
+__global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part, const T *dout, const T *x, const TW *w,
+                                                             const float *mean, const float *rstd, int64_t N, int C,
+                                                             int want_params) {
+  extern __shared__ float sh[];  // [2C]: dweight, dbias partials
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, nv = C >> 3;
+  float aw[NCH][8], ab[NCH][8];
+#pragma unroll
+  for (int j = 0; j < NCH; j++)
+#pragma unroll
+    for (int k = 0; k < 8; k++) aw[j][k] = ab[j][k] = 0.f;
+  int64_t warps = (int64_t)gridDim.x * nwarps;
+  for (int64_t n = blockIdx.x * (int64_t)nwarps + warp; n < N; n += warps) {
+    const T *dr = dout + n * C, *xr = x + n * C;
+    float m = LN ? mean[n] : 0.f, r = rstd[n];
+    float dv[NCH][8], xh[NCH][8];
+    float sg = 0.f, sgx = 0.f;
+#pragma unroll
+    for (int j = 0; j < NCH; j++) {
+      int v = j * 32 + lane;
+      if (v < nv) {
+        ld8(dr, v, dv[j]);
+        ld8(xr, v, xh[j]);
+        float wv[8];
+        if (w) ld8(w, v, wv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+          xh[j][k] = (xh[j][k] - m) * r;
+          float g = w ? dv[j][k] * wv[k] : dv[j][k];
+          sg += g;
+          sgx += g * xh[j][k];
+        }
+      }
+    }
+    sg = warp_sum(sg) / (float)C;
+    sgx = warp_sum(sgx) / (float)C;
+    T *dxr = dx + n * C;
+#pragma unroll
+    for (int j = 0; j < NCH; j++) {
+      int v = j * 32 + lane;
+      if (v >= nv) continue;
+      float wv[8], o[8];
+      if (w) ld8(w, v, wv);
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        float d = dv[j][k];
+        float g = w ? d * wv[k] : d;
+        o[k] = LN ? r * (g - sg - xh[j][k] * sgx) : r * (g - xh[j][k] * sgx);
+        if (want_params) {
+          aw[j][k] += d * xh[j][k];
+          if (LN) ab[j][k] += d;
+        }
+      }
+      st8(dxr, v, o);
+    }
+  }
+  if (!want_params) return;  // uniform across the block
+  for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) sh[c] = 0.f;
+  __syncthreads();
+  for (int ww = 0; ww < nwarps; ww++) {
+    if (warp == ww) {
+#pragma unroll
+      for (int j = 0; j < NCH; j++) {
+        int v = j * 32 + lane;
+        if (v >= nv) continue;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+          sh[v * 8 + k] += aw[j][k];
+          if (LN) sh[C + v * 8 + k] += ab[j][k];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) part[blockIdx.x * 2 * (int64_t)C + c] = sh[c];
+}
+
 // dweight[c] += sum over blocks of part[:, c]; dbias[c] += sum of part[:, C + c]
 __global__ void norm_params_kernel1(void *dw, int dwdt, void *db, int dbdt, const float *part, int G, int64_t C) {
   int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -107,6 +248,91 @@ static const char *fl(const sr_tensor *t, int arg) {
 static void *dp(const sr_tensor *t) { return t ? kn_data(t) : NULL; }
 static int dt(const sr_tensor *t) { return t ? (int)t->dtype : SR_F32; }
 
+static bool al16(const sr_tensor *t) { return !t || ((uintptr_t)kn_data(t) & 15) == 0; }
+// chunks of 8 values per lane for the vectorised kernels, 0 when they do not apply
+static int norm_nch(int64_t C, sr_tensor *const *ts, int n) {
+  if (C % 8 != 0 || C > 1024 || C <= 0) return 0;
+  for (int j = 0; j < n; j++)
+    if (ts[j] && (!kn_contig(ts[j]) || !al16(ts[j]))) return 0;
+  return (int)CEIL_DIV(C / 8, (int64_t)32);
+}
+// TW for w and b: both f32 or both bf16 (absent ones take the other's); -1 when they differ
+static int norm_tw(const sr_tensor *w, const sr_tensor *b) {
+  if (w && b && w->dtype != b->dtype) return -1;
+  return w ? (int)w->dtype : b ? (int)b->dtype : SR_F32;
+}
+static bool norm_v1(void) {  // SR_NORM_V1=1 forces the scalar kernels (A/B)
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("SR_NORM_V1"); v = e && e[0] == '1'; }
+  return v == 1;
+}
+
+template <bool LN, typename T, typename TW, int NCH>
+static void fwd2(cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w, sr_tensor *b,
+                 int64_t N, int64_t C, float eps) {
+  unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
+  norm_forward_kernel2<LN, T, TW, NCH><<<grid, 256, 0, s>>>((T *)kn_data(out), mean ? (float *)kn_data(mean) : NULL,
+                                                            (float *)kn_data(rstd), (const T *)kn_data(x),
+                                                            w ? (const TW *)kn_data(w) : NULL,
+                                                            b ? (const TW *)kn_data(b) : NULL, N, (int)C, eps);
+}
+template <bool LN, typename T, typename TW>
+static void fwd2_n(int nch, cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w,
+                   sr_tensor *b, int64_t N, int64_t C, float eps) {
+  switch (nch) {
+    case 1: fwd2<LN, T, TW, 1>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    case 2: fwd2<LN, T, TW, 2>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    case 3: fwd2<LN, T, TW, 3>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    default: fwd2<LN, T, TW, 4>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+  }
+}
+template <bool LN>
+static void fwd2_d(int nch, int tw, cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x,
+                   sr_tensor *w, sr_tensor *b, int64_t N, int64_t C, float eps) {
+  if (x->dtype == SR_BF16) {
+    if (tw == SR_BF16) fwd2_n<LN, bf16, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+    else fwd2_n<LN, bf16, float>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+  } else {
+    if (tw == SR_BF16) fwd2_n<LN, float, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+    else fwd2_n<LN, float, float>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+  }
+}
+
+template <bool LN, typename T, typename TW, int NCH>
+static cudaError_t bwd2(cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout, sr_tensor *x,
+                        sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
+  if (smem > 48 * 1024) {
+    cudaError_t ce = cudaFuncSetAttribute(norm_backward_kernel2<LN, T, TW, NCH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (ce != cudaSuccess) return ce;
+  }
+  norm_backward_kernel2<LN, T, TW, NCH><<<G, 256, smem, s>>>((T *)kn_data(dx), part, (const T *)kn_data(dout),
+                                                             (const T *)kn_data(x), w ? (const TW *)kn_data(w) : NULL,
+                                                             mean ? (const float *)kn_data(mean) : NULL,
+                                                             (const float *)kn_data(rstd), N, (int)C, want);
+  return cudaSuccess;
+}
+template <bool LN, typename T, typename TW>
+static cudaError_t bwd2_n(int nch, cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout,
+                          sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
+  switch (nch) {
+    case 1: return bwd2<LN, T, TW, 1>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 2: return bwd2<LN, T, TW, 2>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 3: return bwd2<LN, T, TW, 3>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    default: return bwd2<LN, T, TW, 4>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+  }
+}
+template <bool LN>
+static cudaError_t bwd2_d(int nch, int tw, cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part,
+                          sr_tensor *dout, sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N,
+                          int64_t C, int want) {
+  if (x->dtype == SR_BF16) {
+    if (tw == SR_BF16) return bwd2_n<LN, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    return bwd2_n<LN, bf16, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+  }
+  if (tw == SR_BF16) return bwd2_n<LN, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+  return bwd2_n<LN, float, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+}
+
 static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w,
                                 sr_tensor *b, float eps) {
   const char *e = fl(out, 1);
@@ -118,6 +344,16 @@ static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_ten
   int64_t C = x->shape[x->ndim - 1], N = C ? kn_numel(x) / C : 0;
   if (N == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  {
+    sr_tensor *ts[4] = {out, x, w, b};
+    int nch = norm_v1() || out->dtype != x->dtype ? 0 : norm_nch(C, ts, 4), tw = norm_tw(w, ln ? b : NULL);
+    if (nch > 0 && tw >= 0) {
+      if (ln) fwd2_d<true>(nch, tw, s, out, mean, rstd, x, w, b, N, C, eps);
+      else fwd2_d<false>(nch, tw, s, out, NULL, rstd, x, w, NULL, N, C, eps);
+      SR_LAUNCH_CHECK();
+      return NULL;
+    }
+  }
   unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
   if (ln)
     norm_forward_kernel1<true><<<grid, 256, 0, s>>>(dp(out), dt(out), (float *)dp(mean), (float *)dp(rstd), dp(x), dt(x),
@@ -154,7 +390,13 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
     if (!part) return sr_errf("out of memory (norm backward scratch)");
   }
   cudaError_t ce = cudaSuccess;
-  if (ln) {
+  sr_tensor *ts[4] = {dx, dout, x, w};
+  int nch = norm_v1() || dx->dtype != x->dtype || dout->dtype != x->dtype ? 0 : norm_nch(C, ts, 4);
+  int tw = norm_tw(w, NULL);
+  if (nch > 0 && tw >= 0) {
+    if (ln) ce = bwd2_d<true>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    else ce = bwd2_d<false>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, NULL, rstd, N, C, want);
+  } else if (ln) {
     if (smem > 48 * 1024) ce = cudaFuncSetAttribute(norm_backward_kernel1<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce == cudaSuccess)
       norm_backward_kernel1<true><<<(unsigned)G, block, smem, s>>>(dp(dx), dt(dx), part, dp(dout), dt(dout), dp(x), dt(x),
