@@ -27,7 +27,8 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   for t in tests/test_gpu_*.lua; do
     echo "== $t"
     t2=$(date +%s)
-    timeout "${LUA_TEST_TIMEOUT:-300}" ./build/speedrun run "$t" > "$OUT/$(basename "$t" .lua).log" 2>&1
+    # from tests/, as CTest runs them (tests open files relative to it)
+    (cd tests && timeout "${LUA_TEST_TIMEOUT:-300}" ../build/speedrun run "../$t") > "$OUT/$(basename "$t" .lua).log" 2>&1
     echo "rc=$? ($(( $(date +%s) - t2 )) s)"; grep -E "FAIL|passed|rel err|step [0-9]|comparisons" -A2 "$OUT/$(basename "$t" .lua).log" | head -60
   done
   echo "tests: $(( $(date +%s) - t1 )) s"
