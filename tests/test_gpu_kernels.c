@@ -124,15 +124,17 @@ static void upload(T *x) {
       default: ((double *)buf)[i] = v;
     }
   }
+  /* on the engine's stream: cudaMemcpy from pageable memory runs on the legacy stream and may
+  ** return before its DMA lands, and the engine's non-blocking stream is not ordered after it */
+  cuda_ok(cudaMemcpyAsync(x->s.data, buf, n * es, cudaMemcpyHostToDevice, (cudaStream_t)sr_cuda_stream()), "upload");
   sync();
-  cuda_ok(cudaMemcpy(x->s.data, buf, n * es, cudaMemcpyHostToDevice), "upload");
   free(buf);
 }
 static void download(T *x) {
   size_t n = (size_t)x->nel, es = dsize(x->t.dtype);
   void *buf = malloc(n * es + 1);
+  cuda_ok(cudaMemcpyAsync(buf, x->s.data, n * es, cudaMemcpyDeviceToHost, (cudaStream_t)sr_cuda_stream()), "download");
   sync();
-  cuda_ok(cudaMemcpy(buf, x->s.data, n * es, cudaMemcpyDeviceToHost), "download");
   for (size_t i = 0; i < n; i++) {
     switch (x->t.dtype) {
       case SR_F32: x->h[i] = ((float *)buf)[i]; break;
@@ -155,8 +157,8 @@ static T *rint_(T *x, int lo, int hi) {
   return x;
 }
 static T *poison(T *x) {
+  cuda_ok(cudaMemsetAsync(x->s.data, 0xff, (size_t)x->nel * dsize(x->t.dtype), (cudaStream_t)sr_cuda_stream()), "poison");
   sync();
-  cuda_ok(cudaMemset(x->s.data, 0xff, (size_t)x->nel * dsize(x->t.dtype)), "poison");
   return x;
 }
 
