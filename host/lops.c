@@ -14,14 +14,6 @@
 #include "lsr.h"
 #include "ops.h"
 
-static int lua_dim(lua_State *L, int arg, int ndim) {
-  lua_Integer d = luaL_checkinteger(L, arg);
-  int r = d < 0 ? (int)d + ndim : (int)d - 1;
-  if (r < 0 || r >= (ndim ? ndim : 1))
-    luaL_argerror(L, arg, lua_pushfstring(L, "dimension %d out of range for a %d-d tensor", (int)d, ndim));
-  return r;
-}
-
 /* a number argument becomes a 0-d tensor like `like` */
 static sr_tensor *tensor_or_scalar(lua_State *L, int arg, sr_tensor *like) {
   sr_tensor *t = sr_to_tensor(L, arg);
@@ -115,7 +107,7 @@ static int reduce(lua_State *L, sr_reduce_fn fn) {
     sr_push_tensor(L, sr_reduce(fn, flat, 0, false));
     return 1;
   }
-  int d = lua_dim(L, 2, x->ndim);
+  int d = sr_check_dim(L, 2, x->ndim);
   sr_push_tensor(L, sr_reduce(fn, x, d, lua_toboolean(L, 3)));
   return 1;
 }
@@ -128,7 +120,7 @@ static int F_sumsq(lua_State *L) { return reduce(L, SR_REDUCE_SUMSQ); }
 static int F_max(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
   if (lua_isnoneornil(L, 2)) return reduce(L, SR_REDUCE_MAX);
-  int d = lua_dim(L, 2, x->ndim);
+  int d = sr_check_dim(L, 2, x->ndim);
   bool keep = lua_toboolean(L, 3);
   sr_push_tensor(L, sr_reduce(SR_REDUCE_MAX, x, d, keep));
   sr_push_tensor(L, sr_argmax(x, d, keep));
@@ -138,7 +130,7 @@ static int F_max(lua_State *L) {
 /* argmax(x, dim [, keepdim]) -> 0-based int32 indices */
 static int F_argmax(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
-  sr_push_tensor(L, sr_argmax(x, lua_dim(L, 2, x->ndim), lua_toboolean(L, 3)));
+  sr_push_tensor(L, sr_argmax(x, sr_check_dim(L, 2, x->ndim), lua_toboolean(L, 3)));
   return 1;
 }
 
@@ -179,7 +171,7 @@ static int F_layer_norm(lua_State *L) {
 
 static int softmax(lua_State *L, bool log) {
   sr_tensor *x = sr_check_tensor(L, 1);
-  int d = lua_isnoneornil(L, 2) ? x->ndim - 1 : lua_dim(L, 2, x->ndim);
+  int d = lua_isnoneornil(L, 2) ? x->ndim - 1 : sr_check_dim(L, 2, x->ndim);
   sr_push_tensor(L, sr_softmax(x, d, log));
   return 1;
 }
@@ -243,7 +235,7 @@ static int F_cat(lua_State *L) {
     if (!xs[i]) luaL_argerror(L, 1, lua_pushfstring(L, "entry %d is not a tensor", i + 1));
     lua_pop(L, 1);  /* still referenced by the table */
   }
-  int d = lua_isnoneornil(L, 2) ? 0 : lua_dim(L, 2, xs[0]->ndim);
+  int d = lua_isnoneornil(L, 2) ? 0 : sr_check_dim(L, 2, xs[0]->ndim);
   sr_push_tensor(L, sr_cat(n, xs, d));
   return 1;
 }
@@ -258,7 +250,7 @@ static bool has_sched(lua_State *L) {
 /* split(x, dim, {sizes}) -> views (at most 4 pieces; one tape node). F.split/F.chunk use it */
 static int F_split_views(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
-  int d = lua_dim(L, 2, x->ndim);
+  int d = sr_check_dim(L, 2, x->ndim);
   luaL_checktype(L, 3, LUA_TTABLE);
   int n = (int)luaL_len(L, 3);
   luaL_argcheck(L, n >= 1 && n <= 4, 3, "1 to 4 pieces");

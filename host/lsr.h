@@ -26,6 +26,7 @@ sr_tensor *sr_to_tensor(lua_State *L, int arg);            /* NULL if not a Tens
 void sr_push_tensor(lua_State *L, sr_tensor *t);           /* takes over the caller's reference */
 int sr_check_dtype(lua_State *L, int arg, sr_dtype def);    /* "float32"/"f32"/"bfloat16"/... */
 sr_device sr_check_device(lua_State *L, int arg, sr_device def);  /* "cpu" or "cuda" */
+int sr_check_dim(lua_State *L, int arg, int ndim);         /* 1-based (negative from the end) -> 0-based */
 
 /* sr_fail() inside a binding becomes a Lua error through this state */
 void sr_lua_bind_errors(lua_State *L);

@@ -279,31 +279,22 @@ static int f_manual_seed(lua_State *L) {
   return 0;
 }
 
-static int f_randn(lua_State *L) {
+/* randn/rand(shape... [, opts]): a fresh float tensor filled by one of the RNG's fills */
+static int random_float(lua_State *L, void (*fill)(sr_tensor *, double, double, sr_rng *), double a, double b) {
   int64_t shape[SR_MAXDIM];
   int last;
   int nd = check_shape(L, 1, shape, &last);
   tensor_opts o = check_opts(L, last + 1, SR_F32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
-  sr_push_tensor(L, t);
-  sr_normal_(t, 0.0, 1.0, sr_global_rng());
+  sr_push_tensor(L, t);  /* owned by Lua while filling, so an error cannot leak it */
+  fill(t, a, b, sr_global_rng());
   lua_pop(L, 1);
   finish(L, sr_tensor_retain(t), o);
   return 1;
 }
 
-static int f_rand(lua_State *L) {
-  int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 1, shape, &last);
-  tensor_opts o = check_opts(L, last + 1, SR_F32);
-  sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
-  sr_push_tensor(L, t);
-  sr_uniform_(t, 0.0, 1.0, sr_global_rng());
-  lua_pop(L, 1);
-  finish(L, sr_tensor_retain(t), o);
-  return 1;
-}
+static int f_randn(lua_State *L) { return random_float(L, sr_normal_, 0.0, 1.0); }
+static int f_rand(lua_State *L) { return random_float(L, sr_uniform_, 0.0, 1.0); }
 
 /* randint(lo, hi, shape [, opts]) in [lo, hi) */
 static int f_randint(lua_State *L) {
@@ -515,7 +506,7 @@ static int m_reshape(lua_State *L) {
 }
 
 /* dims are 1-based in Lua (as the shape table); negative counts from the end */
-static int lua_dim(lua_State *L, int arg, int ndim) {
+int sr_check_dim(lua_State *L, int arg, int ndim) {
   lua_Integer d = luaL_checkinteger(L, arg);
   int r = d < 0 ? (int)d + ndim : (int)d - 1;
   if (r < 0 || r >= (ndim ? ndim : 1))
@@ -525,8 +516,8 @@ static int lua_dim(lua_State *L, int arg, int ndim) {
 
 static int m_transpose(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
-  int d0 = lua_isnoneornil(L, 2) ? t->ndim - 2 : lua_dim(L, 2, t->ndim);
-  int d1 = lua_isnoneornil(L, 3) ? t->ndim - 1 : lua_dim(L, 3, t->ndim);
+  int d0 = lua_isnoneornil(L, 2) ? t->ndim - 2 : sr_check_dim(L, 2, t->ndim);
+  int d1 = lua_isnoneornil(L, 3) ? t->ndim - 1 : sr_check_dim(L, 3, t->ndim);
   luaL_argcheck(L, t->ndim >= 1, 1, "transpose needs at least 1 dimension");
   if (t->ndim == 1) { sr_push_tensor(L, sr_tensor_retain(t)); return 1; }
   sr_push_tensor(L, sr_transpose_op(t, d0, d1));
@@ -540,8 +531,8 @@ static int m_permute(lua_State *L) {
   int n = tbl ? (int)luaL_len(L, 2) : lua_gettop(L) - 1;
   luaL_argcheck(L, n == t->ndim, 2, "permute needs one entry per dimension");
   for (int d = 0; d < n; d++) {
-    if (tbl) { lua_geti(L, 2, d + 1); perm[d] = lua_dim(L, -1, t->ndim); lua_pop(L, 1); }
-    else perm[d] = lua_dim(L, d + 2, t->ndim);
+    if (tbl) { lua_geti(L, 2, d + 1); perm[d] = sr_check_dim(L, -1, t->ndim); lua_pop(L, 1); }
+    else perm[d] = sr_check_dim(L, d + 2, t->ndim);
   }
   sr_push_tensor(L, sr_permute_op(t, perm));
   return 1;
@@ -550,7 +541,7 @@ static int m_permute(lua_State *L) {
 /* narrow(dim, start, length): start is 1-based */
 static int m_narrow(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
-  int d = lua_dim(L, 2, t->ndim);
+  int d = sr_check_dim(L, 2, t->ndim);
   lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
   int64_t s0 = start < 0 ? start + t->shape[d] : start - 1;
   sr_push_tensor(L, sr_narrow_op(t, d, s0, len));
@@ -568,7 +559,7 @@ static int m_unsqueeze(lua_State *L) {
 
 static int m_squeeze(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
-  int d = lua_isnoneornil(L, 2) ? -100 : lua_dim(L, 2, t->ndim);
+  int d = lua_isnoneornil(L, 2) ? -100 : sr_check_dim(L, 2, t->ndim);
   sr_push_tensor(L, sr_squeeze_op(t, d));
   return 1;
 }
