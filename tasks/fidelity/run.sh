@@ -2,7 +2,8 @@
 # tasks/fidelity/run.sh N SCRIPT DATA_DIR [STEPS] [OUT_DIR]
 # Fidelity of tasks/record_0N/recipe.lua against the benchmark's PyTorch record_N script (a local
 # path; nothing is fetched) on one GPU: same initial weights, same token windows, STEPS steps
-# (default 50). DATA_DIR holds fineweb_train_*.bin and fineweb_val_*.bin (speedrun data fetch).
+# (default 50). DATA_DIR holds *_train_*.bin and *_val_*.bin shards (FineWeb from `speedrun data fetch`, or
+# the embedded corpus of `speedrun data prepare`, e.g. data/default).
 # Needs: a CUDA build of speedrun (./build/speedrun) and python3 with torch (+ tiktoken for
 # record 1, which imports it). Writes OUT_DIR/{init.srw,torch.json,ours.json} and prints the table.
 set -euo pipefail
@@ -15,8 +16,8 @@ case $N in 4|5) ACCUM=8 ;; *) ACCUM=1 ;; esac   # records 4-5 accumulate to 8x64
 mkdir -p "$OUT"
 "$SR" run "$HERE/ours.lua" init "$RECIPE" "$OUT/init.srw" --scale full --device cuda
 python3 "$HERE/torch_side.py" --script "$SCRIPT" --weights "$OUT/init.srw" \
-  --train-files "$DATA/fineweb_train_*.bin" --val-files "$DATA/fineweb_val_*.bin" \
+  --train-files "$DATA/*_train_*.bin" --val-files "$DATA/*_val_*.bin" \
   --steps "$STEPS" --accum "$ACCUM" --out "$OUT/torch.json"
 "$SR" run "$HERE/ours.lua" train "$RECIPE" --weights "$OUT/init.srw" --batches "$OUT/torch.json" \
-  --train-files "$DATA/fineweb_train_*.bin" --out "$OUT/ours.json" --scale full --device cuda
+  --train-files "$DATA/*_train_*.bin" --out "$OUT/ours.json" --scale full --device cuda
 python3 "$HERE/compare.py" "$OUT/torch.json" "$OUT/ours.json"

@@ -10,11 +10,12 @@ torchrun job (RANK 0 of WORLD_SIZE 1), starting from a speedrun weight file, and
     4-5 using their first batch twice after train_loader.reset());
   * tokens/s over steps 11..STEPS (wall clock, CUDA-synchronised).
 
-The script is run with three small source patches, printed when applied:
+The script is run with small source patches, printed when applied:
   1. records 1-2 assert total_batch_size == B*T*world, which fails on one GPU: the assert is
      removed (the step then has B*T tokens; records 4-5 reach the global batch by accumulation);
   2. DistributedDataLoader.next_batch records (loader, shard, position) before reading;
-  3. DDP(...) is wrapped so the freshly built model is loaded from the weight file first.
+  3. record 1's unused tiktoken encoder is not built (it would download its BPE file);
+  4. DDP(...) is wrapped so the freshly built model is loaded from the weight file first.
 torch.Tensor.backward is wrapped to record each micro-batch loss and to stop the run after
 STEPS x ACCUM micro-batches.
 
@@ -58,7 +59,10 @@ def main():
                       r"\1\2    __fidelity_windows__.append((id(self), int(self.current_shard), int(self.current_position)))\n", src)
     if n2 != 1:
         sys.exit("torch_side.py: could not find DistributedDataLoader.next_batch in the script")
-    print(f"patches: batch assert removed: {n1}, next_batch instrumented: {n2}, DDP wrapped", file=sys.stderr)
+    # 3. record 1 builds a tiktoken encoder it never uses for training; it would fetch the BPE file
+    src, n3 = re.subn(r"tiktoken\.get_encoding\([^)]*\)", "None", src)
+    print(f"patches: batch assert removed: {n1}, next_batch instrumented: {n2}, unused tokenizer dropped: {n3}, "
+          "DDP wrapped", file=sys.stderr)
 
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=os.environ.get("MASTER_PORT", "29517"),
@@ -67,7 +71,7 @@ def main():
     if a.no_compile:
         torch.compile = lambda m=None, *args, **kw: (m if m is not None else (lambda f: f))
 
-    # 3. load our initial weights into the model handed to DDP
+    # 4. load our initial weights into the model handed to DDP
     import torch.nn.parallel as par
     real_ddp = par.DistributedDataParallel
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# tasks/fidelity/all.sh SCRIPTS_DIR DATA_DIR [STEPS] [RECORDS...]
+# One GPU-machine call: builds speedrun (CUDA, sm_90, Release) unless build/speedrun exists, then
+# runs tasks/fidelity/run.sh for each record (default 1 2 3 4 5) with SCRIPTS_DIR/record_N/
+# train_gpt2.py (the benchmark's scripts, brought by you; nothing is fetched) and prints each
+# comparison. Logs and JSON go to $OUT (or runs/fidelity) as record_0N.{log,torch.json,ours.json}.
+set -uo pipefail
+SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; STEPS=${3:-50}; shift 3 || true
+RECORDS=${*:-1 2 3 4 5}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd); cd "$ROOT"
+OUTDIR=${OUT:-runs/fidelity}; mkdir -p "$OUTDIR"
+if [ ! -x build/speedrun ]; then
+  t0=$(date +%s)
+  cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$OUTDIR/build.log" 2>&1 &&
+    cmake --build build -j16 --target speedrun >>"$OUTDIR/build.log" 2>&1 || { tail -30 "$OUTDIR/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+rc=0
+for n in $RECORDS; do
+  t0=$(date +%s); dir=/tmp/fidelity/record_0$n
+  echo "== record $n"
+  (cd /tmp && bash "$ROOT/tasks/fidelity/run.sh" "$n" "$(cd "$ROOT" && realpath "$SCRIPTS")/record_$n/train_gpt2.py" \
+      "$(cd "$ROOT" && realpath "$DATA")" "$STEPS" "$dir") >"$OUTDIR/record_0$n.log" 2>&1
+  r=$?; [ $r -ne 0 ] && rc=$r
+  grep -vE "^step [0-9]+/" "$OUTDIR/record_0$n.log" | grep -vE "^\s*$" | tail -25
+  cp "$dir/torch.json" "$OUTDIR/record_0$n.torch.json" 2>/dev/null
+  cp "$dir/ours.json" "$OUTDIR/record_0$n.ours.json" 2>/dev/null
+  echo "rc=$r ($(( $(date +%s) - t0 )) s)"
+done
+exit $rc
