@@ -11,7 +11,7 @@
 ** (records 12+) plug in there and skip whole blocks.
 ** Forward (kernel2): 128 queries per block, K/V tiles of 64 keys double-buffered through cp.async,
 ** online softmax in registers (exp2, scale folded in), P reused from registers as the A operand of
-** P V; D = 64 runs 4 warps of 32 query rows (two m-tiles share every K/V fragment).
+** P V; 8 warps of 16 query rows.
 ** Backward (kernel2): per key block of 64 (4 warps of 16 keys), loop over query blocks of 64 whose
 ** Q, dO, lse, delta arrive through cp.async (the next tile loads during this one for D = 64):
 ** recompute P^T from lse, dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += dS^T Q,
@@ -277,15 +277,15 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
   }
 }
 
-// 128 queries per block: 8 / MT warps of 16 MT rows (MT m-tiles per warp share each K and V
-// fragment, halving shared-memory reads per mma for MT = 2); K/V tiles of 64 keys double-buffered
-// through cp.async (tile kb+1 loads while kb is computed); a warp skips the key tiles its rows
-// cannot see. Shared memory (dynamic): stage s holds K at 2s tiles and V at 2s+1; Q staged in stage 1.
-template <int D, int MT>
-__global__ void __launch_bounds__(256 / MT, D == 64 ? 2 : 1) flash_attention_forward_kernel2(bf16 *out, float *lse, const bf16 *q,
-                                                                              const bf16 *k, const bf16 *v, int T,
-                                                                              float scale_log2, int causal, att_strides as) {
-  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD, WR = 16 * MT;  // WR rows per warp
+// 128 queries per block, 8 warps of 16 rows (4 warps of 32 rows, two m-tiles sharing each K/V
+// fragment, measured no faster for D = 64); K/V tiles of 64 keys double-buffered through cp.async
+// (tile kb+1 loads while kb is computed); a warp skips the key tiles its rows cannot see.
+// Shared memory (dynamic): stage s holds K at 2s tiles and V at 2s+1; Q is staged in stage 1.
+template <int D>
+__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_kernel2(bf16 *out, float *lse, const bf16 *q,
+                                                                       const bf16 *k, const bf16 *v, int T,
+                                                                       float scale_log2, int causal, att_strides as) {
+  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *sm = (bf16 *)smem_raw;
   int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (causal) blocks first
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(256 / MT, D == 64 ? 2 : 1) flash_attention_for
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   int kb0, kb1, wkb0, wkb1;
   kv_block_range(qb, BQ, BK, T, causal, &kb0, &kb1);
-  kv_block_range(qb * (BQ / WR) + w, WR, BK, T, causal, &wkb0, &wkb1);  // this warp's rows
+  kv_block_range(qb * (BQ / 16) + w, 16, BK, T, causal, &wkb0, &wkb1);  // this warp's 16 rows
 
   load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
   if (kb0 < kb1) {
@@ -305,21 +305,15 @@ __global__ void __launch_bounds__(256 / MT, D == 64 ? 2 : 1) flash_attention_for
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
-  uint32_t qa[MT][D / 16][4];  // this warp's query rows as A fragments
+  uint32_t qa[D / 16][4];  // this warp's 16 query rows as A fragments
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[mt][kk], sm + 2 * TILE, LD, w * WR + mt * 16, kk * 16);
+  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], sm + 2 * TILE, LD, w * 16, kk * 16);
 
-  float O[MT][D / 8][4];
+  float O[D / 8][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) O[mt][i][0] = O[mt][i][1] = O[mt][i][2] = O[mt][i][3] = 0.f;
-  float m[MT][2], l[MT][2];  // rows g and g+8 of each m-tile (log2 domain, scaled)
-#pragma unroll
-  for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
-  int qw = qb * BQ + w * WR;
+  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 (log2 domain, scaled)
+  int qw = qb * BQ + w * 16, q0 = qw + g, q1 = q0 + 8;
 
   for (int kb = kb0; kb < kb1; kb++) {
     int st = (kb - kb0) & 1;
@@ -332,100 +326,82 @@ __global__ void __launch_bounds__(256 / MT, D == 64 ? 2 : 1) flash_attention_for
     cp_async_commit();
     if (kb < wkb0 || kb >= wkb1) continue;  // no key of this tile is visible to this warp's rows
     const bf16 *Ks = sm + 2 * st * TILE, *Vs = Ks + TILE;
-    float S[MT][8][4];
+    float S[8][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-      for (int j = 0; j < 8; j++) S[mt][j][0] = S[mt][j][1] = S[mt][j][2] = S[mt][j][3] = 0.f;
+    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
       for (int j = 0; j < 8; j += 2) {
         uint32_t b[4];
         ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma16816(S[mt][j], qa[mt][kk], b);
-          mma16816(S[mt][j + 1], qa[mt][kk], b + 2);
-        }
+        mma16816(S[j], qa[kk], b);
+        mma16816(S[j + 1], qa[kk], b + 2);
       }
     }
+    // mask, row max (of the raw scores; scale > 0 is applied in the exponent)
+    if (tile_may_mask(qw, 16, kb * BK, BK, T, causal)) {
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-      int q0 = qw + mt * 16 + g;
-      // mask, row max (of the raw scores; scale > 0 is applied in the exponent)
-      if (tile_may_mask(qw + mt * 16, 16, kb * BK, BK, T, causal)) {
+      for (int j = 0; j < 8; j++)
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-          for (int e = 0; e < 4; e++)
-            if (masked(q0 + (e >> 1) * 8, kb * BK + j * 8 + 2 * t + (e & 1), T, causal)) S[mt][j][e] = -INFINITY;
-      }
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        mx0 = fmaxf(mx0, fmaxf(S[mt][j][0], S[mt][j][1]));
-        mx1 = fmaxf(mx1, fmaxf(S[mt][j][2], S[mt][j][3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      float n0 = fmaxf(m[mt][0], mx0 * scale_log2), n1 = fmaxf(m[mt][1], mx1 * scale_log2);
-      float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-      float al0 = exp2f(m[mt][0] - u0), al1 = exp2f(m[mt][1] - u1);
-      m[mt][0] = n0; m[mt][1] = n1;
-      float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        S[mt][j][0] = exp2f(fmaf(S[mt][j][0], scale_log2, -u0)); S[mt][j][1] = exp2f(fmaf(S[mt][j][1], scale_log2, -u0));
-        S[mt][j][2] = exp2f(fmaf(S[mt][j][2], scale_log2, -u1)); S[mt][j][3] = exp2f(fmaf(S[mt][j][3], scale_log2, -u1));
-        s0 += S[mt][j][0] + S[mt][j][1];
-        s1 += S[mt][j][2] + S[mt][j][3];
-      }
-      l[mt][0] = l[mt][0] * al0 + s0;
-      l[mt][1] = l[mt][1] * al1 + s1;
-#pragma unroll
-      for (int i = 0; i < D / 8; i++) { O[mt][i][0] *= al0; O[mt][i][1] *= al0; O[mt][i][2] *= al1; O[mt][i][3] *= al1; }
+        for (int e = 0; e < 4; e++)
+          if (masked(e < 2 ? q0 : q1, kb * BK + j * 8 + 2 * t + (e & 1), T, causal)) S[j][e] = -INFINITY;
     }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+    m0 = n0; m1 = n1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
+      S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
+      s0 += S[j][0] + S[j][1];
+      s1 += S[j][2] + S[j][3];
+    }
+    l0 = l0 * al0 + s0;
+    l1 = l1 * al1 + s1;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
     // O += P V, P straight from registers as the A operand
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) acc_to_A(a[mt], S[mt], kk);
+      uint32_t a[4];
+      acc_to_A(a, S, kk);
 #pragma unroll
       for (int i = 0; i < D / 8; i += 2) {
         uint32_t b[4];
         ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma16816(O[mt][i], a[mt], b);
-          mma16816(O[mt][i + 1], a[mt], b + 2);
-        }
+        mma16816(O[i], a, b);
+        mma16816(O[i + 1], a, b + 2);
       }
     }
   }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = 1.f / l0, i1 = 1.f / l1;
   bf16 *Ob = out + att_base(as, 0, bh);
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
-    float l0 = l[mt][0], l1 = l[mt][1];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    float i0 = 1.f / l0, i1 = 1.f / l1;
-    int q0 = qw + mt * 16 + g, q1 = q0 + 8;
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) {
-      int col = i * 8 + 2 * t;
-      if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[mt][i][0] * i0, O[mt][i][1] * i0);
-      if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[mt][i][2] * i1, O[mt][i][3] * i1);
-    }
-    if (t == 0) {
-      if (q0 < T) lse[bh * T + q0] = (m[mt][0] + log2f(l0)) * LN2;
-      if (q1 < T) lse[bh * T + q1] = (m[mt][1] + log2f(l1)) * LN2;
-    }
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
+    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
+  }
+  if (t == 0) {
+    if (q0 < T) lse[bh * T + q0] = (m0 + log2f(l0)) * LN2;
+    if (q1 < T) lse[bh * T + q1] = (m1 + log2f(l1)) * LN2;
   }
 }
 
@@ -950,12 +926,11 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
     } else {
       dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
       size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
-#define FWD2(DD, MT)                                                                                                    \
-  SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
-  flash_attention_forward_kernel2<DD, MT><<<grid, 256 / MT, smem, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),     \
+#define FWD2(DD)                                                                                                        \
+  SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+  flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),              \
       (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
-      const char *mt1 = getenv("SR_ATTN_MT1");
-      if (D == 64 && !(mt1 && mt1[0] == '1')) { FWD2(64, 2) } else if (D == 64) { FWD2(64, 1) } else { FWD2(128, 1) }
+      if (D == 64) { FWD2(64) } else { FWD2(128) }
 #undef FWD2
     }
     SR_LAUNCH_CHECK();
