@@ -417,25 +417,36 @@ __global__ void attention_delta_kernel1(float *delta, const T *dout, const T *ou
   if (lane == 0) delta[r] = s;
 }
 
-// strided variant for the flash path: tensors 5 (dout) and 6 (out) of as
+// strided variant for the flash path (tensors 5 (dout) and 6 (out) of as): D / 8 lanes per row,
+// 16-byte loads
 __global__ void attention_delta_kernel2(float *delta, const bf16 *dout, const bf16 *out, int64_t rows, int T, int D,
                                         att_strides as) {
-  int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-  int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  int64_t bh = r / T, t = r % T;
-  const bf16 *a = dout + att_base(as, 5, bh) + t * as.s[5][2], *b = out + att_base(as, 6, bh) + t * as.s[6][2];
+  int lpr = D / 8;  // 8 or 16: groups of lanes within one warp
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = i / lpr;
+  int c = (int)(i % lpr) * 8;
   float s = 0.f;
-  for (int d = lane; d < D; d += 32) s += __bfloat162float(a[d]) * __bfloat162float(b[d]);
-  s = warp_sum(s);
-  if (lane == 0) delta[r] = s;
+  if (r < rows) {
+    int64_t bh = r / T, t = r % T;
+    uint4 a = *(const uint4 *)&dout[att_base(as, 5, bh) + t * as.s[5][2] + c];
+    uint4 b = *(const uint4 *)&out[att_base(as, 6, bh) + t * as.s[6][2] + c];
+    const __nv_bfloat162 *a2 = (const __nv_bfloat162 *)&a, *b2 = (const __nv_bfloat162 *)&b;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float2 x = __bfloat1622float2(a2[j]), y = __bfloat1622float2(b2[j]);
+      s += x.x * y.x + x.y * y.y;
+    }
+  }
+  for (int o = lpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (r < rows && c == 0) delta[r] = s;
 }
 
-// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]
-__global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n, int T, int D, att_strides as) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / D, d = i % D, bh = r / T, t = r % T;
-    dq[att_base(as, 7, bh) + t * as.s[7][2] + d] = __float2bfloat16(acc[i]);
+// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]: 8 elements per thread
+__global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n8, int T, int D, att_strides as) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t e = i * 8, r = e / D, bh = r / T, t = r % T;
+    float4 x = *(const float4 *)&acc[e], y = *(const float4 *)&acc[e + 4];
+    uint4 o = make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
+    *(uint4 *)&dq[att_base(as, 7, bh) + t * as.s[7][2] + e % D] = o;
   }
 }
 
@@ -980,7 +991,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
   if (flash)
-    attention_delta_kernel2<<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
+    attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
   else if (dt == SR_BF16)
     attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, D);
   else
@@ -1008,7 +1019,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     }
 #undef BWD
     if (ce == cudaSuccess) {
-      attention_dq_convert_kernel1<<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D, T, D, as);
+      attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D / 8, T, D, as);
       ce = cudaGetLastError();
     }
   } else if (ce == cudaSuccess) {
