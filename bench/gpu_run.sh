@@ -3,6 +3,7 @@
 # GPT-2 benchmarks (C kernels: bench_gpt2; through Lua: bench/gpt2_lua.lua) and the PyTorch anchor.
 # usage (on the GPU machine, from this checkout's root):
 #   bench/gpu_run.sh [tests|bench|all] [bench steps] [lua bench steps]   anchor: ANCHOR=/path/run_anchor.sh
+#   bench/gpu_run.sh attn: the attention tests, bench_attention and PyTorch SDPA at the same shapes
 set -o pipefail
 what=${1:-tests}
 steps=${2:-50}
@@ -17,7 +18,18 @@ cmake --build build -j16 --target speedrun_core speedrun test_gpu_kernels >"$OUT
 cudainc=$(dirname "$(dirname "$(command -v nvcc)")")
 gcc -O2 -std=gnu11 bench/bench_gpt2.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
   -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_gpt2 2>>"$OUT/build.log" || { tail -20 "$OUT/build.log"; exit 1; }
+gcc -O2 -std=gnu11 bench/bench_attention.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
+  -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_attention 2>>"$OUT/build.log" || { tail -20 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+if [ "$what" = attn ]; then
+  SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels attention 2>&1 | tee "$OUT/test_attention.log" | grep -v "^ok"
+  SR_ATTN_V1=1 ./build/tests/test_gpu_kernels attention 2>&1 | tail -1 | sed 's/^/SR_ATTN_V1=1: /'
+  for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
+    ./build/bench_attention $shape
+    SR_ATTN_V1=1 ./build/bench_attention $shape | sed 's/^ours  /ours v1/'
+    python3 bench/attention_anchor.py $shape
+  done
+fi
 if [ "$what" = tests ] || [ "$what" = all ]; then
   t1=$(date +%s)
   for g in ${TEST_GROUPS:-""}; do

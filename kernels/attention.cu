@@ -1,18 +1,23 @@
 /*
-** attention.cu: scaled dot-product attention over q, k, v [B,H,T,D] (contiguous), forward and
-** backward, causal or not, explicit scale. Writes lse [B,H,T] (f32, natural log of the softmax
-** denominator of scale*q.k), which the backward uses to recompute probabilities.
+** attention.cu: scaled dot-product attention over q, k, v [B,H,T,D] (the bf16 flash path takes
+** strided views), forward and backward, causal or not, explicit scale. Writes lse [B,H,T] (f32,
+** natural log of the softmax denominator of scale*q.k), which the backward uses to recompute
+** probabilities.
 **
 ** bf16, D in {64, 128}: flash attention of our own (FA2 scheme) on tensor cores
-** (mma.sync m16n8k16, fp32 accumulation; fragments loaded with ldmatrix, SR_ATTN_V1=1 for the
-** earlier plain shared loads). Tiles of 64 queries x 64 keys; a block of 4 warps owns
-** 64 queries (forward) or 64 keys (backward); online softmax in registers; nothing of size T x T
+** (mma.sync m16n8k16, fp32 accumulation, fragments loaded with ldmatrix). Nothing of size T x T
 ** ever exists. Which key blocks a query block visits comes from kv_block_range() and which
-** (query, key) pairs are masked from masked(): sliding-window and document masks (records 12+)
-** plug in there and skip whole blocks.
-** Backward: per key block, loop over query blocks: recompute P^T from lse, dV += P^T dO,
-** dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += dS^T Q, and dQ += dS K through f32 atomics into
-** a scratch accumulator (converted at the end). delta = rowsum(dO * O) is a pre-pass.
+** (query, key) pairs are masked from masked() / tile_may_mask(): sliding-window and document masks
+** (records 12+) plug in there and skip whole blocks.
+** Forward (kernel2): 128 queries per block, K/V tiles of 64 keys double-buffered through cp.async,
+** online softmax in registers (exp2, scale folded in), P reused from registers as the A operand of
+** P V; 8 warps of 16 query rows.
+** Backward (kernel2): per key block of 64 (4 warps of 16 keys), loop over query blocks of 64 whose
+** Q, dO, lse, delta arrive through cp.async (the next tile loads during this one for D = 64):
+** recompute P^T from lse, dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += dS^T Q,
+** and dQ += dS K through float2 atomics into an f32 scratch accumulator (converted at the end).
+** delta = rowsum(dO * O) is a pre-pass. SR_ATTN_V1=1 selects the previous kernels (kernel1: 64x64
+** tiles, synchronous loads) for A/B timing.
 **
 ** f32 (any dtype with D in {16, 32, 64, 128} that the flash path does not take): plain kernels
 ** with one thread per query (forward, dQ) or per key (dK, dV), same math, for tests and small
@@ -32,6 +37,10 @@
 // true when query q may not see key j
 __device__ __forceinline__ bool masked(int q, int j, int T, int causal) {
   return j >= T || q >= T || (causal && j > q);
+}
+// false when no (query, key) pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is masked
+__device__ __forceinline__ bool tile_may_mask(int q0, int nq, int k0, int nk, int T, int causal) {
+  return k0 + nk > T || q0 + nq > T || (causal && k0 + nk - 1 > q0);
 }
 // key blocks [kb0, kb1) that query block qb (BQ queries) must visit, blocks of BK keys
 __device__ __forceinline__ void kv_block_range(int qb, int BQ, int BK, int T, int causal, int *kb0, int *kb1) {
@@ -61,31 +70,6 @@ __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, const uint
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *(uint32_t *)&v;
-}
-__device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
-  return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
-}
-__device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *(const uint32_t *)p; }
-
-// A from row-major X (ld elements per row): rows r0..r0+15, cols k0..k0+15
-__device__ __forceinline__ void ldA(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
-  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-  a[0] = ld32(&X[(r0 + g) * ld + k0 + 2 * t]);
-  a[1] = ld32(&X[(r0 + g + 8) * ld + k0 + 2 * t]);
-  a[2] = ld32(&X[(r0 + g) * ld + k0 + 2 * t + 8]);
-  a[3] = ld32(&X[(r0 + g + 8) * ld + k0 + 2 * t + 8]);
-}
-// B[k][n] = X[n][k] (X row-major, one row per n): n0..n0+7, k0..k0+15
-__device__ __forceinline__ void ldB_nk(uint32_t *b, const bf16 *X, int ld, int n0, int k0) {
-  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-  b[0] = ld32(&X[(n0 + g) * ld + k0 + 2 * t]);
-  b[1] = ld32(&X[(n0 + g) * ld + k0 + 2 * t + 8]);
-}
-// B[k][n] = X[k][n] (X row-major, one row per k): k0..k0+15, n0..n0+7
-__device__ __forceinline__ void ldB_kn(uint32_t *b, const bf16 *X, int ld, int k0, int n0) {
-  int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-  b[0] = pack_raw(X[(k0 + 2 * t) * ld + n0 + g], X[(k0 + 2 * t + 1) * ld + n0 + g]);
-  b[1] = pack_raw(X[(k0 + 2 * t + 8) * ld + n0 + g], X[(k0 + 2 * t + 9) * ld + n0 + g]);
 }
 // the same fragments through ldmatrix (one instruction loads four 8x8 matrices; lanes 8m..8m+7
 // give the row addresses of matrix m, register m receives it; .trans delivers the transpose).
@@ -119,6 +103,12 @@ __device__ __forceinline__ void ldB_kn_x4(uint32_t *b, const bf16 *X, int ld, in
   int l = threadIdx.x & 31;
   ldsm_x4_t(b, &X[(k0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + n0 + (l >> 4) * 8]);
 }
+// as ldA_x4 for A = X^T with X row-major [k][r] (ldmatrix .trans): the matrices of ldA_x4 are the
+// transposes of (k0.., r0..), (k0.., r0+8..), (k0+8.., r0..), (k0+8.., r0+8..) of X
+__device__ __forceinline__ void ldAT_x4(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4_t(a, &X[(k0 + (l & 7) + (l >> 4) * 8) * ld + r0 + ((l >> 3) & 1) * 8]);
+}
 // A fragments of a 16 x 64 tile held as C fragments (8 tiles of 16x8): k-step kk covers cols 16kk..
 __device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int kk) {
   a[0] = pack_bf16(P[2 * kk][0], P[2 * kk][1]);
@@ -149,10 +139,32 @@ __device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int64_t ld, in
   }
 }
 
+// cp.async: 16 (or 4) bytes global -> shared without passing through registers, zero-filled
+// when !pred (src must still be a valid address); completes at cp_async_wait_all()
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// as load_tile through cp.async: ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
+template <int D, int LD, int ROWS>
+__device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
+  constexpr int CH = D / 8;
+  for (int id = threadIdx.x; id < ROWS * CH; id += blockDim.x) {
+    int r = id / CH, c8 = id % CH;
+    bool ok = row0 + r < T;
+    cp_async16(&S[r * LD + c8 * 8], ok ? &G[(int64_t)(row0 + r) * ld + c8 * 8] : G, ok);
+  }
+}
+
 // ----------------------------------------------------------------------------
 // CUDA kernels: flash attention (bf16, tensor cores)
 
-template <int D, bool LDM>
+template <int D>
 __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                        const bf16 *v, int T, float scale_log2, int causal,
                                                                        att_strides as) {
@@ -170,10 +182,7 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
   load_tile<D, LD>(Ks, Q, qst, qb * 64, T);
   __syncthreads();
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) {
-    if (LDM) ldA_x4(qa[kk], Ks, LD, w * 16, kk * 16);
-    else ldA(qa[kk], Ks, LD, w * 16, kk * 16);
-  }
+  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], Ks, LD, w * 16, kk * 16);
 
   float O[D / 8][4];
 #pragma unroll
@@ -193,21 +202,12 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
     for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-      if (LDM) {
 #pragma unroll
-        for (int j = 0; j < 8; j += 2) {
-          uint32_t b[4];
-          ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
-          mma16816(S[j], qa[kk], b);
-          mma16816(S[j + 1], qa[kk], b + 2);
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          uint32_t b[2];
-          ldB_nk(b, Ks, LD, j * 8, kk * 16);
-          mma16816(S[j], qa[kk], b);
-        }
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
+        mma16816(S[j], qa[kk], b);
+        mma16816(S[j + 1], qa[kk], b + 2);
       }
     }
     // scale, mask, row max
@@ -250,21 +250,140 @@ __global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out
     for (int kk = 0; kk < 4; kk++) {
       uint32_t a[4];
       acc_to_A(a, S, kk);
-      if (LDM) {
 #pragma unroll
-        for (int i = 0; i < D / 8; i += 2) {
-          uint32_t b[4];
-          ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
-          mma16816(O[i], a, b);
-          mma16816(O[i + 1], a, b + 2);
-        }
-      } else {
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
+        mma16816(O[i], a, b);
+        mma16816(O[i + 1], a, b + 2);
+      }
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = 1.f / l0, i1 = 1.f / l1;
+  bf16 *Ob = out + att_base(as, 0, bh);
 #pragma unroll
-        for (int i = 0; i < D / 8; i++) {
-          uint32_t b[2];
-          ldB_kn(b, Vs, LD, kk * 16, i * 8);
-          mma16816(O[i], a, b);
-        }
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
+    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
+  }
+  if (t == 0) {
+    if (q0 < T) lse[bh * T + q0] = (m0 + log2f(l0)) * LN2;
+    if (q1 < T) lse[bh * T + q1] = (m1 + log2f(l1)) * LN2;
+  }
+}
+
+// 128 queries per block, 8 warps of 16 rows (4 warps of 32 rows, two m-tiles sharing each K/V
+// fragment, measured no faster for D = 64); K/V tiles of 64 keys double-buffered through cp.async
+// (tile kb+1 loads while kb is computed); a warp skips the key tiles its rows cannot see.
+// Shared memory (dynamic): stage s holds K at 2s tiles and V at 2s+1; Q is staged in stage 1.
+template <int D>
+__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_kernel2(bf16 *out, float *lse, const bf16 *q,
+                                                                       const bf16 *k, const bf16 *v, int T,
+                                                                       float scale_log2, int causal, att_strides as) {
+  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *sm = (bf16 *)smem_raw;
+  int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (causal) blocks first
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  int kb0, kb1, wkb0, wkb1;
+  kv_block_range(qb, BQ, BK, T, causal, &kb0, &kb1);
+  kv_block_range(qb * (BQ / 16) + w, 16, BK, T, causal, &wkb0, &wkb1);  // this warp's 16 rows
+
+  load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
+  if (kb0 < kb1) {
+    load_tile_async<D, LD, BK>(sm, K, kst, kb0 * BK, T);
+    load_tile_async<D, LD, BK>(sm + TILE, V, vst, kb0 * BK, T);
+  }
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+  uint32_t qa[D / 16][4];  // this warp's 16 query rows as A fragments
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], sm + 2 * TILE, LD, w * 16, kk * 16);
+
+  float O[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 (log2 domain, scaled)
+  int qw = qb * BQ + w * 16, q0 = qw + g, q1 = q0 + 8;
+
+  for (int kb = kb0; kb < kb1; kb++) {
+    int st = (kb - kb0) & 1;
+    cp_async_wait_all();
+    __syncthreads();  // tile kb is in stage st for everyone; stage st^1 (and Q) is free
+    if (kb + 1 < kb1) {
+      load_tile_async<D, LD, BK>(sm + 2 * (st ^ 1) * TILE, K, kst, (kb + 1) * BK, T);
+      load_tile_async<D, LD, BK>(sm + (2 * (st ^ 1) + 1) * TILE, V, vst, (kb + 1) * BK, T);
+    }
+    cp_async_commit();
+    if (kb < wkb0 || kb >= wkb1) continue;  // no key of this tile is visible to this warp's rows
+    const bf16 *Ks = sm + 2 * st * TILE, *Vs = Ks + TILE;
+    float S[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
+        mma16816(S[j], qa[kk], b);
+        mma16816(S[j + 1], qa[kk], b + 2);
+      }
+    }
+    // mask, row max (of the raw scores; scale > 0 is applied in the exponent)
+    if (tile_may_mask(qw, 16, kb * BK, BK, T, causal)) {
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          if (masked(e < 2 ? q0 : q1, kb * BK + j * 8 + 2 * t + (e & 1), T, causal)) S[j][e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+    m0 = n0; m1 = n1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
+      S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
+      s0 += S[j][0] + S[j][1];
+      s1 += S[j][2] + S[j][3];
+    }
+    l0 = l0 * al0 + s0;
+    l1 = l1 * al1 + s1;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
+    // O += P V, P straight from registers as the A operand
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t a[4];
+      acc_to_A(a, S, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
+        mma16816(O[i], a, b);
+        mma16816(O[i + 1], a, b + 2);
       }
     }
   }
@@ -298,30 +417,41 @@ __global__ void attention_delta_kernel1(float *delta, const T *dout, const T *ou
   if (lane == 0) delta[r] = s;
 }
 
-// strided variant for the flash path: tensors 5 (dout) and 6 (out) of as
+// strided variant for the flash path (tensors 5 (dout) and 6 (out) of as): D / 8 lanes per row,
+// 16-byte loads
 __global__ void attention_delta_kernel2(float *delta, const bf16 *dout, const bf16 *out, int64_t rows, int T, int D,
                                         att_strides as) {
-  int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-  int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  int64_t bh = r / T, t = r % T;
-  const bf16 *a = dout + att_base(as, 5, bh) + t * as.s[5][2], *b = out + att_base(as, 6, bh) + t * as.s[6][2];
+  int lpr = D / 8;  // 8 or 16: groups of lanes within one warp
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = i / lpr;
+  int c = (int)(i % lpr) * 8;
   float s = 0.f;
-  for (int d = lane; d < D; d += 32) s += __bfloat162float(a[d]) * __bfloat162float(b[d]);
-  s = warp_sum(s);
-  if (lane == 0) delta[r] = s;
+  if (r < rows) {
+    int64_t bh = r / T, t = r % T;
+    uint4 a = *(const uint4 *)&dout[att_base(as, 5, bh) + t * as.s[5][2] + c];
+    uint4 b = *(const uint4 *)&out[att_base(as, 6, bh) + t * as.s[6][2] + c];
+    const __nv_bfloat162 *a2 = (const __nv_bfloat162 *)&a, *b2 = (const __nv_bfloat162 *)&b;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float2 x = __bfloat1622float2(a2[j]), y = __bfloat1622float2(b2[j]);
+      s += x.x * y.x + x.y * y.y;
+    }
+  }
+  for (int o = lpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (r < rows && c == 0) delta[r] = s;
 }
 
-// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]
-__global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n, int T, int D, att_strides as) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / D, d = i % D, bh = r / T, t = r % T;
-    dq[att_base(as, 7, bh) + t * as.s[7][2] + d] = __float2bfloat16(acc[i]);
+// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]: 8 elements per thread
+__global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n8, int T, int D, att_strides as) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t e = i * 8, r = e / D, bh = r / T, t = r % T;
+    float4 x = *(const float4 *)&acc[e], y = *(const float4 *)&acc[e + 4];
+    uint4 o = make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
+    *(uint4 *)&dq[att_base(as, 7, bh) + t * as.s[7][2] + e % D] = o;
   }
 }
 
 // D = 64: capped at 170 registers so that three blocks share an SM (the ldmatrix variant wants 187)
-template <int D, bool LDM>
+template <int D>
 __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                         const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                         const float *lse, const float *delta, int T,
@@ -368,30 +498,17 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t ak[4], av[4];
-      if (LDM) {
-        ldA_x4(ak, Ks, LD, w * 16, kk * 16);
-        ldA_x4(av, Vs, LD, w * 16, kk * 16);
+      ldA_x4(ak, Ks, LD, w * 16, kk * 16);
+      ldA_x4(av, Vs, LD, w * 16, kk * 16);
 #pragma unroll
-        for (int j = 0; j < 8; j += 2) {
-          uint32_t b[4];
-          ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
-          mma16816(P[j], ak, b);
-          mma16816(P[j + 1], ak, b + 2);
-          ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
-          mma16816(dS[j], av, b);
-          mma16816(dS[j + 1], av, b + 2);
-        }
-      } else {
-        ldA(ak, Ks, LD, w * 16, kk * 16);
-        ldA(av, Vs, LD, w * 16, kk * 16);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          uint32_t b[2];
-          ldB_nk(b, Qs, LD, j * 8, kk * 16);
-          mma16816(P[j], ak, b);
-          ldB_nk(b, dOs, LD, j * 8, kk * 16);
-          mma16816(dS[j], av, b);
-        }
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
+        mma16816(P[j], ak, b);
+        mma16816(P[j + 1], ak, b + 2);
+        ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
+        mma16816(dS[j], av, b);
+        mma16816(dS[j + 1], av, b + 2);
       }
     }
     // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
@@ -412,26 +529,15 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
       uint32_t ap[4], as[4];
       acc_to_A(ap, P, kk);
       acc_to_A(as, dS, kk);
-      if (LDM) {
 #pragma unroll
-        for (int i = 0; i < D / 8; i += 2) {
-          uint32_t b[4];
-          ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
-          mma16816(dV[i], ap, b);
-          mma16816(dV[i + 1], ap, b + 2);
-          ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
-          mma16816(dK[i], as, b);
-          mma16816(dK[i + 1], as, b + 2);
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < D / 8; i++) {
-          uint32_t b[2];
-          ldB_kn(b, dOs, LD, kk * 16, i * 8);
-          mma16816(dV[i], ap, b);
-          ldB_kn(b, Qs, LD, kk * 16, i * 8);
-          mma16816(dK[i], as, b);
-        }
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
+        mma16816(dV[i], ap, b);
+        mma16816(dV[i + 1], ap, b + 2);
+        ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
+        mma16816(dK[i], as, b);
+        mma16816(dK[i + 1], as, b + 2);
       }
     }
     // dS as [query][key] in shared memory for dQ = dS K
@@ -454,23 +560,13 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) {
         uint32_t a[4];
-        if (LDM) {
-          ldA_x4(a, dSs, LDS, w * 16, kk * 16);
+        ldA_x4(a, dSs, LDS, w * 16, kk * 16);
 #pragma unroll
-          for (int i = 0; i < D / 16; i += 2) {
-            uint32_t b[4];
-            ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
-            mma16816(dQ[i], a, b);
-            mma16816(dQ[i + 1], a, b + 2);
-          }
-        } else {
-          ldA(a, dSs, LDS, w * 16, kk * 16);
-#pragma unroll
-          for (int i = 0; i < D / 16; i++) {
-            uint32_t b[2];
-            ldB_kn(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
-            mma16816(dQ[i], a, b);
-          }
+        for (int i = 0; i < D / 16; i += 2) {
+          uint32_t b[4];
+          ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+          mma16816(dQ[i], a, b);
+          mma16816(dQ[i + 1], a, b + 2);
         }
       }
       float *dqb = dq_acc + bh * T * D;
@@ -504,10 +600,166 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
   }
 }
 
-template <typename T>
-__global__ void convert_f32_kernel1(T *out, const float *in, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = from_f<T>(in[i]);
+// as kernel1, with the Q, dO, lse and delta tiles loaded through cp.async: NS = 2 stages (the
+// next query tile loads while this one is computed; D = 64), NS = 1 for D = 128 (keeps two
+// blocks per SM); dQ accumulated with float2 atomics.
+// Shared memory (dynamic): K, V, then per stage Q, dO; dS^T [64 keys][64 queries]; per stage lse, delta.
+template <int D, int NS>
+__global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel2(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+                                                                        const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                                        const float *lse, const float *delta, int T,
+                                                                        float scale, int causal, att_strides as) {
+  constexpr int LD = D + 8, LDS = 64 + 8, TILE = 64 * LD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + TILE, *dSs = Vs + TILE + 2 * NS * TILE;
+  float *ld_s = (float *)(dSs + 64 * LDS);  // stage s: lse at 128 s, delta at 128 s + 64
+  int kb = blockIdx.x;  // causal: the first key blocks see the most queries, so they start first
+  int64_t bh = blockIdx.y;
+  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
+  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
+             *dO = dout + att_base(as, 5, bh);
+  const float *lse_b = lse + bh * T, *delta_b = delta + bh * T;
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float scale_log2 = scale * LOG2E;
+  int qb0, qb1;
+  q_block_range(kb, 64, 64, T, causal, &qb0, &qb1);
+  // Q, dO, lse, delta of query tile qb into stage st
+  auto load_q = [&](int qb, int st) {
+    bf16 *Qs = Vs + TILE + 2 * st * TILE;
+    load_tile_async<D, LD, 64>(Qs, Q, as.s[2][2], qb * 64, T);
+    load_tile_async<D, LD, 64>(Qs + TILE, dO, as.s[5][2], qb * 64, T);
+    int r = qb * 64 + (threadIdx.x & 63);
+    const float *src = threadIdx.x < 64 ? lse_b : delta_b;
+    cp_async4(&ld_s[128 * st + threadIdx.x], r < T ? src + r : src, r < T);
+  };
+
+  load_tile_async<D, LD, 64>(Ks, K, as.s[3][2], kb * 64, T);
+  load_tile_async<D, LD, 64>(Vs, V, as.s[4][2], kb * 64, T);
+  if (NS == 2 && qb0 < qb1) load_q(qb0, 0);
+  cp_async_commit();
+  float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dK[i][e] = dV[i][e] = 0.f;
+  int kw = kb * 64 + w * 16, key0 = kw + g, key1 = key0 + 8;
+
+  for (int qb = qb0; qb < qb1; qb++) {
+    int st = NS == 2 ? (qb - qb0) & 1 : 0;
+    if (NS == 1) {
+      __syncthreads();  // everyone is done with the previous tile
+      load_q(qb, 0);
+      cp_async_commit();
+    }
+    cp_async_wait_all();
+    __syncthreads();  // tile qb is in stage st for everyone; the other stage and dSs are free
+    if (NS == 2) {
+      if (qb + 1 < qb1) load_q(qb + 1, st ^ 1);
+      cp_async_commit();
+    }
+    const bf16 *Qs = Vs + TILE + 2 * st * TILE, *dOs = Qs + TILE;
+    const float *lse_s = ld_s + 128 * st, *delta_s = lse_s + 64;
+    // S^T (16 keys x 64 queries) and dP^T = V dO^T
+    float P[8][4], dS[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) P[j][e] = dS[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t ak[4], av[4];
+      ldA_x4(ak, Ks, LD, w * 16, kk * 16);
+      ldA_x4(av, Vs, LD, w * 16, kk * 16);
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
+        mma16816(P[j], ak, b);
+        mma16816(P[j + 1], ak, b + 2);
+        ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
+        mma16816(dS[j], av, b);
+        mma16816(dS[j + 1], av, b + 2);
+      }
+    }
+    // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
+    bool may_mask = tile_may_mask(qb * 64, 64, kw, 16, T, causal);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int qi = j * 8 + 2 * t + (e & 1);
+        float p = exp2f(fmaf(P[j][e], scale_log2, -lse_s[qi] * LOG2E));
+        if (may_mask && masked(qb * 64 + qi, e < 2 ? key0 : key1, T, causal)) p = 0.f;
+        P[j][e] = p;
+        dS[j][e] = p * (dS[j][e] - delta_s[qi]);
+      }
+    }
+    // dV += P^T dO ; dK += dS^T Q   (k-steps over the 64 queries)
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t ap[4], as[4];
+      acc_to_A(ap, P, kk);
+      acc_to_A(as, dS, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
+        mma16816(dV[i], ap, b);
+        mma16816(dV[i + 1], ap, b + 2);
+        ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
+        mma16816(dK[i], as, b);
+        mma16816(dK[i + 1], as, b + 2);
+      }
+    }
+    // dS^T as [key][query] in shared memory (word stores, conflict-free) for dQ = dS K
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      *(uint32_t *)&dSs[(w * 16 + g) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][0], dS[j][1]);
+      *(uint32_t *)&dSs[(w * 16 + g + 8) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][2], dS[j][3]);
+    }
+    __syncthreads();
+    // this warp's 16 queries: dQ[16 x D] += dS[16 x 64 keys] K[64 keys x D]
+    int qr0 = qb * 64 + w * 16 + g, qr1 = qr0 + 8;
+    float *dqb = dq_acc + bh * T * D;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {  // two halves of D keep register use down
+      float dQ[D / 16][4];
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4];
+        ldAT_x4(a, dSs, LDS, w * 16, kk * 16);
+#pragma unroll
+        for (int i = 0; i < D / 16; i += 2) {
+          uint32_t b[4];
+          ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+          mma16816(dQ[i], a, b);
+          mma16816(dQ[i + 1], a, b + 2);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) {
+        int col = half * (D / 2) + i * 8 + 2 * t;
+        if (qr0 < T) atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
+        if (qr1 < T) atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
+      }
+    }
+  }
+  bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
+  int64_t kst = as.s[0][2], vst = as.s[1][2];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    if (key0 < T) {
+      *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
+      *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[i][0], dV[i][1]);
+    }
+    if (key1 < T) {
+      *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
+      *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[i][2], dV[i][3]);
+    }
+  }
 }
 
 // ----------------------------------------------------------------------------
@@ -631,8 +883,8 @@ static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
   }
   return true;
 }
-// SR_ATTN_V1=1: the flash kernels load fragments with plain 32-bit/16-bit shared loads instead of
-// ldmatrix (the earlier kernels, kept for A/B timing and as a fallback)
+// SR_ATTN_V1=1: the earlier flash kernels (64-query forward tiles, synchronous tile loads), kept
+// for A/B timing
 static bool attn_v1(void) {
   static int v = -1;
   if (v < 0) { const char *e = getenv("SR_ATTN_V1"); v = e && e[0] == '1'; }
@@ -674,15 +926,24 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   if (BH == 0 || T == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   if (flash_ok(dt, D, ts, 4)) {
-    dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
     att_strides as = strides_of(ts, 4);
-#define FWD1(DD, LL)                                                                                                    \
-  flash_attention_forward_kernel1<DD, LL><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),             \
+    if (attn_v1()) {
+      dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
+#define FWD1(DD)                                                                                                        \
+  flash_attention_forward_kernel1<DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),                 \
       (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
-    bool ldm = !attn_v1();
-    if (D == 64) { if (ldm) { FWD1(64, true) } else { FWD1(64, false) } }
-    else { if (ldm) { FWD1(128, true) } else { FWD1(128, false) } }
+      if (D == 64) { FWD1(64) } else { FWD1(128) }
 #undef FWD1
+    } else {
+      dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
+      size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
+#define FWD2(DD)                                                                                                        \
+  SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+  flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),              \
+      (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
+      if (D == 64) { FWD2(64) } else { FWD2(128) }
+#undef FWD2
+    }
     SR_LAUNCH_CHECK();
     return NULL;
   }
@@ -730,7 +991,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
   if (flash)
-    attention_delta_kernel2<<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
+    attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
   else if (dt == SR_BF16)
     attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, D);
   else
@@ -740,20 +1001,25 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   if (ce == cudaSuccess && flash) {
     ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
-    size_t smem = (size_t)(4 * 64 * (D + 8) + 64 * 72) * sizeof(bf16) + 128 * sizeof(float);
-#define BWD1(DD, LL)                                                                                                  \
+    size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
+#define BWD(SMEM, ...)                                                                                                \
   if (ce == cudaSuccess)                                                                                              \
-    ce = cudaFuncSetAttribute(flash_attention_backward_kernel1<DD, LL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
+    ce = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(SMEM));                \
   if (ce == cudaSuccess)                                                                                              \
-    flash_attention_backward_kernel1<DD, LL><<<grid, 128, smem, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc,     \
-        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout),    \
-        (const float *)kn_data(lse), delta, T, scale, causal, as);
-    bool ldm = !attn_v1();
-    if (D == 64) { if (ldm) { BWD1(64, true) } else { BWD1(64, false) } }
-    else { if (ldm) { BWD1(128, true) } else { BWD1(128, false) } }
-#undef BWD1
+    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc, (const bf16 *)kn_data(q),         \
+        (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse),  \
+        delta, T, scale, causal, as);
+    size_t smem1 = 4 * tile + dsb + 128 * sizeof(float);
+    if (attn_v1()) {
+      if (D == 64) { BWD(smem1, flash_attention_backward_kernel1<64>) } else { BWD(smem1, flash_attention_backward_kernel1<128>) }
+    } else if (D == 64) {
+      BWD(6 * tile + dsb + 256 * sizeof(float), flash_attention_backward_kernel2<64, 2>)
+    } else {
+      BWD(4 * tile + dsb + 128 * sizeof(float), flash_attention_backward_kernel2<128, 1>)
+    }
+#undef BWD
     if (ce == cudaSuccess) {
-      attention_dq_convert_kernel1<<<sr_grid_for(rows * D, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D, T, D, as);
+      attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D / 8, T, D, as);
       ce = cudaGetLastError();
     }
   } else if (ce == cudaSuccess) {

@@ -661,9 +661,11 @@ static void test_attention(void) {
     {2, 3, 64, 64, SR_BF16, 0}, {1, 2, 100, 64, SR_BF16, 0}, {2, 2, 256, 128, SR_BF16, 0}, {1, 1, 77, 128, SR_BF16, 0},
     {2, 2, 50, 16, SR_F32, 0}, {1, 3, 70, 64, SR_F32, 0}, {1, 2, 33, 32, SR_BF16, 0},
     {2, 3, 100, 64, SR_BF16, 1}, {1, 2, 130, 128, SR_BF16, 1},
+    /* several 128-query forward tiles and pipelined backward tiles, a partial last one; T < 16 */
+    {1, 2, 300, 64, SR_BF16, 1}, {1, 1, 200, 128, SR_BF16, 0}, {2, 1, 5, 64, SR_BF16, 0},
   };
   char name[160];
-  for (int ci = 0; ci < 9; ci++)
+  for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++)
     for (int causal = 0; causal < 2; causal++) {
       int64_t B = cases[ci].B, H = cases[ci].H, Tn = cases[ci].T, D = cases[ci].D, sh[4] = {B, H, Tn, D}, lsh[3] = {B, H, Tn};
       sr_dtype dt = cases[ci].dt;
