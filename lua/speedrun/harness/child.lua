@@ -292,6 +292,7 @@ local function run(job, R)
   local graph, gx, gy, ref_trace, last_audit
   local want_graph
   local cap_step = skip - 1                -- eager steps 1..cap_step; traces of the last two
+                                           -- (not step 1: it creates the optimizer state)
   local function no_graph(why, step)
     G.reason = why
     emit {ev = "graph", used = false, step = step, reason = why}
@@ -301,7 +302,7 @@ local function run(job, R)
   if not is_cuda then G.reason = "the device is " .. device .. " (CUDA graphs need cuda)"
   elseif job.cuda_graph == "off" then G.reason = "disabled by --cuda-graph off"
   elseif recipe.cuda_graph == false then G.reason = "the recipe opts out (recipe.cuda_graph = false)"
-  elseif cap_step < 2 then G.reason = fmt("too few warm-up steps to capture before the clock starts (%d; need 3)", skip)
+  elseif cap_step < 3 then G.reason = fmt("too few warm-up steps to capture before the clock starts (%d; need 4)", skip)
   end
   if G.reason then emit {ev = "graph", used = false, reason = G.reason} end
   want_graph = not G.reason
