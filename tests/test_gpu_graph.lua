@@ -17,6 +17,7 @@ if not ok then T.skip("no usable GPU: " .. tostring(why)) end
 
 local exe = arg[-1]
 local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/gpu-graph"
+H.mkdir(tmp)
 H.mkdir(tmp .. "/data")
 local function stream(n, seed)
   local ids, s = {}, seed
@@ -26,8 +27,8 @@ local function stream(n, seed)
   end
   return ids
 end
-assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", stream(40000, 1)))
-assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", stream(4000, 2)))
+assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", stream(2000000, 1)))
+assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", stream(20000, 2)))
 local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
 
