@@ -20,7 +20,7 @@ gcc -O2 -std=gnu11 bench/bench_gpt2.c -Ihost -Ikernels -I"$cudainc/include" buil
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
   t1=$(date +%s)
-  for g in ${TEST_GROUPS:-""}; do
+  for g in ${TEST_GROUPS:-}; do
     SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels $g 2>&1 | tee -a "$OUT/test_gpu_kernels.log" | grep -v "^ok"
   done
   [ -z "$TEST_GROUPS" ] && SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"

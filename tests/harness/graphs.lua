@@ -12,13 +12,13 @@ local gpt = require "speedrun.gpt"
 local optim = sr.optim
 
 local r = {name = "test-graphs"}
-local base = {model = {n_layer = 1, n_head = 2, n_embd = 16}, batch = {mode = "bt", B = 4, T = 16},
+local base = {model = {n_layer = 1, n_head = 2, n_embd = 32}, batch = {mode = "bt", B = 4, T = 16},
               steps = 60, target_val_loss = 3.5, val_tokens = 512, val_batch = {B = 4, T = 16}}
 r.config = {}
 for _, s in ipairs {"micro", "item", "stepuse", "hostval", "late", "optout"} do r.config[s] = base end
 
 function r.setup(ctx)
-  ctx.model = gpt.GPT {vocab_size = 32, block_size = 16, n_layer = 1, n_head = 2, n_embd = 16, device = ctx.device}
+  ctx.model = gpt.GPT {vocab_size = 32, block_size = 16, n_layer = 1, n_head = 2, n_embd = 32, device = ctx.device}  -- head dim 16 (cuda: 16, 32, 64, 128)
   ctx.opt = optim.AdamW(ctx.model:parameters(), {lr = 1e-2, betas = {0.9, 0.95}, weight_decay = 0})
   ctx.sched = optim.schedule.cosine(ctx.steps, 5, 0.1)
   ctx.k, ctx.factor = 0, 1
