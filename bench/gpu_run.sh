@@ -32,7 +32,7 @@ if [ "$what" = attn ]; then
 fi
 if [ "$what" = tests ] || [ "$what" = all ]; then
   t1=$(date +%s)
-  for g in ${TEST_GROUPS:-""}; do
+  for g in ${TEST_GROUPS:-}; do
     SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels $g 2>&1 | tee -a "$OUT/test_gpu_kernels.log" | grep -v "^ok"
   done
   [ -z "$TEST_GROUPS" ] && SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"

@@ -7,8 +7,14 @@
 ** - A caching allocator: blocks are kept on free lists after sr_cuda_free and handed out again
 **   for requests of nearly the same size (at most 1/8 larger), so steady-state training steps
 **   make no cudaMalloc/cudaFree. Pool 0 is the ordinary pool; each CUDA graph capture gets a
-**   private pool whose blocks are never handed out outside it (its replays write them).
-** - Host <-> device copies go through a pinned staging buffer in chunks.
+**   private pool whose blocks are never handed out outside it (its replays write them). A capture
+**   also notes the ordinary blocks its launches use (the state a replay reads and writes), so the
+**   harness can snapshot and restore them to check a replay against an eager step.
+** - Host <-> device copies go through a ring of pinned staging slots. Host-to-device: each
+**   chunk is copied into the next slot and sent with cudaMemcpyAsync; an event recorded after it
+**   is waited on only before that slot is reused, so the host returns while the GPU still works
+**   (batch loading overlaps compute). Device-to-host: chunks are fetched through the slots and
+**   the call returns once the last one has landed (it must: the caller reads the data).
 ** - Deferred kernel errors (bad embedding index, bad target) land in a mapped host record and
 **   are reported at the next synchronize or device-to-host copy.
 ** Not thread-safe: the host drives the GPU from one thread.
@@ -27,7 +33,8 @@
 #include "tensor.h"         /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
 
 #define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
-#define SR_STAGING_BYTES ((size_t)16 << 20)     /* pinned host staging buffer */
+#define SR_SLOTS 4                              /* pinned host staging slots ... */
+#define SR_SLOT_BYTES ((size_t)4 << 20)         /* ... of 4 MiB each */
 #define SR_ALIGN 512                            /* every block size is a multiple of this */
 
 static _Thread_local char errbuf[512];
@@ -42,7 +49,11 @@ static int device;
 static cudaStream_t stream;
 static cublasLtHandle_t blaslt;
 static void *workspace;
-static void *staging;        /* pinned */
+static struct slot {
+  void *p;                   /* pinned, SR_SLOT_BYTES */
+  cudaEvent_t done;          /* recorded after the last copy through p */
+} ring[SR_SLOTS];
+static int ring_next;
 static void *dev_error_host; /* mapped pinned record (struct sr_dev_error) */
 static void *dev_error_dev;
 
@@ -89,7 +100,10 @@ static const char *start(void) {
     return why;
   }
   TRY(cudaMalloc(&workspace, SR_WORKSPACE_BYTES), "cudaMalloc (cuBLASLt workspace)");
-  TRY(cudaMallocHost(&staging, SR_STAGING_BYTES), "cudaMallocHost (staging)");
+  for (int k = 0; k < SR_SLOTS; k++) {
+    TRY(cudaMallocHost(&ring[k].p, SR_SLOT_BYTES), "cudaMallocHost (staging)");
+    TRY(cudaEventCreateWithFlags(&ring[k].done, cudaEventDisableTiming), "cudaEventCreate (staging)");
+  }
   TRY(cudaHostAlloc(&dev_error_host, 64, cudaHostAllocMapped), "cudaHostAlloc (error record)");
   memset(dev_error_host, 0, 64);
   TRY(cudaHostGetDevicePointer(&dev_error_dev, dev_error_host, 0), "cudaHostGetDevicePointer");
@@ -118,6 +132,7 @@ typedef struct blk {
   size_t size;
   int pool;   /* 0 ordinary, >0 a graph's private pool */
   int inuse;
+  int noted;  /* the capture (its pool) that noted this ordinary block */
 } blk;
 
 static blk *blocks;        /* every block held from the driver */
@@ -226,7 +241,7 @@ void *sr_cuda_malloc(size_t nbytes) {
       blocks = realloc(blocks, (size_t)capblocks * sizeof *blocks);
     }
     best = nblocks++;
-    blocks[best] = (blk){p, want, cur_pool, 0};
+    blocks[best] = (blk){p, want, cur_pool, 0, 0};
     map_put(p, best);
   }
   blocks[best].inuse = 1;
@@ -304,6 +319,14 @@ static void check(cudaError_t e, const char *what) {
   if (e != cudaSuccess) sr_fail("cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+/* the next staging slot, once the copy that last used it has finished */
+static struct slot *take_slot(const char *what) {
+  struct slot *sl = &ring[ring_next];
+  ring_next = (ring_next + 1) % SR_SLOTS;
+  check(cudaEventSynchronize(sl->done), what);
+  return sl;
+}
+
 static void be_copy(void *dst, sr_device dd, const void *src, sr_device sd, size_t n) {
   if (n == 0) return;
   if (dd == SR_CPU && sd == SR_CPU) {
@@ -316,22 +339,39 @@ static void be_copy(void *dst, sr_device dd, const void *src, sr_device sd, size
     check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream), "device-to-device copy");
     return;
   }
-  for (size_t off = 0; off < n; off += SR_STAGING_BYTES) {
-    size_t k = n - off < SR_STAGING_BYTES ? n - off : SR_STAGING_BYTES;
-    if (sd == SR_CPU) {  /* host -> device */
-      memcpy(staging, (const char *)src + off, k);
-      check(cudaMemcpyAsync((char *)dst + off, staging, k, cudaMemcpyHostToDevice, stream), "host-to-device copy");
-      check(cudaStreamSynchronize(stream), "host-to-device copy");
-    } else {             /* device -> host */
-      check(cudaMemcpyAsync(staging, (const char *)src + off, k, cudaMemcpyDeviceToHost, stream), "device-to-host copy");
-      check(cudaStreamSynchronize(stream), "device-to-host copy");
-      memcpy((char *)dst + off, staging, k);
+  if (sd == SR_CPU) {  /* host -> device: no wait beyond a slot's reuse */
+    for (size_t off = 0; off < n; off += SR_SLOT_BYTES) {
+      size_t k = n - off < SR_SLOT_BYTES ? n - off : SR_SLOT_BYTES;
+      struct slot *sl = take_slot("host-to-device copy");
+      memcpy(sl->p, (const char *)src + off, k);
+      check(cudaMemcpyAsync((char *)dst + off, sl->p, k, cudaMemcpyHostToDevice, stream), "host-to-device copy");
+      check(cudaEventRecord(sl->done, stream), "host-to-device copy");
     }
+    return;
   }
-  if (sd == SR_CUDA) {
-    const char *w = deferred();
-    if (w) sr_fail("%s", w);
+  /* device -> host: up to SR_SLOTS chunks in flight; each is unpacked once its event fired */
+  struct slot *pend[SR_SLOTS];
+  size_t pend_off[SR_SLOTS], pend_k[SR_SLOTS];
+  int np = 0, first = 0;
+  for (size_t off = 0; off < n || np > 0;) {
+    if (off < n && np < SR_SLOTS) {
+      size_t k = n - off < SR_SLOT_BYTES ? n - off : SR_SLOT_BYTES;
+      struct slot *sl = take_slot("device-to-host copy");
+      check(cudaMemcpyAsync(sl->p, (const char *)src + off, k, cudaMemcpyDeviceToHost, stream), "device-to-host copy");
+      check(cudaEventRecord(sl->done, stream), "device-to-host copy");
+      int at = (first + np) % SR_SLOTS;
+      pend[at] = sl, pend_off[at] = off, pend_k[at] = k;
+      np++;
+      off += k;
+      continue;
+    }
+    check(cudaEventSynchronize(pend[first]->done), "device-to-host copy");
+    memcpy((char *)dst + pend_off[first], pend[first]->p, pend_k[first]);
+    first = (first + 1) % SR_SLOTS;
+    np--;
   }
+  const char *w = deferred();
+  if (w) sr_fail("%s", w);
 }
 
 static void be_copy_strided(sr_tensor *dst, const sr_tensor *src) {
@@ -372,9 +412,47 @@ struct sr_cuda_graph {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   int pool;
+  int64_t replays;
+  void **used;        /* ordinary blocks the captured launches use (nused) */
+  size_t *used_size;
+  void **saved;       /* their snapshot, or NULL */
+  int nused;
 };
 
+static void **noted;  /* the capture under way: ordinary blocks its launches use */
+static size_t *noted_size;
+static int nnoted, capnoted;
+
 int sr_cuda_capturing(void) { return capturing; }
+
+void sr_cuda_graph_note(const sr_kcall *c) {
+  if (!capturing) return;
+  for (int j = 0; j < c->nt; j++) {
+    if (!c->t[j]) continue;
+    int i = map_get(c->t[j]->storage->data);
+    if (i < 0 || blocks[i].pool != 0 || blocks[i].noted == cur_pool) continue;
+    blocks[i].noted = cur_pool;
+    if (nnoted == capnoted) {
+      capnoted = capnoted ? 2 * capnoted : 256;
+      noted = realloc(noted, (size_t)capnoted * sizeof *noted);
+      noted_size = realloc(noted_size, (size_t)capnoted * sizeof *noted_size);
+    }
+    noted[nnoted] = blocks[i].p;
+    noted_size[nnoted++] = blocks[i].size;
+  }
+}
+
+/* a pool whose kernels never ran (a failed capture, or a graph freed before its first replay):
+** its live tensors hold garbage, so they are zeroed (a gradient then accumulates from 0) and
+** join pool 0; its free blocks go back to the driver */
+static void abandon_pool(int pool) {
+  for (int i = 0; i < nblocks; i++)
+    if (blocks[i].pool == pool && blocks[i].inuse) {
+      cudaMemsetAsync(blocks[i].p, 0, blocks[i].size, stream);
+      blocks[i].pool = 0;
+    }
+  release_free_blocks(1, pool);
+}
 
 const char *sr_cuda_graph_begin(void) {
   const char *w = start();
@@ -388,6 +466,7 @@ const char *sr_cuda_graph_begin(void) {
   }
   capturing = 1;
   cur_pool = next_pool++;
+  nnoted = 0;
   return NULL;
 }
 
@@ -404,7 +483,7 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
     snprintf(errbuf, sizeof errbuf, "cudaStreamEndCapture: %s (an operation in the step cannot be captured)",
              cudaGetErrorString(e));
     if (g) cudaGraphDestroy(g);
-    release_free_blocks(1, pool);
+    abandon_pool(pool);
     return errbuf;
   }
   cudaGraphExec_t x = NULL;
@@ -413,13 +492,18 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
     cudaGetLastError();
     snprintf(errbuf, sizeof errbuf, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
     cudaGraphDestroy(g);
-    release_free_blocks(1, pool);
+    abandon_pool(pool);
     return errbuf;
   }
   sr_cuda_graph *r = calloc(1, sizeof *r);
   r->graph = g;
   r->exec = x;
   r->pool = pool;
+  r->nused = nnoted;
+  r->used = malloc((size_t)nnoted * sizeof *r->used + 1);
+  r->used_size = malloc((size_t)nnoted * sizeof *r->used_size + 1);
+  memcpy(r->used, noted, (size_t)nnoted * sizeof *r->used);
+  memcpy(r->used_size, noted_size, (size_t)nnoted * sizeof *r->used_size);
   *out = r;
   return NULL;
 }
@@ -431,7 +515,59 @@ const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
     snprintf(errbuf, sizeof errbuf, "cudaGraphLaunch: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
     return errbuf;
   }
+  g->replays++;
   return NULL;
+}
+
+/* the noted blocks still held by a live tensor (a block freed since may belong to another) */
+static int used_live(const sr_cuda_graph *g, int k) {
+  int i = map_get(g->used[k]);
+  return i >= 0 && blocks[i].inuse && blocks[i].pool == 0;
+}
+
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes) {
+  size_t total = 0;
+  sr_cuda_graph_drop_snapshot(g);
+  g->saved = calloc((size_t)g->nused + 1, sizeof *g->saved);
+  for (int k = 0; k < g->nused; k++) {
+    if (!used_live(g, k)) continue;
+    g->saved[k] = sr_cuda_malloc(g->used_size[k]);
+    if (!g->saved[k]) {
+      sr_cuda_graph_drop_snapshot(g);
+      snprintf(errbuf, sizeof errbuf, "cuda graph: out of memory for a snapshot of the step's state (%zu bytes so far)",
+               total);
+      return errbuf;
+    }
+    cudaError_t e = cudaMemcpyAsync(g->saved[k], g->used[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    if (e != cudaSuccess) {
+      sr_cuda_graph_drop_snapshot(g);
+      snprintf(errbuf, sizeof errbuf, "cuda graph: snapshot: %s", cudaGetErrorString(e));
+      return errbuf;
+    }
+    total += g->used_size[k];
+  }
+  if (nbytes) *nbytes = total;
+  return NULL;
+}
+
+const char *sr_cuda_graph_restore(sr_cuda_graph *g) {
+  if (!g->saved) return "cuda graph: restore without a snapshot";
+  for (int k = 0; k < g->nused; k++) {
+    if (!g->saved[k] || !used_live(g, k)) continue;
+    cudaError_t e = cudaMemcpyAsync(g->used[k], g->saved[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    if (e != cudaSuccess) {
+      snprintf(errbuf, sizeof errbuf, "cuda graph: restore: %s", cudaGetErrorString(e));
+      return errbuf;
+    }
+  }
+  return NULL;
+}
+
+void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g) {
+  if (!g->saved) return;
+  for (int k = 0; k < g->nused; k++) sr_cuda_free(g->saved[k]);
+  free(g->saved);
+  g->saved = NULL;
 }
 
 void sr_cuda_graph_free(sr_cuda_graph *g) {
@@ -439,10 +575,16 @@ void sr_cuda_graph_free(sr_cuda_graph *g) {
   cudaStreamSynchronize(stream);
   cudaGraphExecDestroy(g->exec);
   cudaGraphDestroy(g->graph);
+  sr_cuda_graph_drop_snapshot(g);
+  free(g->used);
+  free(g->used_size);
   /* live blocks (tensors made during capture) join pool 0; free ones go back to the driver */
-  for (int i = 0; i < nblocks; i++)
-    if (blocks[i].pool == g->pool && blocks[i].inuse) blocks[i].pool = 0;
-  release_free_blocks(1, g->pool);
+  if (g->replays == 0) abandon_pool(g->pool);
+  else {
+    for (int i = 0; i < nblocks; i++)
+      if (blocks[i].pool == g->pool && blocks[i].inuse) blocks[i].pool = 0;
+    release_free_blocks(1, g->pool);
+  }
   free(g);
 }
 

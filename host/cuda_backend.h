@@ -11,6 +11,9 @@
 ** CUDA graphs: sr_cuda_graph_begin() starts capturing the stream; allocations made while
 ** capturing come from a private pool owned by the graph (reused only inside that capture and by
 ** its replays), so replays never overwrite memory handed out to anything else.
+**
+** Host copies go through a ring of pinned staging slots: a host-to-device copy returns once its
+** chunks are queued (it waits only for a slot's previous copy); device-to-host waits for the data.
 */
 #ifndef SR_CUDA_BACKEND_H
 #define SR_CUDA_BACKEND_H
@@ -56,8 +59,17 @@ typedef struct sr_cuda_graph sr_cuda_graph;
 const char *sr_cuda_graph_begin(void);
 const char *sr_cuda_graph_end(sr_cuda_graph **out);
 const char *sr_cuda_graph_replay(sr_cuda_graph *g);
-void sr_cuda_graph_free(sr_cuda_graph *g);
+void sr_cuda_graph_free(sr_cuda_graph *g);  /* never replayed: its live tensors are zeroed */
 int sr_cuda_capturing(void);          /* 1 between begin and end */
+/* called by the dispatcher for each launch while capturing: notes the ordinary (pool 0) blocks
+** the launch uses, the state a replay reads and writes */
+struct sr_kcall;
+void sr_cuda_graph_note(const struct sr_kcall *c);
+/* copies of the noted blocks (nbytes: their size), put back by restore; the harness checks a
+** replay against an eager step from the same state with them */
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes);
+const char *sr_cuda_graph_restore(sr_cuda_graph *g);
+void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g);
 
 #ifdef __cplusplus
 }

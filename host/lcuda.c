@@ -9,6 +9,8 @@
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
 **   g.captured, g.reason                      -- false + why when it fell back to eager
+**   g:snapshot() -> bytes | nil, err          -- copies the state the captured launches use
+**   g:restore(); g:drop_snapshot()            -- puts it back / frees the copies
 **   g:free()                                  -- (also __gc / <close>)
 **
 ** Capture semantics (as torch.cuda.graph): the call of step(...) records the kernels it issues
@@ -226,6 +228,46 @@ static int g_replay(lua_State *L) {
   return b->nres;
 }
 
+/* g:snapshot() -> bytes copied, or nil and the reason (also for an eager fallback) */
+static int g_snapshot(lua_State *L) {
+  graph_box *b = check_graph(L);
+  if (!b->g) {
+    luaL_pushfail(L);
+    lua_pushstring(L, "cuda graph: no captured graph to snapshot");
+    return 2;
+  }
+#ifdef SPEEDRUN_CUDA
+  size_t n = 0;
+  const char *e = sr_cuda_graph_snapshot(b->g, &n);
+  if (e) {
+    luaL_pushfail(L);
+    lua_pushstring(L, e);
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+#endif
+  return 1;
+}
+
+static int g_restore(lua_State *L) {
+  graph_box *b = check_graph(L);
+  if (!b->g) return luaL_error(L, "cuda graph: no captured graph to restore");
+#ifdef SPEEDRUN_CUDA
+  const char *e = sr_cuda_graph_restore(b->g);
+  if (e) return luaL_error(L, "%s", e);
+#endif
+  return 0;
+}
+
+static int g_drop_snapshot(lua_State *L) {
+  graph_box *b = check_graph(L);
+#ifdef SPEEDRUN_CUDA
+  if (b->g) sr_cuda_graph_drop_snapshot(b->g);
+#endif
+  (void)b;
+  return 0;
+}
+
 static int g_free(lua_State *L) {
   graph_box *b = check_graph(L);
 #ifdef SPEEDRUN_CUDA
@@ -256,7 +298,8 @@ static int g_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg graph_methods[] = {{"replay", g_replay}, {"free", g_free}, {NULL, NULL}};
+static const luaL_Reg graph_methods[] = {{"replay", g_replay}, {"snapshot", g_snapshot}, {"restore", g_restore},
+                                         {"drop_snapshot", g_drop_snapshot}, {"free", g_free}, {NULL, NULL}};
 
 static const luaL_Reg cuda_functions[] = {
   {"available", c_available}, {"memory", c_memory}, {"reset_peak", c_reset_peak},

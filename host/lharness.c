@@ -19,7 +19,9 @@
 **     Process: pid, wait() -> nil | ("exited", code) | ("signaled", signo, name), kill([sig]),
 **       rss() -> bytes; trap_signals() (SIGINT/SIGTERM set a flag) and interrupted();
 **     isatty(fd); ram_bytes(); peak_rss() -> bytes; cuda_peak() -> bytes | nil;
-**     card() -> description of the device in use; hostname(); getpid(); set_as_limit(bytes).
+**     card() -> description of the device in use; hostname(); getpid(); set_as_limit(bytes);
+**     trace_start() -> Trace (records every kernel launch until trace_stop(): host/registry.h);
+**       Trace: count() -> launches, diff(other) -> nil | the first difference (a sentence).
 */
 #define _GNU_SOURCE            /* pipe2, strsignal */
 #include <errno.h>
@@ -45,6 +47,7 @@
 
 #include "lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "tensor.h"         /* defines: sr_to_raw, sr_data */
+#include "registry.h"       /* defines: sr_trace, sr_trace_start, sr_trace_diff */
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>   /* defines: cudaGetDeviceProperties */
 #include "cuda_backend.h"   /* defines: sr_cuda_sync, sr_cuda_peak_bytes */
@@ -732,6 +735,42 @@ static int h_build_info(lua_State *L) {
   return 1;
 }
 
+/* launch traces (host/registry.h) */
+#define TRACE_MT "speedrun.harness.Trace"
+
+static int t_gc(lua_State *L) {
+  sr_trace_free((sr_trace *)luaL_checkudata(L, 1, TRACE_MT));
+  return 0;
+}
+
+static int t_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)((sr_trace *)luaL_checkudata(L, 1, TRACE_MT))->n);
+  return 1;
+}
+
+static int t_diff(lua_State *L) {
+  sr_trace *a = luaL_checkudata(L, 1, TRACE_MT), *b = luaL_checkudata(L, 2, TRACE_MT);
+  char buf[256];
+  const char *d = sr_trace_diff(a, b, buf, sizeof buf);
+  if (d) lua_pushstring(L, d);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int h_trace_start(lua_State *L) {
+  sr_trace *t = lua_newuserdatauv(L, sizeof *t, 0);
+  memset(t, 0, sizeof *t);
+  luaL_setmetatable(L, TRACE_MT);
+  sr_trace_start(t);
+  return 1;
+}
+
+static int h_trace_stop(lua_State *L) {
+  (void)L;
+  sr_trace_stop();
+  return 0;
+}
+
 static int h_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   if (s > 0) usleep((useconds_t)(s * 1e6));
@@ -749,13 +788,22 @@ int luaopen_speedrun_harness_core(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  static const luaL_Reg tm[] = {{"count", t_count}, {"diff", t_diff}, {NULL, NULL}};
+  if (luaL_newmetatable(L, TRACE_MT)) {
+    lua_pushcfunction(L, t_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, tm);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
     {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit}, {"spawn", h_spawn}, {"trap_signals", h_trap_signals},
     {"interrupted", h_interrupted}, {"isatty", h_isatty}, {"ram_bytes", h_ram_bytes}, {"peak_rss", h_peak_rss},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"hostname", h_hostname}, {"getpid", h_getpid},
     {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {"realpath", h_realpath}, {"mkdir", h_mkdir}, {"self_exe", h_self_exe},
-    {"source_dir", h_source_dir}, {"build_info", h_build_info}, {NULL, NULL}};
+    {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"trace_start", h_trace_start},
+    {"trace_stop", h_trace_stop}, {NULL, NULL}};
   luaL_newlib(L, f);
   return 1;
 }

@@ -125,6 +125,27 @@ SR_KERNELS(SR_X)
 
 /* run kernel id on the device of its tensors (all must agree); fails "<name>: <message>" */
 void sr_kernel_run(sr_kernel_id id, const sr_kcall *c);
+
+/* Launch traces: while a trace records, every sr_kernel_run appends what the kernel is given
+** apart from memory addresses: the kernel, a hash of each tensor's dtype, shape, strides and
+** offset, and the scalar parameters (those a device-side value overrides are left out: adamw's
+** f0/i0 when t4 sched is given). Two runs of a training step with equal traces issued the same
+** work with the same host-side values (the harness compares them before using a CUDA graph). */
+typedef struct sr_launch {
+  int id;
+  uint64_t layout;
+  double f[6];
+  int64_t i[4];
+} sr_launch;
+typedef struct sr_trace {
+  sr_launch *l;
+  int64_t n, cap;
+} sr_trace;
+void sr_trace_start(sr_trace *t);   /* empties t and records into it (one trace at a time) */
+void sr_trace_stop(void);
+void sr_trace_free(sr_trace *t);    /* frees t's launches (not t) */
+/* NULL when a and b are equal, else a sentence naming the first difference (in buf) */
+const char *sr_trace_diff(const sr_trace *a, const sr_trace *b, char *buf, size_t n);
 const char *sr_unary_name(int fn);
 const char *sr_binary_name(int fn);
 

@@ -1,7 +1,10 @@
 -- test_gpu_cuda.lua: speedrun.cuda from Lua: memory statistics, synchronize, and CUDA graphs of a
 -- training step (tiny GPT, AdamW): the replayed graph gives the same loss sequence as eager
 -- steps on the same batches (fed through fixed buffers updated with copy_), replays make no
--- driver allocation, and a step that cannot be captured falls back to eager execution.
+-- driver allocation, and a step that cannot be captured falls back to eager execution; a graph's
+-- snapshot/restore puts back the state it uses. Host copies (ring of pinned staging slots): every
+-- size round-trips exactly, interleaved with kernels and with the source overwritten at once; an
+-- upload does not wait for queued kernels; copies inside a capture fail with a clear message.
 -- Skips (exit 77) without a usable GPU.
 local sr = speedrun
 local F = sr.F
@@ -101,6 +104,93 @@ T.case("uncapturable step falls back to eager", function()
   T.ok(not cuda.capturing())
   local y = (x + 1):sum():item()                    -- the stream works after the failed capture
   T.eq(y, 16)
+end)
+
+T.case("graph snapshot/restore puts back the state the graph uses", function()
+  local x = sr.arange(0, 1000, {device = "cuda", dtype = "float32"})
+  local g = cuda.graph(function() x:add_(1); return x:sum() end)
+  T.ok(g.captured, tostring(g.reason))
+  local bytes = assert(g:snapshot())
+  T.ok(bytes >= 4000, "snapshot bytes " .. bytes)
+  T.eq(g:replay():item(), 500500)
+  T.eq(g:replay():item(), 501500)
+  g:restore()
+  g:drop_snapshot()
+  T.eq(x:sum():item(), 499500)
+  T.eq(g:replay():item(), 500500)
+  g:free()
+end)
+
+-- sizes around the 4 MiB staging slot and several slots long (f32 elements)
+local SLOT = 1024 * 1024
+local sizes = {1, 3, 1023, 4096, SLOT - 1, SLOT, SLOT + 1, 3 * SLOT + 17, 10 * SLOT + 5}
+
+T.case("host copies of every size round-trip exactly, interleaved with kernels", function()
+  local ups = {}
+  for i, n in ipairs(sizes) do
+    local h = sr.randn(n)
+    local d = h:to("cuda")
+    local d2 = d * 2                                       -- a kernel between the copies
+    local keep = h:clone()
+    h:fill_(7)                                             -- the source is reused at once
+    ups[i] = {keep, d, d2}
+  end
+  for i, n in ipairs(sizes) do
+    local keep, d, d2 = table.unpack(ups[i])
+    local back = d:to("cpu")
+    T.eq(F.max(F.abs(back - keep)):item(), 0, "size " .. n)
+    T.eq(F.max(F.abs(d2:to("cpu") - keep * 2)):item(), 0, "size " .. n .. " (kernel)")
+  end
+  local ids = sr.arange(0, 3 * SLOT + 5, {dtype = "int32"})
+  local dids = ids:to("cuda")
+  T.eq(F.max(F.abs(dids:to("cpu"):float() - ids:float())):item(), 0, "int32")
+  local b = sr.randn(SLOT + 9):to("bfloat16")
+  T.eq(F.max(F.abs(b:to("cuda"):to("cpu"):float() - b:float())):item(), 0, "bf16")
+end)
+
+T.case("many uploads in a row (more chunks than slots) land in order", function()
+  local n = 3 * SLOT // 4                                   -- 3 MiB each
+  local acc = sr.zeros(n, {device = "cuda"})
+  local want = sr.zeros(n)
+  for k = 1, 12 do
+    local h = sr.randn(n)
+    acc:add_(h:to("cuda"))
+    want:add_(h)
+  end
+  T.eq(F.max(F.abs(acc:to("cpu") - want)):item(), 0)
+end)
+
+T.case("an upload does not wait for queued kernels", function()
+  local a = sr.randn(4096, 4096, {device = "cuda"})
+  local h = sr.randn(256 * 1024)                            -- 1 MiB
+  h:to("cuda")
+  collectgarbage()                                          -- its blocks return to the cache
+  cuda.synchronize()
+  local t0 = sr.clock()
+  for _ = 1, 40 do local _ = F.matmul(a, a) end             -- queued GPU work
+  local t1 = sr.clock()
+  local d = h:to("cuda")
+  local t2 = sr.clock()
+  cuda.synchronize()
+  local t3 = sr.clock()
+  io.stderr:write(("queued matmuls %.1f ms (host %.1f ms); upload returned after %.2f ms\n"):format(
+    (t3 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+  T.ok(t3 - t1 > 0.02, "the queued work should still run when the upload returns")
+  T.ok(t2 - t1 < 0.25 * (t3 - t1), "the upload waited for the queued kernels")
+  T.eq(F.max(F.abs(d:to("cpu") - h)):item(), 0)
+end)
+
+T.case("host copies inside a capture fail with a clear message", function()
+  local x = sr.ones(8, {device = "cuda"})
+  local g = cuda.graph(function() return sr.tensor {1, 2}:to("cuda") end)
+  T.eq(g.captured, false)
+  T.ok(g.reason:find("host<->device copy inside a CUDA graph capture", 1, true), "upload: " .. tostring(g.reason))
+  g:free()
+  local g2 = cuda.graph(function() return (x * 2):to("cpu") end)
+  T.eq(g2.captured, false)
+  T.ok(g2.reason:find("host<->device copy inside a CUDA graph capture", 1, true), "download: " .. tostring(g2.reason))
+  g2:free()
+  T.eq((x + 1):sum():item(), 16)
 end)
 
 T.done()

@@ -17,7 +17,7 @@ H.mkdir(ws .. "/data")
 
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
 for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
-                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout"} do
+                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs"} do
   local src = assert(io.open("harness/" .. name .. ".lua")):read("a")
   local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
   f:write(src)
@@ -82,6 +82,8 @@ local function check_schema(r)
   typ(r.checks, "table", "checks")
   typ(r.curve, "table", "curve")
   if r.valid then
+    typ(r.cuda_graph, "table", "cuda_graph")
+    typ(r.cuda_graph.used, "boolean", "cuda_graph.used")
     for _, k in ipairs {"steps", "val_loss", "train_time_ms", "tokens", "step_avg_ms", "tokens_per_s", "val_tokens",
                         "peak_host_bytes", "setup_time_ms", "eval_time_ms"} do
       typ(r.metrics[k], "number", "metrics." .. k)
@@ -113,6 +115,40 @@ T.case("a valid micro recipe scores valid; results.json, logs and SVG", function
   T.eq(r.status, "valid")
   check_schema(r)
   T.ok(r.restricted and #r.curve.val == 1, "only the final validation")
+end)
+
+T.case("CUDA graphs: on the CPU every step is eager and results.json says why", function()
+  local r, rc, text, out = train("graphs")
+  T.eq(r.status, "valid", text)
+  T.eq(rc, 0)
+  check_schema(r)
+  local g = r.cuda_graph
+  T.eq(g.used, false)
+  T.ok(g.reason:find("the device is cpu", 1, true), "reason: " .. tostring(g.reason))
+  T.eq(g.eager_steps, 60)
+  T.eq(g.replays, 0)
+  T.ok(io.open(out .. "/log.txt"):read("a"):find("cuda_graph: eager: the device is cpu", 1, true), "logged")
+  T.ok(r.curve.train[60].loss < r.curve.train[1].loss, "recipe.schedule + train_step train")
+  local rc2, text2 = speedrun("train " .. sh(ws .. "/graphs.lua") .. " --cuda-graph maybe " .. DATA)
+  T.eq(rc2, 2)
+  T.ok(text2:find("--cuda-graph must be auto or off", 1, true), text2)
+end)
+
+T.case("launch traces: equal for the same work, the first difference named", function()
+  local F = sr.F
+  local x = sr.randn(4, 8)
+  local function work(s) return F.gelu(x * s):sum() end
+  local a = H.trace_start(); work(2); H.trace_stop()
+  local b = H.trace_start(); work(2); H.trace_stop()
+  local c = H.trace_start(); work(3); H.trace_stop()
+  local d = H.trace_start(); F.gelu(x:narrow(1, 1, 2) * 2):sum(); H.trace_stop()
+  T.ok(a:count() >= 3, "launches recorded: " .. a:count())
+  T.eq(a:diff(b), nil)
+  local msg = a:diff(c)
+  T.ok(msg and msg:find("mul_scalar", 1, true) and msg:find("f0 is 2, then 3", 1, true), tostring(msg))
+  T.ok(tostring(a:diff(d)):find("shapes or layouts differ", 1, true), tostring(a:diff(d)))
+  local e = H.trace_start(); work(2); work(2); H.trace_stop()
+  T.ok(tostring(a:diff(e)):find("launches, then", 1, true), tostring(a:diff(e)))
 end)
 
 T.case("writing inside the run's output folder is allowed", function()

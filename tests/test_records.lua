@@ -71,6 +71,7 @@ for n = 1, 5 do
     local losses = {}
     for s = 1, steps do
       local x, y = batch(B, Tn, s % 2)
+      if recipe.schedule then recipe.schedule(ctx, s) end
       local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
       losses[s] = sr.is_tensor(l) and l:item() or l
       T.ok(losses[s] == losses[s], "finite loss")

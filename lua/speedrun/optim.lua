@@ -35,7 +35,7 @@ end})
 
 -- On cuda, each group keeps its lr and step count in a device tensor `sched` {lr, step} that the
 -- fused kernel reads: the step count is incremented on the device, and the lr is written there
--- by set_lr_multiplier (and by every eager step), so a CUDA graph that captured step() replays
+-- by set_lr_multiplier (and by an eager step when g.lr was changed directly), so a CUDA graph that captured step() replays
 -- with the current values. Under capture the lr is not rewritten: change it with
 -- set_lr_multiplier (or set_lr) outside the graph. State (m, v, sched) is created by the first
 -- step, so run one eager step before capturing (speedrun.cuda.graph).
@@ -43,6 +43,7 @@ local function group_sched(g, p)
   if p.device ~= "cuda" then return nil end
   if not g.sched then
     g.sched = sr.tensor({g.lr, 0}, {dtype = "float32", device = "cuda"})
+    g.sched_at = g.lr   -- the lr the device holds (a step refills it only when g.lr changed)
     g.sched_lr = g.sched:narrow(1, 1, 1)
     g.sched_step = g.sched:narrow(1, 2, 1)
   end
@@ -74,7 +75,7 @@ function AdamW:step()
           st.step = st.step + 1
           local sched = group_sched(g, p)
           if sched and not stepped then
-            if not cap then g.sched_lr:fill_(g.lr) end
+            if not cap and g.sched_at ~= g.lr then g.sched_lr:fill_(g.lr); g.sched_at = g.lr end
             g.sched_step:add_(1)
             stepped = true
           end
@@ -96,7 +97,7 @@ end
 function AdamW:set_lr_multiplier(mult)
   for _, g in ipairs(self.groups) do
     g.lr = g.initial_lr * mult
-    if g.sched_lr then g.sched_lr:fill_(g.lr) end
+    if g.sched_lr then g.sched_lr:fill_(g.lr); g.sched_at = g.lr end
   end
 end
 

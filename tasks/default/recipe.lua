@@ -1,16 +1,23 @@
 -- tasks/default/recipe.lua: the default recipe of `speedrun train`, and the commented example
 -- of the recipe contract (docs/harness.md). A GPT-2-style baseline written with the library:
 -- learned token and position embeddings, pre-LayerNorm blocks, tied head (speedrun.gpt), AdamW
--- with a linear warm-up and cosine decay, global gradient clipping.
+-- with a linear warm-up and cosine decay, global gradient clipping (on the device, so that the
+-- step can be replayed as a CUDA graph).
 --
 -- A recipe file returns a table with:
 --   config      named scales; the host picks one (--scale). Each scale gives the model sizes
 --               (free-form: only the recipe reads `model`), the batch layout the host's loader
 --               serves, the number of steps, the validation target and size.
 --   setup(ctx)  builds the model and optimizer and keeps them in ctx (not timed).
+--   schedule(ctx, step)  optional: the step's host-side work (learning-rate multipliers), run
+--               before train_step; it is never captured into a CUDA graph.
 --   train_step(ctx, step, batch)  one optimisation step on the host's batch (timed);
 --               batch.x, batch.y are int32 token tensors (read-only: the host checks them);
 --               returns the training loss (a tensor or a number) for the log, or nothing.
+--               On a GPU the host replays it as a CUDA graph when that is safe (docs/harness.md):
+--               a step that reads no host values (no :item(), no step-dependent numbers: those
+--               belong in schedule, kept in device tensors) is captured after the warm-up.
+--   cuda_graph  optional: false keeps every step eager.
 --   eval(ctx, inputs)  logits [B, T, V] for validation inputs [B, T] (int32, 0-based ids).
 --               Called under no_grad; must be causal and must not keep state: the host checks
 --               both, and computes the validation cross-entropy itself from these logits.
@@ -80,9 +87,28 @@ function recipe.setup(ctx)
   ctx.schedule = optim.schedule.cosine(ctx.steps, c.warmup, 0.1)
 end
 
+-- global gradient-norm clipping without a host read: g <- g * min(1, max_norm / (||g|| + 1e-6))
+local function clip_grad_norm(params, max_norm)
+  sr.no_grad(function()
+    local total
+    for _, p in ipairs(params) do
+      if p.grad then total = total and total + F.sumsq(p.grad:float()) or F.sumsq(p.grad:float()) end
+    end
+    if not total then return end
+    local scale = F.minimum(max_norm / (F.sqrt(total) + 1e-6), 1.0)
+    for _, p in ipairs(params) do
+      if p.grad then p.grad:mul_(scale) end
+    end
+  end)
+end
+
+-- the lr multiplier goes to AdamW's device-side schedule tensor
+function recipe.schedule(ctx, step)
+  ctx.opt:set_lr_multiplier(ctx.schedule(step))
+end
+
 function recipe.train_step(ctx, step, batch)
   local c = ctx.config
-  ctx.opt:set_lr_multiplier(ctx.schedule(step))
   ctx.opt:zero_grad()
   local x, y = batch.x, batch.y
   local mb = c.micro_batch or c.batch.B
@@ -96,7 +122,7 @@ function recipe.train_step(ctx, step, batch)
     loss:backward()
     total = total and total + loss:detach() or loss:detach()
   end
-  optim.clip_grad_norm_(ctx.model:parameters(), 1.0)
+  clip_grad_norm(ctx.model:parameters(), 1.0)
   ctx.opt:step()
   return total
 end

@@ -88,6 +88,7 @@ elseif cmd == "train" then
     local x = sr.F.cat(xs, 1):to(device)
     local y = sr.F.cat(ys, 1):to(device)
     if step == 11 then sr.synchronize(); t_from = sr.clock() end
+    if recipe.schedule then recipe.schedule(ctx, step) end
     local loss = recipe.train_step(ctx, step, {x = x, y = y, step = step})
     losses[step] = sr.is_tensor(loss) and loss:item() or loss
     if step == steps then sr.synchronize(); t_to = sr.clock() end

@@ -186,6 +186,11 @@ function recipe.setup(ctx)
   end
 end
 
+-- host-side per-step work: the lr multiplier (AdamW keeps it in a device tensor)
+function recipe.schedule(ctx, step)
+  ctx.opt:set_lr_multiplier(ctx.lr_mult(step - 1))
+end
+
 function recipe.train_step(ctx, step, batch)
   local c = ctx.config
   local x, y = batch.x, batch.y
@@ -204,7 +209,6 @@ function recipe.train_step(ctx, step, batch)
   sr.no_grad(function()
     for _, p in ipairs(ctx.params) do p.grad:div_(F.norm(p.grad) + 1e-6) end
   end)
-  ctx.opt:set_lr_multiplier(ctx.lr_mult(step - 1))
   ctx.opt:step()
   ctx.opt:zero_grad()
   return total

@@ -117,8 +117,10 @@ recipe.newton_schulz5 = newton_schulz5     -- exposed for tests
 -- Muon: SGD-Nesterov momentum whose update is orthogonalised and scaled by sqrt(max(rows, cols));
 -- a merged QKV gradient (rows = 3 cols) is orthogonalised block by block, scale sqrt(cols)
 local function Muon(params, lr, momentum)
-  local self = {params = params, initial_lr = lr, lr = lr, momentum = momentum, bufs = {}}
-  function self:set_lr_multiplier(m) self.lr = self.initial_lr * m end
+  -- the lr lives in a device tensor, so a CUDA graph replay of step() reads the current value
+  local self = {params = params, initial_lr = lr, momentum = momentum, bufs = {},
+                lr = sr.tensor({lr}, {dtype = "float32", device = params[1].device})}
+  function self:set_lr_multiplier(m) self.lr:fill_(self.initial_lr * m) end
   function self:step()
     sr.no_grad(function()
       for _, p in ipairs(self.params) do
@@ -137,7 +139,7 @@ local function Muon(params, lr, momentum)
           else
             update, scale = newton_schulz5(g, 5), math.sqrt(math.max(rows, cols))
           end
-          p:add_(F.cast(update, p.dtype), -self.lr * scale)    -- fp32 arithmetic, as add_(alpha=)
+          p:add_(F.cast(update, p.dtype) * (self.lr * -scale))  -- fp32 arithmetic, as add_(alpha=)
         end
       end
     end)
@@ -243,6 +245,12 @@ function recipe.setup(ctx)
   end
 end
 
+-- host-side per-step work: the lr multipliers, written to the optimizers' device tensors
+function recipe.schedule(ctx, step)
+  local mult = ctx.lr_mult(step - 1)
+  for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
+end
+
 function recipe.train_step(ctx, step, batch)
   local c = ctx.config
   local x, y = batch.x, batch.y
@@ -257,9 +265,7 @@ function recipe.train_step(ctx, step, batch)
     loss:backward()
     total = total and total + loss:detach() or loss:detach()
   end
-  local mult = ctx.lr_mult(step - 1)
   for _, opt in ipairs(ctx.optimizers) do
-    opt:set_lr_multiplier(mult)
     opt:step()
     opt:zero_grad()
   end

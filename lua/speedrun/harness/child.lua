@@ -23,12 +23,36 @@ local real_open = io.open
 local core = require "speedrun.core"
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
-local m_item, m_clone, m_narrow, m_to, m_tolist = methods.item, methods.clone, methods.narrow, methods.to, methods.tolist
+local m_item, m_clone, m_narrow, m_to, m_tolist, m_copy = methods.item, methods.clone, methods.narrow, methods.to, methods.tolist, methods.copy_
 local shape_of = H.shape
 local tensor_new = sr.tensor
 local F_cross_entropy = sr.F.cross_entropy
 local sum_finite, int_range = H.sum_finite, H.int_range
 local tconcat = table.concat
+local cuda = require "speedrun.cuda"
+local cuda_graph = cuda.graph
+local trace_start, trace_stop = H.trace_start, H.trace_stop
+local mabs = math.abs
+
+-- CUDA graphs of the training step (docs/harness.md "CUDA graphs")
+local GRAPH_AUDIT_EVERY = 50     -- replayed steps between eager audits of the step's launches
+local GRAPH_LOSS_RTOL = 1e-5     -- replay vs eager from the same state: the step's loss ...
+local GRAPH_PROBE_RTOL = 1e-4    -- ... and the loss of the updated model on the same batch
+
+-- stands for the step number while train_step is captured: a captured graph replays whatever
+-- train_step computed from it, so any use is an error that makes the trainer stay eager
+local function step_used() error("train_step used the step number while being captured into a CUDA graph (each replay would reuse the captured value): compute per-step host values in recipe.schedule(ctx, step) and keep them in device tensors", 2) end
+local STEP_SENTINEL = setmetatable({}, {__add = step_used, __sub = step_used, __mul = step_used, __div = step_used,
+  __mod = step_used, __pow = step_used, __unm = step_used, __idiv = step_used, __lt = step_used, __le = step_used,
+  __concat = step_used, __len = step_used, __index = step_used, __newindex = step_used, __call = step_used,
+  __tostring = step_used, __band = step_used, __bor = step_used, __bxor = step_used, __shl = step_used,
+  __shr = step_used, __bnot = step_used})
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
 
 -- validation cross-entropy of one chunk: the engine's fused cross-entropy (captured above, on
 -- the logits' device, f64 row statistics) per token, summed on the host in double precision;
@@ -258,6 +282,138 @@ local function run(job, R)
     end
   end
 
+  -- CUDA graph of train_step: eager warm-up steps whose launch traces must agree, a capture,
+  -- one step replayed and then run eagerly from the same state (the eager result is kept), then
+  -- replays with eager audits; any doubt leaves the run eager with the reason in results.json
+  local train_step, schedule = recipe.train_step, recipe.schedule
+  if schedule ~= nil and type(schedule) ~= "function" then fail("lua_error", "recipe contract: recipe.schedule must be a function") end
+  local G = {used = false, replays = 0, eager_steps = 0, audits = 0}
+  R.cuda_graph = G
+  local graph, gx, gy, ref_trace, last_audit
+  local want_graph
+  local cap_step = skip - 1                -- eager steps 1..cap_step; traces of the last two
+                                           -- (not step 1: it creates the optimizer state)
+  local function no_graph(why, step)
+    G.reason = why
+    emit {ev = "graph", used = false, step = step, reason = why}
+    if graph then graph:free() end
+    graph, gx, gy, want_graph = nil, nil, nil, false
+  end
+  if not is_cuda then G.reason = "the device is " .. device .. " (CUDA graphs need cuda)"
+  elseif job.cuda_graph == "off" then G.reason = "disabled by --cuda-graph off"
+  elseif recipe.cuda_graph == false then G.reason = "the recipe opts out (recipe.cuda_graph = false)"
+  elseif cap_step < 3 then G.reason = fmt("too few warm-up steps to capture before the clock starts (%d; need 4)", skip)
+  end
+  if G.reason then emit {ev = "graph", used = false, reason = G.reason} end
+  want_graph = not G.reason
+  local traces = {}
+
+  -- mean cross-entropy of eval on the static batch: how the verification sees the parameters
+  local function probe()
+    local s, n = chunk_ce(call_eval(m_clone(gx)), gy)
+    return s / n
+  end
+  local function rel(a, b) return mabs(a - b) / mmax(1, mabs(b)) end
+
+  -- after eager step cap_step: compare its trace with the step before, then capture
+  local function capture(x, y)
+    local d = traces[cap_step - 1]:diff(traces[cap_step])
+    if d then return no_graph(fmt("the step's kernel arguments changed between steps %d and %d: %s (a host-side value, such as a learning rate, computed in train_step: set it in recipe.schedule through a device tensor)", cap_step - 1, cap_step, d), cap_step) end
+    gx, gy = m_clone(x), m_clone(y)
+    local tr = trace_start()
+    local ok, g = pcall(cuda_graph, train_step, ctx, STEP_SENTINEL, {x = gx, y = gy, step = STEP_SENTINEL})
+    trace_stop()
+    if not ok then return no_graph("capture failed: " .. tostring(g), cap_step) end
+    if not g.captured then
+      local why = g.reason
+      g:free()
+      return no_graph("not capturable: " .. tostring(why), cap_step)
+    end
+    graph = g
+    d = traces[cap_step]:diff(tr)
+    if d then return no_graph("the captured step differs from the eager one: " .. d, cap_step) end
+    ref_trace = traces[cap_step]
+  end
+
+  -- step cap_step + 1: replay from a snapshot, restore, run eagerly, compare; returns the eager loss
+  local function verify(step, batch)
+    m_copy(gx, batch.x)
+    m_copy(gy, batch.y)
+    local bytes, serr = graph:snapshot()
+    if not bytes then
+      no_graph("verification: " .. tostring(serr), step)
+      return nil, false
+    end
+    local lr = graph:replay()
+    local l_r = is_tensor(lr) and m_item(lr) or nil
+    local p_r = probe()
+    graph:restore()
+    graph:drop_snapshot()
+    local rok, le = xpcall(train_step, traceback, ctx, step, batch)
+    if not rok then error(le, 0) end
+    G.eager_steps = G.eager_steps + 1
+    local l_e = is_tensor(le) and m_item(le) or (type(le) == "number" and le or nil)
+    local p_e = probe()
+    G.verify = {step = step, snapshot_bytes = bytes, probe_diff = rel(p_r, p_e),
+                loss_diff = (l_r and l_e) and rel(l_r, l_e) or json.null}
+    local why
+    if not (p_r == p_r and p_e == p_e) then why = "the model's loss after the step is not finite"
+    elseif l_r and l_e and not (rel(l_r, l_e) <= GRAPH_LOSS_RTOL) then
+      why = fmt("the replayed loss %.9g differs from the eager loss %.9g", l_r, l_e)
+    elseif not (rel(p_r, p_e) <= GRAPH_PROBE_RTOL) then
+      why = fmt("after the replayed update the loss on the batch is %.9g, after the eager one %.9g", p_r, p_e)
+    end
+    if why then
+      no_graph("verification at step " .. step .. " failed: " .. why, step)
+    else
+      G.used, G.captured_at, last_audit = true, cap_step, step
+      emit {ev = "graph", used = true, step = step, verify = G.verify}
+    end
+    return le, true
+  end
+
+  -- one training step, eager or replayed; returns the loss and the tensors holding the batch
+  local function run_step(step, x, y)
+    if schedule then
+      local sok, serr = xpcall(schedule, traceback, ctx, step)
+      if not sok then error(serr, 0) end
+    end
+    local batch = {x = x, y = y, step = step}
+    if graph and not G.used then
+      local le, done = verify(step, batch)
+      if done then return le, x, y end
+    end
+    if graph and not same_shape(shape_of(x), shape_of(gx)) then
+      no_graph(fmt("the batch shape changed at step %d (a graph replays fixed shapes)", step), step)
+    end
+    if graph and step - last_audit < GRAPH_AUDIT_EVERY then
+      m_copy(gx, x)
+      m_copy(gy, y)
+      local lr = graph:replay()
+      G.replays = G.replays + 1
+      return lr, gx, gy
+    end
+    local tr = (want_graph and (step >= cap_step - 1 or graph)) and trace_start() or nil
+    local rok, loss = xpcall(train_step, traceback, ctx, step, batch)
+    if tr then trace_stop() end
+    if not rok then error(loss, 0) end
+    G.eager_steps = G.eager_steps + 1
+    if graph then      -- an audit: the eager step must issue what the graph replays
+      G.audits = G.audits + 1
+      local d = ref_trace:diff(tr)
+      if d then
+        G.audit_failed = {step = step, since = last_audit + 1, diff = d}
+        no_graph(fmt("the audit at step %d found the step's kernel arguments changed since the capture (%s): the graph was dropped; steps %d..%d replayed the captured values", step, d, last_audit + 1, step - 1), step)
+      end
+      last_audit = step
+    elseif tr then
+      traces[step] = tr
+      traces[step - 2] = nil
+      if step == cap_step then capture(x, y) end
+    end
+    return loss, x, y
+  end
+
   -- training
   local acc, t_start, timing = 0, nil, false
   local function resume()
@@ -272,7 +428,6 @@ local function run(job, R)
     timing = false
     if es then fail("cuda_fault", es) end
   end
-  local train_step = recipe.train_step
   local wall0 = now()
   if val_every then
     local vl = validate(false)
@@ -292,12 +447,10 @@ local function run(job, R)
       hx, hy = checksum(x), checksum(y)
       if step > skip then resume() end
     end
-    local batch = {x = x, y = y, step = step}
-    local rok, loss = xpcall(train_step, traceback, ctx, step, batch)
-    if not rok then error(loss, 0) end
+    local loss, bx, by = run_step(step, x, y)
     if observe then
       pause()
-      if checksum(x) ~= hx or checksum(y) ~= hy then
+      if checksum(bx) ~= hx or checksum(by) ~= hy then
         fail("rejected", fmt("train_step modified its batch tensors at step %d (batches are read-only)", step))
       end
       local lv
@@ -314,9 +467,11 @@ local function run(job, R)
       end
       if step < steps and step >= skip then resume() end
     end
-    batch, x, y, loss = nil, nil, nil, nil
+    x, y, bx, by, loss = nil, nil, nil, nil, nil
   end
   if timing then pause() end
+  if graph then graph:free() end
+  graph = nil
   local train_time_ms = acc * 1000
   R.metrics = {steps = steps, train_time_ms = train_time_ms, tokens = steps * tps,
                step_avg_ms = steps > skip and train_time_ms / (steps - skip) or json.null,

@@ -212,6 +212,13 @@ function M.run_one(job, opts)
       local avg = timed > 0 and ev.train_time_ms / timed or 0
       logline(fmt("step:%d/%d val_loss:%s train_time:%.0fms step_avg:%.2fms", ev.step, ev.steps,
         ev.val_loss and fmt("%.4f", ev.val_loss) or "nan", ev.train_time_ms, avg))
+    elseif ev.ev == "graph" then
+      if ev.used then
+        logline(fmt("cuda_graph: replaying the step from step %d (verified against eager: loss diff %s, after-update diff %.3g)",
+          ev.step + 1, type(ev.verify.loss_diff) == "number" and fmt("%.3g", ev.verify.loss_diff) or "n/a", ev.verify.probe_diff))
+      else
+        logline("cuda_graph: eager" .. (ev.step and fmt(" from step %d", ev.step) or "") .. ": " .. tostring(ev.reason))
+      end
     elseif ev.ev == "violation" then
       violations[#violations + 1] = ev.what
       logline("rule broken: " .. ev.what)
@@ -297,6 +304,7 @@ function M.run_one(job, opts)
   elseif done then
     R.metrics = done.metrics
     R.checks = done.checks or {}
+    R.cuda_graph = done.cuda_graph
     if done.failure then failure = done.failure end
   elseif exit_kind == "signaled" then
     failure = {kind = "crash", message = fmt("the run was killed by signal %d (%s)", exit_code, exit_name or "?")}
@@ -364,6 +372,7 @@ corpus, at the scale that fits (proxy on a GPU, demo on the CPU).
   --mem-limit SIZE   host memory limit, e.g. 4G (default 80% of RAM)
   --gpu-mem-limit SIZE   GPU memory cap (exported as SPEEDRUN_CUDA_MEM_LIMIT)
   --val-every N      validate every N steps (train mode only)
+  --cuda-graph M     auto | off: replay the step as a CUDA graph when safe (default auto)
   --restricted       run the recipe in the score-mode sandbox
   --threads N        CPU threads
   --quiet            no progress or log lines
@@ -372,7 +381,7 @@ See docs/harness.md.
 
 local TRAIN_SPEC = {scale = "value", device = "value", steps = "value", seed = "value", data = "value", out = "value",
   ["time-limit"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
-  restricted = "flag", threads = "value", quiet = "flag", help = "flag", child = "value",
+  ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag", child = "value",
   ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value"}
 
 local function resolve_device(d)
@@ -408,6 +417,7 @@ local function make_job(recipe, o)
   if not exists(rp) then return nil, "no such recipe: " .. recipe end
   local device = resolve_device(o.device)
   if not device then return nil, "--device must be cpu, cuda or auto" end
+  if o["cuda-graph"] and o["cuda-graph"] ~= "auto" and o["cuda-graph"] ~= "off" then return nil, "--cuda-graph must be auto or off" end
   local data = o.data or "default"
   local train_files, val_files, data_dir
   if o["train-files"] then
@@ -424,7 +434,7 @@ local function make_job(recipe, o)
   local job = {recipe = rp, workspace = dirname(rp), scale = o.scale or "auto", device = device,
                seed = tonumber(o.seed) or 1, steps = tonumber(o.steps), train_files = train_files,
                val_files = val_files, deny = {abspath(data_dir)}, restricted = o.restricted and true or false,
-               val_every = tonumber(o["val-every"]), threads = tonumber(o.threads),
+               val_every = tonumber(o["val-every"]), threads = tonumber(o.threads), cuda_graph = o["cuda-graph"],
                target_val_loss = tonumber(o.target), val_tokens = tonumber(o["val-tokens"])}
   return job
 end
