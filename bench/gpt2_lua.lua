@@ -105,10 +105,12 @@ local function timed(n, fn)
 end
 
 if dev == "cuda" then cuda.synchronize(); cuda.reset_peak() end
+sr.reset_peak_memory(dev)
 local ms_eager, l_eager = timed(n_eager, step)
 local mem = dev == "cuda" and cuda.memory() or {peak = 0, reserved = 0, current = 0, driver_allocs = 0}
-print(("eager: %.2f ms/step, %.0f tokens/s, loss %.4f, peak %.2f GB (reserved %.2f GB), %d driver allocs"):format(
-  ms_eager * 1e3, B * Tn / ms_eager, l_eager, mem.peak / 1e9, mem.reserved / 1e9, mem.driver_allocs))
+local live = sr.memory(dev)
+print(("eager: %.2f ms/step, %.0f tokens/s, loss %.4f, peak %.2f GB (reserved %.2f GB), %d driver allocs; live tensors peak %.3f GB"):format(
+  ms_eager * 1e3, B * Tn / ms_eager, l_eager, mem.peak / 1e9, mem.reserved / 1e9, mem.driver_allocs, live.peak / 1e9))
 
 -- host time to issue one step (no sync inside): the step's launches queued, timed on the host
 do
