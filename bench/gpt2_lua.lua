@@ -1,7 +1,8 @@
 -- bench/gpt2_lua.lua: GPT-2 124M at the record-1 shape trained through the Lua front-end (what a
 -- recipe runs): the model written with speedrun.F and autograd, float32 master weights cast to
--- bf16 at use (grads come back float32 through the cast), bf16 activations, AdamW (fused kernel per
--- tensor, device-side lr/step) on synthetic uniform tokens. Reports eager and CUDA-graph ms/step,
+-- bf16 at use (grads come back float32 through the cast), bf16 activations, cross-entropy that
+-- makes dlogits in its forward over the logits, AdamW (fused kernel per tensor, device-side
+-- lr/step) on synthetic uniform tokens. Reports eager and CUDA-graph ms/step,
 -- tokens/s, peak GPU memory and the time from start to the first finished step.
 --   speedrun run bench/gpt2_lua.lua [steps=100] [B=32] [T=1024] [layers=12]
 -- env SR_T0 (seconds since the epoch at process launch, `date +%s.%N`) adds process start to
@@ -54,7 +55,8 @@ local function forward(idx, tgt)
     x = x + F.linear(F.gelu(F.linear(F.rms_norm(x), F.cast(ly.fc, bf))), F.cast(ly.fc2, bf))
   end
   local logits = F.linear(F.rms_norm(x), F.cast(P.wte, bf))    -- [B, T, Vp] tied head (padded vocabulary)
-  return F.cross_entropy(logits, tgt)
+  -- inplace: the loss pass also writes dlogits over the logits (nothing reads them afterwards)
+  return F.cross_entropy(logits, tgt, {inplace = true})
 end
 
 local opt = sr.optim.AdamW(params, {lr = 6e-4, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0.1})
