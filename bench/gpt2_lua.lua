@@ -6,7 +6,8 @@
 -- tokens/s, peak GPU memory and the time from start to the first finished step.
 --   speedrun run bench/gpt2_lua.lua [steps=100] [B=32] [T=1024] [layers=12]
 -- env SR_T0 (seconds since the epoch at process launch, `date +%s.%N`) adds process start to
--- the first step; SPEEDRUN_NO_GRAPHS=1 skips the graph phase. Not a test.
+-- the first step; SPEEDRUN_NO_GRAPHS=1 skips the graph phase; SR_BENCH_CE_INPLACE=0 makes the
+-- cross-entropy keep the logits (dlogits then made in the backward, over them). Not a test.
 local t_script = speedrun.clock()
 local sr = speedrun
 local F = sr.F
@@ -41,6 +42,7 @@ local x_buf = sr.zeros({B, Tn}, {dtype = "int32", device = dev})
 local y_buf = sr.zeros({B, Tn}, {dtype = "int32", device = dev})
 local attn_scale = 1 / math.sqrt(2 * L)
 local bf = "bfloat16"
+local ce_inplace = os.getenv("SR_BENCH_CE_INPLACE") ~= "0"
 
 local function forward(idx, tgt)
   -- embeddings gathered from the float32 tables (their grads accumulate in float32), then bf16
@@ -56,7 +58,7 @@ local function forward(idx, tgt)
   end
   local logits = F.linear(F.rms_norm(x), F.cast(P.wte, bf))    -- [B, T, Vp] tied head (padded vocabulary)
   -- inplace: the loss pass also writes dlogits over the logits (nothing reads them afterwards)
-  return F.cross_entropy(logits, tgt, {inplace = true})
+  return F.cross_entropy(logits, tgt, {inplace = ce_inplace})
 end
 
 local opt = sr.optim.AdamW(params, {lr = 6e-4, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0.1})
