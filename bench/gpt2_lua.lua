@@ -1,11 +1,13 @@
 -- bench/gpt2_lua.lua: GPT-2 124M at the record-1 shape trained through the Lua front-end (what a
 -- recipe runs): the model written with speedrun.F and autograd, float32 master weights cast to
--- bf16 at use (grads come back float32 through the cast), bf16 activations, AdamW (fused kernel per
--- tensor, device-side lr/step) on synthetic uniform tokens. Reports eager and CUDA-graph ms/step,
+-- bf16 at use (grads come back float32 through the cast), bf16 activations, cross-entropy that
+-- makes dlogits in its forward over the logits, AdamW (fused kernel per tensor, device-side
+-- lr/step) on synthetic uniform tokens. Reports eager and CUDA-graph ms/step,
 -- tokens/s, peak GPU memory and the time from start to the first finished step.
 --   speedrun run bench/gpt2_lua.lua [steps=100] [B=32] [T=1024] [layers=12]
 -- env SR_T0 (seconds since the epoch at process launch, `date +%s.%N`) adds process start to
--- the first step; SPEEDRUN_NO_GRAPHS=1 skips the graph phase. Not a test.
+-- the first step; SPEEDRUN_NO_GRAPHS=1 skips the graph phase; SR_BENCH_CE_INPLACE=0 makes the
+-- cross-entropy keep the logits (dlogits then made in the backward, over them). Not a test.
 local t_script = speedrun.clock()
 local sr = speedrun
 local F = sr.F
@@ -40,6 +42,7 @@ local x_buf = sr.zeros({B, Tn}, {dtype = "int32", device = dev})
 local y_buf = sr.zeros({B, Tn}, {dtype = "int32", device = dev})
 local attn_scale = 1 / math.sqrt(2 * L)
 local bf = "bfloat16"
+local ce_inplace = os.getenv("SR_BENCH_CE_INPLACE") ~= "0"
 
 local function forward(idx, tgt)
   -- embeddings gathered from the float32 tables (their grads accumulate in float32), then bf16
@@ -54,7 +57,8 @@ local function forward(idx, tgt)
     x = x + F.linear(F.gelu(F.linear(F.rms_norm(x), F.cast(ly.fc, bf))), F.cast(ly.fc2, bf))
   end
   local logits = F.linear(F.rms_norm(x), F.cast(P.wte, bf))    -- [B, T, Vp] tied head (padded vocabulary)
-  return F.cross_entropy(logits, tgt)
+  -- inplace: the loss pass also writes dlogits over the logits (nothing reads them afterwards)
+  return F.cross_entropy(logits, tgt, {inplace = ce_inplace})
 end
 
 local opt = sr.optim.AdamW(params, {lr = 6e-4, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0.1})
@@ -105,10 +109,12 @@ local function timed(n, fn)
 end
 
 if dev == "cuda" then cuda.synchronize(); cuda.reset_peak() end
+sr.reset_peak_memory(dev)
 local ms_eager, l_eager = timed(n_eager, step)
 local mem = dev == "cuda" and cuda.memory() or {peak = 0, reserved = 0, current = 0, driver_allocs = 0}
-print(("eager: %.2f ms/step, %.0f tokens/s, loss %.4f, peak %.2f GB (reserved %.2f GB), %d driver allocs"):format(
-  ms_eager * 1e3, B * Tn / ms_eager, l_eager, mem.peak / 1e9, mem.reserved / 1e9, mem.driver_allocs))
+local live = sr.memory(dev)
+print(("eager: %.2f ms/step, %.0f tokens/s, loss %.4f, peak %.2f GB (reserved %.2f GB), %d driver allocs; live tensors peak %.3f GB"):format(
+  ms_eager * 1e3, B * Tn / ms_eager, l_eager, mem.peak / 1e9, mem.reserved / 1e9, mem.driver_allocs, live.peak / 1e9))
 
 -- host time to issue one step (no sync inside): the step's launches queued, timed on the host
 do

@@ -121,10 +121,19 @@ static void list_push(node_list *l, sr_node *x) {
   l->v[l->n++] = x;
 }
 
-/* grad into a leaf's .grad: take a private copy the first time, add afterwards */
+/* a gradient nothing else refers to, dense over its whole storage, in the leaf's dtype and on
+** its device: it can become the leaf's .grad as it is */
+static bool can_adopt(const sr_tensor *leaf, const sr_tensor *g) {
+  return g->refcount == 1 && g->storage->refcount == 1 && g->grad_fn == NULL && g->dtype == leaf->dtype &&
+         g->storage->device == leaf->storage->device && g->offset == 0 && sr_is_contiguous(g) &&
+         (size_t)sr_numel(g) * sr_dtype_size(g->dtype) == g->storage->nbytes;
+}
+
+/* grad into a leaf's .grad: the first time adopt it (when private) or take a private copy, add
+** afterwards */
 static void accumulate_leaf(sr_tensor *leaf, sr_tensor *g) {
   if (!leaf->grad) {
-    leaf->grad = sr_to_raw(g, leaf->storage->device, leaf->dtype);
+    leaf->grad = can_adopt(leaf, g) ? sr_tensor_retain(g) : sr_to_raw(g, leaf->storage->device, leaf->dtype);
   } else {
     sr_accumulate_(leaf->grad, g);
   }
@@ -150,6 +159,13 @@ static void visit(sr_node *n, unsigned epoch) {
   for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
 }
 
+static const char *running_node;
+static const sr_tensor *implicit_seed;
+
+const char *sr_backward_node_name(void) { return running_node; }
+bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
+void sr_backward_reset(void) { running_node = NULL; implicit_seed = NULL; }
+
 void sr_backward(sr_tensor *root, sr_tensor *grad) {
   char b1[96], b2[96];
   if (!root->requires_grad) sr_fail("backward: the tensor does not require grad (no graph to differentiate)");
@@ -163,9 +179,11 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     seed = sr_tensor_new(root->dtype, root->storage->device, root->ndim, root->shape);
     sr_fill_(seed, 1.0);
   }
+  implicit_seed = grad ? NULL : seed;
   if (!root->grad_fn) {  /* a leaf: its gradient is the seed */
     accumulate_leaf(root, seed);
     sr_tensor_release(seed);
+    implicit_seed = NULL;
     return;
   }
   /* collect reachable nodes and count incoming edges; a new epoch per pass, so a pass that
@@ -185,17 +203,20 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     }
   }
   accumulate_slot(root->grad_fn, root->grad_slot, seed);
-  sr_tensor_release(seed);
+  sr_tensor_release(seed);  /* the root's node holds it now */
   list_push(&stack, root->grad_fn);
   bool old_mode = sr_set_grad_enabled(false);
   while (stack.n) {
     sr_node *n = stack.v[--stack.n];
     if (!n->backward) {
       sr_set_grad_enabled(old_mode);
+      sr_backward_reset();
       sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
     }
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
+    running_node = n->name;
     n->backward(n, n->grad_acc, gin);
+    running_node = NULL;
     for (int i = 0; i < n->nin; i++) {
       sr_tensor *g = gin[i];
       if (g && n->needs[i]) {
@@ -214,5 +235,6 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     n->backward = NULL;
   }
   sr_set_grad_enabled(old_mode);
+  implicit_seed = NULL;
   free(stack.v);
 }

@@ -179,11 +179,14 @@ static int softmax(lua_State *L, bool log) {
 static int F_softmax(lua_State *L) { return softmax(L, false); }
 static int F_log_softmax(lua_State *L) { return softmax(L, true); }
 
-/* cross_entropy(logits [..., V], targets [...] int32 [, {ignore_index=-1, reduction="mean"}]) */
+/* cross_entropy(logits [..., V], targets [...] int32 [, {ignore_index=-100, reduction="mean",
+** inplace=false}]); inplace: when recording, the forward writes the gradient over logits (one
+** pass over them, no second buffer); the caller must not read logits afterwards */
 static int F_cross_entropy(lua_State *L) {
   sr_tensor *logits = sr_check_tensor(L, 1), *targets = sr_check_tensor(L, 2);
   int64_t ignore = -100;
   int reduction = 0;
+  bool inplace = false;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "ignore_index");
@@ -194,9 +197,11 @@ static int F_cross_entropy(lua_State *L) {
     else if (!strcmp(r, "sum")) reduction = 1;
     else if (!strcmp(r, "none")) reduction = 2;
     else luaL_argerror(L, 3, "reduction must be 'mean', 'sum' or 'none'");
-    lua_pop(L, 2);
+    lua_getfield(L, 3, "inplace");
+    inplace = lua_toboolean(L, -1);
+    lua_pop(L, 3);
   }
-  sr_push_tensor(L, sr_cross_entropy(logits, targets, ignore, reduction));
+  sr_push_tensor(L, sr_cross_entropy(logits, targets, ignore, reduction, inplace));
   return 1;
 }
 

@@ -48,10 +48,21 @@ static void alloc_pressure(size_t nbytes, sr_device d) {
   in_gc = false;
 }
 
+/* SPEEDRUN_MEMLOG=<MiB>: one stderr line per new storage of at least that size: where in Lua
+** it was made (and which tape node's backward made it), and the device's live bytes after it */
+static void memlog(size_t nbytes, sr_device d, size_t live) {
+  const char *node = sr_backward_node_name();
+  luaL_where(error_state, 1);
+  fprintf(stderr, "memlog: %9.1f MiB %-4s live %9.1f MiB  %s%s%s\n", (double)nbytes / 1048576.0, sr_device_name(d),
+          (double)live / 1048576.0, lua_tostring(error_state, -1), node ? " backward of " : "", node ? node : "");
+  lua_pop(error_state, 1);
+}
+
 void sr_lua_bind_errors(lua_State *L) {
   error_state = L;
   sr_set_fail_handler(lua_fail);
   sr_set_alloc_hook(alloc_pressure);
+  sr_set_memlog_hook(memlog);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -674,15 +685,20 @@ static int backward_call(lua_State *L) {
   return 0;
 }
 
-/* backward([grad]): the pass runs with grad mode off; an error inside restores the mode */
+/* backward([grad]): the pass runs with grad mode off; an error inside restores the mode. A full
+** collection first: forward temporaries only Lua still refers to are released, so every saved
+** tensor's memory goes back as soon as its node's backward has run (and the cross-entropy
+** backward can write the gradient over logits nothing else holds) */
 static int m_backward(lua_State *L) {
   sr_check_tensor(L, 1);
   lua_settop(L, 2);
+  if (!in_gc) { bytes_since_gc = 0; lua_gc(L, LUA_GCCOLLECT); }
   bool mode = sr_grad_enabled();
   lua_pushcfunction(L, backward_call);
   lua_insert(L, 1);
   int status = lua_pcall(L, 2, 0, 0);
   sr_set_grad_enabled(mode);
+  sr_backward_reset();
   if (status != LUA_OK) return lua_error(L);
   return 0;
 }
@@ -788,6 +804,22 @@ static int f_get_num_threads(lua_State *L) {
   return 1;
 }
 
+/* memory([device]) -> {current=, peak=, allocs=}: bytes of tensor storage alive on the device
+** ("cpu" default) now and at most since reset_peak_memory; allocs counts storages made */
+static int f_memory(lua_State *L) {
+  sr_mem_stats s = sr_mem_stats_of(sr_check_device(L, 1, SR_CPU));
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)s.current); lua_setfield(L, -2, "current");
+  lua_pushinteger(L, (lua_Integer)s.peak); lua_setfield(L, -2, "peak");
+  lua_pushinteger(L, (lua_Integer)s.allocs); lua_setfield(L, -2, "allocs");
+  return 1;
+}
+
+static int f_reset_peak_memory(lua_State *L) {
+  sr_mem_reset_peak(sr_check_device(L, 1, SR_CPU));
+  return 0;
+}
+
 static int f_cuda_available(lua_State *L) {
   lua_pushboolean(L, sr_cuda_available());
   return 1;
@@ -815,6 +847,7 @@ static const luaL_Reg core_functions[] = {
   {"manual_seed", f_manual_seed}, {"no_grad", f_no_grad}, {"set_grad_enabled", f_set_grad_enabled},
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
   {"clock", f_clock}, {"synchronize", f_synchronize}, {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
+  {"memory", f_memory}, {"reset_peak_memory", f_reset_peak_memory},
   {NULL, NULL}
 };
 

@@ -192,10 +192,17 @@ sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
 /* ------------------------------------------------------------------------------------------ */
 /* unary */
 
+/* functions whose derivative does not depend on x: their nodes save nothing (the kernel never
+** reads x for them, so dy stands in for it) */
+static bool unary_needs_x(sr_unary_fn fn) {
+  return !(fn == SR_UNARY_NEG || fn == SR_UNARY_ADD_SCALAR || fn == SR_UNARY_MUL_SCALAR || fn == SR_UNARY_RSUB_SCALAR ||
+           fn == SR_UNARY_SIGN);
+}
+
 static void unary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!go[0]) return;
-  sr_tensor *x = sr_node_saved(n, 0);
-  sr_tensor *dx = sr_tensor_new_like(x);
+  sr_tensor *x = unary_needs_x((sr_unary_fn)n->i[0]) ? sr_node_saved(n, 0) : go[0];
+  sr_tensor *dx = sr_tensor_new(n->in_dtype[0], n->in_device[0], n->in_ndim[0], n->in_shape[0]);
   sr_kcall c = {.t = {dx, go[0], x}, .nt = 3, .i = {n->i[0]}, .f = {n->f[0]}};
   sr_kernel_run(SR_K_unary_backward, &c);
   gi[0] = dx;
@@ -205,7 +212,10 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
   check_float(sr_unary_name(fn), 1, x);
   sr_tensor *y = sr_unary_raw(fn, x, p);
   sr_node *n = record(sr_unary_name(fn), unary_backward, 1, &x, y);
-  if (n) { sr_node_save(n, 0, x); n->i[0] = fn; n->f[0] = p; }
+  if (n) {
+    if (unary_needs_x(fn)) sr_node_save(n, 0, x);
+    n->i[0] = fn; n->f[0] = p;
+  }
   return y;
 }
 
@@ -303,7 +313,13 @@ sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   if (fn >= SR_BINARY_EQ) return y;  /* comparisons: no gradient */
   sr_tensor *in[2] = {a, b};
   sr_node *n = record(op, binary_backward, 2, in, y);
-  if (n) { sr_node_save(n, 0, a); sr_node_save(n, 1, b); n->i[0] = fn; }
+  if (n) {  /* save only what the rule reads: add/sub nothing, mul the other factor, div b (and a for b's grad) */
+    bool keep_a = fn != SR_BINARY_ADD && fn != SR_BINARY_SUB && (fn != SR_BINARY_MUL || n->needs[1]) && (fn != SR_BINARY_DIV || n->needs[1]);
+    bool keep_b = fn != SR_BINARY_ADD && fn != SR_BINARY_SUB && (fn != SR_BINARY_MUL || n->needs[0]);
+    if (keep_a) sr_node_save(n, 0, a);
+    if (keep_b) sr_node_save(n, 1, b);
+    n->i[0] = fn;
+  }
   return y;
 }
 
@@ -722,35 +738,61 @@ sr_tensor *sr_softmax(sr_tensor *x, int dim, bool log) {
 
 /* ------------------------------------------------------------------------------------------ */
 /* cross_entropy: logits [..., V], targets [...] int32; reduction 0 mean (over non-ignored),
-** 1 sum, 2 none */
+** 1 sum, 2 none.
+** Memory: the node keeps the logits (rows view) and lse. When the backward runs and the node
+** holds the only reference to the logits' storage (the caller let go of them; tensor:backward()
+** collects Lua garbage first), the gradient is written over them: no second [N, V] buffer.
+** inplace (mean/sum, while recording): the forward writes dlogits = (softmax - onehot)/count
+** over the logits in the same pass as the loss (the caller promises not to read them again; their
+** version is bumped, so a node that saved them fails loudly); the backward is then a scale by
+** the upstream gradient, skipped when that is the implicit 1 of loss:backward(). */
+
+/* a private tensor the node may overwrite: only the node refers to it and to its storage */
+static bool node_owns(const sr_tensor *t) { return t->refcount == 1 && t->storage->refcount == 1; }
 
 static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
-  sr_tensor *g = go[0], *l2 = sr_node_saved(n, 0), *t = sr_node_saved(n, 1), *lse = sr_node_saved(n, 2);
+  sr_tensor *g = go[0], *l2 = sr_node_saved(n, 0);
   if (!g || !n->needs[0]) return;
   int64_t N = l2->shape[0];
-  sr_tensor *dl;  /* per-row upstream gradient [N] f32 */
-  if (n->i[1] == 2) {
-    sr_tensor *gc = sr_contiguous_raw(g);
-    sr_tensor *gv = sr_view(gc, 1, &N);
-    dl = sr_to_raw(gv, gv->storage->device, lse->dtype);
-    sr_tensor_release(gc); sr_tensor_release(gv);
+  sr_tensor *dlogits;
+  if (n->i[2]) {  /* l2 already holds dlogits for an upstream gradient of 1 */
+    if (sr_grad_is_implicit_one(g)) dlogits = sr_tensor_retain(l2);
+    else {
+      sr_tensor *gs = sr_to_raw(g, g->storage->device, l2->dtype);
+      if (node_owns(l2)) {
+        sr_binary_inplace(SR_BINARY_MUL, l2, gs);
+        dlogits = sr_tensor_retain(l2);
+      } else {
+        dlogits = sr_binary_raw(SR_BINARY_MUL, l2, gs);
+      }
+      sr_tensor_release(gs);
+    }
   } else {
-    sr_tensor *gf = sr_to_raw(g, g->storage->device, lse->dtype);
-    /* mean: divide by the count of non-ignored targets, kept on the device (no host sync) */
-    sr_tensor *scaled = n->i[1] == 0 ? sr_binary_raw(SR_BINARY_DIV, gf, sr_node_saved(n, 3)) : sr_tensor_retain(gf);
-    sr_tensor *e = sr_expand(scaled, 1, &N);
-    dl = sr_contiguous_raw(e);
-    sr_tensor_release(gf); sr_tensor_release(scaled); sr_tensor_release(e);
+    sr_tensor *t = sr_node_saved(n, 1), *lse = sr_node_saved(n, 2);
+    sr_tensor *dl;  /* per-row upstream gradient [N] in lse's dtype; stride 0 for mean/sum */
+    if (n->i[1] == 2) {
+      sr_tensor *gc = sr_contiguous_raw(g);
+      sr_tensor *gv = sr_view(gc, 1, &N);
+      dl = sr_to_raw(gv, gv->storage->device, lse->dtype);
+      sr_tensor_release(gc); sr_tensor_release(gv);
+    } else {
+      sr_tensor *gf = sr_to_raw(g, g->storage->device, lse->dtype);
+      /* mean: divide by the count of non-ignored targets, kept on the device (no host sync) */
+      if (n->i[1] == 0) sr_binary_inplace(SR_BINARY_DIV, gf, sr_node_saved(n, 3));
+      dl = sr_expand(gf, 1, &N);
+      sr_tensor_release(gf);
+    }
+    dlogits = node_owns(l2) ? sr_tensor_retain(l2) : sr_tensor_new_like(l2);
+    sr_kcall c = {.t = {dlogits, dl, l2, t, lse}, .nt = 5, .i = {n->i[0]}};
+    sr_kernel_run(SR_K_cross_entropy_backward, &c);
+    if (dlogits == l2) l2->storage->version++;
+    sr_tensor_release(dl);
   }
-  sr_tensor *dlogits = sr_tensor_new_like(l2);
-  sr_kcall c = {.t = {dlogits, dl, l2, t, lse}, .nt = 5, .i = {n->i[0]}};
-  sr_kernel_run(SR_K_cross_entropy_backward, &c);
-  sr_tensor_release(dl);
   gi[0] = sr_view(dlogits, n->in_ndim[0], n->in_shape[0]);
   sr_tensor_release(dlogits);
 }
 
-sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction) {
+sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction, bool inplace) {
   char b1[96], b2[96];
   check_float("cross_entropy", 1, logits);
   check_same_device("cross_entropy", logits, targets);
@@ -758,42 +800,53 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   if (logits->ndim != targets->ndim + 1 || memcmp(logits->shape, targets->shape, (size_t)targets->ndim * sizeof(int64_t)))
     sr_fail("cross_entropy: bad argument #2 (targets shape %s does not match logits %s; expected logits [..., V] and targets [...])",
             SHP(targets, b1), SHP(logits, b2));
+  if (inplace && reduction == 2) sr_fail("cross_entropy: inplace needs reduction 'mean' or 'sum'");
+  if (inplace && logits->requires_grad && !logits->grad_fn && sr_grad_enabled())
+    sr_fail("cross_entropy: inplace on a leaf that requires grad (its values would be overwritten)");
   int64_t V = logits->shape[logits->ndim - 1];
   sr_tensor *l2 = rows_raw(logits, V);
   sr_tensor *tc = sr_contiguous_raw(targets);
   sr_tensor *t = sr_view(tc, 1, (int64_t[]){-1});
   int64_t N = l2->shape[0];
   sr_dtype side = side_dtype(logits);
+  bool fused = inplace && sr_needs_grad(1, &logits);
+  sr_tensor *count_t = NULL;
+  if (reduction == 0) {  /* mean over targets that are not ignored; the count stays on the device
+                         ** (no host copy: a step stays capturable in a CUDA graph); 0 counted ->
+                         ** 0/0 = NaN as before */
+    sr_tensor *ig = sr_tensor_new(SR_I32, t->storage->device, 0, NULL);
+    sr_fill_(ig, (double)ignore_index);
+    sr_tensor *keep = sr_binary_raw(SR_BINARY_NE, t, ig);
+    sr_tensor *kf = sr_to_raw(keep, keep->storage->device, side);
+    sr_tensor *cnt = reduce_raw(SR_REDUCE_SUM, kf, 0, NULL);
+    count_t = sr_view(cnt, 0, NULL);
+    sr_tensor_release(ig); sr_tensor_release(keep); sr_tensor_release(kf); sr_tensor_release(cnt);
+  }
+  sr_tensor *dscale = NULL;  /* fused mean: 1/count on the device */
+  if (fused && count_t) dscale = sr_unary_raw(SR_UNARY_RDIV_SCALAR, count_t, 1.0);
   sr_tensor *losses = sr_tensor_new(side, logits->storage->device, 1, &N);
   sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
-  sr_kcall c = {.t = {losses, lse, l2, t}, .nt = 4, .i = {ignore_index}};
+  sr_kcall c = {.t = {losses, lse, l2, t, fused ? l2 : NULL, dscale}, .nt = fused ? 6 : 4, .i = {ignore_index}};
   sr_kernel_run(SR_K_cross_entropy, &c);
-  sr_tensor *y, *count_t = NULL;
+  sr_tensor_release(dscale);
+  if (fused) l2->storage->version++;  /* the logits now hold their gradient */
+  sr_tensor *y;
   if (reduction == 2) {
     sr_tensor *v = sr_view(losses, targets->ndim, targets->shape);
     y = sr_to_raw(v, v->storage->device, logits->dtype);
     sr_tensor_release(v);
   } else {
     sr_tensor *s = reduce_raw(SR_REDUCE_SUM, losses, 0, NULL);
-    if (reduction == 0) {  /* mean over targets that are not ignored; the count stays on the
-                           ** device (no host copy: a step stays capturable in a CUDA graph);
-                           ** 0 counted -> 0/0 = NaN as before */
-      sr_tensor *ig = sr_tensor_new(SR_I32, t->storage->device, 0, NULL);
-      sr_fill_(ig, (double)ignore_index);
-      sr_tensor *keep = sr_binary_raw(SR_BINARY_NE, t, ig);
-      sr_tensor *kf = sr_to_raw(keep, keep->storage->device, side);
-      count_t = reduce_raw(SR_REDUCE_SUM, kf, 0, NULL);
-      sr_binary_inplace(SR_BINARY_DIV, s, count_t);
-      sr_tensor_release(ig); sr_tensor_release(keep); sr_tensor_release(kf);
-    }
+    if (count_t) sr_binary_inplace(SR_BINARY_DIV, s, count_t);
     sr_tensor *sv = sr_view(s, 0, NULL);
     y = sr_to_raw(sv, sv->storage->device, logits->dtype == SR_BF16 ? SR_F32 : logits->dtype);
     sr_tensor_release(s); sr_tensor_release(sv);
   }
   sr_node *n = record("cross_entropy", cross_entropy_backward, 1, &logits, y);
   if (n) {
-    sr_node_save(n, 0, l2); sr_node_save(n, 1, t); sr_node_save(n, 2, lse); sr_node_save(n, 3, count_t);
-    n->i[0] = ignore_index; n->i[1] = reduction;
+    sr_node_save(n, 0, l2);
+    if (!fused) { sr_node_save(n, 1, t); sr_node_save(n, 2, lse); sr_node_save(n, 3, count_t); }
+    n->i[0] = ignore_index; n->i[1] = reduction; n->i[2] = fused;
   }
   sr_tensor_release(count_t);
   sr_tensor_release(l2); sr_tensor_release(tc); sr_tensor_release(t);

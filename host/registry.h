@@ -92,8 +92,8 @@ typedef enum sr_reduce_fn {
   X(layer_norm_backward, "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, t6 mean, t7 rstd; contig.") \
   X(softmax,     "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
   X(softmax_backward, "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \
-  X(cross_entropy, "t0 losses [N] f32 (f64 when logits are f64), t1 lse [N] (same dtype as losses), t2 logits [N,V] contig, t3 targets [N] i32; i0 ignore_index (loss 0 there). Fails on a target out of [0,V) other than ignore_index.") \
-  X(cross_entropy_backward, "t0 dlogits [N,V] (=), t1 dlosses [N] (the dtype of lse), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = dloss*(softmax - onehot); 0 on ignored rows.") \
+  X(cross_entropy, "t0 losses [N] f32 (f64 when logits are f64), t1 lse [N] (same dtype as losses), t2 logits [N,V] contig, t3 targets [N] i32; i0 ignore_index (loss 0 there). Optional t4 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda) and t5 dscale (one element of lse's dtype, or NULL for 1): the same pass writes dlogits = dscale*(softmax - onehot), 0 on ignored rows. Fails on a target out of [0,V) other than ignore_index.") \
+  X(cross_entropy_backward, "t0 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda), t1 dlosses [N] (the dtype of lse; stride 0 allowed), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = dloss*(softmax - onehot); 0 on ignored rows.") \
   X(attention,   "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 causal.") \
   X(attention_backward, "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 causal.") \
   X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the device, overriding f0 and i0 (a CUDA graph replay reads the current values).")

@@ -208,6 +208,35 @@ static void host_free(void *p, size_t nbytes) {
   free(p);
 }
 
+/* live storage bytes per device (atomics: CPU kernels free nothing, but data loaders may run
+** tensors on other threads) */
+static size_t mem_current[2], mem_peak[2];
+static int64_t mem_allocs[2];
+static sr_memlog_hook memlog_hook;
+static size_t memlog_min = (size_t)-1;
+
+void sr_set_memlog_hook(sr_memlog_hook h) {
+  memlog_hook = h;
+  const char *env = getenv("SPEEDRUN_MEMLOG");
+  memlog_min = h && env && *env ? (size_t)(atof(env) * 1048576.0) : (size_t)-1;
+}
+
+sr_mem_stats sr_mem_stats_of(sr_device d) {
+  sr_mem_stats s = {__atomic_load_n(&mem_current[d], __ATOMIC_RELAXED), __atomic_load_n(&mem_peak[d], __ATOMIC_RELAXED),
+                    __atomic_load_n(&mem_allocs[d], __ATOMIC_RELAXED)};
+  return s;
+}
+
+void sr_mem_reset_peak(sr_device d) { __atomic_store_n(&mem_peak[d], __atomic_load_n(&mem_current[d], __ATOMIC_RELAXED), __ATOMIC_RELAXED); }
+
+static void mem_count(size_t nbytes, sr_device d) {
+  size_t now = __atomic_add_fetch(&mem_current[d], nbytes, __ATOMIC_RELAXED);
+  size_t pk = __atomic_load_n(&mem_peak[d], __ATOMIC_RELAXED);
+  while (now > pk && !__atomic_compare_exchange_n(&mem_peak[d], &pk, now, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+  __atomic_add_fetch(&mem_allocs[d], 1, __ATOMIC_RELAXED);
+  if (nbytes >= memlog_min && memlog_hook) memlog_hook(nbytes, d, now);
+}
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
   if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
@@ -222,11 +251,13 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->nbytes = nbytes;
   s->device = d;
   s->refcount = 1;
+  mem_count(nbytes, d);
   return s;
 }
 
 static void storage_release(sr_storage *s) {
   if (!s || --s->refcount > 0) return;
+  __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
   else host_free(s->data, s->nbytes ? s->nbytes : 1);
   free(s);

@@ -91,6 +91,16 @@ void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
 typedef void (*sr_alloc_hook)(size_t nbytes, sr_device d);
 void sr_set_alloc_hook(sr_alloc_hook h);
 
+/* ---- live tensor memory per device: bytes of storage alive now and the most alive at once
+** since the last reset (what tensors hold, before any allocator rounding or caching) */
+typedef struct sr_mem_stats { size_t current, peak; int64_t allocs; } sr_mem_stats;
+sr_mem_stats sr_mem_stats_of(sr_device d);
+void sr_mem_reset_peak(sr_device d);
+/* SPEEDRUN_MEMLOG=<MiB>: every new storage of at least that many MiB is reported through this
+** hook (the Lua layer prints where it came from); NULL turns it off */
+typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after);
+void sr_set_memlog_hook(sr_memlog_hook h);
+
 /* ---- queries */
 int64_t sr_numel(const sr_tensor *x);
 bool sr_is_contiguous(const sr_tensor *x);

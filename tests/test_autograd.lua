@@ -116,4 +116,109 @@ T.case("gradients of a bf16 chain come back in the leaf dtype", function()
   T.close(w.grad, {2, 4, 6}, 1e-2)
 end)
 
+T.case("add, sub and scalar multiply keep no input alive for the backward", function()
+  local x = sr.randn(256, 256)
+  x.requires_grad = true
+  collectgarbage()
+  local base = sr.memory().current
+  local h = x * 0.5                  -- 256 KB; only its own Lua value refers to it
+  local y = F.sum((h + h) - h * 2)   -- the add, the sub and the scalar multiply save nothing
+  h = nil
+  collectgarbage()
+  T.ok(sr.memory().current - base < 4096, ("%d bytes still alive after the forward"):format(sr.memory().current - base))
+  y:backward()
+  T.close(F.sum(F.abs(x.grad)), {0}, 0, "d/dx (0.5x + 0.5x - x) = 0")
+end)
+
+-- a tiny language-model head: h [N, C] -> logits [N, V] -> mean cross-entropy
+local function lm_head(N, C, V, opts)
+  sr.manual_seed(7)
+  local h0, w = sr.randn(N, C), sr.randn(V, C) * 0.1
+  h0.requires_grad, w.requires_grad = true, true
+  local t = sr.randint(0, V, {N})
+  return h0, w, function() return F.linear(h0 * 1, w) end, t
+end
+
+T.case("cross_entropy writes the gradient over logits only when nothing else holds them", function()
+  local N, C, V = 64, 8, 4096                      -- logits 1 MB
+  local h0, w, logits_of, t = lm_head(N, C, V)
+  -- the caller keeps the logits: they are left as they were
+  local logits = logits_of()
+  local keep = logits:tolist()
+  F.cross_entropy(logits, t):backward()
+  T.close(logits, keep, 0, "logits untouched while the caller holds them")
+  local gh, gw = h0.grad:tolist(), w.grad:tolist()
+  h0.grad, w.grad = nil, nil
+  -- the caller drops them: the backward makes no second [N, V] buffer, same gradients
+  local loss = F.cross_entropy(logits_of(), t)
+  collectgarbage()
+  sr.reset_peak_memory()
+  local before = sr.memory().current
+  loss:backward()
+  local grew = sr.memory().peak - before
+  T.ok(grew < N * V * 4 / 2, ("backward allocated %d bytes at its peak (logits are %d)"):format(grew, N * V * 4))
+  T.close(h0.grad, gh, 1e-6)
+  T.close(w.grad, gw, 1e-6)
+end)
+
+T.case("cross_entropy inplace: loss and gradient in the forward, over the logits", function()
+  local N, C, V = 32, 8, 512
+  local h0, w, logits_of, t = lm_head(N, C, V)
+  t:narrow(1, 1, 3):fill_(-1)                      -- ignored rows
+  for _, red in ipairs {"mean", "sum"} do
+    for _, up in ipairs {1, 3} do
+      h0.grad, w.grad = nil, nil
+      local ref = F.cross_entropy(logits_of(), t, {ignore_index = -1, reduction = red})
+      ;(ref * up):backward()
+      local gh, gw = h0.grad:tolist(), w.grad:tolist()
+      h0.grad, w.grad = nil, nil
+      local loss = F.cross_entropy(logits_of(), t, {ignore_index = -1, reduction = red, inplace = true})
+      T.close(loss, {ref:item()}, 1e-6, "same loss " .. red)
+      if up == 1 then loss:backward() else (loss * up):backward() end
+      T.close(h0.grad, gh, 1e-5, ("h grad %s x%d"):format(red, up))
+      T.close(w.grad, gw, 1e-5, ("w grad %s x%d"):format(red, up))
+    end
+  end
+  -- without recording it is the plain loss and leaves the logits alone
+  local l = sr.no_grad(logits_of)
+  local keep = l:tolist()
+  sr.no_grad(function() return F.cross_entropy(l, t, {ignore_index = -1, inplace = true}) end)
+  T.close(l, keep, 0)
+  -- a node that saved the logits fails loudly; a leaf and reduction "none" are refused
+  local lg = logits_of()
+  local sq = F.sum(F.mul(lg, lg))
+  local ce = F.cross_entropy(lg, t, {ignore_index = -1, inplace = true})
+  T.raises(function() (sq + ce):backward() end, "modified in place")
+  T.raises(function() F.cross_entropy(w, sr.randint(0, C, {V}), {inplace = true}) end, "leaf")
+  T.raises(function() F.cross_entropy(logits_of(), t, {reduction = "none", inplace = true}) end, "inplace needs")
+end)
+
+T.case("a private gradient becomes the leaf's .grad without a copy", function()
+  local w = sr.randn(512, 512)
+  w.requires_grad = true
+  local loss = F.sum(w * 2)
+  collectgarbage()
+  sr.reset_peak_memory()
+  local before = sr.memory().current
+  loss:backward()
+  -- the upstream ones expanded and x's gradient; no third buffer for a copy into .grad
+  T.ok(sr.memory().peak - before <= 2 * 512 * 512 * 4 + 4096, "two [512, 512] buffers at the peak")
+  T.close(w.grad:narrow(1, 1, 1):narrow(2, 1, 3), {{2, 2, 2}})
+end)
+
+T.case("memory(): live tensor bytes per device", function()
+  collectgarbage()
+  local m0 = sr.memory("cpu")
+  local x = sr.zeros(1000)
+  local m1 = sr.memory("cpu")
+  T.eq(m1.current - m0.current, 4000)
+  T.eq(m1.allocs - m0.allocs, 1)
+  x = nil
+  collectgarbage()
+  T.eq(sr.memory("cpu").current, m0.current)
+  T.ok(sr.memory("cpu").peak >= m1.current)
+  sr.reset_peak_memory("cpu")
+  T.eq(sr.memory("cpu").peak, sr.memory("cpu").current)
+end)
+
 T.done()

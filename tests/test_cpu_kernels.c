@@ -916,10 +916,28 @@ static void test_cross_entropy(void) {
     }
     check_all("cross_entropy", los, rl, 1e-6);
     check_all("cross_entropy_backward", g, rg, dt == SR_BF16 ? 1e-2 : 1e-6);
+    /* the backward in place over a copy of the logits */
+    sr_tensor *xb = sr_to_raw(x, SR_CPU, dt);
+    RUN_OK(SR_K_cross_entropy_backward, .t = {xb, dlv, xb, t, ls2}, .nt = 5, .i = {-100});
+    check_all("cross_entropy_backward in place", xb, rg, dt == SR_BF16 ? 1e-2 : 1e-6);
+    /* the forward with the gradient for a constant dscale: into its own buffer, and in place */
+    double ds = 0.37;
+    sr_tensor *dst = tvals(dt == SR_F64 ? SR_F64 : SR_F32, 0, NULL, &ds), *g2 = tnew(dt, 2, (int64_t[]){N, V});
+    sr_tensor *xf = sr_to_raw(x, SR_CPU, dt), *los2 = tnew(SR_F32, 1, &N), *ls3 = tnew(SR_F32, 1, &N);
+    for (int64_t n = 0; n < N; n++) {
+      double d = get(dlv, n);
+      for (int64_t j = 0; j < V; j++) rg[n * V + j] = rg[n * V + j] / d * ds;
+    }
+    RUN_OK(SR_K_cross_entropy, .t = {los2, ls3, x, t, g2, dst}, .nt = 6, .i = {-100});
+    check_all("cross_entropy fused loss", los2, rl, 1e-6);
+    check_all("cross_entropy fused dlogits", g2, rg, dt == SR_BF16 ? 1e-2 : 1e-6);
+    RUN_OK(SR_K_cross_entropy, .t = {los2, ls3, xf, t, xf, dst}, .nt = 6, .i = {-100});
+    check_all("cross_entropy fused loss in place", los2, rl, 1e-6);
+    check_all("cross_entropy fused dlogits in place", xf, rg, dt == SR_BF16 ? 1e-2 : 1e-6);
     free(rl);
     free(rg);
-    sr_tensor *l2[] = {x, t, los, ls2, g, dlv};
-    for (int k = 0; k < 6; k++) sr_tensor_release(l2[k]);
+    sr_tensor *l2[] = {x, t, los, ls2, g, dlv, xb, dst, g2, xf, los2, ls3};
+    for (int k = 0; k < 12; k++) sr_tensor_release(l2[k]);
   }
   /* backward against finite differences in f64 (f64 losses and lse) */
   int64_t N = 4, V = 9;

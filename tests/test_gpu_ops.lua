@@ -247,6 +247,12 @@ for _, s in ipairs {{13, 37}, {64, 50304}, {3, 5, 9}} do
   end
   check("cross_entropy ignore " .. tag, function(l, t) return F.cross_entropy(l, t, {ignore_index = -1}) end,
         {{s}, {int = true, shape = ts, lo = -1, hi = math.min(V, 4)}})
+  -- the gradient made in the forward over intermediate logits (l * 1), scaled by the upstream one
+  for _, red in ipairs {"mean", "sum"} do
+    check(("cross_entropy inplace %s %s"):format(tag, red),
+          function(l, t) return F.cross_entropy(l * 1, t, {reduction = red, ignore_index = -1, inplace = true}) end,
+          {{s}, {int = true, shape = ts, lo = -1, hi = V}})
+  end
 end
 check("cross_entropy t", function(l, t) return F.cross_entropy(l, t) end, {{{9, 33}, layout = "t"}, {int = true, shape = {9}, hi = 33}})
 

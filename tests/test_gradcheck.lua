@@ -121,6 +121,9 @@ T.case("softmax, log_softmax, cross_entropy", function()
   check("cross_entropy none", function(x) return F.cross_entropy(x, t, {reduction = "none"}) end, {rnd(2, 3, 5)})
   local ti = sr.tensor({{1, -1, 0}, {2, -1, 3}}, {dtype = "int32"})
   check("cross_entropy ignore_index", function(x) return F.cross_entropy(x, ti, {ignore_index = -1}) end, {rnd(2, 3, 5)})
+  -- inplace: the gradient is made in the forward over the (intermediate) logits, scaled in the backward
+  check("cross_entropy inplace mean", function(x) return F.cross_entropy(x * 1, ti, {ignore_index = -1, inplace = true}) end, {rnd(2, 3, 5)})
+  check("cross_entropy inplace sum", function(x) return F.cross_entropy(x * 1, t, {reduction = "sum", inplace = true}) end, {rnd(2, 3, 5)})
 end)
 
 T.case("scaled dot-product attention", function()
