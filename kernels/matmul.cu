@@ -7,6 +7,13 @@
 ** Row-major to column-major: out^T[N,M] = op(b)^T @ op(a)^T, so cuBLAS's "A" is b and "B" is a.
 ** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key;
 ** one 32 MiB workspace (cuda_backend.c) serves every call.
+** Odd sizes: cuBLASLt's fast kernels want every dimension and row stride a multiple of 16 bytes.
+** GPT-2's vocabulary of 50257 makes the three lm_head GEMMs about 7x slower (bench/gemm_ld.cu,
+** H100: 59.3 ms against 8.6 ms at 50304), and a padded row stride alone does not help (48.8 ms).
+** So a large single GEMM with such a dimension or stride runs on zero-padded copies: each operand
+** that is not aligned is copied into a [rows, cols] buffer rounded up to multiples of 64 (zeros
+** beyond, so padding along K adds zero products), and the output, when M or N had to grow or its
+** rows are not aligned, is computed into a padded buffer and copied back (M/N padding is dropped).
 */
 #include <cublasLt.h>      // defines: cublasLtMatmul, cublasLtMatmulDesc_t
 #include <stdlib.h>        // defines: getenv
@@ -119,6 +126,45 @@ static const char *make_plan(const gemm_key &k, gemm_plan **out) {
 }
 
 // ----------------------------------------------------------------------------
+// zero-padded copies for odd sizes
+
+#define SR_GEMM_PAD 64                          // padded dims are multiples of this
+#define SR_GEMM_PAD_MIN_WORK ((int64_t)1 << 26)  // M*N*K from which an odd GEMM is padded
+
+// dst [rp, cp] (contiguous) = src [r, c] (row stride ld), zeros beyond
+template <typename T>
+__global__ void pad_copy_kernel(T *dst, const T *src, int64_t r, int64_t c, int64_t ld, int64_t rp, int64_t cp) {
+  for (int64_t i = blockIdx.y; i < rp; i += gridDim.y)
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < cp; j += (int64_t)gridDim.x * blockDim.x)
+      dst[i * cp + j] = (i < r && j < c) ? src[i * ld + j] : (T)0.0f;
+}
+
+// dst [r, c] (contiguous) = the top-left [r, c] of src [., cp]
+template <typename T>
+__global__ void unpad_copy_kernel(T *dst, const T *src, int64_t r, int64_t c, int64_t cp) {
+  for (int64_t i = blockIdx.y; i < r; i += gridDim.y)
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < c; j += (int64_t)gridDim.x * blockDim.x)
+      dst[i * c + j] = src[i * cp + j];
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+static dim3 copy_grid(int64_t rows, int64_t cols) {
+  int64_t gx = CEIL_DIV(cols, 256), gy = rows;
+  return dim3((unsigned)(gx < 64 ? gx : 64), (unsigned)(gy < 65535 ? gy : 65535));
+}
+
+static const char *pad_copy(int dt, void *dst, const void *src, int64_t r, int64_t c, int64_t ld, int64_t rp, int64_t cp,
+                            cudaStream_t s) {
+  if (dt == SR_BF16)
+    pad_copy_kernel<<<copy_grid(rp, cp), 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, r, c, ld, rp, cp);
+  else
+    pad_copy_kernel<<<copy_grid(rp, cp), 256, 0, s>>>((float *)dst, (const float *)src, r, c, ld, rp, cp);
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+// ----------------------------------------------------------------------------
 // kernel launcher
 
 // batch stride and row stride of a 3-D (or 2-D) operand whose last dim has unit stride
@@ -128,6 +174,68 @@ static bool strides3(const sr_tensor *x, int64_t *bs, int64_t *rs) {
   *bs = x->shape[0] == 1 ? 0 : x->stride[0];
   *rs = x->stride[1];
   return x->stride[2] == 1 || x->shape[2] == 1;
+}
+
+// one cuBLASLt call for key k (alignment taken from the pointers)
+static const char *gemm_run(gemm_key k, const void *pa, const void *pb, void *po, float alpha, float beta,
+                            cudaStream_t s) {
+  k.align = min(min(ptr_align(pa), ptr_align(pb)), ptr_align(po));
+  gemm_plan *p;
+  const char *err = make_plan(k, &p);
+  if (err) return err;
+  size_t ws;
+  void *w = sr_cuda_workspace(&ws);
+  cublasStatus_t st = cublasLtMatmul((cublasLtHandle_t)sr_cuda_blaslt(), p->desc, &alpha, pb, p->la, pa, p->lb, &beta,
+                                     po, p->lc, po, p->lc, &p->algo, w, ws, s);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return sr_errf("cublasLtMatmul [%lld]x[%lld,%lld,%lld]: %s", (long long)k.B, (long long)k.M, (long long)k.N,
+                   (long long)k.K, cublasLtGetStatusString(st));
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+// k (B = 1) on zero-padded copies of the unaligned operands (see the top of the file)
+static const char *gemm_padded(gemm_key k, const void *pa, const void *pb, void *po, float alpha, float beta,
+                               cudaStream_t s) {
+  int64_t Mp = round_up(k.M, SR_GEMM_PAD), Np = round_up(k.N, SR_GEMM_PAD), Kp = round_up(k.K, SR_GEMM_PAD);
+  int64_t ea = 16 / (k.adt == SR_BF16 ? 2 : 4), eo = 16 / (k.odt == SR_BF16 ? 2 : 4);
+  // stored shapes: a is [M,K] or [K,M] (ta), b is [K,N] or [N,K] (tb)
+  int64_t ar = k.ta ? k.K : k.M, ac = k.ta ? k.M : k.K, arp = k.ta ? Kp : Mp, acp = k.ta ? Mp : Kp;
+  int64_t br = k.tb ? k.N : k.K, bc = k.tb ? k.K : k.N, brp = k.tb ? Np : Kp, bcp = k.tb ? Kp : Np;
+  bool pad_a = ar != arp || ac != acp || k.lda % ea || ptr_align(pa) < 16;
+  bool pad_b = br != brp || bc != bcp || k.ldb % ea || ptr_align(pb) < 16;
+  bool pad_o = Mp != k.M || Np != k.N || k.N % eo || ptr_align(po) < 16;
+  size_t esz = k.adt == SR_BF16 ? 2 : 4, osz = k.odt == SR_BF16 ? 2 : 4;
+  void *a2 = pad_a ? sr_cuda_malloc((size_t)(arp * acp) * esz) : (void *)pa;
+  void *b2 = pad_b ? sr_cuda_malloc((size_t)(brp * bcp) * esz) : (void *)pb;
+  void *o2 = pad_o ? sr_cuda_malloc((size_t)(Mp * Np) * osz) : po;
+  const char *err = (pad_a && !a2) || (pad_b && !b2) || (pad_o && !o2)
+                        ? sr_errf("out of memory for the padded copies of [%lld,%lld,%lld]", (long long)k.M,
+                                  (long long)k.N, (long long)k.K)
+                        : NULL;
+  if (!err && pad_a) err = pad_copy(k.adt, a2, pa, ar, ac, k.lda, arp, acp, s);
+  if (!err && pad_b) err = pad_copy(k.bdt, b2, pb, br, bc, k.ldb, brp, bcp, s);
+  if (!err && pad_o && beta != 0.0f) err = pad_copy(k.odt, o2, po, k.M, k.N, k.N, Mp, Np, s);
+  if (!err) {
+    gemm_key kp = k;
+    kp.M = Mp; kp.N = Np; kp.K = Kp;
+    kp.lda = pad_a ? acp : k.lda;
+    kp.ldb = pad_b ? bcp : k.ldb;
+    if (!pad_o) { kp.M = k.M; kp.N = k.N; }  // the output is used as it is: M and N did not grow
+    err = gemm_run(kp, a2, b2, o2, alpha, beta, s);
+  }
+  if (!err && pad_o) {
+    if (k.odt == SR_BF16)
+      unpad_copy_kernel<<<copy_grid(k.M, k.N), 256, 0, s>>>((bf16 *)po, (const bf16 *)o2, k.M, k.N, Np);
+    else
+      unpad_copy_kernel<<<copy_grid(k.M, k.N), 256, 0, s>>>((float *)po, (const float *)o2, k.M, k.N, Np);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) err = sr_errf("gemm: unpad copy: %s", cudaGetErrorString(e));
+  }
+  if (pad_a) sr_cuda_free(a2);
+  if (pad_b) sr_cuda_free(b2);
+  if (pad_o) sr_cuda_free(o2);
+  return err;
 }
 
 extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
@@ -162,25 +270,14 @@ extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
     return sr_cuda_unary(&f);
   }
   void *pa = kn_data(a), *pb = kn_data(b), *po = kn_data(o);
-  int al = ptr_align(pa);
-  al = min(al, ptr_align(pb));
-  al = min(al, ptr_align(po));
-  k.align = al;
   k.beta_nonzero = c->f[1] != 0.0;
   static int tf32 = -1;
   if (tf32 < 0) { const char *e = getenv("SPEEDRUN_TF32"); tf32 = e && *e == '1'; }
   k.tf32 = tf32;
-  gemm_plan *p;
-  const char *err = make_plan(k, &p);
-  if (err) return err;
   float alpha = (float)c->f[0], beta = (float)c->f[1];
-  size_t ws;
-  void *w = sr_cuda_workspace(&ws);
-  cublasStatus_t st = cublasLtMatmul((cublasLtHandle_t)sr_cuda_blaslt(), p->desc, &alpha, pb, p->la, pa, p->lb, &beta,
-                                     po, p->lc, po, p->lc, &p->algo, w, ws, s);
-  if (st != CUBLAS_STATUS_SUCCESS)
-    return sr_errf("cublasLtMatmul [%lld]x[%lld,%lld,%lld]: %s", (long long)B, (long long)M, (long long)N, (long long)K,
-                   cublasLtGetStatusString(st));
-  SR_LAUNCH_CHECK();
-  return NULL;
+  int64_t ea = a->dtype == SR_BF16 ? 8 : 4, eo = o->dtype == SR_BF16 ? 8 : 4;  // elements per 16 bytes
+  bool odd = M % ea || N % ea || K % ea || k.lda % ea || k.ldb % ea || N % eo ||
+             min(min(ptr_align(pa), ptr_align(pb)), ptr_align(po)) < 16;
+  if (odd && B == 1 && M * N * K >= SR_GEMM_PAD_MIN_WORK) return gemm_padded(k, pa, pb, po, alpha, beta, s);
+  return gemm_run(k, pa, pb, po, alpha, beta, s);
 }

@@ -466,6 +466,41 @@ static void test_reduce(void) {
 
 /* ---------------------------------------------------------------- gemm */
 
+/* large GEMMs with odd sizes run on zero-padded copies (kernels/matmul.cu): M*N*K >= 2^26 with
+** N, K (and for some cases the row strides) not multiples of 8; transposes, beta, f32 and bf16 */
+static void test_gemm_padded(void) {
+  const int64_t M = 130, N = 1001, K = 517;  /* 67,277,210 multiply-adds */
+  char name[200];
+  for (int mode = 0; mode < 3; mode++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        int pad = ta ^ tb;
+        sr_dtype idt = mode == 0 ? SR_F32 : SR_BF16, odt = mode == 1 ? SR_BF16 : SR_F32;
+        int64_t ash[2] = {ta ? K : M, ta ? M : K}, bsh[2] = {tb ? N : K, tb ? K : N}, osh[2] = {M, N};
+        T *a = rnd(pad ? tnew_pad(idt, 2, ash) : tnew(idt, 2, ash), -1, 1);
+        T *b = rnd(pad ? tnew_pad(idt, 2, bsh) : tnew(idt, 2, bsh), -1, 1);
+        T *o = tnew(odt, 2, osh);
+        double beta = pad ? 0.5 : 0.0;
+        if (beta != 0) rnd(o, -1, 1); else poison(o);
+        double *ref = malloc((size_t)(M * N) * sizeof(double));
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++)
+              s += get(a, ta ? k * M + i : i * K + k) * get(b, tb ? j * K + k : k * N + j);
+            ref[i * N + j] = 0.8 * s + (beta != 0 ? beta * get(o, i * N + j) : 0);
+          }
+        sr_kcall c = call(3, (T *[]){o, a, b});
+        c.i[0] = ta; c.i[1] = tb; c.f[0] = 0.8; c.f[1] = beta;
+        run("gemm", sr_cuda_gemm, &c);
+        snprintf(name, sizeof name, "gemm padded path %s->%s [%lld,%lld,%lld] ta=%d tb=%d %s", dn(idt), dn(odt),
+                 (long long)M, (long long)N, (long long)K, ta, tb, pad ? "padded rows beta=0.5" : "contig");
+        expect(name, o, ref, mode == 0 ? 1e-5 : 1e-2);
+        free(ref);
+        tfree(a); tfree(b); tfree(o);
+      }
+}
+
 static void test_gemm(void) {
   struct { int64_t B, M, N, K; int bcast; } cases[] = {
     {1, 37, 29, 51, 0}, {1, 128, 256, 64, 0}, {3, 17, 40, 24, 0}, {4, 64, 96, 80, 1}, {2, 256, 768, 768, 0},
@@ -513,6 +548,7 @@ static void test_gemm(void) {
             free(ref);
             tfree(a); tfree(b); tfree(o);
           }
+  test_gemm_padded();
 }
 
 /* ---------------------------------------------------------------- embedding, norms, xent */

@@ -12,12 +12,15 @@ STEPS=${4:-50}; OUT=${5:-runs/fidelity/record_0$N}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../.." && pwd)
 SR=${SPEEDRUN:-$ROOT/build/speedrun}
 RECIPE=$ROOT/tasks/record_0$N/recipe.lua
-case $N in 4|5) ACCUM=8 ;; *) ACCUM=1 ;; esac   # records 4-5 accumulate to 8x64 on one GPU
+# records 4-5 accumulate 8 micro-batches of 64x1024 per step on one GPU, as the script does;
+# ACCUM=1 patches their global batch down to one micro-batch (a cheaper run of the same code)
+case $N in 4|5) ACCUM=${ACCUM:-8} ;; *) ACCUM=1 ;; esac
+EXTRA=(); [ "${NO_COMPILE:-0}" = 1 ] && EXTRA+=(--no-compile)   # PyTorch eager: no compile time
 mkdir -p "$OUT"
 "$SR" run "$HERE/ours.lua" init "$RECIPE" "$OUT/init.srw" --scale full --device cuda
 python3 "$HERE/torch_side.py" --script "$SCRIPT" --weights "$OUT/init.srw" \
   --train-files "$DATA/*_train_*.bin" --val-files "$DATA/*_val_*.bin" \
-  --steps "$STEPS" --accum "$ACCUM" --out "$OUT/torch.json"
+  --steps "$STEPS" --accum "$ACCUM" --out "$OUT/torch.json" "${EXTRA[@]}"
 "$SR" run "$HERE/ours.lua" train "$RECIPE" --weights "$OUT/init.srw" --batches "$OUT/torch.json" \
   --train-files "$DATA/*_train_*.bin" --out "$OUT/ours.json" --scale full --device cuda
 python3 "$HERE/compare.py" "$OUT/torch.json" "$OUT/ours.json"

@@ -59,9 +59,12 @@ def main():
                       r"\1\2    __fidelity_windows__.append((id(self), int(self.current_shard), int(self.current_position)))\n", src)
     if n2 != 1:
         sys.exit("torch_side.py: could not find DistributedDataLoader.next_batch in the script")
+    # records 4-5: the global batch follows --accum (8 x 64 sequences on one GPU is the script's own)
+    src, n4 = re.subn(r"(\n\s*batch_size\s*:\s*int\s*=\s*)8\*64", lambda m: f"{m.group(1)}{a.accum}*64", src)
     # 3. record 1 builds a tiktoken encoder it never uses for training; it would fetch the BPE file
     src, n3 = re.subn(r"tiktoken\.get_encoding\([^)]*\)", "None", src)
     print(f"patches: batch assert removed: {n1}, next_batch instrumented: {n2}, unused tokenizer dropped: {n3}, "
+          f"global batch set to {a.accum}x64 sequences: {n4}, "
           "DDP wrapped", file=sys.stderr)
 
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",

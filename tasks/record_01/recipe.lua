@@ -130,16 +130,19 @@ function GPT:init(cfg, o)
   self.pos = sr.arange(0, cfg.block_size, {dtype = "int32", device = o.device})
 end
 
--- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets also the mean cross-entropy
+-- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets nil and the mean cross-entropy
 function GPT:forward(idx, targets, amp)
   local T = idx.shape[2]
   local tr = self.transformer
   local x = F.embedding(idx, tr.wte.weight) + F.embedding(self.pos:narrow(1, 1, T), tr.wpe.weight)
   for _, b in ipairs(self.blocks) do x = b(x, amp) end
   x = rmsnorm(x)
-  local logits = F.cast(linear(x, tr.wte.weight, amp), "float32")   -- CE autocasts to fp32
-  if targets then return logits, F.cross_entropy(logits, targets) end
-  return logits
+  local logits = linear(x, tr.wte.weight, amp)                      -- [B, T, V], bf16 under autocast
+  -- the loss in fp32 as the record computes it: the kernel reads the logits and works in fp32, the
+  -- same numbers as casting them first, without an fp32 [B, T, V] copy. Training asks for the loss
+  -- only, so the logits may become their own gradient in the same pass (inplace).
+  if targets then return nil, F.cross_entropy(logits, targets, {inplace = true}) end
+  return F.cast(logits, "float32")
 end
 
 -- global gradient-norm clipping (torch.nn.utils.clip_grad_norm_) without a host read:
