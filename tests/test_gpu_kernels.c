@@ -111,6 +111,13 @@ static void tfree(T *x) { if (!x) return; sr_cuda_free(x->s.data); free(x->h); f
 static int64_t numel(const T *x) { int64_t n = 1; for (int k = 0; k < x->t.ndim; k++) n *= x->t.shape[k]; return n; }
 static int64_t off(const T *x, int64_t i) { return sr_offset_of(&x->t, i); }
 static double get(const T *x, int64_t i) { return x->h[off(x, i)]; }
+/* the logical elements of x in row-major order (references read these, not the strided copy) */
+static double *dense(const T *x) {
+  int64_t n = numel(x);
+  double *d = malloc((size_t)n * sizeof(double));
+  for (int64_t i = 0; i < n; i++) d[i] = get(x, i);
+  return d;
+}
 
 static void upload(T *x) {
   size_t n = (size_t)x->nel, es = dsize(x->t.dtype);
@@ -482,14 +489,14 @@ static void test_gemm_padded(void) {
         T *o = tnew(odt, 2, osh);
         double beta = pad ? 0.5 : 0.0;
         if (beta != 0) rnd(o, -1, 1); else poison(o);
-        double *ref = malloc((size_t)(M * N) * sizeof(double));
+        double *ref = malloc((size_t)(M * N) * sizeof(double)), *ad = dense(a), *bd = dense(b);
         for (int64_t i = 0; i < M; i++)
           for (int64_t j = 0; j < N; j++) {
             double s = 0;
-            for (int64_t k = 0; k < K; k++)
-              s += get(a, ta ? k * M + i : i * K + k) * get(b, tb ? j * K + k : k * N + j);
+            for (int64_t k = 0; k < K; k++) s += ad[ta ? k * M + i : i * K + k] * bd[tb ? j * K + k : k * N + j];
             ref[i * N + j] = 0.8 * s + (beta != 0 ? beta * get(o, i * N + j) : 0);
           }
+        free(ad); free(bd);
         sr_kcall c = call(3, (T *[]){o, a, b});
         c.i[0] = ta; c.i[1] = tb; c.f[0] = 0.8; c.f[1] = beta;
         run("gemm", sr_cuda_gemm, &c);
@@ -525,19 +532,18 @@ static void test_gemm(void) {
             T *o = tnew(odt, 3, osh);
             double beta = pad ? 0.5 : 0.0;
             if (beta != 0) rnd(o, -1, 1); else poison(o);
-            double *ref = malloc((size_t)(B * M * N) * sizeof(double));
+            double *ref = malloc((size_t)(B * M * N) * sizeof(double)), *ad = dense(a), *bd = dense(b);
             for (int64_t bb = 0; bb < B; bb++)
               for (int64_t i = 0; i < M; i++)
                 for (int64_t j = 0; j < N; j++) {
                   double s = 0;
-                  for (int64_t k = 0; k < K; k++) {
-                    double av = get(a, bb * ash[1] * ash[2] + (ta ? k * M + i : i * K + k));
-                    double bv = get(b, bb * bsh[1] * bsh[2] + (tb ? j * K + k : k * N + j));
-                    s += av * bv;
-                  }
+                  for (int64_t k = 0; k < K; k++)
+                    s += ad[bb * ash[1] * ash[2] + (ta ? k * M + i : i * K + k)] *
+                         bd[bb * bsh[1] * bsh[2] + (tb ? j * K + k : k * N + j)];
                   int64_t oi = (bb * M + i) * N + j;
                   ref[oi] = 0.8 * s + (beta != 0 ? beta * get(o, oi) : 0);
                 }
+            free(ad); free(bd);
             sr_kcall c = call(3, (T *[]){o, a, b});
             c.i[0] = ta; c.i[1] = tb; c.f[0] = 0.8; c.f[1] = beta;
             run("gemm", sr_cuda_gemm, &c);
