@@ -19,12 +19,7 @@ local function load_recipe(n)
   return chunk()
 end
 
-local function deepcopy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = deepcopy(v) end
-  return c
-end
+local deepcopy = require("speedrun.util").deepcopy
 
 local VOCAB = 64
 

@@ -12,13 +12,7 @@ local function source_dir()
   return os.getenv("SPEEDRUN_SOURCE_DIR") or "."
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("speedrun.util").read_file
 
 local function write_file(path, s)
   local f, err = io.open(path, "wb")

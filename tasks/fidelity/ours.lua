@@ -25,12 +25,7 @@ do
   end
 end
 
-local function deepcopy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = deepcopy(v) end
-  return c
-end
+local deepcopy = require("speedrun.util").deepcopy
 
 local function load_recipe(path)
   local chunk, err = loadfile(path, "t", setmetatable({speedrun = sr}, {__index = _G}))

@@ -119,12 +119,7 @@ local function tokens_per_step(b)
   if b.mode == "bt" then return b.B * b.T elseif b.mode == "seq" then return b.T else return b.batch end
 end
 
-local function deepcopy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = deepcopy(v) end
-  return c
-end
+local deepcopy = require("speedrun.util").deepcopy
 
 -- the run; raises Fail objects or plain errors
 local function run(job, R)

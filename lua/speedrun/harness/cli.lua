@@ -71,13 +71,7 @@ local function mkdir_p(path)
   if not ok then error("cannot create " .. path .. ": " .. tostring(err), 0) end
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("speedrun.util").read_file
 
 local function write_file(path, s)
   local tmp = path .. ".tmp"
