@@ -79,6 +79,9 @@ struct mt_table {
 };
 typedef mt_table<4, 64> adamw_table;   // (param, grad, m, v): 2.9 KB
 typedef mt_table<1, 160> list_table;   // one tensor each: 3.4 KB
+// kernel parameters stay under the classic 4 KB limit
+static_assert(sizeof(adamw_table) + sizeof(adamw_hp) <= 4000, "adamw_multi parameters over 4 KB");
+static_assert(sizeof(list_table) + 3 * sizeof(float *) <= 4000, "sumsq/clip_multi parameters over 4 KB");
 
 // this block's tensor (the last k with block0[k] <= b; empty tensors are never in a table) and
 // the element range [c0, c0 + len) of its chunk
