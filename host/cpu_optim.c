@@ -1,5 +1,6 @@
 /*
-** cpu_optim.c: CPU reference of the optimizer kernels: adamw.
+** cpu_optim.c: CPU reference of the optimizer kernels: adamw, adamw_multi (adamw on each
+** parameter of a list), sumsq_multi and clip_multi (global gradient-norm clipping).
 ** PyTorch's AdamW (torch.optim.AdamW, single-tensor path), in its order of operations:
 **   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 **   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
@@ -10,6 +11,8 @@
 */
 #include <math.h>        /* defines: pow, sqrt, sqrtf */
 #include <stdint.h>      /* defines: int64_t */
+#include <stdlib.h>      /* defines: malloc, free */
+#include <string.h>      /* defines: memcpy */
 #ifdef __AVX__
 #include <immintrin.h>   /* defines: _mm256_sqrt_ps */
 #endif
@@ -99,6 +102,74 @@ const char *sr_cpu_adamw(const sr_kcall *c) {
     cpu_store(p, p->offset + i0, len, pb);
     cpu_store(m, m->offset + i0, len, mb);
     cpu_store(v, v->offset + i0, len, vb);
+  }
+  return NULL;
+}
+
+/* adamw_multi: list = (param, grad, m, v) per parameter; each runs adamw itself, so the update
+** is adamw's bit for bit */
+const char *sr_cpu_adamw_multi(const sr_kcall *c) {
+  if (c->nlist % 4) return "the list must hold (param, grad, m, v) per parameter";
+  sr_tensor *sched = c->nt > 0 ? c->t[0] : NULL;
+  for (int k = 0; k < c->nlist; k += 4) {
+    sr_tensor *const *e = c->list + k;
+    if (e[0]->dtype != c->list[0]->dtype || e[1]->dtype != c->list[1]->dtype)
+      return "every param must have one dtype, every grad one dtype";
+    sr_kcall one = {.t = {e[0], e[1], e[2], e[3], sched}, .nt = 5, .i = {c->i[0]}};
+    memcpy(one.f, c->f, sizeof one.f);
+    const char *err = sr_cpu_adamw(&one);
+    if (err) return err;
+  }
+  return NULL;
+}
+
+/* sumsq_multi: per tensor, chunk sums in double added in chunk order (thread-count free) */
+const char *sr_cpu_sumsq_multi(const sr_kcall *c) {
+  sr_tensor *out = c->t[0];
+  const char *e = cpu_check_floats(c, 0, 1);
+  if (e) return e;
+  double total = 0;
+  for (int k = 0; k < c->nlist; k++) {
+    const sr_tensor *x = c->list[k];
+    if ((e = cpu_check_dtype(x, k + 2, false))) return e;
+    int64_t n = sr_numel(x), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
+    double *part = malloc((size_t)(nch > 0 ? nch : 1) * sizeof(double));
+    if (!part) return CPU_OOM;
+#pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
+    for (int64_t ch = 0; ch < nch; ch++) {
+      double b[CPU_CHUNK], s = 0;
+      int64_t i0 = ch * CPU_CHUNK, len = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
+      cpu_load(x, x->offset + i0, len, b);
+      for (int64_t j = 0; j < len; j++) s += b[j] * b[j];
+      part[ch] = s;
+    }
+    for (int64_t ch = 0; ch < nch; ch++) total += part[ch];
+    free(part);
+  }
+  cpu_st(sr_data(out), out->dtype, 0, total);
+  return NULL;
+}
+
+/* clip_multi: scale = min(1, max_norm / (sqrt(sumsq) + eps)); NaN stays NaN (as torch's clamp) */
+const char *sr_cpu_clip_multi(const sr_kcall *c) {
+  const sr_tensor *ss = c->t[0];
+  const char *e = cpu_check_floats(c, 0, 1);
+  if (e) return e;
+  double scale = c->f[0] / (sqrt(cpu_ld(sr_data(ss), ss->dtype, 0)) + c->f[1]);
+  if (scale > 1) scale = 1;
+  if (scale == 1) return NULL;
+  for (int k = 0; k < c->nlist; k++) {
+    sr_tensor *x = c->list[k];
+    if ((e = cpu_check_dtype(x, k + 2, false))) return e;
+    int64_t n = sr_numel(x), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
+#pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
+    for (int64_t ch = 0; ch < nch; ch++) {
+      double b[CPU_CHUNK];
+      int64_t i0 = ch * CPU_CHUNK, len = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
+      cpu_load(x, x->offset + i0, len, b);
+      for (int64_t j = 0; j < len; j++) b[j] *= scale;
+      cpu_store(x, x->offset + i0, len, b);
+    }
   }
   return NULL;
 }

@@ -427,9 +427,10 @@ int sr_cuda_capturing(void) { return capturing; }
 
 void sr_cuda_graph_note(const sr_kcall *c) {
   if (!capturing) return;
-  for (int j = 0; j < c->nt; j++) {
-    if (!c->t[j]) continue;
-    int i = map_get(c->t[j]->storage->data);
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    if (!x) continue;
+    int i = map_get(x->storage->data);
     if (i < 0 || blocks[i].pool != 0 || blocks[i].noted == cur_pool) continue;
     blocks[i].noted = cur_pool;
     if (nnoted == capnoted) {

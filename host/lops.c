@@ -267,23 +267,81 @@ static int F_split_views(lua_State *L) {
   return n;
 }
 
-/* adamw_(param, grad, m, v, {lr=, beta1=, beta2=, eps=, weight_decay=, step= [, sched=]}) in place;
-** sched: a float32 tensor {lr, step} on the param's device that replaces lr and step */
-static int F_adamw_(lua_State *L) {
-  sr_tensor *p = sr_check_tensor(L, 1), *g = sr_check_tensor(L, 2), *m = sr_check_tensor(L, 3), *v = sr_check_tensor(L, 4);
+/* the options table at index 5 of adamw_ and adamw_multi_: {lr=, beta1=, beta2=, eps=,
+** weight_decay=, step= [, sched=]} into val[6] (lr and step optional with sched); returns sched */
+static sr_tensor *adamw_opts(lua_State *L, const char *op, double val[6]) {
   luaL_checktype(L, 5, LUA_TTABLE);
   static const char *keys[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "step"};
-  double val[6] = {NAN, 0.9, 0.999, 1e-8, 0.0, NAN};
+  const double dflt[6] = {NAN, 0.9, 0.999, 1e-8, 0.0, NAN};
   for (int k = 0; k < 6; k++) {
+    val[k] = dflt[k];
     lua_getfield(L, 5, keys[k]);
     if (!lua_isnil(L, -1)) val[k] = luaL_checknumber(L, -1);
-    else if (isnan(val[k]) && !(k != 4 && has_sched(L))) luaL_error(L, "adamw_: option '%s' is required", keys[k]);
+    else if (isnan(val[k]) && !(k != 4 && has_sched(L))) luaL_error(L, "%s: option '%s' is required", op, keys[k]);
     lua_pop(L, 1);
   }
   lua_getfield(L, 5, "sched");
   sr_tensor *sched = lua_isnil(L, -1) ? NULL : sr_check_tensor(L, -1);
+  lua_pop(L, 1);  /* still referenced by the options table */
+  return sched;
+}
+
+/* adamw_(param, grad, m, v, opts) in place; opts.sched: a float32 tensor {lr, step} on the
+** param's device that replaces lr and step */
+static int F_adamw_(lua_State *L) {
+  sr_tensor *p = sr_check_tensor(L, 1), *g = sr_check_tensor(L, 2), *m = sr_check_tensor(L, 3), *v = sr_check_tensor(L, 4);
+  double val[6];
+  sr_tensor *sched = adamw_opts(L, "adamw_", val);
   sr_adamw_(p, g, m, v, val[0], val[1], val[2], val[3], val[4], sched ? 1 : (int64_t)val[5], sched);
-  lua_pop(L, 1);
+  return 0;
+}
+
+/* the tensors of the list at stack index arg, from its position `at` of a tensor array (a full
+** userdata the caller pushed, so the GC owns it) with stride `every` */
+static void tensor_list(lua_State *L, int arg, sr_tensor **out, int at, int every, int n) {
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, arg, i + 1);
+    sr_tensor *x = sr_to_tensor(L, -1);
+    if (!x) luaL_argerror(L, arg, lua_pushfstring(L, "entry %d is not a tensor", i + 1));
+    lua_pop(L, 1);  /* still referenced by the table */
+    out[at + every * i] = x;
+  }
+}
+
+/* adamw_multi_({params}, {grads}, {ms}, {vs}, opts): adamw_ on every parameter in one kernel call */
+static int F_adamw_multi_(lua_State *L) {
+  for (int a = 1; a <= 4; a++) luaL_checktype(L, a, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  for (int a = 2; a <= 4; a++)
+    luaL_argcheck(L, luaL_len(L, a) == n, a, "the four lists must have the same length");
+  double val[6];
+  sr_tensor *sched = adamw_opts(L, "adamw_multi_", val);
+  sr_tensor **list = lua_newuserdatauv(L, (size_t)(4 * n + 1) * sizeof *list, 0);
+  for (int a = 1; a <= 4; a++) tensor_list(L, a, list, a - 1, 4, n);
+  sr_adamw_multi_(n, list, val[0], val[1], val[2], val[3], val[4], sched ? 1 : (int64_t)val[5], sched);
+  return 0;
+}
+
+/* sumsq_multi({tensors}) -> [1] tensor: the sum of squares of all their elements */
+static int F_sumsq_multi(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  sr_tensor **xs = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *xs, 0);
+  tensor_list(L, 1, xs, 0, 1, n);
+  sr_push_tensor(L, sr_sumsq_multi(n, xs));
+  return 1;
+}
+
+/* clip_multi_({tensors}, sumsq, max_norm [, eps = 1e-6]): every tensor *= min(1, max_norm /
+** (sqrt(sumsq) + eps)), on the device */
+static int F_clip_multi_(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  sr_tensor *ss = sr_check_tensor(L, 2);
+  double max_norm = luaL_checknumber(L, 3), eps = luaL_optnumber(L, 4, 1e-6);
+  int n = (int)luaL_len(L, 1);
+  sr_tensor **xs = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *xs, 0);
+  tensor_list(L, 1, xs, 0, 1, n);
+  sr_clip_multi_(n, xs, ss, max_norm, eps);
   return 0;
 }
 
@@ -296,7 +354,8 @@ static const luaL_Reg F_functions[] = {
   {"max", F_max}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
   {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"cast", F_cast}, {"cat", F_cat},
-  {"adamw_", F_adamw_}, {"split_views", F_split_views}, {NULL, NULL}
+  {"adamw_", F_adamw_}, {"adamw_multi_", F_adamw_multi_}, {"sumsq_multi", F_sumsq_multi},
+  {"clip_multi_", F_clip_multi_}, {"split_views", F_split_views}, {NULL, NULL}
 };
 
 int luaopen_speedrun_F(lua_State *L) {

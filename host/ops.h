@@ -60,5 +60,13 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim);
 ** (device-side values: a CUDA graph replay of the step sees the current ones) */
 void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, double lr, double b1,
                double b2, double eps, double wd, int64_t step, sr_tensor *sched);
+/* the same over n parameters in one kernel call (adamw_multi): list holds (param, grad, m, v)
+** for each, every param of one dtype and every grad of one dtype */
+void sr_adamw_multi_(int n, sr_tensor *const *list, double lr, double b1, double b2, double eps, double wd,
+                     int64_t step, sr_tensor *sched);
+/* global gradient-norm clipping without a host read: sum of squares of n tensors into a [1]
+** device tensor, then every tensor *= min(1, max_norm / (sqrt(sumsq) + eps)) */
+sr_tensor *sr_sumsq_multi(int n, sr_tensor *const *xs);
+void sr_clip_multi_(int n, sr_tensor *const *xs, sr_tensor *sumsq, double max_norm, double eps);
 
 #endif

@@ -72,8 +72,8 @@ static void trace_launch(sr_kernel_id id, const sr_kcall *c) {
   memset(l, 0, sizeof *l);
   l->id = (int)id;
   uint64_t h = 0xcbf29ce484222325ull;
-  for (int j = 0; j < c->nt; j++) {
-    const sr_tensor *x = c->t[j];
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
     int tag = x ? (int)x->dtype * 64 + x->ndim : -1;
     h = fnv(h, &tag, sizeof tag);
     if (!x) continue;
@@ -84,7 +84,8 @@ static void trace_launch(sr_kernel_id id, const sr_kcall *c) {
   l->layout = h;
   memcpy(l->f, c->f, sizeof l->f);
   memcpy(l->i, c->i, sizeof l->i);
-  if (id == SR_K_adamw && c->nt > 4 && c->t[4]) l->f[0] = 0, l->i[0] = 0;  /* read from sched */
+  if ((id == SR_K_adamw && c->nt > 4 && c->t[4]) || (id == SR_K_adamw_multi && c->nt > 0 && c->t[0]))
+    l->f[0] = 0, l->i[0] = 0;  /* read from sched */
 }
 
 static const char *launch_name(const sr_launch *l, char *buf, size_t n) {
@@ -135,9 +136,10 @@ const char *sr_trace_diff(const sr_trace *a, const sr_trace *b, char *buf, size_
 void sr_kernel_run(sr_kernel_id id, const sr_kcall *c) {
   const sr_kernel *k = &sr_kernels[id];
   int dev = -1;
-  for (int j = 0; j < c->nt; j++) {
-    if (!c->t[j]) continue;
-    int d = (int)c->t[j]->storage->device;
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    if (!x) continue;
+    int d = (int)x->storage->device;
     if (dev < 0) dev = d;
     else if (d != dev)
       sr_fail("%s: tensors on different devices (argument %d is on %s, earlier ones on %s)", k->name,

@@ -7,7 +7,9 @@
 **
 ** Calling convention of every kernel: c->t[] holds outputs first, then inputs, in the order
 ** documented for each row in SR_KERNELS below; c->f[] float parameters, c->i[] integer
-** parameters. Shapes are checked by the front-end before the call. Unless stated otherwise,
+** parameters; c->list[] (c->nlist entries) a tensor list, for the multi-tensor kernels (one launch
+** over many tensors: their rows document the list's layout). Shapes are checked by the front-end
+** before the call. Unless stated otherwise,
 ** tensors may be any float dtype (f32, f64, bf16; CPU computes in f32 or f64, accumulating
 ** in at least f32) and any strides; "contig" marks tensors the front-end makes contiguous.
 ** Element-wise kernels (unary, binary, where, copy) must allow out to alias an input with the
@@ -33,6 +35,8 @@ typedef struct sr_kcall {
   int nt;
   double f[6];
   int64_t i[4];
+  sr_tensor *const *list;  /* multi-tensor kernels: the tensor list (none NULL), else NULL */
+  int nlist;
 } sr_kcall;
 
 typedef const char *(*sr_kernel_fn)(const sr_kcall *c);
@@ -96,7 +100,10 @@ typedef enum sr_reduce_fn {
   X(cross_entropy_backward, "t0 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda), t1 dlosses [N] (the dtype of lse; stride 0 allowed), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = dloss*(softmax - onehot); 0 on ignored rows.") \
   X(attention,   "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 causal.") \
   X(attention_backward, "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 causal.") \
-  X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the device, overriding f0 and i0 (a CUDA graph replay reads the current values).")
+  X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the device, overriding f0 and i0 (a CUDA graph replay reads the current values).") \
+  X(adamw_multi, "adamw over a list of parameters in one launch (CUDA: one per 64 parameters): list = k groups of 4 (param, grad, m, v), each as adamw's t0..t3; every param of one dtype, every grad of one dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. Each parameter's update is adamw's.") \
+  X(sumsq_multi, "t0 out [1] (=; f32, f64 when every list tensor is f64): the sum of squares of every element of the list's tensors (contig, float; f32 accumulation on cuda, deterministic).") \
+  X(clip_multi,  "list: tensors (contig, float) scaled in place by min(1, f0 / (sqrt(t0[0]) + f1)); t0 [1] f32 or f64, a sum of squares (sumsq_multi's out): global gradient-norm clipping without a host read.")
 
 typedef enum sr_kernel_id {
 #define SR_X(n, doc) SR_K_##n,
@@ -128,8 +135,8 @@ void sr_kernel_run(sr_kernel_id id, const sr_kcall *c);
 
 /* Launch traces: while a trace records, every sr_kernel_run appends what the kernel is given
 ** apart from memory addresses: the kernel, a hash of each tensor's dtype, shape, strides and
-** offset, and the scalar parameters (those a device-side value overrides are left out: adamw's
-** f0/i0 when t4 sched is given). Two runs of a training step with equal traces issued the same
+** offset (list tensors included), and the scalar parameters (those a device-side value overrides
+** are left out: adamw's f0/i0 when t4 sched is given, adamw_multi's when t0 sched is). Two runs of a training step with equal traces issued the same
 ** work with the same host-side values (the harness compares them before using a CUDA graph). */
 typedef struct sr_launch {
   int id;

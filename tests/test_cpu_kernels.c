@@ -1083,6 +1083,124 @@ static void test_adamw(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+** adamw_multi, sumsq_multi, clip_multi */
+
+/* adamw_multi against adamw per tensor: the same bits in param, m and v after three steps, over
+** parameters of mixed sizes (1 element, odd, chunk edges), for each param/grad dtype pair, with
+** and without a sched tensor */
+static void test_adamw_multi(void) {
+  enum { NP = 6 };
+  const int64_t sizes[NP] = {1, 7, 1003, 1024, 4096, 70001};
+  const sr_dtype pdt[4] = {SR_F32, SR_BF16, SR_BF16, SR_F64}, gdt[4] = {SR_F32, SR_BF16, SR_F32, SR_F64};
+  for (int d = 0; d < 4; d++)
+    for (int use_sched = 0; use_sched < 2; use_sched++) {
+      sr_tensor *t[2][NP][4], *list[4 * NP];
+      sr_tensor *sched[2] = {tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0}), tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0})};
+      for (int k = 0; k < NP; k++) {
+        const int64_t *n = &sizes[k];
+        sr_tensor *p0 = trand(pdt[d], 1, n, 1), *m0 = trand(SR_F32, 1, n, 0.1), *v0 = trand(SR_F32, 1, n, 0.01);
+        for (int64_t i = 0; i < *n; i++) set(v0, i, fabs(get(v0, i)));
+        for (int side = 0; side < 2; side++) {
+          t[side][k][0] = tcast(p0, pdt[d]);
+          t[side][k][1] = tnew(gdt[d], 1, n);
+          t[side][k][2] = tcast(m0, SR_F32);
+          t[side][k][3] = tcast(v0, SR_F32);
+        }
+        for (int j = 0; j < 4; j++) list[4 * k + j] = t[0][k][j];
+        sr_tensor_release(p0); sr_tensor_release(m0); sr_tensor_release(v0);
+      }
+      const double f[5] = {1e-2, 0.9, 0.95, 1e-8, 0.1};
+      for (int step = 1; step <= 3; step++) {
+        for (int k = 0; k < NP; k++)
+          for (int64_t i = 0; i < sizes[k]; i++) {
+            double g = urand();
+            set(t[0][k][1], i, g);
+            set(t[1][k][1], i, g);
+          }
+        for (int side = 0; side < 2; side++)
+          if (use_sched) set(sched[side], 1, get(sched[side], 1) + 1);
+        sr_tensor *sc0 = use_sched ? sched[0] : NULL, *sc1 = use_sched ? sched[1] : NULL;
+        RUN_OK(SR_K_adamw_multi, .t = {sc0}, .nt = 1, .f = {f[0], f[1], f[2], f[3], f[4]}, .i = {step}, .list = list,
+               .nlist = 4 * NP);
+        for (int k = 0; k < NP; k++)
+          RUN_OK(SR_K_adamw, .t = {t[1][k][0], t[1][k][1], t[1][k][2], t[1][k][3], sc1}, .nt = 5,
+                 .f = {f[0], f[1], f[2], f[3], f[4]}, .i = {step});
+      }
+      for (int k = 0; k < NP; k++)
+        for (int j = 0; j < 4; j += (j == 0 ? 2 : 1)) {
+          const sr_tensor *a = t[0][k][j], *b = t[1][k][j];
+          CHECK(memcmp(sr_data(a), sr_data(b), (size_t)sizes[k] * sr_dtype_size(a->dtype)) == 0,
+                "adamw_multi %s/%s sched=%d n=%lld: %s differs from adamw", sr_dtype_name(pdt[d]), sr_dtype_name(gdt[d]),
+                use_sched, (long long)sizes[k], j == 0 ? "param" : j == 2 ? "m" : "v");
+        }
+      for (int side = 0; side < 2; side++) {
+        sr_tensor_release(sched[side]);
+        for (int k = 0; k < NP; k++)
+          for (int j = 0; j < 4; j++) sr_tensor_release(t[side][k][j]);
+      }
+    }
+  /* errors: a list that is not (param, grad, m, v) groups, params of two dtypes */
+  int64_t one = 1;
+  sr_tensor *a = tfill(SR_F32, 1, &one, 1), *b = tfill(SR_F64, 1, &one, 1), *m = tfill(SR_F32, 1, &one, 0);
+  sr_tensor *bad3[3] = {a, a, m}, *mixed[8] = {a, a, m, m, b, a, m, m};
+  const char *e = run(SR_K_adamw_multi, (sr_kcall){.nt = 1, .f = {0.1, 0.9, 0.99, 1e-8, 0}, .i = {1}, .list = bad3, .nlist = 3});
+  CHECK(e && strstr(e, "per parameter"), "adamw_multi with 3 list tensors: %s", e ? e : "no error");
+  e = run(SR_K_adamw_multi, (sr_kcall){.nt = 1, .f = {0.1, 0.9, 0.99, 1e-8, 0}, .i = {1}, .list = mixed, .nlist = 8});
+  CHECK(e && strstr(e, "one dtype"), "adamw_multi with f32 and f64 params: %s", e ? e : "no error");
+  sr_tensor_release(a); sr_tensor_release(b); sr_tensor_release(m);
+}
+
+/* sumsq_multi against a sum in double; clip_multi against the hand-computed scale */
+static void test_clip_multi(void) {
+  enum { NX = 5 };
+  const int64_t sizes[NX] = {1, 7, 1003, 70001, 3};
+  for (int all64 = 0; all64 < 2; all64++) {
+    sr_tensor *xs[NX];
+    double ref = 0;
+    for (int k = 0; k < NX; k++) {
+      xs[k] = trand(all64 ? SR_F64 : FLOATS[k % 3], 1, &sizes[k], 1);
+      for (int64_t i = 0; i < sizes[k]; i++) ref += get(xs[k], i) * get(xs[k], i);
+    }
+    sr_tensor *ss = tnew(all64 ? SR_F64 : SR_F32, 1, (int64_t[]){1});
+    RUN_OK(SR_K_sumsq_multi, .t = {ss}, .nt = 1, .list = xs, .nlist = NX);
+    check_all("sumsq_multi", ss, &ref, all64 ? 1e-12 : 1e-7);
+    /* max_norm 1: every element scaled by 1 / (sqrt(sumsq) + 1e-6) */
+    double scale = 1.0 / (sqrt(get(ss, 0)) + 1e-6);
+    for (int k = 0; k < NX; k++) {
+      double *r = vals(xs[k]);
+      for (int64_t i = 0; i < sizes[k]; i++) r[i] *= scale;
+      double *before = vals(xs[k]);
+      sr_kcall c = {.t = {ss}, .nt = 1, .f = {1.0, 1e-6}, .list = &xs[k], .nlist = 1};
+      const char *e = sr_kernels[SR_K_clip_multi].cpu(&c);
+      CHECK(!e, "clip_multi: %s", e ? e : "");
+      check_all("clip_multi scaled", xs[k], r, tol_of(xs[k]->dtype) / 2);
+      /* a max_norm above the norm leaves the bits as they are */
+      double *now = vals(xs[k]);
+      c.f[0] = 1e9;
+      e = sr_kernels[SR_K_clip_multi].cpu(&c);
+      double *after = vals(xs[k]);
+      CHECK(!e && memcmp(now, after, sizeof(double) * (size_t)sizes[k]) == 0, "clip_multi under the limit changed values");
+      free(r); free(before); free(now); free(after);
+    }
+    /* a NaN sum of squares makes the tensors NaN (as torch's clip) */
+    set(ss, 0, NAN);
+    RUN_OK(SR_K_clip_multi, .t = {ss}, .nt = 1, .f = {1.0, 1e-6}, .list = xs, .nlist = 1);
+    CHECK(isnan(get(xs[0], 0)), "clip_multi with a NaN norm: %g", get(xs[0], 0));
+    sr_tensor_release(ss);
+    for (int k = 0; k < NX; k++) sr_tensor_release(xs[k]);
+  }
+  /* the hand example: (3, 0) and (4): norm 5, max_norm 1 -> (0.6, 0), (0.8) */
+  sr_tensor *a = tvals(SR_F32, 1, (int64_t[]){2}, (double[]){3, 0}), *b = tvals(SR_F32, 1, (int64_t[]){1}, (double[]){4});
+  sr_tensor *ab[2] = {a, b}, *ss = tnew(SR_F32, 1, (int64_t[]){1});
+  RUN_OK(SR_K_sumsq_multi, .t = {ss}, .nt = 1, .list = ab, .nlist = 2);
+  check_all("sumsq_multi hand", ss, (double[]){25}, 0);
+  RUN_OK(SR_K_clip_multi, .t = {ss}, .nt = 1, .f = {1.0, 1e-6}, .list = ab, .nlist = 2);
+  check_all("clip_multi hand a", a, (double[]){0.6, 0}, 1e-6);
+  check_all("clip_multi hand b", b, (double[]){0.8}, 1e-6);
+  sr_tensor_release(a); sr_tensor_release(b); sr_tensor_release(ss);
+}
+
+/* ---------------------------------------------------------------------------------------------
 ** thread-count independence: every kernel that sums across elements gives bit-identical results
 ** with 1, 2 and 3 threads */
 typedef struct { sr_kernel_id id; sr_kcall c; int nout; const char *name; } tc_case;
@@ -1105,6 +1223,7 @@ static void test_thread_independence(void) {
   RUN_OK(SR_K_attention, .t = {ao, alse, q, k, v}, .nt = 5, .f = {0.2}, .i = {1});
   sr_tensor *ga = trand(SR_F32, 3, (int64_t[]){1, 200, 700}, 1), *gb = trand(SR_F32, 3, (int64_t[]){1, 700, 150}, 1);
   sr_tensor *gc = tnew(SR_F32, 3, (int64_t[]){1, 200, 150});
+  sr_tensor *sq_list[2] = {flat, big};
   tc_case cases[] = {
     {SR_K_layer_norm_backward, {.t = {dx, dw, db, g, x, w, mean, rstd}, .nt = 8}, 3, "layer_norm_backward"},
     {SR_K_rms_norm_backward, {.t = {dx, dw, g, x, w, rstd}, .nt = 6}, 2, "rms_norm_backward"},
@@ -1115,6 +1234,7 @@ static void test_thread_independence(void) {
     {SR_K_embedding_backward, {.t = {edw, eg, ei}, .nt = 3}, 1, "embedding_backward"},
     {SR_K_attention_backward, {.t = {dq, dk, dv, ao, q, k, v, ao, alse}, .nt = 9, .f = {0.2}, .i = {1}}, 3, "attention_backward"},
     {SR_K_gemm, {.t = {gc, ga, gb}, .nt = 3, .f = {1.0, 0.0}}, 1, "gemm"},
+    {SR_K_sumsq_multi, {.t = {fred}, .nt = 1, .list = sq_list, .nlist = 2}, 1, "sumsq_multi"},
   };
   int saved = omp_get_max_threads();
   for (size_t cs = 0; cs < sizeof cases / sizeof *cases; cs++) {
@@ -1161,6 +1281,8 @@ int main(void) {
   test_cross_entropy();
   test_attention();
   test_adamw();
+  test_adamw_multi();
+  test_clip_multi();
   test_thread_independence();
   printf("test_cpu_kernels: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;

@@ -1,6 +1,7 @@
 -- test_gpu_cuda.lua: speedrun.cuda from Lua: memory statistics, synchronize, and CUDA graphs of a
--- training step (tiny GPT, AdamW): the replayed graph gives the same loss sequence as eager
--- steps on the same batches (fed through fixed buffers updated with copy_), replays make no
+-- training step (tiny GPT, gradient clipping and AdamW: the multi-tensor kernels sumsq_multi,
+-- clip_multi, adamw_multi): the replayed graph gives the same loss sequence as eager steps on
+-- the same batches (fed through fixed buffers updated with copy_), replays make no
 -- driver allocation, and a step that cannot be captured falls back to eager execution; a graph's
 -- snapshot/restore puts back the state it uses. Host copies (ring of pinned staging slots): every
 -- size round-trips exactly, interleaved with kernels and with the source overwritten at once; an
@@ -55,13 +56,14 @@ local function setup()
     opt:zero_grad()
     local _, loss = model(x, y)
     loss:backward()
-    opt:step()
+    sr.optim.clip_grad_norm_(model:parameters(), 0.5)   -- multi-tensor kernels: sumsq_multi, clip_multi
+    opt:step()                                          -- and adamw_multi
     return loss
   end
   return step, x, y, opt
 end
 
-T.case("graph replay == eager (tiny GPT + AdamW)", function()
+T.case("graph replay == eager (tiny GPT + clipping + multi-tensor AdamW)", function()
   local step, x, y = setup()
   local eager = {}
   for i = 1, K do

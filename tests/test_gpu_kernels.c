@@ -872,6 +872,118 @@ static void test_adamw(void) {
     }
 }
 
+/* adamw_multi against adamw per tensor on the device: the same arithmetic per element, so the
+** same bits; 70 parameters of mixed sizes (two launches of 64), one of them at an odd offset (the
+** scalar path of an f32 chunk), every param/grad dtype pair, with and without sched */
+static void test_adamw_multi(void) {
+  enum { NP = 70 };
+  const int64_t base[6] = {1, 7, 1003, 16384 * 2 + 5, 4096, 3};
+  const sr_dtype pdt[4] = {SR_F32, SR_BF16, SR_BF16, SR_F32}, gdt[4] = {SR_F32, SR_BF16, SR_F32, SR_BF16};
+  char name[120];
+  for (int d = 0; d < 4; d++)
+    for (int use_sched = 0; use_sched < 2; use_sched++) {
+      T *x[2][NP][4];
+      sr_tensor *list[4 * NP];
+      int64_t two = 2;
+      T *sched[2] = {tnew(SR_F32, 1, &two), tnew(SR_F32, 1, &two)};
+      for (int side = 0; side < 2; side++) {
+        sched[side]->h[0] = 0.02; sched[side]->h[1] = 2;
+        upload(sched[side]);
+      }
+      for (int k = 0; k < NP; k++) {
+        int64_t n = base[k % 6];
+        for (int side = 0; side < 2; side++) {
+          x[side][k][0] = k == 3 ? tview(pdt[d], n + 1, 1, &n, (int64_t[]){1}, 1) : tnew(pdt[d], 1, &n);
+          x[side][k][1] = tnew(gdt[d], 1, &n);
+          x[side][k][2] = tnew(SR_F32, 1, &n);
+          x[side][k][3] = tnew(SR_F32, 1, &n);
+        }
+        rnd(x[0][k][0], -1, 1); rnd(x[0][k][2], -0.1, 0.1); rnd(x[0][k][3], 0, 0.01);
+        for (int j = 0; j < 4; j += (j == 0 ? 2 : 1)) {
+          memcpy(x[1][k][j]->h, x[0][k][j]->h, (size_t)x[0][k][j]->nel * sizeof(double));
+          upload(x[1][k][j]);
+        }
+        for (int j = 0; j < 4; j++) list[4 * k + j] = &x[0][k][j]->t;
+      }
+      for (int step = 1; step <= 2; step++) {
+        for (int k = 0; k < NP; k++) {
+          rnd(x[0][k][1], -1, 1);
+          memcpy(x[1][k][1]->h, x[0][k][1]->h, (size_t)x[0][k][1]->nel * sizeof(double));
+          upload(x[1][k][1]);
+        }
+        sr_kcall c = {.t = {use_sched ? &sched[0]->t : NULL}, .nt = 1, .f = {1e-2, 0.9, 0.95, 1e-8, 0.1}, .i = {step},
+                      .list = list, .nlist = 4 * NP};
+        run("adamw_multi", sr_cuda_adamw_multi, &c);
+        for (int k = 0; k < NP; k++) {
+          sr_kcall one = call(5, (T *[]){x[1][k][0], x[1][k][1], x[1][k][2], x[1][k][3], use_sched ? sched[1] : NULL});
+          one.f[0] = 1e-2; one.f[1] = 0.9; one.f[2] = 0.95; one.f[3] = 1e-8; one.f[4] = 0.1; one.i[0] = step;
+          run("adamw", sr_cuda_adamw, &one);
+        }
+      }
+      int same = 1;
+      for (int k = 0; k < NP; k++)
+        for (int j = 0; j < 4; j += (j == 0 ? 2 : 1)) {
+          download(x[0][k][j]);
+          download(x[1][k][j]);
+          same = same && !memcmp(x[0][k][j]->h, x[1][k][j]->h, (size_t)x[0][k][j]->nel * sizeof(double));
+        }
+      snprintf(name, sizeof name, "adamw_multi %s/%s sched=%d (70 params) == adamw", dn(pdt[d]), dn(gdt[d]), use_sched);
+      checks++;
+      if (!same) failures++;
+      if (!same || getenv("SR_TEST_VERBOSE")) printf("%-4s %s\n", same ? "ok" : "FAIL", name);
+      for (int side = 0; side < 2; side++) {
+        tfree(sched[side]);
+        for (int k = 0; k < NP; k++)
+          for (int j = 0; j < 4; j++) tfree(x[side][k][j]);
+      }
+    }
+}
+
+/* sumsq_multi against a double sum of the host values (170 tensors: two launches of 160, f32
+** and bf16 mixed), the same bits when run again; clip_multi against the scale from that sum */
+static void test_clip_multi(void) {
+  enum { NX = 170 };
+  const int64_t base[5] = {1, 7, 1003, 16384 * 3 + 1, 64};
+  T *x[NX];
+  sr_tensor *list[NX];
+  double ref = 0;
+  for (int k = 0; k < NX; k++) {
+    int64_t n = base[k % 5];
+    x[k] = rnd(tnew(k % 2 ? SR_BF16 : SR_F32, 1, &n), -1, 1);
+    for (int64_t i = 0; i < n; i++) ref += get(x[k], i) * get(x[k], i);
+    list[k] = &x[k]->t;
+  }
+  int64_t one = 1;
+  T *ss = tnew(SR_F32, 1, &one), *ss2 = tnew(SR_F32, 1, &one);
+  sr_kcall c = {.t = {&ss->t}, .nt = 1, .list = list, .nlist = NX};
+  run("sumsq_multi", sr_cuda_sumsq_multi, &c);
+  expect("sumsq_multi (170 tensors, f32 and bf16)", ss, &ref, 1e-5);
+  c.t[0] = &ss2->t;
+  run("sumsq_multi", sr_cuda_sumsq_multi, &c);
+  download(ss2);
+  checks++;
+  if (ss2->h[0] != ss->h[0]) { failures++; printf("FAIL sumsq_multi: %.9g, then %.9g (not deterministic)\n", ss->h[0], ss2->h[0]); }
+  float scale = 1.0f / (sqrtf((float)ss->h[0]) + 1e-6f);
+  double *want[NX];
+  for (int k = 0; k < NX; k++) {
+    want[k] = malloc((size_t)numel(x[k]) * sizeof(double));
+    for (int64_t i = 0; i < numel(x[k]); i++) want[k][i] = round_to(x[k]->t.dtype, (float)get(x[k], i) * scale);
+  }
+  sr_kcall cl = {.t = {&ss->t}, .nt = 1, .f = {1.0, 1e-6}, .list = list, .nlist = NX};
+  run("clip_multi", sr_cuda_clip_multi, &cl);
+  for (int k = 0; k < NX; k += 17) {
+    char name[80];
+    snprintf(name, sizeof name, "clip_multi tensor %d %s n=%lld", k + 1, dn(x[k]->t.dtype), (long long)numel(x[k]));
+    expect(name, x[k], want[k], 1e-6);
+  }
+  /* under the limit: nothing changes */
+  cl.f[0] = 1e9;
+  run("clip_multi", sr_cuda_clip_multi, &cl);
+  for (int k = 0; k < NX; k += 17) expect("clip_multi under the limit", x[k], want[k], 0);
+  for (int k = 0; k < NX; k++) { free(want[k]); tfree(x[k]); }
+  tfree(ss); tfree(ss2);
+}
+
 /* ---------------------------------------------------------------- backend: allocator, graphs, errors */
 
 static void test_backend(void) {
@@ -955,7 +1067,8 @@ int main(int argc, char **argv) {
   const char *only = argc > 1 ? argv[1] : NULL;
   struct { const char *name; void (*fn)(void); } groups[] = {
     {"elementwise", test_elementwise}, {"reduce", test_reduce}, {"gemm", test_gemm}, {"embedding", test_embedding},
-    {"norms", test_norms}, {"xent", test_xent}, {"attention", test_attention}, {"adamw", test_adamw}, {"backend", test_backend},
+    {"norms", test_norms}, {"xent", test_xent}, {"attention", test_attention}, {"adamw", test_adamw}, {"adamw_multi", test_adamw_multi},
+    {"clip", test_clip_multi}, {"backend", test_backend},
   };
   for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
     if (only && strcmp(only, groups[i].name)) continue;

@@ -323,5 +323,60 @@ for _, dt in ipairs(DTYPES) do
   end
 end
 
+-- ------------------------------------------------------- multi-tensor AdamW and gradient clipping
+-- 70 parameters of mixed sizes (1 element, odd, past a 16384-element chunk): two launches on cuda
+local MSIZES = {}
+for k = 1, 70 do MSIZES[k] = ({1, 7, 1003, 16384 * 2 + 5, 4096, 3})[(k - 1) % 6 + 1] end
+for _, dt in ipairs(DTYPES) do
+  for _, use_sched in ipairs {false, true} do
+    T.case(("adamw_multi_ %s sched=%s == adamw_ per tensor"):format(dt, tostring(use_sched)), function()
+      local init, sides = {}, {}
+      for k, n in ipairs(MSIZES) do init[k] = {sr.randn(n), F.mul(sr.randn(n), 0.1), F.add(F.abs(sr.randn(n)), 0.01)} end
+      for _, side in ipairs {"multi", "single"} do
+        local s = {p = {}, m = {}, v = {}}
+        for k, x in ipairs(init) do
+          s.p[k], s.m[k], s.v[k] = x[1]:to(DEV, dt):clone(), x[2]:to(DEV, "float32"):clone(), x[3]:to(DEV, "float32"):clone()
+        end
+        if use_sched then s.sched = sr.tensor({0.02, 2}, {dtype = "float32", device = DEV}) end
+        sides[side] = s
+      end
+      for step = 1, 3 do
+        local gs = {}
+        for k, n in ipairs(MSIZES) do gs[k] = sr.randn(n):to(DEV, dt) end
+        for side, s in pairs(sides) do
+          if s.sched then s.sched:narrow(1, 2, 1):add_(1) end
+          local o = {lr = 0.01, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1, step = step, sched = s.sched}
+          if side == "multi" then F.adamw_multi_(s.p, gs, s.m, s.v, o)
+          else for k = 1, #MSIZES do F.adamw_(s.p[k], gs[k], s.m[k], s.v[k], o) end end
+        end
+      end
+      for k = 1, #MSIZES do   -- the same arithmetic per element: the same bits
+        compare("adamw_multi param " .. k, sides.multi.p[k], sides.single.p[k], 0)
+        compare("adamw_multi m " .. k, sides.multi.m[k], sides.single.m[k], 0)
+        compare("adamw_multi v " .. k, sides.multi.v[k], sides.single.v[k], 0)
+      end
+    end)
+  end
+end
+
+-- clip_grad_norm_ over 170 gradients (f32 and bf16 mixed: two launches of 160 on cuda) against the
+-- CPU reference in float64
+T.case("clip_grad_norm_ (sumsq_multi + clip_multi) against float64", function()
+  local dev, ref = {}, {}
+  for k = 1, 170 do
+    local n = ({1, 7, 1003, 16384 * 3 + 1, 64})[(k - 1) % 5 + 1]
+    local dt = k % 2 == 0 and "bfloat16" or "float32"
+    local g = sr.randn(n):to("cpu", dt)
+    dev[k] = sr.zeros(n, {dtype = dt, device = DEV}); dev[k].grad = g:to(DEV):clone()
+    ref[k] = sr.zeros(n, {dtype = "float64"}); ref[k].grad = g:to("cpu", "float64"):clone()
+  end
+  local nd, nr = sr.optim.clip_grad_norm_(dev, 1.0), sr.optim.clip_grad_norm_(ref, 1.0)
+  T.eq(nd.device, DEV)
+  compare("clip norm", nd, nr, 1e-6)
+  for k = 1, 170, 13 do
+    compare("clipped grad " .. k, dev[k].grad, ref[k].grad, FWD[dev[k].dtype])
+  end
+end)
+
 io.stdout:write(("%d comparisons\n"):format(nchecks))
 T.done()

@@ -82,6 +82,85 @@ T.case("AdamW step matches the formula over three steps", function()
   end
 end)
 
+-- the multi-tensor step (one adamw_multi_ call per group) against adamw_ per tensor: the same
+-- bits after three steps, over mixed sizes (1 element, odd, chunk edges), f32 and bf16 params
+local H = require "speedrun.harness_core"
+local SIZES = {{1}, {7}, {3, 5}, {1003}, {64, 64}, {70001}}
+
+local function params_of(dtype, seed)
+  sr.manual_seed(seed)
+  local ps = {}
+  for i, shape in ipairs(SIZES) do ps[i] = sr.randn(shape):to("cpu", dtype) end
+  return ps
+end
+
+for _, dt in ipairs {"float32", "bfloat16"} do
+  T.case("AdamW multi-tensor step equals adamw_ per tensor (" .. dt .. ")", function()
+    local ps, ref = params_of(dt, 5), params_of(dt, 5)
+    for _, p in ipairs(ps) do p.requires_grad = true end
+    local opts = {lr = 3e-3, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0.1}
+    local opt = optim.AdamW(ps, opts)
+    local ms, vs = {}, {}
+    for i, p in ipairs(ref) do
+      ms[i], vs[i] = sr.zeros(p.shape), sr.zeros(p.shape)
+    end
+    for step = 1, 3 do
+      sr.manual_seed(100 + step)
+      for i, p in ipairs(ps) do p.grad = sr.randn(p.shape):to("cpu", dt) end
+      local tr = H.trace_start()
+      opt:step()
+      H.trace_stop()
+      if step > 1 then T.eq(tr:count(), 1, "one kernel call for the group") end  -- step 1 also makes m, v
+      for i, p in ipairs(ref) do
+        F.adamw_(p, ps[i].grad, ms[i], vs[i], {lr = opts.lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8,
+                                                weight_decay = 0.1, step = step})
+      end
+    end
+    for i, p in ipairs(ps) do
+      T.eq(T.rel_err(p, ref[i]), 0, "param " .. i)
+      T.eq(T.rel_err(opt.state[p].m, ms[i]), 0, "m " .. i)
+      T.eq(T.rel_err(opt.state[p].v, vs[i]), 0, "v " .. i)
+    end
+  end)
+end
+
+T.case("AdamW falls back to adamw_ per tensor: mixed dtypes, a parameter that missed a step", function()
+  local a = sr.tensor({0.5, -1.0}, {requires_grad = true})
+  local b = sr.tensor({2.0}, {dtype = "float64", requires_grad = true})
+  local opt = optim.AdamW({a, b}, {lr = 0.1, weight_decay = 0})
+  a.grad, b.grad = sr.tensor({1.0, 1.0}), sr.tensor({1.0}, {dtype = "float64"})
+  opt:step()
+  T.close(a, {0.4, -1.1}, 1e-6); T.close(b, {1.9}, 1e-6)   -- the first Adam step moves by lr
+  local tr = H.trace_start(); opt:step(); H.trace_stop()
+  T.eq(tr:count(), 2, "one adamw per tensor")
+  -- c misses step 1, so its step count differs from d's at step 2: per tensor, each with its own
+  local c = sr.tensor({1.0}, {requires_grad = true})
+  local d = sr.tensor({1.0}, {requires_grad = true})
+  local o2 = optim.AdamW({c, d}, {lr = 0.1, weight_decay = 0})
+  d.grad = sr.tensor({1.0}); o2:step()
+  c.grad, d.grad = sr.tensor({1.0}), sr.tensor({1.0})
+  tr = H.trace_start(); o2:step(); H.trace_stop()
+  T.eq(tr:count(), 4, "c's m and v, then adamw per tensor")
+  T.eq(o2.state[c].step, 1); T.eq(o2.state[d].step, 2)
+  T.close(c, {0.9}, 1e-6, "c's first step moves by lr"); T.close(d, {0.8}, 1e-6)
+end)
+
+T.case("adamw_multi_ launch traces leave out lr and step when sched supplies them", function()
+  local function run(lr, sched)
+    local p, g = sr.ones(5), sr.ones(5)
+    local tr = H.trace_start()
+    F.adamw_multi_({p}, {g}, {sr.zeros(5)}, {sr.zeros(5)}, {lr = lr, step = 1, sched = sched})
+    H.trace_stop()
+    return tr
+  end
+  local s = sr.tensor({0.1, 1})
+  T.eq(run(0.1, s):diff(run(0.2, s)), nil)
+  T.ok(tostring(run(0.1):diff(run(0.2))):find("f0 is 0.1, then 0.2", 1, true))
+  T.raises(function() F.adamw_multi_({sr.ones(2)}, {sr.ones(3)}, {sr.zeros(2)}, {sr.zeros(2)}, {lr = 0.1, step = 1}) end,
+           "does not match")
+  T.raises(function() F.adamw_multi_({sr.ones(2)}, {}, {}, {}, {lr = 0.1, step = 1}) end, "same length")
+end)
+
 T.case("AdamW parameter groups and lr multipliers", function()
   local a = sr.tensor({1.0}, {requires_grad = true})
   local b = sr.tensor({1.0}, {requires_grad = true})
@@ -99,11 +178,42 @@ T.case("clip_grad_norm_", function()
   local a = sr.tensor({1.0, 1.0}, {requires_grad = true})
   local b = sr.tensor({1.0}, {requires_grad = true})
   a.grad = sr.tensor({3.0, 0.0}); b.grad = sr.tensor({4.0})
+  local tr = H.trace_start()
   local n = optim.clip_grad_norm_({a, b}, 1.0)
+  H.trace_stop()
+  T.eq(tr:count(), 3, "sumsq_multi, clip_multi, sqrt")
+  T.eq(n.numel and n:numel() or #n.shape, 1)
   T.close(n, {5.0})
   T.close(a.grad, {0.6, 0}, 1e-5); T.close(b.grad, {0.8}, 1e-5)
   local n2 = optim.clip_grad_norm_({a, b}, 10.0)
   T.close(n2, {1.0}, 1e-5); T.close(b.grad, {0.8}, 1e-5, "no change under the limit")
+  T.eq(optim.clip_grad_norm_({sr.tensor({1.0})}, 1.0), nil, "no gradients")
+end)
+
+T.case("clip_grad_norm_ against a hand computation: mixed sizes and dtypes", function()
+  sr.manual_seed(9)
+  local ps, total = {}, 0
+  for i, shape in ipairs(SIZES) do
+    local dt = ({"float32", "bfloat16", "float64"})[i % 3 + 1]
+    ps[i] = sr.zeros(shape, {dtype = dt, requires_grad = true})
+    ps[i].grad = sr.randn(shape):to("cpu", dt)
+    for _, x in ipairs(ps[i].grad:to("cpu", "float64"):view(-1):tolist()) do total = total + x * x end
+  end
+  local before = {}
+  for i, p in ipairs(ps) do before[i] = p.grad:to("cpu", "float64"):clone() end
+  local norm = optim.clip_grad_norm_(ps, 2.0)
+  T.close(norm, {math.sqrt(total)}, 1e-6)
+  local scale = 2.0 / (math.sqrt(total) + 1e-6)
+  for i, p in ipairs(ps) do
+    local tol = p.dtype == "bfloat16" and 1e-2 or 1e-6
+    T.ok(T.rel_err(p.grad, F.mul(before[i], scale)) < tol, "grad " .. i .. " scaled")
+  end
+  -- a NaN gradient makes every gradient NaN, as torch's clip_grad_norm_
+  local q = sr.tensor({1.0}, {requires_grad = true}); q.grad = sr.tensor({0 / 0})
+  local r = sr.tensor({1.0}, {requires_grad = true}); r.grad = sr.tensor({1.0})
+  optim.clip_grad_norm_({q, r}, 1.0)
+  local v = r.grad:item()
+  T.ok(v ~= v, "NaN spreads")
 end)
 
 T.case("learning-rate schedules", function()

@@ -1,5 +1,6 @@
--- speedrun.optim: AdamW with parameter groups (a fused C/CUDA step per tensor), global
--- gradient-norm clipping, and learning-rate schedules (multipliers of the base lr).
+-- speedrun.optim: AdamW with parameter groups (one fused multi-tensor kernel call per group),
+-- global gradient-norm clipping on the device, and learning-rate schedules (multipliers of the
+-- base lr).
 -- Primitives only: optimizers that are themselves task answers (Muon, ...) live in recipes.
 local sr = require "speedrun"
 local F = sr.F
@@ -55,13 +56,25 @@ local function capturing()
   return ok and cuda.capturing()
 end
 
--- step(): one update of every parameter that has a gradient
+-- the parameters of one kernel call: one device, one param dtype, one grad dtype, and (without a
+-- device schedule) one step count; otherwise the group steps one tensor at a time
+local function multi_ok(ps, gs, steps, sched)
+  local p1, g1 = ps[1], gs[1]
+  for i = 2, #ps do
+    if ps[i].device ~= p1.device or ps[i].dtype ~= p1.dtype or gs[i].dtype ~= g1.dtype then return false end
+    if not sched and steps[i] ~= steps[1] then return false end
+  end
+  return true
+end
+
+-- step(): one update of every parameter that has a gradient; each group's parameters go through
+-- one adamw_multi_ call (the kernel steps them all), or adamw_ per tensor when multi_ok says no
 function AdamW:step()
   self.step_count = self.step_count + 1
   local cap = capturing()
   sr.no_grad(function()
     for _, g in ipairs(self.groups) do
-      local stepped = false
+      local ps, gs, ms, vs, steps, n = {}, {}, {}, {}, {}, 0
       for _, p in ipairs(g.params) do
         local grad = p.grad
         if grad then
@@ -73,14 +86,27 @@ function AdamW:step()
             self.state[p] = st
           end
           st.step = st.step + 1
-          local sched = group_sched(g, p)
-          if sched and not stepped then
-            if not cap and g.sched_at ~= g.lr then g.sched_lr:fill_(g.lr); g.sched_at = g.lr end
-            g.sched_step:add_(1)
-            stepped = true
-          end
-          F.adamw_(p, grad:contiguous(), st.m, st.v, {lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2],
-                   eps = g.eps, weight_decay = g.weight_decay, step = st.step, sched = sched})
+          n = n + 1
+          ps[n], gs[n], ms[n], vs[n], steps[n] = p, grad:contiguous(), st.m, st.v, st.step
+        end
+      end
+      local sched
+      for i = 1, n do
+        sched = group_sched(g, ps[i])
+        if sched then break end
+      end
+      if sched then
+        if not cap and g.sched_at ~= g.lr then g.sched_lr:fill_(g.lr); g.sched_at = g.lr end
+        g.sched_step:add_(1)
+      end
+      local opts = {lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps, weight_decay = g.weight_decay,
+                    step = steps[1], sched = sched}
+      if n > 0 and multi_ok(ps, gs, steps, sched) then
+        F.adamw_multi_(ps, gs, ms, vs, opts)
+      else
+        for i = 1, n do
+          opts.step, opts.sched = steps[i], ps[i].device == "cuda" and sched or nil
+          F.adamw_(ps[i], gs[i], ms[i], vs[i], opts)
         end
       end
     end
@@ -102,26 +128,23 @@ function AdamW:set_lr_multiplier(mult)
 end
 
 -- clip_grad_norm_(params, max_norm): scales all gradients so their global 2-norm is at most
--- max_norm; returns the norm before clipping (a number)
+-- max_norm (g <- g * min(1, max_norm / (norm + 1e-6)), torch.nn.utils.clip_grad_norm_) on the
+-- device, without a host read (two kernel calls: sumsq_multi, clip_multi), so a CUDA graph can
+-- capture it; returns the norm before clipping as a one-element tensor on the gradients' device
+-- (float32; float64 when every gradient is) or nil when no parameter has a gradient. A NaN norm makes every gradient NaN, as torch.
 function optim.clip_grad_norm_(params, max_norm)
   return sr.no_grad(function()
-    local total
+    local gs = {}
     for _, p in ipairs(params) do
       if p.grad then
-        local s = F.sumsq(p.grad:float())
-        total = total and F.add(total, s) or s
+        if not p.grad:is_contiguous() then p.grad = p.grad:contiguous() end
+        gs[#gs + 1] = p.grad
       end
     end
-    if not total then return 0.0 end
-    local norm = math.sqrt(total:item())
-    if norm ~= norm then error("clip_grad_norm_: the gradient norm is NaN", 2) end
-    if norm > max_norm then
-      local scale = max_norm / (norm + 1e-6)
-      for _, p in ipairs(params) do
-        if p.grad then p.grad:mul_(scale) end
-      end
-    end
-    return norm
+    if #gs == 0 then return nil end
+    local sumsq = F.sumsq_multi(gs)
+    F.clip_multi_(gs, sumsq, max_norm, 1e-6)
+    return F.sqrt(sumsq)
   end)
 end
 

@@ -87,21 +87,6 @@ function recipe.setup(ctx)
   ctx.schedule = optim.schedule.cosine(ctx.steps, c.warmup, 0.1)
 end
 
--- global gradient-norm clipping without a host read: g <- g * min(1, max_norm / (||g|| + 1e-6))
-local function clip_grad_norm(params, max_norm)
-  sr.no_grad(function()
-    local total
-    for _, p in ipairs(params) do
-      if p.grad then total = total and total + F.sumsq(p.grad:float()) or F.sumsq(p.grad:float()) end
-    end
-    if not total then return end
-    local scale = F.minimum(max_norm / (F.sqrt(total) + 1e-6), 1.0)
-    for _, p in ipairs(params) do
-      if p.grad then p.grad:mul_(scale) end
-    end
-  end)
-end
-
 -- the lr multiplier goes to AdamW's device-side schedule tensor
 function recipe.schedule(ctx, step)
   ctx.opt:set_lr_multiplier(ctx.schedule(step))
@@ -122,7 +107,7 @@ function recipe.train_step(ctx, step, batch)
     loss:backward()
     total = total and total + loss:detach() or loss:detach()
   end
-  clip_grad_norm(ctx.model:parameters(), 1.0)
+  optim.clip_grad_norm_(ctx.model:parameters(), 1.0)
   ctx.opt:step()
   return total
 end

@@ -145,22 +145,6 @@ function GPT:forward(idx, targets, amp)
   return F.cast(logits, "float32")
 end
 
--- global gradient-norm clipping (torch.nn.utils.clip_grad_norm_) without a host read:
--- g <- g * min(1, max_norm / (||g|| + 1e-6))
-local function clip_grad_norm(params, max_norm)
-  sr.no_grad(function()
-    local total
-    for _, p in ipairs(params) do
-      if p.grad then total = total and total + F.sumsq(p.grad:float()) or F.sumsq(p.grad:float()) end
-    end
-    if not total then return end
-    local scale = F.minimum(max_norm / (F.sqrt(total) + 1e-6), 1.0)
-    for _, p in ipairs(params) do
-      if p.grad then p.grad:mul_(scale) end
-    end
-  end)
-end
-
 -- the recipe ----------------------------------------------------------------------------------
 function recipe.setup(ctx)
   local c = ctx.config
@@ -198,7 +182,7 @@ function recipe.train_step(ctx, step, batch)
     loss:backward()
     total = total and total + loss:detach() or loss:detach()
   end
-  clip_grad_norm(ctx.params, c.grad_clip)
+  optim.clip_grad_norm_(ctx.params, c.grad_clip)
   ctx.opt:step()
   ctx.opt:zero_grad()
   return total
