@@ -19,17 +19,10 @@ local exe = arg[-1]
 local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/gpu-graph"
 H.mkdir(tmp)
 H.mkdir(tmp .. "/data")
-local function stream(n, seed)
-  local ids, s = {}, seed
-  for k = 1, n do
-    s = (s * 1103515245 + 12345) % 2147483648
-    ids[k] = (s % 10 == 0) and (23 + s % 9) or (k * 7) % 23
-  end
-  return ids
-end
+local stream = T.token_stream
 assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", stream(2000000, 1)))
 assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", stream(20000, 2)))
-local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local sh = T.shell_quote
 local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
 
 local function train(recipe, scale, extra, tag)

@@ -23,19 +23,11 @@ for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan"
   f:write(src)
   f:close()
 end
--- a learnable stream over 32 tokens: (k * 7) mod 23, with some noise tokens
-local function stream(n, seed)
-  local ids, s = {}, seed
-  for k = 1, n do
-    s = (s * 1103515245 + 12345) % 2147483648
-    ids[k] = (s % 10 == 0) and (23 + s % 9) or (k * 7) % 23
-  end
-  return ids
-end
+local stream = T.token_stream
 assert(data.write_shard(ws .. "/data/syn_train_000001.bin", stream(20000, 1)))
 assert(data.write_shard(ws .. "/data/syn_val_000000.bin", stream(4000, 2)))
 
-local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local sh = T.shell_quote
 
 -- runs `speedrun <cmd> <args>`; returns the exit code and the output
 local function speedrun(args)

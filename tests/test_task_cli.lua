@@ -7,7 +7,7 @@ local task = require "speedrun.task"
 
 local exe = arg[-1]
 local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/task_cli"
-local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local sh = T.shell_quote
 os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp))
 
 local function speedrun(args)

@@ -36,10 +36,10 @@ end})
 
 -- On cuda, each group keeps its lr and step count in a device tensor `sched` {lr, step} that the
 -- fused kernel reads: the step count is incremented on the device, and the lr is written there
--- by set_lr_multiplier (and by an eager step when g.lr was changed directly), so a CUDA graph that captured step() replays
--- with the current values. Under capture the lr is not rewritten: change it with
--- set_lr_multiplier (or set_lr) outside the graph. State (m, v, sched) is created by the first
--- step, so run one eager step before capturing (speedrun.cuda.graph).
+-- by set_lr_multiplier (and by an eager step when g.lr was changed directly), so a CUDA graph
+-- that captured step() replays with the current values. Under capture the lr is not rewritten:
+-- change it with set_lr_multiplier (or set_lr) outside the graph. State (m, v, sched) is created
+-- by the first step, so run one eager step before capturing (speedrun.cuda.graph).
 local function group_sched(g, p)
   if p.device ~= "cuda" then return nil end
   if not g.sched then
@@ -131,7 +131,8 @@ end
 -- max_norm (g <- g * min(1, max_norm / (norm + 1e-6)), torch.nn.utils.clip_grad_norm_) on the
 -- device, without a host read (two kernel calls: sumsq_multi, clip_multi), so a CUDA graph can
 -- capture it; returns the norm before clipping as a one-element tensor on the gradients' device
--- (float32; float64 when every gradient is) or nil when no parameter has a gradient. A NaN norm makes every gradient NaN, as torch.
+-- (float32; float64 when every gradient is) or nil when no parameter has a gradient. A NaN norm
+-- makes every gradient NaN, as torch's does.
 function optim.clip_grad_norm_(params, max_norm)
   return sr.no_grad(function()
     local gs = {}

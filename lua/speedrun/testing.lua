@@ -69,6 +69,22 @@ function T.raises(fn, pattern, msg)
   return err
 end
 
+-- shell_quote(s): s as one single-quoted word for os.execute / io.popen command lines
+function T.shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- token_stream(n, seed): n token ids of a learnable stream over 32 tokens, (k * 7) mod 23 with
+-- noise tokens 23..31 at random places (an LCG from seed), for synthetic shards in tests
+function T.token_stream(n, seed)
+  local ids, s = {}, seed
+  for k = 1, n do
+    s = (s * 1103515245 + 12345) % 2147483648
+    ids[k] = (s % 10 == 0) and (23 + s % 9) or (k * 7) % 23
+  end
+  return ids
+end
+
 function T.skip(msg)
   io.stdout:write("SKIP: " .. msg .. "\n")
   os.exit(77)
