@@ -165,7 +165,7 @@ static void step_fwd_bwd(void) {
   sr_tensor hfa = as3(hf, 1, N, C), wtep = as3(Pb[0], 1, VP, C), lop = as3(logits, 1, N, VP);
   gemm(&lop, &hfa, &wtep, 0, 1, 1, 0);
   int64_t lsh[3] = {1, N, V}, lst[3] = {(int64_t)N * VP, VP, 1};
-  sr_tensor lo = view(logits, 3, lsh, lst, 0), wte = as3(Pb[0], 1, V, C);
+  sr_tensor lo = view(logits, 3, lsh, lst, 0);
   K("cross_entropy", sr_cuda_cross_entropy, 4, (sr_tensor *[]){T_(losses), T_(llse), &lo, T_(tgt)}, 0, 0, -1, 0);
   /* ---- backward: mean loss -> dlosses = 1/N; dlogits in place over logits */
   fill(T_(dlosses), 1.0 / N);

@@ -5,7 +5,7 @@
 **   (1) row stride ld = V (odd: rows are not 16-byte aligned),
 **   (2) row stride ld = Vp = 50304 (the same V columns inside a padded buffer),
 ** and through cublasGemmEx with ld = V (what PyTorch's eager path calls). Prints ms per GEMM.
-** Build: nvcc -O2 -arch=sm_90 bench/gemm_ld.cu -lcublasLt -lcublas -o build/gemm_ld
+** Built as build/gemm_ld (CMake target gemm_ld when CUDA is on).
 */
 #include <cublasLt.h>
 #include <cublas_v2.h>

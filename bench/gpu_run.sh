@@ -14,12 +14,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build -j16 --target speedrun_core speedrun test_gpu_kernels >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
-cudainc=$(dirname "$(dirname "$(command -v nvcc)")")
-gcc -O2 -std=gnu11 bench/bench_gpt2.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
-  -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_gpt2 2>>"$OUT/build.log" || { tail -20 "$OUT/build.log"; exit 1; }
-gcc -O2 -std=gnu11 bench/bench_attention.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
-  -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_attention 2>>"$OUT/build.log" || { tail -20 "$OUT/build.log"; exit 1; }
+cmake --build build -j16 --target speedrun_core speedrun test_gpu_kernels bench_gpt2 bench_attention >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = attn ]; then
   SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels attention 2>&1 | tee "$OUT/test_attention.log" | grep -v "^ok"

@@ -16,9 +16,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$LOG/build.log" 2>&1 &&
   cmake --build build -j16 >>"$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
-cudainc=$(dirname "$(dirname "$(command -v nvcc)")")
-gcc -O2 -std=gnu11 bench/bench_gpt2.c -Ihost -Ikernels -I"$cudainc/include" build/libspeedrun_core.a -L"$cudainc/lib64" \
-  -lcudart -lcublasLt -lcublas -lm -lstdc++ -o build/bench_gpt2 2>>"$LOG/build.log" || tail -5 "$LOG/build.log"
 echo "build: $(( $(date +%s) - t0 )) s"
 part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its tail
   local name=$1 lim=$2; shift 2; local t=$(date +%s)
