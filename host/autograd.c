@@ -160,11 +160,18 @@ static void visit(sr_node *n, unsigned epoch) {
 }
 
 static const char *running_node;
-static const sr_tensor *implicit_seed;
+/* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
+** compares its upstream gradient to it by address, so the address must not be freed and reused
+** by another tensor while the pass runs */
+static sr_tensor *implicit_seed;
 
 const char *sr_backward_node_name(void) { return running_node; }
 bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
-void sr_backward_reset(void) { running_node = NULL; implicit_seed = NULL; }
+void sr_backward_reset(void) {
+  running_node = NULL;
+  sr_tensor_release(implicit_seed);
+  implicit_seed = NULL;
+}
 
 void sr_backward(sr_tensor *root, sr_tensor *grad) {
   char b1[96], b2[96];
@@ -179,13 +186,13 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     seed = sr_tensor_new(root->dtype, root->storage->device, root->ndim, root->shape);
     sr_fill_(seed, 1.0);
   }
-  implicit_seed = grad ? NULL : seed;
   if (!root->grad_fn) {  /* a leaf: its gradient is the seed */
     accumulate_leaf(root, seed);
     sr_tensor_release(seed);
-    implicit_seed = NULL;
     return;
   }
+  sr_backward_reset();
+  if (!grad) implicit_seed = sr_tensor_retain(seed);
   /* collect reachable nodes and count incoming edges; a new epoch per pass, so a pass that
   ** failed halfway leaves nothing stale behind */
   static unsigned epoch;
@@ -235,6 +242,6 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     n->backward = NULL;
   }
   sr_set_grad_enabled(old_mode);
-  implicit_seed = NULL;
+  sr_backward_reset();
   free(stack.v);
 }
