@@ -18,10 +18,8 @@ cmake --build build -j16 --target speedrun_core speedrun test_gpu_kernels bench_
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = attn ]; then
   SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels attention 2>&1 | tee "$OUT/test_attention.log" | grep -v "^ok"
-  SR_ATTN_V1=1 ./build/tests/test_gpu_kernels attention 2>&1 | tail -1 | sed 's/^/SR_ATTN_V1=1: /'
   for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
     ./build/bench_attention $shape
-    SR_ATTN_V1=1 ./build/bench_attention $shape | sed 's/^ours  /ours v1/'
     python3 bench/attention_anchor.py $shape
   done
 fi

@@ -35,11 +35,15 @@ __device__ __forceinline__ void adamw_resolve(adamw_hp &h) {
   h.bc2 = 1.f / (1.f - powf(h.b2, step));
 }
 
+// one element: m, v updated in place, the new parameter returned. Every operation is an explicit
+// intrinsic (correctly rounded, no contraction left to the compiler, immune to --use_fast_math), so
+// the scalar, float4 and multi-tensor kernels give the same bits for the same element.
 __device__ __forceinline__ float adamw_one(float p, float g, float &m, float &v, const adamw_hp &h) {
-  m = h.b1 * m + (1.f - h.b1) * g;
-  v = h.b2 * v + (1.f - h.b2) * g * g;
-  p *= 1.f - h.lr * h.wd;
-  return p - h.lr * (m * h.bc1) / (sqrtf(v * h.bc2) + h.eps);
+  m = __fmaf_rn(h.b1, m, __fmul_rn(1.f - h.b1, g));
+  v = __fmaf_rn(h.b2, v, __fmul_rn(__fmul_rn(1.f - h.b2, g), g));
+  p = __fmul_rn(p, __fmaf_rn(-h.lr, h.wd, 1.f));
+  float step = __fdiv_rn(__fmul_rn(h.lr, __fmul_rn(m, h.bc1)), __fadd_rn(__fsqrt_rn(__fmul_rn(v, h.bc2)), h.eps));
+  return __fsub_rn(p, step);
 }
 
 __global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, float *m, float *v, int64_t n, adamw_hp h) {
@@ -53,16 +57,21 @@ __global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, float *m
   }
 }
 
+// four f32 elements p[i], g[i], m[i], v[i] in one 16-byte load/store each
+__device__ __forceinline__ void adamw_f32x4(float4 *p, const float4 *g, float4 *m, float4 *v, int64_t i,
+                                            const adamw_hp &h) {
+  float4 pp = p[i], gg = g[i], mm = m[i], vv = v[i];
+  pp.x = adamw_one(pp.x, gg.x, mm.x, vv.x, h);
+  pp.y = adamw_one(pp.y, gg.y, mm.y, vv.y, h);
+  pp.z = adamw_one(pp.z, gg.z, mm.z, vv.z, h);
+  pp.w = adamw_one(pp.w, gg.w, mm.w, vv.w, h);
+  p[i] = pp; m[i] = mm; v[i] = vv;
+}
+
 __global__ void adamw_f32x4_kernel2(float4 *p, const float4 *g, float4 *m, float4 *v, int64_t n4, adamw_hp h) {
   adamw_resolve(h);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
-    float4 pp = p[i], gg = g[i], mm = m[i], vv = v[i];
-    pp.x = adamw_one(pp.x, gg.x, mm.x, vv.x, h);
-    pp.y = adamw_one(pp.y, gg.y, mm.y, vv.y, h);
-    pp.z = adamw_one(pp.z, gg.z, mm.z, vv.z, h);
-    pp.w = adamw_one(pp.w, gg.w, mm.w, vv.w, h);
-    p[i] = pp; m[i] = mm; v[i] = vv;
-  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x)
+    adamw_f32x4(p, g, m, v, i, h);
 }
 
 // multi-tensor table: tensor k has D pointers ptr[0..D-1][k], n[k] elements and dtype dt[k]
@@ -109,16 +118,8 @@ __global__ void adamw_multi_kernel(adamw_table t, adamw_hp h) {
   float *m = (float *)t.ptr[2][k] + c0, *v = (float *)t.ptr[3][k] + c0;
   int64_t j0 = 0;
   if (sizeof(TP) == 4 && sizeof(TG) == 4 && (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) & 15) == 0) {
-    float4 *p4 = (float4 *)p, *m4 = (float4 *)m, *v4 = (float4 *)v;
-    const float4 *g4 = (const float4 *)g;
-    for (int64_t j = threadIdx.x; j < n / 4; j += blockDim.x) {
-      float4 pp = p4[j], gg = g4[j], mm = m4[j], vv = v4[j];
-      pp.x = adamw_one(pp.x, gg.x, mm.x, vv.x, h);
-      pp.y = adamw_one(pp.y, gg.y, mm.y, vv.y, h);
-      pp.z = adamw_one(pp.z, gg.z, mm.z, vv.z, h);
-      pp.w = adamw_one(pp.w, gg.w, mm.w, vv.w, h);
-      p4[j] = pp; m4[j] = mm; v4[j] = vv;
-    }
+    for (int64_t j = threadIdx.x; j < n / 4; j += blockDim.x)
+      adamw_f32x4((float4 *)p, (const float4 *)g, (float4 *)m, (float4 *)v, j, h);
     j0 = n / 4 * 4;
   }
   for (int64_t j = j0 + threadIdx.x; j < n; j += blockDim.x) {

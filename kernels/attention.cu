@@ -16,16 +16,13 @@
 ** Q, dO, lse, delta arrive through cp.async (the next tile loads during this one for D = 64):
 ** recompute P^T from lse, dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += dS^T Q,
 ** and dQ += dS K through float2 atomics into an f32 scratch accumulator (converted at the end).
-** delta = rowsum(dO * O) is a pre-pass. SR_ATTN_V1=1 selects the previous kernels (kernel1: 64x64
-** tiles, synchronous loads) for A/B timing.
+** delta = rowsum(dO * O) is a pre-pass.
 **
 ** f32 (any dtype with D in {16, 32, 64, 128} that the flash path does not take): plain kernels
 ** with one thread per query (forward, dQ) or per key (dK, dV), same math, for tests and small
 ** models.
 ** Gradient contract: dq, dk, dv are written (=).
 */
-#include <stdlib.h>     // defines: getenv
-
 #include "common.cuh"  // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
 
 #define LOG2E 1.4426950408889634f
@@ -127,18 +124,6 @@ __device__ __forceinline__ int64_t att_base(const att_strides &a, int j, int64_t
   return (bh / a.H) * a.s[j][0] + (bh % a.H) * a.s[j][1];
 }
 
-// 64 rows x D of a [T,D] bf16 matrix into shared memory (row stride LD), zeros past T
-template <int D, int LD>
-__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
-  constexpr int CH = D / 8;  // 16-byte chunks per row
-  for (int id = threadIdx.x; id < 64 * CH; id += blockDim.x) {
-    int r = id / CH, c8 = id % CH;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < T) v = *(const uint4 *)&G[(int64_t)(row0 + r) * ld + c8 * 8];
-    *(uint4 *)&S[r * LD + c8 * 8] = v;
-  }
-}
-
 // cp.async: 16 (or 4) bytes global -> shared without passing through registers, zero-filled
 // when !pred (src must still be a valid address); completes at cp_async_wait_all()
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) {
@@ -150,7 +135,7 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// as load_tile through cp.async: ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
+// ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
 template <int D, int LD, int ROWS>
 __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
   constexpr int CH = D / 8;
@@ -163,119 +148,6 @@ __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t 
 
 // ----------------------------------------------------------------------------
 // CUDA kernels: flash attention (bf16, tensor cores)
-
-template <int D>
-__global__ void __launch_bounds__(128) flash_attention_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                       const bf16 *v, int T, float scale_log2, int causal,
-                                                                       att_strides as) {
-  constexpr int LD = D + 8;  // padded rows: conflict-free fragment loads
-  __shared__ __align__(16) bf16 Ks[64 * LD];
-  __shared__ __align__(16) bf16 Vs[64 * LD];
-  int qb = gridDim.x - 1 - blockIdx.x;  // heaviest (causal) blocks first
-  int64_t bh = blockIdx.y;
-  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
-  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
-  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-
-  // this warp's 16 query rows as A fragments, staged through Ks
-  uint32_t qa[D / 16][4];
-  load_tile<D, LD>(Ks, Q, qst, qb * 64, T);
-  __syncthreads();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], Ks, LD, w * 16, kk * 16);
-
-  float O[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 (log2 domain)
-  int q0 = qb * 64 + w * 16 + g, q1 = q0 + 8;
-
-  int kb0, kb1;
-  kv_block_range(qb, 64, 64, T, causal, &kb0, &kb1);
-  for (int kb = kb0; kb < kb1; kb++) {
-    __syncthreads();
-    load_tile<D, LD>(Ks, K, kst, kb * 64, T);
-    load_tile<D, LD>(Vs, V, vst, kb * 64, T);
-    __syncthreads();
-    float S[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t b[4];
-        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
-        mma16816(S[j], qa[kk], b);
-        mma16816(S[j + 1], qa[kk], b + 2);
-      }
-    }
-    // scale, mask, row max
-    bool need_mask = causal ? (kb * 64 + 63 > qb * 64) || (kb * 64 + 64 > T) : (kb * 64 + 64 > T);
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        int key = kb * 64 + j * 8 + 2 * t + (e & 1);
-        float s = S[j][e] * scale_log2;
-        if (need_mask && masked(e < 2 ? q0 : q1, key, T, causal)) s = -INFINITY;
-        S[j][e] = s;
-      }
-      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
-      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
-    m0 = n0; m1 = n1;
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      S[j][0] = exp2f(S[j][0] - u0); S[j][1] = exp2f(S[j][1] - u0);
-      S[j][2] = exp2f(S[j][2] - u1); S[j][3] = exp2f(S[j][3] - u1);
-      s0 += S[j][0] + S[j][1];
-      s1 += S[j][2] + S[j][3];
-    }
-    l0 = l0 * al0 + s0;
-    l1 = l1 * al1 + s1;
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
-    // O += P V
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      uint32_t a[4];
-      acc_to_A(a, S, kk);
-#pragma unroll
-      for (int i = 0; i < D / 8; i += 2) {
-        uint32_t b[4];
-        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
-        mma16816(O[i], a, b);
-        mma16816(O[i + 1], a, b + 2);
-      }
-    }
-  }
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  float i0 = 1.f / l0, i1 = 1.f / l1;
-  bf16 *Ob = out + att_base(as, 0, bh);
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) {
-    int col = i * 8 + 2 * t;
-    if (q0 < T) *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
-    if (q1 < T) *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
-  }
-  if (t == 0) {
-    if (q0 < T) lse[bh * T + q0] = (m0 + log2f(l0)) * LN2;
-    if (q1 < T) lse[bh * T + q1] = (m1 + log2f(l1)) * LN2;
-  }
-}
 
 // 128 queries per block, 8 warps of 16 rows (4 warps of 32 rows, two m-tiles sharing each K/V
 // fragment, measured no faster for D = 64); K/V tiles of 64 keys double-buffered through cp.async
@@ -450,159 +322,11 @@ __global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t
   }
 }
 
-// D = 64: capped at 170 registers so that three blocks share an SM (the ldmatrix variant wants 187)
-template <int D>
-__global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
-                                                                        const bf16 *k, const bf16 *v, const bf16 *dout,
-                                                                        const float *lse, const float *delta, int T,
-                                                                        float scale, int causal, att_strides as) {
-  constexpr int LD = D + 8, LDS = 64 + 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + 64 * LD, *Qs = Vs + 64 * LD, *dOs = Qs + 64 * LD, *dSs = dOs + 64 * LD;
-  float *lse_s = (float *)(dSs + 64 * LDS), *delta_s = lse_s + 64;
-  int kb = blockIdx.x;  // causal: the first key blocks see the most queries, so they start first
-  int64_t bh = blockIdx.y;
-  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
-  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
-             *dO = dout + att_base(as, 5, bh);
-  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  float scale_log2 = scale * LOG2E;
-
-  load_tile<D, LD>(Ks, K, as.s[3][2], kb * 64, T);
-  load_tile<D, LD>(Vs, V, as.s[4][2], kb * 64, T);
-  float dK[D / 8][4], dV[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; i++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) dK[i][e] = dV[i][e] = 0.f;
-  int key0 = kb * 64 + w * 16 + g, key1 = key0 + 8;
-
-  int qb0, qb1;
-  q_block_range(kb, 64, 64, T, causal, &qb0, &qb1);
-  for (int qb = qb0; qb < qb1; qb++) {
-    __syncthreads();
-    load_tile<D, LD>(Qs, Q, as.s[2][2], qb * 64, T);
-    load_tile<D, LD>(dOs, dO, as.s[5][2], qb * 64, T);
-    if (threadIdx.x < 64) {
-      int r = qb * 64 + threadIdx.x;
-      lse_s[threadIdx.x] = r < T ? lse[bh * T + r] * LOG2E : 0.f;
-      delta_s[threadIdx.x] = r < T ? delta[bh * T + r] : 0.f;
-    }
-    __syncthreads();
-    // S^T (16 keys x 64 queries) and dP^T = V dO^T
-    float P[8][4], dS[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) P[j][e] = dS[j][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-      uint32_t ak[4], av[4];
-      ldA_x4(ak, Ks, LD, w * 16, kk * 16);
-      ldA_x4(av, Vs, LD, w * 16, kk * 16);
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t b[4];
-        ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
-        mma16816(P[j], ak, b);
-        mma16816(P[j + 1], ak, b + 2);
-        ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
-        mma16816(dS[j], av, b);
-        mma16816(dS[j + 1], av, b + 2);
-      }
-    }
-    // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - delta)
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        int qi = j * 8 + 2 * t + (e & 1);
-        int key = e < 2 ? key0 : key1;
-        float p = masked(qb * 64 + qi, key, T, causal) ? 0.f : exp2f(P[j][e] * scale_log2 - lse_s[qi]);
-        P[j][e] = p;
-        dS[j][e] = p * (dS[j][e] - delta_s[qi]);
-      }
-    }
-    // dV += P^T dO ; dK += dS^T Q   (k-steps over the 64 queries)
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      uint32_t ap[4], as[4];
-      acc_to_A(ap, P, kk);
-      acc_to_A(as, dS, kk);
-#pragma unroll
-      for (int i = 0; i < D / 8; i += 2) {
-        uint32_t b[4];
-        ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
-        mma16816(dV[i], ap, b);
-        mma16816(dV[i + 1], ap, b + 2);
-        ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
-        mma16816(dK[i], as, b);
-        mma16816(dK[i + 1], as, b + 2);
-      }
-    }
-    // dS as [query][key] in shared memory for dQ = dS K
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      int qi = j * 8 + 2 * t;
-      dSs[qi * LDS + w * 16 + g] = __float2bfloat16(dS[j][0]);
-      dSs[(qi + 1) * LDS + w * 16 + g] = __float2bfloat16(dS[j][1]);
-      dSs[qi * LDS + w * 16 + g + 8] = __float2bfloat16(dS[j][2]);
-      dSs[(qi + 1) * LDS + w * 16 + g + 8] = __float2bfloat16(dS[j][3]);
-    }
-    __syncthreads();
-    // this warp's 16 queries: dQ[16 x D] += dS[16 x 64 keys] K[64 keys x D]
-    int qr0 = qb * 64 + w * 16 + g, qr1 = qr0 + 8;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {  // two halves of D keep register use down
-      float dQ[D / 16][4];
-#pragma unroll
-      for (int i = 0; i < D / 16; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[4];
-        ldA_x4(a, dSs, LDS, w * 16, kk * 16);
-#pragma unroll
-        for (int i = 0; i < D / 16; i += 2) {
-          uint32_t b[4];
-          ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
-          mma16816(dQ[i], a, b);
-          mma16816(dQ[i + 1], a, b + 2);
-        }
-      }
-      float *dqb = dq_acc + bh * T * D;
-#pragma unroll
-      for (int i = 0; i < D / 16; i++) {
-        int col = half * (D / 2) + i * 8 + 2 * t;
-        if (qr0 < T) {
-          atomicAdd(&dqb[(int64_t)qr0 * D + col], dQ[i][0] * scale);
-          atomicAdd(&dqb[(int64_t)qr0 * D + col + 1], dQ[i][1] * scale);
-        }
-        if (qr1 < T) {
-          atomicAdd(&dqb[(int64_t)qr1 * D + col], dQ[i][2] * scale);
-          atomicAdd(&dqb[(int64_t)qr1 * D + col + 1], dQ[i][3] * scale);
-        }
-      }
-    }
-  }
-  bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
-  int64_t kst = as.s[0][2], vst = as.s[1][2];
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) {
-    int col = i * 8 + 2 * t;
-    if (key0 < T) {
-      *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
-      *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[i][0], dV[i][1]);
-    }
-    if (key1 < T) {
-      *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
-      *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[i][2], dV[i][3]);
-    }
-  }
-}
-
-// as kernel1, with the Q, dO, lse and delta tiles loaded through cp.async: NS = 2 stages (the
-// next query tile loads while this one is computed; D = 64), NS = 1 for D = 128 (keeps two
-// blocks per SM); dQ accumulated with float2 atomics.
+// One block per key block of 64 (4 warps of 16 keys; causal: the first key blocks see the most
+// queries, so they start first), looping over the query blocks that see it. The Q, dO, lse and
+// delta tiles load through cp.async: NS = 2 stages (the next query tile loads while this one is
+// computed; D = 64), NS = 1 for D = 128 (keeps two blocks per SM); dQ accumulated with float2
+// atomics. D = 64 is capped at 170 registers so that three blocks share an SM.
 // Shared memory (dynamic): K, V, then per stage Q, dO; dS^T [64 keys][64 queries]; per stage lse, delta.
 template <int D, int NS>
 __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel2(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
@@ -883,13 +607,6 @@ static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
   }
   return true;
 }
-// SR_ATTN_V1=1: the earlier flash kernels (64-query forward tiles, synchronous tile loads), kept
-// for A/B timing
-static bool attn_v1(void) {
-  static int v = -1;
-  if (v < 0) { const char *e = getenv("SR_ATTN_V1"); v = e && e[0] == '1'; }
-  return v == 1;
-}
 static bool all_contig(sr_tensor *const *ts, int n) {
   for (int j = 0; j < n; j++)
     if (!kn_contig(ts[j])) return false;
@@ -927,23 +644,14 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   if (flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
-    if (attn_v1()) {
-      dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
-#define FWD1(DD)                                                                                                        \
-  flash_attention_forward_kernel1<DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),                 \
-      (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
-      if (D == 64) { FWD1(64) } else { FWD1(128) }
-#undef FWD1
-    } else {
-      dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
-      size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
+    dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
+    size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
 #define FWD2(DD)                                                                                                        \
   SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
   flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),              \
       (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
-      if (D == 64) { FWD2(64) } else { FWD2(128) }
+    if (D == 64) { FWD2(64) } else { FWD2(128) }
 #undef FWD2
-    }
     SR_LAUNCH_CHECK();
     return NULL;
   }
@@ -1009,10 +717,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc, (const bf16 *)kn_data(q),         \
         (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse),  \
         delta, T, scale, causal, as);
-    size_t smem1 = 4 * tile + dsb + 128 * sizeof(float);
-    if (attn_v1()) {
-      if (D == 64) { BWD(smem1, flash_attention_backward_kernel1<64>) } else { BWD(smem1, flash_attention_backward_kernel1<128>) }
-    } else if (D == 64) {
+    if (D == 64) {
       BWD(6 * tile + dsb + 256 * sizeof(float), flash_attention_backward_kernel2<64, 2>)
     } else {
       BWD(4 * tile + dsb + 128 * sizeof(float), flash_attention_backward_kernel2<128, 1>)

@@ -11,9 +11,9 @@
 ** GPT-2's vocabulary of 50257 makes the three lm_head GEMMs about 7x slower (bench/gemm_ld.cu,
 ** H100: 59.3 ms against 8.6 ms at 50304), and a padded row stride alone does not help (48.8 ms).
 ** So a large single GEMM with such a dimension or stride runs on zero-padded copies: each operand
-** that is not aligned is copied into a [rows, cols] buffer rounded up to multiples of 64 (zeros
-** beyond, so padding along K adds zero products), and the output, when M or N had to grow or its
-** rows are not aligned, is computed into a padded buffer and copied back (M/N padding is dropped).
+** that is not aligned is copied into a buffer whose K and N are rounded up to multiples of 64 (zeros
+** beyond, so padding along K adds zero products), and the output, when N had to grow or its rows
+** are not aligned, is computed into a padded buffer and copied back. M never needs it.
 */
 #include <cublasLt.h>      // defines: cublasLtMatmul, cublasLtMatmulDesc_t
 #include <stdlib.h>        // defines: getenv
@@ -139,14 +139,6 @@ __global__ void pad_copy_kernel(T *dst, const T *src, int64_t r, int64_t c, int6
       dst[i * cp + j] = (i < r && j < c) ? src[i * ld + j] : (T)0.0f;
 }
 
-// dst [r, c] (contiguous) = the top-left [r, c] of src [., cp]
-template <typename T>
-__global__ void unpad_copy_kernel(T *dst, const T *src, int64_t r, int64_t c, int64_t cp) {
-  for (int64_t i = blockIdx.y; i < r; i += gridDim.y)
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < c; j += (int64_t)gridDim.x * blockDim.x)
-      dst[i * c + j] = src[i * cp + j];
-}
-
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 static dim3 copy_grid(int64_t rows, int64_t cols) {
@@ -194,44 +186,38 @@ static const char *gemm_run(gemm_key k, const void *pa, const void *pb, void *po
   return NULL;
 }
 
-// k (B = 1) on zero-padded copies of the unaligned operands (see the top of the file)
+// k (B = 1) on zero-padded copies of the unaligned operands (see the top of the file). M, the
+// rows of out, never grows: an odd M with aligned row strides runs at full speed (bench/gemm_ld.cu);
+// a transposed a ([K,M]) that must be copied gets its row stride rounded up instead.
 static const char *gemm_padded(gemm_key k, const void *pa, const void *pb, void *po, float alpha, float beta,
                                cudaStream_t s) {
-  int64_t Mp = round_up(k.M, SR_GEMM_PAD), Np = round_up(k.N, SR_GEMM_PAD), Kp = round_up(k.K, SR_GEMM_PAD);
+  int64_t M = k.M, Np = round_up(k.N, SR_GEMM_PAD), Kp = round_up(k.K, SR_GEMM_PAD);
   int64_t ea = 16 / (k.adt == SR_BF16 ? 2 : 4), eo = 16 / (k.odt == SR_BF16 ? 2 : 4);
-  // stored shapes: a is [M,K] or [K,M] (ta), b is [K,N] or [N,K] (tb)
-  int64_t ar = k.ta ? k.K : k.M, ac = k.ta ? k.M : k.K, arp = k.ta ? Kp : Mp, acp = k.ta ? Mp : Kp;
+  // stored shapes: a is [M,K] or [K,M] (ta), b is [K,N] or [N,K] (tb); their padded copies
+  int64_t ar = k.ta ? k.K : M, ac = k.ta ? M : k.K, arp = k.ta ? Kp : M, acp = k.ta ? round_up(M, SR_GEMM_PAD) : Kp;
   int64_t br = k.tb ? k.N : k.K, bc = k.tb ? k.K : k.N, brp = k.tb ? Np : Kp, bcp = k.tb ? Kp : Np;
-  bool pad_a = ar != arp || ac != acp || k.lda % ea || ptr_align(pa) < 16;
-  bool pad_b = br != brp || bc != bcp || k.ldb % ea || ptr_align(pb) < 16;
-  bool pad_o = Mp != k.M || Np != k.N || k.N % eo || ptr_align(po) < 16;
+  bool pad_a = Kp != k.K || k.lda % ea || ptr_align(pa) < 16;
+  bool pad_b = Kp != k.K || Np != k.N || k.ldb % ea || ptr_align(pb) < 16;
+  bool pad_o = Np != k.N || k.N % eo || ptr_align(po) < 16;
   size_t esz = k.adt == SR_BF16 ? 2 : 4, osz = k.odt == SR_BF16 ? 2 : 4;
   void *a2 = pad_a ? sr_cuda_malloc((size_t)(arp * acp) * esz) : (void *)pa;
   void *b2 = pad_b ? sr_cuda_malloc((size_t)(brp * bcp) * esz) : (void *)pb;
-  void *o2 = pad_o ? sr_cuda_malloc((size_t)(Mp * Np) * osz) : po;
+  void *o2 = pad_o ? sr_cuda_malloc((size_t)(M * Np) * osz) : po;
   const char *err = (pad_a && !a2) || (pad_b && !b2) || (pad_o && !o2)
-                        ? sr_errf("out of memory for the padded copies of [%lld,%lld,%lld]", (long long)k.M,
+                        ? sr_errf("out of memory for the padded copies of [%lld,%lld,%lld]", (long long)M,
                                   (long long)k.N, (long long)k.K)
                         : NULL;
   if (!err && pad_a) err = pad_copy(k.adt, a2, pa, ar, ac, k.lda, arp, acp, s);
   if (!err && pad_b) err = pad_copy(k.bdt, b2, pb, br, bc, k.ldb, brp, bcp, s);
-  if (!err && pad_o && beta != 0.0f) err = pad_copy(k.odt, o2, po, k.M, k.N, k.N, Mp, Np, s);
+  if (!err && pad_o && beta != 0.0f) err = pad_copy(k.odt, o2, po, M, k.N, k.N, M, Np, s);
   if (!err) {
     gemm_key kp = k;
-    kp.M = Mp; kp.N = Np; kp.K = Kp;
+    kp.N = Np; kp.K = Kp;  // Np == N when out is used as it is
     kp.lda = pad_a ? acp : k.lda;
     kp.ldb = pad_b ? bcp : k.ldb;
-    if (!pad_o) { kp.M = k.M; kp.N = k.N; }  // the output is used as it is: M and N did not grow
     err = gemm_run(kp, a2, b2, o2, alpha, beta, s);
   }
-  if (!err && pad_o) {
-    if (k.odt == SR_BF16)
-      unpad_copy_kernel<<<copy_grid(k.M, k.N), 256, 0, s>>>((bf16 *)po, (const bf16 *)o2, k.M, k.N, Np);
-    else
-      unpad_copy_kernel<<<copy_grid(k.M, k.N), 256, 0, s>>>((float *)po, (const float *)o2, k.M, k.N, Np);
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) err = sr_errf("gemm: unpad copy: %s", cudaGetErrorString(e));
-  }
+  if (!err && pad_o) err = pad_copy(k.odt, po, o2, M, k.N, Np, M, k.N, s);  // the [M, N] corner back
   if (pad_a) sr_cuda_free(a2);
   if (pad_b) sr_cuda_free(b2);
   if (pad_o) sr_cuda_free(o2);
@@ -276,7 +262,7 @@ extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
   k.tf32 = tf32;
   float alpha = (float)c->f[0], beta = (float)c->f[1];
   int64_t ea = a->dtype == SR_BF16 ? 8 : 4, eo = o->dtype == SR_BF16 ? 8 : 4;  // elements per 16 bytes
-  bool odd = M % ea || N % ea || K % ea || k.lda % ea || k.ldb % ea || N % eo ||
+  bool odd = N % ea || K % ea || k.lda % ea || k.ldb % ea || N % eo ||
              min(min(ptr_align(pa), ptr_align(pb)), ptr_align(po)) < 16;
   if (odd && B == 1 && M * N * K >= SR_GEMM_PAD_MIN_WORK) return gemm_padded(k, pa, pb, po, alpha, beta, s);
   return gemm_run(k, pa, pb, po, alpha, beta, s);

@@ -474,13 +474,16 @@ static void test_reduce(void) {
 /* ---------------------------------------------------------------- gemm */
 
 /* large GEMMs with odd sizes run on zero-padded copies (kernels/matmul.cu): M*N*K >= 2^26 with
-** N, K (and for some cases the row strides) not multiples of 8; transposes, beta, f32 and bf16 */
+** N, K (and for some cases the row strides) not multiples of 8, M odd too (never padded: a
+** transposed a gets a rounded row stride); transposes, beta, f32 and bf16 */
 static void test_gemm_padded(void) {
-  const int64_t M = 130, N = 1001, K = 517;  /* 67,277,210 multiply-adds */
+  const int64_t shapes[2][3] = {{130, 1001, 517}, {1001, 136, 517}};  /* ~67M and ~70M multiply-adds */
   char name[200];
+  for (int sh = 0; sh < 2; sh++)
   for (int mode = 0; mode < 3; mode++)
     for (int ta = 0; ta < 2; ta++)
       for (int tb = 0; tb < 2; tb++) {
+        int64_t M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
         int pad = ta ^ tb;
         sr_dtype idt = mode == 0 ? SR_F32 : SR_BF16, odt = mode == 1 ? SR_BF16 : SR_F32;
         int64_t ash[2] = {ta ? K : M, ta ? M : K}, bsh[2] = {tb ? N : K, tb ? K : N}, osh[2] = {M, N};
