@@ -1,36 +1,67 @@
 #!/usr/bin/env bash
-# bench/gpu_session.sh SCRIPTS_DIR DATA_DIR: one device call that checks and measures the merged
-# tree when device time is short. In order (each part with its own time limit, so a slow part
-# cannot starve the rest): build; the GEMM kernel checks (incl. the padded path for odd sizes);
-# the Lua GPU tests; fidelity of records 2-5 against their PyTorch scripts run eagerly with one
-# micro-batch per step (NO_COMPILE=1 ACCUM=1, see tasks/fidelity/README.md); the kernel and Lua
-# GPT-2 benchmarks; fidelity of record 1 against its compiled PyTorch script (whose tokens/s is the
-# PyTorch anchor of the same call, anchors.md). Logs to $OUT/session.tgz.
+# bench/gpu_session.sh SCRIPTS_DIR DATA_DIR [PART...]: one device call that checks and measures the
+# tree when device time is short. Each part has its own time limit, so a slow part cannot starve
+# the rest; logs go to $OUT/session.tgz after every part (they come back even if the call is cut).
+# Parts, run in the order given (default: build kernels lua bench anchor):
+#   build      cmake + build (skipped work when build/ is already there on a warm machine)
+#   kernels    tests/test_gpu_kernels, every group (C kernels against their CPU references)
+#   lua        the Lua GPU tests (tests/test_gpu_*.lua)
+#   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
+#   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
+#              tokens/s and peak memory in the same call (anchors.md), and record 1's fidelity
+#   fidelity   records $FID_RECORDS (default 2 3 4 5) against their scripts; NO_COMPILE and ACCUM
+#              pass through (tasks/fidelity/README.md)
+#   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
+#              eager from the same weights and tokens (what two correct runs differ by)
+#   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
+# SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 set -uo pipefail
-SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}
+SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; shift 2
+PARTS=${*:-build kernels lua bench anchor}
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 LOG=/tmp/session; mkdir -p "$LOG"; OUTDIR=${OUT:-runs/session}; mkdir -p "$OUTDIR"
-finish() { tar czf "$OUTDIR/session.tgz" -C "$LOG" . 2>/dev/null; }
+finish() { tar czf "$OUTDIR/session.tgz" --exclude="*.srw" -C "$LOG" . 2>/dev/null; }  # not the weight files
 trap finish EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
-cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$LOG/build.log" 2>&1 &&
-  cmake --build build -j16 >>"$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
-part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its tail
+part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its time
   local name=$1 lim=$2; shift 2; local t=$(date +%s)
   timeout "$lim" "$@" >"$LOG/$name.log" 2>&1; local rc=$?
-  echo "== $name rc=$rc ($(( $(date +%s) - t )) s)"; finish   # logs so far reach $OUT even if the call is cut
+  echo "== $name rc=$rc ($(( $(date +%s) - t )) s)"; finish
 }
-part gemm 90 ./build/tests/test_gpu_kernels gemm; grep -E "FAIL|checks" "$LOG/gemm.log" | tail -5
-for t in cuda graph model ops kernel memlimit; do
-  part "lua_$t" 45 bash -c "cd tests && ../build/speedrun run test_gpu_$t.lua"
-  grep -E "FAIL|passed|failed|error" "$LOG/lua_$t.log" | tail -4
+fidelity_summary() { grep -hE "== record|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
+for p in $PARTS; do
+  case $p in
+    build)
+      part build 300 bash -c "cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
+                               cmake --build build -j16" || true
+      grep -E "error|Error" "$LOG/build.log" | head -20; [ -x build/speedrun ] || exit 1 ;;
+    kernels)
+      part kernels 240 ./build/tests/test_gpu_kernels; grep -E "FAIL|checks" "$LOG/kernels.log" | tail -8 ;;
+    lua)
+      for t in tests/test_gpu_*.lua; do
+        n=$(basename "$t" .lua)
+        part "$n" 90 bash -c "cd tests && ../build/speedrun run $n.lua"   # from tests/, as CTest runs them
+        grep -E "FAIL|passed|failed|error" "$LOG/$n.log" | tail -4
+      done ;;
+    bench)
+      part bench_c 90 ./build/bench_gpt2 30 32 1024 1; tail -12 "$LOG/bench_c.log"
+      part bench_lua 120 env SR_T0="$(date +%s.%N)" ./build/speedrun run bench/gpt2_lua.lua 60 32 1024 12
+      tail -12 "$LOG/bench_lua.log" ;;
+    anchor)
+      part anchor 300 env OUT="$LOG/anchor" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 1
+      fidelity_summary "$LOG/anchor.log" ;;
+    fidelity)
+      part fidelity 540 env OUT="$LOG/fidelity" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 ${FID_RECORDS:-2 3 4 5}
+      fidelity_summary "$LOG/fidelity.log" ;;
+    noise)
+      part noise 400 bash tasks/fidelity/noise.sh "$SCRIPTS" "$DATA" "${NOISE_RECORD:-2}" 50 "$LOG/noise"
+      tail -14 "$LOG/noise.log" ;;
+    calibrate)
+      part calibrate 560 ./build/speedrun calibrate --tasks 1-5 --scale proxy --runs 3 --device cuda \
+        --data "$DATA" --calibration "$LOG/calibration.json"
+      grep -vE "^step|^\s*$" "$LOG/calibrate.log" | tail -30 ;;
+    *) echo "unknown part $p"; exit 2 ;;
+  esac
 done
-part fidelity_2to5 300 env NO_COMPILE=1 ACCUM=1 OUT="$LOG" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 2 3 4 5
-grep -E "== record|largest|tokens/s:|verdict|rc=|Error|error" "$LOG/fidelity_2to5.log"
-part bench_c 60 ./build/bench_gpt2 30 32 1024 1; tail -12 "$LOG/bench_c.log"
-part bench_lua 90 env SR_T0="$(date +%s.%N)" ./build/speedrun run bench/gpt2_lua.lua 60 32 1024 12; tail -12 "$LOG/bench_lua.log"
-part fidelity_1 240 env OUT="$LOG" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 1
-grep -E "== record|largest|tokens/s:|verdict|rc=|Error|error" "$LOG/fidelity_1.log"
 echo "total: $(( $(date +%s) - t0 )) s"

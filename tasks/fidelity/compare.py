@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""compare.py TORCH.json OURS.json [--tol 0.03]: the per-step training losses of the PyTorch
+"""compare.py TORCH.json OURS.json [--tol 0.03] [--names A,B]: the per-step training losses of the PyTorch
 record script and of the speedrun recipe from the same initial weights and token windows.
 Prints a table (every 5th step and the worst one), the largest absolute difference, the verdict
 against the tolerance (default 0.03 nats: bf16 autocast noise, which grows with training as the
-two runs drift apart), and the tokens/s ratio (speedrun / PyTorch, same card, same run).
+two runs drift apart), the tokens/s ratio (speedrun / PyTorch, same card, same run) and both peak
+memories. --names relabels the two sides (noise.sh compares two PyTorch runs).
 Exit status 0 when within tolerance. No third-party imports."""
 import json
 import sys
@@ -15,11 +16,12 @@ def main(argv):
         return 2
     tol = float(argv[argv.index("--tol") + 1]) if "--tol" in argv else 0.03
     pt, us = json.load(open(argv[1])), json.load(open(argv[2]))
+    na, nb = argv[argv.index("--names") + 1].split(",") if "--names" in argv else ("pytorch", "speedrun")
     a, b = pt["losses"], us["losses"]
     n = min(len(a), len(b))
     diffs = [abs(a[i] - b[i]) for i in range(n)]
     worst = max(range(n), key=lambda i: diffs[i])
-    print(f"{'step':>5} {'pytorch':>9} {'speedrun':>9} {'|diff|':>8}")
+    print(f"{'step':>5} {na:>9} {nb:>9} {'|diff|':>8}")
     for i in range(n):
         if i < 3 or (i + 1) % 5 == 0 or i == worst:
             print(f"{i + 1:5d} {a[i]:9.4f} {b[i]:9.4f} {diffs[i]:8.4f}{'  <- largest' if i == worst else ''}")
@@ -27,8 +29,10 @@ def main(argv):
     ratio = None
     if pt.get("tokens_per_s") and us.get("tokens_per_s"):
         ratio = us["tokens_per_s"] / pt["tokens_per_s"]
-        print(f"tokens/s: pytorch {pt['tokens_per_s']:.0f}, speedrun {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
+        print(f"tokens/s: {na} {pt['tokens_per_s']:.0f}, {nb} {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
               f"(card: {pt.get('device', '?')})")
+    if pt.get("peak_memory_bytes") and us.get("peak_memory_bytes"):
+        print(f"peak GPU memory: {na} {pt['peak_memory_bytes'] / 1e9:.2f} GB, {nb} {us['peak_memory_bytes'] / 1e9:.2f} GB")
     ok = diffs[worst] <= tol
     print("verdict:", "MATCH" if ok else "DIFFER")
     return 0 if ok else 1

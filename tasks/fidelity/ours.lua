@@ -92,7 +92,8 @@ elseif cmd == "train" then
   local tps = (t_from and t_to and steps > 10) and (steps - 10) * mb * accum * T / (t_to - t_from) or json.null
   local f = assert(io.open(opt.out or die("--out OURS.json"), "w"))
   f:write(json.encode({side = "speedrun", recipe = recipe.name, scale = scale, device = device, steps = steps,
-                       micro_batch = mb, accum = accum, T = T, losses = json.array(losses), tokens_per_s = tps}, true), "\n")
+                       micro_batch = mb, accum = accum, T = T, losses = json.array(losses), tokens_per_s = tps,
+                       peak_memory_bytes = device == "cuda" and sr.cuda.memory().peak or json.null}, true), "\n")
   f:close()
 else
   die("usage: ours.lua init RECIPE OUT.srw | train RECIPE --weights W --batches TORCH.json --train-files GLOB --out OURS.json")

@@ -8,7 +8,8 @@ torchrun job (RANK 0 of WORLD_SIZE 1), starting from a speedrun weight file, and
   * the token window of every training batch: (shard index, start position), so the speedrun side
     can feed exactly the same tokens (this also reproduces the scripts' quirks, such as records
     4-5 using their first batch twice after train_loader.reset());
-  * tokens/s over steps 11..STEPS (wall clock, CUDA-synchronised).
+  * tokens/s over steps 11..STEPS (wall clock, CUDA-synchronised) and the peak of allocated GPU
+    memory (torch.cuda.max_memory_allocated).
 
 The script is run with small source patches, printed when applied:
   1. records 1-2 assert total_batch_size == B*T*world, which fails on one GPU: the assert is
@@ -129,7 +130,8 @@ def main():
         pass
     json.dump({"side": "pytorch", "script": os.path.abspath(a.script), "torch": torch.__version__,
                "device": torch.cuda.get_device_name(0), "steps": a.steps, "accum": a.accum, "micro_batch": B, "T": T,
-               "losses": steps, "micro_losses": losses[:limit], "positions": pos, "tokens_per_s": tps},
+               "losses": steps, "micro_losses": losses[:limit], "positions": pos, "tokens_per_s": tps,
+               "peak_memory_bytes": torch.cuda.max_memory_allocated()},
               open(a.out, "w"), indent=1)
     print(f"pytorch: {a.steps} steps, first loss {steps[0]:.4f}, last {steps[-1]:.4f}, tokens/s {tps}", file=sys.stderr)
 
