@@ -1,6 +1,6 @@
 /*
 ** cpu_nn.c: CPU reference of the layer kernels, forward and backward side by side (as llm.c's
-** train_gpt2.c): embedding, rms_norm, layer_norm, cross_entropy, attention.
+** train_gpt2.c): embedding, rms_norm, layer_norm, cross_entropy, rotary, attention.
 ** Dims: N rows (tokens), C channels, V vocabulary, B batch, H heads, T sequence, D head dim.
 ** Gradient contract: activation grads are written (=), parameter grads accumulated (+=).
 ** Every row is computed in double in its own thread; parameter grads are summed per column in
@@ -428,6 +428,30 @@ const char *sr_cpu_cross_entropy_backward(const sr_kcall *c) {
   for (int64_t n = 0; n < N; n++)
     ce_grad_row(dlogits, logits, n, V, tg[n], tg[n] == ignore, side_ld(lse, n),
                 cpu_ld(dlosses->storage->data, dlosses->dtype, dlosses->offset + n * dls));
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+** rotary: per row (n, t, h) of D, the pairs (x[i], x[i+D/2]) rotated by the angle whose cos and
+** sin are cos[t,i], sin[t,i]; s = -1 (i0 = 1) rotates back */
+const char *sr_cpu_rotary(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *x = c->t[1], *cs = c->t[2], *sn = c->t[3];
+  const char *e = cpu_check_floats(c, 0, 4);
+  if (e) return e;
+  int64_t T = x->shape[1], H = x->shape[2], D = x->shape[3], P = D / 2, rows = sr_numel(x) / (D ? D : 1);
+  double s = c->i[0] ? -1.0 : 1.0;
+  const void *xp = sr_data(x), *cp = sr_data(cs), *sp = sr_data(sn);
+  void *op = sr_data(out);
+#pragma omp parallel for schedule(static) if (rows * D > CPU_PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t t = (r / H) % T;
+    for (int64_t i = 0; i < P; i++) {
+      double x1 = cpu_ld(xp, x->dtype, r * D + i), x2 = cpu_ld(xp, x->dtype, r * D + P + i);
+      double co = cpu_ld(cp, cs->dtype, t * P + i), si = s * cpu_ld(sp, sn->dtype, t * P + i);
+      cpu_st(op, out->dtype, r * D + i, x1 * co + x2 * si);
+      cpu_st(op, out->dtype, r * D + P + i, x2 * co - x1 * si);
+    }
+  }
   return NULL;
 }
 

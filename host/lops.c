@@ -205,6 +205,12 @@ static int F_cross_entropy(lua_State *L) {
   return 1;
 }
 
+/* rotary(x, cos, sin): x [B,T,H,D], cos and sin of T*D/2 elements (e.g. [1,T,1,D/2]) */
+static int F_rotary(lua_State *L) {
+  sr_push_tensor(L, sr_rotary(sr_check_tensor(L, 1), sr_check_tensor(L, 2), sr_check_tensor(L, 3)));
+  return 1;
+}
+
 /* scaled_dot_product_attention(q, k, v [, {causal=true, scale=1/sqrt(D)}]) q,k,v [B,H,T,D] */
 static int F_sdpa(lua_State *L) {
   bool causal = true;
@@ -353,7 +359,7 @@ static const luaL_Reg F_functions[] = {
   {"gt", F_gt}, {"ge", F_ge}, {"where", F_where}, {"sum", F_sum}, {"mean", F_mean}, {"sumsq", F_sumsq},
   {"max", F_max}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
-  {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"cast", F_cast}, {"cat", F_cat},
+  {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},
   {"adamw_", F_adamw_}, {"adamw_multi_", F_adamw_multi_}, {"sumsq_multi", F_sumsq_multi},
   {"clip_multi_", F_clip_multi_}, {"split_views", F_split_views}, {NULL, NULL}
 };

@@ -295,13 +295,18 @@ static void binary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor_release(gb);
 }
 
+/* the dtype mixed operands promote to: f64 > f32 > bf16 > i32 */
+static sr_dtype wider_dtype(sr_dtype a, sr_dtype b) {
+  static const int rank[SR_NDTYPES] = {[SR_F64] = 4, [SR_F32] = 3, [SR_BF16] = 2, [SR_I32] = 1};
+  return rank[a] >= rank[b] ? a : b;
+}
+
 sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   const char *op = sr_binary_name(fn);
   check_same_device(op, a, b);
-  /* mixed dtypes promote to the wider float: f64 > f32 > bf16 */
+  /* mixed dtypes promote to the wider float */
   if (a->dtype != b->dtype) {
-    static const int rank[SR_NDTYPES] = {[SR_F64] = 4, [SR_F32] = 3, [SR_BF16] = 2, [SR_I32] = 1};
-    sr_dtype to = rank[a->dtype] >= rank[b->dtype] ? a->dtype : b->dtype;
+    sr_dtype to = wider_dtype(a->dtype, b->dtype);
     sr_tensor *ca = a->dtype == to ? sr_tensor_retain(a) : sr_cast(a, to);
     sr_tensor *cb = b->dtype == to ? sr_tensor_retain(b) : sr_cast(b, to);
     sr_tensor *y = sr_binary(fn, ca, cb);
@@ -851,6 +856,50 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   sr_tensor_release(count_t);
   sr_tensor_release(l2); sr_tensor_release(tc); sr_tensor_release(t);
   sr_tensor_release(losses); sr_tensor_release(lse);
+  return y;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* rotary position embedding: x [B, T, H, D] with tables cos, sin of T*D/2 elements (e.g.
+** [1, T, 1, D/2]), constants (no gradient). Output in the wider of x's and the tables' dtypes, as
+** the records' x1 * cos + x2 * sin promotes; one kernel instead of six products and sums, a cat
+** and a cast. The backward is the inverse rotation of the upstream gradient. */
+
+static void rotary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
+  sr_tensor *g = go[0], *cs = sr_node_saved(n, 0), *sn = sr_node_saved(n, 1);
+  if (!g || !n->needs[0]) return;
+  sr_tensor *gc = sr_contiguous_raw(g);
+  sr_tensor *dx = sr_tensor_new(n->in_dtype[0], gc->storage->device, gc->ndim, gc->shape);
+  sr_kcall c = {.t = {dx, gc, cs, sn}, .nt = 4, .i = {1}};
+  sr_kernel_run(SR_K_rotary, &c);
+  sr_tensor_release(gc);
+  gi[0] = dx;
+}
+
+sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin) {
+  char b1[96], b2[96];
+  check_float("rotary", 1, x);
+  check_float("rotary", 2, cos);
+  check_float("rotary", 3, sin);
+  check_same_device("rotary", x, cos);
+  check_same_device("rotary", x, sin);
+  check_same_dtype("rotary", 3, cos, sin);
+  if (x->ndim != 4 || x->shape[3] % 2)
+    sr_fail("rotary: bad argument #1 (expected x [B, T, H, D] with D even, got %s)", SHP(x, b1));
+  int64_t T = x->shape[1], P = x->shape[3] / 2;
+  if (sr_numel(cos) != T * P || sr_numel(sin) != T * P)
+    sr_fail("rotary: bad argument #%d (cos and sin need T*D/2 = %lld elements for x %s, got %s)",
+            sr_numel(cos) != T * P ? 2 : 3, (long long)(T * P), SHP(x, b1), SHP(sr_numel(cos) != T * P ? cos : sin, b2));
+  if (sr_grad_enabled() && (cos->requires_grad || sin->requires_grad))
+    sr_fail("rotary: bad argument #%d (the tables take no gradient; build them under no_grad)", cos->requires_grad ? 2 : 3);
+  sr_tensor *xc = sr_contiguous_raw(x);
+  sr_tensor *cc = rows_raw(cos, P), *sc = rows_raw(sin, P);
+  sr_tensor *y = sr_tensor_new(wider_dtype(x->dtype, cos->dtype), x->storage->device, 4, x->shape);
+  sr_kcall c = {.t = {y, xc, cc, sc}, .nt = 4, .i = {0}};
+  sr_kernel_run(SR_K_rotary, &c);
+  sr_node *n = record("rotary", rotary_backward, 1, &x, y);
+  if (n) { sr_node_save(n, 0, cc); sr_node_save(n, 1, sc); }
+  sr_tensor_release(xc); sr_tensor_release(cc); sr_tensor_release(sc);
   return y;
 }
 

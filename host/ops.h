@@ -36,6 +36,7 @@ sr_tensor *sr_softmax(sr_tensor *x, int dim, bool log);
 /* reduction 0 mean 1 sum 2 none; inplace: the forward overwrites logits with their gradient
 ** (mean/sum, when recording; see ops.c) */
 sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction, bool inplace);
+sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin);
 sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double scale);
 sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt);
 sr_tensor *sr_to_device(sr_tensor *x, sr_device d);

@@ -256,6 +256,21 @@ for _, s in ipairs {{13, 37}, {64, 50304}, {3, 5, 9}} do
 end
 check("cross_entropy t", function(l, t) return F.cross_entropy(l, t) end, {{{9, 33}, layout = "t"}, {int = true, shape = {9}, hi = 33}})
 
+-- rotary: x [B,T,H,D] (also a transposed [B,H,T,D] view), tables [1,T,1,D/2] without gradient;
+-- bf16 x with fp32 tables (records 2-4) gives fp32
+for _, s in ipairs {{2, 37, 3, 16}, {2, 64, 6, 128}} do
+  local tab = {{1, s[2], 1, s[4] // 2}, grad = false}
+  check("rotary " .. shape_str(s), function(x, c, sn) return F.rotary(x, c, sn) end, {{s}, tab, tab})
+  check("rotary transposed " .. shape_str(s), function(x, c, sn) return F.rotary(x:transpose(2, 3), c, sn) end,
+        {{{s[1], s[3], s[2], s[4]}}, tab, tab})
+end
+T.case("rotary bf16 x with f32 tables", function()
+  local x, c, sn = sr.randn(2, 37, 3, 16), sr.randn(1, 37, 1, 8), sr.randn(1, 37, 1, 8)
+  local got = F.rotary(x:to(DEV, "bfloat16"), c:to(DEV), sn:to(DEV))
+  T.eq(got.dtype, "float32", "promoted to f32")
+  compare("rotary bf16 x f32 tables", got, F.rotary(x:to("cpu", "bfloat16"):to("cpu", "float64"), c:double(), sn:double()), 1e-6)
+end)
+
 -- -------------------------------------------------------------------------------- attention
 for _, a in ipairs {{2, 3, 37, 16}, {1, 2, 64, 32}, {2, 2, 37, 64}, {1, 2, 130, 64}, {1, 1, 70, 128}} do
   for _, causal in ipairs {true, false} do

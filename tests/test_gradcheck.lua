@@ -139,6 +139,12 @@ T.case("scaled dot-product attention", function()
   end, {rnd(2, 4, 2, 3), rnd(2, 2, 4, 3), rnd(2, 2, 4, 3)})
 end)
 
+T.case("rotary embedding", function()
+  local cos, sin = sr.randn(1, 5, 1, 3, {dtype = "float64"}), sr.randn(1, 5, 1, 3, {dtype = "float64"})
+  check("rotary", function(x) return F.rotary(x, cos, sin) end, {rnd(2, 5, 2, 6)})
+  check("rotary of a transposed view", function(x) return F.rotary(x:transpose(2, 3), cos, sin) end, {rnd(2, 2, 5, 6)})
+end)
+
 T.case("views and joins", function()
   check("view", function(x) return x:view(4, 3):square() end, {rnd(3, 4)})
   check("reshape of strided", function(x) return x:reshape(12):square() end, {strided(3, 4)})

@@ -139,6 +139,19 @@ T.case("scaled dot-product attention", function()
   T.close(d1, d2, 1e-7)
 end)
 
+T.case("rotary embedding", function()
+  -- x [B=1, T=2, H=1, D=4]: pairs (x[1], x[3]) and (x[2], x[4]); position 1 angle 0 (identity),
+  -- position 2 a quarter turn on the first pair (cos 0, sin 1) and a half turn on the second
+  local x = sr.tensor({{{{1, 2, 3, 4}}, {{1, 2, 3, 4}}}})
+  local cos, sin = sr.tensor({{1, 1}, {0, -1}}), sr.tensor({{0, 0}, {1, 0}})
+  -- out1 = x1 cos + x2 sin, out2 = x2 cos - x1 sin
+  T.close(F.rotary(x, cos, sin), {1, 2, 3, 4, 3, -2, -1, -4}, 1e-7)
+  -- the tables may carry the records' [1, T, 1, D/2] shape; bf16 x with fp32 tables gives fp32
+  T.close(F.rotary(x, cos:view(1, 2, 1, 2), sin:view(1, 2, 1, 2)), {1, 2, 3, 4, 3, -2, -1, -4}, 1e-7)
+  T.eq(F.rotary(F.cast(x, "bfloat16"), cos, sin).dtype, "float32")
+  T.eq(F.rotary(F.cast(x, "bfloat16"), F.cast(cos, "bfloat16"), F.cast(sin, "bfloat16")).dtype, "bfloat16")
+end)
+
 T.case("casts and dtypes", function()
   local a = sr.tensor({1.7, -1.7})
   T.close(F.cast(a, "int32"), {1, -1})

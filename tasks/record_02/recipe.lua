@@ -84,12 +84,11 @@ end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])
 local function apply_rotary(x, cos, sin)
-  local T, d = x.shape[2], x.shape[4] // 2
+  local T = x.shape[2]
   cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
-  local x1, x2 = x:narrow(4, 1, d), x:narrow(4, d + 1, d)
-  local y1 = x1 * cos + x2 * sin
-  local y2 = x2 * cos - x1 * sin
-  return F.cat({y1, y2}, 4)
+  -- y1 = x1 * cos + x2 * sin, y2 = x2 * cos - x1 * sin, cat(y1, y2): one fused kernel (F.rotary),
+  -- fp32 out as bf16 x times the fp32 tables promotes
+  return F.rotary(x, cos, sin)
 end
 
 recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
