@@ -160,15 +160,18 @@ static void visit(sr_node *n, unsigned epoch) {
 }
 
 static const char *running_node;
+static bool backward_running;
 /* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
 ** compares its upstream gradient to it by address, so the address must not be freed and reused
 ** by another tensor while the pass runs */
 static sr_tensor *implicit_seed;
 
 const char *sr_backward_node_name(void) { return running_node; }
+bool sr_backward_running(void) { return backward_running; }
 bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
 void sr_backward_reset(void) {
   running_node = NULL;
+  backward_running = false;
   sr_tensor_release(implicit_seed);
   implicit_seed = NULL;
 }
@@ -213,6 +216,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
   sr_tensor_release(seed);  /* the root's node holds it now */
   list_push(&stack, root->grad_fn);
   bool old_mode = sr_set_grad_enabled(false);
+  backward_running = true;
   while (stack.n) {
     sr_node *n = stack.v[--stack.n];
     if (!n->backward) {

@@ -63,6 +63,8 @@ void sr_node_release(sr_node *n);
 
 /* the op name of the node whose backward rule runs now, or NULL (memory logs) */
 const char *sr_backward_node_name(void);
+/* true while sr_backward() runs (rules and the gradient accumulation between them; profiler) */
+bool sr_backward_running(void);
 /* g is the implicit all-ones gradient a backward() without a gradient started from (a rule may
 ** skip multiplying by it) */
 bool sr_grad_is_implicit_one(const sr_tensor *g);

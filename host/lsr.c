@@ -27,6 +27,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.stats", luaopen_speedrun_stats},
   {"speedrun.harness_core", luaopen_speedrun_harness_core},
   {"speedrun.cuda", luaopen_speedrun_cuda},
+  {"speedrun.profile_core", luaopen_speedrun_profile_core},
   {NULL, NULL}
 };
 

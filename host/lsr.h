@@ -40,6 +40,7 @@ int luaopen_speedrun_json(lua_State *L);       /* JSON encode/decode: host/lharn
 int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/hstats.c */
 int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, child processes: host/lharness.c */
 int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lcuda.c */
+int luaopen_speedrun_profile_core(lua_State *L);  /* per-op profiler: host/lprofile.c */
 void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
 void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
 const char *sr_lua_dir(void);

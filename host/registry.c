@@ -1,13 +1,15 @@
 /*
 ** registry.c: the kernel table (one row per SR_KERNELS entry), the dispatcher that runs a
-** kernel on the device of its tensors, and launch traces (what each launch was given, minus
-** addresses; the harness compares them before trusting a CUDA graph).
+** kernel on the device of its tensors (timed by the profiler while one runs: host/profile.h),
+** and launch traces (what each launch was given, minus addresses; the harness compares them
+** before trusting a CUDA graph).
 */
 #include <stdio.h>     /* defines: snprintf */
 #include <stdlib.h>    /* defines: realloc, free */
 #include <string.h>    /* defines: memcmp, memset */
 
 #include "registry.h"  /* defines: sr_kernels, sr_kcall, sr_trace */
+#include "profile.h"   /* defines: sr_profile_on, sr_profile_call */
 #ifdef SPEEDRUN_CUDA
 #include "cuda_backend.h"  /* defines: sr_cuda_capturing, sr_cuda_graph_note */
 #endif
@@ -34,9 +36,15 @@ static const char *binary_names[SR_BINARY_COUNT] = {
   SR_BINARY_FNS(SR_X)
 #undef SR_X
 };
+static const char *reduce_names[SR_REDUCE_COUNT] = {
+#define SR_X(E, n) #n,
+  SR_REDUCE_FNS(SR_X)
+#undef SR_X
+};
 
 const char *sr_unary_name(int fn) { return fn >= 0 && fn < SR_UNARY_COUNT ? unary_names[fn] : "?"; }
 const char *sr_binary_name(int fn) { return fn >= 0 && fn < SR_BINARY_COUNT ? binary_names[fn] : "?"; }
+const char *sr_reduce_name(int fn) { return fn >= 0 && fn < SR_REDUCE_COUNT ? reduce_names[fn] : "?"; }
 
 /* ---- launch traces */
 
@@ -151,6 +159,6 @@ void sr_kernel_run(sr_kernel_id id, const sr_kcall *c) {
 #ifdef SPEEDRUN_CUDA
   if (dev == SR_CUDA && sr_cuda_capturing()) sr_cuda_graph_note(c);
 #endif
-  const char *err = fn(c);
+  const char *err = sr_profile_on ? sr_profile_call(id, c, dev, fn) : fn(c);
   if (err) sr_fail("%s: %s", k->name, err);
 }

@@ -156,6 +156,7 @@ void sr_trace_free(sr_trace *t);    /* frees t's launches (not t) */
 const char *sr_trace_diff(const sr_trace *a, const sr_trace *b, char *buf, size_t n);
 const char *sr_unary_name(int fn);
 const char *sr_binary_name(int fn);
+const char *sr_reduce_name(int fn);
 
 #ifdef __cplusplus
 }

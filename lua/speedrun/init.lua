@@ -117,10 +117,12 @@ mt.__pow = F.pow
 mt.__unm = F.neg
 
 -- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt,
--- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lcuda.c)
+-- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lcuda.c),
+-- speedrun.profile (per-op time of the kernels: lua/speedrun/profile.lua)
 setmetatable(M, {
   __index = function(t, k)
-    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" or k == "cuda" then
+    if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" or k == "cuda"
+        or k == "profile" then
       local lib = require("speedrun." .. k)
       rawset(t, k, lib)
       return lib

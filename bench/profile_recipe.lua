@@ -1,0 +1,106 @@
+-- bench/profile_recipe.lua: where a recipe's training step spends its time, per kernel and phase.
+--   speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--device cuda|cpu]
+--       [--steps K] [--warmup W] [--top N] [--seed S]
+-- Builds the recipe's context as tasks/fidelity/ours.lua does (recipe.setup on the scale's
+-- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
+-- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
+-- micro-batches). Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
+-- clock), then K more under the profiler, all eager (no CUDA graph); prints both ms/step and the
+-- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
+-- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
+-- before train_step, as the harness does, is part of the step.
+local sr = require "speedrun"
+local profile = require "speedrun.profile"
+local deepcopy = require("speedrun.util").deepcopy
+
+local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
+  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S]"
+local GPT2_VOCAB = 50257
+
+local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
+
+local pos, opt = {}, {}
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a:sub(1, 2) == "--" then
+      if arg[i + 1] == nil then die("option " .. a .. " needs a value\n" .. USAGE) end
+      opt[a:sub(3)] = arg[i + 1]
+      i = i + 2
+    else
+      pos[#pos + 1] = a
+      i = i + 1
+    end
+  end
+end
+for k in pairs(opt) do
+  if not ({scale = 1, device = 1, steps = 1, warmup = 1, top = 1, seed = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
+end
+local recipe_path = pos[1] or die(USAGE)
+
+local function count(name, default, min)
+  local v = opt[name] and math.tointeger(tonumber(opt[name])) or (not opt[name] and default)
+  if not v or v < min then die(("--%s must be an integer >= %d"):format(name, min)) end
+  return v
+end
+local steps, warmup, top, seed = count("steps", 5, 1), count("warmup", 3, 0), count("top", 40, 1), count("seed", 1, 0)
+local device = opt.device or (sr.cuda_available() and "cuda" or "cpu")
+if device ~= "cuda" and device ~= "cpu" then die("--device must be cuda or cpu") end
+if device == "cuda" and not sr.cuda_available() then die("--device cuda: CUDA is not usable here") end
+local scale = opt.scale or (device == "cuda" and "proxy" or "micro")
+
+-- the recipe and its context (as tasks/fidelity/ours.lua)
+local chunk, lerr = loadfile(recipe_path, "t", setmetatable({speedrun = sr}, {__index = _G}))
+if not chunk then die(lerr) end
+local recipe = chunk()
+local cfg = deepcopy(recipe.config[scale] or die("the recipe has no scale " .. scale))
+local b = cfg.batch
+if (b.mode or "bt") ~= "bt" then die("only batch mode bt is supported (this scale uses " .. b.mode .. ")") end
+sr.manual_seed(seed)
+local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
+             tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
+recipe.setup(ctx)
+
+local vocab = math.min((cfg.model or {}).vocab_size or GPT2_VOCAB, GPT2_VOCAB)
+local x = sr.randint(0, vocab, {b.B, b.T}):to(device)
+local y = sr.randint(0, vocab, {b.B, b.T}):to(device)
+local mb = cfg.micro_batch or b.B
+
+-- step numbers stay inside the scale's schedule however many steps are run
+local done = 0
+local function train_steps(n)
+  local loss
+  for _ = 1, n do
+    local step = done % cfg.steps + 1
+    done = done + 1
+    if recipe.schedule then recipe.schedule(ctx, step) end
+    loss = recipe.train_step(ctx, step, {x = x, y = y, step = step})
+  end
+  return loss
+end
+
+local function timed_ms_per_step()
+  sr.synchronize()
+  local t0 = sr.clock()
+  local loss = train_steps(steps)
+  sr.synchronize()
+  return 1e3 * (sr.clock() - t0) / steps, loss
+end
+
+print(("recipe %s (%s), scale %s, device %s: batch %d x %d (micro-batch %d, %d per step), %d warm-up + %d steps")
+  :format(recipe.name or "?", recipe_path, scale, device, b.B, b.T, mb, b.B // mb, warmup, steps))
+train_steps(warmup)
+local plain_ms, loss = timed_ms_per_step()
+if sr.is_tensor(loss) then loss = loss:item() end
+print(("ms/step without the profiler: %.3f (last loss %s)"):format(plain_ms, tostring(loss)))
+local rows, profiled_ms = profile.run(timed_ms_per_step)
+local kernel_ms = 0
+for _, r in ipairs(rows) do kernel_ms = kernel_ms + r.ms end
+print(("ms/step with the profiler:    %.3f"):format(profiled_ms))
+print(("kernel time per step:         %.3f (%.1f%% of the profiled step; the rest is host work and gaps)")
+  :format(kernel_ms / steps, profiled_ms > 0 and 100 * kernel_ms / steps / profiled_ms or 0))
+print(("\nby op and phase (totals over %d steps):"):format(steps))
+print(profile.report(rows, {top = top, by = "phase"}))
+print(("\nby op (totals over %d steps):"):format(steps))
+print(profile.report(rows, {top = top, by = "op"}))

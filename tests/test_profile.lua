@@ -1,0 +1,130 @@
+-- speedrun.profile on the CPU: the exact keys and call counts of a few known ops (forward, the
+-- autograd rules' phases, gradient accumulation), times, start/stop misuse, profile.run's error
+-- path, the report, and bench/profile_recipe.lua on record 5's micro scale.
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local F = sr.F
+local profile = sr.profile
+
+-- rows keyed "name[.sub] dtype phase" -> row
+local function by_key(rows)
+  local m = {}
+  for _, r in ipairs(rows) do
+    local key = (r.sub and r.name .. "." .. r.sub or r.name) .. " " .. r.dtype .. " " .. r.phase
+    T.ok(not m[key], "duplicate key " .. key)
+    m[key] = r
+  end
+  return m
+end
+
+local function keys(m)
+  local ks = {}
+  for k in pairs(m) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return table.concat(ks, ", ")
+end
+
+T.case("matmul, add, mul, sum and their backward: exact keys, calls and numel", function()
+  local a = sr.randn(4, 8, {requires_grad = true})
+  local b = sr.randn(8, 3, {requires_grad = true})
+  local c = sr.randn(4, 3)
+  local bf = sr.randn(4, 8)
+  local rows = profile.run(function()
+    F.sum(F.mul(F.add(F.matmul(a, b), c), c)):backward()
+    F.exp(bf:bf16())
+  end)
+  local m = by_key(rows)
+  local want = {
+    ["gemm float32 fwd"] = {1, 12}, ["binary.add float32 fwd"] = {1, 12}, ["binary.mul float32 fwd"] = {1, 12},
+    ["reduce.sum float32 fwd"] = {1, 1}, ["fill float32 fwd"] = {1, 1},            -- the implicit seed
+    ["copy float32 bwd:sum"] = {1, 12}, ["binary.mul float32 bwd:mul"] = {1, 12},
+    ["gemm float32 bwd:matmul"] = {2, 32},                                         -- da [4,8], db [8,3]
+    ["copy bfloat16 fwd"] = {1, 32}, ["unary.exp bfloat16 fwd"] = {1, 32},
+  }
+  local wanted = {}
+  for k in pairs(want) do wanted[k] = true end
+  T.eq(keys(m), keys(wanted), "keys")
+  for k, w in pairs(want) do
+    T.eq(m[k].calls, w[1], k .. " calls")
+    T.eq(m[k].numel, w[2], k .. " numel")
+  end
+end)
+
+T.case("a leaf used twice: its second gradient is added in bwd:accumulate", function()
+  local w = sr.randn(5, {requires_grad = true})
+  local rows = profile.run(function() F.sum(F.mul(w, w)):backward() end)
+  local m = by_key(rows)
+  T.eq(m["binary.add float32 bwd:accumulate"].calls, 1)
+  T.eq(m["binary.mul float32 bwd:mul"].calls, 2)
+end)
+
+T.case("ms are >= 0, sorted, and the report's total is their sum", function()
+  local x = sr.randn(64, 64)
+  local rows = profile.run(function()
+    for _ = 1, 3 do F.matmul(x, x) end
+    F.sum(x)
+  end)
+  local total, calls = 0, 0
+  for i, r in ipairs(rows) do
+    T.ok(r.ms >= 0, "ms >= 0")
+    if i > 1 then T.ok(rows[i - 1].ms >= r.ms, "sorted by ms") end
+    total, calls = total + r.ms, calls + r.calls
+  end
+  T.eq(calls, 4)
+  local text = profile.report(rows)
+  local line = text:match("\ntotal[^\n]*$")
+  T.ok(line, "a total line:\n" .. text)
+  local c, ms = line:match("total%s+(%d+)%s+([%d.]+)")
+  T.eq(tonumber(c), 4, "total calls")
+  T.eq(ms, ("%.3f"):format(total), "total ms")
+  T.ok(text:find("mean µs", 1, true), "header")
+end)
+
+T.case("report by op merges phases; top N folds the rest into one line", function()
+  local a = sr.randn(4, 8, {requires_grad = true})
+  local rows = profile.run(function() F.sum(F.matmul(a, a:transpose())):backward() end)
+  local text = profile.report(rows, {by = "op"})
+  local gemm = text:match("\n(gemm%s+all[^\n]*)")
+  T.ok(gemm, "a merged gemm line:\n" .. text)
+  T.eq(tonumber(gemm:match("float32%s+(%d+)")), 3, "gemm calls over both phases")
+  local short = profile.report(rows, {top = 1})
+  T.ok(short:find("more)", 1, true), "a line for the rest:\n" .. short)
+  T.raises(function() profile.report(rows, {by = "kernel"}) end, "by must be")
+end)
+
+T.case("start twice and stop without start raise; no profile, no rows", function()
+  T.ok(not profile.active())
+  T.raises(function() profile.stop() end, "no profile is running")
+  F.add(sr.randn(3), 1)                        -- off: nothing is recorded
+  profile.start()
+  T.ok(profile.active())
+  T.raises(function() profile.start() end, "already running")
+  T.eq(#profile.stop(), 0, "rows of an empty profile")
+  T.ok(not profile.active())
+end)
+
+T.case("profile.run re-raises and leaves the profiler off; returns rows and fn's results", function()
+  T.raises(function() profile.run(function() F.exp(sr.randn(2)); error("boom") end) end, "boom")
+  T.ok(not profile.active(), "off after an error")
+  local rows, r1, r2 = profile.run(function(p, q) return p + q, "two" end, 1, 2)
+  T.eq(#rows, 0)
+  T.eq(r1, 3)
+  T.eq(r2, "two")
+end)
+
+T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
+  local sh = T.shell_quote
+  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/profile"
+  os.execute("mkdir -p " .. sh(tmp))
+  local out = tmp .. "/out.txt"
+  local ok, how, code = os.execute(sh(arg[-1]) .. " run ../bench/profile_recipe.lua ../tasks/record_05/recipe.lua "
+    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 10 > " .. sh(out) .. " 2>&1")
+  local text = io.open(out):read("a")
+  T.ok(ok and how == "exit" and code == 0, "exit 0:\n" .. text)
+  T.ok(text:find("ms/step without the profiler", 1, true), text)
+  local _, totals = text:gsub("\ntotal ", "")
+  T.eq(totals, 2, "a total line in both reports")
+  T.ok(text:find("bwd:scaled_dot_product_attention", 1, true), "backward phases are named")
+end)
+
+T.done()
