@@ -14,6 +14,8 @@
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
+#   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
+#              a step's kernel time goes, per op
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; shift 2
@@ -61,6 +63,12 @@ for p in $PARTS; do
       part calibrate 560 ./build/speedrun calibrate --tasks 1-5 --scale proxy --runs 3 --device cuda \
         --data "$DATA" --calibration "$LOG/calibration.json"
       grep -vE "^step|^\s*$" "$LOG/calibrate.log" | tail -30 ;;
+    profile)
+      for n in ${PROF_RECORDS:-1 5}; do
+        part "profile_0$n" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \
+          --device cuda --warmup 2 --steps 3 --top 30
+        head -60 "$LOG/profile_0$n.log"
+      done ;;
     *) echo "unknown part $p"; exit 2 ;;
   esac
 done
