@@ -180,22 +180,27 @@ __device__ __forceinline__ float ew_apply(int fn, float p, float a, float b) {
   }
 }
 
+// b_scalar: b is one element broadcast to all (e.g. the upstream gradient of a mean loss scaling
+// a [N,V] gradient), read once per thread
 template <int OP, typename TO, typename TA, typename TB>
-__global__ void __launch_bounds__(256) elementwise_vec_kernel2(TO *out, const TA *a, const TB *b, int64_t n, int fn, float p) {
+__global__ void __launch_bounds__(256) elementwise_vec_kernel2(TO *out, const TA *a, const TB *b, int64_t n, int fn, float p,
+                                                               bool b_scalar) {
   constexpr bool HAS_A = OP != EW_FILL, HAS_B = OP == EW_UNARY_BWD || OP == EW_BINARY;
   int64_t n8 = n >> 3;
   int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
+  float b0 = HAS_B && b_scalar ? to_f<TB>(b[0]) : 0.f;
   for (int64_t i = tid; i < n8; i += stride) {
     float fa[8], fb[8], r[8];
     if (HAS_A) ld8(a, i, fa);
-    if (HAS_B) ld8(b, i, fb);
+    if (HAS_B && !b_scalar) ld8(b, i, fb);
 #pragma unroll
-    for (int k = 0; k < 8; k++) r[k] = ew_apply<OP>(fn, p, HAS_A ? fa[k] : 0.f, HAS_B ? fb[k] : 0.f);
+    for (int k = 0; k < 8; k++)
+      r[k] = ew_apply<OP>(fn, p, HAS_A ? fa[k] : 0.f, HAS_B ? (b_scalar ? b0 : fb[k]) : 0.f);
     st8(out, i, r);
   }
   int64_t j = n8 * 8 + tid;  // the last n % 8 elements, one per thread
   if (j < n) {
-    float va = HAS_A ? to_f<TA>(a[j]) : 0.f, vb = HAS_B ? to_f<TB>(b[j]) : 0.f;
+    float va = HAS_A ? to_f<TA>(a[j]) : 0.f, vb = HAS_B ? (b_scalar ? b0 : to_f<TB>(b[j])) : 0.f;
     out[j] = from_f<TO>(ew_apply<OP>(fn, p, va, vb));
   }
 }
@@ -239,41 +244,54 @@ static const char *launch_ew(const sr_kcall *c, int nop, int op, int fn, float p
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 template <int OP, typename TO, typename TA, typename TB>
-static void launch_vec_t(void *o, const void *a, const void *b, int64_t n, int fn, float p, cudaStream_t s) {
+static void launch_vec_t(void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs, cudaStream_t s) {
   unsigned grid = sr_grid_for(CEIL_DIV(n, (int64_t)8), 256);
-  elementwise_vec_kernel2<OP, TO, TA, TB><<<grid, 256, 0, s>>>((TO *)o, (const TA *)a, (const TB *)b, n, fn, p);
+  elementwise_vec_kernel2<OP, TO, TA, TB><<<grid, 256, 0, s>>>((TO *)o, (const TA *)a, (const TB *)b, n, fn, p, bs);
 }
 template <int OP, typename TO, typename TA>
-static void launch_vec_b(int dtb, void *o, const void *a, const void *b, int64_t n, int fn, float p, cudaStream_t s) {
-  if (dtb == SR_BF16) launch_vec_t<OP, TO, TA, bf16>(o, a, b, n, fn, p, s);
-  else launch_vec_t<OP, TO, TA, float>(o, a, b, n, fn, p, s);
+static void launch_vec_b(int dtb, void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs,
+                         cudaStream_t s) {
+  if (dtb == SR_BF16) launch_vec_t<OP, TO, TA, bf16>(o, a, b, n, fn, p, bs, s);
+  else launch_vec_t<OP, TO, TA, float>(o, a, b, n, fn, p, bs, s);
 }
 template <int OP, typename TO>
-static void launch_vec_a(int dta, int dtb, void *o, const void *a, const void *b, int64_t n, int fn, float p, cudaStream_t s) {
-  if (dta == SR_BF16) launch_vec_b<OP, TO, bf16>(dtb, o, a, b, n, fn, p, s);
-  else launch_vec_b<OP, TO, float>(dtb, o, a, b, n, fn, p, s);
+static void launch_vec_a(int dta, int dtb, void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs,
+                         cudaStream_t s) {
+  if (dta == SR_BF16) launch_vec_b<OP, TO, bf16>(dtb, o, a, b, n, fn, p, bs, s);
+  else launch_vec_b<OP, TO, float>(dtb, o, a, b, n, fn, p, bs, s);
+}
+
+// every stride 0: one element broadcast to the whole shape
+static bool broadcast_scalar(const sr_tensor *t) {
+  for (int k = 0; k < t->ndim; k++)
+    if (t->stride[k] != 0 && t->shape[k] != 1) return false;
+  return true;
 }
 
 // the contiguous fast path when it applies: operands t[0..nop) all f32/bf16, contiguous, of one
-// element count, 16-byte aligned. *done says whether it ran; the result is the launch error.
+// element count, 16-byte aligned; the binary kernel's b may instead be one broadcast element.
+// *done says whether it ran; the result is the launch error.
 static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, bool *done) {
   *done = false;
   int64_t n = kn_numel(c->t[0]);
   if (n <= 0) return NULL;
   int dts[3] = {SR_F32, SR_F32, SR_F32};
   const void *ptr[3] = {NULL, NULL, NULL};
+  bool bs = false;
   for (int j = 0; j < nop; j++) {
     const sr_tensor *t = c->t[j];
     if (t->dtype != SR_F32 && t->dtype != SR_BF16) return NULL;
-    if (kn_numel(t) != n || !kn_contig(t) || !aligned16(kn_data(t))) return NULL;
+    if (kn_numel(t) != n) return NULL;
+    if (j == 2 && op == EW_BINARY && broadcast_scalar(t)) bs = true;
+    else if (!kn_contig(t) || !aligned16(kn_data(t))) return NULL;
     dts[j] = t->dtype;
     ptr[j] = kn_data(t);
   }
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   void *o = (void *)ptr[0];
 #define SR_VEC_OP(OPC)                                                                                  \
-  if (dts[0] == SR_BF16) launch_vec_a<OPC, bf16>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, s);       \
-  else launch_vec_a<OPC, float>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, s);
+  if (dts[0] == SR_BF16) launch_vec_a<OPC, bf16>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, bs, s);   \
+  else launch_vec_a<OPC, float>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, bs, s);
   switch (op) {
     case EW_FILL: SR_VEC_OP(EW_FILL) break;
     case EW_COPY: SR_VEC_OP(EW_COPY) break;

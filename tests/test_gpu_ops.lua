@@ -175,6 +175,11 @@ check("where", function(c, a, b) return F.where(F.gt(c, 0), a, b) end,
 check("where scalar", function(c, a) return F.where(F.gt(c, 0), a, 0.5) end, {{{3, 9}, grad = false}, {{3, 9}, layout = "n"}})
 check("masked_fill", function(x, m) return F.masked_fill(x, F.lt(m, 0), -3) end, {{{5, 7}}, {{5, 7}, grad = false}})
 check("lerp", function(a, b) return F.lerp(a, b, 0.3) end, {{{4, 9}}, {{4, 9}, layout = "b"}})
+-- one element broadcast to the whole shape (the vectorised scalar path; odd and aligned sizes)
+for _, s in ipairs {{37, 1001}, {64, 1000}} do
+  check("mul by a broadcast scalar " .. shape_str(s), function(a, b) return F.mul(a, b) end, {{s}, {{1, 1}}})
+  check("add a broadcast scalar " .. shape_str(s), function(a, b) return F.add(a, b) end, {{s}, {{1, 1}}})
+end
 
 -- ------------------------------------------------------------------------------- reductions
 local rshapes = {{{7}}, {{5, 9}}, {{4, 33, 17}}, {{3, 5000}}, {{6, 4}, layout = "t"}, {{3, 8}, layout = "n"}}
