@@ -6,11 +6,11 @@
 #include <stdio.h>        /* defines: printf, fprintf */
 #include <stdlib.h>       /* defines: strtol, strtod, free */
 #include <string.h>       /* defines: strcmp */
-#include <time.h>         /* defines: clock_gettime */
 
 #include <omp.h>          /* defines: omp_get_max_threads */
 
 #include "cli.h"          /* defines: cmd_data */
+#include "clock.h"        /* defines: sr_monotonic_s */
 #include "corpus.h"       /* defines: sr_corpus_prepare, sr_data_dir */
 #include "dataio.h"       /* defines: sr_read_file, sr_write_file_atomic */
 #include "fetch.h"        /* defines: sr_fetch */
@@ -67,12 +67,6 @@ static int to_int(const char *s, long long *v) {
   return *s && !*end;
 }
 
-static double seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int data_prepare(int argc, char **argv) {
   char out[4096], gpt2[4096], err[4096];
   sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
@@ -120,9 +114,9 @@ static int data_tokenize(int argc, char **argv) {
   }
   sr_tokens t = {0};
   int rc = raw ? 0 : sr_tokens_push(&t, SR_GPT2_EOT);
-  double t0 = seconds();
+  double t0 = sr_monotonic_s();
   if (rc == 0) rc = sr_encode_parallel(tk, text, len, &t, threads);
-  double dt = seconds() - t0;
+  double dt = sr_monotonic_s() - t0;
   if (rc != 0) snprintf(err, sizeof err, "%s: out of memory while tokenizing", in);
   else if (raw) {
     const void *parts[] = {t.v};

@@ -7,11 +7,11 @@
 #include <stdio.h>         /* defines: FILE, fopen, snprintf */
 #include <stdlib.h>        /* defines: calloc, free */
 #include <string.h>        /* defines: strerror, strlen */
-#include <time.h>          /* defines: clock_gettime */
 #include <unistd.h>        /* defines: ftruncate, isatty */
 
 #include <curl/curl.h>     /* defines: curl_multi_*, curl_easy_* */
 
+#include "clock.h"         /* defines: sr_monotonic_s */
 #include "dataio.h"        /* defines: sr_mkdir_p, sr_file_size */
 #include "fetch.h"         /* defines: sr_fetch_opts */
 #include "shard.h"         /* defines: sr_shard_peek */
@@ -33,12 +33,6 @@ typedef struct job {
   char curl_error[CURL_ERROR_SIZE];
   char why[8192];             /* the last failure */
 } job;
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* the body: error pages are dropped; a 200 to a Range request means start over */
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
@@ -244,10 +238,10 @@ int sr_fetch(const sr_fetch_opts *o, char *err, size_t errlen) {
       left++;
     }
   }
-  double t0 = now_s(), last_print = t0, rate = -1, last_t = t0;
+  double t0 = sr_monotonic_s(), last_print = t0, rate = -1, last_t = t0;
   long long last_bytes = 0;
   while (left > 0) {
-    double now = now_s();
+    double now = sr_monotonic_s();
     for (int i = 0; i < o->nfiles && active < limit; i++)
       if (jobs[i].state == J_PENDING && jobs[i].not_before <= now) {
         if (start(multi, &jobs[i], o) == 0) active++;
@@ -263,21 +257,21 @@ int sr_fetch(const sr_fetch_opts *o, char *err, size_t errlen) {
       curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
       CURLcode res = m->data.result;
       curl_multi_remove_handle(multi, m->easy_handle);
-      finish(j, res, o, now_s());
+      finish(j, res, o, sr_monotonic_s());
       curl_easy_cleanup(j->easy);
       j->easy = NULL;
       active--;
       if (j->state == J_DONE || j->state == J_FAILED) left--;
     }
     if (left > 0) curl_multi_poll(multi, NULL, 0, 100, NULL);
-    now = now_s();
+    now = sr_monotonic_s();
     int tty = o->progress && isatty(fileno(o->progress));
     if (o->progress && now - last_print >= (tty ? 0.5 : 5.0)) {
       progress(o, jobs, o->nfiles, t0, now, &rate, &last_t, &last_bytes, 0);
       last_print = now;
     }
   }
-  if (o->progress) progress(o, jobs, o->nfiles, t0, now_s(), &rate, &last_t, &last_bytes, 1);
+  if (o->progress) progress(o, jobs, o->nfiles, t0, sr_monotonic_s(), &rate, &last_t, &last_bytes, 1);
   curl_multi_cleanup(multi);
   curl_global_cleanup();
   int failed = 0;

@@ -16,10 +16,10 @@
 #include <string.h>            /* defines: strlen, memcpy, strncmp */
 #include <sys/mman.h>          /* defines: mmap */
 #include <sys/stat.h>          /* defines: mkdir, stat */
-#include <time.h>              /* defines: clock_gettime */
 #include <unistd.h>            /* defines: getpid, rename, ftruncate, _exit */
 
 #include "jit.h"               /* defines: the API implemented here */
+#include "clock.h"             /* defines: sr_monotonic_s */
 
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>      /* defines: cudaStreamSynchronize, cudaDeviceGetAttribute */
@@ -95,12 +95,6 @@ static void dirname_of(const char *path, char *out, size_t n) {
   if (!slash) snprintf(out, n, ".");
   else if (slash == path) snprintf(out, n, "/");
   else snprintf(out, n, "%.*s", (int)(slash - path), path);
-}
-
-SR_CUDA_ONLY static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -517,7 +511,7 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
     }
   }
 
-  double t0 = now_ms();
+  double t0 = sr_monotonic_s();
   nvrtcProgram prog;
   nvrtcResult r = nvrtcCreateProgram(&prog, o->source, fname, 0, NULL, NULL);
   if (r != NVRTC_SUCCESS) { fail_log(b, "%s: error: nvrtcCreateProgram: %s", fname, nvrtcGetErrorString(r)); return; }
@@ -568,7 +562,7 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
   }
   nvrtcDestroyProgram(&prog);
   if (r != NVRTC_SUCCESS) { fail_log(b, "%s: error: reading the compiled image: %s", fname, nvrtcGetErrorString(r)); return; }
-  b->compile_ms = now_ms() - t0;
+  b->compile_ms = 1e3 * (sr_monotonic_s() - t0);
   b->ok = 1;
   if (o->use_cache && make_dirs(cdir) == 0) cache_write(b->cache_path, b, o);
 }

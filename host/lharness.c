@@ -45,6 +45,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "clock.h"          /* defines: sr_monotonic_s */
 #include "lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "tensor.h"         /* defines: sr_to_raw, sr_data */
 #include "registry.h"       /* defines: sr_trace, sr_trace_start, sr_trace_diff */
@@ -235,9 +236,7 @@ int luaopen_speedrun_json(lua_State *L) {
 ** measurement */
 
 static int h_now(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+  lua_pushnumber(L, sr_monotonic_s());
   return 1;
 }
 

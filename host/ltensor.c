@@ -7,7 +7,6 @@
 #include <stdio.h>     /* defines: snprintf */
 #include <stdlib.h>    /* defines: getenv */
 #include <string.h>    /* defines: strcmp */
-#include <time.h>      /* defines: clock_gettime */
 
 #include <omp.h>       /* defines: omp_set_num_threads */
 
@@ -15,6 +14,7 @@
 #include <lauxlib.h>
 
 #include "autograd.h"  /* defines: sr_backward, sr_set_grad_enabled */
+#include "clock.h"     /* defines: sr_monotonic_s */
 #include "lsr.h"
 #include "ops.h"       /* defines: sr_view_op, ... */
 
@@ -779,9 +779,7 @@ static int f_is_tensor(lua_State *L) { lua_pushboolean(L, sr_to_tensor(L, 1) != 
 
 /* monotonic wall-clock seconds (not the scoring clock: the harness keeps its own in C) */
 static int f_clock(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+  lua_pushnumber(L, sr_monotonic_s());
   return 1;
 }
 

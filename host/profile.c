@@ -7,10 +7,10 @@
 #include <stdio.h>     /* defines: snprintf */
 #include <stdlib.h>    /* defines: realloc, calloc, malloc, free, qsort */
 #include <string.h>    /* defines: strcmp, memset */
-#include <time.h>      /* defines: clock_gettime */
 
 #include "profile.h"   /* defines: the API implemented here */
 #include "autograd.h"  /* defines: sr_backward_node_name, sr_backward_running */
+#include "clock.h"     /* defines: sr_monotonic_s */
 #include "tensor.h"    /* defines: sr_fail, sr_numel, sr_dtype_name */
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>  /* defines: cudaEvent_t, cudaEventRecord, cudaEventElapsedTime */
@@ -102,12 +102,6 @@ static entry *count_call(sr_kernel_id id, const sr_kcall *c) {
   return e;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
 /* ---- CUDA: event pairs, read in order when the pool is full or the profile stops */
 
 #ifdef SPEEDRUN_CUDA
@@ -182,9 +176,9 @@ const char *sr_profile_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kern
 #ifdef SPEEDRUN_CUDA
   if (dev == SR_CUDA) return sr_cuda_capturing() ? fn(c) : cuda_call(id, c, fn);
 #endif
-  double t0 = now_ms();
+  double t0 = sr_monotonic_s();
   const char *err = fn(c);
-  double ms = now_ms() - t0;
+  double ms = 1e3 * (sr_monotonic_s() - t0);
   count_call(id, c)->row.ms += ms;
   return err;
 }
