@@ -11,7 +11,7 @@
 -- before train_step, as the harness does, is part of the step.
 local sr = require "speedrun"
 local profile = require "speedrun.profile"
-local deepcopy = require("speedrun.util").deepcopy
+local util = require "speedrun.util"
 
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
   .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S]"
@@ -50,17 +50,14 @@ if device ~= "cuda" and device ~= "cpu" then die("--device must be cuda or cpu")
 if device == "cuda" and not sr.cuda_available() then die("--device cuda: CUDA is not usable here") end
 local scale = opt.scale or (device == "cuda" and "proxy" or "micro")
 
--- the recipe and its context (as tasks/fidelity/ours.lua)
-local chunk, lerr = loadfile(recipe_path, "t", setmetatable({speedrun = sr}, {__index = _G}))
-if not chunk then die(lerr) end
-local recipe = chunk()
-local cfg = deepcopy(recipe.config[scale] or die("the recipe has no scale " .. scale))
-local b = cfg.batch
-if (b.mode or "bt") ~= "bt" then die("only batch mode bt is supported (this scale uses " .. b.mode .. ")") end
-sr.manual_seed(seed)
-local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
-             tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
-recipe.setup(ctx)
+-- the recipe and its context (speedrun.util, as tasks/fidelity/ours.lua)
+local recipe, lerr = util.load_recipe(recipe_path)
+if not recipe then die(lerr) end
+local mode = recipe.config[scale] and recipe.config[scale].batch.mode or "bt"
+if mode ~= "bt" then die("only batch mode bt is supported (this scale uses " .. mode .. ")") end
+local ctx, cerr = util.recipe_context(recipe, scale, device, seed)
+if not ctx then die(cerr) end
+local cfg, b = ctx.config, ctx.config.batch
 
 local vocab = math.min((cfg.model or {}).vocab_size or GPT2_VOCAB, GPT2_VOCAB)
 local x = sr.randint(0, vocab, {b.B, b.T}):to(device)

@@ -18,4 +18,29 @@ function util.deepcopy(t)
   return c
 end
 
+-- a recipe file loaded outside the harness (the tools that drive a recipe's step themselves:
+-- tasks/fidelity/ours.lua, bench/profile_recipe.lua), with `speedrun` in its environment: the
+-- recipe table, or nil and the error message
+function util.load_recipe(path)
+  local chunk, err = loadfile(path, "t", setmetatable({speedrun = require "speedrun"}, {__index = _G}))
+  if not chunk then return nil, err end
+  return chunk()
+end
+
+-- the context of a recipe at one scale, set up (recipe.setup run): a copy of the scale's config
+-- with `overrides` applied, seeded with `seed`. Nil and a message when the scale does not exist.
+function util.recipe_context(recipe, scale, device, seed, overrides)
+  local base = recipe.config[scale]
+  if not base then return nil, "the recipe has no scale " .. scale end
+  local cfg = util.deepcopy(base)
+  for k, v in pairs(overrides or {}) do cfg[k] = v end
+  local b = cfg.batch
+  local sr = require "speedrun"
+  sr.manual_seed(seed)
+  local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
+               tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
+  recipe.setup(ctx)
+  return ctx
+end
+
 return util

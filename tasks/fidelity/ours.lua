@@ -25,23 +25,16 @@ do
   end
 end
 
-local deepcopy = require("speedrun.util").deepcopy
+local util = require "speedrun.util"
 
 local function load_recipe(path)
-  local chunk, err = loadfile(path, "t", setmetatable({speedrun = sr}, {__index = _G}))
-  if not chunk then die(err) end
-  return chunk()
+  local recipe, err = util.load_recipe(path)
+  return recipe or die(err)
 end
 
 local function make_ctx(recipe, scale, device, seed, overrides)
-  local cfg = deepcopy(recipe.config[scale] or die("no scale " .. scale))
-  for k, v in pairs(overrides or {}) do cfg[k] = v end
-  local b = cfg.batch
-  sr.manual_seed(seed)
-  local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
-               tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
-  recipe.setup(ctx)
-  return ctx
+  local ctx, err = util.recipe_context(recipe, scale, device, seed, overrides)
+  return ctx or die(err)
 end
 
 local device = opt.device or ((pcall(sr.cuda_available) and sr.cuda_available()) and "cuda" or "cpu")
