@@ -18,8 +18,8 @@
 
 #include <cuda_runtime.h>   /* defines: cudaEvent_t */
 
-#include "cuda_backend.h"   /* defines: sr_cuda_malloc, sr_cuda_stream */
-#include "registry.h"       /* defines: sr_kcall, sr_cuda_attention */
+#include "cuda/backend.h"   /* defines: sr_cuda_malloc, sr_cuda_stream */
+#include "core/registry.h"       /* defines: sr_kcall, sr_cuda_attention */
 
 __attribute__((weak)) void sr_register_cuda_backend(const sr_device_backend *b) { (void)b; }
 __attribute__((weak)) void sr_fail(const char *fmt, ...) {

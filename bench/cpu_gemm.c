@@ -1,5 +1,5 @@
 /*
-** bench/cpu_gemm.c: GFLOP/s of the CPU gemm kernel (host/cpu_gemm.c) at 768x768x768 and at the
+** bench/cpu_gemm.c: GFLOP/s of the CPU gemm kernel (host/cpu/matmul.c) at 768x768x768 and at the
 ** matmul shapes of one training step of the tiny GPT (2 layers, width 128, seq 128, batch 4,
 ** GPT-2 vocabulary), forward and backward. f32, all threads (OMP_NUM_THREADS to change).
 ** Build and run (after the CMake build):
@@ -9,7 +9,7 @@
 #include <omp.h>         /* defines: omp_get_wtime, omp_get_max_threads */
 #include <stdio.h>       /* defines: printf */
 
-#include "registry.h"    /* defines: sr_kernels, sr_kcall, SR_K_gemm */
+#include "core/registry.h"    /* defines: sr_kernels, sr_kcall, SR_K_gemm */
 
 typedef struct { const char *name; int64_t M, N, K; int ta, tb; } shape;
 

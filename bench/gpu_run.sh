@@ -29,7 +29,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
     SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels $g 2>&1 | tee -a "$OUT/test_gpu_kernels.log" | grep -v "^ok"
   done
   [ -z "$TEST_GROUPS" ] && SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"
-  for t in tests/test_gpu_*.lua; do
+  for t in tests/*/test_gpu_*.lua; do
     echo "== $t"
     t2=$(date +%s)
     # from tests/, as CTest runs them (tests open files relative to it)

@@ -5,7 +5,7 @@
 # Parts, run in the order given (default: build kernels lua bench anchor):
 #   build      cmake + build (skipped work when build/ is already there on a warm machine)
 #   kernels    tests/test_gpu_kernels, every group (C kernels against their CPU references)
-#   lua        the Lua GPU tests (tests/test_gpu_*.lua)
+#   lua        the Lua GPU tests (tests/*/test_gpu_*.lua)
 #   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
 #              tokens/s and peak memory in the same call (anchors.md), and record 1's fidelity
@@ -41,7 +41,7 @@ for p in $PARTS; do
     kernels)
       part kernels 240 ./build/tests/test_gpu_kernels; grep -E "FAIL|checks" "$LOG/kernels.log" | tail -8 ;;
     lua)
-      for t in tests/test_gpu_*.lua; do
+      for t in tests/*/test_gpu_*.lua; do
         n=$(basename "$t" .lua)
         part "$n" 90 bash -c "cd tests && ../build/speedrun run $n.lua"   # from tests/, as CTest runs them
         grep -E "FAIL|passed|failed|error" "$LOG/$n.log" | tail -4

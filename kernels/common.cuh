@@ -14,8 +14,8 @@
 #include <stdint.h>        // defines: int64_t
 #include <stdio.h>         // defines: snprintf
 
-#include "registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype
-#include "cuda_backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
+#include "core/registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype
+#include "cuda/backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define WARP_SIZE 32
@@ -109,7 +109,7 @@ __device__ __forceinline__ void st8(float *p, int64_t i, const float *f) {
 }
 
 // ----------------------------------------------------------------------------
-// tensor queries: local copies of tensor.h's helpers, so kernels link without host/tensor.c
+// tensor queries: local copies of tensor.h's helpers, so kernels link without host/core/tensor.c
 // (the C tests of kernels build tensors by hand)
 
 static inline int64_t kn_numel(const sr_tensor *x) {
@@ -284,7 +284,7 @@ __device__ __forceinline__ float block_max(float v, float *sh) {
 // ----------------------------------------------------------------------------
 // deferred device-side error flag (bad indices in embedding / cross_entropy): kernels record
 // the first offence without a host sync; the backend reports it at the next synchronize or
-// device-to-host copy (cuda_backend.c, sr_cuda_check_deferred).
+// device-to-host copy (host/cuda/backend.c, sr_cuda_check_deferred).
 
 struct sr_dev_error {
   int code;     // 0 none, 1 embedding index, 2 cross_entropy target

@@ -1,7 +1,7 @@
 /*
 ** encoder.cu: embedding lookup and its backward.
 ** embedding: out[n,:] = weight[idx[n],:]; a bad index writes NaN to its row and is reported
-** through the deferred error record (no host sync per call; see cuda_backend.h).
+** through the deferred error record (no host sync per call; see host/cuda/backend.h).
 ** embedding_backward: dweight[idx[n],:] += dout[n,:] (parameter grad: +=) with f32 atomics
 ** (bf16 atomics when dweight is bf16); the summation order is not deterministic.
 */

@@ -6,7 +6,7 @@
 **   unless SPEEDRUN_TF32=1 is set in the environment).
 ** Row-major to column-major: out^T[N,M] = op(b)^T @ op(a)^T, so cuBLAS's "A" is b and "B" is a.
 ** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key;
-** one 32 MiB workspace (cuda_backend.c) serves every call.
+** one 32 MiB workspace (host/cuda/backend.c) serves every call.
 ** Odd sizes: cuBLASLt's fast kernels want every dimension and row stride a multiple of 16 bytes.
 ** GPT-2's vocabulary of 50257 makes the three lm_head GEMMs about 7x slower (bench/gemm_ld.cu,
 ** H100: 59.3 ms against 8.6 ms at 50304), and a padded row stride alone does not help (48.8 ms).

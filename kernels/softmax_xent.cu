@@ -9,7 +9,7 @@
 ** Rows are read 16 bytes at a time when V and the row strides are multiples of 8 and the
 ** buffers 16-byte aligned (the padded-vocabulary case), else one element at a time.
 ** A target outside [0,V) (other than ignore_index) gives a NaN loss and is reported through the
-** deferred error record at the next synchronize (cuda_backend.h).
+** deferred error record at the next synchronize (cuda/backend.h).
 ** Gradient contract: dlogits is written (=).
 */
 #include "common.cuh"  // defines: ld8, st8, to_f, from_f, block_sum, block_max, sr_report_index_error

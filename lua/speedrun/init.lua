@@ -117,7 +117,7 @@ mt.__pow = F.pow
 mt.__unm = F.neg
 
 -- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt,
--- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lcuda.c),
+-- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lua/lcuda.c),
 -- speedrun.profile (per-op time of the kernels: lua/speedrun/profile.lua)
 setmetatable(M, {
   __index = function(t, k)

@@ -1,4 +1,4 @@
--- speedrun.kernelkit: the Lua half of speedrun.kernel (host/lkernel.c calls this file's
+-- speedrun.kernelkit: the Lua half of speedrun.kernel (host/lua/lkernel.c calls this file's
 -- function with the module table when it is first required). It adds:
 --   K.op{name=, forward=, backward=, reference=}  a differentiable op made of agent kernels
 --   K.compare(fn, ref, inputs [, opts])           outputs and input gradients of fn vs ref

@@ -1,6 +1,6 @@
 -- speedrun.profile: where a piece of work spends its kernel time (docs/harness.md, "Profiling a recipe").
 --   local profile = require "speedrun.profile"      -- also speedrun.profile
---   profile.start(); ...; local rows = profile.stop()   -- the C core: host/lprofile.c
+--   profile.start(); ...; local rows = profile.stop()   -- the C core: host/lua/lprofile.c
 --   profile.active()                                  -- true while a profile runs
 --   local rows, ... = profile.run(fn, ...)            -- start, fn(...), stop (also when fn raises)
 --   print(profile.report(rows, {top = 40, by = "phase"}))

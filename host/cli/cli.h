@@ -1,0 +1,22 @@
+/*
+** cli/cli.h: the `speedrun` subcommands. Each is int cmd_<name>(int argc, char **argv) with
+** argv[0] = the subcommand's name; it returns the process exit status. Listed in host/cli/main.c.
+*/
+#ifndef SR_CLI_H
+#define SR_CLI_H
+
+typedef struct sr_command {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+  const char *usage;     /* one line for --help */
+} sr_command;
+
+int cmd_run(int argc, char **argv);
+int cmd_train(int argc, char **argv);      /* host/cli/cmd_harness.c (train --child JOB: the isolated run) */
+int cmd_score(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_data(int argc, char **argv);    /* host/cli/cmd_data.c */
+int cmd_kernel(int argc, char **argv);   /* host/cli/cmd_kernel.c */
+int cmd_task(int argc, char **argv);    /* host/cli/cmd_task.c */
+
+#endif

@@ -1,0 +1,251 @@
+/*
+** core/autograd.c: tape nodes, grad mode and the backward pass (see autograd.h).
+*/
+#include <stdlib.h>    /* defines: calloc, free */
+#include <string.h>    /* defines: memcpy */
+
+#include "core/autograd.h"
+#include "core/ops.h"       /* defines: sr_accumulate_ */
+
+static bool grad_enabled = true;
+
+bool sr_grad_enabled(void) { return grad_enabled; }
+
+bool sr_set_grad_enabled(bool on) {
+  bool old = grad_enabled;
+  grad_enabled = on;
+  return old;
+}
+
+bool sr_needs_grad(int n, sr_tensor *const *inputs) {
+  if (!grad_enabled) return false;
+  for (int i = 0; i < n; i++)
+    if (inputs[i] && inputs[i]->requires_grad) return true;
+  return false;
+}
+
+sr_node *sr_node_new(const char *name, sr_backward_fn bw, int nin, sr_tensor *const *inputs) {
+  sr_node *n = calloc(1, sizeof *n);
+  if (!n) sr_fail("out of host memory");
+  n->refcount = 1;
+  n->name = name;
+  n->backward = bw;
+  n->nin = nin;
+  for (int i = 0; i < nin; i++) {
+    sr_tensor *x = inputs[i];
+    if (!x) continue;
+    n->in_ndim[i] = x->ndim;
+    memcpy(n->in_shape[i], x->shape, sizeof n->in_shape[i]);
+    n->in_dtype[i] = x->dtype;
+    n->in_device[i] = x->storage->device;
+    if (!x->requires_grad) continue;
+    n->needs[i] = true;
+    if (x->grad_fn) {
+      n->in[i].node = x->grad_fn;
+      x->grad_fn->refcount++;
+      n->in[i].slot = x->grad_slot;
+    } else {
+      n->in[i].leaf = sr_tensor_retain(x);
+    }
+  }
+  return n;
+}
+
+/* outputs take the node's reference count; the caller keeps its own ref to n until done */
+void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs) {
+  n->nout = nout;
+  for (int k = 0; k < nout; k++) {
+    sr_tensor *y = outputs[k];
+    if (!y) continue;
+    y->requires_grad = true;
+    y->grad_fn = n;
+    y->grad_slot = k;
+    n->refcount++;
+  }
+}
+
+void sr_node_save(sr_node *n, int k, sr_tensor *t) {
+  n->saved[k] = sr_tensor_retain(t);
+  n->saved_version[k] = t ? t->storage->version : 0;
+}
+
+sr_tensor *sr_node_saved(sr_node *n, int k) {
+  sr_tensor *t = n->saved[k];
+  if (t && t->storage->version != n->saved_version[k])
+    sr_fail("%s backward: a tensor saved for the backward was modified in place after the forward", n->name);
+  return t;
+}
+
+static void release_saved(sr_node *n) {
+  for (int k = 0; k < SR_NODE_MAXSAVED; k++) {
+    sr_tensor_release(n->saved[k]);
+    n->saved[k] = NULL;
+  }
+}
+
+void sr_node_release(sr_node *n) {
+  if (!n || --n->refcount > 0) return;
+  for (int i = 0; i < n->nin; i++) {
+    sr_node_release(n->in[i].node);
+    sr_tensor_release(n->in[i].leaf);
+  }
+  release_saved(n);
+  for (int k = 0; k < SR_NODE_MAXOUT; k++) sr_tensor_release(n->grad_acc[k]);
+  if (n->lua_ref) sr_lua_node_backward(n, NULL, NULL);  /* NULL grads: drop the Lua reference */
+  free(n);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* custom Lua functions */
+
+static sr_lua_backward_hook lua_hook;
+
+void sr_set_lua_backward_hook(sr_lua_backward_hook h) { lua_hook = h; }
+
+void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in) {
+  if (lua_hook) lua_hook(n, grads_out, grads_in);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* backward pass */
+
+typedef struct node_list { sr_node **v; int n, cap; } node_list;
+
+static void list_push(node_list *l, sr_node *x) {
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 64;
+    sr_node **v = realloc(l->v, (size_t)l->cap * sizeof *v);
+    if (!v) sr_fail("out of host memory");
+    l->v = v;
+  }
+  l->v[l->n++] = x;
+}
+
+/* a gradient nothing else refers to, dense over its whole storage, in the leaf's dtype and on
+** its device: it can become the leaf's .grad as it is */
+static bool can_adopt(const sr_tensor *leaf, const sr_tensor *g) {
+  return g->refcount == 1 && g->storage->refcount == 1 && g->grad_fn == NULL && g->dtype == leaf->dtype &&
+         g->storage->device == leaf->storage->device && g->offset == 0 && sr_is_contiguous(g) &&
+         (size_t)sr_numel(g) * sr_dtype_size(g->dtype) == g->storage->nbytes;
+}
+
+/* grad into a leaf's .grad: the first time adopt it (when private) or take a private copy, add
+** afterwards */
+static void accumulate_leaf(sr_tensor *leaf, sr_tensor *g) {
+  if (!leaf->grad) {
+    leaf->grad = can_adopt(leaf, g) ? sr_tensor_retain(g) : sr_to_raw(g, leaf->storage->device, leaf->dtype);
+  } else {
+    sr_accumulate_(leaf->grad, g);
+  }
+}
+
+static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
+  if (!n->grad_acc[slot]) {
+    n->grad_acc[slot] = sr_tensor_retain(g);
+  } else {
+    /* never add into a tensor someone else holds: make the accumulator private first */
+    if (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot])) {
+      sr_tensor *own = sr_to_raw(n->grad_acc[slot], n->grad_acc[slot]->storage->device, n->grad_acc[slot]->dtype);
+      sr_tensor_release(n->grad_acc[slot]);
+      n->grad_acc[slot] = own;
+    }
+    sr_accumulate_(n->grad_acc[slot], g);
+  }
+}
+
+static void visit(sr_node *n, unsigned epoch) {
+  n->epoch = epoch;
+  n->pending = 0;
+  for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+}
+
+static const char *running_node;
+static bool backward_running;
+/* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
+** compares its upstream gradient to it by address, so the address must not be freed and reused
+** by another tensor while the pass runs */
+static sr_tensor *implicit_seed;
+
+const char *sr_backward_node_name(void) { return running_node; }
+bool sr_backward_running(void) { return backward_running; }
+bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
+void sr_backward_reset(void) {
+  running_node = NULL;
+  backward_running = false;
+  sr_tensor_release(implicit_seed);
+  implicit_seed = NULL;
+}
+
+void sr_backward(sr_tensor *root, sr_tensor *grad) {
+  char b1[96], b2[96];
+  if (!root->requires_grad) sr_fail("backward: the tensor does not require grad (no graph to differentiate)");
+  if (grad && !sr_same_shape(grad, root))
+    sr_fail("backward: gradient shape %s does not match the tensor's %s", sr_shape_str(grad, b1, 96), sr_shape_str(root, b2, 96));
+  sr_tensor *seed;
+  if (grad) seed = sr_tensor_retain(grad);
+  else {
+    if (sr_numel(root) != 1)
+      sr_fail("backward: gradient can be implicit only for a one-element tensor (this one is %s)", sr_shape_str(root, b1, 96));
+    seed = sr_tensor_new(root->dtype, root->storage->device, root->ndim, root->shape);
+    sr_fill_(seed, 1.0);
+  }
+  if (!root->grad_fn) {  /* a leaf: its gradient is the seed */
+    accumulate_leaf(root, seed);
+    sr_tensor_release(seed);
+    return;
+  }
+  sr_backward_reset();
+  if (!grad) implicit_seed = sr_tensor_retain(seed);
+  /* collect reachable nodes and count incoming edges; a new epoch per pass, so a pass that
+  ** failed halfway leaves nothing stale behind */
+  static unsigned epoch;
+  epoch++;
+  node_list stack = {0};
+  list_push(&stack, root->grad_fn);
+  visit(root->grad_fn, epoch);
+  while (stack.n) {
+    sr_node *n = stack.v[--stack.n];
+    for (int i = 0; i < n->nin; i++) {
+      sr_node *m = n->in[i].node;
+      if (!m) continue;
+      if (m->epoch != epoch) { visit(m, epoch); list_push(&stack, m); }
+      m->pending++;
+    }
+  }
+  accumulate_slot(root->grad_fn, root->grad_slot, seed);
+  sr_tensor_release(seed);  /* the root's node holds it now */
+  list_push(&stack, root->grad_fn);
+  bool old_mode = sr_set_grad_enabled(false);
+  backward_running = true;
+  while (stack.n) {
+    sr_node *n = stack.v[--stack.n];
+    if (!n->backward) {
+      sr_set_grad_enabled(old_mode);
+      sr_backward_reset();
+      sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
+    }
+    sr_tensor *gin[SR_NODE_MAXIN] = {0};
+    running_node = n->name;
+    n->backward(n, n->grad_acc, gin);
+    running_node = NULL;
+    for (int i = 0; i < n->nin; i++) {
+      sr_tensor *g = gin[i];
+      if (g && n->needs[i]) {
+        if (g->ndim != n->in_ndim[i] || memcmp(g->shape, n->in_shape[i], (size_t)g->ndim * sizeof(int64_t)))
+          sr_fail("%s backward: gradient of input %d has shape %s, the input has %s", n->name, i + 1,
+                  sr_shape_str(g, b1, 96), sr_dims_str(n->in_ndim[i], n->in_shape[i], b2, 96));
+        if (n->in[i].leaf) accumulate_leaf(n->in[i].leaf, g);
+        else if (n->in[i].node) accumulate_slot(n->in[i].node, n->in[i].slot, g);
+      }
+      sr_tensor_release(g);
+      sr_node *m = n->in[i].node;
+      if (m && --m->pending == 0) list_push(&stack, m);
+    }
+    for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+    release_saved(n);
+    n->backward = NULL;
+  }
+  sr_set_grad_enabled(old_mode);
+  sr_backward_reset();
+  free(stack.v);
+}

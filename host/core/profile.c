@@ -1,0 +1,225 @@
+/*
+** core/profile.c: the per-op profiler (profile.h). Aggregates live in an array indexed by an
+** open-addressing hash table of their keys; CPU calls are timed by the monotonic clock, CUDA calls
+** by a reusable pool of event pairs recorded on the stream, read (after waiting for the stream)
+** when the profile stops or the pool is full. Every CUDA call is checked.
+*/
+#include <stdio.h>     /* defines: snprintf */
+#include <stdlib.h>    /* defines: realloc, calloc, malloc, free, qsort */
+#include <string.h>    /* defines: strcmp, memset */
+
+#include "core/profile.h"   /* defines: the API implemented here */
+#include "core/autograd.h"  /* defines: sr_backward_node_name, sr_backward_running */
+#include "util/clock.h"     /* defines: sr_monotonic_s */
+#include "core/tensor.h"    /* defines: sr_fail, sr_numel, sr_dtype_name */
+#ifdef SPEEDRUN_CUDA
+#include <cuda_runtime.h>  /* defines: cudaEvent_t, cudaEventRecord, cudaEventElapsedTime */
+#include "cuda/backend.h"  /* defines: sr_cuda_stream, sr_cuda_capturing */
+#endif
+
+bool sr_profile_on;
+
+/* ---- the aggregates */
+
+typedef struct entry {
+  sr_profile_row row;
+  uint64_t hash;
+} entry;
+
+static entry *entries;
+static int nentries, entries_cap;
+static int *slots;   /* [nslots] (a power of 2): 1 + the index of an entry, 0 when empty */
+static int nslots;
+
+static void *grow(void *p, size_t nbytes) {
+  void *q = realloc(p, nbytes);
+  if (!q) sr_fail("profile: out of host memory (%zu bytes)", nbytes);
+  return q;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull; }
+
+/* name, sub and dtype are static strings: their addresses identify them */
+static uint64_t key_hash(const char *name, const char *sub, const char *dtype, const char *phase) {
+  uint64_t h = mix(mix(mix(0xcbf29ce484222325ull, (uintptr_t)name), (uintptr_t)sub), (uintptr_t)dtype);
+  for (const char *p = phase; *p; p++) h = mix(h, (unsigned char)*p);
+  return h;
+}
+
+static void rehash(int n) {
+  free(slots);
+  slots = calloc((size_t)n, sizeof *slots);
+  if (!slots) sr_fail("profile: out of host memory");
+  nslots = n;
+  for (int k = 0; k < nentries; k++) {
+    size_t s = entries[k].hash & (size_t)(nslots - 1);
+    while (slots[s]) s = (s + 1) & (size_t)(nslots - 1);
+    slots[s] = k + 1;
+  }
+}
+
+/* the index of the key's entry, made (with no calls yet) when it is new */
+static int entry_for(const char *name, const char *sub, const char *dtype, const char *phase) {
+  uint64_t h = key_hash(name, sub, dtype, phase);
+  if (2 * (nentries + 1) > nslots) rehash(nslots ? 2 * nslots : 256);
+  size_t s = h & (size_t)(nslots - 1);
+  for (; slots[s]; s = (s + 1) & (size_t)(nslots - 1)) {
+    const entry *e = &entries[slots[s] - 1];
+    if (e->hash == h && e->row.name == name && e->row.sub == sub && e->row.dtype == dtype && !strcmp(e->row.phase, phase))
+      return slots[s] - 1;
+  }
+  if (nentries == entries_cap) {
+    entries_cap = entries_cap ? 2 * entries_cap : 256;
+    entries = grow(entries, (size_t)entries_cap * sizeof *entries);
+  }
+  entry *e = &entries[nentries];
+  memset(e, 0, sizeof *e);
+  e->hash = h;
+  e->row.name = name;
+  e->row.sub = sub;
+  e->row.dtype = dtype;
+  snprintf(e->row.phase, sizeof e->row.phase, "%s", phase);
+  slots[s] = ++nentries;
+  return nentries - 1;
+}
+
+/* the call's aggregate, its calls and largest numel updated (its time is added by the caller) */
+static entry *count_call(sr_kernel_id id, const sr_kcall *c) {
+  const char *sub = NULL;
+  if (id == SR_K_unary || id == SR_K_unary_backward) sub = sr_unary_name((int)c->i[0]);
+  else if (id == SR_K_binary) sub = sr_binary_name((int)c->i[0]);
+  else if (id == SR_K_reduce) sub = sr_reduce_name((int)c->i[0]);
+  const sr_tensor *first = c->nt > 0 && c->t[0] ? c->t[0] : c->nlist > 0 ? c->list[0] : NULL;
+  char phase[64];
+  const char *node = sr_backward_node_name();
+  if (node) snprintf(phase, sizeof phase, "bwd:%s", node);
+  else snprintf(phase, sizeof phase, "%s", sr_backward_running() ? "bwd:accumulate" : "fwd");
+  int k = entry_for(sr_kernels[id].name, sub, first ? sr_dtype_name(first->dtype) : "-", phase);  /* may move entries */
+  entry *e = &entries[k];
+  e->row.calls++;
+  int64_t numel = first ? sr_numel(first) : 0;
+  if (numel > e->row.numel) e->row.numel = numel;
+  return e;
+}
+
+/* ---- CUDA: event pairs, read in order when the pool is full or the profile stops */
+
+#ifdef SPEEDRUN_CUDA
+#define SR_PROFILE_MAX_PAIRS 16384
+
+static cudaEvent_t *ev_before, *ev_after;  /* [pairs_made] */
+static int *pair_entry;                    /* [pairs_made] the entry each used pair times */
+static int pairs_made, pairs_used;
+static char cuda_errbuf[256];
+
+/* NULL, or "profile: <what>: <CUDA's message>" */
+static const char *cuda_check(cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return NULL;
+  snprintf(cuda_errbuf, sizeof cuda_errbuf, "profile: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+  return cuda_errbuf;
+}
+
+static void cuda_must(cudaError_t e, const char *what) {
+  const char *err = cuda_check(e, what);
+  if (err) sr_fail("%s", err);
+}
+
+/* waits for the stream and adds every used pair's time to its entry */
+static const char *read_pairs(void) {
+  if (!pairs_used) return NULL;
+  const char *err = cuda_check(cudaStreamSynchronize((cudaStream_t)sr_cuda_stream()), "cudaStreamSynchronize");
+  for (int k = 0; k < pairs_used && !err; k++) {
+    float ms = 0;
+    err = cuda_check(cudaEventElapsedTime(&ms, ev_before[k], ev_after[k]), "cudaEventElapsedTime");
+    entries[pair_entry[k]].row.ms += ms;
+  }
+  pairs_used = 0;
+  return err;
+}
+
+/* a free pair: made once and reused; a full pool is read first */
+static int take_pair(void) {
+  if (pairs_used == SR_PROFILE_MAX_PAIRS) {
+    const char *err = read_pairs();
+    if (err) sr_fail("%s", err);
+  }
+  if (pairs_used == pairs_made) {
+    int n = pairs_made ? 2 * pairs_made : 256;
+    if (n > SR_PROFILE_MAX_PAIRS) n = SR_PROFILE_MAX_PAIRS;
+    ev_before = grow(ev_before, (size_t)n * sizeof *ev_before);
+    ev_after = grow(ev_after, (size_t)n * sizeof *ev_after);
+    pair_entry = grow(pair_entry, (size_t)n * sizeof *pair_entry);
+    for (; pairs_made < n; pairs_made++) {
+      cuda_must(cudaEventCreate(&ev_before[pairs_made]), "cudaEventCreate");
+      cuda_must(cudaEventCreate(&ev_after[pairs_made]), "cudaEventCreate");
+    }
+  }
+  return pairs_used;
+}
+
+static const char *cuda_call(sr_kernel_id id, const sr_kcall *c, sr_kernel_fn fn) {
+  cudaStream_t stream = (cudaStream_t)sr_cuda_stream();
+  int k = take_pair();
+  cuda_must(cudaEventRecord(ev_before[k], stream), "cudaEventRecord");
+  const char *err = fn(c);
+  cuda_must(cudaEventRecord(ev_after[k], stream), "cudaEventRecord");
+  entry *e = count_call(id, c);
+  pair_entry[k] = (int)(e - entries);
+  pairs_used++;
+  return err;
+}
+#endif
+
+/* ---- the API */
+
+const char *sr_profile_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
+#ifdef SPEEDRUN_CUDA
+  if (dev == SR_CUDA) return sr_cuda_capturing() ? fn(c) : cuda_call(id, c, fn);
+#endif
+  double t0 = sr_monotonic_s();
+  const char *err = fn(c);
+  double ms = 1e3 * (sr_monotonic_s() - t0);
+  count_call(id, c)->row.ms += ms;
+  return err;
+}
+
+const char *sr_profile_start(void) {
+  if (sr_profile_on) return "profile.start: a profile is already running (call profile.stop() first)";
+  nentries = 0;
+  if (slots) memset(slots, 0, (size_t)nslots * sizeof *slots);
+#ifdef SPEEDRUN_CUDA
+  pairs_used = 0;
+#endif
+  sr_profile_on = true;
+  return NULL;
+}
+
+static int by_ms_desc(const void *pa, const void *pb) {
+  const sr_profile_row *a = pa, *b = pb;
+  if (a->ms != b->ms) return a->ms > b->ms ? -1 : 1;
+  int d = strcmp(a->name, b->name);
+  if (!d) d = strcmp(a->sub ? a->sub : "", b->sub ? b->sub : "");
+  if (!d) d = strcmp(a->dtype, b->dtype);
+  return d ? d : strcmp(a->phase, b->phase);
+}
+
+const char *sr_profile_stop(sr_profile_row **rows, int *nrows) {
+  *rows = NULL;
+  *nrows = 0;
+  if (!sr_profile_on) return "profile.stop: no profile is running (call profile.start() first)";
+#ifdef SPEEDRUN_CUDA
+  if (sr_cuda_capturing()) return "profile.stop: a CUDA graph is being captured (the profile keeps running; stop it after the capture)";
+#endif
+  sr_profile_on = false;
+#ifdef SPEEDRUN_CUDA
+  const char *err = read_pairs();
+  if (err) return err;
+#endif
+  sr_profile_row *out = malloc((size_t)(nentries ? nentries : 1) * sizeof *out);
+  if (!out) return "profile.stop: out of host memory";
+  for (int k = 0; k < nentries; k++) out[k] = entries[k].row;
+  qsort(out, (size_t)nentries, sizeof *out, by_ms_desc);
+  *rows = out;
+  *nrows = nentries;
+  return NULL;
+}

@@ -1,0 +1,51 @@
+/*
+** core/profile.h: the per-op profiler. While it is on, the dispatcher (sr_kernel_run, host/core/registry.c)
+** hands every kernel call to sr_profile_call(), which times it and adds it to one aggregate per
+** key: the kernel row, its sub-function (unary/unary_backward/binary/reduce: c->i[0]), the dtype
+** of the first tensor (t[0], or the first list tensor when t[0] is absent) and the phase: "fwd"
+** outside backward, "bwd:<node>" while the autograd rule of <node> runs, "bwd:accumulate" for the
+** gradient additions between rules. CPU calls are timed by the wall clock around the kernel; CUDA
+** calls by a pair of events recorded on the stream before and after it (read at stop, or when
+** the event pool is full). Calls made while a CUDA graph is captured are not profiled.
+** When the profiler is off the dispatcher pays one branch on sr_profile_on.
+*/
+#ifndef SR_PROFILE_H
+#define SR_PROFILE_H
+
+#include <stdbool.h>   /* defines: bool */
+#include <stdint.h>    /* defines: int64_t */
+
+#include "core/registry.h"  /* defines: sr_kernel_id, sr_kcall, sr_kernel_fn */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* one aggregate of a profile; name, sub and dtype are static strings (sub NULL when the kernel
+** has no sub-function) */
+typedef struct sr_profile_row {
+  const char *name;
+  const char *sub;
+  const char *dtype;
+  char phase[64];
+  int64_t calls;
+  double ms;       /* total milliseconds of its calls */
+  int64_t numel;   /* the largest numel of the first tensor seen */
+} sr_profile_row;
+
+extern bool sr_profile_on;
+
+/* starts an empty profile; NULL, or an error when one is already running */
+const char *sr_profile_start(void);
+/* ends the profile: waits for the CUDA stream, reads its events and gives the rows (sorted by ms,
+** largest first; *rows is malloc'ed, the caller frees it). NULL, or an error: none running, a CUDA
+** failure (the profiler is off afterwards), a graph being captured (the profile keeps running) */
+const char *sr_profile_stop(sr_profile_row **rows, int *nrows);
+/* the dispatcher's path while profiling: runs fn(c) on device dev (SR_CPU or SR_CUDA), timed;
+** returns fn's result */
+const char *sr_profile_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,632 @@
+/*
+** core/tensor.c: storage, tensor lifetime, views, copies/transfers, broadcasting and the
+** counter-based RNG. No Lua here; failures go through sr_fail().
+*/
+#include <math.h>      /* defines: sqrt, log, cos */
+#include <stdarg.h>    /* defines: va_list */
+#include <stdio.h>     /* defines: vsnprintf */
+#include <stdlib.h>    /* defines: aligned_alloc, free */
+#include <string.h>    /* defines: memset, memcpy, strcmp */
+
+#include <pthread.h>   /* defines: pthread_mutex_t */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>  /* defines: RUNNING_ON_VALGRIND */
+#define SR_RUNNING_ON_VALGRIND RUNNING_ON_VALGRIND
+#endif
+#endif
+#ifndef SR_RUNNING_ON_VALGRIND
+#define SR_RUNNING_ON_VALGRIND 0
+#endif
+
+#include "core/autograd.h"  /* defines: sr_node_release */
+#include "core/registry.h"  /* defines: sr_kernel_run */
+#include "core/tensor.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* failure */
+
+static void default_fail(const char *msg) {
+  fprintf(stderr, "speedrun: fatal: %s\n", msg);
+  abort();
+}
+static sr_fail_handler fail_handler = default_fail;
+
+void sr_set_fail_handler(sr_fail_handler h) { fail_handler = h ? h : default_fail; }
+
+void sr_fail(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fail_handler(msg);
+  abort();  /* a handler must not return */
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* dtypes */
+
+static const struct { const char *name; size_t size; } dtype_info[SR_NDTYPES] = {
+  [SR_F32] = {"float32", 4}, [SR_F64] = {"float64", 8}, [SR_BF16] = {"bfloat16", 2},
+  [SR_I32] = {"int32", 4}, [SR_F8E4M3] = {"float8_e4m3", 1}, [SR_F8E5M2] = {"float8_e5m2", 1},
+};
+
+const char *sr_dtype_name(sr_dtype t) { return (unsigned)t < SR_NDTYPES ? dtype_info[t].name : "?"; }
+size_t sr_dtype_size(sr_dtype t) { return dtype_info[t].size; }
+bool sr_dtype_is_float(sr_dtype t) { return t != SR_I32; }
+const char *sr_device_name(sr_device d) { return d == SR_CUDA ? "cuda" : "cpu"; }
+
+int sr_dtype_from_name(const char *name) {
+  static const struct { const char *alias; sr_dtype t; } aliases[] = {
+    {"float32", SR_F32}, {"f32", SR_F32}, {"float", SR_F32}, {"float64", SR_F64}, {"f64", SR_F64},
+    {"double", SR_F64}, {"bfloat16", SR_BF16}, {"bf16", SR_BF16}, {"int32", SR_I32}, {"i32", SR_I32},
+    {"int", SR_I32}, {"float8_e4m3", SR_F8E4M3}, {"e4m3", SR_F8E4M3}, {"float8_e5m2", SR_F8E5M2},
+    {"e5m2", SR_F8E5M2},
+  };
+  for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+    if (!strcmp(name, aliases[i].alias)) return (int)aliases[i].t;
+  return -1;
+}
+
+double sr_load(const void *data, sr_dtype t, int64_t i) {
+  switch (t) {
+    case SR_F32: return ((const float *)data)[i];
+    case SR_F64: return ((const double *)data)[i];
+    case SR_BF16: return sr_bf16_to_f32(((const uint16_t *)data)[i]);
+    case SR_I32: return ((const int32_t *)data)[i];
+    default: sr_fail("%s tensors are storage-only (no CPU arithmetic yet)", sr_dtype_name(t));
+  }
+}
+
+void sr_store(void *data, sr_dtype t, int64_t i, double v) {
+  switch (t) {
+    case SR_F32: ((float *)data)[i] = (float)v; break;
+    case SR_F64: ((double *)data)[i] = v; break;
+    case SR_BF16: ((uint16_t *)data)[i] = sr_f32_to_bf16((float)v); break;
+    case SR_I32: ((int32_t *)data)[i] = (int32_t)v; break;
+    default: sr_fail("%s tensors are storage-only (no CPU arithmetic yet)", sr_dtype_name(t));
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* devices */
+
+static const sr_device_backend *cuda_backend;
+
+void sr_register_cuda_backend(const sr_device_backend *b) { cuda_backend = b; }
+
+bool sr_cuda_available(void) {
+  if (getenv("SPEEDRUN_NO_CUDA")) return false;
+  return cuda_backend && cuda_backend->available() == NULL;
+}
+
+const sr_device_backend *sr_cuda_backend(void) {
+  if (!cuda_backend) sr_fail("cuda: this speedrun was built without the CUDA backend (-DSPEEDRUN_CUDA=OFF or no toolkit)");
+  if (getenv("SPEEDRUN_NO_CUDA")) sr_fail("cuda: disabled by SPEEDRUN_NO_CUDA");
+  const char *why = cuda_backend->available();
+  if (why) sr_fail("cuda: no usable GPU: %s", why);
+  return cuda_backend;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* storage and lifetime */
+
+static sr_alloc_hook alloc_hook;
+
+void sr_set_alloc_hook(sr_alloc_hook h) { alloc_hook = h; }
+
+/* CPU block cache. A training step frees and reallocates the same large buffers (logits,
+** their gradient, the tied table's gradient: ~100 MB each at GPT-2 vocabulary); glibc serves
+** blocks that big with mmap/munmap, so every step would fault in fresh zeroed pages again. Freed
+** CPU blocks of HOST_CACHE_MIN bytes or more are kept instead, by size class (8 classes per power
+** of two, the block allocated at its class size), up to HOST_CACHE_SLOTS blocks and
+** HOST_CACHE_CAP bytes; beyond that they go back to free(). Emptied at exit. Off under valgrind
+** (so memcheck still sees every block's lifetime) or with SPEEDRUN_HOST_CACHE=0. */
+#define HOST_CACHE_MIN ((size_t)256 << 10)
+#define HOST_CACHE_CAP ((size_t)1 << 30)
+#define HOST_CACHE_SLOTS 64
+
+static struct { void *p; size_t n; } host_cache[HOST_CACHE_SLOTS];
+static int host_ncached;                 /* entries in use: host_cache[0 .. host_ncached) */
+static size_t host_cached_bytes;
+static int host_cache_state;             /* 0 not set up, 1 on, -1 off (disabled or after exit) */
+static pthread_mutex_t host_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void host_cache_drain(void) {
+  pthread_mutex_lock(&host_cache_mu);
+  for (int k = 0; k < host_ncached; k++) free(host_cache[k].p);
+  host_ncached = 0;
+  host_cached_bytes = 0;
+  host_cache_state = -1;
+  pthread_mutex_unlock(&host_cache_mu);
+}
+
+/* the size class of an n-byte block: n rounded up to 1/8 of its power of two (64-byte multiple) */
+static size_t host_class(size_t n) {
+  size_t top = (size_t)1 << (63 - __builtin_clzll((unsigned long long)n));
+  size_t step = top >= 512 ? top / 8 : 64;
+  return (n + step - 1) / step * step;
+}
+
+/* a cached block of class size n, or NULL; called with the mutex held */
+static void *host_cache_take(size_t n) {
+  if (host_cache_state == 0) {
+    const char *env = getenv("SPEEDRUN_HOST_CACHE");
+    host_cache_state = (env && strcmp(env, "0") == 0) || SR_RUNNING_ON_VALGRIND ? -1 : 1;
+    if (host_cache_state > 0) atexit(host_cache_drain);
+  }
+  if (host_cache_state < 0) return NULL;
+  for (int k = host_ncached - 1; k >= 0; k--)  /* newest first: its pages are the warmest */
+    if (host_cache[k].n == n) {
+      void *p = host_cache[k].p;
+      host_cache[k] = host_cache[--host_ncached];
+      host_cached_bytes -= n;
+      return p;
+    }
+  return NULL;
+}
+
+static void *host_alloc(size_t nbytes) {
+  size_t n = (nbytes + 63) & ~(size_t)63;
+  if (n == 0) n = 64;
+  if (n < HOST_CACHE_MIN) return aligned_alloc(64, n);
+  n = host_class(n);
+  pthread_mutex_lock(&host_cache_mu);
+  void *p = host_cache_take(n);
+  pthread_mutex_unlock(&host_cache_mu);
+  return p ? p : aligned_alloc(64, n);
+}
+
+static void host_free(void *p, size_t nbytes) {
+  size_t n = (nbytes + 63) & ~(size_t)63;
+  if (!p) return;
+  if (n < HOST_CACHE_MIN) { free(p); return; }
+  n = host_class(n);
+  pthread_mutex_lock(&host_cache_mu);
+  if (host_cache_state > 0 && n <= HOST_CACHE_CAP) {
+    if (host_ncached == HOST_CACHE_SLOTS || host_cached_bytes + n > HOST_CACHE_CAP) {
+      /* full: drop the oldest blocks until this one fits */
+      int drop = 0;
+      size_t freed = 0;
+      while (drop < host_ncached && (host_ncached - drop == HOST_CACHE_SLOTS || host_cached_bytes - freed + n > HOST_CACHE_CAP)) {
+        free(host_cache[drop].p);
+        freed += host_cache[drop].n;
+        drop++;
+      }
+      memmove(host_cache, host_cache + drop, sizeof host_cache[0] * (size_t)(host_ncached - drop));
+      host_ncached -= drop;
+      host_cached_bytes -= freed;
+    }
+    host_cache[host_ncached].p = p;
+    host_cache[host_ncached].n = n;
+    host_ncached++;
+    host_cached_bytes += n;
+    p = NULL;
+  }
+  pthread_mutex_unlock(&host_cache_mu);
+  free(p);
+}
+
+/* live storage bytes per device (atomics: CPU kernels free nothing, but data loaders may run
+** tensors on other threads) */
+static size_t mem_current[2], mem_peak[2];
+static int64_t mem_allocs[2];
+static sr_memlog_hook memlog_hook;
+static size_t memlog_min = (size_t)-1;
+
+void sr_set_memlog_hook(sr_memlog_hook h) {
+  memlog_hook = h;
+  const char *env = getenv("SPEEDRUN_MEMLOG");
+  memlog_min = h && env && *env ? (size_t)(atof(env) * 1048576.0) : (size_t)-1;
+}
+
+sr_mem_stats sr_mem_stats_of(sr_device d) {
+  sr_mem_stats s = {__atomic_load_n(&mem_current[d], __ATOMIC_RELAXED), __atomic_load_n(&mem_peak[d], __ATOMIC_RELAXED),
+                    __atomic_load_n(&mem_allocs[d], __ATOMIC_RELAXED)};
+  return s;
+}
+
+void sr_mem_reset_peak(sr_device d) { __atomic_store_n(&mem_peak[d], __atomic_load_n(&mem_current[d], __ATOMIC_RELAXED), __ATOMIC_RELAXED); }
+
+static void mem_count(size_t nbytes, sr_device d) {
+  size_t now = __atomic_add_fetch(&mem_current[d], nbytes, __ATOMIC_RELAXED);
+  size_t pk = __atomic_load_n(&mem_peak[d], __ATOMIC_RELAXED);
+  while (now > pk && !__atomic_compare_exchange_n(&mem_peak[d], &pk, now, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+  __atomic_add_fetch(&mem_allocs[d], 1, __ATOMIC_RELAXED);
+  if (nbytes >= memlog_min && memlog_hook) memlog_hook(nbytes, d, now);
+}
+
+static sr_storage *storage_new(size_t nbytes, sr_device d) {
+  if (alloc_hook) alloc_hook(nbytes, d);
+  sr_storage *s = calloc(1, sizeof *s);
+  if (!s) sr_fail("out of host memory");
+  size_t n = nbytes ? nbytes : 1;
+  if (d == SR_CUDA) {
+    s->data = sr_cuda_backend()->alloc(n);
+  } else {
+    s->data = host_alloc(n);
+    if (!s->data) { free(s); sr_fail("out of host memory allocating %zu bytes", nbytes); }
+  }
+  s->nbytes = nbytes;
+  s->device = d;
+  s->refcount = 1;
+  mem_count(nbytes, d);
+  return s;
+}
+
+static void storage_release(sr_storage *s) {
+  if (!s || --s->refcount > 0) return;
+  __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+  if (s->device == SR_CUDA) cuda_backend->free(s->data);
+  else host_free(s->data, s->nbytes ? s->nbytes : 1);
+  free(s);
+}
+
+static sr_tensor *tensor_alloc(void) {
+  sr_tensor *t = calloc(1, sizeof *t);
+  if (!t) sr_fail("out of host memory");
+  t->refcount = 1;
+  return t;
+}
+
+static void set_contiguous_strides(sr_tensor *t) {
+  int64_t s = 1;
+  for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = s; s *= t->shape[d]; }
+}
+
+sr_tensor *sr_tensor_new(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
+  if (ndim < 0 || ndim > SR_MAXDIM) sr_fail("tensor: %d dimensions (at most %d)", ndim, SR_MAXDIM);
+  int64_t n = 1;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) sr_fail("tensor: negative size %lld in dimension %d", (long long)shape[d], d + 1);
+    n *= shape[d];
+  }
+  sr_storage *s = storage_new((size_t)n * sr_dtype_size(dt), dev);
+  sr_tensor *t = tensor_alloc();
+  t->storage = s;
+  t->dtype = dt;
+  t->ndim = ndim;
+  for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+  set_contiguous_strides(t);
+  return t;
+}
+
+sr_tensor *sr_tensor_zeros(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
+  sr_tensor *t = sr_tensor_new(dt, dev, ndim, shape);
+  sr_fill_(t, 0.0);
+  return t;
+}
+
+sr_tensor *sr_tensor_new_like(const sr_tensor *x) {
+  return sr_tensor_new(x->dtype, x->storage->device, x->ndim, x->shape);
+}
+
+sr_tensor *sr_tensor_retain(sr_tensor *x) {
+  if (x) x->refcount++;
+  return x;
+}
+
+void sr_tensor_release(sr_tensor *x) {
+  if (!x || --x->refcount > 0) return;
+  sr_tensor_release(x->grad);
+  sr_node_release(x->grad_fn);
+  storage_release(x->storage);
+  free(x);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* queries */
+
+int64_t sr_numel(const sr_tensor *x) {
+  int64_t n = 1;
+  for (int d = 0; d < x->ndim; d++) n *= x->shape[d];
+  return n;
+}
+
+bool sr_is_contiguous(const sr_tensor *x) {
+  int64_t s = 1;
+  for (int d = x->ndim - 1; d >= 0; d--) {
+    if (x->shape[d] != 1 && x->stride[d] != s) return false;
+    s *= x->shape[d];
+  }
+  return true;
+}
+
+bool sr_same_shape(const sr_tensor *a, const sr_tensor *b) {
+  if (a->ndim != b->ndim) return false;
+  for (int d = 0; d < a->ndim; d++)
+    if (a->shape[d] != b->shape[d]) return false;
+  return true;
+}
+
+void *sr_data(const sr_tensor *x) {
+  return (char *)x->storage->data + (size_t)x->offset * sr_dtype_size(x->dtype);
+}
+
+sr_device sr_device_of(const sr_tensor *x) { return x->storage->device; }
+
+const char *sr_dims_str(int ndim, const int64_t *shape, char *buf, size_t n) {
+  size_t k = 0;
+  k += (size_t)snprintf(buf + k, n - k, "[");
+  for (int d = 0; d < ndim && k < n; d++)
+    k += (size_t)snprintf(buf + k, n - k, d ? ",%lld" : "%lld", (long long)shape[d]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+  return buf;
+}
+
+const char *sr_shape_str(const sr_tensor *x, char *buf, size_t n) { return sr_dims_str(x->ndim, x->shape, buf, n); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* views */
+
+static sr_tensor *view_of(sr_tensor *x) {
+  sr_tensor *t = tensor_alloc();
+  t->storage = x->storage;
+  x->storage->refcount++;
+  t->offset = x->offset;
+  t->dtype = x->dtype;
+  t->ndim = x->ndim;
+  memcpy(t->shape, x->shape, sizeof t->shape);
+  memcpy(t->stride, x->stride, sizeof t->stride);
+  return t;
+}
+
+static int wrap_dim(const char *op, int dim, int ndim) {
+  int d = dim < 0 ? dim + ndim : dim;
+  if (d < 0 || d >= ndim) sr_fail("%s: dimension %d out of range for a %d-d tensor", op, dim, ndim);
+  return d;
+}
+
+sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+  sr_tensor *t = view_of(x);
+  t->ndim = ndim;
+  for (int d = 0; d < ndim; d++) { t->shape[d] = shape[d]; t->stride[d] = stride[d]; }
+  t->offset = offset;
+  return t;
+}
+
+/* view with a new shape: works when each new dim maps onto a run of old dims that is
+** contiguous among itself (as torch.view) */
+sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape_in) {
+  int64_t shape[SR_MAXDIM], n = sr_numel(x), known = 1;
+  int infer = -1;
+  char b1[96], b2[96];
+  if (ndim > SR_MAXDIM) sr_fail("view: %d dimensions (at most %d)", ndim, SR_MAXDIM);
+  for (int d = 0; d < ndim; d++) {
+    shape[d] = shape_in[d];
+    if (shape[d] == -1) {
+      if (infer >= 0) sr_fail("view: only one dimension can be -1");
+      infer = d;
+    } else if (shape[d] < 0) sr_fail("view: bad size %lld", (long long)shape[d]);
+    else known *= shape[d];
+  }
+  if (infer >= 0) {
+    if (known == 0 || n % known) sr_fail("view: shape %s does not fit %lld elements", sr_dims_str(ndim, shape_in, b1, 96), (long long)n);
+    shape[infer] = n / known;
+    known *= shape[infer];
+  }
+  if (known != n)
+    sr_fail("view: shape %s is invalid for a tensor of shape %s (%lld elements)", sr_dims_str(ndim, shape, b1, 96),
+            sr_shape_str(x, b2, 96), (long long)n);
+  int64_t stride[SR_MAXDIM];
+  if (x->ndim == 0 || n == 0) {  /* any shape of a scalar or an empty tensor is contiguous */
+    int64_t st = 1;
+    for (int d = ndim - 1; d >= 0; d--) { stride[d] = st; st *= shape[d]; }
+    return sr_as_strided(x, ndim, shape, stride, x->offset);
+  }
+  /* torch's computeStride: split the old dims into chunks that are contiguous among
+  ** themselves; each chunk must be covered exactly by a run of new dims */
+  int vd = ndim - 1;
+  int64_t base = x->stride[x->ndim - 1], tnumel = 1, vnumel = 1;
+  for (int td = x->ndim - 1; td >= 0; td--) {
+    tnumel *= x->shape[td];
+    if (td == 0 || (x->shape[td - 1] != 1 && x->stride[td - 1] != tnumel * base)) {
+      while (vd >= 0 && (vnumel < tnumel || shape[vd] == 1)) {
+        stride[vd] = vnumel * base;
+        vnumel *= shape[vd];
+        vd--;
+      }
+      if (vnumel != tnumel) vd = -2;
+      if (vd == -2) break;
+      if (td > 0) { base = x->stride[td - 1]; tnumel = 1; vnumel = 1; }
+    }
+  }
+  if (vd != -1)
+    sr_fail("view: shape %s is not a view of this %s tensor's strides; use reshape (which copies)",
+            sr_dims_str(ndim, shape, b1, 96), sr_shape_str(x, b2, 96));
+  return sr_as_strided(x, ndim, shape, stride, x->offset);
+}
+
+sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1) {
+  d0 = wrap_dim("transpose", d0, x->ndim);
+  d1 = wrap_dim("transpose", d1, x->ndim);
+  sr_tensor *t = view_of(x);
+  t->shape[d0] = x->shape[d1]; t->shape[d1] = x->shape[d0];
+  t->stride[d0] = x->stride[d1]; t->stride[d1] = x->stride[d0];
+  return t;
+}
+
+sr_tensor *sr_permute(sr_tensor *x, const int *perm) {
+  int seen[SR_MAXDIM] = {0};
+  sr_tensor *t = view_of(x);
+  for (int d = 0; d < x->ndim; d++) {
+    int p = wrap_dim("permute", perm[d], x->ndim);
+    if (seen[p]++) { sr_tensor_release(t); sr_fail("permute: dimension %d repeated", perm[d]); }
+    t->shape[d] = x->shape[p];
+    t->stride[d] = x->stride[p];
+  }
+  return t;
+}
+
+sr_tensor *sr_narrow(sr_tensor *x, int dim, int64_t start, int64_t length) {
+  dim = wrap_dim("narrow", dim, x->ndim);
+  if (start < 0) start += x->shape[dim];
+  if (start < 0 || length < 0 || start + length > x->shape[dim])
+    sr_fail("narrow: range [%lld, %lld) out of bounds for dimension %d of size %lld", (long long)start,
+            (long long)(start + length), dim + 1, (long long)x->shape[dim]);
+  sr_tensor *t = view_of(x);
+  t->offset += start * x->stride[dim];
+  t->shape[dim] = length;
+  return t;
+}
+
+sr_tensor *sr_unsqueeze(sr_tensor *x, int dim) {
+  if (x->ndim >= SR_MAXDIM) sr_fail("unsqueeze: already %d dimensions", SR_MAXDIM);
+  dim = wrap_dim("unsqueeze", dim, x->ndim + 1);
+  sr_tensor *t = view_of(x);
+  for (int d = x->ndim; d > dim; d--) { t->shape[d] = x->shape[d - 1]; t->stride[d] = x->stride[d - 1]; }
+  t->shape[dim] = 1;
+  t->stride[dim] = dim < x->ndim ? x->stride[dim] * x->shape[dim] : 1;
+  t->ndim = x->ndim + 1;
+  return t;
+}
+
+sr_tensor *sr_squeeze(sr_tensor *x, int dim) {
+  sr_tensor *t = view_of(x);
+  int k = 0;
+  if (dim != -100) dim = wrap_dim("squeeze", dim, x->ndim);
+  for (int d = 0; d < x->ndim; d++) {
+    bool drop = x->shape[d] == 1 && (dim == -100 || d == dim);
+    if (!drop) { t->shape[k] = x->shape[d]; t->stride[k] = x->stride[d]; k++; }
+  }
+  t->ndim = k;
+  return t;
+}
+
+sr_tensor *sr_expand(sr_tensor *x, int ndim, const int64_t *shape) {
+  char b1[96], b2[96];
+  if (ndim < x->ndim) sr_fail("expand: cannot expand %s to fewer dimensions %s", sr_shape_str(x, b1, 96), sr_dims_str(ndim, shape, b2, 96));
+  sr_tensor *t = view_of(x);
+  t->ndim = ndim;
+  for (int d = ndim - 1, s = x->ndim - 1; d >= 0; d--, s--) {
+    int64_t xs = s >= 0 ? x->shape[s] : 1, xst = s >= 0 ? x->stride[s] : 0;
+    int64_t want = shape[d] == -1 ? xs : shape[d];
+    if (xs == want) { t->shape[d] = xs; t->stride[d] = xst; }
+    else if (xs == 1) { t->shape[d] = want; t->stride[d] = 0; }
+    else {
+      sr_tensor_release(t);
+      sr_fail("expand: shape %s cannot be broadcast to %s", sr_shape_str(x, b1, 96), sr_dims_str(ndim, shape, b2, 96));
+    }
+  }
+  return t;
+}
+
+int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64_t *out) {
+  int n = na > nb ? na : nb;
+  for (int d = 0; d < n; d++) {
+    int64_t x = d < n - na ? 1 : a[d - (n - na)];
+    int64_t y = d < n - nb ? 1 : b[d - (n - nb)];
+    if (x != y && x != 1 && y != 1) return -1;
+    out[d] = x == 1 ? y : x;
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* copies and transfers */
+
+void sr_fill_(sr_tensor *x, double v) {
+  sr_kcall c = {.t = {x}, .nt = 1, .f = {v}};
+  sr_kernel_run(SR_K_fill, &c);
+  x->storage->version++;
+}
+
+void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
+  char b1[96], b2[96];
+  if (sr_numel(dst) != sr_numel(src) || !sr_same_shape(dst, src))
+    sr_fail("copy: shape %s does not match %s", sr_shape_str(src, b1, 96), sr_shape_str(dst, b2, 96));
+  sr_device dd = dst->storage->device, sd = src->storage->device;
+  if (dd == sd) {
+    sr_kcall c = {.t = {dst, (sr_tensor *)src}, .nt = 2};
+    sr_kernel_run(SR_K_copy, &c);
+  } else {
+    /* cross-device: contiguous bytes of src's dtype on src's device, move, then convert */
+    sr_tensor *s = sr_contiguous_raw((sr_tensor *)src);
+    sr_tensor *staged = sr_tensor_new(src->dtype, dd, src->ndim, src->shape);
+    sr_cuda_backend()->copy(sr_data(staged), dd, sr_data(s), sd, (size_t)sr_numel(s) * sr_dtype_size(s->dtype));
+    sr_tensor_release(s);
+    sr_kcall c = {.t = {dst, staged}, .nt = 2};
+    sr_kernel_run(SR_K_copy, &c);
+    sr_tensor_release(staged);
+  }
+  dst->storage->version++;
+}
+
+sr_tensor *sr_contiguous_raw(sr_tensor *x) {
+  if (sr_is_contiguous(x)) return sr_tensor_retain(x);
+  sr_tensor *t = sr_tensor_new_like(x);
+  sr_copy_(t, x);
+  return t;
+}
+
+sr_tensor *sr_to_raw(sr_tensor *x, sr_device d, sr_dtype dt) {
+  sr_tensor *t = sr_tensor_new(dt, d, x->ndim, x->shape);
+  sr_copy_(t, x);
+  return t;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RNG: Philox4x32-10 (Salmon et al. 2011), keyed by the seed, counter = element index */
+
+void sr_rng_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1; c3 = (uint32_t)p0; c0 = n0; c2 = n2;
+    k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+sr_rng *sr_global_rng(void) {
+  static sr_rng g = {.seed = 1337, .counter = 0};
+  return &g;
+}
+
+static double u01(uint32_t a, uint32_t b) {  /* (0, 1), 53 bits */
+  uint64_t x = ((uint64_t)a << 21) ^ (uint64_t)b;
+  return ((double)(x & ((1ull << 53) - 1)) + 0.5) / 9007199254740992.0;
+}
+
+/* fills a fresh contiguous f64 CPU buffer of n values, then copies into x (any device) */
+typedef double (*rng_draw)(const uint32_t r[4], int which, double a, double b);
+
+static void rng_fill(sr_tensor *x, sr_rng *g, rng_draw draw, double a, double b) {
+  int64_t n = sr_numel(x);
+  sr_tensor *tmp = sr_tensor_new(SR_F64, SR_CPU, x->ndim, x->shape);
+  double *p = sr_data(tmp);
+  uint64_t seed = g->seed, base = g->counter;
+  #pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < (n + 1) / 2; i++) {
+    uint32_t r[4];
+    sr_rng_philox(seed, base + (uint64_t)i, r);
+    p[2 * i] = draw(r, 0, a, b);
+    if (2 * i + 1 < n) p[2 * i + 1] = draw(r, 1, a, b);
+  }
+  g->counter += (uint64_t)(n + 1) / 2;
+  sr_copy_(x, tmp);
+  sr_tensor_release(tmp);
+}
+
+static double draw_normal(const uint32_t r[4], int which, double mean, double std) {
+  double u1 = u01(r[0], r[1]), u2 = u01(r[2], r[3]);
+  double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+  return mean + std * rad * (which ? sin(th) : cos(th));
+}
+static double draw_uniform(const uint32_t r[4], int which, double lo, double hi) {
+  return lo + (hi - lo) * u01(r[2 * which], r[2 * which + 1]);
+}
+static double draw_int(const uint32_t r[4], int which, double lo, double hi) {
+  uint64_t x = ((uint64_t)r[2 * which] << 32) | r[2 * which + 1];
+  return lo + (double)(x % (uint64_t)(hi - lo));
+}
+
+void sr_normal_(sr_tensor *x, double mean, double std, sr_rng *g) { rng_fill(x, g, draw_normal, mean, std); }
+void sr_uniform_(sr_tensor *x, double lo, double hi, sr_rng *g) { rng_fill(x, g, draw_uniform, lo, hi); }
+void sr_randint_(sr_tensor *x, int64_t lo, int64_t hi, sr_rng *g) {
+  if (hi <= lo) sr_fail("randint: empty range [%lld, %lld)", (long long)lo, (long long)hi);
+  rng_fill(x, g, draw_int, (double)lo, (double)hi);
+}

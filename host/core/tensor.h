@@ -1,0 +1,171 @@
+/*
+** core/tensor.h: the engine's tensor, with no Lua in it.
+** A tensor is a refcounted N-d strided view (shape, strides, element offset) of a refcounted
+** storage on one device. Views share storage; every op writes fresh or caller-given outputs.
+** Errors inside the core go through sr_fail(), which never returns (the Lua layer installs a
+** handler that turns it into a Lua error; see host/lua/lsr.h).
+*/
+#ifndef SR_TENSOR_H
+#define SR_TENSOR_H
+
+#include <stdbool.h>  /* defines: bool */
+#include <stddef.h>   /* defines: size_t */
+#include <stdint.h>   /* defines: int64_t, uint16_t */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SR_MAXDIM 8
+
+typedef enum sr_dtype {
+  SR_F32, SR_F64, SR_BF16, SR_I32, SR_F8E4M3, SR_F8E5M2, SR_NDTYPES
+} sr_dtype;
+
+typedef enum sr_device { SR_CPU, SR_CUDA } sr_device;
+
+typedef struct sr_storage {
+  void *data;
+  size_t nbytes;
+  sr_device device;
+  int refcount;
+  int version;         /* bumped by every in-place write through any view */
+} sr_storage;
+
+typedef struct sr_node sr_node;  /* autograd tape node, host/core/autograd.h */
+
+typedef struct sr_tensor {
+  int refcount;
+  sr_storage *storage;
+  int64_t offset;                  /* in elements, into storage */
+  int ndim;
+  int64_t shape[SR_MAXDIM];
+  int64_t stride[SR_MAXDIM];       /* in elements */
+  sr_dtype dtype;
+  bool requires_grad;              /* a leaf that wants .grad, or a result of such */
+  struct sr_tensor *grad;          /* accumulated gradient of a leaf (owned), or NULL */
+  sr_node *grad_fn;                /* the tape node that produced this tensor (owned ref), or NULL */
+  int grad_slot;                   /* which output of grad_fn this tensor is */
+} sr_tensor;
+
+/* ---- failure: formats a message and calls the installed handler (never returns) */
+typedef void (*sr_fail_handler)(const char *msg);
+void sr_set_fail_handler(sr_fail_handler h);
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 1, 2)))
+#endif
+void sr_fail(const char *fmt, ...);
+
+/* ---- dtypes */
+const char *sr_dtype_name(sr_dtype t);
+int sr_dtype_from_name(const char *name);          /* -1 when unknown */
+size_t sr_dtype_size(sr_dtype t);
+bool sr_dtype_is_float(sr_dtype t);
+const char *sr_device_name(sr_device d);
+
+/* bf16 <-> f32, round to nearest even; NaN stays NaN */
+static inline float sr_bf16_to_f32(uint16_t h) {
+  union { uint32_t u; float f; } v; v.u = (uint32_t)h << 16; return v.f;
+}
+static inline uint16_t sr_f32_to_bf16(float f) {
+  union { uint32_t u; float f; } v; v.f = f;
+  if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);  /* quiet NaN */
+  uint32_t rounding = 0x7fffu + ((v.u >> 16) & 1u);
+  return (uint16_t)((v.u + rounding) >> 16);
+}
+
+/* element i of a raw buffer of dtype t, as double / stored from double (CPU memory only) */
+double sr_load(const void *data, sr_dtype t, int64_t i);
+void sr_store(void *data, sr_dtype t, int64_t i, double v);
+
+/* ---- lifetime */
+sr_tensor *sr_tensor_new(sr_dtype t, sr_device d, int ndim, const int64_t *shape);  /* uninitialised, contiguous */
+sr_tensor *sr_tensor_zeros(sr_dtype t, sr_device d, int ndim, const int64_t *shape);
+sr_tensor *sr_tensor_new_like(const sr_tensor *x);                                 /* same dtype/device/shape, contiguous */
+sr_tensor *sr_tensor_retain(sr_tensor *x);
+void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
+
+/* ---- memory pressure: called with the size of every new storage, so the Lua layer can run
+** its collector when much memory hides behind small userdata (style lesson 14, as Torch's
+** THSetGCHandler) */
+typedef void (*sr_alloc_hook)(size_t nbytes, sr_device d);
+void sr_set_alloc_hook(sr_alloc_hook h);
+
+/* ---- live tensor memory per device: bytes of storage alive now and the most alive at once
+** since the last reset (what tensors hold, before any allocator rounding or caching) */
+typedef struct sr_mem_stats { size_t current, peak; int64_t allocs; } sr_mem_stats;
+sr_mem_stats sr_mem_stats_of(sr_device d);
+void sr_mem_reset_peak(sr_device d);
+/* SPEEDRUN_MEMLOG=<MiB>: every new storage of at least that many MiB is reported through this
+** hook (the Lua layer prints where it came from); NULL turns it off */
+typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after);
+void sr_set_memlog_hook(sr_memlog_hook h);
+
+/* ---- queries */
+int64_t sr_numel(const sr_tensor *x);
+bool sr_is_contiguous(const sr_tensor *x);
+bool sr_same_shape(const sr_tensor *a, const sr_tensor *b);
+void *sr_data(const sr_tensor *x);                /* pointer to element 0 of the view (device pointer on CUDA) */
+sr_device sr_device_of(const sr_tensor *x);
+/* "[2,3,4]" into buf; returns buf */
+const char *sr_shape_str(const sr_tensor *x, char *buf, size_t n);
+const char *sr_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
+
+/* ---- views (share storage; no copy) */
+sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape);  /* -1 allowed once; needs compatible strides */
+sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
+sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1);
+sr_tensor *sr_permute(sr_tensor *x, const int *perm);
+sr_tensor *sr_narrow(sr_tensor *x, int dim, int64_t start, int64_t length);
+sr_tensor *sr_unsqueeze(sr_tensor *x, int dim);
+sr_tensor *sr_squeeze(sr_tensor *x, int dim);                      /* dim = -100: all size-1 dims */
+sr_tensor *sr_expand(sr_tensor *x, int ndim, const int64_t *shape); /* broadcast view, stride 0 */
+
+/* ---- copies and transfers (raw: no autograd) */
+void sr_copy_(sr_tensor *dst, const sr_tensor *src);   /* any dtype/device/strides, same numel & shape */
+sr_tensor *sr_contiguous_raw(sr_tensor *x);           /* retains x itself when already contiguous */
+sr_tensor *sr_to_raw(sr_tensor *x, sr_device d, sr_dtype t);
+void sr_fill_(sr_tensor *x, double v);
+
+/* ---- devices: the CUDA backend registers these at start-up (host/cuda/backend.c) */
+typedef struct sr_device_backend {
+  const char *(*available)(void);                        /* NULL when usable, else why not */
+  void *(*alloc)(size_t nbytes);
+  void (*free)(void *p);
+  void (*copy)(void *dst, sr_device dd, const void *src, sr_device sd, size_t nbytes);
+  void (*copy_strided)(sr_tensor *dst, const sr_tensor *src);  /* within the device, any dtypes */
+  void (*fill)(sr_tensor *x, double v);
+  void (*synchronize)(void);
+} sr_device_backend;
+void sr_register_cuda_backend(const sr_device_backend *b);
+const sr_device_backend *sr_cuda_backend(void);           /* fails with a clear message if unusable */
+bool sr_cuda_available(void);
+
+/* ---- N-d index iteration over a view (CPU helpers) */
+/* offset in elements of the flat (row-major) index i of view x */
+static inline int64_t sr_offset_of(const sr_tensor *x, int64_t i) {
+  int64_t off = x->offset;
+  for (int d = x->ndim - 1; d >= 0; d--) {
+    int64_t s = x->shape[d];
+    off += (i % s) * x->stride[d];
+    i /= s;
+  }
+  return off;
+}
+
+/* broadcast two shapes (numpy rules); returns ndim, or -1 if incompatible */
+int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64_t *out);
+
+/* ---- deterministic counter-based RNG (Philox4x32-10): value i of a stream depends only on
+** (seed, counter + i), so results do not depend on thread count or device */
+typedef struct sr_rng { uint64_t seed; uint64_t counter; } sr_rng;
+sr_rng *sr_global_rng(void);
+void sr_rng_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
+void sr_normal_(sr_tensor *x, double mean, double std, sr_rng *g);
+void sr_uniform_(sr_tensor *x, double lo, double hi, sr_rng *g);
+void sr_randint_(sr_tensor *x, int64_t lo, int64_t hi, sr_rng *g);   /* [lo, hi) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

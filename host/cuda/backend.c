@@ -1,0 +1,594 @@
+/*
+** cuda/backend.c: the CUDA device behind sr_device_backend (core/tensor.h) and cuda/backend.h.
+**
+** - Lazy start: nothing touches the driver until a tensor or kernel needs the GPU; the probe
+**   turns "no libcuda", "no device" and friends into a sentence, so CPU work is unaffected.
+** - One non-blocking stream; every kernel, copy and cuBLASLt call is issued on it in order.
+** - A caching allocator: blocks are kept on free lists after sr_cuda_free and handed out again
+**   for requests of nearly the same size (at most 1/8 larger), so steady-state training steps
+**   make no cudaMalloc/cudaFree. Pool 0 is the ordinary pool; each CUDA graph capture gets a
+**   private pool whose blocks are never handed out outside it (its replays write them). A capture
+**   also notes the ordinary blocks its launches use (the state a replay reads and writes), so the
+**   harness can snapshot and restore them to check a replay against an eager step.
+** - Host <-> device copies go through a ring of pinned staging slots. Host-to-device: each
+**   chunk is copied into the next slot and sent with cudaMemcpyAsync; an event recorded after it
+**   is waited on only before that slot is reused, so the host returns while the GPU still works
+**   (batch loading overlaps compute). Device-to-host: chunks are fetched through the slots and
+**   the call returns once the last one has landed (it must: the caller reads the data).
+** - Deferred kernel errors (bad embedding index, bad target) land in a mapped host record and
+**   are reported at the next synchronize or device-to-host copy.
+** Not thread-safe: the host drives the GPU from one thread.
+*/
+#ifdef SPEEDRUN_CUDA
+
+#include <stdio.h>          /* defines: snprintf */
+#include <stdlib.h>         /* defines: getenv, atoi, calloc, realloc, free */
+#include <string.h>         /* defines: memcpy, memset */
+
+#include <cuda_runtime.h>   /* defines: cudaMalloc, cudaStream_t, cudaGraph_t */
+#include <cublasLt.h>       /* defines: cublasLtHandle_t, cublasLtCreate */
+
+#include "cuda/backend.h"   /* defines: the API implemented here */
+#include "core/registry.h"       /* defines: sr_kcall, sr_cuda_copy, sr_cuda_fill */
+#include "core/tensor.h"         /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
+
+#define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
+#define SR_SLOTS 4                              /* pinned host staging slots ... */
+#define SR_SLOT_BYTES ((size_t)4 << 20)         /* ... of 4 MiB each */
+#define SR_ALIGN 512                            /* every block size is a multiple of this */
+
+static _Thread_local char errbuf[512];
+char *sr_cuda_errbuf(void) { return errbuf; }
+
+/* ------------------------------------------------------------------------------------------
+** device state */
+
+static int state;            /* 0: not tried, 1: ready, -1: unusable (why[]) */
+static char why[320];
+static int device;
+static cudaStream_t stream;
+static cublasLtHandle_t blaslt;
+static void *workspace;
+static struct slot {
+  void *p;                   /* pinned, SR_SLOT_BYTES */
+  cudaEvent_t done;          /* recorded after the last copy through p */
+} ring[SR_SLOTS];
+static int ring_next;
+static void *dev_error_host; /* mapped pinned record (struct sr_dev_error) */
+static void *dev_error_dev;
+
+static const char *start(void) {
+  if (state == 1) return NULL;
+  if (state == -1) return why;
+  state = -1;
+  if (getenv("SPEEDRUN_NO_CUDA")) {
+    snprintf(why, sizeof why, "disabled by SPEEDRUN_NO_CUDA");
+    return why;
+  }
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice || e == cudaErrorInitializationError ||
+      e == cudaErrorCompatNotSupportedOnDevice || e == cudaErrorSystemDriverMismatch) {
+    snprintf(why, sizeof why, "%s (%s): no NVIDIA driver (libcuda) or no GPU on this machine",
+             cudaGetErrorString(e), cudaGetErrorName(e));
+    return why;
+  }
+  if (e != cudaSuccess) {
+    snprintf(why, sizeof why, "cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return why;
+  }
+  if (n == 0) {
+    snprintf(why, sizeof why, "the CUDA driver sees no GPU");
+    return why;
+  }
+  const char *dv = getenv("SPEEDRUN_DEVICE");
+  if (!dv) dv = getenv("LOCAL_RANK");
+  device = dv ? atoi(dv) % n : 0;
+#define TRY(call, what)                                                                          \
+  do {                                                                                           \
+    cudaError_t e_ = (call);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
+      snprintf(why, sizeof why, "%s failed: %s (%s)", what, cudaGetErrorString(e_), cudaGetErrorName(e_)); \
+      return why;                                                                                \
+    }                                                                                            \
+  } while (0)
+  TRY(cudaSetDevice(device), "cudaSetDevice");
+  TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  cublasStatus_t s = cublasLtCreate(&blaslt);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    snprintf(why, sizeof why, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
+    return why;
+  }
+  TRY(cudaMalloc(&workspace, SR_WORKSPACE_BYTES), "cudaMalloc (cuBLASLt workspace)");
+  for (int k = 0; k < SR_SLOTS; k++) {
+    TRY(cudaMallocHost(&ring[k].p, SR_SLOT_BYTES), "cudaMallocHost (staging)");
+    TRY(cudaEventCreateWithFlags(&ring[k].done, cudaEventDisableTiming), "cudaEventCreate (staging)");
+  }
+  TRY(cudaHostAlloc(&dev_error_host, 64, cudaHostAllocMapped), "cudaHostAlloc (error record)");
+  memset(dev_error_host, 0, 64);
+  TRY(cudaHostGetDevicePointer(&dev_error_dev, dev_error_host, 0), "cudaHostGetDevicePointer");
+#undef TRY
+  state = 1;
+  return NULL;
+}
+
+const char *sr_cuda_probe(void) { return start(); }
+
+static void need(void) {
+  const char *w = start();
+  if (w) sr_fail("cuda: no usable GPU: %s", w);
+}
+
+void *sr_cuda_stream(void) { need(); return (void *)stream; }
+void *sr_cuda_blaslt(void) { need(); return (void *)blaslt; }
+void *sr_cuda_workspace(size_t *nbytes) { need(); if (nbytes) *nbytes = SR_WORKSPACE_BYTES; return workspace; }
+void *sr_cuda_dev_error_ptr(void) { return dev_error_dev; }
+
+/* ------------------------------------------------------------------------------------------
+** caching allocator */
+
+typedef struct blk {
+  void *p;
+  size_t size;
+  int pool;   /* 0 ordinary, >0 a graph's private pool */
+  int inuse;
+  int noted;  /* the capture (its pool) that noted this ordinary block */
+} blk;
+
+static blk *blocks;        /* every block held from the driver */
+static int nblocks, capblocks;
+static int *slot;          /* open-addressing map: pointer -> index in blocks[] (+1; 0 empty) */
+static int capslot;
+static size_t cur_bytes, peak_bytes, reserved_bytes;
+static int64_t driver_allocs;
+static int cur_pool, next_pool = 1;
+static int capturing;
+
+static size_t hash_ptr(void *p) { return (size_t)(((uintptr_t)p >> 9) * 0x9E3779B97F4A7C15ull); }
+
+static void map_put(void *p, int idx);
+static void map_rehash(int cap) {
+  int *old = slot, oldcap = capslot;
+  slot = calloc((size_t)cap, sizeof *slot);
+  capslot = cap;
+  for (int i = 0; i < oldcap; i++)
+    if (old[i] > 0) map_put(blocks[old[i] - 1].p, old[i] - 1);
+  free(old);
+}
+static void map_put(void *p, int idx) {
+  if (2 * (nblocks + 1) > capslot) map_rehash(capslot ? 2 * capslot : 1024);
+  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
+  while (slot[h] > 0 && blocks[slot[h] - 1].p != p) h = (h + 1) & m;
+  slot[h] = idx + 1;
+}
+static int map_get(void *p) {
+  if (!capslot) return -1;
+  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
+  while (slot[h] != 0) {
+    if (slot[h] > 0 && blocks[slot[h] - 1].p == p) return slot[h] - 1;
+    h = (h + 1) & m;
+  }
+  return -1;
+}
+/* rebuilds the map after blocks[] was compacted */
+static void map_rebuild(void) {
+  memset(slot, 0, (size_t)capslot * sizeof *slot);
+  for (int i = 0; i < nblocks; i++) map_put(blocks[i].p, i);
+}
+
+static void release_free_blocks(int pool_only, int pool) {
+  int j = 0;
+  for (int i = 0; i < nblocks; i++) {
+    blk b = blocks[i];
+    if (!b.inuse && (!pool_only || b.pool == pool)) {
+      cudaFree(b.p);
+      reserved_bytes -= b.size;
+    } else {
+      blocks[j++] = b;
+    }
+  }
+  nblocks = j;
+  if (capslot) map_rebuild();
+}
+
+/* SPEEDRUN_CUDA_MEM_LIMIT=<bytes>: a cap on memory held from the driver (the harness's GPU
+** memory limit); 0 = none */
+static size_t mem_limit(void) {
+  static int read;
+  static size_t limit;
+  if (!read) {
+    const char *e = getenv("SPEEDRUN_CUDA_MEM_LIMIT");
+    limit = e && *e ? (size_t)strtoull(e, NULL, 10) : 0;
+    read = 1;
+  }
+  return limit;
+}
+
+void *sr_cuda_malloc(size_t nbytes) {
+  if (start()) return NULL;
+  size_t want = nbytes ? (nbytes + SR_ALIGN - 1) / SR_ALIGN * SR_ALIGN : SR_ALIGN;
+  size_t limit = want + want / 8;
+  int best = -1;
+  for (int i = 0; i < nblocks; i++) {
+    blk *b = &blocks[i];
+    if (b->inuse || b->pool != cur_pool || b->size < want || b->size > limit) continue;
+    if (best < 0 || b->size < blocks[best].size) best = i;
+    if (b->size == want) break;
+  }
+  if (best < 0) {
+    void *p = NULL;
+    size_t cap = mem_limit();
+    if (cap && reserved_bytes + want > cap && !capturing) {
+      cudaStreamSynchronize(stream);
+      release_free_blocks(1, 0);  /* give cached blocks back before refusing */
+    }
+    if (cap && reserved_bytes + want > cap) return NULL;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e != cudaSuccess && !capturing) {
+      cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
+      cudaStreamSynchronize(stream);
+      release_free_blocks(1, 0);
+      e = cudaMalloc(&p, want);
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return NULL;
+    }
+    driver_allocs++;
+    reserved_bytes += want;
+    if (nblocks == capblocks) {
+      capblocks = capblocks ? 2 * capblocks : 256;
+      blocks = realloc(blocks, (size_t)capblocks * sizeof *blocks);
+    }
+    best = nblocks++;
+    blocks[best] = (blk){p, want, cur_pool, 0, 0};
+    map_put(p, best);
+  }
+  blocks[best].inuse = 1;
+  cur_bytes += blocks[best].size;
+  if (cur_bytes > peak_bytes) peak_bytes = cur_bytes;
+  return blocks[best].p;
+}
+
+void sr_cuda_free(void *p) {
+  if (!p) return;
+  int i = map_get(p);
+  if (i < 0 || !blocks[i].inuse) return;  /* not ours, or freed twice: ignore */
+  blocks[i].inuse = 0;
+  cur_bytes -= blocks[i].size;
+}
+
+size_t sr_cuda_current_bytes(void) { return cur_bytes; }
+size_t sr_cuda_peak_bytes(void) { return peak_bytes; }
+size_t sr_cuda_reserved_bytes(void) { return reserved_bytes; }
+void sr_cuda_reset_peak(void) { peak_bytes = cur_bytes; }
+int64_t sr_cuda_driver_allocs(void) { return driver_allocs; }
+void sr_cuda_empty_cache(void) {
+  if (state != 1 || capturing) return;
+  cudaStreamSynchronize(stream);
+  release_free_blocks(1, 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+** synchronisation and deferred errors */
+
+static const char *deferred(void) {
+  if (!dev_error_host) return NULL;
+  volatile int *code = (volatile int *)dev_error_host;
+  if (*code == 0) return NULL;
+  /* layout of struct sr_dev_error: int code; (pad) int64 row, value, limit */
+  int64_t *r = (int64_t *)((char *)dev_error_host + 8);
+  if (*code == 1)
+    snprintf(errbuf, sizeof errbuf, "embedding: index %lld at position %lld is out of range [0,%lld)",
+             (long long)r[1], (long long)r[0], (long long)r[2]);
+  else
+    snprintf(errbuf, sizeof errbuf, "cross_entropy: target %lld at row %lld is out of range [0,%lld)",
+             (long long)r[1], (long long)r[0], (long long)r[2]);
+  *code = 0;
+  return errbuf;
+}
+
+const char *sr_cuda_sync(void) {
+  const char *w = start();
+  if (w) return w;
+  cudaError_t e = cudaStreamSynchronize(stream);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaStreamSynchronize: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return errbuf;
+  }
+  return deferred();
+}
+
+/* ------------------------------------------------------------------------------------------
+** the sr_device_backend table */
+
+static const char *be_available(void) { return start(); }
+
+static void *be_alloc(size_t n) {
+  need();
+  void *p = sr_cuda_malloc(n);
+  if (!p)
+    sr_fail("cuda: out of memory allocating %zu bytes (%zu in use, %zu held from the driver%s)", n, cur_bytes,
+            reserved_bytes, mem_limit() ? ", SPEEDRUN_CUDA_MEM_LIMIT reached" : "");
+  return p;
+}
+
+static void be_free(void *p) { sr_cuda_free(p); }
+
+static void check(cudaError_t e, const char *what) {
+  if (e != cudaSuccess) sr_fail("cuda: %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* the next staging slot, once the copy that last used it has finished */
+static struct slot *take_slot(const char *what) {
+  struct slot *sl = &ring[ring_next];
+  ring_next = (ring_next + 1) % SR_SLOTS;
+  check(cudaEventSynchronize(sl->done), what);
+  return sl;
+}
+
+static void be_copy(void *dst, sr_device dd, const void *src, sr_device sd, size_t n) {
+  if (n == 0) return;
+  if (dd == SR_CPU && sd == SR_CPU) {
+    memcpy(dst, src, n);
+    return;
+  }
+  need();
+  if (capturing && (dd == SR_CPU || sd == SR_CPU)) sr_fail("cuda: host<->device copy inside a CUDA graph capture");
+  if (dd == SR_CUDA && sd == SR_CUDA) {
+    check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream), "device-to-device copy");
+    return;
+  }
+  if (sd == SR_CPU) {  /* host -> device: no wait beyond a slot's reuse */
+    for (size_t off = 0; off < n; off += SR_SLOT_BYTES) {
+      size_t k = n - off < SR_SLOT_BYTES ? n - off : SR_SLOT_BYTES;
+      struct slot *sl = take_slot("host-to-device copy");
+      memcpy(sl->p, (const char *)src + off, k);
+      check(cudaMemcpyAsync((char *)dst + off, sl->p, k, cudaMemcpyHostToDevice, stream), "host-to-device copy");
+      check(cudaEventRecord(sl->done, stream), "host-to-device copy");
+    }
+    return;
+  }
+  /* device -> host: up to SR_SLOTS chunks in flight; each is unpacked once its event fired */
+  struct slot *pend[SR_SLOTS];
+  size_t pend_off[SR_SLOTS], pend_k[SR_SLOTS];
+  int np = 0, first = 0;
+  for (size_t off = 0; off < n || np > 0;) {
+    if (off < n && np < SR_SLOTS) {
+      size_t k = n - off < SR_SLOT_BYTES ? n - off : SR_SLOT_BYTES;
+      struct slot *sl = take_slot("device-to-host copy");
+      check(cudaMemcpyAsync(sl->p, (const char *)src + off, k, cudaMemcpyDeviceToHost, stream), "device-to-host copy");
+      check(cudaEventRecord(sl->done, stream), "device-to-host copy");
+      int at = (first + np) % SR_SLOTS;
+      pend[at] = sl, pend_off[at] = off, pend_k[at] = k;
+      np++;
+      off += k;
+      continue;
+    }
+    check(cudaEventSynchronize(pend[first]->done), "device-to-host copy");
+    memcpy((char *)dst + pend_off[first], pend[first]->p, pend_k[first]);
+    first = (first + 1) % SR_SLOTS;
+    np--;
+  }
+  const char *w = deferred();
+  if (w) sr_fail("%s", w);
+}
+
+static void be_copy_strided(sr_tensor *dst, const sr_tensor *src) {
+  sr_kcall c;
+  memset(&c, 0, sizeof c);
+  c.t[0] = dst;
+  c.t[1] = (sr_tensor *)src;
+  c.nt = 2;
+  const char *e = sr_cuda_copy(&c);
+  if (e) sr_fail("copy: %s", e);
+}
+
+static void be_fill(sr_tensor *x, double v) {
+  sr_kcall c;
+  memset(&c, 0, sizeof c);
+  c.t[0] = x;
+  c.nt = 1;
+  c.f[0] = v;
+  const char *e = sr_cuda_fill(&c);
+  if (e) sr_fail("fill: %s", e);
+}
+
+static void be_synchronize(void) {
+  const char *e = sr_cuda_sync();
+  if (e) sr_fail("cuda: %s", e);
+}
+
+static const sr_device_backend backend = {
+  be_available, be_alloc, be_free, be_copy, be_copy_strided, be_fill, be_synchronize,
+};
+
+void sr_cuda_init(void) { sr_register_cuda_backend(&backend); }
+
+/* ------------------------------------------------------------------------------------------
+** CUDA graphs */
+
+struct sr_cuda_graph {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  int pool;
+  int64_t replays;
+  void **used;        /* ordinary blocks the captured launches use (nused) */
+  size_t *used_size;
+  void **saved;       /* their snapshot, or NULL */
+  int nused;
+};
+
+static void **noted;  /* the capture under way: ordinary blocks its launches use */
+static size_t *noted_size;
+static int nnoted, capnoted;
+
+int sr_cuda_capturing(void) { return capturing; }
+
+void sr_cuda_graph_note(const sr_kcall *c) {
+  if (!capturing) return;
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    if (!x) continue;
+    int i = map_get(x->storage->data);
+    if (i < 0 || blocks[i].pool != 0 || blocks[i].noted == cur_pool) continue;
+    blocks[i].noted = cur_pool;
+    if (nnoted == capnoted) {
+      capnoted = capnoted ? 2 * capnoted : 256;
+      noted = realloc(noted, (size_t)capnoted * sizeof *noted);
+      noted_size = realloc(noted_size, (size_t)capnoted * sizeof *noted_size);
+    }
+    noted[nnoted] = blocks[i].p;
+    noted_size[nnoted++] = blocks[i].size;
+  }
+}
+
+/* a pool whose kernels never ran (a failed capture, or a graph freed before its first replay):
+** its live tensors hold garbage, so they are zeroed (a gradient then accumulates from 0) and
+** join pool 0; its free blocks go back to the driver */
+static void abandon_pool(int pool) {
+  for (int i = 0; i < nblocks; i++)
+    if (blocks[i].pool == pool && blocks[i].inuse) {
+      cudaMemsetAsync(blocks[i].p, 0, blocks[i].size, stream);
+      blocks[i].pool = 0;
+    }
+  release_free_blocks(1, pool);
+}
+
+const char *sr_cuda_graph_begin(void) {
+  const char *w = start();
+  if (w) return w;
+  if (capturing) return "cuda graph: a capture is already under way";
+  cudaError_t e = cudaStreamSynchronize(stream);
+  if (e == cudaSuccess) e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    return errbuf;
+  }
+  capturing = 1;
+  cur_pool = next_pool++;
+  nnoted = 0;
+  return NULL;
+}
+
+const char *sr_cuda_graph_end(sr_cuda_graph **out) {
+  *out = NULL;
+  if (!capturing) return "cuda graph: no capture under way";
+  int pool = cur_pool;
+  capturing = 0;
+  cur_pool = 0;
+  cudaGraph_t g = NULL;
+  cudaError_t e = cudaStreamEndCapture(stream, &g);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(errbuf, sizeof errbuf, "cudaStreamEndCapture: %s (an operation in the step cannot be captured)",
+             cudaGetErrorString(e));
+    if (g) cudaGraphDestroy(g);
+    abandon_pool(pool);
+    return errbuf;
+  }
+  cudaGraphExec_t x = NULL;
+  e = cudaGraphInstantiate(&x, g, 0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(errbuf, sizeof errbuf, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    cudaGraphDestroy(g);
+    abandon_pool(pool);
+    return errbuf;
+  }
+  sr_cuda_graph *r = calloc(1, sizeof *r);
+  r->graph = g;
+  r->exec = x;
+  r->pool = pool;
+  r->nused = nnoted;
+  r->used = malloc((size_t)nnoted * sizeof *r->used + 1);
+  r->used_size = malloc((size_t)nnoted * sizeof *r->used_size + 1);
+  memcpy(r->used, noted, (size_t)nnoted * sizeof *r->used);
+  memcpy(r->used_size, noted_size, (size_t)nnoted * sizeof *r->used_size);
+  *out = r;
+  return NULL;
+}
+
+const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
+  if (!g) return "cuda graph: NULL graph";
+  cudaError_t e = cudaGraphLaunch(g->exec, stream);
+  if (e != cudaSuccess) {
+    snprintf(errbuf, sizeof errbuf, "cudaGraphLaunch: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    return errbuf;
+  }
+  g->replays++;
+  return NULL;
+}
+
+/* the noted blocks still held by a live tensor (a block freed since may belong to another) */
+static int used_live(const sr_cuda_graph *g, int k) {
+  int i = map_get(g->used[k]);
+  return i >= 0 && blocks[i].inuse && blocks[i].pool == 0;
+}
+
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes) {
+  size_t total = 0;
+  sr_cuda_graph_drop_snapshot(g);
+  g->saved = calloc((size_t)g->nused + 1, sizeof *g->saved);
+  for (int k = 0; k < g->nused; k++) {
+    if (!used_live(g, k)) continue;
+    g->saved[k] = sr_cuda_malloc(g->used_size[k]);
+    if (!g->saved[k]) {
+      sr_cuda_graph_drop_snapshot(g);
+      snprintf(errbuf, sizeof errbuf, "cuda graph: out of memory for a snapshot of the step's state (%zu bytes so far)",
+               total);
+      return errbuf;
+    }
+    cudaError_t e = cudaMemcpyAsync(g->saved[k], g->used[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    if (e != cudaSuccess) {
+      sr_cuda_graph_drop_snapshot(g);
+      snprintf(errbuf, sizeof errbuf, "cuda graph: snapshot: %s", cudaGetErrorString(e));
+      return errbuf;
+    }
+    total += g->used_size[k];
+  }
+  if (nbytes) *nbytes = total;
+  return NULL;
+}
+
+const char *sr_cuda_graph_restore(sr_cuda_graph *g) {
+  if (!g->saved) return "cuda graph: restore without a snapshot";
+  for (int k = 0; k < g->nused; k++) {
+    if (!g->saved[k] || !used_live(g, k)) continue;
+    cudaError_t e = cudaMemcpyAsync(g->used[k], g->saved[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    if (e != cudaSuccess) {
+      snprintf(errbuf, sizeof errbuf, "cuda graph: restore: %s", cudaGetErrorString(e));
+      return errbuf;
+    }
+  }
+  return NULL;
+}
+
+void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g) {
+  if (!g->saved) return;
+  for (int k = 0; k < g->nused; k++) sr_cuda_free(g->saved[k]);
+  free(g->saved);
+  g->saved = NULL;
+}
+
+void sr_cuda_graph_free(sr_cuda_graph *g) {
+  if (!g) return;
+  cudaStreamSynchronize(stream);
+  cudaGraphExecDestroy(g->exec);
+  cudaGraphDestroy(g->graph);
+  sr_cuda_graph_drop_snapshot(g);
+  free(g->used);
+  free(g->used_size);
+  /* live blocks (tensors made during capture) join pool 0; free ones go back to the driver */
+  if (g->replays == 0) abandon_pool(g->pool);
+  else {
+    for (int i = 0; i < nblocks; i++)
+      if (blocks[i].pool == g->pool && blocks[i].inuse) blocks[i].pool = 0;
+    release_free_blocks(1, g->pool);
+  }
+  free(g);
+}
+
+#else  /* !SPEEDRUN_CUDA: keeps the glob-compiled file valid in CPU-only builds */
+typedef int sr_cuda_backend_unused;
+#endif

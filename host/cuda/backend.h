@@ -1,0 +1,77 @@
+/*
+** cuda/backend.h: the CUDA device for the rest of the host (host/cuda/backend.c).
+** The device, stream, cuBLASLt handle and workspace are created lazily on first use; nothing
+** here touches the driver before that, so a binary without a GPU or libcuda starts fine and
+** sr_cuda_probe() says why the GPU is unusable.
+**
+** Memory comes from a caching allocator: freed blocks are kept per size and reused, so a
+** training step makes no cudaMalloc/cudaFree after warm-up. All work runs on one stream in
+** issue order, so a block freed by the host can be reused by the next launch at once.
+**
+** CUDA graphs: sr_cuda_graph_begin() starts capturing the stream; allocations made while
+** capturing come from a private pool owned by the graph (reused only inside that capture and by
+** its replays), so replays never overwrite memory handed out to anything else.
+**
+** Host copies go through a ring of pinned staging slots: a host-to-device copy returns once its
+** chunks are queued (it waits only for a slot's previous copy); device-to-host waits for the data.
+*/
+#ifndef SR_CUDA_BACKEND_H
+#define SR_CUDA_BACKEND_H
+
+#include <stddef.h>  /* defines: size_t */
+#include <stdint.h>  /* defines: int64_t */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* registers the backend with the tensor core (sr_register_cuda_backend); touches no driver */
+void sr_cuda_init(void);
+/* NULL when a GPU is usable, else a sentence saying why not (no driver, no device, ...) */
+const char *sr_cuda_probe(void);
+
+/* the stream everything runs on (a cudaStream_t); creates the device context on first call */
+void *sr_cuda_stream(void);
+/* the cuBLASLt handle (a cublasLtHandle_t) and the one matmul workspace */
+void *sr_cuda_blaslt(void);
+void *sr_cuda_workspace(size_t *nbytes);
+
+/* caching allocator: NULL only when the device is out of memory even after emptying the cache */
+void *sr_cuda_malloc(size_t nbytes);
+void sr_cuda_free(void *p);
+size_t sr_cuda_current_bytes(void);   /* bytes handed out now */
+size_t sr_cuda_peak_bytes(void);      /* most bytes handed out at once since the last reset */
+size_t sr_cuda_reserved_bytes(void);  /* bytes held from the driver (handed out + cached) */
+void sr_cuda_reset_peak(void);
+void sr_cuda_empty_cache(void);       /* returns cached free blocks to the driver */
+int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady state adds none) */
+
+/* waits for the stream; reports a deferred kernel error (bad index) or a CUDA error: NULL if none */
+const char *sr_cuda_sync(void);
+/* thread-local message buffer for launchers (512 bytes) */
+char *sr_cuda_errbuf(void);
+/* device pointer of the deferred-error record (struct sr_dev_error in kernels/common.cuh) */
+void *sr_cuda_dev_error_ptr(void);
+
+/* CUDA graphs of a whole step. begin/end return NULL or an error message; on failure the
+** caller runs eagerly. A graph keeps its private memory pool until freed. */
+typedef struct sr_cuda_graph sr_cuda_graph;
+const char *sr_cuda_graph_begin(void);
+const char *sr_cuda_graph_end(sr_cuda_graph **out);
+const char *sr_cuda_graph_replay(sr_cuda_graph *g);
+void sr_cuda_graph_free(sr_cuda_graph *g);  /* never replayed: its live tensors are zeroed */
+int sr_cuda_capturing(void);          /* 1 between begin and end */
+/* called by the dispatcher for each launch while capturing: notes the ordinary (pool 0) blocks
+** the launch uses, the state a replay reads and writes */
+struct sr_kcall;
+void sr_cuda_graph_note(const struct sr_kcall *c);
+/* copies of the noted blocks (nbytes: their size), put back by restore; the harness checks a
+** replay against an eager step from the same state with them */
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes);
+const char *sr_cuda_graph_restore(sr_cuda_graph *g);
+void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,187 @@
+/*
+** data/loader.c: the records' three loader semantics over mapped shards (see loader.h).
+** Each loader keeps one cursor: the current shard and the position of its rank in it.
+*/
+#include <glob.h>      /* defines: glob, globfree */
+#include <stdio.h>     /* defines: snprintf */
+#include <stdlib.h>    /* defines: calloc, free */
+#include <string.h>    /* defines: strdup */
+
+#include "data/loader.h"    /* defines: sr_loader_config */
+#include "data/shard.h"     /* defines: sr_shard_open */
+
+struct sr_loader {
+  sr_loader_config cfg;
+  int nshards;
+  sr_shard *shards;
+  char **paths;
+  int64_t local;        /* tokens in this rank's x */
+  int64_t step;         /* tokens per step over all ranks */
+  int64_t max_batches;  /* 0: unlimited */
+  int64_t batches;      /* yielded since the last reset */
+  int shard;            /* cursor */
+  int64_t pos;          /* BT/SEQ: this rank's offset; GLOBAL: the step's offset */
+  int ended;
+};
+
+int sr_glob_sorted(const char *pattern, char ***files, int *nfiles, char *err, size_t errlen) {
+  glob_t g;
+  int rc = glob(pattern, 0, NULL, &g);     /* glob sorts its results */
+  if (rc != 0 || g.gl_pathc == 0) {
+    snprintf(err, errlen, "%s: no files match", pattern);
+    if (rc == 0) globfree(&g);
+    return -1;
+  }
+  *files = calloc(g.gl_pathc, sizeof **files);
+  for (size_t i = 0; *files && i < g.gl_pathc; i++) (*files)[i] = strdup(g.gl_pathv[i]);
+  *nfiles = (int)g.gl_pathc;
+  globfree(&g);
+  if (!*files) {
+    snprintf(err, errlen, "%s: out of memory", pattern);
+    return -1;
+  }
+  return 0;
+}
+
+void sr_free_files(char **files, int nfiles) {
+  for (int i = 0; files && i < nfiles; i++) free(files[i]);
+  free(files);
+}
+
+void sr_loader_free(sr_loader *ld) {
+  if (!ld) return;
+  for (int i = 0; i < ld->nshards; i++) sr_shard_close(&ld->shards[i]);
+  sr_free_files(ld->paths, ld->nshards);
+  free(ld->shards);
+  free(ld);
+}
+
+void sr_loader_reset(sr_loader *ld) {
+  const sr_loader_config *c = &ld->cfg;
+  ld->shard = 0;
+  ld->pos = c->mode == SR_LOAD_GLOBAL ? 0 : c->rank * ld->local;
+  ld->batches = 0;
+  ld->ended = 0;
+}
+
+sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config *cfg,
+                          char *err, size_t errlen) {
+  const sr_loader_config *c = cfg;
+  if (nfiles < 1) {
+    snprintf(err, errlen, "loader: no shard files");
+    return NULL;
+  }
+  if (c->world < 1 || c->rank < 0 || c->rank >= c->world) {
+    snprintf(err, errlen, "loader: rank %d is not in [0, world = %d)", c->rank, c->world);
+    return NULL;
+  }
+  if (c->T < 1 && c->mode != SR_LOAD_GLOBAL) {
+    snprintf(err, errlen, "loader: T must be positive (got %lld)", (long long)c->T);
+    return NULL;
+  }
+  if (c->mode == SR_LOAD_BT && c->B < 1) {
+    snprintf(err, errlen, "loader: B must be positive (got %lld)", (long long)c->B);
+    return NULL;
+  }
+  if (c->mode == SR_LOAD_GLOBAL && (c->batch < c->world || c->batch % c->world != 0)) {
+    snprintf(err, errlen, "loader: the global batch (%lld tokens) must be a positive multiple of "
+             "world = %d", (long long)c->batch, c->world);
+    return NULL;
+  }
+  sr_loader *ld = calloc(1, sizeof *ld);
+  if (!ld) goto oom;
+  ld->cfg = *c;
+  ld->local = c->mode == SR_LOAD_BT ? c->B * c->T : c->mode == SR_LOAD_SEQ ? c->T : c->batch / c->world;
+  ld->step = c->mode == SR_LOAD_GLOBAL ? c->batch : ld->local * c->world;
+  ld->max_batches = c->max_tokens > 0 ? c->max_tokens / ld->step : 0;
+  if (c->max_tokens > 0 && ld->max_batches == 0) {
+    snprintf(err, errlen, "loader: max_tokens = %lld is less than one step (%lld tokens)",
+             (long long)c->max_tokens, (long long)ld->step);
+    sr_loader_free(ld);
+    return NULL;
+  }
+  ld->shards = calloc((size_t)nfiles, sizeof *ld->shards);
+  ld->paths = calloc((size_t)nfiles, sizeof *ld->paths);
+  if (!ld->shards || !ld->paths) goto oom;
+  for (int i = 0; i < nfiles; i++) {
+    if (!(ld->paths[i] = strdup(files[i]))) goto oom;
+    ld->nshards = i + 1;
+    if (sr_shard_open(&ld->shards[i], files[i], err, errlen) != 0) {
+      sr_loader_free(ld);
+      return NULL;
+    }
+    /* the records assert this of every shard: one step must fit */
+    if (ld->shards[i].ntok < ld->step + 1) {
+      snprintf(err, errlen, "%s: %lld tokens, fewer than one step needs (%lld + 1)", files[i],
+               (long long)ld->shards[i].ntok, (long long)ld->step);
+      sr_loader_free(ld);
+      return NULL;
+    }
+  }
+  if (c->max_tokens > sr_loader_total_tokens(ld)) {
+    snprintf(err, errlen, "%s...: the shards hold %lld tokens, fewer than the %lld asked for", files[0],
+             (long long)sr_loader_total_tokens(ld), (long long)c->max_tokens);
+    sr_loader_free(ld);
+    return NULL;
+  }
+  sr_loader_reset(ld);
+  return ld;
+oom:
+  snprintf(err, errlen, "loader: out of memory");
+  sr_loader_free(ld);
+  return NULL;
+}
+
+int64_t sr_loader_rank_tokens(const sr_loader *ld) { return ld->local; }
+int64_t sr_loader_step_tokens(const sr_loader *ld) { return ld->step; }
+
+int64_t sr_loader_total_tokens(const sr_loader *ld) {
+  int64_t n = 0;
+  for (int i = 0; i < ld->nshards; i++) n += ld->shards[i].ntok;
+  return n;
+}
+
+void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos) {
+  *shard = ld->shard;
+  *pos = ld->cfg.mode == SR_LOAD_GLOBAL ? ld->pos + ld->cfg.rank * ld->local : ld->pos;
+}
+
+const char *sr_loader_shard_path(const sr_loader *ld, int shard) {
+  return shard >= 0 && shard < ld->nshards ? ld->paths[shard] : NULL;
+}
+
+static void copy_window(const uint16_t *src, int64_t n, int32_t *x, int32_t *y) {
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = src[i];
+    y[i] = src[i + 1];
+  }
+}
+
+int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y) {
+  if (ld->ended || (ld->max_batches && ld->batches >= ld->max_batches)) return 0;
+  const sr_loader_config *c = &ld->cfg;
+  if (c->mode == SR_LOAD_GLOBAL) {
+    /* leave a shard before reading when the step would reach its end; never cycle */
+    while (ld->pos + ld->step + 1 >= ld->shards[ld->shard].ntok) {
+      if (ld->shard + 1 >= ld->nshards) {
+        ld->ended = 1;
+        return 0;
+      }
+      ld->shard++;
+      ld->pos = 0;
+    }
+    copy_window(ld->shards[ld->shard].tokens + ld->pos + c->rank * ld->local, ld->local, x, y);
+    ld->pos += ld->step;
+  } else {
+    copy_window(ld->shards[ld->shard].tokens + ld->pos, ld->local, x, y);
+    ld->pos += ld->step;
+    int64_t len = ld->shards[ld->shard].ntok;
+    int next = c->mode == SR_LOAD_BT ? ld->pos + ld->step + 1 > len : ld->pos + ld->step >= len;
+    if (next) {
+      ld->shard = (ld->shard + 1) % ld->nshards;
+      ld->pos = c->rank * ld->local;
+    }
+  }
+  ld->batches++;
+  return 1;
+}

@@ -1,0 +1,53 @@
+/*
+** data/loader.h: the training and validation data loaders of the speedrun records, over mapped
+** shards (no shuffling anywhere, as in the records; deterministic for a rank and world size).
+**  SR_LOAD_BT (records 1-11): rank r reads B*T+1 contiguous tokens at pos + r*B*T; x is the
+**    first B*T, y the same shifted by one, both (B, T). pos += B*T*world; when
+**    pos + B*T*world + 1 > shard length the next shard starts (cycling) at r*B*T.
+**  SR_LOAD_SEQ (records 12-17): as BT with B = 1, one flat window of T tokens; the shard
+**    switches when pos + T*world >= length.
+**  SR_LOAD_GLOBAL (records 18+): `batch` tokens per step over all ranks; rank r takes
+**    tokens[pos + r*batch/world ...] (batch/world + 1 tokens), then pos += batch. Before each
+**    read, a shard is left when pos + batch + 1 >= its length; there is no cycling: after the
+**    last shard the loader reports the end of the data.
+** With max_tokens > 0 a loader yields max_tokens / (tokens per step over all ranks) batches and
+** then ends (the validation loader: a fixed token count from the start of the val shards;
+** the shards must hold at least max_tokens); reset() starts it again.
+*/
+#ifndef SR_LOADER_H
+#define SR_LOADER_H
+
+#include <stddef.h>  /* defines: size_t */
+#include <stdint.h>  /* defines: int32_t, int64_t */
+
+typedef enum sr_loader_mode { SR_LOAD_BT, SR_LOAD_SEQ, SR_LOAD_GLOBAL } sr_loader_mode;
+
+typedef struct sr_loader_config {
+  sr_loader_mode mode;
+  int64_t B, T;          /* BT: B rows of T tokens; SEQ: T tokens (B is ignored) */
+  int64_t batch;         /* GLOBAL: tokens per step over all ranks, divisible by world */
+  int rank, world;
+  int64_t max_tokens;    /* > 0: stop after max_tokens / step tokens batches */
+} sr_loader_config;
+
+typedef struct sr_loader sr_loader;
+
+/* files in sorted order, as the records' sorted(glob(pattern)); an empty match is an error */
+int sr_glob_sorted(const char *pattern, char ***files, int *nfiles, char *err, size_t errlen);
+void sr_free_files(char **files, int nfiles);
+
+/* maps every shard and checks it holds at least one step; NULL with a message on failure */
+sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config *cfg,
+                          char *err, size_t errlen);
+void sr_loader_free(sr_loader *ld);
+int64_t sr_loader_rank_tokens(const sr_loader *ld);   /* tokens in this rank's x (and y) */
+int64_t sr_loader_step_tokens(const sr_loader *ld);   /* tokens per step over all ranks */
+int64_t sr_loader_total_tokens(const sr_loader *ld);  /* tokens in all shards */
+/* fills x and y (rank_tokens int32 each): 1, or 0 at the end of the data */
+int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y);
+void sr_loader_reset(sr_loader *ld);
+/* where the next batch comes from: shard index and this rank's token offset in it */
+void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos);
+const char *sr_loader_shard_path(const sr_loader *ld, int shard);
+
+#endif

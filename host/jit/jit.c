@@ -1,0 +1,928 @@
+/*
+** jit/jit.c: agent kernels: NVRTC compile, disk cache, driver-API load and launch, signatures,
+** the last-launch record and fault reporting. Contract in host/jit/jit.h; user docs in
+** docs/kernels.md.
+**
+** The CUDA driver API is reached through dlopen("libcuda.so.1"), never linked: CI and build
+** machines have the toolkit (and NVRTC) but no driver, and a binary linking libcuda would not
+** start there.
+*/
+#define _GNU_SOURCE            /* dladdr */
+#include <dlfcn.h>             /* defines: dlopen, dlsym, dladdr */
+#include <errno.h>             /* defines: errno */
+#include <fcntl.h>             /* defines: open, O_RDWR */
+#include <stdio.h>             /* defines: snprintf, fopen */
+#include <stdlib.h>            /* defines: malloc, free, getenv */
+#include <string.h>            /* defines: strlen, memcpy, strncmp */
+#include <sys/mman.h>          /* defines: mmap */
+#include <sys/stat.h>          /* defines: mkdir, stat */
+#include <unistd.h>            /* defines: getpid, rename, ftruncate, _exit */
+
+#include "jit/jit.h"               /* defines: the API implemented here */
+#include "util/clock.h"             /* defines: sr_monotonic_s */
+
+#ifdef SPEEDRUN_CUDA
+#include <cuda_runtime.h>      /* defines: cudaStreamSynchronize, cudaDeviceGetAttribute */
+#include <nvrtc.h>             /* defines: nvrtcCreateProgram, nvrtcCompileProgram */
+#include "cuda/backend.h"      /* defines: sr_cuda_stream, sr_cuda_probe, sr_cuda_capturing */
+#endif
+
+const char *sr_source_dir(void);  /* host/lua/lsr.c: the checkout or install prefix */
+
+/* helpers that only the CUDA build calls */
+#ifdef SPEEDRUN_CUDA
+#define SR_CUDA_ONLY
+#else
+#define SR_CUDA_ONLY __attribute__((unused))
+#endif
+
+SR_CUDA_ONLY static _Thread_local char msgbuf[1024];
+
+/* ------------------------------------------------------------------------------------------
+** small helpers */
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* whole file into a malloc'd NUL-terminated buffer; NULL if unreadable */
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (n + 4096 + 1 > cap) {
+      cap *= 2;
+      char *nb = realloc(buf, cap);
+      if (!nb) { free(buf); fclose(f); return NULL; }
+      buf = nb;
+    }
+    size_t k = fread(buf + n, 1, 4096, f);
+    n += k;
+    if (k < 4096) break;
+  }
+  fclose(f);
+  buf[n] = '\0';
+  if (len) *len = n;
+  return buf;
+}
+
+static int file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* mkdir -p */
+SR_CUDA_ONLY static int make_dirs(const char *path) {
+  char tmp[1024];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+  return 0;
+}
+
+static void dirname_of(const char *path, char *out, size_t n) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(out, n, ".");
+  else if (slash == path) snprintf(out, n, "/");
+  else snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+/* ------------------------------------------------------------------------------------------
+** the cache key: two independent 64-bit hashes (FNV-1a, and a multiply-rotate mix) */
+
+typedef struct hash128 { uint64_t a, b; } hash128;
+
+SR_CUDA_ONLY static void hash_init(hash128 *h) { h->a = 0xcbf29ce484222325ull; h->b = 0x9e3779b97f4a7c15ull; }
+
+static void hash_bytes(hash128 *h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  uint64_t a = h->a, b = h->b;
+  for (size_t i = 0; i < n; i++) {
+    a = (a ^ p[i]) * 0x100000001b3ull;
+    b = (b ^ p[i]) * 0xff51afd7ed558ccdull;
+    b = (b << 31) | (b >> 33);
+  }
+  h->a = a;
+  h->b = b;
+}
+
+/* a string with its length, so ("ab","c") and ("a","bc") differ */
+static void hash_str(hash128 *h, const char *s) {
+  uint64_t n = s ? strlen(s) : (uint64_t)-1;
+  hash_bytes(h, &n, sizeof n);
+  if (s) hash_bytes(h, s, (size_t)n);
+}
+
+/* ------------------------------------------------------------------------------------------
+** folders */
+
+const char *sr_jit_cache_dir(void) {
+  static char dir[1024];
+  if (dir[0]) return dir;
+  const char *e = getenv("SPEEDRUN_KERNEL_CACHE");
+  if (e && *e) snprintf(dir, sizeof dir, "%s", e);
+  else if ((e = getenv("XDG_CACHE_HOME")) && *e) snprintf(dir, sizeof dir, "%s/speedrun/kernels", e);
+  else if ((e = getenv("HOME")) && *e) snprintf(dir, sizeof dir, "%s/.cache/speedrun/kernels", e);
+  else snprintf(dir, sizeof dir, "/tmp/speedrun-kernels-%d", (int)getuid());
+  return dir;
+}
+
+const char *sr_jit_include_dir(void) {
+  static char dir[1024];
+  if (dir[0]) return dir;
+  const char *e = getenv("SPEEDRUN_KERNEL_INCLUDE");
+  if (e && *e) snprintf(dir, sizeof dir, "%s", e);
+  else snprintf(dir, sizeof dir, "%s/kernels/include", sr_source_dir());
+  return dir;
+}
+
+#ifdef SPEEDRUN_CUDA
+
+static int cuda_include_ok(const char *dir) {
+  char probe[1100];
+  snprintf(probe, sizeof probe, "%s/cuda_bf16.h", dir);
+  return file_exists(probe);
+}
+
+const char *sr_jit_cuda_include_dir(void) {
+  static char dir[1024];
+  static int tried;
+  if (tried) return dir[0] ? dir : NULL;
+  tried = 1;
+  const char *cands[8];
+  int nc = 0;
+  char fromlib[1100] = "", fromlib2[1100] = "", home[1100] = "", path[1100] = "";
+  const char *e = getenv("SPEEDRUN_CUDA_INCLUDE");
+  if (e && *e) cands[nc++] = e;
+#ifdef SPEEDRUN_CUDA_INCLUDE
+  cands[nc++] = SPEEDRUN_CUDA_INCLUDE;   /* CUDAToolkit_INCLUDE_DIRS, when CMake passes it */
+#endif
+  Dl_info info;  /* libnvrtc.so lives in <toolkit>/lib64 or <toolkit>/targets/<arch>/lib */
+  if (dladdr((void *)nvrtcCompileProgram, &info) && info.dli_fname) {
+    char d1[1024], d2[1024];  /* the folder of the library, and its parent */
+    dirname_of(info.dli_fname, d1, sizeof d1);
+    dirname_of(d1, d2, sizeof d2);
+    snprintf(fromlib, sizeof fromlib, "%s/include", d2);
+    cands[nc++] = fromlib;
+    snprintf(fromlib2, sizeof fromlib2, "%s/targets/x86_64-linux/include", d2);
+    cands[nc++] = fromlib2;
+  }
+  if ((e = getenv("CUDA_HOME")) && *e) { snprintf(home, sizeof home, "%s/include", e); cands[nc++] = home; }
+  if ((e = getenv("CUDA_PATH")) && *e) { snprintf(path, sizeof path, "%s/include", e); cands[nc++] = path; }
+  cands[nc++] = "/usr/local/cuda/include";
+  for (int i = 0; i < nc; i++)
+    if (cuda_include_ok(cands[i])) {
+      snprintf(dir, sizeof dir, "%s", cands[i]);
+      return dir;
+    }
+  return NULL;
+}
+
+const char *sr_jit_nvrtc_version(void) {
+  static char v[16];
+  if (!v[0]) {
+    int maj = 0, min = 0;
+    nvrtcVersion(&maj, &min);
+    snprintf(v, sizeof v, "%d.%d", maj, min);
+  }
+  return v;
+}
+
+const char *sr_jit_compiler_unavailable(void) { return NULL; }
+
+#else
+
+const char *sr_jit_cuda_include_dir(void) { return NULL; }
+const char *sr_jit_nvrtc_version(void) { return NULL; }
+const char *sr_jit_compiler_unavailable(void) {
+  return "the CUDA backend is not built (configure with the CUDA toolkit and -DSPEEDRUN_CUDA=ON)";
+}
+
+#endif
+
+/* ------------------------------------------------------------------------------------------
+** include scanning for the cache key: every file reached by #include "..." or <...> that
+** resolves to a real file in the including file's folder (quotes only) or the include dirs */
+
+typedef struct inc_scan {
+  hash128 *h;
+  const char **dirs;
+  int ndirs;
+  char seen[64][1024];
+  int nseen;
+} inc_scan;
+
+static void scan_includes(inc_scan *s, const char *text, const char *selfdir);
+
+static void scan_one(inc_scan *s, const char *path) {
+  for (int i = 0; i < s->nseen; i++)
+    if (!strcmp(s->seen[i], path)) return;
+  if (s->nseen == 64) return;
+  snprintf(s->seen[s->nseen++], 1024, "%s", path);
+  size_t n = 0;
+  char *text = read_file(path, &n);
+  if (!text) return;
+  hash_str(s->h, path);
+  hash_str(s->h, text);
+  char dir[1024];
+  dirname_of(path, dir, sizeof dir);
+  scan_includes(s, text, dir);
+  free(text);
+}
+
+static void scan_includes(inc_scan *s, const char *text, const char *selfdir) {
+  for (const char *p = text; *p; ) {
+    const char *line = p;
+    while (*p && *p != '\n') p++;
+    const char *q = line;
+    while (q < p && (*q == ' ' || *q == '\t')) q++;
+    if (q < p && *q == '#') {
+      q++;
+      while (q < p && (*q == ' ' || *q == '\t')) q++;
+      if (p - q > 7 && !strncmp(q, "include", 7)) {
+        q += 7;
+        while (q < p && (*q == ' ' || *q == '\t')) q++;
+        char open = q < p ? *q : 0, close = open == '"' ? '"' : open == '<' ? '>' : 0;
+        if (close) {
+          const char *nb = ++q;
+          while (q < p && *q != close) q++;
+          char name[256];
+          snprintf(name, sizeof name, "%.*s", (int)(q - nb), nb);
+          char cand[1024];
+          int found = 0;
+          if (open == '"' && selfdir) {
+            snprintf(cand, sizeof cand, "%s/%s", selfdir, name);
+            found = file_exists(cand);
+          }
+          for (int i = 0; !found && i < s->ndirs; i++) {
+            snprintf(cand, sizeof cand, "%s/%s", s->dirs[i], name);
+            found = file_exists(cand);
+          }
+          if (found) scan_one(s, cand);
+        }
+      }
+    }
+    if (*p) p++;
+  }
+}
+
+/* ------------------------------------------------------------------------------------------
+** logs: NVRTC writes "file(12): error: ..."; editors and people want "file:12: error: ...".
+** Lines about the name-expression map (a kernel named in opts but missing from the source)
+** become one clear line per missing kernel. */
+
+SR_CUDA_ONLY static char *rewrite_log(const char *log, const char *filename) {
+  size_t cap = strlen(log) * 2 + 256, n = 0;
+  char *out = malloc(cap);
+  int skip = 0;
+  for (const char *p = log; *p; ) {
+    const char *line = p;
+    while (*p && *p != '\n') p++;
+    size_t len = (size_t)(p - line);
+    if (*p) p++;
+    if (n + len + 512 > cap) { cap = 2 * cap + len + 512; out = realloc(out, cap); }
+    if (!strncmp(line, "__nv_name_map(", 14)) {
+      const char *id = strstr(line, "identifier \"");
+      if (id && id < line + len) {
+        id += 12;
+        const char *end = memchr(id, '"', (size_t)(line + len - id));
+        if (end)
+          n += (size_t)snprintf(out + n, cap - n, "%s: error: no kernel named '%.*s' in this source "
+                                "(check the name, or declare it extern \"C\" __global__)\n",
+                                filename, (int)(end - id), id);
+      }
+      skip = 3;  /* NVRTC echoes the source line, a caret and a blank line after each message */
+      continue;
+    }
+    if (skip > 0 && (len == 0 || line[0] == ' ')) { skip--; continue; }
+    skip = 0;
+    /* "name(123): " at the start of the line */
+    const char *lp = memchr(line, '(', len);
+    if (lp && lp > line) {
+      const char *d = lp + 1;
+      while (d < line + len && *d >= '0' && *d <= '9') d++;
+      if (d > lp + 1 && d + 2 < line + len && d[0] == ')' && d[1] == ':') {
+        memcpy(out + n, line, (size_t)(lp - line));
+        n += (size_t)(lp - line);
+        out[n++] = ':';
+        memcpy(out + n, lp + 1, (size_t)(d - lp - 1));
+        n += (size_t)(d - lp - 1);
+        memcpy(out + n, d + 1, (size_t)(line + len - d - 1));
+        n += (size_t)(line + len - d - 1);
+        out[n++] = '\n';
+        continue;
+      }
+    }
+    memcpy(out + n, line, len);
+    n += len;
+    out[n++] = '\n';
+  }
+  /* trim trailing blank lines */
+  while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) n--;
+  out[n] = '\0';
+  return out;
+}
+
+/* ------------------------------------------------------------------------------------------
+** cache entries: "SRK1\n" "kind cubin|ptx\n" "arch ARCH\n" "name NAME LOWERED\n"... then
+** "log N\n" N bytes, "image N\n" N bytes */
+
+SR_CUDA_ONLY static int cache_read(const char *path, sr_jit_binary *b, const sr_jit_opts *o) {
+  size_t n = 0;
+  char *buf = read_file(path, &n);
+  if (!buf) return 0;
+  char *p = buf, *end = buf + n;
+  int ok = 0, nk = 0;
+  if (strncmp(p, "SRK1\n", 5)) goto done;
+  p += 5;
+  while (p < end) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) goto done;
+    *nl = '\0';
+    if (!strncmp(p, "kind ", 5)) b->is_cubin = !strcmp(p + 5, "cubin");
+    else if (!strncmp(p, "arch ", 5)) snprintf(b->arch, sizeof b->arch, "%s", p + 5);
+    else if (!strncmp(p, "name ", 5)) {
+      char *sp = strchr(p + 5, ' ');
+      if (!sp || nk >= SR_JIT_MAXKERN) goto done;
+      *sp = '\0';
+      if (nk >= o->nkernels || strcmp(p + 5, o->kernels[nk])) goto done;
+      b->lowered[nk++] = xstrdup(sp + 1);
+    } else if (!strncmp(p, "log ", 4) || !strncmp(p, "image ", 6)) {
+      int is_log = p[0] == 'l';
+      size_t len = (size_t)strtoull(p + (is_log ? 4 : 6), NULL, 10);
+      p = nl + 1;
+      if ((size_t)(end - p) < len) goto done;
+      char *blob = malloc(len + 1);
+      memcpy(blob, p, len);
+      blob[len] = '\0';
+      p += len;
+      if (is_log) b->log = blob;
+      else { b->image = blob; b->size = len; ok = nk == o->nkernels; break; }
+      continue;
+    } else goto done;
+    p = nl + 1;
+  }
+done:
+  b->nkernels = nk;
+  free(buf);
+  if (!ok) {  /* a damaged or foreign entry: forget what was read, recompile */
+    for (int i = 0; i < nk; i++) { free(b->lowered[i]); b->lowered[i] = NULL; }
+    free(b->log); b->log = NULL;
+    free(b->image); b->image = NULL;
+    b->nkernels = 0;
+  }
+  return ok;
+}
+
+SR_CUDA_ONLY static void cache_write(const char *path, const sr_jit_binary *b, const sr_jit_opts *o) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return;
+  fprintf(f, "SRK1\nkind %s\narch %s\n", b->is_cubin ? "cubin" : "ptx", b->arch);
+  for (int i = 0; i < b->nkernels; i++) fprintf(f, "name %s %s\n", o->kernels[i], b->lowered[i]);
+  size_t ll = b->log ? strlen(b->log) : 0;
+  fprintf(f, "log %zu\n", ll);
+  if (ll) fwrite(b->log, 1, ll, f);
+  fprintf(f, "image %zu\n", b->size);
+  size_t w = fwrite(b->image, 1, b->size, f);
+  int bad = fclose(f) != 0 || w != b->size;
+  if (bad || rename(tmp, path) != 0) remove(tmp);
+}
+
+/* ------------------------------------------------------------------------------------------
+** compiling */
+
+void sr_jit_binary_free(sr_jit_binary *b) {
+  if (!b) return;
+  free(b->image);
+  free(b->log);
+  for (int i = 0; i < SR_JIT_MAXKERN; i++) free(b->lowered[i]);
+  memset(b, 0, sizeof *b);
+}
+
+static void fail_log(sr_jit_binary *b, const char *fmt, const char *a, const char *c) {
+  char tmp[1024];
+  snprintf(tmp, sizeof tmp, fmt, a, c);
+  free(b->log);
+  b->log = xstrdup(tmp);
+  b->ok = 0;
+}
+
+#ifdef SPEEDRUN_CUDA
+
+/* the target: opts->arch, else the GPU's sm_XY, else compute_90 (PTX) */
+static void pick_arch(const sr_jit_opts *o, char *arch, size_t n) {
+  if (o->arch && *o->arch) { snprintf(arch, n, "%s", o->arch); return; }
+  if (!sr_cuda_probe()) {
+    int dev = 0, maj = 0, min = 0;
+    cudaGetDevice(&dev);
+    if (cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&min, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess) {
+      snprintf(arch, n, "sm_%d%d", maj, min);
+      return;
+    }
+  }
+  snprintf(arch, n, "compute_90");
+}
+
+void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
+  memset(b, 0, sizeof *b);
+  const char *fname = o->filename && *o->filename ? o->filename : "kernel.cu";
+  if (!o->source) { fail_log(b, "%s: error: no source%s", fname, ""); return; }
+  if (o->nkernels > SR_JIT_MAXKERN || o->noptions > SR_JIT_MAXOPT) {
+    fail_log(b, "%s: error: too many kernels or options%s", fname, "");
+    return;
+  }
+  pick_arch(o, b->arch, sizeof b->arch);
+  b->is_cubin = !strncmp(b->arch, "sm_", 3);
+
+  /* options: target, C++17, line info, include dirs (the file's folder, the agent header's,
+  ** the CUDA toolkit's), then the caller's */
+  char o_arch[64], o_self[1100], o_agent[1100], o_cuda[1100], o_cccl[1100], selfdir[1024];
+  const char *opts[SR_JIT_MAXOPT + 8];
+  int no = 0;
+  snprintf(o_arch, sizeof o_arch, "--gpu-architecture=%s", b->arch);
+  opts[no++] = o_arch;
+  opts[no++] = "-std=c++17";
+  opts[no++] = "-lineinfo";
+  opts[no++] = "-DSPEEDRUN_KERNEL=1";
+  dirname_of(fname, selfdir, sizeof selfdir);
+  snprintf(o_self, sizeof o_self, "-I%s", selfdir);
+  opts[no++] = o_self;
+  snprintf(o_agent, sizeof o_agent, "-I%s", sr_jit_include_dir());
+  opts[no++] = o_agent;
+  const char *cinc = sr_jit_cuda_include_dir();
+  if (cinc) {
+    snprintf(o_cuda, sizeof o_cuda, "-I%s", cinc);
+    opts[no++] = o_cuda;
+    char cccl[1100];
+    snprintf(cccl, sizeof cccl, "%s/cccl/cuda/std/version", cinc);
+    if (file_exists(cccl)) {  /* CUDA 13 keeps <cuda/std/...> and cub in include/cccl */
+      snprintf(o_cccl, sizeof o_cccl, "-I%s/cccl", cinc);
+      opts[no++] = o_cccl;
+    }
+  }
+  for (int i = 0; i < o->noptions; i++) opts[no++] = o->options[i];
+
+  /* the key */
+  hash128 h;
+  hash_init(&h);
+  hash_str(&h, "speedrun-jit-1");
+  hash_str(&h, sr_jit_nvrtc_version());
+  hash_str(&h, fname);
+  hash_str(&h, o->source);
+  for (int i = 0; i < no; i++) hash_str(&h, opts[i]);
+  for (int i = 0; i < o->nkernels; i++) hash_str(&h, o->kernels[i]);
+  {
+    const char *dirs[SR_JIT_MAXOPT + 2];
+    int nd = 0;
+    dirs[nd++] = selfdir;
+    dirs[nd++] = sr_jit_include_dir();
+    for (int i = 0; i < o->noptions; i++)
+      if (!strncmp(o->options[i], "-I", 2) && o->options[i][2]) dirs[nd++] = o->options[i] + 2;
+    inc_scan *s = calloc(1, sizeof *s);
+    s->h = &h;
+    s->dirs = dirs;
+    s->ndirs = nd;
+    scan_includes(s, o->source, selfdir);
+    free(s);
+  }
+  snprintf(b->key, sizeof b->key, "%016llx%016llx", (unsigned long long)h.a, (unsigned long long)h.b);
+
+  const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
+  if (o->use_cache) {
+    snprintf(b->cache_path, sizeof b->cache_path, "%s/%s.srk", cdir, b->key);
+    if (cache_read(b->cache_path, b, o)) {
+      b->ok = 1;
+      b->cache_hit = 1;
+      if (!b->log) b->log = xstrdup("");
+      return;
+    }
+  }
+
+  double t0 = sr_monotonic_s();
+  nvrtcProgram prog;
+  nvrtcResult r = nvrtcCreateProgram(&prog, o->source, fname, 0, NULL, NULL);
+  if (r != NVRTC_SUCCESS) { fail_log(b, "%s: error: nvrtcCreateProgram: %s", fname, nvrtcGetErrorString(r)); return; }
+  for (int i = 0; i < o->nkernels; i++) nvrtcAddNameExpression(prog, o->kernels[i]);
+  r = nvrtcCompileProgram(prog, no, opts);
+  size_t ln = 0;
+  nvrtcGetProgramLogSize(prog, &ln);
+  char *raw = malloc(ln + 1);
+  raw[0] = '\0';
+  if (ln) nvrtcGetProgramLog(prog, raw);
+  raw[ln] = '\0';
+  b->log = rewrite_log(raw, fname);
+  free(raw);
+  if (r != NVRTC_SUCCESS) {
+    if (!strstr(b->log, fname)) {  /* option errors name no file: say which compile failed */
+      char *l2 = malloc(strlen(b->log) + strlen(fname) + 4);
+      sprintf(l2, "%s: %s", fname, b->log);
+      free(b->log);
+      b->log = l2;
+    }
+    if (!b->log[0]) {
+      free(b->log);
+      char tmp[512];
+      snprintf(tmp, sizeof tmp, "%s: error: %s", fname, nvrtcGetErrorString(r));
+      b->log = xstrdup(tmp);
+    }
+    nvrtcDestroyProgram(&prog);
+    return;
+  }
+  for (int i = 0; i < o->nkernels; i++) {
+    const char *lowered = NULL;
+    if (nvrtcGetLoweredName(prog, o->kernels[i], &lowered) != NVRTC_SUCCESS || !lowered) {
+      fail_log(b, "%s: error: no kernel named '%s' in this source", fname, o->kernels[i]);
+      nvrtcDestroyProgram(&prog);
+      return;
+    }
+    b->lowered[i] = xstrdup(lowered);
+  }
+  b->nkernels = o->nkernels;
+  size_t sz = 0;
+  if (b->is_cubin) r = nvrtcGetCUBINSize(prog, &sz);
+  else r = nvrtcGetPTXSize(prog, &sz);
+  if (r == NVRTC_SUCCESS) {
+    b->image = malloc(sz + 1);
+    r = b->is_cubin ? nvrtcGetCUBIN(prog, b->image) : nvrtcGetPTX(prog, b->image);
+    b->image[sz] = '\0';
+    b->size = sz;
+  }
+  nvrtcDestroyProgram(&prog);
+  if (r != NVRTC_SUCCESS) { fail_log(b, "%s: error: reading the compiled image: %s", fname, nvrtcGetErrorString(r)); return; }
+  b->compile_ms = 1e3 * (sr_monotonic_s() - t0);
+  b->ok = 1;
+  if (o->use_cache && make_dirs(cdir) == 0) cache_write(b->cache_path, b, o);
+}
+
+#else  /* !SPEEDRUN_CUDA */
+
+void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
+  memset(b, 0, sizeof *b);
+  fail_log(b, "%s: %s", o->filename ? o->filename : "kernel.cu", sr_jit_compiler_unavailable());
+}
+
+#endif
+
+/* ------------------------------------------------------------------------------------------
+** signatures */
+
+typedef struct type_row { const char *name; sr_jit_argkind kind; int dtype; } type_row;
+
+/* pointer element types; -1 = void (any dtype) */
+static const type_row ptr_types[] = {
+  {"float", SR_ARG_PTR, SR_F32}, {"f32", SR_ARG_PTR, SR_F32}, {"double", SR_ARG_PTR, SR_F64},
+  {"f64", SR_ARG_PTR, SR_F64}, {"bf16", SR_ARG_PTR, SR_BF16}, {"__nv_bfloat16", SR_ARG_PTR, SR_BF16},
+  {"nv_bfloat16", SR_ARG_PTR, SR_BF16}, {"int", SR_ARG_PTR, SR_I32}, {"int32_t", SR_ARG_PTR, SR_I32},
+  {"i32", SR_ARG_PTR, SR_I32}, {"fp8_e4m3", SR_ARG_PTR, SR_F8E4M3}, {"__nv_fp8_e4m3", SR_ARG_PTR, SR_F8E4M3},
+  {"fp8_e5m2", SR_ARG_PTR, SR_F8E5M2}, {"__nv_fp8_e5m2", SR_ARG_PTR, SR_F8E5M2}, {"void", SR_ARG_PTR, -1},
+  {NULL, 0, 0}
+};
+static const type_row scalar_types[] = {
+  {"int", SR_ARG_I32, 0}, {"int32_t", SR_ARG_I32, 0}, {"unsigned", SR_ARG_U32, 0},
+  {"unsigned int", SR_ARG_U32, 0}, {"uint32_t", SR_ARG_U32, 0}, {"int64_t", SR_ARG_I64, 0},
+  {"long long", SR_ARG_I64, 0}, {"long", SR_ARG_I64, 0}, {"uint64_t", SR_ARG_U64, 0},
+  {"size_t", SR_ARG_U64, 0}, {"unsigned long long", SR_ARG_U64, 0}, {"float", SR_ARG_F32, 0},
+  {"double", SR_ARG_F64, 0}, {NULL, 0, 0}
+};
+
+static int is_ident_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* one parameter: "[ptr] [const] TYPE [const] [*] [__restrict__] [NAME]" */
+static const char *parse_param(const char *s, size_t len, sr_jit_param *p, int index) {
+  static _Thread_local char err[256];
+  while (len > 0 && (*s == ' ' || *s == '\t' || *s == '\n')) { s++; len--; }
+  while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\n')) len--;
+  char words[8][64];
+  int nw = 0, star = 0;
+  for (size_t i = 0; i < len; ) {
+    char c = s[i];
+    if (c == ' ' || c == '\t' || c == '\n') { i++; continue; }
+    if (c == '*') { star++; i++; continue; }
+    if (!is_ident_char(c)) {
+      snprintf(err, sizeof err, "parameter %d ('%.*s'): unexpected '%c'", index, (int)len, s, c);
+      return err;
+    }
+    size_t j = i;
+    while (j < len && is_ident_char(s[j])) j++;
+    if (nw == 8 || j - i >= 64) {
+      snprintf(err, sizeof err, "parameter %d ('%.*s'): too long", index, (int)len, s);
+      return err;
+    }
+    snprintf(words[nw++], 64, "%.*s", (int)(j - i), s + i);
+    i = j;
+  }
+  memset(p, 0, sizeof *p);
+  int is_ptr = star > 0, w0 = 0;
+  if (nw > 0 && !strcmp(words[0], "ptr")) { is_ptr = 1; w0 = 1; }
+  /* drop qualifiers, remember const */
+  char kept[8][64];
+  int nk = 0;
+  for (int i = w0; i < nw; i++) {
+    if (!strcmp(words[i], "const")) { p->is_const = 1; continue; }
+    if (!strcmp(words[i], "__restrict__") || !strcmp(words[i], "restrict") || !strcmp(words[i], "volatile")) continue;
+    memcpy(kept[nk++], words[i], 64);
+  }
+  if (nk == 0) {
+    snprintf(err, sizeof err, "parameter %d ('%.*s'): no type", index, (int)len, s);
+    return err;
+  }
+  if (star > 1) {
+    snprintf(err, sizeof err, "parameter %d ('%.*s'): pointers to pointers are not supported", index, (int)len, s);
+    return err;
+  }
+  /* the longest known type made of the leading words; what follows (one word) is the name */
+  const type_row *rows = is_ptr ? ptr_types : scalar_types;
+  int best = 0;
+  const type_row *hit = NULL;
+  for (int take = nk < 3 ? nk : 3; take >= 1 && !hit; take--) {
+    char t[200] = "";
+    for (int i = 0; i < take; i++) {
+      if (i) strcat(t, " ");
+      strcat(t, kept[i]);
+    }
+    for (const type_row *r = rows; r->name; r++)
+      if (!strcmp(r->name, t)) { hit = r; best = take; break; }
+  }
+  if (!hit) {
+    snprintf(err, sizeof err, "parameter %d ('%.*s'): unknown %s type '%s' (%s)", index, (int)len, s,
+             is_ptr ? "pointer element" : "scalar", kept[0],
+             is_ptr ? "float, double, bf16, int, fp8_e4m3, fp8_e5m2 or void"
+                    : "int, unsigned, int64_t, uint64_t, size_t, float or double; tensors are 'ptr TYPE*'");
+    return err;
+  }
+  if (nk - best > 1) {
+    snprintf(err, sizeof err, "parameter %d ('%.*s'): cannot read '%s'", index, (int)len, s, kept[best]);
+    return err;
+  }
+  p->kind = hit->kind;
+  p->dtype = is_ptr ? hit->dtype : 0;
+  if (!is_ptr) p->is_const = 0;
+  snprintf(p->ctype, sizeof p->ctype, "%s%s%s", is_ptr && p->is_const ? "const " : "", hit->name, is_ptr ? "*" : "");
+  if (nk - best == 1) snprintf(p->name, sizeof p->name, "%s", kept[best]);
+  return NULL;
+}
+
+const char *sr_jit_parse_sig(const char *text, sr_jit_sig *sig) {
+  static _Thread_local char err[320];
+  memset(sig, 0, sizeof *sig);
+  const char *s = text;
+  while (*s == ' ' || *s == '\t') s++;
+  if (*s == '\0') return NULL;  /* no parameters */
+  int index = 1;
+  for (;;) {
+    const char *comma = strchr(s, ',');
+    size_t len = comma ? (size_t)(comma - s) : strlen(s);
+    if (sig->nparams == SR_JIT_MAXARG) {
+      snprintf(err, sizeof err, "more than %d parameters", SR_JIT_MAXARG);
+      return err;
+    }
+    const char *e = parse_param(s, len, &sig->p[sig->nparams], index);
+    if (e) { snprintf(err, sizeof err, "%s", e); return err; }
+    for (int i = 0; i < sig->nparams; i++)
+      if (sig->p[sig->nparams].name[0] && !strcmp(sig->p[i].name, sig->p[sig->nparams].name)) {
+        snprintf(err, sizeof err, "parameter %d: the name '%s' is used twice", index, sig->p[i].name);
+        return err;
+      }
+    sig->nparams++;
+    index++;
+    if (!comma) break;
+    s = comma + 1;
+  }
+  return NULL;
+}
+
+const char *sr_jit_param_label(const sr_jit_sig *sig, int i, char *buf, size_t n) {
+  const sr_jit_param *p = &sig->p[i];
+  if (p->name[0]) snprintf(buf, n, "argument %d '%s' (%s%s)", i + 1, p->name, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
+  else snprintf(buf, n, "argument %d (%s%s)", i + 1, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
+  return buf;
+}
+
+/* ------------------------------------------------------------------------------------------
+** the last-launch record: in memory, and in a shared file mapping when SPEEDRUN_KERNEL_RECORD
+** names one (so a parent process can read it even after the child dies) */
+
+static sr_jit_record last;
+static char *record_map;      /* 4096 bytes of the record file, or NULL */
+static int record_tried;
+#define SR_RECORD_BYTES 4096
+
+static void record_open(void) {
+  record_tried = 1;
+  const char *path = getenv("SPEEDRUN_KERNEL_RECORD");
+  if (!path || !*path) return;
+  int fd = open(path, O_RDWR | O_CREAT, 0644);
+  if (fd < 0) return;
+  if (ftruncate(fd, SR_RECORD_BYTES) == 0) {
+    void *m = mmap(NULL, SR_RECORD_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m != MAP_FAILED) record_map = m;
+  }
+  close(fd);
+}
+
+SR_CUDA_ONLY static void record_write(const char *fault) {
+  if (!record_tried) record_open();
+  if (!record_map) return;
+  int n = snprintf(record_map, SR_RECORD_BYTES,
+                   "kernel=%s\nfile=%s\nlaunches=%lld\ngrid=%u,%u,%u\nblock=%u,%u,%u\nshared=%u\n%s%s%s",
+                   last.kernel, last.file, (long long)last.launches, last.grid[0], last.grid[1], last.grid[2],
+                   last.block[0], last.block[1], last.block[2], last.shared, fault ? "fault=" : "",
+                   fault ? fault : "", fault ? "\n" : "");
+  if (n >= 0 && n < SR_RECORD_BYTES) memset(record_map + n, 0, (size_t)(SR_RECORD_BYTES - n));
+}
+
+int sr_jit_last_launch(sr_jit_record *r) {
+  if (last.launches == 0) return 0;
+  if (r) *r = last;
+  return 1;
+}
+
+/* ------------------------------------------------------------------------------------------
+** the driver API, through dlopen */
+
+#ifdef SPEEDRUN_CUDA
+
+typedef int CUres;  /* CUresult */
+typedef void *CUmod, *CUfunc;
+static struct {
+  int tried;
+  char why[256];
+  CUres (*ModuleLoadData)(CUmod *, const void *);
+  CUres (*ModuleUnload)(CUmod);
+  CUres (*ModuleGetFunction)(CUfunc *, CUmod, const char *);
+  CUres (*LaunchKernel)(CUfunc, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *,
+                        void **, void **);
+  CUres (*FuncSetAttribute)(CUfunc, int, int);
+  CUres (*GetErrorString)(CUres, const char **);
+  CUres (*GetErrorName)(CUres, const char **);
+  CUres (*CtxGetCurrent)(void **);
+} drv;
+#define SR_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
+
+static const char *driver(void) {
+  if (drv.tried) return drv.why[0] ? drv.why : NULL;
+  drv.tried = 1;
+  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (!h) {
+    snprintf(drv.why, sizeof drv.why, "cannot open libcuda.so.1 (no NVIDIA driver): %s", dlerror());
+    return drv.why;
+  }
+#define SYM(field, name)                                                                  \
+  do {                                                                                    \
+    *(void **)&drv.field = dlsym(h, name);                                                \
+    if (!drv.field) {                                                                     \
+      snprintf(drv.why, sizeof drv.why, "libcuda.so.1 lacks %s", name);                   \
+      return drv.why;                                                                     \
+    }                                                                                     \
+  } while (0)
+  SYM(ModuleLoadData, "cuModuleLoadData");
+  SYM(ModuleUnload, "cuModuleUnload");
+  SYM(ModuleGetFunction, "cuModuleGetFunction");
+  SYM(LaunchKernel, "cuLaunchKernel");
+  SYM(FuncSetAttribute, "cuFuncSetAttribute");
+  SYM(GetErrorString, "cuGetErrorString");
+  SYM(GetErrorName, "cuGetErrorName");
+  SYM(CtxGetCurrent, "cuCtxGetCurrent");
+#undef SYM
+  return NULL;
+}
+
+static const char *cu_msg(const char *what, CUres r) {
+  const char *s = "unknown error", *n = "?";
+  if (drv.GetErrorString) drv.GetErrorString(r, &s);
+  if (drv.GetErrorName) drv.GetErrorName(r, &n);
+  snprintf(msgbuf, sizeof msgbuf, "%s: %s (%s)", what, s ? s : "unknown error", n ? n : "?");
+  return msgbuf;
+}
+
+struct sr_jit_module { CUmod mod; };
+
+sr_jit_module *sr_jit_load(const sr_jit_binary *b, const char **err) {
+  const char *w = sr_cuda_probe();
+  if (w) {
+    snprintf(msgbuf, sizeof msgbuf, "no usable GPU: %s", w);
+    *err = msgbuf;
+    return NULL;
+  }
+  if ((w = driver())) { *err = w; return NULL; }
+  sr_cuda_stream();  /* the engine's device and primary context, current on this thread */
+  void *ctx = NULL;
+  drv.CtxGetCurrent(&ctx);
+  if (!ctx) {
+    cudaFree(0);
+    drv.CtxGetCurrent(&ctx);
+    if (!ctx) { *err = "no current CUDA context after the runtime started"; return NULL; }
+  }
+  CUmod mod = NULL;
+  CUres r = drv.ModuleLoadData(&mod, b->image);
+  if (r != 0) {
+    cu_msg(b->is_cubin ? "cuModuleLoadData (cubin)" : "cuModuleLoadData (PTX)", r);
+    if (r == 209 /* CUDA_ERROR_NO_BINARY_FOR_GPU */ || r == 222 /* UNSUPPORTED_PTX_VERSION */) {
+      size_t k = strlen(msgbuf);
+      snprintf(msgbuf + k, sizeof msgbuf - k, "; the image was built for %s", b->arch);
+    }
+    *err = msgbuf;
+    return NULL;
+  }
+  sr_jit_module *m = calloc(1, sizeof *m);
+  m->mod = mod;
+  return m;
+}
+
+void sr_jit_unload(sr_jit_module *m) {
+  if (!m) return;
+  if (drv.ModuleUnload && m->mod) drv.ModuleUnload(m->mod);
+  free(m);
+}
+
+void *sr_jit_function(sr_jit_module *m, const char *lowered, const char **err) {
+  CUfunc f = NULL;
+  CUres r = drv.ModuleGetFunction(&f, m->mod, lowered);
+  if (r != 0) { *err = cu_msg("cuModuleGetFunction", r); return NULL; }
+  return f;
+}
+
+static int registered_exit_check;
+static void exit_check(void);
+
+const char *sr_jit_launch_kernel(const sr_jit_launch *l) {
+  if (!registered_exit_check) {  /* after the runtime started, so this runs before its teardown */
+    registered_exit_check = 1;
+    atexit(exit_check);
+  }
+  snprintf(last.kernel, sizeof last.kernel, "%s", l->kernel);
+  snprintf(last.file, sizeof last.file, "%s", l->file);
+  memcpy(last.grid, l->grid, sizeof last.grid);
+  memcpy(last.block, l->block, sizeof last.block);
+  last.shared = l->shared;
+  last.launches++;
+  record_write(NULL);
+  if (l->shared > 48 * 1024) {
+    CUres r = drv.FuncSetAttribute(l->function, SR_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)l->shared);
+    if (r != 0) return cu_msg("cuFuncSetAttribute (dynamic shared memory)", r);
+  }
+  CUres r = drv.LaunchKernel(l->function, l->grid[0], l->grid[1], l->grid[2], l->block[0], l->block[1],
+                             l->block[2], l->shared, sr_cuda_stream(), l->args, NULL);
+  if (r != 0) return cu_msg("cuLaunchKernel", r);
+  static int sync_each = -1;
+  if (sync_each < 0) {
+    const char *e = getenv("SPEEDRUN_KERNEL_SYNC");
+    sync_each = e && *e && strcmp(e, "0") ? 1 : 0;
+  }
+  if (sync_each && !sr_cuda_capturing()) return sr_jit_fault();
+  return NULL;
+}
+
+const char *sr_jit_fault(void) {
+  if (last.launches == 0 || sr_cuda_capturing()) return NULL;
+  cudaError_t e = cudaStreamSynchronize((cudaStream_t)sr_cuda_stream());
+  if (e == cudaSuccess) return NULL;
+  snprintf(msgbuf, sizeof msgbuf,
+           "cuda_fault: kernel=%s file=%s launch=%lld grid=%u,%u,%u block=%u,%u,%u: %s (%s)", last.kernel,
+           last.file, (long long)last.launches, last.grid[0], last.grid[1], last.grid[2], last.block[0],
+           last.block[1], last.block[2], cudaGetErrorString(e), cudaGetErrorName(e));
+  return msgbuf;
+}
+
+/* at exit: a fault still pending (never synchronized, or raised as a plain Lua error) must not
+** end as success; print it and exit with SR_EXIT_CUDA_FAULT */
+static void exit_check(void) {
+  const char *f = sr_jit_fault();
+  if (!f) return;
+  record_write(f);
+  fprintf(stderr, "speedrun: %s\n", f);
+  fflush(stderr);
+  _exit(SR_EXIT_CUDA_FAULT);
+}
+
+#else  /* !SPEEDRUN_CUDA */
+
+struct sr_jit_module { int unused; };
+sr_jit_module *sr_jit_load(const sr_jit_binary *b, const char **err) {
+  *err = sr_jit_compiler_unavailable();
+  return NULL;
+}
+void sr_jit_unload(sr_jit_module *m) { (void)m; }
+void *sr_jit_function(sr_jit_module *m, const char *lowered, const char **err) {
+  *err = sr_jit_compiler_unavailable();
+  return NULL;
+}
+const char *sr_jit_launch_kernel(const sr_jit_launch *l) { return sr_jit_compiler_unavailable(); }
+const char *sr_jit_fault(void) { return NULL; }
+
+#endif

@@ -1,0 +1,526 @@
+/*
+** lua/ldata.c: the Lua modules of the data code.
+**   require "speedrun.tokenizer": load([dir]) -> Tokenizer | nil, msg; default_dir(); EOT; NVOCAB.
+**     Tokenizer: encode(s [, {threads=, tensor=}]) -> ids (table, or 1-D int32 tensor);
+**     decode(ids) -> string (ids a table or a tensor); token(id) -> its bytes; close().
+**   require "speedrun.data": dir(); files(corpus, split) -> glob pattern;
+**     open_shard(path) -> Shard | nil, msg (#s, s:get(i), s:tensor([first [, n]]), s:close());
+**     write_shard(path, ids) -> true | nil, msg;
+**     loader{files=, mode="bt"|"seq"|"global", B=, T=, batch=, rank=0, world=1, tokens=, device=}
+**       -> Loader | nil, msg (next() -> x, y | nil at the end; reset(); position(); info());
+**     val_loader{...}: a loader of `tokens` (default 10485760) from the start of the shards;
+**     prepare{corpus=, out=, threads=} -> true, made | nil, msg;
+**     command(args...) -> the exit status of `speedrun data args...` run in this process.
+** Loader semantics are those of host/data/loader.h; batches are int32 tensors ((B, T) in "bt" mode,
+** 1-D otherwise) on the requested device.
+*/
+#include <stdlib.h>      /* defines: free, malloc */
+#include <string.h>      /* defines: strcmp */
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "cli/cli.h"         /* defines: cmd_data */
+#include "data/corpus.h"      /* defines: sr_corpus_prepare, sr_data_dir */
+#include "data/loader.h"      /* defines: sr_loader */
+#include "lua/lsr.h"         /* defines: sr_push_tensor, sr_to_tensor, sr_source_dir */
+#include "data/shard.h"       /* defines: sr_shard */
+#include "data/tokenizer.h"   /* defines: sr_tokenizer */
+
+#define TOKENIZER_MT "speedrun.Tokenizer"
+#define SHARD_MT "speedrun.Shard"
+#define LOADER_MT "speedrun.Loader"
+
+typedef struct tok_box { sr_tokenizer *tk; } tok_box;
+typedef struct shard_box { sr_shard s; int open; char path[512]; } shard_box;
+typedef struct loader_box { sr_loader *ld; sr_loader_mode mode; int64_t B, T; sr_device device; } loader_box;
+
+static void create_meta(lua_State *L, const char *name, const luaL_Reg *meth, const luaL_Reg *metameth) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, metameth, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, meth, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+/* ids from a table of integers or a tensor, into t */
+static void check_ids(lua_State *L, int arg, sr_tokens *t) {
+  sr_tensor *x = sr_to_tensor(L, arg);
+  if (x) {
+    sr_tensor *c = sr_to_raw(x, SR_CPU, SR_I32);
+    const int32_t *v = sr_data(c);
+    int64_t n = sr_numel(c);
+    for (int64_t i = 0; i < n; i++) {
+      if (v[i] < 0 || v[i] >= SR_GPT2_NVOCAB) {
+        sr_tensor_release(c);
+        sr_tokens_free(t);
+        luaL_argerror(L, arg, lua_pushfstring(L, "element %d is %d, not a GPT-2 id", (int)(i + 1), (int)v[i]));
+      }
+      sr_tokens_push(t, (uint16_t)v[i]);
+    }
+    sr_tensor_release(c);
+    return;
+  }
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, arg);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, arg, i);
+    int ok;
+    lua_Integer id = lua_tointegerx(L, -1, &ok);
+    lua_pop(L, 1);
+    if (!ok || id < 0 || id >= SR_GPT2_NVOCAB) {
+      sr_tokens_free(t);
+      luaL_argerror(L, arg, lua_pushfstring(L, "element %d is not a GPT-2 id (0..%d)", (int)i, SR_GPT2_NVOCAB - 1));
+    }
+    sr_tokens_push(t, (uint16_t)id);
+  }
+}
+
+/* ============================================================================================
+** speedrun.tokenizer */
+
+static sr_tokenizer *check_tok(lua_State *L) {
+  tok_box *b = luaL_checkudata(L, 1, TOKENIZER_MT);
+  luaL_argcheck(L, b->tk != NULL, 1, "tokenizer was closed");
+  return b->tk;
+}
+
+static int tok_load(lua_State *L) {
+  char dir[4096], err[4096];
+  const char *d = luaL_optstring(L, 1, NULL);
+  if (!d) d = sr_tokenizer_default_dir(sr_source_dir(), dir, sizeof dir);
+  tok_box *b = lua_newuserdatauv(L, sizeof *b, 0);   /* two-phase: empty box first */
+  b->tk = NULL;
+  luaL_setmetatable(L, TOKENIZER_MT);
+  b->tk = sr_tokenizer_load(d, err, sizeof err);
+  if (!b->tk) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return 1;
+}
+
+static int tok_default_dir(lua_State *L) {
+  char dir[4096];
+  lua_pushstring(L, sr_tokenizer_default_dir(sr_source_dir(), dir, sizeof dir));
+  return 1;
+}
+
+static int tok_encode(lua_State *L) {
+  sr_tokenizer *tk = check_tok(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  int threads = 1, as_tensor = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "threads");
+    threads = (int)luaL_optinteger(L, -1, 1);
+    lua_getfield(L, 3, "tensor");
+    as_tensor = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    luaL_argcheck(L, threads >= 0, 3, "threads must be >= 0 (0: all)");
+  }
+  sr_tokens t = {0};
+  if (sr_encode_parallel(tk, s, len, &t, threads) != 0) {
+    sr_tokens_free(&t);
+    return luaL_error(L, "encode: out of memory");
+  }
+  if (as_tensor) {
+    int64_t shape[1] = {(int64_t)t.n};
+    sr_tensor *x = sr_tensor_new(SR_I32, SR_CPU, 1, shape);
+    int32_t *v = sr_data(x);
+    for (size_t i = 0; i < t.n; i++) v[i] = t.v[i];
+    sr_tokens_free(&t);
+    sr_push_tensor(L, x);
+    return 1;
+  }
+  lua_createtable(L, (int)t.n, 0);
+  for (size_t i = 0; i < t.n; i++) {
+    lua_pushinteger(L, t.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  sr_tokens_free(&t);
+  return 1;
+}
+
+static int tok_decode(lua_State *L) {
+  sr_tokenizer *tk = check_tok(L);
+  sr_tokens t = {0};
+  check_ids(L, 2, &t);
+  sr_bytes b = {0};
+  int rc = sr_decode(tk, t.v, t.n, &b, NULL);
+  sr_tokens_free(&t);
+  if (rc != 0) {
+    sr_bytes_free(&b);
+    return luaL_error(L, "decode: out of memory");
+  }
+  lua_pushlstring(L, b.p ? b.p : "", b.n);
+  sr_bytes_free(&b);
+  return 1;
+}
+
+static int tok_token(lua_State *L) {
+  sr_tokenizer *tk = check_tok(L);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  size_t len;
+  const char *p = sr_token_bytes(tk, (int)id, &len);
+  luaL_argcheck(L, id >= 0 && id < SR_GPT2_NVOCAB && p, 2, "not a GPT-2 id (0..50256)");
+  lua_pushlstring(L, p, len);
+  return 1;
+}
+
+static int tok_close(lua_State *L) {
+  tok_box *b = luaL_checkudata(L, 1, TOKENIZER_MT);
+  sr_tokenizer_free(b->tk);
+  b->tk = NULL;
+  return 0;
+}
+
+static int tok_tostring(lua_State *L) {
+  tok_box *b = luaL_checkudata(L, 1, TOKENIZER_MT);
+  lua_pushstring(L, b->tk ? "Tokenizer(gpt2, 50257 ids)" : "Tokenizer(closed)");
+  return 1;
+}
+
+static const luaL_Reg tok_meth[] = {
+  {"encode", tok_encode}, {"decode", tok_decode}, {"token", tok_token}, {"close", tok_close},
+  {NULL, NULL}
+};
+static const luaL_Reg tok_metameth[] = {
+  {"__gc", tok_close}, {"__close", tok_close}, {"__tostring", tok_tostring}, {NULL, NULL}
+};
+static const luaL_Reg tok_lib[] = {
+  {"load", tok_load}, {"default_dir", tok_default_dir}, {NULL, NULL}
+};
+
+int luaopen_speedrun_tokenizer(lua_State *L) {
+  create_meta(L, TOKENIZER_MT, tok_meth, tok_metameth);
+  luaL_newlib(L, tok_lib);
+  lua_pushinteger(L, SR_GPT2_EOT);
+  lua_setfield(L, -2, "EOT");
+  lua_pushinteger(L, SR_GPT2_NVOCAB);
+  lua_setfield(L, -2, "NVOCAB");
+  return 1;
+}
+
+/* ============================================================================================
+** speedrun.data: shards */
+
+static shard_box *check_shard(lua_State *L) {
+  shard_box *b = luaL_checkudata(L, 1, SHARD_MT);
+  luaL_argcheck(L, b->open, 1, "shard was closed");
+  return b;
+}
+
+static int data_open_shard(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char err[4096];
+  shard_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->open = 0;
+  luaL_setmetatable(L, SHARD_MT);
+  if (sr_shard_open(&b->s, path, err, sizeof err) != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  b->open = 1;
+  snprintf(b->path, sizeof b->path, "%s", path);
+  return 1;
+}
+
+static int shard_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_shard(L)->s.ntok);
+  return 1;
+}
+
+static int shard_get(lua_State *L) {
+  shard_box *b = check_shard(L);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, i >= 1 && i <= b->s.ntok, 2, "index out of range");
+  lua_pushinteger(L, b->s.tokens[i - 1]);
+  return 1;
+}
+
+static int shard_tensor(lua_State *L) {
+  shard_box *b = check_shard(L);
+  lua_Integer first = luaL_optinteger(L, 2, 1);
+  lua_Integer n = luaL_optinteger(L, 3, b->s.ntok - first + 1);
+  luaL_argcheck(L, first >= 1 && first <= b->s.ntok + 1, 2, "first token out of range");
+  luaL_argcheck(L, n >= 0 && first - 1 + n <= b->s.ntok, 3, "count runs past the end of the shard");
+  int64_t shape[1] = {n};
+  sr_tensor *x = sr_tensor_new(SR_I32, SR_CPU, 1, shape);
+  sr_push_tensor(L, x);
+  int32_t *v = sr_data(x);
+  for (lua_Integer i = 0; i < n; i++) v[i] = b->s.tokens[first - 1 + i];
+  return 1;
+}
+
+static int shard_close(lua_State *L) {
+  shard_box *b = luaL_checkudata(L, 1, SHARD_MT);
+  if (b->open) sr_shard_close(&b->s);
+  b->open = 0;
+  return 0;
+}
+
+static int shard_tostring(lua_State *L) {
+  shard_box *b = luaL_checkudata(L, 1, SHARD_MT);
+  if (b->open) lua_pushfstring(L, "Shard(%s, %I tokens)", b->path, (lua_Integer)b->s.ntok);
+  else lua_pushstring(L, "Shard(closed)");
+  return 1;
+}
+
+static int data_write_shard(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  sr_tokens t = {0};
+  char err[4096];
+  check_ids(L, 2, &t);
+  int rc = sr_shard_write(path, t.v ? t.v : (const uint16_t *)"", t.n, err, sizeof err);
+  sr_tokens_free(&t);
+  if (rc != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg shard_meth[] = {
+  {"get", shard_get}, {"count", shard_len}, {"tensor", shard_tensor}, {"close", shard_close},
+  {NULL, NULL}
+};
+static const luaL_Reg shard_metameth[] = {
+  {"__len", shard_len}, {"__gc", shard_close}, {"__close", shard_close}, {"__tostring", shard_tostring},
+  {NULL, NULL}
+};
+
+/* ============================================================================================
+** speedrun.data: loaders */
+
+static loader_box *check_loader(lua_State *L) {
+  loader_box *b = luaL_checkudata(L, 1, LOADER_MT);
+  luaL_argcheck(L, b->ld != NULL, 1, "loader was closed");
+  return b;
+}
+
+static lua_Integer opt_field(lua_State *L, const char *name, lua_Integer def) {
+  lua_getfield(L, 1, name);
+  lua_Integer v = def;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok) luaL_error(L, "bad field '%s' (an integer expected, got %s)", name, luaL_typename(L, -1));
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int make_loader(lua_State *L, int64_t default_tokens) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  sr_loader_config c = {SR_LOAD_BT, 0, 0, 0, 0, 1, 0};
+  lua_getfield(L, 1, "mode");
+  const char *mode = luaL_optstring(L, -1, "bt");
+  if (!strcmp(mode, "bt")) c.mode = SR_LOAD_BT;
+  else if (!strcmp(mode, "seq")) c.mode = SR_LOAD_SEQ;
+  else if (!strcmp(mode, "global")) c.mode = SR_LOAD_GLOBAL;
+  else return luaL_error(L, "bad field 'mode' ('%s': bt, seq or global)", mode);
+  lua_pop(L, 1);
+  c.B = opt_field(L, "B", c.mode == SR_LOAD_BT ? 0 : 1);
+  c.T = opt_field(L, "T", 0);
+  c.batch = opt_field(L, "batch", 0);
+  c.rank = (int)opt_field(L, "rank", 0);
+  c.world = (int)opt_field(L, "world", 1);
+  c.max_tokens = opt_field(L, "tokens", default_tokens);
+  if (c.mode == SR_LOAD_GLOBAL && c.batch < 1) return luaL_error(L, "mode 'global' needs field 'batch' (tokens per step)");
+  if (c.mode != SR_LOAD_GLOBAL && c.T < 1) return luaL_error(L, "mode '%s' needs field 'T' (a positive integer)", mode);
+  if (c.mode == SR_LOAD_BT && c.B < 1) return luaL_error(L, "mode 'bt' needs field 'B' (a positive integer)");
+  lua_getfield(L, 1, "device");
+  sr_device dev = sr_check_device(L, lua_gettop(L), SR_CPU);
+  lua_pop(L, 1);
+
+  /* files: a glob pattern or a list of paths */
+  char **files = NULL, err[4096];
+  int nfiles = 0;
+  lua_getfield(L, 1, "files");
+  int ft = lua_type(L, -1);
+  if (ft != LUA_TSTRING && ft != LUA_TTABLE) return luaL_error(L, "field 'files' must be a glob pattern or a list of paths");
+  loader_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->ld = NULL;
+  luaL_setmetatable(L, LOADER_MT);
+  lua_insert(L, -2);
+  if (ft == LUA_TSTRING) {
+    if (sr_glob_sorted(lua_tostring(L, -1), &files, &nfiles, err, sizeof err) != 0) {
+      luaL_pushfail(L);
+      lua_pushstring(L, err);
+      return 2;
+    }
+  } else {
+    nfiles = (int)luaL_len(L, -1);
+    files = calloc((size_t)(nfiles ? nfiles : 1), sizeof *files);
+    for (int i = 0; files && i < nfiles; i++) {
+      lua_geti(L, -1, i + 1);
+      const char *p = lua_tostring(L, -1);
+      files[i] = strdup(p ? p : "");
+      lua_pop(L, 1);
+    }
+  }
+  b->ld = sr_loader_open(files, nfiles, &c, err, sizeof err);
+  sr_free_files(files, nfiles);
+  lua_pop(L, 1);
+  if (!b->ld) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  b->mode = c.mode;
+  b->B = c.B;
+  b->T = c.T;
+  b->device = dev;
+  return 1;
+}
+
+static int data_loader(lua_State *L) { return make_loader(L, 0); }
+static int data_val_loader(lua_State *L) { return make_loader(L, 10485760); }
+
+static int loader_next(lua_State *L) {
+  loader_box *b = check_loader(L);
+  int64_t n = sr_loader_rank_tokens(b->ld);
+  int64_t shape[2] = {b->B, b->T}, flat[1] = {n};
+  int bt = b->mode == SR_LOAD_BT;
+  sr_tensor *x = sr_tensor_new(SR_I32, SR_CPU, bt ? 2 : 1, bt ? shape : flat);
+  sr_push_tensor(L, x);
+  sr_tensor *y = sr_tensor_new(SR_I32, SR_CPU, bt ? 2 : 1, bt ? shape : flat);
+  sr_push_tensor(L, y);
+  if (!sr_loader_next(b->ld, sr_data(x), sr_data(y))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (b->device != SR_CPU) {
+    sr_push_tensor(L, sr_to_raw(x, b->device, SR_I32));
+    sr_push_tensor(L, sr_to_raw(y, b->device, SR_I32));
+  }
+  return 2;
+}
+
+static int loader_reset(lua_State *L) {
+  sr_loader_reset(check_loader(L)->ld);
+  return 0;
+}
+
+static int loader_position(lua_State *L) {
+  loader_box *b = check_loader(L);
+  int shard;
+  int64_t pos;
+  sr_loader_position(b->ld, &shard, &pos);
+  lua_pushinteger(L, shard + 1);
+  lua_pushinteger(L, (lua_Integer)pos);
+  lua_pushstring(L, sr_loader_shard_path(b->ld, shard));
+  return 3;
+}
+
+static int loader_info(lua_State *L) {
+  loader_box *b = check_loader(L);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)sr_loader_rank_tokens(b->ld));
+  lua_setfield(L, -2, "rank_tokens");
+  lua_pushinteger(L, (lua_Integer)sr_loader_step_tokens(b->ld));
+  lua_setfield(L, -2, "step_tokens");
+  lua_pushinteger(L, (lua_Integer)sr_loader_total_tokens(b->ld));
+  lua_setfield(L, -2, "total_tokens");
+  lua_pushstring(L, b->mode == SR_LOAD_BT ? "bt" : b->mode == SR_LOAD_SEQ ? "seq" : "global");
+  lua_setfield(L, -2, "mode");
+  return 1;
+}
+
+static int loader_close(lua_State *L) {
+  loader_box *b = luaL_checkudata(L, 1, LOADER_MT);
+  sr_loader_free(b->ld);
+  b->ld = NULL;
+  return 0;
+}
+
+static int loader_tostring(lua_State *L) {
+  loader_box *b = luaL_checkudata(L, 1, LOADER_MT);
+  if (b->ld) lua_pushfstring(L, "Loader(%s, %I tokens per rank)", b->mode == SR_LOAD_BT ? "bt" :
+                             b->mode == SR_LOAD_SEQ ? "seq" : "global", (lua_Integer)sr_loader_rank_tokens(b->ld));
+  else lua_pushstring(L, "Loader(closed)");
+  return 1;
+}
+
+static const luaL_Reg loader_meth[] = {
+  {"next", loader_next}, {"reset", loader_reset}, {"position", loader_position}, {"info", loader_info},
+  {"close", loader_close}, {NULL, NULL}
+};
+static const luaL_Reg loader_metameth[] = {
+  {"__gc", loader_close}, {"__close", loader_close}, {"__tostring", loader_tostring}, {NULL, NULL}
+};
+
+/* ============================================================================================
+** speedrun.data: folders, prepare, the CLI */
+
+static int data_dir(lua_State *L) {
+  char buf[4096];
+  lua_pushstring(L, sr_data_dir(sr_source_dir(), buf, sizeof buf));
+  return 1;
+}
+
+static int data_files(lua_State *L) {
+  const char *corpus = luaL_checkstring(L, 1);
+  const char *split = luaL_optstring(L, 2, "train");
+  luaL_argcheck(L, !strcmp(split, "train") || !strcmp(split, "val"), 2, "'train' or 'val'");
+  char buf[4096];
+  const char *dir = sr_data_dir(sr_source_dir(), buf, sizeof buf);
+  if (!strcmp(corpus, "fineweb10B")) lua_pushfstring(L, "%s/fineweb10B/fineweb_%s_*.bin", dir, split);
+  else lua_pushfstring(L, "%s/%s/%s_%s_*.bin", dir, corpus, corpus, split);
+  return 1;
+}
+
+static int data_prepare(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  char out[4096], gpt2[4096], err[4096];
+  sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
+                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, NULL};
+  lua_getfield(L, 1, "corpus");
+  o.corpus = luaL_optstring(L, -1, "default");
+  lua_getfield(L, 1, "out");
+  o.out = luaL_optstring(L, -1, o.out);
+  o.threads = (int)opt_field(L, "threads", 0);
+  int made;
+  if (sr_corpus_prepare(&o, &made, err, sizeof err) != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_pushboolean(L, made);
+  return 2;
+}
+
+static int data_command(lua_State *L) {
+  int n = lua_gettop(L);
+  char **argv = lua_newuserdatauv(L, (size_t)(n + 2) * sizeof *argv, 0);   /* freed by the GC */
+  argv[0] = "data";
+  for (int i = 1; i <= n; i++) argv[i] = (char *)luaL_checkstring(L, i);
+  argv[n + 1] = NULL;
+  fflush(stdout);
+  int rc = cmd_data(n + 1, argv);
+  fflush(stdout);
+  fflush(stderr);
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
+static const luaL_Reg data_lib[] = {
+  {"dir", data_dir}, {"files", data_files}, {"open_shard", data_open_shard},
+  {"write_shard", data_write_shard}, {"loader", data_loader}, {"val_loader", data_val_loader},
+  {"prepare", data_prepare}, {"command", data_command}, {NULL, NULL}
+};
+
+int luaopen_speedrun_data(lua_State *L) {
+  create_meta(L, SHARD_MT, shard_meth, shard_metameth);
+  create_meta(L, LOADER_MT, loader_meth, loader_metameth);
+  luaL_newlib(L, data_lib);
+  return 1;
+}

@@ -1,0 +1,54 @@
+/*
+** lua/lsr.h: the Lua side of the host. Conventions (after Lua's liolib.c):
+**  - one named metatable per userdata type ("speedrun.Tensor", ...), checked with luaL_checkudata;
+**  - caller mistakes raise luaL_argerror/luaL_error naming the function and the argument;
+**  - expected failures (a file that will not open, a kernel that will not compile) return
+**    nil, message;
+**  - every C module is a luaopen_speedrun_<name> listed in sr_modules (host/lua/lsr.c) and is
+**    reachable as require "speedrun.<name>".
+*/
+#ifndef SR_LSR_H
+#define SR_LSR_H
+
+#include <lua.h>      /* defines: lua_State */
+#include <lauxlib.h>  /* defines: luaL_Reg, luaL_checkudata */
+
+#include "core/tensor.h"   /* defines: sr_tensor */
+
+#define SR_TENSOR_MT "speedrun.Tensor"
+
+/* Tensor userdata: a box holding one reference to a C tensor */
+typedef struct sr_tensor_box { sr_tensor *t; } sr_tensor_box;
+
+sr_tensor *sr_check_tensor(lua_State *L, int arg);         /* raises if not a live Tensor */
+sr_tensor *sr_opt_tensor(lua_State *L, int arg);           /* NULL for nil/none */
+sr_tensor *sr_to_tensor(lua_State *L, int arg);            /* NULL if not a Tensor */
+void sr_push_tensor(lua_State *L, sr_tensor *t);           /* takes over the caller's reference */
+int sr_check_dtype(lua_State *L, int arg, sr_dtype def);    /* "float32"/"f32"/"bfloat16"/... */
+sr_device sr_check_device(lua_State *L, int arg, sr_device def);  /* "cpu" or "cuda" */
+int sr_check_dim(lua_State *L, int arg, int ndim);         /* 1-based (negative from the end) -> 0-based */
+
+/* sr_fail() inside a binding becomes a Lua error through this state */
+void sr_lua_bind_errors(lua_State *L);
+
+/* module openers */
+int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/lua/ltensor.c, host/lua/lops.c */
+int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ldata.c */
+int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/lua/ldata.c */
+int luaopen_speedrun_kernel(lua_State *L);   /* agent kernels (NVRTC): host/lua/lkernel.c */
+int luaopen_speedrun_json(lua_State *L);       /* JSON encode/decode: host/lua/lharness.c */
+int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/harness/stats.c */
+int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, child processes: host/lua/lharness.c */
+int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lua/lcuda.c */
+int luaopen_speedrun_profile_core(lua_State *L);  /* per-op profiler: host/lua/lprofile.c */
+void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
+void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
+const char *sr_lua_dir(void);
+const char *sr_self_exe(void);               /* absolute path of the running binary */
+const char *sr_source_dir(void);             /* the checkout (for tasks/, hints/ defaults) */
+
+/* run a chunk with a traceback handler; prints the error; returns the Lua status */
+int sr_docall(lua_State *L, int narg, int nres);
+lua_State *sr_new_state(void);               /* libs + modules + package path + `speedrun` global */
+
+#endif

@@ -1,0 +1,297 @@
+-- The harness end to end on CPU at micro scale: a valid recipe scores valid with a results.json
+-- that passes the schema; each failure kind comes from a small bad recipe (tests/harness/recipes/) with
+-- the right kind and message; score gives the t-test verdict and FSR from a calibration file;
+-- killing the child mid-run gives a crash result. Data: synthetic shards written here.
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local data = require "speedrun.data"
+
+local exe = arg[-1]
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/harness"
+H.mkdir(tmp)
+local ws = tmp .. "/ws"
+os.execute("rm -rf '" .. ws .. "'")
+H.mkdir(ws .. "/data")
+
+-- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
+for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
+                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs"} do
+  local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
+  local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
+  f:write(src)
+  f:close()
+end
+local stream = T.token_stream
+assert(data.write_shard(ws .. "/data/syn_train_000001.bin", stream(20000, 1)))
+assert(data.write_shard(ws .. "/data/syn_val_000000.bin", stream(4000, 2)))
+
+local sh = T.shell_quote
+
+-- runs `speedrun <cmd> <args>`; returns the exit code and the output
+local function speedrun(args)
+  local cmd = sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1"
+  local ok, how, code = os.execute(cmd)
+  local out = io.open(tmp .. "/out.txt"):read("a")
+  return how == "exit" and code or 128 + code, out
+end
+
+local DATA = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")
+
+local function train(recipe, extra)
+  local out = tmp .. "/run-" .. recipe
+  os.execute("rm -rf " .. sh(out))
+  local rc, text = speedrun("train " .. sh(ws .. "/" .. recipe .. ".lua") .. " --scale micro --device cpu --threads 1 "
+                            .. DATA .. " --out " .. sh(out) .. " " .. (extra or ""))
+  local f = io.open(out .. "/results.json")
+  T.ok(f, "results.json written for " .. recipe .. "\n" .. text)
+  local r = json.decode(f:read("a"))
+  f:close()
+  return r, rc, text, out
+end
+
+-- the results.json schema (docs/harness.md): required fields and their types
+local function check_schema(r)
+  local function typ(v, t, what) T.ok(type(v) == t, ("%s: %s expected, got %s"):format(what, t, type(v))) end
+  T.eq(r.schema, "speedrun.results/1")
+  typ(r.status, "string", "status")
+  typ(r.valid, "boolean", "valid")
+  T.ok(({valid = 1, invalid = 1, lua_error = 1, cuda_fault = 1, oom = 1, timeout = 1, nan = 1, rejected = 1,
+         crash = 1})[r.status], "known status " .. tostring(r.status))
+  T.eq(r.valid, r.status == "valid")
+  if not r.valid then typ(r.failure, "table", "failure"); typ(r.failure.kind, "string", "failure.kind")
+    typ(r.failure.message, "string", "failure.message"); T.eq(r.failure.kind, r.status) end
+  for _, k in ipairs {"recipe", "workspace", "scale", "device", "card", "host", "started_at", "log", "svg"} do
+    typ(r[k], "string", k)
+  end
+  typ(r.seed, "number", "seed")
+  typ(r.wall_time_s, "number", "wall_time_s")
+  typ(r.limits, "table", "limits")
+  typ(r.software, "table", "software")
+  typ(r.software.speedrun, "string", "software.speedrun")
+  typ(r.metrics, "table", "metrics")
+  typ(r.checks, "table", "checks")
+  typ(r.curve, "table", "curve")
+  if r.valid then
+    typ(r.cuda_graph, "table", "cuda_graph")
+    typ(r.cuda_graph.used, "boolean", "cuda_graph.used")
+    for _, k in ipairs {"steps", "val_loss", "train_time_ms", "tokens", "step_avg_ms", "tokens_per_s", "val_tokens",
+                        "peak_host_bytes", "setup_time_ms", "eval_time_ms"} do
+      typ(r.metrics[k], "number", "metrics." .. k)
+    end
+    T.ok(r.checks.causality.ok and r.checks.eval_stateless.ok, "checks passed")
+    typ(r.config, "table", "config")
+    typ(r.config.target_val_loss, "number", "config.target_val_loss")
+  end
+end
+
+T.case("a valid micro recipe scores valid; results.json, logs and SVG", function()
+  local r, rc, text, out = train("good")
+  T.eq(r.status, "valid", text)
+  T.eq(rc, 0)
+  check_schema(r)
+  T.ok(r.metrics.val_loss < 3.0, "val loss below target")
+  T.eq(r.metrics.steps, 30)
+  T.eq(r.metrics.tokens, 30 * 64)
+  T.eq(r.config.warmup_steps, 3)
+  T.ok(r.metrics.train_time_ms > 0 and r.metrics.train_time_ms < r.wall_time_s * 1000, "train time inside wall time")
+  local log = io.open(out .. "/log.txt"):read("a")
+  T.ok(log:find("step:30/30 val_loss:%d+%.%d+ train_time:%d+ms step_avg:%d+%.%d+ms"), "speedrun log line\n" .. log)
+  T.ok(log:find("step:10/30 train_loss:"), "train log lines")
+  local svg = io.open(out .. "/loss.svg"):read("a")
+  T.ok(svg:find("^<svg") and svg:find("polyline") and svg:find("</svg>"), "an SVG with curves")
+  T.ok(#r.curve.train == 30 and #r.curve.val == 4, "curve points: every step, validation at 0, 10, 20, 30")
+  -- restricted (score mode): no intermediate validation, so eval never sees validation data mid-run
+  r = train("good", "--restricted")
+  T.eq(r.status, "valid")
+  check_schema(r)
+  T.ok(r.restricted and #r.curve.val == 1, "only the final validation")
+end)
+
+T.case("CUDA graphs: on the CPU every step is eager and results.json says why", function()
+  local r, rc, text, out = train("graphs")
+  T.eq(r.status, "valid", text)
+  T.eq(rc, 0)
+  check_schema(r)
+  local g = r.cuda_graph
+  T.eq(g.used, false)
+  T.ok(g.reason:find("the device is cpu", 1, true), "reason: " .. tostring(g.reason))
+  T.eq(g.eager_steps, 60)
+  T.eq(g.replays, 0)
+  T.ok(io.open(out .. "/log.txt"):read("a"):find("cuda_graph: eager: the device is cpu", 1, true), "logged")
+  T.ok(r.curve.train[60].loss < r.curve.train[1].loss, "recipe.schedule + train_step train")
+  local rc2, text2 = speedrun("train " .. sh(ws .. "/graphs.lua") .. " --cuda-graph maybe " .. DATA)
+  T.eq(rc2, 2)
+  T.ok(text2:find("--cuda-graph must be auto or off", 1, true), text2)
+end)
+
+T.case("launch traces: equal for the same work, the first difference named", function()
+  local F = sr.F
+  local x = sr.randn(4, 8)
+  local function work(s) return F.gelu(x * s):sum() end
+  local a = H.trace_start(); work(2); H.trace_stop()
+  local b = H.trace_start(); work(2); H.trace_stop()
+  local c = H.trace_start(); work(3); H.trace_stop()
+  local d = H.trace_start(); F.gelu(x:narrow(1, 1, 2) * 2):sum(); H.trace_stop()
+  T.ok(a:count() >= 3, "launches recorded: " .. a:count())
+  T.eq(a:diff(b), nil)
+  local msg = a:diff(c)
+  T.ok(msg and msg:find("mul_scalar", 1, true) and msg:find("f0 is 2, then 3", 1, true), tostring(msg))
+  T.ok(tostring(a:diff(d)):find("shapes or layouts differ", 1, true), tostring(a:diff(d)))
+  local e = H.trace_start(); work(2); work(2); H.trace_stop()
+  T.ok(tostring(a:diff(e)):find("launches, then", 1, true), tostring(a:diff(e)))
+end)
+
+T.case("writing inside the run's output folder is allowed", function()
+  local r, _, text, out = train("writeout", "--restricted")
+  T.eq(r.status, "valid", text)
+  T.eq(io.open(out .. "/note.txt"):read("a"), "ok\n")
+end)
+
+local function expect(recipe, kind, pattern, extra)
+  local r, rc, text = train(recipe, extra)
+  T.eq(r.status, kind, recipe .. ": " .. tostring(r.failure and r.failure.message) .. "\n" .. text)
+  T.eq(rc, 1)
+  check_schema(r)
+  if pattern then
+    T.ok(r.failure.message:find(pattern), ("%s: message %q should match %q"):format(recipe, r.failure.message, pattern))
+  end
+  return r
+end
+
+T.case("syntax error -> lua_error", function()
+  expect("syntax", "lua_error", "syntax.lua:1:")
+end)
+
+T.case("runtime error -> lua_error with message and traceback", function()
+  local r = expect("runtime", "lua_error", "boom at step 3")
+  T.ok(type(r.failure.traceback) == "string" and r.failure.traceback:find("stack traceback"), "traceback kept")
+end)
+
+T.case("infinite loop -> timeout, partial log kept", function()
+  local t0 = H.now()
+  local r = expect("loop", "timeout", "wall%-time limit of 4s", "--time-limit 4")
+  T.ok(H.now() - t0 < 30, "killed promptly")
+  T.ok(r.metrics.steps_done == 1, "partial progress recorded")
+end)
+
+T.case("huge allocation -> oom", function()
+  expect("oom", "oom", "memory", "--mem-limit 1G")
+end)
+
+T.case("NaN loss -> nan", function()
+  expect("nan", "nan", "became NaN")
+end)
+
+T.case("a model that peeks at later tokens -> rejected", function()
+  expect("noncausal", "rejected", "non%-causal")
+end)
+
+T.case("eval that learns from validation data -> rejected", function()
+  expect("stateful", "rejected", "pure function")
+end)
+
+T.case("os.execute (even caught) -> rejected", function()
+  expect("execute", "rejected", "os.execute is not allowed", "--restricted")
+end)
+
+T.case("reading outside the workspace -> rejected", function()
+  expect("readout", "rejected", "may read only inside the workspace", "--restricted")
+end)
+
+T.case("reading the validation data -> rejected", function()
+  expect("readval", "rejected", "off limits", "--restricted")
+  expect("requiredata", "rejected", "speedrun.data", "--restricted")
+end)
+
+T.case("modifying the batch tensors -> rejected", function()
+  expect("modbatch", "rejected", "modified its batch")
+end)
+
+T.case("killing the child mid-run -> crash", function()
+  local out = tmp .. "/run-kill"
+  os.execute("rm -rf " .. sh(out))
+  local p = H.spawn {argv = {exe, "train", ws .. "/slow.lua", "--scale", "micro", "--device", "cpu", "--quiet",
+                             "--train-files", ws .. "/data/syn_train_*.bin", "--val-files", ws .. "/data/syn_val_*.bin",
+                             "--out", out}}
+  local pid
+  for _ = 1, 200 do
+    p:read(0.05)
+    local f = io.open(out .. "/child.pid")
+    if f then pid = tonumber(f:read("l")); f:close() end
+    if pid then break end
+  end
+  T.ok(pid, "child pid written")
+  H.sleep(1.5)
+  os.execute("kill -9 " .. pid)
+  local kind, code
+  for _ = 1, 400 do
+    p:read(0.05)
+    kind, code = p:wait()
+    if kind then break end
+  end
+  T.eq(kind, "exited", "the parent survives")
+  T.eq(code, 1)
+  local r = json.decode(io.open(out .. "/results.json"):read("a"))
+  T.eq(r.status, "crash")
+  T.ok(r.failure.message:find("signal 9"), r.failure.message)
+  check_schema(r)
+end)
+
+T.case("calibrate, then score with the t-test verdict and FSR", function()
+  local calib = tmp .. "/calibration.json"
+  os.remove(calib)
+  -- two "records": the good recipe as record_01 and record_02 (same recipe: FSR arithmetic only)
+  local rc, text = speedrun("calibrate --recipe " .. sh(ws .. "/good.lua") .. " --name record_01 --runs 2 --device cpu --threads 1 "
+                            .. DATA .. " --calibration " .. sh(calib) .. " --out " .. sh(tmp .. "/cal1") .. " --quiet")
+  T.eq(rc, 0, text)
+  local c = json.decode(io.open(calib):read("a"))
+  T.eq(c.schema, "speedrun.calibration/1")
+  local card = next(c.entries)
+  local e = c.entries[card].micro.record_01
+  T.ok(e.mean_ms > 0 and e.runs == 2 and e.target_val_loss == 3.0, "calibration entry")
+  -- make record_02 exactly 20% faster than record_01 so the expected FSR is known
+  c.entries[card].micro.record_02 = {mean_ms = e.mean_ms * 0.8, std_ms = 1, target_val_loss = 3.0, val_tokens = 512}
+  local f = io.open(calib, "w")
+  f:write(json.encode(c, true))
+  f:close()
+  local sws = tmp .. "/score-ws"
+  os.execute("rm -rf " .. sh(sws))
+  H.mkdir(sws)
+  local g = io.open(ws .. "/good.lua"):read("a")
+  f = io.open(sws .. "/recipe.lua", "w")
+  f:write(g)
+  f:close()
+  rc, text = speedrun("score " .. sh(sws) .. " --task 1 --runs 3 --device cpu --threads 1 " .. DATA ..
+                      " --calibration " .. sh(calib) .. " --out " .. sh(tmp .. "/score1"))
+  local s = json.decode(io.open(tmp .. "/score1/score.json"):read("a"))
+  T.eq(s.schema, "speedrun.score/1")
+  T.eq(#s.runs, 3)
+  T.eq(s.verdict, "pass", text)
+  T.eq(rc, 0)
+  T.ok(s.summary.ttest.p < 0.01, "p < 0.01")
+  T.eq(s.summary.ttest.df, 2)
+  -- FSR = (t_1 - t) / (t_1 - t_2), clipped to [0, 3] (0 outside)
+  local t = s.summary.train_time_ms.mean
+  local raw = (e.mean_ms - t) / (e.mean_ms - e.mean_ms * 0.8)
+  T.close(s.fsr.raw, raw, 1e-9)
+  T.close(s.fsr.value, (raw >= 0 and raw <= 3) and raw or 0, 1e-9)
+  T.ok(text:find("verdict: pass"), text)
+end)
+
+T.case("score with a failing run fails the verdict", function()
+  local sws = tmp .. "/score-bad"
+  os.execute("rm -rf " .. sh(sws))
+  H.mkdir(sws)
+  local f = io.open(sws .. "/recipe.lua", "w")
+  f:write((io.open(ws .. "/nan.lua"):read("a"):gsub('dofile%("good.lua"%)', 'dofile("' .. ws .. '/good.lua")')))
+  f:close()
+  local rc, text = speedrun("score " .. sh(sws) .. " --runs 1 --device cpu --threads 1 " .. DATA .. " --out " .. sh(tmp .. "/score2"))
+  T.eq(rc, 1)
+  local s = json.decode(io.open(tmp .. "/score2/score.json"):read("a"))
+  T.eq(s.verdict, "fail")
+  T.ok(s.runs[1].status == "rejected" or s.runs[1].status == "nan", text)
+end)
+
+T.done()
