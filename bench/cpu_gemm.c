@@ -10,6 +10,7 @@
 #include <stdio.h>       /* defines: printf */
 
 #include "core/registry.h"    /* defines: sr_kernels, sr_kcall, SR_K_gemm */
+#include "core/copy.h"        /* defines: sr_to_raw */
 
 typedef struct { const char *name; int64_t M, N, K; int ta, tb; } shape;
 

@@ -12,9 +12,8 @@
 #include "cli/cli.h"          /* defines: cmd_data */
 #include "util/clock.h"        /* defines: sr_monotonic_s */
 #include "data/corpus.h"       /* defines: sr_corpus_prepare, sr_data_dir */
-#include "util/fileio.h"       /* defines: sr_read_file, sr_write_file_atomic */
+#include "util/fileio.h"       /* defines: sr_read_file, sr_write_file_atomic, sr_source_dir */
 #include "data/fetch.h"        /* defines: sr_fetch */
-#include "lua/lsr.h"          /* defines: sr_source_dir */
 #include "data/shard.h"        /* defines: sr_shard_write, sr_shard_peek */
 #include "data/tokenizer.h"    /* defines: sr_tokenizer_load, sr_encode_parallel */
 

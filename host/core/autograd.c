@@ -5,7 +5,8 @@
 #include <string.h>    /* defines: memcpy */
 
 #include "core/autograd.h"
-#include "core/ops.h"       /* defines: sr_accumulate_ */
+#include "core/copy.h"      /* defines: sr_to_raw, sr_fill_ */
+#include "core/registry.h"  /* defines: sr_kernel_run, sr_phase_set */
 
 static bool grad_enabled = true;
 
@@ -25,6 +26,8 @@ bool sr_needs_grad(int n, sr_tensor *const *inputs) {
 }
 
 sr_node *sr_node_new(const char *name, sr_backward_fn bw, int nin, sr_tensor *const *inputs) {
+  static bool hooked;  /* the tensor core releases grad_fn through the tape's function */
+  if (!hooked) sr_set_node_release(sr_node_release), hooked = true;
   sr_node *n = calloc(1, sizeof *n);
   if (!n) sr_fail("out of host memory");
   n->refcount = 1;
@@ -123,6 +126,18 @@ static void list_push(node_list *l, sr_node *x) {
 
 /* a gradient nothing else refers to, dense over its whole storage, in the leaf's dtype and on
 ** its device: it can become the leaf's .grad as it is */
+/* dst += src (src converted to dst's dtype and device first when they differ) */
+static void accumulate(sr_tensor *dst, sr_tensor *src) {
+  sr_tensor *s = src->dtype != dst->dtype || src->storage->device != dst->storage->device
+                   ? sr_to_raw(src, dst->storage->device, dst->dtype) : sr_tensor_retain(src);
+  sr_tensor *e = sr_expand(s, dst->ndim, dst->shape);
+  sr_kcall c = {.t = {dst, dst, e}, .nt = 3, .i = {SR_BINARY_ADD}};
+  sr_kernel_run(SR_K_binary, &c);
+  sr_tensor_release(e);
+  sr_tensor_release(s);
+  dst->storage->version++;
+}
+
 static bool can_adopt(const sr_tensor *leaf, const sr_tensor *g) {
   return g->refcount == 1 && g->storage->refcount == 1 && g->grad_fn == NULL && g->dtype == leaf->dtype &&
          g->storage->device == leaf->storage->device && g->offset == 0 && sr_is_contiguous(g) &&
@@ -135,7 +150,7 @@ static void accumulate_leaf(sr_tensor *leaf, sr_tensor *g) {
   if (!leaf->grad) {
     leaf->grad = can_adopt(leaf, g) ? sr_tensor_retain(g) : sr_to_raw(g, leaf->storage->device, leaf->dtype);
   } else {
-    sr_accumulate_(leaf->grad, g);
+    accumulate(leaf->grad, g);
   }
 }
 
@@ -149,7 +164,7 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
       sr_tensor_release(n->grad_acc[slot]);
       n->grad_acc[slot] = own;
     }
-    sr_accumulate_(n->grad_acc[slot], g);
+    accumulate(n->grad_acc[slot], g);
   }
 }
 
@@ -159,19 +174,14 @@ static void visit(sr_node *n, unsigned epoch) {
   for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
 }
 
-static const char *running_node;
-static bool backward_running;
 /* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
 ** compares its upstream gradient to it by address, so the address must not be freed and reused
 ** by another tensor while the pass runs */
 static sr_tensor *implicit_seed;
 
-const char *sr_backward_node_name(void) { return running_node; }
-bool sr_backward_running(void) { return backward_running; }
 bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
 void sr_backward_reset(void) {
-  running_node = NULL;
-  backward_running = false;
+  sr_phase_set(NULL, false);
   sr_tensor_release(implicit_seed);
   implicit_seed = NULL;
 }
@@ -216,7 +226,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
   sr_tensor_release(seed);  /* the root's node holds it now */
   list_push(&stack, root->grad_fn);
   bool old_mode = sr_set_grad_enabled(false);
-  backward_running = true;
+  sr_phase_set(NULL, true);
   while (stack.n) {
     sr_node *n = stack.v[--stack.n];
     if (!n->backward) {
@@ -225,9 +235,9 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
       sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
     }
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
-    running_node = n->name;
+    sr_phase_set(n->name, true);
     n->backward(n, n->grad_acc, gin);
-    running_node = NULL;
+    sr_phase_set(NULL, true);
     for (int i = 0; i < n->nin; i++) {
       sr_tensor *g = gin[i];
       if (g && n->needs[i]) {

@@ -61,14 +61,11 @@ void sr_node_save(sr_node *n, int k, sr_tensor *t);
 sr_tensor *sr_node_saved(sr_node *n, int k);  /* checks it was not modified in place since */
 void sr_node_release(sr_node *n);
 
-/* the op name of the node whose backward rule runs now, or NULL (memory logs) */
-const char *sr_backward_node_name(void);
-/* true while sr_backward() runs (rules and the gradient accumulation between them; profiler) */
-bool sr_backward_running(void);
 /* g is the implicit all-ones gradient a backward() without a gradient started from (a rule may
 ** skip multiplying by it) */
 bool sr_grad_is_implicit_one(const sr_tensor *g);
-/* forget both after a backward that failed (sr_fail left it halfway) */
+/* forget the autograd phase and the implicit seed after a backward that failed (sr_fail left it
+** halfway) */
 void sr_backward_reset(void);
 
 /* root.backward(grad): grad NULL means ones (root must then have one element) */

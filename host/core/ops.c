@@ -6,6 +6,7 @@
 #include <string.h>    /* defines: memcpy */
 
 #include "core/autograd.h"  /* defines: sr_node_new, sr_node_attach */
+#include "core/copy.h"      /* defines: sr_copy_, sr_to_raw, sr_fill_, sr_contiguous_raw */
 #include "core/ops.h"
 
 #define SHP(x, buf) sr_shape_str((x), (buf), sizeof(buf))
@@ -94,16 +95,6 @@ void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   sr_kernel_run(SR_K_binary, &c);
   sr_tensor_release(eb);
   a->storage->version++;
-}
-
-void sr_accumulate_(sr_tensor *dst, sr_tensor *src) {
-  if (src->dtype != dst->dtype || src->storage->device != dst->storage->device) {
-    sr_tensor *s = sr_to_raw(src, dst->storage->device, dst->dtype);
-    sr_binary_inplace(SR_BINARY_ADD, dst, s);
-    sr_tensor_release(s);
-  } else {
-    sr_binary_inplace(SR_BINARY_ADD, dst, src);
-  }
 }
 
 static sr_tensor *reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor **idx) {

@@ -11,7 +11,6 @@
 #include "core/tensor.h"    /* defines: sr_tensor */
 
 /* ---- raw helpers (no tape) */
-void sr_accumulate_(sr_tensor *dst, sr_tensor *src);                 /* dst += src */
 sr_tensor *sr_unary_raw(sr_unary_fn fn, sr_tensor *x, double p);
 sr_tensor *sr_binary_raw(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);
 void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);  /* a = fn(a, b), b broadcast to a */

@@ -9,7 +9,6 @@
 #include <string.h>    /* defines: strcmp, memset */
 
 #include "core/profile.h"   /* defines: the API implemented here */
-#include "core/autograd.h"  /* defines: sr_backward_node_name, sr_backward_running */
 #include "util/clock.h"     /* defines: sr_monotonic_s */
 #include "core/tensor.h"    /* defines: sr_fail, sr_numel, sr_dtype_name */
 #ifdef SPEEDRUN_CUDA
@@ -91,9 +90,9 @@ static entry *count_call(sr_kernel_id id, const sr_kcall *c) {
   else if (id == SR_K_reduce) sub = sr_reduce_name((int)c->i[0]);
   const sr_tensor *first = c->nt > 0 && c->t[0] ? c->t[0] : c->nlist > 0 ? c->list[0] : NULL;
   char phase[64];
-  const char *node = sr_backward_node_name();
+  const char *node = sr_phase_node();
   if (node) snprintf(phase, sizeof phase, "bwd:%s", node);
-  else snprintf(phase, sizeof phase, "%s", sr_backward_running() ? "bwd:accumulate" : "fwd");
+  else snprintf(phase, sizeof phase, "%s", sr_phase_backward() ? "bwd:accumulate" : "fwd");
   int k = entry_for(sr_kernels[id].name, sub, first ? sr_dtype_name(first->dtype) : "-", phase);  /* may move entries */
   entry *e = &entries[k];
   e->row.calls++;
@@ -157,31 +156,46 @@ static int take_pair(void) {
   return pairs_used;
 }
 
-static const char *cuda_call(sr_kernel_id id, const sr_kcall *c, sr_kernel_fn fn) {
-  cudaStream_t stream = (cudaStream_t)sr_cuda_stream();
-  int k = take_pair();
-  cuda_must(cudaEventRecord(ev_before[k], stream), "cudaEventRecord");
-  const char *err = fn(c);
-  cuda_must(cudaEventRecord(ev_after[k], stream), "cudaEventRecord");
-  entry *e = count_call(id, c);
-  pair_entry[k] = (int)(e - entries);
+static int pending_pair = -1;  /* the pair of the call under way, -1 when it is not timed */
+
+static void cuda_before(void) {
+  if (sr_cuda_capturing()) return;  /* a captured call runs at replay: not timed */
+  pending_pair = take_pair();
+  cuda_must(cudaEventRecord(ev_before[pending_pair], (cudaStream_t)sr_cuda_stream()), "cudaEventRecord");
+}
+
+static void cuda_after(sr_kernel_id id, const sr_kcall *c) {
+  int k = pending_pair;
+  if (k < 0) return;
+  pending_pair = -1;
+  cuda_must(cudaEventRecord(ev_after[k], (cudaStream_t)sr_cuda_stream()), "cudaEventRecord");
+  pair_entry[k] = (int)(count_call(id, c) - entries);
   pairs_used++;
-  return err;
 }
 #endif
 
 /* ---- the API */
 
-const char *sr_profile_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
+/* ---- the dispatch observer: CPU calls by the wall clock, CUDA calls by event pairs */
+
+static double cpu_t0;
+
+static void profile_before(sr_kernel_id id, const sr_kcall *c, int dev) {
 #ifdef SPEEDRUN_CUDA
-  if (dev == SR_CUDA) return sr_cuda_capturing() ? fn(c) : cuda_call(id, c, fn);
+  if (dev == SR_CUDA) { cuda_before(); return; }
 #endif
-  double t0 = sr_monotonic_s();
-  const char *err = fn(c);
-  double ms = 1e3 * (sr_monotonic_s() - t0);
-  count_call(id, c)->row.ms += ms;
-  return err;
+  cpu_t0 = sr_monotonic_s();
 }
+
+static void profile_after(sr_kernel_id id, const sr_kcall *c, int dev) {
+#ifdef SPEEDRUN_CUDA
+  if (dev == SR_CUDA) { cuda_after(id, c); return; }
+#endif
+  double ms = 1e3 * (sr_monotonic_s() - cpu_t0);
+  count_call(id, c)->row.ms += ms;
+}
+
+static const sr_observer profile_observer = {.before = profile_before, .after = profile_after};
 
 const char *sr_profile_start(void) {
   if (sr_profile_on) return "profile.start: a profile is already running (call profile.stop() first)";
@@ -189,8 +203,10 @@ const char *sr_profile_start(void) {
   if (slots) memset(slots, 0, (size_t)nslots * sizeof *slots);
 #ifdef SPEEDRUN_CUDA
   pairs_used = 0;
+  pending_pair = -1;
 #endif
   sr_profile_on = true;
+  sr_observer_add(&profile_observer);
   return NULL;
 }
 
@@ -211,6 +227,7 @@ const char *sr_profile_stop(sr_profile_row **rows, int *nrows) {
   if (sr_cuda_capturing()) return "profile.stop: a CUDA graph is being captured (the profile keeps running; stop it after the capture)";
 #endif
   sr_profile_on = false;
+  sr_observer_remove(&profile_observer);
 #ifdef SPEEDRUN_CUDA
   const char *err = read_pairs();
   if (err) return err;

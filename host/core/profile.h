@@ -1,13 +1,13 @@
 /*
-** core/profile.h: the per-op profiler. While it is on, the dispatcher (sr_kernel_run, host/core/registry.c)
-** hands every kernel call to sr_profile_call(), which times it and adds it to one aggregate per
+** core/profile.h: the per-op profiler. While it is on, it observes the dispatcher (sr_kernel_run,
+** host/core/registry.c): it times every kernel call and adds it to one aggregate per
 ** key: the kernel row, its sub-function (unary/unary_backward/binary/reduce: c->i[0]), the dtype
 ** of the first tensor (t[0], or the first list tensor when t[0] is absent) and the phase: "fwd"
 ** outside backward, "bwd:<node>" while the autograd rule of <node> runs, "bwd:accumulate" for the
 ** gradient additions between rules. CPU calls are timed by the wall clock around the kernel; CUDA
 ** calls by a pair of events recorded on the stream before and after it (read at stop, or when
 ** the event pool is full). Calls made while a CUDA graph is captured are not profiled.
-** When the profiler is off the dispatcher pays one branch on sr_profile_on.
+** When no observer is registered the dispatcher pays one branch.
 */
 #ifndef SR_PROFILE_H
 #define SR_PROFILE_H
@@ -41,9 +41,6 @@ const char *sr_profile_start(void);
 ** largest first; *rows is malloc'ed, the caller frees it). NULL, or an error: none running, a CUDA
 ** failure (the profiler is off afterwards), a graph being captured (the profile keeps running) */
 const char *sr_profile_stop(sr_profile_row **rows, int *nrows);
-/* the dispatcher's path while profiling: runs fn(c) on device dev (SR_CPU or SR_CUDA), timed;
-** returns fn's result */
-const char *sr_profile_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn);
 
 #ifdef __cplusplus
 }

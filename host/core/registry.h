@@ -122,7 +122,7 @@ typedef struct sr_kernel {
 
 extern const sr_kernel sr_kernels[SR_KERNEL_COUNT];
 
-/* CPU reference of every kernel: host/cpu_*.c, named sr_cpu_<name> */
+/* CPU reference of every kernel: host/cpu/<family>.c, named sr_cpu_<name> */
 #define SR_X(n, doc) const char *sr_cpu_##n(const sr_kcall *c);
 SR_KERNELS(SR_X)
 #undef SR_X
@@ -134,26 +134,27 @@ SR_KERNELS(SR_X)
 /* run kernel id on the device of its tensors (all must agree); fails "<name>: <message>" */
 void sr_kernel_run(sr_kernel_id id, const sr_kcall *c);
 
-/* Launch traces: while a trace records, every sr_kernel_run appends what the kernel is given
-** apart from memory addresses: the kernel, a hash of each tensor's dtype, shape, strides and
-** offset (list tensors included), and the scalar parameters (those a device-side value overrides
-** are left out: adamw's f0/i0 when t4 sched is given, adamw_multi's when t0 sched is). Two runs of a training step with equal traces issued the same
-** work with the same host-side values (the harness compares them before using a CUDA graph). */
-typedef struct sr_launch {
-  int id;
-  uint64_t layout;
-  double f[6];
-  int64_t i[4];
-} sr_launch;
-typedef struct sr_trace {
-  sr_launch *l;
-  int64_t n, cap;
-} sr_trace;
-void sr_trace_start(sr_trace *t);   /* empties t and records into it (one trace at a time) */
-void sr_trace_stop(void);
-void sr_trace_free(sr_trace *t);    /* frees t's launches (not t) */
-/* NULL when a and b are equal, else a sentence naming the first difference (in buf) */
-const char *sr_trace_diff(const sr_trace *a, const sr_trace *b, char *buf, size_t n);
+/* Dispatch observers: the launch trace (host/core/trace.c), CUDA-graph capture (host/cuda/backend.c)
+** and the profiler (host/core/profile.c) watch kernel calls through this one list. before() runs
+** ahead of the kernel, after() once it returned (in reverse order of registration; also when it
+** failed, before the failure is raised); either may be NULL. dev is SR_CPU or SR_CUDA. With no
+** observer the dispatcher pays one branch. An observer is added once (adding it again is a no-op)
+** and must stay alive until removed. */
+typedef struct sr_observer {
+  void (*before)(sr_kernel_id id, const sr_kcall *c, int dev);
+  void (*after)(sr_kernel_id id, const sr_kcall *c, int dev);
+} sr_observer;
+#define SR_MAX_OBSERVERS 8
+void sr_observer_add(const sr_observer *o);
+void sr_observer_remove(const sr_observer *o);
+
+/* The autograd phase of the calls dispatched now, for observers (set by host/core/autograd.c):
+** node is the name of the backward rule running (NULL outside one), backward whether a backward
+** pass is running (between rules: gradient accumulation). */
+void sr_phase_set(const char *node, bool backward);
+const char *sr_phase_node(void);
+bool sr_phase_backward(void);
+
 const char *sr_unary_name(int fn);
 const char *sr_binary_name(int fn);
 const char *sr_reduce_name(int fn);

@@ -1,8 +1,8 @@
 /*
-** core/tensor.c: storage, tensor lifetime, views, copies/transfers, broadcasting and the
-** counter-based RNG. No Lua here; failures go through sr_fail().
+** core/tensor.c: storage, tensor lifetime, views and broadcasting: the bottom of the core, which
+** runs no kernel (copies, fills and transfers are host/core/copy.c, the RNG host/core/random.c).
+** No Lua here; failures go through sr_fail().
 */
-#include <math.h>      /* defines: sqrt, log, cos */
 #include <stdarg.h>    /* defines: va_list */
 #include <stdio.h>     /* defines: vsnprintf */
 #include <stdlib.h>    /* defines: aligned_alloc, free */
@@ -19,8 +19,6 @@
 #define SR_RUNNING_ON_VALGRIND 0
 #endif
 
-#include "core/autograd.h"  /* defines: sr_node_release */
-#include "core/registry.h"  /* defines: sr_kernel_run */
 #include "core/tensor.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -292,12 +290,6 @@ sr_tensor *sr_tensor_new(sr_dtype dt, sr_device dev, int ndim, const int64_t *sh
   return t;
 }
 
-sr_tensor *sr_tensor_zeros(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
-  sr_tensor *t = sr_tensor_new(dt, dev, ndim, shape);
-  sr_fill_(t, 0.0);
-  return t;
-}
-
 sr_tensor *sr_tensor_new_like(const sr_tensor *x) {
   return sr_tensor_new(x->dtype, x->storage->device, x->ndim, x->shape);
 }
@@ -307,10 +299,15 @@ sr_tensor *sr_tensor_retain(sr_tensor *x) {
   return x;
 }
 
+/* the autograd tape registers how its nodes are released (host/core/autograd.c, with its first
+** node), so the tensor layer does not depend on the tape */
+static sr_node_release_fn node_release;
+void sr_set_node_release(sr_node_release_fn f) { node_release = f; }
+
 void sr_tensor_release(sr_tensor *x) {
   if (!x || --x->refcount > 0) return;
   sr_tensor_release(x->grad);
-  sr_node_release(x->grad_fn);
+  if (x->grad_fn) node_release(x->grad_fn);
   storage_release(x->storage);
   free(x);
 }
@@ -521,112 +518,4 @@ int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64
     out[d] = x == 1 ? y : x;
   }
   return n;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* copies and transfers */
-
-void sr_fill_(sr_tensor *x, double v) {
-  sr_kcall c = {.t = {x}, .nt = 1, .f = {v}};
-  sr_kernel_run(SR_K_fill, &c);
-  x->storage->version++;
-}
-
-void sr_copy_(sr_tensor *dst, const sr_tensor *src) {
-  char b1[96], b2[96];
-  if (sr_numel(dst) != sr_numel(src) || !sr_same_shape(dst, src))
-    sr_fail("copy: shape %s does not match %s", sr_shape_str(src, b1, 96), sr_shape_str(dst, b2, 96));
-  sr_device dd = dst->storage->device, sd = src->storage->device;
-  if (dd == sd) {
-    sr_kcall c = {.t = {dst, (sr_tensor *)src}, .nt = 2};
-    sr_kernel_run(SR_K_copy, &c);
-  } else {
-    /* cross-device: contiguous bytes of src's dtype on src's device, move, then convert */
-    sr_tensor *s = sr_contiguous_raw((sr_tensor *)src);
-    sr_tensor *staged = sr_tensor_new(src->dtype, dd, src->ndim, src->shape);
-    sr_cuda_backend()->copy(sr_data(staged), dd, sr_data(s), sd, (size_t)sr_numel(s) * sr_dtype_size(s->dtype));
-    sr_tensor_release(s);
-    sr_kcall c = {.t = {dst, staged}, .nt = 2};
-    sr_kernel_run(SR_K_copy, &c);
-    sr_tensor_release(staged);
-  }
-  dst->storage->version++;
-}
-
-sr_tensor *sr_contiguous_raw(sr_tensor *x) {
-  if (sr_is_contiguous(x)) return sr_tensor_retain(x);
-  sr_tensor *t = sr_tensor_new_like(x);
-  sr_copy_(t, x);
-  return t;
-}
-
-sr_tensor *sr_to_raw(sr_tensor *x, sr_device d, sr_dtype dt) {
-  sr_tensor *t = sr_tensor_new(dt, d, x->ndim, x->shape);
-  sr_copy_(t, x);
-  return t;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* RNG: Philox4x32-10 (Salmon et al. 2011), keyed by the seed, counter = element index */
-
-void sr_rng_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-  uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-  for (int r = 0; r < 10; r++) {
-    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-    c1 = (uint32_t)p1; c3 = (uint32_t)p0; c0 = n0; c2 = n2;
-    k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
-sr_rng *sr_global_rng(void) {
-  static sr_rng g = {.seed = 1337, .counter = 0};
-  return &g;
-}
-
-static double u01(uint32_t a, uint32_t b) {  /* (0, 1), 53 bits */
-  uint64_t x = ((uint64_t)a << 21) ^ (uint64_t)b;
-  return ((double)(x & ((1ull << 53) - 1)) + 0.5) / 9007199254740992.0;
-}
-
-/* fills a fresh contiguous f64 CPU buffer of n values, then copies into x (any device) */
-typedef double (*rng_draw)(const uint32_t r[4], int which, double a, double b);
-
-static void rng_fill(sr_tensor *x, sr_rng *g, rng_draw draw, double a, double b) {
-  int64_t n = sr_numel(x);
-  sr_tensor *tmp = sr_tensor_new(SR_F64, SR_CPU, x->ndim, x->shape);
-  double *p = sr_data(tmp);
-  uint64_t seed = g->seed, base = g->counter;
-  #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < (n + 1) / 2; i++) {
-    uint32_t r[4];
-    sr_rng_philox(seed, base + (uint64_t)i, r);
-    p[2 * i] = draw(r, 0, a, b);
-    if (2 * i + 1 < n) p[2 * i + 1] = draw(r, 1, a, b);
-  }
-  g->counter += (uint64_t)(n + 1) / 2;
-  sr_copy_(x, tmp);
-  sr_tensor_release(tmp);
-}
-
-static double draw_normal(const uint32_t r[4], int which, double mean, double std) {
-  double u1 = u01(r[0], r[1]), u2 = u01(r[2], r[3]);
-  double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
-  return mean + std * rad * (which ? sin(th) : cos(th));
-}
-static double draw_uniform(const uint32_t r[4], int which, double lo, double hi) {
-  return lo + (hi - lo) * u01(r[2 * which], r[2 * which + 1]);
-}
-static double draw_int(const uint32_t r[4], int which, double lo, double hi) {
-  uint64_t x = ((uint64_t)r[2 * which] << 32) | r[2 * which + 1];
-  return lo + (double)(x % (uint64_t)(hi - lo));
-}
-
-void sr_normal_(sr_tensor *x, double mean, double std, sr_rng *g) { rng_fill(x, g, draw_normal, mean, std); }
-void sr_uniform_(sr_tensor *x, double lo, double hi, sr_rng *g) { rng_fill(x, g, draw_uniform, lo, hi); }
-void sr_randint_(sr_tensor *x, int64_t lo, int64_t hi, sr_rng *g) {
-  if (hi <= lo) sr_fail("randint: empty range [%lld, %lld)", (long long)lo, (long long)hi);
-  rng_fill(x, g, draw_int, (double)lo, (double)hi);
 }

@@ -80,10 +80,12 @@ void sr_store(void *data, sr_dtype t, int64_t i, double v);
 
 /* ---- lifetime */
 sr_tensor *sr_tensor_new(sr_dtype t, sr_device d, int ndim, const int64_t *shape);  /* uninitialised, contiguous */
-sr_tensor *sr_tensor_zeros(sr_dtype t, sr_device d, int ndim, const int64_t *shape);
 sr_tensor *sr_tensor_new_like(const sr_tensor *x);                                 /* same dtype/device/shape, contiguous */
 sr_tensor *sr_tensor_retain(sr_tensor *x);
 void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
+/* how a tensor's grad_fn is released: set by the autograd tape (host/core/autograd.c) */
+typedef void (*sr_node_release_fn)(sr_node *n);
+void sr_set_node_release(sr_node_release_fn f);
 
 /* ---- memory pressure: called with the size of every new storage, so the Lua layer can run
 ** its collector when much memory hides behind small userdata (style lesson 14, as Torch's
@@ -121,12 +123,6 @@ sr_tensor *sr_unsqueeze(sr_tensor *x, int dim);
 sr_tensor *sr_squeeze(sr_tensor *x, int dim);                      /* dim = -100: all size-1 dims */
 sr_tensor *sr_expand(sr_tensor *x, int ndim, const int64_t *shape); /* broadcast view, stride 0 */
 
-/* ---- copies and transfers (raw: no autograd) */
-void sr_copy_(sr_tensor *dst, const sr_tensor *src);   /* any dtype/device/strides, same numel & shape */
-sr_tensor *sr_contiguous_raw(sr_tensor *x);           /* retains x itself when already contiguous */
-sr_tensor *sr_to_raw(sr_tensor *x, sr_device d, sr_dtype t);
-void sr_fill_(sr_tensor *x, double v);
-
 /* ---- devices: the CUDA backend registers these at start-up (host/cuda/backend.c) */
 typedef struct sr_device_backend {
   const char *(*available)(void);                        /* NULL when usable, else why not */
@@ -155,15 +151,6 @@ static inline int64_t sr_offset_of(const sr_tensor *x, int64_t i) {
 
 /* broadcast two shapes (numpy rules); returns ndim, or -1 if incompatible */
 int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64_t *out);
-
-/* ---- deterministic counter-based RNG (Philox4x32-10): value i of a stream depends only on
-** (seed, counter + i), so results do not depend on thread count or device */
-typedef struct sr_rng { uint64_t seed; uint64_t counter; } sr_rng;
-sr_rng *sr_global_rng(void);
-void sr_rng_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
-void sr_normal_(sr_tensor *x, double mean, double std, sr_rng *g);
-void sr_uniform_(sr_tensor *x, double lo, double hi, sr_rng *g);
-void sr_randint_(sr_tensor *x, int64_t lo, int64_t hi, sr_rng *g);   /* [lo, hi) */
 
 #ifdef __cplusplus
 }

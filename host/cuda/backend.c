@@ -29,8 +29,8 @@
 #include <cublasLt.h>       /* defines: cublasLtHandle_t, cublasLtCreate */
 
 #include "cuda/backend.h"   /* defines: the API implemented here */
-#include "core/registry.h"       /* defines: sr_kcall, sr_cuda_copy, sr_cuda_fill */
-#include "core/tensor.h"         /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
+#include "core/registry.h"  /* defines: sr_kcall, sr_observer, sr_cuda_copy, sr_cuda_fill */
+#include "core/tensor.h"    /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
 
 #define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
 #define SR_SLOTS 4                              /* pinned host staging slots ... */
@@ -425,8 +425,9 @@ static int nnoted, capnoted;
 
 int sr_cuda_capturing(void) { return capturing; }
 
-void sr_cuda_graph_note(const sr_kcall *c) {
-  if (!capturing) return;
+/* the dispatch observer while capturing: notes the ordinary (pool 0) blocks each launch uses */
+static void graph_note(sr_kernel_id id, const sr_kcall *c, int dev) {
+  if (!capturing || dev != SR_CUDA) return;
   for (int j = 0; j < c->nt + c->nlist; j++) {
     const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
     if (!x) continue;
@@ -442,6 +443,7 @@ void sr_cuda_graph_note(const sr_kcall *c) {
     noted_size[nnoted++] = blocks[i].size;
   }
 }
+static const sr_observer graph_observer = {.before = graph_note};
 
 /* a pool whose kernels never ran (a failed capture, or a graph freed before its first replay):
 ** its live tensors hold garbage, so they are zeroed (a gradient then accumulates from 0) and
@@ -468,6 +470,7 @@ const char *sr_cuda_graph_begin(void) {
   capturing = 1;
   cur_pool = next_pool++;
   nnoted = 0;
+  sr_observer_add(&graph_observer);
   return NULL;
 }
 
@@ -477,6 +480,7 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
   int pool = cur_pool;
   capturing = 0;
   cur_pool = 0;
+  sr_observer_remove(&graph_observer);
   cudaGraph_t g = NULL;
   cudaError_t e = cudaStreamEndCapture(stream, &g);
   if (e != cudaSuccess) {

@@ -61,10 +61,8 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out);
 const char *sr_cuda_graph_replay(sr_cuda_graph *g);
 void sr_cuda_graph_free(sr_cuda_graph *g);  /* never replayed: its live tensors are zeroed */
 int sr_cuda_capturing(void);          /* 1 between begin and end */
-/* called by the dispatcher for each launch while capturing: notes the ordinary (pool 0) blocks
-** the launch uses, the state a replay reads and writes */
-struct sr_kcall;
-void sr_cuda_graph_note(const struct sr_kcall *c);
+/* while capturing, a dispatch observer notes the ordinary (pool 0) blocks each launch uses: the
+** state a replay reads and writes */
 /* copies of the noted blocks (nbytes: their size), put back by restore; the harness checks a
 ** replay against an eager step from the same state with them */
 const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes);

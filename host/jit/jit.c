@@ -24,10 +24,10 @@
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>      /* defines: cudaStreamSynchronize, cudaDeviceGetAttribute */
 #include <nvrtc.h>             /* defines: nvrtcCreateProgram, nvrtcCompileProgram */
+#include "util/fileio.h"       /* defines: sr_source_dir */
 #include "cuda/backend.h"      /* defines: sr_cuda_stream, sr_cuda_probe, sr_cuda_capturing */
 #endif
 
-const char *sr_source_dir(void);  /* host/lua/lsr.c: the checkout or install prefix */
 
 /* helpers that only the CUDA build calls */
 #ifdef SPEEDRUN_CUDA

@@ -23,7 +23,9 @@
 #include "cli/cli.h"         /* defines: cmd_data */
 #include "data/corpus.h"      /* defines: sr_corpus_prepare, sr_data_dir */
 #include "data/loader.h"      /* defines: sr_loader */
-#include "lua/lsr.h"         /* defines: sr_push_tensor, sr_to_tensor, sr_source_dir */
+#include "core/copy.h"      /* defines: sr_copy_, sr_to_raw */
+#include "lua/lsr.h"         /* defines: sr_push_tensor, sr_to_tensor */
+#include "util/fileio.h"      /* defines: sr_source_dir */
 #include "data/shard.h"       /* defines: sr_shard */
 #include "data/tokenizer.h"   /* defines: sr_tokenizer */
 

@@ -48,7 +48,9 @@
 #include "util/clock.h"          /* defines: sr_monotonic_s */
 #include "lua/lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "core/tensor.h"         /* defines: sr_to_raw, sr_data */
-#include "core/registry.h"       /* defines: sr_trace, sr_trace_start, sr_trace_diff */
+#include "core/copy.h"        /* defines: sr_to_raw */
+#include "util/fileio.h"      /* defines: sr_source_dir */
+#include "core/trace.h"          /* defines: sr_trace, sr_trace_start, sr_trace_diff */
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>   /* defines: cudaGetDeviceProperties */
 #include "cuda/backend.h"   /* defines: sr_cuda_sync, sr_cuda_peak_bytes */

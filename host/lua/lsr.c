@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"       /* defines: cmd_run */
 #include "lua/lsr.h"       /* defines: sr_open_modules, sr_docall */
+#include "util/fileio.h"   /* defines: sr_source_dir */
 
 /* every C module of the host; require "speedrun.<name>" */
 static const luaL_Reg sr_modules[] = {
@@ -40,37 +41,6 @@ void sr_open_modules(lua_State *L) {
   lua_pop(L, 1);
 }
 
-/* the checkout (or install prefix) holding lua/: $SPEEDRUN_HOME, else next to the binary
-** (../lua from build/, ../share/speedrun from bin/), else the source dir compiled in */
-const char *sr_source_dir(void) {
-  static char dir[PATH_MAX];
-  if (dir[0]) return dir;
-  const char *env = getenv("SPEEDRUN_HOME");
-  if (env && *env) {
-    snprintf(dir, sizeof dir, "%s", env);
-    return dir;
-  }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    for (int up = 0; up < 3; up++) {
-      char *slash = strrchr(exe, '/');
-      if (!slash) break;
-      *slash = '\0';
-      char probe[2 * PATH_MAX];
-      snprintf(probe, sizeof probe, "%s/lua/speedrun/init.lua", exe);
-      if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s", exe); return dir; }
-      snprintf(probe, sizeof probe, "%s/share/speedrun/lua/speedrun/init.lua", exe);
-      if (access(probe, R_OK) == 0 && strlen(exe) + 16 < sizeof dir) {
-        snprintf(dir, sizeof dir, "%.*s/share/speedrun", (int)(sizeof dir - 16), exe);
-        return dir;
-      }
-    }
-  }
-  snprintf(dir, sizeof dir, "%s", SPEEDRUN_SOURCE_DIR);
-  return dir;
-}
 
 const char *sr_self_exe(void) {
   static char exe[PATH_MAX];

@@ -33,6 +33,8 @@ void sr_lua_bind_errors(lua_State *L);
 
 /* module openers */
 int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/lua/ltensor.c, host/lua/lops.c */
+int luaopen_speedrun_F(lua_State *L);        /* pushes the F table: host/lua/lops.c */
+void sr_open_custom_functions(lua_State *L); /* adds custom-function entry points to the module at -1: host/lua/lops.c */
 int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ldata.c */
 int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/lua/ldata.c */
 int luaopen_speedrun_kernel(lua_State *L);   /* agent kernels (NVRTC): host/lua/lkernel.c */
@@ -45,7 +47,6 @@ void sr_open_modules(lua_State *L);          /* puts every C module in package.p
 void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
 const char *sr_lua_dir(void);
 const char *sr_self_exe(void);               /* absolute path of the running binary */
-const char *sr_source_dir(void);             /* the checkout (for tasks/, hints/ defaults) */
 
 /* run a chunk with a traceback handler; prints the error; returns the Lua status */
 int sr_docall(lua_State *L, int narg, int nres);

@@ -14,12 +14,15 @@
 #include <lauxlib.h>
 
 #include "core/autograd.h"  /* defines: sr_backward, sr_set_grad_enabled */
+#include "core/copy.h"      /* defines: sr_copy_, sr_to_raw, sr_fill_, sr_tensor_zeros */
+#include "core/random.h"    /* defines: sr_normal_, sr_uniform_, sr_randint_, sr_global_rng */
+#include "core/registry.h"  /* defines: sr_phase_node */
 #include "util/clock.h"     /* defines: sr_monotonic_s */
 #include "lua/lsr.h"
 #include "core/ops.h"       /* defines: sr_view_op, ... */
 
 #ifdef SPEEDRUN_CUDA
-void sr_cuda_init(void);  /* host/cuda/backend.c */
+#include "cuda/backend.h"  /* defines: sr_cuda_init */
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
@@ -51,7 +54,7 @@ static void alloc_pressure(size_t nbytes, sr_device d) {
 /* SPEEDRUN_MEMLOG=<MiB>: one stderr line per new storage of at least that size: where in Lua
 ** it was made (and which tape node's backward made it), and the device's live bytes after it */
 static void memlog(size_t nbytes, sr_device d, size_t live) {
-  const char *node = sr_backward_node_name();
+  const char *node = sr_phase_node();
   luaL_where(error_state, 1);
   fprintf(stderr, "memlog: %9.1f MiB %-4s live %9.1f MiB  %s%s%s\n", (double)nbytes / 1048576.0, sr_device_name(d),
           (double)live / 1048576.0, lua_tostring(error_state, -1), node ? " backward of " : "", node ? node : "");
@@ -849,8 +852,6 @@ static const luaL_Reg core_functions[] = {
   {NULL, NULL}
 };
 
-int luaopen_speedrun_F(lua_State *L);         /* lops.c: pushes the F table */
-void sr_open_custom_functions(lua_State *L);  /* lops.c: adds custom-function entry points to the module at -1 */
 
 int luaopen_speedrun_core(lua_State *L) {
 #ifdef SPEEDRUN_CUDA

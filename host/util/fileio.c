@@ -1,12 +1,13 @@
 /*
-** util/fileio.c: file helpers for the data code (see util/fileio.h).
+** util/fileio.c: file helpers (see util/fileio.h) and where the checkout is.
 */
 #include <errno.h>     /* defines: errno, EEXIST */
 #include <stdio.h>     /* defines: FILE, fopen, snprintf, rename */
 #include <stdlib.h>    /* defines: malloc, free */
 #include <string.h>    /* defines: strerror, strlen */
 #include <sys/stat.h>  /* defines: stat, mkdir */
-#include <unistd.h>    /* defines: fsync, getpid */
+#include <unistd.h>    /* defines: fsync, getpid, readlink, access */
+#include <limits.h>    /* defines: PATH_MAX */
 
 #include "util/fileio.h"    /* defines: sr_read_file */
 
@@ -111,4 +112,36 @@ const char *sr_path_join(char *buf, size_t n, const char *a, const char *b) {
   size_t la = strlen(a);
   snprintf(buf, n, "%s%s%s", a, (la && a[la - 1] == '/') ? "" : "/", b);
   return buf;
+}
+
+/* the checkout (or install prefix) holding lua/: $SPEEDRUN_HOME, else next to the binary
+** (../lua from build/, ../share/speedrun from bin/), else the source dir compiled in */
+const char *sr_source_dir(void) {
+  static char dir[PATH_MAX];
+  if (dir[0]) return dir;
+  const char *env = getenv("SPEEDRUN_HOME");
+  if (env && *env) {
+    snprintf(dir, sizeof dir, "%s", env);
+    return dir;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    for (int up = 0; up < 3; up++) {
+      char *slash = strrchr(exe, '/');
+      if (!slash) break;
+      *slash = '\0';
+      char probe[2 * PATH_MAX];
+      snprintf(probe, sizeof probe, "%s/lua/speedrun/init.lua", exe);
+      if (access(probe, R_OK) == 0) { snprintf(dir, sizeof dir, "%s", exe); return dir; }
+      snprintf(probe, sizeof probe, "%s/share/speedrun/lua/speedrun/init.lua", exe);
+      if (access(probe, R_OK) == 0 && strlen(exe) + 16 < sizeof dir) {
+        snprintf(dir, sizeof dir, "%.*s/share/speedrun", (int)(sizeof dir - 16), exe);
+        return dir;
+      }
+    }
+  }
+  snprintf(dir, sizeof dir, "%s", SPEEDRUN_SOURCE_DIR);
+  return dir;
 }

@@ -19,4 +19,7 @@ long long sr_file_size(const char *path);   /* -1 when it cannot be stat'ed */
 /* a/b into buf; returns buf */
 const char *sr_path_join(char *buf, size_t n, const char *a, const char *b);
 
+/* the checkout (or install prefix) holding lua/, tasks/ and hints/ (util/fileio.c) */
+const char *sr_source_dir(void);
+
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>      /* defines: strcmp, strstr, memcmp */
 
 #include "core/registry.h"    /* defines: sr_kernels, sr_kcall, SR_K_* */
+#include "core/copy.h"        /* defines: sr_copy_, sr_to_raw */
 
 static int failures, checks;
 #define CHECK(cond, ...)                                                     \
