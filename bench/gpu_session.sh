@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/gpu_session.sh SCRIPTS_DIR DATA_DIR [PART...]: one device call that checks and measures the
-# tree when device time is short. Each part has its own time limit, so a slow part cannot starve
+# bench/gpu_session.sh SCRIPTS_DIR DATA_DIR [PART...]: THE one device call (the only script for the
+# GPU machine): it builds, checks and measures the tree when device time is short. Each part has its own time limit, so a slow part cannot starve
 # the rest; logs go to $OUT/session.tgz after every part (they come back even if the call is cut).
 # Parts, run in the order given (default: build kernels lua bench anchor):
 #   build      cmake + build (skipped work when build/ is already there on a warm machine)
@@ -18,7 +18,7 @@
 #              a step's kernel time goes, per op
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 set -uo pipefail
-SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; shift 2
+SCRIPTS=${1:?dir with record_N/train_gpt2.py (or - when no part needs them)}; DATA=${2:?data dir (or -)}; shift 2
 PARTS=${*:-build kernels lua bench anchor}
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 LOG=/tmp/session; mkdir -p "$LOG"; OUTDIR=${OUT:-runs/session}; mkdir -p "$OUTDIR"
@@ -39,13 +39,25 @@ for p in $PARTS; do
                                cmake --build build -j16" || true
       grep -E "error|Error" "$LOG/build.log" | head -20; [ -x build/speedrun ] || exit 1 ;;
     kernels)
-      part kernels 240 ./build/tests/test_gpu_kernels; grep -E "FAIL|checks" "$LOG/kernels.log" | tail -8 ;;
+      part kernels 300 bash -c "cd tests && SR_TEST_VERBOSE=1 ../build/tests/test_gpu_kernels ${KERNEL_GROUPS:-}"
+      grep -vE "^ok" "$LOG/kernels.log" | tail -20 ;;
     lua)
-      for t in tests/*/test_gpu_*.lua; do
-        n=$(basename "$t" .lua)
-        part "$n" 90 bash -c "cd tests && ../build/speedrun run $n.lua"   # from tests/, as CTest runs them
-        grep -E "FAIL|passed|failed|error" "$LOG/$n.log" | tail -4
-      done ;;
+      part lua 560 ctest --test-dir build -L gpu -E '^test_gpu_kernels$' --timeout 300 --output-on-failure
+      grep -E "Test +#|tests passed|FAIL|Error" "$LOG/lua.log" | tail -30 ;;
+    attn)
+      part attn 300 bash -c 'cd tests && SR_TEST_VERBOSE=1 ../build/tests/test_gpu_kernels attention &&
+        for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
+          ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
+      grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
+    jit)
+      part jit 300 bash -c 'export SPEEDRUN_KERNEL_CACHE=/tmp/srk-cache
+        ctest --test-dir build -R "^test_(jit|jit_args|gpu_jit)$" --output-on-failure
+        for r in "docs/examples/gelu.cu --op gelu" "docs/examples/gelu.cu --op gelu --kernel gelu_bf16 --dtype bfloat16" \
+                 "docs/examples/rms_norm.cu --op rms_norm" "docs/examples/rms_norm.cu --op rms_norm --kernel rms_norm_bf16 --dtype bfloat16"; do
+          echo "### speedrun kernel check $r"; ./build/speedrun kernel check $r; echo "rc=$?"; done
+        rm -rf /tmp/srk-cold
+        for i in 1 2; do SPEEDRUN_KERNEL_CACHE=/tmp/srk-cold ./build/speedrun kernel compile docs/examples/rms_norm.cu --kernel rms_norm; done'
+      grep -E "tests passed|FAIL|###|rc=|compiled|ok \(" "$LOG/jit.log" | tail -30 ;;
     bench)
       part bench_c 90 ./build/bench_gpt2 30 32 1024 1; tail -12 "$LOG/bench_c.log"
       part bench_lua 120 env SR_T0="$(date +%s.%N)" ./build/speedrun run bench/gpt2_lua.lua 60 32 1024 12

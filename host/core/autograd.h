@@ -41,7 +41,6 @@ struct sr_node {
   double f[6];
   int64_t i[6];
   int lua_ref;                    /* custom Lua function: registry ref of its backward, else 0 */
-  void *lua_state;
   /* backward-pass scratch */
   sr_tensor *grad_acc[SR_NODE_MAXOUT];
   int pending;

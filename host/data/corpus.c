@@ -165,8 +165,9 @@ static int load_sotu(const sr_prepare_opts *o, sr_docs *d, char *err, size_t err
 }
 
 /* ---------------------------------------------------------------------------------------------
-** large: Debian packages (deps.md §8). Each text is rebuilt exactly as deps.md's get_corpus.sh
-** made it and checked against the SHA-256 listed there before it is cut into documents. */
+** large: Debian packages (docs/data.md, "The large corpus"). Each text is rebuilt exactly as the
+** corpus's reference script (get_corpus.sh) made it and checked against the SHA-256 below before
+** it is cut into documents. */
 
 #define AUSTEN_SHA256 "db2cdbf60584de5e99d05bf89964819ec32e0b9968920e12c4f1217bd63cf87f"
 #define TDAVID_SHA256 "ada588c38312d72634c72bbdeeafe423d263a2b9d2a8a4d8e2eddecb6a38b026"
@@ -194,8 +195,8 @@ static int check_sha(const char *what, const char *text, size_t n, const char *w
   char hex[65];
   sr_sha256_hex(text, n, hex);
   if (!strcmp(hex, want)) return 0;
-  snprintf(err, errlen, "%s: %zu bytes with SHA-256 %s, expected %s (deps.md §8): the Debian package or "
-           "the extraction changed", what, n, hex, want);
+  snprintf(err, errlen, "%s: %zu bytes with SHA-256 %s, expected %s (docs/data.md, \"The large corpus\"): the "
+           "Debian package or the extraction changed", what, n, hex, want);
   return -1;
 }
 

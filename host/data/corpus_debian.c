@@ -1,7 +1,7 @@
 /*
 ** data/corpus_debian.c: readers for the Debian-packaged texts of the `large` corpus (see
 ** corpus_debian.h): R lazy-load databases (zlib + R XDR), SWORD mod2imp output (OSIS stripped as
-** deps.md's strip_imp.py does), and fetching / unpacking .deb files with apt-get and dpkg.
+** the corpus's reference strip_imp.py does (docs/data.md)), and fetching / unpacking .deb files with apt-get and dpkg.
 */
 #define _GNU_SOURCE          /* mkdtemp, nftw */
 #include <errno.h>           /* defines: errno */
@@ -175,7 +175,7 @@ fail:
 }
 
 /* ---------------------------------------------------------------------------------------------
-** SWORD imp -> text (deps.md strip_imp.py, byte for byte) */
+** SWORD imp -> text (the reference strip_imp.py, byte for byte; docs/data.md) */
 
 /* the length of the well-formed UTF-8 sequence at s (RFC 3629), or 0 with *bad = the length of
 ** its maximal valid prefix (at least 1), which Python's 'replace' turns into one U+FFFD */

@@ -1,11 +1,11 @@
 /*
-** data/corpus_debian.h: the Debian-packaged texts of the `large` corpus (deps.md §8), read without R or
+** data/corpus_debian.h: the Debian-packaged texts of the `large` corpus (docs/data.md), read without R or
 ** Python:
 **   - R lazy-load databases (r-cran-janeaustenr's data/Rdata.rdb): a run of objects, each a
 **     4-byte big-endian length and a zlib stream of R's XDR serialisation; the character vectors
 **     (STRSXP) among them are the books, one string per line;
 **   - SWORD modules dumped by `mod2imp` (libsword-utils) as `$$$key` lines followed by OSIS
-**     markup, stripped to plain text line by line exactly as deps.md's strip_imp.py does;
+**     markup, stripped to plain text line by line exactly as the corpus's reference strip_imp.py does (docs/data.md);
 **   - the .deb files themselves: found in a cache folder or fetched with `apt-get download`,
 **     unpacked with `dpkg -x` into a temporary folder (no root, nothing installed).
 */
