@@ -21,6 +21,7 @@
 
 #include "core/autograd.h"  /* defines: sr_node_release */
 #include "core/registry.h"  /* defines: sr_kernel_run */
+#include "core/scratch.h"   /* defines: sr_scratch_unwind */
 #include "core/tensor.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -40,6 +41,7 @@ void sr_fail(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  sr_scratch_unwind();  /* the failing call's scratch references go before the handler longjmps */
   fail_handler(msg);
   abort();  /* a handler must not return */
 }
@@ -212,6 +214,12 @@ static void host_free(void *p, size_t nbytes) {
 ** tensors on other threads) */
 static size_t mem_current[2], mem_peak[2];
 static int64_t mem_allocs[2];
+static int64_t live_tensors, live_storages;
+
+void sr_live_counts(int64_t *tensors, int64_t *storages) {
+  *tensors = __atomic_load_n(&live_tensors, __ATOMIC_RELAXED);
+  *storages = __atomic_load_n(&live_storages, __ATOMIC_RELAXED);
+}
 static sr_memlog_hook memlog_hook;
 static size_t memlog_min = (size_t)-1;
 
@@ -251,6 +259,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->nbytes = nbytes;
   s->device = d;
   s->refcount = 1;
+  __atomic_add_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   mem_count(nbytes, d);
   return s;
 }
@@ -258,6 +267,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
 static void storage_release(sr_storage *s) {
   if (!s || --s->refcount > 0) return;
   __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+  __atomic_sub_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
   else host_free(s->data, s->nbytes ? s->nbytes : 1);
   free(s);
@@ -267,6 +277,7 @@ static sr_tensor *tensor_alloc(void) {
   sr_tensor *t = calloc(1, sizeof *t);
   if (!t) sr_fail("out of host memory");
   t->refcount = 1;
+  __atomic_add_fetch(&live_tensors, 1, __ATOMIC_RELAXED);
   return t;
 }
 
@@ -312,6 +323,7 @@ void sr_tensor_release(sr_tensor *x) {
   sr_tensor_release(x->grad);
   sr_node_release(x->grad_fn);
   storage_release(x->storage);
+  __atomic_sub_fetch(&live_tensors, 1, __ATOMIC_RELAXED);
   free(x);
 }
 

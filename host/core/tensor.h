@@ -96,6 +96,8 @@ void sr_set_alloc_hook(sr_alloc_hook h);
 typedef struct sr_mem_stats { size_t current, peak; int64_t allocs; } sr_mem_stats;
 sr_mem_stats sr_mem_stats_of(sr_device d);
 void sr_mem_reset_peak(sr_device d);
+/* tensors (views included) and storages alive now, over every device */
+void sr_live_counts(int64_t *tensors, int64_t *storages);
 /* SPEEDRUN_MEMLOG=<MiB>: every new storage of at least that many MiB is reported through this
 ** hook (the Lua layer prints where it came from); NULL turns it off */
 typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after);

@@ -813,6 +813,18 @@ static int f_memory(lua_State *L) {
   return 1;
 }
 
+/* live_tensors() -> tensors, storages, bytes: tensors (views included) and storages alive now
+** over every device, and the bytes those storages hold (a leak check: an error must leave all
+** three where they were, once Lua's garbage is collected) */
+static int f_live_tensors(lua_State *L) {
+  int64_t nt, ns;
+  sr_live_counts(&nt, &ns);
+  lua_pushinteger(L, (lua_Integer)nt);
+  lua_pushinteger(L, (lua_Integer)ns);
+  lua_pushinteger(L, (lua_Integer)(sr_mem_stats_of(SR_CPU).current + sr_mem_stats_of(SR_CUDA).current));
+  return 3;
+}
+
 static int f_reset_peak_memory(lua_State *L) {
   sr_mem_reset_peak(sr_check_device(L, 1, SR_CPU));
   return 0;
@@ -846,7 +858,7 @@ static const luaL_Reg core_functions[] = {
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
   {"clock", f_clock}, {"synchronize", f_synchronize}, {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
   {"memory", f_memory}, {"reset_peak_memory", f_reset_peak_memory},
-  {NULL, NULL}
+  {"live_tensors", f_live_tensors}, {NULL, NULL}
 };
 
 int luaopen_speedrun_F(lua_State *L);         /* lops.c: pushes the F table */
