@@ -5,6 +5,7 @@
 ** values held in tensors (token ids, embedding rows, targets, argmax) are 0-based.
 */
 #include <math.h>      /* defines: NAN */
+#include <stdio.h>     /* defines: snprintf */
 #include <string.h>    /* defines: strcmp */
 
 #include <lua.h>
@@ -13,6 +14,7 @@
 #include "core/autograd.h"  /* defines: sr_node_new, sr_set_lua_backward_hook */
 #include "lua/lsr.h"
 #include "core/ops.h"
+#include "core/scratch.h"   /* defines: sr_scratch_set_floor */
 
 /* a number argument becomes a 0-d tensor like `like` */
 static sr_tensor *tensor_or_scalar(lua_State *L, int arg, sr_tensor *like) {
@@ -390,14 +392,27 @@ static void lua_backward_hook(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     if (go[k]) sr_push_tensor(L, sr_tensor_retain(go[k]));
     else lua_pushnil(L);
   }
-  lua_call(L, 1 + n->nout, n->nin);
-  for (int i = 0; i < n->nin; i++) {
-    int idx = lua_gettop(L) - n->nin + 1 + i;
-    sr_tensor *g = sr_to_tensor(L, idx);
-    if (!g && !lua_isnil(L, idx))
-      luaL_error(L, "custom function backward: result %d is a %s, expected a tensor or nil", i + 1, luaL_typename(L, idx));
-    gi[i] = n->needs[i] ? sr_tensor_retain(g) : NULL;
+  /* protected, with the scratch floor raised: an op failing inside the Lua backward (caught
+  ** there or not) releases only its own scratch entries; an error re-raised through sr_fail
+  ** releases the pass's (host/core/scratch.h) */
+  int floor = sr_scratch_set_floor(sr_scratch_mark());
+  int status = lua_pcall(L, 1 + n->nout, n->nin, 0);
+  sr_scratch_set_floor(floor);
+  if (status != LUA_OK) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    lua_pop(L, 2);
+    sr_fail("%s", msg);
   }
+  int base = lua_gettop(L) - n->nin;
+  for (int i = 0; i < n->nin; i++) {  /* every result checked before any is kept */
+    if (!sr_to_tensor(L, base + 1 + i) && !lua_isnil(L, base + 1 + i)) {
+      const char *type = luaL_typename(L, base + 1 + i);
+      lua_pop(L, n->nin + 1);
+      sr_fail("custom function backward: result %d is a %s, expected a tensor or nil", i + 1, type);
+    }
+  }
+  for (int i = 0; i < n->nin; i++) gi[i] = n->needs[i] ? sr_tensor_retain(sr_to_tensor(L, base + 1 + i)) : NULL;
   lua_pop(L, n->nin + 1);
 }
 

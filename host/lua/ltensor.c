@@ -17,6 +17,7 @@
 #include "util/clock.h"     /* defines: sr_monotonic_s */
 #include "lua/lsr.h"
 #include "core/ops.h"       /* defines: sr_view_op, ... */
+#include "core/scratch.h"   /* defines: sr_scratch_set_floor */
 
 #ifdef SPEEDRUN_CUDA
 void sr_cuda_init(void);  /* host/cuda/backend.c */
@@ -44,7 +45,11 @@ static void alloc_pressure(size_t nbytes, sr_device d) {
   if (bytes_since_gc < SR_GC_BYTES || in_gc) return;
   bytes_since_gc = 0;
   in_gc = true;
+  /* finalizers run Lua code inside the allocating op: an op failing there (under a pcall of
+  ** theirs) must leave the enclosing op's scratch entries alone */
+  int floor = sr_scratch_set_floor(sr_scratch_mark());
   lua_gc(error_state, LUA_GCCOLLECT);
+  sr_scratch_set_floor(floor);
   in_gc = false;
 }
 
@@ -607,13 +612,9 @@ static int m_to(lua_State *L) {
     else dev = sr_check_device(L, a, dev);
   }
   if (dev == t->storage->device && dt == t->dtype) { sr_push_tensor(L, sr_tensor_retain(t)); return 1; }
-  sr_tensor *y = dev != t->storage->device ? sr_to_device(t, dev) : sr_tensor_retain(t);
-  if (dt != y->dtype) {
-    sr_tensor *z = sr_cast(y, dt);
-    sr_tensor_release(y);
-    y = z;
-  }
-  sr_push_tensor(L, y);
+  sr_tensor *y = dev != t->storage->device ? sr_to_device(t, dev) : t;
+  if (y != t) sr_push_tensor(L, y);  /* owned by the stack: the cast below can fail (NaN into int32) */
+  if (dt != y->dtype) sr_push_tensor(L, sr_cast(y, dt));
   return 1;
 }
 
