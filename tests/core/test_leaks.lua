@@ -121,7 +121,7 @@ case("NaN to int32", "cannot be stored as int32", function() return sr.tensor({0
 case("cast to a bad dtype", "unknown dtype", function() return F.cast(sr.zeros(2), "float16") end)
 case("to a bad device", "unknown device 'tpu'", function() return sr.zeros(2):to("tpu") end)
 case("copy_ shapes", "cannot be broadcast", function() return sr.zeros(2, 3):copy_(sr.zeros(4)) end)
-case("item of many", "item: the tensor has 3 elements", function() return sr.zeros(3):item() end)
+case("item of many", "the tensor has 3 elements", function() return sr.zeros(3):item() end)
 -- factories
 case("zeros dtype", "bad option dtype 'float16'", function() return sr.zeros(2, {dtype = "float16"}) end)
 case("tensor ragged", "ragged nested table", function() return sr.tensor({{1, 2}, {3}}) end)
@@ -166,6 +166,8 @@ case("custom function backward returns a string", "result 1 is a string", functi
   F.sum(F.exp(y) * 2):backward()
 end)
 case("grad shape", "grad: shape", function() local x = sr.zeros(3); x.grad = sr.zeros(4) end)
+case("requires_grad option on int32", "option requires_grad needs a float dtype",
+  function() return sr.zeros(2, {dtype = "int32", requires_grad = true}) end)
 case("requires_grad on int32", "only float tensors can require grad", function() return sr.zeros(2, i32):requires_grad_() end)
 -- optimizer
 case("adamw_ state shape", "adamw: bad argument #3", function()
@@ -176,6 +178,8 @@ case("adamw_ step", "step must be >= 1", function()
   return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(4), sr.zeros(4), {lr = 0.1, step = 0}) end)
 case("adamw_ lr missing", "option 'lr' is required", function()
   return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(4), sr.zeros(4), {step = 1}) end)
+case("adamw_multi_ lr missing", "option 'lr' is required", function()
+  return F.adamw_multi_({sr.zeros(2)}, {sr.zeros(2)}, {sr.zeros(2)}, {sr.zeros(2)}, {step = 1}) end)
 case("adamw_multi_ lists", "the four lists must have the same length", function()
   return F.adamw_multi_({sr.zeros(2)}, {}, {}, {}, {lr = 0.1, step = 1}) end)
 case("adamw_multi_ state shape", "does not match the parameter's", function()
