@@ -114,6 +114,19 @@ void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_i
 
 typedef struct node_list { sr_node **v; int n, cap; } node_list;
 
+/* cleanups a failure halfway through a pass runs (from the scratch list, before sr_fail's
+** longjmp): the node stack, and the input gradients a rule returned and not yet consumed */
+static void free_node_list(void *p) {
+  node_list *l = p;
+  free(l->v);
+  free(l);
+}
+
+static void release_gins(void *p) {
+  sr_tensor **gin = p;
+  for (int i = 0; i < SR_NODE_MAXIN; i++) { sr_tensor_release(gin[i]); gin[i] = NULL; }
+}
+
 static void list_push(node_list *l, sr_node *x) {
   if (l->n == l->cap) {
     l->cap = l->cap ? 2 * l->cap : 64;
@@ -210,31 +223,36 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
   ** failed halfway leaves nothing stale behind */
   static unsigned epoch;
   epoch++;
-  node_list stack = {0};
-  list_push(&stack, root->grad_fn);
+  int mark = sr_scratch_mark();
+  node_list *stack = calloc(1, sizeof *stack);
+  if (!stack) sr_fail("out of host memory");
+  sr_scratch_defer(free_node_list, stack);
+  list_push(stack, root->grad_fn);
   visit(root->grad_fn, epoch);
-  while (stack.n) {
-    sr_node *n = stack.v[--stack.n];
+  while (stack->n) {
+    sr_node *n = stack->v[--stack->n];
     for (int i = 0; i < n->nin; i++) {
       sr_node *m = n->in[i].node;
       if (!m) continue;
-      if (m->epoch != epoch) { visit(m, epoch); list_push(&stack, m); }
+      if (m->epoch != epoch) { visit(m, epoch); list_push(stack, m); }
       m->pending++;
     }
   }
   accumulate_slot(root->grad_fn, root->grad_slot, seed);
   sr_tensor_release(seed);  /* the root's node holds it now */
-  list_push(&stack, root->grad_fn);
+  list_push(stack, root->grad_fn);
   bool old_mode = sr_set_grad_enabled(false);
   sr_phase_set(NULL, true);
-  while (stack.n) {
-    sr_node *n = stack.v[--stack.n];
+  while (stack->n) {
+    sr_node *n = stack->v[--stack->n];
     if (!n->backward) {
       sr_set_grad_enabled(old_mode);
       sr_backward_reset();
       sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
     }
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
+    int gmark = sr_scratch_mark();
+    sr_scratch_defer(release_gins, gin);
     sr_phase_set(n->name, true);
     n->backward(n, n->grad_acc, gin);
     sr_phase_set(NULL, true);
@@ -248,14 +266,16 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
         else if (n->in[i].node) accumulate_slot(n->in[i].node, n->in[i].slot, g);
       }
       sr_tensor_release(g);
+      gin[i] = NULL;
       sr_node *m = n->in[i].node;
-      if (m && --m->pending == 0) list_push(&stack, m);
+      if (m && --m->pending == 0) list_push(stack, m);
     }
     for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+    sr_scratch_pop(gmark);
     release_saved(n);
     n->backward = NULL;
   }
   sr_set_grad_enabled(old_mode);
   sr_backward_reset();
-  free(stack.v);
+  sr_scratch_pop(mark);
 }

@@ -47,8 +47,9 @@ sr_tensor *sr_contiguous_raw(sr_tensor *x) {
 }
 
 sr_tensor *sr_to_raw(sr_tensor *x, sr_device d, sr_dtype dt) {
-  sr_tensor *t = sr_tensor_new(dt, d, x->ndim, x->shape);
-  sr_copy_(t, x);
-  return t;
+  int m = sr_scratch_mark();
+  sr_tensor *t = sr_scratch_push(sr_tensor_new(dt, d, x->ndim, x->shape));
+  sr_copy_(t, x);  /* can fail (NaN into int32): t goes with the scratch list */
+  return sr_scratch_return(m, t);
 }
 

@@ -295,8 +295,11 @@ static sr_dtype wider_dtype(sr_dtype a, sr_dtype b) {
 sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   const char *op = sr_binary_name(fn);
   check_same_device(op, a, b);
-  /* mixed dtypes promote to the wider float */
+  /* mixed dtypes promote to the wider float (shapes checked before the casts allocate) */
   if (a->dtype != b->dtype) {
+    int nd;
+    int64_t shape[SR_MAXDIM];
+    broadcast_pair(op, a, b, &nd, shape);
     sr_dtype to = wider_dtype(a->dtype, b->dtype);
     sr_tensor *ca = a->dtype == to ? sr_tensor_retain(a) : sr_cast(a, to);
     sr_tensor *cb = b->dtype == to ? sr_tensor_retain(b) : sr_cast(b, to);
@@ -467,6 +470,10 @@ sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
   check_same_device("matmul", a, b);
   check_same_dtype("matmul", 2, a, b);
   if (a->ndim == 0 || b->ndim == 0) sr_fail("matmul: bad argument #%d (0-d tensor; use mul)", a->ndim == 0 ? 1 : 2);
+  int64_t K = a->shape[a->ndim - 1], Kb = b->shape[b->ndim == 1 ? 0 : b->ndim - 2];
+  if (Kb != K)  /* before the vector case's views allocate */
+    sr_fail("matmul: bad argument #2 (shape %s does not match %s: inner dimensions %lld and %lld)", SHP(b, b2),
+            SHP(a, b1), (long long)K, (long long)Kb);
   if (a->ndim == 1 || b->ndim == 1) {  /* vectors become matrices, then squeeze back */
     sr_tensor *a2 = a->ndim == 1 ? sr_unsqueeze_op(a, 0) : sr_tensor_retain(a);
     sr_tensor *b2 = b->ndim == 1 ? sr_unsqueeze_op(b, 1) : sr_tensor_retain(b);
@@ -478,10 +485,7 @@ sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
     sr_tensor_release(b2);
     return r;
   }
-  int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
-  if (b->shape[b->ndim - 2] != K)
-    sr_fail("matmul: bad argument #2 (shape %s does not match %s: inner dimensions %lld and %lld)", SHP(b, b2),
-            SHP(a, b1), (long long)K, (long long)b->shape[b->ndim - 2]);
+  int64_t M = a->shape[a->ndim - 2], N = b->shape[b->ndim - 1];
   if (a->ndim == 2 && b->ndim == 2) return mm(a, b);
   if (b->ndim == 2) {  /* fold a's batch dims into M: one large GEMM */
     sr_tensor *a2 = sr_reshape(a, 2, (int64_t[]){-1, K});
@@ -579,24 +583,22 @@ sr_tensor *sr_embedding(sr_tensor *weight, sr_tensor *idx) {
   check_same_device("embedding", weight, idx);
   if (weight->ndim != 2) sr_fail("embedding: bad argument #1 (weight must be 2-D [V, C], got %s)", SHP(weight, b1));
   if (idx->dtype != SR_I32) sr_fail("embedding: bad argument #2 (indices must be int32, got %s)", sr_dtype_name(idx->dtype));
+  if (idx->ndim >= SR_MAXDIM) sr_fail("embedding: bad argument #2 (indices have %d dimensions, at most %d)", idx->ndim, SR_MAXDIM - 1);
   int64_t C = weight->shape[1];
-  sr_tensor *w = sr_contiguous_raw(weight);
-  sr_tensor *ic = sr_contiguous_raw(idx);
-  sr_tensor *flat = sr_view(ic, 1, (int64_t[]){-1});
-  sr_tensor *y2 = sr_tensor_new(weight->dtype, weight->storage->device, 2, (int64_t[]){sr_numel(idx), C});
+  int m = sr_scratch_mark();  /* the kernel fails on an index out of range: nothing may stay alive */
+  sr_tensor *w = sr_scratch_push(sr_contiguous_raw(weight));
+  sr_tensor *ic = sr_scratch_push(sr_contiguous_raw(idx));
+  sr_tensor *flat = sr_scratch_push(sr_view(ic, 1, (int64_t[]){-1}));
+  sr_tensor *y2 = sr_scratch_push(sr_tensor_new(weight->dtype, weight->storage->device, 2, (int64_t[]){sr_numel(idx), C}));
   sr_kcall c = {.t = {y2, w, flat}, .nt = 3};
   sr_kernel_run(SR_K_embedding, &c);
   int64_t shape[SR_MAXDIM];
   memcpy(shape, idx->shape, sizeof shape);
   shape[idx->ndim] = C;
-  sr_tensor *y = sr_view(y2, idx->ndim + 1, shape);
-  sr_tensor_release(y2);
-  sr_tensor_release(w);
-  sr_tensor_release(ic);
+  sr_tensor *y = sr_scratch_push(sr_view(y2, idx->ndim + 1, shape));
   sr_node *n = record("embedding", embedding_backward, 1, &weight, y);
   if (n) sr_node_save(n, 0, flat);
-  sr_tensor_release(flat);
-  return y;
+  return sr_scratch_return(m, y);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -800,9 +802,10 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   if (inplace && logits->requires_grad && !logits->grad_fn && sr_grad_enabled())
     sr_fail("cross_entropy: inplace on a leaf that requires grad (its values would be overwritten)");
   int64_t V = logits->shape[logits->ndim - 1];
-  sr_tensor *l2 = rows_raw(logits, V);
-  sr_tensor *tc = sr_contiguous_raw(targets);
-  sr_tensor *t = sr_view(tc, 1, (int64_t[]){-1});
+  int m = sr_scratch_mark();  /* the kernel fails on a target out of range: nothing may stay alive */
+  sr_tensor *l2 = sr_scratch_push(rows_raw(logits, V));
+  sr_tensor *tc = sr_scratch_push(sr_contiguous_raw(targets));
+  sr_tensor *t = sr_scratch_push(sr_view(tc, 1, (int64_t[]){-1}));
   int64_t N = l2->shape[0];
   sr_dtype side = side_dtype(logits);
   bool fused = inplace && sr_needs_grad(1, &logits);
@@ -810,33 +813,32 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
   if (reduction == 0) {  /* mean over targets that are not ignored; the count stays on the device
                          ** (no host copy: a step stays capturable in a CUDA graph); 0 counted ->
                          ** 0/0 = NaN as before */
-    sr_tensor *ig = sr_tensor_new(SR_I32, t->storage->device, 0, NULL);
+    int m2 = sr_scratch_mark();
+    sr_tensor *ig = sr_scratch_push(sr_tensor_new(SR_I32, t->storage->device, 0, NULL));
     sr_fill_(ig, (double)ignore_index);
-    sr_tensor *keep = sr_binary_raw(SR_BINARY_NE, t, ig);
-    sr_tensor *kf = sr_to_raw(keep, keep->storage->device, side);
-    sr_tensor *cnt = reduce_raw(SR_REDUCE_SUM, kf, 0, NULL);
+    sr_tensor *keep = sr_scratch_push(sr_binary_raw(SR_BINARY_NE, t, ig));
+    sr_tensor *kf = sr_scratch_push(sr_to_raw(keep, keep->storage->device, side));
+    sr_tensor *cnt = sr_scratch_push(reduce_raw(SR_REDUCE_SUM, kf, 0, NULL));
     count_t = sr_view(cnt, 0, NULL);
-    sr_tensor_release(ig); sr_tensor_release(keep); sr_tensor_release(kf); sr_tensor_release(cnt);
+    sr_scratch_pop(m2);
+    sr_scratch_push(count_t);
   }
   sr_tensor *dscale = NULL;  /* fused mean: 1/count on the device */
-  if (fused && count_t) dscale = sr_unary_raw(SR_UNARY_RDIV_SCALAR, count_t, 1.0);
-  sr_tensor *losses = sr_tensor_new(side, logits->storage->device, 1, &N);
-  sr_tensor *lse = sr_tensor_new(side, logits->storage->device, 1, &N);
+  if (fused && count_t) dscale = sr_scratch_push(sr_unary_raw(SR_UNARY_RDIV_SCALAR, count_t, 1.0));
+  sr_tensor *losses = sr_scratch_push(sr_tensor_new(side, logits->storage->device, 1, &N));
+  sr_tensor *lse = sr_scratch_push(sr_tensor_new(side, logits->storage->device, 1, &N));
   sr_kcall c = {.t = {losses, lse, l2, t, fused ? l2 : NULL, dscale}, .nt = fused ? 6 : 4, .i = {ignore_index}};
   sr_kernel_run(SR_K_cross_entropy, &c);
-  sr_tensor_release(dscale);
   if (fused) l2->storage->version++;  /* the logits now hold their gradient */
   sr_tensor *y;
   if (reduction == 2) {
-    sr_tensor *v = sr_view(losses, targets->ndim, targets->shape);
-    y = sr_to_raw(v, v->storage->device, logits->dtype);
-    sr_tensor_release(v);
+    sr_tensor *v = sr_scratch_push(sr_view(losses, targets->ndim, targets->shape));
+    y = sr_scratch_push(sr_to_raw(v, v->storage->device, logits->dtype));
   } else {
-    sr_tensor *s = reduce_raw(SR_REDUCE_SUM, losses, 0, NULL);
+    sr_tensor *s = sr_scratch_push(reduce_raw(SR_REDUCE_SUM, losses, 0, NULL));
     if (count_t) sr_binary_inplace(SR_BINARY_DIV, s, count_t);
-    sr_tensor *sv = sr_view(s, 0, NULL);
-    y = sr_to_raw(sv, sv->storage->device, logits->dtype == SR_BF16 ? SR_F32 : logits->dtype);
-    sr_tensor_release(s); sr_tensor_release(sv);
+    sr_tensor *sv = sr_scratch_push(sr_view(s, 0, NULL));
+    y = sr_scratch_push(sr_to_raw(sv, sv->storage->device, logits->dtype == SR_BF16 ? SR_F32 : logits->dtype));
   }
   sr_node *n = record("cross_entropy", cross_entropy_backward, 1, &logits, y);
   if (n) {
@@ -844,10 +846,7 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
     if (!fused) { sr_node_save(n, 1, t); sr_node_save(n, 2, lse); sr_node_save(n, 3, count_t); }
     n->i[0] = ignore_index; n->i[1] = reduction; n->i[2] = fused;
   }
-  sr_tensor_release(count_t);
-  sr_tensor_release(l2); sr_tensor_release(tc); sr_tensor_release(t);
-  sr_tensor_release(losses); sr_tensor_release(lse);
-  return y;
+  return sr_scratch_return(m, y);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1004,9 +1003,10 @@ sr_tensor *sr_view_op(sr_tensor *x, int ndim, const int64_t *shape) {
 
 /* reshape: a view when the strides allow one, else a contiguous copy */
 sr_tensor *sr_reshape(sr_tensor *x, int ndim, const int64_t *shape) {
-  sr_tensor *c = sr_contiguous(x);
+  int m = sr_scratch_mark();  /* a shape that does not fit fails after the copy */
+  sr_tensor *c = sr_scratch_push(sr_contiguous(x));
   sr_tensor *y = sr_view_op(c, ndim, shape);
-  sr_tensor_release(c);
+  sr_scratch_pop(m);
   return y;
 }
 
@@ -1085,13 +1085,17 @@ int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **
   dim = wrap("split", dim, x->ndim);
   if (n < 1 || n > SR_NODE_MAXOUT) sr_fail("split: 1 to %d pieces (got %d)", SR_NODE_MAXOUT, n);
   int64_t start = 0;
-  for (int k = 0; k < n; k++) {
+  for (int k = 0; k < n; k++) {  /* every size checked before the first view */
     if (sizes[k] < 0 || start + sizes[k] > x->shape[dim]) sr_fail("split: piece sizes exceed dimension %d", dim + 1);
-    out[k] = sr_narrow(x, dim, start, sizes[k]);
     start += sizes[k];
   }
   if (start != x->shape[dim]) sr_fail("split: piece sizes sum to %lld, dimension %d has %lld", (long long)start, dim + 1,
                                       (long long)x->shape[dim]);
+  start = 0;
+  for (int k = 0; k < n; k++) {
+    out[k] = sr_narrow(x, dim, start, sizes[k]);
+    start += sizes[k];
+  }
   if (sr_needs_grad(1, &x)) {
     sr_node *nd = sr_node_new("split", split_backward, 1, &x);
     nd->i[0] = dim;

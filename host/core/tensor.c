@@ -38,6 +38,7 @@ void sr_fail(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  sr_scratch_unwind();  /* the failing call's scratch references go before the handler longjmps */
   fail_handler(msg);
   abort();  /* a handler must not return */
 }
@@ -210,6 +211,12 @@ static void host_free(void *p, size_t nbytes) {
 ** tensors on other threads) */
 static size_t mem_current[2], mem_peak[2];
 static int64_t mem_allocs[2];
+static int64_t live_tensors, live_storages;
+
+void sr_live_counts(int64_t *tensors, int64_t *storages) {
+  *tensors = __atomic_load_n(&live_tensors, __ATOMIC_RELAXED);
+  *storages = __atomic_load_n(&live_storages, __ATOMIC_RELAXED);
+}
 static sr_memlog_hook memlog_hook;
 static size_t memlog_min = (size_t)-1;
 
@@ -249,6 +256,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->nbytes = nbytes;
   s->device = d;
   s->refcount = 1;
+  __atomic_add_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   mem_count(nbytes, d);
   return s;
 }
@@ -256,6 +264,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
 static void storage_release(sr_storage *s) {
   if (!s || --s->refcount > 0) return;
   __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+  __atomic_sub_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
   else host_free(s->data, s->nbytes ? s->nbytes : 1);
   free(s);
@@ -265,6 +274,7 @@ static sr_tensor *tensor_alloc(void) {
   sr_tensor *t = calloc(1, sizeof *t);
   if (!t) sr_fail("out of host memory");
   t->refcount = 1;
+  __atomic_add_fetch(&live_tensors, 1, __ATOMIC_RELAXED);
   return t;
 }
 
@@ -309,7 +319,63 @@ void sr_tensor_release(sr_tensor *x) {
   sr_tensor_release(x->grad);
   if (x->grad_fn) node_release(x->grad_fn);
   storage_release(x->storage);
+  __atomic_sub_fetch(&live_tensors, 1, __ATOMIC_RELAXED);
   free(x);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the per-call scratch list */
+
+typedef struct entry { sr_cleanup_fn fn; void *p; } entry;
+
+static _Thread_local entry *stack;
+static _Thread_local int depth, cap, floor_;
+
+static void release_tensor(void *p) { sr_tensor_release((sr_tensor *)p); }
+
+int sr_scratch_mark(void) { return depth; }
+
+static void push(sr_cleanup_fn fn, void *p) {
+  if (depth == cap) {
+    int ncap = cap ? 2 * cap : 64;
+    entry *s = realloc(stack, (size_t)ncap * sizeof *s);
+    if (!s) { fn(p); sr_fail("out of host memory"); }
+    stack = s;
+    cap = ncap;
+  }
+  stack[depth].fn = fn;
+  stack[depth].p = p;
+  depth++;
+}
+
+sr_tensor *sr_scratch_push(sr_tensor *t) {
+  if (t) push(release_tensor, t);
+  return t;
+}
+
+void sr_scratch_defer(sr_cleanup_fn fn, void *p) { push(fn, p); }
+
+void sr_scratch_pop(int mark) {
+  if (mark < 0) mark = 0;
+  while (depth > mark) {
+    entry e = stack[--depth];  /* off the list before it runs: a cleanup never runs twice */
+    e.fn(e.p);
+  }
+  if (floor_ > depth) floor_ = depth;
+}
+
+sr_tensor *sr_scratch_return(int mark, sr_tensor *y) {
+  sr_tensor_retain(y);
+  sr_scratch_pop(mark);
+  return y;
+}
+
+void sr_scratch_unwind(void) { sr_scratch_pop(floor_); }
+
+int sr_scratch_set_floor(int f) {
+  int old = floor_;
+  floor_ = f < 0 ? 0 : f > depth ? depth : f;
+  return old;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -8,6 +8,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "lua/lsr.h"     /* defines: sr_argerror */
+
 #include "harness/stats.h"
 
 /* continued fraction of I_x(a, b) (Numerical Recipes' betacf, modified Lentz) */
@@ -108,7 +110,9 @@ static int l_ttest_less(lua_State *L) {
   double *x = lua_newuserdatauv(L, sizeof(double) * (size_t)(n ? n : 1), 0);
   for (int i = 0; i < n; i++) {
     lua_geti(L, 1, i + 1);
-    x[i] = luaL_checknumber(L, -1);
+    int ok;
+    x[i] = lua_tonumberx(L, -1, &ok);
+    if (!ok) sr_argerror(L, 1, "entry %d is a %s, not a number", i + 1, luaL_typename(L, -1));
     lua_pop(L, 1);
   }
   sr_ttest r = sr_ttest_less(x, n, target);

@@ -313,7 +313,7 @@ static lua_Integer opt_field(lua_State *L, const char *name, lua_Integer def) {
   if (!lua_isnil(L, -1)) {
     int ok;
     v = lua_tointegerx(L, -1, &ok);
-    if (!ok) luaL_error(L, "bad field '%s' (an integer expected, got %s)", name, luaL_typename(L, -1));
+    if (!ok) sr_argerror(L, 1, "field '%s' must be an integer, got %s", name, luaL_typename(L, -1));
   }
   lua_pop(L, 1);
   return v;
@@ -323,11 +323,12 @@ static int make_loader(lua_State *L, int64_t default_tokens) {
   luaL_checktype(L, 1, LUA_TTABLE);
   sr_loader_config c = {SR_LOAD_BT, 0, 0, 0, 0, 1, 0};
   lua_getfield(L, 1, "mode");
-  const char *mode = luaL_optstring(L, -1, "bt");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) sr_argerror(L, 1, "field 'mode' must be a string, got %s", luaL_typename(L, -1));
+  const char *mode = lua_isnil(L, -1) ? "bt" : lua_tostring(L, -1);
   if (!strcmp(mode, "bt")) c.mode = SR_LOAD_BT;
   else if (!strcmp(mode, "seq")) c.mode = SR_LOAD_SEQ;
   else if (!strcmp(mode, "global")) c.mode = SR_LOAD_GLOBAL;
-  else return luaL_error(L, "bad field 'mode' ('%s': bt, seq or global)", mode);
+  else return sr_argerror(L, 1, "bad field 'mode' ('%s': bt, seq or global)", mode);
   lua_pop(L, 1);
   c.B = opt_field(L, "B", c.mode == SR_LOAD_BT ? 0 : 1);
   c.T = opt_field(L, "T", 0);
@@ -335,11 +336,17 @@ static int make_loader(lua_State *L, int64_t default_tokens) {
   c.rank = (int)opt_field(L, "rank", 0);
   c.world = (int)opt_field(L, "world", 1);
   c.max_tokens = opt_field(L, "tokens", default_tokens);
-  if (c.mode == SR_LOAD_GLOBAL && c.batch < 1) return luaL_error(L, "mode 'global' needs field 'batch' (tokens per step)");
-  if (c.mode != SR_LOAD_GLOBAL && c.T < 1) return luaL_error(L, "mode '%s' needs field 'T' (a positive integer)", mode);
-  if (c.mode == SR_LOAD_BT && c.B < 1) return luaL_error(L, "mode 'bt' needs field 'B' (a positive integer)");
+  if (c.mode == SR_LOAD_GLOBAL && c.batch < 1) return sr_argerror(L, 1, "mode 'global' needs field 'batch' (tokens per step)");
+  if (c.mode != SR_LOAD_GLOBAL && c.T < 1) return sr_argerror(L, 1, "mode '%s' needs field 'T' (a positive integer)", mode);
+  if (c.mode == SR_LOAD_BT && c.B < 1) return sr_argerror(L, 1, "mode 'bt' needs field 'B' (a positive integer)");
   lua_getfield(L, 1, "device");
-  sr_device dev = sr_check_device(L, lua_gettop(L), SR_CPU);
+  sr_device dev = SR_CPU;
+  if (!lua_isnil(L, -1)) {
+    const char *dn = lua_tostring(L, -1);
+    if (dn && !strcmp(dn, "cpu")) dev = SR_CPU;
+    else if (dn && (!strcmp(dn, "cuda") || !strcmp(dn, "cuda:0") || !strcmp(dn, "gpu"))) dev = SR_CUDA;
+    else sr_argerror(L, 1, "bad field 'device' (cpu or cuda)");
+  }
   lua_pop(L, 1);
 
   /* files: a glob pattern or a list of paths */
@@ -347,7 +354,7 @@ static int make_loader(lua_State *L, int64_t default_tokens) {
   int nfiles = 0;
   lua_getfield(L, 1, "files");
   int ft = lua_type(L, -1);
-  if (ft != LUA_TSTRING && ft != LUA_TTABLE) return luaL_error(L, "field 'files' must be a glob pattern or a list of paths");
+  if (ft != LUA_TSTRING && ft != LUA_TTABLE) return sr_argerror(L, 1, "field 'files' must be a glob pattern or a list of paths");
   loader_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->ld = NULL;
   luaL_setmetatable(L, LOADER_MT);

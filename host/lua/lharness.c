@@ -93,7 +93,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 static cJSON *to_json(lua_State *L, int idx, int depth) {
   idx = lua_absindex(L, idx);
-  if (depth > 64) luaL_error(L, "json.encode: nesting deeper than 64 (a cycle?)");
+  if (depth > 64) sr_argerror(L, 1, "nesting deeper than 64 (a cycle?)");
   switch (lua_type(L, idx)) {
     case LUA_TNIL: return cJSON_CreateNull();
     case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
@@ -335,7 +335,7 @@ static int h_int_range(lua_State *L) {
 static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
   lua_Integer row = luaL_checkinteger(L, 3), pos = luaL_checkinteger(L, 4);   /* 1-based */
-  if (a->ndim != 3 || !sr_same_shape(a, b)) return luaL_error(L, "causal_diff: want two [B, T, V] tensors of one shape");
+  if (a->ndim != 3 || !sr_same_shape(a, b)) return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] tensors of one shape");
   int64_t B = a->shape[0], T = a->shape[1], V = a->shape[2];
   sr_tensor *x = host_copy(a, SR_F32), *y = host_copy(b, SR_F32);
   const float *xp = sr_data(x), *yp = sr_data(y);
@@ -405,9 +405,9 @@ static const char *const stream_names[3] = {"stdout", "stderr", "events"};
 static int h_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "argv");
-  luaL_checktype(L, -1, LUA_TTABLE);
+  if (!lua_istable(L, -1)) return sr_argerror(L, 1, "field 'argv' must be a table, got %s", luaL_typename(L, -1));
   int argc = (int)luaL_len(L, -1);
-  if (argc < 1) return luaL_error(L, "spawn: empty argv");
+  if (argc < 1) return sr_argerror(L, 1, "field 'argv' is empty");
   char **argv = calloc((size_t)argc + 1, sizeof *argv);
   for (int i = 0; i < argc; i++) {
     lua_geti(L, -1, i + 1);

@@ -5,6 +5,7 @@
 ** values held in tensors (token ids, embedding rows, targets, argmax) are 0-based.
 */
 #include <math.h>      /* defines: NAN */
+#include <stdio.h>     /* defines: snprintf */
 #include <string.h>    /* defines: strcmp */
 
 #include <lua.h>
@@ -71,7 +72,7 @@ static int binary(lua_State *L, sr_binary_fn fn) {
       default: break;
     }
   }
-  if (!a && !b) luaL_argerror(L, 1, "expected a tensor (one of the two arguments must be a tensor)");
+  if (!a && !b) luaL_argerror(L, 1, "one of the two arguments must be a tensor");
   sr_tensor *like = a ? a : b;
   a = tensor_or_scalar(L, 1, like);
   b = tensor_or_scalar(L, 2, like);
@@ -275,7 +276,7 @@ static int F_split_views(lua_State *L) {
 
 /* the options table at index 5 of adamw_ and adamw_multi_: {lr=, beta1=, beta2=, eps=,
 ** weight_decay=, step= [, sched=]} into val[6] (lr and step optional with sched); returns sched */
-static sr_tensor *adamw_opts(lua_State *L, const char *op, double val[6]) {
+static sr_tensor *adamw_opts(lua_State *L, double val[6]) {
   luaL_checktype(L, 5, LUA_TTABLE);
   static const char *keys[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "step"};
   const double dflt[6] = {NAN, 0.9, 0.999, 1e-8, 0.0, NAN};
@@ -283,7 +284,7 @@ static sr_tensor *adamw_opts(lua_State *L, const char *op, double val[6]) {
     val[k] = dflt[k];
     lua_getfield(L, 5, keys[k]);
     if (!lua_isnil(L, -1)) val[k] = luaL_checknumber(L, -1);
-    else if (isnan(val[k]) && !(k != 4 && has_sched(L))) luaL_error(L, "%s: option '%s' is required", op, keys[k]);
+    else if (isnan(val[k]) && !(k != 4 && has_sched(L))) sr_argerror(L, 5, "option '%s' is required", keys[k]);
     lua_pop(L, 1);
   }
   lua_getfield(L, 5, "sched");
@@ -297,7 +298,7 @@ static sr_tensor *adamw_opts(lua_State *L, const char *op, double val[6]) {
 static int F_adamw_(lua_State *L) {
   sr_tensor *p = sr_check_tensor(L, 1), *g = sr_check_tensor(L, 2), *m = sr_check_tensor(L, 3), *v = sr_check_tensor(L, 4);
   double val[6];
-  sr_tensor *sched = adamw_opts(L, "adamw_", val);
+  sr_tensor *sched = adamw_opts(L, val);
   sr_adamw_(p, g, m, v, val[0], val[1], val[2], val[3], val[4], sched ? 1 : (int64_t)val[5], sched);
   return 0;
 }
@@ -321,7 +322,7 @@ static int F_adamw_multi_(lua_State *L) {
   for (int a = 2; a <= 4; a++)
     luaL_argcheck(L, luaL_len(L, a) == n, a, "the four lists must have the same length");
   double val[6];
-  sr_tensor *sched = adamw_opts(L, "adamw_multi_", val);
+  sr_tensor *sched = adamw_opts(L, val);
   sr_tensor **list = lua_newuserdatauv(L, (size_t)(4 * n + 1) * sizeof *list, 0);
   for (int a = 1; a <= 4; a++) tensor_list(L, a, list, a - 1, 4, n);
   sr_adamw_multi_(n, list, val[0], val[1], val[2], val[3], val[4], sched ? 1 : (int64_t)val[5], sched);
@@ -390,14 +391,27 @@ static void lua_backward_hook(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     if (go[k]) sr_push_tensor(L, sr_tensor_retain(go[k]));
     else lua_pushnil(L);
   }
-  lua_call(L, 1 + n->nout, n->nin);
-  for (int i = 0; i < n->nin; i++) {
-    int idx = lua_gettop(L) - n->nin + 1 + i;
-    sr_tensor *g = sr_to_tensor(L, idx);
-    if (!g && !lua_isnil(L, idx))
-      luaL_error(L, "custom function backward: result %d is a %s, expected a tensor or nil", i + 1, luaL_typename(L, idx));
-    gi[i] = n->needs[i] ? sr_tensor_retain(g) : NULL;
+  /* protected, with the scratch floor raised: an op failing inside the Lua backward (caught
+  ** there or not) releases only its own scratch entries; an error re-raised through sr_fail
+  ** releases the pass's (the scratch list, host/core/tensor.h) */
+  int floor = sr_scratch_set_floor(sr_scratch_mark());
+  int status = lua_pcall(L, 1 + n->nout, n->nin, 0);
+  sr_scratch_set_floor(floor);
+  if (status != LUA_OK) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    lua_pop(L, 2);
+    sr_fail("%s", msg);
   }
+  int base = lua_gettop(L) - n->nin;
+  for (int i = 0; i < n->nin; i++) {  /* every result checked before any is kept */
+    if (!sr_to_tensor(L, base + 1 + i) && !lua_isnil(L, base + 1 + i)) {
+      const char *type = luaL_typename(L, base + 1 + i);
+      lua_pop(L, n->nin + 1);
+      sr_fail("custom function backward: result %d is a %s, expected a tensor or nil", i + 1, type);
+    }
+  }
+  for (int i = 0; i < n->nin; i++) gi[i] = n->needs[i] ? sr_tensor_retain(sr_to_tensor(L, base + 1 + i)) : NULL;
   lua_pop(L, n->nin + 1);
 }
 

@@ -4,6 +4,7 @@
 ** `speedrun run FILE.lua` command.
 */
 #define _DEFAULT_SOURCE        /* readlink */
+#include <stdarg.h>    /* defines: va_list */
 #include <stdio.h>     /* defines: fprintf */
 #include <stdlib.h>    /* defines: getenv, realpath */
 #include <string.h>    /* defines: strcmp, strrchr */
@@ -65,6 +66,14 @@ void sr_setup_package_path(lua_State *L) {
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", sr_lua_dir(), sr_lua_dir(), old ? old : "");
   lua_setfield(L, -3, "path");
   lua_pop(L, 2);
+}
+
+int sr_argerror(lua_State *L, int arg, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  const char *msg = lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return luaL_argerror(L, arg, msg);
 }
 
 static int msghandler(lua_State *L) {

@@ -28,6 +28,10 @@ int sr_check_dtype(lua_State *L, int arg, sr_dtype def);    /* "float32"/"f32"/"
 sr_device sr_check_device(lua_State *L, int arg, sr_device def);  /* "cpu" or "cuda" */
 int sr_check_dim(lua_State *L, int arg, int ndim);         /* 1-based (negative from the end) -> 0-based */
 
+/* caller mistakes in an argument, in the one style of Lua's own libraries:
+** "bad argument #arg to 'fname' (message)" (luaL_argerror with a lua_pushfstring format); never returns */
+int sr_argerror(lua_State *L, int arg, const char *fmt, ...);
+
 /* sr_fail() inside a binding becomes a Lua error through this state */
 void sr_lua_bind_errors(lua_State *L);
 

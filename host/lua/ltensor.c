@@ -47,7 +47,11 @@ static void alloc_pressure(size_t nbytes, sr_device d) {
   if (bytes_since_gc < SR_GC_BYTES || in_gc) return;
   bytes_since_gc = 0;
   in_gc = true;
+  /* finalizers run Lua code inside the allocating op: an op failing there (under a pcall of
+  ** theirs) must leave the enclosing op's scratch entries alone */
+  int floor = sr_scratch_set_floor(sr_scratch_mark());
   lua_gc(error_state, LUA_GCCOLLECT);
+  sr_scratch_set_floor(floor);
   in_gc = false;
 }
 
@@ -160,20 +164,31 @@ static tensor_opts check_opts(lua_State *L, int arg, sr_dtype def_dtype) {
   if (!lua_isnil(L, -1)) {
     const char *name = luaL_checkstring(L, -1);
     int t = sr_dtype_from_name(name);
-    if (t < 0) luaL_error(L, "bad option dtype '%s' (float32, float64, bfloat16, int32)", name);
+    if (t < 0) sr_argerror(L, arg, "bad option dtype '%s' (float32, float64, bfloat16, int32)", name);
     o.dtype = (sr_dtype)t;
   }
   lua_getfield(L, arg, "device");
-  if (!lua_isnil(L, -1)) o.device = sr_check_device(L, lua_gettop(L), SR_CPU);
+  if (!lua_isnil(L, -1)) {
+    const char *name = lua_tostring(L, -1);
+    if (!name) sr_argerror(L, arg, "option device must be a string, got %s", luaL_typename(L, -1));
+    if (!strcmp(name, "cpu")) o.device = SR_CPU;
+    else if (!strcmp(name, "cuda") || !strcmp(name, "cuda:0") || !strcmp(name, "gpu")) o.device = SR_CUDA;
+    else sr_argerror(L, arg, "bad option device '%s' (cpu or cuda)", name);
+  }
   lua_getfield(L, arg, "requires_grad");
   o.requires_grad = lua_toboolean(L, -1);
+  if (o.requires_grad && !sr_dtype_is_float(o.dtype))  /* before anything is allocated */
+    sr_argerror(L, arg, "option requires_grad needs a float dtype, not %s", sr_dtype_name(o.dtype));
   lua_pop(L, 3);
   return o;
 }
 
 static sr_tensor *finish(lua_State *L, sr_tensor *t, tensor_opts o) {
   if (o.requires_grad) {
-    if (!sr_dtype_is_float(t->dtype)) luaL_error(L, "requires_grad needs a float tensor, not %s", sr_dtype_name(t->dtype));
+    if (!sr_dtype_is_float(t->dtype)) {  /* check_opts rules this out before allocating */
+      sr_tensor_release(t);
+      sr_argerror(L, 1, "option requires_grad needs a float dtype, not %s", sr_dtype_name(t->dtype));
+    }
     t->requires_grad = true;
   }
   sr_push_tensor(L, t);
@@ -239,7 +254,7 @@ static void infer_shape(lua_State *L, int idx, int *nd, int64_t *shape) {
   lua_pushvalue(L, idx);
   *nd = 0;
   while (lua_istable(L, -1)) {
-    if (*nd >= SR_MAXDIM) luaL_error(L, "tensor: too many dimensions");
+    if (*nd >= SR_MAXDIM) sr_argerror(L, idx, "more than %d nested levels", SR_MAXDIM);
     shape[(*nd)++] = (int64_t)luaL_len(L, -1);
     if (shape[*nd - 1] == 0) break;
     lua_geti(L, -1, 1);
@@ -254,13 +269,13 @@ static void fill_from_table(lua_State *L, int idx, int d, int nd, const int64_t 
     double v = lua_tonumberx(L, idx, &ok);
     if (!ok) {
       if (lua_isboolean(L, idx)) v = lua_toboolean(L, idx);
-      else luaL_error(L, "tensor: element %d is a %s, not a number", (int)*pos + 1, luaL_typename(L, idx));
+      else sr_argerror(L, 1, "element %d is a %s, not a number", (int)*pos + 1, luaL_typename(L, idx));
     }
     sr_store(sr_data(t), t->dtype, (*pos)++, v);
     return;
   }
   if (!lua_istable(L, idx) || luaL_len(L, idx) != shape[d])
-    luaL_error(L, "tensor: ragged nested table (dimension %d should have %d entries)", d + 1, (int)shape[d]);
+    sr_argerror(L, 1, "ragged nested table (dimension %d should have %d entries)", d + 1, (int)shape[d]);
   for (int64_t i = 1; i <= shape[d]; i++) {
     lua_geti(L, idx, i);
     fill_from_table(L, lua_gettop(L), d + 1, nd, shape, t, pos);
@@ -369,7 +384,7 @@ static int m_item(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
   if (sr_numel(t) != 1) {
     char b[96];
-    return luaL_error(L, "item: the tensor has %d elements (shape %s); item needs exactly one", (int)sr_numel(t), sr_shape_str(t, b, 96));
+    return sr_argerror(L, 1, "the tensor has %d elements (shape %s); item needs exactly one", (int)sr_numel(t), sr_shape_str(t, b, 96));
   }
   sr_tensor *c = sr_to_raw(t, SR_CPU, t->dtype == SR_I32 ? SR_I32 : SR_F64);
   double v = sr_load(sr_data(c), c->dtype, 0);
@@ -489,7 +504,7 @@ static int f_frombytes(lua_State *L) {
   int64_t n = 1;
   for (int d = 0; d < nd; d++) n *= shape[d];
   if ((size_t)n * sr_dtype_size(dt) != len)
-    return luaL_error(L, "frombytes: %d bytes do not hold %d %s elements", (int)len, (int)n, sr_dtype_name(dt));
+    return sr_argerror(L, 1, "%d bytes do not hold %d %s elements", (int)len, (int)n, sr_dtype_name(dt));
   sr_tensor *cpu = sr_tensor_new(dt, SR_CPU, nd, shape);
   memcpy(sr_data(cpu), s, len);
   sr_push_tensor(L, cpu);
@@ -610,13 +625,9 @@ static int m_to(lua_State *L) {
     else dev = sr_check_device(L, a, dev);
   }
   if (dev == t->storage->device && dt == t->dtype) { sr_push_tensor(L, sr_tensor_retain(t)); return 1; }
-  sr_tensor *y = dev != t->storage->device ? sr_to_device(t, dev) : sr_tensor_retain(t);
-  if (dt != y->dtype) {
-    sr_tensor *z = sr_cast(y, dt);
-    sr_tensor_release(y);
-    y = z;
-  }
-  sr_push_tensor(L, y);
+  sr_tensor *y = dev != t->storage->device ? sr_to_device(t, dev) : t;
+  if (y != t) sr_push_tensor(L, y);  /* owned by the stack: the cast below can fail (NaN into int32) */
+  if (dt != y->dtype) sr_push_tensor(L, sr_cast(y, dt));
   return 1;
 }
 
@@ -816,6 +827,18 @@ static int f_memory(lua_State *L) {
   return 1;
 }
 
+/* live_tensors() -> tensors, storages, bytes: tensors (views included) and storages alive now
+** over every device, and the bytes those storages hold (a leak check: an error must leave all
+** three where they were, once Lua's garbage is collected) */
+static int f_live_tensors(lua_State *L) {
+  int64_t nt, ns;
+  sr_live_counts(&nt, &ns);
+  lua_pushinteger(L, (lua_Integer)nt);
+  lua_pushinteger(L, (lua_Integer)ns);
+  lua_pushinteger(L, (lua_Integer)(sr_mem_stats_of(SR_CPU).current + sr_mem_stats_of(SR_CUDA).current));
+  return 3;
+}
+
 static int f_reset_peak_memory(lua_State *L) {
   sr_mem_reset_peak(sr_check_device(L, 1, SR_CPU));
   return 0;
@@ -849,7 +872,7 @@ static const luaL_Reg core_functions[] = {
   {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
   {"clock", f_clock}, {"synchronize", f_synchronize}, {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
   {"memory", f_memory}, {"reset_peak_memory", f_reset_peak_memory},
-  {NULL, NULL}
+  {"live_tensors", f_live_tensors}, {NULL, NULL}
 };
 
 

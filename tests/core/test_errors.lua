@@ -28,8 +28,46 @@ T.case("dtype and argument errors", function()
   T.raises(function() return sr.zeros(2):to("tpu") end, "unknown device 'tpu'")
   T.raises(function() return F.gelu(sr.zeros(2), "fast") end, "approximate must be 'none' or 'tanh'")
   T.raises(function() return F.matmul(sr.zeros(2), "x") end, "bad argument #2 to 'matmul'")
-  T.raises(function() return sr.zeros(3):item() end, "item: the tensor has 3 elements")
+  T.raises(function() return sr.zeros(3):item() end, "calling 'item' on bad self (the tensor has 3 elements")
   T.raises(function() return sr.tensor({{1, 2}, {3}}) end, "ragged nested table")
+end)
+
+-- One argument-error style for every binding library, as Lua's own libraries write it
+-- (luaL_argerror): "bad argument #N to 'fname' (message)".
+T.case("argument errors: bad argument #N to 'fname' (...) in every binding library", function()
+  local function style(fn, expected)
+    local ok, err = pcall(fn)
+    T.ok(not ok, expected .. ": raises")
+    err = tostring(err):gsub("^[^:]*:%d+: ", "")  -- the caller's position
+    T.eq(err, expected)
+  end
+  -- speedrun.core: tensors, factories, F
+  style(function() return F.matmul(sr.zeros(2), "x") end, "bad argument #2 to 'matmul' (speedrun.Tensor expected, got string)")
+  style(function() return F.add(1, 2) end, "bad argument #1 to 'add' (one of the two arguments must be a tensor)")
+  style(function() return sr.zeros(2, {dtype = "float16"}) end,
+        "bad argument #2 to 'zeros' (bad option dtype 'float16' (float32, float64, bfloat16, int32))")
+  style(function() return sr.zeros(2, {dtype = "int32", requires_grad = true}) end,
+        "bad argument #2 to 'zeros' (option requires_grad needs a float dtype, not int32)")
+  style(function() return sr.tensor({{1, 2}, {3}}) end, "bad argument #1 to 'tensor' (ragged nested table (dimension 2 should have 2 entries))")
+  style(function() return sr.zeros(2, 3):sum(3) end, "bad argument #1 to 'sum' (dimension 3 out of range for a 2-d tensor)")
+  style(function() return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(4), sr.zeros(4), {step = 1}) end,
+        "bad argument #5 to 'adamw_' (option 'lr' is required)")
+  -- speedrun.data and speedrun.tokenizer
+  local data = require "speedrun.data"
+  style(function() return data.loader{files = "x", mode = "shuffle", T = 4} end,
+        "bad argument #1 to 'loader' (bad field 'mode' ('shuffle': bt, seq or global))")
+  style(function() return data.loader{files = "x", T = "four"} end, "bad argument #1 to 'loader' (field 'T' must be an integer, got string)")
+  -- speedrun.json and speedrun.harness_core
+  local json, hc = require "speedrun.json", require "speedrun.harness_core"
+  local deep = {}
+  for _ = 1, 70 do deep = {deep} end
+  style(function() return json.encode(deep) end, "bad argument #1 to 'encode' (nesting deeper than 64 (a cycle?))")
+  style(function() return hc.spawn{argv = {}} end, "bad argument #1 to 'spawn' (field 'argv' is empty)")
+  style(function() return hc.causal_diff(sr.zeros(2, 3), sr.zeros(2, 3), 1, 1) end,
+        "bad argument #1 to 'causal_diff' (want two [B, T, V] tensors of one shape)")
+  -- speedrun.stats
+  local stats = require "speedrun.stats"
+  style(function() return stats.ttest_less({1, "x", 3}, 0) end, "bad argument #1 to 'ttest_less' (entry 2 is a string, not a number)")
 end)
 
 T.case("out-of-range indices are errors", function()
