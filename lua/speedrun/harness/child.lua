@@ -1,5 +1,5 @@
--- speedrun.harness.child: one recipe run inside the child process (`speedrun train --child
--- JOB.json`). It owns the clock, the batches, the validation and the checks; the recipe only
+-- speedrun.harness.child: one recipe run inside the child process (`speedrun _child JOB.json`,
+-- an internal command of host/harness.c). It owns the clock, the batches, the validation and the checks; the recipe only
 -- sees its ctx, its batches and the validation inputs (never the targets). Everything this file
 -- needs is captured in locals before the recipe is loaded, so a recipe that changes shared
 -- tables (string, speedrun.F, the Tensor metatable) cannot change what is measured.
@@ -489,7 +489,7 @@ end
 function M.main(jobfile)
   local R = {checks = {}, violations = {}}
   local text, err = read_file(jobfile)
-  if not text then io.stderr:write("speedrun train --child: ", tostring(err), "\n"); return 2 end
+  if not text then io.stderr:write("speedrun _child: ", tostring(err), "\n"); return 2 end
   local job = decode(text)
   if job.threads then sr.set_num_threads(job.threads) end
   emit {ev = "start", pid = H.getpid(), card = H.card(job.device == "cuda" and sr.cuda_available())}

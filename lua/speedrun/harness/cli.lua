@@ -1,5 +1,5 @@
 -- speedrun.harness.cli: `speedrun train`, `speedrun score`, `speedrun calibrate` (the parent side).
--- Each recipe run is a child process (`speedrun train --child JOB.json`, see harness/child.lua)
+-- Each recipe run is a child process (`speedrun _child JOB.json`, see harness/child.lua)
 -- supervised here: wall-time limit, host-memory limit (RLIMIT_AS on CPU runs, resident-size
 -- polling always), GPU-memory cap (SPEEDRUN_CUDA_MEM_LIMIT for the allocator, and the measured
 -- peak), a result with a failure kind whatever happens to the child. See docs/harness.md.
@@ -162,7 +162,7 @@ function M.run_one(job, opts)
   local as_limit = job.device == "cpu" and opts.mem_limit or nil
   local t0 = H.now()
   local started_at = iso_now()
-  local p = H.spawn {argv = {H.self_exe(), "train", "--child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
+  local p = H.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
   write_file(out .. "/child.pid", tostring(p:pid()) .. "\n")
 
   local curve = {train = {}, val = {}}
@@ -375,7 +375,7 @@ See docs/harness.md.
 
 local TRAIN_SPEC = {scale = "value", device = "value", steps = "value", seed = "value", data = "value", out = "value",
   ["time-limit"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
-  ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag", child = "value",
+  ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag",
   ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value"}
 
 local function resolve_device(d)
@@ -443,7 +443,6 @@ function M.train(args)
   local o, pos = parse_args(args, TRAIN_SPEC)
   if not o then return die(pos .. "\n" .. TRAIN_USAGE) end
   if o.help then io.stdout:write(TRAIN_USAGE) return 0 end
-  if o.child then return require("speedrun.harness.child").main(o.child) end
   H.trap_signals()
   local recipe = pos[1] or (H.source_dir() .. "/tasks/default/recipe.lua")
   local job, err = make_job(recipe, o)
