@@ -302,6 +302,95 @@ for k, v in pairs(TRAIN_SPEC) do SCORE_SPEC[k] = v end
 SCORE_SPEC.task = "value"; SCORE_SPEC.runs = "value"; SCORE_SPEC.alpha = "value"; SCORE_SPEC.calibration = "value"
 SCORE_SPEC.tasks = "value"; SCORE_SPEC["tasks-dir"] = "value"; SCORE_SPEC.recipe = "value"; SCORE_SPEC.name = "value"
 
+-- the calibration entries of task N (its start record) and N+1 (its target record); the target's
+-- validation loss and size become the runs' unless given
+local function task_refs(o, calib, card, task)
+  local by_card = calib.entries[card] or {}
+  local by_scale = by_card[o.scale] or {}
+  local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
+  -- the target and validation size come from the task's target record, not the workspace
+  if ref_next and not o.target then o.target = tostring(ref_next.target_val_loss) end
+  if ref_next and not o["val-tokens"] and ref_next.val_tokens then o["val-tokens"] = tostring(ref_next.val_tokens) end
+  return ref_i, ref_next
+end
+
+-- the target validation loss: --target, else the first run's configuration
+local function runs_target(o, runs)
+  local target = tonumber(o.target) or (runs[1].config and runs[1].config.target_val_loss)
+  if not target then
+    for _, r in ipairs(runs) do if r.config then target = r.config.target_val_loss break end end
+  end
+  return target
+end
+
+-- score.json's line for each run
+local function score_runs(runs)
+  local out = {}
+  for i, r in ipairs(runs) do
+    out[i] = {seed = r.seed, status = r.status, valid = r.valid, val_loss = r.metrics and r.metrics.val_loss or json.null,
+              train_time_ms = r.metrics and r.metrics.train_time_ms or json.null,
+              failure = r.failure, results = fmt("run%d/results.json", i)}
+  end
+  return out
+end
+
+-- the score's outcome from the runs' statuses (each run's own verdict is harness/verdict.lua's)
+-- and the t-test: "pass", "fail" or "undetermined", and the reason
+local function pass_or_fail(runs, sum, target, alpha)
+  local p = sum.ttest and sum.ttest.p
+  if not target then return "fail", "no run reported its configuration" end
+  if not sum.all_completed then
+    local bad
+    for _, r in ipairs(runs) do if not (r.valid or r.status == "invalid") then bad = r break end end
+    return "fail", fmt("run with seed %d failed: %s: %s", bad.seed, bad.status, bad.failure.message or "")
+  end
+  if sum.completed < 2 then
+    return (runs[1] and runs[1].valid) and "undetermined" or "fail", "one run cannot show p < " .. alpha .. " (use --runs 3 or more)"
+  end
+  if p and p < alpha then return "pass", fmt("mean val loss %.4f < %.4f with p = %.3g", sum.val_loss.mean, target, p) end
+  return "fail", fmt("mean val loss %.4f is not significantly below %.4f (p = %s, need < %g)",
+    sum.val_loss.mean, target, p and fmt("%.3g", p) or "n/a", alpha)
+end
+
+-- score.json's fsr: FSR = (t_N - t) / (t_N - t_{N+1}) against the calibration
+local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
+  local F = {t_i_ms = ref_i and ref_i.mean_ms or json.null, t_next_ms = ref_next and ref_next.mean_ms or json.null,
+             calibration = calib_path}
+  if ref_i and ref_next and sum.train_time_ms and sum.train_time_ms.mean then
+    local f = stats.fsr(ref_i.mean_ms, ref_next.mean_ms, sum.train_time_ms.mean)
+    F.raw = f or json.null
+    -- as the benchmark's analysis: an invalid run scores 0; values are clipped to [0, 3] -> 0 outside
+    F.value = (S.verdict == "pass" and f and f >= 0 and f <= 3) and f or 0
+  else
+    F.value = json.null
+    F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
+      record_name(task), record_name(task + 1), o.scale, card, calib_path, task, task + 1, o.scale)
+  end
+  return F
+end
+
+local function print_score(S, runs, out_root)
+  local sum = S.summary
+  print(fmt("%-6s %-10s %-10s %-12s %s", "seed", "status", "val_loss", "train_ms", "note"))
+  for _, r in ipairs(runs) do
+    print(fmt("%-6d %-10s %-10s %-12s %s", r.seed, r.status,
+      type(r.metrics.val_loss) == "number" and fmt("%.4f", r.metrics.val_loss) or "-",
+      type(r.metrics.train_time_ms) == "number" and fmt("%.0f", r.metrics.train_time_ms) or "-",
+      r.valid and "" or (r.failure.message or "")))
+  end
+  if sum.val_loss and sum.val_loss.mean then
+    print(fmt("val_loss mean %.4f std %s; train_time mean %.0fms std %s; t = %s, p = %s",
+      sum.val_loss.mean, sum.val_loss.std and fmt("%.4f", sum.val_loss.std) or "-", sum.train_time_ms.mean or 0,
+      sum.train_time_ms.std and fmt("%.0fms", sum.train_time_ms.std) or "-",
+      sum.ttest.t and fmt("%.3f", sum.ttest.t) or "-", sum.ttest.p and fmt("%.3g", sum.ttest.p) or "-"))
+  end
+  print(fmt("verdict: %s (%s)", S.verdict, S.reason))
+  if S.fsr then
+    print(S.fsr.value ~= json.null and fmt("FSR: %.3f", S.fsr.value) or ("FSR: n/a: " .. (S.fsr.note or "")))
+  end
+  print("score: " .. out_root .. "/score.json")
+end
+
 function M.score(args)
   local o, pos = parse_args(args, SCORE_SPEC)
   if not o then return die(pos .. "\n" .. SCORE_USAGE) end
@@ -315,90 +404,27 @@ function M.score(args)
   if not device then return die("--device must be cpu, cuda or auto") end
   o.device = device
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
-  local k = tonumber(o.runs) or 3
-  local alpha = tonumber(o.alpha) or 0.01
-  local task = tonumber(o.task)
+  local k, alpha, task = tonumber(o.runs) or 3, tonumber(o.alpha) or 0.01, tonumber(o.task)
   local calib_path = calibration_path(o)
   local calib = load_calibration(calib_path)
   local card = H.card(device == "cuda")
   local ref_i, ref_next
-  if task then
-    local by_card = calib.entries[card] or {}
-    local by_scale = by_card[o.scale] or {}
-    ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
-    -- the target and validation size come from the task's target record, not the workspace
-    if ref_next and not o.target then o.target = tostring(ref_next.target_val_loss) end
-    if ref_next and not o["val-tokens"] and ref_next.val_tokens then o["val-tokens"] = tostring(ref_next.val_tokens) end
-  end
+  if task then ref_i, ref_next = task_refs(o, calib, card, task) end
   local out_root = o.out or (ws .. "/runs/score-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
   out_root = abspath(out_root)
   local runs, err = multi_run(recipe, o, k, out_root, "score")
   if not runs then return die(err) end
-  local target = tonumber(o.target) or (runs[1].config and runs[1].config.target_val_loss)
-  if not target then
-    for _, r in ipairs(runs) do if r.config then target = r.config.target_val_loss break end end
-  end
-  local S = {schema = M.SCORE_SCHEMA, workspace = ws, recipe = recipe, scale = o.scale, device = device, card = card,
-             task = task or json.null, alpha = alpha, runs = {}, software = software(), scored_at = iso_now()}
-  for i, r in ipairs(runs) do
-    S.runs[i] = {seed = r.seed, status = r.status, valid = r.valid, val_loss = r.metrics and r.metrics.val_loss or json.null,
-                 train_time_ms = r.metrics and r.metrics.train_time_ms or json.null,
-                 failure = r.failure, results = fmt("run%d/results.json", i)}
-  end
+  local target = runs_target(o, runs)
   local sum = target and summarize(runs, target) or {n = #runs, completed = 0, all_completed = false}
-  S.summary = sum
-  local p = sum.ttest and sum.ttest.p
-  local verdict, reason
-  if not target then verdict, reason = "fail", "no run reported its configuration"
-  elseif not sum.all_completed then
-    local bad
-    for _, r in ipairs(runs) do if not (r.valid or r.status == "invalid") then bad = r break end end
-    verdict, reason = "fail", fmt("run with seed %d failed: %s: %s", bad.seed, bad.status, bad.failure.message or "")
-  elseif sum.completed < 2 then
-    verdict = (runs[1] and runs[1].valid) and "undetermined" or "fail"
-    reason = "one run cannot show p < " .. alpha .. " (use --runs 3 or more)"
-  elseif p and p < alpha then verdict, reason = "pass", fmt("mean val loss %.4f < %.4f with p = %.3g", sum.val_loss.mean, target, p)
-  else verdict, reason = "fail", fmt("mean val loss %.4f is not significantly below %.4f (p = %s, need < %g)",
-    sum.val_loss.mean, target, p and fmt("%.3g", p) or "n/a", alpha) end
-  S.verdict, S.reason = verdict, reason
-  if task then
-    S.fsr = {t_i_ms = ref_i and ref_i.mean_ms or json.null, t_next_ms = ref_next and ref_next.mean_ms or json.null,
-             calibration = calib_path}
-    if ref_i and ref_next and sum.train_time_ms and sum.train_time_ms.mean then
-      local f = stats.fsr(ref_i.mean_ms, ref_next.mean_ms, sum.train_time_ms.mean)
-      S.fsr.raw = f or json.null
-      -- as the benchmark's analysis: an invalid run scores 0; values are clipped to [0, 3] -> 0 outside
-      local v = (verdict == "pass" and f and f >= 0 and f <= 3) and f or 0
-      S.fsr.value = v
-    else
-      S.fsr.value = json.null
-      S.fsr.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
-        record_name(task), record_name(task + 1), o.scale, card, calib_path, task, task + 1, o.scale)
-    end
-  end
+  local S = {schema = M.SCORE_SCHEMA, workspace = ws, recipe = recipe, scale = o.scale, device = device, card = card,
+             task = task or json.null, alpha = alpha, runs = score_runs(runs), summary = sum, software = software(),
+             scored_at = iso_now()}
+  S.verdict, S.reason = pass_or_fail(runs, sum, target, alpha)
+  if task then S.fsr = fsr(S, sum, ref_i, ref_next, o, task, card, calib_path) end
   write_file(out_root .. "/score.json", json.encode(S, true) .. "\n")
-  if not o.quiet then
-    print(fmt("%-6s %-10s %-10s %-12s %s", "seed", "status", "val_loss", "train_ms", "note"))
-    for _, r in ipairs(runs) do
-      print(fmt("%-6d %-10s %-10s %-12s %s", r.seed, r.status,
-        type(r.metrics.val_loss) == "number" and fmt("%.4f", r.metrics.val_loss) or "-",
-        type(r.metrics.train_time_ms) == "number" and fmt("%.0f", r.metrics.train_time_ms) or "-",
-        r.valid and "" or (r.failure.message or "")))
-    end
-    if sum.val_loss and sum.val_loss.mean then
-      print(fmt("val_loss mean %.4f std %s; train_time mean %.0fms std %s; t = %s, p = %s",
-        sum.val_loss.mean, sum.val_loss.std and fmt("%.4f", sum.val_loss.std) or "-", sum.train_time_ms.mean or 0,
-        sum.train_time_ms.std and fmt("%.0fms", sum.train_time_ms.std) or "-",
-        sum.ttest.t and fmt("%.3f", sum.ttest.t) or "-", sum.ttest.p and fmt("%.3g", sum.ttest.p) or "-"))
-    end
-    print(fmt("verdict: %s (%s)", verdict, reason))
-    if S.fsr then
-      print(S.fsr.value ~= json.null and fmt("FSR: %.3f", S.fsr.value) or ("FSR: n/a: " .. (S.fsr.note or "")))
-    end
-    print("score: " .. out_root .. "/score.json")
-  end
-  return verdict == "pass" and 0 or 1
+  if not o.quiet then print_score(S, runs, out_root) end
+  return S.verdict == "pass" and 0 or 1
 end
 
 local CALIBRATE_USAGE = [[
