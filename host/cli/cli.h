@@ -8,13 +8,14 @@
 typedef struct sr_command {
   const char *name;
   int (*fn)(int argc, char **argv);
-  const char *usage;     /* one line for --help */
+  const char *usage;     /* one line for --help; NULL: internal, not listed */
 } sr_command;
 
 int cmd_run(int argc, char **argv);
-int cmd_train(int argc, char **argv);      /* host/cli/cmd_harness.c (train --child JOB: the isolated run) */
+int cmd_train(int argc, char **argv);      /* host/cli/cmd_harness.c */
 int cmd_score(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_harness_child(int argc, char **argv);   /* internal `_child JOB.json`: the isolated run */
 int cmd_data(int argc, char **argv);    /* host/cli/cmd_data.c */
 int cmd_kernel(int argc, char **argv);   /* host/cli/cmd_kernel.c */
 int cmd_task(int argc, char **argv);    /* host/cli/cmd_task.c */

@@ -21,12 +21,14 @@ static const sr_command commands[] = {
   {"kernel", cmd_kernel, "kernel check|compile|ops           agent CUDA kernels: check against an op, compile"},
   {"run", cmd_run, "run FILE.lua [args...]             run a Lua script with the speedrun module (arg as in lua)"},
   {"help", cmd_help, "help                               this text"},
+  {"_child", cmd_harness_child, NULL},   /* internal: one harness run (harness/child.lua) */
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f) {
   fprintf(f, "usage: speedrun <command> [options]\n\ncommands:\n");
-  for (size_t i = 0; i < NCOMMANDS; i++) fprintf(f, "  speedrun %s\n", commands[i].usage);
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    if (commands[i].usage) fprintf(f, "  speedrun %s\n", commands[i].usage);
   fprintf(f, "\n  speedrun --version                          print the version\n"
              "\nEach command takes --help. Documentation: README.md and docs/ in the checkout.\n");
 }

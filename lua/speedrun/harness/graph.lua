@@ -1,0 +1,207 @@
+-- speedrun.harness.graph: one training step, eager or replayed as a CUDA graph, in the child
+-- (docs/harness.md "CUDA graphs"). Eager warm-up steps whose launch traces must agree, a
+-- capture, one step replayed and then run eagerly from the same state (the eager result is
+-- kept), then replays with eager audits; any doubt leaves the run eager, with the reason in
+-- results.json's `cuda_graph`.
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local sr = require "speedrun"
+local core = require "speedrun.core"
+local cuda = require "speedrun.cuda"
+local report = require "speedrun.harness.report"
+
+local emit, call = report.emit, report.call
+local shape_of, trace_start, trace_stop = H.shape, H.trace_start, H.trace_stop
+local cuda_graph, is_tensor = cuda.graph, sr.is_tensor
+local methods = core.Tensor.methods
+local m_item, m_clone, m_copy = methods.item, methods.clone, methods.copy_
+local fmt = string.format
+local mabs, mmax = math.abs, math.max
+local xpcall, pcall, error, type, tostring, setmetatable = xpcall, pcall, error, type, tostring, setmetatable
+local traceback = debug.traceback
+
+local AUDIT_EVERY = 50     -- replayed steps between eager audits of the step's launches
+local LOSS_RTOL = 1e-5     -- replay vs eager from the same state: the step's loss ...
+local PROBE_RTOL = 1e-4    -- ... and the loss of the updated model on the same batch
+
+local M = {}
+
+-- stands for the step number while train_step is captured: a captured graph replays whatever
+-- train_step computed from it, so any use is an error that makes the trainer stay eager
+local function step_used() error("train_step used the step number while being captured into a CUDA graph (each replay would reuse the captured value): compute per-step host values in recipe.schedule(ctx, step) and keep them in device tensors", 2) end
+local STEP_SENTINEL = setmetatable({}, {__add = step_used, __sub = step_used, __mul = step_used, __div = step_used,
+  __mod = step_used, __pow = step_used, __unm = step_used, __idiv = step_used, __lt = step_used, __le = step_used,
+  __concat = step_used, __len = step_used, __index = step_used, __newindex = step_used, __call = step_used,
+  __tostring = step_used, __band = step_used, __bor = step_used, __bxor = step_used, __shl = step_used,
+  __shr = step_used, __bnot = step_used})
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function rel(a, b) return mabs(a - b) / mmax(1, mabs(b)) end
+
+local function loss_value(l)
+  if is_tensor(l) then return m_item(l) end
+  return type(l) == "number" and l or nil
+end
+
+-- why the run stays eager from the start, or nil
+local function eager_reason(o)
+  if o.device ~= "cuda" then return "the device is " .. o.device .. " (CUDA graphs need cuda)"
+  elseif o.cuda_graph == "off" then return "disabled by --cuda-graph off"
+  elseif o.recipe.cuda_graph == false then return "the recipe opts out (recipe.cuda_graph = false)"
+  elseif o.skip - 1 < 3 then return fmt("too few warm-up steps to capture before the clock starts (%d; need 4)", o.skip)
+  end
+end
+
+local Step = {}
+Step.__index = Step
+
+-- o: {ctx, recipe, rules (harness/rules.lua), device, cuda_graph (job option), skip (warm-up steps)};
+-- returns the stepper and its results.json record G
+function M.new(o)
+  local G = {used = false, replays = 0, eager_steps = 0, audits = 0}
+  local self = setmetatable({ctx = o.ctx, train_step = o.recipe.train_step, schedule = o.recipe.schedule,
+    rules = o.rules, G = G, traces = {},
+    cap_step = o.skip - 1}, Step)   -- eager steps 1..cap_step; traces of the last two
+                                    -- (not step 1: it creates the optimizer state)
+  G.reason = eager_reason(o)
+  if G.reason then emit {ev = "graph", used = false, reason = G.reason} end
+  self.want = not G.reason
+  return self, G
+end
+
+-- from now on eager, for the reason `why`
+function Step:no_graph(why, step)
+  self.G.reason = why
+  emit {ev = "graph", used = false, step = step, reason = why}
+  if self.graph then self.graph:free() end
+  self.graph, self.gx, self.gy, self.want = nil, nil, nil, false
+end
+
+-- after eager step cap_step: compare its trace with the step before, then capture
+function Step:capture(x, y)
+  local cap, traces = self.cap_step, self.traces
+  local d = traces[cap - 1]:diff(traces[cap])
+  if d then return self:no_graph(fmt("the step's kernel arguments changed between steps %d and %d: %s (a host-side value, such as a learning rate, computed in train_step: set it in recipe.schedule through a device tensor)", cap - 1, cap, d), cap) end
+  self.gx, self.gy = m_clone(x), m_clone(y)
+  local tr = trace_start()
+  local ok, g = pcall(cuda_graph, self.train_step, self.ctx, STEP_SENTINEL, {x = self.gx, y = self.gy, step = STEP_SENTINEL})
+  trace_stop()
+  if not ok then return self:no_graph("capture failed: " .. tostring(g), cap) end
+  if not g.captured then
+    local why = g.reason
+    g:free()
+    return self:no_graph("not capturable: " .. tostring(why), cap)
+  end
+  self.graph = g
+  d = traces[cap]:diff(tr)
+  if d then return self:no_graph("the captured step differs from the eager one: " .. d, cap) end
+  self.ref_trace = traces[cap]
+end
+
+-- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil
+local function disagreement(l_r, p_r, l_e, p_e)
+  if not (p_r == p_r and p_e == p_e) then return "the model's loss after the step is not finite"
+  elseif l_r and l_e and not (rel(l_r, l_e) <= LOSS_RTOL) then
+    return fmt("the replayed loss %.9g differs from the eager loss %.9g", l_r, l_e)
+  elseif not (rel(p_r, p_e) <= PROBE_RTOL) then
+    return fmt("after the replayed update the loss on the batch is %.9g, after the eager one %.9g", p_r, p_e)
+  end
+end
+
+-- step cap_step + 1: replay from a snapshot, restore, run eagerly, compare; returns the eager
+-- loss and true, or nil and false when there was no snapshot
+function Step:verify(step, batch)
+  local graph, G = self.graph, self.G
+  m_copy(self.gx, batch.x)
+  m_copy(self.gy, batch.y)
+  local bytes, serr = graph:snapshot()
+  if not bytes then
+    self:no_graph("verification: " .. tostring(serr), step)
+    return nil, false
+  end
+  local lr = graph:replay()
+  local l_r = is_tensor(lr) and m_item(lr) or nil
+  local p_r = self.rules:loss(self.gx, self.gy)
+  graph:restore()
+  graph:drop_snapshot()
+  local le = call(self.train_step, self.ctx, step, batch)
+  G.eager_steps = G.eager_steps + 1
+  local l_e = loss_value(le)
+  local p_e = self.rules:loss(self.gx, self.gy)
+  G.verify = {step = step, snapshot_bytes = bytes, probe_diff = rel(p_r, p_e),
+              loss_diff = (l_r and l_e) and rel(l_r, l_e) or json.null}
+  local why = disagreement(l_r, p_r, l_e, p_e)
+  if why then
+    self:no_graph("verification at step " .. step .. " failed: " .. why, step)
+  else
+    G.used, G.captured_at, self.last_audit = true, self.cap_step, step
+    emit {ev = "graph", used = true, step = step, verify = G.verify}
+  end
+  return le, true
+end
+
+-- a replay on a copy of the batch; returns the loss and the static batch tensors
+function Step:replay(x, y)
+  m_copy(self.gx, x)
+  m_copy(self.gy, y)
+  local lr = self.graph:replay()
+  self.G.replays = self.G.replays + 1
+  return lr, self.gx, self.gy
+end
+
+-- an audit: the eager step must issue what the graph replays
+function Step:audit(step, tr)
+  local G, last = self.G, self.last_audit
+  G.audits = G.audits + 1
+  local d = self.ref_trace:diff(tr)
+  if d then
+    G.audit_failed = {step = step, since = last + 1, diff = d}
+    self:no_graph(fmt("the audit at step %d found the step's kernel arguments changed since the capture (%s): the graph was dropped; steps %d..%d replayed the captured values", step, d, last + 1, step - 1), step)
+  end
+  self.last_audit = step
+end
+
+-- an eager step, traced around the capture and at audits; returns the loss
+function Step:eager(step, batch)
+  local tr = (self.want and (step >= self.cap_step - 1 or self.graph)) and trace_start() or nil
+  local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
+  if tr then trace_stop() end
+  if not rok then error(loss, 0) end
+  self.G.eager_steps = self.G.eager_steps + 1
+  if self.graph then self:audit(step, tr)
+  elseif tr then
+    self.traces[step] = tr
+    self.traces[step - 2] = nil
+    if step == self.cap_step then self:capture(batch.x, batch.y) end
+  end
+  return loss
+end
+
+-- one training step (schedule, then train_step eager or replayed); returns the loss and the
+-- tensors holding the batch the step read
+function Step:run(step, x, y)
+  if self.schedule then call(self.schedule, self.ctx, step) end
+  local batch = {x = x, y = y, step = step}
+  if self.graph and not self.G.used then
+    local le, done = self:verify(step, batch)
+    if done then return le, x, y end
+  end
+  if self.graph and not same_shape(shape_of(x), shape_of(self.gx)) then
+    self:no_graph(fmt("the batch shape changed at step %d (a graph replays fixed shapes)", step), step)
+  end
+  if self.graph and step - self.last_audit < AUDIT_EVERY then return self:replay(x, y) end
+  return self:eager(step, batch), x, y
+end
+
+-- frees the graph
+function Step:free()
+  if self.graph then self.graph:free() end
+  self.graph = nil
+end
+
+return M

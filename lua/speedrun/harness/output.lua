@@ -1,0 +1,207 @@
+-- speedrun.harness.output: what one run leaves in its output folder and on the terminal, in the
+-- parent (docs/harness.md "Commands", "results.json"): log.txt (the harness lines, in the
+-- records' format), recipe.log (everything the recipe printed), child.pid, the progress line,
+-- results.json and loss.svg (harness/svg.lua). A Log takes the child's events and output
+-- (harness/supervise.lua) and keeps what results.json is made of.
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local svg = require "speedrun.harness.svg"
+
+local fmt = string.format
+local M = {}
+
+M.SCHEMA = "speedrun.results/1"
+
+-- a file written whole (through a temporary file and a rename)
+function M.write_file(path, s)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  f:write(s)
+  f:close()
+  os.rename(tmp, path)
+  return true
+end
+
+local function hms(s)
+  if not s or s ~= s or s == math.huge then return "?" end
+  s = math.floor(s + 0.5)
+  if s >= 3600 then return fmt("%d:%02d:%02d", s // 3600, s % 3600 // 60, s % 60) end
+  return fmt("%d:%02d", s // 60, s % 60)
+end
+
+-- ============================================================================================
+-- progress: one updating status line on a terminal (stderr), lines on stdout
+
+local Progress = {}
+Progress.__index = Progress
+
+local function new_progress(quiet)
+  return setmetatable({tty = H.isatty(2), quiet = quiet, shown = false}, Progress)
+end
+
+function Progress:line(s)
+  if self.quiet then return end
+  if self.tty and self.shown then io.stderr:write("\r\27[K") end
+  io.stdout:write(s, "\n")
+  io.stdout:flush()
+  self.shown = false
+end
+
+function Progress:status(s)
+  if self.quiet then return end
+  if self.tty then
+    io.stderr:write("\r\27[K", s)
+    io.stderr:flush()
+    self.shown = true
+  end
+end
+
+function Progress:finish()
+  if self.tty and self.shown then io.stderr:write("\r\27[K") io.stderr:flush() end
+  self.shown = false
+end
+
+-- ============================================================================================
+-- the log of one run
+
+local Log = {}
+Log.__index = Log
+
+-- the log of job's run in the folder out; t0: the start (H.now())
+function M.open(out, job, quiet, t0)
+  return setmetatable({out = out, job = job, quiet = quiet, t0 = t0, pr = new_progress(quiet),
+    log = io.open(out .. "/log.txt", "w"), rlog = io.open(out .. "/recipe.log", "w"),
+    curve = {train = {}, val = {}}, violations = {}}, Log)
+end
+
+-- a harness line: log.txt and the terminal
+function Log:line(s)
+  self.pr:line(s)
+  self.log:write(s, "\n")
+  self.log:flush()
+end
+
+-- a line the recipe printed: recipe.log and the terminal
+function Log:output(line)
+  self.rlog:write(line, "\n")
+  self.rlog:flush()
+  if not self.quiet then self.pr:line(line) end
+end
+
+-- a long piece of output without a newline
+function Log:output_raw(s) self.rlog:write(s) end
+
+function Log:child_pid(pid) M.write_file(self.out .. "/child.pid", tostring(pid) .. "\n") end
+
+local on = {}     -- the child's events, by name
+
+function on.start(self, ev) self.start_ev = ev end
+
+function on.config(self, ev)
+  local job, c = self.job, ev.config
+  self.cfg_ev = ev
+  self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens",
+    ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens))
+end
+
+function on.step(self, ev)
+  self.last_step_ev = ev
+  local t = self.curve.train
+  t[#t + 1] = {step = ev.step, time_ms = ev.train_time_ms, tokens = ev.tokens, loss = ev.loss}
+  local avg = ev.timed_steps > 0 and ev.train_time_ms / ev.timed_steps or 0
+  local loss = ev.loss and fmt("%.4f", ev.loss) or "?"
+  local line = fmt("step:%d/%d train_loss:%s train_time:%.0fms step_avg:%.2fms", ev.step, ev.steps, loss, ev.train_time_ms, avg)
+  self.log:write(line, "\n")
+  local every = math.max(1, ev.steps // 20)
+  if not self.pr.tty and (ev.step % every == 0 or ev.step == ev.steps) then self.pr:line(line) end
+  local tps = ev.wall_ms > 0 and ev.tokens / (ev.wall_ms / 1000) or 0
+  local eta = ev.step > 0 and (ev.wall_ms / 1000) * (ev.steps - ev.step) / ev.step or nil
+  self.pr:status(fmt("step %d/%d  loss %s  %.0f tok/s  elapsed %s  ETA %s", ev.step, ev.steps, loss, tps,
+    hms(H.now() - self.t0), hms(eta)))
+end
+
+function on.val(self, ev)
+  local v = self.curve.val
+  v[#v + 1] = {step = ev.step, time_ms = ev.train_time_ms, tokens = ev.tokens, val_loss = ev.val_loss}
+  local timed = self.last_step_ev and self.last_step_ev.timed_steps or 0
+  local avg = timed > 0 and ev.train_time_ms / timed or 0
+  self:line(fmt("step:%d/%d val_loss:%s train_time:%.0fms step_avg:%.2fms", ev.step, ev.steps,
+    ev.val_loss and fmt("%.4f", ev.val_loss) or "nan", ev.train_time_ms, avg))
+end
+
+function on.graph(self, ev)
+  if ev.used then
+    local d = ev.verify.loss_diff
+    self:line(fmt("cuda_graph: replaying the step from step %d (verified against eager: loss diff %s, after-update diff %.3g)",
+      ev.step + 1, type(d) == "number" and fmt("%.3g", d) or "n/a", ev.verify.probe_diff))
+  else
+    self:line("cuda_graph: eager" .. (ev.step and fmt(" from step %d", ev.step) or "") .. ": " .. tostring(ev.reason))
+  end
+end
+
+function on.violation(self, ev)
+  self.violations[#self.violations + 1] = ev.what
+  self:line("rule broken: " .. ev.what)
+end
+
+function on.done(self, ev) self.done = ev.result end
+
+-- one event from the child
+function Log:event(ev)
+  local f = on[ev.ev]
+  if f then f(self, ev) end
+end
+
+-- ============================================================================================
+-- results
+
+-- results.json's table, before the verdict. run: the supervisor's account (harness/supervise.lua)
+-- and wall_s; opts: the limits of run_one
+function M.results(log, run, opts, started_at)
+  local job, done = log.job, log.done
+  local R = {schema = M.SCHEMA, recipe = job.recipe, workspace = job.workspace, scale = job.scale,
+             device = job.device, seed = job.seed, started_at = started_at, wall_time_s = run.wall_s,
+             restricted = job.restricted or false, limits = {time_s = opts.time_limit or json.null,
+             host_mem_bytes = opts.mem_limit or json.null, gpu_mem_bytes = opts.gpu_mem_limit or json.null},
+             software = H.build_info(), host = H.hostname(), log = "log.txt", recipe_log = "recipe.log", svg = "loss.svg",
+             checks = {}, violations = json.array(log.violations)}
+  R.card = (done and done.card) or (log.start_ev and log.start_ev.card) or H.card(false)
+  if log.cfg_ev then R.scale, R.config, R.name = log.cfg_ev.scale, log.cfg_ev.config, log.cfg_ev.name end
+  if done and not run.killed then
+    R.metrics, R.checks, R.cuda_graph = done.metrics, done.checks or {}, done.cuda_graph
+  end
+  local last = log.last_step_ev
+  if not R.metrics and last then
+    R.metrics = {steps_done = last.step, train_time_ms = last.train_time_ms, tokens = last.tokens}
+  end
+  R.metrics = R.metrics or {}
+  R.metrics.peak_child_rss_bytes = run.peak_rss > 0 and run.peak_rss or json.null
+  R.curve = {train = json.array(log.curve.train), val = json.array(log.curve.val)}
+  return R
+end
+
+-- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
+function M.finish(log, R, failure)
+  local job, quiet = log.job, log.quiet
+  log.pr:finish()
+  R.status = failure and failure.kind or "valid"
+  R.valid = failure == nil
+  R.failure = failure or json.null
+  local target = R.config and R.config.target_val_loss
+  M.write_file(log.out .. "/results.json", json.encode(R, true) .. "\n")
+  svg.write(log.out .. "/loss.svg", {train = log.curve.train, val = log.curve.val, target = target,
+    title = fmt("%s (%s, %s, seed %d): %s", R.name or job.recipe, R.scale or "?", job.device, job.seed, R.status)})
+  if failure then
+    log:line(fmt("result: %s: %s", failure.kind, failure.message))
+    if failure.traceback and not quiet then io.stderr:write(failure.traceback, "\n") end
+  else
+    local m = R.metrics
+    log:line(fmt("result: valid: val_loss %.4f <= %.4f in %.0fms of training (%d steps, %.0f tokens/s)",
+      m.val_loss, target, m.train_time_ms, m.steps, m.tokens_per_s or 0))
+  end
+  log.log:close()
+  log.rlog:close()
+end
+
+return M

@@ -1,0 +1,110 @@
+-- speedrun.harness.recipe: loading a recipe and checking its contract (docs/harness.md "The
+-- recipe contract"), in the child. The recipe file must return a table with setup, train_step,
+-- eval and a config of named scales; the chosen scale's table is checked and turned into the
+-- run's plan: steps, batches, validation chunks, warm-up, observation and validation intervals.
+local json = require "speedrun.json"
+local report = require "speedrun.harness.report"
+local deepcopy = require("speedrun.util").deepcopy
+
+local fail, call = report.fail, report.call
+local fmt = string.format
+local load, type, ipairs, tostring = load, type, ipairs, tostring
+local mfloor, mmin, mmax = math.floor, math.min, math.max
+local real_open = io.open     -- captured before the sandbox replaces io.open
+
+local M = {}
+
+-- the whole file, read with the real io.open
+function M.read_file(path)
+  local f, err = real_open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function contract(what) fail("lua_error", "recipe contract: " .. what) end
+
+-- the recipe table: the file run in `env`
+function M.load(path, env)
+  local src, err = M.read_file(path)
+  if not src then fail("lua_error", "cannot read the recipe: " .. tostring(err)) end
+  local chunk, lerr = load(src, "@" .. path, "t", env)
+  if not chunk then fail("lua_error", lerr) end
+  local recipe = call(chunk)
+  if type(recipe) ~= "table" then contract("the recipe file must return a table (got " .. type(recipe) .. ")") end
+  for _, f in ipairs {"setup", "train_step", "eval"} do
+    if type(recipe[f]) ~= "function" then contract("the recipe has no function '" .. f .. "'") end
+  end
+  if type(recipe.config) ~= "table" then contract("the recipe has no config table") end
+  return recipe
+end
+
+-- recipe.schedule is optional
+function M.check_schedule(recipe)
+  local s = recipe.schedule
+  if s ~= nil and type(s) ~= "function" then contract("recipe.schedule must be a function") end
+end
+
+local function check_config(cfg, scale)
+  local function need(cond, what) if not cond then contract(fmt("config.%s: %s", scale, what)) end end
+  need(type(cfg) == "table", "missing (the recipe has no such scale)")
+  need(type(cfg.steps) == "number" and cfg.steps >= 1 and cfg.steps == mfloor(cfg.steps), "steps must be a positive integer")
+  need(type(cfg.batch) == "table", "batch = {mode=, B=, T=, batch=} is required")
+  local b = cfg.batch
+  b.mode = b.mode or "bt"
+  need(b.mode == "bt" or b.mode == "seq" or b.mode == "global", "batch.mode must be bt, seq or global")
+  need(type(b.T) == "number" and b.T >= 1, "batch.T (sequence length) is required")
+  if b.mode == "bt" then need(type(b.B) == "number" and b.B >= 1, "batch.B is required in mode bt") end
+  if b.mode == "global" then need(type(b.batch) == "number" and b.batch >= 1, "batch.batch (tokens per step) is required in mode global") end
+  need(type(cfg.target_val_loss) == "number", "target_val_loss is required")
+  need(type(cfg.val_tokens) == "number" and cfg.val_tokens >= 1, "val_tokens is required")
+end
+
+local function tokens_per_step(b)
+  if b.mode == "bt" then return b.B * b.T elseif b.mode == "seq" then return b.T else return b.batch end
+end
+
+-- scale auto: proxy on a GPU, demo on the CPU, else micro
+local function pick_scale(scale, config, is_cuda)
+  if scale ~= "auto" then return scale end
+  if is_cuda then return config.proxy and "proxy" or "micro" end
+  return config.demo and "demo" or "micro"
+end
+
+-- the scale's config, checked, with the job's overrides
+local function scale_config(job, recipe, scale)
+  local cfg = deepcopy(recipe.config[scale])
+  check_config(cfg, scale)
+  if job.steps then cfg.steps = job.steps end
+  if job.target_val_loss then cfg.target_val_loss = job.target_val_loss end
+  if job.val_tokens then cfg.val_tokens = job.val_tokens end
+  return cfg
+end
+
+-- the run's plan: {scale, cfg, steps, batch, tps, vB, vT, val_tokens, skip, obs_every, val_every?}
+function M.plan(job, recipe, is_cuda)
+  local scale = pick_scale(job.scale, recipe.config, is_cuda)
+  local cfg = scale_config(job, recipe, scale)
+  local steps, b = cfg.steps, cfg.batch
+  local vb = cfg.val_batch or {}
+  local vB, vT = vb.B or (b.mode == "bt" and b.B or 1), vb.T or b.T
+  local val_tokens = mfloor(cfg.val_tokens / (vB * vT)) * vB * vT
+  if val_tokens < vB * vT then contract(fmt("val_tokens %d is less than one validation chunk (%d x %d)", cfg.val_tokens, vB, vT)) end
+  local val_every = (not job.restricted) and (job.val_every or cfg.val_every) or nil
+  if val_every and val_every < 1 then val_every = nil end
+  return {scale = scale, cfg = cfg, steps = steps, batch = b, tps = tokens_per_step(b), vB = vB, vT = vT,
+          val_tokens = val_tokens, val_every = val_every,
+          -- the first `skip` steps are not timed (the records' rule: 10 steps; fewer for short runs)
+          skip = job.warmup_steps or mmin(10, mfloor(steps / 10)),
+          obs_every = job.log_every or (is_cuda and mmax(1, mmin(10, mfloor(steps / 100))) or 1)}
+end
+
+-- the plan as results.json's `config`
+function M.summary(p)
+  return {steps = p.steps, batch = p.batch, tokens_per_step = p.tps, target_val_loss = p.cfg.target_val_loss,
+          val_tokens = p.val_tokens, val_batch = {B = p.vB, T = p.vT}, warmup_steps = p.skip,
+          val_every = p.val_every or json.null}
+end
+
+return M

@@ -1,0 +1,105 @@
+-- speedrun.harness.steps: the training loop, in the child (docs/harness.md "Host-owned
+-- measurement"). The host's clock runs around the timed steps only (after the warm-up),
+-- device-synchronised at its edges; at observation steps it is paused to verify the batch
+-- checksums, read the loss and report the step (and the intermediate validation, if any).
+-- The step itself is harness/graph.lua's (eager or a CUDA graph replay).
+local H = require "speedrun.harness_core"
+local sr = require "speedrun"
+local core = require "speedrun.core"
+local report = require "speedrun.harness.report"
+local rules = require "speedrun.harness.rules"
+
+local emit, fail = report.emit, report.fail
+local batch_sums, check_batch = rules.batch_sums, rules.check_batch
+local now, sync = H.now, H.sync
+local is_tensor = sr.is_tensor
+local m_item = core.Tensor.methods.item
+local fmt = string.format
+local mmax, mhuge = math.max, math.huge
+local type, tostring = type, tostring
+
+local M = {}
+
+-- the clock: accumulated seconds of the timed steps
+local function resume(clk)
+  local es = sync(clk.cuda)
+  if es then fail("cuda_fault", es) end
+  clk.t_start = now(); clk.timing = true
+end
+
+local function pause(clk)
+  local es = sync(clk.cuda)
+  local t = now()
+  if clk.timing then clk.acc = clk.acc + (t - clk.t_start) end
+  clk.timing = false
+  if es then fail("cuda_fault", es) end
+end
+
+-- the loss the step returned, as a number (nil when none); not finite: a `nan` failure
+local function loss_value(loss, step)
+  local lv
+  if is_tensor(loss) then lv = m_item(loss) elseif type(loss) == "number" then lv = loss end
+  if lv and lv ~= lv or lv == mhuge or lv == -mhuge then
+    fail("nan", fmt("the training loss became %s at step %d", lv ~= lv and "NaN" or tostring(lv), step))
+  end
+  return lv
+end
+
+local function validation(run, step, train_time_ms)
+  local p = run.plan
+  local vl = run.rules:validate(false)
+  emit {ev = "val", step = step, steps = p.steps, val_loss = vl, train_time_ms = train_time_ms, tokens = step * p.tps}
+  return vl
+end
+
+-- an observation step, the clock paused: the batch was read-only, the loss is finite; reported
+local function observed(run, clk, step, loss, bx, by, hx, hy)
+  local p = run.plan
+  check_batch(step, bx, by, hx, hy)
+  local lv = loss_value(loss, step)
+  emit {ev = "step", step = step, steps = p.steps, loss = lv, train_time_ms = clk.acc * 1000, tokens = step * p.tps,
+        timed_steps = mmax(0, step - p.skip), wall_ms = (now() - run.wall0) * 1000}
+  if p.val_every and step % p.val_every == 0 and step < p.steps then
+    local vl = validation(run, step, clk.acc * 1000)
+    if vl ~= vl then fail("nan", fmt("the validation loss became NaN at step %d", step)) end
+  end
+end
+
+-- one step of the loop
+local function step_once(run, clk, step)
+  local p = run.plan
+  if step == p.skip + 1 then resume(clk) end
+  local x, y = run.loader:next()
+  if not x then
+    pause(clk)
+    fail("lua_error", fmt("the training data ran out at step %d (%d tokens per step)", step, p.tps))
+  end
+  local observe = step <= p.skip or step == p.steps or step % p.obs_every == 0 or (p.val_every and step % p.val_every == 0)
+  local hx, hy
+  if observe then
+    if clk.timing then pause(clk) end
+    hx, hy = batch_sums(x, y)
+    if step > p.skip then resume(clk) end
+  end
+  local loss, bx, by = run.stepper:run(step, x, y)
+  if observe then
+    pause(clk)
+    observed(run, clk, step, loss, bx, by, hx, hy)
+    if step < p.steps and step >= p.skip then resume(clk) end
+  end
+end
+
+-- run: {plan (harness/recipe.lua), loader, stepper (harness/graph.lua), rules, is_cuda};
+-- trains for plan.steps steps; returns the train time in ms
+function M.train(run)
+  local p = run.plan
+  local clk = {acc = 0, timing = false, cuda = run.is_cuda}
+  run.wall0 = now()
+  if p.val_every then validation(run, 0, 0) end
+  for step = 1, p.steps do step_once(run, clk, step) end
+  if clk.timing then pause(clk) end
+  run.stepper:free()
+  return clk.acc * 1000
+end
+
+return M

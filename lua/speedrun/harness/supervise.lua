@@ -1,0 +1,111 @@
+-- speedrun.harness.supervise: supervision of the child process of one run, in the parent
+-- (docs/harness.md "Isolation"). The child is `speedrun _child JOB.json` (fork + exec of this
+-- binary, own process group); its stdout/stderr and its event channel (fd 3) are read as lines
+-- without ever blocking on it, and it is killed when it passes its limits: wall time, host
+-- memory (RLIMIT_AS on CPU runs, resident size polled always), or when the harness is
+-- interrupted. SIGTERM first, SIGKILL 2 s later.
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+
+local fmt = string.format
+local M = {}
+
+local POLL_S = 0.2          -- the longest wait for the child's output
+local RSS_EVERY_S = 0.5     -- resident-size polling
+local GRACE_S = 2           -- SIGTERM to SIGKILL; and reading after the exit
+
+-- the child process of the job
+local function spawn(job, jobfile, opts)
+  local env = {SPEEDRUN_HARNESS_CHILD = "1"}
+  if opts.gpu_mem_limit then env.SPEEDRUN_CUDA_MEM_LIMIT = tostring(opts.gpu_mem_limit) end
+  local as_limit = job.device == "cpu" and opts.mem_limit or nil
+  return H.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
+end
+
+-- splits the child's output into lines for the sink: sink:event(ev) for the event channel,
+-- sink:output(line) and sink:output_raw(s) for stdout and stderr
+local function reader(sink)
+  local bufs = {stdout = "", stderr = "", events = ""}
+  local function feed(stream, s)
+    local buf = bufs[stream] .. s
+    while true do
+      local nl = buf:find("\n", 1, true)
+      if not nl then break end
+      local line = buf:sub(1, nl - 1)
+      buf = buf:sub(nl + 1)
+      if stream == "events" then
+        local ev = json.decode(line)
+        if type(ev) == "table" then sink:event(ev) end
+      else
+        sink:output(line)
+      end
+    end
+    if #buf > 1 << 20 and stream ~= "events" then sink:output_raw(buf) buf = "" end
+    bufs[stream] = buf
+  end
+  local function flush()
+    for s, rest in pairs(bufs) do if #rest > 0 then feed(s, rest .. "\n") end end
+  end
+  return feed, flush
+end
+
+-- why the child must be stopped now (kind, message), or nil
+local function over_limits(s, opts)
+  local sig = H.interrupted()
+  if sig then return "crash", fmt("interrupted: the harness got signal %d and stopped the run", sig) end
+  if opts.time_limit and H.now() - s.t0 > opts.time_limit then
+    return "timeout", fmt("the run exceeded its wall-time limit of %gs and was killed", opts.time_limit)
+  end
+  if H.now() - s.last_rss_check > RSS_EVERY_S and not s.exit_kind then
+    s.last_rss_check = H.now()
+    local rss = s.p:rss()
+    if rss > s.peak_rss then s.peak_rss = rss end
+    if opts.mem_limit and rss > opts.mem_limit then
+      return "oom", fmt("the run used %.0f MiB of host memory, above its limit of %.0f MiB, and was killed",
+                        rss / 2 ^ 20, opts.mem_limit / 2 ^ 20)
+    end
+  end
+end
+
+-- limits and kills after one poll; true when supervision is over
+local function police(s, opts)
+  local p = s.p
+  if not s.killed then
+    s.killed, s.kill_msg = over_limits(s, opts)
+    if s.killed then
+      s.kill_at = H.now()
+      p:kill(15)
+    end
+  elseif not s.exit_kind and H.now() - s.kill_at > GRACE_S then
+    p:kill(9)
+  end
+  -- a child that exited but left its pipes open (a grandchild): stop reading after 2 s
+  if s.exit_kind then
+    s.kill_at = s.kill_at or H.now()
+    if H.now() - s.kill_at > GRACE_S then p:kill(9) return true end
+  end
+  return false
+end
+
+-- runs the job's child until it is gone, feeding its output to sink (see reader); t0: the start
+-- (H.now()). Returns {killed?, kill_msg?, exit_kind?, exit_code?, exit_name?, peak_rss}
+function M.run(job, jobfile, opts, sink, t0)
+  local p = spawn(job, jobfile, opts)
+  sink:child_pid(p:pid())
+  local s = {p = p, t0 = t0, last_rss_check = 0, peak_rss = 0}
+  local feed, flush = reader(sink)
+  while true do
+    for _, chunk in ipairs(p:read(POLL_S)) do feed(chunk[1], chunk[2]) end
+    if not s.exit_kind then
+      local k, c, n = p:wait()
+      if k then s.exit_kind, s.exit_code, s.exit_name = k, c, n end
+    end
+    if s.exit_kind and not p:open() then break end
+    if police(s, opts) then break end
+  end
+  flush()
+  return {killed = s.killed, kill_msg = s.kill_msg, exit_kind = s.exit_kind, exit_code = s.exit_code,
+          exit_name = s.exit_name, peak_rss = s.peak_rss}
+end
+
+return M
