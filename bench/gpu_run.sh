@@ -14,10 +14,10 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build -j16 --target speedrun_core speedrun test_gpu_kernels bench_gpt2 bench_attention >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+cmake --build build -j16 --target speedrun_core speedrun test_gpu_registry bench_gpt2 bench_attention >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = attn ]; then
-  SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels attention 2>&1 | tee "$OUT/test_attention.log" | grep -v "^ok"
+  SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry attention attention_backward 2>&1 | tee "$OUT/test_attention.log" | grep -v "^ok"
   for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
     ./build/bench_attention $shape
     python3 bench/attention_anchor.py $shape
@@ -26,9 +26,9 @@ fi
 if [ "$what" = tests ] || [ "$what" = all ]; then
   t1=$(date +%s)
   for g in ${TEST_GROUPS:-}; do
-    SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels $g 2>&1 | tee -a "$OUT/test_gpu_kernels.log" | grep -v "^ok"
+    SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry $g 2>&1 | tee -a "$OUT/test_gpu_registry.log" | grep -v "^ok"
   done
-  [ -z "$TEST_GROUPS" ] && SR_TEST_VERBOSE=1 ./build/tests/test_gpu_kernels 2>&1 | tee "$OUT/test_gpu_kernels.log" | grep -v "^ok"
+  [ -z "$TEST_GROUPS" ] && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry 2>&1 | tee "$OUT/test_gpu_registry.log" | grep -v "^ok"
   for t in tests/*/test_gpu_*.lua; do
     echo "== $t"
     t2=$(date +%s)

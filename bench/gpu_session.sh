@@ -4,7 +4,7 @@
 # the rest; logs go to $OUT/session.tgz after every part (they come back even if the call is cut).
 # Parts, run in the order given (default: build kernels lua bench anchor):
 #   build      cmake + build (skipped work when build/ is already there on a warm machine)
-#   kernels    tests/test_gpu_kernels, every group (C kernels against their CPU references)
+#   kernels    tests/test_gpu_registry, every registry row (CUDA launchers against their CPU references)
 #   lua        the Lua GPU tests (tests/*/test_gpu_*.lua)
 #   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
@@ -39,7 +39,7 @@ for p in $PARTS; do
                                cmake --build build -j16" || true
       grep -E "error|Error" "$LOG/build.log" | head -20; [ -x build/speedrun ] || exit 1 ;;
     kernels)
-      part kernels 240 ./build/tests/test_gpu_kernels; grep -E "FAIL|checks" "$LOG/kernels.log" | tail -8 ;;
+      part kernels 240 env SR_TEST_DEVICE=cuda ./build/tests/test_gpu_registry; grep -E "FAIL|checks" "$LOG/kernels.log" | tail -8 ;;
     lua)
       for t in tests/*/test_gpu_*.lua; do
         n=$(basename "$t" .lua)
