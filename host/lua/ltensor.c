@@ -850,6 +850,7 @@ static const luaL_Reg core_functions[] = {
 };
 
 int luaopen_speedrun_F(lua_State *L);         /* lops.c: pushes the F table */
+void sr_push_op_names(lua_State *L);          /* lops.c: pushes the op_names table */
 void sr_open_custom_functions(lua_State *L);  /* lops.c: adds custom-function entry points to the module at -1 */
 
 int luaopen_speedrun_core(lua_State *L) {
@@ -867,6 +868,8 @@ int luaopen_speedrun_core(lua_State *L) {
   luaL_newlib(L, core_functions);
   luaopen_speedrun_F(L);
   lua_setfield(L, -2, "F");
+  sr_push_op_names(L);
+  lua_setfield(L, -2, "op_names");
   sr_open_custom_functions(L);
   luaL_getmetatable(L, SR_TENSOR_MT);
   lua_setfield(L, -2, "Tensor");
