@@ -4,7 +4,7 @@
 ** qkv projection) and the output / gradients written in [B,T,H,D] order.
 ** FLOPs counted as FlashAttention does: forward 4 B H T^2 D (halved when causal), backward 2.5x.
 ** The PyTorch anchor (F.scaled_dot_product_attention at the same shapes) is bench/attention_anchor.py,
-** run in the same device call by bench/gpu_run.sh attn.
+** run in the same device call by bench/gpu_session.sh (part attn).
 **
 ** usage: bench_attention [B=32] [H=12] [T=1024] [D=64] [causal=1] [iters=50]
 ** prints: ms per call and TFLOP/s for the forward and the backward.

@@ -4,7 +4,7 @@
 # the rest; logs go to $OUT/session.tgz after every part (they come back even if the call is cut).
 # Parts, run in the order given (default: build kernels lua bench anchor):
 #   build      cmake + build (skipped work when build/ is already there on a warm machine)
-#   kernels    tests/test_gpu_kernels, every group (C kernels against their CPU references)
+#   kernels    tests/test_gpu_registry, every registry row (CUDA launchers against their CPU references)
 #   lua        the Lua GPU tests (tests/*/test_gpu_*.lua)
 #   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
@@ -39,13 +39,13 @@ for p in $PARTS; do
                                cmake --build build -j16" || true
       grep -E "error|Error" "$LOG/build.log" | head -20; [ -x build/speedrun ] || exit 1 ;;
     kernels)
-      part kernels 300 bash -c "cd tests && SR_TEST_VERBOSE=1 ../build/tests/test_gpu_kernels ${KERNEL_GROUPS:-}"
-      grep -vE "^ok" "$LOG/kernels.log" | tail -20 ;;
+      part kernels 300 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry ${KERNEL_GROUPS:-}
+      grep -vE "^ok" "$LOG/kernels.log" | tail -30 ;;
     lua)
-      part lua 560 ctest --test-dir build -L gpu -E '^test_gpu_kernels$' --timeout 300 --output-on-failure
+      part lua 560 ctest --test-dir build -L gpu -E '^test_gpu_registry$' --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/lua.log" | tail -30 ;;
     attn)
-      part attn 300 bash -c 'cd tests && SR_TEST_VERBOSE=1 ../build/tests/test_gpu_kernels attention &&
+      part attn 300 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry attention attention_backward &&
         for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;

@@ -192,8 +192,8 @@ static const char *adamw_setup(const sr_kcall *c, const sr_tensor *sched, adamw_
   h->bc2 = (float)(1.0 / (1.0 - pow(c->f[2], (double)step)));
   h->sched = NULL;
   if (sched) {
-    if (sched->dtype != SR_F32 || kn_numel(sched) != 2) return sr_errf("sched must be f32 {lr, step}");
-    h->sched = (const float *)kn_data(sched);
+    if (sched->dtype != SR_F32 || sr_numel(sched) != 2) return sr_errf("sched must be f32 {lr, step}");
+    h->sched = (const float *)sr_data(sched);
   }
   return NULL;
 }
@@ -203,14 +203,14 @@ extern "C" const char *sr_cuda_adamw(const sr_kcall *c) {
   if ((p->dtype != SR_F32 && p->dtype != SR_BF16) || (g->dtype != SR_F32 && g->dtype != SR_BF16))
     return sr_errf("param and grad must be f32 or bf16 on cuda");
   if (m->dtype != SR_F32 || v->dtype != SR_F32) return sr_errf("optimizer state m, v must be f32");
-  int64_t n = kn_numel(p);
-  if (kn_numel(g) != n || kn_numel(m) != n || kn_numel(v) != n) return sr_errf("param, grad, m, v sizes differ");
+  int64_t n = sr_numel(p);
+  if (sr_numel(g) != n || sr_numel(m) != n || sr_numel(v) != n) return sr_errf("param, grad, m, v sizes differ");
   if (n == 0) return NULL;
   adamw_hp h;
-  const char *e = adamw_setup(c, kn_arg(c, 4), &h);
+  const char *e = adamw_setup(c, sr_karg(c, 4), &h);
   if (e) return e;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  void *pp = kn_data(p), *gp = kn_data(g), *mp = kn_data(m), *vp = kn_data(v);
+  void *pp = sr_data(p), *gp = sr_data(g), *mp = sr_data(m), *vp = sr_data(v);
   bool al = (((uintptr_t)pp | (uintptr_t)gp | (uintptr_t)mp | (uintptr_t)vp) & 15) == 0;
   if (p->dtype == SR_F32 && g->dtype == SR_F32 && al && n % 4 == 0) {
     adamw_f32x4_kernel2<<<sr_grid_for(n / 4, 256), 256, 0, s>>>((float4 *)pp, (const float4 *)gp, (float4 *)mp,
@@ -247,7 +247,7 @@ extern "C" const char *sr_cuda_adamw_multi(const sr_kcall *c) {
   if ((pdt != SR_F32 && pdt != SR_BF16) || (gdt != SR_F32 && gdt != SR_BF16))
     return sr_errf("param and grad must be f32 or bf16 on cuda");
   adamw_hp h;
-  const char *e = adamw_setup(c, kn_arg(c, 0), &h);
+  const char *e = adamw_setup(c, sr_karg(c, 0), &h);
   if (e) return e;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   adamw_table t;
@@ -257,10 +257,10 @@ extern "C" const char *sr_cuda_adamw_multi(const sr_kcall *c) {
     sr_tensor *const *x = c->list + k;
     if (x[0]->dtype != pdt || x[1]->dtype != gdt) return sr_errf("every param must have one dtype, every grad one dtype");
     if (x[2]->dtype != SR_F32 || x[3]->dtype != SR_F32) return sr_errf("optimizer state m, v must be f32");
-    int64_t n = kn_numel(x[0]);
-    if (kn_numel(x[1]) != n || kn_numel(x[2]) != n || kn_numel(x[3]) != n)
+    int64_t n = sr_numel(x[0]);
+    if (sr_numel(x[1]) != n || sr_numel(x[2]) != n || sr_numel(x[3]) != n)
       return sr_errf("parameter %d: param, grad, m, v sizes differ", k / 4 + 1);
-    void *ptr[4] = {kn_data(x[0]), kn_data(x[1]), kn_data(x[2]), kn_data(x[3])};
+    void *ptr[4] = {sr_data(x[0]), sr_data(x[1]), sr_data(x[2]), sr_data(x[3])};
     bool full = n > 0 && mt_add(t, blocks, ptr, n, pdt);
     if ((full || k + 4 == c->nlist) && t.count > 0) {
       if (pdt == SR_F32 && gdt == SR_F32) adamw_multi_launch<float, float>(t, blocks, h, s);
@@ -286,8 +286,8 @@ static const char *list_each(const sr_kcall *c, int *total, L launch) {
   for (int k = 0; k < c->nlist; k++) {
     sr_tensor *x = c->list[k];
     if (x->dtype != SR_F32 && x->dtype != SR_BF16) return sr_errf("list tensor %d: f32 or bf16 on cuda", k + 1);
-    int64_t n = kn_numel(x);
-    void *ptr = kn_data(x);
+    int64_t n = sr_numel(x);
+    void *ptr = sr_data(x);
     bool full = n > 0 && mt_add(t, blocks, &ptr, n, x->dtype);
     if ((full || k + 1 == c->nlist) && t.count > 0) {
       const char *e = launch(t, blocks, first);
@@ -303,13 +303,13 @@ static const char *list_each(const sr_kcall *c, int *total, L launch) {
 
 extern "C" const char *sr_cuda_sumsq_multi(const sr_kcall *c) {
   sr_tensor *out = c->t[0];
-  if (out->dtype != SR_F32 || kn_numel(out) != 1) return sr_errf("out must be one f32 element on cuda");
+  if (out->dtype != SR_F32 || sr_numel(out) != 1) return sr_errf("out must be one f32 element on cuda");
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   int total = 0;
   const char *e = list_each(c, &total, [](const list_table &, int, int) -> const char * { return NULL; });
   if (e) return e;
   if (total == 0) {
-    SR_CUDA_TRY(cudaMemsetAsync(kn_data(out), 0, sizeof(float), s));
+    SR_CUDA_TRY(cudaMemsetAsync(sr_data(out), 0, sizeof(float), s));
     return NULL;
   }
   float *part = (float *)sr_cuda_malloc((size_t)total * sizeof(float));
@@ -320,7 +320,7 @@ extern "C" const char *sr_cuda_sumsq_multi(const sr_kcall *c) {
     return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   });
   if (!e) {
-    sumsq_finish_kernel<<<1, 1024, 0, s>>>(part, total, (float *)kn_data(out));
+    sumsq_finish_kernel<<<1, 1024, 0, s>>>(part, total, (float *)sr_data(out));
     cudaError_t ce = cudaGetLastError();
     if (ce != cudaSuccess) e = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   }
@@ -330,9 +330,9 @@ extern "C" const char *sr_cuda_sumsq_multi(const sr_kcall *c) {
 
 extern "C" const char *sr_cuda_clip_multi(const sr_kcall *c) {
   sr_tensor *ss = c->t[0];
-  if (ss->dtype != SR_F32 || kn_numel(ss) != 1) return sr_errf("the sum of squares must be one f32 element on cuda");
+  if (ss->dtype != SR_F32 || sr_numel(ss) != 1) return sr_errf("the sum of squares must be one f32 element on cuda");
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  const float *sp = (const float *)kn_data(ss);
+  const float *sp = (const float *)sr_data(ss);
   float max_norm = (float)c->f[0], eps = (float)c->f[1];
   int total = 0;
   return list_each(c, &total, [&](const list_table &t, int blocks, int) -> const char * {

@@ -591,7 +591,7 @@ static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
     for (int k = 0; k < 4; k++)
       if (ts[j]->shape[k] != ts[0]->shape[k]) return sr_errf("attention tensors must share one shape");
   }
-  if (dt != SR_F32 && dt != SR_BF16) return sr_errf("dtype %s is not supported on cuda (f32 or bf16)", kn_dtname(dt));
+  if (dt != SR_F32 && dt != SR_BF16) return sr_errf("dtype %s is not supported on cuda (f32 or bf16)", sr_dtype_name((sr_dtype)dt));
   *dtype = dt;
   return NULL;
 }
@@ -601,7 +601,7 @@ static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
   if (dt != SR_BF16 || (D != 64 && D != 128)) return false;
   for (int j = 0; j < n; j++) {
     const sr_tensor *x = ts[j];
-    if (((uintptr_t)kn_data(x) & 15) != 0 || x->stride[3] != 1) return false;
+    if (((uintptr_t)sr_data(x) & 15) != 0 || x->stride[3] != 1) return false;
     for (int k = 0; k < 3; k++)
       if (x->stride[k] % 8 != 0 && x->shape[k] != 1) return false;
   }
@@ -609,7 +609,7 @@ static bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
 }
 static bool all_contig(sr_tensor *const *ts, int n) {
   for (int j = 0; j < n; j++)
-    if (!kn_contig(ts[j])) return false;
+    if (!sr_is_contiguous(ts[j])) return false;
   return true;
 }
 static att_strides strides_of(sr_tensor *const *ts, int n) {
@@ -648,8 +648,8 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
     size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
 #define FWD2(DD)                                                                                                        \
   SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
-  flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),              \
-      (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), T, scale * LOG2E, causal, as);
+  flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse),              \
+      (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, causal, as);
     if (D == 64) { FWD2(64) } else { FWD2(128) }
 #undef FWD2
     SR_LAUNCH_CHECK();
@@ -659,11 +659,11 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   unsigned grid = (unsigned)CEIL_DIV(BH * T, (int64_t)128);
 #define FWD0(DD)                                                                                                         \
   if (dt == SR_F32)                                                                                                      \
-    attention_forward_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(out), (float *)kn_data(lse),              \
-        (const float *)kn_data(q), (const float *)kn_data(k), (const float *)kn_data(v), BH, T, scale, causal);          \
+    attention_forward_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)sr_data(out), (float *)sr_data(lse),              \
+        (const float *)sr_data(q), (const float *)sr_data(k), (const float *)sr_data(v), BH, T, scale, causal);          \
   else                                                                                                                   \
-    attention_forward_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(out), (float *)kn_data(lse),                \
-        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), BH, T, scale, causal);
+    attention_forward_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse),                \
+        (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), BH, T, scale, causal);
   SIMPLE_D_SWITCH(D, FWD0)
 #undef FWD0
   SR_LAUNCH_CHECK();
@@ -699,11 +699,11 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
   if (flash)
-    attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, T, D, as);
+    attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, T, D, as);
   else if (dt == SR_BF16)
-    attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)kn_data(dout), (const bf16 *)kn_data(out), rows, D);
+    attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, D);
   else
-    attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)kn_data(dout), (const float *)kn_data(out), rows, D);
+    attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)sr_data(dout), (const float *)sr_data(out), rows, D);
   cudaError_t ce = cudaGetLastError();
   const char *err = NULL;
   if (ce == cudaSuccess && flash) {
@@ -714,8 +714,8 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   if (ce == cudaSuccess)                                                                                              \
     ce = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(SMEM));                \
   if (ce == cudaSuccess)                                                                                              \
-    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv), dq_acc, (const bf16 *)kn_data(q),         \
-        (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse),  \
+    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),         \
+        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(lse),  \
         delta, T, scale, causal, as);
     if (D == 64) {
       BWD(6 * tile + dsb + 256 * sizeof(float), flash_attention_backward_kernel2<64, 2>)
@@ -724,22 +724,22 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     }
 #undef BWD
     if (ce == cudaSuccess) {
-      attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)kn_data(dq), dq_acc, rows * D / 8, T, D, as);
+      attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
       ce = cudaGetLastError();
     }
   } else if (ce == cudaSuccess) {
     unsigned grid = (unsigned)CEIL_DIV(rows, (int64_t)128);
 #define BWD0(DD)                                                                                                    \
   if (dt == SR_F32) {                                                                                               \
-    attention_backward_dq_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(dq), (const float *)kn_data(q), \
-        (const float *)kn_data(k), (const float *)kn_data(v), (const float *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
-    attention_backward_dkv_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)kn_data(dk), (float *)kn_data(dv),     \
-        (const float *)kn_data(q), (const float *)kn_data(k), (const float *)kn_data(v), (const float *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dq_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)sr_data(dq), (const float *)sr_data(q), \
+        (const float *)sr_data(k), (const float *)sr_data(v), (const float *)sr_data(dout), (const float *)sr_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dkv_kernel0<float, DD><<<grid, 128, 0, s>>>((float *)sr_data(dk), (float *)sr_data(dv),     \
+        (const float *)sr_data(q), (const float *)sr_data(k), (const float *)sr_data(v), (const float *)sr_data(dout), (const float *)sr_data(lse), delta, BH, T, scale, causal); \
   } else {                                                                                                          \
-    attention_backward_dq_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(dq), (const bf16 *)kn_data(q),    \
-        (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
-    attention_backward_dkv_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)kn_data(dk), (bf16 *)kn_data(dv),        \
-        (const bf16 *)kn_data(q), (const bf16 *)kn_data(k), (const bf16 *)kn_data(v), (const bf16 *)kn_data(dout), (const float *)kn_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dq_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)sr_data(dq), (const bf16 *)sr_data(q),    \
+        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(lse), delta, BH, T, scale, causal); \
+    attention_backward_dkv_kernel0<bf16, DD><<<grid, 128, 0, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv),        \
+        (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(lse), delta, BH, T, scale, causal); \
   }
     switch (D) {
       case 16: BWD0(16) break;

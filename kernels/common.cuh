@@ -14,7 +14,7 @@
 #include <stdint.h>        // defines: int64_t
 #include <stdio.h>         // defines: snprintf
 
-#include "core/registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype
+#include "core/registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype, sr_numel, sr_data
 #include "cuda/backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
@@ -109,34 +109,11 @@ __device__ __forceinline__ void st8(float *p, int64_t i, const float *f) {
 }
 
 // ----------------------------------------------------------------------------
-// tensor queries: local copies of tensor.h's helpers, so kernels link without host/core/tensor.c
-// (the C tests of kernels build tensors by hand)
+// tensor queries: host/core/tensor.h's (sr_numel, sr_data, sr_is_contiguous, sr_dtype_size,
+// sr_dtype_name), through core/registry.h
 
-static inline int64_t kn_numel(const sr_tensor *x) {
-  int64_t n = 1;
-  for (int k = 0; k < x->ndim; k++) n *= x->shape[k];
-  return n;
-}
-static inline size_t kn_dsize(int t) {
-  return t == SR_F64 ? 8 : (t == SR_F32 || t == SR_I32) ? 4 : t == SR_BF16 ? 2 : 1;
-}
-static inline void *kn_data(const sr_tensor *x) {
-  return (char *)x->storage->data + x->offset * (int64_t)kn_dsize(x->dtype);
-}
-static inline bool kn_contig(const sr_tensor *x) {
-  int64_t s = 1;
-  for (int k = x->ndim - 1; k >= 0; k--) {
-    if (x->shape[k] != 1 && x->stride[k] != s) return false;
-    s *= x->shape[k];
-  }
-  return true;
-}
 // argument j of a call, NULL when absent (optional tensors)
-static inline sr_tensor *kn_arg(const sr_kcall *c, int j) { return j < c->nt ? c->t[j] : NULL; }
-static inline const char *kn_dtname(int t) {
-  static const char *n[] = {"f32", "f64", "bf16", "i32", "f8e4m3", "f8e5m2"};
-  return t >= 0 && t < SR_NDTYPES ? n[t] : "?";
-}
+static inline sr_tensor *sr_karg(const sr_kcall *c, int j) { return j < c->nt ? c->t[j] : NULL; }
 
 // ----------------------------------------------------------------------------
 // strided operands: all operands share out's shape (inputs already expanded); dims that are
@@ -157,7 +134,7 @@ struct sr_ew_desc {
 static inline bool sr_ew_make(sr_ew_desc *d, sr_tensor *const *t, int nop) {
   const sr_tensor *o = t[0];
   d->nop = nop;
-  d->n = kn_numel(o);
+  d->n = sr_numel(o);
   int nd = 0;
   for (int k = 0; k < o->ndim; k++) {
     if (o->shape[k] == 1) continue;  // size-1 dims carry no index
@@ -166,8 +143,8 @@ static inline bool sr_ew_make(sr_ew_desc *d, sr_tensor *const *t, int nop) {
     nd++;
   }
   for (int j = 0; j < nop; j++) {
-    if (kn_numel(t[j]) != d->n) return false;
-    d->p[j] = kn_data(t[j]);
+    if (sr_numel(t[j]) != d->n) return false;
+    d->p[j] = sr_data(t[j]);
     d->dt[j] = t[j]->dtype;
   }
   // merge dim k into k-1 where every operand has stride[k-1] == stride[k]*shape[k]

@@ -222,7 +222,7 @@ static const char *check_dtypes(const sr_kcall *c, int first, int last, bool all
   for (int j = first; j < last; j++) {
     sr_dtype t = c->t[j]->dtype;
     if (t == SR_F32 || t == SR_BF16 || (allow_i32 && t == SR_I32)) continue;
-    return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", kn_dtname(t), j + 1);
+    return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", sr_dtype_name((sr_dtype)t), j + 1);
   }
   return NULL;
 }
@@ -273,7 +273,7 @@ static bool broadcast_scalar(const sr_tensor *t) {
 // *done says whether it ran; the result is the launch error.
 static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, bool *done) {
   *done = false;
-  int64_t n = kn_numel(c->t[0]);
+  int64_t n = sr_numel(c->t[0]);
   if (n <= 0) return NULL;
   int dts[3] = {SR_F32, SR_F32, SR_F32};
   const void *ptr[3] = {NULL, NULL, NULL};
@@ -281,11 +281,11 @@ static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, 
   for (int j = 0; j < nop; j++) {
     const sr_tensor *t = c->t[j];
     if (t->dtype != SR_F32 && t->dtype != SR_BF16) return NULL;
-    if (kn_numel(t) != n) return NULL;
+    if (sr_numel(t) != n) return NULL;
     if (j == 2 && op == EW_BINARY && broadcast_scalar(t)) bs = true;
-    else if (!kn_contig(t) || !aligned16(kn_data(t))) return NULL;
+    else if (!sr_is_contiguous(t) || !aligned16(sr_data(t))) return NULL;
     dts[j] = t->dtype;
-    ptr[j] = kn_data(t);
+    ptr[j] = sr_data(t);
   }
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   void *o = (void *)ptr[0];
@@ -309,7 +309,7 @@ static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, 
 extern "C" const char *sr_cuda_fill(const sr_kcall *c) {
   sr_dtype t = c->t[0]->dtype;
   if (t != SR_F32 && t != SR_BF16 && t != SR_I32 && t != SR_F64)
-    return sr_errf("dtype %s is not supported on cuda", kn_dtname(t));
+    return sr_errf("dtype %s is not supported on cuda", sr_dtype_name((sr_dtype)t));
   if (t == SR_F64) {  // exact double fill via copy of a double constant is overkill; compute in f32
     // f64 tensors are storage-only on the GPU: a f32 value is exact for the usual fills (0, 1)
   }
@@ -323,12 +323,12 @@ extern "C" const char *sr_cuda_copy(const sr_kcall *c) {
   for (int j = 0; j < 2; j++) {
     sr_dtype t = c->t[j]->dtype;
     if (t != SR_F32 && t != SR_BF16 && t != SR_I32 && t != SR_F64)
-      return sr_errf("dtype %s is not supported on cuda", kn_dtname(t));
+      return sr_errf("dtype %s is not supported on cuda", sr_dtype_name((sr_dtype)t));
   }
   // same dtype and both contiguous: a plain device copy
-  if (c->t[0]->dtype == c->t[1]->dtype && kn_contig(c->t[0]) && kn_contig(c->t[1])) {
-    size_t n = (size_t)kn_numel(c->t[0]) * kn_dsize(c->t[0]->dtype);
-    if (n) SR_CUDA_TRY(cudaMemcpyAsync(kn_data(c->t[0]), kn_data(c->t[1]), n, cudaMemcpyDeviceToDevice,
+  if (c->t[0]->dtype == c->t[1]->dtype && sr_is_contiguous(c->t[0]) && sr_is_contiguous(c->t[1])) {
+    size_t n = (size_t)sr_numel(c->t[0]) * sr_dtype_size(c->t[0]->dtype);
+    if (n) SR_CUDA_TRY(cudaMemcpyAsync(sr_data(c->t[0]), sr_data(c->t[1]), n, cudaMemcpyDeviceToDevice,
                                        (cudaStream_t)sr_cuda_stream()));
     return NULL;
   }
@@ -340,16 +340,16 @@ extern "C" const char *sr_cuda_copy(const sr_kcall *c) {
 
 extern "C" const char *sr_cuda_arange(const sr_kcall *c) {
   sr_tensor *o = c->t[0];
-  int64_t n = kn_numel(o);
+  int64_t n = sr_numel(o);
   if (n == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   unsigned grid = sr_grid_for(n, 256);
   switch (o->dtype) {
-    case SR_F32: arange_kernel1<float><<<grid, 256, 0, s>>>((float *)kn_data(o), n, c->f[0], c->f[1]); break;
-    case SR_F64: arange_kernel1<double><<<grid, 256, 0, s>>>((double *)kn_data(o), n, c->f[0], c->f[1]); break;
-    case SR_I32: arange_kernel1<int><<<grid, 256, 0, s>>>((int *)kn_data(o), n, c->f[0], c->f[1]); break;
-    case SR_BF16: arange_bf16_kernel1<<<grid, 256, 0, s>>>((bf16 *)kn_data(o), n, c->f[0], c->f[1]); break;
-    default: return sr_errf("dtype %s is not supported on cuda", kn_dtname(o->dtype));
+    case SR_F32: arange_kernel1<float><<<grid, 256, 0, s>>>((float *)sr_data(o), n, c->f[0], c->f[1]); break;
+    case SR_F64: arange_kernel1<double><<<grid, 256, 0, s>>>((double *)sr_data(o), n, c->f[0], c->f[1]); break;
+    case SR_I32: arange_kernel1<int><<<grid, 256, 0, s>>>((int *)sr_data(o), n, c->f[0], c->f[1]); break;
+    case SR_BF16: arange_bf16_kernel1<<<grid, 256, 0, s>>>((bf16 *)sr_data(o), n, c->f[0], c->f[1]); break;
+    default: return sr_errf("dtype %s is not supported on cuda", sr_dtype_name((sr_dtype)o->dtype));
   }
   SR_LAUNCH_CHECK();
   return NULL;

@@ -45,17 +45,17 @@ __global__ void embedding_backward_kernel1(TD *dw, const TG *dout, const int *id
 extern "C" const char *sr_cuda_embedding(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *w = c->t[1], *idx = c->t[2];
   if (idx->dtype != SR_I32) return sr_errf("idx must be i32");
-  int64_t N = kn_numel(idx), V = w->shape[0], C = w->shape[1];
+  int64_t N = sr_numel(idx), V = w->shape[0], C = w->shape[1];
   if (N == 0 || C == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
   sr_dev_error *err = sr_cuda_dev_error();
-#define ARGS_F(TO, TW) (TO *)kn_data(out), (const TW *)kn_data(w), (const int *)kn_data(idx), N, C, V, err
+#define ARGS_F(TO, TW) (TO *)sr_data(out), (const TW *)sr_data(w), (const int *)sr_data(idx), N, C, V, err
   if (out->dtype == SR_F32 && w->dtype == SR_F32) embedding_forward_kernel1<float, float><<<grid, 256, 0, s>>>(ARGS_F(float, float));
   else if (out->dtype == SR_F32 && w->dtype == SR_BF16) embedding_forward_kernel1<float, bf16><<<grid, 256, 0, s>>>(ARGS_F(float, bf16));
   else if (out->dtype == SR_BF16 && w->dtype == SR_F32) embedding_forward_kernel1<bf16, float><<<grid, 256, 0, s>>>(ARGS_F(bf16, float));
   else if (out->dtype == SR_BF16 && w->dtype == SR_BF16) embedding_forward_kernel1<bf16, bf16><<<grid, 256, 0, s>>>(ARGS_F(bf16, bf16));
-  else return sr_errf("unsupported dtypes %s, %s on cuda (f32 or bf16)", kn_dtname(out->dtype), kn_dtname(w->dtype));
+  else return sr_errf("unsupported dtypes %s, %s on cuda (f32 or bf16)", sr_dtype_name((sr_dtype)out->dtype), sr_dtype_name((sr_dtype)w->dtype));
 #undef ARGS_F
   SR_LAUNCH_CHECK();
   return NULL;
@@ -64,16 +64,16 @@ extern "C" const char *sr_cuda_embedding(const sr_kcall *c) {
 extern "C" const char *sr_cuda_embedding_backward(const sr_kcall *c) {
   sr_tensor *dw = c->t[0], *dout = c->t[1], *idx = c->t[2];
   if (idx->dtype != SR_I32) return sr_errf("idx must be i32");
-  int64_t N = kn_numel(idx), V = dw->shape[0], C = dw->shape[1];
+  int64_t N = sr_numel(idx), V = dw->shape[0], C = dw->shape[1];
   if (N == 0 || C == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
-#define ARGS_B(TD, TG) (TD *)kn_data(dw), (const TG *)kn_data(dout), (const int *)kn_data(idx), N, C, V
+#define ARGS_B(TD, TG) (TD *)sr_data(dw), (const TG *)sr_data(dout), (const int *)sr_data(idx), N, C, V
   if (dw->dtype == SR_F32 && dout->dtype == SR_F32) embedding_backward_kernel1<float, float><<<grid, 256, 0, s>>>(ARGS_B(float, float));
   else if (dw->dtype == SR_F32 && dout->dtype == SR_BF16) embedding_backward_kernel1<float, bf16><<<grid, 256, 0, s>>>(ARGS_B(float, bf16));
   else if (dw->dtype == SR_BF16 && dout->dtype == SR_F32) embedding_backward_kernel1<bf16, float><<<grid, 256, 0, s>>>(ARGS_B(bf16, float));
   else if (dw->dtype == SR_BF16 && dout->dtype == SR_BF16) embedding_backward_kernel1<bf16, bf16><<<grid, 256, 0, s>>>(ARGS_B(bf16, bf16));
-  else return sr_errf("unsupported dtypes %s, %s on cuda (f32 or bf16)", kn_dtname(dw->dtype), kn_dtname(dout->dtype));
+  else return sr_errf("unsupported dtypes %s, %s on cuda (f32 or bf16)", sr_dtype_name((sr_dtype)dw->dtype), sr_dtype_name((sr_dtype)dout->dtype));
 #undef ARGS_B
   SR_LAUNCH_CHECK();
   return NULL;

@@ -18,7 +18,7 @@
 #include <cublasLt.h>      // defines: cublasLtMatmul, cublasLtMatmulDesc_t
 #include <stdlib.h>        // defines: getenv
 
-#include "common.cuh"      // defines: sr_errf, kn_data
+#include "common.cuh"      // defines: sr_errf
 
 // ----------------------------------------------------------------------------
 // plan cache
@@ -117,7 +117,7 @@ static const char *make_plan(const gemm_key &k, gemm_plan **out) {
     cublasLtMatrixLayoutDestroy(p.lb);
     cublasLtMatrixLayoutDestroy(p.lc);
     return sr_errf("cuBLASLt found no algorithm for [%lld]x[%lld,%lld,%lld] (%s): %s", (long long)k.B, (long long)k.M,
-                   (long long)k.N, (long long)k.K, kn_dtname(k.adt), cublasLtGetStatusString(st));
+                   (long long)k.N, (long long)k.K, sr_dtype_name((sr_dtype)k.adt), cublasLtGetStatusString(st));
   }
   p.algo = res.algo;
   plans[nplans] = p;
@@ -230,8 +230,8 @@ extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
   if (!((a->dtype == SR_BF16 && b->dtype == SR_BF16 && (o->dtype == SR_BF16 || o->dtype == SR_F32)) ||
         (a->dtype == SR_F32 && b->dtype == SR_F32 && o->dtype == SR_F32)))
     return sr_errf("unsupported dtypes out %s = %s @ %s on cuda (bf16@bf16->bf16/f32 or f32@f32->f32)",
-                   kn_dtname(o->dtype), kn_dtname(a->dtype), kn_dtname(b->dtype));
-  if (!kn_contig(o) || (o->ndim != 3 && o->ndim != 2)) return sr_errf("out must be a contiguous [B,M,N]");
+                   sr_dtype_name((sr_dtype)o->dtype), sr_dtype_name((sr_dtype)a->dtype), sr_dtype_name((sr_dtype)b->dtype));
+  if (!sr_is_contiguous(o) || (o->ndim != 3 && o->ndim != 2)) return sr_errf("out must be a contiguous [B,M,N]");
   int64_t B = o->ndim == 3 ? o->shape[0] : 1, M = o->shape[o->ndim - 2], N = o->shape[o->ndim - 1];
   int64_t K = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
   gemm_key k;
@@ -255,7 +255,7 @@ extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
     if (c->f[1] == 0.0) { f.nt = 1; f.f[0] = 0.0; return sr_cuda_fill(&f); }
     return sr_cuda_unary(&f);
   }
-  void *pa = kn_data(a), *pb = kn_data(b), *po = kn_data(o);
+  void *pa = sr_data(a), *pb = sr_data(b), *po = sr_data(o);
   k.beta_nonzero = c->f[1] != 0.0;
   static int tf32 = -1;
   if (tf32 < 0) { const char *e = getenv("SPEEDRUN_TF32"); tf32 = e && *e == '1'; }

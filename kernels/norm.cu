@@ -243,17 +243,17 @@ __global__ void norm_params_kernel1(void *dw, int dwdt, void *db, int dbdt, cons
 
 static const char *fl(const sr_tensor *t, int arg) {
   if (!t || t->dtype == SR_F32 || t->dtype == SR_BF16) return NULL;
-  return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", kn_dtname(t->dtype), arg);
+  return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", sr_dtype_name((sr_dtype)t->dtype), arg);
 }
-static void *dp(const sr_tensor *t) { return t ? kn_data(t) : NULL; }
+static void *dp(const sr_tensor *t) { return t ? sr_data(t) : NULL; }
 static int dt(const sr_tensor *t) { return t ? (int)t->dtype : SR_F32; }
 
-static bool al16(const sr_tensor *t) { return !t || ((uintptr_t)kn_data(t) & 15) == 0; }
+static bool al16(const sr_tensor *t) { return !t || ((uintptr_t)sr_data(t) & 15) == 0; }
 // chunks of 8 values per lane for the vectorised kernels, 0 when they do not apply
 static int norm_nch(int64_t C, sr_tensor *const *ts, int n) {
   if (C % 8 != 0 || C > 1024 || C <= 0) return 0;
   for (int j = 0; j < n; j++)
-    if (ts[j] && (!kn_contig(ts[j]) || !al16(ts[j]))) return 0;
+    if (ts[j] && (!sr_is_contiguous(ts[j]) || !al16(ts[j]))) return 0;
   return (int)CEIL_DIV(C / 8, (int64_t)32);
 }
 // TW for w and b: both f32 or both bf16 (absent ones take the other's); -1 when they differ
@@ -271,10 +271,10 @@ template <bool LN, typename T, typename TW, int NCH>
 static void fwd2(cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w, sr_tensor *b,
                  int64_t N, int64_t C, float eps) {
   unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
-  norm_forward_kernel2<LN, T, TW, NCH><<<grid, 256, 0, s>>>((T *)kn_data(out), mean ? (float *)kn_data(mean) : NULL,
-                                                            (float *)kn_data(rstd), (const T *)kn_data(x),
-                                                            w ? (const TW *)kn_data(w) : NULL,
-                                                            b ? (const TW *)kn_data(b) : NULL, N, (int)C, eps);
+  norm_forward_kernel2<LN, T, TW, NCH><<<grid, 256, 0, s>>>((T *)sr_data(out), mean ? (float *)sr_data(mean) : NULL,
+                                                            (float *)sr_data(rstd), (const T *)sr_data(x),
+                                                            w ? (const TW *)sr_data(w) : NULL,
+                                                            b ? (const TW *)sr_data(b) : NULL, N, (int)C, eps);
 }
 template <bool LN, typename T, typename TW>
 static void fwd2_n(int nch, cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w,
@@ -305,10 +305,10 @@ static cudaError_t bwd2(cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, 
     cudaError_t ce = cudaFuncSetAttribute(norm_backward_kernel2<LN, T, TW, NCH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce != cudaSuccess) return ce;
   }
-  norm_backward_kernel2<LN, T, TW, NCH><<<G, 256, smem, s>>>((T *)kn_data(dx), part, (const T *)kn_data(dout),
-                                                             (const T *)kn_data(x), w ? (const TW *)kn_data(w) : NULL,
-                                                             mean ? (const float *)kn_data(mean) : NULL,
-                                                             (const float *)kn_data(rstd), N, (int)C, want);
+  norm_backward_kernel2<LN, T, TW, NCH><<<G, 256, smem, s>>>((T *)sr_data(dx), part, (const T *)sr_data(dout),
+                                                             (const T *)sr_data(x), w ? (const TW *)sr_data(w) : NULL,
+                                                             mean ? (const float *)sr_data(mean) : NULL,
+                                                             (const float *)sr_data(rstd), N, (int)C, want);
   return cudaSuccess;
 }
 template <bool LN, typename T, typename TW>
@@ -341,7 +341,7 @@ static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_ten
   if (!e) e = fl(b, 5);
   if (e) return e;
   if (rstd->dtype != SR_F32 || (mean && mean->dtype != SR_F32)) return sr_errf("mean and rstd must be f32");
-  int64_t C = x->shape[x->ndim - 1], N = C ? kn_numel(x) / C : 0;
+  int64_t C = x->shape[x->ndim - 1], N = C ? sr_numel(x) / C : 0;
   if (N == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   {
@@ -374,7 +374,7 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
   if (!e) e = fl(x, 5);
   if (!e) e = fl(w, 6);
   if (e) return e;
-  int64_t C = x->shape[x->ndim - 1], N = C ? kn_numel(x) / C : 0;
+  int64_t C = x->shape[x->ndim - 1], N = C ? sr_numel(x) / C : 0;
   if (N == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   int want = dw != NULL || db != NULL;
@@ -417,14 +417,14 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
 }
 
 extern "C" const char *sr_cuda_rms_norm(const sr_kcall *c) {
-  return norm_forward(false, kn_arg(c, 0), NULL, kn_arg(c, 1), kn_arg(c, 2), kn_arg(c, 3), NULL, (float)c->f[0]);
+  return norm_forward(false, sr_karg(c, 0), NULL, sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), NULL, (float)c->f[0]);
 }
 extern "C" const char *sr_cuda_rms_norm_backward(const sr_kcall *c) {
-  return norm_backward(false, kn_arg(c, 0), kn_arg(c, 1), NULL, kn_arg(c, 2), kn_arg(c, 3), kn_arg(c, 4), NULL, kn_arg(c, 5));
+  return norm_backward(false, sr_karg(c, 0), sr_karg(c, 1), NULL, sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), NULL, sr_karg(c, 5));
 }
 extern "C" const char *sr_cuda_layer_norm(const sr_kcall *c) {
-  return norm_forward(true, kn_arg(c, 0), kn_arg(c, 1), kn_arg(c, 2), kn_arg(c, 3), kn_arg(c, 4), kn_arg(c, 5), (float)c->f[0]);
+  return norm_forward(true, sr_karg(c, 0), sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), sr_karg(c, 5), (float)c->f[0]);
 }
 extern "C" const char *sr_cuda_layer_norm_backward(const sr_kcall *c) {
-  return norm_backward(true, kn_arg(c, 0), kn_arg(c, 1), kn_arg(c, 2), kn_arg(c, 3), kn_arg(c, 4), kn_arg(c, 5), kn_arg(c, 6), kn_arg(c, 7));
+  return norm_backward(true, sr_karg(c, 0), sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), sr_karg(c, 5), sr_karg(c, 6), sr_karg(c, 7));
 }

@@ -147,7 +147,7 @@ __global__ void softmax_backward_kernel1(void *dx, int dxdt, const void *dy, int
 
 static const char *float_only(const sr_tensor *t, int arg) {
   if (t->dtype == SR_F32 || t->dtype == SR_BF16) return NULL;
-  return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", kn_dtname(t->dtype), arg);
+  return sr_errf("dtype %s of argument %d is not supported on cuda (use f32 or bf16)", sr_dtype_name((sr_dtype)t->dtype), arg);
 }
 
 extern "C" const char *sr_cuda_reduce(const sr_kcall *c) {
@@ -232,10 +232,10 @@ extern "C" const char *sr_cuda_softmax(const sr_kcall *c) {
   const char *e = float_only(out, 1);
   if (!e) e = float_only(x, 2);
   if (e) return e;
-  int64_t C = x->shape[x->ndim - 1], N = C ? kn_numel(x) / C : 0;
+  int64_t C = x->shape[x->ndim - 1], N = C ? sr_numel(x) / C : 0;
   if (N == 0 || C == 0) return NULL;
   softmax_forward_kernel1<<<(unsigned)N, softmax_block(C), 0, (cudaStream_t)sr_cuda_stream()>>>(
-      kn_data(out), out->dtype, kn_data(x), x->dtype, C, (int)c->i[0]);
+      sr_data(out), out->dtype, sr_data(x), x->dtype, C, (int)c->i[0]);
   SR_LAUNCH_CHECK();
   return NULL;
 }
@@ -246,10 +246,10 @@ extern "C" const char *sr_cuda_softmax_backward(const sr_kcall *c) {
   if (!e) e = float_only(dy, 2);
   if (!e) e = float_only(y, 3);
   if (e) return e;
-  int64_t C = y->shape[y->ndim - 1], N = C ? kn_numel(y) / C : 0;
+  int64_t C = y->shape[y->ndim - 1], N = C ? sr_numel(y) / C : 0;
   if (N == 0 || C == 0) return NULL;
   softmax_backward_kernel1<<<(unsigned)N, softmax_block(C), 0, (cudaStream_t)sr_cuda_stream()>>>(
-      kn_data(dx), dx->dtype, kn_data(dy), dy->dtype, kn_data(y), y->dtype, C, (int)c->i[0]);
+      sr_data(dx), dx->dtype, sr_data(dy), dy->dtype, sr_data(y), y->dtype, C, (int)c->i[0]);
   SR_LAUNCH_CHECK();
   return NULL;
 }

@@ -34,12 +34,12 @@ extern "C" const char *sr_cuda_rotary(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *x = c->t[1], *cs = c->t[2], *sn = c->t[3];
   for (int j = 0; j < 4; j++)
     if (c->t[j]->dtype != SR_F32 && c->t[j]->dtype != SR_BF16)
-      return sr_errf("argument %d must be f32 or bf16 on cuda (got %s)", j + 1, kn_dtname(c->t[j]->dtype));
+      return sr_errf("argument %d must be f32 or bf16 on cuda (got %s)", j + 1, sr_dtype_name((sr_dtype)c->t[j]->dtype));
   if (cs->dtype != sn->dtype) return sr_errf("cos and sin must have one dtype");
-  int64_t T = x->shape[1], H = x->shape[2], D = x->shape[3], pairs = kn_numel(x) / 2;
+  int64_t T = x->shape[1], H = x->shape[2], D = x->shape[3], pairs = sr_numel(x) / 2;
   if (pairs == 0) return NULL;
   rotary_kernel1<<<sr_grid_for(pairs, 256), 256, 0, (cudaStream_t)sr_cuda_stream()>>>(
-      kn_data(out), out->dtype, kn_data(x), x->dtype, kn_data(cs), kn_data(sn), cs->dtype, pairs, (int)T, (int)H,
+      sr_data(out), out->dtype, sr_data(x), x->dtype, sr_data(cs), sr_data(sn), cs->dtype, pairs, (int)T, (int)H,
       (int)(D / 2), c->i[0] ? -1.f : 1.f);
   SR_LAUNCH_CHECK();
   return NULL;

@@ -124,22 +124,22 @@ extern "C" const char *sr_cuda_cross_entropy(const sr_kcall *c) {
   if (losses->dtype != SR_F32 || lse->dtype != SR_F32 || tg->dtype != SR_I32)
     return sr_errf("losses and lse must be f32, targets i32");
   if (dlg && dlg->dtype != logits->dtype) return sr_errf("dlogits must have the logits' dtype on cuda");
-  if (ds && (ds->dtype != SR_F32 || kn_numel(ds) != 1)) return sr_errf("dscale must be one f32 element");
-  int64_t V = logits->shape[logits->ndim - 1], N = V ? kn_numel(logits) / V : 0;
+  if (ds && (ds->dtype != SR_F32 || sr_numel(ds) != 1)) return sr_errf("dscale must be one f32 element");
+  int64_t V = logits->shape[logits->ndim - 1], N = V ? sr_numel(logits) / V : 0;
   if (N == 0) return NULL;
   int64_t ld = row_ld(logits), dld = dlg ? row_ld(dlg) : 0;
   if (ld < 0 || dld < 0) return sr_errf("logits and dlogits must be [N,V] rows with unit stride in V");
-  bool vec = rows_vec(V, ld, kn_data(logits), dld, dlg ? kn_data(dlg) : NULL);
+  bool vec = rows_vec(V, ld, sr_data(logits), dld, dlg ? sr_data(dlg) : NULL);
   cudaStream_t st = (cudaStream_t)sr_cuda_stream();
-  float *lo = (float *)kn_data(losses), *ls = (float *)kn_data(lse);
-  const int *t = (const int *)kn_data(tg);
-  const float *dsp = ds ? (const float *)kn_data(ds) : NULL;
+  float *lo = (float *)sr_data(losses), *ls = (float *)sr_data(lse);
+  const int *t = (const int *)sr_data(tg);
+  const float *dsp = ds ? (const float *)sr_data(ds) : NULL;
   if (logits->dtype == SR_BF16)
-    cross_entropy_forward_kernel2<bf16><<<(unsigned)N, 512, 0, st>>>(lo, ls, (const bf16 *)kn_data(logits), t, V, ld, (int)c->i[0],
-        sr_cuda_dev_error(), dlg ? (bf16 *)kn_data(dlg) : NULL, dld, dsp, vec);
+    cross_entropy_forward_kernel2<bf16><<<(unsigned)N, 512, 0, st>>>(lo, ls, (const bf16 *)sr_data(logits), t, V, ld, (int)c->i[0],
+        sr_cuda_dev_error(), dlg ? (bf16 *)sr_data(dlg) : NULL, dld, dsp, vec);
   else
-    cross_entropy_forward_kernel2<float><<<(unsigned)N, 512, 0, st>>>(lo, ls, (const float *)kn_data(logits), t, V, ld, (int)c->i[0],
-        sr_cuda_dev_error(), dlg ? (float *)kn_data(dlg) : NULL, dld, dsp, vec);
+    cross_entropy_forward_kernel2<float><<<(unsigned)N, 512, 0, st>>>(lo, ls, (const float *)sr_data(logits), t, V, ld, (int)c->i[0],
+        sr_cuda_dev_error(), dlg ? (float *)sr_data(dlg) : NULL, dld, dsp, vec);
   SR_LAUNCH_CHECK();
   return NULL;
 }
@@ -150,20 +150,20 @@ extern "C" const char *sr_cuda_cross_entropy_backward(const sr_kcall *c) {
   if (dl->dtype != logits->dtype) return sr_errf("dlogits must have the logits' dtype on cuda");
   if (dlosses->dtype != SR_F32 || lse->dtype != SR_F32 || tg->dtype != SR_I32)
     return sr_errf("dlosses and lse must be f32, targets i32");
-  int64_t V = logits->shape[logits->ndim - 1], N = V ? kn_numel(logits) / V : 0;
+  int64_t V = logits->shape[logits->ndim - 1], N = V ? sr_numel(logits) / V : 0;
   if (N == 0) return NULL;
   int64_t ld = row_ld(logits), dld = row_ld(dl);
   if (ld < 0 || dld < 0) return sr_errf("logits and dlogits must be [N,V] rows with unit stride in V");
-  bool vec = rows_vec(V, ld, kn_data(logits), dld, kn_data(dl));
+  bool vec = rows_vec(V, ld, sr_data(logits), dld, sr_data(dl));
   int64_t dls = dlosses->ndim ? dlosses->stride[dlosses->ndim - 1] : 0;
   cudaStream_t st = (cudaStream_t)sr_cuda_stream();
-  const float *dlp = (const float *)kn_data(dlosses), *lsp = (const float *)kn_data(lse);
-  const int *t = (const int *)kn_data(tg);
+  const float *dlp = (const float *)sr_data(dlosses), *lsp = (const float *)sr_data(lse);
+  const int *t = (const int *)sr_data(tg);
   if (logits->dtype == SR_BF16)
-    cross_entropy_backward_kernel2<bf16><<<(unsigned)N, 512, 0, st>>>((bf16 *)kn_data(dl), dlp, (const bf16 *)kn_data(logits), t,
+    cross_entropy_backward_kernel2<bf16><<<(unsigned)N, 512, 0, st>>>((bf16 *)sr_data(dl), dlp, (const bf16 *)sr_data(logits), t,
         lsp, V, (int)c->i[0], dls, ld, dld, vec);
   else
-    cross_entropy_backward_kernel2<float><<<(unsigned)N, 512, 0, st>>>((float *)kn_data(dl), dlp, (const float *)kn_data(logits), t,
+    cross_entropy_backward_kernel2<float><<<(unsigned)N, 512, 0, st>>>((float *)sr_data(dl), dlp, (const float *)sr_data(logits), t,
         lsp, V, (int)c->i[0], dls, ld, dld, vec);
   SR_LAUNCH_CHECK();
   return NULL;

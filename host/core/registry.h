@@ -41,13 +41,16 @@ typedef struct sr_kcall {
 
 typedef const char *(*sr_kernel_fn)(const sr_kcall *c);
 
-/* element-wise functions of the unary kernels; p = c->f[0] */
-#define SR_UNARY_FNS(X) \
+/* element-wise functions of the unary kernels; p = c->f[0]. SR_UNARY_OPS are the one-to-one Lua
+** functions F.<name>(x) (host/lua/lops.c makes them, and speedrun.core.op_names.unary lists them);
+** the others are reached through F.gelu and the binary ops with a number */
+#define SR_UNARY_OPS(X) \
   X(NEG, neg) X(EXP, exp) X(LOG, log) X(TANH, tanh) X(SIGMOID, sigmoid) X(RELU, relu) \
-  X(SQUARE, square) X(SQRT, sqrt) X(RSQRT, rsqrt) X(ABS, abs) \
-  X(GELU_ERF, gelu_erf) X(GELU_TANH, gelu_tanh) X(RELU2, relu2) \
+  X(SQUARE, square) X(SQRT, sqrt) X(RSQRT, rsqrt) X(ABS, abs) X(RELU2, relu2) X(SIGN, sign)
+#define SR_UNARY_FNS(X) \
+  SR_UNARY_OPS(X) X(GELU_ERF, gelu_erf) X(GELU_TANH, gelu_tanh) \
   X(ADD_SCALAR, add_scalar) X(MUL_SCALAR, mul_scalar) X(POW_SCALAR, pow_scalar) \
-  X(RSUB_SCALAR, rsub_scalar) X(RDIV_SCALAR, rdiv_scalar) X(SIGN, sign)
+  X(RSUB_SCALAR, rsub_scalar) X(RDIV_SCALAR, rdiv_scalar)
 typedef enum sr_unary_fn {
 #define SR_X(E, n) SR_UNARY_##E,
   SR_UNARY_FNS(SR_X)
@@ -55,10 +58,13 @@ typedef enum sr_unary_fn {
   SR_UNARY_COUNT
 } sr_unary_fn;
 
-/* binary element-wise functions; a and b already broadcast (expanded) to out's shape, all
-** three of one dtype (floats or i32); the comparisons (EQ and after) give 1 or 0 */
-#define SR_BINARY_FNS(X) X(ADD, add) X(SUB, sub) X(MUL, mul) X(DIV, div) X(POW, pow) X(MAX, maximum) \
-  X(MIN, minimum) X(EQ, eq) X(NE, ne) X(LT, lt) X(LE, le) X(GT, gt) X(GE, ge)
+/* binary element-wise functions, each a Lua function F.<name>(a, b); a and b already broadcast
+** (expanded) to out's shape, all three of one dtype (floats or i32); the comparisons
+** (SR_BINARY_CMP) give 1 or 0 */
+#define SR_BINARY_ARITH(X) \
+  X(ADD, add) X(SUB, sub) X(MUL, mul) X(DIV, div) X(POW, pow) X(MAX, maximum) X(MIN, minimum)
+#define SR_BINARY_CMP(X) X(EQ, eq) X(NE, ne) X(LT, lt) X(LE, le) X(GT, gt) X(GE, ge)
+#define SR_BINARY_FNS(X) SR_BINARY_ARITH(X) SR_BINARY_CMP(X)
 typedef enum sr_binary_fn {
 #define SR_X(E, n) SR_BINARY_##E,
   SR_BINARY_FNS(SR_X)
@@ -66,7 +72,8 @@ typedef enum sr_binary_fn {
   SR_BINARY_COUNT
 } sr_binary_fn;
 
-/* reductions over one dim; out keeps the dim with size 1 */
+/* reductions over one dim; out keeps the dim with size 1; each a Lua function
+** F.<name>(x [, dim [, keepdim]]) */
 #define SR_REDUCE_FNS(X) X(SUM, sum) X(MEAN, mean) X(MAX, max) X(SUMSQ, sumsq)
 typedef enum sr_reduce_fn {
 #define SR_X(E, n) SR_REDUCE_##E,
@@ -79,32 +86,76 @@ typedef enum sr_reduce_fn {
 ** The kernels. X(name, doc) rows; the doc is the calling convention.
 */
 #define SR_KERNELS(X) \
-  X(fill,        "t0 out; f0 value. Any dtype incl. i32.") \
-  X(copy,        "t0 out, t1 x: same shape; converts dtypes (i32<->float too), any strides.") \
-  X(arange,      "t0 out (1-D, contig); f0 start, f1 step.") \
-  X(unary,       "t0 out, t1 x; i0 sr_unary_fn, f0 p.") \
+  X(fill, "t0 out; f0 value. Any dtype incl. i32.") \
+  X(copy, "t0 out, t1 x: same shape; converts dtypes (i32<->float too), any strides.") \
+  X(arange, "t0 out (1-D, contig); f0 start, f1 step.") \
+  X(unary, "t0 out, t1 x; i0 sr_unary_fn, f0 p.") \
   X(unary_backward, "t0 dx, t1 dy, t2 x; i0 sr_unary_fn, f0 p. dx = dy * f'(x).") \
-  X(binary,      "t0 out, t1 a, t2 b (expanded to out's shape); i0 sr_binary_fn.") \
-  X(where,       "t0 out, t1 cond (any dtype; nonzero = true), t2 a, t3 b, all expanded to out's shape. out = cond ? a : b.") \
-  X(reduce,      "t0 out (dim kept, size 1), t1 x; i0 sr_reduce_fn, i1 dim. MAX also writes t2 idx (i32, same shape as out) when not NULL.") \
-  X(gemm,        "t0 out [B,M,N] contig, t1 a, t2 b; a is [B,M,K] (i0=0) or [B,K,M] (i0=1), b is [B,K,N] (i1=0) or [B,N,K] (i1=1); a and b have unit stride in their last dim; batch stride may be 0 (broadcast). out = f0*op(a)@op(b) + f1*out. fp32 accumulation.") \
-  X(embedding,   "t0 out [N,C] contig, t1 weight [V,C] contig, t2 idx [N] i32 contig. Fails on idx out of [0,V).") \
+  X(binary, "t0 out, t1 a, t2 b (expanded to out's shape); i0 sr_binary_fn.") \
+  X(where, \
+    "t0 out, t1 cond (any dtype; nonzero = true), t2 a, t3 b, all expanded to out's shape. out = " \
+    "cond ? a : b.") \
+  X(reduce, \
+    "t0 out (dim kept, size 1), t1 x; i0 sr_reduce_fn, i1 dim. MAX also writes t2 idx (i32, same " \
+    "shape as out) when not NULL.") \
+  X(gemm, \
+    "t0 out [B,M,N] contig, t1 a, t2 b; a is [B,M,K] (i0=0) or [B,K,M] (i0=1), b is [B,K,N] (i1=0) " \
+    "or [B,N,K] (i1=1); a and b have unit stride in their last dim; batch stride may be 0 " \
+    "(broadcast). out = f0*op(a)@op(b) + f1*out. fp32 accumulation.") \
+  X(embedding, \
+    "t0 out [N,C] contig, t1 weight [V,C] contig, t2 idx [N] i32 contig. Fails on idx out of [0,V).") \
   X(embedding_backward, "t0 dweight [V,C] contig (+=), t1 dout [N,C] contig, t2 idx [N] i32 contig.") \
-  X(rms_norm,    "t0 out [N,C], t1 rstd [N] f32, t2 x [N,C], t3 weight [C] or NULL; all contig; f0 eps.") \
-  X(rms_norm_backward, "t0 dx [N,C] (=), t1 dweight [C] or NULL (+=), t2 dout, t3 x, t4 weight or NULL, t5 rstd [N] f32; all contig.") \
-  X(layer_norm,  "t0 out [N,C], t1 mean [N] f32, t2 rstd [N] f32, t3 x, t4 weight [C] or NULL, t5 bias [C] or NULL; contig; f0 eps.") \
-  X(layer_norm_backward, "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, t6 mean, t7 rstd; contig.") \
-  X(softmax,     "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
-  X(softmax_backward, "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \
-  X(cross_entropy, "t0 losses [N] f32 (f64 when logits are f64), t1 lse [N] (same dtype as losses), t2 logits [N,V] contig, t3 targets [N] i32; i0 ignore_index (loss 0 there). Optional t4 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda) and t5 dscale (one element of lse's dtype, or NULL for 1): the same pass writes dlogits = dscale*(softmax - onehot), 0 on ignored rows. Fails on a target out of [0,V) other than ignore_index.") \
-  X(cross_entropy_backward, "t0 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda), t1 dlosses [N] (the dtype of lse; stride 0 allowed), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = dloss*(softmax - onehot); 0 on ignored rows.") \
-  X(rotary,      "t0 out [N,T,H,D], t1 x [N,T,H,D], t2 cos [T,D/2], t3 sin [T,D/2]; all contig, any float dtypes, computed in f32 (f64 on the CPU) and rounded once. Half-split rotary embedding of the pairs (x1, x2) = (x[i], x[i+D/2]): out1 = x1*cos + s*x2*sin, out2 = x2*cos - s*x1*sin with s = 1, or s = -1 for i0 = 1 (the inverse rotation: the backward). out may not alias x.") \
-  X(attention,   "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 causal.") \
-  X(attention_backward, "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 causal.") \
-  X(adamw,       "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the device, overriding f0 and i0 (a CUDA graph replay reads the current values).") \
-  X(adamw_multi, "adamw over a list of parameters in one launch (CUDA: one per 64 parameters): list = k groups of 4 (param, grad, m, v), each as adamw's t0..t3; every param of one dtype, every grad of one dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. Each parameter's update is adamw's.") \
-  X(sumsq_multi, "t0 out [1] (=; f32, f64 when every list tensor is f64): the sum of squares of every element of the list's tensors (contig, float; f32 accumulation on cuda, deterministic).") \
-  X(clip_multi,  "list: tensors (contig, float) scaled in place by min(1, f0 / (sqrt(t0[0]) + f1)); t0 [1] f32 or f64, a sum of squares (sumsq_multi's out): global gradient-norm clipping without a host read.")
+  X(rms_norm, "t0 out [N,C], t1 rstd [N] f32, t2 x [N,C], t3 weight [C] or NULL; all contig; f0 eps.") \
+  X(rms_norm_backward, \
+    "t0 dx [N,C] (=), t1 dweight [C] or NULL (+=), t2 dout, t3 x, t4 weight or NULL, t5 rstd [N] " \
+    "f32; all contig.") \
+  X(layer_norm, \
+    "t0 out [N,C], t1 mean [N] f32, t2 rstd [N] f32, t3 x, t4 weight [C] or NULL, t5 bias [C] or " \
+    "NULL; contig; f0 eps.") \
+  X(layer_norm_backward, \
+    "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, " \
+    "t6 mean, t7 rstd; contig.") \
+  X(softmax, "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
+  X(softmax_backward, \
+    "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \
+  X(cross_entropy, \
+    "t0 losses [N] f32 (f64 when logits are f64), t1 lse [N] (same dtype as losses), t2 logits " \
+    "[N,V] contig, t3 targets [N] i32; i0 ignore_index (loss 0 there). Optional t4 dlogits [N,V] " \
+    "(=; may be t2 itself; the dtype of logits on cuda) and t5 dscale (one element of lse's dtype, " \
+    "or NULL for 1): the same pass writes dlogits = dscale*(softmax - onehot), 0 on ignored rows. " \
+    "Fails on a target out of [0,V) other than ignore_index.") \
+  X(cross_entropy_backward, \
+    "t0 dlogits [N,V] (=; may be t2 itself; the dtype of logits on cuda), t1 dlosses [N] (the dtype" \
+    " of lse; stride 0 allowed), t2 logits, t3 targets, t4 lse; i0 ignore_index. dlogits = " \
+    "dloss*(softmax - onehot); 0 on ignored rows.") \
+  X(rotary, \
+    "t0 out [N,T,H,D], t1 x [N,T,H,D], t2 cos [T,D/2], t3 sin [T,D/2]; all contig, any float " \
+    "dtypes, computed in f32 (f64 on the CPU) and rounded once. Half-split rotary embedding of the " \
+    "pairs (x1, x2) = (x[i], x[i+D/2]): out1 = x1*cos + s*x2*sin, out2 = x2*cos - s*x1*sin with s =" \
+    " 1, or s = -1 for i0 = 1 (the inverse rotation: the backward). out may not alias x.") \
+  X(attention, \
+    "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 " \
+    "causal.") \
+  X(attention_backward, \
+    "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 " \
+    "causal.") \
+  X(adamw, \
+    "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, " \
+    "f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for " \
+    "bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the " \
+    "device, overriding f0 and i0 (a CUDA graph replay reads the current values).") \
+  X(adamw_multi, \
+    "adamw over a list of parameters in one launch (CUDA: one per 64 parameters): list = k groups " \
+    "of 4 (param, grad, m, v), each as adamw's t0..t3; every param of one dtype, every grad of one " \
+    "dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. Each parameter's update is " \
+    "adamw's.") \
+  X(sumsq_multi, \
+    "t0 out [1] (=; f32, f64 when every list tensor is f64): the sum of squares of every element of" \
+    " the list's tensors (contig, float; f32 accumulation on cuda, deterministic).") \
+  X(clip_multi, \
+    "list: tensors (contig, float) scaled in place by min(1, f0 / (sqrt(t0[0]) + f1)); t0 [1] f32 " \
+    "or f64, a sum of squares (sumsq_multi's out): global gradient-norm clipping without a host " \
+    "read.")
 
 typedef enum sr_kernel_id {
 #define SR_X(n, doc) SR_K_##n,

@@ -34,10 +34,10 @@ static int unary(lua_State *L, sr_unary_fn fn) {
   return 1;
 }
 
-#define UNARY(name, FN) static int F_##name(lua_State *L) { return unary(L, SR_UNARY_##FN); }
-UNARY(neg, NEG) UNARY(exp, EXP) UNARY(log, LOG) UNARY(tanh, TANH) UNARY(sigmoid, SIGMOID) UNARY(relu, RELU)
-UNARY(square, SQUARE) UNARY(sqrt, SQRT) UNARY(rsqrt, RSQRT) UNARY(abs, ABS) UNARY(relu2, RELU2) UNARY(sign, SIGN)
-#undef UNARY
+/* F.neg, F.exp, ...: one per SR_UNARY_OPS entry (core/registry.h) */
+#define SR_X(FN, name) static int F_##name(lua_State *L) { return unary(L, SR_UNARY_##FN); }
+SR_UNARY_OPS(SR_X)
+#undef SR_X
 
 /* gelu(x [, approximate]): approximate = "tanh" for the tanh form, else exact (erf) */
 static int F_gelu(lua_State *L) {
@@ -80,10 +80,10 @@ static int binary(lua_State *L, sr_binary_fn fn) {
   return 1;
 }
 
-#define BINARY(name, FN) static int F_##name(lua_State *L) { return binary(L, SR_BINARY_##FN); }
-BINARY(add, ADD) BINARY(sub, SUB) BINARY(mul, MUL) BINARY(div, DIV) BINARY(pow, POW) BINARY(maximum, MAX)
-BINARY(minimum, MIN) BINARY(eq, EQ) BINARY(ne, NE) BINARY(lt, LT) BINARY(le, LE) BINARY(gt, GT) BINARY(ge, GE)
-#undef BINARY
+/* F.add, F.sub, ...: one per SR_BINARY_FNS entry */
+#define SR_X(FN, name) static int F_##name(lua_State *L) { return binary(L, SR_BINARY_##FN); }
+SR_BINARY_FNS(SR_X)
+#undef SR_X
 
 /* where(cond, a, b): a or b may be numbers */
 static int F_where(lua_State *L) {
@@ -100,8 +100,10 @@ static int F_where(lua_State *L) {
 /* ------------------------------------------------------------------------------------------ */
 /* reductions: f(x) over everything, f(x, dim [, keepdim]) along one dim */
 
+static int max_dim(lua_State *L);
 static int reduce(lua_State *L, sr_reduce_fn fn) {
   sr_tensor *x = sr_check_tensor(L, 1);
+  if (fn == SR_REDUCE_MAX && !lua_isnoneornil(L, 2)) return max_dim(L);
   if (lua_isnoneornil(L, 2)) {
     sr_tensor *flat = sr_reshape(x, 1, (int64_t[]){-1});
     sr_push_tensor(L, flat);
@@ -113,20 +115,20 @@ static int reduce(lua_State *L, sr_reduce_fn fn) {
   return 1;
 }
 
-static int F_sum(lua_State *L) { return reduce(L, SR_REDUCE_SUM); }
-static int F_mean(lua_State *L) { return reduce(L, SR_REDUCE_MEAN); }
-static int F_sumsq(lua_State *L) { return reduce(L, SR_REDUCE_SUMSQ); }
-
 /* max(x) -> value; max(x, dim [, keepdim]) -> values, indices (0-based int32, like token ids) */
-static int F_max(lua_State *L) {
+static int max_dim(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
-  if (lua_isnoneornil(L, 2)) return reduce(L, SR_REDUCE_MAX);
   int d = sr_check_dim(L, 2, x->ndim);
   bool keep = lua_toboolean(L, 3);
   sr_push_tensor(L, sr_reduce(SR_REDUCE_MAX, x, d, keep));
   sr_push_tensor(L, sr_argmax(x, d, keep));
   return 2;
 }
+
+/* F.sum, F.mean, F.max, F.sumsq: one per SR_REDUCE_FNS entry */
+#define SR_X(FN, name) static int F_##name(lua_State *L) { return reduce(L, SR_REDUCE_##FN); }
+SR_REDUCE_FNS(SR_X)
+#undef SR_X
 
 /* argmax(x, dim [, keepdim]) -> 0-based int32 indices */
 static int F_argmax(lua_State *L) {
@@ -353,12 +355,10 @@ static int F_clip_multi_(lua_State *L) {
 }
 
 static const luaL_Reg F_functions[] = {
-  {"neg", F_neg}, {"exp", F_exp}, {"log", F_log}, {"tanh", F_tanh}, {"sigmoid", F_sigmoid}, {"relu", F_relu},
-  {"square", F_square}, {"sqrt", F_sqrt}, {"rsqrt", F_rsqrt}, {"abs", F_abs}, {"relu2", F_relu2}, {"sign", F_sign},
-  {"gelu", F_gelu}, {"add", F_add}, {"sub", F_sub}, {"mul", F_mul}, {"div", F_div}, {"pow", F_pow},
-  {"maximum", F_maximum}, {"minimum", F_minimum}, {"eq", F_eq}, {"ne", F_ne}, {"lt", F_lt}, {"le", F_le},
-  {"gt", F_gt}, {"ge", F_ge}, {"where", F_where}, {"sum", F_sum}, {"mean", F_mean}, {"sumsq", F_sumsq},
-  {"max", F_max}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
+#define SR_X(FN, name) {#name, F_##name},
+  SR_UNARY_OPS(SR_X) SR_BINARY_FNS(SR_X) SR_REDUCE_FNS(SR_X)
+#undef SR_X
+  {"gelu", F_gelu}, {"where", F_where}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
   {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},
   {"adamw_", F_adamw_}, {"adamw_multi_", F_adamw_multi_}, {"sumsq_multi", F_sumsq_multi},
@@ -368,6 +368,29 @@ static const luaL_Reg F_functions[] = {
 int luaopen_speedrun_F(lua_State *L) {
   luaL_newlib(L, F_functions);
   return 1;
+}
+
+/* speedrun.core.op_names: {unary = {"neg", ...}, binary = {...}, compare = {...}, reduce = {...}},
+** the F functions of each registry list (compare: the binary ones that give 1 or 0), so Lua code
+** and tests iterate them instead of repeating the names */
+static void push_names(lua_State *L, const char *const *names, int n, const char *key) {
+  lua_createtable(L, n, 0);
+  for (int k = 0; k < n; k++) {
+    lua_pushstring(L, names[k]);
+    lua_rawseti(L, -2, k + 1);
+  }
+  lua_setfield(L, -2, key);
+}
+void sr_push_op_names(lua_State *L) {
+#define SR_X(FN, name) #name,
+  static const char *const unary[] = {SR_UNARY_OPS(SR_X)}, *const binary[] = {SR_BINARY_FNS(SR_X)},
+                           *const compare[] = {SR_BINARY_CMP(SR_X)}, *const reduce[] = {SR_REDUCE_FNS(SR_X)};
+#undef SR_X
+  lua_createtable(L, 0, 4);
+  push_names(L, unary, (int)(sizeof unary / sizeof *unary), "unary");
+  push_names(L, binary, (int)(sizeof binary / sizeof *binary), "binary");
+  push_names(L, compare, (int)(sizeof compare / sizeof *compare), "compare");
+  push_names(L, reduce, (int)(sizeof reduce / sizeof *reduce), "reduce");
 }
 
 /* ------------------------------------------------------------------------------------------ */

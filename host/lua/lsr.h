@@ -38,6 +38,7 @@ void sr_lua_bind_errors(lua_State *L);
 /* module openers */
 int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/lua/ltensor.c, host/lua/lops.c */
 int luaopen_speedrun_F(lua_State *L);        /* pushes the F table: host/lua/lops.c */
+void sr_push_op_names(lua_State *L);         /* pushes the op_names table: host/lua/lops.c */
 void sr_open_custom_functions(lua_State *L); /* adds custom-function entry points to the module at -1: host/lua/lops.c */
 int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ldata.c */
 int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/lua/ldata.c */

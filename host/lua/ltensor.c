@@ -891,6 +891,8 @@ int luaopen_speedrun_core(lua_State *L) {
   luaL_newlib(L, core_functions);
   luaopen_speedrun_F(L);
   lua_setfield(L, -2, "F");
+  sr_push_op_names(L);
+  lua_setfield(L, -2, "op_names");
   sr_open_custom_functions(L);
   luaL_getmetatable(L, SR_TENSOR_MT);
   lua_setfield(L, -2, "Tensor");

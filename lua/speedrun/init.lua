@@ -90,11 +90,13 @@ function F.softcap(x, cap)
 end
 
 -- tensor methods: every F function taking the tensor first, plus a few aliases
+-- (the unary, binary and reduce functions of the kernel registry's lists: core.op_names)
 local methods = core.Tensor.methods
+for _, list in ipairs {core.op_names.unary, core.op_names.binary, core.op_names.reduce} do
+  for _, name in ipairs(list) do methods[name] = F[name] end
+end
 for _, name in ipairs {
-  "neg", "exp", "log", "tanh", "sigmoid", "relu", "square", "sqrt", "rsqrt", "abs", "relu2", "sign", "gelu",
-  "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge", "sum", "mean",
-  "sumsq", "max", "argmax", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
+  "gelu", "argmax", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
   "split", "chunk", "softcap",
 } do
   methods[name] = F[name]

@@ -134,16 +134,17 @@ end
 
 -- ------------------------------------------------------------------------------------ unary
 local shapes = {{{7}}, {{3, 5}}, {{4, 33, 17}}, {{3, 5}, layout = "t"}, {{6, 9}, layout = "n"}, {{2, 1000}}}
-local unary = {
-  {"neg", F.neg}, {"exp", F.exp, "small"}, {"log", F.log, "pos"}, {"tanh", F.tanh}, {"sigmoid", F.sigmoid},
-  {"relu", F.relu}, {"square", F.square}, {"sqrt", F.sqrt, "pos"}, {"rsqrt", F.rsqrt, "pos"}, {"abs", F.abs},
-  {"relu2", F.relu2}, {"sign", F.sign},
+-- every F.<name>(x) of the registry's list (sr.op_names.unary), with the inputs some need
+local unary_gen = {exp = "small", log = "pos", sqrt = "pos", rsqrt = "pos"}
+local unary = {}
+for _, name in ipairs(sr.op_names.unary) do unary[#unary + 1] = {name, F[name], unary_gen[name]} end
+for _, u in ipairs {
   {"gelu", F.gelu}, {"gelu_tanh", function(x) return F.gelu(x, "tanh") end},
   {"add_scalar", function(x) return x + 2.5 end}, {"mul_scalar", function(x) return x * -1.5 end},
   {"rsub_scalar", function(x) return 2 - x end}, {"rdiv_scalar", function(x) return F.div(2, x) end, "pos"},
   {"pow_scalar", function(x) return F.pow(x, 3) end}, {"pow_scalar_frac", function(x) return F.pow(x, 0.5) end, "pos"},
   {"softcap", function(x) return F.softcap(x, 2.0) end},
-}
+} do unary[#unary + 1] = u end
 for _, u in ipairs(unary) do
   for _, s in ipairs(shapes) do
     check(u[1] .. " " .. shape_str(s[1]) .. (s.layout or ""), u[2], {{s[1], layout = s.layout, gen = u[3]}})
@@ -154,10 +155,16 @@ end
 local bshapes = {
   {{5}, {5}}, {{3, 7}, {3, 7}}, {{4, 5, 6}, {5, 6}}, {{4, 5, 6}, {4, 1, 6}}, {{4, 5, 6}, {1}}, {{2, 3, 65}, {2, 3, 65}},
 }
-local binary = {
-  {"add", F.add}, {"sub", F.sub}, {"mul", F.mul}, {"div", F.div, nil, "pos"}, {"pow", F.pow, "pos", "small"},
-  {"maximum", F.maximum}, {"minimum", F.minimum},
-}
+-- every F.<name>(a, b) of the registry's list (sr.op_names.binary): the comparisons without
+-- gradients, the others with, and the inputs some need
+local binary_gen = {div = {nil, "pos"}, pow = {"pos", "small"}}
+local is_compare, binary, comparisons = {}, {}, {}
+for _, name in ipairs(sr.op_names.compare) do is_compare[name] = true end
+for _, name in ipairs(sr.op_names.binary) do
+  local g = binary_gen[name] or {}
+  if is_compare[name] then comparisons[#comparisons + 1] = {name, F[name]}
+  else binary[#binary + 1] = {name, F[name], g[1], g[2]} end
+end
 for _, b in ipairs(binary) do
   for _, s in ipairs(bshapes) do
     check(("%s %s %s"):format(b[1], shape_str(s[1]), shape_str(s[2])), b[2], {{s[1], gen = b[3]}, {s[2], gen = b[4]}})
@@ -166,7 +173,7 @@ for _, b in ipairs(binary) do
   check(b[1] .. " t/b", b[2], {{{6, 4, 9}, layout = "t", gen = b[3]}, {{6, 4, 9}, layout = "b", gen = b[4]}})
   check(b[1] .. " n/t", b[2], {{{5, 8}, layout = "n", gen = b[3]}, {{5, 8}, layout = "t", gen = b[4]}})
 end
-for _, c in ipairs {{"eq", F.eq}, {"ne", F.ne}, {"lt", F.lt}, {"le", F.le}, {"gt", F.gt}, {"ge", F.ge}} do
+for _, c in ipairs(comparisons) do
   check(c[1], function(a, b) return c[2](a, b) end, {{{4, 5, 6}}, {{5, 6}}}, {grad = false})
   check(c[1] .. " self", function(a) return c[2](a, a) end, {{{3, 7}, layout = "t"}}, {grad = false})
 end
@@ -186,7 +193,8 @@ end
 
 -- ------------------------------------------------------------------------------- reductions
 local rshapes = {{{7}}, {{5, 9}}, {{4, 33, 17}}, {{3, 5000}}, {{6, 4}, layout = "t"}, {{3, 8}, layout = "n"}}
-for _, r in ipairs {{"sum", F.sum}, {"mean", F.mean}, {"sumsq", F.sumsq}, {"max", F.max}} do
+for _, name in ipairs(sr.op_names.reduce) do
+  local r = {name, F[name]}
   for _, s in ipairs(rshapes) do
     local sp = {{s[1], layout = s.layout}}
     local tag = r[1] .. " " .. shape_str(s[1]) .. (s.layout or "")
