@@ -94,6 +94,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 static cJSON *to_json(lua_State *L, int idx, int depth) {
   idx = lua_absindex(L, idx);
   if (depth > 64) sr_argerror(L, 1, "nesting deeper than 64 (a cycle?)");
+  luaL_checkstack(L, 4, "json: nesting too deep");  /* each level holds a key, a value and is_array's pair */
   switch (lua_type(L, idx)) {
     case LUA_TNIL: return cJSON_CreateNull();
     case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));

@@ -118,12 +118,13 @@ T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
   os.execute("mkdir -p " .. sh(tmp))
   local out = tmp .. "/out.txt"
   local ok, how, code = os.execute(sh(arg[-1]) .. " run ../bench/profile_recipe.lua ../tasks/record_05/recipe.lua "
-    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 10 > " .. sh(out) .. " 2>&1")
+    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 1000 > " .. sh(out) .. " 2>&1")
   local text = io.open(out):read("a")
   T.ok(ok and how == "exit" and code == 0, "exit 0:\n" .. text)
   T.ok(text:find("ms/step without the profiler", 1, true), text)
   local _, totals = text:gsub("\ntotal ", "")
   T.eq(totals, 2, "a total line in both reports")
+  -- every row is printed (--top 1000), so the check does not depend on which ops the clock ranks first
   T.ok(text:find("bwd:scaled_dot_product_attention", 1, true), "backward phases are named")
 end)
 

@@ -30,6 +30,7 @@
 #include <stdlib.h>  /* defines: getenv, malloc, free */
 #include <string.h>  /* defines: memset, memcmp, strcmp, strstr */
 
+#include "core/copy.h"      /* defines: sr_copy_, sr_to_raw, sr_tensor_zeros */
 #include "core/registry.h"  /* defines: sr_kernels, sr_kcall, SR_K_*, SR_*_FNS */
 #ifdef SPEEDRUN_CUDA
 #include "cuda/backend.h"   /* defines: sr_cuda_probe, sr_cuda_sync, sr_cuda_graph_begin */
