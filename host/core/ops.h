@@ -2,7 +2,9 @@
 ** core/ops.h: the front-end ops. Each checks its arguments (failing with "<op>: bad argument #k
 ** (...)"), allocates outputs, runs registry kernels and, when an input requires grad, records
 ** a tape node with its backward rule. All return a new reference. The *_raw helpers never
-** touch the tape.
+** touch the tape. Defined in host/core/ops.c (element-wise, reductions, matmul, casts, views),
+** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention) and ops_optim.c (AdamW,
+** clipping).
 */
 #ifndef SR_OPS_H
 #define SR_OPS_H
@@ -16,6 +18,8 @@ sr_tensor *sr_binary_raw(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);
 void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);  /* a = fn(a, b), b broadcast to a */
 void sr_unary_inplace(sr_unary_fn fn, sr_tensor *a, double p);
 sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape);   /* reduce broadcast dims */
+sr_tensor *sr_reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor **idx);  /* keeps dim (size 1) */
+sr_tensor *sr_rows_raw(sr_tensor *x, int64_t K);  /* x as rows [-1, K], copied when strides forbid a view */
 sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb);     /* [B,M,N] or [M,N] */
 sr_tensor *sr_scalar_like(sr_tensor *x, double v);                   /* 0-d tensor, x's dtype/device */
 

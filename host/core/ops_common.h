@@ -1,0 +1,54 @@
+/*
+** core/ops_common.h: argument checks and the tape helper shared by the front-end op files
+** (host/core/ops.c, ops_nn.c, ops_optim.c); private to them.
+*/
+#ifndef SR_OPS_COMMON_H
+#define SR_OPS_COMMON_H
+
+#include "core/autograd.h"  /* defines: sr_node_new, sr_node_attach, sr_needs_grad */
+#include "core/tensor.h"    /* defines: sr_tensor, sr_fail, sr_shape_str */
+
+#define SHP(x, buf) sr_shape_str((x), (buf), sizeof(buf))
+
+/* dtype of per-row statistics and parameter-gradient accumulators: f64 for f64 inputs (so
+** gradchecks see full precision), else f32 */
+static inline sr_dtype side_dtype(const sr_tensor *x) { return x->dtype == SR_F64 ? SR_F64 : SR_F32; }
+
+static inline void check_float(const char *op, int arg, const sr_tensor *x) {
+  if (!sr_dtype_is_float(x->dtype) || x->dtype == SR_F8E4M3 || x->dtype == SR_F8E5M2)
+    sr_fail("%s: bad argument #%d (expected a float32, float64 or bfloat16 tensor, got %s)", op, arg, sr_dtype_name(x->dtype));
+}
+
+static inline void check_same_device(const char *op, const sr_tensor *a, const sr_tensor *b) {
+  if (a->storage->device != b->storage->device)
+    sr_fail("%s: tensors on different devices (%s and %s)", op, sr_device_name(a->storage->device), sr_device_name(b->storage->device));
+}
+
+static inline void check_same_dtype(const char *op, int arg, const sr_tensor *a, const sr_tensor *b) {
+  if (a->dtype != b->dtype)
+    sr_fail("%s: bad argument #%d (dtype %s does not match %s)", op, arg, sr_dtype_name(b->dtype), sr_dtype_name(a->dtype));
+}
+
+static inline int wrap(const char *op, int dim, int ndim) {
+  int d = dim < 0 ? dim + ndim : dim;
+  if (d < 0 || d >= (ndim ? ndim : 1)) sr_fail("%s: dimension %d out of range for a %d-d tensor", op, dim, ndim);
+  return d;
+}
+
+/* record a node for a one-output op when any input requires grad */
+static inline sr_node *record(const char *name, sr_backward_fn bw, int nin, sr_tensor *const *in, sr_tensor *out) {
+  if (!sr_needs_grad(nin, in)) return NULL;
+  sr_node *n = sr_node_new(name, bw, nin, in);
+  sr_node_attach(n, 1, &out);
+  sr_node_release(n);  /* the output holds it now */
+  return n;
+}
+
+
+/* the dtype mixed operands promote to: f64 > f32 > bf16 > i32 */
+static inline sr_dtype wider_dtype(sr_dtype a, sr_dtype b) {
+  static const int rank[SR_NDTYPES] = {[SR_F64] = 4, [SR_F32] = 3, [SR_BF16] = 2, [SR_I32] = 1};
+  return rank[a] >= rank[b] ? a : b;
+}
+
+#endif
