@@ -1,27 +1,22 @@
 /*
-** lua/lharness.c: the C side of the harness (docs/harness.md), as two Lua modules.
+** lua/lharness.c: the Lua module speedrun.harness_core, the C side of the harness's measurements
+** (docs/harness.md); host-only: score-mode recipes cannot require it.
 **
-**   require "speedrun.json": encode(v [, pretty]) -> string (object keys sorted; NaN/inf -> null;
-**     a table is an array when it has keys 1..n only, `json.array` marks an empty one);
-**     decode(s) -> value | nil, msg; null (a light userdata standing for JSON null).
-**
-**   require "speedrun.harness_core" (host-only: score-mode recipes cannot require it):
-**     now() -> monotonic seconds; sync() -> nil | message (waits for the GPU when one is in use);
-**     checksum(t) -> integer (FNV-1a over the tensor's values, any device);
-**     ce_sum(logits, targets) -> sum, count, nonfinite (cross-entropy in double precision over
-**       the last dimension; targets are 0-based ids; raises on a shape or id mismatch);
-**     sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
-**     causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
-**       other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
-**     shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd SR_EVENT_FD in the child, else ignored);
-**     spawn{argv=, env=, as_limit=, cwd=} -> Process (own process group; stdout, stderr and
-**       the event channel are pipes read with p:read(timeout) -> list of {stream, data});
-**     Process: pid, wait() -> nil | ("exited", code) | ("signaled", signo, name), kill([sig]),
-**       rss() -> bytes; trap_signals() (SIGINT/SIGTERM set a flag) and interrupted();
-**     isatty(fd); ram_bytes(); peak_rss() -> bytes; cuda_peak() -> bytes | nil;
-**     card() -> description of the device in use; hostname(); getpid(); set_as_limit(bytes);
-**     trace_start() -> Trace (records every kernel launch until trace_stop(): host/core/registry.h);
-**       Trace: count() -> launches, diff(other) -> nil | the first difference (a sentence).
+**   now() -> monotonic seconds; sync() -> nil | message (waits for the GPU when one is in use);
+**   checksum(t) -> integer (FNV-1a over the tensor's values, any device);
+**   ce_sum(logits, targets) -> sum, count, nonfinite (cross-entropy in double precision over the
+**     last dimension; targets are 0-based ids; raises on a shape or id mismatch);
+**   sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
+**   causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
+**     other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
+**   shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
+**     SR_EVENT_FD in the child, else ignored);
+**   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
+**   mkdir(p); self_exe(); source_dir(); build_info();
+**   trace_start() -> Trace (records every kernel launch until trace_stop(): host/core/trace.h);
+**     Trace: count() -> launches, diff(other) -> nil | the first difference (a sentence).
+** Child processes and process limits are speedrun.process (host/lua/lprocess.c); JSON is
+** speedrun.json (host/lua/ljson.c).
 */
 #define _GNU_SOURCE            /* pipe2, strsignal */
 #include <errno.h>
@@ -41,7 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <lua.h>
 #include <lauxlib.h>
 
@@ -56,184 +50,6 @@
 #include "cuda/backend.h"   /* defines: sr_cuda_sync, sr_cuda_peak_bytes */
 #endif
 
-#define SR_EVENT_FD 3
-#define PROCESS_MT "speedrun.Process"
-
-/* =============================================================================================
-** JSON */
-
-static char json_null_key, json_array_key;
-
-static cJSON *to_json(lua_State *L, int idx, int depth);
-
-static int is_array(lua_State *L, int idx, lua_Integer *n) {
-  lua_Integer count = 0, max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (!lua_isinteger(L, -1)) { lua_pop(L, 1); return 0; }
-    lua_Integer k = lua_tointeger(L, -1);
-    if (k < 1) { lua_pop(L, 1); return 0; }
-    if (k > max) max = k;
-    count++;
-  }
-  *n = max;
-  if (count == 0) {
-    /* empty: an array only if marked */
-    if (!lua_getmetatable(L, idx)) return 0;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &json_array_key);
-    int marked = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return marked;
-  }
-  return count == max;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static cJSON *to_json(lua_State *L, int idx, int depth) {
-  idx = lua_absindex(L, idx);
-  if (depth > 64) sr_argerror(L, 1, "nesting deeper than 64 (a cycle?)");
-  luaL_checkstack(L, 4, "json: nesting too deep");  /* each level holds a key, a value and is_array's pair */
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: return cJSON_CreateNull();
-    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
-    case LUA_TNUMBER: {
-      double v = lua_tonumber(L, idx);
-      if (!isfinite(v)) return cJSON_CreateNull();
-      return cJSON_CreateNumber(v);
-    }
-    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == &json_null_key) return cJSON_CreateNull();
-      break;
-    case LUA_TTABLE: {
-      lua_Integer n;
-      if (is_array(L, idx, &n)) {
-        cJSON *a = cJSON_CreateArray();
-        for (lua_Integer i = 1; i <= n; i++) {
-          lua_geti(L, idx, i);
-          cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
-          lua_pop(L, 1);
-        }
-        return a;
-      }
-      /* object with sorted keys */
-      size_t nk = 0, cap = 16;
-      char **keys = malloc(cap * sizeof *keys);
-      lua_pushnil(L);
-      while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        char buf[64];
-        const char *k;
-        if (lua_type(L, -1) == LUA_TSTRING) k = lua_tostring(L, -1);
-        else if (lua_type(L, -1) == LUA_TNUMBER) {
-          if (lua_isinteger(L, -1)) snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, -1));
-          else snprintf(buf, sizeof buf, "%.17g", lua_tonumber(L, -1));
-          k = buf;
-        } else continue;
-        if (nk == cap) keys = realloc(keys, (cap *= 2) * sizeof *keys);
-        keys[nk++] = strdup(k);
-      }
-      qsort(keys, nk, sizeof *keys, cmp_str);
-      cJSON *o = cJSON_CreateObject();
-      for (size_t i = 0; i < nk; i++) {
-        lua_getfield(L, idx, keys[i]);
-        if (lua_isnil(L, -1)) {   /* a numeric key */
-          lua_pop(L, 1);
-          char *end;
-          long long iv = strtoll(keys[i], &end, 10);
-          if (*end == '\0') lua_geti(L, idx, iv);
-          else lua_pushnil(L);
-        }
-        cJSON_AddItemToObject(o, keys[i], to_json(L, -1, depth + 1));
-        lua_pop(L, 1);
-        free(keys[i]);
-      }
-      free(keys);
-      return o;
-    }
-    default: break;
-  }
-  return cJSON_CreateString(luaL_tolstring(L, idx, NULL));  /* functions, userdata: their name */
-}
-
-static int json_encode(lua_State *L) {
-  luaL_checkany(L, 1);
-  cJSON *j = to_json(L, 1, 0);
-  char *s = lua_toboolean(L, 2) ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
-  cJSON_Delete(j);
-  if (!s) return luaL_error(L, "json.encode: out of memory");
-  lua_pushstring(L, s);
-  free(s);
-  return 1;
-}
-
-static void push_json(lua_State *L, const cJSON *j, int depth) {
-  luaL_checkstack(L, 4, "json too deep");
-  if (cJSON_IsNull(j)) lua_pushlightuserdata(L, &json_null_key);
-  else if (cJSON_IsFalse(j)) lua_pushboolean(L, 0);
-  else if (cJSON_IsTrue(j)) lua_pushboolean(L, 1);
-  else if (cJSON_IsNumber(j)) {
-    double v = j->valuedouble;
-    if (v == floor(v) && fabs(v) < 9.007199254740992e15) lua_pushinteger(L, (lua_Integer)v);
-    else lua_pushnumber(L, v);
-  } else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
-  else if (cJSON_IsArray(j)) {
-    lua_createtable(L, cJSON_GetArraySize(j), 0);
-    int i = 1;
-    for (const cJSON *c = j->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
-      lua_rawseti(L, -2, i++);
-    }
-  } else if (cJSON_IsObject(j)) {
-    lua_newtable(L);
-    for (const cJSON *c = j->child; c; c = c->next) {
-      if (cJSON_IsNull(c)) continue;   /* absent in Lua */
-      push_json(L, c, depth + 1);
-      lua_setfield(L, -2, c->string);
-    }
-  } else lua_pushnil(L);
-}
-
-static int json_decode(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  cJSON *j = cJSON_ParseWithLength(s, len);
-  if (!j) {
-    luaL_pushfail(L);
-    const char *at = cJSON_GetErrorPtr();
-    lua_pushfstring(L, "invalid JSON near byte %d", at ? (int)(at - s) + 1 : 0);
-    return 2;
-  }
-  push_json(L, j, 0);
-  cJSON_Delete(j);
-  return 1;
-}
-
-static int json_array(lua_State *L) {  /* array([t]) -> t marked as a JSON array */
-  if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
-  lua_settop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &json_array_key);
-  lua_setmetatable(L, 1);
-  return 1;
-}
-
-int luaopen_speedrun_json(lua_State *L) {
-  static const luaL_Reg f[] = {{"encode", json_encode}, {"decode", json_decode}, {"array", json_array}, {NULL, NULL}};
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &json_array_key);
-  if (lua_isnil(L, -1)) {
-    lua_newtable(L);
-    lua_pushstring(L, "json.array");
-    lua_setfield(L, -2, "__name");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &json_array_key);
-  }
-  lua_pop(L, 1);
-  luaL_newlib(L, f);
-  lua_pushlightuserdata(L, &json_null_key);
-  lua_setfield(L, -2, "null");
-  return 1;
-}
 
 /* =============================================================================================
 ** measurement */
@@ -391,241 +207,9 @@ static int h_emit(lua_State *L) {
   return 0;
 }
 
-/* =============================================================================================
-** child processes */
 
-typedef struct proc_box {
-  pid_t pid;
-  int fd[3];          /* stdout, stderr, events; -1 when closed */
-  int done;
-  int status;
-} proc_box;
 
-static const char *const stream_names[3] = {"stdout", "stderr", "events"};
 
-static int h_spawn(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "argv");
-  if (!lua_istable(L, -1)) return sr_argerror(L, 1, "field 'argv' must be a table, got %s", luaL_typename(L, -1));
-  int argc = (int)luaL_len(L, -1);
-  if (argc < 1) return sr_argerror(L, 1, "field 'argv' is empty");
-  char **argv = calloc((size_t)argc + 1, sizeof *argv);
-  for (int i = 0; i < argc; i++) {
-    lua_geti(L, -1, i + 1);
-    argv[i] = strdup(luaL_checkstring(L, -1));
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  /* env additions: name -> value (false removes) */
-  int nenv = 0;
-  char *envset[64][2];
-  lua_getfield(L, 1, "env");
-  if (lua_istable(L, -1)) {
-    lua_pushnil(L);
-    while (lua_next(L, -2) && nenv < 64) {
-      envset[nenv][0] = strdup(lua_tostring(L, -2));
-      envset[nenv][1] = lua_toboolean(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
-      nenv++;
-      lua_pop(L, 1);
-    }
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "as_limit");
-  lua_Integer as_limit = lua_isnil(L, -1) ? 0 : lua_tointeger(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "cwd");
-  const char *cwd = lua_tostring(L, -1);
-  char *cwd_copy = cwd ? strdup(cwd) : NULL;
-  lua_pop(L, 1);
-
-  int p[3][2];
-  for (int i = 0; i < 3; i++)
-    if (pipe2(p[i], O_CLOEXEC) != 0) return luaL_error(L, "spawn: pipe: %s", strerror(errno));
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) return luaL_error(L, "spawn: fork: %s", strerror(errno));
-  if (pid == 0) {
-    setpgid(0, 0);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGPIPE, SIG_DFL);
-    dup2(p[0][1], 1);
-    dup2(p[1][1], 2);
-    dup2(p[2][1], SR_EVENT_FD);   /* dup2 clears FD_CLOEXEC on the copy */
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) { dup2(devnull, 0); close(devnull); }
-    for (int i = 0; i < nenv; i++) {
-      if (envset[i][1]) setenv(envset[i][0], envset[i][1], 1);
-      else unsetenv(envset[i][0]);
-    }
-    if (as_limit > 0) {
-      struct rlimit rl = {(rlim_t)as_limit, (rlim_t)as_limit};
-      setrlimit(RLIMIT_AS, &rl);
-    }
-    struct rlimit core = {0, 0};
-    setrlimit(RLIMIT_CORE, &core);
-    if (cwd_copy && chdir(cwd_copy) != 0) { fprintf(stderr, "spawn: chdir %s: %s\n", cwd_copy, strerror(errno)); _exit(127); }
-    execv(argv[0], argv);
-    fprintf(stderr, "spawn: exec %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
-  setpgid(pid, pid);   /* both sides, as shells do, so kill(-pid) works at once */
-  for (int i = 0; i < argc; i++) free(argv[i]);
-  free(argv);
-  for (int i = 0; i < nenv; i++) { free(envset[i][0]); free(envset[i][1]); }
-  free(cwd_copy);
-  proc_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->pid = pid;
-  b->done = 0;
-  b->status = 0;
-  for (int i = 0; i < 3; i++) {
-    close(p[i][1]);
-    b->fd[i] = p[i][0];
-    fcntl(b->fd[i], F_SETFL, O_NONBLOCK);
-  }
-  luaL_setmetatable(L, PROCESS_MT);
-  return 1;
-}
-
-static proc_box *check_proc(lua_State *L) { return luaL_checkudata(L, 1, PROCESS_MT); }
-
-/* read(timeout) -> list of {stream, data}; an empty list when nothing came; closed pipes drop out */
-static int p_read(lua_State *L) {
-  proc_box *b = check_proc(L);
-  double timeout = luaL_optnumber(L, 2, 0.1);
-  struct pollfd pf[3];
-  int map[3], n = 0;
-  for (int i = 0; i < 3; i++)
-    if (b->fd[i] >= 0) { pf[n].fd = b->fd[i]; pf[n].events = POLLIN; pf[n].revents = 0; map[n] = i; n++; }
-  lua_newtable(L);
-  if (n == 0) {
-    if (timeout > 0) usleep((useconds_t)(timeout * 1e6 > 2e5 ? 2e5 : timeout * 1e6));
-    return 1;
-  }
-  int r = poll(pf, (nfds_t)n, (int)(timeout * 1000));
-  if (r <= 0) return 1;
-  int k = 1;
-  char buf[65536];
-  for (int j = 0; j < n; j++) {
-    if (!(pf[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-    int i = map[j];
-    ssize_t got = read(b->fd[i], buf, sizeof buf);
-    if (got > 0) {
-      lua_createtable(L, 2, 0);
-      lua_pushstring(L, stream_names[i]);
-      lua_rawseti(L, -2, 1);
-      lua_pushlstring(L, buf, (size_t)got);
-      lua_rawseti(L, -2, 2);
-      lua_rawseti(L, -2, k++);
-    } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-      close(b->fd[i]);
-      b->fd[i] = -1;
-    }
-  }
-  return 1;
-}
-
-static int p_open(lua_State *L) {  /* open() -> true while any pipe is open */
-  proc_box *b = check_proc(L);
-  lua_pushboolean(L, b->fd[0] >= 0 || b->fd[1] >= 0 || b->fd[2] >= 0);
-  return 1;
-}
-
-static int p_wait(lua_State *L) {
-  proc_box *b = check_proc(L);
-  int block = lua_toboolean(L, 2);
-  if (!b->done) {
-    int st;
-    pid_t r;
-    do r = waitpid(b->pid, &st, block ? 0 : WNOHANG); while (r < 0 && errno == EINTR);
-    if (r == b->pid) { b->done = 1; b->status = st; }
-    else return 0;
-  }
-  if (WIFEXITED(b->status)) {
-    lua_pushstring(L, "exited");
-    lua_pushinteger(L, WEXITSTATUS(b->status));
-    return 2;
-  }
-  lua_pushstring(L, "signaled");
-  lua_pushinteger(L, WTERMSIG(b->status));
-  lua_pushstring(L, strsignal(WTERMSIG(b->status)));
-  return 3;
-}
-
-static int p_kill(lua_State *L) {
-  proc_box *b = check_proc(L);
-  int sig = (int)luaL_optinteger(L, 2, SIGKILL);
-  if (!b->done) {
-    kill(-b->pid, sig);   /* the whole process group */
-    kill(b->pid, sig);
-  }
-  return 0;
-}
-
-static int p_pid(lua_State *L) { lua_pushinteger(L, check_proc(L)->pid); return 1; }
-
-/* resident memory of the process group's leader */
-static int p_rss(lua_State *L) {
-  proc_box *b = check_proc(L);
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/statm", (int)b->pid);
-  FILE *f = fopen(path, "r");
-  long long size = 0, res = 0;
-  if (f) {
-    if (fscanf(f, "%lld %lld", &size, &res) != 2) res = 0;
-    fclose(f);
-  }
-  lua_pushinteger(L, (lua_Integer)(res * sysconf(_SC_PAGESIZE)));
-  return 1;
-}
-
-static int p_gc(lua_State *L) {
-  proc_box *b = check_proc(L);
-  if (!b->done) {
-    kill(-b->pid, SIGKILL);
-    kill(b->pid, SIGKILL);
-    int st;
-    while (waitpid(b->pid, &st, 0) < 0 && errno == EINTR) {}
-    b->done = 1;
-    b->status = st;
-  }
-  for (int i = 0; i < 3; i++) if (b->fd[i] >= 0) { close(b->fd[i]); b->fd[i] = -1; }
-  return 0;
-}
-
-static volatile sig_atomic_t interrupted_sig = 0;
-static void on_signal(int s) { interrupted_sig = s; }
-
-static int h_trap_signals(lua_State *L) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-  return 0;
-}
-
-static int h_interrupted(lua_State *L) {
-  if (!interrupted_sig) return 0;
-  lua_pushinteger(L, interrupted_sig);
-  return 1;
-}
-
-static int h_isatty(lua_State *L) { lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1))); return 1; }
-
-static int h_ram_bytes(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)sysconf(_SC_PHYS_PAGES) * (lua_Integer)sysconf(_SC_PAGESIZE));
-  return 1;
-}
-
-static int h_peak_rss(lua_State *L) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  lua_pushinteger(L, (lua_Integer)ru.ru_maxrss * 1024);
-  return 1;
-}
 
 static int h_cuda_peak(lua_State *L) {
 #ifdef SPEEDRUN_CUDA
@@ -667,22 +251,8 @@ static int h_card(lua_State *L) {
   return 1;
 }
 
-static int h_hostname(lua_State *L) {
-  char buf[256];
-  if (gethostname(buf, sizeof buf) != 0) strcpy(buf, "unknown");
-  buf[sizeof buf - 1] = '\0';
-  lua_pushstring(L, buf);
-  return 1;
-}
 
-static int h_getpid(lua_State *L) { lua_pushinteger(L, getpid()); return 1; }
 
-static int h_set_as_limit(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
-  struct rlimit rl = {(rlim_t)n, (rlim_t)n};
-  lua_pushboolean(L, setrlimit(RLIMIT_AS, &rl) == 0);
-  return 1;
-}
 
 /* realpath(path) -> the canonical absolute path | nil, msg */
 static int h_realpath(lua_State *L) {
@@ -773,23 +343,8 @@ static int h_trace_stop(lua_State *L) {
   return 0;
 }
 
-static int h_sleep(lua_State *L) {
-  double s = luaL_checknumber(L, 1);
-  if (s > 0) usleep((useconds_t)(s * 1e6));
-  return 0;
-}
 
 int luaopen_speedrun_harness_core(lua_State *L) {
-  static const luaL_Reg pm[] = {
-    {"read", p_read}, {"open", p_open}, {"wait", p_wait}, {"kill", p_kill}, {"pid", p_pid}, {"rss", p_rss},
-    {"close", p_gc}, {NULL, NULL}};
-  if (luaL_newmetatable(L, PROCESS_MT)) {
-    lua_pushcfunction(L, p_gc);
-    lua_setfield(L, -2, "__gc");
-    luaL_newlib(L, pm);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
   static const luaL_Reg tm[] = {{"count", t_count}, {"diff", t_diff}, {NULL, NULL}};
   if (luaL_newmetatable(L, TRACE_MT)) {
     lua_pushcfunction(L, t_gc);
@@ -800,12 +355,10 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit}, {"spawn", h_spawn}, {"trap_signals", h_trap_signals},
-    {"interrupted", h_interrupted}, {"isatty", h_isatty}, {"ram_bytes", h_ram_bytes}, {"peak_rss", h_peak_rss},
-    {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"hostname", h_hostname}, {"getpid", h_getpid},
-    {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {"realpath", h_realpath}, {"mkdir", h_mkdir}, {"self_exe", h_self_exe},
-    {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"trace_start", h_trace_start},
-    {"trace_stop", h_trace_stop}, {NULL, NULL}};
+    {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
+    {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info},
+    {"trace_start", h_trace_start}, {"trace_stop", h_trace_stop}, {NULL, NULL}};
   luaL_newlib(L, f);
   return 1;
 }

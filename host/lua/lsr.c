@@ -28,6 +28,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.json", luaopen_speedrun_json},
   {"speedrun.stats", luaopen_speedrun_stats},
   {"speedrun.harness_core", luaopen_speedrun_harness_core},
+  {"speedrun.process", luaopen_speedrun_process},
   {"speedrun.cuda", luaopen_speedrun_cuda},
   {"speedrun.profile_core", luaopen_speedrun_profile_core},
   {NULL, NULL}
@@ -150,4 +151,13 @@ int cmd_run(int argc, char **argv) {
 done:
   lua_close(L);
   return rc;
+}
+
+void sr_new_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, metamethods, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
 }

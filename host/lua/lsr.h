@@ -36,16 +36,25 @@ int sr_argerror(lua_State *L, int arg, const char *fmt, ...);
 void sr_lua_bind_errors(lua_State *L);
 
 /* module openers */
+/* a userdata class: metatable `name` with metamethods, and methods as its __index table */
+void sr_new_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods);
+/* GPT-2 ids from argument arg (a table of integers or a tensor) appended to t; on a bad id t is
+** freed and an argument error raised (host/lua/ltokenizer.c) */
+struct sr_tokens;
+void sr_check_token_ids(lua_State *L, int arg, struct sr_tokens *t);
+
 int luaopen_speedrun_core(lua_State *L);     /* Tensor, F, autograd, rng: host/lua/ltensor.c, host/lua/lops.c */
 int luaopen_speedrun_F(lua_State *L);        /* pushes the F table: host/lua/lops.c */
 void sr_push_op_names(lua_State *L);         /* pushes the op_names table: host/lua/lops.c */
 void sr_open_custom_functions(lua_State *L); /* adds custom-function entry points to the module at -1: host/lua/lops.c */
-int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ldata.c */
+int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ltokenizer.c */
 int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/lua/ldata.c */
 int luaopen_speedrun_kernel(lua_State *L);   /* agent kernels (NVRTC): host/lua/lkernel.c */
-int luaopen_speedrun_json(lua_State *L);       /* JSON encode/decode: host/lua/lharness.c */
-int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/harness/stats.c */
-int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, child processes: host/lua/lharness.c */
+int luaopen_speedrun_json(lua_State *L);       /* JSON encode/decode: host/lua/ljson.c */
+int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/lua/lstats.c */
+int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, traces: host/lua/lharness.c */
+int luaopen_speedrun_process(lua_State *L);    /* child processes, limits, signals: host/lua/lprocess.c */
+#define SR_EVENT_FD 3  /* the harness child's event channel (lprocess.c makes it, lharness.c writes it) */
 int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lua/lcuda.c */
 int luaopen_speedrun_profile_core(lua_State *L);  /* per-op profiler: host/lua/lprofile.c */
 void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */

@@ -59,10 +59,11 @@ T.case("argument errors: bad argument #N to 'fname' (...) in every binding libra
   style(function() return data.loader{files = "x", T = "four"} end, "bad argument #1 to 'loader' (field 'T' must be an integer, got string)")
   -- speedrun.json and speedrun.harness_core
   local json, hc = require "speedrun.json", require "speedrun.harness_core"
+  local process = require "speedrun.process"
   local deep = {}
   for _ = 1, 70 do deep = {deep} end
   style(function() return json.encode(deep) end, "bad argument #1 to 'encode' (nesting deeper than 64 (a cycle?))")
-  style(function() return hc.spawn{argv = {}} end, "bad argument #1 to 'spawn' (field 'argv' is empty)")
+  style(function() return process.spawn{argv = {}} end, "bad argument #1 to 'spawn' (field 'argv' is empty)")
   style(function() return hc.causal_diff(sr.zeros(2, 3), sr.zeros(2, 3), 1, 1) end,
         "bad argument #1 to 'causal_diff' (want two [B, T, V] tensors of one shape)")
   -- speedrun.stats

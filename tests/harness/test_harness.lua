@@ -5,6 +5,7 @@
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local H = require "speedrun.harness_core"
+local process = require "speedrun.process"
 local json = require "speedrun.json"
 local data = require "speedrun.data"
 
@@ -17,7 +18,7 @@ H.mkdir(ws .. "/data")
 
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
 for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
-                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs"} do
+                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs", "hostmodule"} do
   local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
   local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
   f:write(src)
@@ -196,6 +197,10 @@ T.case("os.execute (even caught) -> rejected", function()
   expect("execute", "rejected", "os.execute is not allowed", "--restricted")
 end)
 
+T.case("requiring a host-only module (speedrun.process, even caught) -> rejected", function()
+  expect("hostmodule", "rejected", "require 'speedrun%.process' %(host%-only module%)", "--restricted")
+end)
+
 T.case("reading outside the workspace -> rejected", function()
   expect("readout", "rejected", "may read only inside the workspace", "--restricted")
 end)
@@ -212,7 +217,7 @@ end)
 T.case("killing the child mid-run -> crash", function()
   local out = tmp .. "/run-kill"
   os.execute("rm -rf " .. sh(out))
-  local p = H.spawn {argv = {exe, "train", ws .. "/slow.lua", "--scale", "micro", "--device", "cpu", "--quiet",
+  local p = process.spawn {argv = {exe, "train", ws .. "/slow.lua", "--scale", "micro", "--device", "cpu", "--quiet",
                              "--train-files", ws .. "/data/syn_train_*.bin", "--val-files", ws .. "/data/syn_val_*.bin",
                              "--out", out}}
   local pid
@@ -223,7 +228,7 @@ T.case("killing the child mid-run -> crash", function()
     if pid then break end
   end
   T.ok(pid, "child pid written")
-  H.sleep(1.5)
+  process.sleep(1.5)
   os.execute("kill -9 " .. pid)
   local kind, code
   for _ = 1, 400 do

@@ -11,6 +11,7 @@
 --   harness/steps.lua    the training loop and its clock
 --   harness/report.lua   events and failures
 local H = require "speedrun.harness_core"
+local process = require "speedrun.process"
 local json = require "speedrun.json"
 local sr = require "speedrun"
 local data = require "speedrun.data"
@@ -91,7 +92,7 @@ local function finish(p, rules_, R, train_time_ms, is_cuda)
   m.val_loss = vl ~= vl and json.null or vl
   m.val_tokens = vcount
   m.eval_time_ms = rules_.eval_ms
-  m.peak_host_bytes = H.peak_rss()
+  m.peak_host_bytes = process.peak_rss()
   m.peak_gpu_bytes = H.cuda_peak(is_cuda)
   emit {ev = "val", step = p.steps, steps = p.steps, val_loss = vl, train_time_ms = train_time_ms, tokens = p.steps * p.tps, final = true}
   if vl ~= vl then fail("nan", "the final validation loss is NaN") end
@@ -124,7 +125,7 @@ function M.main(jobfile)
   if not text then io.stderr:write("speedrun _child: ", tostring(err), "\n"); return 2 end
   local job = decode(text)
   if job.threads then sr.set_num_threads(job.threads) end
-  emit {ev = "start", pid = H.getpid(), card = H.card(job.device == "cuda" and sr.cuda_available())}
+  emit {ev = "start", pid = process.getpid(), card = H.card(job.device == "cuda" and sr.cuda_available())}
   local ok, e = xpcall(run, caught, job, R)
   if not ok then R.failure = {kind = e.kind, message = e.message, traceback = e.traceback} end
   R.card = H.card(job.device == "cuda" and sr.cuda_available())

@@ -6,6 +6,7 @@
 --   harness/verdict.lua    the verdict on the run: valid or a failure kind
 -- See docs/harness.md.
 local H = require "speedrun.harness_core"
+local process = require "speedrun.process"
 local json = require "speedrun.json"
 local stats = require "speedrun.stats"
 local output = require "speedrun.harness.output"
@@ -212,7 +213,7 @@ local function make_job(recipe, o)
 end
 
 local function limits(o, scale)
-  local mem = parse_size(o["mem-limit"]) or math.floor(H.ram_bytes() * 0.8)
+  local mem = parse_size(o["mem-limit"]) or math.floor(process.ram_bytes() * 0.8)
   return {time_limit = tonumber(o["time-limit"]) or M.TIME_LIMITS[scale] or 3600, mem_limit = mem,
           gpu_mem_limit = parse_size(o["gpu-mem-limit"]), quiet = o.quiet}
 end
@@ -221,7 +222,7 @@ function M.train(args)
   local o, pos = parse_args(args, TRAIN_SPEC)
   if not o then return die(pos .. "\n" .. TRAIN_USAGE) end
   if o.help then io.stdout:write(TRAIN_USAGE) return 0 end
-  H.trap_signals()
+  process.trap_signals()
   local recipe = pos[1] or (H.source_dir() .. "/tasks/default/recipe.lua")
   local job, err = make_job(recipe, o)
   if not job then return die(err) end
@@ -396,7 +397,7 @@ function M.score(args)
   if not o then return die(pos .. "\n" .. SCORE_USAGE) end
   if o.help then io.stdout:write(SCORE_USAGE) return 0 end
   if not pos[1] then return die(SCORE_USAGE) end
-  H.trap_signals()
+  process.trap_signals()
   local ws = abspath(pos[1])
   local recipe = ws .. "/recipe.lua"
   if not exists(recipe) then return die("no recipe.lua in " .. ws) end
@@ -454,7 +455,7 @@ function M.calibrate(args)
   local o, pos = parse_args(args, SCORE_SPEC)
   if not o then return die(pos .. "\n" .. CALIBRATE_USAGE) end
   if o.help then io.stdout:write(CALIBRATE_USAGE) return 0 end
-  H.trap_signals()
+  process.trap_signals()
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end
   o.device = device
@@ -487,7 +488,7 @@ function M.calibrate(args)
                    val_loss_mean = sum.val_loss.mean or json.null, val_loss_std = sum.val_loss.std or json.null,
                    target_val_loss = target or json.null, val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
                    p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(it.recipe), card = card,
-                   device = device, scale = o.scale, software = software(), host = H.hostname(), measured_at = iso_now()}
+                   device = device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
     for _, r in ipairs(runs) do if not r.valid then entry.all_valid = false end end
     if not entry.all_valid then rc = 1 end
     calib.entries[card] = calib.entries[card] or {}

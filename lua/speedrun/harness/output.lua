@@ -4,6 +4,7 @@
 -- results.json and loss.svg (harness/svg.lua). A Log takes the child's events and output
 -- (harness/supervise.lua) and keeps what results.json is made of.
 local H = require "speedrun.harness_core"
+local process = require "speedrun.process"
 local json = require "speedrun.json"
 local svg = require "speedrun.harness.svg"
 
@@ -37,7 +38,7 @@ local Progress = {}
 Progress.__index = Progress
 
 local function new_progress(quiet)
-  return setmetatable({tty = H.isatty(2), quiet = quiet, shown = false}, Progress)
+  return setmetatable({tty = process.isatty(2), quiet = quiet, shown = false}, Progress)
 end
 
 function Progress:line(s)
@@ -164,7 +165,7 @@ function M.results(log, run, opts, started_at)
              device = job.device, seed = job.seed, started_at = started_at, wall_time_s = run.wall_s,
              restricted = job.restricted or false, limits = {time_s = opts.time_limit or json.null,
              host_mem_bytes = opts.mem_limit or json.null, gpu_mem_bytes = opts.gpu_mem_limit or json.null},
-             software = H.build_info(), host = H.hostname(), log = "log.txt", recipe_log = "recipe.log", svg = "loss.svg",
+             software = H.build_info(), host = process.hostname(), log = "log.txt", recipe_log = "recipe.log", svg = "loss.svg",
              checks = {}, violations = json.array(log.violations)}
   R.card = (done and done.card) or (log.start_ev and log.start_ev.card) or H.card(false)
   if log.cfg_ev then R.scale, R.config, R.name = log.cfg_ev.scale, log.cfg_ev.config, log.cfg_ev.name end

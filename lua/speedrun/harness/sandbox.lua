@@ -131,7 +131,8 @@ local function copy(t)
   return c
 end
 
-local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true}
+local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true,
+                        ["speedrun.process"] = true}
 
 -- the recipe's globals; state from install() (nil: no restrictions on files)
 function M.env(opts, state)

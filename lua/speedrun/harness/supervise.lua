@@ -5,6 +5,7 @@
 -- memory (RLIMIT_AS on CPU runs, resident size polled always), or when the harness is
 -- interrupted. SIGTERM first, SIGKILL 2 s later.
 local H = require "speedrun.harness_core"
+local process = require "speedrun.process"
 local json = require "speedrun.json"
 
 local fmt = string.format
@@ -19,7 +20,7 @@ local function spawn(job, jobfile, opts)
   local env = {SPEEDRUN_HARNESS_CHILD = "1"}
   if opts.gpu_mem_limit then env.SPEEDRUN_CUDA_MEM_LIMIT = tostring(opts.gpu_mem_limit) end
   local as_limit = job.device == "cpu" and opts.mem_limit or nil
-  return H.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
+  return process.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
 end
 
 -- splits the child's output into lines for the sink: sink:event(ev) for the event channel,
@@ -51,7 +52,7 @@ end
 
 -- why the child must be stopped now (kind, message), or nil
 local function over_limits(s, opts)
-  local sig = H.interrupted()
+  local sig = process.interrupted()
   if sig then return "crash", fmt("interrupted: the harness got signal %d and stopped the run", sig) end
   if opts.time_limit and H.now() - s.t0 > opts.time_limit then
     return "timeout", fmt("the run exceeded its wall-time limit of %gs and was killed", opts.time_limit)
