@@ -1,6 +1,6 @@
 /*
 ** cli/cmd_kernel.c: `speedrun kernel check|compile|ops ...`. The work is done in Lua
-** (K.cli in lua/speedrun/kernelkit.lua, on top of host/lua/lkernel.c); this file makes the state,
+** (K.cli in lua/speedrun/kernel.lua, on top of host/lua/lkernel.c); this file makes the state,
 ** hands over the arguments and returns the exit status K.cli gives.
 */
 #include <stdio.h>     /* defines: fprintf */

@@ -1,14 +1,15 @@
 /*
-** lua/lkernel.c: the Lua module speedrun.kernel: agent kernels compiled at run time (host/jit/jit.c).
+** lua/lkernel.c: the C module speedrun.kernel_core under the Lua module speedrun.kernel
+** (lua/speedrun/kernel.lua, which adds op, compare and the `kernel check` driver): agent kernels
+** compiled at run time (host/jit/).
 **
-**   local K = require "speedrun.kernel"            -- also speedrun.kernel
+**   local K = require "speedrun.kernel"
 **   local k = assert(K.compile("act.cu", {kernels = {gelu = "ptr float* y, ptr const float* x, int n"}}))
 **   k.gelu{grid = (n + 255) // 256, block = 256, args = {y, x, n}}
 **
 ** compile() returns a table: one launcher per declared kernel plus `info`; launches go on the
 ** engine's stream. Compile errors return nil, log (file:line: error: ...). Argument mistakes
 ** raise "kernel 'gelu': argument 2 'x' (ptr const float*): ...". Docs: docs/kernels.md.
-** The Lua half of the module (op, compare, the `kernel check` driver) is lua/speedrun/kernelkit.lua.
 */
 #include <math.h>       /* defines: floor */
 #include <stdarg.h>     /* defines: va_list */
@@ -20,7 +21,7 @@
 #include <lauxlib.h>
 
 #include "jit/jit.h"        /* defines: sr_jit_compile, sr_jit_parse_sig, sr_jit_launch_kernel */
-#include "lua/lsr.h"        /* defines: sr_to_tensor, luaopen_speedrun_kernel */
+#include "lua/lsr.h"        /* defines: sr_to_tensor, sr_argerror, luaopen_speedrun_kernel_core */
 
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>   /* defines: cudaEvent_t, cudaMemsetAsync, cudaDeviceGetAttribute */
@@ -29,7 +30,6 @@
 
 #define KMOD_MT "speedrun.KernelState"
 #define KTABLE_MT "speedrun.KernelModule"
-#define KGRAPH_MT "speedrun.CudaGraph"
 
 /* the C state behind one compiled module (upvalue of its launchers) */
 typedef struct kmod {
@@ -285,74 +285,49 @@ static void push_info(lua_State *L, kmod *m) {
   lua_setfield(L, -2, "kernels");
 }
 
-/* compile(path_or_source, {kernels = {name = "signature", ...}, name=, arch=, options={...},
-** defines={K=V}, cache=true, cache_dir=, load=}) -> module table | nil, log */
-static int k_compile(lua_State *L) {
-  size_t slen = 0;
-  const char *arg = luaL_checklstring(L, 1, &slen);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  int top = lua_gettop(L);
-  if (sr_jit_compiler_unavailable()) {
-    luaL_pushfail(L);
-    lua_pushfstring(L, "speedrun.kernel: %s", sr_jit_compiler_unavailable());
-    return 2;
-  }
-  /* the state box first (two-phase: collectable before it owns anything) */
-  kmod_box *box = (kmod_box *)lua_newuserdatauv(L, sizeof *box, 0);
-  box->m = NULL;
-  luaL_setmetatable(L, KMOD_MT);
-  int boxidx = lua_gettop(L);
-  kmod *m = calloc(1, sizeof *m);
-  if (!m) return luaL_error(L, "speedrun.kernel.compile: out of memory");
-  box->m = m;
-
-  /* source: a path (one line naming a file), else the text itself */
-  const char *source = NULL;
-  char *filetext = NULL;
+/* the source: a path (one line naming a .cu/.cuh file, read and kept on the stack), else the
+** text itself; m->file names it. 0, or the count of a pushed fail, message */
+static int read_source(lua_State *L, const char *arg, size_t slen, kmod *m, const char **source) {
   int is_path = memchr(arg, '\n', slen) == NULL && (has_suffix(arg, ".cu") || has_suffix(arg, ".cuh"));
-  if (is_path) {
-    FILE *f = fopen(arg, "rb");
-    if (!f) {
-      luaL_pushfail(L);
-      lua_pushfstring(L, "%s: cannot open the kernel source", arg);
-      return 2;
-    }
-    luaL_Buffer bb;
-    luaL_buffinit(L, &bb);
-    char chunk[4096];
-    size_t k;
-    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&bb, chunk, k);
-    fclose(f);
-    luaL_pushresult(&bb);
-    filetext = (char *)lua_tostring(L, -1);  /* kept on the stack */
-    source = filetext;
-    snprintf(m->file, sizeof m->file, "%s", arg);
-  } else {
-    source = arg;
+  if (!is_path) {
+    *source = arg;
     lua_getfield(L, 2, "name");
     snprintf(m->file, sizeof m->file, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "kernel.cu");
     lua_pop(L, 1);
+    return 0;
   }
+  FILE *f = fopen(arg, "rb");
+  if (!f) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: cannot open the kernel source", arg);
+    return 2;
+  }
+  luaL_Buffer bb;
+  luaL_buffinit(L, &bb);
+  char chunk[4096];
+  size_t k;
+  while ((k = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&bb, chunk, k);
+  fclose(f);
+  luaL_pushresult(&bb);
+  *source = lua_tostring(L, -1);  /* kept on the stack */
+  snprintf(m->file, sizeof m->file, "%s", arg);
+  return 0;
+}
 
-  sr_jit_opts o;
-  memset(&o, 0, sizeof o);
-  o.source = source;
-  o.filename = m->file;
-  o.use_cache = 1;
-
-  /* kernels = {name = "signature"}: sorted by name, so the cache key does not depend on
-  ** table order */
+/* opts.kernels = {name = "signature"}: sorted by name, so the cache key does not depend on table
+** order */
+static void read_kernels(lua_State *L, kmod *m, sr_jit_opts *o) {
   lua_getfield(L, 2, "kernels");
-  if (!lua_istable(L, -1)) return luaL_error(L, "speedrun.kernel.compile: opts.kernels must be a table {name = \"signature\", ...}");
+  if (!lua_istable(L, -1)) sr_argerror(L, 2, "opts.kernels must be a table {name = \"signature\", ...}");
   int kt = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, kt)) {
     if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-      return luaL_error(L, "speedrun.kernel.compile: opts.kernels entries must be name = \"signature\" strings");
-    if (m->nk == SR_JIT_MAXKERN) return luaL_error(L, "speedrun.kernel.compile: more than %d kernels", SR_JIT_MAXKERN);
+      sr_argerror(L, 2, "opts.kernels entries must be name = \"signature\" strings");
+    if (m->nk == SR_JIT_MAXKERN) sr_argerror(L, 2, "more than %d kernels", SR_JIT_MAXKERN);
     const char *name = lua_tostring(L, -2);
-    if (!strcmp(name, "info")) return luaL_error(L, "speedrun.kernel.compile: 'info' is reserved; rename the kernel");
-    if (strlen(name) >= sizeof m->names[0]) return luaL_error(L, "speedrun.kernel.compile: kernel name too long");
+    if (!strcmp(name, "info")) sr_argerror(L, 2, "opts.kernels: 'info' is reserved; rename the kernel");
+    if (strlen(name) >= sizeof m->names[0]) sr_argerror(L, 2, "opts.kernels: kernel name '%s' too long", name);
     int at = m->nk;
     while (at > 0 && strcmp(m->names[at - 1], name) > 0) {
       memcpy(m->names[at], m->names[at - 1], sizeof m->names[0]);
@@ -361,110 +336,114 @@ static int k_compile(lua_State *L) {
     }
     snprintf(m->names[at], sizeof m->names[0], "%s", name);
     const char *e = sr_jit_parse_sig(lua_tostring(L, -1), &m->sig[at]);
-    if (e) return luaL_error(L, "speedrun.kernel.compile: kernel '%s': bad signature: %s", name, e);
+    if (e) sr_argerror(L, 2, "opts.kernels: kernel '%s': bad signature: %s", name, e);
     m->nk++;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  for (int i = 0; i < m->nk; i++) o.kernels[i] = m->names[i];
-  o.nkernels = m->nk;
+  for (int i = 0; i < m->nk; i++) o->kernels[i] = m->names[i];
+  o->nkernels = m->nk;
+}
 
-  /* options, defines */
+static void add_option(lua_State *L, sr_jit_opts *o, const char *opt) {
+  if (o->noptions == SR_JIT_MAXOPT) sr_argerror(L, 2, "more than %d compiler options", SR_JIT_MAXOPT);
+  o->options[o->noptions++] = opt;
+}
+
+/* opts.options (strings, anchored in their table) and opts.defines ({K = V}: sorted "-DK=V"
+** strings, anchored in a new table left on the stack) */
+static void read_options(lua_State *L, sr_jit_opts *o) {
   lua_getfield(L, 2, "options");
   if (lua_istable(L, -1)) {
     int n = (int)luaL_len(L, -1);
     for (int i = 1; i <= n; i++) {
       lua_geti(L, -1, i);
-      if (!lua_isstring(L, -1)) return luaL_error(L, "speedrun.kernel.compile: opts.options[%d] must be a string", i);
-      if (o.noptions == SR_JIT_MAXOPT) return luaL_error(L, "speedrun.kernel.compile: too many options");
-      o.options[o.noptions++] = lua_tostring(L, -1);  /* anchored in the options table */
+      if (!lua_isstring(L, -1)) sr_argerror(L, 2, "opts.options[%d] must be a string", i);
+      add_option(L, o, lua_tostring(L, -1));
       lua_pop(L, 1);
     }
-  } else if (!lua_isnil(L, -1)) return luaL_error(L, "speedrun.kernel.compile: opts.options must be a list of strings");
-  lua_getfield(L, 2, "defines");  /* sorted "-DK=V" strings, anchored in a new table */
-  if (lua_istable(L, -1)) {
-    int dt = lua_gettop(L);
-    lua_newtable(L);
-    int lt = lua_gettop(L), nd = 0;
-    lua_pushnil(L);
-    while (lua_next(L, dt)) {
-      if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "speedrun.kernel.compile: opts.defines keys must be names");
-      if (lua_type(L, -1) == LUA_TBOOLEAN) {
-        if (lua_toboolean(L, -1)) lua_pushfstring(L, "-D%s", lua_tostring(L, -2));
-        else { lua_pop(L, 1); continue; }
-      } else {
-        const char *key = lua_tostring(L, -2);
-        const char *val = luaL_tolstring(L, -1, NULL);
-        lua_pushfstring(L, "-D%s=%s", key, val);
-        lua_remove(L, -2);
-      }
-      lua_rawseti(L, lt, ++nd);
-      lua_pop(L, 1);
+  } else if (!lua_isnil(L, -1)) sr_argerror(L, 2, "opts.options must be a list of strings");
+  lua_getfield(L, 2, "defines");
+  if (!lua_istable(L, -1)) return;
+  int dt = lua_gettop(L);
+  lua_newtable(L);
+  int lt = lua_gettop(L), nd = 0;
+  lua_pushnil(L);
+  while (lua_next(L, dt)) {
+    if (lua_type(L, -2) != LUA_TSTRING) sr_argerror(L, 2, "opts.defines keys must be names");
+    if (lua_type(L, -1) == LUA_TBOOLEAN) {
+      if (lua_toboolean(L, -1)) lua_pushfstring(L, "-D%s", lua_tostring(L, -2));
+      else { lua_pop(L, 1); continue; }
+    } else {
+      const char *key = lua_tostring(L, -2);
+      const char *val = luaL_tolstring(L, -1, NULL);
+      lua_pushfstring(L, "-D%s=%s", key, val);
+      lua_remove(L, -2);
     }
-    lua_getglobal(L, "table");
-    lua_getfield(L, -1, "sort");
-    lua_pushvalue(L, lt);
-    lua_call(L, 1, 0);
+    lua_rawseti(L, lt, ++nd);
     lua_pop(L, 1);
-    for (int i = 1; i <= nd; i++) {
-      if (o.noptions == SR_JIT_MAXOPT) return luaL_error(L, "speedrun.kernel.compile: too many options");
-      lua_rawgeti(L, lt, i);
-      o.options[o.noptions++] = lua_tostring(L, -1);
-      lua_pop(L, 1);
-    }
   }
-  lua_getfield(L, 2, "arch");
-  o.arch = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-  lua_getfield(L, 2, "cache_dir");
-  o.cache_dir = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-  lua_getfield(L, 2, "cache");
-  if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) o.use_cache = 0;
-  lua_getfield(L, 2, "load");
-  int want_load = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, lt);
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+  for (int i = 1; i <= nd; i++) {
+    lua_rawgeti(L, lt, i);
+    add_option(L, o, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
 
-  sr_jit_compile(&o, &m->bin);
-  if (!m->bin.ok) {
+#ifdef SPEEDRUN_CUDA
+/* loads m's image (once per cache key in this process) and looks up its kernels: 0, or the count
+** of a pushed fail, message */
+static int load_module(lua_State *L, kmod *m) {
+  for (int i = 0; i < nloads && !m->mod; i++)
+    if (!strcmp(loads[i].key, m->bin.key)) m->mod = loads[i].mod;
+  const char *err = NULL;
+  if (!m->mod && !(m->mod = sr_jit_load(&m->bin, &err))) {
     luaL_pushfail(L);
-    lua_pushstring(L, m->bin.log ? m->bin.log : "compile failed");
+    lua_pushfstring(L, "%s: cannot load: %s", m->file, err);
     return 2;
   }
-
-  /* load: when asked, or by default when a GPU is usable */
-  snprintf(m->load_err, sizeof m->load_err, "not loaded (load = false)");
-#ifdef SPEEDRUN_CUDA
-  const char *why = sr_cuda_probe();
-  if (want_load != 0) {
-    if (why) {
-      snprintf(m->load_err, sizeof m->load_err, "no usable GPU: %s", why);
-      if (want_load == 1) { luaL_pushfail(L); lua_pushfstring(L, "%s: cannot load: %s", m->file, m->load_err); return 2; }
-    } else {
-      for (int i = 0; i < nloads && !m->mod; i++)
-        if (!strcmp(loads[i].key, m->bin.key)) m->mod = loads[i].mod;
-      const char *err = NULL;
-      if (!m->mod && !(m->mod = sr_jit_load(&m->bin, &err))) {
-        luaL_pushfail(L);
-        lua_pushfstring(L, "%s: cannot load: %s", m->file, err);
-        return 2;
-      }
-      if (nloads == 0 || strcmp(loads[nloads - 1].key, m->bin.key)) {
-        loads = realloc(loads, (size_t)(nloads + 1) * sizeof *loads);
-        snprintf(loads[nloads].key, sizeof loads[nloads].key, "%s", m->bin.key);
-        loads[nloads++].mod = m->mod;
-      }
-      for (int i = 0; i < m->nk; i++) {
-        if (!(m->fn[i] = sr_jit_function(m->mod, m->bin.lowered[i], &err))) {
-          luaL_pushfail(L);
-          lua_pushfstring(L, "%s: kernel '%s': %s", m->file, m->names[i], err);
-          return 2;
-        }
-      }
-    }
+  if (nloads == 0 || strcmp(loads[nloads - 1].key, m->bin.key)) {
+    loads = realloc(loads, (size_t)(nloads + 1) * sizeof *loads);
+    snprintf(loads[nloads].key, sizeof loads[nloads].key, "%s", m->bin.key);
+    loads[nloads++].mod = m->mod;
   }
-#else
-  (void)want_load;
+  for (int i = 0; i < m->nk; i++)
+    if (!(m->fn[i] = sr_jit_function(m->mod, m->bin.lowered[i], &err))) {
+      luaL_pushfail(L);
+      lua_pushfstring(L, "%s: kernel '%s': %s", m->file, m->names[i], err);
+      return 2;
+    }
+  return 0;
+}
 #endif
 
-  /* the module table: launchers + info; unknown names raise */
+/* load when asked (want 1), or by default (want -1) when a GPU is usable: 0, or the count of a
+** pushed fail, message */
+static int maybe_load(lua_State *L, kmod *m, int want) {
+  snprintf(m->load_err, sizeof m->load_err, "not loaded (load = false)");
+#ifdef SPEEDRUN_CUDA
+  if (want == 0) return 0;
+  const char *why = sr_cuda_probe();
+  if (!why) return load_module(L, m);
+  snprintf(m->load_err, sizeof m->load_err, "no usable GPU: %s", why);
+  if (want == 1) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: cannot load: %s", m->file, m->load_err);
+    return 2;
+  }
+#else
+  (void)L, (void)want;
+#endif
+  return 0;
+}
+
+/* the module table: launchers + info (unknown names raise); the state box at boxidx rides along */
+static void push_module(lua_State *L, kmod *m, int boxidx) {
   lua_createtable(L, 0, m->nk + 1);
   for (int i = 0; i < m->nk; i++) {
     lua_pushvalue(L, boxidx);
@@ -477,6 +456,50 @@ static int k_compile(lua_State *L) {
   lua_pushvalue(L, boxidx);
   lua_setfield(L, -2, "_state");   /* keeps the state alive with the table */
   luaL_setmetatable(L, KTABLE_MT);
+}
+
+/* compile(path_or_source, {kernels = {name = "signature", ...}, name=, arch=, options={...},
+** defines={K=V}, cache=true, cache_dir=, load=}) -> module table | nil, log */
+static int k_compile(lua_State *L) {
+  size_t slen = 0;
+  const char *arg = luaL_checklstring(L, 1, &slen);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int top = lua_gettop(L), nr;
+  if (sr_jit_compiler_unavailable()) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "speedrun.kernel: %s", sr_jit_compiler_unavailable());
+    return 2;
+  }
+  /* the state box first (two-phase: collectable before it owns anything) */
+  kmod_box *box = (kmod_box *)lua_newuserdatauv(L, sizeof *box, 0);
+  box->m = NULL;
+  luaL_setmetatable(L, KMOD_MT);
+  int boxidx = lua_gettop(L);
+  kmod *m = box->m = calloc(1, sizeof *m);
+  if (!m) return luaL_error(L, "compile: out of host memory");
+  sr_jit_opts o;
+  memset(&o, 0, sizeof o);
+  if ((nr = read_source(L, arg, slen, m, &o.source))) return nr;
+  o.filename = m->file;
+  o.use_cache = 1;
+  read_kernels(L, m, &o);
+  read_options(L, &o);
+  lua_getfield(L, 2, "arch");
+  o.arch = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  lua_getfield(L, 2, "cache_dir");
+  o.cache_dir = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  lua_getfield(L, 2, "cache");
+  if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) o.use_cache = 0;
+  lua_getfield(L, 2, "load");
+  int want_load = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+  sr_jit_compile(&o, &m->bin);
+  if (!m->bin.ok) {
+    luaL_pushfail(L);
+    lua_pushstring(L, m->bin.log ? m->bin.log : "compile failed");
+    return 2;
+  }
+  if ((nr = maybe_load(L, m, want_load))) return nr;
+  push_module(L, m, boxidx);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
   return 1;
@@ -666,55 +689,6 @@ fail:
 }
 
 /* ------------------------------------------------------------------------------------------
-** CUDA graphs from Lua: capture(fn) -> graph with :replay() and :close() (to check that agent
-** kernels are captured with the built-in ops) */
-
-typedef struct kgraph { void *g; } kgraph;
-
-static int g_free(lua_State *L) {
-  kgraph *g = (kgraph *)luaL_checkudata(L, 1, KGRAPH_MT);
-#ifdef SPEEDRUN_CUDA
-  if (g->g) sr_cuda_graph_free((sr_cuda_graph *)g->g);
-#endif
-  g->g = NULL;
-  return 0;
-}
-
-static int g_replay(lua_State *L) {
-  kgraph *g = (kgraph *)luaL_checkudata(L, 1, KGRAPH_MT);
-  luaL_argcheck(L, g->g != NULL, 1, "graph was closed");
-#ifdef SPEEDRUN_CUDA
-  const char *e = sr_cuda_graph_replay((sr_cuda_graph *)g->g);
-  if (e) return luaL_error(L, "%s", e);
-#endif
-  return 0;
-}
-
-static int k_capture(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-#ifdef SPEEDRUN_CUDA
-  kgraph *g = (kgraph *)lua_newuserdatauv(L, sizeof *g, 0);
-  g->g = NULL;
-  luaL_setmetatable(L, KGRAPH_MT);
-  const char *e = sr_cuda_graph_begin();
-  if (e) return luaL_error(L, "speedrun.kernel.capture: %s", e);
-  lua_pushvalue(L, 1);
-  int st = lua_pcall(L, 0, 0, 0);
-  sr_cuda_graph *graph = NULL;
-  e = sr_cuda_graph_end(&graph);
-  if (st != LUA_OK) {
-    if (graph) sr_cuda_graph_free(graph);
-    return lua_error(L);
-  }
-  if (e) return luaL_error(L, "speedrun.kernel.capture: %s", e);
-  g->g = graph;
-  return 1;
-#else
-  return luaL_error(L, "speedrun.kernel.capture: %s", sr_jit_compiler_unavailable());
-#endif
-}
-
-/* ------------------------------------------------------------------------------------------
 ** facts */
 
 static int k_compiler(lua_State *L) {
@@ -735,12 +709,12 @@ static int k_cuda_include_dir(lua_State *L) {
 static const luaL_Reg kernel_functions[] = {
   {"compile", k_compile}, {"signature", k_signature}, {"check_args", k_check_args},
   {"last_launch", k_last_launch}, {"fault", k_fault}, {"synchronize", k_synchronize},
-  {"time", k_time}, {"capture", k_capture}, {"compiler", k_compiler}, {"cache_dir", k_cache_dir},
+  {"time", k_time}, {"compiler", k_compiler}, {"cache_dir", k_cache_dir},
   {"include_dir", k_include_dir}, {"cuda_include_dir", k_cuda_include_dir},
   {NULL, NULL}
 };
 
-int luaopen_speedrun_kernel(lua_State *L) {
+int luaopen_speedrun_kernel_core(lua_State *L) {
   luaL_newmetatable(L, KMOD_MT);
   lua_pushcfunction(L, kstate_gc);
   lua_setfield(L, -2, "__gc");
@@ -751,26 +725,8 @@ int luaopen_speedrun_kernel(lua_State *L) {
   lua_pushcfunction(L, ktable_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_newmetatable(L, KGRAPH_MT);
-  lua_pushcfunction(L, g_free);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, g_free);
-  lua_setfield(L, -2, "__close");
-  lua_newtable(L);
-  lua_pushcfunction(L, g_replay);
-  lua_setfield(L, -2, "replay");
-  lua_pushcfunction(L, g_free);
-  lua_setfield(L, -2, "close");
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
   luaL_newlib(L, kernel_functions);
   lua_pushinteger(L, SR_EXIT_CUDA_FAULT);
   lua_setfield(L, -2, "EXIT_CUDA_FAULT");
-  /* the Lua half: op, compare, the kernel-check driver */
-  lua_getglobal(L, "require");
-  lua_pushstring(L, "speedrun.kernelkit");
-  lua_call(L, 1, 1);
-  lua_pushvalue(L, -2);
-  lua_call(L, 1, 0);
   return 1;
 }

@@ -24,7 +24,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.core", luaopen_speedrun_core},
   {"speedrun.tokenizer", luaopen_speedrun_tokenizer},
   {"speedrun.data", luaopen_speedrun_data},
-  {"speedrun.kernel", luaopen_speedrun_kernel},
+  {"speedrun.kernel_core", luaopen_speedrun_kernel_core},
   {"speedrun.json", luaopen_speedrun_json},
   {"speedrun.stats", luaopen_speedrun_stats},
   {"speedrun.harness_core", luaopen_speedrun_harness_core},

@@ -49,7 +49,7 @@ void sr_push_op_names(lua_State *L);         /* pushes the op_names table: host/
 void sr_open_custom_functions(lua_State *L); /* adds custom-function entry points to the module at -1: host/lua/lops.c */
 int luaopen_speedrun_tokenizer(lua_State *L);  /* GPT-2 BPE: host/lua/ltokenizer.c */
 int luaopen_speedrun_data(lua_State *L);       /* shards, loaders, corpora: host/lua/ldata.c */
-int luaopen_speedrun_kernel(lua_State *L);   /* agent kernels (NVRTC): host/lua/lkernel.c */
+int luaopen_speedrun_kernel_core(lua_State *L);  /* agent kernels (NVRTC): host/lua/lkernel.c */
 int luaopen_speedrun_json(lua_State *L);       /* JSON encode/decode: host/lua/ljson.c */
 int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/lua/lstats.c */
 int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, traces: host/lua/lharness.c */
