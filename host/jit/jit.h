@@ -100,7 +100,7 @@ typedef struct sr_jit_sig {
 
 /* parses a signature; returns NULL or an error message (static storage) */
 const char *sr_jit_parse_sig(const char *text, sr_jit_sig *sig);
-/* "argument 2 'x' (ptr const bf16*)" into buf */
+/* "args[2] 'x' (ptr const bf16*)" into buf */
 const char *sr_jit_param_label(const sr_jit_sig *sig, int i, char *buf, size_t n);
 
 /* ---- loading and launching (CUDA builds with a GPU) */

@@ -139,8 +139,8 @@ const char *sr_jit_parse_sig(const char *text, sr_jit_sig *sig) {
 
 const char *sr_jit_param_label(const sr_jit_sig *sig, int i, char *buf, size_t n) {
   const sr_jit_param *p = &sig->p[i];
-  if (p->name[0]) snprintf(buf, n, "argument %d '%s' (%s%s)", i + 1, p->name, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
-  else snprintf(buf, n, "argument %d (%s%s)", i + 1, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
+  if (p->name[0]) snprintf(buf, n, "args[%d] '%s' (%s%s)", i + 1, p->name, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
+  else snprintf(buf, n, "args[%d] (%s%s)", i + 1, p->kind == SR_ARG_PTR ? "ptr " : "", p->ctype);
   return buf;
 }
 

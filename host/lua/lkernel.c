@@ -9,7 +9,7 @@
 **
 ** compile() returns a table: one launcher per declared kernel plus `info`; launches go on the
 ** engine's stream. Compile errors return nil, log (file:line: error: ...). Argument mistakes
-** raise "kernel 'gelu': argument 2 'x' (ptr const float*): ...". Docs: docs/kernels.md.
+** raise "bad argument #1 to 'gelu' (args[2] 'x' (ptr const float*): ...)". Docs: docs/kernels.md.
 */
 #include <math.h>       /* defines: floor */
 #include <stdarg.h>     /* defines: va_list */
@@ -53,17 +53,22 @@ static loaded *loads;
 static int nloads;
 #endif
 
-/* luaL_error with the C formats (%g, %u) that lua_pushfstring lacks */
+/* who an argument error names: the function (a kernel's name for its launcher) and the Lua
+** argument (the launch table, or check_args' args) */
+typedef struct kwho { const char *fname; int arg; } kwho;
+
+/* raises "bad argument #<arg> to '<fname>' (...)", with the C formats (%g, %u, %lld) that
+** lua_pushfstring lacks */
 #if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
+__attribute__((format(printf, 3, 4)))
 #endif
-static int kerr(lua_State *L, const char *fmt, ...) {
+static int kerr(lua_State *L, const kwho *w, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  return luaL_error(L, "%s", buf);
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", w->arg, w->fname, buf);
 }
 
 static int kstate_gc(lua_State *L) {
@@ -89,26 +94,26 @@ static const char *kind_expect(sr_jit_argkind k) {
   }
 }
 
-/* converts the Lua value at idx for parameter i of sig; raises "<who>: argument ..." */
-static void convert_arg(lua_State *L, int idx, const char *who, const sr_jit_sig *sig, int i, argval *out,
+/* converts the Lua value at idx for parameter i of sig; raises "bad argument #.. (args[i] ...)" */
+static void convert_arg(lua_State *L, int idx, const kwho *who, const sr_jit_sig *sig, int i, argval *out,
                         int allow_cpu) {
   char label[128];
   const sr_jit_param *p = &sig->p[i];
   sr_jit_param_label(sig, i, label, sizeof label);
   if (p->kind == SR_ARG_PTR) {
     sr_tensor *t = sr_to_tensor(L, idx);
-    if (!t) luaL_error(L, "%s: %s: expected a tensor, got %s", who, label, luaL_typename(L, idx));
+    if (!t) kerr(L, who, "%s: expected a tensor, got %s", label, luaL_typename(L, idx));
     if (p->dtype >= 0 && (int)t->dtype != p->dtype)
-      luaL_error(L, "%s: %s: expected a %s tensor, got %s", who, label, sr_dtype_name((sr_dtype)p->dtype),
+      kerr(L, who, "%s: expected a %s tensor, got %s", label, sr_dtype_name((sr_dtype)p->dtype),
                  sr_dtype_name(t->dtype));
-    if (!sr_is_contiguous(t)) luaL_error(L, "%s: %s: the tensor is not contiguous (use :contiguous())", who, label);
+    if (!sr_is_contiguous(t)) kerr(L, who, "%s: the tensor is not contiguous (use :contiguous())", label);
     if (t->storage->device != SR_CUDA && !allow_cpu)
-      luaL_error(L, "%s: %s: expected a cuda tensor, got a %s tensor", who, label, sr_device_name(t->storage->device));
+      kerr(L, who, "%s: expected a cuda tensor, got a %s tensor", label, sr_device_name(t->storage->device));
     out->ptr = sr_data(t);
     return;
   }
   if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "%s: %s: expected %s, got %s", who, label, kind_expect(p->kind), luaL_typename(L, idx));
+    kerr(L, who, "%s: expected %s, got %s", label, kind_expect(p->kind), luaL_typename(L, idx));
   if (p->kind == SR_ARG_F32) { out->f32 = (float)lua_tonumber(L, idx); return; }
   if (p->kind == SR_ARG_F64) { out->f64 = lua_tonumber(L, idx); return; }
   lua_Integer v;
@@ -116,19 +121,19 @@ static void convert_arg(lua_State *L, int idx, const char *who, const sr_jit_sig
   else {
     double d = lua_tonumber(L, idx);
     if (d != floor(d) || d < -9.2e18 || d > 9.2e18)
-      kerr(L, "%s: %s: expected %s, got %g", who, label, kind_expect(p->kind), d);
+      kerr(L, who, "%s: expected %s, got %g", label, kind_expect(p->kind), d);
     v = (lua_Integer)d;
   }
   switch (p->kind) {
     case SR_ARG_I32:
-      if (v < INT32_MIN || v > INT32_MAX) luaL_error(L, "%s: %s: %I does not fit in 32 bits", who, label, v);
+      if (v < INT32_MIN || v > INT32_MAX) kerr(L, who, "%s: %lld does not fit in 32 bits", label, (long long)v);
       out->i32 = (int32_t)v; break;
     case SR_ARG_U32:
-      if (v < 0 || v > (lua_Integer)UINT32_MAX) luaL_error(L, "%s: %s: %I does not fit in 32 unsigned bits", who, label, v);
+      if (v < 0 || v > (lua_Integer)UINT32_MAX) kerr(L, who, "%s: %lld does not fit in 32 unsigned bits", label, (long long)v);
       out->u32 = (uint32_t)v; break;
     case SR_ARG_I64: out->i64 = (int64_t)v; break;
     case SR_ARG_U64:
-      if (v < 0) luaL_error(L, "%s: %s: %I is negative", who, label, v);
+      if (v < 0) kerr(L, who, "%s: %lld is negative", label, (long long)v);
       out->u64 = (uint64_t)v; break;
     default: break;
   }
@@ -145,14 +150,14 @@ static void sig_text(const sr_jit_sig *sig, char *buf, size_t n) {
 }
 
 /* converts the array args (at idx) against sig into vals/ptrs */
-static void convert_args(lua_State *L, int idx, const char *who, const sr_jit_sig *sig, argval *vals, void **ptrs,
+static void convert_args(lua_State *L, int idx, const kwho *who, const sr_jit_sig *sig, argval *vals, void **ptrs,
                          int allow_cpu) {
-  if (lua_type(L, idx) != LUA_TTABLE) luaL_error(L, "%s: 'args' must be a table (a list of arguments)", who);
+  if (lua_type(L, idx) != LUA_TTABLE) kerr(L, who, "'args' must be a table (a list of arguments)");
   lua_Integer n = luaL_len(L, idx);
   if (n != sig->nparams) {
     char st[1024];
     sig_text(sig, st, sizeof st);
-    luaL_error(L, "%s: expected %d argument%s (%s), got %d", who, sig->nparams, sig->nparams == 1 ? "" : "s", st, (int)n);
+    kerr(L, who, "expected %d argument%s (%s), got %d", sig->nparams, sig->nparams == 1 ? "" : "s", st, (int)n);
   }
   for (int i = 0; i < sig->nparams; i++) {
     lua_geti(L, idx, i + 1);
@@ -163,11 +168,11 @@ static void convert_args(lua_State *L, int idx, const char *who, const sr_jit_si
 }
 
 /* grid/block: an integer or a list of 1 to 3 integers */
-static void get_dim3(lua_State *L, int t, const char *field, const char *who, unsigned out[3], int required) {
+static void get_dim3(lua_State *L, int t, const char *field, const kwho *who, unsigned out[3], int required) {
   out[0] = out[1] = out[2] = 1;
   int ty = lua_getfield(L, t, field);
   if (ty == LUA_TNIL) {
-    if (required) luaL_error(L, "%s: '%s' is required (an integer or {x, y, z})", who, field);
+    if (required) kerr(L, who, "'%s' is required (an integer or {x, y, z})", field);
     lua_pop(L, 1);
     return;
   }
@@ -176,26 +181,26 @@ static void get_dim3(lua_State *L, int t, const char *field, const char *who, un
   if (ty == LUA_TNUMBER) {
     if (!lua_isinteger(L, -1)) {
       double d = lua_tonumber(L, -1);
-      if (d != floor(d)) kerr(L, "%s: '%s' must be an integer, got %g", who, field, d);
+      if (d != floor(d)) kerr(L, who, "'%s' must be an integer, got %g", field, d);
     }
     v[0] = (lua_Integer)lua_tonumber(L, -1);
     n = 1;
   } else if (ty == LUA_TTABLE) {
     n = (int)luaL_len(L, -1);
-    if (n < 1 || n > 3) luaL_error(L, "%s: '%s' must have 1 to 3 entries", who, field);
+    if (n < 1 || n > 3) kerr(L, who, "'%s' must have 1 to 3 entries", field);
     for (int i = 0; i < n; i++) {
       lua_geti(L, -1, i + 1);
       int isnum = 0;
       v[i] = lua_tointegerx(L, -1, &isnum);
-      if (!isnum) luaL_error(L, "%s: '%s'[%d] must be an integer", who, field, i + 1);
+      if (!isnum) kerr(L, who, "'%s'[%d] must be an integer", field, i + 1);
       lua_pop(L, 1);
     }
   } else {
-    luaL_error(L, "%s: '%s' must be an integer or {x, y, z}, got %s", who, field, luaL_typename(L, -1));
+    kerr(L, who, "'%s' must be an integer or {x, y, z}, got %s", field, luaL_typename(L, -1));
   }
   for (int i = 0; i < 3; i++) {
     if (v[i] < 1 || v[i] > 2147483647)
-      luaL_error(L, "%s: '%s' %c is %I (must be at least 1)", who, field, "xyz"[i], v[i]);
+      kerr(L, who, "'%s' %c is %lld (must be at least 1)", field, "xyz"[i], (long long)v[i]);
     out[i] = (unsigned)v[i];
   }
   lua_pop(L, 1);
@@ -206,22 +211,21 @@ static int k_launch(lua_State *L) {
   kmod_box *b = (kmod_box *)lua_touserdata(L, lua_upvalueindex(1));
   int ki = (int)lua_tointeger(L, lua_upvalueindex(2));
   kmod *m = b->m;
-  char who[160];
-  snprintf(who, sizeof who, "kernel '%s'", m->names[ki]);
+  const kwho w = {m->names[ki], 1}, *who = &w;
   if (lua_type(L, 1) != LUA_TTABLE)
-    return luaL_error(L, "%s: expected a table {grid=, block=, shared=, args={...}}, got %s", who, luaL_typename(L, 1));
+    return kerr(L, who, "expected a table {grid=, block=, shared=, args={...}}, got %s", luaL_typename(L, 1));
   sr_jit_launch l;
   memset(&l, 0, sizeof l);
   get_dim3(L, 1, "grid", who, l.grid, 1);
   get_dim3(L, 1, "block", who, l.block, 1);
   if ((uint64_t)l.block[0] * l.block[1] * l.block[2] > 1024)
-    return kerr(L, "%s: block %ux%ux%u has more than 1024 threads", who, l.block[0], l.block[1], l.block[2]);
-  if (l.grid[1] > 65535 || l.grid[2] > 65535) return luaL_error(L, "%s: grid y and z must be at most 65535", who);
+    return kerr(L, who, "block %ux%ux%u has more than 1024 threads", l.block[0], l.block[1], l.block[2]);
+  if (l.grid[1] > 65535 || l.grid[2] > 65535) return kerr(L, who, "grid y and z must be at most 65535");
   lua_getfield(L, 1, "shared");
   if (!lua_isnil(L, -1)) {
     int isnum = 0;
     lua_Integer s = lua_tointegerx(L, -1, &isnum);
-    if (!isnum || s < 0 || s > 232448) return luaL_error(L, "%s: 'shared' must be a byte count in [0, 232448]", who);
+    if (!isnum || s < 0 || s > 232448) return kerr(L, who, "'shared' must be a byte count in [0, 232448]");
     l.shared = (unsigned)s;
   }
   lua_pop(L, 1);
@@ -240,13 +244,13 @@ static int k_launch(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  if (!m->mod) return luaL_error(L, "%s: cannot launch: %s", who, m->load_err);
+  if (!m->mod) return luaL_error(L, "kernel '%s': cannot launch: %s", m->names[ki], m->load_err);
   l.kernel = m->names[ki];
   l.file = m->file;
   l.function = m->fn[ki];
   l.args = ptrs;
   const char *e = sr_jit_launch_kernel(&l);
-  if (e) return luaL_error(L, "%s: %s", who, e);
+  if (e) return luaL_error(L, "kernel '%s': %s", m->names[ki], e);
   return 0;
 }
 
@@ -528,7 +532,7 @@ static int ktable_tostring(lua_State *L) {
 static int k_signature(lua_State *L) {
   sr_jit_sig sig;
   const char *e = sr_jit_parse_sig(luaL_checkstring(L, 1), &sig);
-  if (e) return luaL_error(L, "bad signature: %s", e);
+  if (e) return sr_argerror(L, 1, "bad signature: %s", e);
   lua_createtable(L, sig.nparams, 0);
   for (int i = 0; i < sig.nparams; i++) {
     const sr_jit_param *p = &sig.p[i];
@@ -550,7 +554,7 @@ static int k_signature(lua_State *L) {
 static int k_check_args(lua_State *L) {
   sr_jit_sig sig;
   const char *e = sr_jit_parse_sig(luaL_checkstring(L, 1), &sig);
-  if (e) return luaL_error(L, "bad signature: %s", e);
+  if (e) return sr_argerror(L, 1, "bad signature: %s", e);
   int allow_cpu = 0;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "allow_cpu");
@@ -559,7 +563,8 @@ static int k_check_args(lua_State *L) {
   }
   argval vals[SR_JIT_MAXARG];
   void *ptrs[SR_JIT_MAXARG];
-  convert_args(L, 2, "check_args", &sig, vals, ptrs, allow_cpu);
+  const kwho w = {"check_args", 2};
+  convert_args(L, 2, &w, &sig, vals, ptrs, allow_cpu);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -41,22 +41,22 @@ T.case("arguments: count, types, dtypes, contiguity, device", function()
   T.raises(function() K.check_args(SIG, {y, x, 16}, {allow_cpu = true}) end,
            "expected 4 arguments (ptr float* y, ptr const bf16* x, int n, float eps), got 3")
   T.raises(function() K.check_args(SIG, {y, 3, 16, 1.0}, {allow_cpu = true}) end,
-           "argument 2 'x' (ptr const bf16*): expected a tensor, got number")
+           "args[2] 'x' (ptr const bf16*): expected a tensor, got number")
   T.raises(function() K.check_args(SIG, {y, y, 16, 1.0}, {allow_cpu = true}) end,
-           "argument 2 'x' (ptr const bf16*): expected a bfloat16 tensor, got float32")
+           "args[2] 'x' (ptr const bf16*): expected a bfloat16 tensor, got float32")
   T.raises(function() K.check_args(SIG, {y:transpose(1, 2), x, 16, 1.0}, {allow_cpu = true}) end,
-           "argument 1 'y' (ptr float*): the tensor is not contiguous")
+           "args[1] 'y' (ptr float*): the tensor is not contiguous")
   T.raises(function() K.check_args(SIG, {y, x, 1.5, 1.0}, {allow_cpu = true}) end,
-           "argument 3 'n' (int): expected an integer, got 1.5")
+           "args[3] 'n' (int): expected an integer, got 1.5")
   T.raises(function() K.check_args(SIG, {y, x, "16", 1.0}, {allow_cpu = true}) end,
-           "argument 3 'n' (int): expected an integer, got string")
+           "args[3] 'n' (int): expected an integer, got string")
   T.raises(function() K.check_args(SIG, {y, x, 1 << 40, 1.0}, {allow_cpu = true}) end,
            "does not fit in 32 bits")
   T.raises(function() K.check_args(SIG, {y, x, 16, true}, {allow_cpu = true}) end,
-           "argument 4 'eps' (float): expected a number, got boolean")
+           "args[4] 'eps' (float): expected a number, got boolean")
   T.raises(function() K.check_args("uint64_t n", {-1}, {allow_cpu = true}) end, "is negative")
   T.raises(function() K.check_args(SIG, {y, x, 16, 1.0}) end,
-           "argument 1 'y' (ptr float*): expected a cuda tensor, got a cpu tensor")
+           "args[1] 'y' (ptr float*): expected a cuda tensor, got a cpu tensor")
   T.raises(function() K.check_args("int", {2, 3}) end, "expected 1 argument (int), got 2")
   T.ok(K.check_args("ptr void* any", {x}, {allow_cpu = true}), "void* takes any dtype")
   T.ok(K.check_args("ptr const float* x", {y:narrow(1, 2, 2)}, {allow_cpu = true}), "a contiguous view is fine")
@@ -68,15 +68,15 @@ T.case("a launcher checks its table and arguments before the device", function()
     arch = "compute_90", load = false, cache_dir = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/kernel-cache-args"})
   T.ok(k, log)
   local a, b, y = sr.ones(8), sr.ones(8), sr.zeros(8)
-  T.raises(function() k.add(1) end, "kernel 'add': expected a table {grid=, block=, shared=, args={...}}, got number")
-  T.raises(function() k.add {block = 32, args = {y, a, b, 8}} end, "kernel 'add': 'grid' is required")
+  T.raises(function() k.add(1) end, "bad argument #1 to 'add' (expected a table {grid=, block=, shared=, args={...}}, got number)")
+  T.raises(function() k.add {block = 32, args = {y, a, b, 8}} end, "bad argument #1 to 'add' ('grid' is required")
   T.raises(function() k.add {grid = 1, block = 2048, args = {y, a, b, 8}} end, "more than 1024 threads")
   T.raises(function() k.add {grid = 0, block = 32, args = {y, a, b, 8}} end, "'grid' x is 0")
   T.raises(function() k.add {grid = {1, 1, 1, 1}, block = 32, args = {y, a, b, 8}} end, "1 to 3 entries")
   T.raises(function() k.add {grid = 1, block = 32, shared = -1, args = {y, a, b, 8}} end, "'shared' must be")
-  T.raises(function() k.add {grid = 1, block = 32, args = {y, a, 8}} end, "kernel 'add': expected 4 arguments")
+  T.raises(function() k.add {grid = 1, block = 32, args = {y, a, 8}} end, "bad argument #1 to 'add' (expected 4 arguments")
   T.raises(function() k.add {grid = 1, block = 32, args = {sr.ones(8, {dtype = "float64"}), a, b, 8}} end,
-           "argument 1 'y' (ptr float*): expected a float32 tensor, got float64")
+           "args[1] 'y' (ptr float*): expected a float32 tensor, got float64")
   T.raises(function() k.add {grid = 1, block = 32, args = {y, a, b, 8}} end, "expected a cuda tensor, got a cpu tensor")
 end)
 
