@@ -191,4 +191,20 @@ T.case("plausibility: a loss far below the target record's is flagged; FSR withi
   T.ok(text:find("within the calibration's noise", 1, true), text)
 end)
 
+T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
+  local ws = workspace("quiet", "cheat_readlink")
+  os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 2 --quiet --calibration " .. sh(CALIB) .. RUN)
+  T.eq(rc, 1, text)
+  T.ok(text:find("verdict: fail", 1, true), "--quiet still prints the verdict\n" .. text)
+  T.ok(not text:find("rejected: rejected:", 1, true), text)
+  T.ok(not text:find("step:", 1, true), "--quiet: no log lines\n" .. text)
+  local out = tmp .. "/auto"
+  rc, text = speedrun("train " .. sh(tmp .. "/ws-honest/recipe.lua") .. " --scale auto --quiet --out " .. sh(out) .. RUN)
+  T.eq(rc, 0, text)
+  local r = json.decode(read(out .. "/results.json"))
+  T.eq(r.scale, "micro")
+  T.eq(r.limits.time_s, 600, "scale auto resolved to micro on the CPU: micro's limit")
+end)
+
 T.done()

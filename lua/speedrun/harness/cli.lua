@@ -224,6 +224,8 @@ function M.train(args)
   if bad then return die(bad) end
   process.trap_signals()
   local recipe = pos[1] or (H.source_dir() .. "/tasks/default/recipe.lua")
+  local early = o.restricted and o.out and guard.outside_workspace(o.out, dirname(abspath(recipe)))
+  if early then return die(early) end
   local job, err = make_job(recipe, o)
   if not job then return die(err) end
   local stem = job.recipe:match("([^/]+)/[^/]*$") or "recipe"
