@@ -207,4 +207,15 @@ T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets
   T.eq(r.limits.time_s, 600, "scale auto resolved to micro on the CPU: micro's limit")
 end)
 
+T.case("docs/harness.md's threat model names the eight classes and the cheat recipes tested here", function()
+  local doc = read("../docs/harness.md")
+  local tm = doc:match("\n## Threat model\n(.*)$")
+  T.ok(tm, "a threat model section")
+  for i = 1, 8 do T.ok(tm:find("\n| " .. i .. " |", 1, true), "class " .. i .. " in the table") end
+  T.ok(tm:find("test_cheats_parent.lua", 1, true) and tm:find("Out of scope", 1, true), "tests and limits named")
+  for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target"} do
+    T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
+  end
+end)
+
 T.done()
