@@ -19,6 +19,7 @@
 ** speedrun.json (host/lua/ljson.c).
 */
 #define _GNU_SOURCE            /* pipe2, strsignal */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -263,6 +264,43 @@ static int h_realpath(lua_State *L) {
   return 1;
 }
 
+/* stat(path [, nofollow]) -> {id = "DEV:INO", dev, ino, nlink, size, type} | nil, msg: the file's
+   identity (device and inode: two names of one file, a hard link, have the same id); type is
+   "file", "dir", "link" (nofollow: lstat, the link itself) or "other" */
+static int h_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  int rc = lua_toboolean(L, 2) ? lstat(path, &st) : stat(path, &st);
+  if (rc != 0) { luaL_pushfail(L); lua_pushfstring(L, "%s: %s", path, strerror(errno)); return 2; }
+  lua_createtable(L, 0, 6);
+  lua_pushfstring(L, "%I:%I", (lua_Integer)st.st_dev, (lua_Integer)st.st_ino);
+  lua_setfield(L, -2, "id");
+  lua_pushinteger(L, (lua_Integer)st.st_dev); lua_setfield(L, -2, "dev");
+  lua_pushinteger(L, (lua_Integer)st.st_ino); lua_setfield(L, -2, "ino");
+  lua_pushinteger(L, (lua_Integer)st.st_nlink); lua_setfield(L, -2, "nlink");
+  lua_pushinteger(L, (lua_Integer)st.st_size); lua_setfield(L, -2, "size");
+  lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : S_ISLNK(st.st_mode) ? "link" : "other");
+  lua_setfield(L, -2, "type");
+  return 1;
+}
+
+/* listdir(path) -> {name, ...} (without . and ..) | nil, msg */
+static int h_listdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d = opendir(path);
+  if (!d) { luaL_pushfail(L); lua_pushfstring(L, "%s: %s", path, strerror(errno)); return 2; }
+  lua_newtable(L);
+  lua_Integer n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    lua_pushstring(L, e->d_name);
+    lua_rawseti(L, -2, ++n);
+  }
+  closedir(d);
+  return 1;
+}
+
 /* mkdir(path) -> true | nil, msg: creates the folder and its parents (as mkdir -p) */
 static int h_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -357,6 +395,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
     {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
+    {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info},
     {"trace_start", h_trace_start}, {"trace_stop", h_trace_stop}, {NULL, NULL}};
   luaL_newlib(L, f);

@@ -240,6 +240,10 @@ function M.main(args)
     if not pos[2] then return die("show needs a task number\n" .. USAGE) end
     local t, terr = task_arg(m, pos[2])
     if not t then return die(terr) end
+    if o.hint then   -- a bad level is a usage error before anything is printed
+      local _, herr = M.hint(m.root, t, o.hint)
+      if herr then return die(herr) end
+    end
     return M.show(m, t, o.hint)
   elseif cmd == "init" then
     if not pos[2] or not pos[3] then return die("init needs a task number and a folder\n" .. USAGE) end

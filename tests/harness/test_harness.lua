@@ -147,7 +147,7 @@ end)
 T.case("writing inside the run's output folder is allowed", function()
   local r, _, text, out = train("writeout", "--restricted")
   T.eq(r.status, "valid", text)
-  T.eq(io.open(out .. "/note.txt"):read("a"), "ok\n")
+  T.eq(io.open(out .. "/scratch/note.txt"):read("a"), "ok\n", "ctx.out_dir is the run folder's scratch/")
 end)
 
 local function expect(recipe, kind, pattern, extra)

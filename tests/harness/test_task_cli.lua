@@ -78,6 +78,7 @@ T.case("task show N [--hint L]", function()
   rc, out = speedrun("task show 1 --hint 4")
   T.eq(rc, 2)
   T.ok(out:find("hint level must be", 1, true), out)
+  T.ok(not out:find("# Task 1", 1, true), "a bad hint level is refused before the statement is printed\n" .. out)
   rc, out = speedrun("task frobnicate")
   T.eq(rc, 2)
   T.ok(out:find("unknown subcommand", 1, true), out)
@@ -113,6 +114,40 @@ T.case("task init N DIR [--hint L] makes a workspace", function()
   T.eq(read(ws4 .. "/recipe.lua"), read(root .. "/tasks/record_04/recipe.lua"))
   rc = speedrun("task init 1")
   T.eq(rc, 2)
+end)
+
+T.case("train/score/calibrate: options checked before any work (usage error, exit 2)", function()
+  local ws = tmp .. "/ws-opts"
+  os.execute("rm -rf " .. sh(ws) .. " && mkdir -p " .. sh(ws) .. " && cp harness/recipes/good.lua " .. sh(ws .. "/recipe.lua"))
+  local r = sh(ws .. "/recipe.lua")
+  for _, case in ipairs {
+    {"train " .. r .. " --steps 2.5", "--steps must be a positive integer"},
+    {"train " .. r .. " --steps -3", "--steps must be a positive integer"},
+    {"train " .. r .. " --steps abc", "--steps must be a positive integer"},
+    {"train " .. r .. " --steps 0", "--steps must be a positive integer"},
+    {"train " .. r .. " --seed -1", "--seed must be an integer >= 0"},
+    {"train " .. r .. " --threads 1.5", "--threads must be"},
+    {"train " .. r .. " --time-limit 0", "--time-limit must be a number above 0"},
+    {"train " .. r .. " --mem-limit lots", "--mem-limit must be a size"},
+    {"train " .. r .. " --steps --quiet", "option --steps needs a value"},
+    {"train " .. r .. " --seed", "option --seed needs a value"},
+    {"train " .. r .. " --scale huge", "--scale must be micro, demo, proxy, full or auto"},
+    {"score " .. sh(ws) .. " --runs 2.5", "--runs must be a positive integer"},
+    {"score " .. sh(ws) .. " --runs -1", "--runs must be a positive integer"},
+    {"score " .. sh(ws) .. " --alpha 2", "--alpha must be a number between 0 and 1"},
+    {"score " .. sh(ws) .. " --task x", "--task must be a positive integer"},
+    {"score " .. sh(ws) .. " --scale huge", "--scale must be"},
+    {"score " .. sh(ws) .. " --task 1 --target 99", "drop --target"},
+    {"score " .. sh(ws) .. " --out " .. sh(ws .. "/runs/x"), "inside the workspace"},
+    {"train " .. r .. " --restricted --out " .. sh(ws .. "/out"), "inside the workspace"},
+    {"calibrate --runs 0", "--runs must be a positive integer"},
+  } do
+    local rc, out = speedrun(case[1])
+    T.eq(rc, 2, case[1] .. "\n" .. out)
+    T.ok(out:find(case[2], 1, true), case[1] .. ": " .. out)
+    T.ok(not out:find("traceback", 1, true), case[1] .. ": no traceback\n" .. out)
+  end
+  T.ok(not io.open(ws .. "/runs"), "nothing ran")
 end)
 
 T.done()

@@ -4,6 +4,9 @@
 --   harness/supervise.lua  spawning it, reading its events and output, its limits, killing it
 --   harness/output.lua     log.txt, recipe.log, the progress line, results.json, loss.svg
 --   harness/verdict.lua    the verdict on the run: valid or a failure kind
+--   harness/options.lua    the command line, checked before any work
+--   harness/guard.lua      outputs out of the recipe's reach, links refused by identity
+--   harness/plausible.lua  the score's plausibility flags and the FSR's noise
 -- See docs/harness.md.
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
@@ -12,6 +15,9 @@ local stats = require "speedrun.stats"
 local output = require "speedrun.harness.output"
 local supervise = require "speedrun.harness.supervise"
 local verdict = require "speedrun.harness.verdict"
+local options = require "speedrun.harness.options"
+local guard = require "speedrun.harness.guard"
+local plausible = require "speedrun.harness.plausible"
 local sr = require "speedrun"
 local lsr_data = require "speedrun.data"
 
@@ -29,41 +35,7 @@ local function die(msg, code)
   return code or 2
 end
 
-local function parse_size(s)
-  if not s then return nil end
-  local n, unit = tostring(s):match("^([%d%.]+)%s*([kKmMgGtT]?)[iI]?[bB]?$")
-  if not n then return nil end
-  local mult = ({[""] = 1, k = 2 ^ 10, m = 2 ^ 20, g = 2 ^ 30, t = 2 ^ 40})[unit:lower()]
-  return math.floor(tonumber(n) * mult)
-end
-
--- options: {name = {kind = "value"|"flag", ...}}; returns opts, positional | nil, msg
-local function parse_args(args, spec)
-  local opts, pos = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    if a:sub(1, 2) == "--" then
-      local name, val = a:match("^%-%-([^=]+)=(.*)$")
-      name = name or a:sub(3)
-      local kind = spec[name]
-      if not kind then return nil, "unknown option --" .. name end
-      if kind == "flag" then opts[name] = true
-      else
-        if not val then
-          i = i + 1
-          val = args[i]
-          if not val then return nil, "option --" .. name .. " needs a value" end
-        end
-        opts[name] = val
-      end
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
-  return opts, pos
-end
+local parse_size, parse_args = options.parse_size, options.parse
 
 local function exists(path)
   local f = io.open(path, "r")
@@ -109,19 +81,35 @@ end
 
 -- run_one(job, opts) -> result (also written to job.out/results.json)
 -- opts: time_limit (s), mem_limit (bytes), gpu_mem_limit (bytes), quiet
+-- The run's folder job.out holds the parent's files (job.json, log.txt, recipe.log, results.json,
+-- loss.svg, child.pid); the recipe gets a fresh job.out/scratch (ctx.out_dir), the only place it
+-- may write. A restricted job's workspace is checked first (guard.check_workspace): a refused
+-- workspace is a `rejected` run that never starts.
 function M.run_one(job, opts)
   mkdir_p(job.out)
   job.out = abspath(job.out)
+  -- restricted: the workspace's runs folder (where `speedrun train` writes) is off limits too
+  local runs_dir = H.realpath(job.workspace .. "/runs")
+  if job.restricted and runs_dir then job.deny[#job.deny + 1] = runs_dir end
+  local child_job = {}
+  for k, v in pairs(job) do child_job[k] = v end
+  child_job.out = guard.fresh_dir(job.out .. "/scratch")
   local jobfile = job.out .. "/job.json"
-  write_file(jobfile, json.encode(job, true))
+  write_file(jobfile, json.encode(child_job, true))
   local t0, started_at = H.now(), iso_now()
   local log = output.open(job.out, job, opts.quiet, t0)
-  local run = supervise.run(job, jobfile, opts, log, t0)
+  log.on_config = function(scale)   -- scale auto: the limit of the scale the child resolved
+    if not opts.time_limit_given then opts.time_limit = M.TIME_LIMITS[scale] or opts.time_limit end
+  end
+  local refused = job.restricted and guard.check_workspace(job.workspace, job.deny)
+  local run = refused and {peak_rss = 0} or supervise.run(child_job, jobfile, opts, log, t0)
   run.wall_s = H.now() - t0
   local R = output.results(log, run, opts, started_at)
-  local failure = verdict.judge {killed = run.killed, kill_msg = run.kill_msg, exit_kind = run.exit_kind,
-    exit_code = run.exit_code, exit_name = run.exit_name, done = log.done, violations = log.violations,
-    gpu_mem_limit = opts.gpu_mem_limit, wall_s = run.wall_s, target = R.config and R.config.target_val_loss}
+  R.out_dir = child_job.out
+  local failure = refused and {kind = "rejected", message = refused} or verdict.judge {killed = run.killed,
+    kill_msg = run.kill_msg, exit_kind = run.exit_kind, exit_code = run.exit_code, exit_name = run.exit_name,
+    done = log.done, violations = log.violations, gpu_mem_limit = opts.gpu_mem_limit, wall_s = run.wall_s,
+    target = job.target_val_loss or (R.config and R.config.target_val_loss)}
   output.finish(log, R, failure)
   return R
 end
@@ -212,24 +200,43 @@ local function make_job(recipe, o)
   return job
 end
 
-local function limits(o, scale)
+-- the run's limits; scale auto: the longest its resolution may give until the child names it
+local function limits(o, scale, device)
   local mem = parse_size(o["mem-limit"]) or math.floor(process.ram_bytes() * 0.8)
+  if scale == "auto" then scale = device == "cuda" and "proxy" or "demo" end
   return {time_limit = tonumber(o["time-limit"]) or M.TIME_LIMITS[scale] or 3600, mem_limit = mem,
-          gpu_mem_limit = parse_size(o["gpu-mem-limit"]), quiet = o.quiet}
+          time_limit_given = o["time-limit"] ~= nil, gpu_mem_limit = parse_size(o["gpu-mem-limit"]), quiet = o.quiet}
+end
+
+-- the output folder of a restricted run: outside the workspace (default: guard.runs_root())
+local function restricted_out(o, ws, stem)
+  local out = o.out or (guard.runs_root() .. "/" .. stem .. "-" .. os.date("%Y%m%d-%H%M%S"))
+  local err = guard.outside_workspace(out, ws)
+  if err then return nil, err end
+  return out
 end
 
 function M.train(args)
   local o, pos = parse_args(args, TRAIN_SPEC)
   if not o then return die(pos .. "\n" .. TRAIN_USAGE) end
   if o.help then io.stdout:write(TRAIN_USAGE) return 0 end
+  local bad = options.check(o)
+  if bad then return die(bad) end
   process.trap_signals()
   local recipe = pos[1] or (H.source_dir() .. "/tasks/default/recipe.lua")
+  local early = o.restricted and o.out and guard.outside_workspace(o.out, dirname(abspath(recipe)))
+  if early then return die(early) end
   local job, err = make_job(recipe, o)
   if not job then return die(err) end
   local stem = job.recipe:match("([^/]+)/[^/]*$") or "recipe"
   job.out = o.out or (job.workspace .. "/runs/" .. stem .. "-" .. os.date("%Y%m%d-%H%M%S"))
-  local R = M.run_one(job, limits(o, job.scale))
-  if not o.quiet then print("results: " .. job.out .. "/results.json") end
+  if job.restricted then
+    job.out, err = restricted_out(o, job.workspace, stem)
+    if not job.out then return die(err) end
+  end
+  local R = M.run_one(job, limits(o, job.scale, job.device))
+  if o.quiet then print(R.valid and "result: valid" or ("result: " .. R.status .. ": " .. tostring(R.failure.message)))
+  else print("results: " .. job.out .. "/results.json") end
   return R.valid and 0 or 1
 end
 
@@ -259,7 +266,7 @@ local function multi_run(recipe, o, k, out_root, label)
     job.seed = seed0 + i - 1
     job.out = out_root .. fmt("/run%d", i)
     job.restricted = label ~= "calibrate" or o.restricted
-    local lim = limits(o, job.scale)
+    local lim = limits(o, job.scale, job.device)
     if not o.quiet then print(fmt("== %s run %d/%d (seed %d) -> %s", label, i, k, job.seed, job.out)) end
     runs[i] = M.run_one(job, lim)
   end
@@ -303,15 +310,23 @@ for k, v in pairs(TRAIN_SPEC) do SCORE_SPEC[k] = v end
 SCORE_SPEC.task = "value"; SCORE_SPEC.runs = "value"; SCORE_SPEC.alpha = "value"; SCORE_SPEC.calibration = "value"
 SCORE_SPEC.tasks = "value"; SCORE_SPEC["tasks-dir"] = "value"; SCORE_SPEC.recipe = "value"; SCORE_SPEC.name = "value"
 
--- the calibration entries of task N (its start record) and N+1 (its target record); the target's
--- validation loss and size become the runs' unless given
-local function task_refs(o, calib, card, task)
+-- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
+-- why not. The target's validation loss and size become the runs', whatever the workspace says:
+-- no entry, no score (never a fallback to the workspace's own target).
+local function task_refs(o, calib, card, task, calib_path)
   local by_card = calib.entries[card] or {}
   local by_scale = by_card[o.scale] or {}
   local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
-  -- the target and validation size come from the task's target record, not the workspace
-  if ref_next and not o.target then o.target = tostring(ref_next.target_val_loss) end
-  if ref_next and not o["val-tokens"] and ref_next.val_tokens then o["val-tokens"] = tostring(ref_next.val_tokens) end
+  for _, it in ipairs {{ref_i, task}, {ref_next, task + 1}} do
+    local e = it[1]
+    if type(e) ~= "table" or type(e.mean_ms) ~= "number" or (it[2] == task + 1 and
+        (type(e.target_val_loss) ~= "number" or type(e.val_tokens) ~= "number")) then
+      return nil, fmt("no calibration for %s at scale %s on %s in %s (task %d needs records %d and %d): "
+        .. "run `speedrun calibrate --tasks %d,%d --scale %s` first", record_name(it[2]), o.scale, card, calib_path,
+        task, task, task + 1, task, task + 1, o.scale)
+    end
+  end
+  o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
   return ref_i, ref_next
 end
 
@@ -343,7 +358,7 @@ local function pass_or_fail(runs, sum, target, alpha)
   if not sum.all_completed then
     local bad
     for _, r in ipairs(runs) do if not (r.valid or r.status == "invalid") then bad = r break end end
-    return "fail", fmt("run with seed %d failed: %s: %s", bad.seed, bad.status, bad.failure.message or "")
+    return "fail", fmt("run with seed %d failed: %s: %s", bad.seed, bad.status, tostring(bad.failure.message))
   end
   if sum.completed < 2 then
     return (runs[1] and runs[1].valid) and "undetermined" or "fail", "one run cannot show p < " .. alpha .. " (use --runs 3 or more)"
@@ -362,6 +377,9 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.raw = f or json.null
     -- as the benchmark's analysis: an invalid run scores 0; values are clipped to [0, 3] -> 0 outside
     F.value = (S.verdict == "pass" and f and f >= 0 and f <= 3) and f or 0
+    local n = plausible.fsr_noise(ref_i, ref_next, sum.train_time_ms, f)
+    F.noise = n.noise < math.huge and n.noise or json.null
+    F.within_noise = n.within_noise
   else
     F.value = json.null
     F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
@@ -370,8 +388,19 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
   return F
 end
 
-local function print_score(S, runs, out_root)
+local function print_fsr(F)
+  if F.value == json.null then print("FSR: n/a: " .. (F.note or "")) return end
+  print(fmt("FSR: %.3f%s", F.value, F.within_noise and fmt(" (within the calibration's noise: +-%s; not a measured speed-up)",
+    F.noise ~= json.null and fmt("%.3g", F.noise) or "inf") or ""))
+end
+
+local function print_score(S, runs, out_root, quiet)
   local sum = S.summary
+  if quiet then
+    print(fmt("verdict: %s (%s)", S.verdict, S.reason))
+    if S.fsr then print_fsr(S.fsr) end
+    return
+  end
   print(fmt("%-6s %-10s %-10s %-12s %s", "seed", "status", "val_loss", "train_ms", "note"))
   for _, r in ipairs(runs) do
     print(fmt("%-6d %-10s %-10s %-12s %s", r.seed, r.status,
@@ -385,10 +414,9 @@ local function print_score(S, runs, out_root)
       sum.train_time_ms.std and fmt("%.0fms", sum.train_time_ms.std) or "-",
       sum.ttest.t and fmt("%.3f", sum.ttest.t) or "-", sum.ttest.p and fmt("%.3g", sum.ttest.p) or "-"))
   end
+  for _, f in ipairs(S.plausibility.flags) do print("flag: " .. f) end
   print(fmt("verdict: %s (%s)", S.verdict, S.reason))
-  if S.fsr then
-    print(S.fsr.value ~= json.null and fmt("FSR: %.3f", S.fsr.value) or ("FSR: n/a: " .. (S.fsr.note or "")))
-  end
+  if S.fsr then print_fsr(S.fsr) end
   print("score: " .. out_root .. "/score.json")
 end
 
@@ -397,6 +425,8 @@ function M.score(args)
   if not o then return die(pos .. "\n" .. SCORE_USAGE) end
   if o.help then io.stdout:write(SCORE_USAGE) return 0 end
   if not pos[1] then return die(SCORE_USAGE) end
+  local bad = options.check(o)
+  if bad then return die(bad) end
   process.trap_signals()
   local ws = abspath(pos[1])
   local recipe = ws .. "/recipe.lua"
@@ -404,14 +434,19 @@ function M.score(args)
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end
   o.device = device
+  if o.scale == "auto" then o.scale = nil end
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
   local k, alpha, task = tonumber(o.runs) or 3, tonumber(o.alpha) or 0.01, tonumber(o.task)
   local calib_path = calibration_path(o)
   local calib = load_calibration(calib_path)
   local card = H.card(device == "cuda")
   local ref_i, ref_next
-  if task then ref_i, ref_next = task_refs(o, calib, card, task) end
-  local out_root = o.out or (ws .. "/runs/score-" .. os.date("%Y%m%d-%H%M%S"))
+  if task then
+    ref_i, ref_next = task_refs(o, calib, card, task, calib_path)
+    if not ref_i then return die(ref_next) end
+  end
+  local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))
+  if not out_root then return die(oerr) end
   mkdir_p(out_root)
   out_root = abspath(out_root)
   local runs, err = multi_run(recipe, o, k, out_root, "score")
@@ -422,9 +457,12 @@ function M.score(args)
              task = task or json.null, alpha = alpha, runs = score_runs(runs), summary = sum, software = software(),
              scored_at = iso_now()}
   S.verdict, S.reason = pass_or_fail(runs, sum, target, alpha)
+  local flags = plausible.flags(runs, sum, ref_next, task and record_name(task + 1))
+  S.plausibility = {flags = json.array(flags)}
+  if S.verdict == "pass" and #flags > 0 then S.verdict, S.reason = "flagged", table.concat(flags, "; ") end
   if task then S.fsr = fsr(S, sum, ref_i, ref_next, o, task, card, calib_path) end
   write_file(out_root .. "/score.json", json.encode(S, true) .. "\n")
-  if not o.quiet then print_score(S, runs, out_root) end
+  print_score(S, runs, out_root, o.quiet)
   return S.verdict == "pass" and 0 or 1
 end
 
@@ -455,10 +493,13 @@ function M.calibrate(args)
   local o, pos = parse_args(args, SCORE_SPEC)
   if not o then return die(pos .. "\n" .. CALIBRATE_USAGE) end
   if o.help then io.stdout:write(CALIBRATE_USAGE) return 0 end
+  local bad = options.check(o)
+  if bad then return die(bad) end
   process.trap_signals()
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end
   o.device = device
+  if o.scale == "auto" then o.scale = nil end
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
   local k = tonumber(o.runs) or 3
   local tdir = o["tasks-dir"] or (H.source_dir() .. "/tasks")

@@ -102,6 +102,7 @@ function on.start(self, ev) self.start_ev = ev end
 function on.config(self, ev)
   local job, c = self.job, ev.config
   self.cfg_ev = ev
+  if self.on_config then self.on_config(ev.scale) end
   self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens",
     ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens))
 end

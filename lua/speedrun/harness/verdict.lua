@@ -24,19 +24,25 @@ local function first_violation(e)
   return v
 end
 
+-- a message without the "rejected: " the sandbox puts in front of its errors (the kind says it)
+local function bare(msg)
+  msg = tostring(msg)
+  return msg:match("^rejected: (.*)$") or msg:match("^[^\n]-: rejected: (.*)$") or msg
+end
+
 -- the child's own failure; any broken rule makes the run rejected, whatever else went wrong
 local function child_failure(e)
   local f, v = e.done.failure, first_violation(e)
   if type(f) ~= "table" then
-    if v then return {kind = "rejected", message = "rejected: " .. v} end
+    if v then return {kind = "rejected", message = bare(v)} end
     return nil
   end
-  if v and f.kind ~= "rejected" then
-    f = {kind = "rejected", message = v .. " (then: " .. tostring(f.message) .. ")", traceback = f.traceback}
+  if v then
+    local then_ = bare(f.message)
+    local msg = then_ == bare(v) and then_ or bare(v) .. " (then: " .. then_ .. ")"
+    return {kind = "rejected", message = msg, traceback = f.traceback}
   end
-  if f.kind == "rejected" and not f.message:find("^rejected: ") then
-    f = {kind = "rejected", message = "rejected: " .. f.message, traceback = f.traceback}
-  end
+  if f.kind == "rejected" then return {kind = "rejected", message = bare(f.message), traceback = f.traceback} end
   return f
 end
 

@@ -1,0 +1,57 @@
+-- speedrun.harness.plausible: checks on a score that cost an honest recipe nothing
+-- (docs/harness.md "Threat model"): validation losses identical across seeds (a recipe that
+-- ignores its seed, or weights trained before the run), a mean validation loss far below what the
+-- task's target record reaches (a model that sees what it predicts), and whether an FSR lies
+-- within the calibration's own noise. A flag turns a `pass` into `flagged` (exit 1): a person
+-- looks before it counts.
+local fmt = string.format
+local sqrt, abs = math.sqrt, math.abs
+
+local M = {}
+
+M.BELOW = 0.25      -- flagged: a mean val loss more than 25% below the target record's calibrated one
+
+-- the flags of a score: {message, ...}. runs: the runs' results; sum: the summary (cli.summarize);
+-- ref_next: the target record's calibration entry (or nil); name: its name
+function M.flags(runs, sum, ref_next, name)
+  local flags, seen = {}, {}
+  for _, r in ipairs(runs) do
+    local vl = (r.valid or r.status == "invalid") and r.metrics and r.metrics.val_loss
+    if type(vl) == "number" then
+      local other = seen[vl]
+      if other then
+        flags[#flags + 1] = fmt("identical validation losses on seeds %d and %d (%.6f): a recipe that ignores its seed, "
+                                .. "or weights trained before the run", other, r.seed, vl)
+        break
+      end
+      seen[vl] = r.seed
+    end
+  end
+  local mean = sum.val_loss and sum.val_loss.mean
+  local ref = ref_next and ref_next.val_loss_mean
+  if type(mean) == "number" and type(ref) == "number" and mean < ref * (1 - M.BELOW) then
+    flags[#flags + 1] = fmt("mean validation loss %.4f is far below what %s reaches (%.4f; flagged below %.4f)",
+                            mean, name or "the target record", ref, ref * (1 - M.BELOW))
+  end
+  return flags
+end
+
+local function se(std, n)
+  if type(std) ~= "number" or type(n) ~= "number" or n < 1 then return 0 end
+  return std / sqrt(n)
+end
+
+-- the FSR's noise: {noise (two standard errors of the FSR), within_noise}. The gap t_i - t_next
+-- and the difference t_i - t carry the calibration's and the runs' standard errors; the FSR is
+-- noise when either is within two of its standard errors.
+function M.fsr_noise(ref_i, ref_next, times, fsr)
+  local gap = ref_i.mean_ms - ref_next.mean_ms
+  local se_i, se_next = se(ref_i.std_ms, ref_i.runs), se(ref_next.std_ms, ref_next.runs)
+  local se_t = se(times.std, #(times.values or {}))
+  local se_gap, se_diff = sqrt(se_i ^ 2 + se_next ^ 2), sqrt(se_i ^ 2 + se_t ^ 2)
+  local noise = gap ~= 0 and 2 * sqrt(se_diff ^ 2 + ((fsr or 0) * se_gap) ^ 2) / abs(gap) or math.huge
+  local within = abs(gap) <= 2 * se_gap or abs(ref_i.mean_ms - times.mean) <= 2 * se_diff
+  return {noise = noise, within_noise = within}
+end
+
+return M

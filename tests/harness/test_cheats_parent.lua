@@ -1,0 +1,221 @@
+-- Cheats against the parent side of `speedrun score` (issue 14, classes 4-6), each a workspace of
+-- tests/harness/recipes/good.lua plus a few lines (tests/harness/recipes/cheat_*.lua), scored as
+-- an agent's workspace is (`speedrun score WS --task 1`, micro scale, CPU, synthetic shards kept
+-- outside the workspace), with an honest control that passes in the same test:
+--   4. reusing an earlier run's weights (same score, the next score, a train run's output, a
+--      hard link or a copy in the workspace) and hard links / symlinks to the data;
+--   5. forging the run's files (log.txt, recipe.log, job.json);
+--   6. scoring against the workspace's own target (no calibration entry for the task);
+-- and the plausibility flags (identical losses across seeds, a loss far below the target
+-- record's, an FSR within the calibration's noise). docs/harness.md "Threat model".
+local T = require "speedrun.testing"
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local data = require "speedrun.data"
+
+local exe = arg[-1]
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/cheats_parent"
+local sh = T.shell_quote
+os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp .. "/data"))
+assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
+assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
+local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
+local RUN = " --device cpu --threads 1 " .. DATA
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- runs `speedrun ARGS` (score outputs by default under tmp/runs); returns the exit code and the output
+local function speedrun(args)
+  local ok, how, code = os.execute("SPEEDRUN_RUNS_DIR=" .. sh(tmp .. "/runs") .. " " .. sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
+  return how == "exit" and code or 128 + code, read(tmp .. "/out.txt")
+end
+
+-- a fresh workspace: good.lua, and recipe.lua from tests/harness/recipes/NAME.lua
+local function workspace(name, recipe)
+  local ws = tmp .. "/ws-" .. name
+  os.execute("rm -rf " .. sh(ws))
+  H.mkdir(ws)
+  write(ws .. "/good.lua", read("harness/recipes/good.lua"))
+  write(ws .. "/recipe.lua", read("harness/recipes/" .. recipe .. ".lua"))
+  return ws
+end
+
+-- a calibration file for task 1 (records 1 and 2) on this machine's CPU card at micro scale
+local function calibration(name, entries)
+  local path = tmp .. "/" .. name .. ".json"
+  write(path, json.encode({schema = "speedrun.calibration/1", entries = {[H.card(false)] = {micro = entries}}}, true))
+  return path
+end
+local REC1 = {mean_ms = 1e6, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 1.45, val_loss_std = 0.02}
+local REC2 = {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 1.45, val_loss_std = 0.02}
+local CALIB = calibration("calib", {record_01 = REC1, record_02 = REC2})
+
+-- `speedrun score WS --task 1 ...`; returns rc, output, score.json (nil when none was written)
+local function score(ws, extra)
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(CALIB) .. RUN .. " " .. (extra or ""))
+  local path = text:match("score: (%S+/score%.json)")
+  local s = path and read(path)
+  return rc, text, s and json.decode(s), path
+end
+
+-- the cheat did not pass: exit 1, verdict not pass, and some run failed with kind (and message pattern)
+local function refused(ws, kind, pattern, extra)
+  local rc, text, s = score(ws, extra)
+  T.ok(s, "score.json written\n" .. text)
+  T.ok(s.verdict ~= "pass", "verdict " .. tostring(s.verdict) .. "\n" .. text)
+  T.eq(rc, 1, text)
+  local hit
+  for _, r in ipairs(s.runs) do
+    if r.status == kind and (not pattern or tostring(r.failure.message):find(pattern)) then hit = r end
+  end
+  T.ok(hit, ("a run failed with %s matching %q\n%s"):format(kind, tostring(pattern), text))
+  return s, text
+end
+
+local function honest_passes()
+  local rc, text, s = score(workspace("honest", "good"))
+  T.eq(rc, 0, text)
+  T.eq(s.verdict, "pass", text)
+end
+
+T.case("class 4: later runs of a score load run 1's weights -> rejected; honest control passes", function()
+  honest_passes()
+  -- the default output folder: the cheat looks next to its own ctx.out_dir
+  local s = refused(workspace("reuse", "cheat_reuse"), "rejected", "may read only inside the workspace")
+  T.eq(s.runs[1].status, "valid", "run 1 trains honestly")
+  for i = 2, 3 do T.eq(s.runs[i].status, "rejected", "run " .. i) end
+end)
+
+T.case("class 4: a score loads the weights a train run left in the workspace's runs folder -> rejected", function()
+  local ws = workspace("pretrained", "cheat_reuse")
+  local rc, text = speedrun("train " .. sh(ws .. "/recipe.lua") .. " --scale micro --quiet --out " .. sh(ws .. "/runs/pre") .. RUN)
+  T.eq(rc, 0, text)
+  refused(ws, "rejected", "off limits")
+  honest_passes()
+end)
+
+T.case("class 4: weights hard-linked into the workspace -> rejected; copied -> flagged", function()
+  local pre = tmp .. "/pre"
+  os.execute("rm -rf " .. sh(pre))
+  local ws = workspace("linked", "cheat_reuse")
+  local rc, text = speedrun("train " .. sh(ws .. "/recipe.lua") .. " --scale micro --quiet --out " .. sh(pre) .. RUN)
+  T.eq(rc, 0, text)
+  local saved = read(pre .. "/w.bin") and pre .. "/w.bin" or pre .. "/scratch/w.bin"
+  os.execute("ln " .. sh(saved) .. " " .. sh(ws .. "/w.bin"))
+  refused(ws, "rejected", "hard link")
+  -- a copy cannot be told from the agent's own file; its loss, identical on every seed, is flagged
+  os.execute("rm " .. sh(ws .. "/w.bin") .. " && cp " .. sh(saved) .. " " .. sh(ws .. "/w.bin"))
+  local rc2, text2, s = score(ws)
+  T.eq(rc2, 1, text2)
+  T.eq(s.verdict, "flagged", text2)
+  T.ok(text2:find("identical validation losses", 1, true), text2)
+  honest_passes()
+end)
+
+T.case("class 4: a hard link or a symlink to the validation shard in the workspace -> rejected", function()
+  local ws = workspace("hardlink", "cheat_readlink")
+  os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))
+  refused(ws, "rejected", "hard link")
+  ws = workspace("symlink", "cheat_readlink")
+  os.execute("ln -s " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))
+  refused(ws, "rejected", "off limits")
+  honest_passes()
+end)
+
+T.case("class 5: the recipe cannot read or forge log.txt, recipe.log, job.json", function()
+  local ws = workspace("forge", "cheat_forge")
+  local s, text = refused(ws, "rejected", "recipes may")
+  local root = text:match("score: (%S+)/score%.json")
+  for i = 1, 3 do
+    local run = root .. "/run" .. i
+    local log = read(run .. "/log.txt")
+    T.ok(log and not log:find("FORGED") and log:find("step:30/30 val_loss:%d"), "log.txt of run " .. i .. "\n" .. tostring(log))
+    T.ok(read(run .. "/recipe.log"), "recipe.log of run " .. i)
+    local job = json.decode(read(run .. "/job.json") or "null")
+    T.ok(type(job) == "table" and job.recipe == H.realpath(ws .. "/recipe.lua"), "job.json of run " .. i)
+    T.eq(json.decode(read(run .. "/results.json")).status, s.runs[i].status)
+  end
+  honest_passes()
+end)
+
+T.case("class 6: --task N without calibration entries -> an error, never the workspace's target", function()
+  local ws = workspace("target", "cheat_target")
+  for _, cal in ipairs {calibration("calib-none", {}), calibration("calib-one", {record_01 = REC1})} do
+    local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(cal) .. RUN)
+    T.eq(rc, 2, text)
+    T.ok(text:find("no calibration for record_0", 1, true), text)
+    T.ok(not text:find("verdict: pass", 1, true), text)
+  end
+  -- with the calibration, the target record's target and validation size, not the workspace's
+  local s, text = refused(ws, "invalid", "above the target 3%.0000")
+  local root = text:match("score: (%S+)/score%.json")
+  for i = 1, 3 do
+    local r = json.decode(read(root .. "/" .. s.runs[i].results))
+    T.eq(r.config.target_val_loss, 3.0)
+    T.eq(r.config.val_tokens, 512)
+  end
+  T.eq(s.summary.ttest.target, 3.0)
+  local rc = speedrun("score " .. sh(ws) .. " --task 1 --target 1000" .. RUN .. " --calibration " .. sh(CALIB))
+  T.eq(rc, 2, "--target with --task is a usage error")
+  honest_passes()
+end)
+
+T.case("plausibility: a loss far below the target record's is flagged; FSR within noise said so", function()
+  local ws = workspace("plaus", "good")
+  -- the target record (as calibrated) reaches 2.9: the honest recipe's ~1.45 is implausibly low
+  local high = calibration("calib-high", {record_01 = REC1, record_02 = {mean_ms = 5e5, std_ms = 10, runs = 3,
+    target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 2.9, val_loss_std = 0.01}})
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(high) .. RUN)
+  T.eq(rc, 1, text)
+  T.ok(text:find("verdict: flagged", 1, true) and text:find("far below", 1, true), text)
+  -- records 1 and 2 calibrated 10 ms apart with a 300 ms noise: the FSR is noise
+  local noisy = calibration("calib-noisy", {record_01 = {mean_ms = 1000, std_ms = 300, runs = 3, target_val_loss = 3.0,
+    val_tokens = 512}, record_02 = {mean_ms = 990, std_ms = 300, runs = 3, target_val_loss = 3.0, val_tokens = 512}})
+  rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(noisy) .. RUN)
+  T.eq(rc, 0, text)
+  local s = json.decode(read(text:match("score: (%S+/score%.json)")))
+  T.eq(s.verdict, "pass")
+  T.eq(s.fsr.within_noise, true)
+  T.ok(text:find("within the calibration's noise", 1, true), text)
+end)
+
+T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
+  local ws = workspace("quiet", "cheat_readlink")
+  os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 2 --quiet --calibration " .. sh(CALIB) .. RUN)
+  T.eq(rc, 1, text)
+  T.ok(text:find("verdict: fail", 1, true), "--quiet still prints the verdict\n" .. text)
+  T.ok(not text:find("rejected: rejected:", 1, true), text)
+  T.ok(not text:find("step:", 1, true), "--quiet: no log lines\n" .. text)
+  local out = tmp .. "/auto"
+  rc, text = speedrun("train " .. sh(tmp .. "/ws-honest/recipe.lua") .. " --scale auto --quiet --out " .. sh(out) .. RUN)
+  T.eq(rc, 0, text)
+  local r = json.decode(read(out .. "/results.json"))
+  T.eq(r.scale, "micro")
+  T.eq(r.limits.time_s, 600, "scale auto resolved to micro on the CPU: micro's limit")
+end)
+
+T.case("docs/harness.md's threat model names the eight classes and the cheat recipes tested here", function()
+  local doc = read("../docs/harness.md")
+  local tm = doc:match("\n## Threat model\n(.*)$")
+  T.ok(tm, "a threat model section")
+  for i = 1, 8 do T.ok(tm:find("\n| " .. i .. " |", 1, true), "class " .. i .. " in the table") end
+  T.ok(tm:find("test_cheats_parent.lua", 1, true) and tm:find("Out of scope", 1, true), "tests and limits named")
+  for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target"} do
+    T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
+  end
+end)
+
+T.done()
