@@ -9,6 +9,7 @@
 **   sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
 **   causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
 **     other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
+**   causal_diff(a, b, {pos_1, ..., pos_B}): the same with one limit per row (nil: the whole row);
 **   shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
 **     SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
@@ -151,7 +152,8 @@ static int h_int_range(lua_State *L) {
 
 static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
-  lua_Integer row = luaL_checkinteger(L, 3), pos = luaL_checkinteger(L, 4);   /* 1-based */
+  bool rows = lua_istable(L, 3);     /* {pos of row 1, pos of row 2, ...}: per-row limits */
+  lua_Integer row = rows ? 0 : luaL_checkinteger(L, 3), pos = rows ? 0 : luaL_checkinteger(L, 4);   /* 1-based */
   if (a->ndim != 3 || !sr_same_shape(a, b)) return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] tensors of one shape");
   int64_t B = a->shape[0], T = a->shape[1], V = a->shape[2];
   sr_tensor *x = host_copy(a, SR_F32), *y = host_copy(b, SR_F32);
@@ -160,7 +162,12 @@ static int h_causal_diff(lua_State *L) {
   int nan = 0;
   for (int64_t r = 0; r < B; r++)
     for (int64_t t = 0; t < T; t++) {
-      if (r == row - 1 && t >= pos - 1) continue;
+      if (rows) {
+        lua_rawgeti(L, 3, r + 1);
+        lua_Integer lim = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : T + 1;
+        lua_pop(L, 1);
+        if (t >= lim - 1) continue;
+      } else if (r == row - 1 && t >= pos - 1) continue;
       const float *p = xp + (r * T + t) * V, *q = yp + (r * T + t) * V;
       for (int64_t v = 0; v < V; v++) {
         double d = fabs((double)p[v] - (double)q[v]);

@@ -84,10 +84,10 @@ local function metrics(p, train_time_ms, setup_time_ms)
           setup_time_ms = setup_time_ms}
 end
 
--- the final validation (with the stateless-eval check), then causality
+-- the final validation, then the stateless-eval and causality checks on random chunks
 local function finish(p, rules_, R, train_time_ms, is_cuda)
   local vl, vcount = rules_:validate(true)
-  rules_:causality()
+  if vl == vl then rules_:checks() end
   local m = R.metrics
   m.val_loss = vl ~= vl and json.null or vl
   m.val_tokens = vcount
