@@ -184,6 +184,31 @@ static int h_causal_diff(lua_State *L) {
 }
 
 /* shape(t) -> {d1, d2, ...}: read from C, so a recipe cannot shadow the `shape` property */
+/* eval_guard(on) -> attempts counted since it was last switched on, the first one's name; while
+** on, sr_eval_guard() (grad mode on, backward, optimizer steps, in-place writes to tensors that
+** require grad) raises and counts, so a recipe that catches the error is still found out */
+static bool guard_on;
+static int guard_hits;
+static char guard_first[160];
+
+void sr_eval_guard(lua_State *L, const char *what) {
+  if (!guard_on) return;
+  if (guard_hits++ == 0) snprintf(guard_first, sizeof guard_first, "%s", what);
+  luaL_error(L, "rejected: %s inside eval (eval runs without gradients and must not change the model)", what);
+}
+
+static int h_eval_guard(lua_State *L) {
+  bool on = lua_toboolean(L, 1);
+  lua_pushinteger(L, guard_hits);
+  lua_pushstring(L, guard_first);
+  if (on) { guard_hits = 0; guard_first[0] = 0; }
+  guard_on = on;
+  return 2;
+}
+
+/* version(t) -> the storage's in-place write counter */
+static int h_version(lua_State *L) { lua_pushinteger(L, sr_check_tensor(L, 1)->storage->version); return 1; }
+
 static int h_shape(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
   lua_createtable(L, t->ndim, 0);
@@ -362,7 +387,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info},
     {"trace_start", h_trace_start}, {"trace_stop", h_trace_stop}, {NULL, NULL}};

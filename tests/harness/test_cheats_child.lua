@@ -18,7 +18,7 @@ local ws = tmp .. "/ws"
 os.execute("rm -rf '" .. ws .. "'")
 H.mkdir(ws .. "/data")
 local CHEATS = {"cheat_probeshape", "cheat_probecount", "cheat_probepos", "cheat_warmup", "cheat_evaltrain",
-                "cheat_evalstep", "cheat_gc"}
+                "cheat_evalstep", "cheat_evalview", "cheat_gc"}
 for _, name in ipairs {"good", table.unpack(CHEATS)} do
   local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
   local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
@@ -83,6 +83,10 @@ end)
 
 T.case("class 3: optimizer steps inside eval, without grad mode -> rejected", function()
   rejected("cheat_evalstep", "inside eval")
+end)
+
+T.case("class 3: parameters changed inside eval through detached views -> rejected (state digest)", function()
+  rejected("cheat_evalview", "eval changed the recipe's state")
 end)
 
 T.case("class 3: a finalizer (__gc) set by the recipe -> rejected", function()

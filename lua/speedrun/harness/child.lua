@@ -21,6 +21,7 @@ local recipes = require "speedrun.harness.recipe"
 local rules = require "speedrun.harness.rules"
 local graph = require "speedrun.harness.graph"
 local steps = require "speedrun.harness.steps"
+local state = require "speedrun.harness.state"
 local deepcopy = require("speedrun.util").deepcopy
 
 local emit, fail, call, caught = report.emit, report.fail, report.call, report.caught
@@ -85,9 +86,13 @@ local function metrics(p, train_time_ms, setup_time_ms)
 end
 
 -- the final validation, then the stateless-eval and causality checks on random chunks
-local function finish(p, rules_, R, train_time_ms, is_cuda)
+local function finish(p, rules_, R, train_time_ms, is_cuda, roots)
+  local before = roots and state.digest(roots)
   local vl, vcount = rules_:validate(true)
   if vl == vl then rules_:checks() end
+  local why = before and state.changed(before, state.digest(roots))
+  if roots then R.checks.eval_state = {ok = not why, reason = why} end
+  if why then fail("rejected", "eval changed the recipe's state (" .. why .. "): eval must not change the model") end
   local m = R.metrics
   m.val_loss = vl ~= vl and json.null or vl
   m.val_tokens = vcount
@@ -107,14 +112,14 @@ local function run(job, R)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
-  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device)
+  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
   R.cuda_graph = G
   local train_time_ms = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
   R.metrics = metrics(p, train_time_ms, R.setup_time_ms)
-  finish(p, rules_, R, train_time_ms, is_cuda)
+  finish(p, rules_, R, train_time_ms, is_cuda, job.restricted and {ctx, recipe} or nil)
 end
 
 -- the internal command `speedrun _child JOBFILE` (host/harness.c): runs the job, reports

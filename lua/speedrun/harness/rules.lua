@@ -10,7 +10,7 @@ local core = require "speedrun.core"
 local report = require "speedrun.harness.report"
 
 local fail, call = report.fail, report.call
-local now, sync, checksum, causal_diff = H.now, H.sync, H.checksum, H.causal_diff
+local now, sync, checksum, causal_diff, eval_guard = H.now, H.sync, H.checksum, H.causal_diff, H.eval_guard
 local shape_of, sum_finite, int_range = H.shape, H.sum_finite, H.int_range
 local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
 local F_cross_entropy = sr.F.cross_entropy
@@ -20,7 +20,7 @@ local m_clone, m_narrow, m_to, m_tolist = methods.clone, methods.narrow, methods
 local fmt, tconcat, sunpack = string.format, table.concat, string.unpack
 local mfloor, mmin, mmax, mabs = math.floor, math.min, math.max, math.abs
 local real_open = io.open     -- captured before the sandbox replaces io.open
-local error, type, ipairs, setmetatable = error, type, ipairs, setmetatable
+local error, type, ipairs, setmetatable, pcall = error, type, ipairs, setmetatable, pcall
 
 local RTOL = 1e-3       -- the stateless-eval check (per token, relative to the loss) and the
                         -- causality check (relative to the largest logit)
@@ -46,15 +46,24 @@ end
 local Rules = {}
 Rules.__index = Rules
 
--- the checker of one run: ctx and eval of the recipe, the validation loader, R (results), the device
-function M.new(ctx, eval_fn, vloader, R, device)
+-- the checker of one run: ctx and eval of the recipe, the validation loader, R (results), the
+-- device; guarded: eval runs under the eval guard (restricted runs: no grad mode, no backward,
+-- no optimizer step, no in-place write to a tensor that requires grad, even if caught)
+function M.new(ctx, eval_fn, vloader, R, device, guarded)
   return setmetatable({ctx = ctx, eval_fn = eval_fn, vloader = vloader, R = R, device = device,
-                       is_cuda = device == "cuda", eval_ms = 0}, Rules)
+                       is_cuda = device == "cuda", eval_ms = 0, guarded = guarded}, Rules)
 end
 
--- eval's logits for x, under no_grad
+-- eval's logits for x, under no_grad (and the guard)
 function Rules:eval(x)
-  local logits = call(no_grad, self.eval_fn, self.ctx, x)
+  if self.guarded then eval_guard(true) end
+  local ok, logits = pcall(call, no_grad, self.eval_fn, self.ctx, x)
+  local hits, first = eval_guard(false)
+  if self.guarded and hits > 0 then
+    self.R.checks.eval_guard = {ok = false, attempts = hits, first = first}
+    fail("rejected", fmt("%s inside eval (%d attempt(s), even if caught): eval runs without gradients and must not change the model", first, hits))
+  end
+  if not ok then error(logits, 0) end
   if not is_tensor(logits) then fail("lua_error", "recipe contract: eval must return a logits tensor (got " .. type(logits) .. ")") end
   return logits
 end
