@@ -2,8 +2,8 @@
 -- and required not to pass, with the failure kind named; an honest control passes beside them.
 --   1. an eval that recognises the causality / statelessness probes (by shape, call count,
 --      perturbed positions): rejected by the random re-checks of real validation chunks
---   2. training in the warm-up steps: every step is on the clock (bounded allowance), so the
---      cheat is not faster than the honest recipe and its score fails
+--   2. training in the warm-up steps: every step is on the clock (the warm-up beyond a bounded
+--      allowance is counted), so the cheat is slower than the honest recipe: FSR 0
 --   3. training inside eval (grad mode on, optimizer steps) and in finalizers: rejected
 -- Recipes in tests/harness/recipes/cheat_*.lua; data: synthetic shards written here.
 local T = require "speedrun.testing"
@@ -93,7 +93,7 @@ T.case("class 3: a finalizer (__gc) set by the recipe -> rejected", function()
   rejected("cheat_gc", "__gc")
 end)
 
-T.case("class 2: training in the warm-up steps is on the clock; its score does not pass", function()
+T.case("class 2: training in the warm-up steps is on the clock: not faster than the honest recipe (FSR 0)", function()
   local calib = tmp .. "/calibration.json"
   os.remove(calib)
   local rc, text = speedrun("calibrate --recipe " .. sh(ws .. "/good.lua") .. " --name record_01 --runs 3" .. RUN
@@ -124,8 +124,17 @@ T.case("class 2: training in the warm-up steps is on the clock; its score does n
   T.ok(s.runs[1].status == "valid", "the cheat's runs are valid (its time is simply counted)\n" .. out)
   T.ok(s.summary.train_time_ms.mean > e.mean_ms,
        ("the warm-up work is counted: %.1f ms vs the honest %.1f ms"):format(s.summary.train_time_ms.mean, e.mean_ms))
-  T.eq(s.verdict, "fail", out)
-  T.eq(code, 1)
+  T.ok(s.fsr.raw < 0 and s.fsr.value == 0, "slower than the record it claims to beat: FSR raw " .. tostring(s.fsr.raw))
+  for i, run in ipairs(s.runs) do
+    local r = json.decode(io.open(tmp .. "/score-out-cheat_warmup/run" .. i .. "/results.json"):read("a"))
+    T.ok(r.metrics.warmup_counted_ms > 0 and r.metrics.warmup_counted_ms <= r.metrics.train_time_ms,
+         "run " .. i .. ": the warm-up's time beyond its allowance is counted")
+  end
+  -- the honest control: its warm-up fits the allowance (first-call costs stay out of the score)
+  local g = json.decode(io.open(tmp .. "/cal/record_01/run1/results.json"):read("a"))
+  T.ok(g.metrics.warmup_time_ms > 0 and g.metrics.warmup_allowance_ms > 0, "the warm-up is measured")
+  T.ok(g.metrics.warmup_counted_ms < 0.25 * g.metrics.train_time_ms, ("honest warm-up counted %.2f ms of %.2f ms")
+       :format(g.metrics.warmup_counted_ms, g.metrics.train_time_ms))
 end)
 
 T.done()

@@ -77,9 +77,10 @@ local function setup(job, recipe, p, R)
   return ctx
 end
 
-local function metrics(p, train_time_ms, setup_time_ms)
+local function metrics(p, train_time_ms, setup_time_ms, warm)
   local timed = p.steps - p.skip
   return {steps = p.steps, train_time_ms = train_time_ms, tokens = p.steps * p.tps,
+          warmup_time_ms = warm.warmup_ms, warmup_allowance_ms = warm.allowance_ms, warmup_counted_ms = warm.counted_ms,
           step_avg_ms = timed > 0 and train_time_ms / timed or json.null,
           tokens_per_s = train_time_ms > 0 and timed * p.tps / (train_time_ms / 1000) or json.null,
           setup_time_ms = setup_time_ms}
@@ -117,8 +118,8 @@ local function run(job, R)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
   R.cuda_graph = G
-  local train_time_ms = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
-  R.metrics = metrics(p, train_time_ms, R.setup_time_ms)
+  local train_time_ms, warm = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
+  R.metrics = metrics(p, train_time_ms, R.setup_time_ms, warm)
   finish(p, rules_, R, train_time_ms, is_cuda, job.restricted and {ctx, recipe} or nil)
 end
 
