@@ -9,6 +9,7 @@
 **   sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
 **   causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
 **     other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
+**   causal_diff(a, b, {pos_1, ..., pos_B}): the same with one limit per row (nil: the whole row);
 **   shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
 **     SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
@@ -152,7 +153,8 @@ static int h_int_range(lua_State *L) {
 
 static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
-  lua_Integer row = luaL_checkinteger(L, 3), pos = luaL_checkinteger(L, 4);   /* 1-based */
+  bool rows = lua_istable(L, 3);     /* {pos of row 1, pos of row 2, ...}: per-row limits */
+  lua_Integer row = rows ? 0 : luaL_checkinteger(L, 3), pos = rows ? 0 : luaL_checkinteger(L, 4);   /* 1-based */
   if (a->ndim != 3 || !sr_same_shape(a, b)) return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] tensors of one shape");
   int64_t B = a->shape[0], T = a->shape[1], V = a->shape[2];
   sr_tensor *x = host_copy(a, SR_F32), *y = host_copy(b, SR_F32);
@@ -161,7 +163,12 @@ static int h_causal_diff(lua_State *L) {
   int nan = 0;
   for (int64_t r = 0; r < B; r++)
     for (int64_t t = 0; t < T; t++) {
-      if (r == row - 1 && t >= pos - 1) continue;
+      if (rows) {
+        lua_rawgeti(L, 3, r + 1);
+        lua_Integer lim = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : T + 1;
+        lua_pop(L, 1);
+        if (t >= lim - 1) continue;
+      } else if (r == row - 1 && t >= pos - 1) continue;
       const float *p = xp + (r * T + t) * V, *q = yp + (r * T + t) * V;
       for (int64_t v = 0; v < V; v++) {
         double d = fabs((double)p[v] - (double)q[v]);
@@ -178,6 +185,31 @@ static int h_causal_diff(lua_State *L) {
 }
 
 /* shape(t) -> {d1, d2, ...}: read from C, so a recipe cannot shadow the `shape` property */
+/* eval_guard(on) -> attempts counted since it was last switched on, the first one's name; while
+** on, sr_eval_guard() (grad mode on, backward, optimizer steps, in-place writes to tensors that
+** require grad) raises and counts, so a recipe that catches the error is still found out */
+static bool guard_on;
+static int guard_hits;
+static char guard_first[160];
+
+void sr_eval_guard(lua_State *L, const char *what) {
+  if (!guard_on) return;
+  if (guard_hits++ == 0) snprintf(guard_first, sizeof guard_first, "%s", what);
+  luaL_error(L, "rejected: %s inside eval (eval runs without gradients and must not change the model)", what);
+}
+
+static int h_eval_guard(lua_State *L) {
+  bool on = lua_toboolean(L, 1);
+  lua_pushinteger(L, guard_hits);
+  lua_pushstring(L, guard_first);
+  if (on) { guard_hits = 0; guard_first[0] = 0; }
+  guard_on = on;
+  return 2;
+}
+
+/* version(t) -> the storage's in-place write counter */
+static int h_version(lua_State *L) { lua_pushinteger(L, sr_check_tensor(L, 1)->storage->version); return 1; }
+
 static int h_shape(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
   lua_createtable(L, t->ndim, 0);
@@ -393,7 +425,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info},

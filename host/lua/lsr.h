@@ -32,6 +32,10 @@ int sr_check_dim(lua_State *L, int arg, int ndim);         /* 1-based (negative 
 ** "bad argument #arg to 'fname' (message)" (luaL_argerror with a lua_pushfstring format); never returns */
 int sr_argerror(lua_State *L, int arg, const char *fmt, ...);
 
+/* the harness's eval guard (speedrun.harness_core.eval_guard, host/lua/lharness.c): while it is on
+** (restricted runs, around eval), this raises a "rejected:" error naming `what` and counts it */
+void sr_eval_guard(lua_State *L, const char *what);
+
 /* sr_fail() inside a binding becomes a Lua error through this state */
 void sr_lua_bind_errors(lua_State *L);
 

@@ -637,6 +637,7 @@ static int m_to(lua_State *L) {
 /* copy_(src): src broadcast to this tensor's shape; any dtype/device */
 static int m_copy_(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1), *s = sr_check_tensor(L, 2);
+  if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
   sr_tensor *e = sr_expand(s, t->ndim, t->shape);  /* fails naming both shapes */
   sr_push_tensor(L, e);
   sr_copy_(t, e);
@@ -644,23 +645,21 @@ static int m_copy_(lua_State *L) {
   return 1;
 }
 
-static int m_fill_(lua_State *L) {
-  sr_fill_(sr_check_tensor(L, 1), luaL_checknumber(L, 2));
+static int fill(lua_State *L, double v) {
+  sr_tensor *t = sr_check_tensor(L, 1);
+  if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
+  sr_fill_(t, v);
   lua_settop(L, 1);
   return 1;
 }
-
-static int m_zero_(lua_State *L) {
-  sr_fill_(sr_check_tensor(L, 1), 0.0);
-  lua_settop(L, 1);
-  return 1;
-}
+static int m_fill_(lua_State *L) { return fill(L, luaL_checknumber(L, 2)); } static int m_zero_(lua_State *L) { return fill(L, 0.0); }
 
 /* add_(other [, alpha]) / mul_ / sub_ / div_: other is a tensor (broadcast) or a number */
 static int inplace(lua_State *L, sr_binary_fn fn) {
   sr_tensor *t = sr_check_tensor(L, 1);
   luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1,
                 "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad");
+  if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
   if (lua_isnumber(L, 2)) {
     double v = lua_tonumber(L, 2) * luaL_optnumber(L, 3, 1.0);
     switch (fn) {
@@ -705,6 +704,7 @@ static int backward_call(lua_State *L) {
 ** backward can write the gradient over logits nothing else holds) */
 static int m_backward(lua_State *L) {
   sr_check_tensor(L, 1);
+  sr_eval_guard(L, "backward");
   lua_settop(L, 2);
   if (!in_gc) { bytes_since_gc = 0; lua_gc(L, LUA_GCCOLLECT); }
   bool mode = sr_grad_enabled();
@@ -783,6 +783,7 @@ static int f_no_grad(lua_State *L) {  /* no_grad(fn, ...) -> fn's results, grad 
 }
 
 static int f_set_grad_enabled(lua_State *L) {
+  if (lua_toboolean(L, 1)) sr_eval_guard(L, "switching grad mode on");
   lua_pushboolean(L, sr_set_grad_enabled(lua_toboolean(L, 1)));
   return 1;
 }
@@ -874,7 +875,6 @@ static const luaL_Reg core_functions[] = {
   {"memory", f_memory}, {"reset_peak_memory", f_reset_peak_memory},
   {"live_tensors", f_live_tensors}, {NULL, NULL}
 };
-
 
 int luaopen_speedrun_core(lua_State *L) {
 #ifdef SPEEDRUN_CUDA

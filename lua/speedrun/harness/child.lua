@@ -21,6 +21,7 @@ local recipes = require "speedrun.harness.recipe"
 local rules = require "speedrun.harness.rules"
 local graph = require "speedrun.harness.graph"
 local steps = require "speedrun.harness.steps"
+local state = require "speedrun.harness.state"
 local deepcopy = require("speedrun.util").deepcopy
 
 local emit, fail, call, caught = report.emit, report.fail, report.call, report.caught
@@ -76,18 +77,23 @@ local function setup(job, recipe, p, R)
   return ctx
 end
 
-local function metrics(p, train_time_ms, setup_time_ms)
+local function metrics(p, train_time_ms, setup_time_ms, warm)
   local timed = p.steps - p.skip
   return {steps = p.steps, train_time_ms = train_time_ms, tokens = p.steps * p.tps,
+          warmup_time_ms = warm.warmup_ms, warmup_allowance_ms = warm.allowance_ms, warmup_counted_ms = warm.counted_ms,
           step_avg_ms = timed > 0 and train_time_ms / timed or json.null,
           tokens_per_s = train_time_ms > 0 and timed * p.tps / (train_time_ms / 1000) or json.null,
           setup_time_ms = setup_time_ms}
 end
 
--- the final validation (with the stateless-eval check), then causality
-local function finish(p, rules_, R, train_time_ms, is_cuda)
+-- the final validation, then the stateless-eval and causality checks on random chunks
+local function finish(p, rules_, R, train_time_ms, is_cuda, roots)
+  local before = roots and state.digest(roots)
   local vl, vcount = rules_:validate(true)
-  rules_:causality()
+  if vl == vl then rules_:checks() end
+  local why = before and state.changed(before, state.digest(roots))
+  if roots then R.checks.eval_state = {ok = not why, reason = why} end
+  if why then fail("rejected", "eval changed the recipe's state (" .. why .. "): eval must not change the model") end
   local m = R.metrics
   m.val_loss = vl ~= vl and json.null or vl
   m.val_tokens = vcount
@@ -107,14 +113,14 @@ local function run(job, R)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
-  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device)
+  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
   R.cuda_graph = G
-  local train_time_ms = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
-  R.metrics = metrics(p, train_time_ms, R.setup_time_ms)
-  finish(p, rules_, R, train_time_ms, is_cuda)
+  local train_time_ms, warm = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
+  R.metrics = metrics(p, train_time_ms, R.setup_time_ms, warm)
+  finish(p, rules_, R, train_time_ms, is_cuda, job.restricted and {ctx, recipe} or nil)
 end
 
 -- the internal command `speedrun _child JOBFILE` (host/harness.c): runs the job, reports

@@ -124,15 +124,21 @@ function Step:verify(step, batch)
     self:no_graph("verification: " .. tostring(serr), step)
     return nil, false
   end
+  -- the clock is held (paused) around the harness's own work: the replay that is undone, the probes
+  local hold = self.hold or function() end
+  hold(true)
   local lr = graph:replay()
   local l_r = is_tensor(lr) and m_item(lr) or nil
   local p_r = self.rules:loss(self.gx, self.gy)
   graph:restore()
   graph:drop_snapshot()
+  hold(false)
   local le = call(self.train_step, self.ctx, step, batch)
   G.eager_steps = G.eager_steps + 1
   local l_e = loss_value(le)
+  hold(true)
   local p_e = self.rules:loss(self.gx, self.gy)
+  hold(false)
   G.verify = {step = step, snapshot_bytes = bytes, probe_diff = rel(p_r, p_e),
               loss_diff = (l_r and l_e) and rel(l_r, l_e) or json.null}
   local why = disagreement(l_r, p_r, l_e, p_e)

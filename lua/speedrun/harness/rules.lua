@@ -1,26 +1,31 @@
 -- speedrun.harness.rules: the host's validation and the rule checks, in the child
 -- (docs/harness.md "Host-owned measurement"). Validation: cross-entropy computed by the host
 -- from eval's logits over the fixed validation tokens (eval sees copies of the inputs, never
--- the targets). Checks: eval is stateless, the model is causal, batches are read-only; a
--- broken rule raises a `rejected` failure and is noted in R.checks.
+-- the targets). Checks: eval is stateless and the model is causal, both on full-size validation
+-- chunks drawn at random after validation (so eval cannot tell a checked call from another);
+-- batches are read-only; a broken rule raises a `rejected` failure and is noted in R.checks.
 local H = require "speedrun.harness_core"
 local sr = require "speedrun"
 local core = require "speedrun.core"
 local report = require "speedrun.harness.report"
 
 local fail, call = report.fail, report.call
-local now, sync, checksum, causal_diff = H.now, H.sync, H.checksum, H.causal_diff
+local now, sync, checksum, causal_diff, eval_guard = H.now, H.sync, H.checksum, H.causal_diff, H.eval_guard
 local shape_of, sum_finite, int_range = H.shape, H.sum_finite, H.int_range
 local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
 local F_cross_entropy = sr.F.cross_entropy
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
 local m_clone, m_narrow, m_to, m_tolist = methods.clone, methods.narrow, methods.to, methods.tolist
-local fmt, tconcat = string.format, table.concat
-local mfloor, mmin, mmax = math.floor, math.min, math.max
-local error, type, ipairs, setmetatable = error, type, ipairs, setmetatable
+local fmt, tconcat, sunpack = string.format, table.concat, string.unpack
+local mfloor, mmin, mmax, mabs = math.floor, math.min, math.max, math.abs
+local real_open = io.open     -- captured before the sandbox replaces io.open
+local error, type, ipairs, setmetatable, pcall = error, type, ipairs, setmetatable, pcall
 
-local RTOL = 1e-3       -- the stateless-eval and causality checks: relative to the largest logit
+local RTOL = 1e-3       -- the stateless-eval check (per token, relative to the loss) and the
+                        -- causality check (relative to the largest logit)
+local CHUNKS = 3        -- validation chunks checked after validation, drawn at random
+local ROWS = 3          -- rows of each checked chunk with a token changed (one random position each)
 
 local M = {}
 
@@ -41,15 +46,24 @@ end
 local Rules = {}
 Rules.__index = Rules
 
--- the checker of one run: ctx and eval of the recipe, the validation loader, R (results), the device
-function M.new(ctx, eval_fn, vloader, R, device)
+-- the checker of one run: ctx and eval of the recipe, the validation loader, R (results), the
+-- device; guarded: eval runs under the eval guard (restricted runs: no grad mode, no backward,
+-- no optimizer step, no in-place write to a tensor that requires grad, even if caught)
+function M.new(ctx, eval_fn, vloader, R, device, guarded)
   return setmetatable({ctx = ctx, eval_fn = eval_fn, vloader = vloader, R = R, device = device,
-                       is_cuda = device == "cuda", eval_ms = 0}, Rules)
+                       is_cuda = device == "cuda", eval_ms = 0, guarded = guarded}, Rules)
 end
 
--- eval's logits for x, under no_grad
+-- eval's logits for x, under no_grad (and the guard)
 function Rules:eval(x)
-  local logits = call(no_grad, self.eval_fn, self.ctx, x)
+  if self.guarded then eval_guard(true) end
+  local ok, logits = pcall(call, no_grad, self.eval_fn, self.ctx, x)
+  local hits, first = eval_guard(false)
+  if self.guarded and hits > 0 then
+    self.R.checks.eval_guard = {ok = false, attempts = hits, first = first}
+    fail("rejected", fmt("%s inside eval (%d attempt(s), even if caught): eval runs without gradients and must not change the model", first, hits))
+  end
+  if not ok then error(logits, 0) end
   if not is_tensor(logits) then fail("lua_error", "recipe contract: eval must return a logits tensor (got " .. type(logits) .. ")") end
   return logits
 end
@@ -60,80 +74,114 @@ function Rules:loss(x, y)
   return s / n
 end
 
--- eval must be a pure function of its inputs: the first chunk again gives the same logits
-function Rules:check_stateless(x, logits)
-  local again = self:eval(m_clone(x))
-  local d, amax = causal_diff(logits, again, 1, 1 + shape_of(x)[2])
-  local ok = d <= RTOL * mmax(1, amax)
-  self.R.checks.eval_stateless = {ok = ok, max_diff = d}
+-- random integers in 1..n from the kernel (not Lua's generator, which the recipe can seed),
+-- drawn after validation, so eval cannot know which of its calls are checked
+local function rand(n)
+  local f = real_open("/dev/urandom", "rb")
+  local b = f and f:read(4)
+  if f then f:close() end
+  local v = b and #b == 4 and sunpack("<I4", b) or mfloor(now() * 1e6)
+  return v % n + 1
+end
+
+-- k distinct random integers in 1..n
+local function pick(k, n)
+  local got, out = {}, {}
+  while #out < mmin(k, n) do
+    local i = rand(n)
+    if not got[i] then got[i] = true; out[#out + 1] = i end
+  end
+  return out
+end
+
+-- the validation chunk i again (the loader from the start)
+function Rules:chunk(i)
+  local vloader = self.vloader
+  vloader:reset()
+  local x, y
+  for _ = 1, i do x, y = vloader:next() end
+  return x, y
+end
+
+-- eval must be a pure function of its inputs: chunk i evaluated again gives the loss it gave
+-- during validation; returns the logits and the difference per token
+function Rules:recheck(i, x, y)
+  local logits = self:eval(m_clone(x))
+  local s, n = chunk_ce(logits, y)
+  return logits, mabs(s - self.sums[i]) / n, self.sums[i] / n
+end
+
+-- a copy of chunk x with one token changed in up to ROWS random rows, at a random position of
+-- each (to a token found elsewhere in the chunk); returns it and the per-row positions
+local function perturbed(x, device)
+  local ids = m_tolist(m_to(x, "cpu"))
+  local B, T = #ids, #ids[1]
+  local limits, positions = {}, {}
+  if T < 2 then return nil end
+  for _, r in ipairs(pick(ROWS, B)) do
+    local pos = 1 + rand(T - 1)
+    local old, new = ids[r][pos], nil
+    for _ = 1, 16 do
+      local v = ids[rand(B)][rand(T)]
+      if v ~= old then new = v; break end
+    end
+    if new then ids[r][pos], limits[r] = new, pos; positions[#positions + 1] = {r, pos} end
+  end
+  if #positions == 0 then return nil end
+  return tensor_new(ids, {dtype = "int32", device = device}), limits, positions
+end
+
+-- after the final validation: CHUNKS chunks drawn at random are evaluated again (same loss:
+-- eval is stateless) and with later tokens changed in random rows and positions (earlier logits
+-- unmoved: the model is causal); full-size chunks of the real stream, as validation sees them
+function Rules:checks()
+  local worst_s, worst_c, amax_all, tested, where = 0, 0, 0, {}, {}
+  for _, i in ipairs(pick(CHUNKS, #self.sums)) do
+    local x, y = self:chunk(i)
+    local base, d, mean = self:recheck(i, x, y)
+    worst_s = mmax(worst_s, d)
+    if not (d <= RTOL * mmax(1, mabs(mean))) then
+      self.R.checks.eval_stateless = {ok = false, max_diff = worst_s, chunks = tested}
+      fail("rejected", fmt("eval is not a pure function of its inputs: validation chunk %d, evaluated again after validation, gave a loss differing by %.3g per token (eval must not learn from validation data, nor behave differently on some calls)", i, d))
+    end
+    tested[#tested + 1] = i
+    local xp, limits, positions = perturbed(x, self.device)
+    if xp then
+      local cd, amax = causal_diff(base, self:eval(xp), limits)
+      worst_c, amax_all = mmax(worst_c, cd), mmax(amax_all, amax)
+      for _, p in ipairs(positions) do where[#where + 1] = {chunk = i, row = p[1], pos = p[2]} end
+    end
+  end
+  self.R.checks.eval_stateless = {ok = true, max_diff = worst_s, chunks = tested}
+  local ok = worst_c <= RTOL * mmax(1, amax_all)
+  self.R.checks.causality = {ok = ok, max_diff = worst_c, perturbed = where}
   if not ok then
-    fail("rejected", fmt("eval is not a pure function of its inputs: the first validation chunk gave logits differing by %.3g on a second call (eval must not learn from validation data)", d))
+    fail("rejected", fmt("non-causal model: changing later tokens of validation chunks moved earlier logits by up to %.3g (a model may use only tokens at or before each position)", worst_c))
   end
 end
 
--- the validation loss over the fixed tokens and the token count; final: with the stateless check
+-- the validation loss over the fixed tokens and the token count; final: the per-chunk sums are
+-- kept for the checks
 function Rules:validate(final)
   local t0 = now()
   local vloader = self.vloader
   vloader:reset()
-  local sum, count, nonfinite = 0, 0, 0
-  local first_x, first_logits
+  local sum, count, nonfinite, sums = 0, 0, 0, {}
   while true do
     local x, y = vloader:next()
     if not x then break end
     local logits = self:eval(m_clone(x))
     local s, n, nf = chunk_ce(logits, y)
     sum, count, nonfinite = sum + s, count + n, nonfinite + nf
-    if final and not first_x then first_x, first_logits = x, logits end
+    sums[#sums + 1] = s
     logits = nil
   end
-  if final and first_x then self:check_stateless(first_x, first_logits) end
+  if final then self.sums = sums end
   local es = sync(self.is_cuda)
   if es then fail("cuda_fault", "during validation: " .. es) end
   self.eval_ms = self.eval_ms + (now() - t0) * 1000
   if nonfinite > 0 then return 0 / 0, count end
   return sum / count, count
-end
-
--- ids with the token at row 1, position pos, changed (to another token of that row if any)
-local function perturbed(ids, rows, T, pos)
-  local row = ids[1]
-  local old = row[pos]
-  local new = old
-  for j = 1, T do if row[j] ~= old then new = row[j]; break end end
-  if new == old then new = (old + 1) % 50257 end
-  local copy = {}
-  for r = 1, rows do
-    copy[r] = {}
-    for j = 1, T do copy[r][j] = ids[r][j] end
-  end
-  copy[1][pos] = new
-  return copy
-end
-
--- causality: change a later token; earlier logits (and other rows) must not move
-function Rules:causality()
-  self.vloader:reset()
-  local x = self.vloader:next()
-  local rows = mmin(2, shape_of(x)[1])
-  x = m_clone(m_narrow(x, 1, 1, rows))
-  local T = shape_of(x)[2]
-  local ids = m_tolist(m_to(x, "cpu"))
-  local base = self:eval(m_clone(x))
-  local worst, amax_all = 0, 0
-  local positions = {T, mmax(2, mfloor(T / 2) + 1)}
-  if T < 2 then positions = {} end
-  for _, pos in ipairs(positions) do
-    local xp = tensor_new(perturbed(ids, rows, T, pos), {dtype = "int32", device = self.device})
-    local d, amax = causal_diff(base, self:eval(xp), 1, pos)
-    if d > worst then worst = d end
-    if amax > amax_all then amax_all = amax end
-  end
-  local ok = worst <= RTOL * mmax(1, amax_all)
-  self.R.checks.causality = {ok = ok, max_diff = worst, positions = positions}
-  if not ok then
-    fail("rejected", fmt("non-causal model: changing a later token moved earlier logits by up to %.3g (a model may use only tokens at or before each position)", worst))
-  end
 end
 
 -- batches are read-only: checksums before train_step ...

@@ -118,6 +118,13 @@ function M.install(opts)
   local searchers = package.searchers or package.loaders
   if searchers then searchers[4] = nil; searchers[3] = nil end
   package.loaded.debug = nil
+  -- finalizers run whenever the collector does (in eval, after the clock stops): a metatable
+  -- with __gc is refused, for the recipe and the library code it calls (_G.setmetatable)
+  local real_setmetatable = setmetatable
+  _G.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then violation("setmetatable with a __gc finalizer (finalizers run outside the clock)") end
+    return real_setmetatable(t, mt)
+  end
   -- strings' metatable: reachable as getmetatable(""); hide it so the shared string table
   -- cannot be changed through it
   local smt = getmetatable("")
