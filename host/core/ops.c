@@ -103,9 +103,10 @@ sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
 
 /* x viewed as rows [-1, K] (copying when the strides do not allow a view); no tape */
 sr_tensor *sr_rows_raw(sr_tensor *x, int64_t K) {
-  sr_tensor *c = sr_contiguous_raw(x);
+  int m = sr_scratch_mark();  /* the view fails for K = 0 (no row count to infer): c goes too */
+  sr_tensor *c = sr_scratch_push(sr_contiguous_raw(x));
   sr_tensor *v = sr_view(c, 2, (int64_t[]){-1, K});
-  sr_tensor_release(c);
+  sr_scratch_pop(m);
   return v;
 }
 
@@ -433,7 +434,7 @@ static void matmul_check_shapes(const sr_tensor *a, const sr_tensor *b) {
   int64_t mn[2][2] = {{M, N}, {M, K}}, kn[2] = {K, N};
   for (int k = 0; k < (b->ndim > 2 ? 3 : 1); k++) {  /* a 2-D b is not broadcast */
     memcpy(s + nb, k == 2 ? kn : mn[k], sizeof kn);
-    sr_check_shape("matmul", nb + 2, s);
+    sr_check_alloc("matmul", a->dtype, nb + 2, s);
   }
 }
 
@@ -525,7 +526,7 @@ sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias) {
   int64_t shape[SR_MAXDIM];
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = N;
-  sr_check_shape("linear", x->ndim, shape);  /* before anything is allocated */
+  sr_check_alloc("linear", x->dtype, x->ndim, shape);  /* before anything is allocated */
   sr_tensor *x2 = sr_rows_raw(x, K);
   sr_tensor *y2 = sr_gemm_raw(x2, false, w, true);
   if (bias) sr_binary_inplace(SR_BINARY_ADD, y2, bias);
@@ -713,6 +714,7 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim) {
   if (n > SR_NODE_MAXIN && sr_needs_grad(n, xs))
     sr_fail("cat: at most %d tensors when gradients are recorded (got %d); cat in groups", SR_NODE_MAXIN, n);
   const sr_tensor *x0 = xs[0];
+  if (x0->ndim == 0) sr_fail("cat: bad argument #1 (0-d tensors have no dimension to join; unsqueeze them first)");
   dim = wrap("cat", dim, x0->ndim);
   int64_t shape[SR_MAXDIM];
   memcpy(shape, x0->shape, sizeof shape);
@@ -726,6 +728,7 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim) {
     if (__builtin_add_overflow(shape[dim], xs[i]->shape[dim], &shape[dim]))
       sr_fail("cat: the sizes of dimension %d overflow", dim + 1);
   }
+  sr_check_alloc("cat", x0->dtype, x0->ndim, shape);
   sr_tensor *y = sr_tensor_new(x0->dtype, x0->storage->device, x0->ndim, shape);
   int64_t start = 0;
   for (int i = 0; i < n; i++) {

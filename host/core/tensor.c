@@ -283,12 +283,17 @@ static void set_contiguous_strides(sr_tensor *t) {
   for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = s; s *= t->shape[d]; }
 }
 
-sr_tensor *sr_tensor_new(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
-  int64_t n = sr_check_shape("tensor", ndim, shape), nbytes;
+int64_t sr_check_alloc(const char *op, sr_dtype dt, int ndim, const int64_t *shape) {
+  int64_t n = sr_check_shape(op, ndim, shape), nbytes;
   char b[192];
   if (__builtin_mul_overflow(n, (int64_t)sr_dtype_size(dt), &nbytes) || nbytes > SR_MAX_BYTES)
-    sr_fail("tensor: shape %s of %s is too large (%lld elements; at most 2^48 bytes)", sr_dims_str(ndim, shape, b, sizeof b),
+    sr_fail("%s: shape %s of %s is too large (%lld elements; at most 2^48 bytes)", op, sr_dims_str(ndim, shape, b, sizeof b),
             sr_dtype_name(dt), (long long)n);
+  return nbytes;
+}
+
+sr_tensor *sr_tensor_new(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
+  int64_t nbytes = sr_check_alloc("tensor", dt, ndim, shape);
   sr_storage *s = storage_new((size_t)nbytes, dev);
   sr_tensor *t = tensor_alloc();
   t->storage = s;
@@ -574,10 +579,11 @@ sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1) {
 
 sr_tensor *sr_permute(sr_tensor *x, const int *perm) {
   int seen[SR_MAXDIM] = {0};
+  for (int d = 0; d < x->ndim; d++)  /* before the view: a failure leaks nothing */
+    if (seen[wrap_dim("permute", perm[d], x->ndim)]++) sr_fail("permute: dimension %d repeated", perm[d]);
   sr_tensor *t = view_of(x);
   for (int d = 0; d < x->ndim; d++) {
     int p = wrap_dim("permute", perm[d], x->ndim);
-    if (seen[p]++) { sr_tensor_release(t); sr_fail("permute: dimension %d repeated", perm[d]); }
     t->shape[d] = x->shape[p];
     t->stride[d] = x->stride[p];
   }
@@ -612,9 +618,9 @@ sr_tensor *sr_unsqueeze(sr_tensor *x, int dim) {
 }
 
 sr_tensor *sr_squeeze(sr_tensor *x, int dim) {
+  if (dim != -100) dim = wrap_dim("squeeze", dim, x->ndim);  /* before the view: a failure leaks nothing */
   sr_tensor *t = view_of(x);
   int k = 0;
-  if (dim != -100) dim = wrap_dim("squeeze", dim, x->ndim);
   for (int d = 0; d < x->ndim; d++) {
     bool drop = x->shape[d] == 1 && (dim == -100 || d == dim);
     if (!drop) { t->shape[k] = x->shape[d]; t->stride[k] = x->stride[d]; k++; }

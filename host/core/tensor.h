@@ -147,6 +147,8 @@ int sr_scratch_set_floor(int floor);                /* returns the previous floo
 int64_t sr_shape_numel(int ndim, const int64_t *shape);
 /* the element count of a shape, or fails "op: ..." naming the bad size or the too-large shape */
 int64_t sr_check_shape(const char *op, int ndim, const int64_t *shape);
+/* the bytes a new tensor of that shape and dtype needs, or fails "op: ..." (shape, or over SR_MAX_BYTES) */
+int64_t sr_check_alloc(const char *op, sr_dtype dt, int ndim, const int64_t *shape);
 /* NULL when every element of view t lies inside its storage (strides, offset >= 0), else why not */
 const char *sr_view_error(const sr_tensor *t, char *buf, size_t n);
 

@@ -219,21 +219,33 @@ static int f_arange(lua_State *L) {
   if (!(len <= (double)SR_MAX_NUMEL)) sr_argerror(L, 1, "range [%f, %f) with step %f has too many elements", start, stop, step);
   int64_t n = len > 0 ? (int64_t)len : 0;
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, 1, &n);
+  sr_push_tensor(L, t);  /* owned by Lua while the kernel runs, so its failure cannot leak it */
   sr_kcall c = {.t = {t}, .nt = 1, .f = {start, step}};
   sr_kernel_run(SR_K_arange, &c);
-  finish(L, t, o);
+  lua_pop(L, 1);
+  finish(L, sr_tensor_retain(t), o);
   return 1;
 }
 
 /* tensor(nested table or number [, opts]) */
+
+/* the length of the table at idx (its __len may answer anything): an integer >= 0 */
+static int64_t nested_len(lua_State *L, int idx) {
+  int ok;
+  lua_len(L, idx);
+  lua_Integer len = lua_tointegerx(L, -1, &ok);
+  lua_pop(L, 1);
+  if (!ok || len < 0) sr_argerror(L, 1, "a nested table's length is not an integer >= 0");
+  return (int64_t)len;
+}
+
 static void infer_shape(lua_State *L, int idx, int *nd, int64_t *shape) {
   lua_pushvalue(L, idx);
   *nd = 0;
   while (lua_istable(L, -1)) {
     if (*nd >= SR_MAXDIM) sr_argerror(L, idx, "more than %d nested levels", SR_MAXDIM);
-    lua_Integer len = luaL_len(L, -1);  /* a __len may answer anything */
-    if (len < 0) sr_argerror(L, idx, "a nested table has length %I", len);
-    shape[(*nd)++] = (int64_t)len;
+    int64_t len = nested_len(L, -1);
+    shape[(*nd)++] = len;
     if (len == 0) break;
     lua_geti(L, -1, 1);
     lua_remove(L, -2);
@@ -252,7 +264,7 @@ static void fill_from_table(lua_State *L, int idx, int d, int nd, const int64_t 
     sr_store(sr_data(t), t->dtype, (*pos)++, v);
     return;
   }
-  if (!lua_istable(L, idx) || luaL_len(L, idx) != shape[d])
+  if (!lua_istable(L, idx) || nested_len(L, idx) != shape[d])
     sr_argerror(L, 1, "ragged nested table (dimension %d should have %d entries)", d + 1, (int)shape[d]);
   for (int64_t i = 1; i <= shape[d]; i++) {
     lua_geti(L, idx, i);
@@ -380,7 +392,7 @@ static void push_nested(lua_State *L, const sr_tensor *c, int d, int64_t *pos) {
     else lua_pushnumber(L, v);
     return;
   }
-  lua_createtable(L, (int)c->shape[d], 0);
+  lua_createtable(L, c->shape[d] < 4096 ? (int)c->shape[d] : 4096, 0);  /* a hint: never a huge or negative int */
   for (int64_t i = 0; i < c->shape[d]; i++) {
     push_nested(L, c, d + 1, pos);
     lua_rawseti(L, -2, i + 1);
