@@ -103,9 +103,10 @@ sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape) {
 
 /* x viewed as rows [-1, K] (copying when the strides do not allow a view); no tape */
 sr_tensor *sr_rows_raw(sr_tensor *x, int64_t K) {
-  sr_tensor *c = sr_contiguous_raw(x);
+  int m = sr_scratch_mark();  /* the view fails for K = 0 (no row count to infer): c goes too */
+  sr_tensor *c = sr_scratch_push(sr_contiguous_raw(x));
   sr_tensor *v = sr_view(c, 2, (int64_t[]){-1, K});
-  sr_tensor_release(c);
+  sr_scratch_pop(m);
   return v;
 }
 
@@ -423,6 +424,20 @@ static sr_tensor *mm(sr_tensor *a, sr_tensor *b) {
   return y;
 }
 
+/* the shapes matmul's batched path makes (output, and both operands broadcast) fit a tensor:
+** checked before anything is allocated */
+static void matmul_check_shapes(const sr_tensor *a, const sr_tensor *b) {
+  int64_t s[SR_MAXDIM];
+  int nb = sr_broadcast_shape(a->ndim - 2, a->shape, b->ndim - 2, b->shape, s);
+  if (nb < 0) return;  /* reported by the caller */
+  int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
+  int64_t mn[2][2] = {{M, N}, {M, K}}, kn[2] = {K, N};
+  for (int k = 0; k < (b->ndim > 2 ? 3 : 1); k++) {  /* a 2-D b is not broadcast */
+    memcpy(s + nb, k == 2 ? kn : mn[k], sizeof kn);
+    sr_check_alloc("matmul", a->dtype, nb + 2, s);
+  }
+}
+
 sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
   char b1[96], b2[96];
   check_float("matmul", 1, a);
@@ -446,6 +461,7 @@ sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
     return r;
   }
   int64_t M = a->shape[a->ndim - 2], N = b->shape[b->ndim - 1];
+  matmul_check_shapes(a, b);
   if (a->ndim == 2 && b->ndim == 2) return mm(a, b);
   if (b->ndim == 2) {  /* fold a's batch dims into M: one large GEMM */
     sr_tensor *a2 = sr_reshape(a, 2, (int64_t[]){-1, K});
@@ -507,12 +523,13 @@ sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias) {
     check_same_dtype("linear", 3, x, bias);
     if (bias->ndim != 1 || bias->shape[0] != N) sr_fail("linear: bad argument #3 (bias shape %s, expected [%lld])", SHP(bias, b1), (long long)N);
   }
-  sr_tensor *x2 = sr_rows_raw(x, K);
-  sr_tensor *y2 = sr_gemm_raw(x2, false, w, true);
-  if (bias) sr_binary_inplace(SR_BINARY_ADD, y2, bias);
   int64_t shape[SR_MAXDIM];
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = N;
+  sr_check_alloc("linear", x->dtype, x->ndim, shape);  /* before anything is allocated */
+  sr_tensor *x2 = sr_rows_raw(x, K);
+  sr_tensor *y2 = sr_gemm_raw(x2, false, w, true);
+  if (bias) sr_binary_inplace(SR_BINARY_ADD, y2, bias);
   sr_tensor *y = sr_view(y2, x->ndim, shape);
   sr_tensor_release(y2);
   sr_tensor *in[3] = {x, w, bias};
@@ -648,7 +665,7 @@ int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **
   if (n < 1 || n > SR_NODE_MAXOUT) sr_fail("split: 1 to %d pieces (got %d)", SR_NODE_MAXOUT, n);
   int64_t start = 0;
   for (int k = 0; k < n; k++) {  /* every size checked before the first view */
-    if (sizes[k] < 0 || start + sizes[k] > x->shape[dim]) sr_fail("split: piece sizes exceed dimension %d", dim + 1);
+    if (sizes[k] < 0 || sizes[k] > x->shape[dim] - start) sr_fail("split: piece sizes exceed dimension %d", dim + 1);
     start += sizes[k];
   }
   if (start != x->shape[dim]) sr_fail("split: piece sizes sum to %lld, dimension %d has %lld", (long long)start, dim + 1,
@@ -697,6 +714,7 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim) {
   if (n > SR_NODE_MAXIN && sr_needs_grad(n, xs))
     sr_fail("cat: at most %d tensors when gradients are recorded (got %d); cat in groups", SR_NODE_MAXIN, n);
   const sr_tensor *x0 = xs[0];
+  if (x0->ndim == 0) sr_fail("cat: bad argument #1 (0-d tensors have no dimension to join; unsqueeze them first)");
   dim = wrap("cat", dim, x0->ndim);
   int64_t shape[SR_MAXDIM];
   memcpy(shape, x0->shape, sizeof shape);
@@ -707,8 +725,10 @@ sr_tensor *sr_cat(int n, sr_tensor *const *xs, int dim) {
     bool ok = xs[i]->ndim == x0->ndim;
     for (int d = 0; ok && d < x0->ndim; d++) ok = d == dim || xs[i]->shape[d] == x0->shape[d];
     if (!ok) sr_fail("cat: bad argument #%d (shape %s does not match %s outside dimension %d)", i + 1, SHP(xs[i], b1), SHP(x0, b2), dim + 1);
-    shape[dim] += xs[i]->shape[dim];
+    if (__builtin_add_overflow(shape[dim], xs[i]->shape[dim], &shape[dim]))
+      sr_fail("cat: the sizes of dimension %d overflow", dim + 1);
   }
+  sr_check_alloc("cat", x0->dtype, x0->ndim, shape);
   sr_tensor *y = sr_tensor_new(x0->dtype, x0->storage->device, x0->ndim, shape);
   int64_t start = 0;
   for (int i = 0; i < n; i++) {

@@ -35,7 +35,8 @@ typedef double (*rng_draw)(const uint32_t r[4], int which, double a, double b);
 
 static void rng_fill(sr_tensor *x, sr_rng *g, rng_draw draw, double a, double b) {
   int64_t n = sr_numel(x);
-  sr_tensor *tmp = sr_tensor_new(SR_F64, SR_CPU, x->ndim, x->shape);
+  int m = sr_scratch_mark();  /* the copy below may fail (a value that int32 cannot hold) */
+  sr_tensor *tmp = sr_scratch_push(sr_tensor_new(SR_F64, SR_CPU, x->ndim, x->shape));
   double *p = sr_data(tmp);
   uint64_t seed = g->seed, base = g->counter;
   #pragma omp parallel for schedule(static) if (n > 65536)
@@ -47,7 +48,7 @@ static void rng_fill(sr_tensor *x, sr_rng *g, rng_draw draw, double a, double b)
   }
   g->counter += (uint64_t)(n + 1) / 2;
   sr_copy_(x, tmp);
-  sr_tensor_release(tmp);
+  sr_scratch_pop(m);
 }
 
 static double draw_normal(const uint32_t r[4], int which, double mean, double std) {
@@ -67,5 +68,8 @@ void sr_normal_(sr_tensor *x, double mean, double std, sr_rng *g) { rng_fill(x, 
 void sr_uniform_(sr_tensor *x, double lo, double hi, sr_rng *g) { rng_fill(x, g, draw_uniform, lo, hi); }
 void sr_randint_(sr_tensor *x, int64_t lo, int64_t hi, sr_rng *g) {
   if (hi <= lo) sr_fail("randint: empty range [%lld, %lld)", (long long)lo, (long long)hi);
+  if (lo < -((int64_t)1 << 53) || hi > ((int64_t)1 << 53) || (x->dtype == SR_I32 && (lo < INT32_MIN || hi - 1 > INT32_MAX)))
+    sr_fail("randint: range [%lld, %lld) does not fit %s", (long long)lo, (long long)hi,
+            x->dtype == SR_I32 ? "int32" : "a double's integers (|v| <= 2^53)");
   rng_fill(x, g, draw_int, (double)lo, (double)hi);
 }

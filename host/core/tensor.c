@@ -283,14 +283,18 @@ static void set_contiguous_strides(sr_tensor *t) {
   for (int d = t->ndim - 1; d >= 0; d--) { t->stride[d] = s; s *= t->shape[d]; }
 }
 
+int64_t sr_check_alloc(const char *op, sr_dtype dt, int ndim, const int64_t *shape) {
+  int64_t n = sr_check_shape(op, ndim, shape), nbytes;
+  char b[192];
+  if (__builtin_mul_overflow(n, (int64_t)sr_dtype_size(dt), &nbytes) || nbytes > SR_MAX_BYTES)
+    sr_fail("%s: shape %s of %s is too large (%lld elements; at most 2^48 bytes)", op, sr_dims_str(ndim, shape, b, sizeof b),
+            sr_dtype_name(dt), (long long)n);
+  return nbytes;
+}
+
 sr_tensor *sr_tensor_new(sr_dtype dt, sr_device dev, int ndim, const int64_t *shape) {
-  if (ndim < 0 || ndim > SR_MAXDIM) sr_fail("tensor: %d dimensions (at most %d)", ndim, SR_MAXDIM);
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (shape[d] < 0) sr_fail("tensor: negative size %lld in dimension %d", (long long)shape[d], d + 1);
-    n *= shape[d];
-  }
-  sr_storage *s = storage_new((size_t)n * sr_dtype_size(dt), dev);
+  int64_t nbytes = sr_check_alloc("tensor", dt, ndim, shape);
+  sr_storage *s = storage_new((size_t)nbytes, dev);
   sr_tensor *t = tensor_alloc();
   t->storage = s;
   t->dtype = dt;
@@ -383,8 +387,53 @@ int sr_scratch_set_floor(int f) {
 
 int64_t sr_numel(const sr_tensor *x) {
   int64_t n = 1;
-  for (int d = 0; d < x->ndim; d++) n *= x->shape[d];
+  for (int d = 0; d < x->ndim; d++)
+    if (__builtin_mul_overflow(n, x->shape[d], &n)) sr_fail("numel: the shape's product overflows");
   return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* shape limits (see tensor.h) */
+
+int64_t sr_shape_numel(int ndim, const int64_t *shape) {
+  if (ndim < 0 || ndim > SR_MAXDIM) return -1;
+  int64_t extent = 1;
+  bool empty = false;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) return -1;
+    if (shape[d] == 0) empty = true;
+    else if (__builtin_mul_overflow(extent, shape[d], &extent) || extent > SR_MAX_NUMEL) return -1;
+  }
+  return empty ? 0 : extent;
+}
+
+int64_t sr_check_shape(const char *op, int ndim, const int64_t *shape) {
+  char b[192];
+  if (ndim < 0 || ndim > SR_MAXDIM) sr_fail("%s: %d dimensions (at most %d)", op, ndim, SR_MAXDIM);
+  for (int d = 0; d < ndim; d++)
+    if (shape[d] < 0) sr_fail("%s: negative size %lld in dimension %d", op, (long long)shape[d], d + 1);
+  int64_t n = sr_shape_numel(ndim, shape);
+  if (n < 0) sr_fail("%s: shape %s is too large (more than 2^48 elements)", op, sr_dims_str(ndim, shape, b, sizeof b));
+  return n;
+}
+
+const char *sr_view_error(const sr_tensor *t, char *buf, size_t n) {
+  int64_t cap = (int64_t)(t->storage->nbytes / sr_dtype_size(t->dtype)), last = t->offset, numel;
+  if (t->ndim < 0 || t->ndim > SR_MAXDIM) return "bad number of dimensions";
+  if ((numel = sr_shape_numel(t->ndim, t->shape)) < 0) return "negative size or more than 2^48 elements";
+  if (t->offset < 0) return "negative offset";
+  for (int d = 0; d < t->ndim; d++) {
+    int64_t reach;
+    if (t->stride[d] < 0) return "negative stride";
+    if (numel == 0) continue;
+    if (__builtin_mul_overflow(t->shape[d] - 1, t->stride[d], &reach) || __builtin_add_overflow(last, reach, &last))
+      return "element offsets overflow";
+  }
+  if (numel > 0 && last >= cap) {
+    snprintf(buf, n, "reaches element %lld of a storage of %lld elements", (long long)last, (long long)cap);
+    return buf;
+  }
+  return NULL;
 }
 
 bool sr_is_contiguous(const sr_tensor *x) {
@@ -435,18 +484,36 @@ static sr_tensor *view_of(sr_tensor *x) {
   return t;
 }
 
+/* t, once every element it reaches is inside its storage; else t is released and op fails */
+static sr_tensor *checked(const char *op, sr_tensor *t) {
+  char why[128], b1[192], b2[192];
+  const char *e = sr_view_error(t, why, sizeof why);
+  if (!e) return t;
+  int nd = t->ndim < 0 || t->ndim > SR_MAXDIM ? 0 : t->ndim;
+  sr_dims_str(nd, t->shape, b1, sizeof b1);
+  sr_dims_str(nd, t->stride, b2, sizeof b2);
+  long long off = (long long)t->offset;
+  sr_tensor_release(t);
+  sr_fail("%s: view of shape %s, strides %s, offset %lld: %s", op, b1, b2, off, e);
+}
+
 static int wrap_dim(const char *op, int dim, int ndim) {
   int d = dim < 0 ? dim + ndim : dim;
   if (d < 0 || d >= ndim) sr_fail("%s: dimension %d out of range for a %d-d tensor", op, dim, ndim);
   return d;
 }
 
-sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+static sr_tensor *as_strided(const char *op, sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+  if (ndim < 0 || ndim > SR_MAXDIM) sr_fail("%s: %d dimensions (at most %d)", op, ndim, SR_MAXDIM);
   sr_tensor *t = view_of(x);
   t->ndim = ndim;
   for (int d = 0; d < ndim; d++) { t->shape[d] = shape[d]; t->stride[d] = stride[d]; }
   t->offset = offset;
-  return t;
+  return checked(op, t);
+}
+
+sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+  return as_strided("as_strided", x, ndim, shape, stride, offset);
 }
 
 /* view with a new shape: works when each new dim maps onto a run of old dims that is
@@ -455,28 +522,28 @@ sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape_in) {
   int64_t shape[SR_MAXDIM], n = sr_numel(x), known = 1;
   int infer = -1;
   char b1[96], b2[96];
-  if (ndim > SR_MAXDIM) sr_fail("view: %d dimensions (at most %d)", ndim, SR_MAXDIM);
+  if (ndim < 0 || ndim > SR_MAXDIM) sr_fail("view: %d dimensions (at most %d)", ndim, SR_MAXDIM);
   for (int d = 0; d < ndim; d++) {
     shape[d] = shape_in[d];
     if (shape[d] == -1) {
       if (infer >= 0) sr_fail("view: only one dimension can be -1");
       infer = d;
     } else if (shape[d] < 0) sr_fail("view: bad size %lld", (long long)shape[d]);
-    else known *= shape[d];
+    else if (__builtin_mul_overflow(known, shape[d], &known) || known > SR_MAX_NUMEL) known = -1;  /* fits no tensor */
   }
   if (infer >= 0) {
-    if (known == 0 || n % known) sr_fail("view: shape %s does not fit %lld elements", sr_dims_str(ndim, shape_in, b1, 96), (long long)n);
+    if (known <= 0 || n % known) sr_fail("view: shape %s does not fit %lld elements", sr_dims_str(ndim, shape_in, b1, 96), (long long)n);
     shape[infer] = n / known;
     known *= shape[infer];
   }
-  if (known != n)
+  if (known != n || sr_shape_numel(ndim, shape) != n)
     sr_fail("view: shape %s is invalid for a tensor of shape %s (%lld elements)", sr_dims_str(ndim, shape, b1, 96),
             sr_shape_str(x, b2, 96), (long long)n);
   int64_t stride[SR_MAXDIM];
   if (x->ndim == 0 || n == 0) {  /* any shape of a scalar or an empty tensor is contiguous */
     int64_t st = 1;
     for (int d = ndim - 1; d >= 0; d--) { stride[d] = st; st *= shape[d]; }
-    return sr_as_strided(x, ndim, shape, stride, x->offset);
+    return as_strided("view", x, ndim, shape, stride, x->offset);
   }
   /* torch's computeStride: split the old dims into chunks that are contiguous among
   ** themselves; each chunk must be covered exactly by a run of new dims */
@@ -498,7 +565,7 @@ sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape_in) {
   if (vd != -1)
     sr_fail("view: shape %s is not a view of this %s tensor's strides; use reshape (which copies)",
             sr_dims_str(ndim, shape, b1, 96), sr_shape_str(x, b2, 96));
-  return sr_as_strided(x, ndim, shape, stride, x->offset);
+  return as_strided("view", x, ndim, shape, stride, x->offset);
 }
 
 sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1) {
@@ -507,31 +574,34 @@ sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1) {
   sr_tensor *t = view_of(x);
   t->shape[d0] = x->shape[d1]; t->shape[d1] = x->shape[d0];
   t->stride[d0] = x->stride[d1]; t->stride[d1] = x->stride[d0];
-  return t;
+  return checked("transpose", t);
 }
 
 sr_tensor *sr_permute(sr_tensor *x, const int *perm) {
   int seen[SR_MAXDIM] = {0};
+  for (int d = 0; d < x->ndim; d++)  /* before the view: a failure leaks nothing */
+    if (seen[wrap_dim("permute", perm[d], x->ndim)]++) sr_fail("permute: dimension %d repeated", perm[d]);
   sr_tensor *t = view_of(x);
   for (int d = 0; d < x->ndim; d++) {
     int p = wrap_dim("permute", perm[d], x->ndim);
-    if (seen[p]++) { sr_tensor_release(t); sr_fail("permute: dimension %d repeated", perm[d]); }
     t->shape[d] = x->shape[p];
     t->stride[d] = x->stride[p];
   }
-  return t;
+  return checked("permute", t);
 }
 
 sr_tensor *sr_narrow(sr_tensor *x, int dim, int64_t start, int64_t length) {
   dim = wrap_dim("narrow", dim, x->ndim);
   if (start < 0) start += x->shape[dim];
-  if (start < 0 || length < 0 || start + length > x->shape[dim])
+  if (start < 0 || length < 0 || start > x->shape[dim] || length > x->shape[dim] - start)
     sr_fail("narrow: range [%lld, %lld) out of bounds for dimension %d of size %lld", (long long)start,
-            (long long)(start + length), dim + 1, (long long)x->shape[dim]);
+            (long long)(length > INT64_MAX - start ? INT64_MAX : start + length), dim + 1, (long long)x->shape[dim]);
+  int64_t skip;
+  if (__builtin_mul_overflow(start, x->stride[dim], &skip)) sr_fail("narrow: element offsets overflow");
   sr_tensor *t = view_of(x);
-  t->offset += start * x->stride[dim];
   t->shape[dim] = length;
-  return t;
+  if (__builtin_add_overflow(t->offset, skip, &t->offset)) t->offset = -1;  /* refused below */
+  return checked("narrow", t);
 }
 
 sr_tensor *sr_unsqueeze(sr_tensor *x, int dim) {
@@ -540,31 +610,38 @@ sr_tensor *sr_unsqueeze(sr_tensor *x, int dim) {
   sr_tensor *t = view_of(x);
   for (int d = x->ndim; d > dim; d--) { t->shape[d] = x->shape[d - 1]; t->stride[d] = x->stride[d - 1]; }
   t->shape[dim] = 1;
-  t->stride[dim] = dim < x->ndim ? x->stride[dim] * x->shape[dim] : 1;
+  int64_t st = 1;
+  if (dim < x->ndim && __builtin_mul_overflow(x->stride[dim], x->shape[dim], &st)) st = -1;  /* refused below */
+  t->stride[dim] = st;
   t->ndim = x->ndim + 1;
-  return t;
+  return checked("unsqueeze", t);
 }
 
 sr_tensor *sr_squeeze(sr_tensor *x, int dim) {
+  if (dim != -100) dim = wrap_dim("squeeze", dim, x->ndim);  /* before the view: a failure leaks nothing */
   sr_tensor *t = view_of(x);
   int k = 0;
-  if (dim != -100) dim = wrap_dim("squeeze", dim, x->ndim);
   for (int d = 0; d < x->ndim; d++) {
     bool drop = x->shape[d] == 1 && (dim == -100 || d == dim);
     if (!drop) { t->shape[k] = x->shape[d]; t->stride[k] = x->stride[d]; k++; }
   }
   t->ndim = k;
-  return t;
+  return checked("squeeze", t);
 }
 
 sr_tensor *sr_expand(sr_tensor *x, int ndim, const int64_t *shape) {
   char b1[96], b2[96];
+  if (ndim > SR_MAXDIM) sr_fail("expand: %d dimensions (at most %d)", ndim, SR_MAXDIM);
   if (ndim < x->ndim) sr_fail("expand: cannot expand %s to fewer dimensions %s", sr_shape_str(x, b1, 96), sr_dims_str(ndim, shape, b2, 96));
   sr_tensor *t = view_of(x);
   t->ndim = ndim;
   for (int d = ndim - 1, s = x->ndim - 1; d >= 0; d--, s--) {
     int64_t xs = s >= 0 ? x->shape[s] : 1, xst = s >= 0 ? x->stride[s] : 0;
     int64_t want = shape[d] == -1 ? xs : shape[d];
+    if (want < 0) {
+      sr_tensor_release(t);
+      sr_fail("expand: bad size %lld in dimension %d of %s", (long long)shape[d], d + 1, sr_dims_str(ndim, shape, b2, 96));
+    }
     if (xs == want) { t->shape[d] = xs; t->stride[d] = xst; }
     else if (xs == 1) { t->shape[d] = want; t->stride[d] = 0; }
     else {
@@ -572,7 +649,7 @@ sr_tensor *sr_expand(sr_tensor *x, int ndim, const int64_t *shape) {
       sr_fail("expand: shape %s cannot be broadcast to %s", sr_shape_str(x, b1, 96), sr_dims_str(ndim, shape, b2, 96));
     }
   }
-  return t;
+  return checked("expand", t);
 }
 
 int sr_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int64_t *out) {

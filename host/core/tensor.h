@@ -136,6 +136,22 @@ void sr_scratch_unwind(void);                       /* the failure path: pop(flo
 int sr_scratch_set_floor(int floor);                /* returns the previous floor */
 
 
+/* ---- shape limits. Every tensor and view has sizes >= 0 whose non-zero product (its "extent")
+** is at most SR_MAX_NUMEL, so every partial product of its sizes fits an int64; every storage
+** holds at most SR_MAX_BYTES; strides and offsets are >= 0, and every element of a view with
+** elements lies inside its storage: offset + sum((shape[d]-1)*stride[d]) < storage elements.
+** Each view constructor checks this (overflow-checked) and fails naming the op otherwise. */
+#define SR_MAX_NUMEL ((int64_t)1 << 48)
+#define SR_MAX_BYTES ((int64_t)1 << 48)
+/* the element count of a shape; -1 for a bad ndim, a negative size or an extent over SR_MAX_NUMEL */
+int64_t sr_shape_numel(int ndim, const int64_t *shape);
+/* the element count of a shape, or fails "op: ..." naming the bad size or the too-large shape */
+int64_t sr_check_shape(const char *op, int ndim, const int64_t *shape);
+/* the bytes a new tensor of that shape and dtype needs, or fails "op: ..." (shape, or over SR_MAX_BYTES) */
+int64_t sr_check_alloc(const char *op, sr_dtype dt, int ndim, const int64_t *shape);
+/* NULL when every element of view t lies inside its storage (strides, offset >= 0), else why not */
+const char *sr_view_error(const sr_tensor *t, char *buf, size_t n);
+
 /* ---- queries */
 int64_t sr_numel(const sr_tensor *x);
 bool sr_is_contiguous(const sr_tensor *x);

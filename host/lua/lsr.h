@@ -27,6 +27,13 @@ void sr_push_tensor(lua_State *L, sr_tensor *t);           /* takes over the cal
 int sr_check_dtype(lua_State *L, int arg, sr_dtype def);    /* "float32"/"f32"/"bfloat16"/... */
 sr_device sr_check_device(lua_State *L, int arg, sr_device def);  /* "cpu" or "cuda" */
 int sr_check_dim(lua_State *L, int arg, int ndim);         /* 1-based (negative from the end) -> 0-based */
+/* shapes from Lua (host/lua/lshape.c): f(2, 3) or f({2, 3}) at arg into shape[SR_MAXDIM], *last
+** the last argument taken; every size an integer >= min (-1 where a size may be inferred), and
+** for min >= 0 a product within SR_MAX_NUMEL; returns ndim. Mistakes raise bad-argument errors */
+int sr_check_shape_arg(lua_State *L, int arg, int64_t *shape, int *last, int64_t min);
+int64_t sr_check_size(lua_State *L, int arg, int idx, int d, int64_t min);  /* one size (stack idx, dim d) */
+int64_t sr_check_numel_arg(lua_State *L, int arg, int ndim, const int64_t *shape);
+extern const luaL_Reg sr_view_methods[];                   /* view, reshape, transpose, ...: lshape.c */
 
 /* caller mistakes in an argument, in the one style of Lua's own libraries:
 ** "bad argument #arg to 'fname' (message)" (luaL_argerror with a lua_pushfstring format); never returns */

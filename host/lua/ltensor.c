@@ -127,32 +127,6 @@ static int t_gc(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* shape arguments: f(2, 3), f({2, 3}) or t:shape-like tables */
-
-static int check_shape(lua_State *L, int arg, int64_t *shape, int *last) {
-  int n = 0;
-  if (lua_istable(L, arg) && !sr_to_tensor(L, arg)) {
-    n = (int)luaL_len(L, arg);
-    luaL_argcheck(L, n <= SR_MAXDIM, arg, "too many dimensions");
-    for (int i = 0; i < n; i++) {
-      lua_geti(L, arg, i + 1);
-      int ok;
-      shape[i] = lua_tointegerx(L, -1, &ok);
-      if (!ok) luaL_argerror(L, arg, "shape entries must be integers");
-      lua_pop(L, 1);
-    }
-    *last = arg;
-    return n;
-  }
-  int top = lua_gettop(L);
-  for (int a = arg; a <= top && lua_type(L, a) == LUA_TNUMBER; a++) {
-    luaL_argcheck(L, n < SR_MAXDIM, a, "too many dimensions");
-    shape[n++] = luaL_checkinteger(L, a);
-  }
-  *last = arg + n - 1;
-  return n;
-}
-
 /* options table {dtype=, device=, requires_grad=} at arg (or none) */
 typedef struct tensor_opts { sr_dtype dtype; sr_device device; bool requires_grad; } tensor_opts;
 
@@ -198,7 +172,7 @@ static sr_tensor *finish(lua_State *L, sr_tensor *t, tensor_opts o) {
 static int new_filled(lua_State *L, double v, bool fill) {
   int64_t shape[SR_MAXDIM];
   int last;
-  int nd = check_shape(L, 1, shape, &last);
+  int nd = sr_check_shape_arg(L, 1, shape, &last, 0);
   tensor_opts o = check_opts(L, last + 1, SR_F32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
   if (fill) sr_fill_(t, v);
@@ -214,12 +188,13 @@ static int f_empty(lua_State *L) { return new_filled(L, 0.0, false); }
 static int f_full(lua_State *L) {
   int64_t shape[SR_MAXDIM];
   int last, nd;
-  if (lua_istable(L, 1)) nd = check_shape(L, 1, shape, &last);
+  if (lua_istable(L, 1)) nd = sr_check_shape_arg(L, 1, shape, &last, 0);
   else {
     int nnum = 0;
     while (lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
     luaL_argcheck(L, nnum >= 1 && nnum <= SR_MAXDIM + 1, 1, "expected full(shape..., value)");
-    for (nd = 0; nd < nnum - 1; nd++) shape[nd] = luaL_checkinteger(L, nd + 1);
+    for (nd = 0; nd < nnum - 1; nd++) shape[nd] = sr_check_size(L, nd + 1, nd + 1, nd, 0);
+    sr_check_numel_arg(L, 1, nd, shape);
     last = nnum - 1;
   }
   double v = luaL_checknumber(L, last + 1);
@@ -240,23 +215,38 @@ static int f_arange(lua_State *L) {
   luaL_argcheck(L, step != 0, 3, "step must not be 0");
   bool all_int = lua_isinteger(L, 1) && (nnum < 2 || lua_isinteger(L, 2)) && (nnum < 3 || lua_isinteger(L, 3));
   tensor_opts o = check_opts(L, nnum + 1, all_int ? SR_I32 : SR_F32);
-  int64_t n = (int64_t)ceil((stop - start) / step);
-  if (n < 0) n = 0;
+  double len = ceil((stop - start) / step);  /* NaN or beyond any tensor: refused before the cast */
+  if (!(len <= (double)SR_MAX_NUMEL)) sr_argerror(L, 1, "range [%f, %f) with step %f has too many elements", start, stop, step);
+  int64_t n = len > 0 ? (int64_t)len : 0;
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, 1, &n);
+  sr_push_tensor(L, t);  /* owned by Lua while the kernel runs, so its failure cannot leak it */
   sr_kcall c = {.t = {t}, .nt = 1, .f = {start, step}};
   sr_kernel_run(SR_K_arange, &c);
-  finish(L, t, o);
+  lua_pop(L, 1);
+  finish(L, sr_tensor_retain(t), o);
   return 1;
 }
 
 /* tensor(nested table or number [, opts]) */
+
+/* the length of the table at idx (its __len may answer anything): an integer >= 0 */
+static int64_t nested_len(lua_State *L, int idx) {
+  int ok;
+  lua_len(L, idx);
+  lua_Integer len = lua_tointegerx(L, -1, &ok);
+  lua_pop(L, 1);
+  if (!ok || len < 0) sr_argerror(L, 1, "a nested table's length is not an integer >= 0");
+  return (int64_t)len;
+}
+
 static void infer_shape(lua_State *L, int idx, int *nd, int64_t *shape) {
   lua_pushvalue(L, idx);
   *nd = 0;
   while (lua_istable(L, -1)) {
     if (*nd >= SR_MAXDIM) sr_argerror(L, idx, "more than %d nested levels", SR_MAXDIM);
-    shape[(*nd)++] = (int64_t)luaL_len(L, -1);
-    if (shape[*nd - 1] == 0) break;
+    int64_t len = nested_len(L, -1);
+    shape[(*nd)++] = len;
+    if (len == 0) break;
     lua_geti(L, -1, 1);
     lua_remove(L, -2);
   }
@@ -274,7 +264,7 @@ static void fill_from_table(lua_State *L, int idx, int d, int nd, const int64_t 
     sr_store(sr_data(t), t->dtype, (*pos)++, v);
     return;
   }
-  if (!lua_istable(L, idx) || luaL_len(L, idx) != shape[d])
+  if (!lua_istable(L, idx) || nested_len(L, idx) != shape[d])
     sr_argerror(L, 1, "ragged nested table (dimension %d should have %d entries)", d + 1, (int)shape[d]);
   for (int64_t i = 1; i <= shape[d]; i++) {
     lua_geti(L, idx, i);
@@ -288,6 +278,7 @@ static int f_tensor(lua_State *L) {
   int64_t shape[SR_MAXDIM];
   luaL_argcheck(L, lua_istable(L, 1) || lua_isnumber(L, 1), 1, "expected a (nested) table of numbers or a number");
   infer_shape(L, 1, &nd, shape);
+  sr_check_numel_arg(L, 1, nd, shape);
   tensor_opts o = check_opts(L, 2, SR_F32);
   sr_tensor *cpu = sr_tensor_new(o.dtype, SR_CPU, nd, shape);
   sr_push_tensor(L, cpu);  /* owned by Lua while filling, so an error cannot leak it */
@@ -312,7 +303,7 @@ static int f_manual_seed(lua_State *L) {
 static int random_float(lua_State *L, void (*fill)(sr_tensor *, double, double, sr_rng *), double a, double b) {
   int64_t shape[SR_MAXDIM];
   int last;
-  int nd = check_shape(L, 1, shape, &last);
+  int nd = sr_check_shape_arg(L, 1, shape, &last, 0);
   tensor_opts o = check_opts(L, last + 1, SR_F32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
   sr_push_tensor(L, t);  /* owned by Lua while filling, so an error cannot leak it */
@@ -331,7 +322,7 @@ static int f_randint(lua_State *L) {
   luaL_argcheck(L, hi > lo, 2, "empty range");
   int64_t shape[SR_MAXDIM];
   int last;
-  int nd = check_shape(L, 3, shape, &last);
+  int nd = sr_check_shape_arg(L, 3, shape, &last, 0);
   tensor_opts o = check_opts(L, last + 1, SR_I32);
   sr_tensor *t = sr_tensor_new(o.dtype, o.device, nd, shape);
   sr_push_tensor(L, t);
@@ -367,8 +358,8 @@ static void push_shape(lua_State *L, const sr_tensor *t) {
 static int m_size(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
   if (lua_isnoneornil(L, 2)) { push_shape(L, t); return 1; }
-  int d = (int)luaL_checkinteger(L, 2);
-  int dd = d < 0 ? d + t->ndim : d - 1;  /* 1-based from the front, negative from the back */
+  lua_Integer d = luaL_checkinteger(L, 2);
+  lua_Integer dd = d < 0 ? d + t->ndim : d - 1;  /* 1-based from the front, negative from the back */
   luaL_argcheck(L, dd >= 0 && dd < t->ndim, 2, "dimension out of range");
   lua_pushinteger(L, t->shape[dd]);
   return 1;
@@ -401,7 +392,7 @@ static void push_nested(lua_State *L, const sr_tensor *c, int d, int64_t *pos) {
     else lua_pushnumber(L, v);
     return;
   }
-  lua_createtable(L, (int)c->shape[d], 0);
+  lua_createtable(L, c->shape[d] < 4096 ? (int)c->shape[d] : 4096, 0);  /* a hint: never a huge or negative int */
   for (int64_t i = 0; i < c->shape[d]; i++) {
     push_nested(L, c, d + 1, pos);
     lua_rawseti(L, -2, i + 1);
@@ -499,106 +490,16 @@ static int f_frombytes(lua_State *L) {
   sr_dtype dt = (sr_dtype)sr_check_dtype(L, 2, SR_F32);
   int64_t shape[SR_MAXDIM];
   int last;
-  int nd = check_shape(L, 3, shape, &last);
+  int nd = sr_check_shape_arg(L, 3, shape, &last, 0);
   tensor_opts o = check_opts(L, last + 1, dt);
-  int64_t n = 1;
-  for (int d = 0; d < nd; d++) n *= shape[d];
+  int64_t n = sr_check_numel_arg(L, 3, nd, shape);  /* at most 2^48: the product below fits */
   if ((size_t)n * sr_dtype_size(dt) != len)
-    return sr_argerror(L, 1, "%d bytes do not hold %d %s elements", (int)len, (int)n, sr_dtype_name(dt));
+    return sr_argerror(L, 1, "%I bytes do not hold %I %s elements", (lua_Integer)len, (lua_Integer)n, sr_dtype_name(dt));
   sr_tensor *cpu = sr_tensor_new(dt, SR_CPU, nd, shape);
   memcpy(sr_data(cpu), s, len);
   sr_push_tensor(L, cpu);
   sr_tensor *t = o.device == SR_CPU ? sr_tensor_retain(cpu) : sr_to_raw(cpu, o.device, dt);
   finish(L, t, o);
-  return 1;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* views (differentiable) */
-
-static int m_view(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 2, shape, &last);
-  sr_push_tensor(L, sr_view_op(t, nd, shape));
-  return 1;
-}
-
-static int m_reshape(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 2, shape, &last);
-  sr_push_tensor(L, sr_reshape(t, nd, shape));
-  return 1;
-}
-
-/* dims are 1-based in Lua (as the shape table); negative counts from the end */
-int sr_check_dim(lua_State *L, int arg, int ndim) {
-  lua_Integer d = luaL_checkinteger(L, arg);
-  int r = d < 0 ? (int)d + ndim : (int)d - 1;
-  if (r < 0 || r >= (ndim ? ndim : 1))
-    luaL_argerror(L, arg, lua_pushfstring(L, "dimension %d out of range for a %d-d tensor", (int)d, ndim));
-  return r;
-}
-
-static int m_transpose(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int d0 = lua_isnoneornil(L, 2) ? t->ndim - 2 : sr_check_dim(L, 2, t->ndim);
-  int d1 = lua_isnoneornil(L, 3) ? t->ndim - 1 : sr_check_dim(L, 3, t->ndim);
-  luaL_argcheck(L, t->ndim >= 1, 1, "transpose needs at least 1 dimension");
-  if (t->ndim == 1) { sr_push_tensor(L, sr_tensor_retain(t)); return 1; }
-  sr_push_tensor(L, sr_transpose_op(t, d0, d1));
-  return 1;
-}
-
-static int m_permute(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int perm[SR_MAXDIM];
-  bool tbl = lua_istable(L, 2);
-  int n = tbl ? (int)luaL_len(L, 2) : lua_gettop(L) - 1;
-  luaL_argcheck(L, n == t->ndim, 2, "permute needs one entry per dimension");
-  for (int d = 0; d < n; d++) {
-    if (tbl) { lua_geti(L, 2, d + 1); perm[d] = sr_check_dim(L, -1, t->ndim); lua_pop(L, 1); }
-    else perm[d] = sr_check_dim(L, d + 2, t->ndim);
-  }
-  sr_push_tensor(L, sr_permute_op(t, perm));
-  return 1;
-}
-
-/* narrow(dim, start, length): start is 1-based */
-static int m_narrow(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int d = sr_check_dim(L, 2, t->ndim);
-  lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-  int64_t s0 = start < 0 ? start + t->shape[d] : start - 1;
-  sr_push_tensor(L, sr_narrow_op(t, d, s0, len));
-  return 1;
-}
-
-static int m_unsqueeze(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  lua_Integer d = luaL_checkinteger(L, 2);
-  int dd = d < 0 ? (int)d + t->ndim + 1 : (int)d - 1;
-  luaL_argcheck(L, dd >= 0 && dd <= t->ndim, 2, "dimension out of range");
-  sr_push_tensor(L, sr_unsqueeze_op(t, dd));
-  return 1;
-}
-
-static int m_squeeze(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int d = lua_isnoneornil(L, 2) ? -100 : sr_check_dim(L, 2, t->ndim);
-  sr_push_tensor(L, sr_squeeze_op(t, d));
-  return 1;
-}
-
-static int m_expand(lua_State *L) {
-  sr_tensor *t = sr_check_tensor(L, 1);
-  int64_t shape[SR_MAXDIM];
-  int last;
-  int nd = check_shape(L, 2, shape, &last);
-  sr_push_tensor(L, sr_expand_op(t, nd, shape));
   return 1;
 }
 
@@ -852,9 +753,7 @@ static int f_cuda_available(lua_State *L) {
 
 static const luaL_Reg tensor_methods[] = {
   {"size", m_size}, {"dim", m_dim}, {"numel", m_numel}, {"is_contiguous", m_is_contiguous},
-  {"item", m_item}, {"tolist", m_tolist}, {"view", m_view}, {"reshape", m_reshape},
-  {"transpose", m_transpose}, {"permute", m_permute}, {"narrow", m_narrow}, {"unsqueeze", m_unsqueeze},
-  {"squeeze", m_squeeze}, {"expand", m_expand}, {"contiguous", m_contiguous}, {"clone", m_clone},
+  {"item", m_item}, {"tolist", m_tolist}, {"contiguous", m_contiguous}, {"clone", m_clone},
   {"to", m_to}, {"copy_", m_copy_}, {"fill_", m_fill_}, {"zero_", m_zero_}, {"add_", m_add_},
   {"sub_", m_sub_}, {"mul_", m_mul_}, {"div_", m_div_}, {"normal_", m_normal_}, {"uniform_", m_uniform_},
   {"tobytes", m_tobytes}, {"backward", m_backward}, {"detach", m_detach}, {"requires_grad_", m_requires_grad_}, {"close", m_close},
@@ -883,6 +782,7 @@ int luaopen_speedrun_core(lua_State *L) {
   luaL_newmetatable(L, SR_TENSOR_MT);
   luaL_setfuncs(L, tensor_metamethods, 0);
   luaL_newlib(L, tensor_methods);
+  luaL_setfuncs(L, sr_view_methods, 0);   /* view, reshape, ...: host/lua/lshape.c */
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "methods");          /* metatable.methods: Lua adds op methods here */
   lua_pushcclosure(L, t_index, 1);

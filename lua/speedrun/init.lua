@@ -47,9 +47,21 @@ function F.masked_fill(x, mask, value)
   return F.where(mask, value, x)
 end
 
+-- argument checks of the functions written here, in the bindings' style
+local function argerror(arg, fname, fmt, ...)
+  error(string.format("bad argument #%d to '%s' (" .. fmt .. ")", arg, fname, ...), 3)
+end
+local function check_int(v, arg, fname, what, min)
+  if math.type(v) ~= "integer" or v < min then
+    argerror(arg, fname, "%s must be an integer >= %d, got %s", what, min, tostring(v))
+  end
+end
+
 -- stack({tensors}, dim): a new dim
 function F.stack(ts, dim)
   dim = dim or 1
+  if type(ts) ~= "table" then argerror(1, "stack", "expected a table of tensors, got %s", type(ts)) end
+  check_int(dim, 2, "stack", "dim", math.mininteger)
   local us = {}
   for i, t in ipairs(ts) do
     local d = dim < 0 and dim + t:dim() + 2 or dim
@@ -62,6 +74,7 @@ end
 -- (up to 4 pieces: views under one tape node, whose backward writes one gradient tensor)
 function F.split(x, size, dim)
   dim = dim or 1
+  check_int(size, 2, "split", "size", 1)
   local n, sizes, start = x:size(dim), {}, 1
   while start <= n do
     local len = math.min(size, n - start + 1)
@@ -81,7 +94,8 @@ end
 -- chunk(x, k, dim): k pieces of equal size (the last may be shorter), as torch.chunk
 function F.chunk(x, k, dim)
   dim = dim or 1
-  return F.split(x, math.ceil(x:size(dim) / k), dim)
+  check_int(k, 2, "chunk", "k", 1)
+  return F.split(x, math.max(1, (x:size(dim) + k - 1) // k), dim)
 end
 
 -- softcap(x, cap) = cap * tanh(x / cap)
