@@ -11,6 +11,19 @@ local F = sr.F
 local K = {}
 for k, v in pairs(require "speedrun.kernel_core") do K[k] = v end
 
+-- K.restrict(check): from now on compile(src, opts) first calls check(src, opts), which raises
+-- to refuse; set once (the harness child's restricted runs: harness/kernels.lua)
+local core_compile, policy = K.compile, nil
+function K.restrict(check)
+  assert(policy == nil, "speedrun.kernel.restrict: a policy is already set")
+  assert(type(check) == "function", "speedrun.kernel.restrict: a function expected")
+  policy = check
+end
+function K.compile(src, opts)
+  if policy then policy(src, opts) end
+  return core_compile(src, opts)
+end
+
 K.ops = {}
 
 local function first_tensor(...)

@@ -216,6 +216,7 @@ T.case("docs/harness.md's threat model names the eight classes and the cheat rec
   for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
   end
+  for test in tm:gmatch("`tests/([%w_/]+%.lua)`") do T.ok(read(test), "the table's test " .. test .. " exists") end
 end)
 
 T.done()

@@ -129,6 +129,8 @@ function M.install(opts)
   -- cannot be changed through it
   local smt = getmetatable("")
   if smt then smt.__metatable = false end
+  -- agent kernels: what a compile may read (harness/kernels.lua)
+  require("speedrun.harness.kernels").install(state)
   return state
 end
 
@@ -139,7 +141,7 @@ local function copy(t)
 end
 
 local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true,
-                        ["speedrun.process"] = true}
+                        ["speedrun.process"] = true, ["speedrun.kernel_core"] = true}
 
 -- the recipe's globals; state from install() (nil: no restrictions on files)
 function M.env(opts, state)

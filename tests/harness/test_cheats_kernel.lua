@@ -1,0 +1,134 @@
+-- Cheat class 8 of issue 14: agent kernels under score. A restricted run's compile may read only
+-- what the recipe may read: includes of the data (relative, absolute, through a macro, a spliced
+-- or digraph directive), a source outside the workspace, -I or --pre-include options pointing
+-- outside, a cache_dir outside the output folder and the raw C module are each rejected, even when
+-- the recipe catches the error; an honest kernel (the engine's header and a workspace header)
+-- stays valid. The policy runs before the compiler, so this holds without a GPU or NVRTC.
+local T = require "speedrun.testing"
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local data = require "speedrun.data"
+
+local exe = arg[-1]
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/cheats-kernel"
+H.mkdir(tmp)
+local ws = tmp .. "/ws"
+os.execute("rm -rf '" .. ws .. "'")
+H.mkdir(ws .. "/data")
+local function write(path, s)
+  local f = assert(io.open(path, "w"))
+  f:write(s)
+  f:close()
+end
+write(ws .. "/good.lua", assert(io.open("harness/recipes/good.lua")):read("a"))
+write(ws .. "/helper.cuh", "#define SCALE 2.0f\n")
+write(tmp .. "/outside.cu", "// a kernel source outside the workspace\n")
+assert(data.write_shard(ws .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
+assert(data.write_shard(ws .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
+
+-- a recipe: good.lua whose setup first compiles a kernel (error caught by the recipe)
+local function recipe(name, call)
+  write(ws .. "/" .. name .. ".lua", ([[
+local r = dofile("good.lua")
+local setup = r.setup
+function r.setup(ctx)
+  pcall(function() %s end)
+  setup(ctx)
+end
+return r
+]]):format(call))
+end
+
+local SIG = '{kernels = {k = "ptr float* y, int n"}}'
+local function source(text) return ("speedrun.kernel.compile(%q, %s)"):format(text, SIG) end
+local KERNEL = 'SR_KERNEL void k(float *y, int n) { int64_t i = sr_tid(); if (i < n) y[i] = SCALE; }\n'
+
+recipe("k_honest", source('#include "speedrun_kernel.cuh"\n#include <cuda_bf16.h>\n#include "helper.cuh"\n' .. KERNEL))
+recipe("k_data", source('#include "data/syn_val_000000.bin"\n' .. KERNEL))
+recipe("k_absolute", source('#include "' .. ws .. '/data/syn_val_000000.bin"\n' .. KERNEL))
+recipe("k_dotdot", source('#include "../outside.cu"\n' .. KERNEL))
+recipe("k_macro", source('#define F "data/syn_val_000000.bin"\n#include F\n' .. KERNEL))
+recipe("k_spliced", source('# /* a comment\n*/ include \\\n"data/syn_val_000000.bin"\n' .. KERNEL))
+recipe("k_digraph", source('%:include "data/syn_val_000000.bin"\n' .. KERNEL))
+recipe("k_path", ("speedrun.kernel.compile(%q, %s)"):format(tmp .. "/outside.cu", SIG))
+recipe("k_idir", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, options = {"-I%s/data"}})')
+                 :format('#include <syn_val_000000.bin>\n' .. KERNEL, ws))
+recipe("k_preinclude", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, options = {%q}})')
+                       :format(KERNEL, "--pre-include=" .. ws .. "/data/syn_val_000000.bin"))
+recipe("k_cache", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, cache_dir = %q})')
+                  :format(KERNEL, ws .. "/cache"))
+recipe("k_core", 'require("speedrun.kernel_core")')
+
+local sh = T.shell_quote
+local DATA = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")
+
+local function train(name)
+  local out = tmp .. "/run-" .. name
+  os.execute("rm -rf " .. sh(out))
+  os.execute(sh(exe) .. " train " .. sh(ws .. "/" .. name .. ".lua") .. " --scale micro --restricted --device cpu"
+             .. " --threads 1 " .. DATA .. " --out " .. sh(out) .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
+  local text = io.open(tmp .. "/out.txt"):read("a")
+  local f = io.open(out .. "/results.json")
+  T.ok(f, "results.json for " .. name .. "\n" .. text)
+  local r = json.decode(f:read("a"))
+  f:close()
+  return r, text
+end
+
+local function rejected(name, pattern)
+  local r, text = train(name)
+  local msg = tostring(r.failure and r.failure.message)
+  T.eq(r.status, "rejected", name .. ": " .. msg .. "\n" .. text)
+  T.ok(msg:find(pattern), ("%s: message %q should match %q"):format(name, msg, pattern))
+end
+
+T.case("honest control: the engine's header, a toolkit header and a workspace header -> valid", function()
+  local r, text = train("k_honest")
+  T.eq(r.status, "valid", text)
+end)
+
+T.case("including the validation shard (relative) -> rejected", function()
+  rejected("k_data", "off limits")
+end)
+
+T.case("including by an absolute name -> rejected", function()
+  rejected("k_absolute", "absolute and '%.%.' names")
+end)
+
+T.case("including ../ outside the workspace -> rejected", function()
+  rejected("k_dotdot", "absolute and '%.%.' names")
+end)
+
+T.case("an include computed by a macro -> rejected", function()
+  rejected("k_macro", "must name a file")
+end)
+
+T.case("a directive spread by a comment and a line splice is still seen -> rejected", function()
+  rejected("k_spliced", "off limits")
+end)
+
+T.case("a digraph directive (%:include) of the data -> rejected", function()
+  rejected("k_digraph", "off limits")
+end)
+
+T.case("a kernel source outside the workspace -> rejected", function()
+  rejected("k_path", "may read only inside the workspace")
+end)
+
+T.case("-I pointing into the data -> rejected", function()
+  rejected("k_idir", "off limits")
+end)
+
+T.case("--pre-include of a data file -> rejected", function()
+  rejected("k_preinclude", "option %-%-pre%-include")
+end)
+
+T.case("a cache_dir outside the output folder -> rejected", function()
+  rejected("k_cache", "writing .*cache")
+end)
+
+T.case("the raw C module speedrun.kernel_core -> rejected", function()
+  rejected("k_core", "speedrun%.kernel_core")
+end)
+
+T.done()
