@@ -49,6 +49,9 @@ for p in $PARTS; do
         for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
+    harness)
+      part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure
+      grep -E "Test +#|tests passed|FAIL|Error" "$LOG/harness.log" | tail -30 ;;
     jit)
       part jit 300 bash -c 'export SPEEDRUN_KERNEL_CACHE=/tmp/srk-cache
         ctest --test-dir build -R "^test_(jit|jit_args|gpu_jit)$" --output-on-failure
