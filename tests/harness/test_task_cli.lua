@@ -131,7 +131,7 @@ T.case("train/score/calibrate: options checked before any work (usage error, exi
     {"train " .. r .. " --mem-limit lots", "--mem-limit must be a size"},
     {"train " .. r .. " --steps --quiet", "option --steps needs a value"},
     {"train " .. r .. " --seed", "option --seed needs a value"},
-    {"train " .. r .. " --scale huge", "--scale must be micro, demo, proxy, full or auto"},
+    {"train " .. r .. " --scale 'huge!'", "--scale must be micro, demo, proxy, full or auto (or a scale the recipe names)"},
     {"score " .. sh(ws) .. " --runs 2.5", "--runs must be a positive integer"},
     {"score " .. sh(ws) .. " --runs -1", "--runs must be a positive integer"},
     {"score " .. sh(ws) .. " --alpha 2", "--alpha must be a number between 0 and 1"},
@@ -148,6 +148,10 @@ T.case("train/score/calibrate: options checked before any work (usage error, exi
     T.ok(not out:find("traceback", 1, true), case[1] .. ": no traceback\n" .. out)
   end
   T.ok(not io.open(ws .. "/runs"), "nothing ran")
+  -- a scale name the recipe does not define: refused by the child before any step
+  local rc, out = speedrun("train " .. r .. " --scale huge --out " .. sh(tmp .. "/huge"))
+  T.ok(rc ~= 0 and out:find("the recipe has no scale 'huge' (its scales: ", 1, true), out)
+  T.ok(not out:find("step:1/", 1, true), "no step ran:\n" .. out)
 end)
 
 T.done()

@@ -220,7 +220,7 @@ function M.train(args)
   local o, pos = parse_args(args, TRAIN_SPEC)
   if not o then return die(pos .. "\n" .. TRAIN_USAGE) end
   if o.help then io.stdout:write(TRAIN_USAGE) return 0 end
-  local bad = options.check(o)
+  local bad = options.check(o, true)
   if bad then return die(bad) end
   process.trap_signals()
   local recipe = pos[1] or (H.source_dir() .. "/tasks/default/recipe.lua")

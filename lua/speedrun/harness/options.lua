@@ -1,7 +1,8 @@
 -- speedrun.harness.options: the command line of `speedrun train`, `score` and `calibrate`, parsed
 -- and checked before any work: a value never taken from the next flag, numbers that are numbers
--- (integers where a count is meant, positive where zero or less means nothing), a known scale, a
--- size with a unit. Errors are usage errors (exit 2).
+-- (integers where a count is meant, positive where zero or less means nothing), a known scale
+-- (score and calibrate: the scales calibration knows; train: also a name of the recipe's own, which
+-- the child checks before any step), a size with a unit. Errors are usage errors (exit 2).
 local M = {}
 local fmt = string.format
 
@@ -65,16 +66,18 @@ local function check_number(name, s, rule)
   end
 end
 
--- nil when the options are well-formed, else the usage error
-function M.check(o)
+-- nil when the options are well-formed, else the usage error; own_scales: the command takes a
+-- scale the recipe names itself (train)
+function M.check(o, own_scales)
   for name, rule in pairs(NUMERIC) do
     if o[name] ~= nil then
       local err = check_number(name, o[name], rule)
       if err then return err end
     end
   end
-  if o.scale and not M.SCALES[o.scale] then
-    return fmt("--scale must be micro, demo, proxy, full or auto, not '%s'", o.scale)
+  if o.scale and not M.SCALES[o.scale] and not (own_scales and o.scale:match("^[%a_][%w_]*$")) then
+    return fmt("--scale must be micro, demo, proxy, full or auto%s, not '%s'",
+               own_scales and " (or a scale the recipe names)" or "", o.scale)
   end
   for _, name in ipairs {"mem-limit", "gpu-mem-limit"} do
     if o[name] and not M.parse_size(o[name]) then

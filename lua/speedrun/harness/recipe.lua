@@ -46,9 +46,14 @@ function M.check_schedule(recipe)
   if s ~= nil and type(s) ~= "function" then contract("recipe.schedule must be a function") end
 end
 
-local function check_config(cfg, scale)
+local function check_config(cfg, scale, config)
   local function need(cond, what) if not cond then contract(fmt("config.%s: %s", scale, what)) end end
-  need(type(cfg) == "table", "missing (the recipe has no such scale)")
+  if type(cfg) ~= "table" then
+    local names = {}
+    for k in pairs(config) do names[#names + 1] = tostring(k) end
+    table.sort(names)
+    contract(fmt("the recipe has no scale '%s' (its scales: %s)", scale, table.concat(names, ", ")))
+  end
   need(type(cfg.steps) == "number" and cfg.steps >= 1 and cfg.steps == mfloor(cfg.steps), "steps must be a positive integer")
   need(type(cfg.batch) == "table", "batch = {mode=, B=, T=, batch=} is required")
   local b = cfg.batch
@@ -75,7 +80,7 @@ end
 -- the scale's config, checked, with the job's overrides
 local function scale_config(job, recipe, scale)
   local cfg = deepcopy(recipe.config[scale])
-  check_config(cfg, scale)
+  check_config(cfg, scale, recipe.config)
   if job.steps then cfg.steps = job.steps end
   if job.target_val_loss then cfg.target_val_loss = job.target_val_loss end
   if job.val_tokens then cfg.val_tokens = job.val_tokens end
