@@ -85,6 +85,39 @@ function T.token_stream(n, seed)
   return ids
 end
 
+-- workspace(name, recipes): a fresh test workspace for the harness tests: <tmp>/<name>/ws with the
+-- recipes copied from tests/harness/recipes/ (run from tests/) and a data folder inside it (off
+-- limits to recipes) holding two synthetic shards. Returns {tmp =, ws =, data = the
+-- --train-files/--val-files arguments, run = function(args) -> exit code, output of
+-- `speedrun <args>`}.
+function T.workspace(name, recipes)
+  local H, data = require "speedrun.harness_core", require "speedrun.data"
+  local sh = T.shell_quote
+  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/" .. name
+  local ws = tmp .. "/ws"
+  H.mkdir(tmp)
+  os.execute("rm -rf " .. sh(ws))
+  H.mkdir(ws .. "/data")
+  for _, r in ipairs(recipes or {}) do
+    local src = assert(io.open("harness/recipes/" .. r .. ".lua")):read("a")
+    local f = assert(io.open(ws .. "/" .. r .. ".lua", "w"))
+    f:write(src)
+    f:close()
+  end
+  assert(data.write_shard(ws .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
+  assert(data.write_shard(ws .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
+  local exe = arg[-1]
+  local function run(args)
+    local _, how, code = os.execute(sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
+    local f = io.open(tmp .. "/out.txt")
+    local out = f:read("a")
+    f:close()
+    return how == "exit" and code or 128 + code, out
+  end
+  return {tmp = tmp, ws = ws, run = run,
+          data = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")}
+end
+
 function T.skip(msg)
   io.stdout:write("SKIP: " .. msg .. "\n")
   os.exit(77)

@@ -9,33 +9,13 @@
 local T = require "speedrun.testing"
 local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
-local data = require "speedrun.data"
 
-local exe = arg[-1]
-local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/cheats-child"
-H.mkdir(tmp)
-local ws = tmp .. "/ws"
-os.execute("rm -rf '" .. ws .. "'")
-H.mkdir(ws .. "/data")
 local CHEATS = {"cheat_probeshape", "cheat_probecount", "cheat_probepos", "cheat_warmup", "cheat_evaltrain",
                 "cheat_evalstep", "cheat_evalview", "cheat_gc"}
-for _, name in ipairs {"good", table.unpack(CHEATS)} do
-  local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
-  local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
-  f:write(src)
-  f:close()
-end
-assert(data.write_shard(ws .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
-assert(data.write_shard(ws .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
-
+local W = T.workspace("cheats-child", {"good", table.unpack(CHEATS)})
+local tmp, ws, speedrun = W.tmp, W.ws, W.run
 local sh = T.shell_quote
-local DATA = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")
-local RUN = " --device cpu --threads 1 " .. DATA
-
-local function speedrun(args)
-  local ok, how, code = os.execute(sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
-  return how == "exit" and code or 128 + code, io.open(tmp .. "/out.txt"):read("a")
-end
+local RUN = " --device cpu --threads 1 " .. W.data
 
 -- a restricted (score-mode) run of one recipe; returns results.json and the output
 local function train(recipe, extra)

@@ -5,26 +5,18 @@
 -- the recipe catches the error; an honest kernel (the engine's header and a workspace header)
 -- stays valid. The policy runs before the compiler, so this holds without a GPU or NVRTC.
 local T = require "speedrun.testing"
-local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
-local data = require "speedrun.data"
 
 local exe = arg[-1]
-local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/cheats-kernel"
-H.mkdir(tmp)
-local ws = tmp .. "/ws"
-os.execute("rm -rf '" .. ws .. "'")
-H.mkdir(ws .. "/data")
+local W = T.workspace("cheats-kernel", {"good"})
+local tmp, ws = W.tmp, W.ws
 local function write(path, s)
   local f = assert(io.open(path, "w"))
   f:write(s)
   f:close()
 end
-write(ws .. "/good.lua", assert(io.open("harness/recipes/good.lua")):read("a"))
 write(ws .. "/helper.cuh", "#define SCALE 2.0f\n")
 write(tmp .. "/outside.cu", "// a kernel source outside the workspace\n")
-assert(data.write_shard(ws .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
-assert(data.write_shard(ws .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
 
 -- a recipe: good.lua whose setup first compiles a kernel (error caught by the recipe)
 local function recipe(name, call)
@@ -60,7 +52,7 @@ recipe("k_cache", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, i
 recipe("k_core", 'require("speedrun.kernel_core")')
 
 local sh = T.shell_quote
-local DATA = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")
+local DATA = W.data
 
 local function train(name)
   local out = tmp .. "/run-" .. name

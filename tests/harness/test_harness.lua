@@ -10,35 +10,12 @@ local json = require "speedrun.json"
 local data = require "speedrun.data"
 
 local exe = arg[-1]
-local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/harness"
-H.mkdir(tmp)
-local ws = tmp .. "/ws"
-os.execute("rm -rf '" .. ws .. "'")
-H.mkdir(ws .. "/data")
-
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
-for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
-                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs", "hostmodule"} do
-  local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
-  local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
-  f:write(src)
-  f:close()
-end
-local stream = T.token_stream
-assert(data.write_shard(ws .. "/data/syn_train_000001.bin", stream(20000, 1)))
-assert(data.write_shard(ws .. "/data/syn_val_000000.bin", stream(4000, 2)))
-
+local W = T.workspace("harness", {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
+                                  "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs",
+                                  "hostmodule"})
+local tmp, ws, DATA, speedrun = W.tmp, W.ws, W.data, W.run
 local sh = T.shell_quote
-
--- runs `speedrun <cmd> <args>`; returns the exit code and the output
-local function speedrun(args)
-  local cmd = sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1"
-  local ok, how, code = os.execute(cmd)
-  local out = io.open(tmp .. "/out.txt"):read("a")
-  return how == "exit" and code or 128 + code, out
-end
-
-local DATA = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")
 
 local function train(recipe, extra)
   local out = tmp .. "/run-" .. recipe
