@@ -18,7 +18,8 @@ H.mkdir(ws .. "/data")
 
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
 for _, name in ipairs {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
-                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs", "hostmodule"} do
+                       "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs", "hostmodule",
+                       "hostmodule_http", "hostmodule_agent"} do
   local src = assert(io.open("harness/recipes/" .. name .. ".lua")):read("a")
   local f = assert(io.open(ws .. "/" .. name .. ".lua", "w"))
   f:write(src)
@@ -199,6 +200,11 @@ end)
 
 T.case("requiring a host-only module (speedrun.process, even caught) -> rejected", function()
   expect("hostmodule", "rejected", "require 'speedrun%.process' %(host%-only module%)", "--restricted")
+end)
+
+T.case("requiring the agent's modules (speedrun.http, speedrun.agent.*) -> rejected", function()
+  expect("hostmodule_http", "rejected", "require 'speedrun%.http' %(host%-only module%)", "--restricted")
+  expect("hostmodule_agent", "rejected", "require 'speedrun%.agent%.llm' %(host%-only module%)", "--restricted")
 end)
 
 T.case("reading outside the workspace -> rejected", function()
