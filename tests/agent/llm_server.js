@@ -14,6 +14,7 @@
 //   {"json": {...}, "status": 200}  any JSON body (no choices, null content, ...)
 //   {"stall": true}                 accepts the request and never answers
 //   {"hangup": true}                closes the connection without an answer
+// Requests in a proxy's absolute form (GET http://host/ID/...) are answered the same way.
 // GET /__requests/ID returns what ID's requests were: [{method, path, headers, body, bytes}, ...]
 // (header names lowercase, body as text, bytes its length in bytes).
 'use strict';
@@ -79,7 +80,9 @@ const server = http.createServer((req, res) => {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       return res.end(JSON.stringify(script(m[1]).requests));
     }
-    const first = (/^\/([^/?]+)/.exec(req.url) || [])[1];
+    // an absolute URL: a request sent to this server as a proxy; its path picks the script
+    const where = /^https?:\/\//.test(req.url) ? new URL(req.url).pathname : req.url;
+    const first = (/^\/([^/?]+)/.exec(where) || [])[1];
     const s = scripts[first] ? scripts[first] : script('default');
     s.requests.push({ method: req.method, path: req.url, headers: req.headers, body: req.bodyText, bytes: Buffer.concat(chunks).length });
     const step = s.next < s.steps.length ? s.steps[s.next++] : s.then;

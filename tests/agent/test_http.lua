@@ -5,7 +5,9 @@
 local T = require "speedrun.testing"
 local http = require "speedrun.http"
 
-local S = require("agent.server").start()
+local server = require "agent.server"
+server.isolate()   -- runs this file again without proxy variables (one case sets its own)
+local S = server.start()
 local port = S.port
 
 local function request(t) return http.request(t) end
@@ -129,6 +131,26 @@ T.case("connection refused: retried, then an error naming the url", function()
   T.eq(info.attempts, 2)
   r, err = request {url = "nosuchscheme://x/y", retries = 3, backoff = 0.01}
   T.ok(r == nil and err:find("^http: GET nosuchscheme://x/y: ") and not err:find("attempts"), "not retried: " .. err)
+end)
+
+T.case("a proxy from the environment (http_proxy) is used", function()
+  S:script("proxied", {}, {status = 200, body = "via proxy"})
+  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/agent_http"
+  os.execute("mkdir -p " .. T.shell_quote(tmp))
+  local script = tmp .. "/proxied.lua"
+  local f = assert(io.open(script, "w"))
+  f:write([[local r, err = require("speedrun.http").request {url = "http://llm.invalid/proxied/x", retries = 0}
+io.write(r and r.body or err)]])
+  f:close()
+  local cmd = ("env -u no_proxy http_proxy=http://127.0.0.1:%d %s run %s"):format(port, T.shell_quote(arg[-1]),
+                                                                                   T.shell_quote(script))
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  T.eq(out, "via proxy")
+  local q = S:requests("proxied")
+  T.eq(#q, 1)
+  T.eq(q[1].path, "http://llm.invalid/proxied/x", "an absolute URL: the proxy's form")
 end)
 
 T.case("argument errors", function()

@@ -2,19 +2,17 @@
 -- request (path, bearer key, model, messages, temperature and max_tokens sent or left out, reasoning
 -- models), the reply and its usage, retries on 429/500 through speedrun.http, every fault as
 -- nil, "llm: ...", the totals and the JSONL log. The key comes from SPEEDRUN_TEST_LLM_KEY, which this
--- file sets by running itself again when it is missing.
+-- file sets by running itself again (agent/server.lua's isolate).
 local T = require "speedrun.testing"
 local json = require "speedrun.json"
 local H = require "speedrun.harness_core"
 
 local KEYVAR, KEY = "SPEEDRUN_TEST_LLM_KEY", "sk-test-0123456789"
-if os.getenv(KEYVAR) ~= KEY then
-  local ok, how, code = os.execute(("%s=%s %s run %s"):format(KEYVAR, KEY, T.shell_quote(arg[-1]), T.shell_quote(arg[0])))
-  os.exit(how == "exit" and code or 1)
-end
+local server = require "agent.server"
+server.isolate {[KEYVAR] = KEY}   -- runs this file again with the key set and no proxy variables
 
 local llm = require "speedrun.agent.llm"
-local S = require("agent.server").start()
+local S = server.start()
 
 local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/agent_llm"
 H.mkdir(tmp)
