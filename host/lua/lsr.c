@@ -31,6 +31,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.process", luaopen_speedrun_process},
   {"speedrun.cuda", luaopen_speedrun_cuda},
   {"speedrun.profile_core", luaopen_speedrun_profile_core},
+  {"speedrun.http", luaopen_speedrun_http},
   {NULL, NULL}
 };
 

@@ -68,6 +68,7 @@ int luaopen_speedrun_process(lua_State *L);    /* child processes, limits, signa
 #define SR_EVENT_FD 3  /* the harness child's event channel (lprocess.c makes it, lharness.c writes it) */
 int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lua/lcuda.c */
 int luaopen_speedrun_profile_core(lua_State *L);  /* per-op profiler: host/lua/lprofile.c */
+int luaopen_speedrun_http(lua_State *L);       /* HTTP requests with retries (libcurl): host/lua/lhttp.c */
 void sr_open_modules(lua_State *L);          /* puts every C module in package.preload */
 void sr_setup_package_path(lua_State *L);    /* adds the lua/ folder of the install/checkout */
 const char *sr_lua_dir(void);

@@ -13,7 +13,7 @@ local exe = arg[-1]
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
 local W = T.workspace("harness", {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
                                   "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs",
-                                  "hostmodule"})
+                                  "hostmodule", "hostmodule_http", "hostmodule_agent"})
 local tmp, ws, DATA, speedrun = W.tmp, W.ws, W.data, W.run
 local sh = T.shell_quote
 
@@ -176,6 +176,11 @@ end)
 
 T.case("requiring a host-only module (speedrun.process, even caught) -> rejected", function()
   expect("hostmodule", "rejected", "require 'speedrun%.process' %(host%-only module%)", "--restricted")
+end)
+
+T.case("requiring the agent's modules (speedrun.http, speedrun.agent.*) -> rejected", function()
+  expect("hostmodule_http", "rejected", "require 'speedrun%.http' %(host%-only module%)", "--restricted")
+  expect("hostmodule_agent", "rejected", "require 'speedrun%.agent%.llm' %(host%-only module%)", "--restricted")
 end)
 
 T.case("reading outside the workspace -> rejected", function()

@@ -141,7 +141,7 @@ local function copy(t)
 end
 
 local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true,
-                        ["speedrun.process"] = true, ["speedrun.kernel_core"] = true}
+                        ["speedrun.process"] = true, ["speedrun.kernel_core"] = true, ["speedrun.http"] = true}
 
 -- the recipe's globals; state from install() (nil: no restrictions on files)
 function M.env(opts, state)
@@ -181,7 +181,8 @@ function M.env(opts, state)
   env.require = function(name)
     if type(name) ~= "string" then error("require: a module name expected", 2) end
     if loaded[name] ~= nil then return loaded[name] end
-    if denied_modules[name] or ssub(name, 1, 17) == "speedrun.harness." or name == "speedrun.harness" then
+    if denied_modules[name] or ssub(name, 1, 17) == "speedrun.harness." or name == "speedrun.harness"
+       or ssub(name, 1, 15) == "speedrun.agent." or name == "speedrun.agent" then
       if state then state.violation("require '" .. name .. "' (host-only module)") end
       error("module '" .. name .. "' is not available to recipes", 2)
     end
