@@ -66,6 +66,7 @@ end
 
 local function split_lines(text)
   local lines = {}
+  if text == "" then return lines end
   for l in (text .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
   if text:sub(-1) == "\n" then lines[#lines] = nil end
   return lines
@@ -121,7 +122,7 @@ function M.parse(text, default_path)
       else
         problems[#problems + 1] = problem
       end
-      last_end = next_i - 1
+      last_end = edit and next_i - 1 or i   -- a malformed block's lines may hold the next one's path
       i = next_i
     else
       if is_divider(l) or is_updated(l) then
