@@ -75,7 +75,8 @@ local function node_ids(dir)
 end
 
 -- loads the run; unfinished nodes (no results.json; v_0 excepted) are removed, children rebuilt
-function M.open(dir)
+-- (readonly: skipped and left alone, nothing written: a report of a run in progress)
+function M.open(dir, readonly)
   local config = M.read_json(dir .. "/config.json")
   if not config then return nil, dir .. " holds no agent run (no config.json)" end
   local self = setmetatable({dir = dir, config = config, nodes = {}}, J)
@@ -85,11 +86,12 @@ function M.open(dir)
     local meta, results = M.read_json(d .. "/meta.json"), M.read_json(d .. "/results.json")
     if meta and (results or id == 0) then
       self.nodes[id] = {id = id, meta = meta, results = results, dir = d}
-    else
+    elseif not readonly then
       os.execute("rm -rf " .. sh(d))   -- killed while it was made: it is made again
     end
   end
   if not self.nodes[0] then return nil, dir .. ": v_0 is missing" end
+  self.readonly = readonly
   self:rebuild_children()
   return self
 end
@@ -115,7 +117,7 @@ function J:rebuild_children()
   for id, n in pairs(self.nodes) do
     local old = n.meta.children or {}
     n.meta.children = kids[id]
-    if #old ~= #kids[id] then self:write_meta(n.meta) end
+    if #old ~= #kids[id] and not self.readonly then self:write_meta(n.meta) end
   end
 end
 

@@ -309,7 +309,7 @@ function M.resume(dir, deps, overrides)
   local J, err = journal.open(dir)
   if not J then error("agent: " .. err, 0) end
   for k, v in pairs(overrides and overrides.budgets or {}) do J.config.budgets[k] = v end
-  if overrides and overrides.budgets then journal.write_json(dir .. "/config.json", J.config) end
+  if overrides and overrides.budgets and next(overrides.budgets) then journal.write_json(dir .. "/config.json", J.config) end
   return M.run(J, deps), J
 end
 
