@@ -19,5 +19,6 @@ int cmd_harness_child(int argc, char **argv);   /* internal `_child JOB.json`: t
 int cmd_data(int argc, char **argv);    /* host/cli/cmd_data.c */
 int cmd_kernel(int argc, char **argv);   /* host/cli/cmd_kernel.c */
 int cmd_task(int argc, char **argv);    /* host/cli/cmd_task.c */
+int cmd_agent(int argc, char **argv);   /* host/cli/cmd_agent.c */
 
 #endif

@@ -17,6 +17,7 @@ static const sr_command commands[] = {
   {"score", cmd_score, "score WORKSPACE [options]          score a workspace's recipe: K seeds, t-test, FSR"},
   {"calibrate", cmd_calibrate, "calibrate [options]                time the reference recipes on this machine"},
   {"task", cmd_task, "task list|show|init ...            the benchmark's tasks: statement, hints, a workspace"},
+  {"agent", cmd_agent, "agent run|resume|report ...          an LLM research loop over a task (docs/agent.md)"},
   {"data", cmd_data, "data prepare|tokenize|fetch|check  corpora, tokenizer, shards, FineWeb download"},
   {"kernel", cmd_kernel, "kernel check|compile|ops           agent CUDA kernels: check against an op, compile"},
   {"run", cmd_run, "run FILE.lua [args...]             run a Lua script with the speedrun module (arg as in lua)"},
