@@ -25,7 +25,8 @@ usage: speedrun agent run --task N --model M --base-url URL [options]
   --hint LEVEL           hint level 1, 2 or 3 (a list like 1,2 gives several)
   --model M              the model name sent to the server
   --base-url URL         an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)
-  --api-key-env NAME     environment variable holding the API key (default OPENAI_API_KEY)
+  --api-key-env NAME     environment variable holding the API key (default: OPENAI_API_KEY when set,
+                         else no key, as for a local server)
   --temperature T        sampling temperature (default: not sent)
   --scale S              micro | demo | proxy | full | auto (default auto: proxy on a GPU, micro on the CPU)
   --runs K               score runs per node (default 1)
@@ -135,7 +136,7 @@ function M.config(o)
     prices = {prompt = tonumber(o["price-prompt"]) or 0, completion = tonumber(o["price-completion"]) or 0}
   end
   return {schema = "speedrun.agent.config/1", task = tonumber(o.task), hint = o.hint or json.null, model = o.model,
-          base_url = o["base-url"], api_key_env = o["api-key-env"] or "OPENAI_API_KEY",
+          base_url = o["base-url"], api_key_env = o["api-key-env"] or json.null,
           temperature = tonumber(o.temperature) or json.null, scale = o.scale or "auto", runs = tonumber(o.runs) or 1,
           scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1, llm_summary = not o["no-llm-summary"],
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
@@ -157,7 +158,11 @@ function M.compose(config, dir)
       .. "both (lua/speedrun/agent/llm.lua, coder.lua); the loop, resume and report are here"
   end
   local temperature = config.temperature ~= json.null and config.temperature or nil
-  local client = llm.new {base_url = config.base_url, model = config.model, api_key_env = config.api_key_env,
+  -- the key: --api-key-env's variable (which must be set), else OPENAI_API_KEY when set, else none (a
+  -- local server)
+  local key_env = config.api_key_env ~= json.null and config.api_key_env or nil
+  if not key_env and os.getenv("OPENAI_API_KEY") then key_env = "OPENAI_API_KEY" end
+  local client = llm.new {base_url = config.base_url, model = config.model, api_key_env = key_env,
                           temperature = temperature, log = dir .. "/llm.jsonl"}
   return client, coder
 end
