@@ -103,8 +103,9 @@ function on.config(self, ev)
   local job, c = self.job, ev.config
   self.cfg_ev = ev
   if self.on_config then self.on_config(ev.scale) end
-  self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens",
-    ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens))
+  local budget = type(c.time_budget_s) == "number" and fmt(", time budget %gs (training stops there)", c.time_budget_s) or ""
+  self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens%s",
+    ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens, budget))
 end
 
 function on.step(self, ev)
@@ -183,6 +184,14 @@ function M.results(log, run, opts, started_at)
   return R
 end
 
+-- the result line's account of the validation and the training: val_bpb, the budget's stop
+local function result_notes(m)
+  local bpb = type(m.val_bpb) == "number" and fmt("val_bpb %.4f", m.val_bpb) or "val_bpb n/a"
+  local stop = m.stopped_by == "time_budget" and fmt(", stopped by the time budget of %gs at step %d of %d",
+    m.time_budget_s, m.steps, m.planned_steps) or ""
+  return bpb .. stop
+end
+
 -- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
 function M.finish(log, R, failure)
   local job, quiet = log.job, log.quiet
@@ -194,13 +203,14 @@ function M.finish(log, R, failure)
   M.write_file(log.out .. "/results.json", json.encode(R, true) .. "\n")
   svg.write(log.out .. "/loss.svg", {train = log.curve.train, val = log.curve.val, target = target,
     title = fmt("%s (%s, %s, seed %d): %s", R.name or job.recipe, R.scale or "?", job.device, job.seed, R.status)})
+  local m = R.metrics
   if failure then
-    log:line(fmt("result: %s: %s", failure.kind, failure.message))
+    local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""
+    log:line(fmt("result: %s: %s%s", failure.kind, failure.message, notes))
     if failure.traceback and not quiet then io.stderr:write(failure.traceback, "\n") end
   else
-    local m = R.metrics
-    log:line(fmt("result: valid: val_loss %.4f <= %.4f in %.0fms of training (%d steps, %.0f tokens/s)",
-      m.val_loss, target, m.train_time_ms, m.steps, m.tokens_per_s or 0))
+    log:line(fmt("result: valid: val_loss %.4f <= %.4f in %.0fms of training (%d steps, %.0f tokens/s), %s",
+      m.val_loss, target, m.train_time_ms, m.steps, type(m.tokens_per_s) == "number" and m.tokens_per_s or 0, result_notes(m)))
   end
   log.log:close()
   log.rlog:close()
