@@ -173,6 +173,10 @@ function M.results(log, run, opts, started_at)
   if log.cfg_ev then R.scale, R.config, R.name = log.cfg_ev.scale, log.cfg_ev.config, log.cfg_ev.name end
   if done and not run.killed then
     R.metrics, R.checks, R.cuda_graph = done.metrics, done.checks or {}, done.cuda_graph
+    local m = R.metrics
+    if m and m.val_loss then   -- nulls do not survive the event channel: written explicitly
+      for _, k in ipairs {"val_bpb", "val_bytes", "time_budget_s"} do if m[k] == nil then m[k] = json.null end end
+    end
   end
   local last = log.last_step_ev
   if not R.metrics and last then

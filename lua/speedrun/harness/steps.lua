@@ -4,8 +4,8 @@
 -- step (and the intermediate validation, if any). The warm-up steps are timed apart: their time
 -- beyond an allowance of (warm-up steps + 2) mean timed steps is added to the train time, so
 -- first-call costs stay out of the score but work moved into the warm-up is counted.
--- With a time budget the clock is read (device-synchronised) after every step, and the loop stops
--- once the train time, counted as above, reaches the budget.
+-- With a time budget the clock is read (device-synchronised) after every step past the warm-up,
+-- and the loop stops once the train time, counted as above, reaches the budget.
 -- The step itself is harness/graph.lua's (eager or a CUDA graph replay).
 local H = require "speedrun.harness_core"
 local sr = require "speedrun"
@@ -118,9 +118,11 @@ local function counted(p, clk, done)
   return (clk.acc + extra) * 1000, {warmup_ms = clk.warm * 1000, allowance_ms = allowance * 1000, counted_ms = extra * 1000}
 end
 
--- the time budget (--time-budget), checked between steps: the clock paused (device-synchronised),
+-- the time budget (--time-budget), checked between steps after the warm-up (which always runs,
+-- as autoresearch leaves its first steps off its budget): the clock paused (device-synchronised),
 -- the train time so far, as results.json will count it, against the budget
 local function budget_reached(p, clk, done)
+  if done <= p.skip then return false end
   pause(clk)
   return counted(p, clk, done) >= p.time_budget * 1000
 end
