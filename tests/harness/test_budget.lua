@@ -99,7 +99,8 @@ T.case("without a budget, or with one longer than the run, the planned steps end
   T.eq(r.metrics.stopped_by, "steps")
   T.eq(r.metrics.time_budget_s, 600)
   T.eq(r.metrics.steps, 30)
-  T.ok(text:find("val_bpb %d"), "val_bpb in the result line\n" .. text)
+  local bpb = type(r.metrics.val_bpb) == "number" and ("val_bpb %.4f"):format(r.metrics.val_bpb) or "val_bpb n/a"
+  T.ok(text:find("result: valid: .*" .. bpb), "val_bpb in the result line: " .. bpb .. "\n" .. text)
 end)
 
 T.case("score passes --time-budget to each run", function()
@@ -183,6 +184,34 @@ T.case("val_bpb = CE sum / (ln 2 x bytes), by hand on a known model and a known 
   r = train("good", "", {tag = "-bpb"})
   T.eq(r.metrics.val_bytes, r.metrics.val_tokens)
   T.ok(math.abs(r.metrics.val_bpb - r.metrics.val_loss / math.log(2)) < 1e-9, "one byte per token: val_bpb = val_loss / ln 2")
+end)
+
+T.case("task init writes INSTRUCTIONS.md with the task's facts", function()
+  local dir = tmp .. "/task3"
+  local rc, text = speedrun("task init 3 " .. sh(dir) .. " --hint 2")
+  T.eq(rc, 0, text)
+  T.ok(text:find("INSTRUCTIONS.md", 1, true), text)
+  local s = read(dir .. "/INSTRUCTIONS.md")
+  T.ok(s, "INSTRUCTIONS.md written")
+  local m = assert(require("speedrun.task").manifest(".."))
+  local t = m.tasks[3]
+  for _, want in ipairs {
+    "# Instructions for coding agents: task 3", t.title, "Start: record 3", "target: record 4",
+    "speedrun score " .. dir .. " --task 3", "speedrun train recipe.lua --scale proxy --time-budget 300",
+    "speedrun calibrate --tasks 3,4", table.concat(t.allowed_files, ", "), table.concat(t.forbidden, "; "),
+    "p < " .. t.alpha, t.runs .. " runs", "Target validation loss:\n3.28", "ctx.time_budget_s", "HINT.md",
+    "step:S/N train_loss:X train_time:Tms step_avg:Yms", "step:S/N val_loss:X", "val_bpb", "stopped_by",
+    "restricted environment", "rejected", "host owns the data, the clock and the validation",
+  } do
+    T.ok(s:find(want, 1, true), "INSTRUCTIONS.md says: " .. want .. "\n" .. s)
+  end
+  for _, r in ipairs(t.rules) do T.ok(s:find("- " .. r, 1, true), "rule: " .. r) end
+  T.ok(not s:find("${", 1, true), "every placeholder filled")
+  -- another task: its own facts, no hint line
+  rc, text = speedrun("task init 1 " .. sh(tmp .. "/task1"))
+  T.eq(rc, 0, text)
+  s = read(tmp .. "/task1/INSTRUCTIONS.md")
+  T.ok(s:find("task 1", 1, true) and s:find("--tasks 1,2", 1, true) and not s:find("HINT.md", 1, true), s)
 end)
 
 T.done()
