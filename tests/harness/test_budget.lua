@@ -69,15 +69,22 @@ T.case("--time-budget stops training at the budget by the host's clock", functio
   T.eq(m.planned_steps, 1000)
   T.eq(r.config.steps, 1000)
   T.eq(m.tokens, m.steps * 64)
-  -- the train time reaches the budget and passes it by at most one step (and the clock's noise)
+  -- the train time reaches the budget and passes it by at most one step: before the last step it
+  -- was below the budget (the curve's clock; the warm-up is within its allowance here)
   local step_ms = m.step_avg_ms
-  T.ok(step_ms >= 45 and step_ms < 80, "steps of about 50 ms: " .. step_ms)
+  T.ok(step_ms >= 45 and step_ms < 500, "steps of about 50 ms (more on a loaded machine): " .. step_ms)
+  T.eq(m.warmup_counted_ms, 0)
   T.ok(m.train_time_ms >= budget * 1000, ("train time %.1f ms reaches the budget"):format(m.train_time_ms))
-  T.ok(m.train_time_ms <= budget * 1000 + step_ms * 1.2, ("train time %.1f ms within one step (%.1f ms) of the budget"):format(m.train_time_ms, step_ms))
+  local c = r.curve.train
+  T.eq(#c, m.steps)
+  local last = c[#c].time_ms - c[#c - 1].time_ms
+  T.ok(math.abs(c[#c].time_ms - m.train_time_ms) < 1e-6, "the curve's clock is the train time")
+  T.ok(m.train_time_ms - last < budget * 1000, ("%.1f ms before the last step (%.1f ms): below the budget"):format(m.train_time_ms - last, last))
+  T.ok(m.train_time_ms <= budget * 1000 + last, "within one step of the budget")
   -- steps done: the untimed warm-up, then budget / step time timed steps
   local timed = m.steps - r.config.warmup_steps
   T.eq(r.config.warmup_steps, 10)
-  T.ok(math.abs(timed - budget * 1000 / step_ms) <= 1.01, ("%d timed steps for %.0f ms / %.1f ms"):format(timed, budget * 1000, step_ms))
+  T.ok(math.abs(timed - budget * 1000 / step_ms) <= 2, ("%d timed steps for %.0f ms / %.1f ms"):format(timed, budget * 1000, step_ms))
   T.ok(m.steps < 1000, "stopped before the planned steps")
   -- the log: the last step, the final validation and the result line with val_bpb and the stop
   local log = read(out .. "/log.txt")
@@ -118,8 +125,8 @@ T.case("score passes --time-budget to each run", function()
     T.eq(r.restricted, true)
     T.eq(r.metrics.time_budget_s, 0.5)
     T.eq(r.metrics.stopped_by, "time_budget")
-    T.ok(r.metrics.train_time_ms >= 500 and r.metrics.train_time_ms <= 500 + 1.2 * r.metrics.step_avg_ms,
-         "run " .. i .. " train time " .. r.metrics.train_time_ms)
+    local c = r.curve.train
+    T.ok(r.metrics.train_time_ms >= 500 and c[#c - 1].time_ms < 500, "run " .. i .. " train time " .. r.metrics.train_time_ms)
   end
 end)
 
