@@ -2,7 +2,9 @@
 ** lua/ltokenizer.c: the Lua module speedrun.tokenizer (GPT-2 BPE in C: host/data/tokenizer.c).
 **   load([dir]) -> Tokenizer | nil, msg; default_dir(); EOT; NVOCAB.
 **   Tokenizer: encode(s [, {threads=, tensor=}]) -> ids (table, or 1-D int32 tensor);
-**     decode(ids) -> string (ids a table or a tensor); token(id) -> its bytes; close().
+**     decode(ids) -> string (ids a table or a tensor); token(id) -> its bytes;
+**     byte_count(ids) -> bytes, specials: the byte length of what ids decode to, <|endoftext|>
+**       counted as 0 bytes (a document boundary, no text), and the number of those; close().
 */
 #include <stdlib.h>           /* defines: free, malloc */
 #include <string.h>           /* defines: strcmp */
@@ -143,6 +145,25 @@ static int tok_token(lua_State *L) {
   return 1;
 }
 
+/* the bytes ids decode to (the sum of their token byte strings: exact, even where a UTF-8
+** sequence spans tokens), the end-of-text token excluded; and the number of end-of-text tokens */
+static int tok_byte_count(lua_State *L) {
+  sr_tokenizer *tk = check_tok(L);
+  sr_tokens t = {0};
+  sr_check_token_ids(L, 2, &t);
+  lua_Integer bytes = 0, specials = 0;
+  for (size_t i = 0; i < t.n; i++) {
+    size_t len = 0;
+    if (t.v[i] == SR_GPT2_EOT) { specials++; continue; }
+    sr_token_bytes(tk, t.v[i], &len);
+    bytes += (lua_Integer)len;
+  }
+  sr_tokens_free(&t);
+  lua_pushinteger(L, bytes);
+  lua_pushinteger(L, specials);
+  return 2;
+}
+
 static int tok_close(lua_State *L) {
   tok_box *b = luaL_checkudata(L, 1, TOKENIZER_MT);
   sr_tokenizer_free(b->tk);
@@ -157,7 +178,8 @@ static int tok_tostring(lua_State *L) {
 }
 
 static const luaL_Reg tok_meth[] = {
-  {"encode", tok_encode}, {"decode", tok_decode}, {"token", tok_token}, {"close", tok_close},
+  {"encode", tok_encode}, {"decode", tok_decode}, {"token", tok_token}, {"byte_count", tok_byte_count},
+  {"close", tok_close},
   {NULL, NULL}
 };
 static const luaL_Reg tok_metameth[] = {

@@ -2,7 +2,9 @@
 -- Reads the task manifest (tasks/tasks.lua, docs/recipes.md), the records' meta.lua files and the
 -- hints (hints/task_NN/level{1,2,3}.md). `init` makes a workspace: the start record's recipe.lua,
 -- TASK.md (the statement and rules the agent is told), task.json (the machine-readable task for
--- `speedrun score DIR --task N`) and, with --hint, HINT.md.
+-- `speedrun score DIR --task N`), INSTRUCTIONS.md (for external coding agents: what to edit, how
+-- to run and score, the log format, the rules; one template, INSTRUCTIONS below) and, with
+-- --hint, HINT.md.
 local M = {}
 local fmt = string.format
 
@@ -112,6 +114,103 @@ function M.statement(m, t)
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- INSTRUCTIONS.md: one template; ${name} is a fact of the task (M.instructions)
+local INSTRUCTIONS = [==[
+# Instructions for coding agents: task ${id}
+
+${title}. Start: record ${start_record} (`recipe.lua`); target: record ${target_record}'s training
+time at a validation loss below the target. The task statement is `TASK.md`${hint_note}.
+
+## What you may edit
+
+- Files you may create or edit: ${allowed} (in this folder).
+- Off limits: ${forbidden}.
+- Keep the recipe contract: `recipe.lua` returns a table with `config` (named scales: `micro`,
+  `proxy`, `full`, ...), `setup(ctx)`, `train_step(ctx, step, batch)`, `eval(ctx, inputs)` and
+  optionally `schedule(ctx, step)` (docs/harness.md, "The recipe contract").
+
+## How to run
+
+    speedrun train recipe.lua --scale micro                       # CPU, seconds: does it run?
+    speedrun train recipe.lua --scale proxy --time-budget 300     # one GPU, a fixed 5-minute budget
+    speedrun train recipe.lua --scale proxy                       # the planned steps, as scored
+
+- `--time-budget SECONDS`: training stops when the host's train time reaches the budget (checked
+  between steps, after the warm-up), then the host validates. The recipe still gets its planned
+  step count (`ctx.steps`), so the run may stop before it: a schedule that decays to the end
+  should read `ctx.time_budget_s` (nil without a budget) if it must finish inside the budget.
+- Other options: `--steps N`, `--seed N`, `--out DIR`, `--device cpu|cuda`, `--time-limit S`
+  (wall-time kill), `--restricted` (the scoring sandbox); `speedrun train --help`.
+- Each run writes to `runs/<folder>-<time>/` next to the recipe (or `--out`).
+
+## How to score
+
+    speedrun score ${dir} --task ${id}
+
+${runs} runs in the restricted environment (seeds 1..${runs}); `pass` when every run completed
+and the mean validation loss is below the target with p < ${alpha} (one-sided t-test); the score
+is FSR = (t_start - t) / (t_start - t_target) against the calibrated train times of records
+${start_record} and ${target_record} on the same card and scale (run
+`speedrun calibrate --tasks ${start_record},${target_record}` first). Target validation loss:
+${target_val_loss} at full scale (other scales: record ${target_record}'s config). A fixed-budget
+comparison instead: add `--time-budget S` to score (every run stops at the budget) and compare
+`val_bpb`.
+
+## What a run reports
+
+`log.txt` (written by the host; your prints go to `recipe.log`):
+
+    recipe NAME, scale S, device D, seed N: STEPS steps of TOKENS tokens, target val loss X on N tokens[, time budget Ss ...]
+    step:S/N train_loss:X train_time:Tms step_avg:Yms
+    step:S/N val_loss:X train_time:Tms step_avg:Yms
+    result: valid: val_loss X <= TARGET in Tms of training (S steps, R tokens/s), val_bpb B[, stopped by the time budget of Ss at step S of N]
+    result: KIND: MESSAGE (val_bpb B)
+
+`results.json` (schema `speedrun.results/1`): `status` (`valid`, `invalid`, `lua_error`,
+`cuda_fault`, `oom`, `timeout`, `nan`, `rejected`, `crash`), `valid`, `failure {kind, message}`,
+`metrics {val_loss, val_bpb, val_bytes, val_tokens, train_time_ms, step_avg_ms, steps,
+planned_steps, time_budget_s, stopped_by ("steps" | "time_budget"), tokens, tokens_per_s,
+peak_host_bytes, peak_gpu_bytes}`, `config`, `checks`, `curve`. `val_bpb`: validation bits per
+byte, the cross-entropy summed over the validation tokens (nats) / (ln 2 x the UTF-8 bytes those
+tokens decode to); it does not depend on the vocabulary (null, with `val_bpb_reason`, when the
+GPT-2 tokenizer files are missing). `speedrun score` writes `score.json` (verdict, mean and std of
+val_loss and train_time_ms, the t-test, `fsr`).
+
+## Rules
+
+The host owns the data, the clock and the validation: the batches come from the host, the
+training time is measured by the host around every step (device-synchronised), and the validation
+loss is computed by the host from your `eval`'s logits on tokens your recipe never sees in
+training. Scored runs run in a restricted environment: no `os.execute`, `io.popen`, C modules or
+`debug`; files may be read only inside this folder (never the data folder or `runs/`) and written
+only in `ctx.out_dir`; `require` loads only the speedrun library and your own modules here.
+
+${rules}
+
+Rejected (status `rejected`, never a pass): a sandbox violation (even if caught), a non-causal
+`eval` (later tokens moving earlier logits), a stateful `eval` (learning from validation inputs,
+changing the model, calling backward or an optimizer), a modified batch, a train time above the
+wall time, links to the data or to earlier runs. A score with runs whose losses are bitwise
+identical across seeds, or far below the target record's, is `flagged` for a person to look at.
+]==]
+
+-- INSTRUCTIONS.md for task t of manifest m, the workspace dir and the hint level (or nil)
+function M.instructions(m, t, dir, hint)
+  local rules = {}
+  for _, r in ipairs(t.rules) do rules[#rules + 1] = "- " .. r end
+  local facts = {id = t.id, title = t.title, start_record = t.start_record, target_record = t.target_record,
+                 allowed = table.concat(t.allowed_files, ", "), forbidden = table.concat(t.forbidden, "; "),
+                 runs = t.runs, alpha = t.alpha, target_val_loss = fmt("%.2f", t.target_val_loss),
+                 dir = dir, rules = table.concat(rules, "\n"),
+                 hint_note = hint and fmt("; the hint (level %s) is `HINT.md`", hint) or ""}
+  return (INSTRUCTIONS:gsub("%${([%w_]+)}", function(k)
+    local v = facts[k]
+    if v == nil then error("INSTRUCTIONS.md: no fact '" .. k .. "'", 0) end
+    return tostring(v)
+  end))
+end
+
+-- ---------------------------------------------------------------------------------------------
 local USAGE = [[
 usage: speedrun task list
        speedrun task show N [--hint 1|2|3]
@@ -120,7 +219,8 @@ Tasks of the speedrun benchmark: task N starts from record N's recipe and aims a
   list     the tasks, their start and target records and times
   show     the task statement and rules; with --hint, the hint at that level (a list such as
            1,2 gives several levels)
-  init     a workspace in DIR: recipe.lua (record N), TASK.md, task.json and, with --hint, HINT.md;
+  init     a workspace in DIR: recipe.lua (record N), TASK.md, INSTRUCTIONS.md (for coding agents),
+           task.json and, with --hint, HINT.md;
            DIR must be empty or missing unless --force
 Score a workspace with `speedrun score DIR --task N`. The manifest is tasks/tasks.lua
 (docs/recipes.md).
@@ -213,6 +313,7 @@ function M.init(m, t, dir, hint, force)
     if not wok then return die(tostring(werr)) end
   end
   write_file(dir .. "/TASK.md", M.statement(m, t))
+  write_file(dir .. "/INSTRUCTIONS.md", M.instructions(m, t, dir, hint))
   if h then write_file(dir .. "/HINT.md", h .. "\n") end
   local json = require "speedrun.json"
   local info = {schema = "speedrun.task/1", task = t.id, start_record = t.start_record, target_record = t.target_record,
@@ -221,7 +322,7 @@ function M.init(m, t, dir, hint, force)
                 t_start_ms = t.t_start_ms, t_target_ms = t.t_target_ms, runs = t.runs, alpha = t.alpha,
                 created_at = os.date("!%Y-%m-%dT%H:%M:%SZ")}
   write_file(dir .. "/task.json", json.encode(info, true) .. "\n")
-  print(fmt("task %d workspace in %s: recipe.lua (record %d), TASK.md, task.json%s", t.id, dir, t.start_record,
+  print(fmt("task %d workspace in %s: recipe.lua (record %d), TASK.md, INSTRUCTIONS.md, task.json%s", t.id, dir, t.start_record,
             h and (", HINT.md (level " .. hint .. ")") or ""))
   print(fmt("next: speedrun train %s/recipe.lua --scale micro; speedrun score %s --task %d", dir, dir, t.id))
   return 0

@@ -28,6 +28,15 @@ T.case("tokenizer: ids, round trip, tensors, errors", function()
   T.eq(tok:decode(x), s, "decode a tensor")
   T.eq(tok:token(tokenizer.EOT), "<|endoftext|>")
   T.eq(tokenizer.NVOCAB, 50257)
+  -- byte_count: the bytes of the decoded text (a UTF-8 sequence split over tokens counted exactly),
+  -- the end-of-text token as 0 bytes and counted apart
+  local ids = tok:encode(s)
+  ids[#ids + 1] = tokenizer.EOT
+  table.insert(ids, 1, tokenizer.EOT)
+  local nb, ns = tok:byte_count(ids)
+  T.eq(nb, #s); T.eq(ns, 2)
+  T.eq(select(1, tok:byte_count(x)), #s, "byte_count of a tensor")
+  T.raises(function() return tok:byte_count({3, 50257}) end, "element 2 is not a GPT-2 id")
   T.raises(function() return tok:decode({1, 50257}) end, "element 2 is not a GPT-2 id")
   T.raises(function() return tok:token(-1) end, "not a GPT-2 id")
   local none, msg = tokenizer.load(tmp .. "/nowhere")

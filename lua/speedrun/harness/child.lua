@@ -10,6 +10,7 @@
 --   harness/graph.lua    one step, eager or a CUDA graph replay (capture, verification, audits)
 --   harness/steps.lua    the training loop and its clock
 --   harness/report.lua   events and failures
+-- Validation bits per byte use the GPT-2 tokenizer (speedrun.tokenizer), loaded before the recipe.
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
@@ -23,6 +24,7 @@ local graph = require "speedrun.harness.graph"
 local steps = require "speedrun.harness.steps"
 local state = require "speedrun.harness.state"
 local deepcopy = require("speedrun.util").deepcopy
+local tokenizer = require "speedrun.tokenizer"
 
 local emit, fail, call, caught = report.emit, report.fail, report.call, report.caught
 local load_recipe, check_schedule, plan_of, summary = recipes.load, recipes.check_schedule, recipes.plan, recipes.summary
@@ -33,7 +35,9 @@ local sandbox_install, sandbox_env = sandbox.install, sandbox.env
 local now, sync = H.now, H.sync
 local decode = json.decode
 local manual_seed = sr.manual_seed
-local xpcall, setmetatable, tostring = xpcall, setmetatable, tostring
+local load_tokenizer = tokenizer.load
+local xpcall, pcall, setmetatable, tostring = xpcall, pcall, setmetatable, tostring
+local LN2 = math.log(2)
 
 local M = {}
 
@@ -68,7 +72,7 @@ end
 local function setup(job, recipe, p, R)
   manual_seed(job.seed)
   local ctx = {scale = p.scale, config = deepcopy(p.cfg), device = job.device, seed = job.seed, steps = p.steps,
-               tokens_per_step = p.tps, out_dir = job.out, workspace = job.workspace}
+               tokens_per_step = p.tps, out_dir = job.out, workspace = job.workspace, time_budget_s = p.time_budget}
   local t0 = now()
   call(recipe.setup, ctx)
   local e = sync(job.device == "cuda")
@@ -77,19 +81,58 @@ local function setup(job, recipe, p, R)
   return ctx
 end
 
-local function metrics(p, train_time_ms, setup_time_ms, warm)
-  local timed = p.steps - p.skip
-  return {steps = p.steps, train_time_ms = train_time_ms, tokens = p.steps * p.tps,
+-- the GPT-2 tokenizer and its byte counter, captured before the recipe is loaded (the recipe may
+-- change the Tokenizer methods it can reach); {why} when the tokenizer files are unavailable
+local function open_tokenizer()
+  local ok, tok, why = pcall(load_tokenizer)
+  if not ok or not tok then return {why = "GPT-2 tokenizer unavailable: " .. tostring(ok and why or tok)} end
+  return {tok = tok, count = tok.byte_count}
+end
+
+-- the bytes the validation targets decode to, once per run, before setup: {bytes, specials} or
+-- {reason} (val_bpb is then null)
+local function val_bytes(tk, vloader)
+  if not tk.tok then return {reason = tk.why} end
+  local bytes, specials = 0, 0
+  vloader:reset()
+  while true do
+    local _, y = vloader:next()
+    if not y then break end
+    local ok, b, sp = pcall(tk.count, tk.tok, y)
+    if not ok then vloader:reset(); return {reason = "the validation tokens are not GPT-2 ids: " .. tostring(b)} end
+    bytes, specials = bytes + b, specials + sp
+  end
+  vloader:reset()
+  if bytes == 0 then return {reason = "the validation tokens decode to no bytes"} end
+  return {bytes = bytes, specials = specials}
+end
+
+-- t: {ms, done, by_budget} from the training loop
+local function metrics(p, t, setup_time_ms, warm)
+  local timed, ms = t.done - p.skip, t.ms
+  return {steps = t.done, planned_steps = p.steps, time_budget_s = p.time_budget or json.null,
+          stopped_by = t.by_budget and "time_budget" or "steps", train_time_ms = ms, tokens = t.done * p.tps,
           warmup_time_ms = warm.warmup_ms, warmup_allowance_ms = warm.allowance_ms, warmup_counted_ms = warm.counted_ms,
-          step_avg_ms = timed > 0 and train_time_ms / timed or json.null,
-          tokens_per_s = train_time_ms > 0 and timed * p.tps / (train_time_ms / 1000) or json.null,
+          step_avg_ms = timed > 0 and ms / timed or json.null,
+          tokens_per_s = ms > 0 and timed > 0 and timed * p.tps / (ms / 1000) or json.null,
           setup_time_ms = setup_time_ms}
 end
 
+-- validation bits per byte: the cross-entropy sum (nats) over ln 2 x the bytes of the targets
+local function bpb(m, vsum, vb)
+  m.val_bytes = vb.bytes or json.null
+  if vb.bytes and vsum == vsum then
+    m.val_bpb = vsum / (LN2 * vb.bytes)
+  else
+    m.val_bpb = json.null
+    m.val_bpb_reason = vb.reason or "the validation loss is not finite"
+  end
+end
+
 -- the final validation, then the stateless-eval and causality checks on random chunks
-local function finish(p, rules_, R, train_time_ms, is_cuda, roots)
+local function finish(p, rules_, R, t, is_cuda, roots)
   local before = roots and state.digest(roots)
-  local vl, vcount = rules_:validate(true)
+  local vl, vcount, vsum = rules_:validate(true)
   if vl == vl then rules_:checks() end
   local why = before and state.changed(before, state.digest(roots))
   if roots then R.checks.eval_state = {ok = not why, reason = why} end
@@ -97,19 +140,23 @@ local function finish(p, rules_, R, train_time_ms, is_cuda, roots)
   local m = R.metrics
   m.val_loss = vl ~= vl and json.null or vl
   m.val_tokens = vcount
+  bpb(m, vsum, t.vb)
   m.eval_time_ms = rules_.eval_ms
   m.peak_host_bytes = process.peak_rss()
   m.peak_gpu_bytes = H.cuda_peak(is_cuda)
-  emit {ev = "val", step = p.steps, steps = p.steps, val_loss = vl, train_time_ms = train_time_ms, tokens = p.steps * p.tps, final = true}
+  emit {ev = "val", step = t.done, steps = p.steps, val_loss = vl, train_time_ms = t.ms, tokens = t.done * p.tps, final = true,
+        val_bpb = m.val_bpb ~= json.null and m.val_bpb or nil}
   if vl ~= vl then fail("nan", "the final validation loss is NaN") end
 end
 
 -- the run; raises Fail objects or plain errors; fills R
 local function run(job, R)
   local is_cuda = job.device == "cuda"
+  local tk = open_tokenizer()
   local recipe = load_recipe(job.recipe, environment(job, R))
   local p = plan_of(job, recipe, is_cuda)
   local loader, vloader = open_data(job, p)
+  local vb = val_bytes(tk, vloader)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
@@ -118,9 +165,11 @@ local function run(job, R)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
   R.cuda_graph = G
-  local train_time_ms, warm = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
-  R.metrics = metrics(p, train_time_ms, R.setup_time_ms, warm)
-  finish(p, rules_, R, train_time_ms, is_cuda, job.restricted and {ctx, recipe} or nil)
+  local t = {vb = vb}
+  local warm
+  t.ms, warm, t.done, t.by_budget = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
+  R.metrics = metrics(p, t, R.setup_time_ms, warm)
+  finish(p, rules_, R, t, is_cuda, job.restricted and {ctx, recipe} or nil)
 end
 
 -- the internal command `speedrun _child JOBFILE` (host/harness.c): runs the job, reports

@@ -99,7 +99,9 @@ function M.run_one(job, opts)
   local t0, started_at = H.now(), iso_now()
   local log = output.open(job.out, job, opts.quiet, t0)
   log.on_config = function(scale)   -- scale auto: the limit of the scale the child resolved
-    if not opts.time_limit_given then opts.time_limit = M.TIME_LIMITS[scale] or opts.time_limit end
+    if not opts.time_limit_given and M.TIME_LIMITS[scale] then
+      opts.time_limit = M.TIME_LIMITS[scale] + (opts.time_budget or 0)
+    end
   end
   local refused = job.restricted and guard.check_workspace(job.workspace, job.deny)
   local run = refused and {peak_rss = 0} or supervise.run(child_job, jobfile, opts, log, t0)
@@ -129,7 +131,10 @@ corpus, at the scale that fits (proxy on a GPU, demo on the CPU).
   --seed N           seed (default 1)
   --data X           corpus name (default, tiny, fineweb10B) or a folder of shards
   --out DIR          output folder (default runs/<recipe>-<time> next to the recipe)
-  --time-limit S     wall-time limit in seconds (default by scale: micro 600, demo 1800, proxy/full 3600)
+  --time-limit S     wall-time limit in seconds (default by scale: micro 600, demo 1800, proxy/full 3600;
+                     with --time-budget, the budget is added to it)
+  --time-budget S    stop training when the host's train time reaches S seconds (checked between
+                     steps), then validate; the run may stop before its planned steps
   --mem-limit SIZE   host memory limit, e.g. 4G (default 80% of RAM)
   --gpu-mem-limit SIZE   GPU memory cap (exported as SPEEDRUN_CUDA_MEM_LIMIT)
   --val-every N      validate every N steps (train mode only)
@@ -141,7 +146,7 @@ See docs/harness.md.
 ]]
 
 local TRAIN_SPEC = {scale = "value", device = "value", steps = "value", seed = "value", data = "value", out = "value",
-  ["time-limit"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
+  ["time-limit"] = "value", ["time-budget"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
   ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag",
   ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value"}
 
@@ -196,7 +201,8 @@ local function make_job(recipe, o)
                seed = tonumber(o.seed) or 1, steps = tonumber(o.steps), train_files = train_files,
                val_files = val_files, deny = {abspath(data_dir)}, restricted = o.restricted and true or false,
                val_every = tonumber(o["val-every"]), threads = tonumber(o.threads), cuda_graph = o["cuda-graph"],
-               target_val_loss = tonumber(o.target), val_tokens = tonumber(o["val-tokens"])}
+               target_val_loss = tonumber(o.target), val_tokens = tonumber(o["val-tokens"]),
+               time_budget_s = tonumber(o["time-budget"])}
   return job
 end
 
@@ -204,8 +210,9 @@ end
 local function limits(o, scale, device)
   local mem = parse_size(o["mem-limit"]) or math.floor(process.ram_bytes() * 0.8)
   if scale == "auto" then scale = device == "cuda" and "proxy" or "demo" end
-  return {time_limit = tonumber(o["time-limit"]) or M.TIME_LIMITS[scale] or 3600, mem_limit = mem,
-          time_limit_given = o["time-limit"] ~= nil, gpu_mem_limit = parse_size(o["gpu-mem-limit"]), quiet = o.quiet}
+  local budget = tonumber(o["time-budget"])
+  return {time_limit = tonumber(o["time-limit"]) or (M.TIME_LIMITS[scale] or 3600) + (budget or 0), mem_limit = mem,
+          time_limit_given = o["time-limit"] ~= nil, time_budget = budget, gpu_mem_limit = parse_size(o["gpu-mem-limit"]), quiet = o.quiet}
 end
 
 -- the output folder of a restricted run: outside the workspace (default: guard.runs_root())
@@ -302,6 +309,7 @@ with --task N, FSR = (t_N - t) / (t_N - t_{N+1}) against the calibration file.
   --alpha A          significance level (default 0.01)
   --calibration F    calibration file (default $SPEEDRUN_CALIBRATION or <checkout>/calibration.json)
   --out DIR          output folder (default WORKSPACE/runs/score-<time>)
+  --time-budget S    each run trains until the host's train time reaches S seconds (as train)
   and the run options of `speedrun train` (--device, --data, --time-limit, --mem-limit, ...)
 ]]
 

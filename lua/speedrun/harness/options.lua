@@ -51,7 +51,7 @@ end
 local NUMERIC = {
   steps = {"integer", 1}, seed = {"integer", 0}, runs = {"integer", 1}, threads = {"integer", 1},
   ["val-every"] = {"integer", 1}, task = {"integer", 1}, ["val-tokens"] = {"integer", 1},
-  ["time-limit"] = {"number", 0, true}, target = {"number", 0, true}, alpha = {"number", 0, true, 1},
+  ["time-limit"] = {"number", 0, true}, ["time-budget"] = {"number", 0, true}, target = {"number", 0, true}, alpha = {"number", 0, true, 1},
 }
 
 local function check_number(name, s, rule)

@@ -103,8 +103,9 @@ function on.config(self, ev)
   local job, c = self.job, ev.config
   self.cfg_ev = ev
   if self.on_config then self.on_config(ev.scale) end
-  self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens",
-    ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens))
+  local budget = type(c.time_budget_s) == "number" and fmt(", time budget %gs (training stops there)", c.time_budget_s) or ""
+  self:line(fmt("recipe %s, scale %s, device %s, seed %d: %d steps of %d tokens, target val loss %.4f on %d tokens%s",
+    ev.name or job.recipe, ev.scale, job.device, job.seed, c.steps, c.tokens_per_step, c.target_val_loss, c.val_tokens, budget))
 end
 
 function on.step(self, ev)
@@ -172,6 +173,10 @@ function M.results(log, run, opts, started_at)
   if log.cfg_ev then R.scale, R.config, R.name = log.cfg_ev.scale, log.cfg_ev.config, log.cfg_ev.name end
   if done and not run.killed then
     R.metrics, R.checks, R.cuda_graph = done.metrics, done.checks or {}, done.cuda_graph
+    local m = R.metrics
+    if m and m.val_loss then   -- nulls do not survive the event channel: written explicitly
+      for _, k in ipairs {"val_bpb", "val_bytes", "time_budget_s"} do if m[k] == nil then m[k] = json.null end end
+    end
   end
   local last = log.last_step_ev
   if not R.metrics and last then
@@ -181,6 +186,14 @@ function M.results(log, run, opts, started_at)
   R.metrics.peak_child_rss_bytes = run.peak_rss > 0 and run.peak_rss or json.null
   R.curve = {train = json.array(log.curve.train), val = json.array(log.curve.val)}
   return R
+end
+
+-- the result line's account of the validation and the training: val_bpb, the budget's stop
+local function result_notes(m)
+  local bpb = type(m.val_bpb) == "number" and fmt("val_bpb %.4f", m.val_bpb) or "val_bpb n/a"
+  local stop = m.stopped_by == "time_budget" and fmt(", stopped by the time budget of %gs at step %d of %d",
+    m.time_budget_s, m.steps, m.planned_steps) or ""
+  return bpb .. stop
 end
 
 -- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
@@ -194,13 +207,14 @@ function M.finish(log, R, failure)
   M.write_file(log.out .. "/results.json", json.encode(R, true) .. "\n")
   svg.write(log.out .. "/loss.svg", {train = log.curve.train, val = log.curve.val, target = target,
     title = fmt("%s (%s, %s, seed %d): %s", R.name or job.recipe, R.scale or "?", job.device, job.seed, R.status)})
+  local m = R.metrics
   if failure then
-    log:line(fmt("result: %s: %s", failure.kind, failure.message))
+    local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""
+    log:line(fmt("result: %s: %s%s", failure.kind, failure.message, notes))
     if failure.traceback and not quiet then io.stderr:write(failure.traceback, "\n") end
   else
-    local m = R.metrics
-    log:line(fmt("result: valid: val_loss %.4f <= %.4f in %.0fms of training (%d steps, %.0f tokens/s)",
-      m.val_loss, target, m.train_time_ms, m.steps, m.tokens_per_s or 0))
+    log:line(fmt("result: valid: val_loss %.4f <= %.4f in %.0fms of training (%d steps, %.0f tokens/s), %s",
+      m.val_loss, target, m.train_time_ms, m.steps, type(m.tokens_per_s) == "number" and m.tokens_per_s or 0, result_notes(m)))
   end
   log.log:close()
   log.rlog:close()

@@ -87,7 +87,8 @@ local function scale_config(job, recipe, scale)
   return cfg
 end
 
--- the run's plan: {scale, cfg, steps, batch, tps, vB, vT, val_tokens, skip, obs_every, val_every?}
+-- the run's plan: {scale, cfg, steps, batch, tps, vB, vT, val_tokens, skip, obs_every, val_every?,
+-- time_budget?} (steps: the planned steps; with a time budget the run may stop before them)
 function M.plan(job, recipe, is_cuda)
   local scale = pick_scale(job.scale, recipe.config, is_cuda)
   local cfg = scale_config(job, recipe, scale)
@@ -99,7 +100,7 @@ function M.plan(job, recipe, is_cuda)
   local val_every = (not job.restricted) and (job.val_every or cfg.val_every) or nil
   if val_every and val_every < 1 then val_every = nil end
   return {scale = scale, cfg = cfg, steps = steps, batch = b, tps = tokens_per_step(b), vB = vB, vT = vT,
-          val_tokens = val_tokens, val_every = val_every,
+          val_tokens = val_tokens, val_every = val_every, time_budget = job.time_budget_s,
           -- the first `skip` steps are not timed (the records' rule: 10 steps; fewer for short runs)
           skip = job.warmup_steps or mmin(10, mfloor(steps / 10)),
           obs_every = job.log_every or (is_cuda and mmax(1, mmin(10, mfloor(steps / 100))) or 1)}
@@ -109,7 +110,7 @@ end
 function M.summary(p)
   return {steps = p.steps, batch = p.batch, tokens_per_step = p.tps, target_val_loss = p.cfg.target_val_loss,
           val_tokens = p.val_tokens, val_batch = {B = p.vB, T = p.vT}, warmup_steps = p.skip,
-          val_every = p.val_every or json.null}
+          val_every = p.val_every or json.null, time_budget_s = p.time_budget or json.null}
 end
 
 return M

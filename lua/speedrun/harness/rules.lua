@@ -160,8 +160,8 @@ function Rules:checks()
   end
 end
 
--- the validation loss over the fixed tokens and the token count; final: the per-chunk sums are
--- kept for the checks
+-- the validation loss over the fixed tokens, the token count and the cross-entropy sum (nats);
+-- final: the per-chunk sums are kept for the checks
 function Rules:validate(final)
   local t0 = now()
   local vloader = self.vloader
@@ -180,8 +180,8 @@ function Rules:validate(final)
   local es = sync(self.is_cuda)
   if es then fail("cuda_fault", "during validation: " .. es) end
   self.eval_ms = self.eval_ms + (now() - t0) * 1000
-  if nonfinite > 0 then return 0 / 0, count end
-  return sum / count, count
+  if nonfinite > 0 then return 0 / 0, count, 0 / 0 end
+  return sum / count, count, sum
 end
 
 -- batches are read-only: checksums before train_step ...

@@ -4,6 +4,8 @@
 -- step (and the intermediate validation, if any). The warm-up steps are timed apart: their time
 -- beyond an allowance of (warm-up steps + 2) mean timed steps is added to the train time, so
 -- first-call costs stay out of the score but work moved into the warm-up is counted.
+-- With a time budget the clock is read (device-synchronised) after every step past the warm-up,
+-- and the loop stops once the train time, counted as above, reaches the budget.
 -- The step itself is harness/graph.lua's (eager or a CUDA graph replay).
 local H = require "speedrun.harness_core"
 local sr = require "speedrun"
@@ -56,20 +58,31 @@ local function validation(run, step, train_time_ms)
   return vl
 end
 
--- an observation step, the clock paused: the batch was read-only, the loss is finite; reported
-local function observed(run, clk, step, loss, bx, by, hx, hy)
+-- a step reported, the clock paused: its loss is finite
+local function reported(run, clk, step, loss)
   local p = run.plan
-  check_batch(step, bx, by, hx, hy)
   local lv = loss_value(loss, step)
   emit {ev = "step", step = step, steps = p.steps, loss = lv, train_time_ms = clk.acc * 1000, tokens = step * p.tps,
         timed_steps = mmax(0, step - p.skip), wall_ms = (now() - run.wall0) * 1000}
+end
+
+-- the intermediate validation after step (an observation step: the clock is paused), if due
+local function intermediate(run, clk, step)
+  local p = run.plan
   if p.val_every and step % p.val_every == 0 and step < p.steps then
     local vl = validation(run, step, clk.acc * 1000)
     if vl ~= vl then fail("nan", fmt("the validation loss became NaN at step %d", step)) end
   end
 end
 
--- one step of the loop, every one on the clock (the warm-up's on its own account)
+-- an observation step, the clock paused: the batch was read-only; reported
+local function observed(run, clk, step, loss, bx, by, hx, hy)
+  check_batch(step, bx, by, hx, hy)
+  reported(run, clk, step, loss)
+end
+
+-- one step of the loop, every one on the clock (the warm-up's on its own account); returns the
+-- step's loss and whether the step was observed
 local function step_once(run, clk, step)
   local p = run.plan
   local bucket = step <= p.skip and "warm" or "acc"
@@ -93,29 +106,52 @@ local function step_once(run, clk, step)
     pause(clk)
     observed(run, clk, step, loss, bx, by, hx, hy)
   end
+  return loss, observe
 end
 
--- the train time: the timed steps, plus the warm-up's time beyond its allowance
-local function counted(p, clk)
-  local timed = p.steps - p.skip
+-- the train time after `done` steps: the timed steps, plus the warm-up's time beyond its allowance
+local function counted(p, clk, done)
+  local timed = done - p.skip
   local allowance = timed > 0 and (p.skip + ALLOWANCE_STEPS) * clk.acc / timed or 0
   if p.skip == 0 then allowance = 0 end
   local extra = mmax(0, clk.warm - allowance)
   return (clk.acc + extra) * 1000, {warmup_ms = clk.warm * 1000, allowance_ms = allowance * 1000, counted_ms = extra * 1000}
 end
 
+-- the time budget (--time-budget), checked between steps after the warm-up (which always runs,
+-- as autoresearch leaves its first steps off its budget): the clock paused (device-synchronised),
+-- the train time so far, as results.json will count it, against the budget
+local function budget_reached(p, clk, done)
+  if done <= p.skip then return false end
+  pause(clk)
+  return counted(p, clk, done) >= p.time_budget * 1000
+end
+
 -- run: {plan (harness/recipe.lua), loader, stepper (harness/graph.lua), rules, is_cuda};
--- trains for plan.steps steps; returns the train time in ms and the warm-up's account
+-- trains for plan.steps steps, or until the train time reaches plan.time_budget (seconds);
+-- returns the train time in ms, the warm-up's account, the steps done and whether the budget
+-- stopped the run
 function M.train(run)
   local p = run.plan
   local clk = {acc = 0, warm = 0, bucket = "acc", timing = false, cuda = run.is_cuda}
+  local done, by_budget = 0, false
   run.wall0 = now()
   run.stepper.hold = function(on) if on then pause(clk) else resume(clk) end end
   if p.val_every then validation(run, 0, 0) end
-  for step = 1, p.steps do step_once(run, clk, step) end
+  for step = 1, p.steps do
+    local loss, observe = step_once(run, clk, step)
+    done = step
+    if p.time_budget and step < p.steps and budget_reached(p, clk, step) then
+      if not observe then reported(run, clk, step, loss) end   -- the last step is in the log
+      by_budget = true
+      break
+    end
+    intermediate(run, clk, step)
+  end
   if clk.timing then pause(clk) end
   run.stepper:free()
-  return counted(p, clk)
+  local ms, warm = counted(p, clk, done)
+  return ms, warm, done, by_budget
 end
 
 return M
