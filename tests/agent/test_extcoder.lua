@@ -112,6 +112,10 @@ echo "ignored output"]])
   res = run_shim("hyp", [[echo "-- x" >> recipe.lua; echo "the output"; echo "use $SPEEDRUN_TASK" > "$SPEEDRUN_HYPOTHESIS_FILE"]])
   T.eq(res.ok, true, tostring(res.error))
   T.eq(res.hypothesis, "use 1")
+  -- nothing written, nothing printed: the node's instruction
+  res = run_shim("quiet", "echo '-- x' >> recipe.lua")
+  T.eq(res.ok, true, tostring(res.error))
+  T.eq(res.hypothesis, INSTRUCTION)
 end)
 
 T.case("refused, the workspace restored (all or nothing): .py, deleted recipe.lua, a link to /etc/passwd, writes beside", function()

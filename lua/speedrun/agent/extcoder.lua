@@ -195,7 +195,7 @@ function M.run_node(o, args)
   local res = failed(msg)
   res.ok, res.seconds, res.exit = msg == nil, run.seconds, {how = run.how, code = run.code, killed = run.killed}
   res.replies = {(read(files.log) or ""):sub(-M.TAIL)}
-  res.hypothesis = hypothesis_file(node) or first_line(run.first)
+  res.hypothesis = hypothesis_file(node) or first_line(run.first) or args.instruction
   if msg then
     local ok, rerr = tree.restore(snap, ws)
     if not ok then res.error = msg .. "; " .. rerr end
