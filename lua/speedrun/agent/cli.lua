@@ -1,7 +1,8 @@
 -- speedrun.agent.cli: `speedrun agent run | resume | report` (host/cli/cmd_agent.c calls main).
 -- Options are checked before any work (a usage error exits 2). `run` builds the chat client and
--- the coder in compose(), the one place where speedrun.agent.llm and speedrun.agent.coder are
--- wired; the loop itself (loop.lua) only sees the objects. docs/agent.md.
+-- the coder in compose(), the one place where speedrun.agent.llm and speedrun.agent.coder (or, with
+-- --coder-cmd, speedrun.agent.extcoder) are wired; the loop itself (loop.lua) only sees the objects.
+-- docs/agent.md.
 local json = require "speedrun.json"
 local loop = require "speedrun.agent.loop"
 local report = require "speedrun.agent.report"
@@ -12,7 +13,7 @@ local fmt = string.format
 
 local USAGE = {}
 USAGE.main = [[
-usage: speedrun agent run --task N --model M --base-url URL [options]
+usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) [options]
        speedrun agent resume DIR [budget options]
        speedrun agent report DIR
 An LLM research loop over a task: a version tree of recipes, each node written by the model's
@@ -20,7 +21,7 @@ coder and scored by the host (`speedrun score`). `speedrun agent CMD --help` for
 docs/agent.md.
 ]]
 USAGE.run = [[
-usage: speedrun agent run --task N --model M --base-url URL [options]
+usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) [options]
   --task N               the task (start record N, target record N+1)
   --hint LEVEL           hint level 1, 2 or 3 (a list like 1,2 gives several)
   --model M              the model name sent to the server
@@ -28,6 +29,10 @@ usage: speedrun agent run --task N --model M --base-url URL [options]
   --api-key-env NAME     environment variable holding the API key (default: OPENAI_API_KEY when set,
                          else no key, as for a local server)
   --temperature T        sampling temperature (default: not sent)
+  --coder-cmd CMD        an external coder: a shell command line (any CLI coding agent) run in each
+                         node's workspace, its edits taken as the node's (--model then optional: it
+                         only writes the LLM summaries); docs/agent.md "External coders"
+  --coder-timeout S      seconds before the external coder is killed (default 1800)
   --scale S              micro | demo | proxy | full | auto (default auto: proxy on a GPU, micro on the CPU)
   --runs K               score runs per node (default 1)
   --scaffold NAME        aide (default), flat, tree, forest, multi-aide
@@ -66,7 +71,8 @@ local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", [
   ["max-tokens"] = "int", ["max-cost"] = "num", ["max-gpu-seconds"] = "num", ["max-wall-seconds"] = "num",
   ["price-prompt"] = "num0", ["price-completion"] = "num0", ["no-llm-summary"] = "flag", out = "str",
   device = "str", steps = "int", ["time-limit"] = "num", threads = "int", data = "str", ["train-files"] = "str",
-  ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag"}
+  ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag", ["coder-cmd"] = "str",
+  ["coder-timeout"] = "num"}
 
 local CHECK = {
   int = function(v) local n = tonumber(v) return n and n >= 1 and n == math.floor(n), "a positive integer" end,
@@ -138,7 +144,9 @@ function M.config(o)
   return {schema = "speedrun.agent.config/1", task = tonumber(o.task), hint = o.hint or json.null, model = o.model,
           base_url = o["base-url"], api_key_env = o["api-key-env"] or json.null,
           temperature = tonumber(o.temperature) or json.null, scale = o.scale or "auto", runs = tonumber(o.runs) or 1,
-          scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1, llm_summary = not o["no-llm-summary"],
+          scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1,
+          llm_summary = not o["no-llm-summary"] and o.model ~= nil and o["base-url"] ~= nil,
+          coder_cmd = o["coder-cmd"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
                     max_bug_depth = tonumber(o["max-bug-depth"]), n_iterations = tonumber(o["n-iterations"])},
           budgets = budgets_of(o, {max_nodes = 20}), prices = prices or json.null, score_args = score_args(o)}
@@ -148,6 +156,7 @@ end
 -- config; nil, message when a piece is not built in. The loop takes any object with
 -- :chat(messages) (or a function) and any table with .run{...} (docs/agent.md "The loop").
 function M.compose(config, dir)
+  if type(config.coder_cmd) == "string" then return M.compose_external(config, dir) end
   local ok_llm, llm = pcall(require, "speedrun.agent.llm")
   local ok_coder, coder = pcall(require, "speedrun.agent.coder")
   local missing = {}
@@ -167,13 +176,28 @@ function M.compose(config, dir)
   return client, coder
 end
 
+-- an external coder (--coder-cmd): speedrun.agent.extcoder; the chat client only when a model is
+-- configured (for the LLM summaries), else a chat that answers no call
+function M.compose_external(config, dir)
+  local coder = require("speedrun.agent.extcoder").new {cmd = config.coder_cmd,
+    timeout = type(config.coder_timeout) == "number" and config.coder_timeout or nil}
+  if type(config.model) == "string" and type(config.base_url) == "string" then
+    local client = M.compose({model = config.model, base_url = config.base_url, api_key_env = config.api_key_env,
+                              temperature = config.temperature}, dir)
+    if client then return client, coder end
+  end
+  return function() return nil, "no model: the run's coder is an external command (--coder-cmd)" end, coder
+end
+
 local function default_out(task)
   return fmt("runs/agent-task%d-%s", task, os.date("%Y%m%d-%H%M%S"))
 end
 
 local function check_run(o)
   for _, k in ipairs {"task", "model", "base-url"} do
-    if not o[k] then return "run needs --" .. k .. "\n" .. USAGE.run end
+    if not o[k] and (k == "task" or not o["coder-cmd"]) then
+      return "run needs --" .. k .. (k == "task" and "" or " (or --coder-cmd)") .. "\n" .. USAGE.run
+    end
   end
   if o.scaffold and not search.PRESETS[o.scaffold] then return select(2, search.policy(o.scaffold)) end
   if o.scale and not o.scale:match("^[%a_][%w_]*$") then return "--scale must be a scale name (micro, demo, proxy, full, auto)" end

@@ -136,8 +136,9 @@ local INSTRUCTIONS = {
     .. "wrong (your hypothesis), then implement the fix.",
 }
 
--- the hypothesis: the reply's prose before the first edit block
+-- the hypothesis: the coder's own (an external coder's notes) or the reply's prose before the first edit block
 local function hypothesis_of(res, instruction)
+  if res and type(res.hypothesis) == "string" and res.hypothesis ~= "" then return res.hypothesis end
   local text = res and res.replies and res.replies[1]
   if type(text) == "string" then
     local prose = text:match("^(.-)<<<<<<<") or text:match("^(.-)```") or text
