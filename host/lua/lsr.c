@@ -115,6 +115,28 @@ lua_State *sr_new_state(void) {
   return L;
 }
 
+int sr_call_module(const char *module, const char *fn, int nfirst, const char *const *first, int argc, char **argv) {
+  lua_State *L = sr_new_state();
+  if (!L) return 1;
+  int rc = 1;
+  lua_getglobal(L, "require");
+  lua_pushstring(L, module);
+  if (sr_docall(L, 1, 1) != LUA_OK) goto done;
+  lua_getfield(L, -1, fn);
+  for (int i = 0; i < nfirst; i++) lua_pushstring(L, first[i]);
+  if (argv) {
+    lua_createtable(L, argc, 0);
+    for (int i = 1; i < argc; i++) {
+      lua_pushstring(L, argv[i]);
+      lua_rawseti(L, -2, i);
+    }
+  }
+  if (sr_docall(L, nfirst + (argv != NULL), 1) == LUA_OK) rc = (int)luaL_optinteger(L, -1, 0);
+done:
+  lua_close(L);
+  return rc;
+}
+
 static int load_speedrun_global(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushstring(L, "speedrun");

@@ -75,6 +75,10 @@ const char *sr_lua_dir(void);
 const char *sr_self_exe(void);               /* absolute path of the running binary */
 
 /* run a chunk with a traceback handler; prints the error; returns the Lua status */
+/* a command written in Lua: in a new state, require(module)[fn](first..., {argv[1..argc-1]}) (no
+** table when argv is NULL); its integer result (nil: 0) is the exit status, 1 on a Lua error
+** (reported with its traceback) */
+int sr_call_module(const char *module, const char *fn, int nfirst, const char *const *first, int argc, char **argv);
 int sr_docall(lua_State *L, int narg, int nres);
 lua_State *sr_new_state(void);               /* libs + modules + package path + `speedrun` global */
 
