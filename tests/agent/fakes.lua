@@ -3,6 +3,7 @@
 --   rec2  record 2's recipe (tasks/record_02/recipe.lua) over recipe.lua
 --   crash record 1 with an error at load (lua_error)      loop  an endless loop (timeout)
 --   exec  record 1 calling os.execute (rejected)          none  a reply with no edit
+--   stepsN record 1 training N steps at micro scale (its config says 20): train time ~ N steps
 -- The fake chat answers "node N" with a canned reply: a hypothesis line and whole-file blocks
 -- (FILE path / ```lua ... ```); the fake coder applies them. Replies depend on the node only, so
 -- a resumed run gets the same replies as an uninterrupted one.
@@ -21,6 +22,11 @@ local function recipe(kind, root)
   if kind == "crash" then return "error('deliberate crash in the recipe')\n" .. rec1 end
   if kind == "loop" then return "while true do end\n" .. rec1 end
   if kind == "exec" then return "os.execute('true')\n" .. rec1 end
+  local n = tostring(kind):match("^steps(%d+)$")
+  if n then
+    assert(rec1:find("steps = 20,", 1, true), "record 1's micro steps")
+    return (rec1:gsub("steps = 20,", "steps = " .. n .. ",", 1))
+  end
 end
 
 -- chat: a function(messages) -> reply; calls[i] = the node asked for

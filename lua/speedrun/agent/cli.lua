@@ -35,7 +35,9 @@ usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) 
   --coder-timeout S      seconds before the external coder is killed (default 1800)
   --scale S              micro | demo | proxy | full | auto (default auto: proxy on a GPU, micro on the CPU)
   --runs K               score runs per node (default 1)
-  --scaffold NAME        aide (default), flat, tree, forest, multi-aide
+  --scaffold NAME        aide (default), flat, tree, forest, multi-aide, or greedy (keep-or-revert:
+                         kept nodes committed to the git branch speedrun/greedy in DIR/greedy/,
+                         every attempt in DIR/results.tsv; needs git)
   --seed N               the search's seed (default 1)
   --n-initial N  --debug-prob P  --max-bug-depth N  --n-iterations N   search parameters
   --max-nodes N          nodes besides v_0 (default 20)
@@ -212,6 +214,8 @@ function M.run(args)
   local bad = check_run(o)
   if bad then return die(bad) end
   local config = M.config(o)
+  local policy, perr = search.policy(config.scaffold)   -- before any work (greedy: git is there)
+  if not policy then return die(perr, 1) end
   local dir = o.out or default_out(config.task)
   local chat, coder = M.compose(config, dir)
   if not chat then return die(coder, 1) end

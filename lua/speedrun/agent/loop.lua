@@ -272,7 +272,8 @@ function M.run(J, deps)
   local sp = {}
   for k, v in pairs(C.search or {}) do sp[k] = v end
   sp.seed = C.seed or 1
-  local policy = assert(search.policy(C.scaffold, sp))
+  local policy, perr = search.policy(C.scaffold, sp)
+  if not policy then error("agent: " .. perr, 0) end
   policy.max_nodes = C.budgets.max_nodes or policy.max_nodes
   J.state.sessions = (J.state.sessions or 0) + 1
   J.state.gpu_seconds, J.state.stopped = gpu_total(J), null
@@ -281,6 +282,7 @@ function M.run(J, deps)
                rules = "- " .. table.concat(t.rules, "\n- "), done0 = J:count()}
   run.hint = C.hint ~= null and C.hint and taskmod.hint(m.root, t, C.hint) or nil
   score_root(run)
+  if policy.sync then policy:sync(J) end   -- a scaffold's own record of the journal (greedy: git, TSV)
   while true do
     local reason = run.budget:check_node(J:count())
     if reason then return stop(run, reason) end
@@ -288,6 +290,7 @@ function M.run(J, deps)
     if not step then return stop(run, why) end
     local r, sreason = M.run_node(run, step)
     if r == "stopped" then return stop(run, sreason) end
+    if policy.sync then policy:sync(J) end
     run.budget:sync()
     J:save_state()
     M.progress(run)

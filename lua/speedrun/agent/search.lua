@@ -5,6 +5,7 @@
 -- run makes the same choices as an uninterrupted one. docs/agent.md "Adding a scaffold".
 -- The AIDE policy is the benchmark's bon/aide runner (reference/benchmark.md §4).
 local journal = require "speedrun.agent.journal"
+local greedy = require "speedrun.agent.greedy"
 
 local M = {}
 
@@ -62,6 +63,8 @@ M.PRESETS = {
   forest = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0, max_bug_depth = 0},
   aide = {n_initial = 3, n_hypotheses = 1, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5},
   ["multi-aide"] = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5},
+  -- keep-or-revert on one line of descent (speedrun.agent.greedy; its own runner, not AIDE's)
+  greedy = {max_bug_depth = 1},
 }
 
 function M.aide(p)
@@ -117,14 +120,16 @@ function Aide:next(J)
   return {kind = kind_for(J, nxt), parent = nxt, iteration = i + 1}
 end
 
--- the policy named `name` ("aide", or a preset of M.PRESETS) with parameters p
+-- the policy named `name` ("aide", or a preset of M.PRESETS) with parameters p; nil, message when
+-- unknown (or when the greedy scaffold finds no git)
 function M.policy(name, p)
   name = name or "aide"
   local preset = M.PRESETS[name]
-  if not preset then return nil, "unknown scaffold '" .. tostring(name) .. "' (known: aide, flat, tree, forest, multi-aide)" end
+  if not preset then return nil, "unknown scaffold '" .. tostring(name) .. "' (known: aide, flat, tree, forest, multi-aide, greedy)" end
   local q = {}
   for k, v in pairs(preset) do q[k] = v end
   for k, v in pairs(p or {}) do q[k] = v end
+  if name == "greedy" then return greedy.new(q) end
   return M.aide(q)
 end
 
