@@ -141,7 +141,9 @@ T.case("class 5: the recipe cannot read or forge log.txt, recipe.log, job.json",
   for i = 1, 3 do
     local run = root .. "/run" .. i
     local log = read(run .. "/log.txt")
-    T.ok(log and not log:find("FORGED") and log:find("step:30/30 val_loss:%d"), "log.txt of run " .. i .. "\n" .. tostring(log))
+    -- the parent's log, untouched (whether the run reached its last step depends on when the
+    -- violation stopped it, which varies with the machine's load)
+    T.ok(log and not log:find("FORGED") and log:find("^recipe cheat%-forge, scale micro"), "log.txt of run " .. i .. "\n" .. tostring(log))
     T.ok(read(run .. "/recipe.log"), "recipe.log of run " .. i)
     local job = json.decode(read(run .. "/job.json") or "null")
     T.ok(type(job) == "table" and job.recipe == H.realpath(ws .. "/recipe.lua"), "job.json of run " .. i)
