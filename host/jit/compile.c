@@ -26,12 +26,6 @@
 #endif
 
 
-/* helpers that only the CUDA build calls */
-#ifdef SPEEDRUN_CUDA
-#define SR_CUDA_ONLY
-#else
-#define SR_CUDA_ONLY __attribute__((unused))
-#endif
 
 
 /* ------------------------------------------------------------------------------------------

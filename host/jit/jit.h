@@ -21,6 +21,13 @@
 #ifndef SR_JIT_H
 #define SR_JIT_H
 
+/* marks helpers of host/jit/ that only the CUDA build calls (unused in a CPU-only build) */
+#ifdef SPEEDRUN_CUDA
+#define SR_CUDA_ONLY
+#else
+#define SR_CUDA_ONLY __attribute__((unused))
+#endif
+
 #include <stddef.h>   /* defines: size_t */
 #include <stdint.h>   /* defines: int64_t, uint64_t */
 

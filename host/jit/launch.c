@@ -7,32 +7,19 @@
 ** machines have the toolkit (and NVRTC) but no driver, and a binary linking libcuda would not
 ** start there.
 */
-#define _GNU_SOURCE            /* dladdr */
-#include <dlfcn.h>             /* defines: dlopen, dlsym, dladdr */
-#include <errno.h>             /* defines: errno */
+#include <dlfcn.h>             /* defines: dlopen, dlsym */
 #include <fcntl.h>             /* defines: open, O_RDWR */
-#include <stdio.h>             /* defines: snprintf, fopen */
-#include <stdlib.h>            /* defines: malloc, free, getenv */
-#include <string.h>            /* defines: strlen, memcpy, strncmp */
+#include <stdio.h>             /* defines: snprintf */
+#include <stdlib.h>            /* defines: getenv, atexit */
+#include <string.h>            /* defines: memset */
 #include <sys/mman.h>          /* defines: mmap */
-#include <sys/stat.h>          /* defines: mkdir, stat */
-#include <unistd.h>            /* defines: getpid, rename, ftruncate, _exit */
+#include <unistd.h>            /* defines: ftruncate, close, _exit */
 
-#include "jit/jit.h"               /* defines: the API implemented here */
-#include "util/clock.h"             /* defines: sr_monotonic_s */
+#include "jit/jit.h"           /* defines: the API implemented here, SR_CUDA_ONLY */
 
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>      /* defines: cudaStreamSynchronize, cudaDeviceGetAttribute */
-#include <nvrtc.h>             /* defines: nvrtcCreateProgram, nvrtcCompileProgram */
 #include "cuda/backend.h"      /* defines: sr_cuda_stream, sr_cuda_probe, sr_cuda_capturing */
-#endif
-
-
-/* helpers that only the CUDA build calls */
-#ifdef SPEEDRUN_CUDA
-#define SR_CUDA_ONLY
-#else
-#define SR_CUDA_ONLY __attribute__((unused))
 #endif
 
 SR_CUDA_ONLY static _Thread_local char msgbuf[1024];
