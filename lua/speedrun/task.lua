@@ -16,13 +16,7 @@ end
 
 local read_file = require("speedrun.util").read_file
 
-local function write_file(path, s)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  f:write(s)
-  f:close()
-  return true
-end
+local write_file = require("speedrun.util").write_file
 
 -- load a data-only Lua file (manifest, meta) in an empty environment
 local function load_data(path)

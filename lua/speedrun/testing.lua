@@ -85,6 +85,10 @@ function T.token_stream(n, seed)
   return ids
 end
 
+-- read(path): the file's text, or nil; write(path, s): writes it or raises (speedrun.util's)
+T.read = require("speedrun.util").read_file
+function T.write(path, s) assert(require("speedrun.util").write_file(path, s)) end
+
 -- workspace(name, recipes): a fresh test workspace for the harness tests: <tmp>/<name>/ws with the
 -- recipes copied from tests/harness/recipes/ (run from tests/) and a data folder inside it (off
 -- limits to recipes) holding two synthetic shards. Returns {tmp =, ws =, data = the

@@ -10,6 +10,17 @@ function util.read_file(path)
   return s
 end
 
+-- writes s to path (replacing it): true, or nil and the error message (a partly written file is
+-- removed)
+function util.write_file(path, s)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(s)
+  local cok, cerr = f:close()
+  if not ok or not cok then os.remove(path) return nil, werr or cerr end
+  return true
+end
+
 -- a copy of a table and of every table inside it (no cycles, metatables not copied)
 function util.deepcopy(t)
   if type(t) ~= "table" then return t end

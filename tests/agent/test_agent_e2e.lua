@@ -11,14 +11,7 @@ local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
 local coder = require "speedrun.agent.coder"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
+local read = T.read
 local W = T.workspace("agent-e2e", {})
 local sh = T.shell_quote
 local CALIB = W.tmp .. "/calib.json"

@@ -23,20 +23,8 @@ os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp .. "/data"))
 assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
 assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(8000, 2)))
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
+local read = T.read
+local write = T.write
 local function cmd(c)
   local p = io.popen(c .. " 2>&1")
   local out = p:read("a")

@@ -21,20 +21,8 @@ os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp .. "/data"))
 assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
 assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(8000, 2)))
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
+local read = T.read
+local write = T.write
 -- task 1's records at micro scale on this CPU (times made up: only the FSR's arithmetic uses them)
 local CALIB = tmp .. "/calib.json"
 local REC = {mean_ms = 2000, std_ms = 10, runs = 3, target_val_loss = 10.9, val_tokens = 512, val_loss_mean = 10.5, val_loss_std = 0.02}

@@ -18,20 +18,8 @@ H.mkdir(tmp .. "/ws")
 H.mkdir(tmp .. "/data")
 local ws = tmp .. "/ws"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
+local read = T.read
+local write = T.write
 for _, name in ipairs {"good", "budget", "uniform"} do write(ws .. "/" .. name .. ".lua", read("harness/recipes/" .. name .. ".lua")) end
 assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(200000, 1)))
 assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))

@@ -10,11 +10,7 @@ local json = require "speedrun.json"
 local exe = arg[-1]
 local W = T.workspace("cheats-kernel", {"good"})
 local tmp, ws = W.tmp, W.ws
-local function write(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
+local write = T.write
 write(ws .. "/helper.cuh", "#define SCALE 2.0f\n")
 write(tmp .. "/outside.cu", "// a kernel source outside the workspace\n")
 

@@ -22,20 +22,8 @@ assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(4000, 
 local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
 local RUN = " --device cpu --threads 1 " .. DATA
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
+local read = T.read
+local write = T.write
 -- runs `speedrun ARGS` (score outputs by default under tmp/runs); returns the exit code and the output
 local function speedrun(args)
   local ok, how, code = os.execute("SPEEDRUN_RUNS_DIR=" .. sh(tmp .. "/runs") .. " " .. sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")

@@ -16,14 +16,7 @@ local function speedrun(args)
   return how == "exit" and code or 128 + code, out
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
+local read = T.read
 local root = ".."
 
 T.case("manifest: tasks 1-4, records and hints exist, times agree with meta", function()

@@ -133,14 +133,7 @@ function M.closest(text, search)
           text = table.concat(fl, "\n", best_at, best_at + n - 1) .. "\n"}
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local t = f:read("a")
-  f:close()
-  return t
-end
-
+local read = require("speedrun.util").read_file
 -- the in-memory state of a file: {text, existed, nl_added (a final newline added for matching)}
 local function load(states, order, dir, rel)
   if states[rel] then return states[rel] end
@@ -188,14 +181,7 @@ local function apply_one(st, e, i, rel)
   return nil
 end
 
-local function write_file(path, text)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  local ok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not ok or not cok then os.remove(path); return nil, werr or cerr end
-  return true
-end
+local write_file = require("speedrun.util").write_file
 
 local function final_text(st)
   if st.nl_added and st.text:sub(-1) == "\n" then return st.text:sub(1, -2) end

@@ -16,21 +16,8 @@ M.EXTENSIONS = {lua = true, cu = true, cuh = true}
 
 local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  f:write(s)
-  f:close()
-  return true
-end
+local read = require("speedrun.util").read_file
+local write = require("speedrun.util").write_file
 
 -- every entry under root (lstat: links are not followed): rel -> {type, size}; the top-level .git skipped
 local function walk(root)

@@ -84,14 +84,7 @@ local function includes(text, where, violation)
   return list
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
+local read = require("speedrun.util").read_file
 -- the first existing dir/name over dirs, or nil
 local function resolve(name, dirs)
   for _, d in ipairs(dirs) do
