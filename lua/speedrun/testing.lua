@@ -93,7 +93,9 @@ function T.write(path, s) assert(require("speedrun.util").write_file(path, s)) e
 -- recipes copied from tests/harness/recipes/ (run from tests/) and a data folder inside it (off
 -- limits to recipes) holding two synthetic shards. Returns {tmp =, ws =, data = the
 -- --train-files/--val-files arguments, run = function(args) -> exit code, output of
--- `speedrun <args>`}.
+-- `speedrun <args>`, restricted = function(recipe [, extra]) -> results.json, output of a
+-- score-mode (`--restricted`) micro run on the CPU, rejected = function(recipe, pattern) ->
+-- results.json of such a run, which must be rejected with a message matching pattern}.
 function T.workspace(name, recipes)
   local H, data = require "speedrun.harness_core", require "speedrun.data"
   local sh = T.shell_quote
@@ -118,8 +120,27 @@ function T.workspace(name, recipes)
     f:close()
     return how == "exit" and code or 128 + code, out
   end
-  return {tmp = tmp, ws = ws, run = run,
-          data = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")}
+  local W = {tmp = tmp, ws = ws, run = run,
+             data = "--train-files " .. sh(ws .. "/data/syn_train_*.bin") .. " --val-files " .. sh(ws .. "/data/syn_val_*.bin")}
+  function W.restricted(recipe, extra)
+    local out = tmp .. "/run-" .. recipe
+    os.execute("rm -rf " .. sh(out))
+    local _, text = run("train " .. sh(ws .. "/" .. recipe .. ".lua") .. " --scale micro --restricted --device cpu"
+                        .. " --threads 1 " .. W.data .. " --out " .. sh(out) .. " " .. (extra or ""))
+    local f = io.open(out .. "/results.json")
+    T.ok(f, "results.json for " .. recipe .. "\n" .. text)
+    local r = require("speedrun.json").decode(f:read("a"))
+    f:close()
+    return r, text
+  end
+  function W.rejected(recipe, pattern)
+    local r, text = W.restricted(recipe)
+    local msg = tostring(r.failure and r.failure.message)
+    T.eq(r.status, "rejected", recipe .. ": " .. msg .. "\n" .. text)
+    T.ok(msg:find(pattern), ("%s: message %q should match %q"):format(recipe, msg, pattern))
+    return r
+  end
+  return W
 end
 
 function T.skip(msg)

@@ -17,26 +17,7 @@ local tmp, ws, speedrun = W.tmp, W.ws, W.run
 local sh = T.shell_quote
 local RUN = " --device cpu --threads 1 " .. W.data
 
--- a restricted (score-mode) run of one recipe; returns results.json and the output
-local function train(recipe, extra)
-  local out = tmp .. "/run-" .. recipe
-  os.execute("rm -rf " .. sh(out))
-  local _, text = speedrun("train " .. sh(ws .. "/" .. recipe .. ".lua") .. " --scale micro --restricted" .. RUN
-                           .. " --out " .. sh(out) .. " " .. (extra or ""))
-  local f = io.open(out .. "/results.json")
-  T.ok(f, "results.json for " .. recipe .. "\n" .. text)
-  local r = json.decode(f:read("a"))
-  f:close()
-  return r, text
-end
-
-local function rejected(recipe, pattern)
-  local r, text = train(recipe)
-  T.eq(r.status, "rejected", recipe .. ": " .. tostring(r.failure and r.failure.message) .. "\n" .. text)
-  T.ok(r.failure and r.failure.message:find(pattern),
-       ("%s: message %q should match %q"):format(recipe, tostring(r.failure and r.failure.message), pattern))
-  return r
-end
+local train, rejected = W.restricted, W.rejected
 
 T.case("honest control: good.lua is valid in score mode, with the checks recorded", function()
   local r, text = train("good")

@@ -5,9 +5,7 @@
 -- the recipe catches the error; an honest kernel (the engine's header and a workspace header)
 -- stays valid. The policy runs before the compiler, so this holds without a GPU or NVRTC.
 local T = require "speedrun.testing"
-local json = require "speedrun.json"
 
-local exe = arg[-1]
 local W = T.workspace("cheats-kernel", {"good"})
 local tmp, ws = W.tmp, W.ws
 local write = T.write
@@ -47,28 +45,8 @@ recipe("k_cache", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, i
                   :format(KERNEL, ws .. "/cache"))
 recipe("k_core", 'require("speedrun.kernel_core")')
 
-local sh = T.shell_quote
-local DATA = W.data
 
-local function train(name)
-  local out = tmp .. "/run-" .. name
-  os.execute("rm -rf " .. sh(out))
-  os.execute(sh(exe) .. " train " .. sh(ws .. "/" .. name .. ".lua") .. " --scale micro --restricted --device cpu"
-             .. " --threads 1 " .. DATA .. " --out " .. sh(out) .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
-  local text = io.open(tmp .. "/out.txt"):read("a")
-  local f = io.open(out .. "/results.json")
-  T.ok(f, "results.json for " .. name .. "\n" .. text)
-  local r = json.decode(f:read("a"))
-  f:close()
-  return r, text
-end
-
-local function rejected(name, pattern)
-  local r, text = train(name)
-  local msg = tostring(r.failure and r.failure.message)
-  T.eq(r.status, "rejected", name .. ": " .. msg .. "\n" .. text)
-  T.ok(msg:find(pattern), ("%s: message %q should match %q"):format(name, msg, pattern))
-end
+local train, rejected = W.restricted, W.rejected
 
 T.case("honest control: the engine's header, a toolkit header and a workspace header -> valid", function()
   local r, text = train("k_honest")
