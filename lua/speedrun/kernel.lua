@@ -12,7 +12,8 @@ local K = {}
 for k, v in pairs(require "speedrun.kernel_core") do K[k] = v end
 
 -- K.restrict(check): from now on compile(src, opts) first calls check(src, opts), which raises
--- to refuse; set once (the harness child's restricted runs: harness/kernels.lua)
+-- to refuse and returns the options compile then uses; set once (the harness child's restricted
+-- runs: harness/kernels.lua)
 local core_compile, policy = K.compile, nil
 function K.restrict(check)
   assert(policy == nil, "speedrun.kernel.restrict: a policy is already set")
@@ -20,7 +21,7 @@ function K.restrict(check)
   policy = check
 end
 function K.compile(src, opts)
-  if policy then policy(src, opts) end
+  if policy then opts = policy(src, opts) end
   return core_compile(src, opts)
 end
 

@@ -44,6 +44,10 @@ recipe("k_preinclude", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float*
 recipe("k_cache", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, cache_dir = %q})')
                   :format(KERNEL, ws .. "/cache"))
 recipe("k_core", 'require("speedrun.kernel_core")')
+recipe("k_optnumber", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, options = {123, %q}})')
+                      :format(KERNEL, "--pre-include=" .. ws .. "/data/syn_val_000000.bin"))
+recipe("k_name", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, name = %q})')
+                 :format('#include "syn_val_000000.bin"\n' .. KERNEL, ws .. "/data/k.cu"))
 
 
 local train, rejected = W.restricted, W.rejected
@@ -91,6 +95,14 @@ end)
 
 T.case("a cache_dir outside the output folder -> rejected", function()
   rejected("k_cache", "writing .*cache")
+end)
+
+T.case("an option list with a number first (compile takes it; the check once stopped there) -> rejected", function()
+  rejected("k_optnumber", "option 123 is not allowed")
+end)
+
+T.case("a source name in the data folder (its folder becomes an include folder) -> rejected", function()
+  rejected("k_name", "a file name, not a path")
 end)
 
 T.case("the raw C module speedrun.kernel_core -> rejected", function()

@@ -120,11 +120,39 @@ local function check_includes(state, text, where, selfdir, idirs, seen)
   end
 end
 
+-- a plain copy of opts, read once with raw access: what the policy checks is what compile gets (a
+-- table with metamethods could show the check one thing and the compiler another); option
+-- entries as strings (compile takes numbers as strings too)
+local PLAIN = {name = "string", arch = "string", cache_dir = "string", cache = "boolean", load = "boolean"}
+local function plain(opts)
+  local c = {}
+  for k, t in pairs(PLAIN) do
+    local v = rawget(opts, k)
+    if type(v) == t or (t == "string" and type(v) == "number") then c[k] = v end
+  end
+  for _, k in ipairs {"kernels", "defines"} do
+    local t = rawget(opts, k)
+    if type(t) == "table" then
+      c[k] = {}
+      for name, v in next, t do c[k][name] = v end
+    elseif t ~= nil then c[k] = t end  -- compile reports the bad type
+  end
+  local o = rawget(opts, "options")
+  if type(o) == "table" then
+    c.options = {}
+    for i = 1, rawlen(o) do
+      local v = rawget(o, i)
+      c.options[i] = type(v) == "number" and tostring(v) or v
+    end
+  elseif o ~= nil then c.options = o end
+  return c
+end
+
 -- the -I folders of opts.options (each readable by recipes); other options from the allow-list
 local function check_options(state, options)
   local idirs = {}
   for _, o in ipairs(options or {}) do
-    if type(o) ~= "string" then break end
+    if type(o) ~= "string" then break end  -- compile raises on it before anything is read
     local dir = smatch(o, "^%-I(.+)$") or smatch(o, "^%-%-include%-path=(.+)$")
     if dir then
       idirs[#idirs + 1] = state.check_path(dir, false)
@@ -137,14 +165,20 @@ local function check_options(state, options)
   return idirs
 end
 
+-- checks a compile's source and options; returns the options compile is to use (a plain copy)
 local function policy(state, src, opts)
-  if type(src) ~= "string" or type(opts) ~= "table" then return end  -- compile raises on these
+  if type(src) ~= "string" or type(opts) ~= "table" then return opts end  -- compile raises on these
+  opts = plain(opts)
   local cwd = state.workspace
   local is_path = not sfind(src, "\n", 1, true) and (smatch(src, "%.cu$") or smatch(src, "%.cuh$"))
+  -- an in-memory source's name is also its folder for quoted includes (-I of its dirname)
+  if opts.name ~= nil and sfind(tostring(opts.name), "/", 1, true) then
+    state.violation(sformat("kernel name %s: a file name, not a path, in restricted runs", tostring(opts.name)))
+  end
   local text, where, selfdir = src, opts.name or "kernel.cu", cwd
   if is_path then
     local path = state.check_path(src, false)
-    if not path then return end  -- no such file: compile says so
+    if not path then return opts end  -- no such file: compile says so
     text, where, selfdir = read(path) or "", src, smatch(path, "^(.*)/[^/]*$")
   end
   if opts.cache_dir ~= nil then
@@ -153,10 +187,11 @@ local function policy(state, src, opts)
   end
   local idirs = check_options(state, type(opts.options) == "table" and opts.options or nil)
   check_includes(state, text, where, selfdir, idirs, {})
+  return opts
 end
 
 function M.install(state)
-  K.restrict(function(src, opts) policy(state, src, opts) end)
+  K.restrict(function(src, opts) return policy(state, src, opts) end)
 end
 
 return M
