@@ -14,6 +14,12 @@
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
+#   tune       speedrun calibrate --tune-steps for records $TUNE_RECORDS (default 1 2 3 4 5) and
+#              the default recipe ($TUNE_DEFAULT=0 skips it), one part each: the tuned recipes come
+#              back as tuned/<name>.lua and the ladder in calibration.json (docs/harness.md)
+#   fsr        speedrun score --task N (N in $FSR_TASKS, default 1 2 3 4) of the task's start
+#              workspace (`task init`) and of its target record's recipe, against calibration.json
+#   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
@@ -78,6 +84,32 @@ for p in $PARTS; do
       part calibrate 560 ./build/speedrun calibrate --tasks 1-5 --scale proxy --runs 3 --device cuda \
         --data "$DATA" --calibration "$LOG/calibration.json"
       grep -vE "^step|^\s*$" "$LOG/calibrate.log" | tail -30 ;;
+    tune)
+      mkdir -p "$LOG/tuned"
+      items=""; for n in ${TUNE_RECORDS:-1 2 3 4 5}; do items="$items record_0$n"; done
+      [ "${TUNE_DEFAULT:-1}" = 1 ] && items="$items default"
+      for name in $items; do
+        what="--tasks ${name#record_0}"; [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
+        part "tune_$name" 560 ./build/speedrun calibrate --tune-steps $what --scale proxy --runs 3 --device cuda \
+          --data "$DATA" --calibration "$LOG/calibration.json" --out "/tmp/tune-$name"
+        cp "tasks/$name/recipe.lua" "$LOG/tuned/$name.lua"
+        grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
+      done ;;
+    fsr)
+      for n in ${FSR_TASKS:-1 2 3 4}; do
+        rm -rf "/tmp/fsr/start$n" "/tmp/fsr/target$n"; mkdir -p "/tmp/fsr/target$n"
+        ./build/speedrun task init "$n" "/tmp/fsr/start$n" >/dev/null && cp "tasks/record_0$((n + 1))/recipe.lua" "/tmp/fsr/target$n/"
+        for ws in start target; do
+          part "fsr_${ws}$n" 300 ./build/speedrun score "/tmp/fsr/$ws$n" --task "$n" --scale proxy --device cuda --data "$DATA" \
+            --calibration "$LOG/calibration.json" --out "/tmp/fsr/score-$ws$n"
+          echo "task $n, $ws recipe:"; grep -E "^[0-9]|^val_loss|verdict|FSR|flag" "$LOG/fsr_${ws}$n.log"
+        done
+      done ;;
+    main)
+      for s in 1 2 3; do
+        part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"
+        grep -E "valid|invalid|val_loss" "$LOG/main_$s.log" | tail -3
+      done ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do
         part "profile_0$n" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \

@@ -18,6 +18,7 @@ local verdict = require "speedrun.harness.verdict"
 local options = require "speedrun.harness.options"
 local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
+local tune = require "speedrun.harness.tune"
 local sr = require "speedrun"
 local lsr_data = require "speedrun.data"
 
@@ -128,6 +129,8 @@ corpus, at the scale that fits (proxy on a GPU, demo on the CPU).
   --scale S          micro | demo | proxy | full | auto (default auto)
   --device D         cpu | cuda | auto (default auto: cuda when usable)
   --steps N          override the scale's number of steps
+  --scale-schedule   with --steps: scale the schedule's phases (warmup, warmdown, cooldown, or the
+                     recipe's schedule_keys) by the same factor, as the step tuner does
   --seed N           seed (default 1)
   --data X           corpus name (default, tiny, fineweb10B) or a folder of shards
   --out DIR          output folder (default runs/<recipe>-<time> next to the recipe)
@@ -147,7 +150,7 @@ See docs/harness.md.
 
 local TRAIN_SPEC = {scale = "value", device = "value", steps = "value", seed = "value", data = "value", out = "value",
   ["time-limit"] = "value", ["time-budget"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
-  ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag",
+  ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag", ["scale-schedule"] = "flag",
   ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value"}
 
 local function resolve_device(d)
@@ -202,7 +205,7 @@ local function make_job(recipe, o)
                val_files = val_files, deny = {abspath(data_dir)}, restricted = o.restricted and true or false,
                val_every = tonumber(o["val-every"]), threads = tonumber(o.threads), cuda_graph = o["cuda-graph"],
                target_val_loss = tonumber(o.target), val_tokens = tonumber(o["val-tokens"]),
-               time_budget_s = tonumber(o["time-budget"])}
+               time_budget_s = tonumber(o["time-budget"]), scale_schedule = o["scale-schedule"] and true or nil}
   return job
 end
 
@@ -272,7 +275,7 @@ local function multi_run(recipe, o, k, out_root, label)
     if not job then return nil, err end
     job.seed = seed0 + i - 1
     job.out = out_root .. fmt("/run%d", i)
-    job.restricted = label ~= "calibrate" or o.restricted
+    job.restricted = label == "score" or o.restricted
     local lim = limits(o, job.scale, job.device)
     if not o.quiet then print(fmt("== %s run %d/%d (seed %d) -> %s", label, i, k, job.seed, job.out)) end
     runs[i] = M.run_one(job, lim)
@@ -484,8 +487,18 @@ measured train times (mean, std, card, software) in the calibration file used by
   --scale S          (default proxy on a GPU, micro on the CPU)
   --runs K           (default 3)
   --calibration F    (default $SPEEDRUN_CALIBRATION or <checkout>/calibration.json)
+  --tune-steps       first find each recipe's smallest step budget whose K runs reach the scale's
+                     target under the score's rule (mean below the target, t-test p < alpha), the
+                     schedule's warmup/warmdown scaled with it; write it into the recipe's scale
+                     table; check that 80 % of it fails the rule; store the tuned runs' times and
+                     the search (every probe) in the calibration file. --steps N: the first probe
+  --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   and the run options of `speedrun train`
 ]]
+
+local CALIBRATE_SPEC = {}
+for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
+CALIBRATE_SPEC["tune-steps"] = "flag"
 
 local function parse_list(s)
   local out = {}
@@ -497,8 +510,96 @@ local function parse_list(s)
   return out
 end
 
+-- the calibration entry of K runs of one recipe (with --tune-steps: the runs of the tuned budget)
+local function calib_entry(runs, recipe, o, card)
+  local target = runs_target(o, runs)
+  local sum = summarize(runs, target or 0)
+  local entry = {mean_ms = sum.train_time_ms.mean or json.null, std_ms = sum.train_time_ms.std or json.null,
+                 times_ms = sum.train_time_ms.values, runs = #runs, completed = sum.completed,
+                 val_loss_mean = sum.val_loss.mean or json.null, val_loss_std = sum.val_loss.std or json.null,
+                 val_losses = sum.val_loss.values, target_val_loss = target or json.null,
+                 val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
+                 steps = runs[1].config and runs[1].config.steps or json.null,
+                 p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(recipe), card = card,
+                 device = o.device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
+  for _, r in ipairs(runs) do if not r.valid then entry.all_valid = false end end
+  return entry
+end
+
+-- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
+-- judged by the score's rule; a run that does not complete ends the search
+local function tune_probe(it, o, k, out_root, alpha)
+  return function(steps)
+    local po = {}
+    for key, v in pairs(o) do po[key] = v end
+    po.steps, po["scale-schedule"] = steps and tostring(steps), true
+    local runs, err = multi_run(it.recipe, po, k, fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe"), "tune")
+    if not runs then error(err, 0) end
+    local target = runs_target(o, runs)
+    local sum = summarize(runs, target or 0)
+    if not sum.all_completed or not target then error(select(2, pass_or_fail(runs, sum, target, alpha)), 0) end
+    local P = tune.judge(sum.val_loss.values, target, alpha, true)
+    P.steps, P.runs, P.target, P.train_time_ms = runs[1].config.steps, runs, target, sum.train_time_ms
+    P.crossing = tune.crossing(runs, target, alpha)
+    if not o.quiet then
+      print(fmt("-- %s, %d steps: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, P.mean, P.std or 0,
+        P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
+    end
+    return P
+  end
+end
+
+local function probe_record(P)
+  return {steps = P.steps, schedule = P.runs[1].config.schedule or json.null, val_losses = json.array(P.values),
+          val_loss_mean = P.mean or json.null, val_loss_std = P.std or json.null, p = P.p or json.null, pass = P.pass,
+          train_time_ms_mean = P.train_time_ms.mean or json.null}
+end
+
+-- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
+-- the tuned budget's runs with how it was found; nil and why when no budget was found
+local function tune_item(it, o, k, out_root, card)
+  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
+  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps)})
+  if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
+  local cfg = R.best.runs[1].config
+  local values = {steps = cfg.steps}
+  for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
+  local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs[1].scale or o.scale, values)
+  if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
+  write_file(it.recipe, new)
+  local entry = calib_entry(R.best.runs, it.recipe, o, card)
+  local probes = {}
+  for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
+  entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
+                tolerance = tune.TOLERANCE, steps = R.steps, schedule = cfg.schedule or json.null,
+                below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
+                cut = probe_record(R.cut), wall_s = H.now() - t0, tuned_at = iso_now()}
+  print(fmt("%s: tuned to %d steps (%s); %d steps (%d %%) %s", it.name, R.steps,
+    R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget",
+    R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET: the target is loose for this recipe"
+    or "do not reach it"))
+  return entry
+end
+
+-- the recipes to calibrate: --recipe, --tasks, or every tasks/record_NN
+local function calibrate_items(o)
+  local tdir = o["tasks-dir"] or (H.source_dir() .. "/tasks")
+  if o.recipe then return {{name = o.name or "custom", recipe = o.recipe}} end
+  local items, list = {}, o.tasks and parse_list(o.tasks) or {}
+  if not o.tasks then for i = 1, 30 do if exists(fmt("%s/%s/recipe.lua", tdir, record_name(i))) then list[#list + 1] = i end end end
+  for _, n in ipairs(list) do items[#items + 1] = {name = record_name(n), recipe = fmt("%s/%s/recipe.lua", tdir, record_name(n))} end
+  return items
+end
+
+local function print_entry(name, e)
+  print(fmt("%s: %s ms mean, %s ms std over %d runs (val_loss %s)%s", name,
+    type(e.mean_ms) == "number" and fmt("%.0f", e.mean_ms) or "-", type(e.std_ms) == "number" and fmt("%.0f", e.std_ms) or "-",
+    e.runs, type(e.val_loss_mean) == "number" and fmt("%.4f", e.val_loss_mean) or "-",
+    e.all_valid and "" or "  (not every run was valid)"))
+end
+
 function M.calibrate(args)
-  local o, pos = parse_args(args, SCORE_SPEC)
+  local o, pos = parse_args(args, CALIBRATE_SPEC)
   if not o then return die(pos .. "\n" .. CALIBRATE_USAGE) end
   if o.help then io.stdout:write(CALIBRATE_USAGE) return 0 end
   local bad = options.check(o)
@@ -510,47 +611,39 @@ function M.calibrate(args)
   if o.scale == "auto" then o.scale = nil end
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
   local k = tonumber(o.runs) or 3
-  local tdir = o["tasks-dir"] or (H.source_dir() .. "/tasks")
-  local items = {}
-  if o.recipe then
-    items[1] = {name = o.name or "custom", recipe = o.recipe}
-  else
-    local list = o.tasks and parse_list(o.tasks) or {}
-    if not o.tasks then for i = 1, 30 do if exists(fmt("%s/%s/recipe.lua", tdir, record_name(i))) then list[#list + 1] = i end end end
-    for _, n in ipairs(list) do items[#items + 1] = {name = record_name(n), recipe = fmt("%s/%s/recipe.lua", tdir, record_name(n))} end
-  end
+  local items = calibrate_items(o)
   if #items == 0 then return die("nothing to calibrate: no tasks/record_NN/recipe.lua found (use --tasks or --recipe)") end
+  for _, it in ipairs(items) do if not exists(it.recipe) then return die("no such recipe: " .. it.recipe) end end
+  if o["tune-steps"] and k < 2 then return die("--tune-steps needs --runs 2 or more (the t-test of score)") end
   local path = calibration_path(o)
-  local calib = load_calibration(path)
   local card = H.card(device == "cuda")
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
   local rc = 0
   for _, it in ipairs(items) do
-    if not exists(it.recipe) then return die("no such recipe: " .. it.recipe) end
-    local runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")
-    if not runs then return die(err) end
-    local target = runs[1].config and runs[1].config.target_val_loss
-    local sum = summarize(runs, target or 0)
-    local entry = {mean_ms = sum.train_time_ms.mean or json.null, std_ms = sum.train_time_ms.std or json.null,
-                   times_ms = sum.train_time_ms.values, runs = k, completed = sum.completed,
-                   val_loss_mean = sum.val_loss.mean or json.null, val_loss_std = sum.val_loss.std or json.null,
-                   target_val_loss = target or json.null, val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
-                   p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(it.recipe), card = card,
-                   device = device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
-    for _, r in ipairs(runs) do if not r.valid then entry.all_valid = false end end
-    if not entry.all_valid then rc = 1 end
-    calib.entries[card] = calib.entries[card] or {}
-    calib.entries[card][o.scale] = calib.entries[card][o.scale] or {}
-    calib.entries[card][o.scale][it.name] = entry
-    print(fmt("%s: %s ms mean, %s ms std over %d runs (val_loss %s)%s", it.name,
-      type(entry.mean_ms) == "number" and fmt("%.0f", entry.mean_ms) or "-",
-      type(entry.std_ms) == "number" and fmt("%.0f", entry.std_ms) or "-", k,
-      type(entry.val_loss_mean) == "number" and fmt("%.4f", entry.val_loss_mean) or "-",
-      entry.all_valid and "" or "  (not every run was valid)"))
+    local entry, err
+    if o["tune-steps"] then
+      entry, err = tune_item(it, o, k, out_root, card)
+      if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
+      if entry and entry.tune.cut.pass then rc = 1 end
+    else
+      local runs
+      runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")
+      if not runs then return die(err) end
+      entry = calib_entry(runs, it.recipe, o, card)
+    end
+    if entry then
+      if not entry.all_valid then rc = 1 end
+      -- stored after each recipe: a long calibration keeps what it measured when stopped
+      local calib = load_calibration(path)
+      calib.schema = M.CALIBRATION_SCHEMA
+      calib.entries[card] = calib.entries[card] or {}
+      calib.entries[card][o.scale] = calib.entries[card][o.scale] or {}
+      calib.entries[card][o.scale][it.name] = entry
+      write_file(path, json.encode(calib, true) .. "\n")
+      print_entry(it.name, entry)
+    end
   end
-  calib.schema = M.CALIBRATION_SCHEMA
-  write_file(path, json.encode(calib, true) .. "\n")
   print("calibration: " .. path)
   return rc
 end

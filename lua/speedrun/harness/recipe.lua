@@ -8,7 +8,7 @@ local deepcopy = require("speedrun.util").deepcopy
 
 local fail, call = report.fail, report.call
 local fmt = string.format
-local load, type, ipairs, tostring = load, type, ipairs, tostring
+local load, type, ipairs, tostring, next = load, type, ipairs, tostring, next
 local mfloor, mmin, mmax = math.floor, math.min, math.max
 local real_open = io.open     -- captured before the sandbox replaces io.open
 
@@ -77,10 +77,25 @@ local function pick_scale(scale, config, is_cuda)
   return config.demo and "demo" or "micro"
 end
 
+-- the config keys that count steps of the schedule (warm-up, warm-down...): recipe.schedule_keys,
+-- else these; `--steps N --scale-schedule` (and the step tuner) scales them with the steps
+M.SCHEDULE_KEYS = {"warmup", "warmdown", "cooldown"}
+
+local function schedule_keys(recipe, cfg)
+  local keys = {}
+  for _, k in ipairs(recipe.schedule_keys or M.SCHEDULE_KEYS) do
+    if type(cfg[k]) == "number" then keys[#keys + 1] = k end
+  end
+  return keys
+end
+
 -- the scale's config, checked, with the job's overrides
 local function scale_config(job, recipe, scale)
   local cfg = deepcopy(recipe.config[scale])
   check_config(cfg, scale, recipe.config)
+  if job.steps and job.scale_schedule then
+    for _, k in ipairs(schedule_keys(recipe, cfg)) do cfg[k] = mfloor(cfg[k] * job.steps / cfg.steps + 0.5) end
+  end
   if job.steps then cfg.steps = job.steps end
   if job.target_val_loss then cfg.target_val_loss = job.target_val_loss end
   if job.val_tokens then cfg.val_tokens = job.val_tokens end
@@ -99,7 +114,9 @@ function M.plan(job, recipe, is_cuda)
   if val_tokens < vB * vT then contract(fmt("val_tokens %d is less than one validation chunk (%d x %d)", cfg.val_tokens, vB, vT)) end
   local val_every = (not job.restricted) and (job.val_every or cfg.val_every) or nil
   if val_every and val_every < 1 then val_every = nil end
-  return {scale = scale, cfg = cfg, steps = steps, batch = b, tps = tokens_per_step(b), vB = vB, vT = vT,
+  local schedule = {}
+  for _, k in ipairs(schedule_keys(recipe, cfg)) do schedule[k] = cfg[k] end
+  return {scale = scale, cfg = cfg, steps = steps, batch = b, tps = tokens_per_step(b), vB = vB, vT = vT, schedule = schedule,
           val_tokens = val_tokens, val_every = val_every, time_budget = job.time_budget_s,
           -- the first `skip` steps are not timed (the records' rule: 10 steps; fewer for short runs)
           skip = job.warmup_steps or mmin(10, mfloor(steps / 10)),
@@ -110,7 +127,8 @@ end
 function M.summary(p)
   return {steps = p.steps, batch = p.batch, tokens_per_step = p.tps, target_val_loss = p.cfg.target_val_loss,
           val_tokens = p.val_tokens, val_batch = {B = p.vB, T = p.vT}, warmup_steps = p.skip,
-          val_every = p.val_every or json.null, time_budget_s = p.time_budget or json.null}
+          val_every = p.val_every or json.null, time_budget_s = p.time_budget or json.null,
+          schedule = next(p.schedule) and p.schedule or json.null}
 end
 
 return M

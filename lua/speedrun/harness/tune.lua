@@ -1,0 +1,147 @@
+-- speedrun.harness.tune: the step tuner of `speedrun calibrate --tune-steps`. For a reference
+-- recipe at a scale it finds the smallest step budget whose K seeded runs reach the scale's target
+-- under the score's own rule (every run completes, mean validation loss below the target with the
+-- one-sided t-test p < alpha), the schedule's phases scaled with the steps; then it checks that
+-- the budget cut by 20 % fails the same rule, and writes the budget into the recipe's scale table.
+-- The search is pure (it calls a probe function), so tests drive it with synthetic probes too.
+local stats = require "speedrun.stats"
+
+local M = {}
+local fmt = string.format
+local mfloor, mceil, mmax, mmin, log, exp = math.floor, math.ceil, math.max, math.min, math.log, math.exp
+
+M.CUT = 0.8            -- the cut that must fail: 80 % of the tuned steps
+M.TOLERANCE = 0.02     -- the search stops when the bracket is within 2 % of the budget (or 1 step)
+M.MAX_PROBES = 16
+M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
+
+-- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
+function M.t_quantile(q, df)
+  local lo, hi = 0, 1e3
+  for _ = 1, 200 do
+    local mid = (lo + hi) / 2
+    if stats.t_cdf(mid, df) < q then lo = mid else hi = mid end
+  end
+  return (lo + hi) / 2
+end
+
+-- a probe's verdict from its runs' validation losses: {n, mean, std, p, pass, margin}. margin is
+-- how far the upper confidence bound of the mean lies below the target: positive exactly when
+-- p < alpha, the score's rule; all_completed false (a run crashed or was killed): no pass.
+function M.judge(losses, target, alpha, all_completed)
+  local t = stats.ttest_less(losses, target)
+  local P = {n = #losses, mean = t.mean, std = t.std, p = t.p, values = losses}
+  P.pass = all_completed and #losses >= 2 and t.p ~= nil and t.p < alpha or false
+  if t.mean and t.std and #losses >= 2 then
+    P.margin = target - (t.mean + M.t_quantile(1 - alpha, #losses - 1) * t.std / math.sqrt(#losses))
+  end
+  return P
+end
+
+-- the first intermediate validation step where the runs' losses (results' curve.val) already pass
+-- the rule, or nil: a run not yet annealed there, so a budget of that many steps, its schedule
+-- scaled, reaches at least as low; the search's guess below a passing first probe
+function M.crossing(runs, target, alpha)
+  local at = {}
+  for _, r in ipairs(runs) do
+    for _, v in ipairs(r.curve and r.curve.val or {}) do
+      if type(v.val_loss) == "number" and v.step < (r.config and r.config.steps or math.huge) then
+        at[v.step] = at[v.step] or {}
+        table.insert(at[v.step], v.val_loss)
+      end
+    end
+  end
+  local steps = {}
+  for s, xs in pairs(at) do if #xs == #runs then steps[#steps + 1] = s end end
+  table.sort(steps)
+  for _, s in ipairs(steps) do
+    if M.judge(at[s], target, alpha, true).pass then return s end
+  end
+end
+
+-- the next step count inside the bracket (lo fails, hi passes): interpolated in log(steps) on the
+-- margins where both are known, kept within the bracket's middle half so that it always shrinks
+local function inside(lo, hi)
+  local f = 0.5
+  if lo.margin and hi.margin and hi.margin > lo.margin then
+    f = mmin(0.75, mmax(0.25, -lo.margin / (hi.margin - lo.margin)))
+  end
+  local s = mfloor(exp(log(lo.steps) + f * (log(hi.steps) - log(lo.steps))) + 0.5)
+  return mmin(hi.steps - 1, mmax(lo.steps + 1, s))
+end
+
+-- search(probe, o) -> result | nil, message, probes. probe(steps) -> {pass, margin?, ...}
+-- (M.judge's table; an error it raises ends the search); probe(nil) runs the recipe's own budget
+-- and sets .steps. o: start (first budget; nil: the recipe's own), tolerance, max_probes,
+-- max_steps, cut. result: {steps = the smallest passing budget found, best = its probe, below =
+-- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
+-- at floor(cut * steps)}.
+function M.search(probe, o)
+  local tol, max_probes = o.tolerance or M.TOLERANCE, o.max_probes or M.MAX_PROBES
+  local max_steps = o.max_steps
+  local cache, order = {}, {}
+  local function at(steps)
+    if steps and cache[steps] then return cache[steps] end
+    if #order >= max_probes then error(fmt("no budget found within %d probes", max_probes), 0) end
+    local P = probe(steps)
+    P.steps = steps or P.steps
+    cache[P.steps], order[#order + 1] = P, P
+    return P
+  end
+  local ok, res = pcall(function()
+    local lo, hi
+    local P = at(o.start)
+    max_steps = max_steps or 16 * P.steps
+    if P.pass then hi = P else lo = P end
+    while not (lo and hi) do
+      if hi then
+        if hi.steps <= 1 then break end
+        local guess = hi.crossing and hi.crossing < hi.steps and not cache[hi.crossing] and hi.crossing
+        P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
+      else
+        if lo.steps >= max_steps then
+          error(fmt("the target is not reached within %d steps (%d steps: mean %s, p = %s)", max_steps, lo.steps,
+            lo.mean and fmt("%.4f", lo.mean) or "-", lo.p and fmt("%.3g", lo.p) or "-"), 0)
+        end
+        P = at(mmin(max_steps, mmax(lo.steps + 1, mceil(lo.steps * M.UP))))
+      end
+      if P.pass then hi = P else lo = P end
+    end
+    while lo and hi.steps - lo.steps > mmax(1, mfloor(tol * hi.steps)) do
+      P = at(inside(lo, hi))
+      if P.pass then hi = P else lo = P end
+    end
+    local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
+    return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut}
+  end)
+  if not ok then return nil, res, order end
+  return res
+end
+
+-- the text of a recipe with `key = <integer>` replaced inside its `<scale> = {` table (the first
+-- such key at any depth of that table, as written by hand in tasks/record_NN/recipe.lua); values:
+-- {key = integer}. Returns the new text or nil, message naming what was not found.
+function M.rewrite(src, scale, values)
+  local s0, open_end = src:find("\n(%s*)" .. scale .. "%s*=%s*{")
+  if not s0 then return nil, fmt("no '%s = {' table in the recipe", scale) end
+  local depth, i, close = 1, open_end + 1, nil
+  while i <= #src do
+    local c = src:sub(i, i)
+    if c == "{" then depth = depth + 1 elseif c == "}" then depth = depth - 1 end
+    if depth == 0 then close = i break end
+    i = i + 1
+  end
+  if not close then return nil, fmt("the '%s' table is not closed", scale) end
+  local body = src:sub(open_end + 1, close - 1)
+  local keys = {}
+  for k in pairs(values) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local n
+    body, n = body:gsub("%f[%w_]" .. k .. "(%s*=%s*)%d+", function(eq) return k .. eq .. mfloor(values[k]) end, 1)
+    if n == 0 then return nil, fmt("no '%s = <integer>' in the recipe's '%s' table", k, scale) end
+  end
+  return src:sub(1, open_end) .. body .. src:sub(close)
+end
+
+return M

@@ -1,0 +1,144 @@
+-- The step tuner (`speedrun calibrate --tune-steps`, harness/tune.lua): the search on synthetic
+-- probes (the smallest passing budget, the bracket, the 20 % cut, errors), the margin against the
+-- score's t-test, the rewrite of a recipe's scale table; then the whole command at micro scale on
+-- the CPU, and the cheat it exists to stop: the tuned recipe passes `score`, the same recipe cut
+-- to 80 % of its steps fails it.
+local T = require "speedrun.testing"
+local json = require "speedrun.json"
+local tune = require "speedrun.harness.tune"
+
+local sh = T.shell_quote
+
+-- a probe whose runs reach the target exactly from `need` steps on (loss falls with the steps)
+local function synthetic(need, calls)
+  return function(steps)
+    steps = steps or 100
+    calls[#calls + 1] = steps
+    local mean = 3 + 0.5 * math.log(need / steps)   -- below 3 from `need` on
+    local losses = {mean - 0.01, mean, mean + 0.01}
+    local P = tune.judge(losses, 3 + 0.01 * tune.t_quantile(0.99, 2) / math.sqrt(3) + 1e-9, 0.01, true)
+    P.steps = steps
+    return P
+  end
+end
+
+T.case("search: the smallest passing budget, from above and from below", function()
+  for _, c in ipairs {{need = 37, start = nil}, {need = 37, start = 500}, {need = 250, start = 20}, {need = 1, start = 8},
+                      {need = 1000, start = 999}} do
+    local calls = {}
+    local R = assert(tune.search(synthetic(c.need, calls), {start = c.start}))
+    local tol = math.max(1, math.floor(tune.TOLERANCE * R.steps))
+    T.ok(R.best.pass and R.steps >= c.need and R.steps - c.need <= tol, ("need %d: found %d"):format(c.need, R.steps))
+    if c.need > 1 then T.ok(R.below and not R.below.pass and R.steps - R.below.steps <= tol, "the bracket is tight") end
+    T.eq(R.cut.steps, math.max(1, math.floor(0.8 * R.steps)), "cut steps")
+    T.eq(R.cut.pass, R.cut.steps >= c.need, "the cut is judged as any probe")
+    T.ok(#calls <= 14, ("need %d: %d probes"):format(c.need, #calls))
+    local seen = {}
+    for _, s in ipairs(calls) do T.ok(not seen[s], "no budget probed twice: " .. s) seen[s] = true end
+  end
+end)
+
+T.case("search: a target out of reach and a failing probe end with a message", function()
+  local R, err = tune.search(synthetic(1e9, {}), {start = 10, max_steps = 400})
+  T.ok(not R and err:find("not reached within 400 steps", 1, true), tostring(err))
+  R, err = tune.search(function() error("run with seed 2 failed: crashed: boom", 0) end, {start = 10})
+  T.ok(not R and err:find("boom", 1, true), tostring(err))
+end)
+
+T.case("judge: the margin is positive exactly when p < alpha", function()
+  local seed = 7
+  for _ = 1, 200 do
+    local xs = {}
+    for i = 1, 3 do
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      xs[i] = 5 + (seed % 1000) / 5000
+    end
+    local P = tune.judge(xs, 5.15, 0.01, true)
+    T.eq(P.pass, P.margin > 0, ("losses %.4f %.4f %.4f: p = %.4g, margin %.4g"):format(xs[1], xs[2], xs[3], P.p, P.margin))
+  end
+  T.eq(tune.judge({4, 4.1, 4.2}, 5, 0.01, false).pass, false, "an incomplete probe never passes")
+  T.eq(tune.judge({4}, 5, 0.01, true).pass, false, "one run cannot pass")
+end)
+
+T.case("rewrite: the scale's table only, integers, a clear error", function()
+  local src = assert(T.read("../tasks/record_02/recipe.lua"))
+  local out = assert(tune.rewrite(src, "proxy", {steps = 321, warmup = 9, warmdown = 67}))
+  local proxy = out:match("\n  proxy = (%b{})")
+  T.ok(proxy:find("steps = 321,", 1, true) and proxy:find("warmup = 9,", 1, true) and proxy:find("warmdown = 67,", 1, true), proxy)
+  T.eq(out:match("\n  micro = (%b{})"), src:match("\n  micro = (%b{})"), "micro untouched")
+  T.eq(out:match("\n  full = (%b{})"), src:match("\n  full = (%b{})"), "full untouched")
+  T.eq(#out - #src, #"321" - #"625" + #"9" - #"17" + #"67" - #"131", "nothing else changed")
+  local _, err = tune.rewrite(src, "proxy", {cooldown = 5})
+  T.ok(err and err:find("no 'cooldown = <integer>'", 1, true), tostring(err))
+  _, err = tune.rewrite(src, "huge", {steps = 5})
+  T.ok(err and err:find("no 'huge = {'", 1, true), tostring(err))
+end)
+
+-- the command at micro scale: tasks_dir holds a copy of the test recipe as record_07
+local W = T.workspace("tune", {})
+local rec_dir = W.tmp .. "/tasks/record_07"
+os.execute("rm -rf " .. sh(W.tmp .. "/tasks") .. " && mkdir -p " .. sh(rec_dir))
+T.write(rec_dir .. "/recipe.lua", assert(T.read("harness/recipes/tunable.lua")))
+local calib = W.tmp .. "/calibration.json"
+os.remove(calib)
+local TARGET = "2.0"   -- the recipe reaches it between 10 and 40 steps (40 steps: about 1.37)
+local common = " --scale micro --device cpu --threads 1 --quiet " .. W.data
+
+local function cfg_of(src)
+  local micro = src:match("\n  micro = (%b{})")
+  return tonumber(micro:match("steps = (%d+)")), tonumber(micro:match("warmup = (%d+)")), tonumber(micro:match("warmdown = (%d+)"))
+end
+
+T.case("calibrate --tune-steps: tuned budget written, search and cut stored", function()
+  local rc, out = W.run("calibrate --tune-steps --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target " .. TARGET
+                        .. " --calibration " .. sh(calib) .. " --out " .. sh(W.tmp .. "/cal") .. common)
+  T.eq(rc, 0, out)
+  local c = json.decode(assert(T.read(calib)))
+  local card = next(c.entries)
+  local e = c.entries[card].micro.record_07
+  T.ok(e and e.tune, "a tuned entry\n" .. out)
+  local steps, warmup, warmdown = cfg_of(assert(T.read(rec_dir .. "/recipe.lua")))
+  T.eq(steps, e.tune.steps, "the recipe holds the tuned steps")
+  T.ok(steps > 10 and steps < 40, "the target lies between 10 and 40 steps: " .. steps)
+  T.eq(warmup, math.floor(4 * steps / 40 + 0.5), "warmup scaled")
+  T.eq(warmdown, math.floor(12 * steps / 40 + 0.5), "warmdown scaled")
+  T.eq(e.steps, steps)
+  T.eq(e.runs, 3)
+  T.eq(e.target_val_loss, 2.0)
+  T.ok(e.all_valid and e.p < 0.01 and e.val_loss_mean < 2.0, "the tuned runs pass the score's rule")
+  T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= 1, "the bracket is one step")
+  T.eq(e.tune.cut.steps, math.floor(0.8 * steps))
+  T.eq(e.tune.cut.pass, false, "the 20 % cut does not reach the target")
+  T.ok(#e.tune.probes >= 3, "every probe is recorded")
+  for _, P in ipairs(e.tune.probes) do
+    T.eq(#P.val_losses, 3)
+    T.eq(P.pass, P.p < 0.01, "probe at " .. P.steps)
+    T.eq(P.pass, P.steps >= steps, "monotone: probe at " .. P.steps)
+  end
+  T.ok(out:find("do not reach it", 1, true), out)
+end)
+
+T.case("score: the tuned recipe passes, the recipe cut to 80 % fails", function()
+  local src = assert(T.read(rec_dir .. "/recipe.lua"))
+  local steps, warmup, warmdown = cfg_of(src)
+  local cut = math.floor(0.8 * steps)
+  local ws_cut = W.tmp .. "/ws_cut"
+  os.execute("rm -rf " .. sh(ws_cut) .. " " .. sh(W.tmp .. "/ws_ok") .. " && mkdir -p " .. sh(ws_cut) .. " " .. sh(W.tmp .. "/ws_ok"))
+  T.write(W.tmp .. "/ws_ok/recipe.lua", src)
+  T.write(ws_cut .. "/recipe.lua", assert(tune.rewrite(src, "micro", {steps = cut, warmup = math.floor(warmup * cut / steps + 0.5),
+                                                                      warmdown = math.floor(warmdown * cut / steps + 0.5)})))
+  local rc, out = W.run("score " .. sh(W.tmp .. "/ws_ok") .. " --target " .. TARGET .. " --out " .. sh(W.tmp .. "/score_ok") .. common)
+  T.eq(rc, 0, out)
+  T.ok(out:find("verdict: pass", 1, true), out)
+  rc, out = W.run("score " .. sh(ws_cut) .. " --target " .. TARGET .. " --out " .. sh(W.tmp .. "/score_cut") .. common)
+  T.eq(rc, 1, out)
+  T.ok(out:find("verdict: fail", 1, true) and out:find("not significantly below", 1, true), out)
+end)
+
+T.case("calibrate --tune-steps: usage errors", function()
+  local rc, out = W.run("calibrate --tune-steps --runs 1 --recipe " .. sh(rec_dir .. "/recipe.lua") .. common)
+  T.eq(rc, 2, out)
+  T.ok(out:find("--runs 2 or more", 1, true), out)
+end)
+
+T.done()
