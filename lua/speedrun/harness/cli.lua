@@ -533,6 +533,8 @@ local function tune_probe(it, o, k, out_root, alpha)
     local po = {}
     for key, v in pairs(o) do po[key] = v end
     po.steps, po["scale-schedule"] = steps and tostring(steps), true
+    -- the recipe's own budget validates often: its curve's first crossing is the search's next guess
+    if not steps then po["val-every"] = o["val-every"] or tostring(tune.FIRST_VAL_EVERY) end
     local runs, err = multi_run(it.recipe, po, k, fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe"), "tune")
     if not runs then error(err, 0) end
     local target = runs_target(o, runs)

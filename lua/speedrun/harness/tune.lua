@@ -14,6 +14,7 @@ M.CUT = 0.8            -- the cut that must fail: 80 % of the tuned steps
 M.TOLERANCE = 0.02     -- the search stops when the bracket is within 2 % of the budget (or 1 step)
 M.MAX_PROBES = 16
 M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
+M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
