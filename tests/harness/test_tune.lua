@@ -74,6 +74,24 @@ T.case("rewrite: the scale's table only, integers, a clear error", function()
   T.ok(err and err:find("no 'huge = {'", 1, true), tostring(err))
 end)
 
+T.case("the proxy ladder: one target and one validation size for every reference", function()
+  local seen = {}
+  for n = 1, 30 do
+    local path = ("../tasks/record_%02d/recipe.lua"):format(n)
+    if T.read(path) then seen[#seen + 1] = path end
+  end
+  seen[#seen + 1] = "../tasks/default/recipe.lua"
+  T.ok(#seen >= 6, "records 1-5 and the default recipe")
+  local target, tokens
+  for _, path in ipairs(seen) do
+    local p = assert(dofile(path)).config.proxy
+    target, tokens = target or p.target_val_loss, tokens or p.val_tokens
+    T.eq(p.target_val_loss, target, path .. ": proxy target")
+    T.eq(p.val_tokens, tokens, path .. ": proxy validation tokens")
+    T.ok(math.type(p.steps) == "integer" and p.steps > 0, path .. ": proxy steps")
+  end
+end)
+
 -- the command at micro scale: tasks_dir holds a copy of the test recipe as record_07
 local W = T.workspace("tune", {})
 local rec_dir = W.tmp .. "/tasks/record_07"
