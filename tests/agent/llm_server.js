@@ -14,6 +14,8 @@
 //   {"json": {...}, "status": 200}  any JSON body (no choices, null content, ...)
 //   {"stall": true}                 accepts the request and never answers
 //   {"hangup": true}                closes the connection without an answer
+//   {"match": [["text", STEP], ...], "else": STEP}  the first STEP whose text occurs in one of the
+//                                   request's messages (an oracle per task: "# Task 2:"), else `else`
 // Requests in a proxy's absolute form (GET http://host/ID/...) are answered the same way.
 // GET /__requests/ID returns what ID's requests were: [{method, path, headers, body, bytes}, ...]
 // (header names lowercase, body as text, bytes its length in bytes).
@@ -46,7 +48,20 @@ function lastMessage(req) {
   }
 }
 
+function allMessages(req) {
+  try {
+    return JSON.parse(req.bodyText).messages.map((m) => String(m.content)).join('\n');
+  } catch (e) {
+    return '';
+  }
+}
+
 function answer(req, res, step) {
+  if (step.match) {
+    const text = allMessages(req);
+    const hit = step.match.find((pair) => text.includes(pair[0]));
+    return answer(req, res, hit ? hit[1] : (step.else || { reply: 'ok' }));
+  }
   if (step.stall) {
     setTimeout(() => res.socket && res.socket.destroy(), 60000).unref();
     return;

@@ -16,6 +16,8 @@ USAGE.main = [[
 usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) [options]
        speedrun agent resume DIR [budget options]
        speedrun agent report DIR
+       speedrun agent sweep --tasks 1-4 --hints none,L1 --scaffolds aide,flat --models M --seeds 3 [options]
+       speedrun agent chain --from 1 --to N --models M [options]
 An LLM research loop over a task: a version tree of recipes, each node written by the model's
 coder and scored by the host (`speedrun score`). `speedrun agent CMD --help` for each command;
 docs/agent.md.
@@ -23,6 +25,7 @@ docs/agent.md.
 USAGE.run = [[
 usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) [options]
   --task N               the task (start record N, target record N+1)
+  --start-from DIR       v_0's recipe files (.lua, .cu, .cuh) from DIR instead of record N's (a chain)
   --hint LEVEL           hint level 1, 2 or 3 (a list like 1,2 gives several)
   --model M              the model name sent to the server
   --base-url URL         an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)
@@ -74,7 +77,8 @@ local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", [
   ["price-prompt"] = "num0", ["price-completion"] = "num0", ["no-llm-summary"] = "flag", out = "str",
   device = "str", steps = "int", ["time-limit"] = "num", threads = "int", data = "str", ["train-files"] = "str",
   ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag", ["coder-cmd"] = "str",
-  ["coder-timeout"] = "num"}
+  ["coder-timeout"] = "num", ["start-from"] = "str"}
+M.SPEC, M.CHECK = SPEC, CHECK
 
 local CHECK = {
   int = function(v) local n = tonumber(v) return n and n >= 1 and n == math.floor(n), "a positive integer" end,
@@ -85,8 +89,9 @@ local CHECK = {
   str = function(v) return v ~= "", "a value" end,
 }
 
--- args -> options, positionals | nil, message; allowed: the option names this command takes
-local function parse(args, allowed)
+-- args -> options, positionals | nil, message; allowed: the option names this command takes;
+-- spec: more option kinds (a command's own options: sweep, chain)
+local function parse(args, allowed, spec)
   local o, pos, i = {}, {}, 1
   while i <= #args do
     local a = args[i]
@@ -94,7 +99,7 @@ local function parse(args, allowed)
     name = name or a:match("^%-%-([%w-]+)$")
     if a == "-h" then name = "help" end
     if name then
-      local kind = allowed[name] and SPEC[name]
+      local kind = allowed[name] and (SPEC[name] or spec and spec[name])
       if not kind then return nil, "unknown option --" .. name end
       if kind == "flag" then o[name] = true
       else
@@ -109,6 +114,8 @@ local function parse(args, allowed)
   end
   return o, pos
 end
+
+M.parse = parse
 
 local function names(list)
   local t = {}
@@ -148,7 +155,7 @@ function M.config(o)
           temperature = tonumber(o.temperature) or json.null, scale = o.scale or "auto", runs = tonumber(o.runs) or 1,
           scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1,
           llm_summary = not o["no-llm-summary"] and o.model ~= nil and o["base-url"] ~= nil,
-          coder_cmd = o["coder-cmd"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
+          coder_cmd = o["coder-cmd"] or json.null, start_from = o["start-from"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
                     max_bug_depth = tonumber(o["max-bug-depth"]), n_iterations = tonumber(o["n-iterations"])},
           budgets = budgets_of(o, {max_nodes = 20}), prices = prices or json.null, score_args = score_args(o)}
@@ -257,7 +264,9 @@ function M.main(args)
   local cmd = args[1]
   if not cmd then io.stderr:write(USAGE.main) return 2 end
   if cmd == "--help" or cmd == "-h" or cmd == "help" then io.stdout:write(USAGE.main) return 0 end
-  local fn = ({run = M.run, resume = M.resume, report = M.report})[cmd]
+  local fn = ({run = M.run, resume = M.resume, report = M.report,
+               sweep = function(a) return require("speedrun.agent.sweep").main(a) end,
+               chain = function(a) return require("speedrun.agent.chain").main(a) end})[cmd]
   if not fn then return die("unknown command '" .. cmd .. "'\n" .. USAGE.main) end
   local rest = {}
   for i = 2, #args do rest[#rest + 1] = args[i] end

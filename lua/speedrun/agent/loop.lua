@@ -297,13 +297,27 @@ function M.run(J, deps)
   end
 end
 
+-- copies the recipe files of src (journal.code_files: .lua, .cu, .cuh) over those of ws (a
+-- chain's start: the previous task's best node)
+function M.copy_code(src, ws)
+  local files = journal.code_files(src)
+  if not files["recipe.lua"] then error("agent: " .. src .. " holds no recipe.lua (--start-from)", 0) end
+  for path, text in pairs(files) do
+    local sub = path:match("^(.*)/[^/]+$")
+    if sub then H.mkdir(ws .. "/" .. sub) end
+    local ok, err = journal.write_atomic(ws .. "/" .. path, text)
+    if not ok then error("agent: cannot write " .. ws .. "/" .. path .. ": " .. tostring(err), 0) end
+  end
+end
+
 -- a new run in dir: config {task, scale, runs, seed, hint, scaffold, search, budgets, prices,
--- score_args, llm_summary, model, base_url}; deps {chat, coder, quiet}
+-- score_args, llm_summary, model, base_url, start_from}; deps {chat, coder, quiet}
 function M.start(dir, config, deps)
   local m, t = task_of(config)
   local J = journal.create(dir, config, function(ws)
     local rc = taskmod.init(m, t, ws, config.hint ~= null and config.hint or nil, true)
     if rc ~= 0 then error("agent: cannot make the start workspace in " .. ws, 0) end
+    if type(config.start_from) == "string" then M.copy_code(config.start_from, ws) end
   end)
   return M.run(J, deps), J
 end

@@ -1,0 +1,186 @@
+-- `speedrun agent sweep` end to end (lua/speedrun/agent/sweep.lua, hints.lua, runner.lua): a
+-- micro sweep of 2 tasks x 2 hint regimes x 2 scaffolds x 2 seeds (16 cells, one node each, two
+-- at a time on the CPU) against the scripted server (tests/agent/llm_server.js) playing an
+-- oracle per task (record N's recipe to record N+1's, as SEARCH/REPLACE blocks); the sweep is
+-- SIGKILLed mid-way, one of its orphaned cells too, then the same command resumes it: every cell
+-- finishes, finished cells are not run again, no cell runs twice at once; a third call does
+-- nothing. The hint regimes reach the coder's prompt. Also the grid's parsing and the hint names.
+local S = dofile("agent/server.lua")
+S.isolate()
+local T = require "speedrun.testing"
+local H = require "speedrun.harness_core"
+local json = require "speedrun.json"
+local process = require "speedrun.process"
+local coder = require "speedrun.agent.coder"
+local hints = require "speedrun.agent.hints"
+local sweep = require "speedrun.agent.sweep"
+
+local read = T.read
+local sh = T.shell_quote
+local W = T.workspace("agent-sweep", {})
+local exe = arg[-1]
+
+T.case("hint regimes: the paper's six names and their levels", function()
+  T.eq(table.concat(hints.ORDER, " "), "none L1 L2 L3 L1+L2 L1+L2+L3")
+  T.eq(hints.levels("none"), nil)
+  T.eq(hints.levels("L1+L2+L3"), "1,2,3")
+  T.eq(hints.regime("l1+l2"), "L1+L2")
+  T.eq(hints.regime("all"), "L1+L2+L3")
+  T.eq(hints.of_spec("1,2"), "L1+L2")
+  T.eq(hints.of_spec(json.null), "none")
+  T.eq(#hints.list("all6"), 6)
+  T.eq(table.concat(hints.list("none,L1,L1+L2"), " "), "none L1 L1+L2")
+  T.eq(hints.list("L2+L1"), nil, "only the six (L1+L2 is spelled in order)")
+  T.eq(hints.list("L4"), nil)
+end)
+
+T.case("the grid: lists, ranges, seeds, cell keys in nesting order", function()
+  T.eq(table.concat(sweep.int_list("1-3,5", "--tasks"), ","), "1,2,3,5")
+  T.eq(sweep.int_list("3-1", "--tasks"), nil)
+  T.eq(table.concat(sweep.seed_list("3"), ","), "1,2,3")
+  T.eq(table.concat(sweep.seed_list("0,7"), ","), "0,7")
+  local cells = sweep.cells {tasks = {1, 2}, hints = {"none", "L1"}, scaffolds = {"aide"}, models = {"org/M:1"},
+                             seeds = {1, 2}}
+  T.eq(#cells, 8)
+  T.eq(cells[1].key, "t01-none-aide-org_M_1-s1")
+  T.eq(cells[2].key, "t01-none-aide-org_M_1-s2")
+  T.eq(cells[8].key, "t02-L1-aide-org_M_1-s2")
+  local spec, err = sweep.spec_of({tasks = "1", scaffolds = "aide,nope"})
+  T.eq(spec, nil)
+  T.ok(err:find("unknown scaffold", 1, true), err)
+end)
+
+-- task 1 and 2's records at micro scale on this CPU (made-up times: only the FSR's arithmetic uses them)
+local CALIB = W.tmp .. "/calib.json"
+local function rec(ms)
+  return {mean_ms = ms, std_ms = 10, runs = 3, target_val_loss = 10.9, val_tokens = 512, val_loss_mean = 10.5,
+          val_loss_std = 0.02}
+end
+T.write(CALIB, json.encode({schema = "speedrun.calibration/1", entries = {[H.card(false)] = {micro = {
+  record_01 = rec(2000), record_02 = rec(1000), record_03 = rec(800)}}}}))
+
+local SRC = {}
+for i = 1, 3 do SRC[i] = read(("../tasks/record_%02d/recipe.lua"):format(i)) end
+local function oracle(i)
+  return {reply = ("Hypothesis: apply record %d's changes.\n\n"):format(i + 1)
+    .. coder.blocks_from_diff(SRC[i], SRC[i + 1], "recipe.lua")}
+end
+
+local server = S.start()
+server:script("sweep", {}, {match = {{"# Task 1:", oracle(1)}, {"# Task 2:", oracle(2)}}})
+
+local OUT = W.tmp .. "/sweep"
+os.execute("rm -rf " .. sh(OUT))
+local ARGS = {"agent", "sweep", "--tasks", "1-2", "--hints", "none,L1", "--scaffolds", "aide,flat", "--models", "oracle",
+              "--seeds", "2", "--out", OUT, "--jobs", "2", "--gpus", "none", "--poll", "0.1",
+              "--base-url", server:url("sweep", "/v1"), "--scale", "micro", "--max-nodes", "1", "--no-llm-summary",
+              "--device", "cpu", "--threads", "1", "--steps", "3", "--time-limit", "60", "--calibration", CALIB,
+              "--train-files", W.ws .. "/data/syn_train_*.bin", "--val-files", W.ws .. "/data/syn_val_*.bin"}
+
+local function spawn_sweep()
+  local argv = {exe}
+  for _, a in ipairs(ARGS) do argv[#argv + 1] = a end
+  return process.spawn {argv = argv}
+end
+
+local function wait_exit(p, limit)
+  local out, t0 = {}, H.now()
+  while true do
+    for _, c in ipairs(p:read(0.1) or {}) do out[#out + 1] = c[2] or c.data end
+    local how, code = p:wait()
+    if how then return how, code, table.concat(out) end
+    if H.now() - t0 > (limit or 300) then p:kill(9) end
+  end
+end
+
+local function cell_json(key)
+  local t = json.decode(read(OUT .. "/cells/" .. key .. "/cell.json") or "null")
+  return type(t) == "table" and t or nil
+end
+
+local function done_count()
+  local n = 0
+  for _, name in ipairs(H.listdir(OUT .. "/cells") or {}) do
+    local cj = cell_json(name)
+    if cj and cj.status == "done" then n = n + 1 end
+  end
+  return n
+end
+
+T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume finishes, no cell run twice", function()
+  local p = spawn_sweep()
+  local t0 = H.now()
+  while done_count() < 3 and H.now() - t0 < 240 do p:read(0.1) end
+  T.ok(done_count() >= 3, "three cells finished before the kill")
+  p:kill(9)
+  local how = wait_exit(p)
+  T.eq(how, "signaled")
+  local finished_before, killed = {}, nil
+  for _, name in ipairs(H.listdir(OUT .. "/cells")) do
+    local cj = cell_json(name)
+    if cj and cj.status == "done" then finished_before[name] = read(OUT .. "/cells/" .. name .. "/v_1/results.json")
+    elseif cj and cj.status == "running" and not killed then
+      -- an orphaned cell of the dead sweep, killed too: it must be resumed, not restarted
+      killed = name
+      os.execute("kill -9 -" .. cj.handle:match("local:(%d+)") .. " 2>/dev/null")
+    end
+  end
+  T.ok(killed, "a cell was running when the sweep died")
+  local code, out
+  how, code, out = wait_exit(spawn_sweep())
+  T.eq(how .. code, "exited0", out)
+  T.ok(out:find("16 cells, 16 done, 0 failed, 0 pending", 1, true), out)
+  local index = json.decode(read(OUT .. "/sweep.json"))
+  T.eq(#index.cells, 16)
+  for _, c in ipairs(index.cells) do
+    local cdir = OUT .. "/" .. c.dir
+    local cj = cell_json(c.key)
+    T.eq(cj.status, "done", c.key)
+    T.eq(cj.nodes, 1, c.key)
+    T.ok(cj.task == 1 or cj.task == 2)
+    T.ok(cj.hint_regime == "none" or cj.hint_regime == "L1")
+    T.ok(cj.scaffold == "aide" or cj.scaffold == "flat")
+    T.eq(cj.model, "oracle")
+    T.ok(cj.seed == 1 or cj.seed == 2)
+    local st = json.decode(read(cdir .. "/state.json"))
+    if c.key ~= killed then T.eq(st.sessions, 1, c.key .. ": run once") end
+    T.ok(read(cdir .. "/v_1/score/score.json"), c.key .. ": the node's score.json")
+    T.eq(read(cdir .. "/v_2/meta.json"), nil, c.key .. ": one node only")
+    local res = json.decode(read(cdir .. "/v_1/results.json"))
+    T.eq(res.status, "valid", c.key)
+    T.eq(read(cdir .. "/v_1/workspace/recipe.lua"), SRC[cj.task + 1], c.key .. ": the oracle's recipe")
+    if finished_before[c.key] then T.eq(read(cdir .. "/v_1/results.json"), finished_before[c.key], c.key .. " kept") end
+    local config = json.decode(read(cdir .. "/config.json"))
+    local hint = config.hint ~= json.null and config.hint or nil
+    T.eq(hint, cj.hint_regime == "L1" and "1" or nil, c.key .. ": hint level")
+    T.eq(config.scaffold, cj.scaffold)
+    T.eq(config.seed, cj.seed)
+  end
+  -- the hint regime reaches the prompt: L1 cells show task 1's level-1 hint, none cells do not
+  local hint1 = read("../hints/task_01/level1.md"):match("[^\n]*%w[^\n]*")
+  for _, r in ipairs(server:requests("sweep")) do
+    local body = json.decode(r.body)
+    local text = body.messages[#body.messages].content
+    if text:find("# Task 1:", 1, true) then
+      T.eq(text:find("# Ideas", 1, true) ~= nil, text:find(hint1, 1, true) ~= nil, "an Ideas section iff the hint")
+    end
+  end
+  how, code, out = wait_exit(spawn_sweep())
+  T.eq(how .. code, "exited0", out)
+  T.ok(out:find("16 to run", 1, true) == nil and out:find("0 to run (16 finished)", 1, true), out)
+end)
+
+T.case("sweep: usage errors exit 2 before any work", function()
+  local rc, text = W.run("agent sweep --tasks 1 --models m")
+  T.eq(rc, 2, text)
+  T.ok(text:find("--base-url", 1, true), text)
+  rc, text = W.run("agent sweep --tasks 1 --hints L9 --models m --base-url http://x/v1")
+  T.eq(rc, 2, text)
+  T.ok(text:find("unknown hint regime", 1, true), text)
+  rc, text = W.run("agent sweep --help")
+  T.eq(rc, 0, text)
+  T.ok(text:find("--scaffolds", 1, true), text)
+end)
+
+server:stop()
+T.done()
