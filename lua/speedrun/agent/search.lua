@@ -57,15 +57,19 @@ end
 local Aide = {}
 Aide.__index = Aide
 
+-- the benchmark's table (all with max_nodes = 20; the loop sets max_nodes from --max-nodes)
 M.PRESETS = {
-  flat = {n_initial = 20, n_hypotheses = 1, n_iterations = 1, debug_prob = 0, max_bug_depth = 0},
-  tree = {n_initial = 1, n_hypotheses = 3, n_iterations = 20, debug_prob = 0, max_bug_depth = 0},
-  forest = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0, max_bug_depth = 0},
-  aide = {n_initial = 3, n_hypotheses = 1, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5},
-  ["multi-aide"] = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5},
+  flat = {n_initial = 20, n_hypotheses = 1, n_iterations = 1, debug_prob = 0, max_bug_depth = 0, max_nodes = 20},
+  tree = {n_initial = 1, n_hypotheses = 3, n_iterations = 20, debug_prob = 0, max_bug_depth = 0, max_nodes = 20},
+  forest = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0, max_bug_depth = 0, max_nodes = 20},
+  aide = {n_initial = 3, n_hypotheses = 1, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5, max_nodes = 20},
+  ["multi-aide"] = {n_initial = 3, n_hypotheses = 3, n_iterations = 20, debug_prob = 0.5, max_bug_depth = 5,
+                    max_nodes = 20},
   -- keep-or-revert on one line of descent (speedrun.agent.greedy; its own runner, not AIDE's)
   greedy = {max_bug_depth = 1},
 }
+-- the constructor of each scaffold that is not a preset of the AIDE runner (M.aide)
+M.CONSTRUCTORS = {greedy = greedy.new}
 
 function M.aide(p)
   local self = setmetatable({}, Aide)
@@ -120,17 +124,45 @@ function Aide:next(J)
   return {kind = kind_for(J, nxt), parent = nxt, iteration = i + 1}
 end
 
--- the policy named `name` ("aide", or a preset of M.PRESETS) with parameters p; nil, message when
--- unknown (or when the greedy scaffold finds no git)
+-- the known scaffold names, sorted
+function M.names()
+  local t = {}
+  for k in pairs(M.PRESETS) do t[#t + 1] = k end
+  table.sort(t)
+  return t
+end
+
+-- adds a scaffold: name, its default parameters (a preset), and a constructor
+-- function(params) -> policy | nil, message (nil: a preset of the AIDE runner, M.aide).
+-- docs/agent.md "Adding a scaffold".
+function M.register(name, preset, constructor)
+  assert(type(name) == "string" and name:match("^[%w_-]+$"), "search.register: a scaffold name of letters, digits, _ and -")
+  M.PRESETS[name] = preset or {}
+  M.CONSTRUCTORS[name] = constructor
+end
+
+-- the policy named `name` (a preset of M.PRESETS) with parameters p over the preset's; nil,
+-- message when unknown (or when the greedy scaffold finds no git)
 function M.policy(name, p)
   name = name or "aide"
   local preset = M.PRESETS[name]
-  if not preset then return nil, "unknown scaffold '" .. tostring(name) .. "' (known: aide, flat, tree, forest, multi-aide, greedy)" end
+  if not preset then
+    return nil, "unknown scaffold '" .. tostring(name) .. "' (known: " .. table.concat(M.names(), ", ") .. ")"
+  end
   local q = {}
   for k, v in pairs(preset) do q[k] = v end
   for k, v in pairs(p or {}) do q[k] = v end
-  if name == "greedy" then return greedy.new(q) end
-  return M.aide(q)
+  local make = M.CONSTRUCTORS[name] or M.aide
+  return make(q)
+end
+
+-- scaffolds from files: SPEEDRUN_AGENT_SCAFFOLDS = "a.lua:b.lua", each file returning
+-- function(search) that calls search.register (so `agent run --scaffold` and every sweep cell,
+-- a subprocess inheriting the variable, know them)
+for path in (os.getenv("SPEEDRUN_AGENT_SCAFFOLDS") or ""):gmatch("[^:]+") do
+  local chunk = assert(loadfile(path))
+  local fn = chunk()
+  if type(fn) == "function" then fn(M) end
 end
 
 return M
