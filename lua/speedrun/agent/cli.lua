@@ -44,6 +44,10 @@ usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) 
   --seed N               the search's seed (default 1)
   --n-initial N  --debug-prob P  --max-bug-depth N  --n-iterations N   search parameters
   --max-nodes N          nodes besides v_0 (default 20)
+  --parallel N           score up to N nodes of an iteration at once as jobs (one per GPU; N slots on
+                         the CPU); the benchmark codes them in turn, then runs them together
+  --node-backend B       local (default) or slurm: each iteration's nodes as one sbatch array
+  --node-sbatch-args A   extra sbatch arguments for the node jobs, split at blanks
   --max-tokens N  --max-cost USD  --max-gpu-seconds S  --max-wall-seconds S   budgets
   --price-prompt USD  --price-completion USD   prices per million tokens (for --max-cost)
   --no-llm-summary       the outcome summary is the host's parse only
@@ -77,7 +81,8 @@ local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", [
   ["price-prompt"] = "num0", ["price-completion"] = "num0", ["no-llm-summary"] = "flag", out = "str",
   device = "str", steps = "int", ["time-limit"] = "num", threads = "int", data = "str", ["train-files"] = "str",
   ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag", ["coder-cmd"] = "str",
-  ["coder-timeout"] = "num", ["start-from"] = "str"}
+  ["coder-timeout"] = "num", ["start-from"] = "str", parallel = "int", ["node-backend"] = "str",
+  ["node-sbatch-args"] = "str"}
 M.SPEC, M.CHECK = SPEC, CHECK
 
 local CHECK = {
@@ -103,8 +108,12 @@ local function parse(args, allowed, spec)
       if not kind then return nil, "unknown option --" .. name end
       if kind == "flag" then o[name] = true
       else
-        if not val then i = i + 1 val = args[i] end
-        if not val or val:sub(1, 2) == "--" then return nil, "option --" .. name .. " needs a value" end
+        if not val then   -- the next argument, unless it is an option (--name=--x passes one that starts with --)
+          i = i + 1
+          val = args[i]
+          if val and val:sub(1, 2) == "--" then val = nil end
+        end
+        if not val then return nil, "option --" .. name .. " needs a value" end
         local ok, what = CHECK[kind](val)
         if not ok then return nil, fmt("--%s must be %s (got '%s')", name, what, val) end
         o[name] = val
@@ -158,7 +167,16 @@ function M.config(o)
           coder_cmd = o["coder-cmd"] or json.null, start_from = o["start-from"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
                     max_bug_depth = tonumber(o["max-bug-depth"]), n_iterations = tonumber(o["n-iterations"])},
-          budgets = budgets_of(o, {max_nodes = 20}), prices = prices or json.null, score_args = score_args(o)}
+          budgets = budgets_of(o, {max_nodes = 20}), prices = prices or json.null, score_args = score_args(o),
+          parallel = M.parallel_of(o)}
+end
+
+-- config.parallel from --parallel, --node-backend, --node-sbatch-args (json null: one at a time)
+function M.parallel_of(o)
+  if not o.parallel and not o["node-backend"] then return json.null end
+  local args = {}
+  for a in (o["node-sbatch-args"] or ""):gmatch("%S+") do args[#args + 1] = a end
+  return {n = tonumber(o.parallel) or 1, backend = o["node-backend"] or "local", sbatch_args = json.array(args)}
 end
 
 -- THE WIRING: the chat client (speedrun.agent.llm) and the coder (speedrun.agent.coder) for a run's
@@ -211,6 +229,8 @@ local function check_run(o)
   if o.scaffold and not search.PRESETS[o.scaffold] then return select(2, search.policy(o.scaffold)) end
   if o.scale and not o.scale:match("^[%a_][%w_]*$") then return "--scale must be a scale name (micro, demo, proxy, full, auto)" end
   if o["train-files"] and not o["val-files"] then return "--train-files needs --val-files" end
+  local nb = o["node-backend"]
+  if nb and nb ~= "local" and nb ~= "slurm" then return "--node-backend must be local or slurm" end
 end
 
 function M.run(args)

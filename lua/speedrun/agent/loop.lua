@@ -9,6 +9,7 @@ local json = require "speedrun.json"
 local journal = require "speedrun.agent.journal"
 local search = require "speedrun.agent.search"
 local budget = require "speedrun.agent.budget"
+local runner = require "speedrun.agent.runner"
 local taskmod = require "speedrun.task"
 local read_file = require("speedrun.util").read_file
 
@@ -80,7 +81,11 @@ end
 function M.score_node(config, node_dir)
   local t0 = H.now()
   os.execute(M.score_command(config, node_dir))
-  local seconds = H.now() - t0
+  return M.read_score(node_dir, H.now() - t0)
+end
+
+-- the node's score as score_node returns it, once `speedrun score` has run (here or as a job)
+function M.read_score(node_dir, seconds)
   local S = journal.read_json(node_dir .. "/score/score.json")
   if type(S) ~= "table" then
     local log = read_file(node_dir .. "/score.log") or ""
@@ -187,8 +192,10 @@ local function failed_results(status, message, hypothesis)
           outcome_summary = M.host_summary(status, metrics, nil, failure), run_seconds = 0}
 end
 
--- runs one node; returns "done" or "stopped" (the budget refused an LLM call; the node is dropped)
-function M.run_node(run, step)
+-- the coding half of a node: a new node, its prompt, the coder. Returns the coded node
+-- {node, step, ctx, chat, args, ok, res, hyp, results (set when it is not to be scored)}, or
+-- "stopped", reason (the budget refused an LLM call; the node is dropped)
+function M.code_node(run, step)
   local J = run.journal
   local node = J:new_node(step)
   local ctx = {chat = run.chat, budget = run.budget, journal = J, log = node.dir .. "/llm.jsonl"}
@@ -197,23 +204,95 @@ function M.run_node(run, step)
   args.chat, args.dir, args.max_reflections = chat, node.dir .. "/workspace", 5
   local ok, res = pcall(coder_call, run.coder, args)
   if ctx.stopped then os.execute("rm -rf " .. sh(node.dir)) return "stopped", ctx.stopped end
-  local hyp = hypothesis_of(ok and res, args.instruction)
-  local results
+  local c = {node = node, step = step, ctx = ctx, chat = chat, args = args, ok = ok, res = res,
+             hyp = hypothesis_of(ok and res, args.instruction)}
   if not ok or type(res) ~= "table" or not res.ok then
-    results = failed_results("coder_error", ok and type(res) == "table" and tostring(res.error) or tostring(res), hyp)
+    c.results = failed_results("coder_error", ok and type(res) == "table" and tostring(res.error) or tostring(res), c.hyp)
   elseif not res.edits or #res.edits == 0 then
-    results = failed_results("no_edit", "the coder's reply held no edit", hyp)
-  else
-    local status, failure, metrics, host, seconds = M.score_node(J.config, node.dir)
-    run.budget:add_gpu(seconds)
-    local extra = llm_summary(run, chat, node.dir, host)
-    if ctx.stopped then os.execute("rm -rf " .. sh(node.dir)) return "stopped", ctx.stopped end
-    results = {status = status, failure = failure, metrics = metrics, hypothesis = hyp, run_seconds = seconds,
-               outcome_summary = extra and (host .. "\n\nLLM summary:\n" .. extra) or host}
+    c.results = failed_results("no_edit", "the coder's reply held no edit", c.hyp)
   end
-  results.kind, results.rounds = step.kind, ok and type(res) == "table" and res.rounds or null
-  J:finish(node, results)
+  return c
+end
+
+-- the scoring half: scored = {status, failure, metrics, host, seconds} (nil: not scored); the
+-- node's results written. Returns "done", or "stopped", reason (the LLM summary was refused)
+function M.finish_node(run, c, scored)
+  local results = c.results
+  if scored then
+    run.budget:add_gpu(scored.seconds)
+    local extra = llm_summary(run, c.chat, c.node.dir, scored.host)
+    if c.ctx.stopped then os.execute("rm -rf " .. sh(c.node.dir)) return "stopped", c.ctx.stopped end
+    results = {status = scored.status, failure = scored.failure, metrics = scored.metrics, hypothesis = c.hyp,
+               run_seconds = scored.seconds, job = scored.job,
+               outcome_summary = extra and (scored.host .. "\n\nLLM summary:\n" .. extra) or scored.host}
+  end
+  results.kind = c.step.kind
+  results.rounds = c.ok and type(c.res) == "table" and c.res.rounds or null
+  run.journal:finish(c.node, results)
   return "done"
+end
+
+local function scored_of(status, failure, metrics, host, seconds)
+  return {status = status, failure = failure, metrics = metrics, host = host, seconds = seconds}
+end
+
+-- runs one node; returns "done" or "stopped" (the budget refused an LLM call; the node is dropped)
+function M.run_node(run, step)
+  local c, why = M.code_node(run, step)
+  if c == "stopped" then return c, why end
+  local scored = not c.results and scored_of(M.score_node(run.journal.config, c.node.dir)) or nil
+  return M.finish_node(run, c, scored)
+end
+
+-- one iteration's nodes at once (the benchmark's runner: code each node in turn, then score them
+-- all as independent jobs of run.runner, then write their results in id order); returns "done"
+-- or "stopped", reason
+function M.run_batch(run, steps)
+  local coded = {}
+  local function drop(from)
+    for k = from, #coded do os.execute("rm -rf " .. sh(coded[k].node.dir)) end
+  end
+  for _, step in ipairs(steps) do
+    local c, why = M.code_node(run, step)
+    if c == "stopped" then drop(1) return c, why end
+    coded[#coded + 1] = c
+  end
+  local jobs, by = {}, {}
+  for _, c in ipairs(coded) do
+    if not c.results then
+      local name = "v_" .. c.node.id
+      jobs[#jobs + 1], by[name] = {name = name, cmd = M.score_command(run.journal.config, c.node.dir)}, c
+    end
+  end
+  local res = run.runner:run(jobs, {
+    on_start = function(job, handle) by[job.name].t0, by[job.name].handle = H.now(), handle end,
+    on_done = function(job) by[job.name].seconds = H.now() - (by[job.name].t0 or H.now()) end})
+  for k, c in ipairs(coded) do
+    local scored
+    if not c.results then
+      scored = scored_of(M.read_score(c.node.dir, c.seconds or 0))
+      local r = res["v_" .. c.node.id] or {}
+      scored.job = {handle = c.handle or null, state = r.state or null, rc = r.rc or null, batch = #jobs}
+    end
+    local r, why = M.finish_node(run, c, scored)
+    if r == "stopped" then drop(k + 1) return r, why end
+  end
+  return "done"
+end
+
+-- the job runner of a run whose config asks for parallel scoring (config.parallel = {n, backend,
+-- sbatch_args}): nil when nodes are scored one at a time
+function M.node_runner(J)
+  local P = J.config.parallel
+  if type(P) ~= "table" or ((tonumber(P.n) or 1) < 2 and P.backend ~= "slurm") then return nil end
+  local n = tonumber(P.n) or 1
+  local gpus = runner.gpus()
+  while #gpus > n do table.remove(gpus) end
+  local R, err = runner.new {backend = P.backend or "local", slots = n, gpus = gpus, dir = J.dir .. "/jobs",
+                             sbatch_args = type(P.sbatch_args) == "table" and P.sbatch_args or nil,
+                             poll = tonumber(P.poll) or (P.backend == "slurm" and 2 or 0.2)}
+  if not R then error("agent: " .. err, 0) end
+  return R
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -279,7 +358,7 @@ function M.run(J, deps)
   J.state.gpu_seconds, J.state.stopped = gpu_total(J), null
   local run = {journal = J, chat = deps.chat, coder = deps.coder, quiet = deps.quiet, policy = policy,
                budget = budget.new(C.budgets, J.state, C.prices), statement = taskmod.statement(m, t),
-               rules = "- " .. table.concat(t.rules, "\n- "), done0 = J:count()}
+               rules = "- " .. table.concat(t.rules, "\n- "), done0 = J:count(), runner = M.node_runner(J)}
   run.hint = C.hint ~= null and C.hint and taskmod.hint(m.root, t, C.hint) or nil
   score_root(run)
   if policy.sync then policy:sync(J) end   -- a scaffold's own record of the journal (greedy: git, TSV)
@@ -288,7 +367,9 @@ function M.run(J, deps)
     if reason then return stop(run, reason) end
     local step, why = policy:next(J)
     if not step then return stop(run, why) end
-    local r, sreason = M.run_node(run, step)
+    local batch = run.runner and policy.batch and policy:batch(J)
+    local r, sreason
+    if batch and #batch > 1 then r, sreason = M.run_batch(run, batch) else r, sreason = M.run_node(run, step) end
     if r == "stopped" then return stop(run, sreason) end
     if policy.sync then policy:sync(J) end
     run.budget:sync()

@@ -141,6 +141,21 @@ function M.register(name, preset, constructor)
   M.CONSTRUCTORS[name] = constructor
 end
 
+-- the rest of the current iteration's steps at once (all independent: same parent, none scored
+-- yet), for a loop that scores them in parallel; nil, reason when the search is over
+function Aide:batch(J)
+  local step, why = self:next(J)
+  if not step then return nil, why end
+  local done = 0
+  for _, id in ipairs(of_iteration(J, step.iteration)) do
+    if J.nodes[id].meta.parent == step.parent then done = done + 1 end
+  end
+  local n = math.min(self:branch(J, step.iteration, step.parent) - done, self.max_nodes - J:count())
+  local out = {}
+  for k = 1, math.max(n, 1) do out[k] = step end
+  return out
+end
+
 -- the policy named `name` (a preset of M.PRESETS) with parameters p over the preset's; nil,
 -- message when unknown (or when the greedy scaffold finds no git)
 function M.policy(name, p)

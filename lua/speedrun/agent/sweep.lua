@@ -260,7 +260,8 @@ resume: finished cells are skipped, interrupted ones resumed.
   --api-key-env, --temperature, --coder-cmd, --coder-timeout, --scale, --runs, --n-initial,
   --debug-prob, --max-bug-depth, --n-iterations, --max-nodes, --max-tokens, --max-cost,
   --max-gpu-seconds, --max-wall-seconds, --price-prompt, --price-completion, --no-llm-summary,
-  --device, --steps, --time-limit, --threads, --data, --train-files, --val-files, --calibration.
+  --device, --steps, --time-limit, --threads, --data, --train-files, --val-files, --calibration,
+  --parallel, --node-backend, --node-sbatch-args.
 ]]
 
 M.OWN_SPEC = {tasks = "str", hints = "str", scaffolds = "str", models = "str", seeds = "str", backend = "str",
@@ -269,7 +270,7 @@ M.OWN_SPEC = {tasks = "str", hints = "str", scaffolds = "str", models = "str", s
 M.PASS = {"base-url", "api-key-env", "temperature", "coder-cmd", "coder-timeout", "scale", "runs", "n-initial",
           "debug-prob", "max-bug-depth", "n-iterations", "max-nodes", "max-tokens", "max-cost", "max-gpu-seconds",
           "max-wall-seconds", "price-prompt", "price-completion", "no-llm-summary", "device", "steps", "time-limit",
-          "threads", "data", "train-files", "val-files", "calibration"}
+          "threads", "data", "train-files", "val-files", "calibration", "parallel", "node-backend", "node-sbatch-args"}
 local BUDGET = {["max-nodes"] = true, ["max-tokens"] = true, ["max-cost"] = true, ["max-gpu-seconds"] = true,
                 ["max-wall-seconds"] = true}
 
@@ -289,10 +290,10 @@ function M.run_options(o)
              poll = tonumber(o.poll) or 1, quiet = o.quiet, retry_failed = not o["no-retry-failed"]}
   for _, k in ipairs(M.PASS) do
     if o[k] then
-      local kind = cli.SPEC[k]
-      r.run_args[#r.run_args + 1] = "--" .. k
-      if kind ~= "flag" then r.run_args[#r.run_args + 1] = o[k] end
-      if BUDGET[k] then r.budget_args[#r.budget_args + 1] = "--" .. k r.budget_args[#r.budget_args + 1] = o[k] end
+      -- --name=value: a value may start with -- (--node-sbatch-args=--gres=gpu:1)
+      local a = cli.SPEC[k] == "flag" and ("--" .. k) or ("--" .. k .. "=" .. o[k])
+      r.run_args[#r.run_args + 1] = a
+      if BUDGET[k] then r.budget_args[#r.budget_args + 1] = a end
     end
   end
   if o.gpus == "none" then r.gpus, r.cpu = {}, true
