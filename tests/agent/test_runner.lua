@@ -150,6 +150,23 @@ T.case("slurm backend: squeue liveness; an interrupt cancels the array with scan
   T.ok(read(tmp .. "/jobs/array-1.sh"), "a second script, not the first overwritten")
 end)
 
+T.case("slurm backend without accounting: tasks that left squeue end as UNKNOWN", function()
+  T.write(D .. "/no_accounting", "")
+  local R = assert(runner.new {backend = "slurm", dir = tmp .. "/jobs", poll = 0.1})
+  local res = R:run({{name = "a", cmd = "sleep 0.2"}, {name = "b", cmd = "true"}})
+  os.remove(D .. "/no_accounting")
+  T.eq(res.a.state, "UNKNOWN")
+  T.eq(res.b.state, "UNKNOWN")
+end)
+
+T.case("local liveness with a marker: a live pid whose command line lacks it is not the job", function()
+  local p = process.spawn {argv = {"/bin/sh", "-c", "sleep 3 # cell-xyz"}}
+  T.eq(runner.alive("local:" .. p:pid(), "cell-xyz"), true)
+  T.eq(runner.alive("local:" .. p:pid(), "cell-other"), false)
+  p:kill(9)
+  while not p:wait() do process.sleep(0.02) end
+end)
+
 T.case("slurm backend: a failed submission is an error; an unknown backend is refused", function()
   local R = assert(runner.new {backend = "slurm", dir = tmp .. "/jobs", poll = 0.1})
   T.write(D .. "/fail_next", "")

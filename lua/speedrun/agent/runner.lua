@@ -130,7 +130,7 @@ end
 -- slurm: one sbatch array, task i runs jobs[i + 1]
 
 local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true, TIMEOUT = true, OUT_OF_MEMORY = true,
-                  NODE_FAIL = true, PREEMPTED = true, BOOT_FAIL = true, DEADLINE = true}
+                  NODE_FAIL = true, PREEMPTED = true, BOOT_FAIL = true, DEADLINE = true, UNKNOWN = true}
 M.TERMINAL = TERMINAL
 
 -- the array script for jobs (one `case` branch per array task)
@@ -176,10 +176,19 @@ function R:run_slurm(jobs, hooks)
   for i, job in ipairs(jobs) do
     if hooks.on_start then hooks.on_start(job, fmt("slurm:%s_%d", id, i - 1)) end
   end
-  local results, left, cancelled = {}, #jobs, false
+  local results, left, cancelled, gone = {}, #jobs, false, 0
   while left > 0 do
     process.sleep(self.poll)
-    for task, r in pairs(M.sacct(id)) do
+    local states = M.sacct(id)
+    -- no accounting (sacct answers nothing): once squeue has not listed the array for 3 polls,
+    -- its remaining tasks have ended, how is unknown
+    if next(states) == nil then
+      gone = (capture("squeue -h -j " .. sh(id) .. " -o %T") or ""):match("%u") and 0 or gone + 1
+      if gone >= 3 then
+        for i = 0, #jobs - 1 do states[i] = {state = "UNKNOWN", rc = -1} end
+      end
+    end
+    for task, r in pairs(states) do
       local job = jobs[task + 1]
       if job and not results[job.name] and TERMINAL[r.state] then
         results[job.name] = r
@@ -202,17 +211,26 @@ function R:run(jobs, hooks)
   return self:run_local(jobs, hooks)
 end
 
--- whether a job started in an earlier session (its handle) is still running
-function M.alive(handle)
+-- whether a job started in an earlier session (its handle) is still running; marker: a text its
+-- command line holds (a local process whose /proc command line lacks it is another process that
+-- reused the pid)
+function M.alive(handle, marker)
   local kind, id = tostring(handle):match("^(%a+):(.+)$")
   if kind == "local" and id:match("^%d+$") then
-    return os.execute("kill -0 " .. id .. " 2>/dev/null") == true
+    if os.execute("kill -0 " .. id .. " 2>/dev/null") ~= true then return false end
+    local f = marker and io.open("/proc/" .. id .. "/cmdline", "rb")
+    if f then
+      local cmd = f:read("a")
+      f:close()
+      return cmd:find(marker, 1, true) ~= nil
+    end
+    return true
   elseif kind == "slurm" then
     local s = capture("squeue -h -j " .. sh(id) .. " -o %T") or ""
     return s:match("%u") ~= nil
   end
   return false
 end
-R.alive = function(_, handle) return M.alive(handle) end
+R.alive = function(_, handle, marker) return M.alive(handle, marker) end
 
 return M

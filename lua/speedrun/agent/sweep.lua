@@ -143,7 +143,9 @@ local function wait_orphans(dir, cells, quiet)
     local alive = {}
     for _, c in ipairs(cells) do
       local cj = journal.read_json(M.cell_dir(dir, c) .. "/cell.json")
-      if type(cj) == "table" and cj.status == "running" and runner.alive(cj.handle) then alive[#alive + 1] = c.key end
+      if type(cj) == "table" and cj.status == "running" and runner.alive(cj.handle, c.key) then
+        alive[#alive + 1] = c.key
+      end
     end
     if #alive == 0 then return end
     if not quiet then io.stderr:write(fmt("sweep: waiting for %d cell(s) still running: %s\n", #alive, alive[1])) end
@@ -220,7 +222,8 @@ function M.run(dir, spec, o)
       local c = by_name[job.name]
       local cdir = M.cell_dir(dir, c)
       local state, reason, nodes, sessions = M.disk_state(cdir)
-      local status = (r.state == "COMPLETED" and state == "done") and "done" or (r.state == "CANCELLED" and "pending" or "failed")
+      -- the folder is the truth: a run that stopped is done whatever its job's end state says
+      local status = state == "done" and "done" or (r.state == "CANCELLED" and "pending" or "failed")
       M.write_cell(cdir, c, {status = status, exit = r.rc, stop_reason = reason or null, nodes = nodes or null,
                              sessions = sessions or null, finished_at = iso_now()})
       done = done + 1
