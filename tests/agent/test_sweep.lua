@@ -165,6 +165,12 @@ T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume fi
       T.eq(text:find("# Ideas", 1, true) ~= nil, text:find(hint1, 1, true) ~= nil, "an Ideas section iff the hint")
     end
   end
+  local list = {}
+  for _, a in ipairs(ARGS) do list[#list + 1] = sh(a) end
+  local rc, text = W.run(table.concat(list, " ") .. " --list")
+  T.eq(rc, 0, text)
+  local line = text:match("t02%-L1%-flat%-oracle%-s2[^\n]*") or ""
+  T.ok(line:match("%s+done%s+1%s+max_nodes"), text)
   how, code, out = wait_exit(spawn_sweep())
   T.eq(how .. code, "exited0", out)
   T.ok(out:find("16 to run", 1, true) == nil and out:find("0 to run (16 finished)", 1, true), out)
@@ -177,6 +183,9 @@ T.case("sweep: usage errors exit 2 before any work", function()
   rc, text = W.run("agent sweep --tasks 1 --hints L9 --models m --base-url http://x/v1")
   T.eq(rc, 2, text)
   T.ok(text:find("unknown hint regime", 1, true), text)
+  rc, text = W.run("agent sweep --tasks 1,99 --models m --base-url http://x/v1")
+  T.eq(rc, 2, text)
+  T.ok(text:find("no task 99", 1, true), text)
   rc, text = W.run("agent sweep --help")
   T.eq(rc, 0, text)
   T.ok(text:find("--scaffolds", 1, true), text)

@@ -144,7 +144,8 @@ start of task A+1, and so on to task B. Stops when a transition's gain, the rela
 the train time over its start, is below --min-gain (default 0.05). Writes DIR/chain.json and
 DIR/task_NN/ (sweep folders); run the same command again to resume.
   --from A  --to B       the first and last task
-  --min-gain G           the smallest gain to go on (a fraction: 0.05 = 5 % faster than the start)
+  --min-gain G           the smallest gain to go on (a fraction: 0.05 = 5 % faster than the start;
+                         negative: go on even when slower, e.g. -1 unless twice as slow)
   --out DIR              the chain's folder (default runs/chain-<time>)
   The grid, runner and run options of `speedrun agent sweep` (--hints, --scaffolds, --models,
   --seeds, --backend, --jobs, --gpus, --base-url, --scale, --max-nodes, ...) apply to every task.
@@ -162,6 +163,10 @@ function M.main(args)
   if tonumber(o.to) < tonumber(o.from) then return die("--to must be at least --from") end
   local spec, err = sweep.spec_of(o, {tonumber(o.from)})
   if not spec then return die(err) end
+  local tasks = {}
+  for t = tonumber(o.from), tonumber(o.to) do tasks[#tasks + 1] = t end
+  local ok, terr = sweep.check_tasks(tasks, spec.hints)
+  if not ok then return die(terr) end
   local _, rerr = sweep.run_options(o)
   if rerr then return die(rerr) end
   local dir = o.out or fmt("runs/chain-%s", os.date("%Y%m%d-%H%M%S"))

@@ -73,7 +73,8 @@ local function die(msg, code)
   return code or 2
 end
 
--- option kinds: "int" (>= 1), "int0" (>= 0), "num" (> 0), "prob" ([0, 1]), "str", "flag"
+-- option kinds: "int" (>= 1), "int0" (>= 0), "num" (> 0), "num0" (>= 0), "real", "prob" ([0, 1]),
+-- "str", "flag"
 local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", ["api-key-env"] = "str",
   temperature = "num0", scale = "str", runs = "int", scaffold = "str", seed = "int0", ["n-initial"] = "int",
   ["debug-prob"] = "prob", ["max-bug-depth"] = "int0", ["n-iterations"] = "int", ["max-nodes"] = "int",
@@ -90,6 +91,7 @@ local CHECK = {
   int0 = function(v) local n = tonumber(v) return n and n >= 0 and n == math.floor(n), "an integer >= 0" end,
   num = function(v) local n = tonumber(v) return n and n > 0 and n < math.huge, "a number above 0" end,
   num0 = function(v) local n = tonumber(v) return n and n >= 0 and n < math.huge, "a number >= 0" end,
+  real = function(v) local n = tonumber(v) return n and n > -math.huge and n < math.huge, "a number" end,
   prob = function(v) local n = tonumber(v) return n and n >= 0 and n <= 1, "a number between 0 and 1" end,
   str = function(v) return v ~= "", "a value" end,
 }

@@ -259,6 +259,7 @@ resume: finished cells are skipped, interrupted ones resumed.
   --sbatch-args ARGS     extra sbatch arguments (slurm), split at blanks, e.g. "--gres=gpu:1 -p gpu"
   --poll S               seconds between polls of the jobs (default 1)
   --no-retry-failed      leave cells whose run failed (exit status not 0) as they are
+  --list                 print the cells and their status from DIR, run nothing
   Options passed to every cell's `speedrun agent run` (see `speedrun agent run --help`): --base-url,
   --api-key-env, --temperature, --coder-cmd, --coder-timeout, --scale, --runs, --n-initial,
   --debug-prob, --max-bug-depth, --n-iterations, --max-nodes, --max-tokens, --max-cost,
@@ -269,7 +270,7 @@ resume: finished cells are skipped, interrupted ones resumed.
 
 M.OWN_SPEC = {tasks = "str", hints = "str", scaffolds = "str", models = "str", seeds = "str", backend = "str",
               jobs = "int", gpus = "str", ["sbatch-args"] = "str", poll = "num", ["no-retry-failed"] = "flag",
-              from = "int", to = "int", ["min-gain"] = "num0"}
+              from = "int", to = "int", ["min-gain"] = "real", list = "flag"}
 M.PASS = {"base-url", "api-key-env", "temperature", "coder-cmd", "coder-timeout", "scale", "runs", "n-initial",
           "debug-prob", "max-bug-depth", "n-iterations", "max-nodes", "max-tokens", "max-cost", "max-gpu-seconds",
           "max-wall-seconds", "price-prompt", "price-completion", "no-llm-summary", "device", "steps", "time-limit",
@@ -334,6 +335,26 @@ function M.spec_of(o, tasks)
   return spec
 end
 
+-- every task exists and has the hint files its regimes need; nil, message otherwise (a cell
+-- would otherwise fail, or an L1 cell run without its hint)
+function M.check_tasks(tasks, regimes)
+  local taskmod = require "speedrun.task"
+  local m, err = taskmod.manifest()
+  if not m then return nil, tostring(err) end
+  for _, id in ipairs(tasks) do
+    local t = taskmod.get(m, id)
+    if not t then return nil, "no task " .. id end
+    for _, r in ipairs(regimes) do
+      local lv = hints.levels(r)
+      if lv then
+        local ok, herr = taskmod.hint(m.root, t, lv)
+        if not ok then return nil, fmt("task %d, hint regime %s: %s", id, r, herr) end
+      end
+    end
+  end
+  return true
+end
+
 local function die(msg, code)
   io.stderr:write("speedrun agent sweep: ", msg, "\n")
   return code or 2
@@ -357,9 +378,20 @@ function M.main(args)
   if #pos > 0 then return die("sweep takes no positional argument ('" .. pos[1] .. "')\n" .. M.USAGE) end
   local spec, err = M.spec_of(o)
   if not spec then return die(err) end
+  local ok, terr = M.check_tasks(spec.tasks, spec.hints)
+  if not ok then return die(terr) end
   local ro, rerr = M.run_options(o)
   if not ro then return die(rerr) end
   local dir = o.out or fmt("runs/sweep-%s", os.date("%Y%m%d-%H%M%S"))
+  if o.list then
+    local cells = M.cells(spec)
+    local counts = M.refresh(dir, cells)
+    for _, c in ipairs(cells) do c.dir = M.cell_dir(dir, c) end
+    M.print_table(cells)
+    print(fmt("sweep in %s: %d cells, %d done, %d failed, %d pending", dir, #cells, counts.done, counts.failed,
+              counts.pending))
+    return 0
+  end
   process.trap_signals()
   local cells, counts = M.run(dir, spec, ro)
   for _, c in ipairs(cells) do c.dir = M.cell_dir(dir, c) end
