@@ -125,7 +125,8 @@ function M.run(dir, o)
 end
 
 function M.print_table(rec)
-  print(fmt("%-5s %-44s %10s %10s %9s %7s  %s", "task", "start", "start ms", "best ms", "reduction", "FSR", "best node"))
+  print(fmt("%-5s %-44s %10s %10s %9s %7s  %s", "task", "start", "start ms", "best ms", "reduction", "FSR",
+            "best node"))
   for _, t in ipairs(rec.transitions) do
     local b = t.best ~= null and t.best or nil
     print(fmt("%-5d %-44s %10s %10s %9s %7s  %s", t.task, t.start,

@@ -84,7 +84,6 @@ local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", [
   ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag", ["coder-cmd"] = "str",
   ["coder-timeout"] = "num", ["start-from"] = "str", parallel = "int", ["node-backend"] = "str",
   ["node-sbatch-args"] = "str"}
-M.SPEC, M.CHECK = SPEC, CHECK
 
 local CHECK = {
   int = function(v) local n = tonumber(v) return n and n >= 1 and n == math.floor(n), "a positive integer" end,
@@ -95,6 +94,7 @@ local CHECK = {
   prob = function(v) local n = tonumber(v) return n and n >= 0 and n <= 1, "a number between 0 and 1" end,
   str = function(v) return v ~= "", "a value" end,
 }
+M.SPEC, M.CHECK = SPEC, CHECK
 
 -- args -> options, positionals | nil, message; allowed: the option names this command takes;
 -- spec: more option kinds (a command's own options: sweep, chain)
@@ -166,7 +166,8 @@ function M.config(o)
           temperature = tonumber(o.temperature) or json.null, scale = o.scale or "auto", runs = tonumber(o.runs) or 1,
           scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1,
           llm_summary = not o["no-llm-summary"] and o.model ~= nil and o["base-url"] ~= nil,
-          coder_cmd = o["coder-cmd"] or json.null, start_from = o["start-from"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
+          coder_cmd = o["coder-cmd"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
+          start_from = o["start-from"] or json.null,
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
                     max_bug_depth = tonumber(o["max-bug-depth"]), n_iterations = tonumber(o["n-iterations"])},
           budgets = budgets_of(o, {max_nodes = 20}), prices = prices or json.null, score_args = score_args(o),

@@ -136,7 +136,8 @@ end
 -- function(params) -> policy | nil, message (nil: a preset of the AIDE runner, M.aide).
 -- docs/agent.md "Adding a scaffold".
 function M.register(name, preset, constructor)
-  assert(type(name) == "string" and name:match("^[%w_-]+$"), "search.register: a scaffold name of letters, digits, _ and -")
+  assert(type(name) == "string" and name:match("^[%w_-]+$"),
+         "search.register: a scaffold name of letters, digits, _ and -")
   M.PRESETS[name] = preset or {}
   M.CONSTRUCTORS[name] = constructor
 end

@@ -228,7 +228,8 @@ function M.run(dir, spec, o)
                              sessions = sessions or null, finished_at = iso_now()})
       done = done + 1
       if not o.quiet then
-        io.stderr:write(fmt("sweep: %d/%d %s %s%s\n", done, #jobs, c.key, status, reason and (" (" .. reason .. ")") or ""))
+        io.stderr:write(fmt("sweep: %d/%d %s %s%s\n", done, #jobs, c.key, status,
+                            reason and (" (" .. reason .. ")") or ""))
       end
     end,
     interrupted = process.interrupted,
