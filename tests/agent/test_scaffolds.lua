@@ -173,5 +173,25 @@ T.case("a scaffold added in Lua: search.register with its own preset and constru
   T.ok(select(2, search.policy("nope")):find("chainline", 1, true), "the message lists the registered one")
 end)
 
+T.case("SPEEDRUN_AGENT_SCAFFOLDS: a file's scaffolds are known to every process that loads the search", function()
+  local plugin, check = tmp .. "/plugin.lua", tmp .. "/check.lua"
+  T.write(plugin, [[
+return function(search)
+  search.register("wide-aide", {n_initial = 6, n_hypotheses = 2, n_iterations = 20, debug_prob = 0.3,
+                                max_bug_depth = 3, max_nodes = 20})
+end
+]])
+  T.write(check, [[
+local search = require "speedrun.agent.search"
+local p = assert(search.policy("wide-aide", {seed = 4}))
+print(p.n_initial, p.n_hypotheses, p.debug_prob, p.seed, table.concat(search.names(), ","))
+]])
+  local f = io.popen("SPEEDRUN_AGENT_SCAFFOLDS=" .. sh(plugin) .. " " .. sh(arg[-1]) .. " run " .. sh(check) .. " 2>&1")
+  local out = f:read("a")
+  f:close()
+  T.ok(out:find("^6\t2\t0.3\t4\t"), out)
+  T.ok(out:find("wide-aide", 1, true), out)
+end)
+
 server:stop()
 T.done()
