@@ -144,6 +144,8 @@ T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume fi
     T.ok(cj.seed == 1 or cj.seed == 2)
     local st = json.decode(read(cdir .. "/state.json"))
     if c.key ~= killed then T.eq(st.sessions, 1, c.key .. ": run once") end
+    local _, runs = (read(cdir .. "/agent.log") or ""):gsub("agent run in ", "")
+    T.eq(runs, 1, c.key .. ": one session that finished, in the log")
     T.ok(read(cdir .. "/v_1/score/score.json"), c.key .. ": the node's score.json")
     T.eq(read(cdir .. "/v_2/meta.json"), nil, c.key .. ": one node only")
     local res = json.decode(read(cdir .. "/v_1/results.json"))

@@ -75,10 +75,10 @@ function M.new(opts)
   return self
 end
 
--- the shell line a job runs: its folder, its command, its output into its log
+-- the shell line a job runs: its folder, its command, its output appended to its log
 local function job_line(job)
   local line = job.cmd
-  if job.log then line = "( " .. line .. " ) > " .. sh(job.log) .. " 2>&1" end
+  if job.log then line = "( " .. line .. " ) >> " .. sh(job.log) .. " 2>&1" end
   if job.cwd then line = "cd " .. sh(job.cwd) .. " && " .. line end
   return line
 end
