@@ -56,6 +56,7 @@ if not CHILD then
     for i = 1, 3 do
       jobs[i] = {name = "g" .. i, log = tmp .. "/g" .. i .. ".log", cmd = "sleep 0.2; echo \"gpu=$CUDA_VISIBLE_DEVICES\""}
     end
+    T.eq(#assert(runner.new {backend = "local", gpus = {"0", "1", "2"}, max_gpus = 2}).slots, 2, "max_gpus")
     R:run(jobs)
     local seen = {}
     for i = 1, 3 do seen[#seen + 1] = read(tmp .. "/g" .. i .. ".log") end

@@ -48,7 +48,7 @@ R.__index = R
 -- opts: backend ("local" | "slurm"), slots (local CPU slots; default: the GPU count, else 1),
 -- gpus (a list of ids; default M.gpus(); {} forces the CPU), dir (job scripts and logs, slurm),
 -- poll (seconds between polls), sbatch_args (extra sbatch arguments, a list), max_parallel
--- (slurm: the array's %N throttle)
+-- (slurm: the array's %N throttle), max_gpus (local: use at most this many of the GPUs)
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({backend = opts.backend or "local", poll = opts.poll or 0.2, dir = opts.dir,
@@ -58,6 +58,7 @@ function M.new(opts)
   end
   if self.backend == "local" then
     local gpus = opts.gpus or M.gpus()
+    while opts.max_gpus and #gpus > opts.max_gpus do table.remove(gpus) end
     self.slots = {}
     if #gpus > 0 and not opts.cpu then
       for _, g in ipairs(gpus) do self.slots[#self.slots + 1] = {gpu = g} end

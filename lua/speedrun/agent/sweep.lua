@@ -197,7 +197,7 @@ function M.run(dir, spec, o)
   wait_orphans(dir, cells, o.quiet)
   M.refresh(dir, cells)
   local R, err = runner.new {backend = o.backend, slots = o.slots, gpus = o.gpus, dir = dir .. "/jobs", poll = o.poll,
-                             sbatch_args = o.sbatch_args, cpu = o.cpu}
+                             sbatch_args = o.sbatch_args, cpu = o.cpu, max_gpus = o.max_gpus}
   if not R then error("sweep: " .. err, 0) end
   local jobs, by_name = {}, {}
   for _, c in ipairs(cells) do
@@ -256,6 +256,7 @@ resume: finished cells are skipped, interrupted ones resumed.
   --out DIR              the sweep's folder (default runs/sweep-<time>)
   --backend B            local (default) or slurm
   --jobs N               cells at once on a CPU-only machine (default 1); with GPUs, one per GPU
+                         (--jobs then uses at most N of them)
   --gpus LIST|none       the GPUs to use (default CUDA_VISIBLE_DEVICES, else nvidia-smi's); none: the CPU
   --sbatch-args ARGS     extra sbatch arguments (slurm), split at blanks, e.g. "--gres=gpu:1 -p gpu"
   --poll S               seconds between polls of the jobs (default 1)
@@ -292,6 +293,7 @@ end
 function M.run_options(o)
   local cli = require "speedrun.agent.cli"
   local r = {run_args = {}, budget_args = {}, backend = o.backend or "local", slots = tonumber(o.jobs) or 1,
+             max_gpus = tonumber(o.jobs),
              poll = tonumber(o.poll) or 1, quiet = o.quiet, retry_failed = not o["no-retry-failed"]}
   for _, k in ipairs(M.PASS) do
     if o[k] then
