@@ -38,6 +38,19 @@ T.case("search: the smallest passing budget, from above and from below", functio
   end
 end)
 
+T.case("search: a passing first probe's curve crossing is the next guess", function()
+  local calls = {}
+  local probe = synthetic(37, calls)
+  local R = assert(tune.search(function(steps)
+    local P = probe(steps)
+    if #calls == 1 then P.crossing = 60 end   -- the recipe's own budget (100) crossed at step 60
+    return P
+  end, {}))
+  T.eq(calls[1], 100)
+  T.eq(calls[2], 60, "the second probe is the crossing")
+  T.ok(R.steps >= 37 and R.steps <= 38, "found " .. R.steps)
+end)
+
 T.case("search: a target out of reach and a failing probe end with a message", function()
   local R, err = tune.search(synthetic(1e9, {}), {start = 10, max_steps = 400})
   T.ok(not R and err:find("not reached within 400 steps", 1, true), tostring(err))

@@ -97,7 +97,7 @@ function M.search(probe, o)
     while not (lo and hi) do
       if hi then
         if hi.steps <= 1 then break end
-        local guess = hi.crossing and hi.crossing < hi.steps and not cache[hi.crossing] and hi.crossing
+        local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
         P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
       else
         if lo.steps >= max_steps then
