@@ -121,7 +121,7 @@ local function cfg_of(src)
 end
 
 T.case("calibrate --tune-steps: tuned budget written, search and cut stored", function()
-  local rc, out = W.run("calibrate --tune-steps --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target " .. TARGET
+  local rc, out = W.run("calibrate --tune-steps --probe-jobs 3 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target " .. TARGET
                         .. " --calibration " .. sh(calib) .. " --out " .. sh(W.tmp .. "/cal") .. common)
   T.eq(rc, 0, out)
   local c = json.decode(assert(T.read(calib)))
