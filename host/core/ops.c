@@ -151,18 +151,35 @@ sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
 /* unary */
 
 /* functions whose derivative does not depend on x: their nodes save nothing (the kernel never
-** reads x for them, so dy stands in for it) */
+** reads x for them, so dy stands in for it); tanh, sigmoid and exp save their output instead
+** (sr_unary_output_grad), as PyTorch does: in a chain such as cap * tanh(z / cap) the input z / cap
+** can then go as soon as tanh has run */
 static bool unary_needs_x(sr_unary_fn fn) {
   return !(fn == SR_UNARY_NEG || fn == SR_UNARY_ADD_SCALAR || fn == SR_UNARY_MUL_SCALAR || fn == SR_UNARY_RSUB_SCALAR ||
-           fn == SR_UNARY_SIGN);
+           fn == SR_UNARY_SIGN || sr_unary_output_grad(fn));
 }
 
+/* an upstream gradient the node may overwrite with dx: only the node refers to it and to its
+** storage, it covers that storage densely, and it has the input's dtype and shape */
+static bool grad_reusable(const sr_node *n, const sr_tensor *g) {
+  return g->refcount == 1 && g->storage->refcount == 1 && g->dtype == n->in_dtype[0] &&
+         g->storage->device == n->in_device[0] && sr_is_contiguous(g) &&
+         g->offset == 0 && (size_t)sr_numel(g) * sr_dtype_size(g->dtype) == g->storage->nbytes &&
+         g->ndim == n->in_ndim[0] && !memcmp(g->shape, n->in_shape[0], (size_t)g->ndim * sizeof(int64_t));
+}
+
+/* dx = dy * f'(x) (or f' from the saved output); written over dy when dy is private, so a chain
+** of element-wise ops holds one gradient buffer at a time */
 static void unary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!go[0]) return;
-  sr_tensor *x = unary_needs_x((sr_unary_fn)n->i[0]) ? sr_node_saved(n, 0) : go[0];
-  sr_tensor *dx = sr_tensor_new(n->in_dtype[0], n->in_device[0], n->in_ndim[0], n->in_shape[0]);
-  sr_kcall c = {.t = {dx, go[0], x}, .nt = 3, .i = {n->i[0]}, .f = {n->f[0]}};
+  sr_unary_fn fn = (sr_unary_fn)n->i[0];
+  bool from_y = sr_unary_output_grad(fn);
+  sr_tensor *x = unary_needs_x(fn) || from_y ? sr_node_saved(n, 0) : go[0];
+  sr_tensor *dx = grad_reusable(n, go[0]) ? sr_tensor_retain(go[0])
+                                          : sr_tensor_new(n->in_dtype[0], n->in_device[0], n->in_ndim[0], n->in_shape[0]);
+  sr_kcall c = {.t = {dx, go[0], x}, .nt = 3, .i = {fn, from_y}, .f = {n->f[0]}};
   sr_kernel_run(SR_K_unary_backward, &c);
+  if (dx == go[0]) dx->storage->version++;
   gi[0] = dx;
 }
 
@@ -171,7 +188,13 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
   sr_tensor *y = sr_unary_raw(fn, x, p);
   sr_node *n = record(sr_unary_name(fn), unary_backward, 1, &x, y);
   if (n) {
-    if (unary_needs_x(fn)) sr_node_save(n, 0, x);
+    if (sr_unary_output_grad(fn)) {  /* an alias of y without its grad_fn: no cycle y -> node -> y */
+      sr_tensor *ya = sr_view(y, y->ndim, y->shape);
+      sr_node_save(n, 0, ya);
+      sr_tensor_release(ya);
+    } else if (unary_needs_x(fn)) {
+      sr_node_save(n, 0, x);
+    }
     n->i[0] = fn; n->f[0] = p;
   }
   return y;

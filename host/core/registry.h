@@ -58,6 +58,12 @@ typedef enum sr_unary_fn {
   SR_UNARY_COUNT
 } sr_unary_fn;
 
+/* the functions whose derivative is a function of their output (as PyTorch, whose tanh, sigmoid
+** and exp backward read the result): unary_backward with i1 = 1 takes y instead of x */
+static inline int sr_unary_output_grad(int64_t fn) {
+  return fn == SR_UNARY_TANH || fn == SR_UNARY_SIGMOID || fn == SR_UNARY_EXP;
+}
+
 /* binary element-wise functions, each a Lua function F.<name>(a, b); a and b already broadcast
 ** (expanded) to out's shape, all three of one dtype (floats or i32); the comparisons
 ** (SR_BINARY_CMP) give 1 or 0 */
@@ -90,7 +96,10 @@ typedef enum sr_reduce_fn {
   X(copy, "t0 out, t1 x: same shape; converts dtypes (i32<->float too), any strides.") \
   X(arange, "t0 out (1-D, contig); f0 start, f1 step.") \
   X(unary, "t0 out, t1 x; i0 sr_unary_fn, f0 p.") \
-  X(unary_backward, "t0 dx, t1 dy, t2 x; i0 sr_unary_fn, f0 p. dx = dy * f'(x).") \
+  X(unary_backward, \
+    "t0 dx, t1 dy, t2 x; i0 sr_unary_fn, f0 p. dx = dy * f'(x). i1 = 1 (only the functions of " \
+    "sr_unary_output_grad: tanh, sigmoid, exp): t2 is the forward's output y = f(x) and f' is " \
+    "computed from it (1 - y^2, y (1 - y), y), so the tape keeps y instead of x.") \
   X(binary, "t0 out, t1 a, t2 b (expanded to out's shape); i0 sr_binary_fn.") \
   X(where, \
     "t0 out, t1 cond (any dtype; nonzero = true), t2 a, t3 b, all expanded to out's shape. out = " \

@@ -275,6 +275,29 @@ static void test_unary(void) {
     sr_tensor_release(dy);
     sr_tensor_release(dx);
   }
+  /* i1 = 1: the gradient from the output y = f(x) equals the gradient from x (tanh, sigmoid, exp);
+  ** refused for the other functions */
+  for (int fn = 0; fn < SR_UNARY_COUNT; fn++) {
+    double xs[5] = {-2.5, -0.3, 0.0, 0.7, 3.0}, ys[5];
+    for (int k = 0; k < 5; k++) ys[k] = ref_unary(fn, xs[k], 0);
+    sr_tensor *x = tvals(SR_F64, 1, (int64_t[]){5}, xs), *y = tvals(SR_F64, 1, (int64_t[]){5}, ys);
+    sr_tensor *dy = tfill(SR_F64, 1, (int64_t[]){5}, 1.5), *dx = tnew(SR_F64, 1, (int64_t[]){5});
+    sr_tensor *dxy = tnew(SR_F64, 1, (int64_t[]){5});
+    if (sr_unary_output_grad(fn)) {
+      RUN_OK(SR_K_unary_backward, .t = {dx, dy, x}, .nt = 3, .i = {fn});
+      RUN_OK(SR_K_unary_backward, .t = {dxy, dy, y}, .nt = 3, .i = {fn, 1});
+      for (int k = 0; k < 5; k++)
+        CHECK(close_to(get(dxy, k), get(dx, k), 1e-14), "%s' from y at %g = %.17g, from x %.17g", sr_unary_name(fn), xs[k],
+              get(dxy, k), get(dx, k));
+      RUN_OK(SR_K_unary_backward, .t = {dy, dy, y}, .nt = 3, .i = {fn, 1});  /* dx over dy */
+      check_all("unary_backward from y, dx over dy", dy, (double[]){get(dx, 0), get(dx, 1), get(dx, 2), get(dx, 3), get(dx, 4)}, 1e-14);
+    } else {
+      const char *e = run(SR_K_unary_backward, (sr_kcall){.t = {dx, dy, y}, .nt = 3, .i = {fn, 1}});
+      CHECK(e && strstr(e, "needs tanh, sigmoid or exp"), "%s from y: %s", sr_unary_name(fn), e ? e : "no error");
+    }
+    sr_tensor *list[] = {x, y, dy, dx, dxy};
+    for (int k = 0; k < 5; k++) sr_tensor_release(list[k]);
+  }
   /* every function, layout and dtype against the naive reference; backward against central
   ** differences of the reference in double */
   for (int fn = 0; fn < SR_UNARY_COUNT; fn++)

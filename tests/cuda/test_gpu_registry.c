@@ -468,6 +468,25 @@ static void unary_cases(int bw) {
                 unary_names[fn], dn(dt), layout == 3 ? "in place" : layname(layout), (long long)sr_numel(x));
           release_to(m);
         }
+  if (!bw) return;
+  /* i1 = 1: the gradient from the forward's output (tanh, sigmoid, exp); dx fresh, over dy (the
+  ** autograd rule reuses a private upstream gradient) and over y */
+  for (int si = 0; si < EW_NSHAPES; si++)
+    for (int di = 0; di < 2; di++)
+      for (int fn = 0; fn < SR_UNARY_COUNT; fn++)
+        for (int where = 0; where < 3 && sr_unary_output_grad(fn); where++) {
+          int m = mark(), nd = ew_nd(EW_SHAPES[si]);
+          sr_dtype dt = FLOATS[di];
+          sr_tensor *y = rnd(tnew(dt, nd, EW_SHAPES[si]), fn == SR_UNARY_TANH ? -1 : 0, fn == SR_UNARY_EXP ? 5 : 1);
+          sr_tensor *dy = rnd(tnew(dt, nd, EW_SHAPES[si]), -1, 1);
+          sr_tensor *o = where == 1 ? dy : where == 2 ? y : poison(tnew(dt, nd, EW_SHAPES[si]));
+          sr_kcall c = KC(o, dy, y);
+          c.i[0] = fn;
+          c.i[1] = 1;
+          check(SR_K_unary_backward, &c, (opt){.t32 = 1e-5}, "%s from y %s %s n=%lld", unary_names[fn], dn(dt),
+                where == 1 ? "over dy" : where == 2 ? "over y" : "fresh", (long long)sr_numel(y));
+          release_to(m);
+        }
 }
 static void cases_unary(void) { unary_cases(0); }
 static void cases_unary_backward(void) { unary_cases(1); }
