@@ -149,15 +149,18 @@ typedef enum sr_reduce_fn {
     "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 " \
     "causal.") \
   X(adamw, \
-    "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, " \
+    "t0 param (updated), t1 grad, t2 m, t3 v (state, updated: f32, or bf16 as torch keeps for a " \
+    "bf16 param; m and v of one dtype); all contig, same numel; f0 lr, " \
     "f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for " \
-    "bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the " \
+    "bias correction). param may be f32 or bf16; bf16 values are computed in f32 (f64 on the CPU) " \
+    "and rounded once when stored. Optional t4 sched: f32 [2] {lr, step} on the " \
     "device, overriding f0 and i0 (a CUDA graph replay reads the current values).") \
   X(adamw_multi, \
     "adamw over a list of parameters in one launch (CUDA: one per 64 parameters): list = k groups " \
     "of 4 (param, grad, m, v), each as adamw's t0..t3; every param of one dtype, every grad of one " \
-    "dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. Each parameter's update is " \
-    "adamw's.") \
+    "dtype, every m and v of one dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. " \
+    "Each parameter's update is adamw's (any size: 1-element parameters cost a block each, not a " \
+    "launch).") \
   X(sumsq_multi, \
     "t0 out [1] (=; f32, f64 when every list tensor is f64): the sum of squares of every element of" \
     " the list's tensors (contig, float; f32 accumulation on cuda, deterministic).") \

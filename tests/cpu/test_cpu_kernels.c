@@ -1106,17 +1106,56 @@ static void test_adamw(void) {
   }
 }
 
+/* bf16 param, grad and state (records 10-17: torch keeps a bf16 parameter's m and v in bf16):
+** the update computed in double from the stored values, the parameter moved by the unrounded m and
+** v, each tensor rounded once: the kernel's bits after every step; m and v of two dtypes refused */
+static double round_bf16(double v) {
+  sr_tensor *t = tnew(SR_BF16, 1, (int64_t[]){1});
+  set(t, 0, v);
+  double r = get(t, 0);
+  sr_tensor_release(t);
+  return r;
+}
+
+static void test_adamw_bf16_state(void) {
+  int64_t n = 5003;
+  sr_tensor *P = trand(SR_BF16, 1, &n, 1), *G = tnew(SR_BF16, 1, &n), *M = tfill(SR_BF16, 1, &n, 0), *V = tfill(SR_BF16, 1, &n, 0);
+  double lr = 0.04, b1 = 0.9, b2 = 0.95, eps = 1e-10, wd = 0;
+  double *rp = malloc(sizeof(double) * (size_t)n), *rm = malloc(sizeof(double) * (size_t)n), *rv = malloc(sizeof(double) * (size_t)n);
+  for (int step = 1; step <= 4; step++) {
+    for (int64_t i = 0; i < n; i++) set(G, i, 1e-3 * urand());
+    double bc1 = 1 - pow(b1, step), bc2_sqrt = sqrt(1 - pow(b2, step)), step_size = lr / bc1, decay = 1 - lr * wd;
+    for (int64_t i = 0; i < n; i++) {
+      double g = get(G, i), m = b1 * get(M, i) + (1 - b1) * g, v = b2 * get(V, i) + (1 - b2) * g * g;
+      rp[i] = round_bf16(get(P, i) * decay - step_size * m / (sqrt(v) / bc2_sqrt + eps));
+      rm[i] = round_bf16(m);
+      rv[i] = round_bf16(v);
+    }
+    RUN_OK(SR_K_adamw, .t = {P, G, M, V}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {step});
+    check_all("adamw bf16 state: param", P, rp, 0);
+    check_all("adamw bf16 state: m", M, rm, 0);
+    check_all("adamw bf16 state: v", V, rv, 0);
+  }
+  sr_tensor *V32 = tfill(SR_F32, 1, &n, 0);
+  const char *e = run(SR_K_adamw, (sr_kcall){.t = {P, G, M, V32}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {1}});
+  CHECK(e && strstr(e, "one dtype"), "adamw with bf16 m and f32 v: %s", e ? e : "no error");
+  free(rp); free(rm); free(rv);
+  sr_tensor *l[] = {P, G, M, V, V32};
+  for (int j = 0; j < 5; j++) sr_tensor_release(l[j]);
+}
+
 /* ---------------------------------------------------------------------------------------------
 ** adamw_multi, sumsq_multi, clip_multi */
 
 /* adamw_multi against adamw per tensor: the same bits in param, m and v after three steps, over
-** parameters of mixed sizes (1 element, odd, chunk edges), for each param/grad dtype pair, with
-** and without a sched tensor */
+** parameters of mixed sizes (1 element, odd, chunk edges), for each param/grad/state dtype
+** triple, with and without a sched tensor */
 static void test_adamw_multi(void) {
   enum { NP = 6 };
   const int64_t sizes[NP] = {1, 7, 1003, 1024, 4096, 70001};
-  const sr_dtype pdt[4] = {SR_F32, SR_BF16, SR_BF16, SR_F64}, gdt[4] = {SR_F32, SR_BF16, SR_F32, SR_F64};
-  for (int d = 0; d < 4; d++)
+  const sr_dtype pdt[5] = {SR_F32, SR_BF16, SR_BF16, SR_F64, SR_BF16}, gdt[5] = {SR_F32, SR_BF16, SR_F32, SR_F64, SR_BF16};
+  const sr_dtype sdt[5] = {SR_F32, SR_F32, SR_F32, SR_F32, SR_BF16};
+  for (int d = 0; d < 5; d++)
     for (int use_sched = 0; use_sched < 2; use_sched++) {
       sr_tensor *t[2][NP][4], *list[4 * NP];
       sr_tensor *sched[2] = {tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0}), tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0})};
@@ -1127,8 +1166,8 @@ static void test_adamw_multi(void) {
         for (int side = 0; side < 2; side++) {
           t[side][k][0] = tcast(p0, pdt[d]);
           t[side][k][1] = tnew(gdt[d], 1, n);
-          t[side][k][2] = tcast(m0, SR_F32);
-          t[side][k][3] = tcast(v0, SR_F32);
+          t[side][k][2] = tcast(m0, sdt[d]);
+          t[side][k][3] = tcast(v0, sdt[d]);
         }
         for (int j = 0; j < 4; j++) list[4 * k + j] = t[0][k][j];
         sr_tensor_release(p0); sr_tensor_release(m0); sr_tensor_release(v0);
@@ -1154,8 +1193,8 @@ static void test_adamw_multi(void) {
         for (int j = 0; j < 4; j += (j == 0 ? 2 : 1)) {
           const sr_tensor *a = t[0][k][j], *b = t[1][k][j];
           CHECK(memcmp(sr_data(a), sr_data(b), (size_t)sizes[k] * sr_dtype_size(a->dtype)) == 0,
-                "adamw_multi %s/%s sched=%d n=%lld: %s differs from adamw", sr_dtype_name(pdt[d]), sr_dtype_name(gdt[d]),
-                use_sched, (long long)sizes[k], j == 0 ? "param" : j == 2 ? "m" : "v");
+                "adamw_multi %s/%s/%s sched=%d n=%lld: %s differs from adamw", sr_dtype_name(pdt[d]), sr_dtype_name(gdt[d]),
+                sr_dtype_name(sdt[d]), use_sched, (long long)sizes[k], j == 0 ? "param" : j == 2 ? "m" : "v");
         }
       for (int side = 0; side < 2; side++) {
         sr_tensor_release(sched[side]);
@@ -1305,6 +1344,7 @@ int main(void) {
   test_cross_entropy();
   test_attention();
   test_adamw();
+  test_adamw_bf16_state();
   test_adamw_multi();
   test_clip_multi();
   test_thread_independence();

@@ -890,78 +890,87 @@ static void cases_adamw(void) {
   for (int si = 0; si < 3; si++)
     for (int pd = 0; pd < 2; pd++)
       for (int gd = 0; gd < 2; gd++)
-        for (int sched = 0; sched < 2; sched++) {
-          int m = mark();
-          int64_t n = sizes[si];
-          sr_tensor *p = rnd(tnew(FLOATS[pd], 1, &n), -1, 1), *g = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
-          sr_tensor *mm = same_sign(rnd(tnew(SR_F32, 1, &n), -0.1, 0.1), g), *v = rnd(tnew(SR_F32, 1, &n), 0, 0.01);
-          sr_tensor *s = NULL;
-          if (sched) {
-            s = tnew(SR_F32, 1, (int64_t[]){2});
-            set1(s, 0, 0.02);
-            set1(s, 1, 5);
+        for (int sd = 0; sd < 2; sd++)  /* m, v f32 or bf16 */
+          for (int sched = 0; sched < 2; sched++) {
+            int m = mark();
+            int64_t n = sizes[si];
+            sr_tensor *p = rnd(tnew(FLOATS[pd], 1, &n), -1, 1), *g = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
+            sr_tensor *mm = same_sign(rnd(tnew(FLOATS[sd], 1, &n), -0.1, 0.1), g), *v = rnd(tnew(FLOATS[sd], 1, &n), 0, 0.01);
+            sr_tensor *s = NULL;
+            if (sched) {
+              s = tnew(SR_F32, 1, (int64_t[]){2});
+              set1(s, 0, 0.02);
+              set1(s, 1, 5);
+            }
+            sr_kcall c = KC(p, g, mm, v, s);
+            memcpy(c.f, ADAM_F, sizeof ADAM_F);
+            c.i[0] = 3;
+            check(SR_K_adamw, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+                  dn(FLOATS[sd]), (long long)n, sched ? " sched" : "");
+            release_to(m);
           }
-          sr_kcall c = KC(p, g, mm, v, s);
-          memcpy(c.f, ADAM_F, sizeof ADAM_F);
-          c.i[0] = 3;
-          check(SR_K_adamw, &c, (opt){.t32 = 1e-6}, "param %s grad %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]), (long long)n,
-                sched ? " sched" : "");
-          release_to(m);
-        }
 }
 
-/* 70 parameters of mixed sizes (two launches of 64), one at an odd offset (the scalar path of an
-** f32 chunk), every param/grad dtype pair, with and without sched; against the reference, and
-** bit for bit against adamw per parameter on the device */
+/* one adamw_multi case: np parameters of sizes base[k % nbase] (parameter 3 at an odd offset: the
+** scalar path of an f32 chunk), param/grad/state dtypes pd/gd/sd; against the reference, and bit
+** for bit against adamw per parameter on the device */
+enum { ADAM_MAXP = 200 };
+static void adamw_multi_case(int pd, int gd, int sd, int sched, int np, const int64_t *base, int nbase, const char *what) {
+  int mk = mark();
+  sr_tensor *list[4 * ADAM_MAXP];
+  for (int k = 0; k < np; k++) {
+    int64_t n = base[k % nbase];
+    list[4 * k] = rnd(k == 3 ? tview(FLOATS[pd], n + 1, 1, &n, (int64_t[]){1}, 1) : tnew(FLOATS[pd], 1, &n), -1, 1);
+    list[4 * k + 1] = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
+    list[4 * k + 2] = same_sign(rnd(tnew(FLOATS[sd], 1, &n), -0.1, 0.1), list[4 * k + 1]);
+    list[4 * k + 3] = rnd(tnew(FLOATS[sd], 1, &n), 0, 0.01);
+  }
+  sr_tensor *s = NULL;
+  if (sched) {
+    s = tnew(SR_F32, 1, (int64_t[]){2});
+    set1(s, 0, 0.02);
+    set1(s, 1, 2);
+  }
+  sr_kcall c = {.t = {s}, .nt = 1, .i = {4}, .list = list, .nlist = 4 * np};
+  memcpy(c.f, ADAM_F, sizeof ADAM_F);
+  /* on the device: the multi launch on one copy, adamw per parameter on another */
+  mirror ma = {.n = 0}, mb = {.n = 0};
+  sr_tensor *la[4 * ADAM_MAXP];
+  sr_kcall da = mirror_call(&ma, &c, la);
+  const char *e = run_dev(SR_K_adamw_multi, &da);
+  int same = !e;
+  for (int k = 0; k < np && same; k++) {
+    sr_kcall one = KC(mir(&mb, list[4 * k]), mir(&mb, list[4 * k + 1]), mir(&mb, list[4 * k + 2]),
+                      mir(&mb, list[4 * k + 3]), mir(&mb, s));
+    memcpy(one.f, c.f, sizeof c.f);
+    one.i[0] = c.i[0];
+    e = run_dev(SR_K_adamw, &one);
+    same = !e;
+    for (int j = 0; j < 4 && same; j++) same = same_bits(la[4 * k + j], one.t[j]);
+    for (int j = 0; j < 5; j++) sr_tensor_release(one.t[j]);
+  }
+  checks++;
+  if (!same) fail_line("adamw_multi param %s grad %s state %s sched=%d %s: not adamw's bits%s%s", dn(FLOATS[pd]),
+                       dn(FLOATS[gd]), dn(FLOATS[sd]), sched, what, e ? ": " : "", e ? e : "");
+  call_free(&da, la);
+  mirror_free(&ma);
+  mirror_free(&mb);
+  check(SR_K_adamw_multi, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s %s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+        dn(FLOATS[sd]), what, sched ? " sched" : "");
+  release_to(mk);
+}
+
+/* 70 parameters of mixed sizes (two launches of 64), every param/grad/state dtype triple, with and
+** without sched; and 150 scalar parameters (1 or 2 elements: the lambdas and skip weights of
+** records 9-11, three launches of 64 instead of 150) in f32 and in bf16 with bf16 state (record 10) */
 static void cases_adamw_multi(void) {
-  enum { NP = 70 };
-  const int64_t base[6] = {1, 7, 1003, 16384 * 2 + 5, 4096, 3};
+  const int64_t base[6] = {1, 7, 1003, 16384 * 2 + 5, 4096, 3}, scalars[3] = {1, 2, 1};
   for (int pd = 0; pd < 2; pd++)
     for (int gd = 0; gd < 2; gd++)
-      for (int sched = 0; sched < 2; sched++) {
-        int mk = mark();
-        sr_tensor *list[4 * NP];
-        for (int k = 0; k < NP; k++) {
-          int64_t n = base[k % 6];
-          list[4 * k] = rnd(k == 3 ? tview(FLOATS[pd], n + 1, 1, &n, (int64_t[]){1}, 1) : tnew(FLOATS[pd], 1, &n), -1, 1);
-          list[4 * k + 1] = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
-          list[4 * k + 2] = same_sign(rnd(tnew(SR_F32, 1, &n), -0.1, 0.1), list[4 * k + 1]);
-          list[4 * k + 3] = rnd(tnew(SR_F32, 1, &n), 0, 0.01);
-        }
-        sr_tensor *s = NULL;
-        if (sched) {
-          s = tnew(SR_F32, 1, (int64_t[]){2});
-          set1(s, 0, 0.02);
-          set1(s, 1, 2);
-        }
-        sr_kcall c = {.t = {s}, .nt = 1, .i = {4}, .list = list, .nlist = 4 * NP};
-        memcpy(c.f, ADAM_F, sizeof ADAM_F);
-        /* on the device: the multi launch on one copy, adamw per parameter on another */
-        mirror ma = {.n = 0}, mb = {.n = 0};
-        sr_tensor *la[4 * NP];
-        sr_kcall da = mirror_call(&ma, &c, la);
-        const char *e = run_dev(SR_K_adamw_multi, &da);
-        int same = !e;
-        for (int k = 0; k < NP && same; k++) {
-          sr_kcall one = KC(mir(&mb, list[4 * k]), mir(&mb, list[4 * k + 1]), mir(&mb, list[4 * k + 2]),
-                            mir(&mb, list[4 * k + 3]), mir(&mb, s));
-          memcpy(one.f, c.f, sizeof c.f);
-          one.i[0] = c.i[0];
-          e = run_dev(SR_K_adamw, &one);
-          same = !e;
-          for (int j = 0; j < 4 && same; j++) same = same_bits(la[4 * k + j], one.t[j]);
-          for (int j = 0; j < 5; j++) sr_tensor_release(one.t[j]);
-        }
-        checks++;
-        if (!same) fail_line("adamw_multi param %s grad %s sched=%d: not adamw's bits%s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
-                             sched, e ? ": " : "", e ? e : "");
-        call_free(&da, la);
-        mirror_free(&ma);
-        mirror_free(&mb);
-        check(SR_K_adamw_multi, &c, (opt){.t32 = 1e-6}, "param %s grad %s (70 params)%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
-              sched ? " sched" : "");
-        release_to(mk);
-      }
+      for (int sd = 0; sd < 2; sd++)
+        for (int sched = 0; sched < 2; sched++) adamw_multi_case(pd, gd, sd, sched, 70, base, 6, "(70 params)");
+  for (int d = 0; d < 2; d++)
+    for (int sched = 0; sched < 2; sched++) adamw_multi_case(d, d, d, sched, 150, scalars, 3, "(150 scalar params)");
 }
 
 /* the sum-of-squares list: 170 tensors (two launches of 160), f32 and bf16 mixed, or f64 */
