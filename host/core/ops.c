@@ -279,12 +279,13 @@ static void binary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
 sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   const char *op = sr_binary_name(fn);
   check_same_device(op, a, b);
-  /* mixed dtypes promote to the wider float (shapes checked before the casts allocate) */
+  /* mixed dtypes promote to the wider float, a 0-d operand excepted (result_dtype); shapes are
+  ** checked before the casts allocate */
   if (a->dtype != b->dtype) {
     int nd;
     int64_t shape[SR_MAXDIM];
     broadcast_pair(op, a, b, &nd, shape);
-    sr_dtype to = wider_dtype(a->dtype, b->dtype);
+    sr_dtype to = result_dtype(a, b);
     sr_tensor *ca = a->dtype == to ? sr_tensor_retain(a) : sr_cast(a, to);
     sr_tensor *cb = b->dtype == to ? sr_tensor_retain(b) : sr_cast(b, to);
     sr_tensor *y = sr_binary(fn, ca, cb);
