@@ -687,6 +687,19 @@ static void cases_embedding_backward(void) {
             (long long)V, (long long)N, (long long)C);
       release_to(m);
     }
+  /* dweight bf16 (record 10's bf16 embedding): summed in f32 and rounded once; hot rows (4 ids
+  ** for 4096 positions, as frequent tokens) would lose their small terms to bf16 atomics */
+  for (int hot = 0; hot < 2; hot++)
+    for (int di = 0; di < 2; di++) {
+      int m = mark();
+      int64_t V = hot ? 16 : EMB[0][0], N = hot ? 4096 : EMB[0][1], C = hot ? 96 : EMB[0][2];
+      sr_tensor *dw = rnd(tnew(SR_BF16, 2, (int64_t[]){V, C}), -1, 1), *idx = rint_(tnew(SR_I32, 1, &N), 0, hot ? 4 : (int)V);
+      sr_tensor *dout = rnd(tnew(FLOATS[di], 2, (int64_t[]){N, C}), hot ? 0 : -1, 1);
+      sr_kcall c = KC(dw, dout, idx);
+      check(SR_K_embedding_backward, &c, (opt){.t16 = 4e-3}, "dweight bf16 dout %s V=%lld N=%lld C=%lld%s", dn(FLOATS[di]),
+            (long long)V, (long long)N, (long long)C, hot ? " (hot rows)" : "");
+      release_to(m);
+    }
 }
 
 static const int64_t NORMS[][2] = {{7, 77}, {5, 64}, {300, 768}, {64, 2048}};
