@@ -399,6 +399,15 @@ extern "C" const char *sr_cuda_binary(const sr_kcall *c) {
   int fn = (int)c->i[0];
   if (fn < 0 || fn >= SR_BINARY_COUNT) return sr_errf("unknown binary function %d", fn);
   bool done;
+  // s * x, s + x with a one-element s (a learned scalar first, as the records write it): swapped,
+  // so the vectorised path reads s once as its broadcast b
+  if ((fn == SR_BINARY_MUL || fn == SR_BINARY_ADD) && broadcast_scalar(c->t[1]) && !broadcast_scalar(c->t[2])) {
+    sr_kcall sw = *c;
+    sw.t[1] = c->t[2];
+    sw.t[2] = c->t[1];
+    e = try_vec(&sw, 3, EW_BINARY, fn, 0.f, &done);
+    if (e || done) return e;
+  }
   e = try_vec(c, 3, EW_BINARY, fn, 0.f, &done);  // f32/bf16 only; i32 operands take the general path
   if (e || done) return e;
   return launch_ew(c, 3, EW_BINARY, fn, 0.f);

@@ -124,6 +124,10 @@ typedef enum sr_reduce_fn {
   X(layer_norm_backward, \
     "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, " \
     "t6 mean, t7 rstd; contig.") \
+  X(dot, \
+    "t0 out [1] (=; f32, f64 when a and b are f64), t1 a, t2 b: same numel, contig, one float dtype." \
+    " out = sum(a * b), accumulated in f32 on cuda (f64 on the CPU), deterministic: the gradient of" \
+    " a learned scalar s in s * x (records 9-11), the full sum of dy * x, in one pass.") \
   X(softmax, "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
   X(softmax_backward, \
     "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \

@@ -108,6 +108,29 @@ T.case("in-place change of a saved tensor is detected", function()
   end
 end)
 
+T.case("a learned scalar's gradient is one dot, not an [N, C] product", function()
+  -- x <- l * x (records 9-11's lambdas and skip weights): the scalar's gradient sum(dy * x)
+  -- comes from the dot kernel: the backward allocates no [N, C] buffer (the product dy * x was one)
+  local x, w = sr.randn({64, 512}), sr.randn({64, 512})
+  for _, shape in ipairs {{}, {1}, {1, 1}} do
+    local l = sr.full(shape, 0.5):requires_grad_()
+    local y = F.mul(l, x)
+    collectgarbage()
+    sr.reset_peak_memory()
+    local m0 = sr.memory().current
+    y:backward(w)
+    local peak = sr.memory().peak - m0
+    T.ok(peak <= 4096, "backward peak " .. peak .. " bytes for a scalar of shape {" .. table.concat(shape, ",") .. "}")
+    T.eq(#l.grad.shape, #shape)
+    T.close(l.grad:reshape(-1), {F.sum(F.mul(x, w)):item()}, 1e-5)
+  end
+  -- bf16: the dot accumulates in f32 and rounds once to the scalar's dtype
+  local lb = sr.full({}, 1, {dtype = "bfloat16"}):requires_grad_()
+  local xb, wb = x:bf16(), w:bf16()
+  F.sum(F.mul(F.mul(lb, xb), wb)):backward()
+  T.close(lb.grad:float(), F.sum(F.mul(xb:double(), wb:double())):item(), 1e-2)
+end)
+
 T.case("tanh, sigmoid and exp keep their output, not their input; chains reuse the gradient", function()
   -- softcap as the records write it: cap * tanh(z / cap); the node of tanh holds y, so z / cap
   -- is free once Lua lets go of it, and the backward of the chain writes each gradient over the

@@ -1106,6 +1106,31 @@ static void test_adamw(void) {
   }
 }
 
+/* ---------------------------------------------------------------------------------------------
+** dot: hand-computed sums, every float dtype, past one chunk; the same bits at any thread count
+** (fixed chunks); mismatched operands refused */
+static void test_dot(void) {
+  sr_tensor *a = tvals(SR_F32, 1, (int64_t[]){3}, (double[]){1, -2, 0.5}), *b = tvals(SR_F32, 1, (int64_t[]){3}, (double[]){4, 0.25, -2});
+  sr_tensor *o = tnew(SR_F32, 1, (int64_t[]){1});
+  RUN_OK(SR_K_dot, .t = {o, a, b}, .nt = 3);
+  check_all("dot [1,-2,0.5].[4,0.25,-2]", o, (double[]){2.5}, 0);
+  for (int d = 0; d < 3; d++) {
+    int64_t n = 100003;
+    sr_tensor *x = trand(FLOATS[d], 1, &n, 1), *y = trand(FLOATS[d], 1, &n, 1);
+    sr_tensor *r = tnew(FLOATS[d] == SR_F64 ? SR_F64 : SR_F32, 1, (int64_t[]){1});
+    double ref = 0;
+    for (int64_t i = 0; i < n; i++) ref += get(x, i) * get(y, i);
+    RUN_OK(SR_K_dot, .t = {r, x, y}, .nt = 3);
+    check_all("dot n=100003", r, &ref, FLOATS[d] == SR_F64 ? 1e-12 : 1e-6);
+    sr_tensor_release(x); sr_tensor_release(y); sr_tensor_release(r);
+  }
+  sr_tensor *a64 = tcast(a, SR_F64);
+  const char *e = run(SR_K_dot, (sr_kcall){.t = {o, a, a64}, .nt = 3});
+  CHECK(e && strstr(e, "one dtype"), "dot of f32 and f64: %s", e ? e : "no error");
+  sr_tensor *l[] = {a, b, o, a64};
+  for (int j = 0; j < 4; j++) sr_tensor_release(l[j]);
+}
+
 /* bf16 param, grad and state (records 10-17: torch keeps a bf16 parameter's m and v in bf16):
 ** the update computed in double from the stored values, the parameter moved by the unrounded m and
 ** v, each tensor rounded once: the kernel's bits after every step; m and v of two dtypes refused */
@@ -1344,6 +1369,7 @@ int main(void) {
   test_cross_entropy();
   test_attention();
   test_adamw();
+  test_dot();
   test_adamw_bf16_state();
   test_adamw_multi();
   test_clip_multi();

@@ -492,22 +492,23 @@ static void cases_unary(void) { unary_cases(0); }
 static void cases_unary_backward(void) { unary_cases(1); }
 
 /* every function; f32, bf16 and i32 (i32 not for div and pow: the GPU computes through float);
-** b contiguous, broadcast along dim 0 (stride 0), one broadcast element, or transposed */
+** b contiguous, broadcast along dim 0 (stride 0), one broadcast element, or transposed; or a one
+** broadcast element (a learned scalar first: s * x, swapped onto the vectorised path) */
 static void cases_binary(void) {
   const sr_dtype dts[3] = {SR_F32, SR_BF16, SR_I32};
   for (int si = 0; si < EW_NSHAPES; si++)
     for (int di = 0; di < 3; di++)
       for (int fn = 0; fn < SR_BINARY_COUNT; fn++)
-        for (int layout = 0; layout < 4; layout++) {
+        for (int layout = 0; layout < 5; layout++) {
           sr_dtype dt = dts[di];
           if (dt == SR_I32 && (fn == SR_BINARY_DIV || fn == SR_BINARY_POW)) continue;
           int m = mark(), nd = ew_nd(EW_SHAPES[si]), pos = fn == SR_BINARY_POW || fn == SR_BINARY_DIV;
           const int64_t *sh = EW_SHAPES[si];
           double lo = pos ? 0.3 : -2, hi = 2;
-          sr_tensor *a = tnew(dt, nd, sh), *b;
+          sr_tensor *a = layout == 4 ? tview(dt, 1, nd, sh, (int64_t[]){0, 0, 0}, 0) : tnew(dt, nd, sh), *b;
           if (layout == 1) b = tview(dt, sh[1] * sh[2], nd, sh, (int64_t[]){0, nd == 3 ? sh[2] : 1, 1}, 0);
           else if (layout == 2) b = tview(dt, 1, nd, sh, (int64_t[]){0, 0, 0}, 0);
-          else b = tlay(layout == 3 ? 1 : 0, dt, nd, sh);
+          else b = tlay(layout == 3 ? 1 : 0, dt, nd, sh);  /* layout 4: b contiguous */
           if (dt == SR_I32) { rint_(a, -20, 20); rint_(b, -20, 20); }
           else { rnd(a, lo, hi); rnd(b, lo, hi); }
           if (layout == 0) /* equal elements for the comparisons */
@@ -516,7 +517,7 @@ static void cases_binary(void) {
           sr_tensor *o = poison(tnew(dt, nd, sh));
           sr_kcall c = KC(o, a, b);
           c.i[0] = fn;
-          static const char *bl[4] = {"contig", "b broadcast dim 0", "b one element", "b transposed"};
+          static const char *bl[5] = {"contig", "b broadcast dim 0", "b one element", "b transposed", "a one element"};
           check(SR_K_binary, &c, (opt){0}, "%s %s %s n=%lld", binary_names[fn], dn(dt), bl[layout], (long long)sr_numel(o));
           release_to(m);
         }
@@ -565,6 +566,25 @@ static void cases_reduce(void) {
                   (long long)sh[0], (long long)sh[1], (long long)sh[2], layout ? "transposed" : "contig");
             release_to(m);
           }
+}
+
+/* dot: sizes from 1 to past the 1024-block cap (grid-stride blocks), f32 and bf16; positive
+** products (a sum of O(N), not a cancelling one, so 1e-5 relative holds for f32 accumulation) and
+** one signed case; a rerun gives the same bits */
+static void cases_dot(void) {
+  const int64_t sizes[] = {1, 7, 1000, 4099, 70001, 3 * 1024 * 2048 + 5};
+  for (int si = 0; si < (big ? 6 : 4); si++)
+    for (int di = 0; di < 2; di++) {
+      int m = mark();
+      int64_t n = sizes[si];
+      int sgn = si == 2;  /* n = 1000: products of both signs (a sum of about 60), a looser tolerance */
+      sr_tensor *a = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0, 1), *b = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0.5, 1);
+      sr_tensor *o = poison(tnew(SR_F32, 1, (int64_t[]){1}));
+      sr_kcall c = KC(o, a, b);
+      check(SR_K_dot, &c, (opt){.t32 = sgn ? 1e-4 : 1e-5, .rerun = 1}, "%s n=%lld%s", dn(FLOATS[di]), (long long)n,
+            sgn ? " signed" : "");
+      release_to(m);
+    }
 }
 
 static const int64_t SM_ROWS[][2] = {{7, 33}, {3, 200}, {64, 1000}, {5, 50257}};
