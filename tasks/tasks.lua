@@ -72,5 +72,22 @@ return {
       t_start_ms = 1301740, t_target_ms = 949528, published_start_min = 22.3, published_target_min = 15.2,
       val_loss_start = 3.2772, val_loss_target = 3.2751,
     },
+    {
+      id = 5, start_record = 5, target_record = 6,
+      start = "tasks/record_05", target = "tasks/record_06", hints = "hints/task_05",
+      title = "Distributed Muon: Newton-Schulz work split across the ranks",
+      change = "matrix i owned by rank i mod world size; owners write s*NS(u) into one flat bf16 buffer, summed over the ranks (all-reduce), every rank applies every update; QK-norm before the rotary",
+      t_start_ms = 949528, t_target_ms = 766259, published_start_min = 15.2, published_target_min = 13.1,
+      val_loss_start = 3.2751, val_loss_target = 3.275,
+    },
+    -- no task 6: record 6 -> 7 was a PyTorch upgrade with no change to the script
+    {
+      id = 7, start_record = 7, target_record = 8,
+      start = "tasks/record_07", target = "tasks/record_08", hints = "hints/task_07",
+      title = "Untied embedding and head",
+      change = "separate N(0,1) embedding and zero-init lm_head, RMSNorm after the embedding; Adam embed lr 0.3, head lr 0.002; Muon lr 0.02 with scale sqrt(max(1, rows/cols)); 4,578 steps",
+      t_start_ms = 773072, t_target_ms = 662205, published_start_min = 12.0, published_target_min = 10.8,
+      val_loss_start = 3.276, val_loss_target = 3.2789,
+    },
   },
 }
