@@ -92,7 +92,7 @@ return {
       id = 10, start_record = 10, target_record = 11,
       start = "tasks/record_10", target = "tasks/record_11", hints = "hints/task_10",
       title = "U-net skip connections and doubled learning rates",
-      change = "encoder/decoder halves with learnable skip weights; learning rates doubled (wte 0.6, head 0.008, Muon 0.04, scalars 0.04); Newton-Schulz as B = bA + cA^2; 3,000 steps",
+      change = "encoder/decoder halves with learnable skip weights; learning rates doubled, the head's quadrupled (wte 0.6, head 0.008, Muon 0.04, scalars 0.04); Newton-Schulz as B = bA + cA^2; 3,000 steps",
       t_start_ms = 477150, t_target_ms = 442985, published_start_min = 7.8, published_target_min = 7.2,
       val_loss_start = 3.2782, val_loss_target = 3.2742,
     },

@@ -7,7 +7,8 @@
 --     x + skip_weights[i] * (output of encoder block n_layer/2 - 1 - i), the last encoder output
 --     first. `skip_weights` (one per decoder block, init 1) is a model parameter (bf16, as the
 --     rest of the bf16 model) in the scalar Adam group;
---   * learning rates doubled: Adam wte 0.6, lm_head 0.008, scalars 0.04; Muon 0.04;
+--   * learning rates doubled: Adam wte 0.3 -> 0.6, scalars 0.02 -> 0.04, Muon 0.02 -> 0.04; the
+--     head's Adam lr goes 0.002 -> 0.008 (4x);
 --   * Newton-Schulz written as A = X X^T, B = b A + c A A, X = a X + B X (the same polynomial as
 --     record 10's B = A X, X = a X + b B + c A B, with a different rounding order in bf16);
 --   * 3,000 steps, warmdown 900 (warmup 0).
