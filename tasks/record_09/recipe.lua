@@ -8,7 +8,7 @@
 --     the normed embedding and `lambdas` (2 per block) start at (1, 0);
 --   * logit softcap: logits <- 30 * tanh(logits / 30) on the bf16 logits, then fp32 for the loss;
 --   * the scalar parameters (every block parameter with fewer than 2 dims: lambdas, attn.lamb)
---     get their own Adam (lr 0.02, betas (0.9, 0.95)); Muon takes the 2-D block matrices only;
+--     get their own Adam group (lr 0.02, betas (0.9, 0.95)); Muon takes the 2-D block matrices only;
 --   * Muon momentum warmup: momentum = 0.85 -> 0.95 linearly over the first 500 steps
 --     (frac = min(it / 500, 1), set before each step);
 --   * 3,200 steps, warmdown 914 (warmup 0).
@@ -36,8 +36,7 @@ recipe.config = {
     target_val_loss = 10.6, val_tokens = 4096, val_batch = {B = 4, T = 32},
     amp = false,
   },
-  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions;
-  -- the step budget is tuned by `speedrun calibrate --tune-steps`, tasks/CALIBRATION.md)
+  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions)
   proxy = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "bt", B = 32, T = 256},
@@ -96,6 +95,7 @@ end
 local function apply_rotary(x, cos, sin)
   local T = x.shape[2]
   cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
+  -- y1 = x1 * cos + x2 * sin, y2 = x2 * cos - x1 * sin, cat(y1, y2): one fused kernel (F.rotary)
   return F.cast(F.rotary(x, cos, sin), x.dtype)              -- .type_as(x)
 end
 
@@ -134,12 +134,13 @@ end
 -- Muon: SGD-Nesterov momentum whose update is orthogonalised and scaled by sqrt(max(1, rows/cols)),
 -- distributed by ownership: matrix i (0-based) is computed by rank i mod world_size into a flat
 -- bf16 buffer, which is summed over the ranks; every rank then applies every update.
--- lr and momentum live in device tensors (set between steps: the lr schedule and the momentum
--- warmup), so a CUDA graph replay of step() reads the current values.
+-- The momentum lives in a device tensor too (the warmup sets it between steps).
 local function Muon(params, lr, momentum, rank, world_size)
   local dev = params[1].device
   local total = 0
   for _, p in ipairs(params) do total = total + p:numel() end
+  -- the lr lives in a device tensor, so a CUDA graph replay of step() reads the current value;
+  -- the flat buffer is long-lived (the script allocates it each step, zeroed: the same values)
   local self = {params = params, initial_lr = lr, bufs = {},
                 rank = rank or 0, world_size = world_size or 1,
                 flat = sr.zeros(total, {dtype = "bfloat16", device = dev}),
@@ -150,21 +151,21 @@ local function Muon(params, lr, momentum, rank, world_size)
   function self:owns(i) return (i - 1) % self.world_size == self.rank end   -- i is 1-based
   function self:step()
     sr.no_grad(function()
-      local flat, mom = self.flat, self.momentum
+      local flat = self.flat
       flat:zero_()
       -- generate the updates of the matrices this rank owns
       local at = 0
       for i, p in ipairs(self.params) do
         local n = p:numel()
         local g = p.grad
-        if self:owns(i) and g then
+        if self:owns(i) then
+          assert(g, "Muon: every matrix needs a gradient")
           local buf = self.bufs[p]
           if not buf then buf = sr.zeros(g.shape, {dtype = g.dtype, device = g.device}); self.bufs[p] = buf end
-          buf:mul_(mom):add_(g)
-          g = g + mom * buf                                       -- Nesterov
+          buf:mul_(self.momentum):add_(g)
+          g = g + self.momentum * buf                             -- Nesterov
           local u = newton_schulz5(g, 5)                          -- bf16
-          local s = math.sqrt(math.max(1, g.shape[1] / g.shape[2]))
-          if s ~= 1 then u = u * s end                            -- scaled in bf16
+          u = u * math.sqrt(math.max(1, g.shape[1] / g.shape[2]))  -- scaled in bf16: 2 for c_fc, else 1
           flat:narrow(1, at + 1, n):copy_(u:reshape(n))
         end
         at = at + n
@@ -276,9 +277,9 @@ function GPT:init(cfg, o)
   local h = {}
   for i = 1, cfg.n_layer do h[i] = {tostring(i - 1), Block(cfg, o)} end
   local wte = Container {}
-  wte:param("weight", sr.randn(cfg.vocab_size, cfg.n_embd, o))     -- nn.Embedding: N(0, 1)
+  wte:param("weight", sr.empty(cfg.vocab_size, cfg.n_embd, o):normal_(0, 1))   -- nn.Embedding: N(0, 1)
   self:child("transformer", Container {{"wte", wte}, {"h", Container(h)}})
-  self:child("lm_head", Container {}):param("weight", sr.zeros(cfg.vocab_size, cfg.n_embd, o))  -- zero init
+  self:child("lm_head", Container {}):param("weight", sr.zeros(cfg.vocab_size, cfg.n_embd, o))  -- untied, zero init
   self.blocks = {}
   for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
   self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
@@ -286,11 +287,13 @@ end
 
 -- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets nil and the mean cross-entropy
 function GPT:forward(idx, targets, amp)
-  local x = rmsnorm(F.embedding(idx, self.transformer.wte.weight))
+  local tr = self.transformer
+  local x = F.embedding(idx, tr.wte.weight)
+  x = rmsnorm(x)                                                    -- norm after the embedding
   local x0, v1 = x, nil
   for _, b in ipairs(self.blocks) do x, v1 = b(x, v1, x0, self.rot, amp) end
   x = rmsnorm(x)
-  local logits = softcap(linear(x, self.lm_head.weight, amp))     -- [B, T, V], bf16 under autocast
+  local logits = softcap(linear(x, self.lm_head.weight, amp))       -- [B, T, V], bf16 under autocast
   -- the loss in fp32 as the record computes it: the kernel reads the logits and works in fp32, the
   -- same numbers as casting them first, without an fp32 [B, T, V] copy. Training asks for the loss
   -- only, so the logits may become their own gradient in the same pass (inplace).
@@ -307,18 +310,23 @@ function recipe.setup(ctx)
   ctx.model = GPT({n_layer = m.n_layer, n_head = m.n_head, n_embd = m.n_embd, vocab_size = m.vocab_size,
                    block_size = T}, {device = ctx.device, dtype = "float32"})
   ctx.params = ctx.model:parameters()
-  -- Adam on the token table, on the head and on the block scalars; Muon on the block matrices
-  local model = ctx.model
+  -- the block parameters: the matrices go to Muon, the scalars (fewer than 2 dims: lambdas,
+  -- attn.lamb) to their own Adam group
+  local tr = ctx.model.transformer
   local matrix, scalar = {}, {}
-  for _, p in ipairs(model.transformer.h:parameters()) do
+  for _, p in ipairs(tr.h:parameters()) do
     if p:dim() == 2 then matrix[#matrix + 1] = p else scalar[#scalar + 1] = p end
   end
-  local function adam(ps, lr) return optim.AdamW(ps, {lr = lr, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0}) end
-  ctx.adam_embed = adam({model.transformer.wte.weight}, c.embed_lr)
-  ctx.adam_head = adam({model.lm_head.weight}, c.head_lr)
+  ctx.scalar_params = scalar
+  -- Adam (AdamW without decay) in three groups: the embedding, the head, the scalars (the script's
+  -- three fused Adam optimizers; the same arithmetic); Muon on the block matrices
+  ctx.adam = optim.AdamW({{params = {tr.wte.weight}, lr = c.embed_lr},
+                          {params = {ctx.model.lm_head.weight}, lr = c.head_lr},
+                          {params = scalar, lr = c.scalar_lr}},
+                         {betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
+  -- Muon's rank and world size: one process is rank 0 of 1 (the harness sets no others yet)
   ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
-  ctx.adam_scalar = adam(scalar, c.scalar_lr)
-  ctx.optimizers = {ctx.adam_embed, ctx.adam_head, ctx.muon, ctx.adam_scalar}
+  ctx.optimizers = {ctx.adam, ctx.muon}
   -- trapezoid: (it+1)/w during warmup, 1, then (N - it)/d over the last d steps (it = step - 1)
   local N, w, d = ctx.steps, c.warmup, c.warmdown
   ctx.lr_mult = function(it)
@@ -328,7 +336,8 @@ function recipe.setup(ctx)
   end
 end
 
--- host-side per-step work: the lr multipliers and Muon's momentum, written to device tensors
+-- host-side per-step work: the lr multipliers and Muon's momentum warmup, written to the
+-- optimizers' device tensors
 function recipe.schedule(ctx, step)
   local mult = ctx.lr_mult(step - 1)
   for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
@@ -356,7 +365,7 @@ function recipe.train_step(ctx, step, batch)
   return total
 end
 
--- record 9 validates under autocast (the script's `with ctx`)
+-- validation under autocast, as record 5 (the script's `with ctx`)
 function recipe.eval(ctx, inputs)
   return ctx.model(inputs, nil, ctx.amp)
 end

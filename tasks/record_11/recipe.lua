@@ -36,8 +36,7 @@ recipe.config = {
     target_val_loss = 10.6, val_tokens = 4096, val_batch = {B = 4, T = 32},
     dtype = "bfloat16",
   },
-  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions;
-  -- the step budget is tuned by `speedrun calibrate --tune-steps`, tasks/CALIBRATION.md)
+  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions)
   proxy = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "bt", B = 32, T = 256},
@@ -96,6 +95,7 @@ end
 local function apply_rotary(x, cos, sin)
   local T = x.shape[2]
   cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
+  -- y1 = x1 * cos + x2 * sin, y2 = x2 * cos - x1 * sin, cat(y1, y2): one fused kernel (F.rotary)
   return F.cast(F.rotary(x, cos, sin), x.dtype)              -- .type_as(x)
 end
 
@@ -135,12 +135,13 @@ end
 -- Muon: SGD-Nesterov momentum whose update is orthogonalised and scaled by sqrt(max(1, rows/cols)),
 -- distributed by ownership: matrix i (0-based) is computed by rank i mod world_size into a flat
 -- bf16 buffer, which is summed over the ranks; every rank then applies every update.
--- lr and momentum live in device tensors (set between steps: the lr schedule and the momentum
--- warmup), so a CUDA graph replay of step() reads the current values.
+-- The momentum lives in a device tensor too (the warmup sets it between steps).
 local function Muon(params, lr, momentum, rank, world_size)
   local dev = params[1].device
   local total = 0
   for _, p in ipairs(params) do total = total + p:numel() end
+  -- the lr lives in a device tensor, so a CUDA graph replay of step() reads the current value;
+  -- the flat buffer is long-lived (the script allocates it each step, zeroed: the same values)
   local self = {params = params, initial_lr = lr, bufs = {},
                 rank = rank or 0, world_size = world_size or 1,
                 flat = sr.zeros(total, {dtype = "bfloat16", device = dev}),
@@ -151,21 +152,21 @@ local function Muon(params, lr, momentum, rank, world_size)
   function self:owns(i) return (i - 1) % self.world_size == self.rank end   -- i is 1-based
   function self:step()
     sr.no_grad(function()
-      local flat, mom = self.flat, self.momentum
+      local flat = self.flat
       flat:zero_()
       -- generate the updates of the matrices this rank owns
       local at = 0
       for i, p in ipairs(self.params) do
         local n = p:numel()
         local g = p.grad
-        if self:owns(i) and g then
+        if self:owns(i) then
+          assert(g, "Muon: every matrix needs a gradient")
           local buf = self.bufs[p]
           if not buf then buf = sr.zeros(g.shape, {dtype = g.dtype, device = g.device}); self.bufs[p] = buf end
-          buf:mul_(mom):add_(g)
-          g = g + mom * buf                                       -- Nesterov
+          buf:mul_(self.momentum):add_(g)
+          g = g + self.momentum * buf                             -- Nesterov
           local u = newton_schulz5(g, 5)                          -- bf16
-          local s = math.sqrt(math.max(1, g.shape[1] / g.shape[2]))
-          if s ~= 1 then u = u * s end                            -- scaled in bf16
+          u = u * math.sqrt(math.max(1, g.shape[1] / g.shape[2]))  -- scaled in bf16: 2 for c_fc, else 1
           flat:narrow(1, at + 1, n):copy_(u:reshape(n))
         end
         at = at + n
@@ -189,42 +190,52 @@ recipe.Muon = Muon         -- exposed for tests
 -- Adam for bf16 parameters with bf16 state (exp_avg, exp_avg_sq in the parameter's dtype) and
 -- the update computed in fp32, as torch's fused Adam does on the bf16 model:
 --   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
--- The lr and the step count t live in device tensors (the count advances on the device), so a
--- CUDA graph replay of step() reads the current values.
+-- Groups {params =, lr =} as optim.AdamW's. The lrs and the step count t live in 0-dim device
+-- tensors (the count advances on the device), so a CUDA graph replay of step() reads the
+-- current values; 0-dim, they broadcast to every parameter's shape.
 -- TODO(ops-6-11): optim.AdamW on bf16 params and states (one fused call per group) replaces
 -- this composition of element-wise ops once the engine has it.
-local function Bf16Adam(params, lr, betas, eps)
-  local dev = params[1].device
+local function Bf16Adam(groups, defaults)
+  local b1, b2 = defaults.betas[1], defaults.betas[2]
+  local dev = groups[1].params[1].device
   local o = {dtype = "float32", device = dev}
-  local self = {params = params, initial_lr = lr, b1 = betas[1], b2 = betas[2], eps = eps, state = {},
-                -- 0-dim, so they broadcast to every parameter's shape (0-dim scalars included)
-                lr = sr.tensor(lr, o), t = sr.tensor(0, o), b1t = sr.tensor(betas[1], o), b2t = sr.tensor(betas[2], o)}
-  for _, p in ipairs(params) do
-    self.state[p] = {m = sr.zeros(p.shape, {dtype = p.dtype, device = dev}),
-                     v = sr.zeros(p.shape, {dtype = p.dtype, device = dev})}
+  local self = {groups = {}, state = {}, eps = defaults.eps or 1e-8, b1 = b1, b2 = b2,
+                t = sr.tensor(0, o), b1t = sr.tensor(b1, o), b2t = sr.tensor(b2, o)}
+  for i, g in ipairs(groups) do
+    self.groups[i] = {params = g.params, initial_lr = g.lr, lr = sr.tensor(g.lr, o)}
+    for _, p in ipairs(g.params) do
+      self.state[p] = {m = sr.zeros(p.shape, {dtype = p.dtype, device = dev}),
+                       v = sr.zeros(p.shape, {dtype = p.dtype, device = dev})}
+    end
   end
-  function self:set_lr_multiplier(m) self.lr:fill_(self.initial_lr * m) end
+  function self:set_lr_multiplier(m)
+    for _, g in ipairs(self.groups) do g.lr:fill_(g.initial_lr * m) end
+  end
   function self:step()
     sr.no_grad(function()
-      local b1, b2 = self.b1, self.b2
       self.t:add_(1)
-      local step_size = self.lr / (1 - F.pow(self.b1t, self.t))
+      local bc1 = 1 - F.pow(self.b1t, self.t)
       local bc2_sqrt = F.sqrt(1 - F.pow(self.b2t, self.t))
-      for _, p in ipairs(self.params) do
-        if p.grad then
-          local st = self.state[p]
-          local g = F.cast(p.grad, "float32")
-          local m = F.cast(st.m, "float32") * b1 + g * (1 - b1)
-          local v = F.cast(st.v, "float32") * b2 + F.square(g) * (1 - b2)
-          local upd = m / (F.sqrt(v) / bc2_sqrt + self.eps) * step_size
-          p:copy_(F.cast(p, "float32") - upd)                     -- copy_ rounds to the param's bf16
-          st.m:copy_(m)
-          st.v:copy_(v)
+      for _, grp in ipairs(self.groups) do
+        local step_size = grp.lr / bc1
+        for _, p in ipairs(grp.params) do
+          if p.grad then
+            local st = self.state[p]
+            local g = F.cast(p.grad, "float32")
+            local m = F.cast(st.m, "float32") * b1 + g * (1 - b1)
+            local v = F.cast(st.v, "float32") * b2 + F.square(g) * (1 - b2)
+            local upd = m / (F.sqrt(v) / bc2_sqrt + self.eps) * step_size
+            p:copy_(F.cast(p, "float32") - upd)                   -- copy_ rounds to the param's dtype
+            st.m:copy_(m)
+            st.v:copy_(v)
+          end
         end
       end
     end)
   end
-  function self:zero_grad() for _, p in ipairs(self.params) do p.grad = nil end end
+  function self:zero_grad()
+    for _, g in ipairs(self.groups) do for _, p in ipairs(g.params) do p.grad = nil end end
+  end
   return self
 end
 recipe.Bf16Adam = Bf16Adam   -- exposed for tests
@@ -324,9 +335,9 @@ function GPT:init(cfg, o)
   local h = {}
   for i = 1, cfg.n_layer do h[i] = {tostring(i - 1), Block(cfg, o)} end
   local wte = Container {}
-  wte:param("weight", F.cast(sr.randn(cfg.vocab_size, cfg.n_embd, o), cfg.dtype))  -- N(0, 1), bf16
+  wte:param("weight", F.cast(sr.empty(cfg.vocab_size, cfg.n_embd, o):normal_(0, 1), cfg.dtype))  -- N(0, 1), bf16
   self:child("transformer", Container {{"wte", wte}, {"h", Container(h)}})
-  self:child("lm_head", Container {}):param("weight", sr.zeros(cfg.vocab_size, cfg.n_embd, o))  -- zero init
+  self:child("lm_head", Container {}):param("weight", sr.zeros(cfg.vocab_size, cfg.n_embd, o))  -- untied, zero init
   self.blocks = {}
   for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
   self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
@@ -338,7 +349,9 @@ end
 
 -- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets nil and the mean cross-entropy
 function GPT:forward(idx, targets)
-  local x = rmsnorm(F.embedding(idx, self.transformer.wte.weight))
+  local tr = self.transformer
+  local x = F.embedding(idx, tr.wte.weight)
+  x = rmsnorm(x)                                                    -- norm after the embedding
   local x0, v1 = x, nil
   -- encoder: keep every block's output
   local skips = {}
@@ -352,7 +365,7 @@ function GPT:forward(idx, targets)
     x, v1 = self.blocks[self.encoder_layers + i](x, v1, x0, self.rot)
   end
   x = rmsnorm(x)
-  local logits = softcap(linear(x, self.lm_head.weight))           -- [B, T, V], bf16
+  local logits = softcap(linear(x, self.lm_head.weight))            -- [B, T, V], bf16
   -- the loss in fp32 as the record computes it: the kernel reads the logits and works in fp32, the
   -- same numbers as casting them first, without an fp32 [B, T, V] copy. Training asks for the loss
   -- only, so the logits may become their own gradient in the same pass (inplace).
@@ -368,24 +381,25 @@ function recipe.setup(ctx)
   ctx.model = GPT({n_layer = m.n_layer, n_head = m.n_head, n_embd = m.n_embd, vocab_size = m.vocab_size,
                    block_size = T, dtype = c.dtype}, {device = ctx.device, dtype = "float32"})
   ctx.params = ctx.model:parameters()
-  -- Adam on the token table, on the head and on the scalars (the blocks' and the skip weights);
-  -- Muon on the block matrices
-  local model = ctx.model
+  -- the block parameters: the matrices go to Muon, the scalars (fewer than 2 dims: lambdas,
+  -- attn.lamb) and the U-net skip weights to their own Adam group
+  local tr = ctx.model.transformer
   local matrix, scalar = {}, {}
-  for _, p in ipairs(model.transformer.h:parameters()) do
+  for _, p in ipairs(tr.h:parameters()) do
     if p:dim() == 2 then matrix[#matrix + 1] = p else scalar[#scalar + 1] = p end
   end
-  scalar[#scalar + 1] = model.skip_weights
-  -- bf16 parameters (wte, the scalars) keep bf16 Adam states; the fp32 head keeps fp32 states
-  local function adam(ps, lr)
-    if ps[1].dtype == "bfloat16" then return Bf16Adam(ps, lr, {0.9, 0.95}, 1e-8) end
-    return optim.AdamW(ps, {lr = lr, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
-  end
-  ctx.adam_embed = adam({model.transformer.wte.weight}, c.embed_lr)
-  ctx.adam_head = adam({model.lm_head.weight}, c.head_lr)
+  scalar[#scalar + 1] = ctx.model.skip_weights
+  ctx.scalar_params = scalar
+  -- Adam without decay (the script's three fused Adam optimizers; the same arithmetic): the bf16
+  -- embedding and scalars keep bf16 states (Bf16Adam), the fp32 head fp32 states (AdamW);
+  -- Muon on the block matrices (fp32 masters)
+  ctx.adam_bf16 = Bf16Adam({{params = {tr.wte.weight}, lr = c.embed_lr}, {params = scalar, lr = c.scalar_lr}},
+                           {betas = {0.9, 0.95}, eps = 1e-8})
+  ctx.adam = optim.AdamW({{params = {ctx.model.lm_head.weight}, lr = c.head_lr}},
+                         {betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
+  -- Muon's rank and world size: one process is rank 0 of 1 (the harness sets no others yet)
   ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
-  ctx.adam_scalar = adam(scalar, c.scalar_lr)
-  ctx.optimizers = {ctx.adam_embed, ctx.adam_head, ctx.muon, ctx.adam_scalar}
+  ctx.optimizers = {ctx.adam_bf16, ctx.adam, ctx.muon}
   -- trapezoid: (it+1)/w during warmup, 1, then (N - it)/d over the last d steps (it = step - 1)
   local N, w, d = ctx.steps, c.warmup, c.warmdown
   ctx.lr_mult = function(it)
@@ -395,7 +409,8 @@ function recipe.setup(ctx)
   end
 end
 
--- host-side per-step work: the lr multipliers and Muon's momentum, written to device tensors
+-- host-side per-step work: the lr multipliers and Muon's momentum warmup, written to the
+-- optimizers' device tensors
 function recipe.schedule(ctx, step)
   local mult = ctx.lr_mult(step - 1)
   for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
@@ -423,7 +438,7 @@ function recipe.train_step(ctx, step, batch)
   return total
 end
 
--- record 11 validates the same bf16 model (the script's no_grad validation, no autocast)
+-- validation runs the same bf16 model (the script's no_grad validation, no autocast)
 function recipe.eval(ctx, inputs)
   return ctx.model(inputs, nil)
 end

@@ -114,10 +114,21 @@ T.case("parameter names, shapes, dtypes and optimizer groups follow the scripts"
     all_close(sd["transformer.h.1.lambdas"], {1, 0}, 0, "lambdas init")
     T.eq(F.max(F.abs(sd["lm_head.weight"])):item(), 0, "zero-init head")
     if n == 11 then all_close(sd.skip_weights, {1}, 0, "skip weights init") end
-    -- four optimizers: Adam(wte), Adam(head), Muon(block matrices), Adam(scalars)
-    T.eq(#ctx.optimizers, 4)
+    -- Adam groups wte, head, scalars (record 10+: wte and scalars in the bf16-state Adam); Muon on
+    -- the block matrices
+    local scal = ctx.scalar_params
+    if n == 9 then
+      T.eq(#ctx.optimizers, 2)
+      T.eq(#ctx.adam.groups, 3, "Adam groups")
+      T.eq(ctx.adam.groups[3].params, scal, "the scalar group")
+      T.eq(ctx.adam.groups[3].lr, cfg.scalar_lr)
+    else
+      T.eq(#ctx.optimizers, 3)
+      T.eq(#ctx.adam_bf16.groups .. "/" .. #ctx.adam.groups, "2/1", "Adam groups (bf16 / fp32 states)")
+      T.eq(ctx.adam_bf16.groups[2].params, scal, "the scalar group")
+      T.eq(ctx.adam.groups[1].params[1], ctx.model.lm_head.weight, "the head in the fp32 Adam")
+    end
     T.eq(#ctx.muon.params, 6 * cfg.model.n_layer, "Muon: the 2-D block matrices")
-    local scal = ctx.adam_scalar.params or ctx.adam_scalar.groups[1].params
     T.eq(#scal, 2 * cfg.model.n_layer + (n == 11 and 1 or 0), "the scalar Adam group")
     for _, p in ipairs(ctx.muon.params) do T.eq(p:dim(), 2) end
     for _, p in ipairs(scal) do T.ok(p:dim() < 2, "scalars have fewer than 2 dims") end
@@ -209,7 +220,7 @@ T.case("record 10: bf16 Adam states, the update in fp32, matching AdamW", functi
   local r = load_recipe(10)
   -- one step by hand: m = (1 - b1) g, v = (1 - b2) g^2, so p <- p - lr g / (|g| + eps)
   local p = sr.tensor({1.0, -2.0, 0.5}, {dtype = "bfloat16"}):requires_grad_()
-  local opt = r.Bf16Adam({p}, 0.25, {0.9, 0.95}, 1e-8)
+  local opt = r.Bf16Adam({{params = {p}, lr = 0.25}}, {betas = {0.9, 0.95}, eps = 1e-8})
   p.grad = sr.tensor({0.1, -0.2, 0}, {dtype = "bfloat16"})
   opt:step()
   T.eq(p.dtype, "bfloat16")
@@ -224,7 +235,7 @@ T.case("record 10: bf16 Adam states, the update in fp32, matching AdamW", functi
   sr.manual_seed(5)
   local a = sr.randn(4, 3):requires_grad_()
   local b = a:detach():clone():requires_grad_()
-  local oa = r.Bf16Adam({a}, 0.01, {0.9, 0.95}, 1e-8)
+  local oa = r.Bf16Adam({{params = {a}, lr = 0.01}}, {betas = {0.9, 0.95}, eps = 1e-8})
   local ob = sr.optim.AdamW({b}, {lr = 0.01, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
   for s = 1, 5 do
     local g = sr.randn(4, 3)
@@ -239,9 +250,9 @@ T.case("record 10: bf16 Adam states, the update in fp32, matching AdamW", functi
   rr.schedule(ctx, 1)
   rr.train_step(ctx, 1, {x = x, y = y, step = 1})
   local wte = ctx.model.transformer.wte.weight
-  T.eq(ctx.adam_embed.state[wte].m.dtype, "bfloat16", "wte exp_avg")
-  T.eq(ctx.adam_scalar.state[ctx.model.blocks[1].lambdas].v.dtype, "bfloat16", "lambdas exp_avg_sq")
-  T.eq(ctx.adam_head.state[ctx.model.lm_head.weight].m.dtype, "float32", "head exp_avg")
+  T.eq(ctx.adam_bf16.state[wte].m.dtype, "bfloat16", "wte exp_avg")
+  T.eq(ctx.adam_bf16.state[ctx.model.blocks[1].lambdas].v.dtype, "bfloat16", "lambdas exp_avg_sq")
+  T.eq(ctx.adam.state[ctx.model.lm_head.weight].m.dtype, "float32", "head exp_avg")
   T.eq(wte.dtype, "bfloat16", "wte stays bf16")
   T.eq(ctx.model.blocks[1].attn.c_q.weight.dtype, "float32", "CastedLinear master stays fp32")
 end)
