@@ -210,8 +210,9 @@ function Attention:init(cfg, o)
   self:child("c_proj", Container {}):param("weight", sr.zeros(C, C, o))       -- zero init
 end
 
--- the value residual: v <- (1 - lamb) v + lamb v1 (computed in the promoted dtype and rounded
--- once to v's dtype, as the compiled script's fused kernel does)
+-- the value residual: v <- (1 - lamb) v + lamb v1, returned in v's dtype (bf16 under autocast) as
+-- in the script, where the 0-dim fp32 lamb does not widen v (an engine that promotes it to fp32
+-- computes the mix in fp32 and rounds once, as the compiled script's fused kernel does)
 local function value_residual(v, v1, lamb)
   local y = (1 - lamb) * v + lamb * v1
   return y.dtype == v.dtype and y or F.cast(y, v.dtype)

@@ -193,8 +193,9 @@ recipe.Muon = Muon         -- exposed for tests
 -- Groups {params =, lr =} as optim.AdamW's. The lrs and the step count t live in 0-dim device
 -- tensors (the count advances on the device), so a CUDA graph replay of step() reads the
 -- current values; 0-dim, they broadcast to every parameter's shape.
--- TODO(ops-6-11): optim.AdamW on bf16 params and states (one fused call per group) replaces
--- this composition of element-wise ops once the engine has it.
+-- TODO(ops-6-11): optim.AdamW with bf16 states (branch ops-6-11: `state_dtype = "param"`, one
+-- fused call per group) replaces this composition of element-wise ops once merged: then one
+-- AdamW({{wte, embed_lr}, {lm_head, head_lr}, {scalars, scalar_lr}}, {..., state_dtype = "param"}).
 local function Bf16Adam(groups, defaults)
   local b1, b2 = defaults.betas[1], defaults.betas[2]
   local dev = groups[1].params[1].device
