@@ -158,7 +158,7 @@ function M.parse(text)
   end
   local s = t.reproducibility_score
   if s == nil or s == null then return nil, "the judge's JSON has no reproducibility_score" end
-  if type(s) == "string" then s = tonumber((s:gsub("%%$", ""))) end
+  if type(s) == "string" then s = tonumber(s) end
   if type(s) ~= "number" or s ~= s or s < 0 or s > 1 then
     return nil, "reproducibility_score must be a number in [0, 1] (got " .. excerpt(json.encode(t.reproducibility_score)) .. ")"
   end

@@ -45,7 +45,7 @@ function M.bars(groups, opts)
   end
   local bw, gap = 18, 22
   local gw = nb * bw + gap
-  local x0, y0, h = 50, 20, 200
+  local x0, y0, h = 90, 20, 200
   local W = math.max(300, x0 + gw * #groups + 20)
   local Hh = y0 + h + 70
   local out = {fmt('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif">', W, Hh)}
