@@ -127,6 +127,9 @@ T.case("median, IQM, mean by hint regime over the pooled top-3 scores", function
   T.close(e.mean.estimate, 6.4 / 12, 1e-12)
   T.close(e.optimality_gap.estimate, 1 - 6.4 / 12, 1e-12)
   T.eq(R.intervals.hint[1].level, "none", "the paper's regime order")
+  -- the heat map: task 1, none = the top-3 of none/aide (.5 .25 .25) and none/flat (0 0 0): 1/6
+  T.close(R.heat.get(1, "none"), 1 / 6, 1e-12)
+  T.close(R.heat.get(2, "L1"), (1 + .6 + .6 + .7 + .3 + .3) / 6, 1e-12)
   T.eq(#R.intervals.scaffold, 2)
   T.eq(#R.intervals.model, 1)
 end)

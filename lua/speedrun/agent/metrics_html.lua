@@ -118,9 +118,9 @@ end
 
 function M.heat_map(heat)
   local cw, ch, x0, y0 = 70, 26, 60, 40
-  local W, Hh = x0 + cw * #heat.regimes + 20, y0 + ch * #heat.tasks + 20
+  local W, Hh = math.max(340, x0 + cw * #heat.regimes + 20), y0 + ch * #heat.tasks + 20
   local out = {fmt('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif">', W, Hh)}
-  out[#out + 1] = fmt('<text x="%d" y="14" font-size="11">task \\ hint regime (mean of the top-3 FSRs)</text>', x0)
+  out[#out + 1] = '<text x="4" y="14" font-size="11">task \\ hint regime (mean of the top-3 FSRs)</text>'
   for j, r in ipairs(heat.regimes) do
     out[#out + 1] = fmt('<text x="%d" y="%d" font-size="11" text-anchor="middle">%s</text>', x0 + (j - 0.5) * cw, y0 - 6, esc(r))
   end
