@@ -89,35 +89,65 @@ function M.quantile(s, q)
   return s[lo] + (h - lo) * (s[lo + 1] - s[lo])
 end
 
--- ci(rows, stat, {reps = 2000, seed = 1, level = 0.95}) -> {estimate, lo, hi, reps, seed, level}
--- rows: a list of score lists (the strata); stat: a name in M.STATS or a function of a flat list
-function M.ci(rows, stat, opts)
+-- the named statistics of one sample, sorted once (median and IQM read the sorted copy)
+local SORTED = {median = true, iqm = true}
+local function stats_of(xs, names, fns)
+  local need_sort = false
+  for _, n in ipairs(names) do if SORTED[n] then need_sort = true end end
+  if need_sort then table.sort(xs) end
+  local out = {}
+  for i, n in ipairs(names) do out[i] = fns[i](xs) end
+  return out
+end
+
+-- cis(rows, names, {reps = 2000, seed = 1, level = 0.95}) -> {[name] = {estimate, lo, hi, reps, seed,
+-- level}}: every statistic from the same resamples. rows: a list of score lists (the strata);
+-- names: statistics in M.STATS (or {name, function of a flat list})
+function M.cis(rows, names, opts)
   opts = opts or {}
-  local fn = type(stat) == "function" and stat or M.STATS[stat]
-  assert(fn, "bootstrap.ci: unknown statistic " .. tostring(stat))
   local reps, level, seed = opts.reps or 2000, opts.level or 0.95, opts.seed or 1
+  local keys, fns = {}, {}
+  for i, n in ipairs(names) do
+    if type(n) == "table" then keys[i], fns[i] = n[1], n[2]
+    else keys[i], fns[i] = n, M.STATS[n] end
+    assert(fns[i], "bootstrap: unknown statistic " .. tostring(keys[i]))
+  end
   local flat = flatten(rows)
-  local est = fn(flat)
-  if not est then return {estimate = nil, reps = reps, seed = seed, level = level} end
+  local est = stats_of(flat, keys, fns)
+  local out = {}
+  for i, k in ipairs(keys) do out[k] = {estimate = est[i], reps = reps, seed = seed, level = level, draws = {}} end
+  if #flat == 0 then
+    for _, k in ipairs(keys) do out[k].draws = nil end
+    return out
+  end
   local rand = M.rng(seed)
-  local draws = {}
   local buf = {}
-  for b = 1, reps do
-    local k = 0
+  for _ = 1, reps do
+    local j = 0
     for _, r in ipairs(rows) do
       local n = #r
       for _ = 1, n do
-        k = k + 1
-        buf[k] = r[math.floor(rand() * n) + 1]
+        j = j + 1
+        buf[j] = r[math.floor(rand() * n) + 1]
       end
     end
-    for j = #buf, k + 1, -1 do buf[j] = nil end
-    draws[b] = fn(buf)
+    local v = stats_of(buf, keys, fns)
+    for i, k in ipairs(keys) do local d = out[k].draws d[#d + 1] = v[i] end
   end
-  table.sort(draws)
   local a = (1 - level) / 2
-  return {estimate = est, lo = M.quantile(draws, a), hi = M.quantile(draws, 1 - a), reps = reps, seed = seed,
-          level = level}
+  for _, k in ipairs(keys) do
+    local d = out[k].draws
+    table.sort(d)
+    out[k].lo, out[k].hi, out[k].draws = M.quantile(d, a), M.quantile(d, 1 - a), nil
+  end
+  return out
+end
+
+-- ci(rows, stat, opts) -> {estimate, lo, hi, reps, seed, level}: one statistic (see cis)
+function M.ci(rows, stat, opts)
+  local name = type(stat) == "function" and {"f", stat} or stat
+  local r = M.cis(rows, {name}, opts)
+  return r[type(stat) == "function" and "f" or stat]
 end
 
 return M

@@ -346,7 +346,8 @@ function M.intervals(configs, factor, opts)
   for _, lv in ipairs(levels) do
     local rows = rows_by[lv]
     local e = {factor = factor, level = lv, n_rows = #rows, n_scores = 3 * #rows}
-    for _, s in ipairs(bootstrap.STAT_NAMES) do e[s] = bootstrap.ci(rows, s, opts) end
+    local c = bootstrap.cis(rows, bootstrap.STAT_NAMES, opts)
+    for _, s in ipairs(bootstrap.STAT_NAMES) do e[s] = c[s] end
     out[#out + 1] = e
   end
   return out
