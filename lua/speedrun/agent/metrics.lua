@@ -355,9 +355,12 @@ end
 
 -- ---------------------------------------------------------------------------------------------
 -- node types (the paper's pies): kinds draft / improve / debug, and outcomes buggy (bug_depth > 0),
--- improved (valid and faster than t_i), no improvement (the rest)
+-- improved (valid and faster than t_i), no improvement (the rest); k: only each run's first k
+-- agent nodes (the paper plots the fractions against k)
 
-function M.node_types(runs, factor)
+M.FIRST_K = {1, 5, 10, 20}
+
+function M.node_types(runs, factor, k)
   local by, levels = {}, {}
   for _, r in ipairs(runs) do
     local lv = factor == "all" and "all" or r[factor]
@@ -368,7 +371,8 @@ function M.node_types(runs, factor)
       by[lv] = e
       levels[#levels + 1] = lv
     end
-    for _, n in ipairs(r.nodes) do
+    for i, n in ipairs(r.nodes) do
+      if k and i > k then break end
       e.nodes = e.nodes + 1
       local k = (n.kind == "draft" or n.kind == "improve" or n.kind == "debug") and n.kind or "other"
       e[k] = e[k] + 1
@@ -443,6 +447,10 @@ function M.compute(study, opts)
   for _, f in ipairs {"all", "hint", "scaffold", "model"} do
     R.intervals[f] = M.intervals(configs, f, R.opts)
     R.node_types[f] = M.node_types(runs, f)
+  end
+  R.first_k = {}
+  for _, k in ipairs(M.FIRST_K) do R.first_k[#R.first_k + 1] = {k = k, types = M.node_types(runs, "all", k)[1]} end
+  for _, f in ipairs {"all", "hint", "scaffold", "model"} do
     R.judge[f] = M.scores_by(runs, f, "judge")
     R.similarity[f] = M.scores_by(runs, f, "similarity")
   end

@@ -205,6 +205,11 @@ function M.page(R, title)
   for _, f in ipairs {"hint", "scaffold", "model"} do
     p[#p + 1] = fmt("<div><h3>%s</h3>%s</div>", TITLES[f], M.node_plot(R.node_types[f]))
   end
+  local fk = {}
+  for _, e in ipairs(R.first_k) do
+    if e.types then fk[#fk + 1] = {frac = e.types.frac, nodes = e.types.nodes, level = "first " .. e.k} end
+  end
+  p[#p + 1] = "<div><h3>Among each run's first k nodes</h3>" .. M.node_plot(fk) .. "</div>"
   p[#p + 1] = "</div><h2>Tables</h2><h3>Intervals</h3>"
   local rows = {}
   for _, f in ipairs {"all", "hint", "scaffold", "model"} do

@@ -70,6 +70,13 @@ function M.text(R)
     add(M.table({f, "nodes", "draft", "improve", "debug", "buggy", "improved", "no improvement"}, rows))
   end
   rows = {}
+  for _, fk in ipairs(R.first_k) do
+    local e = fk.types
+    if e then rows[#rows + 1] = {s(fk.k), s(e.nodes), f3(e.frac.buggy), f3(e.frac.improved), f3(e.frac.no_improvement)} end
+  end
+  add("\nNode outcomes among each run's first k agent nodes\n")
+  add(M.table({"k", "nodes", "buggy", "improved", "no improvement"}, rows))
+  rows = {}
   for _, f in ipairs {"all", "hint", "scaffold", "model"} do
     for i, e in ipairs(R.judge[f]) do
       local sm = R.similarity[f][i]
@@ -155,6 +162,12 @@ function M.csv_files(R)
     for _, e in ipairs(R.node_types[f]) do
       local q = e.frac
       rows[#rows + 1] = {f, e.level, e.nodes, q.draft, q.improve, q.debug, q.other, q.buggy, q.improved, q.no_improvement}
+    end
+  end
+  for _, fk in ipairs(R.first_k) do
+    local e, q = fk.types, fk.types and fk.types.frac
+    if e then
+      rows[#rows + 1] = {"first_k", fk.k, e.nodes, q.draft, q.improve, q.debug, q.other, q.buggy, q.improved, q.no_improvement}
     end
   end
   files["node_types.csv"] = M.csv({"factor", "level", "nodes", "draft", "improve", "debug", "other", "buggy", "improved",
