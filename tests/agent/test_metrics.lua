@@ -17,6 +17,13 @@ os.execute("mkdir -p '" .. tmp .. "'")
 local sweep = tmp .. "/sweep"
 local cells = fixture.build(sweep, "..")
 
+-- a cell the sweep has not started yet: cell.json only, no journal (left out with a warning)
+os.execute("mkdir -p '" .. sweep .. "/pending'")
+do
+  local f = assert(io.open(sweep .. "/pending/cell.json", "w"))
+  f:write('{"task": 2, "hint_regime": "L1", "scaffold": "flat", "model": "m", "seed": 3, "status": "pending"}')
+  f:close()
+end
 local study = metrics.load({sweep})
 local R = metrics.compute(study, {reps = 500, seed = 7})
 
@@ -34,12 +41,15 @@ local function level(list, lv)
   for _, e in ipairs(list) do if e.level == lv then return e end end
 end
 
-T.case("cells: 17 found, task 6 dropped with a warning, labels from cell.json", function()
+T.case("cells: 18 found, task 6 dropped and an unstarted cell left out with warnings, labels from cell.json", function()
   T.eq(#study.cells, 16)
   T.eq(#R.runs, 16)
   local dropped = false
   for _, w in ipairs(study.warnings) do if w:match("task 6 dropped") then dropped = true end end
   T.ok(dropped, "a warning names the dropped task 6")
+  local pending = false
+  for _, w in ipairs(study.warnings) do if w:match("pending: no journal.*left out") then pending = true end end
+  T.ok(pending, "the cell without a journal is named and left out")
   T.eq(R.runs[1].model, "m")
   T.eq(R.runs[1].scale, "micro")
 end)

@@ -119,8 +119,9 @@ function M.load(dirs, opts)
   local study = {cells = {}, warnings = {}, manifest = opts.manifest or taskmod.manifest()}
   for _, d in ipairs(found) do
     local c = M.load_cell(d)
-    if c.error then study.warnings[#study.warnings + 1] = c.dir .. ": " .. c.error end
-    if c.task and M.DROPPED_TASKS[c.task] then
+    if c.error then
+      study.warnings[#study.warnings + 1] = c.dir .. ": " .. c.error .. "; left out"
+    elseif c.task and M.DROPPED_TASKS[c.task] then
       study.warnings[#study.warnings + 1] = fmt("%s: task %d dropped (the benchmark drops record 6)", c.dir, c.task)
     elseif not c.task then
       study.warnings[#study.warnings + 1] = c.dir .. ": no task named; left out"
@@ -448,6 +449,8 @@ function M.compute(study, opts)
     R.intervals[f] = M.intervals(configs, f, R.opts)
     R.node_types[f] = M.node_types(runs, f)
   end
+  R.statuses = {}
+  for _, r in ipairs(runs) do R.statuses[r.status or "-"] = (R.statuses[r.status or "-"] or 0) + 1 end
   R.first_k = {}
   for _, k in ipairs(M.FIRST_K) do R.first_k[#R.first_k + 1] = {k = k, types = M.node_types(runs, "all", k)[1]} end
   for _, f in ipairs {"all", "hint", "scaffold", "model"} do

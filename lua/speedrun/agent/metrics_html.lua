@@ -195,6 +195,7 @@ function M.page(R, title)
       .. 'scale, else the scale\'s target; 0 when no node is valid or outside [0, 3]; task 6 dropped). Intervals: %d%% '
       .. 'percentile stratified bootstrap, %d reps, seed %d, over the top-3 scores of each (task, configuration).</p>',
       #R.runs, #R.configs, math.floor((R.opts.level or 0.95) * 100 + 0.5), R.opts.reps, R.opts.seed),
+    fmt('<p class="note">Cells by status: %s.</p>', esc(require("speedrun.agent.metrics_out").statuses(R))),
     "<h2>FSR: median, IQM and mean with 95% CIs</h2>", '<div class="plots">'}
   for _, f in ipairs {"hint", "scaffold", "model"} do
     p[#p + 1] = fmt("<div><h3>%s</h3>%s</div>", TITLES[f], M.interval_plot(R.intervals[f]))

@@ -31,11 +31,20 @@ local function ci_str(c) return c and c.estimate and fmt("%.3f [%.3f, %.3f]", c.
 
 local TITLES = {all = "all runs", hint = "by hint regime", scaffold = "by scaffold", model = "by model"}
 
+function M.statuses(R)
+  local keys, parts = {}, {}
+  for k in pairs(R.statuses) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do parts[#parts + 1] = k .. " " .. R.statuses[k] end
+  return table.concat(parts, ", ")
+end
+
 -- the whole report as text
 function M.text(R)
   local out = {}
   local function add(x) out[#out + 1] = x end
-  add(fmt("speedrun agent metrics: %d runs, %d configurations (scaffold x hint x model)\n\n", #R.runs, #R.configs))
+  add(fmt("speedrun agent metrics: %d runs, %d configurations (scaffold x hint x model)\n", #R.runs, #R.configs))
+  add("cells by status (cell.json; every cell with a journal counts): " .. M.statuses(R) .. "\n\n")
   local rows = {}
   for _, r in ipairs(R.runs) do
     rows[#rows + 1] = {s(r.task), r.hint, r.scaffold, r.model, s(r.seed), f3(r.fsr), f3(r.raw), r.reason,
