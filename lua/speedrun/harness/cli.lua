@@ -495,7 +495,8 @@ measured train times (mean, std, card, software) in the calibration file used by
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
                      1 on the CPU); their losses decide the search, the tuned budget's K runs
-                     are then timed one at a time for the calibration
+                     are then timed one at a time for the calibration; with --target X the
+                     recipe's target_val_loss at the scale becomes X too
   and the run options of `speedrun train`
 ]]
 
@@ -611,7 +612,8 @@ local function tune_item(it, o, k, out_root, card)
     timed, err = multi_run(it.recipe, po, k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
     if not timed then return nil, err end
   end
-  local values = {steps = cfg.steps}
+  -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
+  local values = {steps = cfg.steps, target_val_loss = tonumber(o.target)}
   for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
   local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs[1].scale or o.scale, values)
   if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
