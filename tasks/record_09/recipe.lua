@@ -246,9 +246,10 @@ function MLP:forward(x, amp)
   return linear(F.relu2(linear(x, self.c_fc.weight, amp)), self.c_proj.weight, amp)   -- relu(x)^2
 end
 
--- the embedding shortcut: lambdas[1] * x + lambdas[2] * x0
+-- the embedding shortcut: lambdas[1] * x + lambdas[2] * x0, each lambda a 0-d view (select), as
+-- the script's lambdas[0]: a 0-d scalar never widens x's dtype
 local function shortcut(x, x0, lambdas)
-  return lambdas:narrow(1, 1, 1) * x + lambdas:narrow(1, 2, 1) * x0
+  return lambdas:select(1, 1) * x + lambdas:select(1, 2) * x0
 end
 recipe.shortcut = shortcut                 -- exposed for tests
 

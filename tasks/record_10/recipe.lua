@@ -8,7 +8,8 @@
 --     master, cast to the activation dtype (bf16) at every use; its gradient comes back fp32, so
 --     Muon and the head's Adam are unchanged;
 --   * the Adam states of the bf16 parameters (wte, the scalars) are bf16 too, the update computed
---     in fp32 (torch's fused Adam on bf16 tensors); the head's Adam keeps fp32 states;
+--     in fp32 (torch's fused Adam on bf16 tensors; optim.AdamW with state_dtype = "param");
+--     the head's Adam keeps fp32 states;
 --   * the loss: softcap on the bf16 logits, then fp32 for the cross-entropy; validation runs the
 --     same bf16 model (no autocast, no_grad);
 --   * 3,242 steps, warmdown 926 (warmup 0).
@@ -185,60 +186,6 @@ local function Muon(params, lr, momentum, rank, world_size)
 end
 recipe.Muon = Muon         -- exposed for tests
 
--- Adam for bf16 parameters with bf16 state (exp_avg, exp_avg_sq in the parameter's dtype) and
--- the update computed in fp32, as torch's fused Adam does on the bf16 model:
---   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
--- Groups {params =, lr =} as optim.AdamW's. The lrs and the step count t live in 0-dim device
--- tensors (the count advances on the device), so a CUDA graph replay of step() reads the
--- current values; 0-dim, they broadcast to every parameter's shape.
--- TODO(ops-6-11): optim.AdamW with bf16 states (branch ops-6-11: `state_dtype = "param"`, one
--- fused call per group) replaces this composition of element-wise ops once merged: then one
--- AdamW({{wte, embed_lr}, {lm_head, head_lr}, {scalars, scalar_lr}}, {..., state_dtype = "param"}).
-local function Bf16Adam(groups, defaults)
-  local b1, b2 = defaults.betas[1], defaults.betas[2]
-  local dev = groups[1].params[1].device
-  local o = {dtype = "float32", device = dev}
-  local self = {groups = {}, state = {}, eps = defaults.eps or 1e-8, b1 = b1, b2 = b2,
-                t = sr.tensor(0, o), b1t = sr.tensor(b1, o), b2t = sr.tensor(b2, o)}
-  for i, g in ipairs(groups) do
-    self.groups[i] = {params = g.params, initial_lr = g.lr, lr = sr.tensor(g.lr, o)}
-    for _, p in ipairs(g.params) do
-      self.state[p] = {m = sr.zeros(p.shape, {dtype = p.dtype, device = dev}),
-                       v = sr.zeros(p.shape, {dtype = p.dtype, device = dev})}
-    end
-  end
-  function self:set_lr_multiplier(m)
-    for _, g in ipairs(self.groups) do g.lr:fill_(g.initial_lr * m) end
-  end
-  function self:step()
-    sr.no_grad(function()
-      self.t:add_(1)
-      local bc1 = 1 - F.pow(self.b1t, self.t)
-      local bc2_sqrt = F.sqrt(1 - F.pow(self.b2t, self.t))
-      for _, grp in ipairs(self.groups) do
-        local step_size = grp.lr / bc1
-        for _, p in ipairs(grp.params) do
-          if p.grad then
-            local st = self.state[p]
-            local g = F.cast(p.grad, "float32")
-            local m = F.cast(st.m, "float32") * b1 + g * (1 - b1)
-            local v = F.cast(st.v, "float32") * b2 + F.square(g) * (1 - b2)
-            local upd = m / (F.sqrt(v) / bc2_sqrt + self.eps) * step_size
-            p:copy_(F.cast(p, "float32") - upd)                   -- copy_ rounds to the param's dtype
-            st.m:copy_(m)
-            st.v:copy_(v)
-          end
-        end
-      end
-    end)
-  end
-  function self:zero_grad()
-    for _, g in ipairs(self.groups) do for _, p in ipairs(g.params) do p.grad = nil end end
-  end
-  return self
-end
-recipe.Bf16Adam = Bf16Adam   -- exposed for tests
-
 -- the momentum warmup: 0.85 -> 0.95 over the first `momentum_warmup` steps (it = step - 1)
 local function muon_momentum(c, it)
   local frac = c.momentum_warmup > 0 and math.min(it / c.momentum_warmup, 1) or 1
@@ -298,9 +245,10 @@ function MLP:forward(x)
   return linear(F.relu2(linear(x, self.c_fc.weight)), self.c_proj.weight)   -- relu(x)^2
 end
 
--- the embedding shortcut: lambdas[1] * x + lambdas[2] * x0
+-- the embedding shortcut: lambdas[1] * x + lambdas[2] * x0, each lambda a 0-d view (select), as
+-- the script's lambdas[0]: a 0-d scalar never widens x's dtype
 local function shortcut(x, x0, lambdas)
-  return lambdas:narrow(1, 1, 1) * x + lambdas:narrow(1, 2, 1) * x0
+  return lambdas:select(1, 1) * x + lambdas:select(1, 2) * x0
 end
 recipe.shortcut = shortcut                 -- exposed for tests
 
@@ -370,16 +318,18 @@ function recipe.setup(ctx)
     if p:dim() == 2 then matrix[#matrix + 1] = p else scalar[#scalar + 1] = p end
   end
   ctx.scalar_params = scalar
-  -- Adam without decay (the script's three fused Adam optimizers; the same arithmetic): the bf16
-  -- embedding and scalars keep bf16 states (Bf16Adam), the fp32 head fp32 states (AdamW);
-  -- Muon on the block matrices (fp32 masters)
-  ctx.adam_bf16 = Bf16Adam({{params = {tr.wte.weight}, lr = c.embed_lr}, {params = scalar, lr = c.scalar_lr}},
-                           {betas = {0.9, 0.95}, eps = 1e-8})
-  ctx.adam = optim.AdamW({{params = {ctx.model.lm_head.weight}, lr = c.head_lr}},
-                         {betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
+  -- Adam (AdamW without decay) in three groups: the embedding, the head, the scalars (the script's
+  -- three fused Adam optimizers; the same arithmetic). state_dtype = "param": m and v take each
+  -- parameter's dtype (torch's zeros_like state), so the bf16 embedding and scalars keep bf16
+  -- states and the fp32 head fp32 ones; the update is computed in fp32, each group one fused
+  -- call. Muon on the block matrices
+  ctx.adam = optim.AdamW({{params = {tr.wte.weight}, lr = c.embed_lr},
+                          {params = {ctx.model.lm_head.weight}, lr = c.head_lr},
+                          {params = scalar, lr = c.scalar_lr}},
+                         {betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0, state_dtype = "param"})
   -- Muon's rank and world size: one process is rank 0 of 1 (the harness sets no others yet)
   ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
-  ctx.optimizers = {ctx.adam_bf16, ctx.adam, ctx.muon}
+  ctx.optimizers = {ctx.adam, ctx.muon}
   -- trapezoid: (it+1)/w during warmup, 1, then (N - it)/d over the last d steps (it = step - 1)
   local N, w, d = ctx.steps, c.warmup, c.warmdown
   ctx.lr_mult = function(it)

@@ -2,7 +2,7 @@
 -- synthetic token stream and its loss goes down; eval gives fp32 logits [B, T, V] and is causal;
 -- parameter names, shapes and dtypes follow the PyTorch state dicts. Each new mechanism is checked
 -- against hand-computed values: the value residual (record 9), the embedding shortcut, the logit
--- softcap, the Muon momentum warmup, the bf16 model with bf16 Adam states (record 10), the U-net
+-- softcap, the Muon momentum warmup, the bf16 model with bf16 Adam states (records 10-11), the U-net
 -- skips and the B = bA + cA^2 Newton-Schulz form (record 11). Record 11 also runs end to end under
 -- the harness (speedrun train --scale micro) on synthetic shards.
 -- The micro configs are used with a 64-token vocabulary for speed (the recipes' own micro scale
@@ -114,19 +114,23 @@ T.case("parameter names, shapes, dtypes and optimizer groups follow the scripts"
     all_close(sd["transformer.h.1.lambdas"], {1, 0}, 0, "lambdas init")
     T.eq(F.max(F.abs(sd["lm_head.weight"])):item(), 0, "zero-init head")
     if n == 11 then all_close(sd.skip_weights, {1}, 0, "skip weights init") end
-    -- Adam groups wte, head, scalars (record 10+: wte and scalars in the bf16-state Adam); Muon on
-    -- the block matrices
+    -- one Adam (AdamW without decay, the script's three fused Adams) in three groups: wte, head,
+    -- scalars; record 10+ keeps the state in each parameter's dtype (bf16 wte and scalars, fp32
+    -- head); Muon on the block matrices
     local scal = ctx.scalar_params
-    if n == 9 then
-      T.eq(#ctx.optimizers, 2)
-      T.eq(#ctx.adam.groups, 3, "Adam groups")
-      T.eq(ctx.adam.groups[3].params, scal, "the scalar group")
-      T.eq(ctx.adam.groups[3].lr, cfg.scalar_lr)
-    else
-      T.eq(#ctx.optimizers, 3)
-      T.eq(#ctx.adam_bf16.groups .. "/" .. #ctx.adam.groups, "2/1", "Adam groups (bf16 / fp32 states)")
-      T.eq(ctx.adam_bf16.groups[2].params, scal, "the scalar group")
-      T.eq(ctx.adam.groups[1].params[1], ctx.model.lm_head.weight, "the head in the fp32 Adam")
+    T.eq(#ctx.optimizers, 2)
+    T.eq(ctx.optimizers[1], ctx.adam)
+    T.eq(#ctx.adam.groups, 3, "Adam groups")
+    local g = ctx.adam.groups
+    T.eq(g[1].params[1], ctx.model.transformer.wte.weight, "the embedding group")
+    T.eq(g[2].params[1], ctx.model.lm_head.weight, "the head group")
+    T.eq(g[3].params, scal, "the scalar group")
+    T.eq(#g[1].params .. "/" .. #g[2].params, "1/1")
+    for k, lr in ipairs {cfg.embed_lr, cfg.head_lr, cfg.scalar_lr} do
+      T.eq(g[k].lr, lr, "group " .. k .. " lr")
+      T.eq(g[k].betas[1] .. "/" .. g[k].betas[2] .. "/" .. g[k].eps .. "/" .. g[k].weight_decay, "0.9/0.95/1e-08/0",
+           "group " .. k .. ": torch.optim.Adam(betas=(0.9, 0.95)), eps 1e-8, no decay")
+      T.eq(g[k].state_dtype, n == 9 and "float32" or "param", "group " .. k .. " state dtype")
     end
     T.eq(#ctx.muon.params, 6 * cfg.model.n_layer, "Muon: the 2-D block matrices")
     T.eq(#scal, 2 * cfg.model.n_layer + (n == 11 and 1 or 0), "the scalar Adam group")
@@ -216,46 +220,75 @@ T.case("Muon momentum warmup: 0.85 -> 0.95 over the first 500 steps", function()
   close(ctx.muon.momentum:item(), 0.95, 1e-7, "step 10")
 end)
 
-T.case("record 10: bf16 Adam states, the update in fp32, matching AdamW", function()
-  local r = load_recipe(10)
-  -- one step by hand: m = (1 - b1) g, v = (1 - b2) g^2, so p <- p - lr g / (|g| + eps)
-  local p = sr.tensor({1.0, -2.0, 0.5}, {dtype = "bfloat16"}):requires_grad_()
-  local opt = r.Bf16Adam({{params = {p}, lr = 0.25}}, {betas = {0.9, 0.95}, eps = 1e-8})
-  p.grad = sr.tensor({0.1, -0.2, 0}, {dtype = "bfloat16"})
-  opt:step()
-  T.eq(p.dtype, "bfloat16")
-  all_close(p, {0.75, -1.75, 0.5}, 0, "param after one step")
-  local st = opt.state[p]
-  T.eq(st.m.dtype .. "/" .. st.v.dtype, "bfloat16/bfloat16", "state dtypes")
-  all_close(st.m, {0.01, -0.02, 0}, 0.01 * 2 ^ -8 * 2, "exp_avg")
-  all_close(st.v, {0.0005, 0.002, 0}, 0.002 * 2 ^ -8, "exp_avg_sq")
-  close(opt.t:item(), 1, 0, "step count on the device")
-  -- on fp32 parameters the same composition is optim.AdamW (wd 0) to fp32 rounding, 5 steps
-  -- with the lr multiplier changing
-  sr.manual_seed(5)
-  local a = sr.randn(4, 3):requires_grad_()
-  local b = a:detach():clone():requires_grad_()
-  local oa = r.Bf16Adam({{params = {a}, lr = 0.01}}, {betas = {0.9, 0.95}, eps = 1e-8})
-  local ob = sr.optim.AdamW({b}, {lr = 0.01, betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0})
-  for s = 1, 5 do
-    local g = sr.randn(4, 3)
-    oa:set_lr_multiplier(1 / s); ob:set_lr_multiplier(1 / s)
-    a.grad, b.grad = g, g:clone()
-    oa:step(); ob:step()
-  end
-  T.ok(F.max(F.abs(a - b)):item() < 1e-6, "Bf16Adam on fp32 = AdamW")
-  -- in the model: wte and the scalars keep bf16 states, the fp32 head fp32 states
-  local rr, ctx, cfg = setup(10, 2)
-  local x, y = batch(cfg.batch.B, cfg.batch.T, 0)
-  rr.schedule(ctx, 1)
-  rr.train_step(ctx, 1, {x = x, y = y, step = 1})
-  local wte = ctx.model.transformer.wte.weight
-  T.eq(ctx.adam_bf16.state[wte].m.dtype, "bfloat16", "wte exp_avg")
-  T.eq(ctx.adam_bf16.state[ctx.model.blocks[1].lambdas].v.dtype, "bfloat16", "lambdas exp_avg_sq")
-  T.eq(ctx.adam.state[ctx.model.lm_head.weight].m.dtype, "float32", "head exp_avg")
-  T.eq(wte.dtype, "bfloat16", "wte stays bf16")
-  T.eq(ctx.model.blocks[1].attn.c_q.weight.dtype, "float32", "CastedLinear master stays fp32")
-end)
+-- records 10-11: one optim.AdamW with state_dtype = "param": the bf16 wte and scalars keep bf16
+-- m and v, the fp32 head fp32 ones; each group is one fused adamw_multi_ call; the lr multiplier
+-- of the schedule reaches every group. The first step equals a float64 reference from the stored
+-- values (m = 0.1 g, v = 0.05 g^2, p - lr m / bc1 / (sqrt(v) / sqrt(bc2) + eps)) rounded once to
+-- each tensor's dtype, and by hand moves every element by lr |g| / (|g| + eps), i.e. by ~lr.
+for _, n in ipairs {10, 11} do
+  T.case(("record_%02d: Adam with bf16 states for the bf16 parameters, the update in fp32"):format(n), function()
+    local H = require "speedrun.harness_core"
+    local r, ctx, cfg = setup(n, 4)          -- micro warmdown 6 > 4 steps: step 1's multiplier is 4/6
+    local opt = ctx.adam
+    local x, y = batch(cfg.batch.B, cfg.batch.T, 0)
+    r.schedule(ctx, 1)
+    local mult = 4 / 6
+    for k, lr in ipairs {cfg.embed_lr, cfg.head_lr, cfg.scalar_lr} do
+      close(opt.groups[k].lr, lr * mult, 1e-15, "group " .. k .. " lr after the schedule")
+    end
+    local _, loss = ctx.model(x, y)
+    loss:backward()
+    local params = {}
+    for _, grp in ipairs(opt.groups) do for _, p in ipairs(grp.params) do params[#params + 1] = {p, grp} end end
+    local before = {}
+    for i, e in ipairs(params) do
+      local p = e[1]
+      T.ok(p.grad, "every Adam parameter has a gradient")
+      T.eq(p.grad.dtype, p.dtype, "the gradient in the parameter's dtype")
+      before[i] = {p = F.cast(p, "float64"), g = F.cast(p.grad, "float64")}
+    end
+    opt:step()
+    for i, e in ipairs(params) do
+      local p, grp = e[1], e[2]
+      local st = opt.state[p]
+      local want = p == ctx.model.lm_head.weight and "float32" or "bfloat16"
+      T.eq(p.dtype, want, "param dtype")
+      T.eq(st.m.dtype .. "/" .. st.v.dtype, want .. "/" .. want, "state dtypes (the parameter's)")
+      -- float64 reference, rounded once to the stored dtype
+      local p0, g = before[i].p, before[i].g
+      local lr, b1, b2, eps = grp.lr, 0.9, 0.95, 1e-8
+      local m = F.mul(g, 1 - b1)
+      local v = F.mul(F.mul(g, 1 - b2), g)
+      local upd = F.div(F.mul(m, lr / (1 - b1)), F.add(F.div(F.sqrt(v), math.sqrt(1 - b2)), eps))
+      local p1 = F.sub(p0, upd)
+      local rel = want == "float32" and 1e-6 or 0        -- the fp32 head: float arithmetic
+      local function d(a, ref)
+        local dd = F.max(F.abs(F.cast(a, "float64") - F.cast(F.cast(ref, want), "float64"))):item()
+        return dd, rel * F.max(F.abs(ref)):item()
+      end
+      for _, c in ipairs {{"param", p, p1}, {"exp_avg", st.m, m}, {"exp_avg_sq", st.v, v}} do
+        local dd, tol = d(c[2], c[3])
+        T.ok(dd <= tol, ("%s %d equals the float64 step rounded once: off by %g"):format(c[1], i, dd))
+      end
+      -- by hand: m / bc1 = g and sqrt(v / bc2) = |g|, so each element moves by lr |g| / (|g| + eps)
+      -- (0 where g = 0), to the rounding of the stored parameter
+      local moved = F.abs(F.cast(p, "float64") - p0)
+      local absg = F.abs(g)
+      local err = F.max(F.abs(moved - F.div(F.mul(absg, lr), F.add(absg, eps)))):item()
+      local q = want == "float32" and 2 ^ -20 or 2 ^ -8      -- a few fp32 ulps (float arithmetic); one bf16 ulp
+      T.ok(err <= q * F.max(F.abs(p0) + lr):item(), ("param %d moves by lr |g| / (|g| + eps): off by %g"):format(i, err))
+    end
+    -- step 2: one fused call per group (bf16 wte, fp32 head, the bf16 scalars)
+    opt:zero_grad()
+    local _, loss2 = ctx.model(x, y)
+    loss2:backward()
+    local tr = H.trace_start()
+    opt:step()
+    H.trace_stop()
+    T.eq(tr:count(), 3, "one adamw_multi_ per group")
+    T.eq(ctx.model.blocks[1].attn.c_q.weight.dtype, "float32", "CastedLinear master stays fp32")
+  end)
+end
 
 T.case("record 11: U-net skips pair decoder block i with encoder block L/2 - 1 - i", function()
   local r = load_recipe(11)
