@@ -11,43 +11,9 @@ local sr = require "speedrun"
 local T = require "speedrun.testing"
 local F = sr.F
 
-local function load_recipe(n)
-  local path = ("../tasks/record_%02d/recipe.lua"):format(n)
-  local chunk = assert(loadfile(path, "t", setmetatable({speedrun = sr}, {__index = _G})))
-  return chunk()
-end
-
-local deepcopy = require("speedrun.util").deepcopy
-
-local VOCAB = 64
-
--- a fixed learnable batch: x[b][t] = (5 (b + k) + 7 t) mod 23
-local function batch(B, Tn, k)
-  local xs, ys = {}, {}
-  for b = 1, B do
-    local xr, yr = {}, {}
-    for t = 1, Tn + 1 do
-      local v = (5 * (b + k) + 7 * t) % 23
-      if t <= Tn then xr[t] = v end
-      if t > 1 then yr[t - 1] = v end
-    end
-    xs[b], ys[b] = xr, yr
-  end
-  return sr.tensor(xs, {dtype = "int32"}), sr.tensor(ys, {dtype = "int32"})
-end
-
-local function setup(n, steps, edit)
-  local recipe = load_recipe(n)
-  local cfg = deepcopy(recipe.config.micro)
-  cfg.model.vocab_size = VOCAB
-  cfg.steps = steps
-  if edit then edit(cfg) end
-  sr.manual_seed(1)
-  local ctx = {scale = "micro", config = cfg, device = "cpu", seed = 1, steps = steps,
-               tokens_per_step = cfg.batch.B * cfg.batch.T}
-  recipe.setup(ctx)
-  return recipe, ctx, cfg
-end
+local R = dofile("harness/records_fixture.lua")
+local VOCAB, batch, load_recipe = R.VOCAB, R.batch, R.load_recipe
+local function setup(n, steps, edit) return R.setup(n, steps, {edit = edit}) end
 
 local function close(a, b, tol, what)
   T.ok(math.abs(a - b) <= tol, ("%s: %.6f, want %.6f (tol %g)"):format(what, a, b, tol))
@@ -59,34 +25,8 @@ local function all_close(t, want, tol, what)
   for i = 1, #want do close(got[i], want[i], tol, ("%s[%d]"):format(what, i)) end
 end
 
-local micro_losses = {}
 for _, n in ipairs {9, 10, 11} do
-  T.case(("record_%02d: micro training lowers the loss; eval is fp32, causal"):format(n), function()
-    local steps = 6
-    local recipe, ctx, cfg = setup(n, steps)
-    local B, Tn = cfg.batch.B, cfg.batch.T
-    local losses = {}
-    for s = 1, steps do
-      local x, y = batch(B, Tn, s % 2)
-      recipe.schedule(ctx, s)
-      local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
-      losses[s] = sr.is_tensor(l) and l:item() or l
-      T.ok(losses[s] == losses[s], "finite loss")
-    end
-    micro_losses[n] = losses
-    T.ok(losses[steps] < losses[1] - 0.3, ("loss %.4f -> %.4f should fall"):format(losses[1], losses[steps]))
-    local x = batch(2, Tn, 0)
-    local lg = sr.no_grad(recipe.eval, ctx, x)
-    T.eq(table.concat(lg.shape, ","), ("2,%d,%d"):format(Tn, VOCAB))
-    T.eq(lg.dtype, "float32")
-    T.ok(F.max(F.abs(lg)):item() <= 30, "softcapped logits lie in [-30, 30]")
-    local ids = x:tolist()
-    ids[1][Tn] = (ids[1][Tn] + 1) % VOCAB
-    local lg2 = sr.no_grad(recipe.eval, ctx, sr.tensor(ids, {dtype = "int32"}))
-    local d = F.max(F.abs(lg:narrow(2, 1, Tn - 1) - lg2:narrow(2, 1, Tn - 1))):item()
-    T.ok(d < 1e-4, "causal: earlier logits moved by " .. d)
-    T.ok(F.max(F.abs(lg:narrow(2, Tn, 1) - lg2:narrow(2, Tn, 1))):item() > 0, "the changed position's logits move")
-  end)
+  R.micro_case(n, function(lg) T.ok(F.max(F.abs(lg)):item() <= 30, "softcapped logits lie in [-30, 30]") end)
 end
 
 T.case("parameter names, shapes, dtypes and optimizer groups follow the scripts", function()
@@ -344,37 +284,6 @@ T.case("record 11: Newton-Schulz in the B = bA + cA^2 form", function()
   end
 end)
 
--- end to end under the harness: the recipe contract, host validation and causality checks
-T.case("record_11 runs under speedrun train --scale micro", function()
-  local exe = arg[-1]
-  local H = require "speedrun.harness_core"
-  local data = require "speedrun.data"
-  local json = require "speedrun.json"
-  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/records_9_11"
-  os.execute("rm -rf '" .. tmp .. "'")
-  H.mkdir(tmp .. "/data")
-  local ids = {}
-  for k = 1, 6000 do ids[k] = (k * 7) % 23 end
-  assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", ids))
-  assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", ids))
-  local cmd = ("'%s' train ../tasks/record_11/recipe.lua --scale micro --device cpu --steps 3 --val-tokens 128 "
-    .. "--train-files '%s/data/syn_train_*.bin' --val-files '%s/data/syn_val_*.bin' --out '%s/run' --quiet > '%s/out.txt' 2>&1")
-    :format(exe, tmp, tmp, tmp, tmp)
-  os.execute(cmd)
-  local f = io.open(tmp .. "/run/results.json")
-  local out = io.open(tmp .. "/out.txt")
-  T.ok(f, "results.json written: " .. (out and out:read("a") or ""))
-  local res = json.decode(f:read("a"))
-  f:close()
-  T.eq(res.status, "valid", "status (" .. tostring(type(res.failure) == "table" and res.failure.message) .. ")")
-  T.eq(res.name, "record_11")
-  T.ok(res.checks.causality.ok and res.checks.eval_stateless.ok, "host checks pass")
-  T.ok(res.metrics.val_loss < 10.6, "val loss below the micro target")
-end)
+R.harness_case(11, 3)
 
-for n, l in pairs(micro_losses) do
-  io.write(("record_%02d micro losses:"):format(n))
-  for _, v in ipairs(l) do io.write((" %.4f"):format(v)) end
-  io.write("\n")
-end
-T.done()
+R.done()
