@@ -14,9 +14,10 @@
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
-#   tune       speedrun calibrate --tune-steps for records $TUNE_RECORDS (default 1 2 3 4 5) and
-#              the default recipe ($TUNE_DEFAULT=0 skips it), one part each: the tuned recipes come
-#              back as tuned/<name>.lua and the ladder in calibration.json (docs/harness.md)
+#   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
+#   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
+#              records $TUNE_RECORDS (default 1 2 3 4 5), one part each ($TUNE_LIMIT s): the tuned
+#              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default 1 2 3 4) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
@@ -28,7 +29,8 @@ SCRIPTS=${1:?dir with record_N/train_gpt2.py (or - when no part needs them)}; DA
 PARTS=${*:-build kernels lua bench anchor}
 ROOT=$(cd "$(dirname "$0")/.." && pwd); cd "$ROOT"
 LOG=/tmp/session; mkdir -p "$LOG"; OUTDIR=${OUT:-runs/session}; mkdir -p "$OUTDIR"
-finish() { tar czf "$OUTDIR/session.tgz" --exclude="*.srw" -C "$LOG" . 2>/dev/null; }  # not the weight files
+# not the weight files; written then renamed, so a call cut while it writes keeps the last whole one
+finish() { tar czf "$OUTDIR/session.tgz.tmp" --exclude="*.srw" -C "$LOG" . 2>/dev/null && mv "$OUTDIR/session.tgz.tmp" "$OUTDIR/session.tgz"; }
 trap finish EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
@@ -40,6 +42,10 @@ part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.lo
 fidelity_summary() { grep -hE "== record|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
   case $p in
+    prebuilt)   # a CUDA build of this checkout's binary carried in .prebuilt/ (skips the build part)
+      mkdir -p build && cp .prebuilt/speedrun build/speedrun && ./build/speedrun --version ||
+        { part build 300 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
+          part build2 300 cmake --build build -j16 --target speedrun; [ -x build/speedrun ] || exit 1; } ;;
     build)
       part build 300 bash -c "cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
                                cmake --build build -j16" || true
@@ -86,13 +92,13 @@ for p in $PARTS; do
       grep -vE "^step|^\s*$" "$LOG/calibrate.log" | tail -30 ;;
     tune)
       mkdir -p "$LOG/tuned"
-      items=""; for n in ${TUNE_RECORDS:-1 2 3 4 5}; do items="$items record_0$n"; done
-      [ "${TUNE_DEFAULT:-1}" = 1 ] && items="$items default"
+      items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
+      for n in ${TUNE_RECORDS:-1 2 3 4 5}; do items="$items record_0$n"; done
       for name in $items; do
         what="--tasks ${name#record_0}"; [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
-        part "tune_$name" 560 ./build/speedrun calibrate --tune-steps $what --scale proxy --runs 3 --device cuda \
-          --data "$DATA" --calibration "$LOG/calibration.json" --out "/tmp/tune-$name"
-        cp "tasks/$name/recipe.lua" "$LOG/tuned/$name.lua"
+        part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what --scale proxy --runs 3 --device cuda \
+          --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
+        mkdir -p "$OUTDIR/tuned"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
       done ;;
     fsr)
@@ -101,7 +107,7 @@ for p in $PARTS; do
         ./build/speedrun task init "$n" "/tmp/fsr/start$n" >/dev/null && cp "tasks/record_0$((n + 1))/recipe.lua" "/tmp/fsr/target$n/"
         for ws in start target; do
           part "fsr_${ws}$n" 300 ./build/speedrun score "/tmp/fsr/$ws$n" --task "$n" --scale proxy --device cuda --data "$DATA" \
-            --calibration "$LOG/calibration.json" --out "/tmp/fsr/score-$ws$n"
+            --calibration "$OUTDIR/calibration.json" --out "/tmp/fsr/score-$ws$n"
           echo "task $n, $ws recipe:"; grep -E "^[0-9]|^val_loss|verdict|FSR|flag" "$LOG/fsr_${ws}$n.log"
         done
       done ;;

@@ -6,7 +6,10 @@
 ** global gradient-norm clipping over a list of tensors without a host read: the sum of squares
 ** (sumsq_multi: one launch per 160 tensors, then one that adds the per-block partials in a
 ** fixed order, so the result is deterministic) and the scale (clip_multi).
-** param f32 (master weights) or bf16; grad f32 or bf16; m, v f32. One pass, 4 elements per
+** param f32 (master weights) or bf16; grad f32 or bf16; m, v f32 or bf16 (one dtype: bf16 is
+** what torch keeps for a bf16 parameter, records 10-17). bf16 values are loaded into f32, the
+** update is computed in f32 and each tensor is rounded once when stored (as torch's fused Adam for
+** bf16 parameters); the parameter's update uses the unrounded m and v. One pass, 4 elements per
 ** thread when everything is f32, contiguous and 16-byte aligned.
 ** Multi-tensor launches (as PyTorch's multi_tensor_apply): the pointers and sizes of up to N
 ** tensors travel by value as a kernel parameter (a table under 4 KB), so a CUDA graph captures
@@ -46,13 +49,13 @@ __device__ __forceinline__ float adamw_one(float p, float g, float &m, float &v,
   return __fsub_rn(p, step);
 }
 
-__global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, float *m, float *v, int64_t n, adamw_hp h) {
+__global__ void adamw_kernel1(void *p, int pdt, const void *g, int gdt, void *m, void *v, int sdt, int64_t n, adamw_hp h) {
   adamw_resolve(h);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    float mi = m[i], vi = v[i];
+    float mi = ld_as_float(m, sdt, i), vi = ld_as_float(v, sdt, i);
     float r = adamw_one(ld_as_float(p, pdt, i), ld_as_float(g, gdt, i), mi, vi, h);
-    m[i] = mi;
-    v[i] = vi;
+    st_from_float(m, sdt, i, mi);
+    st_from_float(v, sdt, i, vi);
     st_from_float(p, pdt, i, r);
   }
 }
@@ -107,26 +110,28 @@ __device__ __forceinline__ int mt_locate(const mt_table<D, N> &t, int64_t &c0, i
   return lo;
 }
 
-// adamw_multi: TP param, TG grad; f32/f32 chunks whose four pointers are 16-byte aligned go 4 at a time
-template <typename TP, typename TG>
+// adamw_multi: TP param, TG grad, TS state (m, v); all-f32 chunks whose four pointers are 16-byte
+// aligned go 4 at a time
+template <typename TP, typename TG, typename TS>
 __global__ void adamw_multi_kernel(adamw_table t, adamw_hp h) {
   adamw_resolve(h);
   int64_t c0, n;
   int k = mt_locate(t, c0, n);
   TP *p = (TP *)t.ptr[0][k] + c0;
   const TG *g = (const TG *)t.ptr[1][k] + c0;
-  float *m = (float *)t.ptr[2][k] + c0, *v = (float *)t.ptr[3][k] + c0;
+  TS *m = (TS *)t.ptr[2][k] + c0, *v = (TS *)t.ptr[3][k] + c0;
   int64_t j0 = 0;
-  if (sizeof(TP) == 4 && sizeof(TG) == 4 && (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) & 15) == 0) {
+  if (sizeof(TP) == 4 && sizeof(TG) == 4 && sizeof(TS) == 4 &&
+      (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) & 15) == 0) {
     for (int64_t j = threadIdx.x; j < n / 4; j += blockDim.x)
       adamw_f32x4((float4 *)p, (const float4 *)g, (float4 *)m, (float4 *)v, j, h);
     j0 = n / 4 * 4;
   }
   for (int64_t j = j0 + threadIdx.x; j < n; j += blockDim.x) {
-    float mj = m[j], vj = v[j];
+    float mj = to_f(m[j]), vj = to_f(v[j]);
     float r = adamw_one(to_f(p[j]), to_f(g[j]), mj, vj, h);
-    m[j] = mj;
-    v[j] = vj;
+    m[j] = from_f<TS>(mj);
+    v[j] = from_f<TS>(vj);
     p[j] = from_f<TP>(r);
   }
 }
@@ -202,7 +207,8 @@ extern "C" const char *sr_cuda_adamw(const sr_kcall *c) {
   sr_tensor *p = c->t[0], *g = c->t[1], *m = c->t[2], *v = c->t[3];
   if ((p->dtype != SR_F32 && p->dtype != SR_BF16) || (g->dtype != SR_F32 && g->dtype != SR_BF16))
     return sr_errf("param and grad must be f32 or bf16 on cuda");
-  if (m->dtype != SR_F32 || v->dtype != SR_F32) return sr_errf("optimizer state m, v must be f32");
+  if ((m->dtype != SR_F32 && m->dtype != SR_BF16) || v->dtype != m->dtype)
+    return sr_errf("optimizer state m, v must be f32 or bf16, of one dtype");
   int64_t n = sr_numel(p);
   if (sr_numel(g) != n || sr_numel(m) != n || sr_numel(v) != n) return sr_errf("param, grad, m, v sizes differ");
   if (n == 0) return NULL;
@@ -212,11 +218,11 @@ extern "C" const char *sr_cuda_adamw(const sr_kcall *c) {
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   void *pp = sr_data(p), *gp = sr_data(g), *mp = sr_data(m), *vp = sr_data(v);
   bool al = (((uintptr_t)pp | (uintptr_t)gp | (uintptr_t)mp | (uintptr_t)vp) & 15) == 0;
-  if (p->dtype == SR_F32 && g->dtype == SR_F32 && al && n % 4 == 0) {
+  if (p->dtype == SR_F32 && g->dtype == SR_F32 && m->dtype == SR_F32 && al && n % 4 == 0) {
     adamw_f32x4_kernel2<<<sr_grid_for(n / 4, 256), 256, 0, s>>>((float4 *)pp, (const float4 *)gp, (float4 *)mp,
                                                                  (float4 *)vp, n / 4, h);
   } else {
-    adamw_kernel1<<<sr_grid_for(n, 256), 256, 0, s>>>(pp, p->dtype, gp, g->dtype, (float *)mp, (float *)vp, n, h);
+    adamw_kernel1<<<sr_grid_for(n, 256), 256, 0, s>>>(pp, p->dtype, gp, g->dtype, mp, vp, m->dtype, n, h);
   }
   SR_LAUNCH_CHECK();
   return NULL;
@@ -235,17 +241,23 @@ static bool mt_add(mt_table<D, N> &t, int &blocks, void *const *ptr, int64_t n, 
   return t.count == N;
 }
 
+template <typename TP, typename TG, typename TS>
+static void adamw_multi_launch3(const adamw_table &t, int blocks, const adamw_hp &h, cudaStream_t s) {
+  adamw_multi_kernel<TP, TG, TS><<<blocks, 256, 0, s>>>(t, h);
+}
 template <typename TP, typename TG>
-static void adamw_multi_launch(const adamw_table &t, int blocks, const adamw_hp &h, cudaStream_t s) {
-  adamw_multi_kernel<TP, TG><<<blocks, 256, 0, s>>>(t, h);
+static void adamw_multi_launch(int sdt, const adamw_table &t, int blocks, const adamw_hp &h, cudaStream_t s) {
+  if (sdt == SR_BF16) adamw_multi_launch3<TP, TG, bf16>(t, blocks, h, s);
+  else adamw_multi_launch3<TP, TG, float>(t, blocks, h, s);
 }
 
 extern "C" const char *sr_cuda_adamw_multi(const sr_kcall *c) {
   if (c->nlist % 4) return sr_errf("the list must hold (param, grad, m, v) per parameter");
   if (c->nlist == 0) return NULL;
-  int pdt = c->list[0]->dtype, gdt = c->list[1]->dtype;
+  int pdt = c->list[0]->dtype, gdt = c->list[1]->dtype, sdt = c->list[2]->dtype;
   if ((pdt != SR_F32 && pdt != SR_BF16) || (gdt != SR_F32 && gdt != SR_BF16))
     return sr_errf("param and grad must be f32 or bf16 on cuda");
+  if (sdt != SR_F32 && sdt != SR_BF16) return sr_errf("optimizer state m, v must be f32 or bf16");
   adamw_hp h;
   const char *e = adamw_setup(c, sr_karg(c, 0), &h);
   if (e) return e;
@@ -256,17 +268,17 @@ extern "C" const char *sr_cuda_adamw_multi(const sr_kcall *c) {
   for (int k = 0; k < c->nlist; k += 4) {
     sr_tensor *const *x = c->list + k;
     if (x[0]->dtype != pdt || x[1]->dtype != gdt) return sr_errf("every param must have one dtype, every grad one dtype");
-    if (x[2]->dtype != SR_F32 || x[3]->dtype != SR_F32) return sr_errf("optimizer state m, v must be f32");
+    if (x[2]->dtype != sdt || x[3]->dtype != sdt) return sr_errf("every optimizer state m, v must have one dtype");
     int64_t n = sr_numel(x[0]);
     if (sr_numel(x[1]) != n || sr_numel(x[2]) != n || sr_numel(x[3]) != n)
       return sr_errf("parameter %d: param, grad, m, v sizes differ", k / 4 + 1);
     void *ptr[4] = {sr_data(x[0]), sr_data(x[1]), sr_data(x[2]), sr_data(x[3])};
     bool full = n > 0 && mt_add(t, blocks, ptr, n, pdt);
     if ((full || k + 4 == c->nlist) && t.count > 0) {
-      if (pdt == SR_F32 && gdt == SR_F32) adamw_multi_launch<float, float>(t, blocks, h, s);
-      else if (pdt == SR_F32) adamw_multi_launch<float, bf16>(t, blocks, h, s);
-      else if (gdt == SR_F32) adamw_multi_launch<bf16, float>(t, blocks, h, s);
-      else adamw_multi_launch<bf16, bf16>(t, blocks, h, s);
+      if (pdt == SR_F32 && gdt == SR_F32) adamw_multi_launch<float, float>(sdt, t, blocks, h, s);
+      else if (pdt == SR_F32) adamw_multi_launch<float, bf16>(sdt, t, blocks, h, s);
+      else if (gdt == SR_F32) adamw_multi_launch<bf16, float>(sdt, t, blocks, h, s);
+      else adamw_multi_launch<bf16, bf16>(sdt, t, blocks, h, s);
       SR_LAUNCH_CHECK();
       t.count = 0;
       blocks = 0;

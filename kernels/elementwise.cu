@@ -5,7 +5,8 @@
 ** f32/bf16 operands (any mix) take a vectorised path (8 elements per thread, 16-byte accesses). Values are computed in
 ** f32 and stored in the output's dtype. GPU float dtypes: f32, bf16; i32 for fill/copy/arange
 ** and where's condition; f64 only for fill and copy (math ops refuse it).
-** Gradient contract: unary_backward writes dx (=).
+** Gradient contract: unary_backward writes dx (=); with i1 = 1 (tanh, sigmoid, exp) it reads the
+** forward's output instead of x.
 */
 #include "common.cuh"  // defines: sr_ew_desc, ld_as_float, st_from_float, SR_CUDA_TRY
 
@@ -49,8 +50,19 @@ __device__ __forceinline__ float unary_f(int fn, float x, float p) {
   }
 }
 
-// f'(x)
+// f' from the output y = f(x) (unary_backward with i1 = 1; the launcher passes fn + SR_UNARY_COUNT)
+__device__ __forceinline__ float unary_df_y(int fn, float y) {
+  switch (fn) {
+    case SR_UNARY_TANH: return 1.f - y * y;
+    case SR_UNARY_SIGMOID: return y * (1.f - y);
+    case SR_UNARY_EXP: return y;
+    default: return __int_as_float(0x7fffffff);
+  }
+}
+
+// f'(x); fn >= SR_UNARY_COUNT: f' of fn - SR_UNARY_COUNT from its output
 __device__ __forceinline__ float unary_df(int fn, float x, float p) {
+  if (fn >= SR_UNARY_COUNT) return unary_df_y(fn - SR_UNARY_COUNT, x);
   switch (fn) {
     case SR_UNARY_NEG: return -1.f;
     case SR_UNARY_EXP: return expf(x);
@@ -371,6 +383,10 @@ extern "C" const char *sr_cuda_unary_backward(const sr_kcall *c) {
   if (e) return e;
   int fn = (int)c->i[0];
   if (fn < 0 || fn >= SR_UNARY_COUNT) return sr_errf("unknown unary function %d", fn);
+  if (c->i[1]) {  // t2 is the output y
+    if (!sr_unary_output_grad(fn)) return sr_errf("i1 = 1 (gradient from the output) needs tanh, sigmoid or exp");
+    fn += SR_UNARY_COUNT;
+  }
   bool done;
   e = try_vec(c, 3, EW_UNARY_BWD, fn, (float)c->f[0], &done);
   if (e || done) return e;
@@ -383,6 +399,15 @@ extern "C" const char *sr_cuda_binary(const sr_kcall *c) {
   int fn = (int)c->i[0];
   if (fn < 0 || fn >= SR_BINARY_COUNT) return sr_errf("unknown binary function %d", fn);
   bool done;
+  // s * x, s + x with a one-element s (a learned scalar first, as the records write it): swapped,
+  // so the vectorised path reads s once as its broadcast b
+  if ((fn == SR_BINARY_MUL || fn == SR_BINARY_ADD) && broadcast_scalar(c->t[1]) && !broadcast_scalar(c->t[2])) {
+    sr_kcall sw = *c;
+    sw.t[1] = c->t[2];
+    sw.t[2] = c->t[1];
+    e = try_vec(&sw, 3, EW_BINARY, fn, 0.f, &done);
+    if (e || done) return e;
+  }
   e = try_vec(c, 3, EW_BINARY, fn, 0.f, &done);  // f32/bf16 only; i32 operands take the general path
   if (e || done) return e;
   return launch_ew(c, 3, EW_BINARY, fn, 0.f);

@@ -1,6 +1,7 @@
 /*
 ** reduce.cu: reductions over one dim (sum, mean, max with index, sum of squares) of strided
-** tensors, and row softmax / log_softmax with their backward.
+** tensors, row softmax / log_softmax with their backward, and dot (the sum of a * b: per-block
+** f32 partials, then one block adds them in a fixed order, so the result is deterministic).
 ** Reductions accumulate in f32. A reduction whose dim has unit stride uses a warp per output;
 ** otherwise a thread per output walks the dim (coalesced across neighbouring outputs), split
 ** over several blocks with f32 atomics when there are few outputs (sum-like functions only).
@@ -142,6 +143,26 @@ __global__ void softmax_backward_kernel1(void *dx, int dxdt, const void *dy, int
   }
 }
 
+// dot, pass 1: the sum of a * b over this block's grid-stride elements into part[blockIdx.x]
+template <typename T>
+__global__ void dot_partial_kernel1(const T *a, const T *b, int64_t n, float *part) {
+  __shared__ float sh[32];
+  float s = 0.f;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    s = fmaf(to_f(a[i]), to_f(b[i]), s);
+  s = block_sum(s, sh);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+// dot, pass 2 (one block): out = the partials added in a fixed order
+__global__ void dot_finish_kernel1(const float *part, int np, float *out) {
+  __shared__ float sh[32];
+  float s = 0.f;
+  for (int j = threadIdx.x; j < np; j += blockDim.x) s += part[j];
+  s = block_sum(s, sh);
+  if (threadIdx.x == 0) out[0] = s;
+}
+
 // ----------------------------------------------------------------------------
 // kernel launchers
 
@@ -252,4 +273,27 @@ extern "C" const char *sr_cuda_softmax_backward(const sr_kcall *c) {
       sr_data(dx), dx->dtype, sr_data(dy), dy->dtype, sr_data(y), y->dtype, C, (int)c->i[0]);
   SR_LAUNCH_CHECK();
   return NULL;
+}
+
+extern "C" const char *sr_cuda_dot(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *a = c->t[1], *b = c->t[2];
+  if (out->dtype != SR_F32 || sr_numel(out) != 1) return sr_errf("out must be one f32 element on cuda");
+  if (a->dtype != b->dtype || (a->dtype != SR_F32 && a->dtype != SR_BF16)) return sr_errf("a and b must be both f32 or both bf16 on cuda");
+  int64_t n = sr_numel(a);
+  if (sr_numel(b) != n) return sr_errf("a and b sizes differ");
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (n == 0) {
+    SR_CUDA_TRY(cudaMemsetAsync(sr_data(out), 0, sizeof(float), s));
+    return NULL;
+  }
+  // blocks fixed by n alone (not by the device), so the sum's order is the same everywhere
+  int blocks = (int)(CEIL_DIV(n, (int64_t)(256 * 8)) < 1024 ? CEIL_DIV(n, (int64_t)(256 * 8)) : 1024);
+  float *part = (float *)sr_cuda_malloc((size_t)blocks * sizeof(float));
+  if (!part) return sr_errf("out of memory (dot scratch)");
+  if (a->dtype == SR_BF16) dot_partial_kernel1<bf16><<<blocks, 256, 0, s>>>((const bf16 *)sr_data(a), (const bf16 *)sr_data(b), n, part);
+  else dot_partial_kernel1<float><<<blocks, 256, 0, s>>>((const float *)sr_data(a), (const float *)sr_data(b), n, part);
+  dot_finish_kernel1<<<1, 1024, 0, s>>>(part, blocks, (float *)sr_data(out));
+  cudaError_t ce = cudaGetLastError();
+  sr_cuda_free(part);  // stream-ordered reuse (one stream)
+  return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
 }

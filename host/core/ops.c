@@ -151,18 +151,35 @@ sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
 /* unary */
 
 /* functions whose derivative does not depend on x: their nodes save nothing (the kernel never
-** reads x for them, so dy stands in for it) */
+** reads x for them, so dy stands in for it); tanh, sigmoid and exp save their output instead
+** (sr_unary_output_grad), as PyTorch does: in a chain such as cap * tanh(z / cap) the input z / cap
+** can then go as soon as tanh has run */
 static bool unary_needs_x(sr_unary_fn fn) {
   return !(fn == SR_UNARY_NEG || fn == SR_UNARY_ADD_SCALAR || fn == SR_UNARY_MUL_SCALAR || fn == SR_UNARY_RSUB_SCALAR ||
-           fn == SR_UNARY_SIGN);
+           fn == SR_UNARY_SIGN || sr_unary_output_grad(fn));
 }
 
+/* an upstream gradient the node may overwrite with dx: only the node refers to it and to its
+** storage, it covers that storage densely, and it has the input's dtype and shape */
+static bool grad_reusable(const sr_node *n, const sr_tensor *g) {
+  return g->refcount == 1 && g->storage->refcount == 1 && g->dtype == n->in_dtype[0] &&
+         g->storage->device == n->in_device[0] && sr_is_contiguous(g) &&
+         g->offset == 0 && (size_t)sr_numel(g) * sr_dtype_size(g->dtype) == g->storage->nbytes &&
+         g->ndim == n->in_ndim[0] && !memcmp(g->shape, n->in_shape[0], (size_t)g->ndim * sizeof(int64_t));
+}
+
+/* dx = dy * f'(x) (or f' from the saved output); written over dy when dy is private, so a chain
+** of element-wise ops holds one gradient buffer at a time */
 static void unary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!go[0]) return;
-  sr_tensor *x = unary_needs_x((sr_unary_fn)n->i[0]) ? sr_node_saved(n, 0) : go[0];
-  sr_tensor *dx = sr_tensor_new(n->in_dtype[0], n->in_device[0], n->in_ndim[0], n->in_shape[0]);
-  sr_kcall c = {.t = {dx, go[0], x}, .nt = 3, .i = {n->i[0]}, .f = {n->f[0]}};
+  sr_unary_fn fn = (sr_unary_fn)n->i[0];
+  bool from_y = sr_unary_output_grad(fn);
+  sr_tensor *x = unary_needs_x(fn) || from_y ? sr_node_saved(n, 0) : go[0];
+  sr_tensor *dx = grad_reusable(n, go[0]) ? sr_tensor_retain(go[0])
+                                          : sr_tensor_new(n->in_dtype[0], n->in_device[0], n->in_ndim[0], n->in_shape[0]);
+  sr_kcall c = {.t = {dx, go[0], x}, .nt = 3, .i = {fn, from_y}, .f = {n->f[0]}};
   sr_kernel_run(SR_K_unary_backward, &c);
+  if (dx == go[0]) dx->storage->version++;
   gi[0] = dx;
 }
 
@@ -171,7 +188,13 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
   sr_tensor *y = sr_unary_raw(fn, x, p);
   sr_node *n = record(sr_unary_name(fn), unary_backward, 1, &x, y);
   if (n) {
-    if (unary_needs_x(fn)) sr_node_save(n, 0, x);
+    if (sr_unary_output_grad(fn)) {  /* an alias of y without its grad_fn: no cycle y -> node -> y */
+      sr_tensor *ya = sr_view(y, y->ndim, y->shape);
+      sr_node_save(n, 0, ya);
+      sr_tensor_release(ya);
+    } else if (unary_needs_x(fn)) {
+      sr_node_save(n, 0, x);
+    }
     n->i[0] = fn; n->f[0] = p;
   }
   return y;
@@ -190,6 +213,23 @@ static sr_tensor *reduce_grad(sr_node *n, int i, sr_tensor *g) {
   return r;
 }
 
+/* the gradient of a one-element factor s of y = s * x when x has y's shape (a learned scalar:
+** lambdas, skip weights; records 9-11): sum(dy * x) in one pass (the dot kernel) instead of an
+** [N, C] product and a reduction; NULL when that does not apply */
+static sr_tensor *scalar_factor_grad(sr_node *n, int i, sr_tensor *g, sr_tensor *x) {
+  if (sr_shape_numel(n->in_ndim[i], n->in_shape[i]) != 1 || !x || !sr_same_shape(x, g) || x->dtype != g->dtype ||
+      x->storage->device != g->storage->device || x->dtype == SR_I32)
+    return NULL;
+  int m = sr_scratch_mark();
+  sr_tensor *gc = sr_scratch_push(sr_contiguous_raw(g)), *xc = sr_scratch_push(sr_contiguous_raw(x));
+  sr_tensor *d = sr_scratch_push(sr_tensor_new(g->dtype == SR_F64 ? SR_F64 : SR_F32, g->storage->device, 1, (int64_t[]){1}));
+  sr_kcall c = {.t = {d, gc, xc}, .nt = 3};
+  sr_kernel_run(SR_K_dot, &c);
+  sr_tensor *v = sr_scratch_push(sr_view(d, n->in_ndim[i], n->in_shape[i]));
+  if (v->dtype != n->in_dtype[i]) v = sr_scratch_push(sr_to_raw(v, v->storage->device, n->in_dtype[i]));
+  return sr_scratch_return(m, v);
+}
+
 static void binary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0];
   if (!g) return;
@@ -199,8 +239,8 @@ static void binary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     case SR_BINARY_ADD: ga = sr_tensor_retain(g); gb = sr_tensor_retain(g); break;
     case SR_BINARY_SUB: ga = sr_tensor_retain(g); if (n->needs[1]) gb = sr_unary_raw(SR_UNARY_NEG, g, 0); break;
     case SR_BINARY_MUL:
-      if (n->needs[0]) ga = sr_binary_raw(SR_BINARY_MUL, g, b);
-      if (n->needs[1]) gb = sr_binary_raw(SR_BINARY_MUL, g, a);
+      if (n->needs[0] && !(gi[0] = scalar_factor_grad(n, 0, g, b))) ga = sr_binary_raw(SR_BINARY_MUL, g, b);
+      if (n->needs[1] && !(gi[1] = scalar_factor_grad(n, 1, g, a))) gb = sr_binary_raw(SR_BINARY_MUL, g, a);
       break;
     case SR_BINARY_DIV: {
       sr_tensor *gdb = sr_binary_raw(SR_BINARY_DIV, g, b);   /* g / b */
@@ -256,12 +296,13 @@ static void binary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
 sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b) {
   const char *op = sr_binary_name(fn);
   check_same_device(op, a, b);
-  /* mixed dtypes promote to the wider float (shapes checked before the casts allocate) */
+  /* mixed dtypes promote to the wider float, a 0-d operand excepted (result_dtype); shapes are
+  ** checked before the casts allocate */
   if (a->dtype != b->dtype) {
     int nd;
     int64_t shape[SR_MAXDIM];
     broadcast_pair(op, a, b, &nd, shape);
-    sr_dtype to = wider_dtype(a->dtype, b->dtype);
+    sr_dtype to = result_dtype(a, b);
     sr_tensor *ca = a->dtype == to ? sr_tensor_retain(a) : sr_cast(a, to);
     sr_tensor *cb = b->dtype == to ? sr_tensor_retain(b) : sr_cast(b, to);
     sr_tensor *y = sr_binary(fn, ca, cb);

@@ -51,4 +51,13 @@ static inline sr_dtype wider_dtype(sr_dtype a, sr_dtype b) {
   return rank[a] >= rank[b] ? a : b;
 }
 
+/* the dtype of a binary op's result, as PyTorch's result_type: the wider dtype, except that a 0-d
+** float tensor (a learned scalar such as lambdas[1]) does not widen a float tensor with
+** dimensions: bf16 [B,T,C] * f32 [] is bf16 */
+static inline sr_dtype result_dtype(const sr_tensor *a, const sr_tensor *b) {
+  bool fa = a->dtype != SR_I32, fb = b->dtype != SR_I32;
+  if (fa && fb && (a->ndim == 0) != (b->ndim == 0)) return a->ndim ? a->dtype : b->dtype;
+  return wider_dtype(a->dtype, b->dtype);
+}
+
 #endif

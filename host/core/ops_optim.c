@@ -13,6 +13,17 @@
 /* ------------------------------------------------------------------------------------------ */
 /* fused AdamW step (no tape) */
 
+/* m and v: one dtype, float32 or bfloat16 (torch keeps a bf16 parameter's state in bf16); float64
+** for the CPU reference's tests. k > 0 names the parameter of a list */
+static void check_state(const char *op, int k, const sr_tensor *m, const sr_tensor *v) {
+  bool ok = m->dtype == v->dtype && (m->dtype == SR_F32 || m->dtype == SR_BF16 || m->dtype == SR_F64);
+  if (ok) return;
+  if (k) sr_fail("%s: parameter %d: optimizer state m and v must be float32 or bfloat16, of one dtype (got %s, %s)", op, k,
+                 sr_dtype_name(m->dtype), sr_dtype_name(v->dtype));
+  sr_fail("%s: optimizer state m and v must be float32 or bfloat16, of one dtype (got %s, %s)", op,
+          sr_dtype_name(m->dtype), sr_dtype_name(v->dtype));
+}
+
 void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, double lr, double b1,
                double b2, double eps, double wd, int64_t step, sr_tensor *sched) {
   char b1s[96], b2s[96];
@@ -22,7 +33,7 @@ void sr_adamw_(sr_tensor *param, sr_tensor *grad, sr_tensor *m, sr_tensor *v, do
     if (sr_numel(t[i]) != sr_numel(param))
       sr_fail("adamw: bad argument #%d (shape %s does not match the parameter's %s)", i + 1, SHP(t[i], b1s), SHP(param, b2s));
   }
-  if (m->dtype != SR_F32 || v->dtype != SR_F32) sr_fail("adamw: optimizer state must be float32");
+  check_state("adamw", 0, m, v);
   if (sched) {
     check_same_device("adamw", param, sched);
     if (sched->dtype != SR_F32 || sr_numel(sched) != 2 || !sr_is_contiguous(sched))
@@ -41,7 +52,7 @@ void sr_adamw_multi_(int n, sr_tensor *const *list, double lr, double b1, double
                      int64_t step, sr_tensor *sched) {
   char b1s[96], b2s[96];
   if (n < 1) return;
-  const sr_tensor *p0 = list[0], *g0 = list[1];
+  const sr_tensor *p0 = list[0], *g0 = list[1], *s0 = list[2];
   for (int k = 0; k < n; k++) {
     sr_tensor *const *e = list + 4 * k;
     for (int i = 0; i < 4; i++) {
@@ -50,10 +61,11 @@ void sr_adamw_multi_(int n, sr_tensor *const *list, double lr, double b1, double
         sr_fail("adamw_multi: parameter %d: bad argument #%d (shape %s does not match the parameter's %s)", k + 1,
                 i + 1, SHP(e[i], b1s), SHP(e[0], b2s));
     }
-    if (e[2]->dtype != SR_F32 || e[3]->dtype != SR_F32) sr_fail("adamw_multi: parameter %d: optimizer state must be float32", k + 1);
-    if (e[0]->dtype != p0->dtype || e[1]->dtype != g0->dtype)
-      sr_fail("adamw_multi: parameter %d: dtypes %s/%s differ from the first parameter's %s/%s (param/grad)", k + 1,
-              sr_dtype_name(e[0]->dtype), sr_dtype_name(e[1]->dtype), sr_dtype_name(p0->dtype), sr_dtype_name(g0->dtype));
+    check_state("adamw_multi", k + 1, e[2], e[3]);
+    if (e[0]->dtype != p0->dtype || e[1]->dtype != g0->dtype || e[2]->dtype != s0->dtype)
+      sr_fail("adamw_multi: parameter %d: dtypes %s/%s/%s differ from the first parameter's %s/%s/%s (param/grad/state)",
+              k + 1, sr_dtype_name(e[0]->dtype), sr_dtype_name(e[1]->dtype), sr_dtype_name(e[2]->dtype),
+              sr_dtype_name(p0->dtype), sr_dtype_name(g0->dtype), sr_dtype_name(s0->dtype));
   }
   if (sched) {
     check_same_device("adamw_multi", list[0], sched);

@@ -58,6 +58,12 @@ typedef enum sr_unary_fn {
   SR_UNARY_COUNT
 } sr_unary_fn;
 
+/* the functions whose derivative is a function of their output (as PyTorch, whose tanh, sigmoid
+** and exp backward read the result): unary_backward with i1 = 1 takes y instead of x */
+static inline int sr_unary_output_grad(int64_t fn) {
+  return fn == SR_UNARY_TANH || fn == SR_UNARY_SIGMOID || fn == SR_UNARY_EXP;
+}
+
 /* binary element-wise functions, each a Lua function F.<name>(a, b); a and b already broadcast
 ** (expanded) to out's shape, all three of one dtype (floats or i32); the comparisons
 ** (SR_BINARY_CMP) give 1 or 0 */
@@ -90,7 +96,10 @@ typedef enum sr_reduce_fn {
   X(copy, "t0 out, t1 x: same shape; converts dtypes (i32<->float too), any strides.") \
   X(arange, "t0 out (1-D, contig); f0 start, f1 step.") \
   X(unary, "t0 out, t1 x; i0 sr_unary_fn, f0 p.") \
-  X(unary_backward, "t0 dx, t1 dy, t2 x; i0 sr_unary_fn, f0 p. dx = dy * f'(x).") \
+  X(unary_backward, \
+    "t0 dx, t1 dy, t2 x; i0 sr_unary_fn, f0 p. dx = dy * f'(x). i1 = 1 (only the functions of " \
+    "sr_unary_output_grad: tanh, sigmoid, exp): t2 is the forward's output y = f(x) and f' is " \
+    "computed from it (1 - y^2, y (1 - y), y), so the tape keeps y instead of x.") \
   X(binary, "t0 out, t1 a, t2 b (expanded to out's shape); i0 sr_binary_fn.") \
   X(where, \
     "t0 out, t1 cond (any dtype; nonzero = true), t2 a, t3 b, all expanded to out's shape. out = " \
@@ -115,6 +124,10 @@ typedef enum sr_reduce_fn {
   X(layer_norm_backward, \
     "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, " \
     "t6 mean, t7 rstd; contig.") \
+  X(dot, \
+    "t0 out [1] (=; f32, f64 when a and b are f64), t1 a, t2 b: same numel, contig, one float dtype." \
+    " out = sum(a * b), accumulated in f32 on cuda (f64 on the CPU), deterministic: the gradient of" \
+    " a learned scalar s in s * x (records 9-11), the full sum of dy * x, in one pass.") \
   X(softmax, "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
   X(softmax_backward, \
     "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \
@@ -140,15 +153,18 @@ typedef enum sr_reduce_fn {
     "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 " \
     "causal.") \
   X(adamw, \
-    "t0 param (updated), t1 grad, t2 m, t3 v (f32 state, updated); all contig, same numel; f0 lr, " \
+    "t0 param (updated), t1 grad, t2 m, t3 v (state, updated: f32, or bf16 as torch keeps for a " \
+    "bf16 param; m and v of one dtype); all contig, same numel; f0 lr, " \
     "f1 beta1, f2 beta2, f3 eps, f4 weight_decay (decoupled: p -= lr*wd*p); i0 step (1-based, for " \
-    "bias correction). param may be f32 or bf16. Optional t4 sched: f32 [2] {lr, step} on the " \
+    "bias correction). param may be f32 or bf16; bf16 values are computed in f32 (f64 on the CPU) " \
+    "and rounded once when stored. Optional t4 sched: f32 [2] {lr, step} on the " \
     "device, overriding f0 and i0 (a CUDA graph replay reads the current values).") \
   X(adamw_multi, \
     "adamw over a list of parameters in one launch (CUDA: one per 64 parameters): list = k groups " \
     "of 4 (param, grad, m, v), each as adamw's t0..t3; every param of one dtype, every grad of one " \
-    "dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. Each parameter's update is " \
-    "adamw's.") \
+    "dtype, every m and v of one dtype. f0..f4 and i0 as adamw; optional t0 sched as adamw's t4. " \
+    "Each parameter's update is adamw's (any size: 1-element parameters cost a block each, not a " \
+    "launch).") \
   X(sumsq_multi, \
     "t0 out [1] (=; f32, f64 when every list tensor is f64): the sum of squares of every element of" \
     " the list's tensors (contig, float; f32 accumulation on cuda, deterministic).") \

@@ -5,7 +5,9 @@
 **   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 **   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
 ** computed in double per element and rounded once to each tensor's dtype (param f32, bf16 or
-** f64; grad any float dtype; m and v f32, or f64 for tests). Element-wise, so thread-count free.
+** f64; grad any float dtype; m and v of one dtype: f32, bf16 (torch's state for a bf16 param;
+** the parameter's update uses the unrounded m and v, as torch's fused Adam), or f64 for tests).
+** Element-wise, so thread-count free.
 ** When all four are f32 (the trainer's case) the same operations run in float instead, a plain
 ** loop that vectorises (double chunk buffers cost twice as much on the CPU path).
 */
@@ -71,6 +73,7 @@ const char *sr_cpu_adamw(const sr_kcall *c) {
   sr_tensor *p = c->t[0], *g = c->t[1], *m = c->t[2], *v = c->t[3];
   const char *e = cpu_check_floats(c, 0, 4);
   if (e) return e;
+  if (m->dtype != v->dtype) return "optimizer state m and v must have one dtype";
   double lr = c->f[0], b1 = c->f[1], b2 = c->f[2], eps = c->f[3], wd = c->f[4], step = (double)c->i[0];
   if (c->nt > 4 && c->t[4]) {  /* sched {lr, step} */
     const float *sp = (const float *)sr_data(c->t[4]);
@@ -113,8 +116,8 @@ const char *sr_cpu_adamw_multi(const sr_kcall *c) {
   sr_tensor *sched = c->nt > 0 ? c->t[0] : NULL;
   for (int k = 0; k < c->nlist; k += 4) {
     sr_tensor *const *e = c->list + k;
-    if (e[0]->dtype != c->list[0]->dtype || e[1]->dtype != c->list[1]->dtype)
-      return "every param must have one dtype, every grad one dtype";
+    if (e[0]->dtype != c->list[0]->dtype || e[1]->dtype != c->list[1]->dtype || e[2]->dtype != c->list[2]->dtype)
+      return "every param must have one dtype, every grad one dtype, every state one dtype";
     sr_kcall one = {.t = {e[0], e[1], e[2], e[3], sched}, .nt = 5, .i = {c->i[0]}};
     memcpy(one.f, c->f, sizeof one.f);
     const char *err = sr_cpu_adamw(&one);

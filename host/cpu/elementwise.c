@@ -188,6 +188,15 @@ static void unary_backward(double *dx, const double *dy, const double *x, int64_
   }
 }
 
+/* the same from the forward's output y (sr_unary_output_grad: tanh, sigmoid, exp) */
+static void unary_backward_y(double *dx, const double *dy, const double *y, int64_t n, int fn) {
+  switch (fn) {
+    case SR_UNARY_TANH: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * (1.0 - y[k] * y[k]); break;
+    case SR_UNARY_SIGMOID: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * y[k] * (1.0 - y[k]); break;
+    default: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * y[k]; break;  /* exp */
+  }
+}
+
 static const char *check_unary_fn(int64_t fn) {
   if (fn >= 0 && fn < SR_UNARY_COUNT) return NULL;
   char *m = cpu_msgbuf();
@@ -214,13 +223,15 @@ const char *sr_cpu_unary(const sr_kcall *c) {
   return NULL;
 }
 
-/* unary_backward: dx = dy * f'(x) */
+/* unary_backward: dx = dy * f'(x), or f' from y = f(x) when i1 = 1 */
 const char *sr_cpu_unary_backward(const sr_kcall *c) {
   sr_tensor *dx = c->t[0], *dy = c->t[1], *x = c->t[2];
   const char *e = check_unary_fn(c->i[0]);
+  if (!e && c->i[1] && !sr_unary_output_grad(c->i[0])) e = "i1 = 1 (gradient from the output) needs tanh, sigmoid or exp";
   if (!e) e = cpu_check_floats(c, 0, 3);
   if (e) return e;
   int fn = (int)c->i[0];
+  bool from_y = c->i[1] != 0;
   int64_t n = sr_numel(dx), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
 #pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
   for (int64_t ch = 0; ch < nch; ch++) {
@@ -228,7 +239,8 @@ const char *sr_cpu_unary_backward(const sr_kcall *c) {
     int64_t i0 = ch * CPU_CHUNK, m = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
     cpu_gather(x, i0, m, xb);
     cpu_gather(dy, i0, m, dyb);
-    unary_backward(dxb, dyb, xb, m, fn, c->f[0]);
+    if (from_y) unary_backward_y(dxb, dyb, xb, m, fn);
+    else unary_backward(dxb, dyb, xb, m, fn, c->f[0]);
     cpu_scatter(dx, i0, m, dxb);
   }
   return NULL;

@@ -1,6 +1,7 @@
 /*
 ** cpu/reduce.c: CPU reference of the reductions: reduce (sum, mean, max with argmax, sum of
 ** squares, over one dim) and softmax / log_softmax with their backward.
+** dot: the sum of a * b over two contiguous tensors (chunk partials in double, added in order).
 ** reduce splits the reduced dim into fixed blocks (sized by the shape alone), reduces each block
 ** in its own task in double, then combines the blocks in order; softmax rows are one task each. So
 ** results do not depend on the thread count. max propagates NaN (its index is the first NaN) and
@@ -189,5 +190,32 @@ const char *sr_cpu_softmax_backward(const sr_kcall *c) {
     }
   }
   free(all);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+** dot: out[0] = sum(a * b); chunk sums in double added in chunk order (thread-count free) */
+const char *sr_cpu_dot(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *a = c->t[1], *b = c->t[2];
+  const char *e = cpu_check_floats(c, 0, 3);
+  if (e) return e;
+  if (sr_numel(a) != sr_numel(b) || sr_numel(out) != 1) return "dot: a and b must have one numel, out one element";
+  if (a->dtype != b->dtype) return "dot: a and b must have one dtype";
+  int64_t n = sr_numel(a), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK;
+  double *part = malloc((size_t)(nch > 0 ? nch : 1) * sizeof(double));
+  if (!part) return CPU_OOM;
+#pragma omp parallel for schedule(static) if (n > CPU_PAR_MIN)
+  for (int64_t ch = 0; ch < nch; ch++) {
+    double ab[CPU_CHUNK], bb[CPU_CHUNK], s = 0;
+    int64_t i0 = ch * CPU_CHUNK, len = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
+    cpu_load(a, a->offset + i0, len, ab);
+    cpu_load(b, b->offset + i0, len, bb);
+    for (int64_t j = 0; j < len; j++) s += ab[j] * bb[j];
+    part[ch] = s;
+  }
+  double total = 0;
+  for (int64_t ch = 0; ch < nch; ch++) total += part[ch];
+  free(part);
+  cpu_st(sr_data(out), out->dtype, 0, total);
   return NULL;
 }

@@ -123,6 +123,15 @@ function methods.cuda(t) return t:to("cuda") end
 function methods.cpu(t) return t:to("cpu") end
 function methods.T(t) return t:transpose() end
 function methods.slice(t, dim, first, last) return t:narrow(dim, first, last - first + 1) end
+-- lerp_(e, w): self <- self + w * (e - self) in place, w a number (torch's Tensor.lerp_; Muon's
+-- momentum EMA buf:lerp_(g, 1 - momentum)); like every in-place method, never recorded
+function methods.lerp_(t, e, w)
+  if type(w) ~= "number" then argerror(3, "lerp_", "weight must be a number, got %s", type(w)) end
+  return t:mul_(1 - w):add_(e, w)
+end
+-- select(dim, i): the i-th (1-based) slice along dim, without that dim (torch's x.select(dim, i-1),
+-- x[i-1] for dim 1): lambdas:select(1, 1) is a 0-d view whose gradient flows back into lambdas
+function methods.select(t, dim, i) return t:narrow(dim, i, 1):squeeze(dim) end
 
 local mt = core.Tensor
 mt.__add = F.add

@@ -8,8 +8,12 @@ local F = sr.F
 local optim = {}
 
 -- AdamW(groups_or_params [, defaults]): groups are {params = {...}, lr =, betas = {b1, b2},
--- eps =, weight_decay =}; missing fields come from defaults (lr 1e-3, betas {0.9, 0.999},
--- eps 1e-8, weight_decay 0.01, as torch.optim.AdamW). Decoupled weight decay, bias-corrected.
+-- eps =, weight_decay =, state_dtype =}; missing fields come from defaults (lr 1e-3, betas
+-- {0.9, 0.999}, eps 1e-8, weight_decay 0.01, as torch.optim.AdamW; state_dtype "float32").
+-- Decoupled weight decay, bias-corrected; weight_decay = 0 is torch.optim.Adam.
+-- state_dtype: the dtype of m and v, "float32" (default), "bfloat16", or "param" (each
+-- parameter's own dtype, as torch's zeros_like state: a bf16 model keeps bf16 m and v, record 10).
+-- The update is computed in float32 whatever the storage dtypes, each tensor rounded once.
 local AdamW = {}
 AdamW.__index = AdamW
 optim.AdamW = AdamW
@@ -21,6 +25,7 @@ setmetatable(AdamW, {__call = function(cls, groups, defaults)
     betas = defaults.betas or {0.9, 0.999},
     eps = defaults.eps or 1e-8,
     weight_decay = defaults.weight_decay or 0.01,
+    state_dtype = defaults.state_dtype or "float32",
   }
   if sr.is_tensor(groups[1]) then groups = {{params = groups}} end
   local self = setmetatable({groups = {}, state = {}, step_count = 0}, cls)
@@ -28,6 +33,10 @@ setmetatable(AdamW, {__call = function(cls, groups, defaults)
     assert(type(g.params) == "table", "AdamW: group " .. gi .. " has no params list")
     local group = {params = g.params}
     for k, v in pairs(d) do group[k] = g[k] == nil and v or g[k] end
+    local sd = group.state_dtype
+    if sd ~= "param" and sd ~= "float32" and sd ~= "bfloat16" and sd ~= "float64" then
+      error(("AdamW: group %d: state_dtype must be 'float32', 'bfloat16' or 'param', got %s"):format(gi, tostring(sd)), 2)
+    end
     group.initial_lr = group.lr
     self.groups[gi] = group
   end
@@ -56,12 +65,14 @@ local function capturing()
   return ok and cuda.capturing()
 end
 
--- the parameters of one kernel call: one device, one param dtype, one grad dtype, and (without a
--- device schedule) one step count; otherwise the group steps one tensor at a time
-local function multi_ok(ps, gs, steps, sched)
-  local p1, g1 = ps[1], gs[1]
+-- the parameters of one kernel call: one device, one param dtype, one grad dtype, one state dtype
+-- and (without a device schedule) one step count; otherwise the group steps one tensor at a time
+local function multi_ok(ps, gs, ms, steps, sched)
+  local p1, g1, m1 = ps[1], gs[1], ms[1]
   for i = 2, #ps do
-    if ps[i].device ~= p1.device or ps[i].dtype ~= p1.dtype or gs[i].dtype ~= g1.dtype then return false end
+    if ps[i].device ~= p1.device or ps[i].dtype ~= p1.dtype or gs[i].dtype ~= g1.dtype or ms[i].dtype ~= m1.dtype then
+      return false
+    end
     if not sched and steps[i] ~= steps[1] then return false end
   end
   return true
@@ -81,8 +92,9 @@ function AdamW:step()
           local st = self.state[p]
           if not st then
             if cap then error("AdamW: the first step() must run eagerly (optimizer state is created there)", 3) end
-            st = {m = sr.zeros(p.shape, {dtype = "float32", device = p.device}),
-                  v = sr.zeros(p.shape, {dtype = "float32", device = p.device}), step = 0}
+            local sd = g.state_dtype == "param" and p.dtype or g.state_dtype
+            st = {m = sr.zeros(p.shape, {dtype = sd, device = p.device}),
+                  v = sr.zeros(p.shape, {dtype = sd, device = p.device}), step = 0}
             self.state[p] = st
           end
           st.step = st.step + 1
@@ -101,7 +113,7 @@ function AdamW:step()
       end
       local opts = {lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps, weight_decay = g.weight_decay,
                     step = steps[1], sched = sched}
-      if n > 0 and multi_ok(ps, gs, steps, sched) then
+      if n > 0 and multi_ok(ps, gs, ms, steps, sched) then
         F.adamw_multi_(ps, gs, ms, vs, opts)
       else
         for i = 1, n do

@@ -12,9 +12,9 @@ STEPS=${4:-50}; OUT=${5:-runs/fidelity/record_0$N}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/../.." && pwd)
 SR=${SPEEDRUN:-$ROOT/build/speedrun}
 RECIPE=$ROOT/tasks/record_0$N/recipe.lua
-# records 4-5 accumulate 8 micro-batches of 64x1024 per step on one GPU, as the script does;
+# records 4-8 accumulate 8 micro-batches of 64x1024 per step on one GPU, as the script does;
 # ACCUM=1 patches their global batch down to one micro-batch (a cheaper run of the same code)
-case $N in 4|5) ACCUM=${ACCUM:-8} ;; *) ACCUM=1 ;; esac
+case $N in 4|5|6|7|8) ACCUM=${ACCUM:-8} ;; *) ACCUM=1 ;; esac
 EXTRA=(); [ "${NO_COMPILE:-0}" = 1 ] && EXTRA+=(--no-compile)   # PyTorch eager: no compile time
 mkdir -p "$OUT"
 "$SR" run "$HERE/ours.lua" init "$RECIPE" "$OUT/init.srw" --scale full --device cuda

@@ -96,9 +96,71 @@ end)
 T.case("in-place change of a saved tensor is detected", function()
   local x = sr.tensor({1, 2}, {requires_grad = true})
   local h = x * 1
-  local y = F.sum(F.exp(h))      -- saves h
-  sr.no_grad(function() h:fill_(0) end)
+  local y = F.sum(F.log(h))      -- saves h
+  sr.no_grad(function() h:fill_(1) end)
   T.raises(function() y:backward() end, "modified in place")
+  -- tanh, sigmoid and exp save their output instead: changing it is caught too
+  for _, f in ipairs {"tanh", "sigmoid", "exp"} do
+    local e = F[f](x * 1)
+    local z = F.sum(e)
+    sr.no_grad(function() e:fill_(0) end)
+    T.raises(function() z:backward() end, "modified in place")
+  end
+end)
+
+T.case("a learned scalar's gradient is one dot, not an [N, C] product", function()
+  -- x <- l * x (records 9-11's lambdas and skip weights): the scalar's gradient sum(dy * x)
+  -- comes from the dot kernel: the backward allocates no [N, C] buffer (the product dy * x was one)
+  local x, w = sr.randn({64, 512}), sr.randn({64, 512})
+  for _, shape in ipairs {{}, {1}, {1, 1}} do
+    local l = sr.full(shape, 0.5):requires_grad_()
+    local y = F.mul(l, x)
+    collectgarbage()
+    sr.reset_peak_memory()
+    local m0 = sr.memory().current
+    y:backward(w)
+    local peak = sr.memory().peak - m0
+    T.ok(peak <= 4096, "backward peak " .. peak .. " bytes for a scalar of shape {" .. table.concat(shape, ",") .. "}")
+    T.eq(#l.grad.shape, #shape)
+    T.close(l.grad:reshape(-1), {F.sum(F.mul(x, w)):item()}, 1e-5)
+  end
+  -- bf16: the dot accumulates in f32 and rounds once to the scalar's dtype
+  local lb = sr.full({}, 1, {dtype = "bfloat16"}):requires_grad_()
+  local xb, wb = x:bf16(), w:bf16()
+  F.sum(F.mul(F.mul(lb, xb), wb)):backward()
+  T.close(lb.grad:float(), F.sum(F.mul(xb:double(), wb:double())):item(), 1e-2)
+end)
+
+T.case("tanh, sigmoid and exp keep their output, not their input; chains reuse the gradient", function()
+  -- softcap as the records write it: cap * tanh(z / cap); the node of tanh holds y, so z / cap
+  -- is free once Lua lets go of it, and the backward of the chain writes each gradient over the
+  -- previous one (one [N, V] gradient buffer at a time)
+  local z = sr.randn({64, 512}, {requires_grad = true})
+  local function loss()
+    return F.sum(F.mul(F.tanh(F.mul(z, 1 / 30)), 30))
+  end
+  collectgarbage()
+  local base = sr.memory().current
+  local l = loss()
+  collectgarbage()
+  local held = sr.memory().current - base   -- y (tanh's output) and the loss
+  T.ok(held <= 64 * 512 * 4 + 64, "forward keeps one [N, V] tensor, held " .. held .. " bytes")
+  sr.reset_peak_memory()
+  local peak0 = sr.memory().current
+  l:backward()
+  local peak = sr.memory().peak - peak0
+  -- one gradient buffer, written over by tanh's and the scale's backward, then adopted as z.grad
+  -- (without the reuse: three)
+  T.ok(peak <= 64 * 512 * 4 + 4096, "backward peak " .. peak .. " bytes")
+  local t = F.tanh(F.mul(z, 1 / 30)):detach()
+  T.close(z.grad, F.sub(1, F.square(t)), 1e-6)
+  for _, f in ipairs {"tanh", "sigmoid", "exp"} do
+    local x = sr.randn({5, 3}, {dtype = "float64", requires_grad = true})
+    F.sum(F.mul(F[f](x), x)):backward()   -- d/dx (f(x) x) = f'(x) x + f(x)
+    local y = F[f](x):detach()
+    local d = f == "tanh" and F.sub(1, F.square(y)) or f == "sigmoid" and F.mul(y, F.sub(1, y)) or y
+    T.close(x.grad, F.add(F.mul(d, x:detach()), y), 1e-12)
+  end
 end)
 
 T.case("in-place update of a leaf needs no_grad", function()

@@ -50,6 +50,25 @@ T.case("unary element-wise", function()
   check("relu2 both sides", F.relu2, {sr.tensor({-1.5, -0.5, 0.5, 2.0}, {dtype = "float64", requires_grad = true})})
 end)
 
+-- learned scalars (records 9-11: x <- l1*x + l2*x0 with lambdas = [l1, l2], skip weights,
+-- (1 - lamb)*v + lamb*v1): a 0-d slice times a tensor; its gradient is the full sum of dy*x
+T.case("learned scalar times tensor", function()
+  check("select(1, i) * x", function(l, x, x0) return F.add(F.mul(l:select(1, 1), x), F.mul(l:select(1, 2), x0)) end,
+        {rnd(2), rnd(2, 3, 4), rnd(2, 3, 4)})
+  check("(1 - l) * v + l * v1", function(l, v, v1) return F.add(F.mul(F.sub(1, l), v), F.mul(l, v1)) end,
+        {sr.tensor(0.5, {dtype = "float64", requires_grad = true}), rnd(3, 4), rnd(3, 4)})
+  -- a 0-d scalar keeps a bf16 activation bf16 (torch's result_type), its gradient in its own dtype
+  local l = sr.tensor({1.0, 0.5}, {requires_grad = true})
+  local x = sr.randn({4, 8}):bf16()
+  local y = F.mul(l:select(1, 2), x)
+  T.eq(y.dtype, "bfloat16", "f32 0-d * bf16 [4, 8]")
+  F.sum(y):backward()
+  T.eq(l.grad.dtype, "float32")
+  T.close(l.grad, {0, F.sum(x:float()):item()}, 2e-2)
+  T.eq(F.mul(sr.randn({3}), sr.tensor(2, {dtype = "bfloat16"})).dtype, "float32", "f32 [3] * bf16 0-d")
+  T.eq(F.mul(sr.randn({3}):bf16(), sr.randn({1})).dtype, "float32", "bf16 [3] * f32 [1]: both have dims")
+end)
+
 T.case("binary with broadcasting", function()
   for _, op in ipairs {"add", "sub", "mul", "maximum", "minimum"} do
     check(op, F[op], {rnd(3, 4), rnd(3, 4)})

@@ -172,7 +172,7 @@ case("requires_grad on int32", "only float tensors can require grad", function()
 -- optimizer
 case("adamw_ state shape", "adamw: bad argument #3", function()
   return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(5), sr.zeros(4), {lr = 0.1, step = 1}) end)
-case("adamw_ state dtype", "optimizer state must be float32", function()
+case("adamw_ state dtype", "optimizer state m and v must be float32 or bfloat16, of one dtype", function()
   return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(4, {dtype = "float64"}), sr.zeros(4), {lr = 0.1, step = 1}) end)
 case("adamw_ step", "step must be >= 1", function()
   return F.adamw_(sr.zeros(4), sr.zeros(4), sr.zeros(4), sr.zeros(4), {lr = 0.1, step = 0}) end)
@@ -185,10 +185,15 @@ case("adamw_multi_ lists", "the four lists must have the same length", function(
 case("adamw_multi_ state shape", "does not match the parameter's", function()
   return F.adamw_multi_({sr.zeros(2), sr.zeros(3)}, {sr.zeros(2), sr.zeros(3)}, {sr.zeros(2), sr.zeros(2)},
                         {sr.zeros(2), sr.zeros(3)}, {lr = 0.1, step = 1}) end)
+case("adamw_multi_ state dtypes", "dtypes float32/float32/bfloat16 differ", function()
+  local bf = {dtype = "bfloat16"}
+  return F.adamw_multi_({sr.zeros(2), sr.zeros(3)}, {sr.zeros(2), sr.zeros(3)}, {sr.zeros(2), sr.zeros(3, bf)},
+                        {sr.zeros(2), sr.zeros(3, bf)}, {lr = 0.1, step = 1}) end)
+case("AdamW state_dtype", "state_dtype must be", function() return optim.AdamW({sr.zeros(2)}, {state_dtype = "int32"}) end)
 case("sumsq_multi of int32", "expected a float32", function() return F.sumsq_multi({sr.zeros(2), sr.zeros(2, i32)}) end)
 case("clip_multi_ sumsq", "one element", function() return F.clip_multi_({sr.zeros(2)}, sr.zeros(2), 1.0) end)
 case("AdamW without params", "has no params list", function() return optim.AdamW({{lr = 1}}) end)
-case("AdamW step with a mismatched grad dtype", "optimizer state must be float32", function()
+case("AdamW step with a mismatched grad dtype", "optimizer state m and v must be float32 or bfloat16", function()
   local p = sr.zeros(4, {dtype = "float64"}):requires_grad_()
   p.grad = sr.zeros(4, {dtype = "float64"})
   local opt = optim.AdamW({p}, {lr = 0.1})

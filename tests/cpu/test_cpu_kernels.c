@@ -275,6 +275,29 @@ static void test_unary(void) {
     sr_tensor_release(dy);
     sr_tensor_release(dx);
   }
+  /* i1 = 1: the gradient from the output y = f(x) equals the gradient from x (tanh, sigmoid, exp);
+  ** refused for the other functions */
+  for (int fn = 0; fn < SR_UNARY_COUNT; fn++) {
+    double xs[5] = {-2.5, -0.3, 0.0, 0.7, 3.0}, ys[5];
+    for (int k = 0; k < 5; k++) ys[k] = ref_unary(fn, xs[k], 0);
+    sr_tensor *x = tvals(SR_F64, 1, (int64_t[]){5}, xs), *y = tvals(SR_F64, 1, (int64_t[]){5}, ys);
+    sr_tensor *dy = tfill(SR_F64, 1, (int64_t[]){5}, 1.5), *dx = tnew(SR_F64, 1, (int64_t[]){5});
+    sr_tensor *dxy = tnew(SR_F64, 1, (int64_t[]){5});
+    if (sr_unary_output_grad(fn)) {
+      RUN_OK(SR_K_unary_backward, .t = {dx, dy, x}, .nt = 3, .i = {fn});
+      RUN_OK(SR_K_unary_backward, .t = {dxy, dy, y}, .nt = 3, .i = {fn, 1});
+      for (int k = 0; k < 5; k++)
+        CHECK(close_to(get(dxy, k), get(dx, k), 1e-14), "%s' from y at %g = %.17g, from x %.17g", sr_unary_name(fn), xs[k],
+              get(dxy, k), get(dx, k));
+      RUN_OK(SR_K_unary_backward, .t = {dy, dy, y}, .nt = 3, .i = {fn, 1});  /* dx over dy */
+      check_all("unary_backward from y, dx over dy", dy, (double[]){get(dx, 0), get(dx, 1), get(dx, 2), get(dx, 3), get(dx, 4)}, 1e-14);
+    } else {
+      const char *e = run(SR_K_unary_backward, (sr_kcall){.t = {dx, dy, y}, .nt = 3, .i = {fn, 1}});
+      CHECK(e && strstr(e, "needs tanh, sigmoid or exp"), "%s from y: %s", sr_unary_name(fn), e ? e : "no error");
+    }
+    sr_tensor *list[] = {x, y, dy, dx, dxy};
+    for (int k = 0; k < 5; k++) sr_tensor_release(list[k]);
+  }
   /* every function, layout and dtype against the naive reference; backward against central
   ** differences of the reference in double */
   for (int fn = 0; fn < SR_UNARY_COUNT; fn++)
@@ -1084,16 +1107,80 @@ static void test_adamw(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+** dot: hand-computed sums, every float dtype, past one chunk; the same bits at any thread count
+** (fixed chunks); mismatched operands refused */
+static void test_dot(void) {
+  sr_tensor *a = tvals(SR_F32, 1, (int64_t[]){3}, (double[]){1, -2, 0.5}), *b = tvals(SR_F32, 1, (int64_t[]){3}, (double[]){4, 0.25, -2});
+  sr_tensor *o = tnew(SR_F32, 1, (int64_t[]){1});
+  RUN_OK(SR_K_dot, .t = {o, a, b}, .nt = 3);
+  check_all("dot [1,-2,0.5].[4,0.25,-2]", o, (double[]){2.5}, 0);
+  for (int d = 0; d < 3; d++) {
+    int64_t n = 100003;
+    sr_tensor *x = trand(FLOATS[d], 1, &n, 1), *y = trand(FLOATS[d], 1, &n, 1);
+    sr_tensor *r = tnew(FLOATS[d] == SR_F64 ? SR_F64 : SR_F32, 1, (int64_t[]){1});
+    double ref = 0;
+    for (int64_t i = 0; i < n; i++) ref += get(x, i) * get(y, i);
+    RUN_OK(SR_K_dot, .t = {r, x, y}, .nt = 3);
+    check_all("dot n=100003", r, &ref, FLOATS[d] == SR_F64 ? 1e-12 : 1e-6);
+    sr_tensor_release(x); sr_tensor_release(y); sr_tensor_release(r);
+  }
+  sr_tensor *a64 = tcast(a, SR_F64);
+  const char *e = run(SR_K_dot, (sr_kcall){.t = {o, a, a64}, .nt = 3});
+  CHECK(e && strstr(e, "one dtype"), "dot of f32 and f64: %s", e ? e : "no error");
+  sr_tensor *l[] = {a, b, o, a64};
+  for (int j = 0; j < 4; j++) sr_tensor_release(l[j]);
+}
+
+/* bf16 param, grad and state (records 10-17: torch keeps a bf16 parameter's m and v in bf16):
+** the update computed in double from the stored values, the parameter moved by the unrounded m and
+** v, each tensor rounded once: the kernel's bits after every step; m and v of two dtypes refused */
+static double round_bf16(double v) {
+  sr_tensor *t = tnew(SR_BF16, 1, (int64_t[]){1});
+  set(t, 0, v);
+  double r = get(t, 0);
+  sr_tensor_release(t);
+  return r;
+}
+
+static void test_adamw_bf16_state(void) {
+  int64_t n = 5003;
+  sr_tensor *P = trand(SR_BF16, 1, &n, 1), *G = tnew(SR_BF16, 1, &n), *M = tfill(SR_BF16, 1, &n, 0), *V = tfill(SR_BF16, 1, &n, 0);
+  double lr = 0.04, b1 = 0.9, b2 = 0.95, eps = 1e-10, wd = 0;
+  double *rp = malloc(sizeof(double) * (size_t)n), *rm = malloc(sizeof(double) * (size_t)n), *rv = malloc(sizeof(double) * (size_t)n);
+  for (int step = 1; step <= 4; step++) {
+    for (int64_t i = 0; i < n; i++) set(G, i, 1e-3 * urand());
+    double bc1 = 1 - pow(b1, step), bc2_sqrt = sqrt(1 - pow(b2, step)), step_size = lr / bc1, decay = 1 - lr * wd;
+    for (int64_t i = 0; i < n; i++) {
+      double g = get(G, i), m = b1 * get(M, i) + (1 - b1) * g, v = b2 * get(V, i) + (1 - b2) * g * g;
+      rp[i] = round_bf16(get(P, i) * decay - step_size * m / (sqrt(v) / bc2_sqrt + eps));
+      rm[i] = round_bf16(m);
+      rv[i] = round_bf16(v);
+    }
+    RUN_OK(SR_K_adamw, .t = {P, G, M, V}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {step});
+    check_all("adamw bf16 state: param", P, rp, 0);
+    check_all("adamw bf16 state: m", M, rm, 0);
+    check_all("adamw bf16 state: v", V, rv, 0);
+  }
+  sr_tensor *V32 = tfill(SR_F32, 1, &n, 0);
+  const char *e = run(SR_K_adamw, (sr_kcall){.t = {P, G, M, V32}, .nt = 4, .f = {lr, b1, b2, eps, wd}, .i = {1}});
+  CHECK(e && strstr(e, "one dtype"), "adamw with bf16 m and f32 v: %s", e ? e : "no error");
+  free(rp); free(rm); free(rv);
+  sr_tensor *l[] = {P, G, M, V, V32};
+  for (int j = 0; j < 5; j++) sr_tensor_release(l[j]);
+}
+
+/* ---------------------------------------------------------------------------------------------
 ** adamw_multi, sumsq_multi, clip_multi */
 
 /* adamw_multi against adamw per tensor: the same bits in param, m and v after three steps, over
-** parameters of mixed sizes (1 element, odd, chunk edges), for each param/grad dtype pair, with
-** and without a sched tensor */
+** parameters of mixed sizes (1 element, odd, chunk edges), for each param/grad/state dtype
+** triple, with and without a sched tensor */
 static void test_adamw_multi(void) {
   enum { NP = 6 };
   const int64_t sizes[NP] = {1, 7, 1003, 1024, 4096, 70001};
-  const sr_dtype pdt[4] = {SR_F32, SR_BF16, SR_BF16, SR_F64}, gdt[4] = {SR_F32, SR_BF16, SR_F32, SR_F64};
-  for (int d = 0; d < 4; d++)
+  const sr_dtype pdt[5] = {SR_F32, SR_BF16, SR_BF16, SR_F64, SR_BF16}, gdt[5] = {SR_F32, SR_BF16, SR_F32, SR_F64, SR_BF16};
+  const sr_dtype sdt[5] = {SR_F32, SR_F32, SR_F32, SR_F32, SR_BF16};
+  for (int d = 0; d < 5; d++)
     for (int use_sched = 0; use_sched < 2; use_sched++) {
       sr_tensor *t[2][NP][4], *list[4 * NP];
       sr_tensor *sched[2] = {tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0}), tvals(SR_F32, 1, (int64_t[]){2}, (double[]){0.02, 0})};
@@ -1104,8 +1191,8 @@ static void test_adamw_multi(void) {
         for (int side = 0; side < 2; side++) {
           t[side][k][0] = tcast(p0, pdt[d]);
           t[side][k][1] = tnew(gdt[d], 1, n);
-          t[side][k][2] = tcast(m0, SR_F32);
-          t[side][k][3] = tcast(v0, SR_F32);
+          t[side][k][2] = tcast(m0, sdt[d]);
+          t[side][k][3] = tcast(v0, sdt[d]);
         }
         for (int j = 0; j < 4; j++) list[4 * k + j] = t[0][k][j];
         sr_tensor_release(p0); sr_tensor_release(m0); sr_tensor_release(v0);
@@ -1131,8 +1218,8 @@ static void test_adamw_multi(void) {
         for (int j = 0; j < 4; j += (j == 0 ? 2 : 1)) {
           const sr_tensor *a = t[0][k][j], *b = t[1][k][j];
           CHECK(memcmp(sr_data(a), sr_data(b), (size_t)sizes[k] * sr_dtype_size(a->dtype)) == 0,
-                "adamw_multi %s/%s sched=%d n=%lld: %s differs from adamw", sr_dtype_name(pdt[d]), sr_dtype_name(gdt[d]),
-                use_sched, (long long)sizes[k], j == 0 ? "param" : j == 2 ? "m" : "v");
+                "adamw_multi %s/%s/%s sched=%d n=%lld: %s differs from adamw", sr_dtype_name(pdt[d]), sr_dtype_name(gdt[d]),
+                sr_dtype_name(sdt[d]), use_sched, (long long)sizes[k], j == 0 ? "param" : j == 2 ? "m" : "v");
         }
       for (int side = 0; side < 2; side++) {
         sr_tensor_release(sched[side]);
@@ -1282,6 +1369,8 @@ int main(void) {
   test_cross_entropy();
   test_attention();
   test_adamw();
+  test_dot();
+  test_adamw_bf16_state();
   test_adamw_multi();
   test_clip_multi();
   test_thread_independence();

@@ -47,6 +47,7 @@ local function gen(spec)
   if spec.gen == "pos" then return F.add(F.abs(sr.randn(ls)), 0.5) end
   if spec.gen == "uniform" then return sr.rand(ls) end
   if spec.gen == "small" then return F.mul(sr.randn(ls), 0.3) end
+  if spec.gen == "logits" then return F.mul(sr.randn(ls), 20) end   -- across tanh's and sigmoid's bends
   return sr.randn(ls)
 end
 
@@ -322,35 +323,49 @@ check("views", function(x) return x:view(6, 10):transpose(1, 2):reshape(4, 15):u
       {{{3, 20}}})
 check("narrow/squeeze", function(x) return x:narrow(2, 2, 3):squeeze(3) end, {{{4, 6, 1}}})
 
+-- the records' compositions: softcap 30 tanh(z/30) (records 9-18; tanh's backward from its output,
+-- the gradient written over the upstream one), 30 sigmoid(z/7.5) (record 19), and learned
+-- scalars mixing two streams (lambdas:select(1, i), (1 - lamb) v + lamb v1; records 9-11)
+check("softcap tanh", function(z) return F.mul(F.tanh(F.mul(z, 1 / 30)), 30) end, {{{33, 517}, gen = "logits"}})
+check("softcap sigmoid", function(z) return F.mul(F.sigmoid(F.div(z, 7.5)), 30) end, {{{33, 517}, gen = "logits"}})
+check("learned scalars", function(l, x, x0)
+  return F.add(F.mul(l:select(1, 1), x), F.mul(l:select(1, 2), x0))
+end, {{{2}}, {{4, 9, 16}}, {{4, 9, 16}}})
+check("lambda mix", function(l, v, v1) return F.add(F.mul(F.sub(1, l), v), F.mul(l, v1)) end, {{{1}}, {{6, 40}}, {{6, 40}}})
+
 -- ------------------------------------------------------------------------------------ adamw
+-- state float32, or bfloat16 (record 10's bf16 model: torch keeps m and v in the param's dtype;
+-- the reference side then keeps bf16 state too, computed in float64 and rounded once)
 for _, dt in ipairs(DTYPES) do
-  for _, use_sched in ipairs {false, true} do
-    T.case(("adamw_ %s sched=%s"):format(dt, tostring(use_sched)), function()
-      local n = 1031
-      local p0, m0, v0 = sr.randn(n), F.mul(sr.randn(n), 0.1), F.add(F.abs(sr.randn(n)), 0.01)
-      local sides = {}
-      for _, side in ipairs {"dev", "ref"} do
-        local dev = side == "ref" and "cpu" or DEV
-        local rdt = dev == "ref" and "float64" or dt
-        local rdt = side == "ref" and "float64" or dt
-        local sdt = "float32"  -- the front-end wants float32 state on every device
-        local s = {p = p0:to("cpu", dt):to(dev, rdt), m = m0:to(dev, sdt):clone(), v = v0:to(dev, sdt):clone(), dev = dev, rdt = rdt}
-        if use_sched then s.sched = sr.tensor({0.02, 2}, {dtype = "float32", device = dev}) end
-        sides[side] = s
-      end
-      for step = 1, 3 do
-        local g = sr.randn(n)
-        for _, s in pairs(sides) do
-          local gg = g:to("cpu", dt):to(s.dev, s.rdt)
-          if s.sched then s.sched:narrow(1, 2, 1):add_(1) end
-          F.adamw_(s.p, gg, s.m, s.v, {lr = 0.01, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1,
-                                       step = step, sched = s.sched})
+  for _, sdt in ipairs(DTYPES) do
+    for _, use_sched in ipairs {false, true} do
+      T.case(("adamw_ %s state %s sched=%s"):format(dt, sdt, tostring(use_sched)), function()
+        local n = 1031
+        local p0, m0, v0 = sr.randn(n), F.mul(sr.randn(n), 0.1), F.add(F.abs(sr.randn(n)), 0.01)
+        local sides = {}
+        for _, side in ipairs {"dev", "ref"} do
+          local dev = side == "ref" and "cpu" or DEV
+          local rdt = side == "ref" and "float64" or dt
+          local s = {p = p0:to("cpu", dt):to(dev, rdt), m = m0:to(dev, sdt):clone(), v = v0:to(dev, sdt):clone(), dev = dev, rdt = rdt}
+          if use_sched then s.sched = sr.tensor({0.02, 2}, {dtype = "float32", device = dev}) end
+          sides[side] = s
         end
-      end
-      compare("adamw param", sides.dev.p, sides.ref.p, dt == "bfloat16" and 1e-2 or 2e-5)
-      compare("adamw m", sides.dev.m, sides.ref.m, dt == "bfloat16" and 1e-2 or 2e-5)
-      compare("adamw v", sides.dev.v, sides.ref.v, dt == "bfloat16" and 1e-2 or 2e-5)
-    end)
+        for step = 1, 3 do
+          local g = sr.randn(n)
+          for _, s in pairs(sides) do
+            local gg = g:to("cpu", dt):to(s.dev, s.rdt)
+            if s.sched then s.sched:narrow(1, 2, 1):add_(1) end
+            F.adamw_(s.p, gg, s.m, s.v, {lr = 0.01, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1,
+                                         step = step, sched = s.sched})
+          end
+        end
+        local tp = dt == "bfloat16" and 1e-2 or sdt == "bfloat16" and 1e-4 or 2e-5
+        local ts = sdt == "bfloat16" and 1e-2 or dt == "bfloat16" and 1e-2 or 2e-5
+        compare("adamw param", sides.dev.p, sides.ref.p, tp)
+        compare("adamw m", sides.dev.m, sides.ref.m, ts)
+        compare("adamw v", sides.dev.v, sides.ref.v, ts)
+      end)
+    end
   end
 end
 
@@ -360,13 +375,14 @@ local MSIZES = {}
 for k = 1, 70 do MSIZES[k] = ({1, 7, 1003, 16384 * 2 + 5, 4096, 3})[(k - 1) % 6 + 1] end
 for _, dt in ipairs(DTYPES) do
   for _, use_sched in ipairs {false, true} do
-    T.case(("adamw_multi_ %s sched=%s == adamw_ per tensor"):format(dt, tostring(use_sched)), function()
+    local sdt = use_sched and dt or "float32"   -- bf16 state with bf16 params (record 10), once
+    T.case(("adamw_multi_ %s state %s sched=%s == adamw_ per tensor"):format(dt, sdt, tostring(use_sched)), function()
       local init, sides = {}, {}
       for k, n in ipairs(MSIZES) do init[k] = {sr.randn(n), F.mul(sr.randn(n), 0.1), F.add(F.abs(sr.randn(n)), 0.01)} end
       for _, side in ipairs {"multi", "single"} do
         local s = {p = {}, m = {}, v = {}}
         for k, x in ipairs(init) do
-          s.p[k], s.m[k], s.v[k] = x[1]:to(DEV, dt):clone(), x[2]:to(DEV, "float32"):clone(), x[3]:to(DEV, "float32"):clone()
+          s.p[k], s.m[k], s.v[k] = x[1]:to(DEV, dt):clone(), x[2]:to(DEV, sdt):clone(), x[3]:to(DEV, sdt):clone()
         end
         if use_sched then s.sched = sr.tensor({0.02, 2}, {dtype = "float32", device = DEV}) end
         sides[side] = s

@@ -468,27 +468,47 @@ static void unary_cases(int bw) {
                 unary_names[fn], dn(dt), layout == 3 ? "in place" : layname(layout), (long long)sr_numel(x));
           release_to(m);
         }
+  if (!bw) return;
+  /* i1 = 1: the gradient from the forward's output (tanh, sigmoid, exp); dx fresh, over dy (the
+  ** autograd rule reuses a private upstream gradient) and over y */
+  for (int si = 0; si < EW_NSHAPES; si++)
+    for (int di = 0; di < 2; di++)
+      for (int fn = 0; fn < SR_UNARY_COUNT; fn++)
+        for (int where = 0; where < 3 && sr_unary_output_grad(fn); where++) {
+          int m = mark(), nd = ew_nd(EW_SHAPES[si]);
+          sr_dtype dt = FLOATS[di];
+          sr_tensor *y = rnd(tnew(dt, nd, EW_SHAPES[si]), fn == SR_UNARY_TANH ? -1 : 0, fn == SR_UNARY_EXP ? 5 : 1);
+          sr_tensor *dy = rnd(tnew(dt, nd, EW_SHAPES[si]), -1, 1);
+          sr_tensor *o = where == 1 ? dy : where == 2 ? y : poison(tnew(dt, nd, EW_SHAPES[si]));
+          sr_kcall c = KC(o, dy, y);
+          c.i[0] = fn;
+          c.i[1] = 1;
+          check(SR_K_unary_backward, &c, (opt){.t32 = 1e-5}, "%s from y %s %s n=%lld", unary_names[fn], dn(dt),
+                where == 1 ? "over dy" : where == 2 ? "over y" : "fresh", (long long)sr_numel(y));
+          release_to(m);
+        }
 }
 static void cases_unary(void) { unary_cases(0); }
 static void cases_unary_backward(void) { unary_cases(1); }
 
 /* every function; f32, bf16 and i32 (i32 not for div and pow: the GPU computes through float);
-** b contiguous, broadcast along dim 0 (stride 0), one broadcast element, or transposed */
+** b contiguous, broadcast along dim 0 (stride 0), one broadcast element, or transposed; or a one
+** broadcast element (a learned scalar first: s * x, swapped onto the vectorised path) */
 static void cases_binary(void) {
   const sr_dtype dts[3] = {SR_F32, SR_BF16, SR_I32};
   for (int si = 0; si < EW_NSHAPES; si++)
     for (int di = 0; di < 3; di++)
       for (int fn = 0; fn < SR_BINARY_COUNT; fn++)
-        for (int layout = 0; layout < 4; layout++) {
+        for (int layout = 0; layout < 5; layout++) {
           sr_dtype dt = dts[di];
           if (dt == SR_I32 && (fn == SR_BINARY_DIV || fn == SR_BINARY_POW)) continue;
           int m = mark(), nd = ew_nd(EW_SHAPES[si]), pos = fn == SR_BINARY_POW || fn == SR_BINARY_DIV;
           const int64_t *sh = EW_SHAPES[si];
           double lo = pos ? 0.3 : -2, hi = 2;
-          sr_tensor *a = tnew(dt, nd, sh), *b;
+          sr_tensor *a = layout == 4 ? tview(dt, 1, nd, sh, (int64_t[]){0, 0, 0}, 0) : tnew(dt, nd, sh), *b;
           if (layout == 1) b = tview(dt, sh[1] * sh[2], nd, sh, (int64_t[]){0, nd == 3 ? sh[2] : 1, 1}, 0);
           else if (layout == 2) b = tview(dt, 1, nd, sh, (int64_t[]){0, 0, 0}, 0);
-          else b = tlay(layout == 3 ? 1 : 0, dt, nd, sh);
+          else b = tlay(layout == 3 ? 1 : 0, dt, nd, sh);  /* layout 4: b contiguous */
           if (dt == SR_I32) { rint_(a, -20, 20); rint_(b, -20, 20); }
           else { rnd(a, lo, hi); rnd(b, lo, hi); }
           if (layout == 0) /* equal elements for the comparisons */
@@ -497,7 +517,7 @@ static void cases_binary(void) {
           sr_tensor *o = poison(tnew(dt, nd, sh));
           sr_kcall c = KC(o, a, b);
           c.i[0] = fn;
-          static const char *bl[4] = {"contig", "b broadcast dim 0", "b one element", "b transposed"};
+          static const char *bl[5] = {"contig", "b broadcast dim 0", "b one element", "b transposed", "a one element"};
           check(SR_K_binary, &c, (opt){0}, "%s %s %s n=%lld", binary_names[fn], dn(dt), bl[layout], (long long)sr_numel(o));
           release_to(m);
         }
@@ -546,6 +566,25 @@ static void cases_reduce(void) {
                   (long long)sh[0], (long long)sh[1], (long long)sh[2], layout ? "transposed" : "contig");
             release_to(m);
           }
+}
+
+/* dot: sizes from 1 to past the 1024-block cap (grid-stride blocks), f32 and bf16; positive
+** products (a sum of O(N), not a cancelling one, so 1e-5 relative holds for f32 accumulation) and
+** one signed case; a rerun gives the same bits */
+static void cases_dot(void) {
+  const int64_t sizes[] = {1, 7, 1000, 4099, 70001, 3 * 1024 * 2048 + 5};
+  for (int si = 0; si < (big ? 6 : 4); si++)
+    for (int di = 0; di < 2; di++) {
+      int m = mark();
+      int64_t n = sizes[si];
+      int sgn = si == 2;  /* n = 1000: products of both signs (a sum of about 60), a looser tolerance */
+      sr_tensor *a = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0, 1), *b = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0.5, 1);
+      sr_tensor *o = poison(tnew(SR_F32, 1, (int64_t[]){1}));
+      sr_kcall c = KC(o, a, b);
+      check(SR_K_dot, &c, (opt){.t32 = sgn ? 1e-4 : 1e-5, .rerun = 1}, "%s n=%lld%s", dn(FLOATS[di]), (long long)n,
+            sgn ? " signed" : "");
+      release_to(m);
+    }
 }
 
 static const int64_t SM_ROWS[][2] = {{7, 33}, {3, 200}, {64, 1000}, {5, 50257}};
@@ -666,6 +705,19 @@ static void cases_embedding_backward(void) {
       sr_kcall c = KC(dw, dout, idx);
       check(SR_K_embedding_backward, &c, (opt){.t32 = 1e-5}, "dout %s V=%lld N=%lld C=%lld", dn(FLOATS[di]),
             (long long)V, (long long)N, (long long)C);
+      release_to(m);
+    }
+  /* dweight bf16 (record 10's bf16 embedding): summed in f32 and rounded once; hot rows (4 ids
+  ** for 4096 positions, as frequent tokens) would lose their small terms to bf16 atomics */
+  for (int hot = 0; hot < 2; hot++)
+    for (int di = 0; di < 2; di++) {
+      int m = mark();
+      int64_t V = hot ? 16 : EMB[0][0], N = hot ? 4096 : EMB[0][1], C = hot ? 96 : EMB[0][2];
+      sr_tensor *dw = rnd(tnew(SR_BF16, 2, (int64_t[]){V, C}), -1, 1), *idx = rint_(tnew(SR_I32, 1, &N), 0, hot ? 4 : (int)V);
+      sr_tensor *dout = rnd(tnew(FLOATS[di], 2, (int64_t[]){N, C}), hot ? 0 : -1, 1);
+      sr_kcall c = KC(dw, dout, idx);
+      check(SR_K_embedding_backward, &c, (opt){.t16 = 4e-3}, "dweight bf16 dout %s V=%lld N=%lld C=%lld%s", dn(FLOATS[di]),
+            (long long)V, (long long)N, (long long)C, hot ? " (hot rows)" : "");
       release_to(m);
     }
 }
@@ -871,78 +923,87 @@ static void cases_adamw(void) {
   for (int si = 0; si < 3; si++)
     for (int pd = 0; pd < 2; pd++)
       for (int gd = 0; gd < 2; gd++)
-        for (int sched = 0; sched < 2; sched++) {
-          int m = mark();
-          int64_t n = sizes[si];
-          sr_tensor *p = rnd(tnew(FLOATS[pd], 1, &n), -1, 1), *g = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
-          sr_tensor *mm = same_sign(rnd(tnew(SR_F32, 1, &n), -0.1, 0.1), g), *v = rnd(tnew(SR_F32, 1, &n), 0, 0.01);
-          sr_tensor *s = NULL;
-          if (sched) {
-            s = tnew(SR_F32, 1, (int64_t[]){2});
-            set1(s, 0, 0.02);
-            set1(s, 1, 5);
+        for (int sd = 0; sd < 2; sd++)  /* m, v f32 or bf16 */
+          for (int sched = 0; sched < 2; sched++) {
+            int m = mark();
+            int64_t n = sizes[si];
+            sr_tensor *p = rnd(tnew(FLOATS[pd], 1, &n), -1, 1), *g = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
+            sr_tensor *mm = same_sign(rnd(tnew(FLOATS[sd], 1, &n), -0.1, 0.1), g), *v = rnd(tnew(FLOATS[sd], 1, &n), 0, 0.01);
+            sr_tensor *s = NULL;
+            if (sched) {
+              s = tnew(SR_F32, 1, (int64_t[]){2});
+              set1(s, 0, 0.02);
+              set1(s, 1, 5);
+            }
+            sr_kcall c = KC(p, g, mm, v, s);
+            memcpy(c.f, ADAM_F, sizeof ADAM_F);
+            c.i[0] = 3;
+            check(SR_K_adamw, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+                  dn(FLOATS[sd]), (long long)n, sched ? " sched" : "");
+            release_to(m);
           }
-          sr_kcall c = KC(p, g, mm, v, s);
-          memcpy(c.f, ADAM_F, sizeof ADAM_F);
-          c.i[0] = 3;
-          check(SR_K_adamw, &c, (opt){.t32 = 1e-6}, "param %s grad %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]), (long long)n,
-                sched ? " sched" : "");
-          release_to(m);
-        }
 }
 
-/* 70 parameters of mixed sizes (two launches of 64), one at an odd offset (the scalar path of an
-** f32 chunk), every param/grad dtype pair, with and without sched; against the reference, and
-** bit for bit against adamw per parameter on the device */
+/* one adamw_multi case: np parameters of sizes base[k % nbase] (parameter 3 at an odd offset: the
+** scalar path of an f32 chunk), param/grad/state dtypes pd/gd/sd; against the reference, and bit
+** for bit against adamw per parameter on the device */
+enum { ADAM_MAXP = 200 };
+static void adamw_multi_case(int pd, int gd, int sd, int sched, int np, const int64_t *base, int nbase, const char *what) {
+  int mk = mark();
+  sr_tensor *list[4 * ADAM_MAXP];
+  for (int k = 0; k < np; k++) {
+    int64_t n = base[k % nbase];
+    list[4 * k] = rnd(k == 3 ? tview(FLOATS[pd], n + 1, 1, &n, (int64_t[]){1}, 1) : tnew(FLOATS[pd], 1, &n), -1, 1);
+    list[4 * k + 1] = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
+    list[4 * k + 2] = same_sign(rnd(tnew(FLOATS[sd], 1, &n), -0.1, 0.1), list[4 * k + 1]);
+    list[4 * k + 3] = rnd(tnew(FLOATS[sd], 1, &n), 0, 0.01);
+  }
+  sr_tensor *s = NULL;
+  if (sched) {
+    s = tnew(SR_F32, 1, (int64_t[]){2});
+    set1(s, 0, 0.02);
+    set1(s, 1, 2);
+  }
+  sr_kcall c = {.t = {s}, .nt = 1, .i = {4}, .list = list, .nlist = 4 * np};
+  memcpy(c.f, ADAM_F, sizeof ADAM_F);
+  /* on the device: the multi launch on one copy, adamw per parameter on another */
+  mirror ma = {.n = 0}, mb = {.n = 0};
+  sr_tensor *la[4 * ADAM_MAXP];
+  sr_kcall da = mirror_call(&ma, &c, la);
+  const char *e = run_dev(SR_K_adamw_multi, &da);
+  int same = !e;
+  for (int k = 0; k < np && same; k++) {
+    sr_kcall one = KC(mir(&mb, list[4 * k]), mir(&mb, list[4 * k + 1]), mir(&mb, list[4 * k + 2]),
+                      mir(&mb, list[4 * k + 3]), mir(&mb, s));
+    memcpy(one.f, c.f, sizeof c.f);
+    one.i[0] = c.i[0];
+    e = run_dev(SR_K_adamw, &one);
+    same = !e;
+    for (int j = 0; j < 4 && same; j++) same = same_bits(la[4 * k + j], one.t[j]);
+    for (int j = 0; j < 5; j++) sr_tensor_release(one.t[j]);
+  }
+  checks++;
+  if (!same) fail_line("adamw_multi param %s grad %s state %s sched=%d %s: not adamw's bits%s%s", dn(FLOATS[pd]),
+                       dn(FLOATS[gd]), dn(FLOATS[sd]), sched, what, e ? ": " : "", e ? e : "");
+  call_free(&da, la);
+  mirror_free(&ma);
+  mirror_free(&mb);
+  check(SR_K_adamw_multi, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s %s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+        dn(FLOATS[sd]), what, sched ? " sched" : "");
+  release_to(mk);
+}
+
+/* 70 parameters of mixed sizes (two launches of 64), every param/grad/state dtype triple, with and
+** without sched; and 150 scalar parameters (1 or 2 elements: the lambdas and skip weights of
+** records 9-11, three launches of 64 instead of 150) in f32 and in bf16 with bf16 state (record 10) */
 static void cases_adamw_multi(void) {
-  enum { NP = 70 };
-  const int64_t base[6] = {1, 7, 1003, 16384 * 2 + 5, 4096, 3};
+  const int64_t base[6] = {1, 7, 1003, 16384 * 2 + 5, 4096, 3}, scalars[3] = {1, 2, 1};
   for (int pd = 0; pd < 2; pd++)
     for (int gd = 0; gd < 2; gd++)
-      for (int sched = 0; sched < 2; sched++) {
-        int mk = mark();
-        sr_tensor *list[4 * NP];
-        for (int k = 0; k < NP; k++) {
-          int64_t n = base[k % 6];
-          list[4 * k] = rnd(k == 3 ? tview(FLOATS[pd], n + 1, 1, &n, (int64_t[]){1}, 1) : tnew(FLOATS[pd], 1, &n), -1, 1);
-          list[4 * k + 1] = rnd(tnew(FLOATS[gd], 1, &n), -1, 1);
-          list[4 * k + 2] = same_sign(rnd(tnew(SR_F32, 1, &n), -0.1, 0.1), list[4 * k + 1]);
-          list[4 * k + 3] = rnd(tnew(SR_F32, 1, &n), 0, 0.01);
-        }
-        sr_tensor *s = NULL;
-        if (sched) {
-          s = tnew(SR_F32, 1, (int64_t[]){2});
-          set1(s, 0, 0.02);
-          set1(s, 1, 2);
-        }
-        sr_kcall c = {.t = {s}, .nt = 1, .i = {4}, .list = list, .nlist = 4 * NP};
-        memcpy(c.f, ADAM_F, sizeof ADAM_F);
-        /* on the device: the multi launch on one copy, adamw per parameter on another */
-        mirror ma = {.n = 0}, mb = {.n = 0};
-        sr_tensor *la[4 * NP];
-        sr_kcall da = mirror_call(&ma, &c, la);
-        const char *e = run_dev(SR_K_adamw_multi, &da);
-        int same = !e;
-        for (int k = 0; k < NP && same; k++) {
-          sr_kcall one = KC(mir(&mb, list[4 * k]), mir(&mb, list[4 * k + 1]), mir(&mb, list[4 * k + 2]),
-                            mir(&mb, list[4 * k + 3]), mir(&mb, s));
-          memcpy(one.f, c.f, sizeof c.f);
-          one.i[0] = c.i[0];
-          e = run_dev(SR_K_adamw, &one);
-          same = !e;
-          for (int j = 0; j < 4 && same; j++) same = same_bits(la[4 * k + j], one.t[j]);
-          for (int j = 0; j < 5; j++) sr_tensor_release(one.t[j]);
-        }
-        checks++;
-        if (!same) fail_line("adamw_multi param %s grad %s sched=%d: not adamw's bits%s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
-                             sched, e ? ": " : "", e ? e : "");
-        call_free(&da, la);
-        mirror_free(&ma);
-        mirror_free(&mb);
-        check(SR_K_adamw_multi, &c, (opt){.t32 = 1e-6}, "param %s grad %s (70 params)%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
-              sched ? " sched" : "");
-        release_to(mk);
-      }
+      for (int sd = 0; sd < 2; sd++)
+        for (int sched = 0; sched < 2; sched++) adamw_multi_case(pd, gd, sd, sched, 70, base, 6, "(70 params)");
+  for (int d = 0; d < 2; d++)
+    for (int sched = 0; sched < 2; sched++) adamw_multi_case(d, d, d, sched, 150, scalars, 3, "(150 scalar params)");
 }
 
 /* the sum-of-squares list: 170 tensors (two launches of 160), f32 and bf16 mixed, or f64 */

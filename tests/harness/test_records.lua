@@ -12,45 +12,9 @@ local F = sr.F
 
 sr.set_num_threads = sr.set_num_threads or function() end
 
-local function recipe_path(n) return ("../tasks/record_%02d/recipe.lua"):format(n) end
+local R = dofile("harness/records_fixture.lua")
+local VOCAB, batch, load_recipe, recipe_path, setup = R.VOCAB, R.batch, R.load_recipe, R.recipe_path, R.setup
 
-local function load_recipe(n)
-  local chunk = assert(loadfile(recipe_path(n), "t", setmetatable({speedrun = sr}, {__index = _G})))
-  return chunk()
-end
-
-local deepcopy = require("speedrun.util").deepcopy
-
-local VOCAB = 64
-
--- a fixed learnable batch: x[b][t] = (5 (b + k) + 7 t) mod 23
-local function batch(B, Tn, k)
-  local xs, ys = {}, {}
-  for b = 1, B do
-    local xr, yr = {}, {}
-    for t = 1, Tn + 1 do
-      local v = (5 * (b + k) + 7 * t) % 23
-      if t <= Tn then xr[t] = v end
-      if t > 1 then yr[t - 1] = v end
-    end
-    xs[b], ys[b] = xr, yr
-  end
-  return sr.tensor(xs, {dtype = "int32"}), sr.tensor(ys, {dtype = "int32"})
-end
-
-local function setup(n, steps)
-  local recipe = load_recipe(n)
-  local cfg = deepcopy(recipe.config.micro)
-  cfg.model.vocab_size = VOCAB
-  cfg.steps = steps
-  sr.manual_seed(1)
-  local ctx = {scale = "micro", config = cfg, device = "cpu", seed = 1, steps = steps,
-               tokens_per_step = cfg.batch.B * cfg.batch.T}
-  recipe.setup(ctx)
-  return recipe, ctx, cfg
-end
-
-local micro_losses = {}
 local clock = os.clock
 local case = T.case
 T.case = function(name, fn)
@@ -58,35 +22,7 @@ T.case = function(name, fn)
   case(name, fn)
   if os.getenv("SPEEDRUN_TEST_VERBOSE") then io.stderr:write(("%.2fs  %s\n"):format(clock() - t0, name)) end
 end
-for n = 1, 5 do
-  T.case(("record_%02d: micro training lowers the loss; eval is fp32, causal"):format(n), function()
-    local steps = 6
-    local recipe, ctx, cfg = setup(n, steps)
-    local B, Tn = cfg.batch.B, cfg.batch.T
-    local losses = {}
-    for s = 1, steps do
-      local x, y = batch(B, Tn, s % 2)
-      if recipe.schedule then recipe.schedule(ctx, s) end
-      local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
-      losses[s] = sr.is_tensor(l) and l:item() or l
-      T.ok(losses[s] == losses[s], "finite loss")
-    end
-    micro_losses[n] = losses
-    T.ok(losses[steps] < losses[1] - 0.3, ("loss %.4f -> %.4f should fall"):format(losses[1], losses[steps]))
-    -- eval: [B, T, V] fp32, and a later token does not move earlier logits
-    local x = batch(2, Tn, 0)
-    local lg = sr.no_grad(recipe.eval, ctx, x)
-    T.eq(table.concat(lg.shape, ","), ("2,%d,%d"):format(Tn, VOCAB))
-    T.eq(lg.dtype, "float32")
-    local ids = x:tolist()
-    ids[1][Tn] = (ids[1][Tn] + 1) % VOCAB
-    local lg2 = sr.no_grad(recipe.eval, ctx, sr.tensor(ids, {dtype = "int32"}))
-    local d = F.max(F.abs(lg:narrow(2, 1, Tn - 1) - lg2:narrow(2, 1, Tn - 1))):item()
-    T.ok(d < 1e-4, "causal: earlier logits moved by " .. d)
-    local dlast = F.max(F.abs(lg:narrow(2, Tn, 1) - lg2:narrow(2, Tn, 1))):item()
-    T.ok(dlast > 0, "the changed position's logits move")
-  end)
-end
+for n = 1, 5 do R.micro_case(n) end
 
 T.case("parameter names follow the PyTorch state dicts", function()
   local want = {
@@ -182,36 +118,6 @@ T.case("rotary is a rotation: norms kept, scores depend on relative position onl
   end
 end)
 
--- end to end under the harness: the recipe contract, host validation and causality checks
-T.case("record_05 runs under speedrun train --scale micro", function()
-  local exe = arg[-1]
-  local H = require "speedrun.harness_core"
-  local data = require "speedrun.data"
-  local json = require "speedrun.json"
-  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/records"
-  os.execute("rm -rf '" .. tmp .. "'")
-  H.mkdir(tmp .. "/data")
-  local ids = {}
-  for k = 1, 6000 do ids[k] = (k * 7) % 23 end
-  assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", ids))
-  assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", ids))
-  local cmd = ("'%s' train ../tasks/record_05/recipe.lua --scale micro --device cpu --steps 3 --val-tokens 128 "
-    .. "--train-files '%s/data/syn_train_*.bin' --val-files '%s/data/syn_val_*.bin' --out '%s/run' --quiet > '%s/out.txt' 2>&1")
-    :format(exe, tmp, tmp, tmp, tmp)
-  os.execute(cmd)
-  local f = io.open(tmp .. "/run/results.json")
-  T.ok(f, "results.json written: " .. (io.open(tmp .. "/out.txt") and io.open(tmp .. "/out.txt"):read("a") or ""))
-  local r = json.decode(f:read("a"))
-  f:close()
-  T.eq(r.status, "valid", "status (" .. tostring(type(r.failure) == "table" and r.failure.message) .. ")")
-  T.eq(r.name, "record_05")
-  T.ok(r.checks.causality.ok and r.checks.eval_stateless.ok, "host checks pass")
-  T.ok(r.metrics.val_loss < 10.6, "val loss below the micro target")
-end)
+R.harness_case(5, 3)
 
-for n, l in pairs(micro_losses) do
-  io.write(("record_%02d micro losses:"):format(n))
-  for _, v in ipairs(l) do io.write((" %.4f"):format(v)) end
-  io.write("\n")
-end
-T.done()
+R.done()

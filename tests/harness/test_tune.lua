@@ -38,6 +38,19 @@ T.case("search: the smallest passing budget, from above and from below", functio
   end
 end)
 
+T.case("search: a passing first probe's curve crossing is the next guess", function()
+  local calls = {}
+  local probe = synthetic(37, calls)
+  local R = assert(tune.search(function(steps)
+    local P = probe(steps)
+    if #calls == 1 then P.crossing = 60 end   -- the recipe's own budget (100) crossed at step 60
+    return P
+  end, {}))
+  T.eq(calls[1], 100)
+  T.eq(calls[2], 60, "the second probe is the crossing")
+  T.ok(R.steps >= 37 and R.steps <= 38, "found " .. R.steps)
+end)
+
 T.case("search: a target out of reach and a failing probe end with a message", function()
   local R, err = tune.search(synthetic(1e9, {}), {start = 10, max_steps = 400})
   T.ok(not R and err:find("not reached within 400 steps", 1, true), tostring(err))
@@ -68,8 +81,11 @@ T.case("rewrite: the scale's table only, integers, a clear error", function()
   T.eq(out:match("\n  micro = (%b{})"), src:match("\n  micro = (%b{})"), "micro untouched")
   T.eq(out:match("\n  full = (%b{})"), src:match("\n  full = (%b{})"), "full untouched")
   T.eq(#out - #src, #"321" - #"625" + #"9" - #"17" + #"67" - #"131", "nothing else changed")
+  local t = assert(tune.rewrite(src, "proxy", {target_val_loss = 4.95, steps = 10}))
+  T.ok(t:match("\n  proxy = (%b{})"):find("target_val_loss = 4.95,", 1, true), "a number")
+  T.ok(t:match("\n  micro = (%b{})"):find("target_val_loss = 10.6,", 1, true), "micro's target untouched")
   local _, err = tune.rewrite(src, "proxy", {cooldown = 5})
-  T.ok(err and err:find("no 'cooldown = <integer>'", 1, true), tostring(err))
+  T.ok(err and err:find("no 'cooldown = <number>'", 1, true), tostring(err))
   _, err = tune.rewrite(src, "huge", {steps = 5})
   T.ok(err and err:find("no 'huge = {'", 1, true), tostring(err))
 end)
@@ -108,7 +124,7 @@ local function cfg_of(src)
 end
 
 T.case("calibrate --tune-steps: tuned budget written, search and cut stored", function()
-  local rc, out = W.run("calibrate --tune-steps --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target " .. TARGET
+  local rc, out = W.run("calibrate --tune-steps --probe-jobs 3 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target " .. TARGET
                         .. " --calibration " .. sh(calib) .. " --out " .. sh(W.tmp .. "/cal") .. common)
   T.eq(rc, 0, out)
   local c = json.decode(assert(T.read(calib)))
@@ -123,6 +139,7 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   T.eq(e.steps, steps)
   T.eq(e.runs, 3)
   T.eq(e.target_val_loss, 2.0)
+  T.ok(assert(T.read(rec_dir .. "/recipe.lua")):find("target_val_loss = 2,", 1, true), "--target written into the recipe")
   T.ok(e.all_valid and e.p < 0.01 and e.val_loss_mean < 2.0, "the tuned runs pass the score's rule")
   T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= 1, "the bracket is one step")
   T.eq(e.tune.cut.steps, math.floor(0.8 * steps))

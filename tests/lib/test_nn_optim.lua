@@ -124,6 +124,55 @@ for _, dt in ipairs {"float32", "bfloat16"} do
   end)
 end
 
+-- record 10: the whole model in bf16, its Adam state too (torch's zeros_like state). state_dtype =
+-- "param" gives bf16 m and v for bf16 params and f32 for f32 ones; the group of 1-element scalars
+-- (lambdas, skip weights) is one kernel call; each step equals F.adamw_ on bf16 state, and a step
+-- computed in float64 from the stored bf16 values, rounded once, within one bf16 rounding
+T.case("AdamW state_dtype = 'param': bf16 params keep bf16 m and v; scalars in one call", function()
+  sr.manual_seed(11)
+  local ps, ref = {}, {}
+  for i = 1, 40 do
+    local shape = i == 40 and {6} or {i % 2 + 1}   -- 39 lambdas of 1 or 2 elements, 6 skip weights
+    ps[i] = sr.randn(shape):to("cpu", "bfloat16"):requires_grad_()
+    ref[i] = ps[i]:detach():clone()
+  end
+  local head = sr.randn({3, 4}):requires_grad_()   -- an f32 parameter in a "param" group: f32 state
+  local opt = optim.AdamW({{params = ps, lr = 0.04}, {params = {head}, lr = 0.008}},
+                          {betas = {0.9, 0.95}, eps = 1e-10, weight_decay = 0, state_dtype = "param"})
+  local ms, vs = {}, {}
+  for i, p in ipairs(ref) do ms[i], vs[i] = sr.zeros(p.shape, {dtype = "bfloat16"}), sr.zeros(p.shape, {dtype = "bfloat16"}) end
+  for step = 1, 3 do
+    for _, p in ipairs(ps) do p.grad = F.mul(sr.randn(p.shape), 1e-2):to("cpu", "bfloat16") end
+    head.grad = sr.randn(head.shape)
+    local tr = H.trace_start()
+    opt:step()
+    H.trace_stop()
+    if step > 1 then T.eq(tr:count(), 2, "one kernel call per group") end
+    for i, p in ipairs(ref) do
+      local p0, m0, v0 = p:double(), ms[i]:double(), vs[i]:double()
+      F.adamw_(p, ps[i].grad, ms[i], vs[i], {lr = 0.04, beta1 = 0.9, beta2 = 0.95, eps = 1e-10, weight_decay = 0, step = step})
+      -- float64 from the stored values; the parameter moved by the unrounded m and v
+      local g = ps[i].grad:double()
+      local m = F.add(F.mul(m0, 0.9), F.mul(g, 0.1))
+      local v = F.add(F.mul(v0, 0.95), F.mul(F.square(g), 0.05))
+      local upd = F.div(F.div(m, 1 - 0.9 ^ step), F.add(F.sqrt(F.div(v, 1 - 0.95 ^ step)), 1e-10))
+      T.close(p, F.sub(p0, F.mul(upd, 0.04)), 8e-3, "param " .. i .. " step " .. step)
+      T.close(ms[i], m, 8e-3, "m " .. i)
+    end
+  end
+  for i, p in ipairs(ps) do
+    T.eq(opt.state[p].m.dtype, "bfloat16"); T.eq(opt.state[p].v.dtype, "bfloat16")
+    T.eq(T.rel_err(p, ref[i]), 0, "param " .. i .. " equals adamw_ with bf16 state")
+    T.eq(T.rel_err(opt.state[p].m, ms[i]), 0, "m " .. i)
+    T.eq(T.rel_err(opt.state[p].v, vs[i]), 0, "v " .. i)
+  end
+  T.eq(opt.state[head].m.dtype, "float32")
+  local o2 = optim.AdamW({sr.zeros(2):requires_grad_()}, {state_dtype = "bfloat16"})
+  o2.groups[1].params[1].grad = sr.ones(2)
+  o2:step()
+  T.eq(o2.state[o2.groups[1].params[1]].v.dtype, "bfloat16", "state_dtype = 'bfloat16' for an f32 param")
+end)
+
 T.case("AdamW falls back to adamw_ per tensor: mixed dtypes, a parameter that missed a step", function()
   local a = sr.tensor({0.5, -1.0}, {requires_grad = true})
   local b = sr.tensor({2.0}, {dtype = "float64", requires_grad = true})

@@ -18,6 +18,8 @@ usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) 
        speedrun agent report DIR
        speedrun agent sweep --tasks 1-4 --hints none,L1 --scaffolds aide,flat --models M --seeds 3 [options]
        speedrun agent chain --from 1 --to N --models M [options]
+       speedrun agent metrics DIR... [--out DIR]
+       speedrun agent judge DIR... --model M --base-url URL
 An LLM research loop over a task: a version tree of recipes, each node written by the model's
 coder and scored by the host (`speedrun score`). `speedrun agent CMD --help` for each command;
 docs/agent.md.
@@ -287,7 +289,8 @@ function M.main(args)
   local cmd = args[1]
   if not cmd then io.stderr:write(USAGE.main) return 2 end
   if cmd == "--help" or cmd == "-h" or cmd == "help" then io.stdout:write(USAGE.main) return 0 end
-  local fn = ({run = M.run, resume = M.resume, report = M.report,
+  local study = function(name) return function(a) return require("speedrun.agent.study_cli")[name](a) end end
+  local fn = ({run = M.run, resume = M.resume, report = M.report, metrics = study("metrics"), judge = study("judge"),
                sweep = function(a) return require("speedrun.agent.sweep").main(a) end,
                chain = function(a) return require("speedrun.agent.chain").main(a) end})[cmd]
   if not fn then return die("unknown command '" .. cmd .. "'\n" .. USAGE.main) end

@@ -493,12 +493,16 @@ measured train times (mean, std, card, software) in the calibration file used by
                      table; check that 80 % of it fails the rule; store the tuned runs' times and
                      the search (every probe) in the calibration file. --steps N: the first probe
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
+  --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
+                     1 on the CPU); their losses decide the search, the tuned budget's K runs
+                     are then timed one at a time for the calibration; with --target X the
+                     recipe's target_val_loss at the scale becomes X too
   and the run options of `speedrun train`
 ]]
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC["probe-jobs"] = "value"
 
 local function parse_list(s)
   local out = {}
@@ -526,16 +530,50 @@ local function calib_entry(runs, recipe, o, card)
   return entry
 end
 
+-- K runs of `speedrun train` at once (seeds seed..seed+K-1), each a supervised run of its own:
+-- the probes of the step tuner need only their losses, which sharing the device does not change
+local function concurrent_runs(recipe, po, k, out_root)
+  local sh = function(x) return "'" .. tostring(x):gsub("'", "'\\''") .. "'" end
+  local base = {sh(H.self_exe()), "train", sh(recipe), "--quiet"}
+  for key, kind in pairs(TRAIN_SPEC) do
+    if po[key] ~= nil and key ~= "seed" and key ~= "out" and key ~= "quiet" and key ~= "help" then
+      base[#base + 1] = kind == "flag" and "--" .. key or ("--" .. key .. " " .. sh(po[key]))
+    end
+  end
+  local cmds, seed0 = {}, tonumber(po.seed) or 1
+  for i = 1, k do
+    local out = fmt("%s/run%d", out_root, i)
+    cmds[i] = fmt("%s --seed %d --out %s > %s 2>&1 &", table.concat(base, " "), seed0 + i - 1, sh(out), sh(out .. ".txt"))
+  end
+  mkdir_p(out_root)
+  os.execute("( " .. table.concat(cmds, " ") .. " wait )")
+  local runs = {}
+  for i = 1, k do
+    local s = read_file(fmt("%s/run%d/results.json", out_root, i))
+    local r = s and json.decode(s)
+    if type(r) ~= "table" then
+      return nil, fmt("run %d at %s left no results.json: %s", i, out_root, read_file(fmt("%s/run%d.txt", out_root, i)) or "")
+    end
+    runs[i] = r
+  end
+  return runs
+end
+
 -- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
--- judged by the score's rule; a run that does not complete ends the search
+-- judged by the score's rule; a run that does not complete ends the search. With --probe-jobs
+-- (default: at once on a GPU) the runs share the device; the tuned budget is timed alone after.
 local function tune_probe(it, o, k, out_root, alpha)
   return function(steps)
     local po = {}
     for key, v in pairs(o) do po[key] = v end
     po.steps, po["scale-schedule"] = steps and tostring(steps), true
     -- the recipe's own budget validates often: its curve's first crossing is the search's next guess
-    if not steps then po["val-every"] = o["val-every"] or tostring(tune.FIRST_VAL_EVERY) end
-    local runs, err = multi_run(it.recipe, po, k, fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe"), "tune")
+    po["val-every"] = o["val-every"] or (steps and "1000000000" or tostring(tune.FIRST_VAL_EVERY))
+    local dir = fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe")
+    local together = tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)
+    local runs, err
+    if together > 1 then runs, err = concurrent_runs(it.recipe, po, k, dir)
+    else runs, err = multi_run(it.recipe, po, k, dir, "tune") end
     if not runs then error(err, 0) end
     local target = runs_target(o, runs)
     local sum = summarize(runs, target or 0)
@@ -564,12 +602,23 @@ local function tune_item(it, o, k, out_root, card)
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
-  local values = {steps = cfg.steps}
+  -- the calibration's times: the tuned budget's K runs again, one at a time, the device their own
+  local timed = R.best.runs
+  if (tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)) > 1 then
+    local po = {}
+    for key, v in pairs(o) do po[key] = v end
+    po.steps, po["scale-schedule"], po["val-every"] = tostring(R.steps), true, o["val-every"] or "1000000000"
+    local err
+    timed, err = multi_run(it.recipe, po, k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
+    if not timed then return nil, err end
+  end
+  -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
+  local values = {steps = cfg.steps, target_val_loss = tonumber(o.target)}
   for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
   local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs[1].scale or o.scale, values)
   if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
   write_file(it.recipe, new)
-  local entry = calib_entry(R.best.runs, it.recipe, o, card)
+  local entry = calib_entry(timed, it.recipe, o, card)
   local probes = {}
   for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
   entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,

@@ -97,7 +97,7 @@ function M.search(probe, o)
     while not (lo and hi) do
       if hi then
         if hi.steps <= 1 then break end
-        local guess = hi.crossing and hi.crossing < hi.steps and not cache[hi.crossing] and hi.crossing
+        local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
         P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
       else
         if lo.steps >= max_steps then
@@ -119,9 +119,9 @@ function M.search(probe, o)
   return res
 end
 
--- the text of a recipe with `key = <integer>` replaced inside its `<scale> = {` table (the first
+-- the text of a recipe with `key = <number>` replaced inside its `<scale> = {` table (the first
 -- such key at any depth of that table, as written by hand in tasks/record_NN/recipe.lua); values:
--- {key = integer}. Returns the new text or nil, message naming what was not found.
+-- {key = number} (integers written as integers). Returns the new text or nil, message naming what was not found.
 function M.rewrite(src, scale, values)
   local s0, open_end = src:find("\n(%s*)" .. scale .. "%s*=%s*{")
   if not s0 then return nil, fmt("no '%s = {' table in the recipe", scale) end
@@ -139,8 +139,11 @@ function M.rewrite(src, scale, values)
   table.sort(keys)
   for _, k in ipairs(keys) do
     local n
-    body, n = body:gsub("%f[%w_]" .. k .. "(%s*=%s*)%d+", function(eq) return k .. eq .. mfloor(values[k]) end, 1)
-    if n == 0 then return nil, fmt("no '%s = <integer>' in the recipe's '%s' table", k, scale) end
+    local v = values[k]
+    local text = fmt("%.15g", v)   -- the shortest that reads back as v
+    if tonumber(text) ~= v then text = fmt("%.17g", v) end
+    body, n = body:gsub("%f[%w_]" .. k .. "(%s*=%s*)%-?%d[%d%.eE+-]*", function(eq) return k .. eq .. text end, 1)
+    if n == 0 then return nil, fmt("no '%s = <number>' in the recipe's '%s' table", k, scale) end
   end
   return src:sub(1, open_end) .. body .. src:sub(close)
 end

@@ -1,0 +1,396 @@
+-- tasks/record_11/recipe.lua: NanoGPT speedrun record 11 (7.2 min, 145.0 ms/step; llm-speedrunner
+-- record_11): U-net skip connections and doubled learning rates. Changes against record 10
+-- (records.md #11):
+--
+--   * U-net: the first n_layer/2 blocks are the encoder, the rest the decoder. Each encoder
+--     block's output is kept; before decoder block i (0-based) the input gets
+--     x + skip_weights[i] * (output of encoder block n_layer/2 - 1 - i), the last encoder output
+--     first. `skip_weights` (one per decoder block, init 1) is a model parameter (bf16, as the
+--     rest of the bf16 model) in the scalar Adam group;
+--   * learning rates doubled: Adam wte 0.3 -> 0.6, scalars 0.02 -> 0.04, Muon 0.02 -> 0.04; the
+--     head's Adam lr goes 0.002 -> 0.008 (4x);
+--   * Newton-Schulz written as A = X X^T, B = b A + c A A, X = a X + B X (the same polynomial as
+--     record 10's B = A X, X = a X + b B + c A B, with a different rounding order in bf16);
+--   * 3,000 steps, warmdown 900 (warmup 0).
+-- Unchanged from record 10: the bf16 model with CastedLinear fp32 masters, bf16 Adam states for
+-- the bf16 parameters, value residual, embedding shortcut, softcap 30, untied zero-init head,
+-- RMSNorm after the embedding, QK-norm before the rotary, ReLU^2; distributed Muon (momentum
+-- warmup 0.85 -> 0.95 over 500 steps, shape scale sqrt(max(1, rows / cols))); 524,288 tokens
+-- per step.
+--
+-- Muon, rotary, QK-norm, the shortcuts and the U-net are written here from primitives, as in the
+-- PyTorch script. Parameter names follow the PyTorch state dict (tasks/fidelity/). Contract:
+-- tasks/default/recipe.lua.
+local sr = speedrun or require "speedrun"
+local F, nn, optim = sr.F, sr.nn, sr.optim
+
+local recipe = {name = "record_11"}
+
+recipe.config = {
+  -- CPU, seconds: for tests (schedule lengths scaled down with the run)
+  micro = {
+    model = {n_layer = 2, n_head = 2, n_embd = 64, vocab_size = 50304},
+    batch = {mode = "bt", B = 4, T = 32},
+    steps = 20, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 3, warmup = 0, warmdown = 6,
+    target_val_loss = 10.6, val_tokens = 4096, val_batch = {B = 4, T = 32},
+    dtype = "bfloat16",
+  },
+  -- one GPU, minutes, on the default corpus (tokens and schedule: the record's fractions)
+  proxy = {
+    model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
+    batch = {mode = "bt", B = 32, T = 256},
+    steps = 196, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 33, warmup = 0, warmdown = 59,
+    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
+    dtype = "bfloat16",
+  },
+  -- the record: 524,288 tokens per step; on one GPU by accumulating 8 micro-batches of 64 x 1024
+  full = {
+    model = {n_layer = 12, n_head = 6, n_embd = 768, vocab_size = 50304},
+    batch = {mode = "bt", B = 512, T = 1024}, micro_batch = 64,
+    steps = 3000, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 500, warmup = 0, warmdown = 900,
+    target_val_loss = 3.28, val_tokens = 10485760, val_batch = {B = 64, T = 1024}, val_every = 125,
+    dtype = "bfloat16",
+  },
+}
+-- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
+recipe.schedule_keys = {"warmup", "warmdown", "momentum_warmup"}
+
+-- a Linear weight [out, in] with PyTorch's default init U(+-1/sqrt(in))
+local function linear_weight(n_in, n_out, o)
+  local b = 1 / math.sqrt(n_in)
+  return sr.empty(n_out, n_in, o):uniform_(-b, b)
+end
+
+-- CastedLinear: y = x W^T with the fp32 master weight cast to x's dtype at use (bf16); the cast's
+-- backward returns the weight's gradient in fp32
+local function linear(x, w)
+  return F.linear(x, w.dtype == x.dtype and w or F.cast(w, x.dtype))
+end
+
+-- F.rms_norm(x, (C,)) with eps=None: PyTorch uses the epsilon of the fp32 opmath type
+local EPS = 1.1920928955078125e-07
+local function rmsnorm(x) return F.rms_norm(x, nil, EPS) end
+
+-- rotary tables: cos, sin [1, T, 1, hd/2], computed in fp32 and cached in bf16
+local function rotary_tables(T, hd, device, base)
+  base = base or 10000
+  local c, s = {}, {}
+  for t = 0, T - 1 do
+    local rc, rs = {}, {}
+    for i = 0, hd // 2 - 1 do
+      local inv_freq = 1 / base ^ ((2 * i) / hd)
+      rc[i + 1], rs[i + 1] = math.cos(t * inv_freq), math.sin(t * inv_freq)
+    end
+    c[t + 1], s[t + 1] = rc, rs
+  end
+  local o = {dtype = "float32", device = device}
+  return F.cast(sr.tensor(c, o):view(1, T, 1, hd // 2), "bfloat16"),
+         F.cast(sr.tensor(s, o):view(1, T, 1, hd // 2), "bfloat16")
+end
+
+-- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])
+local function apply_rotary(x, cos, sin)
+  local T = x.shape[2]
+  cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
+  -- y1 = x1 * cos + x2 * sin, y2 = x2 * cos - x1 * sin, cat(y1, y2): one fused kernel (F.rotary)
+  return F.cast(F.rotary(x, cos, sin), x.dtype)              -- .type_as(x)
+end
+
+recipe.rotary_tables, recipe.apply_rotary = rotary_tables, apply_rotary   -- exposed for tests
+
+-- Muon ----------------------------------------------------------------------------------------
+-- Newton-Schulz iteration for the orthogonal factor of G (the record's zeroth_power_via_newtonschulz5):
+-- the input cast to bf16 and normalised by its own (bf16) norm, transposed when tall; bf16 out.
+-- Each iteration: A = X X^T, B = b A + c A^2, X = a X + B X.
+local NS_A, NS_B, NS_C = 3.4445, -4.7750, 2.0315
+local function newton_schulz5(G, steps, eps)
+  steps, eps = steps or 5, eps or 1e-7
+  local X = F.cast(G, "bfloat16")
+  X = X / F.cast(F.norm(X) + eps, "bfloat16")
+  local tall = G.shape[1] > G.shape[2]
+  if tall then X = X:transpose(1, 2) end
+  for _ = 1, steps do
+    local A = F.matmul(X, X:transpose(1, 2))
+    local B = NS_B * A + NS_C * F.matmul(A, A)
+    X = NS_A * X + F.matmul(B, X)
+  end
+  if tall then X = X:transpose(1, 2) end
+  return X
+end
+recipe.newton_schulz5 = newton_schulz5     -- exposed for tests
+
+-- the collective of the distributed update: SUM over the ranks, in place. One process is its
+-- own sum; a multi-process run needs the engine's collective (speedrun.dist, not there yet).
+local function all_reduce_sum(buf, world_size)
+  if world_size == 1 then return buf end
+  local dist = sr.dist
+  assert(dist and dist.all_reduce, "Muon: world_size > 1 needs speedrun.dist.all_reduce")
+  dist.all_reduce(buf, "sum")
+  return buf
+end
+
+-- Muon: SGD-Nesterov momentum whose update is orthogonalised and scaled by sqrt(max(1, rows/cols)),
+-- distributed by ownership: matrix i (0-based) is computed by rank i mod world_size into a flat
+-- bf16 buffer, which is summed over the ranks; every rank then applies every update.
+-- The momentum lives in a device tensor too (the warmup sets it between steps).
+local function Muon(params, lr, momentum, rank, world_size)
+  local dev = params[1].device
+  local total = 0
+  for _, p in ipairs(params) do total = total + p:numel() end
+  -- the lr lives in a device tensor, so a CUDA graph replay of step() reads the current value;
+  -- the flat buffer is long-lived (the script allocates it each step, zeroed: the same values)
+  local self = {params = params, initial_lr = lr, bufs = {},
+                rank = rank or 0, world_size = world_size or 1,
+                flat = sr.zeros(total, {dtype = "bfloat16", device = dev}),
+                lr = sr.tensor({lr}, {dtype = "float32", device = dev}),
+                momentum = sr.tensor({momentum}, {dtype = "float32", device = dev})}
+  function self:set_lr_multiplier(m) self.lr:fill_(self.initial_lr * m) end
+  function self:set_momentum(m) self.momentum:fill_(m) end
+  function self:owns(i) return (i - 1) % self.world_size == self.rank end   -- i is 1-based
+  function self:step()
+    sr.no_grad(function()
+      local flat = self.flat
+      flat:zero_()
+      -- generate the updates of the matrices this rank owns
+      local at = 0
+      for i, p in ipairs(self.params) do
+        local n = p:numel()
+        local g = p.grad
+        if self:owns(i) then
+          assert(g, "Muon: every matrix needs a gradient")
+          local buf = self.bufs[p]
+          if not buf then buf = sr.zeros(g.shape, {dtype = g.dtype, device = g.device}); self.bufs[p] = buf end
+          buf:mul_(self.momentum):add_(g)
+          g = g + self.momentum * buf                             -- Nesterov
+          local u = newton_schulz5(g, 5)                          -- bf16
+          u = u * math.sqrt(math.max(1, g.shape[1] / g.shape[2]))  -- scaled in bf16: 2 for c_fc, else 1
+          flat:narrow(1, at + 1, n):copy_(u:reshape(n))
+        end
+        at = at + n
+      end
+      -- sync the updates across the ranks, then apply all of them
+      all_reduce_sum(flat, self.world_size)
+      at = 0
+      for _, p in ipairs(self.params) do
+        local n = p:numel()
+        local u = F.cast(flat:narrow(1, at + 1, n):view(table.unpack(p.shape)), p.dtype)
+        p:add_(u * (self.lr * -1))                                -- fp32, as add_(alpha=-lr)
+        at = at + n
+      end
+    end)
+  end
+  function self:zero_grad() for _, p in ipairs(self.params) do p.grad = nil end end
+  return self
+end
+recipe.Muon = Muon         -- exposed for tests
+
+-- the momentum warmup: 0.85 -> 0.95 over the first `momentum_warmup` steps (it = step - 1)
+local function muon_momentum(c, it)
+  local frac = c.momentum_warmup > 0 and math.min(it / c.momentum_warmup, 1) or 1
+  return (1 - frac) * c.momentum_start + frac * c.momentum
+end
+recipe.muon_momentum = muon_momentum       -- exposed for tests
+
+-- modules -------------------------------------------------------------------------------------
+local Container = nn.class("Container")      -- named children only (nn.ModuleDict / ModuleList)
+function Container:init(children)
+  for _, kv in ipairs(children) do self:child(kv[1], kv[2]) end
+end
+
+local Attention = nn.class("CausalSelfAttention")
+function Attention:init(cfg, o)
+  local C = cfg.n_embd
+  self.n_head = cfg.n_head
+  self:param("lamb", sr.tensor(0.5, {device = o.device, dtype = cfg.dtype}))   -- value-residual weight
+  self:child("c_q", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_k", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_v", Container {}):param("weight", linear_weight(C, C, o))
+  self:child("c_proj", Container {}):param("weight", sr.zeros(C, C, o))       -- zero init
+end
+
+-- the value residual: v <- (1 - lamb) v + lamb v1 (lamb and v are both bf16 here, so the mix is
+-- bf16; with an fp32 lamb it would be computed in fp32 and rounded once to v's dtype)
+local function value_residual(v, v1, lamb)
+  local y = (1 - lamb) * v + lamb * v1
+  return y.dtype == v.dtype and y or F.cast(y, v.dtype)
+end
+recipe.value_residual = value_residual     -- exposed for tests
+
+-- x [B, T, C] (normed), v1 = block 0's raw V or nil -> y [B, T, C], v1
+function Attention:forward(x, v1, rot)
+  local B, T, C = x.shape[1], x.shape[2], x.shape[3]
+  local H = self.n_head
+  local hd = C // H
+  local q = linear(x, self.c_q.weight):view(B, T, H, hd)
+  local k = linear(x, self.c_k.weight):view(B, T, H, hd)
+  local v = linear(x, self.c_v.weight):view(B, T, H, hd)
+  v1 = v1 or v                                   -- block 0: its own V, kept for the later blocks
+  v = value_residual(v, v1, self.lamb)
+  q, k = rmsnorm(q), rmsnorm(k)                                              -- QK-norm
+  q, k = apply_rotary(q, rot[1], rot[2]), apply_rotary(k, rot[1], rot[2])    -- after the norm
+  local y = F.scaled_dot_product_attention(q:transpose(2, 3), k:transpose(2, 3), v:transpose(2, 3), {causal = true})
+  y = y:transpose(2, 3):reshape(B, T, C)
+  return linear(y, self.c_proj.weight), v1
+end
+
+local MLP = nn.class("MLP")
+function MLP:init(cfg, o)
+  local C = cfg.n_embd
+  self:child("c_fc", Container {}):param("weight", linear_weight(C, 4 * C, o))
+  self:child("c_proj", Container {}):param("weight", sr.zeros(C, 4 * C, o))   -- zero init
+end
+function MLP:forward(x)
+  return linear(F.relu2(linear(x, self.c_fc.weight)), self.c_proj.weight)   -- relu(x)^2
+end
+
+-- the embedding shortcut: lambdas[1] * x + lambdas[2] * x0, each lambda a 0-d view (select), as
+-- the script's lambdas[0]: a 0-d scalar never widens x's dtype
+local function shortcut(x, x0, lambdas)
+  return lambdas:select(1, 1) * x + lambdas:select(1, 2) * x0
+end
+recipe.shortcut = shortcut                 -- exposed for tests
+
+local Block = nn.class("Block")
+function Block:init(cfg, o)
+  self:child("attn", Attention(cfg, o))
+  self:child("mlp", MLP(cfg, o))
+  self:param("lambdas", sr.tensor({1, 0}, {device = o.device, dtype = cfg.dtype}))
+end
+function Block:forward(x, v1, x0, rot)
+  x = shortcut(x, x0, self.lambdas)
+  local a
+  a, v1 = self.attn(rmsnorm(x), v1, rot)
+  x = x + a
+  x = x + self.mlp(rmsnorm(x))
+  return x, v1
+end
+
+-- the logit softcap: 30 tanh(z / 30), in the logits' dtype (bf16)
+local SOFTCAP = 30
+local function softcap(logits) return SOFTCAP * F.tanh(logits / SOFTCAP) end
+recipe.softcap = softcap                   -- exposed for tests
+
+-- a U-net skip: x + w * skip (w a 0-d weight, the script's skip_weights[i])
+local function unet_skip(x, skip, w) return x + w * skip end
+recipe.unet_skip = unet_skip               -- exposed for tests
+
+local GPT = nn.class("GPT")
+function GPT:init(cfg, o)
+  self.cfg = cfg
+  local h = {}
+  for i = 1, cfg.n_layer do h[i] = {tostring(i - 1), Block(cfg, o)} end
+  local wte = Container {}
+  wte:param("weight", F.cast(sr.empty(cfg.vocab_size, cfg.n_embd, o):normal_(0, 1), cfg.dtype))  -- N(0, 1), bf16
+  self:child("transformer", Container {{"wte", wte}, {"h", Container(h)}})
+  self:child("lm_head", Container {}):param("weight", sr.zeros(cfg.vocab_size, cfg.n_embd, o))  -- untied, zero init
+  self.blocks = {}
+  for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
+  self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
+  -- U-net: half of the blocks encode, the rest decode; one learnable skip weight per decoder block
+  self.encoder_layers = cfg.n_layer // 2
+  self.decoder_layers = cfg.n_layer - self.encoder_layers
+  self:param("skip_weights", sr.ones(self.decoder_layers, {device = o.device, dtype = cfg.dtype}))
+end
+
+-- idx [B, T] int32 -> logits [B, T, V] (fp32); with targets nil and the mean cross-entropy
+function GPT:forward(idx, targets)
+  local tr = self.transformer
+  local x = F.embedding(idx, tr.wte.weight)
+  x = rmsnorm(x)                                                    -- norm after the embedding
+  local x0, v1 = x, nil
+  -- encoder: keep every block's output
+  local skips = {}
+  for i = 1, self.encoder_layers do
+    x, v1 = self.blocks[i](x, v1, x0, self.rot)
+    skips[#skips + 1] = x
+  end
+  -- decoder: block encoder_layers + i gets x + skip_weights[i] * (the latest unused encoder output)
+  for i = 1, self.decoder_layers do
+    x = unet_skip(x, table.remove(skips), self.skip_weights:select(1, i))
+    x, v1 = self.blocks[self.encoder_layers + i](x, v1, x0, self.rot)
+  end
+  x = rmsnorm(x)
+  local logits = softcap(linear(x, self.lm_head.weight))            -- [B, T, V], bf16
+  -- the loss in fp32 as the record computes it: the kernel reads the logits and works in fp32, the
+  -- same numbers as casting them first, without an fp32 [B, T, V] copy. Training asks for the loss
+  -- only, so the logits may become their own gradient in the same pass (inplace).
+  if targets then return nil, F.cross_entropy(logits, targets, {inplace = true}) end
+  return F.cast(logits, "float32")
+end
+
+-- the recipe ----------------------------------------------------------------------------------
+function recipe.setup(ctx)
+  local c = ctx.config
+  local m = c.model
+  local T = math.max(c.batch.T, (c.val_batch or {}).T or 0)
+  ctx.model = GPT({n_layer = m.n_layer, n_head = m.n_head, n_embd = m.n_embd, vocab_size = m.vocab_size,
+                   block_size = T, dtype = c.dtype}, {device = ctx.device, dtype = "float32"})
+  ctx.params = ctx.model:parameters()
+  -- the block parameters: the matrices go to Muon, the scalars (fewer than 2 dims: lambdas,
+  -- attn.lamb) and the U-net skip weights to their own Adam group
+  local tr = ctx.model.transformer
+  local matrix, scalar = {}, {}
+  for _, p in ipairs(tr.h:parameters()) do
+    if p:dim() == 2 then matrix[#matrix + 1] = p else scalar[#scalar + 1] = p end
+  end
+  scalar[#scalar + 1] = ctx.model.skip_weights
+  ctx.scalar_params = scalar
+  -- Adam (AdamW without decay) in three groups: the embedding, the head, the scalars (the script's
+  -- three fused Adam optimizers; the same arithmetic). state_dtype = "param": m and v take each
+  -- parameter's dtype (torch's zeros_like state), so the bf16 embedding and scalars keep bf16
+  -- states and the fp32 head fp32 ones; the update is computed in fp32, each group one fused
+  -- call. Muon on the block matrices
+  ctx.adam = optim.AdamW({{params = {tr.wte.weight}, lr = c.embed_lr},
+                          {params = {ctx.model.lm_head.weight}, lr = c.head_lr},
+                          {params = scalar, lr = c.scalar_lr}},
+                         {betas = {0.9, 0.95}, eps = 1e-8, weight_decay = 0, state_dtype = "param"})
+  -- Muon's rank and world size: one process is rank 0 of 1 (the harness sets no others yet)
+  ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
+  ctx.optimizers = {ctx.adam, ctx.muon}
+  -- trapezoid: (it+1)/w during warmup, 1, then (N - it)/d over the last d steps (it = step - 1)
+  local N, w, d = ctx.steps, c.warmup, c.warmdown
+  ctx.lr_mult = function(it)
+    if it < w then return (it + 1) / w end
+    if it < N - d then return 1.0 end
+    return (N - it) / d
+  end
+end
+
+-- host-side per-step work: the lr multipliers and Muon's momentum warmup, written to the
+-- optimizers' device tensors
+function recipe.schedule(ctx, step)
+  local mult = ctx.lr_mult(step - 1)
+  for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
+  ctx.muon:set_momentum(muon_momentum(ctx.config, step - 1))
+end
+
+function recipe.train_step(ctx, step, batch)
+  local c = ctx.config
+  local x, y = batch.x, batch.y
+  local mb = c.micro_batch or x.shape[1]
+  local n = x.shape[1] // mb
+  local total
+  for i = 1, n do
+    local xi = n == 1 and x or x:narrow(1, (i - 1) * mb + 1, mb)
+    local yi = n == 1 and y or y:narrow(1, (i - 1) * mb + 1, mb)
+    local _, loss = ctx.model(xi, yi)
+    if n > 1 then loss = loss / n end
+    loss:backward()
+    total = total and total + loss:detach() or loss:detach()
+  end
+  for _, opt in ipairs(ctx.optimizers) do
+    opt:step()
+    opt:zero_grad()
+  end
+  return total
+end
+
+-- validation runs the same bf16 model (the script's no_grad validation, no autocast)
+function recipe.eval(ctx, inputs)
+  return ctx.model(inputs, nil)
+end
+
+return recipe
