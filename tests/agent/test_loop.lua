@@ -32,7 +32,7 @@ write(CALIB, json.encode({schema = "speedrun.calibration/1", entries = {[H.card(
 local function config(search, budgets, extra)
   local c = {task = 1, scale = "micro", runs = 1, seed = 3, hint = "1", scaffold = "aide", llm_summary = false,
              search = search, budgets = budgets,
-             score_args = {"--device", "cpu", "--threads", "1", "--steps", "3", "--time-limit", "4", "--train-files",
+             score_args = {"--device", "cpu", "--threads", "1", "--steps", "3", "--time-limit", "15", "--train-files",
                            tmp .. "/data/syn_train_*.bin", "--val-files", tmp .. "/data/syn_val_*.bin", "--calibration", CALIB}}
   for k, v in pairs(extra or {}) do c[k] = v end
   return c
