@@ -36,45 +36,15 @@ local function die(msg, code)
   return code or 2
 end
 
-local SPEC = {out = "str", reps = "int", seed = "int0", title = "str", quiet = "flag", help = "flag",
-              model = "str", ["base-url"] = "str", ["api-key-env"] = "str", temperature = "num0",
-              ["max-tokens"] = "int", reasoning = "flag", retries = "int0", force = "flag"}
+-- the options beyond `speedrun agent`'s own (speedrun.agent.cli's SPEC: out, seed, model, ...)
+local SPEC = {reps = "int", title = "str", reasoning = "flag", retries = "int0", force = "flag"}
 local ALLOWED = {
   metrics = {out = true, reps = true, seed = true, title = true, quiet = true, help = true},
   judge = {model = true, ["base-url"] = true, ["api-key-env"] = true, temperature = true, ["max-tokens"] = true,
            reasoning = true, retries = true, force = true, help = true, quiet = true},
 }
-local CHECK = {
-  int = function(n) return n and n >= 1 and n == math.floor(n), "a positive integer" end,
-  int0 = function(n) return n and n >= 0 and n == math.floor(n), "an integer >= 0" end,
-  num0 = function(n) return n and n >= 0 and n < math.huge, "a number >= 0" end,
-}
 
-local function parse(args, cmd)
-  local o, pos, i = {}, {}, 1
-  while i <= #args do
-    local a = args[i]
-    local name, val = a:match("^%-%-([%w-]+)=(.*)$")
-    name = name or a:match("^%-%-([%w-]+)$")
-    if a == "-h" then name = "help" end
-    if name then
-      if not ALLOWED[cmd][name] then return nil, "unknown option --" .. name end
-      if SPEC[name] == "flag" then o[name] = true
-      else
-        if not val then i = i + 1 val = args[i] end
-        if not val or val:sub(1, 2) == "--" or val == "" then return nil, "option --" .. name .. " needs a value" end
-        local chk = CHECK[SPEC[name]]
-        if chk then
-          local ok, what = chk(tonumber(val))
-          if not ok then return nil, fmt("--%s must be %s (got '%s')", name, what, val) end
-        end
-        o[name] = val
-      end
-    else pos[#pos + 1] = a end
-    i = i + 1
-  end
-  return o, pos
-end
+local function parse(args, cmd) return require("speedrun.agent.cli").parse(args, ALLOWED[cmd], SPEC) end
 
 local function mkdir_p(path)
   local acc = path:sub(1, 1) == "/" and "" or "."
