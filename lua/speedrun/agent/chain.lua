@@ -81,10 +81,11 @@ end
 function M.run(dir, o)
   local from, to = tonumber(o.from), tonumber(o.to)
   local min_gain = tonumber(o["min-gain"]) or M.MIN_GAIN
+  local bogus = tonumber(o.bogus) or M.BOGUS
   H.mkdir(dir)
   local ro, err = sweep.run_options(o)
   if not ro then error(err, 0) end
-  local rec = {schema = "speedrun.agent.chain/1", from = from, to = to, min_gain = min_gain, transitions = {},
+  local rec = {schema = "speedrun.agent.chain/1", from = from, to = to, min_gain = min_gain, bogus = bogus, transitions = {},
                stopped = null}
   local start_label, start_dir = fmt("record %d", from), nil
   for task = from, to do
@@ -98,13 +99,13 @@ function M.run(dir, o)
                                                counts.pending)}
       break
     end
-    local p = M.pick(M.entries(step, cells))
+    local p = M.pick(M.entries(step, cells), bogus)
     local t = transition(task, start_label, p, cells)
     rec.transitions[#rec.transitions + 1] = t
     journal.write_json(dir .. "/chain.json", rec)
     if not p.best then
       rec.stopped = {task = task, reason = fmt("task %d: no valid node (of %d) at or above %.1fx the start's time",
-                                               task, p.valid, M.BOGUS)}
+                                               task, p.valid, bogus)}
       break
     end
     if not p.gain or p.gain < min_gain then
@@ -147,6 +148,8 @@ DIR/task_NN/ (sweep folders); run the same command again to resume.
   --from A  --to B       the first and last task
   --min-gain G           the smallest gain to go on (a fraction: 0.05 = 5 % faster than the start;
                          negative: go on even when slower, e.g. -1 unless twice as slow)
+  --bogus R              node times below R x the start's are discarded (default 0.4, the
+                         benchmark's rule; 0 keeps every valid node)
   --out DIR              the chain's folder (default runs/chain-<time>)
   The grid, runner and run options of `speedrun agent sweep` (--hints, --scaffolds, --models,
   --seeds, --backend, --jobs, --gpus, --base-url, --scale, --max-nodes, ...) apply to every task.

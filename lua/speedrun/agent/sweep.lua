@@ -272,7 +272,7 @@ resume: finished cells are skipped, interrupted ones resumed.
 
 M.OWN_SPEC = {tasks = "str", hints = "str", scaffolds = "str", models = "str", seeds = "str", backend = "str",
               jobs = "int", gpus = "str", ["sbatch-args"] = "str", poll = "num", ["no-retry-failed"] = "flag",
-              from = "int", to = "int", ["min-gain"] = "real", list = "flag"}
+              from = "int", to = "int", ["min-gain"] = "real", bogus = "prob", list = "flag"}
 M.PASS = {"base-url", "api-key-env", "temperature", "coder-cmd", "coder-timeout", "scale", "runs", "n-initial",
           "debug-prob", "max-bug-depth", "n-iterations", "max-nodes", "max-tokens", "max-cost", "max-gpu-seconds",
           "max-wall-seconds", "price-prompt", "price-completion", "no-llm-summary", "device", "steps", "time-limit",
