@@ -178,6 +178,78 @@ T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume fi
   T.ok(out:find("16 to run", 1, true) == nil and out:find("0 to run (16 finished)", 1, true), out)
 end)
 
+-- the metrics of that sweep, recomputed here from the cells' own node files: the run's FSR from
+-- the fastest valid node (v_0 included; valid: is_valid and val_loss below the micro target 10.9)
+-- against the calibration's times, clipped to [0, 3]; each configuration's top-3 position means
+local function fields(line)   -- RFC 4180: "a, b" and "say ""x""" are one field each
+  local f, i = {}, 1
+  while i <= #line + 1 do
+    if line:sub(i, i) == '"' then
+      local j, buf = i + 1, {}
+      while true do
+        local q = assert(line:find('"', j, true), "an unclosed quote")
+        buf[#buf + 1] = line:sub(j, q - 1)
+        if line:sub(q + 1, q + 1) == '"' then buf[#buf + 1], j = '"', q + 2 else i = q + 2 break end
+      end
+      f[#f + 1] = table.concat(buf)
+    else
+      local c = line:find(",", i, true) or #line + 1
+      f[#f + 1], i = line:sub(i, c - 1), c + 1
+    end
+  end
+  return f
+end
+
+local function csv(path)
+  local rows, head = {}, nil
+  for line in (read(path) or ""):gmatch("[^\n]+") do
+    local f = fields(line)
+    if not head then head = f else
+      local r = {}
+      for i, k in ipairs(head) do r[k] = f[i] end
+      rows[#rows + 1] = r
+    end
+  end
+  return rows
+end
+
+T.case("metrics over the micro sweep: FSR per run and the top-3 aggregation, by hand", function()
+  local M = W.tmp .. "/metrics"
+  local rc, text = W.run("agent metrics " .. sh(OUT) .. " --out " .. sh(M) .. " --reps 50 --quiet")
+  T.eq(rc, 0, text)
+  local REF = {[1] = {2000, 1000}, [2] = {1000, 800}}
+  local runs, by_config = csv(M .. "/runs.csv"), {}
+  T.eq(#runs, 16)
+  for _, r in ipairs(runs) do
+    local task, best = tonumber(r.task), nil
+    for _, v in ipairs {"v_0", "v_1"} do
+      local m = json.decode(assert(read(r.dir .. "/" .. v .. "/results.json"), r.dir)).metrics
+      if m.is_valid and m.val_loss < 10.9 and (not best or m.train_time_ms < best) then best = m.train_time_ms end
+    end
+    local raw = (REF[task][1] - best) / (REF[task][1] - REF[task][2])
+    local fsr = (raw >= 0 and raw <= 3) and raw or 0
+    T.close(tonumber(r.fsr), fsr, 1e-4, r.dir .. ": fsr")
+    T.close(tonumber(r.t_agent_ms), best, 1e-4, r.dir .. ": the agent's time")
+    local key = r.hint .. "/" .. r.scaffold
+    by_config[key] = by_config[key] or {}
+    by_config[key][task] = by_config[key][task] or {}
+    table.insert(by_config[key][task], fsr)
+  end
+  local configs = csv(M .. "/configs.csv")
+  T.eq(#configs, 4)
+  for _, c in ipairs(configs) do
+    local pos = {0, 0, 0}
+    for task = 1, 2 do
+      local v = by_config[c.hint .. "/" .. c.scaffold][task]
+      table.sort(v, function(a, b) return a > b end)
+      for k = 1, 3 do pos[k] = pos[k] + (v[k] or v[#v]) / 2 end   -- padded with the smallest
+    end
+    for k = 1, 3 do T.close(tonumber(c["top" .. k]), pos[k], 1e-4, c.hint .. "/" .. c.scaffold .. " top" .. k) end
+    T.close(tonumber(c.mean), (pos[1] + pos[2] + pos[3]) / 3, 1e-4, "mean")
+  end
+  T.ok((read(M .. "/metrics.html") or ""):find("<svg", 1, true), "the page has its plots")
+end)
+
 T.case("sweep: usage errors exit 2 before any work", function()
   local rc, text = W.run("agent sweep --tasks 1 --models m")
   T.eq(rc, 2, text)
