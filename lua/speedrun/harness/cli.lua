@@ -491,12 +491,12 @@ measured train times (mean, std, card, software) in the calibration file used by
                      target under the score's rule (mean below the target, t-test p < alpha), the
                      schedule's warmup/warmdown scaled with it; write it into the recipe's scale
                      table; check that 80 % of it fails the rule; store the tuned runs' times and
-                     the search (every probe) in the calibration file. --steps N: the first probe
+                     the search (every probe) in the calibration file. --steps N: the first probe;
+                     --target X: tune to X and write target_val_loss = X into the table too
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
                      1 on the CPU); their losses decide the search, the tuned budget's K runs
-                     are then timed one at a time for the calibration; with --target X the
-                     recipe's target_val_loss at the scale becomes X too
+                     are then timed one at a time for the calibration
   and the run options of `speedrun train`
 ]]
 
