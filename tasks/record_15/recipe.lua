@@ -376,7 +376,7 @@ local function make_mask(c, T, docs, device, window)
   local hi = blocks:narrow(2, b, 1):reshape(n):tolist()
   local num, idx = block_lists(lo, hi, window, b)
   local o = {dtype = "int32", device = device}
-  return attention().block_mask_from_lists {T = T, block = b,
+  return attention().block_mask_from_lists {T = T, block = b, device = device,
     kv_num_blocks = sr.tensor(num, o), kv_indices = sr.tensor(idx, o),
     mask = {causal = true, doc_ids = docs, window = window}}
 end
