@@ -11,7 +11,10 @@
 --     document ranges overlap and q - k < ceil(window / 128); kv_num_blocks = the row counts,
 --     kv_indices = a stable descending argsort of the 0/1 rows (the listed blocks first, in
 --     ascending order); every listed block is partial (the token mask causal AND same document
---     AND q - k < window applies); the window warmup is unchanged (64 -> 1792 tokens);
+--     AND q - k < window applies); the window warmup is unchanged (64 -> 1792 tokens). The
+--     block limit can cut the token window: with a window below 128 only the diagonal block is
+--     listed, so a query early in its block sees fewer than `window` tokens back (the script's
+--     behaviour, kept);
 --   * Muon: EMA momentum (buf <- lerp(buf, g, 1 - m), Nesterov u = lerp(g, buf, m)), the
 --     matrices grouped by size, updates all-gathered per group (async, overlapped with the next
 --     Newton-Schulz in the script), the shape scale applied in the step size after the gather;
