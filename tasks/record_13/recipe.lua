@@ -13,8 +13,8 @@
 -- embedding shortcut, softcap 30, the bf16 model, Adam lrs (embed 0.6, head 0.008, scalars 0.04).
 --
 -- The window is a host number set by recipe.schedule (ctx.window) and read when the mask is built
--- in the forward: a step whose window changed differs from the one before, so the harness keeps
--- such steps eager (no CUDA graph replay across a change). Document ids: no cumsum op, two
+-- in the forward, so the recipe opts out of CUDA graphs (recipe.cuda_graph = false: a replay
+-- would keep a stale window until the next audit). Document ids: no cumsum op, two
 -- triangular matmuls (see record 12). On one GPU the 8 ranks' windows are 8 consecutive slices.
 --
 -- Muon, rotary, QK-norm, the shortcuts, the U-net, the document ids and the window schedule are
@@ -61,6 +61,10 @@ recipe.config = {
 }
 -- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
 recipe.schedule_keys = {"warmup", "cooldown", "momentum_warmup"}
+-- the window is a host number that changes during training (it reaches the mask builder as a
+-- kernel argument): a captured step would replay a stale
+-- window until the harness's next audit, so the steps stay eager
+recipe.cuda_graph = false
 -- the attention op (loaded at first use, so the file loads where it is absent)
 local function attention() return require "speedrun.attention" end
 

@@ -16,7 +16,8 @@
 -- distributed Muon, as record 11).
 --
 -- The window is a host number set by recipe.schedule (ctx.window) and read when the mask is built
--- in the forward (steps whose window changed stay eager). Document ids: no cumsum op, two
+-- in the forward (recipe.cuda_graph = false: a replay would keep a stale window). Document
+-- ids: no cumsum op, two
 -- triangular matmuls (see record 12). On one GPU the 8 ranks' windows are 8 consecutive slices.
 --
 -- Muon, rotary, QK-norm, the shortcuts, the U-net, the value embeddings and the document ids are
@@ -63,6 +64,10 @@ recipe.config = {
 }
 -- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
 recipe.schedule_keys = {"warmup", "cooldown", "momentum_warmup"}
+-- the window is a host number that changes during training (it reaches the mask builder as a
+-- kernel argument): a captured step would replay a stale
+-- window until the harness's next audit, so the steps stay eager
+recipe.cuda_graph = false
 -- the attention op (loaded at first use, so the file loads where it is absent)
 local function attention() return require "speedrun.attention" end
 

@@ -74,6 +74,10 @@ recipe.config = {
 }
 -- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
 recipe.schedule_keys = {"warmup", "cooldown", "momentum_warmup"}
+-- the window is a host number that changes during training (it reaches the mask builder as a
+-- kernel argument) and the block lists are read from the device (tolist): a captured step would replay a stale
+-- window until the harness's next audit, so the steps stay eager
+recipe.cuda_graph = false
 -- the attention op (loaded at first use, so the file loads where it is absent)
 local function attention() return require "speedrun.attention" end
 
