@@ -25,7 +25,7 @@
 --
 -- The kv-block lists are built on the host from the per-block document ranges (one read of 2n
 -- ids per forward; the engine has no argsort/scatter, and the lists of a 0/1 row are its ones in
--- order): the same lists as the script's. The window is a host number (ctx.window, set by
+-- order): the same lists as the script's, about n * ceil(window / 128) block tests. The window is a host number (ctx.window, set by
 -- recipe.schedule). Document ids: no cumsum op, two triangular matmuls (see record 12). On one GPU
 -- the 8 ranks' windows are 8 consecutive slices, accumulated (the script asserts one slice per
 -- rank; the gradient is the same mean).
@@ -352,24 +352,39 @@ recipe.window_at = window_at               -- exposed for tests
 
 -- the block lists of the record's hand-built mask, on the host: lo[q], hi[q] = the first and
 -- last document id of block q (1-based lists); kv block k is listed for query block q when
--- q >= k, lo[q] <= hi[k], lo[k] <= hi[q] and q - k < ceil(window / block). kv_num[q] = the
--- count, kv_idx[q] = the listed blocks (0-based ids, ascending) then the others (ascending): the
--- stable descending argsort of the 0/1 row, as the script's.
+-- q >= k, lo[q] <= hi[k], lo[k] <= hi[q] and q - k < ceil(window / block). Returns kv_num (a
+-- list: the counts) and kv_idx (n x n int32, packed little-endian, row by row: the listed blocks
+-- as 0-based ids in ascending order, then the others ascending = the stable descending argsort
+-- of the 0/1 row, as the script's). Only the window's blocks are tested, the rest of each row is
+-- copied from one packed 0..n-1 string: about n * ceil(window / block) tests per forward.
+local ASCENDING = {}
+local function ascending(n)          -- 0, 1, ..., n - 1 as packed int32
+  local s = ASCENDING[n]
+  if not s then
+    local t = {}
+    for i = 0, n - 1 do t[i + 1] = string.pack("<i4", i) end
+    s = table.concat(t)
+    ASCENDING[n] = s
+  end
+  return s
+end
+local function pack_ids(list) return string.pack("<" .. string.rep("i4", #list), table.unpack(list)) end
 local function block_lists(lo, hi, window, block)
   local n = #lo
   local wb = (window + block - 1) // block
-  local num, idx = {}, {}
+  local asc = ascending(n)
+  local num, rows = {}, {}
   for q = 1, n do
+    local a = math.max(1, q - wb + 1)              -- the first block within the window
     local on, off = {}, {}
-    for k = 1, n do
-      local keep = q >= k and lo[q] <= hi[k] and lo[k] <= hi[q] and q - k < wb
-      if keep then on[#on + 1] = k - 1 else off[#off + 1] = k - 1 end
+    for k = a, q do                                -- causal and within the window by range
+      if lo[q] <= hi[k] and lo[k] <= hi[q] then on[#on + 1] = k - 1 else off[#off + 1] = k - 1 end
     end
     num[q] = #on
-    for _, k in ipairs(off) do on[#on + 1] = k end
-    idx[q] = on
+    -- listed, then the others ascending: blocks before a, the unlisted in [a, q], blocks after q
+    rows[q] = pack_ids(on) .. asc:sub(1, 4 * (a - 1)) .. pack_ids(off) .. asc:sub(4 * q + 1)
   end
-  return num, idx
+  return num, table.concat(rows)
 end
 recipe.block_lists = block_lists           -- exposed for tests
 
@@ -382,9 +397,9 @@ local function make_mask(c, T, docs, device, window)
   local lo = blocks:narrow(2, 1, 1):reshape(n):tolist()
   local hi = blocks:narrow(2, b, 1):reshape(n):tolist()
   local num, idx = block_lists(lo, hi, window, b)
-  local o = {dtype = "int32", device = device}
   return attention().block_mask_from_lists {T = T, block = b, device = device,
-    kv_num_blocks = sr.tensor(num, o), kv_indices = sr.tensor(idx, o),
+    kv_num_blocks = sr.tensor(num, {dtype = "int32", device = device}),
+    kv_indices = sr.frombytes(idx, "int32", {n, n}, {device = device}),
     mask = {causal = true, doc_ids = docs, window = window}}
 end
 recipe.make_mask = make_mask               -- exposed for tests

@@ -133,12 +133,43 @@ end)
 T.case("record 15 block lists: per-block document ranges, block causal, window in blocks", function()
   local r = load_recipe(15)
   -- 4 blocks: documents [1], [1..2], [2..4], [5]; window 256 tokens = 2 blocks of 128
-  local num, idx = r.block_lists({1, 1, 2, 5}, {1, 2, 4, 5}, 256, 128)
+  local num, packed = r.block_lists({1, 1, 2, 5}, {1, 2, 4, 5}, 256, 128)
+  T.eq(#packed, 4 * 4 * 4)
+  local idx = {}
+  for q = 1, 4 do idx[q] = {string.unpack("<i4i4i4i4", packed, (q - 1) * 16 + 1)}; idx[q][5] = nil end
   T.eq(table.concat(num, ","), "1,2,2,1")
   T.eq(table.concat(idx[1], ","), "0,1,2,3")
   T.eq(table.concat(idx[2], ","), "0,1,2,3")
   T.eq(table.concat(idx[3], ","), "1,2,0,3")     -- block 0 is 2 blocks back: outside the window
   T.eq(table.concat(idx[4], ","), "3,0,1,2")     -- block 2's documents end before block 3's
+  -- against the definition (a full scan of every row, stable descending sort of the 0/1 row)
+  local function naive(lo, hi, window, block)
+    local n, wb = #lo, (window + block - 1) // block
+    local nums, out = {}, {}
+    for q = 1, n do
+      local on, off = {}, {}
+      for k = 1, n do
+        local keep = q >= k and lo[q] <= hi[k] and lo[k] <= hi[q] and q - k < wb
+        if keep then on[#on + 1] = k - 1 else off[#off + 1] = k - 1 end
+      end
+      nums[q] = #on
+      for _, k in ipairs(off) do on[#on + 1] = k end
+      for _, k in ipairs(on) do out[#out + 1] = string.pack("<i4", k) end
+    end
+    return nums, table.concat(out)
+  end
+  local seed = 7
+  local function rnd(m) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % m end
+  for _, n in ipairs {1, 5, 17, 40} do
+    for _, window in ipairs {1, 64, 128, 129, 700, 100000} do
+      local lo, hi, d = {}, {}, 1
+      for q = 1, n do lo[q] = d; d = d + rnd(3); hi[q] = d; d = d + (rnd(4) == 0 and 1 or 0) end
+      local n1, p1 = r.block_lists(lo, hi, window, 128)
+      local n2, p2 = naive(lo, hi, window, 128)
+      T.eq(table.concat(n1, ","), table.concat(n2, ","), ("counts n %d window %d"):format(n, window))
+      T.ok(p1 == p2, ("indices n %d window %d"):format(n, window))
+    end
+  end
   -- ceil: a 129-token window reaches 2 blocks
   local n2 = r.block_lists({1, 1, 1}, {1, 1, 1}, 129, 128)
   T.eq(table.concat(n2, ","), "1,2,2")
