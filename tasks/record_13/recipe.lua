@@ -323,7 +323,7 @@ recipe.document_ids = document_ids         -- exposed for tests
 -- the window warmup: window_step * floor((it / N * (max - min) + min) / window_step) tokens at
 -- iteration it (0-based) of N; 64 -> 1792 in steps of 64 in the record
 local function window_at(c, it, N)
-  return c.window_step * ((it / N * (c.window_max - c.window_min) + c.window_min) // c.window_step)
+  return c.window_step * math.floor((it / N * (c.window_max - c.window_min) + c.window_min) / c.window_step)
 end
 recipe.window_at = window_at               -- exposed for tests
 

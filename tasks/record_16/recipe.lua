@@ -336,7 +336,7 @@ recipe.document_ids = document_ids         -- exposed for tests
 -- (0-based) of N, f = it / N; 1 -> 14 blocks of 128 in the record (64 -> 1792 tokens)
 local function window_at(c, it, N)
   local f = it / N
-  return math.floor(((1 - f) * c.window_min + f * c.window_max + c.window_min) // c.block)
+  return math.floor(((1 - f) * c.window_min + f * c.window_max + c.window_min) / c.block)
 end
 recipe.window_at = window_at               -- exposed for tests
 

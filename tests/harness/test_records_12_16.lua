@@ -182,6 +182,7 @@ T.case("record 13 window warmup: 64 * floor((it / N * 1728 + 64) / 64)", functio
   T.eq(r.window_at(c, 875, 1750), 896)           -- 0.5 * 1728 + 64 = 928 -> 14 * 64
   T.eq(r.window_at(c, 1750, 1750), 1792)
   T.eq(r.window_at(c, 1749, 1750), 1728)         -- 1791.01 -> 27 * 64
+  T.eq(math.type(r.window_at(c, 3, 1750)), "integer")
   local prev = 0
   for it = 0, 1750 do
     local w = r.window_at(c, it, 1750)
@@ -199,6 +200,7 @@ T.case("record 16 block window: floor(((1 - f) 64 + f 1792 + 64) / 128), 1 -> 14
   T.eq(r.window_at(c, 1480, 1480), 14)           -- 1856 / 128 = 14.5
   T.eq(r.window_at(c, 111, 1480), 2)             -- (59.2 + 134.4 + 64) / 128 = 2.01
   T.eq(r.window_at(c, 100, 1480), 1)             -- (59.68 + 121.08 + 64) / 128 = 1.91
+  T.eq(math.type(r.window_at(c, 3, 1480)), "integer")
 end)
 
 T.case("record 16 full/partial blocks: the script's rule and the engine's block mask agree", function()
