@@ -34,7 +34,7 @@ recipe.config = {
     model = {n_layer = 2, n_head = 2, n_embd = 64, vocab_size = 50304},
     batch = {mode = "seq", T = 256}, block = 128, window = 64, eot = 50256,
     steps = 20, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
-    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 5, warmup = 0, warmdown = 6,
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 3, warmup = 0, warmdown = 6,
     target_val_loss = 10.6, val_tokens = 4096, val_batch = {B = 1, T = 256},
     dtype = "bfloat16",
   },
