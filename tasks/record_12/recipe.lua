@@ -89,18 +89,15 @@ local function rotary_tables(T, hd, device, base)
   base = base or 10000
   local inv = {}
   for i = 0, hd // 2 - 1 do inv[i + 1] = f32(1 / f32(base ^ f32((2 * i) / hd))) end
+  -- the angles t * inv_freq as torch.outer in fp32 (an engine product), cos and sin of each
+  local h = hd // 2
+  local angles = F.mul(F.cast(sr.arange(T), "float32"):view(T, 1), sr.tensor(inv, {dtype = "float32"}):view(1, h))
   local c, s = {}, {}
-  for t = 0, T - 1 do
-    local rc, rs = {}, {}
-    for i = 1, hd // 2 do
-      local a = f32(t * inv[i])
-      rc[i], rs[i] = math.cos(a), math.sin(a)
-    end
-    c[t + 1], s[t + 1] = rc, rs
-  end
+  local cos, sin = math.cos, math.sin
+  for i, a in ipairs(angles:view(T * h):tolist()) do c[i], s[i] = cos(a), sin(a) end
   local o = {dtype = "float32", device = device}
-  return F.cast(sr.tensor(c, o):view(1, T, 1, hd // 2), "bfloat16"),
-         F.cast(sr.tensor(s, o):view(1, T, 1, hd // 2), "bfloat16")
+  return F.cast(sr.tensor(c, o):view(1, T, 1, h), "bfloat16"),
+         F.cast(sr.tensor(s, o):view(1, T, 1, h), "bfloat16")
 end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])

@@ -241,6 +241,23 @@ T.case("record 16 full/partial blocks: the script's rule and the engine's block 
   T.ok(#r.make_mask({block = 128}, 512, docs, "cpu", 4).full_kv_indices.shape == 2, "lists are [NB, NB]")
 end)
 
+T.case("rotary tables: fp32 angles t * inv_freq; bf16 cache in records 12-13, fp32 from 14", function()
+  local r12, r14 = load_recipe(12), load_recipe(14)
+  local c12, s12 = r12.rotary_tables(300, 8, "cpu")
+  local c14, s14 = r14.rotary_tables(300, 8, "cpu")
+  T.eq(c12.dtype, "bfloat16")
+  T.eq(c14.dtype, "float32")
+  T.eq(table.concat(c14.shape, ","), "1,300,1,4")
+  local c, sn = c14:view(300, 4):tolist(), s14:view(300, 4):tolist()
+  for _, ti in ipairs {{0, 1}, {1, 1}, {299, 2}, {150, 4}} do
+    local t, i = ti[1], ti[2]
+    local a = t * (1 / 10000) ^ ((2 * (i - 1)) / 8)
+    T.ok(math.abs(c[t + 1][i] - math.cos(a)) < 1e-4 and math.abs(sn[t + 1][i] - math.sin(a)) < 1e-4,
+         ("cos/sin at t %d, i %d"):format(t, i))
+  end
+  T.ok(F.max(F.abs(F.cast(c12, "float32") - c14)):item() < 1e-2, "record 12's bf16 cache is the same table")
+end)
+
 T.case("value embeddings: the chunk/table of every block (U-net order from record 15)", function()
   local r14, r15, r16 = load_recipe(14), load_recipe(15), load_recipe(16)
   local function order(r, L)
