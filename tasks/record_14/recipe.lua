@@ -398,8 +398,8 @@ function recipe.setup(ctx)
   scalar[#scalar + 1] = ctx.model.skip_weights
   ctx.scalar_params = scalar
   -- Adam without decay: the bf16 embeddings (wte and vte, one group) and scalars with bf16
-  -- states (state_dtype "param"),
-  -- the fp32 head with fp32 states; Muon on the block matrices (fp32 masters)
+  -- states (state_dtype "param"), the fp32 head with fp32 states; Muon on the block matrices
+  -- (fp32 masters)
   local betas = c.betas or {0.9, 0.95}
   ctx.adam_bf16 = optim.AdamW({{params = {tr.wte.weight, tr.vte.weight}, lr = c.embed_lr}, {params = scalar, lr = c.scalar_lr}},
                               {betas = betas, eps = 1e-8, weight_decay = 0, state_dtype = "param"})

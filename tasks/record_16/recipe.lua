@@ -137,7 +137,7 @@ local function newton_schulz5(G, steps, eps)
 end
 recipe.newton_schulz5 = newton_schulz5     -- exposed for tests
 
--- the collective of record 15's Muon: every rank's bf16 update gathered into `bufs` (one per
+-- the collective of the Muon (as record 15): every rank's bf16 update gathered into `bufs` (one per
 -- rank). One process gathers its own; a multi-process run needs the engine's collective
 -- (speedrun.dist.all_gather, not there yet). The script overlaps it (async) with the next NS.
 local function all_gather(bufs, u, world_size)
@@ -167,7 +167,7 @@ recipe.muon_groups = muon_groups           -- exposed for tests
 local function lerp_small(a, b, w) return a + (b - a) * w end            -- w < 0.5
 local function lerp_large(a, b, one_minus_w) return b - (b - a) * one_minus_w end   -- w >= 0.5
 
--- Muon of record 15: EMA momentum buf <- lerp(buf, g, 1 - m), Nesterov u = lerp(g, buf, m);
+-- Muon (as record 15): EMA momentum buf <- lerp(buf, g, 1 - m), Nesterov u = lerp(g, buf, m);
 -- params grouped by size; within a group rank r orthogonalises params[base + r] for base = 1,
 -- 1 + world, ...; the bf16 updates are all-gathered and every rank applies them with the shape
 -- scale inside the step size: p <- p - lr sqrt(max(1, rows/cols)) u (fp32 arithmetic on p).
@@ -436,9 +436,9 @@ function recipe.setup(ctx)
   end
   scalar[#scalar + 1] = ctx.model.skip_weights
   ctx.scalar_params = scalar
-  -- Adam without decay: the bf16 embeddings (wte and vte, one group) and scalars with bf16
-  -- states (state_dtype "param"),
-  -- the fp32 head with fp32 states; Muon on the block matrices (fp32 masters)
+  -- Adam without decay: the bf16 embeddings (embed and the value-embedding tables, one group)
+  -- and scalars with bf16 states (state_dtype "param"), the fp32 head with fp32 states; Muon on
+  -- the block matrices (fp32 masters)
   local betas = c.betas or {0.9, 0.95}
   local embed = {model.embed.weight}
   for _, w in ipairs(model.ve_tables) do embed[#embed + 1] = w end
