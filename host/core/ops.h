@@ -3,8 +3,8 @@
 ** (...)"), allocates outputs, runs registry kernels and, when an input requires grad, records
 ** a tape node with its backward rule. All return a new reference. The *_raw helpers never
 ** touch the tape. Defined in host/core/ops.c (element-wise, reductions, matmul, casts, views),
-** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention) and ops_optim.c (AdamW,
-** clipping).
+** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention), ops_flex.c (flex
+** attention and its block masks) and ops_optim.c (AdamW, clipping).
 */
 #ifndef SR_OPS_H
 #define SR_OPS_H
@@ -41,6 +41,16 @@ sr_tensor *sr_softmax(sr_tensor *x, int dim, bool log);
 sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction, bool inplace);
 sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin);
 sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double scale);
+/* flex attention (ops_flex.c; the block mask: core/flex.h). Block masks over T tokens in blocks of
+** `block`, on device dev: from components (doc ids [T] i32 or NULL; window in tokens, 0 none;
+** window in blocks, 0 none, or wbt, one i32 on dev) or from FlexAttention's kv-block lists (full
+** lists may be NULL); the attention over a mask with its element mask (causal, window, has_doc) */
+sr_tensor *sr_flex_block_mask(int64_t T, int64_t block, sr_device dev, bool causal, sr_tensor *doc, int64_t window,
+                              int64_t wb, sr_tensor *wbt);
+sr_tensor *sr_flex_block_mask_lists(int64_t T, int64_t block, sr_device dev, sr_tensor *kv_num, sr_tensor *kv_idx,
+                                    sr_tensor *full_num, sr_tensor *full_idx, sr_tensor *doc);
+sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor *bm, bool causal, int64_t window,
+                             bool has_doc, double scale);
 sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt);
 sr_tensor *sr_to_device(sr_tensor *x, sr_device d);
 sr_tensor *sr_contiguous(sr_tensor *x);

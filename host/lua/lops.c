@@ -230,6 +230,96 @@ static int F_sdpa(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* flex attention (lua/speedrun/attention.lua makes the mask objects over these) */
+
+/* field k of the table at arg: an integer >= 0 (nil: def) */
+static int64_t opt_count(lua_State *L, int arg, const char *k, int64_t def) {
+  lua_getfield(L, arg, k);
+  int64_t v = def;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = (int64_t)lua_tointegerx(L, -1, &ok);
+    if (!ok || v < 0) sr_argerror(L, arg, "%s must be an integer >= 0", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+/* field k of the table at arg: a tensor or nil (left on the stack, so it stays referenced) */
+static sr_tensor *opt_field_tensor(lua_State *L, int arg, const char *k) {
+  lua_getfield(L, arg, k);
+  if (lua_isnil(L, -1)) return NULL;
+  sr_tensor *t = sr_to_tensor(L, -1);
+  if (!t) sr_argerror(L, arg, "%s must be a tensor", k);
+  return t;
+}
+static bool opt_bool(lua_State *L, int arg, const char *k, bool def) {
+  lua_getfield(L, arg, k);
+  bool v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+/* the mask's device: opts.device, else that of `like` (when not NULL), else cpu */
+static sr_device mask_device(lua_State *L, int arg, const sr_tensor *like) {
+  lua_getfield(L, arg, "device");
+  sr_device d = sr_check_device(L, lua_gettop(L), like ? like->storage->device : SR_CPU);
+  lua_pop(L, 1);
+  return d;
+}
+
+/* flex_block_mask{T=, block=128, causal=true, doc_ids=, window=, window_blocks= (number or one
+** int32 tensor), device=} -> the packed block mask (core/flex.h) */
+static int F_flex_block_mask(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int64_t T = opt_count(L, 1, "T", -1), block = opt_count(L, 1, "block", 128);
+  if (T < 0) sr_argerror(L, 1, "T is required");
+  bool causal = opt_bool(L, 1, "causal", true);
+  int64_t window = opt_count(L, 1, "window", 0), wb = 0;
+  sr_tensor *doc = opt_field_tensor(L, 1, "doc_ids"), *wbt = NULL;
+  lua_getfield(L, 1, "window_blocks");
+  if (!lua_isnil(L, -1) && !(wbt = sr_to_tensor(L, -1))) {
+    int ok;
+    wb = (int64_t)lua_tointegerx(L, -1, &ok);
+    if (!ok || wb < 1) sr_argerror(L, 1, "window_blocks must be an integer >= 1 or an int32 tensor");
+  }
+  sr_push_tensor(L, sr_flex_block_mask(T, block, mask_device(L, 1, doc ? doc : wbt), causal, doc, window, wb, wbt));
+  return 1;
+}
+
+/* flex_block_mask_lists{T=, block=128, kv_num_blocks=, kv_indices=, full_kv_num_blocks=,
+** full_kv_indices=, doc_ids=, device=} -> the packed block mask */
+static int F_flex_block_mask_lists(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int64_t T = opt_count(L, 1, "T", -1), block = opt_count(L, 1, "block", 128);
+  if (T < 0) sr_argerror(L, 1, "T is required");
+  sr_tensor *kn = opt_field_tensor(L, 1, "kv_num_blocks"), *ki = opt_field_tensor(L, 1, "kv_indices");
+  if (!kn || !ki) sr_argerror(L, 1, "kv_num_blocks and kv_indices are required");
+  sr_tensor *fn = opt_field_tensor(L, 1, "full_kv_num_blocks"), *fi = opt_field_tensor(L, 1, "full_kv_indices");
+  sr_tensor *doc = opt_field_tensor(L, 1, "doc_ids");
+  sr_push_tensor(L, sr_flex_block_mask_lists(T, block, mask_device(L, 1, kn), kn, ki, fn, fi, doc));
+  return 1;
+}
+
+/* flex_attention(q, k, v, mask [, {scale = 1/sqrt(D)}]): q, k, v [B,H,T,D]; mask a table with
+** data (the packed mask), causal, window, doc_ids (its element mask) */
+static int F_flex_attention(lua_State *L) {
+  lua_settop(L, 5);  /* the fields read below go above the arguments */
+  luaL_checktype(L, 4, LUA_TTABLE);
+  sr_tensor *bm = opt_field_tensor(L, 4, "data");
+  if (!bm) sr_argerror(L, 4, "not a block mask (speedrun.attention.block_mask makes one)");
+  bool causal = opt_bool(L, 4, "causal", false), has_doc = opt_bool(L, 4, "has_doc", false);
+  int64_t window = opt_count(L, 4, "window", 0);
+  double scale = 0;
+  if (!lua_isnil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_getfield(L, 5, "scale");
+    if (!lua_isnil(L, -1)) { scale = luaL_checknumber(L, -1); luaL_argcheck(L, scale > 0, 5, "scale must be > 0"); }
+    lua_pop(L, 1);
+  }
+  sr_push_tensor(L, sr_flex_attention(sr_check_tensor(L, 1), sr_check_tensor(L, 2), sr_check_tensor(L, 3), bm, causal, window, has_doc, scale));
+  return 1;
+}
+
 static int F_cast(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
   sr_dtype dt = (sr_dtype)sr_check_dtype(L, 2, x->dtype);
@@ -362,7 +452,8 @@ static const luaL_Reg F_functions[] = {
 #undef SR_X
   {"gelu", F_gelu}, {"where", F_where}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
-  {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},
+  {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa},
+  {"flex_attention", F_flex_attention}, {"flex_block_mask", F_flex_block_mask}, {"flex_block_mask_lists", F_flex_block_mask_lists}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},
   {"adamw_", F_adamw_}, {"adamw_multi_", F_adamw_multi_}, {"sumsq_multi", F_sumsq_multi},
   {"clip_multi_", F_clip_multi_}, {"split_views", F_split_views}, {NULL, NULL}
 };

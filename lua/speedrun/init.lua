@@ -143,11 +143,12 @@ mt.__unm = F.neg
 
 -- libraries, loaded on first use: speedrun.nn, speedrun.optim, speedrun.autograd, speedrun.gpt,
 -- speedrun.kernel, speedrun.cuda (memory statistics, synchronize, CUDA graphs: host/lua/lcuda.c),
--- speedrun.profile (per-op time of the kernels: lua/speedrun/profile.lua)
+-- speedrun.profile (per-op time of the kernels: lua/speedrun/profile.lua), speedrun.attention
+-- (block masks for F.flex_attention: lua/speedrun/attention.lua)
 setmetatable(M, {
   __index = function(t, k)
     if k == "nn" or k == "optim" or k == "autograd" or k == "gpt" or k == "kernel" or k == "cuda"
-        or k == "profile" then
+        or k == "profile" or k == "attention" then
       local lib = require("speedrun." .. k)
       rawset(t, k, lib)
       return lib

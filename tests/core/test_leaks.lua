@@ -87,6 +87,12 @@ case("cross_entropy inplace none", "inplace needs reduction", function()
   return F.cross_entropy(sr.zeros(2, 4), sr.tensor({0, 1}, i32), {reduction = "none", inplace = true}) end)
 case("attention shapes", "scaled_dot_product_attention: bad argument #3", function()
   return F.scaled_dot_product_attention(sr.zeros(1, 2, 3, 4), sr.zeros(1, 2, 3, 4), sr.zeros(2, 3, 4)) end)
+case("flex_attention mask length", "flex_attention: bad argument #4", function()
+  local m = require("speedrun.attention").block_mask {T = 16, block = 4}
+  return F.flex_attention(sr.zeros(1, 2, 8, 4), sr.zeros(1, 2, 8, 4), sr.zeros(1, 2, 8, 4), m) end)
+case("flex mask lists bad index", "out of [0, NB)", function()
+  return require("speedrun.attention").block_mask_from_lists {T = 16, block = 4, kv_num_blocks = sr.tensor({1, 1, 1, 1}, i32),
+    kv_indices = sr.zeros(4, 4, i32):fill_(9)} end)
 case("rotary odd D", "rotary: bad argument #1",
   function() return F.rotary(sr.zeros(1, 2, 3, 5), sr.zeros(2, 2), sr.zeros(2, 2)) end)
 case("rotary tables", "rotary: bad argument #2",

@@ -31,6 +31,7 @@
 #include <string.h>  /* defines: memset, memcmp, strcmp, strstr */
 
 #include "core/copy.h"      /* defines: sr_copy_, sr_to_raw, sr_tensor_zeros */
+#include "core/flex.h"      /* defines: sr_flex_count_at, sr_flex_index_at */
 #include "core/registry.h"  /* defines: sr_kernels, sr_kcall, SR_K_*, SR_*_FNS */
 #ifdef SPEEDRUN_CUDA
 #include "cuda/backend.h"   /* defines: sr_cuda_probe, sr_cuda_sync, sr_cuda_graph_begin */
@@ -901,6 +902,130 @@ static void attention_cases(int bw) {
 }
 static void cases_attention(void) { attention_cases(0); }
 static void cases_attention_backward(void) { attention_cases(1); }
+
+/* ---------------------------------------------------------------- flex attention */
+
+/* block-mask shapes: T, block; mask kinds by bits: 1 causal, 2 doc ids, 4 window in tokens,
+** 8 window in blocks (a number), 16 window in blocks (a device tensor) */
+typedef struct { int64_t T, block; } flex_shape;
+static const flex_shape FLEXS[] = {{32, 8}, {48, 16}, {1024, 128}, {4096, 128}, {2048, 64}, {8192, 128}};
+#define FLEXS_N (big ? (int)(sizeof FLEXS / sizeof FLEXS[0]) : 2)
+static const int FLEX_KINDS[] = {0, 1, 3, 5, 7, 9, 11, 17, 19, 2, 6};
+#define FLEX_NKINDS (int)(sizeof FLEX_KINDS / sizeof FLEX_KINDS[0])
+
+/* doc ids [T]: sorted, a new document with probability 1/avg per token */
+static sr_tensor *flex_docs(int64_t T, double avg) {
+  sr_tensor *d = tnew(SR_I32, 1, &T);
+  int id = 0;
+  for (int64_t t = 0; t < T; t++) {
+    if (t && urand() * avg < 1) id++;
+    set1(d, t, id);
+  }
+  return d;
+}
+
+/* the mask call of kind `kind` (its output poisoned); window sizes drawn around the block size */
+static sr_kcall flex_mask_call(const flex_shape *f, int kind) {
+  int64_t nb = f->T / f->block;
+  sr_tensor *bm = poison(tnew(SR_I32, 2, (int64_t[]){nb, 4 * nb + 4 + f->block}));
+  sr_tensor *doc = kind & 2 ? flex_docs(f->T, f->block * (0.5 + 4 * urand())) : NULL, *wbt = NULL;
+  int64_t window = kind & 4 ? 1 + (int64_t)(urand() * 3 * f->block) : 0, wb = 0;
+  if (kind & 8) wb = 1 + (int64_t)(urand() * nb / 2);
+  if (kind & 16) { wbt = tnew(SR_I32, 0, NULL); set1(wbt, 0, 1 + (int)(urand() * nb / 2)); }
+  sr_kcall c = KC(bm, doc, wbt);
+  c.i[0] = kind & 1;
+  c.i[1] = window;
+  c.i[2] = wb;
+  return c;
+}
+
+static void cases_flex_block_mask(void) {
+  for (int si = 0; si < FLEXS_N; si++)
+    for (int ki = 0; ki < FLEX_NKINDS; ki++) {
+      int m = mark();
+      sr_kcall c = flex_mask_call(&FLEXS[si], FLEX_KINDS[ki]);
+      check(SR_K_flex_block_mask, &c, (opt){0}, "T=%lld block=%lld kind=%d window=%lld wb=%lld", (long long)FLEXS[si].T,
+            (long long)FLEXS[si].block, FLEX_KINDS[ki], (long long)c.i[1], (long long)c.i[2]);
+      release_to(m);
+    }
+}
+
+/* lists from a component mask's own lists (copied out of the packed tensor), with and without
+** full lists, padding entries scrambled */
+static void cases_flex_block_mask_lists(void) {
+  for (int si = 0; si < FLEXS_N; si++)
+    for (int ki = 0; ki < 4; ki++) {
+      int m = mark();
+      const flex_shape *f = &FLEXS[si];
+      int64_t nb = f->T / f->block;
+      sr_kcall b = flex_mask_call(f, FLEX_KINDS[ki * 2 + 1]);
+      ref_run(SR_K_flex_block_mask, &b);
+      sr_tensor *L[4];
+      for (int l = 0; l < 4; l++) L[l] = tnew(SR_I32, l & 1 ? 2 : 1, (int64_t[]){nb, nb});
+      for (int l = 0; l < 2; l++) {
+        for (int64_t x = 0; x < nb; x++) set1(L[2 * l], x, sr_load(b.t[0]->storage->data, SR_I32, sr_flex_count_at(nb, l) + x));
+        for (int64_t x = 0; x < nb * nb; x++) {
+          int64_t r = x / nb, n = (int64_t)sr_load(b.t[0]->storage->data, SR_I32, sr_flex_count_at(nb, l) + r);
+          double val = x % nb < n ? sr_load(b.t[0]->storage->data, SR_I32, sr_flex_index_at(nb, l) + x) : (int)(urand() * nb);
+          set1(L[2 * l + 1], x, val);
+        }
+      }
+      int full = ki & 1;
+      sr_tensor *bm = poison(tnew(SR_I32, 2, (int64_t[]){nb, 4 * nb + 4 + f->block}));
+      sr_kcall c = KC(bm, L[0], L[1], full ? L[2] : NULL, full ? L[3] : NULL, b.t[1]);
+      check(SR_K_flex_block_mask_lists, &c, (opt){0}, "T=%lld block=%lld%s%s", (long long)f->T, (long long)f->block,
+            full ? " full lists" : " partial lists only", b.t[1] ? " doc ids" : "");
+      release_to(m);
+    }
+}
+
+typedef struct { int64_t B, H, T, D, block; sr_dtype dt; int fused; } flex_att;
+static const flex_att FLEXA[] = {
+  {1, 2, 32, 16, 8, SR_F32, 0}, {2, 1, 48, 8, 16, SR_F32, 0},
+  /* the flash path: bf16, D 64/128, block 128, strided (fused qkv) inputs too */
+  {1, 2, 512, 64, 128, SR_BF16, 0}, {2, 3, 1024, 128, 128, SR_BF16, 1}, {1, 6, 2048, 128, 128, SR_BF16, 0},
+  {1, 2, 1024, 64, 128, SR_BF16, 1}, {1, 2, 256, 32, 64, SR_F32, 0}, {1, 1, 384, 64, 128, SR_BF16, 0},
+};
+#define FLEXA_N (big ? (int)(sizeof FLEXA / sizeof FLEXA[0]) : 2)
+
+static void flex_attention_cases(int bw) {
+  for (int ci = 0; ci < FLEXA_N; ci++)
+    for (int ki = 0; ki < FLEX_NKINDS; ki++) {
+      int m = mark();
+      const flex_att *a = &FLEXA[ci];
+      flex_shape fs = {a->T, a->block};
+      int kind = FLEX_KINDS[ki];
+      sr_kcall b = flex_mask_call(&fs, kind);
+      ref_run(SR_K_flex_block_mask, &b);
+      att_shape as = {a->B, a->H, a->T, a->D, a->dt, a->fused};
+      sr_tensor *q = rnd(att_new(&as, 0), -1, 1), *k = rnd(att_new(&as, 1), -1, 1), *v = rnd(att_new(&as, 2), -1, 1);
+      sr_tensor *o = poison(att_new(&as, 1)), *lse = poison(tnew(SR_F32, 3, (int64_t[]){a->B, a->H, a->T}));
+      sr_kcall f = KC(o, lse, q, k, v, b.t[0]);
+      f.f[0] = ci & 1 ? 0.12 : 1.0 / sqrt((double)a->D);
+      f.i[0] = kind & 1;
+      f.i[1] = b.i[1];
+      f.i[2] = (kind & 2) != 0;
+      int bf = a->dt == SR_BF16;
+      if (!bw) {
+        check(SR_K_flex_attention, &f, (opt){.t32 = bf ? 1e-3 : 2e-5, .contig_ref = a->fused},
+              "%s B=%lld H=%lld T=%lld D=%lld block=%lld kind=%d window=%lld%s", dn(a->dt), (long long)a->B, (long long)a->H,
+              (long long)a->T, (long long)a->D, (long long)a->block, kind, (long long)b.i[1], a->fused ? " strided" : "");
+      } else {
+        ref_run(SR_K_flex_attention, &f);
+        sr_tensor *dO = rnd(att_new(&as, 2), -1, 1);
+        sr_tensor *dq = poison(att_new(&as, 0)), *dk = poison(att_new(&as, 1)), *dv = poison(att_new(&as, 2));
+        sr_kcall c = KC(dq, dk, dv, dO, q, k, v, o, lse, b.t[0]);
+        c.f[0] = f.f[0];
+        memcpy(c.i, f.i, sizeof c.i);
+        check(SR_K_flex_attention_backward, &c, (opt){.t32 = 5e-5, .contig_ref = a->fused},
+              "%s B=%lld H=%lld T=%lld D=%lld block=%lld kind=%d window=%lld%s", dn(a->dt), (long long)a->B, (long long)a->H,
+              (long long)a->T, (long long)a->D, (long long)a->block, kind, (long long)b.i[1], a->fused ? " strided" : "");
+      }
+      release_to(m);
+    }
+}
+static void cases_flex_attention(void) { flex_attention_cases(0); }
+static void cases_flex_attention_backward(void) { flex_attention_cases(1); }
 
 /* ---------------------------------------------------------------- optimizer rows */
 

@@ -1,0 +1,173 @@
+/*
+** flash_common.cuh: the pieces the flash attention kernels share (kernels/attention.cu and
+** kernels/flex_attention.cu): mma.sync m16n8k16 and ldmatrix fragment helpers, cp.async tile
+** loads, the strides of [B,H,T,D] views, the delta pre-pass and the dq conversion of the
+** backward. Header-only; the kernels are static, one copy per file that launches them.
+*/
+#ifndef SR_FLASH_COMMON_CUH
+#define SR_FLASH_COMMON_CUH
+
+#include <string.h>    // defines: memset
+
+#include "common.cuh"  // defines: bf16, CEIL_DIV, sr_data, sr_is_contiguous
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// tensor-core helpers: mma.sync m16n8k16 (bf16 in, f32 accumulate) and fragment loads from
+// shared memory. Lane l: g = l / 4, t = l % 4.
+//   A 16x16 (row): a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   B 16x8  (col): b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   C 16x8       : c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, const uint32_t *b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *(uint32_t *)&v;
+}
+// the same fragments through ldmatrix (one instruction loads four 8x8 matrices; lanes 8m..8m+7
+// give the row addresses of matrix m, register m receives it; .trans delivers the transpose).
+// Row addresses must be 16-byte aligned: rows of LD = D + 8 (or 72) bf16 and column offsets that
+// are multiples of 8 are; the row stride of 36 (68) words also keeps each matrix conflict-free.
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const bf16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const bf16 *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+// as ldA: matrices (rows r0.., cols k0..), (r0+8.., k0..), (r0.., k0+8..), (r0+8.., k0+8..) = a0..a3
+__device__ __forceinline__ void ldA_x4(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4(a, &X[(r0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + k0 + (l >> 4) * 8]);
+}
+// as ldB_nk for n0..n0+7 (b[0..1]) and n0+8..n0+15 (b[2..3]): matrices (n0.., k0..), (n0.., k0+8..),
+// (n0+8.., k0..), (n0+8.., k0+8..)
+__device__ __forceinline__ void ldB_nk_x4(uint32_t *b, const bf16 *X, int ld, int n0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4(b, &X[(n0 + (l & 7) + (l >> 4) * 8) * ld + k0 + ((l >> 3) & 1) * 8]);
+}
+// as ldB_kn for n0..n0+7 (b[0..1]) and n0+8..n0+15 (b[2..3]), transposed: matrices (rows k0..,
+// cols n0..), (k0+8.., n0..), (k0.., n0+8..), (k0+8.., n0+8..)
+__device__ __forceinline__ void ldB_kn_x4(uint32_t *b, const bf16 *X, int ld, int k0, int n0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4_t(b, &X[(k0 + (l & 7) + ((l >> 3) & 1) * 8) * ld + n0 + (l >> 4) * 8]);
+}
+// as ldA_x4 for A = X^T with X row-major [k][r] (ldmatrix .trans): the matrices of ldA_x4 are the
+// transposes of (k0.., r0..), (k0.., r0+8..), (k0+8.., r0..), (k0+8.., r0+8..) of X
+__device__ __forceinline__ void ldAT_x4(uint32_t *a, const bf16 *X, int ld, int r0, int k0) {
+  int l = threadIdx.x & 31;
+  ldsm_x4_t(a, &X[(k0 + (l & 7) + (l >> 4) * 8) * ld + r0 + ((l >> 3) & 1) * 8]);
+}
+// A fragments of a 16 x 64 tile held as C fragments (8 tiles of 16x8): k-step kk covers cols 16kk..
+__device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int kk) {
+  a[0] = pack_bf16(P[2 * kk][0], P[2 * kk][1]);
+  a[1] = pack_bf16(P[2 * kk][2], P[2 * kk][3]);
+  a[2] = pack_bf16(P[2 * kk + 1][0], P[2 * kk + 1][1]);
+  a[3] = pack_bf16(P[2 * kk + 1][2], P[2 * kk + 1][3]);
+}
+
+// (batch, head, time) strides of up to 8 [B,H,T,D] tensors with unit stride in D: the flash
+// kernels read and write strided views (e.g. q, k, v straight out of a fused qkv projection)
+struct att_strides {
+  int H;
+  int64_t s[8][3];
+};
+__device__ __forceinline__ int64_t att_base(const att_strides &a, int j, int64_t bh) {
+  return (bh / a.H) * a.s[j][0] + (bh % a.H) * a.s[j][1];
+}
+
+// cp.async: 16 (or 4) bytes global -> shared without passing through registers, zero-filled
+// when !pred (src must still be a valid address); completes at cp_async_wait_all()
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
+template <int D, int LD, int ROWS>
+__device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
+  constexpr int CH = D / 8;
+  for (int id = threadIdx.x; id < ROWS * CH; id += blockDim.x) {
+    int r = id / CH, c8 = id % CH;
+    bool ok = row0 + r < T;
+    cp_async16(&S[r * LD + c8 * 8], ok ? &G[(int64_t)(row0 + r) * ld + c8 * 8] : G, ok);
+  }
+}
+
+// strided variant for the flash path (tensors 5 (dout) and 6 (out) of as): D / 8 lanes per row,
+// 16-byte loads
+static __global__ void attention_delta_kernel2(float *delta, const bf16 *dout, const bf16 *out, int64_t rows, int T, int D,
+                                        att_strides as) {
+  int lpr = D / 8;  // 8 or 16: groups of lanes within one warp
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = i / lpr;
+  int c = (int)(i % lpr) * 8;
+  float s = 0.f;
+  if (r < rows) {
+    int64_t bh = r / T, t = r % T;
+    uint4 a = *(const uint4 *)&dout[att_base(as, 5, bh) + t * as.s[5][2] + c];
+    uint4 b = *(const uint4 *)&out[att_base(as, 6, bh) + t * as.s[6][2] + c];
+    const __nv_bfloat162 *a2 = (const __nv_bfloat162 *)&a, *b2 = (const __nv_bfloat162 *)&b;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      float2 x = __bfloat1622float2(a2[j]), y = __bfloat1622float2(b2[j]);
+      s += x.x * y.x + x.y * y.y;
+    }
+  }
+  for (int o = lpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (r < rows && c == 0) delta[r] = s;
+}
+
+// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]: 8 elements per thread
+static __global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n8, int T, int D, att_strides as) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t e = i * 8, r = e / D, bh = r / T, t = r % T;
+    float4 x = *(const float4 *)&acc[e], y = *(const float4 *)&acc[e + 4];
+    uint4 o = make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
+    *(uint4 *)&dq[att_base(as, 7, bh) + t * as.s[7][2] + e % D] = o;
+  }
+}
+
+
+// ----------------------------------------------------------------------------
+// launcher helpers
+
+// the flash kernels take any [B,H,T,D] view with unit stride in D and 16-byte aligned rows
+static inline bool flash_ok(int dt, int D, sr_tensor *const *ts, int n) {
+  if (dt != SR_BF16 || (D != 64 && D != 128)) return false;
+  for (int j = 0; j < n; j++) {
+    const sr_tensor *x = ts[j];
+    if (((uintptr_t)sr_data(x) & 15) != 0 || x->stride[3] != 1) return false;
+    for (int k = 0; k < 3; k++)
+      if (x->stride[k] % 8 != 0 && x->shape[k] != 1) return false;
+  }
+  return true;
+}
+static inline bool all_contig(sr_tensor *const *ts, int n) {
+  for (int j = 0; j < n; j++)
+    if (!sr_is_contiguous(ts[j])) return false;
+  return true;
+}
+static inline att_strides strides_of(sr_tensor *const *ts, int n) {
+  att_strides a;
+  memset(&a, 0, sizeof a);
+  a.H = (int)ts[0]->shape[1];
+  for (int j = 0; j < n; j++)
+    for (int k = 0; k < 3; k++) a.s[j][k] = ts[j]->stride[k];
+  return a;
+}
+
+#endif

@@ -1,0 +1,788 @@
+/*
+** flex_attention.cu: flex attention on cuda: block masks built on the device and attention over
+** them, forward and backward (the mask's layout and element mask: host/core/flex.h; the CPU
+** reference: host/cpu/attention.c).
+**
+** Mask build: per-block doc id min/max (a thread per block), the class of every block pair (a
+** thread per pair, sr_flex_class: the same function as the CPU), then ordered compaction (a
+** thread block per row for the kv lists, per column for their transposes: warp ballots and a
+** running offset, so the lists come out ascending, bit-identical to the CPU's). From lists: the
+** classes are scattered from them (full first, partial over it; entries out of range ignored).
+** window_blocks may be a device int32, read by the class kernel: no host read, graph-capturable.
+**
+** Attention, bf16 with D 64 or 128 and blocks of 128: the flash kernels of attention.cu (same
+** fragments, flash_common.cuh) iterating only the listed blocks. Forward: one thread block per
+** query block of 128 (8 warps of 16 rows), its kv blocks as tiles of 64 keys, partial blocks first
+** then full, double-buffered through cp.async; the element mask is applied on partial tiles only,
+** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
+** Backward: one thread block per 64 keys (half a mask block), iterating the query blocks of the
+** transposed lists as tiles of 64 queries; dQ through float2 atomics into an f32 accumulator.
+** A query that sees no key gets out 0 and lse -inf.
+** Other dtypes, head dims (<= 128) or block sizes: plain kernels, a thread per query (forward,
+** dQ) or per key (dK, dV), walking the same lists; contiguous tensors only.
+** Gradient contract: dq, dk, dv are written (=).
+*/
+#include <limits.h>  // defines: INT_MAX, INT_MIN
+
+#include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY, CEIL_DIV
+#include "core/flex.h"       // defines: sr_flex_class, sr_flex_visible, sr_flex_count_at, sr_flex_index_at
+#include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, att_strides, flash_ok, LOG2E
+
+// ----------------------------------------------------------------------------
+// CUDA kernels: block-mask build
+
+// doc ids (or zeros) into the mask; per-block min and max into lo, hi (when doc)
+__global__ void flex_docs_kernel1(int32_t *bm, int32_t *lo, int32_t *hi, const int32_t *doc, int64_t nb, int bs) {
+  int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (b >= nb) return;
+  int32_t *d = bm + sr_flex_doc_at(nb) + b * bs;
+  int32_t mn = INT_MAX, mx = INT_MIN;
+  for (int t = 0; t < bs; t++) {
+    int32_t x = doc ? doc[b * bs + t] : 0;
+    d[t] = x;
+    mn = min(mn, x);
+    mx = max(mx, x);
+  }
+  if (lo) { lo[b] = mn; hi[b] = mx; }
+}
+
+// the class of every block pair; wbt (a device int32, or NULL for wb) is clamped to >= 1
+__global__ void flex_class_kernel1(uint8_t *cls, const int32_t *lo, const int32_t *hi, int64_t nb, int bs, int causal,
+                                   int64_t window, int64_t wb, const int32_t *wbt) {
+  int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (x >= nb * nb) return;
+  int64_t w = wbt ? max(1, *wbt) : wb;
+  cls[x] = (uint8_t)sr_flex_class(x / nb, x % nb, bs, causal, window, w, lo, hi);
+}
+
+// the classes from lists: entries of num/idx rows set to val (1 partial, 2 full)
+__global__ void flex_scatter_kernel1(uint8_t *cls, const int32_t *num, const int32_t *idx, int64_t nb, uint8_t val) {
+  int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (x >= nb * nb) return;
+  int64_t r = x / nb, e = x % nb;
+  if (e >= num[r]) return;
+  int32_t kb = idx[x];
+  if (kb >= 0 && kb < nb) cls[r * nb + kb] = val;
+}
+
+// the lists of row r = blockIdx.x of the classes (transposed: of column r) in ascending order;
+// unused entries 0. 256 threads.
+__global__ void flex_compact_kernel1(int32_t *bm, const uint8_t *cls, int64_t nb, int transposed) {
+  __shared__ int wsum[2][8], base[2];
+  int64_t r = blockIdx.x;
+  int lp = transposed ? SR_FLEX_Q : SR_FLEX_KV, lf = transposed ? SR_FLEX_FULL_Q : SR_FLEX_FULL_KV;
+  int32_t *ip = bm + sr_flex_index_at(nb, lp) + r * nb, *iq = bm + sr_flex_index_at(nb, lf) + r * nb;
+  int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  if (threadIdx.x == 0) base[0] = base[1] = 0;
+  __syncthreads();
+  for (int64_t x0 = 0; x0 < nb; x0 += blockDim.x) {
+    int64_t x = x0 + threadIdx.x;
+    int c = x < nb ? cls[transposed ? x * nb + r : r * nb + x] : 0;
+    unsigned bp = __ballot_sync(0xffffffffu, c == 1), bf = __ballot_sync(0xffffffffu, c == 2), lt = (1u << lane) - 1;
+    if (lane == 0) { wsum[0][w] = __popc(bp); wsum[1][w] = __popc(bf); }
+    __syncthreads();
+    int op = base[0], of = base[1];
+    for (int k = 0; k < w; k++) { op += wsum[0][k]; of += wsum[1][k]; }
+    if (c == 1) ip[op + __popc(bp & lt)] = (int32_t)x;
+    if (c == 2) iq[of + __popc(bf & lt)] = (int32_t)x;
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int k = 0; k < (int)(blockDim.x >> 5); k++) { base[0] += wsum[0][k]; base[1] += wsum[1][k]; }
+    __syncthreads();
+  }
+  int np = base[0], nf = base[1];
+  for (int64_t x = threadIdx.x; x < nb; x += blockDim.x) {
+    if (x >= np) ip[x] = 0;
+    if (x >= nf) iq[x] = 0;
+  }
+  if (threadIdx.x == 0) { bm[sr_flex_count_at(nb, lp) + r] = np; bm[sr_flex_count_at(nb, lf) + r] = nf; }
+}
+
+// ----------------------------------------------------------------------------
+// masks of the attention kernels
+
+struct flex_mask {
+  const int32_t *bm, *doc;  // the packed mask; its doc ids, NULL when the element mask has none
+  int64_t nb;
+  int causal, window;
+};
+__device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
+  return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
+}
+// no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
+__device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
+  return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);
+}
+// the tiles of 64 of the blocks (of 128) that row r of the lists names (transposed: the query
+// blocks of kv block r), partial blocks first
+struct flex_tiles {
+  const int32_t *ip, *ifl;
+  int np, n;
+  __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
+    int lp = transposed ? SR_FLEX_Q : SR_FLEX_KV, lf = transposed ? SR_FLEX_FULL_Q : SR_FLEX_FULL_KV;
+    np = m.bm[sr_flex_count_at(m.nb, lp) + r];
+    n = 2 * (np + m.bm[sr_flex_count_at(m.nb, lf) + r]);
+    ip = m.bm + sr_flex_index_at(m.nb, lp) + (int64_t)r * m.nb;
+    ifl = m.bm + sr_flex_index_at(m.nb, lf) + (int64_t)r * m.nb;
+  }
+  __device__ int start(int ti, bool *partial) const {
+    int e = ti >> 1;
+    *partial = e < np;
+    return (*partial ? ip[e] : ifl[e - np]) * 128 + (ti & 1) * 64;
+  }
+  // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
+  // (forward: queries x keys of the tile; transposed: tile queries x keys)
+  __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) const {
+    for (ti++; ti < n; ti++) {
+      bool p;
+      int s = start(ti, &p);
+      if (!p || !(transposed ? flex_dead(m, s, 64, o0, no) : flex_dead(m, o0, no, s, 64))) break;
+    }
+    return ti;
+  }
+};
+
+// ----------------------------------------------------------------------------
+// CUDA kernels: flash flex attention (bf16, tensor cores, blocks of 128)
+
+// as flash_attention_forward_kernel2 (attention.cu), over the listed tiles
+template <int D>
+__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                            const bf16 *v, int T, float scale_log2, flex_mask fm,
+                                                                            att_strides as) {
+  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *sm = (bf16 *)smem_raw;
+  int qb = gridDim.x - 1 - blockIdx.x;
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  flex_tiles tl(fm, qb, 0);
+  int qw = qb * BQ + w * 16, q0 = qw + g, q1 = q0 + 8;
+
+  load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
+  int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
+  bool part;
+  if (ti < tl.n) {
+    int s0 = tl.start(ti, &part);
+    load_tile_async<D, LD, BK>(sm, K, kst, s0, T);
+    load_tile_async<D, LD, BK>(sm + TILE, V, vst, s0, T);
+  }
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], sm + 2 * TILE, LD, w * 16, kk * 16);
+
+  float O[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  int st = 0;
+  while (ti < tl.n) {
+    int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
+    cp_async_wait_all();
+    __syncthreads();  // tile ti is in stage cur for everyone; the other stage (and Q) is free
+    if (nx < tl.n) {
+      int s1 = tl.start(nx, &part);
+      load_tile_async<D, LD, BK>(sm + 2 * (cur ^ 1) * TILE, K, kst, s1, T);
+      load_tile_async<D, LD, BK>(sm + (2 * (cur ^ 1) + 1) * TILE, V, vst, s1, T);
+    }
+    cp_async_commit();
+    int k0 = tl.start(ti, &part);
+    st ^= 1;
+    ti = nx;
+    if (part && flex_dead(fm, qw, 16, k0, BK)) continue;  // nothing of this tile is visible to this warp
+    const bf16 *Ks = sm + 2 * cur * TILE, *Vs = Ks + TILE;
+    float S[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
+        mma16816(S[j], qa[kk], b);
+        mma16816(S[j + 1], qa[kk], b + 2);
+      }
+    }
+    if (part) {  // the element mask, on partial blocks only
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          if (!flex_vis(fm, e < 2 ? q0 : q1, k0 + j * 8 + 2 * t + (e & 1))) S[j][e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
+      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+    m0 = n0; m1 = n1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
+      S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
+      s0 += S[j][0] + S[j][1];
+      s1 += S[j][2] + S[j][3];
+    }
+    l0 = l0 * al0 + s0;
+    l1 = l1 * al1 + s1;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t a[4];
+      acc_to_A(a, S, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
+        mma16816(O[i], a, b);
+        mma16816(O[i + 1], a, b + 2);
+      }
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
+  bf16 *Ob = out + att_base(as, 0, bh);
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
+    *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
+  }
+  if (t == 0) {
+    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+  }
+}
+
+// as flash_attention_backward_kernel2 (attention.cu): one thread block per 64 keys (half of kv
+// block blockIdx.x / 2), over the query tiles of the transposed lists
+template <int D, int NS>
+__global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+                                                                             const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                                             const float *lse, const float *delta, int T,
+                                                                             float scale, flex_mask fm, att_strides as) {
+  constexpr int LD = D + 8, LDS = 64 + 8, TILE = 64 * LD;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + TILE, *dSs = Vs + TILE + 2 * NS * TILE;
+  float *ld_s = (float *)(dSs + 64 * LDS);  // stage s: lse at 128 s, delta at 128 s + 64
+  int kt0 = blockIdx.x * 64;  // this block's keys [kt0, kt0 + 64)
+  int64_t bh = blockIdx.y;
+  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
+  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
+             *dO = dout + att_base(as, 5, bh);
+  const float *lse_b = lse + bh * T, *delta_b = delta + bh * T;
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float scale_log2 = scale * LOG2E;
+  flex_tiles tl(fm, blockIdx.x >> 1, 1);
+  auto load_q = [&](int q0, int st) {
+    bf16 *Qs = Vs + TILE + 2 * st * TILE;
+    load_tile_async<D, LD, 64>(Qs, Q, as.s[2][2], q0, T);
+    load_tile_async<D, LD, 64>(Qs + TILE, dO, as.s[5][2], q0, T);
+    int r = q0 + (threadIdx.x & 63);
+    const float *src = threadIdx.x < 64 ? lse_b : delta_b;
+    cp_async4(&ld_s[128 * st + threadIdx.x], src + r, true);
+  };
+
+  load_tile_async<D, LD, 64>(Ks, K, as.s[3][2], kt0, T);
+  load_tile_async<D, LD, 64>(Vs, V, as.s[4][2], kt0, T);
+  bool part;
+  int ti = tl.next(fm, -1, kt0, 64, 1);
+  if (NS == 2 && ti < tl.n) load_q(tl.start(ti, &part), 0);
+  cp_async_commit();
+  float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dK[i][e] = dV[i][e] = 0.f;
+  int kw = kt0 + w * 16, key0 = kw + g, key1 = key0 + 8;
+  int st = 0;
+
+  while (ti < tl.n) {
+    int nx = tl.next(fm, ti, kt0, 64, 1), qt0 = tl.start(ti, &part);
+    if (NS == 1) {
+      __syncthreads();  // everyone is done with the previous tile
+      load_q(qt0, 0);
+      cp_async_commit();
+    }
+    cp_async_wait_all();
+    __syncthreads();  // tile ti is in stage st for everyone; the other stage and dSs are free
+    if (NS == 2) {
+      bool p2;
+      if (nx < tl.n) load_q(tl.start(nx, &p2), st ^ 1);
+      cp_async_commit();
+    }
+    const bf16 *Qs = Vs + TILE + 2 * st * TILE, *dOs = Qs + TILE;
+    const float *lse_s = ld_s + 128 * st, *delta_s = lse_s + 64;
+    float P[8][4], dS[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) P[j][e] = dS[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t ak[4], av[4];
+      ldA_x4(ak, Ks, LD, w * 16, kk * 16);
+      ldA_x4(av, Vs, LD, w * 16, kk * 16);
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Qs, LD, j * 8, kk * 16);
+        mma16816(P[j], ak, b);
+        mma16816(P[j + 1], ak, b + 2);
+        ldB_nk_x4(b, dOs, LD, j * 8, kk * 16);
+        mma16816(dS[j], av, b);
+        mma16816(dS[j + 1], av, b + 2);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int qi = j * 8 + 2 * t + (e & 1);
+        float p = exp2f(fmaf(P[j][e], scale_log2, -lse_s[qi] * LOG2E));
+        if (part && !flex_vis(fm, qt0 + qi, e < 2 ? key0 : key1)) p = 0.f;
+        P[j][e] = p;
+        dS[j][e] = p * (dS[j][e] - delta_s[qi]);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t ap[4], as2[4];
+      acc_to_A(ap, P, kk);
+      acc_to_A(as2, dS, kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
+        mma16816(dV[i], ap, b);
+        mma16816(dV[i + 1], ap, b + 2);
+        ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
+        mma16816(dK[i], as2, b);
+        mma16816(dK[i + 1], as2, b + 2);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      *(uint32_t *)&dSs[(w * 16 + g) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][0], dS[j][1]);
+      *(uint32_t *)&dSs[(w * 16 + g + 8) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][2], dS[j][3]);
+    }
+    __syncthreads();
+    int qr0 = qt0 + w * 16 + g, qr1 = qr0 + 8;
+    float *dqb = dq_acc + bh * T * D;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      float dQ[D / 16][4];
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) dQ[i][0] = dQ[i][1] = dQ[i][2] = dQ[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[4];
+        ldAT_x4(a, dSs, LDS, w * 16, kk * 16);
+#pragma unroll
+        for (int i = 0; i < D / 16; i += 2) {
+          uint32_t b[4];
+          ldB_kn_x4(b, Ks, LD, kk * 16, half * (D / 2) + i * 8);
+          mma16816(dQ[i], a, b);
+          mma16816(dQ[i + 1], a, b + 2);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < D / 16; i++) {
+        int col = half * (D / 2) + i * 8 + 2 * t;
+        atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
+        atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
+      }
+    }
+    st = NS == 2 ? st ^ 1 : 0;
+    ti = nx;
+  }
+  bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
+  int64_t kst = as.s[0][2], vst = as.s[1][2];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) {
+    int col = i * 8 + 2 * t;
+    *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[i][0] * scale, dK[i][1] * scale);
+    *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[i][0], dV[i][1]);
+    *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[i][2] * scale, dK[i][3] * scale);
+    *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[i][2], dV[i][3]);
+  }
+}
+
+// ----------------------------------------------------------------------------
+// CUDA kernels: plain flex attention (any float dtype, D <= 128, any block size); a thread per row
+
+// calls body(j) for every key j that query i sees (its block's lists; element mask on partial)
+template <typename F>
+__device__ __forceinline__ void flex_for_keys(const flex_mask &m, int bs, int i, F body) {
+  int qb = i / bs;
+  for (int l = SR_FLEX_KV; l <= SR_FLEX_FULL_KV; l++) {
+    int n = m.bm[sr_flex_count_at(m.nb, l) + qb];
+    const int32_t *idx = m.bm + sr_flex_index_at(m.nb, l) + (int64_t)qb * m.nb;
+    for (int x = 0; x < n; x++)
+      for (int j = idx[x] * bs; j < (idx[x] + 1) * bs; j++)
+        if (l == SR_FLEX_FULL_KV || flex_vis(m, i, j)) body(j);
+  }
+}
+// calls body(i) for every query i that sees key j (the transposed lists)
+template <typename F>
+__device__ __forceinline__ void flex_for_queries(const flex_mask &m, int bs, int j, F body) {
+  int kb = j / bs;
+  for (int l = SR_FLEX_Q; l <= SR_FLEX_FULL_Q; l++) {
+    int n = m.bm[sr_flex_count_at(m.nb, l) + kb];
+    const int32_t *idx = m.bm + sr_flex_index_at(m.nb, l) + (int64_t)kb * m.nb;
+    for (int x = 0; x < n; x++)
+      for (int i = idx[x] * bs; i < (idx[x] + 1) * bs; i++)
+        if (l == SR_FLEX_FULL_Q || flex_vis(m, i, j)) body(i);
+  }
+}
+
+template <typename T>
+__global__ void flex_forward_kernel0(T *out, float *lse, const T *q, const T *k, const T *v, int64_t BH, int Tn, int D, int bs,
+                                     float scale, flex_mask fm) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * Tn) return;
+  int64_t bh = r / Tn;
+  const T *K = k + bh * Tn * D, *V = v + bh * Tn * D, *Qr = q + r * D;
+  float acc[128], m = -INFINITY, l = 0.f;
+  for (int d = 0; d < D; d++) acc[d] = 0.f;
+  flex_for_keys(fm, bs, (int)(r % Tn), [&](int j) {
+    float s = 0.f;
+    for (int d = 0; d < D; d++) s += to_f<T>(Qr[d]) * to_f<T>(K[(int64_t)j * D + d]);
+    s *= scale;
+    float mn = fmaxf(m, s), a = expf(m - mn), p = expf(s - mn);
+    l = l * a + p;
+    for (int d = 0; d < D; d++) acc[d] = acc[d] * a + p * to_f<T>(V[(int64_t)j * D + d]);
+    m = mn;
+  });
+  for (int d = 0; d < D; d++) out[r * D + d] = from_f<T>(l > 0.f ? acc[d] / l : 0.f);
+  lse[r] = l > 0.f ? m + logf(l) : -INFINITY;
+}
+
+// delta[row] = sum_d dout[row,d] * out[row,d]; a warp per row
+template <typename T>
+__global__ void flex_delta_kernel0(float *delta, const T *dout, const T *out, int64_t rows, int D) {
+  int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float s = 0.f;
+  for (int d = lane; d < D; d += 32) s += to_f<T>(dout[r * D + d]) * to_f<T>(out[r * D + d]);
+  s = warp_sum(s);
+  if (lane == 0) delta[r] = s;
+}
+
+// dq[i] = scale * sum_j p_ij (dO_i . v_j - delta_i) k_j
+template <typename T>
+__global__ void flex_backward_dq_kernel0(T *dq, const T *q, const T *k, const T *v, const T *dout, const float *lse,
+                                         const float *delta, int64_t BH, int Tn, int D, int bs, float scale, flex_mask fm) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * Tn) return;
+  int64_t bh = r / Tn;
+  const T *K = k + bh * Tn * D, *V = v + bh * Tn * D;
+  float acc[128], L = lse[r], dl = delta[r];
+  for (int d = 0; d < D; d++) acc[d] = 0.f;
+  flex_for_keys(fm, bs, (int)(r % Tn), [&](int j) {
+    float s = 0.f, dp = 0.f;
+    for (int d = 0; d < D; d++) {
+      s += to_f<T>(q[r * D + d]) * to_f<T>(K[(int64_t)j * D + d]);
+      dp += to_f<T>(dout[r * D + d]) * to_f<T>(V[(int64_t)j * D + d]);
+    }
+    float ds = expf(s * scale - L) * (dp - dl);
+    for (int d = 0; d < D; d++) acc[d] += ds * to_f<T>(K[(int64_t)j * D + d]);
+  });
+  for (int d = 0; d < D; d++) dq[r * D + d] = from_f<T>(acc[d] * scale);
+}
+
+// dv[j] = sum_i p_ij dO_i ; dk[j] = scale * sum_i p_ij (dO_i . v_j - delta_i) q_i
+template <typename T>
+__global__ void flex_backward_dkv_kernel0(T *dk, T *dv, const T *q, const T *k, const T *v, const T *dout, const float *lse,
+                                          const float *delta, int64_t BH, int Tn, int D, int bs, float scale, flex_mask fm) {
+  int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (r >= BH * Tn) return;
+  int64_t bh = r / Tn;
+  const T *Q = q + bh * Tn * D, *dO = dout + bh * Tn * D;
+  float ak[128], avv[128];
+  for (int d = 0; d < D; d++) ak[d] = avv[d] = 0.f;
+  flex_for_queries(fm, bs, (int)(r % Tn), [&](int i) {
+    float s = 0.f, dp = 0.f;
+    for (int d = 0; d < D; d++) {
+      s += to_f<T>(Q[(int64_t)i * D + d]) * to_f<T>(k[r * D + d]);
+      dp += to_f<T>(dO[(int64_t)i * D + d]) * to_f<T>(v[r * D + d]);
+    }
+    float p = expf(s * scale - lse[bh * Tn + i]), ds = p * (dp - delta[bh * Tn + i]);
+    for (int d = 0; d < D; d++) {
+      avv[d] += p * to_f<T>(dO[(int64_t)i * D + d]);
+      ak[d] += ds * to_f<T>(Q[(int64_t)i * D + d]);
+    }
+  });
+  for (int d = 0; d < D; d++) {
+    dk[r * D + d] = from_f<T>(ak[d] * scale);
+    dv[r * D + d] = from_f<T>(avv[d]);
+  }
+}
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+static const char *mask_dims(const sr_tensor *bm, int64_t *nb, int *bs) {
+  if (bm->dtype != SR_I32 || bm->ndim != 2 || !sr_is_contiguous(bm)) return sr_errf("block mask must be a contiguous int32 [NB, 4 NB + 4 + block] tensor");
+  *nb = bm->shape[0];
+  int64_t b = bm->shape[1] - 4 * *nb - 4;
+  if (*nb < 1 || b < 1 || *nb * b > INT_MAX) return sr_errf("block mask has a bad shape");
+  *bs = (int)b;
+  return NULL;
+}
+
+static const char *doc_arg(const sr_tensor *doc, int64_t T) {
+  if (doc && (doc->dtype != SR_I32 || sr_numel(doc) != T || !sr_is_contiguous(doc))) return sr_errf("doc ids must be contiguous int32 [T]");
+  return NULL;
+}
+
+// the lists from the classes (cls: nb * nb bytes on the device); frees cls
+static const char *build_lists(int32_t *bm, uint8_t *cls, int64_t nb, cudaStream_t s) {
+  flex_compact_kernel1<<<(unsigned)nb, 256, 0, s>>>(bm, cls, nb, 0);
+  cudaError_t ce = cudaGetLastError();
+  if (ce == cudaSuccess) {
+    flex_compact_kernel1<<<(unsigned)nb, 256, 0, s>>>(bm, cls, nb, 1);
+    ce = cudaGetLastError();
+  }
+  sr_cuda_free(cls);
+  return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+}
+
+extern "C" const char *sr_cuda_flex_block_mask(const sr_kcall *c) {
+  sr_tensor *bm = c->t[0], *doc = c->t[1], *wbt = c->t[2];
+  int64_t nb;
+  int bs;
+  const char *e = mask_dims(bm, &nb, &bs);
+  if (!e) e = doc_arg(doc, nb * bs);
+  if (e) return e;
+  if (wbt && (wbt->dtype != SR_I32 || sr_numel(wbt) != 1)) return sr_errf("window_blocks must be one int32");
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  uint8_t *cls = (uint8_t *)sr_cuda_malloc((size_t)(nb * nb));
+  int32_t *lo = doc ? (int32_t *)sr_cuda_malloc((size_t)nb * 2 * sizeof(int32_t)) : NULL;
+  if (!cls || (doc && !lo)) {
+    sr_cuda_free(cls);
+    sr_cuda_free(lo);
+    return sr_errf("out of memory (block mask scratch)");
+  }
+  int32_t *B = (int32_t *)sr_data(bm);
+  flex_docs_kernel1<<<(unsigned)CEIL_DIV(nb, (int64_t)128), 128, 0, s>>>(B, lo, lo ? lo + nb : NULL,
+      doc ? (const int32_t *)sr_data(doc) : NULL, nb, bs);
+  cudaError_t ce = cudaGetLastError();
+  if (ce == cudaSuccess) {
+    flex_class_kernel1<<<(unsigned)CEIL_DIV(nb * nb, (int64_t)256), 256, 0, s>>>(cls, lo, lo ? lo + nb : NULL, nb, bs, (int)c->i[0],
+        c->i[1], c->i[2], wbt ? (const int32_t *)sr_data(wbt) : NULL);
+    ce = cudaGetLastError();
+  }
+  sr_cuda_free(lo);  // stream-ordered: the caching allocator reuses it after these kernels
+  if (ce != cudaSuccess) {
+    sr_cuda_free(cls);
+    return sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  }
+  return build_lists(B, cls, nb, s);
+}
+
+extern "C" const char *sr_cuda_flex_block_mask_lists(const sr_kcall *c) {
+  sr_tensor *bm = c->t[0], *doc = c->t[5];
+  int64_t nb;
+  int bs;
+  const char *e = mask_dims(bm, &nb, &bs);
+  if (!e) e = doc_arg(doc, nb * bs);
+  if (e) return e;
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  uint8_t *cls = (uint8_t *)sr_cuda_malloc((size_t)(nb * nb));
+  if (!cls) return sr_errf("out of memory (block mask scratch)");
+  int32_t *B = (int32_t *)sr_data(bm);
+  cudaError_t ce = cudaMemsetAsync(cls, 0, (size_t)(nb * nb), s);
+  unsigned grid = (unsigned)CEIL_DIV(nb * nb, (int64_t)256);
+  for (int l = 1; l >= 0 && ce == cudaSuccess; l--) {  // full first: partial overrides
+    if (!c->t[1 + 2 * l]) continue;
+    flex_scatter_kernel1<<<grid, 256, 0, s>>>(cls, (const int32_t *)sr_data(c->t[1 + 2 * l]), (const int32_t *)sr_data(c->t[2 + 2 * l]),
+                                              nb, (uint8_t)(l ? 2 : 1));
+    ce = cudaGetLastError();
+  }
+  if (ce == cudaSuccess) {
+    flex_docs_kernel1<<<(unsigned)CEIL_DIV(nb, (int64_t)128), 128, 0, s>>>(B, NULL, NULL, doc ? (const int32_t *)sr_data(doc) : NULL, nb, bs);
+    ce = cudaGetLastError();
+  }
+  if (ce != cudaSuccess) {
+    sr_cuda_free(cls);
+    return sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  }
+  return build_lists(B, cls, nb, s);
+}
+
+// q, k, v, out (and grads): one dtype (f32 or bf16) and shape [B,H,T,D] with T = the mask's
+static const char *check_flex(sr_tensor *const *ts, int n, const sr_tensor *bm, int *dtype, int64_t *nb, int *bs) {
+  const char *e = mask_dims(bm, nb, bs);
+  if (e) return e;
+  int dt = ts[0]->dtype;
+  for (int j = 0; j < n; j++) {
+    if (ts[j]->dtype != dt) return sr_errf("q, k, v, out (and grads) must share one dtype");
+    if (ts[j]->ndim != 4) return sr_errf("attention tensors must be [B,H,T,D]");
+    for (int k = 0; k < 4; k++)
+      if (ts[j]->shape[k] != ts[0]->shape[k]) return sr_errf("attention tensors must share one shape");
+  }
+  if (dt != SR_F32 && dt != SR_BF16) return sr_errf("dtype %s is not supported on cuda (f32 or bf16)", sr_dtype_name((sr_dtype)dt));
+  if (ts[0]->shape[2] != *nb * *bs) return sr_errf("the block mask is for another sequence length");
+  if (ts[0]->shape[3] > 128) return sr_errf("head dim %d is not supported on cuda (at most 128)", (int)ts[0]->shape[3]);
+  *dtype = dt;
+  return NULL;
+}
+
+static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb) {
+  flex_mask m;
+  m.bm = (const int32_t *)sr_data(bm);
+  m.doc = c->i[2] ? m.bm + sr_flex_doc_at(nb) : NULL;
+  m.nb = nb;
+  m.causal = (int)c->i[0];
+  m.window = (int)c->i[1];
+  return m;
+}
+
+extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
+  sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4], *bm = c->t[5];
+  sr_tensor *ts[4] = {out, q, k, v};
+  int dt, bs;
+  int64_t nb;
+  const char *e = check_flex(ts, 4, bm, &dt, &nb, &bs);
+  if (e) return e;
+  if (lse->dtype != SR_F32) return sr_errf("lse must be f32");
+  int64_t BH = q->shape[0] * q->shape[1];
+  int T = (int)q->shape[2], D = (int)q->shape[3];
+  float scale = (float)c->f[0];
+  if (BH == 0) return NULL;
+  flex_mask fm = mask_of(c, bm, nb);
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (bs == 128 && flash_ok(dt, D, ts, 4)) {
+    att_strides as = strides_of(ts, 4);
+    dim3 grid((unsigned)nb, (unsigned)BH);
+    size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
+#define FWD1(DD)                                                                                                            \
+  SR_CUDA_TRY(cudaFuncSetAttribute(flex_forward_kernel1<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));      \
+  flex_forward_kernel1<DD><<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),   \
+      (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm, as);
+    if (D == 64) { FWD1(64) } else { FWD1(128) }
+#undef FWD1
+    SR_LAUNCH_CHECK();
+    return NULL;
+  }
+  if (!all_contig(ts, 4)) return sr_errf("non-contiguous flex attention inputs need bf16, head dim 64 or 128 and blocks of 128");
+  unsigned grid = (unsigned)CEIL_DIV(BH * T, (int64_t)128);
+  if (dt == SR_F32)
+    flex_forward_kernel0<float><<<grid, 128, 0, s>>>((float *)sr_data(out), (float *)sr_data(lse), (const float *)sr_data(q),
+        (const float *)sr_data(k), (const float *)sr_data(v), BH, T, D, bs, scale, fm);
+  else
+    flex_forward_kernel0<bf16><<<grid, 128, 0, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
+        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), BH, T, D, bs, scale, fm);
+  SR_LAUNCH_CHECK();
+  return NULL;
+}
+
+// the flash backward (bf16, D 64/128, blocks of 128): delta pre-pass, the kernel, dq conversion
+static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf, float *delta, float *dq_acc, int64_t rows,
+                                       int T, int D, flex_mask fm, cudaStream_t s) {
+  sr_tensor *dk = tsf[0], *dv = tsf[1], *q = tsf[2], *k = tsf[3], *v = tsf[4], *dout = tsf[5], *out = tsf[6], *dq = tsf[7];
+  att_strides as = strides_of(tsf, 8);
+  float scale = (float)c->f[0];
+  attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout),
+      (const bf16 *)sr_data(out), rows, T, D, as);
+  cudaError_t ce = cudaGetLastError();
+  if (ce == cudaSuccess) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
+  dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
+  size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
+#define BWD(SMEM, ...)                                                                                                  \
+  if (ce == cudaSuccess) ce = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(SMEM)); \
+  if (ce == cudaSuccess) {                                                                                              \
+    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),   \
+        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(c->t[8]), \
+        delta, T, scale, fm, as);                                                                                       \
+    ce = cudaGetLastError();                                                                                            \
+  }
+  if (D == 64) {
+    BWD(6 * tile + dsb + 256 * sizeof(float), flex_backward_kernel1<64, 2>)
+  } else {
+    BWD(4 * tile + dsb + 128 * sizeof(float), flex_backward_kernel1<128, 1>)
+  }
+#undef BWD
+  if (ce == cudaSuccess) {
+    attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
+    ce = cudaGetLastError();
+  }
+  return ce;
+}
+
+// the plain backward (contiguous tensors)
+template <typename T>
+static cudaError_t flex_backward_plain(const sr_kcall *c, float *delta, int64_t BH, int Tn, int D, int bs, flex_mask fm, cudaStream_t s) {
+  T *dq = (T *)sr_data(c->t[0]), *dk = (T *)sr_data(c->t[1]), *dv = (T *)sr_data(c->t[2]);
+  const T *dout = (const T *)sr_data(c->t[3]), *q = (const T *)sr_data(c->t[4]), *k = (const T *)sr_data(c->t[5]);
+  const T *v = (const T *)sr_data(c->t[6]), *out = (const T *)sr_data(c->t[7]);
+  const float *lse = (const float *)sr_data(c->t[8]);
+  float scale = (float)c->f[0];
+  int64_t rows = BH * Tn;
+  flex_delta_kernel0<T><<<(unsigned)CEIL_DIV(rows * 32, (int64_t)256), 256, 0, s>>>(delta, dout, out, rows, D);
+  cudaError_t ce = cudaGetLastError();
+  unsigned grid = (unsigned)CEIL_DIV(rows, (int64_t)128);
+  if (ce == cudaSuccess) {
+    flex_backward_dq_kernel0<T><<<grid, 128, 0, s>>>(dq, q, k, v, dout, lse, delta, BH, Tn, D, bs, scale, fm);
+    ce = cudaGetLastError();
+  }
+  if (ce == cudaSuccess) {
+    flex_backward_dkv_kernel0<T><<<grid, 128, 0, s>>>(dk, dv, q, k, v, dout, lse, delta, BH, Tn, D, bs, scale, fm);
+    ce = cudaGetLastError();
+  }
+  return ce;
+}
+
+extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
+  sr_tensor *dq = c->t[0], *dk = c->t[1], *dv = c->t[2], *dout = c->t[3], *q = c->t[4], *k = c->t[5], *v = c->t[6],
+            *out = c->t[7], *lse = c->t[8], *bm = c->t[9];
+  sr_tensor *ts[8] = {dq, dk, dv, dout, q, k, v, out};
+  int dt, bs;
+  int64_t nb;
+  const char *e = check_flex(ts, 8, bm, &dt, &nb, &bs);
+  if (e) return e;
+  if (lse->dtype != SR_F32) return sr_errf("lse must be f32");
+  int64_t BH = q->shape[0] * q->shape[1];
+  int T = (int)q->shape[2], D = (int)q->shape[3];
+  if (BH == 0) return NULL;
+  flex_mask fm = mask_of(c, bm, nb);
+  cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  int64_t rows = BH * T;
+  bool flash = bs == 128 && flash_ok(dt, D, ts, 8);
+  if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous flex attention tensors need bf16, head dim 64 or 128 and blocks of 128");
+  float *delta = (float *)sr_cuda_malloc((size_t)rows * sizeof(float));
+  float *dq_acc = flash ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
+  if (!delta || (flash && !dq_acc)) {
+    sr_cuda_free(delta);
+    sr_cuda_free(dq_acc);
+    return sr_errf("out of memory (flex attention backward scratch)");
+  }
+  sr_tensor *tsf[8] = {dk, dv, q, k, v, dout, out, dq};
+  cudaError_t ce = flash ? flex_backward_flash(c, tsf, delta, dq_acc, rows, T, D, fm, s)
+                         : dt == SR_F32 ? flex_backward_plain<float>(c, delta, BH, T, D, bs, fm, s)
+                                        : flex_backward_plain<bf16>(c, delta, BH, T, D, bs, fm, s);
+  sr_cuda_free(delta);
+  sr_cuda_free(dq_acc);
+  return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+}
