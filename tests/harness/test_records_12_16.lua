@@ -12,11 +12,7 @@ local deepcopy = require("speedrun.util").deepcopy
 
 local has_attention = pcall(require, "speedrun.attention") and F.flex_attention ~= nil
 
-local function load_recipe(n)
-  local path = ("../tasks/record_%02d/recipe.lua"):format(n)
-  local chunk = assert(loadfile(path, "t", setmetatable({speedrun = sr}, {__index = _G})))
-  return chunk()
-end
+local load_recipe = dofile("harness/records_fixture.lua").load_recipe
 local function load_meta(n)
   return assert(loadfile(("../tasks/record_%02d/meta.lua"):format(n), "t", {}))()
 end
