@@ -13,6 +13,8 @@
 #              pass through (tasks/fidelity/README.md)
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
+#   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
+#              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
@@ -61,6 +63,12 @@ for p in $PARTS; do
         for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
+    flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor
+      part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
+          flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
+        ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
+        cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
+      grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     harness)
       part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/harness.log" | tail -30 ;;

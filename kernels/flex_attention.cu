@@ -109,6 +109,10 @@ struct flex_mask {
 __device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
   return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
 }
+// the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels)
+__device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
+  return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
+}
 // no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
 __device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
   return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);
@@ -153,6 +157,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
   constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *sm = (bf16 *)smem_raw;
+  int32_t *kd_s = (int32_t *)(sm + 4 * TILE);  // stage s: the doc ids of its 64 keys at 64 s
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
@@ -160,15 +165,17 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   flex_tiles tl(fm, qb, 0);
   int qw = qb * BQ + w * 16, q0 = qw + g, q1 = q0 + 8;
+  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
+  auto load_kv = [&](int s0, int stage) {
+    load_tile_async<D, LD, BK>(sm + 2 * stage * TILE, K, kst, s0, T);
+    load_tile_async<D, LD, BK>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
+    if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
+  };
 
   load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
   int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
   bool part;
-  if (ti < tl.n) {
-    int s0 = tl.start(ti, &part);
-    load_tile_async<D, LD, BK>(sm, K, kst, s0, T);
-    load_tile_async<D, LD, BK>(sm + TILE, V, vst, s0, T);
-  }
+  if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -185,11 +192,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
     int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
     cp_async_wait_all();
     __syncthreads();  // tile ti is in stage cur for everyone; the other stage (and Q) is free
-    if (nx < tl.n) {
-      int s1 = tl.start(nx, &part);
-      load_tile_async<D, LD, BK>(sm + 2 * (cur ^ 1) * TILE, K, kst, s1, T);
-      load_tile_async<D, LD, BK>(sm + (2 * (cur ^ 1) + 1) * TILE, V, vst, s1, T);
-    }
+    if (nx < tl.n) load_kv(tl.start(nx, &part), cur ^ 1);
     cp_async_commit();
     int k0 = tl.start(ti, &part);
     st ^= 1;
@@ -210,11 +213,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
       }
     }
     if (part) {  // the element mask, on partial blocks only
+      const int32_t *kd = kd_s + BK * cur;
 #pragma unroll
       for (int j = 0; j < 8; j++)
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-          if (!flex_vis(fm, e < 2 ? q0 : q1, k0 + j * 8 + 2 * t + (e & 1))) S[j][e] = -INFINITY;
+        for (int e = 0; e < 4; e++) {
+          int c = j * 8 + 2 * t + (e & 1);
+          if (!flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) S[j][e] = -INFINITY;
+        }
     }
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -283,7 +289,7 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
   constexpr int LD = D + 8, LDS = 64 + 8, TILE = 64 * LD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + TILE, *dSs = Vs + TILE + 2 * NS * TILE;
-  float *ld_s = (float *)(dSs + 64 * LDS);  // stage s: lse at 128 s, delta at 128 s + 64
+  float *ld_s = (float *)(dSs + 64 * LDS);  // stage s: lse at 192 s, delta at 192 s + 64, doc ids at 192 s + 128
   int kt0 = blockIdx.x * 64;  // this block's keys [kt0, kt0 + 64)
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -299,7 +305,8 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
     load_tile_async<D, LD, 64>(Qs + TILE, dO, as.s[5][2], q0, T);
     int r = q0 + (threadIdx.x & 63);
     const float *src = threadIdx.x < 64 ? lse_b : delta_b;
-    cp_async4(&ld_s[128 * st + threadIdx.x], src + r, true);
+    cp_async4(&ld_s[192 * st + threadIdx.x], src + r, true);
+    if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * st + 128 + threadIdx.x], fm.doc + r, true);
   };
 
   load_tile_async<D, LD, 64>(Ks, K, as.s[3][2], kt0, T);
@@ -314,6 +321,7 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
 #pragma unroll
     for (int e = 0; e < 4; e++) dK[i][e] = dV[i][e] = 0.f;
   int kw = kt0 + w * 16, key0 = kw + g, key1 = key0 + 8;
+  int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   int st = 0;
 
   while (ti < tl.n) {
@@ -331,7 +339,8 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
       cp_async_commit();
     }
     const bf16 *Qs = Vs + TILE + 2 * st * TILE, *dOs = Qs + TILE;
-    const float *lse_s = ld_s + 128 * st, *delta_s = lse_s + 64;
+    const float *lse_s = ld_s + 192 * st, *delta_s = lse_s + 64;
+    const int32_t *qd = (const int32_t *)(lse_s + 128);
     float P[8][4], dS[8][4];
 #pragma unroll
     for (int j = 0; j < 8; j++)
@@ -359,7 +368,7 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
       for (int e = 0; e < 4; e++) {
         int qi = j * 8 + 2 * t + (e & 1);
         float p = exp2f(fmaf(P[j][e], scale_log2, -lse_s[qi] * LOG2E));
-        if (part && !flex_vis(fm, qt0 + qi, e < 2 ? key0 : key1)) p = 0.f;
+        if (part && !flex_vis_ids(fm, qt0 + qi, e < 2 ? key0 : key1, fm.doc ? qd[qi] : 0, e < 2 ? dk0 : dk1)) p = 0.f;
         P[j][e] = p;
         dS[j][e] = p * (dS[j][e] - delta_s[qi]);
       }
@@ -676,7 +685,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (bs == 128 && flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)nb, (unsigned)BH);
-    size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
+    size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
 #define FWD1(DD)                                                                                                            \
   SR_CUDA_TRY(cudaFuncSetAttribute(flex_forward_kernel1<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));      \
   flex_forward_kernel1<DD><<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),   \
@@ -719,9 +728,9 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
     ce = cudaGetLastError();                                                                                            \
   }
   if (D == 64) {
-    BWD(6 * tile + dsb + 256 * sizeof(float), flex_backward_kernel1<64, 2>)
+    BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<64, 2>)
   } else {
-    BWD(4 * tile + dsb + 128 * sizeof(float), flex_backward_kernel1<128, 1>)
+    BWD(4 * tile + dsb + 192 * sizeof(float), flex_backward_kernel1<128, 1>)
   }
 #undef BWD
   if (ce == cudaSuccess) {

@@ -120,10 +120,10 @@ sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor
             (long long)block, (long long)T);
   if (window < 0) sr_fail("%s: window must be >= 0", op);
   if (scale <= 0) scale = 1.0 / sqrt((double)D);
-  /* the CUDA flash kernels (bf16, D 64/128) take strided views and write out in [B,T,H,D] memory
+  /* the CUDA flash kernels (bf16, D 64/128, blocks of 128) take strided views and write out in [B,T,H,D] memory
   ** order, as sdpa's; other paths want contiguous */
-  bool flash = q->storage->device == SR_CUDA && q->dtype == SR_BF16 && (D == 64 || D == 128) && q->stride[3] == 1 &&
-               k->stride[3] == 1 && v->stride[3] == 1;
+  bool flash = q->storage->device == SR_CUDA && q->dtype == SR_BF16 && (D == 64 || D == 128) && block == 128 &&
+               q->stride[3] == 1 && k->stride[3] == 1 && v->stride[3] == 1;
   int m = sr_scratch_mark();
   sr_tensor *qc = sr_scratch_push(flash ? sr_tensor_retain(q) : sr_contiguous_raw(q));
   sr_tensor *kc = sr_scratch_push(flash ? sr_tensor_retain(k) : sr_contiguous_raw(k));

@@ -59,7 +59,7 @@ end
 -- the mask from FlexAttention's lists (BlockMask.from_kv_blocks; full lists optional): counts
 -- [NB] and indices [NB, NB] (any shape with those element counts, e.g. [1, 1, NB, NB]); the
 -- element mask on partial blocks from o.mask = {causal =, doc_ids =, window =} (causal defaults
--- to false here: only what is given is applied)
+-- to true, as in block_mask: causal = false must be said)
 function A.block_mask_from_lists(o)
   assert(type(o) == "table", "block_mask_from_lists: expected an options table")
   local elem = o.mask or {}
@@ -67,7 +67,9 @@ function A.block_mask_from_lists(o)
                                         kv_indices = o.kv_indices, full_kv_num_blocks = o.full_kv_num_blocks,
                                         full_kv_indices = o.full_kv_indices, doc_ids = elem.doc_ids,
                                         device = o.device}
-  return wrap(data, o, {causal = elem.causal or false, window = elem.window, doc_ids = elem.doc_ids})
+  local causal = elem.causal
+  if causal == nil then causal = true end
+  return wrap(data, o, {causal = causal, window = elem.window, doc_ids = elem.doc_ids})
 end
 
 -- block pairs: {full =, partial =, empty =} (reads the counts to the host)

@@ -224,7 +224,8 @@ T.case("the lists form (records 15 and 16)", function()
   -- a row with no listed block: zeros (FlexAttention's convention), not NaN
   local kn = ids({0, 1, 1, 1, 1, 1})
   local ki = sr.zeros(nb, nb, {dtype = "int32"})
-  local m0 = A.block_mask_from_lists {T = n, block = bs, kv_num_blocks = kn, kv_indices = ki, mask = {}}
+  local m0 = A.block_mask_from_lists {T = n, block = bs, kv_num_blocks = kn, kv_indices = ki, mask = {causal = false}}
+  T.eq(A.block_mask_from_lists {T = n, block = bs, kv_num_blocks = kn, kv_indices = ki}.causal, true, "causal by default")
   local y = F.flex_attention(q, k, v, m0)
   T.close(y:narrow(3, 1, bs), sr.zeros(1, 2, bs, 8), 0)
   -- the other rows see kv block 0 whole (no element mask given)
