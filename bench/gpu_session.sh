@@ -19,7 +19,11 @@
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
 #              records $TUNE_RECORDS (default 1 2 3 4 5), one part each ($TUNE_LIMIT s): the tuned
-#              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json
+#              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
+#              $TUNE_TARGET: tune every recipe to that target and write it into them
+#   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
+#              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
+#              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default 1 2 3 4) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
@@ -104,11 +108,20 @@ for p in $PARTS; do
       for n in ${TUNE_RECORDS:-1 2 3 4 5}; do items="$items record_0$n"; done
       for name in $items; do
         what="--tasks ${name#record_0}"; [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
-        part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what --scale proxy --runs 3 --device cuda \
+        part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 --device cuda \
           --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         mkdir -p "$OUTDIR/tuned"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
       done ;;
+    pilot)
+      r=$(printf "record_%02d" "${PILOT_RECORD:-1}")
+      for n in ${PILOT_STEPS:-1600 2400 3200 4000}; do
+        for s in 1 2 3; do
+          ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps "$n" \
+            --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$n-$s" > "$LOG/pilot-$n-$s.log" 2>&1 &
+        done; wait
+        echo "$r $n steps: $(cat "$LOG"/pilot-$n-*.log | grep -o 'val_loss [0-9.]*' | tr '\n' ' ')"
+      done; finish ;;
     fsr)
       for n in ${FSR_TASKS:-1 2 3 4}; do
         rm -rf "/tmp/fsr/start$n" "/tmp/fsr/target$n"; mkdir -p "/tmp/fsr/target$n"
