@@ -18,13 +18,13 @@
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
-#              records $TUNE_RECORDS (default 1 2 3 4 5), one part each ($TUNE_LIMIT s): the tuned
+#              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
 #   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
-#   fsr        speedrun score --task N (N in $FSR_TASKS, default 1 2 3 4) of the task's start
+#   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
@@ -105,9 +105,11 @@ for p in $PARTS; do
     tune)
       mkdir -p "$LOG/tuned"
       items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
-      for n in ${TUNE_RECORDS:-1 2 3 4 5}; do items="$items record_0$n"; done
+      all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
+      for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
       for name in $items; do
-        what="--tasks ${name#record_0}"; [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
+        if [ "$name" = default ]; then what="--recipe tasks/default/recipe.lua --name default"
+        else what="--tasks $((10#${name#record_}))"; fi
         part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 --device cuda \
           --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         mkdir -p "$OUTDIR/tuned"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
@@ -123,9 +125,9 @@ for p in $PARTS; do
         echo "$r $n steps: $(cat "$LOG"/pilot-$n-*.log | grep -o 'val_loss [0-9.]*' | tr '\n' ' ')"
       done; finish ;;
     fsr)
-      for n in ${FSR_TASKS:-1 2 3 4}; do
+      for n in ${FSR_TASKS:-$(./build/speedrun task list | awk '$1 ~ /^[0-9]+$/ {print $1}')}; do
         rm -rf "/tmp/fsr/start$n" "/tmp/fsr/target$n"; mkdir -p "/tmp/fsr/target$n"
-        ./build/speedrun task init "$n" "/tmp/fsr/start$n" >/dev/null && cp "tasks/record_0$((n + 1))/recipe.lua" "/tmp/fsr/target$n/"
+        ./build/speedrun task init "$n" "/tmp/fsr/start$n" >/dev/null && cp "tasks/$(printf record_%02d $((n + 1)))/recipe.lua" "/tmp/fsr/target$n/"
         for ws in start target; do
           part "fsr_${ws}$n" 300 ./build/speedrun score "/tmp/fsr/$ws$n" --task "$n" --scale proxy --device cuda --data "$DATA" \
             --calibration "$OUTDIR/calibration.json" --out "/tmp/fsr/score-$ws$n"
