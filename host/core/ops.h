@@ -3,8 +3,8 @@
 ** (...)"), allocates outputs, runs registry kernels and, when an input requires grad, records
 ** a tape node with its backward rule. All return a new reference. The *_raw helpers never
 ** touch the tape. Defined in host/core/ops.c (element-wise, reductions, matmul, casts, views),
-** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention) and ops_optim.c (AdamW,
-** clipping).
+** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention), ops_optim.c (AdamW,
+** clipping) and ops_fp8.c (float8 casts and GEMMs).
 */
 #ifndef SR_OPS_H
 #define SR_OPS_H
@@ -42,6 +42,12 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
 sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin);
 sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double scale);
 sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt);
+/* float8 (host/core/ops_fp8.c; no tape): x.mul(scale).to(dt), rounded to nearest even, saturating
+** when sat; torch._scaled_mm: scale_a * scale_b * a [M,K] row-major @ b [K,N] column-major, the
+** scales numbers or (sa, sb) one-element f32 tensors, out bf16 or f32 */
+sr_tensor *sr_to_fp8(sr_tensor *x, sr_dtype dt, double scale, bool sat);
+sr_tensor *sr_scaled_mm(sr_tensor *a, sr_tensor *b, double scale_a, double scale_b, sr_tensor *sa, sr_tensor *sb,
+                        sr_dtype out_dtype, bool fast_accum);
 sr_tensor *sr_to_device(sr_tensor *x, sr_device d);
 sr_tensor *sr_contiguous(sr_tensor *x);
 sr_tensor *sr_clone(sr_tensor *x);
