@@ -59,15 +59,15 @@ static SR_FP8_HD uint8_t sr_f32_to_fp8(float f, int e5m2, int sat) {
 
 /* from a double, rounded once: the double goes to float rounded to odd (toward zero, then the
 ** last bit set when anything was dropped), which keeps every tie and near-tie of the 3- or 2-bit
-** rounding that follows as it was */
-static SR_FP8_HD uint8_t sr_f64_to_fp8(double v, int e5m2) {
+** rounding that follows as it was. sat as sr_f32_to_fp8 (0 keeps a float8 infinity infinite) */
+static SR_FP8_HD uint8_t sr_f64_to_fp8(double v, int e5m2, int sat) {
   float f = (float)v;
   if (v == v && (double)f != v) {
     uint32_t u = sr_fp8_f32_bits(f);
     if (f != 0 && (f > 0 ? (double)f > v : (double)f < v)) u--;  /* one step toward zero */
     f = sr_fp8_bits_f32(u | 1u);
   }
-  return sr_f32_to_fp8(f, e5m2, 1);
+  return sr_f32_to_fp8(f, e5m2, sat);
 }
 
 static SR_FP8_HD float sr_fp8_to_f32(uint8_t b, int e5m2) {

@@ -87,9 +87,10 @@ void sr_store(void *data, sr_dtype t, int64_t i, double v) {
     case SR_F64: ((double *)data)[i] = v; break;
     case SR_BF16: ((uint16_t *)data)[i] = sr_f32_to_bf16((float)v); break;
     case SR_I32: ((int32_t *)data)[i] = (int32_t)v; break;
-    /* float8: rounded once from the double (an f32 rounding first could round twice), saturating */
-    case SR_F8E4M3: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 0); break;
-    case SR_F8E5M2: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 1); break;
+    /* float8: rounded once from the double (an f32 rounding first could round twice); beyond the
+    ** range as torch's .to (NaN for e4m3fn, inf for e5m2), so a float8 value stores as itself */
+    case SR_F8E4M3: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 0, 0); break;
+    case SR_F8E5M2: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 1, 0); break;
     default: sr_fail("%s tensors are storage-only (no CPU arithmetic yet)", sr_dtype_name(t));
   }
 }

@@ -142,7 +142,7 @@ static inline void cpu_move(void *base, sr_dtype t, int64_t off, int64_t stride,
     case SR_F8E5M2: {  /* exact both ways for float8 values (the copy kernel's only float8 stores) */
       uint8_t *p = (uint8_t *)base + off;
       int e5 = t == SR_F8E5M2;
-      if (store) for (int64_t k = 0; k < n; k++) p[k * stride] = sr_f64_to_fp8(buf[k], e5);
+      if (store) for (int64_t k = 0; k < n; k++) p[k * stride] = sr_f64_to_fp8(buf[k], e5, 0);
       else for (int64_t k = 0; k < n; k++) buf[k] = sr_fp8_to_f32(p[k * stride], e5);
       break;
     }
