@@ -136,3 +136,49 @@ T.case("scaled_mm: layout, dtype and shape errors name the argument", function()
   local flat = F.to_fp8(sr.zeros(4 * 32 + 8), "e4m3", 1)
   T.raises(function() return F.scaled_mm(flat:narrow(1, 9, 128):view(4, 32), w:transpose(1, 2)) end, "16-byte")
 end)
+
+-- The records' FP8 lm_head (record 19's mm_op) as a recipe writes it: a custom autograd function
+-- whose forward and backward are these ops, the float8 copies saved for the backward. With small
+-- integers every cast is exact, so its gradients equal F.linear's in float32 exactly.
+local function fp8_linear(x_s, w_s, grad_s)
+  local ag = require "speedrun.autograd"
+  return ag.Function{
+    name = "fp8_linear",
+    forward = function(ctx, x, w)
+      local x_f8, w_f8 = F.to_fp8(x, "e4m3", x_s), F.to_fp8(w, "e4m3", w_s)
+      -- the backward's layouts: x_f8^T contiguous, and W^T contiguous (column-major W for dX)
+      ctx.xt_f8, ctx.wt_f8 = x_f8:transpose(1, 2):contiguous(), w_f8:transpose(1, 2):contiguous()
+      return F.scaled_mm(x_f8, w_f8:transpose(1, 2), {scale_a = 1 / x_s, scale_b = 1 / w_s, use_fast_accum = true})
+    end,
+    backward = function(ctx, g)
+      local g_f8 = F.to_fp8(g, "e5m2", grad_s)
+      local dx = F.scaled_mm(g_f8, ctx.wt_f8:transpose(1, 2), {scale_a = 1 / grad_s, scale_b = 1 / w_s})
+      -- dW^T [K,N] = x^T [K,M] @ g [M,N], g column-major: F.to_fp8(g^T) is g^T contiguous
+      local gt_f8 = F.to_fp8(g:transpose(1, 2), "e5m2", grad_s)
+      local dwt = F.scaled_mm(ctx.xt_f8, gt_f8:transpose(1, 2), {scale_a = 1 / x_s, scale_b = 1 / grad_s,
+                                                                  out_dtype = "float32"})
+      return dx, dwt:transpose(1, 2)
+    end,
+  }
+end
+
+T.case("an FP8 linear as a custom autograd function (record 19's mm_op): exact on integers", function()
+  local M, N, K = 16, 32, 48
+  local A, W = mm_inputs(M, N, K)
+  local x = sr.tensor(A, {dtype = "bfloat16", requires_grad = true})
+  local w = sr.tensor(W, {requires_grad = true})
+  local y = fp8_linear(2, 32, 2 ^ 4)(x, w)
+  T.eq(y.dtype, "bfloat16")
+  local R = {}
+  for i = 1, M do R[i] = {} for j = 1, N do R[i][j] = (i + 2 * j) % 5 - 2 end end
+  local r = sr.tensor(R, {dtype = "bfloat16"})
+  F.sum(F.mul(y, r)):backward()
+  local x2 = sr.tensor(A, {requires_grad = true})
+  local w2 = sr.tensor(W, {requires_grad = true})
+  local y2 = F.linear(x2, w2)
+  F.sum(F.mul(y2, r:to("float32"))):backward()
+  T.close(y:to("float32"), y2, 0)
+  T.close(x.grad:to("float32"), x2.grad, 0)
+  T.eq(w.grad.dtype, "float32")
+  T.close(w.grad, w2.grad, 0)
+end)
