@@ -197,8 +197,10 @@ extern "C" const char *sr_cuda_scaled_mm(const sr_kcall *c) {
   if (((uintptr_t)pa | (uintptr_t)pb | (uintptr_t)po) & 15) return sr_errf("a, b and out must start on 16-byte boundaries");
   if (k.M == 0 || k.N == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  if (k.K == 0) SR_CUDA_TRY(cudaMemsetAsync(po, 0, (size_t)(k.M * k.N) * sr_dtype_size(o->dtype), s));
-  if (k.K == 0) return NULL;
+  if (k.K == 0) {  // an empty sum
+    SR_CUDA_TRY(cudaMemsetAsync(po, 0, (size_t)(k.M * k.N) * sr_dtype_size(o->dtype), s));
+    return NULL;
+  }
   const void *psa = ta ? sr_data(ta) : NULL, *psb = tb ? sr_data(tb) : NULL;
   fp8_plan *p;
   const char *e = fp8_plan_get(k, psa, psb, &p);

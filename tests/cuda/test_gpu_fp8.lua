@@ -3,7 +3,7 @@
 --     contiguous and transposed input; values over the whole range plus ties, subnormals, +-inf,
 --     NaN), at sizes up to the lm_head's activations.
 --   F.scaled_mm (cuBLASLt FP8): against the CPU's double sums of the same float8 inputs, relative
---     error ||gpu - ref|| / ||ref|| under 1e-5 (f32 out), 1e-2 (bf16 out), 2e-3 with fast
+--     error ||gpu - ref|| / ||ref|| under 1e-4 (f32 out), 1e-2 (bf16 out), 1e-2 with fast
 --     accumulation; e4m3 x e4m3, e5m2 x e4m3, e4m3 x e5m2; scales as numbers and as tensors.
 --   float8 copies (x_f8:t():contiguous()) and record 19's FP8 linear (forward, dX, dW) on cuda
 --   against the same on the CPU.
@@ -41,9 +41,10 @@ T.case("to_fp8: cuda bytes equal the CPU reference's", function()
           for _, sat in ipairs({true, false}) do
             for _, tr in ipairs({false, true}) do
               local x = base:to(xdt)
-              if tr then x = x:transpose(1, 2) end
+              local xd = x:to(DEV)
+              if tr then x, xd = x:transpose(1, 2), xd:transpose(1, 2) end  -- the kernel's strided path
               local ref = F.to_fp8(x, dt, scale, {saturate = sat})
-              local got = F.to_fp8(x:to(DEV), dt, scale, {saturate = sat})
+              local got = F.to_fp8(xd, dt, scale, {saturate = sat})
               local same = got:to("cpu"):tobytes() == ref:tobytes()
               nchecks = nchecks + 1
               T.ok(same, ("to_fp8 %s -> %s [%d,%d]%s scale %g sat %s: bytes differ"):format(xdt, dt, sh[1], sh[2],
@@ -76,7 +77,9 @@ local function mm_case(M, K, N, adt, bdt, odt, opts)
   local got = F.scaled_mm(ga, gw:transpose(1, 2), o)
   T.eq(got.dtype, odt)
   local err = T.rel_err(got, ref)
-  local tol = opts.fast and 2e-3 or (odt == "float32" and 1e-5 or 1e-2)
+  -- Hopper's FP8 MMA adds in reduced precision between promotions to fp32: cuBLASLt promotes
+  -- often by default (f32 out: 1e-4), rarely with fast accumulation (1e-2, bf16's tolerance)
+  local tol = opts.fast and 1e-2 or (odt == "float32" and 1e-4 or 1e-2)
   nchecks = nchecks + 1
   T.ok(err <= tol, ("scaled_mm [%d,%d]x[%d,%d] %s x %s -> %s%s%s: rel err %.2e > %g"):format(M, K, K, N, adt, bdt, odt,
        opts.fast and " fast" or "", opts.tensors and " tensor scales" or "", err, tol))

@@ -1109,7 +1109,9 @@ static void cases_scaled_mm(void) {
           c.f[0] = 0.5;
           c.f[1] = 1.0 / 512;
           c.i[0] = var == 2;
-          check(SR_K_scaled_mm, &c, (opt){.t32 = var == 2 ? 2e-3 : 1e-5, .t16 = 1e-2},
+          /* Hopper's FP8 MMA adds in reduced precision between promotions to fp32 (cuBLASLt promotes
+          ** often unless fast accumulation is on), so f32 out gets 1e-4 and fast accumulation 1e-2 */
+          check(SR_K_scaled_mm, &c, (opt){.t32 = var == 2 ? 1e-2 : 1e-4, .t16 = 1e-2},
                 "%s x %s -> %s [%lld,%lld]x[%lld,%lld]%s", dn(pairs[pr][0]), dn(pairs[pr][1]), dn(odt), (long long)M,
                 (long long)K, (long long)K, (long long)N,
                 var == 1 ? " tensor scales, padded ld" : var == 2 ? " fast accum" : "");
