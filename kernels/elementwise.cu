@@ -331,7 +331,12 @@ extern "C" const char *sr_cuda_fill(const sr_kcall *c) {
   return launch_ew(c, 1, EW_FILL, 0, (float)c->f[0]);
 }
 
+extern "C" const char *sr_cuda_copy_fp8(const sr_kcall *c);  // kernels/fp8.cu
+
 extern "C" const char *sr_cuda_copy(const sr_kcall *c) {
+  // float8: copies within one float8 dtype (contiguous(), transposed copies); casts are F.to_fp8
+  sr_dtype t0 = c->t[0]->dtype, t1 = c->t[1]->dtype;
+  if ((t0 == SR_F8E4M3 || t0 == SR_F8E5M2) && t0 == t1) return sr_cuda_copy_fp8(c);
   for (int j = 0; j < 2; j++) {
     sr_dtype t = c->t[j]->dtype;
     if (t != SR_F32 && t != SR_BF16 && t != SR_I32 && t != SR_F64)

@@ -4,7 +4,8 @@
 ** a tape node with its backward rule. All return a new reference. The *_raw helpers never
 ** touch the tape. Defined in host/core/ops.c (element-wise, reductions, matmul, casts, views),
 ** ops_nn.c (embedding, norms, softmax, cross-entropy, rotary, attention), ops_flex.c (flex
-** attention and its block masks) and ops_optim.c (AdamW, clipping).
+** attention and its block masks), ops_optim.c (AdamW, clipping) and ops_fp8.c (float8 casts and
+** GEMMs).
 */
 #ifndef SR_OPS_H
 #define SR_OPS_H
@@ -52,6 +53,12 @@ sr_tensor *sr_flex_block_mask_lists(int64_t T, int64_t block, sr_device dev, sr_
 sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor *bm, bool causal, int64_t window,
                              bool has_doc, double scale);
 sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt);
+/* float8 (host/core/ops_fp8.c; no tape): x.mul(scale).to(dt), rounded to nearest even, saturating
+** when sat; torch._scaled_mm: scale_a * scale_b * a [M,K] row-major @ b [K,N] column-major, the
+** scales numbers or (sa, sb) one-element f32 tensors, out bf16 or f32 */
+sr_tensor *sr_to_fp8(sr_tensor *x, sr_dtype dt, double scale, bool sat);
+sr_tensor *sr_scaled_mm(sr_tensor *a, sr_tensor *b, double scale_a, double scale_b, sr_tensor *sa, sr_tensor *sb,
+                        sr_dtype out_dtype, bool fast_accum);
 sr_tensor *sr_to_device(sr_tensor *x, sr_device d);
 sr_tensor *sr_contiguous(sr_tensor *x);
 sr_tensor *sr_clone(sr_tensor *x);

@@ -107,6 +107,17 @@ typedef enum sr_reduce_fn {
   X(reduce, \
     "t0 out (dim kept, size 1), t1 x; i0 sr_reduce_fn, i1 dim. MAX also writes t2 idx (i32, same " \
     "shape as out) when not NULL.") \
+  X(to_fp8, \
+    "t0 out (float8_e4m3 or float8_e5m2, contig), t1 x (f32 or bf16; any strides, same shape); f0 " \
+    "scale, i0 = 1 saturates (+-448 / +-57344; else torch's .to: NaN / +-inf beyond). out = " \
+    "fp8(fp32(x) * fp32(scale)), rounded to nearest even (host/core/fp8.h, bit for bit on both " \
+    "devices).") \
+  X(scaled_mm, \
+    "t0 out [M,N] contig (bf16 or f32), t1 a [M,K] float8 (unit stride in K, row stride and start" \
+    " multiples of 16 bytes), t2 b [K,N] float8, column-major (unit stride in K: b = W^T of a " \
+    "row-major W [N,K]); not both e5m2; K and N multiples of 16; t3 scale_a, t4 scale_b: one-" \
+    "element f32 tensors or NULL for f0, f1. out = scale_a * scale_b * a @ b, fp32 accumulation " \
+    "(torch._scaled_mm; i0 = 1: cuBLASLt's fast accumulation, use_fast_accum).") \
   X(gemm, \
     "t0 out [B,M,N] contig, t1 a, t2 b; a is [B,M,K] (i0=0) or [B,K,M] (i0=1), b is [B,K,N] (i1=0) " \
     "or [B,N,K] (i1=1); a and b have unit stride in their last dim; batch stride may be 0 " \

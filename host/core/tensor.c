@@ -20,6 +20,7 @@
 #endif
 
 #include "core/tensor.h"
+#include "core/fp8.h"     /* defines: sr_fp8_to_f32, sr_f64_to_fp8 */
 
 /* ------------------------------------------------------------------------------------------ */
 /* failure */
@@ -60,8 +61,8 @@ int sr_dtype_from_name(const char *name) {
   static const struct { const char *alias; sr_dtype t; } aliases[] = {
     {"float32", SR_F32}, {"f32", SR_F32}, {"float", SR_F32}, {"float64", SR_F64}, {"f64", SR_F64},
     {"double", SR_F64}, {"bfloat16", SR_BF16}, {"bf16", SR_BF16}, {"int32", SR_I32}, {"i32", SR_I32},
-    {"int", SR_I32}, {"float8_e4m3", SR_F8E4M3}, {"e4m3", SR_F8E4M3}, {"float8_e5m2", SR_F8E5M2},
-    {"e5m2", SR_F8E5M2},
+    {"int", SR_I32}, {"float8_e4m3", SR_F8E4M3}, {"float8_e4m3fn", SR_F8E4M3}, {"e4m3", SR_F8E4M3},
+    {"float8_e5m2", SR_F8E5M2}, {"e5m2", SR_F8E5M2},
   };
   for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
     if (!strcmp(name, aliases[i].alias)) return (int)aliases[i].t;
@@ -74,6 +75,8 @@ double sr_load(const void *data, sr_dtype t, int64_t i) {
     case SR_F64: return ((const double *)data)[i];
     case SR_BF16: return sr_bf16_to_f32(((const uint16_t *)data)[i]);
     case SR_I32: return ((const int32_t *)data)[i];
+    case SR_F8E4M3: return sr_fp8_to_f32(((const uint8_t *)data)[i], 0);
+    case SR_F8E5M2: return sr_fp8_to_f32(((const uint8_t *)data)[i], 1);
     default: sr_fail("%s tensors are storage-only (no CPU arithmetic yet)", sr_dtype_name(t));
   }
 }
@@ -84,6 +87,10 @@ void sr_store(void *data, sr_dtype t, int64_t i, double v) {
     case SR_F64: ((double *)data)[i] = v; break;
     case SR_BF16: ((uint16_t *)data)[i] = sr_f32_to_bf16((float)v); break;
     case SR_I32: ((int32_t *)data)[i] = (int32_t)v; break;
+    /* float8: rounded once from the double (an f32 rounding first could round twice); beyond the
+    ** range as torch's .to (NaN for e4m3fn, inf for e5m2), so a float8 value stores as itself */
+    case SR_F8E4M3: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 0, 0); break;
+    case SR_F8E5M2: ((uint8_t *)data)[i] = sr_f64_to_fp8(v, 1, 0); break;
     default: sr_fail("%s tensors are storage-only (no CPU arithmetic yet)", sr_dtype_name(t));
   }
 }

@@ -22,6 +22,7 @@
 #include <string.h>    /* defines: memcpy */
 #include <stdint.h>    /* defines: int32_t, int64_t */
 
+#include "core/fp8.h"       /* defines: sr_fp8_to_f32, sr_f64_to_fp8 */
 #include "core/registry.h"  /* defines: sr_kcall, sr_tensor */
 
 #define CPU_CHUNK 1024             /* elements per gather/compute/scatter step */
@@ -135,6 +136,14 @@ static inline void cpu_move(void *base, sr_dtype t, int64_t off, int64_t stride,
       int32_t *p = (int32_t *)base + off;
       if (store) for (int64_t k = 0; k < n; k++) p[k * stride] = (int32_t)buf[k];
       else for (int64_t k = 0; k < n; k++) buf[k] = p[k * stride];
+      break;
+    }
+    case SR_F8E4M3:
+    case SR_F8E5M2: {  /* exact both ways for float8 values (the copy kernel's only float8 stores) */
+      uint8_t *p = (uint8_t *)base + off;
+      int e5 = t == SR_F8E5M2;
+      if (store) for (int64_t k = 0; k < n; k++) p[k * stride] = sr_f64_to_fp8(buf[k], e5, 0);
+      else for (int64_t k = 0; k < n; k++) buf[k] = sr_fp8_to_f32(p[k * stride], e5);
       break;
     }
     default: break;

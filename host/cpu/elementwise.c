@@ -51,8 +51,17 @@ const char *sr_cpu_fill(const sr_kcall *c) {
 ** copy: out = x, same shape, any dtypes (float -> i32 truncates toward zero, refuses NaN) */
 const char *sr_cpu_copy(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *x = c->t[1];
-  const char *e = cpu_check_dtype(out, 1, true);
-  if (!e) e = cpu_check_dtype(x, 2, true);
+  /* float8: copies within one float8 dtype (contiguous(), views; exact through double) and reads
+  ** into the other dtypes; a cast into float8 is F.to_fp8 (its rounding and saturation stated) */
+  bool f8x = x->dtype == SR_F8E4M3 || x->dtype == SR_F8E5M2, f8o = out->dtype == SR_F8E4M3 || out->dtype == SR_F8E5M2;
+  if (f8o && out->dtype != x->dtype) {
+    char *m = cpu_msgbuf();
+    snprintf(m, 256, "argument 1: a copy into %s takes a %s source (got %s; cast with F.to_fp8)",
+             sr_dtype_name(out->dtype), sr_dtype_name(out->dtype), sr_dtype_name(x->dtype));
+    return m;
+  }
+  const char *e = f8o ? NULL : cpu_check_dtype(out, 1, true);
+  if (!e && !f8x) e = cpu_check_dtype(x, 2, true);
   if (e) return e;
   int64_t n = sr_numel(out), nch = (n + CPU_CHUNK - 1) / CPU_CHUNK, bad = INT64_MAX;
   double badv = 0;

@@ -327,6 +327,60 @@ static int F_cast(lua_State *L) {
   return 1;
 }
 
+/* to_fp8(x, dtype, scale [, {saturate=true}]): x.mul(scale).to(dtype) for dtype "float8_e4m3fn"
+** (or "float8_e4m3", "e4m3") or "float8_e5m2" ("e5m2"), rounded to nearest even; saturating at
+** +-448 / +-57344 unless saturate = false (then torch's .to: NaN / +-inf beyond) */
+static int F_to_fp8(lua_State *L) {
+  sr_tensor *x = sr_check_tensor(L, 1);
+  sr_dtype dt = (sr_dtype)sr_check_dtype(L, 2, SR_F8E4M3);
+  double scale = luaL_checknumber(L, 3);
+  bool sat = true;
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "saturate");
+    if (!lua_isnil(L, -1)) sat = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  sr_push_tensor(L, sr_to_fp8(x, dt, scale, sat));
+  return 1;
+}
+
+/* field key of the options table at arg: a number into *v, or a tensor (returned), or absent (1) */
+static sr_tensor *scale_field(lua_State *L, int arg, const char *key, double *v) {
+  lua_getfield(L, arg, key);
+  sr_tensor *t = NULL;
+  if (lua_type(L, -1) == LUA_TNUMBER) *v = lua_tonumber(L, -1);
+  else if (!lua_isnil(L, -1)) t = sr_check_tensor(L, lua_absindex(L, -1));
+  lua_pop(L, 1);  /* the userdata stays referenced by the options table during the call */
+  return t;
+}
+
+/* scaled_mm(a, b, {scale_a=, scale_b=, out_dtype="bfloat16", use_fast_accum=false}):
+** torch._scaled_mm; a [M,K] row-major float8, b [K,N] column-major float8 (W:t()), the scales
+** numbers or one-element float32 tensors (default 1), out "bfloat16" or "float32" */
+static int F_scaled_mm(lua_State *L) {
+  sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2), *sa = NULL, *sb = NULL;
+  double va = 1, vb = 1;
+  sr_dtype odt = SR_BF16;
+  bool fast = false;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    sa = scale_field(L, 3, "scale_a", &va);
+    sb = scale_field(L, 3, "scale_b", &vb);
+    lua_getfield(L, 3, "out_dtype");
+    if (!lua_isnil(L, -1)) {
+      int d = sr_dtype_from_name(luaL_checkstring(L, -1));
+      if (d != SR_BF16 && d != SR_F32) luaL_argerror(L, 3, "out_dtype must be \"bfloat16\" or \"float32\"");
+      odt = (sr_dtype)d;
+    }
+    lua_getfield(L, 3, "use_fast_accum");
+    fast = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  }
+  sr_push_tensor(L, sr_scaled_mm(a, b, va, vb, sa, sb, odt, fast));
+  return 1;
+}
+
 /* cat({tensors}, dim) */
 static int F_cat(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -455,7 +509,8 @@ static const luaL_Reg F_functions[] = {
   {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa},
   {"flex_attention", F_flex_attention}, {"flex_block_mask", F_flex_block_mask}, {"flex_block_mask_lists", F_flex_block_mask_lists}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},
   {"adamw_", F_adamw_}, {"adamw_multi_", F_adamw_multi_}, {"sumsq_multi", F_sumsq_multi},
-  {"clip_multi_", F_clip_multi_}, {"split_views", F_split_views}, {NULL, NULL}
+  {"clip_multi_", F_clip_multi_}, {"split_views", F_split_views}, {"to_fp8", F_to_fp8}, {"scaled_mm", F_scaled_mm},
+  {NULL, NULL}
 };
 
 int luaopen_speedrun_F(lua_State *L) {

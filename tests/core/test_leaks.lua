@@ -65,6 +65,11 @@ case("layer_norm bias", "layer_norm: bad argument #3",
   function() return F.layer_norm(sr.zeros(2, 3), sr.zeros(3), sr.zeros(4)) end)
 case("softmax dim", "out of range", function() return F.softmax(sr.zeros(2, 3), 3) end)
 case("log_softmax 0-d", "needs at least 1 dimension", function() return F.log_softmax(sr.tensor(1)) end)
+case("to_fp8 dtype", "to_fp8: bad argument #2", function() return F.to_fp8(sr.zeros(2, 3), "float32", 1) end)
+case("scaled_mm row-major b", "column-major",
+  function() return F.scaled_mm(F.to_fp8(sr.zeros(2, 16), "e4m3", 1), F.to_fp8(sr.zeros(16, 16), "e4m3", 1)) end)
+case("scaled_mm e5m2 x e5m2", "e5m2 x e5m2",
+  function() return F.scaled_mm(F.to_fp8(sr.zeros(2, 16), "e5m2", 1), F.to_fp8(sr.zeros(16, 16), "e5m2", 1):transpose(1, 2)) end)
 case("cross_entropy shapes", "cross_entropy: bad argument #2",
   function() return F.cross_entropy(sr.zeros(2, 5), sr.zeros(3, i32)) end)
 case("cross_entropy float targets", "targets must be int32",

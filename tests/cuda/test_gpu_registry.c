@@ -92,7 +92,7 @@ static double urand(void) { /* [0,1) */
   return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 static const char *dn(sr_dtype d) {
-  return d == SR_F32 ? "f32" : d == SR_BF16 ? "bf16" : d == SR_I32 ? "i32" : d == SR_F64 ? "f64" : "?";
+  return d == SR_F32 ? "f32" : d == SR_BF16 ? "bf16" : d == SR_I32 ? "i32" : d == SR_F64 ? "f64" : d == SR_F8E4M3 ? "e4m3" : d == SR_F8E5M2 ? "e5m2" : "?";
 }
 
 /* a view over a fresh CPU storage of nel elements */
@@ -1167,6 +1167,81 @@ static void cases_clip_multi(void) {
     check(SR_K_clip_multi, &c, (opt){.t32 = 1e-6}, "170 tensors f32 and bf16, max norm %g", limits[li]);
     release_to(m);
   }
+}
+
+/* ---------------------------------------------------------------- float8 */
+
+/* a float8 CPU tensor of nel elements, zero bytes, as a view (fill has no float8 path) */
+static sr_tensor *tview8(sr_dtype dt, int64_t nel, int nd, const int64_t *sh, const int64_t *st) {
+  sr_tensor *base = sr_tensor_new(dt, SR_CPU, 1, &nel);
+  memset(base->storage->data, 0, base->storage->nbytes);
+  sr_tensor *v = sr_as_strided(base, nd, sh, st, 0);
+  sr_tensor_release(base);
+  return keep(v);
+}
+
+/* x f32/bf16 (contiguous or transposed) -> e4m3/e5m2, saturating or not; values spread over the
+** format's whole range at each scale (subnormals, ties, saturation); every bit must match */
+static void cases_to_fp8(void) {
+  const int64_t shp[3][2] = {{7, 13}, {64, 96}, {300, 1000}};
+  const double scales[3] = {1.0, 32.0, 1.0 / 1024};
+  for (int si = 0; si < (big ? 3 : 2); si++)
+    for (int xd = 0; xd < 2; xd++)
+      for (int e5 = 0; e5 < 2; e5++)
+        for (int sat = 0; sat < 2; sat++)
+          for (int lay = 0; lay < 2; lay++)
+            for (int sc = 0; sc < 3; sc++) {
+              int m = mark();
+              sr_dtype dt = e5 ? SR_F8E5M2 : SR_F8E4M3;
+              double top = (e5 ? 57344.0 : 448.0) / scales[sc] * (sat ? 1.5 : 0.99);
+              sr_tensor *x = rnd(tlay(lay, FLOATS[xd], 2, shp[si]), -top, top), *o = poison(tview8(dt, shp[si][0] * shp[si][1], 2, shp[si], (int64_t[]){shp[si][1], 1}));
+              /* a few values near the bottom of the range (subnormals, the half-smallest tie) */
+              for (int64_t i = 0; i < sr_numel(x) && i < 64; i++)
+                set1(x, i, (double)(i - 32) * (e5 ? 0x1p-18 : 0x1p-11) / scales[sc]);
+              sr_kcall c = KC(o, x);
+              c.f[0] = scales[sc];
+              c.i[0] = sat;
+              check(SR_K_to_fp8, &c, (opt){.exact = 1}, "%s->%s [%lld,%lld] %s scale %g%s", dn(FLOATS[xd]), dn(dt),
+                    (long long)shp[si][0], (long long)shp[si][1], layname(lay), scales[sc], sat ? " saturating" : "");
+              release_to(m);
+            }
+}
+
+/* a [M,K] row-major (row stride lda), b [K,N] column-major (column stride ldb); e4m3 x e4m3, e5m2
+** x e4m3, e4m3 x e5m2; out bf16 / f32; scales as numbers or one-element tensors; fast accum */
+static void cases_scaled_mm(void) {
+  const int64_t sh[5][3] = {{7, 32, 16}, {33, 64, 48}, {128, 256, 512}, {1000, 768, 2048}, {256, 4096, 304}};
+  const sr_dtype pairs[3][2] = {{SR_F8E4M3, SR_F8E4M3}, {SR_F8E5M2, SR_F8E4M3}, {SR_F8E4M3, SR_F8E5M2}};
+  for (int si = 0; si < (big ? 5 : 2); si++)
+    for (int pr = 0; pr < 3; pr++)
+      for (int od = 0; od < 2; od++)
+        for (int var = 0; var < 3; var++) {  /* 0: numbers; 1: tensors, padded rows; 2: fast accumulation */
+          int m = mark();
+          int64_t M = sh[si][0], K = sh[si][1], N = sh[si][2], lda = K + (var == 1 ? 16 : 0), ldb = K + (var == 1 ? 32 : 0);
+          sr_tensor *a = tview8(pairs[pr][0], M * lda, 2, (int64_t[]){M, K}, (int64_t[]){lda, 1});
+          sr_tensor *b = tview8(pairs[pr][1], N * ldb, 2, (int64_t[]){K, N}, (int64_t[]){1, ldb});
+          rnd(a, -6, 6);
+          rnd(b, -6, 6);
+          sr_dtype odt = od ? SR_F32 : SR_BF16;
+          sr_tensor *o = poison(tnew(odt, 2, (int64_t[]){M, N})), *sa = NULL, *sb = NULL;
+          if (var == 1) {
+            sa = tnew(SR_F32, 1, (int64_t[]){1});
+            sb = tnew(SR_F32, 1, (int64_t[]){1});
+            set1(sa, 0, 0.5);
+            set1(sb, 0, 1.0 / 32);
+          }
+          sr_kcall c = KC(o, a, b, sa, sb);
+          c.f[0] = 0.5;
+          c.f[1] = 1.0 / 512;
+          c.i[0] = var == 2;
+          /* Hopper's FP8 MMA adds in reduced precision between promotions to fp32 (cuBLASLt promotes
+          ** often unless fast accumulation is on), so f32 out gets 1e-4 and fast accumulation 1e-2 */
+          check(SR_K_scaled_mm, &c, (opt){.t32 = var == 2 ? 1e-2 : 1e-4, .t16 = 1e-2},
+                "%s x %s -> %s [%lld,%lld]x[%lld,%lld]%s", dn(pairs[pr][0]), dn(pairs[pr][1]), dn(odt), (long long)M,
+                (long long)K, (long long)K, (long long)N,
+                var == 1 ? " tensor scales, padded ld" : var == 2 ? " fast accum" : "");
+          release_to(m);
+        }
 }
 
 /* ---------------------------------------------------------------- the table */
