@@ -16,6 +16,7 @@
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
+#   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
@@ -73,6 +74,11 @@ for p in $PARTS; do
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
         cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
+    fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
+      part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
+        echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"
+        cd .. && ./build/speedrun run bench/fp8_mm.lua'
+      grep -vE "^ok" "$LOG/fp8.log" | tail -40 ;;
     harness)
       part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/harness.log" | tail -30 ;;
