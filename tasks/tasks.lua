@@ -153,5 +153,21 @@ return {
       t_start_ms = 241463, t_target_ms = 232971, published_start_min = 3.95, published_target_min = 3.80,
       val_loss_start = 3.2771, val_loss_target = 3.2773,
     },
+    {
+      id = 16, start_record = 16, target_record = 17,
+      start = "tasks/record_16", target = "tasks/record_17", hints = "hints/task_16",
+      title = "Sparse value embeddings, half-truncated RoPE, one block without attention",
+      change = "3 value-embedding tables used by blocks 0-2 and 9-11 (012 ... 012; the middle blocks mix v <- l0 v); no attention in block 7; rotary with 32 frequencies (1/1024)^linspace(0, 1, 32) and 32 zero frequencies for head dim 128, rotation in fp32; embedding tables V 50257, head padded to 50304; Muon groups need not divide by the world size; 1,490 steps",
+      t_start_ms = 232971, t_target_ms = 220374, published_start_min = 3.80, published_target_min = 3.57,
+      val_loss_start = 3.2773, val_loss_target = 3.2739,
+    },
+    {
+      id = 17, start_record = 17, target_record = 18,
+      start = "tasks/record_17", target = "tasks/record_18", hints = "hints/task_17",
+      title = "Logit softcap 15, fp32 scalars, one Adam, fractional cooldown",
+      change = "softcap 15 tanh(z / 15) (was 30); V 50304 everywhere; fp32 parameters except the bf16 embedding tables (scalars fp32, used as 0-d tensors); one Adam with groups embed 0.6, head 0.008, scalars 0.04; lr 1 then linear to 0 over the last 40 % of steps; window floor(((1 - f) 128 + f 1856) / 128) blocks; 1,390 steps",
+      t_start_ms = 220374, t_target_ms = 211840, published_start_min = 3.57, published_target_min = 3.4,
+      val_loss_start = 3.2739, val_loss_target = 3.277,
+    },
   },
 }
