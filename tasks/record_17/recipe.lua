@@ -8,8 +8,9 @@
 --   * block 7 (0-based, config model.no_attn_layer) has no attention: no `attn` child, the block
 --     is the shortcut mix and the MLP;
 --   * half-truncated rotary: for head dim hd, hd/4 frequencies (1/1024)^linspace(0, 1, hd/4) and
---     hd/4 zero frequencies (cos 1, sin 0: those pairs pass unrotated), fp32 tables, the rotation
---     in fp32 (x cast to fp32, rotated, cast back);
+--     hd/4 zero frequencies (cos 1, sin 0: those pairs pass unrotated); the tables are computed in
+--     fp32 and hold bf16 values (the script's cos/sin buffers go through model.bfloat16()); the
+--     rotation is in fp32 (x cast to fp32, rotated with the bf16-valued tables, cast back);
 --   * the embedding tables have V = 50257 rows, the head is padded to the next multiple of 128
 --     (50304): eval logits are [B, T, 50304];
 --   * Muon accepts size groups whose count is not a multiple of the world size (the block without
@@ -109,9 +110,12 @@ local function linspace01(n)
   return v
 end
 
--- the half-truncated rotary tables: cos, sin [1, T, 1, hd/2] in fp32. Frequencies: hd/4 of
+-- the half-truncated rotary tables: cos, sin [1, T, 1, hd/2]. Frequencies: hd/4 of
 -- (1/1024)^linspace(0, 1, hd/4) in fp32, then hd/4 zeros (cos 1, sin 0: identity on those
--- pairs); the angles t * freq as the script's einsum in fp32 (an engine product)
+-- pairs); the angles t * freq as the script's einsum in fp32 (an engine product). The script
+-- builds them as fp32 buffers and model.bfloat16() casts them to bf16; the rotation multiplies
+-- them with fp32 x (the product is fp32): here fp32 tensors holding the bf16-rounded values
+-- (cos 1 and sin 0 stay exact)
 local function rotary_tables(T, hd, device)
   local q = hd // 4
   local freq = {}
@@ -122,8 +126,8 @@ local function rotary_tables(T, hd, device)
   local c, s = {}, {}
   local cos, sin = math.cos, math.sin
   for i, a in ipairs(angles:view(T * h):tolist()) do c[i], s[i] = cos(a), sin(a) end
-  local o = {dtype = "float32", device = device}
-  return sr.tensor(c, o):view(1, T, 1, h), sr.tensor(s, o):view(1, T, 1, h)
+  local function bf16_valued(v) return F.cast(F.cast(sr.tensor(v, {dtype = "float32"}), "bfloat16"), "float32"):to(device) end
+  return bf16_valued(c):view(1, T, 1, h), bf16_valued(s):view(1, T, 1, h)
 end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])

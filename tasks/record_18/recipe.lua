@@ -12,10 +12,12 @@
 --     0.4, no warmup): t = 1 - it / N, mult = 1 if t >= 0.4 else t / 0.4;
 --   * the window is floor(((1 - f) 128 + f 1856) / 128) blocks at f = it / N (1 -> 14), set
 --     every step;
+--   * the rotary tables are fp32 values (record 17's went through model.bfloat16(); here only
+--     the embeddings are cast), the rotation still in fp32;
 --   * the loader serves the global batch (rank r takes its slice of one global window: on one
 --     GPU the same consecutive slices as before); 1,390 steps.
 -- Unchanged from record 17: sparse value embeddings (012 ... 012), no attention in block 7, the
--- half-truncated rotary in fp32, document ids and full/partial block masks, U-net skips, the
+-- half-truncated rotary frequencies, document ids and full/partial block masks, U-net skips, the
 -- embedding shortcut, size-grouped EMA Muon (lr 0.05, momentum warmup over 300 steps, group
 -- counts not a multiple of the world size), state-dict names.
 --
@@ -104,9 +106,10 @@ local function linspace01(n)
   return v
 end
 
--- the half-truncated rotary tables: cos, sin [1, T, 1, hd/2] in fp32. Frequencies: hd/4 of
--- (1/1024)^linspace(0, 1, hd/4) in fp32, then hd/4 zeros (cos 1, sin 0: identity on those
--- pairs); the angles t * freq as the script's einsum in fp32 (an engine product)
+-- the half-truncated rotary tables: cos, sin [1, T, 1, hd/2] in fp32 (the model is no longer
+-- cast to bf16 as a whole: the buffers stay fp32). Frequencies: hd/4 of (1/1024)^linspace(0, 1,
+-- hd/4) in fp32, then hd/4 zeros (cos 1, sin 0: identity on those pairs); the angles t * freq as
+-- the script's einsum in fp32 (an engine product)
 local function rotary_tables(T, hd, device)
   local q = hd // 4
   local freq = {}

@@ -1,7 +1,7 @@
 -- Records 17-18 (tasks/record_17, record_18) on the CPU: micro training lowers the loss on a flat
 -- token stream with documents (eval fp32 [1, T, V], causal); the mechanisms against hand-checked
--- values: record 17's half-truncated rotary tables (zero frequencies in the second half, those
--- pairs unrotated), the block without attention, the sparse value-embedding pattern (012 ... 012)
+-- values: the half-truncated rotary tables (zero frequencies in the second half, those pairs
+-- unrotated; bf16-valued in record 17, fp32 in 18), the block without attention, the sparse value-embedding pattern (012 ... 012)
 -- and the mix without a value embedding, Muon with a group count that is not a multiple of the
 -- world size, the padded head; record 18's softcap 15, fp32 scalars on bf16 activations, the
 -- fractional cooldown and the window; parameter names, configs; both records end to end under
@@ -90,9 +90,10 @@ for _, n in ipairs {17, 18} do
   end)
 end
 
-T.case("record 17 half-truncated rotary: hd/4 frequencies (1/1024)^linspace(0, 1, hd/4), hd/4 zeros", function()
+T.case("half-truncated rotary: hd/4 frequencies (1/1024)^linspace(0, 1, hd/4), hd/4 zeros", function()
   local r17, r18 = load_recipe(17), load_recipe(18)
-  local cos, sin = r17.rotary_tables(300, 128, "cpu")
+  -- record 18: fp32 tables
+  local cos, sin = r18.rotary_tables(300, 128, "cpu")
   T.eq(cos.dtype, "float32")
   T.eq(table.concat(cos.shape, ","), "1,300,1,64")
   local c, s = cos:view(300, 64):tolist(), sin:view(300, 64):tolist()
@@ -110,21 +111,28 @@ T.case("record 17 half-truncated rotary: hd/4 frequencies (1/1024)^linspace(0, 1
   T.ok(math.abs(s[2][2] - math.sin(0.7996382)) < 1e-6, "t 1, column 2: angle 1024^(-1/31) = 0.79964")
   T.ok(c[1][1] == 1 and s[1][1] == 0, "t 0: no rotation")
   -- micro head dim 32: 8 frequencies, 8 zeros
-  local cm, sm = r17.rotary_tables(4, 32, "cpu")
+  local cm, sm = r18.rotary_tables(4, 32, "cpu")
   local cl, sl = cm:view(4, 16):tolist(), sm:view(4, 16):tolist()
   T.ok(cl[4][9] == 1 and sl[4][9] == 0 and sl[4][8] ~= 0, "hd 32: column 8 rotates, column 9 is a zero frequency")
   T.ok(math.abs(sl[4][8] - math.sin(3 / 1024)) < 1e-6, "hd 32: column 8 has frequency 1/1024")
-  -- record 18 keeps the tables
-  local c18 = r18.rotary_tables(300, 128, "cpu")
-  T.eq(maxdiff(c18, cos), 0)
+  -- record 17: the same tables rounded to bf16 (model.bfloat16() on the buffers), held in fp32
+  local c17, s17 = r17.rotary_tables(300, 128, "cpu")
+  T.eq(c17.dtype, "float32")
+  T.eq(maxdiff(c17, F.cast(F.cast(cos, "bfloat16"), "float32")), 0)
+  T.eq(maxdiff(s17, F.cast(F.cast(sin, "bfloat16"), "float32")), 0)
+  T.ok(maxdiff(c17, cos) > 0 and maxdiff(c17, cos) < 4e-3, "bf16 rounding of the fp32 values")
+  T.eq(c17:view(300, 64):tolist()[300][40], 1)
+  T.eq(s17:view(300, 64):tolist()[300][40], 0)
   -- the rotation leaves the zero-frequency pairs (columns 33..64 and 97..128) unchanged
-  local x = sr.randn(1, 300, 2, 128)
-  local y = r17.apply_rotary(x, cos, sin)
-  T.eq(maxdiff(y:narrow(4, 33, 32), x:narrow(4, 33, 32)), 0)
-  T.eq(maxdiff(y:narrow(4, 97, 32), x:narrow(4, 97, 32)), 0)
-  T.ok(maxdiff(y:narrow(4, 1, 32), x:narrow(4, 1, 32)) > 0.1, "the first 32 pairs rotate")
-  -- fp32 rotation of bf16 inputs, cast back
-  T.eq(r17.apply_rotary(F.cast(x, "bfloat16"), cos, sin).dtype, "bfloat16")
+  for _, tab in ipairs {{cos, sin}, {c17, s17}} do
+    local x = sr.randn(1, 300, 2, 128)
+    local y = r17.apply_rotary(x, tab[1], tab[2])
+    T.eq(maxdiff(y:narrow(4, 33, 32), x:narrow(4, 33, 32)), 0)
+    T.eq(maxdiff(y:narrow(4, 97, 32), x:narrow(4, 97, 32)), 0)
+    T.ok(maxdiff(y:narrow(4, 1, 32), x:narrow(4, 1, 32)) > 0.1, "the first 32 pairs rotate")
+    -- fp32 rotation of bf16 inputs, cast back
+    T.eq(r18.apply_rotary(F.cast(x, "bfloat16"), tab[1], tab[2]).dtype, "bfloat16")
+  end
 end)
 
 T.case("record 17/18 value embeddings: tables 0, 1, 2 at both ends (012 ... 012), none between", function()
