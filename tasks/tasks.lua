@@ -169,5 +169,21 @@ return {
       t_start_ms = 220374, t_target_ms = 211840, published_start_min = 3.57, published_target_min = 3.4,
       val_loss_start = 3.2739, val_loss_target = 3.277,
     },
+    {
+      id = 18, start_record = 18, target_record = 19,
+      start = "tasks/record_18", target = "tasks/record_19", hints = "hints/task_18",
+      title = "FP8 lm_head, offset sigmoid softcap, cooldown to 0.1",
+      change = "lm_head in training as an FP8 custom function (x 2 and W 32 to e4m3, grad 2^29 to e5m2, bf16 out, dX bf16, dW fp32; evaluation through the bf16 head); logits cast to fp32, then 30 sigmoid(z / 7.5); lr 1 then linear to 0.1 over the last 40 % of steps; CastedLinear init U(+-sqrt(3) 0.5 / sqrt(fan_in)); window the next multiple of 128 >= 1728 f tokens; tables V 50257, head 50304; Adam groups head, embed, scalars; 1,395 steps",
+      t_start_ms = 211840, t_target_ms = 199442, published_start_min = 3.4, published_target_min = 3.142,
+      val_loss_start = 3.277, val_loss_target = 3.277,
+    },
+    {
+      id = 19, start_record = 19, target_record = 20,
+      start = "tasks/record_19", target = "tasks/record_20", hints = "hints/task_19",
+      title = "Merged QKV with batched Muon, long/short windows, attention scale 0.12, Adam eps 1e-10",
+      change = "one qkv_w [3, C, C] parameter per attention (init U(+-sqrt(3) 0.5 / sqrt(C))), Muon on every block parameter of 2+ dims with a batched Newton-Schulz (per-slice Frobenius norms); attention scale 0.12; long (n blocks) and short (n // 2, at least 1) windows, encoder layers L S S S L S, decoder the reverse; Adam eps 1e-10; 1,393 steps",
+      t_start_ms = 199442, t_target_ms = 188680, published_start_min = 3.142, published_target_min = 2.992,
+      val_loss_start = 3.277, val_loss_target = 3.2739,
+    },
   },
 }
