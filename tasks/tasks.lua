@@ -185,5 +185,13 @@ return {
       t_start_ms = 199442, t_target_ms = 188680, published_start_min = 3.142, published_target_min = 2.992,
       val_loss_start = 3.277, val_loss_target = 3.2739,
     },
+    {
+      id = 20, start_record = 20, target_record = 21,
+      start = "tasks/record_20", target = "tasks/record_21", hints = "hints/task_20",
+      title = "Smaller batch: 49,152-token sequences per GPU, 256K-token validation sequences, FP8 head scales x 2, W 2^9, grad 2^19",
+      change = "training sequence 48 x 1024 = 49,152 tokens per GPU (393,216 per step, was 524,288); validation sequences 4 x 64 x 1024 = 262,144 tokens per GPU (5 batches); the FP8 head's scales x 2, W 2^9, grad 2^19 (were 2, 32, 2^29); the head dim a parameter (128; qkv_w [3, H hd, C], c_proj [C, H hd]); rotary tables over max(seq_len, val_seq_len); 1,770 steps",
+      t_start_ms = 188680, t_target_ms = 184262, published_start_min = 2.992, published_target_min = 2.933,
+      val_loss_start = 3.2739, val_loss_target = 3.2739,
+    },
   },
 }
