@@ -118,6 +118,6 @@ T.case("rotary is a rotation: norms kept, scores depend on relative position onl
   end
 end)
 
-R.harness_case(5, 3)
+R.harness_case(5, {steps = 3})
 
 R.done()

@@ -8,66 +8,14 @@
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local F = sr.F
-local deepcopy = require("speedrun.util").deepcopy
 
 local has_attention = pcall(require, "speedrun.attention") and F.flex_attention ~= nil
 
-local load_recipe = dofile("harness/records_fixture.lua").load_recipe
-local function load_meta(n)
-  return assert(loadfile(("../tasks/record_%02d/meta.lua"):format(n), "t", {}))()
-end
-
-local VOCAB, EOT = 64, 0
-
--- a flat learnable stream with documents: x[t] = (5 k + 7 t) mod 23 (0 = EOT every 23 tokens)
-local function stream(Tn, k)
-  local xs, ys = {}, {}
-  for t = 1, Tn + 1 do
-    local v = (5 * k + 7 * t) % 23
-    if t <= Tn then xs[t] = v end
-    if t > 1 then ys[t - 1] = v end
-  end
-  return sr.tensor(xs, {dtype = "int32"}), sr.tensor(ys, {dtype = "int32"})
-end
-
-local function setup(n, steps)
-  local recipe = load_recipe(n)
-  local cfg = deepcopy(recipe.config.micro)
-  cfg.model.vocab_size, cfg.eot, cfg.steps = VOCAB, EOT, steps
-  sr.manual_seed(1)
-  local ctx = {scale = "micro", config = cfg, device = "cpu", seed = 1, steps = steps, tokens_per_step = cfg.batch.T}
-  recipe.setup(ctx)
-  return recipe, ctx, cfg
-end
+local R = dofile("harness/records_fixture.lua")
+local EOT, load_recipe, load_meta, setup = R.EOT, R.load_recipe, R.load_meta, R.setup_flat
 
 for n = 12, 16 do
-  T.case(("record_%02d: micro training lowers the loss; eval is fp32, causal"):format(n), function()
-    if not has_attention then T.skip("speedrun.attention / F.flex_attention not in this build") end
-    local steps = 6
-    local recipe, ctx, cfg = setup(n, steps)
-    local Tn = cfg.batch.T
-    local losses = {}
-    for s = 1, steps do
-      local x, y = stream(Tn, s % 2)
-      recipe.schedule(ctx, s)
-      local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
-      losses[s] = sr.is_tensor(l) and l:item() or l
-      T.ok(losses[s] == losses[s], "finite loss")
-    end
-    T.ok(losses[steps] < losses[1] - 0.3, ("loss %.4f -> %.4f should fall"):format(losses[1], losses[steps]))
-    local x = stream(Tn, 0):view(1, Tn)
-    local lg = sr.no_grad(recipe.eval, ctx, x)
-    T.eq(table.concat(lg.shape, ","), ("1,%d,%d"):format(Tn, VOCAB))
-    T.eq(lg.dtype, "float32")
-    -- a later token turned into a document separator: earlier logits do not move
-    for _, at in ipairs {Tn, Tn // 2 + 3} do
-      local ids = x:tolist()
-      ids[1][at] = ids[1][at] == EOT and 5 or EOT
-      local lg2 = sr.no_grad(recipe.eval, ctx, sr.tensor(ids, {dtype = "int32"}))
-      local d = F.max(F.abs(lg:narrow(2, 1, at - 1) - lg2:narrow(2, 1, at - 1))):item()
-      T.ok(d < 1e-4, ("causal (change at %d): earlier logits moved by %g"):format(at, d))
-    end
-  end)
+  R.flat_micro_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build"})
 end
 
 T.case("document ids: the cumulative EOT count (two triangular matmuls)", function()
@@ -352,30 +300,7 @@ T.case("configs: the record's shapes and steps, the proxy ladder's target, seq b
 end)
 
 -- end to end under the harness: the seq loader, host validation and the causality check
-T.case("record_16 runs under speedrun train --scale micro (seq batches)", function()
-  if not has_attention then T.skip("speedrun.attention not in this build") end
-  local exe = arg[-1]
-  local H = require "speedrun.harness_core"
-  local data = require "speedrun.data"
-  local json = require "speedrun.json"
-  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/records_12_16"
-  os.execute("rm -rf '" .. tmp .. "'")
-  H.mkdir(tmp .. "/data")
-  local ids = {}
-  for k = 1, 6000 do ids[k] = k % 61 == 1 and 50256 or (k * 7) % 23 end
-  assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", ids))
-  assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", ids))
-  local cmd = ("'%s' train ../tasks/record_16/recipe.lua --scale micro --device cpu --steps 3 --val-tokens 512 "
-    .. "--train-files '%s/data/syn_train_*.bin' --val-files '%s/data/syn_val_*.bin' --out '%s/run' --quiet > '%s/out.txt' 2>&1")
-    :format(exe, tmp, tmp, tmp, tmp)
-  os.execute(cmd)
-  local f = io.open(tmp .. "/run/results.json")
-  T.ok(f, "results.json written: " .. (io.open(tmp .. "/out.txt") and io.open(tmp .. "/out.txt"):read("a") or ""))
-  local res = json.decode(f:read("a"))
-  f:close()
-  T.eq(res.status, "valid", "status (" .. tostring(type(res.failure) == "table" and res.failure.message) .. ")")
-  T.eq(res.name, "record_16")
-  T.ok(res.checks.causality.ok and res.checks.eval_stateless.ok, "host checks pass")
-end)
+R.harness_case(16, {steps = 3, val_tokens = 512, documents = true, max_val = false,
+                   skip = not has_attention and "speedrun.attention not in this build"})
 
 T.done()

@@ -10,41 +10,12 @@
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local F = sr.F
-local deepcopy = require("speedrun.util").deepcopy
 
 local has_attention = pcall(require, "speedrun.attention") and F.flex_attention ~= nil
 
 local R = dofile("harness/records_fixture.lua")
-local load_recipe = R.load_recipe
-local function load_meta(n)
-  return assert(loadfile(("../tasks/record_%02d/meta.lua"):format(n), "t", {}))()
-end
-
-local VOCAB, EOT = 64, 0
+local load_recipe, load_meta, setup = R.load_recipe, R.load_meta, R.setup_flat
 local EPS = 1.1920928955078125e-07
-
--- a flat learnable stream with documents: x[t] = (5 k + 7 t) mod 23 (0 = EOT every 23 tokens)
-local function stream(Tn, k)
-  local xs, ys = {}, {}
-  for t = 1, Tn + 1 do
-    local v = (5 * k + 7 * t) % 23
-    if t <= Tn then xs[t] = v end
-    if t > 1 then ys[t - 1] = v end
-  end
-  return sr.tensor(xs, {dtype = "int32"}), sr.tensor(ys, {dtype = "int32"})
-end
-
--- record n at micro scale, 64-token vocabulary; edit(cfg) may change the config further
-local function setup(n, steps, edit)
-  local recipe = load_recipe(n)
-  local cfg = deepcopy(recipe.config.micro)
-  cfg.model.vocab_size, cfg.eot, cfg.steps = VOCAB, EOT, steps
-  if edit then edit(cfg) end
-  sr.manual_seed(1)
-  local ctx = {scale = "micro", config = cfg, device = "cpu", seed = 1, steps = steps, tokens_per_step = cfg.batch.T}
-  recipe.setup(ctx)
-  return recipe, ctx, cfg
-end
 
 -- the record's layer layout on a small model: 12 layers of width 64, 3 tables, no attention in 7
 local function twelve(cfg)
@@ -59,35 +30,8 @@ local function maxdiff(a, b) return F.max(F.abs(F.cast(a, "float64") - F.cast(b,
 local HEAD = {[17] = 128, [18] = 64}
 
 for _, n in ipairs {17, 18} do
-  T.case(("record_%02d: micro training lowers the loss; eval is fp32, causal"):format(n), function()
-    if not has_attention then T.skip("speedrun.attention / F.flex_attention not in this build") end
-    local steps = 6
-    local recipe, ctx, cfg = setup(n, steps)
-    local Tn = cfg.batch.T
-    local losses = {}
-    for s = 1, steps do
-      local x, y = stream(Tn, s % 2)
-      recipe.schedule(ctx, s)
-      local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
-      losses[s] = sr.is_tensor(l) and l:item() or l
-      T.ok(losses[s] == losses[s], "finite loss")
-    end
-    R.losses[n] = losses
-    T.ok(losses[steps] < losses[1] - 0.3, ("loss %.4f -> %.4f should fall"):format(losses[1], losses[steps]))
-    T.ok(math.abs(losses[1] - math.log(HEAD[n])) < 1e-3, "zero head: the first loss is ln(head width)")
-    local x = stream(Tn, 0):view(1, Tn)
-    local lg = sr.no_grad(recipe.eval, ctx, x)
-    T.eq(table.concat(lg.shape, ","), ("1,%d,%d"):format(Tn, HEAD[n]))
-    T.eq(lg.dtype, "float32")
-    -- a later token turned into a document separator: earlier logits do not move
-    for _, at in ipairs {Tn, Tn // 2 + 3} do
-      local ids = x:tolist()
-      ids[1][at] = ids[1][at] == EOT and 5 or EOT
-      local lg2 = sr.no_grad(recipe.eval, ctx, sr.tensor(ids, {dtype = "int32"}))
-      local d = maxdiff(lg:narrow(2, 1, at - 1), lg2:narrow(2, 1, at - 1))
-      T.ok(d < 1e-4, ("causal (change at %d): earlier logits moved by %g"):format(at, d))
-    end
-  end)
+  R.flat_micro_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build",
+                        head = HEAD[n], first_loss = true})
 end
 
 T.case("half-truncated rotary: hd/4 frequencies (1/1024)^linspace(0, 1, hd/4), hd/4 zeros", function()
@@ -352,28 +296,7 @@ end)
 -- end to end under the harness: the seq loader (EOTs every 61 tokens), host validation and the
 -- causality check, validation below the micro target
 for _, n in ipairs {17, 18} do
-  T.case(("record_%02d runs under speedrun train --scale micro (seq batches)"):format(n), function()
-    if not has_attention then T.skip("speedrun.attention not in this build") end
-    local H, data, json = require "speedrun.harness_core", require "speedrun.data", require "speedrun.json"
-    local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. ("/records_17_18_%d"):format(n)
-    local sh = T.shell_quote
-    os.execute("rm -rf " .. sh(tmp))
-    H.mkdir(tmp .. "/data")
-    local ids = {}
-    for k = 1, 6000 do ids[k] = k % 61 == 1 and 50256 or (k * 7) % 23 end
-    assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", ids))
-    assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", ids))
-    os.execute(("%s train %s --scale micro --device cpu --steps 4 --val-tokens 512 --train-files %s --val-files %s --out %s --quiet > %s 2>&1")
-      :format(sh(arg[-1]), sh(R.recipe_path(n)), sh(tmp .. "/data/syn_train_*.bin"), sh(tmp .. "/data/syn_val_*.bin"),
-              sh(tmp .. "/run"), sh(tmp .. "/out.txt")))
-    local s = T.read(tmp .. "/run/results.json")
-    T.ok(s, "results.json written: " .. (T.read(tmp .. "/out.txt") or ""))
-    local res = json.decode(s)
-    T.eq(res.status, "valid", "status (" .. tostring(type(res.failure) == "table" and res.failure.message) .. ")")
-    T.eq(res.name, ("record_%02d"):format(n))
-    T.ok(res.checks.causality.ok and res.checks.eval_stateless.ok, "host checks pass")
-    T.ok(res.metrics.val_loss < 10.6, "val loss below the micro target: " .. tostring(res.metrics.val_loss))
-  end)
+  R.harness_case(n, {steps = 4, val_tokens = 512, documents = true, skip = not has_attention and "speedrun.attention not in this build"})
 end
 
 R.done()

@@ -10,41 +10,15 @@
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local F = sr.F
-local deepcopy = require("speedrun.util").deepcopy
 
 local has_attention = pcall(require, "speedrun.attention") and F.flex_attention ~= nil
 local has_fp8 = F.to_fp8 ~= nil and F.scaled_mm ~= nil
 
 local R = dofile("harness/records_fixture.lua")
-local load_recipe = R.load_recipe
-local function load_meta(n)
-  return assert(loadfile(("../tasks/record_%02d/meta.lua"):format(n), "t", {}))()
-end
-
-local VOCAB, EOT, HEAD = 64, 0, 128
-
--- a flat learnable stream with documents: x[t] = (5 k + 7 t) mod 23 (0 = EOT every 23 tokens)
-local function stream(Tn, k)
-  local xs, ys = {}, {}
-  for t = 1, Tn + 1 do
-    local v = (5 * k + 7 * t) % 23
-    if t <= Tn then xs[t] = v end
-    if t > 1 then ys[t - 1] = v end
-  end
-  return sr.tensor(xs, {dtype = "int32"}), sr.tensor(ys, {dtype = "int32"})
-end
-
--- record 21 at micro scale, 64-token vocabulary; edit(cfg) may change the config further
-local function setup(steps, edit)
-  local recipe = load_recipe(21)
-  local cfg = deepcopy(recipe.config.micro)
-  cfg.model.vocab_size, cfg.eot, cfg.steps = VOCAB, EOT, steps
-  if edit then edit(cfg) end
-  sr.manual_seed(1)
-  local ctx = {scale = "micro", config = cfg, device = "cpu", seed = 1, steps = steps, tokens_per_step = cfg.batch.T}
-  recipe.setup(ctx)
-  return recipe, ctx, cfg
-end
+local load_recipe, load_meta, stream = R.load_recipe, R.load_meta, R.stream
+local HEAD = 128
+-- record 21 at micro scale on a flat stream; edit(cfg) may change the config further
+local function setup(steps, edit) return R.setup_flat(21, steps, edit) end
 
 -- the record's layer layout on a small model: 12 layers of width 64, 3 tables, no attention in 7
 local function twelve(cfg)
@@ -54,38 +28,12 @@ end
 local function maxdiff(a, b) return F.max(F.abs(F.cast(a, "float64") - F.cast(b, "float64"))):item() end
 local function shape(t) return table.concat(t.shape, ",") end
 
-T.case("record_21: micro training lowers the loss; eval is fp32, causal", function()
-  if not has_attention or not has_fp8 then T.skip("flex attention or float8 not in this build") end
-  local steps = 6
-  local recipe, ctx, cfg = setup(steps)
-  local Tn = cfg.batch.T
-  local losses = {}
-  for s = 1, steps do
-    local x, y = stream(Tn, s % 2)
-    recipe.schedule(ctx, s)
-    local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
-    losses[s] = sr.is_tensor(l) and l:item() or l
-    T.ok(losses[s] == losses[s], "finite loss")
-  end
-  T.ok(losses[steps] < losses[1] - 0.3, ("loss %.4f -> %.4f should fall"):format(losses[1], losses[steps]))
-  -- zero head: every logit 30 sigmoid(0) = 15, the first loss ln(head width)
-  T.ok(math.abs(losses[1] - math.log(HEAD)) < 1e-3, "zero head: the first loss is ln(128)")
-  -- evaluation on a sequence 4x the training one (the record's val_seq_len = 4 x 65,536)
-  local Tv = cfg.val_batch.T
-  T.eq(Tv, 4 * Tn)
-  local x = stream(Tv, 0):view(1, Tv)
-  local lg = sr.no_grad(recipe.eval, ctx, x)
-  T.eq(shape(lg), ("1,%d,%d"):format(Tv, HEAD))
-  T.eq(lg.dtype, "float32")
-  T.ok(-F.max(-lg):item() > 0 and F.max(lg):item() < 30, "logits inside (0, 30)")
-  for _, at in ipairs {Tv, Tv // 2 + 3} do
-    local ids = x:tolist()
-    ids[1][at] = ids[1][at] == EOT and 5 or EOT
-    local lg2 = sr.no_grad(recipe.eval, ctx, sr.tensor(ids, {dtype = "int32"}))
-    local d = maxdiff(lg:narrow(2, 1, at - 1), lg2:narrow(2, 1, at - 1))
-    T.ok(d < 1e-4, ("causal (change at %d): earlier logits moved by %g"):format(at, d))
-  end
-end)
+-- zero head: every logit 30 sigmoid(0) = 15, the first loss ln(head width); evaluation on a
+-- sequence 4x the training one (the record's val_seq_len = 4 x 65,536)
+R.flat_micro_case(21, {skip = not (has_attention and has_fp8) and "flex attention or float8 not in this build",
+                       head = HEAD, first_loss = true,
+                       eval_T = function(cfg) T.eq(cfg.val_batch.T, 4 * cfg.batch.T) return cfg.val_batch.T end,
+                       check = function(lg) T.ok(-F.max(-lg):item() > 0 and F.max(lg):item() < 30, "logits inside (0, 30)") end})
 
 -- inputs exact in fp8 after the record's scales: x integers in [-3, 3] (2 x in e4m3), W = j / 32
 -- with j in [-2, 2] (2^9 W = 16 j in e4m3), the output gradient r = k 2^-24 with k in [-1, 1]
@@ -258,27 +206,7 @@ end)
 
 -- end to end under the harness: the seq loader (EOTs every 61 tokens), host validation with the
 -- 1,024-token validation sequence, the causality check, validation below the micro target
-T.case("record_21 runs under speedrun train --scale micro (seq batches)", function()
-  if not has_attention or not has_fp8 then T.skip("flex attention or float8 not in this build") end
-  local H, data, json = require "speedrun.harness_core", require "speedrun.data", require "speedrun.json"
-  local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/records_21"
-  local sh = T.shell_quote
-  os.execute("rm -rf " .. sh(tmp))
-  H.mkdir(tmp .. "/data")
-  local ids = {}
-  for k = 1, 6000 do ids[k] = k % 61 == 1 and 50256 or (k * 7) % 23 end
-  assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", ids))
-  assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", ids))
-  os.execute(("%s train %s --scale micro --device cpu --steps 4 --val-tokens 1024 --train-files %s --val-files %s --out %s --quiet > %s 2>&1")
-    :format(sh(arg[-1]), sh(R.recipe_path(21)), sh(tmp .. "/data/syn_train_*.bin"), sh(tmp .. "/data/syn_val_*.bin"),
-            sh(tmp .. "/run"), sh(tmp .. "/out.txt")))
-  local s = T.read(tmp .. "/run/results.json")
-  T.ok(s, "results.json written: " .. (T.read(tmp .. "/out.txt") or ""))
-  local res = json.decode(s)
-  T.eq(res.status, "valid", "status (" .. tostring(type(res.failure) == "table" and res.failure.message) .. ")")
-  T.eq(res.name, "record_21")
-  T.ok(res.checks.causality.ok and res.checks.eval_stateless.ok, "host checks pass")
-  T.ok(res.metrics.val_loss < 10.6, "val loss below the micro target: " .. tostring(res.metrics.val_loss))
-end)
+R.harness_case(21, {steps = 4, val_tokens = 1024, documents = true,
+                    skip = not (has_attention and has_fp8) and "flex attention or float8 not in this build"})
 
 R.done()

@@ -235,6 +235,6 @@ T.case("record 8: RMSNorm after the embedding (logits independent of the table's
   end
 end)
 
-R.harness_case(8, nil, "20 steps: the zero head starts at ln V")
+R.harness_case(8, {why = "20 steps: the zero head starts at ln V"})
 
 R.done()

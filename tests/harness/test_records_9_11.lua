@@ -284,6 +284,6 @@ T.case("record 11: Newton-Schulz in the B = bA + cA^2 form", function()
   end
 end)
 
-R.harness_case(11, 3)
+R.harness_case(11, {steps = 3})
 
 R.done()
