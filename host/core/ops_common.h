@@ -1,6 +1,6 @@
 /*
 ** core/ops_common.h: argument checks and the tape helper shared by the front-end op files
-** (host/core/ops.c, ops_nn.c, ops_optim.c); private to them.
+** (host/core/ops.c, ops_nn.c, ops_flex.c, ops_optim.c, ops_fp8.c); private to them.
 */
 #ifndef SR_OPS_COMMON_H
 #define SR_OPS_COMMON_H
@@ -58,6 +58,16 @@ static inline sr_dtype result_dtype(const sr_tensor *a, const sr_tensor *b) {
   bool fa = a->dtype != SR_I32, fb = b->dtype != SR_I32;
   if (fa && fb && (a->ndim == 0) != (b->ndim == 0)) return a->ndim ? a->dtype : b->dtype;
   return wider_dtype(a->dtype, b->dtype);
+}
+
+/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order: the flash kernels' layout
+** (sdpa and flex attention outputs and gradients) */
+static inline sr_tensor *new_bthd(const sr_tensor *like) {
+  int64_t B = like->shape[0], H = like->shape[1], T = like->shape[2], D = like->shape[3];
+  sr_tensor *m = sr_tensor_new(like->dtype, like->storage->device, 4, (int64_t[]){B, T, H, D});
+  sr_tensor *r = sr_transpose(m, 1, 2);
+  sr_tensor_release(m);
+  return r;
 }
 
 #endif

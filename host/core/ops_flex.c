@@ -8,7 +8,7 @@
 #include "core/copy.h"        /* defines: sr_contiguous_raw, sr_tensor_zeros */
 #include "core/flex.h"        /* defines: sr_flex_cols */
 #include "core/ops.h"
-#include "core/ops_common.h"  /* defines: SHP, side_dtype, check_*, record */
+#include "core/ops_common.h"  /* defines: SHP, side_dtype, check_*, record, new_bthd */
 
 /* ------------------------------------------------------------------------------------------ */
 /* block masks */
@@ -72,15 +72,6 @@ sr_tensor *sr_flex_block_mask_lists(int64_t T, int64_t block, sr_device dev, sr_
 
 /* ------------------------------------------------------------------------------------------ */
 /* flex attention: q, k, v [B, H, T, D] */
-
-/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order (as ops_nn.c's sdpa) */
-static sr_tensor *new_bthd(const sr_tensor *like) {
-  int64_t B = like->shape[0], H = like->shape[1], T = like->shape[2], D = like->shape[3];
-  sr_tensor *m = sr_tensor_new(like->dtype, like->storage->device, 4, (int64_t[]){B, T, H, D});
-  sr_tensor *r = sr_transpose(m, 1, 2);
-  sr_tensor_release(m);
-  return r;
-}
 
 static void flex_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0];

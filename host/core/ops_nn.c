@@ -9,7 +9,7 @@
 #include "core/autograd.h"  /* defines: sr_node_new, sr_node_attach */
 #include "core/copy.h"      /* defines: sr_copy_, sr_to_raw, sr_fill_, sr_contiguous_raw */
 #include "core/ops.h"
-#include "core/ops_common.h"  /* defines: SHP, side_dtype, check_*, wrap, record */
+#include "core/ops_common.h"  /* defines: SHP, side_dtype, check_*, wrap, record, new_bthd */
 
 /* ------------------------------------------------------------------------------------------ */
 /* embedding: out[..., C] = weight[idx[...], :] */
@@ -344,15 +344,6 @@ sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin) {
 
 /* ------------------------------------------------------------------------------------------ */
 /* scaled dot-product attention: q, k, v [B, H, T, D] */
-
-/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order */
-static sr_tensor *new_bthd(const sr_tensor *like) {
-  int64_t B = like->shape[0], H = like->shape[1], T = like->shape[2], D = like->shape[3];
-  sr_tensor *m = sr_tensor_new(like->dtype, like->storage->device, 4, (int64_t[]){B, T, H, D});
-  sr_tensor *r = sr_transpose(m, 1, 2);
-  sr_tensor_release(m);
-  return r;
-}
 
 static void sdpa_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0];
