@@ -533,7 +533,7 @@ end
 -- K runs of `speedrun train` at once (seeds seed..seed+K-1), each a supervised run of its own:
 -- the probes of the step tuner need only their losses, which sharing the device does not change
 local function concurrent_runs(recipe, po, k, out_root)
-  local sh = function(x) return "'" .. tostring(x):gsub("'", "'\\''") .. "'" end
+  local sh = require("speedrun.util").shell_quote
   local base = {sh(H.self_exe()), "train", sh(recipe), "--quiet"}
   for key, kind in pairs(TRAIN_SPEC) do
     if po[key] ~= nil and key ~= "seed" and key ~= "out" and key ~= "quiet" and key ~= "help" then
@@ -559,20 +559,29 @@ local function concurrent_runs(recipe, po, k, out_root)
   return runs
 end
 
+-- the options of runs at `steps` (nil: the recipe's own) with the schedule scaled; only the
+-- recipe's own budget validates along the way (often: its curve's first crossing is the search's
+-- next guess)
+local function probe_options(o, steps)
+  local po = {}
+  for key, v in pairs(o) do po[key] = v end
+  po.steps, po["scale-schedule"] = steps and tostring(steps), true
+  po["val-every"] = o["val-every"] or (steps and "1000000000" or tostring(tune.FIRST_VAL_EVERY))
+  return po
+end
+
+-- --probe-jobs N > 1 (default: K on a GPU, 1 on the CPU): a probe's K runs share the device
+local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)) > 1 end
+
 -- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
--- judged by the score's rule; a run that does not complete ends the search. With --probe-jobs
--- (default: at once on a GPU) the runs share the device; the tuned budget is timed alone after.
+-- judged by the score's rule; a run that does not complete ends the search. Runs that shared the
+-- device give the search its losses; the tuned budget is timed alone after (tune_item).
 local function tune_probe(it, o, k, out_root, alpha)
   return function(steps)
-    local po = {}
-    for key, v in pairs(o) do po[key] = v end
-    po.steps, po["scale-schedule"] = steps and tostring(steps), true
-    -- the recipe's own budget validates often: its curve's first crossing is the search's next guess
-    po["val-every"] = o["val-every"] or (steps and "1000000000" or tostring(tune.FIRST_VAL_EVERY))
+    local po = probe_options(o, steps)
     local dir = fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe")
-    local together = tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)
     local runs, err
-    if together > 1 then runs, err = concurrent_runs(it.recipe, po, k, dir)
+    if probes_together(o, k) then runs, err = concurrent_runs(it.recipe, po, k, dir)
     else runs, err = multi_run(it.recipe, po, k, dir, "tune") end
     if not runs then error(err, 0) end
     local target = runs_target(o, runs)
@@ -604,12 +613,9 @@ local function tune_item(it, o, k, out_root, card)
   local cfg = R.best.runs[1].config
   -- the calibration's times: the tuned budget's K runs again, one at a time, the device their own
   local timed = R.best.runs
-  if (tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)) > 1 then
-    local po = {}
-    for key, v in pairs(o) do po[key] = v end
-    po.steps, po["scale-schedule"], po["val-every"] = tostring(R.steps), true, o["val-every"] or "1000000000"
+  if probes_together(o, k) then
     local err
-    timed, err = multi_run(it.recipe, po, k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
+    timed, err = multi_run(it.recipe, probe_options(o, R.steps), k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
     if not timed then return nil, err end
   end
   -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
