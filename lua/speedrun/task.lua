@@ -17,6 +17,7 @@ end
 local read_file = require("speedrun.util").read_file
 
 local write_file = require("speedrun.util").write_file
+local shell_quote = require("speedrun.util").shell_quote
 
 -- load a data-only Lua file (manifest, meta) in an empty environment
 local function load_data(path)
@@ -248,7 +249,7 @@ local function parse(args)
 end
 
 local function is_dir_nonempty(dir)
-  local p = io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local p = io.popen("ls -A " .. shell_quote(dir) .. " 2>/dev/null")
   if not p then return false end
   local s = p:read("a")
   p:close()

@@ -70,9 +70,7 @@ function T.raises(fn, pattern, msg)
 end
 
 -- shell_quote(s): s as one single-quoted word for os.execute / io.popen command lines
-function T.shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+T.shell_quote = require("speedrun.util").shell_quote
 
 -- token_stream(n, seed): n token ids of a learnable stream over 32 tokens, (k * 7) mod 23 with
 -- noise tokens 23..31 at random places (an LCG from seed), for synthetic shards in tests

@@ -54,4 +54,9 @@ function util.recipe_context(recipe, scale, device, seed, overrides)
   return ctx
 end
 
+-- s as one single-quoted shell word (for os.execute and io.popen command lines)
+function util.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
 return util

@@ -14,7 +14,7 @@ local M = {}
 
 M.EXTENSIONS = {lua = true, cu = true, cuh = true}
 
-local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local sh = require("speedrun.util").shell_quote
 
 local read = require("speedrun.util").read_file
 local write = require("speedrun.util").write_file

@@ -14,7 +14,7 @@ local fmt = string.format
 local J = {}
 J.__index = J
 
-local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local sh = require("speedrun.util").shell_quote
 M.sh = sh
 
 -- writes s to path through path.tmp and a rename (atomic on POSIX)

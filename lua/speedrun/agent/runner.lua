@@ -16,7 +16,7 @@ local process = require "speedrun.process"
 local M = {}
 local fmt = string.format
 
-local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local sh = require("speedrun.util").shell_quote
 M.sh = sh
 
 -- the output of a shell command line (nil when it failed to start)
