@@ -170,6 +170,18 @@ T.case("score: the tuned recipe passes, the recipe cut to 80 % fails", function(
   T.ok(out:find("verdict: fail", 1, true) and out:find("not significantly below", 1, true), out)
 end)
 
+-- a hostile recipe naming the host's target among its schedule keys, so that a scaled budget
+-- would move the target with it: refused before any step
+T.case("schedule_keys may not name a key the host reads", function()
+  local src = assert(T.read("harness/recipes/tunable.lua"))
+  for _, key in ipairs {"target_val_loss", "val_tokens", "steps"} do
+    T.write(W.ws .. "/schedkeys.lua", (src:gsub("\nreturn r\n$", ('\nr.schedule_keys = {"warmup", "%s"}\nreturn r\n'):format(key))))
+    local r = W.restricted("schedkeys", "--steps 30 --scale-schedule")
+    T.eq(r.status, "lua_error", key)
+    T.ok(tostring(r.failure.message):find("recipe.schedule_keys may not name '" .. key .. "'", 1, true), tostring(r.failure.message))
+  end
+end)
+
 T.case("calibrate --tune-steps: usage errors", function()
   local rc, out = W.run("calibrate --tune-steps --runs 1 --recipe " .. sh(rec_dir .. "/recipe.lua") .. common)
   T.eq(rc, 2, out)

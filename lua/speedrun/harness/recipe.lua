@@ -81,9 +81,15 @@ end
 -- else these; `--steps N --scale-schedule` (and the step tuner) scales them with the steps
 M.SCHEDULE_KEYS = {"warmup", "warmdown", "cooldown"}
 
+-- the config keys the host reads itself: never a schedule phase, so scaling a budget cannot move
+-- the target, the validation size or the batch
+local HOST_KEYS = {steps = true, target_val_loss = true, val_tokens = true, val_every = true, batch = true,
+                   val_batch = true}
+
 local function schedule_keys(recipe, cfg)
   local keys = {}
   for _, k in ipairs(recipe.schedule_keys or M.SCHEDULE_KEYS) do
+    if HOST_KEYS[k] then contract(fmt("recipe.schedule_keys may not name '%s' (the host reads it)", tostring(k))) end
     if type(cfg[k]) == "number" then keys[#keys + 1] = k end
   end
   return keys
