@@ -178,6 +178,30 @@ T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume fi
   T.ok(out:find("16 to run", 1, true) == nil and out:find("0 to run (16 finished)", 1, true), out)
 end)
 
+-- a cell whose run stopped but whose process was killed before its report and closing log line:
+-- the sweep's refresh finishes it (report, summary, the line) once, as `agent run` would have
+T.case("refresh: a cell killed between its stop and its report is finished by the sweep", function()
+  local key = "t01-none-aide-oracle-s1"
+  local src, cdir = OUT .. "/cells/" .. key, W.tmp .. "/half/cells/" .. key
+  os.execute("rm -rf " .. sh(W.tmp .. "/half") .. " && mkdir -p " .. sh(W.tmp .. "/half/cells") .. " && cp -r " .. sh(src) .. " " .. sh(cdir))
+  os.remove(cdir .. "/summary.json")
+  os.remove(cdir .. "/report.html")
+  local log = read(cdir .. "/agent.log"):gsub("agent run in [^\n]*\n", "")
+  T.write(cdir .. "/agent.log", log)
+  local cj = json.decode(read(cdir .. "/cell.json"))
+  cj.status = "running"
+  T.write(cdir .. "/cell.json", json.encode(cj))
+  local cell = {key = key, task = 1, hint_regime = "none", scaffold = "aide", model = "oracle", seed = 1}
+  for _ = 1, 2 do
+    local counts = sweep.refresh(W.tmp .. "/half", {cell})
+    T.eq(counts.done, 1)
+  end
+  T.ok(read(cdir .. "/summary.json") and read(cdir .. "/report.html"), "the report written")
+  local _, lines = read(cdir .. "/agent.log"):gsub("agent run in ", "")
+  T.eq(lines, 1, "the closing line, once")
+  T.eq(json.decode(read(cdir .. "/cell.json")).status, "done")
+end)
+
 -- the metrics of that sweep, recomputed here from the cells' own node files: the run's FSR from
 -- the fastest valid node (v_0 included; valid: is_valid and val_loss below the micro target 10.9)
 -- against the calibration's times, clipped to [0, 3]; each configuration's top-3 position means

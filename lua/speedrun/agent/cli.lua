@@ -252,8 +252,7 @@ function M.run(args)
   local chat, coder = M.compose(config, dir)
   if not chat then return die(coder, 1) end
   local reason = loop.start(dir, config, {chat = chat, coder = coder, quiet = o.quiet})
-  local html = report.write(dir)
-  print(fmt("agent run in %s stopped: %s; report: %s", dir, reason, tostring(html)))
+  print(report.finish(dir, reason))
   return 0
 end
 
@@ -268,8 +267,7 @@ function M.resume(args)
   local chat, coder = M.compose(config, dir)
   if not chat then return die(coder, 1) end
   local reason = loop.resume(dir, {chat = chat, coder = coder, quiet = o.quiet}, {budgets = budgets_of(o)})
-  local html = report.write(dir)
-  print(fmt("agent run in %s stopped: %s; report: %s", dir, reason, tostring(html)))
+  print(report.finish(dir, reason))
   return 0
 end
 

@@ -198,4 +198,11 @@ function M.write(dir)
   return dir .. "/report.html", dir .. "/summary.json"
 end
 
+-- the end of a run that stopped for `reason`: the report written, and the closing line that
+-- `speedrun agent run` / `resume` print (a sweep writes it for a cell whose process died first)
+function M.finish(dir, reason)
+  local html = M.write(dir)
+  return string.format("agent run in %s stopped: %s; report: %s", dir, reason, tostring(html))
+end
+
 return M

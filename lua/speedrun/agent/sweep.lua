@@ -162,6 +162,13 @@ function M.refresh(dir, cells)
     local cj = journal.read_json(cdir .. "/cell.json") or {}
     if state == "done" then
       if cj.status ~= "done" then
+        -- a run that stopped but whose process died before its report and closing log line
+        -- (killed in between): finished here as `agent run` would have finished it
+        if not H.stat(cdir .. "/summary.json", true) then
+          local line = require("speedrun.agent.report").finish(cdir, reason)
+          local f = io.open(cdir .. "/agent.log", "a")
+          if f then f:write(line, "\n") f:close() end
+        end
         M.write_cell(cdir, c, {status = "done", stop_reason = reason, nodes = nodes, sessions = sessions,
                                finished_at = cj.finished_at ~= null and cj.finished_at or iso_now()})
       end
