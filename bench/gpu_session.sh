@@ -22,11 +22,16 @@
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
+#              TUNE_PARALLEL=1: every search at once (--untimed), then `retime` for the times
+#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default, each run alone
 #   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
+#   oracle     `speedrun agent run` on task $ORACLE_TASK (default 1), proxy scale, against
+#              bench/oracle_server.py playing the oracle model; calibration $ORACLE_CALIBRATION
+#              (default $OUT/calibration.json, from `tune` earlier in the call); run + report to $OUT
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
@@ -113,14 +118,31 @@ for p in $PARTS; do
       items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
       all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
-      for name in $items; do
-        if [ "$name" = default ]; then what="--recipe tasks/default/recipe.lua --name default"
-        else what="--tasks $((10#${name#record_}))"; fi
-        part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 --device cuda \
-          --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
-        mkdir -p "$OUTDIR/tuned"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
+      target=${TUNE_TARGET:+--target $TUNE_TARGET}; mkdir -p "$OUTDIR/tuned"
+      tune_one() {  # tune_one NAME CALIBRATION [--untimed]
+        local name=$1 cal=$2; shift 2; local what="--tasks $((10#${name#record_}))"
+        [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
+        timeout "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target "$@" --scale proxy --runs 3 \
+          --device cuda --data "$DATA" --calibration "$cal" --out "/tmp/tune-$name" > "$LOG/tune_$name.log" 2>&1
+        echo "== tune_$name rc=$?"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
-      done ;;
+      }
+      if [ "${TUNE_PARALLEL:-0}" = 1 ]; then
+        # every search at once (only losses decide a probe), each into its own file, merged after;
+        # `retime` then times each tuned budget alone (score refuses the untimed entries)
+        for name in $items; do tune_one "$name" "$LOG/cal-$name.json" --untimed > "$LOG/tune_$name.summary" & done; wait
+        cat "$LOG"/tune_*.summary
+        python3 bench/merge_calibration.py "$OUTDIR/calibration.json" "$LOG"/cal-*.json
+      else
+        for name in $items; do tune_one "$name" "$OUTDIR/calibration.json"; done
+      fi; finish ;;
+    retime) # the plain calibrate of records $RETIME_RECORDS (default 1-5) and the default recipe, each
+            # run alone: the times of budgets tuned with TUNE_PARALLEL=1 (their `tune` records kept)
+      part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
+          --runs 3 --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
+        ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs 3 --device cuda \
+          --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
+      grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     pilot)
       r=$(printf "record_%02d" "${PILOT_RECORD:-1}")
       for n in ${PILOT_STEPS:-1600 2400 3200 4000}; do
@@ -140,6 +162,18 @@ for p in $PARTS; do
           echo "task $n, $ws recipe:"; grep -E "^[0-9]|^val_loss|verdict|FSR|flag" "$LOG/fsr_${ws}$n.log"
         done
       done ;;
+    oracle) # issue 18: `speedrun agent run` on task $ORACLE_TASK (default 1) at proxy scale against
+            # bench/oracle_server.py playing the oracle model (record N+1's change as SEARCH/REPLACE
+            # blocks); the run folder and its report.html come back in $OUT/agent-task<N>
+      n=${ORACLE_TASK:-1}; cal=${ORACLE_CALIBRATION:-$OUTDIR/calibration.json}
+      ./build/speedrun run bench/oracle_reply.lua "$n" > "$LOG/oracle_reply.txt" || exit 1
+      python3 bench/oracle_server.py "$LOG/oracle_reply.txt" > "$LOG/oracle_port" 2> "$LOG/oracle_server.log" &
+      spid=$!; sleep 2; port=$(head -1 "$LOG/oracle_port")
+      part oracle "${ORACLE_LIMIT:-560}" ./build/speedrun agent run --task "$n" --model oracle \
+        --base-url "http://127.0.0.1:$port/v1" --scale proxy --max-nodes "${ORACLE_NODES:-1}" --n-initial 1 \
+        --no-llm-summary --device cuda --data "$DATA" --calibration "$cal" --out "$OUTDIR/agent-task$n"
+      kill "$spid"; ./build/speedrun agent report "$OUTDIR/agent-task$n"
+      grep -vE "^step" "$LOG/oracle.log" | tail -30 ;;
     main)
       for s in 1 2 3; do
         part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"

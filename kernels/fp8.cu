@@ -28,7 +28,7 @@ __global__ void to_fp8_kernel1(sr_ew_desc d, float scale, int e5m2, int sat) {
     if (CONTIG) off[0] = off[1] = i;
     else sr_ew_offsets(d, i, off);
     float x = ld_as_float(d.p[1], d.dt[1], off[1]);
-    ((uint8_t *)d.p[0])[off[0]] = sr_f32_to_fp8(__fmul_rn(x, scale), e5m2, sat);
+    ((uint8_t *)d.p[0])[off[0]] = sr_f32_to_fp8(sr_fp8_scale(x, scale), e5m2, sat);
   }
 }
 

@@ -18,7 +18,7 @@
 #ifdef __CUDACC__
 #define SR_FP8_HD __host__ __device__ __forceinline__
 #else
-#define SR_FP8_HD
+#define SR_FP8_HD inline
 #endif
 
 static SR_FP8_HD uint32_t sr_fp8_f32_bits(float f) {
@@ -55,6 +55,17 @@ static SR_FP8_HD uint8_t sr_f32_to_fp8(float f, int e5m2, int sat) {
   int bits = e >= emin ? ((e + bias) << M) + (int)q - (1 << M) : (int)q;
   if (bits > maxbits) bits = overflow;
   return (uint8_t)(sign | bits);
+}
+
+/* x * scale as one f32 product, a NaN x passed through as it is: the GPU's multiply gives its one
+** canonical NaN (sign dropped) where x86 keeps x's sign, so both devices skip it (+-NaN -> +-0x7f) */
+static SR_FP8_HD float sr_fp8_scale(float x, float scale) {
+  if ((sr_fp8_f32_bits(x) & 0x7fffffffu) > 0x7f800000u) return x;
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(x, scale);
+#else
+  return x * scale;
+#endif
 }
 
 /* from a double, rounded once: the double goes to float rounded to odd (toward zero, then the

@@ -36,8 +36,7 @@ const char *sr_cpu_to_fp8(const sr_kcall *c) {
     int64_t i0 = ch * CPU_CHUNK, m = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
     cpu_gather(x, i0, m, buf);
     for (int64_t k = 0; k < m; k++) {
-      float v = (float)buf[k] * scale;  /* one f32 product, as the GPU's __fmul_rn */
-      o[i0 + k] = sr_f32_to_fp8(v, e5, sat);
+      o[i0 + k] = sr_f32_to_fp8(sr_fp8_scale((float)buf[k], scale), e5, sat);  /* as the GPU's */
     }
   }
   return NULL;

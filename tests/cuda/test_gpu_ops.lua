@@ -331,7 +331,10 @@ check("softcap sigmoid", function(z) return F.mul(F.sigmoid(F.div(z, 7.5)), 30) 
 check("learned scalars", function(l, x, x0)
   return F.add(F.mul(l:select(1, 1), x), F.mul(l:select(1, 2), x0))
 end, {{{2}}, {{4, 9, 16}}, {{4, 9, 16}}})
-check("lambda mix", function(l, v, v1) return F.add(F.mul(F.sub(1, l), v), F.mul(l, v1)) end, {{{1}}, {{6, 40}}, {{6, 40}}})
+-- the scalar's gradient is sum(g v1) - sum(g v), two bf16-rounded reductions that can cancel: 0.0241
+-- measured on an H200 against the float64 reference, so bf16 gets 5e-2 here
+check("lambda mix", function(l, v, v1) return F.add(F.mul(F.sub(1, l), v), F.mul(l, v1)) end, {{{1}}, {{6, 40}}, {{6, 40}}},
+  {bwd_tol = {float32 = BWD.float32, bfloat16 = 5e-2}})
 
 -- ------------------------------------------------------------------------------------ adamw
 -- state float32, or bfloat16 (record 10's bf16 model: torch keeps m and v in the param's dtype;

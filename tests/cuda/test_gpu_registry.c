@@ -1043,6 +1043,11 @@ static sr_tensor *same_sign(sr_tensor *m, const sr_tensor *g) {
   return m;
 }
 
+/* f32 states: 1e-6. bf16 states: the reference rounds its double m, v to bf16, the device its fp32
+** ones; at a near-tie they round one bf16 step (2^-8 of m) apart and the parameter moves by that
+** much of lr * update differently (8.4e-6 measured on an H200, 70 parameters): 5e-5 */
+#define ADAM_TOL(sd) ((sd) == SR_BF16 ? 5e-5 : 1e-6)
+
 static void cases_adamw(void) {
   const int64_t sizes[] = {1, 1003, 4096 * 3};
   for (int si = 0; si < 3; si++)
@@ -1063,7 +1068,7 @@ static void cases_adamw(void) {
             sr_kcall c = KC(p, g, mm, v, s);
             memcpy(c.f, ADAM_F, sizeof ADAM_F);
             c.i[0] = 3;
-            check(SR_K_adamw, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+            check(SR_K_adamw, &c, (opt){.t32 = ADAM_TOL(FLOATS[sd])}, "param %s grad %s state %s n=%lld%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
                   dn(FLOATS[sd]), (long long)n, sched ? " sched" : "");
             release_to(m);
           }
@@ -1113,7 +1118,7 @@ static void adamw_multi_case(int pd, int gd, int sd, int sched, int np, const in
   call_free(&da, la);
   mirror_free(&ma);
   mirror_free(&mb);
-  check(SR_K_adamw_multi, &c, (opt){.t32 = 1e-6}, "param %s grad %s state %s %s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
+  check(SR_K_adamw_multi, &c, (opt){.t32 = ADAM_TOL(FLOATS[sd])}, "param %s grad %s state %s %s%s", dn(FLOATS[pd]), dn(FLOATS[gd]),
         dn(FLOATS[sd]), what, sched ? " sched" : "");
   release_to(mk);
 }
@@ -1235,8 +1240,9 @@ static void cases_scaled_mm(void) {
           c.f[1] = 1.0 / 512;
           c.i[0] = var == 2;
           /* Hopper's FP8 MMA adds in reduced precision between promotions to fp32 (cuBLASLt promotes
-          ** often unless fast accumulation is on), so f32 out gets 1e-4 and fast accumulation 1e-2 */
-          check(SR_K_scaled_mm, &c, (opt){.t32 = var == 2 ? 1e-2 : 1e-4, .t16 = 1e-2},
+          ** often unless fast accumulation is on), so f32 out gets 3e-4 (1.08e-4 measured on an H200 at
+          ** K 4096) and fast accumulation 1e-2 */
+          check(SR_K_scaled_mm, &c, (opt){.t32 = var == 2 ? 1e-2 : 3e-4, .t16 = 1e-2},
                 "%s x %s -> %s [%lld,%lld]x[%lld,%lld]%s", dn(pairs[pr][0]), dn(pairs[pr][1]), dn(odt), (long long)M,
                 (long long)K, (long long)K, (long long)N,
                 var == 1 ? " tensor scales, padded ld" : var == 2 ? " fast accum" : "");

@@ -336,6 +336,11 @@ local function task_refs(o, calib, card, task, calib_path)
         .. "run `speedrun calibrate --tasks %d,%d --scale %s` first", record_name(it[2]), o.scale, card, calib_path,
         task, task, task + 1, task, task + 1, o.scale)
     end
+    if e.timed_alone == false then
+      return nil, fmt("the calibration of %s at scale %s in %s was timed while other runs shared the device "
+        .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]),
+        o.scale, calib_path, it[2], o.scale)
+    end
   end
   o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
   return ref_i, ref_next
@@ -497,12 +502,16 @@ measured train times (mean, std, card, software) in the calibration file used by
   --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
                      1 on the CPU); their losses decide the search, the tuned budget's K runs
                      are then timed one at a time for the calibration
+  --untimed          --tune-steps: skip that timing (several recipes tuned at once on one
+                     device): the entry keeps the tuned probe's shared-device times, marked
+                     timed_alone = false, until a plain calibrate of the same budget re-times it
+A plain calibrate keeps an entry's `tune` record when the recipe's budget is still the tuned one.
   and the run options of `speedrun train`
 ]]
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC["probe-jobs"] = "value"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
 local function parse_list(s)
   local out = {}
@@ -613,7 +622,7 @@ local function tune_item(it, o, k, out_root, card)
   local cfg = R.best.runs[1].config
   -- the calibration's times: the tuned budget's K runs again, one at a time, the device their own
   local timed = R.best.runs
-  if probes_together(o, k) then
+  if probes_together(o, k) and not o.untimed then
     local err
     timed, err = multi_run(it.recipe, probe_options(o, R.steps), k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
     if not timed then return nil, err end
@@ -625,6 +634,7 @@ local function tune_item(it, o, k, out_root, card)
   if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
   write_file(it.recipe, new)
   local entry = calib_entry(timed, it.recipe, o, card)
+  entry.timed_alone = not (probes_together(o, k) and o.untimed)
   local probes = {}
   for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
   entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
@@ -696,6 +706,10 @@ function M.calibrate(args)
       calib.schema = M.CALIBRATION_SCHEMA
       calib.entries[card] = calib.entries[card] or {}
       calib.entries[card][o.scale] = calib.entries[card][o.scale] or {}
+      local old = calib.entries[card][o.scale][it.name]
+      if not entry.tune and type(old) == "table" and type(old.tune) == "table" and old.tune.steps == entry.steps then
+        entry.tune = old.tune  -- re-timed at the tuned budget: how it was found still holds
+      end
       calib.entries[card][o.scale][it.name] = entry
       write_file(path, json.encode(calib, true) .. "\n")
       print_entry(it.name, entry)
