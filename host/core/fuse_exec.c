@@ -107,7 +107,9 @@ static const char *run_fold(const sr_fuse_group *g) {
     return run_held();
   }
   sr_kcall k = p->c;
-  k.t[0] = c->c.t[0];
+  sr_tensor out = *p->c.t[0];  /* the producer's output layout over the copy's memory and dtype */
+  out.storage = c->c.t[0]->storage, out.offset = c->c.t[0]->offset, out.dtype = c->c.t[0]->dtype;
+  k.t[0] = &out;
   const char *err = p->fn(&k);
   release_held();
   if (!err) X.fused++;

@@ -273,6 +273,15 @@ static int finish_group(gbuild *b, const sr_fuse_rec *const *recs, int nrec) {
 /* ------------------------------------------------------------------------------------------
 ** cast folding: producer k writes what copy k+1 would have made of its output */
 
+static int arg_contiguous(const sr_fuse_arg *a) {
+  int64_t want = 1;
+  for (int d = a->ndim - 1; d >= 0; d--) {
+    if (a->shape[d] != 1 && a->stride[d] != want) return 0;
+    want *= a->shape[d];
+  }
+  return 1;
+}
+
 static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int device) {
   const sr_fuse_rec *r = recs[0];
   if (k + 1 >= r->n || r->l[k + 1].id != SR_K_copy || r->l[k + 1].nt < 2) return 0;
@@ -284,16 +293,16 @@ static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int devi
   } else if (p->id != SR_K_rms_norm && p->id != SR_K_layer_norm) {
     return 0;
   }
-  if (po->sid < 0 || cx->sid != po->sid || co->sid < 0 || cx->offset != po->offset || cx->ndim != po->ndim ||
-      memcmp(cx->shape, po->shape, (size_t)po->ndim * sizeof po->shape[0]) ||
-      memcmp(cx->stride, po->stride, (size_t)po->ndim * sizeof po->stride[0]) || cx->dtype != po->dtype)
+  /* the copy reads, in row-major order, exactly the elements the producer wrote (both contiguous
+  ** from one offset), and writes a contiguous tensor of as many: the producer can write that */
+  int64_t n = numel_of(po->ndim, po->shape);
+  if (po->sid < 0 || cx->sid != po->sid || co->sid < 0 || cx->offset != po->offset || cx->dtype != po->dtype ||
+      !arg_contiguous(po) || !arg_contiguous(cx) || !arg_contiguous(co) || numel_of(cx->ndim, cx->shape) != n ||
+      numel_of(co->ndim, co->shape) != n)
     return 0;
   int narrowing = (po->dtype == SR_F32 && co->dtype == SR_BF16) ||
                   (device == SR_CPU && po->dtype == SR_F64 && (co->dtype == SR_F32 || co->dtype == SR_BF16));
-  if (!narrowing || co->offset != 0 || co->ndim != po->ndim ||
-      memcmp(co->shape, po->shape, (size_t)po->ndim * sizeof po->shape[0]) ||
-      memcmp(co->stride, po->stride, (size_t)po->ndim * sizeof po->stride[0]))
-    return 0;  /* the producer's output is contiguous: so must the copy's be, from element 0 */
+  if (!narrowing) return 0;
   for (int j = 1; j < p->nt; j++)
     if (arg_of(r, k, j)->sid == co->sid) return 0;
   for (int x = 0; x < nrec; x++) {
