@@ -2,7 +2,8 @@
 -- from one seed step in lockstep; one records two steps and plans them, then runs its steps fused
 -- while the other runs them unfused. Losses and every parameter after each step must agree bit
 -- for bit (the CPU interpreter rounds every value as the unfused kernels store it), every group
--- must run fused, and the plan must fuse something.
+-- must run fused, and the plan must fuse something; in CUDA builds every group's generated kernel
+-- must compile (NVRTC).
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local util = require "speedrun.util"
@@ -50,6 +51,8 @@ local function check_record(path)
   local plan = assert(fuse.plan(recs[1], recs[2]))
   local st = plan:stats()
   T.ok(st.groups > 0, path .. ": the plan fuses something\n" .. plan:dump())
+  local good, log = plan:check_compile()  -- NVRTC over every group's kernel (CUDA builds; no GPU needed)
+  if good or not log:find("not built", 1, true) then T.ok(good, log) end
   for s = 5, 7 do
     local lp = value(step(plain, s))
     local lf = value(fuse.run(plan, step, fused, s))
