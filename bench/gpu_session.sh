@@ -35,6 +35,10 @@
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
+#   fuse       the step compiler (docs/cuda.md): tests/cuda/test_gpu_fuse.lua (every generated kernel
+#              against the unfused kernels, whole steps, the harness's fused graph), then
+#              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
+#              step replayed as a CUDA graph, fusion off then on (the plan printed): before/after
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py (or - when no part needs them)}; DATA=${2:?data dir (or -)}; shift 2
@@ -184,6 +188,16 @@ for p in $PARTS; do
         part "profile_0$n" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \
           --device cuda --warmup 2 --steps 3 --top 30
         head -60 "$LOG/profile_0$n.log"
+      done ;;
+    fuse)
+      part fuse_test 600 ctest --test-dir build -R "^test_gpu_fuse$|^test_fuse$|^test_fuse_records$" --timeout 590 -V
+      tail -5 "$LOG/fuse_test.log"
+      for n in ${FUSE_RECORDS:-1 5}; do
+        for f in off on; do
+          part "fuse_0${n}_$f" 300 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \
+            --device cuda --warmup 2 --steps 5 --top 25 --fuse "$f" --dump-plan
+          grep -E "^fused plan|ms/step|fused groups|disabled" "$LOG/fuse_0${n}_$f.log"
+        done
       done ;;
     *) echo "unknown part $p"; exit 2 ;;
   esac

@@ -1,6 +1,6 @@
 -- bench/profile_recipe.lua: where a recipe's training step spends its time, per kernel and phase.
 --   speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--device cuda|cpu]
---       [--steps K] [--warmup W] [--top N] [--seed S]
+--       [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan]
 -- Builds the recipe's context as tasks/fidelity/ours.lua does (recipe.setup on the scale's
 -- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
 -- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
@@ -9,6 +9,9 @@
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
 -- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
 -- before train_step, as the harness does, is part of the step.
+-- --fuse on|off (cuda): also captures the step into a CUDA graph as the harness does, with the
+-- step compiler's plan (on) or without (off), and prints the replayed ms/step; --dump-plan prints
+-- the plan (docs/cuda.md "The step compiler").
 local sr = require "speedrun"
 local profile = require "speedrun.profile"
 local util = require "speedrun.util"
@@ -24,7 +27,10 @@ do
   local i = 1
   while arg[i] do
     local a = arg[i]
-    if a:sub(1, 2) == "--" then
+    if a == "--dump-plan" then
+      opt["dump-plan"] = true
+      i = i + 1
+    elseif a:sub(1, 2) == "--" then
       if arg[i + 1] == nil then die("option " .. a .. " needs a value\n" .. USAGE) end
       opt[a:sub(3)] = arg[i + 1]
       i = i + 2
@@ -35,7 +41,7 @@ do
   end
 end
 for k in pairs(opt) do
-  if not ({scale = 1, device = 1, steps = 1, warmup = 1, top = 1, seed = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
+  if not ({scale = 1, device = 1, steps = 1, warmup = 1, top = 1, seed = 1, fuse = 1, ["dump-plan"] = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
 end
 local recipe_path = pos[1] or die(USAGE)
 
@@ -91,6 +97,41 @@ train_steps(warmup)
 local plain_ms, loss = timed_ms_per_step()
 if sr.is_tensor(loss) then loss = loss:item() end
 print(("ms/step without the profiler: %.3f (last loss %s)"):format(plain_ms, tostring(loss)))
+if opt.fuse then
+  local fuse, cuda = require "speedrun.fuse", require "speedrun.cuda"
+  if opt.fuse ~= "on" and opt.fuse ~= "off" then die("--fuse must be on or off") end
+  local plan
+  if opt.fuse == "on" or opt["dump-plan"] then
+    local recs = {}
+    for k = 1, 2 do
+      recs[k] = fuse.record()
+      local keep = train_steps(1)
+      recs[k]:stop()
+      keep = nil
+    end
+    local err
+    plan, err = fuse.plan(recs[1], recs[2])
+    if not plan then die("no plan: " .. tostring(err)) end
+    local off, perr = plan:prepare()
+    if opt["dump-plan"] then print(plan:dump()) end
+    if off > 0 then print(("%d groups disabled: %s"):format(off, perr)) end
+    if opt.fuse == "off" then plan = nil end
+  end
+  local fn = function(s) return recipe.train_step(ctx, s, {x = x, y = y, step = s}) end
+  local step_no = done % cfg.steps + 1
+  if recipe.schedule then recipe.schedule(ctx, step_no) end
+  local g = cuda.graph(plan and function(...) return fuse.run(plan, fn, ...) end or fn, step_no)
+  if plan then print(("fused groups in the capture: %d%s"):format(fuse.last(), select(2, fuse.last()) and
+    (" (" .. select(2, fuse.last()) .. ")") or "")) end
+  if not g.captured then die("capture failed: " .. tostring(g.reason)) end
+  g:replay()
+  sr.synchronize()
+  local t0 = sr.clock()
+  for _ = 1, steps do g:replay() end
+  sr.synchronize()
+  print(("ms/step replayed as a CUDA graph, fusion %s: %.3f"):format(opt.fuse, 1e3 * (sr.clock() - t0) / steps))
+  g:free()
+end
 local rows, profiled_ms = profile.run(timed_ms_per_step)
 local kernel_ms = 0
 for _, r in ipairs(rows) do kernel_ms = kernel_ms + r.ms end

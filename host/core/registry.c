@@ -70,6 +70,14 @@ void sr_phase_set(const char *node, bool backward) { phase_node = node, phase_ba
 const char *sr_phase_node(void) { return phase_node; }
 bool sr_phase_backward(void) { return phase_backward; }
 
+static sr_dispatch_hook dispatch_hook;
+void sr_set_dispatch_hook(sr_dispatch_hook h) { dispatch_hook = h; }
+
+/* the kernel, or the step compiler's hook in its place */
+static const char *call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
+  return dispatch_hook ? dispatch_hook(id, c, dev, fn) : fn(c);
+}
+
 /* fn(c) between the observers' before() and after() hooks */
 static const char *observed_call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
   int n = nobservers;  /* an observer removed by a hook takes effect at the next call */
@@ -77,7 +85,7 @@ static const char *observed_call(sr_kernel_id id, const sr_kcall *c, int dev, sr
   memcpy(seen, observers, (size_t)n * sizeof seen[0]);
   for (int k = 0; k < n; k++)
     if (seen[k]->before) seen[k]->before(id, c, dev);
-  const char *err = fn(c);
+  const char *err = call(id, c, dev, fn);
   for (int k = n - 1; k >= 0; k--)
     if (seen[k]->after) seen[k]->after(id, c, dev);
   return err;
@@ -99,6 +107,6 @@ void sr_kernel_run(sr_kernel_id id, const sr_kcall *c) {
   }
   sr_kernel_fn fn = dev == SR_CUDA ? k->cuda : k->cpu;
   if (!fn) sr_fail("%s: no %s implementation (built without the CUDA backend)", k->name, sr_device_name((sr_device)dev));
-  const char *err = nobservers ? observed_call(id, c, dev, fn) : fn(c);
+  const char *err = nobservers ? observed_call(id, c, dev, fn) : call(id, c, dev, fn);
   if (err) sr_fail("%s: %s", k->name, err);
 }

@@ -245,6 +245,13 @@ typedef struct sr_observer {
 void sr_observer_add(const sr_observer *o);
 void sr_observer_remove(const sr_observer *o);
 
+/* The step compiler's executor (host/core/fuse_exec.c) may take launches over: while a hook is
+** set, the dispatcher calls it in place of the kernel (between the observers' before() and
+** after()), and it runs fn, holds the launch for later, or runs a fused group in its place; it
+** returns what the kernel would (NULL or a message). NULL removes the hook. */
+typedef const char *(*sr_dispatch_hook)(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn);
+void sr_set_dispatch_hook(sr_dispatch_hook h);
+
 /* The autograd phase of the calls dispatched now, for observers (set by host/core/autograd.c):
 ** node is the name of the backward rule running (NULL outside one), backward whether a backward
 ** pass is running (between rules: gradient accumulation). */

@@ -249,6 +249,11 @@ static void mem_count(size_t nbytes, sr_device d) {
   if (nbytes >= memlog_min && memlog_hook) memlog_hook(nbytes, d, now);
 }
 
+static uint64_t next_serial = 1;
+static sr_storage_death_hook death_hook;
+uint64_t sr_storage_next_serial(void) { return __atomic_load_n(&next_serial, __ATOMIC_RELAXED); }
+void sr_set_storage_death_hook(sr_storage_death_hook h) { death_hook = h; }
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
   if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
@@ -263,18 +268,26 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->nbytes = nbytes;
   s->device = d;
   s->refcount = 1;
+  s->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   mem_count(nbytes, d);
   return s;
 }
 
-static void storage_release(sr_storage *s) {
-  if (!s || --s->refcount > 0) return;
+static void storage_free(sr_storage *s) {
   __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
   __atomic_sub_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
   else host_free(s->data, s->nbytes ? s->nbytes : 1);
   free(s);
+}
+
+void sr_storage_free_adopted(sr_storage *s) { storage_free(s); }
+
+static void storage_release(sr_storage *s) {
+  if (!s || --s->refcount > 0) return;
+  if (death_hook && death_hook(s)) return;  /* adopted: freed later by sr_storage_free_adopted */
+  storage_free(s);
 }
 
 static sr_tensor *tensor_alloc(void) {

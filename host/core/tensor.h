@@ -30,6 +30,7 @@ typedef struct sr_storage {
   sr_device device;
   int refcount;
   int version;         /* bumped by every in-place write through any view */
+  uint64_t serial;     /* unique per storage over the process (1, 2, ...): its identity */
 } sr_storage;
 
 typedef struct sr_node sr_node;  /* autograd tape node, host/core/autograd.h */
@@ -104,6 +105,14 @@ void sr_live_counts(int64_t *tensors, int64_t *storages);
 ** hook (the Lua layer prints where it came from); NULL turns it off */
 typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after);
 void sr_set_memlog_hook(sr_memlog_hook h);
+/* ---- storage lifetimes for the step compiler (host/core/fuse_record.c, fuse_exec.c): the serial
+** the next storage gets, and a hook called when a storage's last reference goes (NULL turns it
+** off). A hook that returns 1 adopts the storage: its memory stays until the hook's owner calls
+** sr_storage_free_adopted (the executor keeps held launches' memory this way). */
+uint64_t sr_storage_next_serial(void);
+typedef int (*sr_storage_death_hook)(sr_storage *s);
+void sr_set_storage_death_hook(sr_storage_death_hook h);
+void sr_storage_free_adopted(sr_storage *s);
 
 /* ---- the per-call scratch list, so that a failure leaks nothing.
 ** sr_fail() longjmps (through the Lua handler) past every C frame between the failure and the

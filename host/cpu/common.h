@@ -337,4 +337,12 @@ static inline double cpu_exp_sum(double *y, const double *x, int64_t n, double s
 static inline double cpu_side_ld(const sr_tensor *t, int64_t i) { return cpu_ld(t->storage->data, t->dtype, t->offset + i); }
 static inline void cpu_side_st(sr_tensor *t, int64_t i, double v) { cpu_st(t->storage->data, t->dtype, t->offset + i, v); }
 
+/* the element-wise functions of host/cpu/elementwise.c on buffers of doubles, for the step
+** compiler's interpreter (host/cpu/fuse.c): y = f(x; p), dx = dy * f'(x; p), dx from y = f(x)
+** (tanh, sigmoid, exp), y = a (fn) b */
+void sr_cpu_unary_fwd(double *y, const double *x, int64_t n, int fn, double p);
+void sr_cpu_unary_bwd(double *dx, const double *dy, const double *x, int64_t n, int fn, double p);
+void sr_cpu_unary_bwd_y(double *dx, const double *dy, const double *y, int64_t n, int fn);
+void sr_cpu_binary_fwd(double *y, const double *a, const double *b, int64_t n, int fn);
+
 #endif

@@ -118,7 +118,7 @@ const char *sr_cpu_arange(const sr_kcall *c) {
 static double sign_of(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }  /* 0 and NaN kept */
 
 /* y[k] = f(x[k]); NaN in, NaN out for every fn */
-static void unary_forward(double *y, const double *x, int64_t n, int fn, double p) {
+void sr_cpu_unary_fwd(double *y, const double *x, int64_t n, int fn, double p) {
   switch (fn) {
     case SR_UNARY_NEG: for (int64_t k = 0; k < n; k++) y[k] = -x[k]; break;
     case SR_UNARY_EXP: for (int64_t k = 0; k < n; k++) y[k] = exp(x[k]); break;
@@ -153,7 +153,7 @@ static void unary_forward(double *y, const double *x, int64_t n, int fn, double 
 
 /* dx[k] = dy[k] * f'(x[k]); subgradient 0 at the kinks (relu, abs, sign); where f' depends on x,
 ** a NaN x gives a NaN gradient (relu's mask would otherwise turn it into 0) */
-static void unary_backward(double *dx, const double *dy, const double *x, int64_t n, int fn, double p) {
+void sr_cpu_unary_bwd(double *dx, const double *dy, const double *x, int64_t n, int fn, double p) {
   switch (fn) {
     case SR_UNARY_NEG: for (int64_t k = 0; k < n; k++) dx[k] = -dy[k]; break;
     case SR_UNARY_EXP: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * exp(x[k]); break;
@@ -198,7 +198,7 @@ static void unary_backward(double *dx, const double *dy, const double *x, int64_
 }
 
 /* the same from the forward's output y (sr_unary_output_grad: tanh, sigmoid, exp) */
-static void unary_backward_y(double *dx, const double *dy, const double *y, int64_t n, int fn) {
+void sr_cpu_unary_bwd_y(double *dx, const double *dy, const double *y, int64_t n, int fn) {
   switch (fn) {
     case SR_UNARY_TANH: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * (1.0 - y[k] * y[k]); break;
     case SR_UNARY_SIGMOID: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * y[k] * (1.0 - y[k]); break;
@@ -226,7 +226,7 @@ const char *sr_cpu_unary(const sr_kcall *c) {
     double xb[CPU_CHUNK], yb[CPU_CHUNK];
     int64_t i0 = ch * CPU_CHUNK, m = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
     cpu_gather(x, i0, m, xb);
-    unary_forward(yb, xb, m, fn, c->f[0]);
+    sr_cpu_unary_fwd(yb, xb, m, fn, c->f[0]);
     cpu_scatter(out, i0, m, yb);
   }
   return NULL;
@@ -248,8 +248,8 @@ const char *sr_cpu_unary_backward(const sr_kcall *c) {
     int64_t i0 = ch * CPU_CHUNK, m = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
     cpu_gather(x, i0, m, xb);
     cpu_gather(dy, i0, m, dyb);
-    if (from_y) unary_backward_y(dxb, dyb, xb, m, fn);
-    else unary_backward(dxb, dyb, xb, m, fn, c->f[0]);
+    if (from_y) sr_cpu_unary_bwd_y(dxb, dyb, xb, m, fn);
+    else sr_cpu_unary_bwd(dxb, dyb, xb, m, fn, c->f[0]);
     cpu_scatter(dx, i0, m, dxb);
   }
   return NULL;
@@ -258,7 +258,7 @@ const char *sr_cpu_unary_backward(const sr_kcall *c) {
 /* ---------------------------------------------------------------------------------------------
 ** binary: out = a (op) b, a and b already expanded to out's shape; maximum/minimum propagate NaN;
 ** comparisons give 1 or 0 (every comparison with NaN is false, except ne) */
-static void binary_forward(double *y, const double *a, const double *b, int64_t n, int fn) {
+void sr_cpu_binary_fwd(double *y, const double *a, const double *b, int64_t n, int fn) {
   switch (fn) {
     case SR_BINARY_ADD: for (int64_t k = 0; k < n; k++) y[k] = a[k] + b[k]; break;
     case SR_BINARY_SUB: for (int64_t k = 0; k < n; k++) y[k] = a[k] - b[k]; break;
@@ -306,7 +306,7 @@ const char *sr_cpu_binary(const sr_kcall *c) {
     int64_t i0 = ch * CPU_CHUNK, m = n - i0 < CPU_CHUNK ? n - i0 : CPU_CHUNK;
     cpu_gather(a, i0, m, ab);
     cpu_gather(b, i0, m, bb);
-    binary_forward(yb, ab, bb, m, fn);
+    sr_cpu_binary_fwd(yb, ab, bb, m, fn);
     if (to_int) {
       int64_t bk = binary_to_i32(yb, m, i0);
       if (bk != INT64_MAX) {

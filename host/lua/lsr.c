@@ -30,6 +30,7 @@ static const luaL_Reg sr_modules[] = {
   {"speedrun.harness_core", luaopen_speedrun_harness_core},
   {"speedrun.process", luaopen_speedrun_process},
   {"speedrun.cuda", luaopen_speedrun_cuda},
+  {"speedrun.fuse", luaopen_speedrun_fuse},
   {"speedrun.profile_core", luaopen_speedrun_profile_core},
   {"speedrun.http", luaopen_speedrun_http},
   {NULL, NULL}

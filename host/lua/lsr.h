@@ -66,6 +66,7 @@ int luaopen_speedrun_stats(lua_State *L);      /* t-test, FSR: host/lua/lstats.c
 int luaopen_speedrun_harness_core(lua_State *L);  /* clock, checks, traces: host/lua/lharness.c */
 int luaopen_speedrun_process(lua_State *L);    /* child processes, limits, signals: host/lua/lprocess.c */
 #define SR_EVENT_FD 3  /* the harness child's event channel (lprocess.c makes it, lharness.c writes it) */
+int luaopen_speedrun_fuse(lua_State *L);       /* the step compiler: host/lua/lfuse.c */
 int luaopen_speedrun_cuda(lua_State *L);       /* memory, synchronize, graphs: host/lua/lcuda.c */
 int luaopen_speedrun_profile_core(lua_State *L);  /* per-op profiler: host/lua/lprofile.c */
 int luaopen_speedrun_http(lua_State *L);       /* HTTP requests with retries (libcurl): host/lua/lhttp.c */

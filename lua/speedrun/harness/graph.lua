@@ -9,6 +9,7 @@ local sr = require "speedrun"
 local core = require "speedrun.core"
 local cuda = require "speedrun.cuda"
 local report = require "speedrun.harness.report"
+local fuse = require "speedrun.fuse"
 
 local emit, call = report.emit, report.call
 local shape_of, trace_start, trace_stop = H.shape, H.trace_start, H.trace_stop
@@ -57,6 +58,24 @@ local function eager_reason(o)
   end
 end
 
+-- why the captured step is not fused (docs/cuda.md "The step compiler"), or nil
+local function fuse_off_reason(o)
+  local env = os.getenv("SPEEDRUN_FUSE")
+  if env == "0" or env == "off" then return "disabled by SPEEDRUN_FUSE=" .. env
+  elseif o.recipe.fuse == false then return "the recipe opts out (recipe.fuse = false)"
+  end
+end
+
+-- SPEEDRUN_FUSE_DUMP=1 prints the plan to stderr, any other value names a file to write it to
+local function dump_plan(plan)
+  local to = os.getenv("SPEEDRUN_FUSE_DUMP")
+  if not to or to == "" or to == "0" then return end
+  local text = plan:dump()
+  if to == "1" then io.stderr:write(text) return end
+  local f = io.open(to, "w")
+  if f then f:write(text) f:close() end
+end
+
 local Step = {}
 Step.__index = Step
 
@@ -71,6 +90,9 @@ function M.new(o)
   G.reason = eager_reason(o)
   if G.reason then emit {ev = "graph", used = false, reason = G.reason} end
   self.want = not G.reason
+  self.fuse_why = fuse_off_reason(o)
+  self.recs = {}
+  G.fuse = {used = false, reason = self.fuse_why or json.null}
   return self, G
 end
 
@@ -88,9 +110,13 @@ function Step:capture(x, y)
   local d = traces[cap - 1]:diff(traces[cap])
   if d then return self:no_graph(fmt("the step's kernel arguments changed between steps %d and %d: %s (a host-side value, such as a learning rate, computed in train_step: set it in recipe.schedule through a device tensor)", cap - 1, cap, d), cap) end
   self.gx, self.gy = m_clone(x), m_clone(y)
+  local plan = self:fuse_plan()
+  local step_fn = self.train_step
+  if plan then step_fn = function(...) return fuse.run(plan, self.train_step, ...) end end
   local tr = trace_start()
-  local ok, g = pcall(cuda_graph, self.train_step, self.ctx, STEP_SENTINEL, {x = self.gx, y = self.gy, step = STEP_SENTINEL})
+  local ok, g = pcall(cuda_graph, step_fn, self.ctx, STEP_SENTINEL, {x = self.gx, y = self.gy, step = STEP_SENTINEL})
   trace_stop()
+  if plan then self:fuse_captured(plan) end
   if not ok then return self:no_graph("capture failed: " .. tostring(g), cap) end
   if not g.captured then
     local why = g.reason
@@ -101,6 +127,39 @@ function Step:capture(x, y)
   d = traces[cap]:diff(tr)
   if d then return self:no_graph("the captured step differs from the eager one: " .. d, cap) end
   self.ref_trace = traces[cap]
+end
+
+-- the plan of the two recorded eager steps before the capture, or nil (G.fuse says why)
+function Step:fuse_plan()
+  local cap, F = self.cap_step, self.G.fuse
+  local a, b = self.recs[cap - 1], self.recs[cap]
+  self.recs = {}
+  if self.fuse_why or not (a and b) then return nil end
+  local plan, err = fuse.plan(a, b)
+  if not plan then
+    F.reason = "not planned: " .. tostring(err)
+    return nil
+  end
+  local off, perr = plan:prepare()
+  dump_plan(plan)
+  local st = plan:stats()
+  F.groups, F.launches_saved, F.saved_bytes, F.disabled = st.groups, st.launches_saved, st.saved_bytes, off
+  if perr then F.kernel_error = perr end
+  if st.groups == 0 then
+    F.reason = "nothing to fuse"
+    return nil
+  end
+  self.plan = plan
+  return plan
+end
+
+-- after a capture with the plan: how it went (a group that ran unfused keeps the graph valid)
+function Step:fuse_captured(plan)
+  local groups, why = fuse.last()
+  local F = self.G.fuse
+  F.used, F.groups_fused, F.reason = groups > 0, groups, why or json.null
+  emit {ev = "fuse", groups = F.groups, fused = groups, launches_saved = F.launches_saved,
+        saved_bytes = F.saved_bytes, reason = why}
 end
 
 -- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil
@@ -142,7 +201,16 @@ function Step:verify(step, batch)
   G.verify = {step = step, snapshot_bytes = bytes, probe_diff = rel(p_r, p_e),
               loss_diff = (l_r and l_e) and rel(l_r, l_e) or json.null}
   local why = disagreement(l_r, p_r, l_e, p_e)
-  if why then
+  if why and self.G.fuse.used then  -- the fused graph disagrees: capture the step again unfused
+    local F = self.G.fuse
+    F.used, F.reason = false, "the fused step disagreed with the eager one at step " .. step .. ": " .. why
+    emit {ev = "fuse", used = false, reason = F.reason}
+    self.fuse_why = F.reason
+    graph:free()
+    self.graph = nil
+    self:capture(self.gx, self.gy)
+    return le, true
+  elseif why then
     self:no_graph("verification at step " .. step .. " failed: " .. why, step)
   else
     G.used, G.captured_at, self.last_audit = true, self.cap_step, step
@@ -175,7 +243,9 @@ end
 -- an eager step, traced around the capture and at audits; returns the loss
 function Step:eager(step, batch)
   local tr = (self.want and (step >= self.cap_step - 1 or self.graph)) and trace_start() or nil
+  local rec = (tr and not self.graph and not self.fuse_why) and fuse.record() or nil
   local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
+  if rec then rec:stop() end  -- after a collection: the loss is still held here
   if tr then trace_stop() end
   if not rok then error(loss, 0) end
   self.G.eager_steps = self.G.eager_steps + 1
@@ -183,6 +253,7 @@ function Step:eager(step, batch)
   elseif tr then
     self.traces[step] = tr
     self.traces[step - 2] = nil
+    self.recs[step] = rec
     if step == self.cap_step then self:capture(batch.x, batch.y) end
   end
   return loss

@@ -1,0 +1,199 @@
+/*
+** core/fuse_exec.c: the step compiler's executor (core/fuse.h): with a plan installed, the
+** dispatcher hands it every launch; launches are matched to the recorded step, a group's members
+** are held (their tensors retained) until its last member arrives, then the group runs as one
+** call. A launch that does not match, or a group whose tensors alias differently than recorded,
+** runs the held launches unfused; a mismatch also turns the plan off for the rest of the step.
+*/
+#include <stdarg.h>      /* defines: va_list */
+#include <stdio.h>       /* defines: snprintf, vsnprintf */
+#include <string.h>      /* defines: memcmp, memset */
+
+#include "core/fuse.h"
+
+/* a held launch: its call with copies of its tensors (no references taken: the autograd tape
+** decides in-place updates by reference counts, which must stay as in the unfused step); a
+** storage whose last reference goes while held is adopted (kept) until the group has run */
+typedef struct held {
+  sr_kernel_id id;
+  sr_kcall c;
+  sr_kernel_fn fn;
+  sr_tensor tt[SR_KMAXT];
+} held;
+
+static struct {
+  sr_fuse_plan *p;
+  int64_t pos;
+  int off;                        /* 1: the plan no longer applies this step */
+  char why[320];                  /* why something ran unfused ("" when all fused) */
+  held h[SR_FUSE_MAXOPS];
+  int nh;
+  sr_storage *adopted[SR_FUSE_MAXOPS * SR_KMAXT];
+  int nadopted;
+  int fused;                      /* groups run fused */
+} X;
+
+/* the first reason something ran unfused this step */
+static void note(const char *fmt, ...) {
+  if (X.why[0]) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(X.why, sizeof X.why, fmt, ap);
+  va_end(ap);
+}
+
+static void release_held(void) {
+  X.nh = 0;
+  for (int k = 0; k < X.nadopted; k++) sr_storage_free_adopted(X.adopted[k]);
+  X.nadopted = 0;
+}
+
+/* the storage death hook while a plan is installed: keeps the memory of held tensors */
+static int adopt(sr_storage *s) {
+  for (int k = 0; k < X.nh; k++)
+    for (int j = 0; j < X.h[k].c.nt; j++)
+      if (X.h[k].c.t[j] && X.h[k].c.t[j]->storage == s) {
+        X.adopted[X.nadopted++] = s;
+        return 1;
+      }
+  return 0;
+}
+
+/* runs the held launches as they were issued; the first error */
+static const char *run_held(void) {
+  const char *err = NULL;
+  for (int k = 0; k < X.nh && !err; k++) err = X.h[k].fn(&X.h[k].c);
+  release_held();
+  return err;
+}
+
+static void hold(sr_kernel_id id, const sr_kcall *c, sr_kernel_fn fn) {
+  held *h = &X.h[X.nh++];
+  h->id = id, h->c = *c, h->fn = fn;
+  h->c.list = NULL, h->c.nlist = 0;  /* group members take no list */
+  for (int j = 0; j < c->nt; j++)
+    if (c->t[j]) {
+      h->tt[j] = *c->t[j];
+      h->c.t[j] = &h->tt[j];
+    }
+}
+
+/* the held tensors share storages exactly as the recorded ones did */
+static int classes_hold(const sr_fuse_group *g) {
+  const sr_storage *rep[2 * SR_FUSE_MAXIO] = {0};
+  for (int m = 0; m < g->n; m++)
+    for (int j = 0; j < X.h[m].c.nt && j < SR_KMAXT; j++) {
+      int e = g->cls[m][j];
+      if (e < 0) continue;
+      const sr_storage *s = X.h[m].c.t[j]->storage;
+      if (!rep[e]) {
+        for (int x = 0; x < 2 * SR_FUSE_MAXIO; x++)
+          if (rep[x] == s) return 0;
+        rep[e] = s;
+      } else if (rep[e] != s) {
+        return 0;
+      }
+    }
+  return 1;
+}
+
+/* a fold group: the producer writes the copy's destination */
+static const char *run_fold(const sr_fuse_group *g) {
+  held *p = &X.h[0], *c = &X.h[1];
+  int ok = c->c.t[1]->storage == p->c.t[0]->storage;
+  for (int j = 1; j < p->c.nt && ok; j++) ok = !p->c.t[j] || p->c.t[j]->storage != c->c.t[0]->storage;
+  if (!ok) {
+    note("group at launch %lld: its tensors alias differently than recorded (ran unfused)", (long long)g->first + 1);
+    return run_held();
+  }
+  sr_kcall k = p->c;
+  sr_tensor out = *p->c.t[0];  /* the producer's output layout over the copy's memory and dtype */
+  out.storage = c->c.t[0]->storage, out.offset = c->c.t[0]->offset, out.dtype = c->c.t[0]->dtype;
+  k.t[0] = &out;
+  const char *err = p->fn(&k);
+  release_held();
+  if (!err) X.fused++;
+  return err;
+}
+
+static const char *run_group(const sr_fuse_group *g, int dev) {
+  if (g->disabled) return run_held();
+  if (g->fold) return run_fold(g);
+  if (!classes_hold(g)) {
+    note("group at launch %lld: its tensors alias differently than recorded (ran unfused)", (long long)g->first + 1);
+    return run_held();
+  }
+  sr_tensor *t[SR_FUSE_MAXIO];
+  for (int k = 0; k < g->nio; k++) t[k] = X.h[g->io[k].member].c.t[g->io[k].arg];
+  const char *err = dev == SR_CUDA ? sr_fuse_run_cuda(g, t) : sr_fuse_run_cpu(g, t);
+  if (err) {  /* the fused kernel could not run (a compile failure, say): unfused instead */
+    note("%s (group at launch %lld ran unfused)", err, (long long)g->first + 1);
+    return run_held();
+  }
+  release_held();
+  X.fused++;
+  return NULL;
+}
+
+/* the launch is the recorded one: kernel and layouts; the scalars too for a group's members (the
+** fused code uses the recorded ones) */
+static const char *matched(const sr_fuse_launch *want, sr_kernel_id id, const sr_kcall *c, int in_group) {
+  sr_fuse_launch got;
+  sr_fuse_signature(id, c, &got);
+  if (got.id != want->id) return "another kernel";
+  if (in_group && (memcmp(got.f, want->f, sizeof got.f) || memcmp(got.i, want->i, sizeof got.i))) return "other scalars";
+  if (got.layout != want->layout) return "other shapes or layouts";
+  return NULL;
+}
+
+static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
+  sr_fuse_plan *p = X.p;
+  if (!p || X.off) return fn(c);
+  int64_t k = X.pos++;
+  const char *d = k < p->nlaunch ? matched(&p->l[k], id, c, p->group_of[k] >= 0) : "a launch beyond the recorded step";
+  if (d) {
+    X.off = 1;
+    snprintf(X.why, sizeof X.why, "launch %lld (%s) differs from the recorded step: %s; the rest of the step ran unfused",
+             (long long)k + 1, sr_kernels[id].name, d);
+    const char *err = run_held();
+    return err ? err : fn(c);
+  }
+  int gi = p->group_of[k];
+  if (gi < 0) return fn(c);
+  const sr_fuse_group *g = &p->g[gi];
+  hold(id, c, fn);
+  if (k < g->first + g->n - 1) return NULL;
+  return run_group(g, dev);
+}
+
+void sr_fuse_begin(sr_fuse_plan *p) {
+  release_held();
+  X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0';
+  sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
+  sr_set_storage_death_hook(p ? adopt : NULL);
+}
+
+void sr_fuse_flush(void) {
+  if (!X.nh) return;
+  const char *err = run_held();
+  X.off = 1;
+  snprintf(X.why, sizeof X.why, "the step did work the dispatcher does not see in the middle of a group; the rest ran unfused");
+  if (err) sr_fail("%s", err);
+}
+
+const char *sr_fuse_end(int *groups) {
+  if (X.nh) {
+    long long nh = X.nh;
+    const char *err = run_held();
+    note("the step ended %lld launches into a group (ran unfused)", nh);
+    if (err) note("%s", err);
+  }
+  if (X.p && !X.off && X.pos != X.p->nlaunch && !X.why[0])
+    snprintf(X.why, sizeof X.why, "the step made %lld launches, the recorded one %lld", (long long)X.pos,
+             (long long)X.p->nlaunch);
+  if (groups) *groups = X.fused;
+  X.p = NULL;
+  sr_set_dispatch_hook(NULL);
+  sr_set_storage_death_hook(NULL);
+  return X.why[0] ? X.why : NULL;
+}

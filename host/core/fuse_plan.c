@@ -1,0 +1,506 @@
+/*
+** core/fuse_plan.c: the step compiler's planner (core/fuse.h): finds, in a recorded step, the
+** groups of adjacent launches one kernel can do (element-wise chains, cast folding), proves
+** which of their outputs are dead, and prints a plan.
+*/
+#include <stdarg.h>      /* defines: va_list */
+#include <stdio.h>       /* defines: snprintf, vsnprintf */
+#include <stdlib.h>      /* defines: calloc, malloc, free */
+#include <string.h>      /* defines: memset, memcpy, memcmp */
+
+#include "core/fuse.h"
+
+enum { WHY_SHAPE, WHY_ALIAS, WHY_SIZE, WHY_DTYPE, WHY_NOSTORE, WHY_OTHER_STEP, WHY_COUNT };
+static const char *why_names[WHY_COUNT] = {
+  "iteration shapes differ", "a written tensor is read through another layout", "too many operands",
+  "dtype not fusable on the device", "no output lives on", "the other recorded step disagrees",
+};
+const char *sr_fuse_refusal(int why) { return why >= 0 && why < WHY_COUNT ? why_names[why] : "?"; }
+
+static const sr_fuse_arg *arg_of(const sr_fuse_rec *r, int64_t k, int j) { return &r->a[r->l[k].arg0 + j]; }
+
+static int64_t numel_of(int nd, const int64_t *shape) {
+  int64_t n = 1;
+  for (int d = 0; d < nd; d++) n *= shape[d];
+  return n;
+}
+
+int sr_fuse_view_strides(int nd, const int64_t *shape, const int64_t *stride, int gnd, const int64_t *gshape,
+                         int64_t *out) {
+  if (numel_of(nd, shape) != numel_of(gnd, gshape)) return 0;
+  if (nd == 0) {
+    for (int d = 0; d < gnd; d++) out[d] = 0;
+    return 1;
+  }
+  int view_d = gnd - 1;
+  int64_t base = stride[nd - 1], tn = 1, vn = 1;
+  for (int td = nd - 1; td >= 0; td--) {
+    tn *= shape[td];
+    if (td == 0 || (shape[td - 1] != 1 && stride[td - 1] != tn * base)) {
+      while (view_d >= 0 && (vn < tn || gshape[view_d] == 1)) {
+        out[view_d] = vn * base;
+        vn *= gshape[view_d];
+        view_d--;
+      }
+      if (vn != tn) return 0;
+      if (td > 0) base = stride[td - 1], tn = 1, vn = 1;
+    }
+  }
+  return view_d == -1;
+}
+
+static int view_strides(const sr_fuse_arg *a, int gnd, const int64_t *gshape, int64_t *out) {
+  return sr_fuse_view_strides(a->ndim, a->shape, a->stride, gnd, gshape, out);
+}
+
+/* no two elements of the layout share memory (an output may be written element-wise) */
+static int non_overlapping(int nd, const int64_t *shape, const int64_t *st) {
+  int idx[SR_MAXDIM], m = 0;
+  for (int d = 0; d < nd; d++)
+    if (shape[d] > 1) idx[m++] = d;
+  for (int x = 1; x < m; x++)  /* sort by stride */
+    for (int y = x; y > 0 && st[idx[y]] < st[idx[y - 1]]; y--) { int t = idx[y]; idx[y] = idx[y - 1]; idx[y - 1] = t; }
+  int64_t extent = 1;
+  for (int x = 0; x < m; x++) {
+    if (st[idx[x]] < extent) return 0;
+    extent = st[idx[x]] * shape[idx[x]];
+  }
+  return 1;
+}
+
+static int float_ok(int dt, int device) {
+  return dt == SR_F32 || dt == SR_BF16 || (dt == SR_F64 && device == SR_CPU);
+}
+
+/* the tensors an element-wise launch has, or 0 when it is not a fusable element-wise launch */
+static int ew_arity(const sr_fuse_rec *r, int64_t k, int device) {
+  const sr_fuse_launch *l = &r->l[k];
+  int n;
+  switch (l->id) {
+    case SR_K_fill: n = 1; break;
+    case SR_K_copy: case SR_K_unary: n = 2; break;
+    case SR_K_unary_backward: case SR_K_binary: n = 3; break;
+    case SR_K_where: n = 4; break;
+    default: return 0;
+  }
+  if (l->nt < n || l->nlist) return 0;
+  if ((l->id == SR_K_unary || l->id == SR_K_unary_backward) && (l->i[0] < 0 || l->i[0] >= SR_UNARY_COUNT)) return 0;
+  if (l->id == SR_K_unary_backward && l->i[1] && !sr_unary_output_grad(l->i[0])) return 0;
+  if (l->id == SR_K_binary && (l->i[0] < 0 || l->i[0] >= SR_BINARY_COUNT)) return 0;
+  for (int j = 0; j < n; j++) {
+    const sr_fuse_arg *a = arg_of(r, k, j);
+    if (a->sid < 0) return 0;
+    int any = (l->id == SR_K_copy && j == 1) || (l->id == SR_K_where && j == 1);  /* i32 source or condition */
+    if (!float_ok(a->dtype, device) && !(any && a->dtype == SR_I32)) return -1;
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------------------------------------
+** building one element-wise group */
+
+typedef struct touched {
+  int sid, dtype, written, consistent, val;
+  int64_t off, st[SR_MAXDIM];
+} touched;
+
+typedef struct gbuild {
+  sr_fuse_group g;
+  touched s[2 * SR_FUSE_MAXIO];
+  int ns;
+  int lsid[SR_FUSE_MAXIO];                      /* each load's storage and layout */
+  int64_t loff[SR_FUSE_MAXIO], lst[SR_FUSE_MAXIO][SR_MAXDIM];
+  int nwritten;
+} gbuild;
+
+static int same_layout(const gbuild *b, int64_t off1, const int64_t *s1, int64_t off2, const int64_t *s2) {
+  if (off1 != off2) return 0;
+  for (int d = 0; d < b->g.ndim; d++)
+    if (b->g.shape[d] > 1 && s1[d] != s2[d]) return 0;
+  return 1;
+}
+
+/* the value tensor j of member m reads (load code -(i+1), or op index), or WHY_* + 1000 */
+static int add_input(gbuild *b, const sr_fuse_arg *a, int m, int j) {
+  int64_t st[SR_MAXDIM];
+  if (!view_strides(a, b->g.ndim, b->g.shape, st)) return 1000 + WHY_SHAPE;
+  int e = -1;
+  for (int k = 0; k < b->ns; k++)
+    if (b->s[k].sid == a->sid) e = k;
+  if (e < 0) {
+    if (b->ns == 2 * SR_FUSE_MAXIO) return 1000 + WHY_SIZE;
+    e = b->ns++;
+    b->s[e] = (touched){a->sid, a->dtype, 0, 1, 0, a->offset, {0}};
+    memcpy(b->s[e].st, st, sizeof st);
+  } else if (!same_layout(b, b->s[e].off, b->s[e].st, a->offset, st) || b->s[e].dtype != a->dtype) {
+    b->s[e].consistent = 0;
+  }
+  b->g.cls[m][j] = (signed char)e;
+  if (b->s[e].written) return b->s[e].consistent ? b->s[e].val : 1000 + WHY_ALIAS;
+  for (int k = 0; k < b->g.nload; k++)
+    if (b->lsid[k] == a->sid && same_layout(b, b->loff[k], b->lst[k], a->offset, st) &&
+        b->g.io[k].dtype == a->dtype)
+      return -(k + 1);
+  if (b->g.nload + b->nwritten >= SR_FUSE_MAXIO) return 1000 + WHY_SIZE;
+  int k = b->g.nload++;
+  b->g.io[k] = (sr_fuse_io){m, j, a->dtype, -1};
+  b->lsid[k] = a->sid, b->loff[k] = a->offset;
+  memcpy(b->lst[k], st, sizeof st);
+  return -(k + 1);
+}
+
+static int add_output(gbuild *b, const sr_fuse_arg *a, int m) {
+  int64_t st[SR_MAXDIM];
+  if (!view_strides(a, b->g.ndim, b->g.shape, st)) return WHY_SHAPE;
+  if (!non_overlapping(b->g.ndim, b->g.shape, st)) return WHY_ALIAS;
+  int e = -1;
+  for (int k = 0; k < b->ns; k++)
+    if (b->s[k].sid == a->sid) e = k;
+  if (e < 0) {
+    if (b->ns == 2 * SR_FUSE_MAXIO) return WHY_SIZE;
+    e = b->ns++;
+    b->s[e] = (touched){a->sid, a->dtype, 0, 1, 0, a->offset, {0}};
+    memcpy(b->s[e].st, st, sizeof st);
+  } else if (!same_layout(b, b->s[e].off, b->s[e].st, a->offset, st) || b->s[e].dtype != a->dtype) {
+    return WHY_ALIAS;
+  }
+  if (!b->s[e].consistent) return WHY_ALIAS;  /* read through another layout earlier in the group */
+  if (!b->s[e].written) b->nwritten++;
+  if (b->g.nload + b->nwritten > SR_FUSE_MAXIO) return WHY_SIZE;
+  b->s[e].written = 1;
+  b->s[e].val = m;
+  b->g.cls[m][0] = (signed char)e;
+  return -1;
+}
+
+/* adds launch k as the next member; -1, or why not (b is then unusable: the caller keeps a copy) */
+static int add_member(gbuild *b, const sr_fuse_rec *r, int64_t k, int n) {
+  const sr_fuse_launch *l = &r->l[k];
+  int m = b->g.nop;
+  if (m == SR_FUSE_MAXOPS) return WHY_SIZE;
+  const sr_fuse_arg *o = arg_of(r, k, 0);
+  if (m == 0) {
+    b->g.first = k;
+    b->g.ndim = o->ndim;
+    memcpy(b->g.shape, o->shape, sizeof o->shape);
+    if (numel_of(o->ndim, o->shape) == 0) return WHY_SHAPE;
+  } else if (numel_of(o->ndim, o->shape) != numel_of(b->g.ndim, b->g.shape)) {
+    return WHY_SHAPE;
+  }
+  sr_fuse_op *op = &b->g.op[m];
+  memset(op, 0, sizeof *op);
+  op->kind = l->id, op->p = l->f[0], op->nin = n - 1, op->dtype = o->dtype;
+  op->fn = l->id == SR_K_unary || l->id == SR_K_unary_backward || l->id == SR_K_binary ? (int)l->i[0] : 0;
+  if (l->id == SR_K_unary_backward && l->i[1]) op->fn += SR_UNARY_COUNT;
+  for (int j = 0; j < SR_KMAXT; j++) b->g.cls[m][j] = -1;
+  for (int j = 1; j < n; j++) {
+    int v = add_input(b, arg_of(r, k, j), m, j);
+    if (v >= 1000) return v - 1000;
+    op->in[j - 1] = v;
+  }
+  int w = add_output(b, o, m);
+  if (w >= 0) return w;
+  b->g.nop = m + 1;
+  b->g.n = m + 1;
+  return -1;
+}
+
+/* storage of launch k's argument j dead after launch end in recording r: created during the
+** step, freed before its end, and touched by no launch after end */
+static int dead_after(const sr_fuse_rec *r, int64_t k, int j, int64_t end) {
+  const sr_fuse_arg *a = arg_of(r, k, j);
+  const sr_fuse_storage *s = &r->s[a->sid];
+  return s->born && s->died >= 0 && s->last <= end;
+}
+
+/* the storage classes of a group's member tensors in recording r agree with g's */
+static int same_scalars(const sr_fuse_rec *a, const sr_fuse_rec *b, int64_t first, int n) {
+  for (int64_t k = first; k < first + n; k++)
+    if (memcmp(a->l[k].f, b->l[k].f, sizeof a->l[k].f) || memcmp(a->l[k].i, b->l[k].i, sizeof a->l[k].i)) return 0;
+  return 1;
+}
+
+static int same_classes(const sr_fuse_rec *r, const sr_fuse_group *g) {
+  int rep[2 * SR_FUSE_MAXIO];
+  for (int e = 0; e < 2 * SR_FUSE_MAXIO; e++) rep[e] = -1;
+  for (int m = 0; m < g->n; m++)
+    for (int j = 0; j < SR_KMAXT; j++) {
+      int e = g->cls[m][j];
+      if (e < 0) continue;
+      int sid = arg_of(r, g->first + m, j)->sid;
+      if (rep[e] < 0) {
+        for (int x = 0; x < 2 * SR_FUSE_MAXIO; x++)
+          if (rep[x] == sid) return 0;
+        rep[e] = sid;
+      } else if (rep[e] != sid) {
+        return 0;
+      }
+    }
+  return 1;
+}
+
+static int64_t io_bytes(const sr_fuse_rec *r, const sr_fuse_group *g, int m, int j) {
+  const sr_fuse_arg *a = arg_of(r, g->first + m, j);
+  return numel_of(a->ndim, a->shape) * (int64_t)sr_dtype_size((sr_dtype)a->dtype);
+}
+
+/* the stores of a finished group (outputs not proven dead in every recording), value indices
+** remapped (loads first); returns -1 or why the group is refused */
+static int finish_group(gbuild *b, const sr_fuse_rec *const *recs, int nrec) {
+  sr_fuse_group *g = &b->g;
+  int64_t end = g->first + g->n - 1, unfused = 0, fused = 0;
+  for (int x = 0; x < nrec; x++)
+    if (!same_classes(recs[x], g) || !same_scalars(recs[0], recs[x], g->first, g->n)) return WHY_OTHER_STEP;
+  for (int m = 0; m < g->nop; m++) {
+    sr_fuse_op *op = &g->op[m];
+    for (int j = 0; j < op->nin; j++) op->in[j] = op->in[j] < 0 ? -op->in[j] - 1 : g->nload + op->in[j];
+    for (int j = 0; j <= op->nin; j++) unfused += io_bytes(recs[0], g, m, j);
+  }
+  g->nio = g->nload;
+  for (int e = 0; e < b->ns; e++) {
+    if (!b->s[e].written) continue;
+    int m = b->s[e].val, dead = 1;
+    for (int x = 0; x < nrec; x++) dead = dead && dead_after(recs[x], g->first + m, 0, end);
+    if (dead) { g->dead++; continue; }
+    g->io[g->nio++] = (sr_fuse_io){m, 0, g->op[m].dtype, g->nload + m};
+  }
+  if (g->nio == g->nload) return WHY_NOSTORE;
+  for (int k = 0; k < g->nio; k++) fused += io_bytes(recs[0], g, g->io[k].member, g->io[k].arg);
+  g->saved_bytes = unfused - fused;
+  return -1;
+}
+
+/* ------------------------------------------------------------------------------------------
+** cast folding: producer k writes what copy k+1 would have made of its output */
+
+static int arg_contiguous(const sr_fuse_arg *a) {
+  int64_t want = 1;
+  for (int d = a->ndim - 1; d >= 0; d--) {
+    if (a->shape[d] != 1 && a->stride[d] != want) return 0;
+    want *= a->shape[d];
+  }
+  return 1;
+}
+
+static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int device) {
+  const sr_fuse_rec *r = recs[0];
+  if (k + 1 >= r->n || r->l[k + 1].id != SR_K_copy || r->l[k + 1].nt < 2) return 0;
+  const sr_fuse_launch *p = &r->l[k];
+  const sr_fuse_arg *po = arg_of(r, k, 0), *cx = arg_of(r, k + 1, 1), *co = arg_of(r, k + 1, 0);
+  if (p->id == SR_K_gemm) {
+    if (p->f[1] != 0) return 0;
+    if (device == SR_CUDA && !(co->dtype == SR_BF16 && arg_of(r, k, 1)->dtype == SR_BF16)) return 0;
+  } else if (p->id != SR_K_rms_norm && p->id != SR_K_layer_norm) {
+    return 0;
+  }
+  /* the copy reads, in row-major order, exactly the elements the producer wrote (both contiguous
+  ** from one offset), and writes a contiguous tensor of as many: the producer can write that */
+  int64_t n = numel_of(po->ndim, po->shape);
+  if (po->sid < 0 || cx->sid != po->sid || co->sid < 0 || cx->offset != po->offset || cx->dtype != po->dtype ||
+      !arg_contiguous(po) || !arg_contiguous(cx) || !arg_contiguous(co) || numel_of(cx->ndim, cx->shape) != n ||
+      numel_of(co->ndim, co->shape) != n)
+    return 0;
+  int narrowing = (po->dtype == SR_F32 && co->dtype == SR_BF16) ||
+                  (device == SR_CPU && po->dtype == SR_F64 && (co->dtype == SR_F32 || co->dtype == SR_BF16));
+  if (!narrowing) return 0;
+  for (int j = 1; j < p->nt; j++)
+    if (arg_of(r, k, j)->sid == co->sid) return 0;
+  for (int x = 0; x < nrec; x++) {
+    if (!dead_after(recs[x], k, 0, k + 1) || !same_scalars(recs[0], recs[x], k, 2)) return 0;
+    if (arg_of(recs[x], k + 1, 1)->sid != arg_of(recs[x], k, 0)->sid) return 0;
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------------------------------------
+** the plan */
+
+static const char *same_steps(const sr_fuse_rec *a, const sr_fuse_rec *b, char *err, size_t nerr) {
+  if (a->n != b->n) {
+    snprintf(err, nerr, "the recorded steps differ: %lld launches, then %lld", (long long)a->n, (long long)b->n);
+    return err;
+  }
+  for (int64_t k = 0; k < a->n; k++) {
+    const sr_fuse_launch *x = &a->l[k], *y = &b->l[k];
+    if (x->id != y->id || x->layout != y->layout) {
+      snprintf(err, nerr, "the recorded steps differ at launch %lld (%s)", (long long)k + 1, sr_kernels[x->id].name);
+      return err;
+    }
+  }
+  return NULL;
+}
+
+static void push_group(sr_fuse_plan *p, const sr_fuse_group *g, int *cap) {
+  if (p->ng == *cap) {
+    *cap = *cap ? 2 * *cap : 64;
+    p->g = realloc(p->g, (size_t)*cap * sizeof *p->g);
+    if (!p->g) sr_fail("fuse: out of host memory planning a step");
+  }
+  p->g[p->ng] = *g;
+  for (int m = 0; m < g->n; m++) p->group_of[g->first + m] = p->ng;
+  p->ng++;
+  p->fused_launches += g->n;
+  p->saved_bytes += g->saved_bytes;
+}
+
+/* the longest element-wise group from launch k (its size in *len; 0 when none) */
+static int grow_group(const sr_fuse_rec *const *recs, int nrec, int64_t k, int device, gbuild *best, int *why) {
+  const sr_fuse_rec *r = recs[0];
+  static gbuild b, keep;  /* large: not on the stack; the host plans from one thread */
+  memset(&b, 0, sizeof b);
+  int len = 0;
+  *why = -1;
+  for (int64_t j = k; j < r->n; j++) {
+    int n = ew_arity(r, j, device);
+    if (n <= 0) {
+      if (n < 0 && j == k) *why = WHY_DTYPE;
+      break;
+    }
+    keep = b;
+    int w = add_member(&b, r, j, n);
+    if (w >= 0) {
+      b = keep;
+      if (j > k) *why = w;
+      break;
+    }
+    len++;
+  }
+  if (len < 2) return 0;
+  for (; len >= 2; len--) {  /* the longest prefix whose stores can be proven or that stores something */
+    keep = b;
+    int w = finish_group(&keep, recs, nrec);
+    if (w < 0) {
+      *best = keep;
+      return len;
+    }
+    *why = w;
+    /* drop the last member and try again */
+    static gbuild t;
+    memset(&t, 0, sizeof t);
+    int ok = 1;
+    for (int64_t j = k; j < k + len - 1 && ok; j++) ok = add_member(&t, r, j, ew_arity(r, j, device)) < 0;
+    if (!ok) return 0;
+    b = t;
+  }
+  return 0;
+}
+
+sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, char *err, size_t nerr) {
+  const sr_fuse_rec *recs[2] = {b ? b : a, a};
+  int nrec = b ? 2 : 1;
+  if (a->recording || (b && b->recording)) { snprintf(err, nerr, "the step is still being recorded"); return NULL; }
+  if (a->mixed || (b && b->mixed)) { snprintf(err, nerr, "the step launches kernels on more than one device"); return NULL; }
+  if (b && same_steps(a, b, err, nerr)) return NULL;
+  const sr_fuse_rec *r = recs[0];
+  sr_fuse_plan *p = calloc(1, sizeof *p);
+  if (!p) sr_fail("fuse: out of host memory planning a step");
+  p->device = r->device < 0 ? SR_CPU : r->device;
+  p->nlaunch = r->n;
+  p->l = malloc((size_t)(r->n + 1) * sizeof *p->l);
+  p->group_of = malloc((size_t)(r->n + 1) * sizeof *p->group_of);
+  if (!p->l || !p->group_of) sr_fail("fuse: out of host memory planning a step");
+  memcpy(p->l, r->l, (size_t)r->n * sizeof *p->l);
+  for (int64_t k = 0; k < r->n; k++) p->group_of[k] = -1;
+  int cap = 0;
+  static gbuild best;
+  for (int64_t k = 0; k < r->n;) {
+    if (fold_ok(recs, nrec, k, p->device)) {
+      sr_fuse_group g;
+      memset(&g, 0, sizeof g);
+      g.first = k, g.n = 2, g.fold = 1, g.dead = 1;
+      g.saved_bytes = 2 * io_bytes(r, &g, 0, 0);
+      push_group(p, &g, &cap);
+      k += 2;
+      continue;
+    }
+    int why, len = grow_group(recs, nrec, k, p->device, &best, &why);
+    if (why >= 0) p->refused[why]++;
+    if (len >= 2) {
+      push_group(p, &best.g, &cap);
+      k += len;
+    } else {
+      k++;
+    }
+  }
+  return p;
+}
+
+void sr_fuse_plan_free(sr_fuse_plan *p) {
+  if (!p) return;
+  free(p->l);
+  free(p->group_of);
+  free(p->g);
+  free(p);
+}
+
+/* ------------------------------------------------------------------------------------------
+** the plan as text */
+
+typedef struct tbuf { char *s; size_t n, cap; } tbuf;
+
+static void tput(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tput(tbuf *b, const char *fmt, ...) {
+  va_list ap;
+  for (;;) {
+    va_start(ap, fmt);
+    int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    if (k >= 0 && b->n + (size_t)k < b->cap) {
+      b->n += (size_t)k;
+      return;
+    }
+    b->cap = 2 * b->cap + (size_t)k + 256;
+    b->s = realloc(b->s, b->cap);
+    if (!b->s) sr_fail("fuse: out of host memory");
+  }
+}
+
+static void op_text(tbuf *b, const sr_fuse_op *op) {
+  const char *dt = sr_dtype_name((sr_dtype)op->dtype);
+  switch (op->kind) {
+    case SR_K_unary: tput(b, "%s", sr_unary_name(op->fn)); break;
+    case SR_K_unary_backward:
+      tput(b, "%s'%s", sr_unary_name(op->fn % SR_UNARY_COUNT), op->fn >= SR_UNARY_COUNT ? "(y)" : "");
+      break;
+    case SR_K_binary: tput(b, "%s", sr_binary_name(op->fn)); break;
+    case SR_K_copy: tput(b, "cast"); break;
+    default: tput(b, "%s", sr_kernels[op->kind].name);
+  }
+  tput(b, ":%s", dt);
+}
+
+char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
+  tbuf b = {malloc(4096), 0, 4096};
+  if (!b.s) sr_fail("fuse: out of host memory");
+  int64_t fused = 0;
+  for (int k = 0; k < p->ng; k++) fused += p->g[k].n - 1;
+  tput(&b, "fused plan (%s): %lld launches; %d groups do %lld of them (%lld launches fewer); about %.1f MB less "
+           "memory traffic per step\n", sr_device_name((sr_device)p->device), (long long)p->nlaunch, p->ng,
+       (long long)p->fused_launches, (long long)fused, (double)p->saved_bytes / 1e6);
+  for (int k = 0; k < p->ng; k++) {
+    const sr_fuse_group *g = &p->g[k];
+    tput(&b, "  %3d  launches %lld-%lld  ", k + 1, (long long)g->first + 1, (long long)(g->first + g->n));
+    if (g->fold) {
+      const sr_fuse_launch *l = &p->l[g->first];
+      tput(&b, "fold: %s writes the cast's output itself", sr_kernels[l->id].name);
+    } else {
+      tput(&b, "[");
+      for (int d = 0; d < g->ndim; d++) tput(&b, "%s%lld", d ? "," : "", (long long)g->shape[d]);
+      tput(&b, "]  ");
+      for (int m = 0; m < g->nop; m++) {
+        if (m) tput(&b, " -> ");
+        op_text(&b, &g->op[m]);
+      }
+      tput(&b, "  (%d loads, %d stores, %d not stored)", g->nload, g->nio - g->nload, g->dead);
+    }
+    tput(&b, "  %.2f MB%s\n", (double)g->saved_bytes / 1e6, g->disabled ? "  [disabled: runs unfused]" : "");
+  }
+  int any = 0;
+  for (int w = 0; w < WHY_COUNT; w++)
+    if (p->refused[w]) {
+      tput(&b, "%s%d x %s", any ? ", " : "  chains cut: ", p->refused[w], why_names[w]);
+      any = 1;
+    }
+  if (any) tput(&b, "\n");
+  return b.s;
+}

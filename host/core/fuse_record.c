@@ -1,0 +1,152 @@
+/*
+** core/fuse_record.c: the step compiler's recorder (core/fuse.h): a dispatch observer that notes
+** every launch with its tensors (storage identity by serial, dtype, layout) and a storage hook
+** that notes when each storage seen dies; what the planner needs to prove an output dead.
+*/
+#include <stdlib.h>      /* defines: realloc, calloc, free */
+#include <string.h>      /* defines: memset, memcpy */
+
+#include "core/fuse.h"
+
+static sr_fuse_rec *recording;
+static void record_launch(sr_kernel_id id, const sr_kcall *c, int dev);
+static const sr_observer record_observer = {.before = record_launch};
+
+static void *grow(void *p, int64_t *cap, int64_t need, size_t elt) {
+  if (need <= *cap) return p;
+  int64_t n = *cap ? *cap : 256;
+  while (n < need) n *= 2;
+  void *q = realloc(p, (size_t)n * elt);
+  if (!q) sr_fail("fuse: out of host memory recording a step");
+  *cap = n;
+  return q;
+}
+
+static size_t hash_serial(uint64_t s) { return (size_t)(s * 0x9E3779B97F4A7C15ull >> 17); }
+
+static void map_insert(sr_fuse_rec *r, uint64_t serial, int sid);
+static void map_rehash(sr_fuse_rec *r, int cap) {
+  int *old = r->map, oldcap = r->mapcap;
+  r->map = calloc((size_t)cap, sizeof *r->map);
+  if (!r->map) sr_fail("fuse: out of host memory recording a step");
+  r->mapcap = cap;
+  for (int k = 0; k < oldcap; k++)
+    if (old[k]) map_insert(r, r->s[old[k] - 1].serial, old[k] - 1);
+  free(old);
+}
+static void map_insert(sr_fuse_rec *r, uint64_t serial, int sid) {
+  size_t m = (size_t)r->mapcap - 1, h = hash_serial(serial) & m;
+  while (r->map[h]) h = (h + 1) & m;
+  r->map[h] = sid + 1;
+}
+/* the storage's index, or -1 */
+static int map_find(const sr_fuse_rec *r, uint64_t serial) {
+  if (!r->mapcap) return -1;
+  size_t m = (size_t)r->mapcap - 1, h = hash_serial(serial) & m;
+  while (r->map[h]) {
+    if (r->s[r->map[h] - 1].serial == serial) return r->map[h] - 1;
+    h = (h + 1) & m;
+  }
+  return -1;
+}
+
+static int storage_id(sr_fuse_rec *r, const sr_storage *st) {
+  int sid = map_find(r, st->serial);
+  if (sid >= 0) return sid;
+  if (2 * (r->ns + 1) > r->mapcap) map_rehash(r, r->mapcap ? 2 * r->mapcap : 1024);
+  int64_t cap = r->scap;
+  r->s = grow(r->s, &cap, r->ns + 1, sizeof *r->s);
+  r->scap = (int)cap;
+  sid = r->ns++;
+  r->s[sid] = (sr_fuse_storage){st->serial, st->serial >= r->serial0, -1, r->n, r->n, st->nbytes};
+  map_insert(r, st->serial, sid);
+  return sid;
+}
+
+static int storage_died(sr_storage *st) {
+  sr_fuse_rec *r = recording;
+  if (!r) return 0;
+  int sid = map_find(r, st->serial);
+  if (sid >= 0) r->s[sid].died = r->n;
+  return 0;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t k = 0; k < n; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+  return h;
+}
+
+void sr_fuse_signature(sr_kernel_id id, const sr_kcall *c, sr_fuse_launch *l) {
+  memset(l, 0, sizeof *l);
+  l->id = (int)id, l->nt = c->nt, l->nlist = c->nlist;
+  memcpy(l->f, c->f, sizeof l->f);
+  memcpy(l->i, c->i, sizeof l->i);
+  if ((id == SR_K_adamw && c->nt > 4 && c->t[4]) || (id == SR_K_adamw_multi && c->nt > 0 && c->t[0]))
+    l->f[0] = 0, l->i[0] = 0;  /* read from the device-side schedule */
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    int tag = x ? (int)x->dtype * 64 + x->ndim : -1;
+    h = fnv(h, &tag, sizeof tag);
+    if (!x) continue;
+    h = fnv(h, x->shape, (size_t)x->ndim * sizeof x->shape[0]);
+    h = fnv(h, x->stride, (size_t)x->ndim * sizeof x->stride[0]);
+    h = fnv(h, &x->offset, sizeof x->offset);
+  }
+  l->layout = h;
+}
+
+static void record_launch(sr_kernel_id id, const sr_kcall *c, int dev) {
+  sr_fuse_rec *r = recording;
+  if (!r) return;
+  if (r->device < 0) r->device = dev;
+  else if (r->device != dev) r->mixed = 1;
+  r->l = grow(r->l, &r->lcap, r->n + 1, sizeof *r->l);
+  int nall = c->nt + c->nlist;
+  r->a = grow(r->a, &r->acap, r->na + nall, sizeof *r->a);
+  sr_fuse_launch *l = &r->l[r->n];
+  sr_fuse_signature(id, c, l);
+  l->arg0 = r->na;
+  for (int j = 0; j < nall; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    sr_fuse_arg *a = &r->a[r->na++];
+    memset(a, 0, sizeof *a);
+    a->sid = -1;
+    if (!x) continue;
+    a->sid = storage_id(r, x->storage);
+    r->s[a->sid].last = r->n;
+    a->dtype = (int)x->dtype, a->ndim = x->ndim, a->offset = x->offset;
+    memcpy(a->shape, x->shape, (size_t)x->ndim * sizeof x->shape[0]);
+    memcpy(a->stride, x->stride, (size_t)x->ndim * sizeof x->stride[0]);
+  }
+  r->n++;
+}
+
+void sr_fuse_rec_free(sr_fuse_rec *r) {
+  if (recording == r) sr_fuse_record_stop();
+  free(r->l);
+  free(r->a);
+  free(r->s);
+  free(r->map);
+  memset(r, 0, sizeof *r);
+  r->device = -1;
+}
+
+void sr_fuse_record_start(sr_fuse_rec *r) {
+  if (recording) sr_fuse_record_stop();
+  sr_fuse_rec_free(r);
+  r->serial0 = sr_storage_next_serial();
+  r->recording = 1;
+  recording = r;
+  sr_observer_add(&record_observer);
+  sr_set_storage_death_hook(storage_died);
+}
+
+void sr_fuse_record_stop(void) {
+  if (!recording) return;
+  recording->recording = 0;
+  recording = NULL;
+  sr_observer_remove(&record_observer);
+  sr_set_storage_death_hook(NULL);
+}

@@ -1,0 +1,332 @@
+/*
+** jit/fuse_cuda.c: the step compiler's CUDA runner (core/fuse.h): one generated kernel per fused
+** element-wise group, compiled with NVRTC (--use_fast_math, as the built-in kernels) through the agent
+** kernels' compiler and disk cache (host/jit/compile.c), loaded once per process.
+**
+** The source depends on the group's structure only (ops, functions, dtypes, which value each
+** store takes), never on addresses, shapes or scalars: those travel in one kernel argument
+** (struct sr_fuse_kargs, by value), so one compile serves every group of that structure. Two entry
+** points: sr_fuse_vec (every operand contiguous or a broadcast scalar, 16-byte aligned, f32/bf16:
+** 8 elements per thread, 16-byte accesses) and sr_fuse_strided (any strides, dims merged as
+** kernels/common.cuh's sr_ew_make does). Values are computed in f32 by the formulas of
+** kernels/include/speedrun_ew.cuh (those of kernels/elementwise.cu) and rounded to their dtype
+** after every op, as the unfused kernels store them.
+*/
+#include <stdarg.h>      /* defines: va_list */
+#include <stdio.h>       /* defines: snprintf, vsnprintf */
+#include <stdlib.h>      /* defines: malloc, realloc, free */
+#include <string.h>      /* defines: strcmp, memcpy */
+#include <stdint.h>      /* defines: uintptr_t */
+
+#include "core/fuse.h"   /* defines: sr_fuse_group, sr_fuse_run_cuda */
+#include "jit/jit.h"     /* defines: sr_jit_compile, sr_jit_load, sr_jit_launch_kernel */
+
+/* the kernel argument; the generated struct below has the same layout */
+typedef struct sr_fuse_kargs {
+  int64_t n;
+  int64_t shape[SR_MAXDIM];
+  int64_t stride[SR_FUSE_MAXIO][SR_MAXDIM];
+  void *ptr[SR_FUSE_MAXIO];
+  float p[SR_FUSE_MAXOPS];
+  int32_t ndim, pad;
+} sr_fuse_kargs;
+
+/* ------------------------------------------------------------------------------------------
+** source generation */
+
+typedef struct sbuf { char *s; size_t n, cap; } sbuf;
+
+static void put(sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  for (;;) {
+    va_start(ap, fmt);
+    int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    if (k >= 0 && b->n + (size_t)k < b->cap) {
+      b->n += (size_t)k;
+      return;
+    }
+    b->cap = b->cap * 2 + (size_t)k + 256;
+    b->s = realloc(b->s, b->cap);
+    if (!b->s) sr_fail("fuse: out of host memory generating a kernel");
+  }
+}
+
+static const char *ctype(int dt) { return dt == SR_BF16 ? "__nv_bfloat16" : dt == SR_I32 ? "int" : "float"; }
+
+static void load_expr(sbuf *b, int dt, int k, const char *off) {
+  if (dt == SR_BF16) put(b, "__bfloat162float(((const __nv_bfloat16 *)a.ptr[%d])[%s])", k, off);
+  else if (dt == SR_I32) put(b, "(float)((const int *)a.ptr[%d])[%s]", k, off);
+  else put(b, "((const float *)a.ptr[%d])[%s]", k, off);
+}
+
+/* the group's arithmetic: L[] the loaded values, S[] the values to store, P[] the scalars */
+static void gen_body(sbuf *b, const sr_fuse_group *g) {
+  put(b, "__device__ __forceinline__ void sr_fuse_body(const float *L, float *S, const float *P) {\n");
+  for (int k = 0; k < g->nload; k++) put(b, "  float v%d = L[%d];\n", k, k);
+  for (int m = 0; m < g->nop; m++) {
+    const sr_fuse_op *op = &g->op[m];
+    int v = g->nload + m, *in = (int *)op->in;
+    put(b, "  float v%d = %s(", v, op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
+    switch (op->kind) {
+      case SR_K_fill: put(b, "P[%d]", m); break;
+      case SR_K_copy: put(b, "v%d", in[0]); break;
+      case SR_K_unary: put(b, "unary_f(%d, v%d, P[%d])", op->fn, in[0], m); break;
+      case SR_K_unary_backward: put(b, "v%d * unary_df(%d, v%d, P[%d])", in[0], op->fn, in[1], m); break;
+      case SR_K_binary: put(b, "binary_f(%d, v%d, v%d)", op->fn, in[0], in[1]); break;
+      default: put(b, "v%d != 0.f ? v%d : v%d", in[0], in[1], in[2]); break;
+    }
+    put(b, ");  // %s\n", sr_kernels[op->kind].name);
+  }
+  for (int k = g->nload; k < g->nio; k++) put(b, "  S[%d] = v%d;\n", k - g->nload, g->io[k].src);
+  put(b, "}\n\n");
+}
+
+static void gen_strided(sbuf *b, const sr_fuse_group *g) {
+  put(b, "extern \"C\" __global__ void __launch_bounds__(256) sr_fuse_strided(const sr_fuse_kargs a) {\n"
+         "  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < a.n;"
+         " i += (long long)gridDim.x * blockDim.x) {\n"
+         "    long long o[%d], r = i;\n"
+         "    for (int j = 0; j < %d; j++) o[j] = 0;\n"
+         "    for (int d = a.ndim - 1; d >= 0; d--) {\n"
+         "      long long s = a.shape[d], q = r / s, x = r - q * s;\n"
+         "      for (int j = 0; j < %d; j++) o[j] += x * a.stride[j][d];\n"
+         "      r = q;\n"
+         "    }\n"
+         "    float L[%d], S[%d];\n", g->nio, g->nio, g->nio, g->nload ? g->nload : 1, g->nio - g->nload);
+  for (int k = 0; k < g->nload; k++) {
+    char off[16];
+    snprintf(off, sizeof off, "o[%d]", k);
+    put(b, "    L[%d] = ", k);
+    load_expr(b, g->io[k].dtype, k, off);
+    put(b, ";\n");
+  }
+  put(b, "    sr_fuse_body(L, S, a.p);\n");
+  for (int k = g->nload; k < g->nio; k++)
+    put(b, "    ((%s *)a.ptr[%d])[o[%d]] = %s(S[%d]);\n", ctype(g->io[k].dtype), k, k,
+        g->io[k].dtype == SR_BF16 ? "__float2bfloat16" : "", k - g->nload);
+  put(b, "  }\n}\n\n");
+}
+
+static int vec_ok(const sr_fuse_group *g) {
+  for (int k = 0; k < g->nio; k++)
+    if (g->io[k].dtype != SR_F32 && g->io[k].dtype != SR_BF16) return 0;
+  return 1;
+}
+
+static void gen_vec(sbuf *b, const sr_fuse_group *g) {
+  int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1;
+  put(b, "extern \"C\" __global__ void __launch_bounds__(256) sr_fuse_vec(const sr_fuse_kargs a) {\n"
+         "  long long n8 = a.n >> 3, t = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
+         "  long long step = (long long)gridDim.x * blockDim.x;\n"
+         "  for (long long i = t; i < n8; i += step) {\n"
+         "    float L8[%d][8], S8[%d][8];\n", nl, ns);
+  for (int k = 0; k < g->nload; k++) {
+    put(b, "    if (a.stride[%d][0] == 0) { float s = ", k);
+    load_expr(b, g->io[k].dtype, k, "0");
+    put(b, "; for (int e = 0; e < 8; e++) L8[%d][e] = s; }\n"
+           "    else sr_ew_ld8((const %s *)a.ptr[%d], i, L8[%d]);\n", k, ctype(g->io[k].dtype), k, k);
+  }
+  put(b, "#pragma unroll\n"
+         "    for (int e = 0; e < 8; e++) {\n"
+         "      float L[%d], S[%d];\n"
+         "      for (int k = 0; k < %d; k++) L[k] = L8[k][e];\n"
+         "      sr_fuse_body(L, S, a.p);\n"
+         "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
+         "    }\n", nl, ns, g->nload, ns);
+  for (int k = g->nload; k < g->nio; k++)
+    put(b, "    sr_ew_st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
+  put(b, "  }\n"
+         "  for (long long j = n8 * 8 + t; j < a.n; j += step) {  // the last n %% 8\n"
+         "    float L[%d], S[%d];\n", nl, ns);
+  for (int k = 0; k < g->nload; k++) {
+    char off[32];
+    snprintf(off, sizeof off, "a.stride[%d][0] ? j : 0", k);
+    put(b, "    L[%d] = ", k);
+    load_expr(b, g->io[k].dtype, k, off);
+    put(b, ";\n");
+  }
+  put(b, "    sr_fuse_body(L, S, a.p);\n");
+  for (int k = g->nload; k < g->nio; k++)
+    put(b, "    ((%s *)a.ptr[%d])[j] = %s(S[%d]);\n", ctype(g->io[k].dtype), k,
+        g->io[k].dtype == SR_BF16 ? "__float2bfloat16" : "", k - g->nload);
+  put(b, "  }\n}\n");
+}
+
+char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname) {
+  sbuf b = {malloc(4096), 0, 4096};
+  if (!b.s) sr_fail("fuse: out of host memory generating a kernel");
+  put(&b, "// a fused element-wise group of the speedrun step compiler (host/jit/fuse_cuda.c)\n"
+          "#include <cuda_bf16.h>\n");
+#define SR_X(E, n) "SR_UNARY_" #E ", "
+  put(&b, "enum { %s};\n", SR_UNARY_FNS(SR_X) "SR_UNARY_COUNT ");
+#undef SR_X
+#define SR_X(E, n) "SR_BINARY_" #E ", "
+  put(&b, "enum { %s};\n", SR_BINARY_FNS(SR_X) "SR_BINARY_COUNT ");
+#undef SR_X
+  put(&b, "#include \"speedrun_ew.cuh\"\n\n"
+          "struct sr_fuse_kargs {\n  long long n, shape[%d], stride[%d][%d];\n  void *ptr[%d];\n"
+          "  float p[%d];\n  int ndim, pad;\n};\n\n", SR_MAXDIM, SR_FUSE_MAXIO, SR_MAXDIM, SR_FUSE_MAXIO, SR_FUSE_MAXOPS);
+  gen_body(&b, g);
+  if (contig) gen_vec(&b, g);
+  else gen_strided(&b, g);
+  if (name) snprintf(name, nname, "%s", contig ? "sr_fuse_vec" : "sr_fuse_strided");
+  return b.s;
+}
+
+/* ------------------------------------------------------------------------------------------
+** compiling and running */
+
+static void compile(const char *src, const char *kernel, sr_jit_binary *bin) {
+  sr_jit_opts o;
+  memset(&o, 0, sizeof o);
+  o.source = src;
+  o.filename = "fused_group.cu";
+  o.options[o.noptions++] = "--use_fast_math";
+  o.kernels[o.nkernels++] = kernel;
+  o.use_cache = 1;
+  sr_jit_compile(&o, bin);
+}
+
+const char *sr_fuse_cuda_compile(const sr_fuse_group *g) {
+  static char msg[2048];
+  for (int contig = 0; contig < 2; contig++) {
+    if (contig && !vec_ok(g)) continue;
+    char name[32];
+    char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
+    sr_jit_binary bin;
+    compile(src, name, &bin);
+    free(src);
+    if (!bin.ok) {
+      snprintf(msg, sizeof msg, "%s", bin.log ? bin.log : "compile failed");
+      sr_jit_binary_free(&bin);
+      return msg;
+    }
+    sr_jit_binary_free(&bin);
+  }
+  return NULL;
+}
+
+#ifdef SPEEDRUN_CUDA
+
+/* the kernels compiled and loaded in this process, by source */
+typedef struct kentry {
+  char *src;
+  void *fn;
+  sr_jit_module *mod;
+  char *err;
+} kentry;
+static kentry *kc;
+static int nkc, capkc;
+
+static char *dup_str(const char *s) {
+  size_t n = strlen(s ? s : "") + 1;
+  char *d = malloc(n);
+  if (!d) sr_fail("fuse: out of host memory");
+  memcpy(d, s ? s : "", n);
+  return d;
+}
+
+static kentry *kernel_for(const sr_fuse_group *g, int contig) {
+  char name[32];
+  char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
+  for (int k = 0; k < nkc; k++)
+    if (!strcmp(kc[k].src, src)) {
+      free(src);
+      return &kc[k];
+    }
+  if (nkc == capkc) {
+    capkc = capkc ? 2 * capkc : 32;
+    kc = realloc(kc, (size_t)capkc * sizeof *kc);
+    if (!kc) sr_fail("fuse: out of host memory");
+  }
+  kentry *e = &kc[nkc++];
+  memset(e, 0, sizeof *e);
+  e->src = src;
+  sr_jit_binary bin;
+  compile(src, name, &bin);
+  const char *err = NULL;
+  if (!bin.ok) e->err = dup_str(bin.log && *bin.log ? bin.log : "NVRTC failed");
+  else if (!(e->mod = sr_jit_load(&bin, &err))) e->err = dup_str(err);
+  else if (!(e->fn = sr_jit_function(e->mod, bin.lowered[0], &err))) e->err = dup_str(err);
+  sr_jit_binary_free(&bin);
+  return e;
+}
+
+const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
+  for (int contig = 0; contig < 2; contig++) {
+    if (contig && !vec_ok(g)) continue;
+    kentry *e = kernel_for(g, contig);
+    if (e->err) return e->err;
+  }
+  return NULL;
+}
+
+/* the group's operands in its shape, size-1 dims dropped and dims merged where every operand
+** allows (as sr_ew_make); 0 when a tensor is not viewable in the group's shape */
+static int make_args(const sr_fuse_group *g, sr_tensor *const *t, sr_fuse_kargs *a) {
+  int64_t st[SR_FUSE_MAXIO][SR_MAXDIM];
+  memset(a, 0, sizeof *a);
+  for (int k = 0; k < g->nio; k++) {
+    if (!sr_fuse_view_strides(t[k]->ndim, t[k]->shape, t[k]->stride, g->ndim, g->shape, st[k])) return 0;
+    a->ptr[k] = sr_data(t[k]);
+  }
+  int nd = 0;
+  a->n = 1;
+  for (int d = 0; d < g->ndim; d++) {
+    a->n *= g->shape[d];
+    if (g->shape[d] == 1) continue;
+    int merge = nd > 0;
+    for (int k = 0; k < g->nio && merge; k++) merge = a->stride[k][nd - 1] == st[k][d] * g->shape[d];
+    if (merge) {
+      a->shape[nd - 1] *= g->shape[d];
+      for (int k = 0; k < g->nio; k++) a->stride[k][nd - 1] = st[k][d];
+      continue;
+    }
+    a->shape[nd] = g->shape[d];
+    for (int k = 0; k < g->nio; k++) a->stride[k][nd] = st[k][d];
+    nd++;
+  }
+  if (nd == 0) {
+    nd = 1, a->shape[0] = 1;
+    for (int k = 0; k < g->nio; k++) a->stride[k][0] = 1;
+  }
+  a->ndim = nd;
+  for (int m = 0; m < g->nop; m++) a->p[m] = (float)g->op[m].p;
+  return 1;
+}
+
+/* the 8-wide kernel applies: one dim, unit strides (loads may be one broadcast element), aligned */
+static int contiguous(const sr_fuse_group *g, const sr_fuse_kargs *a) {
+  if (!vec_ok(g) || a->ndim != 1) return 0;
+  for (int k = 0; k < g->nio; k++) {
+    int64_t s = a->stride[k][0];
+    if (s == 0 && k < g->nload) continue;
+    if (s != 1 || ((uintptr_t)a->ptr[k] & 15)) return 0;
+  }
+  return 1;
+}
+
+const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t) {
+  sr_fuse_kargs a;
+  if (!make_args(g, t, &a)) return "a tensor is not viewable in the group's shape";
+  int contig = contiguous(g, &a);
+  kentry *e = kernel_for(g, contig);
+  if (e->err) return e->err;
+  int64_t blocks = ((contig ? (a.n + 7) / 8 : a.n) + 255) / 256;
+  if (blocks > 132 * 32) blocks = 132 * 32;
+  if (blocks < 1) blocks = 1;
+  void *args[1] = {&a};
+  sr_jit_launch l = {"fused element-wise group", "fused_group.cu", e->fn, {(unsigned)blocks, 1, 1}, {256, 1, 1},
+                     0, args};
+  return sr_jit_launch_kernel(&l);
+}
+
+#else
+const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
+  return "fused kernels need the CUDA backend (built without it)";
+}
+const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t) {
+  return "fused kernels need the CUDA backend (built without it)";
+}
+#endif

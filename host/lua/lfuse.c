@@ -1,0 +1,236 @@
+/*
+** lua/lfuse.c: speedrun.fuse, the step compiler from Lua (host/core/fuse.h underneath).
+**
+**   local fuse = require "speedrun.fuse"
+**   local rec = fuse.record()          -- records every launch from now on
+**   step()                             -- one training step
+**   rec:stop()                         -- collects garbage (so what dies with the step is seen dead), stops
+**   local plan = fuse.plan(rec [, rec2])   -- or nil, why; rec2: the next step's, both must agree
+**   print(plan:dump())                 -- groups, ops, dtypes, stores, bytes saved
+**   plan:stats()                       -- {device=, launches=, groups=, folds=, fused_launches=, saved_bytes=}
+**   plan:prepare()                     -- cuda: compiles and loads every group's kernel (before a
+**                                      -- capture); returns the groups disabled and the first error
+**   local r1, r2 = fuse.run(plan, step, ...)  -- step(...) with the plan installed (eager, or inside
+**                                      -- cuda.graph's capture); fuse.last() -> groups fused, reason|nil
+**   fuse.begin(plan); ...; fuse.finish() -> groups fused, reason|nil   -- the same, by hand
+**   plan:check_compile()               -- true, or false and the NVRTC log (no GPU needed)
+** A recording or plan is freed by the collector (or :free()).
+*/
+#include <stdio.h>       /* defines: snprintf */
+#include <stdlib.h>      /* defines: free */
+#include <string.h>      /* defines: memset */
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "lua/lsr.h"         /* defines: luaopen_speedrun_fuse */
+#include "core/fuse.h"       /* defines: sr_fuse_rec, sr_fuse_plan */
+
+#define REC_MT "speedrun.fuse.Recording"
+#define PLAN_MT "speedrun.fuse.Plan"
+
+typedef struct plan_box { sr_fuse_plan *p; } plan_box;
+
+static int installed_ref = LUA_NOREF;   /* the plan installed by begin(), kept alive until finish() */
+static int last_groups;
+static char last_reason[400];
+
+static sr_fuse_rec *check_rec(lua_State *L, int i) { return luaL_checkudata(L, i, REC_MT); }
+static sr_fuse_plan *check_plan(lua_State *L, int i) {
+  plan_box *b = luaL_checkudata(L, i, PLAN_MT);
+  luaL_argcheck(L, b->p != NULL, i, "the plan was freed");
+  return b->p;
+}
+
+/* fuse.record() */
+static int f_record(lua_State *L) {
+  sr_fuse_rec *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
+  r->device = -1;
+  luaL_setmetatable(L, REC_MT);
+  sr_fuse_record_start(r);
+  return 1;
+}
+
+/* rec:stop(): two full collections (finalizers may free more), then the recording ends */
+static int r_stop(lua_State *L) {
+  sr_fuse_rec *r = check_rec(L, 1);
+  if (r->recording) {
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_gc(L, LUA_GCCOLLECT);
+    sr_fuse_record_stop();
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int r_gc(lua_State *L) {
+  sr_fuse_rec_free(check_rec(L, 1));
+  return 0;
+}
+
+static int r_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_rec(L, 1)->n);
+  return 1;
+}
+
+/* fuse.plan(rec [, rec2]) -> Plan | nil, why */
+static int f_plan(lua_State *L) {
+  sr_fuse_rec *a = check_rec(L, 1), *b = lua_isnoneornil(L, 2) ? NULL : check_rec(L, 2);
+  char err[256];
+  sr_fuse_plan *p = sr_fuse_plan_build(a, b, err, sizeof err);
+  if (!p) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  plan_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->p = p;
+  luaL_setmetatable(L, PLAN_MT);
+  return 1;
+}
+
+static int p_free(lua_State *L) {
+  plan_box *b = luaL_checkudata(L, 1, PLAN_MT);
+  sr_fuse_plan_free(b->p);
+  b->p = NULL;
+  return 0;
+}
+
+static int p_dump(lua_State *L) {
+  char *s = sr_fuse_plan_dump(check_plan(L, 1));
+  lua_pushstring(L, s);
+  free(s);
+  return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int p_stats(lua_State *L) {
+  sr_fuse_plan *p = check_plan(L, 1);
+  int folds = 0, disabled = 0, dead = 0;
+  for (int k = 0; k < p->ng; k++) folds += p->g[k].fold, disabled += p->g[k].disabled, dead += p->g[k].dead;
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, sr_device_name((sr_device)p->device));
+  lua_setfield(L, -2, "device");
+  set_int(L, "launches", p->nlaunch);
+  set_int(L, "groups", p->ng);
+  set_int(L, "folds", folds);
+  set_int(L, "disabled", disabled);
+  set_int(L, "not_stored", dead);
+  set_int(L, "fused_launches", p->fused_launches);
+  set_int(L, "launches_saved", p->fused_launches - p->ng);
+  set_int(L, "saved_bytes", p->saved_bytes);
+  return 1;
+}
+
+/* plan:prepare() -> groups disabled, first error | nil (cuda plans; a no-op on the CPU) */
+static int p_prepare(lua_State *L) {
+  sr_fuse_plan *p = check_plan(L, 1);
+  int off = 0;
+  const char *first = NULL;
+  if (p->device == SR_CUDA)
+    for (int k = 0; k < p->ng; k++) {
+      if (p->g[k].fold || p->g[k].disabled) continue;
+      const char *e = sr_fuse_cuda_prepare(&p->g[k]);
+      if (e) {
+        p->g[k].disabled = 1;
+        off++;
+        if (!first) lua_pushstring(L, e), first = lua_tostring(L, -1);
+      }
+    }
+  lua_pushinteger(L, off);
+  if (first) lua_pushstring(L, first);
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* plan:check_compile() -> true | false, log: NVRTC over every element-wise group (no GPU needed) */
+static int p_check_compile(lua_State *L) {
+  sr_fuse_plan *p = check_plan(L, 1);
+  for (int k = 0; k < p->ng; k++) {
+    if (p->g[k].fold) continue;
+    const char *e = sr_fuse_cuda_compile(&p->g[k]);
+    if (e) {
+      lua_pushboolean(L, 0);
+      lua_pushfstring(L, "group %d: %s", k + 1, e);
+      return 2;
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int f_begin(lua_State *L) {
+  sr_fuse_plan *p = check_plan(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, installed_ref);
+  lua_pushvalue(L, 1);
+  installed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sr_fuse_begin(p);
+  return 0;
+}
+
+/* fuse.finish() -> groups fused, reason | nil */
+static int f_finish(lua_State *L) {
+  const char *why = sr_fuse_end(&last_groups);
+  snprintf(last_reason, sizeof last_reason, "%s", why ? why : "");
+  luaL_unref(L, LUA_REGISTRYINDEX, installed_ref);
+  installed_ref = LUA_NOREF;
+  lua_pushinteger(L, last_groups);
+  if (why) lua_pushstring(L, why);
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* fuse.run(plan, fn, ...) -> fn's results; fuse.last() says how it went */
+static int f_run(lua_State *L) {
+  check_plan(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushcfunction(L, f_begin);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 0);
+  int base = 1;
+  int st = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
+  lua_pushcfunction(L, f_finish);
+  lua_call(L, 0, 2);
+  lua_pop(L, 2);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L) - base;
+}
+
+static int f_last(lua_State *L) {
+  lua_pushinteger(L, last_groups);
+  if (last_reason[0]) lua_pushstring(L, last_reason);
+  else lua_pushnil(L);
+  return 2;
+}
+
+static const luaL_Reg rec_methods[] = {{"stop", r_stop}, {"free", r_gc}, {NULL, NULL}};
+static const luaL_Reg plan_methods[] = {{"dump", p_dump}, {"stats", p_stats}, {"prepare", p_prepare},
+                                        {"check_compile", p_check_compile}, {"free", p_free}, {NULL, NULL}};
+static const luaL_Reg fuse_functions[] = {{"record", f_record}, {"plan", f_plan}, {"begin", f_begin},
+                                          {"finish", f_finish}, {"run", f_run}, {"last", f_last}, {NULL, NULL}};
+
+static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+}
+
+int luaopen_speedrun_fuse(lua_State *L) {
+  new_meta(L, REC_MT, rec_methods, r_gc);
+  luaL_getmetatable(L, REC_MT);
+  lua_pushcfunction(L, r_len);
+  lua_setfield(L, -2, "__len");
+  lua_pop(L, 1);
+  new_meta(L, PLAN_MT, plan_methods, p_free);
+  luaL_newlib(L, fuse_functions);
+  return 1;
+}

@@ -1,0 +1,157 @@
+-- The step compiler (speedrun.fuse, host/core/fuse*.c) on the CPU: what the planner fuses and
+-- refuses (dead intermediates proven by the recorded step, outputs Lua keeps stored, aliasing
+-- through another layout refused, cast folding), and fused == unfused bit for bit over chains of
+-- every element-wise function in f32, bf16 and f64. With the CUDA backend built, every generated
+-- kernel of these plans also compiles with NVRTC (no GPU needed).
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local fuse = require "speedrun.fuse"
+local core = require "speedrun.core"
+local F = sr.F
+
+-- plan of step(): recorded twice, planned from both recordings; what step returns is held while
+-- the recording stops (as the harness holds the loss), the rest of the step is garbage by then
+local function plan_of(step)
+  step()
+  local r1 = fuse.record(); local keep = step(); r1:stop()
+  local r2 = fuse.record(); keep = step(); r2:stop()
+  keep = nil
+  return assert(fuse.plan(r1, r2))
+end
+
+local function same_bits(a, b, msg)
+  a, b = a:contiguous():to("cpu"), b:contiguous():to("cpu")
+  T.eq(a.dtype, b.dtype, msg .. " dtype")
+  local la, lb = a:view(-1):tolist(), b:view(-1):tolist()
+  T.eq(#la, #lb, msg .. " size")
+  for i = 1, #la do
+    local x, y = la[i], lb[i]
+    if not (x == y or (x ~= x and y ~= y)) then
+      T.ok(false, ("%s: element %d is %.9g fused, %.9g unfused"):format(msg, i, x, y))
+      return
+    end
+  end
+  T.ok(true)
+end
+
+-- step() fused with its own plan equals step() unfused (results: a list of tensors)
+local function check_fused(step, msg)
+  local plan = plan_of(step)
+  local want = step()
+  local got = fuse.run(plan, step)
+  local groups, why = fuse.last()
+  T.eq(why, nil, msg .. ": ran as planned")
+  for i = 1, #want do same_bits(got[i], want[i], msg .. " result " .. i) end
+  return plan, groups
+end
+
+local a = sr.randn({8, 33}):to("bfloat16")
+local x = sr.randn({8, 33})
+
+T.case("a bf16 branch added to an f32 residual: cast + add, the cast's output never stored", function()
+  local plan, groups = check_fused(function() return {x + F.cast(a, "float32")} end, "residual add")
+  local s = plan:stats()
+  T.eq(s.groups, 1)
+  T.eq(s.not_stored, 1)
+  T.eq(groups, 1, "the group ran fused")
+  T.ok(plan:dump():find("cast:float32 %-> add:float32"), plan:dump())
+end)
+
+T.case("an intermediate Lua keeps after the step is stored", function()
+  local kept
+  local plan = check_fused(function()
+    kept = F.cast(a, "float32")
+    return {x + kept, kept}
+  end, "kept")
+  T.eq(plan:stats().not_stored, 0)
+end)
+
+T.case("an intermediate read by a later launch is stored", function()
+  local plan = check_fused(function()
+    local t = F.mul(x, 3)
+    local y = t + x
+    return {y, F.sum(t)}
+  end, "read later")
+  T.eq(plan:stats().groups, 1)
+  T.eq(plan:stats().not_stored, 0)
+end)
+
+T.case("a value written then read through another layout is not fused into one loop", function()
+  local sq = sr.randn({16, 16})
+  local plan = check_fused(function()
+    local u = F.mul(sq, 2)
+    return {u + u:transpose(1, 2)}
+  end, "transpose")
+  T.eq(plan:stats().groups, 0, plan:dump())
+end)
+
+T.case("rms_norm then a narrowing cast: the norm writes bf16 itself", function()
+  local h = sr.randn({6, 64})
+  local plan = check_fused(function() return {F.cast(F.rms_norm(h, nil, 1e-6), "bfloat16")} end, "fold")
+  T.eq(plan:stats().folds, 1, plan:dump())
+end)
+
+T.case("a widening cast is not folded (it would change the rounding)", function()
+  local h = sr.randn({6, 64}):to("bfloat16")
+  local plan = check_fused(function() return {F.cast(F.rms_norm(h, nil, 1e-6), "float32")} end, "no fold")
+  T.eq(plan:stats().folds, 0, plan:dump())
+end)
+
+-- chains of every function, each dtype as storage of the intermediate
+local DTYPES = {"float32", "bfloat16", "float64"}
+local function positive(t) return F.add(F.abs(t), 0.5) end
+
+T.case("every unary function and its backward, in chains over f32, bf16 and f64: fused == unfused", function()
+  local n = 0
+  for _, dt in ipairs(DTYPES) do
+    for _, fn in ipairs(core.op_names.unary) do
+      local base = sr.randn({5, 37}, {dtype = dt})
+      local step = function()
+        local v = (fn == "log" or fn == "sqrt" or fn == "rsqrt") and positive(base) or base
+        local w = v:detach():requires_grad_()
+        local y = F[fn](F.mul(w, 0.75))
+        local z = F.cast(y, dt == "float64" and "float32" or "float64")
+        F.sum(F.mul(y, 1.5)):backward()
+        return {z, w.grad}
+      end
+      check_fused(step, fn .. " " .. dt)
+      n = n + 1
+    end
+  end
+  T.ok(n > 30)
+end)
+
+T.case("binary functions, where and fill in mixed-dtype chains: fused == unfused", function()
+  for _, dt in ipairs(DTYPES) do
+    local p, q = sr.randn({7, 19}, {dtype = dt}), sr.randn({7, 19}, {dtype = "bfloat16"})
+    for _, fn in ipairs(core.op_names.binary) do
+      check_fused(function()
+        local l = F.cast(q, dt)
+        local r = F[fn](p, l)
+        return {F.where(F.gt(p, 0), F.cast(r, "float32"), F.mul(F.cast(p, "float32"), 2))}
+      end, fn .. " " .. dt)
+    end
+  end
+end)
+
+T.case("broadcast operands (stride 0) and a scalar: fused == unfused", function()
+  local row, s = sr.randn({1, 33}):to("bfloat16"), sr.tensor({0.25})
+  check_fused(function() return {F.mul(x + F.cast(row, "float32"), s)} end, "broadcast")
+end)
+
+T.case("NVRTC compiles every generated kernel of these plans", function()
+  local ok = core.cuda_built == nil or core.cuda_built
+  local plan = plan_of(function()
+    local w = x:detach():requires_grad_()
+    local y = F.gelu(F.mul(w, 0.5) + F.cast(a, "float32"))
+    F.sum(F.cast(F.tanh(y), "bfloat16")):backward()
+    return {F.where(F.gt(y, 0), y, F.cast(a, "float32")), w.grad}
+  end)
+  T.ok(plan:stats().groups >= 2, plan:dump())
+  local good, log = plan:check_compile()
+  if not good and log:find("not built") then return end
+  T.ok(good, log)
+  _ = ok
+end)
+
+T.done()

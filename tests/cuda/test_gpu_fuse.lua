@@ -1,0 +1,211 @@
+-- test_gpu_fuse.lua: the step compiler on cuda (docs/cuda.md "The step compiler"). Every generated
+-- kernel against the unfused kernels: every unary function and its backward, every binary
+-- function, where, fill and casts, in f32 and bf16 (f64 groups are refused on cuda and run
+-- unfused), contiguous (8-wide path, odd sizes) and strided/broadcast operands (strided path);
+-- fused results must equal the unfused ones bit for bit, or within one rounding of their dtype
+-- where the compiler may contract differently (counted and printed). Then whole steps: records 1
+-- and 5 (micro) fused vs unfused eagerly in lockstep, and `speedrun train` with the harness's
+-- fused CUDA graph against SPEEDRUN_FUSE=0. Skips (exit 77) without a usable GPU.
+local sr = speedrun
+local T = require "speedrun.testing"
+local cuda = require "speedrun.cuda"
+local fuse = require "speedrun.fuse"
+local core = require "speedrun.core"
+local util = require "speedrun.util"
+local json = require "speedrun.json"
+local H = require "speedrun.harness_core"
+local F = sr.F
+
+local ok, why = cuda.available()
+if not ok then T.skip("no usable GPU: " .. tostring(why)) end
+
+local exact, near = 0, 0
+
+local function plan_of(step)
+  step()
+  local r1 = fuse.record(); local keep = step(); r1:stop()
+  local r2 = fuse.record(); keep = step(); r2:stop()
+  keep = nil
+  local plan = assert(fuse.plan(r1, r2))
+  local off, err = plan:prepare()
+  T.eq(off, 0, "every group's kernel builds: " .. tostring(err))
+  return plan
+end
+
+-- fused vs unfused: bit-equal, or within one rounding of the dtype
+local function compare(got, want, msg)
+  local g, w = got:to("cpu"):to("float64"), want:to("cpu"):to("float64")
+  local d = (g - w):abs()
+  local nanfix = F.where(F.ne(w, w), 0, d)  -- NaN in both: equal
+  local maxd = nanfix:max():item()
+  if maxd == 0 then exact = exact + 1 return end
+  local tol = (want.dtype == "bfloat16" and 2 ^ -8 or 2 ^ -22) * math.max(1, w:abs():max():item())
+  near = near + 1
+  T.ok(maxd <= tol, ("%s: fused differs from unfused by %.3g (tolerance %.3g)"):format(msg, maxd, tol))
+end
+
+local function check_fused(step, msg, want_groups)
+  local plan = plan_of(step)
+  local want = step()
+  local got = fuse.run(plan, step)
+  local groups, w = fuse.last()
+  T.eq(w, nil, msg .. ": ran as planned")
+  if want_groups then T.ok(groups >= want_groups, msg .. ": groups fused " .. groups .. "\n" .. plan:dump()) end
+  for i = 1, #want do compare(got[i], want[i], msg .. " result " .. i) end
+  return plan
+end
+
+local function positive(t) return F.add(F.abs(t), 0.5) end
+
+T.case("every unary function and its backward, f32 and bf16, contiguous and odd sizes", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    for _, n in ipairs {4096, 1237} do
+      for _, fn in ipairs(core.op_names.unary) do
+        local base = sr.randn({n}):to("cuda", dt)
+        check_fused(function()
+          local v = (fn == "log" or fn == "sqrt" or fn == "rsqrt") and positive(base) or base
+          local w = v:detach():requires_grad_()
+          local y = F[fn](F.mul(w, 0.75))
+          local z = F.cast(y, dt == "float32" and "bfloat16" or "float32")
+          F.sum(F.mul(y, 1.5)):backward()
+          return {z, w.grad}
+        end, ("%s %s n=%d"):format(fn, dt, n), 1)
+      end
+    end
+  end
+end)
+
+T.case("gelu (erf, tanh) forward and backward through casts", function()
+  for _, approx in ipairs {"none", "tanh"} do
+    local h = sr.randn({64, 96}):to("cuda", "bfloat16")
+    check_fused(function()
+      local w = h:detach():requires_grad_()
+      local y = F.gelu(F.cast(w, "float32"), approx)
+      F.sum(F.cast(y, "bfloat16")):backward()
+      return {y, w.grad}
+    end, "gelu " .. approx, 1)
+  end
+end)
+
+T.case("binary functions, where and mixed-dtype casts; strided and broadcast operands", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local p = sr.randn({33, 65}):to("cuda", dt)
+    local q = sr.randn({65, 33}):to("cuda", "bfloat16"):transpose(1, 2)   -- strided
+    local row = sr.randn({1, 65}):to("cuda", dt)                          -- broadcast
+    for _, fn in ipairs(core.op_names.binary) do
+      check_fused(function()
+        local r = F[fn](p, F.cast(q, dt))
+        return {F.where(F.gt(p, 0), F.cast(r, "float32"), F.mul(F.cast(p + row, "float32"), 2))}
+      end, fn .. " " .. dt, 1)
+    end
+  end
+end)
+
+T.case("a residual add of a bf16 branch and a norm then a cast (the records' patterns)", function()
+  local x, b = sr.randn({8, 128, 768}):to("cuda"), sr.randn({8, 128, 768}):to("cuda", "bfloat16")
+  local plan = check_fused(function()
+    local y = x + F.cast(b, "float32")
+    return {y, F.cast(F.rms_norm(y, nil, 1e-6), "bfloat16")}
+  end, "residual + norm", 2)
+  local s = plan:stats()
+  T.eq(s.folds, 1, plan:dump())
+  T.ok(s.not_stored >= 1, plan:dump())
+end)
+
+T.case("f64 chains are not fused on cuda (no f64 arithmetic kernels there)", function()
+  local d = sr.randn({100}):to("cuda", "float64")
+  local plan = plan_of(function() return {F.cast(F.cast(d, "float32"), "float64")} end)
+  T.eq(plan:stats().groups, 0, plan:dump())
+end)
+
+local function tensors_of(t, out, seen)
+  out, seen = out or {}, seen or {}
+  if sr.is_tensor(t) then out[#out + 1] = t
+  elseif type(t) == "table" and not seen[t] then
+    seen[t] = true
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do tensors_of(t[k], out, seen) end
+  end
+  return out
+end
+
+local function whole_step(path, scale)
+  local recipe = assert(util.load_recipe(path))
+  local plain = assert(util.recipe_context(recipe, scale, "cuda", 7))
+  local fused = assert(util.recipe_context(recipe, scale, "cuda", 7))
+  local cfg = plain.config
+  local vocab = math.min((cfg.model or {}).vocab_size or 50257, 50257)
+  local x = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}):to("cuda")
+  local y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}):to("cuda")
+  local function step(ctx, s)
+    if recipe.schedule then recipe.schedule(ctx, s) end
+    local l = recipe.train_step(ctx, s, {x = x, y = y, step = s})
+    return sr.is_tensor(l) and l:item() or l
+  end
+  local recs = {}
+  for s = 1, 4 do
+    step(plain, s)
+    local rec = s >= 3 and fuse.record() or nil
+    local keep = step(fused, s)
+    if rec then rec:stop(); recs[#recs + 1] = rec end
+    keep = nil
+  end
+  local plan = assert(fuse.plan(recs[1], recs[2]))
+  plan:prepare()
+  print(plan:dump())
+  for s = 5, 7 do
+    local lp = step(plain, s)
+    local lf = fuse.run(plan, step, fused, s)
+    local groups, w = fuse.last()
+    T.eq(w, nil, path .. ": step " .. s .. " ran as planned")
+    T.ok(groups > 0, path .. ": groups fused")
+    T.ok(math.abs(lf - lp) <= 1e-4 * math.max(1, math.abs(lp)), ("%s step %d: loss fused %.9g, unfused %.9g"):format(path, s, lf, lp))
+  end
+  local pa, pb = tensors_of(plain.params or plain), tensors_of(fused.params or fused)
+  for i = 1, #pa do
+    local d = (pa[i]:to("float64") - pb[i]:to("float64")):abs():max():item()
+    local m = math.max(1, pa[i]:to("float64"):abs():max():item())
+    T.ok(d <= 1e-3 * m, ("%s: parameter %d differs by %.3g after 3 fused steps"):format(path, i, d))
+  end
+end
+
+T.case("whole steps of records 1 and 5: fused == unfused (eager, lockstep)", function()
+  whole_step("../tasks/record_01/recipe.lua", "micro")
+  whole_step("../tasks/record_05/recipe.lua", "micro")
+end)
+
+T.case("speedrun train: the harness's fused CUDA graph matches SPEEDRUN_FUSE=0", function()
+  local exe, tmp = arg[-1], (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/gpu-fuse"
+  H.mkdir(tmp)
+  H.mkdir(tmp .. "/data")
+  local data = require "speedrun.data"
+  assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(2000000, 1)))
+  assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(20000, 2)))
+  local sh = T.shell_quote
+  local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
+  local function train(env, tag)
+    local out = tmp .. "/" .. tag
+    os.execute("rm -rf " .. sh(out))
+    os.execute(env .. " " .. sh(exe) .. " train ../tasks/record_01/recipe.lua --scale micro --device cuda --steps 40 --target 99 " .. DATA .. " --out "
+               .. sh(out) .. " > " .. sh(out .. ".txt") .. " 2>&1")
+    local f = io.open(out .. "/results.json")
+    T.ok(f, tag .. ": results.json\n" .. (io.open(out .. ".txt") or {read = function() return "" end}):read("a"))
+    local r = json.decode(f:read("a"))
+    f:close()
+    return r
+  end
+  local on = train("SPEEDRUN_FUSE_DUMP=" .. sh(tmp .. "/plan.txt"), "on")
+  local off = train("SPEEDRUN_FUSE=0", "off")
+  local g = on.cuda_graph or {}
+  T.ok(g.used, "the graph was used: " .. tostring(g.reason))
+  T.ok(g.fuse and g.fuse.used, "the captured step was fused: " .. json.encode(g.fuse or {}))
+  T.ok(io.open(tmp .. "/plan.txt"), "SPEEDRUN_FUSE_DUMP wrote the plan")
+  T.ok(not (off.cuda_graph.fuse or {}).used, "SPEEDRUN_FUSE=0 turns it off")
+  local a, b = on.metrics.val_loss, off.metrics.val_loss
+  T.ok(math.abs(a - b) <= 1e-3 * math.max(1, math.abs(b)), ("validation loss fused %.6f, unfused %.6f"):format(a, b))
+end)
+
+print(("fused results bit-equal to unfused: %d, within one rounding: %d"):format(exact, near))
+T.done()
