@@ -124,8 +124,8 @@ for p in $PARTS; do
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
       target=${TUNE_TARGET:+--target $TUNE_TARGET}; mkdir -p "$OUTDIR/tuned"
       tune_one() {  # tune_one NAME CALIBRATION [--untimed]
-        local name=$1 cal=$2; shift 2; local what="--tasks $((10#${name#record_}))"
-        [ "$name" = default ] && what="--recipe tasks/default/recipe.lua --name default"
+        local name=$1 cal=$2 what="--recipe tasks/default/recipe.lua --name default"; shift 2
+        [ "$name" = default ] || what="--tasks $((10#${name#record_}))"
         timeout "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target "$@" --scale proxy --runs 3 \
           --device cuda --data "$DATA" --calibration "$cal" --out "/tmp/tune-$name" > "$LOG/tune_$name.log" 2>&1
         echo "== tune_$name rc=$?"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
