@@ -22,7 +22,8 @@
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
-#              TUNE_PARALLEL=1: every search at once (--untimed), then `retime` for the times
+#              (one recipe at a time: four searches at once on one H200 were slower than in turn,
+#              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default, each run alone
 #   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
@@ -123,7 +124,7 @@ for p in $PARTS; do
       all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
       target=${TUNE_TARGET:+--target $TUNE_TARGET}; mkdir -p "$OUTDIR/tuned"
-      tune_one() {  # tune_one NAME CALIBRATION [--untimed]
+      tune_one() {  # tune_one NAME CALIBRATION [calibrate options]
         local name=$1 cal=$2 what="--recipe tasks/default/recipe.lua --name default"; shift 2
         [ "$name" = default ] || what="--tasks $((10#${name#record_}))"
         timeout "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target "$@" --scale proxy --runs 3 \
@@ -131,17 +132,9 @@ for p in $PARTS; do
         echo "== tune_$name rc=$?"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
       }
-      if [ "${TUNE_PARALLEL:-0}" = 1 ]; then
-        # every search at once (only losses decide a probe), each into its own file, merged after;
-        # `retime` then times each tuned budget alone (score refuses the untimed entries)
-        for name in $items; do tune_one "$name" "$LOG/cal-$name.json" --untimed > "$LOG/tune_$name.summary" & done; wait
-        cat "$LOG"/tune_*.summary
-        python3 bench/merge_calibration.py "$OUTDIR/calibration.json" "$LOG"/cal-*.json
-      else
-        for name in $items; do tune_one "$name" "$OUTDIR/calibration.json"; done
-      fi; finish ;;
+      for name in $items; do tune_one "$name" "$OUTDIR/calibration.json"; done; finish ;;
     retime) # the plain calibrate of records $RETIME_RECORDS (default 1-5) and the default recipe, each
-            # run alone: the times of budgets tuned with TUNE_PARALLEL=1 (their `tune` records kept)
+            # run alone, in one call (their `tune` records kept where the budget is the tuned one)
       part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
           --runs 3 --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
         ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs 3 --device cuda \

@@ -103,9 +103,12 @@ if opt.fuse then
   local plan
   if opt.fuse == "on" or opt["dump-plan"] then
     local recs = {}
-    for k = 1, 2 do
+    for k = 1, 2 do  -- train_step alone, as the harness records and captures it (not the schedule)
+      local step = done % cfg.steps + 1
+      done = done + 1
+      if recipe.schedule then recipe.schedule(ctx, step) end
       recs[k] = fuse.record()
-      local keep = train_steps(1)
+      local keep = recipe.train_step(ctx, step, {x = x, y = y, step = step})
       recs[k]:stop()
       keep = nil
     end

@@ -52,9 +52,10 @@ recipe.config = {
     val_tokens = 16384,
     val_every = 30,
   },
-  -- one GPU, minutes, on the default corpus. 600 steps is an estimate, not yet tuned: on an H200
-  -- 300 steps ended at 5.673 +- 0.031 (seeds 1-3) against the target 5.5 (tasks/CALIBRATION.md);
-  -- `speedrun calibrate --tune-steps --recipe tasks/default/recipe.lua --name default` tunes it
+  -- one GPU, minutes, on the default corpus. 600 steps, not yet tuned: on an H200 300 steps ended
+  -- at 5.673 +- 0.031 (seeds 1-3) and 600 at 5.3007 (seed 1, valid) against the target 5.5
+  -- (tasks/CALIBRATION.md); `speedrun calibrate --tune-steps --recipe tasks/default/recipe.lua
+  -- --name default` tunes it
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384},
     batch = {mode = "bt", B = 32, T = 256},

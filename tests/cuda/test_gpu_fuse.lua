@@ -172,8 +172,8 @@ local function whole_step(path, scale)
   end
   local pa, pb = tensors_of(plain.params or plain), tensors_of(fused.params or fused)
   for i = 1, #pa do
-    local d = (pa[i]:to("float64") - pb[i]:to("float64")):abs():max():item()
-    local m = math.max(1, pa[i]:to("float64"):abs():max():item())
+    local d = (pa[i]:to("cpu", "float64") - pb[i]:to("cpu", "float64")):abs():max():item()
+    local m = math.max(1, pa[i]:to("cpu", "float64"):abs():max():item())
     T.ok(d <= 1e-3 * m, ("%s: parameter %d differs by %.3g after 3 fused steps"):format(path, i, d))
   end
 end

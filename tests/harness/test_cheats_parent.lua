@@ -159,6 +159,28 @@ T.case("class 6: --task N without calibration entries -> an error, never the wor
   T.eq(s.summary.ttest.target, 3.0)
   local rc = speedrun("score " .. sh(ws) .. " --task 1 --target 1000" .. RUN .. " --calibration " .. sh(CALIB))
   T.eq(rc, 2, "--target with --task is a usage error")
+  -- at proxy scale only references tuned to their target (budget = the tuned one) and timed alone count
+  local tuned = {steps = 20, target = 3.0}
+  local function proxy_cal(name, r2)
+    local path = tmp .. "/" .. name .. ".json"
+    local r1 = {mean_ms = 1e6, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20, tune = tuned}
+    write(path, json.encode({schema = "speedrun.calibration/1", entries = {[H.card(false)] = {proxy = {record_01 = r1,
+      record_02 = r2}}}}, true))
+    return path
+  end
+  local R2 = {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20}
+  for _, c in ipairs {{"untuned", R2, "not of a budget tuned"},
+                      {"recut", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 16, tune = tuned},
+                       "not of a budget tuned"},
+                      {"retargeted", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.5, val_tokens = 512, steps = 20, tune = tuned},
+                       "not of a budget tuned"},
+                      {"shared", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20, tune = tuned,
+                       timed_alone = false}, "other runs shared the device"}} do
+    local rc2, text2 = speedrun("score " .. sh(ws) .. " --task 1 --scale proxy --runs 3 --calibration "
+      .. sh(proxy_cal("calib-" .. c[1], c[2])) .. RUN)
+    T.eq(rc2, 2, c[1] .. ": " .. text2)
+    T.ok(text2:find(c[3], 1, true), c[1] .. ": " .. text2)
+  end
   honest_passes()
 end)
 

@@ -336,6 +336,13 @@ local function task_refs(o, calib, card, task, calib_path)
         .. "run `speedrun calibrate --tasks %d,%d --scale %s` first", record_name(it[2]), o.scale, card, calib_path,
         task, task, task + 1, task, task + 1, o.scale)
     end
+    -- the proxy track is tight by construction (tasks/CALIBRATION.md): a reference whose budget was
+    -- not tuned to the target has slack, and a start recipe cut to that slack would score as a speed-up
+    if o.scale == "proxy" and (type(e.tune) ~= "table" or e.tune.steps ~= e.steps or e.tune.target ~= e.target_val_loss) then
+      return nil, fmt("the calibration of %s at scale proxy in %s is not of a budget tuned to its target (a "
+        .. "reference with slack would let a cut recipe score): run `speedrun calibrate --tune-steps --tasks %d "
+        .. "--scale proxy` first", record_name(it[2]), calib_path, it[2])
+    end
     if e.timed_alone == false then
       return nil, fmt("the calibration of %s at scale %s in %s was timed while other runs shared the device "
         .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]),
