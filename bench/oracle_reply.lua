@@ -15,7 +15,7 @@ local function read(path)
   f:close()
   return s
 end
-local root = os.getenv("SPEEDRUN_HOME") or "."
+local root = (arg[0] or ""):match("^(.*)/bench/[^/]+$") or "."   -- the checkout holding this script
 local old = read(string.format("%s/tasks/record_%02d/recipe.lua", root, n))
 local new = read(string.format("%s/tasks/record_%02d/recipe.lua", root, n + 1))
 io.write(string.format("Hypothesis: apply record %d's changes to record %d.\n\n", n + 1, n),
