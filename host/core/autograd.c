@@ -60,6 +60,8 @@ void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs) {
   for (int k = 0; k < nout; k++) {
     sr_tensor *y = outputs[k];
     if (!y) continue;
+    n->out_ndim[k] = y->ndim;
+    memcpy(n->out_shape[k], y->shape, sizeof n->out_shape[k]);
     y->requires_grad = true;
     y->grad_fn = n;
     y->grad_slot = k;
@@ -86,6 +88,13 @@ static void release_saved(sr_node *n) {
   }
 }
 
+static void release_dests(sr_node *n) {
+  for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_dest[k]); n->grad_dest[k] = NULL; }
+  sr_tensor_release(n->gbuf);
+  n->gbuf = NULL;
+  n->dest_taken = 0;
+}
+
 void sr_node_release(sr_node *n) {
   if (!n || --n->refcount > 0) return;
   for (int i = 0; i < n->nin; i++) {
@@ -94,6 +103,7 @@ void sr_node_release(sr_node *n) {
   }
   release_saved(n);
   for (int k = 0; k < SR_NODE_MAXOUT; k++) sr_tensor_release(n->grad_acc[k]);
+  release_dests(n);
   if (n->lua_ref) sr_lua_node_backward(n, NULL, NULL);  /* NULL grads: drop the Lua reference */
   free(n);
 }
@@ -107,6 +117,84 @@ void sr_set_lua_backward_hook(sr_lua_backward_hook h) { lua_hook = h; }
 
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in) {
   if (lua_hook) lua_hook(n, grads_out, grads_in);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* gradient routing: destinations and casts into leaves (autograd.h) */
+
+static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1};
+static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM"};
+static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm"};
+
+bool sr_grad_fusion(int which) {
+  if (which < 0 || which >= SR_GRAD_FUSION_COUNT) return false;
+  if (fusion_on[which] < 0) {
+    const char *e = getenv(fusion_env[which]);
+    fusion_on[which] = !(e && e[0] == '0' && e[1] == 0);
+  }
+  return fusion_on[which];
+}
+
+bool sr_set_grad_fusion(int which, bool on) {
+  bool old = sr_grad_fusion(which);
+  if (which >= 0 && which < SR_GRAD_FUSION_COUNT) fusion_on[which] = on;
+  return old;
+}
+
+const char *sr_grad_fusion_name(int which) {
+  return which >= 0 && which < SR_GRAD_FUSION_COUNT ? fusion_names[which] : NULL;
+}
+
+/* the place of output s of m, made on the first request (a piece of m's own buffer, or a view of
+** the place of m's input); NULL when m offers none, its gradient has started arriving, or it was
+** handed out already. Marks it handed out. */
+static sr_tensor *dest_of(sr_node *m, int s, int depth) {
+  if (!m || !m->dest_map || !m->backward || s < 0 || s >= m->nout || depth > 32) return NULL;
+  if (m->grad_acc[s] || (m->dest_taken >> s & 1u)) return NULL;
+  if (!m->grad_dest[s]) {
+    sr_tensor *base = NULL;
+    if (m->flags & SR_NODE_DEST_OWN) {
+      if (!m->gbuf) m->gbuf = sr_tensor_new(m->in_dtype[0], m->in_device[0], m->in_ndim[0], m->in_shape[0]);
+      base = m->gbuf;
+    } else {
+      base = dest_of(m->in[0].node, m->in[0].slot, depth + 1);
+    }
+    if (base) m->grad_dest[s] = m->dest_map(m, s, base);
+  }
+  m->dest_taken |= 1u << s;
+  return m->grad_dest[s];
+}
+
+sr_tensor *sr_grad_dest(sr_node *n, int i) {
+  if (!sr_grad_fusion(SR_GRAD_SLICES) || i < 0 || i >= n->nin || !n->needs[i]) return NULL;
+  sr_tensor *d = dest_of(n->in[i].node, n->in[i].slot, 0);
+  if (d && (d->dtype != n->in_dtype[i] || d->storage->device != n->in_device[i] || d->ndim != n->in_ndim[i] ||
+            memcmp(d->shape, n->in_shape[i], (size_t)d->ndim * sizeof(int64_t))))
+    return NULL;
+  return d;
+}
+
+sr_tensor *sr_grad_cast_leaf(sr_node *n, int i) {
+  if (!sr_grad_fusion(SR_GRAD_CAST_GEMM) || i < 0 || i >= n->nin || !n->needs[i]) return NULL;
+  sr_node *m = n->in[i].node;
+  if (!m || !(m->flags & SR_NODE_CAST) || !m->backward || !m->needs[0]) return NULL;
+  sr_tensor *leaf = m->in[0].leaf;
+  if (!leaf || leaf->dtype != SR_F32 || leaf->storage->device != n->in_device[i]) return NULL;
+  return leaf;
+}
+
+sr_tensor *sr_grad_leaf_target(sr_tensor *leaf, double *beta) {
+  sr_tensor *g = leaf->grad;
+  if (!g) {
+    leaf->grad = sr_tensor_new(leaf->dtype, leaf->storage->device, leaf->ndim, leaf->shape);
+    *beta = 0.0;
+    return leaf->grad;
+  }
+  if (g->dtype != leaf->dtype || g->storage->device != leaf->storage->device || !sr_is_contiguous(g) ||
+      !sr_same_shape(g, leaf))
+    return NULL;
+  *beta = 1.0;
+  return g;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -171,8 +259,10 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
   if (!n->grad_acc[slot]) {
     n->grad_acc[slot] = sr_tensor_retain(g);
   } else {
-    /* never add into a tensor someone else holds: make the accumulator private first */
-    if (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot])) {
+    /* never add into a tensor someone else holds: make the accumulator private first (the
+    ** slot's own destination is: its memory is this gradient's, whatever holds the view) */
+    bool own = n->grad_acc[slot] == n->grad_dest[slot] && n->grad_acc[slot]->refcount == 2;
+    if (!own && (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot]))) {
       sr_tensor *own = sr_to_raw(n->grad_acc[slot], n->grad_acc[slot]->storage->device, n->grad_acc[slot]->dtype);
       sr_tensor_release(n->grad_acc[slot]);
       n->grad_acc[slot] = own;
@@ -185,6 +275,7 @@ static void visit(sr_node *n, unsigned epoch) {
   n->epoch = epoch;
   n->pending = 0;
   for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+  release_dests(n);
 }
 
 /* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
@@ -256,6 +347,10 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_phase_set(n->name, true);
     n->backward(n, n->grad_acc, gin);
     sr_phase_set(NULL, true);
+    /* the upstream gradients and destinations go first: a gradient the rule returned may then be
+    ** private (a leaf adopts it instead of copying) */
+    for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+    release_dests(n);
     for (int i = 0; i < n->nin; i++) {
       sr_tensor *g = gin[i];
       if (g && n->needs[i]) {
@@ -270,7 +365,6 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
       sr_node *m = n->in[i].node;
       if (m && --m->pending == 0) list_push(stack, m);
     }
-    for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
     sr_scratch_pop(gmark);
     release_saved(n);
     n->backward = NULL;

@@ -4,6 +4,19 @@
 ** producing node's output slot, or a leaf's .grad), tensors saved for the backward, scalar
 ** parameters, and the backward rule. sr_backward() walks the nodes in reverse topological
 ** order, summing gradients per output slot, then calls each rule once.
+**
+** Gradient routing (the fusions of the backward pass; docs/cuda.md "Fused in autograd"):
+** - destinations: a node whose outputs are views of its input 0 (split, narrow: pieces of a
+**   buffer of its own; view, transpose, permute: a view of the destination offered for their
+**   input) sets dest_map. Before output k has any gradient, the pass offers the rule of a consumer
+**   a place to write that gradient (sr_grad_dest): a strided view into one gradient buffer of the
+**   split's base, so the pieces' gradients land in their slices and the split's backward copies
+**   nothing. Offered once per output per pass; a rule that writes it returns it as its gradient.
+** - cast into a leaf: a matmul rule whose operand is a float cast of an fp32 leaf (the records'
+**   F.cast(w, "bfloat16")) may write the weight gradient with an fp32-output GEMM straight into
+**   the leaf's .grad, beta = 1 (sr_grad_cast_leaf, sr_grad_leaf_target): no bf16 gradient, no
+**   cast back, no add.
+** Both can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0).
 */
 #ifndef SR_AUTOGRAD_H
 #define SR_AUTOGRAD_H
@@ -18,6 +31,12 @@
 ** grads_in[i]: set to a new reference holding input i's gradient (same shape as the input),
 ** or leave NULL; only needed when n->needs[i]. */
 typedef void (*sr_backward_fn)(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
+/* output k's gradient place as a view of d, a buffer shaped like input 0 (see above), or NULL */
+typedef sr_tensor *(*sr_dest_map_fn)(sr_node *n, int k, sr_tensor *d);
+
+/* node flags */
+#define SR_NODE_CAST 1u      /* a float cast (same device): its input's gradient is its own, converted */
+#define SR_NODE_DEST_OWN 2u  /* dest_map maps n->gbuf, a buffer of the node's own (split, narrow) */
 
 typedef struct sr_edge {
   sr_node *node;       /* producing node (owned ref), or NULL */
@@ -41,10 +60,17 @@ struct sr_node {
   double f[6];
   int64_t i[6];
   int lua_ref;                    /* custom Lua function: registry ref of its backward, else 0 */
+  unsigned flags;                 /* SR_NODE_* */
+  sr_dest_map_fn dest_map;        /* outputs are views of input 0 (gradient destinations), or NULL */
+  int out_ndim[SR_NODE_MAXOUT];   /* output shapes (sr_node_attach) */
+  int64_t out_shape[SR_NODE_MAXOUT][SR_MAXDIM];
   /* backward-pass scratch */
   sr_tensor *grad_acc[SR_NODE_MAXOUT];
   int pending;
   unsigned epoch;                 /* the backward pass that last visited this node */
+  sr_tensor *gbuf;                /* SR_NODE_DEST_OWN: input 0's gradient buffer, made on demand */
+  sr_tensor *grad_dest[SR_NODE_MAXOUT];  /* where output k's gradient may be written */
+  unsigned dest_taken;            /* bit k: output k's destination was handed out (or given up) */
 };
 
 bool sr_grad_enabled(void);
@@ -73,5 +99,26 @@ void sr_backward(sr_tensor *root, sr_tensor *grad);
 typedef void (*sr_lua_backward_hook)(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 void sr_set_lua_backward_hook(sr_lua_backward_hook h);
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
+
+/* gradient routing (see the top of this file) */
+enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_FUSION_COUNT };
+bool sr_grad_fusion(int which);                 /* on? (default on; the env vars turn it off) */
+bool sr_set_grad_fusion(int which, bool on);    /* returns the previous setting */
+const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm" */
+
+/* For a backward rule of n: a tensor shaped and typed as input i, any strides, whose memory is
+** where input i's gradient ends up, or NULL. Borrowed (the node upstream holds it). A rule that
+** writes the whole gradient into it (=) sets grads_in[i] to it (retained); one that does not leaves it
+** untouched. Offered at most once per gradient per pass. */
+sr_tensor *sr_grad_dest(sr_node *n, int i);
+/* For a backward rule of n: the fp32 leaf whose float cast (a SR_NODE_CAST node) is input i, when
+** the rule may add input i's gradient straight into the leaf's .grad instead of returning it (the
+** cast_gemm fusion is on); else NULL. Borrowed. Other readers of the cast still send their
+** gradients through it: the leaf gets the sum either way. */
+sr_tensor *sr_grad_cast_leaf(sr_node *n, int i);
+/* where to add a gradient of leaf: its .grad (contiguous, its dtype and device; *beta = 1), or a
+** new uninitialised tensor made its .grad now (*beta = 0: the caller must write all of it); NULL
+** when .grad cannot be written in place (the caller falls back). The caller bumps the version. */
+sr_tensor *sr_grad_leaf_target(sr_tensor *leaf, double *beta);
 
 #endif

@@ -121,8 +121,9 @@ static sr_tensor *gemm_operand(sr_tensor *x, bool *trans) {
   return sr_contiguous_raw(x);
 }
 
-/* a, b: [M,K]/[K,M] ... or batched [B,.,.] with equal B (or B = 1 broadcast via stride 0) */
-sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
+/* out = op(a) @ op(b) + beta * out, out made here when NULL (beta 0). a, b: [M,K]/[K,M] ... or
+** batched [B,M,K] with equal B (or B = 1 broadcast via stride 0); out contiguous [M,N] / [B,M,N] */
+static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double beta) {
   bool batched = a->ndim == 3;
   sr_tensor *a3 = batched ? sr_tensor_retain(a) : sr_unsqueeze(a, 0);
   sr_tensor *b3 = batched ? sr_tensor_retain(b) : sr_unsqueeze(b, 0);
@@ -134,17 +135,37 @@ sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
   /* a batch of 1 broadcasts: stride 0 */
   if (ao->shape[0] == 1 && B > 1) { sr_tensor *e = sr_expand(ao, 3, (int64_t[]){B, ao->shape[1], ao->shape[2]}); sr_tensor_release(ao); ao = e; }
   if (bo->shape[0] == 1 && B > 1) { sr_tensor *e = sr_expand(bo, 3, (int64_t[]){B, bo->shape[1], bo->shape[2]}); sr_tensor_release(bo); bo = e; }
-  sr_tensor *y = sr_tensor_new(a->dtype, a->storage->device, 3, (int64_t[]){B, M, N});
-  sr_kcall c = {.t = {y, ao, bo}, .nt = 3, .i = {ta, tb}, .f = {1.0, 0.0}};
+  sr_tensor *y = out ? sr_view(out, 3, (int64_t[]){B, M, N}) : sr_tensor_new(a->dtype, a->storage->device, 3, (int64_t[]){B, M, N});
+  sr_kcall c = {.t = {y, ao, bo}, .nt = 3, .i = {ta, tb}, .f = {1.0, out ? beta : 0.0}};
   sr_kernel_run(SR_K_gemm, &c);
   sr_tensor_release(ao);
   sr_tensor_release(bo);
+  if (out) {
+    sr_tensor_release(y);
+    out->storage->version++;
+    return NULL;
+  }
   if (!batched) {
     sr_tensor *v = sr_view(y, 2, (int64_t[]){M, N});
     sr_tensor_release(y);
     y = v;
   }
   return y;
+}
+
+sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) { return gemm_into(NULL, a, ta, b, tb, 0.0); }
+
+/* the gradient op(a) @ op(b) of input i of n: added by the GEMM itself into the fp32 leaf behind
+** a cast when autograd allows it (autograd.h, cast_gemm: fp32 output, beta 1 into an existing
+** .grad), else returned in gi[i]. The GEMM kernels take bf16 operands with an f32 out on cuda;
+** the CPU any float mix. */
+static void gemm_grad(sr_node *n, int i, sr_tensor **gi, sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
+  sr_tensor *leaf = n->in_ndim[i] == 2 ? sr_grad_cast_leaf(n, i) : NULL;
+  double beta = 0.0;
+  sr_tensor *dst = leaf && a->dtype == b->dtype && (a->dtype == SR_BF16 || a->storage->device == SR_CPU)
+                   ? sr_grad_leaf_target(leaf, &beta) : NULL;
+  if (dst) gemm_into(dst, a, ta, b, tb, beta);
+  else gi[i] = sr_gemm_raw(a, ta, b, tb);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -453,8 +474,8 @@ sr_tensor *sr_sum_all(sr_tensor *x) {
 static void mm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0], *a = sr_node_saved(n, 0), *b = sr_node_saved(n, 1);
   if (!g) return;
-  if (n->needs[0]) gi[0] = sr_gemm_raw(g, false, b, true);
-  if (n->needs[1]) gi[1] = sr_gemm_raw(a, true, g, false);
+  if (n->needs[0]) gemm_grad(n, 0, gi, g, false, b, true);
+  if (n->needs[1]) gemm_grad(n, 1, gi, a, true, g, false);
 }
 
 static sr_tensor *mm(sr_tensor *a, sr_tensor *b) {
@@ -545,7 +566,7 @@ static void linear_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     gi[0] = sr_view(dx2, n->in_ndim[0], n->in_shape[0]);
     sr_tensor_release(dx2);
   }
-  if (n->needs[1]) gi[1] = sr_gemm_raw(g2, true, x2, false);   /* [N,M] @ [M,K] */
+  if (n->needs[1]) gemm_grad(n, 1, gi, g2, true, x2, false);   /* [N,M] @ [M,K] */
   if (n->needs[2]) gi[2] = reduce_grad(n, 2, g2);
   sr_tensor_release(g2);
 }
@@ -589,7 +610,10 @@ static void cast_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
 
 static sr_tensor *convert(const char *op, sr_tensor *x, sr_device d, sr_dtype dt) {
   sr_tensor *y = sr_to_raw(x, d, dt);
-  if (sr_dtype_is_float(dt) && sr_dtype_is_float(x->dtype)) record(op, cast_backward, 1, &x, y);
+  if (sr_dtype_is_float(dt) && sr_dtype_is_float(x->dtype)) {
+    sr_node *n = record(op, cast_backward, 1, &x, y);
+    if (n && d == x->storage->device && dt != x->dtype) n->flags |= SR_NODE_CAST;
+  }
   return y;
 }
 
@@ -607,13 +631,19 @@ sr_tensor *sr_contiguous(sr_tensor *x) {
 
 static void view_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {  /* view/reshape/(un)squeeze */
   if (!go[0]) return;
+  /* a strided gradient (a destination's slice) goes back as a view when its strides allow one */
+  if (sr_grad_fusion(SR_GRAD_SLICES) && (gi[0] = sr_view_try(go[0], n->in_ndim[0], n->in_shape[0]))) return;
   sr_tensor *g = sr_contiguous_raw(go[0]);
   gi[0] = sr_view(g, n->in_ndim[0], n->in_shape[0]);
   sr_tensor_release(g);
 }
 
+/* destinations (autograd.h): the gradient place of a view's output, from its input's */
+static sr_tensor *view_dest(sr_node *n, int k, sr_tensor *d) { return sr_view_try(d, n->out_ndim[k], n->out_shape[k]); }
+
 static sr_tensor *record_view(const char *op, sr_tensor *x, sr_tensor *y, sr_backward_fn bw) {
-  record(op, bw, 1, &x, y);
+  sr_node *n = record(op, bw, 1, &x, y);
+  if (n && bw == view_backward) n->dest_map = view_dest;
   return y;
 }
 
@@ -637,10 +667,12 @@ static void transpose_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (go[0]) gi[0] = sr_transpose(go[0], (int)n->i[0], (int)n->i[1]);
 }
 
+static sr_tensor *transpose_dest(sr_node *n, int k, sr_tensor *d) { (void)k; return sr_transpose(d, (int)n->i[0], (int)n->i[1]); }
+
 sr_tensor *sr_transpose_op(sr_tensor *x, int d0, int d1) {
   sr_tensor *y = sr_transpose(x, d0, d1);
   sr_node *n = record("transpose", transpose_backward, 1, &x, y);
-  if (n) { n->i[0] = d0; n->i[1] = d1; }
+  if (n) { n->i[0] = d0; n->i[1] = d1; n->dest_map = transpose_dest; }
   return y;
 }
 
@@ -651,24 +683,63 @@ static void permute_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   gi[0] = sr_permute(go[0], inv);
 }
 
+static sr_tensor *permute_dest(sr_node *n, int k, sr_tensor *d) {
+  (void)k;
+  int perm[SR_MAXDIM];
+  for (int i = 0; i < n->in_ndim[0]; i++) perm[i] = (int)(n->i[0] >> (4 * i) & 15);
+  return sr_permute(d, perm);
+}
+
 sr_tensor *sr_permute_op(sr_tensor *x, const int *perm) {
   sr_tensor *y = sr_permute(x, perm);
   sr_node *n = record("permute", permute_backward, 1, &x, y);
   if (n) {
     n->i[0] = 0;
     for (int d = 0; d < x->ndim; d++) n->i[0] |= (int64_t)(perm[d] < 0 ? perm[d] + x->ndim : perm[d]) << (4 * d);
+    n->dest_map = permute_dest;
   }
   return y;
 }
 
+/* the same view of the same memory */
+static bool same_view(const sr_tensor *a, const sr_tensor *b) {
+  return a->storage == b->storage && a->offset == b->offset && a->ndim == b->ndim &&
+         !memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof(int64_t)) &&
+         !memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof(int64_t));
+}
+
+/* piece [start, start + len) along dim of the gradient dx of a split or narrow: the piece's
+** gradient g copied in, unless a consumer wrote it there already (g is the piece's destination),
+** or zeros when none came */
+static void put_piece(sr_tensor *dx, int dim, int64_t start, int64_t len, sr_tensor *g) {
+  if (len == 0) return;
+  sr_tensor *part = sr_narrow(dx, dim, start, len);
+  if (!g) sr_fill_(part, 0.0);
+  else if (!same_view(part, g)) sr_copy_(part, g);
+  sr_tensor_release(part);
+}
+
+/* narrow: the piece's gradient with zeros around it (written once each, in the node's gradient
+** buffer when a consumer was offered the piece as its destination) */
 static void narrow_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!go[0]) return;
-  sr_tensor *dx = sr_tensor_zeros(go[0]->dtype, go[0]->storage->device, n->in_ndim[0], n->in_shape[0]);
-  sr_tensor *part = sr_narrow(dx, (int)n->i[0], n->i[1], n->i[2]);
-  sr_copy_(part, go[0]);
-  sr_tensor_release(part);
+  int dim = (int)n->i[0];
+  int64_t start = n->i[1], len = n->i[2], size = n->in_shape[0][dim];
+  if (!n->gbuf && !sr_grad_fusion(SR_GRAD_SLICES)) {  /* as before the fusion: zeros, then the piece */
+    sr_tensor *dx = sr_tensor_zeros(go[0]->dtype, go[0]->storage->device, n->in_ndim[0], n->in_shape[0]);
+    put_piece(dx, dim, start, len, go[0]);
+    gi[0] = dx;
+    return;
+  }
+  sr_tensor *dx = n->gbuf ? sr_tensor_retain(n->gbuf)
+                          : sr_tensor_new(go[0]->dtype, go[0]->storage->device, n->in_ndim[0], n->in_shape[0]);
+  put_piece(dx, dim, 0, start, NULL);
+  put_piece(dx, dim, start, len, go[0]);
+  put_piece(dx, dim, start + len, size - start - len, NULL);
   gi[0] = dx;
 }
+
+static sr_tensor *narrow_dest(sr_node *n, int k, sr_tensor *d) { (void)k; return sr_narrow(d, (int)n->i[0], n->i[1], n->i[2]); }
 
 sr_tensor *sr_narrow_op(sr_tensor *x, int dim, int64_t start, int64_t length) {
   sr_tensor *y = sr_narrow(x, dim, start, length);
@@ -677,28 +748,37 @@ sr_tensor *sr_narrow_op(sr_tensor *x, int dim, int64_t start, int64_t length) {
     n->i[0] = dim < 0 ? dim + x->ndim : dim;
     n->i[1] = start < 0 ? start + x->shape[n->i[0]] : start;
     n->i[2] = length;
+    n->dest_map = narrow_dest;
+    n->flags |= SR_NODE_DEST_OWN;
   }
   return y;
 }
 
 /* split into pieces along dim (sizes sum to the dim's size): views; one node with up to
 ** SR_NODE_MAXOUT outputs whose backward writes every piece's gradient into one tensor (zeros
-** where a piece got none) instead of one zero-filled full-size tensor per piece */
+** where a piece got none) instead of one zero-filled full-size tensor per piece. That tensor is
+** the node's gradient buffer when consumers were offered its pieces as destinations (autograd.h):
+** the pieces they wrote need no copy. */
 static void split_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   int dim = (int)n->i[0];
   sr_tensor *like = NULL;
   for (int k = 0; k < n->nout; k++) if (go[k]) { like = go[k]; break; }
   if (!like) return;
-  sr_tensor *dx = sr_tensor_new(like->dtype, like->storage->device, n->in_ndim[0], n->in_shape[0]);
+  sr_tensor *dx = n->gbuf ? sr_tensor_retain(n->gbuf)
+                          : sr_tensor_new(like->dtype, like->storage->device, n->in_ndim[0], n->in_shape[0]);
   int64_t start = 0;
   for (int k = 0; k < n->nout; k++) {
     int64_t len = (int64_t)(n->f[k]);
-    sr_tensor *part = sr_narrow(dx, dim, start, len);
-    if (go[k]) sr_copy_(part, go[k]); else sr_fill_(part, 0.0);
-    sr_tensor_release(part);
+    put_piece(dx, dim, start, len, go[k]);
     start += len;
   }
   gi[0] = dx;
+}
+
+static sr_tensor *split_dest(sr_node *n, int k, sr_tensor *d) {
+  int64_t start = 0;
+  for (int j = 0; j < k; j++) start += (int64_t)n->f[j];
+  return sr_narrow(d, (int)n->i[0], start, (int64_t)n->f[k]);
 }
 
 int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **out) {
@@ -720,6 +800,8 @@ int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **
     sr_node *nd = sr_node_new("split", split_backward, 1, &x);
     nd->i[0] = dim;
     for (int k = 0; k < n; k++) nd->f[k] = (double)sizes[k];
+    nd->dest_map = split_dest;
+    nd->flags |= SR_NODE_DEST_OWN;
     sr_node_attach(nd, n, out);
     sr_node_release(nd);
   }

@@ -345,6 +345,17 @@ sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin) {
 /* ------------------------------------------------------------------------------------------ */
 /* scaled dot-product attention: q, k, v [B, H, T, D] */
 
+/* a gradient destination the backward kernel can write: any strides on the CPU; on cuda the
+** flash kernel's layouts (unit stride in D, other strides multiples of 8, 16-byte aligned) */
+static bool sdpa_grad_dest_ok(const sr_tensor *d, bool flash) {
+  if (d->storage->device == SR_CPU) return true;
+  if (!flash) return false;
+  if (d->stride[3] != 1 || (d->offset * (int64_t)sr_dtype_size(d->dtype)) % 16) return false;
+  for (int k = 0; k < 3; k++)
+    if (d->stride[k] % 8 && d->shape[k] != 1) return false;
+  return true;
+}
+
 static void sdpa_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0];
   if (!g) return;
@@ -354,13 +365,15 @@ static void sdpa_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *gc = flash && g->stride[3] == 1 ? sr_tensor_retain(g) : sr_contiguous_raw(g);
   /* flash path: grads in [B,T,H,D] memory order, so transpose(2,3):reshape(B,T,C) upstream is
   ** a view, not a copy */
-  sr_tensor *dq = flash ? new_bthd(q) : sr_tensor_new_like(q);
-  sr_tensor *dk = flash ? new_bthd(k) : sr_tensor_new_like(k);
-  sr_tensor *dv = flash ? new_bthd(v) : sr_tensor_new_like(v);
-  sr_kcall c = {.t = {dq, dk, dv, gc, q, k, v, o, lse}, .nt = 9, .f = {n->f[0]}, .i = {n->i[0]}};
+  sr_tensor *qkv[3] = {q, k, v}, *d[3];
+  for (int i = 0; i < 3; i++) {
+    sr_tensor *dest = n->needs[i] ? sr_grad_dest(n, i) : NULL;  /* e.g. a slice of the qkv gradient */
+    d[i] = dest && sdpa_grad_dest_ok(dest, flash) ? sr_tensor_retain(dest) : flash ? new_bthd(qkv[i]) : sr_tensor_new_like(qkv[i]);
+  }
+  sr_kcall c = {.t = {d[0], d[1], d[2], gc, q, k, v, o, lse}, .nt = 9, .f = {n->f[0]}, .i = {n->i[0]}};
   sr_kernel_run(SR_K_attention_backward, &c);
   sr_tensor_release(gc);
-  gi[0] = dq; gi[1] = dk; gi[2] = dv;
+  gi[0] = d[0]; gi[1] = d[1]; gi[2] = d[2];
 }
 
 sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double scale) {

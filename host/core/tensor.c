@@ -536,6 +536,40 @@ sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int
   return as_strided("as_strided", x, ndim, shape, stride, offset);
 }
 
+/* the strides of x viewed as shape (numel already checked equal), as torch's computeStride:
+** split the old dims into chunks that are contiguous among themselves; each chunk must be
+** covered exactly by a run of new dims. false when no view exists. */
+static bool view_strides(const sr_tensor *x, int64_t n, int ndim, const int64_t *shape, int64_t *stride) {
+  if (x->ndim == 0 || n == 0) {  /* any shape of a scalar or an empty tensor is contiguous */
+    int64_t st = 1;
+    for (int d = ndim - 1; d >= 0; d--) { stride[d] = st; st *= shape[d]; }
+    return true;
+  }
+  int vd = ndim - 1;
+  int64_t base = x->stride[x->ndim - 1], tnumel = 1, vnumel = 1;
+  for (int td = x->ndim - 1; td >= 0; td--) {
+    tnumel *= x->shape[td];
+    if (td == 0 || (x->shape[td - 1] != 1 && x->stride[td - 1] != tnumel * base)) {
+      while (vd >= 0 && (vnumel < tnumel || shape[vd] == 1)) {
+        stride[vd] = vnumel * base;
+        vnumel *= shape[vd];
+        vd--;
+      }
+      if (vnumel != tnumel) return false;
+      if (td > 0) { base = x->stride[td - 1]; tnumel = 1; vnumel = 1; }
+    }
+  }
+  return vd == -1;
+}
+
+/* x viewed as shape (every size given), or NULL when the strides allow no view */
+sr_tensor *sr_view_try(sr_tensor *x, int ndim, const int64_t *shape) {
+  int64_t stride[SR_MAXDIM];
+  if (ndim < 0 || ndim > SR_MAXDIM || sr_shape_numel(ndim, shape) != sr_numel(x)) return NULL;
+  if (!view_strides(x, sr_numel(x), ndim, shape, stride)) return NULL;
+  return as_strided("view", x, ndim, shape, stride, x->offset);
+}
+
 /* view with a new shape: works when each new dim maps onto a run of old dims that is
 ** contiguous among itself (as torch.view) */
 sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape_in) {
@@ -560,29 +594,7 @@ sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape_in) {
     sr_fail("view: shape %s is invalid for a tensor of shape %s (%lld elements)", sr_dims_str(ndim, shape, b1, 96),
             sr_shape_str(x, b2, 96), (long long)n);
   int64_t stride[SR_MAXDIM];
-  if (x->ndim == 0 || n == 0) {  /* any shape of a scalar or an empty tensor is contiguous */
-    int64_t st = 1;
-    for (int d = ndim - 1; d >= 0; d--) { stride[d] = st; st *= shape[d]; }
-    return as_strided("view", x, ndim, shape, stride, x->offset);
-  }
-  /* torch's computeStride: split the old dims into chunks that are contiguous among
-  ** themselves; each chunk must be covered exactly by a run of new dims */
-  int vd = ndim - 1;
-  int64_t base = x->stride[x->ndim - 1], tnumel = 1, vnumel = 1;
-  for (int td = x->ndim - 1; td >= 0; td--) {
-    tnumel *= x->shape[td];
-    if (td == 0 || (x->shape[td - 1] != 1 && x->stride[td - 1] != tnumel * base)) {
-      while (vd >= 0 && (vnumel < tnumel || shape[vd] == 1)) {
-        stride[vd] = vnumel * base;
-        vnumel *= shape[vd];
-        vd--;
-      }
-      if (vnumel != tnumel) vd = -2;
-      if (vd == -2) break;
-      if (td > 0) { base = x->stride[td - 1]; tnumel = 1; vnumel = 1; }
-    }
-  }
-  if (vd != -1)
+  if (!view_strides(x, n, ndim, shape, stride))
     sr_fail("view: shape %s is not a view of this %s tensor's strides; use reshape (which copies)",
             sr_dims_str(ndim, shape, b1, 96), sr_shape_str(x, b2, 96));
   return as_strided("view", x, ndim, shape, stride, x->offset);

@@ -173,6 +173,7 @@ const char *sr_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
 
 /* ---- views (share storage; no copy) */
 sr_tensor *sr_view(sr_tensor *x, int ndim, const int64_t *shape);  /* -1 allowed once; needs compatible strides */
+sr_tensor *sr_view_try(sr_tensor *x, int ndim, const int64_t *shape);  /* NULL where sr_view fails on strides */
 sr_tensor *sr_as_strided(sr_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
 sr_tensor *sr_transpose(sr_tensor *x, int d0, int d1);
 sr_tensor *sr_permute(sr_tensor *x, const int *perm);

@@ -130,10 +130,10 @@ const char *sr_cpu_attention_backward(const sr_kcall *c) {
             dvj[d] += pj * g[d];
           }
         }
-        cpu_store(dq, dq->offset + base + i * D, D, dqi);
+        cpu_scatter(dq, base + i * D, D, dqi);  /* dq, dk, dv: any strides */
       }
-      cpu_store(dk, dk->offset + base, TD, dK);
-      cpu_store(dv, dv->offset + base, TD, dV);
+      cpu_scatter(dk, base, TD, dK);
+      cpu_scatter(dv, base, TD, dV);
     }
   }
   free(all);
@@ -360,10 +360,10 @@ const char *sr_cpu_flex_attention_backward(const sr_kcall *c) {
             dvj[d] += p[x] * g[d];
           }
         }
-        cpu_store(dq, dq->offset + base + i * D, D, dqi);
+        cpu_scatter(dq, base + i * D, D, dqi);  /* dq, dk, dv: any strides */
       }
-      cpu_store(dk, dk->offset + base, TD, dK);
-      cpu_store(dv, dv->offset + base, TD, dV);
+      cpu_scatter(dk, base, TD, dK);
+      cpu_scatter(dv, base, TD, dV);
     }
   }
   free(all);
