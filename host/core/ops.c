@@ -703,9 +703,10 @@ sr_tensor *sr_permute_op(sr_tensor *x, const int *perm) {
 
 /* the same view of the same memory */
 static bool same_view(const sr_tensor *a, const sr_tensor *b) {
-  return a->storage == b->storage && a->offset == b->offset && a->ndim == b->ndim &&
-         !memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof(int64_t)) &&
-         !memcmp(a->stride, b->stride, (size_t)a->ndim * sizeof(int64_t));
+  if (a->storage != b->storage || a->offset != b->offset || a->ndim != b->ndim) return false;
+  for (int d = 0; d < a->ndim; d++)  /* the stride of a dim of size 1 is never used */
+    if (a->shape[d] != b->shape[d] || (a->shape[d] > 1 && a->stride[d] != b->stride[d])) return false;
+  return true;
 }
 
 /* piece [start, start + len) along dim of the gradient dx of a split or narrow: the piece's

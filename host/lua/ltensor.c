@@ -691,6 +691,17 @@ static int f_set_grad_enabled(lua_State *L) {
 
 static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled()); return 1; }
 
+/* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm";
+** core/autograd.h) was on; with on, sets it */
+static int f_grad_fusion(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  int which = 0;
+  while (sr_grad_fusion_name(which) && strcmp(sr_grad_fusion_name(which), name)) which++;
+  if (!sr_grad_fusion_name(which)) return luaL_argerror(L, 1, lua_pushfstring(L, "unknown fusion '%s' (slices, cast_gemm)", name));
+  lua_pushboolean(L, lua_isnoneornil(L, 2) ? sr_grad_fusion(which) : sr_set_grad_fusion(which, lua_toboolean(L, 2)));
+  return 1;
+}
+
 static int f_is_tensor(lua_State *L) { lua_pushboolean(L, sr_to_tensor(L, 1) != NULL); return 1; }
 
 /* monotonic wall-clock seconds (not the scoring clock: the harness keeps its own in C) */
@@ -769,7 +780,7 @@ static const luaL_Reg core_functions[] = {
   {"tensor", f_tensor}, {"zeros", f_zeros}, {"ones", f_ones}, {"empty", f_empty}, {"full", f_full},
   {"arange", f_arange}, {"frombytes", f_frombytes}, {"randn", f_randn}, {"rand", f_rand}, {"randint", f_randint},
   {"manual_seed", f_manual_seed}, {"no_grad", f_no_grad}, {"set_grad_enabled", f_set_grad_enabled},
-  {"is_grad_enabled", f_is_grad_enabled}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
+  {"is_grad_enabled", f_is_grad_enabled}, {"grad_fusion", f_grad_fusion}, {"is_tensor", f_is_tensor}, {"cuda_available", f_cuda_available},
   {"clock", f_clock}, {"synchronize", f_synchronize}, {"set_num_threads", f_set_num_threads}, {"get_num_threads", f_get_num_threads},
   {"memory", f_memory}, {"reset_peak_memory", f_reset_peak_memory},
   {"live_tensors", f_live_tensors}, {NULL, NULL}

@@ -1,0 +1,270 @@
+-- The backward pass's gradient routing (core/autograd.h, docs/cuda.md "Fused in autograd"), on
+-- the CPU: every case runs with each fusion on and off and compares the gradients.
+--   slices: the pieces of F.split / narrow written in place by their consumers (sdpa, views):
+--           the same arithmetic, so the gradients are equal bit for bit; pieces with no gradient,
+--           pieces used twice, and fewer copies in the split's phase (profile).
+--   cast_gemm: the weight gradient of a matmul whose operand is a bf16 cast of an fp32 leaf,
+--           added by an fp32-output GEMM into the leaf's .grad: within bf16 rounding of the
+--           unfused result, and at least as close to a float64 reference.
+-- Then whole micro-scale training steps of records 1 and 5 (record 1 also under autocast, with
+-- micro-batch accumulation) with the fusions on and off.
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local util = require "speedrun.util"
+local F = sr.F
+local profile = sr.profile
+
+local function maxdiff(a, b) return F.max(F.abs(F.cast(a, "float64") - F.cast(b, "float64"))):item() end
+local function maxabs(a) return F.max(F.abs(F.cast(a, "float64"))):item() end
+
+-- fn() with the fusion name set to on, the previous setting restored after
+local function with(name, on, fn)
+  local old = sr.grad_fusion(name, on)
+  local ok, a, b = pcall(fn)
+  sr.grad_fusion(name, old)
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+-- grads of the leaves after f(leaves...):backward(), as float64 copies
+local function grads(leaves, f)
+  for _, l in ipairs(leaves) do l.grad = nil end
+  f(table.unpack(leaves)):backward()
+  local out = {}
+  for i, l in ipairs(leaves) do out[i] = l.grad and F.cast(l.grad, "float64") or false end
+  return out
+end
+
+local function same_grads(name, leaves, f, what)
+  local on = with(name, true, function() return grads(leaves, f) end)
+  local off = with(name, false, function() return grads(leaves, f) end)
+  for i = 1, #leaves do
+    T.eq(not on[i], not off[i], what .. ": leaf " .. i .. " has a gradient either way")
+    if on[i] then T.eq(maxdiff(on[i], off[i]), 0, what .. ": leaf " .. i .. " bit for bit") end
+  end
+  return on
+end
+
+local function leaf(shape, dtype)
+  return F.cast(sr.randn(shape), dtype or "float32"):detach():requires_grad_()
+end
+
+T.case("switches: grad_fusion names, defaults on, unknown name", function()
+  T.eq(sr.grad_fusion("slices"), true)
+  T.eq(sr.grad_fusion("cast_gemm"), true)
+  T.eq(sr.grad_fusion("slices", false), true)
+  T.eq(sr.grad_fusion("slices"), false)
+  sr.grad_fusion("slices", true)
+  T.raises(function() sr.grad_fusion("nope") end, "unknown fusion")
+end)
+
+T.case("slices: the qkv split into attention (view, transpose) == unfused, no copies", function()
+  sr.manual_seed(1)
+  local B, Tn, H, D = 2, 5, 2, 4
+  local C = H * D
+  local x, w = leaf({B, Tn, C}), leaf({3 * C, C})
+  local function f(x, w)
+    local q, k, v = table.unpack(F.split(F.linear(x, w), C, 3))
+    local function heads(t) return t:view(B, Tn, H, D):transpose(2, 3) end
+    local y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), {causal = true})
+    return F.sum(F.square(y:transpose(2, 3):reshape(B, Tn, C)))
+  end
+  same_grads("slices", {x, w}, f, "qkv")
+  local function copies(on)
+    return with("slices", on, function()
+      local n = 0
+      for _, r in ipairs(profile.run(function() f(x, w):backward() end)) do
+        if r.phase == "bwd:split" and (r.name == "copy" or r.name == "fill") then n = n + r.calls end
+      end
+      return n
+    end)
+  end
+  T.eq(copies(false), 3, "unfused: one copy per piece")
+  T.eq(copies(true), 0, "fused: the pieces were written in place")
+end)
+
+T.case("slices: a piece without a gradient, a piece read twice, pieces in any order", function()
+  sr.manual_seed(2)
+  local x = leaf({3, 4, 12})
+  same_grads("slices", {x}, function(x)   -- v unused: zeros in its slice
+    local q, k = table.unpack(F.split(x, 4, 3))
+    local s = F.scaled_dot_product_attention(q:view(3, 1, 4, 4), k:view(3, 1, 4, 4), q:view(3, 1, 4, 4))
+    return F.sum(s)
+  end, "unused piece")
+  same_grads("slices", {x}, function(x)   -- q through attention and through a second reader
+    local q, k, v = table.unpack(F.split(x, 4, 3))
+    local a = F.scaled_dot_product_attention(q:view(3, 1, 4, 4), k:view(3, 1, 4, 4), v:view(3, 1, 4, 4), {causal = true})
+    return F.sum(F.square(a)) + F.sum(q * 3) + F.sum(F.exp(v))
+  end, "piece read twice")
+  same_grads("slices", {x}, function(x)   -- attention's operands in reversed piece order
+    local q, k, v = table.unpack(F.split(x, 4, 3))
+    local a = F.scaled_dot_product_attention(v:view(3, 1, 4, 4), k:view(3, 1, 4, 4), q:view(3, 1, 4, 4))
+    local b = F.scaled_dot_product_attention(k:view(3, 1, 4, 4), q:view(3, 1, 4, 4), v:view(3, 1, 4, 4))
+    return F.sum(F.square(a)) + F.sum(b)
+  end, "two readers, any order")
+  same_grads("slices", {x}, function(x)   -- uneven pieces, dim 2, chunk, split of a split
+    local a, b = table.unpack(F.split(x, 3, 2))
+    local c1, c2 = table.unpack(F.chunk(a, 2, 3))
+    return F.sum(F.square(c1)) + F.sum(c2:transpose(1, 2) * 2) + F.sum(F.tanh(b))
+  end, "uneven, chunk, nested")
+  local x2 = leaf({4, 6}, "bfloat16")
+  same_grads("slices", {x2}, function(x)
+    local p = F.split(x, 1, 2)           -- more than 4 pieces: narrows
+    return F.sum(F.square(F.cast(p[1], "float32"))) + F.sum(F.cast(p[4], "float32") * 3)
+  end, "narrows, bf16")
+end)
+
+T.case("slices: narrow, select and a view of a narrow == unfused", function()
+  sr.manual_seed(3)
+  local x = leaf({5, 6})
+  same_grads("slices", {x}, function(x)
+    local a = x:narrow(2, 2, 3)
+    local b = x:select(1, 4)
+    local c = x:narrow(1, 1, 2):reshape(12)
+    return F.sum(F.square(a)) + F.sum(b * 5) + F.sum(F.exp(c)) + F.sum(x:narrow(2, 2, 3))
+  end, "narrows")
+end)
+
+-- the weight gradient of F.linear / F.matmul with a bf16 cast of an fp32 leaf
+local function cast_case(what, f, leaves, ref_leaves, n_backward)
+  local function run()
+    for _, l in ipairs(leaves) do l.grad = nil end
+    for _ = 1, n_backward do f(table.unpack(leaves)):backward() end
+    local out = {}
+    for i, l in ipairs(leaves) do out[i] = F.cast(l.grad, "float64") end
+    return out
+  end
+  local on = with("cast_gemm", true, run)
+  local off = with("cast_gemm", false, run)
+  for _, l in ipairs(ref_leaves) do l.grad = nil end
+  for _ = 1, n_backward do f(table.unpack(ref_leaves)):backward() end
+  for i = 1, #leaves do
+    T.eq(leaves[i].grad.dtype, leaves[i].dtype, what .. ": grad dtype")
+    local ref = ref_leaves[i].grad
+    local scale = maxabs(ref)
+    local d = maxdiff(on[i], off[i]) / scale
+    T.ok(d < 2 ^ -7 * n_backward, ("%s: leaf %d fused vs unfused %.3g (bf16 rounding)"):format(what, i, d))
+    local eon, eoff = maxdiff(on[i], ref) / scale, maxdiff(off[i], ref) / scale
+    T.ok(eon <= eoff * 1.5 + 1e-6, ("%s: leaf %d fused error %.3g vs unfused %.3g (vs float64)"):format(what, i, eon, eoff))
+  end
+end
+
+T.case("cast_gemm: linear and matmul weight gradients into fp32 leaves, accumulated", function()
+  sr.manual_seed(4)
+  local x = F.cast(sr.randn(3, 7, 16), "bfloat16")
+  local w = leaf({24, 16})
+  local w64 = F.cast(w, "float64"):detach():requires_grad_()
+  local x64 = F.cast(x, "float64")
+  local function lin(x) return function(w) return F.sum(F.square(F.linear(x, F.cast(w, x.dtype)))) end end
+  local function lin_ref(w) return F.sum(F.square(F.linear(x64, w))) end
+  -- the float64 reference leaf goes through the float64 composition
+  cast_case("linear", function(l) if l.dtype == "float64" then return lin_ref(l) end return lin(x)(l) end, {w}, {w64}, 1)
+  cast_case("linear, 3 backward passes (beta = 1)", function(l)
+    if l.dtype == "float64" then return lin_ref(l) end
+    return lin(x)(l)
+  end, {w}, {w64}, 3)
+  local a = F.cast(sr.randn(9, 24), "bfloat16")
+  local a64 = F.cast(a, "float64")
+  cast_case("matmul b, and a second reader of the cast", function(l)
+    if l.dtype == "float64" then return F.sum(F.square(F.matmul(a64, l))) + F.sum(l * 2) end
+    local c = F.cast(l, "bfloat16")
+    return F.sum(F.square(F.cast(F.matmul(a, c), "float32"))) + F.sum(F.cast(c, "float32") * 2)
+  end, {w}, {w64}, 2)
+  -- the fused path writes fewer launches: no bf16 dW, no cast, no add
+  local function launches(on)
+    return with("cast_gemm", on, function()
+      w.grad = nil
+      local rows = profile.run(function() lin(x)(w):backward(); lin(x)(w):backward() end)
+      local n = {}
+      for _, r in ipairs(rows) do
+        local k = r.name .. (r.sub and "." .. r.sub or "") .. " " .. r.phase
+        n[k] = (n[k] or 0) + r.calls
+      end
+      return n
+    end)
+  end
+  local off, on = launches(false), launches(true)
+  T.eq(off["copy bwd:cast"], 2, "unfused: a cast back per backward")
+  T.eq(on["copy bwd:cast"], nil, "fused: no cast back")
+  T.eq(off["binary.add bwd:accumulate"], 1, "unfused: an add into .grad")
+  T.eq(on["binary.add bwd:accumulate"], nil, "fused: no add into .grad")
+end)
+
+-- whole micro-scale training steps of a record, fusions on vs off: the gradient of every parameter
+-- over the first step's micro-batches, then the losses of `steps` training steps and the parameters
+local function record_case(n, o)
+  local recipe = assert(util.load_recipe(("../tasks/record_%02d/recipe.lua"):format(n)))
+  local function run(on)
+    local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7))
+    if o.amp then ctx.amp = true end
+    if o.micro_batch then ctx.config.micro_batch = o.micro_batch end
+    local cfg = ctx.config
+    sr.manual_seed(11)
+    local vocab = math.min(cfg.model.vocab_size, 50257)
+    local x, y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}), sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T})
+    local old = {}
+    for _, name in ipairs {"slices", "cast_gemm"} do old[name] = sr.grad_fusion(name, on[name]) end
+    local ok, res = pcall(function()
+      -- the gradients of the first step (micro-batches accumulated), before any update
+      local mb = o.micro_batch or cfg.batch.B
+      local nmb = cfg.batch.B // mb
+      for i = 1, nmb do
+        local _, loss = ctx.model(x:narrow(1, (i - 1) * mb + 1, mb), y:narrow(1, (i - 1) * mb + 1, mb), ctx.amp)
+        if nmb > 1 then loss = loss / nmb end
+        loss:backward()
+      end
+      local g = {}
+      for i, p in ipairs(ctx.params) do g[i] = p.grad and F.cast(p.grad, "float64") or false; p.grad = nil end
+      local losses = {}
+      for s = 1, o.steps do
+        if recipe.schedule then recipe.schedule(ctx, s) end
+        losses[s] = recipe.train_step(ctx, s, {x = x, y = y, step = s}):item()
+      end
+      local ps = {}
+      for i, p in ipairs(ctx.params) do ps[i] = F.cast(p, "float64") end
+      return {losses = losses, grads = g, params = ps}
+    end)
+    for name, v in pairs(old) do sr.grad_fusion(name, v) end
+    if not ok then error(res, 0) end
+    return res
+  end
+  local off = run {slices = false, cast_gemm = false}
+  for _, on in ipairs {{slices = true, cast_gemm = false}, {slices = true, cast_gemm = true}} do
+    local r = run(on)
+    local what = ("record %d%s, slices %s cast_gemm %s"):format(n, o.amp and " (amp)" or "", on.slices, on.cast_gemm)
+    local exact = not (on.cast_gemm and o.amp)
+    for s = 1, o.steps do
+      local d = math.abs(r.losses[s] - off.losses[s])
+      if exact then T.eq(d, 0, what .. ": loss of step " .. s)
+      else T.ok(d < 1e-2, what .. ": loss of step " .. s .. " within bf16 rounding: " .. d) end
+    end
+    for i = 1, #off.grads do
+      T.eq(not r.grads[i], not off.grads[i], what .. ": grad " .. i .. " present either way")
+      if r.grads[i] then
+        local d = maxdiff(r.grads[i], off.grads[i])
+        if exact then T.eq(d, 0, what .. ": grad " .. i .. " bit for bit")
+        else T.ok(d <= 2 ^ -6 * maxabs(off.grads[i]) + 1e-6, what .. ": grad " .. i .. " within bf16 rounding: " .. d) end
+      end
+      local dp = maxdiff(r.params[i], off.params[i])
+      if exact then T.eq(dp, 0, what .. ": parameter " .. i .. " bit for bit") end
+    end
+  end
+end
+
+T.case("record 1, micro: training steps with and without the fusions", function()
+  record_case(1, {steps = 2})
+end)
+
+T.case("record 1, micro, autocast (bf16, cast master weights), 2 micro-batches", function()
+  record_case(1, {steps = 2, amp = true, micro_batch = 2})
+end)
+
+T.case("record 5, micro: training steps with and without the fusions", function()
+  record_case(5, {steps = 2})
+end)
+
+T.case("record 5, micro, autocast, 2 micro-batches", function()
+  record_case(5, {steps = 1, amp = true, micro_batch = 2})
+end)
+
+T.done()

@@ -1,0 +1,151 @@
+-- The backward pass's gradient routing on cuda (core/autograd.h, docs/cuda.md "Fused in
+-- autograd"), each fusion on vs off (skips without a GPU):
+--   slices: the qkv split into the flash attention backward (bf16, D 64), whose dq/dk/dv land in
+--           their slices of one gradient buffer: no copy in the split's phase, gradients equal up
+--           to the order of dq's float atomics, and close to a float64 CPU reference;
+--   cast_gemm: bf16 linear / matmul weight gradients added by the fp32-output GEMM into fp32
+--           leaves over several backward passes (beta 0, then 1): no cast back, no add, within
+--           bf16 rounding of the unfused result and at least as close to a float64 reference;
+--   record 1 at micro scale under autocast with 2 micro-batches: the first step's gradients
+--           and two training steps' losses.
+local sr = speedrun or require "speedrun"
+local T = require "speedrun.testing"
+local cuda = require "speedrun.cuda"
+local util = require "speedrun.util"
+local F = sr.F
+local profile = sr.profile
+
+-- SR_TEST_DEVICE=cpu dry-runs it on the CPU (its attention takes strided gradients as well)
+local DEV = os.getenv("SR_TEST_DEVICE") == "cpu" and "cpu" or "cuda"
+if DEV == "cuda" then
+  local ok, why = cuda.available()
+  if not ok then T.skip("no usable GPU: " .. tostring(why)) end
+end
+
+local function f64(t) return F.cast(t:to("cpu"), "float64") end
+local function maxdiff(a, b) return F.max(F.abs(f64(a) - f64(b))):item() end
+local function maxabs(a) return F.max(F.abs(f64(a))):item() end
+
+local function with(name, on, fn)
+  local old = sr.grad_fusion(name, on)
+  local okk, a, b = pcall(fn)
+  sr.grad_fusion(name, old)
+  if not okk then error(a, 0) end
+  return a, b
+end
+
+local function launches(fn)
+  local n = {}
+  for _, r in ipairs(profile.run(fn)) do
+    local k = r.name .. (r.sub and "." .. r.sub or "") .. " " .. r.phase
+    n[k] = (n[k] or 0) + r.calls
+  end
+  return n
+end
+
+T.case("slices: qkv split into flash attention (bf16, D 64): no copies, same gradients", function()
+  sr.manual_seed(1)
+  local B, Tn, H, D = 2, 256, 4, 64
+  local C = H * D
+  local x0, w0 = sr.randn(B, Tn, C), sr.randn(3 * C, C) * 0.05
+  local function run(device, dtype, on)
+    local x = F.cast(x0, dtype):to(device):detach():requires_grad_()
+    local w = F.cast(w0, dtype):to(device):detach():requires_grad_()
+    local n = with("slices", on, function()
+      return launches(function()
+        local q, k, v = table.unpack(F.split(F.linear(x, w), C, 3))
+        local function heads(t) return t:view(B, Tn, H, D):transpose(2, 3) end
+        local y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), {causal = true})
+        F.sum(F.square(F.cast(y:transpose(2, 3):reshape(B, Tn, C), "float32"))):backward()
+      end)
+    end)
+    return x.grad, w.grad, n
+  end
+  local xo, wo, no = run(DEV, "bfloat16", false)
+  local xn, wn, nn = run(DEV, "bfloat16", true)
+  local xr, wr = run("cpu", "float64", false)
+  T.eq(no["copy bwd:split"], 3, "unfused: a copy per piece")
+  T.eq(nn["copy bwd:split"], nil, "fused: no copy")
+  for _, c in ipairs {{xn, xo, xr, "x"}, {wn, wo, wr, "w"}} do
+    local s = maxabs(c[3])
+    T.ok(maxdiff(c[1], c[2]) / s < 2e-2, c[4] .. ": fused vs unfused")
+    T.ok(maxdiff(c[1], c[3]) / s < 5e-2, c[4] .. ": fused vs float64 CPU")
+  end
+end)
+
+T.case("cast_gemm: bf16 linear and matmul weight gradients into fp32 leaves, 3 passes", function()
+  sr.manual_seed(2)
+  local x = F.cast(sr.randn(4, 64, 128), "bfloat16"):to(DEV)
+  local a = F.cast(sr.randn(96, 384), "bfloat16"):to(DEV)
+  local w0 = sr.randn(384, 128) * 0.05
+  local losses = {
+    linear = function(w, xx) return F.sum(F.square(F.cast(F.linear(xx, F.cast(w, xx.dtype)), "float32"))) end,
+    mixed = function(w, xx, aa)   -- the cast read by a linear, a matmul and an element-wise op
+      local c = F.cast(w, xx.dtype)
+      return F.sum(F.square(F.cast(F.linear(xx, c), "float32"))) + F.sum(F.cast(F.matmul(aa, c), "float32")) +
+             F.sum(F.cast(c, "float32"))
+    end,
+  }
+  for _, name in ipairs {"linear", "mixed"} do
+    local loss = losses[name]
+    local function run(on)
+      local w = w0:to(DEV):detach():requires_grad_()
+      local n = with("cast_gemm", on, function()
+        return launches(function() for _ = 1, 3 do loss(w, x, a):backward() end end)
+      end)
+      return w.grad, n
+    end
+    local go, no = run(false)
+    local gn, nn = run(true)
+    local w64 = F.cast(w0, "float64"):detach():requires_grad_()
+    for _ = 1, 3 do loss(w64, f64(x), f64(a)):backward() end
+    T.eq(gn.dtype, "float32")
+    if name == "linear" then
+      T.eq(no["copy bwd:cast"] - (nn["copy bwd:cast"] or 0), 3, "linear: no cast back of dW")
+      T.eq(nn["binary.add bwd:accumulate"], nil, "linear: no add into .grad")
+    else
+      T.ok((nn["binary.add bwd:accumulate"] or 0) < (no["binary.add bwd:accumulate"] or 0), "mixed: fewer adds")
+    end
+    local s = maxabs(w64.grad)
+    local eo, en = maxdiff(go, w64.grad) / s, maxdiff(gn, w64.grad) / s
+    T.ok(maxdiff(gn, go) / s < 3 * 2 ^ -7, name .. ": fused vs unfused within bf16 rounding")
+    T.ok(en <= eo * 1.5 + 1e-6, ("%s: fused error %.3g vs unfused %.3g"):format(name, en, eo))
+  end
+end)
+
+T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function()
+  local recipe = assert(util.load_recipe("../tasks/record_01/recipe.lua"))
+  local function run(on)
+    local old = {slices = sr.grad_fusion("slices", on), cast_gemm = sr.grad_fusion("cast_gemm", on)}
+    local okk, res = pcall(function()
+      local ctx = assert(util.recipe_context(recipe, "micro", DEV, 7))
+      ctx.amp, ctx.config.micro_batch = true, 2
+      sr.manual_seed(11)
+      local B, Tn = ctx.config.batch.B, ctx.config.batch.T
+      local x, y = sr.randint(0, 50257, {B, Tn}):to(DEV), sr.randint(0, 50257, {B, Tn}):to(DEV)
+      for i = 1, 2 do
+        local _, l = ctx.model(x:narrow(1, 2 * i - 1, 2), y:narrow(1, 2 * i - 1, 2), true)
+        local half = l / 2
+        half:backward()
+      end
+      local g = {}
+      for i, p in ipairs(ctx.params) do g[i] = f64(p.grad); p.grad = nil end
+      local losses = {}
+      for s = 1, 2 do
+        recipe.schedule(ctx, s)
+        losses[s] = recipe.train_step(ctx, s, {x = x, y = y, step = s}):item()
+      end
+      return {g = g, losses = losses}
+    end)
+    sr.grad_fusion("slices", old.slices); sr.grad_fusion("cast_gemm", old.cast_gemm)
+    if not okk then error(res, 0) end
+    return res
+  end
+  local off, on = run(false), run(true)
+  for i = 1, #off.g do
+    T.ok(maxdiff(on.g[i], off.g[i]) <= 2 ^ -6 * maxabs(off.g[i]) + 1e-6, "grad " .. i .. " within bf16 rounding")
+  end
+  for s = 1, 2 do T.ok(math.abs(on.losses[s] - off.losses[s]) < 1e-2, "loss of step " .. s) end
+end)
+
+T.done()
