@@ -161,8 +161,9 @@ typedef enum sr_reduce_fn {
     "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D]; all contig; f0 scale; i0 " \
     "causal.") \
   X(attention_backward, \
-    "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig; f0 scale; i0 " \
-    "causal.") \
+    "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse; contig (dq, dk, dv: any " \
+    "strides on the CPU, and on cuda's bf16 flash path its layouts: slices of a qkv gradient); f0 " \
+    "scale; i0 causal.") \
   X(flex_block_mask, \
     "t0 bm: a block mask (core/flex.h: i32 [NB, 4 NB + 4 + block] contig), written whole; t1 doc " \
     "ids [T] i32 contig or NULL; t2 window_blocks (one i32, >= 1; the device value, so it can " \
