@@ -162,7 +162,7 @@ __device__ void xent_row_grad(T *d, const T *x, const uint4 *sm, int V, int t, f
   constexpr int N = X::N;
   const xent_row g = xent_split(x, V);
   const float lL = l * XENT_LOG2E;
-  const T *se = (const T *)sm + g.mis;  // CACHE: element j at se[j]
+  const T *se = CACHE ? (const T *)sm + g.mis : NULL;  // CACHE: element j at se[j]
   if (xent_split(d, V).mis != g.mis) {
     for (int j = threadIdx.x; j < V; j += NT) {
       const float p = exp2f(fmaf(to_f(CACHE ? se[j] : x[j]), XENT_LOG2E, -lL));
@@ -175,7 +175,7 @@ __device__ void xent_row_grad(T *d, const T *x, const uint4 *sm, int V, int t, f
     const float p = exp2f(fmaf(to_f(CACHE ? se[j] : x[j]), XENT_LOG2E, -lL));
     d[j] = from_f<T>(zero ? 0.f : fmaf(dl, p, j == t ? -dl : 0.f));
   }
-  const uint4 *xv = (const uint4 *)(x + g.head), *sv = sm + (g.mis ? 1 : 0);
+  const uint4 *xv = (const uint4 *)(x + g.head), *sv = CACHE ? sm + (g.mis ? 1 : 0) : NULL;
   uint4 *dv = (uint4 *)(d + g.head);
   for (int k0 = threadIdx.x; k0 < g.nv; k0 += NT * XENT_UNROLL) {
     uint4 v[XENT_UNROLL];
