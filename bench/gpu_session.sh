@@ -17,6 +17,10 @@
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
+#   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
+#              bench/xent.lua at the records' lm_head shapes (record 1's [32768, 50257] bf16, also with
+#              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
+#              its PyTorch anchor bench/xent_anchor.py on the same shapes
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
@@ -89,6 +93,17 @@ for p in $PARTS; do
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"
         cd .. && ./build/speedrun run bench/fp8_mm.lua'
       grep -vE "^ok" "$LOG/fp8.log" | tail -40 ;;
+    xent)   # cross-entropy (issue 20): registry rows, then GB/s of ours (kernel 3; kernel 2 for A/B) and PyTorch's
+      part xent_rows 240 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry cross_entropy cross_entropy_backward
+      grep -vE "^ok" "$LOG/xent_rows.log" | tail -30
+      part xent_bench 300 bash -c './build/speedrun run bench/xent.lua 32768 50257 bfloat16; echo "xent rc=$?"
+        SR_XENT_V2=1 ./build/speedrun run bench/xent.lua 32768 50257 bfloat16 5; echo "xent v2 rc=$?"
+        ./build/speedrun run bench/xent.lua 65536 50304 bfloat16 10; echo "xent 50304 rc=$?"
+        ./build/speedrun run bench/xent.lua 65536 50304 float32 10; echo "xent f32 rc=$?"'
+      grep -E "^cross_entropy|^\||rc=|ms a step|GB/s|rror" "$LOG/xent_bench.log" | tail -90
+      part xent_anchor 560 bash -c 'python3 bench/xent_anchor.py 32768 50257 bfloat16
+        python3 bench/xent_anchor.py 65536 50304 bfloat16 10; python3 bench/xent_anchor.py 65536 50304 float32 10'
+      grep -vE "^\s*$" "$LOG/xent_anchor.log" | tail -30 ;;
     harness)
       part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/harness.log" | tail -30 ;;
