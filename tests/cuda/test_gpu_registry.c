@@ -1201,6 +1201,8 @@ static sr_tensor *tview8(sr_dtype dt, int64_t nel, int nd, const int64_t *sh, co
   return keep(v);
 }
 
+static void cases_to_fp8_paths(void);
+
 /* x f32/bf16 (contiguous or transposed) -> e4m3/e5m2, saturating or not; values spread over the
 ** format's whole range at each scale (subnormals, ties, saturation); every bit must match */
 static void cases_to_fp8(void) {
@@ -1226,6 +1228,124 @@ static void cases_to_fp8(void) {
                     (long long)shp[si][0], (long long)shp[si][1], layname(lay), scales[sc], sat ? " saturating" : "");
               release_to(m);
             }
+  cases_to_fp8_paths();
+}
+
+/* ---- to_fp8 by layout: each launcher path (kernels/fp8.cu) at odd sizes, with NaN (both signs),
+** +-inf, +-0, f32 subnormals, ties and the overflow thresholds scattered over the tensor; compared
+** byte for byte (NaN and infinity included, which check()'s relative error cannot) */
+
+/* writes f32 bits u into element i of x (bf16: the upper half) */
+static void set_bits(sr_tensor *x, int64_t i, uint32_t u) {
+  int64_t o = sr_offset_of(x, i);
+  if (x->dtype == SR_F32) memcpy((char *)x->storage->data + 4 * o, &u, 4);
+  else { uint16_t h = (uint16_t)(u >> 16); memcpy((char *)x->storage->data + 2 * o, &h, 2); }
+}
+
+/* runs c on DEV and the CPU; out's bytes must be equal */
+static void fp8_bytes_case(const sr_kcall *c, const char *fmt, ...) {
+  char name[256], ed[512];
+  int n0 = snprintf(name, sizeof name, "to_fp8 ");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
+  va_end(ap);
+  ncases++;
+  row_cases[SR_K_to_fp8]++;
+  checks++;
+  mirror m = {.n = 0};
+  sr_tensor *dl[1];
+  sr_kcall d = mirror_call(&m, c, dl);
+  const char *e = run_dev(SR_K_to_fp8, &d);
+  snprintf(ed, sizeof ed, "%s", e ? e : "");
+  const char *er = sr_kernels[SR_K_to_fp8].cpu(c);
+  if (e || er) fail_line("%s: kernel error: %s / reference: %s", name, e ? ed : "none", er ? er : "none");
+  else {
+    sr_tensor *h = fetch(d.t[0]);
+    const sr_tensor *o = c->t[0];
+    int64_t bad = -1, n = sr_numel(o);
+    for (int64_t i = 0; i < n && bad < 0; i++)
+      if (((uint8_t *)h->storage->data)[sr_offset_of(o, i)] != ((uint8_t *)o->storage->data)[sr_offset_of(o, i)]) bad = i;
+    if (bad >= 0)
+      fail_line("%s: bytes differ, first at element %lld: x %.9g -> 0x%02x, reference 0x%02x", name, (long long)bad,
+                sr_load(c->t[1]->storage->data, c->t[1]->dtype, sr_offset_of(c->t[1], bad)),
+                ((uint8_t *)h->storage->data)[sr_offset_of(o, bad)], ((uint8_t *)o->storage->data)[sr_offset_of(o, bad)]);
+    else if (verbose) printf("ok   %s\n", name);
+    sr_tensor_release(h);
+  }
+  call_free(&d, dl);
+  mirror_free(&m);
+}
+
+/* x [R,C] (B > 1: [B,R,C]) in layout lay: 0 contiguous (the vectorised path), 1 the transpose of a
+** row-major [C,R] (tiled), 2 contiguous from element 1 (unaligned: the generic path), 3 transposed
+** with row stride R + 3 from element 1 (tiled, unaligned loads), 4 strided columns (generic) */
+static sr_tensor *fp8_x(int lay, sr_dtype dt, int64_t B, int64_t R, int64_t C) {
+  int nd = B > 1 ? 3 : 2;
+  int64_t sh[3] = {B, R, C}, *s = sh + 3 - nd, st[3];
+  int64_t ld = lay == 3 ? R + 3 : R, n;
+  if (lay == 0 || lay == 2) { st[2] = 1; st[1] = C; st[0] = R * C; n = B * R * C; }
+  else if (lay == 4) { st[2] = 2; st[1] = 2 * C + 1; st[0] = R * (2 * C + 1); n = B * R * (2 * C + 1); }
+  else { st[2] = ld; st[1] = 1; st[0] = C * ld; n = B * C * ld; }
+  int off = lay == 2 || lay == 3;
+  return tview(dt, n + off, nd, s, st + 3 - nd, off);
+}
+
+static void cases_to_fp8_paths(void) {
+  const int64_t shp[6][3] = {{1, 1, 1}, {1, 7, 13}, {1, 129, 67}, {3, 67, 129}, {1, 1000, 1025}, {2, 256, 1000}};
+  const char *lays[5] = {"contig", "transposed", "unaligned", "transposed ld+3 unaligned", "strided"};
+  const double scales[3] = {1.0, 1.0 / 1024, 1.0 / 3};
+  for (int si = 0; si < (big ? 6 : 4); si++)
+    for (int lay = 0; lay < 5; lay++)
+      for (int xd = 0; xd < 2; xd++)
+        for (int e5 = 0; e5 < 2; e5++)
+          for (int sat = 0; sat < 2; sat++) {
+            int m = mark(), sc = (si + lay + xd + e5 + sat) % 3;
+            int64_t B = shp[si][0], R = shp[si][1], C = shp[si][2], n = B * R * C;
+            sr_dtype dt = e5 ? SR_F8E5M2 : SR_F8E4M3;
+            double top = (e5 ? 57344.0 : 448.0) / scales[sc] * 1.5;
+            sr_tensor *x = rnd(fp8_x(lay, FLOATS[xd], B, R, C), -top, top);
+            /* specials at scattered elements: NaN, -NaN, a NaN payload, +-inf, +-0, f32 subnormals */
+            const uint32_t bits[9] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7f800000u, 0xff800000u, 0, 0x80000000u,
+                                      0x00000001u, 0x807fffffu};
+            /* ties and thresholds before the scale: e4m3 464 (-> 448), 465 (overflow), 1.0625, 1.1875,
+            ** 1.5 * 2^-9 (a subnormal tie); e5m2 57344, 61440 (overflow), 1.125, 1.375, 1.5 * 2^-16 */
+            const double vals[2][6] = {{464, -465, 1.0625, 1.1875, 0x1.8p-9, -0x1p-10},
+                                       {57344, -61440, 1.125, 1.375, 0x1.8p-16, -0x1p-17}};
+            for (int k = 0; k < 15 && k < n; k++) {
+              int64_t i = (k * 7919 + 3 * k * k) % n;
+              if (k < 9) set_bits(x, i, bits[k]);
+              else set1(x, i, vals[e5][k - 9] / scales[sc]);
+            }
+            sr_tensor *o = poison(tview8(dt, n, B > 1 ? 3 : 2, B > 1 ? shp[si] : shp[si] + 1,
+                                         B > 1 ? (int64_t[]){R * C, C, 1} : (int64_t[]){C, 1}));
+            sr_kcall c = KC(o, x);
+            c.f[0] = scales[sc];
+            c.i[0] = sat;
+            fp8_bytes_case(&c, "%s->%s [%lld,%lld,%lld] %s scale %g%s", dn(FLOATS[xd]), dn(dt), (long long)B,
+                           (long long)R, (long long)C, lays[lay], scales[sc], sat ? " saturating" : "");
+            release_to(m);
+          }
+  if (!big) return;
+  /* GPU only: 2^24 f32 bit patterns (every sign, exponent and top 15 mantissa bits; the low byte
+  ** 0 for even i, so every tie of both formats is there, else mixed), contiguous and transposed */
+  for (int lay = 0; lay < 2; lay++)
+    for (int e5 = 0; e5 < 2; e5++)
+      for (int sat = 0; sat < 2; sat++) {
+        int m = mark();
+        int64_t R = 4096, C = 4096, n = R * C;
+        sr_tensor *x = fp8_x(lay, SR_F32, 1, R, C);
+        for (int64_t i = 0; i < n; i++)
+          set_bits(x, i, (uint32_t)i << 8 | (i & 1 ? (uint32_t)((uint64_t)i * 0x9E3779B97F4A7C15ull >> 56) : 0));
+        sr_dtype dt = e5 ? SR_F8E5M2 : SR_F8E4M3;
+        sr_tensor *o = poison(tview8(dt, n, 2, (int64_t[]){R, C}, (int64_t[]){C, 1}));
+        sr_kcall c = KC(o, x);
+        c.f[0] = 1;
+        c.i[0] = sat;
+        fp8_bytes_case(&c, "f32->%s every 2^24 bit prefix %s%s", dn(dt), lay ? "transposed" : "contig",
+                       sat ? " saturating" : "");
+        release_to(m);
+      }
 }
 
 /* a [M,K] row-major (row stride lda), b [K,N] column-major (column stride ldb); e4m3 x e4m3, e5m2
