@@ -9,8 +9,11 @@
 #   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
 #              tokens/s and peak memory in the same call (anchors.md), and record 1's fidelity
-#   fidelity   records $FID_RECORDS (default 2 3 4 5) against their scripts; NO_COMPILE and ACCUM
-#              pass through (tasks/fidelity/README.md)
+#   fidelity   records $FID_RECORDS (default 2 3 4 5; any of 1-21) against their scripts, each record
+#              its own part (fidelity_NN) limited to $FID_LIMIT s (default 280: about two records at
+#              the full global batch per 600-s call; ACCUM=1 runs fit ~150 s); the summary lines
+#              (record | batch | largest | mean | verdict | tokens/s and memory ratios) at the end;
+#              NO_COMPILE and ACCUM pass through (tasks/fidelity/README.md)
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
@@ -60,7 +63,7 @@ part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.lo
   timeout "$lim" "$@" >"$LOG/$name.log" 2>&1; local rc=$?
   echo "== $name rc=$rc ($(( $(date +%s) - t )) s)"; finish
 }
-fidelity_summary() { grep -hE "== record|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
+fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
   case $p in
     prebuilt)   # a CUDA build of this checkout's binary carried in .prebuilt/ (skips the build part)
@@ -123,9 +126,14 @@ for p in $PARTS; do
     anchor)
       part anchor 300 env OUT="$LOG/anchor" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 1
       fidelity_summary "$LOG/anchor.log" ;;
-    fidelity)
-      part fidelity 540 env OUT="$LOG/fidelity" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 ${FID_RECORDS:-2 3 4 5}
-      fidelity_summary "$LOG/fidelity.log" ;;
+    fidelity)   # one part per record, so a slow record cannot starve the next; summary lines at the end
+      for n in ${FID_RECORDS:-2 3 4 5}; do
+        nn=$(printf %02d "$n")
+        part "fidelity_$nn" "$(( ${FID_LIMIT:-280} + 20 ))" env OUT="$LOG/fidelity" FID_LIMIT="${FID_LIMIT:-280}" \
+          bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-50}" "$n"
+        fidelity_summary "$LOG/fidelity_$nn.log"
+      done
+      grep -h "^summary:" "$LOG"/fidelity/record_*.log 2>/dev/null ;;
     noise)
       part noise 400 bash tasks/fidelity/noise.sh "$SCRIPTS" "$DATA" "${NOISE_RECORD:-2}" 50 "$LOG/noise"
       tail -14 "$LOG/noise.log" ;;

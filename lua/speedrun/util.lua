@@ -49,7 +49,7 @@ function util.recipe_context(recipe, scale, device, seed, overrides)
   local sr = require "speedrun"
   sr.manual_seed(seed)
   local ctx = {scale = scale, config = cfg, device = device, seed = seed, steps = cfg.steps,
-               tokens_per_step = b.B * b.T, out_dir = "/tmp", workspace = "."}
+               tokens_per_step = (b.mode == "seq" and b.T) or (b.mode == "global" and b.batch) or b.B * b.T, out_dir = "/tmp", workspace = "."}
   recipe.setup(ctx)
   return ctx
 end

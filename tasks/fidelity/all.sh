@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # tasks/fidelity/all.sh SCRIPTS_DIR DATA_DIR [STEPS] [RECORDS...]
 # One GPU-machine call: builds speedrun (CUDA, sm_90, Release) unless build/speedrun exists, then
-# runs tasks/fidelity/run.sh for each record (default 1 2 3 4 5) with SCRIPTS_DIR/record_N/
-# train_gpt2.py (the benchmark's scripts, brought by you; nothing is fetched) and prints each
-# comparison. Logs and JSON go to $OUT (or runs/fidelity) as record_0N.{log,torch.json,ours.json}.
+# runs tasks/fidelity/run.sh for each record (default 1 2 3 4 5; any of 1-21) with SCRIPTS_DIR/
+# record_N/train_gpt2.py (the benchmark's scripts, brought by you; nothing is fetched) and prints
+# each comparison. Logs and JSON go to $OUT (or runs/fidelity) as record_NN.{log,torch.json,ours.json}.
+# FID_LIMIT: seconds per record (default 280; a record cut by it reports rc=124 and the next one
+# starts). ACCUM and NO_COMPILE pass through to run.sh.
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; STEPS=${3:-50}; shift 3 || true
 RECORDS=${*:-1 2 3 4 5}
@@ -19,14 +21,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 rc=0
 for n in $RECORDS; do
-  t0=$(date +%s); dir=/tmp/fidelity/record_0$n
+  nn=$(printf %02d "$n"); t0=$(date +%s); dir=/tmp/fidelity/record_$nn
   echo "== record $n"
-  (cd /tmp && bash "$ROOT/tasks/fidelity/run.sh" "$n" "$(cd "$ROOT" && realpath "$SCRIPTS")/record_$n/train_gpt2.py" \
-      "$(cd "$ROOT" && realpath "$DATA")" "$STEPS" "$dir") >"$OUTDIR/record_0$n.log" 2>&1
+  (cd /tmp && timeout "${FID_LIMIT:-280}" bash "$ROOT/tasks/fidelity/run.sh" "$n" \
+      "$(cd "$ROOT" && realpath "$SCRIPTS")/record_$n/train_gpt2.py" \
+      "$(cd "$ROOT" && realpath "$DATA")" "$STEPS" "$dir") >"$OUTDIR/record_$nn.log" 2>&1
   r=$?; [ $r -ne 0 ] && rc=$r
-  grep -vE "^step [0-9]+/" "$OUTDIR/record_0$n.log" | grep -vE "^\s*$" | tail -25
-  cp "$dir/torch.json" "$OUTDIR/record_0$n.torch.json" 2>/dev/null
-  cp "$dir/ours.json" "$OUTDIR/record_0$n.ours.json" 2>/dev/null
+  grep -vE "^step [0-9]+/" "$OUTDIR/record_$nn.log" | grep -vE "^\s*$" | tail -25
+  cp "$dir/torch.json" "$OUTDIR/record_$nn.torch.json" 2>/dev/null
+  cp "$dir/ours.json" "$OUTDIR/record_$nn.ours.json" 2>/dev/null
   echo "rc=$r ($(( $(date +%s) - t0 )) s)"
 done
 exit $rc

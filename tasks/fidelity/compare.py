@@ -31,10 +31,19 @@ def main(argv):
         ratio = us["tokens_per_s"] / pt["tokens_per_s"]
         print(f"tokens/s: {na} {pt['tokens_per_s']:.0f}, {nb} {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
               f"(card: {pt.get('device', '?')})")
+    mem = None
     if pt.get("peak_memory_bytes") and us.get("peak_memory_bytes"):
-        print(f"peak GPU memory: {na} {pt['peak_memory_bytes'] / 1e9:.2f} GB, {nb} {us['peak_memory_bytes'] / 1e9:.2f} GB")
+        mem = us["peak_memory_bytes"] / pt["peak_memory_bytes"]
+        print(f"peak GPU memory: {na} {pt['peak_memory_bytes'] / 1e9:.2f} GB, {nb} {us['peak_memory_bytes'] / 1e9:.2f} GB, "
+              f"ratio {mem:.2f}")
     ok = diffs[worst] <= tol
     print("verdict:", "MATCH" if ok else "DIFFER")
+    # one line per comparison, for the session summary (README.md's table)
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    print(f"summary: record {pt.get('record', '?')} | {pt.get('accum', '?')}x{pt.get('micro_batch', '?')}x{pt.get('T', '?')} "
+          f"| {'eager' if pt.get('no_compile') else 'compiled'} | largest {diffs[worst]:.4f} (step {worst + 1}) "
+          f"| mean {sum(diffs) / n:.4f} | {'MATCH' if ok else 'DIFFER'} | tokens/s ratio {fmt(ratio, '.3f')} "
+          f"| memory ratio {fmt(mem, '.2f')}")
     return 0 if ok else 1
 
 

@@ -6,17 +6,21 @@ speedrun weight file (lua/speedrun/nn.lua, nn.save/nn.load), little-endian:
     u16 name length, name, u8 dtype-name length, dtype name ("float32", "float64", "bfloat16",
     "int32"), u8 ndim, ndim x i64 dims, the raw elements (row-major, contiguous).
 
-Parameter names: the record recipes (tasks/record_0N/recipe.lua) use the PyTorch scripts' names
-(transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...), so the mapping is the
-identity except for tied weights: PyTorch's state dict holds lm_head.weight as well as
-transformer.wte.weight (the same tensor); the speedrun file holds only transformer.wte.weight.
-Buffers (the rotary inv_freq of records 2-4) are not parameters and are skipped.
+Parameter names: the record recipes (tasks/record_NN/recipe.lua, records 1-21) use the PyTorch
+scripts' names, shapes and dtypes (transformer.wte.weight, transformer.h.0.attn.c_attn.weight,
+blocks.0.attn.qkv_w, value_embeds.embed.0.weight, skip_weights, ...): params.txt lists each
+script's parameters as script_params.py reads them from the script, and
+tests/harness/test_fidelity_names.lua checks every recipe against it. The mapping is therefore the
+identity except for tied weights (`tied` lines of params.txt): in records 1-7 PyTorch's model
+reaches one tensor as both lm_head.weight and transformer.wte.weight; the speedrun file holds only
+transformer.wte.weight. Buffers (rotary tables) are not parameters and are skipped.
 
     python3 convert.py to-torch  IN.srw OUT.pt      # torch.save of a state dict
     python3 convert.py to-speedrun IN.pt OUT.srw    # a state dict (or {"model": state_dict}) -> SRW1
     python3 convert.py show IN.srw                  # names, dtypes, shapes
 Library use: read_srw(path) -> {name: tensor}, write_srw(path, sd), load_into(module, path).
 """
+import os
 import struct
 import sys
 
@@ -25,6 +29,23 @@ import torch
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "int32": torch.int32}
 NAMES = {v: k for k, v in DTYPES.items()}
 TIED = {"lm_head.weight": "transformer.wte.weight"}
+PARAMS_TXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "params.txt")
+
+
+def ties(record):
+    """{alias: name} of record N's script (params.txt `tied` lines); TIED when N is None"""
+    if record is None:
+        return dict(TIED)
+    out, cur = {}, None
+    for line in open(PARAMS_TXT):
+        f = line.split()
+        if not f or f[0].startswith("#"):
+            continue
+        if f[0] == "record":
+            cur = int(f[1])
+        elif f[0] == "tied" and cur == record:
+            out[f[1]] = f[2]
+    return out
 
 
 def read_srw(path):
@@ -91,16 +112,19 @@ def to_speedrun(sd, param_names=None):
     return out
 
 
-def load_into(module, path):
-    """loads a speedrun weight file into a PyTorch module (strict on parameters, ties filled in)"""
+def load_into(module, path, record=None):
+    """loads a speedrun weight file into a PyTorch module (strict on names, shapes; ties of record
+    N filled in); values are cast to each parameter's dtype (equal to the file's: params.txt)"""
     m = getattr(module, "_orig_mod", module)
     m = getattr(m, "module", m)
+    m = getattr(m, "_orig_mod", m)
+    tied = ties(record)
     src = read_srw(path)
     params = dict(m.named_parameters(remove_duplicate=False))
     missing = []
     with torch.no_grad():
         for name, p in params.items():
-            key = name if name in src else TIED.get(name)
+            key = name if name in src else tied.get(name)
             if key is None or key not in src:
                 missing.append(name)
                 continue

@@ -4,8 +4,11 @@
 --   speedrun run tasks/fidelity/ours.lua train RECIPE --weights IN.srw --batches TORCH.json
 --       --train-files GLOB --out OURS.json [--scale full] [--device cuda]
 --       loads the weights, then trains on exactly the token windows the PyTorch run consumed
---       (TORCH.json: micro_batch, T, accum, steps, positions = {{shard, pos}, ...}) and writes the
---       per-step training loss (mean over the step's micro-batches) and tokens/s.
+--       (TORCH.json: micro_batch, T, accum, steps, positions = {{shard, pos}, ...} one per micro-batch)
+--       and writes the per-step training loss (mean over the step's micro-batches) and tokens/s.
+--       In the recipe's batch mode: bt (records 1-11) gets x, y [accum*B, T] with micro_batch = B;
+--       seq (records 12-21) gets the flat [accum*T] concatenation of the windows with
+--       micro_batch = T tokens, so the recipe's own split gives back the script's micro-batches.
 -- The schedule uses the scale's full step count, so the first steps follow the record's schedule.
 local sr = require "speedrun"
 local nn = require "speedrun.nn"
@@ -51,7 +54,11 @@ elseif cmd == "train" then
   local recipe = load_recipe(pos[1] or die("train RECIPE ..."))
   local tb = json.decode(assert(io.open(opt.batches or die("--batches TORCH.json"))):read("a"))
   local mb, T, accum, steps = tb.micro_batch, tb.T, tb.accum, tb.steps
-  local ctx = make_ctx(recipe, scale, device, seed, {batch = {mode = "bt", B = mb * accum, T = T}, micro_batch = mb})
+  local mode = recipe.config[scale].batch.mode or "bt"
+  if mode ~= "bt" and mode ~= "seq" then die("batch mode " .. mode .. " is not supported") end
+  if mode == "seq" and mb ~= 1 then die("a seq-mode recipe needs one sequence per micro-batch (micro_batch 1)") end
+  local batch = mode == "bt" and {mode = "bt", B = mb * accum, T = T} or {mode = "seq", B = 1, T = accum * T}
+  local ctx = make_ctx(recipe, scale, device, seed, {batch = batch, micro_batch = mode == "bt" and mb or T})
   local sd = assert(nn.load(opt.weights or die("--weights IN.srw"), {device = device}))
   ctx.model:load_state_dict(sd)
   -- the shards, in sorted order (the PyTorch loaders use sorted(glob(...)))
@@ -70,8 +77,9 @@ elseif cmd == "train" then
     local xs, ys = {}, {}
     for j = 1, accum do
       local w = window((step - 1) * accum + j)
-      xs[j] = w:narrow(1, 1, mb * T):view(mb, T)
-      ys[j] = w:narrow(1, 2, mb * T):view(mb, T)
+      local shape = mode == "bt" and {mb, T} or {mb * T}
+      xs[j] = w:narrow(1, 1, mb * T):view(table.unpack(shape))
+      ys[j] = w:narrow(1, 2, mb * T):view(table.unpack(shape))
     end
     local x = sr.F.cat(xs, 1):to(device)
     local y = sr.F.cat(ys, 1):to(device)

@@ -2,31 +2,29 @@
 """torch_side.py: the PyTorch side of the fidelity comparison (README.md here).
 
 Runs one benchmark record script (llm-speedrunner workspace_templates/nanogpt_speedrun/
-record_N/train_gpt2.py, given by path; nothing is fetched) in this process as a single-GPU
-torchrun job (RANK 0 of WORLD_SIZE 1), starting from a speedrun weight file, and records:
+record_N/train_gpt2.py, N = 1..21, given by path; nothing is fetched) in this process as a
+single-GPU torchrun job (RANK 0 of WORLD_SIZE 1), starting from a speedrun weight file, and records:
   * the loss of every backward pass (one per micro-batch) for the first STEPS optimizer steps;
-  * the token window of every training batch: (shard index, start position), so the speedrun side
-    can feed exactly the same tokens (this also reproduces the scripts' quirks, such as records
-    4-5 using their first batch twice after train_loader.reset());
+  * the token window of every training micro-batch: (shard index, start position), so the speedrun
+    side can feed exactly the same tokens (this also reproduces the scripts' quirks, such as records
+    4-17 using their first batch twice after train_loader.reset());
   * tokens/s over steps 11..STEPS (wall clock, CUDA-synchronised) and the peak of allocated GPU
     memory (torch.cuda.max_memory_allocated).
 
-The script is run with small source patches, printed when applied:
-  1. records 1-2 assert total_batch_size == B*T*world, which fails on one GPU: the assert is
-     removed (the step then has B*T tokens; records 4-5 reach the global batch by accumulation);
-  2. DistributedDataLoader.next_batch records (loader, shard, position) before reading;
-  3. record 1's unused tiktoken encoder is not built (it would download its BPE file);
-  4. DDP(...) is wrapped so the freshly built model is loaded from the weight file first.
+The script runs with the source patches of patches.py (printed when applied; a patch that does not
+apply stops the run and names itself): the global batch follows --accum, the loaders record their
+windows, the initial weights are loaded where the model is handed to DDP or broadcast.
 torch.Tensor.backward is wrapped to record each micro-batch loss and to stop the run after
-STEPS x ACCUM micro-batches.
+STEPS x ACCUM micro-batches. --no-compile replaces torch.compile by the identity, except for
+flex_attention and create_block_mask (records 12+), which have no usable eager form at 64K tokens.
 
-usage: torch_side.py --script train_gpt2.py --weights init.srw --train-files GLOB --val-files GLOB
-                     --steps 50 --accum 1 --out torch.json [--no-compile]
+usage: torch_side.py --script train_gpt2.py --record N --weights init.srw --train-files GLOB
+                     --val-files GLOB --steps 50 --accum 8 --out torch.json [--no-compile]
 """
 import argparse
+import itertools
 import json
 import os
-import re
 import sys
 import time
 
@@ -34,57 +32,74 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import convert  # noqa: E402
+import patches  # noqa: E402
 
 
 class StopRun(Exception):
     pass
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--script", required=True)
+    ap.add_argument("--record", type=int, required=True, help="the record number N of record_N/train_gpt2.py")
     ap.add_argument("--weights", required=True)
     ap.add_argument("--train-files", required=True)
     ap.add_argument("--val-files", required=True)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step (records 4-5 on one GPU: 8)")
+    ap.add_argument("--accum", type=int, default=8,
+                    help="micro-batches per optimizer step (8: the records' global batch; records 1-3 and 15: always 1)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--no-compile", action="store_true", help="replace torch.compile by the identity")
-    a = ap.parse_args()
+    ap.add_argument("--no-compile", action="store_true", help="replace torch.compile by the identity (not flex attention)")
+    return ap.parse_args()
 
-    src = open(a.script).read()
-    # 1. one GPU: no assert on the global batch
-    src, n1 = re.subn(r"\n(\s*)assert args\.total_batch_size == tokens_per_fwdbwd\n", r"\n\1pass\n", src)
-    # 2. record the windows
-    src, n2 = re.subn(r"(\n(\s*)def next_batch\(self\):\n)",
-                      r"\1\2    __fidelity_windows__.append((id(self), int(self.current_shard), int(self.current_position)))\n", src)
-    if n2 != 1:
-        sys.exit("torch_side.py: could not find DistributedDataLoader.next_batch in the script")
-    # records 4-5: the global batch follows --accum (8 x 64 sequences on one GPU is the script's own)
-    src, n4 = re.subn(r"(\n\s*batch_size\s*:\s*int\s*=\s*)8\*64", lambda m: f"{m.group(1)}{a.accum}*64", src)
-    # 3. record 1 builds a tiktoken encoder it never uses for training; it would fetch the BPE file
-    src, n3 = re.subn(r"tiktoken\.get_encoding\([^)]*\)", "None", src)
-    print(f"patches: batch assert removed: {n1}, next_batch instrumented: {n2}, unused tokenizer dropped: {n3}, "
-          f"global batch set to {a.accum}x64 sequences: {n4}, "
-          "DDP wrapped", file=sys.stderr)
 
+def no_compile():
+    real = torch.compile
+
+    def compile_(m=None, *args, **kw):
+        if m is None:
+            return lambda f: compile_(f, *args, **kw)
+        if getattr(m, "__name__", "") in ("flex_attention", "create_block_mask"):
+            return real(m, *args, **kw)
+        return m
+    torch.compile = compile_
+
+
+def shard_cycle(shards):
+    """records 19-21: the generator's file iterator; cycles and tells the shard it reads"""
+    def cycle(files, key):
+        for i, f in itertools.cycle(enumerate(files)):
+            shards[key] = i
+            yield f
+    return cycle
+
+
+def main():
+    a = parse_args()
+    try:
+        src, info = patches.patch(open(a.script).read(), a.record, a.accum)
+    except patches.PatchError as e:
+        sys.exit(f"torch_side.py: {e}")
+    a.accum = info["accum"]
+    print("patches: " + ", ".join(f"{n} x{c}" for n, c in info["patches"]) +
+          f"; micro-batch {info['micro_batch']}x{info['T']}, {a.accum} per step", file=sys.stderr)
+
+    val_tokens = max(info["val_tokens"], 64 * 1024)
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=os.environ.get("MASTER_PORT", "29517"),
                       NANOGPT_TRAIN_FILES=a.train_files, NANOGPT_VAL_FILES=a.val_files,
-                      NANOGPT_VAL_TOKENS=os.environ.get("NANOGPT_VAL_TOKENS", str(64 * 1024)))
+                      NANOGPT_VAL_TOKENS=os.environ.get("NANOGPT_VAL_TOKENS", str(val_tokens)))
     if a.no_compile:
-        torch.compile = lambda m=None, *args, **kw: (m if m is not None else (lambda f: f))
+        no_compile()
 
-    # 4. load our initial weights into the model handed to DDP
-    import torch.nn.parallel as par
-    real_ddp = par.DistributedDataParallel
+    loaded = []
 
-    def ddp(model, *args, **kw):
-        convert.load_into(model, a.weights)
-        return real_ddp(model, *args, **kw)
-    par.DistributedDataParallel = ddp
+    def load(model):   # the patched script calls this with its model before DDP / the broadcast
+        convert.load_into(model, a.weights, a.record)
+        loaded.append(True)
 
-    windows, losses, times = [], [], {}
+    windows, losses, times, shards = [], [], {}, {}
     limit = a.steps * a.accum
     real_backward = torch.Tensor.backward
 
@@ -101,7 +116,8 @@ def main():
         return real_backward(self, *args, **kw)
     torch.Tensor.backward = backward
 
-    g = {"__name__": "__main__", "__file__": a.script, "__fidelity_windows__": windows}
+    g = {"__name__": "__main__", "__file__": a.script, "__fidelity_windows__": windows,
+         "__fidelity_load__": load, "__fidelity_shard__": shards, "__fidelity_cycle__": shard_cycle(shards)}
     sys.argv = [a.script]
     try:
         exec(compile(src, a.script, "exec"), g)
@@ -109,18 +125,15 @@ def main():
         pass
     finally:
         torch.Tensor.backward = real_backward
-        par.DistributedDataParallel = real_ddp
+    if not loaded:
+        sys.exit("torch_side.py: the script never reached the weight-loading point")
     if len(losses) < limit:
         sys.exit(f"torch_side.py: the script stopped after {len(losses)} micro-batches (wanted {limit})")
-    # the train loader is the first loader whose next_batch ran (every record prefetches x, y first)
-    train_id = windows[0][0]
-    pos = [[w[1], w[2]] for w in windows if w[0] == train_id][:limit]
+    pos = train_windows(windows, a, info)[:limit]
+    if len(pos) < limit:
+        sys.exit(f"torch_side.py: {len(pos)} training windows recorded for {limit} micro-batches")
     steps = [sum(losses[i * a.accum:(i + 1) * a.accum]) / a.accum for i in range(a.steps)]
-    B = T = None
-    m = re.search(r"sequence_length\s*(?::\s*int)?\s*=\s*(\d+)", src)
-    T = int(m.group(1)) if m else 1024
-    m = re.search(r"device_batch_size\s*:\s*int\s*=\s*(\d+)", src) or re.search(r"\n\s*batch_size\s*=\s*(\d+)", src)
-    B = int(m.group(1))
+    B, T = info["micro_batch"], info["T"]
     tps = (a.steps - 10) * a.accum * B * T / (times["end"] - times["start"]) if "start" in times and "end" in times else None
     try:
         import torch.distributed as dist
@@ -128,12 +141,27 @@ def main():
             dist.destroy_process_group()
     except Exception:
         pass
-    json.dump({"side": "pytorch", "script": os.path.abspath(a.script), "torch": torch.__version__,
+    json.dump({"side": "pytorch", "script": os.path.abspath(a.script), "record": a.record, "torch": torch.__version__,
                "device": torch.cuda.get_device_name(0), "steps": a.steps, "accum": a.accum, "micro_batch": B, "T": T,
+               "loader": info["loader"], "patches": info["patches"], "no_compile": a.no_compile,
                "losses": steps, "micro_losses": losses[:limit], "positions": pos, "tokens_per_s": tps,
                "peak_memory_bytes": torch.cuda.max_memory_allocated()},
               open(a.out, "w"), indent=1)
     print(f"pytorch: {a.steps} steps, first loss {steps[0]:.4f}, last {steps[-1]:.4f}, tokens/s {tps}", file=sys.stderr)
+
+
+def train_windows(windows, a, info):
+    """[[shard, position]] per training micro-batch: the reads of the training loader (key: its
+    first file or its glob), a read of records 18-21 covering accum micro-batches of B x T tokens"""
+    import glob
+    files = sorted(glob.glob(a.train_files))
+    keys = {a.train_files, files[0] if files else None}
+    per, size = info["windows_per_call"], info["micro_batch"] * info["T"]
+    out = []
+    for key, shard, at in windows:
+        if key in keys:
+            out.extend([shard, at + i * size] for i in range(per))
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""patches.py: the source patches that run a benchmark record script (llm-speedrunner
+record_N/train_gpt2.py, N = 1..21) as the PyTorch side of the fidelity comparison on one GPU
+(tasks/fidelity/README.md). No torch import: tests run it over every script without a GPU.
+
+patch(src, record, accum) -> (patched source, info) or raises PatchError naming the patch that
+did not apply. info: loader kind, micro-batch shape (B sequences of T tokens), accum (micro-batches
+per optimizer step), windows_per_call (micro-batches one recorded read covers), val_tokens,
+and the applied patches with their counts.
+
+The patches (each is listed with the records it applies to in PATCHES):
+  batch_assert   records 1-2 assert the 8-GPU global batch; removed (their step is B x T on one GPU)
+  tokenizer      record 1 builds an unused tiktoken encoder (it would download its BPE file)
+  windows        records (loader key, shard, position) for every read of the loaders, the key
+                 being the loader's first file (records 1-18) or its glob pattern (19-21):
+                 records 1-17 at the top of DistributedDataLoader.next_batch(self) (the read
+                 position; the shard switch comes after the read), record 18 after its read
+                 position `pos = ...` (the switch comes before), records 19-21 inside
+                 distributed_data_generator after `buf = ...`
+  cycle          records 19-21: the generator cycles over the shards (itertools.cycle, as the
+                 scripts' own comment suggests) and tells which shard it reads; changes nothing
+                 while the data lasts (FineWeb: 100M tokens a shard), lets a small corpus wrap
+  accum          the global batch per optimizer step: records 4-11 `batch_size : int = 8*64`
+                 (sequences), 12-14 and 16-17 `batch_size : int = 8` (64K-token sequences),
+                 15 the same forced to 1 (the script asserts one micro-batch per step per GPU),
+                 18-20 `batch_size = 8*64*1024` (tokens), 21 `train_batch_size = world_size *
+                 args.seq_len` (x accum): on one GPU, accum micro-batches as the 8 ranks' windows
+  flex_mode      record 12 compiles flex_attention with mode="max-autotune-no-cudagraphs" (the
+                 speedrunner copy; the official record log does not): dropped (minutes of autotuning)
+  load           `__fidelity_load__(model)` (the speedrun initial weights) right before the model
+                 is handed to DDP (records 1-18) or broadcast from rank 0 (records 19-21)
+"""
+import re
+import sys
+
+
+class PatchError(Exception):
+    pass
+
+
+def _records(spec):
+    out = set()
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+# (name, records, pattern, replacement (str or function of accum), expected count)
+PATCHES = [
+    ("batch_assert", "1-2", r"\n(\s*)assert args\.total_batch_size == tokens_per_fwdbwd\n", r"\n\1pass\n", 1),
+    ("tokenizer", "1", r"tiktoken\.get_encoding\([^)]*\)", "None", 1),
+    ("windows", "1-17", r"(\n(\s*)def next_batch\(self\):\n)",
+     r"\1\2    __fidelity_windows__.append((self.files[0], int(self.current_shard), int(self.current_position)))\n", 1),
+    ("windows", "18", r"(\n(\s*)pos = self\.current_position \+ self\.rank \* device_batch_size\n)",
+     r"\1\2__fidelity_windows__.append((self.files[0], int(self.current_shard), int(pos)))\n", 1),
+    ("windows", "19-21", r"(\n(\s*)buf = tokens\[pos \+ rank \* local_batch_size:\]\[:local_batch_size \+ 1\]\n)",
+     r"\1\2__fidelity_windows__.append((filename_pattern, __fidelity_shard__[filename_pattern], "
+     r"int(pos + rank * local_batch_size)))\n", 1),
+    ("cycle", "19-21", r"file_iter = iter\(files\)", "file_iter = __fidelity_cycle__(files, filename_pattern)", 1),
+    ("accum", "4-11", r"(\n\s*batch_size\s*:\s*int\s*=\s*)8\*64\b", lambda acc: rf"\g<1>{acc}*64", 1),
+    ("accum", "12-14,16-17", r"(\n\s*batch_size\s*:\s*int\s*=\s*)8\b", lambda acc: rf"\g<1>{acc}", 1),
+    ("accum", "15", r"(\n\s*batch_size\s*:\s*int\s*=\s*)8\b", r"\g<1>1", 1),
+    ("accum", "18-20", r"(\n\s*batch_size\s*=\s*)8\*64\*1024\b", lambda acc: rf"\g<1>{acc}*64*1024", 1),
+    ("accum", "21", r"\ntrain_batch_size = world_size \* args\.seq_len\n",
+     lambda acc: f"\ntrain_batch_size = {acc} * args.seq_len\n", 1),
+    ("flex_mode", "12", r',\s*mode="max-autotune-no-cudagraphs"', "", 2),
+    ("load", "1-17", r"\n(\s*)(model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
+    ("load", "18", r"\n(\s*)(ddp_model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
+    ("load", "19-21", r"\n(for param in model\.parameters\(\):\n\s*dist\.broadcast\()", r"\n__fidelity_load__(model)\n\1", 1),
+]
+
+
+def accum_of(record, accum):
+    """micro-batches per step the patched script runs: records 1-3 have no accumulation loop and
+    15 asserts one micro-batch per step, so 1; the others as asked (8 = the records' global batch)"""
+    return 1 if record <= 3 or record == 15 else accum
+
+
+def _int_expr(src, pattern, default=None):
+    m = re.search(pattern, src)
+    if not m:
+        if default is None:
+            raise PatchError(f"shape: no match for {pattern!r}")
+        return default
+    if not re.fullmatch(r"[\d\s*]+", m.group(1)):
+        raise PatchError(f"shape: {m.group(1)!r} is not a product of integers")
+    out = 1
+    for f in m.group(1).split("*"):
+        out *= int(f)
+    return out
+
+
+def shapes(src, record):
+    """(B sequences, T tokens) of one micro-batch and the validation tokens a val step needs"""
+    if record <= 17:
+        T = _int_expr(src, r"\n\s*sequence_length\s*(?::\s*int)?\s*=\s*([\d*]+)", 1024)
+        if record >= 14:
+            B = 1
+        else:
+            m = re.search(r"device_batch_size\s*:\s*int\s*=\s*(\d+)", src) or re.search(r"\n\s*batch_size\s*=\s*(\d+)", src)
+            if not m:
+                raise PatchError("shape: no device_batch_size / batch_size in the script")
+            B = int(m.group(1))
+        return B, T, B * T
+    if record == 18:
+        T = _int_expr(src, r"\n\s*max_device_batch_size\s*=\s*([\d*]+)")
+        return 1, T, T
+    T = _int_expr(src, r"\n\s*seq_len\s*=\s*([\d*]+)")
+    val = _int_expr(src, r"\n\s*val_seq_len\s*=\s*([\d*]+)", T)
+    return 1, T, val
+
+
+def patch(src, record, accum=8):
+    if not 1 <= record <= 21:
+        raise PatchError(f"record {record}: records 1-21 are supported")
+    acc = accum_of(record, accum)
+    applied = []
+    for name, spec, pattern, repl, want in PATCHES:
+        if record not in _records(spec):
+            continue
+        r = repl(acc) if callable(repl) else repl
+        src, n = re.subn(pattern, r, src)
+        if n != want:
+            raise PatchError(f"record {record}: patch '{name}' matched {n} time(s), expected {want} "
+                             f"(pattern {pattern!r}); the script differs from the one the patch was written for")
+        applied.append((name, n))
+    B, T, val = shapes(src, record)
+    info = {"record": record, "loader": "bt" if record <= 11 else "seq", "micro_batch": B, "T": T,
+            "accum": acc, "windows_per_call": 1 if record <= 17 else acc,
+            "val_tokens": val, "patches": applied}
+    return src, info
+
+
+def main(argv):
+    """patches.py SCRIPT RECORD [ACCUM]: prints the applied patches and the loader shape"""
+    if len(argv) < 3:
+        print(__doc__)
+        return 2
+    try:
+        _, info = patch(open(argv[1]).read(), int(argv[2]), int(argv[3]) if len(argv) > 3 else 8)
+    except PatchError as e:
+        print(f"patches.py: {e}", file=sys.stderr)
+        return 1
+    print(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

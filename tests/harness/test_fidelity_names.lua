@@ -1,0 +1,154 @@
+-- The fidelity harness's (tasks/fidelity) static checks for records 1-21, no GPU and no torch:
+--   * every recipe's parameters (names, shapes, dtypes) at the full config map 1:1 onto its
+--     benchmark script's, as tasks/fidelity/params.txt lists them (the vocabulary is built at 129
+--     rows and read back as the record's 50257/50304, padded 256 as 50304: no 463M-row tables; set
+--     SPEEDRUN_FIDELITY_FULL=1 to build the true full size); tied aliases are absent from the recipe;
+--   * with python3 and the benchmark's scripts (SPEEDRUN_BENCH_SCRIPTS=DIR with record_N/
+--     train_gpt2.py, else ../runs/scripts, else the llm-speedrunner mirror of
+--     SPEEDRUN_BENCH_MIRROR): script_params.py reads params.txt back from the scripts, and
+--     patches.py's patches apply to every script (accum 8 and 1), the patched sources compile and
+--     the loader shapes are the expected ones; a changed script names the patch that failed;
+--   * the fidelity shell scripts and bench/gpu_session.sh pass `bash -n`.
+local sr = require "speedrun"
+local T = require "speedrun.testing"
+local util = require "speedrun.util"
+
+local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/fidelity_names"
+os.execute("mkdir -p " .. T.shell_quote(tmp))
+local sh = T.shell_quote
+
+-- params.txt -> {[n] = {params = {name = "shape dtype"}, ties = {alias = name}}}
+local function expand(pattern)
+  local pre, list, post = pattern:match("^(.-)%[([%d,%-]+)%](.*)$")
+  if not pre then return {pattern} end
+  local out = {}
+  for part in list:gmatch("[^,]+") do
+    local a, b = part:match("^(%d+)%-(%d+)$")
+    a, b = tonumber(a or part), tonumber(b or part)
+    for i = a, b do out[#out + 1] = pre .. i .. post end
+  end
+  return out
+end
+
+local function read_table(path)
+  local recs, cur = {}, nil
+  for line in io.lines(path) do
+    local f = {}
+    for w in line:gmatch("%S+") do f[#f + 1] = w end
+    if #f == 0 or f[1]:sub(1, 1) == "#" then
+    elseif f[1] == "record" then cur = {params = {}, ties = {}, count = 0}; recs[tonumber(f[2])] = cur
+    elseif f[1] == "tied" then cur.ties[f[2]] = f[3]
+    else
+      for _, name in ipairs(expand(f[1])) do
+        assert(not cur.params[name], "params.txt: " .. name .. " twice")
+        cur.params[name] = f[2] .. " " .. f[3]
+        cur.count = cur.count + 1
+      end
+    end
+  end
+  return recs
+end
+
+local TABLE = read_table("../tasks/fidelity/params.txt")
+local FULL = os.getenv("SPEEDRUN_FIDELITY_FULL") == "1"
+local SMALL_V, SMALL_PAD = 129, 256      -- vocab rows built, and their 128-padding
+
+-- the recipe's parameters at the full config: {name = "shape dtype"}, in its order
+local function recipe_params(n)
+  local recipe = assert(util.load_recipe(("../tasks/record_%02d/recipe.lua"):format(n)))
+  local model = util.deepcopy(recipe.config.full.model)
+  local v0 = model.vocab_size
+  if not FULL then model.vocab_size = SMALL_V end
+  local ctx = assert(util.recipe_context(recipe, "full", "cpu", 1, {model = model}))
+  local out, order = {}, {}
+  for _, np in ipairs(ctx.model:named_parameters()) do
+    local d = {}
+    for i, s in ipairs(np[2].shape) do
+      d[i] = FULL and s or (s == SMALL_V and v0) or (s == SMALL_PAD and 50304) or s
+    end
+    out[np[1]] = (#d > 0 and table.concat(d, "x") or "scalar") .. " " .. np[2].dtype
+    order[#order + 1] = np[1]
+  end
+  return out, order
+end
+
+for n = 1, 21 do
+  T.case(("record %d: the recipe's parameters are the script's (params.txt)"):format(n), function()
+    local want = TABLE[n]
+    T.ok(want, "params.txt has no record " .. n)
+    local got, order = recipe_params(n)
+    for _, name in ipairs(order) do
+      T.ok(not want.ties[name], ("%s is a tied alias of %s in the script"):format(name, tostring(want.ties[name])))
+      T.ok(want.params[name], ("recipe parameter %s (%s) is not in the script"):format(name, got[name]))
+      T.eq(got[name], want.params[name], "shape and dtype of " .. name)
+    end
+    for name, v in pairs(want.params) do
+      T.ok(got[name], ("script parameter %s (%s) is missing from the recipe"):format(name, v))
+    end
+    T.eq(#order, want.count, "parameter count")
+  end)
+end
+collectgarbage()
+
+-- python3 and the scripts -------------------------------------------------------------------
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+local has_python = run("python3 -c 'import ast, re'")
+
+local function scripts_dir()
+  local dir = os.getenv("SPEEDRUN_BENCH_SCRIPTS")
+  if dir then return dir end
+  if run("test -f ../runs/scripts/record_21/train_gpt2.py") then return "../runs/scripts" end
+  local mirror = os.getenv("SPEEDRUN_BENCH_MIRROR") or "/work/.mirror/facebookresearch+llm-speedrunner/repo"
+  if not run("test -d " .. sh(mirror)) then return nil end
+  for n = 1, 21 do
+    local d = ("%s/scripts/record_%d"):format(tmp, n)
+    os.execute("mkdir -p " .. sh(d))
+    local ok = run(("git -C %s show HEAD:workspace_templates/nanogpt_speedrun/record_%d/train_gpt2.py > %s")
+      :format(sh(mirror), n, sh(d .. "/train_gpt2.py")))
+    if not ok then return nil end
+  end
+  return tmp .. "/scripts"
+end
+
+local SCRIPTS = has_python and scripts_dir()
+if not has_python then print("note: no python3, the script-side checks are skipped")
+elseif not SCRIPTS then print("note: no benchmark scripts (SPEEDRUN_BENCH_SCRIPTS), the script-side checks are skipped") end
+
+if SCRIPTS then
+  T.case("script_params.py reads params.txt back from the scripts", function()
+    local ok, out = run(("python3 ../tasks/fidelity/script_params.py --table %s"):format(sh(SCRIPTS)))
+    T.ok(ok, out)
+    T.ok(out == T.read("../tasks/fidelity/params.txt"), "params.txt differs from the scripts: regenerate it with "
+      .. "`python3 tasks/fidelity/script_params.py --table SCRIPTS > tasks/fidelity/params.txt`")
+  end)
+
+  T.case("patches.py applies to every script (accum 8 and 1), sources compile, shapes as expected", function()
+    local ok, out = run(("python3 harness/fidelity_patches_check.py %s"):format(sh(SCRIPTS)))
+    T.ok(ok, out)
+    T.ok(out:match("21 scripts ok"), out)
+  end)
+end
+
+if has_python then
+  T.case("patches.py names the patch that did not apply", function()
+    local ok, out = run("python3 harness/fidelity_patches_check.py --negative")
+    T.ok(ok, out)
+    T.ok(out:match("negative ok"), out)
+  end)
+end
+
+T.case("the fidelity shell scripts parse (bash -n)", function()
+  for _, f in ipairs({"../tasks/fidelity/run.sh", "../tasks/fidelity/all.sh", "../tasks/fidelity/noise.sh",
+                      "../bench/gpu_session.sh"}) do
+    local ok, out = run("bash -n " .. sh(f))
+    T.ok(ok, f .. ": " .. out)
+  end
+end)
+
+T.done()
