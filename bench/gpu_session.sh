@@ -142,20 +142,18 @@ for p in $PARTS; do
         --data "$DATA" --calibration "$LOG/calibration.json"
       grep -vE "^step|^\s*$" "$LOG/calibrate.log" | tail -30 ;;
     tune)
-      mkdir -p "$LOG/tuned"
       items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
       all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
       target=${TUNE_TARGET:+--target $TUNE_TARGET}; mkdir -p "$OUTDIR/tuned"
-      tune_one() {  # tune_one NAME CALIBRATION [calibrate options]
-        local name=$1 cal=$2 what="--recipe tasks/default/recipe.lua --name default"; shift 2
+      for name in $items; do
+        what="--recipe tasks/default/recipe.lua --name default"
         [ "$name" = default ] || what="--tasks $((10#${name#record_}))"
-        timeout "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target "$@" --scale proxy --runs 3 \
-          --device cuda --data "$DATA" --calibration "$cal" --out "/tmp/tune-$name" > "$LOG/tune_$name.log" 2>&1
-        echo "== tune_$name rc=$?"; cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
+        part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 \
+          --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
+        cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20
-      }
-      for name in $items; do tune_one "$name" "$OUTDIR/calibration.json"; done; finish ;;
+      done ;;
     retime) # the plain calibrate of records $RETIME_RECORDS (default 1-5) and the default recipe, each
             # run alone, in one call (their `tune` records kept where the budget is the tuned one)
       part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
@@ -201,18 +199,18 @@ for p in $PARTS; do
       done ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do
-        part "profile_0$n" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \
+        part "profile_$(printf %02d "$n")" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \
           --device cuda --warmup 2 --steps 3 --top 30
-        head -60 "$LOG/profile_0$n.log"
+        head -60 "$LOG/profile_$(printf %02d "$n").log"
       done ;;
     fuse)
       part fuse_test 600 ctest --test-dir build -R "^test_gpu_fuse$|^test_fuse$|^test_fuse_records$" --timeout 590 -V
       tail -5 "$LOG/fuse_test.log"
       for n in ${FUSE_RECORDS:-1 5}; do
         for f in off on; do
-          part "fuse_0${n}_$f" 300 ./build/speedrun run bench/profile_recipe.lua "tasks/record_0$n/recipe.lua" --scale full \
+          part "fuse_$(printf %02d "$n")_$f" 300 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \
             --device cuda --warmup 2 --steps 5 --top 25 --fuse "$f" --dump-plan
-          grep -E "^fused plan|ms/step|fused groups|disabled" "$LOG/fuse_0${n}_$f.log"
+          grep -E "^fused plan|ms/step|fused groups|disabled" "$LOG/fuse_$(printf %02d "$n")_$f.log"
         done
       done ;;
     *) echo "unknown part $p"; exit 2 ;;

@@ -70,16 +70,19 @@ local x = sr.randint(0, vocab, {b.B, b.T}):to(device)
 local y = sr.randint(0, vocab, {b.B, b.T}):to(device)
 local mb = cfg.micro_batch or b.B
 
--- step numbers stay inside the scale's schedule however many steps are run
+-- step numbers stay inside the scale's schedule however many steps are run: the next one, its
+-- schedule (host-side work before train_step, as the harness runs it) done
 local done = 0
+local function next_step()
+  local step = done % cfg.steps + 1
+  done = done + 1
+  if recipe.schedule then recipe.schedule(ctx, step) end
+  return step
+end
+local function train_step(step) return recipe.train_step(ctx, step, {x = x, y = y, step = step}) end
 local function train_steps(n)
   local loss
-  for _ = 1, n do
-    local step = done % cfg.steps + 1
-    done = done + 1
-    if recipe.schedule then recipe.schedule(ctx, step) end
-    loss = recipe.train_step(ctx, step, {x = x, y = y, step = step})
-  end
+  for _ = 1, n do loss = train_step(next_step()) end
   return loss
 end
 
@@ -104,11 +107,9 @@ if opt.fuse then
   if opt.fuse == "on" or opt["dump-plan"] then
     local recs = {}
     for k = 1, 2 do  -- train_step alone, as the harness records and captures it (not the schedule)
-      local step = done % cfg.steps + 1
-      done = done + 1
-      if recipe.schedule then recipe.schedule(ctx, step) end
+      local step = next_step()
       recs[k] = fuse.record()
-      local keep = recipe.train_step(ctx, step, {x = x, y = y, step = step})
+      local keep = train_step(step)
       recs[k]:stop()
       keep = nil
     end
@@ -120,10 +121,7 @@ if opt.fuse then
     if off > 0 then print(("%d groups disabled: %s"):format(off, perr)) end
     if opt.fuse == "off" then plan = nil end
   end
-  local fn = function(s) return recipe.train_step(ctx, s, {x = x, y = y, step = s}) end
-  local step_no = done % cfg.steps + 1
-  if recipe.schedule then recipe.schedule(ctx, step_no) end
-  local g = cuda.graph(plan and function(...) return fuse.run(plan, fn, ...) end or fn, step_no)
+  local g = cuda.graph(plan and function(...) return fuse.run(plan, train_step, ...) end or train_step, next_step())
   if plan then print(("fused groups in the capture: %d%s"):format(fuse.last(), select(2, fuse.last()) and
     (" (" .. select(2, fuse.last()) .. ")") or "")) end
   if not g.captured then die("capture failed: " .. tostring(g.reason)) end

@@ -628,8 +628,8 @@ local function tune_item(it, o, k, out_root, card)
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
   -- the calibration's times: the tuned budget's K runs again, one at a time, the device their own
-  local timed = R.best.runs
-  if probes_together(o, k) and not o.untimed then
+  local timed, untimed = R.best.runs, probes_together(o, k) and o.untimed
+  if probes_together(o, k) and not untimed then
     local err
     timed, err = multi_run(it.recipe, probe_options(o, R.steps), k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
     if not timed then return nil, err end
@@ -641,7 +641,7 @@ local function tune_item(it, o, k, out_root, card)
   if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
   write_file(it.recipe, new)
   local entry = calib_entry(timed, it.recipe, o, card)
-  entry.timed_alone = not (probes_together(o, k) and o.untimed)
+  entry.timed_alone = not untimed
   local probes = {}
   for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
   entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
