@@ -29,9 +29,10 @@
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
+#              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
-#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default, each run alone
+#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone
 #   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
@@ -145,7 +146,7 @@ for p in $PARTS; do
       items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
       all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
-      target=${TUNE_TARGET:+--target $TUNE_TARGET}; mkdir -p "$OUTDIR/tuned"
+      target="${TUNE_TARGET:+--target $TUNE_TARGET} ${TUNE_BRACKET:+--bracket $TUNE_BRACKET}"; mkdir -p "$OUTDIR/tuned"
       for name in $items; do
         what="--recipe tasks/default/recipe.lua --name default"
         [ "$name" = default ] || what="--tasks $((10#${name#record_}))"
@@ -158,7 +159,7 @@ for p in $PARTS; do
             # run alone, in one call (their `tune` records kept where the budget is the tuned one)
       part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
           --runs 3 --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
-        ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs 3 --device cuda \
+        [ ${RETIME_DEFAULT:-1} = 0 ] || ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs 3 --device cuda \
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     pilot)
@@ -182,15 +183,18 @@ for p in $PARTS; do
       done ;;
     oracle) # issue 18: `speedrun agent run` on task $ORACLE_TASK (default 1) at proxy scale against
             # bench/oracle_server.py playing the oracle model (record N+1's change as SEARCH/REPLACE
-            # blocks); the run folder and its report.html come back in $OUT/agent-task<N>
+            # blocks); its report.html, summary.json and the packed run folder come back in $OUT/agent-task<N>
       n=${ORACLE_TASK:-1}; cal=${ORACLE_CALIBRATION:-$OUTDIR/calibration.json}
       ./build/speedrun run bench/oracle_reply.lua "$n" > "$LOG/oracle_reply.txt" || exit 1
       python3 bench/oracle_server.py "$LOG/oracle_reply.txt" > "$LOG/oracle_port" 2> "$LOG/oracle_server.log" &
       spid=$!; sleep 2; port=$(head -1 "$LOG/oracle_port")
       part oracle "${ORACLE_LIMIT:-560}" ./build/speedrun agent run --task "$n" --model oracle \
         --base-url "http://127.0.0.1:$port/v1" --scale proxy --max-nodes "${ORACLE_NODES:-1}" --n-initial 1 \
-        --no-llm-summary --device cuda --data "$DATA" --calibration "$cal" --out "$OUTDIR/agent-task$n"
-      kill "$spid"; ./build/speedrun agent report "$OUTDIR/agent-task$n"
+        --no-llm-summary --device cuda --data "$DATA" --calibration "$cal" --out "/tmp/agent-task$n"
+      kill "$spid"; ./build/speedrun agent report "/tmp/agent-task$n"
+      # the run folder holds more files than a call brings back: the report and summary, and the rest packed
+      mkdir -p "$OUTDIR/agent-task$n"; cp /tmp/agent-task$n/{report.html,summary.json,state.json} "$OUTDIR/agent-task$n/"
+      tar czf "$OUTDIR/agent-task$n/run.tgz" --exclude="*.srw" -C /tmp "agent-task$n"
       grep -vE "^step" "$LOG/oracle.log" | tail -30 ;;
     main)
       for s in 1 2 3; do

@@ -120,6 +120,7 @@ static void need(void) {
 }
 
 void *sr_cuda_stream(void) { need(); return (void *)stream; }
+int sr_cuda_started(void) { return stream != NULL; }
 void *sr_cuda_blaslt(void) { need(); return (void *)blaslt; }
 void *sr_cuda_workspace(size_t *nbytes) { need(); if (nbytes) *nbytes = SR_WORKSPACE_BYTES; return workspace; }
 void *sr_cuda_dev_error_ptr(void) { return dev_error_dev; }

@@ -32,6 +32,7 @@ const char *sr_cuda_probe(void);
 
 /* the stream everything runs on (a cudaStream_t); creates the device context on first call */
 void *sr_cuda_stream(void);
+int sr_cuda_started(void);   /* 1 once the stream exists (the context is up); touches no driver */
 /* the cuBLASLt handle (a cublasLtHandle_t) and the one matmul workspace */
 void *sr_cuda_blaslt(void);
 void *sr_cuda_workspace(size_t *nbytes);

@@ -74,6 +74,9 @@ typedef struct sr_jit_binary {
 
 /* compiles (or finds in the cache); on failure b->ok = 0 and b->log says why. Frees nothing of opts. */
 void sr_jit_compile(const sr_jit_opts *opts, sr_jit_binary *b);
+/* seconds this process spent in NVRTC (cache misses), the device idle at each start: the
+** harness keeps them off the clock (harness/steps.lua) */
+double sr_jit_compile_seconds(void);
 void sr_jit_binary_free(sr_jit_binary *b);
 
 const char *sr_jit_cache_dir(void);        /* $SPEEDRUN_KERNEL_CACHE, $XDG_CACHE_HOME/speedrun/kernels, ~/.cache/... */

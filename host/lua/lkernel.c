@@ -703,6 +703,7 @@ static int k_compiler(lua_State *L) {
   return 1;
 }
 
+static int k_compile_seconds(lua_State *L) { lua_pushnumber(L, sr_jit_compile_seconds()); return 1; }
 static int k_cache_dir(lua_State *L) { lua_pushstring(L, sr_jit_cache_dir()); return 1; }
 static int k_include_dir(lua_State *L) { lua_pushstring(L, sr_jit_include_dir()); return 1; }
 static int k_cuda_include_dir(lua_State *L) {
@@ -716,7 +717,7 @@ static const luaL_Reg kernel_functions[] = {
   {"last_launch", k_last_launch}, {"fault", k_fault}, {"synchronize", k_synchronize},
   {"time", k_time}, {"compiler", k_compiler}, {"cache_dir", k_cache_dir},
   {"include_dir", k_include_dir}, {"cuda_include_dir", k_cuda_include_dir},
-  {NULL, NULL}
+  {"compile_seconds", k_compile_seconds}, {NULL, NULL}
 };
 
 int luaopen_speedrun_kernel_core(lua_State *L) {

@@ -126,8 +126,9 @@ local function check_attention(B, H, n, D, bs, dtype, k, opts)
   local gy = sr.randn(B, H, n, D):to(DEV, dtype)
   local y = F.flex_attention(x[1], x[2], x[3], mg, opts.scale and {scale = opts.scale})
   local yc = F.flex_attention(xc[1], xc[2], xc[3], mc, opts.scale and {scale = opts.scale})
-  -- f32 backward: 5e-5 as the registry's attention rows (dq sums over the whole key range)
-  local fwd, bwd = dtype == "bfloat16" and 1e-2 or 2e-5, dtype == "bfloat16" and 2e-2 or 5e-5
+  -- f32 backward: dq sums dS = P(dP - delta) over the key range, a difference that cancels: 7.3e-5
+  -- measured at D 128, T 384 on an H200 (2026-12-03); a wrong mask or index gives O(1)
+  local fwd, bwd = dtype == "bfloat16" and 1e-2 or 2e-5, dtype == "bfloat16" and 2e-2 or 2e-4
   local what = ("%s B=%d H=%d T=%d D=%d block=%d %s%s"):format(dtype, B, H, n, D, bs, kind_str(k), opts.fused and " fused" or "")
   local e = T.rel_err(y:to("cpu", "float64"), yc)
   T.ok(e < fwd, what .. ": forward rel err " .. e)

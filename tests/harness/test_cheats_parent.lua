@@ -175,7 +175,9 @@ T.case("class 6: --task N without calibration entries -> an error, never the wor
                       {"retargeted", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.5, val_tokens = 512, steps = 20, tune = tuned},
                        "not of a budget tuned"},
                       {"shared", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20, tune = tuned,
-                       timed_alone = false}, "other runs shared the device"}} do
+                       timed_alone = false}, "other runs shared the device"},
+                      {"untimed", {mean_ms = json.null, std_ms = json.null, runs = 3, target_val_loss = 3.0, val_tokens = 512,
+                       steps = 20, tune = tuned}, "has no train time"}} do
     local rc2, text2 = speedrun("score " .. sh(ws) .. " --task 1 --scale proxy --runs 3 --calibration "
       .. sh(proxy_cal("calib-" .. c[1], c[2])) .. RUN)
     T.eq(rc2, 2, c[1] .. ": " .. text2)

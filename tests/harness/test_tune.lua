@@ -51,6 +51,38 @@ T.case("search: a passing first probe's curve crossing is the next guess", funct
   T.ok(R.steps >= 37 and R.steps <= 38, "found " .. R.steps)
 end)
 
+T.case("search: a bracket resumes a cut search (its two ends probed first, noise handled)", function()
+  local calls = {}
+  local R = assert(tune.search(synthetic(37, calls), {bracket = {36, 37}}))
+  T.eq(calls[1], 36) T.eq(calls[2], 37)
+  T.eq(R.steps, 37) T.eq(R.below.steps, 36)
+  T.eq(#calls, 3, "two ends and the cut, nothing else when the bracket is already tight")
+  calls = {}
+  R = assert(tune.search(synthetic(37, calls), {bracket = {30, 40}}))
+  T.eq(R.steps, 37, "a wide bracket is narrowed") T.eq(calls[1], 30) T.eq(calls[2], 40)
+  calls = {}
+  R = assert(tune.search(synthetic(37, calls), {bracket = {20, 30}}))   -- both ends fail: the search goes up
+  T.ok(R.steps >= 37 and R.steps <= 38, "from a failing bracket: found " .. R.steps)
+  calls = {}
+  R = assert(tune.search(synthetic(37, calls), {bracket = {60, 90}}))   -- both pass: it goes down
+  T.ok(R.steps >= 37 and R.steps <= 38, "from a passing bracket: found " .. R.steps)
+end)
+
+T.case("search: a budget is confirmed with fresh seeds, else it steps up", function()
+  -- the search's seeds pass from 37 steps, fresh seeds only from 40 (the threshold's noise)
+  local calls, confirms = {}, {}
+  local fresh = synthetic(40, confirms)
+  local R = assert(tune.search(synthetic(37, calls), {start = 100, confirm = fresh}))
+  T.eq(R.steps, 40, "stepped up to the first confirmed budget")
+  T.eq(R.best.steps, 40) T.ok(R.best.pass and R.confirmed.pass, "both probes pass")
+  T.eq(table.concat(confirms, " "), "37 38 39 40", "confirmations in order")
+  T.eq(#R.confirms, 4)
+  T.eq(R.cut.steps, 32, "the cut is of the confirmed budget")
+  -- never confirmed within the tries: an error naming it
+  local R2, err = tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(80, {})})
+  T.ok(not R2 and err:find("no budget confirmed", 1, true), tostring(err))
+end)
+
 T.case("search: a target out of reach and a failing probe end with a message", function()
   local R, err = tune.search(synthetic(1e9, {}), {start = 10, max_steps = 400})
   T.ok(not R and err:find("not reached within 400 steps", 1, true), tostring(err))
@@ -80,7 +112,9 @@ T.case("rewrite: the scale's table only, integers, a clear error", function()
   T.ok(proxy:find("steps = 321,", 1, true) and proxy:find("warmup = 9,", 1, true) and proxy:find("warmdown = 67,", 1, true), proxy)
   T.eq(out:match("\n  micro = (%b{})"), src:match("\n  micro = (%b{})"), "micro untouched")
   T.eq(out:match("\n  full = (%b{})"), src:match("\n  full = (%b{})"), "full untouched")
-  T.eq(#out - #src, #"321" - #"625" + #"9" - #"17" + #"67" - #"131", "nothing else changed")
+  local was = src:match("\n  proxy = (%b{})")
+  local function len(k) return #was:match(k .. " = (%d+)") end
+  T.eq(#out - #src, #"321" - len("steps") + #"9" - len("warmup") + #"67" - len("warmdown"), "nothing else changed")
   local t = assert(tune.rewrite(src, "proxy", {target_val_loss = 4.95, steps = 10}))
   T.ok(t:match("\n  proxy = (%b{})"):find("target_val_loss = 4.95,", 1, true), "a number")
   T.ok(t:match("\n  micro = (%b{})"):find("target_val_loss = 10.6,", 1, true), "micro's target untouched")
@@ -141,14 +175,20 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   T.eq(e.target_val_loss, 2.0)
   T.ok(assert(T.read(rec_dir .. "/recipe.lua")):find("target_val_loss = 2,", 1, true), "--target written into the recipe")
   T.ok(e.all_valid and e.p < 0.01 and e.val_loss_mean < 2.0, "the tuned runs pass the score's rule")
-  T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= 1, "the bracket is one step")
+  local C = e.tune.confirmations
+  T.ok(#C >= 1 and C[#C].pass and C[#C].steps == steps, "the budget is confirmed with fresh seeds")
+  for i = 1, #C - 1 do T.ok(not C[i].pass and C[i].steps < steps, "an unconfirmed budget stepped up: " .. C[i].steps) end
+  T.eq(e.tune.confirm_first_seed, 4)
+  T.eq(e.val_losses[1], C[#C].val_losses[1], "the entry's runs are the confirmation's")
+  T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= #C,
+       "the bracket is one step, plus one per unconfirmed budget")
   T.eq(e.tune.cut.steps, math.floor(0.8 * steps))
   T.eq(e.tune.cut.pass, false, "the 20 % cut does not reach the target")
   T.ok(#e.tune.probes >= 3, "every probe is recorded")
   for _, P in ipairs(e.tune.probes) do
     T.eq(#P.val_losses, 3)
     T.eq(P.pass, P.p < 0.01, "probe at " .. P.steps)
-    T.eq(P.pass, P.steps >= steps, "monotone: probe at " .. P.steps)
+    T.eq(P.pass, P.steps > e.tune.below, "monotone: probe at " .. P.steps)
   end
   T.ok(out:find("do not reach it", 1, true), out)
 end)

@@ -330,6 +330,10 @@ local function task_refs(o, calib, card, task, calib_path)
   local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
   for _, it in ipairs {{ref_i, task}, {ref_next, task + 1}} do
     local e = it[1]
+    if type(e) == "table" and e.mean_ms == json.null or type(e) == "table" and e.mean_ms == nil and e.tune then
+      return nil, fmt("the calibration of %s at scale %s in %s has no train time (its timing runs did not complete): "
+        .. "time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]), o.scale, calib_path, it[2], o.scale)
+    end
     if type(e) ~= "table" or type(e.mean_ms) ~= "number" or (it[2] == task + 1 and
         (type(e.target_val_loss) ~= "number" or type(e.val_tokens) ~= "number")) then
       return nil, fmt("no calibration for %s at scale %s on %s in %s (task %d needs records %d and %d): "
@@ -503,22 +507,26 @@ measured train times (mean, std, card, software) in the calibration file used by
                      target under the score's rule (mean below the target, t-test p < alpha), the
                      schedule's warmup/warmdown scaled with it; write it into the recipe's scale
                      table; check that 80 % of it fails the rule; store the tuned runs' times and
-                     the search (every probe) in the calibration file. --steps N: the first probe;
-                     --target X: tune to X and write target_val_loss = X into the table too
+                     the search (every probe) in the calibration file. The budget found is
+                     confirmed with K fresh seeds (else it steps up by 2 %): those runs, one at a
+                     time, are the entry's times. --steps N: the first probe;
+                     --target X: tune to X and write target_val_loss = X into the table too;
+                     --bracket LO:HI: the first two probes (resume a search cut by a time limit
+                     from its last bracket: LO failed, HI passed)
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
-                     1 on the CPU); their losses decide the search, the tuned budget's K runs
-                     are then timed one at a time for the calibration
-  --untimed          --tune-steps: skip that timing (several recipes tuned at once on one
-                     device): the entry keeps the tuned probe's shared-device times, marked
-                     timed_alone = false, until a plain calibrate of the same budget re-times it
+                     1 on the CPU); their losses decide the search, the confirmation's K runs
+                     are timed one at a time for the calibration
+  --untimed          --tune-steps: run the confirmation's K runs at once too (several recipes
+                     tuned at once on one device): the entry keeps their shared-device times,
+                     marked timed_alone = false, until a plain calibrate of the same budget re-times it
 A plain calibrate keeps an entry's `tune` record when the recipe's budget is still the tuned one.
   and the run options of `speedrun train`
 ]]
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
 local function parse_list(s)
   local out = {}
@@ -591,14 +599,17 @@ local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.dev
 
 -- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
 -- judged by the score's rule; a run that does not complete ends the search. Runs that shared the
--- device give the search its losses; the tuned budget is timed alone after (tune_item).
-local function tune_probe(it, o, k, out_root, alpha)
+-- device give the search its losses. confirm: the confirmation of a budget (tune.search), K fresh
+-- seeds (seed + K ...) run one at a time, the device their own: the calibration's times
+-- (with --untimed together, as the probes)
+local function tune_probe(it, o, k, out_root, alpha, confirm)
   return function(steps)
     local po = probe_options(o, steps)
-    local dir = fmt("%s/%s/steps-%s", out_root, it.name, steps or "recipe")
+    local dir = fmt("%s/%s/%s-%s", out_root, it.name, confirm and "confirm" or "steps", steps or "recipe")
+    if confirm then po.seed = tostring((tonumber(o.seed) or 1) + k) end
     local runs, err
-    if probes_together(o, k) then runs, err = concurrent_runs(it.recipe, po, k, dir)
-    else runs, err = multi_run(it.recipe, po, k, dir, "tune") end
+    if probes_together(o, k) and (not confirm or o.untimed) then runs, err = concurrent_runs(it.recipe, po, k, dir)
+    else runs, err = multi_run(it.recipe, po, k, dir, confirm and "confirm" or "tune") end
     if not runs then error(err, 0) end
     local target = runs_target(o, runs)
     local sum = summarize(runs, target or 0)
@@ -607,7 +618,8 @@ local function tune_probe(it, o, k, out_root, alpha)
     P.steps, P.runs, P.target, P.train_time_ms = runs[1].config.steps, runs, target, sum.train_time_ms
     P.crossing = tune.crossing(runs, target, alpha)
     if not o.quiet then
-      print(fmt("-- %s, %d steps: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, P.mean, P.std or 0,
+      print(fmt("-- %s, %d steps%s: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, confirm and
+        fmt(" (confirmation, seeds %s-%d)", po.seed, tonumber(po.seed) + k - 1) or "", P.mean, P.std or 0,
         P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
     end
     return P
@@ -624,16 +636,12 @@ end
 -- the tuned budget's runs with how it was found; nil and why when no budget was found
 local function tune_item(it, o, k, out_root, card)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps)})
+  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps), bracket = o.bracket,
+                                confirm = tune_probe(it, o, k, out_root, alpha, true)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
-  -- the calibration's times: the tuned budget's K runs again, one at a time, the device their own
-  local timed, untimed = R.best.runs, probes_together(o, k) and o.untimed
-  if probes_together(o, k) and not untimed then
-    local err
-    timed, err = multi_run(it.recipe, probe_options(o, R.steps), k, fmt("%s/%s/timed-%d", out_root, it.name, R.steps), "tune")
-    if not timed then return nil, err end
-  end
+  -- the calibration's times: the confirmation's K runs (fresh seeds), one at a time unless --untimed
+  local timed, untimed = R.confirmed.runs, probes_together(o, k) and o.untimed
   -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
   local values = {steps = cfg.steps, target_val_loss = tonumber(o.target)}
   for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
@@ -644,9 +652,12 @@ local function tune_item(it, o, k, out_root, card)
   entry.timed_alone = not untimed
   local probes = {}
   for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
+  local confirmations = {}
+  for i, P in ipairs(R.confirms) do confirmations[i] = probe_record(P) end
   entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
                 tolerance = tune.TOLERANCE, steps = R.steps, schedule = cfg.schedule or json.null,
                 below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
+                confirmations = confirmations, confirm_first_seed = (tonumber(o.seed) or 1) + k,
                 cut = probe_record(R.cut), wall_s = H.now() - t0, tuned_at = iso_now()}
   print(fmt("%s: tuned to %d steps (%s); %d steps (%d %%) %s", it.name, R.steps,
     R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget",
@@ -689,6 +700,14 @@ function M.calibrate(args)
   if #items == 0 then return die("nothing to calibrate: no tasks/record_NN/recipe.lua found (use --tasks or --recipe)") end
   for _, it in ipairs(items) do if not exists(it.recipe) then return die("no such recipe: " .. it.recipe) end end
   if o["tune-steps"] and k < 2 then return die("--tune-steps needs --runs 2 or more (the t-test of score)") end
+  if o.bracket then
+    local lo, hi = tostring(o.bracket):match("^(%d+):(%d+)$")
+    lo, hi = tonumber(lo), tonumber(hi)
+    if not (o["tune-steps"] and lo and hi and 0 < lo and lo < hi) then
+      return die("--bracket LO:HI needs --tune-steps and two step counts 0 < LO < HI, got " .. tostring(o.bracket))
+    end
+    o.bracket = {lo, hi}
+  end
   local path = calibration_path(o)
   local card = H.card(device == "cuda")
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))

@@ -110,9 +110,15 @@ function Step:capture(x, y)
   local d = traces[cap - 1]:diff(traces[cap])
   if d then return self:no_graph(fmt("the step's kernel arguments changed between steps %d and %d: %s (a host-side value, such as a learning rate, computed in train_step: set it in recipe.schedule through a device tensor)", cap - 1, cap, d), cap) end
   self.gx, self.gy = m_clone(x), m_clone(y)
+  local hold = self.hold or function() end
+  hold(true)    -- planning the fusion is the harness's own work (no recipe code runs in it)
   local plan = self:fuse_plan()
+  hold(false)
   local step_fn = self.train_step
   if plan then step_fn = function(...) return fuse.run(plan, self.train_step, ...) end end
+  -- nothing queued runs under the capture (the step compiler's NVRTC time is off the clock)
+  local es = H.sync(true)
+  if es then report.fail("cuda_fault", es) end
   local tr = trace_start()
   local ok, g = pcall(cuda_graph, step_fn, self.ctx, STEP_SENTINEL, {x = self.gx, y = self.gy, step = STEP_SENTINEL})
   trace_stop()

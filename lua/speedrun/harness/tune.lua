@@ -15,6 +15,7 @@ M.TOLERANCE = 0.02     -- the search stops when the bracket is within 2 % of the
 M.MAX_PROBES = 16
 M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
 M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
+M.CONFIRM_TRIES = 4       -- budgets tried (stepping up by the tolerance) for one that is confirmed
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
@@ -71,16 +72,40 @@ local function inside(lo, hi)
   return mmin(hi.steps - 1, mmax(lo.steps + 1, s))
 end
 
+-- the confirmation phase of M.search: from the passing probe hi up by the tolerance until a
+-- budget's search probe and its confirmation both pass; returns that probe and its confirmation
+local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
+  if not o.confirm then return hi, nil end
+  for _ = 1, o.confirm_tries or M.CONFIRM_TRIES do
+    if hi.pass then
+      if #order + #confirms >= max_probes then break end
+      local C = o.confirm(hi.steps)
+      C.steps = hi.steps
+      confirms[#confirms + 1] = C
+      if C.pass then return hi, C end
+    end
+    hi = at(hi.steps + mmax(1, mfloor(tol * hi.steps)))
+  end
+  error(fmt("no budget confirmed: from %d steps up, none passed with fresh seeds too (%d confirmations)",
+    confirms[1] and confirms[1].steps or hi.steps, #confirms), 0)
+end
+
 -- search(probe, o) -> result | nil, message, probes. probe(steps) -> {pass, margin?, ...}
 -- (M.judge's table; an error it raises ends the search); probe(nil) runs the recipe's own budget
--- and sets .steps. o: start (first budget; nil: the recipe's own), tolerance, max_probes,
--- max_steps, cut. result: {steps = the smallest passing budget found, best = its probe, below =
+-- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
+-- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
+-- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds).
+-- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
--- at floor(cut * steps)}.
+-- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
+-- Confirmation: near the threshold a budget passes the rule only part of the time (run-to-run
+-- noise), so the smallest budget that passed once may fail the next score; with o.confirm the
+-- budget's runs with fresh seeds must pass too, else the budget steps up by the tolerance (a
+-- passing search probe, then its confirmation) for at most M.CONFIRM_TRIES budgets.
 function M.search(probe, o)
   local tol, max_probes = o.tolerance or M.TOLERANCE, o.max_probes or M.MAX_PROBES
   local max_steps = o.max_steps
-  local cache, order = {}, {}
+  local cache, order, confirms = {}, {}, {}
   local function at(steps)
     if steps and cache[steps] then return cache[steps] end
     if #order >= max_probes then error(fmt("no budget found within %d probes", max_probes), 0) end
@@ -90,10 +115,14 @@ function M.search(probe, o)
     return P
   end
   local ok, res = pcall(function()
-    local lo, hi
-    local P = at(o.start)
-    max_steps = max_steps or 16 * P.steps
-    if P.pass then hi = P else lo = P end
+    local lo, hi, P
+    for _, s in ipairs(o.bracket or {o.start or false}) do
+      P = at(s or nil)
+      if P.pass then hi = (hi and hi.steps < P.steps) and hi or P
+      else lo = (lo and lo.steps > P.steps) and lo or P end
+    end
+    if lo and hi and lo.steps >= hi.steps then lo = nil end   -- noise: a pass below a failure
+    max_steps = max_steps or 16 * (hi or lo).steps
     while not (lo and hi) do
       if hi then
         if hi.steps <= 1 then break end
@@ -112,8 +141,10 @@ function M.search(probe, o)
       P = at(inside(lo, hi))
       if P.pass then hi = P else lo = P end
     end
+    local confirmed
+    hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
     local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
-    return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut}
+    return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms}
   end)
   if not ok then return nil, res, order end
   return res

@@ -1,0 +1,69 @@
+-- The host's clock (harness/steps.lua) on a scripted run: the warm-up's time beyond its allowance
+-- is counted, its NVRTC compiles are not (a cold kernel cache must not cost a score), and compile
+-- time never comes off the timed steps. The compiler is replaced by a stand-in whose
+-- compile_seconds() the scripted steps advance while they spin, as NVRTC's clock would, on a
+-- virtual clock.
+local T = require "speedrun.testing"
+local sr = require "speedrun"
+local H = require "speedrun.harness_core"
+
+-- a virtual clock (a loaded machine must not make the test flaky): spin advances it exactly
+local fake = {seconds = 0, t = 0}
+local kernel_core, now, emit = package.loaded["speedrun.kernel_core"], H.now, H.emit
+package.loaded["speedrun.kernel_core"] = {compile_seconds = function() return fake.seconds end}
+H.now = function() return fake.t end
+H.emit = function() end   -- the child's event channel: not open in a test
+package.loaded["speedrun.harness.steps"] = nil
+local steps = require "speedrun.harness.steps"
+package.loaded["speedrun.kernel_core"], H.now, H.emit = kernel_core, now, emit
+
+local function spin(s, compiling)
+  fake.t = fake.t + s
+  if compiling then fake.seconds = fake.seconds + s end
+end
+
+-- a run of `n` steps (the first `skip` warm-up), each step spinning `work(step)` seconds, of which
+-- `compile(step)` seconds are "compiling"
+local function run(n, skip, work, compile)
+  local x, y = sr.zeros(2, 4), sr.zeros(2, 4)
+  local plan = {steps = n, skip = skip, tps = 8, obs_every = 1000}
+  local stepper = {free = function() end}
+  stepper.run = function(_, step)
+    local c, held = compile(step)
+    if held then stepper.hold(true) end   -- the harness's own work, the clock paused
+    spin(c, true)
+    if held then stepper.hold(false) end
+    spin(work(step), false)
+    return 1.0, x, y
+  end
+  local ms, warm, done = steps.train {plan = plan, loader = {next = function() return x, y end}, stepper = stepper,
+                                      rules = {}, is_cuda = false}
+  return ms, warm, done
+end
+
+local STEP = 0.01
+T.case("clock: a warm-up compile stays off the train time; warm-up work beyond the allowance counts", function()
+  local none = function() return 0 end
+  local ms0, w0 = run(20, 5, function() return STEP end, none)
+  T.ok(w0.counted_ms < 3 * STEP * 1000, ("an honest warm-up is covered by its allowance: %.1f ms counted"):format(w0.counted_ms))
+  -- a 0.3 s compile in warm-up step 3 (a cold kernel cache): off the clock
+  local ms1, w1 = run(20, 5, function() return STEP end, function(s) return s == 3 and 0.3 or 0 end)
+  T.ok(w1.compile_ms >= 290, ("the compile is measured: %.1f ms"):format(w1.compile_ms))
+  T.ok(math.abs(ms1 - ms0) < 1e-6, ("a cold cache costs no score: %.1f ms vs %.1f ms warm"):format(ms1, ms0))
+  -- 0.3 s of work (no compile) in the same step: counted
+  local ms2, w2 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none)
+  T.ok(w2.counted_ms > 200 and ms2 > ms0 + 200, ("work moved into the warm-up is counted: %.1f ms of %.1f"):format(w2.counted_ms, ms2))
+  -- a compile while the clock is held is not taken off the warm-up's work a second time
+  local ms4, w4 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end,
+                      function(s) if s == 2 then return 0.3, true end return 0 end)
+  T.ok(w4.compile_ms < 20 and ms4 > ms0 + 200, ("held compile %.1f ms, warm-up work still counted: %.1f ms"):format(w4.compile_ms, ms4))
+  -- a compile in a timed step stays on the clock
+  local ms3 = run(20, 5, function() return STEP end, function(s) return s == 12 and 0.3 or 0 end)
+  T.ok(ms3 > ms0 + 250, ("a compile after the warm-up is timed: %.1f ms vs %.1f ms"):format(ms3, ms0))
+  -- ... and does not excuse warm-up work either
+  local ms5, w5 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, function(s) return s == 12 and 0.3 or 0 end)
+  T.ok(w5.compile_ms == 0 and w5.counted_ms > 100 and ms5 > ms2 + 150,
+       ("timed compile and warm-up work both counted: %.1f ms (warm-up %.1f counted)"):format(ms5, w5.counted_ms))
+end)
+
+T.done()
