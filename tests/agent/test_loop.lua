@@ -92,6 +92,24 @@ T.case("a scripted run: record 2 found and valid; crash, loop, os.execute fail w
   T.eq(J.state.total_tokens, 5 * 150)
 end)
 
+T.case("a start recipe that cannot be scored stops the run before any LLM call; resume scores it again", function()
+  local dir, cal = tmp .. "/run-nocal", tmp .. "/calib-empty.json"
+  write(cal, json.encode({schema = "speedrun.calibration/1", entries = {}}))
+  local cfg = config({n_initial = 1}, {max_nodes = 1})
+  for i, a in ipairs(cfg.score_args) do if a == CALIB then cfg.score_args[i] = cal end end
+  local chat, calls = F.chat({[1] = "rec2"}, "..")
+  local ok, err = pcall(loop.start, dir, cfg, {chat = chat, coder = F.coder, quiet = true})
+  T.ok(not ok and tostring(err):find("could not be scored", 1, true) and tostring(err):find("no calibration for record_0", 1, true),
+       tostring(err))
+  T.eq(#calls, 0, "no LLM call")
+  T.eq(journal.read_json(dir .. "/v_0/results.json").status, "score_error")
+  write(cal, read(CALIB))   -- the calibration fixed: resume scores v_0 and goes on
+  local reason, J = loop.resume(dir, {chat = F.chat({[1] = "rec2"}, ".."), coder = F.coder, quiet = true}, {})
+  T.ok(reason:find("max_nodes", 1, true), reason)
+  T.eq(J.nodes[0].results.status, "valid", "v_0 scored again")
+  T.eq(J:count(), 1)
+end)
+
 T.case("budgets stop the run at the limit, mid-node included; resume with a raised budget goes on", function()
   local dir = tmp .. "/run-tokens"
   local reason, J = run_here(dir, config({n_initial = 3}, {max_nodes = 5, max_tokens = 300}), {[1] = "rec2", [2] = "rec2", [3] = "rec2"})

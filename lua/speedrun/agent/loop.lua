@@ -298,14 +298,22 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- the run
 
--- v_0 scored once (its time on this machine is the baseline of the greedy choice)
+-- v_0 scored once (its time on this machine is the baseline of the greedy choice). When the
+-- score itself cannot run (no calibration for the task, a reference refused...), no node can be
+-- scored either: the run stops before any LLM call, saying why; resume scores v_0 again.
 local function score_root(run)
   local J = run.journal
-  if J.nodes[0].results then return end
+  local R = J.nodes[0].results
+  if R and R.status ~= "score_error" then return end
   local status, failure, metrics, host, seconds = M.score_node(J.config, J.nodes[0].dir)
   run.budget:add_gpu(seconds)
   J:finish_root({status = status, failure = failure, metrics = metrics, hypothesis = "the task's start recipe",
                  outcome_summary = host, run_seconds = seconds, kind = "root"})
+  if status == "score_error" then
+    J:save_state()
+    error(fmt("the task's start recipe (v_0) could not be scored, so no node could be: %s\n"
+      .. "(its log: %s/score.log; fix the cause, then `speedrun agent resume %s`)", failure.message, J.nodes[0].dir, J.dir), 0)
+  end
 end
 
 local function gpu_total(J)
