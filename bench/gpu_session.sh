@@ -29,7 +29,8 @@
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
-#              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut)
+#              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut);
+#              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone

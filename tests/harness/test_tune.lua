@@ -193,6 +193,21 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   T.ok(out:find("do not reach it", 1, true), out)
 end)
 
+T.case("calibrate --tune-steps --bracket auto: the search starts from the entry's last bracket", function()
+  local e0 = json.decode(assert(T.read(calib))).entries
+  local t0 = e0[next(e0)].micro.record_07.tune
+  local rc, out = W.run("calibrate --tune-steps --bracket auto --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --target "
+                        .. TARGET .. " --calibration " .. sh(calib) .. " --out " .. sh(W.tmp .. "/cal-auto") .. common:gsub(" %-%-quiet", ""))
+  T.eq(rc, 0, out)
+  local first = {}
+  for n in out:gmatch("%-%- record_07, (%d+) steps:") do first[#first + 1] = tonumber(n) end
+  T.eq(first[1], t0.below, "first probe: the last search's failing end\n" .. out)
+  T.eq(first[2], t0.steps, "second probe: its passing end")
+  rc, out = W.run("calibrate --tune-steps --bracket 9 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --calibration " .. sh(calib) .. common)
+  T.eq(rc, 2, out)
+  T.ok(out:find("--bracket needs --tune-steps and LO:HI", 1, true), out)
+end)
+
 T.case("score: the tuned recipe passes, the recipe cut to 80 % fails", function()
   local src = assert(T.read(rec_dir .. "/recipe.lua"))
   local steps, warmup, warmdown = cfg_of(src)

@@ -512,7 +512,8 @@ measured train times (mean, std, card, software) in the calibration file used by
                      time, are the entry's times. --steps N: the first probe;
                      --target X: tune to X and write target_val_loss = X into the table too;
                      --bracket LO:HI: the first two probes (resume a search cut by a time limit
-                     from its last bracket: LO failed, HI passed)
+                     from its last bracket: LO failed, HI passed); --bracket auto: each recipe's
+                     from its calibration entry (the last search's), a whole search without one
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
                      1 on the CPU); their losses decide the search, the confirmation's K runs
@@ -632,11 +633,19 @@ local function probe_record(P)
           train_time_ms_mean = P.train_time_ms.mean or json.null}
 end
 
+-- --bracket auto: the bracket an entry's last search ended with ({below, steps}), when it was
+-- tuned to the target asked for now; nil (a whole search) otherwise
+local function last_bracket(e, o)
+  local t = type(e) == "table" and type(e.tune) == "table" and e.tune or {}
+  local lo, hi, target = tonumber(t.below), tonumber(t.steps), tonumber(o.target) or t.target
+  if lo and hi and lo < hi and t.target == target then return {lo, hi} end
+end
+
 -- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
 -- the tuned budget's runs with how it was found; nil and why when no budget was found
 local function tune_item(it, o, k, out_root, card)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps), bracket = o.bracket,
+  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
                                 confirm = tune_probe(it, o, k, out_root, alpha, true)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
@@ -703,13 +712,17 @@ function M.calibrate(args)
   if o.bracket then
     local lo, hi = tostring(o.bracket):match("^(%d+):(%d+)$")
     lo, hi = tonumber(lo), tonumber(hi)
-    if not (o["tune-steps"] and lo and hi and 0 < lo and lo < hi) then
-      return die("--bracket LO:HI needs --tune-steps and two step counts 0 < LO < HI, got " .. tostring(o.bracket))
+    if not (o["tune-steps"] and (o.bracket == "auto" or lo and hi and 0 < lo and lo < hi)) then
+      return die("--bracket needs --tune-steps and LO:HI, two step counts 0 < LO < HI, or auto; got " .. tostring(o.bracket))
     end
-    o.bracket = {lo, hi}
+    if lo then o.bracket = {lo, hi} end
   end
   local path = calibration_path(o)
   local card = H.card(device == "cuda")
+  if o.bracket == "auto" then
+    local by_scale = (load_calibration(path).entries[card] or {})[o.scale] or {}
+    for _, it in ipairs(items) do it.bracket = last_bracket(by_scale[it.name], o) end
+  end
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
   local rc = 0
