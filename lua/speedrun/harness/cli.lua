@@ -11,6 +11,8 @@
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
+local ladder = require "speedrun.harness.ladder"
+local taskmod = require "speedrun.task"
 local stats = require "speedrun.stats"
 local output = require "speedrun.harness.output"
 local supervise = require "speedrun.harness.supervise"
@@ -521,13 +523,16 @@ measured train times (mean, std, card, software) in the calibration file used by
   --untimed          --tune-steps: run the confirmation's K runs at once too (several recipes
                      tuned at once on one device): the entry keeps their shared-device times,
                      marked timed_alone = false, until a plain calibrate of the same budget re-times it
+  --show             print the ladder of the calibration file instead (every reference's budget,
+                     cut, time and loss; every task's gap against 3 sigma), running nothing;
+                     --card NAME picks the card (default: the file's only card, else this one)
 A plain calibrate keeps an entry's `tune` record when the recipe's budget is still the tuned one.
   and the run options of `speedrun train`
 ]]
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
 local function parse_list(s)
   local out = {}
@@ -692,12 +697,34 @@ local function print_entry(name, e)
     e.all_valid and "" or "  (not every run was valid)"))
 end
 
+-- --show: the ladder of the calibration file (one card: --card, else the file's only card, else
+-- this machine's; one scale: --scale, else the card's only scale, else proxy), no run
+local function show_ladder(o)
+  local path = calibration_path(o)
+  local calib = load_calibration(path)
+  local function only(t)
+    local k, n = nil, 0
+    for key in pairs(t or {}) do k, n = key, n + 1 end
+    return n == 1 and k or nil
+  end
+  local card = o.card or only(calib.entries) or H.card(resolve_device(o.device) == "cuda")
+  if not calib.entries[card] then return die(fmt("no entries for the card %s in %s", card, path)) end
+  local scale = (o.scale and o.scale ~= "auto") and o.scale or only(calib.entries[card]) or "proxy"
+  if not calib.entries[card][scale] then return die(fmt("no entries at scale %s for %s in %s", scale, card, path)) end
+  local m, err = taskmod.manifest()
+  if not m then return die(err) end
+  print(ladder.format(ladder.build(calib, card, scale, m.tasks)))
+  print("calibration: " .. path)
+  return 0
+end
+
 function M.calibrate(args)
   local o, pos = parse_args(args, CALIBRATE_SPEC)
   if not o then return die(pos .. "\n" .. CALIBRATE_USAGE) end
   if o.help then io.stdout:write(CALIBRATE_USAGE) return 0 end
   local bad = options.check(o)
   if bad then return die(bad) end
+  if o.show then return show_ladder(o) end
   process.trap_signals()
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end

@@ -1,0 +1,84 @@
+-- speedrun.harness.ladder: the ladder a calibration file holds for one card and scale, as
+-- `speedrun calibrate --show` prints it (tasks/CALIBRATION.md's tables come from it): every
+-- reference's budget (tuned or not, its 20 % cut), time to target and loss, then every task's
+-- transition, start -> target, against 3 x the larger std. Pure: tables in, rows and text out.
+local M = {}
+local fmt = string.format
+
+local function num(x) return type(x) == "number" and x or nil end
+
+-- the reference rows: {name, steps, tuned, cut = {steps, pass, p}|nil, mean, std, runs, loss, loss_std,
+-- timed_alone, note}, by record number
+function M.references(by_scale)
+  local rows = {}
+  for name, e in pairs(by_scale or {}) do
+    if type(e) == "table" then
+      local t = type(e.tune) == "table" and e.tune or nil
+      local tuned = t ~= nil and t.steps == e.steps and t.target == e.target_val_loss
+      local cut = t and type(t.cut) == "table" and {steps = t.cut.steps, pass = t.cut.pass, p = num(t.cut.p)} or nil
+      rows[#rows + 1] = {name = name, n = tonumber(name:match("(%d+)$")), steps = e.steps, tuned = tuned, cut = cut,
+                         mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
+                         loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
+                         timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0}
+    end
+  end
+  table.sort(rows, function(a, b) return (a.n or 1e9) < (b.n or 1e9) or (a.n == b.n and a.name < b.name) end)
+  return rows
+end
+
+-- a task's transition from its references: {task, from, to, gap, sigma3, verdict, why}; verdict
+-- "holds" (target faster by more than 3 x the larger std), "does not hold", or "not measured"
+function M.transition(task, ref_i, ref_next, scale)
+  local T = {task = task.id, from = task.start_name, to = task.target_name}
+  local function unusable(r, name)
+    if not r then return name .. " not calibrated" end
+    if not (r.mean and r.std) then return name .. " not timed" end
+    if scale == "proxy" and not r.tuned then return name .. " not tuned to the target" end
+    if not r.timed_alone then return name .. " timed on a shared device" end
+  end
+  local why = unusable(ref_i, T.from) or unusable(ref_next, T.to)
+  if why then T.verdict, T.why = "not measured", why return T end
+  T.gap, T.sigma3 = ref_i.mean - ref_next.mean, 3 * math.max(ref_i.std, ref_next.std)
+  T.speedup = T.gap / ref_i.mean
+  T.verdict = T.gap > T.sigma3 and "holds" or "does not hold"
+  return T
+end
+
+-- the whole ladder: {references, transitions} for a calibration's card and scale and the tasks
+-- of the manifest (task.start / task.target: "tasks/record_NN")
+function M.build(calib, card, scale, tasks)
+  local refs = M.references(((calib.entries or {})[card] or {})[scale])
+  local by_name = {}
+  for _, r in ipairs(refs) do by_name[r.name] = r end
+  local transitions = {}
+  for _, t in ipairs(tasks or {}) do
+    local a, b = tostring(t.start):match("([^/]+)$"), tostring(t.target):match("([^/]+)$")
+    transitions[#transitions + 1] = M.transition({id = t.id, start_name = a, target_name = b}, by_name[a], by_name[b], scale)
+  end
+  return {card = card, scale = scale, references = refs, transitions = transitions}
+end
+
+local function ms(x) return x and fmt("%.0f", x) or "-" end
+
+-- the ladder as two markdown tables
+function M.format(L)
+  local out = {fmt("ladder: %s, scale %s", L.card, L.scale), "",
+    "| reference | steps | tuned | 80 % cut | train time, ms | val loss | target |", "|---|---|---|---|---|---|---|"}
+  for _, r in ipairs(L.references) do
+    local cut = r.cut and fmt("%d: %s (p %s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-") or "-"
+    out[#out + 1] = fmt("| %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s |", r.name, tostring(r.steps),
+      r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", cut, ms(r.mean), ms(r.std), tostring(r.runs),
+      r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
+      r.target and fmt("%.4g", r.target) or "-")
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = "| task | start → target | gap, ms | 3σ, ms | speed-up | verdict |"
+  out[#out + 1] = "|---|---|---|---|---|---|"
+  for _, t in ipairs(L.transitions) do
+    out[#out + 1] = fmt("| %d | %s → %s | %s | %s | %s | %s |", t.task, t.from, t.to, ms(t.gap), ms(t.sigma3),
+      t.speedup and fmt("%.0f %%", 100 * t.speedup) or "-", t.why and fmt("%s (%s)", t.verdict, t.why) or t.verdict)
+  end
+  return table.concat(out, "\n")
+end
+
+return M

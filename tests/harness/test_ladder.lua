@@ -1,0 +1,67 @@
+-- The ladder of a calibration file (harness/ladder.lua, `speedrun calibrate --show`): reference
+-- rows and every task's transition against 3 x the larger std, from hand-made entries whose
+-- verdicts are worked out by hand; the command's card and scale choice and its errors.
+local T = require "speedrun.testing"
+local json = require "speedrun.json"
+local ladder = require "speedrun.harness.ladder"
+
+local function entry(steps, mean, std, extra)
+  local e = {steps = steps, mean_ms = mean, std_ms = std, runs = 3, completed = 3, target_val_loss = 5.5,
+             val_loss_mean = 5.45, val_loss_std = 0.01,
+             tune = {steps = steps, target = 5.5, cut = {steps = math.floor(0.8 * steps), pass = false, p = 0.99}}}
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+local CARD = "Test GPU (1 MiB)"
+local calib = {schema = "speedrun.calibration/1", entries = {[CARD] = {proxy = {
+  record_01 = entry(1000, 5000, 100),
+  record_02 = entry(200, 2000, 50),                       -- 3000 faster, 3σ = 300: holds
+  record_03 = entry(90, 1900, 60),                        -- 100 faster, 3σ = 180: does not hold
+  record_04 = entry(70, json.null, json.null),            -- not timed
+  record_05 = entry(72, 900, 40, {tune = {steps = 60, target = 5.5}}),   -- budget moved since tuning
+  record_06 = entry(72, 800, 40, {timed_alone = false}),
+}}}}
+local tasks = {}
+for i = 1, 7 do tasks[i] = {id = i, start = ("tasks/record_%02d"):format(i), target = ("tasks/record_%02d"):format(i + 1)} end
+
+T.case("ladder: transitions against 3 sigma, and why one is not measured", function()
+  local L = ladder.build(calib, CARD, "proxy", tasks)
+  T.eq(#L.references, 6)
+  T.eq(L.references[1].name, "record_01", "by record number")
+  T.eq(L.references[5].tuned, false, "a budget other than the tuned one")
+  T.eq(L.references[1].cut.pass, false)
+  local v = {}
+  for _, t in ipairs(L.transitions) do v[t.task] = t end
+  T.eq(v[1].verdict, "holds") T.eq(v[1].gap, 3000) T.eq(v[1].sigma3, 300) T.eq(v[1].speedup, 0.6)
+  T.eq(v[2].verdict, "does not hold") T.eq(v[2].gap, 100) T.eq(v[2].sigma3, 180)
+  T.eq(v[3].verdict, "not measured") T.eq(v[3].why, "record_04 not timed")
+  T.eq(v[4].why, "record_04 not timed")
+  T.eq(v[5].why, "record_05 not tuned to the target")
+  T.eq(v[6].why, "record_06 timed on a shared device")
+  T.eq(v[7].why, "record_07 not calibrated", "a reference missing from the file")
+  -- at another scale untuned references are timed ladders too (only proxy is tuned)
+  local M = ladder.build({entries = {[CARD] = {micro = {record_01 = entry(10, 50, 1, {tune = json.null}),
+                                                        record_02 = entry(5, 20, 1, {tune = json.null})}}}}, CARD, "micro", {tasks[1]})
+  T.eq(M.transitions[1].verdict, "holds")
+  local text = ladder.format(L)
+  T.ok(text:find("| 1 | record_01 → record_02 | 3000 | 300 | 60 % | holds |", 1, true), text)
+  T.ok(text:find("| record_06 | 72 | yes | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
+end)
+
+T.case("calibrate --show: the file's only card, or --card; errors name what is missing", function()
+  local W = T.workspace("ladder", {})
+  local path = W.tmp .. "/cal.json"
+  T.write(path, json.encode(calib))
+  local rc, out = W.run("calibrate --show --calibration " .. T.shell_quote(path))
+  T.eq(rc, 0, out)
+  T.ok(out:find("ladder: " .. CARD .. ", scale proxy", 1, true) and out:find("| 2 | record_02 → record_03 |", 1, true), out)
+  rc, out = W.run("calibrate --show --card 'Other GPU' --calibration " .. T.shell_quote(path))
+  T.eq(rc, 2, out)
+  T.ok(out:find("no entries for the card Other GPU", 1, true), out)
+  rc, out = W.run("calibrate --show --scale full --calibration " .. T.shell_quote(path))
+  T.eq(rc, 2, out)
+  T.ok(out:find("no entries at scale full", 1, true), out)
+end)
+
+T.done()
