@@ -46,6 +46,7 @@ T.case("clock: a warm-up compile stays off the train time; warm-up work beyond t
   local none = function() return 0 end
   local ms0, w0 = run(20, 5, function() return STEP end, none)
   T.ok(w0.counted_ms < 3 * STEP * 1000, ("an honest warm-up is covered by its allowance: %.1f ms counted"):format(w0.counted_ms))
+  T.eq(#w0.steps_ms, 5, "each warm-up step's time")
   -- a 0.3 s compile in warm-up step 3 (a cold kernel cache): off the clock
   local ms1, w1 = run(20, 5, function() return STEP end, function(s) return s == 3 and 0.3 or 0 end)
   T.ok(w1.compile_ms >= 290, ("the compile is measured: %.1f ms"):format(w1.compile_ms))
@@ -53,6 +54,7 @@ T.case("clock: a warm-up compile stays off the train time; warm-up work beyond t
   -- 0.3 s of work (no compile) in the same step: counted
   local ms2, w2 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none)
   T.ok(w2.counted_ms > 200 and ms2 > ms0 + 200, ("work moved into the warm-up is counted: %.1f ms of %.1f"):format(w2.counted_ms, ms2))
+  T.ok(math.abs(w2.steps_ms[3] - 310) < 1e-6 and math.abs(w2.steps_ms[2] - 10) < 1e-6, "the slow warm-up step is named")
   -- a compile while the clock is held is not taken off the warm-up's work a second time
   local ms4, w4 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end,
                       function(s) if s == 2 then return 0.3, true end return 0 end)

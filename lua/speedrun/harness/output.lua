@@ -208,6 +208,13 @@ function M.finish(log, R, failure)
   svg.write(log.out .. "/loss.svg", {train = log.curve.train, val = log.curve.val, target = target,
     title = fmt("%s (%s, %s, seed %d): %s", R.name or job.recipe, R.scale or "?", job.device, job.seed, R.status)})
   local m = R.metrics
+  if type(m.warmup_time_ms) == "number" and m.warmup_time_ms > 0 and type(m.warmup_steps_ms) == "table" then
+    local each = {}
+    for i, x in ipairs(m.warmup_steps_ms) do each[i] = fmt("%.0f", x) end
+    log:line(fmt("warm-up: %d steps in %.0fms (%s), NVRTC %.0fms off the clock, allowance %.0fms, counted %.0fms",
+      #each, m.warmup_time_ms, table.concat(each, " / "), m.warmup_compile_ms or 0, m.warmup_allowance_ms or 0,
+      m.warmup_counted_ms or 0))
+  end
   if failure then
     local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""
     log:line(fmt("result: %s: %s%s", failure.kind, failure.message, notes))
