@@ -83,6 +83,25 @@ T.case("search: a budget is confirmed with fresh seeds, else it steps up", funct
   T.ok(not R2 and err:find("no budget confirmed", 1, true), tostring(err))
 end)
 
+T.case("searches in progress: noted per card/scale/recipe, their bracket, forgotten when done", function()
+  local c = {entries = {}}
+  tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 100, pass = true})
+  tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 70, pass = false})
+  tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 85, pass = true})
+  tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 85, pass = false}, true)
+  tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 90, pass = false})   -- noise above a pass
+  local S = c.searches.GPU.proxy.record_01
+  T.eq(#S.probes, 4) T.eq(#S.confirms, 1)
+  local b = tune.bracket_of(S.probes)
+  T.eq(b[1], 70) T.eq(b[2], 85)
+  T.eq(tune.bracket_of({{steps = 50, pass = true}}), nil, "no failing probe below")
+  T.eq(tune.bracket_of({{steps = 50, pass = false}}), nil, "no passing probe")
+  tune.note(c, "GPU", "proxy", "record_01", 5.0, {steps = 300, pass = true})   -- another target: afresh
+  T.eq(#c.searches.GPU.proxy.record_01.probes, 1)
+  tune.forget(c, "GPU", "proxy", "record_01")
+  T.eq(c.searches, nil, "nothing left")
+end)
+
 T.case("search: a target out of reach and a failing probe end with a message", function()
   local R, err = tune.search(synthetic(1e9, {}), {start = 10, max_steps = 400})
   T.ok(not R and err:find("not reached within 400 steps", 1, true), tostring(err))
@@ -206,6 +225,41 @@ T.case("calibrate --tune-steps --bracket auto: the search starts from the entry'
   rc, out = W.run("calibrate --tune-steps --bracket 9 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --calibration " .. sh(calib) .. common)
   T.eq(rc, 2, out)
   T.ok(out:find("--bracket needs --tune-steps and LO:HI", 1, true), out)
+end)
+
+T.case("a search killed mid-way keeps its probes in the file; --bracket auto resumes from them", function()
+  local process = require "speedrun.process"
+  local cal2 = W.tmp .. "/calibration-cut.json"
+  os.remove(cal2)
+  local args = {arg[-1], "calibrate", "--tune-steps", "--probe-jobs", "3", "--tasks", "7", "--tasks-dir", W.tmp .. "/tasks",
+                "--runs", "3", "--target", TARGET, "--calibration", cal2, "--out", W.tmp .. "/cal-cut", "--scale", "micro",
+                "--device", "cpu", "--threads", "1", "--quiet", "--train-files", W.ws .. "/data/syn_train_*.bin",
+                "--val-files", W.ws .. "/data/syn_val_*.bin", "--steps", "40"}
+  local p = process.spawn {argv = args}
+  local t0, S = os.time(), nil
+  repeat   -- until the file holds a bracket (40 steps pass; the next guesses go below the target)
+    p:read(0.2)
+    local c = T.read(cal2) and json.decode(T.read(cal2))
+    S = c and c.searches and next(c.searches) and c.searches[next(c.searches)].micro.record_07
+  until (S and tune.bracket_of(S.probes)) or os.time() - t0 > 120
+  p:kill(9)
+  while not p:wait() do p:read(0.1) end
+  T.ok(S and #S.probes >= 2 and S.target == 2.0, "the cut search's probes are in the file")
+  local c = json.decode(T.read(cal2))
+  local card = next(c.searches)
+  local b = assert(tune.bracket_of(c.searches[card].micro.record_07.probes), "a bracket")
+  T.ok(c.entries[card] == nil or c.entries[card].micro == nil or c.entries[card].micro.record_07 == nil, "no entry yet")
+  local rc, out = W.run("calibrate --tune-steps --bracket auto --probe-jobs 3 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks")
+                        .. " --runs 3 --target " .. TARGET .. " --calibration " .. sh(cal2) .. " --out " .. sh(W.tmp .. "/cal-cut2")
+                        .. common:gsub(" %-%-quiet", ""))
+  T.eq(rc, 0, out)
+  local first = {}
+  for n in out:gmatch("%-%- record_07, (%d+) steps:") do first[#first + 1] = tonumber(n) end
+  T.eq(first[1], b[1], "resumed from the cut search's bracket\n" .. out)
+  T.eq(first[2], b[2])
+  c = json.decode(T.read(cal2))
+  T.eq(c.searches, nil, "the finished search is forgotten")
+  T.ok(c.entries[card].micro.record_07.tune, "and its entry written")
 end)
 
 T.case("score: the tuned recipe passes, the recipe cut to 80 % fails", function()

@@ -252,7 +252,8 @@ function M.train(args)
   return R.valid and 0 or 1
 end
 
--- calibration file: {schema, entries = {[card] = {[scale] = {[record] = {...}}}}}
+-- calibration file: {schema, entries = {[card] = {[scale] = {[record] = {...}}}}, searches = (tune
+-- searches not finished: harness/tune.lua)}
 local function calibration_path(o)
   return o.calibration or os.getenv("SPEEDRUN_CALIBRATION") or (H.source_dir() .. "/calibration.json")
 end
@@ -608,7 +609,7 @@ local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.dev
 -- device give the search its losses. confirm: the confirmation of a budget (tune.search), K fresh
 -- seeds (seed + K ...) run one at a time, the device their own: the calibration's times
 -- (with --untimed together, as the probes)
-local function tune_probe(it, o, k, out_root, alpha, confirm)
+local function tune_probe(it, o, k, out_root, alpha, confirm, note)
   return function(steps)
     local po = probe_options(o, steps)
     local dir = fmt("%s/%s/%s-%s", out_root, it.name, confirm and "confirm" or "steps", steps or "recipe")
@@ -623,6 +624,7 @@ local function tune_probe(it, o, k, out_root, alpha, confirm)
     local P = tune.judge(sum.val_loss.values, target, alpha, true)
     P.steps, P.runs, P.target, P.train_time_ms = runs[1].config.steps, runs, target, sum.train_time_ms
     P.crossing = tune.crossing(runs, target, alpha)
+    note(P, confirm)
     if not o.quiet then
       print(fmt("-- %s, %d steps%s: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, confirm and
         fmt(" (confirmation, seeds %s-%d)", po.seed, tonumber(po.seed) + k - 1) or "", P.mean, P.std or 0,
@@ -638,20 +640,31 @@ local function probe_record(P)
           train_time_ms_mean = P.train_time_ms.mean or json.null}
 end
 
--- --bracket auto: the bracket an entry's last search ended with ({below, steps}), when it was
--- tuned to the target asked for now; nil (a whole search) otherwise
-local function last_bracket(e, o)
+-- --bracket auto: the bracket of a search cut before it finished (calib.searches), else the one
+-- the entry's last search ended with ({below, steps}), when for the target asked for now (--target,
+-- else the one it was tuned to); nil (a whole search) otherwise
+local function last_bracket(e, search, o)
   local t = type(e) == "table" and type(e.tune) == "table" and e.tune or {}
+  if type(search) == "table" and (tonumber(o.target) or search.target) == search.target then
+    local b = tune.bracket_of(search.probes)
+    if b then return b end
+  end
   local lo, hi, target = tonumber(t.below), tonumber(t.steps), tonumber(o.target) or t.target
   if lo and hi and lo < hi and t.target == target then return {lo, hi} end
 end
 
 -- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
 -- the tuned budget's runs with how it was found; nil and why when no budget was found
-local function tune_item(it, o, k, out_root, card)
+local function tune_item(it, o, k, out_root, card, path)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha), {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
-                                confirm = tune_probe(it, o, k, out_root, alpha, true)})
+  local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
+    local calib = load_calibration(path)
+    tune.note(calib, card, o.scale, it.name, P.target, probe_record(P), confirm)
+    write_file(path, json.encode(calib, true) .. "\n")
+  end
+  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
+    {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
+     confirm = tune_probe(it, o, k, out_root, alpha, true, note)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
   -- the calibration's times: the confirmation's K runs (fresh seeds), one at a time unless --untimed
@@ -747,8 +760,10 @@ function M.calibrate(args)
   local path = calibration_path(o)
   local card = H.card(device == "cuda")
   if o.bracket == "auto" then
-    local by_scale = (load_calibration(path).entries[card] or {})[o.scale] or {}
-    for _, it in ipairs(items) do it.bracket = last_bracket(by_scale[it.name], o) end
+    local calib = load_calibration(path)
+    local by_scale = (calib.entries[card] or {})[o.scale] or {}
+    local searches = ((calib.searches or {})[card] or {})[o.scale] or {}
+    for _, it in ipairs(items) do it.bracket = last_bracket(by_scale[it.name], searches[it.name], o) end
   end
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
@@ -756,7 +771,7 @@ function M.calibrate(args)
   for _, it in ipairs(items) do
     local entry, err
     if o["tune-steps"] then
-      entry, err = tune_item(it, o, k, out_root, card)
+      entry, err = tune_item(it, o, k, out_root, card, path)
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
       if entry and entry.tune.cut.pass then rc = 1 end
     else
@@ -777,6 +792,7 @@ function M.calibrate(args)
         entry.tune = old.tune  -- re-timed at the tuned budget: how it was found still holds
       end
       calib.entries[card][o.scale][it.name] = entry
+      if entry.tune then tune.forget(calib, card, o.scale, it.name) end
       write_file(path, json.encode(calib, true) .. "\n")
       print_entry(it.name, entry)
     end

@@ -150,6 +150,43 @@ function M.search(probe, o)
   return res
 end
 
+-- Searches in progress are kept in the calibration file beside its entries, so that a search
+-- cut by a time limit resumes from its bracket (`--bracket auto`):
+-- calib.searches[card][scale][name] = {target, probes = {probe records}, confirms = {...}}.
+-- note: one finished probe (confirm: a confirmation); a search for another target starts afresh
+function M.note(calib, card, scale, name, target, rec, confirm)
+  calib.searches = type(calib.searches) == "table" and calib.searches or {}
+  local by_card = calib.searches[card] or {}
+  calib.searches[card] = by_card
+  by_card[scale] = by_card[scale] or {}
+  local cur = by_card[scale][name]
+  if type(cur) ~= "table" or cur.target ~= target then
+    cur = {target = target, probes = {}, confirms = {}}
+    by_card[scale][name] = cur
+  end
+  table.insert(confirm and cur.confirms or cur.probes, rec)
+end
+
+-- a finished search is dropped (its record is the entry's `tune`)
+function M.forget(calib, card, scale, name)
+  local by_scale = type(calib.searches) == "table" and calib.searches[card] and calib.searches[card][scale]
+  if not by_scale then return end
+  by_scale[name] = nil
+  if next(by_scale) == nil then calib.searches[card][scale] = nil end
+  if next(calib.searches[card]) == nil then calib.searches[card] = nil end
+  if next(calib.searches) == nil then calib.searches = nil end
+end
+
+-- the bracket of a search's probes: {the largest failing budget below the smallest passing one,
+-- that one}, or nil without both
+function M.bracket_of(probes)
+  local hi, lo
+  for _, p in ipairs(probes or {}) do if p.pass and (not hi or p.steps < hi) then hi = p.steps end end
+  if not hi then return nil end
+  for _, p in ipairs(probes) do if not p.pass and p.steps < hi and (not lo or p.steps > lo) then lo = p.steps end end
+  if lo then return {lo, hi} end
+end
+
 -- the text of a recipe with `key = <number>` replaced inside its `<scale> = {` table (the first
 -- such key at any depth of that table, as written by hand in tasks/record_NN/recipe.lua); values:
 -- {key = number} (integers written as integers). Returns the new text or nil, message naming what was not found.
