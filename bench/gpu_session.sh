@@ -179,7 +179,7 @@ for p in $PARTS; do
         for ws in start target; do
           part "fsr_${ws}$n" 300 ./build/speedrun score "/tmp/fsr/$ws$n" --task "$n" --scale proxy --device cuda --data "$DATA" \
             --calibration "$OUTDIR/calibration.json" --out "/tmp/fsr/score-$ws$n"
-          echo "task $n, $ws recipe:"; grep -E "^[0-9]|^val_loss|verdict|FSR|flag" "$LOG/fsr_${ws}$n.log"
+          echo "task $n, $ws recipe:"; grep -E "^[0-9]|^val_loss|verdict|FSR|flag|^warm-up:" "$LOG/fsr_${ws}$n.log"
         done
       done ;;
     oracle) # issue 18: `speedrun agent run` on task $ORACLE_TASK (default 1) at proxy scale against
