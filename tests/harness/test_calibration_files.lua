@@ -1,0 +1,41 @@
+-- The committed calibration files (tasks/calibration-*.json) against the committed recipes: an
+-- entry's budget, target and validation size must be the recipe's own at that scale, and a tuned
+-- entry's schedule phases too, so a recipe edited without re-calibration (or a calibration file
+-- committed without its tuned recipe) fails CI instead of scoring against stale references.
+local T = require "speedrun.testing"
+local json = require "speedrun.json"
+
+local files = {}
+local p = io.popen("ls ../tasks/calibration-*.json 2>/dev/null")
+for path in p:lines() do files[#files + 1] = path end
+p:close()
+
+T.case("calibration files: every entry matches its recipe", function()
+  T.ok(#files >= 1, "at least one committed calibration file")
+  local checked = 0
+  for _, path in ipairs(files) do
+    local c = json.decode(assert(T.read(path), path))
+    T.eq(c.schema, "speedrun.calibration/1", path)
+    for card, scales in pairs(c.entries) do
+      for scale, entries in pairs(scales) do
+        for name, e in pairs(entries) do
+          local rpath = "../tasks/" .. name .. "/recipe.lua"
+          if T.read(rpath) then
+            local cfg = assert(dofile(rpath)).config[scale]
+            local where = ("%s: %s %s %s"):format(path, card, scale, name)
+            T.eq(e.steps, cfg.steps, where .. ": steps")
+            T.eq(e.target_val_loss, cfg.target_val_loss, where .. ": target")
+            T.eq(e.val_tokens, cfg.val_tokens, where .. ": validation tokens")
+            if type(e.tune) == "table" and e.tune.steps == e.steps and type(e.tune.schedule) == "table" then
+              for key, v in pairs(e.tune.schedule) do T.eq(cfg[key], v, where .. ": tuned " .. key) end
+            end
+            checked = checked + 1
+          end
+        end
+      end
+    end
+  end
+  T.ok(checked >= 5, checked .. " entries checked")
+end)
+
+T.done()
