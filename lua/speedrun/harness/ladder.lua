@@ -1,5 +1,5 @@
 -- speedrun.harness.ladder: the ladder a calibration file holds for one card and scale, as
--- `speedrun calibrate --show` prints it (tasks/CALIBRATION.md's tables come from it): every
+-- `speedrun calibrate --show` prints it (tasks/CALIBRATION.md states its verdicts): every
 -- reference's budget (tuned or not, its 20 % cut), time to target and loss, then every task's
 -- transition, start -> target, against 3 x the larger std. Pure: tables in, rows and text out.
 local M = {}
