@@ -42,6 +42,7 @@
 #include <lauxlib.h>
 
 #include "util/clock.h"          /* defines: sr_monotonic_s */
+#include "util/sha256.h"         /* defines: sr_sha256_hex */
 #include "lua/lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "core/tensor.h"         /* defines: sr_to_raw, sr_data */
 #include "core/copy.h"        /* defines: sr_to_raw */
@@ -358,6 +359,16 @@ static int h_mkdir(lua_State *L) {
 static int h_self_exe(lua_State *L) { lua_pushstring(L, sr_self_exe()); return 1; }
 static int h_source_dir(lua_State *L) { lua_pushstring(L, sr_source_dir()); return 1; }
 
+/* sha256(s) -> lowercase hex of a string's SHA-256 (the engine's fingerprint: harness/engine.lua) */
+static int h_sha256(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  char hex[65];
+  sr_sha256_hex(s, n, hex);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 static int h_build_info(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushstring(L, SPEEDRUN_VERSION);
@@ -428,7 +439,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
     {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
-    {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info},
+    {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},
     {"trace_start", h_trace_start}, {"trace_stop", h_trace_stop}, {NULL, NULL}};
   luaL_newlib(L, f);
   return 1;

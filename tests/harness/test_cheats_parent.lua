@@ -205,6 +205,27 @@ T.case("plausibility: a loss far below the target record's is flagged; FSR withi
   T.ok(text:find("within the calibration's noise", 1, true), text)
 end)
 
+T.case("references timed by another engine build: the FSR says so; the same build: no note", function()
+  local engine = require "speedrun.harness.engine"
+  local ws = workspace("engine", "good")
+  local function with_engine(id)
+    local r1, r2 = {}, {}
+    for k, v in pairs(REC1) do r1[k] = v end
+    for k, v in pairs(REC2) do r2[k] = v end
+    r1.software, r2.software = {engine = id}, {engine = id}
+    return calibration("calib-engine-" .. id, {record_01 = r1, record_02 = r2})
+  end
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_engine("0123456789abcdef")) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(text:find("note: the references were timed by another engine build (0123456789abcdef; this one is "
+    .. assert(engine.id()), 1, true), text)
+  local S = json.decode(read(text:match("score: (%S+/score%.json)")))
+  T.eq(S.software.engine, engine.id(), "the score records its engine")
+  rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_engine(engine.id())) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(not text:find("another engine build", 1, true), text)
+end)
+
 T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
   local ws = workspace("quiet", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))

@@ -12,6 +12,7 @@ local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
 local ladder = require "speedrun.harness.ladder"
+local engine = require "speedrun.harness.engine"
 local taskmod = require "speedrun.task"
 local stats = require "speedrun.stats"
 local output = require "speedrun.harness.output"
@@ -63,7 +64,12 @@ local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
 
 local function iso_now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
-local function software() return H.build_info() end
+-- the build and the engine's fingerprint (harness/engine.lua: its sources' SHA-256)
+local function software()
+  local b = H.build_info()
+  b.engine = engine.id() or json.null
+  return b
+end
 
 -- data: a corpus name (default, tiny, fineweb10B) or a folder holding *_train_*.bin / *_val_*.bin
 local function data_patterns(data)
@@ -399,6 +405,19 @@ local function pass_or_fail(runs, sum, target, alpha)
 end
 
 -- score.json's fsr: FSR = (t_N - t) / (t_N - t_{N+1}) against the calibration
+-- a note when a reference was timed by another engine build than the one scoring (an engine made
+-- faster since would show as the agent's speed-up); nil when they agree or are not recorded
+local function engine_note(current, ref_i, ref_next)
+  local other = {}
+  for _, r in ipairs {ref_i, ref_next} do
+    local e = type(r.software) == "table" and r.software.engine
+    if type(e) == "string" and type(current) == "string" and e ~= current and e ~= other[1] then other[#other + 1] = e end
+  end
+  if #other == 0 then return nil end
+  return fmt("the references were timed by another engine build (%s; this one is %s): re-run `speedrun calibrate` "
+    .. "for an FSR of this build", table.concat(other, ", "), current)
+end
+
 local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
   local F = {t_i_ms = ref_i and ref_i.mean_ms or json.null, t_next_ms = ref_next and ref_next.mean_ms or json.null,
              calibration = calib_path}
@@ -410,6 +429,7 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     local n = plausible.fsr_noise(ref_i, ref_next, sum.train_time_ms, f)
     F.noise = n.noise < math.huge and n.noise or json.null
     F.within_noise = n.within_noise
+    F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
   else
     F.value = json.null
     F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
@@ -422,6 +442,7 @@ local function print_fsr(F)
   if F.value == json.null then print("FSR: n/a: " .. (F.note or "")) return end
   print(fmt("FSR: %.3f%s", F.value, F.within_noise and fmt(" (within the calibration's noise: +-%s; not a measured speed-up)",
     F.noise ~= json.null and fmt("%.3g", F.noise) or "inf") or ""))
+  if type(F.engine_note) == "string" then print("note: " .. F.engine_note) end
 end
 
 local function print_score(S, runs, out_root, quiet)
