@@ -8,7 +8,7 @@ local ladder = require "speedrun.harness.ladder"
 local function entry(steps, mean, std, extra)
   local e = {steps = steps, mean_ms = mean, std_ms = std, runs = 3, completed = 3, target_val_loss = 5.5,
              val_loss_mean = 5.45, val_loss_std = 0.01,
-             tune = {steps = steps, target = 5.5, cut = {steps = math.floor(0.8 * steps), pass = false, p = 0.99}}}
+             tune = {steps = steps, target = 5.5, wall_s = 100, cut = {steps = math.floor(0.8 * steps), pass = false, p = 0.99}}}
   for k, v in pairs(extra or {}) do e[k] = v end
   return e
 end
@@ -47,6 +47,7 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   local text = ladder.format(L)
   T.ok(text:find("| 1 | record_01 → record_02 | 3000 | 300 | 60 % | holds |", 1, true), text)
   T.ok(text:find("| record_06 | 72 | yes | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
+  T.ok(text:find("tuning wall time: 500 s for 5 references", 1, true), text)
 end)
 
 T.case("calibrate --show: the file's only card, or --card; errors name what is missing", function()

@@ -19,7 +19,8 @@ function M.references(by_scale)
       rows[#rows + 1] = {name = name, n = tonumber(name:match("(%d+)$")), steps = e.steps, tuned = tuned, cut = cut,
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
-                         timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0}
+                         timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
+                         tune_s = t and num(t.wall_s)}
     end
   end
   table.sort(rows, function(a, b) return (a.n or 1e9) < (b.n or 1e9) or (a.n == b.n and a.name < b.name) end)
@@ -63,14 +64,19 @@ local function ms(x) return x and fmt("%.0f", x) or "-" end
 -- the ladder as two markdown tables
 function M.format(L)
   local out = {fmt("ladder: %s, scale %s", L.card, L.scale), "",
-    "| reference | steps | tuned | 80 % cut | train time, ms | val loss | target |", "|---|---|---|---|---|---|---|"}
+    "| reference | steps | tuned | 80 % cut | train time, ms | val loss | target | tuning, s |",
+    "|---|---|---|---|---|---|---|---|"}
+  local tuning, n_tuned = 0, 0
   for _, r in ipairs(L.references) do
     local cut = r.cut and fmt("%d: %s (p %s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-") or "-"
-    out[#out + 1] = fmt("| %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s |", r.name, tostring(r.steps),
+    out[#out + 1] = fmt("| %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
       r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", cut, ms(r.mean), ms(r.std), tostring(r.runs),
       r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
-      r.target and fmt("%.4g", r.target) or "-")
+      r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
+    if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end
   end
+  out[#out + 1] = ""
+  out[#out + 1] = fmt("tuning wall time: %.0f s for %d references (the last search of each)", tuning, n_tuned)
   out[#out + 1] = ""
   out[#out + 1] = "| task | start → target | gap, ms | 3σ, ms | speed-up | verdict |"
   out[#out + 1] = "|---|---|---|---|---|---|"
