@@ -126,10 +126,8 @@ local function counted(p, clk, done)
   if p.skip == 0 then allowance = 0 end
   local compiled = mmin(clk.warm, clk.compile)
   local extra = mmax(0, clk.warm - compiled - allowance)
-  local each = {}   -- each warm-up step's time (the clock paused after every one: they are observed)
-  for i = 1, #clk.steps do each[i] = clk.steps[i] end
   return (clk.acc + extra) * 1000, {warmup_ms = clk.warm * 1000, allowance_ms = allowance * 1000, counted_ms = extra * 1000,
-                                   compile_ms = compiled * 1000, steps_ms = each}
+                                   compile_ms = compiled * 1000, steps_ms = clk.steps}
 end
 
 -- the time budget (--time-budget), checked between steps after the warm-up (which always runs,
@@ -147,7 +145,8 @@ end
 -- stopped the run
 function M.train(run)
   local p = run.plan
-  local clk = {acc = 0, warm = 0, bucket = "acc", timing = false, cuda = run.is_cuda, compile = 0, steps = {}}
+  local clk = {acc = 0, warm = 0, bucket = "acc", timing = false, cuda = run.is_cuda, compile = 0, steps = {},
+               warm_seen = 0}
   local done, by_budget = 0, false
   run.wall0 = now()
   run.stepper.hold = function(on) if on then pause(clk) else resume(clk) end end
@@ -155,7 +154,9 @@ function M.train(run)
   for step = 1, p.steps do
     local loss, observe = step_once(run, clk, step)
     done = step
-    if step <= p.skip then clk.steps[step] = clk.warm * 1000 - (clk.steps.sum or 0) clk.steps.sum = clk.warm * 1000 end
+    if step <= p.skip then   -- each warm-up step's time (observed: the clock paused after each)
+      clk.steps[step], clk.warm_seen = (clk.warm - clk.warm_seen) * 1000, clk.warm
+    end
     if p.time_budget and step < p.steps and budget_reached(p, clk, step) then
       if not observe then reported(run, clk, step, loss) end   -- the last step is in the log
       by_budget = true
