@@ -59,6 +59,23 @@ function T.rel_err(a, b)
   return den > 0 and num / den or num
 end
 
+-- the largest |a - b| and |a| of tensors (any device/dtype), in float64
+function T.max_diff(a, b)
+  local F = sr.F
+  return F.max(F.abs(F.sub(a:to("cpu", "float64"), b:to("cpu", "float64")))):item()
+end
+function T.max_abs(a) return sr.F.max(sr.F.abs(a:to("cpu", "float64"))):item() end
+
+-- fn() with the autograd fusion `name` (speedrun.grad_fusion) set to on, the previous setting
+-- restored after, even when fn raises; returns fn's first two results
+function T.with_grad_fusion(name, on, fn)
+  local old = sr.grad_fusion(name, on)
+  local ok, a, b = pcall(fn)
+  sr.grad_fusion(name, old)
+  if not ok then error(a, 0) end
+  return a, b
+end
+
 -- raises(fn, pattern): fn must raise an error whose message contains pattern (plain text)
 function T.raises(fn, pattern, msg)
   local ok, err = pcall(fn)

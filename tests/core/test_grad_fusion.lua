@@ -14,17 +14,7 @@ local util = require "speedrun.util"
 local F = sr.F
 local profile = sr.profile
 
-local function maxdiff(a, b) return F.max(F.abs(F.cast(a, "float64") - F.cast(b, "float64"))):item() end
-local function maxabs(a) return F.max(F.abs(F.cast(a, "float64"))):item() end
-
--- fn() with the fusion name set to on, the previous setting restored after
-local function with(name, on, fn)
-  local old = sr.grad_fusion(name, on)
-  local ok, a, b = pcall(fn)
-  sr.grad_fusion(name, old)
-  if not ok then error(a, 0) end
-  return a, b
-end
+local maxdiff, maxabs, with = T.max_diff, T.max_abs, T.with_grad_fusion
 
 -- grads of the leaves after f(leaves...):backward(), as float64 copies
 local function grads(leaves, f)

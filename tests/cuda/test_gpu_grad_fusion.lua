@@ -23,16 +23,7 @@ if DEV == "cuda" then
 end
 
 local function f64(t) return F.cast(t:to("cpu"), "float64") end
-local function maxdiff(a, b) return F.max(F.abs(f64(a) - f64(b))):item() end
-local function maxabs(a) return F.max(F.abs(f64(a))):item() end
-
-local function with(name, on, fn)
-  local old = sr.grad_fusion(name, on)
-  local okk, a, b = pcall(fn)
-  sr.grad_fusion(name, old)
-  if not okk then error(a, 0) end
-  return a, b
-end
+local maxdiff, maxabs, with = T.max_diff, T.max_abs, T.with_grad_fusion
 
 local function launches(fn)
   local n = {}

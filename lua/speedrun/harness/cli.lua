@@ -339,7 +339,7 @@ local function task_refs(o, calib, card, task, calib_path)
   local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
   for _, it in ipairs {{ref_i, task}, {ref_next, task + 1}} do
     local e = it[1]
-    if type(e) == "table" and e.mean_ms == json.null or type(e) == "table" and e.mean_ms == nil and e.tune then
+    if type(e) == "table" and (e.mean_ms == json.null or e.mean_ms == nil and e.tune) then
       return nil, fmt("the calibration of %s at scale %s in %s has no train time (its timing runs did not complete): "
         .. "time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]), o.scale, calib_path, it[2], o.scale)
     end
