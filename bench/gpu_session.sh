@@ -6,6 +6,8 @@
 #   build      cmake + build (skipped work when build/ is already there on a warm machine)
 #   kernels    tests/test_gpu_registry, every registry row (CUDA launchers against their CPU references)
 #   lua        the Lua GPU tests (tests/*/test_gpu_*.lua)
+#   gpulua     the Lua GPU tests $GPU_LUA (default every tests/*/test_gpu_*.lua) run one by one with
+#              build/speedrun (no ctest: works with `prebuilt`), each limited to 300 s
 #   bench      bench_gpt2 (C kernels) and bench/gpt2_lua.lua (through Lua): GPT-2 124M, 32x1024
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
 #              tokens/s and peak memory in the same call (anchors.md), and record 1's fidelity
@@ -82,6 +84,11 @@ for p in $PARTS; do
     lua)
       part lua 560 ctest --test-dir build -L gpu -E '^test_gpu_registry$' --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/lua.log" | tail -30 ;;
+    gpulua) # the Lua GPU tests by name, without ctest (a prebuilt binary has no test tree)
+      for t in ${GPU_LUA:-$(cd tests && ls */test_gpu_*.lua | sed 's/\.lua$//')}; do
+        part "gpulua_${t##*/}" 300 bash -c "cd tests && SPEEDRUN_TEST_TMP=/tmp/srtest ../build/speedrun run $t.lua"
+        tail -4 "$LOG/gpulua_${t##*/}.log"
+      done ;;
     attn)
       part attn 300 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry attention attention_backward &&
         for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do

@@ -46,8 +46,25 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.eq(M.transitions[1].verdict, "holds")
   local text = ladder.format(L)
   T.ok(text:find("| 1 | record_01 → record_02 | 3000 | 300 | 60 % | holds |", 1, true), text)
-  T.ok(text:find("| record_06 | 72 | yes | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
+  T.ok(text:find("| record_06 | 72 | yes | - | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
   T.ok(text:find("tuning wall time: 500 s for 5 references", 1, true), text)
+end)
+
+T.case("ladder: how often a score of the tuned budget passes, from the runs at that budget", function()
+  local tune = require "speedrun.harness.tune"
+  local e = entry(100, 1000, 10)
+  e.tune.probes = {{steps = 140, val_losses = {5.30, 5.31, 5.32}}, {steps = 100, val_losses = {5.40, 5.41, 5.42}},
+                   {steps = 90, val_losses = {5.50, 5.51, 5.52}}}
+  e.tune.confirmations = {{steps = 100, val_losses = {5.41, 5.42, 5.46}}}
+  e.tune.cut.val_losses = {5.47, 5.49, 5.52}
+  local L = ladder.build({entries = {[CARD] = {proxy = {record_01 = e}}}}, CARD, "proxy", {})
+  local r = L.references[1]
+  local want = tune.power({{values = {5.40, 5.41, 5.42}}, {values = {5.41, 5.42, 5.46}}}, 5.5, 0.01, 3)
+  T.ok(math.abs(r.pass_prob - want) < 1e-12, "pooled from the budget's probe and confirmation only")
+  T.ok(r.pass_prob > 0.5 and r.pass_prob < 0.99, tostring(r.pass_prob))
+  T.ok(r.cut.pass_prob < 0.05, "the cut's runs sit at the target")
+  local text = ladder.format(L)
+  T.ok(text:find(("| record_01 | 100 | yes, confirmed | ~%.0f %% | 80: fails (p 0.99; passes ~%.0f %%)"):format(100 * want, 100 * r.cut.pass_prob), 1, true), text)
 end)
 
 T.case("calibrate --show: the file's only card, or --card; errors name what is missing", function()

@@ -75,12 +75,54 @@ T.case("search: a budget is confirmed with fresh seeds, else it steps up", funct
   local R = assert(tune.search(synthetic(37, calls), {start = 100, confirm = fresh}))
   T.eq(R.steps, 40, "stepped up to the first confirmed budget")
   T.eq(R.best.steps, 40) T.ok(R.best.pass and R.confirmed.pass, "both probes pass")
-  T.eq(table.concat(confirms, " "), "37 38 39 40", "confirmations in order")
-  T.eq(#R.confirms, 4)
+  T.eq(table.concat(confirms, " "), "37 38 40", "confirmations in order, 1, 2, 4 ... steps up")
+  T.eq(#R.confirms, 3)
   T.eq(R.cut.steps, 32, "the cut is of the confirmed budget")
+  T.eq(math.type(R.steps), "integer", "budgets stay integers")
   -- never confirmed within the tries: an error naming it
   local R2, err = tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(80, {})})
   T.ok(not R2 and err:find("no budget confirmed", 1, true), tostring(err))
+end)
+
+T.case("pass probability: against a Monte Carlo of the score's rule", function()
+  -- three runs, alpha 0.01: the score passes when mean + t * s / sqrt 3 < target
+  local t = tune.t_quantile(0.99, 2)
+  local function monte_carlo(c, n)
+    local ok = 0
+    for _ = 1, n do
+      local x = {}
+      for i = 1, 3 do   -- Box-Muller
+        x[i] = math.sqrt(-2 * math.log(1 - math.random())) * math.cos(2 * math.pi * math.random())
+      end
+      local m = (x[1] + x[2] + x[3]) / 3
+      local sd = math.sqrt(((x[1] - m) ^ 2 + (x[2] - m) ^ 2 + (x[3] - m) ^ 2) / 2)
+      if m + t * sd / math.sqrt(3) < c then ok = ok + 1 end
+    end
+    return ok / n
+  end
+  math.randomseed(7)
+  for _, c in ipairs {2, 4, 6, 8} do
+    local want, got = monte_carlo(c, 40000), tune.pass_probability(5.5 - c * 0.01, 0.01, 5.5, 0.01, 3)
+    T.ok(math.abs(got - want) < 0.01, ("%g std below: %.4f, Monte Carlo %.4f"):format(c, got, want))
+  end
+  T.ok(math.abs(tune.pass_probability(5.5 - 6.3 * 0.02, 0.02, 5.5, 0.01, 3) - 0.9) < 0.02, "~6.3 std below: ~90 %")
+  T.eq(tune.pass_probability(5.4, 0, 5.5, 0.01, 3), 1) T.eq(tune.pass_probability(5.6, 0, 5.5, 0.01, 3), 0)
+  -- pooled probes: the mean and std of every run
+  local pw = tune.power({{values = {5.40, 5.42}}, {values = {5.41, 5.43, 5.44}}}, 5.5, 0.01, 3)
+  T.ok(math.abs(pw - tune.pass_probability(5.42, math.sqrt(0.001 / 4), 5.5, 0.01, 3)) < 1e-9, "pooled: " .. pw)
+end)
+
+T.case("search: a confirmed budget that passes too rarely steps up (the pass probability)", function()
+  -- both seed sets pass from 37 steps, but the pooled runs pass a score often enough only from 44
+  local calls, seen = {}, {}
+  local R = assert(tune.search(synthetic(37, calls), {start = 100, confirm = synthetic(37, {}),
+    power = function(ps) seen[#seen + 1] = ps[1].steps return ps[1].steps >= 44 and 0.95 or 0.5 end}))
+  T.eq(R.steps, 44, "stepped up until the pass probability is >= 0.9: " .. R.steps)
+  T.eq(R.confirmed.power, 0.95)
+  T.eq(table.concat(seen, " "), "37 38 40 44 35", "the confirmations, then the cut (35 = 80 % of 44)")
+  T.eq(R.cut.power, 0.5, "the cut's estimate is kept")
+  T.eq(#R.confirms, 4)
+  for i = 1, 3 do T.ok(R.confirms[i].pass and R.confirms[i].power < 0.9, "passed the rule, too rarely") end
 end)
 
 T.case("searches in progress: noted per card/scale/recipe, their bracket, forgotten when done", function()
@@ -196,11 +238,16 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   T.ok(e.all_valid and e.p < 0.01 and e.val_loss_mean < 2.0, "the tuned runs pass the score's rule")
   local C = e.tune.confirmations
   T.ok(#C >= 1 and C[#C].pass and C[#C].steps == steps, "the budget is confirmed with fresh seeds")
-  for i = 1, #C - 1 do T.ok(not C[i].pass and C[i].steps < steps, "an unconfirmed budget stepped up: " .. C[i].steps) end
+  T.ok(C[#C].pass_probability >= 0.9, "its pooled runs pass a score >= 90 % of the time")
+  T.eq(e.tune.min_pass_probability, 0.9)
+  for i = 1, #C - 1 do
+    T.ok((not C[i].pass or C[i].pass_probability < 0.9) and C[i].steps < steps, "an unconfirmed budget stepped up: " .. C[i].steps)
+  end
   T.eq(e.tune.confirm_first_seed, 4)
   T.eq(e.val_losses[1], C[#C].val_losses[1], "the entry's runs are the confirmation's")
-  T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= #C,
-       "the bracket is one step, plus one per unconfirmed budget")
+  T.ok(type(e.tune.below) == "number" and e.tune.below < steps and steps - e.tune.below <= (1 << #C) - 1,
+       "the bracket is one step, plus 1, 2, 4 ... per unconfirmed budget")
+  T.ok(type(e.tune.cut.pass_probability) == "number", "the cut's pass probability is recorded")
   T.eq(e.tune.cut.steps, math.floor(0.8 * steps))
   T.eq(e.tune.cut.pass, false, "the 20 % cut does not reach the target")
   T.ok(#e.tune.probes >= 3, "every probe is recorded")

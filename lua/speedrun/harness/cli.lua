@@ -532,8 +532,9 @@ measured train times (mean, std, card, software) in the calibration file used by
                      schedule's warmup/warmdown scaled with it; write it into the recipe's scale
                      table; check that 80 % of it fails the rule; store the tuned runs' times and
                      the search (every probe) in the calibration file. The budget found is
-                     confirmed with K fresh seeds (else it steps up by 2 %): those runs, one at a
-                     time, are the entry's times. --steps N: the first probe;
+                     confirmed with K fresh seeds, and the 2K runs pooled must pass a score of K
+                     runs >= 90 % of the time (else it steps up by 2, 4, 8 % ...): those K runs,
+                     one at a time, are the entry's times. --steps N: the first probe;
                      --target X: tune to X and write target_val_loss = X into the table too;
                      --bracket LO:HI: the first two probes (resume a search cut by a time limit
                      from its last bracket: LO failed, HI passed); --bracket auto: each recipe's
@@ -658,7 +659,7 @@ end
 local function probe_record(P)
   return {steps = P.steps, schedule = P.runs[1].config.schedule or json.null, val_losses = json.array(P.values),
           val_loss_mean = P.mean or json.null, val_loss_std = P.std or json.null, p = P.p or json.null, pass = P.pass,
-          train_time_ms_mean = P.train_time_ms.mean or json.null}
+          train_time_ms_mean = P.train_time_ms.mean or json.null, pass_probability = P.power or json.null}
 end
 
 -- --bracket auto: the bracket of a search cut before it finished (calib.searches), else the one
@@ -685,7 +686,15 @@ local function tune_item(it, o, k, out_root, card, path)
   end
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
     {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
-     confirm = tune_probe(it, o, k, out_root, alpha, true, note)})
+     confirm = tune_probe(it, o, k, out_root, alpha, true, note),
+     power = function(ps)
+       local pw = tune.power(ps, ps[1].target, alpha, k)
+       if pw and not o.quiet then
+         print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
+           #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
+       end
+       return pw
+     end})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local cfg = R.best.runs[1].config
   -- the calibration's times: the confirmation's K runs (fresh seeds), one at a time unless --untimed
@@ -703,14 +712,14 @@ local function tune_item(it, o, k, out_root, card, path)
   local confirmations = {}
   for i, P in ipairs(R.confirms) do confirmations[i] = probe_record(P) end
   entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
-                tolerance = tune.TOLERANCE, steps = R.steps, schedule = cfg.schedule or json.null,
+                tolerance = tune.TOLERANCE, min_pass_probability = tune.POWER, steps = R.steps, schedule = cfg.schedule or json.null,
                 below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
                 confirmations = confirmations, confirm_first_seed = (tonumber(o.seed) or 1) + k,
                 cut = probe_record(R.cut), wall_s = H.now() - t0, tuned_at = iso_now()}
-  print(fmt("%s: tuned to %d steps (%s); %d steps (%d %%) %s", it.name, R.steps,
-    R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget",
+  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)", it.name, R.steps,
+    R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget", 100 * (R.confirmed.power or 1),
     R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET: the target is loose for this recipe"
-    or "do not reach it"))
+    or "do not reach it", 100 * (R.cut.power or 0)))
   return entry
 end
 

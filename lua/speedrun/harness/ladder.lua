@@ -2,25 +2,42 @@
 -- `speedrun calibrate --show` prints it (tasks/CALIBRATION.md states its verdicts): every
 -- reference's budget (tuned or not, its 20 % cut), time to target and loss, then every task's
 -- transition, start -> target, against 3 x the larger std. Pure: tables in, rows and text out.
+local tune = require "speedrun.harness.tune"
+
 local M = {}
 local fmt = string.format
 
 local function num(x) return type(x) == "number" and x or nil end
 
--- the reference rows: {name, steps, tuned, cut = {steps, pass, p}|nil, mean, std, runs, loss, loss_std,
--- timed_alone, note}, by record number
+-- how often a score of the tuned budget passes, estimated from every run the search made at that
+-- budget (its probe and its confirmations, pooled: tune.power), and the same for the cut's runs
+local function pass_probabilities(t)
+  local at, alpha, k = {}, num(t.alpha) or 0.01, num(t.runs) or 3
+  for _, list in ipairs {t.probes or {}, t.confirmations or {}} do
+    for _, P in ipairs(list) do
+      if type(P) == "table" and P.steps == t.steps then at[#at + 1] = {values = P.val_losses} end
+    end
+  end
+  local cut = type(t.cut) == "table" and tune.power({{values = t.cut.val_losses}}, t.target, alpha, k) or nil
+  return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k) or nil, cut
+end
+
+-- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
+-- loss_std, timed_alone, pass_prob, note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
     if type(e) == "table" then
       local t = type(e.tune) == "table" and e.tune or nil
       local tuned = t ~= nil and t.steps == e.steps and t.target == e.target_val_loss
-      local cut = t and type(t.cut) == "table" and {steps = t.cut.steps, pass = t.cut.pass, p = num(t.cut.p)} or nil
+      local pass_prob, cut_prob
+      if t then pass_prob, cut_prob = pass_probabilities(t) end
+      local cut = t and type(t.cut) == "table" and {steps = t.cut.steps, pass = t.cut.pass, p = num(t.cut.p), pass_prob = cut_prob} or nil
       rows[#rows + 1] = {name = name, n = tonumber(name:match("(%d+)$")), steps = e.steps, tuned = tuned, cut = cut,
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
-                         tune_s = t and num(t.wall_s)}
+                         tune_s = t and num(t.wall_s), pass_prob = pass_prob}
     end
   end
   table.sort(rows, function(a, b) return (a.n or 1e9) < (b.n or 1e9) or (a.n == b.n and a.name < b.name) end)
@@ -64,13 +81,14 @@ local function ms(x) return x and fmt("%.0f", x) or "-" end
 -- the ladder as two markdown tables
 function M.format(L)
   local out = {fmt("ladder: %s, scale %s", L.card, L.scale), "",
-    "| reference | steps | tuned | 80 % cut | train time, ms | val loss | target | tuning, s |",
-    "|---|---|---|---|---|---|---|---|"}
+    "| reference | steps | tuned | passes a score | 80 % cut | train time, ms | val loss | target | tuning, s |",
+    "|---|---|---|---|---|---|---|---|---|"}
   local tuning, n_tuned = 0, 0
   for _, r in ipairs(L.references) do
-    local cut = r.cut and fmt("%d: %s (p %s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-") or "-"
-    out[#out + 1] = fmt("| %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
-      r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", cut, ms(r.mean), ms(r.std), tostring(r.runs),
+    local cut = r.cut and fmt("%d: %s (p %s%s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-",
+      r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
+    out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
+      r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", r.pass_prob and fmt("~%.0f %%", 100 * r.pass_prob) or "-", cut, ms(r.mean), ms(r.std), tostring(r.runs),
       r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
       r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
     if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end

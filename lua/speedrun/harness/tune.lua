@@ -15,7 +15,8 @@ M.TOLERANCE = 0.02     -- the search stops when the bracket is within 2 % of the
 M.MAX_PROBES = 16
 M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
 M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
-M.CONFIRM_TRIES = 4       -- budgets tried (stepping up by the tolerance) for one that is confirmed
+M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances) for one that is confirmed
+M.POWER = 0.9             -- a tuned budget must pass the score's rule in >= 90 % of scores (estimated)
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
@@ -38,6 +39,47 @@ function M.judge(losses, target, alpha, all_completed)
     P.margin = target - (t.mean + M.t_quantile(1 - alpha, #losses - 1) * t.std / math.sqrt(#losses))
   end
   return P
+end
+
+-- the standard normal CDF (Abramowitz & Stegun 26.2.17, |error| < 7.5e-8)
+local function normal_cdf(z)
+  local t = 1 / (1 + 0.2316419 * math.abs(z))
+  local poly = t * (0.319381530 + t * (-0.356563782 + t * (1.781477937 + t * (-1.821255978 + t * 1.330274429))))
+  local q = exp(-z * z / 2) / math.sqrt(2 * math.pi) * poly
+  return z >= 0 and 1 - q or q
+end
+
+-- the probability that k fresh runs pass the score's rule (one-sided t-test p < alpha) when run
+-- losses are normal with this mean and std: E[Phi((target - mean - t*s/sqrt k) / (std/sqrt k))]
+-- over the sample std s, (k-1) s^2 / std^2 ~ chi^2(k-1). A mean exactly at the bound passes half
+-- the time; three runs need the mean ~6.3 std below the target to pass 90 % of the time, because
+-- the sample std of three runs is often twice the true one. Numeric: s = std v / sqrt(k-1), the
+-- density of v proportional to v^(k-2) exp(-v^2/2), on a grid.
+function M.pass_probability(mean, std, target, alpha, k)
+  if not (mean and std and k and k >= 2) then return nil end
+  if std <= 0 then return mean < target and 1 or 0 end
+  local t, nu, rk = M.t_quantile(1 - alpha, k - 1), k - 1, math.sqrt(k)
+  local n, vmax, sum, wsum = 4000, math.sqrt(k - 1) + 12, 0, 0
+  for i = 1, n do
+    local v = (i - 0.5) * vmax / n
+    local w = v ^ (nu - 1) * exp(-v * v / 2)
+    local s = std * v / math.sqrt(nu)
+    sum, wsum = sum + w * normal_cdf((target - mean - t * s / rk) / (std / rk)), wsum + w
+  end
+  return sum / wsum
+end
+
+-- the estimated pass probability of a budget from its probes' runs pooled (each probe {values},
+-- the same budget): M.pass_probability of their mean and std, for k runs a score
+function M.power(probes, target, alpha, k)
+  local xs = {}
+  for _, P in ipairs(probes) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
+  if #xs < 2 then return nil end
+  local m, ss = 0, 0
+  for _, v in ipairs(xs) do m = m + v end
+  m = m / #xs
+  for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
+  return M.pass_probability(m, math.sqrt(ss / (#xs - 1)), target, alpha, k)
 end
 
 -- the first intermediate validation step where the runs' losses (results' curve.val) already pass
@@ -72,19 +114,23 @@ local function inside(lo, hi)
   return mmin(hi.steps - 1, mmax(lo.steps + 1, s))
 end
 
--- the confirmation phase of M.search: from the passing probe hi up by the tolerance until a
--- budget's search probe and its confirmation both pass; returns that probe and its confirmation
+-- the confirmation phase of M.search: from the passing probe hi up by 1, 2, 4, ... tolerances
+-- until a budget's search probe and its confirmation both pass and, with o.power({probe,
+-- confirmation}) -> probability, the two pooled pass the rule often enough (o.min_power, default
+-- M.POWER; the confirmation's .power); returns that probe and its confirmation
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
-  for _ = 1, o.confirm_tries or M.CONFIRM_TRIES do
+  local unit = mmax(1, mfloor(tol * hi.steps))
+  for i = 1, o.confirm_tries or M.CONFIRM_TRIES do
     if hi.pass then
       if #order + #confirms >= max_probes then break end
       local C = o.confirm(hi.steps)
       C.steps = hi.steps
+      C.power = o.power and o.power({hi, C}) or nil
       confirms[#confirms + 1] = C
-      if C.pass then return hi, C end
+      if C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) then return hi, C end
     end
-    hi = at(hi.steps + mmax(1, mfloor(tol * hi.steps)))
+    hi = at(hi.steps + unit * (1 << (i - 1)))
   end
   error(fmt("no budget confirmed: from %d steps up, none passed with fresh seeds too (%d confirmations)",
     confirms[1] and confirms[1].steps or hi.steps, #confirms), 0)
@@ -94,14 +140,16 @@ end
 -- (M.judge's table; an error it raises ends the search); probe(nil) runs the recipe's own budget
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
--- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds).
+-- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power
+-- and min_power (confirm_up).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
 -- Confirmation: near the threshold a budget passes the rule only part of the time (run-to-run
 -- noise), so the smallest budget that passed once may fail the next score; with o.confirm the
--- budget's runs with fresh seeds must pass too, else the budget steps up by the tolerance (a
--- passing search probe, then its confirmation) for at most M.CONFIRM_TRIES budgets.
+-- budget's runs with fresh seeds must pass too (and, with o.power, pass a score >= M.POWER of the
+-- time as estimated from both), else the budget steps up (a passing search probe, then its
+-- confirmation) for at most M.CONFIRM_TRIES budgets.
 function M.search(probe, o)
   local tol, max_probes = o.tolerance or M.TOLERANCE, o.max_probes or M.MAX_PROBES
   local max_steps = o.max_steps
@@ -144,6 +192,7 @@ function M.search(probe, o)
     local confirmed
     hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
     local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
+    cut.power = o.power and o.power({cut}) or nil
     return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms}
   end)
   if not ok then return nil, res, order end
