@@ -25,6 +25,7 @@
 
 #include "common.cuh"      // defines: sr_errf, sr_ew_desc, sr_ew_make, sr_ew_offsets, SR_CUDA_TRY, ld8
 #include "core/fp8.h"      // defines: sr_f32_to_fp8
+#include "util/clock.h"    // defines: sr_monotonic_s
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -302,9 +303,19 @@ static const char *plan_describe(const fp8_key &k, fp8_plan *p, const void *sa, 
   return NULL;
 }
 
+static const char *fp8_plan_new(const fp8_key &k, const void *sa, const void *sb, fp8_plan **out);
+
+// the cached plan of an FP8 GEMM shape; a new one's time is noted as setup (sr_cuda_note_setup)
 static const char *fp8_plan_get(const fp8_key &k, const void *sa, const void *sb, fp8_plan **out) {
   for (int i = 0; i < fp8_nplans; i++)
     if (!memcmp(&fp8_plans[i].key, &k, sizeof k)) { *out = &fp8_plans[i]; return NULL; }
+  double t0 = sr_monotonic_s();
+  const char *e = fp8_plan_new(k, sa, sb, out);
+  sr_cuda_note_setup(SR_SETUP_GEMM_PLAN, sr_monotonic_s() - t0);
+  return e;
+}
+
+static const char *fp8_plan_new(const fp8_key &k, const void *sa, const void *sb, fp8_plan **out) {
   if (fp8_nplans == SR_FP8_CACHE) {  // full: drop everything (shapes churn only in tests)
     for (int i = 0; i < fp8_nplans; i++) plan_destroy(&fp8_plans[i]);
     fp8_nplans = 0;

@@ -31,6 +31,7 @@
 #include "cuda/backend.h"   /* defines: the API implemented here */
 #include "core/registry.h"  /* defines: sr_kcall, sr_observer, sr_cuda_copy, sr_cuda_fill */
 #include "core/tensor.h"    /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
+#include "util/clock.h"     /* defines: sr_monotonic_s */
 
 #define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
 #define SR_SLOTS 4                              /* pinned host staging slots ... */
@@ -224,7 +225,9 @@ void *sr_cuda_malloc(size_t nbytes) {
       release_free_blocks(1, 0);  /* give cached blocks back before refusing */
     }
     if (cap && reserved_bytes + want > cap) return NULL;
+    double t0 = sr_monotonic_s();
     cudaError_t e = cudaMalloc(&p, want);
+    sr_cuda_note_setup(SR_SETUP_DRIVER_ALLOC, sr_monotonic_s() - t0);
     if (e != cudaSuccess && !capturing) {
       cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
       cudaStreamSynchronize(stream);
@@ -264,6 +267,21 @@ size_t sr_cuda_peak_bytes(void) { return peak_bytes; }
 size_t sr_cuda_reserved_bytes(void) { return reserved_bytes; }
 void sr_cuda_reset_peak(void) { peak_bytes = cur_bytes; }
 int64_t sr_cuda_driver_allocs(void) { return driver_allocs; }
+
+static int64_t setup_count[SR_SETUP_KINDS];
+static double setup_seconds[SR_SETUP_KINDS];
+
+void sr_cuda_note_setup(int kind, double seconds) {
+  if (kind < 0 || kind >= SR_SETUP_KINDS) return;
+  setup_count[kind]++;
+  setup_seconds[kind] += seconds;
+}
+
+void sr_cuda_setup_stats(int kind, int64_t *count, double *seconds) {
+  int ok = kind >= 0 && kind < SR_SETUP_KINDS;
+  if (count) *count = ok ? setup_count[kind] : 0;
+  if (seconds) *seconds = ok ? setup_seconds[kind] : 0;
+}
 void sr_cuda_empty_cache(void) {
   if (state != 1 || capturing) return;
   cudaStreamSynchronize(stream);

@@ -5,6 +5,8 @@
 **   local cuda = require "speedrun.cuda"      -- also speedrun.cuda
 **   cuda.available()      -> true, or false and the reason
 **   cuda.memory()         -> {current=, peak=, reserved=, driver_allocs=} (bytes; allocs a count)
+**   cuda.setup_stats()    -> {driver_allocs=, driver_alloc_ms=, gemm_plans=, gemm_plan_ms=}: the engine's
+**                            one-time setup so far (cudaMalloc calls, new cuBLASLt plans; zeros without CUDA)
 **   cuda.reset_peak(); cuda.empty_cache(); cuda.synchronize(); cuda.capturing()
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
@@ -79,6 +81,28 @@ static int c_memory(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)peak); lua_setfield(L, -2, "peak");
   lua_pushinteger(L, (lua_Integer)res); lua_setfield(L, -2, "reserved");
   lua_pushinteger(L, (lua_Integer)allocs); lua_setfield(L, -2, "driver_allocs");
+  return 1;
+}
+
+/* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN) */
+enum { SETUP_KINDS = 2 };
+#ifdef SPEEDRUN_CUDA
+_Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names every setup kind");
+#endif
+
+static int c_setup_stats(lua_State *L) {
+  static const char *const names[SETUP_KINDS][2] = {{"driver_allocs", "driver_alloc_ms"},
+                                                           {"gemm_plans", "gemm_plan_ms"}};
+  lua_createtable(L, 0, 4);
+  for (int k = 0; k < SETUP_KINDS; k++) {
+    int64_t n = 0;
+    double s = 0;
+#ifdef SPEEDRUN_CUDA
+    if (sr_cuda_available()) sr_cuda_setup_stats(k, &n, &s);
+#endif
+    lua_pushinteger(L, (lua_Integer)n); lua_setfield(L, -2, names[k][0]);
+    lua_pushnumber(L, s * 1000); lua_setfield(L, -2, names[k][1]);
+  }
   return 1;
 }
 
@@ -302,7 +326,7 @@ static const luaL_Reg graph_methods[] = {{"replay", g_replay}, {"snapshot", g_sn
                                          {"drop_snapshot", g_drop_snapshot}, {"free", g_free}, {NULL, NULL}};
 
 static const luaL_Reg cuda_functions[] = {
-  {"available", c_available}, {"memory", c_memory}, {"reset_peak", c_reset_peak},
+  {"available", c_available}, {"memory", c_memory}, {"setup_stats", c_setup_stats}, {"reset_peak", c_reset_peak},
   {"empty_cache", c_empty_cache}, {"synchronize", c_synchronize}, {"capturing", c_capturing},
   {"graph", c_graph}, {NULL, NULL}
 };

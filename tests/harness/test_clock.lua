@@ -2,20 +2,25 @@
 -- is counted, its NVRTC compiles are not (a cold kernel cache must not cost a score), and compile
 -- time never comes off the timed steps. The compiler is replaced by a stand-in whose
 -- compile_seconds() the scripted steps advance while they spin, as NVRTC's clock would, on a
--- virtual clock.
+-- virtual clock. The engine's setup account (cuda.setup_stats) is a stand-in too, which the
+-- scripted steps advance.
 local T = require "speedrun.testing"
 local sr = require "speedrun"
 local H = require "speedrun.harness_core"
 
 -- a virtual clock (a loaded machine must not make the test flaky): spin advances it exactly
-local fake = {seconds = 0, t = 0}
-local kernel_core, now, emit = package.loaded["speedrun.kernel_core"], H.now, H.emit
+local fake = {seconds = 0, t = 0, setup = {driver_allocs = 0, driver_alloc_ms = 0, gemm_plans = 0, gemm_plan_ms = 0}}
+local kernel_core, cuda, now, emit = package.loaded["speedrun.kernel_core"], package.loaded["speedrun.cuda"], H.now, H.emit
 package.loaded["speedrun.kernel_core"] = {compile_seconds = function() return fake.seconds end}
+package.loaded["speedrun.cuda"] = {setup_stats = function()
+  local c = {} for k, v in pairs(fake.setup) do c[k] = v end return c
+end}
 H.now = function() return fake.t end
 H.emit = function() end   -- the child's event channel: not open in a test
 package.loaded["speedrun.harness.steps"] = nil
 local steps = require "speedrun.harness.steps"
-package.loaded["speedrun.kernel_core"], H.now, H.emit = kernel_core, now, emit
+package.loaded["speedrun.kernel_core"], package.loaded["speedrun.cuda"], H.now, H.emit = kernel_core, cuda, now, emit
+local output = require "speedrun.harness.output"
 
 local function spin(s, compiling)
   fake.t = fake.t + s
@@ -66,6 +71,24 @@ T.case("clock: a warm-up compile stays off the train time; warm-up work beyond t
   local ms5, w5 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, function(s) return s == 12 and 0.3 or 0 end)
   T.ok(w5.compile_ms == 0 and w5.counted_ms > 100 and ms5 > ms2 + 150,
        ("timed compile and warm-up work both counted: %.1f ms (warm-up %.1f counted)"):format(ms5, w5.counted_ms))
+end)
+
+T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted, step 1 apart", function()
+  local function grow(allocs, ms, plans, pms)
+    local f = fake.setup
+    f.driver_allocs, f.driver_alloc_ms = f.driver_allocs + allocs, f.driver_alloc_ms + ms
+    f.gemm_plans, f.gemm_plan_ms = f.gemm_plans + plans, f.gemm_plan_ms + pms
+  end
+  fake.setup = {driver_allocs = 7, driver_alloc_ms = 3, gemm_plans = 2, gemm_plan_ms = 1}   -- before the run
+  local _, w = run(20, 5, function(s)
+    if s == 1 then grow(40, 20, 12, 90) elseif s == 4 then grow(2, 1, 3, 5) elseif s == 15 then grow(1, 1, 1, 1) end
+    return STEP
+  end, function() return 0 end)
+  T.eq(w.setup.first_step.driver_allocs, 40) T.eq(w.setup.first_step.gemm_plan_ms, 90)
+  T.eq(w.setup.warmup.driver_allocs, 42, "the warm-up's, not the timed steps'") T.eq(w.setup.warmup.gemm_plans, 15)
+  local line = output.setup_note(w.setup.first_step, w.setup.warmup)
+  T.eq(line, "; setup in step 1: 40 cudaMalloc 20ms, 12 GEMM plans 90ms; in the warm-up: 42 cudaMalloc 21ms, 15 GEMM plans 95ms")
+  T.eq(output.setup_note(nil, {driver_allocs = 0, gemm_plans = 0}), "", "nothing said when there was none (the CPU)")
 end)
 
 T.done()

@@ -197,6 +197,17 @@ local function result_notes(m)
 end
 
 -- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
+-- the warm-up line's account of the engine's one-time setup (cudaMalloc, cuBLASLt plans; CUDA
+-- runs only): "" when it did none
+function M.setup_note(first, all)
+  if type(all) ~= "table" or ((all.driver_allocs or 0) == 0 and (all.gemm_plans or 0) == 0) then return "" end
+  local function one(x)
+    return fmt("%d cudaMalloc %.0fms, %d GEMM plans %.0fms", x.driver_allocs or 0, x.driver_alloc_ms or 0,
+      x.gemm_plans or 0, x.gemm_plan_ms or 0)
+  end
+  return fmt("; setup in step 1: %s; in the warm-up: %s", type(first) == "table" and one(first) or "-", one(all))
+end
+
 function M.finish(log, R, failure)
   local job, quiet = log.job, log.quiet
   log.pr:finish()
@@ -211,9 +222,9 @@ function M.finish(log, R, failure)
   if type(m.warmup_time_ms) == "number" and m.warmup_time_ms > 0 and type(m.warmup_steps_ms) == "table" then
     local each = {}
     for i, x in ipairs(m.warmup_steps_ms) do each[i] = fmt("%.0f", x) end
-    log:line(fmt("warm-up: %d steps in %.0fms (%s), NVRTC %.0fms off the clock, allowance %.0fms, counted %.0fms",
+    log:line(fmt("warm-up: %d steps in %.0fms (%s), NVRTC %.0fms off the clock, allowance %.0fms, counted %.0fms%s",
       #each, m.warmup_time_ms, table.concat(each, " / "), m.warmup_compile_ms or 0, m.warmup_allowance_ms or 0,
-      m.warmup_counted_ms or 0))
+      m.warmup_counted_ms or 0, M.setup_note(m.first_step_setup, m.warmup_setup)))
   end
   if failure then
     local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""

@@ -14,6 +14,7 @@ local sr = require "speedrun"
 local core = require "speedrun.core"
 local report = require "speedrun.harness.report"
 local kernel_core = require "speedrun.kernel_core"
+local cuda = require "speedrun.cuda"
 local rules = require "speedrun.harness.rules"
 
 local emit, fail = report.emit, report.fail
@@ -130,6 +131,14 @@ local function counted(p, clk, done)
                                    compile_ms = compiled * 1000, steps_ms = clk.steps}
 end
 
+-- the engine's one-time setup (cuda.setup_stats: cudaMalloc calls, new cuBLASLt plans) between
+-- two readings: {driver_allocs, driver_alloc_ms, gemm_plans, gemm_plan_ms}
+local function setup_delta(a, b)
+  local d = {}
+  for k, v in pairs(b) do d[k] = v - (a[k] or 0) end
+  return d
+end
+
 -- the time budget (--time-budget), checked between steps after the warm-up (which always runs,
 -- as autoresearch leaves its first steps off its budget): the clock paused (device-synchronised),
 -- the train time so far, as results.json will count it, against the budget
@@ -151,11 +160,15 @@ function M.train(run)
   run.wall0 = now()
   run.stepper.hold = function(on) if on then pause(clk) else resume(clk) end end
   if p.val_every then validation(run, 0, 0) end
+  local setup0 = cuda.setup_stats()
+  local setup = {}   -- what the first step and the whole warm-up spent on the engine's setup
   for step = 1, p.steps do
     local loss, observe = step_once(run, clk, step)
     done = step
     if step <= p.skip then   -- each warm-up step's time (observed: the clock paused after each)
       clk.steps[step], clk.warm_seen = (clk.warm - clk.warm_seen) * 1000, clk.warm
+      if step == 1 then setup.first_step = setup_delta(setup0, cuda.setup_stats()) end
+      if step == p.skip then setup.warmup = setup_delta(setup0, cuda.setup_stats()) end
     end
     if p.time_budget and step < p.steps and budget_reached(p, clk, step) then
       if not observe then reported(run, clk, step, loss) end   -- the last step is in the log
@@ -167,6 +180,7 @@ function M.train(run)
   if clk.timing then pause(clk) end
   run.stepper:free()
   local ms, warm = counted(p, clk, done)
+  warm.setup = setup
   return ms, warm, done, by_budget
 end
 
