@@ -24,6 +24,12 @@ local traceback = debug.traceback
 local AUDIT_EVERY = 50     -- replayed steps between eager audits of the step's launches
 local LOSS_RTOL = 1e-5     -- replay vs eager from the same state: the step's loss ...
 local PROBE_RTOL = 1e-4    -- ... and the loss of the updated model on the same batch
+-- a fused graph's loss: the step compiler's kernels round once where the eager ops round each
+-- bf16 intermediate, so its loss differs by bf16 rounding through the network: 0.2e-6 to 9.9e-6
+-- (relative) in 23 of 27 proxy runs of records 2-5 on an H200, 2026-12-04; the other 4 failed the
+-- 1e-5 check and re-captured unfused, 25-30 % slower (bench/RESULTS.md): a timing lottery. A
+-- graph that replays the wrong batch is off by 1e-2 or more; a missed update is the probe's.
+local LOSS_RTOL_FUSED = 1e-4
 
 local M = {}
 
@@ -167,10 +173,11 @@ function Step:fuse_captured(plan)
         saved_bytes = F.saved_bytes, reason = why}
 end
 
--- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil
-local function disagreement(l_r, p_r, l_e, p_e)
+-- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil;
+-- fused: the graph runs the step compiler's kernels (a looser bound on the step's loss)
+function M.disagreement(l_r, p_r, l_e, p_e, fused)
   if not (p_r == p_r and p_e == p_e) then return "the model's loss after the step is not finite"
-  elseif l_r and l_e and not (rel(l_r, l_e) <= LOSS_RTOL) then
+  elseif l_r and l_e and not (rel(l_r, l_e) <= (fused and LOSS_RTOL_FUSED or LOSS_RTOL)) then
     return fmt("the replayed loss %.9g differs from the eager loss %.9g", l_r, l_e)
   elseif not (rel(p_r, p_e) <= PROBE_RTOL) then
     return fmt("after the replayed update the loss on the batch is %.9g, after the eager one %.9g", p_r, p_e)
@@ -205,7 +212,7 @@ function Step:verify(step, batch)
   hold(false)
   G.verify = {step = step, snapshot_bytes = bytes, probe_diff = rel(p_r, p_e),
               loss_diff = (l_r and l_e) and rel(l_r, l_e) or json.null}
-  local why = disagreement(l_r, p_r, l_e, p_e)
+  local why = M.disagreement(l_r, p_r, l_e, p_e, self.G.fuse.used)
   if why and self.G.fuse.used then  -- the fused graph disagrees: capture the step again unfused
     local F = self.G.fuse
     F.used, F.reason = false, "the fused step disagreed with the eager one at step " .. step .. ": " .. why

@@ -143,6 +143,16 @@ function on.graph(self, ev)
   end
 end
 
+-- the step compiler at the capture (groups fused) and when a fused graph was dropped (why)
+function on.fuse(self, ev)
+  if ev.used == false then
+    self:line("step compiler: the step runs unfused: " .. tostring(ev.reason))
+  elseif type(ev.fused) == "number" then
+    self:line(fmt("step compiler: %d of %s groups fused (%s launches fewer)%s", ev.fused, tostring(ev.groups),
+      tostring(ev.launches_saved), type(ev.reason) == "string" and ": " .. ev.reason or ""))
+  end
+end
+
 function on.violation(self, ev)
   self.violations[#self.violations + 1] = ev.what
   self:line("rule broken: " .. ev.what)
