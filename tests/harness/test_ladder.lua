@@ -67,6 +67,18 @@ T.case("ladder: how often a score of the tuned budget passes, from the runs at t
   T.ok(text:find(("| record_01 | 100 | yes, confirmed | ~%.0f %% | 80: fails (p 0.99; passes ~%.0f %%)"):format(100 * want, 100 * r.cut.pass_prob), 1, true), text)
 end)
 
+T.case("ladder: a score notes references whose tuned budget passes too rarely", function()
+  local function ref(values)
+    return {tune = {steps = 100, target = 5.5, runs = 3, alpha = 0.01,
+                    probes = {{steps = 100, val_losses = values}}, confirmations = {}}}
+  end
+  local firm, shaky = ref({5.40, 5.405, 5.41}), ref({5.47, 5.48, 5.475})
+  T.eq(ladder.reliability_note({{"record_04", firm}, {"record_05", firm}}), nil, "both reliable: no note")
+  T.eq(ladder.reliability_note({{"record_04", {steps = 100}}, {"record_05", firm}}), nil, "no tune record: nothing to say")
+  local n = ladder.reliability_note({{"record_04", firm}, {"record_05", shaky}})
+  T.ok(n and n:find("record_05 ~", 1, true) and not n:find("record_04", 1, true) and n:find("tune-steps", 1, true), tostring(n))
+end)
+
 T.case("calibrate --show: the file's only card, or --card; errors name what is missing", function()
   local W = T.workspace("ladder", {})
   local path = W.tmp .. "/cal.json"

@@ -430,6 +430,7 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.noise = n.noise < math.huge and n.noise or json.null
     F.within_noise = n.within_noise
     F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
+    F.reliability_note = ladder.reliability_note({{record_name(task), ref_i}, {record_name(task + 1), ref_next}}) or json.null
   else
     F.value = json.null
     F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
@@ -443,6 +444,7 @@ local function print_fsr(F)
   print(fmt("FSR: %.3f%s", F.value, F.within_noise and fmt(" (within the calibration's noise: +-%s; not a measured speed-up)",
     F.noise ~= json.null and fmt("%.3g", F.noise) or "inf") or ""))
   if type(F.engine_note) == "string" then print("note: " .. F.engine_note) end
+  if type(F.reliability_note) == "string" then print("note: " .. F.reliability_note) end
 end
 
 local function print_score(S, runs, out_root, quiet)

@@ -11,7 +11,7 @@ local function num(x) return type(x) == "number" and x or nil end
 
 -- how often a score of the tuned budget passes, estimated from every run the search made at that
 -- budget (its probe and its confirmations, pooled: tune.power), and the same for the cut's runs
-local function pass_probabilities(t)
+function M.pass_probabilities(t)
   local at, alpha, k = {}, num(t.alpha) or 0.01, num(t.runs) or 3
   for _, list in ipairs {t.probes or {}, t.confirmations or {}} do
     for _, P in ipairs(list) do
@@ -20,6 +20,22 @@ local function pass_probabilities(t)
   end
   local cut = type(t.cut) == "table" and tune.power({{values = t.cut.val_losses}}, t.target, alpha, k) or nil
   return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k) or nil, cut
+end
+
+-- a note for a score when a reference's tuned budget passes a score less often than the tuner
+-- now requires (tune.POWER; budgets tuned before that rule): a valid recipe could then fail by
+-- luck. refs: {{name, entry}...}; nil when each one is reliable or cannot be estimated
+function M.reliability_note(refs)
+  local weak = {}
+  for _, r in ipairs(refs) do
+    local t = type(r[2]) == "table" and type(r[2].tune) == "table" and r[2].tune or nil
+    local pr = t and M.pass_probabilities(t)
+    if pr and pr < tune.POWER then weak[#weak + 1] = fmt("%s ~%.0f %%", r[1], 100 * pr) end
+  end
+  if #weak == 0 then return nil end
+  return fmt("a score of the references' tuned budgets passes only %s of the time (< %.0f %%): a recipe as "
+    .. "good as the target can fail by luck; re-tune with `speedrun calibrate --tune-steps`",
+    table.concat(weak, ", "), 100 * tune.POWER)
 end
 
 -- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
@@ -31,7 +47,7 @@ function M.references(by_scale)
       local t = type(e.tune) == "table" and e.tune or nil
       local tuned = t ~= nil and t.steps == e.steps and t.target == e.target_val_loss
       local pass_prob, cut_prob
-      if t then pass_prob, cut_prob = pass_probabilities(t) end
+      if t then pass_prob, cut_prob = M.pass_probabilities(t) end
       local cut = t and type(t.cut) == "table" and {steps = t.cut.steps, pass = t.cut.pass, p = num(t.cut.p), pass_prob = cut_prob} or nil
       rows[#rows + 1] = {name = name, n = tonumber(name:match("(%d+)$")), steps = e.steps, tuned = tuned, cut = cut,
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
