@@ -226,6 +226,56 @@ T.case("references timed by another engine build: the FSR says so; the same buil
   T.ok(not text:find("another engine build", 1, true), text)
 end)
 
+T.case("references measured on other data: refused; unrecorded: said so; the same data: accepted", function()
+  local dataid = require "speedrun.harness.dataid"
+  local ws = workspace("data", "good")
+  local mine = assert(dataid.id(tmp .. "/data/syn_train_*.bin", tmp .. "/data/syn_val_*.bin"))
+  local function with_data(id, tag)
+    local r1, r2 = {}, {}
+    for k, v in pairs(REC1) do r1[k] = v end
+    for k, v in pairs(REC2) do r2[k] = v end
+    r1.data, r2.data = id, (tag == "one-other") and "ffffffffffffffff" or id
+    return calibration("calib-data-" .. tag, {record_01 = r1, record_02 = r2})
+  end
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_data(mine, "same")) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(not text:find("record its data", 1, true), text)
+  local S = json.decode(read(text:match("score: (%S+/score%.json)")))
+  T.ok(S.fsr and (S.fsr.data_note == nil or S.fsr.data_note == json.null), "no data note")
+  local R = json.decode(read(text:match("score: (%S+)/score%.json") .. "/run1/results.json"))
+  T.eq(R.data, mine, "each run records the data it read")
+  for _, tag in ipairs {"other", "one-other"} do
+    rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_data(tag == "other" and "0123456789abcdef" or mine, tag)) .. RUN)
+    T.eq(rc, 2, text)
+    T.ok(text:find("was calibrated on other data", 1, true) and text:find(mine, 1, true), text)
+    T.ok(not text:find("== score run", 1, true), "refused before any run\n" .. text)
+  end
+  rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(CALIB) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(text:find("note: the calibration of record_01 and record_02 does not record its data", 1, true), text)
+end)
+
+T.case("dataid: the same data gives the same id; any change to a shard gives another", function()
+  local dataid = require "speedrun.harness.dataid"
+  local d = tmp .. "/dataid"
+  os.execute("rm -rf " .. sh(d) .. " && mkdir -p " .. sh(d))
+  assert(data.write_shard(d .. "/a_train_000001.bin", T.token_stream(3000, 1)))
+  assert(data.write_shard(d .. "/a_val_000000.bin", T.token_stream(500, 2)))
+  local function id() package.loaded["speedrun.harness.dataid"] = nil return assert(require("speedrun.harness.dataid").id(d .. "/a_train_*.bin", d .. "/a_val_*.bin")) end
+  local a = id()
+  T.eq(#a, 16) T.eq(id(), a, "deterministic")
+  assert(data.write_shard(d .. "/a_val_000000.bin", T.token_stream(500, 3)))   -- same size, other tokens
+  local b = id()
+  T.ok(b ~= a, "validation content changes the id")
+  assert(data.write_shard(d .. "/a_train_000001.bin", T.token_stream(3001, 1)))
+  T.ok(id() ~= b, "a training shard of another size changes the id")
+  assert(data.write_shard(d .. "/a_train_000002.bin", T.token_stream(10, 1)))
+  T.ok(id() ~= b, "an added training shard changes the id")
+  T.eq(#dataid.glob(d .. "/a_*_00000?.bin"), 3, "glob: * and ?")
+  local none, why = dataid.id(d .. "/a_train_*.bin", d .. "/nothing_*.bin")
+  T.ok(not none and why:find("no validation file", 1, true), tostring(why))
+end)
+
 T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
   local ws = workspace("quiet", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))

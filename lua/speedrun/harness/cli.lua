@@ -12,6 +12,7 @@ local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
 local ladder = require "speedrun.harness.ladder"
+local dataid = require "speedrun.harness.dataid"
 local engine = require "speedrun.harness.engine"
 local taskmod = require "speedrun.task"
 local stats = require "speedrun.stats"
@@ -117,6 +118,7 @@ function M.run_one(job, opts)
   run.wall_s = H.now() - t0
   local R = output.results(log, run, opts, started_at)
   R.out_dir = child_job.out
+  R.data = dataid.id(job.train_files, job.val_files) or json.null   -- which data: score compares it
   local failure = refused and {kind = "rejected", message = refused} or verdict.judge {killed = run.killed,
     kill_msg = run.kill_msg, exit_kind = run.exit_kind, exit_code = run.exit_code, exit_name = run.exit_name,
     done = log.done, violations = log.violations, gpu_mem_limit = opts.gpu_mem_limit, wall_s = run.wall_s,
@@ -333,7 +335,7 @@ SCORE_SPEC.tasks = "value"; SCORE_SPEC["tasks-dir"] = "value"; SCORE_SPEC.recipe
 -- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
 -- why not. The target's validation loss and size become the runs', whatever the workspace says:
 -- no entry, no score (never a fallback to the workspace's own target).
-local function task_refs(o, calib, card, task, calib_path)
+local function task_refs(o, calib, card, task, calib_path, data_id)
   local by_card = calib.entries[card] or {}
   local by_scale = by_card[o.scale] or {}
   local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
@@ -361,6 +363,8 @@ local function task_refs(o, calib, card, task, calib_path)
         .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]),
         o.scale, calib_path, it[2], o.scale)
     end
+    local other = dataid.mismatch(e, data_id, fmt("%s at scale %s in %s", record_name(it[2]), o.scale, calib_path))
+    if other then return nil, other end
   end
   o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
   return ref_i, ref_next
@@ -431,6 +435,7 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.within_noise = n.within_noise
     F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
     F.reliability_note = ladder.reliability_note({{record_name(task), ref_i}, {record_name(task + 1), ref_next}}) or json.null
+    F.data_note = dataid.unrecorded({ref_i, ref_next}, {record_name(task), record_name(task + 1)}) or json.null
   else
     F.value = json.null
     F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",
@@ -445,6 +450,7 @@ local function print_fsr(F)
     F.noise ~= json.null and fmt("%.3g", F.noise) or "inf") or ""))
   if type(F.engine_note) == "string" then print("note: " .. F.engine_note) end
   if type(F.reliability_note) == "string" then print("note: " .. F.reliability_note) end
+  if type(F.data_note) == "string" then print("note: " .. F.data_note) end
 end
 
 local function print_score(S, runs, out_root, quiet)
@@ -495,7 +501,9 @@ function M.score(args)
   local card = H.card(device == "cuda")
   local ref_i, ref_next
   if task then
-    ref_i, ref_next = task_refs(o, calib, card, task, calib_path)
+    local job0, jerr = make_job(recipe, o)   -- the data the runs will read (its id)
+    if not job0 then return die(jerr) end
+    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, dataid.id(job0.train_files, job0.val_files))
     if not ref_i then return die(ref_next) end
   end
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))
@@ -580,8 +588,12 @@ local function calib_entry(runs, recipe, o, card)
                  val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
                  steps = runs[1].config and runs[1].config.steps or json.null,
                  p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(recipe), card = card,
+                 data = runs[1].data or json.null,
                  device = o.device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
-  for _, r in ipairs(runs) do if not r.valid then entry.all_valid = false end end
+  for _, r in ipairs(runs) do
+    if not r.valid then entry.all_valid = false end
+    if r.data ~= entry.data then entry.data = json.null end   -- runs on different data: no one id
+  end
   return entry
 end
 

@@ -1,0 +1,85 @@
+-- speedrun.harness.dataid: the identity of the data a run reads, so that a score is only ever
+-- compared with references measured on the same data. The target validation loss is measured on
+-- the validation shards and the step budgets were tuned on the training shards: an FSR against
+-- references calibrated on another corpus (or another preparation of it) would be meaningless.
+-- The id is 16 hex digits of a SHA-256 over the validation files' contents (small; the target is
+-- measured on them), the training files' names and sizes, and, for a prepared corpus, its
+-- manifest's fingerprint. Results carry it (`data`), calibration entries too, and `score` refuses
+-- references measured on other data.
+local H = require "speedrun.harness_core"
+
+local M = {}
+local fmt = string.format
+
+-- the files a shard pattern names ("dir/*val_*.bin": one directory, * and ? in the last part),
+-- sorted; nil, why when the directory cannot be read
+function M.glob(pattern)
+  local dir, base = pattern:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", pattern end
+  local names, err = H.listdir(dir)
+  if not names then return nil, fmt("cannot list %s: %s", dir, tostring(err)) end
+  local lp = "^" .. base:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
+  local out = {}
+  for _, n in ipairs(names) do if n:match(lp) then out[#out + 1] = dir .. "/" .. n end end
+  table.sort(out)
+  return out
+end
+
+local function read_all(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local cache = {}
+
+-- id(train_pattern, val_pattern) -> 16 hex digits | nil, why (no validation file, unreadable)
+function M.id(train_pattern, val_pattern)
+  local key = tostring(train_pattern) .. "\0" .. tostring(val_pattern)
+  if cache[key] then return cache[key] end
+  local vals, verr = M.glob(val_pattern)
+  if not vals then return nil, verr end
+  if #vals == 0 then return nil, "no validation file matches " .. val_pattern end
+  local trains = M.glob(train_pattern) or {}
+  local parts = {}
+  for _, p in ipairs(vals) do
+    local s, err = read_all(p)
+    if not s then return nil, fmt("cannot read %s: %s", p, tostring(err)) end
+    parts[#parts + 1] = fmt("val %s %d %s\n", p:match("[^/]*$"), #s, H.sha256(s))
+  end
+  for _, p in ipairs(trains) do
+    local st = H.stat(p)
+    parts[#parts + 1] = fmt("train %s %d\n", p:match("[^/]*$"), st and st.size or -1)
+  end
+  local manifest = read_all((val_pattern:match("^(.*)/") or ".") .. "/manifest.json")
+  local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
+  if fp then parts[#parts + 1] = "fingerprint " .. fp .. "\n" end
+  cache[key] = H.sha256(table.concat(parts)):sub(1, 16)
+  return cache[key]
+end
+
+-- why a calibration entry may not be compared with runs on data `id`, or nil: entries measured on
+-- other data are refused; entries that do not say (calibrated before ids existed) pass, with a
+-- note from M.unrecorded
+function M.mismatch(entry, id, name)
+  local e = type(entry) == "table" and entry.data
+  if type(e) == "string" and type(id) == "string" and e ~= id then
+    return fmt("%s was calibrated on other data (data id %s) than this score reads (%s): calibrate it on the "
+      .. "same corpus (`--data`)", name, e, id)
+  end
+end
+
+-- a note when references do not record their data (older calibration files), or nil
+function M.unrecorded(entries, names)
+  local missing = {}
+  for i, e in ipairs(entries) do
+    if type(e) == "table" and type(e.data) ~= "string" then missing[#missing + 1] = names[i] end
+  end
+  if #missing == 0 then return nil end
+  return fmt("the calibration of %s does not record its data: nothing shows it was measured on the corpus "
+    .. "this score reads (re-calibrate to record it)", table.concat(missing, " and "))
+end
+
+return M
