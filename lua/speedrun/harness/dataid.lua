@@ -7,6 +7,7 @@
 -- manifest's fingerprint. Results carry it (`data`), calibration entries too, and `score` refuses
 -- references measured on other data.
 local H = require "speedrun.harness_core"
+local read_all = require("speedrun.util").read_file
 
 local M = {}
 local fmt = string.format
@@ -23,14 +24,6 @@ function M.glob(pattern)
   for _, n in ipairs(names) do if n:match(lp) then out[#out + 1] = dir .. "/" .. n end end
   table.sort(out)
   return out
-end
-
-local function read_all(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 local cache = {}
