@@ -12,7 +12,7 @@ local mfloor, mceil, mmax, mmin, log, exp = math.floor, math.ceil, math.max, mat
 
 M.CUT = 0.8            -- the cut that must fail: 80 % of the tuned steps
 M.TOLERANCE = 0.02     -- the search stops when the bracket is within 2 % of the budget (or 1 step)
-M.MAX_PROBES = 16
+M.MAX_PROBES = 24     -- search probes and confirmations together (a whole search ~8-12, the confirmations up to 10)
 M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
 M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
 M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances) for one that is confirmed
