@@ -132,7 +132,7 @@ local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
     end
     hi = at(hi.steps + unit * (1 << (i - 1)))
   end
-  error(fmt("no budget confirmed: from %d steps up, none passed with fresh seeds too (%d confirmations)",
+  error(fmt("no budget confirmed: from %d steps up, none passed with fresh seeds too, often enough (%d confirmations)",
     confirms[1] and confirms[1].steps or hi.steps, #confirms), 0)
 end
 
