@@ -12,6 +12,7 @@ local RULES = {
   "The validation target and the number of validation tokens come from the task (the target record), not from the workspace's config.",
   "Everything else is yours to change: the model, the optimizer, the schedule, the number of steps, the batch layout, the precision, new kernels.",
   "No new dependencies: only the speedrun library (speedrun.F, speedrun.nn, speedrun.optim, speedrun.autograd) and your own files.",
+  "Train from scratch: under score a recipe reads only its source files from the workspace (.lua, .cu, .cuh, .h, .hpp; 512 KiB in all), so no weights or data files can be brought in.",
 }
 
 local DESCRIPTION = [[

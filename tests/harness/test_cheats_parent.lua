@@ -80,10 +80,11 @@ end
 
 T.case("class 4: later runs of a score load run 1's weights -> rejected; honest control passes", function()
   honest_passes()
-  -- the default output folder: the cheat looks next to its own ctx.out_dir
-  local s = refused(workspace("reuse", "cheat_reuse"), "rejected", "may read only inside the workspace")
-  T.eq(s.runs[1].status, "valid", "run 1 trains honestly")
-  for i = 2, 3 do T.eq(s.runs[i].status, "rejected", "run " .. i) end
+  -- the default output folder: the cheat looks next to its own ctx.out_dir (and, first, for a
+  -- weights file in the workspace: probing for one is itself refused, so run 1 is rejected too)
+  local s, text = refused(workspace("reuse", "cheat_reuse"), "rejected", "reads only its source files")
+  for i = 1, 3 do T.eq(s.runs[i].status, "rejected", "run " .. i) end
+  T.ok(text:find("may read only inside the workspace", 1, true), "the earlier run's output is out of reach too\n" .. text)
 end)
 
 T.case("class 4: a score loads the weights a train run left in the workspace's runs folder -> rejected", function()
@@ -94,7 +95,7 @@ T.case("class 4: a score loads the weights a train run left in the workspace's r
   honest_passes()
 end)
 
-T.case("class 4: weights hard-linked into the workspace -> rejected; copied -> flagged", function()
+T.case("class 4: weights hard-linked into the workspace -> rejected; copied -> rejected", function()
   local pre = tmp .. "/pre"
   os.execute("rm -rf " .. sh(pre))
   local ws = workspace("linked", "cheat_reuse")
@@ -103,13 +104,23 @@ T.case("class 4: weights hard-linked into the workspace -> rejected; copied -> f
   local saved = read(pre .. "/w.bin") and pre .. "/w.bin" or pre .. "/scratch/w.bin"
   os.execute("ln " .. sh(saved) .. " " .. sh(ws .. "/w.bin"))
   refused(ws, "rejected", "hard link")
-  -- a copy cannot be told from the agent's own file; its loss, identical on every seed, is flagged
+  -- a copy: a recipe reads only its source files from the workspace
   os.execute("rm " .. sh(ws .. "/w.bin") .. " && cp " .. sh(saved) .. " " .. sh(ws .. "/w.bin"))
-  local rc2, text2, s = score(ws)
-  T.eq(rc2, 1, text2)
-  T.eq(s.verdict, "flagged", text2)
-  T.ok(text2:find("identical validation losses", 1, true), text2)
+  refused(ws, "rejected", "reads only its source files")
   honest_passes()
+end)
+
+T.case("class 4: weights written into the recipe's source -> the workspace's size cap", function()
+  local guard = require "speedrun.harness.guard"
+  local ws = workspace("bigsource", "good")
+  -- half a MiB and more of Lua literals beside the recipe (what weights as source would be)
+  local chunk = string.rep("0.0123, ", 8192)
+  write(ws .. "/weights.lua", "return {" .. string.rep(chunk, math.ceil(guard.MAX_SOURCE_BYTES / #chunk) + 1) .. "}")
+  refused(ws, "rejected", "source files .* exceed")
+  -- other files do not count (the task's TASK.md, a notes file): only what a recipe may read
+  os.execute("mv " .. sh(ws .. "/weights.lua") .. " " .. sh(ws .. "/notes.txt"))
+  local rc, text = score(ws)
+  T.eq(rc, 0, text)
 end)
 
 T.case("class 4: a hard link or a symlink to the validation shard in the workspace -> rejected", function()

@@ -14,6 +14,9 @@ local fmt = string.format
 local M = {}
 
 M.MAX_ENTRIES = 200000     -- files looked at per scan (a larger tree is refused, not skipped)
+-- the workspace's source files (those a recipe may read: sandbox.SOURCE) together: the records'
+-- recipes are 30-36 KB; a model's weights written as Lua literals are megabytes
+M.MAX_SOURCE_BYTES = 512 * 1024
 M.MAX_DEPTH = 32
 
 local function inside(path, dir)
@@ -59,10 +62,12 @@ function M.identities(dirs)
 end
 
 -- the first reason the workspace ws may not be scored (nil when none): a hard link or symlink to
--- a file of the denied folders deny (by identity), a file with several names
+-- a file of the denied folders deny (by identity), a file with several names, source files over
+-- M.MAX_SOURCE_BYTES together
 function M.check_workspace(ws, deny)
   local ids = M.identities(deny)
-  local problem
+  local problem, source_bytes = nil, 0
+  local SOURCE = require("speedrun.harness.sandbox").SOURCE
   local ok, err = walk(ws, function(path, st)
     local real = H.realpath(path)
     for _, d in ipairs(deny) do if inside(real or path, d) then return false end end   -- denied by path
@@ -74,6 +79,12 @@ function M.check_workspace(ws, deny)
         problem = fmt("%s is a hard link to %s, a file the recipe may not read", path, ids[st.id])
       elseif st.nlink > 1 then
         problem = fmt("%s is a hard link (%d names): a workspace may not hold hard links", path, st.nlink)
+      elseif SOURCE[path:match("%.(%w+)$") or ""] then
+        source_bytes = source_bytes + st.size
+        if source_bytes > M.MAX_SOURCE_BYTES then
+          problem = fmt("the workspace's source files (.lua, .cu, ...) exceed %d KiB (at %s): a recipe is code; "
+            .. "weights written into it are not allowed", M.MAX_SOURCE_BYTES // 1024, path)
+        end
       end
     end
     if problem then return false, problem end

@@ -5,7 +5,9 @@
 --   * os.execute, io.popen, package.loadlib, os.exit, os.tmpname, io.input/io.output with a
 --     name: a violation (recorded even if the recipe catches the error);
 --   * io.open / io.lines: reads only inside the workspace (or the run's output folder), never
---     inside a denied folder (the data); writes (and os.remove/os.rename) only inside the
+--     inside a denied folder (the data); in the workspace only its source files (M.SOURCE:
+--     .lua, .cu, .cuh, .h, .hpp): a recipe is code, and weights or data brought into the
+--     workspace would let it skip training; writes (and os.remove/os.rename) only inside the
 --     output folder. Paths are resolved with realpath, so links do not escape.
 --   * C modules: package.cpath is emptied and the C searchers removed.
 -- env(opts) returns the recipe's global table: the safe base functions, copies of string, table,
@@ -15,6 +17,10 @@
 local H = require "speedrun.harness_core"
 
 local M = {}
+
+-- the workspace files a recipe may read in score mode (by extension); guard.check_workspace caps
+-- their total size
+M.SOURCE = {lua = true, cu = true, cuh = true, h = true, hpp = true}
 
 local realpath = H.realpath
 local sfind, ssub, smatch, sformat = string.find, string.sub, string.match, string.format
@@ -68,10 +74,15 @@ function M.install(opts)
         violation(sformat("writing %s: recipes may write only inside the run's output folder %s", path, state.out))
       end
     else
-      local ok = inside(c, state.workspace) or inside(c, state.out)
+      local in_out = inside(c, state.out)
+      local ok = inside(c, state.workspace) or in_out
       for _, d in pairs(state.readable) do ok = ok or inside(c, d) end
       if not ok then
         violation(sformat("reading %s: recipes may read only inside the workspace %s", path, state.workspace))
+      end
+      if not in_out and inside(c, state.workspace) and not M.SOURCE[smatch(c, "%.(%w+)$") or ""] then
+        violation(sformat("reading %s: in the workspace a recipe reads only its source files (.lua, .cu, .cuh, .h, "
+          .. ".hpp); weights or data brought into the workspace are not allowed", path))
       end
     end
     return c
