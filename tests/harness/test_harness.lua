@@ -13,7 +13,7 @@ local exe = arg[-1]
 -- the workspace: every test recipe, and the data folder inside it (off limits to recipes)
 local W = T.workspace("harness", {"good", "syntax", "runtime", "loop", "slow", "oom", "nan", "noncausal", "execute",
                                   "readout", "readval", "requiredata", "modbatch", "stateful", "writeout", "graphs",
-                                  "hostmodule", "hostmodule_http", "hostmodule_agent"})
+                                  "hostmodule", "hostmodule_http", "hostmodule_agent", "readblob"})
 local tmp, ws, DATA, speedrun = W.tmp, W.ws, W.data, W.run
 local sh = T.shell_quote
 
@@ -185,6 +185,10 @@ end)
 
 T.case("reading outside the workspace -> rejected", function()
   expect("readout", "rejected", "may read only inside the workspace", "--restricted")
+end)
+
+T.case("reading a workspace file that is not a source file (loadfile, io.open) -> rejected", function()
+  expect("readblob", "rejected", "reads only its source files", "--restricted")
 end)
 
 T.case("reading the validation data -> rejected", function()
