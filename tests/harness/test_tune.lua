@@ -79,6 +79,15 @@ T.case("search: a budget is confirmed with fresh seeds, else it steps up", funct
   T.eq(#R.confirms, 3)
   T.eq(R.cut.steps, 32, "the cut is of the confirmed budget")
   T.eq(math.type(R.steps), "integer", "budgets stay integers")
+  -- the confirmed budget is handed out before the cut runs (stored then: a time limit in the cut loses nothing)
+  local order = {}
+  local R3 = assert(tune.search(function(steps) order[#order + 1] = "probe " .. tostring(steps) return synthetic(37, {})(steps) end,
+    {start = 100, confirm = fresh, on_confirmed = function(C)
+      order[#order + 1] = "confirmed " .. C.steps
+      T.ok(C.cut == nil and C.confirmed and C.confirmed.pass and C.best.steps == C.steps, "the result less its cut")
+    end}))
+  T.eq(order[#order - 1], "confirmed 40") T.eq(order[#order], "probe 32", "the cut runs after it")
+  T.eq(R3.steps, 40)
   -- never confirmed within the tries: an error naming it
   local R2, err = tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(80, {})})
   T.ok(not R2 and err:find("no budget confirmed", 1, true), tostring(err))
@@ -142,6 +151,30 @@ T.case("searches in progress: noted per card/scale/recipe, their bracket, forgot
   T.eq(#c.searches.GPU.proxy.record_01.probes, 1)
   tune.forget(c, "GPU", "proxy", "record_01")
   T.eq(c.searches, nil, "nothing left")
+end)
+
+T.case("searches in progress: reused only for the same target, recipe and data; passing confirmations run again", function()
+  local c, key = {entries = {}}, {recipe = "aa", data = "d1"}
+  local function rec(steps, pass, losses) return {steps = steps, pass = pass, val_losses = losses, train_time_ms_mean = 900,
+                                                  schedule = {warmdown = 21}} end
+  tune.note(c, "GPU", "proxy", "record_05", 5.5, rec(80, true, {5.40, 5.41, 5.42}), false, key)
+  tune.note(c, "GPU", "proxy", "record_05", 5.5, rec(70, false, {5.52, 5.53, 5.51}), false, key)
+  tune.note(c, "GPU", "proxy", "record_05", 5.5, rec(75, false, {5.49, 5.52, 5.47}), true, key)
+  tune.note(c, "GPU", "proxy", "record_05", 5.5, rec(80, true, {5.41, 5.42, 5.40}), true, key)
+  local S = c.searches.GPU.proxy.record_05
+  T.ok(tune.same_search(S, 5.5, {recipe = "aa", data = "d1"}), "the same search")
+  T.ok(not tune.same_search(S, 5.0, key), "another target")
+  T.ok(not tune.same_search(S, 5.5, {recipe = "bb", data = "d1"}), "the recipe's source changed")
+  T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d2"}), "other data")
+  T.ok(not tune.same_search({target = 5.5, probes = {}}, 5.5, key), "a record without its key")
+  T.eq(tune.recorded(S, 70, false).steps, 70) T.eq(tune.recorded(S, 71, false), nil)
+  T.eq(tune.recorded(S, 75, true).steps, 75, "a failed confirmation is reused")
+  T.eq(tune.recorded(S, 80, true), nil, "a passing one runs again (its runs are the timed ones)")
+  local P = tune.from_record(tune.recorded(S, 80, false), 5.5, 0.01)
+  T.ok(P.pass and P.recorded and P.steps == 80 and P.target == 5.5, "the recorded verdict")
+  T.close(P.mean, 5.41, 1e-12) T.eq(P.schedule.warmdown, 21) T.eq(P.train_time_ms.mean, 900)
+  tune.note(c, "GPU", "proxy", "record_05", 5.5, rec(90, true, {5.3, 5.3, 5.3}), false, {recipe = "bb", data = "d1"})
+  T.eq(#c.searches.GPU.proxy.record_05.probes, 1, "another recipe source: afresh")
 end)
 
 T.case("search: a target out of reach and a failing probe end with a message", function()
@@ -301,9 +334,12 @@ T.case("a search killed mid-way keeps its probes in the file; --bracket auto res
                         .. common:gsub(" %-%-quiet", ""))
   T.eq(rc, 0, out)
   local first = {}
-  for n in out:gmatch("%-%- record_07, (%d+) steps:") do first[#first + 1] = tonumber(n) end
-  T.eq(first[1], b[1], "resumed from the cut search's bracket\n" .. out)
+  for n in out:gmatch("%-%- record_07, (%d+) steps %(recorded%):") do first[#first + 1] = tonumber(n) end
+  T.eq(first[1], b[1], "resumed from the cut search's bracket, its probes reused\n" .. out)
   T.eq(first[2], b[2])
+  for _, n in ipairs(b) do
+    T.ok(not T.read(("%s/cal-cut2/record_07/steps-%d/results.json"):format(W.tmp, n)), "not run again: " .. n)
+  end
   c = json.decode(T.read(cal2))
   T.eq(c.searches, nil, "the finished search is forgotten")
   T.ok(c.entries[card].micro.record_07.tune, "and its entry written")

@@ -647,6 +647,15 @@ local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.dev
 -- (with --untimed together, as the probes)
 local function tune_probe(it, o, k, out_root, alpha, confirm, note)
   return function(steps)
+    local rec = steps and it.prior and tune.recorded(it.prior, steps, confirm)
+    if rec then   -- a resumed search: this budget's runs were done by the call the time limit cut
+      local P = tune.from_record(rec, it.prior.target, alpha)
+      if not o.quiet then
+        print(fmt("-- %s, %d steps%s (recorded): val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps,
+          confirm and " (confirmation)" or "", P.mean or 0, P.std or 0, P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
+      end
+      return P
+    end
     local po = probe_options(o, steps)
     local dir = fmt("%s/%s/%s-%s", out_root, it.name, confirm and "confirm" or "steps", steps or "recipe")
     if confirm then po.seed = tostring((tonumber(o.seed) or 1) + k) end
@@ -671,7 +680,8 @@ local function tune_probe(it, o, k, out_root, alpha, confirm, note)
 end
 
 local function probe_record(P)
-  return {steps = P.steps, schedule = P.runs[1].config.schedule or json.null, val_losses = json.array(P.values),
+  local schedule = P.runs and P.runs[1].config.schedule or P.schedule
+  return {steps = P.steps, schedule = schedule or json.null, val_losses = json.array(P.values),
           val_loss_mean = P.mean or json.null, val_loss_std = P.std or json.null, p = P.p or json.null, pass = P.pass,
           train_time_ms_mean = P.train_time_ms.mean or json.null, pass_probability = P.power or json.null}
 end
@@ -689,34 +699,16 @@ local function last_bracket(e, search, o)
   if lo and hi and lo < hi and t.target == target then return {lo, hi} end
 end
 
--- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
--- the tuned budget's runs with how it was found; nil and why when no budget was found
-local function tune_item(it, o, k, out_root, card, path)
-  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
-    local calib = load_calibration(path)
-    tune.note(calib, card, o.scale, it.name, P.target, probe_record(P), confirm)
-    write_file(path, json.encode(calib, true) .. "\n")
-  end
-  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
-    {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
-     confirm = tune_probe(it, o, k, out_root, alpha, true, note),
-     power = function(ps)
-       local pw = tune.power(ps, ps[1].target, alpha, k)
-       if pw and not o.quiet then
-         print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
-           #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
-       end
-       return pw
-     end})
-  if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
-  local cfg = R.best.runs[1].config
+-- the calibration entry of a finished search (or of a confirmed one, its cut pending: R.cut nil);
+-- writes the tuned budget into the recipe; nil and why when it cannot
+local function tuned_entry(it, o, k, card, R, alpha, t0)
+  local cfg = R.best.runs and R.best.runs[1].config or {steps = R.best.steps, schedule = R.best.schedule}
   -- the calibration's times: the confirmation's K runs (fresh seeds), one at a time unless --untimed
   local timed, untimed = R.confirmed.runs, probes_together(o, k) and o.untimed
   -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
   local values = {steps = cfg.steps, target_val_loss = tonumber(o.target)}
   for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
-  local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs[1].scale or o.scale, values)
+  local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs and R.best.runs[1].scale or o.scale, values)
   if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
   write_file(it.recipe, new)
   local entry = calib_entry(timed, it.recipe, o, card)
@@ -729,7 +721,55 @@ local function tune_item(it, o, k, out_root, card, path)
                 tolerance = tune.TOLERANCE, min_pass_probability = tune.POWER, steps = R.steps, schedule = cfg.schedule or json.null,
                 below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
                 confirmations = confirmations, confirm_first_seed = (tonumber(o.seed) or 1) + k,
-                cut = probe_record(R.cut), wall_s = H.now() - t0, tuned_at = iso_now()}
+                cut = R.cut and probe_record(R.cut) or json.null, wall_s = H.now() - t0, tuned_at = iso_now()}
+  return entry
+end
+
+-- an entry into the calibration file; a re-timed budget keeps how it was tuned
+local function store_entry(path, card, scale, name, entry)
+  local calib = load_calibration(path)
+  calib.schema = M.CALIBRATION_SCHEMA
+  calib.entries[card] = calib.entries[card] or {}
+  calib.entries[card][scale] = calib.entries[card][scale] or {}
+  local old = calib.entries[card][scale][name]
+  if not entry.tune and type(old) == "table" and type(old.tune) == "table" and old.tune.steps == entry.steps then
+    entry.tune = old.tune  -- re-timed at the tuned budget: how it was found still holds
+  end
+  calib.entries[card][scale][name] = entry
+  if entry.tune then tune.forget(calib, card, scale, name) end
+  write_file(path, json.encode(calib, true) .. "\n")
+end
+
+-- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
+-- the tuned budget's runs with how it was found; nil and why when no budget was found. The
+-- confirmed budget is stored before its cut runs (cut pending), so a time limit there loses nothing.
+local function tune_item(it, o, k, out_root, card, path)
+  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
+  local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
+    local calib = load_calibration(path)
+    tune.note(calib, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
+    write_file(path, json.encode(calib, true) .. "\n")
+  end
+  local function stored(C)
+    local entry = tuned_entry(it, o, k, card, C, alpha, t0)
+    if not entry then return end
+    store_entry(path, card, o.scale, it.name, entry)
+    if not o.quiet then print(fmt("-- %s: %d steps confirmed, stored (cut pending)", it.name, C.steps)) end
+  end
+  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
+    {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
+     confirm = tune_probe(it, o, k, out_root, alpha, true, note), on_confirmed = stored,
+     power = function(ps)
+       local pw = tune.power(ps, ps[1].target, alpha, k)
+       if pw and not o.quiet then
+         print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
+           #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
+       end
+       return pw
+     end})
+  if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
+  local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
+  if not entry then return nil, eerr end
   print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)", it.name, R.steps,
     R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget", 100 * (R.confirmed.power or 1),
     R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET: the target is loose for this recipe"
@@ -803,11 +843,22 @@ function M.calibrate(args)
   end
   local path = calibration_path(o)
   local card = H.card(device == "cuda")
+  if o["tune-steps"] then   -- what a search is of (its probes are reused only for the same)
+    for _, it in ipairs(items) do
+      local job, jerr = make_job(it.recipe, o)
+      if not job then return die(jerr) end
+      it.key = {recipe = H.sha256(read_file(job.recipe) or ""), data = dataid.id(job.train_files, job.val_files) or json.null}
+    end
+  end
   if o.bracket == "auto" then
     local calib = load_calibration(path)
     local by_scale = (calib.entries[card] or {})[o.scale] or {}
     local searches = ((calib.searches or {})[card] or {})[o.scale] or {}
-    for _, it in ipairs(items) do it.bracket = last_bracket(by_scale[it.name], searches[it.name], o) end
+    for _, it in ipairs(items) do
+      local S = searches[it.name]
+      it.bracket = last_bracket(by_scale[it.name], S, o)
+      it.prior = tune.same_search(S, tonumber(o.target) or (type(S) == "table" and S.target), it.key) and S or nil
+    end
   end
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
@@ -826,18 +877,7 @@ function M.calibrate(args)
     end
     if entry then
       if not entry.all_valid then rc = 1 end
-      -- stored after each recipe: a long calibration keeps what it measured when stopped
-      local calib = load_calibration(path)
-      calib.schema = M.CALIBRATION_SCHEMA
-      calib.entries[card] = calib.entries[card] or {}
-      calib.entries[card][o.scale] = calib.entries[card][o.scale] or {}
-      local old = calib.entries[card][o.scale][it.name]
-      if not entry.tune and type(old) == "table" and type(old.tune) == "table" and old.tune.steps == entry.steps then
-        entry.tune = old.tune  -- re-timed at the tuned budget: how it was found still holds
-      end
-      calib.entries[card][o.scale][it.name] = entry
-      if entry.tune then tune.forget(calib, card, o.scale, it.name) end
-      write_file(path, json.encode(calib, true) .. "\n")
+      store_entry(path, card, o.scale, it.name, entry)   -- after each recipe: a long calibration keeps what it measured
       print_entry(it.name, entry)
     end
   end

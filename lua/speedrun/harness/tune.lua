@@ -141,7 +141,7 @@ end
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
 -- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power
--- and min_power (confirm_up).
+-- and min_power (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
@@ -191,6 +191,9 @@ function M.search(probe, o)
     end
     local confirmed
     hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
+    if o.on_confirmed then   -- stored before the cut's runs: a time limit there loses nothing
+      o.on_confirmed({steps = hi.steps, best = hi, below = lo, probes = order, confirmed = confirmed, confirms = confirms})
+    end
     local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
     cut.power = o.power and o.power({cut}) or nil
     return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms}
@@ -200,20 +203,54 @@ function M.search(probe, o)
 end
 
 -- Searches in progress are kept in the calibration file beside its entries, so that a search
--- cut by a time limit resumes from its bracket (`--bracket auto`):
--- calib.searches[card][scale][name] = {target, probes = {probe records}, confirms = {...}}.
--- note: one finished probe (confirm: a confirmation); a search for another target starts afresh
-function M.note(calib, card, scale, name, target, rec, confirm)
+-- cut by a time limit resumes (`--bracket auto`) from its bracket, reusing its probes:
+-- calib.searches[card][scale][name] = {target, key = {recipe = sha-256 of the recipe's source,
+-- data = the data id}, probes = {probe records}, confirms = {...}}.
+-- note: one finished probe (confirm: a confirmation); a search for another target, recipe source
+-- or data starts afresh
+local function same_key(a, b)
+  if a == nil or b == nil then return a == b end
+  return type(a) == "table" and type(b) == "table" and a.recipe == b.recipe and a.data == b.data
+end
+
+function M.note(calib, card, scale, name, target, rec, confirm, key)
   calib.searches = type(calib.searches) == "table" and calib.searches or {}
   local by_card = calib.searches[card] or {}
   calib.searches[card] = by_card
   by_card[scale] = by_card[scale] or {}
   local cur = by_card[scale][name]
-  if type(cur) ~= "table" or cur.target ~= target then
-    cur = {target = target, probes = {}, confirms = {}}
+  if type(cur) ~= "table" or cur.target ~= target or not same_key(cur.key, key) then
+    cur = {target = target, key = key, probes = {}, confirms = {}}
     by_card[scale][name] = cur
   end
   table.insert(confirm and cur.confirms or cur.probes, rec)
+end
+
+-- whether a recorded search is of this target, recipe source and data (a record without its key
+-- is never reused)
+function M.same_search(search, target, key)
+  return type(search) == "table" and search.key ~= nil and key ~= nil and search.target == target
+    and same_key(search.key, key)
+end
+
+-- a recorded probe of this budget to reuse instead of running it again, or nil: search probes
+-- are reused as they are; confirmations only when they failed (a passing one is run again, as
+-- its runs are the ones timed for the calibration)
+function M.recorded(search, steps, confirm)
+  local list = type(search) == "table" and (confirm and search.confirms or search.probes)
+  for i = #(type(list) == "table" and list or {}), 1, -1 do
+    local r = list[i]
+    if r.steps == steps and type(r.val_losses) == "table" and not (confirm and r.pass) then return r end
+  end
+end
+
+-- a probe (M.judge's table) from its record: the recorded verdict, no runs
+function M.from_record(r, target, alpha)
+  local P = M.judge(r.val_losses, target, alpha, true)
+  P.pass, P.steps, P.target, P.recorded = r.pass == true, r.steps, target, true
+  P.schedule = type(r.schedule) == "table" and r.schedule or nil
+  P.train_time_ms = {mean = tonumber(r.train_time_ms_mean)}
+  return P
 end
 
 -- a finished search is dropped (its record is the entry's `tune`)
