@@ -35,7 +35,8 @@
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
 #              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut);
-#              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget)
+#              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget; a search a
+#              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone
