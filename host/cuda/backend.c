@@ -501,6 +501,7 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
   cur_pool = 0;
   sr_observer_remove(&graph_observer);
   cudaGraph_t g = NULL;
+  double t0 = sr_monotonic_s();
   cudaError_t e = cudaStreamEndCapture(stream, &g);
   if (e != cudaSuccess) {
     cudaGetLastError();
@@ -519,6 +520,7 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
     abandon_pool(pool);
     return errbuf;
   }
+  sr_cuda_note_setup(SR_SETUP_GRAPH_BUILD, sr_monotonic_s() - t0);
   sr_cuda_graph *r = calloc(1, sizeof *r);
   r->graph = g;
   r->exec = x;

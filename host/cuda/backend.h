@@ -47,9 +47,11 @@ void sr_cuda_reset_peak(void);
 void sr_cuda_empty_cache(void);       /* returns cached free blocks to the driver */
 int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady state adds none) */
 /* one-time setup the engine does on first use, counted and timed (host wall clock) so the harness
-** can say what a run's warm-up spends on it: the allocator's cudaMalloc calls (timed here) and new
-** cuBLASLt GEMM plans (the heuristic query; noted by kernels/matmul.cu and kernels/fp8.cu) */
-enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_KINDS };
+** can say what a run's warm-up spends on it: the allocator's cudaMalloc calls (timed here), new
+** cuBLASLt GEMM plans (the heuristic query; noted by kernels/matmul.cu and kernels/fp8.cu), the
+** loading of generated modules (cuModuleLoadData; jit/launch.c) and the building of captured
+** graphs (end of capture + instantiation, timed here) */
+enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_KINDS };
 void sr_cuda_note_setup(int kind, double seconds);
 void sr_cuda_setup_stats(int kind, int64_t *count, double *seconds);
 

@@ -19,7 +19,8 @@
 
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>      /* defines: cudaStreamSynchronize, cudaDeviceGetAttribute */
-#include "cuda/backend.h"      /* defines: sr_cuda_stream, sr_cuda_probe, sr_cuda_capturing */
+#include "cuda/backend.h"      /* defines: sr_cuda_stream, sr_cuda_probe, sr_cuda_capturing, sr_cuda_note_setup */
+#include "util/clock.h"         /* defines: sr_monotonic_s */
 #endif
 
 SR_CUDA_ONLY static _Thread_local char msgbuf[1024];
@@ -140,7 +141,9 @@ sr_jit_module *sr_jit_load(const sr_jit_binary *b, const char **err) {
     if (!ctx) { *err = "no current CUDA context after the runtime started"; return NULL; }
   }
   CUmod mod = NULL;
+  double t0 = sr_monotonic_s();
   CUres r = drv.ModuleLoadData(&mod, b->image);
+  sr_cuda_note_setup(SR_SETUP_MODULE_LOAD, sr_monotonic_s() - t0);
   if (r != 0) {
     cu_msg(b->is_cubin ? "cuModuleLoadData (cubin)" : "cuModuleLoadData (PTX)", r);
     if (r == 209 /* CUDA_ERROR_NO_BINARY_FOR_GPU */ || r == 222 /* UNSUPPORTED_PTX_VERSION */) {

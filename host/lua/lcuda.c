@@ -5,8 +5,10 @@
 **   local cuda = require "speedrun.cuda"      -- also speedrun.cuda
 **   cuda.available()      -> true, or false and the reason
 **   cuda.memory()         -> {current=, peak=, reserved=, driver_allocs=} (bytes; allocs a count)
-**   cuda.setup_stats()    -> {driver_allocs=, driver_alloc_ms=, gemm_plans=, gemm_plan_ms=}: the engine's
-**                            one-time setup so far (cudaMalloc calls, new cuBLASLt plans; zeros without CUDA)
+**   cuda.setup_stats()    -> {driver_allocs=, driver_alloc_ms=, gemm_plans=, gemm_plan_ms=, module_loads=,
+**                            module_load_ms=, graph_builds=, graph_build_ms=}: the engine's one-time setup
+**                            so far (cudaMalloc calls, new cuBLASLt plans, generated modules loaded, graphs
+**                            built; zeros without CUDA)
 **   cuda.reset_peak(); cuda.empty_cache(); cuda.synchronize(); cuda.capturing()
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
@@ -84,16 +86,19 @@ static int c_memory(lua_State *L) {
   return 1;
 }
 
-/* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN) */
-enum { SETUP_KINDS = 2 };
+/* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN,
+** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD) */
+enum { SETUP_KINDS = 4 };
 #ifdef SPEEDRUN_CUDA
 _Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names every setup kind");
 #endif
 
 static int c_setup_stats(lua_State *L) {
   static const char *const names[SETUP_KINDS][2] = {{"driver_allocs", "driver_alloc_ms"},
-                                                           {"gemm_plans", "gemm_plan_ms"}};
-  lua_createtable(L, 0, 4);
+                                                           {"gemm_plans", "gemm_plan_ms"},
+                                                           {"module_loads", "module_load_ms"},
+                                                           {"graph_builds", "graph_build_ms"}};
+  lua_createtable(L, 0, 2 * SETUP_KINDS);
   for (int k = 0; k < SETUP_KINDS; k++) {
     int64_t n = 0;
     double s = 0;

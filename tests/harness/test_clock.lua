@@ -89,6 +89,10 @@ T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted,
   local line = output.setup_note(w.setup.first_step, w.setup.warmup)
   T.eq(line, "; setup in step 1: 40 cudaMalloc 20ms, 12 GEMM plans 90ms; in the warm-up: 42 cudaMalloc 21ms, 15 GEMM plans 95ms")
   T.eq(output.setup_note(nil, {driver_allocs = 0, gemm_plans = 0}), "", "nothing said when there was none (the CPU)")
+  T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 0, module_loads = 2, module_load_ms = 4.2,
+                               graph_builds = 1, graph_build_ms = 30}),
+       "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 0 GEMM plans 0ms, 2 module loads 4ms, 1 graph builds 30ms",
+       "module loads and graph builds when there were any")
 end)
 
 T.done()

@@ -207,13 +207,19 @@ local function result_notes(m)
 end
 
 -- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
--- the warm-up line's account of the engine's one-time setup (cudaMalloc, cuBLASLt plans; CUDA
--- runs only): "" when it did none
+-- the warm-up line's account of the engine's one-time setup (cudaMalloc, cuBLASLt plans, generated
+-- modules loaded, graphs built; CUDA runs only): "" when it did none
+local SETUP_KINDS = {{"driver_alloc", "cudaMalloc"}, {"gemm_plan", "GEMM plans"}, {"module_load", "module loads"},
+                     {"graph_build", "graph builds"}}
 function M.setup_note(first, all)
   if type(all) ~= "table" or ((all.driver_allocs or 0) == 0 and (all.gemm_plans or 0) == 0) then return "" end
   local function one(x)
-    return fmt("%d cudaMalloc %.0fms, %d GEMM plans %.0fms", x.driver_allocs or 0, x.driver_alloc_ms or 0,
-      x.gemm_plans or 0, x.gemm_plan_ms or 0)
+    local parts = {}
+    for i, k in ipairs(SETUP_KINDS) do
+      local n = x[k[1] .. "s"] or 0
+      if i <= 2 or n > 0 then parts[#parts + 1] = fmt("%d %s %.0fms", n, k[2], x[k[1] .. "_ms"] or 0) end
+    end
+    return table.concat(parts, ", ")
   end
   return fmt("; setup in step 1: %s; in the warm-up: %s", type(first) == "table" and one(first) or "-", one(all))
 end
