@@ -94,4 +94,25 @@ T.case("calibrate --show: the file's only card, or --card; errors name what is m
   T.ok(out:find("no entries at scale full", 1, true), out)
 end)
 
+T.case("a calibration file that is not one stops calibrate, show and score before any run, and is not rewritten", function()
+  local W = T.workspace("ladder-junk", {})
+  local sq = T.shell_quote
+  T.write(W.ws .. "/recipe.lua", assert(io.open("../tasks/record_01/recipe.lua")):read("a"))   -- task 1's start
+  for _, junk in ipairs {'{"entries": {"GPU": ', '[1, 2, 3]', '{"entries": 7}'} do
+    local path = W.tmp .. "/junk.json"
+    T.write(path, junk)
+    local rc, out = W.run("calibrate --show --calibration " .. sq(path))
+    T.eq(rc, 2, out)
+    T.ok(out:find("is not one", 1, true) and out:find(path, 1, true), out)
+    rc, out = W.run("calibrate --tasks 1 --runs 2 --device cpu --calibration " .. sq(path) .. " --out " .. sq(W.tmp .. "/junk-runs"))
+    T.eq(rc, 2, out)
+    T.ok(out:find("nothing was written to it", 1, true), out)
+    T.eq(T.read(W.tmp .. "/junk-runs/record_01/run-1/results.json"), nil, "no run started")
+    rc, out = W.run("score " .. sq(W.ws) .. " --task 1 --device cpu --calibration " .. sq(path) .. " --out " .. sq(W.tmp .. "/junk-score"))
+    T.eq(rc, 2, out)
+    T.ok(out:find("is not one", 1, true), out)
+    T.eq(T.read(path), junk, "the file is left as it was")
+  end
+end)
+
 T.done()

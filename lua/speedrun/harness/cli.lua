@@ -266,12 +266,28 @@ local function calibration_path(o)
   return o.calibration or os.getenv("SPEEDRUN_CALIBRATION") or (H.source_dir() .. "/calibration.json")
 end
 
+-- the calibration file's table (a new one when there is no file); nil and why when the file is
+-- there but not a calibration file (never treated as empty: the next write would lose it)
 local function load_calibration(path)
   local s = read_file(path)
-  if not s then return {schema = M.CALIBRATION_SCHEMA, entries = {}} end
-  local c = json.decode(s)
-  if type(c) ~= "table" then return {schema = M.CALIBRATION_SCHEMA, entries = {}} end
+  if not s then
+    if exists(path) then return nil, fmt("the calibration file %s cannot be read", path) end
+    return {schema = M.CALIBRATION_SCHEMA, entries = {}}
+  end
+  local c, jerr = json.decode(s)
+  if type(c) ~= "table" or #c > 0 or (c.entries ~= nil and type(c.entries) ~= "table")
+     or (c.searches ~= nil and type(c.searches) ~= "table") then
+    return nil, fmt("the calibration file %s is not one (%s); fix or move it, nothing was written to it", path,
+      jerr or "not an object with an `entries` object")
+  end
   c.entries = c.entries or {}
+  return c
+end
+
+-- load_calibration inside a run that already read the file once: an error if it changed to junk
+local function reload_calibration(path)
+  local c, err = load_calibration(path)
+  if not c then error(err, 0) end
   return c
 end
 
@@ -497,7 +513,8 @@ function M.score(args)
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
   local k, alpha, task = tonumber(o.runs) or 3, tonumber(o.alpha) or 0.01, tonumber(o.task)
   local calib_path = calibration_path(o)
-  local calib = load_calibration(calib_path)
+  local calib, cerr = load_calibration(calib_path)
+  if not calib then return die(cerr) end
   local card = H.card(device == "cuda")
   local ref_i, ref_next
   if task then
@@ -727,7 +744,7 @@ end
 
 -- an entry into the calibration file; a re-timed budget keeps how it was tuned
 local function store_entry(path, card, scale, name, entry)
-  local calib = load_calibration(path)
+  local calib = reload_calibration(path)
   calib.schema = M.CALIBRATION_SCHEMA
   calib.entries[card] = calib.entries[card] or {}
   calib.entries[card][scale] = calib.entries[card][scale] or {}
@@ -746,7 +763,7 @@ end
 local function tune_item(it, o, k, out_root, card, path)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
   local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
-    local calib = load_calibration(path)
+    local calib = reload_calibration(path)
     tune.note(calib, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
     write_file(path, json.encode(calib, true) .. "\n")
   end
@@ -798,7 +815,8 @@ end
 -- this machine's; one scale: --scale, else the card's only scale, else proxy), no run
 local function show_ladder(o)
   local path = calibration_path(o)
-  local calib = load_calibration(path)
+  local calib, cerr = load_calibration(path)
+  if not calib then return die(cerr) end
   local function only(t)
     local k, n = nil, 0
     for key in pairs(t or {}) do k, n = key, n + 1 end
@@ -843,6 +861,8 @@ function M.calibrate(args)
   end
   local path = calibration_path(o)
   local card = H.card(device == "cuda")
+  local calib0, cerr = load_calibration(path)   -- a junk file stops the command before any run
+  if not calib0 then return die(cerr) end
   if o["tune-steps"] then   -- what a search is of (its probes are reused only for the same)
     for _, it in ipairs(items) do
       local job, jerr = make_job(it.recipe, o)
@@ -851,9 +871,8 @@ function M.calibrate(args)
     end
   end
   if o.bracket == "auto" then
-    local calib = load_calibration(path)
-    local by_scale = (calib.entries[card] or {})[o.scale] or {}
-    local searches = ((calib.searches or {})[card] or {})[o.scale] or {}
+    local by_scale = (calib0.entries[card] or {})[o.scale] or {}
+    local searches = ((calib0.searches or {})[card] or {})[o.scale] or {}
     for _, it in ipairs(items) do
       local S = searches[it.name]
       it.bracket = last_bracket(by_scale[it.name], S, o)
@@ -877,7 +896,8 @@ function M.calibrate(args)
     end
     if entry then
       if not entry.all_valid then rc = 1 end
-      store_entry(path, card, o.scale, it.name, entry)   -- after each recipe: a long calibration keeps what it measured
+      local ok, serr = pcall(store_entry, path, card, o.scale, it.name, entry)   -- after each recipe: a long
+      if not ok then return die(serr) end                                       -- calibration keeps what it measured
       print_entry(it.name, entry)
     end
   end
