@@ -77,6 +77,15 @@ T.case("a valid micro recipe scores valid; results.json, logs and SVG", function
   local log = io.open(out .. "/log.txt"):read("a")
   T.ok(log:find("step:30/30 val_loss:%d+%.%d+ train_time:%d+ms step_avg:%d+%.%d+ms"), "speedrun log line\n" .. log)
   T.ok(log:find("step:10/30 train_loss:"), "train log lines")
+  -- where the wall time went: every phase stamped, none negative, together the whole wall time
+  local w, sum = r.wall_phases_s, 0
+  for _, k in ipairs {"to_start", "to_config", "model", "val0", "steps", "final_val", "rest"} do
+    T.ok(type(w[k]) == "number" and w[k] >= 0, "wall phase " .. k .. ": " .. tostring(w[k]))
+    sum = sum + w[k]
+  end
+  T.close(sum, r.wall_time_s, 1e-6, "the phases add up to the wall time")
+  T.ok(w.steps * 1000 >= r.metrics.train_time_ms * 0.5, "the steps' phase holds the training")
+  T.ok(log:find("\nwall: %d+%.%ds %(start "), "the wall line\n" .. log)
   local svg = io.open(out .. "/loss.svg"):read("a")
   T.ok(svg:find("^<svg") and svg:find("polyline") and svg:find("</svg>"), "an SVG with curves")
   T.ok(#r.curve.train == 30 and #r.curve.val == 4, "curve points: every step, validation at 0, 10, 20, 30")

@@ -163,6 +163,7 @@ local function run(job, R)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
+  emit {ev = "ready"}   -- the model and optimizer built (the parent stamps the wall clock)
   local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,

@@ -23,6 +23,7 @@ local options = require "speedrun.harness.options"
 local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
 local tune = require "speedrun.harness.tune"
+local calibfile = require "speedrun.harness.calibfile"
 local sr = require "speedrun"
 local lsr_data = require "speedrun.data"
 
@@ -30,7 +31,6 @@ local M = {}
 local fmt = string.format
 M.SCHEMA = output.SCHEMA
 M.SCORE_SCHEMA = "speedrun.score/1"
-M.CALIBRATION_SCHEMA = "speedrun.calibration/1"
 
 -- default wall-time limits per scale, seconds (the benchmark's job_ttl is 60 minutes)
 M.TIME_LIMITS = {micro = 600, demo = 1800, proxy = 3600, full = 3600}
@@ -260,37 +260,6 @@ function M.train(args)
   return R.valid and 0 or 1
 end
 
--- calibration file: {schema, entries = {[card] = {[scale] = {[record] = {...}}}}, searches = (tune
--- searches not finished: harness/tune.lua)}
-local function calibration_path(o)
-  return o.calibration or os.getenv("SPEEDRUN_CALIBRATION") or (H.source_dir() .. "/calibration.json")
-end
-
--- the calibration file's table (a new one when there is no file); nil and why when the file is
--- there but not a calibration file (never treated as empty: the next write would lose it)
-local function load_calibration(path)
-  local s = read_file(path)
-  if not s then
-    if exists(path) then return nil, fmt("the calibration file %s cannot be read", path) end
-    return {schema = M.CALIBRATION_SCHEMA, entries = {}}
-  end
-  local c, jerr = json.decode(s)
-  if type(c) ~= "table" or #c > 0 or (c.entries ~= nil and type(c.entries) ~= "table")
-     or (c.searches ~= nil and type(c.searches) ~= "table") then
-    return nil, fmt("the calibration file %s is not one (%s); fix or move it, nothing was written to it", path,
-      jerr or "not an object with an `entries` object")
-  end
-  c.entries = c.entries or {}
-  return c
-end
-
--- load_calibration inside a run that already read the file once: an error if it changed to junk
-local function reload_calibration(path)
-  local c, err = load_calibration(path)
-  if not c then error(err, 0) end
-  return c
-end
-
 local function record_name(n) return fmt("record_%02d", n) end
 
 -- K runs of one recipe; returns the runs and their summary
@@ -512,8 +481,8 @@ function M.score(args)
   if o.scale == "auto" then o.scale = nil end
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
   local k, alpha, task = tonumber(o.runs) or 3, tonumber(o.alpha) or 0.01, tonumber(o.task)
-  local calib_path = calibration_path(o)
-  local calib, cerr = load_calibration(calib_path)
+  local calib_path = calibfile.path(o)
+  local calib, cerr = calibfile.load(calib_path)
   if not calib then return die(cerr) end
   local card = H.card(device == "cuda")
   local ref_i, ref_next
@@ -742,35 +711,18 @@ local function tuned_entry(it, o, k, card, R, alpha, t0)
   return entry
 end
 
--- an entry into the calibration file; a re-timed budget keeps how it was tuned
-local function store_entry(path, card, scale, name, entry)
-  local calib = reload_calibration(path)
-  calib.schema = M.CALIBRATION_SCHEMA
-  calib.entries[card] = calib.entries[card] or {}
-  calib.entries[card][scale] = calib.entries[card][scale] or {}
-  local old = calib.entries[card][scale][name]
-  if not entry.tune and type(old) == "table" and type(old.tune) == "table" and old.tune.steps == entry.steps then
-    entry.tune = old.tune  -- re-timed at the tuned budget: how it was found still holds
-  end
-  calib.entries[card][scale][name] = entry
-  if entry.tune then tune.forget(calib, card, scale, name) end
-  write_file(path, json.encode(calib, true) .. "\n")
-end
-
 -- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
 -- the tuned budget's runs with how it was found; nil and why when no budget was found. The
 -- confirmed budget is stored before its cut runs (cut pending), so a time limit there loses nothing.
 local function tune_item(it, o, k, out_root, card, path)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
   local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
-    local calib = reload_calibration(path)
-    tune.note(calib, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
-    write_file(path, json.encode(calib, true) .. "\n")
+    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
   end
   local function stored(C)
     local entry = tuned_entry(it, o, k, card, C, alpha, t0)
     if not entry then return end
-    store_entry(path, card, o.scale, it.name, entry)
+    calibfile.store(path, card, o.scale, it.name, entry)
     if not o.quiet then print(fmt("-- %s: %d steps confirmed, stored (cut pending)", it.name, C.steps)) end
   end
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
@@ -814,8 +766,8 @@ end
 -- --show: the ladder of the calibration file (one card: --card, else the file's only card, else
 -- this machine's; one scale: --scale, else the card's only scale, else proxy), no run
 local function show_ladder(o)
-  local path = calibration_path(o)
-  local calib, cerr = load_calibration(path)
+  local path = calibfile.path(o)
+  local calib, cerr = calibfile.load(path)
   if not calib then return die(cerr) end
   local function only(t)
     local k, n = nil, 0
@@ -859,9 +811,9 @@ function M.calibrate(args)
     end
     if lo then o.bracket = {lo, hi} end
   end
-  local path = calibration_path(o)
+  local path = calibfile.path(o)
   local card = H.card(device == "cuda")
-  local calib0, cerr = load_calibration(path)   -- a junk file stops the command before any run
+  local calib0, cerr = calibfile.load(path)   -- a junk file stops the command before any run
   if not calib0 then return die(cerr) end
   if o["tune-steps"] then   -- what a search is of (its probes are reused only for the same)
     for _, it in ipairs(items) do
@@ -896,7 +848,7 @@ function M.calibrate(args)
     end
     if entry then
       if not entry.all_valid then rc = 1 end
-      local ok, serr = pcall(store_entry, path, card, o.scale, it.name, entry)   -- after each recipe: a long
+      local ok, serr = pcall(calibfile.store, path, card, o.scale, it.name, entry)   -- after each recipe: a long
       if not ok then return die(serr) end                                       -- calibration keeps what it measured
       print_entry(it.name, entry)
     end

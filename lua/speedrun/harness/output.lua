@@ -160,10 +160,42 @@ end
 
 function on.done(self, ev) self.done = ev.result end
 
+-- the wall clock (since the spawn) at which the run reached each phase, stamped as its event
+-- arrives: start (the child's process and the device up), config (recipe, data and tokenizer
+-- read), ready (model and optimizer built), the step-0 validation, the first and last reported
+-- steps, the final validation, done
+local function stamp(self, ev)
+  local st = self.stamps or {}
+  self.stamps = st
+  local t = H.now() - self.t0
+  local name = ev.ev
+  if name == "val" then name = ev.final and "final_val" or (ev.step == 0 and "val0") or nil
+  elseif name == "step" then
+    st.first_step = st.first_step or t
+    name = "last_step"
+    st[name] = t
+    return
+  end
+  if name and not st[name] then st[name] = t end
+end
+
 -- one event from the child
 function Log:event(ev)
+  stamp(self, ev)
   local f = on[ev.ev]
   if f then f(self, ev) end
+end
+
+-- where a run's wall time went (seconds): spawn to start (process, device), recipe and data
+-- (start to config), the model's setup (to ready), the step-0 validation, every step (warm-up
+-- included; each event is sent as its step ends), the final validation, and the rest (checks,
+-- exit); nil without the stamps
+function M.wall_phases(stamps, wall_s)
+  local s = stamps or {}
+  if not (s.start and s.config and s.ready and s.last_step and s.final_val) then return nil end
+  local before = s.val0 or s.ready   -- the steps start after the step-0 validation, when there is one
+  return {to_start = s.start, to_config = s.config - s.start, model = s.ready - s.config, val0 = before - s.ready,
+          steps = s.last_step - before, final_val = s.final_val - s.last_step, rest = wall_s - s.final_val}
 end
 
 -- ============================================================================================
@@ -195,6 +227,7 @@ function M.results(log, run, opts, started_at)
   R.metrics = R.metrics or {}
   R.metrics.peak_child_rss_bytes = run.peak_rss > 0 and run.peak_rss or json.null
   R.curve = {train = json.array(log.curve.train), val = json.array(log.curve.val)}
+  R.wall_phases_s = M.wall_phases(log.stamps, run.wall_s) or json.null
   return R
 end
 
@@ -241,6 +274,12 @@ function M.finish(log, R, failure)
     log:line(fmt("warm-up: %d steps in %.0fms (%s), NVRTC %.0fms off the clock, allowance %.0fms, counted %.0fms%s",
       #each, m.warmup_time_ms, table.concat(each, " / "), m.warmup_compile_ms or 0, m.warmup_allowance_ms or 0,
       m.warmup_counted_ms or 0, M.setup_note(m.first_step_setup, m.warmup_setup)))
+  end
+  local w = R.wall_phases_s
+  if type(w) == "table" then
+    log:line(fmt("wall: %.1fs (start %.1f, recipe and data %.1f, model %.1f, step-0 validation %.1f, steps %.1f, "
+      .. "final validation %.1f, checks and exit %.1f)", R.wall_time_s, w.to_start, w.to_config, w.model, w.val0, w.steps,
+      w.final_val, w.rest))
   end
   if failure then
     local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""
