@@ -134,6 +134,57 @@ T.case("search: a confirmed budget that passes too rarely steps up (the pass pro
   for i = 1, 3 do T.ok(R.confirms[i].pass and R.confirms[i].power < 0.9, "passed the rule, too rarely") end
 end)
 
+-- a probe whose seeds' losses spread by +-spread around a mean falling with log(steps) (below 3
+-- from `need` on), the target set so that a tight set of runs at `need` passes
+local function noisy(need, spread, calls)
+  local target = 3 + 0.01 * tune.t_quantile(0.99, 2) / math.sqrt(3) + 1e-9
+  return function(steps)
+    calls[#calls + 1] = steps
+    local mean = 3 + 0.5 * math.log(need / steps)
+    local P = tune.judge({mean - spread, mean, mean + spread}, target, 0.01, true)
+    P.steps, P.target = steps, target
+    return P
+  end, target
+end
+
+T.case("predicted step-up: the pooled runs' mean moved along the probes' slope, their std kept", function()
+  -- the loss falls 0.5 per e-fold of steps; at 100 steps the pooled six runs sit at 3.0 with std ~0.03
+  local probe = function(steps, m, d) local P = tune.judge({m - d, m, m + d}, 3.12, 0.01, true) P.steps = steps return P end
+  local probes = {probe(90, 3.0527, 0.01), probe(100, 3.0, 0.01), probe(110, 2.9523, 0.01)}
+  local C = probe(100, 3.0, 0.05)
+  local s = assert(tune.predict_budget({probes[2], C}, probes, 3.12, 0.01, 3), "a budget")
+  local pooled = {}
+  for _, P in ipairs {probes[2], C} do for _, v in ipairs(P.values) do pooled[#pooled + 1] = v end end
+  local function at(n)   -- the pooled runs moved to n steps: the rule that predict_budget applies
+    local moved = {}
+    for i, v in ipairs(pooled) do moved[i] = v + 0.5 * math.log(100 / n) end
+    return tune.power({{values = moved}}, 3.12, 0.01, 3)
+  end
+  T.ok(at(100) < tune.POWER, "the budget itself passes too rarely: " .. at(100))
+  T.ok(s > 101 and at(s) >= tune.POWER and at(s - 1) < tune.POWER, ("the smallest such budget: %d (%.3f, %.3f below)"):format(s, at(s), at(s - 1)))
+  T.eq(tune.predict_budget({probes[2], C}, {probes[2]}, 3.12, 0.01, 3), nil, "one budget: no slope")
+  local flat = {probe(90, 3.0, 0.01), probe(110, 3.0, 0.01)}
+  T.eq(tune.predict_budget({probes[2], C}, flat, 3.12, 0.01, 3), nil, "no falling slope: nothing predicted")
+  T.eq(tune.predict_budget({probes[2], probe(100, 3.15, 0.05)}, {probe(140, 3.1, 0.01), probes[2]}, 3.12, 0.01, 3), nil,
+       "nothing within 1.5x")
+end)
+
+T.case("search: with the prediction, a noisy budget is reached in fewer confirmations than stepping up", function()
+  local function run(with_predict)
+    local calls = {}
+    local probe, target = noisy(37, 0.004, calls)
+    local confirm = noisy(37, 0.04, {})
+    local R = assert(tune.search(probe, {start = 100, confirm = confirm,
+      power = function(ps) return tune.power(ps, target, 0.01, 3) end,
+      predict = with_predict and function(ps, probes) return tune.predict_budget(ps, probes, target, 0.01, 3) end or nil}))
+    return R
+  end
+  local A, B = run(true), run(false)
+  T.ok(A.confirmed.power >= tune.POWER and B.confirmed.power >= tune.POWER, "both confirmed often enough")
+  T.ok(#A.confirms < #B.confirms, ("confirmations: %d predicted, %d stepping up"):format(#A.confirms, #B.confirms))
+  T.ok(A.steps <= B.steps, ("budgets: %d predicted, %d stepping up"):format(A.steps, B.steps))
+end)
+
 T.case("searches in progress: noted per card/scale/recipe, their bracket, forgotten when done", function()
   local c = {entries = {}}
   tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 100, pass = true})

@@ -728,6 +728,7 @@ local function tune_item(it, o, k, out_root, card, path)
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
     {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
      confirm = tune_probe(it, o, k, out_root, alpha, true, note), on_confirmed = stored,
+     predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
      power = function(ps)
        local pw = tune.power(ps, ps[1].target, alpha, k)
        if pw and not o.quiet then

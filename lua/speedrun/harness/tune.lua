@@ -82,6 +82,38 @@ function M.power(probes, target, alpha, k)
   return M.pass_probability(m, math.sqrt(ss / (#xs - 1)), target, alpha, k)
 end
 
+-- the smallest budget above a confirmed-too-rarely one that should pass M.POWER of scores: the
+-- budget's runs pooled (ps: its search probe and confirmation) give the mean and the std; the
+-- loss's slope in log(steps) comes from the search probes within 1.5x of it (least squares); the
+-- mean is moved along that slope, the std kept. nil when there is no falling slope or no budget up
+-- to 1.5x passes.
+function M.predict_budget(ps, probes, target, alpha, k)
+  local xs = {}
+  for _, P in ipairs(ps) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
+  local s0 = ps[1] and ps[1].steps
+  if #xs < 3 or not s0 then return nil end
+  local m, ss = 0, 0
+  for _, v in ipairs(xs) do m = m + v end
+  m = m / #xs
+  for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
+  local std = math.sqrt(ss / (#xs - 1))
+  local n, sx, sy, sxx, sxy, seen, distinct = 0, 0, 0, 0, 0, {}, 0
+  for _, P in ipairs(probes or {}) do
+    if P.mean and P.steps and P.steps >= s0 / 1.5 and P.steps <= s0 * 1.5 then
+      local x = log(P.steps)
+      n, sx, sy, sxx, sxy = n + 1, sx + x, sy + P.mean, sxx + x * x, sxy + x * P.mean
+      if not seen[P.steps] then seen[P.steps], distinct = true, distinct + 1 end
+    end
+  end
+  if distinct < 2 then return nil end
+  local slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+  if not (slope < 0) then return nil end
+  for s = s0 + 1, mfloor(s0 * 1.5) do
+    local p = M.pass_probability(m + slope * (log(s) - log(s0)), std, target, alpha, k)
+    if p and p >= M.POWER then return s end
+  end
+end
+
 -- the first intermediate validation step where the runs' losses (results' curve.val) already pass
 -- the rule, or nil: a run not yet annealed there, so a budget of that many steps, its schedule
 -- scaled, reaches at least as low; the search's guess below a passing first probe
@@ -114,23 +146,28 @@ local function inside(lo, hi)
   return mmin(hi.steps - 1, mmax(lo.steps + 1, s))
 end
 
--- the confirmation phase of M.search: from the passing probe hi up by 1, 2, 4, ... tolerances
--- until a budget's search probe and its confirmation both pass and, with o.power({probe,
--- confirmation}) -> probability, the two pooled pass the rule often enough (o.min_power, default
--- M.POWER; the confirmation's .power); returns that probe and its confirmation
+-- the confirmation phase of M.search: from the passing probe hi up until a budget's search probe
+-- and its confirmation both pass and, with o.power({probe, confirmation}) -> probability, the two
+-- pooled pass the rule often enough (o.min_power, default M.POWER; the confirmation's .power).
+-- The next budget: o.predict({probe, confirmation}, search probes) -> steps (M.predict_budget),
+-- else up by 1, 2, 4, ... tolerances. Returns that probe and its confirmation.
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
   for i = 1, o.confirm_tries or M.CONFIRM_TRIES do
+    local C
     if hi.pass then
       if #order + #confirms >= max_probes then break end
-      local C = o.confirm(hi.steps)
+      C = o.confirm(hi.steps)
       C.steps = hi.steps
       C.power = o.power and o.power({hi, C}) or nil
       confirms[#confirms + 1] = C
       if C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) then return hi, C end
     end
-    hi = at(hi.steps + unit * (1 << (i - 1)))
+    local nxt = hi.steps + unit * (1 << (i - 1))
+    local guess = C and o.predict and o.predict({hi, C}, order)
+    if guess and guess > hi.steps then nxt = guess end
+    hi = at(nxt)
   end
   error(fmt("no budget confirmed: from %d steps up, none passed with fresh seeds too, often enough (%d confirmations)",
     confirms[1] and confirms[1].steps or hi.steps, #confirms), 0)
@@ -140,8 +177,8 @@ end
 -- (M.judge's table; an error it raises ends the search); probe(nil) runs the recipe's own budget
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
--- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power
--- and min_power (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
+-- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power,
+-- min_power and predict (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
