@@ -1,7 +1,9 @@
 -- The CUDA graph's verification rule (harness/graph.lua M.disagreement): a replayed step must
 -- give the eager step's loss from the same state, and the same loss on the batch after its
 -- update. A fused graph (the step compiler's kernels round once where eager rounds each bf16
--- intermediate) gets a looser bound on the step's loss only; runs on the CPU (no graph needed).
+-- intermediate) gets a looser bound on the step's loss only. When the step is captured: after the
+-- first eager step from 3 on whose launches equal the step before's, at the latest w - 1. Runs on
+-- the CPU (no graph needed: the capture itself is replaced by a stand-in).
 local T = require "speedrun.testing"
 local graph = require "speedrun.harness.graph"
 local dis = graph.disagreement
@@ -23,6 +25,32 @@ T.case("graph check: the loss bound, unfused and fused; the update probe bound f
     T.ok(dis(l, 0 / 0, l, 5.0, fused):find("not finite", 1, true), "NaN probe")
   end
   T.eq(dis(nil, 5.0, nil, 5.0, true), nil, "a step that returns no loss: the probe decides")
+end)
+
+-- the step at which a stepper over train_step tries its capture (the capture replaced: the CPU has
+-- no graphs), with w warm-up steps; nil when it never tried
+local function capture_step(train_step, w)
+  local sr = require "speedrun"
+  local st = graph.new {ctx = {}, recipe = {train_step = train_step}, rules = {}, device = "cuda", skip = w}
+  st.fuse_why = "not on the CPU"
+  local at
+  st.capture = function(self) at = self.cap_step; self.want = false end
+  for step = 1, w - 1 do
+    st:eager(step, {x = sr.zeros({2}), y = sr.zeros({2}), step = step})
+    if at then return at end
+  end
+  return at
+end
+
+T.case("graph capture: after the first eager step (from 3) that repeats the step before's launches", function()
+  local sr = require "speedrun"
+  local x = sr.randn(4, 8)
+  -- f(step): the host number a step scales by (a kernel argument: part of the trace)
+  local function make(f) return function(_, step) return sr.F.gelu(x * f(step)):sum() end end
+  T.eq(capture_step(make(function() return 2 end), 7), 3, "steady from step 2: captured after step 3")
+  T.eq(capture_step(make(function(s) return s < 4 and s or 4 end), 7), 5, "steady from step 4: after step 5")
+  T.eq(capture_step(make(function(s) return s end), 7), 6, "never steady: tried at w - 1 (and refused there)")
+  T.eq(capture_step(make(function() return 2 end), 4), 3, "w = 4: the only point")
 end)
 
 T.done()

@@ -17,11 +17,12 @@ local cuda_graph, is_tensor = cuda.graph, sr.is_tensor
 local methods = core.Tensor.methods
 local m_item, m_clone, m_copy = methods.item, methods.clone, methods.copy_
 local fmt = string.format
-local mabs, mmax = math.abs, math.max
+local mabs, mmax, mmin = math.abs, math.max, math.min
 local xpcall, pcall, error, type, tostring, setmetatable = xpcall, pcall, error, type, tostring, setmetatable
 local traceback = debug.traceback
 
 local AUDIT_EVERY = 50     -- replayed steps between eager audits of the step's launches
+local FIRST_CAPTURE = 3    -- the earliest capture: after eager step 3, when its trace equals step 2's
 local LOSS_RTOL = 1e-5     -- replay vs eager from the same state: the step's loss ...
 local PROBE_RTOL = 1e-4    -- ... and the loss of the updated model on the same batch
 -- a fused graph's loss: the step compiler's kernels round once where the eager ops round each
@@ -89,10 +90,10 @@ Step.__index = Step
 -- returns the stepper and its results.json record G
 function M.new(o)
   local G = {used = false, replays = 0, eager_steps = 0, audits = 0}
+  -- eager steps until the first step from FIRST_CAPTURE on whose trace equals the step before's
+  -- (not step 1: it creates the optimizer state), at the latest skip - 1; then the capture
   local self = setmetatable({ctx = o.ctx, train_step = o.recipe.train_step, schedule = o.recipe.schedule,
-    rules = o.rules, G = G, traces = {},
-    cap_step = o.skip - 1}, Step)   -- eager steps 1..cap_step; traces of the last two
-                                    -- (not step 1: it creates the optimizer state)
+    rules = o.rules, G = G, traces = {}, cap_step = o.skip - 1, first_cap = mmin(FIRST_CAPTURE, o.skip - 1)}, Step)
   G.reason = eager_reason(o)
   if G.reason then emit {ev = "graph", used = false, reason = G.reason} end
   self.want = not G.reason
@@ -252,9 +253,12 @@ function Step:audit(step, tr)
   self.last_audit = step
 end
 
--- an eager step, traced around the capture and at audits; returns the loss
+-- an eager step, traced before the capture and at audits; returns the loss. The step is captured
+-- after the first eager step (from FIRST_CAPTURE) whose launches equal the step before's, so the
+-- rest of the warm-up replays; at cap_step (skip - 1) it is tried whatever the traces say (and
+-- stays eager, naming the difference, when they differ)
 function Step:eager(step, batch)
-  local tr = (self.want and (step >= self.cap_step - 1 or self.graph)) and trace_start() or nil
+  local tr = (self.want and (step >= self.first_cap - 1 or self.graph)) and trace_start() or nil
   local rec = (tr and not self.graph and not self.fuse_why) and fuse.record() or nil
   local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
   if rec then rec:stop() end  -- after a collection: the loss is still held here
@@ -265,8 +269,12 @@ function Step:eager(step, batch)
   elseif tr then
     self.traces[step] = tr
     self.traces[step - 2] = nil
-    self.recs[step] = rec
-    if step == self.cap_step then self:capture(batch.x, batch.y) end
+    self.recs[step], self.recs[step - 2] = rec, nil
+    local prev = self.traces[step - 1]
+    if step >= self.first_cap and (step >= self.cap_step or (prev and not prev:diff(tr))) then
+      self.cap_step = step
+      self:capture(batch.x, batch.y)
+    end
   end
   return loss
 end
