@@ -26,6 +26,7 @@
 #include "common.cuh"      // defines: sr_errf, sr_ew_desc, sr_ew_make, sr_ew_offsets, SR_CUDA_TRY, ld8
 #include "core/fp8.h"      // defines: sr_f32_to_fp8
 #include "util/clock.h"    // defines: sr_monotonic_s
+#include "cuda/lt_algo.h"  // defines: sr_lt_algo (the heuristic's answer, remembered across runs)
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
@@ -331,20 +332,15 @@ static const char *fp8_plan_new(const fp8_key &k, const void *sa, const void *sb
   size_t ws;
   sr_cuda_workspace(&ws);
   st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulHeuristicResult_t res;
-  int nres = 0;
-  if (st == CUBLAS_STATUS_SUCCESS)
-    st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)sr_cuda_blaslt(), p.desc, p.la, p.lb, p.lc, p.lc, pref, 1,
-                                        &res, &nres);
+  if (st == CUBLAS_STATUS_SUCCESS) st = sr_lt_algo("fp8", &k, sizeof k, p.desc, p.la, p.lb, p.lc, pref, &p.algo);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || nres == 0) {
+  if (st != CUBLAS_STATUS_SUCCESS) {
     plan_destroy(&p);
     return sr_errf("cuBLASLt found no FP8 algorithm for [%lld,%lld]x[%lld,%lld] %s x %s -> %s (FP8 GEMMs need an sm_89 "
                    "or sm_90 GPU): %s", (long long)k.M, (long long)k.K, (long long)k.K, (long long)k.N,
                    sr_dtype_name((sr_dtype)k.adt), sr_dtype_name((sr_dtype)k.bdt), sr_dtype_name((sr_dtype)k.odt),
                    cublasLtGetStatusString(st));
   }
-  p.algo = res.algo;
   fp8_plans[fp8_nplans] = p;
   *out = &fp8_plans[fp8_nplans++];
   return NULL;

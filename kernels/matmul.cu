@@ -5,8 +5,9 @@
 **   bf16 x bf16 -> bf16 or f32 out (tensor cores);  f32 x f32 -> f32 (CUBLAS_COMPUTE_32F, no tf32
 **   unless SPEEDRUN_TF32=1 is set in the environment).
 ** Row-major to column-major: out^T[N,M] = op(b)^T @ op(a)^T, so cuBLAS's "A" is b and "B" is a.
-** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key;
-** one 32 MiB workspace (host/cuda/backend.c) serves every call.
+** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key
+** (the algorithm on disk too, host/cuda/lt_algo.c); one 32 MiB workspace (host/cuda/backend.c)
+** serves every call.
 ** Odd sizes: cuBLASLt's fast kernels want every dimension and row stride a multiple of 16 bytes.
 ** GPT-2's vocabulary of 50257 makes the three lm_head GEMMs about 7x slower (bench/gemm_ld.cu,
 ** H100: 59.3 ms against 8.6 ms at 50304), and a padded row stride alone does not help (48.8 ms).
@@ -20,6 +21,7 @@
 
 #include "common.cuh"      // defines: sr_errf
 #include "util/clock.h"    // defines: sr_monotonic_s
+#include "cuda/lt_algo.h"  // defines: sr_lt_algo (the heuristic's answer, remembered across runs)
 
 // ----------------------------------------------------------------------------
 // plan cache
@@ -118,12 +120,9 @@ static const char *new_plan(const gemm_key &k, gemm_plan **out) {
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
-  cublasLtMatmulHeuristicResult_t res;
-  int nres = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)sr_cuda_blaslt(), p.desc, p.la, p.lb, p.lc,
-                                                     p.lc, pref, 1, &res, &nres);
+  cublasStatus_t st = sr_lt_algo("gemm", &k, sizeof k, p.desc, p.la, p.lb, p.lc, pref, &p.algo);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || nres == 0) {
+  if (st != CUBLAS_STATUS_SUCCESS) {
     cublasLtMatmulDescDestroy(p.desc);
     cublasLtMatrixLayoutDestroy(p.la);
     cublasLtMatrixLayoutDestroy(p.lb);
@@ -131,7 +130,6 @@ static const char *new_plan(const gemm_key &k, gemm_plan **out) {
     return sr_errf("cuBLASLt found no algorithm for [%lld]x[%lld,%lld,%lld] (%s): %s", (long long)k.B, (long long)k.M,
                    (long long)k.N, (long long)k.K, sr_dtype_name((sr_dtype)k.adt), cublasLtGetStatusString(st));
   }
-  p.algo = res.algo;
   plans[nplans] = p;
   *out = &plans[nplans++];
   return NULL;

@@ -6,9 +6,11 @@
 **   cuda.available()      -> true, or false and the reason
 **   cuda.memory()         -> {current=, peak=, reserved=, driver_allocs=} (bytes; allocs a count)
 **   cuda.setup_stats()    -> {driver_allocs=, driver_alloc_ms=, gemm_plans=, gemm_plan_ms=, module_loads=,
-**                            module_load_ms=, graph_builds=, graph_build_ms=}: the engine's one-time setup
-**                            so far (cudaMalloc calls, new cuBLASLt plans, generated modules loaded, graphs
-**                            built; zeros without CUDA)
+**                            module_load_ms=, graph_builds=, graph_build_ms=, gemm_algos_stored=,
+**                            gemm_algos_asked=}: the engine's one-time setup so far (cudaMalloc calls, new
+**                            cuBLASLt plans and where their algorithms came from: the disk cache of
+**                            cuda/lt_algo.c or the heuristic, generated modules loaded, graphs built;
+**                            zeros without CUDA)
 **   cuda.reset_peak(); cuda.empty_cache(); cuda.synchronize(); cuda.capturing()
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
@@ -40,6 +42,7 @@
 #include "core/tensor.h"      /* defines: sr_cuda_available, sr_cuda_backend */
 #ifdef SPEEDRUN_CUDA
 #include "cuda/backend.h"  /* defines: sr_cuda_graph_begin, sr_cuda_peak_bytes */
+#include "cuda/lt_algo.h"  /* defines: sr_lt_algo_stats */
 #endif
 
 #define SR_GRAPH_MT "speedrun.cuda.Graph"
@@ -108,6 +111,12 @@ static int c_setup_stats(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)n); lua_setfield(L, -2, names[k][0]);
     lua_pushnumber(L, s * 1000); lua_setfield(L, -2, names[k][1]);
   }
+  long stored = 0, asked = 0;   /* the plans' algorithms: from the disk cache, from the heuristic */
+#ifdef SPEEDRUN_CUDA
+  if (sr_cuda_available()) sr_lt_algo_stats(&stored, &asked);
+#endif
+  lua_pushinteger(L, (lua_Integer)stored); lua_setfield(L, -2, "gemm_algos_stored");
+  lua_pushinteger(L, (lua_Integer)asked); lua_setfield(L, -2, "gemm_algos_asked");
   return 1;
 }
 

@@ -93,6 +93,9 @@ T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted,
                                graph_builds = 1, graph_build_ms = 30}),
        "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 0 GEMM plans 0ms, 2 module loads 4ms, 1 graph builds 30ms",
        "module loads and graph builds when there were any")
+  T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 18, gemm_plan_ms = 2, gemm_algos_stored = 18}),
+       "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 18 GEMM plans 2ms (18 algorithms from the disk cache)",
+       "plans whose algorithm came from the disk cache")
 end)
 
 T.done()

@@ -251,6 +251,9 @@ function M.setup_note(first, all)
     for i, k in ipairs(SETUP_KINDS) do
       local n = x[k[1] .. "s"] or 0
       if i <= 2 or n > 0 then parts[#parts + 1] = fmt("%d %s %.0fms", n, k[2], x[k[1] .. "_ms"] or 0) end
+      if k[1] == "gemm_plan" and (x.gemm_algos_stored or 0) > 0 then
+        parts[#parts] = parts[#parts] .. fmt(" (%d algorithms from the disk cache)", x.gemm_algos_stored)
+      end
     end
     return table.concat(parts, ", ")
   end
