@@ -98,19 +98,21 @@ local function cell_json(key)
   return type(t) == "table" and t or nil
 end
 
-local function done_count()
+local function count(status)
   local n = 0
   for _, name in ipairs(H.listdir(OUT .. "/cells") or {}) do
     local cj = cell_json(name)
-    if cj and cj.status == "done" then n = n + 1 end
+    if cj and cj.status == status then n = n + 1 end
   end
   return n
 end
+local function done_count() return count("done") end
 
 T.case("micro sweep 2x2x2x2: SIGKILL mid-sweep (and an orphaned cell), resume finishes, no cell run twice", function()
   local p = spawn_sweep()
   local t0 = H.now()
-  while done_count() < 3 and H.now() - t0 < 240 do p:read(0.1) end
+  -- killed once three cells are done and the next one is running (not between two cells)
+  while not (done_count() >= 3 and count("running") > 0) and H.now() - t0 < 240 do p:read(0.05) end
   T.ok(done_count() >= 3, "three cells finished before the kill")
   p:kill(9)
   local how = wait_exit(p)
