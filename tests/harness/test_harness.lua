@@ -79,7 +79,7 @@ T.case("a valid micro recipe scores valid; results.json, logs and SVG", function
   T.ok(log:find("step:10/30 train_loss:"), "train log lines")
   -- where the wall time went: every phase stamped, none negative, together the whole wall time
   local w, sum = r.wall_phases_s, 0
-  for _, k in ipairs {"to_start", "to_config", "model", "val0", "steps", "final_val", "rest"} do
+  for _, k in ipairs {"to_start", "to_config", "model", "val0", "steps", "final_val", "checks", "rest"} do
     T.ok(type(w[k]) == "number" and w[k] >= 0, "wall phase " .. k .. ": " .. tostring(w[k]))
     sum = sum + w[k]
   end

@@ -163,7 +163,7 @@ function on.done(self, ev) self.done = ev.result end
 -- the wall clock (since the spawn) at which the run reached each phase, stamped as its event
 -- arrives: start (the child's process and the device up), config (recipe, data and tokenizer
 -- read), ready (model and optimizer built), the step-0 validation, the first and last reported
--- steps, the final validation, done
+-- steps, validated (the final validation), the final val event (after the checks), done
 local function stamp(self, ev)
   local st = self.stamps or {}
   self.stamps = st
@@ -188,14 +188,15 @@ end
 
 -- where a run's wall time went (seconds): spawn to start (process, device), recipe and data
 -- (start to config), the model's setup (to ready), the step-0 validation, every step (warm-up
--- included; each event is sent as its step ends), the final validation, and the rest (checks,
--- exit); nil without the stamps
+-- included; each event is sent as its step ends), the final validation, the causality and
+-- stateless-eval checks, and the rest (exit); nil without the stamps
 function M.wall_phases(stamps, wall_s)
   local s = stamps or {}
-  if not (s.start and s.config and s.ready and s.last_step and s.final_val) then return nil end
+  if not (s.start and s.config and s.ready and s.last_step and s.validated and s.final_val) then return nil end
   local before = s.val0 or s.ready   -- the steps start after the step-0 validation, when there is one
   return {to_start = s.start, to_config = s.config - s.start, model = s.ready - s.config, val0 = before - s.ready,
-          steps = s.last_step - before, final_val = s.final_val - s.last_step, rest = wall_s - s.final_val}
+          steps = s.last_step - before, final_val = s.validated - s.last_step, checks = s.final_val - s.validated,
+          rest = wall_s - s.final_val}
 end
 
 -- ============================================================================================
@@ -281,8 +282,8 @@ function M.finish(log, R, failure)
   local w = R.wall_phases_s
   if type(w) == "table" then
     log:line(fmt("wall: %.1fs (start %.1f, recipe and data %.1f, model %.1f, step-0 validation %.1f, steps %.1f, "
-      .. "final validation %.1f, checks and exit %.1f)", R.wall_time_s, w.to_start, w.to_config, w.model, w.val0, w.steps,
-      w.final_val, w.rest))
+      .. "final validation %.1f, checks %.1f, exit %.1f)", R.wall_time_s, w.to_start, w.to_config, w.model, w.val0, w.steps,
+      w.final_val, w.checks, w.rest))
   end
   if failure then
     local notes = m.val_bpb ~= nil and " (" .. result_notes(m) .. ")" or ""
