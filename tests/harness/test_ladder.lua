@@ -50,6 +50,18 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.ok(text:find("tuning wall time: 500 s for 5 references", 1, true), text)
 end)
 
+T.case("ladder: references timed by different engine builds keep their verdict, with why", function()
+  local eng = function(id) return {software = {engine = id}} end
+  local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, eng("aaaa")),
+                                           record_02 = entry(200, 2000, 50, eng("bbbb")),
+                                           record_03 = entry(90, 1900, 60, eng("bbbb"))}}}}
+  local L = ladder.build(c, CARD, "proxy", {tasks[1], tasks[2]})
+  T.eq(L.transitions[1].verdict, "holds")
+  T.eq(L.transitions[1].why, "timed by different engines, aaaa and bbbb: re-time both")
+  T.eq(L.transitions[2].why, nil, "the same engine: nothing to say")
+  T.ok(ladder.format(L):find("| holds (timed by different engines, aaaa and bbbb: re-time both) |", 1, true), ladder.format(L))
+end)
+
 T.case("ladder: how often a score of the tuned budget passes, from the runs at that budget", function()
   local tune = require "speedrun.harness.tune"
   local e = entry(100, 1000, 10)

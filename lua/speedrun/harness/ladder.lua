@@ -53,7 +53,8 @@ function M.references(by_scale)
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
-                         tune_s = t and num(t.wall_s), pass_prob = pass_prob}
+                         tune_s = t and num(t.wall_s), pass_prob = pass_prob,
+                         engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
   table.sort(rows, function(a, b) return (a.n or 1e9) < (b.n or 1e9) or (a.n == b.n and a.name < b.name) end)
@@ -61,7 +62,9 @@ function M.references(by_scale)
 end
 
 -- a task's transition from its references: {task, from, to, gap, sigma3, verdict, why}; verdict
--- "holds" (target faster by more than 3 x the larger std), "does not hold", or "not measured"
+-- "holds" (target faster by more than 3 x the larger std), "does not hold", or "not measured";
+-- references timed by different engine builds (software.engine) keep their verdict with a why:
+-- the gap then holds the engine's change too
 function M.transition(task, ref_i, ref_next, scale)
   local T = {task = task.id, from = task.start_name, to = task.target_name}
   local function unusable(r, name)
@@ -75,6 +78,9 @@ function M.transition(task, ref_i, ref_next, scale)
   T.gap, T.sigma3 = ref_i.mean - ref_next.mean, 3 * math.max(ref_i.std, ref_next.std)
   T.speedup = T.gap / ref_i.mean
   T.verdict = T.gap > T.sigma3 and "holds" or "does not hold"
+  if ref_i.engine and ref_next.engine and ref_i.engine ~= ref_next.engine then
+    T.why = fmt("timed by different engines, %s and %s: re-time both", ref_i.engine, ref_next.engine)
+  end
   return T
 end
 
