@@ -40,7 +40,8 @@
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone
-#   pilot      record $PILOT_RECORD (default 1) at each of $PILOT_STEPS (default 1600 2400 3200 4000)
+#   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
+#              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
@@ -175,13 +176,15 @@ for p in $PARTS; do
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     pilot)
-      r=$(printf "record_%02d" "${PILOT_RECORD:-1}")
-      for n in ${PILOT_STEPS:-1600 2400 3200 4000}; do
-        for s in 1 2 3; do
-          ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps "$n" \
-            --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$n-$s" > "$LOG/pilot-$n-$s.log" 2>&1 &
-        done; wait
-        echo "$r $n steps: $(cat "$LOG"/pilot-$n-*.log | grep -o 'val_loss [0-9.]*' | tr '\n' ' ')"
+      for rn in ${PILOT_RECORDS:-${PILOT_RECORD:-1}}; do
+        r=$(printf "record_%02d" "$rn"); sv="PILOT_STEPS_$rn"
+        for n in ${!sv:-${PILOT_STEPS:-1600 2400 3200 4000}}; do
+          for s in 1 2 3; do
+            ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps "$n" \
+              --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$r-$n-$s" > "$LOG/pilot-$r-$n-$s.log" 2>&1 &
+          done; wait
+          echo "$r $n steps: $(cat "$LOG"/pilot-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')"
+        done
       done; finish ;;
     fsr)
       for n in ${FSR_TASKS:-$(./build/speedrun task list | awk '$1 ~ /^[0-9]+$/ {print $1}')}; do
