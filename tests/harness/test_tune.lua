@@ -169,6 +169,21 @@ T.case("predicted step-up: the pooled runs' mean moved along the probes' slope, 
        "nothing within 1.5x")
 end)
 
+T.case("resumed search: recorded probes and confirmations reused, the accepted confirmation run again", function()
+  -- the search's probes and its first confirmations were recorded by a call a time limit cut
+  local ran, reran = {}, {}
+  local live = synthetic(37, ran)
+  local function recorded(P) P.recorded = true return P end
+  local probe = function(steps) if steps == 36 or steps == 37 then return recorded(synthetic(37, {})(steps)) end return live(steps) end
+  local R = assert(tune.search(probe, {bracket = {36, 37},
+    confirm = function(steps) return recorded(synthetic(37, {})(steps)) end,   -- every confirmation recorded
+    rerun = function(steps) reran[#reran + 1] = steps return synthetic(37, {})(steps) end}))
+  T.eq(R.steps, 37)
+  T.eq(table.concat(reran, " "), "37", "the accepted confirmation ran again: its runs are the calibration's times")
+  T.ok(not R.confirmed.recorded, "the entry's confirmation is the fresh one")
+  T.eq(table.concat(ran, " "), "29", "only the cut ran among the search probes")
+end)
+
 T.case("search: with the prediction, a noisy budget is reached in fewer confirmations than stepping up", function()
   local function run(with_predict)
     local calls = {}
@@ -204,7 +219,7 @@ T.case("searches in progress: noted per card/scale/recipe, their bracket, forgot
   T.eq(c.searches, nil, "nothing left")
 end)
 
-T.case("searches in progress: reused only for the same target, recipe and data; passing confirmations run again", function()
+T.case("searches in progress: reused only for the same target, recipe and data", function()
   local c, key = {entries = {}}, {recipe = "aa", data = "d1"}
   local function rec(steps, pass, losses) return {steps = steps, pass = pass, val_losses = losses, train_time_ms_mean = 900,
                                                   schedule = {warmdown = 21}} end
@@ -219,8 +234,8 @@ T.case("searches in progress: reused only for the same target, recipe and data; 
   T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d2"}), "other data")
   T.ok(not tune.same_search({target = 5.5, probes = {}}, 5.5, key), "a record without its key")
   T.eq(tune.recorded(S, 70, false).steps, 70) T.eq(tune.recorded(S, 71, false), nil)
-  T.eq(tune.recorded(S, 75, true).steps, 75, "a failed confirmation is reused")
-  T.eq(tune.recorded(S, 80, true), nil, "a passing one runs again (its runs are the timed ones)")
+  T.eq(tune.recorded(S, 75, true).steps, 75, "a confirmation")
+  T.ok(tune.recorded(S, 80, true).pass and tune.recorded(S, 80, false).pass, "the confirmation and the probe of 80 apart")
   local P = tune.from_record(tune.recorded(S, 80, false), 5.5, 0.01)
   T.ok(P.pass and P.recorded and P.steps == 80 and P.target == 5.5, "the recorded verdict")
   T.close(P.mean, 5.41, 1e-12) T.eq(P.schedule.warmdown, 21) T.eq(P.train_time_ms.mean, 900)

@@ -630,10 +630,11 @@ local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.dev
 -- judged by the score's rule; a run that does not complete ends the search. Runs that shared the
 -- device give the search its losses. confirm: the confirmation of a budget (tune.search), K fresh
 -- seeds (seed + K ...) run one at a time, the device their own: the calibration's times
--- (with --untimed together, as the probes)
-local function tune_probe(it, o, k, out_root, alpha, confirm, note)
+-- (with --untimed together, as the probes). A resumed search's recorded probes of the same budget
+-- are taken instead of runs (it.prior), unless fresh.
+local function tune_probe(it, o, k, out_root, alpha, confirm, note, fresh)
   return function(steps)
-    local rec = steps and it.prior and tune.recorded(it.prior, steps, confirm)
+    local rec = steps and not fresh and it.prior and tune.recorded(it.prior, steps, confirm)
     if rec then   -- a resumed search: this budget's runs were done by the call the time limit cut
       local P = tune.from_record(rec, it.prior.target, alpha)
       if not o.quiet then
@@ -728,6 +729,7 @@ local function tune_item(it, o, k, out_root, card, path)
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
     {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
      confirm = tune_probe(it, o, k, out_root, alpha, true, note), on_confirmed = stored,
+     rerun = tune_probe(it, o, k, out_root, alpha, true, note, true),
      predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
      power = function(ps)
        local pw = tune.power(ps, ps[1].target, alpha, k)

@@ -150,7 +150,9 @@ end
 -- and its confirmation both pass and, with o.power({probe, confirmation}) -> probability, the two
 -- pooled pass the rule often enough (o.min_power, default M.POWER; the confirmation's .power).
 -- The next budget: o.predict({probe, confirmation}, search probes) -> steps (M.predict_budget),
--- else up by 1, 2, 4, ... tolerances. Returns that probe and its confirmation.
+-- else up by 1, 2, 4, ... tolerances. A recorded confirmation (.recorded: a resumed search) that
+-- would be accepted is run again by o.rerun(steps), as the accepted one's runs are the timed ones.
+-- Returns that probe and its confirmation.
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
@@ -162,7 +164,14 @@ local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
       C.steps = hi.steps
       C.power = o.power and o.power({hi, C}) or nil
       confirms[#confirms + 1] = C
-      if C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) then return hi, C end
+      local function accepted() return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
+      if accepted() and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
+        C = o.rerun(hi.steps)
+        C.steps = hi.steps
+        C.power = o.power and o.power({hi, C}) or nil
+        confirms[#confirms] = C
+      end
+      if accepted() then return hi, C end
     end
     local nxt = hi.steps + unit * (1 << (i - 1))
     local guess = C and o.predict and o.predict({hi, C}, order)
@@ -178,7 +187,7 @@ end
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
 -- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power,
--- min_power and predict (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
+-- min_power, predict and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
@@ -270,14 +279,13 @@ function M.same_search(search, target, key)
     and same_key(search.key, key)
 end
 
--- a recorded probe of this budget to reuse instead of running it again, or nil: search probes
--- are reused as they are; confirmations only when they failed (a passing one is run again, as
--- its runs are the ones timed for the calibration)
+-- a recorded probe (confirm: confirmation) of this budget to reuse instead of running it again,
+-- or nil (the search runs a recorded confirmation again only when it would be the accepted one)
 function M.recorded(search, steps, confirm)
   local list = type(search) == "table" and (confirm and search.confirms or search.probes)
   for i = #(type(list) == "table" and list or {}), 1, -1 do
     local r = list[i]
-    if r.steps == steps and type(r.val_losses) == "table" and not (confirm and r.pass) then return r end
+    if r.steps == steps and type(r.val_losses) == "table" then return r end
   end
 end
 
