@@ -7,6 +7,7 @@
 #include <string.h>      /* defines: memset, memcpy */
 
 #include "core/fuse.h"
+#include "core/trace.h"  /* defines: sr_kcall_layout */
 
 static sr_fuse_rec *recording;
 static void record_launch(sr_kernel_id id, const sr_kcall *c, int dev);
@@ -71,12 +72,6 @@ static int storage_died(sr_storage *st) {
   return 0;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t k = 0; k < n; k++) h = (h ^ b[k]) * 0x100000001b3ull;
-  return h;
-}
-
 void sr_fuse_signature(sr_kernel_id id, const sr_kcall *c, sr_fuse_launch *l) {
   memset(l, 0, sizeof *l);
   l->id = (int)id, l->nt = c->nt, l->nlist = c->nlist;
@@ -84,17 +79,7 @@ void sr_fuse_signature(sr_kernel_id id, const sr_kcall *c, sr_fuse_launch *l) {
   memcpy(l->i, c->i, sizeof l->i);
   if ((id == SR_K_adamw && c->nt > 4 && c->t[4]) || (id == SR_K_adamw_multi && c->nt > 0 && c->t[0]))
     l->f[0] = 0, l->i[0] = 0;  /* read from the device-side schedule */
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (int j = 0; j < c->nt + c->nlist; j++) {
-    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
-    int tag = x ? (int)x->dtype * 64 + x->ndim : -1;
-    h = fnv(h, &tag, sizeof tag);
-    if (!x) continue;
-    h = fnv(h, x->shape, (size_t)x->ndim * sizeof x->shape[0]);
-    h = fnv(h, x->stride, (size_t)x->ndim * sizeof x->stride[0]);
-    h = fnv(h, &x->offset, sizeof x->offset);
-  }
-  l->layout = h;
+  l->layout = sr_kcall_layout(c);   /* the launch trace's layout hash (core/trace.h) */
 }
 
 static void record_launch(sr_kernel_id id, const sr_kcall *c, int dev) {

@@ -7,6 +7,7 @@
 #include <string.h>      /* defines: memcmp, memset, memcpy */
 
 #include "core/trace.h"
+#include "util/hash.h"   /* defines: sr_fnv1a, SR_FNV_SEED */
 
 static sr_trace *recording;
 static void trace_launch(sr_kernel_id id, const sr_kcall *c, int dev);
@@ -30,9 +31,17 @@ void sr_trace_free(sr_trace *t) {
   t->n = t->cap = 0;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t k = 0; k < n; k++) h = (h ^ b[k]) * 0x100000001b3ull;
+uint64_t sr_kcall_layout(const sr_kcall *c) {
+  uint64_t h = SR_FNV_SEED;
+  for (int j = 0; j < c->nt + c->nlist; j++) {
+    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
+    int tag = x ? (int)x->dtype * 64 + x->ndim : -1;
+    h = sr_fnv1a(h, &tag, sizeof tag);
+    if (!x) continue;
+    h = sr_fnv1a(h, x->shape, (size_t)x->ndim * sizeof x->shape[0]);
+    h = sr_fnv1a(h, x->stride, (size_t)x->ndim * sizeof x->stride[0]);
+    h = sr_fnv1a(h, &x->offset, sizeof x->offset);
+  }
   return h;
 }
 
@@ -45,17 +54,7 @@ static void trace_launch(sr_kernel_id id, const sr_kcall *c, int dev) {
   sr_launch *l = &t->l[t->n++];
   memset(l, 0, sizeof *l);
   l->id = (int)id;
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (int j = 0; j < c->nt + c->nlist; j++) {
-    const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
-    int tag = x ? (int)x->dtype * 64 + x->ndim : -1;
-    h = fnv(h, &tag, sizeof tag);
-    if (!x) continue;
-    h = fnv(h, x->shape, (size_t)x->ndim * sizeof x->shape[0]);
-    h = fnv(h, x->stride, (size_t)x->ndim * sizeof x->stride[0]);
-    h = fnv(h, &x->offset, sizeof x->offset);
-  }
-  l->layout = h;
+  l->layout = sr_kcall_layout(c);
   memcpy(l->f, c->f, sizeof l->f);
   memcpy(l->i, c->i, sizeof l->i);
   if ((id == SR_K_adamw && c->nt > 4 && c->t[4]) || (id == SR_K_adamw_multi && c->nt > 0 && c->t[0]))

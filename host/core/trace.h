@@ -31,6 +31,8 @@ typedef struct sr_trace {
 void sr_trace_start(sr_trace *t);   /* empties t and records into it (one trace at a time) */
 void sr_trace_stop(void);
 void sr_trace_free(sr_trace *t);    /* frees t's launches (not t) */
+/* the hash of a launch's tensors (dtype, shape, strides, offset of each; no addresses) */
+uint64_t sr_kcall_layout(const sr_kcall *c);
 /* NULL when a and b are equal, else a sentence naming the first difference (in buf) */
 const char *sr_trace_diff(const sr_trace *a, const sr_trace *b, char *buf, size_t n);
 

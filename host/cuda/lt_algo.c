@@ -31,6 +31,7 @@
 #include "cuda/backend.h"   /* defines: sr_cuda_blaslt, sr_cuda_workspace */
 #include "jit/jit.h"        /* defines: sr_jit_cache_dir */
 #include "util/fileio.h"    /* defines: sr_mkdir_p */
+#include "util/hash.h"      /* defines: sr_fnv1a, SR_FNV_SEED */
 
 #define REC_MAGIC 0x414c5253u   /* "SRLA" */
 #define REC_KEY 128
@@ -46,18 +47,14 @@ struct rec {
 
 static struct {
   int loaded, off;
+  size_t ws;   /* the workspace a stored algorithm must fit */
   char path[1200];
   struct rec *recs;
   int n, cap;
   long stored, asked;
 } S;
 
-static uint64_t fnv1a(const void *p, size_t n) {
-  const unsigned char *b = (const unsigned char *)p;
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
+static uint64_t fnv1a(const void *p, size_t n) { return sr_fnv1a(SR_FNV_SEED, p, n); }
 
 static int rec_ok(const struct rec *r) {
   return r->magic == REC_MAGIC && r->key_len <= REC_KEY && r->sum == fnv1a(r, offsetof(struct rec, sum));
@@ -81,15 +78,14 @@ static void load(void) {
   if (e && (!strcmp(e, "0") || !strcmp(e, "off"))) { S.off = 1; return; }
   int dev = 0;
   struct cudaDeviceProp p;
-  size_t ws = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
     cudaGetLastError();
     S.off = 1;
     return;
   }
-  sr_cuda_workspace(&ws);
+  sr_cuda_workspace(&S.ws);
   char fp[512];
-  snprintf(fp, sizeof fp, "cublasLt %zu|%s|sm %d.%d|ws %zu|rec %zu", cublasLtGetVersion(), p.name, p.major, p.minor, ws,
+  snprintf(fp, sizeof fp, "cublasLt %zu|%s|sm %d.%d|ws %zu|rec %zu", cublasLtGetVersion(), p.name, p.major, p.minor, S.ws,
            sizeof(struct rec));
   snprintf(S.path, sizeof S.path, "%s/gemm-%016llx.algos", sr_jit_cache_dir(), (unsigned long long)fnv1a(fp, strlen(fp)));
   FILE *f = fopen(S.path, "rb");
@@ -143,9 +139,7 @@ cublasStatus_t sr_lt_algo(const char *kind, const void *key, size_t key_len, cub
   if (cacheable && find(kind, key, key_len, &a)) {
     cublasLtMatmulHeuristicResult_t r;
     memset(&r, 0, sizeof r);
-    size_t ws = 0;
-    sr_cuda_workspace(&ws);
-    if (cublasLtMatmulAlgoCheck(h, desc, la, lb, lc, lc, &a, &r) == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= ws) {
+    if (cublasLtMatmulAlgoCheck(h, desc, la, lb, lc, lc, &a, &r) == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= S.ws) {
       *algo = a;
       S.stored++;
       return CUBLAS_STATUS_SUCCESS;

@@ -634,13 +634,15 @@ local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.dev
 -- are taken instead of runs (it.prior), unless fresh.
 local function tune_probe(it, o, k, out_root, alpha, confirm, note, fresh)
   return function(steps)
+    local function say(P, what)
+      if o.quiet then return end
+      print(fmt("-- %s, %d steps%s: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, what, P.mean or 0, P.std or 0,
+        P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
+    end
     local rec = steps and not fresh and it.prior and tune.recorded(it.prior, steps, confirm)
     if rec then   -- a resumed search: this budget's runs were done by the call the time limit cut
       local P = tune.from_record(rec, it.prior.target, alpha)
-      if not o.quiet then
-        print(fmt("-- %s, %d steps%s (recorded): val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps,
-          confirm and " (confirmation)" or "", P.mean or 0, P.std or 0, P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
-      end
+      say(P, (confirm and " (confirmation)" or "") .. " (recorded)")
       return P
     end
     local po = probe_options(o, steps)
@@ -657,11 +659,7 @@ local function tune_probe(it, o, k, out_root, alpha, confirm, note, fresh)
     P.steps, P.runs, P.target, P.train_time_ms = runs[1].config.steps, runs, target, sum.train_time_ms
     P.crossing = tune.crossing(runs, target, alpha)
     note(P, confirm)
-    if not o.quiet then
-      print(fmt("-- %s, %d steps%s: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, confirm and
-        fmt(" (confirmation, seeds %s-%d)", po.seed, tonumber(po.seed) + k - 1) or "", P.mean, P.std or 0,
-        P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
-    end
+    say(P, confirm and fmt(" (confirmation, seeds %s-%d)", po.seed, tonumber(po.seed) + k - 1) or "")
     return P
   end
 end

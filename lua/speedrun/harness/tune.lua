@@ -69,17 +69,24 @@ function M.pass_probability(mean, std, target, alpha, k)
   return sum / wsum
 end
 
--- the estimated pass probability of a budget from its probes' runs pooled (each probe {values},
--- the same budget): M.pass_probability of their mean and std, for k runs a score
-function M.power(probes, target, alpha, k)
+-- the runs of several probes of one budget pooled: their number, mean and sample std
+local function pooled(probes)
   local xs = {}
   for _, P in ipairs(probes) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
-  if #xs < 2 then return nil end
+  if #xs < 2 then return #xs end
   local m, ss = 0, 0
   for _, v in ipairs(xs) do m = m + v end
   m = m / #xs
   for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
-  return M.pass_probability(m, math.sqrt(ss / (#xs - 1)), target, alpha, k)
+  return #xs, m, math.sqrt(ss / (#xs - 1))
+end
+
+-- the estimated pass probability of a budget from its probes' runs pooled (each probe {values},
+-- the same budget): M.pass_probability of their mean and std, for k runs a score
+function M.power(probes, target, alpha, k)
+  local n, m, std = pooled(probes)
+  if n < 2 then return nil end
+  return M.pass_probability(m, std, target, alpha, k)
 end
 
 -- the smallest budget above a confirmed-too-rarely one that should pass M.POWER of scores: the
@@ -88,15 +95,9 @@ end
 -- mean is moved along that slope, the std kept. nil when there is no falling slope or no budget up
 -- to 1.5x passes.
 function M.predict_budget(ps, probes, target, alpha, k)
-  local xs = {}
-  for _, P in ipairs(ps) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
+  local count, m, std = pooled(ps)
   local s0 = ps[1] and ps[1].steps
-  if #xs < 3 or not s0 then return nil end
-  local m, ss = 0, 0
-  for _, v in ipairs(xs) do m = m + v end
-  m = m / #xs
-  for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
-  local std = math.sqrt(ss / (#xs - 1))
+  if count < 3 or not s0 then return nil end
   local n, sx, sy, sxx, sxy, seen, distinct = 0, 0, 0, 0, 0, {}, 0
   for _, P in ipairs(probes or {}) do
     if P.mean and P.steps and P.steps >= s0 / 1.5 and P.steps <= s0 * 1.5 then
