@@ -73,7 +73,7 @@ Log.__index = Log
 function M.open(out, job, quiet, t0)
   return setmetatable({out = out, job = job, quiet = quiet, t0 = t0, pr = new_progress(quiet),
     log = io.open(out .. "/log.txt", "w"), rlog = io.open(out .. "/recipe.log", "w"),
-    curve = {train = {}, val = {}}, violations = {}}, Log)
+    curve = {train = {}, val = {}}, violations = {}, stamps = {}}, Log)
 end
 
 -- a harness line: log.txt and the terminal
@@ -165,8 +165,7 @@ function on.done(self, ev) self.done = ev.result end
 -- read), ready (model and optimizer built), the step-0 validation, the first and last reported
 -- steps, validated (the final validation), the final val event (after the checks), done
 local function stamp(self, ev)
-  local st = self.stamps or {}
-  self.stamps = st
+  local st = self.stamps
   local t = H.now() - self.t0
   local name = ev.ev
   if name == "val" then name = ev.final and "final_val" or (ev.step == 0 and "val0") or nil
