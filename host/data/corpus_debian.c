@@ -426,9 +426,8 @@ static int run(char *const argv[], const char *cwd, const char *out_path, const 
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
-    if (cwd && chdir(cwd) != 0) _exit(126);
     if (env) putenv((char *)env);
-    if (log_path) {
+    if (log_path) {  /* opened before the chdir: the paths may be relative to here */
       int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (fd < 0) _exit(126);
       dup2(fd, 2);
@@ -441,6 +440,7 @@ static int run(char *const argv[], const char *cwd, const char *out_path, const 
       dup2(fd, 1);
       close(fd);
     }
+    if (cwd && chdir(cwd) != 0) _exit(126);
     execvp(argv[0], argv);
     _exit(127);
   }
