@@ -19,17 +19,25 @@ if [ ! -x build/speedrun ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
-rc=0
-for n in $RECORDS; do
-  nn=$(printf %02d "$n"); t0=$(date +%s); dir=/tmp/fidelity/record_$nn
-  echo "== record $n"
-  (cd /tmp && timeout "${FID_LIMIT:-280}" bash "$ROOT/tasks/fidelity/run.sh" "$n" \
+export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1  # warm.sh fills them
+one() {  # one N: run.sh for record N, its log and JSON into $OUTDIR; prints the comparison
+  local n=$1 nn; nn=$(printf %02d "$1"); local t0; t0=$(date +%s); local dir=/tmp/fidelity/record_$nn
+  (cd /tmp && MASTER_PORT=$((29500 + n)) timeout "${FID_LIMIT:-280}" bash "$ROOT/tasks/fidelity/run.sh" "$n" \
       "$(cd "$ROOT" && realpath "$SCRIPTS")/record_$n/train_gpt2.py" \
       "$(cd "$ROOT" && realpath "$DATA")" "$STEPS" "$dir") >"$OUTDIR/record_$nn.log" 2>&1
-  r=$?; [ $r -ne 0 ] && rc=$r
-  grep -vE "^step [0-9]+/" "$OUTDIR/record_$nn.log" | grep -vE "^\s*$" | tail -25
+  local r=$?
+  { echo "== record $n"
+    grep -vE "^step [0-9]+/" "$OUTDIR/record_$nn.log" | grep -vE "^\s*$" | tail -25
+    echo "rc=$r ($(( $(date +%s) - t0 )) s)"; } >"$OUTDIR/record_$nn.summary"
   cp "$dir/torch.json" "$OUTDIR/record_$nn.torch.json" 2>/dev/null
   cp "$dir/ours.json" "$OUTDIR/record_$nn.ours.json" 2>/dev/null
-  echo "rc=$r ($(( $(date +%s) - t0 )) s)"
-done
+  return $r
+}
+# FID_PAR > 1 runs that many records at once (distinct ports and folders): their losses compare as
+# well as alone, but their tokens/s come from a shared GPU and are marked so, not ratios to report
+export -f one; export ROOT SCRIPTS DATA STEPS OUTDIR
+[ "${FID_PAR:-1}" -gt 1 ] && export FID_CONTENDED=1
+rc=0
+for n in $RECORDS; do echo "$n"; done | xargs -P "${FID_PAR:-1}" -I{} bash -c 'one {}' || rc=1
+for n in $RECORDS; do cat "$OUTDIR/record_$(printf %02d "$n").summary" 2>/dev/null; done
 exit $rc

@@ -7,6 +7,7 @@ two runs drift apart), the tokens/s ratio (speedrun / PyTorch, same card, same r
 memories. --names relabels the two sides (noise.sh compares two PyTorch runs).
 Exit status 0 when within tolerance. No third-party imports."""
 import json
+import os
 import sys
 
 
@@ -27,7 +28,10 @@ def main(argv):
             print(f"{i + 1:5d} {a[i]:9.4f} {b[i]:9.4f} {diffs[i]:8.4f}{'  <- largest' if i == worst else ''}")
     print(f"largest |diff| {diffs[worst]:.4f} at step {worst + 1}; mean |diff| {sum(diffs) / n:.4f}; tolerance {tol}")
     ratio = None
-    if pt.get("tokens_per_s") and us.get("tokens_per_s"):
+    contended = os.environ.get("FID_CONTENDED") == "1"   # all.sh with FID_PAR > 1: a shared GPU
+    if contended:
+        print("tokens/s: not compared (other records ran on the GPU at the same time; peak memory is per process)")
+    elif pt.get("tokens_per_s") and us.get("tokens_per_s"):
         ratio = us["tokens_per_s"] / pt["tokens_per_s"]
         print(f"tokens/s: {na} {pt['tokens_per_s']:.0f}, {nb} {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
               f"(card: {pt.get('device', '?')})")

@@ -22,6 +22,7 @@ usage: torch_side.py --script train_gpt2.py --record N --weights init.srw --trai
                      --val-files GLOB --steps 50 --accum 8 --out torch.json [--no-compile]
 """
 import argparse
+import faulthandler
 import itertools
 import json
 import os
@@ -92,6 +93,8 @@ def main():
                       NANOGPT_VAL_TOKENS=os.environ.get("NANOGPT_VAL_TOKENS", str(val_tokens)))
     if a.no_compile:
         no_compile()
+    if int(os.environ.get("FID_STACK_AFTER", "0")) > 0:   # where a run that stalls is stuck: every
+        faulthandler.dump_traceback_later(int(os.environ["FID_STACK_AFTER"]), repeat=True)  # N s, to stderr
 
     loaded = []
 
