@@ -3,7 +3,7 @@
 ** (docs/harness.md); host-only: score-mode recipes cannot require it.
 **
 **   now() -> monotonic seconds; sync() -> nil | message (waits for the GPU when one is in use);
-**   checksum(t) -> integer (FNV-1a over the tensor's values, any device);
+**   checksum(t) -> integer (a hash of the tensor's values and shape, keyed per process, any device);
 **   ce_sum(logits, targets) -> sum, count, nonfinite (cross-entropy in double precision over the
 **     last dimension; targets are 0-based ids; raises on a shape or id mismatch);
 **   sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
@@ -46,6 +46,7 @@
 #include "lua/lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "core/tensor.h"         /* defines: sr_to_raw, sr_data */
 #include "core/copy.h"        /* defines: sr_to_raw */
+#include "core/ops.h"         /* defines: sr_binary_raw, sr_unary_raw, sr_reduce_raw */
 #include "util/fileio.h"      /* defines: sr_source_dir */
 #include "core/trace.h"          /* defines: sr_trace, sr_trace_start, sr_trace_diff */
 #ifdef SPEEDRUN_CUDA
@@ -75,13 +76,30 @@ static int h_sync(lua_State *L) {
 /* a CPU contiguous copy of any tensor in its own dtype (released by the caller) */
 static sr_tensor *host_copy(sr_tensor *t, sr_dtype dt) { return sr_to_raw(t, SR_CPU, dt); }
 
+/* the checksums' key: drawn once per process from the kernel, never exposed, so a recipe cannot
+** craft a change to its state that leaves the digest as it was */
+static uint64_t checksum_key(void) {
+  static uint64_t key;
+  static bool drawn;
+  if (drawn) return key;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || read(fd, &key, sizeof key) != (ssize_t)sizeof key) key = (uint64_t)(sr_monotonic_s() * 1e9) ^ (uint64_t)getpid() << 32;
+  if (fd >= 0) close(fd);
+  drawn = true;
+  return key;
+}
+
+/* a keyed hash over the tensor's bytes and shape, 8 bytes a step (a bytewise FNV-1a ran at ~1 GB/s:
+** seconds for a model's state): each step maps the running value one-to-one for a given word, so a
+** change of one word always changes the result */
 static int h_checksum(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
   sr_tensor *c = host_copy(t, t->dtype);
   const unsigned char *p = sr_data(c);
-  size_t n = (size_t)sr_numel(c) * sr_dtype_size(c->dtype);
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+  size_t n = (size_t)sr_numel(c) * sr_dtype_size(c->dtype), i = 0;
+  uint64_t h = checksum_key(), w;
+  for (; i + 8 <= n; i += 8) { memcpy(&w, p + i, 8); h = (h ^ w) * 0x9E3779B97F4A7C15ULL; h ^= h >> 29; }
+  for (; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
   for (int d = 0; d < c->ndim; d++) { h ^= (uint64_t)c->shape[d]; h *= 1099511628211ULL; }
   sr_tensor_release(c);
   lua_pushinteger(L, (lua_Integer)(h >> 1));
@@ -152,34 +170,53 @@ static int h_int_range(lua_State *L) {
   return 2;
 }
 
+/* per position of one [T, V] row pair: max |x - y| (NaN where one is: the engine's max lets NaN
+** win), max |x|, each [T] f32 on the host; computed where the tensors are (a GPU's logits never
+** cross to the host: at proxy scale that copy and a host loop over them cost ~5 s a run) */
+static void row_stats(sr_tensor *x, sr_tensor *y, sr_tensor *out[2]) {
+  sr_tensor *d = sr_binary_raw(SR_BINARY_SUB, x, y);
+  sr_unary_inplace(SR_UNARY_ABS, d, 0);
+  sr_tensor *ax = sr_unary_raw(SR_UNARY_ABS, x, 0);
+  sr_tensor *r[2] = {sr_reduce_raw(SR_REDUCE_MAX, d, 1, NULL), sr_reduce_raw(SR_REDUCE_MAX, ax, 1, NULL)};
+  for (int i = 0; i < 2; i++) { out[i] = host_copy(r[i], SR_F32); sr_tensor_release(r[i]); }
+  sr_tensor_release(d);
+  sr_tensor_release(ax);
+}
+
+/* the limit of row r (1-based positions; positions >= limit are skipped): from the table at 3,
+** or the (row, pos) pair, or T + 1 (the whole row) */
+static int64_t row_limit(lua_State *L, bool rows, int64_t r, lua_Integer row, lua_Integer pos, int64_t T) {
+  if (!rows) return r == row - 1 ? pos : T + 1;
+  lua_rawgeti(L, 3, r + 1);
+  int64_t lim = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : T + 1;
+  lua_pop(L, 1);
+  return lim;
+}
+
 static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
   bool rows = lua_istable(L, 3);     /* {pos of row 1, pos of row 2, ...}: per-row limits */
   lua_Integer row = rows ? 0 : luaL_checkinteger(L, 3), pos = rows ? 0 : luaL_checkinteger(L, 4);   /* 1-based */
-  if (a->ndim != 3 || !sr_same_shape(a, b)) return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] tensors of one shape");
-  int64_t B = a->shape[0], T = a->shape[1], V = a->shape[2];
-  sr_tensor *x = host_copy(a, SR_F32), *y = host_copy(b, SR_F32);
-  const float *xp = sr_data(x), *yp = sr_data(y);
+  if (a->ndim != 3 || !sr_same_shape(a, b) || a->dtype != b->dtype || !sr_dtype_is_float(a->dtype) ||
+      a->storage->device != b->storage->device)
+    return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] float tensors of one shape, dtype and device");
+  int64_t B = a->shape[0], T = a->shape[1];
   double dmax = 0, amax = 0;
   int nan = 0;
-  for (int64_t r = 0; r < B; r++)
-    for (int64_t t = 0; t < T; t++) {
-      if (rows) {
-        lua_rawgeti(L, 3, r + 1);
-        lua_Integer lim = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : T + 1;
-        lua_pop(L, 1);
-        if (t >= lim - 1) continue;
-      } else if (r == row - 1 && t >= pos - 1) continue;
-      const float *p = xp + (r * T + t) * V, *q = yp + (r * T + t) * V;
-      for (int64_t v = 0; v < V; v++) {
-        double d = fabs((double)p[v] - (double)q[v]);
-        if (isnan(d)) nan = 1;
-        if (d > dmax) dmax = d;
-        if (fabs(p[v]) > amax) amax = fabs(p[v]);
-      }
+  for (int64_t r = 0; r < B; r++) {   /* one row at a time: temporaries of [T, V], not [B, T, V] */
+    int64_t lim = row_limit(L, rows, r, row, pos, T);
+    sr_tensor *x = sr_narrow(a, 0, r, 1), *y = sr_narrow(b, 0, r, 1), *st[2];
+    sr_tensor *x2 = sr_view(x, 2, (int64_t[]){T, -1}), *y2 = sr_view(y, 2, (int64_t[]){T, -1});
+    row_stats(x2, y2, st);
+    const float *mx = sr_data(st[0]), *ab = sr_data(st[1]);
+    for (int64_t t = 0; t < T && t < lim - 1; t++) {
+      if (isnan(mx[t])) nan = 1;
+      if (mx[t] > dmax) dmax = mx[t];
+      if (ab[t] > amax) amax = ab[t];
     }
-  sr_tensor_release(x);
-  sr_tensor_release(y);
+    for (int i = 0; i < 2; i++) sr_tensor_release(st[i]);
+    sr_tensor_release(x); sr_tensor_release(y); sr_tensor_release(x2); sr_tensor_release(y2);
+  }
   lua_pushnumber(L, nan ? INFINITY : dmax);
   lua_pushnumber(L, amax);
   return 2;

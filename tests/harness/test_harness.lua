@@ -130,6 +130,25 @@ T.case("launch traces: equal for the same work, the first difference named", fun
   T.ok(tostring(a:diff(e)):find("launches, then", 1, true), tostring(a:diff(e)))
 end)
 
+T.case("causal_diff: the largest change before each row's limit, the largest logit, NaN as infinity", function()
+  local a = sr.randn(2, 4, 5)
+  local bl = a:tolist()
+  bl[2][3][2] = bl[2][3][2] + 0.5            -- row 2, position 3 moved by 0.5
+  local b = sr.tensor(bl)
+  local amax = 0
+  for _, r in ipairs(a:tolist()) do for _, p in ipairs(r) do for _, v in ipairs(p) do amax = math.max(amax, math.abs(v)) end end end
+  local d, m = H.causal_diff(a, a:clone(), {})
+  T.eq(d, 0); T.close(m, amax, 1e-6)
+  T.eq((H.causal_diff(a, b, {nil, 3})), 0)       -- positions >= 3 of row 2 are not compared
+  T.close((H.causal_diff(a, b, {nil, 4})), 0.5, 1e-6)
+  T.eq((H.causal_diff(a, b, 2, 3)), 0)
+  T.close((H.causal_diff(a, b, 1, 3)), 0.5, 1e-6)  -- the limit on row 1: row 2 compared whole
+  bl[1][1][1] = 0 / 0
+  T.eq((H.causal_diff(a, sr.tensor(bl), {nil, 3})), math.huge)
+  T.eq((H.causal_diff(a, sr.tensor(bl), {1, 3})), 0)  -- the NaN is past row 1's limit
+  T.ok(not pcall(H.causal_diff, a, b:to("bfloat16"), {}), "dtypes differ")
+end)
+
 T.case("writing inside the run's output folder is allowed", function()
   local r, _, text, out = train("writeout", "--restricted")
   T.eq(r.status, "valid", text)
