@@ -2,7 +2,7 @@
 --   speedrun run tasks/fidelity/ours.lua init  RECIPE OUT.srw [--scale full] [--seed 1] [--device cuda]
 --       builds the recipe's model (setup) and saves its initial weights (PyTorch names)
 --   speedrun run tasks/fidelity/ours.lua train RECIPE --weights IN.srw --batches TORCH.json
---       --train-files GLOB --out OURS.json [--scale full] [--device cuda]
+--       --train-files GLOB --out OURS.json [--scale full] [--device cuda] [--graph on|off]
 --       loads the weights, then trains on exactly the token windows the PyTorch run consumed
 --       (TORCH.json: micro_batch, T, accum, steps, positions = {{shard, pos}, ...} one per micro-batch)
 --       and writes the per-step training loss (mean over the step's micro-batches) and tokens/s.
@@ -10,10 +10,17 @@
 --       seq (records 12-21) gets the flat [accum*T] concatenation of the windows with
 --       micro_batch = T tokens, so the recipe's own split gives back the script's micro-batches.
 -- The schedule uses the scale's full step count, so the first steps follow the record's schedule.
+-- The steps run as the harness runs them (speedrun.harness.graph): on cuda, eager until the step
+-- repeats, then captured with the step compiler's plan, verified against an eager step and
+-- replayed; --graph off keeps every step eager. OURS.json's cuda_graph says what happened.
 local sr = require "speedrun"
 local nn = require "speedrun.nn"
 local json = require "speedrun.json"
 local data = require "speedrun.data"
+local graph = require "speedrun.harness.graph"
+local rules = require "speedrun.harness.rules"
+
+local WARMUP = 10   -- steps before tokens/s is timed (steps 11..N, as torch_side.py times them)
 
 local function die(msg) io.stderr:write("ours.lua: ", msg, "\n") os.exit(2) end
 
@@ -72,6 +79,11 @@ elseif cmd == "train" then
     shards[sh] = shards[sh] or assert(data.open_shard(files[sh + 1]))
     return shards[sh]:tensor(at + 1, mb * T + 1)
   end
+  if opt.graph and opt.graph ~= "on" and opt.graph ~= "off" then die("--graph must be on or off") end
+  -- the harness's stepper; its verification step evaluates the model as the harness does
+  local checker = rules.new(ctx, recipe.eval, nil, {checks = {}}, device, false)
+  local stepper, G = graph.new {ctx = ctx, recipe = recipe, rules = checker, device = device,
+                                cuda_graph = opt.graph or "on", skip = WARMUP}
   local losses, t_from, t_to = {}, nil, nil
   for step = 1, steps do
     local xs, ys = {}, {}
@@ -83,17 +95,21 @@ elseif cmd == "train" then
     end
     local x = sr.F.cat(xs, 1):to(device)
     local y = sr.F.cat(ys, 1):to(device)
-    if step == 11 then sr.synchronize(); t_from = sr.clock() end
-    if recipe.schedule then recipe.schedule(ctx, step) end
-    local loss = recipe.train_step(ctx, step, {x = x, y = y, step = step})
+    if step == WARMUP + 1 then sr.synchronize(); t_from = sr.clock() end
+    local loss = stepper:run(step, x, y)
     losses[step] = sr.is_tensor(loss) and loss:item() or loss
     if step == steps then sr.synchronize(); t_to = sr.clock() end
     io.stderr:write(("step %d/%d loss %.4f\n"):format(step, steps, losses[step]))
   end
-  local tps = (t_from and t_to and steps > 10) and (steps - 10) * mb * accum * T / (t_to - t_from) or json.null
+  stepper:free()
+  local how = G.used and ("replayed as a CUDA graph from step " .. G.captured_at + 2 .. ", " ..
+    (G.fuse.used and G.fuse.groups_fused .. " fused groups" or "unfused")) or ("eager: " .. tostring(G.reason))
+  io.stderr:write("speedrun steps: ", how, "\n")
+  local tps = (t_from and t_to and steps > WARMUP) and (steps - WARMUP) * mb * accum * T / (t_to - t_from) or json.null
   local f = assert(io.open(opt.out or die("--out OURS.json"), "w"))
   f:write(json.encode({side = "speedrun", recipe = recipe.name, scale = scale, device = device, steps = steps,
                        micro_batch = mb, accum = accum, T = T, losses = json.array(losses), tokens_per_s = tps,
+                       cuda_graph = G,
                        peak_memory_bytes = device == "cuda" and sr.cuda.memory().peak or json.null}, true), "\n")
   f:close()
 else

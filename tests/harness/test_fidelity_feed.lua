@@ -36,6 +36,10 @@ for _, c in ipairs(cases) do
     T.eq(#fwd.losses, 2, "one loss per step")
     for _, l in ipairs(fwd.losses) do T.ok(l == l and l > 0 and l < 20, "finite loss " .. tostring(l)) end
     T.eq(fwd.accum, 2)
+    -- the harness's stepper ran the steps; on the CPU it stays eager and says why
+    T.eq(fwd.cuda_graph.used, false)
+    T.ok(tostring(fwd.cuda_graph.reason):find("the device is cpu", 1, true), tostring(fwd.cuda_graph.reason))
+    T.eq(fwd.cuda_graph.eager_steps, 2, "both steps through the stepper")
     local other = run(n, mb, Tn, {{0, 4 * w}, {0, 5 * w}, {0, 6 * w}, {0, 7 * w}}, "b")
     T.ok(math.abs(other.losses[2] - fwd.losses[2]) > 1e-6, "other windows give another step-2 loss")
   end)
