@@ -3,7 +3,8 @@
 -- update. A fused graph (the step compiler's kernels round once where eager rounds each bf16
 -- intermediate) gets a looser bound on the step's loss only. When the step is captured: after the
 -- first eager step from 3 on whose launches equal the step before's, at the latest w - 1. Runs on
--- the CPU (no graph needed: the capture itself is replaced by a stand-in).
+-- the CPU (no graph needed: the capture itself is replaced by a stand-in). The update probe's
+-- evaluation is bounded to 65,536 tokens of the batch (a full-scale batch's f32 logits are ~100 GB).
 local T = require "speedrun.testing"
 local graph = require "speedrun.harness.graph"
 local dis = graph.disagreement
@@ -51,6 +52,26 @@ T.case("graph capture: after the first eager step (from 3) that repeats the step
   T.eq(capture_step(make(function(s) return s < 4 and s or 4 end), 7), 5, "steady from step 4: after step 5")
   T.eq(capture_step(make(function(s) return s end), 7), 6, "never steady: tried at w - 1 (and refused there)")
   T.eq(capture_step(make(function() return 2 end), 4), 3, "w = 4: the only point")
+end)
+
+T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch", function()
+  local sr = require "speedrun"
+  local rules = require "speedrun.harness.rules"
+  local seen
+  local V = 7
+  local function eval(_, x)   -- uniform logits: the mean cross-entropy is ln V on any tokens
+    seen = x.shape
+    local shape = {table.unpack(x.shape)}
+    shape[#shape + 1] = V
+    return sr.zeros(table.unpack(shape))
+  end
+  local r = rules.new({}, eval, nil, {checks = {}}, "cpu", false)
+  local cases = {{{4, 16}, {4, 16}}, {{300, 256}, {256, 256}}, {{70000, 2}, {32768, 2}}, {{100000}, {65536}}, {{512}, {512}}}
+  for _, c in ipairs(cases) do
+    local x = sr.zeros(table.unpack(c[1])):to("int32")
+    T.close(r:loss(x, x), math.log(V), 1e-6)
+    T.eq(table.concat(seen, "x"), table.concat(c[2], "x"), "eval's input for a batch of " .. table.concat(c[1], "x"))
+  end
 end)
 
 T.done()
