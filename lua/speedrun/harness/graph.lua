@@ -119,7 +119,9 @@ function Step:capture(x, y)
   self.gx, self.gy = m_clone(x), m_clone(y)
   local hold = self.hold or function() end
   hold(true)    -- planning the fusion is the harness's own work (no recipe code runs in it)
+  local t0 = H.now()
   local plan = self:fuse_plan()
+  self.G.fuse.plan_ms = (H.now() - t0) * 1000   -- its kernels' NVRTC compiles included (disk cache)
   hold(false)
   local step_fn = self.train_step
   if plan then step_fn = function(...) return fuse.run(plan, self.train_step, ...) end end
@@ -171,7 +173,7 @@ function Step:fuse_captured(plan)
   local F = self.G.fuse
   F.used, F.groups_fused, F.reason = groups > 0, groups, why or json.null
   emit {ev = "fuse", groups = F.groups, fused = groups, launches_saved = F.launches_saved,
-        saved_bytes = F.saved_bytes, reason = why}
+        saved_bytes = F.saved_bytes, plan_ms = F.plan_ms, reason = why}
 end
 
 -- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil;
