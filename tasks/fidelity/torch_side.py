@@ -96,6 +96,14 @@ def main():
     if int(os.environ.get("FID_STACK_AFTER", "0")) > 0:   # where a run that stalls is stuck: every
         faulthandler.dump_traceback_later(int(os.environ["FID_STACK_AFTER"]), repeat=True)  # N s, to stderr
 
+    cache = mega_cache_path(a.record)
+    if cache and os.path.exists(cache):   # compiled artifacts of an earlier run (another machine)
+        try:
+            torch.compiler.load_cache_artifacts(open(cache, "rb").read())
+            print(f"compile caches: loaded {os.path.getsize(cache)} bytes from {cache}", file=sys.stderr)
+        except Exception as e:  # a stale or foreign file: compile as if it were absent
+            print(f"compile caches: {cache} not loaded ({e})", file=sys.stderr)
+
     loaded = []
 
     def load(model):   # the patched script calls this with its model before DDP / the broadcast
@@ -128,6 +136,8 @@ def main():
         pass
     finally:
         torch.Tensor.backward = real_backward
+    if cache and not os.path.exists(cache):
+        save_cache(cache)
     if not loaded:
         sys.exit("torch_side.py: the script never reached the weight-loading point")
     if len(losses) < limit:
@@ -151,6 +161,31 @@ def main():
                "peak_memory_bytes": torch.cuda.max_memory_allocated()},
               open(a.out, "w"), indent=1)
     print(f"pytorch: {a.steps} steps, first loss {steps[0]:.4f}, last {steps[-1]:.4f}, tokens/s {tps}", file=sys.stderr)
+
+
+def mega_cache_path(record):
+    """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N in
+    DIR/record_N.bin, loaded before the script compiles and written after it when absent: a fresh
+    machine (every device session starts one) then skips most of a 1-3 minute cold compile. The
+    timed steps (11-50) come after every compile either way, so tokens/s does not depend on it."""
+    d = os.environ.get("FID_COMPILE_CACHE")
+    return os.path.join(d, f"record_{record}.bin") if d else None
+
+
+def save_cache(path):
+    try:
+        art = torch.compiler.save_cache_artifacts()
+    except Exception as e:
+        print(f"compile caches: not saved ({e})", file=sys.stderr)
+        return
+    if art is None:
+        print("compile caches: nothing to save", file=sys.stderr)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        f.write(art[0])
+    os.replace(path + ".tmp", path)
+    print(f"compile caches: saved {len(art[0])} bytes to {path}", file=sys.stderr)
 
 
 def train_windows(windows, a, info):
