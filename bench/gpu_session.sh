@@ -59,6 +59,8 @@
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
 #              step replayed as a CUDA graph, fusion off then on (the plan printed): before/after
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
+# The fidelity parts keep PyTorch's compile artifacts in $OUT/cc/record_N.bin (FID_COMPILE_CACHE);
+# copy them into runs/cc and carry it to skip the cold compiles in the next call.
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py (or - when no part needs them)}; DATA=${2:?data dir (or -)}; shift 2
 PARTS=${*:-build kernels lua bench anchor}
@@ -69,6 +71,10 @@ finish() { tar czf "$OUTDIR/session.tgz.tmp" --exclude="*.srw" -C "$LOG" . 2>/de
 trap finish EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
+# PyTorch's compile artifacts per record (tasks/fidelity/torch_side.py): saved under $OUTDIR/cc (they
+# come back from the call), seeded from runs/cc when carried there from an earlier call
+export FID_COMPILE_CACHE=${FID_COMPILE_CACHE:-$(realpath "$OUTDIR")/cc}; mkdir -p "$FID_COMPILE_CACHE"
+[ -d runs/cc ] && cp -n runs/cc/record_*.bin "$FID_COMPILE_CACHE/" 2>/dev/null
 part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its time
   local name=$1 lim=$2; shift 2; local t=$(date +%s)
   timeout "$lim" "$@" >"$LOG/$name.log" 2>&1; local rc=$?
