@@ -205,7 +205,8 @@ static int h_causal_diff(lua_State *L) {
   int nan = 0;
   for (int64_t r = 0; r < B; r++) {   /* one row at a time: temporaries of [T, V], not [B, T, V] */
     int64_t lim = row_limit(L, rows, r, row, pos, T);
-    sr_tensor *x = sr_narrow(a, 0, r, 1), *y = sr_narrow(b, 0, r, 1), *st[2];
+    sr_tensor *xn = sr_narrow(a, 0, r, 1), *yn = sr_narrow(b, 0, r, 1), *st[2];
+    sr_tensor *x = sr_contiguous_raw(xn), *y = sr_contiguous_raw(yn);   /* eval may return a view */
     sr_tensor *x2 = sr_view(x, 2, (int64_t[]){T, -1}), *y2 = sr_view(y, 2, (int64_t[]){T, -1});
     row_stats(x2, y2, st);
     const float *mx = sr_data(st[0]), *ab = sr_data(st[1]);
@@ -215,6 +216,7 @@ static int h_causal_diff(lua_State *L) {
       if (ab[t] > amax) amax = ab[t];
     }
     for (int i = 0; i < 2; i++) sr_tensor_release(st[i]);
+    sr_tensor_release(xn); sr_tensor_release(yn);
     sr_tensor_release(x); sr_tensor_release(y); sr_tensor_release(x2); sr_tensor_release(y2);
   }
   lua_pushnumber(L, nan ? INFINITY : dmax);

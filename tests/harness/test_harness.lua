@@ -147,6 +147,10 @@ T.case("causal_diff: the largest change before each row's limit, the largest log
   T.eq((H.causal_diff(a, sr.tensor(bl), {nil, 3})), math.huge)
   T.eq((H.causal_diff(a, sr.tensor(bl), {1, 3})), 0)  -- the NaN is past row 1's limit
   T.ok(not pcall(H.causal_diff, a, b:to("bfloat16"), {}), "dtypes differ")
+  local at = sr.randn(5, 4, 3):transpose(1, 2)     -- eval may return a non-contiguous view
+  local tl = at:contiguous():tolist()
+  tl[2][3][2] = tl[2][3][2] + 0.25
+  T.close((H.causal_diff(at, sr.tensor(tl), {})), 0.25, 1e-6)
 end)
 
 T.case("writing inside the run's output folder is allowed", function()
