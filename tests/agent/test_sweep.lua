@@ -204,6 +204,32 @@ T.case("refresh: a cell killed between its stop and its report is finished by th
   T.eq(json.decode(read(cdir .. "/cell.json")).status, "done")
 end)
 
+-- the same half-finished cell while its process still runs (an orphan of a dead sweep, between its
+-- stop and its report): a refresh leaves it to that process; once it is gone, the refresh finishes it
+T.case("refresh: a cell whose process still runs is left to it (one closing line)", function()
+  local key = "t01-none-aide-oracle-s1"
+  local cdir = W.tmp .. "/half/cells/" .. key
+  os.remove(cdir .. "/summary.json")
+  local log = read(cdir .. "/agent.log"):gsub("agent run in [^\n]*\n", "")
+  T.write(cdir .. "/agent.log", log)
+  local p = io.popen("bash -c '(exec -a " .. key .. " sleep 30) >/dev/null 2>&1 & echo $!'")
+  local pid = p:read("l")
+  p:close()
+  local cj = json.decode(read(cdir .. "/cell.json"))
+  cj.status, cj.handle = "running", "local:" .. pid
+  T.write(cdir .. "/cell.json", json.encode(cj))
+  local cell = {key = key, task = 1, hint_regime = "none", scaffold = "aide", model = "oracle", seed = 1}
+  T.eq(sweep.refresh(W.tmp .. "/half", {cell}).done, 1, "counted done: its run stopped")
+  local _, lines = read(cdir .. "/agent.log"):gsub("agent run in ", "")
+  T.eq(lines, 0, "no closing line written while the process lives")
+  T.eq(json.decode(read(cdir .. "/cell.json")).status, "running")
+  os.execute("kill -9 " .. pid .. " 2>/dev/null; sleep 0.2")
+  sweep.refresh(W.tmp .. "/half", {cell})
+  _, lines = read(cdir .. "/agent.log"):gsub("agent run in ", "")
+  T.eq(lines, 1, "the closing line, once, after the process is gone")
+  T.eq(json.decode(read(cdir .. "/cell.json")).status, "done")
+end)
+
 -- the metrics of that sweep, recomputed here from the cells' own node files: the run's FSR from
 -- the fastest valid node (v_0 included; valid: is_valid and val_loss below the micro target 10.9)
 -- against the calibration's times, clipped to [0, 3]; each configuration's top-3 position means

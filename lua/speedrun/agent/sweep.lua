@@ -153,6 +153,16 @@ local function wait_orphans(dir, cells, quiet)
   end
 end
 
+-- whether the cell's log ends with the closing line of a run (`agent run in DIR stopped: ...`)
+local function closed(cdir)
+  local f = io.open(cdir .. "/agent.log", "rb")
+  if not f then return false end
+  local last = ""
+  for line in f:lines() do if line:find("%S") then last = line end end
+  f:close()
+  return last:find("agent run in ", 1, true) == 1 and last:find(" stopped: ", 1, true) ~= nil
+end
+
 -- the status of every cell, refreshed from the disk (cell.json is brought up to date)
 function M.refresh(dir, cells)
   local counts = {done = 0, failed = 0, pending = 0}
@@ -161,10 +171,13 @@ function M.refresh(dir, cells)
     local state, reason, nodes, sessions = M.disk_state(cdir)
     local cj = journal.read_json(cdir .. "/cell.json") or {}
     if state == "done" then
-      if cj.status ~= "done" then
+      -- a process that still runs writes its own report and closing line (an orphan of a dead
+      -- sweep between its stop and its report: finishing it here too gave two closing lines)
+      local live = cj.status == "running" and cj.handle and runner.alive(cj.handle, c.key)
+      if cj.status ~= "done" and not live then
         -- a run that stopped but whose process died before its report and closing log line
         -- (killed in between): finished here as `agent run` would have finished it
-        if not H.stat(cdir .. "/summary.json", true) then
+        if not closed(cdir) then
           local line = require("speedrun.agent.report").finish(cdir, reason)
           local f = io.open(cdir .. "/agent.log", "a")
           if f then f:write(line, "\n") f:close() end
