@@ -43,6 +43,7 @@
 
 #include "util/clock.h"          /* defines: sr_monotonic_s */
 #include "util/sha256.h"         /* defines: sr_sha256_hex */
+#include "util/hash.h"           /* defines: sr_fnv1a */
 #include "lua/lsr.h"            /* defines: sr_check_tensor, sr_to_tensor */
 #include "core/tensor.h"         /* defines: sr_to_raw, sr_data */
 #include "core/copy.h"        /* defines: sr_to_raw */
@@ -99,8 +100,8 @@ static int h_checksum(lua_State *L) {
   size_t n = (size_t)sr_numel(c) * sr_dtype_size(c->dtype), i = 0;
   uint64_t h = checksum_key(), w;
   for (; i + 8 <= n; i += 8) { memcpy(&w, p + i, 8); h = (h ^ w) * 0x9E3779B97F4A7C15ULL; h ^= h >> 29; }
-  for (; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
-  for (int d = 0; d < c->ndim; d++) { h ^= (uint64_t)c->shape[d]; h *= 1099511628211ULL; }
+  h = sr_fnv1a(h, p + i, n - i);                                        /* the last 0-7 bytes */
+  h = sr_fnv1a(h, c->shape, (size_t)c->ndim * sizeof c->shape[0]);
   sr_tensor_release(c);
   lua_pushinteger(L, (lua_Integer)(h >> 1));
   return 1;

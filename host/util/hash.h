@@ -1,6 +1,7 @@
 /*
 ** util/hash.h: FNV-1a 64, the one non-cryptographic byte hash of the host (launch layouts in
-** core/trace.c, cuBLASLt's algorithm records in cuda/lt_algo.c). Chain calls to hash several
+** core/trace.c, cuBLASLt's algorithm records in cuda/lt_algo.c, the tail and shape of the
+** harness's keyed tensor checksum in lua/lharness.c). Chain calls to hash several
 ** pieces: h = sr_fnv1a(sr_fnv1a(SR_FNV_SEED, a, na), b, nb). Content identity that must resist
 ** tampering uses util/sha256.h instead.
 */
