@@ -74,12 +74,8 @@ end
 -- sequence): a full-scale step's batch (524,288 tokens) would need ~100 GB of f32 logits
 function Rules:loss(x, y)
   local sx = shape_of(x)
-  if #sx == 2 and sx[1] * sx[2] > PROBE_TOKENS then
-    local rows = mmax(1, PROBE_TOKENS // sx[2])
-    x, y = m_narrow(x, 1, 1, rows), m_narrow(y, 1, 1, rows)
-  elseif #sx == 1 and sx[1] > PROBE_TOKENS then
-    x, y = m_narrow(x, 1, 1, PROBE_TOKENS), m_narrow(y, 1, 1, PROBE_TOKENS)
-  end
+  local keep = #sx == 2 and mmax(1, PROBE_TOKENS // sx[2]) or #sx == 1 and PROBE_TOKENS or nil  -- rows, tokens
+  if keep and sx[1] > keep then x, y = m_narrow(x, 1, 1, keep), m_narrow(y, 1, 1, keep) end
   local s, n = chunk_ce(self:eval(m_clone(x)), y)
   return s / n
 end

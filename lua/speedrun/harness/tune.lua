@@ -157,22 +157,24 @@ end
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
+  local function confirmation(run)   -- a confirmation of hi's budget, with the pooled pass probability
+    local C = run(hi.steps)
+    C.steps = hi.steps
+    C.power = o.power and o.power({hi, C}) or nil
+    return C
+  end
+  local function accepted(C) return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
   for i = 1, o.confirm_tries or M.CONFIRM_TRIES do
     local C
     if hi.pass then
       if #order + #confirms >= max_probes then break end
-      C = o.confirm(hi.steps)
-      C.steps = hi.steps
-      C.power = o.power and o.power({hi, C}) or nil
+      C = confirmation(o.confirm)
       confirms[#confirms + 1] = C
-      local function accepted() return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
-      if accepted() and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
-        C = o.rerun(hi.steps)
-        C.steps = hi.steps
-        C.power = o.power and o.power({hi, C}) or nil
+      if accepted(C) and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
+        C = confirmation(o.rerun)
         confirms[#confirms] = C
       end
-      if accepted() then return hi, C end
+      if accepted(C) then return hi, C end
     end
     local nxt = hi.steps + unit * (1 << (i - 1))
     local guess = C and o.predict and o.predict({hi, C}, order)
