@@ -17,7 +17,7 @@
 #              (record | batch | largest | mean | verdict | tokens/s and memory ratios) at the end;
 #              NO_COMPILE and ACCUM pass through (tasks/fidelity/README.md)
 #   fidwarm    PyTorch's compile caches filled for records $FID_RECORDS, $FID_WARM_PAR (default 4) at a
-#              time (tasks/fidelity/warm.sh), before `fidelity`: a cold compile is 150-200 s a record
+#              time (tasks/fidelity/warm.sh), before `fidelity`: a cold compile is 54 to >190 s a record
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
@@ -149,7 +149,8 @@ for p in $PARTS; do
       part anchor 300 env OUT="$LOG/anchor" bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" 50 1
       fidelity_summary "$LOG/anchor.log" ;;
     fidwarm)
-      part fidwarm "$(( ${FID_WARM_LIMIT:-280} * 2 + 20 ))" bash tasks/fidelity/warm.sh "$SCRIPTS" "$DATA" ${FID_RECORDS:-2 3 4 5}
+      part fidwarm "$(( ${FID_WARM_LIMIT:-280} * 2 + 20 ))" env OUT="$LOG/fidwarm" bash tasks/fidelity/warm.sh "$SCRIPTS" \
+        "$DATA" ${FID_RECORDS:-2 3 4 5}
       cat "$LOG/fidwarm.log" ;;
     fidelity)   # one part per record, so a slow record cannot starve the next; summary lines at the end
       for n in ${FID_RECORDS:-2 3 4 5}; do

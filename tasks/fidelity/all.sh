@@ -5,7 +5,8 @@
 # record_N/train_gpt2.py (the benchmark's scripts, brought by you; nothing is fetched) and prints
 # each comparison. Logs and JSON go to $OUT (or runs/fidelity) as record_NN.{log,torch.json,ours.json}.
 # FID_LIMIT: seconds per record (default 280; a record cut by it reports rc=124 and the next one
-# starts). ACCUM and NO_COMPILE pass through to run.sh.
+# starts). FID_PAR: records run at once (default 1). ACCUM, NO_COMPILE and FID_TORCH_ONLY pass
+# through to run.sh.
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; STEPS=${3:-50}; shift 3 || true
 RECORDS=${*:-1 2 3 4 5}

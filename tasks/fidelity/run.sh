@@ -8,7 +8,8 @@
 # record 1, which imports it). Writes OUT_DIR/{init.srw,torch.json,ours.json} and prints the table.
 # ACCUM: micro-batches per step (default 8 = the records' 8-GPU global batch, accumulated; records
 # 1-3 and 15 always run 1: their scripts have no accumulation on one GPU). NO_COMPILE=1: PyTorch
-# eager (flex attention stays compiled). The patches per record: patches.py, README.md.
+# eager (flex attention stays compiled). FID_TORCH_ONLY=1: stop after the PyTorch side (warm.sh).
+# The patches per record: patches.py, README.md.
 set -euo pipefail
 N=${1:?record number}; SCRIPT=${2:?path to train_gpt2.py}; DATA=${3:?data dir}
 NN=$(printf %02d "$N")
@@ -24,6 +25,7 @@ mkdir -p "$OUT"
 python3 "$HERE/torch_side.py" --script "$SCRIPT" --record "$N" --weights "$OUT/init.srw" \
   --train-files "$DATA/*_train_*.bin" --val-files "$DATA/*_val_*.bin" \
   --steps "$STEPS" --accum "$ACCUM" --out "$OUT/torch.json" "${EXTRA[@]}"
+[ "${FID_TORCH_ONLY:-0}" = 1 ] && exit 0
 "$SR" run "$HERE/ours.lua" train "$RECIPE" --weights "$OUT/init.srw" --batches "$OUT/torch.json" \
   --train-files "$DATA/*_train_*.bin" --out "$OUT/ours.json" --scale full --device cuda
 python3 "$HERE/compare.py" "$OUT/torch.json" "$OUT/ours.json"

@@ -96,12 +96,13 @@ def main():
     if int(os.environ.get("FID_STACK_AFTER", "0")) > 0:   # where a run that stalls is stuck: every
         faulthandler.dump_traceback_later(int(os.environ["FID_STACK_AFTER"]), repeat=True)  # N s, to stderr
 
-    cache = mega_cache_path(a.record)
+    cache, cache_loaded = mega_cache_path(a.record), False
     if cache and os.path.exists(cache):   # compiled artifacts of an earlier run (another machine)
         try:
             torch.compiler.load_cache_artifacts(open(cache, "rb").read())
+            cache_loaded = True
             print(f"compile caches: loaded {os.path.getsize(cache)} bytes from {cache}", file=sys.stderr)
-        except Exception as e:  # a stale or foreign file: compile as if it were absent
+        except Exception as e:  # a stale or foreign file: compiled as if absent, then replaced
             print(f"compile caches: {cache} not loaded ({e})", file=sys.stderr)
 
     loaded = []
@@ -136,7 +137,7 @@ def main():
         pass
     finally:
         torch.Tensor.backward = real_backward
-    if cache and not os.path.exists(cache):
+    if cache and not cache_loaded:
         save_cache(cache)
     if not loaded:
         sys.exit("torch_side.py: the script never reached the weight-loading point")
@@ -165,9 +166,10 @@ def main():
 
 def mega_cache_path(record):
     """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N in
-    DIR/record_N.bin, loaded before the script compiles and written after it when absent: a fresh
-    machine (every device session starts one) then skips most of a 1-3 minute cold compile. The
-    timed steps (11-50) come after every compile either way, so tokens/s does not depend on it."""
+    DIR/record_N.bin, loaded before the script compiles and written after it when absent (or not
+    loadable): a fresh machine (every device session starts one) then skips most of a 1-3 minute
+    cold compile. The timed steps (11-50) come after every compile either way, so tokens/s does not
+    depend on it."""
     d = os.environ.get("FID_COMPILE_CACHE")
     return os.path.join(d, f"record_{record}.bin") if d else None
 
