@@ -1,9 +1,12 @@
 /*
 ** cuda/lt_algo.c: cuBLASLt's algorithm choice, remembered on disk (cuda/lt_algo.h).
 **
-** A new GEMM plan (kernels/matmul.cu, kernels/fp8.cu) asks cuBLASLt's heuristic for an algorithm;
-** that query is most of a plan's cost and every run of a recipe makes the same ones in its first
-** step. cublasLtMatmulAlgo_t is a plain struct that cuBLASLt's documentation allows to be stored
+** A new GEMM plan (kernels/matmul.cu, kernels/fp8.cu) asks cuBLASLt's heuristic for an algorithm,
+** and every run of a recipe makes the same queries in its first step. Measured on an H200
+** (2026-12-04, tasks/CALIBRATION.md): taking all 18 answers from this file saved no time (a proxy
+** record's 18 plans 53-56 ms, against 58-62 ms asking): the query is not what a first plan costs.
+** Kept as a cache that changes nothing but the time; a candidate for removal once the first GEMMs'
+** real cost is found. cublasLtMatmulAlgo_t is a plain struct that cuBLASLt's documentation allows to be stored
 ** and restored for the same library version, so the heuristic's answer is appended to
 ** <kernel cache>/gemm-<fingerprint>.algos (the kernel cache of jit/: $SPEEDRUN_KERNEL_CACHE, ...;
 ** the fingerprint hashes the cuBLASLt version, the device's name and compute capability, the
