@@ -10,6 +10,7 @@
 **   causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
 **     other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
 **   causal_diff(a, b, {pos_1, ..., pos_B}): the same with one limit per row (nil: the whole row);
+**     nil and why when b is not comparable with a (another shape, dtype or device);
 **   shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
 **     SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
@@ -198,9 +199,15 @@ static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
   bool rows = lua_istable(L, 3);     /* {pos of row 1, pos of row 2, ...}: per-row limits */
   lua_Integer row = rows ? 0 : luaL_checkinteger(L, 3), pos = rows ? 0 : luaL_checkinteger(L, 4);   /* 1-based */
-  if (a->ndim != 3 || !sr_same_shape(a, b) || a->dtype != b->dtype || !sr_dtype_is_float(a->dtype) ||
-      a->storage->device != b->storage->device)
-    return sr_argerror(L, a->ndim != 3 ? 1 : 2, "want two [B, T, V] float tensors of one shape, dtype and device");
+  if (a->ndim != 3 || !sr_dtype_is_float(a->dtype)) return sr_argerror(L, 1, "want [B, T, V] float logits");
+  if (!sr_same_shape(a, b) || a->dtype != b->dtype || a->storage->device != b->storage->device) {
+    char sa[96], sb[96];   /* eval answered the two calls differently: not comparable, the caller's verdict */
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s %s logits on %s, then %s %s logits on %s", sr_shape_str(a, sa, sizeof sa), sr_dtype_name(a->dtype),
+                    sr_device_name(a->storage->device), sr_shape_str(b, sb, sizeof sb), sr_dtype_name(b->dtype),
+                    sr_device_name(b->storage->device));
+    return 2;
+  }
   int64_t B = a->shape[0], T = a->shape[1];
   double dmax = 0, amax = 0;
   int nan = 0;

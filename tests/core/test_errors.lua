@@ -68,7 +68,7 @@ T.case("argument errors: bad argument #N to 'fname' (...) in every binding libra
   style(function() return json.encode(deep) end, "bad argument #1 to 'encode' (nesting deeper than 64 (a cycle?))")
   style(function() return process.spawn{argv = {}} end, "bad argument #1 to 'spawn' (field 'argv' is empty)")
   style(function() return hc.causal_diff(sr.zeros(2, 3), sr.zeros(2, 3), 1, 1) end,
-        "bad argument #1 to 'causal_diff' (want two [B, T, V] float tensors of one shape, dtype and device)")
+        "bad argument #1 to 'causal_diff' (want [B, T, V] float logits)")
   -- speedrun.stats
   local stats = require "speedrun.stats"
   style(function() return stats.ttest_less({1, "x", 3}, 0) end, "bad argument #1 to 'ttest_less' (entry 2 is a string, not a number)")

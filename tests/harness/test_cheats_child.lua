@@ -1,7 +1,8 @@
 -- Cheat classes 1-3 of issue 14 (the child side of a run), each scored on CPU at micro scale
 -- and required not to pass, with the failure kind named; an honest control passes beside them.
 --   1. an eval that recognises the causality / statelessness probes (by shape, call count,
---      perturbed positions): rejected by the random re-checks of real validation chunks
+--      perturbed positions, answering them in another dtype): rejected by the random re-checks of
+--      real validation chunks
 --   2. training in the warm-up steps: every step is on the clock (the warm-up beyond a bounded
 --      allowance is counted), so the cheat is slower than the honest recipe: FSR 0
 --   3. training inside eval (grad mode on, optimizer steps) and in finalizers: rejected
@@ -10,7 +11,7 @@ local T = require "speedrun.testing"
 local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
 
-local CHEATS = {"cheat_probeshape", "cheat_probecount", "cheat_probepos", "cheat_warmup", "cheat_evaltrain",
+local CHEATS = {"cheat_probeshape", "cheat_probecount", "cheat_probepos", "cheat_probedtype", "cheat_warmup", "cheat_evaltrain",
                 "cheat_evalstep", "cheat_evalview", "cheat_gc"}
 local W = T.workspace("cheats-child", {"good", table.unpack(CHEATS)})
 local tmp, ws, speedrun = W.tmp, W.ws, W.run
@@ -36,6 +37,10 @@ end)
 
 T.case("class 1: an eval that stays causal only where the probe looks -> rejected (non-causal)", function()
   rejected("cheat_probepos", "non%-causal")
+end)
+
+T.case("class 1: an eval that peeks in another dtype on the probe's calls -> rejected (treat every call alike)", function()
+  rejected("cheat_probedtype", "treat every call alike")
 end)
 
 T.case("class 3: grad mode switched on inside eval (even caught) -> rejected", function()

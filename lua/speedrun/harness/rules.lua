@@ -154,6 +154,9 @@ function Rules:checks()
     local xp, limits, positions = perturbed(x, self.device)
     if xp then
       local cd, amax = causal_diff(base, self:eval(xp), limits)
+      if not cd then   -- amax: what differed
+        fail("rejected", fmt("eval answered validation chunk %d with %s once a later token was changed (eval must treat every call alike)", i, amax))
+      end
       worst_c, amax_all = mmax(worst_c, cd), mmax(amax_all, amax)
       for _, p in ipairs(positions) do where[#where + 1] = {chunk = i, row = p[1], pos = p[2]} end
     end
