@@ -195,4 +195,33 @@ T.case("host copies inside a capture fail with a clear message", function()
   T.eq((x + 1):sum():item(), 16)
 end)
 
+T.case("harness causal_diff on GPU logits agrees with the CPU (limits, a view, bf16, NaN, mismatch)", function()
+  local H = require "speedrun.harness_core"
+  sr.manual_seed(7)
+  local a = sr.randn(3, 64, 1000)
+  local d = sr.zeros(3, 64, 1000)
+  d:narrow(1, 2, 1):narrow(2, 40, 1):narrow(3, 17, 1):fill_(0.5)    -- row 2, position 40 moved by 0.5
+  d:narrow(1, 3, 1):narrow(2, 5, 1):narrow(3, 9, 1):fill_(0.001)    -- row 3, position 5
+  local b = a + d
+  local ag, bg = a:to("cuda"), b:to("cuda")
+  for _, lim in ipairs {{}, {nil, 40}, {nil, 41}, {1, 1, 5}, {1, 64, 6}} do
+    local dc, mc = H.causal_diff(a, b, lim)
+    local dg, mg = H.causal_diff(ag, bg, lim)
+    T.close(dg, dc, 1e-6); T.close(mg, mc, 1e-6)
+  end
+  T.close((H.causal_diff(ag, bg, 2, 41)), 0.5, 1e-5)
+  T.eq((H.causal_diff(ag, bg, {nil, 40, 5})), 0)
+  local a16, b16 = ag:to("bfloat16"), bg:to("bfloat16")
+  T.close((H.causal_diff(a16, b16, {})), (H.causal_diff(a16:to("cpu"), b16:to("cpu"), {})), 0)
+  local at = ag:transpose(1, 2):contiguous():transpose(1, 2)       -- eval may return a view
+  T.close((H.causal_diff(at, bg, {})), (H.causal_diff(a, b, {})), 1e-6)
+  local bn = bg:clone()
+  bn:narrow(1, 1, 1):narrow(2, 10, 1):narrow(3, 3, 1):fill_(0 / 0)
+  T.eq((H.causal_diff(ag, bn, {})), math.huge)
+  T.close((H.causal_diff(ag, bn, {10})), 0.5, 1e-5)                 -- the NaN is past row 1's limit
+  local none, why = H.causal_diff(ag, b, {})
+  T.eq(none, nil)
+  T.ok(tostring(why):find("on cuda, then [3,64,1000] float32 logits on cpu", 1, true), tostring(why))
+end)
+
 T.done()
