@@ -41,7 +41,8 @@
 #              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
-#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone
+#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone,
+#              $RETIME_RUNS runs each (default 5: with 3, one run's slow warm-up triples a std; 1-11 at 3 runs took 123 s)
 #   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
@@ -183,8 +184,8 @@ for p in $PARTS; do
     retime) # the plain calibrate of records $RETIME_RECORDS (default 1-5) and the default recipe, each
             # run alone, in one call (their `tune` records kept where the budget is the tuned one)
       part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
-          --runs 3 --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
-        [ ${RETIME_DEFAULT:-1} = 0 ] || ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs 3 --device cuda \
+          --runs ${RETIME_RUNS:-5} --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
+        [ ${RETIME_DEFAULT:-1} = 0 ] || ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs ${RETIME_RUNS:-5} --device cuda \
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     pilot)

@@ -97,9 +97,14 @@ end
 print(("recipe %s (%s), scale %s, device %s: batch %d x %d (micro-batch %d, %d per step), %d warm-up + %d steps")
   :format(recipe.name or "?", recipe_path, scale, device, b.B, b.T, mb, b.B // mb, warmup, steps))
 train_steps(warmup)
+collectgarbage()
+sr.reset_peak_memory(device)
+local base = sr.memory(device).current
 local plain_ms, loss = timed_ms_per_step()
 if sr.is_tensor(loss) then loss = loss:item() end
 print(("ms/step without the profiler: %.3f (last loss %s)"):format(plain_ms, tostring(loss)))
+print(("peak %s memory in those steps: %.1f MiB (%.1f MiB live before them: weights and optimizer state)")
+  :format(device, sr.memory(device).peak / 2^20, base / 2^20))
 if opt.fuse then
   local fuse, cuda = require "speedrun.fuse", require "speedrun.cuda"
   if opt.fuse ~= "on" and opt.fuse ~= "off" then die("--fuse must be on or off") end

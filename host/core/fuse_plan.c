@@ -53,21 +53,6 @@ static int view_strides(const sr_fuse_arg *a, int gnd, const int64_t *gshape, in
   return sr_fuse_view_strides(a->ndim, a->shape, a->stride, gnd, gshape, out);
 }
 
-/* no two elements of the layout share memory (an output may be written element-wise) */
-static int non_overlapping(int nd, const int64_t *shape, const int64_t *st) {
-  int idx[SR_MAXDIM], m = 0;
-  for (int d = 0; d < nd; d++)
-    if (shape[d] > 1) idx[m++] = d;
-  for (int x = 1; x < m; x++)  /* sort by stride */
-    for (int y = x; y > 0 && st[idx[y]] < st[idx[y - 1]]; y--) { int t = idx[y]; idx[y] = idx[y - 1]; idx[y - 1] = t; }
-  int64_t extent = 1;
-  for (int x = 0; x < m; x++) {
-    if (st[idx[x]] < extent) return 0;
-    extent = st[idx[x]] * shape[idx[x]];
-  }
-  return 1;
-}
-
 static int float_ok(int dt, int device) {
   return dt == SR_F32 || dt == SR_BF16 || (dt == SR_F64 && device == SR_CPU);
 }
@@ -152,7 +137,7 @@ static int add_input(gbuild *b, const sr_fuse_arg *a, int m, int j) {
 static int add_output(gbuild *b, const sr_fuse_arg *a, int m) {
   int64_t st[SR_MAXDIM];
   if (!view_strides(a, b->g.ndim, b->g.shape, st)) return WHY_SHAPE;
-  if (!non_overlapping(b->g.ndim, b->g.shape, st)) return WHY_ALIAS;
+  if (!sr_layout_non_overlapping(b->g.ndim, b->g.shape, st)) return WHY_ALIAS;
   int e = -1;
   for (int k = 0; k < b->ns; k++)
     if (b->s[k].sid == a->sid) e = k;

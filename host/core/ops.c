@@ -221,6 +221,32 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
   return y;
 }
 
+/* fn in place on x (PyTorch's x.tanh_(), x.mul_(s), x.add_(s)): while gradients are recorded, x's
+** history moves onto a node of fn, so backward gives the out-of-place op's gradient; refused where
+** that cannot hold (the backward needs the input the op overwrites, or another tensor shares x's
+** storage and would change unrecorded). A chain z / c, tanh, ... done so keeps one buffer. */
+void sr_unary_(sr_unary_fn fn, sr_tensor *x, double p) {
+  const char *op = sr_unary_name(fn);
+  if (!sr_needs_grad(1, &x)) { sr_unary_inplace(fn, x, p); return; }
+  check_float(op, 1, x);
+  if (!x->grad_fn) sr_fail("%s_: in-place update of a leaf that requires grad; wrap it in speedrun.no_grad", op);
+  if (unary_needs_x(fn)) sr_fail("%s_: its gradient needs the input the in-place op overwrites; use the out-of-place op", op);
+  if (x->storage->refcount > 1)
+    sr_fail("%s_: another tensor shares this tensor's storage (a view of it, or an output saved for the backward); "
+            "use the out-of-place op", op);
+  sr_node *n = sr_node_new(op, unary_backward, 1, &x), *old = x->grad_fn;  /* n takes x's history */
+  sr_unary_inplace(fn, x, p);
+  sr_node_attach(n, 1, &x);
+  sr_node_release(old);                /* x's reference to its old node: n holds that node now */
+  if (sr_unary_output_grad(fn)) {      /* the output after the write, as sr_unary saves it */
+    sr_tensor *ya = sr_view(x, x->ndim, x->shape);
+    sr_node_save(n, 0, ya);
+    sr_tensor_release(ya);
+  }
+  n->i[0] = fn; n->f[0] = p;
+  sr_node_release(n);                  /* x holds it now */
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* binary (broadcasting) */
 

@@ -26,6 +26,7 @@ sr_tensor *sr_scalar_like(sr_tensor *x, double v);                   /* 0-d tens
 
 /* ---- differentiable ops */
 sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p);
+void sr_unary_(sr_unary_fn fn, sr_tensor *x, double p);  /* in place, differentiable (ops.c) */
 sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);
 sr_tensor *sr_where(sr_tensor *cond, sr_tensor *a, sr_tensor *b);
 sr_tensor *sr_reduce(sr_reduce_fn fn, sr_tensor *x, int dim, bool keepdim);  /* MAX: values */

@@ -456,6 +456,21 @@ const char *sr_view_error(const sr_tensor *t, char *buf, size_t n) {
   return NULL;
 }
 
+/* no two elements of the layout share memory (an output may be written element-wise) */
+bool sr_layout_non_overlapping(int nd, const int64_t *shape, const int64_t *st) {
+  int idx[SR_MAXDIM], m = 0;
+  for (int d = 0; d < nd; d++)
+    if (shape[d] > 1) idx[m++] = d;
+  for (int x = 1; x < m; x++)  /* sort by stride */
+    for (int y = x; y > 0 && st[idx[y]] < st[idx[y - 1]]; y--) { int t = idx[y]; idx[y] = idx[y - 1]; idx[y - 1] = t; }
+  int64_t extent = 1;
+  for (int x = 0; x < m; x++) {
+    if (st[idx[x]] < extent) return false;
+    extent = st[idx[x]] * shape[idx[x]];
+  }
+  return true;
+}
+
 bool sr_is_contiguous(const sr_tensor *x) {
   int64_t s = 1;
   for (int d = x->ndim - 1; d >= 0; d--) {

@@ -164,6 +164,7 @@ const char *sr_view_error(const sr_tensor *t, char *buf, size_t n);
 /* ---- queries */
 int64_t sr_numel(const sr_tensor *x);
 bool sr_is_contiguous(const sr_tensor *x);
+bool sr_layout_non_overlapping(int nd, const int64_t *shape, const int64_t *stride);  /* no two elements share memory */
 bool sr_same_shape(const sr_tensor *a, const sr_tensor *b);
 void *sr_data(const sr_tensor *x);                /* pointer to element 0 of the view (device pointer on CUDA) */
 sr_device sr_device_of(const sr_tensor *x);

@@ -533,12 +533,36 @@ static int m_to(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* in-place (never recorded; for optimizers and initialisation) */
+/* in-place: for optimizers and initialisation (not recorded), and, while gradients are recorded,
+** the element-wise ops whose gradient survives the write (core/ops.c sr_unary_: x:div_(c):tanh_());
+** a write that would leave a gradient silently wrong is an error, as PyTorch's autograd makes it */
+
+/* an in-place write into a layout whose elements share memory (an expand) would apply the op
+** several times to one element: refused, as PyTorch does */
+static void writable(lua_State *L, const char *op, sr_tensor *t) {
+  if (!sr_layout_non_overlapping(t->ndim, t->shape, t->stride))
+    luaL_error(L, "%s: more than one element of the written tensor refers to one memory location (an expand); "
+                  "clone() it first", op);
+}
+
+/* while recording: an unrecorded write into a tensor with a history, or out of one that needs its
+** gradient, would lose that gradient without a word */
+static void unrecorded_write(lua_State *L, const char *op, sr_tensor *t, sr_tensor *src) {
+  if (!sr_grad_enabled()) return;
+  if (t->grad_fn)
+    luaL_error(L, "%s: in-place write to a tensor that records gradients (it has a history) is not differentiable; "
+                  "use the out-of-place op", op);
+  if (src && src->requires_grad)
+    luaL_error(L, "%s: the source requires grad, and an in-place write does not carry its gradient; "
+                  "use the out-of-place op, or detach() the source", op);
+}
 
 /* copy_(src): src broadcast to this tensor's shape; any dtype/device */
 static int m_copy_(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1), *s = sr_check_tensor(L, 2);
   if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
+  unrecorded_write(L, "copy_", t, s);
+  writable(L, "copy_", t);
   sr_tensor *e = sr_expand(s, t->ndim, t->shape);  /* fails naming both shapes */
   sr_push_tensor(L, e);
   sr_copy_(t, e);
@@ -549,28 +573,36 @@ static int m_copy_(lua_State *L) {
 static int fill(lua_State *L, double v) {
   sr_tensor *t = sr_check_tensor(L, 1);
   if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
+  unrecorded_write(L, "fill_", t, NULL);
+  writable(L, "fill_", t);
   sr_fill_(t, v);
   lua_settop(L, 1);
   return 1;
 }
 static int m_fill_(lua_State *L) { return fill(L, luaL_checknumber(L, 2)); } static int m_zero_(lua_State *L) { return fill(L, 0.0); }
 
-/* add_(other [, alpha]) / mul_ / sub_ / div_: other is a tensor (broadcast) or a number */
+/* add_(other [, alpha]) / mul_ / sub_ / div_: other is a tensor (broadcast) or a number; with a
+** number, recorded while gradients are (sr_unary_); with a tensor, only an add or subtract of one
+** that needs no gradient leaves a history right (the gradient passes through unchanged) */
 static int inplace(lua_State *L, sr_binary_fn fn) {
+  static const char *const names[] = {[SR_BINARY_ADD] = "add_", [SR_BINARY_SUB] = "sub_", [SR_BINARY_MUL] = "mul_",
+                                      [SR_BINARY_DIV] = "div_"};
   sr_tensor *t = sr_check_tensor(L, 1);
   luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1,
                 "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad");
   if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
+  writable(L, names[fn], t);
   if (lua_isnumber(L, 2)) {
     double v = lua_tonumber(L, 2) * luaL_optnumber(L, 3, 1.0);
     switch (fn) {
-      case SR_BINARY_ADD: sr_unary_inplace(SR_UNARY_ADD_SCALAR, t, v); break;
-      case SR_BINARY_SUB: sr_unary_inplace(SR_UNARY_ADD_SCALAR, t, -v); break;
-      case SR_BINARY_MUL: sr_unary_inplace(SR_UNARY_MUL_SCALAR, t, v); break;
-      default: sr_unary_inplace(SR_UNARY_MUL_SCALAR, t, 1.0 / v); break;
+      case SR_BINARY_ADD: sr_unary_(SR_UNARY_ADD_SCALAR, t, v); break;
+      case SR_BINARY_SUB: sr_unary_(SR_UNARY_ADD_SCALAR, t, -v); break;
+      case SR_BINARY_MUL: sr_unary_(SR_UNARY_MUL_SCALAR, t, v); break;
+      default: sr_unary_(SR_UNARY_MUL_SCALAR, t, 1.0 / v); break;
     }
   } else {
     sr_tensor *o = sr_check_tensor(L, 2);
+    if (!((fn == SR_BINARY_ADD || fn == SR_BINARY_SUB) && !o->requires_grad)) unrecorded_write(L, names[fn], t, o);
     if (!lua_isnoneornil(L, 3)) {
       sr_tensor *scaled = sr_unary_raw(SR_UNARY_MUL_SCALAR, o, luaL_checknumber(L, 3));
       sr_push_tensor(L, scaled);
@@ -762,6 +794,26 @@ static int f_cuda_available(lua_State *L) {
   return 1;
 }
 
+/* x:<f>_() for every F.<f> of the registry's unary ops (x:tanh_(), x:exp_(), ...) */
+#define SR_X(FN, name) static int m_##name##_(lua_State *L) { \
+    sr_tensor *t = sr_check_tensor(L, 1); \
+    luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1, \
+                  "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad"); \
+    if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad"); \
+    writable(L, #name "_", t); \
+    sr_unary_(SR_UNARY_##FN, t, 0.0); \
+    lua_settop(L, 1); \
+    return 1; }
+SR_UNARY_OPS(SR_X)
+#undef SR_X
+
+static const luaL_Reg unary_inplace_methods[] = {
+#define SR_X(FN, name) {#name "_", m_##name##_},
+  SR_UNARY_OPS(SR_X)
+#undef SR_X
+  {NULL, NULL}
+};
+
 static const luaL_Reg tensor_methods[] = {
   {"size", m_size}, {"dim", m_dim}, {"numel", m_numel}, {"is_contiguous", m_is_contiguous},
   {"item", m_item}, {"tolist", m_tolist}, {"contiguous", m_contiguous}, {"clone", m_clone},
@@ -794,6 +846,7 @@ int luaopen_speedrun_core(lua_State *L) {
   luaL_setfuncs(L, tensor_metamethods, 0);
   luaL_newlib(L, tensor_methods);
   luaL_setfuncs(L, sr_view_methods, 0);   /* view, reshape, ...: host/lua/lshape.c */
+  luaL_setfuncs(L, unary_inplace_methods, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "methods");          /* metatable.methods: Lua adds op methods here */
   lua_pushcclosure(L, t_index, 1);

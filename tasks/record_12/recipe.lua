@@ -278,7 +278,9 @@ end
 
 -- the logit softcap: 30 tanh(z / 30), in the logits' dtype (bf16)
 local SOFTCAP = 30
-local function softcap(logits) return SOFTCAP * F.tanh(logits / SOFTCAP) end
+-- in place over the head's fresh output (z / cap and tanh share its buffer; the compiled script fuses
+-- the chain): the logits passed in are consumed
+local function softcap(logits) return logits:div_(SOFTCAP):tanh_() * SOFTCAP end
 recipe.softcap = softcap                   -- exposed for tests
 
 -- a U-net skip: x + w * skip (w a one-element weight)

@@ -328,7 +328,9 @@ end
 
 -- the offset softcap: the logits cast to fp32 first, then 30 sigmoid(z / 7.5) (= 15 tanh(z / 15)
 -- + 15, as 2 sigmoid(2 u) = tanh(u) + 1); record 18: 15 tanh(z / 15) on the bf16 logits
-local function softcap(logits) return 30 * F.sigmoid(F.cast(logits, "float32") / 7.5) end
+-- in place over the fp32 copy (z / 7.5 and the sigmoid share its buffer; the compiled script fuses
+-- the chain)
+local function softcap(logits) return F.cast(logits, "float32"):div_(7.5):sigmoid_() * 30 end
 recipe.softcap = softcap                   -- exposed for tests
 
 -- the FP8 head (the script's nanogpt::mm custom op with its autograd): x [M, K] (bf16), w [N, K]

@@ -300,4 +300,59 @@ T.case("memory(): live tensor bytes per device", function()
   T.eq(sr.memory("cpu").peak, sr.memory("cpu").current)
 end)
 
+T.case("in-place ops under autograd: recorded where the gradient survives, refused where it would not", function()
+  -- x:mul_(3) on a tensor with a history: the out-of-place op's gradient (it was silently 2 here)
+  local x = sr.tensor({1, 2}, {requires_grad = true})
+  local y = x * 2
+  y:mul_(3):add_(1):div_(2)
+  F.sum(y):backward()
+  T.close(x.grad, {3, 3})
+  -- the softcap chain c tanh(z / c) in place equals the out-of-place chain, values and gradients
+  sr.manual_seed(3)
+  local a = sr.randn(4, 7)
+  a.requires_grad = true
+  local z1 = a * 1.5
+  local r1 = F.mul(F.tanh(z1 / 30), 30)
+  F.sum(F.square(r1)):backward()
+  local g1 = a.grad:clone()
+  a.grad = nil
+  local z2 = a * 1.5
+  local r2 = z2:div_(30):tanh_() * 30
+  T.ok(z2.requires_grad and not z2.is_leaf)
+  T.close(r2, r1, 0)
+  F.sum(F.square(r2)):backward()
+  T.close(a.grad, g1, 1e-6)
+  -- exp_ and sigmoid_ (backward from the output), neg_; gradcheck of a chain through them
+  T.ok(sr.autograd.gradcheck(function(t) local u = t * 1; u:mul_(2); u:sigmoid_(); local v = t * 0.5; v:neg_():exp_(); return u + v end,
+                             {sr.randn(3, 4, {dtype = "float64", requires_grad = true})}))
+  -- refused: the backward needs the overwritten input, another tensor shares the storage (a view;
+  -- tanh's saved output), a leaf, an unrecorded write with a tensor operand, copy_/fill_ over a history
+  local h = a * 1
+  T.raises(function() h:square_() end, "square_: its gradient needs the input the in-place op overwrites")
+  local v = h:view(28)
+  T.raises(function() h:mul_(2) end, "another tensor shares this tensor's storage")
+  v = nil
+  local t = F.tanh(a * 1)
+  T.raises(function() t:mul_(2) end, "another tensor shares this tensor's storage")
+  T.raises(function() a:tanh_() end, "in-place update of a leaf that requires grad")
+  local k = a * 1
+  T.raises(function() k:mul_(sr.ones(4, 7)) end, "mul_: in-place write to a tensor that records gradients")
+  T.raises(function() sr.zeros(4, 7):add_(a) end, "add_: the source requires grad")
+  T.raises(function() k:copy_(sr.ones(4, 7)) end, "copy_: in-place write to a tensor that records gradients")
+  T.raises(function() k:fill_(0) end, "fill_: in-place write")
+  k:add_(sr.ones(4, 7))                      -- adding a constant keeps the history right
+  F.sum(k):backward()
+  -- a tensor saved by another node, then written in place: that node's backward says so
+  local s = a * 1
+  local w = s * s
+  s:mul_(2)
+  T.raises(function() F.sum(w):backward() end, "modified in place after the forward")
+  -- an expanded layout (elements sharing memory) is never written in place
+  T.raises(function() sr.tensor({1, 2}):expand(3, 2):neg_() end, "neg_: more than one element of the written tensor")
+  T.raises(function() sr.zeros(1, 2):expand(3, 2):add_(1) end, "add_: more than one element")
+  T.raises(function() sr.zeros(1, 2):expand(3, 2):copy_(sr.ones(3, 2)) end, "copy_: more than one element")
+  -- without gradients every in-place op runs as before
+  sr.no_grad(function() local n = a * 1; n:square_(); n:mul_(sr.ones(4, 7)); n:copy_(a) end)
+end)
+
 T.done()

@@ -139,6 +139,20 @@ T.case("broadcast operands (stride 0) and a scalar: fused == unfused", function(
   check_fused(function() return {F.mul(x + F.cast(row, "float32"), s)} end, "broadcast")
 end)
 
+T.case("an in-place chain under autograd (the softcap z:div_(c):tanh_() * c and its backward): fused == unfused", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local base = F.cast(x, dt)
+    local _, groups = check_fused(function()
+      local w = base:detach():requires_grad_()
+      local z = F.mul(w, 1.25)
+      local s = z:div_(30):tanh_() * 30
+      F.sum(F.square(F.cast(s, "float32"))):backward()
+      return {s, w.grad}
+    end, "in-place softcap " .. dt)
+    T.ok(groups >= 1, "fused groups: " .. groups)
+  end
+end)
+
 T.case("NVRTC compiles every generated kernel of these plans", function()
   local ok = core.cuda_built == nil or core.cuda_built
   local plan = plan_of(function()

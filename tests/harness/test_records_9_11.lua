@@ -129,7 +129,7 @@ end)
 T.case("logit softcap: 30 tanh(z / 30) and its derivative 1 - tanh^2(z / 30)", function()
   local r = load_recipe(9)
   local z = sr.tensor({0, 30, -60, 3000}):requires_grad_()
-  local y = r.softcap(z)
+  local y = r.softcap(z * 1)                 -- in place: it consumes the head's output, not a leaf
   local t1, t2 = math.tanh(1), math.tanh(2)
   all_close(y, {0, 30 * t1, -30 * t2, 30}, 1e-4, "softcap")
   F.sum(y):backward()
@@ -138,6 +138,20 @@ T.case("logit softcap: 30 tanh(z / 30) and its derivative 1 - tanh^2(z / 30)", f
   local yb = r.softcap(F.cast(sr.tensor({30, -3000}), "bfloat16"))
   T.eq(yb.dtype, "bfloat16")
   all_close(yb, {30 * t1, -30}, 0.1, "bf16 softcap")
+  -- in place over the logits: one [N, V] buffer more (its output) where z / 30, tanh and 30 tanh
+  -- out of place made three, while recording gradients as in training
+  for n = 9, 11 do
+    local w = sr.randn(64, 4096):requires_grad_()
+    local logits = w * 2
+    collectgarbage()
+    sr.reset_peak_memory()
+    local before = sr.memory().current
+    local capped = load_recipe(n).softcap(logits)
+    T.ok(sr.memory().peak - before <= 64 * 4096 * 4 + 4096, ("record %d: one new buffer at the peak, got %d bytes"):format(
+      n, sr.memory().peak - before))
+    F.sum(capped):backward()
+    T.eq(w.grad.shape[1], 64)
+  end
 end)
 
 T.case("Muon momentum warmup: 0.85 -> 0.95 over the first 500 steps", function()
