@@ -538,7 +538,8 @@ static int m_to(lua_State *L) {
 ** a write that would leave a gradient silently wrong is an error, as PyTorch's autograd makes it */
 
 /* an in-place write into a layout whose elements share memory (an expand) would apply the op
-** several times to one element: refused, as PyTorch does */
+** several times to one element, or copy several sources into it: refused, as PyTorch does
+** (fill_ writes one value, so it stays allowed) */
 static void writable(lua_State *L, const char *op, sr_tensor *t) {
   if (!sr_layout_non_overlapping(t->ndim, t->shape, t->stride))
     luaL_error(L, "%s: more than one element of the written tensor refers to one memory location (an expand); "
@@ -573,8 +574,7 @@ static int m_copy_(lua_State *L) {
 static int fill(lua_State *L, double v) {
   sr_tensor *t = sr_check_tensor(L, 1);
   if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
-  unrecorded_write(L, "fill_", t, NULL);
-  writable(L, "fill_", t);
+  unrecorded_write(L, "fill_", t, NULL);   /* one value: an expanded layout is fine */
   sr_fill_(t, v);
   lua_settop(L, 1);
   return 1;
