@@ -4,9 +4,11 @@
 ** - Lazy start: nothing touches the driver until a tensor or kernel needs the GPU; the probe
 **   turns "no libcuda", "no device" and friends into a sentence, so CPU work is unaffected.
 ** - One non-blocking stream; every kernel, copy and cuBLASLt call is issued on it in order.
-** - A caching allocator: blocks are kept on free lists after sr_cuda_free and handed out again
-**   for requests of nearly the same size (at most 1/8 larger), so steady-state training steps
-**   make no cudaMalloc/cudaFree. Pool 0 is the ordinary pool; each CUDA graph capture gets a
+** - A caching allocator (its bookkeeping in cuda/pool.c): blocks are kept on free lists after
+**   sr_cuda_free and handed out again for requests of nearly the same size (at most 1/8 larger),
+**   so steady-state training steps make no cudaMalloc/cudaFree; requests up to 1 MiB are carved
+**   from 2-MiB segments per size class (a step's thousands of small tensors cost a few
+**   cudaMalloc calls, where each cost one). Pool 0 is the ordinary pool; each CUDA graph capture gets a
 **   private pool whose blocks are never handed out outside it (its replays write them). A capture
 **   also notes the ordinary blocks its launches use (the state a replay reads and writes), so the
 **   harness can snapshot and restore them to check a replay against an eager step.
@@ -23,12 +25,13 @@
 
 #include <stdio.h>          /* defines: snprintf */
 #include <stdlib.h>         /* defines: getenv, atoi, calloc, realloc, free */
-#include <string.h>         /* defines: memcpy, memset */
+#include <string.h>         /* defines: memcpy, memset, strcmp */
 
 #include <cuda_runtime.h>   /* defines: cudaMalloc, cudaStream_t, cudaGraph_t */
 #include <cublasLt.h>       /* defines: cublasLtHandle_t, cublasLtCreate */
 
 #include "cuda/backend.h"   /* defines: the API implemented here */
+#include "cuda/pool.h"      /* defines: sr_pool_alloc, sr_pool_free, sr_pool_find, sr_pool_at */
 #include "core/registry.h"  /* defines: sr_kcall, sr_observer, sr_cuda_copy, sr_cuda_fill */
 #include "core/tensor.h"    /* defines: sr_device_backend, sr_fail, sr_register_cuda_backend */
 #include "util/clock.h"     /* defines: sr_monotonic_s */
@@ -36,7 +39,6 @@
 #define SR_WORKSPACE_BYTES ((size_t)32 << 20)   /* cuBLASLt workspace (Hopper wants >= 32 MiB) */
 #define SR_SLOTS 4                              /* pinned host staging slots ... */
 #define SR_SLOT_BYTES ((size_t)4 << 20)         /* ... of 4 MiB each */
-#define SR_ALIGN 512                            /* every block size is a multiple of this */
 
 static _Thread_local char errbuf[512];
 char *sr_cuda_errbuf(void) { return errbuf; }
@@ -129,69 +131,9 @@ void *sr_cuda_dev_error_ptr(void) { return dev_error_dev; }
 /* ------------------------------------------------------------------------------------------
 ** caching allocator */
 
-typedef struct blk {
-  void *p;
-  size_t size;
-  int pool;   /* 0 ordinary, >0 a graph's private pool */
-  int inuse;
-  int noted;  /* the capture (its pool) that noted this ordinary block */
-} blk;
-
-static blk *blocks;        /* every block held from the driver */
-static int nblocks, capblocks;
-static int *slot;          /* open-addressing map: pointer -> index in blocks[] (+1; 0 empty) */
-static int capslot;
-static size_t cur_bytes, peak_bytes, reserved_bytes;
-static int64_t driver_allocs;
+static size_t cur_bytes, peak_bytes;
 static int cur_pool, next_pool = 1;
 static int capturing;
-
-static size_t hash_ptr(void *p) { return (size_t)(((uintptr_t)p >> 9) * 0x9E3779B97F4A7C15ull); }
-
-static void map_put(void *p, int idx);
-static void map_rehash(int cap) {
-  int *old = slot, oldcap = capslot;
-  slot = calloc((size_t)cap, sizeof *slot);
-  capslot = cap;
-  for (int i = 0; i < oldcap; i++)
-    if (old[i] > 0) map_put(blocks[old[i] - 1].p, old[i] - 1);
-  free(old);
-}
-static void map_put(void *p, int idx) {
-  if (2 * (nblocks + 1) > capslot) map_rehash(capslot ? 2 * capslot : 1024);
-  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
-  while (slot[h] > 0 && blocks[slot[h] - 1].p != p) h = (h + 1) & m;
-  slot[h] = idx + 1;
-}
-static int map_get(void *p) {
-  if (!capslot) return -1;
-  size_t m = (size_t)capslot - 1, h = hash_ptr(p) & m;
-  while (slot[h] != 0) {
-    if (slot[h] > 0 && blocks[slot[h] - 1].p == p) return slot[h] - 1;
-    h = (h + 1) & m;
-  }
-  return -1;
-}
-/* rebuilds the map after blocks[] was compacted */
-static void map_rebuild(void) {
-  memset(slot, 0, (size_t)capslot * sizeof *slot);
-  for (int i = 0; i < nblocks; i++) map_put(blocks[i].p, i);
-}
-
-static void release_free_blocks(int pool_only, int pool) {
-  int j = 0;
-  for (int i = 0; i < nblocks; i++) {
-    blk b = blocks[i];
-    if (!b.inuse && (!pool_only || b.pool == pool)) {
-      cudaFree(b.p);
-      reserved_bytes -= b.size;
-    } else {
-      blocks[j++] = b;
-    }
-  }
-  nblocks = j;
-  if (capslot) map_rebuild();
-}
 
 /* SPEEDRUN_CUDA_MEM_LIMIT=<bytes>: a cap on memory held from the driver (the harness's GPU
 ** memory limit); 0 = none */
@@ -206,67 +148,54 @@ static size_t mem_limit(void) {
   return limit;
 }
 
+/* the pool's driver: cudaMalloc under the cap (timed as setup), cudaFree */
+static void *driver_alloc(size_t n, void *ctx) {
+  (void)ctx;
+  size_t cap = mem_limit();
+  if (cap && sr_pool_reserved() + n > cap) return NULL;
+  void *p = NULL;
+  double t0 = sr_monotonic_s();
+  cudaError_t e = cudaMalloc(&p, n);
+  sr_cuda_note_setup(SR_SETUP_DRIVER_ALLOC, sr_monotonic_s() - t0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
+    return NULL;
+  }
+  return p;
+}
+static void driver_release(void *p, void *ctx) { (void)ctx; cudaFree(p); }
+
 void *sr_cuda_malloc(size_t nbytes) {
   if (start()) return NULL;
-  size_t want = nbytes ? (nbytes + SR_ALIGN - 1) / SR_ALIGN * SR_ALIGN : SR_ALIGN;
-  size_t limit = want + want / 8;
-  int best = -1;
-  for (int i = 0; i < nblocks; i++) {
-    blk *b = &blocks[i];
-    if (b->inuse || b->pool != cur_pool || b->size < want || b->size > limit) continue;
-    if (best < 0 || b->size < blocks[best].size) best = i;
-    if (b->size == want) break;
+  static int driver_set;
+  if (!driver_set) {  /* SPEEDRUN_CUDA_SEGMENTS=0: no carving, a cudaMalloc per block (to measure against) */
+    sr_pool_set_driver(&(sr_pool_driver){driver_alloc, driver_release, NULL});
+    const char *e = getenv("SPEEDRUN_CUDA_SEGMENTS");
+    sr_pool_set_carving(!(e && !strcmp(e, "0")));
+    driver_set = 1;
   }
-  if (best < 0) {
-    void *p = NULL;
-    size_t cap = mem_limit();
-    if (cap && reserved_bytes + want > cap && !capturing) {
-      cudaStreamSynchronize(stream);
-      release_free_blocks(1, 0);  /* give cached blocks back before refusing */
-    }
-    if (cap && reserved_bytes + want > cap) return NULL;
-    double t0 = sr_monotonic_s();
-    cudaError_t e = cudaMalloc(&p, want);
-    sr_cuda_note_setup(SR_SETUP_DRIVER_ALLOC, sr_monotonic_s() - t0);
-    if (e != cudaSuccess && !capturing) {
-      cudaGetLastError();  /* clear the (non-sticky) out-of-memory error */
-      cudaStreamSynchronize(stream);
-      release_free_blocks(1, 0);
-      e = cudaMalloc(&p, want);
-    }
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return NULL;
-    }
-    driver_allocs++;
-    reserved_bytes += want;
-    if (nblocks == capblocks) {
-      capblocks = capblocks ? 2 * capblocks : 256;
-      blocks = realloc(blocks, (size_t)capblocks * sizeof *blocks);
-    }
-    best = nblocks++;
-    blocks[best] = (blk){p, want, cur_pool, 0, 0};
-    map_put(p, best);
+  void *p = sr_pool_alloc(nbytes, cur_pool);
+  if (!p && !capturing) {  /* out of memory or over the cap: give cached blocks back, then once more */
+    cudaStreamSynchronize(stream);
+    sr_pool_release_free(1, 0);
+    p = sr_pool_alloc(nbytes, cur_pool);
   }
-  blocks[best].inuse = 1;
-  cur_bytes += blocks[best].size;
+  if (!p) return NULL;
+  cur_bytes += sr_pool_at(sr_pool_find(p))->size;
   if (cur_bytes > peak_bytes) peak_bytes = cur_bytes;
-  return blocks[best].p;
+  return p;
 }
 
 void sr_cuda_free(void *p) {
-  if (!p) return;
-  int i = map_get(p);
-  if (i < 0 || !blocks[i].inuse) return;  /* not ours, or freed twice: ignore */
-  blocks[i].inuse = 0;
-  cur_bytes -= blocks[i].size;
+  int i = sr_pool_free(p);  /* -1: not ours, or freed twice: ignored */
+  if (i >= 0) cur_bytes -= sr_pool_at(i)->size;
 }
 
 size_t sr_cuda_current_bytes(void) { return cur_bytes; }
 size_t sr_cuda_peak_bytes(void) { return peak_bytes; }
-size_t sr_cuda_reserved_bytes(void) { return reserved_bytes; }
+size_t sr_cuda_reserved_bytes(void) { return sr_pool_reserved(); }
 void sr_cuda_reset_peak(void) { peak_bytes = cur_bytes; }
-int64_t sr_cuda_driver_allocs(void) { return driver_allocs; }
+int64_t sr_cuda_driver_allocs(void) { return sr_pool_driver_allocs(); }
 
 static int64_t setup_count[SR_SETUP_KINDS];
 static double setup_seconds[SR_SETUP_KINDS];
@@ -285,7 +214,7 @@ void sr_cuda_setup_stats(int kind, int64_t *count, double *seconds) {
 void sr_cuda_empty_cache(void) {
   if (state != 1 || capturing) return;
   cudaStreamSynchronize(stream);
-  release_free_blocks(1, 0);
+  sr_pool_release_free(1, 0);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -328,7 +257,7 @@ static void *be_alloc(size_t n) {
   void *p = sr_cuda_malloc(n);
   if (!p)
     sr_fail("cuda: out of memory allocating %zu bytes (%zu in use, %zu held from the driver%s)", n, cur_bytes,
-            reserved_bytes, mem_limit() ? ", SPEEDRUN_CUDA_MEM_LIMIT reached" : "");
+            sr_pool_reserved(), mem_limit() ? ", SPEEDRUN_CUDA_MEM_LIMIT reached" : "");
   return p;
 }
 
@@ -450,16 +379,16 @@ static void graph_note(sr_kernel_id id, const sr_kcall *c, int dev) {
   for (int j = 0; j < c->nt + c->nlist; j++) {
     const sr_tensor *x = j < c->nt ? c->t[j] : c->list[j - c->nt];
     if (!x) continue;
-    int i = map_get(x->storage->data);
-    if (i < 0 || blocks[i].pool != 0 || blocks[i].noted == cur_pool) continue;
-    blocks[i].noted = cur_pool;
+    sr_pool_blk *b = sr_pool_at(sr_pool_find(x->storage->data));
+    if (!b || b->pool != 0 || b->noted == cur_pool) continue;
+    b->noted = cur_pool;
     if (nnoted == capnoted) {
       capnoted = capnoted ? 2 * capnoted : 256;
       noted = realloc(noted, (size_t)capnoted * sizeof *noted);
       noted_size = realloc(noted_size, (size_t)capnoted * sizeof *noted_size);
     }
-    noted[nnoted] = blocks[i].p;
-    noted_size[nnoted++] = blocks[i].size;
+    noted[nnoted] = b->p;
+    noted_size[nnoted++] = b->size;
   }
 }
 static const sr_observer graph_observer = {.before = graph_note};
@@ -468,12 +397,14 @@ static const sr_observer graph_observer = {.before = graph_note};
 ** its live tensors hold garbage, so they are zeroed (a gradient then accumulates from 0) and
 ** join pool 0; its free blocks go back to the driver */
 static void abandon_pool(int pool) {
-  for (int i = 0; i < nblocks; i++)
-    if (blocks[i].pool == pool && blocks[i].inuse) {
-      cudaMemsetAsync(blocks[i].p, 0, blocks[i].size, stream);
-      blocks[i].pool = 0;
+  for (int i = 0; i < sr_pool_count(); i++) {
+    sr_pool_blk *b = sr_pool_at(i);
+    if (b->pool == pool && b->inuse) {
+      cudaMemsetAsync(b->p, 0, b->size, stream);
+      b->pool = 0;
     }
-  release_free_blocks(1, pool);
+  }
+  sr_pool_release_free(1, pool);
 }
 
 const char *sr_cuda_graph_begin(void) {
@@ -547,8 +478,8 @@ const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
 
 /* the noted blocks still held by a live tensor (a block freed since may belong to another) */
 static int used_live(const sr_cuda_graph *g, int k) {
-  int i = map_get(g->used[k]);
-  return i >= 0 && blocks[i].inuse && blocks[i].pool == 0;
+  sr_pool_blk *b = sr_pool_at(sr_pool_find(g->used[k]));
+  return b && b->inuse && b->pool == 0;
 }
 
 const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes) {
@@ -607,9 +538,9 @@ void sr_cuda_graph_free(sr_cuda_graph *g) {
   /* live blocks (tensors made during capture) join pool 0; free ones go back to the driver */
   if (g->replays == 0) abandon_pool(g->pool);
   else {
-    for (int i = 0; i < nblocks; i++)
-      if (blocks[i].pool == g->pool && blocks[i].inuse) blocks[i].pool = 0;
-    release_free_blocks(1, g->pool);
+    for (int i = 0; i < sr_pool_count(); i++)
+      if (sr_pool_at(i)->pool == g->pool && sr_pool_at(i)->inuse) sr_pool_at(i)->pool = 0;
+    sr_pool_release_free(1, g->pool);
   }
   free(g);
 }
