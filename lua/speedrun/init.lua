@@ -124,7 +124,8 @@ function methods.cpu(t) return t:to("cpu") end
 function methods.T(t) return t:transpose() end
 function methods.slice(t, dim, first, last) return t:narrow(dim, first, last - first + 1) end
 -- lerp_(e, w): self <- self + w * (e - self) in place, w a number (torch's Tensor.lerp_; Muon's
--- momentum EMA buf:lerp_(g, 1 - momentum)); like every in-place method, never recorded
+-- momentum EMA buf:lerp_(g, 1 - momentum)); in place as mul_ and add_ are: while gradients are
+-- recorded, self's part is, and an e that requires grad is refused (docs/engine.md)
 function methods.lerp_(t, e, w)
   if type(w) ~= "number" then argerror(3, "lerp_", "weight must be a number, got %s", type(w)) end
   return t:mul_(1 - w):add_(e, w)
