@@ -55,6 +55,10 @@
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
+#   speed      issue 20's table: for each of $SPEED_RECORDS (default 1 5), the record against its compiled
+#              script (tasks/fidelity, $ACCUM default 1, $FID_STEPS default 30: tokens/s and peak memory of
+#              both in the same call), then its full step profiled (bench/profile_recipe.lua, eager,
+#              graph unfused and fused ms/step, the top ops); one `speed:` line per record at the end
 #   fuse       the step compiler (docs/cuda.md): tests/cuda/test_gpu_fuse.lua (every generated kernel
 #              against the unfused kernels, whole steps, the harness's fused graph), then
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
@@ -234,6 +238,22 @@ for p in $PARTS; do
         part "profile_$(printf %02d "$n")" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \
           --device cuda --warmup 2 --steps 3 --top 30
         head -60 "$LOG/profile_$(printf %02d "$n").log"
+      done ;;
+    speed)
+      for n in ${SPEED_RECORDS:-1 5}; do
+        nn=$(printf %02d "$n")
+        part "speed_fid_$nn" "$(( ${FID_LIMIT:-280} + 20 ))" env OUT="$LOG/speed" ACCUM="${ACCUM:-1}" FID_LIMIT="${FID_LIMIT:-280}" \
+          bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-30}" "$n"
+        fidelity_summary "$LOG/speed_fid_$nn.log"
+        part "speed_prof_$nn" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_$nn/recipe.lua" --scale full \
+          --device cuda --warmup 2 --steps 3 --top 12 --fuse on
+        grep -E "^ms/step|^peak|^fused groups" "$LOG/speed_prof_$nn.log"
+        sed -n '/^by op (totals/,/^total/p' "$LOG/speed_prof_$nn.log" | head -16
+      done
+      for n in ${SPEED_RECORDS:-1 5}; do
+        nn=$(printf %02d "$n")
+        echo "speed: $(grep -h '^summary:' "$LOG/speed/record_$nn.log" 2>/dev/null | sed 's/^summary: //') |" \
+          "$(grep -hE '^ms/step replayed' "$LOG/speed_prof_$nn.log" | sed 's/.*fusion on: /full step fused /') ms"
       done ;;
     fuse)
       part fuse_test 600 ctest --test-dir build -R "^test_gpu_fuse$|^test_fuse$|^test_fuse_records$" --timeout 590 -V
