@@ -558,6 +558,17 @@ static void unrecorded_write(lua_State *L, const char *op, sr_tensor *t, sr_tens
                   "use the out-of-place op, or detach() the source", op);
 }
 
+/* the target of an in-place method, checked: not a leaf that requires grad (outside no_grad), not
+** written inside eval, not an expanded layout */
+static sr_tensor *inplace_target(lua_State *L, const char *op) {
+  sr_tensor *t = sr_check_tensor(L, 1);
+  luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1,
+                "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad");
+  if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
+  writable(L, op, t);
+  return t;
+}
+
 /* copy_(src): src broadcast to this tensor's shape; any dtype/device */
 static int m_copy_(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1), *s = sr_check_tensor(L, 2);
@@ -587,11 +598,7 @@ static int m_fill_(lua_State *L) { return fill(L, luaL_checknumber(L, 2)); } sta
 static int inplace(lua_State *L, sr_binary_fn fn) {
   static const char *const names[] = {[SR_BINARY_ADD] = "add_", [SR_BINARY_SUB] = "sub_", [SR_BINARY_MUL] = "mul_",
                                       [SR_BINARY_DIV] = "div_"};
-  sr_tensor *t = sr_check_tensor(L, 1);
-  luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1,
-                "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad");
-  if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad");
-  writable(L, names[fn], t);
+  sr_tensor *t = inplace_target(L, names[fn]);
   if (lua_isnumber(L, 2)) {
     double v = lua_tonumber(L, 2) * luaL_optnumber(L, 3, 1.0);
     switch (fn) {
@@ -796,12 +803,7 @@ static int f_cuda_available(lua_State *L) {
 
 /* x:<f>_() for every F.<f> of the registry's unary ops (x:tanh_(), x:exp_(), ...) */
 #define SR_X(FN, name) static int m_##name##_(lua_State *L) { \
-    sr_tensor *t = sr_check_tensor(L, 1); \
-    luaL_argcheck(L, !(t->requires_grad && !t->grad_fn && sr_grad_enabled()), 1, \
-                  "in-place update of a leaf that requires grad; wrap it in speedrun.no_grad"); \
-    if (t->requires_grad) sr_eval_guard(L, "an in-place write to a tensor that requires grad"); \
-    writable(L, #name "_", t); \
-    sr_unary_(SR_UNARY_##FN, t, 0.0); \
+    sr_unary_(SR_UNARY_##FN, inplace_target(L, #name "_"), 0.0); \
     lua_settop(L, 1); \
     return 1; }
 SR_UNARY_OPS(SR_X)
