@@ -41,6 +41,32 @@ T.case("memory statistics", function()
   T.eq(m2.peak, m2.current, "peak after reset_peak")
 end)
 
+T.case("small tensors are carved from shared segments (SPEEDRUN_CUDA_SEGMENTS=0: a cudaMalloc each)", function()
+  cuda.synchronize()
+  local d0 = cuda.memory().driver_allocs
+  local keep = {}
+  for i = 1, 500 do keep[i] = sr.zeros(100 + i % 3, {device = "cuda"}) end   -- 400-408 bytes: one 512-byte class
+  local made = cuda.memory().driver_allocs - d0
+  T.ok(made <= 2, ("500 tensors of one class: %d driver allocations"):format(made))
+  for i = 1, 500 do keep[i]:fill_(i) end                                    -- each its own memory
+  for i = 1, 500, 37 do T.eq(keep[i]:sum():item(), i * keep[i]:numel()) end
+  -- the A/B switch, in a child process (read once, at the first allocation)
+  local tmp = os.getenv("SPEEDRUN_TEST_TMP") or "/tmp"
+  os.execute("mkdir -p '" .. tmp .. "'")
+  local script = tmp .. "/segments.lua"
+  local f = assert(io.open(script, "w"))
+  f:write([[local c = require "speedrun.cuda"; local k = {}
+for i = 1, 200 do k[i] = speedrun.zeros(100, {device = "cuda"}) end
+print("allocs", c.memory().driver_allocs)]])
+  f:close()
+  for _, on in ipairs {"1", "0"} do
+    local p = io.popen(("SPEEDRUN_CUDA_SEGMENTS=%s '%s' run '%s' 2>&1"):format(on, arg[-1], script))
+    local out = p:read("a"); p:close()
+    local n = tonumber(out:match("allocs (%d+)"))
+    T.ok(n and (on == "0" and n >= 200 or on == "1" and n < 20), ("SPEEDRUN_CUDA_SEGMENTS=%s: %s"):format(on, out))
+  end
+end)
+
 local cfg = {vocab_size = 67, block_size = 32, n_layer = 2, n_head = 2, n_embd = 64}
 local B, Tn, K = 4, 32, 6
 local batches = {}
