@@ -67,6 +67,24 @@ print("allocs", c.memory().driver_allocs)]])
   end
 end)
 
+T.case("in-place ops under autograd on the GPU: the softcap chain z:div_(30):tanh_() * 30 equals the CPU's", function()
+  sr.manual_seed(11)
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local base = sr.randn(64, 1000) * 40
+    local got = {}
+    for _, dev in ipairs {"cpu", "cuda"} do
+      local w = F.cast(base, dt):to(dev):detach():requires_grad_()
+      local z = w * 1
+      local s = z:div_(30):tanh_() * 30
+      F.sum(F.square(F.cast(s, "float32"))):backward()
+      got[dev] = {s:to("cpu"), w.grad:to("cpu")}
+    end
+    local tol = dt == "bfloat16" and 2e-2 or 1e-5   -- relative, over the whole tensor
+    T.ok(T.rel_err(got.cuda[1], got.cpu[1]) <= tol, dt .. " values: " .. T.rel_err(got.cuda[1], got.cpu[1]))
+    T.ok(T.rel_err(got.cuda[2], got.cpu[2]) <= tol, dt .. " gradients: " .. T.rel_err(got.cuda[2], got.cpu[2]))
+  end
+end)
+
 local cfg = {vocab_size = 67, block_size = 32, n_layer = 2, n_head = 2, n_embd = 64}
 local B, Tn, K = 4, 32, 6
 local batches = {}
