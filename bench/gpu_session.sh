@@ -29,9 +29,7 @@
 #              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
 #              its PyTorch anchor bench/xent_anchor.py on the same shapes
 #   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building:
-#              on a machine with nvcc 13 and no GPU, `cmake -S . -B build-cuda -DCMAKE_CUDA_ARCHITECTURES=90
-#              -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc && cmake --build build-cuda --target speedrun
-#              && mkdir -p .prebuilt && cp build-cuda/speedrun .prebuilt/` (ignored; carry ".prebuilt")
+#              on a machine with nvcc 13 and no GPU, scripts/prepare-gpu-carry.sh makes it (ignored; carry ".prebuilt")
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;

@@ -174,14 +174,15 @@ void *sr_cuda_malloc(size_t nbytes) {
     sr_pool_set_carving(!(e && !strcmp(e, "0")));
     driver_set = 1;
   }
-  void *p = sr_pool_alloc(nbytes, cur_pool);
+  size_t size;
+  void *p = sr_pool_alloc(nbytes, cur_pool, &size);
   if (!p && !capturing) {  /* out of memory or over the cap: give cached blocks back, then once more */
     cudaStreamSynchronize(stream);
     sr_pool_release_free(1, 0);
-    p = sr_pool_alloc(nbytes, cur_pool);
+    p = sr_pool_alloc(nbytes, cur_pool, &size);
   }
   if (!p) return NULL;
-  cur_bytes += sr_pool_at(sr_pool_find(p))->size;
+  cur_bytes += size;
   if (cur_bytes > peak_bytes) peak_bytes = cur_bytes;
   return p;
 }

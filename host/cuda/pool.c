@@ -107,8 +107,6 @@ static void lists_clear(int cap) {
   nlists = 0;
 }
 
-static void heap_push(sizelist *l, int i);
-
 /* the list of (size, pool), made when `make` (the table doubles at half full, lists kept) */
 static sizelist *list_of(size_t size, int pool, int make) {
   if (!caplists) { if (!make) return NULL; lists_clear(256); }
@@ -164,7 +162,7 @@ static void push_free(int i) { heap_push(list_of(blocks[i].size, blocks[i].pool,
 static int add_block(void *p, size_t size, int pool, int sg) {
   if (nblocks == capblocks) blocks = grow(blocks, &capblocks, sizeof *blocks);
   if (2 * (nblocks + 1) > capslot) map_rebuild(capslot ? 2 * capslot : 1024);
-  blocks[nblocks] = (sr_pool_blk){p, size, pool, 0, 0, sg, -1};
+  blocks[nblocks] = (sr_pool_blk){p, size, pool, 0, 0, sg};
   map_put(p, nblocks);
   return nblocks++;
 }
@@ -202,7 +200,7 @@ static int best_fit(size_t want, int pool) {
   return best ? heap_pop(best) : -1;
 }
 
-void *sr_pool_alloc(size_t nbytes, int pool) {
+void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
   size_t want = sr_pool_size_for(nbytes);
   bool small = carving && want <= SR_POOL_SMALL_MAX;
   sizelist *l = list_of(want, pool, 1);
@@ -215,6 +213,7 @@ void *sr_pool_alloc(size_t nbytes, int pool) {
   }
   if (i < 0) return NULL;
   blocks[i].inuse = 1;
+  if (size) *size = blocks[i].size;
   return blocks[i].p;
 }
 

@@ -28,7 +28,6 @@ typedef struct sr_pool_blk {
   int inuse;
   int noted;  /* the backend's mark: the capture (its pool) that noted this ordinary block */
   int seg;    /* the segment it was carved from, -1: a driver allocation of its own */
-  int next;   /* the next block of its free list, -1 */
 } sr_pool_blk;
 
 typedef struct sr_pool_driver {
@@ -40,8 +39,9 @@ typedef struct sr_pool_driver {
 void sr_pool_set_driver(const sr_pool_driver *d);
 void sr_pool_set_carving(bool on);             /* off: every block its own driver allocation (A/B) */
 size_t sr_pool_size_for(size_t nbytes);        /* the block size a request of nbytes gets */
-/* a block of at least nbytes for `pool`, reused or from the driver; NULL when the driver refuses */
-void *sr_pool_alloc(size_t nbytes, int pool);
+/* a block of at least nbytes for `pool`, reused or from the driver (its size in *size when not
+** NULL); NULL when the driver refuses */
+void *sr_pool_alloc(size_t nbytes, int pool, size_t *size);
 int sr_pool_free(void *p);                     /* the freed block's index, -1: not ours or not in use */
 int sr_pool_find(const void *p);               /* the index of the block starting at p, or -1 */
 sr_pool_blk *sr_pool_at(int i);

@@ -68,7 +68,7 @@ static void test_size_classes(void) {
 static void test_small_carved(void) {
   fresh();
   void *p[100];
-  for (int i = 0; i < 100; i++) p[i] = sr_pool_alloc(1000, 0);
+  for (int i = 0; i < 100; i++) p[i] = sr_pool_alloc(1000, 0, NULL);
   CHECK(sr_pool_driver_allocs() == 1 && calls == 1, "100 blocks of 1 KiB from one segment: %d driver calls", calls);
   CHECK(sr_pool_reserved() == SR_POOL_SEGMENT, "reserved %zu", sr_pool_reserved());
   for (int i = 0; i < 100; i++) {
@@ -78,64 +78,65 @@ static void test_small_carved(void) {
   }
   /* the lowest-index free block of the size comes back first, whatever the order of frees */
   sr_pool_free(p[70]); sr_pool_free(p[3]); sr_pool_free(p[40]);
-  CHECK(sr_pool_alloc(1000, 0) == p[3] && sr_pool_alloc(900, 0) == p[40] && sr_pool_alloc(1024, 0) == p[70], "lowest index first");
+  CHECK(sr_pool_alloc(1000, 0, NULL) == p[3] && sr_pool_alloc(900, 0, NULL) == p[40] && sr_pool_alloc(1024, 0, NULL) == p[70], "lowest index first");
   CHECK(sr_pool_free(p[5]) == 5 && sr_pool_free(p[5]) == -1, "a double free is refused");
   CHECK(sr_pool_free((char *)p[6] + 8) == -1, "a pointer inside a block is not a block");
   /* another class, another segment; another pool, another segment */
-  void *q = sr_pool_alloc(3000, 0), *r = sr_pool_alloc(1000, 1);
+  void *q = sr_pool_alloc(3000, 0, NULL), *r = sr_pool_alloc(1000, 1, NULL);
   CHECK(calls == 3 && q != r && inside(q, 3072) && inside(r, 1024), "a segment per class and pool: %d calls", calls);
-  CHECK(sr_pool_alloc(1000, 1) != p[5], "pool 1 never gets pool 0's free block");
-  CHECK(sr_pool_alloc(1000, 0) == p[5], "pool 0 does");
+  CHECK(sr_pool_alloc(1000, 1, NULL) != p[5], "pool 1 never gets pool 0's free block");
+  CHECK(sr_pool_alloc(1000, 0, NULL) == p[5], "pool 0 does");
   /* a full segment opens the next: 2 MiB / 1 KiB = 2048 blocks per segment */
-  for (int i = 0; i < 2048; i++) sr_pool_alloc(1024, 0);
+  for (int i = 0; i < 2048; i++) sr_pool_alloc(1024, 0, NULL);
   CHECK(calls == 4, "the 2049th 1-KiB block opened a second segment: %d calls", calls);
 }
 
 static void test_large(void) {
   fresh();
   size_t m = (size_t)4 << 20;
-  void *a = sr_pool_alloc(m, 0);
+  void *a = sr_pool_alloc(m, 0, NULL);
   CHECK(calls == 1 && sr_pool_reserved() == m && sr_pool_at(sr_pool_find(a))->seg == -1, "a large block: its own allocation");
   sr_pool_free(a);
-  CHECK(sr_pool_alloc(m - m / 10, 0) == a, "reused for a request at most 1/8 smaller");
+  size_t got = 0;
+  CHECK(sr_pool_alloc(m - m / 10, 0, &got) == a && got == m, "reused for a request at most 1/8 smaller, its size said");
   sr_pool_free(a);
-  void *b = sr_pool_alloc(m / 2 + 4096, 0);
+  void *b = sr_pool_alloc(m / 2 + 4096, 0, NULL);
   CHECK(b != a && calls == 2, "not for one half its size");
-  void *c = sr_pool_alloc(m, 1);
+  void *c = sr_pool_alloc(m, 1, NULL);
   CHECK(c != a && calls == 3, "nor for another pool");
   /* the smallest fitting block wins */
-  void *big = sr_pool_alloc(m + m / 16, 0);
+  void *big = sr_pool_alloc(m + m / 16, 0, NULL);
   sr_pool_free(big);
-  CHECK(sr_pool_alloc(m - 512, 0) == a, "the smaller of two fitting blocks");
+  CHECK(sr_pool_alloc(m - 512, 0, NULL) == a, "the smaller of two fitting blocks");
 }
 
 static void test_release(void) {
   fresh();
-  void *x = sr_pool_alloc(2000, 0), *y = sr_pool_alloc(2000, 0), *big = sr_pool_alloc((size_t)5 << 20, 0);
+  void *x = sr_pool_alloc(2000, 0, NULL), *y = sr_pool_alloc(2000, 0, NULL), *big = sr_pool_alloc((size_t)5 << 20, 0, NULL);
   sr_pool_free(x);
   sr_pool_free(big);
   sr_pool_release_free(1, 0);
   CHECK(nheld == 1 && sr_pool_reserved() == SR_POOL_SEGMENT, "the free large block went, the segment with y stays");
   CHECK(sr_pool_find(y) >= 0 && sr_pool_find(x) >= 0 && sr_pool_find(big) < 0, "x stays with its segment");
-  CHECK(sr_pool_alloc(2000, 0) == x && calls == 2, "and is handed out again");
+  CHECK(sr_pool_alloc(2000, 0, NULL) == x && calls == 2, "and is handed out again");
   sr_pool_free(x);
   sr_pool_free(y);
   sr_pool_release_free(1, 0);
   CHECK(nheld == 0 && sr_pool_reserved() == 0 && sr_pool_count() == 0, "a wholly free segment goes");
   /* a graph's pool dies with one carved block alive (the backend moves it to pool 0 first) */
-  void *g1 = sr_pool_alloc(2000, 7), *g2 = sr_pool_alloc(2000, 7);
+  void *g1 = sr_pool_alloc(2000, 7, NULL), *g2 = sr_pool_alloc(2000, 7, NULL);
   sr_pool_at(sr_pool_find(g1))->pool = 0;
   sr_pool_free(g2);
-  void *o = sr_pool_alloc(2000, 0);          /* pool 0's own segment for this class */
+  void *o = sr_pool_alloc(2000, 0, NULL);          /* pool 0's own segment for this class */
   sr_pool_release_free(1, 7);
   CHECK(sr_pool_find(g2) >= 0 && sr_pool_at(sr_pool_find(g2))->pool == 0, "the dead pool's leftover joins pool 0");
   int before = calls;
-  void *n2 = sr_pool_alloc(2000, 0);
+  void *n2 = sr_pool_alloc(2000, 0, NULL);
   CHECK(n2 == g2 && calls == before, "pool 0 reuses it without the driver");
   (void)o;
   /* release while another pool's blocks of the segment are free: they are not pool 0's to give */
   fresh();
-  void *k = sr_pool_alloc(2000, 3);
+  void *k = sr_pool_alloc(2000, 3, NULL);
   sr_pool_free(k);
   sr_pool_release_free(1, 0);
   CHECK(nheld == 1 && sr_pool_find(k) >= 0, "pool 3's free block survives a release of pool 0");
@@ -146,12 +147,12 @@ static void test_release(void) {
 static void test_no_carving(void) {
   fresh();
   sr_pool_set_carving(0);
-  void *a = sr_pool_alloc(1000, 0), *b = sr_pool_alloc(1000, 0);
+  void *a = sr_pool_alloc(1000, 0, NULL), *b = sr_pool_alloc(1000, 0, NULL);
   CHECK(calls == 2 && sr_pool_at(sr_pool_find(a))->seg == -1 && sr_pool_reserved() == 2048, "carving off: a driver call a block");
   sr_pool_free(a);
-  CHECK(sr_pool_alloc(1000, 0) == a, "reused for its class");
+  CHECK(sr_pool_alloc(1000, 0, NULL) == a, "reused for its class");
   sr_pool_free(a);
-  CHECK(sr_pool_alloc(1100, 0) != a && calls == 3, "not for a larger one");
+  CHECK(sr_pool_alloc(1100, 0, NULL) != a && calls == 3, "not for a larger one");
   (void)b;
   sr_pool_set_carving(1);
 }
@@ -159,10 +160,10 @@ static void test_no_carving(void) {
 static void test_refusal(void) {
   fresh();
   refuse = 1;
-  CHECK(sr_pool_alloc(100, 0) == NULL && sr_pool_alloc((size_t)8 << 20, 0) == NULL, "a refusing driver: NULL");
+  CHECK(sr_pool_alloc(100, 0, NULL) == NULL && sr_pool_alloc((size_t)8 << 20, 0, NULL) == NULL, "a refusing driver: NULL");
   CHECK(sr_pool_reserved() == 0 && sr_pool_count() == 0, "and nothing recorded");
   refuse = 0;
-  CHECK(sr_pool_alloc(100, 0) != NULL, "then it works");
+  CHECK(sr_pool_alloc(100, 0, NULL) != NULL, "then it works");
 }
 
 /* random alloc/free/release in three pools and many sizes, against what is live */
@@ -177,8 +178,10 @@ static void test_random(void) {
     if (r < 55 && nlive < N) {
       size_t n = rand() % 4 == 0 ? (size_t)(rand() % (6 << 20)) + 1 : (size_t)(rand() % 70000) + 1;
       int pool = rand() % 3;
-      char *p = sr_pool_alloc(n, pool);
+      size_t got = 0;
+      char *p = sr_pool_alloc(n, pool, &got);
       if (!p) { CHECK(0, "allocation of %zu failed", n); continue; }
+      CHECK(got >= n && got == sr_pool_at(sr_pool_find(p))->size, "size %zu for a request of %zu", got, n);
       CHECK(inside(p, n), "block outside the driver's memory");
       memset(p, nlive & 0xff, n < 64 ? n : 64);
       live[nlive].p = p; live[nlive].n = n; live[nlive++].pool = pool;
