@@ -4,7 +4,8 @@
 -- Builds the recipe's context as tasks/fidelity/ours.lua does (recipe.setup on the scale's
 -- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
 -- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
--- micro-batches). Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
+-- micro-batches); in seq mode (records 12+) x, y [T] with the recipe's end-of-text token at a
+-- random ~1 in 600 positions, so the document masks have FineWeb's sparsity. Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
 -- clock), then K more under the profiler, all eager (no CUDA graph); prints both ms/step and the
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
 -- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
@@ -19,6 +20,8 @@ local util = require "speedrun.util"
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
   .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S]"
 local GPT2_VOCAB = 50257
+local DOC_TOKENS = 600   -- mean document length in seq mode (FineWeb's, tokenised)
+local F = sr.F
 
 local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
 
@@ -60,15 +63,24 @@ local scale = opt.scale or (device == "cuda" and "proxy" or "micro")
 local recipe, lerr = util.load_recipe(recipe_path)
 if not recipe then die(lerr) end
 local mode = recipe.config[scale] and recipe.config[scale].batch.mode or "bt"
-if mode ~= "bt" then die("only batch mode bt is supported (this scale uses " .. mode .. ")") end
+if mode ~= "bt" and mode ~= "seq" then die("batch modes bt and seq are supported (this scale uses " .. mode .. ")") end
 local ctx, cerr = util.recipe_context(recipe, scale, device, seed)
 if not ctx then die(cerr) end
 local cfg, b = ctx.config, ctx.config.batch
 
 local vocab = math.min((cfg.model or {}).vocab_size or GPT2_VOCAB, GPT2_VOCAB)
-local x = sr.randint(0, vocab, {b.B, b.T}):to(device)
-local y = sr.randint(0, vocab, {b.B, b.T}):to(device)
-local mb = cfg.micro_batch or b.B
+local shape = mode == "bt" and {b.B, b.T} or {b.T}
+local x = sr.randint(0, vocab, shape)
+local y = sr.randint(0, vocab, shape)
+if mode == "seq" and cfg.eot then
+  -- documents as in FineWeb (~600 tokens on average: the records' masks have ~100 per 64K), so
+  -- the block masks have the records' sparsity; uniform tokens alone would make one document
+  x = F.masked_fill(x, F.lt(sr.rand(b.T), 1 / DOC_TOKENS), cfg.eot)
+end
+x, y = x:to(device), y:to(device)
+-- tokens per micro-batch (seq: micro_batch counts tokens, one sequence each) and sequences per step
+local mb = cfg.micro_batch or (mode == "bt" and b.B or b.T)
+local per_step = mode == "bt" and b.B // mb or b.T // mb
 
 -- step numbers stay inside the scale's schedule however many steps are run: the next one, its
 -- schedule (host-side work before train_step, as the harness runs it) done
@@ -94,8 +106,8 @@ local function timed_ms_per_step()
   return 1e3 * (sr.clock() - t0) / steps, loss
 end
 
-print(("recipe %s (%s), scale %s, device %s: batch %d x %d (micro-batch %d, %d per step), %d warm-up + %d steps")
-  :format(recipe.name or "?", recipe_path, scale, device, b.B, b.T, mb, b.B // mb, warmup, steps))
+print(("recipe %s (%s), scale %s, device %s: batch %s (%s mode, micro-batch %d, %d per step), %d warm-up + %d steps")
+  :format(recipe.name or "?", recipe_path, scale, device, table.concat(shape, " x "), mode, mb, per_step, warmup, steps))
 train_steps(warmup)
 collectgarbage()
 sr.reset_peak_memory(device)

@@ -24,7 +24,7 @@
 #include "core/tensor.h"  /* defines: sr_tensor, sr_node */
 
 #define SR_NODE_MAXIN 6
-#define SR_NODE_MAXOUT 4
+#define SR_NODE_MAXOUT 16  /* split/chunk pieces under one node (record 14 chunks 12 ways) */
 #define SR_NODE_MAXSAVED 8
 
 /* grads_out[k]: gradient of output k (NULL when nothing flowed into it; treat as zeros).

@@ -782,7 +782,7 @@ sr_tensor *sr_narrow_op(sr_tensor *x, int dim, int64_t start, int64_t length) {
 }
 
 /* split into pieces along dim (sizes sum to the dim's size): views; one node with up to
-** SR_NODE_MAXOUT outputs whose backward writes every piece's gradient into one tensor (zeros
+** SR_NODE_MAXOUT (16) outputs whose backward writes every piece's gradient into one tensor (zeros
 ** where a piece got none) instead of one zero-filled full-size tensor per piece. That tensor is
 ** the node's gradient buffer when consumers were offered its pieces as destinations (autograd.h):
 ** the pieces they wrote need no copy. */
@@ -795,7 +795,7 @@ static void split_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
                           : sr_tensor_new(like->dtype, like->storage->device, n->in_ndim[0], n->in_shape[0]);
   int64_t start = 0;
   for (int k = 0; k < n->nout; k++) {
-    int64_t len = (int64_t)(n->f[k]);
+    int64_t len = n->out_shape[k][dim];
     put_piece(dx, dim, start, len, go[k]);
     start += len;
   }
@@ -804,8 +804,9 @@ static void split_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
 
 static sr_tensor *split_dest(sr_node *n, int k, sr_tensor *d) {
   int64_t start = 0;
-  for (int j = 0; j < k; j++) start += (int64_t)n->f[j];
-  return sr_narrow(d, (int)n->i[0], start, (int64_t)n->f[k]);
+  int dim = (int)n->i[0];
+  for (int j = 0; j < k; j++) start += n->out_shape[j][dim];
+  return sr_narrow(d, dim, start, n->out_shape[k][dim]);
 }
 
 int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **out) {
@@ -825,8 +826,7 @@ int sr_split_op(sr_tensor *x, int dim, int n, const int64_t *sizes, sr_tensor **
   }
   if (sr_needs_grad(1, &x)) {
     sr_node *nd = sr_node_new("split", split_backward, 1, &x);
-    nd->i[0] = dim;
-    for (int k = 0; k < n; k++) nd->f[k] = (double)sizes[k];
+    nd->i[0] = dim;                /* the pieces' sizes are their out_shape[k][dim] */
     nd->dest_map = split_dest;
     nd->flags |= SR_NODE_DEST_OWN;
     sr_node_attach(nd, n, out);

@@ -405,16 +405,17 @@ static bool has_sched(lua_State *L) {
   return r;
 }
 
-/* split(x, dim, {sizes}) -> views (at most 4 pieces; one tape node). F.split/F.chunk use it */
+/* split(x, dim, {sizes}) -> views (at most split_max = SR_NODE_MAXOUT pieces; one tape node).
+** F.split/F.chunk use it */
 static int F_split_views(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
   int d = sr_check_dim(L, 2, x->ndim);
   luaL_checktype(L, 3, LUA_TTABLE);
   int n = (int)luaL_len(L, 3);
-  luaL_argcheck(L, n >= 1 && n <= 4, 3, "1 to 4 pieces");
-  int64_t sizes[4];
+  if (n < 1 || n > SR_NODE_MAXOUT) return luaL_argerror(L, 3, lua_pushfstring(L, "1 to %d pieces", SR_NODE_MAXOUT));
+  int64_t sizes[SR_NODE_MAXOUT];
   for (int k = 0; k < n; k++) { lua_geti(L, 3, k + 1); sizes[k] = luaL_checkinteger(L, -1); lua_pop(L, 1); }
-  sr_tensor *out[4];
+  sr_tensor *out[SR_NODE_MAXOUT];
   sr_split_op(x, d, n, sizes, out);
   for (int k = 0; k < n; k++) sr_push_tensor(L, out[k]);
   return n;
@@ -595,7 +596,8 @@ static int f_record_custom(lua_State *L) {
   const char *name = luaL_optstring(L, 5, "custom");
   int nin = (int)luaL_len(L, 3), nout = (int)luaL_len(L, 4);
   luaL_argcheck(L, nin <= SR_NODE_MAXIN, 3, "too many tensor inputs for a custom function");
-  luaL_argcheck(L, nout >= 1 && nout <= SR_NODE_MAXOUT, 4, "a custom function returns 1 to 4 tensors");
+  if (nout < 1 || nout > SR_NODE_MAXOUT)
+    return luaL_argerror(L, 4, lua_pushfstring(L, "a custom function returns 1 to %d tensors", SR_NODE_MAXOUT));
   sr_tensor *in[SR_NODE_MAXIN] = {0}, *out[SR_NODE_MAXOUT] = {0};
   for (int i = 0; i < nin; i++) { lua_geti(L, 3, i + 1); in[i] = sr_to_tensor(L, -1); lua_pop(L, 1); }
   for (int k = 0; k < nout; k++) {

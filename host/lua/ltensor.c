@@ -859,6 +859,8 @@ int luaopen_speedrun_core(lua_State *L) {
   lua_setfield(L, -2, "F");
   sr_push_op_names(L);
   lua_setfield(L, -2, "op_names");
+  lua_pushinteger(L, SR_NODE_MAXOUT);  /* the most pieces F.split_views makes under one tape node */
+  lua_setfield(L, -2, "split_max");
   sr_open_custom_functions(L);
   luaL_getmetatable(L, SR_TENSOR_MT);
   lua_setfield(L, -2, "Tensor");

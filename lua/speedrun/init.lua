@@ -42,8 +42,12 @@ function F.norm(x, dim, keepdim)
   return F.sqrt(F.sumsq(x, dim, keepdim))
 end
 
--- masked_fill(x, mask, value): value where mask is nonzero
+-- masked_fill(x, mask, value): value where mask is nonzero (a number value takes x's dtype, as
+-- in PyTorch: an int32 x stays int32)
 function F.masked_fill(x, mask, value)
+  if type(value) == "number" and is_tensor(x) then
+    value = core.tensor(value, {dtype = x.dtype, device = x.device})
+  end
   return F.where(mask, value, x)
 end
 
@@ -71,7 +75,8 @@ function F.stack(ts, dim)
 end
 
 -- split(x, size, dim): pieces of `size` along dim (the last may be shorter)
--- (up to 4 pieces: views under one tape node, whose backward writes one gradient tensor)
+-- (up to core.split_max = 16 pieces: views under one tape node, whose backward writes one
+-- gradient tensor; more pieces are narrows, each with a full-size gradient of its own)
 function F.split(x, size, dim)
   dim = dim or 1
   check_int(size, 2, "split", "size", 1)
@@ -81,7 +86,7 @@ function F.split(x, size, dim)
     sizes[#sizes + 1] = len
     start = start + len
   end
-  if #sizes >= 1 and #sizes <= 4 then return {F.split_views(x, dim, sizes)} end
+  if #sizes >= 1 and #sizes <= core.split_max then return {F.split_views(x, dim, sizes)} end
   local out
   out, start = {}, 1
   for i, len in ipairs(sizes) do

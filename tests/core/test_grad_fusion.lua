@@ -97,9 +97,16 @@ T.case("slices: a piece without a gradient, a piece read twice, pieces in any or
     local c1, c2 = table.unpack(F.chunk(a, 2, 3))
     return F.sum(F.square(c1)) + F.sum(c2:transpose(1, 2) * 2) + F.sum(F.tanh(b))
   end, "uneven, chunk, nested")
-  local x2 = leaf({4, 6}, "bfloat16")
+  local x3 = leaf({3, 24})
+  same_grads("slices", {x3}, function(x)   -- 12 pieces (record 14's value-embedding chunks): one node
+    local p = F.chunk(x, 12, 2)
+    local s = F.sum(F.square(p[1])) + F.sum(F.tanh(p[12]))
+    for i = 2, 11, 3 do s = s + F.sum(p[i] * i) end
+    return s
+  end, "12 chunks")
+  local x2 = leaf({4, 18}, "bfloat16")
   same_grads("slices", {x2}, function(x)
-    local p = F.split(x, 1, 2)           -- more than 4 pieces: narrows
+    local p = F.split(x, 1, 2)           -- more than core.split_max (16) pieces: narrows
     return F.sum(F.square(F.cast(p[1], "float32"))) + F.sum(F.cast(p[4], "float32") * 3)
   end, "narrows, bf16")
 end)
