@@ -46,13 +46,14 @@ __global__ void flex_docs_kernel1(int32_t *bm, int32_t *lo, int32_t *hi, const i
   if (lo) { lo[b] = mn; hi[b] = mx; }
 }
 
-// the class of every block pair; wbt (a device int32, or NULL for wb) is clamped to >= 1
+// the class of every block pair; wbt (a device int32, or NULL for wb) is clamped to >= 1; wt (a
+// device int32, or NULL for window) is the window in tokens
 __global__ void flex_class_kernel1(uint8_t *cls, const int32_t *lo, const int32_t *hi, int64_t nb, int bs, int causal,
-                                   int64_t window, int64_t wb, const int32_t *wbt) {
+                                   int64_t window, const int32_t *wt, int64_t wb, const int32_t *wbt) {
   int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (x >= nb * nb) return;
   int64_t w = wbt ? max(1, *wbt) : wb;
-  cls[x] = (uint8_t)sr_flex_class(x / nb, x % nb, bs, causal, window, w, lo, hi);
+  cls[x] = (uint8_t)sr_flex_class(x / nb, x % nb, bs, causal, wt ? (int64_t)*wt : window, w, lo, hi);
 }
 
 // the classes from lists: entries of num/idx rows set to val (1 partial, 2 full)
@@ -103,9 +104,15 @@ __global__ void flex_compact_kernel1(int32_t *bm, const uint8_t *cls, int64_t nb
 
 struct flex_mask {
   const int32_t *bm, *doc;  // the packed mask; its doc ids, NULL when the element mask has none
+  const int32_t *wt;        // the window as a device int32 (read by flex_resolve), or NULL: window
   int64_t nb;
   int causal, window;
 };
+// first thing in every kernel taking a mask: the window from the device when it lives there (so a
+// replayed CUDA graph reads the value of each replay)
+__device__ __forceinline__ void flex_resolve(flex_mask &m) {
+  if (m.wt) m.window = __ldg(m.wt);
+}
 __device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
   return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
 }
@@ -154,6 +161,7 @@ template <int D>
 __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                             const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                             att_strides as) {
+  flex_resolve(fm);
   constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *sm = (bf16 *)smem_raw;
@@ -286,6 +294,7 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
                                                                              const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                              const float *lse, const float *delta, int T,
                                                                              float scale, flex_mask fm, att_strides as) {
+  flex_resolve(fm);
   constexpr int LD = D + 8, LDS = 64 + 8, TILE = 64 * LD;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + TILE, *dSs = Vs + TILE + 2 * NS * TILE;
@@ -467,6 +476,7 @@ __device__ __forceinline__ void flex_for_queries(const flex_mask &m, int bs, int
 template <typename T>
 __global__ void flex_forward_kernel0(T *out, float *lse, const T *q, const T *k, const T *v, int64_t BH, int Tn, int D, int bs,
                                      float scale, flex_mask fm) {
+  flex_resolve(fm);
   int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (r >= BH * Tn) return;
   int64_t bh = r / Tn;
@@ -502,6 +512,7 @@ __global__ void flex_delta_kernel0(float *delta, const T *dout, const T *out, in
 template <typename T>
 __global__ void flex_backward_dq_kernel0(T *dq, const T *q, const T *k, const T *v, const T *dout, const float *lse,
                                          const float *delta, int64_t BH, int Tn, int D, int bs, float scale, flex_mask fm) {
+  flex_resolve(fm);
   int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (r >= BH * Tn) return;
   int64_t bh = r / Tn;
@@ -524,6 +535,7 @@ __global__ void flex_backward_dq_kernel0(T *dq, const T *q, const T *k, const T 
 template <typename T>
 __global__ void flex_backward_dkv_kernel0(T *dk, T *dv, const T *q, const T *k, const T *v, const T *dout, const float *lse,
                                           const float *delta, int64_t BH, int Tn, int D, int bs, float scale, flex_mask fm) {
+  flex_resolve(fm);
   int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (r >= BH * Tn) return;
   int64_t bh = r / Tn;
@@ -585,6 +597,8 @@ extern "C" const char *sr_cuda_flex_block_mask(const sr_kcall *c) {
   if (!e) e = doc_arg(doc, nb * bs);
   if (e) return e;
   if (wbt && (wbt->dtype != SR_I32 || sr_numel(wbt) != 1)) return sr_errf("window_blocks must be one int32");
+  sr_tensor *wt = c->nt > 3 ? c->t[3] : NULL;
+  if (wt && (wt->dtype != SR_I32 || sr_numel(wt) != 1)) return sr_errf("the window tensor must be one int32");
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   uint8_t *cls = (uint8_t *)sr_cuda_malloc((size_t)(nb * nb));
   int32_t *lo = doc ? (int32_t *)sr_cuda_malloc((size_t)nb * 2 * sizeof(int32_t)) : NULL;
@@ -599,7 +613,7 @@ extern "C" const char *sr_cuda_flex_block_mask(const sr_kcall *c) {
   cudaError_t ce = cudaGetLastError();
   if (ce == cudaSuccess) {
     flex_class_kernel1<<<(unsigned)CEIL_DIV(nb * nb, (int64_t)256), 256, 0, s>>>(cls, lo, lo ? lo + nb : NULL, nb, bs, (int)c->i[0],
-        c->i[1], c->i[2], wbt ? (const int32_t *)sr_data(wbt) : NULL);
+        c->i[1], wt ? (const int32_t *)sr_data(wt) : NULL, c->i[2], wbt ? (const int32_t *)sr_data(wbt) : NULL);
     ce = cudaGetLastError();
   }
   sr_cuda_free(lo);  // stream-ordered: the caching allocator reuses it after these kernels
@@ -658,9 +672,11 @@ static const char *check_flex(sr_tensor *const *ts, int n, const sr_tensor *bm, 
   return NULL;
 }
 
-static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb) {
+// the mask of a call; the window tensor (when the call has one) at slot wat
+static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int wat) {
   flex_mask m;
   m.bm = (const int32_t *)sr_data(bm);
+  m.wt = c->nt > wat && c->t[wat] ? (const int32_t *)sr_data(c->t[wat]) : NULL;
   m.doc = c->i[2] ? m.bm + sr_flex_doc_at(nb) : NULL;
   m.nb = nb;
   m.causal = (int)c->i[0];
@@ -680,7 +696,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   int T = (int)q->shape[2], D = (int)q->shape[3];
   float scale = (float)c->f[0];
   if (BH == 0) return NULL;
-  flex_mask fm = mask_of(c, bm, nb);
+  flex_mask fm = mask_of(c, bm, nb, 6);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   if (bs == 128 && flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
@@ -775,7 +791,7 @@ extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
   int64_t BH = q->shape[0] * q->shape[1];
   int T = (int)q->shape[2], D = (int)q->shape[3];
   if (BH == 0) return NULL;
-  flex_mask fm = mask_of(c, bm, nb);
+  flex_mask fm = mask_of(c, bm, nb, 10);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   int64_t rows = BH * T;
   bool flash = bs == 128 && flash_ok(dt, D, ts, 8);

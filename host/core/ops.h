@@ -44,15 +44,17 @@ sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignor
 sr_tensor *sr_rotary(sr_tensor *x, sr_tensor *cos, sr_tensor *sin);
 sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double scale);
 /* flex attention (ops_flex.c; the block mask: core/flex.h). Block masks over T tokens in blocks of
-** `block`, on device dev: from components (doc ids [T] i32 or NULL; window in tokens, 0 none;
-** window in blocks, 0 none, or wbt, one i32 on dev) or from FlexAttention's kv-block lists (full
-** lists may be NULL); the attention over a mask with its element mask (causal, window, has_doc) */
+** `block`, on device dev: from components (doc ids [T] i32 or NULL; window in tokens, 0 none, or
+** wt, one i32 on dev; window in blocks, 0 none, or wbt, one i32 on dev) or from FlexAttention's
+** kv-block lists (full lists may be NULL); the attention over a mask with its element mask
+** (causal, window or wt, has_doc). A window tensor is read on the device when the kernels run, so
+** a captured step sees the value it holds at each replay. */
 sr_tensor *sr_flex_block_mask(int64_t T, int64_t block, sr_device dev, bool causal, sr_tensor *doc, int64_t window,
-                              int64_t wb, sr_tensor *wbt);
+                              sr_tensor *wt, int64_t wb, sr_tensor *wbt);
 sr_tensor *sr_flex_block_mask_lists(int64_t T, int64_t block, sr_device dev, sr_tensor *kv_num, sr_tensor *kv_idx,
                                     sr_tensor *full_num, sr_tensor *full_idx, sr_tensor *doc);
 sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor *bm, bool causal, int64_t window,
-                             bool has_doc, double scale);
+                             sr_tensor *wt, bool has_doc, double scale);
 sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt);
 /* float8 (host/core/ops_fp8.c; no tape): x.mul(scale).to(dt), rounded to nearest even, saturating
 ** when sat; torch._scaled_mm: scale_a * scale_b * a [M,K] row-major @ b [K,N] column-major, the

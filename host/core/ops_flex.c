@@ -32,17 +32,18 @@ static sr_tensor *new_mask(int64_t T, int64_t block, sr_device dev) {
 }
 
 sr_tensor *sr_flex_block_mask(int64_t T, int64_t block, sr_device dev, bool causal, sr_tensor *doc, int64_t window,
-                              int64_t wb, sr_tensor *wbt) {
+                              sr_tensor *wt, int64_t wb, sr_tensor *wbt) {
   const char *op = "block_mask";
   check_blocks(op, T, block);
   if (doc) check_i32(op, "doc_ids", doc, dev, T);
+  if (wt) check_i32(op, "window", wt, dev, 1);
   if (wbt) check_i32(op, "window_blocks", wbt, dev, 1);
   if (window < 0) sr_fail("%s: window must be >= 0 (0: none), got %lld", op, (long long)window);
   if (!wbt && wb < 0) sr_fail("%s: window_blocks must be >= 1, got %lld", op, (long long)wb);
   int m = sr_scratch_mark();
   sr_tensor *dc = doc ? sr_scratch_push(sr_contiguous_raw(doc)) : NULL;
   sr_tensor *bm = sr_scratch_push(new_mask(T, block, dev));
-  sr_kcall c = {.t = {bm, dc, wbt}, .nt = 3, .i = {causal, window, wb}};
+  sr_kcall c = {.t = {bm, dc, wbt, wt}, .nt = 4, .i = {causal, window, wb}};
   sr_kernel_run(SR_K_flex_block_mask, &c);
   return sr_scratch_return(m, bm);
 }
@@ -78,19 +79,20 @@ static void flex_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!g) return;
   sr_tensor *q = sr_node_saved(n, 0), *k = sr_node_saved(n, 1), *v = sr_node_saved(n, 2);
   sr_tensor *o = sr_node_saved(n, 3), *lse = sr_node_saved(n, 4), *bm = sr_node_saved(n, 5);
+  sr_tensor *wt = n->saved[6] ? sr_node_saved(n, 6) : NULL;
   bool flash = n->i[3];
   sr_tensor *gc = flash && g->stride[3] == 1 ? sr_tensor_retain(g) : sr_contiguous_raw(g);
   sr_tensor *dq = flash ? new_bthd(q) : sr_tensor_new_like(q);
   sr_tensor *dk = flash ? new_bthd(k) : sr_tensor_new_like(k);
   sr_tensor *dv = flash ? new_bthd(v) : sr_tensor_new_like(v);
-  sr_kcall c = {.t = {dq, dk, dv, gc, q, k, v, o, lse, bm}, .nt = 10, .f = {n->f[0]}, .i = {n->i[0], n->i[1], n->i[2]}};
+  sr_kcall c = {.t = {dq, dk, dv, gc, q, k, v, o, lse, bm, wt}, .nt = 11, .f = {n->f[0]}, .i = {n->i[0], n->i[1], n->i[2]}};
   sr_kernel_run(SR_K_flex_attention_backward, &c);
   sr_tensor_release(gc);
   gi[0] = dq; gi[1] = dk; gi[2] = dv;
 }
 
 sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor *bm, bool causal, int64_t window,
-                             bool has_doc, double scale) {
+                             sr_tensor *wt, bool has_doc, double scale) {
   const char *op = "flex_attention";
   char b1[96], b2[96];
   sr_tensor *in[3] = {q, k, v};
@@ -110,6 +112,7 @@ sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor
     sr_fail("%s: bad argument #4 (the mask covers %lld tokens in blocks of %lld, q has T = %lld)", op, (long long)(nb * block),
             (long long)block, (long long)T);
   if (window < 0) sr_fail("%s: window must be >= 0", op);
+  if (wt) check_i32(op, "window", wt, q->storage->device, 1);
   if (scale <= 0) scale = 1.0 / sqrt((double)D);
   /* the CUDA flash kernels (bf16, D 64/128, blocks of 128) take strided views and write out in [B,T,H,D] memory
   ** order, as sdpa's; other paths want contiguous */
@@ -121,7 +124,7 @@ sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor
   sr_tensor *vc = sr_scratch_push(flash ? sr_tensor_retain(v) : sr_contiguous_raw(v));
   sr_tensor *o = sr_scratch_push(flash ? new_bthd(q) : sr_tensor_new_like(qc));
   sr_tensor *lse = sr_scratch_push(sr_tensor_new(side_dtype(q), q->storage->device, 3, q->shape));
-  sr_kcall c = {.t = {o, lse, qc, kc, vc, bm}, .nt = 6, .f = {scale}, .i = {causal, window, has_doc}};
+  sr_kcall c = {.t = {o, lse, qc, kc, vc, bm, wt}, .nt = 7, .f = {scale}, .i = {causal, window, has_doc}};
   sr_kernel_run(SR_K_flex_attention, &c);
   sr_node *n = record(op, flex_backward, 3, in, o);
   if (n) {
@@ -129,6 +132,7 @@ sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor
     /* o as a plain view: saving o itself would make o -> node -> o a cycle */
     sr_tensor *ov = sr_as_strided(o, o->ndim, o->shape, o->stride, o->offset);
     sr_node_save(n, 3, ov); sr_node_save(n, 4, lse); sr_node_save(n, 5, bm);
+    if (wt) sr_node_save(n, 6, wt);
     sr_tensor_release(ov);
     n->f[0] = scale; n->i[0] = causal; n->i[1] = window; n->i[2] = has_doc; n->i[3] = flash;
   }

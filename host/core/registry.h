@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define SR_KMAXT 10
+#define SR_KMAXT 12
 
 typedef struct sr_kcall {
   sr_tensor *t[SR_KMAXT];  /* outputs, then inputs; NULL for an absent optional tensor */
@@ -168,7 +168,8 @@ typedef enum sr_reduce_fn {
     "t0 bm: a block mask (core/flex.h: i32 [NB, 4 NB + 4 + block] contig), written whole; t1 doc " \
     "ids [T] i32 contig or NULL; t2 window_blocks (one i32, >= 1; the device value, so it can " \
     "change between steps) or NULL; i0 causal, i1 window in tokens (0: none), i2 window in blocks " \
-    "(0: none; t2 replaces it). The lists from the components (block-causal and window limits, " \
+    "(0: none; t2 replaces it); t3 the window in tokens as one i32 on the device (read there; " \
+    "replaces i1) or NULL. The lists from the components (block-causal and window limits, " \
     "per-block doc id min/max), as create_block_mask.") \
   X(flex_block_mask_lists, \
     "t0 bm (as flex_block_mask), t1 kv_num_blocks [NB] i32, t2 kv_indices [NB,NB] i32, t3 " \
@@ -179,10 +180,12 @@ typedef enum sr_reduce_fn {
   X(flex_attention, \
     "t0 out [B,H,T,D], t1 lse [B,H,T] f32, t2 q, t3 k, t4 v [B,H,T,D] (contig; cuda bf16 D " \
     "64/128: unit stride in D), t5 bm (flex_block_mask's); f0 scale; i0 causal, i1 window (tokens, " \
-    "0: none), i2 1 to mask by the doc ids of bm: the element mask on partial blocks. Only listed " \
-    "blocks are visited; a query seeing no key gets out 0, lse -inf.") \
+    "0: none), i2 1 to mask by the doc ids of bm: the element mask on partial blocks; t6 the " \
+    "window as one i32 on the device (replaces i1: it may change between steps) or NULL. Only " \
+    "listed blocks are visited; a query seeing no key gets out 0, lse -inf.") \
   X(flex_attention_backward, \
-    "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse, t9 bm; as flex_attention.") \
+    "t0 dq, t1 dk, t2 dv (=), t3 dout, t4 q, t5 k, t6 v, t7 out, t8 lse, t9 bm, t10 the window " \
+    "tensor or NULL; as flex_attention.") \
   X(adamw, \
     "t0 param (updated), t1 grad, t2 m, t3 v (state, updated: f32, or bf16 as torch keeps for a " \
     "bf16 param; m and v of one dtype); all contig, same numel; f0 lr, " \

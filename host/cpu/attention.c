@@ -181,6 +181,15 @@ static void flex_docs(int32_t *bm, const sr_tensor *doc, int64_t nb, int64_t bs,
   }
 }
 
+/* the element mask's window in tokens: the one-int32 tensor at slot `at` when the call has one (read
+** now, as the device reads it when the kernel runs), else i1; NULL *err on a bad tensor */
+static int64_t flex_window(const sr_kcall *c, int at, const char **err) {
+  sr_tensor *w = c->nt > at ? c->t[at] : NULL;
+  if (!w) return c->i[1];
+  if (w->dtype != SR_I32 || sr_numel(w) != 1) { *err = "the window tensor must be one int32"; return 0; }
+  return (int64_t)cpu_ld(w->storage->data, SR_I32, w->offset);
+}
+
 /* flex_block_mask: the mask from its components (create_block_mask's job) */
 const char *sr_cpu_flex_block_mask(const sr_kcall *c) {
   sr_tensor *bm = c->t[0], *doc = c->t[1], *wbt = c->t[2];
@@ -191,6 +200,8 @@ const char *sr_cpu_flex_block_mask(const sr_kcall *c) {
   if (wbt && (wbt->dtype != SR_I32 || sr_numel(wbt) != 1)) return "window_blocks must be one int32";
   int64_t wb = wbt ? (int64_t)cpu_ld(wbt->storage->data, SR_I32, wbt->offset) : c->i[2];
   if (wbt && wb < 1) return "window_blocks must be >= 1";
+  int64_t window = flex_window(c, 3, &e);
+  if (e) return e;
   int32_t *lo = doc ? malloc(sizeof *lo * (size_t)nb * 2) : NULL, *hi = lo ? lo + nb : NULL;
   unsigned char *cls = malloc((size_t)(nb * nb));
   if (!cls || (doc && !lo)) { free(lo); free(cls); return CPU_OOM; }
@@ -198,7 +209,7 @@ const char *sr_cpu_flex_block_mask(const sr_kcall *c) {
   flex_docs(B, doc, nb, bs, lo, hi);
   for (int64_t qb = 0; qb < nb; qb++)
     for (int64_t kb = 0; kb < nb; kb++)
-      cls[qb * nb + kb] = (unsigned char)sr_flex_class(qb, kb, bs, c->i[0] != 0, c->i[1], wb, lo, hi);
+      cls[qb * nb + kb] = (unsigned char)sr_flex_class(qb, kb, bs, c->i[0] != 0, window, wb, lo, hi);
   flex_lists(B, cls, nb);
   free(lo);
   free(cls);
@@ -237,14 +248,15 @@ const char *sr_cpu_flex_block_mask_lists(const sr_kcall *c) {
 
 /* the keys query i sees (its block's lists; the element mask on partial blocks), ascending per
 ** list, partial blocks first; returns their count */
-static int64_t flex_row_keys(const int32_t *B, int64_t nb, int64_t bs, int64_t i, const sr_kcall *c, int64_t *keys) {
+static int64_t flex_row_keys(const int32_t *B, int64_t nb, int64_t bs, int64_t i, const sr_kcall *c, int64_t window,
+                             int64_t *keys) {
   int64_t qb = i / bs, n = 0;
   const int32_t *doc = c->i[2] ? B + sr_flex_doc_at(nb) : NULL;
   for (int l = SR_FLEX_KV; l <= SR_FLEX_FULL_KV; l++) {
     const int32_t *cnt = B + sr_flex_count_at(nb, l), *idx = B + sr_flex_index_at(nb, l) + qb * nb;
     for (int64_t x = 0; x < cnt[qb]; x++)
       for (int64_t j = idx[x] * bs; j < (idx[x] + 1) * bs; j++)
-        if (l == SR_FLEX_FULL_KV || sr_flex_visible(i, j, c->i[0] != 0, c->i[1], doc)) keys[n++] = j;
+        if (l == SR_FLEX_FULL_KV || sr_flex_visible(i, j, c->i[0] != 0, window, doc)) keys[n++] = j;
   }
   return n;
 }
@@ -265,6 +277,7 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
   const char *e = cpu_check_floats(c, 0, 5);
   int64_t nb, bs;
   if (!e) e = flex_check(c, q, bm, &nb, &bs);
+  int64_t window = e ? 0 : flex_window(c, 6, &e);
   if (e) return e;
   int64_t T = q->shape[2], D = q->shape[3], BH = q->shape[0] * q->shape[1], TD = T * D;
   const int32_t *B = (const int32_t *)bm->storage->data + bm->offset;
@@ -283,7 +296,7 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
       cpu_load(k, k->offset + base, TD, K);
       cpu_load(v, v->offset + base, TD, Vb);
       for (int64_t i = 0; i < T; i++) {
-        int64_t n = flex_row_keys(B, nb, bs, i, c, keys);
+        int64_t n = flex_row_keys(B, nb, bs, i, c, window, keys);
         for (int64_t x = 0; x < n; x++) {
           const double *qi = Q + i * D, *kj = K + keys[x] * D;
           double acc = 0;
@@ -318,6 +331,7 @@ const char *sr_cpu_flex_attention_backward(const sr_kcall *c) {
   const char *e = cpu_check_floats(c, 0, 9);
   int64_t nb, bs;
   if (!e) e = flex_check(c, q, bm, &nb, &bs);
+  int64_t window = e ? 0 : flex_window(c, 10, &e);
   if (e) return e;
   int64_t T = q->shape[2], D = q->shape[3], BH = q->shape[0] * q->shape[1], TD = T * D;
   const int32_t *B = (const int32_t *)bm->storage->data + bm->offset;
@@ -338,7 +352,7 @@ const char *sr_cpu_flex_attention_backward(const sr_kcall *c) {
       cpu_load(v, v->offset + base, TD, Vb);
       for (int64_t x = 0; x < TD; x++) dK[x] = dV[x] = 0;
       for (int64_t i = 0; i < T; i++) {
-        int64_t n = flex_row_keys(B, nb, bs, i, c, keys);
+        int64_t n = flex_row_keys(B, nb, bs, i, c, window, keys);
         const double *qi = Q + i * D;
         cpu_load(dout, dout->offset + base + i * D, D, g);
         cpu_load(out, out->offset + base + i * D, D, o);

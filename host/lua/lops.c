@@ -245,6 +245,20 @@ static int64_t opt_count(lua_State *L, int arg, const char *k, int64_t def) {
   lua_pop(L, 1);
   return v;
 }
+/* field k of the table at arg: an integer >= min (nil: def) into *n, or a one-int32 tensor (left
+** on the stack, so it stays referenced; read on its device when the kernels run) returned */
+static sr_tensor *opt_count_or_tensor(lua_State *L, int arg, const char *k, int64_t min, int64_t def, int64_t *n) {
+  lua_getfield(L, arg, k);
+  *n = def;
+  sr_tensor *t = lua_isnil(L, -1) ? NULL : sr_to_tensor(L, -1);
+  if (!t && !lua_isnil(L, -1)) {
+    int ok;
+    *n = (int64_t)lua_tointegerx(L, -1, &ok);
+    if (!ok || *n < min) sr_argerror(L, arg, "%s must be an integer >= %d or an int32 tensor", k, (int)min);
+  }
+  if (!t) lua_pop(L, 1);
+  return t;
+}
 /* field k of the table at arg: a tensor or nil (left on the stack, so it stays referenced) */
 static sr_tensor *opt_field_tensor(lua_State *L, int arg, const char *k) {
   lua_getfield(L, arg, k);
@@ -267,22 +281,19 @@ static sr_device mask_device(lua_State *L, int arg, const sr_tensor *like) {
   return d;
 }
 
-/* flex_block_mask{T=, block=128, causal=true, doc_ids=, window=, window_blocks= (number or one
-** int32 tensor), device=} -> the packed block mask (core/flex.h) */
+/* flex_block_mask{T=, block=128, causal=true, doc_ids=, window=, window_blocks=, device=} -> the
+** packed block mask (core/flex.h); window and window_blocks a number or one int32 tensor */
 static int F_flex_block_mask(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int64_t T = opt_count(L, 1, "T", -1), block = opt_count(L, 1, "block", 128);
   if (T < 0) sr_argerror(L, 1, "T is required");
   bool causal = opt_bool(L, 1, "causal", true);
-  int64_t window = opt_count(L, 1, "window", 0), wb = 0;
-  sr_tensor *doc = opt_field_tensor(L, 1, "doc_ids"), *wbt = NULL;
-  lua_getfield(L, 1, "window_blocks");
-  if (!lua_isnil(L, -1) && !(wbt = sr_to_tensor(L, -1))) {
-    int ok;
-    wb = (int64_t)lua_tointegerx(L, -1, &ok);
-    if (!ok || wb < 1) sr_argerror(L, 1, "window_blocks must be an integer >= 1 or an int32 tensor");
-  }
-  sr_push_tensor(L, sr_flex_block_mask(T, block, mask_device(L, 1, doc ? doc : wbt), causal, doc, window, wb, wbt));
+  int64_t window, wb;
+  sr_tensor *doc = opt_field_tensor(L, 1, "doc_ids");
+  sr_tensor *wt = opt_count_or_tensor(L, 1, "window", 0, 0, &window);
+  sr_tensor *wbt = opt_count_or_tensor(L, 1, "window_blocks", 1, 0, &wb);
+  sr_tensor *like = doc ? doc : wbt ? wbt : wt;
+  sr_push_tensor(L, sr_flex_block_mask(T, block, mask_device(L, 1, like), causal, doc, window, wt, wb, wbt));
   return 1;
 }
 
@@ -301,14 +312,16 @@ static int F_flex_block_mask_lists(lua_State *L) {
 }
 
 /* flex_attention(q, k, v, mask [, {scale = 1/sqrt(D)}]): q, k, v [B,H,T,D]; mask a table with
-** data (the packed mask), causal, window, doc_ids (its element mask) */
+** data (the packed mask), causal, window (a number or one int32 tensor), doc_ids (its element
+** mask) */
 static int F_flex_attention(lua_State *L) {
   lua_settop(L, 5);  /* the fields read below go above the arguments */
   luaL_checktype(L, 4, LUA_TTABLE);
   sr_tensor *bm = opt_field_tensor(L, 4, "data");
   if (!bm) sr_argerror(L, 4, "not a block mask (speedrun.attention.block_mask makes one)");
   bool causal = opt_bool(L, 4, "causal", false), has_doc = opt_bool(L, 4, "has_doc", false);
-  int64_t window = opt_count(L, 4, "window", 0);
+  int64_t window;
+  sr_tensor *wt = opt_count_or_tensor(L, 4, "window", 0, 0, &window);
   double scale = 0;
   if (!lua_isnil(L, 5)) {
     luaL_checktype(L, 5, LUA_TTABLE);
@@ -316,7 +329,7 @@ static int F_flex_attention(lua_State *L) {
     if (!lua_isnil(L, -1)) { scale = luaL_checknumber(L, -1); luaL_argcheck(L, scale > 0, 5, "scale must be > 0"); }
     lua_pop(L, 1);
   }
-  sr_push_tensor(L, sr_flex_attention(sr_check_tensor(L, 1), sr_check_tensor(L, 2), sr_check_tensor(L, 3), bm, causal, window, has_doc, scale));
+  sr_push_tensor(L, sr_flex_attention(sr_check_tensor(L, 1), sr_check_tensor(L, 2), sr_check_tensor(L, 3), bm, causal, window, wt, has_doc, scale));
   return 1;
 }
 

@@ -10,8 +10,10 @@
 --   mask:stats() --> {full =, partial =, empty =}  (block pairs)
 --
 -- The element mask (applied on partial blocks) is the conjunction of causal (kv <= q), equal doc
--- ids (int32 [T]) and a window of `window` tokens (q - kv < window). window_blocks (a number or a
--- one-element int32 tensor on the mask's device, read there, so it may change between steps)
+-- ids (int32 [T]) and a window of `window` tokens (q - kv < window). window (in tokens) and
+-- window_blocks are each a number or a one-element int32 tensor on the mask's device, read there
+-- when the kernels run, so a tensor may change between steps with no new mask (records 13-15 grow
+-- the window during training: a captured CUDA graph replays with the current value). window_blocks
 -- keeps the kv blocks whose block index is less than window_blocks behind the query block
 -- (record 16): a block-level limit only. Per query block the kv blocks are listed as full (no
 -- element mask) or partial; the rest are never visited. The mask object holds the packed int32
@@ -96,6 +98,7 @@ function Mask:dense()
     lists[name] = self[name]:contiguous():to("cpu"):view(-1):tolist()
   end
   local window = self.window or 0
+  if sr.is_tensor(window) then window = window:item() end   -- its value now
   for qb = 0, nb - 1 do
     for l = 1, 2 do
       local cnt = l == 1 and lists.kv_num_blocks or lists.full_kv_num_blocks

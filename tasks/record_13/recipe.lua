@@ -12,10 +12,10 @@
 -- the block mask (causal AND same document AND q - k < window, block 128), U-net, value residual,
 -- embedding shortcut, softcap 30, the bf16 model, Adam lrs (embed 0.6, head 0.008, scalars 0.04).
 --
--- The window is a host number set by recipe.schedule (ctx.window) and read when the mask is built
--- in the forward, so the recipe opts out of CUDA graphs (recipe.cuda_graph = false: a replay
--- would keep a stale window until the next audit). Document ids: no cumsum op, two
--- triangular matmuls (see record 12). On one GPU the 8 ranks' windows are 8 consecutive slices.
+-- The window lives in a 0-d int32 device tensor (ctx.window_t, as the script's
+-- sliding_window_size tensor): recipe.schedule writes the step's value into it, the mask builder
+-- and the attention read it on the device, so a captured step replays with the current window.
+-- Document ids: no cumsum op, two triangular matmuls (see record 12). On one GPU the 8 ranks' windows are 8 consecutive slices.
 --
 -- Muon, rotary, QK-norm, the shortcuts, the U-net, the document ids and the window schedule are
 -- written here from primitives, as in the PyTorch script. Parameter names follow the PyTorch state
@@ -61,10 +61,6 @@ recipe.config = {
 }
 -- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
 recipe.schedule_keys = {"warmup", "cooldown", "momentum_warmup"}
--- the window is a host number that changes during training (it reaches the mask builder as a
--- kernel argument): a captured step would replay a stale
--- window until the harness's next audit, so the steps stay eager
-recipe.cuda_graph = false
 -- the attention op (loaded at first use, so the file loads where it is absent)
 local function attention() return require "speedrun.attention" end
 
@@ -400,6 +396,7 @@ function recipe.setup(ctx)
                          {betas = betas, eps = 1e-8, weight_decay = 0})
   ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
   ctx.optimizers = {ctx.adam_bf16, ctx.adam, ctx.muon}
+  ctx.window_t = sr.tensor(window_at(c, 0, ctx.steps), {dtype = "int32", device = ctx.device})   -- 0-d
   local N, w, d = ctx.steps, c.warmup, c.cooldown
   ctx.lr_mult = function(it)
     if it < w then return (it + 1) / w end
@@ -412,7 +409,8 @@ function recipe.schedule(ctx, step)
   local mult = ctx.lr_mult(step - 1)
   for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
   ctx.muon:set_momentum(muon_momentum(ctx.config, step - 1))
-  ctx.window = window_at(ctx.config, step - 1, ctx.steps)
+  local n = window_at(ctx.config, step - 1, ctx.steps)
+  if n ~= ctx.window then ctx.window_t:fill_(n); ctx.window = n end   -- the device copy
   ctx.done = step - 1                        -- steps finished before this one
 end
 
@@ -427,7 +425,7 @@ function recipe.train_step(ctx, step, batch)
   for i = 1, n do
     local xi = n == 1 and x or x:narrow(1, (i - 1) * mb + 1, mb)
     local yi = n == 1 and y or y:narrow(1, (i - 1) * mb + 1, mb)
-    local _, loss = ctx.model(xi, yi, c, ctx.window or window_at(c, step - 1, ctx.steps))
+    local _, loss = ctx.model(xi, yi, c, ctx.window_t)
     if n > 1 then loss = loss / n end
     loss:backward()
     total = total and total + loss:detach() or loss:detach()

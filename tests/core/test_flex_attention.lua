@@ -258,6 +258,43 @@ T.case("gradcheck", function()
   T.ok(ok, "transposed q: " .. tostring(msg))
 end)
 
+T.case("the window as a device tensor equals the number (records 13-15: a window that grows in a captured step)", function()
+  math.randomseed(7)
+  local bs, nb, D = 8, 6, 8
+  local n = nb * bs
+  local docs = ids(random_docs(n, 12))
+  local w = sr.tensor(0, {dtype = "int32"})                -- 0-d, as the records keep it
+  for _, window in ipairs {3, 8, 13, 40} do
+    w:fill_(window)                                          -- a new value, no new tensor
+    local by_n = A.block_mask {T = n, block = bs, doc_ids = docs, window = window}
+    local by_t = A.block_mask {T = n, block = bs, doc_ids = docs, window = w}
+    same(list(by_t.data), list(by_n.data), "window " .. window .. ": the packed mask")
+    local q, k, v = sr.randn(2, 2, n, D), sr.randn(2, 2, n, D), sr.randn(2, 2, n, D)
+    local function run(m)
+      local qq, kk, vv = q:clone():requires_grad_(), k:clone():requires_grad_(), v:clone():requires_grad_()
+      local y = F.flex_attention(qq, kk, vv, m, {scale = 0.3})
+      F.sum(F.square(y)):backward()
+      return {y, qq.grad, kk.grad, vv.grad}
+    end
+    local a, b = run(by_n), run(by_t)
+    for i, what in ipairs {"out", "dq", "dk", "dv"} do
+      T.eq(T.rel_err(b[i], a[i]), 0, ("window %d: %s"):format(window, what))
+    end
+    T.ok(T.rel_err(b[1], dense_attention(q, k, v, by_t:dense(), 0.3)) < 1e-5, "window " .. window .. ": dense")
+  end
+  -- the tensor is read when the kernels run: the mask of window 40, attention told window 3
+  local wide = A.block_mask {T = n, block = bs, doc_ids = docs, window = 40}
+  local q = sr.randn(1, 1, n, D)
+  w:fill_(3)
+  local narrow_n = F.flex_attention(q, q, q, {data = wide.data, causal = true, has_doc = true, window = 3})
+  local narrow_t = F.flex_attention(q, q, q, {data = wide.data, causal = true, has_doc = true, window = w})
+  T.eq(T.rel_err(narrow_t, narrow_n), 0, "the value at the call")
+  T.raises(function() return A.block_mask {T = n, block = bs, window = sr.tensor({1, 2}, {dtype = "int32"})} end,
+           "window has shape")
+  T.raises(function() return A.block_mask {T = n, block = bs, window = sr.tensor(3)} end, "window must be int32")
+  T.raises(function() return A.block_mask {T = n, block = bs, window = -1} end, "window must be an integer >= 0")
+end)
+
 T.case("errors", function()
   T.raises(function() return A.block_mask {T = 30, block = 8} end, "multiple of the block size")
   T.raises(function() return A.block_mask {T = 32, block = 8, doc_ids = ids({0, 1})} end, "doc_ids has shape")

@@ -922,11 +922,12 @@ static void cases_attention_backward(void) { attention_cases(1); }
 /* ---------------------------------------------------------------- flex attention */
 
 /* block-mask shapes: T, block; mask kinds by bits: 1 causal, 2 doc ids, 4 window in tokens,
-** 8 window in blocks (a number), 16 window in blocks (a device tensor) */
+** 8 window in blocks (a number), 16 window in blocks (a device tensor), 32 the window in tokens
+** as a device tensor (i1 then says 0: a device that read i1 would see no window) */
 typedef struct { int64_t T, block; } flex_shape;
 static const flex_shape FLEXS[] = {{32, 8}, {48, 16}, {1024, 128}, {4096, 128}, {2048, 64}, {8192, 128}};
 #define FLEXS_N (big ? (int)(sizeof FLEXS / sizeof FLEXS[0]) : 2)
-static const int FLEX_KINDS[] = {0, 1, 3, 5, 7, 9, 11, 17, 19, 2, 6};
+static const int FLEX_KINDS[] = {0, 1, 3, 5, 7, 9, 11, 17, 19, 2, 6, 37, 39};
 #define FLEX_NKINDS (int)(sizeof FLEX_KINDS / sizeof FLEX_KINDS[0])
 
 /* doc ids [T]: sorted, a new document with probability 1/avg per token */
@@ -948,7 +949,9 @@ static sr_kcall flex_mask_call(const flex_shape *f, int kind) {
   int64_t window = kind & 4 ? 1 + (int64_t)(urand() * 3 * f->block) : 0, wb = 0;
   if (kind & 8) wb = 1 + (int64_t)(urand() * nb / 2);
   if (kind & 16) { wbt = tnew(SR_I32, 0, NULL); set1(wbt, 0, 1 + (int)(urand() * nb / 2)); }
-  sr_kcall c = KC(bm, doc, wbt);
+  sr_tensor *wt = NULL;
+  if (kind & 32) { wt = tnew(SR_I32, 0, NULL); set1(wt, 0, (double)window); window = 0; }
+  sr_kcall c = KC(bm, doc, wbt, wt);
   c.i[0] = kind & 1;
   c.i[1] = window;
   c.i[2] = wb;
@@ -1016,7 +1019,7 @@ static void flex_attention_cases(int bw) {
       att_shape as = {a->B, a->H, a->T, a->D, a->dt, a->fused};
       sr_tensor *q = rnd(att_new(&as, 0), -1, 1), *k = rnd(att_new(&as, 1), -1, 1), *v = rnd(att_new(&as, 2), -1, 1);
       sr_tensor *o = poison(att_new(&as, 1)), *lse = poison(tnew(SR_F32, 3, (int64_t[]){a->B, a->H, a->T}));
-      sr_kcall f = KC(o, lse, q, k, v, b.t[0]);
+      sr_kcall f = KC(o, lse, q, k, v, b.t[0], b.t[3]);
       f.f[0] = ci & 1 ? 0.12 : 1.0 / sqrt((double)a->D);
       f.i[0] = kind & 1;
       f.i[1] = b.i[1];
@@ -1030,7 +1033,7 @@ static void flex_attention_cases(int bw) {
         ref_run(SR_K_flex_attention, &f);
         sr_tensor *dO = rnd(att_new(&as, 2), -1, 1);
         sr_tensor *dq = poison(att_new(&as, 0)), *dk = poison(att_new(&as, 1)), *dv = poison(att_new(&as, 2));
-        sr_kcall c = KC(dq, dk, dv, dO, q, k, v, o, lse, b.t[0]);
+        sr_kcall c = KC(dq, dk, dv, dO, q, k, v, o, lse, b.t[0], b.t[3]);
         c.f[0] = f.f[0];
         memcpy(c.i, f.i, sizeof c.i);
         check(SR_K_flex_attention_backward, &c, (opt){.t32 = 5e-5, .contig_ref = a->fused},
