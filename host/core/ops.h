@@ -31,6 +31,10 @@ sr_tensor *sr_binary(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);
 sr_tensor *sr_where(sr_tensor *cond, sr_tensor *a, sr_tensor *b);
 sr_tensor *sr_reduce(sr_reduce_fn fn, sr_tensor *x, int dim, bool keepdim);  /* MAX: values */
 sr_tensor *sr_argmax(sr_tensor *x, int dim, bool keepdim);                   /* i32 */
+/* inclusive prefix sums along dim (float or int32; differentiable for floats) */
+sr_tensor *sr_cumsum(sr_tensor *x, int dim);
+/* the stable order along dim as int32 indices (equal keys in index order), ascending or descending */
+sr_tensor *sr_argsort(sr_tensor *x, int dim, bool descending);
 sr_tensor *sr_sum_all(sr_tensor *x);
 sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b);
 sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias);           /* x[...,K] w[N,K] bias[N] */

@@ -142,6 +142,14 @@ typedef enum sr_reduce_fn {
   X(softmax, "t0 out [N,C], t1 x [N,C]; contig; i0 = 1 for log_softmax.") \
   X(softmax_backward, \
     "t0 dx [N,C] (=), t1 dout, t2 out (the forward's output); contig; i0 = 1 for log_softmax.") \
+  X(cumsum, \
+    "t0 out [R,N], t1 x [R,N]: one dtype (f32, bf16, i32; f64 on the CPU), contig; i0 = 1 for " \
+    "suffix sums (the backward). Inclusive prefix sums along the rows; floats accumulate in f32 " \
+    "(f64 on the CPU), int32 wraps.") \
+  X(argsort, \
+    "t0 out [R,N] i32 (=), t1 x [R,N] (f32, bf16, i32; f64 on the CPU); contig; i0 = 1 for " \
+    "descending. The stable order of each row (equal keys in index order): floats by value with " \
+    "-0.0 == +0.0 and a NaN by its bits, as CUB's radix sort.") \
   X(cross_entropy, \
     "t0 losses [N] f32 (f64 when logits are f64), t1 lse [N] (same dtype as losses), t2 logits " \
     "[N,V] contig, t3 targets [N] i32; i0 ignore_index (loss 0 there). Optional t4 dlogits [N,V] " \

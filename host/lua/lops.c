@@ -130,6 +130,29 @@ static int max_dim(lua_State *L) {
 SR_REDUCE_FNS(SR_X)
 #undef SR_X
 
+/* cumsum(x, dim): inclusive prefix sums along dim (float or int32) */
+static int F_cumsum(lua_State *L) {
+  sr_tensor *x = sr_check_tensor(L, 1);
+  sr_push_tensor(L, sr_cumsum(x, sr_check_dim(L, 2, x->ndim)));
+  return 1;
+}
+
+/* argsort(x [, dim = -1 [, {descending = false, stable = true}]]) -> 0-based int32 indices, the
+** stable order (equal keys in index order, so stable = false gives the same answer) */
+static int F_argsort(lua_State *L) {
+  sr_tensor *x = sr_check_tensor(L, 1);
+  int d = lua_isnoneornil(L, 2) ? x->ndim - 1 : sr_check_dim(L, 2, x->ndim);
+  bool desc = false;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "descending");
+    desc = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  sr_push_tensor(L, sr_argsort(x, d, desc));
+  return 1;
+}
+
 /* argmax(x, dim [, keepdim]) -> 0-based int32 indices */
 static int F_argmax(lua_State *L) {
   sr_tensor *x = sr_check_tensor(L, 1);
@@ -518,7 +541,7 @@ static const luaL_Reg F_functions[] = {
 #define SR_X(FN, name) {#name, F_##name},
   SR_UNARY_OPS(SR_X) SR_BINARY_FNS(SR_X) SR_REDUCE_FNS(SR_X)
 #undef SR_X
-  {"gelu", F_gelu}, {"where", F_where}, {"argmax", F_argmax}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
+  {"gelu", F_gelu}, {"where", F_where}, {"argmax", F_argmax}, {"cumsum", F_cumsum}, {"argsort", F_argsort}, {"matmul", F_matmul}, {"linear", F_linear}, {"embedding", F_embedding},
   {"rms_norm", F_rms_norm}, {"layer_norm", F_layer_norm}, {"softmax", F_softmax}, {"log_softmax", F_log_softmax},
   {"cross_entropy", F_cross_entropy}, {"scaled_dot_product_attention", F_sdpa},
   {"flex_attention", F_flex_attention}, {"flex_block_mask", F_flex_block_mask}, {"flex_block_mask_lists", F_flex_block_mask_lists}, {"rotary", F_rotary}, {"cast", F_cast}, {"cat", F_cat},

@@ -115,7 +115,7 @@ for _, list in ipairs {core.op_names.unary, core.op_names.binary, core.op_names.
   for _, name in ipairs(list) do methods[name] = F[name] end
 end
 for _, name in ipairs {
-  "gelu", "argmax", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
+  "gelu", "argmax", "cumsum", "argsort", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
   "split", "chunk", "softcap",
 } do
   methods[name] = F[name]

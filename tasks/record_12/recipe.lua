@@ -15,9 +15,8 @@
 -- zero-init head, bf16 model with CastedLinear fp32 masters, Adam betas (0.9, 0.95) (lrs: embed
 -- 0.6, head 0.008, scalars 0.04), Muon lr 0.04 with momentum warmup 0.85 -> 0.95 over 500 steps.
 --
--- The engine has no cumsum op: the inclusive cumulative count of EOTs is computed here from two
--- triangular matmuls (within 128-token chunks, then the chunks' offsets; 0/1 inputs, integer
--- sums far below 2^24, exact in fp32). Documented deviation: on one GPU the 8 ranks' windows are
+-- Document ids as the script computes them, F.cumsum of the EOT flags (int32). Documented
+-- deviation: on one GPU the 8 ranks' windows are
 -- the 8 consecutive 65,536-token slices of one 524,289-token window (the same tokens, x and y).
 --
 -- Muon, rotary, QK-norm, the shortcuts, the U-net and the document ids are written here from
@@ -288,30 +287,9 @@ local function unet_skip(x, skip, w) return x + w * skip end
 recipe.unet_skip = unet_skip               -- exposed for tests
 
 -- document ids -------------------------------------------------------------------------------
--- the script's docs = (idx == 50256).cumsum(0), without a cumsum op: the 0/1 vector e [T] as
--- [n, b] (b = block, T = n b), the inclusive sums inside each row by e U (U [b, b] upper
--- triangular ones), the rows' offsets by the exclusive sums of the row totals (tot S, S [n, n]
--- strictly upper triangular ones). Integer values far below 2^24: exact in fp32.
-local function tri(n, strict, device)
-  local i = sr.arange(n)
-  local m = strict and F.lt(i:view(n, 1), i:view(1, n)) or F.le(i:view(n, 1), i:view(1, n))
-  return F.cast(m, "float32"):to(device)
-end
-local function document_ids(idx, eot, block, tris)
-  local T = idx:numel()
-  local b = math.min(block, T)
-  local n = T // b
-  assert(n * b == T, "document_ids: T must be a multiple of the block")
-  local key = n .. ":" .. b
-  local t = tris and tris[key]
-  if not t then
-    t = {tri(b, false, idx.device), tri(n, true, idx.device)}
-    if tris then tris[key] = t end
-  end
-  local e = F.cast(F.eq(idx:reshape(n, b), eot), "float32")
-  local within = F.matmul(e, t[1])                                     -- [n, b]
-  local offset = F.matmul(within:narrow(2, b, 1):reshape(1, n), t[2])  -- [1, n]
-  return F.cast(within + offset:reshape(n, 1), "int32"):reshape(T)
+-- the script's docs = (idx == 50256).cumsum(0): the running count of end-of-text tokens
+local function document_ids(idx, eot)
+  return F.cumsum(F.cast(F.eq(idx, eot), "int32"), 1)
 end
 recipe.document_ids = document_ids         -- exposed for tests
 
@@ -334,7 +312,6 @@ function GPT:init(cfg, o)
   self.blocks = {}
   for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
   self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
-  self.tris = {}
   self.encoder_layers = cfg.n_layer // 2
   self.decoder_layers = cfg.n_layer - self.encoder_layers
   self:param("skip_weights", sr.ones(self.decoder_layers, {device = o.device, dtype = cfg.dtype}))
@@ -343,7 +320,7 @@ end
 -- idx [T] int32 (one flat sequence) -> logits [1, T, V] (fp32); with targets [T] the mean loss
 function GPT:forward(idx, targets, c)
   local T = idx:numel()
-  local docs = document_ids(idx, c.eot, c.block, self.tris)
+  local docs = document_ids(idx, c.eot)
   local mask = make_mask(c, T, docs, idx.device)
   local tr = self.transformer
   local x = F.embedding(idx:reshape(1, T), tr.wte.weight)          -- idx[None]

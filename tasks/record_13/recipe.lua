@@ -15,7 +15,7 @@
 -- The window lives in a 0-d int32 device tensor (ctx.window_t, as the script's
 -- sliding_window_size tensor): recipe.schedule writes the step's value into it, the mask builder
 -- and the attention read it on the device, so a captured step replays with the current window.
--- Document ids: no cumsum op, two triangular matmuls (see record 12). On one GPU the 8 ranks' windows are 8 consecutive slices.
+-- Document ids: F.cumsum of the EOT flags. On one GPU the 8 ranks' windows are 8 consecutive slices.
 --
 -- Muon, rotary, QK-norm, the shortcuts, the U-net, the document ids and the window schedule are
 -- written here from primitives, as in the PyTorch script. Parameter names follow the PyTorch state
@@ -288,30 +288,9 @@ local function unet_skip(x, skip, w) return x + w * skip end
 recipe.unet_skip = unet_skip               -- exposed for tests
 
 -- document ids -------------------------------------------------------------------------------
--- the script's docs = (idx == 50256).cumsum(0), without a cumsum op: the 0/1 vector e [T] as
--- [n, b] (b = block, T = n b), the inclusive sums inside each row by e U (U [b, b] upper
--- triangular ones), the rows' offsets by the exclusive sums of the row totals (tot S, S [n, n]
--- strictly upper triangular ones). Integer values far below 2^24: exact in fp32.
-local function tri(n, strict, device)
-  local i = sr.arange(n)
-  local m = strict and F.lt(i:view(n, 1), i:view(1, n)) or F.le(i:view(n, 1), i:view(1, n))
-  return F.cast(m, "float32"):to(device)
-end
-local function document_ids(idx, eot, block, tris)
-  local T = idx:numel()
-  local b = math.min(block, T)
-  local n = T // b
-  assert(n * b == T, "document_ids: T must be a multiple of the block")
-  local key = n .. ":" .. b
-  local t = tris and tris[key]
-  if not t then
-    t = {tri(b, false, idx.device), tri(n, true, idx.device)}
-    if tris then tris[key] = t end
-  end
-  local e = F.cast(F.eq(idx:reshape(n, b), eot), "float32")
-  local within = F.matmul(e, t[1])                                     -- [n, b]
-  local offset = F.matmul(within:narrow(2, b, 1):reshape(1, n), t[2])  -- [1, n]
-  return F.cast(within + offset:reshape(n, 1), "int32"):reshape(T)
+-- the script's docs = (idx == 50256).cumsum(0): the running count of end-of-text tokens
+local function document_ids(idx, eot)
+  return F.cumsum(F.cast(F.eq(idx, eot), "int32"), 1)
 end
 recipe.document_ids = document_ids         -- exposed for tests
 
@@ -341,7 +320,6 @@ function GPT:init(cfg, o)
   self.blocks = {}
   for i = 1, cfg.n_layer do self.blocks[i] = h[i][2] end
   self.rot = {rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head, o.device)}
-  self.tris = {}
   self.encoder_layers = cfg.n_layer // 2
   self.decoder_layers = cfg.n_layer - self.encoder_layers
   self:param("skip_weights", sr.ones(self.decoder_layers, {device = o.device, dtype = cfg.dtype}))
@@ -351,7 +329,7 @@ end
 -- targets [T] the mean loss
 function GPT:forward(idx, targets, c, window)
   local T = idx:numel()
-  local docs = document_ids(idx, c.eot, c.block, self.tris)
+  local docs = document_ids(idx, c.eot)
   local mask = make_mask(c, T, docs, idx.device, window)
   local tr = self.transformer
   local x = F.embedding(idx:reshape(1, T), tr.wte.weight)          -- idx[None]

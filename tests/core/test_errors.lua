@@ -33,6 +33,11 @@ T.case("dtype and argument errors", function()
   T.raises(function() return F.matmul(sr.zeros(2), "x") end, "bad argument #2 to 'matmul'")
   T.raises(function() return sr.zeros(3):item() end, "calling 'item' on bad self (the tensor has 3 elements")
   T.raises(function() return sr.tensor({{1, 2}, {3}}) end, "ragged nested table")
+  T.raises(function() return F.cumsum(sr.tensor(3), 1) end, "cumsum: bad argument #1 (needs at least 1 dimension)")
+  T.raises(function() return F.cumsum(sr.zeros(2, 3), 3) end, "bad argument #2 to 'cumsum'")
+  T.raises(function() return F.argsort(F.to_fp8(sr.zeros(4), "e4m3", 1), 1) end,
+           "argsort: bad argument #1 (expected a float32, float64, bfloat16 or int32 tensor, got float8_e4m3)")
+  T.raises(function() return F.argsort(sr.zeros(4), 1, "down") end, "bad argument #3 to 'argsort'")
 end)
 
 -- One argument-error style for every binding library, as Lua's own libraries write it

@@ -101,6 +101,13 @@ T.case("reductions", function()
   check("max of everything", F.max, {rnd(3, 4)})
 end)
 
+T.case("cumsum", function()
+  check("cumsum last dim", function(x) return F.cumsum(x, 2) end, {rnd(3, 7)})
+  check("cumsum first dim", function(x) return F.cumsum(x, 1) end, {rnd(5, 4)})
+  check("cumsum strided", function(x) return F.cumsum(x, -1) end, {strided(4, 6)})
+  check("cumsum 3-d middle", function(x) return F.cumsum(x * x, 2) end, {rnd(2, 5, 3)})
+end)
+
 T.case("matmul and linear", function()
   check("matmul 2-D", F.matmul, {rnd(3, 4), rnd(4, 5)})
   check("matmul transposed operands", F.matmul, {strided(3, 4), strided(4, 2)})

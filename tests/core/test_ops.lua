@@ -64,6 +64,25 @@ T.case("where and masked_fill", function()
   T.close(F.masked_fill(sr.tensor({{1, 2}, {3, 4}}), sr.tensor({0, 1}), -math.huge), {1, -math.huge, 3, -math.huge})
 end)
 
+T.case("cumsum and argsort", function()
+  local a = sr.tensor({{1, 5, 3}, {4, 2, 6}})
+  T.close(F.cumsum(a, 2), {1, 6, 9, 4, 6, 12}); T.close(F.cumsum(a, 1), {1, 5, 3, 5, 7, 9})
+  T.close(F.cumsum(a, -1), {1, 6, 9, 4, 6, 12})
+  local flags = sr.tensor({0, 1, 0, 0, 1, 1}, {dtype = "int32"})   -- the records' document ids
+  local ids = F.cumsum(flags, 1)
+  T.eq(ids.dtype, "int32"); T.close(ids, {0, 1, 1, 1, 2, 3})
+  T.close(F.cumsum(F.cast(a, "bfloat16"), 2), {1, 6, 9, 4, 6, 12})
+  -- stable: equal keys in index order, ascending and descending; -0.0 equals 0.0
+  local x = sr.tensor({3, 1, 2, 1, -0.0, 0.0, 5})
+  T.close(F.argsort(x), {4, 5, 1, 3, 2, 0, 6}); T.eq(F.argsort(x).dtype, "int32")
+  T.close(F.argsort(x, 1, {descending = true}), {6, 0, 2, 1, 3, 4, 5})
+  T.close(F.argsort(a, 1), {0, 1, 0, 1, 0, 1}); T.close(F.argsort(a, 2, {descending = true}), {1, 2, 0, 2, 0, 1})
+  -- record 15's lists: a 0/1 mask row, listed blocks first in ascending order, then the rest
+  local dense = sr.tensor({{1, 0, 1, 1}, {0, 0, 0, 1}}, {dtype = "int32"})
+  T.close(F.argsort(dense, 2, {descending = true}), {0, 2, 3, 1, 3, 0, 1, 2})
+  T.close(x:argsort(), {4, 5, 1, 3, 2, 0, 6}); T.close(flags:cumsum(1), {0, 1, 1, 1, 2, 3})
+end)
+
 T.case("reductions", function()
   local a = sr.tensor({{1, 5, 3}, {4, 2, 6}})
   T.close(F.sum(a), {21}); T.close(F.sum(a, 1), {5, 7, 9}); T.close(F.sum(a, 2), {9, 12})

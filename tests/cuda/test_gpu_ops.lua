@@ -212,6 +212,12 @@ for _, name in ipairs(sr.op_names.reduce) do
   end
 end
 check("argmax", function(x) return F.argmax(x, 2) end, {{{5, 37}}}, {dtypes = {"float32"}, grad = false})
+check("cumsum", function(x) return F.cumsum(x, 2) end, {{{5, 3000}}}, {fwd_tol = {float32 = 1e-4, bfloat16 = 2e-2}})
+check("cumsum dim 1", function(x) return F.cumsum(x, 1) end, {{{37, 5}, layout = "t"}}, {fwd_tol = {float32 = 1e-4, bfloat16 = 2e-2}})
+check("cumsum int32", function(x) return F.cumsum(x, 1) end, {{int = true, shape = {65536}, hi = 2}}, {dtypes = {"float32"}, grad = false})
+check("argsort", function(x) return F.argsort(x, 2) end, {{{6, 700}}}, {dtypes = {"float32"}, grad = false})
+check("argsort descending ties", function(x) return F.argsort(x, 1, {descending = true}) end,
+      {{int = true, shape = {512, 512}, hi = 2}}, {dtypes = {"float32"}, grad = false})
 check("max indices", function(x) local _, i = F.max(x, 1); return i end, {{{37, 5}, layout = "t"}}, {dtypes = {"float32"}, grad = false})
 check("var", function(x) return F.var(x, 2) end, {{{4, 33}}})
 check("std", function(x) return F.std(x, 1, {keepdim = true}) end, {{{9, 5}, layout = "t"}})

@@ -605,6 +605,52 @@ static void cases_softmax(void) {
       }
 }
 
+/* cumsum and argsort rows: tile edges of the scan (2,048), the records' shapes (one 64K row of
+** document flags; 512 x 512 block-mask rows) */
+static const int64_t ORDER_ROWS[][2] = {{7, 33}, {3, 2049}, {1, 4096}, {64, 1000}, {1, 65536}, {512, 512}};
+#define ORDER_N (big ? 6 : 3)
+static const sr_dtype ORDER_DTS[3] = {SR_F32, SR_BF16, SR_I32};
+
+static void cases_cumsum(void) {
+  for (int si = 0; si < ORDER_N; si++)
+    for (int di = 0; di < 3; di++)
+      for (int rev = 0; rev < 2; rev++) {
+        int m = mark();
+        sr_dtype dt = ORDER_DTS[di];
+        sr_tensor *x = tnew(dt, 2, ORDER_ROWS[si]), *y = poison(tnew(dt, 2, ORDER_ROWS[si]));
+        /* floats in [0, 1): monotone sums, so the tolerance is about accumulation, not cancellation;
+        ** i32 the records' 0/1 flags and signed values */
+        if (dt == SR_I32) rint_(x, si & 1 ? -1000 : 0, si & 1 ? 1000 : 2); else rnd(x, 0, 1);
+        sr_kcall c = KC(y, x);
+        c.i[0] = rev;
+        check(SR_K_cumsum, &c, (opt){.t32 = 1e-4}, "%s [%lld,%lld]%s", dn(dt), (long long)ORDER_ROWS[si][0],
+              (long long)ORDER_ROWS[si][1], rev ? " reverse" : "");
+        release_to(m);
+      }
+}
+
+static void cases_argsort(void) {
+  for (int si = 0; si < ORDER_N; si++)
+    for (int di = 0; di < 3; di++)
+      for (int kind = 0; kind < 3; kind++) {  /* distinct-ish values, many ties, 0/1 flags */
+        int m = mark();
+        sr_dtype dt = ORDER_DTS[di];
+        sr_tensor *x = tnew(dt, 2, ORDER_ROWS[si]), *y = poison(tnew(SR_I32, 2, ORDER_ROWS[si]));
+        if (kind == 0 && dt != SR_I32) rnd(x, -100, 100);
+        else rint_(x, kind == 2 ? 0 : -5, kind == 2 ? 2 : kind == 0 ? 1 << 30 : 5);
+        if (dt != SR_I32)  /* signed zeros are equal: their order is their index order */
+          for (int64_t i = 0; i < sr_numel(x); i += 7) set1(x, i, i % 2 ? -0.0 : 0.0);
+        for (int desc = 0; desc < 2; desc++) {
+          sr_kcall c = KC(y, x);
+          c.i[0] = desc;
+          check(SR_K_argsort, &c, (opt){0}, "%s [%lld,%lld] kind %d%s", dn(dt), (long long)ORDER_ROWS[si][0],
+                (long long)ORDER_ROWS[si][1], kind, desc ? " descending" : "");
+          poison(y);
+        }
+        release_to(m);
+      }
+}
+
 static void cases_softmax_backward(void) {
   for (int si = 0; si < SM_N; si++)
     for (int di = 0; di < 2; di++)

@@ -18,7 +18,7 @@ for n = 12, 16 do
   R.flat_micro_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build"})
 end
 
-T.case("document ids: the cumulative EOT count (two triangular matmuls)", function()
+T.case("document ids: the cumulative EOT count (F.cumsum)", function()
   local r = load_recipe(12)
   local ids = {}
   for i = 1, 16 do ids[i] = (i == 1 or i == 4 or i == 5 or i == 12) and 50256 or i end
