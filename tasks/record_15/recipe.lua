@@ -23,10 +23,11 @@
 -- embedding shortcut, softcap 30, bf16 model, fp32 rotary tables, Adam (embed + vte 0.6, head
 -- 0.008, scalars 0.04, betas (0.8, 0.95)), Muon lr 0.05 with momentum warmup over 300 steps.
 --
--- The kv-block lists are built on the host from the per-block document ranges (one read of 2n
--- ids per forward; the engine has no argsort/scatter, and the lists of a 0/1 row are its ones in
--- order): the same lists as the script's, about n * ceil(window / 128) block tests. The window is a host number (ctx.window, set by
--- recipe.schedule). Document ids: F.cumsum of the EOT flags. On one GPU
+-- The kv-block lists are built on the device from the per-block document ranges, as the script
+-- builds them (a dense [n, n] 0/1 block mask, its row sums, its stable descending F.argsort). The
+-- window lives in a 0-d int32 device tensor (ctx.window_t, the script's sliding_window tensor),
+-- written by recipe.schedule: nothing in the step reads the host, so it can be captured as a CUDA
+-- graph. Document ids: F.cumsum of the EOT flags. On one GPU
 -- the 8 ranks' windows are 8 consecutive slices, accumulated (the script asserts one slice per
 -- rank; the gradient is the same mean).
 --
@@ -74,10 +75,6 @@ recipe.config = {
 }
 -- the config keys counted in steps: `--steps N --scale-schedule` and the step tuner scale them
 recipe.schedule_keys = {"warmup", "cooldown", "momentum_warmup"}
--- the window is a host number that changes during training (it reaches the mask builder as a
--- kernel argument) and the block lists are read from the device (tolist): a captured step would replay a stale
--- window until the harness's next audit, so the steps stay eager
-recipe.cuda_graph = false
 -- the attention op (loaded at first use, so the file loads where it is absent)
 local function attention() return require "speedrun.attention" end
 
@@ -328,41 +325,21 @@ local function window_at(c, it, N)
 end
 recipe.window_at = window_at               -- exposed for tests
 
--- the block lists of the record's hand-built mask, on the host: lo[q], hi[q] = the first and
--- last document id of block q (1-based lists); kv block k is listed for query block q when
--- q >= k, lo[q] <= hi[k], lo[k] <= hi[q] and q - k < ceil(window / block). Returns kv_num (a
--- list: the counts) and kv_idx (n x n int32, packed little-endian, row by row: the listed blocks
--- as 0-based ids in ascending order, then the others ascending = the stable descending argsort
--- of the 0/1 row, as the script's). Only the window's blocks are tested, the rest of each row is
--- copied from one packed 0..n-1 string: about n * ceil(window / block) tests per forward.
-local ASCENDING = {}
-local function ascending(n)          -- 0, 1, ..., n - 1 as packed int32
-  local s = ASCENDING[n]
-  if not s then
-    local t = {}
-    for i = 0, n - 1 do t[i + 1] = string.pack("<i4", i) end
-    s = table.concat(t)
-    ASCENDING[n] = s
-  end
-  return s
-end
-local function pack_ids(list) return string.pack("<" .. string.rep("i4", #list), table.unpack(list)) end
+-- the block lists of the record's hand-built mask, built on the device as the script builds them:
+-- lo, hi [n] int32 = the first and last document id of each block; kv block k is listed for query
+-- block q when q >= k, lo[q] <= hi[k], lo[k] <= hi[q] and q - k < ceil(window / block), that is
+-- (q - k) * block < window. Returns kv_num [n] int32 (the row counts) and kv_idx [n, n] int32,
+-- the stable descending argsort of the 0/1 rows (the listed blocks first, ascending, then the
+-- others ascending). window: tokens, a number or a 0-d int32 tensor (read on the device).
 local function block_lists(lo, hi, window, block)
-  local n = #lo
-  local wb = (window + block - 1) // block
-  local asc = ascending(n)
-  local num, rows = {}, {}
-  for q = 1, n do
-    local a = math.max(1, q - wb + 1)              -- the first block within the window
-    local on, off = {}, {}
-    for k = a, q do                                -- causal and within the window by range
-      if lo[q] <= hi[k] and lo[k] <= hi[q] then on[#on + 1] = k - 1 else off[#off + 1] = k - 1 end
-    end
-    num[q] = #on
-    -- listed, then the others ascending: blocks before a, the unlisted in [a, q], blocks after q
-    rows[q] = pack_ids(on) .. asc:sub(1, 4 * (a - 1)) .. pack_ids(off) .. asc:sub(4 * q + 1)
-  end
-  return num, table.concat(rows)
+  local n = lo:numel()
+  local i = sr.arange(n, {dtype = "float32", device = lo.device})   -- block indices (exact in fp32)
+  local q, k = i:view(n, 1), i:view(1, n)
+  local l, h = F.cast(lo, "float32"), F.cast(hi, "float32")
+  if sr.is_tensor(window) then window = F.cast(window, "float32") end
+  local dense = F.ge(q, k) * F.le(l:view(n, 1), h:view(1, n)) * F.le(l:view(1, n), h:view(n, 1))
+                * F.lt((q - k) * block, window)
+  return F.cast(F.sum(dense, 2), "int32"), F.argsort(F.cast(dense, "int32"), 2, {descending = true})
 end
 recipe.block_lists = block_lists           -- exposed for tests
 
@@ -372,13 +349,9 @@ local function make_mask(c, T, docs, device, window)
   local b = c.block
   local n = T // b
   local blocks = docs:reshape(n, b)
-  local lo = blocks:narrow(2, 1, 1):reshape(n):tolist()
-  local hi = blocks:narrow(2, b, 1):reshape(n):tolist()
-  local num, idx = block_lists(lo, hi, window, b)
+  local num, idx = block_lists(blocks:narrow(2, 1, 1):reshape(n), blocks:narrow(2, b, 1):reshape(n), window, b)
   return attention().block_mask_from_lists {T = T, block = b, device = device,
-    kv_num_blocks = sr.tensor(num, {dtype = "int32", device = device}),
-    kv_indices = sr.frombytes(idx, "int32", {n, n}, {device = device}),
-    mask = {causal = true, doc_ids = docs, window = window}}
+    kv_num_blocks = num, kv_indices = idx, mask = {causal = true, doc_ids = docs, window = window}}
 end
 recipe.make_mask = make_mask               -- exposed for tests
 
@@ -463,6 +436,7 @@ function recipe.setup(ctx)
                          {betas = betas, eps = 1e-8, weight_decay = 0})
   ctx.muon = Muon(matrix, c.muon_lr, c.momentum, ctx.rank or 0, ctx.world_size or 1)
   ctx.optimizers = {ctx.adam_bf16, ctx.adam, ctx.muon}
+  ctx.window_t = sr.tensor(window_at(c, 0, ctx.steps), {dtype = "int32", device = ctx.device})   -- 0-d
   local N, w, d = ctx.steps, c.warmup, c.cooldown
   ctx.lr_mult = function(it)
     if it < w then return (it + 1) / w end
@@ -475,7 +449,8 @@ function recipe.schedule(ctx, step)
   local mult = ctx.lr_mult(step - 1)
   for _, opt in ipairs(ctx.optimizers) do opt:set_lr_multiplier(mult) end
   ctx.muon:set_momentum(muon_momentum(ctx.config, step - 1))
-  ctx.window = window_at(ctx.config, step - 1, ctx.steps)
+  local n = window_at(ctx.config, step - 1, ctx.steps)
+  if n ~= ctx.window then ctx.window_t:fill_(n); ctx.window = n end   -- the device copy
   ctx.done = step - 1                        -- steps finished before this one
 end
 
@@ -490,7 +465,7 @@ function recipe.train_step(ctx, step, batch)
   for i = 1, n do
     local xi = n == 1 and x or x:narrow(1, (i - 1) * mb + 1, mb)
     local yi = n == 1 and y or y:narrow(1, (i - 1) * mb + 1, mb)
-    local _, loss = ctx.model(xi, yi, c, ctx.window or window_at(c, step - 1, ctx.steps))
+    local _, loss = ctx.model(xi, yi, c, ctx.window_t)
     if n > 1 then loss = loss / n end
     loss:backward()
     total = total and total + loss:detach() or loss:detach()

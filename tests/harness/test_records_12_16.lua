@@ -76,8 +76,15 @@ end)
 
 T.case("record 15 block lists: per-block document ranges, block causal, window in blocks", function()
   local r = load_recipe(15)
+  -- the recipe's lists (device tensors) as Lua values: the counts and the rows packed as int32
+  local function lists(lo, hi, window, block)
+    local num, idx = r.block_lists(sr.tensor(lo, {dtype = "int32"}), sr.tensor(hi, {dtype = "int32"}), window, block)
+    T.eq(num.dtype, "int32"); T.eq(idx.dtype, "int32")
+    local flat = idx:contiguous():view(-1):tolist()
+    return num:tolist(), string.pack("<" .. string.rep("i4", #flat), table.unpack(flat))
+  end
   -- 4 blocks: documents [1], [1..2], [2..4], [5]; window 256 tokens = 2 blocks of 128
-  local num, packed = r.block_lists({1, 1, 2, 5}, {1, 2, 4, 5}, 256, 128)
+  local num, packed = lists({1, 1, 2, 5}, {1, 2, 4, 5}, 256, 128)
   T.eq(#packed, 4 * 4 * 4)
   local idx = {}
   for q = 1, 4 do idx[q] = {string.unpack("<i4i4i4i4", packed, (q - 1) * 16 + 1)}; idx[q][5] = nil end
@@ -108,15 +115,17 @@ T.case("record 15 block lists: per-block document ranges, block causal, window i
     for _, window in ipairs {1, 64, 128, 129, 700, 100000} do
       local lo, hi, d = {}, {}, 1
       for q = 1, n do lo[q] = d; d = d + rnd(3); hi[q] = d; d = d + (rnd(4) == 0 and 1 or 0) end
-      local n1, p1 = r.block_lists(lo, hi, window, 128)
+      local n1, p1 = lists(lo, hi, window, 128)
       local n2, p2 = naive(lo, hi, window, 128)
       T.eq(table.concat(n1, ","), table.concat(n2, ","), ("counts n %d window %d"):format(n, window))
       T.ok(p1 == p2, ("indices n %d window %d"):format(n, window))
     end
   end
-  -- ceil: a 129-token window reaches 2 blocks
-  local n2 = r.block_lists({1, 1, 1}, {1, 1, 1}, 129, 128)
+  -- ceil: a 129-token window reaches 2 blocks; the window as a 0-d int32 tensor gives the same lists
+  local n2 = lists({1, 1, 1}, {1, 1, 1}, 129, 128)
   T.eq(table.concat(n2, ","), "1,2,2")
+  local n3, p3 = lists({1, 1, 2, 5}, {1, 2, 4, 5}, sr.tensor(256, {dtype = "int32"}), 128)
+  T.eq(table.concat(n3, ","), "1,2,2,1"); T.ok(p3 == packed, "tensor window")
 end)
 
 T.case("record 13 window warmup: 64 * floor((it / N * 1728 + 64) / 64)", function()
