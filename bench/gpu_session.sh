@@ -12,8 +12,9 @@
 #   anchor     record 1 against its compiled PyTorch script (tasks/fidelity): the PyTorch anchor's
 #              tokens/s and peak memory in the same call (anchors.md), and record 1's fidelity
 #   fidelity   records $FID_RECORDS (default 2 3 4 5; any of 1-21) against their scripts, each record
-#              its own part (fidelity_NN) limited to $FID_LIMIT s (default 280: about two records at
-#              the full global batch per 600-s call; ACCUM=1 runs fit ~150 s); the summary lines
+#              its own part (fidelity_NN) limited to $FID_LIMIT s (default 280 for records 1-11: about
+#              two records at the full global batch per 600-s call; ACCUM=1 runs fit ~150 s; 420 for
+#              records 12+, whose flex compiles took 180-250 s cold on the H200); the summary lines
 #              (record | batch | largest | mean | verdict | tokens/s and memory ratios) at the end;
 #              NO_COMPILE and ACCUM pass through (tasks/fidelity/README.md)
 #   fidwarm    PyTorch's compile caches filled for records $FID_RECORDS, $FID_WARM_PAR (default 4) at a
@@ -157,8 +158,8 @@ for p in $PARTS; do
       cat "$LOG/fidwarm.log" ;;
     fidelity)   # one part per record, so a slow record cannot starve the next; summary lines at the end
       for n in ${FID_RECORDS:-2 3 4 5}; do
-        nn=$(printf %02d "$n")
-        part "fidelity_$nn" "$(( ${FID_LIMIT:-280} + 20 ))" env OUT="$LOG/fidelity" FID_LIMIT="${FID_LIMIT:-280}" \
+        nn=$(printf %02d "$n"); lim=${FID_LIMIT:-$( [ "$n" -ge 12 ] && echo 420 || echo 280 )}
+        part "fidelity_$nn" "$(( lim + 20 ))" env OUT="$LOG/fidelity" FID_LIMIT="$lim" \
           bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-50}" "$n"
         fidelity_summary "$LOG/fidelity_$nn.log"
       done
