@@ -146,6 +146,40 @@ function R.setup_flat(n, steps, edit)
   return recipe, ctx, cfg
 end
 
+-- the case "the step is replayable": the launches of a step early in training and one late in it
+-- (kernels, tensor layouts, scalar arguments: the harness's trace) are the same, so the harness
+-- can capture the step as a CUDA graph and replay it for the whole run; a schedule value that
+-- reached a kernel as a host argument (record 13's growing window did) would differ. AdamW's lr
+-- and step count are held equal for the two traced steps: on the CPU they are kernel arguments,
+-- on cuda they live in each group's device `sched` tensor, which the trace leaves out.
+function R.graphable_case(n, o)
+  o = o or {}
+  T.case(("record_%02d: a late step launches what an early one did (the step is replayable)"):format(n), function()
+    if o.skip then T.skip(o.skip) end
+    local steps = 40
+    local recipe, ctx, cfg = R.setup_flat(n, steps)
+    T.ok(recipe.cuda_graph ~= false, "the recipe does not opt out of CUDA graphs")
+    ctx.lr_mult = function() return 1.0 end
+    local H = require "speedrun.harness_core"
+    local traces, windows = {}, {}
+    for _, s in ipairs {1, 2, steps - 5} do
+      local x, y = R.stream(cfg.batch.T, s % 2)
+      recipe.schedule(ctx, s)
+      local w = ctx.window_t or ctx.window_blocks   -- the attention window the step reads (13-21)
+      if s > 1 then
+        for _, opt in ipairs(ctx.optimizers or {}) do
+          for _, st in pairs(opt.state or {}) do if type(st) == "table" and st.step then st.step = 1 end end
+        end
+      end
+      local tr = s > 1 and H.trace_start() or nil
+      recipe.train_step(ctx, s, {x = x, y = y, step = s})
+      if tr then H.trace_stop(); traces[#traces + 1] = tr; windows[#windows + 1] = w and w:item() end
+    end
+    if n >= 13 then T.ok(windows[1] ~= windows[2], ("the window moved (%s -> %s)"):format(windows[1], windows[2])) end
+    T.eq(traces[1]:diff(traces[2]), nil, ("record %d: step %d launches what step 2 did"):format(n, steps - 5))
+  end)
+end
+
 -- the case "micro training lowers the loss; eval is fp32, causal" for a flat-sequence record: a
 -- later token turned into a document separator moves no earlier logit. o: skip (a reason),
 -- head (the logits' width; default the vocabulary), first_loss (the zero head's ln(head) at

@@ -16,6 +16,7 @@ local EOT, load_recipe, load_meta, setup = R.EOT, R.load_recipe, R.load_meta, R.
 
 for n = 12, 16 do
   R.flat_micro_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build"})
+  R.graphable_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build"})
 end
 
 T.case("document ids: the cumulative EOT count (F.cumsum)", function()

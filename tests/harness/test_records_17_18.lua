@@ -32,6 +32,7 @@ local HEAD = {[17] = 128, [18] = 64}
 for _, n in ipairs {17, 18} do
   R.flat_micro_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build",
                         head = HEAD[n], first_loss = true})
+  R.graphable_case(n, {skip = not has_attention and "speedrun.attention / F.flex_attention not in this build"})
 end
 
 T.case("half-truncated rotary: hd/4 frequencies (1/1024)^linspace(0, 1, hd/4), hd/4 zeros", function()

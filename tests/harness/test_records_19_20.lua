@@ -32,6 +32,7 @@ local function in_0_30(lg) T.ok(-F.max(-lg):item() > 0 and F.max(lg):item() < 30
 for _, n in ipairs {19, 20} do
   R.flat_micro_case(n, {skip = not (has_attention and has_fp8) and "flex attention or float8 not in this build",
                         head = HEAD, first_loss = true, check = in_0_30})
+  R.graphable_case(n, {skip = not (has_attention and has_fp8) and "flex attention or float8 not in this build"})
 end
 
 -- inputs exact in fp8 after their scales: x integers in [-3, 3] (2 x in e4m3), W = j / 32 with j

@@ -34,6 +34,7 @@ R.flat_micro_case(21, {skip = not (has_attention and has_fp8) and "flex attentio
                        head = HEAD, first_loss = true,
                        eval_T = function(cfg) T.eq(cfg.val_batch.T, 4 * cfg.batch.T) return cfg.val_batch.T end,
                        check = function(lg) T.ok(-F.max(-lg):item() > 0 and F.max(lg):item() < 30, "logits inside (0, 30)") end})
+R.graphable_case(21, {skip = not (has_attention and has_fp8) and "flex attention or float8 not in this build"})
 
 -- inputs exact in fp8 after the record's scales: x integers in [-3, 3] (2 x in e4m3), W = j / 32
 -- with j in [-2, 2] (2^9 W = 16 j in e4m3), the output gradient r = k 2^-24 with k in [-1, 1]
