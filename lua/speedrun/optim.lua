@@ -110,6 +110,10 @@ function AdamW:step()
       if sched then
         if not cap and g.sched_at ~= g.lr then g.sched_lr:fill_(g.lr); g.sched_at = g.lr end
         g.sched_step:add_(1)
+        g.sched_count = (g.sched_count or 0) + 1   -- the step count the device holds
+        -- a parameter that missed steps (no gradient then) has a count of its own, which the
+        -- group's device count would overrule: such a step goes per tensor with host counts
+        for i = 1, n do if steps[i] ~= g.sched_count then sched = nil; break end end
       end
       local opts = {lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps, weight_decay = g.weight_decay,
                     step = steps[1], sched = sched}

@@ -67,6 +67,23 @@ print("allocs", c.memory().driver_allocs)]])
   end
 end)
 
+T.case("AdamW on cuda: a parameter that missed a step keeps its own step count (bias correction)", function()
+  -- the group's device schedule counts the group's steps; c's first update must still move by lr
+  local c = sr.tensor({1.0}, {device = "cuda", requires_grad = true})
+  local d = sr.tensor({1.0}, {device = "cuda", requires_grad = true})
+  local opt = sr.optim.AdamW({c, d}, {lr = 0.1, weight_decay = 0})
+  d.grad = sr.tensor({1.0}, {device = "cuda"}); opt:step()
+  c.grad, d.grad = sr.tensor({1.0}, {device = "cuda"}), sr.tensor({1.0}, {device = "cuda"})
+  opt:step()
+  T.eq(opt.state[c].step, 1); T.eq(opt.state[d].step, 2)
+  T.ok(math.abs(c:item() - 0.9) < 1e-6, "c's first step moves by lr: " .. c:item())
+  T.ok(math.abs(d:item() - 0.8) < 1e-6, "d's second step moves by lr again: " .. d:item())
+  -- and the next step, every count equal to the group's again? c is one behind for good: per tensor
+  c.grad, d.grad = sr.tensor({1.0}, {device = "cuda"}), sr.tensor({1.0}, {device = "cuda"})
+  opt:step()
+  T.eq(opt.state[c].step, 2); T.eq(opt.state[d].step, 3)
+end)
+
 T.case("in-place ops under autograd on the GPU: the softcap chain z:div_(30):tanh_() * 30 equals the CPU's", function()
   sr.manual_seed(11)
   for _, dt in ipairs {"float32", "bfloat16"} do
