@@ -5,6 +5,7 @@
 ** values held in tensors (token ids, embedding rows, targets, argmax) are 0-based.
 */
 #include <math.h>      /* defines: NAN */
+#include <stdint.h>    /* defines: INT32_MIN, INT32_MAX */
 #include <stdio.h>     /* defines: snprintf */
 #include <string.h>    /* defines: strcmp */
 
@@ -13,6 +14,7 @@
 
 #include "core/autograd.h"  /* defines: sr_node_new, sr_set_lua_backward_hook */
 #include "lua/lsr.h"
+#include "core/copy.h"      /* defines: sr_fill_ */
 #include "core/ops.h"
 
 /* a number argument becomes a 0-d tensor like `like` */
@@ -91,6 +93,15 @@ static int F_where(lua_State *L) {
   sr_tensor *a = sr_to_tensor(L, 2), *b = sr_to_tensor(L, 3);
   luaL_argcheck(L, a || b, 2, "a or b must be a tensor");
   sr_tensor *like = a ? a : b;
+  /* where(cond, 9, ids) with int32 ids picks between int32 values (torch.where, masked_fill):
+  ** an integer number then becomes an int32 scalar (filled on the device), not a float one */
+  for (int arg = 2; arg <= 3 && like->dtype == SR_I32; arg++)
+    if (lua_isinteger(L, arg) && lua_tointeger(L, arg) >= INT32_MIN && lua_tointeger(L, arg) <= INT32_MAX) {
+      sr_tensor *t = sr_tensor_new(SR_I32, like->storage->device, 0, NULL);
+      sr_push_tensor(L, t);  /* owned by the stack while it is filled */
+      sr_fill_(t, (double)lua_tointeger(L, arg));
+      lua_replace(L, arg);
+    }
   a = tensor_or_scalar(L, 2, like);
   b = tensor_or_scalar(L, 3, like);
   sr_push_tensor(L, sr_where(cond, a, b));

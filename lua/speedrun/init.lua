@@ -42,12 +42,9 @@ function F.norm(x, dim, keepdim)
   return F.sqrt(F.sumsq(x, dim, keepdim))
 end
 
--- masked_fill(x, mask, value): value where mask is nonzero (a number value takes x's dtype, as
--- in PyTorch: an int32 x stays int32)
+-- masked_fill(x, mask, value): value where mask is nonzero (an integer value into an int32 x
+-- stays int32, as in PyTorch: F.where's scalar rule)
 function F.masked_fill(x, mask, value)
-  if type(value) == "number" and is_tensor(x) then
-    value = core.tensor(value, {dtype = x.dtype, device = x.device})
-  end
   return F.where(mask, value, x)
 end
 
