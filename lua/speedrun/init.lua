@@ -100,6 +100,23 @@ function F.chunk(x, k, dim)
   return F.split(x, math.max(1, (x:size(dim) + k - 1) // k), dim)
 end
 
+-- clamp(x, min, max): max(min(x, max), min) elementwise, either bound nil (torch.clamp,
+-- clamp_min, clamp_max); numbers or tensors. At a value equal to a bound the gradient is split
+-- between x and the bound (F.maximum's rule for ties), where torch passes it all to x.
+function F.clamp(x, lo, hi)
+  if lo == nil and hi == nil then argerror(2, "clamp", "at least one of min and max is required") end
+  if lo ~= nil then x = F.maximum(x, lo) end
+  if hi ~= nil then x = F.minimum(x, hi) end
+  return x
+end
+
+-- outer(a, b): the [n, m] products of 1-D a [n] and b [m] (torch.outer)
+function F.outer(a, b)
+  if not is_tensor(a) or a:dim() ~= 1 then argerror(1, "outer", "expected a 1-D tensor") end
+  if not is_tensor(b) or b:dim() ~= 1 then argerror(2, "outer", "expected a 1-D tensor") end
+  return F.mul(a:view(a:numel(), 1), b:view(1, b:numel()))
+end
+
 -- softcap(x, cap) = cap * tanh(x / cap)
 function F.softcap(x, cap)
   return F.mul(F.tanh(F.div(x, cap)), cap)
@@ -112,7 +129,7 @@ for _, list in ipairs {core.op_names.unary, core.op_names.binary, core.op_names.
   for _, name in ipairs(list) do methods[name] = F[name] end
 end
 for _, name in ipairs {
-  "gelu", "argmax", "cumsum", "argsort", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
+  "gelu", "argmax", "cumsum", "argsort", "clamp", "matmul", "softmax", "log_softmax", "var", "std", "norm", "masked_fill", "lerp",
   "split", "chunk", "softcap",
 } do
   methods[name] = F[name]
@@ -158,6 +175,20 @@ setmetatable(M, {
     end
   end,
 })
+
+-- linspace(start, stop, steps [, opts]): steps evenly spaced values from start to stop, both
+-- included (torch.linspace): start + i (stop - start) / (steps - 1), float32 unless opts.dtype
+-- says otherwise; opts as sr.arange's (dtype, device)
+function M.linspace(start, stop, steps, opts)
+  if type(start) ~= "number" then argerror(1, "linspace", "start must be a number") end
+  if type(stop) ~= "number" then argerror(2, "linspace", "stop must be a number") end
+  check_int(steps, 3, "linspace", "steps", 0)
+  local o = {dtype = "float32"}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local step = steps > 1 and (stop - start) / (steps - 1) or 0
+  if steps == 1 then return core.full({1}, start, o) end
+  return core.arange(start, start + (steps - 0.5) * step, step ~= 0 and step or 1, o)
+end
 
 M.is_tensor = is_tensor
 return M

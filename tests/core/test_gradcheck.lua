@@ -101,6 +101,11 @@ T.case("reductions", function()
   check("max of everything", F.max, {rnd(3, 4)})
 end)
 
+T.case("clamp and outer", function()
+  check("clamp", function(x) return F.clamp(x, -0.5, 0.7) end, {rnd(4, 5)})
+  check("outer", function(a, b) return F.outer(a, b) end, {rnd(4), rnd(3)})
+end)
+
 T.case("cumsum", function()
   check("cumsum last dim", function(x) return F.cumsum(x, 2) end, {rnd(3, 7)})
   check("cumsum first dim", function(x) return F.cumsum(x, 1) end, {rnd(5, 4)})
