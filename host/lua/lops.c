@@ -17,13 +17,20 @@
 #include "core/copy.h"      /* defines: sr_fill_ */
 #include "core/ops.h"
 
-/* a number argument becomes a 0-d tensor like `like` */
-static sr_tensor *tensor_or_scalar(lua_State *L, int arg, sr_tensor *like) {
+/* a number argument becomes a 0-d tensor like `like` (float for an int32 `like`, as arithmetic
+** wants; with keep_int an integer beside an int32 `like` stays int32, as torch.where picks) */
+static sr_tensor *tensor_or_scalar(lua_State *L, int arg, sr_tensor *like, bool keep_int) {
   sr_tensor *t = sr_to_tensor(L, arg);
   if (t) return t;
   double v = luaL_checknumber(L, arg);
-  t = sr_scalar_like(like, v);
-  sr_push_tensor(L, t);  /* owned by the stack */
+  if (keep_int && like->dtype == SR_I32 && lua_isinteger(L, arg) && v >= INT32_MIN && v <= INT32_MAX) {
+    t = sr_tensor_new(SR_I32, like->storage->device, 0, NULL);
+    sr_push_tensor(L, t);  /* owned by the stack while it is filled (on the device) */
+    sr_fill_(t, v);
+  } else {
+    t = sr_scalar_like(like, v);
+    sr_push_tensor(L, t);  /* owned by the stack */
+  }
   lua_replace(L, arg);
   return t;
 }
@@ -76,8 +83,8 @@ static int binary(lua_State *L, sr_binary_fn fn) {
   }
   if (!a && !b) luaL_argerror(L, 1, "one of the two arguments must be a tensor");
   sr_tensor *like = a ? a : b;
-  a = tensor_or_scalar(L, 1, like);
-  b = tensor_or_scalar(L, 2, like);
+  a = tensor_or_scalar(L, 1, like, false);
+  b = tensor_or_scalar(L, 2, like, false);
   sr_push_tensor(L, sr_binary(fn, a, b));
   return 1;
 }
@@ -93,17 +100,9 @@ static int F_where(lua_State *L) {
   sr_tensor *a = sr_to_tensor(L, 2), *b = sr_to_tensor(L, 3);
   luaL_argcheck(L, a || b, 2, "a or b must be a tensor");
   sr_tensor *like = a ? a : b;
-  /* where(cond, 9, ids) with int32 ids picks between int32 values (torch.where, masked_fill):
-  ** an integer number then becomes an int32 scalar (filled on the device), not a float one */
-  for (int arg = 2; arg <= 3 && like->dtype == SR_I32; arg++)
-    if (lua_isinteger(L, arg) && lua_tointeger(L, arg) >= INT32_MIN && lua_tointeger(L, arg) <= INT32_MAX) {
-      sr_tensor *t = sr_tensor_new(SR_I32, like->storage->device, 0, NULL);
-      sr_push_tensor(L, t);  /* owned by the stack while it is filled */
-      sr_fill_(t, (double)lua_tointeger(L, arg));
-      lua_replace(L, arg);
-    }
-  a = tensor_or_scalar(L, 2, like);
-  b = tensor_or_scalar(L, 3, like);
+  /* where(cond, 9, ids) with int32 ids picks between int32 values (torch.where, masked_fill) */
+  a = tensor_or_scalar(L, 2, like, true);
+  b = tensor_or_scalar(L, 3, like, true);
   sr_push_tensor(L, sr_where(cond, a, b));
   return 1;
 }

@@ -186,8 +186,8 @@ function M.linspace(start, stop, steps, opts)
   local o = {dtype = "float32"}
   for k, v in pairs(opts or {}) do o[k] = v end
   local step = steps > 1 and (stop - start) / (steps - 1) or 0
-  if steps == 1 then return core.full({1}, start, o) end
-  return core.arange(start, start + (steps - 0.5) * step, step ~= 0 and step or 1, o)
+  if step == 0 then return core.full({steps}, start, o) end   -- no value, one value, or start == stop
+  return core.arange(start, start + (steps - 0.5) * step, step, o)
 end
 
 M.is_tensor = is_tensor

@@ -73,6 +73,7 @@ T.case("linspace, outer, clamp (torch.linspace, torch.outer, torch.clamp)", func
   T.close(sr.linspace(0, 1, 5), {0, 0.25, 0.5, 0.75, 1}); T.eq(sr.linspace(0, 1, 5).dtype, "float32")
   T.close(sr.linspace(2, -1, 4), {2, 1, 0, -1}); T.eq(sr.linspace(3, 9, 1):tolist()[1], 3.0)
   T.eq(sr.linspace(0, 1, 0):numel(), 0); T.eq(sr.linspace(0, 1, 3, {dtype = "float64"}).dtype, "float64")
+  T.close(sr.linspace(3, 3, 4), {3, 3, 3, 3})        -- start == stop: steps copies
   local f = sr.linspace(0, 1, 32)                      -- record 17's frequencies: (1/1024)^linspace
   T.eq(f:numel(), 32); T.eq(f:tolist()[32], 1.0)
   T.close(F.outer(sr.tensor({1, 2}), sr.tensor({3, 4, 5})), {3, 4, 5, 6, 8, 10})
