@@ -21,6 +21,8 @@ void sr_unary_inplace(sr_unary_fn fn, sr_tensor *a, double p);
 sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape);   /* reduce broadcast dims */
 sr_tensor *sr_reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor **idx);  /* keeps dim (size 1) */
 sr_tensor *sr_rows_raw(sr_tensor *x, int64_t K);  /* x as rows [-1, K], copied when strides forbid a view */
+/* a row kernel (t0 out, t1 x; i0) along dim, no tape; *rows (if given) its [R, N] output (ops_order.c) */
+sr_tensor *sr_along_dim(sr_kernel_id k, sr_tensor *x, int dim, sr_dtype dt, int64_t i0, sr_tensor **rows);
 sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb);     /* [B,M,N] or [M,N] */
 sr_tensor *sr_scalar_like(sr_tensor *x, double v);                   /* 0-d tensor, x's dtype/device */
 

@@ -166,17 +166,8 @@ sr_tensor *sr_softmax(sr_tensor *x, int dim, bool log) {
   check_float(op, 1, x);
   if (x->ndim == 0) sr_fail("%s: bad argument #1 (needs at least 1 dimension)", op);
   dim = wrap(op, dim, x->ndim);
-  int nd = x->ndim;
-  sr_tensor *xt = sr_transpose(x, dim, nd - 1);
-  int64_t C = xt->shape[nd - 1];
-  sr_tensor *x2 = sr_rows_raw(xt, C);
-  sr_tensor *y2 = sr_tensor_new_like(x2);
-  sr_kcall c = {.t = {y2, x2}, .nt = 2, .i = {log}};
-  sr_kernel_run(SR_K_softmax, &c);
-  sr_tensor *yt = sr_view(y2, nd, xt->shape);
-  sr_tensor *yv = sr_transpose(yt, dim, nd - 1);
-  sr_tensor *y = sr_contiguous_raw(yv);
-  sr_tensor_release(xt); sr_tensor_release(x2); sr_tensor_release(yt); sr_tensor_release(yv);
+  sr_tensor *y2;
+  sr_tensor *y = sr_along_dim(SR_K_softmax, x, dim, x->dtype, log, &y2);
   sr_node *n = record(op, softmax_backward, 1, &x, y);
   if (n) { sr_node_save(n, 0, y2); n->i[0] = dim; n->i[1] = log; }
   sr_tensor_release(y2);
