@@ -88,7 +88,8 @@ fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|ver
 for p in $PARTS; do
   case $p in
     prebuilt)   # a CUDA build of this checkout's binary carried in .prebuilt/ (skips the build part)
-      mkdir -p build && cp .prebuilt/speedrun build/speedrun && ./build/speedrun --version ||
+      mkdir -p build/tests && cp .prebuilt/speedrun build/speedrun && ./build/speedrun --version &&
+        { [ ! -x .prebuilt/test_gpu_registry ] || cp .prebuilt/test_gpu_registry build/tests/; } ||
         { part build 300 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
           part build2 300 cmake --build build -j16 --target speedrun; [ -x build/speedrun ] || exit 1; } ;;
     build)

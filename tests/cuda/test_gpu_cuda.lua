@@ -76,8 +76,10 @@ T.case("AdamW on cuda: a parameter that missed a step keeps its own step count (
   c.grad, d.grad = sr.tensor({1.0}, {device = "cuda"}), sr.tensor({1.0}, {device = "cuda"})
   opt:step()
   T.eq(opt.state[c].step, 1); T.eq(opt.state[d].step, 2)
-  T.ok(math.abs(c:item() - 0.9) < 1e-6, "c's first step moves by lr: " .. c:item())
-  T.ok(math.abs(d:item() - 0.8) < 1e-6, "d's second step moves by lr again: " .. d:item())
+  -- 1e-5: the device computes 1 - beta2^t in f32 (0.8000023 measured on the H200 for d); c with the
+  -- group's count (2) would move by 0.074, not 0.1
+  T.ok(math.abs(c:item() - 0.9) < 1e-5, "c's first step moves by lr: " .. c:item())
+  T.ok(math.abs(d:item() - 0.8) < 1e-5, "d's second step moves by lr again: " .. d:item())
   -- and the next step, every count equal to the group's again? c is one behind for good: per tensor
   c.grad, d.grad = sr.tensor({1.0}, {device = "cuda"}), sr.tensor({1.0}, {device = "cuda"})
   opt:step()

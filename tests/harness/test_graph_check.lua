@@ -54,7 +54,7 @@ T.case("graph capture: after the first eager step (from 3) that repeats the step
   T.eq(capture_step(make(function() return 2 end), 4), 3, "w = 4: the only point")
 end)
 
-T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch", function()
+T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch, a flat sequence as one row [1, T]", function()
   local sr = require "speedrun"
   local rules = require "speedrun.harness.rules"
   local seen
@@ -66,7 +66,7 @@ T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch
     return sr.zeros(table.unpack(shape))
   end
   local r = rules.new({}, eval, nil, {checks = {}}, "cpu", false)
-  local cases = {{{4, 16}, {4, 16}}, {{300, 256}, {256, 256}}, {{70000, 2}, {32768, 2}}, {{100000}, {65536}}, {{512}, {512}}}
+  local cases = {{{4, 16}, {4, 16}}, {{300, 256}, {256, 256}}, {{70000, 2}, {32768, 2}}, {{100000}, {1, 65536}}, {{512}, {1, 512}}}
   for _, c in ipairs(cases) do
     local x = sr.zeros(table.unpack(c[1])):to("int32")
     T.close(r:loss(x, x), math.log(V), 1e-6)

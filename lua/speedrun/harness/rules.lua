@@ -16,7 +16,7 @@ local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
 local F_cross_entropy = sr.F.cross_entropy
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
-local m_clone, m_narrow, m_to, m_tolist = methods.clone, methods.narrow, methods.to, methods.tolist
+local m_clone, m_narrow, m_to, m_tolist, m_reshape = methods.clone, methods.narrow, methods.to, methods.tolist, methods.reshape
 local fmt, tconcat, sunpack = string.format, table.concat, string.unpack
 local mfloor, mmin, mmax, mabs = math.floor, math.min, math.max, math.abs
 local real_open = io.open     -- captured before the sandbox replaces io.open
@@ -76,6 +76,9 @@ function Rules:loss(x, y)
   local sx = shape_of(x)
   local keep = #sx == 2 and mmax(1, PROBE_TOKENS // sx[2]) or #sx == 1 and PROBE_TOKENS or nil  -- rows, tokens
   if keep and sx[1] > keep then x, y = m_narrow(x, 1, 1, keep), m_narrow(y, 1, 1, keep) end
+  -- a flat sequence (seq-mode batches, [T]) goes to eval as one row [1, T], as validation's inputs
+  -- do: eval's contract is inputs [B, T]
+  if #sx == 1 then local n = shape_of(x)[1]; x, y = m_reshape(x, 1, n), m_reshape(y, 1, n) end
   local s, n = chunk_ce(self:eval(m_clone(x)), y)
   return s / n
 end
