@@ -1,10 +1,11 @@
 -- test_gpu_graph.lua: the trainer's automatic CUDA graphs (docs/harness.md "CUDA graphs").
 -- `speedrun train` on cuda with --cuda-graph auto replays the step after the warm-up, and its
 -- losses match an eager run (--cuda-graph off) step by step: a test recipe, the default recipe,
--- records 1 (clipping on the device), 4 (Muon with its lr in a device tensor) and 5. Steps that
--- cannot be replayed stay eager with the reason in results.json: :item() in the step, the step
--- number used in the step, a host value changing each step, an opt-out, and a host value that
--- changes late (found by an audit). Skips (exit 77) without a usable GPU.
+-- records 1 (clipping on the device), 4 (Muon with its lr in a device tensor), 5, and the
+-- flat-sequence records 13, 15 and 20. Steps that cannot be replayed stay eager with the reason in
+-- results.json: :item() in the step, the step number used in the step, a host value changing each
+-- step, an opt-out, and a host value that changes late (found by an audit). Skips (exit 77)
+-- without a usable GPU.
 local sr = speedrun
 local T = require "speedrun.testing"
 local H = require "speedrun.harness_core"
@@ -70,6 +71,11 @@ same_losses("default", "../tasks/default/recipe.lua", "micro")
 same_losses("record_01", "../tasks/record_01/recipe.lua", "micro")
 same_losses("record_04", "../tasks/record_04/recipe.lua", "micro")
 same_losses("record_05", "../tasks/record_05/recipe.lua", "micro")
+-- flat sequences (seq mode): the verification's probe evaluates a [T] batch as one row; the window
+-- moves in a device tensor (13), kv lists built by argsort (15), long/short windows and FP8 (20)
+same_losses("record_13", "../tasks/record_13/recipe.lua", "micro")
+same_losses("record_15", "../tasks/record_15/recipe.lua", "micro")
+same_losses("record_20", "../tasks/record_20/recipe.lua", "micro")
 
 local function eager_because(scale, pattern)
   T.case("stays eager: " .. scale, function()
