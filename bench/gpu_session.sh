@@ -29,7 +29,7 @@
 #              bench/xent.lua at the records' lm_head shapes (record 1's [32768, 50257] bf16, also with
 #              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
 #              its PyTorch anchor bench/xent_anchor.py on the same shapes
-#   prebuilt   use .prebuilt/speedrun (a CUDA build made elsewhere, carried) instead of building:
+#   prebuilt   use .prebuilt/speedrun.xz (a CUDA build made elsewhere, carried) instead of building:
 #              on a machine with nvcc 13 and no GPU, scripts/prepare-gpu-carry.sh makes it (ignored; carry ".prebuilt")
 #   tune       speedrun calibrate --tune-steps for the default recipe ($TUNE_DEFAULT=0 skips it) and
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
@@ -63,8 +63,9 @@
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
 #              step replayed as a CUDA graph, fusion off then on (the plan printed): before/after
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
-# The fidelity parts keep PyTorch's compile artifacts in $OUT/cc/record_N.bin (FID_COMPILE_CACHE);
-# copy them into runs/cc and carry it to skip the cold compiles in the next call.
+# The fidelity parts keep PyTorch's compile artifacts in $OUT/cc/record_N.bin.xz.NN (FID_COMPILE_CACHE,
+# parts of <= 15 MiB; at most 8 files come back from a call); copy them into runs/cc and carry it to
+# skip the cold compiles (2-6 minutes a record from 12 on) in the next call.
 set -uo pipefail
 SCRIPTS=${1:?dir with record_N/train_gpt2.py (or - when no part needs them)}; DATA=${2:?data dir (or -)}; shift 2
 PARTS=${*:-build kernels lua bench anchor}
@@ -76,20 +77,24 @@ trap finish EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 t0=$(date +%s)
 # PyTorch's compile artifacts per record (tasks/fidelity/torch_side.py): saved under $OUTDIR/cc (they
-# come back from the call), seeded from runs/cc when carried there from an earlier call
+# come back from the call), read first from runs/cc when carried there from an earlier call (those
+# are not written again, so they do not come back a second time)
 export FID_COMPILE_CACHE=${FID_COMPILE_CACHE:-$(realpath "$OUTDIR")/cc}; mkdir -p "$FID_COMPILE_CACHE"
-[ -d runs/cc ] && cp -n runs/cc/record_*.bin "$FID_COMPILE_CACHE/" 2>/dev/null
+[ -d runs/cc ] && export FID_COMPILE_CACHE_FROM=$ROOT/runs/cc
 part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its time
   local name=$1 lim=$2; shift 2; local t=$(date +%s)
   timeout "$lim" "$@" >"$LOG/$name.log" 2>&1; local rc=$?
   echo "== $name rc=$rc ($(( $(date +%s) - t )) s)"; finish
 }
+unxz_to() {  # unxz_to FILE.xz DEST: decompressed, executable (xz, else Python's lzma)
+  { if command -v xz >/dev/null; then xz -dc "$1"; else python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; fi; } > "$2" && chmod +x "$2"
+}
 fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
   case $p in
-    prebuilt)   # a CUDA build of this checkout's binary carried in .prebuilt/ (skips the build part)
-      mkdir -p build/tests && cp .prebuilt/speedrun build/speedrun && ./build/speedrun --version &&
-        { [ ! -x .prebuilt/test_gpu_registry ] || cp .prebuilt/test_gpu_registry build/tests/; } ||
+    prebuilt)   # a CUDA build of this checkout's binaries carried xz-compressed in .prebuilt/ (skips the build part)
+      mkdir -p build/tests && unxz_to .prebuilt/speedrun.xz build/speedrun && ./build/speedrun --version &&
+        { [ ! -f .prebuilt/test_gpu_registry.xz ] || unxz_to .prebuilt/test_gpu_registry.xz build/tests/test_gpu_registry; } ||
         { part build 300 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
           part build2 300 cmake --build build -j16 --target speedrun; [ -x build/speedrun ] || exit 1; } ;;
     build)

@@ -97,13 +97,15 @@ def main():
         faulthandler.dump_traceback_later(int(os.environ["FID_STACK_AFTER"]), repeat=True)  # N s, to stderr
 
     cache, cache_loaded = mega_cache_path(a.record), False
-    if cache and os.path.exists(cache):   # compiled artifacts of an earlier run (another machine)
+    found = read_cache(a.record) if cache else None
+    if found:   # compiled artifacts of an earlier run (another machine)
+        where, art = found
         try:
-            torch.compiler.load_cache_artifacts(open(cache, "rb").read())
+            torch.compiler.load_cache_artifacts(art)
             cache_loaded = True
-            print(f"compile caches: loaded {os.path.getsize(cache)} bytes from {cache}", file=sys.stderr)
+            print(f"compile caches: loaded {len(art)} bytes from {where}", file=sys.stderr)
         except Exception as e:  # a stale or foreign file: compiled as if absent, then replaced
-            print(f"compile caches: {cache} not loaded ({e})", file=sys.stderr)
+            print(f"compile caches: {where} not loaded ({e})", file=sys.stderr)
 
     loaded = []
 
@@ -164,17 +166,45 @@ def main():
     print(f"pytorch: {a.steps} steps, first loss {steps[0]:.4f}, last {steps[-1]:.4f}, tokens/s {tps}", file=sys.stderr)
 
 
+PART_BYTES = 15 << 20   # a file back from a device call is at most 16 MiB
+
+
 def mega_cache_path(record):
-    """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N in
-    DIR/record_N.bin, loaded before the script compiles and written after it when absent (or not
-    loadable): a fresh machine (every device session starts one) then skips most of a 1-3 minute
-    cold compile. The timed steps (11-50) come after every compile either way, so tokens/s does not
-    depend on it."""
+    """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N, written after
+    the run (when none were loaded) xz-compressed in parts of at most 15 MiB, DIR/record_N.bin.xz.00,
+    .01, ...: they come back from a device call and can be carried to the next (folder
+    FID_COMPILE_CACHE_FROM, e.g. runs/cc), where they are loaded before the script compiles: a fresh
+    machine (every device session starts one) then skips most of a 2-6 minute cold compile. The
+    timed steps (11-50) come after every compile either way, so tokens/s does not depend on it."""
     d = os.environ.get("FID_COMPILE_CACHE")
     return os.path.join(d, f"record_{record}.bin") if d else None
 
 
+def read_cache(record):
+    """(where, bytes) of record N's artifacts in FID_COMPILE_CACHE_FROM or FID_COMPILE_CACHE: the
+    xz parts joined and decompressed, or a plain record_N.bin; None when there are none."""
+    import glob
+    import lzma
+    for d in (os.environ.get("FID_COMPILE_CACHE_FROM"), os.environ.get("FID_COMPILE_CACHE")):
+        if not d:
+            continue
+        base = os.path.join(d, f"record_{record}.bin")
+        parts = sorted(glob.glob(glob.escape(base) + ".xz.[0-9][0-9]"))
+        if parts:
+            try:
+                return base + ".xz.*", lzma.decompress(b"".join(open(p, "rb").read() for p in parts))
+            except lzma.LZMAError as e:   # a part missing or cut: compiled as if absent
+                print(f"compile caches: {base}.xz.* not readable ({e})", file=sys.stderr)
+        elif os.path.exists(base):
+            return base, open(base, "rb").read()
+    return None
+
+
 def save_cache(path):
+    import glob
+    import lzma
+    import shutil
+    import subprocess
     try:
         art = torch.compiler.save_cache_artifacts()
     except Exception as e:
@@ -183,11 +213,21 @@ def save_cache(path):
     if art is None:
         print("compile caches: nothing to save", file=sys.stderr)
         return
+    t = time.time()
+    if shutil.which("xz"):   # every core (the machine's 16); the Python module compresses on one
+        packed = subprocess.run(["xz", "-T0", "-6", "-c"], input=art[0], stdout=subprocess.PIPE, check=True).stdout
+    else:
+        packed = lzma.compress(art[0], preset=6)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        f.write(art[0])
-    os.replace(path + ".tmp", path)
-    print(f"compile caches: saved {len(art[0])} bytes to {path}", file=sys.stderr)
+    for old in glob.glob(glob.escape(path) + ".xz.*"):
+        os.remove(old)
+    for k in range(0, len(packed), PART_BYTES):
+        part = f"{path}.xz.{k // PART_BYTES:02d}"
+        with open(part + ".tmp", "wb") as f:
+            f.write(packed[k:k + PART_BYTES])
+        os.replace(part + ".tmp", part)
+    print(f"compile caches: saved {len(art[0])} bytes as {len(packed)} bytes of xz "
+          f"({-(-len(packed) // PART_BYTES)} part(s), {time.time() - t:.1f} s) to {path}.xz.*", file=sys.stderr)
 
 
 def train_windows(windows, a, info):

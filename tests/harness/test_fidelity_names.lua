@@ -8,6 +8,7 @@
 --     SPEEDRUN_BENCH_MIRROR): script_params.py reads params.txt back from the scripts, and
 --     patches.py's patches apply to every script (accum 8 and 1), the patched sources compile and
 --     the loader shapes are the expected ones; a changed script names the patch that failed;
+--   * torch_side.py's compile caches go in xz parts a device call can bring back (a stand-in torch);
 --   * the fidelity shell scripts and bench/gpu_session.sh pass `bash -n`.
 local sr = require "speedrun"
 local T = require "speedrun.testing"
@@ -140,6 +141,15 @@ if has_python then
     local ok, out = run("python3 harness/fidelity_patches_check.py --negative")
     T.ok(ok, out)
     T.ok(out:match("negative ok"), out)
+  end)
+end
+
+if has_python then
+  T.case("torch_side.py's compile caches: xz parts of <= 15 MiB, joined back, a cut set ignored", function()
+    local dir = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/fidelity-cache"
+    os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
+    local ok, out = run("python3 harness/fidelity_cache_check.py " .. sh(dir))
+    T.ok(ok and out:match("cache ok"), out)
   end)
 end
 

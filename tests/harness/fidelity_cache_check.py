@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""fidelity_cache_check.py: torch_side.py's compile-cache parts (no torch; a stand-in module).
+
+    python3 fidelity_cache_check.py TMPDIR
+save_cache writes 40 MiB of artifacts (half random, half repeated) as xz parts of at most 15 MiB;
+read_cache joins them back from FID_COMPILE_CACHE_FROM byte for byte, reads a plain record_N.bin,
+and takes a set with a part missing as no cache (compiled as if absent). Prints "cache ok".
+"""
+import os
+import sys
+import types
+
+tmp = sys.argv[1]
+fake = types.ModuleType("torch")   # what torch_side's imports (convert.py) touch at load time
+for name in ("float32", "float64", "bfloat16", "float16", "int32", "int64", "uint16", "int8", "uint8"):
+    setattr(fake, name, name)
+art = os.urandom(20 << 20) + b"artifact" * (20 << 17)
+fake.compiler = types.SimpleNamespace(save_cache_artifacts=lambda: (art, None))
+sys.modules["torch"] = fake
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tasks", "fidelity"))
+import torch_side  # noqa: E402
+
+out, back, plain = (os.path.join(tmp, d) for d in ("out", "back", "plain"))
+os.environ["FID_COMPILE_CACHE"] = out
+torch_side.save_cache(torch_side.mega_cache_path(15))
+parts = sorted(os.listdir(out))
+sizes = [os.path.getsize(os.path.join(out, p)) for p in parts]
+assert parts == ["record_15.bin.xz.00", "record_15.bin.xz.01"], parts
+assert max(sizes) <= 15 << 20, sizes
+os.rename(out, back)                       # carried to the next call: read from there, not DIR
+os.environ["FID_COMPILE_CACHE_FROM"] = back
+where, got = torch_side.read_cache(15)
+assert got == art and where.startswith(back), where
+assert torch_side.read_cache(14) is None
+os.makedirs(plain)
+open(os.path.join(plain, "record_14.bin"), "wb").write(b"plain")
+os.environ["FID_COMPILE_CACHE"] = plain
+assert torch_side.read_cache(14)[1] == b"plain"
+os.remove(os.path.join(back, "record_15.bin.xz.01"))
+assert torch_side.read_cache(15) is None, "a cut set of parts is no cache"
+print("cache ok")
