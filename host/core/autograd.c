@@ -74,10 +74,51 @@ void sr_node_save(sr_node *n, int k, sr_tensor *t) {
   n->saved_version[k] = t ? t->storage->version : 0;
 }
 
+static const char *const modified_msg = "%s backward: a tensor saved for the backward was modified in place after the forward";
+
+static bool recompute_on(void);
+
+/* the whole of storage s, contiguous from its start: what a recomputed output replaces */
+static bool covers_storage(const sr_tensor *t) {
+  return sr_is_contiguous(t) && t->offset == 0 && (size_t)sr_numel(t) * sr_dtype_size(t->dtype) == t->storage->nbytes;
+}
+
+void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x) {
+  sr_node *p = x ? x->grad_fn : NULL;
+  if (!t || !p || !p->recompute || x->grad_slot != 0 || t->storage != x->storage || t->dtype != x->dtype ||
+      !covers_storage(t) || !covers_storage(x) || !recompute_on()) {
+    sr_node_save(n, k, t);
+    return;
+  }
+  sr_watch *w = calloc(1, sizeof *w);
+  if (!w) sr_fail("out of host memory");
+  sr_watch_set(w, t);
+  n->weak[k] = w;
+  n->weak_src[k] = p;
+  p->refcount++;
+  n->saved_version[k] = t->storage->version;
+}
+
+/* slot k saved weakly: its producer's output recomputed, also when the tensor is still alive, so
+** a step's launches do not depend on when Lua collected it (a CUDA graph replays one trace) */
+static sr_tensor *revive(sr_node *n, int k) {
+  sr_watch *w = n->weak[k];
+  int version = w->ended ? w->end_version : w->view.storage->version;
+  if (version != n->saved_version[k]) sr_fail(modified_msg, n->name);
+  sr_node *p = n->weak_src[k];
+  if (!p->recomputed) p->recomputed = p->recompute(p);
+  sr_tensor *t = sr_view(p->recomputed, w->view.ndim, w->view.shape);
+  n->saved_version[k] = t->storage->version;
+  sr_watch_clear(w);
+  free(w);
+  n->weak[k] = NULL;
+  return t;
+}
+
 sr_tensor *sr_node_saved(sr_node *n, int k) {
+  if (!n->saved[k] && n->weak[k]) n->saved[k] = revive(n, k);
   sr_tensor *t = n->saved[k];
-  if (t && t->storage->version != n->saved_version[k])
-    sr_fail("%s backward: a tensor saved for the backward was modified in place after the forward", n->name);
+  if (t && t->storage->version != n->saved_version[k]) sr_fail(modified_msg, n->name);
   return t;
 }
 
@@ -85,7 +126,12 @@ static void release_saved(sr_node *n) {
   for (int k = 0; k < SR_NODE_MAXSAVED; k++) {
     sr_tensor_release(n->saved[k]);
     n->saved[k] = NULL;
+    if (n->weak[k]) { sr_watch_clear(n->weak[k]); free(n->weak[k]); n->weak[k] = NULL; }
+    sr_node_release(n->weak_src[k]);
+    n->weak_src[k] = NULL;
   }
+  sr_tensor_release(n->recomputed);
+  n->recomputed = NULL;
 }
 
 static void release_dests(sr_node *n) {
@@ -122,9 +168,10 @@ void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_i
 /* ------------------------------------------------------------------------------------------ */
 /* gradient routing: destinations and casts into leaves (autograd.h) */
 
-static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1};
-static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM"};
-static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm"};
+static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1};
+static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM",
+                                                             "SPEEDRUN_GRAD_RECOMPUTE"};
+static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute"};
 
 bool sr_grad_fusion(int which) {
   if (which < 0 || which >= SR_GRAD_FUSION_COUNT) return false;
@@ -140,6 +187,8 @@ bool sr_set_grad_fusion(int which, bool on) {
   if (which >= 0 && which < SR_GRAD_FUSION_COUNT) fusion_on[which] = on;
   return old;
 }
+
+static bool recompute_on(void) { return sr_grad_fusion(SR_GRAD_RECOMPUTE); }
 
 const char *sr_grad_fusion_name(int which) {
   return which >= 0 && which < SR_GRAD_FUSION_COUNT ? fusion_names[which] : NULL;

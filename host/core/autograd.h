@@ -16,7 +16,17 @@
 **   F.cast(w, "bfloat16")) may write the weight gradient with an fp32-output GEMM straight into
 **   the leaf's .grad, beta = 1 (sr_grad_cast_leaf, sr_grad_leaf_target): no bf16 gradient, no
 **   cast back, no add.
-** Both can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0).
+** - recompute: a rule that saves an input which is the whole output of a node able to compute it
+**   again from what that node saves anyway (an element-wise function of a saved input: relu2, gelu,
+**   square...; rms_norm from its saved input and rstd) saves it weakly (sr_node_save_output_of): the
+**   output's memory goes when the forward drops it, and the backward recomputes it once from the
+**   producer (kept on the producer until its own backward; recomputed even when the recipe still
+**   holds it, so the launches do not depend on when Lua collected it). torch.compile's
+**   partitioner makes the same trade: the MLP's relu(x)^2 and the norms' outputs are not kept for
+**   the linear layers' weight gradients. Modified in place after the save: the backward fails as
+**   for any saved tensor, whether it was still alive or not.
+** Each can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0,
+** SPEEDRUN_GRAD_RECOMPUTE=0).
 */
 #ifndef SR_AUTOGRAD_H
 #define SR_AUTOGRAD_H
@@ -33,6 +43,8 @@
 typedef void (*sr_backward_fn)(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 /* output k's gradient place as a view of d, a buffer shaped like input 0 (see above), or NULL */
 typedef sr_tensor *(*sr_dest_map_fn)(sr_node *n, int k, sr_tensor *d);
+/* output 0 of n again (a new contiguous tensor, bit-identical to the forward's) from n's saved tensors */
+typedef sr_tensor *(*sr_recompute_fn)(sr_node *n);
 
 /* node flags */
 #define SR_NODE_CAST 1u      /* a float cast (same device): its input's gradient is its own, converted */
@@ -57,6 +69,10 @@ struct sr_node {
   sr_device in_device[SR_NODE_MAXIN];
   sr_tensor *saved[SR_NODE_MAXSAVED];  /* owned refs; released after the backward */
   int saved_version[SR_NODE_MAXSAVED];
+  sr_watch *weak[SR_NODE_MAXSAVED];    /* saved weakly (recompute): the tensor, while it lives */
+  sr_node *weak_src[SR_NODE_MAXSAVED]; /* ... and the node that recomputes it (owned ref) */
+  sr_recompute_fn recompute;      /* output 0 again from the saved tensors, or NULL */
+  sr_tensor *recomputed;          /* that output, once a consumer's backward asked (until this backward) */
   double f[6];
   int64_t i[6];
   int lua_ref;                    /* custom Lua function: registry ref of its backward, else 0 */
@@ -83,6 +99,9 @@ bool sr_needs_grad(int n, sr_tensor *const *inputs);
 sr_node *sr_node_new(const char *name, sr_backward_fn bw, int nin, sr_tensor *const *inputs);
 void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs);
 void sr_node_save(sr_node *n, int k, sr_tensor *t);
+/* as sr_node_save for t, input x of n or a view of it over x's whole storage: weakly, to be
+** recomputed when gone, where x is the whole output 0 of a node with a recompute rule (above) */
+void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x);
 sr_tensor *sr_node_saved(sr_node *n, int k);  /* checks it was not modified in place since */
 void sr_node_release(sr_node *n);
 
@@ -101,10 +120,10 @@ void sr_set_lua_backward_hook(sr_lua_backward_hook h);
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 
 /* gradient routing (see the top of this file) */
-enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_FUSION_COUNT };
+enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_FUSION_COUNT };
 bool sr_grad_fusion(int which);                 /* on? (default on; the env vars turn it off) */
 bool sr_set_grad_fusion(int which, bool on);    /* returns the previous setting */
-const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm" */
+const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute" */
 
 /* For a backward rule of n: a tensor shaped and typed as input i, any strides, whose memory is
 ** where input i's gradient ends up, or NULL. Borrowed (the node upstream holds it). A rule that

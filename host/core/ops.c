@@ -204,6 +204,9 @@ static void unary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   gi[0] = dx;
 }
 
+/* y = f(x) again from the saved x (autograd.h, "recompute") */
+static sr_tensor *unary_recompute(sr_node *n) { return sr_unary_raw((sr_unary_fn)n->i[0], sr_node_saved(n, 0), n->f[0]); }
+
 sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
   check_float(sr_unary_name(fn), 1, x);
   sr_tensor *y = sr_unary_raw(fn, x, p);
@@ -215,6 +218,7 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
       sr_tensor_release(ya);
     } else if (unary_needs_x(fn)) {
       sr_node_save(n, 0, x);
+      n->recompute = unary_recompute;
     }
     n->i[0] = fn; n->f[0] = p;
   }
@@ -622,7 +626,7 @@ sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias) {
   sr_tensor_release(y2);
   sr_tensor *in[3] = {x, w, bias};
   sr_node *n = record("linear", linear_backward, 3, in, y);
-  if (n) { sr_node_save(n, 0, x2); sr_node_save(n, 1, w); }
+  if (n) { sr_node_save_output_of(n, 0, x2, x); sr_node_save(n, 1, w); }   /* x recomputed if it can be */
   sr_tensor_release(x2);
   return y;
 }

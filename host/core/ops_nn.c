@@ -77,6 +77,17 @@ static void check_norm_param(const char *op, int arg, sr_tensor *x, sr_tensor *p
     sr_fail("%s: bad argument #%d (shape %s, expected [%lld])", op, arg, SHP(p, b1), (long long)x->shape[x->ndim - 1]);
 }
 
+/* y again from the saved x and weight (autograd.h, "recompute"; the kernel's rstd is dropped) */
+static sr_tensor *rms_norm_recompute(sr_node *n) {
+  sr_tensor *x2 = sr_node_saved(n, 0), *w = sr_node_saved(n, 1);
+  int m = sr_scratch_mark();
+  sr_tensor *y2 = sr_scratch_push(sr_tensor_new_like(x2));
+  sr_tensor *rstd = sr_scratch_push(sr_tensor_new(side_dtype(x2), x2->storage->device, 1, x2->shape));
+  sr_kcall c = {.t = {y2, rstd, x2, w}, .nt = 4, .f = {n->f[0]}};
+  sr_kernel_run(SR_K_rms_norm, &c);
+  return sr_scratch_return(m, sr_scratch_push(sr_view(y2, n->out_ndim[0], n->out_shape[0])));
+}
+
 sr_tensor *sr_rms_norm(sr_tensor *x, sr_tensor *weight, double eps) {
   check_float("rms_norm", 1, x);
   if (x->ndim < 1) sr_fail("rms_norm: bad argument #1 (needs at least 1 dimension)");
@@ -92,7 +103,11 @@ sr_tensor *sr_rms_norm(sr_tensor *x, sr_tensor *weight, double eps) {
   sr_tensor_release(y2);
   sr_tensor *in[2] = {x, weight};
   sr_node *n = record("rms_norm", rms_norm_backward, 2, in, y);
-  if (n) { sr_node_save(n, 0, x2); sr_node_save(n, 1, w); sr_node_save(n, 2, rstd); }
+  if (n) {
+    sr_node_save(n, 0, x2); sr_node_save(n, 1, w); sr_node_save(n, 2, rstd);
+    n->f[0] = eps;
+    n->recompute = rms_norm_recompute;
+  }
   sr_tensor_release(x2); sr_tensor_release(w); sr_tensor_release(rstd);
   return y;
 }

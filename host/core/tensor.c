@@ -241,12 +241,12 @@ sr_mem_stats sr_mem_stats_of(sr_device d) {
 
 void sr_mem_reset_peak(sr_device d) { __atomic_store_n(&mem_peak[d], __atomic_load_n(&mem_current[d], __ATOMIC_RELAXED), __ATOMIC_RELAXED); }
 
-static void mem_count(size_t nbytes, sr_device d) {
+static void mem_count(size_t nbytes, sr_device d, uint64_t serial) {
   size_t now = __atomic_add_fetch(&mem_current[d], nbytes, __ATOMIC_RELAXED);
   size_t pk = __atomic_load_n(&mem_peak[d], __ATOMIC_RELAXED);
   while (now > pk && !__atomic_compare_exchange_n(&mem_peak[d], &pk, now, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
   __atomic_add_fetch(&mem_allocs[d], 1, __ATOMIC_RELAXED);
-  if (nbytes >= memlog_min && memlog_hook) memlog_hook(nbytes, d, now);
+  if (nbytes >= memlog_min && memlog_hook) memlog_hook(nbytes, d, now, serial, 0);
 }
 
 static uint64_t next_serial = 1;
@@ -270,12 +270,13 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->refcount = 1;
   s->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch(&live_storages, 1, __ATOMIC_RELAXED);
-  mem_count(nbytes, d);
+  mem_count(nbytes, d, s->serial);
   return s;
 }
 
 static void storage_free(sr_storage *s) {
-  __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+  size_t now = __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+  if (s->nbytes >= memlog_min && memlog_hook) memlog_hook(s->nbytes, s->device, now, s->serial, 1);
   __atomic_sub_fetch(&live_storages, 1, __ATOMIC_RELAXED);
   if (s->device == SR_CUDA) cuda_backend->free(s->data);
   else host_free(s->data, s->nbytes ? s->nbytes : 1);
@@ -286,6 +287,15 @@ void sr_storage_free_adopted(sr_storage *s) { storage_free(s); }
 
 static void storage_release(sr_storage *s) {
   if (!s || --s->refcount > 0) return;
+  for (sr_watch *w = s->watchers, *next; w; w = next) {  /* weak references end here */
+    next = w->next;
+    w->end_version = s->version;
+    w->ended = true;
+    w->view.storage = NULL;
+    w->next = NULL;
+    w->pprev = NULL;
+  }
+  s->watchers = NULL;
   if (death_hook && death_hook(s)) return;  /* adopted: freed later by sr_storage_free_adopted */
   storage_free(s);
 }
@@ -331,6 +341,41 @@ sr_tensor *sr_tensor_new_like(const sr_tensor *x) {
 sr_tensor *sr_tensor_retain(sr_tensor *x) {
   if (x) x->refcount++;
   return x;
+}
+
+void sr_watch_set(sr_watch *w, const sr_tensor *t) {
+  sr_watch_clear(w);
+  w->view = *t;
+  w->view.refcount = 0;
+  w->view.grad = NULL;
+  w->view.grad_fn = NULL;
+  w->view.requires_grad = false;
+  w->ended = false;
+  sr_storage *s = t->storage;
+  w->next = s->watchers;
+  if (w->next) w->next->pprev = &w->next;
+  w->pprev = &s->watchers;
+  s->watchers = w;
+}
+
+sr_tensor *sr_watch_get(sr_watch *w) {
+  if (w->ended || !w->view.storage) return NULL;
+  sr_tensor *t = tensor_alloc();
+  sr_storage *s = w->view.storage;
+  *t = w->view;
+  t->refcount = 1;
+  s->refcount++;
+  return t;
+}
+
+void sr_watch_clear(sr_watch *w) {
+  if (w->pprev) {  /* linked: the storage is alive */
+    *w->pprev = w->next;
+    if (w->next) w->next->pprev = w->pprev;
+  }
+  w->next = NULL;
+  w->pprev = NULL;
+  w->view.storage = NULL;
 }
 
 /* the autograd tape registers how its nodes are released (host/core/autograd.c, with its first

@@ -31,6 +31,7 @@ typedef struct sr_storage {
   int refcount;
   int version;         /* bumped by every in-place write through any view */
   uint64_t serial;     /* unique per storage over the process (1, 2, ...): its identity */
+  struct sr_watch *watchers;  /* weak references to tensors over it (sr_watch_set), told at its end */
 } sr_storage;
 
 typedef struct sr_node sr_node;  /* autograd tape node, host/core/autograd.h */
@@ -84,6 +85,18 @@ sr_tensor *sr_tensor_new(sr_dtype t, sr_device d, int ndim, const int64_t *shape
 sr_tensor *sr_tensor_new_like(const sr_tensor *x);                                 /* same dtype/device/shape, contiguous */
 sr_tensor *sr_tensor_retain(sr_tensor *x);
 void sr_tensor_release(sr_tensor *x);             /* NULL is fine */
+/* ---- weak references: a watch remembers a tensor (its geometry over its storage) without keeping
+** the storage alive; when the storage's last reference goes, the watch is told (ended) with the
+** storage's version at that moment. The autograd tape saves tensors it can recompute this way. */
+typedef struct sr_watch {
+  sr_tensor view;                  /* the tensor's fields; view.storage is NULL once it ended */
+  int end_version;                 /* the storage's version when it ended */
+  bool ended;
+  struct sr_watch *next, **pprev;  /* the storage's list */
+} sr_watch;
+void sr_watch_set(sr_watch *w, const sr_tensor *t);  /* w (cleared or new) watches t */
+sr_tensor *sr_watch_get(sr_watch *w);                /* a new reference to the tensor, or NULL when ended */
+void sr_watch_clear(sr_watch *w);                    /* stops watching (safe when ended or never set) */
 /* how a tensor's grad_fn is released: set by the autograd tape (host/core/autograd.c) */
 typedef void (*sr_node_release_fn)(sr_node *n);
 void sr_set_node_release(sr_node_release_fn f);
@@ -102,8 +115,9 @@ void sr_mem_reset_peak(sr_device d);
 /* tensors (views included) and storages alive now, over every device */
 void sr_live_counts(int64_t *tensors, int64_t *storages);
 /* SPEEDRUN_MEMLOG=<MiB>: every new storage of at least that many MiB is reported through this
-** hook (the Lua layer prints where it came from); NULL turns it off */
-typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after);
+** hook (the Lua layer prints where it came from), and again when it is freed (freed = 1): serial
+** names the storage in both; NULL turns it off */
+typedef void (*sr_memlog_hook)(size_t nbytes, sr_device d, size_t live_after, uint64_t serial, int freed);
 void sr_set_memlog_hook(sr_memlog_hook h);
 /* ---- storage lifetimes for the step compiler (host/core/fuse_record.c, fuse_exec.c): the serial
 ** the next storage gets, and a hook called when a storage's last reference goes (NULL turns it

@@ -55,13 +55,20 @@ static void alloc_pressure(size_t nbytes, sr_device d) {
   in_gc = false;
 }
 
-/* SPEEDRUN_MEMLOG=<MiB>: one stderr line per new storage of at least that size: where in Lua
-** it was made (and which tape node's backward made it), and the device's live bytes after it */
-static void memlog(size_t nbytes, sr_device d, size_t live) {
+/* SPEEDRUN_MEMLOG=<MiB>: one stderr line per new storage of at least that size: its serial, where
+** in Lua it was made (and which tape node's backward made it), and the device's live bytes after
+** it; one line when such a storage is freed (bench/memlog_live.py reads the live set back) */
+static void memlog(size_t nbytes, sr_device d, size_t live, uint64_t serial, int freed) {
+  if (freed) {
+    fprintf(stderr, "memlog: %9.1f MiB %-4s live %9.1f MiB  #%llu freed\n", (double)nbytes / 1048576.0, sr_device_name(d),
+            (double)live / 1048576.0, (unsigned long long)serial);
+    return;
+  }
   const char *node = sr_phase_node();
   luaL_where(error_state, 1);
-  fprintf(stderr, "memlog: %9.1f MiB %-4s live %9.1f MiB  %s%s%s\n", (double)nbytes / 1048576.0, sr_device_name(d),
-          (double)live / 1048576.0, lua_tostring(error_state, -1), node ? " backward of " : "", node ? node : "");
+  fprintf(stderr, "memlog: %9.1f MiB %-4s live %9.1f MiB  #%llu %s%s%s\n", (double)nbytes / 1048576.0, sr_device_name(d),
+          (double)live / 1048576.0, (unsigned long long)serial, lua_tostring(error_state, -1), node ? " backward of " : "",
+          node ? node : "");
   lua_pop(error_state, 1);
 }
 
@@ -730,13 +737,19 @@ static int f_set_grad_enabled(lua_State *L) {
 
 static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled()); return 1; }
 
-/* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm";
+/* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm", "recompute";
 ** core/autograd.h) was on; with on, sets it */
 static int f_grad_fusion(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   int which = 0;
   while (sr_grad_fusion_name(which) && strcmp(sr_grad_fusion_name(which), name)) which++;
-  if (!sr_grad_fusion_name(which)) return luaL_argerror(L, 1, lua_pushfstring(L, "unknown fusion '%s' (slices, cast_gemm)", name));
+  if (!sr_grad_fusion_name(which)) {
+    luaL_Buffer b;   /* the names, from the tape's list */
+    luaL_buffinit(L, &b);
+    for (int i = 0; sr_grad_fusion_name(i); i++) { if (i) luaL_addstring(&b, ", "); luaL_addstring(&b, sr_grad_fusion_name(i)); }
+    luaL_pushresult(&b);
+    return luaL_argerror(L, 1, lua_pushfstring(L, "unknown fusion '%s' (%s)", name, lua_tostring(L, -1)));
+  }
   lua_pushboolean(L, lua_isnoneornil(L, 2) ? sr_grad_fusion(which) : sr_set_grad_fusion(which, lua_toboolean(L, 2)));
   return 1;
 }

@@ -6,6 +6,9 @@
 --   cast_gemm: the weight gradient of a matmul whose operand is a bf16 cast of an fp32 leaf,
 --           added by an fp32-output GEMM into the leaf's .grad: within bf16 rounding of the
 --           unfused result, and at least as close to a float64 reference.
+--   recompute: a linear's input that is relu2's or rms_norm's output is saved weakly and
+--           recomputed in the backward: gradients bit for bit, the forward's memory lower, once per
+--           producer whether or not it is still alive, in-place changes after the save refused.
 -- Then whole micro-scale training steps of records 1 and 5 (record 1 also under autocast, with
 -- micro-batch accumulation) with the fusions on and off.
 local sr = require "speedrun"
@@ -42,6 +45,8 @@ end
 T.case("switches: grad_fusion names, defaults on, unknown name", function()
   T.eq(sr.grad_fusion("slices"), true)
   T.eq(sr.grad_fusion("cast_gemm"), true)
+  T.eq(sr.grad_fusion("recompute"), true)
+  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute)")
   T.eq(sr.grad_fusion("slices", false), true)
   T.eq(sr.grad_fusion("slices"), false)
   sr.grad_fusion("slices", true)
@@ -200,7 +205,7 @@ local function record_case(n, o)
     local vocab = math.min(cfg.model.vocab_size, 50257)
     local x, y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}), sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T})
     local old = {}
-    for _, name in ipairs {"slices", "cast_gemm"} do old[name] = sr.grad_fusion(name, on[name]) end
+    for _, name in ipairs {"slices", "cast_gemm", "recompute"} do old[name] = sr.grad_fusion(name, on[name] or false) end
     local ok, res = pcall(function()
       -- the gradients of the first step (micro-batches accumulated), before any update
       local mb = o.micro_batch or cfg.batch.B
@@ -225,10 +230,11 @@ local function record_case(n, o)
     if not ok then error(res, 0) end
     return res
   end
-  local off = run {slices = false, cast_gemm = false}
-  for _, on in ipairs {{slices = true, cast_gemm = false}, {slices = true, cast_gemm = true}} do
+  local off = run {}
+  for _, on in ipairs {{slices = true}, {recompute = true}, {slices = true, cast_gemm = true, recompute = true}} do
     local r = run(on)
-    local what = ("record %d%s, slices %s cast_gemm %s"):format(n, o.amp and " (amp)" or "", on.slices, on.cast_gemm)
+    local what = ("record %d%s, slices %s cast_gemm %s recompute %s"):format(n, o.amp and " (amp)" or "", on.slices,
+                                                                           on.cast_gemm, on.recompute)
     local exact = not (on.cast_gemm and o.amp)
     for s = 1, o.steps do
       local d = math.abs(r.losses[s] - off.losses[s])
@@ -247,6 +253,90 @@ local function record_case(n, o)
     end
   end
 end
+
+-- the MLP and norm of the records: linear(relu2(linear(rms_norm(x)))) in dtype dt
+local function mlp(dt)
+  sr.manual_seed(3)
+  local x = leaf({4, 16, 32}, dt)
+  local w1, w2, g = leaf({128, 32}, dt), leaf({32, 128}, dt), leaf({32}, dt)
+  return {x, w1, w2, g}, function(x, w1, w2, g)
+    return F.sum(F.square(F.linear(F.relu2(F.linear(F.rms_norm(x, g, 1e-6), w1)), w2)))
+  end
+end
+
+-- launches of kernel name (sub) in phase, over fn
+local function count(fn, name, sub, phase)
+  local n = 0
+  for _, r in ipairs(profile.run(fn)) do
+    if r.name == name and r.sub == sub and r.phase == phase then n = n + r.calls end
+  end
+  return n
+end
+
+T.case("recompute: relu2 and rms_norm outputs into linears, float32 and bfloat16: bit for bit, recomputed once", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local leaves, f = mlp(dt)
+    same_grads("recompute", leaves, f, "mlp " .. dt)
+    local function run() collectgarbage(); f(table.unpack(leaves)):backward() end
+    T.eq(count(run, "unary", "relu2", "bwd:linear"), 1, dt .. ": relu2 recomputed for the linear")
+    T.eq(count(run, "rms_norm", nil, "bwd:linear"), 1, dt .. ": rms_norm recomputed for the linear")
+    T.eq(with("recompute", false, function() return count(run, "unary", "relu2", "bwd:linear") end), 0, "off: nothing recomputed")
+  end
+end)
+
+T.case("recompute: the forward keeps the producer's input, not its output (memory)", function()
+  sr.manual_seed(4)
+  local x, w1, w2 = leaf({256, 64}), leaf({1024, 64}), leaf({64, 1024})
+  local function live_after_forward(on)
+    return with("recompute", on, function()
+      collectgarbage()
+      local base = sr.memory().current
+      local y = F.linear(F.relu2(F.linear(x, w1)), w2)
+      collectgarbage()
+      local live = sr.memory().current - base
+      F.sum(y):backward()
+      return live
+    end)
+  end
+  local h = 256 * 1024 * 4   -- one [256, 1024] f32 activation
+  local on, off = live_after_forward(true), live_after_forward(false)
+  T.eq(off - on, h, ("relu2's output not kept: %d bytes live on, %d off"):format(on, off))
+end)
+
+T.case("recompute: recomputed once for two consumers, also when still held (the same launches either way)", function()
+  local leaves, _ = mlp("float32")
+  local x, w1, w2 = leaves[1], leaves[2], leaves[3]
+  local kept
+  local function run()
+    kept = F.relu2(F.linear(x, w1))
+    F.sum(F.linear(kept, w2) + F.linear(kept, w2)):backward()
+  end
+  T.eq(count(run, "unary", "relu2", "bwd:linear"), 1, "alive: recomputed all the same")
+  local function twice()
+    collectgarbage()
+    local h = F.relu2(F.linear(x, w1))
+    local y = F.linear(h, w2) + F.linear(h, w2)
+    h = nil
+    collectgarbage()
+    F.sum(y):backward()
+  end
+  T.eq(count(twice, "unary", "relu2", "bwd:linear"), 1, "gone, two consumers: recomputed once")
+end)
+
+T.case("recompute: modified in place after the save, alive or gone: the backward refuses", function()
+  local leaves, _ = mlp("float32")
+  local x, w1, w2 = leaves[1], leaves[2], leaves[3]
+  local h = F.relu2(F.linear(x, w1))
+  local y = F.sum(F.linear(h, w2))
+  sr.no_grad(function() h:mul_(2) end)
+  T.raises(function() y:backward() end, "modified in place after the forward")
+  h = F.relu2(F.linear(x, w1))
+  y = F.sum(F.linear(h, w2))
+  sr.no_grad(function() h:mul_(2) end)
+  h = nil
+  collectgarbage()
+  T.raises(function() y:backward() end, "modified in place after the forward")
+end)
 
 T.case("record 1, micro: training steps with and without the fusions", function()
   record_case(1, {steps = 2})
