@@ -62,6 +62,7 @@ void sr_node_attach(sr_node *n, int nout, sr_tensor *const *outputs) {
     if (!y) continue;
     n->out_ndim[k] = y->ndim;
     memcpy(n->out_shape[k], y->shape, sizeof n->out_shape[k]);
+    if (k == 0) n->out0_version = y->storage->version;
     y->requires_grad = true;
     y->grad_fn = n;
     y->grad_slot = k;
@@ -83,13 +84,23 @@ static bool covers_storage(const sr_tensor *t) {
   return sr_is_contiguous(t) && t->offset == 0 && (size_t)sr_numel(t) * sr_dtype_size(t->dtype) == t->storage->nbytes;
 }
 
-void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x) {
+bool sr_node_recomputable(const sr_tensor *x) {
   sr_node *p = x ? x->grad_fn : NULL;
-  if (!t || !p || !p->recompute || x->grad_slot != 0 || t->storage != x->storage || t->dtype != x->dtype ||
-      !covers_storage(t) || !covers_storage(x) || !recompute_on()) {
+  return p && p->recompute && x->grad_slot == 0 && covers_storage(x) && x->storage->version == p->out0_version &&
+         recompute_on();
+}
+
+sr_tensor *sr_node_recomputed(sr_node *p) {
+  if (!p->recomputed) p->recomputed = p->recompute(p);
+  return p->recomputed;
+}
+
+void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x) {
+  if (!t || !sr_node_recomputable(x) || t->storage != x->storage || t->dtype != x->dtype || !covers_storage(t)) {
     sr_node_save(n, k, t);
     return;
   }
+  sr_node *p = x->grad_fn;
   sr_watch *w = calloc(1, sizeof *w);
   if (!w) sr_fail("out of host memory");
   sr_watch_set(w, t);
@@ -105,9 +116,7 @@ static sr_tensor *revive(sr_node *n, int k) {
   sr_watch *w = n->weak[k];
   int version = w->ended ? w->end_version : w->view.storage->version;
   if (version != n->saved_version[k]) sr_fail(modified_msg, n->name);
-  sr_node *p = n->weak_src[k];
-  if (!p->recomputed) p->recomputed = p->recompute(p);
-  sr_tensor *t = sr_view(p->recomputed, w->view.ndim, w->view.shape);
+  sr_tensor *t = sr_view(sr_node_recomputed(n->weak_src[k]), w->view.ndim, w->view.shape);
   n->saved_version[k] = t->storage->version;
   sr_watch_clear(w);
   free(w);

@@ -72,6 +72,7 @@ struct sr_node {
   sr_watch *weak[SR_NODE_MAXSAVED];    /* saved weakly (recompute): the tensor, while it lives */
   sr_node *weak_src[SR_NODE_MAXSAVED]; /* ... and the node that recomputes it (owned ref) */
   sr_recompute_fn recompute;      /* output 0 again from the saved tensors, or NULL */
+  int out0_version;               /* output 0's storage version when attached (unchanged since: recomputable) */
   sr_tensor *recomputed;          /* that output, once a consumer's backward asked (until this backward) */
   double f[6];
   int64_t i[6];
@@ -102,6 +103,11 @@ void sr_node_save(sr_node *n, int k, sr_tensor *t);
 /* as sr_node_save for t, input x of n or a view of it over x's whole storage: weakly, to be
 ** recomputed when gone, where x is the whole output 0 of a node with a recompute rule (above) */
 void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x);
+/* x is the whole output 0 of a node with a recompute rule, unchanged since it was made, and the
+** recompute fusion is on; then sr_node_recomputed(x->grad_fn) gives it again (made once, kept on
+** the node until its backward) */
+bool sr_node_recomputable(const sr_tensor *x);
+sr_tensor *sr_node_recomputed(sr_node *p);
 sr_tensor *sr_node_saved(sr_node *n, int k);  /* checks it was not modified in place since */
 void sr_node_release(sr_node *n);
 

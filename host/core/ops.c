@@ -632,31 +632,6 @@ sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* casts, transfers, copies */
-
-static void cast_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
-  if (go[0]) gi[0] = sr_to_raw(go[0], n->in_device[0], n->in_dtype[0]);
-}
-
-static sr_tensor *convert(const char *op, sr_tensor *x, sr_device d, sr_dtype dt) {
-  sr_tensor *y = sr_to_raw(x, d, dt);
-  if (sr_dtype_is_float(dt) && sr_dtype_is_float(x->dtype)) {
-    sr_node *n = record(op, cast_backward, 1, &x, y);
-    if (n && d == x->storage->device && dt != x->dtype) n->flags |= SR_NODE_CAST;
-  }
-  return y;
-}
-
-sr_tensor *sr_cast(sr_tensor *x, sr_dtype dt) { return convert("cast", x, x->storage->device, dt); }
-sr_tensor *sr_to_device(sr_tensor *x, sr_device d) { return convert("to", x, d, x->dtype); }
-sr_tensor *sr_clone(sr_tensor *x) { return convert("clone", x, x->storage->device, x->dtype); }
-
-sr_tensor *sr_contiguous(sr_tensor *x) {
-  if (sr_is_contiguous(x)) return sr_tensor_retain(x);
-  return sr_clone(x);
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* differentiable views: the gradient goes back through the inverse view */
 
 static void view_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {  /* view/reshape/(un)squeeze */

@@ -323,6 +323,32 @@ T.case("recompute: recomputed once for two consumers, also when still held (the 
   T.eq(count(twice, "unary", "relu2", "bwd:linear"), 1, "gone, two consumers: recomputed once")
 end)
 
+T.case("recompute: through a float cast (autocast's F.linear(F.cast(rms_norm(x), bf16), w)), bit for bit", function()
+  sr.manual_seed(5)
+  local x, w, g = leaf({4, 16, 32}), leaf({48, 32}), leaf({32})
+  local function f(x, w, g)
+    local h = F.rms_norm(x, g, 1e-6)
+    local wb = F.cast(w, "bfloat16")
+    return F.sum(F.square(F.cast(F.linear(F.cast(h, "bfloat16"), wb) + F.linear(F.cast(h, "bfloat16"), wb), "float32")))
+  end
+  same_grads("recompute", {x, w, g}, f, "autocast linear")
+  local function run() collectgarbage(); f(x, w, g):backward() end
+  T.eq(count(run, "rms_norm", nil, "bwd:linear"), 1, "rms_norm recomputed once for both casts")
+  T.eq(count(run, "copy", nil, "bwd:linear"), 2, "each cast recomputed for its linear")
+end)
+
+T.case("recompute: an output changed in place before a linear read it (no_grad) is kept, not recomputed", function()
+  local leaves, _ = mlp("float32")
+  local x, w1, w2 = leaves[1], leaves[2], leaves[3]
+  local function f(x, w1, w2)
+    local h = F.relu2(F.linear(x, w1))
+    sr.no_grad(function() h:mul_(2) end)
+    return F.sum(F.square(F.linear(h, w2)))
+  end
+  same_grads("recompute", {x, w1, w2}, f, "changed before the save")
+  T.eq(count(function() f(x, w1, w2):backward() end, "unary", "relu2", "bwd:linear"), 0, "not recomputed")
+end)
+
 T.case("recompute: modified in place after the save, alive or gone: the backward refuses", function()
   local leaves, _ = mlp("float32")
   local x, w1, w2 = leaves[1], leaves[2], leaves[3]
