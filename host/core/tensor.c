@@ -358,16 +358,6 @@ void sr_watch_set(sr_watch *w, const sr_tensor *t) {
   s->watchers = w;
 }
 
-sr_tensor *sr_watch_get(sr_watch *w) {
-  if (w->ended || !w->view.storage) return NULL;
-  sr_tensor *t = tensor_alloc();
-  sr_storage *s = w->view.storage;
-  *t = w->view;
-  t->refcount = 1;
-  s->refcount++;
-  return t;
-}
-
 void sr_watch_clear(sr_watch *w) {
   if (w->pprev) {  /* linked: the storage is alive */
     *w->pprev = w->next;

@@ -95,7 +95,6 @@ typedef struct sr_watch {
   struct sr_watch *next, **pprev;  /* the storage's list */
 } sr_watch;
 void sr_watch_set(sr_watch *w, const sr_tensor *t);  /* w (cleared or new) watches t */
-sr_tensor *sr_watch_get(sr_watch *w);                /* a new reference to the tensor, or NULL when ended */
 void sr_watch_clear(sr_watch *w);                    /* stops watching (safe when ended or never set) */
 /* how a tensor's grad_fn is released: set by the autograd tape (host/core/autograd.c) */
 typedef void (*sr_node_release_fn)(sr_node *n);
