@@ -27,7 +27,7 @@ static uint64_t sort_key(const sr_tensor *x, int64_t i) {
     case SR_BF16: {
       uint16_t b = ((const uint16_t *)base)[i];
       if (b == 0x8000u) b = 0;
-      return (uint64_t)(uint16_t)(b & 0x8000u ? ~b : b | 0x8000u);
+      return (uint64_t)(b & 0x8000u ? (uint16_t)~b : (uint16_t)(b | 0x8000u));
     }
     case SR_F64: {
       uint64_t b;

@@ -98,6 +98,12 @@ T.case("cumsum and argsort", function()
   T.close(F.argsort(x), {4, 5, 1, 3, 2, 0, 6}); T.eq(F.argsort(x).dtype, "int32")
   T.close(F.argsort(x, 1, {descending = true}), {6, 0, 2, 1, 3, 4, 5})
   T.close(F.argsort(a, 1), {0, 1, 0, 1, 0, 1}); T.close(F.argsort(a, 2, {descending = true}), {1, 2, 0, 2, 0, 1})
+  -- negatives through each float key (their bits flipped), bf16 and f64 as f32
+  for _, dt in ipairs {"bfloat16", "float32", "float64"} do
+    local n = F.cast(sr.tensor({3, -1, 2, -2.5, -0.0, 0.0, -1}), dt)
+    T.close(F.argsort(n), {3, 1, 6, 4, 5, 2, 0}, 0, dt)
+    T.close(F.argsort(n, 1, {descending = true}), {0, 2, 4, 5, 1, 6, 3}, 0, dt)
+  end
   -- record 15's lists: a 0/1 mask row, listed blocks first in ascending order, then the rest
   local dense = sr.tensor({{1, 0, 1, 1}, {0, 0, 0, 1}}, {dtype = "int32"})
   T.close(F.argsort(dense, 2, {descending = true}), {0, 2, 3, 1, 3, 0, 1, 2})
