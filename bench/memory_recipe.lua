@@ -1,0 +1,106 @@
+-- bench/memory_recipe.lua: what a recipe's training step keeps alive, per token, on the CPU.
+--   speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N]
+--       [--recompute on|off|both] [--seed S]
+-- Builds the recipe at a scale (default full: the record's model and optimizer) with N tokens per
+-- micro-batch (default 2048; seq mode: one flat sequence of N, bt mode: N / T rows of the scale's
+-- T), runs one step (the optimizer's state made), then a second one and reports, above what was
+-- alive before it (weights, optimizer state): the live bytes when the step's first backward()
+-- starts (the end of the forward: the activations kept for the backward, after a full Lua
+-- collection: what the tape and the recipe hold, not temporaries Lua has yet to collect) and the step's peak,
+-- each also per token. speedrun.memory counts tensor storage alike on both devices, so this
+-- predicts the GPU's activations at the record's own micro-batch (per token x its tokens)
+-- without a GPU. --recompute (default both): the tape's recompute trade on, off, or each in turn
+-- (docs/cuda.md "Recompute"). With SPEEDRUN_MEMLOG=<MiB> and bench/memlog_live.py --at "backward
+-- starts", what is alive at that point, by the Lua line that made it.
+local sr = require "speedrun"
+local util = require "speedrun.util"
+local core = require "speedrun.core"
+local F = sr.F
+
+local USAGE = "usage: speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N] "
+  .. "[--recompute on|off|both] [--seed S]"
+local function die(msg) io.stderr:write("memory_recipe.lua: ", msg, "\n") os.exit(2) end
+
+local pos, opt = {}, {}
+do
+  local i = 1
+  while arg[i] do
+    if arg[i]:sub(1, 2) == "--" then
+      if arg[i + 1] == nil then die("option " .. arg[i] .. " needs a value\n" .. USAGE) end
+      opt[arg[i]:sub(3)] = arg[i + 1]
+      i = i + 2
+    else
+      pos[#pos + 1] = arg[i]
+      i = i + 1
+    end
+  end
+end
+for k in pairs(opt) do
+  if not ({scale = 1, tokens = 1, recompute = 1, seed = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
+end
+local path = pos[1] or die(USAGE)
+local scale = opt.scale or "full"
+local tokens = math.tointeger(tonumber(opt.tokens or 2048))
+if not tokens or tokens < 1 then die("--tokens must be a positive integer") end
+local seed = math.tointeger(tonumber(opt.seed or 1)) or die("--seed must be an integer")
+local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute or "both"]
+  or die("--recompute must be on, off or both")
+
+local recipe, err = util.load_recipe(path)
+if not recipe then die(err) end
+local base_cfg = recipe.config[scale] or die("the recipe has no scale " .. scale)
+local b = base_cfg.batch
+local over = {batch = util.deepcopy(b)}
+if b.mode == "seq" then
+  over.batch.T, over.micro_batch = tokens, tokens
+  if base_cfg.val_batch then over.val_batch = {B = 1, T = tokens} end
+elseif b.mode == "bt" then
+  if tokens % b.T ~= 0 then die(("--tokens must be a multiple of the scale's T (%d)"):format(b.T)) end
+  over.batch.B, over.micro_batch = tokens // b.T, tokens // b.T
+else
+  die("batch modes bt and seq are supported (this scale uses " .. tostring(b.mode) .. ")")
+end
+
+local methods = core.Tensor.methods
+local real_backward = methods.backward
+local at_backward   -- live bytes when the measured step's first backward() starts
+methods.backward = function(self, ...)
+  if at_backward == false then
+    collectgarbage(); collectgarbage()   -- what is kept, not what Lua has yet to collect
+    at_backward = sr.memory("cpu").current
+    io.stderr:write("memory_recipe: backward starts\n")
+  end
+  return real_backward(self, ...)
+end
+
+local function measure(on)
+  local old = sr.grad_fusion("recompute", on)
+  local ctx = util.recipe_context(recipe, scale, "cpu", seed, over)
+  local shape = b.mode == "seq" and {tokens} or {tokens // b.T, b.T}
+  local vocab = math.min((ctx.config.model or {}).vocab_size or 50257, 50257)
+  local x, y = sr.randint(0, vocab, shape), sr.randint(0, vocab, shape)
+  if b.mode == "seq" and ctx.config.eot then   -- documents of ~600 tokens, as profile_recipe.lua
+    x = F.masked_fill(x, F.lt(sr.rand(shape), 1 / 600), ctx.config.eot)
+  end
+  local function step(s)
+    if recipe.schedule then recipe.schedule(ctx, s) end
+    return recipe.train_step(ctx, s, {x = x, y = y, step = s})
+  end
+  step(1)
+  collectgarbage(); collectgarbage()
+  local base = sr.memory("cpu").current
+  sr.reset_peak_memory("cpu")
+  at_backward = false
+  step(2)
+  local peak = sr.memory("cpu").peak
+  sr.grad_fusion("recompute", old)
+  local kept = at_backward and at_backward - base
+  at_backward = nil
+  local mib = 2 ^ 20
+  print(("%s, scale %s, %d tokens a micro-batch, recompute %s: before the step %.1f MiB; at the first backward +%s; step peak +%.1f MiB (%.1f KiB a token)")
+    :format(recipe.name or path, scale, tokens, on and "on" or "off", base / mib,
+            kept and ("%.1f MiB (%.1f KiB a token)"):format(kept / mib, kept / tokens / 1024) or "? (no backward())",
+            (peak - base) / mib, (peak - base) / tokens / 1024))
+end
+
+for _, on in ipairs(modes) do measure(on) end
