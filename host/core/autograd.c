@@ -75,6 +75,10 @@ void sr_node_save(sr_node *n, int k, sr_tensor *t) {
   n->saved_version[k] = t ? t->storage->version : 0;
 }
 
+static void fail_second_pass(const sr_node *n) {
+  sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
+}
+
 static const char *const modified_msg = "%s backward: a tensor saved for the backward was modified in place after the forward";
 
 static bool recompute_on(void);
@@ -91,6 +95,7 @@ bool sr_node_recomputable(const sr_tensor *x) {
 }
 
 sr_tensor *sr_node_recomputed(sr_node *p) {
+  if (!p->recomputed && !p->backward) fail_second_pass(p);  /* its backward ran (another root's pass) */
   if (!p->recomputed) p->recomputed = p->recompute(p);
   return p->recomputed;
 }
@@ -397,7 +402,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     if (!n->backward) {
       sr_set_grad_enabled(old_mode);
       sr_backward_reset();
-      sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
+      fail_second_pass(n);
     }
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
     int gmark = sr_scratch_mark();

@@ -349,6 +349,21 @@ T.case("recompute: an output changed in place before a linear read it (no_grad) 
   T.eq(count(function() f(x, w1, w2):backward() end, "unary", "relu2", "bwd:linear"), 0, "not recomputed")
 end)
 
+T.case("recompute: the producer's backward already ran (another root): refused as a second pass, no crash", function()
+  local leaves, _ = mlp("float32")
+  local x, w1, w2 = leaves[1], leaves[2], leaves[3]
+  local h = F.relu2(F.linear(x, w1))
+  local y1, y2 = F.sum(F.linear(h, w2)), F.sum(h)
+  h = nil
+  collectgarbage()
+  y2:backward()
+  T.raises(function() y1:backward() end, "trying to go through the graph a second time (relu2)")
+  local g = F.rms_norm(x, nil, 1e-6)
+  local z1, z2 = F.sum(F.linear(F.cast(g, "bfloat16"), F.cast(w2:transpose(1, 2):contiguous(), "bfloat16"))), F.sum(g)
+  z2:backward()
+  T.raises(function() z1:backward() end, "trying to go through the graph a second time (rms_norm)")
+end)
+
 T.case("recompute: modified in place after the save, alive or gone: the backward refuses", function()
   local leaves, _ = mlp("float32")
   local x, w1, w2 = leaves[1], leaves[2], leaves[3]
