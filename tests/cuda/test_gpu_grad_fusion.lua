@@ -6,6 +6,8 @@
 --   cast_gemm: bf16 linear / matmul weight gradients added by the fp32-output GEMM into fp32
 --           leaves over several backward passes (beta 0, then 1): no cast back, no add, within
 --           bf16 rounding of the unfused result and at least as close to a float64 reference;
+--   recompute: relu2 and rms_norm outputs (through autocast casts) recomputed for the linears'
+--           weight gradients: bit for bit, each once;
 --   record 1 at micro scale under autocast with 2 micro-batches: the first step's gradients
 --           and two training steps' losses.
 local sr = speedrun or require "speedrun"
@@ -102,6 +104,29 @@ T.case("cast_gemm: bf16 linear and matmul weight gradients into fp32 leaves, 3 p
     T.ok(maxdiff(gn, go) / s < 3 * 2 ^ -7, name .. ": fused vs unfused within bf16 rounding")
     T.ok(en <= eo * 1.5 + 1e-6, ("%s: fused error %.3g vs unfused %.3g"):format(name, en, eo))
   end
+end)
+
+T.case("recompute: the records' MLP and norms on the device (bf16, autocast casts): bit for bit, recomputed once", function()
+  sr.manual_seed(3)
+  local x0, w10, w20, g0 = sr.randn(4, 256, 128), sr.randn(512, 128) * 0.05, sr.randn(128, 512) * 0.05, sr.randn(128)
+  local function run(on)
+    local x = x0:to(DEV):detach():requires_grad_()
+    local w1, w2, g = w10:to(DEV):requires_grad_(), w20:to(DEV):requires_grad_(), g0:to(DEV):requires_grad_()
+    local n = with("recompute", on, function()
+      return launches(function()
+        local function lin(a, w) return F.linear(F.cast(a, "bfloat16"), F.cast(w, "bfloat16")) end
+        local h = F.relu2(lin(F.rms_norm(x, g, 1e-6), w1))
+        F.sum(F.square(F.cast(lin(h, w2), "float32"))):backward()
+      end)
+    end)
+    return {x.grad, w1.grad, w2.grad, g.grad}, n
+  end
+  local off, noff = run(false)
+  local on, non = run(true)
+  for i = 1, 4 do T.eq(maxdiff(on[i], off[i]), 0, "gradient " .. i .. " bit for bit") end
+  T.eq(non["unary.relu2 bwd:linear"], 1, "relu2 recomputed for the second linear")
+  T.eq(non["rms_norm bwd:linear"], 1, "rms_norm recomputed for the first linear's cast")
+  T.eq(noff["unary.relu2 bwd:linear"], nil, "off: nothing recomputed")
 end)
 
 T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function()
