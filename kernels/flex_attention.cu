@@ -572,6 +572,9 @@ static const char *mask_dims(const sr_tensor *bm, int64_t *nb, int *bs) {
   return NULL;
 }
 
+// a count held on the device (the window, window_blocks): one int32
+static bool one_i32(const sr_tensor *t) { return t->dtype == SR_I32 && sr_numel(t) == 1; }
+
 static const char *doc_arg(const sr_tensor *doc, int64_t T) {
   if (doc && (doc->dtype != SR_I32 || sr_numel(doc) != T || !sr_is_contiguous(doc))) return sr_errf("doc ids must be contiguous int32 [T]");
   return NULL;
@@ -596,9 +599,9 @@ extern "C" const char *sr_cuda_flex_block_mask(const sr_kcall *c) {
   const char *e = mask_dims(bm, &nb, &bs);
   if (!e) e = doc_arg(doc, nb * bs);
   if (e) return e;
-  if (wbt && (wbt->dtype != SR_I32 || sr_numel(wbt) != 1)) return sr_errf("window_blocks must be one int32");
   sr_tensor *wt = c->nt > 3 ? c->t[3] : NULL;
-  if (wt && (wt->dtype != SR_I32 || sr_numel(wt) != 1)) return sr_errf("the window tensor must be one int32");
+  if (wbt && !one_i32(wbt)) return sr_errf("window_blocks must be one int32");
+  if (wt && !one_i32(wt)) return sr_errf("the window tensor must be one int32");
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   uint8_t *cls = (uint8_t *)sr_cuda_malloc((size_t)(nb * nb));
   int32_t *lo = doc ? (int32_t *)sr_cuda_malloc((size_t)nb * 2 * sizeof(int32_t)) : NULL;

@@ -79,7 +79,9 @@ static void fail_second_pass(const sr_node *n) {
   sr_fail("backward: trying to go through the graph a second time (%s); its saved tensors were freed after the first backward", n->name);
 }
 
-static const char *const modified_msg = "%s backward: a tensor saved for the backward was modified in place after the forward";
+static void fail_modified(const sr_node *n) {
+  sr_fail("%s backward: a tensor saved for the backward was modified in place after the forward", n->name);
+}
 
 static bool recompute_on(void);
 
@@ -120,7 +122,7 @@ void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x) {
 static sr_tensor *revive(sr_node *n, int k) {
   sr_watch *w = n->weak[k];
   int version = w->ended ? w->end_version : w->view.storage->version;
-  if (version != n->saved_version[k]) sr_fail(modified_msg, n->name);
+  if (version != n->saved_version[k]) fail_modified(n);
   sr_tensor *t = sr_view(sr_node_recomputed(n->weak_src[k]), w->view.ndim, w->view.shape);
   n->saved_version[k] = t->storage->version;
   sr_watch_clear(w);
@@ -132,7 +134,7 @@ static sr_tensor *revive(sr_node *n, int k) {
 sr_tensor *sr_node_saved(sr_node *n, int k) {
   if (!n->saved[k] && n->weak[k]) n->saved[k] = revive(n, k);
   sr_tensor *t = n->saved[k];
-  if (t && t->storage->version != n->saved_version[k]) sr_fail(modified_msg, n->name);
+  if (t && t->storage->version != n->saved_version[k]) fail_modified(n);
   return t;
 }
 

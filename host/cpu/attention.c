@@ -181,14 +181,16 @@ static void flex_docs(int32_t *bm, const sr_tensor *doc, int64_t nb, int64_t bs,
   }
 }
 
-/* the element mask's window in tokens: the one-int32 tensor at slot `at` when the call has one (read
-** now, as the device reads it when the kernel runs), else i1; NULL *err on a bad tensor */
-static int64_t flex_window(const sr_kcall *c, int at, const char **err) {
-  sr_tensor *w = c->nt > at ? c->t[at] : NULL;
-  if (!w) return c->i[1];
-  if (w->dtype != SR_I32 || sr_numel(w) != 1) { *err = "the window tensor must be one int32"; return 0; }
-  return (int64_t)cpu_ld(w->storage->data, SR_I32, w->offset);
+/* a count held on the device or given as an immediate (the window in tokens, window_blocks): the
+** one-int32 tensor at slot `at` when the call has one (read now, as the device reads it when the
+** kernel runs), else def; *err = bad when the tensor is not one int32 */
+static int64_t flex_count(const sr_kcall *c, int at, int64_t def, const char *bad, const char **err) {
+  sr_tensor *t = c->nt > at ? c->t[at] : NULL;
+  if (!t) return def;
+  if (t->dtype != SR_I32 || sr_numel(t) != 1) { *err = bad; return 0; }
+  return (int64_t)cpu_ld(t->storage->data, SR_I32, t->offset);
 }
+static const char *const window_bad = "the window tensor must be one int32";
 
 /* flex_block_mask: the mask from its components (create_block_mask's job) */
 const char *sr_cpu_flex_block_mask(const sr_kcall *c) {
@@ -197,10 +199,9 @@ const char *sr_cpu_flex_block_mask(const sr_kcall *c) {
   const char *e = flex_dims(bm, &nb, &bs);
   if (e) return e;
   if (doc && (doc->dtype != SR_I32 || sr_numel(doc) != nb * bs || !sr_is_contiguous(doc))) return "doc ids must be contiguous int32 [T]";
-  if (wbt && (wbt->dtype != SR_I32 || sr_numel(wbt) != 1)) return "window_blocks must be one int32";
-  int64_t wb = wbt ? (int64_t)cpu_ld(wbt->storage->data, SR_I32, wbt->offset) : c->i[2];
-  if (wbt && wb < 1) return "window_blocks must be >= 1";
-  int64_t window = flex_window(c, 3, &e);
+  int64_t wb = flex_count(c, 2, c->i[2], "window_blocks must be one int32", &e);
+  if (!e && wbt && wb < 1) e = "window_blocks must be >= 1";
+  int64_t window = e ? 0 : flex_count(c, 3, c->i[1], window_bad, &e);
   if (e) return e;
   int32_t *lo = doc ? malloc(sizeof *lo * (size_t)nb * 2) : NULL, *hi = lo ? lo + nb : NULL;
   unsigned char *cls = malloc((size_t)(nb * nb));
@@ -277,7 +278,7 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
   const char *e = cpu_check_floats(c, 0, 5);
   int64_t nb, bs;
   if (!e) e = flex_check(c, q, bm, &nb, &bs);
-  int64_t window = e ? 0 : flex_window(c, 6, &e);
+  int64_t window = e ? 0 : flex_count(c, 6, c->i[1], window_bad, &e);
   if (e) return e;
   int64_t T = q->shape[2], D = q->shape[3], BH = q->shape[0] * q->shape[1], TD = T * D;
   const int32_t *B = (const int32_t *)bm->storage->data + bm->offset;
@@ -331,7 +332,7 @@ const char *sr_cpu_flex_attention_backward(const sr_kcall *c) {
   const char *e = cpu_check_floats(c, 0, 9);
   int64_t nb, bs;
   if (!e) e = flex_check(c, q, bm, &nb, &bs);
-  int64_t window = e ? 0 : flex_window(c, 10, &e);
+  int64_t window = e ? 0 : flex_count(c, 10, c->i[1], window_bad, &e);
   if (e) return e;
   int64_t T = q->shape[2], D = q->shape[3], BH = q->shape[0] * q->shape[1], TD = T * D;
   const int32_t *B = (const int32_t *)bm->storage->data + bm->offset;

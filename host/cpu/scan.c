@@ -1,7 +1,7 @@
 /*
 ** cpu/scan.c: CPU reference of cumsum over rows (kernels/scan.cu): prefix sums, or suffix sums
 ** (reverse: the backward of a prefix sum). Rows are the last dim of a contiguous [R, N] tensor;
-** the front-end (host/core/ops.c, sr_cumsum) moves any dim there. Floats accumulate in double and
+** the front-end (host/core/ops_order.c, sr_cumsum) moves any dim there. Floats accumulate in double and
 ** each output is rounded once to the dtype; int32 accumulates in int64 and stores the low 32
 ** bits, as a two's complement sum wraps. Rows run in parallel; each row is one sequential pass,
 ** so no result depends on the thread count.
