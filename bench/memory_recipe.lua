@@ -15,29 +15,14 @@
 local sr = require "speedrun"
 local util = require "speedrun.util"
 local core = require "speedrun.core"
-local F = sr.F
+local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N] "
   .. "[--recompute on|off|both] [--seed S]"
 local function die(msg) io.stderr:write("memory_recipe.lua: ", msg, "\n") os.exit(2) end
 
-local pos, opt = {}, {}
-do
-  local i = 1
-  while arg[i] do
-    if arg[i]:sub(1, 2) == "--" then
-      if arg[i + 1] == nil then die("option " .. arg[i] .. " needs a value\n" .. USAGE) end
-      opt[arg[i]:sub(3)] = arg[i + 1]
-      i = i + 2
-    else
-      pos[#pos + 1] = arg[i]
-      i = i + 1
-    end
-  end
-end
-for k in pairs(opt) do
-  if not ({scale = 1, tokens = 1, recompute = 1, seed = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
-end
+local opt, pos = options.parse(arg, {scale = "value", tokens = "value", recompute = "value", seed = "value"})
+if not opt then die(pos .. "\n" .. USAGE) end
 local path = pos[1] or die(USAGE)
 local scale = opt.scale or "full"
 local tokens = math.tointeger(tonumber(opt.tokens or 2048))
@@ -76,12 +61,7 @@ end
 local function measure(on)
   local old = sr.grad_fusion("recompute", on)
   local ctx = util.recipe_context(recipe, scale, "cpu", seed, over)
-  local shape = b.mode == "seq" and {tokens} or {tokens // b.T, b.T}
-  local vocab = math.min((ctx.config.model or {}).vocab_size or 50257, 50257)
-  local x, y = sr.randint(0, vocab, shape), sr.randint(0, vocab, shape)
-  if b.mode == "seq" and ctx.config.eot then   -- documents of ~600 tokens, as profile_recipe.lua
-    x = F.masked_fill(x, F.lt(sr.rand(shape), 1 / 600), ctx.config.eot)
-  end
+  local x, y = util.random_batch(ctx.config, b.mode == "seq" and {tokens} or {tokens // b.T, b.T})
   local function step(s)
     if recipe.schedule then recipe.schedule(ctx, s) end
     return recipe.train_step(ctx, s, {x = x, y = y, step = s})

@@ -5,7 +5,8 @@
 -- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
 -- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
 -- micro-batches); in seq mode (records 12+) x, y [T] with the recipe's end-of-text token at a
--- random ~1 in 600 positions, so the document masks have FineWeb's sparsity. Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
+-- random ~1 in 600 positions, so the document masks have FineWeb's sparsity (util.random_batch).
+-- Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
 -- clock), then K more under the profiler, all eager (no CUDA graph); prints both ms/step and the
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
 -- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
@@ -16,36 +17,16 @@
 local sr = require "speedrun"
 local profile = require "speedrun.profile"
 local util = require "speedrun.util"
+local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
-  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S]"
-local GPT2_VOCAB = 50257
-local DOC_TOKENS = 600   -- mean document length in seq mode (FineWeb's, tokenised)
-local F = sr.F
+  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan]"
 
 local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
 
-local pos, opt = {}, {}
-do
-  local i = 1
-  while arg[i] do
-    local a = arg[i]
-    if a == "--dump-plan" then
-      opt["dump-plan"] = true
-      i = i + 1
-    elseif a:sub(1, 2) == "--" then
-      if arg[i + 1] == nil then die("option " .. a .. " needs a value\n" .. USAGE) end
-      opt[a:sub(3)] = arg[i + 1]
-      i = i + 2
-    else
-      pos[#pos + 1] = a
-      i = i + 1
-    end
-  end
-end
-for k in pairs(opt) do
-  if not ({scale = 1, device = 1, steps = 1, warmup = 1, top = 1, seed = 1, fuse = 1, ["dump-plan"] = 1})[k] then die("unknown option --" .. k .. "\n" .. USAGE) end
-end
+local opt, pos = options.parse(arg, {scale = "value", device = "value", steps = "value", warmup = "value", top = "value",
+                                     seed = "value", fuse = "value", ["dump-plan"] = "flag"})
+if not opt then die(pos .. "\n" .. USAGE) end
 local recipe_path = pos[1] or die(USAGE)
 
 local function count(name, default, min)
@@ -68,15 +49,8 @@ local ctx, cerr = util.recipe_context(recipe, scale, device, seed)
 if not ctx then die(cerr) end
 local cfg, b = ctx.config, ctx.config.batch
 
-local vocab = math.min((cfg.model or {}).vocab_size or GPT2_VOCAB, GPT2_VOCAB)
 local shape = mode == "bt" and {b.B, b.T} or {b.T}
-local x = sr.randint(0, vocab, shape)
-local y = sr.randint(0, vocab, shape)
-if mode == "seq" and cfg.eot then
-  -- documents as in FineWeb (~600 tokens on average: the records' masks have ~100 per 64K), so
-  -- the block masks have the records' sparsity; uniform tokens alone would make one document
-  x = F.masked_fill(x, F.lt(sr.rand(b.T), 1 / DOC_TOKENS), cfg.eot)
-end
+local x, y = util.random_batch(cfg, shape)
 x, y = x:to(device), y:to(device)
 -- tokens per micro-batch (seq: micro_batch counts tokens, one sequence each) and sequences per step
 local mb = cfg.micro_batch or (mode == "bt" and b.B or b.T)

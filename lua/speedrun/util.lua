@@ -54,6 +54,20 @@ function util.recipe_context(recipe, scale, device, seed, overrides)
   return ctx
 end
 
+-- random training tokens x, y of `shape` (on the CPU) for a recipe's config, for the tools that
+-- drive its step (bench/profile_recipe.lua, bench/memory_recipe.lua): ids in [0, min(vocab_size,
+-- 50257)) (the GPT-2 ids the harness feeds); a flat sequence ([T], seq mode) gets the config's
+-- end-of-text token at a random ~1 in 600 positions, FineWeb's mean document length, so the
+-- records' document masks have their sparsity (~100 documents per 64K) where uniform tokens
+-- would make one document
+function util.random_batch(cfg, shape)
+  local sr = require "speedrun"
+  local vocab = math.min((cfg.model or {}).vocab_size or 50257, 50257)
+  local x, y = sr.randint(0, vocab, shape), sr.randint(0, vocab, shape)
+  if #shape == 1 and cfg.eot then x = sr.F.masked_fill(x, sr.F.lt(sr.rand(shape), 1 / 600), cfg.eot) end
+  return x, y
+end
+
 -- s as one single-quoted shell word (for os.execute and io.popen command lines)
 function util.shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

@@ -23,9 +23,13 @@ usage: torch_side.py --script train_gpt2.py --record N --weights init.srw --trai
 """
 import argparse
 import faulthandler
+import glob
 import itertools
 import json
+import lzma
 import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -183,8 +187,6 @@ def mega_cache_path(record):
 def read_cache(record):
     """(where, bytes) of record N's artifacts in FID_COMPILE_CACHE_FROM or FID_COMPILE_CACHE: the
     xz parts joined and decompressed, or a plain record_N.bin; None when there are none."""
-    import glob
-    import lzma
     for d in (os.environ.get("FID_COMPILE_CACHE_FROM"), os.environ.get("FID_COMPILE_CACHE")):
         if not d:
             continue
@@ -201,10 +203,6 @@ def read_cache(record):
 
 
 def save_cache(path):
-    import glob
-    import lzma
-    import shutil
-    import subprocess
     try:
         art = torch.compiler.save_cache_artifacts()
     except Exception as e:
