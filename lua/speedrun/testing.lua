@@ -89,6 +89,15 @@ end
 -- shell_quote(s): s as one single-quoted word for os.execute / io.popen command lines
 T.shell_quote = require("speedrun.util").shell_quote
 
+-- run(cmd): cmd through the shell, its stdout and stderr together: ok (exit status 0), the output,
+-- the exit code
+function T.run(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return ok, out, code
+end
+
 -- token_stream(n, seed): n token ids of a learnable stream over 32 tokens, (k * 7) mod 23 with
 -- noise tokens 23..31 at random places (an LCG from seed), for synthetic shards in tests
 function T.token_stream(n, seed)

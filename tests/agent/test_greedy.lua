@@ -26,9 +26,7 @@ assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(8000, 
 local read = T.read
 local write = T.write
 local function cmd(c)
-  local p = io.popen(c .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
+  local ok, out = T.run(c)
   return out, ok
 end
 

@@ -92,12 +92,7 @@ end
 collectgarbage()
 
 -- python3 and the scripts -------------------------------------------------------------------
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return ok, out
-end
+local run = T.run
 
 local has_python = run("python3 -c 'import ast, re'")
 

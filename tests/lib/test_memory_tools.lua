@@ -8,12 +8,7 @@ local exe = arg[-1]
 local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/memory-tools"
 os.execute("mkdir -p " .. sh(tmp))
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return ok, out, code
-end
+local run = T.run
 
 local RECIPE = "../tasks/record_14/recipe.lua"
 local base = sh(exe) .. " run ../bench/memory_recipe.lua " .. sh(RECIPE) .. " --scale micro --tokens 256"
