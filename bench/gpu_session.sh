@@ -56,8 +56,9 @@
 #              a step's kernel time goes, per op
 #   speed      issue 20's table: for each of $SPEED_RECORDS (default 1 5), the record against its compiled
 #              script (tasks/fidelity, $ACCUM default 1, $FID_STEPS default 30: tokens/s and peak memory of
-#              both in the same call), then its full step profiled (bench/profile_recipe.lua, eager,
-#              graph unfused and fused ms/step, the top ops); one `speed:` line per record at the end
+#              both in the same call), then its full step profiled (bench/profile_recipe.lua: eager
+#              ms/step, the fused graph's ms/step, the top ops of the fused step: each fused group a
+#              `fused.<ops>` row); one `speed:` line per record at the end
 #   fuse       the step compiler (docs/cuda.md): tests/cuda/test_gpu_fuse.lua (every generated kernel
 #              against the unfused kernels, whole steps, the harness's fused graph), then
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the

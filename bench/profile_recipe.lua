@@ -11,9 +11,12 @@
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
 -- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
 -- before train_step, as the harness does, is part of the step.
--- --fuse on|off (cuda): also captures the step into a CUDA graph as the harness does, with the
--- step compiler's plan (on) or without (off), and prints the replayed ms/step; --dump-plan prints
--- the plan (docs/cuda.md "The step compiler").
+-- --fuse on|off: on cuda, also captures the step into a CUDA graph as the harness does, with the
+-- step compiler's plan (on) or without (off), and prints the replayed ms/step; with on (either
+-- device) the profiled steps then run eagerly with the plan installed, so the profile is the fused
+-- step's: each fused group one "fused.<its ops>" row, where the launches it replaces were (what a
+-- scored run's graph replays, kernel by kernel). --dump-plan prints the plan (docs/cuda.md "The
+-- step compiler").
 local sr = require "speedrun"
 local profile = require "speedrun.profile"
 local util = require "speedrun.util"
@@ -66,9 +69,10 @@ local function next_step()
   return step
 end
 local function train_step(step) return recipe.train_step(ctx, step, {x = x, y = y, step = step}) end
+local run_step = train_step   -- the step as timed and profiled: with the fused plan installed under --fuse on
 local function train_steps(n)
   local loss
-  for _ = 1, n do loss = train_step(next_step()) end
+  for _ = 1, n do loss = run_step(next_step()) end
   return loss
 end
 
@@ -91,6 +95,7 @@ if sr.is_tensor(loss) then loss = loss:item() end
 print(("ms/step without the profiler: %.3f (last loss %s)"):format(plain_ms, tostring(loss)))
 print(("peak %s memory in those steps: %.1f MiB (%.1f MiB live before them: weights and optimizer state)")
   :format(device, sr.memory(device).peak / 2^20, base / 2^20))
+local fused_groups_line   -- set under --fuse on: prints the groups the last profiled step fused
 if opt.fuse then
   local fuse, cuda = require "speedrun.fuse", require "speedrun.cuda"
   if opt.fuse ~= "on" and opt.fuse ~= "off" then die("--fuse must be on or off") end
@@ -112,19 +117,33 @@ if opt.fuse then
     if off > 0 then print(("%d groups disabled: %s"):format(off, perr)) end
     if opt.fuse == "off" then plan = nil end
   end
-  local g = cuda.graph(plan and function(...) return fuse.run(plan, train_step, ...) end or train_step, next_step())
-  if plan then print(("fused groups in the capture: %d%s"):format(fuse.last(), select(2, fuse.last()) and
-    (" (" .. select(2, fuse.last()) .. ")") or "")) end
-  if not g.captured then die("capture failed: " .. tostring(g.reason)) end
-  g:replay()
-  sr.synchronize()
-  local t0 = sr.clock()
-  for _ = 1, steps do g:replay() end
-  sr.synchronize()
-  print(("ms/step replayed as a CUDA graph, fusion %s: %.3f"):format(opt.fuse, 1e3 * (sr.clock() - t0) / steps))
-  g:free()
+  local function fused_step(...) return fuse.run(plan, train_step, ...) end
+  local function groups_line(what)
+    local n, why = fuse.last()
+    print(("fused groups %s: %d%s"):format(what, n, why and (" (" .. why .. ")") or ""))
+  end
+  if device == "cuda" then
+    local g = cuda.graph(plan and fused_step or train_step, next_step())
+    if plan then groups_line("in the capture") end
+    if not g.captured then die("capture failed: " .. tostring(g.reason)) end
+    g:replay()
+    sr.synchronize()
+    local t0 = sr.clock()
+    for _ = 1, steps do g:replay() end
+    sr.synchronize()
+    print(("ms/step replayed as a CUDA graph, fusion %s: %.3f"):format(opt.fuse, 1e3 * (sr.clock() - t0) / steps))
+    g:free()
+  end
+  if plan then
+    run_step = fused_step
+    fused_groups_line = groups_line
+  end
 end
 local rows, profiled_ms = profile.run(timed_ms_per_step)
+if fused_groups_line then
+  print("\nprofiled with the fused plan installed (eager): each fused group one \"fused.<ops>\" row")
+  fused_groups_line("in the last profiled step")
+end
 local kernel_ms = 0
 for _, r in ipairs(rows) do kernel_ms = kernel_ms + r.ms end
 print(("ms/step with the profiler:    %.3f"):format(profiled_ms))

@@ -121,6 +121,8 @@ typedef struct sr_fuse_group {
   int dead;                   /* outputs not stored */
   int disabled;               /* 1: runs unfused (its kernel could not be built) */
   int64_t saved_bytes;        /* memory traffic saved per step */
+  const char *label;          /* its ops as text, e.g. "cast:bfloat16 -> mul:bfloat16" (interned: lives
+                              ** as long as the process, so profile rows may point at it) */
 } sr_fuse_group;
 
 typedef struct sr_fuse_plan {
@@ -155,6 +157,12 @@ void sr_fuse_begin(sr_fuse_plan *p);
 const char *sr_fuse_end(int *groups);
 /* runs the launches held for a group unfused (before anything the dispatcher does not see) */
 void sr_fuse_flush(void);
+/* what the executor did with the launch the dispatcher last handed it, for the profiler, which
+** times each dispatch: SR_FUSE_RAN (it ran, as itself; also when no plan is installed),
+** SR_FUSE_HELD (held for a group: nothing ran), SR_FUSE_GROUP (its group ran fused: *label is the
+** group's label) */
+enum { SR_FUSE_RAN, SR_FUSE_HELD, SR_FUSE_GROUP };
+int sr_fuse_last_dispatch(const char **label);
 
 /* one group run: the CPU interpreter (host/core/fuse_exec.c) and the CUDA runner
 ** (host/jit/fuse_cuda.c; "not built" without the CUDA backend). t[k] is io[k]'s tensor.

@@ -31,6 +31,8 @@ static struct {
   sr_storage *adopted[SR_FUSE_MAXOPS * SR_KMAXT];
   int nadopted;
   int fused;                      /* groups run fused */
+  int last;                       /* SR_FUSE_RAN/HELD/GROUP: the last dispatch (sr_fuse_last_dispatch) */
+  const char *last_label;
 } X;
 
 /* the first reason something ran unfused this step */
@@ -112,7 +114,7 @@ static const char *run_fold(const sr_fuse_group *g) {
   k.t[0] = &out;
   const char *err = p->fn(&k);
   release_held();
-  if (!err) X.fused++;
+  if (!err) X.fused++, X.last = SR_FUSE_GROUP, X.last_label = g->label;
   return err;
 }
 
@@ -132,6 +134,7 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
   }
   release_held();
   X.fused++;
+  X.last = SR_FUSE_GROUP, X.last_label = g->label;
   return NULL;
 }
 
@@ -148,6 +151,7 @@ static const char *matched(const sr_fuse_launch *want, sr_kernel_id id, const sr
 
 static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
   sr_fuse_plan *p = X.p;
+  X.last = SR_FUSE_RAN;
   if (!p || X.off) return fn(c);
   int64_t k = X.pos++;
   const char *d = k < p->nlaunch ? matched(&p->l[k], id, c, p->group_of[k] >= 0) : "a launch beyond the recorded step";
@@ -162,13 +166,21 @@ static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr
   if (gi < 0) return fn(c);
   const sr_fuse_group *g = &p->g[gi];
   hold(id, c, fn);
-  if (k < g->first + g->n - 1) return NULL;
+  if (k < g->first + g->n - 1) {
+    X.last = SR_FUSE_HELD;
+    return NULL;
+  }
   return run_group(g, dev);
+}
+
+int sr_fuse_last_dispatch(const char **label) {
+  *label = X.last == SR_FUSE_GROUP ? X.last_label : NULL;
+  return X.last;
 }
 
 void sr_fuse_begin(sr_fuse_plan *p) {
   release_held();
-  X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0';
+  X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
   sr_set_storage_death_hook(p ? adopt : NULL);
 }
@@ -193,6 +205,7 @@ const char *sr_fuse_end(int *groups) {
              (long long)X.p->nlaunch);
   if (groups) *groups = X.fused;
   X.p = NULL;
+  X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(NULL);
   sr_set_storage_death_hook(NULL);
   return X.why[0] ? X.why : NULL;

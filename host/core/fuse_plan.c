@@ -17,6 +17,8 @@ static const char *why_names[WHY_COUNT] = {
 };
 const char *sr_fuse_refusal(int why) { return why >= 0 && why < WHY_COUNT ? why_names[why] : "?"; }
 
+static void label_groups(sr_fuse_plan *p);
+
 static const sr_fuse_arg *arg_of(const sr_fuse_rec *r, int64_t k, int j) { return &r->a[r->l[k].arg0 + j]; }
 
 static int64_t numel_of(int nd, const int64_t *shape) {
@@ -407,6 +409,7 @@ sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, cha
       k++;
     }
   }
+  label_groups(p);
   return p;
 }
 
@@ -488,4 +491,41 @@ char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
     }
   if (any) tput(&b, "\n");
   return b.s;
+}
+
+/* one copy of each label text for the process (plans come and go; profile rows keep pointers) */
+static const char *intern(const char *s) {
+  static char **v;
+  static int n, cap;
+  for (int k = 0; k < n; k++)
+    if (!strcmp(v[k], s)) return v[k];
+  if (n == cap) {
+    cap = cap ? 2 * cap : 64;
+    char **w = realloc(v, (size_t)cap * sizeof *w);
+    if (!w) sr_fail("fuse: out of host memory");
+    v = w;
+  }
+  size_t len = strlen(s) + 1;
+  if (!(v[n] = malloc(len))) sr_fail("fuse: out of host memory");
+  memcpy(v[n], s, len);
+  return v[n++];
+}
+
+/* each group's label: its ops in order ("cast:bfloat16 -> mul:bfloat16"), or "<kernel> => cast"
+** for a fold */
+static void label_groups(sr_fuse_plan *p) {
+  tbuf b = {malloc(256), 0, 256};
+  if (!b.s) sr_fail("fuse: out of host memory");
+  for (int k = 0; k < p->ng; k++) {
+    sr_fuse_group *g = &p->g[k];
+    b.n = 0;
+    b.s[0] = '\0';
+    if (g->fold) tput(&b, "%s => cast", sr_kernels[p->l[g->first].id].name);
+    for (int m = 0; !g->fold && m < g->nop; m++) {
+      if (m) tput(&b, " -> ");
+      op_text(&b, &g->op[m]);
+    }
+    g->label = intern(b.s);
+  }
+  free(b.s);
 }

@@ -11,6 +11,7 @@
 #include "core/profile.h"   /* defines: the API implemented here */
 #include "util/clock.h"     /* defines: sr_monotonic_s */
 #include "core/tensor.h"    /* defines: sr_fail, sr_numel, sr_dtype_name */
+#include "core/fuse.h"      /* defines: sr_fuse_last_dispatch, SR_FUSE_HELD, SR_FUSE_GROUP */
 #ifdef SPEEDRUN_CUDA
 #include <cuda_runtime.h>  /* defines: cudaEvent_t, cudaEventRecord, cudaEventElapsedTime */
 #include "cuda/backend.h"  /* defines: sr_cuda_stream, sr_cuda_capturing */
@@ -82,10 +83,12 @@ static int entry_for(const char *name, const char *sub, const char *dtype, const
   return nentries - 1;
 }
 
-/* the call's aggregate, its calls and largest numel updated (its time is added by the caller) */
+/* the call's aggregate, its calls and largest numel updated (its time is added by the caller); a
+** call that ran a fused group of the step compiler counts as "fused", its sub the group's label */
 static entry *count_call(sr_kernel_id id, const sr_kcall *c) {
-  const char *sub = NULL;
-  if (id == SR_K_unary || id == SR_K_unary_backward) sub = sr_unary_name((int)c->i[0]);
+  const char *sub = NULL, *label, *name = sr_kernels[id].name;
+  if (sr_fuse_last_dispatch(&label) == SR_FUSE_GROUP) name = "fused", sub = label;
+  else if (id == SR_K_unary || id == SR_K_unary_backward) sub = sr_unary_name((int)c->i[0]);
   else if (id == SR_K_binary) sub = sr_binary_name((int)c->i[0]);
   else if (id == SR_K_reduce) sub = sr_reduce_name((int)c->i[0]);
   const sr_tensor *first = c->nt > 0 && c->t[0] ? c->t[0] : c->nlist > 0 ? c->list[0] : NULL;
@@ -93,12 +96,19 @@ static entry *count_call(sr_kernel_id id, const sr_kcall *c) {
   const char *node = sr_phase_node();
   if (node) snprintf(phase, sizeof phase, "bwd:%s", node);
   else snprintf(phase, sizeof phase, "%s", sr_phase_backward() ? "bwd:accumulate" : "fwd");
-  int k = entry_for(sr_kernels[id].name, sub, first ? sr_dtype_name(first->dtype) : "-", phase);  /* may move entries */
+  int k = entry_for(name, sub, first ? sr_dtype_name(first->dtype) : "-", phase);  /* may move entries */
   entry *e = &entries[k];
   e->row.calls++;
   int64_t numel = first ? sr_numel(first) : 0;
   if (numel > e->row.numel) e->row.numel = numel;
   return e;
+}
+
+/* the step compiler held the call for a group: nothing ran, nothing to count (the group's time goes
+** to the call that runs it) */
+static bool held_for_group(void) {
+  const char *label;
+  return sr_fuse_last_dispatch(&label) == SR_FUSE_HELD;
 }
 
 /* ---- CUDA: event pairs, read in order when the pool is full or the profile stops */
@@ -168,6 +178,7 @@ static void cuda_after(sr_kernel_id id, const sr_kcall *c) {
   int k = pending_pair;
   if (k < 0) return;
   pending_pair = -1;
+  if (held_for_group()) return;  /* the pair is taken again by the next call */
   cuda_must(cudaEventRecord(ev_after[k], (cudaStream_t)sr_cuda_stream()), "cudaEventRecord");
   pair_entry[k] = (int)(count_call(id, c) - entries);
   pairs_used++;
@@ -192,6 +203,7 @@ static void profile_after(sr_kernel_id id, const sr_kcall *c, int dev) {
   if (dev == SR_CUDA) { cuda_after(id, c); return; }
 #endif
   double ms = 1e3 * (sr_monotonic_s() - cpu_t0);
+  if (held_for_group()) return;
   count_call(id, c)->row.ms += ms;
 }
 

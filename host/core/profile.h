@@ -6,7 +6,9 @@
 ** outside backward, "bwd:<node>" while the autograd rule of <node> runs, "bwd:accumulate" for the
 ** gradient additions between rules. CPU calls are timed by the wall clock around the kernel; CUDA
 ** calls by a pair of events recorded on the stream before and after it (read at stop, or when
-** the event pool is full). Calls made while a CUDA graph is captured are not profiled.
+** the event pool is full). Calls made while a CUDA graph is captured are not profiled. With a step
+** compiler's plan installed (core/fuse.h) a fused group counts once, as the kernel "fused" with the
+** group's label as its sub-function, and the launches held for it not at all.
 ** When no observer is registered the dispatcher pays one branch.
 */
 #ifndef SR_PROFILE_H

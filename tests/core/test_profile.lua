@@ -1,6 +1,7 @@
 -- speedrun.profile on the CPU: the exact keys and call counts of a few known ops (forward, the
 -- autograd rules' phases, gradient accumulation), times, start/stop misuse, profile.run's error
--- path, the report, and bench/profile_recipe.lua on record 5's micro scale.
+-- path, the report, a step run with the step compiler's plan (a fused group one row, the launches
+-- it holds uncounted), and bench/profile_recipe.lua on record 5's micro scale, unfused and fused.
 local sr = require "speedrun"
 local T = require "speedrun.testing"
 local F = sr.F
@@ -112,6 +113,28 @@ T.case("profile.run re-raises and leaves the profiler off; returns rows and fn's
   T.eq(r2, "two")
 end)
 
+T.case("with a fused plan installed: a group is one \"fused\" row named by its ops, its held launches uncounted", function()
+  local fuse = require "speedrun.fuse"
+  local a, x = sr.randn({8, 33}):to("bfloat16"), sr.randn({8, 33})
+  local function step() return {F.exp(x + F.cast(a, "float32")) * 2, F.sum(x)} end
+  step()
+  local r1 = fuse.record(); local keep = step(); r1:stop()
+  local r2 = fuse.record(); keep = step(); r2:stop()
+  keep = nil
+  local plan = assert(fuse.plan(r1, r2))
+  local label = "cast:float32 -> add:float32 -> exp:float32 -> mul_scalar:float32"
+  T.ok(plan:dump():find(label, 1, true), plan:dump())
+  T.eq(keys(by_key(profile.run(step))), "binary.add float32 fwd, copy float32 fwd, reduce.sum float32 fwd, "
+    .. "unary.exp float32 fwd, unary.mul_scalar float32 fwd", "unfused: one row per launch")
+  local m = by_key(profile.run(fuse.run, plan, step))
+  T.eq(fuse.last(), 1, "the group ran fused")
+  T.eq(keys(m), "fused." .. label .. " float32 fwd, reduce.sum float32 fwd", "fused: the group and the launch after it")
+  T.eq(m["fused." .. label .. " float32 fwd"].calls, 1)
+  T.eq(m["fused." .. label .. " float32 fwd"].numel, 8 * 33)
+  -- the plan removed, the same step profiles launch by launch again
+  T.eq(#profile.run(step), 5)
+end)
+
 T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
   local sh = T.shell_quote
   local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/profile"
@@ -126,6 +149,14 @@ T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
   T.eq(totals, 2, "a total line in both reports")
   -- every row is printed (--top 1000), so the check does not depend on which ops the clock ranks first
   T.ok(text:find("bwd:scaled_dot_product_attention", 1, true), "backward phases are named")
+  -- --fuse on: the profiled steps run with the step compiler's plan: fused groups are rows
+  ok, how, code = os.execute(sh(arg[-1]) .. " run ../bench/profile_recipe.lua ../tasks/record_05/recipe.lua "
+    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 1000 --fuse on > " .. sh(out) .. " 2>&1")
+  text = io.open(out):read("a")
+  T.ok(ok and how == "exit" and code == 0, "exit 0:\n" .. text)
+  local groups = tonumber(text:match("fused groups in the last profiled step: (%d+)\n"))
+  T.ok(groups and groups > 0, "the last profiled step ran fused groups, and nothing unfused:\n" .. text)
+  T.ok(text:find("\nfused%.[%w_]+:%a+%d* %->"), "a fused group's row:\n" .. text)
 end)
 
 T.done()

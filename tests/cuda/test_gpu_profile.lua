@@ -1,6 +1,7 @@
 -- test_gpu_profile.lua: speedrun.profile on cuda: CUDA-event times per key, a profile longer than
--- the event pool (read and reused mid-profile), and neither a graph's capture nor its replays
--- profiled. Skips (exit 77) without a usable GPU.
+-- the event pool (read and reused mid-profile), a fused group timed as one "fused" row (the event
+-- pairs of the launches it holds reused, not counted), and neither a graph's capture nor its
+-- replays profiled. Skips (exit 77) without a usable GPU.
 local sr = speedrun
 local T = require "speedrun.testing"
 local cuda = require "speedrun.cuda"
@@ -44,6 +45,28 @@ T.case("more calls than the event pool holds: every call counted and timed", fun
   T.eq(rows[1].calls, n)
   T.ok(rows[1].ms > 0)
   T.ok(not profile.active())
+end)
+
+T.case("a step with the step compiler's plan: each fused group one timed row, held launches uncounted", function()
+  local fuse = require "speedrun.fuse"
+  local a, x = sr.randn({256, 1024}, {device = "cuda"}):to("bfloat16"), sr.randn({256, 1024}, {device = "cuda"})
+  local function step() return {F.exp(x + F.cast(a, "float32")) * 2, F.sum(x)} end
+  step()
+  local r1 = fuse.record(); local keep = step(); r1:stop()
+  local r2 = fuse.record(); keep = step(); r2:stop()
+  keep = nil
+  local plan = assert(fuse.plan(r1, r2))
+  T.eq(plan:prepare(), 0, "the group's kernel builds")
+  local label = "cast:float32 -> add:float32 -> exp:float32 -> mul_scalar:float32"
+  local n = 3
+  local rows = profile.run(function() for _ = 1, n do fuse.run(plan, step) end end)
+  T.eq(fuse.last(), 1, "the group ran fused")
+  T.eq(#rows, 2, "two keys: the group and the sum")
+  local g = find(rows, "fused", label, "float32", "fwd")
+  T.ok(g, "the fused row")
+  T.eq(g.calls, n)
+  T.ok(g.ms > 0, "timed")
+  T.eq(find(rows, "reduce", "sum", "float32", "fwd").calls, n)
 end)
 
 T.case("a graph's capture and replays are not profiled", function()
