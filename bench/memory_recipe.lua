@@ -34,17 +34,8 @@ local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute
 local recipe, err = util.load_recipe(path)
 if not recipe then die(err) end
 local base_cfg = recipe.config[scale] or die("the recipe has no scale " .. scale)
-local b = base_cfg.batch
-local over = {batch = util.deepcopy(b)}
-if b.mode == "seq" then
-  over.batch.T, over.micro_batch = tokens, tokens
-  if base_cfg.val_batch then over.val_batch = {B = 1, T = tokens} end
-elseif b.mode == "bt" then
-  if tokens % b.T ~= 0 then die(("--tokens must be a multiple of the scale's T (%d)"):format(b.T)) end
-  over.batch.B, over.micro_batch = tokens // b.T, tokens // b.T
-else
-  die("batch modes bt and seq are supported (this scale uses " .. tostring(b.mode) .. ")")
-end
+local over, shape = util.one_micro_batch(base_cfg, tokens)
+if not over then die(shape) end
 
 local methods = core.Tensor.methods
 local real_backward = methods.backward
@@ -61,7 +52,7 @@ end
 local function measure(on)
   local old = sr.grad_fusion("recompute", on)
   local ctx = util.recipe_context(recipe, scale, "cpu", seed, over)
-  local x, y = util.random_batch(ctx.config, b.mode == "seq" and {tokens} or {tokens // b.T, b.T})
+  local x, y = util.random_batch(ctx.config, shape)
   local function step(s)
     if recipe.schedule then recipe.schedule(ctx, s) end
     return recipe.train_step(ctx, s, {x = x, y = y, step = s})

@@ -1,6 +1,6 @@
 -- bench/profile_recipe.lua: where a recipe's training step spends its time, per kernel and phase.
 --   speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--device cuda|cpu]
---       [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan]
+--       [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan] [--tokens N]
 -- Builds the recipe's context as tasks/fidelity/ours.lua does (recipe.setup on the scale's
 -- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
 -- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
@@ -9,7 +9,9 @@
 -- Runs W warm-up steps, then K steps timed without the profiler (synchronised wall
 -- clock), then K more under the profiler, all eager (no CUDA graph); prints both ms/step and the
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
--- on cuda and micro on cpu, device cuda when usable. Each call of recipe.schedule(ctx, step)
+-- on cuda and micro on cpu, device cuda when usable. --tokens N: the scale's model and optimizer
+-- with one micro-batch of N tokens a step (seq mode one flat sequence, bt mode N / T rows): a
+-- record's full step, launch by launch, in minutes on the CPU (util.one_micro_batch). Each call of recipe.schedule(ctx, step)
 -- before train_step, as the harness does, is part of the step.
 -- --fuse on|off: on cuda, also captures the step into a CUDA graph as the harness does, with the
 -- step compiler's plan (on) or without (off), and prints the replayed ms/step; with on (either
@@ -23,12 +25,12 @@ local util = require "speedrun.util"
 local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
-  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan]"
+  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan] [--tokens N]"
 
 local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
 
 local opt, pos = options.parse(arg, {scale = "value", device = "value", steps = "value", warmup = "value", top = "value",
-                                     seed = "value", fuse = "value", ["dump-plan"] = "flag"})
+                                     seed = "value", fuse = "value", ["dump-plan"] = "flag", tokens = "value"})
 if not opt then die(pos .. "\n" .. USAGE) end
 local recipe_path = pos[1] or die(USAGE)
 
@@ -48,11 +50,17 @@ local recipe, lerr = util.load_recipe(recipe_path)
 if not recipe then die(lerr) end
 local mode = recipe.config[scale] and recipe.config[scale].batch.mode or "bt"
 if mode ~= "bt" and mode ~= "seq" then die("batch modes bt and seq are supported (this scale uses " .. mode .. ")") end
-local ctx, cerr = util.recipe_context(recipe, scale, device, seed)
+local over, shape
+if opt.tokens then
+  if not recipe.config[scale] then die("the recipe has no scale " .. scale) end
+  over, shape = util.one_micro_batch(recipe.config[scale], count("tokens", nil, 1))
+  if not over then die(shape) end
+end
+local ctx, cerr = util.recipe_context(recipe, scale, device, seed, over)
 if not ctx then die(cerr) end
 local cfg, b = ctx.config, ctx.config.batch
 
-local shape = mode == "bt" and {b.B, b.T} or {b.T}
+shape = shape or (mode == "bt" and {b.B, b.T} or {b.T})
 local x, y = util.random_batch(cfg, shape)
 x, y = x:to(device), y:to(device)
 -- tokens per micro-batch (seq: micro_batch counts tokens, one sequence each) and sequences per step

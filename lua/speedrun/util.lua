@@ -54,6 +54,25 @@ function util.recipe_context(recipe, scale, device, seed, overrides)
   return ctx
 end
 
+-- the overrides (for recipe_context) that make a scale's config train `tokens` tokens a step in
+-- one micro-batch, its model and optimizer unchanged: seq mode one flat sequence of `tokens`, bt
+-- mode tokens / T rows of the scale's T; and the batch's shape. Nil and a message when that cannot be.
+-- For the tools that study a record's full model on the CPU (bench/memory_recipe.lua, profile_recipe.lua).
+function util.one_micro_batch(cfg, tokens)
+  local b = cfg.batch
+  local over = {batch = util.deepcopy(b)}
+  if b.mode == "seq" then
+    over.batch.T, over.micro_batch = tokens, tokens
+    if cfg.val_batch then over.val_batch = {B = 1, T = tokens} end
+    return over, {tokens}
+  elseif b.mode == "bt" then
+    if tokens % b.T ~= 0 then return nil, ("--tokens must be a multiple of the scale's T (%d)"):format(b.T) end
+    over.batch.B, over.micro_batch = tokens // b.T, tokens // b.T
+    return over, {tokens // b.T, b.T}
+  end
+  return nil, "batch modes bt and seq are supported (this scale uses " .. tostring(b.mode) .. ")"
+end
+
 -- random training tokens x, y of `shape` (on the CPU) for a recipe's config, for the tools that
 -- drive its step (bench/profile_recipe.lua, bench/memory_recipe.lua): ids in [0, min(vocab_size,
 -- 50257)) (the GPT-2 ids the harness feeds); a flat sequence ([T], seq mode) gets the config's

@@ -149,11 +149,13 @@ T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
   T.eq(totals, 2, "a total line in both reports")
   -- every row is printed (--top 1000), so the check does not depend on which ops the clock ranks first
   T.ok(text:find("bwd:scaled_dot_product_attention", 1, true), "backward phases are named")
-  -- --fuse on: the profiled steps run with the step compiler's plan: fused groups are rows
+  -- --fuse on: the profiled steps run with the step compiler's plan: fused groups are rows;
+  -- --tokens 64: one micro-batch of 64 tokens (2 rows of the micro scale's 32)
   ok, how, code = os.execute(sh(arg[-1]) .. " run ../bench/profile_recipe.lua ../tasks/record_05/recipe.lua "
-    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 1000 --fuse on > " .. sh(out) .. " 2>&1")
+    .. "--scale micro --device cpu --steps 2 --warmup 1 --top 1000 --fuse on --tokens 64 > " .. sh(out) .. " 2>&1")
   text = io.open(out):read("a")
   T.ok(ok and how == "exit" and code == 0, "exit 0:\n" .. text)
+  T.ok(text:find("batch 2 x 32 (bt mode, micro-batch 2, 1 per step)", 1, true), text)
   local groups = tonumber(text:match("fused groups in the last profiled step: (%d+)\n"))
   T.ok(groups and groups > 0, "the last profiled step ran fused groups, and nothing unfused:\n" .. text)
   T.ok(text:find("\nfused%.[%w_]+:%a+%d* %->"), "a fused group's row:\n" .. text)
