@@ -63,6 +63,9 @@
 #              against the unfused kernels, whole steps, the harness's fused graph), then
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
 #              step replayed as a CUDA graph, fusion off then on (the plan printed): before/after
+# CALIB_FROM=FILE: the parts that write $OUT/calibration.json (tune, retime, fsr, oracle) start from
+# a copy of FILE (e.g. tasks/calibration-h200.json: the ladder grows across calls and sessions,
+# `TUNE_BRACKET=auto` finds earlier searches); copy the returned file back over it.
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 # The fidelity parts keep PyTorch's compile artifacts in $OUT/cc/record_N.bin.xz.NN (FID_COMPILE_CACHE,
 # parts of <= 15 MiB; at most 8 files come back from a call); copy them into runs/cc and carry it to
@@ -80,6 +83,9 @@ t0=$(date +%s)
 # PyTorch's compile artifacts per record (tasks/fidelity/torch_side.py): saved under $OUTDIR/cc (they
 # come back from the call), read first from runs/cc when carried there from an earlier call (those
 # are not written again, so they do not come back a second time)
+if [ -n "${CALIB_FROM:-}" ] && [ ! -f "$OUTDIR/calibration.json" ]; then
+  cp "$CALIB_FROM" "$OUTDIR/calibration.json" || { echo "gpu_session: CALIB_FROM=$CALIB_FROM cannot be copied" >&2; exit 2; }
+fi
 export FID_COMPILE_CACHE=${FID_COMPILE_CACHE:-$(realpath "$OUTDIR")/cc}; mkdir -p "$FID_COMPILE_CACHE"
 [ -d runs/cc ] && export FID_COMPILE_CACHE_FROM=$ROOT/runs/cc
 part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its time
