@@ -9,15 +9,7 @@ local fuse = require "speedrun.fuse"
 local core = require "speedrun.core"
 local F = sr.F
 
--- plan of step(): recorded twice, planned from both recordings; what step returns is held while
--- the recording stops (as the harness holds the loss), the rest of the step is garbage by then
-local function plan_of(step)
-  step()
-  local r1 = fuse.record(); local keep = step(); r1:stop()
-  local r2 = fuse.record(); keep = step(); r2:stop()
-  keep = nil
-  return assert(fuse.plan(r1, r2))
-end
+local plan_of = T.fuse_plan
 
 local function same_bits(a, b, msg)
   a, b = a:contiguous():to("cpu"), b:contiguous():to("cpu")

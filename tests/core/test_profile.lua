@@ -117,11 +117,7 @@ T.case("with a fused plan installed: a group is one \"fused\" row named by its o
   local fuse = require "speedrun.fuse"
   local a, x = sr.randn({8, 33}):to("bfloat16"), sr.randn({8, 33})
   local function step() return {F.exp(x + F.cast(a, "float32")) * 2, F.sum(x)} end
-  step()
-  local r1 = fuse.record(); local keep = step(); r1:stop()
-  local r2 = fuse.record(); keep = step(); r2:stop()
-  keep = nil
-  local plan = assert(fuse.plan(r1, r2))
+  local plan = T.fuse_plan(step)
   local label = "cast:float32 -> add:float32 -> exp:float32 -> mul_scalar:float32"
   T.ok(plan:dump():find(label, 1, true), plan:dump())
   T.eq(keys(by_key(profile.run(step))), "binary.add float32 fwd, copy float32 fwd, reduce.sum float32 fwd, "

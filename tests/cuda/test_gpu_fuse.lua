@@ -22,11 +22,7 @@ if not ok then T.skip("no usable GPU: " .. tostring(why)) end
 local exact, near = 0, 0
 
 local function plan_of(step)
-  step()
-  local r1 = fuse.record(); local keep = step(); r1:stop()
-  local r2 = fuse.record(); keep = step(); r2:stop()
-  keep = nil
-  local plan = assert(fuse.plan(r1, r2))
+  local plan = T.fuse_plan(step)
   local off, err = plan:prepare()
   T.eq(off, 0, "every group's kernel builds: " .. tostring(err))
   return plan

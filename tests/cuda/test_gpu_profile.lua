@@ -51,11 +51,7 @@ T.case("a step with the step compiler's plan: each fused group one timed row, he
   local fuse = require "speedrun.fuse"
   local a, x = sr.randn({256, 1024}, {device = "cuda"}):to("bfloat16"), sr.randn({256, 1024}, {device = "cuda"})
   local function step() return {F.exp(x + F.cast(a, "float32")) * 2, F.sum(x)} end
-  step()
-  local r1 = fuse.record(); local keep = step(); r1:stop()
-  local r2 = fuse.record(); keep = step(); r2:stop()
-  keep = nil
-  local plan = assert(fuse.plan(r1, r2))
+  local plan = T.fuse_plan(step)
   T.eq(plan:prepare(), 0, "the group's kernel builds")
   local label = "cast:float32 -> add:float32 -> exp:float32 -> mul_scalar:float32"
   local n = 3
