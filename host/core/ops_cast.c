@@ -9,8 +9,11 @@
 #include "core/ops.h"
 #include "core/ops_common.h"  /* defines: record */
 
+/* the gradient converted back; a clone's (same device and dtype) passes as it is, as PyTorch's */
 static void cast_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
-  if (go[0]) gi[0] = sr_to_raw(go[0], n->in_device[0], n->in_dtype[0]);
+  if (!go[0]) return;
+  bool same = go[0]->storage->device == n->in_device[0] && go[0]->dtype == n->in_dtype[0];
+  gi[0] = same ? sr_tensor_retain(go[0]) : sr_to_raw(go[0], n->in_device[0], n->in_dtype[0]);
 }
 
 /* a float cast of a recomputable output, again from its producer's recomputation (autograd.h) */

@@ -355,4 +355,19 @@ T.case("in-place ops under autograd: recorded where the gradient survives, refus
   sr.no_grad(function() local n = a * 1; n:square_(); n:mul_(sr.ones(4, 7)); n:copy_(a) end)
 end)
 
+T.case("a clone's gradient passes as it is (reshape of a transposed tensor: no copy in the backward)", function()
+  local a = sr.randn(3, 4, {requires_grad = true})
+  local w = sr.randn(4, 3)
+  local rows = sr.profile.run(function()
+    local y = (a * 2):transpose(1, 2):reshape(12)       -- not a view: a clone, then a view
+    F.sum(y * w:reshape(12)):backward()
+  end)
+  for _, r in ipairs(rows) do T.ok(r.phase ~= "bwd:clone", "no kernel in the clone's backward: " .. r.name) end
+  T.close(a.grad, w:transpose(1, 2) * 2, 0)
+  -- a cast keeps converting its gradient back
+  local b = sr.randn(2, 2, {requires_grad = true})
+  F.sum(F.cast(b, "bfloat16")):backward()
+  T.eq(b.grad.dtype, "float32")
+end)
+
 T.done()
