@@ -26,10 +26,11 @@ end
 
 local function value(l) return sr.is_tensor(l) and l:item() or l end
 
-local function check_record(path)
+-- over: config overrides at micro scale (e.g. {amp = true}: the autocast path the GPU scales take)
+local function check_record(path, over)
   local recipe = assert(util.load_recipe(path))
   local function context()
-    local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7))
+    local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7, over))
     return ctx
   end
   local plain, fused = context(), context()
@@ -87,6 +88,15 @@ end)
 T.case("record 5, micro: fused steps == unfused steps", function()
   check_record("../tasks/record_05/recipe.lua")
 end)
+
+-- under autocast (bf16 GEMM operands, the casts of master weights and activations; the tape
+-- recomputes the casts of the norms' and relu2's outputs in the backward): what the proxy and full
+-- scales of records 1-9 run on the GPU
+for _, n in ipairs {1, 9} do
+  T.case(("record %d, micro under autocast: fused steps == unfused steps"):format(n), function()
+    check_record(("../tasks/record_%02d/recipe.lua"):format(n), {amp = true})
+  end)
+end
 
 -- the softcap written in place (9), flex attention with the window in a device tensor (13),
 -- the device-built block lists with argsort (15), long/short windows and the FP8 head (20)
