@@ -474,12 +474,7 @@ char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
     } else {
       tput(&b, "[");
       for (int d = 0; d < g->ndim; d++) tput(&b, "%s%lld", d ? "," : "", (long long)g->shape[d]);
-      tput(&b, "]  ");
-      for (int m = 0; m < g->nop; m++) {
-        if (m) tput(&b, " -> ");
-        op_text(&b, &g->op[m]);
-      }
-      tput(&b, "  (%d loads, %d stores, %d not stored)", g->nload, g->nio - g->nload, g->dead);
+      tput(&b, "]  %s  (%d loads, %d stores, %d not stored)", g->label, g->nload, g->nio - g->nload, g->dead);
     }
     tput(&b, "  %.2f MB%s\n", (double)g->saved_bytes / 1e6, g->disabled ? "  [disabled: runs unfused]" : "");
   }
