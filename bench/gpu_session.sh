@@ -96,7 +96,7 @@ part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.lo
 unxz_to() {  # unxz_to FILE.xz DEST: decompressed, executable (xz, else Python's lzma)
   { if command -v xz >/dev/null; then xz -dc "$1"; else python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; fi; } > "$2" && chmod +x "$2"
 }
-fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|verdict|rc=|Error|error" "$@"; }
+fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|start-up|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
   case $p in
     prebuilt)   # a CUDA build of this checkout's binaries carried xz-compressed in .prebuilt/ (skips the build part)

@@ -4,7 +4,7 @@ record script and of the speedrun recipe from the same initial weights and token
 Prints a table (every 5th step and the worst one), the largest absolute difference, the verdict
 against the tolerance (default 0.03 nats: bf16 autocast noise, which grows with training as the
 two runs drift apart), the tokens/s ratio (speedrun / PyTorch, same card, same run) and both peak
-memories. --names relabels the two sides (noise.sh compares two PyTorch runs).
+memories, and the start-up (process start to the end of step 1). --names relabels the two sides (noise.sh compares two PyTorch runs).
 Exit status 0 when within tolerance. No third-party imports."""
 import json
 import os
@@ -40,6 +40,9 @@ def main(argv):
         mem = us["peak_memory_bytes"] / pt["peak_memory_bytes"]
         print(f"peak GPU memory: {na} {pt['peak_memory_bytes'] / 1e9:.2f} GB, {nb} {us['peak_memory_bytes'] / 1e9:.2f} GB, "
               f"ratio {mem:.2f}")
+    start = (pt.get("first_step_s"), us.get("first_step_s"))
+    if None not in start:
+        print(f"start-up to the end of step 1: {na} {start[0]:.1f} s, {nb} {start[1]:.1f} s")
     ok = diffs[worst] <= tol
     print("verdict:", "MATCH" if ok else "DIFFER")
     # one line per comparison, for the session summary (README.md's table)
@@ -47,7 +50,7 @@ def main(argv):
     print(f"summary: record {pt.get('record', '?')} | {pt.get('accum', '?')}x{pt.get('micro_batch', '?')}x{pt.get('T', '?')} "
           f"| {'eager' if pt.get('no_compile') else 'compiled'} | largest {diffs[worst]:.4f} (step {worst + 1}) "
           f"| mean {sum(diffs) / n:.4f} | {'MATCH' if ok else 'DIFFER'} | tokens/s ratio {fmt(ratio, '.3f')} "
-          f"| memory ratio {fmt(mem, '.2f')}")
+          f"| memory ratio {fmt(mem, '.2f')} | start-up {fmt(start[0], '.1f')} / {fmt(start[1], '.1f')} s")
     return 0 if ok else 1
 
 

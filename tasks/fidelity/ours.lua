@@ -5,7 +5,9 @@
 --       --train-files GLOB --out OURS.json [--scale full] [--device cuda] [--graph on|off]
 --       loads the weights, then trains on exactly the token windows the PyTorch run consumed
 --       (TORCH.json: micro_batch, T, accum, steps, positions = {{shard, pos}, ...} one per micro-batch)
---       and writes the per-step training loss (mean over the step's micro-batches) and tokens/s.
+--       and writes the per-step training loss (mean over the step's micro-batches), tokens/s and
+--       the start-up: seconds from the process's start to the end of step 1 (first_step_s; loading
+--       the weights and the batch list included).
 --       In the recipe's batch mode: bt (records 1-11) gets x, y [accum*B, T] with micro_batch = B;
 --       seq (records 12-21) gets the flat [accum*T] concatenation of the windows with
 --       micro_batch = T tokens, so the recipe's own split gives back the script's micro-batches.
@@ -21,6 +23,22 @@ local graph = require "speedrun.harness.graph"
 local rules = require "speedrun.harness.rules"
 
 local WARMUP = 10   -- steps before tokens/s is timed (steps 11..N, as torch_side.py times them)
+
+-- seconds since this process started (/proc/self/stat's start time against /proc/uptime, as
+-- torch_side.py reads them); nil without /proc
+local function seconds_since_start()
+  local f, u = io.open("/proc/self/stat"), io.open("/proc/uptime")
+  if not f or not u then return nil end
+  local stat, up = f:read("a"), tonumber(u:read("a"):match("^(%S+)"))
+  f:close(); u:close()
+  local fields = {}
+  for w in (stat:match("%)%s*(.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = w end
+  local p = io.popen("getconf CLK_TCK 2>/dev/null")
+  local hz = p and tonumber(p:read("a")) or 100
+  if p then p:close() end
+  local ticks = tonumber(fields[20])   -- field 22, starttime
+  return up and ticks and up - ticks / hz or nil
+end
 
 local function die(msg) io.stderr:write("ours.lua: ", msg, "\n") os.exit(2) end
 
@@ -84,7 +102,7 @@ elseif cmd == "train" then
   local checker = rules.new(ctx, recipe.eval, nil, {checks = {}}, device, false)
   local stepper, G = graph.new {ctx = ctx, recipe = recipe, rules = checker, device = device,
                                 cuda_graph = opt.graph or "on", skip = WARMUP}
-  local losses, t_from, t_to = {}, nil, nil
+  local losses, t_from, t_to, first_step_s = {}, nil, nil, nil
   for step = 1, steps do
     local xs, ys = {}, {}
     for j = 1, accum do
@@ -97,6 +115,7 @@ elseif cmd == "train" then
     local y = sr.F.cat(ys, 1):to(device)
     if step == WARMUP + 1 then sr.synchronize(); t_from = sr.clock() end
     local loss = stepper:run(step, x, y)
+    if step == 1 then sr.synchronize(); first_step_s = seconds_since_start() end
     losses[step] = sr.is_tensor(loss) and loss:item() or loss
     if step == steps then sr.synchronize(); t_to = sr.clock() end
     io.stderr:write(("step %d/%d loss %.4f\n"):format(step, steps, losses[step]))
@@ -109,6 +128,7 @@ elseif cmd == "train" then
   local f = assert(io.open(opt.out or die("--out OURS.json"), "w"))
   f:write(json.encode({side = "speedrun", recipe = recipe.name, scale = scale, device = device, steps = steps,
                        micro_batch = mb, accum = accum, T = T, losses = json.array(losses), tokens_per_s = tps,
+                       first_step_s = first_step_s or json.null,
                        cuda_graph = G,
                        peak_memory_bytes = device == "cuda" and sr.cuda.memory().peak or json.null}, true), "\n")
   f:close()

@@ -9,7 +9,9 @@ single-GPU torchrun job (RANK 0 of WORLD_SIZE 1), starting from a speedrun weigh
     side can feed exactly the same tokens (this also reproduces the scripts' quirks, such as records
     4-17 using their first batch twice after train_loader.reset());
   * tokens/s over steps 11..STEPS (wall clock, CUDA-synchronised) and the peak of allocated GPU
-    memory (torch.cuda.max_memory_allocated).
+    memory (torch.cuda.max_memory_allocated);
+  * the start-up: seconds from the process's start to the end of step 1 (read when step 2's first
+    backward begins, so one micro-batch's forward more; compilation included), first_step_s.
 
 The script runs with the source patches of patches.py (printed when applied; a patch that does not
 apply stops the run and names itself): the global batch follows --accum, the loaders record their
@@ -42,6 +44,18 @@ import patches  # noqa: E402
 
 class StopRun(Exception):
     pass
+
+
+def seconds_since_start():
+    """seconds since this process started (/proc/self/stat's start time against /proc/uptime): the
+    interpreter's start and the imports count, as they do for a user; None without /proc"""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def parse_args():
@@ -127,6 +141,9 @@ def main():
                 torch.cuda.synchronize()
                 times["end"] = time.time()
                 raise StopRun()
+            if len(losses) == a.accum:   # step 2's first backward: step 1 is done
+                torch.cuda.synchronize()
+                times["first_step"] = seconds_since_start()
             if len(losses) == 10 * a.accum:
                 torch.cuda.synchronize()
                 times["start"] = time.time()
@@ -165,6 +182,7 @@ def main():
                "device": torch.cuda.get_device_name(0), "steps": a.steps, "accum": a.accum, "micro_batch": B, "T": T,
                "loader": info["loader"], "patches": info["patches"], "no_compile": a.no_compile,
                "losses": steps, "micro_losses": losses[:limit], "positions": pos, "tokens_per_s": tps,
+               "first_step_s": times.get("first_step"),
                "peak_memory_bytes": torch.cuda.max_memory_allocated()},
               open(a.out, "w"), indent=1)
     print(f"pytorch: {a.steps} steps, first loss {steps[0]:.4f}, last {steps[-1]:.4f}, tokens/s {tps}", file=sys.stderr)

@@ -9,6 +9,7 @@
 --     patches.py's patches apply to every script (accum 8 and 1), the patched sources compile and
 --     the loader shapes are the expected ones; a changed script names the patch that failed;
 --   * torch_side.py's compile caches go in xz parts a device call can bring back (a stand-in torch);
+--   * compare.py's report (verdict, tokens/s and memory ratios, both sides' start-up, the summary);
 --   * the fidelity shell scripts and bench/gpu_session.sh pass `bash -n`.
 local sr = require "speedrun"
 local T = require "speedrun.testing"
@@ -145,6 +146,32 @@ if has_python then
     os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
     local ok, out = run("python3 harness/fidelity_cache_check.py " .. sh(dir))
     T.ok(ok and out:match("cache ok"), out)
+  end)
+end
+
+if has_python then
+  T.case("compare.py: verdict, tokens/s and memory ratios, the start-up of both sides, the summary line", function()
+    local json = require "speedrun.json"
+    local function side(path, t)
+      T.write(path, json.encode(t))
+      return sh(path)
+    end
+    local pt = side(tmp .. "/pt.json", {side = "pytorch", record = 9, accum = 1, micro_batch = 64, T = 1024,
+                                         losses = {10.8, 9.5, 8.0}, tokens_per_s = 400000, peak_memory_bytes = 36e9,
+                                         first_step_s = 61.25})
+    local us = side(tmp .. "/us.json", {side = "speedrun", losses = {10.8, 9.51, 8.02}, tokens_per_s = 420000,
+                                        peak_memory_bytes = 30e9, first_step_s = 1.5})
+    local ok, out = run("python3 ../tasks/fidelity/compare.py " .. pt .. " " .. us)
+    T.ok(ok, out)
+    T.ok(out:find("tokens/s: pytorch 400000, speedrun 420000, ratio 1.050", 1, true), out)
+    T.ok(out:find("ratio 0.83", 1, true), out)
+    T.ok(out:find("start-up to the end of step 1: pytorch 61.2 s, speedrun 1.5 s", 1, true), out)
+    T.ok(out:find("| MATCH | tokens/s ratio 1.050 | memory ratio 0.83 | start-up 61.2 / 1.5 s", 1, true), out)
+    -- a side without the start-up (an older file): no start-up line, "-" in the summary; a drift: DIFFER, exit 1
+    us = side(tmp .. "/us.json", {side = "speedrun", losses = {10.8, 9.6, 8.1}})
+    ok, out = run("python3 ../tasks/fidelity/compare.py " .. pt .. " " .. us)
+    T.ok(not ok and out:find("verdict: DIFFER", 1, true), out)
+    T.ok(not out:find("start-up to", 1, true) and out:find("start-up 61.2 / - s", 1, true), out)
   end)
 end
 
