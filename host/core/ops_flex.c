@@ -80,11 +80,11 @@ static void flex_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *q = sr_node_saved(n, 0), *k = sr_node_saved(n, 1), *v = sr_node_saved(n, 2);
   sr_tensor *o = sr_node_saved(n, 3), *lse = sr_node_saved(n, 4), *bm = sr_node_saved(n, 5);
   sr_tensor *wt = n->saved[6] ? sr_node_saved(n, 6) : NULL;
-  bool flash = n->i[3];
-  sr_tensor *gc = flash && g->stride[3] == 1 ? sr_tensor_retain(g) : sr_contiguous_raw(g);
-  sr_tensor *dq = flash ? new_bthd(q) : sr_tensor_new_like(q);
-  sr_tensor *dk = flash ? new_bthd(k) : sr_tensor_new_like(k);
-  sr_tensor *dv = flash ? new_bthd(v) : sr_tensor_new_like(v);
+  bool flash = n->i[3], views = attn_takes_views(q, flash);
+  sr_tensor *gc = views && (!flash || g->stride[3] == 1) ? sr_tensor_retain(g) : sr_contiguous_raw(g);
+  sr_tensor *dq = views ? new_bthd(q) : sr_tensor_new_like(q);
+  sr_tensor *dk = views ? new_bthd(k) : sr_tensor_new_like(k);
+  sr_tensor *dv = views ? new_bthd(v) : sr_tensor_new_like(v);
   sr_kcall c = {.t = {dq, dk, dv, gc, q, k, v, o, lse, bm, wt}, .nt = 11, .f = {n->f[0]}, .i = {n->i[0], n->i[1], n->i[2]}};
   sr_kernel_run(SR_K_flex_attention_backward, &c);
   sr_tensor_release(gc);
@@ -114,15 +114,16 @@ sr_tensor *sr_flex_attention(sr_tensor *q, sr_tensor *k, sr_tensor *v, sr_tensor
   if (window < 0) sr_fail("%s: window must be >= 0", op);
   if (wt) check_i32(op, "window", wt, q->storage->device, 1);
   if (scale <= 0) scale = 1.0 / sqrt((double)D);
-  /* the CUDA flash kernels (bf16, D 64/128, blocks of 128) take strided views and write out in [B,T,H,D] memory
-  ** order, as sdpa's; other paths want contiguous */
+  /* the CUDA flash kernels (bf16, D 64/128, blocks of 128) and the CPU reference take strided views
+  ** and write out in [B,T,H,D] memory order, as sdpa's (ops_common.h, attn_takes_views) */
   bool flash = q->storage->device == SR_CUDA && q->dtype == SR_BF16 && (D == 64 || D == 128) && block == 128 &&
                q->stride[3] == 1 && k->stride[3] == 1 && v->stride[3] == 1;
+  bool views = attn_takes_views(q, flash);
   int m = sr_scratch_mark();
-  sr_tensor *qc = sr_scratch_push(flash ? sr_tensor_retain(q) : sr_contiguous_raw(q));
-  sr_tensor *kc = sr_scratch_push(flash ? sr_tensor_retain(k) : sr_contiguous_raw(k));
-  sr_tensor *vc = sr_scratch_push(flash ? sr_tensor_retain(v) : sr_contiguous_raw(v));
-  sr_tensor *o = sr_scratch_push(flash ? new_bthd(q) : sr_tensor_new_like(qc));
+  sr_tensor *qc = sr_scratch_push(views ? sr_tensor_retain(q) : sr_contiguous_raw(q));
+  sr_tensor *kc = sr_scratch_push(views ? sr_tensor_retain(k) : sr_contiguous_raw(k));
+  sr_tensor *vc = sr_scratch_push(views ? sr_tensor_retain(v) : sr_contiguous_raw(v));
+  sr_tensor *o = sr_scratch_push(views ? new_bthd(q) : sr_tensor_new_like(qc));
   sr_tensor *lse = sr_scratch_push(sr_tensor_new(side_dtype(q), q->storage->device, 3, q->shape));
   sr_kcall c = {.t = {o, lse, qc, kc, vc, bm, wt}, .nt = 7, .f = {scale}, .i = {causal, window, has_doc}};
   sr_kernel_run(SR_K_flex_attention, &c);

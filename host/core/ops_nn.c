@@ -367,14 +367,14 @@ static void sdpa_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!g) return;
   sr_tensor *q = sr_node_saved(n, 0), *k = sr_node_saved(n, 1), *v = sr_node_saved(n, 2);
   sr_tensor *o = sr_node_saved(n, 3), *lse = sr_node_saved(n, 4);
-  bool flash = n->i[1];
-  sr_tensor *gc = flash && g->stride[3] == 1 ? sr_tensor_retain(g) : sr_contiguous_raw(g);
-  /* flash path: grads in [B,T,H,D] memory order, so transpose(2,3):reshape(B,T,C) upstream is
+  bool flash = n->i[1], views = attn_takes_views(q, flash);
+  sr_tensor *gc = views && (!flash || g->stride[3] == 1) ? sr_tensor_retain(g) : sr_contiguous_raw(g);
+  /* grads in [B,T,H,D] memory order (ops_common.h), so transpose(2,3):reshape(B,T,C) upstream is
   ** a view, not a copy */
   sr_tensor *qkv[3] = {q, k, v}, *d[3];
   for (int i = 0; i < 3; i++) {
     sr_tensor *dest = n->needs[i] ? sr_grad_dest(n, i) : NULL;  /* e.g. a slice of the qkv gradient */
-    d[i] = dest && sdpa_grad_dest_ok(dest, flash) ? sr_tensor_retain(dest) : flash ? new_bthd(qkv[i]) : sr_tensor_new_like(qkv[i]);
+    d[i] = dest && sdpa_grad_dest_ok(dest, flash) ? sr_tensor_retain(dest) : views ? new_bthd(qkv[i]) : sr_tensor_new_like(qkv[i]);
   }
   sr_kcall c = {.t = {d[0], d[1], d[2], gc, q, k, v, o, lse}, .nt = 9, .f = {n->f[0]}, .i = {n->i[0]}};
   sr_kernel_run(SR_K_attention_backward, &c);
@@ -394,15 +394,16 @@ sr_tensor *sr_sdpa(sr_tensor *q, sr_tensor *k, sr_tensor *v, bool causal, double
               SHP(in[i], b1), SHP(q, b2));
   }
   if (scale <= 0) scale = 1.0 / sqrt((double)q->shape[3]);
-  /* the CUDA flash kernel (bf16, D 64/128) takes strided views (q/k/v straight out of a fused
-  ** qkv projection) and writes out in [B,T,H,D] memory order; other paths want contiguous */
+  /* the CUDA flash kernel (bf16, D 64/128) and the CPU reference take strided views and write out
+  ** in [B,T,H,D] memory order (ops_common.h, attn_takes_views) */
   int64_t D = q->shape[3];
   bool flash = q->storage->device == SR_CUDA && q->dtype == SR_BF16 && (D == 64 || D == 128) &&
                q->stride[3] == 1 && k->stride[3] == 1 && v->stride[3] == 1;
-  sr_tensor *qc = flash ? sr_tensor_retain(q) : sr_contiguous_raw(q);
-  sr_tensor *kc = flash ? sr_tensor_retain(k) : sr_contiguous_raw(k);
-  sr_tensor *vc = flash ? sr_tensor_retain(v) : sr_contiguous_raw(v);
-  sr_tensor *o = flash ? new_bthd(q) : sr_tensor_new_like(qc);
+  bool views = attn_takes_views(q, flash);
+  sr_tensor *qc = views ? sr_tensor_retain(q) : sr_contiguous_raw(q);
+  sr_tensor *kc = views ? sr_tensor_retain(k) : sr_contiguous_raw(k);
+  sr_tensor *vc = views ? sr_tensor_retain(v) : sr_contiguous_raw(v);
+  sr_tensor *o = views ? new_bthd(q) : sr_tensor_new_like(qc);
   sr_tensor *lse = sr_tensor_new(side_dtype(q), q->storage->device, 3, q->shape);
   sr_kcall c = {.t = {o, lse, qc, kc, vc}, .nt = 5, .f = {scale}, .i = {causal}};
   sr_kernel_run(SR_K_attention, &c);

@@ -22,7 +22,8 @@
 /* ---------------------------------------------------------------------------------------------
 ** attention: per (b,h), for each query row i over keys j (j <= i when causal):
 ** s_ij = scale * q_i.k_j; lse_i = logsumexp_j s_ij; out_i = sum_j exp(s_ij - lse_i) v_j.
-** q, k, v, out [B,H,T,D]; lse [B,H,T]. One (b,h) per task; K is held transposed so the score
+** q, k, v, out [B,H,T,D], any strides (the ops hand over views; out in [B,T,H,D] memory order, as
+** the CUDA flash kernel writes it: core/ops_common.h); lse [B,H,T]. One (b,h) per task; K is held transposed so the score
 ** loop runs over contiguous keys. */
 const char *sr_cpu_attention(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4];
@@ -41,10 +42,10 @@ const char *sr_cpu_attention(const sr_kcall *c) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++) {
       int64_t base = bh * TD;
-      cpu_load(q, q->offset + base, TD, Q);
-      cpu_load(v, v->offset + base, TD, Vb);
+      cpu_gather(q, base, TD, Q);
+      cpu_gather(v, base, TD, Vb);
       for (int64_t j = 0; j < T; j++) {
-        cpu_load(k, k->offset + base + j * D, D, o);
+        cpu_gather(k, base + j * D, D, o);
         for (int64_t d = 0; d < D; d++) KT[d * T + j] = o[d];
       }
       for (int64_t i = 0; i < T; i++) {
@@ -65,7 +66,7 @@ const char *sr_cpu_attention(const sr_kcall *c) {
         }
         double inv = 1.0 / sum;
         for (int64_t d = 0; d < D; d++) o[d] *= inv;
-        cpu_store(out, out->offset + base + i * D, D, o);
+        cpu_scatter(out, base + i * D, D, o);
         cpu_side_st(lse, bh * T + i, mx + log(sum));
       }
     }
@@ -96,17 +97,17 @@ const char *sr_cpu_attention_backward(const sr_kcall *c) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++) {
       int64_t base = bh * TD;
-      cpu_load(q, q->offset + base, TD, Q);
-      cpu_load(k, k->offset + base, TD, K);
-      cpu_load(v, v->offset + base, TD, dV);  /* staging for the transpose */
+      cpu_gather(q, base, TD, Q);
+      cpu_gather(k, base, TD, K);
+      cpu_gather(v, base, TD, dV);  /* staging for the transpose */
       for (int64_t j = 0; j < T; j++)
         for (int64_t d = 0; d < D; d++) { KT[d * T + j] = K[j * D + d]; VT[d * T + j] = dV[j * D + d]; }
       for (int64_t x = 0; x < TD; x++) dK[x] = dV[x] = 0;
       for (int64_t i = 0; i < T; i++) {
         int64_t nj = causal ? i + 1 : T;
         const double *qi = Q + i * D;
-        cpu_load(dout, dout->offset + base + i * D, D, g);
-        cpu_load(out, out->offset + base + i * D, D, o);
+        cpu_gather(dout, base + i * D, D, g);
+        cpu_gather(out, base + i * D, D, o);
         double Di = 0, L = cpu_side_ld(lse, bh * T + i);
         for (int64_t d = 0; d < D; d++) Di += g[d] * o[d];
         for (int64_t j = 0; j < nj; j++) p[j] = dp[j] = 0;
@@ -293,9 +294,9 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++) {
       int64_t base = bh * TD;
-      cpu_load(q, q->offset + base, TD, Q);
-      cpu_load(k, k->offset + base, TD, K);
-      cpu_load(v, v->offset + base, TD, Vb);
+      cpu_gather(q, base, TD, Q);
+      cpu_gather(k, base, TD, K);
+      cpu_gather(v, base, TD, Vb);
       for (int64_t i = 0; i < T; i++) {
         int64_t n = flex_row_keys(B, nb, bs, i, c, window, keys);
         for (int64_t x = 0; x < n; x++) {
@@ -306,7 +307,7 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
         }
         for (int64_t d = 0; d < D; d++) o[d] = 0;
         if (n == 0) {
-          cpu_store(out, out->offset + base + i * D, D, o);
+          cpu_scatter(out, base + i * D, D, o);
           cpu_side_st(lse, bh * T + i, -INFINITY);
           continue;
         }
@@ -316,7 +317,7 @@ const char *sr_cpu_flex_attention(const sr_kcall *c) {
           for (int64_t d = 0; d < D; d++) o[d] += s[x] * vj[d];
         }
         for (int64_t d = 0; d < D; d++) o[d] /= sum;
-        cpu_store(out, out->offset + base + i * D, D, o);
+        cpu_scatter(out, base + i * D, D, o);
         cpu_side_st(lse, bh * T + i, mx + log(sum));
       }
     }
@@ -348,15 +349,15 @@ const char *sr_cpu_flex_attention_backward(const sr_kcall *c) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++) {
       int64_t base = bh * TD;
-      cpu_load(q, q->offset + base, TD, Q);
-      cpu_load(k, k->offset + base, TD, K);
-      cpu_load(v, v->offset + base, TD, Vb);
+      cpu_gather(q, base, TD, Q);
+      cpu_gather(k, base, TD, K);
+      cpu_gather(v, base, TD, Vb);
       for (int64_t x = 0; x < TD; x++) dK[x] = dV[x] = 0;
       for (int64_t i = 0; i < T; i++) {
         int64_t n = flex_row_keys(B, nb, bs, i, c, window, keys);
         const double *qi = Q + i * D;
-        cpu_load(dout, dout->offset + base + i * D, D, g);
-        cpu_load(out, out->offset + base + i * D, D, o);
+        cpu_gather(dout, base + i * D, D, g);
+        cpu_gather(out, base + i * D, D, o);
         double Di = 0, L = cpu_side_ld(lse, bh * T + i);
         for (int64_t d = 0; d < D; d++) { Di += g[d] * o[d]; dqi[d] = 0; }
         for (int64_t x = 0; x < n; x++) {

@@ -78,6 +78,27 @@ T.case("slices: the qkv split into attention (view, transpose) == unfused, no co
   T.eq(copies(true), 0, "fused: the pieces were written in place")
 end)
 
+T.case("attention on the CPU reads q, k, v as views, writes [B,T,H,D] memory order: no copies either way", function()
+  sr.manual_seed(2)
+  local B, Tn, H, D = 2, 6, 2, 4
+  local C = H * D
+  local x, w = leaf({B, Tn, C}), leaf({3 * C, C})
+  local rows = profile.run(function()
+    local q, k, v = table.unpack(F.split(F.linear(x, w), C, 3))
+    local function heads(t) return t:view(B, Tn, H, D):transpose(2, 3) end
+    local y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), {causal = true})
+    T.ok(y:transpose(2, 3):is_contiguous(), "the output in [B,T,H,D] memory order")
+    F.sum(F.square(y:transpose(2, 3):reshape(B, Tn, C))):backward()   -- a view, as on the GPU
+  end)
+  for _, r in ipairs(rows) do  -- (the sum's backward broadcasts its gradient with a copy)
+    T.ok(r.name ~= "copy" or r.phase == "bwd:sum", ("no copy (%s in %s)"):format(r.name, r.phase))
+  end
+  -- the same numbers as attention over contiguous copies of q, k, v
+  local q, k, v = sr.randn(B, H, Tn, D), sr.randn(B, H, Tn, D), sr.randn(B, H, Tn, D)
+  local a = F.scaled_dot_product_attention(q:transpose(2, 3):contiguous():transpose(2, 3), k, v:transpose(2, 3):contiguous():transpose(2, 3), {causal = true})
+  T.close(a, F.scaled_dot_product_attention(q, k, v, {causal = true}), 0)
+end)
+
 T.case("slices: a piece without a gradient, a piece read twice, pieces in any order", function()
   sr.manual_seed(2)
   local x = leaf({3, 4, 12})
