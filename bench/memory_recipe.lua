@@ -1,5 +1,5 @@
 -- bench/memory_recipe.lua: what a recipe's training step keeps alive, per token, on the CPU.
---   speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N]
+--   speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N[,M]]
 --       [--recompute on|off|both] [--seed S]
 -- Builds the recipe at a scale (default full: the record's model and optimizer) with N tokens per
 -- micro-batch (default 2048; seq mode: one flat sequence of N, bt mode: N / T rows of the scale's
@@ -7,9 +7,11 @@
 -- alive before it (weights, optimizer state): the live bytes when the step's first backward()
 -- starts (the end of the forward: the activations kept for the backward, after a full Lua
 -- collection: what the tape and the recipe hold, not temporaries Lua has yet to collect) and the step's peak,
--- each also per token. speedrun.memory counts tensor storage alike on both devices, so this
--- predicts the GPU's activations at the record's own micro-batch (per token x its tokens)
--- without a GPU. --recompute (default both): the tape's recompute trade on, off, or each in turn
+-- each also per token. speedrun.memory counts tensor storage alike on both devices (and the CPU's
+-- attention keeps the GPU's layouts), so this predicts the GPU's activations at the record's own
+-- micro-batch without a GPU: with two token counts (--tokens N,M) the line through both, per token
+-- and fixed, and its value at the scale's micro-batch (before the allocator's rounding and the CUDA
+-- graph's pool). --recompute (default both): the tape's recompute trade on, off, or each in turn
 -- (docs/cuda.md "Recompute"). With SPEEDRUN_MEMLOG=<MiB> and bench/memlog_live.py --at "backward
 -- starts", what is alive at that point, by the Lua line that made it.
 local sr = require "speedrun"
@@ -17,7 +19,7 @@ local util = require "speedrun.util"
 local core = require "speedrun.core"
 local options = require "speedrun.harness.options"
 
-local USAGE = "usage: speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N] "
+local USAGE = "usage: speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N[,M]] "
   .. "[--recompute on|off|both] [--seed S]"
 local function die(msg) io.stderr:write("memory_recipe.lua: ", msg, "\n") os.exit(2) end
 
@@ -25,8 +27,13 @@ local opt, pos = options.parse(arg, {scale = "value", tokens = "value", recomput
 if not opt then die(pos .. "\n" .. USAGE) end
 local path = pos[1] or die(USAGE)
 local scale = opt.scale or "full"
-local tokens = math.tointeger(tonumber(opt.tokens or 2048))
-if not tokens or tokens < 1 then die("--tokens must be a positive integer") end
+local counts = {}
+for t in tostring(opt.tokens or 2048):gmatch("[^,]+") do
+  local n = math.tointeger(tonumber(t))
+  if not n or n < 1 then die("--tokens must be one or two positive integers (N or N,M)") end
+  counts[#counts + 1] = n
+end
+if #counts < 1 or #counts > 2 or counts[1] == counts[2] then die("--tokens must be one or two different counts (N or N,M)") end
 local seed = math.tointeger(tonumber(opt.seed or 1)) or die("--seed must be an integer")
 local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute or "both"]
   or die("--recompute must be on, off or both")
@@ -34,8 +41,10 @@ local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute
 local recipe, err = util.load_recipe(path)
 if not recipe then die(err) end
 local base_cfg = recipe.config[scale] or die("the recipe has no scale " .. scale)
-local over, shape = util.one_micro_batch(base_cfg, tokens)
-if not over then die(shape) end
+for _, n in ipairs(counts) do
+  local ok, why = util.one_micro_batch(base_cfg, n)
+  if not ok then die(why) end
+end
 
 local methods = core.Tensor.methods
 local real_backward = methods.backward
@@ -49,7 +58,9 @@ methods.backward = function(self, ...)
   return real_backward(self, ...)
 end
 
-local function measure(on)
+-- one measurement: {base, kept, peak} bytes (kept and peak above base; kept nil without a backward)
+local function measure(on, tokens)
+  local over, shape = util.one_micro_batch(base_cfg, tokens)
   local old = sr.grad_fusion("recompute", on)
   local ctx = util.recipe_context(recipe, scale, "cpu", seed, over)
   local x, y = util.random_batch(ctx.config, shape)
@@ -72,6 +83,28 @@ local function measure(on)
     :format(recipe.name or path, scale, tokens, on and "on" or "off", base / mib,
             kept and ("%.1f MiB (%.1f KiB a token)"):format(kept / mib, kept / tokens / 1024) or "? (no backward())",
             (peak - base) / mib, (peak - base) / tokens / 1024))
+  return {base = base, kept = kept, peak = peak - base}
 end
 
-for _, on in ipairs(modes) do measure(on) end
+-- the scale's own micro-batch in tokens
+local b = base_cfg.batch
+local mb_tokens = b.mode == "seq" and (base_cfg.micro_batch or b.T) or (base_cfg.micro_batch or b.B) * b.T
+
+for _, on in ipairs(modes) do
+  local m = {}
+  for i, n in ipairs(counts) do m[i] = measure(on, n) end
+  if #counts == 2 and m[1].kept and m[2].kept then
+    local dn, gb, mib = counts[2] - counts[1], 1e9, 2 ^ 20
+    local function line(f)  -- per token and fixed parts of the line through the two measurements
+      local per = (m[2][f] - m[1][f]) / dn
+      return per, m[1][f] - per * counts[1]
+    end
+    local kp, kf = line("kept")
+    local pp, pf = line("peak")
+    local at = function(per, fixed) return (m[2].base + fixed + per * mb_tokens) / gb end
+    print(("fit (recompute %s): at the first backward %.1f KiB a token + %.1f MiB, step peak %.1f KiB a token + %.1f MiB; "
+           .. "at the scale's micro-batch of %d tokens, with the %.2f GB before the step: %.2f GB at the first backward, "
+           .. "%.2f GB step peak (tensor storage, before the allocator's rounding)")
+      :format(on and "on" or "off", kp / 1024, kf / mib, pp / 1024, pf / mib, mb_tokens, m[2].base / gb, at(kp, kf), at(pp, pf)))
+  end
+end

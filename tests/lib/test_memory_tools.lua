@@ -41,8 +41,25 @@ if has_python then T.case("memlog_live.py: the live set at memory_recipe's marke
   T.ok(not ok3 and none:find("no line contains", 1, true), none)
 end) end
 
+T.case("memory_recipe: two token counts give the line through both, and its value at the scale's micro-batch", function()
+  local cmd = sh(exe) .. " run ../bench/memory_recipe.lua " .. sh(RECIPE) .. " --scale micro --tokens 128,256 --recompute on"
+  local ok, out = run(cmd)
+  T.ok(ok, out)
+  local kept = {}
+  for n, mib in out:gmatch("(%d+) tokens a micro%-batch, recompute on: before the step [%d.]+ MiB; at the first backward %+([%d.]+) MiB") do
+    kept[tonumber(n)] = tonumber(mib)
+  end
+  T.ok(kept[128] and kept[256], "a line per count: " .. out)
+  local per, fixed, at = out:match("fit %(recompute on%): at the first backward ([%d.]+) KiB a token %+ (%-?[%d.]+) MiB.-"
+                                   .. "micro%-batch of %d+ tokens, with the [%d.]+ GB before the step: ([%d.]+) GB")
+  T.ok(per, "the fit line: " .. out)
+  T.close(tonumber(per) * 128 / 1024, kept[256] - kept[128], 0.11)   -- MiB, as printed (one decimal)
+  T.close(tonumber(fixed), kept[128] - tonumber(per) * 128 / 1024, 0.11)
+  T.ok(tonumber(at) > 0)
+end)
+
 T.case("memory_recipe: bad options are refused with exit code 2", function()
-  for _, extra in ipairs {"--recompute maybe", "--tokens 0", "--scale huge", "--bogus 1"} do
+  for _, extra in ipairs {"--recompute maybe", "--tokens 0", "--tokens 64,64", "--tokens 1,2,3", "--scale huge", "--bogus 1"} do
     local ok, out, code = run(base .. " " .. extra)
     T.ok(not ok and code == 2, extra .. ": " .. out)
   end
