@@ -15,8 +15,8 @@
 **      stored as before. Every storage a member writes is accessed by the group through one
 **      layout only (element i of the loop touches element i), so the fused order is the unfused
 **      order, element by element.
-**    - cast folding: a norm (rms_norm, layer_norm) or a beta-0 gemm whose output is read only by
-**      the next launch, a narrowing copy (f32 -> bf16, f64 -> f32/bf16), writes the copy's
+**    - cast folding: a norm (rms_norm, layer_norm), rotary or a beta-0 gemm whose output is read
+**      only by the next launch, a narrowing copy (f32 -> bf16, f64 -> f32/bf16), writes the copy's
 **      destination itself.
 ** 3. Execute (host/core/fuse_exec.c): the step runs again (eagerly, or under CUDA-graph capture)
 **    with the plan installed in the dispatcher: each launch is matched to the recorded one (kernel,

@@ -277,8 +277,8 @@ static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int devi
   if (p->id == SR_K_gemm) {
     if (p->f[1] != 0) return 0;
     if (device == SR_CUDA && !(co->dtype == SR_BF16 && arg_of(r, k, 1)->dtype == SR_BF16)) return 0;
-  } else if (p->id != SR_K_rms_norm && p->id != SR_K_layer_norm) {
-    return 0;
+  } else if (p->id != SR_K_rms_norm && p->id != SR_K_layer_norm && p->id != SR_K_rotary) {
+    return 0;   /* producers that compute each value in f32 (the CPU: double) and store it once */
   }
   /* the copy reads, in row-major order, exactly the elements the producer wrote (both contiguous
   ** from one offset), and writes a contiguous tensor of as many: the producer can write that */

@@ -108,6 +108,13 @@ T.case("a residual add of a bf16 branch and a norm then a cast (the records' pat
   T.ok(s.not_stored >= 1, plan:dump())
 end)
 
+T.case("rotary with fp32 tables on bf16 q, then the cast back (records 12-19): one bf16 write, equal bits", function()
+  local x = sr.randn({1, 256, 6, 128}):to("cuda", "bfloat16")
+  local cs, sn = sr.randn({1, 256, 1, 64}):to("cuda"), sr.randn({1, 256, 1, 64}):to("cuda")
+  local plan = check_fused(function() return {F.cast(F.rotary(x, cs, sn), "bfloat16")} end, "rotary fold", 1)
+  T.eq(plan:stats().folds, 1, plan:dump())
+end)
+
 T.case("f64 chains are not fused on cuda (no f64 arithmetic kernels there)", function()
   local d = sr.randn({100}):to("cuda", "float64")
   local plan = plan_of(function() return {F.cast(F.cast(d, "float32"), "float64")} end)
