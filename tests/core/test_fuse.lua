@@ -83,7 +83,7 @@ T.case("rms_norm then a narrowing cast: the norm writes bf16 itself", function()
   T.eq(plan:stats().folds, 1, plan:dump())
 end)
 
-T.case("rotary with fp32 tables on bf16 x, then the cast back (records 12-19): rotary writes bf16 itself", function()
+T.case("rotary with fp32 tables on bf16 x, then the cast back (records 14-21): rotary writes bf16 itself", function()
   local x = sr.randn({2, 8, 3, 16}):to("bfloat16")
   local cs, sn = sr.randn({1, 8, 1, 8}), sr.randn({1, 8, 1, 8})
   local plan = check_fused(function() return {F.cast(F.rotary(x, cs, sn), "bfloat16")} end, "rotary fold")

@@ -108,7 +108,7 @@ T.case("a residual add of a bf16 branch and a norm then a cast (the records' pat
   T.ok(s.not_stored >= 1, plan:dump())
 end)
 
-T.case("rotary with fp32 tables on bf16 q, then the cast back (records 12-19): one bf16 write, equal bits", function()
+T.case("rotary with fp32 tables on bf16 q, then the cast back (records 14-21): one bf16 write, equal bits", function()
   local x = sr.randn({1, 256, 6, 128}):to("cuda", "bfloat16")
   local cs, sn = sr.randn({1, 256, 1, 64}):to("cuda"), sr.randn({1, 256, 1, 64}):to("cuda")
   local plan = check_fused(function() return {F.cast(F.rotary(x, cs, sn), "bfloat16")} end, "rotary fold", 1)
