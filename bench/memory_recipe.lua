@@ -33,7 +33,9 @@ for t in tostring(opt.tokens or 2048):gmatch("[^,]+") do
   if not n or n < 1 then die("--tokens must be one or two positive integers (N or N,M)") end
   counts[#counts + 1] = n
 end
-if #counts < 1 or #counts > 2 or counts[1] == counts[2] then die("--tokens must be one or two different counts (N or N,M)") end
+if #counts < 1 or #counts > 2 or counts[1] == counts[2] then
+  die("--tokens must be one or two different counts (N or N,M)")
+end
 local seed = math.tointeger(tonumber(opt.seed or 1)) or die("--seed must be an integer")
 local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute or "both"]
   or die("--recompute must be on, off or both")
@@ -102,9 +104,11 @@ for _, on in ipairs(modes) do
     local kp, kf = line("kept")
     local pp, pf = line("peak")
     local at = function(per, fixed) return (m[2].base + fixed + per * mb_tokens) / gb end
-    print(("fit (recompute %s): at the first backward %.1f KiB a token + %.1f MiB, step peak %.1f KiB a token + %.1f MiB; "
-           .. "at the scale's micro-batch of %d tokens, with the %.2f GB before the step: %.2f GB at the first backward, "
+    print(("fit (recompute %s): at the first backward %.1f KiB a token + %.1f MiB, "
+           .. "step peak %.1f KiB a token + %.1f MiB; at the scale's micro-batch of %d tokens, "
+           .. "with the %.2f GB before the step: %.2f GB at the first backward, "
            .. "%.2f GB step peak (tensor storage, before the allocator's rounding)")
-      :format(on and "on" or "off", kp / 1024, kf / mib, pp / 1024, pf / mib, mb_tokens, m[2].base / gb, at(kp, kf), at(pp, pf)))
+      :format(on and "on" or "off", kp / 1024, kf / mib, pp / 1024, pf / mib, mb_tokens, m[2].base / gb,
+              at(kp, kf), at(pp, pf)))
   end
 end

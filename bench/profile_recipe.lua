@@ -11,8 +11,8 @@
 -- profile (speedrun.profile) by op and phase, then by op. Defaults: W 3, K 5, top 40, scale proxy
 -- on cuda and micro on cpu, device cuda when usable. --tokens N: the scale's model and optimizer
 -- with one micro-batch of N tokens a step (seq mode one flat sequence, bt mode N / T rows): a
--- record's full step, launch by launch, in minutes on the CPU (util.one_micro_batch). Each call of recipe.schedule(ctx, step)
--- before train_step, as the harness does, is part of the step.
+-- record's full step, launch by launch, in minutes on the CPU (util.one_micro_batch). Each call of
+-- recipe.schedule(ctx, step) before train_step, as the harness does, is part of the step.
 -- --fuse on|off: on cuda, also captures the step into a CUDA graph as the harness does, with the
 -- step compiler's plan (on) or without (off), and prints the replayed ms/step; with on (either
 -- device) the profiled steps then run eagerly with the plan installed, so the profile is the fused
