@@ -43,9 +43,11 @@ local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute
 local recipe, err = util.load_recipe(path)
 if not recipe then die(err) end
 local base_cfg = recipe.config[scale] or die("the recipe has no scale " .. scale)
+local batches = {}   -- per count: the config overrides and the batch shape (util.one_micro_batch)
 for _, n in ipairs(counts) do
-  local ok, why = util.one_micro_batch(base_cfg, n)
-  if not ok then die(why) end
+  local over, shape = util.one_micro_batch(base_cfg, n)
+  if not over then die(shape) end
+  batches[n] = {over = over, shape = shape}
 end
 
 local methods = core.Tensor.methods
@@ -62,7 +64,7 @@ end
 
 -- one measurement: {base, kept, peak} bytes (kept and peak above base; kept nil without a backward)
 local function measure(on, tokens)
-  local over, shape = util.one_micro_batch(base_cfg, tokens)
+  local over, shape = batches[tokens].over, batches[tokens].shape
   local old = sr.grad_fusion("recompute", on)
   local ctx = util.recipe_context(recipe, scale, "cpu", seed, over)
   local x, y = util.random_batch(ctx.config, shape)

@@ -117,6 +117,14 @@ void sr_node_save_output_of(sr_node *n, int k, sr_tensor *t, sr_tensor *x) {
   n->saved_version[k] = t->storage->version;
 }
 
+/* slot k's weak reference given up (it was revived, or the node is released) */
+static void drop_weak(sr_node *n, int k) {
+  if (!n->weak[k]) return;
+  sr_watch_clear(n->weak[k]);
+  free(n->weak[k]);
+  n->weak[k] = NULL;
+}
+
 /* slot k saved weakly: its producer's output recomputed, also when the tensor is still alive, so
 ** a step's launches do not depend on when Lua collected it (a CUDA graph replays one trace) */
 static sr_tensor *revive(sr_node *n, int k) {
@@ -125,9 +133,7 @@ static sr_tensor *revive(sr_node *n, int k) {
   if (version != n->saved_version[k]) fail_modified(n);
   sr_tensor *t = sr_view(sr_node_recomputed(n->weak_src[k]), w->view.ndim, w->view.shape);
   n->saved_version[k] = t->storage->version;
-  sr_watch_clear(w);
-  free(w);
-  n->weak[k] = NULL;
+  drop_weak(n, k);
   return t;
 }
 
@@ -142,7 +148,7 @@ static void release_saved(sr_node *n) {
   for (int k = 0; k < SR_NODE_MAXSAVED; k++) {
     sr_tensor_release(n->saved[k]);
     n->saved[k] = NULL;
-    if (n->weak[k]) { sr_watch_clear(n->weak[k]); free(n->weak[k]); n->weak[k] = NULL; }
+    drop_weak(n, k);
     sr_node_release(n->weak_src[k]);
     n->weak_src[k] = NULL;
   }

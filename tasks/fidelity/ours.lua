@@ -27,10 +27,10 @@ local WARMUP = 10   -- steps before tokens/s is timed (steps 11..N, as torch_sid
 -- seconds since this process started (/proc/self/stat's start time against /proc/uptime, as
 -- torch_side.py reads them); nil without /proc
 local function seconds_since_start()
-  local f, u = io.open("/proc/self/stat"), io.open("/proc/uptime")
-  if not f or not u then return nil end
-  local stat, up = f:read("a"), tonumber(u:read("a"):match("^(%S+)"))
-  f:close(); u:close()
+  local read = require("speedrun.util").read_file
+  local stat, uptime = read("/proc/self/stat"), read("/proc/uptime")
+  if not stat or not uptime then return nil end
+  local up = tonumber(uptime:match("^(%S+)"))
   local fields = {}
   for w in (stat:match("%)%s*(.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = w end
   local p = io.popen("getconf CLK_TCK 2>/dev/null")
