@@ -27,64 +27,12 @@
 #include <stdlib.h>    // defines: getenv
 
 #include "common.cuh"  // defines: ld8, st8, to_f, from_f, block_sum, block_max, sr_report_index_error
+#include "include/speedrun_xent.cuh"  // defines: xent_vec, xent_split, xent_edge, xent_acc1, xent_acc
 
-#define XENT_LOG2E 1.4426950408889634f
 #define XENT_UNROLL 4  // kernel 3: 16-byte loads in flight per thread
 
 // ----------------------------------------------------------------------------
 // CUDA kernels
-
-// 16 bytes of T (8 bf16 or 4 f32) as floats, and back (bf16 rounded to nearest)
-template <typename T> struct xent_vec;
-template <> struct xent_vec<bf16> {
-  static constexpr int N = 8;
-  static __device__ __forceinline__ void unpack(uint4 v, float *f) {
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      float2 t = __bfloat1622float2(h[k]);
-      f[2 * k] = t.x;
-      f[2 * k + 1] = t.y;
-    }
-  }
-  static __device__ __forceinline__ uint4 pack(const float *f) {
-    uint4 v;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&v;
-#pragma unroll
-    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    return v;
-  }
-};
-template <> struct xent_vec<float> {
-  static constexpr int N = 4;
-  static __device__ __forceinline__ void unpack(uint4 v, float *f) {
-    f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y);
-    f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
-  }
-  static __device__ __forceinline__ uint4 pack(const float *f) {
-    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
-  }
-};
-
-// a row of V elements at p split at 16-byte boundaries: head elements [0, head) before the first
-// boundary, nv vectors of 16 bytes from element head, the tail [tail0, V); mis is p's element
-// offset within its 16 bytes. A cached row sits in shared memory as in global memory: element j
-// at element mis + j, vector k at vector k + (mis > 0).
-struct xent_row {
-  int mis, head, nv, tail0;
-};
-template <typename T>
-__device__ __forceinline__ xent_row xent_split(const T *p, int V) {
-  constexpr int N = xent_vec<T>::N;
-  xent_row g;
-  g.mis = (int)(((uintptr_t)p & 15) / sizeof(T));
-  g.head = g.mis ? min(N - g.mis, V) : 0;
-  g.nv = (V - g.head) / N;
-  g.tail0 = g.head + g.nv * N;
-  return g;
-}
-// the row's r-th element outside the vectors (head, then tail): r < head + V - tail0 < 2N
-__device__ __forceinline__ int xent_edge(const xent_row &g, int r) { return r < g.head ? r : g.tail0 + r - g.head; }
 
 // 16 bytes: streamed (read once: evict first) or a plain load (read again soon, maybe after a
 // write by this kernel, so never through the non-coherent path)
@@ -92,30 +40,6 @@ template <bool STREAM>
 __device__ __forceinline__ uint4 xent_ld(const uint4 *p) {
   if (STREAM) return __ldcs(p);
   return *p;
-}
-
-// online max m and exp-sum s (relative to m) with value v, then with the N values f
-__device__ __forceinline__ void xent_acc1(float &m, float &s, float v) {
-  if (v > m) {
-    s = s * exp2f((m - v) * XENT_LOG2E) + 1.f;
-    m = v;
-  } else if (m != -INFINITY) {
-    s += exp2f(fmaf(v, XENT_LOG2E, -m * XENT_LOG2E));
-  }
-}
-template <int N>
-__device__ __forceinline__ void xent_acc(float &m, float &s, const float *f) {
-  float mx = f[0];
-#pragma unroll
-  for (int k = 1; k < N; k++) mx = fmaxf(mx, f[k]);
-  if (mx > m) {  // rare after the first vectors: the row's running max grows
-    s *= exp2f((m - mx) * XENT_LOG2E);
-    m = mx;
-  }
-  if (m == -INFINITY) return;  // every value so far -inf
-  const float mL = m * XENT_LOG2E;
-#pragma unroll
-  for (int k = 0; k < N; k++) s += exp2f(fmaf(f[k], XENT_LOG2E, -mL));
 }
 
 // lse of the row x[0..V) by the block (every thread gets it); CACHE: the row is also stored in
@@ -382,23 +306,44 @@ static const char *xent_launch3(int64_t N, size_t smem, cudaStream_t st, float *
   return NULL;
 }
 
-// kernel 3's forward: without dlogits, 512 threads streaming the row; with dlogits, the row
-// cached when it fits: twice in an SM's shared memory (bf16 up to ~56K elements on an H100/H200),
-// 512 threads and two rows an SM; once, 1024 threads and one row; longer rows, 512 threads
-// reading the row twice
+// kernel 3's forward with dlogits: the row cached when it fits twice in an SM's shared memory
+// (bf16 up to ~56K elements on an H100/H200): 512 threads and two rows an SM (*cache 1); once:
+// 1024 threads and one row; longer rows, 512 threads reading the row twice (*cache 0). *smem:
+// the cached row's bytes. Returns the threads, or 0 and the error in *err.
+static int xent_grad_plan(int64_t V, size_t elem, bool *cache, size_t *smem, const char **err) {
+  int per_block, per_sm;
+  if ((*err = xent_smem_limits(&per_block, &per_sm))) return 0;
+  *smem = CEIL_DIV((size_t)(V + 2 * (16 / elem)) * elem, (size_t)16) * 16;
+  const size_t stat = 32 * sizeof(float) + 1024;  // the block's static shared memory and the 1 KB the system keeps
+  *cache = *smem + stat <= (size_t)per_block;
+  if (*cache && 2 * (*smem + stat) <= (size_t)per_sm) return 512;
+  return *cache ? 1024 : 512;
+}
+
+// the threads a row of the in-place forward gets, and the shared memory it asks for: the step
+// compiler's loss kernels (host/jit/fuse_cuda.c) walk rows with as many threads, so they reduce in
+// the same order, and ask for as much, so as many rows are in flight an SM; 0 on error
+extern "C" int sr_cuda_xent_threads(int64_t V, int elem_bytes, size_t *smem) {
+  bool cache;
+  const char *err;
+  int nt = xent_grad_plan(V, (size_t)elem_bytes, &cache, smem, &err);
+  if (!cache) *smem = 0;
+  return nt;
+}
+
+// kernel 3's forward: without dlogits, 512 threads streaming the row; with dlogits, as
+// xent_grad_plan says
 template <typename T>
 static const char *xent_forward3(int64_t N, float *lo, float *ls, const T *x, const int *t, int V, int64_t ld,
                                  int ignore, T *d, int64_t dld, const float *dsp, cudaStream_t st) {
   if (!d) return xent_launch3<T, 512, false, false>(N, 0, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
-  int per_block, per_sm;
-  const char *e = xent_smem_limits(&per_block, &per_sm);
-  if (e) return e;
-  const size_t smem = CEIL_DIV((size_t)(V + 2 * xent_vec<T>::N) * sizeof(T), (size_t)16) * 16;
-  const size_t stat = 32 * sizeof(float) + 1024;  // the block's static shared memory and the 1 KB the system keeps
-  if (2 * (smem + stat) <= (size_t)per_sm && smem + stat <= (size_t)per_block)
-    return xent_launch3<T, 512, true, true>(N, smem, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
-  if (smem + stat <= (size_t)per_block)
-    return xent_launch3<T, 1024, true, true>(N, smem, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
+  bool cache;
+  size_t smem;
+  const char *e;
+  int nt = xent_grad_plan(V, sizeof(T), &cache, &smem, &e);
+  if (!nt) return e;
+  if (cache && nt == 512) return xent_launch3<T, 512, true, true>(N, smem, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
+  if (cache) return xent_launch3<T, 1024, true, true>(N, smem, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
   return xent_launch3<T, 512, true, false>(N, 0, st, lo, ls, x, t, V, ld, ignore, d, dld, dsp);
 }
 

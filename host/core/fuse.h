@@ -26,6 +26,14 @@
 **    the formulas of kernels/elementwise.cu from kernels/include/speedrun_ew.cuh). Any mismatch
 **    (another launch, a different aliasing of a group's tensors) runs the held launches unfused
 **    and turns the plan off for the rest of the step, with the reason.
+** 4. The loss (issue 20): an element-wise group whose output is the logits of the cross_entropy that
+**    follows it, in place (it writes its gradient over the logits), becomes one group with it: the
+**    kernel computes the logits from the group's loads row by row and never stores them. When the
+**    backward's first touch of those logits is an element-wise group on the gradient (a softcap's
+**    backward: mul', tanh'(y), mul') that reads only them and values the loss group computed, that
+**    chain runs inside the same kernel on the gradient before it is stored (its "epilogue"), and
+**    the later group becomes a relay: one copy of what the kernel left in the logits' storage to
+**    its output. Values it read that nothing else reads (the tanh) are then never stored.
 ** Values are rounded to their dtype after every op, as the unfused kernels store them, so a fused
 ** step gives the unfused step's numbers (bit for bit on the CPU; on cuda up to the compiler's
 ** choices inside one op).
@@ -121,6 +129,16 @@ typedef struct sr_fuse_group {
   int dead;                   /* outputs not stored */
   int disabled;               /* 1: runs unfused (its kernel could not be built) */
   int64_t saved_bytes;        /* memory traffic saved per step */
+  /* the loss (4. above): xent: 1 when the last member is a cross_entropy writing its gradient over
+  ** the logits, value lval; the kernel stores no logits. epi: the relay group whose chain it
+  ** applies to the gradient (-1: none); then value nload + nop is the gradient as the
+  ** cross_entropy stores it (the logits' dtype) and epi_op[k] makes value nload + nop + 1 + k, the
+  ** last one stored over the logits. relay: 1 for that later group: one copy (op[0]) of the
+  ** logits' storage (its load 0) to its output, run only after its loss group ran fused. */
+  int xent, lval, epi, nepi, relay;
+  int64_t ce;                 /* xent: the cross_entropy's launch (members first .. first + n - 2, then
+                              ** it; the launches between touch none of the group's storages) */
+  sr_fuse_op epi_op[SR_FUSE_MAXOPS];
   const char *label;          /* its ops as text, e.g. "cast:bfloat16 -> mul:bfloat16" (interned: lives
                               ** as long as the process, so profile rows may point at it) */
 } sr_fuse_group;
@@ -169,6 +187,10 @@ int sr_fuse_last_dispatch(const char **label);
 ** NULL or an error message. */
 const char *sr_fuse_run_cpu(const sr_fuse_group *g, sr_tensor *const *t);
 const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t);
+/* a loss group (xent): t[k] is io[k]'s tensor, ce the cross_entropy's own call (losses, lse,
+** logits, targets, dlogits = logits, dscale) */
+const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce);
+const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce);
 /* the CUDA source of a group's kernel (malloc'd; the text depends on the group's structure
 ** only: ops, dtypes, which io is which); name receives the kernel's entry point */
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname);

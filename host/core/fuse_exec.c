@@ -31,9 +31,10 @@ static struct {
   sr_storage *adopted[SR_FUSE_MAXOPS * SR_KMAXT];
   int nadopted;
   int fused;                      /* groups run fused */
+  int relay;                      /* the relay group whose values a loss kernel computed ahead, or -1 */
   int last;                       /* SR_FUSE_RAN/HELD/GROUP: the last dispatch (sr_fuse_last_dispatch) */
   const char *last_label;
-} X;
+} X = {.relay = -1};
 
 /* the first reason something ran unfused this step */
 static void note(const char *fmt, ...) {
@@ -118,20 +119,60 @@ static const char *run_fold(const sr_fuse_group *g) {
   return err;
 }
 
+/* a loss group's cross_entropy reads and writes the logits its chain computes, and no other
+** tensor of the group */
+static int loss_tensors_hold(const sr_fuse_group *g) {
+  const sr_kcall *ce = &X.h[g->n - 1].c;
+  const sr_storage *ls = X.h[g->lval - g->nload].c.t[0]->storage;
+  if (ce->nt < 6 || !ce->t[2] || !ce->t[4] || ce->t[2]->storage != ls || ce->t[4]->storage != ls) return 0;
+  for (int j = 0; j < 6; j++)
+    for (int k = 0; k < g->nio && j != 2 && j != 4 && ce->t[j]; k++)
+      if (ce->t[j]->storage == X.h[g->io[k].member].c.t[g->io[k].arg]->storage) return 0;
+  return 1;
+}
+
+/* the launches a relay group replaces must run as computed ahead; unfused they would read the
+** loss kernel's result as the gradient */
+static void relay_lost(const char *what) {
+  if (X.relay < 0) return;
+  X.relay = -1;
+  sr_fail("step compiler: %s after a fused cross-entropy computed the backward's next chain ahead; "
+          "the step cannot finish unfused (SPEEDRUN_FUSE=0 turns the step compiler off)", what);
+}
+
 static const char *run_group(const sr_fuse_group *g, int dev) {
+  int gi = (int)(g - X.p->g);
+  if (g->relay && X.relay != gi) return run_held();  /* its loss group ran unfused: the gradient is there */
+  if (g->xent && g->epi >= 0 && X.p->g[g->epi].disabled) return run_held();
   if (g->disabled) return run_held();
   if (g->fold) return run_fold(g);
-  if (!classes_hold(g)) {
+  if (g->relay && !g->nop) {  /* the loss kernel left its result where the chain would have */
+    release_held();
+    X.relay = -1, X.fused++;
+    X.last = SR_FUSE_GROUP, X.last_label = g->label;
+    return NULL;
+  }
+  if (!classes_hold(g) || (g->xent && !loss_tensors_hold(g))) {
+    if (g->relay) relay_lost("its relay's tensors alias differently than recorded");
     note("group at launch %lld: its tensors alias differently than recorded (ran unfused)", (long long)g->first + 1);
     return run_held();
   }
   sr_tensor *t[SR_FUSE_MAXIO];
   for (int k = 0; k < g->nio; k++) t[k] = X.h[g->io[k].member].c.t[g->io[k].arg];
-  const char *err = dev == SR_CUDA ? sr_fuse_run_cuda(g, t) : sr_fuse_run_cpu(g, t);
+  const char *err;
+  if (g->xent) {
+    const sr_kcall *ce = &X.h[g->n - 1].c;
+    err = dev == SR_CUDA ? sr_fuse_run_xent_cuda(g, t, ce) : sr_fuse_run_xent_cpu(g, t, ce);
+  } else {
+    err = dev == SR_CUDA ? sr_fuse_run_cuda(g, t) : sr_fuse_run_cpu(g, t);
+  }
   if (err) {  /* the fused kernel could not run (a compile failure, say): unfused instead */
+    if (g->relay) relay_lost(err);
     note("%s (group at launch %lld ran unfused)", err, (long long)g->first + 1);
     return run_held();
   }
+  if (g->relay) X.relay = -1;
+  if (g->xent && g->epi >= 0) X.relay = g->epi;
   release_held();
   X.fused++;
   X.last = SR_FUSE_GROUP, X.last_label = g->label;
@@ -160,13 +201,14 @@ static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr
     snprintf(X.why, sizeof X.why, "launch %lld (%s) differs from the recorded step: %s; the rest of the step ran unfused",
              (long long)k + 1, sr_kernels[id].name, d);
     const char *err = run_held();
+    relay_lost(X.why);
     return err ? err : fn(c);
   }
   int gi = p->group_of[k];
   if (gi < 0) return fn(c);
   const sr_fuse_group *g = &p->g[gi];
   hold(id, c, fn);
-  if (k < g->first + g->n - 1) {
+  if (k < (g->xent ? g->ce : g->first + g->n - 1)) {
     X.last = SR_FUSE_HELD;
     return NULL;
   }
@@ -180,7 +222,7 @@ int sr_fuse_last_dispatch(const char **label) {
 
 void sr_fuse_begin(sr_fuse_plan *p) {
   release_held();
-  X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN;
+  X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN, X.relay = -1;
   sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
   sr_set_storage_death_hook(p ? adopt : NULL);
 }
@@ -190,10 +232,12 @@ void sr_fuse_flush(void) {
   const char *err = run_held();
   X.off = 1;
   snprintf(X.why, sizeof X.why, "the step did work the dispatcher does not see in the middle of a group; the rest ran unfused");
+  relay_lost("the step did work the dispatcher does not see in the middle of a group");
   if (err) sr_fail("%s", err);
 }
 
 const char *sr_fuse_end(int *groups) {
+  int lost = X.relay >= 0 && X.nh;  /* the relay's launches began, and ran unfused */
   if (X.nh) {
     long long nh = X.nh;
     const char *err = run_held();
@@ -205,8 +249,13 @@ const char *sr_fuse_end(int *groups) {
              (long long)X.p->nlaunch);
   if (groups) *groups = X.fused;
   X.p = NULL;
+  X.relay = -1;
   X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(NULL);
   sr_set_storage_death_hook(NULL);
+  if (lost) {
+    X.relay = 0;
+    relay_lost("the step ended inside the relay group");
+  }
   return X.why[0] ? X.why : NULL;
 }

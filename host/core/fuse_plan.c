@@ -300,6 +300,192 @@ static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int devi
 }
 
 /* ------------------------------------------------------------------------------------------
+** the loss: an element-wise group whose output an in-place cross_entropy reads, and the
+** element-wise group the backward then runs on the gradient (core/fuse.h, 4.) */
+
+static int touches(const sr_fuse_rec *r, int64_t k, int sid) {
+  for (int j = 0; j < r->l[k].nt; j++)
+    if (arg_of(r, k, j)->sid == sid) return 1;
+  return 0;
+}
+
+/* the last member of g whose output is storage sid, or -1 */
+static int writer_of(const sr_fuse_rec *r, const sr_fuse_group *g, int sid) {
+  int w = -1;
+  for (int m = 0; m < g->n; m++)
+    if (arg_of(r, g->first + m, 0)->sid == sid) w = m;
+  return w;
+}
+
+static const sr_fuse_arg *io_arg(const sr_fuse_rec *r, const sr_fuse_group *g, int k) {
+  return arg_of(r, g->first + g->io[k].member, g->io[k].arg);
+}
+
+/* every tensor of g holds its n elements in row-major order from its offset (a load may also be
+** one element, broadcast): element i of the loop is element i of each */
+static int flat_io(const sr_fuse_rec *r, const sr_fuse_group *g, int64_t n) {
+  for (int k = 0; k < g->nio; k++) {
+    const sr_fuse_arg *a = io_arg(r, g, k);
+    int64_t m = numel_of(a->ndim, a->shape);
+    if (!(arg_contiguous(a) && m == n) && !(k < g->nload && m == 1)) return 0;
+  }
+  return 1;
+}
+
+#define XENT_GAP 16  /* launches between a loss group's chain and its cross_entropy (the mean's count) */
+
+/* the first launch after group g touching a storage g touches, within XENT_GAP; -1 if none */
+static int64_t next_touch(const sr_fuse_rec *r, const sr_fuse_group *g) {
+  for (int64_t c = g->first + g->n; c < r->n && c <= g->first + g->n + XENT_GAP; c++)
+    for (int j = 0; j < r->l[c].nt; j++) {
+      int sid = arg_of(r, c, j)->sid;
+      for (int m = 0; sid >= 0 && m < g->n; m++)
+        if (touches(r, g->first + m, sid)) return c;
+    }
+  return -1;
+}
+
+/* group g followed by an in-place cross_entropy over the logits it stores (at launch *ce; the
+** launches between touch none of g's storages): the index of that store in g->io, or -1 */
+static int xent_store(const sr_fuse_rec *r, const sr_fuse_group *g, int device, int64_t *ce) {
+  int64_t c = *ce = next_touch(r, g);
+  if (g->fold || g->n >= SR_FUSE_MAXOPS || c < 0 || r->l[c].id != SR_K_cross_entropy || r->l[c].nt < 6) return -1;
+  const sr_fuse_arg *x = arg_of(r, c, 2), *d = arg_of(r, c, 4);
+  int64_t n = numel_of(x->ndim, x->shape);
+  if (x->sid < 0 || d->sid != x->sid || d->offset != x->offset || d->dtype != x->dtype || !arg_contiguous(x) ||
+      !arg_contiguous(d) || numel_of(d->ndim, d->shape) != n || numel_of(g->ndim, g->shape) != n || !flat_io(r, g, n))
+    return -1;
+  if (device == SR_CUDA && x->dtype != SR_F32 && x->dtype != SR_BF16) return -1;
+  for (int j = 0; j < 6; j++) {  /* its other tensors are none of the group's */
+    int sid = arg_of(r, c, j)->sid;
+    for (int m = 0; sid >= 0 && j != 2 && j != 4 && m < g->n; m++)
+      if (touches(r, g->first + m, sid)) return -1;
+  }
+  int w = writer_of(r, g, x->sid);
+  if (w < 0 || arg_of(r, g->first + w, 0)->offset != x->offset) return -1;
+  for (int k = g->nload; k < g->nio; k++)
+    if (io_arg(r, g, k)->sid == x->sid && g->io[k].src == g->nload + w) return k;
+  return -1;
+}
+
+/* narrower-or-equal float types: a value of dtype v stored as dtype s and read back is v exactly */
+static int holds(int s, int v) {
+  return s == v || (v == SR_BF16 && (s == SR_F32 || s == SR_F64)) || (v == SR_F32 && s == SR_F64);
+}
+
+/* the group the backward first runs on the gradient the loss group g (cross_entropy at launch c)
+** leaves in the logits' storage, when the loss kernel can run its chain ahead: it reads only that
+** gradient and values g computed (untouched since), stores one output, and the logits' storage
+** is not touched after it. Its index, and in map[k] the value of g each of its loads is; or -1 */
+static int relay_of(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse_group *g, int64_t c, int *map) {
+  const sr_fuse_arg *x = arg_of(r, c, 2);
+  int64_t n = numel_of(x->ndim, x->shape), e = c + 1;
+  while (e < r->n && !touches(r, e, x->sid)) e++;
+  if (e >= r->n || p->group_of[e] < 0) return -1;
+  int ei = p->group_of[e];
+  const sr_fuse_group *E = &p->g[ei];
+  int64_t end = E->first + E->n - 1;
+  if (E->first != e || E->fold || E->xent || E->nio - E->nload != 1 || numel_of(E->ndim, E->shape) != n ||
+      !flat_io(r, E, n))
+    return -1;
+  /* its output: over the gradient itself (the backward's in-place chain: nothing left to copy),
+  ** or a tensor of its own when the logits' storage is not read after it */
+  const sr_fuse_arg *o = io_arg(r, E, E->nload);
+  if (o->sid == x->sid ? o->offset != x->offset || o->dtype != x->dtype
+                       : writer_of(r, g, o->sid) >= 0 || !holds(x->dtype, o->dtype) || r->s[x->sid].last > end)
+    return -1;
+  for (int k = 0; k < E->nload; k++) {
+    const sr_fuse_arg *a = io_arg(r, E, k);
+    if (a->sid == x->sid) {
+      if (a->offset != x->offset || a->dtype != x->dtype || numel_of(a->ndim, a->shape) != n) return -1;
+      map[k] = g->nload + g->nop;
+      continue;
+    }
+    int w = writer_of(r, g, a->sid);
+    if (w < 0) return -1;
+    const sr_fuse_arg *gw = arg_of(r, g->first + w, 0);
+    if (a->offset != gw->offset || a->dtype != gw->dtype || numel_of(a->ndim, a->shape) != n) return -1;
+    for (int64_t k2 = c + 1; k2 < e; k2++)
+      if (touches(r, k2, a->sid)) return -1;
+    map[k] = g->nload + w;
+  }
+  return ei;
+}
+
+/* g (ending at launch c - 1) and the cross_entropy at c become one loss group; its relay when
+** every recording allows it */
+static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *recs, int nrec, int ks, int64_t c) {
+  sr_fuse_group *g = &p->g[gi];
+  const sr_fuse_rec *r = recs[0];
+  int64_t lbytes = io_bytes(r, g, g->io[ks].member, g->io[ks].arg);
+  g->xent = 1, g->lval = g->io[ks].src, g->epi = -1, g->ce = c;
+  for (int k = ks; k + 1 < g->nio; k++) g->io[k] = g->io[k + 1];
+  g->nio--, g->dead++;
+  for (int j = 0; j < SR_KMAXT; j++) g->cls[g->n][j] = -1;
+  g->n++;
+  g->saved_bytes += 2 * lbytes;   /* the logits neither stored nor read back */
+  p->group_of[c] = gi;
+  p->fused_launches++;
+  int map[SR_FUSE_MAXIO], map2[SR_FUSE_MAXIO], ei = relay_of(r, p, g, c, map);
+  for (int x = 1; x < nrec && ei >= 0; x++)
+    if (relay_of(recs[x], p, g, c, map2) != ei || memcmp(map, map2, sizeof(int) * (size_t)p->g[ei].nload)) ei = -1;
+  if (ei < 0) return;
+  sr_fuse_group *E = &p->g[ei];
+  int64_t e_end = E->first + E->n - 1, fused_old = 0;
+  for (int k = 0; k < E->nio; k++) fused_old += io_bytes(r, E, E->io[k].member, E->io[k].arg);
+  /* the epilogue: E's ops over g's values (its loads mapped), the gradient at nload + nop */
+  int base = g->nload + g->nop, lk = -1;
+  g->nepi = E->nop;
+  for (int m = 0; m < E->nop; m++) {
+    sr_fuse_op op = E->op[m];
+    for (int j = 0; j < op.nin; j++) op.in[j] = op.in[j] < E->nload ? map[op.in[j]] : base + 1 + op.in[j] - E->nload;
+    g->epi_op[m] = op;
+  }
+  for (int k = 0; k < E->nload; k++)
+    if (map[k] == base) lk = k;
+  if (lk < 0) { g->nepi = 0; return; }  /* the chain does not read the gradient: not a relay */
+  g->epi = ei;
+  /* g's stores that only the chain read are not stored any more */
+  for (int k = g->nload; k < g->nio;) {
+    int dead = 0;
+    for (int j = 0; j < E->nload && !dead; j++) dead = map[j] == g->io[k].src;
+    for (int x = 0; x < nrec && dead; x++) dead = dead_after(recs[x], g->first + g->io[k].member, 0, e_end);
+    if (!dead) { k++; continue; }
+    g->saved_bytes += io_bytes(r, g, g->io[k].member, g->io[k].arg);
+    for (int j = k; j + 1 < g->nio; j++) g->io[j] = g->io[j + 1];
+    g->nio--, g->dead++;
+  }
+  /* E: one copy of the logits' storage (what the loss kernel left there) to its output, or
+  ** nothing when its output is that storage */
+  sr_fuse_io in = E->io[lk], out = E->io[E->nload];
+  int odt = out.dtype;
+  E->relay = 1;
+  if (io_arg(r, E, E->nload)->sid == io_arg(r, E, lk)->sid) {
+    E->saved_bytes += fused_old;
+    E->nload = E->nio = E->nop = 0;
+    return;
+  }
+  E->nload = 1, E->nio = 2, E->nop = 1;
+  E->io[0] = in, E->io[0].src = -1;
+  E->io[1] = out, E->io[1].src = 1;
+  memset(&E->op[0], 0, sizeof E->op[0]);
+  E->op[0].kind = SR_K_copy, E->op[0].nin = 1, E->op[0].in[0] = 0, E->op[0].dtype = odt;
+  E->saved_bytes += fused_old - lbytes - io_bytes(r, E, out.member, out.arg);
+}
+
+static void plan_losses(sr_fuse_plan *p, const sr_fuse_rec *const *recs, int nrec) {
+  for (int gi = 0; gi < p->ng; gi++) {
+    int64_t c, c2;
+    int ks = xent_store(recs[0], &p->g[gi], p->device, &c);
+    for (int x = 1; x < nrec && ks >= 0; x++)
+      if (xent_store(recs[x], &p->g[gi], p->device, &c2) != ks || c2 != c) ks = -1;
+    if (ks >= 0 && p->group_of[c] < 0) make_loss_group(p, gi, recs, nrec, ks, c);
+  }
+  p->saved_bytes = 0;
+  for (int gi = 0; gi < p->ng; gi++) p->saved_bytes += p->g[gi].saved_bytes;
+}
+
+/* ------------------------------------------------------------------------------------------
 ** the plan */
 
 static const char *same_steps(const sr_fuse_rec *a, const sr_fuse_rec *b, char *err, size_t nerr) {
@@ -409,6 +595,7 @@ sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, cha
       k++;
     }
   }
+  plan_losses(p, recs, nrec);
   label_groups(p);
   return p;
 }
@@ -467,7 +654,11 @@ char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
        (long long)p->fused_launches, (long long)fused, (double)p->saved_bytes / 1e6);
   for (int k = 0; k < p->ng; k++) {
     const sr_fuse_group *g = &p->g[k];
-    tput(&b, "  %3d  launches %lld-%lld  ", k + 1, (long long)g->first + 1, (long long)(g->first + g->n));
+    if (g->xent)
+      tput(&b, "  %3d  launches %lld-%lld, %lld  ", k + 1, (long long)g->first + 1, (long long)(g->first + g->n - 1),
+           (long long)g->ce + 1);
+    else
+      tput(&b, "  %3d  launches %lld-%lld  ", k + 1, (long long)g->first + 1, (long long)(g->first + g->n));
     if (g->fold) {
       const sr_fuse_launch *l = &p->l[g->first];
       tput(&b, "fold: %s writes the cast's output itself", sr_kernels[l->id].name);
@@ -475,6 +666,8 @@ char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
       tput(&b, "[");
       for (int d = 0; d < g->ndim; d++) tput(&b, "%s%lld", d ? "," : "", (long long)g->shape[d]);
       tput(&b, "]  %s  (%d loads, %d stores, %d not stored)", g->label, g->nload, g->nio - g->nload, g->dead);
+      if (g->xent && g->epi >= 0) tput(&b, "  [its last chain: group %d's]", g->epi + 1);
+      if (g->relay) tput(&b, "  [what a fused cross-entropy's kernel computed]");
     }
     tput(&b, "  %.2f MB%s\n", (double)g->saved_bytes / 1e6, g->disabled ? "  [disabled: runs unfused]" : "");
   }
@@ -516,9 +709,15 @@ static void label_groups(sr_fuse_plan *p) {
     b.n = 0;
     b.s[0] = '\0';
     if (g->fold) tput(&b, "%s => cast", sr_kernels[p->l[g->first].id].name);
+    if (g->relay) tput(&b, g->nop ? "relay " : "relay (the gradient's chain, done in place by the loss kernel)");
     for (int m = 0; !g->fold && m < g->nop; m++) {
       if (m) tput(&b, " -> ");
       op_text(&b, &g->op[m]);
+    }
+    if (g->xent) tput(&b, " => cross_entropy");
+    for (int m = 0; g->xent && g->epi >= 0 && m < g->nepi; m++) {
+      tput(&b, m ? " -> " : " => ");
+      op_text(&b, &g->epi_op[m]);
     }
     g->label = intern(b.s);
   }

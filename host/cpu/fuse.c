@@ -5,12 +5,16 @@
 ** the unfused op's store would), live outputs scattered. So a fused step gives the unfused step's
 ** bits. Every tensor of a group is viewable in the group's shape, so flat index i of a tensor is
 ** flat index i of the group; cpu_gather/cpu_scatter walk each in its own strides.
+** A loss group (xent, core/fuse.h) runs row by row as its kernel does: the row's logits computed
+** into scratch, the cross_entropy kernel of host/cpu/softmax_xent.c on that one row (so the
+** numbers are the unfused ones), then the row's values again from the loads, the epilogue on the
+** gradient, and the stores: each element of the loads is read before anything is stored over it.
 */
 #include "core/fuse.h"   /* defines: sr_fuse_group, SR_FUSE_MAXOPS */
 #include "cpu/common.h"  /* defines: cpu_gather, cpu_scatter, cpu_ld, cpu_st, sr_cpu_unary_fwd */
 
 #define FUSE_CHUNK 256
-#define FUSE_MAXVAL (SR_FUSE_MAXIO + SR_FUSE_MAXOPS)
+#define FUSE_MAXVAL (SR_FUSE_MAXIO + 2 * SR_FUSE_MAXOPS + 1)  /* loads, ops, a loss group's gradient and epilogue */
 
 /* rounds v[0..n) to dtype dt, as storing and loading it again would */
 static void round_to(double *v, int64_t n, int dt) {
@@ -54,4 +58,72 @@ const char *sr_fuse_run_cpu(const sr_fuse_group *g, sr_tensor *const *t) {
     for (int k = g->nload; k < g->nio; k++) cpu_scatter(t[k], i0, m, v[g->io[k].src]);
   }
   return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+** loss groups */
+
+/* the values of elements i0 .. i0 + m of a loss group's loop: loads, then the prologue's ops */
+static void prologue(const sr_fuse_group *g, sr_tensor *const *t, int64_t i0, int64_t m, double (*v)[FUSE_CHUNK]) {
+  for (int k = 0; k < g->nload; k++) cpu_gather(t[k], i0, m, v[k]);
+  for (int k = 0; k < g->nop; k++) run_op(&g->op[k], v, v[g->nload + k], m);
+}
+
+/* element n of a 1-D side tensor (losses, lse, targets) as a tensor of one element */
+static sr_tensor elem_of(const sr_tensor *x, int64_t n) {
+  sr_tensor r = *x;
+  r.offset += n * x->stride[x->ndim - 1];
+  r.ndim = 1, r.shape[0] = 1, r.stride[0] = 1;
+  return r;
+}
+
+/* row n of a loss group: logits into the scratch row, the cross_entropy on it, then the stores */
+static const char *xent_row(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, int64_t n, int64_t V,
+                            double *scratch) {
+  sr_storage st = {.data = scratch, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
+  sr_tensor row = {.refcount = 1, .storage = &st, .ndim = 2, .shape = {1, V}, .stride = {V, 1},
+                   .dtype = ce->t[2]->dtype};
+  double v[FUSE_MAXVAL][FUSE_CHUNK];
+  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
+    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
+    prologue(g, t, n * V + j0, m, v);
+    for (int64_t k = 0; k < m; k++) cpu_st(scratch, row.dtype, j0 + k, v[g->lval][k]);
+  }
+  sr_tensor lo = elem_of(ce->t[0], n), ls = elem_of(ce->t[1], n), tg = elem_of(ce->t[3], n);
+  sr_kcall c = *ce;
+  c.t[0] = &lo, c.t[1] = &ls, c.t[2] = &row, c.t[3] = &tg, c.t[4] = &row;
+  const char *err = sr_cpu_cross_entropy(&c);
+  if (err) return err;
+  sr_tensor *out = ce->t[4];
+  sr_tensor dst = *out;  /* row n of the logits' storage, flat */
+  dst.offset += n * V, dst.ndim = 1, dst.shape[0] = V, dst.stride[0] = 1;
+  int d = g->nload + g->nop, last = g->epi >= 0 && g->nepi ? d + g->nepi : d;
+  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
+    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
+    prologue(g, t, n * V + j0, m, v);
+    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(scratch, row.dtype, j0 + k);
+    for (int k = 0; g->epi >= 0 && k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + k], m);
+    for (int k = g->nload; k < g->nio; k++) cpu_scatter(t[k], n * V + j0, m, v[g->io[k].src]);
+    cpu_scatter(&dst, j0, m, v[last]);
+  }
+  return NULL;
+}
+
+const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
+  const sr_tensor *lg = ce->t[2], *tg = ce->t[3];
+  int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
+  if (N == 0) return NULL;
+  if (tg->dtype != SR_I32 || !sr_is_contiguous(tg) || !sr_is_contiguous(ce->t[4]))
+    return "a fused cross-entropy needs int32 targets and contiguous logits";
+  const char *err = cpu_check_indices("target", (const int32_t *)sr_data(tg), N, V, 1, ce->i[0]);
+  if (err) return err;
+  double *buf = cpu_thread_buffers(V);
+  if (!buf) return CPU_OOM;
+  err = xent_row(g, t, ce, 0, V, cpu_thread_slice(buf, V));  /* one row first: its checks fail before any store */
+  if (!err) {
+#pragma omp parallel for schedule(dynamic, 4) if (N * V > CPU_PAR_MIN)
+    for (int64_t n = 1; n < N; n++) xent_row(g, t, ce, n, V, cpu_thread_slice(buf, V));
+  }
+  free(buf);
+  return err;
 }

@@ -59,8 +59,12 @@ void sr_cuda_setup_stats(int kind, int64_t *count, double *seconds);
 const char *sr_cuda_sync(void);
 /* thread-local message buffer for launchers (512 bytes) */
 char *sr_cuda_errbuf(void);
-/* device pointer of the deferred-error record (struct sr_dev_error in kernels/common.cuh) */
+/* device pointer of the deferred-error record (struct sr_dev_error in kernels/include/speedrun_device.cuh) */
 void *sr_cuda_dev_error_ptr(void);
+/* the threads a row of the in-place cross-entropy forward gets (kernels/softmax_xent.cu) and the
+** dynamic shared memory it asks for (*smem), which the step compiler's loss kernels use too (the
+** same reduction order, as many rows an SM); 0 when the device cannot be queried */
+int sr_cuda_xent_threads(int64_t V, int elem_bytes, size_t *smem);
 
 /* CUDA graphs of a whole step. begin/end return NULL or an error message; on failure the
 ** caller runs eagerly. A graph keeps its private memory pool until freed. */

@@ -11,6 +11,10 @@
 ** kernels/common.cuh's sr_ew_make does). Values are computed in f32 by the formulas of
 ** kernels/include/speedrun_ew.cuh (those of kernels/elementwise.cu) and rounded to their dtype
 ** after every op, as the unfused kernels store them.
+** A loss group (a chain into an in-place cross_entropy, core/fuse.h 4.) gets the three functions
+** the row driver of kernels/include/speedrun_xent.cuh calls (values of N elements, the epilogue on
+** the gradient, the live stores) and an entry with the threads a row the unfused cross-entropy
+** uses (sr_xent_512 or sr_xent_1024), launched one block per row.
 */
 #include <stdarg.h>      /* defines: va_list */
 #include <stdio.h>       /* defines: snprintf, vsnprintf */
@@ -20,6 +24,9 @@
 
 #include "core/fuse.h"   /* defines: sr_fuse_group, sr_fuse_run_cuda */
 #include "jit/jit.h"     /* defines: sr_jit_compile, sr_jit_load, sr_jit_launch_kernel */
+#ifdef SPEEDRUN_CUDA
+#include "cuda/backend.h" /* defines: sr_cuda_dev_error_ptr, sr_cuda_xent_threads */
+#endif
 
 /* the kernel argument; the generated struct below has the same layout */
 typedef struct sr_fuse_kargs {
@@ -30,6 +37,21 @@ typedef struct sr_fuse_kargs {
   float p[SR_FUSE_MAXOPS];
   int32_t ndim, pad;
 } sr_fuse_kargs;
+
+/* a loss group's kernel argument: struct sr_xent_kargs of kernels/include/speedrun_xent.cuh */
+typedef struct sr_xent_kargs {
+  int64_t N, V;
+  void *ptr[16];
+  int64_t bcast;
+  float p[16], q[16];
+  float *losses, *lse;
+  const int32_t *targets;
+  void *logits;
+  const float *dscale;
+  void *err;
+  int32_t ignore, pad;
+} sr_xent_kargs;
+_Static_assert(SR_FUSE_MAXIO <= 16 && SR_FUSE_MAXOPS <= 16, "sr_xent_kargs holds 16 pointers and scalars");
 
 /* ------------------------------------------------------------------------------------------
 ** source generation */
@@ -60,23 +82,33 @@ static void load_expr(sbuf *b, int dt, int k, const char *off) {
   else put(b, "((const float *)a.ptr[%d])[%s]", k, off);
 }
 
+/* op's value, rounded to its dtype: its inputs as value(k) ("v%d", or "v[%d][e]" in a loss
+** kernel), its scalar as scalar (e.g. "P[3]") */
+static void gen_op(sbuf *b, const sr_fuse_op *op, const char *value, const char *scalar) {
+  const int *in = op->in;
+  char x[3][32];
+  for (int j = 0; j < 3; j++) snprintf(x[j], sizeof x[j], value, j < op->nin ? in[j] : 0);
+  put(b, "%s(", op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
+  switch (op->kind) {
+    case SR_K_fill: put(b, "%s", scalar); break;
+    case SR_K_copy: put(b, "%s", x[0]); break;
+    case SR_K_unary: put(b, "unary_f(%d, %s, %s)", op->fn, x[0], scalar); break;
+    case SR_K_unary_backward: put(b, "%s * unary_df(%d, %s, %s)", x[0], op->fn, x[1], scalar); break;
+    case SR_K_binary: put(b, "binary_f(%d, %s, %s)", op->fn, x[0], x[1]); break;
+    default: put(b, "%s != 0.f ? %s : %s", x[0], x[1], x[2]); break;
+  }
+  put(b, ");  // %s\n", sr_kernels[op->kind].name);
+}
+
 /* the group's arithmetic: L[] the loaded values, S[] the values to store, P[] the scalars */
 static void gen_body(sbuf *b, const sr_fuse_group *g) {
   put(b, "__device__ __forceinline__ void sr_fuse_body(const float *L, float *S, const float *P) {\n");
   for (int k = 0; k < g->nload; k++) put(b, "  float v%d = L[%d];\n", k, k);
   for (int m = 0; m < g->nop; m++) {
-    const sr_fuse_op *op = &g->op[m];
-    int v = g->nload + m, *in = (int *)op->in;
-    put(b, "  float v%d = %s(", v, op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
-    switch (op->kind) {
-      case SR_K_fill: put(b, "P[%d]", m); break;
-      case SR_K_copy: put(b, "v%d", in[0]); break;
-      case SR_K_unary: put(b, "unary_f(%d, v%d, P[%d])", op->fn, in[0], m); break;
-      case SR_K_unary_backward: put(b, "v%d * unary_df(%d, v%d, P[%d])", in[0], op->fn, in[1], m); break;
-      case SR_K_binary: put(b, "binary_f(%d, v%d, v%d)", op->fn, in[0], in[1]); break;
-      default: put(b, "v%d != 0.f ? v%d : v%d", in[0], in[1], in[2]); break;
-    }
-    put(b, ");  // %s\n", sr_kernels[op->kind].name);
+    char p[16];
+    snprintf(p, sizeof p, "P[%d]", m);
+    put(b, "  float v%d = ", g->nload + m);
+    gen_op(b, &g->op[m], "v%d", p);
   }
   for (int k = g->nload; k < g->nio; k++) put(b, "  S[%d] = v%d;\n", k - g->nload, g->io[k].src);
   put(b, "}\n\n");
@@ -109,6 +141,7 @@ static void gen_strided(sbuf *b, const sr_fuse_group *g) {
 }
 
 static int vec_ok(const sr_fuse_group *g) {
+  if (g->xent) return 1;  /* both entries (512 and 1024 threads a row) */
   for (int k = 0; k < g->nio; k++)
     if (g->io[k].dtype != SR_F32 && g->io[k].dtype != SR_BF16) return 0;
   return 1;
@@ -153,6 +186,45 @@ static void gen_vec(sbuf *b, const sr_fuse_group *g) {
   put(b, "  }\n}\n");
 }
 
+/* a loss group's kernel (core/fuse.h, 4.): the three functions the driver of
+** kernels/include/speedrun_xent.cuh calls, and its entry with nt threads a row */
+static void gen_xent(sbuf *b, const sr_fuse_group *g, int nt) {
+  int d = g->nload + g->nop, epi = g->epi >= 0 ? g->nepi : 0;
+  const char *lt = ctype(g->op[g->lval - g->nload].dtype);
+  put(b, "#define SR_XL_NV %d\n#define SR_XL_LVAL %d\n#define SR_XL_D %d\n#define SR_XL_OUT %d\n"
+         "#include \"speedrun_xent.cuh\"\n\n", d + 1 + epi, g->lval, d, d + epi);
+  put(b, "template <int N> __device__ void sr_xl_vals(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  for (int k = 0; k < g->nload; k++) {
+    put(b, "  if ((a.bcast >> %d) & 1) {\n    float s = ", k);
+    load_expr(b, g->io[k].dtype, k, "0");
+    put(b, ";\n    for (int e = 0; e < N; e++) v[%d][e] = s;\n  } else {\n", k);
+    if (g->io[k].dtype == SR_I32)
+      put(b, "    for (int e = 0; e < N; e++) v[%d][e] = (float)((const int *)a.ptr[%d])[i + e];\n", k, k);
+    else put(b, "    sr_xl_ld<N>((const %s *)a.ptr[%d] + i, v[%d]);\n", ctype(g->io[k].dtype), k, k);
+    put(b, "  }\n");
+  }
+  put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
+  for (int m = 0; m < g->nop; m++) {
+    char p[16];
+    snprintf(p, sizeof p, "a.p[%d]", m);
+    put(b, "    v[%d][e] = ", g->nload + m);
+    gen_op(b, &g->op[m], "v[%d][e]", p);
+  }
+  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, float (*v)[N]) {\n"
+         "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
+  for (int m = 0; m < epi; m++) {
+    char q[16];
+    snprintf(q, sizeof q, "a.q[%d]", m);
+    put(b, "    v[%d][e] = ", d + 1 + m);
+    gen_op(b, &g->epi_op[m], "v[%d][e]", q);
+  }
+  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_store(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  for (int k = g->nload; k < g->nio; k++)
+    put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[%d]);\n", ctype(g->io[k].dtype), k, g->io[k].src);
+  put(b, "}\n\nextern \"C\" __global__ void __launch_bounds__(%d) sr_xent_%d(const sr_xent_kargs a) {\n"
+         "  sr_xent_fused<%s, %d>(a);\n}\n", nt, nt, lt, nt);
+}
+
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname) {
   sbuf b = {malloc(4096), 0, 4096};
   if (!b.s) sr_fail("fuse: out of host memory generating a kernel");
@@ -167,6 +239,11 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
   put(&b, "#include \"speedrun_ew.cuh\"\n\n"
           "struct sr_fuse_kargs {\n  long long n, shape[%d], stride[%d][%d];\n  void *ptr[%d];\n"
           "  float p[%d];\n  int ndim, pad;\n};\n\n", SR_MAXDIM, SR_FUSE_MAXIO, SR_MAXDIM, SR_FUSE_MAXIO, SR_FUSE_MAXOPS);
+  if (g->xent) {  /* contig selects the threads a row: 1024, or 512 */
+    gen_xent(&b, g, contig ? 1024 : 512);
+    if (name) snprintf(name, nname, "sr_xent_%d", contig ? 1024 : 512);
+    return b.s;
+  }
   gen_body(&b, g);
   if (contig) gen_vec(&b, g);
   else gen_strided(&b, g);
@@ -190,6 +267,7 @@ static void compile(const char *src, const char *kernel, sr_jit_binary *bin) {
 
 const char *sr_fuse_cuda_compile(const sr_fuse_group *g) {
   static char msg[2048];
+  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do */
   for (int contig = 0; contig < 2; contig++) {
     if (contig && !vec_ok(g)) continue;
     char name[32];
@@ -254,6 +332,7 @@ static kentry *kernel_for(const sr_fuse_group *g, int contig) {
 }
 
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
+  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do */
   for (int contig = 0; contig < 2; contig++) {
     if (contig && !vec_ok(g)) continue;
     kentry *e = kernel_for(g, contig);
@@ -322,7 +401,47 @@ const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t) {
   return sr_jit_launch_kernel(&l);
 }
 
+static int flat(const sr_tensor *t, int64_t n) { return sr_is_contiguous(t) && sr_numel(t) == n; }
+
+const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
+  sr_tensor *lo = ce->t[0], *ls = ce->t[1], *lg = ce->t[2], *tg = ce->t[3], *ds = ce->t[5];
+  int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
+  if (N == 0) return NULL;
+  if ((lg->dtype != SR_F32 && lg->dtype != SR_BF16) || !flat(lg, N * V) || sr_data(ce->t[4]) != sr_data(lg) ||
+      lo->dtype != SR_F32 || ls->dtype != SR_F32 || tg->dtype != SR_I32 || !flat(lo, N) || !flat(ls, N) ||
+      !flat(tg, N) || (ds && (ds->dtype != SR_F32 || sr_numel(ds) != 1)) || V > INT32_MAX / 2)
+    return "the cross-entropy's tensors are not the kind the fused loss kernel takes";
+  sr_xent_kargs a;
+  memset(&a, 0, sizeof a);
+  for (int k = 0; k < g->nio; k++) {
+    int one = k < g->nload && sr_numel(t[k]) == 1;
+    if (!one && !flat(t[k], N * V)) return "a tensor of the loss group is not laid out as recorded";
+    if (one) a.bcast |= (int64_t)1 << k;
+    a.ptr[k] = sr_data(t[k]);
+  }
+  for (int m = 0; m < g->nop; m++) a.p[m] = (float)g->op[m].p;
+  for (int m = 0; g->epi >= 0 && m < g->nepi; m++) a.q[m] = (float)g->epi_op[m].p;
+  a.N = N, a.V = V, a.ignore = (int32_t)ce->i[0];
+  a.losses = sr_data(lo), a.lse = sr_data(ls), a.targets = sr_data(tg), a.logits = sr_data(lg);
+  a.dscale = ds ? sr_data(ds) : NULL;
+  a.err = sr_cuda_dev_error_ptr();
+  /* the unfused kernel's threads a row and shared memory: the same reduction order, and as many
+  ** rows in flight an SM (the memory is not used: the rows' second read comes from L2) */
+  size_t smem = 0;
+  int nt = sr_cuda_xent_threads(V, (int)sr_dtype_size(lg->dtype), &smem);
+  if (nt != 512 && nt != 1024) return "the device's shared memory could not be queried";
+  kentry *e = kernel_for(g, nt == 1024);
+  if (e->err) return e->err;
+  void *args[1] = {&a};
+  sr_jit_launch l = {"fused cross-entropy", "fused_group.cu", e->fn, {(unsigned)N, 1, 1}, {(unsigned)nt, 1, 1},
+                     (unsigned)smem, args};
+  return sr_jit_launch_kernel(&l);
+}
+
 #else
+const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
+  return "fused kernels need the CUDA backend (built without it)";
+}
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
   return "fused kernels need the CUDA backend (built without it)";
 }

@@ -1,7 +1,7 @@
 -- The step compiler (speedrun.fuse, host/core/fuse*.c) on the CPU: what the planner fuses and
 -- refuses (dead intermediates proven by the recorded step, outputs Lua keeps stored, aliasing
--- through another layout refused, cast folding), and fused == unfused bit for bit over chains of
--- every element-wise function in f32, bf16 and f64. With the CUDA backend built, every generated
+-- through another layout refused, cast folding, the loss group and its relay), and fused ==
+-- unfused bit for bit over chains of every element-wise function in f32, bf16 and f64. With the CUDA backend built, every generated
 -- kernel of these plans also compiles with NVRTC (no GPU needed).
 local sr = require "speedrun"
 local T = require "speedrun.testing"
@@ -153,6 +153,87 @@ T.case("an in-place chain under autograd (the softcap z:div_(c):tanh_() * c and 
   end
 end)
 
+-- the loss (core/fuse.h, 4.): a softcap chain, then the in-place cross-entropy over its output,
+-- then the backward's chain on the gradient
+local V = 40
+local tg = F.cast(F.mul(sr.rand({4, 8}), V - 0.1), "int32")
+local tg_ignored = F.where(F.lt(sr.rand({4, 8}), 0.25), -100, tg)  -- a quarter of the rows ignored
+
+-- a loss step: logits x W of dtype dt, softcap(logits) into an in-place cross-entropy, W's grad
+local function loss_step(dt, softcap, opt)
+  opt = opt or {}
+  local z0, W = sr.randn({4, 8, V}):to(dt), sr.randn({V, V}):to(dt):requires_grad_()
+  local function forward()  -- the capped logits go out of scope here unless opt.hold keeps them
+    local s = softcap(F.matmul(z0, W))
+    if opt.hold then opt.hold[1] = s end
+    return F.cross_entropy(s, opt.targets or tg, {inplace = opt.inplace ~= false})
+  end
+  return function()
+    local loss = forward()
+    ;(opt.scale and loss * opt.scale or loss):backward()
+    if opt.hold then opt.hold[1] = nil end
+    local g = W.grad:clone()
+    W.grad = nil
+    return {loss, g}
+  end
+end
+local function tanh_cap(z) return z:div_(30):tanh_() * 30 end                        -- records 9-18
+local function sigmoid_cap(z) return F.cast(z, "float32"):div_(7.5):sigmoid_() * 30 end  -- records 19-21
+
+T.case("softcap then an in-place cross-entropy: one loss kernel runs the backward's chain too", function()
+  for _, dt in ipairs(DTYPES) do
+    local plan, groups = check_fused(loss_step(dt, tanh_cap), "tanh softcap " .. dt)
+    local d = plan:dump()
+    -- the chain on the gradient writes it in place: the relay has nothing left to do, and the tanh
+    -- (read only by that chain) and the logits are never stored
+    T.ok(d:find("mul_scalar:" .. dt .. " %-> tanh:" .. dt .. " %-> mul_scalar:" .. dt .. " => cross_entropy => " ..
+                "mul_scalar':" .. dt .. " %-> tanh'%(y%):" .. dt .. " %-> mul_scalar':" .. dt .. "  %(1 loads, 0 stores"), d)
+    T.ok(d:find("relay %(the gradient's chain, done in place"), d)
+    T.eq(groups, plan:stats().groups, "every group ran fused")
+  end
+  -- the capped logits still referenced during the backward: the chain writes a tensor of its own,
+  -- and the relay copies what the loss kernel left in the logits' storage into it
+  local plan = check_fused(loss_step("float32", tanh_cap, {hold = {}}), "logits held")
+  T.ok(plan:dump():find("relay cast:float32  %(1 loads, 1 stores"), plan:dump())
+end)
+
+T.case("the f32 sigmoid softcap on bf16 logits (records 19-21): the gradient's chain ends in a relay cast", function()
+  local plan = check_fused(loss_step("bfloat16", sigmoid_cap), "sigmoid softcap")
+  local d = plan:dump()
+  T.ok(d:find("=> cross_entropy => mul_scalar':float32 %-> sigmoid'%(y%):float32 %-> mul_scalar':float32 %-> " ..
+              "cast:bfloat16  %(1 loads, 0 stores"), d)
+  T.ok(d:find("relay cast:bfloat16  %(1 loads, 1 stores"), d)
+end)
+
+T.case("ignored targets: zero rows, fused == unfused", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local plan = check_fused(loss_step(dt, tanh_cap, {targets = tg_ignored}), "ignored rows " .. dt)
+    T.ok(plan:dump():find("=> cross_entropy =>"), plan:dump())
+  end
+end)
+
+T.case("the loss group without the chain ahead: an upstream gradient that is not 1, a tanh Lua keeps", function()
+  -- loss * 0.5: the gradient is scaled in place before the chain reads it; the chain stays where it was
+  local plan = check_fused(loss_step("float32", tanh_cap, {scale = 0.5}), "scaled loss")
+  local d = plan:dump()
+  T.ok(d:find("mul_scalar:float32 => cross_entropy  %("), d)
+  T.ok(not d:find("relay"), d)
+  -- the tanh kept by Lua after the step: the chain still runs ahead, the tanh is stored
+  local kept = {}
+  plan = check_fused(loss_step("float32", function(z)
+    local y = z:div_(30):tanh_()
+    kept[#kept + 1] = y  -- every step's tanh stays alive
+    return y * 30
+  end), "tanh kept")
+  d = plan:dump()
+  T.ok(d:find("=> cross_entropy => .-%(1 loads, 1 stores"), d)
+end)
+
+T.case("a cross-entropy that is not in place keeps its logits: no loss group", function()
+  local plan = check_fused(loss_step("float32", tanh_cap, {inplace = false}), "not in place")
+  T.ok(not plan:dump():find("cross_entropy"), plan:dump())
+end)
+
 T.case("NVRTC compiles every generated kernel of these plans", function()
   local ok = core.cuda_built == nil or core.cuda_built
   local plan = plan_of(function()
@@ -165,6 +246,13 @@ T.case("NVRTC compiles every generated kernel of these plans", function()
   local good, log = plan:check_compile()
   if not good and log:find("not built") then return end
   T.ok(good, log)
+  for _, step in ipairs {loss_step("bfloat16", tanh_cap), loss_step("bfloat16", sigmoid_cap),
+                         loss_step("float32", tanh_cap, {scale = 0.5})} do  -- the loss kernels too
+    local p = plan_of(step)
+    T.ok(p:dump():find("cross_entropy"), p:dump())
+    good, log = p:check_compile()
+    T.ok(good, log)
+  end
   _ = ok
 end)
 

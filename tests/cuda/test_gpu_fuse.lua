@@ -3,8 +3,9 @@
 -- function, where, fill and casts, in f32 and bf16 (f64 groups are refused on cuda and run
 -- unfused), contiguous (8-wide path, odd sizes) and strided/broadcast operands (strided path);
 -- fused results must equal the unfused ones bit for bit, or within one rounding of their dtype
--- where the compiler may contract differently (counted and printed). Then whole steps: records 1
--- and 5 (micro) fused vs unfused eagerly in lockstep, and `speedrun train` with the harness's
+-- where the compiler may contract differently (counted and printed); the loss kernel (softcaps into
+-- an in-place cross-entropy, the gradient's chain run ahead). Then whole steps: records 1, 5 and 9
+-- (micro) fused vs unfused eagerly in lockstep, and `speedrun train` with the harness's
 -- fused CUDA graph against SPEEDRUN_FUSE=0. Skips (exit 77) without a usable GPU.
 local sr = speedrun
 local T = require "speedrun.testing"
@@ -115,6 +116,45 @@ T.case("rotary with fp32 tables on bf16 q, then the cast back (records 14-21): o
   T.eq(plan:stats().folds, 1, plan:dump())
 end)
 
+-- the loss kernel (core/fuse.h, 4.): a softcap chain feeding an in-place cross-entropy, the
+-- backward's chain on the gradient run inside the same kernel; rows of the GPT-2 vocabulary (16-byte
+-- vectors; 512 threads a row for bf16, 1024 for f32) and of an odd length (rows misaligned: head and
+-- tail elements), a quarter of the rows ignored
+local function tanh_cap(z) return z:div_(30):tanh_() * 30 end
+local function sigmoid_cap(z) return F.cast(z, "float32"):div_(7.5):sigmoid_() * 30 end
+local function loss_step(dt, V, cap, hold)
+  local z0, W = sr.randn({4, 8, 64}):to("cuda", dt), sr.randn({64, V}):to("cuda", dt):requires_grad_()
+  local tg = F.cast(F.mul(sr.rand({4, 8}), V - 0.1), "int32")
+  tg = F.where(F.lt(sr.rand({4, 8}), 0.25), -100, tg):to("cuda")
+  local function forward()
+    local s = cap(F.matmul(z0, W))
+    if hold then hold[1] = s end
+    return F.cross_entropy(s, tg, {inplace = true})
+  end
+  return function()
+    local loss = forward()
+    loss:backward()
+    if hold then hold[1] = nil end
+    local g = W.grad:clone()
+    W.grad = nil
+    return {loss, g}
+  end
+end
+
+T.case("the loss kernel: softcap, in-place cross-entropy and the gradient's chain in one kernel (records 9-21)", function()
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    for _, V in ipairs {50304, 1237} do
+      for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
+        for _, hold in ipairs {false, true} do
+          local msg = ("%s softcap, %s, V %d%s"):format(name, dt, V, hold and ", logits held" or "")
+          local plan = check_fused(loss_step(dt, V, cap, hold and {} or nil), msg, 2)
+          T.ok(plan:dump():find("=> cross_entropy =>"), msg .. "\n" .. plan:dump())
+        end
+      end
+    end
+  end
+end)
+
 T.case("f64 chains are not fused on cuda (no f64 arithmetic kernels there)", function()
   local d = sr.randn({100}):to("cuda", "float64")
   local plan = plan_of(function() return {F.cast(F.cast(d, "float32"), "float64")} end)
@@ -181,9 +221,10 @@ local function whole_step(path, scale)
   end
 end
 
-T.case("whole steps of records 1 and 5: fused == unfused (eager, lockstep)", function()
+T.case("whole steps of records 1, 5 and 9: fused == unfused (eager, lockstep)", function()
   whole_step("../tasks/record_01/recipe.lua", "micro")
   whole_step("../tasks/record_05/recipe.lua", "micro")
+  whole_step("../tasks/record_09/recipe.lua", "micro")  -- the loss kernel with its in-place relay
 end)
 
 T.case("speedrun train: the harness's fused CUDA graph matches SPEEDRUN_FUSE=0", function()
