@@ -16,6 +16,9 @@
 
 #include "core/registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype, sr_numel, sr_data
 #include "cuda/backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
+// shared with the generated kernels: ld8, st8, warp_sum, warp_max, block_sum, block_max, the
+// deferred device-side error record sr_dev_error (bad indices in embedding / cross_entropy)
+#include "include/speedrun_device.cuh"
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define WARP_SIZE 32
@@ -79,34 +82,6 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16(v); }
 
-// 8 consecutive values as float, vector i of a 16-byte aligned array (16-byte accesses: bf16 one
-// uint4, f32 two float4); stores round to nearest like __float2bfloat16
-__device__ __forceinline__ void ld8(const bf16 *p, int64_t i, float *f) {
-  uint4 v = ((const uint4 *)p)[i];
-  const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-  for (int k = 0; k < 4; k++) {
-    float2 t = __bfloat1622float2(h[k]);
-    f[2 * k] = t.x;
-    f[2 * k + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void ld8(const float *p, int64_t i, float *f) {
-  float4 a = ((const float4 *)p)[2 * i], b = ((const float4 *)p)[2 * i + 1];
-  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
-  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
-__device__ __forceinline__ void st8(bf16 *p, int64_t i, const float *f) {
-  uint4 v;
-  __nv_bfloat162 *h = (__nv_bfloat162 *)&v;
-#pragma unroll
-  for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-  ((uint4 *)p)[i] = v;
-}
-__device__ __forceinline__ void st8(float *p, int64_t i, const float *f) {
-  ((float4 *)p)[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
-  ((float4 *)p)[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
-}
 
 // ----------------------------------------------------------------------------
 // tensor queries: host/core/tensor.h's (sr_numel, sr_data, sr_is_contiguous, sr_dtype_size,
@@ -223,12 +198,6 @@ static inline unsigned sr_grid_for(int64_t n, int block) {
   if (g < 1) g = 1;
   return (unsigned)g;
 }
-
-// ----------------------------------------------------------------------------
-// reductions and the deferred device-side error record (bad indices in embedding /
-// cross_entropy), shared with the generated kernels
-
-#include "include/speedrun_device.cuh"  // defines: warp_sum, warp_max, block_sum, block_max, sr_dev_error
 
 static inline sr_dev_error *sr_cuda_dev_error(void) { return (sr_dev_error *)sr_cuda_dev_error_ptr(); }
 

@@ -158,7 +158,7 @@ static void gen_vec(sbuf *b, const sr_fuse_group *g) {
     put(b, "    if (a.stride[%d][0] == 0) { float s = ", k);
     load_expr(b, g->io[k].dtype, k, "0");
     put(b, "; for (int e = 0; e < 8; e++) L8[%d][e] = s; }\n"
-           "    else sr_ew_ld8((const %s *)a.ptr[%d], i, L8[%d]);\n", k, ctype(g->io[k].dtype), k, k);
+           "    else ld8((const %s *)a.ptr[%d], i, L8[%d]);\n", k, ctype(g->io[k].dtype), k, k);
   }
   put(b, "#pragma unroll\n"
          "    for (int e = 0; e < 8; e++) {\n"
@@ -168,7 +168,7 @@ static void gen_vec(sbuf *b, const sr_fuse_group *g) {
          "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
          "    }\n", nl, ns, g->nload, ns);
   for (int k = g->nload; k < g->nio; k++)
-    put(b, "    sr_ew_st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
+    put(b, "    st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
   put(b, "  }\n"
          "  for (long long j = n8 * 8 + t; j < a.n; j += step) {  // the last n %% 8\n"
          "    float L[%d], S[%d];\n", nl, ns);

@@ -1,11 +1,46 @@
 // speedrun_device.cuh: device code shared by kernels/*.cu (through common.cuh) and the kernels the
-// step compiler generates (host/jit/fuse_cuda.c: NVRTC, no standard headers): warp and block
-// reductions in f32 (so both reduce in the same order) and the deferred error record.
+// step compiler generates (host/jit/fuse_cuda.c: NVRTC, no standard headers): 16-byte vector
+// accesses, warp and block reductions in f32 (so both reduce in the same order) and the deferred
+// error record.
 #pragma once
+
+#include <cuda_bf16.h>  // defines: __nv_bfloat16, __nv_bfloat162
 
 #ifndef INFINITY  // NVRTC has no math.h
 #define INFINITY __int_as_float(0x7f800000)
 #endif
+
+// 8 bf16 in 16 bytes as floats, and back (rounded to nearest, as __float2bfloat16)
+__device__ __forceinline__ void sr_unpack8(uint4 v, float *f) {
+  const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    float2 t = __bfloat1622float2(h[k]);
+    f[2 * k] = t.x;
+    f[2 * k + 1] = t.y;
+  }
+}
+__device__ __forceinline__ uint4 sr_pack8(const float *f) {
+  uint4 v;
+  __nv_bfloat162 *h = (__nv_bfloat162 *)&v;
+#pragma unroll
+  for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+  return v;
+}
+
+// 8 consecutive values as float, vector i of a 16-byte aligned array (16-byte accesses: bf16 one
+// uint4, f32 two float4), and back
+__device__ __forceinline__ void ld8(const __nv_bfloat16 *p, long long i, float *f) { sr_unpack8(((const uint4 *)p)[i], f); }
+__device__ __forceinline__ void ld8(const float *p, long long i, float *f) {
+  float4 a = ((const float4 *)p)[2 * i], b = ((const float4 *)p)[2 * i + 1];
+  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+__device__ __forceinline__ void st8(__nv_bfloat16 *p, long long i, const float *f) { ((uint4 *)p)[i] = sr_pack8(f); }
+__device__ __forceinline__ void st8(float *p, long long i, const float *f) {
+  ((float4 *)p)[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
+  ((float4 *)p)[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -5,6 +5,8 @@
 // source's enums). Built with --use_fast_math in both places.
 #pragma once
 
+#include "speedrun_device.cuh"  // defines: ld8, st8 (the generated kernels' 16-byte accesses)
+
 // the unary functions of registry.h; p is the scalar parameter
 // x^p that keeps the sign for a negative base and an integral exponent (powf under
 // --use_fast_math is exp2(p*log2(x)): NaN for x < 0)
@@ -115,31 +117,3 @@ __device__ __forceinline__ float sr_ew_keep(float v) {
   return v;
 }
 __device__ __forceinline__ float sr_ew_round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-
-// 8 consecutive values of a 16-byte aligned array as float (vector i), and back (round to nearest)
-__device__ __forceinline__ void sr_ew_ld8(const __nv_bfloat16 *p, long long i, float *f) {
-  uint4 v = ((const uint4 *)p)[i];
-  const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-  for (int k = 0; k < 4; k++) {
-    float2 t = __bfloat1622float2(h[k]);
-    f[2 * k] = t.x;
-    f[2 * k + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void sr_ew_ld8(const float *p, long long i, float *f) {
-  float4 a = ((const float4 *)p)[2 * i], b = ((const float4 *)p)[2 * i + 1];
-  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
-  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
-__device__ __forceinline__ void sr_ew_st8(__nv_bfloat16 *p, long long i, const float *f) {
-  uint4 v;
-  __nv_bfloat162 *h = (__nv_bfloat162 *)&v;
-#pragma unroll
-  for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-  ((uint4 *)p)[i] = v;
-}
-__device__ __forceinline__ void sr_ew_st8(float *p, long long i, const float *f) {
-  ((float4 *)p)[2 * i] = make_float4(f[0], f[1], f[2], f[3]);
-  ((float4 *)p)[2 * i + 1] = make_float4(f[4], f[5], f[6], f[7]);
-}

@@ -6,7 +6,7 @@
 // unfused kernels' numbers.
 #pragma once
 
-#include "speedrun_device.cuh"  // defines: block_sum, block_max, sr_dev_error, sr_report_index_error
+#include "speedrun_device.cuh"  // defines: sr_unpack8, sr_pack8, block_sum, block_max, sr_report_index_error
 
 #define XENT_LOG2E 1.4426950408889634f
 
@@ -14,22 +14,8 @@
 template <typename T> struct xent_vec;
 template <> struct xent_vec<__nv_bfloat16> {
   static constexpr int N = 8;
-  static __device__ __forceinline__ void unpack(uint4 v, float *f) {
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      float2 t = __bfloat1622float2(h[k]);
-      f[2 * k] = t.x;
-      f[2 * k + 1] = t.y;
-    }
-  }
-  static __device__ __forceinline__ uint4 pack(const float *f) {
-    uint4 v;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&v;
-#pragma unroll
-    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    return v;
-  }
+  static __device__ __forceinline__ void unpack(uint4 v, float *f) { sr_unpack8(v, f); }
+  static __device__ __forceinline__ uint4 pack(const float *f) { return sr_pack8(f); }
 };
 template <> struct xent_vec<float> {
   static constexpr int N = 4;
