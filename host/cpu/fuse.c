@@ -5,11 +5,13 @@
 ** the unfused op's store would), live outputs scattered. So a fused step gives the unfused step's
 ** bits. Every tensor of a group is viewable in the group's shape, so flat index i of a tensor is
 ** flat index i of the group; cpu_gather/cpu_scatter walk each in its own strides.
-** A loss group (xent, core/fuse.h) runs row by row as its kernel does: the row's logits computed
-** into scratch, the cross_entropy kernel of host/cpu/softmax_xent.c on that one row (so the
-** numbers are the unfused ones), then the row's values again from the loads, the epilogue on the
-** gradient, and the stores: each element of the loads is read before anything is stored over it.
+** A loss group (xent, core/fuse.h) runs row by row: the row's values computed into scratch (the
+** logits also as a row of their dtype), the cross_entropy kernel of host/cpu/softmax_xent.c on
+** that one row (so the numbers are the unfused ones), then the epilogue on the gradient and the
+** stores from the kept values (the GPU kernel computes them again instead: same numbers).
 */
+#include <string.h>       /* defines: memcpy */
+
 #include "core/fuse.h"   /* defines: sr_fuse_group, SR_FUSE_MAXOPS */
 #include "cpu/common.h"  /* defines: cpu_gather, cpu_scatter, cpu_ld, cpu_st, sr_cpu_unary_fwd */
 
@@ -77,31 +79,51 @@ static sr_tensor elem_of(const sr_tensor *x, int64_t n) {
   return r;
 }
 
-/* row n of a loss group: logits into the scratch row, the cross_entropy on it, then the stores */
+/* which of a loss group's values the second pass reads (the epilogue's inputs, the stores):
+** keep[k] is its row in the scratch, or -1; returns how many */
+static int kept_values(const sr_fuse_group *g, int *keep) {
+  int nv = g->nload + g->nop, nk = 0;
+  for (int k = 0; k < nv; k++) keep[k] = -1;
+  for (int m = 0; g->epi >= 0 && m < g->nepi; m++)
+    for (int j = 0; j < g->epi_op[m].nin; j++)
+      if (g->epi_op[m].in[j] < nv) keep[g->epi_op[m].in[j]] = 0;
+  for (int k = g->nload; k < g->nio; k++) keep[g->io[k].src] = 0;
+  for (int k = 0; k < nv; k++)
+    if (keep[k] == 0) keep[k] = nk++;
+  return nk;
+}
+
+/* row n of a loss group: its values computed once, those the second pass reads kept in scratch
+** (and the logits as a row of their dtype), the cross_entropy on that row, then the epilogue and
+** the stores. scratch holds (kept values + 1) * V doubles. */
 static const char *xent_row(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, int64_t n, int64_t V,
                             double *scratch) {
-  sr_storage st = {.data = scratch, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
+  int nv = g->nload + g->nop, keep[FUSE_MAXVAL], nk = kept_values(g, keep);
+  double *lrow = scratch + (int64_t)nk * V;
+  sr_storage st = {.data = lrow, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
   sr_tensor row = {.refcount = 1, .storage = &st, .ndim = 2, .shape = {1, V}, .stride = {V, 1},
                    .dtype = ce->t[2]->dtype};
   double v[FUSE_MAXVAL][FUSE_CHUNK];
   for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
     int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
     prologue(g, t, n * V + j0, m, v);
-    for (int64_t k = 0; k < m; k++) cpu_st(scratch, row.dtype, j0 + k, v[g->lval][k]);
+    for (int k = 0; k < nv; k++)
+      if (keep[k] >= 0) memcpy(scratch + keep[k] * V + j0, v[k], (size_t)m * sizeof(double));
+    for (int64_t k = 0; k < m; k++) cpu_st(lrow, row.dtype, j0 + k, v[g->lval][k]);
   }
   sr_tensor lo = elem_of(ce->t[0], n), ls = elem_of(ce->t[1], n), tg = elem_of(ce->t[3], n);
   sr_kcall c = *ce;
   c.t[0] = &lo, c.t[1] = &ls, c.t[2] = &row, c.t[3] = &tg, c.t[4] = &row;
   const char *err = sr_cpu_cross_entropy(&c);
   if (err) return err;
-  sr_tensor *out = ce->t[4];
-  sr_tensor dst = *out;  /* row n of the logits' storage, flat */
+  sr_tensor dst = *ce->t[4];  /* row n of the logits' storage, flat */
   dst.offset += n * V, dst.ndim = 1, dst.shape[0] = V, dst.stride[0] = 1;
-  int d = g->nload + g->nop, last = g->epi >= 0 && g->nepi ? d + g->nepi : d;
+  int d = nv, last = g->epi >= 0 ? d + g->nepi : d;
   for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
     int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-    prologue(g, t, n * V + j0, m, v);
-    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(scratch, row.dtype, j0 + k);
+    for (int k = 0; k < nv; k++)
+      if (keep[k] >= 0) memcpy(v[k], scratch + keep[k] * V + j0, (size_t)m * sizeof(double));
+    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(lrow, row.dtype, j0 + k);
     for (int k = 0; g->epi >= 0 && k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + k], m);
     for (int k = g->nload; k < g->nio; k++) cpu_scatter(t[k], n * V + j0, m, v[g->io[k].src]);
     cpu_scatter(&dst, j0, m, v[last]);
@@ -117,12 +139,14 @@ const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, co
     return "a fused cross-entropy needs int32 targets and contiguous logits";
   const char *err = cpu_check_indices("target", (const int32_t *)sr_data(tg), N, V, 1, ce->i[0]);
   if (err) return err;
-  double *buf = cpu_thread_buffers(V);
+  int keep[FUSE_MAXVAL];
+  int64_t per = (int64_t)(kept_values(g, keep) + 1) * V;
+  double *buf = cpu_thread_buffers(per);
   if (!buf) return CPU_OOM;
-  err = xent_row(g, t, ce, 0, V, cpu_thread_slice(buf, V));  /* one row first: its checks fail before any store */
+  err = xent_row(g, t, ce, 0, V, cpu_thread_slice(buf, per));  /* one row first: its checks fail before any store */
   if (!err) {
 #pragma omp parallel for schedule(dynamic, 4) if (N * V > CPU_PAR_MIN)
-    for (int64_t n = 1; n < N; n++) xent_row(g, t, ce, n, V, cpu_thread_slice(buf, V));
+    for (int64_t n = 1; n < N; n++) xent_row(g, t, ce, n, V, cpu_thread_slice(buf, per));
   }
   free(buf);
   return err;
