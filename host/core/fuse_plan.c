@@ -346,10 +346,14 @@ static int64_t next_touch(const sr_fuse_rec *r, const sr_fuse_group *g) {
 }
 
 /* group g followed by an in-place cross_entropy over the logits it stores (at launch *ce; the
-** launches between touch none of g's storages): the index of that store in g->io, or -1 */
-static int xent_store(const sr_fuse_rec *r, const sr_fuse_group *g, int device, int64_t *ce) {
+** launches between touch none of g's storages and belong to no group: the executor holds one
+** group's members at a time): the index of that store in g->io, or -1 */
+static int xent_store(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse_group *g, int64_t *ce) {
   int64_t c = *ce = next_touch(r, g);
   if (g->fold || g->n >= SR_FUSE_MAXOPS || c < 0 || r->l[c].id != SR_K_cross_entropy || r->l[c].nt < 6) return -1;
+  for (int64_t k = g->first + g->n; k <= c; k++)
+    if (p->group_of[k] >= 0) return -1;
+  int device = p->device;
   const sr_fuse_arg *x = arg_of(r, c, 2), *d = arg_of(r, c, 4);
   int64_t n = numel_of(x->ndim, x->shape);
   if (x->sid < 0 || d->sid != x->sid || d->offset != x->offset || d->dtype != x->dtype || !arg_contiguous(x) ||
@@ -476,10 +480,10 @@ static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *r
 static void plan_losses(sr_fuse_plan *p, const sr_fuse_rec *const *recs, int nrec) {
   for (int gi = 0; gi < p->ng; gi++) {
     int64_t c, c2;
-    int ks = xent_store(recs[0], &p->g[gi], p->device, &c);
+    int ks = xent_store(recs[0], p, &p->g[gi], &c);
     for (int x = 1; x < nrec && ks >= 0; x++)
-      if (xent_store(recs[x], &p->g[gi], p->device, &c2) != ks || c2 != c) ks = -1;
-    if (ks >= 0 && p->group_of[c] < 0) make_loss_group(p, gi, recs, nrec, ks, c);
+      if (xent_store(recs[x], p, &p->g[gi], &c2) != ks || c2 != c) ks = -1;
+    if (ks >= 0) make_loss_group(p, gi, recs, nrec, ks, c);
   }
   p->saved_bytes = 0;
   for (int gi = 0; gi < p->ng; gi++) p->saved_bytes += p->g[gi].saved_bytes;

@@ -229,6 +229,19 @@ T.case("the loss group without the chain ahead: an upstream gradient that is not
   T.ok(d:find("=> cross_entropy => .-%(1 loads, 1 stores"), d)
 end)
 
+T.case("a fused group between the softcap and the cross-entropy: no loss group (one group held at a time)", function()
+  local q = sr.randn({16})
+  local kept = {}
+  local plan = check_fused(loss_step("float32", function(z)
+    local s = tanh_cap(z)
+    kept[#kept + 1] = F.mul(F.add(q, 1), 2)  -- its own two-launch group, launched before the loss
+    return s
+  end), "group in the gap")
+  local d = plan:dump()
+  T.ok(d:find("add_scalar:float32 %-> mul_scalar:float32"), d)
+  T.ok(not d:find("cross_entropy"), d)
+end)
+
 T.case("a cross-entropy that is not in place keeps its logits: no loss group", function()
   local plan = check_fused(loss_step("float32", tanh_cap, {inplace = false}), "not in place")
   T.ok(not plan:dump():find("cross_entropy"), plan:dump())
