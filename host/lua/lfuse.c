@@ -7,7 +7,8 @@
 **   rec:stop()                         -- collects garbage (so what dies with the step is seen dead), stops
 **   local plan = fuse.plan(rec [, rec2])   -- or nil, why; rec2: the next step's, both must agree
 **   print(plan:dump())                 -- groups, ops, dtypes, stores, bytes saved
-**   plan:stats()                       -- {device=, launches=, groups=, folds=, fused_launches=, saved_bytes=}
+**   plan:stats()                       -- {device=, launches=, groups=, folds=, losses=, relays=,
+**                                      --  fused_launches=, saved_bytes=, ...}
 **   plan:prepare()                     -- cuda: compiles and loads every group's kernel (before a
 **                                      -- capture); returns the groups disabled and the first error
 **   local r1, r2 = fuse.run(plan, step, ...)  -- step(...) with the plan installed (eager, or inside
@@ -111,14 +112,19 @@ static void set_int(lua_State *L, const char *k, lua_Integer v) {
 
 static int p_stats(lua_State *L) {
   sr_fuse_plan *p = check_plan(L, 1);
-  int folds = 0, disabled = 0, dead = 0;
-  for (int k = 0; k < p->ng; k++) folds += p->g[k].fold, disabled += p->g[k].disabled, dead += p->g[k].dead;
-  lua_createtable(L, 0, 8);
+  int folds = 0, disabled = 0, dead = 0, losses = 0, relays = 0;
+  for (int k = 0; k < p->ng; k++) {
+    const sr_fuse_group *g = &p->g[k];
+    folds += g->fold, disabled += g->disabled, dead += g->dead, losses += g->xent, relays += g->relay;
+  }
+  lua_createtable(L, 0, 10);
   lua_pushstring(L, sr_device_name((sr_device)p->device));
   lua_setfield(L, -2, "device");
   set_int(L, "launches", p->nlaunch);
   set_int(L, "groups", p->ng);
   set_int(L, "folds", folds);
+  set_int(L, "losses", losses);
+  set_int(L, "relays", relays);
   set_int(L, "disabled", disabled);
   set_int(L, "not_stored", dead);
   set_int(L, "fused_launches", p->fused_launches);

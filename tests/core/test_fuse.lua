@@ -190,6 +190,8 @@ T.case("softcap then an in-place cross-entropy: one loss kernel runs the backwar
                 "mul_scalar':" .. dt .. " %-> tanh'%(y%):" .. dt .. " %-> mul_scalar':" .. dt .. "  %(1 loads, 0 stores"), d)
     T.ok(d:find("relay %(the gradient's chain, done in place"), d)
     T.eq(groups, plan:stats().groups, "every group ran fused")
+    T.eq(plan:stats().losses, 1)
+    T.eq(plan:stats().relays, 1)
   end
   -- the capped logits still referenced during the backward: the chain writes a tensor of its own,
   -- and the relay copies what the loss kernel left in the logits' storage into it
@@ -218,6 +220,8 @@ T.case("the loss group without the chain ahead: an upstream gradient that is not
   local d = plan:dump()
   T.ok(d:find("mul_scalar:float32 => cross_entropy  %("), d)
   T.ok(not d:find("relay"), d)
+  T.eq(plan:stats().losses, 1)
+  T.eq(plan:stats().relays, 0)
   -- the tanh kept by Lua after the step: the chain still runs ahead, the tanh is stored
   local kept = {}
   plan = check_fused(loss_step("float32", function(z)

@@ -158,6 +158,7 @@ function Step:fuse_plan()
   dump_plan(plan)
   local st = plan:stats()
   F.groups, F.launches_saved, F.saved_bytes, F.disabled = st.groups, st.launches_saved, st.saved_bytes, off
+  F.loss_groups = st.losses  -- the softcap, the in-place cross-entropy (and its gradient's chain) one kernel
   if perr then F.kernel_error = perr end
   if st.groups == 0 then
     F.reason = "nothing to fuse"
@@ -173,7 +174,7 @@ function Step:fuse_captured(plan)
   local F = self.G.fuse
   F.used, F.groups_fused, F.reason = groups > 0, groups, why or json.null
   emit {ev = "fuse", groups = F.groups, fused = groups, launches_saved = F.launches_saved,
-        saved_bytes = F.saved_bytes, plan_ms = F.plan_ms, reason = why}
+        saved_bytes = F.saved_bytes, loss_groups = F.loss_groups, plan_ms = F.plan_ms, reason = why}
 end
 
 -- why the replayed step (loss l_r, probe p_r) and the eager one (l_e, p_e) disagree, or nil;

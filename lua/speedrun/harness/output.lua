@@ -148,8 +148,9 @@ function on.fuse(self, ev)
   if ev.used == false then
     self:line("step compiler: the step runs unfused: " .. tostring(ev.reason))
   elseif type(ev.fused) == "number" then
-    self:line(fmt("step compiler: %d of %s groups fused (%s launches fewer%s)%s", ev.fused, tostring(ev.groups),
-      tostring(ev.launches_saved), type(ev.plan_ms) == "number" and fmt("; planned and compiled in %.0fms, off the clock", ev.plan_ms) or "",
+    self:line(fmt("step compiler: %d of %s groups fused (%s launches fewer%s%s)%s", ev.fused, tostring(ev.groups),
+      tostring(ev.launches_saved), (ev.loss_groups or 0) > 0 and fmt("; %d loss group%s", ev.loss_groups, ev.loss_groups > 1 and "s" or "") or "",
+      type(ev.plan_ms) == "number" and fmt("; planned and compiled in %.0fms, off the clock", ev.plan_ms) or "",
       type(ev.reason) == "string" and ": " .. ev.reason or ""))
   end
 end
