@@ -34,6 +34,10 @@
 **    chain runs inside the same kernel on the gradient before it is stored (its "epilogue"), and
 **    the later group becomes a relay: one copy of what the kernel left in the logits' storage to
 **    its output. Values it read that nothing else reads (the tanh) are then never stored.
+**    When that chain also reads what the backward computed in between (micro-batches: loss / n
+**    scales the gradient first), the loss kernel computes only the loss and lse (defer), keeps
+**    its loads, and the relay becomes the loss's backward: the logits recomputed from the kept
+**    loads, their gradient from the kept lse, then the chain, one kernel.
 ** Values are rounded to their dtype after every op, as the unfused kernels store them, so a fused
 ** step gives the unfused step's numbers (bit for bit on the CPU; on cuda up to the compiler's
 ** choices inside one op).
@@ -99,6 +103,7 @@ void sr_fuse_signature(sr_kernel_id id, const sr_kcall *c, sr_fuse_launch *l);
 
 #define SR_FUSE_MAXOPS 16     /* launches in one group */
 #define SR_FUSE_MAXIO 16      /* memory operands (loads + stores) of one group */
+#define SR_FUSE_MAXVALS (SR_FUSE_MAXIO + 2 * SR_FUSE_MAXOPS + 1)  /* values of a loss group and its chain */
 
 /* value v of a group: 0..nload-1 the loads, nload + k the result of op k */
 typedef struct sr_fuse_op {
@@ -139,6 +144,12 @@ typedef struct sr_fuse_group {
   int64_t ce;                 /* xent: the cross_entropy's launch (members first .. first + n - 2, then
                               ** it; the launches between touch none of the group's storages) */
   sr_fuse_op epi_op[SR_FUSE_MAXOPS];
+  /* defer (a loss group and its relay): the gradient and the chain run at the relay. The chain's
+  ** values: nload + nop the gradient, then its nfor own loads (the relay's io loads, dtypes
+  ** for_dtype), then epi_op[k] at nload + nop + 1 + nfor + k, the last one stored (out_dtype:
+  ** the relay's io store) */
+  int defer, nfor, out_dtype;
+  int for_dtype[SR_FUSE_MAXIO];
   const char *label;          /* its ops as text, e.g. "cast:bfloat16 -> mul:bfloat16" (interned: lives
                               ** as long as the process, so profile rows may point at it) */
 } sr_fuse_group;
@@ -189,8 +200,19 @@ const char *sr_fuse_run_cpu(const sr_fuse_group *g, sr_tensor *const *t);
 const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t);
 /* a loss group (xent): t[k] is io[k]'s tensor, ce the cross_entropy's own call (losses, lse,
 ** logits, targets, dlogits = logits, dscale) */
-const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce);
+const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64);
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce);
+/* a deferred loss group's backward, run at its relay: gl[k] its load k (kept), lse (cuda: the
+** cross_entropy's own f32; the CPU: lse64 of the forward, f64, so the gradient is the unfused one
+** to the bit), targets, dscale (or NULL), ignore; et: the relay's loads, then its output */
+typedef struct sr_fuse_back {
+  sr_tensor *gl[SR_FUSE_MAXIO];
+  sr_tensor *lse, *targets, *dscale;
+  int64_t ignore;
+  sr_tensor *et[SR_FUSE_MAXIO + 1];
+} sr_fuse_back;
+const char *sr_fuse_run_xent_back_cpu(const sr_fuse_group *g, const sr_fuse_back *b);
+const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_back *b);
 /* the CUDA source of a group's kernel (malloc'd; the text depends on the group's structure
 ** only: ops, dtypes, which io is which); name receives the kernel's entry point */
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname);

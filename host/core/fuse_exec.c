@@ -32,6 +32,15 @@ static struct {
   int nadopted;
   int fused;                      /* groups run fused */
   int relay;                      /* the relay group whose values a loss kernel computed ahead, or -1 */
+  /* a deferred loss group's tensors, kept from its run until its relay's: its loads, then the
+  ** cross_entropy's lse, targets and dscale (copies, as held ones; a storage whose last reference
+  ** goes meanwhile is adopted until the relay ran); the CPU's f64 lse (owned) */
+  sr_tensor kt[SR_FUSE_MAXIO + 3];
+  int nkt, kdscale;
+  int64_t kignore;
+  sr_tensor *lse64;
+  sr_storage *kadopted[SR_FUSE_MAXIO + 3];
+  int nkadopted;
   int last;                       /* SR_FUSE_RAN/HELD/GROUP: the last dispatch (sr_fuse_last_dispatch) */
   const char *last_label;
 } X = {.relay = -1};
@@ -51,8 +60,27 @@ static void release_held(void) {
   X.nadopted = 0;
 }
 
-/* the storage death hook while a plan is installed: keeps the memory of held tensors */
+static void release_kept(void) {
+  for (int k = 0; k < X.nkadopted; k++) sr_storage_free_adopted(X.kadopted[k]);
+  X.nkadopted = X.nkt = 0;
+  if (X.lse64) sr_tensor_release(X.lse64);
+  X.lse64 = NULL;
+}
+
+static int kept(const sr_storage *s) {
+  for (int k = 0; k < X.nkt; k++)
+    if (X.kt[k].storage == s) return 1;
+  return 0;
+}
+
+/* the storage death hook while a plan is installed: keeps the memory of held and kept tensors */
 static int adopt(sr_storage *s) {
+  if (kept(s)) {
+    for (int k = 0; k < X.nkadopted; k++)
+      if (X.kadopted[k] == s) return 1;
+    X.kadopted[X.nkadopted++] = s;
+    return 1;
+  }
   for (int k = 0; k < X.nh; k++)
     for (int j = 0; j < X.h[k].c.nt; j++)
       if (X.h[k].c.t[j] && X.h[k].c.t[j]->storage == s) {
@@ -136,8 +164,45 @@ static int loss_tensors_hold(const sr_fuse_group *g) {
 static void relay_lost(const char *what) {
   if (X.relay < 0) return;
   X.relay = -1;
+  release_kept();
   sr_fail("step compiler: %s after a fused cross-entropy computed the backward's next chain ahead; "
           "the step cannot finish unfused (SPEEDRUN_FUSE=0 turns the step compiler off)", what);
+}
+
+/* a deferred loss group ran: keep its loads and the cross_entropy's lse, targets and dscale for
+** its relay (storages adopted while held that they use move to the kept list) */
+static void keep_loss(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64) {
+  X.nkt = 0;
+  for (int k = 0; k < g->nload; k++) X.kt[X.nkt++] = *t[k];
+  X.kt[X.nkt++] = *ce->t[1];
+  X.kt[X.nkt++] = *ce->t[3];
+  X.kdscale = ce->nt > 5 && ce->t[5];
+  if (X.kdscale) X.kt[X.nkt++] = *ce->t[5];
+  X.kignore = ce->i[0];
+  X.lse64 = lse64;
+  for (int k = 0; k < X.nadopted;)
+    if (kept(X.adopted[k])) {
+      X.kadopted[X.nkadopted++] = X.adopted[k];
+      X.adopted[k] = X.adopted[--X.nadopted];
+    } else {
+      k++;
+    }
+}
+
+/* a deferred loss group's backward, at its relay g: the kept tensors and the relay's own */
+static const char *run_loss_back(const sr_fuse_group *g, int dev) {
+  const sr_fuse_group *lg = NULL;
+  for (int k = 0; k < X.p->ng && !lg; k++)
+    if (X.p->g[k].xent && X.p->g[k].epi == (int)(g - X.p->g)) lg = &X.p->g[k];
+  sr_fuse_back b;
+  memset(&b, 0, sizeof b);
+  for (int k = 0; k < lg->nload; k++) b.gl[k] = &X.kt[k];
+  b.lse = X.lse64 ? X.lse64 : &X.kt[lg->nload];
+  b.targets = &X.kt[lg->nload + 1];
+  b.dscale = X.kdscale ? &X.kt[lg->nload + 2] : NULL;
+  b.ignore = X.kignore;
+  for (int k = 0; k < g->nio; k++) b.et[k] = X.h[g->io[k].member].c.t[g->io[k].arg];
+  return dev == SR_CUDA ? sr_fuse_run_xent_back_cuda(lg, &b) : sr_fuse_run_xent_back_cpu(lg, &b);
 }
 
 static const char *run_group(const sr_fuse_group *g, int dev) {
@@ -146,6 +211,16 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
   if (g->xent && g->epi >= 0 && X.p->g[g->epi].disabled) return run_held();
   if (g->disabled) return run_held();
   if (g->fold) return run_fold(g);
+  if (g->relay && g->defer) {
+    if (!classes_hold(g)) relay_lost("its relay's tensors alias differently than recorded");
+    const char *err = run_loss_back(g, dev);
+    if (err) relay_lost(err);
+    release_held();
+    release_kept();
+    X.relay = -1, X.fused++;
+    X.last = SR_FUSE_GROUP, X.last_label = g->label;
+    return NULL;
+  }
   if (g->relay && !g->nop) {  /* the loss kernel left its result where the chain would have */
     release_held();
     X.relay = -1, X.fused++;
@@ -160,9 +235,17 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
   sr_tensor *t[SR_FUSE_MAXIO];
   for (int k = 0; k < g->nio; k++) t[k] = X.h[g->io[k].member].c.t[g->io[k].arg];
   const char *err;
+  sr_tensor *lse64 = NULL;
   if (g->xent) {
     const sr_kcall *ce = &X.h[g->n - 1].c;
-    err = dev == SR_CUDA ? sr_fuse_run_xent_cuda(g, t, ce) : sr_fuse_run_xent_cpu(g, t, ce);
+    if (g->defer && dev != SR_CUDA) {  /* the CPU's gradient from the unrounded lse, as unfused */
+      const sr_tensor *tg = ce->t[3];
+      int64_t n = sr_numel(tg);
+      lse64 = sr_tensor_new(SR_F64, SR_CPU, 1, &n);
+    }
+    err = dev == SR_CUDA ? sr_fuse_run_xent_cuda(g, t, ce) : sr_fuse_run_xent_cpu(g, t, ce, lse64);
+    if (!err && g->defer) keep_loss(g, t, ce, lse64);
+    else if (lse64) sr_tensor_release(lse64);
   } else {
     err = dev == SR_CUDA ? sr_fuse_run_cuda(g, t) : sr_fuse_run_cpu(g, t);
   }
@@ -222,6 +305,7 @@ int sr_fuse_last_dispatch(const char **label) {
 
 void sr_fuse_begin(sr_fuse_plan *p) {
   release_held();
+  release_kept();
   X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN, X.relay = -1;
   sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
   sr_set_storage_death_hook(p ? adopt : NULL);
@@ -250,6 +334,7 @@ const char *sr_fuse_end(int *groups) {
   if (groups) *groups = X.fused;
   X.p = NULL;
   X.relay = -1;
+  release_kept();
   X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(NULL);
   sr_set_storage_death_hook(NULL);

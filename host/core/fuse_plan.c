@@ -321,13 +321,19 @@ static const sr_fuse_arg *io_arg(const sr_fuse_rec *r, const sr_fuse_group *g, i
   return arg_of(r, g->first + g->io[k].member, g->io[k].arg);
 }
 
+/* one element, seen through any shape (strides 0) */
+static int arg_one(const sr_fuse_arg *a) {
+  for (int d = 0; d < a->ndim; d++)
+    if (a->shape[d] != 1 && a->stride[d] != 0) return 0;
+  return 1;
+}
+
 /* every tensor of g holds its n elements in row-major order from its offset (a load may also be
 ** one element, broadcast): element i of the loop is element i of each */
 static int flat_io(const sr_fuse_rec *r, const sr_fuse_group *g, int64_t n) {
   for (int k = 0; k < g->nio; k++) {
     const sr_fuse_arg *a = io_arg(r, g, k);
-    int64_t m = numel_of(a->ndim, a->shape);
-    if (!(arg_contiguous(a) && m == n) && !(k < g->nload && m == 1)) return 0;
+    if (!(arg_contiguous(a) && numel_of(a->ndim, a->shape) == n) && !(k < g->nload && arg_one(a))) return 0;
   }
   return 1;
 }
@@ -377,43 +383,73 @@ static int holds(int s, int v) {
   return s == v || (v == SR_BF16 && (s == SR_F32 || s == SR_F64)) || (v == SR_F32 && s == SR_F64);
 }
 
+enum { RELAY_NONE, RELAY_AHEAD, RELAY_DEFER };
+
 /* the group the backward first runs on the gradient the loss group g (cross_entropy at launch c)
-** leaves in the logits' storage, when the loss kernel can run its chain ahead: it reads only that
-** gradient and values g computed (untouched since), stores one output, and the logits' storage
-** is not touched after it. Its index, and in map[k] the value of g each of its loads is; or -1 */
-static int relay_of(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse_group *g, int64_t c, int *map) {
+** leaves in the logits' storage, and how the loss kernel can take its work:
+** - RELAY_AHEAD: it reads only that gradient and values g computed (untouched since), and its one
+**   output fits in the logits' dtype: the loss kernel runs it on the gradient before storing;
+** - RELAY_DEFER: it also reads storages g does not write (the upstream scale of micro-batches):
+**   the relay computes the gradient itself, from g's loads and the cross_entropy's lse, targets
+**   and scale, none of them touched in between.
+** Either way its output is over the gradient itself, or a tensor of its own when nothing reads the
+** logits' storage after it. Its index (*mode set), and in map[k] what each of its loads is: the
+** value of g, or -(f + 1) for its f-th load of its own (defer); or -1 */
+static int relay_of(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse_group *g, int64_t c, int *map,
+                    int *mode) {
   const sr_fuse_arg *x = arg_of(r, c, 2);
   int64_t n = numel_of(x->ndim, x->shape), e = c + 1;
+  *mode = RELAY_NONE;
   while (e < r->n && !touches(r, e, x->sid)) e++;
   if (e >= r->n || p->group_of[e] < 0) return -1;
-  int ei = p->group_of[e];
+  int ei = p->group_of[e], nfor = 0;
   const sr_fuse_group *E = &p->g[ei];
   int64_t end = E->first + E->n - 1;
   if (E->first != e || E->fold || E->xent || E->nio - E->nload != 1 || numel_of(E->ndim, E->shape) != n ||
       !flat_io(r, E, n))
     return -1;
-  /* its output: over the gradient itself (the backward's in-place chain: nothing left to copy),
-  ** or a tensor of its own when the logits' storage is not read after it */
   const sr_fuse_arg *o = io_arg(r, E, E->nload);
-  if (o->sid == x->sid ? o->offset != x->offset || o->dtype != x->dtype
-                       : writer_of(r, g, o->sid) >= 0 || !holds(x->dtype, o->dtype) || r->s[x->sid].last > end)
+  int inplace = o->sid == x->sid;
+  if (inplace ? o->offset != x->offset || o->dtype != x->dtype : writer_of(r, g, o->sid) >= 0 || r->s[x->sid].last > end)
     return -1;
   for (int k = 0; k < E->nload; k++) {
     const sr_fuse_arg *a = io_arg(r, E, k);
+    int w = writer_of(r, g, a->sid);
     if (a->sid == x->sid) {
       if (a->offset != x->offset || a->dtype != x->dtype || numel_of(a->ndim, a->shape) != n) return -1;
       map[k] = g->nload + g->nop;
-      continue;
+    } else if (w >= 0) {
+      const sr_fuse_arg *gw = arg_of(r, g->first + w, 0);
+      if (a->offset != gw->offset || a->dtype != gw->dtype || numel_of(a->ndim, a->shape) != n) return -1;
+      for (int64_t k2 = c + 1; k2 < e; k2++)
+        if (touches(r, k2, a->sid)) return -1;
+      map[k] = g->nload + w;
+    } else {
+      map[k] = -(++nfor);
     }
-    int w = writer_of(r, g, a->sid);
-    if (w < 0) return -1;
-    const sr_fuse_arg *gw = arg_of(r, g->first + w, 0);
-    if (a->offset != gw->offset || a->dtype != gw->dtype || numel_of(a->ndim, a->shape) != n) return -1;
-    for (int64_t k2 = c + 1; k2 < e; k2++)
-      if (touches(r, k2, a->sid)) return -1;
-    map[k] = g->nload + w;
   }
+  if (!nfor && (inplace || holds(x->dtype, o->dtype))) {
+    *mode = RELAY_AHEAD;
+    return ei;
+  }
+  /* defer: g's loads and the cross_entropy's lse, targets and scale hold until the relay */
+  for (int64_t k2 = c + 1; k2 < e; k2++) {
+    for (int k = 0; k < g->nload; k++)
+      if (touches(r, k2, io_arg(r, g, k)->sid)) return -1;
+    for (int j = 1; j < 6; j += 2)  /* lse, targets, dscale */
+      if (arg_of(r, c, j)->sid >= 0 && touches(r, k2, arg_of(r, c, j)->sid)) return -1;
+  }
+  *mode = RELAY_DEFER;
   return ei;
+}
+
+/* whether g's store k is read by nothing but its relay (which the loss kernel then feeds) */
+static int store_dead(const sr_fuse_rec *const *recs, int nrec, const sr_fuse_group *g, int k, const int *map, int nl,
+                      int64_t e_end) {
+  int dead = 0;
+  for (int j = 0; j < nl && !dead; j++) dead = map[j] == g->io[k].src;
+  for (int x = 0; x < nrec && dead; x++) dead = dead_after(recs[x], g->first + g->io[k].member, 0, e_end);
+  return dead;
 }
 
 /* g (ending at launch c - 1) and the cross_entropy at c become one loss group; its relay when
@@ -430,40 +466,64 @@ static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *r
   g->saved_bytes += 2 * lbytes;   /* the logits neither stored nor read back */
   p->group_of[c] = gi;
   p->fused_launches++;
-  int map[SR_FUSE_MAXIO], map2[SR_FUSE_MAXIO], ei = relay_of(r, p, g, c, map);
+  int map[SR_FUSE_MAXIO], map2[SR_FUSE_MAXIO], mode, mode2, ei = relay_of(r, p, g, c, map, &mode);
   for (int x = 1; x < nrec && ei >= 0; x++)
-    if (relay_of(recs[x], p, g, c, map2) != ei || memcmp(map, map2, sizeof(int) * (size_t)p->g[ei].nload)) ei = -1;
+    if (relay_of(recs[x], p, g, c, map2, &mode2) != ei || mode2 != mode ||
+        memcmp(map, map2, sizeof(int) * (size_t)p->g[ei].nload))
+      ei = -1;
   if (ei < 0) return;
   sr_fuse_group *E = &p->g[ei];
   int64_t e_end = E->first + E->n - 1, fused_old = 0;
+  int base = g->nload + g->nop, lk = -1, nfor = 0;
+  for (int k = 0; k < E->nload; k++) {
+    if (map[k] == base) lk = k;
+    if (map[k] < 0) nfor++;
+  }
+  if (lk < 0 || base + 1 + nfor + E->nop > SR_FUSE_MAXVALS) return;  /* not a chain on the gradient */
+  for (int k = g->nload; k < g->nio && mode == RELAY_DEFER; k++) {
+    /* g's loads are read again at the relay: nothing may be stored over them */
+    if (store_dead(recs, nrec, g, k, map, E->nload, e_end)) continue;
+    for (int j = 0; j < g->nload; j++)
+      if (io_arg(r, g, k)->sid == io_arg(r, g, j)->sid) return;
+  }
   for (int k = 0; k < E->nio; k++) fused_old += io_bytes(r, E, E->io[k].member, E->io[k].arg);
-  /* the epilogue: E's ops over g's values (its loads mapped), the gradient at nload + nop */
-  int base = g->nload + g->nop, lk = -1;
-  g->nepi = E->nop;
+  /* the chain: E's ops over g's values (its loads mapped), the gradient at base, E's own loads
+  ** after it (defer) */
+  g->nepi = E->nop, g->epi = ei, g->defer = mode == RELAY_DEFER, g->nfor = nfor;
   for (int m = 0; m < E->nop; m++) {
     sr_fuse_op op = E->op[m];
-    for (int j = 0; j < op.nin; j++) op.in[j] = op.in[j] < E->nload ? map[op.in[j]] : base + 1 + op.in[j] - E->nload;
+    for (int j = 0; j < op.nin; j++) {
+      int v = op.in[j];
+      op.in[j] = v >= E->nload ? base + 1 + nfor + v - E->nload : map[v] < 0 ? base - map[v] : map[v];
+    }
     g->epi_op[m] = op;
   }
-  for (int k = 0; k < E->nload; k++)
-    if (map[k] == base) lk = k;
-  if (lk < 0) { g->nepi = 0; return; }  /* the chain does not read the gradient: not a relay */
-  g->epi = ei;
   /* g's stores that only the chain read are not stored any more */
   for (int k = g->nload; k < g->nio;) {
-    int dead = 0;
-    for (int j = 0; j < E->nload && !dead; j++) dead = map[j] == g->io[k].src;
-    for (int x = 0; x < nrec && dead; x++) dead = dead_after(recs[x], g->first + g->io[k].member, 0, e_end);
-    if (!dead) { k++; continue; }
+    if (!store_dead(recs, nrec, g, k, map, E->nload, e_end)) { k++; continue; }
     g->saved_bytes += io_bytes(r, g, g->io[k].member, g->io[k].arg);
     for (int j = k; j + 1 < g->nio; j++) g->io[j] = g->io[j + 1];
     g->nio--, g->dead++;
   }
-  /* E: one copy of the logits' storage (what the loss kernel left there) to its output, or
-  ** nothing when its output is that storage */
   sr_fuse_io in = E->io[lk], out = E->io[E->nload];
   int odt = out.dtype;
   E->relay = 1;
+  if (g->defer) {
+    /* E: the loss's backward; its io its own loads (in the chain's order), then its output */
+    sr_fuse_io io[SR_FUSE_MAXIO];
+    int f = 0;
+    for (int k = 0; k < E->nload; k++)
+      if (map[k] < 0) g->for_dtype[f] = E->io[k].dtype, io[f++] = E->io[k];
+    io[f++] = out;
+    memcpy(E->io, io, sizeof(sr_fuse_io) * (size_t)f);
+    g->out_dtype = odt;
+    E->defer = 1, E->nload = nfor, E->nio = nfor + 1, E->nop = 0;
+    E->saved_bytes += fused_old - io_bytes(r, E, out.member, out.arg);
+    for (int k = 0; k < nfor; k++) E->saved_bytes -= io_bytes(r, E, E->io[k].member, E->io[k].arg);
+    return;
+  }
+  /* ahead: E is one copy of the logits' storage (what the loss kernel left there) to its output,
+  ** or nothing when its output is that storage */
   if (io_arg(r, E, E->nload)->sid == io_arg(r, E, lk)->sid) {
     E->saved_bytes += fused_old;
     E->nload = E->nio = E->nop = 0;
@@ -713,14 +773,16 @@ static void label_groups(sr_fuse_plan *p) {
     b.n = 0;
     b.s[0] = '\0';
     if (g->fold) tput(&b, "%s => cast", sr_kernels[p->l[g->first].id].name);
-    if (g->relay) tput(&b, g->nop ? "relay " : "relay (the gradient's chain, done in place by the loss kernel)");
+    if (g->relay)
+      tput(&b, g->defer ? "relay (the loss's backward: its gradient and the chain, in the loss group's second kernel)"
+               : g->nop ? "relay " : "relay (the gradient's chain, done in place by the loss kernel)");
     for (int m = 0; !g->fold && m < g->nop; m++) {
       if (m) tput(&b, " -> ");
       op_text(&b, &g->op[m]);
     }
     if (g->xent) tput(&b, " => cross_entropy");
     for (int m = 0; g->xent && g->epi >= 0 && m < g->nepi; m++) {
-      tput(&b, m ? " -> " : " => ");
+      tput(&b, m ? " -> " : g->defer ? " => (backward) " : " => ");
       op_text(&b, &g->epi_op[m]);
     }
     g->label = intern(b.s);

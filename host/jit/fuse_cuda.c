@@ -41,7 +41,7 @@ typedef struct sr_fuse_kargs {
 /* a loss group's kernel argument: struct sr_xent_kargs of kernels/include/speedrun_xent.cuh */
 typedef struct sr_xent_kargs {
   int64_t N, V;
-  void *ptr[16];
+  void *ptr[32];
   int64_t bcast;
   float p[16], q[16];
   float *losses, *lse;
@@ -141,11 +141,14 @@ static void gen_strided(sbuf *b, const sr_fuse_group *g) {
 }
 
 static int vec_ok(const sr_fuse_group *g) {
-  if (g->xent) return 1;  /* both entries (512 and 1024 threads a row) */
   for (int k = 0; k < g->nio; k++)
     if (g->io[k].dtype != SR_F32 && g->io[k].dtype != SR_BF16) return 0;
   return 1;
 }
+
+/* the kernels a group needs: element-wise, the strided one (variant 0) and the 8-wide one (1);
+** a loss group, its forward with 512 and 1024 threads a row (0, 1) and a deferred one's backward (2) */
+static int variants(const sr_fuse_group *g) { return g->xent ? (g->defer ? 3 : 2) : vec_ok(g) ? 2 : 1; }
 
 static void gen_vec(sbuf *b, const sr_fuse_group *g) {
   int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1;
@@ -186,23 +189,26 @@ static void gen_vec(sbuf *b, const sr_fuse_group *g) {
   put(b, "  }\n}\n");
 }
 
-/* a loss group's kernel (core/fuse.h, 4.): the three functions the driver of
-** kernels/include/speedrun_xent.cuh calls, and its entry with nt threads a row */
-static void gen_xent(sbuf *b, const sr_fuse_group *g, int nt) {
-  int d = g->nload + g->nop, epi = g->epi >= 0 ? g->nepi : 0;
+/* a load of a loss kernel: value slot v of N elements from a.ptr[k] + i, or its one element */
+static void gen_xl_load(sbuf *b, int k, int dt, int v) {
+  put(b, "  if ((a.bcast >> %d) & 1) {\n    float s = ", k);
+  load_expr(b, dt, k, "0");
+  put(b, ";\n    for (int e = 0; e < N; e++) v[%d][e] = s;\n  } else {\n", v);
+  if (dt == SR_I32) put(b, "    for (int e = 0; e < N; e++) v[%d][e] = (float)((const int *)a.ptr[%d])[i + e];\n", v, k);
+  else put(b, "    sr_xl_ld<N>((const %s *)a.ptr[%d] + i, v[%d]);\n", ctype(dt), k, v);
+  put(b, "  }\n");
+}
+
+/* a loss group's kernels (core/fuse.h, 4.): the functions the drivers of
+** kernels/include/speedrun_xent.cuh call, and an entry: variant 0 and 1 the forward with 512 or
+** 1024 threads a row (the unfused cross-entropy's), 2 a deferred group's backward */
+static void gen_xent(sbuf *b, const sr_fuse_group *g, int variant) {
+  int d = g->nload + g->nop, nepi = g->epi >= 0 ? g->nepi : 0, nfor = g->defer ? g->nfor : 0;
   const char *lt = ctype(g->op[g->lval - g->nload].dtype);
-  put(b, "#define SR_XL_NV %d\n#define SR_XL_LVAL %d\n#define SR_XL_D %d\n#define SR_XL_OUT %d\n"
-         "#include \"speedrun_xent.cuh\"\n\n", d + 1 + epi, g->lval, d, d + epi);
+  put(b, "#define SR_XL_NV %d\n#define SR_XL_LVAL %d\n#define SR_XL_D %d\n#define SR_XL_OUT %d\n#define SR_XL_STORES %d\n"
+         "#include \"speedrun_xent.cuh\"\n\n", d + 1 + nfor + nepi, g->lval, d, d + nfor + nepi, g->nio - g->nload);
   put(b, "template <int N> __device__ void sr_xl_vals(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
-  for (int k = 0; k < g->nload; k++) {
-    put(b, "  if ((a.bcast >> %d) & 1) {\n    float s = ", k);
-    load_expr(b, g->io[k].dtype, k, "0");
-    put(b, ";\n    for (int e = 0; e < N; e++) v[%d][e] = s;\n  } else {\n", k);
-    if (g->io[k].dtype == SR_I32)
-      put(b, "    for (int e = 0; e < N; e++) v[%d][e] = (float)((const int *)a.ptr[%d])[i + e];\n", k, k);
-    else put(b, "    sr_xl_ld<N>((const %s *)a.ptr[%d] + i, v[%d]);\n", ctype(g->io[k].dtype), k, k);
-    put(b, "  }\n");
-  }
+  for (int k = 0; k < g->nload; k++) gen_xl_load(b, k, g->io[k].dtype, k);
   put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
   for (int m = 0; m < g->nop; m++) {
     char p[16];
@@ -210,19 +216,28 @@ static void gen_xent(sbuf *b, const sr_fuse_group *g, int nt) {
     put(b, "    v[%d][e] = ", g->nload + m);
     gen_op(b, &g->op[m], "v[%d][e]", p);
   }
-  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, float (*v)[N]) {\n"
-         "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
-  for (int m = 0; m < epi; m++) {
+  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  for (int f = 0; f < nfor; f++) gen_xl_load(b, g->nload + f, g->for_dtype[f], d + 1 + f);
+  put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
+  for (int m = 0; m < nepi; m++) {
     char q[16];
     snprintf(q, sizeof q, "a.q[%d]", m);
-    put(b, "    v[%d][e] = ", d + 1 + m);
+    put(b, "    v[%d][e] = ", d + 1 + nfor + m);
     gen_op(b, &g->epi_op[m], "v[%d][e]", q);
   }
   put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_store(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
   for (int k = g->nload; k < g->nio; k++)
     put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[%d]);\n", ctype(g->io[k].dtype), k, g->io[k].src);
-  put(b, "}\n\nextern \"C\" __global__ void __launch_bounds__(%d) sr_xent_%d(const sr_xent_kargs a) {\n"
-         "  sr_xent_fused<%s, %d>(a);\n}\n", nt, nt, lt, nt);
+  put(b, "}\n\ntemplate <int N> __device__ void sr_xl_out(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  if (g->defer) put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[SR_XL_OUT]);\n", ctype(g->out_dtype), g->nload + nfor);
+  put(b, "}\n\n");
+  if (variant == 2)
+    put(b, "extern \"C\" __global__ void __launch_bounds__(512) sr_xent_bwd(const sr_xent_kargs a) {\n"
+           "  sr_xent_back<%s, 512>(a);\n}\n", lt);
+  else
+    put(b, "extern \"C\" __global__ void __launch_bounds__(%d) sr_xent_%d(const sr_xent_kargs a) {\n"
+           "  sr_xent_fused<%s, %d, %s>(a);\n}\n", variant ? 1024 : 512, variant ? 1024 : 512, lt,
+        variant ? 1024 : 512, g->defer ? "true" : "false");
 }
 
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname) {
@@ -239,9 +254,9 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
   put(&b, "#include \"speedrun_ew.cuh\"\n\n"
           "struct sr_fuse_kargs {\n  long long n, shape[%d], stride[%d][%d];\n  void *ptr[%d];\n"
           "  float p[%d];\n  int ndim, pad;\n};\n\n", SR_MAXDIM, SR_FUSE_MAXIO, SR_MAXDIM, SR_FUSE_MAXIO, SR_FUSE_MAXOPS);
-  if (g->xent) {  /* contig selects the threads a row: 1024, or 512 */
-    gen_xent(&b, g, contig ? 1024 : 512);
-    if (name) snprintf(name, nname, "sr_xent_%d", contig ? 1024 : 512);
+  if (g->xent) {  /* contig is the variant: the forward with 512 or 1024 threads a row, or the backward */
+    gen_xent(&b, g, contig);
+    if (name) snprintf(name, nname, contig == 2 ? "sr_xent_bwd" : contig ? "sr_xent_1024" : "sr_xent_512");
     return b.s;
   }
   gen_body(&b, g);
@@ -267,9 +282,8 @@ static void compile(const char *src, const char *kernel, sr_jit_binary *bin) {
 
 const char *sr_fuse_cuda_compile(const sr_fuse_group *g) {
   static char msg[2048];
-  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do */
-  for (int contig = 0; contig < 2; contig++) {
-    if (contig && !vec_ok(g)) continue;
+  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do (or the loss group's) */
+  for (int contig = 0; contig < variants(g); contig++) {
     char name[32];
     char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
     sr_jit_binary bin;
@@ -332,9 +346,8 @@ static kentry *kernel_for(const sr_fuse_group *g, int contig) {
 }
 
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
-  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do */
-  for (int contig = 0; contig < 2; contig++) {
-    if (contig && !vec_ok(g)) continue;
+  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do (or the loss group's) */
+  for (int contig = 0; contig < variants(g); contig++) {
     kentry *e = kernel_for(g, contig);
     if (e->err) return e->err;
   }
@@ -403,6 +416,13 @@ const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t) {
 
 static int flat(const sr_tensor *t, int64_t n) { return sr_is_contiguous(t) && sr_numel(t) == n; }
 
+/* one element, seen through any shape (strides 0): a broadcast load */
+static int one_elem(const sr_tensor *t) {
+  for (int d = 0; d < t->ndim; d++)
+    if (t->shape[d] != 1 && t->stride[d] != 0) return 0;
+  return 1;
+}
+
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
   sr_tensor *lo = ce->t[0], *ls = ce->t[1], *lg = ce->t[2], *tg = ce->t[3], *ds = ce->t[5];
   int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
@@ -414,7 +434,7 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   sr_xent_kargs a;
   memset(&a, 0, sizeof a);
   for (int k = 0; k < g->nio; k++) {
-    int one = k < g->nload && sr_numel(t[k]) == 1;
+    int one = k < g->nload && one_elem(t[k]);
     if (!one && !flat(t[k], N * V)) return "a tensor of the loss group is not laid out as recorded";
     if (one) a.bcast |= (int64_t)1 << k;
     a.ptr[k] = sr_data(t[k]);
@@ -438,8 +458,43 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   return sr_jit_launch_kernel(&l);
 }
 
+/* a deferred loss group's backward (core/fuse.h): one block of 512 threads a row */
+const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_back *b) {
+  sr_tensor *out = b->et[g->nfor];
+  int64_t N = sr_numel(b->targets), V = N ? sr_numel(out) / N : 0;
+  if (N == 0 || V == 0) return NULL;
+  if (b->lse->dtype != SR_F32 || !flat(b->lse, N) || b->targets->dtype != SR_I32 || !flat(b->targets, N) ||
+      !flat(out, N * V) || (b->dscale && (b->dscale->dtype != SR_F32 || sr_numel(b->dscale) != 1)) ||
+      V > INT32_MAX / 2)
+    return "the loss's backward got tensors of another kind than its forward";
+  sr_xent_kargs a;
+  memset(&a, 0, sizeof a);
+  for (int k = 0; k < g->nload + g->nfor; k++) {
+    sr_tensor *t = k < g->nload ? b->gl[k] : b->et[k - g->nload];
+    int one = one_elem(t);
+    if (!one && !flat(t, N * V)) return "a tensor of the loss's backward is not laid out as recorded";
+    if (one) a.bcast |= (int64_t)1 << k;
+    a.ptr[k] = sr_data(t);
+  }
+  a.ptr[g->nload + g->nfor] = sr_data(out);
+  for (int m = 0; m < g->nop; m++) a.p[m] = (float)g->op[m].p;
+  for (int m = 0; m < g->nepi; m++) a.q[m] = (float)g->epi_op[m].p;
+  a.N = N, a.V = V, a.ignore = (int32_t)b->ignore;
+  a.lse = sr_data(b->lse), a.targets = sr_data(b->targets), a.logits = sr_data(out);
+  a.dscale = b->dscale ? sr_data(b->dscale) : NULL;
+  a.err = sr_cuda_dev_error_ptr();
+  kentry *e = kernel_for(g, 2);
+  if (e->err) return e->err;
+  void *args[1] = {&a};
+  sr_jit_launch l = {"fused cross-entropy backward", "fused_group.cu", e->fn, {(unsigned)N, 1, 1}, {512, 1, 1}, 0, args};
+  return sr_jit_launch_kernel(&l);
+}
+
 #else
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
+  return "fused kernels need the CUDA backend (built without it)";
+}
+const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_back *b) {
   return "fused kernels need the CUDA backend (built without it)";
 }
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {

@@ -88,7 +88,8 @@ __device__ __forceinline__ void xent_acc(float &m, float &s, const float *f) {
 // the kernel's argument (host/jit/fuse_cuda.c has the same layout)
 struct sr_xent_kargs {
   long long N, V;             // rows, row length (the logits are contiguous [N, V])
-  void *ptr[16];              // the group's loads, then its live stores
+  void *ptr[32];              // the group's loads, then its live stores (a deferred group's backward: its
+                              // loads, the chain's own loads, its output)
   long long bcast;            // bit k: load k is one element
   float p[16], q[16];         // the prologue's and the epilogue's scalars
   float *losses, *lse;        // [N] f32
@@ -101,10 +102,13 @@ struct sr_xent_kargs {
 
 // v[k][e]: value k of flat element i + e (loads, then the prologue's ops)
 template <int N> __device__ void sr_xl_vals(const sr_xent_kargs &a, long long i, float (*v)[N]);
-// the epilogue's values from v (SR_XL_D holds the gradient as stored)
-template <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, float (*v)[N]);
+// the chain's values from v (SR_XL_D holds the gradient as stored; a deferred group's backward
+// also loads the chain's own loads of elements i ..)
+template <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, long long i, float (*v)[N]);
 // the group's live stores of elements i .. i + N - 1
 template <int N> __device__ void sr_xl_store(const sr_xent_kargs &a, long long i, float (*v)[N]);
+// a deferred group's backward: the chain's result (SR_XL_OUT) of elements i .. into its output
+template <int N> __device__ void sr_xl_out(const sr_xent_kargs &a, long long i, float (*v)[N]);
 
 // N consecutive elements at p as floats, and back: one or two 16-byte (or 8-byte) accesses when
 // p is aligned for them, else element by element
@@ -165,8 +169,9 @@ __device__ __forceinline__ void sr_xl_grad(float (*v)[N], int j0, int t, float l
   }
 }
 
-// row blockIdx.x with NT threads; T the logits' dtype
-template <typename T, int NT>
+// row blockIdx.x with NT threads; T the logits' dtype. DEFER: the loss and lse only (and the live
+// stores); the gradient waits for sr_xent_back
+template <typename T, int NT, bool DEFER>
 __device__ void sr_xent_fused(const sr_xent_kargs &a) {
   __shared__ float red[32];
   constexpr int N = xent_vec<T>::N;
@@ -205,6 +210,21 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
       sr_report_index_error(a.err, 2, n, t, V);
     } else a.losses[n] = l - xt;
   }
+  if (DEFER) {  // the live stores (the planner keeps them off the loads, which the backward reads again)
+    if (!SR_XL_STORES) return;
+    if (threadIdx.x < nedge) {
+      const int j = xent_edge(g, threadIdx.x);
+      float v[SR_XL_NV][1];
+      sr_xl_vals<1>(a, base + j, v);
+      sr_xl_store<1>(a, base + j, v);
+    }
+    for (int k = threadIdx.x; k < g.nv; k += NT) {
+      float v[SR_XL_NV][N];
+      sr_xl_vals<N>(a, base + g.head + (long long)k * N, v);
+      sr_xl_store<N>(a, base + g.head + (long long)k * N, v);
+    }
+    return;
+  }
   const bool zero = ignored || bad;
   const float dl = zero ? 0.f : (a.dscale ? *a.dscale : 1.f), lL = l * XENT_LOG2E;
   if (threadIdx.x < nedge) {
@@ -212,7 +232,7 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
     float v[SR_XL_NV][1];
     sr_xl_vals<1>(a, base + j, v);
     sr_xl_grad<T, 1>(v, j, t, lL, dl, zero, true);
-    sr_xl_epi<1>(a, v);
+    sr_xl_epi<1>(a, base + j, v);
     sr_xl_store<1>(a, base + j, v);
     sr_xl_st<1>(x + j, v[SR_XL_OUT]);
   }
@@ -221,9 +241,41 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
     float v[SR_XL_NV][N];
     sr_xl_vals<N>(a, base + j0, v);
     sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
-    sr_xl_epi<N>(a, v);
+    sr_xl_epi<N>(a, base + j0, v);
     sr_xl_store<N>(a, base + j0, v);
     sr_xl_st<N>(x + j0, v[SR_XL_OUT]);
+  }
+}
+
+// a deferred loss group's backward, row blockIdx.x with NT threads: the logits again from the
+// group's loads, the gradient from the forward's lse as kernel 3 computes it (the same bits for
+// every element whatever the thread that computes it: dl * p, or the FFMA dl * p - dl at the
+// target), the chain, its output. The row is split as the forward splits it (by the logits'
+// storage, which is allocated though never written), so loads laid out like the logits take their
+// 16-byte paths.
+template <typename T, int NT>
+__device__ void sr_xent_back(const sr_xent_kargs &a) {
+  constexpr int N = xent_vec<T>::N;
+  const long long n = blockIdx.x, base = n * a.V;
+  const int V = (int)a.V, t = a.targets[n];
+  const bool zero = t == a.ignore || t < 0 || t >= V;
+  const float dl = zero ? 0.f : (a.dscale ? *a.dscale : 1.f), lL = a.lse[n] * XENT_LOG2E;
+  const xent_row g = xent_split((const T *)a.logits + base, V);
+  if (threadIdx.x < g.head + V - g.tail0) {
+    const int j = xent_edge(g, threadIdx.x);
+    float v[SR_XL_NV][1];
+    sr_xl_vals<1>(a, base + j, v);
+    sr_xl_grad<T, 1>(v, j, t, lL, dl, zero, true);
+    sr_xl_epi<1>(a, base + j, v);
+    sr_xl_out<1>(a, base + j, v);
+  }
+  for (int k = threadIdx.x; k < g.nv; k += NT) {
+    const int j0 = g.head + k * N;
+    float v[SR_XL_NV][N];
+    sr_xl_vals<N>(a, base + j0, v);
+    sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
+    sr_xl_epi<N>(a, base + j0, v);
+    sr_xl_out<N>(a, base + j0, v);
   }
 }
 

@@ -214,23 +214,39 @@ T.case("ignored targets: zero rows, fused == unfused", function()
   end
 end)
 
-T.case("the loss group without the chain ahead: an upstream gradient that is not 1, a tanh Lua keeps", function()
-  -- loss * 0.5: the gradient is scaled in place before the chain reads it; the chain stays where it was
-  local plan = check_fused(loss_step("float32", tanh_cap, {scale = 0.5}), "scaled loss")
+T.case("micro-batches (loss / n): the gradient and its chain deferred to the relay, the loss's backward", function()
+  -- the backward scales the gradient in place (loss * 0.5) before the chain reads it: the loss
+  -- kernel computes only the loss and lse; the relay recomputes the logits from the kept loads
+  for _, dt in ipairs(DTYPES) do
+    for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
+      local plan, groups = check_fused(loss_step(dt, cap, {scale = 0.5}), "scaled loss, " .. name .. " " .. dt)
+      local d = plan:dump()
+      T.ok(d:find("=> cross_entropy => %(backward%) mul:"), d)
+      T.ok(d:find("relay %(the loss's backward"), d)
+      T.eq(plan:stats().losses, 1)
+      T.eq(plan:stats().relays, 1)
+      T.eq(groups, plan:stats().groups, "every group ran fused")
+    end
+  end
+  -- ignored rows and the logits held through the backward
+  check_fused(loss_step("bfloat16", tanh_cap, {scale = 0.25, targets = tg_ignored}), "scaled, ignored rows")
+  local plan = check_fused(loss_step("float32", sigmoid_cap, {scale = 0.25, hold = {}}), "scaled, logits held")
+  T.ok(plan:dump():find("relay %(the loss's backward"), plan:dump())
+end)
+
+T.case("a tanh Lua keeps: stored; with micro-batches over the logits the backward reads again: no deferral", function()
+  local kept = {}
+  local function keep_cap(z)
+    local y = z:div_(30):tanh_()  -- in place over the head's output, which the loss kernel loads
+    kept[#kept + 1] = y           -- every step's tanh stays alive
+    return y * 30
+  end
+  local plan = check_fused(loss_step("float32", keep_cap), "tanh kept")
+  T.ok(plan:dump():find("=> cross_entropy => .-%(1 loads, 1 stores"), plan:dump())
+  plan = check_fused(loss_step("float32", keep_cap, {scale = 0.5}), "tanh kept, scaled")
   local d = plan:dump()
   T.ok(d:find("mul_scalar:float32 => cross_entropy  %("), d)
-  T.ok(not d:find("relay"), d)
-  T.eq(plan:stats().losses, 1)
-  T.eq(plan:stats().relays, 0)
-  -- the tanh kept by Lua after the step: the chain still runs ahead, the tanh is stored
-  local kept = {}
-  plan = check_fused(loss_step("float32", function(z)
-    local y = z:div_(30):tanh_()
-    kept[#kept + 1] = y  -- every step's tanh stays alive
-    return y * 30
-  end), "tanh kept")
-  d = plan:dump()
-  T.ok(d:find("=> cross_entropy => .-%(1 loads, 1 stores"), d)
+  T.eq(plan:stats().relays, 0, d)
 end)
 
 T.case("a fused group between the softcap and the cross-entropy: no loss group (one group held at a time)", function()
@@ -264,7 +280,8 @@ T.case("NVRTC compiles every generated kernel of these plans", function()
   if not good and log:find("not built") then return end
   T.ok(good, log)
   for _, step in ipairs {loss_step("bfloat16", tanh_cap), loss_step("bfloat16", sigmoid_cap),
-                         loss_step("float32", tanh_cap, {scale = 0.5})} do  -- the loss kernels too
+                         loss_step("float32", tanh_cap, {scale = 0.5}),
+                         loss_step("bfloat16", sigmoid_cap, {scale = 0.5})} do  -- the loss kernels too
     local p = plan_of(step)
     T.ok(p:dump():find("cross_entropy"), p:dump())
     good, log = p:check_compile()

@@ -122,7 +122,7 @@ end)
 -- tail elements), a quarter of the rows ignored
 local function tanh_cap(z) return z:div_(30):tanh_() * 30 end
 local function sigmoid_cap(z) return F.cast(z, "float32"):div_(7.5):sigmoid_() * 30 end
-local function loss_step(dt, V, cap, hold)
+local function loss_step(dt, V, cap, hold, scale)
   local z0, W = sr.randn({4, 8, 64}):to("cuda", dt), sr.randn({64, V}):to("cuda", dt):requires_grad_()
   local tg = F.cast(F.mul(sr.rand({4, 8}), V - 0.1), "int32")
   tg = F.where(F.lt(sr.rand({4, 8}), 0.25), -100, tg):to("cuda")
@@ -133,7 +133,7 @@ local function loss_step(dt, V, cap, hold)
   end
   return function()
     local loss = forward()
-    loss:backward()
+    ;(scale and loss * scale or loss):backward()
     if hold then hold[1] = nil end
     local g = W.grad:clone()
     W.grad = nil
@@ -141,14 +141,18 @@ local function loss_step(dt, V, cap, hold)
   end
 end
 
-T.case("the loss kernel: softcap, in-place cross-entropy and the gradient's chain in one kernel (records 9-21)", function()
+T.case("the loss kernels: softcap, in-place cross-entropy, the gradient's chain ahead or deferred (records 9-21)", function()
   for _, dt in ipairs {"float32", "bfloat16"} do
     for _, V in ipairs {50304, 1237} do
       for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
         for _, hold in ipairs {false, true} do
-          local msg = ("%s softcap, %s, V %d%s"):format(name, dt, V, hold and ", logits held" or "")
-          local plan = check_fused(loss_step(dt, V, cap, hold and {} or nil), msg, 2)
-          T.ok(plan:dump():find("=> cross_entropy =>"), msg .. "\n" .. plan:dump())
+          for _, scale in ipairs {false, 0.125} do  -- 0.125: micro-batches, the loss's backward deferred
+            local msg = ("%s softcap, %s, V %d%s%s"):format(name, dt, V, hold and ", logits held" or "",
+                                                         scale and ", loss / 8" or "")
+            local plan = check_fused(loss_step(dt, V, cap, hold and {} or nil, scale or nil), msg, 2)
+            T.ok(plan:dump():find(scale and "=> cross_entropy => %(backward%)" or "=> cross_entropy =>"),
+                 msg .. "\n" .. plan:dump())
+          end
         end
       end
     end
@@ -174,10 +178,10 @@ local function tensors_of(t, out, seen)
   return out
 end
 
-local function whole_step(path, scale)
+local function whole_step(path, scale, over)
   local recipe = assert(util.load_recipe(path))
-  local plain = assert(util.recipe_context(recipe, scale, "cuda", 7))
-  local fused = assert(util.recipe_context(recipe, scale, "cuda", 7))
+  local plain = assert(util.recipe_context(recipe, scale, "cuda", 7, over))
+  local fused = assert(util.recipe_context(recipe, scale, "cuda", 7, over))
   local cfg = plain.config
   local vocab = math.min((cfg.model or {}).vocab_size or 50257, 50257)
   local x = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}):to("cuda")
@@ -225,6 +229,7 @@ T.case("whole steps of records 1, 5 and 9: fused == unfused (eager, lockstep)", 
   whole_step("../tasks/record_01/recipe.lua", "micro")
   whole_step("../tasks/record_05/recipe.lua", "micro")
   whole_step("../tasks/record_09/recipe.lua", "micro")  -- the loss kernel with its in-place relay
+  whole_step("../tasks/record_09/recipe.lua", "micro", {micro_batch = 2})  -- and deferred (loss / 2)
 end)
 
 T.case("speedrun train: the harness's fused CUDA graph matches SPEEDRUN_FUSE=0", function()

@@ -98,6 +98,14 @@ for _, n in ipairs {1, 9} do
   end)
 end
 
+-- micro-batches (record 9: two of 2 rows, loss / 2): the loss group defers the gradient and its
+-- chain to the relay, the loss's backward
+T.case("record 9, micro in two micro-batches: fused steps == unfused steps, the loss's backward deferred", function()
+  local st = check_record("../tasks/record_09/recipe.lua", {micro_batch = 2})
+  T.eq(st.losses, 2, "a loss group a micro-batch")
+  T.eq(st.relays, 2)
+end)
+
 -- the softcap written in place (9), flex attention with the window in a device tensor (13),
 -- the device-built block lists with argsort (15), long/short windows and the FP8 head (20)
 local has_flex = pcall(require, "speedrun.attention") and F.flex_attention ~= nil
