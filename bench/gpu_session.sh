@@ -30,7 +30,8 @@
 #              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
 #              its PyTorch anchor bench/xent_anchor.py on the same shapes
 #   loss       the loss head (issue 20): bench/loss_head.lua at the records' micro-batch (65,536 x 768 x
-#              50,304), tanh and sigmoid softcaps, unfused against the step compiler's loss group, then
+#              50,304), tanh and sigmoid softcaps, one micro-batch and loss / 8 (the deferred loss group),
+#              unfused against the step compiler's loss group, then
 #              its PyTorch anchor bench/loss_head_anchor.py (eager and compiled) on the same shapes
 #   prebuilt   use .prebuilt/speedrun.xz (a CUDA build made elsewhere, carried) instead of building:
 #              on a machine with nvcc 13 and no GPU, scripts/prepare-gpu-carry.sh makes it (ignored; carry ".prebuilt")
@@ -150,11 +151,11 @@ for p in $PARTS; do
         python3 bench/xent_anchor.py 65536 50304 bfloat16 10; python3 bench/xent_anchor.py 65536 50304 float32 10'
       grep -vE "^\s*$" "$LOG/xent_anchor.log" | tail -30 ;;
     loss)   # the loss head (issue 20): ours unfused and fused (the loss group), then PyTorch's eager and compiled
-      part loss_bench 300 bash -c './build/speedrun run bench/loss_head.lua 65536 768 50304 tanh; echo "loss tanh rc=$?"
-        ./build/speedrun run bench/loss_head.lua 65536 768 50304 sigmoid; echo "loss sigmoid rc=$?"'
+      part loss_bench 300 bash -c 'for cap in tanh sigmoid; do for n in 1 8; do
+          ./build/speedrun run bench/loss_head.lua 65536 768 50304 $cap 10 $n; echo "loss $cap /$n rc=$?"; done; done'
       grep -E "^loss head|^fused plan|cross_entropy|^unfused|^fused |kernels:|^fused against|^\||rc=|rror" "$LOG/loss_bench.log" | tail -40
-      part loss_anchor 400 bash -c 'python3 bench/loss_head_anchor.py 65536 768 50304 tanh
-        python3 bench/loss_head_anchor.py 65536 768 50304 sigmoid'
+      part loss_anchor 400 bash -c 'for cap in tanh sigmoid; do for n in 1 8; do
+          python3 bench/loss_head_anchor.py 65536 768 50304 $cap 10 $n; done; done'
       grep -vE "^\s*$" "$LOG/loss_anchor.log" | tail -20 ;;
     harness)
       part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure

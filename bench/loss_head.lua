@@ -3,8 +3,9 @@
 -- the softcap (tanh: records 9-18, 30 tanh(z / 30) in place on the bf16 logits; sigmoid: records
 -- 19-21, 30 sigmoid(z_f32 / 7.5) on an f32 copy), F.cross_entropy(..., {inplace = true}), and the
 -- backward into W (the softcap's chain, then the two GEMMs' dW). Defaults: the records' micro-batch,
--- N 65536 tokens, C 768, V 50304.
---   speedrun run bench/loss_head.lua [N] [C] [V] [tanh|sigmoid] [iters]
+-- N 65536 tokens, C 768, V 50304. With [n] > 1 the loss is divided by n before the backward, as a
+-- micro-batch of n is (the loss group then defers its gradient to the backward; docs/cuda.md).
+--   speedrun run bench/loss_head.lua [N] [C] [V] [tanh|sigmoid] [iters] [n]
 -- Two cases: the step as the recipe writes it (eager, unfused), and the same step with the plan the
 -- step compiler makes from two recorded steps (eager, fused: the softcap, the loss and the
 -- gradient's chain one kernel). Each: ms a step on the wall clock (synchronised), then every kernel
@@ -24,6 +25,7 @@ local C = tonumber(arg and arg[2]) or (gpu and 768 or 64)
 local V = tonumber(arg and arg[3]) or (gpu and 50304 or 1001)
 local cap = arg and arg[4] or "tanh"
 local iters = tonumber(arg and arg[5]) or (gpu and 10 or 2)
+local nmicro = tonumber(arg and arg[6]) or 1
 if cap ~= "tanh" and cap ~= "sigmoid" then error("loss_head.lua: the softcap is tanh or sigmoid, not " .. cap) end
 sr.manual_seed(1)
 
@@ -39,14 +41,15 @@ local targets = sr.randint(0, V, {N}, {device = dev})
 local function forward() return F.cross_entropy(softcap(F.linear(x, W)), targets, {inplace = true}) end
 local function step()
   local loss = forward()
+  if nmicro > 1 then loss = loss / nmicro end
   loss:backward()
   local g = W.grad
   W.grad = nil
   return {loss, g}
 end
 
-print(("loss head [%d x %d] x [%d x %d]^T bf16, %s softcap, in-place cross-entropy, on %s, %d iterations"):format(N,
-  C, V, C, cap, dev, iters))
+print(("loss head [%d x %d] x [%d x %d]^T bf16, %s softcap, in-place cross-entropy%s, on %s, %d iterations"):format(N,
+  C, V, C, cap, nmicro > 1 and (", loss / " .. nmicro) or "", dev, iters))
 local plan = T.fuse_plan(step)
 if gpu then
   local off, err = plan:prepare()
@@ -91,6 +94,6 @@ local dl = math.abs(u[1]:item() - f[1]:item())
 local dg = (u[2]:to("float32") - f[2]:to("float32")):abs():max():item()
 print(("\nfused against unfused: loss %.9g vs %.9g (|d| %.3g), W's gradient max |d| %.3g"):format(f[1]:item(),
   u[1]:item(), dl, dg))
-print(("\n| loss head [%d, %d, %d], %s softcap | ms a step (wall) | ms in GEMMs | ms in the rest |\n|---|---|---|---|"):format(N,
-  C, V, cap))
+print(("\n| loss head [%d, %d, %d], %s softcap%s | ms a step (wall) | ms in GEMMs | ms in the rest |\n|---|---|---|---|"):format(N,
+  C, V, cap, nmicro > 1 and (", loss / " .. nmicro) or ""))
 for _, s in ipairs(summary) do print(s) end

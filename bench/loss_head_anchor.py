@@ -4,7 +4,8 @@
 # sigmoid, records 19-21: 30 * torch.sigmoid(logits.float() / 7.5)), F.cross_entropy, and the
 # backward into W; eager and torch.compile'd (the scripts compile the whole model). Times per step
 # with CUDA events (steady state, after warm-up and compilation).
-#   python3 bench/loss_head_anchor.py [N] [C] [V] [tanh|sigmoid] [iters]
+# With [n] > 1 the loss is divided by n before the backward (a micro-batch of n).
+#   python3 bench/loss_head_anchor.py [N] [C] [V] [tanh|sigmoid] [iters] [n]
 import sys
 
 import torch
@@ -16,6 +17,7 @@ C = int(argv[1]) if len(argv) > 1 else 768
 V = int(argv[2]) if len(argv) > 2 else 50304
 cap = argv[3] if len(argv) > 3 else "tanh"
 iters = int(argv[4]) if len(argv) > 4 else 10
+nmicro = int(argv[5]) if len(argv) > 5 else 1
 if cap not in ("tanh", "sigmoid"):
     sys.exit(f"loss_head_anchor.py: the softcap is tanh or sigmoid, not {cap}")
 
@@ -24,7 +26,7 @@ x = (torch.randn(N, C, device="cuda") * 0.5).to(torch.bfloat16)
 W = (torch.randn(V, C, device="cuda") * 0.05).to(torch.bfloat16).requires_grad_(True)
 t = torch.randint(0, V, (N,), device="cuda")
 print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}: loss head [{N} x {C}] x [{V} x {C}]^T bf16, "
-      f"{cap} softcap, {iters} iterations")
+      f"{cap} softcap{f', loss / {nmicro}' if nmicro > 1 else ''}, {iters} iterations")
 
 
 def head(x, W, t):
@@ -34,7 +36,8 @@ def head(x, W, t):
         logits = logits.float()
     else:
         logits = 30 * torch.sigmoid(logits.float() / 7.5)
-    return F.cross_entropy(logits, t)
+    loss = F.cross_entropy(logits, t)
+    return loss / nmicro if nmicro > 1 else loss
 
 
 head_c = torch.compile(head, dynamic=False)
