@@ -236,6 +236,7 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
   for (int k = 0; k < g->nio; k++) t[k] = X.h[g->io[k].member].c.t[g->io[k].arg];
   const char *err;
   sr_tensor *lse64 = NULL;
+  if (g->xent && g->epi >= 0 && X.relay >= 0) relay_lost("another loss group ran before its relay");
   if (g->xent) {
     const sr_kcall *ce = &X.h[g->n - 1].c;
     if (g->defer && dev != SR_CUDA) {  /* the CPU's gradient from the unrounded lse, as unfused */

@@ -402,6 +402,8 @@ static int relay_of(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse_g
   *mode = RELAY_NONE;
   while (e < r->n && !touches(r, e, x->sid)) e++;
   if (e >= r->n || p->group_of[e] < 0) return -1;
+  for (int64_t k2 = c + 1; k2 < e; k2++)  /* one relay pending at a time: no other loss before it */
+    if (r->l[k2].id == SR_K_cross_entropy) return -1;
   int ei = p->group_of[e], nfor = 0;
   const sr_fuse_group *E = &p->g[ei];
   int64_t end = E->first + E->n - 1;

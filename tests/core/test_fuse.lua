@@ -249,6 +249,23 @@ T.case("a tanh Lua keeps: stored; with micro-batches over the logits the backwar
   T.eq(plan:stats().relays, 0, d)
 end)
 
+T.case("two losses, one backward: a relay pending at a time (the first loss keeps its chain)", function()
+  for _, scale in ipairs {false, 0.5} do
+    local W1, W2 = sr.randn({V, V}):requires_grad_(), sr.randn({V, V}):requires_grad_()
+    local z1, z2 = sr.randn({4, 8, V}), sr.randn({4, 8, V})
+    local function one(z, W, cap) return F.cross_entropy(cap(F.matmul(z, W)), tg, {inplace = true}) end
+    local plan = check_fused(function()
+      local loss = one(z1, W1, tanh_cap) + one(z2, W2, sigmoid_cap)
+      ;(scale and loss * scale or loss):backward()
+      local g1, g2 = W1.grad:clone(), W2.grad:clone()
+      W1.grad, W2.grad = nil, nil
+      return {loss, g1, g2}
+    end, "two losses" .. (scale and ", scaled" or ""))
+    T.eq(plan:stats().losses, 2, plan:dump())
+    T.ok(plan:stats().relays <= 1, plan:dump())
+  end
+end)
+
 T.case("a fused group between the softcap and the cross-entropy: no loss group (one group held at a time)", function()
   local q = sr.randn({16})
   local kept = {}
