@@ -169,6 +169,33 @@ __device__ __forceinline__ void sr_xl_grad(float (*v)[N], int j0, int t, float l
   }
 }
 
+// the second pass over a row split as g (from element base of the loop): values, the gradient
+// (lL the lse times log2 e, dl its scale), the chain, then the stores: the forward's (its live
+// stores and the result over the logits at x), or BACK the deferred backward's output
+template <typename T, int NT, bool BACK>
+__device__ __forceinline__ void sr_xl_grad_row(const sr_xent_kargs &a, const xent_row &g, long long base, T *x, int t,
+                                               float lL, float dl, bool zero) {
+  constexpr int N = xent_vec<T>::N;
+  if (threadIdx.x < g.head + (int)a.V - g.tail0) {
+    const int j = xent_edge(g, threadIdx.x);
+    float v[SR_XL_NV][1];
+    sr_xl_vals<1>(a, base + j, v);
+    sr_xl_grad<T, 1>(v, j, t, lL, dl, zero, true);
+    sr_xl_epi<1>(a, base + j, v);
+    if (BACK) sr_xl_out<1>(a, base + j, v);
+    else sr_xl_store<1>(a, base + j, v), sr_xl_st<1>(x + j, v[SR_XL_OUT]);
+  }
+  for (int k = threadIdx.x; k < g.nv; k += NT) {
+    const int j0 = g.head + k * N;
+    float v[SR_XL_NV][N];
+    sr_xl_vals<N>(a, base + j0, v);
+    sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
+    sr_xl_epi<N>(a, base + j0, v);
+    if (BACK) sr_xl_out<N>(a, base + j0, v);
+    else sr_xl_store<N>(a, base + j0, v), sr_xl_st<N>(x + j0, v[SR_XL_OUT]);
+  }
+}
+
 // row blockIdx.x with NT threads; T the logits' dtype. DEFER: the loss and lse only (and the live
 // stores); the gradient waits for sr_xent_back
 template <typename T, int NT, bool DEFER>
@@ -226,25 +253,7 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
     return;
   }
   const bool zero = ignored || bad;
-  const float dl = zero ? 0.f : (a.dscale ? *a.dscale : 1.f), lL = l * XENT_LOG2E;
-  if (threadIdx.x < nedge) {
-    const int j = xent_edge(g, threadIdx.x);
-    float v[SR_XL_NV][1];
-    sr_xl_vals<1>(a, base + j, v);
-    sr_xl_grad<T, 1>(v, j, t, lL, dl, zero, true);
-    sr_xl_epi<1>(a, base + j, v);
-    sr_xl_store<1>(a, base + j, v);
-    sr_xl_st<1>(x + j, v[SR_XL_OUT]);
-  }
-  for (int k = threadIdx.x; k < g.nv; k += NT) {
-    const int j0 = g.head + k * N;
-    float v[SR_XL_NV][N];
-    sr_xl_vals<N>(a, base + j0, v);
-    sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
-    sr_xl_epi<N>(a, base + j0, v);
-    sr_xl_store<N>(a, base + j0, v);
-    sr_xl_st<N>(x + j0, v[SR_XL_OUT]);
-  }
+  sr_xl_grad_row<T, NT, false>(a, g, base, x, t, l * XENT_LOG2E, zero ? 0.f : (a.dscale ? *a.dscale : 1.f), zero);
 }
 
 // a deferred loss group's backward, row blockIdx.x with NT threads: the logits again from the
@@ -255,28 +264,12 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
 // 16-byte paths.
 template <typename T, int NT>
 __device__ void sr_xent_back(const sr_xent_kargs &a) {
-  constexpr int N = xent_vec<T>::N;
   const long long n = blockIdx.x, base = n * a.V;
   const int V = (int)a.V, t = a.targets[n];
   const bool zero = t == a.ignore || t < 0 || t >= V;
-  const float dl = zero ? 0.f : (a.dscale ? *a.dscale : 1.f), lL = a.lse[n] * XENT_LOG2E;
-  const xent_row g = xent_split((const T *)a.logits + base, V);
-  if (threadIdx.x < g.head + V - g.tail0) {
-    const int j = xent_edge(g, threadIdx.x);
-    float v[SR_XL_NV][1];
-    sr_xl_vals<1>(a, base + j, v);
-    sr_xl_grad<T, 1>(v, j, t, lL, dl, zero, true);
-    sr_xl_epi<1>(a, base + j, v);
-    sr_xl_out<1>(a, base + j, v);
-  }
-  for (int k = threadIdx.x; k < g.nv; k += NT) {
-    const int j0 = g.head + k * N;
-    float v[SR_XL_NV][N];
-    sr_xl_vals<N>(a, base + j0, v);
-    sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
-    sr_xl_epi<N>(a, base + j0, v);
-    sr_xl_out<N>(a, base + j0, v);
-  }
+  T *x = (T *)a.logits + base;
+  sr_xl_grad_row<T, NT, true>(a, xent_split(x, V), base, x, t, a.lse[n] * XENT_LOG2E,
+                              zero ? 0.f : (a.dscale ? *a.dscale : 1.f), zero);
 }
 
 #endif  // SR_XL_NV
