@@ -66,7 +66,8 @@
 #   fuse       the step compiler (docs/cuda.md): tests/cuda/test_gpu_fuse.lua (every generated kernel
 #              against the unfused kernels, whole steps, the harness's fused graph), then
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
-#              step replayed as a CUDA graph, fusion off then on (the plan printed): before/after
+#              step replayed as a CUDA graph, fusion off then $FUSE_MODES (default on; noloss: a plan
+#              without loss groups, e.g. FUSE_MODES="noloss on" FUSE_RECORDS="9 19") (the plan printed): before/after
 # CALIB_FROM=FILE: the parts that write $OUT/calibration.json (tune, retime, fsr, oracle) start from
 # a copy of FILE (e.g. tasks/calibration-h200.json: the ladder grows across calls and sessions,
 # `TUNE_BRACKET=auto` finds earlier searches); copy the returned file back over it.
@@ -282,7 +283,7 @@ for p in $PARTS; do
       part fuse_test 600 ctest --test-dir build -R "^test_gpu_fuse$|^test_fuse$|^test_fuse_records$" --timeout 590 -V
       tail -5 "$LOG/fuse_test.log"
       for n in ${FUSE_RECORDS:-1 5}; do
-        for f in off on; do
+        for f in off ${FUSE_MODES:-on}; do
           part "fuse_$(printf %02d "$n")_$f" 300 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \
             --device cuda --warmup 2 --steps 5 --top 25 --fuse "$f" --dump-plan
           grep -E "^fused plan|ms/step|fused groups|disabled" "$LOG/fuse_$(printf %02d "$n")_$f.log"

@@ -1,6 +1,6 @@
 -- bench/profile_recipe.lua: where a recipe's training step spends its time, per kernel and phase.
 --   speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--device cuda|cpu]
---       [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan] [--tokens N]
+--       [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off|noloss] [--dump-plan] [--tokens N]
 -- Builds the recipe's context as tasks/fidelity/ours.lua does (recipe.setup on the scale's
 -- config), and feeds every step one batch of random tokens of the scale's shape: x, y [B, T] int32
 -- in [0, min(vocab_size, 50257)) (the GPT-2 ids the harness feeds; the recipe splits B into its
@@ -13,8 +13,9 @@
 -- with one micro-batch of N tokens a step (seq mode one flat sequence, bt mode N / T rows): a
 -- record's full step, launch by launch, in minutes on the CPU (util.one_micro_batch). Each call of
 -- recipe.schedule(ctx, step) before train_step, as the harness does, is part of the step.
--- --fuse on|off: on cuda, also captures the step into a CUDA graph as the harness does, with the
--- step compiler's plan (on) or without (off), and prints the replayed ms/step; with on (either
+-- --fuse on|off|noloss: on cuda, also captures the step into a CUDA graph as the harness does, with
+-- the step compiler's plan (on), without (off), or with a plan without loss groups (noloss: what
+-- they are worth; docs/cuda.md), and prints the replayed ms/step; with on or noloss (either
 -- device) the profiled steps then run eagerly with the plan installed, so the profile is the fused
 -- step's: each fused group one "fused.<its ops>" row, where the launches it replaces were (what a
 -- scored run's graph replays, kernel by kernel). --dump-plan prints the plan (docs/cuda.md "The
@@ -25,7 +26,7 @@ local util = require "speedrun.util"
 local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
-  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off] [--dump-plan] [--tokens N]"
+  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off|noloss] [--dump-plan] [--tokens N]"
 
 local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
 
@@ -106,9 +107,9 @@ print(("peak %s memory in those steps: %.1f MiB (%.1f MiB live before them: weig
 local fused_groups_line   -- set under --fuse on: prints the groups the last profiled step fused
 if opt.fuse then
   local fuse, cuda = require "speedrun.fuse", require "speedrun.cuda"
-  if opt.fuse ~= "on" and opt.fuse ~= "off" then die("--fuse must be on or off") end
+  if opt.fuse ~= "on" and opt.fuse ~= "off" and opt.fuse ~= "noloss" then die("--fuse must be on, off or noloss") end
   local plan
-  if opt.fuse == "on" or opt["dump-plan"] then
+  if opt.fuse ~= "off" or opt["dump-plan"] then
     local recs = {}
     for k = 1, 2 do  -- train_step alone, as the harness records and captures it (not the schedule)
       local step = next_step()
@@ -118,7 +119,7 @@ if opt.fuse then
       keep = nil
     end
     local err
-    plan, err = fuse.plan(recs[1], recs[2])
+    plan, err = fuse.plan(recs[1], recs[2], {loss = opt.fuse ~= "noloss"})
     if not plan then die("no plan: " .. tostring(err)) end
     local off, perr = plan:prepare()
     if opt["dump-plan"] then print(plan:dump()) end

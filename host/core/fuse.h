@@ -165,9 +165,14 @@ typedef struct sr_fuse_plan {
   int refused[8];             /* why candidate chains were cut (reasons in sr_fuse_refusal) */
 } sr_fuse_plan;
 
+/* what a plan may do (NULL: everything) */
+typedef struct sr_fuse_opts {
+  int no_loss;                /* 1: no loss groups (4. above; for measuring what they are worth) */
+} sr_fuse_opts;
 /* a plan from one recording, or two recordings of consecutive steps (a group then needs its
 ** proof in both); NULL and a message in err when the recordings cannot be planned */
-sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, char *err, size_t nerr);
+sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, const sr_fuse_opts *o, char *err,
+                                 size_t nerr);
 void sr_fuse_plan_free(sr_fuse_plan *p);
 /* the plan as text (groups, ops, dtypes, what is stored, bytes saved); malloc'd */
 char *sr_fuse_plan_dump(const sr_fuse_plan *p);

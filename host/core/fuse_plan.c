@@ -624,7 +624,8 @@ static int grow_group(const sr_fuse_rec *const *recs, int nrec, int64_t k, int d
   return 0;
 }
 
-sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, char *err, size_t nerr) {
+sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, const sr_fuse_opts *o, char *err,
+                                 size_t nerr) {
   const sr_fuse_rec *recs[2] = {b ? b : a, a};
   int nrec = b ? 2 : 1;
   if (a->recording || (b && b->recording)) { snprintf(err, nerr, "the step is still being recorded"); return NULL; }
@@ -661,7 +662,7 @@ sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, cha
       k++;
     }
   }
-  plan_losses(p, recs, nrec);
+  if (!o || !o->no_loss) plan_losses(p, recs, nrec);
   label_groups(p);
   return p;
 }

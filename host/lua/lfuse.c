@@ -5,7 +5,8 @@
 **   local rec = fuse.record()          -- records every launch from now on
 **   step()                             -- one training step
 **   rec:stop()                         -- collects garbage (so what dies with the step is seen dead), stops
-**   local plan = fuse.plan(rec [, rec2])   -- or nil, why; rec2: the next step's, both must agree
+**   local plan = fuse.plan(rec [, rec2] [, {loss = false}])   -- or nil, why; rec2: the next step's, both
+**                                      -- must agree; loss = false: no loss groups (A/B measurements)
 **   print(plan:dump())                 -- groups, ops, dtypes, stores, bytes saved
 **   plan:stats()                       -- {device=, launches=, groups=, folds=, losses=, relays=,
 **                                      --  fused_launches=, saved_bytes=, ...}
@@ -75,11 +76,22 @@ static int r_len(lua_State *L) {
   return 1;
 }
 
-/* fuse.plan(rec [, rec2]) -> Plan | nil, why */
+/* fuse.plan(rec [, rec2] [, {loss = false}]) -> Plan | nil, why */
 static int f_plan(lua_State *L) {
-  sr_fuse_rec *a = check_rec(L, 1), *b = lua_isnoneornil(L, 2) ? NULL : check_rec(L, 2);
+  sr_fuse_rec *a = check_rec(L, 1), *b = NULL;
+  int oi = 2;
+  if (luaL_testudata(L, 2, REC_MT)) b = check_rec(L, 2), oi = 3;
+  else if (lua_isnil(L, 2)) oi = 3;
+  sr_fuse_opts o = {0};
+  if (!lua_isnoneornil(L, oi)) {
+    luaL_checktype(L, oi, LUA_TTABLE);
+    lua_getfield(L, oi, "loss");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) return luaL_argerror(L, oi, "loss must be a boolean");
+    o.no_loss = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
   char err[256];
-  sr_fuse_plan *p = sr_fuse_plan_build(a, b, err, sizeof err);
+  sr_fuse_plan *p = sr_fuse_plan_build(a, b, &o, err, sizeof err);
   if (!p) {
     luaL_pushfail(L);
     lua_pushstring(L, err);

@@ -78,14 +78,14 @@ end
 
 -- the step compiler's plan of step() (speedrun.fuse): step run once, then recorded twice and
 -- planned from both recordings; what step returns is held while a recording stops (as the harness
--- holds the loss), the rest of the step is garbage by then
-function T.fuse_plan(step)
+-- holds the loss), the rest of the step is garbage by then; opts as fuse.plan's
+function T.fuse_plan(step, opts)
   local fuse = require "speedrun.fuse"
   step()
   local r1 = fuse.record(); local keep = step(); r1:stop()
   local r2 = fuse.record(); keep = step(); r2:stop()
   keep = nil
-  return assert(fuse.plan(r1, r2))
+  return assert(fuse.plan(r1, r2, opts))
 end
 
 -- raises(fn, pattern): fn must raise an error whose message contains pattern (plain text)

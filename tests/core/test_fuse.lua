@@ -192,7 +192,11 @@ T.case("softcap then an in-place cross-entropy: one loss kernel runs the backwar
     T.eq(groups, plan:stats().groups, "every group ran fused")
     T.eq(plan:stats().losses, 1)
     T.eq(plan:stats().relays, 1)
+    local off = T.fuse_plan(loss_step(dt, tanh_cap), {loss = false})  -- the A/B switch: no loss group
+    T.eq(off:stats().losses, 0, off:dump())
+    T.ok(off:dump():find("mul_scalar:" .. dt .. " %-> tanh:" .. dt .. " %-> mul_scalar:" .. dt .. "  %("), off:dump())
   end
+  T.raises(function() T.fuse_plan(loss_step("float32", tanh_cap), {loss = 1}) end, "loss must be a boolean")
   -- the capped logits still referenced during the backward: the chain writes a tensor of its own,
   -- and the relay copies what the loss kernel left in the logits' storage into it
   local plan = check_fused(loss_step("float32", tanh_cap, {hold = {}}), "logits held")

@@ -149,7 +149,8 @@ function Step:fuse_plan()
   local a, b = self.recs[cap - 1], self.recs[cap]
   self.recs = {}
   if self.fuse_why or not (a and b) then return nil end
-  local plan, err = fuse.plan(a, b)
+  local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")  -- 0/off: no loss groups (to measure what they are worth)
+  local plan, err = fuse.plan(a, b, {loss = not (lenv == "0" or lenv == "off")})
   if not plan then
     F.reason = "not planned: " .. tostring(err)
     return nil
