@@ -541,6 +541,7 @@ static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *r
 
 static void plan_losses(sr_fuse_plan *p, const sr_fuse_rec *const *recs, int nrec) {
   for (int gi = 0; gi < p->ng; gi++) {
+    if (p->g[gi].relay) continue;  /* made a relay by an earlier loss group */
     int64_t c, c2;
     int ks = xent_store(recs[0], p, &p->g[gi], &c);
     for (int x = 1; x < nrec && ks >= 0; x++)
