@@ -88,6 +88,26 @@ function T.fuse_plan(step, opts)
   return assert(fuse.plan(r1, r2, opts))
 end
 
+-- a random softcap for the step compiler's loss-group tests (math.random: the caller seeds it):
+-- sometimes an in-place op first, on the head's output as the records write it (an in-place op
+-- after one that saved its output for the backward is refused by autograd), then 1-3 ops; returns
+-- the chain as a function and its length
+function T.random_softcap()
+  local F = require("speedrun").F
+  local menu = {
+    function(z) return F.mul(z, 0.5) end, function(z) return F.add(z, 0.25) end, function(z) return F.tanh(z) end,
+    function(z) return F.sigmoid(z) end, function(z) return F.cast(z, "float32") end, function(z) return F.square(z) end,
+  }
+  local first = {function(z) return z:mul_(1.5) end, function(z) return z:div_(30):tanh_() end}
+  local chain = {}
+  if math.random(2) == 1 then chain[1] = first[math.random(#first)] end
+  for _ = 1, math.random(1, 3) do chain[#chain + 1] = menu[math.random(#menu)] end
+  return function(z)
+    for _, f in ipairs(chain) do z = f(z) end
+    return z
+  end, #chain
+end
+
 -- raises(fn, pattern): fn must raise an error whose message contains pattern (plain text)
 function T.raises(fn, pattern, msg)
   local ok, err = pcall(fn)
