@@ -138,13 +138,14 @@ typedef struct sr_fuse_group {
   ** the logits, value lval; the kernel stores no logits. epi: the relay group whose chain it
   ** applies to the gradient (-1: none); then value nload + nop is the gradient as the
   ** cross_entropy stores it (the logits' dtype) and epi_op[k] makes value nload + nop + 1 + k, the
-  ** last one stored over the logits. relay: 1 for that later group: one copy (op[0]) of the
-  ** logits' storage (its load 0) to its output, run only after its loss group ran fused. */
+  ** last one stored over the logits. relay: 1 for that later group, run as planned only after its
+  ** loss group ran fused: one copy (op[0]) of the logits' storage (its load 0) to its output;
+  ** nothing (nop 0) when its output is that storage; or (defer) the loss's backward. */
   int xent, lval, epi, nepi, relay;
   int64_t ce;                 /* xent: the cross_entropy's launch (members first .. first + n - 2, then
                               ** it; the launches between touch none of the group's storages) */
   sr_fuse_op epi_op[SR_FUSE_MAXOPS];
-  /* defer (a loss group and its relay): the gradient and the chain run at the relay. The chain's
+  /* defer (1 on a loss group and on its relay): the gradient and the chain run at the relay. The chain's
   ** values: nload + nop the gradient, then its nfor own loads (the relay's io loads, dtypes
   ** for_dtype), then epi_op[k] at nload + nop + 1 + nfor + k, the last one stored (out_dtype:
   ** the relay's io store) */
@@ -204,7 +205,8 @@ int sr_fuse_last_dispatch(const char **label);
 const char *sr_fuse_run_cpu(const sr_fuse_group *g, sr_tensor *const *t);
 const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t);
 /* a loss group (xent): t[k] is io[k]'s tensor, ce the cross_entropy's own call (losses, lse,
-** logits, targets, dlogits = logits, dscale) */
+** logits, targets, dlogits = logits, dscale); lse64: a deferred group's lse in f64 on the CPU
+** (kept for its backward), else NULL */
 const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64);
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce);
 /* a deferred loss group's backward, run at its relay: gl[k] its load k (kept), lse (cuda: the
@@ -219,7 +221,9 @@ typedef struct sr_fuse_back {
 const char *sr_fuse_run_xent_back_cpu(const sr_fuse_group *g, const sr_fuse_back *b);
 const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_back *b);
 /* the CUDA source of a group's kernel (malloc'd; the text depends on the group's structure
-** only: ops, dtypes, which io is which); name receives the kernel's entry point */
+** only: ops, dtypes, which io is which); name receives the kernel's entry point. contig: the
+** variant (element-wise: 0 strided, 1 8-wide; a loss group: 0 and 1 its forward with 512 and 1024
+** threads a row, 2 a deferred group's backward) */
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname);
 /* compiles and loads a group's kernels (before a capture); NULL or why they cannot run */
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g);
