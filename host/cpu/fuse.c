@@ -8,7 +8,9 @@
 ** A loss group (xent, core/fuse.h) runs row by row: the row's values computed into scratch (the
 ** logits also as a row of their dtype), the cross_entropy kernel of host/cpu/softmax_xent.c on
 ** that one row (so the numbers are the unfused ones), then the epilogue on the gradient and the
-** stores from the kept values (the GPU kernel computes them again instead: same numbers).
+** stores from the kept values (the GPU kernel computes them again instead: same numbers). A
+** deferred one computes the loss and an f64 lse only; its backward, at the relay, computes the
+** row's values again from the kept loads and the gradient with softmax_xent.c's backward.
 */
 #include <string.h>       /* defines: memcpy */
 
