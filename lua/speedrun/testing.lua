@@ -108,6 +108,20 @@ function T.random_softcap()
   end, #chain
 end
 
+-- a loss-group test's step: loss = forward(), times scale (a micro-batch's 1/n) when given, then
+-- the backward; after() when given (e.g. letting go of held logits); returns {loss, W's gradient}
+-- and clears W.grad
+function T.loss_grad_step(forward, W, scale, after)
+  return function()
+    local loss = forward()
+    ;(scale and loss * scale or loss):backward()
+    if after then after() end
+    local g = W.grad:clone()
+    W.grad = nil
+    return {loss, g}
+  end
+end
+
 -- raises(fn, pattern): fn must raise an error whose message contains pattern (plain text)
 function T.raises(fn, pattern, msg)
   local ok, err = pcall(fn)

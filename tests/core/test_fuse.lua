@@ -168,14 +168,7 @@ local function loss_step(dt, softcap, opt)
     if opt.hold then opt.hold[1] = s end
     return F.cross_entropy(s, opt.targets or tg, {inplace = opt.inplace ~= false})
   end
-  return function()
-    local loss = forward()
-    ;(opt.scale and loss * opt.scale or loss):backward()
-    if opt.hold then opt.hold[1] = nil end
-    local g = W.grad:clone()
-    W.grad = nil
-    return {loss, g}
-  end
+  return T.loss_grad_step(forward, W, opt.scale, opt.hold and function() opt.hold[1] = nil end)
 end
 local function tanh_cap(z) return z:div_(30):tanh_() * 30 end                        -- records 9-18
 local function sigmoid_cap(z) return F.cast(z, "float32"):div_(7.5):sigmoid_() * 30 end  -- records 19-21
@@ -297,13 +290,8 @@ T.case("random chains into the loss (shapes, dtypes, in-place ops, scales): fuse
     local function forward()
       return F.cross_entropy(F.mul(softcap(F.matmul(z0, W)), 2), t, {inplace = true})
     end
-    local plan = check_fused(function()
-      local loss = forward()
-      ;(scale and loss * scale or loss):backward()
-      local g = W.grad:clone()
-      W.grad = nil
-      return {loss, g}
-    end, ("trial %d (%s, %d x %d, %d ops, scale %s)"):format(trial, dt, rows, Vr, nops, tostring(scale)))
+    local plan = check_fused(T.loss_grad_step(forward, W, scale),
+      ("trial %d (%s, %d x %d, %d ops, scale %s)"):format(trial, dt, rows, Vr, nops, tostring(scale)))
     formed = formed + plan:stats().losses
   end
   T.ok(formed >= 12, "loss groups formed in " .. formed .. " of 24 trials")

@@ -131,14 +131,7 @@ local function loss_step(dt, V, cap, hold, scale)
     if hold then hold[1] = s end
     return F.cross_entropy(s, tg, {inplace = true})
   end
-  return function()
-    local loss = forward()
-    ;(scale and loss * scale or loss):backward()
-    if hold then hold[1] = nil end
-    local g = W.grad:clone()
-    W.grad = nil
-    return {loss, g}
-  end
+  return T.loss_grad_step(forward, W, scale, hold and function() hold[1] = nil end)
 end
 
 T.case("the loss kernels: softcap, in-place cross-entropy, the gradient's chain ahead or deferred (records 9-21)", function()
@@ -172,13 +165,8 @@ T.case("random chains into the loss kernels (shapes, dtypes, in-place heads, ign
     local function forward()
       return F.cross_entropy(F.mul(softcap(F.matmul(z0, W)), 2), t, {inplace = true})
     end
-    check_fused(function()
-      local loss = forward()
-      ;(scale and loss * scale or loss):backward()
-      local g = W.grad:clone()
-      W.grad = nil
-      return {loss, g}
-    end, ("trial %d (%s, %d x %d, %d ops, scale %s)"):format(trial, dt, rows, Vr, nops, tostring(scale)))
+    check_fused(T.loss_grad_step(forward, W, scale),
+      ("trial %d (%s, %d x %d, %d ops, scale %s)"):format(trial, dt, rows, Vr, nops, tostring(scale)))
   end
 end)
 
