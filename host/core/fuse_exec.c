@@ -35,6 +35,7 @@ static struct {
   /* a deferred loss group's tensors, kept from its run until its relay's: its loads, then the
   ** cross_entropy's lse, targets and dscale (copies, as held ones; a storage whose last reference
   ** goes meanwhile is adopted until the relay ran); the CPU's f64 lse (owned) */
+  const sr_fuse_group *kg;        /* the deferred loss group whose tensors are kept */
   sr_tensor kt[SR_FUSE_MAXIO + 3];
   int nkt, kdscale;
   int64_t kignore;
@@ -128,6 +129,16 @@ static int classes_hold(const sr_fuse_group *g) {
   return 1;
 }
 
+/* the group ran fused: its held launches let go, counted, shown to the profiler; a relay's wait
+** is over */
+static const char *ran_fused(const sr_fuse_group *g) {
+  release_held();
+  if (g->relay) X.relay = -1;
+  X.fused++;
+  X.last = SR_FUSE_GROUP, X.last_label = g->label;
+  return NULL;
+}
+
 /* a fold group: the producer writes the copy's destination */
 static const char *run_fold(const sr_fuse_group *g) {
   held *p = &X.h[0], *c = &X.h[1];
@@ -142,9 +153,11 @@ static const char *run_fold(const sr_fuse_group *g) {
   out.storage = c->c.t[0]->storage, out.offset = c->c.t[0]->offset, out.dtype = c->c.t[0]->dtype;
   k.t[0] = &out;
   const char *err = p->fn(&k);
-  release_held();
-  if (!err) X.fused++, X.last = SR_FUSE_GROUP, X.last_label = g->label;
-  return err;
+  if (err) {
+    release_held();
+    return err;
+  }
+  return ran_fused(g);
 }
 
 /* a loss group's cross_entropy reads and writes the logits its chain computes, and no other
@@ -160,19 +173,23 @@ static int loss_tensors_hold(const sr_fuse_group *g) {
 }
 
 /* the launches a relay group replaces must run as computed ahead; unfused they would read the
-** loss kernel's result as the gradient */
+** loss kernel's result as the gradient: a relay pending (X.relay) that cannot run so fails */
+static void fail_relay(const char *what) {
+  sr_fail("step compiler: %s after a fused cross-entropy computed the backward's next chain ahead; "
+          "the step cannot finish unfused (SPEEDRUN_FUSE=0 turns the step compiler off)", what);
+}
+
 static void relay_lost(const char *what) {
   if (X.relay < 0) return;
   X.relay = -1;
   release_kept();
-  sr_fail("step compiler: %s after a fused cross-entropy computed the backward's next chain ahead; "
-          "the step cannot finish unfused (SPEEDRUN_FUSE=0 turns the step compiler off)", what);
+  fail_relay(what);
 }
 
 /* a deferred loss group ran: keep its loads and the cross_entropy's lse, targets and dscale for
 ** its relay (storages adopted while held that they use move to the kept list) */
 static void keep_loss(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64) {
-  X.nkt = 0;
+  X.kg = g, X.nkt = 0;
   for (int k = 0; k < g->nload; k++) X.kt[X.nkt++] = *t[k];
   X.kt[X.nkt++] = *ce->t[1];
   X.kt[X.nkt++] = *ce->t[3];
@@ -191,9 +208,7 @@ static void keep_loss(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcal
 
 /* a deferred loss group's backward, at its relay g: the kept tensors and the relay's own */
 static const char *run_loss_back(const sr_fuse_group *g, int dev) {
-  const sr_fuse_group *lg = NULL;
-  for (int k = 0; k < X.p->ng && !lg; k++)
-    if (X.p->g[k].xent && X.p->g[k].epi == (int)(g - X.p->g)) lg = &X.p->g[k];
+  const sr_fuse_group *lg = X.kg;
   sr_fuse_back b;
   memset(&b, 0, sizeof b);
   for (int k = 0; k < lg->nload; k++) b.gl[k] = &X.kt[k];
@@ -215,18 +230,10 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
     if (!classes_hold(g)) relay_lost("its relay's tensors alias differently than recorded");
     const char *err = run_loss_back(g, dev);
     if (err) relay_lost(err);
-    release_held();
     release_kept();
-    X.relay = -1, X.fused++;
-    X.last = SR_FUSE_GROUP, X.last_label = g->label;
-    return NULL;
+    return ran_fused(g);
   }
-  if (g->relay && !g->nop) {  /* the loss kernel left its result where the chain would have */
-    release_held();
-    X.relay = -1, X.fused++;
-    X.last = SR_FUSE_GROUP, X.last_label = g->label;
-    return NULL;
-  }
+  if (g->relay && !g->nop) return ran_fused(g);  /* the loss kernel left its result where the chain would have */
   if (!classes_hold(g) || (g->xent && !loss_tensors_hold(g))) {
     if (g->relay) relay_lost("its relay's tensors alias differently than recorded");
     note("group at launch %lld: its tensors alias differently than recorded (ran unfused)", (long long)g->first + 1);
@@ -255,12 +262,8 @@ static const char *run_group(const sr_fuse_group *g, int dev) {
     note("%s (group at launch %lld ran unfused)", err, (long long)g->first + 1);
     return run_held();
   }
-  if (g->relay) X.relay = -1;
   if (g->xent && g->epi >= 0) X.relay = g->epi;
-  release_held();
-  X.fused++;
-  X.last = SR_FUSE_GROUP, X.last_label = g->label;
-  return NULL;
+  return ran_fused(g);
 }
 
 /* the launch is the recorded one: kernel and layouts; the scalars too for a group's members (the
@@ -339,9 +342,6 @@ const char *sr_fuse_end(int *groups) {
   X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(NULL);
   sr_set_storage_death_hook(NULL);
-  if (lost) {
-    X.relay = 0;
-    relay_lost("the step ended inside the relay group");
-  }
+  if (lost) fail_relay("the step ended inside the relay group");
   return X.why[0] ? X.why : NULL;
 }

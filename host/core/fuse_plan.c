@@ -359,13 +359,12 @@ static int xent_store(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse
   if (g->fold || g->n >= SR_FUSE_MAXOPS || c < 0 || r->l[c].id != SR_K_cross_entropy || r->l[c].nt < 6) return -1;
   for (int64_t k = g->first + g->n; k <= c; k++)
     if (p->group_of[k] >= 0) return -1;
-  int device = p->device;
   const sr_fuse_arg *x = arg_of(r, c, 2), *d = arg_of(r, c, 4);
   int64_t n = numel_of(x->ndim, x->shape);
   if (x->sid < 0 || d->sid != x->sid || d->offset != x->offset || d->dtype != x->dtype || !arg_contiguous(x) ||
       !arg_contiguous(d) || numel_of(d->ndim, d->shape) != n || numel_of(g->ndim, g->shape) != n || !flat_io(r, g, n))
     return -1;
-  if (device == SR_CUDA && x->dtype != SR_F32 && x->dtype != SR_BF16) return -1;
+  if (p->device == SR_CUDA && x->dtype != SR_F32 && x->dtype != SR_BF16) return -1;
   for (int j = 0; j < 6; j++) {  /* its other tensors are none of the group's */
     int sid = arg_of(r, c, j)->sid;
     for (int m = 0; sid >= 0 && j != 2 && j != 4 && m < g->n; m++)
@@ -482,10 +481,11 @@ static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *r
     if (map[k] < 0) nfor++;
   }
   if (lk < 0 || base + 1 + nfor + E->nop > SR_FUSE_MAXVALS) return;  /* not a chain on the gradient */
-  for (int k = g->nload; k < g->nio && mode == RELAY_DEFER; k++) {
-    /* g's loads are read again at the relay: nothing may be stored over them */
-    if (store_dead(recs, nrec, g, k, map, E->nload, e_end)) continue;
-    for (int j = 0; j < g->nload; j++)
+  int dead[SR_FUSE_MAXIO];
+  for (int k = g->nload; k < g->nio; k++) {
+    dead[k] = store_dead(recs, nrec, g, k, map, E->nload, e_end);
+    /* defer: g's loads are read again at the relay, nothing may be stored over them */
+    for (int j = 0; j < g->nload && mode == RELAY_DEFER && !dead[k]; j++)
       if (io_arg(r, g, k)->sid == io_arg(r, g, j)->sid) return;
   }
   for (int k = 0; k < E->nio; k++) fused_old += io_bytes(r, E, E->io[k].member, E->io[k].arg);
@@ -501,12 +501,12 @@ static void make_loss_group(sr_fuse_plan *p, int gi, const sr_fuse_rec *const *r
     g->epi_op[m] = op;
   }
   /* g's stores that only the chain read are not stored any more */
-  for (int k = g->nload; k < g->nio;) {
-    if (!store_dead(recs, nrec, g, k, map, E->nload, e_end)) { k++; continue; }
-    g->saved_bytes += io_bytes(r, g, g->io[k].member, g->io[k].arg);
-    for (int j = k; j + 1 < g->nio; j++) g->io[j] = g->io[j + 1];
-    g->nio--, g->dead++;
+  int nio = g->nload;
+  for (int k = g->nload; k < g->nio; k++) {
+    if (!dead[k]) g->io[nio++] = g->io[k];
+    else g->saved_bytes += io_bytes(r, g, g->io[k].member, g->io[k].arg), g->dead++;
   }
+  g->nio = nio;
   sr_fuse_io in = E->io[lk], out = E->io[E->nload];
   int odt = out.dtype;
   E->relay = 1;

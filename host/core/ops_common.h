@@ -60,8 +60,6 @@ static inline sr_dtype result_dtype(const sr_tensor *a, const sr_tensor *b) {
   return wider_dtype(a->dtype, b->dtype);
 }
 
-/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order: the flash kernels' layout
-** (sdpa and flex attention outputs and gradients) */
 /* attention's layouts (sdpa, flex): the CPU references and the CUDA flash kernels (bf16, D 64/128,
 ** unit stride in D) read q, k, v and the gradient as any [B,H,T,D] view (q, k, v straight out of a
 ** projection, no copies) and write their outputs in [B,T,H,D] memory order (new_bthd), so the
@@ -69,6 +67,8 @@ static inline sr_dtype result_dtype(const sr_tensor *a, const sr_tensor *b) {
 ** contiguous tensors */
 static inline bool attn_takes_views(const sr_tensor *q, bool flash) { return flash || q->storage->device == SR_CPU; }
 
+/* a dense [B,H,T,D] tensor laid out in [B,T,H,D] memory order: the flash kernels' layout
+** (sdpa and flex attention outputs and gradients) */
 static inline sr_tensor *new_bthd(const sr_tensor *like) {
   int64_t B = like->shape[0], H = like->shape[1], T = like->shape[2], D = like->shape[3];
   sr_tensor *m = sr_tensor_new(like->dtype, like->storage->device, 4, (int64_t[]){B, T, H, D});

@@ -81,18 +81,42 @@ static sr_tensor elem_of(const sr_tensor *x, int64_t n) {
   return r;
 }
 
-/* which of a loss group's values the second pass reads (the epilogue's inputs, the stores):
-** keep[k] is its row in the scratch, or -1; returns how many */
-static int kept_values(const sr_fuse_group *g, int *keep) {
+/* which of a loss group's values its second pass over a row reads: the chain's inputs (not a
+** deferred group's forward: its chain runs in the backward) and the forward's stores (back: the
+** chain's inputs only). keep[k] is its row in the scratch, or -1; returns how many */
+static int kept_values(const sr_fuse_group *g, int back, int *keep) {
   int nv = g->nload + g->nop, nk = 0;
   for (int k = 0; k < nv; k++) keep[k] = -1;
-  for (int m = 0; g->epi >= 0 && m < g->nepi; m++)  /* (defer: the backward computes them again) */
-    for (int j = 0; j < g->epi_op[m].nin && !g->defer; j++)
+  for (int m = 0; g->epi >= 0 && m < g->nepi && (back || !g->defer); m++)
+    for (int j = 0; j < g->epi_op[m].nin; j++)
       if (g->epi_op[m].in[j] < nv) keep[g->epi_op[m].in[j]] = 0;
-  for (int k = g->nload; k < g->nio; k++) keep[g->io[k].src] = 0;
+  for (int k = g->nload; k < g->nio && !back; k++) keep[g->io[k].src] = 0;
   for (int k = 0; k < nv; k++)
     if (keep[k] == 0) keep[k] = nk++;
   return nk;
+}
+
+/* the first pass over row n: each chunk's values from the loads t (those kept into scratch, V
+** doubles each), the logits into *row (a row of their dtype over lrow, made here) */
+static void first_pass(const sr_fuse_group *g, sr_tensor *const *t, const int *keep, int64_t n, int64_t V,
+                       double *scratch, double *lrow, sr_storage *st, sr_tensor *row, double (*v)[FUSE_CHUNK]) {
+  *st = (sr_storage){.data = lrow, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
+  *row = (sr_tensor){.refcount = 1, .storage = st, .ndim = 2, .shape = {1, V}, .stride = {V, 1},
+                     .dtype = (sr_dtype)g->op[g->lval - g->nload].dtype};
+  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
+    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
+    prologue(g, t, n * V + j0, m, v);
+    for (int k = 0; k < g->nload + g->nop; k++)
+      if (keep[k] >= 0) memcpy(scratch + keep[k] * V + j0, v[k], (size_t)m * sizeof(double));
+    for (int64_t k = 0; k < m; k++) cpu_st(lrow, row->dtype, j0 + k, v[g->lval][k]);
+  }
+}
+
+/* the kept values of elements j0 .. j0 + m of the row back into v */
+static void kept_chunk(const sr_fuse_group *g, const int *keep, const double *scratch, int64_t V, int64_t j0,
+                       int64_t m, double (*v)[FUSE_CHUNK]) {
+  for (int k = 0; k < g->nload + g->nop; k++)
+    if (keep[k] >= 0) memcpy(v[k], scratch + keep[k] * V + j0, (size_t)m * sizeof(double));
 }
 
 /* row n of a loss group: its values computed once, those the second pass reads kept in scratch
@@ -101,47 +125,85 @@ static int kept_values(const sr_fuse_group *g, int *keep) {
 ** (kept values + 1) * V doubles. */
 static const char *xent_row(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64,
                             int64_t n, int64_t V, double *scratch) {
-  int nv = g->nload + g->nop, keep[FUSE_MAXVAL], nk = kept_values(g, keep);
-  double *lrow = scratch + (int64_t)nk * V;
-  sr_storage st = {.data = lrow, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
-  sr_tensor row = {.refcount = 1, .storage = &st, .ndim = 2, .shape = {1, V}, .stride = {V, 1},
-                   .dtype = ce->t[2]->dtype};
+  int keep[FUSE_MAXVAL], nk = kept_values(g, 0, keep);
   double v[FUSE_MAXVAL][FUSE_CHUNK];
-  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
-    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-    prologue(g, t, n * V + j0, m, v);
-    for (int k = 0; k < nv; k++)
-      if (keep[k] >= 0) memcpy(scratch + keep[k] * V + j0, v[k], (size_t)m * sizeof(double));
-    for (int64_t k = 0; k < m; k++) cpu_st(lrow, row.dtype, j0 + k, v[g->lval][k]);
-  }
+  sr_storage st;
+  sr_tensor row;
+  first_pass(g, t, keep, n, V, scratch, scratch + (int64_t)nk * V, &st, &row, v);
   sr_tensor lo = elem_of(ce->t[0], n), ls = elem_of(lse64 ? lse64 : ce->t[1], n), tg = elem_of(ce->t[3], n);
   sr_kcall c = *ce;
   c.t[0] = &lo, c.t[1] = &ls, c.t[2] = &row, c.t[3] = &tg, c.t[4] = &row;
-  if (g->defer) c.nt = 4;  /* the loss only */
+  if (g->defer) c.nt = 4;  /* the loss only: the gradient waits for the backward */
   const char *err = sr_cpu_cross_entropy(&c);
   if (err) return err;
-  if (g->defer) {  /* the live stores; the gradient waits for the backward */
-    for (int64_t j0 = 0; j0 < V && g->nio > g->nload; j0 += FUSE_CHUNK) {
-      int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-      for (int k = 0; k < nv; k++)
-        if (keep[k] >= 0) memcpy(v[k], scratch + keep[k] * V + j0, (size_t)m * sizeof(double));
-      for (int k = g->nload; k < g->nio; k++) cpu_scatter(t[k], n * V + j0, m, v[g->io[k].src]);
-    }
-    return NULL;
-  }
   sr_tensor dst = *ce->t[4];  /* row n of the logits' storage, flat */
   dst.offset += n * V, dst.ndim = 1, dst.shape[0] = V, dst.stride[0] = 1;
-  int d = nv, last = g->epi >= 0 ? d + g->nepi : d;
-  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
+  int d = g->nload + g->nop, last = g->epi >= 0 ? d + g->nepi : d;
+  for (int64_t j0 = 0; j0 < V && (!g->defer || g->nio > g->nload); j0 += FUSE_CHUNK) {
     int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-    for (int k = 0; k < nv; k++)
-      if (keep[k] >= 0) memcpy(v[k], scratch + keep[k] * V + j0, (size_t)m * sizeof(double));
-    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(lrow, row.dtype, j0 + k);
-    for (int k = 0; g->epi >= 0 && k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + k], m);
+    kept_chunk(g, keep, scratch, V, j0, m, v);
     for (int k = g->nload; k < g->nio; k++) cpu_scatter(t[k], n * V + j0, m, v[g->io[k].src]);
+    if (g->defer) continue;  /* the live stores only */
+    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(row.storage->data, row.dtype, j0 + k);
+    for (int k = 0; g->epi >= 0 && k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + k], m);
     cpu_scatter(&dst, j0, m, v[last]);
   }
   return NULL;
+}
+
+/* row n of a deferred loss group's backward: the logits again from the kept loads (the values the
+** chain reads kept in scratch), their gradient by host/cpu/softmax_xent.c's backward from the
+** forward's f64 lse (the unfused in-place gradient to the bit), then the chain with the relay's
+** own loads, stored into its output */
+static const char *back_row(const sr_fuse_group *g, const sr_fuse_back *b, int64_t n, int64_t V, double *scratch) {
+  int d = g->nload + g->nop, keep[FUSE_MAXVAL], nk = kept_values(g, 1, keep);
+  double v[FUSE_MAXVAL][FUSE_CHUNK];
+  sr_storage st;
+  sr_tensor row;
+  first_pass(g, b->gl, keep, n, V, scratch, scratch + (int64_t)nk * V, &st, &row, v);
+  double one_v = 1.0;
+  sr_storage one_s = {.data = &one_v, .nbytes = sizeof one_v, .device = SR_CPU, .refcount = 1};
+  sr_tensor one = {.refcount = 1, .storage = &one_s, .ndim = 0, .dtype = SR_F64};
+  sr_tensor dl = b->dscale ? *b->dscale : one, ls = elem_of(b->lse, n), tg = elem_of(b->targets, n);
+  dl.ndim = 0;  /* one element, broadcast */
+  sr_kcall c = {.t = {&row, &dl, &row, &tg, &ls}, .nt = 5, .i = {b->ignore}};
+  const char *err = sr_cpu_cross_entropy_backward(&c);
+  if (err) return err;
+  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
+    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
+    kept_chunk(g, keep, scratch, V, j0, m, v);
+    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(row.storage->data, row.dtype, j0 + k);
+    for (int f = 0; f < g->nfor; f++) cpu_gather(b->et[f], n * V + j0, m, v[d + 1 + f]);
+    for (int k = 0; k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + g->nfor + k], m);
+    cpu_scatter(b->et[g->nfor], n * V + j0, m, v[d + g->nfor + g->nepi]);
+  }
+  return NULL;
+}
+
+/* the rows of a loss kernel: row 0 first (its checks fail before any other row stores), then the
+** rest in parallel, each thread with per doubles of scratch */
+typedef struct rows_job {
+  const sr_fuse_group *g;
+  sr_tensor *const *t;
+  const sr_kcall *ce;
+  sr_tensor *lse64;
+  const sr_fuse_back *b;      /* set: the backward's rows */
+} rows_job;
+
+static const char *one_row(const rows_job *j, int64_t n, int64_t V, double *scratch) {
+  return j->b ? back_row(j->g, j->b, n, V, scratch) : xent_row(j->g, j->t, j->ce, j->lse64, n, V, scratch);
+}
+
+static const char *run_rows(const rows_job *j, int64_t N, int64_t V, int64_t per) {
+  double *buf = cpu_thread_buffers(per);
+  if (!buf) return CPU_OOM;
+  const char *err = one_row(j, 0, V, cpu_thread_slice(buf, per));
+  if (!err) {
+#pragma omp parallel for schedule(dynamic, 4) if (N * V > CPU_PAR_MIN)
+    for (int64_t n = 1; n < N; n++) one_row(j, n, V, cpu_thread_slice(buf, per));
+  }
+  free(buf);
+  return err;
 }
 
 const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64) {
@@ -153,71 +215,14 @@ const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, co
   const char *err = cpu_check_indices("target", (const int32_t *)sr_data(tg), N, V, 1, ce->i[0]);
   if (err) return err;
   int keep[FUSE_MAXVAL];
-  int64_t per = (int64_t)(kept_values(g, keep) + 1) * V;
-  double *buf = cpu_thread_buffers(per);
-  if (!buf) return CPU_OOM;
-  err = xent_row(g, t, ce, lse64, 0, V, cpu_thread_slice(buf, per));  /* one row first: its checks fail before any store */
-  if (!err) {
-#pragma omp parallel for schedule(dynamic, 4) if (N * V > CPU_PAR_MIN)
-    for (int64_t n = 1; n < N; n++) xent_row(g, t, ce, lse64, n, V, cpu_thread_slice(buf, per));
-  }
-  free(buf);
-  return err;
-}
-
-/* row n of a deferred loss group's backward: the logits again from the kept loads (the values the
-** chain reads kept in scratch), their gradient by host/cpu/softmax_xent.c's backward from the
-** forward's f64 lse (the unfused in-place gradient to the bit), then the chain with the relay's
-** own loads, stored into its output */
-static const char *back_row(const sr_fuse_group *g, const sr_fuse_back *b, int64_t n, int64_t V, double *scratch) {
-  int nv = g->nload + g->nop, d = nv, keep[FUSE_MAXVAL], nk = 0;
-  for (int k = 0; k < nv; k++) keep[k] = -1;
-  for (int m = 0; m < g->nepi; m++)
-    for (int j = 0; j < g->epi_op[m].nin; j++)
-      if (g->epi_op[m].in[j] < nv && keep[g->epi_op[m].in[j]] < 0) keep[g->epi_op[m].in[j]] = nk++;
-  double *lrow = scratch + (int64_t)nk * V;
-  sr_storage st = {.data = lrow, .nbytes = (size_t)V * sizeof(double), .device = SR_CPU, .refcount = 1};
-  sr_tensor row = {.refcount = 1, .storage = &st, .ndim = 2, .shape = {1, V}, .stride = {V, 1},
-                   .dtype = (sr_dtype)g->op[g->lval - g->nload].dtype};
-  double v[FUSE_MAXVAL][FUSE_CHUNK];
-  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
-    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-    prologue(g, b->gl, n * V + j0, m, v);
-    for (int k = 0; k < nv; k++)
-      if (keep[k] >= 0) memcpy(scratch + keep[k] * V + j0, v[k], (size_t)m * sizeof(double));
-    for (int64_t k = 0; k < m; k++) cpu_st(lrow, row.dtype, j0 + k, v[g->lval][k]);
-  }
-  double one_v = 1.0;
-  sr_storage one_s = {.data = &one_v, .nbytes = sizeof one_v, .device = SR_CPU, .refcount = 1};
-  sr_tensor one = {.refcount = 1, .storage = &one_s, .ndim = 0, .dtype = SR_F64};
-  sr_tensor dl = b->dscale ? *b->dscale : one, ls = elem_of(b->lse, n), tg = elem_of(b->targets, n);
-  dl.ndim = 0;  /* one element, broadcast */
-  sr_kcall c = {.t = {&row, &dl, &row, &tg, &ls}, .nt = 5, .i = {b->ignore}};
-  const char *err = sr_cpu_cross_entropy_backward(&c);
-  if (err) return err;
-  for (int64_t j0 = 0; j0 < V; j0 += FUSE_CHUNK) {
-    int64_t m = V - j0 < FUSE_CHUNK ? V - j0 : FUSE_CHUNK;
-    for (int k = 0; k < nv; k++)
-      if (keep[k] >= 0) memcpy(v[k], scratch + keep[k] * V + j0, (size_t)m * sizeof(double));
-    for (int64_t k = 0; k < m; k++) v[d][k] = cpu_ld(lrow, row.dtype, j0 + k);
-    for (int f = 0; f < g->nfor; f++) cpu_gather(b->et[f], n * V + j0, m, v[d + 1 + f]);
-    for (int k = 0; k < g->nepi; k++) run_op(&g->epi_op[k], v, v[d + 1 + g->nfor + k], m);
-    cpu_scatter(b->et[g->nfor], n * V + j0, m, v[d + g->nfor + g->nepi]);
-  }
-  return NULL;
+  rows_job j = {g, t, ce, lse64, NULL};
+  return run_rows(&j, N, V, (int64_t)(kept_values(g, 0, keep) + 1) * V);
 }
 
 const char *sr_fuse_run_xent_back_cpu(const sr_fuse_group *g, const sr_fuse_back *b) {
   int64_t N = sr_numel(b->targets), V = N ? sr_numel(b->et[g->nfor]) / N : 0;
   if (N == 0 || V == 0) return NULL;
-  int64_t per = (int64_t)(g->nload + g->nop + 1) * V;
-  double *buf = cpu_thread_buffers(per);
-  if (!buf) return CPU_OOM;
-  const char *err = back_row(g, b, 0, V, cpu_thread_slice(buf, per));
-  if (!err) {
-#pragma omp parallel for schedule(dynamic, 4) if (N * V > CPU_PAR_MIN)
-    for (int64_t n = 1; n < N; n++) back_row(g, b, n, V, cpu_thread_slice(buf, per));
-  }
-  free(buf);
-  return err;
+  int keep[FUSE_MAXVAL];
+  rows_job j = {g, NULL, NULL, NULL, b};
+  return run_rows(&j, N, V, (int64_t)(kept_values(g, 1, keep) + 1) * V);
 }

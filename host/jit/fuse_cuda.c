@@ -423,6 +423,24 @@ static int one_elem(const sr_tensor *t) {
   return 1;
 }
 
+/* a loss kernel's argument: rows N of V; its first n tensors t[k] (loads, then stores) each its
+** N * V elements, or (loads, k < nload) one broadcast element; the group's scalars; NULL or why not */
+static const char *xent_args(sr_xent_kargs *a, const sr_fuse_group *g, sr_tensor *const *t, int n, int nload, int64_t N,
+                             int64_t V) {
+  memset(a, 0, sizeof *a);
+  for (int k = 0; k < n; k++) {
+    int one = k < nload && one_elem(t[k]);
+    if (!one && !flat(t[k], N * V)) return "a tensor of the loss group is not laid out as recorded";
+    if (one) a->bcast |= (int64_t)1 << k;
+    a->ptr[k] = sr_data(t[k]);
+  }
+  for (int m = 0; m < g->nop; m++) a->p[m] = (float)g->op[m].p;
+  for (int m = 0; g->epi >= 0 && m < g->nepi; m++) a->q[m] = (float)g->epi_op[m].p;
+  a->N = N, a->V = V;
+  a->err = sr_cuda_dev_error_ptr();
+  return NULL;
+}
+
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
   sr_tensor *lo = ce->t[0], *ls = ce->t[1], *lg = ce->t[2], *tg = ce->t[3], *ds = ce->t[5];
   int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
@@ -432,19 +450,11 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
       !flat(tg, N) || (ds && (ds->dtype != SR_F32 || sr_numel(ds) != 1)) || V > INT32_MAX / 2)
     return "the cross-entropy's tensors are not the kind the fused loss kernel takes";
   sr_xent_kargs a;
-  memset(&a, 0, sizeof a);
-  for (int k = 0; k < g->nio; k++) {
-    int one = k < g->nload && one_elem(t[k]);
-    if (!one && !flat(t[k], N * V)) return "a tensor of the loss group is not laid out as recorded";
-    if (one) a.bcast |= (int64_t)1 << k;
-    a.ptr[k] = sr_data(t[k]);
-  }
-  for (int m = 0; m < g->nop; m++) a.p[m] = (float)g->op[m].p;
-  for (int m = 0; g->epi >= 0 && m < g->nepi; m++) a.q[m] = (float)g->epi_op[m].p;
-  a.N = N, a.V = V, a.ignore = (int32_t)ce->i[0];
+  const char *err = xent_args(&a, g, t, g->nio, g->nload, N, V);
+  if (err) return err;
+  a.ignore = (int32_t)ce->i[0];
   a.losses = sr_data(lo), a.lse = sr_data(ls), a.targets = sr_data(tg), a.logits = sr_data(lg);
   a.dscale = ds ? sr_data(ds) : NULL;
-  a.err = sr_cuda_dev_error_ptr();
   /* the unfused kernel's threads a row and shared memory: the same reduction order, and as many
   ** rows in flight an SM (the memory is not used: the rows' second read comes from L2) */
   size_t smem = 0;
@@ -467,22 +477,16 @@ const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_bac
       !flat(out, N * V) || (b->dscale && (b->dscale->dtype != SR_F32 || sr_numel(b->dscale) != 1)) ||
       V > INT32_MAX / 2)
     return "the loss's backward got tensors of another kind than its forward";
+  sr_tensor *t[SR_FUSE_MAXIO * 2 + 1];  /* the group's loads, the chain's own, the output */
+  int n = 0;
+  for (int k = 0; k < g->nload; k++) t[n++] = b->gl[k];
+  for (int k = 0; k <= g->nfor; k++) t[n++] = b->et[k];
   sr_xent_kargs a;
-  memset(&a, 0, sizeof a);
-  for (int k = 0; k < g->nload + g->nfor; k++) {
-    sr_tensor *t = k < g->nload ? b->gl[k] : b->et[k - g->nload];
-    int one = one_elem(t);
-    if (!one && !flat(t, N * V)) return "a tensor of the loss's backward is not laid out as recorded";
-    if (one) a.bcast |= (int64_t)1 << k;
-    a.ptr[k] = sr_data(t);
-  }
-  a.ptr[g->nload + g->nfor] = sr_data(out);
-  for (int m = 0; m < g->nop; m++) a.p[m] = (float)g->op[m].p;
-  for (int m = 0; m < g->nepi; m++) a.q[m] = (float)g->epi_op[m].p;
-  a.N = N, a.V = V, a.ignore = (int32_t)b->ignore;
+  const char *err = xent_args(&a, g, t, n, n - 1, N, V);
+  if (err) return err;
+  a.ignore = (int32_t)b->ignore;
   a.lse = sr_data(b->lse), a.targets = sr_data(b->targets), a.logits = sr_data(out);
   a.dscale = b->dscale ? sr_data(b->dscale) : NULL;
-  a.err = sr_cuda_dev_error_ptr();
   kentry *e = kernel_for(g, 2);
   if (e->err) return e->err;
   void *args[1] = {&a};
