@@ -170,8 +170,10 @@ T.case("class 6: --task N without calibration entries -> an error, never the wor
   T.eq(s.summary.ttest.target, 3.0)
   local rc = speedrun("score " .. sh(ws) .. " --task 1 --target 1000" .. RUN .. " --calibration " .. sh(CALIB))
   T.eq(rc, 2, "--target with --task is a usage error")
-  -- at proxy scale only references tuned to their target (budget = the tuned one) and timed alone count
-  local tuned = {steps = 20, target = 3.0}
+  -- at proxy scale only references tuned to their target (budget = the tuned one), tight (their cut
+  -- ran and fails) and timed alone count
+  local tuned = {steps = 20, target = 3.0, runs = 3, alpha = 0.01, cut = {steps = 16, pass = false, p = 0.99, val_losses = {3.2, 3.21, 3.22}}}
+  local function with_cut(cut) return {steps = 20, target = 3.0, runs = 3, alpha = 0.01, cut = cut} end
   local function proxy_cal(name, r2)
     local path = tmp .. "/" .. name .. ".json"
     local r1 = {mean_ms = 1e6, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20, tune = tuned}
@@ -188,7 +190,15 @@ T.case("class 6: --task N without calibration entries -> an error, never the wor
                       {"shared", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20, tune = tuned,
                        timed_alone = false}, "other runs shared the device"},
                       {"untimed", {mean_ms = json.null, std_ms = json.null, runs = 3, target_val_loss = 3.0, val_tokens = 512,
-                       steps = 20, tune = tuned}, "has no train time"}} do
+                       steps = 20, tune = tuned}, "has no train time"},
+                      {"loose", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20,
+                       tune = with_cut({steps = 16, pass = true, p = 0.001, val_losses = {2.9, 2.91, 2.92}})},
+                       "is not tight: its budget cut to 16 steps still reaches the target"},
+                      {"likely", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20,
+                       tune = with_cut({steps = 16, pass = false, p = 0.012, val_losses = {2.95, 2.96, 2.97}})},
+                       "fails this time but passes a score"},
+                      {"cut pending", {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, steps = 20,
+                       tune = with_cut(nil)}, "its 80 % cut was never run"}} do
     local rc2, text2 = speedrun("score " .. sh(ws) .. " --task 1 --scale proxy --runs 3 --calibration "
       .. sh(proxy_cal("calib-" .. c[1], c[2])) .. RUN)
     T.eq(rc2, 2, c[1] .. ": " .. text2)

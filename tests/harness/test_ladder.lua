@@ -79,6 +79,31 @@ T.case("ladder: how often a score of the tuned budget passes, from the runs at t
   T.ok(text:find(("| record_01 | 100 | yes, confirmed | ~%.0f %% | 80: fails (p 0.99; passes ~%.0f %%)"):format(100 * want, 100 * r.cut.pass_prob), 1, true), text)
 end)
 
+T.case("ladder: a reference whose cut passes (or would pass > 10 % of scores) is not tight: its tasks not scorable", function()
+  local tight, passing, likely, pending = entry(100, 1000, 10), entry(90, 800, 10), entry(80, 700, 10), entry(70, 600, 10)
+  tight.tune.cut.val_losses = {5.58, 5.60, 5.62}                           -- the cut misses the target: tight
+  passing.tune.cut = {steps = 72, pass = true, p = 0.004, val_losses = {5.45, 5.46, 5.47}}
+  likely.tune.cut = {steps = 64, pass = false, p = 0.012, val_losses = {5.45, 5.46, 5.47}}  -- failed once, passes ~50 %
+  pending.tune.cut = json.null                                               -- a search cut before its cut ran
+  local c = {entries = {[CARD] = {proxy = {record_01 = tight, record_02 = passing, record_03 = likely, record_04 = pending,
+                                           record_05 = entry(60, 100, 5)}}}}
+  local L = ladder.build(c, CARD, "proxy", {tasks[1], tasks[2], tasks[3], tasks[4]})
+  T.eq(L.references[1].loose, nil)
+  T.ok(L.references[2].loose:find("cut to 72 steps still reaches the target", 1, true), L.references[2].loose)
+  T.ok(L.references[3].loose:find("cut to 64 steps fails this time but passes a score ~", 1, true), L.references[3].loose)
+  T.ok(L.references[4].loose:find("never run", 1, true), L.references[4].loose)
+  T.eq(L.transitions[1].why, "not scorable: record_02 not tight", "the verdict is the times', the why the score's")
+  T.eq(L.transitions[1].verdict, "holds")
+  T.eq(L.transitions[2].why, "not scorable: record_02 and record_03 not tight")
+  T.eq(L.transitions[4].why, "not scorable: record_04 not tight")
+  local text = ladder.format(L)
+  T.ok(text:find("| record_03 | 80 | yes | - | 64: fails (p 0.012; passes ~", 1, true) and text:find("%%%): %*%*not tight%*%* |"), text)
+  T.ok(not text:find("| record_01 |[^\n]*not tight"), text)
+  -- micro and full are timed ladders: their cuts say nothing about scoring
+  local M = ladder.build({entries = {[CARD] = {micro = {record_01 = passing, record_02 = tight}}}}, CARD, "micro", {tasks[1]})
+  T.eq(M.transitions[1].why, nil)
+end)
+
 T.case("ladder: a score notes references whose tuned budget passes too rarely", function()
   local function ref(values)
     return {tune = {steps = 100, target = 5.5, runs = 3, alpha = 0.01,

@@ -250,6 +250,19 @@ T.case("search: a target out of reach and a failing probe end with a message", f
   T.ok(not R and err:find("boom", 1, true), tostring(err))
 end)
 
+T.case("loose: a tuned budget is tight only when its cut ran, failed and would pass <= 10 % of scores", function()
+  local function t(cut) return {target = 5.5, alpha = 0.01, runs = 3, steps = 100, cut = cut} end
+  T.eq(tune.loose(t({steps = 80, pass = false, p = 0.99, val_losses = {5.58, 5.60, 5.62}})), nil)
+  T.eq(tune.loose(t({steps = 80, pass = false, p = 0.99})), nil, "no runs recorded: the rule's verdict decides")
+  T.ok(tune.loose(t({steps = 80, pass = true, p = 0.004, val_losses = {5.45, 5.46, 5.47}})):find("80 steps still reaches", 1, true))
+  -- failed its one score (p 0.012 > alpha) yet its runs say a score would pass about half the time
+  local why = tune.loose(t({steps = 80, pass = false, p = 0.012, val_losses = {5.45, 5.46, 5.47}}))
+  local pw = tune.power({{values = {5.45, 5.46, 5.47}}}, 5.5, 0.01, 3)
+  T.ok(pw > tune.CUT_POWER and why and why:find(("~%.0f %%"):format(100 * pw), 1, true), tostring(why))
+  T.ok(tune.loose(t(nil)):find("never run", 1, true))
+  T.ok(tune.loose(nil):find("never run", 1, true), "no tune record at all")
+end)
+
 T.case("judge: the margin is positive exactly when p < alpha", function()
   local seed = 7
   for _ = 1, 200 do

@@ -348,6 +348,14 @@ local function task_refs(o, calib, card, task, calib_path, data_id)
         .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]),
         o.scale, calib_path, it[2], o.scale)
     end
+    -- and tight: a reference whose cut budget still passes would let a start recipe cut to it score
+    local loose = o.scale == "proxy" and tune.loose(e.tune)
+    if loose then
+      return nil, fmt("the calibration of %s at scale proxy in %s is not tight: %s, so a recipe cut to that budget "
+        .. "would score as a speed-up; re-tune it (`speedrun calibrate --tune-steps --tasks %d --scale proxy`; where "
+        .. "the cut still passes, at a target it misses: --target X, tasks/CALIBRATION.md)", record_name(it[2]), calib_path,
+        loose, it[2])
+    end
     local other = dataid.mismatch(e, data_id, fmt("%s at scale %s in %s", record_name(it[2]), o.scale, calib_path))
     if other then return nil, other end
   end
@@ -740,10 +748,11 @@ local function tune_item(it, o, k, out_root, card, path)
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
   if not entry then return nil, eerr end
-  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)", it.name, R.steps,
+  local loose = tune.loose(entry.tune)
+  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)%s", it.name, R.steps,
     R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget", 100 * (R.confirmed.power or 1),
-    R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET: the target is loose for this recipe"
-    or "do not reach it", 100 * (R.cut.power or 0)))
+    R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET" or "do not reach it",
+    100 * (R.cut.power or 0), loose and fmt(": the target is loose for this recipe (%s); `score` refuses it at proxy scale", loose) or ""))
   return entry
 end
 
@@ -840,7 +849,7 @@ function M.calibrate(args)
     if o["tune-steps"] then
       entry, err = tune_item(it, o, k, out_root, card, path)
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
-      if entry and entry.tune.cut.pass then rc = 1 end
+      if entry and tune.loose(entry.tune) then rc = 1 end
     else
       local runs
       runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")

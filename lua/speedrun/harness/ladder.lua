@@ -39,7 +39,7 @@ function M.reliability_note(refs)
 end
 
 -- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
--- loss_std, timed_alone, pass_prob, note}, by record number
+-- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
@@ -53,7 +53,7 @@ function M.references(by_scale)
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
-                         tune_s = t and num(t.wall_s), pass_prob = pass_prob,
+                         tune_s = t and num(t.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
@@ -78,9 +78,14 @@ function M.transition(task, ref_i, ref_next, scale)
   T.gap, T.sigma3 = ref_i.mean - ref_next.mean, 3 * math.max(ref_i.std, ref_next.std)
   T.speedup = T.gap / ref_i.mean
   T.verdict = T.gap > T.sigma3 and "holds" or "does not hold"
+  local whys = {}
   if ref_i.engine and ref_next.engine and ref_i.engine ~= ref_next.engine then
-    T.why = fmt("timed by different engines, %s and %s: re-time both", ref_i.engine, ref_next.engine)
+    whys[1] = fmt("timed by different engines, %s and %s: re-time both", ref_i.engine, ref_next.engine)
   end
+  local loose = {}
+  for _, r in ipairs {ref_i, ref_next} do if scale == "proxy" and r.loose then loose[#loose + 1] = r.name end end
+  if #loose > 0 then whys[#whys + 1] = fmt("not scorable: %s not tight", table.concat(loose, " and ")) end
+  T.why = #whys > 0 and table.concat(whys, "; ") or nil
   return T
 end
 
@@ -109,6 +114,7 @@ function M.format(L)
   for _, r in ipairs(L.references) do
     local cut = r.cut and fmt("%d: %s (p %s%s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-",
       r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
+    if r.loose and L.scale == "proxy" then cut = cut .. ": **not tight**" end
     out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
       r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", r.pass_prob and fmt("~%.0f %%", 100 * r.pass_prob) or "-", cut, ms(r.mean), ms(r.std), tostring(r.runs),
       r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",

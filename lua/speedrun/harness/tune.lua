@@ -17,6 +17,7 @@ M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
 M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
 M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances) for one that is confirmed
 M.POWER = 0.9             -- a tuned budget must pass the score's rule in >= 90 % of scores (estimated)
+M.CUT_POWER = 0.1         -- and its cut may pass in at most 10 % of scores (estimated from the cut's runs)
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
@@ -87,6 +88,25 @@ function M.power(probes, target, alpha, k)
   local n, m, std = pooled(probes)
   if n < 2 then return nil end
   return M.pass_probability(m, std, target, alpha, k)
+end
+
+-- why a tuned budget (an entry's `tune` table) is not tight, or nil when it is: its cut not run,
+-- the cut passing the score's rule, or the cut's runs estimating that a score of the cut passes
+-- more than M.CUT_POWER of the time. A reference that is not tight lets a start recipe cut to
+-- that budget score as a speed-up (tasks/CALIBRATION.md), so `score` refuses it at proxy scale.
+function M.loose(t)
+  local cut = type(t) == "table" and t.cut
+  if type(cut) ~= "table" then return fmt("its %d %% cut was never run (the search ended before it)", mfloor(M.CUT * 100 + 0.5)) end
+  local steps = tonumber(cut.steps) or 0
+  if cut.pass then
+    return fmt("its budget cut to %d steps still reaches the target (p %.3g)", steps, tonumber(cut.p) or 0)
+  end
+  local pw = type(cut.val_losses) == "table" and tonumber(t.target)
+    and M.power({{values = cut.val_losses}}, t.target, tonumber(t.alpha) or 0.01, tonumber(t.runs) or 3)
+  if pw and pw > M.CUT_POWER then
+    return fmt("its budget cut to %d steps fails this time but passes a score ~%.0f %% of the time (> %.0f %%)", steps,
+      100 * pw, 100 * M.CUT_POWER)
+  end
 end
 
 -- the smallest budget above a confirmed-too-rarely one that should pass M.POWER of scores: the
