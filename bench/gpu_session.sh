@@ -49,7 +49,9 @@
 #   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
-#              choose the ladder's target before `tune` (tasks/CALIBRATION.md)
+#              choose the ladder's target before `tune` (tasks/CALIBRATION.md); on each data dir of
+#              $PILOT_DATA (default DATA_DIR), e.g. PILOT_DATA="data/default data/pieces/default" to
+#              compare whole documents with `data prepare --piece-bytes 3072` (tasks/CALIBRATION.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
 #   oracle     `speedrun agent run` on task $ORACLE_TASK (default 1), proxy scale, against
@@ -217,14 +219,18 @@ for p in $PARTS; do
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     pilot)
-      for rn in ${PILOT_RECORDS:-${PILOT_RECORD:-1}}; do
-        r=$(printf "record_%02d" "$rn"); sv="PILOT_STEPS_$rn"
-        for n in ${!sv:-${PILOT_STEPS:-1600 2400 3200 4000}}; do
-          for s in 1 2 3; do
-            ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps "$n" \
-              --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$r-$n-$s" > "$LOG/pilot-$r-$n-$s.log" 2>&1 &
-          done; wait
-          echo "$r $n steps: $(cat "$LOG"/pilot-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')"
+      for dd in ${PILOT_DATA:-$DATA}; do
+        tag=$(echo "$dd" | tr -c 'A-Za-z0-9\n' _)
+        for rn in ${PILOT_RECORDS:-${PILOT_RECORD:-1}}; do
+          r=$(printf "record_%02d" "$rn"); sv="PILOT_STEPS_$rn"
+          for n in ${!sv:-${PILOT_STEPS:-1600 2400 3200 4000}}; do
+            for s in 1 2 3; do
+              ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$dd" --steps "$n" \
+                --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
+                > "$LOG/pilot-$tag-$r-$n-$s.log" 2>&1 &
+            done; wait
+            echo "$dd $r $n steps: $(cat "$LOG"/pilot-$tag-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')"
+          done
         done
       done; finish ;;
     fsr)

@@ -21,7 +21,7 @@
 
 static const char *USAGE =
   "usage: speedrun data prepare [--corpus tiny|default|large] [--out DIR] [--threads N]\n"
-  "                             [--shard-tokens N] [--gpt2-dir DIR]\n"
+  "                             [--shard-tokens N] [--piece-bytes N] [--gpt2-dir DIR]\n"
   "       speedrun data tokenize FILE -o OUT.bin [--raw] [--threads N] [--gpt2-dir DIR]\n"
   "       speedrun data fetch fineweb10B [--train-shards N] [--out DIR] [--base-url URL]\n"
   "                           [--jobs N] [--retries N] [--stall-timeout SECONDS]\n"
@@ -30,6 +30,8 @@ static const char *USAGE =
   "prepare   tokenize an embedded corpus (tiny = Moby Dick; default = + State of the Union)\n"
   "          into DIR/<corpus>/<corpus>_{train,val}_NNNNNN.bin + manifest.json; a second run\n"
   "          with the same inputs does nothing. DIR defaults to $SPEEDRUN_DATA or <checkout>/data.\n"
+  "          --piece-bytes N (>= 256): every document cut into pieces of about equal size and at\n"
+  "          most N bytes, each its own document (validation: the validation documents' pieces).\n"
   "tokenize  GPT-2-encode FILE as one document into a speedrun shard (<|endoftext|> first);\n"
   "          --raw writes only the uint16 tokens, no header and no <|endoftext|>.\n"
   "fetch     download the FineWeb 10B shards of the speedrun records (kjj0/fineweb10B-gpt2):\n"
@@ -69,7 +71,7 @@ static int to_int(const char *s, long long *v) {
 static int data_prepare(int argc, char **argv) {
   char out[4096], gpt2[4096], err[4096];
   sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
-                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, stdout};
+                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, stdout, 0};
   for (int i = 1; i < argc; i++) {
     int bad = 0;
     const char *v;
@@ -79,6 +81,7 @@ static int data_prepare(int argc, char **argv) {
     else if ((v = opt(argc, argv, &i, "--gpt2-dir", &bad))) o.gpt2_dir = v;
     else if ((v = opt(argc, argv, &i, "--threads", &bad)) && to_int(v, &n) && n >= 0) o.threads = (int)n;
     else if ((v = opt(argc, argv, &i, "--shard-tokens", &bad)) && to_int(v, &n) && n > 0) o.shard_tokens = n;
+    else if ((v = opt(argc, argv, &i, "--piece-bytes", &bad)) && to_int(v, &n) && n >= 0 && n <= 1 << 30) o.piece_bytes = (int)n;
     else return usage_error(bad ? "missing value after" : "bad option", argv[i]);
   }
   int made;

@@ -346,28 +346,36 @@ static size_t piece_end(const char *s, size_t n, size_t max) {
   return i;
 }
 
+/* s[0..n) as pieces of about equal size and at most max bytes (piece_end), appended to d as
+** documents "NAME, part K" of the group, each with val. -1 when out of memory */
+static int docs_add_pieces(sr_docs *d, const char *name, const char *s, size_t n, size_t max, int group, int val) {
+  int k = (int)((n + max - 1) / max);
+  for (int part = 1; n > 0; part++) {
+    size_t even = (n + (size_t)(k - part + 1) - 1) / (size_t)(k - part + 1 > 0 ? k - part + 1 : 1);
+    size_t e = piece_end(s, n, even + even / 8 < max ? even + even / 8 : max);
+    char pname[512];
+    snprintf(pname, sizeof pname, "%s, part %d", name, part);
+    int before = d->n;
+    if (docs_add_group(d, pname, s, e, group) != 0) return -1;
+    if (d->n > before) d->v[before].val = val;
+    s += e;
+    n -= e;
+    while (n && *s == ' ') { s++; n--; }
+  }
+  return 0;
+}
+
 static int load_tdavid(const sr_prepare_opts *o, sr_docs *d, char *err, size_t errlen) {
   tdavid_ctx *c = calloc(1, sizeof *c);
   if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
   int rc = load_sword(o, "sword-comm-tdavid", "2.1-1", "TDavid", "treasury_of_david.txt (mod2imp TDavid)",
                       TDAVID_SHA256, tdavid_line, c, &c->full, err, errlen);
   for (int p = 0; p <= 150 && rc == 0; p++) {
-    const char *s = c->psalm[p].p;
-    size_t n = c->psalm[p].n;
-    int k = (int)((n + TDAVID_PIECE - 1) / TDAVID_PIECE);    /* pieces of about equal size */
-    for (int part = 1; n > 0 && rc == 0; part++) {
-      size_t max = (n + (size_t)(k - part + 1) - 1) / (size_t)(k - part + 1 > 0 ? k - part + 1 : 1);
-      max = max + max / 8 < TDAVID_PIECE ? max + max / 8 : TDAVID_PIECE;
-      size_t e = piece_end(s, n, max);
-      char name[128];
-      if (p == 0) snprintf(name, sizeof name, "Treasury of David, preface, part %d", part);
-      else snprintf(name, sizeof name, "Treasury of David, Psalm %d, part %d", p, part);
-      rc = docs_add_group(d, name, s, e, p);
-      if (rc) snprintf(err, errlen, "out of memory");
-      s += e;
-      n -= e;
-      while (n && *s == ' ') { s++; n--; }
-    }
+    char name[128];
+    if (p == 0) snprintf(name, sizeof name, "Treasury of David, preface");
+    else snprintf(name, sizeof name, "Treasury of David, Psalm %d", p);
+    rc = docs_add_pieces(d, name, c->psalm[p].p, c->psalm[p].n, TDAVID_PIECE, p, 0);
+    if (rc) snprintf(err, errlen, "out of memory");
   }
   free(c->full.p);
   for (int p = 0; p <= 150; p++) free(c->psalm[p].p);
@@ -586,15 +594,40 @@ static cJSON *split_json(const split *sp) {
   return j;
 }
 
+/* every document of d cut into pieces of at most max bytes (docs_add_pieces: about equal size, at
+** sentence ends), each keeping its document's validation flag and group; first[0..nsrc] (where each
+** source's documents start) moved to the pieces. -1 when out of memory (d unchanged) */
+static int cut_pieces(sr_docs *d, int *first, int nsrc, size_t max) {
+  sr_docs p = {0};
+  int at[8];
+  for (int s = 0; s < nsrc; s++) {
+    at[s] = p.n;
+    for (int i = first[s]; i < first[s + 1]; i++)
+      if (docs_add_pieces(&p, d->v[i].name, d->v[i].text, d->v[i].len, max, d->v[i].group, d->v[i].val) != 0) {
+        docs_free(&p);
+        return -1;
+      }
+  }
+  for (int s = 0; s < nsrc; s++) first[s] = at[s];
+  first[nsrc] = p.n;
+  docs_free(d);
+  *d = p;
+  return 0;
+}
+
 int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t errlen) {
   int nsrc = corpus_sources(o->corpus);
   if (!nsrc) {
     snprintf(err, errlen, "unknown corpus '%s' (tiny, default or large)", o->corpus);
     return -1;
   }
+  if (o->piece_bytes < 0 || (o->piece_bytes > 0 && o->piece_bytes < 256)) {
+    snprintf(err, errlen, "piece size %d bytes: 0 (whole documents) or at least 256", o->piece_bytes);
+    return -1;
+  }
   int64_t shard_tokens = o->shard_tokens > 0 ? o->shard_tokens : DEFAULT_SHARD_TOKENS;
   sr_docs d = {0};
-  int first[8], rc = -1;
+  int first[8], docs[8], nval[8], rc = -1;
   split train = {"train", 1, NULL, 0, 0, NULL}, val = {"val", 0, NULL, 0, 0, NULL};
   sr_tokenizer *tk = NULL;
   cJSON *manifest = NULL;
@@ -608,6 +641,10 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   int hl = snprintf(head, sizeof head, "%s\n%s\n%lld\n%s\n%s\n", FORMAT, o->corpus, (long long)shard_tokens,
                     SR_GPT2_ENCODER_SHA256, SR_GPT2_VOCAB_SHA256);
   sr_sha256_update(&fp, head, (size_t)hl);
+  if (o->piece_bytes > 0) {     /* whole documents keep the fingerprint they always had */
+    hl = snprintf(head, sizeof head, "pieces of at most %d bytes\n", o->piece_bytes);
+    sr_sha256_update(&fp, head, (size_t)hl);
+  }
   for (int s = 0; s < nsrc; s++) {
     first[s] = d.n;
     if (SOURCES[s].load(o, &d, err, errlen) != 0) goto done;
@@ -639,19 +676,34 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   if (!(tk = sr_tokenizer_load(o->gpt2_dir, err, errlen))) goto done;
 
   /* every 10th document of each source (index 5, 15, ...) is validation; where documents have a
-  ** group (a psalm, a book of the Bible), every 10th group */
+  ** group (a psalm, a book of the Bible), every 10th group; then, with piece_bytes, the pieces */
+  for (int s = 0; s < nsrc; s++) {
+    docs[s] = first[s + 1] - first[s];
+    nval[s] = 0;
+    for (int i = first[s]; i < first[s + 1]; i++) {
+      d.v[i].val = (d.v[i].group >= 0 ? d.v[i].group : i - first[s]) % 10 == 5;
+      nval[s] += d.v[i].val;
+    }
+  }
+  if (o->piece_bytes > 0) {
+    int whole = d.n;
+    if (cut_pieces(&d, first, nsrc, (size_t)o->piece_bytes) != 0) {
+      snprintf(err, errlen, "out of memory");
+      goto done;
+    }
+    if (o->log) fprintf(o->log, "speedrun data: %d documents cut into %d pieces of at most %d bytes\n", whole, d.n,
+                        o->piece_bytes);
+  }
   train.order = malloc((size_t)d.n * sizeof(int));
   val.order = malloc((size_t)d.n * sizeof(int));
   if (!train.order || !val.order) {
     snprintf(err, errlen, "out of memory");
     goto done;
   }
-  for (int s = 0; s < nsrc; s++)
-    for (int i = first[s]; i < first[s + 1]; i++) {
-      d.v[i].val = (d.v[i].group >= 0 ? d.v[i].group : i - first[s]) % 10 == 5;
-      if (d.v[i].val) val.order[val.ndocs++] = i;
-      else train.order[train.ndocs++] = i;
-    }
+  for (int i = 0; i < d.n; i++) {
+    if (d.v[i].val) val.order[val.ndocs++] = i;
+    else train.order[train.ndocs++] = i;
+  }
   uint64_t seed = SHUFFLE_SEED;
   for (int k = train.ndocs - 1; k > 0; k--) {
     int j = (int)(splitmix64(&seed) % (uint64_t)(k + 1));
@@ -680,31 +732,34 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   cJSON_AddStringToObject(tj, "encoder_json_sha256", SR_GPT2_ENCODER_SHA256);
   cJSON_AddStringToObject(tj, "vocab_bpe_sha256", SR_GPT2_VOCAB_SHA256);
   cJSON_AddNumberToObject(tj, "eot", SR_GPT2_EOT);
-  cJSON_AddStringToObject(manifest, "documents_rule", "each document is prefixed with <|endoftext|>; "
-                          "documents 5, 15, 25, ... of each source are validation (for the "
-                          "Treasury of David and the Bible: all documents of psalms / books 5, 15, 25, ...); "
-                          "training documents "
-                          "shuffled with splitmix64 seed 20240520");
+  char rule[512];
+  snprintf(rule, sizeof rule, "each document is prefixed with <|endoftext|>; documents 5, 15, 25, ... of each "
+           "source are validation (for the Treasury of David and the Bible: all documents of psalms / books 5, 15, "
+           "25, ...); %straining documents shuffled with splitmix64 seed 20240520", o->piece_bytes > 0 ?
+           "then every document is cut into pieces of about equal size, each its own document (at most "
+           "piece_bytes bytes, ending at a sentence end, else a space); " : "");
+  cJSON_AddStringToObject(manifest, "documents_rule", rule);
+  if (o->piece_bytes > 0) cJSON_AddNumberToObject(manifest, "piece_bytes", o->piece_bytes);
   cJSON_AddNumberToObject(manifest, "shard_tokens", (double)shard_tokens);
   cJSON *sj = cJSON_AddArrayToObject(manifest, "sources");
   for (int s = 0; s < nsrc; s++) {
-    int64_t bytes = 0, tokens = 0, nval = 0;
+    int64_t bytes = 0, tokens = 0;
     for (int i = first[s]; i < first[s + 1]; i++) {
       bytes += (int64_t)d.v[i].len;
       tokens += (int64_t)d.v[i].tok.n;
-      nval += d.v[i].val;
     }
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "name", SOURCES[s].name);
     cJSON_AddStringToObject(e, "origin", SOURCES[s].origin);
     cJSON_AddStringToObject(e, "licence", SOURCES[s].licence);
-    cJSON_AddNumberToObject(e, "documents", first[s + 1] - first[s]);
-    cJSON_AddNumberToObject(e, "val_documents", (double)nval);
+    cJSON_AddNumberToObject(e, "documents", docs[s]);
+    cJSON_AddNumberToObject(e, "val_documents", nval[s]);
+    if (o->piece_bytes > 0) cJSON_AddNumberToObject(e, "pieces", first[s + 1] - first[s]);
     cJSON_AddNumberToObject(e, "bytes", (double)bytes);
     cJSON_AddNumberToObject(e, "tokens", (double)tokens);
     cJSON_AddItemToArray(sj, e);
     if (o->log) fprintf(o->log, "speedrun data: %s: %lld bytes -> %lld tokens (%lld validation documents)\n",
-                        SOURCES[s].name, (long long)bytes, (long long)tokens, (long long)nval);
+                        SOURCES[s].name, (long long)bytes, (long long)tokens, (long long)nval[s]);
   }
   cJSON_AddItemToObject(manifest, "train", split_json(&train));
   cJSON_AddItemToObject(manifest, "val", split_json(&val));

@@ -29,6 +29,8 @@ typedef struct sr_prepare_opts {
   int threads;              /* 0: all */
   int64_t shard_tokens;     /* at most this many tokens per shard; 0: 100,000,000 */
   FILE *log;                /* progress lines; NULL: quiet */
+  int piece_bytes;          /* > 0: every document (after the validation split) cut into pieces of about
+                            ** equal size and at most this many bytes, each its own document; 0: whole */
 } sr_prepare_opts;
 
 /* the data folder: $SPEEDRUN_DATA, else ROOT/data; written into buf */

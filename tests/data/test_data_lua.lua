@@ -141,6 +141,49 @@ T.case("data prepare is idempotent and rebuilds damaged shards", function()
   T.eq(none, nil); T.ok(msg:find("unknown corpus 'huge'", 1, true), msg)
 end)
 
+-- the documents of a shard: the decoded text between end-of-text tokens
+local function shard_docs(path)
+  local sh = assert(data.open_shard(path))
+  local docs, cur = {}, nil
+  for i = 1, #sh do
+    local id = sh:get(i)
+    if id == tokenizer.EOT then cur = {}; docs[#docs + 1] = cur else cur[#cur + 1] = id end
+  end
+  sh:close()
+  for i, ids in ipairs(docs) do docs[i] = tok:decode(ids) end
+  return docs
+end
+
+T.case("data prepare --piece-bytes: documents cut into pieces, validation the same text", function()
+  local whole, cut = tmp .. "/whole", tmp .. "/cut"
+  assert(data.prepare{corpus = "tiny", out = whole})
+  local ok, made = data.prepare{corpus = "tiny", out = cut, piece_bytes = 1024}
+  T.ok(ok, made); T.eq(made, true)
+  ok, made = data.prepare{corpus = "tiny", out = cut, piece_bytes = 1024}
+  T.eq(made, false, "the same pieces: nothing to do")
+  local m, mw = slurp(cut .. "/tiny/manifest.json"), slurp(whole .. "/tiny/manifest.json")
+  T.ok(m:match('"fingerprint":%s*"(%x+)"') ~= mw:match('"fingerprint":%s*"(%x+)"'), "the pieces are in the fingerprint")
+  T.eq(tonumber(m:match('"piece_bytes":%s*(%d+)')), 1024)
+  T.eq(tonumber(m:match('"documents":%s*(%d+)')), 135, "the source's documents are counted whole")
+  local pieces = tonumber(m:match('"pieces":%s*(%d+)'))
+  local vdocs, vw = shard_docs(cut .. "/tiny/tiny_val_000000.bin"), shard_docs(whole .. "/tiny/tiny_val_000000.bin")
+  local tdocs = shard_docs(cut .. "/tiny/tiny_train_000001.bin")
+  T.eq(#vdocs + #tdocs, pieces, "every piece is a document in one split")
+  T.ok(pieces > 2 * 135, "chapters average ~9 KB: several pieces each")
+  for _, list in ipairs {vdocs, tdocs} do
+    for _, d in ipairs(list) do T.ok(#d > 0 and #d <= 1024, "a piece of " .. #d .. " bytes") end
+  end
+  -- validation holds the validation chapters' pieces in order: the same text but for the spaces cut at
+  local nospace = function(list) return (table.concat(list):gsub("%s", "")) end
+  T.eq(nospace(vdocs), nospace(vw), "validation: the same chapters, cut")
+  T.ok(vdocs[1]:find("^CHAPTER 6%. The Street%."), vdocs[1]:sub(1, 40))
+  T.ok(#vdocs[1] > 1024 * 3 / 4, "about equal pieces of at most 1024 bytes, not a short last one: " .. #vdocs[1])
+  local none, msg = data.prepare{corpus = "tiny", out = cut, piece_bytes = 100}
+  T.eq(none, nil); T.ok(msg:find("piece size 100 bytes: 0 (whole documents) or at least 256", 1, true), msg)
+  T.raises(function() return data.prepare{corpus = "tiny", out = cut, piece_bytes = -1} end, "field 'piece_bytes' must be")
+  T.eq(data.command("prepare", "--corpus", "tiny", "--out", cut, "--piece-bytes", "x"), 2, "a junk value is a usage error")
+end)
+
 T.case("data tokenize and data check", function()
   local text = "It is a way I have of driving off the spleen.\n"
   local f = assert(io.open(tmp .. "/in.txt", "wb")); f:write(text); f:close()
