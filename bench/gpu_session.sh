@@ -60,6 +60,8 @@
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
+#   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
+#              rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways
 #   speed      issue 20's table: for each of $SPEED_RECORDS (default 1 5), the record against its compiled
 #              script (tasks/fidelity, $ACCUM default 1, $FID_STEPS default 30: tokens/s and peak memory of
 #              both in the same call), then its full step profiled (bench/profile_recipe.lua: eager
@@ -262,6 +264,16 @@ for p in $PARTS; do
       for s in 1 2 3; do
         part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"
         grep -E "valid|invalid|val_loss" "$LOG/main_$s.log" | tail -3
+      done ;;
+    rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1): its registry rows, then
+            # the rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways, same call
+      part rotary_rows 120 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry rotary
+      grep -vE "^ok" "$LOG/rotary_rows.log" | tail -10
+      r=$(printf record_%02d "${ROT_RECORD:-5}")
+      for v in 1 0; do
+        part "rotary_v1_$v" 240 env SR_ROTARY_V1=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
+          --scale full --device cuda --warmup 2 --steps 3 --top 40
+        grep -E "^ms/step|rotary|^total" "$LOG/rotary_v1_$v.log" | head -12
       done ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do

@@ -894,21 +894,25 @@ static void cases_cross_entropy_backward(void) {
 
 static void cases_rotary(void) {
   const int64_t sh[][4] = {{2, 5, 3, 8}, {1, 7, 2, 32}, {2, 64, 4, 64}, {4, 256, 12, 128}};
+  /* D/2 = 4: kernel 1 only; 16, 32, 64 (and 16-byte aligned): kernel 2; the output in either dtype
+  ** (a folded cast writes bf16 from an f32 rotation, or the other way round) */
   for (int si = 0; si < (big ? 4 : 2); si++)
     for (int di = 0; di < 2; di++)
-      for (int cd = 0; cd < 2; cd++)  /* cos, sin f32, or the dtype of x */
-        for (int inv = 0; inv < 2; inv++) {
-          int m = mark();
-          sr_dtype dt = FLOATS[di], ct = cd ? dt : SR_F32;
-          int64_t cs_sh[2] = {sh[si][1], sh[si][3] / 2};
-          sr_tensor *x = rnd(tnew(dt, 4, sh[si]), -2, 2), *o = poison(tnew(dt, 4, sh[si]));
-          sr_tensor *cs = rnd(tnew(ct, 2, cs_sh), -1, 1), *sn = rnd(tnew(ct, 2, cs_sh), -1, 1);
-          sr_kcall c = KC(o, x, cs, sn);
-          c.i[0] = inv;
-          check(SR_K_rotary, &c, (opt){0}, "%s cos/sin %s [%lld,%lld,%lld,%lld]%s", dn(dt), dn(ct), (long long)sh[si][0],
-                (long long)sh[si][1], (long long)sh[si][2], (long long)sh[si][3], inv ? " inverse" : "");
-          release_to(m);
-        }
+      for (int oi = 0; oi < 2; oi++)
+        for (int cd = 0; cd < 2; cd++)  /* cos, sin f32, or the dtype of x */
+          for (int inv = 0; inv < 2; inv++) {
+            int m = mark();
+            sr_dtype dt = FLOATS[di], od = FLOATS[oi], ct = cd ? dt : SR_F32;
+            int64_t cs_sh[2] = {sh[si][1], sh[si][3] / 2};
+            sr_tensor *x = rnd(tnew(dt, 4, sh[si]), -2, 2), *o = poison(tnew(od, 4, sh[si]));
+            sr_tensor *cs = rnd(tnew(ct, 2, cs_sh), -1, 1), *sn = rnd(tnew(ct, 2, cs_sh), -1, 1);
+            sr_kcall c = KC(o, x, cs, sn);
+            c.i[0] = inv;
+            check(SR_K_rotary, &c, (opt){0}, "%s -> %s cos/sin %s [%lld,%lld,%lld,%lld]%s", dn(dt), dn(od), dn(ct),
+                  (long long)sh[si][0], (long long)sh[si][1], (long long)sh[si][2], (long long)sh[si][3],
+                  inv ? " inverse" : "");
+            release_to(m);
+          }
 }
 
 /* ---------------------------------------------------------------- attention */
