@@ -615,6 +615,47 @@ static int cut_pieces(sr_docs *d, int *first, int nsrc, size_t max) {
   return 0;
 }
 
+/* every 10th document of each source (index 5, 15, ...) is validation; where documents have a
+** group (a psalm, a book of the Bible), every 10th group; then, with piece_bytes, the pieces; the
+** splits' document orders (training shuffled). docs[s], nval[s]: source s's whole documents and
+** validation documents. -1 with a message */
+static int split_documents(const sr_prepare_opts *o, sr_docs *d, int *first, int nsrc, int *docs, int *nval,
+                           split *train, split *val, char *err, size_t errlen) {
+  for (int s = 0; s < nsrc; s++) {
+    docs[s] = first[s + 1] - first[s];
+    nval[s] = 0;
+    for (int i = first[s]; i < first[s + 1]; i++) {
+      d->v[i].val = (d->v[i].group >= 0 ? d->v[i].group : i - first[s]) % 10 == 5;
+      nval[s] += d->v[i].val;
+    }
+  }
+  if (o->piece_bytes > 0) {
+    int whole = d->n;
+    if (cut_pieces(d, first, nsrc, (size_t)o->piece_bytes) != 0) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    if (o->log) fprintf(o->log, "speedrun data: %d documents cut into %d pieces of at most %d bytes\n", whole, d->n,
+                        o->piece_bytes);
+  }
+  train->order = malloc((size_t)d->n * sizeof(int));
+  val->order = malloc((size_t)d->n * sizeof(int));
+  if (!train->order || !val->order) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < d->n; i++) {
+    if (d->v[i].val) val->order[val->ndocs++] = i;
+    else train->order[train->ndocs++] = i;
+  }
+  uint64_t seed = SHUFFLE_SEED;
+  for (int k = train->ndocs - 1; k > 0; k--) {
+    int j = (int)(splitmix64(&seed) % (uint64_t)(k + 1));
+    int t = train->order[k]; train->order[k] = train->order[j]; train->order[j] = t;
+  }
+  return 0;
+}
+
 int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t errlen) {
   int nsrc = corpus_sources(o->corpus);
   if (!nsrc) {
@@ -675,40 +716,7 @@ int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t err
   if (sr_mkdir_p(dir, err, errlen) != 0) goto done;
   if (!(tk = sr_tokenizer_load(o->gpt2_dir, err, errlen))) goto done;
 
-  /* every 10th document of each source (index 5, 15, ...) is validation; where documents have a
-  ** group (a psalm, a book of the Bible), every 10th group; then, with piece_bytes, the pieces */
-  for (int s = 0; s < nsrc; s++) {
-    docs[s] = first[s + 1] - first[s];
-    nval[s] = 0;
-    for (int i = first[s]; i < first[s + 1]; i++) {
-      d.v[i].val = (d.v[i].group >= 0 ? d.v[i].group : i - first[s]) % 10 == 5;
-      nval[s] += d.v[i].val;
-    }
-  }
-  if (o->piece_bytes > 0) {
-    int whole = d.n;
-    if (cut_pieces(&d, first, nsrc, (size_t)o->piece_bytes) != 0) {
-      snprintf(err, errlen, "out of memory");
-      goto done;
-    }
-    if (o->log) fprintf(o->log, "speedrun data: %d documents cut into %d pieces of at most %d bytes\n", whole, d.n,
-                        o->piece_bytes);
-  }
-  train.order = malloc((size_t)d.n * sizeof(int));
-  val.order = malloc((size_t)d.n * sizeof(int));
-  if (!train.order || !val.order) {
-    snprintf(err, errlen, "out of memory");
-    goto done;
-  }
-  for (int i = 0; i < d.n; i++) {
-    if (d.v[i].val) val.order[val.ndocs++] = i;
-    else train.order[train.ndocs++] = i;
-  }
-  uint64_t seed = SHUFFLE_SEED;
-  for (int k = train.ndocs - 1; k > 0; k--) {
-    int j = (int)(splitmix64(&seed) % (uint64_t)(k + 1));
-    int t = train.order[k]; train.order[k] = train.order[j]; train.order[j] = t;
-  }
+  if (split_documents(o, &d, first, nsrc, docs, nval, &train, &val, err, errlen) != 0) goto done;
 
   if (o->log) fprintf(o->log, "speedrun data: tokenizing %d documents\n", d.n);
   int failed = 0;
