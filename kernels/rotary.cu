@@ -10,8 +10,9 @@
 ** Kernel 1: one thread per pair, any dtypes (reads of x1, x2, the table entries, writes of out1,
 ** out2 coalesced, 2- or 4-byte each: ~1.1 TB/s on an H200 at record 5's [64,1024,6,128] bf16).
 ** Kernel 2, the records' case (D/2 a multiple of 8, 16-byte aligned data; f32 or bf16 each of
-** out, x and the tables: 8 instantiations): 8 pairs a thread, every access 16 bytes wide, 32-bit index math; the same arithmetic per
-** element, so the same bits as kernel 1. SR_ROTARY_V1=1 forces kernel 1 (A/B timing).
+** out, x and the tables: 8 instantiations): 8 pairs a thread, every access 16 bytes wide, 32-bit
+** index math; the same arithmetic per element, so the same bits as kernel 1. SR_ROTARY_V1=1 forces
+** kernel 1 (A/B timing).
 */
 #include "common.cuh"  // defines: ld_as_float, st_from_float, SR_LAUNCH_CHECK
 
