@@ -288,7 +288,7 @@ for p in $PARTS; do
           bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-30}" "$n"
         fidelity_summary "$LOG/speed_fid_$nn.log"
         part "speed_prof_$nn" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_$nn/recipe.lua" --scale full \
-          --device cuda --warmup 2 --steps 3 --top 12 --fuse on
+          --device cuda --warmup 2 --steps 3 --top 60 --fuse on
         grep -E "^ms/step|^peak|^fused groups" "$LOG/speed_prof_$nn.log"
         sed -n '/^by op (totals/,/^total/p' "$LOG/speed_prof_$nn.log" | head -16
       done
