@@ -48,6 +48,8 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.ok(text:find("| 1 | record_01 → record_02 | 3000 | 300 | 60 % | holds |", 1, true), text)
   T.ok(text:find("| record_06 | 72 | yes | - | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
   T.ok(text:find("tuning wall time: 500 s for 5 references", 1, true), text)
+  T.ok(text:find("transitions that hold: 1 of 7 (tasks 1)", 1, true), text)
+  T.ok(text:find("--scale proxy` accepts against this file (on the data it was measured on): 2 of 7 (1, 2)", 1, true), text)
 end)
 
 T.case("ladder: references timed by different engine builds keep their verdict, with why", function()
@@ -96,6 +98,10 @@ T.case("ladder: a reference whose cut passes (or would pass > 10 % of scores) is
   T.eq(L.transitions[1].verdict, "holds")
   T.eq(L.transitions[2].why, "not scorable: record_02 and record_03 not tight")
   T.eq(L.transitions[4].why, "not scorable: record_04 not tight")
+  T.eq(L.transitions[3].scorable, false)
+  local text0 = ladder.format(L)
+  local none = "accepts against this file (on the data it was measured on): 0 of 4"
+  T.eq(text0:sub(-#none), none, "the last line, no task listed")
   local text = ladder.format(L)
   T.ok(text:find("| record_03 | 80 | yes | - | 64: fails (p 0.012; passes ~", 1, true) and text:find("%%%): %*%*not tight%*%* |"), text)
   T.ok(not text:find("| record_01 |[^\n]*not tight"), text)

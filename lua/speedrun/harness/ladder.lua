@@ -61,7 +61,7 @@ function M.references(by_scale)
   return rows
 end
 
--- a task's transition from its references: {task, from, to, gap, sigma3, verdict, why}; verdict
+-- a task's transition from its references: {task, from, to, gap, sigma3, verdict, why, scorable}; verdict
 -- "holds" (target faster by more than 3 x the larger std), "does not hold", or "not measured";
 -- references timed by different engine builds (software.engine) keep their verdict with a why:
 -- the gap then holds the engine's change too
@@ -86,6 +86,7 @@ function M.transition(task, ref_i, ref_next, scale)
   for _, r in ipairs {ref_i, ref_next} do if scale == "proxy" and r.loose then loose[#loose + 1] = r.name end end
   if #loose > 0 then whys[#whys + 1] = fmt("not scorable: %s not tight", table.concat(loose, " and ")) end
   T.why = #whys > 0 and table.concat(whys, "; ") or nil
+  T.scorable = #loose == 0
   return T
 end
 
@@ -126,9 +127,19 @@ function M.format(L)
   out[#out + 1] = ""
   out[#out + 1] = "| task | start → target | gap, ms | 3σ, ms | speed-up | verdict |"
   out[#out + 1] = "|---|---|---|---|---|---|"
+  local yes, hold = {}, {}
   for _, t in ipairs(L.transitions) do
     out[#out + 1] = fmt("| %d | %s → %s | %s | %s | %s | %s |", t.task, t.from, t.to, ms(t.gap), ms(t.sigma3),
       t.speedup and fmt("%.0f %%", 100 * t.speedup) or "-", t.why and fmt("%s (%s)", t.verdict, t.why) or t.verdict)
+    if t.scorable then yes[#yes + 1] = tostring(t.task) end
+    if t.verdict == "holds" then hold[#hold + 1] = tostring(t.task) end
+  end
+  if #L.transitions > 0 then
+    out[#out + 1] = ""
+    out[#out + 1] = fmt("transitions that hold: %d of %d%s", #hold, #L.transitions,
+      #hold > 0 and " (tasks " .. table.concat(hold, ", ") .. ")" or "")
+    out[#out + 1] = fmt("tasks `speedrun score --task N --scale %s` accepts against this file (on the data it was "
+      .. "measured on): %d of %d%s", L.scale, #yes, #L.transitions, #yes > 0 and " (" .. table.concat(yes, ", ") .. ")" or "")
   end
   return table.concat(out, "\n")
 end
