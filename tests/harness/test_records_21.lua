@@ -189,7 +189,7 @@ T.case("record 21 configs: steps 1,770, the proxy tuned, unchanged optimiser set
   T.eq(full.steps, 1770); T.eq(meta.steps, 1770); T.eq(meta.benchmark.n_steps, 1770)
   T.eq(meta.benchmark.train_time_ms, 184262)
   T.eq(meta.published.time_min, 2.933)
-  T.ok(proxy.steps < 116, "the proxy tuned below its untuned 196 x 1770 / 3000 (test_tune: calibration-h200.json)")
+  T.ok(proxy.steps < 116, "the proxy tuned below its untuned 196 x 1770 / 3000 (test_calibration_files)")
   T.eq(proxy.target_val_loss, 5.5); T.eq(proxy.val_tokens, 262144)
   T.eq(full.target_val_loss, 3.28)
   for _, s in ipairs {"micro", "proxy", "full"} do
