@@ -57,17 +57,10 @@ if gpu then
 end
 print(plan:dump())
 
-local function opname(r) return r.sub and (r.name .. "." .. r.sub) or r.name end
+local opname = profile.op_name
 local results, summary = {}, {}
 local function case(name, run)
-  for _ = 1, 2 do run() end
-  sync()
-  collectgarbage()
-  local t0 = sr.clock()
-  for _ = 1, iters do run() end
-  sync()
-  local ms = (sr.clock() - t0) / iters * 1e3
-  local rows = profile.run(function() for _ = 1, iters do run() end end)
+  local ms, rows = profile.time(run, iters, sync)
   local gemm, rest = 0, 0
   print(("\n%-8s %9.3f ms a step (wall clock)"):format(name, ms))
   for _, r in ipairs(rows) do

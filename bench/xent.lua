@@ -42,21 +42,13 @@ targets = F.where(F.lt(ignored, 3), sr.full({N}, -100, {device = dev, dtype = "i
 print(("cross_entropy [%d, %d] %s on %s, %d iterations; N V e = %.3f GB; peak %d GB/s%s"):format(N, V, dtype, dev,
   iters, nve / 1e9, peak, os.getenv("SR_XENT_V2") == "1" and "; SR_XENT_V2=1 (kernel 2)" or ""))
 
--- the op name of a profile row
-local function opname(r) return r.sub and (r.name .. "." .. r.sub) or r.name end
+local opname = profile.op_name
 
 local summary = {}
 -- runs step() iters times on the wall clock, then iters times under the profiler; bytes[op name
 -- .. " " .. phase] = what that kernel must move per call (the others are printed without GB/s)
 local function case(name, step, bytes, ideal)
-  for _ = 1, 2 do step() end
-  sync()
-  collectgarbage()
-  local t0 = sr.clock()
-  for _ = 1, iters do step() end
-  sync()
-  local ms = (sr.clock() - t0) / iters * 1e3
-  local rows = profile.run(function() for _ = 1, iters do step() end end)
+  local ms, rows = profile.time(step, iters, sync)
   collectgarbage()
   print(("\n%-28s %9.3f ms a step (wall clock), %7.1f GB/s over the ideal %.2f GB"):format(name, ms,
     ideal / (ms * 1e-3) / 1e9, ideal / 1e9))

@@ -3,6 +3,8 @@
 --   profile.start(); ...; local rows = profile.stop()   -- the C core: host/lua/lprofile.c
 --   profile.active()                                  -- true while a profile runs
 --   local rows, ... = profile.run(fn, ...)            -- start, fn(...), stop (also when fn raises)
+--   local ms, rows = profile.time(fn, iters, sync)    -- wall-clock ms a call, then a profile of iters calls
+--   profile.op_name(row)                              -- "binary.add", "gemm"
 --   print(profile.report(rows, {top = 40, by = "phase"}))
 -- A row is {name=, sub=, dtype=, phase=, calls=, ms=, numel=} per kernel, sub-function (unary,
 -- binary and reduce kernels), dtype of the first tensor and phase ("fwd", "bwd:<autograd node>",
@@ -24,8 +26,25 @@ function P.run(fn, ...)
   return core.stop(), table.unpack(res, 2, res.n)
 end
 
+-- time(fn, iters, sync) -> ms, rows: fn run twice to warm up, then iters times on the wall clock
+-- (sync(), when given, before and after: the device's queue drained), ms per call; then iters more
+-- under the profiler, their rows (the benches' timing: bench/xent.lua, bench/loss_head.lua)
+function P.time(fn, iters, sync)
+  local clock = require("speedrun").clock
+  sync = sync or function() end
+  for _ = 1, 2 do fn() end
+  sync()
+  collectgarbage()
+  local t0 = clock()
+  for _ = 1, iters do fn() end
+  sync()
+  local ms = (clock() - t0) / iters * 1e3
+  return ms, P.run(function() for _ = 1, iters do fn() end end)
+end
+
 -- "binary.add", "gemm": the kernel and its sub-function
 local function op_name(r) return r.sub and (r.name .. "." .. r.sub) or r.name end
+P.op_name = op_name
 
 -- rows merged by key(row): {op=, phase=, dtype=, calls=, ms=}, largest ms first
 local function merge(rows, by_op)

@@ -113,6 +113,19 @@ T.case("profile.run re-raises and leaves the profiler off; returns rows and fn's
   T.eq(r2, "two")
 end)
 
+T.case("profile.time: two warm-up calls, iters timed, iters profiled; op_name joins the sub-function", function()
+  local n, synced = 0, 0
+  local x = sr.randn(64)
+  local ms, rows = profile.time(function() n = n + 1; return F.exp(x) end, 3, function() synced = synced + 1 end)
+  T.eq(n, 2 + 3 + 3, "warm-up, timed, profiled")
+  T.eq(synced, 2, "the device drained before and after the timed calls")
+  T.ok(ms >= 0, tostring(ms))
+  T.eq(#rows, 1); T.eq(rows[1].calls, 3, "only the profiled calls")
+  T.eq(profile.op_name(rows[1]), "unary.exp")
+  T.eq(profile.op_name({name = "gemm"}), "gemm")
+  T.ok(not profile.active())
+end)
+
 T.case("with a fused plan installed: a group is one \"fused\" row named by its ops, its held launches uncounted", function()
   local fuse = require "speedrun.fuse"
   local a, x = sr.randn({8, 33}):to("bfloat16"), sr.randn({8, 33})
