@@ -259,6 +259,8 @@ T.case("loose: a tuned budget is tight only when its cut ran, failed and would p
   local why = tune.loose(t({steps = 80, pass = false, p = 0.012, val_losses = {5.45, 5.46, 5.47}}))
   local pw = tune.power({{values = {5.45, 5.46, 5.47}}}, 5.5, 0.01, 3)
   T.ok(pw > tune.CUT_POWER and why and why:find(("~%.0f %%"):format(100 * pw), 1, true), tostring(why))
+  T.eq(tune.cut_power(t({steps = 80, pass = false, val_losses = {5.45, 5.46, 5.47}})), pw, "the estimate loose uses")
+  T.eq(tune.cut_power(t({steps = 80, pass = false})), nil, "no runs, no estimate")
   T.ok(tune.loose(t(nil)):find("never run", 1, true))
   T.ok(tune.loose(nil):find("never run", 1, true), "no tune record at all")
 end)

@@ -18,8 +18,7 @@ function M.pass_probabilities(t)
       if type(P) == "table" and P.steps == t.steps then at[#at + 1] = {values = P.val_losses} end
     end
   end
-  local cut = type(t.cut) == "table" and tune.power({{values = t.cut.val_losses}}, t.target, alpha, k) or nil
-  return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k) or nil, cut
+  return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k) or nil, tune.cut_power(t)
 end
 
 -- a note for a score when a reference's tuned budget passes a score less often than the tuner

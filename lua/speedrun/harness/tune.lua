@@ -90,6 +90,14 @@ function M.power(probes, target, alpha, k)
   return M.pass_probability(m, std, target, alpha, k)
 end
 
+-- how often a score of a tuned budget's cut would pass, estimated from the cut's runs (M.power),
+-- or nil (no cut, no runs recorded or no target)
+function M.cut_power(t)
+  local cut = type(t) == "table" and t.cut
+  if type(cut) ~= "table" or type(cut.val_losses) ~= "table" or not tonumber(t.target) then return nil end
+  return M.power({{values = cut.val_losses}}, t.target, tonumber(t.alpha) or 0.01, tonumber(t.runs) or 3)
+end
+
 -- why a tuned budget (an entry's `tune` table) is not tight, or nil when it is: its cut not run,
 -- the cut passing the score's rule, or the cut's runs estimating that a score of the cut passes
 -- more than M.CUT_POWER of the time. A reference that is not tight lets a start recipe cut to
@@ -101,8 +109,7 @@ function M.loose(t)
   if cut.pass then
     return fmt("its budget cut to %d steps still reaches the target (p %.3g)", steps, tonumber(cut.p) or 0)
   end
-  local pw = type(cut.val_losses) == "table" and tonumber(t.target)
-    and M.power({{values = cut.val_losses}}, t.target, tonumber(t.alpha) or 0.01, tonumber(t.runs) or 3)
+  local pw = M.cut_power(t)
   if pw and pw > M.CUT_POWER then
     return fmt("its budget cut to %d steps fails this time but passes a score ~%.0f %% of the time (> %.0f %%)", steps,
       100 * pw, 100 * M.CUT_POWER)
