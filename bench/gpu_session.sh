@@ -58,6 +58,9 @@
 #              bench/oracle_server.py playing the oracle model; calibration $ORACLE_CALIBRATION
 #              (default $OUT/calibration.json, from `tune` earlier in the call); run + report to $OUT
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
+#   restricted records $RESTRICT_RECORDS (default 1 12 19) at proxy in the score sandbox (`train
+#              --restricted`): the status, the checks (causality's logit and token-loss changes, eval's
+#              state) and eval's time per token against training's (the plausibility flag's ratio)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
@@ -220,6 +223,17 @@ for p in $PARTS; do
         [ ${RETIME_DEFAULT:-1} = 0 ] || ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs ${RETIME_RUNS:-5} --device cuda \
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
+    restricted)
+      for rn in ${RESTRICT_RECORDS:-1 12 19}; do
+        r=$(printf "record_%02d" "$rn")
+        part "restricted_$rn" 120 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --restricted --device cuda \
+          --data "$DATA" --quiet --out "/tmp/restricted/$r"
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r.get("metrics") or {}; c=r.get("checks") or {}
+print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", (c.get("causality") or {}).get("max_diff"),
+      (c.get("causality") or {}).get("max_loss_change"), "eval_state", c.get("eval_state"),
+      "eval/train time per token", round(m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"]), 2) if m.get("val_tokens") else None,
+      (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r/results.json" "$r" 2>&1 | tail -3
+      done ;;
     pilot)
       for dd in ${PILOT_DATA:-$DATA}; do
         tag=$(echo "$dd" | tr -c 'A-Za-z0-9\n' _)
@@ -231,7 +245,8 @@ for p in $PARTS; do
                 --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
                 > "$LOG/pilot-$tag-$r-$n-$s.log" 2>&1 &
             done; wait
-            echo "$dd $r $n steps: $(cat "$LOG"/pilot-$tag-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')"
+            echo "$dd $r $n steps: $(cat "$LOG"/pilot-$tag-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')" \
+              "eval/train time per token: $(for s in 1 2 3; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metrics"]; print(round(m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"]),2))' "/tmp/pilot/$tag-$r-$n-$s/results.json" 2>/dev/null; done | tr '\n' ' ')"
           done
         done
       done; finish ;;

@@ -9,8 +9,11 @@
 **   sum_finite(t) -> sum, count, nonfinite; int_range(t) -> min, max;
 **   causal_diff(a, b, row, pos) -> max |a-b| at positions < pos of `row` and everywhere in the
 **     other rows, max |a| (a, b: [B, T, V] logits of the same inputs but for token (row, pos));
-**   causal_diff(a, b, {pos_1, ..., pos_B}): the same with one limit per row (nil: the whole row);
-**     nil and why when b is not comparable with a (another shape, dtype or device);
+**   causal_diff(a, b, {pos_1, ..., pos_B} [, y]): the same with one limit per row (nil: the whole
+**     row); nil and why when b is not comparable with a (another shape, dtype or device); with y
+**     ([B, T] int32 targets) a third result: the largest change of a token's cross-entropy there,
+**     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
+**     widen it as it widens max |a|);
 **   shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
 **     SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
@@ -195,9 +198,36 @@ static int64_t row_limit(lua_State *L, bool rows, int64_t r, lua_Integer row, lu
   return lim;
 }
 
+/* per position of one [T, V] row: the cross-entropy against targets y [T] (0-based), f32 on the host */
+static sr_tensor *row_losses(sr_tensor *x, sr_tensor *y) {
+  int64_t T = x->shape[0];
+  sr_tensor *loss = sr_tensor_new(SR_F32, x->storage->device, 1, &T), *lse = sr_tensor_new(SR_F32, x->storage->device, 1, &T);
+  sr_kcall c = {.t = {loss, lse, x, y}, .nt = 4, .i = {-1}};
+  sr_kernel_run(SR_K_cross_entropy, &c);
+  sr_tensor *h = host_copy(loss, SR_F32);
+  sr_tensor_release(loss);
+  sr_tensor_release(lse);
+  return h;
+}
+
+/* the largest |la - lb| / max(1, |la|) over positions t < lim - 1 of one row's losses */
+static double loss_change(sr_tensor *x2, sr_tensor *y2, sr_tensor *yr, int64_t lim) {
+  sr_tensor *la = row_losses(x2, yr), *lb = row_losses(y2, yr);
+  const float *pa = sr_data(la), *pb = sr_data(lb);
+  double worst = 0;
+  for (int64_t t = 0; t < la->shape[0] && t < lim - 1; t++) {
+    double d = fabs((double)pa[t] - pb[t]) / fmax(1.0, fabs((double)pa[t]));
+    if (!(d <= worst)) worst = d;   /* NaN wins */
+  }
+  sr_tensor_release(la);
+  sr_tensor_release(lb);
+  return worst;
+}
+
 static int h_causal_diff(lua_State *L) {
   sr_tensor *a = sr_check_tensor(L, 1), *b = sr_check_tensor(L, 2);
   bool rows = lua_istable(L, 3);     /* {pos of row 1, pos of row 2, ...}: per-row limits */
+  sr_tensor *tg = rows && !lua_isnoneornil(L, 4) ? sr_check_tensor(L, 4) : NULL;   /* targets */
   lua_Integer row = rows ? 0 : luaL_checkinteger(L, 3), pos = rows ? 0 : luaL_checkinteger(L, 4);   /* 1-based */
   if (a->ndim != 3 || !sr_dtype_is_float(a->dtype)) return sr_argerror(L, 1, "want [B, T, V] float logits");
   if (!sr_same_shape(a, b) || a->dtype != b->dtype || a->storage->device != b->storage->device) {
@@ -209,7 +239,9 @@ static int h_causal_diff(lua_State *L) {
     return 2;
   }
   int64_t B = a->shape[0], T = a->shape[1];
-  double dmax = 0, amax = 0;
+  if (tg && (tg->ndim != 2 || tg->shape[0] != B || tg->shape[1] != T || tg->dtype != SR_I32))
+    return sr_argerror(L, 4, "want [B, T] int32 targets for [B, T, V] logits");
+  double dmax = 0, amax = 0, lmax = 0;
   int nan = 0;
   for (int64_t r = 0; r < B; r++) {   /* one row at a time: temporaries of [T, V], not [B, T, V] */
     int64_t lim = row_limit(L, rows, r, row, pos, T);
@@ -223,13 +255,21 @@ static int h_causal_diff(lua_State *L) {
       if (mx[t] > dmax) dmax = mx[t];
       if (ab[t] > amax) amax = ab[t];
     }
+    if (tg) {
+      sr_tensor *tn = sr_narrow(tg, 0, r, 1), *tc = sr_contiguous_raw(tn), *tr = sr_view(tc, 1, &T);
+      double lc = loss_change(x2, y2, tr, lim);
+      if (!(lc <= lmax)) lmax = lc;
+      sr_tensor_release(tn); sr_tensor_release(tc); sr_tensor_release(tr);
+    }
     for (int i = 0; i < 2; i++) sr_tensor_release(st[i]);
     sr_tensor_release(xn); sr_tensor_release(yn);
     sr_tensor_release(x); sr_tensor_release(y); sr_tensor_release(x2); sr_tensor_release(y2);
   }
   lua_pushnumber(L, nan ? INFINITY : dmax);
   lua_pushnumber(L, amax);
-  return 2;
+  if (!tg) return 2;
+  lua_pushnumber(L, lmax != lmax ? INFINITY : lmax);
+  return 3;
 }
 
 /* shape(t) -> {d1, d2, ...}: read from C, so a recipe cannot shadow the `shape` property */

@@ -13,70 +13,10 @@ local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
 local data = require "speedrun.data"
 
-local exe = arg[-1]
-local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/cheats_parent"
-local sh = T.shell_quote
-os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp .. "/data"))
-assert(data.write_shard(tmp .. "/data/syn_train_000001.bin", T.token_stream(20000, 1)))
-assert(data.write_shard(tmp .. "/data/syn_val_000000.bin", T.token_stream(4000, 2)))
-local DATA = "--train-files " .. sh(tmp .. "/data/syn_train_*.bin") .. " --val-files " .. sh(tmp .. "/data/syn_val_*.bin")
-local RUN = " --device cpu --threads 1 " .. DATA
-
-local read = T.read
-local write = T.write
--- runs `speedrun ARGS` (score outputs by default under tmp/runs); returns the exit code and the output
-local function speedrun(args)
-  local ok, how, code = os.execute("SPEEDRUN_RUNS_DIR=" .. sh(tmp .. "/runs") .. " " .. sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
-  return how == "exit" and code or 128 + code, read(tmp .. "/out.txt")
-end
-
--- a fresh workspace: good.lua, and recipe.lua from tests/harness/recipes/NAME.lua
-local function workspace(name, recipe)
-  local ws = tmp .. "/ws-" .. name
-  os.execute("rm -rf " .. sh(ws))
-  H.mkdir(ws)
-  write(ws .. "/good.lua", read("harness/recipes/good.lua"))
-  write(ws .. "/recipe.lua", read("harness/recipes/" .. recipe .. ".lua"))
-  return ws
-end
-
--- a calibration file for task 1 (records 1 and 2) on this machine's CPU card at micro scale
-local function calibration(name, entries)
-  local path = tmp .. "/" .. name .. ".json"
-  write(path, json.encode({schema = "speedrun.calibration/1", entries = {[H.card(false)] = {micro = entries}}}, true))
-  return path
-end
-local REC1 = {mean_ms = 1e6, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 1.45, val_loss_std = 0.02}
-local REC2 = {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 1.45, val_loss_std = 0.02}
-local CALIB = calibration("calib", {record_01 = REC1, record_02 = REC2})
-
--- `speedrun score WS --task 1 ...`; returns rc, output, score.json (nil when none was written)
-local function score(ws, extra)
-  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(CALIB) .. RUN .. " " .. (extra or ""))
-  local path = text:match("score: (%S+/score%.json)")
-  local s = path and read(path)
-  return rc, text, s and json.decode(s), path
-end
-
--- the cheat did not pass: exit 1, verdict not pass, and some run failed with kind (and message pattern)
-local function refused(ws, kind, pattern, extra)
-  local rc, text, s = score(ws, extra)
-  T.ok(s, "score.json written\n" .. text)
-  T.ok(s.verdict ~= "pass", "verdict " .. tostring(s.verdict) .. "\n" .. text)
-  T.eq(rc, 1, text)
-  local hit
-  for _, r in ipairs(s.runs) do
-    if r.status == kind and (not pattern or tostring(r.failure.message):find(pattern)) then hit = r end
-  end
-  T.ok(hit, ("a run failed with %s matching %q\n%s"):format(kind, tostring(pattern), text))
-  return s, text
-end
-
-local function honest_passes()
-  local rc, text, s = score(workspace("honest", "good"))
-  T.eq(rc, 0, text)
-  T.eq(s.verdict, "pass", text)
-end
+local C = dofile("harness/cheats_fixture.lua")("cheats_parent")
+local tmp, sh, read, write, RUN = C.tmp, C.sh, C.read, C.write, C.RUN
+local speedrun, workspace, calibration, score, refused = C.speedrun, C.workspace, C.calibration, C.score, C.refused
+local honest_passes, REC1, REC2, CALIB = C.honest_passes, C.REC1, C.REC2, C.CALIB
 
 T.case("class 4: later runs of a score load run 1's weights -> rejected; honest control passes", function()
   honest_passes()

@@ -63,7 +63,8 @@ local function open_data(job, p)
   local b = p.batch
   local loader, err = data_loader {files = job.train_files, mode = b.mode, B = b.B, T = b.T, batch = b.batch, device = job.device}
   if not loader then fail("lua_error", "training data: " .. tostring(err)) end
-  local vloader, verr = val_loader {files = job.val_files, mode = "bt", B = p.vB, T = p.vT, tokens = p.val_tokens, device = job.device}
+  -- on the host: rules.lua copies a chunk's inputs to the device for eval, its targets only after
+  local vloader, verr = val_loader {files = job.val_files, mode = "bt", B = p.vB, T = p.vT, tokens = p.val_tokens, device = "cpu"}
   if not vloader then fail("lua_error", "validation data: " .. tostring(verr)) end
   return loader, vloader
 end
@@ -164,8 +165,9 @@ local function run(job, R)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
+  rules.check_library("after setup")
   emit {ev = "ready"}   -- the model and optimizer built (the parent stamps the wall clock)
-  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted)
+  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted, job.restricted and {ctx, recipe} or nil)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}

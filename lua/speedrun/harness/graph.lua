@@ -14,6 +14,7 @@ local fuse = require "speedrun.fuse"
 local emit, call = report.emit, report.call
 local shape_of, trace_start, trace_stop = H.shape, H.trace_start, H.trace_stop
 local cuda_graph, is_tensor = cuda.graph, sr.is_tensor
+local fuse_run, fuse_plan, fuse_last, fuse_record = fuse.run, fuse.plan, fuse.last, fuse.record
 local methods = core.Tensor.methods
 local m_item, m_clone, m_copy = methods.item, methods.clone, methods.copy_
 local fmt = string.format
@@ -124,7 +125,7 @@ function Step:capture(x, y)
   self.G.fuse.plan_ms = (H.now() - t0) * 1000   -- its kernels' NVRTC compiles included (disk cache)
   hold(false)
   local step_fn = self.train_step
-  if plan then step_fn = function(...) return fuse.run(plan, self.train_step, ...) end end
+  if plan then step_fn = function(...) return fuse_run(plan, self.train_step, ...) end end
   -- nothing queued runs under the capture (sr_cuda_graph_begin synchronises the stream), so no
   -- GPU work hides under a compile made in it (off the clock: harness/steps.lua)
   local tr = trace_start()
@@ -150,7 +151,7 @@ function Step:fuse_plan()
   self.recs = {}
   if self.fuse_why or not (a and b) then return nil end
   local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")  -- 0/off: no loss groups (to measure what they are worth)
-  local plan, err = fuse.plan(a, b, {loss = not (lenv == "0" or lenv == "off")})
+  local plan, err = fuse_plan(a, b, {loss = not (lenv == "0" or lenv == "off")})
   if not plan then
     F.reason = "not planned: " .. tostring(err)
     return nil
@@ -171,7 +172,7 @@ end
 
 -- after a capture with the plan: how it went (a group that ran unfused keeps the graph valid)
 function Step:fuse_captured(plan)
-  local groups, why = fuse.last()
+  local groups, why = fuse_last()
   local F = self.G.fuse
   F.used, F.groups_fused, F.reason = groups > 0, groups, why or json.null
   emit {ev = "fuse", groups = F.groups, fused = groups, launches_saved = F.launches_saved,
@@ -263,7 +264,7 @@ end
 -- stays eager, naming the difference, when they differ)
 function Step:eager(step, batch)
   local tr = (self.want and (step >= self.first_cap - 1 or self.graph)) and trace_start() or nil
-  local rec = (tr and not self.graph and not self.fuse_why) and fuse.record() or nil
+  local rec = (tr and not self.graph and not self.fuse_why) and fuse_record() or nil
   local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
   if rec then rec:stop() end  -- after a collection: the loss is still held here
   if tr then trace_stop() end

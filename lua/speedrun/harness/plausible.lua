@@ -1,7 +1,8 @@
 -- speedrun.harness.plausible: checks on a score that cost an honest recipe nothing
 -- (docs/harness.md "Threat model"): validation losses identical across seeds (a recipe that
 -- ignores its seed, or weights trained before the run), a mean validation loss far below what the
--- task's target record reaches (a model that sees what it predicts), and whether an FSR lies
+-- task's target record reaches (a model that sees what it predicts), a final validation far
+-- costlier per token than training (work moved into the untimed eval), and whether an FSR lies
 -- within the calibration's own noise. A flag turns a `pass` into `flagged` (exit 1): a person
 -- looks before it counts.
 local fmt = string.format
@@ -10,6 +11,13 @@ local sqrt, abs = math.sqrt, math.abs
 local M = {}
 
 M.BELOW = 0.25      -- flagged: a mean val loss more than 25% below the target record's calibrated one
+-- flagged: a run whose final validation spent more than this many times the training's time per
+-- token (eval_time_ms / val_tokens against train_time_ms / tokens). eval is untimed, so work done
+-- there is free: an eval that trains (by hand, on kept batches, without autograd: stateless, so no
+-- other check sees it) costs hundreds of times a training step per token; a forward pass costs
+-- about a third of one. Measured: 1.7 (tests/harness/recipes/good.lua, CPU, micro; tiny batches'
+-- overheads), 750-1000 (an eval that trains a bigram table on every call)
+M.EVAL_RATIO = 25
 
 -- the flags of a score: {message, ...}. runs: the runs' results; sum: the summary (cli.summarize);
 -- ref_next: the target record's calibration entry (or nil); name: its name
@@ -25,6 +33,18 @@ function M.flags(runs, sum, ref_next, name)
         break
       end
       seen[vl] = r.seed
+    end
+  end
+  for _, r in ipairs(runs) do
+    local m = r.valid and r.metrics
+    local ratio = m and type(m.eval_time_ms) == "number" and type(m.val_tokens) == "number" and m.val_tokens > 0
+                  and type(m.train_time_ms) == "number" and m.train_time_ms > 0 and type(m.tokens) == "number" and m.tokens > 0
+                  and (m.eval_time_ms / m.val_tokens) / (m.train_time_ms / m.tokens)
+    if ratio and ratio > M.EVAL_RATIO then
+      flags[#flags + 1] = fmt("seed %d: the final validation spent %.0fx the training's time per token (flagged above %d): "
+                              .. "work in the untimed eval (training there) or an eval far costlier than the model's forward",
+                              r.seed, ratio, M.EVAL_RATIO)
+      break
     end
   end
   local mean = sum.val_loss and sum.val_loss.mean

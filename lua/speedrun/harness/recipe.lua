@@ -118,6 +118,11 @@ function M.plan(job, recipe, is_cuda)
   local vB, vT = vb.B or (b.mode == "bt" and b.B or 1), vb.T or b.T
   local val_tokens = mfloor(cfg.val_tokens / (vB * vT)) * vB * vT
   if val_tokens < vB * vT then contract(fmt("val_tokens %d is less than one validation chunk (%d x %d)", cfg.val_tokens, vB, vT)) end
+  -- validation tokens imposed from outside (--val-tokens; a task's, from its target record): all of them
+  if job.val_tokens and val_tokens ~= job.val_tokens then
+    contract(fmt("the validation batch %d x %d does not divide the %d validation tokens given (%d would be validated): "
+                 .. "choose val_batch so that B x T divides them", vB, vT, job.val_tokens, val_tokens))
+  end
   local val_every = (not job.restricted) and (job.val_every or cfg.val_every) or nil
   if val_every and val_every < 1 then val_every = nil end
   local schedule = {}

@@ -8,15 +8,18 @@ local H = require "speedrun.harness_core"
 local sr = require "speedrun"
 local core = require "speedrun.core"
 local report = require "speedrun.harness.report"
+local state = require "speedrun.harness.state"
 
 local fail, call = report.fail, report.call
 local now, sync, checksum, causal_diff, eval_guard = H.now, H.sync, H.checksum, H.causal_diff, H.eval_guard
 local shape_of, sum_finite, int_range = H.shape, H.sum_finite, H.int_range
 local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
 local F_cross_entropy = sr.F.cross_entropy
+local library_changed, picture, moved = state.library_changed, state.picture, state.moved
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
 local m_clone, m_narrow, m_to, m_tolist, m_reshape = methods.clone, methods.narrow, methods.to, methods.tolist, methods.reshape
+local m_zero = methods.zero_
 local fmt, tconcat, sunpack = string.format, table.concat, string.unpack
 local mfloor, mmin, mmax, mabs = math.floor, math.min, math.max, math.abs
 local real_open = io.open     -- captured before the sandbox replaces io.open
@@ -50,13 +53,16 @@ Rules.__index = Rules
 -- the checker of one run: ctx and eval of the recipe, the validation loader, R (results), the
 -- device; guarded: eval runs under the eval guard (restricted runs: no grad mode, no backward,
 -- no optimizer step, no in-place write to a tensor that requires grad, even if caught)
-function M.new(ctx, eval_fn, vloader, R, device, guarded)
+function M.new(ctx, eval_fn, vloader, R, device, guarded, roots)
   return setmetatable({ctx = ctx, eval_fn = eval_fn, vloader = vloader, R = R, device = device,
-                       is_cuda = device == "cuda", eval_ms = 0, guarded = guarded}, Rules)
+                       is_cuda = device == "cuda", eval_ms = 0, guarded = guarded, roots = roots}, Rules)
 end
 
--- eval's logits for x, under no_grad (and the guard)
+-- eval's logits for x, under no_grad (and the guard); with roots (restricted runs: {ctx, recipe})
+-- the state reachable from them must be as before the call (state.picture: no memory kept between
+-- calls, no training by hand in eval), and the library unchanged
 function Rules:eval(x)
+  local before = self.roots and picture(self.roots)
   if self.guarded then eval_guard(true) end
   local ok, logits = pcall(call, no_grad, self.eval_fn, self.ctx, x)
   local hits, first = eval_guard(false)
@@ -64,9 +70,25 @@ function Rules:eval(x)
     self.R.checks.eval_guard = {ok = false, attempts = hits, first = first}
     fail("rejected", fmt("%s inside eval (%d attempt(s), even if caught): eval runs without gradients and must not change the model", first, hits))
   end
+  M.check_library("after an eval call")
+  local why = before and moved(before, picture(self.roots))
+  if why then
+    self.R.checks.eval_state = {ok = false, reason = why}
+    fail("rejected", "eval changed the recipe's state (" .. why .. "): eval must not change the model")
+  end
   if not ok then error(logits, 0) end
   if not is_tensor(logits) then fail("lua_error", "recipe contract: eval must return a logits tensor (got " .. type(logits) .. ")") end
   return logits
+end
+
+-- the library tables unchanged (state.library_changed), checked where the clock stops and after
+-- every eval call: `where` names the place in the failure
+function M.check_library(where)
+  local why = library_changed()
+  if why then
+    fail("rejected", fmt("the recipe changed the speedrun library (%s, seen %s): the library's tables are read-only "
+                         .. "for recipes (keep state in ctx; write your own functions instead of replacing the library's)", why, where))
+  end
 end
 
 -- mean cross-entropy of eval on (x, y) (a copy of x): how the CUDA graph verification sees the
@@ -103,6 +125,24 @@ local function pick(k, n)
   return out
 end
 
+-- The validation loader is on the host (child.lua): eval gets a device copy of a chunk's inputs,
+-- and its targets reach the device only after eval has answered, and are zeroed there before their
+-- memory is freed, so no code of the recipe (an agent kernel reads any device memory) can find a
+-- chunk's targets while it answers for that chunk.
+function Rules:inputs(x)
+  if self.is_cuda then return m_to(x, "cuda") end
+  return m_clone(x)
+end
+
+function Rules:targets(y)
+  if self.is_cuda then return m_to(y, "cuda") end
+  return y
+end
+
+function Rules:forget(yd)
+  if self.is_cuda then m_zero(yd) end
+end
+
 -- the validation chunk i again (the loader from the start)
 function Rules:chunk(i)
   local vloader = self.vloader
@@ -115,8 +155,10 @@ end
 -- eval must be a pure function of its inputs: chunk i evaluated again gives the loss it gave
 -- during validation; returns the logits and the difference per token
 function Rules:recheck(i, x, y)
-  local logits = self:eval(m_clone(x))
-  local s, n = chunk_ce(logits, y)
+  local logits = self:eval(self:inputs(x))
+  local yd = self:targets(y)
+  local s, n = chunk_ce(logits, yd)
+  self:forget(yd)
   return logits, mabs(s - self.sums[i]) / n, self.sums[i] / n
 end
 
@@ -144,7 +186,7 @@ end
 -- eval is stateless) and with later tokens changed in random rows and positions (earlier logits
 -- unmoved: the model is causal); full-size chunks of the real stream, as validation sees them
 function Rules:checks()
-  local worst_s, worst_c, amax_all, tested, where = 0, 0, 0, {}, {}
+  local worst_s, worst_c, worst_l, amax_all, tested, where = 0, 0, 0, 0, {}, {}
   for _, i in ipairs(pick(CHUNKS, #self.sums)) do
     local x, y = self:chunk(i)
     local base, d, mean = self:recheck(i, x, y)
@@ -156,19 +198,24 @@ function Rules:checks()
     tested[#tested + 1] = i
     local xp, limits, positions = perturbed(x, self.device)
     if xp then
-      local cd, amax = causal_diff(base, self:eval(xp), limits)
+      local moved = self:eval(xp)
+      local yd = self:targets(y)
+      local cd, amax, ld = causal_diff(base, moved, limits, yd)
+      self:forget(yd)
       if not cd then   -- amax: what differed
         fail("rejected", fmt("eval answered validation chunk %d with %s once a later token was changed (eval must treat every call alike)", i, amax))
       end
-      worst_c, amax_all = mmax(worst_c, cd), mmax(amax_all, amax)
+      worst_c, amax_all, worst_l = mmax(worst_c, cd), mmax(amax_all, amax), mmax(worst_l, ld)
       for _, p in ipairs(positions) do where[#where + 1] = {chunk = i, row = p[1], pos = p[2]} end
     end
   end
   self.R.checks.eval_stateless = {ok = true, max_diff = worst_s, chunks = tested}
-  local ok = worst_c <= RTOL * mmax(1, amax_all)
-  self.R.checks.causality = {ok = ok, max_diff = worst_c, perturbed = where}
+  -- the logits within RTOL of the largest one compared, and each earlier token's loss within RTOL
+  -- of itself (an extra column of huge logits widens the first tolerance, never the second)
+  local ok = worst_c <= RTOL * mmax(1, amax_all) and worst_l <= RTOL
+  self.R.checks.causality = {ok = ok, max_diff = worst_c, max_loss_change = worst_l, perturbed = where}
   if not ok then
-    fail("rejected", fmt("non-causal model: changing later tokens of validation chunks moved earlier logits by up to %.3g (a model may use only tokens at or before each position)", worst_c))
+    fail("rejected", fmt("non-causal model: changing later tokens of validation chunks moved earlier logits by up to %.3g and earlier tokens' losses by up to %.3g of themselves (a model may use only tokens at or before each position)", worst_c, worst_l))
   end
 end
 
@@ -182,8 +229,10 @@ function Rules:validate(final)
   while true do
     local x, y = vloader:next()
     if not x then break end
-    local logits = self:eval(m_clone(x))
-    local s, n, nf = chunk_ce(logits, y)
+    local logits = self:eval(self:inputs(x))
+    local yd = self:targets(y)
+    local s, n, nf = chunk_ce(logits, yd)
+    self:forget(yd)
     sum, count, nonfinite = sum + s, count + n, nonfinite + nf
     sums[#sums + 1] = s
     logits = nil

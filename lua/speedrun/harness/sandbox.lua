@@ -10,10 +10,18 @@
 --     workspace would let it skip training; writes (and os.remove/os.rename) only inside the
 --     output folder. Paths are resolved with realpath, so links do not escape.
 --   * C modules: package.cpath is emptied and the C searchers removed.
+--   * package.path: the checkout's lua/ folder only (not ./?.lua: the child's working directory is
+--     the workspace, whose speedrun/x.lua would load with the process's real globals).
+--   * sealed shared tables (M.seal): every named metatable (the tensors', files', ...) answers
+--     getmetatable with its name, and speedrun.Tensor / speedrun.core.Tensor are removed, so a
+--     recipe cannot put a hook (__gc, __index, a method) where the harness calls it off the clock;
+--     the library modules recipes may load are loaded, and their tables are then checked unchanged
+--     (harness/state.lua library_changed) wherever the clock stops and after every eval call.
 -- env(opts) returns the recipe's global table: the safe base functions, copies of string, table,
 -- math, utf8 and coroutine, a small os (time, clock, date, difftime), a checked io, load in text
--- mode, loadfile/dofile/require confined to the workspace and the speedrun library (without
--- speedrun.data, speedrun.testing and the harness modules), and no debug library.
+-- mode, loadfile/dofile/require confined to the workspace and the modules of M.LIBRARY (by exact
+-- name: not speedrun.data, speedrun.testing, the tokenizer, the harness or the agent), and no
+-- debug library.
 local H = require "speedrun.harness_core"
 
 local M = {}
@@ -21,6 +29,16 @@ local M = {}
 -- the workspace files a recipe may read in score mode (by extension); guard.check_workspace caps
 -- their total size
 M.SOURCE = {lua = true, cu = true, cuh = true, h = true, hpp = true}
+
+-- the library modules a recipe may require, by exact name (docs/recipes.md); every other
+-- speedrun.* name is refused as a violation (the data, the tokenizer's file reader, processes,
+-- HTTP, the harness, the agent, the step compiler's controls)
+M.LIBRARY = {}
+for _, name in ipairs {"speedrun", "speedrun.core", "speedrun.nn", "speedrun.optim", "speedrun.autograd",
+                       "speedrun.gpt", "speedrun.kernel", "speedrun.cuda", "speedrun.profile", "speedrun.attention",
+                       "speedrun.util"} do
+  M.LIBRARY[name] = true
+end
 
 local realpath = H.realpath
 local sfind, ssub, smatch, sformat = string.find, string.sub, string.match, string.format
@@ -126,6 +144,7 @@ function M.install(opts)
   end
   package.loadlib = function() violation("package.loadlib is not allowed") end
   package.cpath = ""
+  package.path = M.library_path()
   local searchers = package.searchers or package.loaders
   if searchers then searchers[4] = nil; searchers[3] = nil end
   package.loaded.debug = nil
@@ -142,7 +161,34 @@ function M.install(opts)
   if smt then smt.__metatable = false end
   -- agent kernels: what a compile may read (harness/kernels.lua)
   require("speedrun.harness.kernels").install(state)
+  M.seal()
   return state
+end
+
+-- the checkout's lua/ folder as a package.path (where this file was found)
+function M.library_path()
+  local here = package.searchpath("speedrun.harness.sandbox", package.path)
+  local lib = here and smatch(here, "^(.*)/speedrun/harness/sandbox%.lua$")
+  if not lib then error("sandbox: the speedrun library's folder cannot be found from package.path", 2) end
+  return lib .. "/?.lua;" .. lib .. "/?/init.lua"
+end
+
+-- seals what recipes share with the harness (see the top of the file): the named metatables of
+-- the registry answer getmetatable with their name, the tensors' metatable leaves the module
+-- tables (the harness and the library captured it when they loaded), and the modules of M.LIBRARY
+-- are loaded now, so none appears or grows later
+function M.seal()
+  for k, mt in pairs(debug.getregistry()) do
+    if type(k) == "string" and type(mt) == "table" and rawget(mt, "__name") == k and rawget(mt, "__metatable") == nil then
+      rawset(mt, "__metatable", k)
+    end
+  end
+  local core, sr = require "speedrun.core", require "speedrun"
+  rawset(core, "Tensor", nil)
+  rawset(sr, "Tensor", nil)
+  for name in pairs(M.LIBRARY) do require(name) end
+  for _, k in ipairs {"nn", "optim", "autograd", "gpt", "kernel", "cuda", "profile", "attention"} do local _ = sr[k] end
+  require("speedrun.harness.state").seal_library(M.LIBRARY)
 end
 
 local function copy(t)
@@ -150,9 +196,6 @@ local function copy(t)
   for k, v in pairs(t) do c[k] = v end
   return c
 end
-
-local denied_modules = {["speedrun.data"] = true, ["speedrun.testing"] = true, ["speedrun.harness_core"] = true,
-                        ["speedrun.process"] = true, ["speedrun.kernel_core"] = true, ["speedrun.http"] = true}
 
 -- the recipe's globals; state from install() (nil: no restrictions on files)
 function M.env(opts, state)
@@ -192,15 +235,14 @@ function M.env(opts, state)
   env.require = function(name)
     if type(name) ~= "string" then error("require: a module name expected", 2) end
     if loaded[name] ~= nil then return loaded[name] end
-    if denied_modules[name] or ssub(name, 1, 17) == "speedrun.harness." or name == "speedrun.harness"
-       or ssub(name, 1, 15) == "speedrun.agent." or name == "speedrun.agent" then
-      if state then state.violation("require '" .. name .. "' (host-only module)") end
-      error("module '" .. name .. "' is not available to recipes", 2)
-    end
-    if name == "speedrun" or ssub(name, 1, 9) == "speedrun." then
+    if M.LIBRARY[name] then
       local m = require(name)
       loaded[name] = m
       return m
+    end
+    if name == "speedrun" or ssub(name, 1, 8) == "speedrun" then
+      if state then state.violation("require '" .. name .. "' (not a library module recipes may load)") end
+      error("module '" .. name .. "' is not available to recipes", 2)
     end
     if name == "debug" or name == "package" then
       if state then state.violation("require '" .. name .. "'") end

@@ -1,18 +1,31 @@
--- speedrun.harness.state: a digest of the recipe's state, in the child (docs/harness.md
--- "Host-owned measurement"): every tensor reachable from the recipe's ctx and table, through
--- tables (keys, values, metatables) and the upvalues of functions (so also the recipe's globals
--- and what its closures keep), library modules excluded. The digest is the checksum of every
--- such tensor in the order found, and the in-place write counters of those that require grad
--- (a change undone before the end is still seen). Taken before the final validation and compared
--- after its checks (restricted runs): eval must not change the recipe's state.
+-- speedrun.harness.state: what eval may not change, in the child (docs/harness.md "Host-owned
+-- measurement"), and the library tables no recipe may change.
+-- The recipe's state: everything reachable from the recipe's ctx and table, through tables (keys,
+-- values, metatables), the upvalues of functions (so also the recipe's globals and what its
+-- closures keep) and the stacks of coroutines, library modules excluded. Its picture (M.picture) is
+-- every value found, in the order found (strings, numbers, tables and functions by identity), with
+-- each tensor's in-place write counter and its gradient's: cheap (no device work), taken after
+-- every eval call of the final validation and its checks (restricted runs) and compared with the
+-- one before it, so a memory that eval fills and empties again before the end is seen. The digest
+-- (M.digest) adds every tensor's checksum: taken before the final validation, compared after the
+-- checks.
+-- The library (M.seal_library, M.library_changed): the tables of the modules a recipe may load and
+-- the tables reachable from their fields, as they were when the sandbox sealed them; compared where
+-- the clock stops and after every eval call, so a recipe cannot keep state there or replace a
+-- function that code run off the clock would call.
 local H = require "speedrun.harness_core"
 local sr = require "speedrun"
 
 local checksum, version, is_tensor = H.checksum, H.version, sr.is_tensor
-local getmetatable, getupvalue = debug.getmetatable, debug.getupvalue
-local type, next, fmt = type, next, string.format
+local getmetatable, getupvalue, getlocal, getinfo = debug.getmetatable, debug.getupvalue, debug.getlocal, debug.getinfo
+local type, next, fmt, rawequal, tostring = type, next, string.format, rawequal, tostring
 
 local M = {}
+
+-- the library's folder, as Lua names its chunks ("@/.../lua/"): its functions' upvalues are the
+-- library's own (caches it may fill during eval), not the recipe's state
+local LIB_SOURCE = "@" .. (package.searchpath("speedrun.harness.state", package.path) or ""):gsub("speedrun/harness/state%.lua$", "")
+local ssub = string.sub
 
 -- tables not walked: the loaded modules (the library, shared by every recipe) and _G
 local function library()
@@ -21,48 +34,134 @@ local function library()
   return skip
 end
 
--- the tensors reachable from the roots, in the order found (depth first)
-local function reachable(roots, skip)
-  local seen, out, stack = {}, {}, {}
+local function library_function(f)
+  local src = getinfo(f, "S").source
+  return ssub(src, 1, #LIB_SOURCE) == LIB_SOURCE
+end
+
+-- the values reachable from the roots, in the order found (depth first), into pic (an array);
+-- tensors also into ts
+local function walk(roots, skip, pic, ts)
+  local seen, stack = {}, {}
   for i = #roots, 1, -1 do stack[#stack + 1] = roots[i] end
   while #stack > 0 do
     local v = stack[#stack]
     stack[#stack] = nil
+    pic[#pic + 1] = v
     local t = type(v)
-    if (t == "table" or t == "function" or t == "userdata") and not seen[v] and not skip[v] then
+    if (t == "table" or t == "function" or t == "userdata" or t == "thread") and not seen[v] and not skip[v] then
       seen[v] = true
-      if is_tensor(v) then out[#out + 1] = v
+      if is_tensor(v) then
+        ts[#ts + 1] = v
+        local g = v.grad
+        pic[#pic + 1] = version(v)
+        if g then ts[#ts + 1] = g; pic[#pic + 1] = version(g) end
       elseif t == "table" then
         for k, x in next, v do stack[#stack + 1] = x; stack[#stack + 1] = k end
         stack[#stack + 1] = getmetatable(v)
-      elseif t == "function" then
+      elseif t == "function" and not library_function(v) then
         for i = 1, 255 do
           local name, x = getupvalue(v, i)
           if not name then break end
           stack[#stack + 1] = x
         end
+      elseif t == "thread" then
+        for level = 0, 250 do
+          local info = getinfo(v, level, "f")
+          if not info then break end
+          stack[#stack + 1] = info.func
+          for i = 1, 255 do
+            local name, x = getlocal(v, level, i)
+            if not name then break end
+            stack[#stack + 1] = x
+          end
+        end
       end
     end
   end
-  return out
 end
 
--- the digest of the state reachable from roots: {tensors =, sum =, versions =}
-function M.digest(roots)
-  local ts = reachable(roots, library())
-  local h, vs = 0, 0
-  for i, t in next, ts do
-    h = (h * 31 + checksum(t) + i) & 0x7fffffffffffffff
-    if t.requires_grad then vs = vs + version(t) end
+-- the picture of the state reachable from roots (no device work)
+function M.picture(roots)
+  local pic, ts = {}, {}
+  walk(roots, library(), pic, ts)
+  return pic, ts
+end
+
+-- why picture b differs from picture a, or nil
+function M.moved(a, b)
+  if #a ~= #b then return fmt("the recipe's state held %d values before and %d after", #a, #b) end
+  for i = 1, #a do
+    local x, y = a[i], b[i]
+    if not rawequal(x, y) and not (x ~= x and y ~= y) then
+      return fmt("a value of the recipe's state changed (%s -> %s)", type(x) == "string" and "a string" or type(x),
+                 type(y) == "string" and "a string" or type(y))
+    end
   end
-  return {tensors = #ts, sum = h, versions = vs}
+end
+
+-- the digest of the state reachable from roots: {tensors =, sum =, picture =}
+function M.digest(roots)
+  local pic, ts = M.picture(roots)
+  local h = 0
+  for i, t in next, ts do h = (h * 31 + checksum(t) + i) & 0x7fffffffffffffff end
+  return {tensors = #ts, sum = h, picture = pic}
 end
 
 -- why digest b differs from a, or nil
 function M.changed(a, b)
   if a.tensors ~= b.tensors then return fmt("the recipe's state held %d tensors before validation and %d after", a.tensors, b.tensors) end
   if a.sum ~= b.sum then return "tensors of the recipe's state changed values" end
-  if a.versions ~= b.versions then return "parameters were written in place (and restored)" end
+  local why = M.moved(a.picture, b.picture)
+  if why then return why .. ", or tensors were written in place (and restored)" end
+end
+
+-- ---- the library
+
+local sealed   -- {[table] = {name, copy (raw key -> value), metatable}}
+
+local function copy_of(t)
+  local c, n = {}, 0
+  for k, v in next, t do c[k] = v; n = n + 1 end
+  return c, n
+end
+
+-- the modules' tables and the tables reachable from their fields and metatables (tensors and other
+-- userdata not entered), as they are now
+function M.seal_library(names)
+  sealed = {}
+  local stack = {}
+  for name in next, names do
+    local m = package.loaded[name]
+    if type(m) == "table" then stack[#stack + 1] = {m, name} end
+  end
+  while #stack > 0 do
+    local t, name = stack[#stack][1], stack[#stack][2]
+    stack[#stack] = nil
+    if not sealed[t] and t ~= _G then
+      local c, n = copy_of(t)
+      local mt = getmetatable(t)
+      sealed[t] = {name = name, copy = c, n = n, mt = mt}
+      for k, v in next, t do
+        if type(v) == "table" then stack[#stack + 1] = {v, name .. "." .. tostring(k)} end
+      end
+      if type(mt) == "table" then stack[#stack + 1] = {mt, "getmetatable(" .. name .. ")"} end
+    end
+  end
+end
+
+-- the first change of a sealed library table, or nil (nil too when nothing was sealed)
+function M.library_changed()
+  if not sealed then return nil end
+  for t, s in next, sealed do
+    local n = 0
+    for k, v in next, t do
+      n = n + 1
+      if not rawequal(s.copy[k], v) then return fmt("%s.%s was changed", s.name, tostring(k)) end
+    end
+    if n ~= s.n then return fmt("a field of %s was removed", s.name) end
+    if not rawequal(getmetatable(t), s.mt) then return fmt("the metatable of %s was changed", s.name) end
+  end
 end
 
 return M

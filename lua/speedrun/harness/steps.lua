@@ -18,9 +18,10 @@ local cuda = require "speedrun.cuda"
 local rules = require "speedrun.harness.rules"
 
 local emit, fail = report.emit, report.fail
-local batch_sums, check_batch = rules.batch_sums, rules.check_batch
+local batch_sums, check_batch, check_library = rules.batch_sums, rules.check_batch, rules.check_library
 local now, sync = H.now, H.sync
 local compile_seconds = kernel_core.compile_seconds
+local setup_stats = cuda.setup_stats   -- captured: speedrun.cuda is a module recipes may load
 local is_tensor = sr.is_tensor
 local m_item = core.Tensor.methods.item
 local fmt = string.format
@@ -49,6 +50,7 @@ local function pause(clk)
   end
   clk.timing = false
   if es then fail("cuda_fault", es) end
+  check_library("where the clock stopped")   -- before any other code runs off the clock
 end
 
 -- the loss the step returned, as a number (nil when none); not finite: a `nan` failure
@@ -160,15 +162,15 @@ function M.train(run)
   run.wall0 = now()
   run.stepper.hold = function(on) if on then pause(clk) else resume(clk) end end
   if p.val_every then validation(run, 0, 0) end
-  local setup0 = cuda.setup_stats()
+  local setup0 = setup_stats()
   local setup = {}   -- what the first step and the whole warm-up spent on the engine's setup
   for step = 1, p.steps do
     local loss, observe = step_once(run, clk, step)
     done = step
     if step <= p.skip then   -- each warm-up step's time (observed: the clock paused after each)
       clk.steps[step], clk.warm_seen = (clk.warm - clk.warm_seen) * 1000, clk.warm
-      if step == 1 then setup.first_step = setup_delta(setup0, cuda.setup_stats()) end
-      if step == p.skip then setup.warmup = setup_delta(setup0, cuda.setup_stats()) end
+      if step == 1 then setup.first_step = setup_delta(setup0, setup_stats()) end
+      if step == p.skip then setup.warmup = setup_delta(setup0, setup_stats()) end
     end
     if p.time_budget and step < p.steps and budget_reached(p, clk, step) then
       if not observe then reported(run, clk, step, loss) end   -- the last step is in the log

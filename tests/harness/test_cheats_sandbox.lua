@@ -1,0 +1,79 @@
+-- Cheats against the sandbox and the rules of eval (found by a red-team pass, 2026-12-05), each a
+-- workspace of tests/harness/recipes/good.lua plus a cheat recipe, scored as an agent's workspace
+-- is (`speedrun score WS --task 1`, micro scale, CPU) next to an honest control that passes:
+--   out of the sandbox: a denied harness module loaded under another name (speedrun..harness.x),
+--     a workspace module loaded by the process's own require (./?.lua), the tensors' metatable
+--     changed (a __gc or __index hook that trains while the clock is stopped);
+--   state kept for or by eval: in a library table, in a coroutine, in Lua strings (an eval that
+--     remembers what it answered), and an eval that trains from scratch on every call (flagged);
+--   a peek hidden under the causality check's tolerance (an extra column of huge logits);
+--   a validation batch that leaves part of the task's validation tokens out.
+-- docs/harness.md "Threat model".
+local T = require "speedrun.testing"
+
+local C = dofile("harness/cheats_fixture.lua")("cheats_sandbox")
+local workspace, refused, score, read = C.workspace, C.refused, C.score, C.read
+
+T.case("a harness module under another name (speedrun..harness.supervise) -> a violation; honest control passes", function()
+  C.honest_passes()
+  local s = refused(workspace("alias", "cheat_alias"), "rejected", "require 'speedrun%.%.harness%.supervise'")
+  for _, r in ipairs(s.runs) do T.eq(r.status, "rejected", "run " .. r.seed) end
+end)
+
+T.case("a workspace module reached as speedrun.x through ./?.lua -> a violation, the clock untouched", function()
+  local ws = workspace("pathescape", "cheat_pathescape", {["speedrun/cheat_clock.lua"] = "cheat_pathescape_mod"})
+  refused(ws, "rejected", "require 'speedrun%.cheat_clock'")
+end)
+
+T.case("library modules outside the recipes' list (json, data, tokenizer, process) -> violations", function()
+  for _, m in ipairs {"speedrun.json", "speedrun.data", "speedrun.tokenizer", "speedrun.process", "speedrun.fuse"} do
+    local ws = workspace("lib-" .. m, "good")
+    C.write(ws .. "/recipe.lua", ("local m = require %q\nreturn dofile('good.lua')\n"):format(m))
+    refused(ws, "rejected", "require '" .. m:gsub("%.", "%%.") .. "'")
+  end
+end)
+
+T.case("the tensors' metatable is out of reach: no __gc or __index hook off the clock", function()
+  for _, name in ipairs {"cheat_tensorgc", "cheat_indexhook"} do
+    local _, text = refused(workspace(name, name), "lua_error", "the tensors' metatable is out of reach: speedrun%.Tensor")
+    T.ok(not text:find("[cheat] hook trained", 1, true) and not text:find("trained in the __index hook", 1, true), text)
+  end
+end)
+
+T.case("state for eval in a library table -> rejected (the library's tables are read-only)", function()
+  refused(workspace("evalhidden", "cheat_evalhidden"), "rejected", "changed the speedrun library %(speedrun%.__hidden")
+end)
+
+T.case("state in a coroutine's locals, a memory of eval's answers -> rejected (eval changed the recipe's state)", function()
+  refused(workspace("evalcoroutine", "cheat_evalcoroutine"), "rejected", "eval changed the recipe's state")
+  refused(workspace("memopeek", "cheat_memopeek"), "rejected", "eval changed the recipe's state")
+end)
+
+T.case("an eval that trains on every call (stateless, causal) -> flagged by its time per token", function()
+  local rc, text, s = score(workspace("evalrecompute", "cheat_evalrecompute"))
+  T.eq(rc, 1, text)
+  T.eq(s.verdict, "flagged", text)
+  T.ok(text:find("the final validation spent %d+x the training's time per token"), text)
+end)
+
+T.case("a peek inside the logits' tolerance (an extra column of -1e5) -> rejected by the tokens' losses", function()
+  local s = refused(workspace("amaxpeek", "cheat_amaxpeek"), "rejected", "non%-causal")
+  local r = s.runs[1]
+  T.ok(r.failure.message:find("earlier tokens' losses by up to"), r.failure.message)
+end)
+
+T.case("a validation batch that does not divide the task's validation tokens -> a contract error", function()
+  refused(workspace("valbatch", "cheat_valbatch"), "lua_error", "does not divide the 512 validation tokens")
+end)
+
+T.case("docs/harness.md's threat model names this test and every cheat recipe it scores", function()
+  local tm = read("../docs/harness.md"):match("\n## Threat model\n(.*)$")
+  T.ok(tm and tm:find("test_cheats_sandbox.lua", 1, true), "the test named in the threat model")
+  for _, name in ipairs {"cheat_alias", "cheat_pathescape", "cheat_tensorgc", "cheat_indexhook", "cheat_evalhidden",
+                         "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch"} do
+    T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
+    T.ok(tm:find(name, 1, true), name .. " named in the threat model")
+  end
+end)
+
+T.done()
