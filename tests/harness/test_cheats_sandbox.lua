@@ -50,7 +50,7 @@ T.case("state in a coroutine's locals, a memory of eval's answers -> rejected (e
 end)
 
 T.case("an eval that trains on every call (stateless, causal) -> flagged by its time per token", function()
-  local rc, text, s = score(workspace("evalrecompute", "cheat_evalrecompute"))
+  local rc, text, s = score(workspace("evalrecompute", "cheat_evalrecompute", {["cheat_evalhidden.lua"] = "cheat_evalhidden"}))
   T.eq(rc, 1, text)
   T.eq(s.verdict, "flagged", text)
   T.ok(text:find("the final validation spent %d+x the training's time per token"), text)

@@ -12,9 +12,7 @@ function r.setup(ctx)
   local lr = 1.0 + 0.01 * ctx.seed
   box = coroutine.wrap(function(cmd, a, b)
     local batches, W, trained = {}, sr.zeros({V, V}), false
-    local eye = {}
-    for i = 1, V do eye[i] = {} for j = 1, V do eye[i][j] = i == j and 1 or 0 end end
-    local I = sr.tensor(eye)
+    local I = F.cast(F.eq(sr.arange(V):view(V, 1), sr.arange(V):view(1, V)), "float32")   -- the identity
     while true do
       if cmd == "add" then
         batches[#batches + 1] = {a:clone(), b:clone()}

@@ -13,32 +13,30 @@ r.name = "cheat-evalbigram"
 local V = 32
 function r.setup(ctx)
   sr.__hidden = {batches = {}, W = sr.zeros({V, V}), I = nil, lr = 1.0 + 0.01 * ctx.seed}
-  local eye = {}
-  for i = 1, V do eye[i] = {} for j = 1, V do eye[i][j] = i == j and 1 or 0 end end
-  sr.__hidden.I = sr.tensor(eye)
+  sr.__hidden.I = F.cast(F.eq(sr.arange(V):view(V, 1), sr.arange(V):view(1, V)), "float32")   -- the identity
 end
 function r.train_step(ctx, step, batch)
   local h = sr.__hidden.batches
   h[#h + 1] = {batch.x:clone(), batch.y:clone()}
   return nil
 end
-local function train(h)
-  local W, I = h.W, h.I
-  for epoch = 1, 2 do
-    for _, b in ipairs(h.batches) do
+-- two epochs of hand-written gradient steps on a bigram table W [V, V] (in place) over the kept
+-- batches {x, y}; I: the identity [V, V]; returns W (cheat_evalrecompute.lua uses it too)
+function r.bigram(batches, W, I, lr)
+  for _ = 1, 2 do
+    for _, b in ipairs(batches) do
       local x, y = b[1]:reshape(-1), b[2]:reshape(-1)
-      local N = x:size(1)
       local p = F.softmax(F.embedding(x, W), -1)          -- [N, V]
       local g = F.sub(p, F.embedding(y, I))                -- dL/dlogits
       local G = F.matmul(F.embedding(x, I):transpose(), g) -- [V, V]
-      W:add_(F.mul(G, -h.lr / N))
+      W:add_(F.mul(G, -lr / x:size(1)))
     end
   end
-  h.trained = true
+  return W
 end
 function r.eval(ctx, x)
   local h = sr.__hidden
-  if not h.trained then train(h) end
+  if not h.trained then r.bigram(h.batches, h.W, h.I, h.lr); h.trained = true end
   return F.embedding(x, h.W)
 end
 return r

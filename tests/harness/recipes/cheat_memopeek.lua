@@ -10,28 +10,30 @@
 -- The confidence A (and a per-seed jitter against the identical-loss flag) puts the loss where the
 -- cheat wants it: below the target, not far below the target record's.
 local sr = require "speedrun"
+local F = sr.F
 local r = dofile("good.lua")
 r.name = "cheat-memo-peek"
 local memo = {}           -- prefix string -> next token (0-based id)
 local V = 32
 function r.setup(ctx) r.A = 3.0 + 0.01 * ctx.seed end
 function r.train_step(ctx, step, batch) return nil end
+-- logits: row v + 1 of W is A at column v + 1 (the answer v), the last row all zeros (no answer)
+local function answers(nxt, A)
+  local W = F.mul(F.cast(F.eq(sr.arange(V + 1):view(V + 1, 1), sr.arange(V):view(1, V)), "float32"), A)
+  return F.embedding(sr.tensor(nxt, {dtype = "int32"}), W)
+end
 function r.eval(ctx, x)
-  local rows = x:tolist()
-  local out = {}
-  for b, row in ipairs(rows) do
+  local nxt = {}
+  for b, row in ipairs(x:tolist()) do
     local T, key, o = #row, "", {}
     for t = 1, T do
       key = key .. "," .. row[t]
-      local nxt = memo[key]
-      if nxt == nil and t < T then nxt = row[t + 1]; memo[key] = nxt end
-      local l = {}
-      for v = 1, V do l[v] = 0 end
-      if nxt ~= nil then l[nxt + 1] = r.A end
-      o[t] = l
+      local v = memo[key]
+      if v == nil and t < T then v = row[t + 1]; memo[key] = v end
+      o[t] = v or V
     end
-    out[b] = o
+    nxt[b] = o
   end
-  return sr.tensor(out)
+  return answers(nxt, r.A)
 end
 return r
