@@ -38,7 +38,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
-#include "lua/lsr.h"         /* defines: luaopen_speedrun_cuda */
+#include "lua/lsr.h"         /* defines: luaopen_speedrun_cuda, sr_eval_guard */
 #include "core/tensor.h"      /* defines: sr_cuda_available, sr_cuda_backend */
 #ifdef SPEEDRUN_CUDA
 #include "cuda/backend.h"  /* defines: sr_cuda_graph_begin, sr_cuda_peak_bytes */
@@ -238,6 +238,7 @@ static int c_graph(lua_State *L) {
 /* g:replay() -> the step's results */
 static int g_replay(lua_State *L) {
   graph_box *b = check_graph(L);
+  sr_eval_guard(L, "a CUDA graph replay");   /* captured work writes memory the dispatcher never sees */
   lua_getiuservalue(L, 1, 1);
   int uv = lua_gettop(L);
   if (!b->g) {
@@ -289,6 +290,7 @@ static int g_snapshot(lua_State *L) {
 
 static int g_restore(lua_State *L) {
   graph_box *b = check_graph(L);
+  sr_eval_guard(L, "a CUDA graph restore");
   if (!b->g) return luaL_error(L, "cuda graph: no captured graph to restore");
 #ifdef SPEEDRUN_CUDA
   const char *e = sr_cuda_graph_restore(b->g);

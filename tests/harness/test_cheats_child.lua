@@ -12,7 +12,7 @@ local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
 
 local CHEATS = {"cheat_probeshape", "cheat_probecount", "cheat_probepos", "cheat_probedtype", "cheat_warmup", "cheat_evaltrain",
-                "cheat_evalstep", "cheat_evalview", "cheat_gc"}
+                "cheat_evalstep", "cheat_evalview", "cheat_gc", "cheat_evalgraph"}
 local W = T.workspace("cheats-child", {"good", table.unpack(CHEATS)})
 local tmp, ws, speedrun = W.tmp, W.ws, W.run
 local sh = T.shell_quote
@@ -53,6 +53,10 @@ end)
 
 T.case("class 3: parameters changed inside eval through detached views -> rejected (state digest)", function()
   rejected("cheat_evalview", "eval changed the recipe's state")
+end)
+
+T.case("class 3: a CUDA graph replayed inside eval (its eager fallback on the CPU) -> rejected", function()
+  rejected("cheat_evalgraph", "a CUDA graph replay inside eval")
 end)
 
 T.case("class 3: a finalizer (__gc) set by the recipe -> rejected", function()
