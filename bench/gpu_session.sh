@@ -245,8 +245,10 @@ print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", 
                 --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
                 > "$LOG/pilot-$tag-$r-$n-$s.log" 2>&1 &
             done; wait
-            echo "$dd $r $n steps: $(cat "$LOG"/pilot-$tag-$r-$n-*.log | grep -oE 'val_loss [0-9.]+|validation loss [0-9.]+' | tr '\n' ' ')" \
-              "eval/train time per token: $(for s in 1 2 3; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metrics"]; print(round(m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"]),2))' "/tmp/pilot/$tag-$r-$n-$s/results.json" 2>/dev/null; done | tr '\n' ' ')"
+            # each seed: its final validation loss, and eval's time per token over training's
+            echo "$dd $r $n steps: $(for s in 1 2 3; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metrics"]
+print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"])))' \
+              "/tmp/pilot/$tag-$r-$n-$s/results.json" 2>&1 | tail -1; done | tr '\n' ' ')"
           done
         done
       done; finish ;;
