@@ -144,6 +144,8 @@ def main():
             if len(losses) == a.accum:   # step 2's first backward: step 1 is done
                 torch.cuda.synchronize()
                 times["first_step"] = seconds_since_start()
+                if cache and not cache_loaded:   # step 1 compiled the training graphs: kept now, before
+                    save_cache(cache)            # the timed steps (11+), so a run cut later still brings them back
             if len(losses) == 10 * a.accum:
                 torch.cuda.synchronize()
                 times["start"] = time.time()
@@ -160,7 +162,7 @@ def main():
         pass
     finally:
         torch.Tensor.backward = real_backward
-    if cache and not cache_loaded:
+    if cache and not cache_loaded:   # again: the validation's graphs and any recompile since step 2
         save_cache(cache)
     if not loaded:
         sys.exit("torch_side.py: the script never reached the weight-loading point")
@@ -196,8 +198,10 @@ def mega_cache_path(record):
     the run (when none were loaded) xz-compressed in parts of at most 15 MiB, DIR/record_N.bin.xz.00,
     .01, ...: they come back from a device call and can be carried to the next (folder
     FID_COMPILE_CACHE_FROM, e.g. runs/cc), where they are loaded before the script compiles: a fresh
-    machine (every device session starts one) then skips most of a 2-6 minute cold compile. The
-    timed steps (11-50) come after every compile either way, so tokens/s does not depend on it."""
+    machine (every device session starts one) then skips most of a 2-6 minute cold compile. They are
+    written once step 1 is done (its compiles: a run cut by a time limit after that still leaves
+    them; record 12's cold run outlasted 430 s on the H200, 2026-12-05) and again after the run. The
+    timed steps (11-50) come after both compiles and the first write, so tokens/s does not depend on it."""
     d = os.environ.get("FID_COMPILE_CACHE")
     return os.path.join(d, f"record_{record}.bin") if d else None
 
