@@ -66,6 +66,12 @@ T.case("a validation batch that does not divide the task's validation tokens -> 
   refused(workspace("valbatch", "cheat_valbatch"), "lua_error", "does not divide the 512 validation tokens")
 end)
 
+T.case("honest: a custom op registered with speedrun.kernel.op (the library's registry of ops) passes", function()
+  local rc, text, s = score(workspace("kernelop", "kernelop"))
+  T.eq(rc, 0, text)
+  T.eq(s.verdict, "pass", text)
+end)
+
 T.case("docs/harness.md's threat model names this test and every cheat recipe it scores", function()
   local tm = read("../docs/harness.md"):match("\n## Threat model\n(.*)$")
   T.ok(tm and tm:find("test_cheats_sandbox.lua", 1, true), "the test named in the threat model")

@@ -31,7 +31,8 @@ local load_recipe, check_schedule, plan_of, summary = recipes.load, recipes.chec
 local read_file = recipes.read_file
 local new_rules, new_stepper, train = rules.new, graph.new, steps.train
 local data_loader, val_loader = data.loader, data.val_loader
-local sandbox_install, sandbox_env = sandbox.install, sandbox.env
+local sandbox_install, sandbox_env, recipe_tables = sandbox.install, sandbox.env, sandbox.recipe_tables
+local unpack = table.unpack
 local now, sync = H.now, H.sync
 local decode = json.decode
 local manual_seed = sr.manual_seed
@@ -167,7 +168,8 @@ local function run(job, R)
   local ctx = setup(job, recipe, p, R)
   rules.check_library("after setup")
   emit {ev = "ready"}   -- the model and optimizer built (the parent stamps the wall clock)
-  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted, job.restricted and {ctx, recipe} or nil)
+  local roots = job.restricted and {ctx, recipe, unpack(recipe_tables())} or nil   -- the recipe's state
+  local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted, roots)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
@@ -176,7 +178,7 @@ local function run(job, R)
   local warm
   t.ms, warm, t.done, t.by_budget = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
   R.metrics = metrics(p, t, R.setup_time_ms, warm)
-  finish(p, rules_, R, t, is_cuda, job.restricted and {ctx, recipe} or nil)
+  finish(p, rules_, R, t, is_cuda, roots)
 end
 
 -- the internal command `speedrun _child JOBFILE` (host/harness.c): runs the job, reports

@@ -198,9 +198,9 @@ function Rules:checks()
     tested[#tested + 1] = i
     local xp, limits, positions = perturbed(x, self.device)
     if xp then
-      local moved = self:eval(xp)
+      local answer = self:eval(xp)
       local yd = self:targets(y)
-      local cd, amax, ld = causal_diff(base, moved, limits, yd)
+      local cd, amax, ld = causal_diff(base, answer, limits, yd)
       self:forget(yd)
       if not cd then   -- amax: what differed
         fail("rejected", fmt("eval answered validation chunk %d with %s once a later token was changed (eval must treat every call alike)", i, amax))

@@ -127,8 +127,10 @@ local function copy_of(t)
 end
 
 -- the modules' tables and the tables reachable from their fields and metatables (tensors and other
--- userdata not entered), as they are now
-function M.seal_library(names)
+-- userdata not entered), as they are now; open: tables the library fills for the recipe (the
+-- registry of kernel ops, speedrun.kernel.ops), left unsealed: the harness walks them as the
+-- recipe's state instead (child.lua's roots)
+function M.seal_library(names, open)
   sealed = {}
   local stack = {}
   for name in next, names do
@@ -138,7 +140,7 @@ function M.seal_library(names)
   while #stack > 0 do
     local t, name = stack[#stack][1], stack[#stack][2]
     stack[#stack] = nil
-    if not sealed[t] and t ~= _G then
+    if not sealed[t] and t ~= _G and not (open and open[t]) then
       local c, n = copy_of(t)
       local mt = getmetatable(t)
       sealed[t] = {name = name, copy = c, n = n, mt = mt}
