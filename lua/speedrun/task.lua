@@ -178,15 +178,21 @@ training time is measured by the host around every step (device-synchronised), a
 loss is computed by the host from your `eval`'s logits on tokens your recipe never sees in
 training. Scored runs run in a restricted environment: no `os.execute`, `io.popen`, C modules or
 `debug`; files may be read only inside this folder (never the data folder or `runs/`) and written
-only in `ctx.out_dir`; `require` loads only the speedrun library and your own modules here.
+only in `ctx.out_dir`; `require` loads only the library's recipe modules (`speedrun`, `.core`, `.nn`,
+`.optim`, `.autograd`, `.gpt`, `.kernel`, `.cuda`, `.profile`, `.attention`, `.util`) and your own
+modules here; the library's tables are read-only (write your own functions instead of replacing
+the library's).
 
 ${rules}
 
 Rejected (status `rejected`, never a pass): a sandbox violation (even if caught), a non-causal
-`eval` (later tokens moving earlier logits), a stateful `eval` (learning from validation inputs,
-changing the model, calling backward or an optimizer), a modified batch, a train time above the
-wall time, links to the data or to earlier runs. A score with runs whose losses are bitwise
-identical across seeds, or far below the target record's, is `flagged` for a person to look at.
+`eval` (later tokens moving earlier logits or their tokens' losses), a stateful `eval` (anything
+reachable from `ctx` or your recipe changed by an eval call, even restored later: learning from
+validation inputs, counting calls, changing the model, calling backward, an optimizer or a CUDA
+graph replay), a modified batch, a train time above the wall time, links to the data or to
+earlier runs. A score with runs whose losses are bitwise identical across seeds, far below the
+target record's, or whose validation costs more than 25x the training's time per token, is
+`flagged` for a person to look at.
 ]==]
 
 -- INSTRUCTIONS.md for task t of manifest m, the workspace dir and the hint level (or nil)
