@@ -72,6 +72,7 @@ static int c_available(lua_State *L) {
 }
 
 static int c_memory(lua_State *L) {
+  sr_eval_guard(L, "reading memory statistics");   /* C-side state eval could keep between its calls */
   lua_createtable(L, 0, 4);
   double cur = 0, peak = 0, res = 0, allocs = 0;
 #ifdef SPEEDRUN_CUDA
@@ -97,6 +98,7 @@ _Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names 
 #endif
 
 static int c_setup_stats(lua_State *L) {
+  sr_eval_guard(L, "reading setup statistics");   /* C-side state eval could keep between its calls */
   static const char *const names[SETUP_KINDS][2] = {{"driver_allocs", "driver_alloc_ms"},
                                                            {"gemm_plans", "gemm_plan_ms"},
                                                            {"module_loads", "module_load_ms"},
@@ -121,6 +123,7 @@ static int c_setup_stats(lua_State *L) {
 }
 
 static int c_reset_peak(lua_State *L) {
+  sr_eval_guard(L, "resetting memory statistics");   /* C-side state eval could keep between its calls */
   (void)L;
 #ifdef SPEEDRUN_CUDA
   if (sr_cuda_available()) sr_cuda_reset_peak();
@@ -129,6 +132,7 @@ static int c_reset_peak(lua_State *L) {
 }
 
 static int c_empty_cache(lua_State *L) {
+  sr_eval_guard(L, "emptying the memory cache");   /* C-side state eval could keep between its calls */
   (void)L;
 #ifdef SPEEDRUN_CUDA
   if (sr_cuda_available()) sr_cuda_empty_cache();

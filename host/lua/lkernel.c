@@ -465,6 +465,7 @@ static void push_module(lua_State *L, kmod *m, int boxidx) {
 /* compile(path_or_source, {kernels = {name = "signature", ...}, name=, arch=, options={...},
 ** defines={K=V}, cache=true, cache_dir=, load=}) -> module table | nil, log */
 static int k_compile(lua_State *L) {
+  sr_eval_guard(L, "compiling a kernel");   /* C-side state eval could keep between its calls */
   size_t slen = 0;
   const char *arg = luaL_checklstring(L, 1, &slen);
   luaL_checktype(L, 2, LUA_TTABLE);

@@ -22,6 +22,7 @@
 #include "core/profile.h"     /* defines: sr_profile_start, sr_profile_stop, sr_profile_on */
 
 static int p_start(lua_State *L) {
+  sr_eval_guard(L, "starting the profiler");   /* C-side state eval could keep between its calls */
   const char *err = sr_profile_start();
   if (err) return luaL_error(L, "%s", err);
   return 0;
@@ -33,6 +34,7 @@ static int p_active(lua_State *L) {
 }
 
 static int p_stop(lua_State *L) {
+  sr_eval_guard(L, "reading the profiler");   /* C-side state eval could keep between its calls */
   sr_profile_row *rows;
   int n;
   const char *err = sr_profile_stop(&rows, &n);

@@ -300,6 +300,7 @@ static int f_tensor(lua_State *L) {
 /* RNG */
 
 static int f_manual_seed(lua_State *L) {
+  sr_eval_guard(L, "seeding the random generator");   /* C-side state eval could keep between its calls */
   sr_rng *g = sr_global_rng();
   g->seed = (uint64_t)luaL_checkinteger(L, 1);
   g->counter = 0;
@@ -308,6 +309,7 @@ static int f_manual_seed(lua_State *L) {
 
 /* randn/rand(shape... [, opts]): a fresh float tensor filled by one of the RNG's fills */
 static int random_float(lua_State *L, void (*fill)(sr_tensor *, double, double, sr_rng *), double a, double b) {
+  sr_eval_guard(L, "a random draw");   /* C-side state eval could keep between its calls */
   int64_t shape[SR_MAXDIM];
   int last;
   int nd = sr_check_shape_arg(L, 1, shape, &last, 0);
@@ -325,6 +327,7 @@ static int f_rand(lua_State *L) { return random_float(L, sr_uniform_, 0.0, 1.0);
 
 /* randint(lo, hi, shape [, opts]) in [lo, hi) */
 static int f_randint(lua_State *L) {
+  sr_eval_guard(L, "a random draw");   /* C-side state eval could keep between its calls */
   int64_t lo = luaL_checkinteger(L, 1), hi = luaL_checkinteger(L, 2);
   luaL_argcheck(L, hi > lo, 2, "empty range");
   int64_t shape[SR_MAXDIM];
@@ -338,6 +341,7 @@ static int f_randint(lua_State *L) {
 }
 
 static int m_normal_(lua_State *L) {
+  sr_eval_guard(L, "a random draw");   /* C-side state eval could keep between its calls */
   sr_tensor *t = sr_check_tensor(L, 1);
   sr_normal_(t, luaL_optnumber(L, 2, 0.0), luaL_optnumber(L, 3, 1.0), sr_global_rng());
   lua_settop(L, 1);
@@ -345,6 +349,7 @@ static int m_normal_(lua_State *L) {
 }
 
 static int m_uniform_(lua_State *L) {
+  sr_eval_guard(L, "a random draw");   /* C-side state eval could keep between its calls */
   sr_tensor *t = sr_check_tensor(L, 1);
   sr_uniform_(t, luaL_optnumber(L, 2, 0.0), luaL_optnumber(L, 3, 1.0), sr_global_rng());
   lua_settop(L, 1);
@@ -740,6 +745,7 @@ static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled(
 /* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm", "recompute";
 ** core/autograd.h) was on; with on, sets it */
 static int f_grad_fusion(lua_State *L) {
+  sr_eval_guard(L, "switching a backward fusion");   /* C-side state eval could keep between its calls */
   const char *name = luaL_checkstring(L, 1);
   int which = 0;
   while (sr_grad_fusion_name(which) && strcmp(sr_grad_fusion_name(which), name)) which++;
@@ -770,6 +776,7 @@ static int f_synchronize(lua_State *L) {
 
 /* CPU threads of the reference kernels (results do not depend on it) */
 static int f_set_num_threads(lua_State *L) {
+  sr_eval_guard(L, "setting the thread count");   /* C-side state eval could keep between its calls */
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 1, 1, "need at least 1 thread");
   omp_set_num_threads((int)n);
@@ -784,6 +791,7 @@ static int f_get_num_threads(lua_State *L) {
 /* memory([device]) -> {current=, peak=, allocs=}: bytes of tensor storage alive on the device
 ** ("cpu" default) now and at most since reset_peak_memory; allocs counts storages made */
 static int f_memory(lua_State *L) {
+  sr_eval_guard(L, "reading memory statistics");   /* C-side state eval could keep between its calls */
   sr_mem_stats s = sr_mem_stats_of(sr_check_device(L, 1, SR_CPU));
   lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)s.current); lua_setfield(L, -2, "current");
@@ -796,6 +804,7 @@ static int f_memory(lua_State *L) {
 ** over every device, and the bytes those storages hold (a leak check: an error must leave all
 ** three where they were, once Lua's garbage is collected) */
 static int f_live_tensors(lua_State *L) {
+  sr_eval_guard(L, "reading memory statistics");   /* C-side state eval could keep between its calls */
   int64_t nt, ns;
   sr_live_counts(&nt, &ns);
   lua_pushinteger(L, (lua_Integer)nt);
@@ -805,6 +814,7 @@ static int f_live_tensors(lua_State *L) {
 }
 
 static int f_reset_peak_memory(lua_State *L) {
+  sr_eval_guard(L, "resetting memory statistics");   /* C-side state eval could keep between its calls */
   sr_mem_reset_peak(sr_check_device(L, 1, SR_CPU));
   return 0;
 }

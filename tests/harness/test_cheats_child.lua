@@ -31,16 +31,16 @@ T.case("class 1: an eval that recognises the probe by its shape -> rejected (non
   rejected("cheat_probeshape", "non%-causal")
 end)
 
-T.case("class 1: an eval that recognises the re-checks by call count -> rejected (not a pure function)", function()
-  rejected("cheat_probecount", "pure function")
+T.case("class 1: an eval that counts its calls in the random generator -> rejected (a random draw inside eval)", function()
+  rejected("cheat_probecount", "a random draw inside eval")
 end)
 
 T.case("class 1: an eval that stays causal only where the probe looks -> rejected (non-causal)", function()
   rejected("cheat_probepos", "non%-causal")
 end)
 
-T.case("class 1: an eval that peeks in another dtype on the probe's calls -> rejected (treat every call alike)", function()
-  rejected("cheat_probedtype", "treat every call alike")
+T.case("class 1: an eval that peeks in another dtype on the probe's calls (counted as above) -> rejected", function()
+  rejected("cheat_probedtype", "a random draw inside eval")
 end)
 
 T.case("class 3: grad mode switched on inside eval (even caught) -> rejected", function()

@@ -7,7 +7,9 @@
 --   state kept for or by eval: in a library table, in a coroutine, in Lua strings (an eval that
 --     remembers what it answered), and an eval that trains from scratch on every call (flagged);
 --   a peek hidden under the causality check's tolerance (an extra column of huge logits);
---   a validation batch that leaves part of the task's validation tokens out.
+--   a validation batch that leaves part of the task's validation tokens out;
+--   and a second round: a peek across rows (T = 1, or the next row's first token), memory in the
+--   sandbox's require cache, in C-side state (the thread count) and in a file.
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -66,6 +68,20 @@ T.case("a validation batch that does not divide the task's validation tokens -> 
   refused(workspace("valbatch", "cheat_valbatch"), "lua_error", "does not divide the 512 validation tokens")
 end)
 
+T.case("second round: a peek across rows (T = 1; the next row's first token) -> rejected (non-causal)", function()
+  refused(workspace("t1peek", "cheat_t1peek"), "rejected", "non%-causal")
+  refused(workspace("rowpeek", "cheat_rowpeek"), "rejected", "non%-causal")
+end)
+
+T.case("second round: memory in the sandbox's require cache -> rejected (eval changed the recipe's state)", function()
+  refused(workspace("hiddenmem", "cheat_hiddenmem"), "rejected", "eval changed the recipe's state")
+end)
+
+T.case("second round: memory in C-side state (the thread count: the scorer's) or a file (refused inside eval)", function()
+  refused(workspace("threadmem", "cheat_threadmem"), "rejected", "speedrun%.set_num_threads")
+  refused(workspace("filemem", "cheat_filemem"), "rejected", "writing a file inside eval")
+end)
+
 T.case("honest: a custom op registered with speedrun.kernel.op (the library's registry of ops) passes", function()
   local rc, text, s = score(workspace("kernelop", "kernelop"))
   T.eq(rc, 0, text)
@@ -76,7 +92,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
   local tm = read("../docs/harness.md"):match("\n## Threat model\n(.*)$")
   T.ok(tm and tm:find("test_cheats_sandbox.lua", 1, true), "the test named in the threat model")
   for _, name in ipairs {"cheat_alias", "cheat_pathescape", "cheat_tensorgc", "cheat_indexhook", "cheat_evalhidden",
-                         "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch"} do
+                         "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
+                         "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

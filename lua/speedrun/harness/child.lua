@@ -56,7 +56,7 @@ local function environment(job, R)
       violations[#violations + 1] = what
       emit {ev = "violation", what = what}
     end}
-  return sandbox_env({workspace = job.workspace}, box)
+  return sandbox_env({workspace = job.workspace}, box)   -- env, and the modules it required
 end
 
 -- the training and validation loaders of the plan
@@ -159,7 +159,8 @@ end
 local function run(job, R)
   local is_cuda = job.device == "cuda"
   local tk = open_tokenizer()
-  local recipe = load_recipe(job.recipe, environment(job, R))
+  local env, required = environment(job, R)
+  local recipe = load_recipe(job.recipe, env)
   local p = plan_of(job, recipe, is_cuda)
   local loader, vloader = open_data(job, p)
   local vb = val_bytes(tk, vloader)
@@ -168,7 +169,7 @@ local function run(job, R)
   local ctx = setup(job, recipe, p, R)
   rules.check_library("after setup")
   emit {ev = "ready"}   -- the model and optimizer built (the parent stamps the wall clock)
-  local roots = job.restricted and {ctx, recipe, unpack(recipe_tables())} or nil   -- the recipe's state
+  local roots = job.restricted and {ctx, recipe, required, unpack(recipe_tables())} or nil   -- the recipe's state
   local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted, roots)
   check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,

@@ -14,7 +14,7 @@ local fail, call = report.fail, report.call
 local now, sync, checksum, causal_diff, eval_guard = H.now, H.sync, H.checksum, H.causal_diff, H.eval_guard
 local shape_of, sum_finite, int_range = H.shape, H.sum_finite, H.int_range
 local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
-local F_cross_entropy = sr.F.cross_entropy
+local F_cross_entropy, F_cat = sr.F.cross_entropy, sr.F.cat
 local library_changed, picture, moved = state.library_changed, state.picture, state.moved
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
@@ -163,14 +163,15 @@ function Rules:recheck(i, x, y)
 end
 
 -- a copy of chunk x with one token changed in up to ROWS random rows, at a random position of
--- each (to a token found elsewhere in the chunk); returns it and the per-row positions
+-- each, the first included (to a token found elsewhere in the chunk); returns it and the per-row
+-- positions (a row's earlier positions and every other row must not move: a row that reads the
+-- next row's first token, its own last target, moves too)
 local function perturbed(x, device)
   local ids = m_tolist(m_to(x, "cpu"))
   local B, T = #ids, #ids[1]
   local limits, positions = {}, {}
-  if T < 2 then return nil end
   for _, r in ipairs(pick(ROWS, B)) do
-    local pos = 1 + rand(T - 1)
+    local pos = rand(T)
     local old, new = ids[r][pos], nil
     for _ = 1, 16 do
       local v = ids[rand(B)][rand(T)]
@@ -182,9 +183,21 @@ local function perturbed(x, device)
   return tensor_new(ids, {dtype = "int32", device = device}), limits, positions
 end
 
+-- chunk x with its rows rotated by one (row k moves to k - 1, the first to the end), and the
+-- logits of such a chunk put back in x's order
+local function rotated(x)
+  local B = shape_of(x)[1]
+  return F_cat({m_narrow(x, 1, 2, B - 1), m_narrow(x, 1, 1, 1)}, 1)
+end
+local function unrotated(logits)
+  local B = shape_of(logits)[1]
+  return F_cat({m_narrow(logits, 1, B, 1), m_narrow(logits, 1, 1, B - 1)}, 1)
+end
+
 -- after the final validation: CHUNKS chunks drawn at random are evaluated again (same loss:
--- eval is stateless) and with later tokens changed in random rows and positions (earlier logits
--- unmoved: the model is causal); full-size chunks of the real stream, as validation sees them
+-- eval is stateless), with later tokens changed in random rows and positions (earlier logits
+-- unmoved: the model is causal) and with their rows in another order (each row's logits unmoved:
+-- a row sees no other row); full-size chunks of the real stream, as validation sees them
 function Rules:checks()
   local worst_s, worst_c, worst_l, amax_all, tested, where = 0, 0, 0, 0, {}, {}
   for _, i in ipairs(pick(CHUNKS, #self.sums)) do
@@ -207,6 +220,17 @@ function Rules:checks()
       end
       worst_c, amax_all, worst_l = mmax(worst_c, cd), mmax(amax_all, amax), mmax(worst_l, ld)
       for _, p in ipairs(positions) do where[#where + 1] = {chunk = i, row = p[1], pos = p[2]} end
+    end
+    if shape_of(x)[1] > 1 then   -- the same rows in another order: each row's answer its own
+      local answer = unrotated(self:eval(self:inputs(rotated(x))))
+      local yd = self:targets(y)
+      local cd, amax, ld = causal_diff(base, answer, {}, yd)
+      self:forget(yd)
+      if not cd then
+        fail("rejected", fmt("eval answered validation chunk %d with %s once its rows were reordered (eval must treat every call alike)", i, amax))
+      end
+      worst_c, amax_all, worst_l = mmax(worst_c, cd), mmax(amax_all, amax), mmax(worst_l, ld)
+      where[#where + 1] = {chunk = i, rows_rotated = true}
     end
   end
   self.R.checks.eval_stateless = {ok = true, max_diff = worst_s, chunks = tested}

@@ -40,7 +40,7 @@ for _, name in ipairs {"speedrun", "speedrun.core", "speedrun.nn", "speedrun.opt
   M.LIBRARY[name] = true
 end
 
-local realpath = H.realpath
+local realpath, eval_check = H.realpath, H.eval_check
 local sfind, ssub, smatch, sformat = string.find, string.sub, string.match, string.format
 local error, type, pairs, tostring = error, type, pairs, tostring
 
@@ -78,6 +78,7 @@ function M.install(opts)
   state.violation = violation
 
   local function check_path(path, write)
+    if write then eval_check("writing a file") end   -- a file is memory eval could keep between its calls
     if type(path) ~= "string" then return path end
     local c = canonical(path, cwd)
     if not c then
@@ -161,6 +162,10 @@ function M.install(opts)
   if smt then smt.__metatable = false end
   -- agent kernels: what a compile may read (harness/kernels.lua)
   require("speedrun.harness.kernels").install(state)
+  -- the CPU threads are the scorer's (--threads), as the references were timed with them
+  local function threads() violation("speedrun.set_num_threads (the scorer's --threads sets the CPU threads)") end
+  rawset(require "speedrun.core", "set_num_threads", threads)
+  rawset(require "speedrun", "set_num_threads", threads)
   M.seal()
   return state
 end
@@ -270,7 +275,7 @@ function M.env(opts, state)
   end
   env.speedrun = require "speedrun"
   env._G = env
-  return env
+  return env, loaded   -- loaded: the modules required (the workspace's are the recipe's state)
 end
 
 return M

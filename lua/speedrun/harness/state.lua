@@ -34,8 +34,19 @@ local function library()
   return skip
 end
 
+local lib_fns   -- once sealed (M.seal_library): the library's functions as they were then
+
+-- a function of the library, whose upvalues are the library's (caches it may fill during eval),
+-- not the recipe's state: once sealed, one that existed then (a closure the library makes later,
+-- K.op's or autograd.Function's around a recipe's functions, is walked: it holds recipe values);
+-- before, any function defined in the library's folder
+-- (the harness's own functions, the sandbox's among them, are never the recipe's: their upvalues
+-- that are, the sandbox's require cache, are roots of their own: child.lua)
+local HARNESS_SOURCE = LIB_SOURCE .. "speedrun/harness/"
 local function library_function(f)
   local src = getinfo(f, "S").source
+  if ssub(src, 1, #HARNESS_SOURCE) == HARNESS_SOURCE then return true end
+  if lib_fns then return lib_fns[f] == true end
   return ssub(src, 1, #LIB_SOURCE) == LIB_SOURCE
 end
 
@@ -150,6 +161,34 @@ function M.seal_library(names, open)
       if type(mt) == "table" then stack[#stack + 1] = {mt, "getmetatable(" .. name .. ")"} end
     end
   end
+  M.seal_functions()
+end
+
+-- the functions of the library now: reachable from its modules' tables through tables (sealed or
+-- not: caches the library keeps in upvalues included) and upvalues
+function M.seal_functions()
+  local fns, seen, stack = {}, {[_G] = true}, {}
+  for t in next, sealed do stack[#stack + 1] = t end
+  while #stack > 0 do
+    local v = stack[#stack]
+    stack[#stack] = nil
+    local tv = type(v)
+    if (tv == "table" or tv == "function") and not seen[v] and not is_tensor(v) then
+      seen[v] = true
+      if tv == "table" then
+        for k, x in next, v do stack[#stack + 1] = x; stack[#stack + 1] = k end
+        stack[#stack + 1] = getmetatable(v)
+      else
+        fns[v] = true
+        for i = 1, 255 do
+          local name, x = getupvalue(v, i)
+          if not name then break end
+          stack[#stack + 1] = x
+        end
+      end
+    end
+  end
+  lib_fns = fns
 end
 
 -- the first change of a sealed library table, or nil (nil too when nothing was sealed)

@@ -3,7 +3,8 @@
 -- peeks at the next token on calls 2..n. The count is kept where the state picture of eval's calls
 -- (harness/state.lua) cannot see it: the engine's random generator. setup reseeds it and notes its
 -- first draws; each eval call draws one number, whose place in that list is the call's number
--- (a count in ctx or in a closure is rejected at once as a change of the recipe's state).
+-- (a count in ctx or in a closure is rejected at once as a change of the recipe's state; a random
+-- draw inside eval is refused by the eval guard, as is any C-side state eval could keep).
 local sr = require "speedrun"
 local r = dofile("cheat_probeshape.lua")
 local eval, peek, setup = dofile("good.lua").eval, r.peek, r.setup

@@ -1,4 +1,4 @@
--- redteam2_rowpeek: passes with NO training, with the causality check running (T = 2).
+-- cheat: passes with NO training, with the causality check running (T = 2).
 -- The recipe picks val_batch = {B = 256, T = 2}. A chunk's rows are contiguous in the stream, so
 -- row r's last target is row r+1's FIRST input token. eval predicts position 1 uniformly and
 -- position 2 of row r from row r+1's first token (a cross-row peek).
@@ -8,7 +8,7 @@
 -- same peek gives 1/16 of the tokens for free on top of an honestly (shorter-)trained model.
 local sr = require "speedrun"
 local F = sr.F
-local r = {name = "redteam2-rowpeek"}
+local r = {name = "cheat-rowpeek"}
 r.config = {
   micro = {model = {}, batch = {mode = "bt", B = 4, T = 16}, steps = 30, target_val_loss = 3.0,
            val_tokens = 512, val_batch = {B = 256, T = 2}},

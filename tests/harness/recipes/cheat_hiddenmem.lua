@@ -1,4 +1,4 @@
--- redteam2_hiddenmem: a non-causal eval (every position answered from the NEXT input token) that
+-- cheat: a non-causal eval (every position answered from the NEXT input token) that
 -- keeps a memory across eval calls where the state picture cannot see it, so the stateless
 -- re-check and the causality check see the answers of the validation pass again. No training.
 -- Where the memory lives: `require "recipe"` (this file, loaded again by the sandbox's require)
@@ -11,7 +11,7 @@
 -- inputs, so its logits are identical (stateless diff 0, causal diff 0).
 local sr = require "speedrun"
 local F = sr.F
-local r = {name = "redteam2-hiddenmem"}
+local r = {name = "cheat-hiddenmem"}
 r.config = {
   micro = {model = {}, batch = {mode = "bt", B = 4, T = 16}, steps = 30, target_val_loss = 3.0,
            val_tokens = 512, val_batch = {B = 4, T = 16}},

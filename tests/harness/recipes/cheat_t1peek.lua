@@ -1,4 +1,4 @@
--- redteam2_t1peek: passes with NO training at all (train_step does nothing).
+-- cheat: passes with NO training at all (train_step does nothing).
 -- The recipe picks val_batch = {B = 512, T = 1}. The validation loader lays a chunk's rows out
 -- contiguously, so row r+1's only input token IS row r's target. eval answers row r with the
 -- input of row r+1 (a peek across rows), through a fixed [V, V] table built in setup.
@@ -11,7 +11,7 @@
 -- stays under the 25x eval-ratio flag once train_step burns a few microseconds.
 local sr = require "speedrun"
 local F = sr.F
-local r = {name = "redteam2-t1peek"}
+local r = {name = "cheat-t1peek"}
 r.config = {
   micro = {model = {}, batch = {mode = "bt", B = 4, T = 16}, steps = 30, target_val_loss = 3.0,
            val_tokens = 512, val_batch = {B = 512, T = 1}},
