@@ -14,7 +14,8 @@
 **     ([B, T] int32 targets) a third result: the largest change of a token's cross-entropy there,
 **     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
 **     widen it as it widens max |a|);
-**   eval_guard(on) / eval_check(what): the eval guard (below); shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
+**   eval_guard(on) / eval_check(what): the eval guard (below); zero_empty(on): speedrun.empty
+**     zeroes its memory (restricted runs); shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
 **     SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
 **   mkdir(p); self_exe(); source_dir(); build_info();
@@ -293,6 +294,12 @@ static int h_eval_check(lua_State *L) {
   return 0;
 }
 
+/* zero_empty(on): speedrun.empty zeroes its memory (the sandbox's, for restricted runs) */
+static int h_zero_empty(lua_State *L) {
+  sr_empty_zeroed(lua_toboolean(L, 1));
+  return 0;
+}
+
 static int h_eval_guard(lua_State *L) {
   bool on = lua_toboolean(L, 1);
   lua_pushinteger(L, guard_hits);
@@ -530,7 +537,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},

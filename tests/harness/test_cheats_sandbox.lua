@@ -9,7 +9,8 @@
 --   a peek hidden under the causality check's tolerance (an extra column of huge logits);
 --   a validation batch that leaves part of the task's validation tokens out;
 --   and a second round: a peek across rows (T = 1, or the next row's first token), memory in the
---   sandbox's require cache, in C-side state (the thread count) and in a file.
+--   sandbox's require cache, in C-side state (the thread count) and in a file; a third: validation
+--   tokens read back from freed host memory through speedrun.empty in setup.
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -82,6 +83,13 @@ T.case("second round: memory in C-side state (the thread count: the scorer's) or
   refused(workspace("filemem", "cheat_filemem"), "rejected", "writing a file inside eval")
 end)
 
+T.case("third round: validation tokens read from freed host memory through speedrun.empty -> zeros, no pass", function()
+  local rc, text, s = score(workspace("heappeek", "cheat_heappeek"))
+  T.eq(rc, 1, text)
+  T.ok(s.verdict ~= "pass" and s.verdict ~= "flagged", "verdict " .. tostring(s.verdict) .. "\n" .. text)
+  T.ok(s.summary.val_loss.mean > 3.0, "no tokens recovered: the loss of a uniform guess\n" .. text)
+end)
+
 T.case("honest: a custom op registered with speedrun.kernel.op (the library's registry of ops) passes", function()
   local rc, text, s = score(workspace("kernelop", "kernelop"))
   T.eq(rc, 0, text)
@@ -93,7 +101,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
   T.ok(tm and tm:find("test_cheats_sandbox.lua", 1, true), "the test named in the threat model")
   for _, name in ipairs {"cheat_alias", "cheat_pathescape", "cheat_tensorgc", "cheat_indexhook", "cheat_evalhidden",
                          "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
-                         "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem"} do
+                         "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
+                         "cheat_heappeek"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

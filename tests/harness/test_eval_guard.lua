@@ -1,8 +1,8 @@
 -- The eval guard (host/lua/lharness.c, switched on by harness/rules.lua around every eval call of
 -- a restricted run): each C function that changes the model or keeps state eval could carry
 -- between its calls raises "<what> inside eval" while the guard is on, is counted even when the
--- error is caught, and works as usual once the guard is off. docs/harness.md "Host-owned
--- measurement" (eval changes nothing).
+-- error is caught, and works as usual once the guard is off; and zero_empty, which keeps freed
+-- memory's contents from recipes. docs/harness.md "Host-owned measurement" (eval changes nothing).
 local T = require "speedrun.testing"
 local sr = require "speedrun"
 local H = require "speedrun.harness_core"
@@ -59,6 +59,19 @@ T.case("with the guard off the same functions work", function()
   g:replay()
   T.eq(t:tolist()[1], before + 1)
   H.eval_check("writing a file")   -- nothing: the guard is off
+end)
+
+T.case("zero_empty (restricted runs): speedrun.empty hands out zeros, never what freed storage held", function()
+  H.zero_empty(true)
+  local nonzero = 0
+  for _ = 1, 20 do
+    local a = sr.full({64}, 7, {dtype = "int32"})
+    a = nil
+    collectgarbage()
+    for _, v in ipairs(sr.empty({64}, {dtype = "int32"}):tolist()) do if v ~= 0 then nonzero = nonzero + 1 end end
+  end
+  H.zero_empty(false)
+  T.eq(nonzero, 0, "values other than zero in empty tensors")
 end)
 
 T.done()

@@ -39,6 +39,7 @@ local manual_seed = sr.manual_seed
 local load_tokenizer = tokenizer.load
 local xpcall, pcall, setmetatable, tostring = xpcall, pcall, setmetatable, tostring
 local LN2 = math.log(2)
+local m_zero = require("speedrun.core").Tensor.methods.zero_   -- captured before the sandbox seals
 
 local M = {}
 
@@ -98,9 +99,10 @@ local function val_bytes(tk, vloader)
   local bytes, specials = 0, 0
   vloader:reset()
   while true do
-    local _, y = vloader:next()
+    local x, y = vloader:next()
     if not y then break end
     local ok, b, sp = pcall(tk.count, tk.tok, y)
+    m_zero(x); m_zero(y)   -- freed host memory keeps what it held: no validation tokens left in it
     if not ok then vloader:reset(); return {reason = "the validation tokens are not GPT-2 ids: " .. tostring(b)} end
     bytes, specials = bytes + b, specials + sp
   end

@@ -162,6 +162,9 @@ function M.install(opts)
   if smt then smt.__metatable = false end
   -- agent kernels: what a compile may read (harness/kernels.lua)
   require("speedrun.harness.kernels").install(state)
+  -- no uninitialised memory for the recipe: what freed storage held (the validation batches the
+  -- harness counted before setup) must not reach it through speedrun.empty
+  H.zero_empty(true)
   -- the CPU threads are the scorer's (--threads), as the references were timed with them
   local function threads() violation("speedrun.set_num_threads (the scorer's --threads sets the CPU threads)") end
   rawset(require "speedrun.core", "set_num_threads", threads)
