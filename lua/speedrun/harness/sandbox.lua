@@ -214,8 +214,18 @@ function M.env(opts, state)
   local env = {}
   for _, k in ipairs {"assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget",
                       "rawlen", "rawset", "select", "setmetatable", "getmetatable", "tonumber", "tostring",
-                      "type", "xpcall", "_VERSION", "collectgarbage", "warn"} do
+                      "type", "xpcall", "_VERSION", "warn"} do
     env[k] = _G[k]
+  end
+  -- the collector: run, stepped or measured, never set (its mode and parameters are process-wide
+  -- state eval could keep between calls; a stopped collector moves the recipe's garbage off the clock)
+  local real_collect = collectgarbage
+  env.collectgarbage = function(opt, ...)
+    if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then
+      return real_collect(opt, ...)
+    end
+    if state then state.violation(sformat("collectgarbage(%q) (the collector's settings are the harness's)", tostring(opt))) end
+    return real_collect(opt, ...)
   end
   env.string = copy(string)
   env.string.dump = nil
