@@ -16,6 +16,7 @@ local T = require "speedrun.testing"
 
 local C = dofile("harness/cheats_fixture.lua")("cheats_sandbox")
 local workspace, refused, score, read = C.workspace, C.refused, C.score, C.read
+local PEEK = {["cheat_peekbase.lua"] = "cheat_peekbase"}   -- the peeking cheats' shared skeleton
 
 T.case("a harness module under another name (speedrun..harness.supervise) -> a violation; honest control passes", function()
   C.honest_passes()
@@ -70,17 +71,17 @@ T.case("a validation batch that does not divide the task's validation tokens -> 
 end)
 
 T.case("second round: a peek across rows (T = 1; the next row's first token) -> rejected (non-causal)", function()
-  refused(workspace("t1peek", "cheat_t1peek"), "rejected", "non%-causal")
-  refused(workspace("rowpeek", "cheat_rowpeek"), "rejected", "non%-causal")
+  refused(workspace("t1peek", "cheat_t1peek", PEEK), "rejected", "non%-causal")
+  refused(workspace("rowpeek", "cheat_rowpeek", PEEK), "rejected", "non%-causal")
 end)
 
 T.case("second round: memory in the sandbox's require cache -> rejected (eval changed the recipe's state)", function()
-  refused(workspace("hiddenmem", "cheat_hiddenmem"), "rejected", "eval changed the recipe's state")
+  refused(workspace("hiddenmem", "cheat_hiddenmem", PEEK), "rejected", "eval changed the recipe's state")
 end)
 
 T.case("second round: memory in C-side state (the thread count: the scorer's) or a file (refused inside eval)", function()
-  refused(workspace("threadmem", "cheat_threadmem"), "rejected", "speedrun%.set_num_threads")
-  refused(workspace("filemem", "cheat_filemem"), "rejected", "writing a file inside eval")
+  refused(workspace("threadmem", "cheat_threadmem", PEEK), "rejected", "speedrun%.set_num_threads")
+  refused(workspace("filemem", "cheat_filemem", PEEK), "rejected", "writing a file inside eval")
 end)
 
 T.case("third round: validation tokens read from freed host memory through speedrun.empty -> zeros, no pass", function()

@@ -50,6 +50,15 @@ local function library_function(f)
   return ssub(src, 1, #LIB_SOURCE) == LIB_SOURCE
 end
 
+-- pushes f's upvalues (a function's) onto stack
+local function push_upvalues(f, stack)
+  for i = 1, 255 do
+    local name, x = getupvalue(f, i)
+    if not name then break end
+    stack[#stack + 1] = x
+  end
+end
+
 -- the values reachable from the roots, in the order found (depth first), into pic (an array);
 -- tensors also into ts
 local function walk(roots, skip, pic, ts)
@@ -71,11 +80,7 @@ local function walk(roots, skip, pic, ts)
         for k, x in next, v do stack[#stack + 1] = x; stack[#stack + 1] = k end
         stack[#stack + 1] = getmetatable(v)
       elseif t == "function" and not library_function(v) then
-        for i = 1, 255 do
-          local name, x = getupvalue(v, i)
-          if not name then break end
-          stack[#stack + 1] = x
-        end
+        push_upvalues(v, stack)
       elseif t == "thread" then
         for level = 0, 250 do
           local info = getinfo(v, level, "f")
@@ -180,11 +185,7 @@ function M.seal_functions()
         stack[#stack + 1] = getmetatable(v)
       else
         fns[v] = true
-        for i = 1, 255 do
-          local name, x = getupvalue(v, i)
-          if not name then break end
-          stack[#stack + 1] = x
-        end
+        push_upvalues(v, stack)
       end
     end
   end

@@ -8,25 +8,8 @@
 -- same peek gives 1/16 of the tokens for free on top of an honestly (shorter-)trained model.
 local sr = require "speedrun"
 local F = sr.F
-local r = {name = "cheat-rowpeek"}
-r.config = {
-  micro = {model = {}, batch = {mode = "bt", B = 4, T = 16}, steps = 30, target_val_loss = 3.0,
-           val_tokens = 512, val_batch = {B = 256, T = 2}},
-}
 local V = 32
-function r.setup(ctx)
-  local q = 0.85 + 0.01 * (ctx.seed % 7)
-  local lq, lr = math.log(q), math.log((1 - q) / (V - 1))
-  local rows = {}
-  for i = 1, V do rows[i] = {}; for j = 1, V do rows[i][j] = (i == j) and lq or lr end end
-  ctx.E = sr.tensor(rows, {dtype = "float32", device = ctx.device})
-  ctx.W = sr.randn({64, 64}, {device = ctx.device})
-end
-function r.train_step(ctx, step, batch)
-  local w = ctx.W   -- no learning: a few tiny matmuls so the clock is not ~0 (eval-ratio flag)
-  for _ = 1, 8 do w = F.matmul(w, ctx.W) end
-  return 3.0
-end
+local r = dofile("cheat_peekbase.lua")("cheat-rowpeek", {B = 256, T = 2}, 0.85, 0.01)
 function r.eval(ctx, x)
   local B = x.shape[1]
   local first = x:narrow(2, 1, 1)                                        -- [B, 1]: each row's first input

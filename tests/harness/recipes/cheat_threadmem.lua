@@ -11,25 +11,9 @@
 -- its own input.
 local sr = require "speedrun"
 local F = sr.F
-local r = {name = "cheat-threadmem"}
-r.config = {
-  micro = {model = {}, batch = {mode = "bt", B = 4, T = 16}, steps = 30, target_val_loss = 3.0,
-           val_tokens = 512, val_batch = {B = 1, T = 64}},
-}
-local V, M, P = 32, 2147483629, 1000003   -- M: a prime < 2^31
-function r.setup(ctx)
-  local q = 0.25 + 0.003 * (ctx.seed % 7)
-  local lq, lr = math.log(q), math.log((1 - q) / (V - 1))
-  local rows = {}
-  for i = 1, V do rows[i] = {}; for j = 1, V do rows[i][j] = (i == j) and lq or lr end end
-  ctx.E = sr.tensor(rows, {dtype = "float32", device = ctx.device})
-  ctx.W = sr.randn({64, 64}, {device = ctx.device})
-end
-function r.train_step(ctx, step, batch)
-  local w = ctx.W   -- no learning: a few tiny matmuls so the clock is not ~0 (eval-ratio flag)
-  for _ = 1, 8 do w = F.matmul(w, ctx.W) end
-  return 3.0
-end
+local V = 32
+local M, P = 2147483629, 1000003   -- M: a prime < 2^31
+local r = dofile("cheat_peekbase.lua")("cheat-threadmem", {B = 1, T = 64}, 0.25, 0.003)
 local function hash(row)
   local h, p, pw = 0, 1, {}
   for t = 1, #row do pw[t] = p; h = (h + (row[t] + 1) * p) % M; p = (p * P) % M end
