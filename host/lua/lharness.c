@@ -15,8 +15,8 @@
 **     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
 **     widen it as it widens max |a|);
 **   eval_guard(on) / eval_check(what): the eval guard (below); zero_empty(on): speedrun.empty
-**     zeroes its memory (restricted runs); shape(t) -> {sizes} (read in C); emit(s) writes one line to the event channel (fd
-**     SR_EVENT_FD in the child, else ignored);
+**     zeroes its memory (restricted runs); shape(t) -> {sizes} (read in C); emit(s) writes one
+**     line to the event channel (fd SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
 **   mkdir(p); self_exe(); source_dir(); build_info();
 **   trace_start() -> Trace (records every kernel launch until trace_stop(): host/core/trace.h);
