@@ -59,8 +59,8 @@ T.case("class 3: a CUDA graph replayed inside eval (its eager fallback on the CP
   rejected("cheat_evalgraph", "a CUDA graph replay inside eval")
 end)
 
-T.case("class 3: a finalizer (__gc) set by the recipe, the collector stopped -> rejected", function()
-  rejected("cheat_gc", "collectgarbage%(\"stop\"%)")
+T.case("class 3: a finalizer (__gc) set by the recipe -> rejected", function()
+  rejected("cheat_gc", "__gc")
 end)
 
 T.case("class 2: training in the warm-up steps is on the clock: not faster than the honest recipe (FSR 0)", function()

@@ -10,7 +10,8 @@
 --   a validation batch that leaves part of the task's validation tokens out;
 --   and a second round: a peek across rows (T = 1, or the next row's first token), memory in the
 --   sandbox's require cache, in C-side state (the thread count) and in a file; a third: validation
---   tokens read back from freed host memory through speedrun.empty in setup.
+--   tokens read back from freed host memory through speedrun.empty in setup; and the collector's
+--   settings (process-wide state; a stopped collector moves garbage off the clock).
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -89,6 +90,20 @@ T.case("third round: validation tokens read from freed host memory through speed
   T.eq(rc, 1, text)
   T.ok(s.verdict ~= "pass" and s.verdict ~= "flagged", "verdict " .. tostring(s.verdict) .. "\n" .. text)
   T.ok(s.summary.val_loss.mean > 3.0, "no tokens recovered: the loss of a uniform guess\n" .. text)
+end)
+
+T.case("the collector's settings (stop, its mode and parameters) -> violations; collect and count are fine", function()
+  for _, opt in ipairs {"stop", "incremental", "setpause"} do
+    local ws = workspace("gc-" .. opt, "good")
+    C.write(ws .. "/recipe.lua", ("collectgarbage(%q)\ncollectgarbage('collect'); collectgarbage('count')\nreturn dofile('good.lua')\n"):format(opt))
+    refused(ws, "rejected", 'collectgarbage%("' .. opt .. '"%)')
+  end
+  local ws = workspace("gc-fine", "good")
+  C.write(ws .. "/recipe.lua", "collectgarbage(); collectgarbage('collect'); collectgarbage('step')\n"
+    .. "assert(collectgarbage('count') > 0 and collectgarbage('isrunning'))\nreturn dofile('good.lua')\n")
+  local rc, text, sc = score(ws)
+  T.eq(rc, 0, text)
+  T.eq(sc.verdict, "pass", text)
 end)
 
 T.case("honest: a custom op registered with speedrun.kernel.op (the library's registry of ops) passes", function()
