@@ -198,9 +198,14 @@ function M.seal()
   local core, sr = require "speedrun.core", require "speedrun"
   rawset(core, "Tensor", nil)
   rawset(sr, "Tensor", nil)
-  for name in pairs(M.LIBRARY) do require(name) end
-  for _, k in ipairs {"nn", "optim", "autograd", "gpt", "kernel", "cuda", "profile", "attention"} do local _ = sr[k] end
-  require("speedrun.harness.state").seal_library(M.LIBRARY, {[M.recipe_tables()[1]] = true})
+  for name in pairs(M.LIBRARY) do   -- loaded, and speedrun.x set now (the module loads them on first use)
+    require(name)
+    local k = smatch(name, "^speedrun%.(.+)$")
+    if k then local _ = sr[k] end
+  end
+  local open = {}
+  for _, t in ipairs(M.recipe_tables()) do open[t] = true end
+  require("speedrun.harness.state").seal_library(M.LIBRARY, open)
 end
 
 local function copy(t)
