@@ -65,6 +65,9 @@
 #              a step's kernel time goes, per op
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
 #              rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways
+#   ew         kernels/elementwise.cu's unary kernels with the function compiled in against the run-time
+#              function (SR_EW_V1=1): the unary / unary_backward registry rows, then record $EW_RECORD's
+#              (default 1: GELU is 9 % of its step) full step profiled both ways, same call
 #   speed      issue 20's table: for each of $SPEED_RECORDS (default 1 5), the record against its compiled
 #              script (tasks/fidelity, $ACCUM default 1, $FID_STEPS default 30: tokens/s and peak memory of
 #              both in the same call), then its full step profiled (bench/profile_recipe.lua: eager
@@ -291,6 +294,15 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
         part "rotary_v1_$v" 240 env SR_ROTARY_V1=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
           --scale full --device cuda --warmup 2 --steps 3 --top 40
         grep -E "^ms/step|rotary|^total" "$LOG/rotary_v1_$v.log" | head -12
+      done ;;
+    ew)     # unary kernels with fn compiled in against the run-time fn (SR_EW_V1=1), same call
+      part ew_rows 180 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry unary unary_backward
+      grep -vE "^ok" "$LOG/ew_rows.log" | tail -10
+      r=$(printf record_%02d "${EW_RECORD:-1}")
+      for v in 1 0; do
+        part "ew_v1_$v" 240 env SR_EW_V1=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
+          --scale full --device cuda --warmup 2 --steps 3 --top 40
+        grep -E "^ms/step|unary|^total" "$LOG/ew_v1_$v.log" | head -14
       done ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do

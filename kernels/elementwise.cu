@@ -2,7 +2,8 @@
 ** elementwise.cu: fill, copy, arange, unary (+ backward), binary, where.
 ** Every operand may be strided (stride 0 for broadcast inputs); dims contiguous in every operand
 ** are merged first, and fully contiguous calls take an index-free path; contiguous, 16-byte aligned
-** f32/bf16 operands (any mix) take a vectorised path (8 elements per thread, 16-byte accesses). Values are computed in
+** f32/bf16 operands (any mix) take a vectorised path (8 elements per thread, 16-byte accesses; unary and
+** unary_backward of one dtype with the function compiled in: launch_vec_fn). Values are computed in
 ** f32 and stored in the output's dtype. GPU float dtypes: f32, bf16; i32 for fill/copy/arange
 ** and where's condition; f64 only for fill and copy (math ops refuse it).
 ** Gradient contract: unary_backward writes dx (=); with i1 = 1 (tanh, sigmoid, exp) it reads the
@@ -82,8 +83,13 @@ __global__ void elementwise_kernel1(sr_ew_desc d, int op, int fn, float p) {
 // dtypes resolved at compile time; a scalar tail covers n % 8. Same math as elementwise_kernel1.
 // (ld8 / st8: common.cuh)
 // OP one of EW_FILL, EW_COPY, EW_UNARY, EW_UNARY_BWD (a = dy, b = x), EW_BINARY
-template <int OP>
+// FN >= 0: the function as a compile-time constant (fn is then FN; the switch over every function
+// folds away), -1: fn read at run time. A run-time switch in the 8-element loop is a chain of
+// compares and branches per element, as costly as erf itself: GELU's kernels were compute-bound at
+// ~2 TB/s where a multiply reached ~3.9 (record 1's full step, bench/RESULTS.md, ninth session).
+template <int OP, int FN>
 __device__ __forceinline__ float ew_apply(int fn, float p, float a, float b) {
+  if (FN >= 0) fn = FN;
   switch (OP) {
     case EW_FILL: return p;
     case EW_COPY: return a;
@@ -95,7 +101,7 @@ __device__ __forceinline__ float ew_apply(int fn, float p, float a, float b) {
 
 // b_scalar: b is one element broadcast to all (e.g. the upstream gradient of a mean loss scaling
 // a [N,V] gradient), read once per thread
-template <int OP, typename TO, typename TA, typename TB>
+template <int OP, int FN, typename TO, typename TA, typename TB>
 __global__ void __launch_bounds__(256) elementwise_vec_kernel2(TO *out, const TA *a, const TB *b, int64_t n, int fn, float p,
                                                                bool b_scalar) {
   constexpr bool HAS_A = OP != EW_FILL, HAS_B = OP == EW_UNARY_BWD || OP == EW_BINARY;
@@ -108,13 +114,13 @@ __global__ void __launch_bounds__(256) elementwise_vec_kernel2(TO *out, const TA
     if (HAS_B && !b_scalar) ld8(b, i, fb);
 #pragma unroll
     for (int k = 0; k < 8; k++)
-      r[k] = ew_apply<OP>(fn, p, HAS_A ? fa[k] : 0.f, HAS_B ? (b_scalar ? b0 : fb[k]) : 0.f);
+      r[k] = ew_apply<OP, FN>(fn, p, HAS_A ? fa[k] : 0.f, HAS_B ? (b_scalar ? b0 : fb[k]) : 0.f);
     st8(out, i, r);
   }
   int64_t j = n8 * 8 + tid;  // the last n % 8 elements, one per thread
   if (j < n) {
     float va = HAS_A ? to_f<TA>(a[j]) : 0.f, vb = HAS_B ? (b_scalar ? b0 : to_f<TB>(b[j])) : 0.f;
-    out[j] = from_f<TO>(ew_apply<OP>(fn, p, va, vb));
+    out[j] = from_f<TO>(ew_apply<OP, FN>(fn, p, va, vb));
   }
 }
 
@@ -156,10 +162,10 @@ static const char *launch_ew(const sr_kcall *c, int nop, int op, int fn, float p
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-template <int OP, typename TO, typename TA, typename TB>
+template <int OP, typename TO, typename TA, typename TB, int FN = -1>
 static void launch_vec_t(void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs, cudaStream_t s) {
   unsigned grid = sr_grid_for(CEIL_DIV(n, (int64_t)8), 256);
-  elementwise_vec_kernel2<OP, TO, TA, TB><<<grid, 256, 0, s>>>((TO *)o, (const TA *)a, (const TB *)b, n, fn, p, bs);
+  elementwise_vec_kernel2<OP, FN, TO, TA, TB><<<grid, 256, 0, s>>>((TO *)o, (const TA *)a, (const TB *)b, n, fn, p, bs);
 }
 template <int OP, typename TO, typename TA>
 static void launch_vec_b(int dtb, void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs,
@@ -172,6 +178,34 @@ static void launch_vec_a(int dta, int dtb, void *o, const void *a, const void *b
                          cudaStream_t s) {
   if (dta == SR_BF16) launch_vec_b<OP, TO, bf16>(dtb, o, a, b, n, fn, p, bs, s);
   else launch_vec_b<OP, TO, float>(dtb, o, a, b, n, fn, p, bs, s);
+}
+
+// SR_EW_V1=1: every call takes the run-time fn (the kernels before the specialisation; A/B)
+static bool ew_v1(void) {
+  static int v = -1;
+  if (v < 0) { const char *e = getenv("SR_EW_V1"); v = e && e[0] == '1'; }
+  return v == 1;
+}
+
+// unary and unary_backward with every operand of one dtype T (the records' calls: bf16 activations,
+// f32 softcaps) take a kernel with fn compiled in, one per function of registry.h's SR_UNARY_FNS
+// (unary_backward also the gradients from the output: fn + SR_UNARY_COUNT for tanh, sigmoid, exp).
+// false: no such kernel (the caller takes the run-time fn)
+template <int OP, typename T>
+static bool launch_vec_fn(void *o, const void *a, const void *b, int64_t n, int fn, float p, cudaStream_t s) {
+  switch (fn) {
+#define SR_X(E, name) \
+  case SR_UNARY_##E: launch_vec_t<OP, T, T, T, SR_UNARY_##E>(o, a, b, n, fn, p, false, s); return true;
+    SR_UNARY_FNS(SR_X)
+#undef SR_X
+  }
+  if (OP != EW_UNARY_BWD) return false;
+  switch (fn - SR_UNARY_COUNT) {
+    case SR_UNARY_TANH: launch_vec_t<OP, T, T, T, SR_UNARY_COUNT + SR_UNARY_TANH>(o, a, b, n, fn, p, false, s); return true;
+    case SR_UNARY_SIGMOID: launch_vec_t<OP, T, T, T, SR_UNARY_COUNT + SR_UNARY_SIGMOID>(o, a, b, n, fn, p, false, s); return true;
+    case SR_UNARY_EXP: launch_vec_t<OP, T, T, T, SR_UNARY_COUNT + SR_UNARY_EXP>(o, a, b, n, fn, p, false, s); return true;
+    default: return false;
+  }
 }
 
 // every stride 0: one element broadcast to the whole shape
@@ -205,6 +239,18 @@ static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, 
 #define SR_VEC_OP(OPC)                                                                                  \
   if (dts[0] == SR_BF16) launch_vec_a<OPC, bf16>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, bs, s);   \
   else launch_vec_a<OPC, float>(dts[1], dts[2], o, ptr[1], ptr[2], n, fn, p, bs, s);
+  bool one_dtype = dts[1] == dts[0] && (op == EW_UNARY || dts[2] == dts[0]);
+  if ((op == EW_UNARY || op == EW_UNARY_BWD) && one_dtype && !ew_v1()) {
+    bool ran = op == EW_UNARY ? (dts[0] == SR_BF16 ? launch_vec_fn<EW_UNARY, bf16>(o, ptr[1], ptr[2], n, fn, p, s)
+                                                   : launch_vec_fn<EW_UNARY, float>(o, ptr[1], ptr[2], n, fn, p, s))
+                              : (dts[0] == SR_BF16 ? launch_vec_fn<EW_UNARY_BWD, bf16>(o, ptr[1], ptr[2], n, fn, p, s)
+                                                   : launch_vec_fn<EW_UNARY_BWD, float>(o, ptr[1], ptr[2], n, fn, p, s));
+    if (ran) {
+      *done = true;
+      SR_LAUNCH_CHECK();
+      return NULL;
+    }
+  }
   switch (op) {
     case EW_FILL: SR_VEC_OP(EW_FILL) break;
     case EW_COPY: SR_VEC_OP(EW_COPY) break;
