@@ -8,7 +8,8 @@
 typedef struct sr_command {
   const char *name;
   int (*fn)(int argc, char **argv);
-  const char *usage;     /* one line for --help; NULL: internal, not listed */
+  const char *usage;     /* its synopsis for --help; NULL: internal, not listed */
+  const char *what;      /* what it does, one line for --help */
 } sr_command;
 
 int cmd_run(int argc, char **argv);

@@ -13,25 +13,25 @@
 static int cmd_help(int argc, char **argv);
 
 static const sr_command commands[] = {
-  {"train", cmd_train, "train [RECIPE] [options]           train a recipe (default: tasks/default on the default corpus)"},
-  {"score", cmd_score, "score WORKSPACE [options]          score a workspace's recipe: K seeds, t-test, FSR"},
-  {"calibrate", cmd_calibrate, "calibrate [options]                time the reference recipes on this machine"},
-  {"task", cmd_task, "task list|show|init ...            the benchmark's tasks: statement, hints, a workspace"},
-  {"agent", cmd_agent, "agent run|resume|report ...          an LLM research loop over a task (docs/agent.md)"},
-  {"data", cmd_data, "data prepare|tokenize|fetch|check  corpora, tokenizer, shards, FineWeb download"},
-  {"kernel", cmd_kernel, "kernel check|compile|ops           agent CUDA kernels: check against an op, compile"},
-  {"run", cmd_run, "run FILE.lua [args...]             run a Lua script with the speedrun module (arg as in lua)"},
-  {"help", cmd_help, "help                               this text"},
-  {"_child", cmd_harness_child, NULL},   /* internal: one harness run (harness/child.lua) */
+  {"train", cmd_train, "train [RECIPE] [options]", "train a recipe (default: tasks/default on the default corpus)"},
+  {"score", cmd_score, "score WORKSPACE [options]", "score a workspace's recipe: K seeds, t-test, FSR"},
+  {"calibrate", cmd_calibrate, "calibrate [options]", "time the reference recipes on this machine"},
+  {"task", cmd_task, "task list|show|init ...", "the benchmark's tasks: statement, hints, a workspace"},
+  {"agent", cmd_agent, "agent run|resume|report ...", "an LLM research loop over a task (docs/agent.md)"},
+  {"data", cmd_data, "data prepare|tokenize|fetch|check", "corpora, tokenizer, shards, FineWeb download"},
+  {"kernel", cmd_kernel, "kernel check|compile|ops", "agent CUDA kernels: check against an op, compile"},
+  {"run", cmd_run, "run FILE.lua [args...]", "run a Lua script with the speedrun module (arg as in lua)"},
+  {"help", cmd_help, "help", "this text"},
+  {"_child", cmd_harness_child, NULL, NULL},   /* internal: one harness run (harness/child.lua) */
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f) {
   fprintf(f, "usage: speedrun <command> [options]\n\ncommands:\n");
   for (size_t i = 0; i < NCOMMANDS; i++)
-    if (commands[i].usage) fprintf(f, "  speedrun %s\n", commands[i].usage);
-  fprintf(f, "\n  speedrun --version                          print the version\n"
-             "\nEach command takes --help. Documentation: README.md and docs/ in the checkout.\n");
+    if (commands[i].usage) fprintf(f, "  speedrun %-34s %s\n", commands[i].usage, commands[i].what);
+  fprintf(f, "\n  speedrun %-34s %s\n", "--version", "print the version");
+  fprintf(f, "\nEach command takes --help. Documentation: README.md and docs/ in the checkout.\n");
 }
 
 static int cmd_help(int argc, char **argv) {
