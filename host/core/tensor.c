@@ -300,10 +300,13 @@ static void storage_release(sr_storage *s) {
   storage_free(s);
 }
 
+static uint64_t next_tensor_serial = 1;
+
 static sr_tensor *tensor_alloc(void) {
   sr_tensor *t = calloc(1, sizeof *t);
   if (!t) sr_fail("out of host memory");
   t->refcount = 1;
+  t->serial = __atomic_fetch_add(&next_tensor_serial, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch(&live_tensors, 1, __ATOMIC_RELAXED);
   return t;
 }

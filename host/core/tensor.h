@@ -48,6 +48,7 @@ typedef struct sr_tensor {
   struct sr_tensor *grad;          /* accumulated gradient of a leaf (owned), or NULL */
   sr_node *grad_fn;                /* the tape node that produced this tensor (owned ref), or NULL */
   int grad_slot;                   /* which output of grad_fn this tensor is */
+  uint64_t serial;                 /* unique per tensor over the process (1, 2, ...): its identity */
 } sr_tensor;
 
 /* ---- failure: formats a message and calls the installed handler (never returns) */

@@ -15,7 +15,8 @@
 **     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
 **     widen it as it widens max |a|);
 **   eval_guard(on) / eval_check(what): the eval guard (below); zero_empty(on): speedrun.empty
-**     zeroes its memory (restricted runs); shape(t) -> {sizes} (read in C); emit(s) writes one
+**     zeroes its memory (restricted runs); version(t) -> its storage's write counter; serial(t)
+**     -> its identity (unique over the process); shape(t) -> {sizes} (read in C); emit(s) writes one
 **     line to the event channel (fd SR_EVENT_FD in the child, else ignored);
 **   cuda_peak() -> bytes | nil; card() -> description of the device in use; realpath(p);
 **   mkdir(p); self_exe(); source_dir(); build_info();
@@ -311,6 +312,9 @@ static int h_eval_guard(lua_State *L) {
 
 /* version(t) -> the storage's in-place write counter */
 static int h_version(lua_State *L) { lua_pushinteger(L, sr_check_tensor(L, 1)->storage->version); return 1; }
+/* serial(t): the tensor's identity (unique over the process; a Lua value for it may be made anew each
+** time it is reached, as t.grad is) */
+static int h_serial(lua_State *L) { lua_pushinteger(L, (lua_Integer)sr_check_tensor(L, 1)->serial); return 1; }
 
 static int h_shape(lua_State *L) {
   sr_tensor *t = sr_check_tensor(L, 1);
@@ -537,7 +541,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},

@@ -685,6 +685,7 @@ static int m_requires_grad_(lua_State *L) {
   bool on = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
   luaL_argcheck(L, !on || sr_dtype_is_float(t->dtype), 1, "only float tensors can require grad");
   luaL_argcheck(L, !t->grad_fn || on, 1, "requires_grad cannot be turned off on a non-leaf; use detach");
+  if (t->requires_grad != on) sr_eval_guard(L, "changing requires_grad");   /* a bit a tensor eval could keep */
   t->requires_grad = on;
   lua_settop(L, 1);
   return 1;
@@ -722,6 +723,7 @@ static int t_newindex(lua_State *L) {
     char b1[96], b2[96];
     if (g && !sr_same_shape(g, t))
       return luaL_error(L, "grad: shape %s does not match the tensor's %s", sr_shape_str(g, b1, 96), sr_shape_str(t, b2, 96));
+    if (g != t->grad) sr_eval_guard(L, "setting a tensor's grad");   /* a tensor eval could keep between its calls */
     sr_tensor_retain(g);
     sr_tensor_release(t->grad);
     t->grad = g;

@@ -11,7 +11,9 @@
 --   and a second round: a peek across rows (T = 1, or the next row's first token), memory in the
 --   sandbox's require cache, in C-side state (the thread count) and in a file; a third: validation
 --   tokens read back from freed host memory through speedrun.empty in setup; and the collector's
---   settings (process-wide state; a stopped collector moves garbage off the clock).
+--   settings (process-wide state; a stopped collector moves garbage off the clock); a fourth: the
+--   remembering eval's memory in a gradient swapped for a fresh one, in requires_grad flags, in the
+--   payloads of NaNs.
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -51,7 +53,31 @@ end)
 
 T.case("state in a coroutine's locals, a memory of eval's answers -> rejected (eval changed the recipe's state)", function()
   refused(workspace("evalcoroutine", "cheat_evalcoroutine"), "rejected", "eval changed the recipe's state")
-  refused(workspace("memopeek", "cheat_memopeek"), "rejected", "eval changed the recipe's state")
+  refused(workspace("memopeek", "cheat_memopeek", {["cheat_memobase.lua"] = "cheat_memobase"}), "rejected",
+          "eval changed the recipe's state")
+end)
+
+T.case("round 4: a memory in a swapped gradient, in requires_grad flags, in NaN payloads -> rejected", function()
+  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
+  refused(workspace("gradswap", "cheat_gradswap", memo), "rejected", "setting a tensor's grad")
+  refused(workspace("rgbits", "cheat_rgbits", memo), "rejected", "changing requires_grad")
+  refused(workspace("nanpay", "cheat_nanpay", memo), "rejected", "eval changed the recipe's state")
+end)
+
+T.case("Lua's generator and the heap's size inside eval (process-wide state) -> rejected; in training fine", function()
+  for what, call in pairs {["a random draw"] = "math.random(0)", ["seeding the random generator"] = "math.randomseed(7)",
+                           ["reading memory statistics"] = "collectgarbage('count')"} do
+    local ws = workspace("luastate-" .. what:gsub(" ", "-"), "good")
+    C.write(ws .. "/recipe.lua", ("local r = dofile('good.lua')\nlocal eval = r.eval\n"
+      .. "function r.eval(ctx, x) local _ = %s; return eval(ctx, x) end\nreturn r\n"):format(call))
+    refused(ws, "rejected", what .. " inside eval")
+  end
+  local ws = workspace("luastate-train", "good")
+  C.write(ws .. "/recipe.lua", "local r = dofile('good.lua')\nlocal step = r.train_step\nmath.randomseed(3)\n"
+    .. "function r.train_step(...) local _ = math.random(10) + collectgarbage('count'); return step(...) end\nreturn r\n")
+  local rc, text, sc = score(ws)
+  T.eq(rc, 0, text)
+  T.eq(sc.verdict, "pass", text)
 end)
 
 T.case("an eval that trains on every call (stateless, causal) -> flagged by its time per token", function()
@@ -118,7 +144,7 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
   for _, name in ipairs {"cheat_alias", "cheat_pathescape", "cheat_tensorgc", "cheat_indexhook", "cheat_evalhidden",
                          "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
-                         "cheat_heappeek"} do
+                         "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

@@ -33,6 +33,9 @@ local GUARDED = {
   {"compiling a kernel", function() kernel_core.compile("extern \"C\" __global__ void k() {}", {}) end},
   {"a CUDA graph replay", function() g:replay() end},
   {"writing a file", function() H.eval_check("writing a file") end},
+  {"setting a tensor's grad", function() t.grad = sr.zeros({4}) end},
+  {"changing requires_grad", function() t:requires_grad_(true) end},
+  {"changing requires_grad", function() t.requires_grad = true end},
 }
 
 T.case("every guarded function raises '<what> inside eval' under the guard, counted even if caught", function()
@@ -59,6 +62,20 @@ T.case("with the guard off the same functions work", function()
   g:replay()
   T.eq(t:tolist()[1], before + 1)
   H.eval_check("writing a file")   -- nothing: the guard is off
+  t.grad = sr.ones({4})
+  T.eq(t.grad:tolist()[1], 1)
+  T.eq(t:requires_grad_(true).requires_grad, true)
+end)
+
+T.case("under the guard, setting the same grad or requires_grad again is no change and not refused", function()
+  local u = sr.zeros({2})
+  local gu = sr.ones({2})
+  u.grad = gu
+  H.eval_guard(true)
+  u.grad = gu
+  u:requires_grad_(false)
+  local hits = H.eval_guard(false)
+  T.eq(hits, 0)
 end)
 
 T.case("zero_empty (restricted runs): speedrun.empty hands out zeros, never what freed storage held", function()

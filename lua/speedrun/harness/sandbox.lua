@@ -226,6 +226,7 @@ function M.env(opts, state)
   -- state eval could keep between calls; a stopped collector moves the recipe's garbage off the clock)
   local real_collect = collectgarbage
   env.collectgarbage = function(opt, ...)
+    if opt == "count" then eval_check("reading memory statistics") end   -- garbage left by one call, read by the next
     if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then
       return real_collect(opt, ...)
     end
@@ -235,6 +236,11 @@ function M.env(opts, state)
   env.string = copy(string)
   env.string.dump = nil
   env.table, env.math, env.utf8, env.coroutine = copy(table), copy(math), copy(utf8), copy(coroutine)
+  -- Lua's generator is process-wide state (xoshiro256**: its outputs give its 256 bits back): eval
+  -- may neither draw nor seed, as with the tensors' generator (the eval guard)
+  local real_random, real_randomseed = math.random, math.randomseed
+  env.math.random = function(...) eval_check("a random draw"); return real_random(...) end
+  env.math.randomseed = function(...) eval_check("seeding the random generator"); return real_randomseed(...) end
   env.os = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime,
             getenv = function() return nil end}
   for _, k in ipairs {"exit", "execute", "remove", "rename", "tmpname"} do env.os[k] = os[k] end

@@ -3,8 +3,9 @@
 -- The recipe's state: everything reachable from the recipe's ctx and table, through tables (keys,
 -- values, metatables), the upvalues of functions (so also the recipe's globals and what its
 -- closures keep) and the stacks of coroutines, library modules excluded. Its picture (M.picture) is
--- every value found, in the order found (strings, numbers, tables and functions by identity), with
--- each tensor's in-place write counter and its gradient's: cheap (no device work), taken after
+-- every value found, in the order found (strings, numbers bit for bit, tables and functions by
+-- identity), with each tensor's in-place write counter, requires_grad and gradient (by identity,
+-- with its counter): cheap (no device work), taken after
 -- every eval call of the final validation and its checks (restricted runs) and compared with the
 -- one before it, so a memory that eval fills and empties again before the end is seen. The digest
 -- (M.digest) adds every tensor's checksum: taken before the final validation, compared after the
@@ -16,9 +17,10 @@
 local H = require "speedrun.harness_core"
 local sr = require "speedrun"
 
-local checksum, version, is_tensor = H.checksum, H.version, sr.is_tensor
+local checksum, version, serial, is_tensor = H.checksum, H.version, H.serial, sr.is_tensor
 local getmetatable, getupvalue, getlocal, getinfo = debug.getmetatable, debug.getupvalue, debug.getlocal, debug.getinfo
 local type, next, fmt, rawequal, tostring = type, next, string.format, rawequal, tostring
+local mtype, spack = math.type, string.pack
 
 local M = {}
 
@@ -71,10 +73,12 @@ local function walk(roots, skip, pic, ts)
     local t = type(v)
     if (t == "table" or t == "function" or t == "userdata" or t == "thread") and not seen[v] and not skip[v] then
       seen[v] = true
-      if is_tensor(v) then
+      if is_tensor(v) then   -- its write counter, whether it requires grad, its gradient (which one, and its counter)
         ts[#ts + 1] = v
         local g = v.grad
         pic[#pic + 1] = version(v)
+        pic[#pic + 1] = v.requires_grad
+        pic[#pic + 1] = g and serial(g) or false
         if g then ts[#ts + 1] = g; pic[#pic + 1] = version(g) end
       elseif t == "table" then
         for k, x in next, v do stack[#stack + 1] = x; stack[#stack + 1] = k end
@@ -104,12 +108,20 @@ function M.picture(roots)
   return pic, ts
 end
 
+-- x and y the same value: one object, one string, or one number bit for bit (an integer and a float
+-- of equal value, 0.0 and -0.0, NaNs with different payloads are different values: each a channel)
+local function same(x, y)
+  if type(x) ~= "number" then return rawequal(x, y) end
+  if type(y) ~= "number" or mtype(x) ~= mtype(y) then return false end
+  return mtype(x) == "integer" and x == y or spack("<d", x) == spack("<d", y)
+end
+
 -- why picture b differs from picture a, or nil
 function M.moved(a, b)
   if #a ~= #b then return fmt("the recipe's state held %d values before and %d after", #a, #b) end
   for i = 1, #a do
     local x, y = a[i], b[i]
-    if not rawequal(x, y) and not (x ~= x and y ~= y) then
+    if not same(x, y) then
       return fmt("a value of the recipe's state changed (%s -> %s)", type(x) == "string" and "a string" or type(x),
                  type(y) == "string" and "a string" or type(y))
     end
