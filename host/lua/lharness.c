@@ -14,7 +14,7 @@
 **     ([B, T] int32 targets) a third result: the largest change of a token's cross-entropy there,
 **     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
 **     widen it as it widens max |a|);
-**   eval_guard(on) / eval_check(what): the eval guard (below); zero_empty(on): speedrun.empty
+**   eval_guard(on) / eval_check(what) / eval_epoch(): the eval guard (below); zero_empty(on): speedrun.empty
 **     zeroes its memory (restricted runs); version(t) -> its storage's write counter; serial(t)
 **     -> its identity (unique over the process); shape(t) -> {sizes} (read in C); emit(s) writes one
 **     line to the event channel (fd SR_EVENT_FD in the child, else ignored);
@@ -281,6 +281,7 @@ static int h_causal_diff(lua_State *L) {
 static bool guard_on;
 static int guard_hits;
 static char guard_first[160];
+static lua_Integer guard_epoch;   /* how many times the guard was switched on: which eval call this is */
 
 void sr_eval_guard(lua_State *L, const char *what) {
   if (!guard_on) return;
@@ -305,9 +306,17 @@ static int h_eval_guard(lua_State *L) {
   bool on = lua_toboolean(L, 1);
   lua_pushinteger(L, guard_hits);
   lua_pushstring(L, guard_first);
-  if (on) { guard_hits = 0; guard_first[0] = 0; }
+  if (on) { guard_hits = 0; guard_first[0] = 0; guard_epoch++; }
   guard_on = on;
   return 2;
+}
+
+/* eval_epoch() -> the number of the eval call under way (the guard's count of switches on), or nil
+** when the guard is off: what the sandbox tells apart objects made during this call by (coroutines) */
+static int h_eval_epoch(lua_State *L) {
+  if (guard_on) lua_pushinteger(L, guard_epoch);
+  else lua_pushnil(L);
+  return 1;
 }
 
 /* version(t) -> the storage's in-place write counter */
@@ -541,7 +550,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"eval_epoch", h_eval_epoch}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},

@@ -179,7 +179,7 @@ loss is computed by the host from your `eval`'s logits on tokens your recipe nev
 training. Scored runs run in a restricted environment: no `os.execute`, `io.popen`, C modules or
 `debug`; files may be read only inside this folder (never the data folder or `runs/`) and written
 only in `ctx.out_dir`; `require` loads only the library's recipe modules (`speedrun`, `.core`, `.nn`,
-`.optim`, `.autograd`, `.gpt`, `.kernel`, `.cuda`, `.profile`, `.attention`, `.util`) and your own
+`.optim`, `.autograd`, `.gpt`, `.kernel`, `.cuda`, `.profile`, `.attention`) and your own
 modules here; the library's tables are read-only (write your own functions instead of replacing
 the library's).
 
@@ -189,7 +189,7 @@ Rejected (status `rejected`, never a pass): a sandbox violation (even if caught)
 `eval` (later tokens moving earlier logits or their tokens' losses), a stateful `eval` (anything
 reachable from `ctx` or your recipe changed by an eval call, even restored later: learning from
 validation inputs, counting calls, changing the model, calling backward, an optimizer or a CUDA
-graph replay), a modified batch, a train time above the wall time, links to the data or to
+graph replay, drawing random numbers, using a file or resuming a coroutine made before the call), a modified batch, a train time above the wall time, links to the data or to
 earlier runs. A score with runs whose losses are bitwise identical across seeds, far below the
 target record's, or whose validation costs more than 25x the training's time per token, is
 `flagged` for a person to look at.

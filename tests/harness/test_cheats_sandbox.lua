@@ -13,7 +13,9 @@
 --   tokens read back from freed host memory through speedrun.empty in setup; and the collector's
 --   settings (process-wide state; a stopped collector moves garbage off the clock); a fourth: the
 --   remembering eval's memory in a gradient swapped for a fresh one, in requires_grad flags, in the
---   payloads of NaNs.
+--   payloads of NaNs; a fifth: the tools' recipe loader of speedrun.util (the process's own globals,
+--   debug among them: the targets read off the harness's stack), a memory in file handles opened in
+--   setup (their contents, their positions) and in where suspended coroutines stand.
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -52,7 +54,7 @@ T.case("state for eval in a library table -> rejected (the library's tables are 
 end)
 
 T.case("state in a coroutine's locals, a memory of eval's answers -> rejected (eval changed the recipe's state)", function()
-  refused(workspace("evalcoroutine", "cheat_evalcoroutine"), "rejected", "eval changed the recipe's state")
+  refused(workspace("evalcoroutine", "cheat_evalcoroutine"), "rejected", "resuming a coroutine made outside this eval call")
   refused(workspace("memopeek", "cheat_memopeek", {["cheat_memobase.lua"] = "cheat_memobase"}), "rejected",
           "eval changed the recipe's state")
 end)
@@ -62,6 +64,56 @@ T.case("round 4: a memory in a swapped gradient, in requires_grad flags, in NaN 
   refused(workspace("gradswap", "cheat_gradswap", memo), "rejected", "setting a tensor's grad")
   refused(workspace("rgbits", "cheat_rgbits", memo), "rejected", "changing requires_grad")
   refused(workspace("nanpay", "cheat_nanpay", memo), "rejected", "eval changed the recipe's state")
+end)
+
+T.case("round 5: the tools' loader escape, a memory in file handles and in where coroutines stand -> rejected", function()
+  refused(workspace("utilesc", "cheat_utilesc", {["cheat_utilesc_debug.lua"] = "cheat_utilesc_debug"}), "rejected",
+          "require 'speedrun%.util'")
+  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
+  refused(workspace("fhandle", "cheat_fhandle", memo), "rejected", "a file handle made outside this eval call")
+  refused(workspace("seekpos", "cheat_seekpos", memo), "rejected", "a file handle made outside this eval call")
+  refused(workspace("copc", "cheat_copc", memo), "rejected", "resuming a coroutine made outside this eval call")
+end)
+
+T.case("honest: files and coroutines made and used within one eval call, print in eval -> pass", function()
+  local ws = workspace("evalio-fine", "good")
+  C.write(ws .. "/recipe.lua", [[
+local r = dofile("good.lua")
+local eval = r.eval
+function r.eval(ctx, x)
+  local f = assert(io.open("good.lua", "r")); local _ = f:read("l"); f:seek("set", 0); f:close()
+  for _ in io.lines("good.lua") do end
+  local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1); return b * 2 end)
+  assert(co(1) == 2 and co(3) == 6)
+  print("eval ok")
+  return eval(ctx, x)
+end
+return r
+]])
+  local rc, text, sc = score(ws)
+  T.eq(rc, 0, text)
+  T.eq(sc.verdict, "pass", text)
+end)
+
+T.case("the process's globals once the sandbox is installed: no debug; code loaded as text, files through the checks", function()
+  local ws = workspace("globals", "good")
+  C.write(ws .. "/probe.lua", "return 42\n")
+  local script = C.tmp .. "/install_probe.lua"
+  C.write(script, ([[
+local sandbox = require "speedrun.harness.sandbox"
+local why = {}
+sandbox.install {workspace = %q, out = %q, deny = {}, cwd = %q, on_violation = function(w) why[#why + 1] = w end}
+print("debug", debug == nil and "gone" or "there")
+print("binary", select(2, load(string.dump(function() end))) and "refused" or "loaded")
+print("workspace", loadfile(%q)())
+local loaded_outside = pcall(function() return loadfile("/etc/hostname")() end)
+print("outside", not loaded_outside and #why > 0 and "violation" or "no violation")
+]]):format(ws, C.tmp, ws, ws .. "/probe.lua"))
+  local _, text = C.speedrun("run " .. C.sh(script))
+  T.ok(text:find("debug\tgone", 1, true), text)
+  T.ok(text:find("binary\trefused", 1, true), text)
+  T.ok(text:find("workspace\t42", 1, true), text)
+  T.ok(text:find("outside\tviolation", 1, true), text)
 end)
 
 T.case("Lua's generator and the heap's size inside eval (process-wide state) -> rejected; in training fine", function()
@@ -144,7 +196,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
   for _, name in ipairs {"cheat_alias", "cheat_pathescape", "cheat_tensorgc", "cheat_indexhook", "cheat_evalhidden",
                          "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
-                         "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay"} do
+                         "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
+                         "cheat_fhandle", "cheat_seekpos", "cheat_copc"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

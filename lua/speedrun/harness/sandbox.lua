@@ -23,6 +23,7 @@
 -- name: not speedrun.data, speedrun.testing, the tokenizer, the harness or the agent), and no
 -- debug library.
 local H = require "speedrun.harness_core"
+local state_lib = require "speedrun.harness.state"   -- loaded before install takes debug away (it keeps its functions)
 
 local M = {}
 
@@ -32,15 +33,16 @@ M.SOURCE = {lua = true, cu = true, cuh = true, h = true, hpp = true}
 
 -- the library modules a recipe may require, by exact name (docs/recipes.md); every other
 -- speedrun.* name is refused as a violation (the data, the tokenizer's file reader, processes,
--- HTTP, the harness, the agent, the step compiler's controls)
+-- HTTP, the harness, the agent, the step compiler's controls, speedrun.util: the tools' recipe
+-- loader there runs a file with the process's own globals)
 M.LIBRARY = {}
 for _, name in ipairs {"speedrun", "speedrun.core", "speedrun.nn", "speedrun.optim", "speedrun.autograd",
-                       "speedrun.gpt", "speedrun.kernel", "speedrun.cuda", "speedrun.profile", "speedrun.attention",
-                       "speedrun.util"} do
+                       "speedrun.gpt", "speedrun.kernel", "speedrun.cuda", "speedrun.profile", "speedrun.attention"} do
   M.LIBRARY[name] = true
 end
 
-local realpath, eval_check = H.realpath, H.eval_check
+local realpath, eval_check, eval_epoch = H.realpath, H.eval_check, H.eval_epoch
+local getregistry, dgetmetatable = debug.getregistry, debug.getmetatable   -- debug leaves the process's globals (install)
 local sfind, ssub, smatch, sformat = string.find, string.sub, string.match, string.format
 local error, type, pairs, tostring = error, type, pairs, tostring
 
@@ -109,27 +111,57 @@ function M.install(opts)
   state.check_path = check_path
 
   local real_open, real_lines, real_remove, real_rename = io.open, io.lines, os.remove, os.rename
-  local real_input, real_output = io.input, io.output
+  local real_input, real_output, real_read, real_write = io.input, io.output, io.read, io.write
+  -- a file handle's position and contents are state eval could keep between its calls: inside eval,
+  -- only handles (and line iterators) opened during that same call may be used, and the default
+  -- input and output (which setup may have pointed at a file) not at all
+  local born = setmetatable({}, {__mode = "k"})   -- handle or iterator -> the eval call it was made in
+  local function this_call(x, what)
+    local e = eval_epoch()
+    if e and born[x] ~= e then eval_check(what .. " made outside this eval call") end
+  end
+  local function iterator(it)
+    local function next_line(...)
+      this_call(next_line, "a line iterator")
+      return it(...)
+    end
+    born[next_line] = eval_epoch()
+    return next_line
+  end
   io.open = function(path, mode)
     mode = mode or "r"
     local write = type(mode) == "string" and (sfind(mode, "[wa+]") ~= nil)
     local c = check_path(path, write)
     if not c then return nil, tostring(path) .. ": No such file or directory", 2 end
-    return real_open(c, mode)
+    local f, err, code = real_open(c, mode)
+    if f then born[f] = eval_epoch() end
+    return f, err, code
   end
   io.lines = function(path, ...)
-    if path == nil then return real_lines() end
+    if path == nil then eval_check("reading the default input"); return real_lines() end
     local c = check_path(path, false)
     if not c then error(tostring(path) .. ": No such file or directory", 2) end
-    return real_lines(c, ...)
+    return iterator(real_lines(c, ...))
   end
+  io.read = function(...) eval_check("reading the default input"); return real_read(...) end
+  io.write = function(...) eval_check("writing the default output"); return real_write(...) end
   io.input = function(f)
     if type(f) == "string" then violation("io.input with a file name") end
+    if f ~= nil then eval_check("setting the default input") end
     return real_input(f)
   end
   io.output = function(f)
     if type(f) == "string" then violation("io.output with a file name") end
+    if f ~= nil then eval_check("setting the default output") end
     return real_output(f)
+  end
+  local methods = dgetmetatable(io.stdout).__index   -- the handles' methods, for every handle
+  for name, fn in pairs(methods) do
+    if name == "lines" then
+      methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...)) end
+    else
+      methods[name] = function(f, ...) this_call(f, "a file handle"); return fn(f, ...) end
+    end
   end
   io.popen = function() violation("io.popen is not allowed") end
   os.execute = function() violation("os.execute is not allowed") end
@@ -149,6 +181,20 @@ function M.install(opts)
   local searchers = package.searchers or package.loaders
   if searchers then searchers[4] = nil; searchers[3] = nil end
   package.loaded.debug = nil
+  _G.debug = nil   -- the harness's modules keep the functions they use; a library function that
+                   -- lends its globals to code it loads (as speedrun.util's tool loader) lends no debug
+  local real_load, real_loadfile = load, loadfile
+  _G.load = function(chunk, name, mode, e) return real_load(chunk, name, "t", e) end
+  _G.loadfile = function(path, mode, ...)
+    local c = check_path(path, false)
+    if not c then return nil, tostring(path) .. ": No such file or directory" end
+    return real_loadfile(c, "t", ...)
+  end
+  _G.dofile = function(path)
+    local f, err = _G.loadfile(path)
+    if not f then error(err, 2) end
+    return f()
+  end
   -- finalizers run whenever the collector does (in eval, after the clock stops): a metatable
   -- with __gc is refused, for the recipe and the library code it calls (_G.setmetatable)
   local real_setmetatable = setmetatable
@@ -190,7 +236,7 @@ function M.recipe_tables() return {require("speedrun.kernel").ops} end
 -- tables (the harness and the library captured it when they loaded), and the modules of M.LIBRARY
 -- are loaded now, so none appears or grows later
 function M.seal()
-  for k, mt in pairs(debug.getregistry()) do
+  for k, mt in pairs(getregistry()) do
     if type(k) == "string" and type(mt) == "table" and rawget(mt, "__name") == k and rawget(mt, "__metatable") == nil then
       rawset(mt, "__metatable", k)
     end
@@ -205,7 +251,7 @@ function M.seal()
   end
   local open = {}
   for _, t in ipairs(M.recipe_tables()) do open[t] = true end
-  require("speedrun.harness.state").seal_library(M.LIBRARY, open)
+  state_lib.seal_library(M.LIBRARY, open)
 end
 
 local function copy(t)
@@ -236,6 +282,29 @@ function M.env(opts, state)
   env.string = copy(string)
   env.string.dump = nil
   env.table, env.math, env.utf8, env.coroutine = copy(table), copy(math), copy(utf8), copy(coroutine)
+  -- where a suspended coroutine stands is state the picture cannot see (one line may hold many
+  -- yields): inside eval, only coroutines made during that same call may be resumed or closed
+  local co_born = setmetatable({}, {__mode = "k"})
+  local real_create, real_resume, real_close = coroutine.create, coroutine.resume, coroutine.close
+  local function co_check(co)
+    local e = eval_epoch()
+    if e and co_born[co] ~= e then eval_check("resuming a coroutine made outside this eval call") end
+  end
+  env.coroutine.create = function(f)
+    local co = real_create(f)
+    co_born[co] = eval_epoch()
+    return co
+  end
+  env.coroutine.resume = function(co, ...) co_check(co); return real_resume(co, ...) end
+  env.coroutine.close = function(co) co_check(co); return real_close(co) end
+  env.coroutine.wrap = function(f)
+    local co = env.coroutine.create(f)
+    return function(...)
+      local r = table.pack(env.coroutine.resume(co, ...))
+      if not r[1] then error(r[2], 0) end
+      return table.unpack(r, 2, r.n)
+    end
+  end
   -- Lua's generator is process-wide state (xoshiro256**: its outputs give its 256 bits back): eval
   -- may neither draw nor seed, as with the tensors' generator (the eval guard)
   local real_random, real_randomseed = math.random, math.randomseed
