@@ -189,8 +189,8 @@ Rejected (status `rejected`, never a pass): a sandbox violation (even if caught)
 `eval` (later tokens moving earlier logits or their tokens' losses), a stateful `eval` (anything
 reachable from `ctx` or your recipe changed by an eval call, even restored later: learning from
 validation inputs, counting calls, changing the model, calling backward, an optimizer or a CUDA
-graph replay, drawing random numbers, using a file or resuming a coroutine made before the call), a modified batch, a train time above the wall time, links to the data or to
-earlier runs. A score with runs whose losses are bitwise identical across seeds, far below the
+graph replay, drawing random numbers, using a file, an iterator or a coroutine made before the
+call), a modified batch, a train time above the wall time, links to the data or to earlier runs. A score with runs whose losses are bitwise identical across seeds, far below the
 target record's, or whose validation costs more than 25x the training's time per token, is
 `flagged` for a person to look at.
 ]==]

@@ -15,7 +15,8 @@
 --   remembering eval's memory in a gradient swapped for a fresh one, in requires_grad flags, in the
 --   payloads of NaNs; a fifth: the tools' recipe loader of speedrun.util (the process's own globals,
 --   debug among them: the targets read off the harness's stack), a memory in file handles opened in
---   setup (their contents, their positions) and in where suspended coroutines stand.
+--   setup (their contents, their positions) and in where suspended coroutines stand; a sixth: where
+--   string.gmatch iterators stand, and the removed keys of an empty table (next tells them apart).
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
 
@@ -75,6 +76,12 @@ T.case("round 5: the tools' loader escape, a memory in file handles and in where
   refused(workspace("copc", "cheat_copc", memo), "rejected", "resuming a coroutine made outside this eval call")
 end)
 
+T.case("round 6: a memory in where string.gmatch iterators stand, in the removed keys of an empty table -> rejected", function()
+  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
+  refused(workspace("gmatch", "cheat_gmatch", memo), "rejected", "a string.gmatch iterator made outside this eval call")
+  refused(workspace("deadkey", "cheat_deadkey", memo), "rejected", "next from a key the table does not hold")
+end)
+
 T.case("honest: files and coroutines made and used within one eval call, print in eval -> pass", function()
   local ws = workspace("evalio-fine", "good")
   C.write(ws .. "/recipe.lua", [[
@@ -85,6 +92,11 @@ function r.eval(ctx, x)
   for _ in io.lines("good.lua") do end
   local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1); return b * 2 end)
   assert(co(1) == 2 and co(3) == 6)
+  local n, t = 0, {a = 1, b = 2, c = 3}
+  for w in ("x y z"):gmatch("%a") do n = n + #w end
+  for k in pairs(t) do t[k] = t[k] + 1 end   -- values changed while traversing: allowed
+  for _, v in next, t do n = n + v end
+  assert(n == 12)
   print("eval ok")
   return eval(ctx, x)
 end
@@ -197,7 +209,7 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
-                         "cheat_fhandle", "cheat_seekpos", "cheat_copc"} do
+                         "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

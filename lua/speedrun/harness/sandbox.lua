@@ -120,13 +120,13 @@ function M.install(opts)
     local e = eval_epoch()
     if e and born[x] ~= e then eval_check(what .. " made outside this eval call") end
   end
-  local function iterator(it)
-    local function next_line(...)
-      this_call(next_line, "a line iterator")
+  local function iterator(it, what)
+    local function step(...)
+      this_call(step, what)
       return it(...)
     end
-    born[next_line] = eval_epoch()
-    return next_line
+    born[step] = eval_epoch()
+    return step
   end
   io.open = function(path, mode)
     mode = mode or "r"
@@ -141,7 +141,7 @@ function M.install(opts)
     if path == nil then eval_check("reading the default input"); return real_lines() end
     local c = check_path(path, false)
     if not c then error(tostring(path) .. ": No such file or directory", 2) end
-    return iterator(real_lines(c, ...))
+    return iterator(real_lines(c, ...), "a line iterator")
   end
   io.read = function(...) eval_check("reading the default input"); return real_read(...) end
   io.write = function(...) eval_check("writing the default output"); return real_write(...) end
@@ -155,10 +155,28 @@ function M.install(opts)
     if f ~= nil then eval_check("setting the default output") end
     return real_output(f)
   end
+  -- string.gmatch's iterator keeps its position (a C closure's state the picture cannot see): the
+  -- process's own string table, which strings' methods (("s"):gmatch) reach as well
+  local real_gmatch = string.gmatch
+  string.gmatch = function(...) return iterator(real_gmatch(...), "a string.gmatch iterator") end
+  -- a table keeps a removed key in its node until it is resized, and next(t, k) tells such a key
+  -- from one never there (no error): inside eval, next may not be asked from a key the table does
+  -- not hold (the picture sees an empty table either way); pairs hands out the checked next
+  local real_next, real_pairs = next, pairs
+  local function checked_next(t, k)
+    if k ~= nil and type(t) == "table" and eval_epoch() and rawget(t, k) == nil then eval_check("next from a key the table does not hold") end
+    return real_next(t, k)
+  end
+  _G.next = checked_next
+  _G.pairs = function(t)
+    local f, st, c = real_pairs(t)
+    if f == real_next then f = checked_next end
+    return f, st, c
+  end
   local methods = dgetmetatable(io.stdout).__index   -- the handles' methods, for every handle
   for name, fn in pairs(methods) do
     if name == "lines" then
-      methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...)) end
+      methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...), "a line iterator") end
     else
       methods[name] = function(f, ...) this_call(f, "a file handle"); return fn(f, ...) end
     end
