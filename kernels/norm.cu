@@ -5,7 +5,8 @@
 ** accumulated (+=). The backward computes dx row by row (a warp per row) and reduces the
 ** parameter grads per block in shared memory, then across blocks in a second small kernel
 ** (deterministic, no global atomics). Contiguous rows with C % 8 == 0 and C <= 1024 take
-** vectorised kernels (a row in registers, 16-byte accesses); SR_NORM_V1=1 forces the scalar ones.
+** vectorised kernels (a row in registers, 16-byte accesses; also an f32 x with a bf16 out, or a
+** bf16 dout: the step compiler's cast folding); SR_NORM_V1=1 forces the scalar ones.
 */
 #include <stdlib.h>     // defines: getenv
 
@@ -92,8 +93,10 @@ __global__ void norm_backward_kernel1(void *dx, int dxdt, float *part, const voi
 // dtype T; weight/bias of one dtype TW): a warp per row, the row held in registers (NCH chunks of
 // 8 values per lane, vector v = j*32 + lane), 16-byte loads and stores, x read once.
 
-template <bool LN, typename T, typename TW, int NCH>
-__global__ void __launch_bounds__(256) norm_forward_kernel2(T *out, float *mean, float *rstd, const T *x, const TW *w,
+// TO: out's dtype (an f32 x normed straight into bf16: the step compiler's cast folding, the
+// same value the f32 kernel stores, rounded once)
+template <bool LN, typename T, typename TW, int NCH, typename TO>
+__global__ void __launch_bounds__(256) norm_forward_kernel2(TO *out, float *mean, float *rstd, const T *x, const TW *w,
                                                             const TW *b, int64_t N, int C, float eps) {
   int64_t n = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31, nv = C >> 3;
@@ -123,7 +126,7 @@ __global__ void __launch_bounds__(256) norm_forward_kernel2(T *out, float *mean,
         q += d * d;
       }
   float r = rsqrtf(warp_sum(q) / (float)C + eps);
-  T *orow = out + n * C;
+  TO *orow = out + n * C;
 #pragma unroll
   for (int j = 0; j < NCH; j++) {
     int v = j * 32 + lane;
@@ -148,8 +151,10 @@ __global__ void __launch_bounds__(256) norm_forward_kernel2(T *out, float *mean,
 // dx row by row (a warp per row); with want_params each lane accumulates dweight/dbias of its
 // columns over the warp's rows in registers, then the block adds its warps' partials in shared
 // memory in warp order (deterministic) and writes part[block][2C]
-template <bool LN, typename T, typename TW, int NCH>
-__global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part, const T *dout, const T *x, const TW *w,
+// TD: dout's dtype (a bf16 gradient read as it is by an f32 norm's backward: the step compiler's
+// input folding; widened exactly on load, so the same values as its f32 copy)
+template <bool LN, typename T, typename TW, int NCH, typename TD>
+__global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part, const TD *dout, const T *x, const TW *w,
                                                              const float *mean, const float *rstd, int64_t N, int C,
                                                              int want_params) {
   extern __shared__ float sh[];  // [2C]: dweight, dbias partials
@@ -161,7 +166,8 @@ __global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part,
     for (int k = 0; k < 8; k++) aw[j][k] = ab[j][k] = 0.f;
   int64_t warps = (int64_t)gridDim.x * nwarps;
   for (int64_t n = blockIdx.x * (int64_t)nwarps + warp; n < N; n += warps) {
-    const T *dr = dout + n * C, *xr = x + n * C;
+    const TD *dr = dout + n * C;
+    const T *xr = x + n * C;
     float m = LN ? mean[n] : 0.f, r = rstd[n];
     float dv[NCH][8], xh[NCH][8];
     float sg = 0.f, sgx = 0.f;
@@ -267,23 +273,23 @@ static bool norm_v1(void) {  // SR_NORM_V1=1 forces the scalar kernels (A/B)
   return v == 1;
 }
 
-template <bool LN, typename T, typename TW, int NCH>
+template <bool LN, typename T, typename TW, int NCH, typename TO>
 static void fwd2(cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w, sr_tensor *b,
                  int64_t N, int64_t C, float eps) {
   unsigned grid = (unsigned)CEIL_DIV(N * 32, (int64_t)256);
-  norm_forward_kernel2<LN, T, TW, NCH><<<grid, 256, 0, s>>>((T *)sr_data(out), mean ? (float *)sr_data(mean) : NULL,
+  norm_forward_kernel2<LN, T, TW, NCH, TO><<<grid, 256, 0, s>>>((TO *)sr_data(out), mean ? (float *)sr_data(mean) : NULL,
                                                             (float *)sr_data(rstd), (const T *)sr_data(x),
                                                             w ? (const TW *)sr_data(w) : NULL,
                                                             b ? (const TW *)sr_data(b) : NULL, N, (int)C, eps);
 }
-template <bool LN, typename T, typename TW>
+template <bool LN, typename T, typename TW, typename TO = T>
 static void fwd2_n(int nch, cudaStream_t s, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w,
                    sr_tensor *b, int64_t N, int64_t C, float eps) {
   switch (nch) {
-    case 1: fwd2<LN, T, TW, 1>(s, out, mean, rstd, x, w, b, N, C, eps); break;
-    case 2: fwd2<LN, T, TW, 2>(s, out, mean, rstd, x, w, b, N, C, eps); break;
-    case 3: fwd2<LN, T, TW, 3>(s, out, mean, rstd, x, w, b, N, C, eps); break;
-    default: fwd2<LN, T, TW, 4>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    case 1: fwd2<LN, T, TW, 1, TO>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    case 2: fwd2<LN, T, TW, 2, TO>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    case 3: fwd2<LN, T, TW, 3, TO>(s, out, mean, rstd, x, w, b, N, C, eps); break;
+    default: fwd2<LN, T, TW, 4, TO>(s, out, mean, rstd, x, w, b, N, C, eps); break;
   }
 }
 template <bool LN>
@@ -292,33 +298,36 @@ static void fwd2_d(int nch, int tw, cudaStream_t s, sr_tensor *out, sr_tensor *m
   if (x->dtype == SR_BF16) {
     if (tw == SR_BF16) fwd2_n<LN, bf16, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
     else fwd2_n<LN, bf16, float>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+  } else if (out->dtype == SR_BF16) {   // f32 x, bf16 out
+    if (tw == SR_BF16) fwd2_n<LN, float, bf16, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
+    else fwd2_n<LN, float, float, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
   } else {
     if (tw == SR_BF16) fwd2_n<LN, float, bf16>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
     else fwd2_n<LN, float, float>(nch, s, out, mean, rstd, x, w, b, N, C, eps);
   }
 }
 
-template <bool LN, typename T, typename TW, int NCH>
+template <bool LN, typename T, typename TW, int NCH, typename TD>
 static cudaError_t bwd2(cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout, sr_tensor *x,
                         sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
   if (smem > 48 * 1024) {
-    cudaError_t ce = cudaFuncSetAttribute(norm_backward_kernel2<LN, T, TW, NCH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t ce = cudaFuncSetAttribute(norm_backward_kernel2<LN, T, TW, NCH, TD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce != cudaSuccess) return ce;
   }
-  norm_backward_kernel2<LN, T, TW, NCH><<<G, 256, smem, s>>>((T *)sr_data(dx), part, (const T *)sr_data(dout),
+  norm_backward_kernel2<LN, T, TW, NCH, TD><<<G, 256, smem, s>>>((T *)sr_data(dx), part, (const TD *)sr_data(dout),
                                                              (const T *)sr_data(x), w ? (const TW *)sr_data(w) : NULL,
                                                              mean ? (const float *)sr_data(mean) : NULL,
                                                              (const float *)sr_data(rstd), N, (int)C, want);
   return cudaSuccess;
 }
-template <bool LN, typename T, typename TW>
+template <bool LN, typename T, typename TW, typename TD = T>
 static cudaError_t bwd2_n(int nch, cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout,
                           sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
   switch (nch) {
-    case 1: return bwd2<LN, T, TW, 1>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    case 2: return bwd2<LN, T, TW, 2>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    case 3: return bwd2<LN, T, TW, 3>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    default: return bwd2<LN, T, TW, 4>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 1: return bwd2<LN, T, TW, 1, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 2: return bwd2<LN, T, TW, 2, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 3: return bwd2<LN, T, TW, 3, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    default: return bwd2<LN, T, TW, 4, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
   }
 }
 template <bool LN>
@@ -328,6 +337,10 @@ static cudaError_t bwd2_d(int nch, int tw, cudaStream_t s, unsigned G, size_t sm
   if (x->dtype == SR_BF16) {
     if (tw == SR_BF16) return bwd2_n<LN, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
     return bwd2_n<LN, bf16, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+  }
+  if (dout->dtype == SR_BF16) {   // f32 x and dx, bf16 dout
+    if (tw == SR_BF16) return bwd2_n<LN, float, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    return bwd2_n<LN, float, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
   }
   if (tw == SR_BF16) return bwd2_n<LN, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
   return bwd2_n<LN, float, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
@@ -346,7 +359,8 @@ static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_ten
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
   {
     sr_tensor *ts[4] = {out, x, w, b};
-    int nch = norm_v1() || out->dtype != x->dtype ? 0 : norm_nch(C, ts, 4), tw = norm_tw(w, ln ? b : NULL);
+    bool dts = out->dtype == x->dtype || (x->dtype == SR_F32 && out->dtype == SR_BF16);
+    int nch = norm_v1() || !dts ? 0 : norm_nch(C, ts, 4), tw = norm_tw(w, ln ? b : NULL);
     if (nch > 0 && tw >= 0) {
       if (ln) fwd2_d<true>(nch, tw, s, out, mean, rstd, x, w, b, N, C, eps);
       else fwd2_d<false>(nch, tw, s, out, NULL, rstd, x, w, NULL, N, C, eps);
@@ -391,7 +405,8 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
   }
   cudaError_t ce = cudaSuccess;
   sr_tensor *ts[4] = {dx, dout, x, w};
-  int nch = norm_v1() || dx->dtype != x->dtype || dout->dtype != x->dtype ? 0 : norm_nch(C, ts, 4);
+  bool dts = dx->dtype == x->dtype && (dout->dtype == x->dtype || (x->dtype == SR_F32 && dout->dtype == SR_BF16));
+  int nch = norm_v1() || !dts ? 0 : norm_nch(C, ts, 4);
   int tw = norm_tw(w, NULL);
   if (nch > 0 && tw >= 0) {
     if (ln) ce = bwd2_d<true>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);

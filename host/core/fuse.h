@@ -17,7 +17,9 @@
 **      order, element by element.
 **    - cast folding: a norm (rms_norm, layer_norm), rotary or a beta-0 gemm whose output is read
 **      only by the next launch, a narrowing copy (f32 -> bf16, f64 -> f32/bf16), writes the copy's
-**      destination itself.
+**      destination itself; and a widening copy (bf16 -> f32, ...) whose output only the next
+**      launch, a norm's backward, reads as its upstream gradient: the backward reads the copy's
+**      source itself (the same values: widening is exact).
 ** 3. Execute (host/core/fuse_exec.c): the step runs again (eagerly, or under CUDA-graph capture)
 **    with the plan installed in the dispatcher: each launch is matched to the recorded one (kernel,
 **    scalars, layouts); a group's members are held until its last member arrives, then run as one
@@ -123,7 +125,8 @@ typedef struct sr_fuse_io {
 typedef struct sr_fuse_group {
   int64_t first;              /* launches first .. first + n - 1 */
   int n;
-  int fold;                   /* 1: cast folding (launch first writes launch first+1's output) */
+  int fold;                   /* cast folding: SR_FUSE_FOLD_OUT (launch first writes launch first+1's
+                              ** output) or SR_FUSE_FOLD_IN (launch first+1 reads launch first's input) */
   int nop;
   sr_fuse_op op[SR_FUSE_MAXOPS];
   int nload, nio;             /* io[0..nload) loads, io[nload..nio) stores */
@@ -154,6 +157,12 @@ typedef struct sr_fuse_group {
   const char *label;          /* its ops as text, e.g. "cast:bfloat16 -> mul:bfloat16" (interned: lives
                               ** as long as the process, so profile rows may point at it) */
 } sr_fuse_group;
+
+enum { SR_FUSE_FOLD_OUT = 1, SR_FUSE_FOLD_IN = 2 };
+
+/* the argument of launch kind id that an input fold replaces (a norm backward's upstream gradient),
+** or -1 when id takes none */
+int sr_fuse_fold_in_arg(int id);
 
 typedef struct sr_fuse_plan {
   int device;

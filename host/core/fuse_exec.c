@@ -139,8 +139,34 @@ static const char *ran_fused(const sr_fuse_group *g) {
   return NULL;
 }
 
+/* an input fold: the norm's backward reads the copy's source as its upstream gradient (the copy's
+** output's layout over the source's memory and dtype) */
+static const char *run_fold_in(const sr_fuse_group *g) {
+  held *c = &X.h[0], *b = &X.h[1];
+  int jd = sr_fuse_fold_in_arg(X.p->l[g->first + 1].id);
+  const sr_tensor *src = c->c.t[1];
+  int ok = jd >= 0 && b->c.t[jd] && b->c.t[jd]->storage == c->c.t[0]->storage;
+  for (int j = 0; j < b->c.nt && ok; j++)
+    ok = !b->c.t[j] || (b->c.t[j]->storage != src->storage && (j == jd || b->c.t[j]->storage != c->c.t[0]->storage));
+  if (!ok) {
+    note("group at launch %lld: its tensors alias differently than recorded (ran unfused)", (long long)g->first + 1);
+    return run_held();
+  }
+  sr_kcall k = b->c;
+  sr_tensor in = *b->c.t[jd];
+  in.storage = src->storage, in.offset = src->offset, in.dtype = src->dtype;
+  k.t[jd] = &in;
+  const char *err = b->fn(&k);
+  if (err) {
+    release_held();
+    return err;
+  }
+  return ran_fused(g);
+}
+
 /* a fold group: the producer writes the copy's destination */
 static const char *run_fold(const sr_fuse_group *g) {
+  if (g->fold == SR_FUSE_FOLD_IN) return run_fold_in(g);
   held *p = &X.h[0], *c = &X.h[1];
   int ok = c->c.t[1]->storage == p->c.t[0]->storage;
   for (int j = 1; j < p->c.nt && ok; j++) ok = !p->c.t[j] || p->c.t[j]->storage != c->c.t[0]->storage;

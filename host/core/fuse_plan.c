@@ -299,6 +299,40 @@ static int fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k, int devi
   return 1;
 }
 
+/* narrower-or-equal float types: a value of dtype v stored as dtype s and read back is v exactly */
+static int holds(int s, int v) {
+  return s == v || (v == SR_BF16 && (s == SR_F32 || s == SR_F64)) || (v == SR_F32 && s == SR_F64);
+}
+
+int sr_fuse_fold_in_arg(int id) {
+  return id == SR_K_rms_norm_backward ? 2 : id == SR_K_layer_norm_backward ? 3 : -1;
+}
+
+/* input folding: copy k widens (bf16 -> f32, ...; exact) a contiguous tensor that only launch k+1,
+** a norm's backward, reads, as its upstream gradient: k+1 can read the copy's source instead. The
+** source is not among what k+1 writes (it reads a row's gradient after writing earlier rows) */
+static int in_fold_ok(const sr_fuse_rec *const *recs, int nrec, int64_t k) {
+  const sr_fuse_rec *r = recs[0];
+  if (k + 1 >= r->n || r->l[k].id != SR_K_copy || r->l[k].nt < 2) return 0;
+  int jd = sr_fuse_fold_in_arg(r->l[k + 1].id);
+  if (jd < 0 || r->l[k + 1].nt <= jd) return 0;
+  const sr_fuse_arg *co = arg_of(r, k, 0), *cx = arg_of(r, k, 1), *d = arg_of(r, k + 1, jd);
+  int64_t n = numel_of(co->ndim, co->shape);
+  if (co->sid < 0 || cx->sid < 0 || d->sid != co->sid || d->offset != co->offset || d->dtype != co->dtype ||
+      co->dtype == cx->dtype || !holds(co->dtype, cx->dtype) || !arg_contiguous(co) || !arg_contiguous(cx) ||
+      !arg_contiguous(d) || numel_of(cx->ndim, cx->shape) != n || numel_of(d->ndim, d->shape) != n)
+    return 0;
+  for (int j = 0; j < r->l[k + 1].nt; j++) {
+    int sid = arg_of(r, k + 1, j)->sid;
+    if (sid >= 0 && (sid == cx->sid || (j != jd && sid == co->sid))) return 0;
+  }
+  for (int x = 0; x < nrec; x++) {
+    if (!dead_after(recs[x], k, 0, k + 1) || arg_of(recs[x], k + 1, jd)->sid != arg_of(recs[x], k, 0)->sid) return 0;
+    if (arg_of(recs[x], k, 1)->sid == arg_of(recs[x], k + 1, 0)->sid) return 0;
+  }
+  return 1;
+}
+
 /* ------------------------------------------------------------------------------------------
 ** the loss: an element-wise group whose output an in-place cross_entropy reads, and the
 ** element-wise group the backward then runs on the gradient (core/fuse.h, 4.) */
@@ -375,11 +409,6 @@ static int xent_store(const sr_fuse_rec *r, const sr_fuse_plan *p, const sr_fuse
   for (int k = g->nload; k < g->nio; k++)
     if (io_arg(r, g, k)->sid == x->sid && g->io[k].src == g->nload + w) return k;
   return -1;
-}
-
-/* narrower-or-equal float types: a value of dtype v stored as dtype s and read back is v exactly */
-static int holds(int s, int v) {
-  return s == v || (v == SR_BF16 && (s == SR_F32 || s == SR_F64)) || (v == SR_F32 && s == SR_F64);
 }
 
 enum { RELAY_NONE, RELAY_AHEAD, RELAY_DEFER };
@@ -645,10 +674,13 @@ sr_fuse_plan *sr_fuse_plan_build(const sr_fuse_rec *a, const sr_fuse_rec *b, con
   int cap = 0;
   static gbuild best;
   for (int64_t k = 0; k < r->n;) {
-    if (fold_ok(recs, nrec, k, p->device)) {
+    int fold = fold_ok(recs, nrec, k, p->device) ? SR_FUSE_FOLD_OUT : in_fold_ok(recs, nrec, k) ? SR_FUSE_FOLD_IN : 0;
+    if (fold) {
       sr_fuse_group g;
       memset(&g, 0, sizeof g);
-      g.first = k, g.n = 2, g.fold = 1, g.dead = 1;
+      g.first = k, g.n = 2, g.fold = fold, g.dead = 1;
+      /* out: the producer's output neither stored nor read back; in: the copy's output, and the
+      ** copy's read of its source is the backward's */
       g.saved_bytes = 2 * io_bytes(r, &g, 0, 0);
       push_group(p, &g, &cap);
       k += 2;
@@ -727,9 +759,10 @@ char *sr_fuse_plan_dump(const sr_fuse_plan *p) {
            (long long)g->ce + 1);
     else
       tput(&b, "  %3d  launches %lld-%lld  ", k + 1, (long long)g->first + 1, (long long)(g->first + g->n));
-    if (g->fold) {
-      const sr_fuse_launch *l = &p->l[g->first];
-      tput(&b, "fold: %s writes the cast's output itself", sr_kernels[l->id].name);
+    if (g->fold == SR_FUSE_FOLD_OUT) {
+      tput(&b, "fold: %s writes the cast's output itself", sr_kernels[p->l[g->first].id].name);
+    } else if (g->fold == SR_FUSE_FOLD_IN) {
+      tput(&b, "fold: %s reads the cast's input itself", sr_kernels[p->l[g->first + 1].id].name);
     } else {
       tput(&b, "[");
       for (int d = 0; d < g->ndim; d++) tput(&b, "%s%lld", d ? "," : "", (long long)g->shape[d]);
@@ -768,7 +801,7 @@ static const char *intern(const char *s) {
 }
 
 /* each group's label: its ops in order ("cast:bfloat16 -> mul:bfloat16"), or "<kernel> => cast"
-** for a fold */
+** ("cast => <kernel>") for an output (input) fold */
 static void label_groups(sr_fuse_plan *p) {
   tbuf b = {malloc(256), 0, 256};
   if (!b.s) sr_fail("fuse: out of host memory");
@@ -776,7 +809,8 @@ static void label_groups(sr_fuse_plan *p) {
     sr_fuse_group *g = &p->g[k];
     b.n = 0;
     b.s[0] = '\0';
-    if (g->fold) tput(&b, "%s => cast", sr_kernels[p->l[g->first].id].name);
+    if (g->fold == SR_FUSE_FOLD_OUT) tput(&b, "%s => cast", sr_kernels[p->l[g->first].id].name);
+    if (g->fold == SR_FUSE_FOLD_IN) tput(&b, "cast => %s", sr_kernels[p->l[g->first + 1].id].name);
     if (g->relay)
       tput(&b, g->defer ? "relay (the loss's backward: its gradient and the chain, in the loss group's second kernel)"
                : g->nop ? "relay " : "relay (the gradient's chain, done in place by the loss kernel)");

@@ -127,7 +127,7 @@ static int p_stats(lua_State *L) {
   int folds = 0, disabled = 0, dead = 0, losses = 0, relays = 0;
   for (int k = 0; k < p->ng; k++) {
     const sr_fuse_group *g = &p->g[k];
-    folds += g->fold, disabled += g->disabled, dead += g->dead, losses += g->xent, relays += g->relay;
+    folds += g->fold != 0, disabled += g->disabled, dead += g->dead, losses += g->xent, relays += g->relay;
   }
   lua_createtable(L, 0, 10);
   lua_pushstring(L, sr_device_name((sr_device)p->device));

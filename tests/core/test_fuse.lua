@@ -97,6 +97,38 @@ T.case("a widening cast is not folded (it would change the rounding)", function(
   T.eq(plan:stats().folds, 0, plan:dump())
 end)
 
+T.case("a norm's backward after the widening cast of its gradient (autocast): it reads the bf16 gradient itself", function()
+  local xs, Wb = sr.randn({6, 64}), sr.randn({64, 32}):to("bfloat16")
+  for _, norm in ipairs {"rms_norm", "layer_norm"} do
+    local plan, groups = check_fused(function()   -- the records' weightless norm (records 1-8)
+      local xr = xs:detach():requires_grad_()
+      local h = norm == "rms_norm" and F.rms_norm(xr, nil, 1e-6) or F.layer_norm(xr, nil, nil, 1e-5)
+      local y = F.matmul(F.cast(h, "bfloat16"), Wb)
+      F.sum(F.square(F.cast(y, "float32"))):backward()
+      return {y, xr.grad}
+    end, norm .. " input fold")
+    T.ok(plan:dump():find("fold: " .. norm .. "_backward reads the cast's input itself", 1, true), plan:dump())
+    T.ok(groups >= 2, "fused groups: " .. groups)
+  end
+end)
+
+T.case("a norm's gradient with another reader (a second branch) or a weight's grad zeroed between: not folded in", function()
+  local xs, Wb = sr.randn({6, 64}), sr.randn({64, 32}):to("bfloat16")
+  for _, case in ipairs {"branch", "weight"} do
+    local plan = check_fused(function()
+      local xr = xs:detach():requires_grad_()
+      local w = case == "weight" and sr.ones({64}):requires_grad_() or nil
+      local h = F.rms_norm(xr, w, 1e-6)
+      local y = F.matmul(F.cast(h, "bfloat16"), Wb)
+      local loss = F.sum(F.square(F.cast(y, "float32")))
+      if case == "branch" then loss = loss + F.sum(h) end   -- h's gradient: the cast's, plus ones
+      loss:backward()
+      return {y, xr.grad}
+    end, case)
+    T.ok(not plan:dump():find("reads the cast's input itself", 1, true), plan:dump())
+  end
+end)
+
 -- chains of every function, each dtype as storage of the intermediate
 local DTYPES = {"float32", "bfloat16", "float64"}
 local function positive(t) return F.add(F.abs(t), 0.5) end

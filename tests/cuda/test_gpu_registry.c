@@ -774,33 +774,35 @@ static const int64_t NORMS[][2] = {{7, 77}, {5, 64}, {300, 768}, {64, 2048}};
 
 /* rms_norm (ln = 0) or layer_norm (ln = 1) forward (bw = 0) or backward; with and without weight
 ** (and bias); x f32 or bf16, weight f32 */
+/* dtypes: f32, bf16, and (di = 2) the autocast mix of the step compiler's cast folding: an f32 x
+** normed into a bf16 out, its backward reading a bf16 dout */
 static void norm_cases(int ln, int bw) {
   for (int ci = 0; ci < NORMS_N; ci++)
-    for (int di = 0; di < 2; di++)
+    for (int di = 0; di < 3; di++)
       for (int affine = 0; affine < 2; affine++) {
         int m = mark();
-        sr_dtype dt = FLOATS[di];
+        sr_dtype dt = di < 2 ? FLOATS[di] : SR_F32, mixed = di == 2 ? SR_BF16 : dt;
         int64_t N = NORMS[ci][0], C = NORMS[ci][1];
         const int64_t *sh = NORMS[ci];
-        sr_tensor *x = rnd(tnew(dt, 2, sh), -2, 2), *o = poison(tnew(dt, 2, sh));
+        sr_tensor *x = rnd(tnew(dt, 2, sh), -2, 2), *o = poison(tnew(bw ? dt : mixed, 2, sh));
         sr_tensor *w = affine ? rnd(tnew(SR_F32, 1, &C), 0.5, 1.5) : NULL;
         sr_tensor *b = affine && ln ? rnd(tnew(SR_F32, 1, &C), -0.5, 0.5) : NULL;
         sr_tensor *mean = ln ? poison(tnew(SR_F32, 1, &N)) : NULL, *rstd = poison(tnew(SR_F32, 1, &N));
         sr_kcall f = ln ? KC(o, mean, rstd, x, w, b) : KC(o, rstd, x, w);
         f.f[0] = 1e-5;
         sr_kernel_id id = ln ? (bw ? SR_K_layer_norm_backward : SR_K_layer_norm) : (bw ? SR_K_rms_norm_backward : SR_K_rms_norm);
-        const char *nm = affine ? (ln ? " weight, bias" : " weight") : "";
+        const char *nm = affine ? (ln ? " weight, bias" : " weight") : "", *mx = di == 2 ? " (bf16 out/dout)" : "";
         if (!bw) {
-          check(id, &f, (opt){0}, "%s [%lld,%lld]%s", dn(dt), (long long)N, (long long)C, nm);
+          check(id, &f, (opt){0}, "%s [%lld,%lld]%s%s", dn(dt), (long long)N, (long long)C, nm, mx);
         } else {
           ref_run(ln ? SR_K_layer_norm : SR_K_rms_norm, &f);  /* mean, rstd from the reference */
-          sr_tensor *dout = rnd(tnew(dt, 2, sh), -1, 1), *dx = poison(tnew(dt, 2, sh));
+          sr_tensor *dout = rnd(tnew(mixed, 2, sh), -1, 1), *dx = poison(tnew(dt, 2, sh));
           sr_tensor *dw = affine ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
           sr_tensor *db = affine && ln ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
           sr_kcall c = ln ? KC(dx, dw, db, dout, x, w, mean, rstd) : KC(dx, dw, dout, x, w, rstd);
           /* dweight, dbias: f32 sums over N rows of bf16 products */
-          check(id, &c, (opt){.t32 = dt == SR_BF16 ? 1e-2 : 5e-5}, "%s [%lld,%lld]%s",
-                dn(dt), (long long)N, (long long)C, nm);
+          check(id, &c, (opt){.t32 = dt == SR_BF16 ? 1e-2 : 5e-5}, "%s [%lld,%lld]%s%s",
+                dn(dt), (long long)N, (long long)C, nm, mx);
         }
         release_to(m);
       }
