@@ -14,7 +14,8 @@
 **     ([B, T] int32 targets) a third result: the largest change of a token's cross-entropy there,
 **     relative to max(1, its loss under a) (f32 row statistics: a column no target names cannot
 **     widen it as it widens max |a|);
-**   eval_guard(on) / eval_check(what) / eval_epoch(): the eval guard (below); zero_empty(on): speedrun.empty
+**   eval_guard(on) / eval_check(what) / eval_epoch(): the eval guard (below); notrain(where | nil):
+**     the no-training guard of the untimed load and setup (below); zero_empty(on): speedrun.empty
 **     zeroes its memory (restricted runs); version(t) -> its storage's write counter; serial(t)
 **     -> its identity (unique over the process); shape(t) -> {sizes} (read in C); emit(s) writes one
 **     line to the event channel (fd SR_EVENT_FD in the child, else ignored);
@@ -289,6 +290,35 @@ void sr_eval_guard(lua_State *L, const char *what) {
   luaL_error(L, "rejected: %s inside eval (eval runs without gradients and must not change the model)", what);
 }
 
+/* the no-training guard (restricted runs): while the recipe's chunk loads and while its setup runs,
+** both untimed, backward and optimizer steps (sr_train_guard) raise and count, so training cannot
+** move off the clock (set by notrain(where)) */
+static const char *notrain_where;
+static int notrain_hits;
+static char notrain_first[160];
+
+void sr_train_guard(lua_State *L, const char *what) {
+  sr_eval_guard(L, what);
+  if (!notrain_where) return;
+  if (notrain_hits++ == 0) snprintf(notrain_first, sizeof notrain_first, "%s", what);
+  luaL_error(L, "rejected: %s inside %s (untimed: training belongs in train_step)", what, notrain_where);
+}
+
+/* notrain(where | nil) -> attempts counted since it was last switched on, the first one's name:
+** where ("setup", "the recipe's loading") switches the no-training guard on, nil off */
+static int h_notrain(lua_State *L) {
+  static char where[64];
+  lua_pushinteger(L, notrain_hits);
+  lua_pushstring(L, notrain_first);
+  if (lua_isnoneornil(L, 1)) {
+    notrain_where = NULL;
+  } else {
+    snprintf(where, sizeof where, "%s", luaL_checkstring(L, 1));
+    notrain_where = where, notrain_hits = 0, notrain_first[0] = 0;
+  }
+  return 2;
+}
+
 /* eval_check(what): raises (and counts) as sr_eval_guard while the guard is on; for checks made in
 ** Lua (the sandbox's file writes) */
 static int h_eval_check(lua_State *L) {
@@ -550,7 +580,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
     {"now", h_now}, {"sync", h_sync}, {"checksum", h_checksum}, {"ce_sum", h_ce_sum},
-    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"eval_epoch", h_eval_epoch}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
+    {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"eval_epoch", h_eval_epoch}, {"notrain", h_notrain}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
     {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},

@@ -489,7 +489,7 @@ static sr_tensor *adamw_opts(lua_State *L, double val[6]) {
 /* adamw_(param, grad, m, v, opts) in place; opts.sched: a float32 tensor {lr, step} on the
 ** param's device that replaces lr and step */
 static int F_adamw_(lua_State *L) {
-  sr_eval_guard(L, "an optimizer step");
+  sr_train_guard(L, "an optimizer step");
   sr_tensor *p = sr_check_tensor(L, 1), *g = sr_check_tensor(L, 2), *m = sr_check_tensor(L, 3), *v = sr_check_tensor(L, 4);
   double val[6];
   sr_tensor *sched = adamw_opts(L, val);
@@ -511,7 +511,7 @@ static void tensor_list(lua_State *L, int arg, sr_tensor **out, int at, int ever
 
 /* adamw_multi_({params}, {grads}, {ms}, {vs}, opts): adamw_ on every parameter in one kernel call */
 static int F_adamw_multi_(lua_State *L) {
-  sr_eval_guard(L, "an optimizer step");
+  sr_train_guard(L, "an optimizer step");
   for (int a = 1; a <= 4; a++) luaL_checktype(L, a, LUA_TTABLE);
   int n = (int)luaL_len(L, 1);
   for (int a = 2; a <= 4; a++)

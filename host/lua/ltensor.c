@@ -661,7 +661,7 @@ static int backward_call(lua_State *L) {
 ** backward can write the gradient over logits nothing else holds) */
 static int m_backward(lua_State *L) {
   sr_check_tensor(L, 1);
-  sr_eval_guard(L, "backward");
+  sr_train_guard(L, "backward");
   lua_settop(L, 2);
   if (!in_gc) { bytes_since_gc = 0; lua_gc(L, LUA_GCCOLLECT); }
   bool mode = sr_grad_enabled();

@@ -54,9 +54,11 @@ return function(name)
   C.REC2 = {mean_ms = 5e5, std_ms = 10, runs = 3, target_val_loss = 3.0, val_tokens = 512, val_loss_mean = 1.45, val_loss_std = 0.02}
   C.CALIB = C.calibration("calib", {record_01 = C.REC1, record_02 = C.REC2})
 
-  -- `speedrun score WS --task 1 ...`; returns rc, output, score.json (nil when none was written), its path
-  function C.score(ws, extra)
-    local rc, text = C.speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(C.CALIB) .. C.RUN .. " " .. (extra or ""))
+  -- `speedrun score WS --task 1 ...` (against calib, default C.CALIB); returns rc, output, score.json
+  -- (nil when none was written), its path
+  function C.score(ws, extra, calib)
+    local rc, text = C.speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(calib or C.CALIB) .. C.RUN
+                                .. " " .. (extra or ""))
     local path = text:match("score: (%S+/score%.json)")
     local s = path and read(path)
     return rc, text, s and json.decode(s), path

@@ -82,6 +82,39 @@ T.case("round 6: a memory in where string.gmatch iterators stand, in the removed
   refused(workspace("deadkey", "cheat_deadkey", memo), "rejected", "next from a key the table does not hold")
 end)
 
+T.case("round 7: training in the untimed setup or while the recipe loads -> rejected; work there -> flagged", function()
+  refused(workspace("setuptrain", "cheat_setuptrain"), "rejected", "backward inside setup")
+  local ws = workspace("loadtrain", "good")
+  C.write(ws .. "/recipe.lua", "local r = dofile('good.lua')\nlocal sr = require 'speedrun'\n"
+    .. "local w = sr.randn(4):requires_grad_()\npcall(function() sr.F.sum(w * w):backward() end)\nreturn r\n")
+  refused(ws, "rejected", "backward inside the recipe's loading")
+  local rc, text, sc = score(workspace("setupwork", "cheat_setupwork"))
+  T.eq(rc, 1, text)
+  T.eq(sc.verdict, "flagged", text)
+  T.ok(text:find("work in the untimed setup", 1, true), text)
+end)
+
+T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; pooled with the record's, not", function()
+  local ws = workspace("seedfix", "cheat_seedfix")
+  local _, text, first = score(ws)   -- where its runs land
+  local m = first.summary.val_loss.mean
+  T.ok(first.summary.val_loss.std < 1e-4, "seeds alike: std " .. tostring(first.summary.val_loss.std) .. "\n" .. text)
+  -- the target 0.002 above them; the target record's calibrated spread 0.02 over 3 runs, or unknown
+  local function calib(name, std)
+    local rec = {}
+    for k, v in pairs(C.REC2) do rec[k] = v end
+    rec.target_val_loss, rec.val_loss_std = m + 0.002, std
+    return C.calibration(name, {record_01 = C.REC1, record_02 = rec})
+  end
+  local _, t1, s1 = score(ws, nil, calib("calib-nostd", nil))
+  T.ok(s1, t1)
+  T.eq(s1.verdict, "pass", "without the record's spread the cheat passes 0.002 under the target\n" .. t1)
+  local rc2, t2, s2 = score(ws, nil, calib("calib-std", 0.02))
+  T.eq(rc2, 1, t2)
+  T.eq(s2.verdict, "fail", t2)
+  T.ok(s2.summary.ttest.pooled and s2.summary.ttest.df == 4, t2)
+end)
+
 T.case("honest: files and coroutines made and used within one eval call, print in eval -> pass", function()
   local ws = workspace("evalio-fine", "good")
   C.write(ws .. "/recipe.lua", [[
@@ -209,7 +242,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_evalcoroutine", "cheat_memopeek", "cheat_evalrecompute", "cheat_amaxpeek", "cheat_valbatch",
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
-                         "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey"} do
+                         "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
+                         "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

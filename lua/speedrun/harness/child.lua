@@ -33,7 +33,9 @@ local new_rules, new_stepper, train = rules.new, graph.new, steps.train
 local data_loader, val_loader = data.loader, data.val_loader
 local sandbox_install, sandbox_env, recipe_tables = sandbox.install, sandbox.env, sandbox.recipe_tables
 local unpack = table.unpack
-local now, sync = H.now, H.sync
+local fmt = string.format
+local now, sync, notrain = H.now, H.sync, H.notrain
+local compile_seconds = require("speedrun.kernel_core").compile_seconds
 local decode = json.decode
 local manual_seed = sr.manual_seed
 local load_tokenizer = tokenizer.load
@@ -71,16 +73,33 @@ local function open_data(job, p)
   return loader, vloader
 end
 
--- recipe.setup on a fresh ctx (untimed: building the model and optimizer); returns ctx
+-- f(...) with the no-training guard on (restricted runs: the recipe's loading and its setup are
+-- untimed, so backward and optimizer steps there are refused, even if the recipe catches the error)
+local function untimed(job, where, f, ...)
+  if not job.restricted then return f(...) end
+  notrain(where)
+  local r = table.pack(pcall(f, ...))
+  local hits, first = notrain(nil)
+  if hits > 0 then
+    fail("rejected", fmt("%s inside %s (%d attempt(s), even if caught): %s is not timed; training belongs in train_step",
+                         first, where, hits, where))
+  end
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- recipe.setup on a fresh ctx (untimed: building the model and optimizer); returns ctx. Its time,
+-- less the NVRTC compiles in it, is setup_work_ms (the plausibility flag's: work moved into setup)
 local function setup(job, recipe, p, R)
   manual_seed(job.seed)
   local ctx = {scale = p.scale, config = deepcopy(p.cfg), device = job.device, seed = job.seed, steps = p.steps,
                tokens_per_step = p.tps, out_dir = job.out, workspace = job.workspace, time_budget_s = p.time_budget}
-  local t0 = now()
-  call(recipe.setup, ctx)
+  local t0, c0 = now(), compile_seconds()
+  untimed(job, "setup", call, recipe.setup, ctx)
   local e = sync(job.device == "cuda")
   if e then fail("cuda_fault", "after setup: " .. e) end
   R.setup_time_ms = (now() - t0) * 1000
+  R.setup_work_ms = math.max(0, R.setup_time_ms - (compile_seconds() - c0) * 1000)
   return ctx
 end
 
@@ -112,7 +131,7 @@ local function val_bytes(tk, vloader)
 end
 
 -- t: {ms, done, by_budget} from the training loop
-local function metrics(p, t, setup_time_ms, warm)
+local function metrics(p, t, R, warm)
   local timed, ms = t.done - p.skip, t.ms
   return {steps = t.done, planned_steps = p.steps, time_budget_s = p.time_budget or json.null,
           stopped_by = t.by_budget and "time_budget" or "steps", train_time_ms = ms, tokens = t.done * p.tps,
@@ -122,7 +141,7 @@ local function metrics(p, t, setup_time_ms, warm)
           first_step_setup = warm.setup and warm.setup.first_step or json.null,
           step_avg_ms = timed > 0 and ms / timed or json.null,
           tokens_per_s = ms > 0 and timed > 0 and timed * p.tps / (ms / 1000) or json.null,
-          setup_time_ms = setup_time_ms}
+          setup_time_ms = R.setup_time_ms, setup_work_ms = R.setup_work_ms}
 end
 
 -- validation bits per byte: the cross-entropy sum (nats) over ln 2 x the bytes of the targets
@@ -162,7 +181,7 @@ local function run(job, R)
   local is_cuda = job.device == "cuda"
   local tk = open_tokenizer()
   local env, required = environment(job, R)
-  local recipe = load_recipe(job.recipe, env)
+  local recipe = untimed(job, "the recipe's loading", load_recipe, job.recipe, env)
   local p = plan_of(job, recipe, is_cuda)
   local loader, vloader = open_data(job, p)
   local vb = val_bytes(tk, vloader)
@@ -180,7 +199,7 @@ local function run(job, R)
   local t = {vb = vb}
   local warm
   t.ms, warm, t.done, t.by_budget = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
-  R.metrics = metrics(p, t, R.setup_time_ms, warm)
+  R.metrics = metrics(p, t, R, warm)
   finish(p, rules_, R, t, is_cuda, roots)
 end
 

@@ -16,6 +16,7 @@ local dataid = require "speedrun.harness.dataid"
 local engine = require "speedrun.harness.engine"
 local taskmod = require "speedrun.task"
 local stats = require "speedrun.stats"
+local summarize = require("speedrun.harness.summary").summarize
 local output = require "speedrun.harness.output"
 local supervise = require "speedrun.harness.supervise"
 local verdict = require "speedrun.harness.verdict"
@@ -279,22 +280,6 @@ local function multi_run(recipe, o, k, out_root, label)
   return runs
 end
 
-local function summarize(runs, target)
-  local losses, times, all_ok = {}, {}, true
-  for _, r in ipairs(runs) do
-    if r.valid or r.status == "invalid" then
-      losses[#losses + 1] = r.metrics.val_loss
-      times[#times + 1] = r.metrics.train_time_ms
-    end
-    if not (r.valid or r.status == "invalid") then all_ok = false end
-  end
-  local tl = stats.ttest_less(losses, target)
-  local tt = stats.ttest_less(times, 0)
-  return {n = #runs, completed = #losses, all_completed = all_ok, val_loss = {mean = tl.mean, std = tl.std,
-          values = json.array(losses)}, train_time_ms = {mean = tt.mean, std = tt.std, values = json.array(times)},
-          ttest = {target = target, t = tl.t, p = tl.p, df = #losses - 1, alternative = "mean val_loss < target"}}
-end
-
 local SCORE_USAGE = [[
 usage: speedrun score WORKSPACE [options]
 Scores WORKSPACE/recipe.lua in the restricted environment: K runs with seeds seed..seed+K-1;
@@ -465,6 +450,11 @@ local function print_score(S, runs, out_root, quiet)
       sum.val_loss.mean, sum.val_loss.std and fmt("%.4f", sum.val_loss.std) or "-", sum.train_time_ms.mean or 0,
       sum.train_time_ms.std and fmt("%.0fms", sum.train_time_ms.std) or "-",
       sum.ttest.t and fmt("%.3f", sum.ttest.t) or "-", sum.ttest.p and fmt("%.3g", sum.ttest.p) or "-"))
+    local pl = sum.ttest.pooled
+    if pl then
+      print(fmt("  (t-test: spread pooled with the target record's: std %.4f from %d runs, pooled %.4f, df %d)",
+                pl.ref_std, pl.ref_runs, pl.std, sum.ttest.df))
+    end
   end
   for _, f in ipairs(S.plausibility.flags) do print("flag: " .. f) end
   print(fmt("verdict: %s (%s)", S.verdict, S.reason))
@@ -507,7 +497,7 @@ function M.score(args)
   local runs, err = multi_run(recipe, o, k, out_root, "score")
   if not runs then return die(err) end
   local target = runs_target(o, runs)
-  local sum = target and summarize(runs, target) or {n = #runs, completed = 0, all_completed = false}
+  local sum = target and summarize(runs, target, ref_next) or {n = #runs, completed = 0, all_completed = false}
   local S = {schema = M.SCORE_SCHEMA, workspace = ws, recipe = recipe, scale = o.scale, device = device, card = card,
              task = task or json.null, alpha = alpha, runs = score_runs(runs), summary = sum, software = software(),
              scored_at = iso_now()}

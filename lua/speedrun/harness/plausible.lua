@@ -2,7 +2,8 @@
 -- (docs/harness.md "Threat model"): validation losses identical across seeds (a recipe that
 -- ignores its seed, or weights trained before the run), a mean validation loss far below what the
 -- task's target record reaches (a model that sees what it predicts), a final validation far
--- costlier per token than training (work moved into the untimed eval), and whether an FSR lies
+-- costlier per token than training (work moved into the untimed eval), a setup that works longer
+-- than half the training (work moved into the untimed setup), and whether an FSR lies
 -- within the calibration's own noise. A flag turns a `pass` into `flagged` (exit 1): a person
 -- looks before it counts.
 local fmt = string.format
@@ -18,6 +19,11 @@ M.BELOW = 0.25      -- flagged: a mean val loss more than 25% below the target r
 -- about a third of one. Measured: 1.7 (tests/harness/recipes/good.lua, CPU, micro; tiny batches'
 -- overheads), 750-1000 (an eval that trains a bigram table on every call)
 M.EVAL_RATIO = 25
+-- flagged: a run whose setup worked (its time less its NVRTC compiles) more than this fraction of
+-- its train time: setup is untimed, so training there is free (backward and optimizer steps are
+-- refused there; hand-written training is not). Measured, every record and the default recipe at
+-- micro scale on the CPU (restricted): 0.01-0.13
+M.SETUP_RATIO = 0.5
 
 -- the flags of a score: {message, ...}. runs: the runs' results; sum: the summary (cli.summarize);
 -- ref_next: the target record's calibration entry (or nil); name: its name
@@ -44,6 +50,16 @@ function M.flags(runs, sum, ref_next, name)
       flags[#flags + 1] = fmt("seed %d: the final validation spent %.0fx the training's time per token (flagged above %d): "
                               .. "work in the untimed eval (training there) or an eval far costlier than the model's forward",
                               r.seed, ratio, M.EVAL_RATIO)
+      break
+    end
+  end
+  for _, r in ipairs(runs) do
+    local m = r.valid and r.metrics
+    local work = m and (m.setup_work_ms or m.setup_time_ms)
+    if type(work) == "number" and type(m.train_time_ms) == "number" and work > M.SETUP_RATIO * m.train_time_ms then
+      flags[#flags + 1] = fmt("seed %d: setup worked %.0f ms, %.1fx the train time (%.0f ms; flagged above %.1fx): "
+                              .. "work in the untimed setup (training there)", r.seed, work, work / math.max(m.train_time_ms, 1e-9),
+                              m.train_time_ms, M.SETUP_RATIO)
       break
     end
   end

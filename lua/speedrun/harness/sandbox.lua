@@ -65,6 +65,91 @@ local function canonical(path, cwd)
   return (rd == "/" and "" or rd) .. "/" .. base
 end
 
+-- Objects with a position are state eval could keep between its calls, which no picture taken
+-- from Lua sees: inside eval, only those made during that same call may be used (born[x]: the eval
+-- call x was made in, harness_core.eval_epoch; nil outside eval)
+local born = setmetatable({}, {__mode = "k"})   -- handle or iterator -> the eval call it was made in
+local function this_call(x, what)
+  local e = eval_epoch()
+  if e and born[x] ~= e then eval_check(what .. " made outside this eval call") end
+end
+local function iterator(it, what)
+  local function step(...)
+    this_call(step, what)
+    return it(...)
+  end
+  born[step] = eval_epoch()
+  return step
+end
+
+-- the process's io (the recipe's and the library's): paths through check_path; a file handle's
+-- position and contents are state: inside eval, only handles (and line iterators) opened during
+-- that same call may be used, and the default input and output (which setup may have pointed at a
+-- file) not at all
+local function install_io(check_path, violation)
+  local real_open, real_lines = io.open, io.lines
+  local real_input, real_output, real_read, real_write = io.input, io.output, io.read, io.write
+  io.open = function(path, mode)
+    mode = mode or "r"
+    local write = type(mode) == "string" and (sfind(mode, "[wa+]") ~= nil)
+    local c = check_path(path, write)
+    if not c then return nil, tostring(path) .. ": No such file or directory", 2 end
+    local f, err, code = real_open(c, mode)
+    if f then born[f] = eval_epoch() end
+    return f, err, code
+  end
+  io.lines = function(path, ...)
+    if path == nil then eval_check("reading the default input"); return real_lines() end
+    local c = check_path(path, false)
+    if not c then error(tostring(path) .. ": No such file or directory", 2) end
+    return iterator(real_lines(c, ...), "a line iterator")
+  end
+  io.read = function(...) eval_check("reading the default input"); return real_read(...) end
+  io.write = function(...) eval_check("writing the default output"); return real_write(...) end
+  io.input = function(f)
+    if type(f) == "string" then violation("io.input with a file name") end
+    if f ~= nil then eval_check("setting the default input") end
+    return real_input(f)
+  end
+  io.output = function(f)
+    if type(f) == "string" then violation("io.output with a file name") end
+    if f ~= nil then eval_check("setting the default output") end
+    return real_output(f)
+  end
+  local methods = dgetmetatable(io.stdout).__index   -- the handles' methods, for every handle
+  for name, fn in pairs(methods) do
+    if name == "lines" then
+      methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...), "a line iterator") end
+    else
+      methods[name] = function(f, ...) this_call(f, "a file handle"); return fn(f, ...) end
+    end
+  end
+end
+
+-- the process's other objects with hidden positions: gmatch iterators, and a table's removed keys
+local function install_positions()
+  -- string.gmatch's iterator keeps its position (a C closure's state the picture cannot see): the
+  -- process's own string table, which strings' methods (("s"):gmatch) reach as well
+  local real_gmatch = string.gmatch
+  string.gmatch = function(...) return iterator(real_gmatch(...), "a string.gmatch iterator") end
+  -- a table keeps a removed key in its node until it is resized, and next(t, k) tells such a key
+  -- from one never there (no error): inside eval, next may not be asked from a key the table does
+  -- not hold (the picture sees an empty table either way); pairs hands out the checked next
+  local real_next, real_pairs = next, pairs
+  local function checked_next(t, k)
+    if k ~= nil and type(t) == "table" and eval_epoch() and rawget(t, k) == nil then
+      eval_check("next from a key the table does not hold")
+    end
+    return real_next(t, k)
+  end
+  _G.next = checked_next
+  _G.pairs = function(t)
+    local f, st, c = real_pairs(t)
+    if f == real_next then f = checked_next end
+    return f, st, c
+  end
+end
+
 function M.install(opts)
   local state = {violations = {}, workspace = opts.workspace, out = opts.out, deny = opts.deny or {},
                  readable = opts.readable or {}}
@@ -110,77 +195,9 @@ function M.install(opts)
   end
   state.check_path = check_path
 
-  local real_open, real_lines, real_remove, real_rename = io.open, io.lines, os.remove, os.rename
-  local real_input, real_output, real_read, real_write = io.input, io.output, io.read, io.write
-  -- a file handle's position and contents are state eval could keep between its calls: inside eval,
-  -- only handles (and line iterators) opened during that same call may be used, and the default
-  -- input and output (which setup may have pointed at a file) not at all
-  local born = setmetatable({}, {__mode = "k"})   -- handle or iterator -> the eval call it was made in
-  local function this_call(x, what)
-    local e = eval_epoch()
-    if e and born[x] ~= e then eval_check(what .. " made outside this eval call") end
-  end
-  local function iterator(it, what)
-    local function step(...)
-      this_call(step, what)
-      return it(...)
-    end
-    born[step] = eval_epoch()
-    return step
-  end
-  io.open = function(path, mode)
-    mode = mode or "r"
-    local write = type(mode) == "string" and (sfind(mode, "[wa+]") ~= nil)
-    local c = check_path(path, write)
-    if not c then return nil, tostring(path) .. ": No such file or directory", 2 end
-    local f, err, code = real_open(c, mode)
-    if f then born[f] = eval_epoch() end
-    return f, err, code
-  end
-  io.lines = function(path, ...)
-    if path == nil then eval_check("reading the default input"); return real_lines() end
-    local c = check_path(path, false)
-    if not c then error(tostring(path) .. ": No such file or directory", 2) end
-    return iterator(real_lines(c, ...), "a line iterator")
-  end
-  io.read = function(...) eval_check("reading the default input"); return real_read(...) end
-  io.write = function(...) eval_check("writing the default output"); return real_write(...) end
-  io.input = function(f)
-    if type(f) == "string" then violation("io.input with a file name") end
-    if f ~= nil then eval_check("setting the default input") end
-    return real_input(f)
-  end
-  io.output = function(f)
-    if type(f) == "string" then violation("io.output with a file name") end
-    if f ~= nil then eval_check("setting the default output") end
-    return real_output(f)
-  end
-  -- string.gmatch's iterator keeps its position (a C closure's state the picture cannot see): the
-  -- process's own string table, which strings' methods (("s"):gmatch) reach as well
-  local real_gmatch = string.gmatch
-  string.gmatch = function(...) return iterator(real_gmatch(...), "a string.gmatch iterator") end
-  -- a table keeps a removed key in its node until it is resized, and next(t, k) tells such a key
-  -- from one never there (no error): inside eval, next may not be asked from a key the table does
-  -- not hold (the picture sees an empty table either way); pairs hands out the checked next
-  local real_next, real_pairs = next, pairs
-  local function checked_next(t, k)
-    if k ~= nil and type(t) == "table" and eval_epoch() and rawget(t, k) == nil then eval_check("next from a key the table does not hold") end
-    return real_next(t, k)
-  end
-  _G.next = checked_next
-  _G.pairs = function(t)
-    local f, st, c = real_pairs(t)
-    if f == real_next then f = checked_next end
-    return f, st, c
-  end
-  local methods = dgetmetatable(io.stdout).__index   -- the handles' methods, for every handle
-  for name, fn in pairs(methods) do
-    if name == "lines" then
-      methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...), "a line iterator") end
-    else
-      methods[name] = function(f, ...) this_call(f, "a file handle"); return fn(f, ...) end
-    end
-  end
+  install_io(check_path, violation)
+  install_positions()
+  local real_remove, real_rename = os.remove, os.rename
   io.popen = function() violation("io.popen is not allowed") end
   os.execute = function() violation("os.execute is not allowed") end
   os.exit = function() violation("os.exit is not allowed") end
