@@ -111,6 +111,17 @@ part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.lo
 unxz_to() {  # unxz_to FILE.xz DEST: decompressed, executable (xz, else Python's lzma)
   { if command -v xz >/dev/null; then xz -dc "$1"; else python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; fi; } > "$2" && chmod +x "$2"
 }
+ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry rows, then RECORD's full
+  # step profiled with VAR=1 (the kernels before) and VAR=0, same call; the rows matching PATTERN
+  local name=$1 var=$2 r; r=$(printf record_%02d "$3")
+  part "${name}_rows" 180 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry $4
+  grep -vE "^ok" "$LOG/${name}_rows.log" | tail -10
+  for v in 1 0; do
+    part "${name}_v1_$v" 240 env "$var=$v" ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
+      --scale full --device cuda --warmup 2 --steps 3 --top 40
+    grep -E "^ms/step|$5|^total" "$LOG/${name}_v1_$v.log" | head -14
+  done
+}
 fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|start-up|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
   case $p in
@@ -285,25 +296,10 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
         part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"
         grep -E "valid|invalid|val_loss" "$LOG/main_$s.log" | tail -3
       done ;;
-    rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1): its registry rows, then
-            # the rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways, same call
-      part rotary_rows 120 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry rotary
-      grep -vE "^ok" "$LOG/rotary_rows.log" | tail -10
-      r=$(printf record_%02d "${ROT_RECORD:-5}")
-      for v in 1 0; do
-        part "rotary_v1_$v" 240 env SR_ROTARY_V1=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
-          --scale full --device cuda --warmup 2 --steps 3 --top 40
-        grep -E "^ms/step|rotary|^total" "$LOG/rotary_v1_$v.log" | head -12
-      done ;;
-    ew)     # unary kernels with fn compiled in against the run-time fn (SR_EW_V1=1), same call
-      part ew_rows 180 env SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ./build/tests/test_gpu_registry unary unary_backward
-      grep -vE "^ok" "$LOG/ew_rows.log" | tail -10
-      r=$(printf record_%02d "${EW_RECORD:-1}")
-      for v in 1 0; do
-        part "ew_v1_$v" 240 env SR_EW_V1=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
-          --scale full --device cuda --warmup 2 --steps 3 --top 40
-        grep -E "^ms/step|unary|^total" "$LOG/ew_v1_$v.log" | head -14
-      done ;;
+    rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1), record $ROT_RECORD (default 5)
+      ab_kernel rotary SR_ROTARY_V1 "${ROT_RECORD:-5}" "rotary" "rotary" ;;
+    ew)     # unary kernels with fn compiled in against the run-time fn (SR_EW_V1=1), record $EW_RECORD (default 1)
+      ab_kernel ew SR_EW_V1 "${EW_RECORD:-1}" "unary unary_backward" "unary" ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do
         part "profile_$(printf %02d "$n")" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \

@@ -290,9 +290,9 @@ void sr_eval_guard(lua_State *L, const char *what) {
   luaL_error(L, "rejected: %s inside eval (eval runs without gradients and must not change the model)", what);
 }
 
-/* the no-training guard (restricted runs): while the recipe's chunk loads and while its setup runs,
-** both untimed, backward and optimizer steps (sr_train_guard) raise and count, so training cannot
-** move off the clock (set by notrain(where)) */
+/* the no-training guard (restricted runs): on for the child's whole life but the timed steps (the
+** recipe's loading, its setup, the harness's work between steps), backward and optimizer steps
+** (sr_train_guard) raise and count there, so training cannot move off the clock */
 static const char *notrain_where;
 static int notrain_hits;
 static char notrain_first[160];
@@ -304,19 +304,24 @@ void sr_train_guard(lua_State *L, const char *what) {
   luaL_error(L, "rejected: %s inside %s (untimed: training belongs in train_step)", what, notrain_where);
 }
 
-/* notrain(where | nil) -> attempts counted since it was last switched on, the first one's name:
-** where ("setup", "the recipe's loading") switches the no-training guard on, nil off */
+/* notrain(where | nil) -> attempts counted in the process so far, the first one's name, and the
+** guard's place before the call (nil: off): where ("setup", "the recipe's loading") switches the
+** no-training guard on there, nil off */
 static int h_notrain(lua_State *L) {
-  static char where[64];
+  static char where[2][64];
+  static int cur;
   lua_pushinteger(L, notrain_hits);
   lua_pushstring(L, notrain_first);
+  if (notrain_where) lua_pushstring(L, notrain_where);
+  else lua_pushnil(L);
   if (lua_isnoneornil(L, 1)) {
     notrain_where = NULL;
   } else {
-    snprintf(where, sizeof where, "%s", luaL_checkstring(L, 1));
-    notrain_where = where, notrain_hits = 0, notrain_first[0] = 0;
+    cur ^= 1;  /* the other buffer: the previous place, just pushed, stays intact */
+    snprintf(where[cur], sizeof where[cur], "%s", luaL_checkstring(L, 1));
+    notrain_where = where[cur];
   }
-  return 2;
+  return 3;
 }
 
 /* eval_check(what): raises (and counts) as sr_eval_guard while the guard is on; for checks made in

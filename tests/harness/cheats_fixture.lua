@@ -78,10 +78,21 @@ return function(name)
     return s, text
   end
 
-  function C.honest_passes()
-    local rc, text, s = C.score(C.workspace("honest", "good"))
+  -- the workspace passes: exit 0, verdict pass
+  function C.passes(ws, extra)
+    local rc, text, s = C.score(ws, extra)
     T.eq(rc, 0, text)
-    T.eq(s.verdict, "pass", text)
+    T.eq(s and s.verdict, "pass", text)
+    return s, text
+  end
+
+  function C.honest_passes() return C.passes(C.workspace("honest", "good")) end
+
+  -- a workspace of good.lua whose recipe.lua is `text` (a recipe written inline by the test)
+  function C.inline(wname, text)
+    local ws = C.workspace(wname, "good")
+    write(ws .. "/recipe.lua", text)
+    return ws
   end
   return C
 end

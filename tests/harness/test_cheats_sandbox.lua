@@ -37,9 +37,8 @@ end)
 
 T.case("library modules outside the recipes' list (json, data, tokenizer, process) -> violations", function()
   for _, m in ipairs {"speedrun.json", "speedrun.data", "speedrun.tokenizer", "speedrun.process", "speedrun.fuse"} do
-    local ws = workspace("lib-" .. m, "good")
-    C.write(ws .. "/recipe.lua", ("local m = require %q\nreturn dofile('good.lua')\n"):format(m))
-    refused(ws, "rejected", "require '" .. m:gsub("%.", "%%.") .. "'")
+    refused(C.inline("lib-" .. m, ("local m = require %q\nreturn dofile('good.lua')\n"):format(m)), "rejected",
+            "require '" .. m:gsub("%.", "%%.") .. "'")
   end
 end)
 
@@ -60,41 +59,45 @@ T.case("state in a coroutine's locals, a memory of eval's answers -> rejected (e
           "eval changed the recipe's state")
 end)
 
-T.case("round 4: a memory in a swapped gradient, in requires_grad flags, in NaN payloads -> rejected", function()
-  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
-  refused(workspace("gradswap", "cheat_gradswap", memo), "rejected", "setting a tensor's grad")
-  refused(workspace("rgbits", "cheat_rgbits", memo), "rejected", "changing requires_grad")
-  refused(workspace("nanpay", "cheat_nanpay", memo), "rejected", "eval changed the recipe's state")
-end)
-
-T.case("round 5: the tools' loader escape, a memory in file handles and in where coroutines stand -> rejected", function()
-  refused(workspace("utilesc", "cheat_utilesc", {["cheat_utilesc_debug.lua"] = "cheat_utilesc_debug"}), "rejected",
-          "require 'speedrun%.util'")
-  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
-  refused(workspace("fhandle", "cheat_fhandle", memo), "rejected", "a file handle made outside this eval call")
-  refused(workspace("seekpos", "cheat_seekpos", memo), "rejected", "a file handle made outside this eval call")
-  refused(workspace("copc", "cheat_copc", memo), "rejected", "resuming a coroutine made outside this eval call")
-end)
-
-T.case("round 6: a memory in where string.gmatch iterators stand, in the removed keys of an empty table -> rejected", function()
-  local memo = {["cheat_memobase.lua"] = "cheat_memobase"}
-  refused(workspace("gmatch", "cheat_gmatch", memo), "rejected", "a string.gmatch iterator made outside this eval call")
-  refused(workspace("deadkey", "cheat_deadkey", memo), "rejected", "next from a key the table does not hold")
+-- rounds 4-6: the remembering eval (cheat_memobase) with its memory where the picture did not look,
+-- and the tools' loader escape: {workspace, recipe, extra files, the failure's message}
+local MEMO = {["cheat_memobase.lua"] = "cheat_memobase"}
+local HIDDEN = {
+  {"gradswap", "cheat_gradswap", MEMO, "setting a tensor's grad"},              -- round 4
+  {"rgbits", "cheat_rgbits", MEMO, "changing requires_grad"},
+  {"nanpay", "cheat_nanpay", MEMO, "eval changed the recipe's state"},
+  {"utilesc", "cheat_utilesc", {["cheat_utilesc_debug.lua"] = "cheat_utilesc_debug"}, "require 'speedrun%.util'"},  -- 5
+  {"fhandle", "cheat_fhandle", MEMO, "a file handle made outside this eval call"},
+  {"seekpos", "cheat_seekpos", MEMO, "a file handle made outside this eval call"},
+  {"copc", "cheat_copc", MEMO, "resuming a coroutine made outside this eval call"},
+  {"gmatch", "cheat_gmatch", MEMO, "a string.gmatch iterator made outside this eval call"},  -- round 6
+  {"deadkey", "cheat_deadkey", MEMO, "next from a key the table does not hold"},
+}
+T.case("rounds 4-6: memories in a swapped gradient, requires_grad flags, NaN payloads, file handles, coroutines, "
+       .. "gmatch iterators, removed keys; the tools' loader escape -> rejected", function()
+  for _, c in ipairs(HIDDEN) do refused(workspace(c[1], c[2], c[3]), "rejected", c[4]) end
 end)
 
 T.case("round 7: training in the untimed setup or while the recipe loads -> rejected; work there -> flagged", function()
   refused(workspace("setuptrain", "cheat_setuptrain"), "rejected", "backward inside setup")
-  local ws = workspace("loadtrain", "good")
-  C.write(ws .. "/recipe.lua", "local r = dofile('good.lua')\nlocal sr = require 'speedrun'\n"
-    .. "local w = sr.randn(4):requires_grad_()\npcall(function() sr.F.sum(w * w):backward() end)\nreturn r\n")
-  refused(ws, "rejected", "backward inside the recipe's loading")
+  refused(C.inline("loadtrain", "local r = dofile('good.lua')\nlocal sr = require 'speedrun'\n"
+    .. "local w = sr.randn(4):requires_grad_()\npcall(function() sr.F.sum(w * w):backward() end)\nreturn r\n"),
+    "rejected", "backward inside the recipe's loading")
   local rc, text, sc = score(workspace("setupwork", "cheat_setupwork"))
   T.eq(rc, 1, text)
   T.eq(sc.verdict, "flagged", text)
   T.ok(text:find("work in the untimed setup", 1, true), text)
 end)
 
-T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; pooled with the record's, not", function()
+T.case("round 8: training in an __index of the recipe table (read off the clock) -> refused; work at load -> flagged", function()
+  refused(workspace("idxtrain", "cheat_idxtrain"), "lua_error", "the recipe table has a metatable")
+  local rc, text, sc = score(workspace("loadwork", "cheat_loadwork"))
+  T.eq(rc, 1, text)
+  T.eq(sc.verdict, "flagged", text)
+  T.ok(text:find("work in the untimed setup", 1, true), text)
+end)
+
+T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; with the record's spread, not", function()
   local ws = workspace("seedfix", "cheat_seedfix")
   local _, text, first = score(ws)   -- where its runs land
   local m = first.summary.val_loss.mean
@@ -112,12 +115,11 @@ T.case("round 7: seeds made alike (a spread of ~0) pass just under the target al
   local rc2, t2, s2 = score(ws, nil, calib("calib-std", 0.02))
   T.eq(rc2, 1, t2)
   T.eq(s2.verdict, "fail", t2)
-  T.ok(s2.summary.ttest.pooled and s2.summary.ttest.df == 4, t2)
+  T.ok(s2.summary.ttest.spread and s2.summary.ttest.spread.used == 0.02 and s2.summary.ttest.df == 2, t2)
 end)
 
 T.case("honest: files and coroutines made and used within one eval call, print in eval -> pass", function()
-  local ws = workspace("evalio-fine", "good")
-  C.write(ws .. "/recipe.lua", [[
+  local ws = C.inline("evalio-fine", [[
 local r = dofile("good.lua")
 local eval = r.eval
 function r.eval(ctx, x)
@@ -135,9 +137,7 @@ function r.eval(ctx, x)
 end
 return r
 ]])
-  local rc, text, sc = score(ws)
-  T.eq(rc, 0, text)
-  T.eq(sc.verdict, "pass", text)
+  C.passes(ws)
 end)
 
 T.case("the process's globals once the sandbox is installed: no debug; code loaded as text, files through the checks", function()
@@ -164,17 +164,11 @@ end)
 T.case("Lua's generator and the heap's size inside eval (process-wide state) -> rejected; in training fine", function()
   for what, call in pairs {["a random draw"] = "math.random(0)", ["seeding the random generator"] = "math.randomseed(7)",
                            ["reading memory statistics"] = "collectgarbage('count')"} do
-    local ws = workspace("luastate-" .. what:gsub(" ", "-"), "good")
-    C.write(ws .. "/recipe.lua", ("local r = dofile('good.lua')\nlocal eval = r.eval\n"
-      .. "function r.eval(ctx, x) local _ = %s; return eval(ctx, x) end\nreturn r\n"):format(call))
-    refused(ws, "rejected", what .. " inside eval")
+    refused(C.inline("luastate-" .. what:gsub(" ", "-"), ("local r = dofile('good.lua')\nlocal eval = r.eval\n"
+      .. "function r.eval(ctx, x) local _ = %s; return eval(ctx, x) end\nreturn r\n"):format(call)), "rejected", what .. " inside eval")
   end
-  local ws = workspace("luastate-train", "good")
-  C.write(ws .. "/recipe.lua", "local r = dofile('good.lua')\nlocal step = r.train_step\nmath.randomseed(3)\n"
-    .. "function r.train_step(...) local _ = math.random(10) + collectgarbage('count'); return step(...) end\nreturn r\n")
-  local rc, text, sc = score(ws)
-  T.eq(rc, 0, text)
-  T.eq(sc.verdict, "pass", text)
+  C.passes(C.inline("luastate-train", "local r = dofile('good.lua')\nlocal step = r.train_step\nmath.randomseed(3)\n"
+    .. "function r.train_step(...) local _ = math.random(10) + collectgarbage('count'); return step(...) end\nreturn r\n"))
 end)
 
 T.case("an eval that trains on every call (stateless, causal) -> flagged by its time per token", function()
@@ -217,22 +211,15 @@ end)
 
 T.case("the collector's settings (stop, its mode and parameters) -> violations; collect and count are fine", function()
   for _, opt in ipairs {"stop", "incremental", "setpause"} do
-    local ws = workspace("gc-" .. opt, "good")
-    C.write(ws .. "/recipe.lua", ("collectgarbage(%q)\ncollectgarbage('collect'); collectgarbage('count')\nreturn dofile('good.lua')\n"):format(opt))
-    refused(ws, "rejected", 'collectgarbage%("' .. opt .. '"%)')
+    refused(C.inline("gc-" .. opt, ("collectgarbage(%q)\ncollectgarbage('collect'); collectgarbage('count')\n"
+      .. "return dofile('good.lua')\n"):format(opt)), "rejected", 'collectgarbage%("' .. opt .. '"%)')
   end
-  local ws = workspace("gc-fine", "good")
-  C.write(ws .. "/recipe.lua", "collectgarbage(); collectgarbage('collect'); collectgarbage('step')\n"
-    .. "assert(collectgarbage('count') > 0 and collectgarbage('isrunning'))\nreturn dofile('good.lua')\n")
-  local rc, text, sc = score(ws)
-  T.eq(rc, 0, text)
-  T.eq(sc.verdict, "pass", text)
+  C.passes(C.inline("gc-fine", "collectgarbage(); collectgarbage('collect'); collectgarbage('step')\n"
+    .. "assert(collectgarbage('count') > 0 and collectgarbage('isrunning'))\nreturn dofile('good.lua')\n"))
 end)
 
 T.case("honest: a custom op registered with speedrun.kernel.op (the library's registry of ops) passes", function()
-  local rc, text, s = score(workspace("kernelop", "kernelop"))
-  T.eq(rc, 0, text)
-  T.eq(s.verdict, "pass", text)
+  C.passes(workspace("kernelop", "kernelop"))
 end)
 
 T.case("docs/harness.md's threat model names this test and every cheat recipe it scores", function()
@@ -243,7 +230,7 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
                          "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
-                         "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix"} do
+                         "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

@@ -73,33 +73,40 @@ local function open_data(job, p)
   return loader, vloader
 end
 
--- f(...) with the no-training guard on (restricted runs: the recipe's loading and its setup are
--- untimed, so backward and optimizer steps there are refused, even if the recipe catches the error)
-local function untimed(job, where, f, ...)
-  if not job.restricted then return f(...) end
-  notrain(where)
-  local r = table.pack(pcall(f, ...))
-  local hits, first = notrain(nil)
+-- the no-training guard's attempts so far (restricted runs: it is on for the child's whole life but
+-- the timed steps, steps.lua): any is a rejection, even if the recipe caught the error
+local function trained_untimed(where)
+  local hits, first, was = notrain(where)
   if hits > 0 then
-    fail("rejected", fmt("%s inside %s (%d attempt(s), even if caught): %s is not timed; training belongs in train_step",
-                         first, where, hits, where))
+    fail("rejected", fmt("%s inside %s (%d attempt(s), even if caught): it is not timed; training belongs in train_step",
+                         first, was or "the harness's work between steps", hits))
   end
+end
+
+-- f(...) as untimed recipe code at `where` (restricted runs: the no-training guard there); its time
+-- less its NVRTC compiles added to R.setup_work_ms (the plausibility flag's: work moved off the clock)
+local function untimed(job, R, where, f, ...)
+  local t0, c0 = now(), compile_seconds()
+  if job.restricted then notrain(where) end
+  local r = table.pack(pcall(f, ...))
+  if job.restricted then trained_untimed("the harness's work between steps") end
+  R.setup_work_ms = (R.setup_work_ms or 0) + math.max(0, (now() - t0 - (compile_seconds() - c0)) * 1000)
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
 end
 
--- recipe.setup on a fresh ctx (untimed: building the model and optimizer); returns ctx. Its time,
--- less the NVRTC compiles in it, is setup_work_ms (the plausibility flag's: work moved into setup)
+-- recipe.setup on a fresh ctx (untimed: building the model and optimizer); returns ctx
 local function setup(job, recipe, p, R)
   manual_seed(job.seed)
   local ctx = {scale = p.scale, config = deepcopy(p.cfg), device = job.device, seed = job.seed, steps = p.steps,
                tokens_per_step = p.tps, out_dir = job.out, workspace = job.workspace, time_budget_s = p.time_budget}
-  local t0, c0 = now(), compile_seconds()
-  untimed(job, "setup", call, recipe.setup, ctx)
-  local e = sync(job.device == "cuda")
-  if e then fail("cuda_fault", "after setup: " .. e) end
+  local t0 = now()
+  untimed(job, R, "setup", function()
+    call(recipe.setup, ctx)
+    local e = sync(job.device == "cuda")
+    if e then fail("cuda_fault", "after setup: " .. e) end
+  end)
   R.setup_time_ms = (now() - t0) * 1000
-  R.setup_work_ms = math.max(0, R.setup_time_ms - (compile_seconds() - c0) * 1000)
   return ctx
 end
 
@@ -181,7 +188,7 @@ local function run(job, R)
   local is_cuda = job.device == "cuda"
   local tk = open_tokenizer()
   local env, required = environment(job, R)
-  local recipe = untimed(job, "the recipe's loading", load_recipe, job.recipe, env)
+  local recipe = untimed(job, R, "the recipe's loading", load_recipe, job.recipe, env)
   local p = plan_of(job, recipe, is_cuda)
   local loader, vloader = open_data(job, p)
   local vb = val_bytes(tk, vloader)
@@ -198,9 +205,11 @@ local function run(job, R)
   R.cuda_graph = G
   local t = {vb = vb}
   local warm
-  t.ms, warm, t.done, t.by_budget = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda}
+  t.ms, warm, t.done, t.by_budget = train {plan = p, loader = loader, stepper = stepper, rules = rules_, is_cuda = is_cuda,
+                                            restricted = job.restricted}
   R.metrics = metrics(p, t, R, warm)
   finish(p, rules_, R, t, is_cuda, roots)
+  if job.restricted then trained_untimed(nil) end
 end
 
 -- the internal command `speedrun _child JOBFILE` (host/harness.c): runs the job, reports

@@ -450,10 +450,9 @@ local function print_score(S, runs, out_root, quiet)
       sum.val_loss.mean, sum.val_loss.std and fmt("%.4f", sum.val_loss.std) or "-", sum.train_time_ms.mean or 0,
       sum.train_time_ms.std and fmt("%.0fms", sum.train_time_ms.std) or "-",
       sum.ttest.t and fmt("%.3f", sum.ttest.t) or "-", sum.ttest.p and fmt("%.3g", sum.ttest.p) or "-"))
-    local pl = sum.ttest.pooled
-    if pl then
-      print(fmt("  (t-test: spread pooled with the target record's: std %.4f from %d runs, pooled %.4f, df %d)",
-                pl.ref_std, pl.ref_runs, pl.std, sum.ttest.df))
+    local sp = sum.ttest.spread
+    if sp and sp.used > sp.runs then
+      print(fmt("  (t-test: the runs' spread %.4f raised to the target record's %.4f)", sp.runs, sp.ref))
     end
   end
   for _, f in ipairs(S.plausibility.flags) do print("flag: " .. f) end

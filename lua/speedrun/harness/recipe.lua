@@ -11,6 +11,7 @@ local fmt = string.format
 local load, type, ipairs, tostring, next = load, type, ipairs, tostring, next
 local mfloor, mmin, mmax = math.floor, math.min, math.max
 local real_open = io.open     -- captured before the sandbox replaces io.open
+local dgetmetatable = debug.getmetatable   -- captured before the sandbox takes debug away
 
 local M = {}
 
@@ -37,7 +38,24 @@ function M.load(path, env)
     if type(recipe[f]) ~= "function" then contract("the recipe has no function '" .. f .. "'") end
   end
   if type(recipe.config) ~= "table" then contract("the recipe has no config table") end
+  M.check_plain(recipe, "the recipe table", false)
+  M.check_plain(recipe.config, "recipe.config", true)
   return recipe
+end
+
+-- t (and with deep, every table inside it) without a metatable: the harness reads the recipe table
+-- and its config between the timed steps (plan, schedule, graph options), and an __index or
+-- __pairs there would run recipe code off the clock
+function M.check_plain(t, name, deep, seen)
+  seen = seen or {}
+  if seen[t] then return end
+  seen[t] = true
+  if dgetmetatable(t) ~= nil then
+    contract(name .. " has a metatable: the harness reads it off the clock, so it must be a plain table")
+  end
+  for k, v in next, deep and t or {} do
+    if type(v) == "table" then M.check_plain(v, name .. "." .. tostring(k), true, seen) end
+  end
 end
 
 -- recipe.schedule is optional
