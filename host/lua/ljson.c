@@ -41,7 +41,11 @@ static int is_array(lua_State *L, int idx, lua_Integer *n) {
   return count == max;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+/* an object's key: its text, and the Lua key it was found with (num 0: the string, 1: integer ik,
+** 2: float fk) */
+typedef struct jkey { char *name; int num; lua_Integer ik; lua_Number fk; } jkey;
+
+static int cmp_key(const void *a, const void *b) { return strcmp(((const jkey *)a)->name, ((const jkey *)b)->name); }
 
 static cJSON *to_json(lua_State *L, int idx, int depth) {
   idx = lua_absindex(L, idx);
@@ -64,43 +68,43 @@ static cJSON *to_json(lua_State *L, int idx, int depth) {
       if (is_array(L, idx, &n)) {
         cJSON *a = cJSON_CreateArray();
         for (lua_Integer i = 1; i <= n; i++) {
-          lua_geti(L, idx, i);
+          lua_rawgeti(L, idx, i);   /* raw: no metamethod (a recipe's table may be encoded off its clock) */
           cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
           lua_pop(L, 1);
         }
         return a;
       }
-      /* object with sorted keys */
+      /* object with sorted keys; each value read raw, under the key it was found with (no
+      ** metamethod: a recipe's table may be encoded off its clock) */
       size_t nk = 0, cap = 16;
-      char **keys = malloc(cap * sizeof *keys);
+      jkey *keys = malloc(cap * sizeof *keys);
       lua_pushnil(L);
       while (lua_next(L, idx)) {
         lua_pop(L, 1);
         char buf[64];
-        const char *k;
-        if (lua_type(L, -1) == LUA_TSTRING) k = lua_tostring(L, -1);
-        else if (lua_type(L, -1) == LUA_TNUMBER) {
-          if (lua_isinteger(L, -1)) snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, -1));
-          else snprintf(buf, sizeof buf, "%.17g", lua_tonumber(L, -1));
-          k = buf;
-        } else continue;
+        jkey k = {NULL, 0, 0, 0};
+        if (lua_type(L, -1) == LUA_TSTRING) {
+          k.name = strdup(lua_tostring(L, -1));
+        } else if (lua_type(L, -1) == LUA_TNUMBER) {
+          if (lua_isinteger(L, -1)) k.num = 1, k.ik = lua_tointeger(L, -1), snprintf(buf, sizeof buf, "%lld", (long long)k.ik);
+          else k.num = 2, k.fk = lua_tonumber(L, -1), snprintf(buf, sizeof buf, "%.17g", k.fk);
+          k.name = strdup(buf);
+        } else {
+          continue;
+        }
         if (nk == cap) keys = realloc(keys, (cap *= 2) * sizeof *keys);
-        keys[nk++] = strdup(k);
+        keys[nk++] = k;
       }
-      qsort(keys, nk, sizeof *keys, cmp_str);
+      qsort(keys, nk, sizeof *keys, cmp_key);
       cJSON *o = cJSON_CreateObject();
       for (size_t i = 0; i < nk; i++) {
-        lua_getfield(L, idx, keys[i]);
-        if (lua_isnil(L, -1)) {   /* a numeric key */
-          lua_pop(L, 1);
-          char *end;
-          long long iv = strtoll(keys[i], &end, 10);
-          if (*end == '\0') lua_geti(L, idx, iv);
-          else lua_pushnil(L);
-        }
-        cJSON_AddItemToObject(o, keys[i], to_json(L, -1, depth + 1));
+        if (keys[i].num == 1) lua_pushinteger(L, keys[i].ik);
+        else if (keys[i].num == 2) lua_pushnumber(L, keys[i].fk);
+        else lua_pushstring(L, keys[i].name);
+        lua_rawget(L, idx);
+        cJSON_AddItemToObject(o, keys[i].name, to_json(L, -1, depth + 1));
         lua_pop(L, 1);
-        free(keys[i]);
+        free(keys[i].name);
       }
       free(keys);
       return o;

@@ -97,6 +97,11 @@ T.case("round 8: training in an __index of the recipe table (read off the clock)
   T.ok(text:find("work in the untimed setup", 1, true), text)
 end)
 
+T.case("round 9: work in an __index of recipe.schedule_keys or recipe.name (read off every clock) -> refused", function()
+  refused(workspace("schedkeys", "cheat_schedkeys"), "lua_error", "recipe%.schedule_keys has a metatable")
+  refused(workspace("namehook", "cheat_namehook"), "lua_error", "recipe%.name must be a string")
+end)
+
 T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; with the record's spread, not", function()
   local ws = workspace("seedfix", "cheat_seedfix")
   local _, text, first = score(ws)   -- where its runs land
@@ -230,7 +235,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_t1peek", "cheat_rowpeek", "cheat_hiddenmem", "cheat_threadmem", "cheat_filemem",
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
                          "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
-                         "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork"} do
+                         "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork",
+                         "cheat_schedkeys", "cheat_namehook"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

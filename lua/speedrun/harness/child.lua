@@ -27,7 +27,7 @@ local deepcopy = require("speedrun.util").deepcopy
 local tokenizer = require "speedrun.tokenizer"
 
 local emit, fail, call, caught = report.emit, report.fail, report.call, report.caught
-local load_recipe, check_schedule, plan_of, summary = recipes.load, recipes.check_schedule, recipes.plan, recipes.summary
+local load_recipe, plan_of, summary = recipes.load, recipes.plan, recipes.summary
 local read_file = recipes.read_file
 local new_rules, new_stepper, train = rules.new, graph.new, steps.train
 local data_loader, val_loader = data.loader, data.val_loader
@@ -199,7 +199,6 @@ local function run(job, R)
   emit {ev = "ready"}   -- the model and optimizer built (the parent stamps the wall clock)
   local roots = job.restricted and {ctx, recipe, required, unpack(recipe_tables())} or nil   -- the recipe's state
   local rules_ = new_rules(ctx, recipe.eval, vloader, R, job.device, job.restricted, roots)
-  check_schedule(recipe)
   local stepper, G = new_stepper {ctx = ctx, recipe = recipe, rules = rules_, device = job.device,
                                   cuda_graph = job.cuda_graph, skip = p.skip}
   R.cuda_graph = G

@@ -8,7 +8,7 @@ local deepcopy = require("speedrun.util").deepcopy
 
 local fail, call = report.fail, report.call
 local fmt = string.format
-local load, type, ipairs, tostring, next = load, type, ipairs, tostring, next
+local load, type, ipairs, tostring, next, rawget = load, type, ipairs, tostring, next, rawget
 local mfloor, mmin, mmax = math.floor, math.min, math.max
 local real_open = io.open     -- captured before the sandbox replaces io.open
 local dgetmetatable = debug.getmetatable   -- captured before the sandbox takes debug away
@@ -34,14 +34,26 @@ function M.load(path, env)
   if not chunk then fail("lua_error", lerr) end
   local recipe = call(chunk)
   if type(recipe) ~= "table" then contract("the recipe file must return a table (got " .. type(recipe) .. ")") end
-  for _, f in ipairs {"setup", "train_step", "eval"} do
-    if type(recipe[f]) ~= "function" then contract("the recipe has no function '" .. f .. "'") end
-  end
-  if type(recipe.config) ~= "table" then contract("the recipe has no config table") end
   M.check_plain(recipe, "the recipe table", false)
-  M.check_plain(recipe.config, "recipe.config", true)
+  for _, f in ipairs(M.FIELDS) do
+    local v, name, want = rawget(recipe, f[1]), "recipe." .. f[1], f[2]
+    if v == nil and f[3] then contract(f[3]) end
+    if v ~= nil and type(v) ~= want then contract(fmt("%s must be a %s (got %s)", name, want, type(v))) end
+    if type(v) == "table" then M.check_plain(v, name, true) end
+  end
   return recipe
 end
+
+-- the recipe's fields the harness reads: {name, type, the contract error when it is missing (nil:
+-- optional)}. Tables among them must be plain (check_plain, deep)
+M.FIELDS = {
+  {"setup", "function", "the recipe has no function 'setup'"},
+  {"train_step", "function", "the recipe has no function 'train_step'"},
+  {"eval", "function", "the recipe has no function 'eval'"},
+  {"config", "table", "the recipe has no config table"},
+  {"schedule", "function"}, {"schedule_keys", "table"}, {"name", "string"}, {"cuda_graph", "boolean"},
+  {"fuse", "boolean"},
+}
 
 -- t (and with deep, every table inside it) without a metatable: the harness reads the recipe table
 -- and its config between the timed steps (plan, schedule, graph options), and an __index or
@@ -58,11 +70,6 @@ function M.check_plain(t, name, deep, seen)
   end
 end
 
--- recipe.schedule is optional
-function M.check_schedule(recipe)
-  local s = recipe.schedule
-  if s ~= nil and type(s) ~= "function" then contract("recipe.schedule must be a function") end
-end
 
 local function check_config(cfg, scale, config)
   local function need(cond, what) if not cond then contract(fmt("config.%s: %s", scale, what)) end end
