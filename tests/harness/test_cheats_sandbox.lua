@@ -102,6 +102,10 @@ T.case("round 9: work in an __index of recipe.schedule_keys or recipe.name (read
   refused(workspace("namehook", "cheat_namehook"), "lua_error", "recipe%.name must be a string")
 end)
 
+T.case("round 10: a peek at a quarter of the positions, one one-row chunk (one probe a run before) -> rejected", function()
+  refused(workspace("ppeek", "cheat_ppeek"), "rejected", "non%-causal")
+end)
+
 T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; with the record's spread, not", function()
   local ws = workspace("seedfix", "cheat_seedfix")
   local _, text, first = score(ws)   -- where its runs land
@@ -236,7 +240,7 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
                          "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
                          "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork",
-                         "cheat_schedkeys", "cheat_namehook"} do
+                         "cheat_schedkeys", "cheat_namehook", "cheat_ppeek"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

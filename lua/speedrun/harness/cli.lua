@@ -414,6 +414,9 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
     F.reliability_note = ladder.reliability_note({{record_name(task), ref_i}, {record_name(task + 1), ref_next}}) or json.null
     F.data_note = dataid.unrecorded({ref_i, ref_next}, {record_name(task), record_name(task + 1)}) or json.null
+  elseif ref_i and ref_next then
+    F.value = json.null
+    F.note = "no run completed: no train time to compare"
   else
     F.value = json.null
     F.note = fmt("no calibration for %s and %s at scale %s on %s in %s: run `speedrun calibrate --tasks %d,%d --scale %s`",

@@ -84,10 +84,13 @@ function Log:line(s)
 end
 
 -- a line the recipe printed: recipe.log and the terminal
+-- a line the recipe printed: as it is in recipe.log; on the terminal marked as the recipe's, its
+-- control characters (carriage returns, escape sequences) removed, so it cannot pass for the
+-- harness's own lines (a "verdict: pass" printed by the recipe)
 function Log:output(line)
   self.rlog:write(line, "\n")
   self.rlog:flush()
-  if not self.quiet then self.pr:line(line) end
+  if not self.quiet then self.pr:line("recipe| " .. line:gsub("[%c]", "")) end
 end
 
 -- a long piece of output without a newline
