@@ -159,6 +159,7 @@ local why = {}
 sandbox.install {workspace = %q, out = %q, deny = {}, cwd = %q, on_violation = function(w) why[#why + 1] = w end}
 print("debug", debug == nil and "gone" or "there")
 print("binary", select(2, load(string.dump(function() end))) and "refused" or "loaded")
+print("globals", load("return type(string)")())
 print("workspace", loadfile(%q)())
 local loaded_outside = pcall(function() return loadfile("/etc/hostname")() end)
 print("outside", not loaded_outside and #why > 0 and "violation" or "no violation")
@@ -166,6 +167,7 @@ print("outside", not loaded_outside and #why > 0 and "violation" or "no violatio
   local _, text = C.speedrun("run " .. C.sh(script))
   T.ok(text:find("debug\tgone", 1, true), text)
   T.ok(text:find("binary\trefused", 1, true), text)
+  T.ok(text:find("globals\ttable", 1, true), "load without an environment keeps the globals\n" .. text)
   T.ok(text:find("workspace\t42", 1, true), text)
   T.ok(text:find("outside\tviolation", 1, true), text)
 end)

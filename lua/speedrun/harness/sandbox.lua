@@ -219,7 +219,7 @@ function M.install(opts)
   _G.debug = nil   -- the harness's modules keep the functions they use; a library function that
                    -- lends its globals to code it loads (as speedrun.util's tool loader) lends no debug
   local real_load, real_loadfile = load, loadfile
-  _G.load = function(chunk, name, mode, e) return real_load(chunk, name, "t", e) end
+  _G.load = function(chunk, name, mode, ...) return real_load(chunk, name, "t", ...) end   -- env as given (or none)
   _G.loadfile = function(path, mode, ...)
     local c = check_path(path, false)
     if not c then return nil, tostring(path) .. ": No such file or directory" end
