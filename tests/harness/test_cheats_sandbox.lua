@@ -19,6 +19,7 @@
 --   string.gmatch iterators stand, and the removed keys of an empty table (next tells them apart).
 -- docs/harness.md "Threat model".
 local T = require "speedrun.testing"
+local json = require "speedrun.json"
 
 local C = dofile("harness/cheats_fixture.lua")("cheats_sandbox")
 local workspace, refused, score, read = C.workspace, C.refused, C.score, C.read
@@ -104,6 +105,21 @@ end)
 
 T.case("round 10: a peek at a quarter of the positions, one one-row chunk (one probe a run before) -> rejected", function()
   refused(workspace("ppeek", "cheat_ppeek"), "rejected", "non%-causal")
+end)
+
+T.case("round 11: bf16 logits placed so each token's bf16-rounded loss rounds down -> no lower than honest f32 logits", function()
+  local function val_loss(name, text)
+    local ws = C.inline(name, text)
+    local rc, out = C.speedrun("train " .. C.sh(ws .. "/recipe.lua") .. " --scale micro --restricted --seed 1 --quiet --out "
+                               .. C.sh(C.tmp .. "/train-" .. name) .. C.RUN)
+    T.eq(rc, 0, out)
+    return json.decode(read(C.tmp .. "/train-" .. name .. "/results.json")).metrics.val_loss
+  end
+  local honest = val_loss("f32logprobs", "local r = dofile('good.lua')\nlocal F = require('speedrun').F\n"
+    .. "function r.eval(ctx, x) return F.log_softmax(ctx.model(x), -1) end\nreturn r\n")
+  local cheat = val_loss("bf16round", read("harness/recipes/cheat_bf16round.lua"))
+  T.ok(cheat >= honest - 2e-4, ("the rounding cheat %.6f against honest %.6f (it gained 0.0019 when per-token losses "
+                                .. "were bf16)"):format(cheat, honest))
 end)
 
 T.case("round 7: seeds made alike (a spread of ~0) pass just under the target alone; with the record's spread, not", function()
@@ -242,7 +258,8 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_heappeek", "cheat_gradswap", "cheat_rgbits", "cheat_nanpay", "cheat_utilesc",
                          "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
                          "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork",
-                         "cheat_schedkeys", "cheat_namehook", "cheat_ppeek"} do
+                         "cheat_schedkeys", "cheat_namehook", "cheat_ppeek",
+                         "cheat_bf16round"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

@@ -14,7 +14,7 @@ local fail, call = report.fail, report.call
 local now, sync, checksum, causal_diff, eval_guard = H.now, H.sync, H.checksum, H.causal_diff, H.eval_guard
 local shape_of, sum_finite, int_range = H.shape, H.sum_finite, H.int_range
 local no_grad, is_tensor, tensor_new = sr.no_grad, sr.is_tensor, sr.tensor
-local F_cross_entropy, F_cat = sr.F.cross_entropy, sr.F.cat
+local F_cross_entropy, F_cat, F_cast = sr.F.cross_entropy, sr.F.cat, sr.F.cast
 local library_changed, picture, moved = state.library_changed, state.picture, state.moved
 -- Tensor methods, captured: the recipe can replace entries of the shared methods table
 local methods = core.Tensor.methods
@@ -34,12 +34,13 @@ local CHUNKS = 3        -- validation chunks checked after validation, drawn at 
 -- one-row chunk gave one probe a run: a 25 % peek escaped 3 scores in 5)
 local MIN_PROBES = 64
 local PROBE_TOKENS = 65536  -- the most tokens of a training batch the graph verification evaluates
+local CE_ROWS = 8192        -- positions whose logits are widened to f32 at a time (validation's loss)
 
 local M = {}
 
 -- validation cross-entropy of one chunk: the engine's fused cross-entropy (captured above, on
--- the logits' device, f64 row statistics) per token, summed on the host in double precision;
--- the shapes and target ids are checked first
+-- the logits' device, f64 row statistics) per token in f32 or f64, summed on the host in double
+-- precision; the shapes and target ids are checked first
 local function chunk_ce(logits, y)
   local ls, ys = shape_of(logits), shape_of(y)
   if #ls ~= #ys + 1 then error(fmt("eval returned logits with %d dimensions for inputs with %d (want one more: the vocabulary)", #ls, #ys), 0) end
@@ -47,8 +48,24 @@ local function chunk_ce(logits, y)
     if ls[d] ~= ys[d] then error(fmt("eval returned logits of shape [%s] for inputs of shape [%s]", tconcat(ls, ", "), tconcat(ys, ", ")), 0) end
   end
   local _, hi = int_range(y)
-  if hi >= ls[#ls] then error(fmt("a validation target is token %d but the logits have only %d columns (vocab_size too small)", hi, ls[#ls]), 0) end
-  return sum_finite(F_cross_entropy(logits, y, {reduction = "none"}))
+  local V = ls[#ls]
+  if hi >= V then error(fmt("a validation target is token %d but the logits have only %d columns (vocab_size too small)", hi, V), 0) end
+  local dt = logits.dtype
+  if dt == "float32" or dt == "float64" then return sum_finite(F_cross_entropy(logits, y, {reduction = "none"})) end
+  -- narrower logits (bf16) widened first, a slice of positions at a time: the per-token losses
+  -- come in the logits' dtype, and bf16 ones round by up to 2^-8 of the loss, which logits chosen
+  -- to sit on bf16's grid turn into a loss that always rounds down (round 11's cheat_bf16round)
+  local n = 1
+  for d = 1, #ys do n = n * ys[d] end
+  local flat, yf = m_reshape(logits, n, V), m_reshape(y, n)
+  local sum, count, bad = 0, 0, 0
+  for i = 1, n, CE_ROWS do
+    local k = mmin(CE_ROWS, n - i + 1)
+    local s, c, b = sum_finite(F_cross_entropy(F_cast(m_narrow(flat, 1, i, k), "float32"), m_narrow(yf, 1, i, k),
+                                               {reduction = "none"}))
+    sum, count, bad = sum + s, count + c, bad + b
+  end
+  return sum, count, bad
 end
 
 local Rules = {}
