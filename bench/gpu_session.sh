@@ -60,7 +60,8 @@
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   restricted records $RESTRICT_RECORDS (default 1 12 19) at proxy in the score sandbox (`train
 #              --restricted`): the status, the checks (causality's logit and token-loss changes, eval's
-#              state) and eval's time per token against training's (the plausibility flag's ratio)
+#              state), eval's time per token against training's and setup's work against the train
+#              time (the plausibility flags' ratios)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
@@ -246,6 +247,7 @@ for p in $PARTS; do
 print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", (c.get("causality") or {}).get("max_diff"),
       (c.get("causality") or {}).get("max_loss_change"), "eval_state", c.get("eval_state"),
       "eval/train time per token", round(m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"]), 2) if m.get("val_tokens") else None,
+      "setup work/train time", round((m.get("setup_work_ms") or 0)/max(m["train_time_ms"], 1e-9), 3),
       (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r/results.json" "$r" 2>&1 | tail -3
       done ;;
     pilot)

@@ -73,6 +73,8 @@ local HIDDEN = {
   {"copc", "cheat_copc", MEMO, "resuming a coroutine made outside this eval call"},
   {"gmatch", "cheat_gmatch", MEMO, "a string.gmatch iterator made outside this eval call"},  -- round 6
   {"deadkey", "cheat_deadkey", MEMO, "next from a key the table does not hold"},
+  {"bigint", "cheat_bigint", {}, "eval changed the recipe's state"},   -- the review of rounds 4 and 5
+  {"fhclose", "cheat_fhclose", {}, "a file handle made outside this eval call"},
 }
 T.case("rounds 4-6: memories in a swapped gradient, requires_grad flags, NaN payloads, file handles, coroutines, "
        .. "gmatch iterators, removed keys; the tools' loader escape -> rejected", function()
@@ -157,7 +159,10 @@ function r.eval(ctx, x)
   for k in pairs(t) do t[k] = t[k] + 1 end   -- values changed while traversing: allowed
   for _, v in next, t do n = n + v end
   assert(n == 12)
+  for k in pairs(t) do t[k] = nil end          -- a table cleared while traversing: allowed
+  assert(next(t) == nil)
   print("eval ok")
+  io.write("eval wrote\n"); io.stdout:write("to stdout\n"); io.stderr:write("to stderr\n"); io.stdout:flush()
   return eval(ctx, x)
 end
 return r
@@ -259,7 +264,7 @@ T.case("docs/harness.md's threat model names this test and every cheat recipe it
                          "cheat_fhandle", "cheat_seekpos", "cheat_copc", "cheat_gmatch", "cheat_deadkey",
                          "cheat_setuptrain", "cheat_setupwork", "cheat_seedfix", "cheat_idxtrain", "cheat_loadwork",
                          "cheat_schedkeys", "cheat_namehook", "cheat_ppeek",
-                         "cheat_bf16round"} do
+                         "cheat_bf16round", "cheat_bigint", "cheat_fhclose"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
     T.ok(tm:find(name, 1, true), name .. " named in the threat model")
   end

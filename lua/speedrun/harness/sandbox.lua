@@ -105,7 +105,10 @@ local function install_io(check_path, violation)
     return iterator(real_lines(c, ...), "a line iterator")
   end
   io.read = function(...) eval_check("reading the default input"); return real_read(...) end
-  io.write = function(...) eval_check("writing the default output"); return real_write(...) end
+  io.write = function(...)   -- printing is fine: stdout is a pipe to the parent (recipe.log)
+    if real_output() ~= io.stdout then eval_check("writing the default output once it is a file") end
+    return real_write(...)
+  end
   io.input = function(f)
     if type(f) == "string" then violation("io.input with a file name") end
     if f ~= nil then eval_check("setting the default input") end
@@ -116,14 +119,23 @@ local function install_io(check_path, violation)
     if f ~= nil then eval_check("setting the default output") end
     return real_output(f)
   end
-  local methods = dgetmetatable(io.stdout).__index   -- the handles' methods, for every handle
+  -- the standard streams (pipes to the parent: nothing written there can be read back) may be
+  -- written to in eval; every other use of a handle made outside the call is refused
+  local std = {[io.stdout] = true, [io.stderr] = true}
+  local writes = {write = true, flush = true, setvbuf = true}
+  local fmt_ = dgetmetatable(io.stdout)
+  local methods = fmt_.__index   -- the handles' methods, for every handle
   for name, fn in pairs(methods) do
     if name == "lines" then
       methods.lines = function(f, ...) this_call(f, "a file handle"); return iterator(fn(f, ...), "a line iterator") end
+    elseif writes[name] then
+      methods[name] = function(f, ...) if not std[f] then this_call(f, "a file handle") end; return fn(f, ...) end
     else
       methods[name] = function(f, ...) this_call(f, "a file handle"); return fn(f, ...) end
     end
   end
+  local real_close = fmt_.__close   -- a to-be-closed variable closes without the methods
+  if real_close then fmt_.__close = function(f, e) this_call(f, "a file handle"); return real_close(f, e) end end
 end
 
 -- the process's other objects with hidden positions: gmatch iterators, and a table's removed keys
@@ -135,12 +147,17 @@ local function install_positions()
   -- a table keeps a removed key in its node until it is resized, and next(t, k) tells such a key
   -- from one never there (no error): inside eval, next may not be asked from a key the table does
   -- not hold (the picture sees an empty table either way); pairs hands out the checked next
+  -- (the key next last handed out for t in this call is fine: a loop clearing what it walks)
   local real_next, real_pairs = next, pairs
+  local last_key, last_call = setmetatable({}, {__mode = "k"}), setmetatable({}, {__mode = "k"})
   local function checked_next(t, k)
-    if k ~= nil and type(t) == "table" and eval_epoch() and rawget(t, k) == nil then
+    local e = eval_epoch()
+    if e and k ~= nil and type(t) == "table" and rawget(t, k) == nil and not (last_call[t] == e and rawequal(last_key[t], k)) then
       eval_check("next from a key the table does not hold")
     end
-    return real_next(t, k)
+    local nk, v = real_next(t, k)
+    if e and type(t) == "table" then last_key[t], last_call[t] = nk, e end
+    return nk, v
   end
   _G.next = checked_next
   _G.pairs = function(t)

@@ -113,7 +113,8 @@ end
 local function same(x, y)
   if type(x) ~= "number" then return rawequal(x, y) end
   if type(y) ~= "number" or mtype(x) ~= mtype(y) then return false end
-  return mtype(x) == "integer" and x == y or spack("<d", x) == spack("<d", y)
+  if mtype(x) == "integer" then return x == y end   -- exact (as doubles, 2^62 and 2^62 + 1 are one)
+  return spack("<d", x) == spack("<d", y)
 end
 
 -- why picture b differs from picture a, or nil
