@@ -88,6 +88,15 @@ return function(name)
 
   function C.honest_passes() return C.passes(C.workspace("honest", "good")) end
 
+  -- the workspace is flagged (exit 1) with a flag containing `text`
+  function C.flagged(ws, text)
+    local rc, out, s = C.score(ws)
+    T.eq(rc, 1, out)
+    T.eq(s and s.verdict, "flagged", out)
+    T.ok(out:find(text, 1, true), out)
+    return s, out
+  end
+
   -- a workspace of good.lua whose recipe.lua is `text` (a recipe written inline by the test)
   function C.inline(wname, text)
     local ws = C.workspace(wname, "good")

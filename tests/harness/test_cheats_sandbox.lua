@@ -86,18 +86,12 @@ T.case("round 7: training in the untimed setup or while the recipe loads -> reje
   refused(C.inline("loadtrain", "local r = dofile('good.lua')\nlocal sr = require 'speedrun'\n"
     .. "local w = sr.randn(4):requires_grad_()\npcall(function() sr.F.sum(w * w):backward() end)\nreturn r\n"),
     "rejected", "backward inside the recipe's loading")
-  local rc, text, sc = score(workspace("setupwork", "cheat_setupwork"))
-  T.eq(rc, 1, text)
-  T.eq(sc.verdict, "flagged", text)
-  T.ok(text:find("work in the untimed setup", 1, true), text)
+  C.flagged(workspace("setupwork", "cheat_setupwork"), "work in the untimed setup")
 end)
 
 T.case("round 8: training in an __index of the recipe table (read off the clock) -> refused; work at load -> flagged", function()
   refused(workspace("idxtrain", "cheat_idxtrain"), "lua_error", "the recipe table has a metatable")
-  local rc, text, sc = score(workspace("loadwork", "cheat_loadwork"))
-  T.eq(rc, 1, text)
-  T.eq(sc.verdict, "flagged", text)
-  T.ok(text:find("work in the untimed setup", 1, true), text)
+  C.flagged(workspace("loadwork", "cheat_loadwork"), "work in the untimed setup")
 end)
 
 T.case("round 9: work in an __index of recipe.schedule_keys or recipe.name (read off every clock) -> refused", function()
