@@ -46,7 +46,8 @@ typedef const char *(*sr_kernel_fn)(const sr_kcall *c);
 ** the others are reached through F.gelu and the binary ops with a number */
 #define SR_UNARY_OPS(X) \
   X(NEG, neg) X(EXP, exp) X(LOG, log) X(TANH, tanh) X(SIGMOID, sigmoid) X(RELU, relu) \
-  X(SQUARE, square) X(SQRT, sqrt) X(RSQRT, rsqrt) X(ABS, abs) X(RELU2, relu2) X(SIGN, sign)
+  X(SQUARE, square) X(SQRT, sqrt) X(RSQRT, rsqrt) X(ABS, abs) X(RELU2, relu2) X(SIGN, sign) \
+  X(COS, cos) X(SIN, sin)
 #define SR_UNARY_FNS(X) \
   SR_UNARY_OPS(X) X(GELU_ERF, gelu_erf) X(GELU_TANH, gelu_tanh) \
   X(ADD_SCALAR, add_scalar) X(MUL_SCALAR, mul_scalar) X(POW_SCALAR, pow_scalar) \

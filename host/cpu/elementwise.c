@@ -148,6 +148,8 @@ void sr_cpu_unary_fwd(double *y, const double *x, int64_t n, int fn, double p) {
     case SR_UNARY_RSUB_SCALAR: for (int64_t k = 0; k < n; k++) y[k] = p - x[k]; break;
     case SR_UNARY_RDIV_SCALAR: for (int64_t k = 0; k < n; k++) y[k] = p / x[k]; break;
     case SR_UNARY_SIGN: for (int64_t k = 0; k < n; k++) y[k] = sign_of(x[k]); break;
+    case SR_UNARY_COS: for (int64_t k = 0; k < n; k++) y[k] = cos(x[k]); break;
+    case SR_UNARY_SIN: for (int64_t k = 0; k < n; k++) y[k] = sin(x[k]); break;
   }
 }
 
@@ -194,6 +196,8 @@ void sr_cpu_unary_bwd(double *dx, const double *dy, const double *x, int64_t n, 
     case SR_UNARY_RSUB_SCALAR: for (int64_t k = 0; k < n; k++) dx[k] = -dy[k]; break;
     case SR_UNARY_RDIV_SCALAR: for (int64_t k = 0; k < n; k++) dx[k] = -dy[k] * p / (x[k] * x[k]); break;
     case SR_UNARY_SIGN: for (int64_t k = 0; k < n; k++) dx[k] = 0.0 * dy[k]; break;
+    case SR_UNARY_COS: for (int64_t k = 0; k < n; k++) dx[k] = -dy[k] * sin(x[k]); break;
+    case SR_UNARY_SIN: for (int64_t k = 0; k < n; k++) dx[k] = dy[k] * cos(x[k]); break;
   }
 }
 

@@ -7,7 +7,10 @@
 
 #include "speedrun_device.cuh"  // defines: ld8, st8 (the generated kernels' 16-byte accesses)
 
-// the unary functions of registry.h; p is the scalar parameter
+// the unary functions of registry.h; p is the scalar parameter. cos and sin go through double:
+// under --use_fast_math cosf/sinf become __cosf/__sinf, whose error grows with |x| (rotary tables
+// take angles up to the sequence length, 65,536 rad); the double functions are not affected, and
+// round to the f32 the CPU reference gives (it computes in double too)
 // x^p that keeps the sign for a negative base and an integral exponent (powf under
 // --use_fast_math is exp2(p*log2(x)): NaN for x < 0)
 __device__ __forceinline__ float pow_f(float x, float p) {
@@ -40,6 +43,8 @@ __device__ __forceinline__ float unary_f(int fn, float x, float p) {
     case SR_UNARY_RSUB_SCALAR: return p - x;
     case SR_UNARY_RDIV_SCALAR: return p / x;
     case SR_UNARY_SIGN: return (float)((x > 0.f) - (x < 0.f));
+    case SR_UNARY_COS: return (float)cos((double)x);   // see accurate_trig below
+    case SR_UNARY_SIN: return (float)sin((double)x);
     default: return __int_as_float(0x7fffffff);
   }
 }
@@ -87,6 +92,8 @@ __device__ __forceinline__ float unary_df(int fn, float x, float p) {
     case SR_UNARY_RSUB_SCALAR: return -1.f;
     case SR_UNARY_RDIV_SCALAR: return -p / (x * x);
     case SR_UNARY_SIGN: return 0.f;
+    case SR_UNARY_COS: return -(float)sin((double)x);
+    case SR_UNARY_SIN: return (float)cos((double)x);
     default: return __int_as_float(0x7fffffff);
   }
 }

@@ -105,12 +105,9 @@ local function rotary_tables(T, hd, device, base)
   for i = 0, hd // 2 - 1 do inv[i + 1] = f32(f32(1 / base) ^ f32((2 * i) / hd)) end
   -- the angles t * inv_freq as torch.outer in fp32 (an engine product), cos and sin of each
   local h = hd // 2
-  local angles = F.mul(F.cast(sr.arange(T), "float32"):view(T, 1), sr.tensor(inv, {dtype = "float32"}):view(1, h))
-  local c, s = {}, {}
-  local cos, sin = math.cos, math.sin
-  for i, a in ipairs(angles:view(T * h):tolist()) do c[i], s[i] = cos(a), sin(a) end
   local o = {dtype = "float32", device = device}
-  return sr.tensor(c, o):view(1, T, 1, h), sr.tensor(s, o):view(1, T, 1, h)
+  local angles = F.mul(sr.arange(T, o):view(T, 1), sr.tensor(inv, o):view(1, h))
+  return F.cos(angles):view(1, T, 1, h), F.sin(angles):view(1, T, 1, h)
 end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])

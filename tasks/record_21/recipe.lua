@@ -133,12 +133,9 @@ local function rotary_tables(T, hd, device)
   for i, e in ipairs(linspace01(q)) do freq[i] = f32(f32(1 / 1024) ^ e) end
   for i = q + 1, hd // 2 do freq[i] = 0.0 end
   local h = hd // 2
-  local angles = F.mul(F.cast(sr.arange(T), "float32"):view(T, 1), sr.tensor(freq, {dtype = "float32"}):view(1, h))
-  local c, s = {}, {}
-  local cos, sin = math.cos, math.sin
-  for i, a in ipairs(angles:view(T * h):tolist()) do c[i], s[i] = cos(a), sin(a) end
   local o = {dtype = "float32", device = device}
-  return sr.tensor(c, o):view(1, T, 1, h), sr.tensor(s, o):view(1, T, 1, h)
+  local angles = F.mul(sr.arange(T, o):view(T, 1), sr.tensor(freq, o):view(1, h))
+  return F.cos(angles):view(1, T, 1, h), F.sin(angles):view(1, T, 1, h)
 end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])

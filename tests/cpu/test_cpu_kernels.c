@@ -228,6 +228,8 @@ static double ref_unary(int fn, double x, double p) {
     case SR_UNARY_RSUB_SCALAR: return p - x;
     case SR_UNARY_RDIV_SCALAR: return p / x;
     case SR_UNARY_SIGN: return isnan(x) ? x : (double)((x > 0) - (x < 0));
+    case SR_UNARY_COS: return sin(x + M_PI / 2);
+    case SR_UNARY_SIN: return cos(x - M_PI / 2);
   }
   return NAN;
 }
@@ -250,6 +252,8 @@ static void test_unary(void) {
     {SR_UNARY_ADD_SCALAR, 1.0, 2.5, 3.5}, {SR_UNARY_MUL_SCALAR, 3.0, -2.0, -6.0}, {SR_UNARY_TANH, 0.5, 0, 0.46211715726000974},
     {SR_UNARY_RELU, NAN, 0, NAN}, {SR_UNARY_RELU2, NAN, 0, NAN}, {SR_UNARY_SIGN, NAN, 0, NAN}, {SR_UNARY_ABS, NAN, 0, NAN},
     {SR_UNARY_GELU_ERF, NAN, 0, NAN}, {SR_UNARY_LOG, -1.0, 0, NAN}, {SR_UNARY_EXP, 1000.0, 0, INFINITY},
+    {SR_UNARY_COS, 0.0, 0, 1.0}, {SR_UNARY_SIN, 0.0, 0, 0.0}, {SR_UNARY_COS, 1.0, 0, 0.5403023058681398},
+    {SR_UNARY_SIN, 1.0, 0, 0.8414709848078965}, {SR_UNARY_COS, 65535.0, 0, 0.19234401860586398},
   };
   for (size_t h = 0; h < sizeof hand / sizeof *hand; h++) {
     sr_tensor *x = tvals(SR_F64, 1, (int64_t[]){1}, &hand[h].x), *y = tnew(SR_F64, 1, (int64_t[]){1});
@@ -264,6 +268,7 @@ static void test_unary(void) {
     {SR_UNARY_RELU, 0.0, 0.0}, {SR_UNARY_ABS, 0.0, 0.0}, {SR_UNARY_SIGN, 0.0, 0.0}, {SR_UNARY_SIGN, 2.0, 0.0},
     {SR_UNARY_RELU2, 0.0, 0.0}, {SR_UNARY_RELU2, 1.5, 3.0}, {SR_UNARY_RELU, NAN, NAN},
     {SR_UNARY_GELU_ERF, 0.0, 0.5}, {SR_UNARY_GELU_TANH, 0.0, 0.5}, {SR_UNARY_SIGMOID, 0.0, 0.25},
+    {SR_UNARY_COS, 0.0, -0.0}, {SR_UNARY_SIN, 0.0, 1.0},
   };
   for (size_t h = 0; h < sizeof dhand / sizeof *dhand; h++) {
     sr_tensor *x = tvals(SR_F64, 1, (int64_t[]){1}, &dhand[h].x), *dy = tfill(SR_F64, 1, (int64_t[]){1}, 1.0);

@@ -469,6 +469,17 @@ static void unary_cases(int bw) {
                 unary_names[fn], dn(dt), layout == 3 ? "in place" : layname(layout), (long long)sr_numel(x));
           release_to(m);
         }
+  /* cos and sin at rotary-table angles (up to the sequence length in radians): not fast math's
+  ** __cosf / __sinf, whose error grows with |x| */
+  for (int fn = SR_UNARY_COS; fn <= SR_UNARY_SIN; fn++) {
+    int m = mark();
+    const int64_t n[1] = {4099};
+    sr_tensor *x = rnd(tnew(SR_F32, 1, n), -70000, 70000), *o = poison(tnew(SR_F32, 1, n));
+    sr_kcall c = bw ? KC(o, rnd(tnew(SR_F32, 1, n), -1, 1), x) : KC(o, x);
+    c.i[0] = fn;
+    check(bw ? SR_K_unary_backward : SR_K_unary, &c, (opt){.t32 = 2e-5}, "%s f32 |x| up to 70,000", unary_names[fn]);
+    release_to(m);
+  }
   if (!bw) return;
   /* i1 = 1: the gradient from the forward's output (tanh, sigmoid, exp); dx fresh, over dy (the
   ** autograd rule reuses a private upstream gradient) and over y */

@@ -23,8 +23,10 @@ M.EVAL_RATIO = 25
 -- one-time setup: driver allocations, GEMM plans, module loads) more than this fraction of its
 -- train time: both are untimed, so training there is free (backward and optimizer steps are refused
 -- there; hand-written training is not). Measured, every record and the default recipe at micro
--- scale on the CPU (restricted): 0.01-0.13; on a GPU at proxy (trains of 0.8-6 s) not yet
--- measured (the next device call's `restricted` part prints it)
+-- scale on the CPU (restricted): 0.01-0.13; on an H100 at proxy (trains of ~1-6 s), records 1, 5,
+-- 12, 19, 21: 0.019, 0.072, 0.193, 0.272, 0.492, most of it records 12-21's rotary tables built in
+-- Lua (4.2 M math.cos/sin for record 21), since built with F.cos/F.sin (0.8 s -> 0.1 s on one CPU
+-- core; on the GPU not yet measured)
 M.SETUP_RATIO = 0.5
 
 -- the flags of a score: {message, ...}. runs: the runs' results; sum: the summary (cli.summarize);
