@@ -73,6 +73,22 @@ T.case("clock: a warm-up compile stays off the train time; warm-up work beyond t
        ("timed compile and warm-up work both counted: %.1f ms (warm-up %.1f counted)"):format(ms5, w5.counted_ms))
 end)
 
+T.case("clock: the allowance is at most 15 % of the timed steps' time (few large steps), never below the warm-up's own steps", function()
+  local none = function() return 0 end
+  -- 10 steps, 1 warm-up step doing 3 steps' work: (1 + 2) mean steps was the allowance (a third of
+  -- the 9 timed steps' work excused); now 0.15 x 9 = 1.35 mean steps
+  local ms, w = run(10, 1, function(s) return s == 1 and 3 * STEP or STEP end, none)
+  T.ok(math.abs(w.allowance_ms - 1.35 * STEP * 1000) < 1e-6, ("allowance %.3f ms"):format(w.allowance_ms))
+  T.ok(math.abs(w.counted_ms - 1.65 * STEP * 1000) < 1e-6, ("counted %.3f ms"):format(w.counted_ms))
+  T.ok(math.abs(ms - (9 + 1.65) * STEP * 1000) < 1e-6, ("train time %.3f ms"):format(ms))
+  -- 100 steps (10 warm-up): (10 + 2) / 90 = 13.3 % of the timed time, under the cap: unchanged
+  local _, w100 = run(100, 10, function() return STEP end, none)
+  T.ok(math.abs(w100.allowance_ms - 12 * STEP * 1000) < 1e-6, ("allowance %.3f ms"):format(w100.allowance_ms))
+  -- a warm-up longer than 15 % by choice (5 of 20): its own steps stay excused, the 2 extra do not
+  local _, w5 = run(20, 5, function() return STEP end, none)
+  T.ok(math.abs(w5.allowance_ms - 5 * STEP * 1000) < 1e-6 and w5.counted_ms < 1e-6, ("allowance %.3f ms"):format(w5.allowance_ms))
+end)
+
 T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted, step 1 apart", function()
   local function grow(allocs, ms, plans, pms)
     local f = fake.setup
