@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/copy.h"      /* defines: sr_to_raw, sr_fill_ */
+#include "core/ops.h"       /* defines: sr_unary_raw, sr_unary_inplace */
 #include "core/registry.h"  /* defines: sr_kernel_run, sr_phase_set */
 
 static bool grad_enabled = true;
@@ -190,10 +191,10 @@ void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_i
 /* ------------------------------------------------------------------------------------------ */
 /* gradient routing: destinations and casts into leaves (autograd.h) */
 
-static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1};
+static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1, -1};
 static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM",
-                                                             "SPEEDRUN_GRAD_RECOMPUTE"};
-static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute"};
+                                                             "SPEEDRUN_GRAD_RECOMPUTE", "SPEEDRUN_GRAD_SCALE"};
+static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute", "scale"};
 
 bool sr_grad_fusion(int which) {
   if (which < 0 || which >= SR_GRAD_FUSION_COUNT) return false;
@@ -296,6 +297,77 @@ static void list_push(node_list *l, sr_node *x) {
   l->v[l->n++] = x;
 }
 
+/* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
+** compares its upstream gradient to it by address, so the address must not be freed and reused
+** by another tensor while the pass runs */
+static sr_tensor *implicit_seed;
+
+bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
+
+/* the scale fusion's marks for this pass (autograd.h): gradients known to be a constant, and
+** gradients with a factor still to apply; each held (retained) so its address stays its own */
+enum { MARK_CONSTANT, MARK_SCALED };
+#define MAX_MARKS 64
+static struct { sr_tensor *t; double v; int kind; } marks[MAX_MARKS];
+static int nmarks;
+
+static int find_mark(const sr_tensor *g, int kind) {
+  for (int k = 0; g && k < nmarks; k++)
+    if (marks[k].t == g && marks[k].kind == kind) return k;
+  return -1;
+}
+
+static bool add_mark(sr_tensor *g, double v, int kind) {
+  if (!sr_grad_fusion(SR_GRAD_SCALE) || nmarks == MAX_MARKS || find_mark(g, kind) >= 0) return false;
+  marks[nmarks].t = sr_tensor_retain(g), marks[nmarks].v = v, marks[nmarks].kind = kind;
+  nmarks++;
+  return true;
+}
+
+static void drop_mark(int k) {
+  sr_tensor_release(marks[k].t);
+  marks[k] = marks[--nmarks];
+}
+
+bool sr_grad_constant(const sr_tensor *g, double *c) {
+  if (!g || !sr_grad_fusion(SR_GRAD_SCALE)) return false;
+  if (g == implicit_seed) { *c = 1.0; return true; }
+  int k = find_mark(g, MARK_CONSTANT);
+  if (k >= 0) *c = marks[k].v;
+  return k >= 0;
+}
+void sr_grad_mark_constant(sr_tensor *g, double c) { add_mark(g, c, MARK_CONSTANT); }
+bool sr_grad_mark_scaled(sr_tensor *g, double s) { return s == 1.0 || add_mark(g, s, MARK_SCALED); }
+
+double sr_grad_scale_of(const sr_tensor *g) {
+  int k = find_mark(g, MARK_SCALED);
+  return k >= 0 ? marks[k].v : 1.0;
+}
+
+/* *g with its pending scale applied (over it when nothing else holds it or its storage; the
+** mark itself holds one reference), unmarked */
+static void apply_scale(sr_tensor **g) {
+  int k = find_mark(*g, MARK_SCALED);
+  if (k < 0) return;
+  double s = marks[k].v;
+  if ((*g)->refcount == 2 && (*g)->storage->refcount == 1) {
+    sr_unary_inplace(SR_UNARY_MUL_SCALAR, *g, s);
+    (*g)->storage->version++;
+  } else {
+    sr_tensor *t = sr_unary_raw(SR_UNARY_MUL_SCALAR, *g, s);
+    sr_tensor_release(*g);
+    *g = t;
+  }
+  drop_mark(k);
+}
+
+/* g with its pending scale applied, as a new reference (g itself when it has none) */
+static sr_tensor *scaled(sr_tensor *g) {
+  sr_tensor *t = sr_tensor_retain(g);
+  apply_scale(&t);
+  return t;
+}
+
 /* a gradient nothing else refers to, dense over its whole storage, in the leaf's dtype and on
 ** its device: it can become the leaf's .grad as it is */
 /* dst += src (src converted to dst's dtype and device first when they differ) */
@@ -318,18 +390,22 @@ static bool can_adopt(const sr_tensor *leaf, const sr_tensor *g) {
 
 /* grad into a leaf's .grad: the first time adopt it (when private) or take a private copy, add
 ** afterwards */
-static void accumulate_leaf(sr_tensor *leaf, sr_tensor *g) {
+static void accumulate_leaf(sr_tensor *leaf, sr_tensor *graw) {
+  sr_tensor *g = find_mark(graw, MARK_SCALED) >= 0 ? scaled(graw) : graw;  /* a private copy then */
   if (!leaf->grad) {
     leaf->grad = can_adopt(leaf, g) ? sr_tensor_retain(g) : sr_to_raw(g, leaf->storage->device, leaf->dtype);
   } else {
     accumulate(leaf->grad, g);
   }
+  if (g != graw) sr_tensor_release(g);
 }
 
-static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
+static void accumulate_slot(sr_node *n, int slot, sr_tensor *graw) {
   if (!n->grad_acc[slot]) {
-    n->grad_acc[slot] = sr_tensor_retain(g);
+    n->grad_acc[slot] = sr_tensor_retain(graw);  /* its pending scale, if any, stays with it */
   } else {
+    sr_tensor *g = find_mark(graw, MARK_SCALED) >= 0 ? scaled(graw) : graw;
+    apply_scale(&n->grad_acc[slot]);
     /* never add into a tensor someone else holds: make the accumulator private first (the
     ** slot's own destination is: its memory is this gradient's, whatever holds the view) */
     bool own = n->grad_acc[slot] == n->grad_dest[slot] && n->grad_acc[slot]->refcount == 2;
@@ -339,6 +415,7 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *g) {
       n->grad_acc[slot] = own;
     }
     accumulate(n->grad_acc[slot], g);
+    if (g != graw) sr_tensor_release(g);
   }
 }
 
@@ -349,16 +426,11 @@ static void visit(sr_node *n, unsigned epoch) {
   release_dests(n);
 }
 
-/* the seed of loss:backward() with no gradient given, held (retained) for the whole pass: a rule
-** compares its upstream gradient to it by address, so the address must not be freed and reused
-** by another tensor while the pass runs */
-static sr_tensor *implicit_seed;
-
-bool sr_grad_is_implicit_one(const sr_tensor *g) { return g && g == implicit_seed; }
 void sr_backward_reset(void) {
   sr_phase_set(NULL, false);
   sr_tensor_release(implicit_seed);
   implicit_seed = NULL;
+  while (nmarks) drop_mark(nmarks - 1);
 }
 
 void sr_backward(sr_tensor *root, sr_tensor *grad) {
@@ -416,11 +488,19 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     int gmark = sr_scratch_mark();
     sr_scratch_defer(release_gins, gin);
     sr_phase_set(n->name, true);
+    if (!(n->flags & SR_NODE_TAKES_SCALE))
+      for (int k = 0; k < SR_NODE_MAXOUT; k++)
+        if (n->grad_acc[k]) apply_scale(&n->grad_acc[k]);
     n->backward(n, n->grad_acc, gin);
     sr_phase_set(NULL, true);
     /* the upstream gradients and destinations go first: a gradient the rule returned may then be
     ** private (a leaf adopts it instead of copying) */
-    for (int k = 0; k < SR_NODE_MAXOUT; k++) { sr_tensor_release(n->grad_acc[k]); n->grad_acc[k] = NULL; }
+    for (int k = 0; k < SR_NODE_MAXOUT; k++) {
+      int m = find_mark(n->grad_acc[k], MARK_SCALED);  /* applied by the rule (SR_NODE_TAKES_SCALE) */
+      if (m >= 0) drop_mark(m);
+      sr_tensor_release(n->grad_acc[k]);
+      n->grad_acc[k] = NULL;
+    }
     release_dests(n);
     for (int i = 0; i < n->nin; i++) {
       sr_tensor *g = gin[i];

@@ -25,8 +25,14 @@
 **   partitioner makes the same trade: the MLP's relu(x)^2 and the norms' outputs are not kept for
 **   the linear layers' weight gradients. Modified in place after the save: the backward fails as
 **   for any saved tensor, whether it was still alive or not.
+** - scale: a gradient the pass knows on the host to be a constant c (the implicit seed of
+**   loss:backward(), then the rules of x * s, x + s, -x on it: the `loss / n` of micro-batch
+**   accumulation; sr_grad_constant) lets an in-place cross_entropy return its gradient with c
+**   still to apply (sr_grad_mark_scaled) instead of a pass over the [N, V] logits: a linear rule
+**   (SR_NODE_TAKES_SCALE) makes it its GEMMs' alpha; any other consumer, a sum of two gradients
+**   or a leaf gets it applied first (the pass as before).
 ** Each can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0,
-** SPEEDRUN_GRAD_RECOMPUTE=0).
+** SPEEDRUN_GRAD_RECOMPUTE=0, SPEEDRUN_GRAD_SCALE=0).
 */
 #ifndef SR_AUTOGRAD_H
 #define SR_AUTOGRAD_H
@@ -48,6 +54,8 @@ typedef sr_tensor *(*sr_recompute_fn)(sr_node *n);
 
 /* node flags */
 #define SR_NODE_CAST 1u      /* a float cast (same device): its input's gradient is its own, converted */
+#define SR_NODE_TAKES_SCALE 4u  /* its rule applies its upstream gradients' pending scales itself
+                                 ** (sr_grad_scale_of) and returns none of them as an input's gradient */
 #define SR_NODE_DEST_OWN 2u  /* dest_map maps n->gbuf, a buffer of the node's own (split, narrow) */
 
 typedef struct sr_edge {
@@ -114,6 +122,14 @@ void sr_node_release(sr_node *n);
 /* g is the implicit all-ones gradient a backward() without a gradient started from (a rule may
 ** skip multiplying by it) */
 bool sr_grad_is_implicit_one(const sr_tensor *g);
+/* during a backward pass, with the scale fusion on: g is known to hold the constant *c in every
+** element (the implicit seed: 1; a gradient a rule marked with sr_grad_mark_constant) */
+bool sr_grad_constant(const sr_tensor *g, double *c);
+void sr_grad_mark_constant(sr_tensor *g, double c);
+/* g, returned by a rule, still has to be multiplied by s (scale fusion: the pass applies it unless
+** the consumer's node has SR_NODE_TAKES_SCALE); false when it cannot be marked (apply s yourself) */
+bool sr_grad_mark_scaled(sr_tensor *g, double s);
+double sr_grad_scale_of(const sr_tensor *g);  /* the pending scale of an upstream gradient, 1 if none */
 /* forget the autograd phase and the implicit seed after a backward that failed (sr_fail left it
 ** halfway) */
 void sr_backward_reset(void);
@@ -126,10 +142,10 @@ void sr_set_lua_backward_hook(sr_lua_backward_hook h);
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 
 /* gradient routing (see the top of this file) */
-enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_FUSION_COUNT };
+enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_SCALE, SR_GRAD_FUSION_COUNT };
 bool sr_grad_fusion(int which);                 /* on? (default on; the env vars turn it off) */
 bool sr_set_grad_fusion(int which, bool on);    /* returns the previous setting */
-const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute" */
+const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute", "scale" */
 
 /* For a backward rule of n: a tensor shaped and typed as input i, any strides, whose memory is
 ** where input i's gradient ends up, or NULL. Borrowed (the node upstream holds it). A rule that

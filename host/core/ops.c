@@ -121,9 +121,9 @@ static sr_tensor *gemm_operand(sr_tensor *x, bool *trans) {
   return sr_contiguous_raw(x);
 }
 
-/* out = op(a) @ op(b) + beta * out, out made here when NULL (beta 0). a, b: [M,K]/[K,M] ... or
+/* out = alpha * op(a) @ op(b) + beta * out, out made here when NULL (beta 0). a, b: [M,K]/[K,M] ... or
 ** batched [B,M,K] with equal B (or B = 1 broadcast via stride 0); out contiguous [M,N] / [B,M,N] */
-static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double beta) {
+static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double alpha, double beta) {
   bool batched = a->ndim == 3;
   sr_tensor *a3 = batched ? sr_tensor_retain(a) : sr_unsqueeze(a, 0);
   sr_tensor *b3 = batched ? sr_tensor_retain(b) : sr_unsqueeze(b, 0);
@@ -136,7 +136,7 @@ static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b,
   if (ao->shape[0] == 1 && B > 1) { sr_tensor *e = sr_expand(ao, 3, (int64_t[]){B, ao->shape[1], ao->shape[2]}); sr_tensor_release(ao); ao = e; }
   if (bo->shape[0] == 1 && B > 1) { sr_tensor *e = sr_expand(bo, 3, (int64_t[]){B, bo->shape[1], bo->shape[2]}); sr_tensor_release(bo); bo = e; }
   sr_tensor *y = out ? sr_view(out, 3, (int64_t[]){B, M, N}) : sr_tensor_new(a->dtype, a->storage->device, 3, (int64_t[]){B, M, N});
-  sr_kcall c = {.t = {y, ao, bo}, .nt = 3, .i = {ta, tb}, .f = {1.0, out ? beta : 0.0}};
+  sr_kcall c = {.t = {y, ao, bo}, .nt = 3, .i = {ta, tb}, .f = {alpha, out ? beta : 0.0}};
   sr_kernel_run(SR_K_gemm, &c);
   sr_tensor_release(ao);
   sr_tensor_release(bo);
@@ -153,19 +153,19 @@ static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b,
   return y;
 }
 
-sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) { return gemm_into(NULL, a, ta, b, tb, 0.0); }
+sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) { return gemm_into(NULL, a, ta, b, tb, 1.0, 0.0); }
 
-/* the gradient op(a) @ op(b) of input i of n: added by the GEMM itself into the fp32 leaf behind
+/* the gradient alpha * op(a) @ op(b) of input i of n: added by the GEMM itself into the fp32 leaf behind
 ** a cast when autograd allows it (autograd.h, cast_gemm: fp32 output, beta 1 into an existing
 ** .grad), else returned in gi[i]. The GEMM kernels take bf16 operands with an f32 out on cuda;
 ** the CPU any float mix. */
-static void gemm_grad(sr_node *n, int i, sr_tensor **gi, sr_tensor *a, bool ta, sr_tensor *b, bool tb) {
+static void gemm_grad(sr_node *n, int i, sr_tensor **gi, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double alpha) {
   sr_tensor *leaf = n->in_ndim[i] == 2 ? sr_grad_cast_leaf(n, i) : NULL;
   double beta = 0.0;
   sr_tensor *dst = leaf && a->dtype == b->dtype && (a->dtype == SR_BF16 || a->storage->device == SR_CPU)
                    ? sr_grad_leaf_target(leaf, &beta) : NULL;
-  if (dst) gemm_into(dst, a, ta, b, tb, beta);
-  else gi[i] = sr_gemm_raw(a, ta, b, tb);
+  if (dst) gemm_into(dst, a, ta, b, tb, alpha, beta);
+  else gi[i] = gemm_into(NULL, a, ta, b, tb, alpha, 0.0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -202,6 +202,16 @@ static void unary_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_kernel_run(SR_K_unary_backward, &c);
   if (dx == go[0]) dx->storage->version++;
   gi[0] = dx;
+  /* a constant upstream gradient stays one through x * s, x + s, s - x, -x (loss / n) */
+  double k;
+  if (sr_grad_constant(go[0], &k)) {
+    switch (fn) {
+      case SR_UNARY_MUL_SCALAR: sr_grad_mark_constant(dx, k * n->f[0]); break;
+      case SR_UNARY_ADD_SCALAR: sr_grad_mark_constant(dx, k); break;
+      case SR_UNARY_NEG: case SR_UNARY_RSUB_SCALAR: sr_grad_mark_constant(dx, -k); break;
+      default: break;
+    }
+  }
 }
 
 /* y = f(x) again from the saved x (autograd.h, "recompute") */
@@ -504,8 +514,8 @@ sr_tensor *sr_sum_all(sr_tensor *x) {
 static void mm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0], *a = sr_node_saved(n, 0), *b = sr_node_saved(n, 1);
   if (!g) return;
-  if (n->needs[0]) gemm_grad(n, 0, gi, g, false, b, true);
-  if (n->needs[1]) gemm_grad(n, 1, gi, a, true, g, false);
+  if (n->needs[0]) gemm_grad(n, 0, gi, g, false, b, true, 1.0);
+  if (n->needs[1]) gemm_grad(n, 1, gi, a, true, g, false, 1.0);
 }
 
 static sr_tensor *mm(sr_tensor *a, sr_tensor *b) {
@@ -586,18 +596,24 @@ sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
 /* ------------------------------------------------------------------------------------------ */
 /* linear: y[..., N] = x[..., K] @ w[N, K]^T + bias[N] */
 
+/* dy may come with a scale still to apply (autograd.h, the scale fusion: an in-place cross_entropy's
+** gradient of loss / n): the GEMMs' alpha */
 static void linear_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0], *x2 = sr_node_saved(n, 0), *w = sr_node_saved(n, 1);
   if (!g) return;
+  double s = sr_grad_scale_of(g);
   int64_t N = w->shape[0];
   sr_tensor *g2 = sr_reshape(g, 2, (int64_t[]){-1, N});  /* no tape: grad mode is off in backward */
   if (n->needs[0]) {
-    sr_tensor *dx2 = sr_gemm_raw(g2, false, w, false);   /* [M,N] @ [N,K] */
+    sr_tensor *dx2 = gemm_into(NULL, g2, false, w, false, s, 0.0);   /* [M,N] @ [N,K] */
     gi[0] = sr_view(dx2, n->in_ndim[0], n->in_shape[0]);
     sr_tensor_release(dx2);
   }
-  if (n->needs[1]) gemm_grad(n, 1, gi, g2, true, x2, false);   /* [N,M] @ [M,K] */
-  if (n->needs[2]) gi[2] = reduce_grad(n, 2, g2);
+  if (n->needs[1]) gemm_grad(n, 1, gi, g2, true, x2, false, s);   /* [N,M] @ [M,K] */
+  if (n->needs[2]) {
+    gi[2] = reduce_grad(n, 2, g2);
+    if (s != 1.0) sr_unary_inplace(SR_UNARY_MUL_SCALAR, gi[2], s);
+  }
   sr_tensor_release(g2);
 }
 
@@ -626,7 +642,11 @@ sr_tensor *sr_linear(sr_tensor *x, sr_tensor *w, sr_tensor *bias) {
   sr_tensor_release(y2);
   sr_tensor *in[3] = {x, w, bias};
   sr_node *n = record("linear", linear_backward, 3, in, y);
-  if (n) { sr_node_save_output_of(n, 0, x2, x); sr_node_save(n, 1, w); }   /* x recomputed if it can be */
+  if (n) {
+    sr_node_save_output_of(n, 0, x2, x);   /* x recomputed if it can be */
+    sr_node_save(n, 1, w);
+    n->flags |= SR_NODE_TAKES_SCALE;
+  }
   sr_tensor_release(x2);
   return y;
 }

@@ -198,7 +198,9 @@ sr_tensor *sr_softmax(sr_tensor *x, int dim, bool log) {
 ** inplace (mean/sum, while recording): the forward writes dlogits = (softmax - onehot)/count
 ** over the logits in the same pass as the loss (the caller promises not to read them again; their
 ** version is bumped, so a node that saved them fails loudly); the backward is then a scale by
-** the upstream gradient, skipped when that is the implicit 1 of loss:backward(). */
+** the upstream gradient, skipped when that is the implicit 1 of loss:backward(), and left to the
+** consumer (a linear's GEMM alpha: autograd.h, the scale fusion) when it is another constant the
+** pass knows (loss / n). */
 
 /* a private tensor the node may overwrite: only the node refers to it and to its storage */
 static bool node_owns(const sr_tensor *t) { return t->refcount == 1 && t->storage->refcount == 1; }
@@ -208,8 +210,11 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!g || !n->needs[0]) return;
   int64_t N = l2->shape[0];
   sr_tensor *dlogits;
+  double c;
+  bool pending = false;
   if (n->i[2]) {  /* l2 already holds dlogits for an upstream gradient of 1 */
     if (sr_grad_is_implicit_one(g)) dlogits = sr_tensor_retain(l2);
+    else if (sr_grad_constant(g, &c)) dlogits = sr_tensor_retain(l2), pending = true;
     else {
       sr_tensor *gs = sr_to_raw(g, g->storage->device, l2->dtype);
       if (node_owns(l2)) {
@@ -243,6 +248,11 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   }
   gi[0] = sr_view(dlogits, n->in_ndim[0], n->in_shape[0]);
   sr_tensor_release(dlogits);
+  if (pending && !sr_grad_mark_scaled(gi[0], c)) {  /* no mark left: scaled here */
+    sr_tensor *t = sr_unary_raw(SR_UNARY_MUL_SCALAR, gi[0], c);
+    sr_tensor_release(gi[0]);
+    gi[0] = t;
+  }
 }
 
 sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction, bool inplace) {

@@ -244,23 +244,41 @@ T.case("ignored targets: zero rows, fused == unfused", function()
 end)
 
 T.case("micro-batches (loss / n): the gradient and its chain deferred to the relay, the loss's backward", function()
-  -- the backward scales the gradient in place (loss * 0.5) before the chain reads it: the loss
-  -- kernel computes only the loss and lse; the relay recomputes the logits from the kept loads
+  -- without the scale fusion (autograd.h) the backward scales the gradient by a device tensor in
+  -- place (loss * 0.5) before the chain reads it: the loss kernel computes only the loss and lse;
+  -- the relay recomputes the logits from the kept loads
+  T.with_grad_fusion("scale", false, function()
+    for _, dt in ipairs(DTYPES) do
+      for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
+        local plan, groups = check_fused(loss_step(dt, cap, {scale = 0.5}), "scaled loss, " .. name .. " " .. dt)
+        local d = plan:dump()
+        T.ok(d:find("=> cross_entropy => %(backward%) mul:"), d)
+        T.ok(d:find("relay %(the loss's backward"), d)
+        T.eq(plan:stats().losses, 1)
+        T.eq(plan:stats().relays, 1)
+        T.eq(groups, plan:stats().groups, "every group ran fused")
+      end
+    end
+    -- ignored rows and the logits held through the backward
+    check_fused(loss_step("bfloat16", tanh_cap, {scale = 0.25, targets = tg_ignored}), "scaled, ignored rows")
+    local plan = check_fused(loss_step("float32", sigmoid_cap, {scale = 0.25, hold = {}}), "scaled, logits held")
+    T.ok(plan:dump():find("relay %(the loss's backward"), plan:dump())
+  end)
+  -- with it, 0.5 is a constant the pass knows: the chain's first op applies it (a host number, no
+  -- device tensor's mul); the loss kernel runs the chain ahead where its output fits the logits'
+  -- dtype, else the relay does (float64 here)
   for _, dt in ipairs(DTYPES) do
     for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
-      local plan, groups = check_fused(loss_step(dt, cap, {scale = 0.5}), "scaled loss, " .. name .. " " .. dt)
+      local plan, groups = check_fused(loss_step(dt, cap, {scale = 0.5}), "scaled loss (fusion), " .. name .. " " .. dt)
       local d = plan:dump()
-      T.ok(d:find("=> cross_entropy => %(backward%) mul:"), d)
-      T.ok(d:find("relay %(the loss's backward"), d)
-      T.eq(plan:stats().losses, 1)
+      T.ok(d:find("=> cross_entropy => [%(backward%) ]*mul_scalar:"), d)
+      T.ok(not d:find("%(backward%) mul:"), d)
       T.eq(plan:stats().relays, 1)
       T.eq(groups, plan:stats().groups, "every group ran fused")
     end
   end
-  -- ignored rows and the logits held through the backward
-  check_fused(loss_step("bfloat16", tanh_cap, {scale = 0.25, targets = tg_ignored}), "scaled, ignored rows")
-  local plan = check_fused(loss_step("float32", sigmoid_cap, {scale = 0.25, hold = {}}), "scaled, logits held")
-  T.ok(plan:dump():find("relay %(the loss's backward"), plan:dump())
+  check_fused(loss_step("bfloat16", tanh_cap, {scale = 0.25, targets = tg_ignored}), "scaled (fusion), ignored rows")
+  check_fused(loss_step("float32", sigmoid_cap, {scale = 0.25, hold = {}}), "scaled (fusion), logits held")
 end)
 
 T.case("a tanh Lua keeps: stored; with micro-batches over the logits the backward reads again: no deferral", function()
@@ -272,10 +290,15 @@ T.case("a tanh Lua keeps: stored; with micro-batches over the logits the backwar
   end
   local plan = check_fused(loss_step("float32", keep_cap), "tanh kept")
   T.ok(plan:dump():find("=> cross_entropy => .-%(1 loads, 1 stores"), plan:dump())
-  plan = check_fused(loss_step("float32", keep_cap, {scale = 0.5}), "tanh kept, scaled")
-  local d = plan:dump()
-  T.ok(d:find("mul_scalar:float32 => cross_entropy  %("), d)
-  T.eq(plan:stats().relays, 0, d)
+  T.with_grad_fusion("scale", false, function()   -- the scale a device tensor (autograd.h)
+    plan = check_fused(loss_step("float32", keep_cap, {scale = 0.5}), "tanh kept, scaled")
+    local d = plan:dump()
+    T.ok(d:find("mul_scalar:float32 => cross_entropy  %("), d)
+    T.eq(plan:stats().relays, 0, d)
+  end)
+  -- a host constant: applied by the relay's first op, which reads only the gradient
+  plan = check_fused(loss_step("float32", keep_cap, {scale = 0.5}), "tanh kept, scaled (fusion)")
+  T.ok(plan:dump():find("=> cross_entropy => mul_scalar:float32 %-> .-%(1 loads, 1 stores"), plan:dump())
 end)
 
 T.case("two losses, one backward: a relay pending at a time (the first loss keeps its chain)", function()

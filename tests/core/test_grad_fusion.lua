@@ -46,7 +46,8 @@ T.case("switches: grad_fusion names, defaults on, unknown name", function()
   T.eq(sr.grad_fusion("slices"), true)
   T.eq(sr.grad_fusion("cast_gemm"), true)
   T.eq(sr.grad_fusion("recompute"), true)
-  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute)")
+  T.eq(sr.grad_fusion("scale"), true)
+  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute, scale)")
   T.eq(sr.grad_fusion("slices", false), true)
   T.eq(sr.grad_fusion("slices"), false)
   sr.grad_fusion("slices", true)
@@ -226,7 +227,7 @@ local function record_case(n, o)
     local vocab = math.min(cfg.model.vocab_size, 50257)
     local x, y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}), sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T})
     local old = {}
-    for _, name in ipairs {"slices", "cast_gemm", "recompute"} do old[name] = sr.grad_fusion(name, on[name] or false) end
+    for _, name in ipairs {"slices", "cast_gemm", "recompute", "scale"} do old[name] = sr.grad_fusion(name, on[name] or false) end
     local ok, res = pcall(function()
       -- the gradients of the first step (micro-batches accumulated), before any update
       local mb = o.micro_batch or cfg.batch.B
@@ -252,10 +253,11 @@ local function record_case(n, o)
     return res
   end
   local off = run {}
-  for _, on in ipairs {{slices = true}, {recompute = true}, {slices = true, cast_gemm = true, recompute = true}} do
+  for _, on in ipairs {{slices = true}, {recompute = true}, {scale = true},
+                       {slices = true, cast_gemm = true, recompute = true, scale = true}} do
     local r = run(on)
-    local what = ("record %d%s, slices %s cast_gemm %s recompute %s"):format(n, o.amp and " (amp)" or "", on.slices,
-                                                                           on.cast_gemm, on.recompute)
+    local what = ("record %d%s, slices %s cast_gemm %s recompute %s scale %s"):format(n, o.amp and " (amp)" or "", on.slices,
+                                                                                   on.cast_gemm, on.recompute, on.scale)
     local exact = not (on.cast_gemm and o.amp)
     for s = 1, o.steps do
       local d = math.abs(r.losses[s] - off.losses[s])
@@ -398,6 +400,43 @@ T.case("recompute: modified in place after the save, alive or gone: the backward
   h = nil
   collectgarbage()
   T.raises(function() y:backward() end, "modified in place after the forward")
+end)
+
+T.case("scale: loss / n of an in-place cross_entropy into a linear: the GEMMs' alpha, no pass over the logits", function()
+  sr.manual_seed(5)
+  local N, C, V = 12, 16, 40
+  local t = sr.randint(0, V, {N})
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local x, w, b = leaf({N, C}, dt), leaf({V, C}, dt), leaf({V}, dt)
+    -- n = 4 (a power of 2): bit for bit; the logits' mul is gone from the cross_entropy's backward
+    local function f4(x, w, b) return F.cross_entropy(F.linear(x, w, b), t, {inplace = true}) / 4 end
+    same_grads("scale", {x, w, b}, f4, dt .. " loss / 4")
+    local function muls(on)   -- element-wise launches in the cross_entropy's backward, one backward
+      return with("scale", on, function()
+        local n = 0
+        for _, r in ipairs(profile.run(function() f4(x, w, b):backward() end)) do
+          if r.phase == "bwd:cross_entropy" and (r.name == "binary" or r.name == "unary") then n = n + r.calls end
+        end
+        return n
+      end)
+    end
+    T.eq(muls(false), 1, dt .. ": unfused, one pass over the logits")
+    T.eq(muls(true), 0, dt .. ": fused, none")
+    -- n = 3: within rounding (alpha in fp32 against a factor rounded to the logits' dtype)
+    local function f3(x, w, b) return F.cross_entropy(F.linear(x, w, b), t, {inplace = true}) / 3 - 1 end
+    local on = with("scale", true, function() return grads({x, w, b}, f3) end)
+    local off = with("scale", false, function() return grads({x, w, b}, f3) end)
+    local tol = dt == "float32" and 1e-6 or 2 ^ -7
+    for i = 1, 3 do T.ok(maxdiff(on[i], off[i]) <= tol * maxabs(off[i]), dt .. ": loss / 3 - 1, leaf " .. i .. " within rounding") end
+    -- a consumer that is not a linear (a scale of the logits first): the factor applied before it, bit for bit
+    local function fm(x, w) return F.cross_entropy(F.linear(x, w) * 2, t, {inplace = true}) / 4 end
+    same_grads("scale", {x, w}, fm, dt .. " logits * 2, loss / 4")
+    -- two losses of one constant (add's rule hands both the same gradient), and a second backward
+    local function f2(x, w, b)
+      return (F.cross_entropy(F.linear(x, w, b), t, {inplace = true}) + F.cross_entropy(F.linear(x, w), t, {inplace = true})) * 0.5
+    end
+    same_grads("scale", {x, w, b}, f2, dt .. " two losses, * 0.5")
+  end
 end)
 
 T.case("record 1, micro: training steps with and without the fusions", function()

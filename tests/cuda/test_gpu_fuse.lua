@@ -139,12 +139,17 @@ T.case("the loss kernels: softcap, in-place cross-entropy, the gradient's chain 
     for _, V in ipairs {50304, 1237} do
       for name, cap in pairs {tanh = tanh_cap, sigmoid = sigmoid_cap} do
         for _, hold in ipairs {false, true} do
-          for _, scale in ipairs {false, 0.125} do  -- 0.125: micro-batches, the loss's backward deferred
+          -- 0.125: micro-batches; without the scale fusion (autograd.h) a device tensor's mul, the
+          -- loss's backward deferred; with it a host constant the chain's first op applies
+          for _, scale in ipairs {false, 0.125, "fusion"} do
             local msg = ("%s softcap, %s, V %d%s%s"):format(name, dt, V, hold and ", logits held" or "",
-                                                         scale and ", loss / 8" or "")
-            local plan = check_fused(loss_step(dt, V, cap, hold and {} or nil, scale or nil), msg, 2)
-            T.ok(plan:dump():find(scale and "=> cross_entropy => %(backward%)" or "=> cross_entropy =>"),
-                 msg .. "\n" .. plan:dump())
+                                                         scale and ", loss / 8" or "", scale == "fusion" and " (scale fusion)" or "")
+            T.with_grad_fusion("scale", scale == "fusion", function()
+              local plan = check_fused(loss_step(dt, V, cap, hold and {} or nil, scale and 0.125 or nil), msg, 2)
+              local d = plan:dump()
+              T.ok(d:find(scale == 0.125 and "=> cross_entropy => %(backward%) mul:" or "=> cross_entropy =>"), msg .. "\n" .. d)
+              if scale == "fusion" then T.ok(not d:find("%(backward%) mul:"), msg .. "\n" .. d) end
+            end)
           end
         end
       end

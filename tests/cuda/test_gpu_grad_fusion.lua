@@ -132,7 +132,8 @@ end)
 T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function()
   local recipe = assert(util.load_recipe("../tasks/record_01/recipe.lua"))
   local function run(on)
-    local old = {slices = sr.grad_fusion("slices", on), cast_gemm = sr.grad_fusion("cast_gemm", on)}
+    local old = {slices = sr.grad_fusion("slices", on), cast_gemm = sr.grad_fusion("cast_gemm", on),
+                 scale = sr.grad_fusion("scale", on)}   -- scale: l / 2 into the lm_head's GEMMs as alpha
     local okk, res = pcall(function()
       local ctx = assert(util.recipe_context(recipe, "micro", DEV, 7))
       ctx.amp, ctx.config.micro_batch = true, 2
@@ -153,7 +154,7 @@ T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function(
       end
       return {g = g, losses = losses}
     end)
-    sr.grad_fusion("slices", old.slices); sr.grad_fusion("cast_gemm", old.cast_gemm)
+    for name, v in pairs(old) do sr.grad_fusion(name, v) end
     if not okk then error(res, 0) end
     return res
   end
