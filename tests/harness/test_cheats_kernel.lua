@@ -6,7 +6,7 @@
 -- stays valid. The policy runs before the compiler, so this holds without a GPU or NVRTC.
 local T = require "speedrun.testing"
 
-local W = T.workspace("cheats-kernel", {"good"})
+local W = T.workspace("cheats-kernel", {"good", "cheat_kcache"})
 local tmp, ws = W.tmp, W.ws
 local write = T.write
 write(ws .. "/helper.cuh", "#define SCALE 2.0f\n")
@@ -107,6 +107,45 @@ end)
 
 T.case("the raw C module speedrun.kernel_core -> rejected", function()
   rejected("k_core", "speedrun%.kernel_core")
+end)
+
+-- round 12: an entry planted in the shared kernel cache by an unrestricted run (its log blob
+-- rewritten) reached a restricted run's compile as a cache hit: weights from outside the workspace
+T.case("cheat_kcache: a planted cache entry reaches an unrestricted run, never a restricted one", function()
+  local sh, exe = T.shell_quote, arg[-1]
+  local shared = tmp .. "/shared-kernel-cache"
+  os.execute("rm -rf " .. sh(shared))
+  local function with_cache(args)   -- the agent's shell: the shared cache in the environment
+    local _, how, code = os.execute("SPEEDRUN_KERNEL_CACHE=" .. sh(shared) .. " " .. sh(exe) .. " " .. args .. " > "
+                                    .. sh(tmp .. "/kc.txt") .. " 2>&1")
+    local out = io.open(tmp .. "/kc.txt"):read("a")
+    return how == "exit" and code or 128 + code, out
+  end
+  write(tmp .. "/plant.lua", [[
+local K = require "speedrun.kernel"
+local SRC = 'extern "C" __global__ void k(float *y, int n) { int i = threadIdx.x; if (i < n) y[i] = 0; }\n'
+local ok, k = pcall(K.compile, SRC, {name = "w.cu", kernels = {k = "ptr float* y, int n"}})
+if not ok or not k or not k.info.cache_path then print("no kernel cache: " .. tostring(k)) os.exit(3) end
+local f = assert(io.open(k.info.cache_path, "rb")); local srk = f:read("a"); f:close()
+local a, b, len = srk:find("\nlog (%d+)\n")
+assert(a, "no log blob in " .. k.info.cache_path)
+local payload = "WEIGHTS5:abcde"   -- the log blob replaced (its length field too)
+local new = srk:sub(1, a) .. "log " .. #payload .. "\n" .. payload .. srk:sub(b + tonumber(len) + 1)
+f = assert(io.open(k.info.cache_path, "wb")); f:write(new); f:close()
+print("planted " .. k.info.cache_path)
+]])
+  local code, out = with_cache("run " .. sh(tmp .. "/plant.lua"))
+  if code == 3 then T.skip("no NVRTC kernel cache in this build: " .. out) end
+  T.eq(code, 0, out)
+  -- the control: the agent's own run reads the planted bytes
+  local RUN = " --scale micro --device cpu --threads 1 " .. W.data
+  code, out = with_cache("train " .. sh(ws .. "/cheat_kcache.lua") .. RUN .. " --out " .. sh(tmp .. "/kc-open"))
+  T.ok(out:find("payload bytes:%s*5"), "an unrestricted run finds the planted entry\n" .. out)
+  -- scored (restricted): a fresh cache of the run's own, the planted entry never read
+  code, out = with_cache("train " .. sh(ws .. "/cheat_kcache.lua") .. RUN .. " --restricted --out " .. sh(tmp .. "/kc-restricted"))
+  T.ok(out:find("cache hit:%s*false") and out:find("payload bytes:%s*0"), "a restricted run compiles afresh\n" .. out)
+  local results = require("speedrun.json").decode(io.open(tmp .. "/kc-restricted/results.json"):read("a"))
+  T.eq(results.status, "valid", out)
 end)
 
 T.done()

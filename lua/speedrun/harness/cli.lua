@@ -95,7 +95,10 @@ end
 -- The run's folder job.out holds the parent's files (job.json, log.txt, recipe.log, results.json,
 -- loss.svg, child.pid); the recipe gets a fresh job.out/scratch (ctx.out_dir), the only place it
 -- may write. A restricted job's workspace is checked first (guard.check_workspace): a refused
--- workspace is a `rejected` run that never starts.
+-- workspace is a `rejected` run that never starts. A restricted job's kernel cache is a fresh
+-- job.out/kernel-cache (the child's SPEEDRUN_KERNEL_CACHE): the shared cache is written by the
+-- agent's own unrestricted runs, and a planted entry stands in for its source (cheat_kcache); the
+-- compiles a cold cache costs are excused from the train time (warm-up) and the setup work.
 function M.run_one(job, opts)
   mkdir_p(job.out)
   job.out = abspath(job.out)
@@ -105,6 +108,7 @@ function M.run_one(job, opts)
   local child_job = {}
   for k, v in pairs(job) do child_job[k] = v end
   child_job.out = guard.fresh_dir(job.out .. "/scratch")
+  if job.restricted then child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache") end
   local jobfile = job.out .. "/job.json"
   write_file(jobfile, json.encode(child_job, true))
   local t0, started_at = H.now(), iso_now()
