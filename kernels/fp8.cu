@@ -310,7 +310,7 @@ static const char *fp8_plan_new(const fp8_key &k, const void *sa, const void *sb
 static const char *fp8_plan_get(const fp8_key &k, const void *sa, const void *sb, fp8_plan **out) {
   for (int i = 0; i < fp8_nplans; i++)
     if (!memcmp(&fp8_plans[i].key, &k, sizeof k)) { *out = &fp8_plans[i]; return NULL; }
-  double t0 = sr_monotonic_s();
+  double t0 = sr_cuda_setup_clock();
   const char *e = fp8_plan_new(k, sa, sb, out);
   sr_cuda_note_setup(SR_SETUP_GEMM_PLAN, sr_monotonic_s() - t0);
   return e;

@@ -69,7 +69,7 @@ static const char *new_plan(const gemm_key &k, gemm_plan **out);
 static const char *make_plan(const gemm_key &k, gemm_plan **out) {
   for (int i = 0; i < nplans; i++)
     if (key_eq(plans[i].key, k)) { *out = &plans[i]; return NULL; }
-  double t0 = sr_monotonic_s();
+  double t0 = sr_cuda_setup_clock();
   const char *e = new_plan(k, out);
   sr_cuda_note_setup(SR_SETUP_GEMM_PLAN, sr_monotonic_s() - t0);
   return e;

@@ -154,7 +154,7 @@ static void *driver_alloc(size_t n, void *ctx) {
   size_t cap = mem_limit();
   if (cap && sr_pool_reserved() + n > cap) return NULL;
   void *p = NULL;
-  double t0 = sr_monotonic_s();
+  double t0 = sr_cuda_setup_clock();
   cudaError_t e = cudaMalloc(&p, n);
   sr_cuda_note_setup(SR_SETUP_DRIVER_ALLOC, sr_monotonic_s() - t0);
   if (e != cudaSuccess) {
@@ -200,6 +200,11 @@ int64_t sr_cuda_driver_allocs(void) { return sr_pool_driver_allocs(); }
 
 static int64_t setup_count[SR_SETUP_KINDS];
 static double setup_seconds[SR_SETUP_KINDS];
+
+double sr_cuda_setup_clock(void) {
+  if (state == 1 && !capturing) cudaStreamSynchronize(stream);  /* an error stays for the next check */
+  return sr_monotonic_s();
+}
 
 void sr_cuda_note_setup(int kind, double seconds) {
   if (kind < 0 || kind >= SR_SETUP_KINDS) return;

@@ -141,7 +141,7 @@ sr_jit_module *sr_jit_load(const sr_jit_binary *b, const char **err) {
     if (!ctx) { *err = "no current CUDA context after the runtime started"; return NULL; }
   }
   CUmod mod = NULL;
-  double t0 = sr_monotonic_s();
+  double t0 = sr_cuda_setup_clock();
   CUres r = drv.ModuleLoadData(&mod, b->image);
   sr_cuda_note_setup(SR_SETUP_MODULE_LOAD, sr_monotonic_s() - t0);
   if (r != 0) {
