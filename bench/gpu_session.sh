@@ -74,6 +74,8 @@
 #              both in the same call), then its full step profiled (bench/profile_recipe.lua: eager
 #              ms/step, the fused graph's ms/step, the top ops of the fused step: each fused group a
 #              `fused.<ops>` row); one `speed:` line per record at the end
+#   scale      autograd's scale fusion: record $SCALE_RECORD's (default 1) full step with SPEEDRUN_GRAD_SCALE=0,
+#              then 1 (the cross-entropy's upstream 1/n as the lm_head GEMMs' alpha), same call
 #   fuse       the step compiler (docs/cuda.md): tests/cuda/test_gpu_fuse.lua (every generated kernel
 #              against the unfused kernels, whole steps, the harness's fused graph), then
 #              bench/profile_recipe.lua on records $FUSE_RECORDS (default 1 5) at full scale with the
@@ -302,6 +304,13 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
       ab_kernel rotary SR_ROTARY_V1 "${ROT_RECORD:-5}" "rotary" "rotary" ;;
     ew)     # unary kernels with fn compiled in against the run-time fn (SR_EW_V1=1), record $EW_RECORD (default 1)
       ab_kernel ew SR_EW_V1 "${EW_RECORD:-1}" "unary unary_backward" "unary" ;;
+    scale)  # autograd's scale fusion (docs/cuda.md): record $SCALE_RECORD's (default 1) full step, SPEEDRUN_GRAD_SCALE=0 then 1
+      r=$(printf record_%02d "${SCALE_RECORD:-1}")
+      for v in 0 1; do
+        part "scale_$v" 240 env SPEEDRUN_GRAD_SCALE=$v ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
+          --scale full --device cuda --warmup 2 --steps 3 --top 30
+        grep -E "^ms/step|bwd:cross_entropy|^total" "$LOG/scale_$v.log" | head -8
+      done ;;
     profile)
       for n in ${PROF_RECORDS:-1 5}; do
         part "profile_$(printf %02d "$n")" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/$(printf record_%02d "$n")/recipe.lua" --scale full \
