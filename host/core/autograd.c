@@ -6,7 +6,6 @@
 
 #include "core/autograd.h"
 #include "core/copy.h"      /* defines: sr_to_raw, sr_fill_ */
-#include "core/ops.h"       /* defines: sr_unary_raw, sr_unary_inplace */
 #include "core/registry.h"  /* defines: sr_kernel_run, sr_phase_set */
 
 static bool grad_enabled = true;
@@ -349,15 +348,13 @@ double sr_grad_scale_of(const sr_tensor *g) {
 static void apply_scale(sr_tensor **g) {
   int k = find_mark(*g, MARK_SCALED);
   if (k < 0) return;
-  double s = marks[k].v;
-  if ((*g)->refcount == 2 && (*g)->storage->refcount == 1) {
-    sr_unary_inplace(SR_UNARY_MUL_SCALAR, *g, s);
-    (*g)->storage->version++;
-  } else {
-    sr_tensor *t = sr_unary_raw(SR_UNARY_MUL_SCALAR, *g, s);
-    sr_tensor_release(*g);
-    *g = t;
-  }
+  bool over = (*g)->refcount == 2 && (*g)->storage->refcount == 1;
+  sr_tensor *t = over ? sr_tensor_retain(*g) : sr_tensor_new((*g)->dtype, (*g)->storage->device, (*g)->ndim, (*g)->shape);
+  sr_kcall c = {.t = {t, *g}, .nt = 2, .i = {SR_UNARY_MUL_SCALAR}, .f = {marks[k].v}};
+  sr_kernel_run(SR_K_unary, &c);
+  t->storage->version++;
+  sr_tensor_release(*g);
+  *g = t;
   drop_mark(k);
 }
 
