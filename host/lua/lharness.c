@@ -508,6 +508,20 @@ static int h_mkdir(lua_State *L) {
 static int h_self_exe(lua_State *L) { lua_pushstring(L, sr_self_exe()); return 1; }
 static int h_source_dir(lua_State *L) { lua_pushstring(L, sr_source_dir()); return 1; }
 
+/* sha256_file(path) -> lowercase hex of a file's SHA-256, read in pieces | nil, message
+** (harness/dataid.lua: the training shards' contents) */
+static int h_sha256_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char hex[65];
+  if (sr_sha256_file(path, hex)) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 /* sha256(s) -> lowercase hex of a string's SHA-256 (the engine's fingerprint: harness/engine.lua) */
 static int h_sha256(lua_State *L) {
   size_t n;
@@ -588,7 +602,7 @@ int luaopen_speedrun_harness_core(lua_State *L) {
     {"causal_diff", h_causal_diff}, {"eval_guard", h_eval_guard}, {"eval_check", h_eval_check}, {"eval_epoch", h_eval_epoch}, {"notrain", h_notrain}, {"zero_empty", h_zero_empty}, {"version", h_version}, {"serial", h_serial}, {"sum_finite", h_sum_finite}, {"int_range", h_int_range}, {"shape", h_shape}, {"emit", h_emit},
     {"cuda_peak", h_cuda_peak}, {"card", h_card}, {"realpath", h_realpath}, {"mkdir", h_mkdir},
     {"stat", h_stat}, {"listdir", h_listdir},
-    {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256},
+    {"self_exe", h_self_exe}, {"source_dir", h_source_dir}, {"build_info", h_build_info}, {"sha256", h_sha256}, {"sha256_file", h_sha256_file},
     {"trace_start", h_trace_start}, {"trace_stop", h_trace_stop}, {NULL, NULL}};
   luaL_newlib(L, f);
   return 1;

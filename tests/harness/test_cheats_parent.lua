@@ -228,8 +228,11 @@ T.case("dataid: the same data gives the same id; any change to a shard gives ano
   assert(data.write_shard(d .. "/a_val_000000.bin", T.token_stream(500, 3)))   -- same size, other tokens
   local b = id()
   T.ok(b ~= a, "validation content changes the id")
+  assert(data.write_shard(d .. "/a_train_000001.bin", T.token_stream(3000, 4)))   -- same size, other tokens
+  local c = id()
+  T.ok(c ~= b, "training content changes the id (cheat_trainshard: a shard rewritten in place, same size)")
   assert(data.write_shard(d .. "/a_train_000001.bin", T.token_stream(3001, 1)))
-  T.ok(id() ~= b, "a training shard of another size changes the id")
+  T.ok(id() ~= c, "a training shard of another size changes the id")
   assert(data.write_shard(d .. "/a_train_000002.bin", T.token_stream(10, 1)))
   T.ok(id() ~= b, "an added training shard changes the id")
   T.eq(#dataid.glob(d .. "/a_*_00000?.bin"), 3, "glob: * and ?")

@@ -2,10 +2,13 @@
 -- compared with references measured on the same data. The target validation loss is measured on
 -- the validation shards and the step budgets were tuned on the training shards: an FSR against
 -- references calibrated on another corpus (or another preparation of it) would be meaningless.
--- The id is 16 hex digits of a SHA-256 over the validation files' contents (small; the target is
--- measured on them), the training files' names and sizes, and, for a prepared corpus, its
--- manifest's fingerprint. Results carry it (`data`), calibration entries too, and `score` refuses
--- references measured on other data.
+-- The id is 16 hex digits of a SHA-256 over the validation files' contents (the target is measured
+-- on them), the training files' names, sizes and contents' SHA-256 (read in pieces, once a
+-- process), and, for a prepared corpus, its manifest's fingerprint. Results carry it (`data`),
+-- calibration entries too, and `score` refuses references measured on other data. The training
+-- contents count since round 13 of the red team: an unrestricted run rewrote a training shard in
+-- place, same size, with trained weights as token pairs for the scored run to read back
+-- (cheat_trainshard, FSR 1.33); the manifest cannot vouch for them (the agent can rewrite it too).
 local H = require "speedrun.harness_core"
 local read_all = require("speedrun.util").read_file
 
@@ -44,7 +47,9 @@ function M.id(train_pattern, val_pattern)
   end
   for _, p in ipairs(trains) do
     local st = H.stat(p)
-    parts[#parts + 1] = fmt("train %s %d\n", p:match("[^/]*$"), st and st.size or -1)
+    local sha, err = H.sha256_file(p)
+    if not sha then return nil, fmt("cannot read %s", tostring(err)) end
+    parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st and st.size or -1, sha)
   end
   local manifest = read_all((val_pattern:match("^(.*)/") or ".") .. "/manifest.json")
   local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
