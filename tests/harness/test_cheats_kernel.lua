@@ -146,6 +146,12 @@ print("planted " .. k.info.cache_path)
   T.ok(out:find("cache hit:%s*false") and out:find("payload bytes:%s*0"), "a restricted run compiles afresh\n" .. out)
   local results = require("speedrun.json").decode(io.open(tmp .. "/kc-restricted/results.json"):read("a"))
   T.eq(results.status, "valid", out)
+  -- the run's own caches: NVRTC's and the CUDA driver's JIT cache (round 13), made fresh
+  local H = require "speedrun.harness_core"
+  for _, c in ipairs {"kernel-cache", "cuda-cache"} do
+    local st = H.stat(tmp .. "/kc-restricted/" .. c)
+    T.ok(st and st.type == "dir", "the restricted run's " .. c)
+  end
 end)
 
 T.done()

@@ -73,6 +73,32 @@ T.case("class 4: a hard link or a symlink to the validation shard in the workspa
   honest_passes()
 end)
 
+T.case("round 13: a run folder planted with weights and made impossible to empty stops the run (cheat_stickyout)", function()
+  local guard = require "speedrun.harness.guard"
+  -- the rule, whatever the file system allows: a removal that fails is an error, not a fresh folder
+  local d = tmp .. "/sticky-unit"
+  os.execute("rm -rf " .. sh(d) .. " && mkdir -p " .. sh(d .. "/scratch") .. " && touch " .. sh(d .. "/scratch/w.bin"))
+  local remove = guard.remove_tree
+  guard.remove_tree = function() return nil end      -- as under chattr +i
+  local ok, err = pcall(guard.fresh_dir, d .. "/scratch")
+  guard.remove_tree = remove
+  T.ok(not ok and tostring(err):find("cannot be emptied", 1, true), tostring(err))
+  T.ok(pcall(guard.fresh_dir, d .. "/scratch") and not read(d .. "/scratch/w.bin"), "removable: emptied")
+  -- the whole cheat where chattr works (root, a file system with the immutable flag)
+  local ws = workspace("stickyout", "cheat_stickyout")
+  local out = tmp .. "/sticky-out"
+  os.execute("chattr -R -i " .. sh(out) .. " 2>/dev/null; rm -rf " .. sh(out))
+  os.execute("mkdir -p " .. sh(out .. "/run1/scratch") .. " && head -c 4096 /dev/zero > " .. sh(out .. "/run1/scratch/w.bin"))
+  if not os.execute("chattr +i " .. sh(out .. "/run1/scratch") .. " 2>/dev/null") then
+    os.execute("rm -rf " .. sh(out))
+    return   -- no immutable flag here: the rule above is the test
+  end
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 1 --calibration " .. sh(CALIB) .. " --out " .. sh(out) .. RUN)
+  os.execute("chattr -R -i " .. sh(out) .. "; rm -rf " .. sh(out))
+  T.ok(rc ~= 0 and text:find("cannot be emptied", 1, true), "the run does not start\n" .. text)
+  T.ok(not text:find("planted weights in ctx.out_dir:%s*true"), "the recipe never saw the planted file\n" .. text)
+end)
+
 T.case("class 5: the recipe cannot read or forge log.txt, recipe.log, job.json", function()
   local ws = workspace("forge", "cheat_forge")
   local s, text = refused(ws, "rejected", "recipes may")

@@ -98,17 +98,24 @@ end
 -- workspace is a `rejected` run that never starts. A restricted job's kernel cache is a fresh
 -- job.out/kernel-cache (the child's SPEEDRUN_KERNEL_CACHE): the shared cache is written by the
 -- agent's own unrestricted runs, and a planted entry stands in for its source (cheat_kcache); the
--- compiles a cold cache costs are excused from the train time (warm-up) and the setup work.
+-- compiles a cold cache costs are excused from the train time (warm-up) and the setup work. So is
+-- the CUDA driver's JIT cache (CUDA_CACHE_PATH: PTX compiled by the driver, ~/.nv by default).
 function M.run_one(job, opts)
   mkdir_p(job.out)
   job.out = abspath(job.out)
+  -- a results.json left there (planted, or an earlier run's) must not stand in for this run's
+  os.remove(job.out .. "/results.json")
+  if H.stat(job.out .. "/results.json", true) then error(job.out .. "/results.json cannot be removed: the run's folder must be fresh", 0) end
   -- restricted: the workspace's runs folder (where `speedrun train` writes) is off limits too
   local runs_dir = H.realpath(job.workspace .. "/runs")
   if job.restricted and runs_dir then job.deny[#job.deny + 1] = runs_dir end
   local child_job = {}
   for k, v in pairs(job) do child_job[k] = v end
   child_job.out = guard.fresh_dir(job.out .. "/scratch")
-  if job.restricted then child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache") end
+  if job.restricted then   -- caches of its own: nothing an unrestricted run wrote (rounds 12, 13)
+    child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache")
+    child_job.cuda_cache = guard.fresh_dir(job.out .. "/cuda-cache")
+  end
   local jobfile = job.out .. "/job.json"
   write_file(jobfile, json.encode(child_job, true))
   local t0, started_at = H.now(), iso_now()

@@ -104,11 +104,19 @@ function M.remove_tree(path)
   return os.remove(path)
 end
 
--- a fresh, empty folder (what was there is removed)
+-- a fresh, empty folder (what was there is removed); an error when something there cannot be
+-- removed or the new folder is not empty: a scratch folder or kernel cache planted at a run's
+-- predictable path and made impossible to empty (chattr +i) kept its files for the recipe
+-- (red team round 13, cheat_stickyout)
 function M.fresh_dir(path)
   M.remove_tree(path)
+  if H.stat(path, true) then
+    error(path .. " cannot be emptied (something there could not be removed): a run's folders must be fresh", 0)
+  end
   local ok, err = H.mkdir(path)
   if not ok then error("cannot create " .. path .. ": " .. tostring(err), 0) end
+  local left = H.listdir(path)
+  if not left or #left > 0 then error(path .. " is not empty after it was made: a run's folders must be fresh", 0) end
   return H.realpath(path) or path
 end
 

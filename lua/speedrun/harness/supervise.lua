@@ -20,6 +20,7 @@ local function spawn(job, jobfile, opts)
   local env = {SPEEDRUN_HARNESS_CHILD = "1"}
   if opts.gpu_mem_limit then env.SPEEDRUN_CUDA_MEM_LIMIT = tostring(opts.gpu_mem_limit) end
   if job.kernel_cache then env.SPEEDRUN_KERNEL_CACHE = job.kernel_cache end   -- restricted: the run's own (cli.run_one)
+  if job.cuda_cache then env.CUDA_CACHE_PATH = job.cuda_cache end
   local as_limit = job.device == "cpu" and opts.mem_limit or nil
   return process.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
 end
