@@ -34,7 +34,7 @@ local M = {}
 local ALLOWANCE_STEPS = 2   -- the warm-up's allowance: (warm-up steps + this) mean timed steps,
 -- at most the time of this share of the timed steps' tokens (but never less than the warm-up steps'
 -- own mean): with w = min(10, steps // 10) the warm-up steps are at most 1/9 of the timed ones, and
--- the 2 steps of first-call costs fit below 0.15 from 57 steps on (every calibrated reference: 73+),
+-- the 2 steps of first-call costs fit below 0.15 from 52 steps on (every calibrated reference: 73+),
 -- where a recipe choosing 10 large steps had (1 + 2) / 9 of its timed work excused
 local ALLOWANCE_SHARE = 0.15
 
