@@ -262,6 +262,27 @@ T.case("dataid: the same data gives the same id; any change to a shard gives ano
   assert(data.write_shard(d .. "/a_train_000002.bin", T.token_stream(10, 1)))
   T.ok(id() ~= b, "an added training shard changes the id")
   T.eq(#dataid.glob(d .. "/a_*_00000?.bin"), 3, "glob: * and ?")
+  -- round 14: what the loader's glob(3) reads, no more, no less; links refused (a link to
+  -- /proc/self/cwd/... reads the scorer's folder here and the workspace in the child)
+  local e = id()
+  os.execute("ln -s /proc/self/cwd/payload.bin " .. sh(d .. "/.x_train_0.bin"))
+  T.eq(id(), e, "a dot file is not a shard (glob(3): * matches no leading dot)")
+  T.eq(#dataid.glob(d .. "/.x_*.bin"), 1, "a leading dot in the pattern matches one")
+  os.execute("ln -s /proc/self/cwd/payload.bin " .. sh(d .. "/a_train_000000.bin"))
+  package.loaded["speedrun.harness.dataid"] = nil
+  local none2, why2 = require("speedrun.harness.dataid").id(d .. "/a_train_*.bin", d .. "/a_val_*.bin")
+  T.ok(not none2 and why2:find("symbolic link", 1, true), "a linked shard: no id\n" .. tostring(why2))
+  os.remove(d .. "/a_train_000000.bin")
+  os.execute("ln -s " .. sh(d .. "/a_val_000000.bin") .. " " .. sh(d .. "/a_val_000001.bin"))
+  package.loaded["speedrun.harness.dataid"] = nil
+  none2, why2 = require("speedrun.harness.dataid").id(d .. "/a_train_*.bin", d .. "/a_val_*.bin")
+  T.ok(not none2 and why2:find("symbolic link", 1, true), "a linked validation shard: no id\n" .. tostring(why2))
+  -- and a score whose data has no id is refused before any run (round 14: nothing was compared)
+  local ws = workspace("noid", "good")
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 1 --calibration " .. sh(CALIB) .. " --device cpu --threads 1"
+                            .. " --train-files " .. sh(d .. "/a_train_*.bin") .. " --val-files " .. sh(d .. "/a_val_*.bin"))
+  T.ok(rc ~= 0 and text:find("the data's id cannot be computed", 1, true), text)
+  os.remove(d .. "/a_val_000001.bin")
   local none, why = dataid.id(d .. "/a_train_*.bin", d .. "/nothing_*.bin")
   T.ok(not none and why:find("no validation file", 1, true), tostring(why))
 end)

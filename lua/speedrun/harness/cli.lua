@@ -214,7 +214,10 @@ local function make_job(recipe, o)
   if o["train-files"] then
     train_files, val_files = o["train-files"], o["val-files"]
     if not val_files then return nil, "--train-files needs --val-files" end
-    data_dir = abspath(dirname(train_files))
+    -- absolute: the child globs from the workspace, the id is computed from here (the same files)
+    local function absolute(pat) return abspath(dirname(pat)) .. "/" .. (pat:match("[^/]*$")) end
+    train_files, val_files = absolute(train_files), absolute(val_files)
+    data_dir = dirname(train_files)
   else
     if not data:find("/") and not exists(data .. "/.") then
       local ok, err = ensure_corpus(data)
@@ -500,7 +503,11 @@ function M.score(args)
   if task then
     local job0, jerr = make_job(recipe, o)   -- the data the runs will read (its id)
     if not job0 then return die(jerr) end
-    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, dataid.id(job0.train_files, job0.val_files))
+    -- the data must have an id to be compared with the references' (round 14: a shard that could
+    -- not be hashed gave none, and nothing was compared)
+    local id, why = dataid.id(job0.train_files, job0.val_files)
+    if not id then return die("the data's id cannot be computed: " .. tostring(why)) end
+    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, id)
     if not ref_i then return die(ref_next) end
   end
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))

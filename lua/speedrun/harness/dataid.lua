@@ -16,17 +16,33 @@ local M = {}
 local fmt = string.format
 
 -- the files a shard pattern names ("dir/*val_*.bin": one directory, * and ? in the last part),
--- sorted; nil, why when the directory cannot be read
+-- sorted, as the loader's glob(3) finds them (a leading dot matched only by a leading dot); nil,
+-- why when the directory cannot be read
 function M.glob(pattern)
   local dir, base = pattern:match("^(.*)/([^/]*)$")
   if not dir then dir, base = ".", pattern end
   local names, err = H.listdir(dir)
   if not names then return nil, fmt("cannot list %s: %s", dir, tostring(err)) end
   local lp = "^" .. base:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
+  local dots = base:sub(1, 1) == "."
   local out = {}
-  for _, n in ipairs(names) do if n:match(lp) then out[#out + 1] = dir .. "/" .. n end end
+  for _, n in ipairs(names) do
+    if n:match(lp) and (dots or n:sub(1, 1) ~= ".") then out[#out + 1] = dir .. "/" .. n end
+  end
   table.sort(out)
   return out
+end
+
+-- a shard the id may hash: a regular file, not a link (a link resolves per process: the
+-- scorer's /proc/self/cwd is not the child's, round 14's cheat_procshard); nil, why
+local function plain_file(p)
+  local st = H.stat(p, true)
+  if not st then return nil, fmt("cannot read %s", p) end
+  if st.type ~= "file" then
+    return nil, fmt("%s is a %s: data shards must be regular files (a link reads differently in each process)", p,
+                    st.type == "link" and "symbolic link" or tostring(st.type))
+  end
+  return st
 end
 
 local cache = {}
@@ -38,18 +54,22 @@ function M.id(train_pattern, val_pattern)
   local vals, verr = M.glob(val_pattern)
   if not vals then return nil, verr end
   if #vals == 0 then return nil, "no validation file matches " .. val_pattern end
-  local trains = M.glob(train_pattern) or {}
+  local trains, terr = M.glob(train_pattern)
+  if not trains then return nil, terr end
   local parts = {}
   for _, p in ipairs(vals) do
+    local ok, why = plain_file(p)
+    if not ok then return nil, why end
     local s, err = read_all(p)
     if not s then return nil, fmt("cannot read %s: %s", p, tostring(err)) end
     parts[#parts + 1] = fmt("val %s %d %s\n", p:match("[^/]*$"), #s, H.sha256(s))
   end
   for _, p in ipairs(trains) do
-    local st = H.stat(p)
+    local st, why = plain_file(p)
+    if not st then return nil, why end
     local sha, err = H.sha256_file(p)
     if not sha then return nil, fmt("cannot read %s", tostring(err)) end
-    parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st and st.size or -1, sha)
+    parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st.size, sha)
   end
   local manifest = read_all((val_pattern:match("^(.*)/") or ".") .. "/manifest.json")
   local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
