@@ -99,6 +99,28 @@ T.case("round 13: a run folder planted with weights and made impossible to empty
   T.ok(not text:find("planted weights in ctx.out_dir:%s*true"), "the recipe never saw the planted file\n" .. text)
 end)
 
+T.case("round 15: the child reads the shards the id hashed, resolved, never a pattern of its own", function()
+  -- a data folder reached through a link, and patterns relative to the scorer's folder: the
+  -- child (working folder: the workspace) gets the real paths the parent resolved and hashed
+  local ws = workspace("resolved", "good")
+  local link = tmp .. "/data-link"
+  os.execute("rm -f " .. sh(link) .. " && ln -s " .. sh(tmp .. "/data") .. " " .. sh(link))
+  os.execute("mkdir -p " .. sh(ws .. "/data-link") .. " && cp " .. sh(tmp .. "/data/syn_val_000000.bin") .. " "
+             .. sh(ws .. "/data-link/syn_train_000009.bin"))   -- what a pattern read from the workspace would add
+  local out = tmp .. "/resolved-out"
+  local rc, text = speedrun("train " .. sh(ws .. "/recipe.lua") .. " --scale micro --restricted --device cpu --threads 1 --quiet"
+                            .. " --train-files " .. sh(link .. "/syn_train_*.bin") .. " --val-files " .. sh(link .. "/syn_val_*.bin")
+                            .. " --out " .. sh(out))
+  local job = json.decode(read(out .. "/job.json"))
+  T.eq(type(job.train_files), "table", "a list, not a pattern\n" .. text)
+  T.eq(#job.train_files, 1)
+  T.eq(job.train_files[1], H.realpath(tmp .. "/data/syn_train_000001.bin"), "the real path")
+  T.eq(job.val_files[1], H.realpath(tmp .. "/data/syn_val_000000.bin"))
+  local r = json.decode(read(out .. "/results.json"))
+  T.eq(r.data, require("speedrun.harness.dataid").id(job.train_files, job.val_files), "the id of what the child read")
+  T.eq(rc, 0, text)
+end)
+
 T.case("class 5: the recipe cannot read or forge log.txt, recipe.log, job.json", function()
   local ws = workspace("forge", "cheat_forge")
   local s, text = refused(ws, "rejected", "recipes may")

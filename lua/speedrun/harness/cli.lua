@@ -116,6 +116,17 @@ function M.run_one(job, opts)
     child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache")
     child_job.cuda_cache = guard.fresh_dir(job.out .. "/cuda-cache")
   end
+  -- the data: the shards resolved now, after the folders above were made, handed to the child as
+  -- the list the id hashes (a pattern the child globbed itself could name other files by then:
+  -- round 15); a pattern that resolves to nothing stays for the loader to report
+  local trains, vals = dataid.resolve(job.train_files), dataid.resolve(job.val_files)
+  local data_id = json.null
+  if trains and vals and #trains > 0 and #vals > 0 then
+    child_job.train_files, child_job.val_files = trains, vals
+    child_job.deny = {table.unpack(job.deny)}   -- and their folders, where they really are
+    for _, p in ipairs {trains[1], vals[1]} do child_job.deny[#child_job.deny + 1] = dirname(p) end
+    data_id = dataid.id(trains, vals) or json.null
+  end
   local jobfile = job.out .. "/job.json"
   write_file(jobfile, json.encode(child_job, true))
   local t0, started_at = H.now(), iso_now()
@@ -125,12 +136,12 @@ function M.run_one(job, opts)
       opts.time_limit = M.TIME_LIMITS[scale] + (opts.time_budget or 0)
     end
   end
-  local refused = job.restricted and guard.check_workspace(job.workspace, job.deny)
+  local refused = job.restricted and guard.check_workspace(job.workspace, child_job.deny)
   local run = refused and {peak_rss = 0} or supervise.run(child_job, jobfile, opts, log, t0)
   run.wall_s = H.now() - t0
   local R = output.results(log, run, opts, started_at)
   R.out_dir = child_job.out
-  R.data = dataid.id(job.train_files, job.val_files) or json.null   -- which data: score compares it
+  R.data = data_id   -- which data the child read: score compares it
   local failure = refused and {kind = "rejected", message = refused} or verdict.judge {killed = run.killed,
     kill_msg = run.kill_msg, exit_kind = run.exit_kind, exit_code = run.exit_code, exit_name = run.exit_name,
     done = log.done, violations = log.violations, gpu_mem_limit = opts.gpu_mem_limit, wall_s = run.wall_s,
@@ -499,7 +510,7 @@ function M.score(args)
   local calib, cerr = calibfile.load(calib_path)
   if not calib then return die(cerr) end
   local card = H.card(device == "cuda")
-  local ref_i, ref_next
+  local ref_i, ref_next, data_id
   if task then
     local job0, jerr = make_job(recipe, o)   -- the data the runs will read (its id)
     if not job0 then return die(jerr) end
@@ -507,6 +518,7 @@ function M.score(args)
     -- not be hashed gave none, and nothing was compared)
     local id, why = dataid.id(job0.train_files, job0.val_files)
     if not id then return die("the data's id cannot be computed: " .. tostring(why)) end
+    data_id = id
     ref_i, ref_next = task_refs(o, calib, card, task, calib_path, id)
     if not ref_i then return die(ref_next) end
   end
@@ -516,6 +528,13 @@ function M.score(args)
   out_root = abspath(out_root)
   local runs, err = multi_run(recipe, o, k, out_root, "score")
   if not runs then return die(err) end
+  -- each run read the data the references were checked against (its id taken when it started)
+  for i, r in ipairs(runs) do
+    if data_id and r.data ~= data_id then
+      return die(fmt("run %d read other data (id %s) than the score checked against the references (%s): the data "
+                     .. "changed while the score ran", i, tostring(r.data), data_id))
+    end
+  end
   local target = runs_target(o, runs)
   local sum = target and summarize(runs, target, ref_next) or {n = #runs, completed = 0, all_completed = false}
   local S = {schema = M.SCORE_SCHEMA, workspace = ws, recipe = recipe, scale = o.scale, device = device, card = card,

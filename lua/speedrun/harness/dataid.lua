@@ -5,7 +5,8 @@
 -- The id is 16 hex digits of a SHA-256 over the validation files' contents (the target is measured
 -- on them), the training files' names, sizes and contents' SHA-256 (read in pieces, once a
 -- process), and, for a prepared corpus, its manifest's fingerprint. Results carry it (`data`),
--- calibration entries too, and `score` refuses references measured on other data. The training
+-- calibration entries too, and `score` refuses references measured on other data. A run's child
+-- reads the list M.resolve gives (cli.run_one), the one its id hashes. The training
 -- contents count since round 13 of the red team: an unrestricted run rewrote a training shard in
 -- place, same size, with trained weights as token pairs for the scored run to read back
 -- (cheat_trainshard, FSR 1.33); the manifest cannot vouch for them (the agent can rewrite it too).
@@ -45,16 +46,31 @@ local function plain_file(p)
   return st
 end
 
-local cache = {}
+-- the shards a pattern names, each a regular file, as real paths (no link or relative part left:
+-- the list a run's child reads, so that it reads what the id hashed; round 15 swapped the folder a
+-- pattern named between the id and the child's own glob); a list is resolved the same way;
+-- nil, why
+function M.resolve(files)
+  local list, err = files, nil
+  if type(files) ~= "table" then list, err = M.glob(tostring(files)) end
+  if not list then return nil, err end
+  local out = {}
+  for i, p in ipairs(list) do
+    local ok, why = plain_file(p)
+    if not ok then return nil, why end
+    out[i] = H.realpath(p)
+    if not out[i] then return nil, fmt("cannot resolve %s", p) end
+  end
+  return out
+end
 
--- id(train_pattern, val_pattern) -> 16 hex digits | nil, why (no validation file, unreadable)
-function M.id(train_pattern, val_pattern)
-  local key = tostring(train_pattern) .. "\0" .. tostring(val_pattern)
-  if cache[key] then return cache[key] end
-  local vals, verr = M.glob(val_pattern)
+-- id(train, val) -> 16 hex digits | nil, why (no validation file, unreadable): train and val are
+-- shard patterns or lists (M.resolve's)
+function M.id(train_files, val_files)
+  local vals, verr = M.resolve(val_files)
   if not vals then return nil, verr end
-  if #vals == 0 then return nil, "no validation file matches " .. val_pattern end
-  local trains, terr = M.glob(train_pattern)
+  if #vals == 0 then return nil, "no validation file matches " .. tostring(val_files) end
+  local trains, terr = M.resolve(train_files)
   if not trains then return nil, terr end
   local parts = {}
   for _, p in ipairs(vals) do
@@ -71,11 +87,10 @@ function M.id(train_pattern, val_pattern)
     if not sha then return nil, fmt("cannot read %s", tostring(err)) end
     parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st.size, sha)
   end
-  local manifest = read_all((val_pattern:match("^(.*)/") or ".") .. "/manifest.json")
+  local manifest = read_all((vals[1]:match("^(.*)/") or ".") .. "/manifest.json")
   local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
   if fp then parts[#parts + 1] = "fingerprint " .. fp .. "\n" end
-  cache[key] = H.sha256(table.concat(parts)):sub(1, 16)
-  return cache[key]
+  return H.sha256(table.concat(parts)):sub(1, 16)
 end
 
 -- why a calibration entry may not be compared with runs on data `id`, or nil: entries measured on
