@@ -116,17 +116,7 @@ function M.run_one(job, opts)
     child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache")
     child_job.cuda_cache = guard.fresh_dir(job.out .. "/cuda-cache")
   end
-  -- the data: the shards resolved now, after the folders above were made, handed to the child as
-  -- the list the id hashes (a pattern the child globbed itself could name other files by then:
-  -- round 15); a pattern that resolves to nothing stays for the loader to report
-  local trains, vals = dataid.resolve(job.train_files), dataid.resolve(job.val_files)
-  local data_id = json.null
-  if trains and vals and #trains > 0 and #vals > 0 then
-    child_job.train_files, child_job.val_files = trains, vals
-    child_job.deny = {table.unpack(job.deny)}   -- and their folders, where they really are
-    for _, p in ipairs {trains[1], vals[1]} do child_job.deny[#child_job.deny + 1] = dirname(p) end
-    data_id = dataid.id(trains, vals) or json.null
-  end
+  local data_id = dataid.for_child(child_job) or json.null   -- after the folders above: round 15
   local jobfile = job.out .. "/job.json"
   write_file(jobfile, json.encode(child_job, true))
   local t0, started_at = H.now(), iso_now()

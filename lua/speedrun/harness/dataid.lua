@@ -93,6 +93,20 @@ function M.id(train_files, val_files)
   return H.sha256(table.concat(parts)):sub(1, 16)
 end
 
+-- a run's data, resolved when its child is about to start (after its folders were made), set in
+-- the child's job as the lists the id hashes (a pattern the child globbed itself could name other
+-- files by then: round 15), with the folders they really lie in denied to the recipe; returns the
+-- id, or nil when a pattern resolves to nothing (left for the loader to report)
+function M.for_child(job)
+  local trains, vals = M.resolve(job.train_files), M.resolve(job.val_files)
+  if not (trains and vals and #trains > 0 and #vals > 0) then return nil end
+  job.train_files, job.val_files = trains, vals
+  local deny = {table.unpack(job.deny or {})}
+  for _, p in ipairs {trains[1], vals[1]} do deny[#deny + 1] = p:match("^(.*)/[^/]*$") end
+  job.deny = deny
+  return M.id(trains, vals)
+end
+
 -- why a calibration entry may not be compared with runs on data `id`, or nil: entries measured on
 -- other data are refused; entries that do not say (calibrated before ids existed) pass, with a
 -- note from M.unrecorded
