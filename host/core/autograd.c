@@ -336,25 +336,32 @@ bool sr_grad_constant(const sr_tensor *g, double *c) {
   return k >= 0;
 }
 void sr_grad_mark_constant(sr_tensor *g, double c) { add_mark(g, c, MARK_CONSTANT); }
-bool sr_grad_mark_scaled(sr_tensor *g, double s) { return s == 1.0 || add_mark(g, s, MARK_SCALED); }
-
 double sr_grad_scale_of(const sr_tensor *g) {
   int k = find_mark(g, MARK_SCALED);
   return k >= 0 ? marks[k].v : 1.0;
 }
 
-/* *g with its pending scale applied (over it when nothing else holds it or its storage; the
-** mark itself holds one reference), unmarked */
-static void apply_scale(sr_tensor **g) {
-  int k = find_mark(*g, MARK_SCALED);
-  if (k < 0) return;
-  bool over = (*g)->refcount == 2 && (*g)->storage->refcount == 1;
+/* *g times s: over it when only its `holders` references hold it and nothing else its storage,
+** else a new tensor (the reference *g held given up) */
+static void scale_by(sr_tensor **g, double s, int holders) {
+  bool over = (*g)->refcount == holders && (*g)->storage->refcount == 1;
   sr_tensor *t = over ? sr_tensor_retain(*g) : sr_tensor_new((*g)->dtype, (*g)->storage->device, (*g)->ndim, (*g)->shape);
-  sr_kcall c = {.t = {t, *g}, .nt = 2, .i = {SR_UNARY_MUL_SCALAR}, .f = {marks[k].v}};
+  sr_kcall c = {.t = {t, *g}, .nt = 2, .i = {SR_UNARY_MUL_SCALAR}, .f = {s}};
   sr_kernel_run(SR_K_unary, &c);
   t->storage->version++;
   sr_tensor_release(*g);
   *g = t;
+}
+
+void sr_grad_mark_scaled(sr_tensor **g, double s) {
+  if (s != 1.0 && !add_mark(*g, s, MARK_SCALED)) scale_by(g, s, 1);   /* no mark left: applied now */
+}
+
+/* *g with its pending scale applied (the mark holds one reference of it), unmarked */
+static void apply_scale(sr_tensor **g) {
+  int k = find_mark(*g, MARK_SCALED);
+  if (k < 0) return;
+  scale_by(g, marks[k].v, 2);
   drop_mark(k);
 }
 

@@ -126,9 +126,9 @@ bool sr_grad_is_implicit_one(const sr_tensor *g);
 ** element (the implicit seed: 1; a gradient a rule marked with sr_grad_mark_constant) */
 bool sr_grad_constant(const sr_tensor *g, double *c);
 void sr_grad_mark_constant(sr_tensor *g, double c);
-/* g, returned by a rule, still has to be multiplied by s (scale fusion: the pass applies it unless
-** the consumer's node has SR_NODE_TAKES_SCALE); false when it cannot be marked (apply s yourself) */
-bool sr_grad_mark_scaled(sr_tensor *g, double s);
+/* *g, returned by a rule, still has to be multiplied by s (scale fusion: the pass applies it unless
+** the consumer's node has SR_NODE_TAKES_SCALE); when it cannot be marked, *g is scaled now */
+void sr_grad_mark_scaled(sr_tensor **g, double s);
 double sr_grad_scale_of(const sr_tensor *g);  /* the pending scale of an upstream gradient, 1 if none */
 /* forget the autograd phase and the implicit seed after a backward that failed (sr_fail left it
 ** halfway) */

@@ -248,11 +248,7 @@ static void cross_entropy_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   }
   gi[0] = sr_view(dlogits, n->in_ndim[0], n->in_shape[0]);
   sr_tensor_release(dlogits);
-  if (pending && !sr_grad_mark_scaled(gi[0], c)) {  /* no mark left: scaled here */
-    sr_tensor *t = sr_unary_raw(SR_UNARY_MUL_SCALAR, gi[0], c);
-    sr_tensor_release(gi[0]);
-    gi[0] = t;
-  }
+  if (pending) sr_grad_mark_scaled(&gi[0], c);
 }
 
 sr_tensor *sr_cross_entropy(sr_tensor *logits, sr_tensor *targets, int64_t ignore_index, int reduction, bool inplace) {

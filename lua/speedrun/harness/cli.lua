@@ -506,10 +506,10 @@ function M.score(args)
     if not job0 then return die(jerr) end
     -- the data must have an id to be compared with the references' (round 14: a shard that could
     -- not be hashed gave none, and nothing was compared)
-    local id, why = dataid.id(job0.train_files, job0.val_files)
-    if not id then return die("the data's id cannot be computed: " .. tostring(why)) end
-    data_id = id
-    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, id)
+    local why
+    data_id, why = dataid.id(job0.train_files, job0.val_files)
+    if not data_id then return die("the data's id cannot be computed: " .. tostring(why)) end
+    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, data_id)
     if not ref_i then return die(ref_next) end
   end
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))

@@ -3,8 +3,8 @@
 -- the validation shards and the step budgets were tuned on the training shards: an FSR against
 -- references calibrated on another corpus (or another preparation of it) would be meaningless.
 -- The id is 16 hex digits of a SHA-256 over the validation files' contents (the target is measured
--- on them), the training files' names, sizes and contents' SHA-256 (read in pieces, once a
--- process), and, for a prepared corpus, its manifest's fingerprint. Results carry it (`data`),
+-- on them), the training files' names, sizes and contents' SHA-256 (read in pieces), and, for a
+-- prepared corpus, its manifest's fingerprint. Results carry it (`data`),
 -- calibration entries too, and `score` refuses references measured on other data. A run's child
 -- reads the list M.resolve gives (cli.run_one), the one its id hashes. The training
 -- contents count since round 13 of the red team: an unrestricted run rewrote a training shard in
@@ -64,33 +64,34 @@ function M.resolve(files)
   return out
 end
 
--- id(train, val) -> 16 hex digits | nil, why (no validation file, unreadable): train and val are
--- shard patterns or lists (M.resolve's)
-function M.id(train_files, val_files)
-  local vals, verr = M.resolve(val_files)
-  if not vals then return nil, verr end
-  if #vals == 0 then return nil, "no validation file matches " .. tostring(val_files) end
-  local trains, terr = M.resolve(train_files)
-  if not trains then return nil, terr end
+-- the id of resolved lists (M.resolve's: regular files, real paths); nil, why
+local function id_of(trains, vals)
   local parts = {}
   for _, p in ipairs(vals) do
-    local ok, why = plain_file(p)
-    if not ok then return nil, why end
     local s, err = read_all(p)
     if not s then return nil, fmt("cannot read %s: %s", p, tostring(err)) end
     parts[#parts + 1] = fmt("val %s %d %s\n", p:match("[^/]*$"), #s, H.sha256(s))
   end
   for _, p in ipairs(trains) do
-    local st, why = plain_file(p)
-    if not st then return nil, why end
-    local sha, err = H.sha256_file(p)
-    if not sha then return nil, fmt("cannot read %s", tostring(err)) end
+    local st, sha, err = H.stat(p), H.sha256_file(p)
+    if not (st and sha) then return nil, fmt("cannot read %s", tostring(err or p)) end
     parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st.size, sha)
   end
   local manifest = read_all((vals[1]:match("^(.*)/") or ".") .. "/manifest.json")
   local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
   if fp then parts[#parts + 1] = "fingerprint " .. fp .. "\n" end
   return H.sha256(table.concat(parts)):sub(1, 16)
+end
+
+-- id(train, val) -> 16 hex digits | nil, why (no validation file, unreadable): train and val are
+-- shard patterns or lists
+function M.id(train_files, val_files)
+  local vals, verr = M.resolve(val_files)
+  if not vals then return nil, verr end
+  if #vals == 0 then return nil, "no validation file matches " .. tostring(val_files) end
+  local trains, terr = M.resolve(train_files)
+  if not trains then return nil, terr end
+  return id_of(trains, vals)
 end
 
 -- a run's data, resolved when its child is about to start (after its folders were made), set in
@@ -104,7 +105,7 @@ function M.for_child(job)
   local deny = {table.unpack(job.deny or {})}
   for _, p in ipairs {trains[1], vals[1]} do deny[#deny + 1] = p:match("^(.*)/[^/]*$") end
   job.deny = deny
-  return M.id(trains, vals)
+  return id_of(trains, vals)
 end
 
 -- why a calibration entry may not be compared with runs on data `id`, or nil: entries measured on

@@ -83,7 +83,6 @@ function Log:line(s)
   self.log:flush()
 end
 
--- a line the recipe printed: recipe.log and the terminal
 -- a line the recipe printed: as it is in recipe.log; on the terminal marked as the recipe's, its
 -- control characters (carriage returns, escape sequences) removed, so it cannot pass for the
 -- harness's own lines (a "verdict: pass" printed by the recipe)
