@@ -39,7 +39,8 @@
 #              records $TUNE_RECORDS (default every tasks/record_NN), one part each ($TUNE_LIMIT s): the tuned
 #              recipes come back as $OUT/tuned/<name>.lua, the ladder as $OUT/calibration.json;
 #              $TUNE_TARGET: tune every recipe to that target and write it into them
-#              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut);
+#              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut); $TUNE_BRACKET_<n>
+#              (TUNE_BRACKET_default for the default recipe): record n's own, over TUNE_BRACKET;
 #              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget; a search a
 #              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
@@ -224,10 +225,11 @@ for p in $PARTS; do
       items=""; [ "${TUNE_DEFAULT:-1}" = 1 ] && items="default"
       all=$(ls tasks | sed -n 's/^record_0*\([0-9][0-9]*\)$/\1/p' | sort -n | tr '\n' ' ')
       for n in ${TUNE_RECORDS:-$all}; do items="$items $(printf record_%02d "$n")"; done
-      target="${TUNE_TARGET:+--target $TUNE_TARGET} ${TUNE_BRACKET:+--bracket $TUNE_BRACKET}"; mkdir -p "$OUTDIR/tuned"
+      mkdir -p "$OUTDIR/tuned"
       for name in $items; do
-        what="--recipe tasks/default/recipe.lua --name default"
-        [ "$name" = default ] || what="--tasks $((10#${name#record_}))"
+        what="--recipe tasks/default/recipe.lua --name default" bv=TUNE_BRACKET_default
+        [ "$name" = default ] || { what="--tasks $((10#${name#record_}))"; bv="TUNE_BRACKET_$((10#${name#record_}))"; }
+        bracket=${!bv:-${TUNE_BRACKET:-}}; target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket}"
         part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 \
           --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
