@@ -63,6 +63,35 @@ T.case("class 4: weights written into the recipe's source -> the workspace's siz
   T.eq(rc, 0, text)
 end)
 
+T.case("round 16: weights in a workspace file named by a number, io.open(1) -> rejected (cheat_numpath)", function()
+  local ws = workspace("numpath", "cheat_numpath")
+  -- the agent's own unrestricted run trains 30 honest steps and leaves the weights in <workspace>/1
+  local rc, text = speedrun("train " .. sh(ws .. "/recipe.lua") .. " --scale micro --steps 30 --quiet --out "
+                            .. sh(tmp .. "/numpath-pre") .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(read(ws .. "/1"), "the weights in the workspace's file 1\n" .. text)
+  -- a target 10 steps from scratch miss (~2.6; good.lua's 30 steps: ~1.45): only the planted
+  -- weights reach it
+  local tight = calibration("calib-numpath", {record_01 = REC1, record_02 = {mean_ms = 5e5, std_ms = 10, runs = 3,
+    target_val_loss = 1.75, val_tokens = 512, val_loss_mean = 1.5, val_loss_std = 0.06}})
+  local _, out, s = score(ws, nil, tight)
+  T.ok(s and s.verdict ~= "pass", "verdict " .. tostring(s and s.verdict) .. "\n" .. out)
+  for i = 1, 3 do
+    local r = s.runs[i]
+    T.eq(r.status, "rejected", "run " .. i .. "\n" .. out)
+    T.ok(tostring(r.failure.message):find("reads only its source files", 1, true), tostring(r.failure.message))
+  end
+  -- every function that takes a path: a number is the file of that name, checked as one
+  local READ, WRITE = "reads only its source files", "may write only inside the run's output folder"
+  for what, c in pairs {write = {"io.open(2, 'w')", WRITE}, lines = {"io.lines(1)", READ}, loadfile = {"loadfile(1)", READ},
+                        dofile = {"dofile(1)", READ}, remove = {"os.remove(1)", WRITE}, rename = {"os.rename(1, 2)", WRITE}} do
+    local ws_ = C.inline("numpath-" .. what, ("local _ = pcall(function() return %s end)\nreturn dofile('good.lua')\n"):format(c[1]))
+    write(ws_ .. "/1", "return 1\n")
+    refused(ws_, "rejected", c[2])
+  end
+  honest_passes()
+end)
+
 T.case("class 4: a hard link or a symlink to the validation shard in the workspace -> rejected", function()
   local ws = workspace("hardlink", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))

@@ -183,6 +183,10 @@ function M.install(opts)
 
   local function check_path(path, write)
     if write then eval_check("writing a file") end   -- a file is memory eval could keep between its calls
+    -- Lua's io.open, io.lines, loadfile, os.remove and os.rename take a number as its string: the
+    -- file named "1" in the working folder (the workspace) was opened unchecked (round 16,
+    -- cheat_numpath); checked as that name. Other types: the C function raises
+    if type(path) == "number" then path = tostring(path) end
     if type(path) ~= "string" then return path end
     local c = canonical(path, cwd)
     if not c then
