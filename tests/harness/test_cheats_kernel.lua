@@ -44,6 +44,10 @@ recipe("k_preinclude", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float*
 recipe("k_cache", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, cache_dir = %q})')
                   :format(KERNEL, ws .. "/cache"))
 recipe("k_core", 'require("speedrun.kernel_core")')
+-- round 16: a path followed by a NUL byte: no ".cu" ending for the policy (an in-memory source
+-- without includes), a path to a file outside the workspace for the C compile, which stops at the
+-- NUL (an uncapped file of weights as CUDA literals, its own includes never checked)
+recipe("k_nul", ("speedrun.kernel.compile(%q, %s)"):format(tmp .. "/outside.cu\0", SIG))
 recipe("k_optnumber", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, options = {123, %q}})')
                       :format(KERNEL, "--pre-include=" .. ws .. "/data/syn_val_000000.bin"))
 recipe("k_name", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, name = %q})')
@@ -103,6 +107,10 @@ end)
 
 T.case("a source name in the data folder (its folder becomes an include folder) -> rejected", function()
   rejected("k_name", "a file name, not a path")
+end)
+
+T.case("round 16: a source path with a NUL byte after it (the C side opens the path) -> rejected", function()
+  rejected("k_nul", "NUL byte")
 end)
 
 T.case("the raw C module speedrun.kernel_core -> rejected", function()

@@ -1,7 +1,8 @@
 -- speedrun.harness.kernels: agent kernels in restricted runs (threat class 8, docs/harness.md).
 -- install(state) sets the policy speedrun.kernel.compile applies before it reads or compiles
 -- anything (state: sandbox.install's; its check_path raises and records the violation):
---   * a source given by path is read only where recipes may read;
+--   * a source given by path is read only where recipes may read; no NUL byte in the source or
+--     its name (the C side stops there: a path hidden as text);
 --   * every include is a plain `#include "name"` or `#include <name>` after line splicing and
 --     comment removal (no macro-computed names, no absolute or `..` names, no raw string
 --     literals or trigraphs that could hide a directive from this scan), resolved as NVRTC
@@ -169,6 +170,11 @@ end
 local function policy(state, src, opts)
   if type(src) ~= "string" or type(opts) ~= "table" then return opts end  -- compile raises on these
   opts = plain(opts)
+  -- the C side reads both up to a NUL byte: "x.cu\0" was text to this check and the path x.cu to the
+  -- compile, which read it unchecked, its includes too (round 16)
+  for what, v in pairs {source = src, name = opts.name} do
+    if sfind(tostring(v), "\0", 1, true) then state.violation(sformat("kernel %s with a NUL byte in restricted runs", what)) end
+  end
   local cwd = state.workspace
   local is_path = not sfind(src, "\n", 1, true) and (smatch(src, "%.cu$") or smatch(src, "%.cuh$"))
   -- an in-memory source's name is also its folder for quoted includes (-I of its dirname)
