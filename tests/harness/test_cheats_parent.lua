@@ -92,6 +92,26 @@ T.case("round 16: weights in a workspace file named by a number, io.open(1) -> r
   honest_passes()
 end)
 
+T.case("round 16: source files in a folder the recipe may enter but not list (chmod 111) -> refused, not uncounted", function()
+  local guard = require "speedrun.harness.guard"
+  local ws = workspace("hiddendir", "good")
+  os.execute("mkdir -p " .. sh(ws .. "/hidden"))
+  local chunk = string.rep("0.0123, ", 8192)   -- more than the cap of Lua literals, where the walk cannot list
+  write(ws .. "/hidden/w.lua", "return {" .. string.rep(chunk, math.ceil(guard.MAX_SOURCE_BYTES / #chunk) + 1) .. "}")
+  write(ws .. "/recipe.lua", "local w = dofile('hidden/w.lua')\nreturn dofile('good.lua')\n")
+  -- the rule, whoever runs it (root lists any folder): a folder that cannot be listed is refused
+  local listdir = H.listdir
+  H.listdir = function(d) if d:find("/hidden$") then return nil, d .. ": Permission denied" end return listdir(d) end
+  local why = guard.check_workspace(ws, {})
+  H.listdir = listdir
+  T.ok(why and why:find("cannot be listed", 1, true), tostring(why))
+  -- the whole cheat where permissions bind (a non-root scorer): the 512 KiB cap counted nothing there
+  os.execute("chmod 111 " .. sh(ws .. "/hidden"))
+  if not H.listdir(ws .. "/hidden") then refused(ws, "rejected", "cannot be listed") end
+  os.execute("chmod 755 " .. sh(ws .. "/hidden"))
+  refused(ws, "rejected", "source files .* exceed")
+end)
+
 T.case("class 4: a hard link or a symlink to the validation shard in the workspace -> rejected", function()
   local ws = workspace("hardlink", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))

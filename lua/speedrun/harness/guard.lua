@@ -5,7 +5,8 @@
 --     own runs/ folder (where `speedrun train` writes) is denied to the recipe;
 --   * identity, not paths: the files of the denied folders (the data, runs/) are known by device
 --     and inode (H.stat); a workspace file with one of those identities (a hard link), a symlink
---     to one, or any file with several names is refused before the run starts;
+--     to one, any file with several names, or a folder that cannot be listed (its source files
+--     uncounted) is refused before the run starts;
 --   * a fresh scratch folder per run: the only place the recipe may write (ctx.out_dir); the
 --     parent's own files (log.txt, recipe.log, job.json, results.json) lie next to it, out of reach.
 local H = require "speedrun.harness_core"
@@ -23,12 +24,15 @@ local function inside(path, dir)
   return dir ~= nil and (path == dir or path:sub(1, #dir + 1) == dir .. "/")
 end
 
--- walks root (lstat: links are not followed); fn(path, st) for every entry; false, msg past the limits
-local function walk(root, fn)
+-- walks root (lstat: links are not followed); fn(path, st) for every entry; false, msg past the limits,
+-- and with strict at a folder that cannot be listed (else it is passed over)
+local function walk(root, fn, strict)
   local count = 0
   local function go(dir, depth)
     if depth > M.MAX_DEPTH then return false, fmt("%s is nested more than %d folders deep", dir, M.MAX_DEPTH) end
-    for _, name in ipairs(H.listdir(dir) or {}) do
+    local names, err = H.listdir(dir)
+    if not names and strict then return false, M.unlisted(dir, err) end
+    for _, name in ipairs(names or {}) do
       local path = dir .. "/" .. name
       local st = H.stat(path, true)
       count = count + 1
@@ -47,6 +51,13 @@ local function walk(root, fn)
   return go(root, 0)
 end
 
+-- why a workspace folder that cannot be listed is refused: a folder the recipe may enter but not
+-- list (chmod 111, as a non-root scorer) hid its source files from the size cap (round 16)
+function M.unlisted(dir, err)
+  return fmt("%s cannot be listed (%s): a workspace's folders must be readable, so that its source files can be counted",
+             dir, tostring(err))
+end
+
 -- the identities (id -> path) of every file under the folders dirs (canonical paths)
 function M.identities(dirs)
   local ids = {}
@@ -63,7 +74,7 @@ end
 
 -- the first reason the workspace ws may not be scored (nil when none): a hard link or symlink to
 -- a file of the denied folders deny (by identity), a file with several names, source files over
--- M.MAX_SOURCE_BYTES together
+-- M.MAX_SOURCE_BYTES together, a folder that cannot be listed
 function M.check_workspace(ws, deny)
   local ids = M.identities(deny)
   local problem, source_bytes = nil, 0
@@ -89,7 +100,7 @@ function M.check_workspace(ws, deny)
     end
     if problem then return false, problem end
     return true
-  end)
+  end, true)
   if not ok then return err end
   return problem
 end
