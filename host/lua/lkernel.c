@@ -469,6 +469,8 @@ static int k_compile(lua_State *L) {
   size_t slen = 0;
   const char *arg = luaL_checklstring(L, 1, &slen);
   luaL_checktype(L, 2, LUA_TTABLE);
+  /* C reads the source (or its path) up to a NUL: "x.cu\0..." would be text to Lua and a path here */
+  luaL_argcheck(L, memchr(arg, '\0', slen) == NULL, 1, "source or path with a NUL byte");
   int top = lua_gettop(L), nr;
   if (sr_jit_compiler_unavailable()) {
     luaL_pushfail(L);

@@ -80,4 +80,9 @@ T.case("a launcher checks its table and arguments before the device", function()
   T.raises(function() k.add {grid = 1, block = 32, args = {y, a, b, 8}} end, "expected a cuda tensor, got a cpu tensor")
 end)
 
+T.case("a source or path with a NUL byte is an argument error (C would read up to the NUL)", function()
+  T.raises(function() K.compile("jit/kernels/add.cu\0.txt", {kernels = {}}) end, "bad argument #1 to 'core_compile' (source or path with a NUL byte)")
+  T.raises(function() K.compile("extern \"C\" __global__ void k() {}\0", {kernels = {}}) end, "NUL byte")
+end)
+
 T.done()
