@@ -446,15 +446,16 @@ static int h_realpath(lua_State *L) {
   return 1;
 }
 
-/* stat(path [, nofollow]) -> {id = "DEV:INO", dev, ino, nlink, size, type} | nil, msg: the file's
-   identity (device and inode: two names of one file, a hard link, have the same id); type is
-   "file", "dir", "link" (nofollow: lstat, the link itself) or "other" */
+/* stat(path [, nofollow]) -> {id = "DEV:INO", dev, ino, nlink, size, type, changed} | nil, msg: the
+   file's identity (device and inode: two names of one file, a hard link, have the same id); type is
+   "file", "dir", "link" (nofollow: lstat, the link itself) or "other"; changed: "MTIME CTIME" in
+   seconds.nanoseconds (a write moves both; only root can set the ctime) */
 static int h_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
   int rc = lua_toboolean(L, 2) ? lstat(path, &st) : stat(path, &st);
   if (rc != 0) { luaL_pushfail(L); lua_pushfstring(L, "%s: %s", path, strerror(errno)); return 2; }
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushfstring(L, "%I:%I", (lua_Integer)st.st_dev, (lua_Integer)st.st_ino);
   lua_setfield(L, -2, "id");
   lua_pushinteger(L, (lua_Integer)st.st_dev); lua_setfield(L, -2, "dev");
@@ -463,6 +464,11 @@ static int h_stat(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)st.st_size); lua_setfield(L, -2, "size");
   lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : S_ISLNK(st.st_mode) ? "link" : "other");
   lua_setfield(L, -2, "type");
+  char changed[64];
+  snprintf(changed, sizeof changed, "%lld.%09ld %lld.%09ld", (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec,
+           (long long)st.st_ctim.tv_sec, (long)st.st_ctim.tv_nsec);
+  lua_pushstring(L, changed);
+  lua_setfield(L, -2, "changed");
   return 1;
 }
 

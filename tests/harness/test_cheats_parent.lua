@@ -356,6 +356,29 @@ T.case("dataid: the same data gives the same id; any change to a shard gives ano
   T.ok(not none and why:find("no validation file", 1, true), tostring(why))
 end)
 
+T.case("dataid: a training shard is hashed once a process while stat says it is unchanged", function()
+  local H, dataid = require "speedrun.harness_core", require "speedrun.harness.dataid"
+  local d = tmp .. "/dataid_memo"
+  os.execute("rm -rf " .. sh(d) .. " && mkdir -p " .. sh(d))
+  assert(data.write_shard(d .. "/m_train_000001.bin", T.token_stream(3000, 1)))
+  assert(data.write_shard(d .. "/m_val_000000.bin", T.token_stream(500, 2)))
+  local real, calls = H.sha256_file, 0
+  H.sha256_file = function(p) calls = calls + 1 return real(p) end
+  local ok, err = pcall(function()
+    local function id() calls = 0 return assert(dataid.id(d .. "/m_train_*.bin", d .. "/m_val_*.bin")), calls end
+    local a, n = id()
+    T.eq(n, 1) T.eq(select(2, id()), 1, "a file written less than RACY_S ago is hashed every time")
+    os.execute("sleep " .. dataid.RACY_S + 0.2)
+    T.eq(select(2, id()), 1) T.eq(select(2, id()), 0, "unchanged: remembered")
+    local f = assert(io.open(d .. "/m_train_000001.bin", "r+b"))   -- in place: same inode, same size
+    f:seek("set", 4000) f:write("\1\2\3\4") f:close()
+    local b, n2 = id()
+    T.eq(n2, 1, "a write moves the change time: hashed again") T.ok(b ~= a, "and the id changes")
+  end)
+  H.sha256_file = real
+  assert(ok, err)
+end)
+
 T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
   local ws = workspace("quiet", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))

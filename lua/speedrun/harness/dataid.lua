@@ -64,6 +64,33 @@ function M.resolve(files)
   return out
 end
 
+-- A training shard's SHA-256, remembered in this process (the scorer's, the calibrator's: an id is
+-- computed at a score's start and again for each run, and a FineWeb-sized corpus hashes at ~300 MB/s)
+-- by its real path and what stat says of it: identity, size, modification and change times. A write
+-- moves the change time, which only root can set back; the memo lives in this process's memory, out
+-- of the agent's reach. Not remembered: a file that changed while it was read, or changed less than
+-- M.RACY_S before (file times tick coarsely: a second write in the same tick would not move them,
+-- git's "racily clean" entries).
+local hashed = {}
+M.RACY_S = 2
+
+local function stat_key(st)
+  return st and fmt("%s %d %s", st.id, st.size, st.changed)
+end
+
+-- the shard's size and SHA-256; nil, nil, why
+local function shard_sha(p)
+  local st = H.stat(p)
+  if not st then return nil, nil, fmt("cannot read %s", p) end
+  local key, memo = stat_key(st), hashed[p]
+  if memo and memo.key == key then return st.size, memo.sha end
+  local sha, err = H.sha256_file(p)
+  if not sha then return nil, nil, fmt("cannot read %s", tostring(err or p)) end
+  local ctime = tonumber(st.changed:match(" (%d+)"))
+  if stat_key(H.stat(p)) == key and ctime and os.time() - ctime >= M.RACY_S then hashed[p] = {key = key, sha = sha} end
+  return st.size, sha
+end
+
 -- the id of resolved lists (M.resolve's: regular files, real paths); nil, why
 local function id_of(trains, vals)
   local parts = {}
@@ -73,9 +100,9 @@ local function id_of(trains, vals)
     parts[#parts + 1] = fmt("val %s %d %s\n", p:match("[^/]*$"), #s, H.sha256(s))
   end
   for _, p in ipairs(trains) do
-    local st, sha, err = H.stat(p), H.sha256_file(p)
-    if not (st and sha) then return nil, fmt("cannot read %s", tostring(err or p)) end
-    parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), st.size, sha)
+    local size, sha, err = shard_sha(p)
+    if not sha then return nil, err end
+    parts[#parts + 1] = fmt("train %s %d %s\n", p:match("[^/]*$"), size, sha)
   end
   local manifest = read_all((vals[1]:match("^(.*)/") or ".") .. "/manifest.json")
   local fp = manifest and manifest:match('"fingerprint"%s*:%s*"(%x+)"')
