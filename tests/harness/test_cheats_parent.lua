@@ -261,6 +261,26 @@ T.case("plausibility: a loss far below the target record's is flagged; FSR withi
   T.ok(text:find("within the calibration's noise", 1, true), text)
 end)
 
+T.case("round 17: a run kept just above the target escaped the flags, counted all the same (cheat_missrun) -> flagged", function()
+  -- a target 0.3 above what good.lua reaches: one honest run in five just above it still lets ten
+  -- runs pass the t-test, so the run that trained nothing on the clock was worth its place
+  local tight = calibration("calib-missrun", {record_01 = REC1, record_02 = {mean_ms = 5e5, std_ms = 10, runs = 3,
+    target_val_loss = 1.75, val_tokens = 512, val_loss_mean = 1.5, val_loss_std = 0.06}})
+  local ws = workspace("missrun", "cheat_missrun", {["cheat_evalhidden.lua"] = "cheat_evalhidden"})
+  local rc, out, s = score(ws, "--runs 10", tight)
+  T.ok(s, out)
+  for _, i in ipairs {5, 10} do   -- the runs that kept their batches and trained in eval
+    T.eq(s.runs[i].status, "invalid", out)
+    T.ok(s.runs[i].train_time_ms < 0.1 * s.runs[1].train_time_ms, "run " .. i .. " trained nothing on the clock\n" .. out)
+  end
+  T.eq(rc, 1, out)
+  T.eq(s.verdict, "flagged", out)
+  T.ok(out:find("seed 5: the final validation spent %d+x the training's time per token"), out)
+  local hrc, hout, hs = score(workspace("missrun-honest", "good"), "--runs 10", tight)
+  T.eq(hrc, 0, hout)
+  T.eq(hs.verdict, "pass", hout)
+end)
+
 T.case("references timed by another engine build: the FSR says so; the same build: no note", function()
   local engine = require "speedrun.harness.engine"
   local ws = workspace("engine", "good")
@@ -401,7 +421,7 @@ T.case("docs/harness.md's threat model names the eight classes and the cheat rec
   T.ok(tm, "a threat model section")
   for i = 1, 8 do T.ok(tm:find("\n| " .. i .. " |", 1, true), "class " .. i .. " in the table") end
   T.ok(tm:find("test_cheats_parent.lua", 1, true) and tm:find("Out of scope", 1, true), "tests and limits named")
-  for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target"} do
+  for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target", "cheat_missrun"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
   end
   for test in tm:gmatch("`tests/([%w_/]+%.lua)`") do T.ok(read(test), "the table's test " .. test .. " exists") end

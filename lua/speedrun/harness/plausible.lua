@@ -5,7 +5,8 @@
 -- costlier per token than training (work moved into the untimed eval), a setup that works longer
 -- than half the training (work moved into the untimed setup), and whether an FSR lies
 -- within the calibration's own noise. A flag turns a `pass` into `flagged` (exit 1): a person
--- looks before it counts.
+-- looks before it counts. The per-run checks look at every run the score counts, valid or above
+-- the target (round 17).
 local fmt = string.format
 local sqrt, abs = math.sqrt, math.abs
 
@@ -29,12 +30,21 @@ M.EVAL_RATIO = 25
 -- core; on the GPU not yet measured)
 M.SETUP_RATIO = 0.5
 
+-- the metrics of a run the score counts (valid, or complete but above the target: its loss is in
+-- the t-test and its train time in the FSR's mean), else nil. Every check below looks at all of
+-- them: a run that lands just above the target on purpose was never looked at (round 17's
+-- cheat_missrun: one run in five trained a bigram table in its untimed eval, 0.1 ms on the clock)
+local function counted(r)
+  return (r.valid or r.status == "invalid") and type(r.metrics) == "table" and r.metrics or nil
+end
+
 -- the flags of a score: {message, ...}. runs: the runs' results; sum: the summary (cli.summarize);
 -- ref_next: the target record's calibration entry (or nil); name: its name
 function M.flags(runs, sum, ref_next, name)
   local flags, seen = {}, {}
   for _, r in ipairs(runs) do
-    local vl = (r.valid or r.status == "invalid") and r.metrics and r.metrics.val_loss
+    local m = counted(r)
+    local vl = m and m.val_loss
     if type(vl) == "number" then
       local other = seen[vl]
       if other then
@@ -46,7 +56,7 @@ function M.flags(runs, sum, ref_next, name)
     end
   end
   for _, r in ipairs(runs) do
-    local m = r.valid and r.metrics
+    local m = counted(r)
     local ratio = m and type(m.eval_time_ms) == "number" and type(m.val_tokens) == "number" and m.val_tokens > 0
                   and type(m.train_time_ms) == "number" and m.train_time_ms > 0 and type(m.tokens) == "number" and m.tokens > 0
                   and (m.eval_time_ms / m.val_tokens) / (m.train_time_ms / m.tokens)
@@ -58,7 +68,7 @@ function M.flags(runs, sum, ref_next, name)
     end
   end
   for _, r in ipairs(runs) do
-    local m = r.valid and r.metrics
+    local m = counted(r)
     local work = m and (m.setup_work_ms or m.setup_time_ms)
     if type(work) == "number" and type(m.train_time_ms) == "number" and work > M.SETUP_RATIO * m.train_time_ms then
       flags[#flags + 1] = fmt("seed %d: setup worked %.0f ms, %.1fx the train time (%.0f ms; flagged above %.1fx): "
