@@ -277,6 +277,12 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   local card = next(c.entries)
   local e = c.entries[card].micro.record_01
   T.ok(e.mean_ms > 0 and e.runs == 2 and e.target_val_loss == 3.0, "calibration entry")
+  -- a reference's runs start from cold caches of their own, as a score's (round 17: an entry an
+  -- agent planted in the shared cache could slow a reference and inflate an FSR)
+  local job = json.decode(io.open(tmp .. "/cal1/record_01/run2/job.json"):read("a"))
+  T.ok(tostring(job.kernel_cache):match("/cal1/record_01/run2/kernel%-cache$"), tostring(job.kernel_cache))
+  T.ok(tostring(job.cuda_cache):match("/cal1/record_01/run2/cuda%-cache$"), tostring(job.cuda_cache))
+  T.ok(H.stat(job.kernel_cache), "the run's kernel cache was made")
   -- make record_02 exactly 20% faster than record_01 so the expected FSR is known
   c.entries[card].micro.record_02 = {mean_ms = e.mean_ms * 0.8, std_ms = 1, target_val_loss = 3.0, val_tokens = 512}
   local f = io.open(calib, "w")

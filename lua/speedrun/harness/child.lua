@@ -92,13 +92,15 @@ local function trained_untimed(where)
   end
 end
 
--- f(...) as untimed recipe code at `where` (restricted runs: the no-training guard there); its time
--- less its NVRTC compiles and the engine's one-time setup added to R.setup_work_ms (the plausibility
--- flag's: work moved off the clock)
+-- f(...) as untimed recipe code at `where` (restricted runs: the no-training guard there); its time,
+-- the device work it queued included (synchronised: round 17), less its NVRTC compiles and the
+-- engine's one-time setup added to R.setup_work_ms (the plausibility flag's: work moved off the clock)
 local function untimed(job, R, where, f, ...)
   local t0, c0, e0 = now(), compile_seconds(), engine_ms()
   if job.restricted then notrain(where) end
   local r = table.pack(pcall(f, ...))
+  local e = sync(job.device == "cuda")
+  if e and r[1] then fail("cuda_fault", "after " .. where .. ": " .. e) end
   if job.restricted then trained_untimed("the harness's work between steps") end
   local spent = (now() - t0 - (compile_seconds() - c0)) * 1000 - (engine_ms() - e0)
   R.setup_work_ms = (R.setup_work_ms or 0) + math.max(0, spent)
@@ -112,11 +114,7 @@ local function setup(job, recipe, p, R)
   local ctx = {scale = p.scale, config = deepcopy(p.cfg), device = job.device, seed = job.seed, steps = p.steps,
                tokens_per_step = p.tps, out_dir = job.out, workspace = job.workspace, time_budget_s = p.time_budget}
   local t0 = now()
-  untimed(job, R, "setup", function()
-    call(recipe.setup, ctx)
-    local e = sync(job.device == "cuda")
-    if e then fail("cuda_fault", "after setup: " .. e) end
-  end)
+  untimed(job, R, "setup", call, recipe.setup, ctx)
   R.setup_time_ms = (now() - t0) * 1000
   return ctx
 end

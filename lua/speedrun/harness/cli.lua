@@ -95,7 +95,7 @@ end
 -- The run's folder job.out holds the parent's files (job.json, log.txt, recipe.log, results.json,
 -- loss.svg, child.pid); the recipe gets a fresh job.out/scratch (ctx.out_dir), the only place it
 -- may write. A restricted job's workspace is checked first (guard.check_workspace): a refused
--- workspace is a `rejected` run that never starts. A restricted job's kernel cache is a fresh
+-- workspace is a `rejected` run that never starts. A restricted (or cold_caches) job's kernel cache is a fresh
 -- job.out/kernel-cache (the child's SPEEDRUN_KERNEL_CACHE): the shared cache is written by the
 -- agent's own unrestricted runs, and a planted entry stands in for its source (cheat_kcache); the
 -- compiles a cold cache costs are excused from the train time (warm-up) and the setup work. So is
@@ -112,7 +112,7 @@ function M.run_one(job, opts)
   local child_job = {}
   for k, v in pairs(job) do child_job[k] = v end
   child_job.out = guard.fresh_dir(job.out .. "/scratch")
-  if job.restricted then   -- caches of its own: nothing an unrestricted run wrote (rounds 12, 13)
+  if job.restricted or job.cold_caches then   -- caches of its own: nothing an unrestricted run wrote (rounds 12, 13)
     child_job.kernel_cache = guard.fresh_dir(job.out .. "/kernel-cache")
     child_job.cuda_cache = guard.fresh_dir(job.out .. "/cuda-cache")
   end
@@ -288,6 +288,8 @@ local function multi_run(recipe, o, k, out_root, label)
     job.seed = seed0 + i - 1
     job.out = out_root .. fmt("/run%d", i)
     job.restricted = label == "score" or o.restricted
+    -- scored runs and references (calibrate, tune) alike from cold caches: the same conditions, and no
+    job.cold_caches = true   -- planted entry (slow GEMM algorithms) inflating a reference's time (round 17)
     local lim = limits(o, job.scale, job.device)
     if not o.quiet then print(fmt("== %s run %d/%d (seed %d) -> %s", label, i, k, job.seed, job.out)) end
     runs[i] = M.run_one(job, lim)

@@ -89,6 +89,9 @@ function Rules:eval(x)
   if self.guarded then eval_guard(true) end
   local ok, logits = pcall(call, no_grad, self.eval_fn, self.ctx, x)
   local hits, first = eval_guard(false)
+  -- the device work eval queued is eval's time: unsynchronised it ran on during the state checks
+  -- below, whose time is not eval's (round 17: a large ctx to walk hid an eval that trains)
+  local es = sync(self.is_cuda)
   if self.guarded and hits > 0 then
     self.R.checks.eval_guard = {ok = false, attempts = hits, first = first}
     fail("rejected", fmt("%s inside eval (%d attempt(s), even if caught): eval runs without gradients and must not change the model", first, hits))
@@ -102,6 +105,7 @@ function Rules:eval(x)
     fail("rejected", "eval changed the recipe's state (" .. why .. "): eval must not change the model")
   end
   if not ok then error(logits, 0) end
+  if es then fail("cuda_fault", "in eval: " .. es) end
   if not is_tensor(logits) then fail("lua_error", "recipe contract: eval must return a logits tensor (got " .. type(logits) .. ")") end
   return logits
 end
