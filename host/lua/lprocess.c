@@ -1,9 +1,11 @@
 /*
 ** lua/lprocess.c: the Lua module speedrun.process: child processes and this process's limits
 ** (host-only: score-mode recipes cannot require it).
-**   spawn{argv=, env=, as_limit=, cwd=} -> Process (own process group; stdout, stderr and the
+**   spawn{argv=, env=, as_limit=, cwd=, hide=} -> Process (own process group; stdout, stderr and the
 **     event channel (fd SR_EVENT_FD in the child) are pipes read with p:read(timeout) -> list of
-**     {stream, data});
+**     {stream, data}); hide = {dir, ...}: the command sees those folders empty (its own mount, PID
+**     and, not as root, user namespaces; a fresh /proc), or does not run (exit 126, why on stderr);
+**   hiding() -> true | nil, why: whether this system lets spawn hide folders;
 **   Process: pid(), open(), wait() -> nil | ("exited", code) | ("signaled", signo, name),
 **     kill([sig]), rss() -> bytes, close();
 **   trap_signals() (SIGINT/SIGTERM set a flag) and interrupted(); isatty(fd); ram_bytes();
@@ -18,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -42,6 +46,126 @@ typedef struct proc_box {
 } proc_box;
 
 static const char *const stream_names[3] = {"stdout", "stderr", "events"};
+
+/* ---- hiding folders from a command (the agent loop's external coder: the checkout's records and
+** hints are the tasks' answers). A mount namespace where each folder is an empty read-only tmpfs,
+** a PID namespace so that the command's /proc shows no process outside it (another process's
+** /proc/PID/root is a way around a mount), and a user namespace when not root. In the forked child,
+** before exec: returns 0, or -1 with why in msg. */
+static int write_text(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  close(fd);
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static int enter_namespaces(char *msg, size_t n) {
+  uid_t uid = geteuid();
+  gid_t gid = getegid();
+  if (unshare(CLONE_NEWNS | CLONE_NEWPID | (uid == 0 ? 0 : CLONE_NEWUSER)) != 0) {
+    snprintf(msg, n, "unshare: %s (user or mount namespaces unavailable here)", strerror(errno));
+    return -1;
+  }
+  if (uid != 0) {
+    char map[64];
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)uid, (unsigned)uid);
+    int bad = write_text("/proc/self/uid_map", map) != 0 || write_text("/proc/self/setgroups", "deny") != 0;
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)gid, (unsigned)gid);
+    if (bad || write_text("/proc/self/gid_map", map) != 0) {
+      snprintf(msg, n, "user namespace id maps: %s", strerror(errno));
+      return -1;
+    }
+  }
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    snprintf(msg, n, "private mounts: %s", strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static int hide_dirs(char **hide, int nhide, char *msg, size_t n) {
+  for (int i = 0; i < nhide; i++) {
+    if (mount("none", hide[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555") != 0) {
+      snprintf(msg, n, "%s: %s", hide[i], strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* the new PID namespace starts with the next fork: that child (its PID 1, in this process group)
+** gets a /proc of its own and returns to exec; this process waits and exits as it did */
+static int enter_pid_namespace(char *msg, size_t n) {
+  pid_t pid = fork();
+  if (pid < 0) { snprintf(msg, n, "fork: %s", strerror(errno)); return -1; }
+  if (pid == 0) {
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+      snprintf(msg, n, "a fresh /proc: %s", strerror(errno));
+      return -1;
+    }
+    return 0;
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  if (WIFSIGNALED(st)) { signal(WTERMSIG(st), SIG_DFL); raise(WTERMSIG(st)); }
+  _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 127);
+}
+
+/* spawn's child: hide the folders, or exit 126 saying why */
+static void hide_or_exit(char **hide, int nhide) {
+  char msg[512];
+  if (enter_namespaces(msg, sizeof msg) != 0 || hide_dirs(hide, nhide, msg, sizeof msg) != 0 ||
+      enter_pid_namespace(msg, sizeof msg) != 0) {
+    fprintf(stderr, "spawn: cannot hide folders from the command: %s\n", msg);
+    _exit(126);
+  }
+}
+
+/* the folders of spawn's `hide` (absolute paths), NULL-free copies; *n their count */
+static char **hide_list(lua_State *L, int *n) {
+  *n = 0;
+  lua_getfield(L, 1, "hide");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return NULL; }
+  if (!lua_istable(L, -1)) { sr_argerror(L, 1, "field 'hide' must be a list of folders, got %s", luaL_typename(L, -1)); return NULL; }
+  int k = (int)luaL_len(L, -1);
+  char **out = calloc((size_t)k + 1, sizeof *out);
+  for (int i = 0; i < k; i++) {
+    lua_geti(L, -1, i + 1);
+    const char *d = lua_tostring(L, -1);
+    if (!d || d[0] != '/') { free(out); sr_argerror(L, 1, "field 'hide': entry %d must be an absolute path", i + 1); return NULL; }
+    out[(*n)++] = strdup(d);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+/* hiding() -> true | nil, why: a child that enters the namespaces and hides nothing */
+static int h_hiding(lua_State *L) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return luaL_error(L, "hiding: pipe: %s", strerror(errno));
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return luaL_error(L, "hiding: fork: %s", strerror(errno));
+  if (pid == 0) {
+    char msg[512] = "";
+    int rc = enter_namespaces(msg, sizeof msg) || enter_pid_namespace(msg, sizeof msg);
+    if (rc) { ssize_t w = write(p[1], msg, strlen(msg)); (void)w; }
+    _exit(rc ? 1 : 0);
+  }
+  close(p[1]);
+  char msg[512];
+  ssize_t k = read(p[0], msg, sizeof msg - 1);
+  close(p[0]);
+  int st;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) { lua_pushboolean(L, 1); return 1; }
+  msg[k > 0 ? k : 0] = 0;
+  luaL_pushfail(L);
+  lua_pushstring(L, k > 0 ? msg : "the namespace probe failed");
+  return 2;
+}
 
 static int h_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -77,6 +201,8 @@ static int h_spawn(lua_State *L) {
   const char *cwd = lua_tostring(L, -1);
   char *cwd_copy = cwd ? strdup(cwd) : NULL;
   lua_pop(L, 1);
+  int nhide;
+  char **hide = hide_list(L, &nhide);
 
   int p[3][2];
   for (int i = 0; i < 3; i++)
@@ -104,6 +230,7 @@ static int h_spawn(lua_State *L) {
     }
     struct rlimit core = {0, 0};
     setrlimit(RLIMIT_CORE, &core);
+    if (nhide > 0) hide_or_exit(hide, nhide);
     if (cwd_copy && chdir(cwd_copy) != 0) { fprintf(stderr, "spawn: chdir %s: %s\n", cwd_copy, strerror(errno)); _exit(127); }
     execv(argv[0], argv);
     fprintf(stderr, "spawn: exec %s: %s\n", argv[0], strerror(errno));
@@ -114,6 +241,8 @@ static int h_spawn(lua_State *L) {
   free(argv);
   for (int i = 0; i < nenv; i++) { free(envset[i][0]); free(envset[i][1]); }
   free(cwd_copy);
+  for (int i = 0; i < nhide; i++) free(hide[i]);
+  free(hide);
   proc_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->pid = pid;
   b->done = 0;
@@ -302,7 +431,7 @@ int luaopen_speedrun_process(lua_State *L) {
   }
   lua_pop(L, 1);
   static const luaL_Reg f[] = {
-    {"spawn", h_spawn}, {"trap_signals", h_trap_signals}, {"interrupted", h_interrupted}, {"isatty", h_isatty},
+    {"spawn", h_spawn}, {"hiding", h_hiding}, {"trap_signals", h_trap_signals}, {"interrupted", h_interrupted}, {"isatty", h_isatty},
     {"ram_bytes", h_ram_bytes}, {"peak_rss", h_peak_rss}, {"hostname", h_hostname}, {"getpid", h_getpid},
     {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {NULL, NULL}};
   luaL_newlib(L, f);

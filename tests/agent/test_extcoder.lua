@@ -18,8 +18,13 @@ local tree = require "speedrun.agent.extcoder_tree"
 local W = T.workspace("agent-extcoder", {})
 local sh = T.shell_quote
 local read, write = tree.read, tree.write
-local REC2 = assert(H.realpath("../tasks/record_02/recipe.lua"))
-local REC2_SRC = read(REC2)
+local REC2_SRC = read(assert(H.realpath("../tasks/record_02/recipe.lua")))
+local REC2 = W.tmp .. "/record_02.lua"   -- a copy outside tasks/, which the command does not see
+write(REC2, REC2_SRC)
+local process = require "speedrun.process"
+local HIDING, NO_HIDING = process.hiding()   -- user and mount namespaces (not in every container)
+-- without namespaces a coder run needs --coder-see-all
+local SEE = HIDING and "" or " --coder-see-all"
 
 -- the start workspace of task 1 (hint level 1), made once and copied for each case
 local TEMPLATE = W.tmp .. "/template"
@@ -50,7 +55,9 @@ local INSTRUCTION = "Propose one change that makes the recipe faster, then imple
 -- runs the shim as the loop would; returns the result, the workspace and the node folder
 local function run_shim(name, body, timeout)
   local ws, nd = node(name)
-  local ext = extcoder.new {cmd = shim(name, body), timeout = timeout or 30}
+  local o = {cmd = shim(name, body), timeout = timeout or 30}
+  if not HIDING then o.hide = false end
+  local ext = assert(extcoder.new(o))
   local res = ext.run {dir = ws, task = taskmod.statement(m, task), rules = "- " .. table.concat(task.rules, "\n- "),
                        files = journal.code_files(ws), hint = taskmod.hint(m.root, task, "1"), instruction = INSTRUCTION,
                        bug_history = {{summary = "Version: v_7\nOutcome summary: status: lua_error", error = "boom at line 3"}},
@@ -139,16 +146,6 @@ T.case("refused, the workspace restored (all or nothing): .py, deleted recipe.lu
   end
 end)
 
--- the process has exited (a zombie not yet reaped by init counts as gone), waiting up to 2 s
-local function gone(pid)
-  local t0 = H.now()
-  while H.now() - t0 < 2 do
-    local stat = read("/proc/" .. pid .. "/stat")
-    if not stat or stat:match("%) (%a)") == "Z" then return true end
-    os.execute("sleep 0.1")
-  end
-  return false
-end
 
 T.case("no change is an error; a command past --coder-timeout is killed (its children too) and fails", function()
   local res, ws = run_shim("nothing", "echo thinking")
@@ -157,13 +154,14 @@ T.case("no change is an error; a command past --coder-timeout is killed (its chi
   restored(ws, "nothing")
   local t0 = H.now()
   local nd
-  res, ws, nd = run_shim("sleep", "echo '-- x' >> recipe.lua\nsleep 30 &\necho $! > \"$SPEEDRUN_SCRATCH/pid\"\nwait", 1)
+  -- the child would leave a file 3 s in (its pid says nothing from here: the command has a PID namespace)
+  res, ws, nd = run_shim("sleep", "echo '-- x' >> recipe.lua\n(sleep 3; echo alive > \"$SPEEDRUN_SCRATCH/alive\") &\nwait", 1)
   T.ok(H.now() - t0 < 15, "killed soon after the limit: " .. (H.now() - t0))
   T.eq(res.ok, false)
   T.ok(tostring(res.error):find("timeout", 1, true), tostring(res.error))
   restored(ws, "sleep")
-  local pid = tonumber(read(nd .. "/scratch/pid"))
-  T.ok(pid and gone(pid), "the command's child is gone")
+  while H.now() - t0 < 4 do os.execute("sleep 0.2") end
+  T.ok(not H.stat(nd .. "/scratch/alive"), "the command's child is gone")
 end)
 
 -- task 1's records at micro scale on this CPU (times made up: only the FSR's arithmetic uses them)
@@ -183,7 +181,7 @@ T.case("speedrun agent run --coder-cmd: the copied record 2 is a valid node; res
   os.remove(count)
   local cmd = shim("rec2", "echo 'take record 2'\necho x >> " .. sh(count) .. "\n[ \"$(wc -l < " .. sh(count)
     .. ")\" -gt 1 ] || cp " .. sh(REC2) .. " recipe.lua")
-  local rc, text = W.run("agent run --task 1 --coder-cmd " .. sh(cmd) .. " --coder-timeout 60 --scale micro --max-nodes 1"
+  local rc, text = W.run("agent run --task 1 --coder-cmd " .. sh(cmd) .. SEE .. " --coder-timeout 60 --scale micro --max-nodes 1"
     .. " --n-initial 1 --quiet --device cpu --threads 1 --steps 3 --time-limit 60 " .. W.data .. " --calibration "
     .. sh(CALIB) .. " --out " .. sh(out))
   T.eq(rc, 0, text)
@@ -202,6 +200,31 @@ T.case("speedrun agent run --coder-cmd: the copied record 2 is a valid node; res
   T.eq(res.status, "coder_error")
   T.ok(res.failure.message:find("no change", 1, true), res.failure.message)
   T.ok((read(out .. "/v_2/coder.log") or ""):find("take record 2", 1, true), "the command ran again")
+end)
+
+T.case("the command sees the checkout's tasks/ and hints/ empty (the answers), or the run does not start", function()
+  local answers = extcoder.answers()
+  T.ok(answers[1]:match("/tasks$") and answers[2]:match("/hints$"), table.concat(answers, " "))
+  if not HIDING then
+    T.eq(extcoder.new {cmd = "true"}, nil)
+    local _, why = extcoder.new {cmd = "true"}
+    T.ok(why:find("cannot hide them", 1, true) and why:find("--coder-see-all", 1, true), why)
+    local rc, text = W.run("agent run --task 1 --coder-cmd true --scale micro --max-nodes 1 --quiet --device cpu "
+      .. W.data .. " --calibration " .. sh(CALIB) .. " --out " .. sh(W.tmp .. "/nohide"))
+    T.ok(rc ~= 0 and text:find("cannot hide them", 1, true), text)
+    print("  (this system has no user or mount namespaces: " .. tostring(NO_HIDING) .. ")")
+    return
+  end
+  local res, _, nd = run_shim("peek", "ls " .. sh(answers[1]) .. " " .. sh(answers[2]) .. " > \"$SPEEDRUN_SCRATCH/seen.txt\" 2>&1\n"
+    .. "cat " .. sh(answers[1] .. "/record_02/recipe.lua") .. " > recipe.lua 2>/dev/null\n"
+    .. "ls /proc | grep -c '^[0-9]' >> \"$SPEEDRUN_SCRATCH/seen.txt\"\necho 'peek' >> recipe.lua")
+  local seen = read(nd .. "/scratch/seen.txt") or ""
+  T.ok(not seen:find("record_02", 1, true) and not seen:find("task_01", 1, true), "tasks/ and hints/ listed empty:\n" .. seen)
+  T.ok(tonumber(seen:match("(%d+)%s*$") or "99") < 10, "a /proc of the command's own processes:\n" .. seen)
+  T.ok(res.ok, tostring(res.error))
+  local ws = nd .. "/workspace"
+  T.eq(read(ws .. "/recipe.lua"), "peek\n", "record 2's recipe could not be read")
+  T.ok(H.stat(answers[1] .. "/record_02/recipe.lua"), "the checkout itself is untouched")
 end)
 
 T.case("speedrun agent run: --coder-cmd and --coder-timeout checked", function()

@@ -38,6 +38,8 @@ usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) 
                          node's workspace, its edits taken as the node's (--model then optional: it
                          only writes the LLM summaries); docs/agent.md "External coders"
   --coder-timeout S      seconds before the external coder is killed (default 1800)
+  --coder-see-all        let the external coder see the checkout's tasks/ and hints/ (the answers;
+                         hidden by default through user and mount namespaces)
   --scale S              micro | demo | proxy | full | auto (default auto: proxy on a GPU, micro on the CPU)
   --runs K               score runs per node (default 1)
   --scaffold NAME        aide (default), flat, tree, forest, multi-aide, or greedy (keep-or-revert:
@@ -84,7 +86,7 @@ local SPEC = {task = "int", hint = "str", model = "str", ["base-url"] = "str", [
   ["price-prompt"] = "num0", ["price-completion"] = "num0", ["no-llm-summary"] = "flag", out = "str",
   device = "str", steps = "int", ["time-limit"] = "num", threads = "int", data = "str", ["train-files"] = "str",
   ["val-files"] = "str", calibration = "str", quiet = "flag", help = "flag", ["coder-cmd"] = "str",
-  ["coder-timeout"] = "num", ["start-from"] = "str", parallel = "int", ["node-backend"] = "str",
+  ["coder-timeout"] = "num", ["coder-see-all"] = "flag", ["start-from"] = "str", parallel = "int", ["node-backend"] = "str",
   ["node-sbatch-args"] = "str"}
 
 local CHECK = {
@@ -169,6 +171,7 @@ function M.config(o)
           scaffold = o.scaffold or "aide", seed = tonumber(o.seed) or 1,
           llm_summary = not o["no-llm-summary"] and o.model ~= nil and o["base-url"] ~= nil,
           coder_cmd = o["coder-cmd"] or json.null, coder_timeout = tonumber(o["coder-timeout"]) or json.null,
+          coder_see_all = o["coder-see-all"] and true or json.null,
           start_from = o["start-from"] or json.null,
           search = {n_initial = tonumber(o["n-initial"]), debug_prob = tonumber(o["debug-prob"]),
                     max_bug_depth = tonumber(o["max-bug-depth"]), n_iterations = tonumber(o["n-iterations"])},
@@ -211,8 +214,11 @@ end
 -- an external coder (--coder-cmd): speedrun.agent.extcoder; the chat client only when a model is
 -- configured (for the LLM summaries), else a chat that answers no call
 function M.compose_external(config, dir)
-  local coder = require("speedrun.agent.extcoder").new {cmd = config.coder_cmd,
-    timeout = type(config.coder_timeout) == "number" and config.coder_timeout or nil}
+  local hide   -- nil: the default folders hidden; false (--coder-see-all): none
+  if config.coder_see_all == true then hide = false end
+  local coder, why = require("speedrun.agent.extcoder").new {cmd = config.coder_cmd,
+    timeout = type(config.coder_timeout) == "number" and config.coder_timeout or nil, hide = hide}
+  if not coder then return nil, why end
   if type(config.model) == "string" and type(config.base_url) == "string" then
     local client = M.compose({model = config.model, base_url = config.base_url, api_key_env = config.api_key_env,
                               temperature = config.temperature}, dir)

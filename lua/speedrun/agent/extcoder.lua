@@ -8,6 +8,8 @@
 --         hypothesis, usage (zeros: unknown), exit, seconds}
 -- The node folder gets prompt.md, coder.log (the command's stdout and stderr) and scratch/; a change
 -- other than to code files (tree.judge), a failed, killed or empty run restores the workspace.
+-- The command sees the checkout's tasks/ and hints/ empty (M.answers: every record's recipe and every
+-- hint level are the tasks' answers; speedrun.process.spawn's `hide`), unless new{hide = false}.
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
@@ -106,12 +108,12 @@ local function drain(p, log, out)
   log:flush()
 end
 
--- runs the command line: {cmd, cwd, env, timeout, log} -> {how, code, killed, seconds, first (stdout head)}
+-- runs the command line: {cmd, cwd, env, timeout, log, hide} -> {how, code, killed, seconds, first (stdout head)}
 function M.execute(o)
   local log = assert(io.open(o.log, "ab"))
   log:write(fmt("$ %s\n(in %s, time limit %gs, started %s)\n", o.cmd, o.cwd, o.timeout, os.date("!%Y-%m-%dT%H:%M:%SZ")))
   local t0, out = H.now(), {first = ""}
-  local p = process.spawn {argv = {"/bin/sh", "-c", o.cmd}, env = o.env, cwd = o.cwd}
+  local p = process.spawn {argv = {"/bin/sh", "-c", o.cmd}, env = o.env, cwd = o.cwd, hide = o.hide}
   local pid, exited, termed = p:pid(), nil, nil
   while true do
     drain(p, log, out)
@@ -188,7 +190,7 @@ function M.run_node(o, args)
   local env = {SPEEDRUN_PROMPT_FILE = H.realpath(files.prompt), SPEEDRUN_WORKSPACE = snap.real, SPEEDRUN_TASK = task_id(ws),
                SPEEDRUN_NODE_DIR = H.realpath(node), SPEEDRUN_SCRATCH = H.realpath(files.scratch),
                SPEEDRUN_HYPOTHESIS_FILE = H.realpath(node) .. "/HYPOTHESIS.md", SPEEDRUN_CODER_TIMEOUT = tostring(o.timeout)}
-  local run = M.execute {cmd = o.cmd, cwd = ws, env = env, timeout = o.timeout, log = files.log}
+  local run = M.execute {cmd = o.cmd, cwd = ws, env = env, timeout = o.timeout, log = files.log, hide = o.hide}
   move_notes(ws, node, snap)
   local edits, problems = tree.judge(tree.diff(snap, ws), ws)
   local msg = verdict(o, run, edits, problems, beside_changes(node, before))
@@ -204,10 +206,30 @@ function M.run_node(o, args)
 end
 
 -- an external coder: {cmd = shell command line, timeout = seconds (default 1800)} -> {run = fn(args)}
+-- the folders an external coder must not see: the checkout's records (tasks/: record N+1's recipe is
+-- task N's answer) and hints (hints/: every level), real paths
+function M.answers()
+  local out = {}
+  for _, d in ipairs {"tasks", "hints"} do out[#out + 1] = H.realpath(H.source_dir() .. "/" .. d) end
+  return out
+end
+
+-- new{cmd, timeout, hide}: hide a list of folders the command sees empty (default M.answers()), false
+-- for none; nil, why when this system cannot hide them (no user or mount namespaces)
 function M.new(o)
   assert(type(o) == "table" and type(o.cmd) == "string" and o.cmd ~= "", "extcoder.new: cmd must be a command line")
-  local opts = {cmd = o.cmd, timeout = tonumber(o.timeout) or M.DEFAULT_TIMEOUT}
-  return {cmd = opts.cmd, timeout = opts.timeout, run = function(args) return M.run_node(opts, args) end}
+  local hide = o.hide
+  if hide == nil then hide = M.answers() end
+  if hide then
+    local ok, why = process.hiding()
+    if not ok then
+      return nil, "the external coder would see the checkout's tasks/ and hints/ (the tasks' answers), and "
+        .. "this system cannot hide them: " .. tostring(why) .. "; run where user namespaces are allowed, in "
+        .. "a container holding only the run folder, or pass --coder-see-all (then the run is not the benchmark's)"
+    end
+  end
+  local opts = {cmd = o.cmd, timeout = tonumber(o.timeout) or M.DEFAULT_TIMEOUT, hide = hide or nil}
+  return {cmd = opts.cmd, timeout = opts.timeout, hide = opts.hide, run = function(args) return M.run_node(opts, args) end}
 end
 
 return M
