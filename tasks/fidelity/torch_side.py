@@ -24,6 +24,7 @@ usage: torch_side.py --script train_gpt2.py --record N --weights init.srw --trai
                      --val-files GLOB --steps 50 --accum 8 --out torch.json [--no-compile]
 """
 import argparse
+import contextlib
 import faulthandler
 import glob
 import itertools
@@ -81,6 +82,17 @@ def no_compile():
     import torch.nn.attention.flex_attention as fa
     flex = real(fa.flex_attention, dynamic=False)
     fa.flex_attention = flex   # before the script's `from ... import flex_attention`
+    # records 16-17 skip the compiled code's guards from step 5 (set_stance(skip_guard_eval_unsafe=
+    # True)): safe for their whole compiled model, not for flex compiled alone, whose block mask's
+    # mask_mod closes over each batch's document ids (suspected: record 16's eager side drifted from
+    # step 5 to 0.35 above speedrun's losses by step 50, H100, 2026-12-06); kept guarded here
+    real_stance = torch.compiler.set_stance
+
+    def set_stance(*args, **kw):
+        if kw.get("skip_guard_eval_unsafe"):
+            return contextlib.nullcontext()
+        return real_stance(*args, **kw)
+    torch.compiler.set_stance = set_stance
 
     def compile_(m=None, *args, **kw):
         if m is None:
