@@ -133,7 +133,12 @@ static char **hide_list(lua_State *L, int *n) {
   for (int i = 0; i < k; i++) {
     lua_geti(L, -1, i + 1);
     const char *d = lua_tostring(L, -1);
-    if (!d || d[0] != '/') { free(out); sr_argerror(L, 1, "field 'hide': entry %d must be an absolute path", i + 1); return NULL; }
+    if (!d || d[0] != '/') {
+      for (int j = 0; j < *n; j++) free(out[j]);
+      free(out);
+      sr_argerror(L, 1, "field 'hide': entry %d must be an absolute path", i + 1);
+      return NULL;
+    }
     out[(*n)++] = strdup(d);
     lua_pop(L, 1);
   }

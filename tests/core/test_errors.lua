@@ -72,6 +72,10 @@ T.case("argument errors: bad argument #N to 'fname' (...) in every binding libra
   for _ = 1, 70 do deep = {deep} end
   style(function() return json.encode(deep) end, "bad argument #1 to 'encode' (nesting deeper than 64 (a cycle?))")
   style(function() return process.spawn{argv = {}} end, "bad argument #1 to 'spawn' (field 'argv' is empty)")
+  style(function() return process.spawn{argv = {"/bin/true"}, hide = {"rel"}} end,
+        "bad argument #1 to 'spawn' (field 'hide': entry 1 must be an absolute path)")
+  style(function() return process.spawn{argv = {"/bin/true"}, hide = "x"} end,
+        "bad argument #1 to 'spawn' (field 'hide' must be a list of folders, got string)")
   style(function() return hc.causal_diff(sr.zeros(2, 3), sr.zeros(2, 3), 1, 1) end,
         "bad argument #1 to 'causal_diff' (want [B, T, V] float logits)")
   -- speedrun.stats
