@@ -204,7 +204,7 @@ end)
 
 T.case("the command sees the checkout's tasks/ and hints/ empty (the answers), or the run does not start", function()
   local answers = extcoder.answers()
-  T.ok(answers[1]:match("/tasks$") and answers[2]:match("/hints$"), table.concat(answers, " "))
+  T.ok(answers[1]:match("/tasks$") and answers[2]:match("/hints$") and answers[3]:match("/tests$"), table.concat(answers, " "))
   if not HIDING then
     T.eq(extcoder.new {cmd = "true"}, nil)
     local _, why = extcoder.new {cmd = "true"}
@@ -215,11 +215,14 @@ T.case("the command sees the checkout's tasks/ and hints/ empty (the answers), o
     print("  (this system has no user or mount namespaces: " .. tostring(NO_HIDING) .. ")")
     return
   end
+  local git = H.source_dir() .. "/.git"   -- a checkout's history holds the records too (`git show`)
   local res, _, nd = run_shim("peek", "ls " .. sh(answers[1]) .. " " .. sh(answers[2]) .. " > \"$SPEEDRUN_SCRATCH/seen.txt\" 2>&1\n"
+    .. "ls -A " .. sh(git) .. " >> \"$SPEEDRUN_SCRATCH/seen.txt\" 2>&1\n"
     .. "cat " .. sh(answers[1] .. "/record_02/recipe.lua") .. " > recipe.lua 2>/dev/null\n"
     .. "ls /proc | grep -c '^[0-9]' >> \"$SPEEDRUN_SCRATCH/seen.txt\"\necho 'peek' >> recipe.lua")
   local seen = read(nd .. "/scratch/seen.txt") or ""
   T.ok(not seen:find("record_02", 1, true) and not seen:find("task_01", 1, true), "tasks/ and hints/ listed empty:\n" .. seen)
+  T.ok(not seen:find("objects", 1, true), "the git history hidden:\n" .. seen)
   T.ok(tonumber(seen:match("(%d+)%s*$") or "99") < 10, "a /proc of the command's own processes:\n" .. seen)
   T.ok(res.ok, tostring(res.error))
   local ws = nd .. "/workspace"

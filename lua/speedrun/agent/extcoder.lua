@@ -8,8 +8,9 @@
 --         hypothesis, usage (zeros: unknown), exit, seconds}
 -- The node folder gets prompt.md, coder.log (the command's stdout and stderr) and scratch/; a change
 -- other than to code files (tree.judge), a failed, killed or empty run restores the workspace.
--- The command sees the checkout's tasks/ and hints/ empty (M.answers: every record's recipe and every
--- hint level are the tasks' answers; speedrun.process.spawn's `hide`), unless new{hide = false}.
+-- The command sees the checkout's tasks/, hints/, tests/ and .git/ empty (M.answers: every record's
+-- recipe and every hint level are the tasks' answers; speedrun.process.spawn's `hide`), unless
+-- new{hide = false}.
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
 local json = require "speedrun.json"
@@ -206,11 +207,16 @@ function M.run_node(o, args)
 end
 
 -- an external coder: {cmd = shell command line, timeout = seconds (default 1800)} -> {run = fn(args)}
--- the folders an external coder must not see: the checkout's records (tasks/: record N+1's recipe is
--- task N's answer) and hints (hints/: every level), real paths
+-- the folders of the checkout an external coder must not see, real paths: the records (tasks/: record
+-- N+1's recipe is task N's answer), the hints (hints/: every level), the tests (their fixtures and
+-- checks of each record's mechanisms) and the git history (every file above as objects: `git show`)
+M.HIDDEN = {"tasks", "hints", "tests", ".git"}
 function M.answers()
   local out = {}
-  for _, d in ipairs {"tasks", "hints"} do out[#out + 1] = H.realpath(H.source_dir() .. "/" .. d) end
+  for _, d in ipairs(M.HIDDEN) do
+    local r = H.realpath(H.source_dir() .. "/" .. d)
+    if r and H.stat(r).type == "dir" then out[#out + 1] = r end
+  end
   return out
 end
 
@@ -223,7 +229,7 @@ function M.new(o)
   if hide then
     local ok, why = process.hiding()
     if not ok then
-      return nil, "the external coder would see the checkout's tasks/ and hints/ (the tasks' answers), and "
+      return nil, "the external coder would see the checkout's tasks/, hints/ and history (the tasks' answers), and "
         .. "this system cannot hide them: " .. tostring(why) .. "; run where user namespaces are allowed, in "
         .. "a container holding only the run folder, or pass --coder-see-all (then the run is not the benchmark's)"
     end
