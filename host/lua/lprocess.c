@@ -112,11 +112,17 @@ static int enter_pid_namespace(char *msg, size_t n) {
   _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 127);
 }
 
+/* the namespaces, the folders hidden (none for hiding()'s probe), then the PID namespace's child:
+** 0, or -1 with why in msg */
+static int isolate(char **hide, int nhide, char *msg, size_t n) {
+  return enter_namespaces(msg, n) != 0 || hide_dirs(hide, nhide, msg, n) != 0 || enter_pid_namespace(msg, n) != 0
+    ? -1 : 0;
+}
+
 /* spawn's child: hide the folders, or exit 126 saying why */
 static void hide_or_exit(char **hide, int nhide) {
   char msg[512];
-  if (enter_namespaces(msg, sizeof msg) != 0 || hide_dirs(hide, nhide, msg, sizeof msg) != 0 ||
-      enter_pid_namespace(msg, sizeof msg) != 0) {
+  if (isolate(hide, nhide, msg, sizeof msg) != 0) {
     fprintf(stderr, "spawn: cannot hide folders from the command: %s\n", msg);
     _exit(126);
   }
@@ -146,7 +152,7 @@ static char **hide_list(lua_State *L, int *n) {
   return out;
 }
 
-/* hiding() -> true | nil, why: a child that enters the namespaces and hides nothing */
+/* hiding() -> true | nil, why: a child that isolates itself and hides nothing */
 static int h_hiding(lua_State *L) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return luaL_error(L, "hiding: pipe: %s", strerror(errno));
@@ -155,7 +161,7 @@ static int h_hiding(lua_State *L) {
   if (pid < 0) return luaL_error(L, "hiding: fork: %s", strerror(errno));
   if (pid == 0) {
     char msg[512] = "";
-    int rc = enter_namespaces(msg, sizeof msg) || enter_pid_namespace(msg, sizeof msg);
+    int rc = isolate(NULL, 0, msg, sizeof msg);
     if (rc) { ssize_t w = write(p[1], msg, strlen(msg)); (void)w; }
     _exit(rc ? 1 : 0);
   }

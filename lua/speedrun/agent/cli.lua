@@ -38,8 +38,8 @@ usage: speedrun agent run --task N (--model M --base-url URL | --coder-cmd CMD) 
                          node's workspace, its edits taken as the node's (--model then optional: it
                          only writes the LLM summaries); docs/agent.md "External coders"
   --coder-timeout S      seconds before the external coder is killed (default 1800)
-  --coder-see-all        let the external coder see the checkout's tasks/ and hints/ (the answers;
-                         hidden by default through user and mount namespaces)
+  --coder-see-all        let the external coder see the checkout's tasks/, hints/, tests/ and .git/
+                         (the answers; hidden by default through user and mount namespaces)
   --scale S              micro | demo | proxy | full | auto (default auto: proxy on a GPU, micro on the CPU)
   --runs K               score runs per node (default 1)
   --scaffold NAME        aide (default), flat, tree, forest, multi-aide, or greedy (keep-or-revert:

@@ -206,7 +206,6 @@ function M.run_node(o, args)
   return res
 end
 
--- an external coder: {cmd = shell command line, timeout = seconds (default 1800)} -> {run = fn(args)}
 -- the folders of the checkout an external coder must not see, real paths: the records (tasks/: record
 -- N+1's recipe is task N's answer), the hints (hints/: every level), the tests (their fixtures and
 -- checks of each record's mechanisms) and the git history (every file above as objects: `git show`)
@@ -220,8 +219,9 @@ function M.answers()
   return out
 end
 
--- new{cmd, timeout, hide}: hide a list of folders the command sees empty (default M.answers()), false
--- for none; nil, why when this system cannot hide them (no user or mount namespaces)
+-- an external coder: new{cmd = shell command line, timeout = seconds (default 1800), hide = folders the
+-- command sees empty (default M.answers()), false for none} -> {run = fn(args)}; nil, why when this
+-- system cannot hide them (no user or mount namespaces)
 function M.new(o)
   assert(type(o) == "table" and type(o.cmd) == "string" and o.cmd ~= "", "extcoder.new: cmd must be a command line")
   local hide = o.hide
