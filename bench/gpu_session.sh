@@ -53,6 +53,8 @@
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md); on each data dir of
 #              $PILOT_DATA (default DATA_DIR), e.g. PILOT_DATA="data/default data/pieces/default" to
 #              compare whole documents with `data prepare --piece-bytes 3072` (tasks/CALIBRATION.md)
+#              $PILOT_STREAM random: each run from its own random place in the training stream
+#              (`train --stream random`, as calibrate's and score's runs: docs/harness.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
 #              workspace (`task init`) and of its target record's recipe, against calibration.json
 #   oracle     `speedrun agent run` on task $ORACLE_TASK (default 1), proxy scale, against
@@ -262,7 +264,7 @@ print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", 
           for n in ${!sv:-${PILOT_STEPS:-1600 2400 3200 4000}}; do
             for s in 1 2 3; do
               ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$dd" --steps "$n" \
-                --scale-schedule --seed "$s" --val-every 1000000000 --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
+                --scale-schedule --seed "$s" --val-every 1000000000 --stream "${PILOT_STREAM:-fixed}" --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
                 > "$LOG/pilot-$tag-$r-$n-$s.log" 2>&1 &
             done; wait
             # each seed: its final validation loss, and eval's time per token over training's

@@ -19,6 +19,7 @@ struct sr_loader {
   int64_t step;         /* tokens per step over all ranks */
   int64_t max_batches;  /* 0: unlimited */
   int64_t batches;      /* yielded since the last reset */
+  int64_t start;        /* the stream's start: a token of the shards' concatenation (sr_loader_seek) */
   int shard;            /* cursor */
   int64_t pos;          /* BT/SEQ: this rank's offset; GLOBAL: the step's offset */
   int ended;
@@ -56,12 +57,34 @@ void sr_loader_free(sr_loader *ld) {
   free(ld);
 }
 
+/* BT/SEQ: whether one step read at this rank's offset pos fits in shard i (the rule after a step) */
+static int step_fits(const sr_loader *ld, int i, int64_t pos) {
+  int64_t len = ld->shards[i].ntok;
+  return ld->cfg.mode == SR_LOAD_BT ? pos + ld->step + 1 <= len : pos + ld->step < len;
+}
+
 void sr_loader_reset(sr_loader *ld) {
   const sr_loader_config *c = &ld->cfg;
+  int global = c->mode == SR_LOAD_GLOBAL;
+  int64_t rank_off = global ? 0 : c->rank * ld->local, off = ld->start;
   ld->shard = 0;
-  ld->pos = c->mode == SR_LOAD_GLOBAL ? 0 : c->rank * ld->local;
+  while (off >= ld->shards[ld->shard].ntok) off -= ld->shards[ld->shard++].ntok;
+  ld->pos = off + rank_off;
+  /* a start too late in its shard: BT/SEQ go on at the next shard's start (cycling), as after a
+     step; GLOBAL's next() leaves the shard itself (or ends the data) */
+  if (!global && off > 0 && !step_fits(ld, ld->shard, ld->pos)) {
+    ld->shard = (ld->shard + 1) % ld->nshards;
+    ld->pos = rank_off;
+  }
   ld->batches = 0;
   ld->ended = 0;
+}
+
+int sr_loader_seek(sr_loader *ld, int64_t start) {
+  if (start < 0 || start >= sr_loader_total_tokens(ld)) return -1;
+  ld->start = start;
+  sr_loader_reset(ld);
+  return 0;
 }
 
 sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config *cfg,
@@ -140,6 +163,8 @@ int64_t sr_loader_total_tokens(const sr_loader *ld) {
   for (int i = 0; i < ld->nshards; i++) n += ld->shards[i].ntok;
   return n;
 }
+
+int sr_loader_shards(const sr_loader *ld) { return ld->nshards; }
 
 void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos) {
   *shard = ld->shard;

@@ -13,6 +13,10 @@
 ** With max_tokens > 0 a loader yields max_tokens / (tokens per step over all ranks) batches and
 ** then ends (the validation loader: a fixed token count from the start of the val shards;
 ** the shards must hold at least max_tokens); reset() starts it again.
+** The stream starts at token 0 of the first shard, as in the records; sr_loader_seek moves its
+** start to any token of the shards' concatenation (the harness's random start of a scored run,
+** docs/harness.md): the cursor goes to the shard holding it, at it (BT/SEQ: plus this rank's
+** offset), or to the next shard's start (cycling) where one step no longer fits there.
 */
 #ifndef SR_LOADER_H
 #define SR_LOADER_H
@@ -43,9 +47,12 @@ void sr_loader_free(sr_loader *ld);
 int64_t sr_loader_rank_tokens(const sr_loader *ld);   /* tokens in this rank's x (and y) */
 int64_t sr_loader_step_tokens(const sr_loader *ld);   /* tokens per step over all ranks */
 int64_t sr_loader_total_tokens(const sr_loader *ld);  /* tokens in all shards */
+int sr_loader_shards(const sr_loader *ld);            /* how many shards */
 /* fills x and y (rank_tokens int32 each): 1, or 0 at the end of the data */
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y);
 void sr_loader_reset(sr_loader *ld);
+/* sets the stream's start (0 <= start < total tokens; -1 otherwise) and resets the loader there */
+int sr_loader_seek(sr_loader *ld, int64_t start);
 /* where the next batch comes from: shard index and this rank's token offset in it */
 void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos);
 const char *sr_loader_shard_path(const sr_loader *ld, int shard);

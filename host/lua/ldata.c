@@ -5,7 +5,7 @@
 **     open_shard(path) -> Shard | nil, msg (#s, s:get(i), s:tensor([first [, n]]), s:close());
 **     write_shard(path, ids) -> true | nil, msg;
 **     loader{files=, mode="bt"|"seq"|"global", B=, T=, batch=, rank=0, world=1, tokens=, device=}
-**       -> Loader | nil, msg (next() -> x, y | nil at the end; reset(); position(); info());
+**       -> Loader | nil, msg (next() -> x, y | nil at the end; reset([start]); position(); info());
 **     val_loader{...}: a loader of `tokens` (default 10485760) from the start of the shards;
 **     prepare{corpus=, out=, threads=, piece_bytes=} -> true, made | nil, msg;
 **     command(args...) -> the exit status of `speedrun data args...` run in this process.
@@ -240,8 +240,18 @@ static int loader_next(lua_State *L) {
   return 2;
 }
 
+/* reset([start]): back to the stream's start; with start (a token of the shards' concatenation,
+   0-based), the stream's start moves there first (sr_loader_seek) */
 static int loader_reset(lua_State *L) {
-  sr_loader_reset(check_loader(L)->ld);
+  loader_box *b = check_loader(L);
+  if (lua_isnoneornil(L, 2)) {
+    sr_loader_reset(b->ld);
+    return 0;
+  }
+  lua_Integer start = luaL_checkinteger(L, 2);
+  if (sr_loader_seek(b->ld, (int64_t)start) != 0)
+    return sr_argerror(L, 2, "start %I is not a token of the shards (0 to %I)", start,
+                       (lua_Integer)sr_loader_total_tokens(b->ld) - 1);
   return 0;
 }
 
@@ -258,13 +268,15 @@ static int loader_position(lua_State *L) {
 
 static int loader_info(lua_State *L) {
   loader_box *b = check_loader(L);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushinteger(L, (lua_Integer)sr_loader_rank_tokens(b->ld));
   lua_setfield(L, -2, "rank_tokens");
   lua_pushinteger(L, (lua_Integer)sr_loader_step_tokens(b->ld));
   lua_setfield(L, -2, "step_tokens");
   lua_pushinteger(L, (lua_Integer)sr_loader_total_tokens(b->ld));
   lua_setfield(L, -2, "total_tokens");
+  lua_pushinteger(L, sr_loader_shards(b->ld));
+  lua_setfield(L, -2, "shards");
   lua_pushstring(L, b->mode == SR_LOAD_BT ? "bt" : b->mode == SR_LOAD_SEQ ? "seq" : "global");
   lua_setfield(L, -2, "mode");
   return 1;

@@ -161,6 +161,9 @@ T.case("train/score/calibrate: options checked before any work (usage error, exi
     {"score " .. sh(ws) .. " --out " .. sh(ws .. "/runs/x"), "inside the workspace"},
     {"train " .. r .. " --restricted --out " .. sh(ws .. "/out"), "inside the workspace"},
     {"calibrate --runs 0", "--runs must be a positive integer"},
+    {"train " .. r .. " --stream shuffled", "--stream must be fixed or random, not 'shuffled'"},
+    {"score " .. sh(ws) .. " --stream 1", "--stream must be fixed or random, not '1'"},
+    {"calibrate --stream", "option --stream needs a value"},
   } do
     local rc, out = speedrun(case[1])
     T.eq(rc, 2, case[1] .. "\n" .. out)

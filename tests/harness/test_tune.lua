@@ -232,6 +232,7 @@ T.case("searches in progress: reused only for the same target, recipe and data",
   T.ok(not tune.same_search(S, 5.0, key), "another target")
   T.ok(not tune.same_search(S, 5.5, {recipe = "bb", data = "d1"}), "the recipe's source changed")
   T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d2"}), "other data")
+  T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d1", stream = "random"}), "a random stream (probes of a fixed one)")
   T.ok(not tune.same_search({target = 5.5, probes = {}}, 5.5, key), "a record without its key")
   T.eq(tune.recorded(S, 70, false).steps, 70) T.eq(tune.recorded(S, 71, false), nil)
   T.eq(tune.recorded(S, 75, true).steps, 75, "a confirmation")
@@ -325,7 +326,9 @@ T.write(rec_dir .. "/recipe.lua", assert(T.read("harness/recipes/tunable.lua")))
 local calib = W.tmp .. "/calibration.json"
 os.remove(calib)
 local TARGET = "2.0"   -- the recipe reaches it between 10 and 40 steps (40 steps: about 1.37)
-local common = " --scale micro --device cpu --threads 1 --quiet " .. W.data
+-- a fixed stream: these cases check the tuner's mechanics, which a random start's noise would
+-- make a matter of luck at micro scale (calibrate's own default is random: test_harness)
+local common = " --scale micro --device cpu --threads 1 --quiet --stream fixed " .. W.data
 
 local function cfg_of(src)
   local micro = src:match("\n  micro = (%b{})")
@@ -340,6 +343,7 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   local card = next(c.entries)
   local e = c.entries[card].micro.record_07
   T.ok(e and e.tune, "a tuned entry\n" .. out)
+  T.eq(e.stream, "fixed", "the entry records its runs' stream")
   local steps, warmup, warmdown = cfg_of(assert(T.read(rec_dir .. "/recipe.lua")))
   T.eq(steps, e.tune.steps, "the recipe holds the tuned steps")
   T.ok(steps > 10 and steps < 40, "the target lies between 10 and 40 steps: " .. steps)
@@ -395,7 +399,7 @@ T.case("a search killed mid-way keeps its probes in the file; --bracket auto res
   local args = {arg[-1], "calibrate", "--tune-steps", "--probe-jobs", "3", "--tasks", "7", "--tasks-dir", W.tmp .. "/tasks",
                 "--runs", "3", "--target", TARGET, "--calibration", cal2, "--out", W.tmp .. "/cal-cut", "--scale", "micro",
                 "--device", "cpu", "--threads", "1", "--quiet", "--train-files", W.ws .. "/data/syn_train_*.bin",
-                "--val-files", W.ws .. "/data/syn_val_*.bin", "--steps", "40"}
+                "--val-files", W.ws .. "/data/syn_val_*.bin", "--steps", "40", "--stream", "fixed"}
   local p = process.spawn {argv = args}
   local t0, S = os.time(), nil
   repeat   -- until the file holds a bracket (40 steps pass; the next guesses go below the target)

@@ -1,6 +1,6 @@
 -- speedrun.harness.calibfile: the calibration file (`speedrun calibrate` writes it, `score` reads
 -- it): where it is, reading it (junk is an error, never an empty file to overwrite), and storing
--- an entry or a tune search's probe into it.
+-- an entry or a tune search's probe into it; the entries a task's score needs (task_refs).
 -- {schema, entries = {[card] = {[scale] = {[reference] = entry}}}, searches = (tune searches not
 -- finished: harness/tune.lua)}
 local H = require "speedrun.harness_core"
@@ -8,6 +8,8 @@ local json = require "speedrun.json"
 local tune = require "speedrun.harness.tune"
 local util = require "speedrun.util"
 local output = require "speedrun.harness.output"
+local dataid = require "speedrun.harness.dataid"
+local stream = require "speedrun.harness.stream"
 
 local M = {}
 local fmt = string.format
@@ -66,6 +68,58 @@ function M.note(path, card, scale, name, target, rec, confirm, key)
   local calib = reload(path)
   tune.note(calib, card, scale, name, target, rec, confirm, key)
   write(path, calib)
+end
+
+-- a record's reference name in the file
+function M.record_name(n) return fmt("record_%02d", n) end
+
+-- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
+-- why not. The target's validation loss and size become the runs', whatever the workspace says:
+-- no entry, no score (never a fallback to the workspace's own target).
+function M.task_refs(o, calib, card, task, calib_path, data_id)
+  local by_card = calib.entries[card] or {}
+  local by_scale = by_card[o.scale] or {}
+  local ref_i, ref_next = by_scale[M.record_name(task)], by_scale[M.record_name(task + 1)]
+  for _, it in ipairs {{ref_i, task}, {ref_next, task + 1}} do
+    local e = it[1]
+    if type(e) == "table" and (e.mean_ms == json.null or e.mean_ms == nil and e.tune) then
+      return nil, fmt("the calibration of %s at scale %s in %s has no train time (its timing runs did not complete): "
+        .. "time it with `speedrun calibrate --tasks %d --scale %s`", M.record_name(it[2]), o.scale, calib_path, it[2], o.scale)
+    end
+    if type(e) ~= "table" or type(e.mean_ms) ~= "number" or (it[2] == task + 1 and
+        (type(e.target_val_loss) ~= "number" or type(e.val_tokens) ~= "number")) then
+      return nil, fmt("no calibration for %s at scale %s on %s in %s (task %d needs records %d and %d): "
+        .. "run `speedrun calibrate --tasks %d,%d --scale %s` first", M.record_name(it[2]), o.scale, card, calib_path,
+        task, task, task + 1, task, task + 1, o.scale)
+    end
+    -- the proxy track is tight by construction (tasks/CALIBRATION.md): a reference whose budget was
+    -- not tuned to the target has slack, and a start recipe cut to that slack would score as a speed-up
+    if o.scale == "proxy" and (type(e.tune) ~= "table" or e.tune.steps ~= e.steps or e.tune.target ~= e.target_val_loss) then
+      return nil, fmt("the calibration of %s at scale proxy in %s is not of a budget tuned to its target (a "
+        .. "reference with slack would let a cut recipe score): run `speedrun calibrate --tune-steps --tasks %d "
+        .. "--scale proxy` first", M.record_name(it[2]), calib_path, it[2])
+    end
+    if e.timed_alone == false then
+      return nil, fmt("the calibration of %s at scale %s in %s was timed while other runs shared the device "
+        .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", M.record_name(it[2]),
+        o.scale, calib_path, it[2], o.scale)
+    end
+    -- and tight: a reference whose cut budget still passes would let a start recipe cut to it score
+    local loose = o.scale == "proxy" and tune.loose(e.tune)
+    if loose then
+      return nil, fmt("the calibration of %s at scale proxy in %s is not tight: %s, so a recipe cut to that budget "
+        .. "would score as a speed-up; re-tune it (`speedrun calibrate --tune-steps --tasks %d --scale proxy`; where "
+        .. "the cut still passes, at a target it misses: --target X, tasks/CALIBRATION.md)", M.record_name(it[2]), calib_path,
+        loose, it[2])
+    end
+    local other = dataid.mismatch(e, data_id, fmt("%s at scale %s in %s", M.record_name(it[2]), o.scale, calib_path))
+    if other then return nil, other end
+  end
+  local policy, why = stream.for_task(o, ref_i, ref_next, calib_path)   -- the runs start as the references' did
+  if not policy then return nil, why end
+  o.stream = policy
+  o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
+  return ref_i, ref_next
 end
 
 return M

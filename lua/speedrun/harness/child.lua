@@ -24,6 +24,7 @@ local graph = require "speedrun.harness.graph"
 local steps = require "speedrun.harness.steps"
 local state = require "speedrun.harness.state"
 local deepcopy = require("speedrun.util").deepcopy
+local stream_start = require("speedrun.harness.stream").start
 local tokenizer = require "speedrun.tokenizer"
 
 local emit, fail, call, caught = report.emit, report.fail, report.call, report.caught
@@ -71,15 +72,18 @@ local function environment(job, R)
   return sandbox_env({workspace = job.workspace}, box)   -- env, and the modules it required
 end
 
--- the training and validation loaders of the plan
+-- the training and validation loaders of the plan, and where the training stream starts
+-- ({policy, start}: the parent's secret draw for a random stream, harness/stream.lua)
 local function open_data(job, p)
   local b = p.batch
   local loader, err = data_loader {files = job.train_files, mode = b.mode, B = b.B, T = b.T, batch = b.batch, device = job.device}
   if not loader then fail("lua_error", "training data: " .. tostring(err)) end
+  local start = stream_start(job.stream_draw, loader:info(), p.steps)
+  if start > 0 then loader:reset(start) end
   -- on the host: rules.lua copies a chunk's inputs to the device for eval, its targets only after
   local vloader, verr = val_loader {files = job.val_files, mode = "bt", B = p.vB, T = p.vT, tokens = p.val_tokens, device = "cpu"}
   if not vloader then fail("lua_error", "validation data: " .. tostring(verr)) end
-  return loader, vloader
+  return loader, vloader, {policy = job.stream_draw and "random" or "fixed", start = start}
 end
 
 -- the no-training guard's attempts so far (restricted runs: it is on for the child's whole life but
@@ -199,9 +203,10 @@ local function run(job, R)
   local env, required = environment(job, R)
   local recipe = untimed(job, R, "the recipe's loading", load_recipe, job.recipe, env)
   local p = plan_of(job, recipe, is_cuda)
-  local loader, vloader = open_data(job, p)
+  local loader, vloader, stream_ = open_data(job, p)
   local vb = val_bytes(tk, vloader)
   R.scale, R.config, R.recipe_name = p.scale, summary(p), recipe.name
+  R.config.stream = stream_
   emit {ev = "config", scale = p.scale, config = R.config, name = recipe.name}
   local ctx = setup(job, recipe, p, R)
   rules.check_library("after setup")

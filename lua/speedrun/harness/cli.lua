@@ -25,6 +25,7 @@ local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
 local tune = require "speedrun.harness.tune"
 local calibfile = require "speedrun.harness.calibfile"
+local stream = require "speedrun.harness.stream"
 local sr = require "speedrun"
 local lsr_data = require "speedrun.data"
 
@@ -165,6 +166,8 @@ corpus, at the scale that fits (proxy on a GPU, demo on the CPU).
   --gpu-mem-limit SIZE   GPU memory cap (exported as SPEEDRUN_CUDA_MEM_LIMIT)
   --val-every N      validate every N steps (train mode only)
   --cuda-graph M     auto | off: replay the step as a CUDA graph when safe (default auto)
+  --stream P         fixed (default) | random: the training stream starts at its first token, or at
+                     a secret random place drawn for the run (score's and calibrate's default)
   --restricted       run the recipe in the score-mode sandbox
   --threads N        CPU threads
   --quiet            no progress or log lines
@@ -174,7 +177,7 @@ See docs/harness.md.
 local TRAIN_SPEC = {scale = "value", device = "value", steps = "value", seed = "value", data = "value", out = "value",
   ["time-limit"] = "value", ["time-budget"] = "value", ["mem-limit"] = "value", ["gpu-mem-limit"] = "value", ["val-every"] = "value",
   ["cuda-graph"] = "value", restricted = "flag", threads = "value", quiet = "flag", help = "flag", ["scale-schedule"] = "flag",
-  ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value"}
+  ["target"] = "value", ["val-tokens"] = "value", ["train-files"] = "value", ["val-files"] = "value", stream = "value"}
 
 local function resolve_device(d)
   d = d or "auto"
@@ -232,6 +235,11 @@ local function make_job(recipe, o)
                val_every = tonumber(o["val-every"]), threads = tonumber(o.threads), cuda_graph = o["cuda-graph"],
                target_val_loss = tonumber(o.target), val_tokens = tonumber(o["val-tokens"]),
                time_budget_s = tonumber(o["time-budget"]), scale_schedule = o["scale-schedule"] and true or nil}
+  if o.stream == "random" then   -- the run's own start, drawn here: the recipe never sees it
+    local derr
+    job.stream_draw, derr = stream.draw()
+    if not job.stream_draw then return nil, "the training stream's random start: " .. tostring(derr) end
+  end
   return job
 end
 
@@ -276,7 +284,7 @@ function M.train(args)
   return R.valid and 0 or 1
 end
 
-local function record_name(n) return fmt("record_%02d", n) end
+local record_name = calibfile.record_name
 
 -- K runs of one recipe; returns the runs and their summary
 local function multi_run(recipe, o, k, out_root, label)
@@ -311,6 +319,8 @@ with --task N, FSR = (t_N - t) / (t_N - t_{N+1}) against the calibration file.
   --calibration F    calibration file (default $SPEEDRUN_CALIBRATION or <checkout>/calibration.json)
   --out DIR          output folder (default WORKSPACE/runs/score-<time>)
   --time-budget S    each run trains until the host's train time reaches S seconds (as train)
+  --stream P         random | fixed: where each run's training stream starts (default: as the
+                     task's references were calibrated; random without --task)
   and the run options of `speedrun train` (--device, --data, --time-limit, --mem-limit, ...)
 ]]
 
@@ -318,52 +328,6 @@ local SCORE_SPEC = {}
 for k, v in pairs(TRAIN_SPEC) do SCORE_SPEC[k] = v end
 SCORE_SPEC.task = "value"; SCORE_SPEC.runs = "value"; SCORE_SPEC.alpha = "value"; SCORE_SPEC.calibration = "value"
 SCORE_SPEC.tasks = "value"; SCORE_SPEC["tasks-dir"] = "value"; SCORE_SPEC.recipe = "value"; SCORE_SPEC.name = "value"
-
--- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
--- why not. The target's validation loss and size become the runs', whatever the workspace says:
--- no entry, no score (never a fallback to the workspace's own target).
-local function task_refs(o, calib, card, task, calib_path, data_id)
-  local by_card = calib.entries[card] or {}
-  local by_scale = by_card[o.scale] or {}
-  local ref_i, ref_next = by_scale[record_name(task)], by_scale[record_name(task + 1)]
-  for _, it in ipairs {{ref_i, task}, {ref_next, task + 1}} do
-    local e = it[1]
-    if type(e) == "table" and (e.mean_ms == json.null or e.mean_ms == nil and e.tune) then
-      return nil, fmt("the calibration of %s at scale %s in %s has no train time (its timing runs did not complete): "
-        .. "time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]), o.scale, calib_path, it[2], o.scale)
-    end
-    if type(e) ~= "table" or type(e.mean_ms) ~= "number" or (it[2] == task + 1 and
-        (type(e.target_val_loss) ~= "number" or type(e.val_tokens) ~= "number")) then
-      return nil, fmt("no calibration for %s at scale %s on %s in %s (task %d needs records %d and %d): "
-        .. "run `speedrun calibrate --tasks %d,%d --scale %s` first", record_name(it[2]), o.scale, card, calib_path,
-        task, task, task + 1, task, task + 1, o.scale)
-    end
-    -- the proxy track is tight by construction (tasks/CALIBRATION.md): a reference whose budget was
-    -- not tuned to the target has slack, and a start recipe cut to that slack would score as a speed-up
-    if o.scale == "proxy" and (type(e.tune) ~= "table" or e.tune.steps ~= e.steps or e.tune.target ~= e.target_val_loss) then
-      return nil, fmt("the calibration of %s at scale proxy in %s is not of a budget tuned to its target (a "
-        .. "reference with slack would let a cut recipe score): run `speedrun calibrate --tune-steps --tasks %d "
-        .. "--scale proxy` first", record_name(it[2]), calib_path, it[2])
-    end
-    if e.timed_alone == false then
-      return nil, fmt("the calibration of %s at scale %s in %s was timed while other runs shared the device "
-        .. "(--tune-steps --untimed): re-time it with `speedrun calibrate --tasks %d --scale %s`", record_name(it[2]),
-        o.scale, calib_path, it[2], o.scale)
-    end
-    -- and tight: a reference whose cut budget still passes would let a start recipe cut to it score
-    local loose = o.scale == "proxy" and tune.loose(e.tune)
-    if loose then
-      return nil, fmt("the calibration of %s at scale proxy in %s is not tight: %s, so a recipe cut to that budget "
-        .. "would score as a speed-up; re-tune it (`speedrun calibrate --tune-steps --tasks %d --scale proxy`; where "
-        .. "the cut still passes, at a target it misses: --target X, tasks/CALIBRATION.md)", record_name(it[2]), calib_path,
-        loose, it[2])
-    end
-    local other = dataid.mismatch(e, data_id, fmt("%s at scale %s in %s", record_name(it[2]), o.scale, calib_path))
-    if other then return nil, other end
-  end
-  o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
-  return ref_i, ref_next
-end
 
 -- the target validation loss: --target, else the first run's configuration
 local function runs_target(o, runs)
@@ -511,9 +475,10 @@ function M.score(args)
     local why
     data_id, why = dataid.id(job0.train_files, job0.val_files)
     if not data_id then return die("the data's id cannot be computed: " .. tostring(why)) end
-    ref_i, ref_next = task_refs(o, calib, card, task, calib_path, data_id)
+    ref_i, ref_next = calibfile.task_refs(o, calib, card, task, calib_path, data_id)
     if not ref_i then return die(ref_next) end
   end
+  o.stream = o.stream or stream.DEFAULT_CALIBRATE   -- with --task, the references' (task_refs)
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))
   if not out_root then return die(oerr) end
   mkdir_p(out_root)
@@ -530,7 +495,7 @@ function M.score(args)
   local target = runs_target(o, runs)
   local sum = target and summarize(runs, target, ref_next) or {n = #runs, completed = 0, all_completed = false}
   local S = {schema = M.SCORE_SCHEMA, workspace = ws, recipe = recipe, scale = o.scale, device = device, card = card,
-             task = task or json.null, alpha = alpha, runs = score_runs(runs), summary = sum, software = software(),
+             task = task or json.null, alpha = alpha, runs = score_runs(runs), summary = sum, software = software(), stream = o.stream,
              scored_at = iso_now()}
   S.verdict, S.reason = pass_or_fail(runs, sum, target, alpha)
   local flags = plausible.flags(runs, sum, ref_next, task and record_name(task + 1))
@@ -603,7 +568,7 @@ local function calib_entry(runs, recipe, o, card)
                  val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
                  steps = runs[1].config and runs[1].config.steps or json.null,
                  p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(recipe), card = card,
-                 data = runs[1].data or json.null,
+                 data = runs[1].data or json.null, stream = stream.of_runs(runs),
                  device = o.device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
   for _, r in ipairs(runs) do
     if not r.valid then entry.all_valid = false end
@@ -823,6 +788,7 @@ function M.calibrate(args)
   local bad = options.check(o)
   if bad then return die(bad) end
   if o.show then return show_ladder(o) end
+  o.stream = o.stream or stream.DEFAULT_CALIBRATE   -- references start where scored runs do
   process.trap_signals()
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end
@@ -850,7 +816,8 @@ function M.calibrate(args)
     for _, it in ipairs(items) do
       local job, jerr = make_job(it.recipe, o)
       if not job then return die(jerr) end
-      it.key = {recipe = H.sha256(read_file(job.recipe) or ""), data = dataid.id(job.train_files, job.val_files) or json.null}
+      it.key = {recipe = H.sha256(read_file(job.recipe) or ""), data = dataid.id(job.train_files, job.val_files) or json.null,
+                stream = o.stream == "random" and "random" or nil}   -- a fixed stream's key as before it had one
     end
   end
   if o.bracket == "auto" then

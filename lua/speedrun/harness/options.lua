@@ -2,7 +2,7 @@
 -- and checked before any work: a value never taken from the next flag, numbers that are numbers
 -- (integers where a count is meant, positive where zero or less means nothing), a known scale
 -- (score and calibrate: the scales calibration knows; train: also a name of the recipe's own, which
--- the child checks before any step), a size with a unit. Errors are usage errors (exit 2).
+-- the child checks before any step), a size with a unit, a stream policy (fixed or random). Errors are usage errors (exit 2).
 local M = {}
 local fmt = string.format
 
@@ -83,6 +83,9 @@ function M.check(o, own_scales)
     if o[name] and not M.parse_size(o[name]) then
       return fmt("--%s must be a size such as 4G or 512M, not '%s'", name, o[name])
     end
+  end
+  if o.stream ~= nil and o.stream ~= "fixed" and o.stream ~= "random" then
+    return fmt("--stream must be fixed or random, not '%s'", tostring(o.stream))
   end
   if o.task and (o.target or o["val-tokens"]) then
     return "--task takes the target and the validation size from the task's target record: drop --target and --val-tokens"
