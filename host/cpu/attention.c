@@ -248,17 +248,20 @@ const char *sr_cpu_flex_block_mask_lists(const sr_kcall *c) {
   return NULL;
 }
 
-/* the keys query i sees (its block's lists; the element mask on partial blocks), ascending per
-** list, partial blocks first; returns their count */
+/* the keys query i sees (its block's lists; the element mask on partial blocks) in the CUDA
+** kernels' order: the partial and full lists merged ascending (kernels/flex_attention.cu,
+** flex_tiles: which blocks are partial depends on later rows of each block); returns their count */
 static int64_t flex_row_keys(const int32_t *B, int64_t nb, int64_t bs, int64_t i, const sr_kcall *c, int64_t window,
                              int64_t *keys) {
   int64_t qb = i / bs, n = 0;
   const int32_t *doc = c->i[2] ? B + sr_flex_doc_at(nb) : NULL;
-  for (int l = SR_FLEX_KV; l <= SR_FLEX_FULL_KV; l++) {
-    const int32_t *cnt = B + sr_flex_count_at(nb, l), *idx = B + sr_flex_index_at(nb, l) + qb * nb;
-    for (int64_t x = 0; x < cnt[qb]; x++)
-      for (int64_t j = idx[x] * bs; j < (idx[x] + 1) * bs; j++)
-        if (l == SR_FLEX_FULL_KV || sr_flex_visible(i, j, c->i[0] != 0, window, doc)) keys[n++] = j;
+  int64_t np = B[sr_flex_count_at(nb, SR_FLEX_KV) + qb], nf = B[sr_flex_count_at(nb, SR_FLEX_FULL_KV) + qb];
+  const int32_t *ip = B + sr_flex_index_at(nb, SR_FLEX_KV) + qb * nb, *ifl = B + sr_flex_index_at(nb, SR_FLEX_FULL_KV) + qb * nb;
+  for (int64_t a = 0, f = 0; a < np || f < nf;) {
+    int partial = a < np && (f >= nf || ip[a] < ifl[f]);
+    int64_t blk = partial ? ip[a++] : ifl[f++];
+    for (int64_t j = blk * bs; j < (blk + 1) * bs; j++)
+      if (!partial || sr_flex_visible(i, j, c->i[0] != 0, window, doc)) keys[n++] = j;
   }
   return n;
 }

@@ -161,6 +161,25 @@ T.case("flex attention: plain kernels (f32; other blocks and head dims)", functi
   end
 end)
 
+T.case("flex attention: causal to the bit (a later document boundary leaves earlier rows' bits)", function()
+  -- query block 4 (rows 512-639) holds a boundary at 600 (its kv blocks 0-3 are partial) or, in the
+  -- second mask, none (they are full): rows before 600 see the same keys either way, and the kernels
+  -- visit the blocks in one ascending order, so their outputs must be the same bits (the harness's
+  -- causality check changes later tokens of validation rows: records 13-14 on ~560-token documents)
+  local n = 1024
+  local function doc_at(cut) local t = {} for i = 1, n do t[i] = i <= cut and 0 or 1 end return t end
+  local q, k, v = sr.randn(1, 2, n, 128):to(DEV, "bfloat16"), sr.randn(1, 2, n, 128):to(DEV, "bfloat16"),
+                  sr.randn(1, 2, n, 128):to(DEV, "bfloat16")
+  local out = {}
+  for i, cut in ipairs {600, 700} do
+    local m = A.block_mask {T = n, block = 128, causal = true, doc_ids = ids(doc_at(cut), DEV), device = DEV}
+    out[i] = F.flex_attention(q, k, v, m):narrow(3, 1, 600):to("cpu", "float32"):view(-1):tolist()
+  end
+  for i = 1, #out[1] do
+    if out[1][i] ~= out[2][i] then error(("element %d of the rows before 600: %.9g against %.9g"):format(i, out[1][i], out[2][i])) end
+  end
+end)
+
 T.case("flex attention: record 12 and 16 shapes (T = 65536, D = 128; H = 2 keeps the CPU reference short)", function()
   if not BIG then return end
   -- record 12: causal, ~600-token documents, window 1024; record 16: window in blocks
