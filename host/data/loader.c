@@ -20,8 +20,10 @@ struct sr_loader {
   int64_t max_batches;  /* 0: unlimited */
   int64_t batches;      /* yielded since the last reset */
   int64_t start;        /* the stream's start: a token of the shards' concatenation (sr_loader_seek) */
+  int ring;             /* since sr_loader_seek: the shards read as one ring from start */
   int shard;            /* cursor */
-  int64_t pos;          /* BT/SEQ: this rank's offset; GLOBAL: the step's offset */
+  int64_t pos;          /* BT/SEQ: this rank's offset; GLOBAL: the step's offset; ring: the step's
+                           token of the concatenation */
   int ended;
 };
 
@@ -67,6 +69,13 @@ void sr_loader_reset(sr_loader *ld) {
   const sr_loader_config *c = &ld->cfg;
   int global = c->mode == SR_LOAD_GLOBAL;
   int64_t rank_off = global ? 0 : c->rank * ld->local, off = ld->start;
+  ld->batches = 0;
+  ld->ended = 0;
+  if (ld->ring) {   /* every window moves with the start: nothing falls back to a shard's start */
+    ld->shard = 0;
+    ld->pos = ld->start;
+    return;
+  }
   ld->shard = 0;
   while (off >= ld->shards[ld->shard].ntok) off -= ld->shards[ld->shard++].ntok;
   ld->pos = off + rank_off;
@@ -76,13 +85,12 @@ void sr_loader_reset(sr_loader *ld) {
     ld->shard = (ld->shard + 1) % ld->nshards;
     ld->pos = rank_off;
   }
-  ld->batches = 0;
-  ld->ended = 0;
 }
 
 int sr_loader_seek(sr_loader *ld, int64_t start) {
   if (start < 0 || start >= sr_loader_total_tokens(ld)) return -1;
   ld->start = start;
+  ld->ring = 1;
   sr_loader_reset(ld);
   return 0;
 }
@@ -166,7 +174,24 @@ int64_t sr_loader_total_tokens(const sr_loader *ld) {
 
 int sr_loader_shards(const sr_loader *ld) { return ld->nshards; }
 
+/* the shard holding token g of the concatenation (0 <= g < total), and g's offset in it */
+static int ring_locate(const sr_loader *ld, int64_t g, int64_t *off) {
+  int s = 0;
+  while (g >= ld->shards[s].ntok) g -= ld->shards[s++].ntok;
+  *off = g;
+  return s;
+}
+
+/* this rank's first token of the next window in a ring (a token of the concatenation) */
+static int64_t ring_at(const sr_loader *ld) {
+  return (ld->pos + ld->cfg.rank * ld->local) % sr_loader_total_tokens(ld);
+}
+
 void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos) {
+  if (ld->ring) {
+    *shard = ring_locate(ld, ring_at(ld), pos);
+    return;
+  }
   *shard = ld->shard;
   *pos = ld->cfg.mode == SR_LOAD_GLOBAL ? ld->pos + ld->cfg.rank * ld->local : ld->pos;
 }
@@ -182,10 +207,28 @@ static void copy_window(const uint16_t *src, int64_t n, int32_t *x, int32_t *y) 
   }
 }
 
+/* n + 1 tokens of the ring from token g (across shards, and from the last back to the first) */
+static void ring_window(const sr_loader *ld, int64_t g, int64_t n, int32_t *x, int32_t *y) {
+  int64_t off;
+  int s = ring_locate(ld, g, &off);
+  for (int64_t i = 0; i <= n; i++) {
+    int32_t t = ld->shards[s].tokens[off];
+    if (i < n) x[i] = t;
+    if (i > 0) y[i - 1] = t;
+    if (++off == ld->shards[s].ntok) {
+      s = (s + 1) % ld->nshards;
+      off = 0;
+    }
+  }
+}
+
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y) {
   if (ld->ended || (ld->max_batches && ld->batches >= ld->max_batches)) return 0;
   const sr_loader_config *c = &ld->cfg;
-  if (c->mode == SR_LOAD_GLOBAL) {
+  if (ld->ring) {
+    ring_window(ld, ring_at(ld), ld->local, x, y);
+    ld->pos = (ld->pos + ld->step) % sr_loader_total_tokens(ld);
+  } else if (c->mode == SR_LOAD_GLOBAL) {
     /* leave a shard before reading when the step would reach its end; never cycle */
     while (ld->pos + ld->step + 1 >= ld->shards[ld->shard].ntok) {
       if (ld->shard + 1 >= ld->nshards) {

@@ -15,8 +15,11 @@
 ** the shards must hold at least max_tokens); reset() starts it again.
 ** The stream starts at token 0 of the first shard, as in the records; sr_loader_seek moves its
 ** start to any token of the shards' concatenation (the harness's random start of a scored run,
-** docs/harness.md): the cursor goes to the shard holding it, at it (BT/SEQ: plus this rank's
-** offset), or to the next shard's start (cycling) where one step no longer fits there.
+** docs/harness.md) and reads the shards as one ring from there, in every mode: rank r's window
+** is the local + 1 tokens at pos + r*local (across a shard's end, and from the last shard's end
+** to the first's start), then pos += step; a ring cycles, GLOBAL too. Every window moves with the
+** start: a cursor that fell back to a shard's start (a start too late in its shard, a cycle's
+** next pass) read the same tokens whatever the start, and a recipe's batch size chose how many.
 */
 #ifndef SR_LOADER_H
 #define SR_LOADER_H
@@ -51,7 +54,8 @@ int sr_loader_shards(const sr_loader *ld);            /* how many shards */
 /* fills x and y (rank_tokens int32 each): 1, or 0 at the end of the data */
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y);
 void sr_loader_reset(sr_loader *ld);
-/* sets the stream's start (0 <= start < total tokens; -1 otherwise) and resets the loader there */
+/* sets the stream's start (0 <= start < total tokens; -1 otherwise), reads the shards as a ring
+   from it from now on, and resets the loader there */
 int sr_loader_seek(sr_loader *ld, int64_t start);
 /* where the next batch comes from: shard index and this rank's token offset in it */
 void sr_loader_position(const sr_loader *ld, int *shard, int64_t *pos);

@@ -241,7 +241,8 @@ static int loader_next(lua_State *L) {
 }
 
 /* reset([start]): back to the stream's start; with start (a token of the shards' concatenation,
-   0-based), the stream's start moves there first (sr_loader_seek) */
+   0-based), the stream's start moves there first and the shards are read as a ring from it
+   (sr_loader_seek) */
 static int loader_reset(lua_State *L) {
   loader_box *b = check_loader(L);
   if (lua_isnoneornil(L, 2)) {

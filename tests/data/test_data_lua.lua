@@ -107,21 +107,31 @@ T.case("loaders: the three semantics", function()
   T.eq(starts(v), "0 16 32"); v:reset(); T.eq(starts(v), "0 16 32")
 end)
 
-T.case("loaders: a stream started elsewhere (reset(start))", function()
+T.case("loaders: a stream started elsewhere (reset(start)): the shards as one ring from it", function()
   local pattern = tmp .. "/t_train_*.bin"
   local a = assert(data.loader{files = pattern, B = 2, T = 4, rank = 1, world = 2})
-  -- token 50: rank 1 reads at 58, then 74; 90 + 17 > 100 leaves shard 0 (rank offset 8 in shard 1)
-  a:reset(50); T.eq(starts(a), "58 74 1008 1024 1040 8 24 40 56 72 1008 1024")
-  a:reset(95); T.eq(starts(a), "1008 1024 1040 8 24 40 56 72 1008 1024 1040 8", "too late in shard 0: the next shard's start")
-  a:reset(100); T.eq(starts(a), "1008 1024 1040 8 24 40 56 72 1008 1024 1040 8", "token 100 is shard 1's first")
-  a:reset(120); T.eq(starts(a), "1028 1044 8 24 40 56 72 1008 1024 1040 8 24", "then cycling")
-  a:reset(); T.eq(starts(a), "1028 1044 8 24 40 56 72 1008 1024 1040 8 24", "reset() goes back to the start set")
-  a:reset(0); T.eq(starts(a), "8 24 40 56 72 1008 1024 1040 8 24 40 56", "token 0: the records' stream")
-  -- global: leaves shard 0 when the next step would reach its end, never cycles
+  -- token 50: rank 1 reads at 58, 74, 90, then on into shard 1 (token 106 is its 7th) and from the
+  -- last token back to the first: every window moves with the start, none falls back to a shard's
+  a:reset(50); T.eq(starts(a), "58 74 90 1006 1022 1038 1054 0 16 32 48 64")
+  a:reset(95); T.eq(starts(a), "1003 1019 1035 1051 1067 13 29 45 61 77 93 1009", "a start late in shard 0: there")
+  a:reset(95)
+  for _ = 1, 4 do a:next() end
+  local x, y = a:next()
+  T.close(x, {1067, 1068, 1069, 0, 1, 2, 3, 4}); T.close(y, {1068, 1069, 0, 1, 2, 3, 4, 5})   -- from the end to the start
+  local shard, pos = a:position()
+  T.eq(shard, 1); T.eq(pos, 13, "the position in the ring: the first shard, token 13")
+  for _ = 1, 5 do a:next() end
+  x = a:next()
+  T.close(x, {93, 94, 95, 96, 97, 98, 99, 1000})   -- across a shard's end
+  a:reset(120); T.eq(starts(a), "1028 1044 1060 6 22 38 54 70 86 1002 1018 1034")
+  a:reset(); T.eq(starts(a), "1028 1044 1060 6 22 38 54 70 86 1002 1018 1034", "reset() goes back to the start set")
+  a:reset(0); T.eq(starts(a), "8 24 40 56 72 88 1004 1020 1036 1052 1068 14",
+                   "token 0: a ring too (the records' stream is a loader never reset with a start)")
+  -- global: a ring cycles too (no end of the data)
   local c = assert(data.loader{files = pattern, mode = "global", batch = 24, rank = 1, world = 2})
-  c:reset(50); T.eq(starts(c), "62 86 1012 1036")
+  c:reset(50); T.eq(starts(c), "62 86 1010 1034 1058 12 36 60 84 1008 1032 1056")
   local b = assert(data.loader{files = files, mode = "seq", T = 10, rank = 0, world = 2})
-  b:reset(165); T.eq(starts(b), "0 20 40 60 1000 1020 1040 0 20 40 60 1000", "seq: the last tokens start at the first shard")
+  b:reset(165); T.eq(starts(b), "1065 15 35 55 75 95 1015 1035 1055 5 25 45", "seq: the last tokens, then on from the first")
   T.raises(function() a:reset(170) end, "start 170 is not a token of the shards (0 to 169)")
   T.raises(function() a:reset(-1) end, "start -1 is not a token")
   T.raises(function() a:reset("x") end, "number expected")

@@ -399,6 +399,30 @@ T.case("dataid: a training shard is hashed once a process while stat says it is 
   assert(ok, err)
 end)
 
+T.case("round 18: a batch that leaves a random start no room, or that makes later passes the same -> the stream moves", function()
+  local function random_ref(e)
+    local c = {stream = "random"}
+    for k, v in pairs(e) do c[k] = v end
+    return c
+  end
+  local calib = calibration("calib-random", {record_01 = random_ref(REC1), record_02 = random_ref(REC2)})
+  local rc, text, s = score(workspace("honest-random", "good"), nil, calib)
+  T.eq(rc, 0, text); T.eq(s.verdict, "pass", text); T.eq(s.stream, "random", "the references' stream")
+  -- each cheat stops unless it reads the stream it searched a seed on (the shard's first tokens):
+  -- before the fix, every run did (global: every start was token 0; bt: every batch from step 2)
+  for _, name in ipairs {"cheat_globalspan", "cheat_epochsnap"} do
+    local path
+    rc, text, s, path = score(workspace(name, name), nil, calib)
+    T.eq(rc, 1, text); T.ok(s and s.verdict ~= "pass", text)
+    for i, r in ipairs(s.runs) do
+      T.eq(r.status, "lua_error", name .. " run " .. i .. ": the stream moved with its start\n" .. text)
+      T.ok(tostring(r.failure.message):find("not the one the seed was searched on", 1, true), text)
+      local res = json.decode(read(path:gsub("score%.json$", "run" .. i .. "/results.json")))
+      T.eq(res.config.stream.policy, "random")
+    end
+  end
+end)
+
 T.case("CLI: --quiet prints the verdict; no doubled 'rejected:'; scale auto gets its own time limit", function()
   local ws = workspace("quiet", "cheat_readlink")
   os.execute("ln " .. sh(tmp .. "/data/syn_val_000000.bin") .. " " .. sh(ws .. "/val.bin"))
@@ -423,6 +447,9 @@ T.case("docs/harness.md's threat model names the eight classes and the cheat rec
   T.ok(tm:find("test_cheats_parent.lua", 1, true) and tm:find("Out of scope", 1, true), "tests and limits named")
   for _, name in ipairs {"cheat_reuse", "cheat_readlink", "cheat_forge", "cheat_target", "cheat_missrun"} do
     T.ok(read("harness/recipes/" .. name .. ".lua"), name .. " exists")
+  end
+  for _, name in ipairs {"cheat_globalspan", "cheat_epochsnap"} do
+    T.ok(read("harness/recipes/" .. name .. ".lua") and tm:find(name, 1, true), name .. " exists, named in the threat model")
   end
   for test in tm:gmatch("`tests/([%w_/]+%.lua)`") do T.ok(read(test), "the table's test " .. test .. " exists") end
 end)

@@ -1,21 +1,21 @@
--- Where a run's training stream starts (harness/stream.lua): a draw's start in cycling and
--- global streams, the policy that K runs' results and a task's two references give, and the
+-- Where a run's training stream starts (harness/stream.lua): a draw's start (anywhere: the loader
+-- reads a ring from it), the policy that K runs' results and a task's two references give, and the
 -- draw itself. The runs end to end: test_harness (calibrate and score), test_data_lua (the loader).
 local T = require "speedrun.testing"
 local stream = require "speedrun.harness.stream"
 
-T.case("a draw's start: anywhere in a cycling stream, early enough in a global one", function()
+T.case("a draw's start: anywhere, whatever the mode, the steps and the batch (the loader's ring)", function()
   local bt = {mode = "bt", total_tokens = 1000, step_tokens = 100, shards = 2}
-  T.eq(stream.start(nil, bt, 50), 0, "no draw: the first token")
-  T.eq(stream.start(0, bt, 50), 0)
-  T.eq(stream.start(0.5, bt, 50), 500, "cycling: the planned steps may pass the end")
-  T.eq(stream.start(0.999999, bt, 50), 999)
+  T.eq(stream.start(nil, bt), 0, "no draw: the first token")
+  T.eq(stream.start(0, bt), 0)
+  T.eq(stream.start(0.5, bt), 500)
+  T.eq(stream.start(0.999999, bt), 999)
+  -- round 18 (cheat_globalspan): a global stream's start was drawn early enough for the planned
+  -- steps, and a batch reading the shards once over the run left no room: the first token always
   local g = {mode = "global", total_tokens = 1000, step_tokens = 100, shards = 1}
-  -- span = 1000 - (5 steps + 1 + 1 shard) * 100 = 300
-  T.eq(stream.start(0.5, g, 5), 150)
-  T.eq(stream.start(0.999999, g, 5), 299, "the planned steps and a step lost per shard still fit")
-  T.eq(stream.start(0.7, g, 8), 0, "no room: the first token")
-  T.eq(math.type(stream.start(0.123, bt, 1)), "integer")
+  T.eq(stream.start(0.7, g), 700, "a global stream is a ring too: no room is needed")
+  T.eq(stream.start(0.999999, g), 999)
+  T.eq(math.type(stream.start(0.123, bt)), "integer")
 end)
 
 T.case("the policy of runs, of an entry, of a task's references", function()

@@ -78,8 +78,8 @@ local function open_data(job, p)
   local b = p.batch
   local loader, err = data_loader {files = job.train_files, mode = b.mode, B = b.B, T = b.T, batch = b.batch, device = job.device}
   if not loader then fail("lua_error", "training data: " .. tostring(err)) end
-  local start = stream_start(job.stream_draw, loader:info(), p.steps)
-  if start > 0 then loader:reset(start) end
+  local start = stream_start(job.stream_draw, loader:info())
+  if job.stream_draw then loader:reset(start) end   -- a ring from the start (round 18), even at token 0
   -- on the host: rules.lua copies a chunk's inputs to the device for eval, its targets only after
   local vloader, verr = val_loader {files = job.val_files, mode = "bt", B = p.vB, T = p.vT, tokens = p.val_tokens, device = "cpu"}
   if not vloader then fail("lua_error", "validation data: " .. tostring(verr)) end

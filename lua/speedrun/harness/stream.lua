@@ -3,7 +3,8 @@
 -- parent draws from /dev/urandom for each run and hands the child in its job, never to the
 -- recipe (docs/harness.md, "The stream's start"). With a fixed stream every run reads the same
 -- tokens, so a recipe could search seeds offline and map ctx.seed onto the luckiest (round 17);
--- with a random start there is nothing to search. Scores follow their calibration's policy, and
+-- with a random start there is nothing to search: the loader reads the shards as a ring from it, so
+-- no batch size or step count pins it (round 18). Scores follow their calibration's policy, and
 -- `calibrate` (with --tune-steps too) draws by default.
 local M = {}
 local fmt = string.format
@@ -22,17 +23,15 @@ function M.draw()
   return v / 2 ^ 48
 end
 
--- the start (a token of the shards' concatenation) of a draw u in [0, 1) for a loader's info()
--- and the planned steps: anywhere in a cycling stream (bt, seq); in a global one, which ends with
--- its last shard, early enough for the planned steps plus one step lost at each shard's end
-function M.start(u, info, steps)
+-- the start (a token of the shards' concatenation) of a draw u in [0, 1) for a loader's info():
+-- anywhere, whatever the mode, the steps and the batch, since the loader reads the shards as a
+-- ring from it (loader:reset(start), host/data/loader.h). Round 18: a global stream's start was
+-- drawn early enough for the planned steps, so a batch that read the shards once over the run
+-- left no room (cheat_globalspan: every run from the first token), and a cycling stream's later
+-- passes began at a shard's start (cheat_epochsnap: a batch over half the shard, the same from step 2)
+function M.start(u, info)
   if not u then return 0 end
-  local span = info.total_tokens
-  if info.mode == "global" then
-    span = info.total_tokens - (steps + 1 + (info.shards or 1)) * info.step_tokens
-  end
-  if span <= 1 then return 0 end
-  return math.min(span - 1, math.floor(u * span))
+  return math.min(info.total_tokens - 1, math.floor(u * info.total_tokens))
 end
 
 -- an entry's policy: what its runs recorded (entries older than the policy read from the start)
