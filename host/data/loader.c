@@ -59,32 +59,14 @@ void sr_loader_free(sr_loader *ld) {
   free(ld);
 }
 
-/* BT/SEQ: whether one step read at this rank's offset pos fits in shard i (the rule after a step) */
-static int step_fits(const sr_loader *ld, int i, int64_t pos) {
-  int64_t len = ld->shards[i].ntok;
-  return ld->cfg.mode == SR_LOAD_BT ? pos + ld->step + 1 <= len : pos + ld->step < len;
-}
-
 void sr_loader_reset(sr_loader *ld) {
   const sr_loader_config *c = &ld->cfg;
-  int global = c->mode == SR_LOAD_GLOBAL;
-  int64_t rank_off = global ? 0 : c->rank * ld->local, off = ld->start;
   ld->batches = 0;
   ld->ended = 0;
-  if (ld->ring) {   /* every window moves with the start: nothing falls back to a shard's start */
-    ld->shard = 0;
-    ld->pos = ld->start;
-    return;
-  }
   ld->shard = 0;
-  while (off >= ld->shards[ld->shard].ntok) off -= ld->shards[ld->shard++].ntok;
-  ld->pos = off + rank_off;
-  /* a start too late in its shard: BT/SEQ go on at the next shard's start (cycling), as after a
-     step; GLOBAL's next() leaves the shard itself (or ends the data) */
-  if (!global && off > 0 && !step_fits(ld, ld->shard, ld->pos)) {
-    ld->shard = (ld->shard + 1) % ld->nshards;
-    ld->pos = rank_off;
-  }
+  /* a ring (since sr_loader_seek) starts at its start: every window moves with it, nothing falls
+     back to a shard's start; the records' stream at the first shard's start (this rank's offset) */
+  ld->pos = ld->ring ? ld->start : c->mode == SR_LOAD_GLOBAL ? 0 : c->rank * ld->local;
 }
 
 int sr_loader_seek(sr_loader *ld, int64_t start) {
