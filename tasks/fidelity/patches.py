@@ -29,6 +29,13 @@ The patches (each is listed with the records it applies to in PATCHES):
                  speedrunner copy; the official record log does not): dropped (minutes of autotuning)
   load           `__fidelity_load__(model)` (the speedrun initial weights) right before the model
                  is handed to DDP (records 1-18) or broadcast from rank 0 (records 19-21)
+
+Experiments (only when asked: patch(..., experiments=[name])), each changing what the script computes:
+  rope_fp32      records 14-16: the rotary angles in fp32. Their inv_freq is a registered buffer, so
+                 the model's .bfloat16() makes it bf16 and torch.outer(arange(T), inv_freq) promotes
+                 the positions to bf16 (rounded 256 apart from 32,768); the recipes compute fp32
+                 angles. Record 16's eager comparison DIFFERs by 0.34 (2026-12-06): this patch says
+                 whether that is why (FID_ROPE_FP32=1, tasks/fidelity/README.md)
 """
 import re
 import sys
@@ -68,6 +75,12 @@ PATCHES = [
     ("load", "1-17", r"\n(\s*)(model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
     ("load", "18", r"\n(\s*)(ddp_model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
     ("load", "19-21", r"\n(for param in model\.parameters\(\):\n\s*dist\.broadcast\()", r"\n__fidelity_load__(model)\n\1", 1),
+]
+
+# the experiments: (name, records, pattern, replacement, expected count), applied only when asked
+EXPERIMENTS = [
+    ("rope_fp32", "14-16", r"freqs = torch\.outer\(t, self\.inv_freq\)",
+     "freqs = torch.outer(t.float(), self.inv_freq.float())", 1),
 ]
 
 
@@ -111,12 +124,15 @@ def shapes(src, record):
     return 1, T, val
 
 
-def patch(src, record, accum=8):
+def patch(src, record, accum=8, experiments=()):
     if not 1 <= record <= 21:
         raise PatchError(f"record {record}: records 1-21 are supported")
+    unknown = set(experiments) - {e[0] for e in EXPERIMENTS}
+    if unknown:
+        raise PatchError(f"unknown experiment(s) {sorted(unknown)} (known: {[e[0] for e in EXPERIMENTS]})")
     acc = accum_of(record, accum)
     applied = []
-    for name, spec, pattern, repl, want in PATCHES:
+    for name, spec, pattern, repl, want in PATCHES + [e for e in EXPERIMENTS if e[0] in experiments]:
         if record not in _records(spec):
             continue
         r = repl(acc) if callable(repl) else repl

@@ -71,6 +71,7 @@ def parse_args():
                     help="micro-batches per optimizer step (8: the records' global batch; records 1-3 and 15: always 1)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-compile", action="store_true", help="replace torch.compile by the identity (not flex attention)")
+    ap.add_argument("--experiment", action="append", default=[], help="an experiment patch of patches.py (e.g. rope_fp32)")
     return ap.parse_args()
 
 
@@ -117,7 +118,7 @@ def shard_cycle(shards):
 def main():
     a = parse_args()
     try:
-        src, info = patches.patch(open(a.script).read(), a.record, a.accum)
+        src, info = patches.patch(open(a.script).read(), a.record, a.accum, a.experiment)
     except patches.PatchError as e:
         sys.exit(f"torch_side.py: {e}")
     a.accum = info["accum"]

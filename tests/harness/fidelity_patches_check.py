@@ -42,6 +42,12 @@ def check(scripts):
                 sys.exit(f"record {n}: the shard cycle is missing")
             if n == 12 and "max-autotune" in out:
                 sys.exit("record 12: flex_attention still compiled with max-autotune")
+        # the rope_fp32 experiment (records 14-16): the angles in fp32, only when asked
+        out, _ = patches.patch(src, n, 8, ["rope_fp32"])
+        compile(out, f"record_{n}", "exec")
+        has = "torch.outer(t.float(), self.inv_freq.float())" in out
+        if has != (14 <= n <= 16) or "torch.outer(t.float()" in patches.patch(src, n, 8)[0]:
+            sys.exit(f"record {n}: rope_fp32 {'missing' if 14 <= n <= 16 else 'applied'}")
     print("21 scripts ok")
 
 
@@ -54,6 +60,13 @@ def negative():
             sys.exit(f"the error does not name the patch: {e}")
     else:
         sys.exit("a script without the batch size was patched")
+    try:
+        patches.patch(src, 9, 8, ["nope"])
+    except patches.PatchError as e:
+        if "unknown experiment" not in str(e):
+            sys.exit(f"the error does not name the experiment: {e}")
+    else:
+        sys.exit("an unknown experiment was accepted")
     try:
         patches.patch(src, 22, 8)
     except patches.PatchError:
