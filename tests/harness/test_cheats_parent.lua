@@ -412,7 +412,7 @@ T.case("round 18: a batch that leaves a random start no room, or that makes late
   -- before the fix, every run did (global: every start was token 0; bt: every batch from step 2)
   for _, name in ipairs {"cheat_globalspan", "cheat_epochsnap"} do
     local path
-    rc, text, s, path = score(workspace(name, name), nil, calib)
+    rc, text, s, path = score(workspace(name, name, {["searched_stream.lua"] = "searched_stream"}), nil, calib)
     T.eq(rc, 1, text); T.ok(s and s.verdict ~= "pass", text)
     for i, r in ipairs(s.runs) do
       T.eq(r.status, "lua_error", name .. " run " .. i .. ": the stream moved with its start\n" .. text)

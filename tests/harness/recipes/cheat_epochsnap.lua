@@ -11,27 +11,14 @@ r.name = "cheat-epochsnap"
 r.config.micro.batch = {mode = "bt", B = 640, T = 16}
 r.config.micro.val_every = nil
 
--- the test shard's first n tokens (tests: T.token_stream(20000, 1)): the stream searched offline
-local function searched(n)
-  local ids, s = {}, 1
-  for k = 1, n do
-    s = (s * 1103515245 + 12345) % 2147483648
-    ids[k] = (s % 10 == 0) and (23 + s % 9) or (k * 7) % 23
-  end
-  return ids
-end
-local SEARCHED = searched(640 * 16)
+local check = dofile("searched_stream.lua")
 
 local train_step = r.train_step
 function r.train_step(ctx, step, batch)
   local at = ((step - 1) * 4) % 640 + 1
   local x, y = batch.x:narrow(1, at, 4), batch.y:narrow(1, at, 4)
   if step == 2 then
-    local got = batch.x:narrow(1, 1, 4):reshape(-1):tolist()
-    for i = 1, 64 do
-      if got[i] ~= SEARCHED[i] then error("the stream is not the one the seed was searched on", 0) end
-    end
-    print("cheat-epochsnap: the stream searched offline")
+    check(r.name, batch.x:narrow(1, 1, 4):reshape(-1):tolist())
   end
   return train_step(ctx, step, {x = x, y = y})
 end
