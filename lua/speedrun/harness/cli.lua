@@ -539,6 +539,8 @@ measured train times (mean, std, card, software) in the calibration file used by
   --show             print the ladder of the calibration file instead (every reference's budget,
                      cut, time and loss; every task's gap against 3 sigma), running nothing;
                      --card NAME picks the card (default: the file's only card, else this one)
+  --stream P         random (default) | fixed: where each run's training stream starts; entries
+                     record it and a task's score runs as its references did
 A plain calibrate keeps an entry's `tune` record when the recipe's budget is still the tuned one.
   and the run options of `speedrun train`
 ]]
