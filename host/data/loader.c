@@ -154,8 +154,6 @@ int64_t sr_loader_total_tokens(const sr_loader *ld) {
   return n;
 }
 
-int sr_loader_shards(const sr_loader *ld) { return ld->nshards; }
-
 /* the shard holding token g of the concatenation (0 <= g < total), and g's offset in it */
 static int ring_locate(const sr_loader *ld, int64_t g, int64_t *off) {
   int s = 0;

@@ -50,7 +50,6 @@ void sr_loader_free(sr_loader *ld);
 int64_t sr_loader_rank_tokens(const sr_loader *ld);   /* tokens in this rank's x (and y) */
 int64_t sr_loader_step_tokens(const sr_loader *ld);   /* tokens per step over all ranks */
 int64_t sr_loader_total_tokens(const sr_loader *ld);  /* tokens in all shards */
-int sr_loader_shards(const sr_loader *ld);            /* how many shards */
 /* fills x and y (rank_tokens int32 each): 1, or 0 at the end of the data */
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y);
 void sr_loader_reset(sr_loader *ld);

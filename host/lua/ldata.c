@@ -269,15 +269,13 @@ static int loader_position(lua_State *L) {
 
 static int loader_info(lua_State *L) {
   loader_box *b = check_loader(L);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, (lua_Integer)sr_loader_rank_tokens(b->ld));
   lua_setfield(L, -2, "rank_tokens");
   lua_pushinteger(L, (lua_Integer)sr_loader_step_tokens(b->ld));
   lua_setfield(L, -2, "step_tokens");
   lua_pushinteger(L, (lua_Integer)sr_loader_total_tokens(b->ld));
   lua_setfield(L, -2, "total_tokens");
-  lua_pushinteger(L, sr_loader_shards(b->ld));
-  lua_setfield(L, -2, "shards");
   lua_pushstring(L, b->mode == SR_LOAD_BT ? "bt" : b->mode == SR_LOAD_SEQ ? "seq" : "global");
   lua_setfield(L, -2, "mode");
   return 1;

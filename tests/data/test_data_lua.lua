@@ -101,7 +101,7 @@ T.case("loaders: the three semantics", function()
   local c = assert(data.loader{files = pattern, mode = "global", batch = 24, rank = 1, world = 2})
   T.eq(starts(c), "12 36 60 84 1012 1036")
   T.eq(c:next(), nil, "no cycling")
-  T.eq(c:info().rank_tokens, 12); T.eq(c:info().step_tokens, 24); T.eq(c:info().total_tokens, 170); T.eq(c:info().shards, 2)
+  T.eq(c:info().rank_tokens, 12); T.eq(c:info().step_tokens, 24); T.eq(c:info().total_tokens, 170)
   -- validation: 48 tokens of 16-token steps = 3 batches, then nil; reset replays them
   local v = assert(data.val_loader{files = pattern, B = 2, T = 4, rank = 0, world = 2, tokens = 48})
   T.eq(starts(v), "0 16 32"); v:reset(); T.eq(starts(v), "0 16 32")

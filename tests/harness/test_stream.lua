@@ -5,14 +5,14 @@ local T = require "speedrun.testing"
 local stream = require "speedrun.harness.stream"
 
 T.case("a draw's start: anywhere, whatever the mode, the steps and the batch (the loader's ring)", function()
-  local bt = {mode = "bt", total_tokens = 1000, step_tokens = 100, shards = 2}
+  local bt = {mode = "bt", total_tokens = 1000, step_tokens = 100}
   T.eq(stream.start(nil, bt), 0, "no draw: the first token")
   T.eq(stream.start(0, bt), 0)
   T.eq(stream.start(0.5, bt), 500)
   T.eq(stream.start(0.999999, bt), 999)
   -- round 18 (cheat_globalspan): a global stream's start was drawn early enough for the planned
   -- steps, and a batch reading the shards once over the run left no room: the first token always
-  local g = {mode = "global", total_tokens = 1000, step_tokens = 100, shards = 1}
+  local g = {mode = "global", total_tokens = 1000, step_tokens = 100}
   T.eq(stream.start(0.7, g), 700, "a global stream is a ring too: no room is needed")
   T.eq(stream.start(0.999999, g), 999)
   T.eq(math.type(stream.start(0.123, bt)), "integer")
