@@ -478,7 +478,7 @@ function M.score(args)
     ref_i, ref_next = calibfile.task_refs(o, calib, card, task, calib_path, data_id)
     if not ref_i then return die(ref_next) end
   end
-  o.stream = o.stream or stream.DEFAULT_CALIBRATE   -- with --task, the references' (task_refs)
+  o.stream = o.stream or stream.DEFAULT   -- with --task, the references' (task_refs)
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))
   if not out_root then return die(oerr) end
   mkdir_p(out_root)
@@ -790,7 +790,7 @@ function M.calibrate(args)
   local bad = options.check(o)
   if bad then return die(bad) end
   if o.show then return show_ladder(o) end
-  o.stream = o.stream or stream.DEFAULT_CALIBRATE   -- references start where scored runs do
+  o.stream = o.stream or stream.DEFAULT   -- references start where scored runs do
   process.trap_signals()
   local device = resolve_device(o.device)
   if not device then return die("--device must be cpu, cuda or auto") end

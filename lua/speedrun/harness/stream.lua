@@ -9,7 +9,7 @@
 local M = {}
 local fmt = string.format
 
-M.DEFAULT_CALIBRATE = "random"   -- and score without --task (options.lua checks --stream)
+M.DEFAULT = "random"   -- calibrate's (the tuner's too) and score's without --task (options.lua checks --stream)
 
 -- a uniform draw in [0, 1) from 48 bits of /dev/urandom; nil and why when it cannot be read
 function M.draw()
