@@ -23,6 +23,8 @@
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
+#   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
+#              (bench/flex_attention.lua): throughputs, occupancy, stalls
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
 #   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
@@ -62,7 +64,7 @@
 #              (default $OUT/calibration.json, from `tune` earlier in the call); run + report to $OUT
 #   main       `speedrun train` with no arguments, seeds 1-3 (the README's main job)
 #   restricted records $RESTRICT_RECORDS (default 1 12 19) at proxy in the score sandbox (`train
-#              --restricted`): the status, the checks (causality's logit and token-loss changes, eval's
+#              --restricted`), seeds $RESTRICT_SEEDS (default 1), stream $RESTRICT_STREAM (default fixed): the status, the checks (causality's logit and token-loss changes, eval's
 #              state), eval's time per token against training's and setup's work against the train
 #              time (the plausibility flags' ratios)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
@@ -162,6 +164,11 @@ for p in $PARTS; do
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
         cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
+    flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
+      part flexprof 400 bash -c 'for kn in flex_backward_kernel flex_forward_kernel; do
+          ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
+            ./build/speedrun run bench/flex_attention.lua 2; done'
+      grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
       part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"
@@ -245,17 +252,17 @@ for p in $PARTS; do
           --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
       grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
     restricted)
-      for rn in ${RESTRICT_RECORDS:-1 12 19}; do
+      for rn in ${RESTRICT_RECORDS:-1 12 19}; do for sd in ${RESTRICT_SEEDS:-1}; do
         r=$(printf "record_%02d" "$rn")
-        part "restricted_$rn" 120 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --restricted --device cuda \
-          --data "$DATA" --quiet --out "/tmp/restricted/$r"
+        part "restricted_${rn}_$sd" 120 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --restricted --device cuda \
+          --data "$DATA" --seed "$sd" --stream "${RESTRICT_STREAM:-fixed}" --quiet --out "/tmp/restricted/$r-$sd"
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r.get("metrics") or {}; c=r.get("checks") or {}
 print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", (c.get("causality") or {}).get("max_diff"),
       (c.get("causality") or {}).get("max_loss_change"), "eval_state", c.get("eval_state"),
       "eval/train time per token", round(m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"]), 2) if m.get("val_tokens") else None,
       "setup work/train time", round((m.get("setup_work_ms") or 0)/max(m["train_time_ms"], 1e-9), 3),
-      (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r/results.json" "$r" 2>&1 | tail -3
-      done ;;
+      (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r-$sd/results.json" "$r seed $sd" 2>&1 | tail -3
+      done; done ;;
     pilot)
       for dd in ${PILOT_DATA:-$DATA}; do
         tag=$(echo "$dd" | tr -c 'A-Za-z0-9\n' _)
