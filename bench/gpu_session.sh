@@ -16,7 +16,7 @@
 #              two records at the full global batch per 600-s call; ACCUM=1 runs fit ~150 s; 420 for
 #              records 12+, whose flex compiles took 180-250 s cold on the H200); the summary lines
 #              (record | batch | largest | mean | verdict | tokens/s and memory ratios) at the end;
-#              NO_COMPILE, ACCUM and FID_ROPE_FP32 pass through (tasks/fidelity/README.md)
+#              NO_COMPILE, ACCUM and FID_EXPERIMENT pass through (tasks/fidelity/README.md)
 #   fidwarm    PyTorch's compile caches filled for records $FID_RECORDS, $FID_WARM_PAR (default 4) at a
 #              time (tasks/fidelity/warm.sh), before `fidelity`: a cold compile is 54 to >190 s a record
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against

@@ -33,9 +33,13 @@ The patches (each is listed with the records it applies to in PATCHES):
 Experiments (only when asked: patch(..., experiments=[name])), each changing what the script computes:
   rope_fp32      records 14-16: the rotary angles in fp32. Their inv_freq is a registered buffer, so
                  the model's .bfloat16() makes it bf16 and torch.outer(arange(T), inv_freq) promotes
-                 the positions to bf16 (rounded 256 apart from 32,768); the recipes compute fp32
-                 angles. Record 16's eager comparison DIFFERs by 0.34 (2026-12-06): this patch says
-                 whether that is why (FID_ROPE_FP32=1, tasks/fidelity/README.md)
+                 the positions to bf16 (rounded 256 apart from 32,768). Record 16's eager comparison
+                 DIFFERed by 0.34 (2026-12-06) while the recipes computed fp32 angles: this patch
+                 gives the script those (FID_EXPERIMENT=rope_fp32, tasks/fidelity/README.md)
+  rope_compiled  records 14-16: the rotary arithmetic as the compiled script does it, in eager mode:
+                 bf16 positions times the bf16 inv_freq in fp32, cos / sin stored bf16, the rotation
+                 in fp32 rounded once (eager rounds the product and each rotation term to bf16);
+                 what the recipes compute since 2026-12-06 (FID_EXPERIMENT=rope_compiled with NO_COMPILE=1)
 """
 import re
 import sys
@@ -81,7 +85,15 @@ PATCHES = [
 EXPERIMENTS = [
     ("rope_fp32", "14-16", r"freqs = torch\.outer\(t, self\.inv_freq\)",
      "freqs = torch.outer(t.float(), self.inv_freq.float())", 1),
+    ("rope_compiled", "14-16",
+     r"freqs = torch\.outer\(t, self\.inv_freq\)\n(\s*)self\.seq_len_cached = seq_len\n\s*self\.cos_cached = freqs\.cos\(\)\n"
+     r"\s*self\.sin_cached = freqs\.sin\(\)",
+     r"freqs = torch.outer(t.to(self.inv_freq.dtype).float(), self.inv_freq.float())\n\1self.seq_len_cached = seq_len\n"
+     r"\1self.cos_cached = freqs.cos().to(self.inv_freq.dtype)\n\1self.sin_cached = freqs.sin().to(self.inv_freq.dtype)", 1),
+    ("rope_compiled_rotation", "14-16", r"x1, x2 = x\.chunk\(2, dim=3\)", "x1, x2 = x.float().chunk(2, dim=3)", 1),
 ]
+# experiments applied together under one name
+EXPERIMENT_GROUPS = {"rope_compiled": ["rope_compiled", "rope_compiled_rotation"]}
 
 
 def accum_of(record, accum):
@@ -127,6 +139,7 @@ def shapes(src, record):
 def patch(src, record, accum=8, experiments=()):
     if not 1 <= record <= 21:
         raise PatchError(f"record {record}: records 1-21 are supported")
+    experiments = [x for e in experiments for x in EXPERIMENT_GROUPS.get(e, [e])]
     unknown = set(experiments) - {e[0] for e in EXPERIMENTS}
     if unknown:
         raise PatchError(f"unknown experiment(s) {sorted(unknown)} (known: {[e[0] for e in EXPERIMENTS]})")

@@ -9,7 +9,8 @@
 # ACCUM: micro-batches per step (default 8 = the records' 8-GPU global batch, accumulated; records
 # 1-3 and 15 always run 1: their scripts have no accumulation on one GPU). NO_COMPILE=1: PyTorch
 # eager (flex attention stays compiled). FID_TORCH_ONLY=1: stop after the PyTorch side (warm.sh).
-# FID_ROPE_FP32=1: records 14-16 with their rotary angles in fp32 (an experiment: patches.py).
+# FID_EXPERIMENT="NAME...": experiment patches of patches.py (e.g. rope_fp32, rope_compiled: records
+# 14-16's rotary arithmetic changed; records they do not name run unpatched).
 # The patches per record: patches.py, README.md.
 set -euo pipefail
 N=${1:?record number}; SCRIPT=${2:?path to train_gpt2.py}; DATA=${3:?data dir}
@@ -21,7 +22,7 @@ RECIPE=$ROOT/tasks/record_$NN/recipe.lua
 [ -f "$RECIPE" ] || { echo "run.sh: no recipe $RECIPE" >&2; exit 2; }
 ACCUM=${ACCUM:-8}
 EXTRA=(); [ "${NO_COMPILE:-0}" = 1 ] && EXTRA+=(--no-compile)
-[ "${FID_ROPE_FP32:-0}" = 1 ] && EXTRA+=(--experiment rope_fp32)   # records 14-16 (patches.py)
+for x in ${FID_EXPERIMENT:-}; do EXTRA+=(--experiment "$x"); done   # patches.py EXPERIMENTS
 mkdir -p "$OUT"
 "$SR" run "$HERE/ours.lua" init "$RECIPE" "$OUT/init.srw" --scale full --device cuda
 python3 "$HERE/torch_side.py" --script "$SCRIPT" --record "$N" --weights "$OUT/init.srw" \

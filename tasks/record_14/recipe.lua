@@ -7,8 +7,10 @@
 --     [1, T, C]; block i mixes v <- (1 - lamb_i) v + lamb_i ve_i, replacing record 13's value
 --     residual with block 0's V (no V is carried between blocks any more);
 --   * the table is in the embedding's Adam group (lr 0.6, betas (0.8, 0.95), bf16 states);
---   * the rotary tables stay fp32 (no bf16 cache): inv_freq = (1/base)^(2i/hd), the rotation
---     computed in fp32 from the bf16 q, k and cast back to bf16;
+--   * the rotary tables lose record 13's explicit bf16 cache: inv_freq = (1/base)^(2i/hd) is a
+--     registered buffer instead, which the model's .bfloat16() makes bf16, so the tables come out
+--     bf16 from bf16 positions (rounded 2 apart above 256, 256 apart above 32,768: rotary_tables);
+--     the rotation computed in fp32 from the bf16 q, k and rounded back to bf16;
 --   * 1,530 steps, cooldown 600.
 -- Unchanged from record 13: 64K flat sequences, document ids from the EOTs, the block mask with
 -- the window warmup 64 -> 1792, U-net skips, embedding shortcut, softcap 30, bf16 model, Adam
@@ -83,20 +85,23 @@ end
 local EPS = 1.1920928955078125e-07
 local function rmsnorm(x) return F.rms_norm(x, nil, EPS) end
 
--- fp32 rounding of a Lua number (the script computes the rotary angles in fp32)
+-- fp32 rounding of a Lua number (the script computes inv_freq in fp32)
 local function f32(x) return (string.unpack("f", string.pack("f", x))) end
 
--- rotary tables: cos, sin [1, T, 1, hd/2] in fp32 (record 14 keeps them fp32): inv_freq =
--- (1/base)^(2i/hd) and the angles t * inv_freq in fp32 arithmetic, as the script's
+-- rotary tables: cos, sin [1, T, 1, hd/2] in bf16, as the script's compiled forward makes them. Its
+-- inv_freq = (1/base)^(2i/hd) is a registered buffer, so the model's .bfloat16() makes it bf16, and
+-- torch.outer(arange(T), inv_freq) promotes the int64 positions to bf16 too: exact to 256, then
+-- rounded (2 apart to 512, ..., 256 apart from 32,768). The compiled kernel multiplies and takes
+-- cos / sin in fp32 and stores bf16 (eager PyTorch would round the product to bf16 as well)
 local function rotary_tables(T, hd, device, base)
   base = base or 10000
   local inv = {}
   for i = 0, hd // 2 - 1 do inv[i + 1] = f32(f32(1 / base) ^ f32((2 * i) / hd)) end
-  -- the angles t * inv_freq as torch.outer in fp32 (an engine product), cos and sin of each
   local h = hd // 2
   local o = {dtype = "float32", device = device}
-  local angles = F.mul(sr.arange(T, o):view(T, 1), sr.tensor(inv, o):view(1, h))
-  return F.cos(angles):view(1, T, 1, h), F.sin(angles):view(1, T, 1, h)
+  local function bf16_valued(x) return F.cast(F.cast(x, "bfloat16"), "float32") end
+  local angles = F.mul(bf16_valued(sr.arange(T, o)):view(T, 1), bf16_valued(sr.tensor(inv, o)):view(1, h))
+  return F.cast(F.cos(angles), "bfloat16"):view(1, T, 1, h), F.cast(F.sin(angles), "bfloat16"):view(1, T, 1, h)
 end
 
 -- x [B, T, H, hd]: half-split rotation of the pairs (x1, x2) = (x[..., :hd/2], x[..., hd/2:])
@@ -104,7 +109,7 @@ local function apply_rotary(x, cos, sin)
   local T = x.shape[2]
   cos, sin = cos:narrow(2, 1, T), sin:narrow(2, 1, T)
   -- y1 = x1 * cos + x2 * sin, y2 = x2 * cos - x1 * sin, cat(y1, y2): one fused kernel (F.rotary);
-  -- bf16 x with fp32 tables computes in fp32, then .type_as(x)
+  -- bf16 x with bf16 tables computes in fp32 and rounds once (the compiled kernel)
   return F.cast(F.rotary(x, cos, sin), x.dtype)
 end
 

@@ -48,6 +48,13 @@ def check(scripts):
         has = "torch.outer(t.float(), self.inv_freq.float())" in out
         if has != (14 <= n <= 16) or "torch.outer(t.float()" in patches.patch(src, n, 8)[0]:
             sys.exit(f"record {n}: rope_fp32 {'missing' if 14 <= n <= 16 else 'applied'}")
+        # rope_compiled (records 14-16): bf16 positions, fp32 product, bf16 tables, fp32 rotation
+        out, info = patches.patch(src, n, 8, ["rope_compiled"])
+        compile(out, f"record_{n}", "exec")
+        marks = ["t.to(self.inv_freq.dtype).float()", "freqs.cos().to(self.inv_freq.dtype)",
+                 "freqs.sin().to(self.inv_freq.dtype)", "x1, x2 = x.float().chunk(2, dim=3)"]
+        if any((m in out) != (14 <= n <= 16) for m in marks):
+            sys.exit(f"record {n}: rope_compiled {'incomplete' if 14 <= n <= 16 else 'applied'}")
     print("21 scripts ok")
 
 

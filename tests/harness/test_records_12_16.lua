@@ -195,21 +195,34 @@ T.case("record 16 full/partial blocks: the script's rule and the engine's block 
   T.ok(#r.make_mask({block = 128}, 512, docs, "cpu", 4).full_kv_indices.shape == 2, "lists are [NB, NB]")
 end)
 
-T.case("rotary tables: fp32 angles t * inv_freq; bf16 cache in records 12-13, fp32 from 14", function()
+T.case("rotary tables: records 12-13 fp32 angles, bf16 cache; 14-16 bf16 positions and inv_freq", function()
   local r12, r14 = load_recipe(12), load_recipe(14)
-  local c12, s12 = r12.rotary_tables(300, 8, "cpu")
-  local c14, s14 = r14.rotary_tables(300, 8, "cpu")
+  local c12, s12 = r12.rotary_tables(600, 8, "cpu")
+  local c14, s14 = r14.rotary_tables(600, 8, "cpu")
   T.eq(c12.dtype, "bfloat16")
-  T.eq(c14.dtype, "float32")
-  T.eq(table.concat(c14.shape, ","), "1,300,1,4")
-  local c, sn = c14:view(300, 4):tolist(), s14:view(300, 4):tolist()
-  for _, ti in ipairs {{0, 1}, {1, 1}, {299, 2}, {150, 4}} do
+  T.eq(c14.dtype, "bfloat16")
+  T.eq(table.concat(c14.shape, ","), "1,600,1,4")
+  local c, sn = F.cast(c14, "float32"):view(600, 4):tolist(), F.cast(s14, "float32"):view(600, 4):tolist()
+  local c2 = F.cast(c12, "float32"):view(600, 4):tolist()
+  -- inv_freq in bf16 (the buffer after model.bfloat16()), positions rounded to bf16 (nearest even)
+  local function bf(x) return F.cast(F.cast(sr.tensor({x}), "bfloat16"), "float32"):item() end
+  for _, ti in ipairs {{0, 1}, {1, 2}, {255, 2}, {299, 3}, {513, 4}} do
     local t, i = ti[1], ti[2]
-    local a = t * (1 / 10000) ^ ((2 * (i - 1)) / 8)
-    T.ok(math.abs(c[t + 1][i] - math.cos(a)) < 1e-4 and math.abs(sn[t + 1][i] - math.sin(a)) < 1e-4,
+    local a = bf(t) * bf((1 / 10000) ^ ((2 * (i - 1)) / 8))
+    T.ok(math.abs(c[t + 1][i] - math.cos(a)) < 8e-3 and math.abs(sn[t + 1][i] - math.sin(a)) < 8e-3,
          ("cos/sin at t %d, i %d"):format(t, i))
   end
-  T.ok(F.max(F.abs(F.cast(c12, "float32") - c14)):item() < 1e-2, "record 12's bf16 cache is the same table")
+  -- exact to 256, then 2 apart (299, 301 -> 300, 257 -> 256: ties to even), 4 apart from 512
+  local function same(t1, t2)
+    for i = 1, 4 do if c[t1 + 1][i] ~= c[t2 + 1][i] or sn[t1 + 1][i] ~= sn[t2 + 1][i] then return false end end
+    return true
+  end
+  T.ok(not same(255, 256), "positions below 256 are exact")
+  T.ok(same(256, 257) and same(299, 300) and same(301, 300) and not same(300, 302) and same(513, 512) and
+       same(514, 512) and same(515, 516) and not same(512, 516),
+       "positions rounded to bf16 above 256")
+  -- record 12 (fp32 positions) differs where the rounding moved the position, not below 256
+  T.ok(c2[100][1] == c[100][1] and c2[300][1] ~= c[300][1], "record 12's table: fp32 positions (inv_freq 1: t 99, 299)")
 end)
 
 T.case("value embeddings: the chunk/table of every block (U-net order from record 15)", function()
