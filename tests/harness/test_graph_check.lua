@@ -5,6 +5,7 @@
 -- first eager step from 3 on whose launches equal the step before's, at the latest w - 1. Runs on
 -- the CPU (no graph needed: the capture itself is replaced by a stand-in). The update probe's
 -- evaluation is bounded to 65,536 tokens of the batch (a full-scale batch's f32 logits are ~100 GB).
+-- Out of memory in the verification drops the graph after restoring the state (eager from there).
 local T = require "speedrun.testing"
 local graph = require "speedrun.harness.graph"
 local dis = graph.disagreement
@@ -72,6 +73,44 @@ T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch
     T.close(r:loss(x, x), math.log(V), 1e-6)
     T.eq(table.concat(seen, "x"), table.concat(c[2], "x"), "eval's input for a batch of " .. table.concat(c[1], "x"))
   end
+end)
+
+-- a stand-in for a captured graph (the CPU has none): what verify calls, and whether it was restored
+local function fake_graph(log)
+  return {snapshot = function() log[#log + 1] = "snapshot"; return 64 end,
+          replay = function() log[#log + 1] = "replay" end,
+          restore = function() log[#log + 1] = "restore" end,
+          drop_snapshot = function() log[#log + 1] = "drop" end,
+          free = function() log[#log + 1] = "free" end}
+end
+
+T.case("graph check: out of memory in the verification's probe drops the graph after restoring the state; other errors stop the run", function()
+  local sr = require "speedrun"
+  local function stepper(probe_err)
+    local eager = 0
+    local st = graph.new {ctx = {}, recipe = {train_step = function() eager = eager + 1; return sr.tensor({1.0}):sum() end},
+                          rules = {loss = function() error(probe_err, 0) end}, device = "cuda", skip = 5}
+    local log = {}
+    st.graph, st.gx, st.gy = fake_graph(log), sr.zeros({2}), sr.zeros({2})
+    return st, log, function() return eager end
+  end
+  local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
+  local st, log, eager = stepper("cuda: out of memory allocating 13186891776 bytes (11557180416 in use, 71113367552 held from the driver)")
+  local le, done = st:verify(4, batch)
+  T.eq(le, nil)
+  T.eq(done, false, "not verified: the caller runs the step eagerly")
+  T.eq(st.graph, nil, "the graph is dropped")
+  T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,free", "the replayed update undone before the graph is freed")
+  T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find("13186891776", 1, true), st.G.reason)
+  T.eq(eager(), 0, "no eager step inside the failed verification")
+  -- the run goes on: the same step eagerly
+  local l = st:run(4, batch.x, batch.y)
+  T.ok(l ~= nil and eager() == 1, "the step ran eagerly")
+  -- any other error of the probe (the recipe's evaluation) is the run's error, after the restore
+  local st2, log2 = stepper("recipe: attempt to index a nil value")
+  local ok, err = pcall(st2.verify, st2, 4, batch)
+  T.ok(not ok and tostring(err):find("attempt to index", 1, true), tostring(err))
+  T.eq(table.concat(log2, ","), "snapshot,replay,restore,drop", "restored, not dropped")
 end)
 
 T.done()

@@ -204,12 +204,23 @@ function Step:verify(step, batch)
   -- the clock is held (paused) around the harness's own work: the replay that is undone, the probes
   local hold = self.hold or function() end
   hold(true)
-  local lr = graph:replay()
-  local l_r = is_tensor(lr) and m_item(lr) or nil
-  local p_r = self.rules:loss(self.gx, self.gy)
+  local ok, l_r, p_r = pcall(function()
+    local lr = graph:replay()
+    return is_tensor(lr) and m_item(lr) or nil, self.rules:loss(self.gx, self.gy)
+  end)
   graph:restore()
   graph:drop_snapshot()
   hold(false)
+  if not ok and tostring(l_r):find("out of memory", 1, true) then
+    -- the graph's pool holds the captured step's memory while eager work runs beside it (this
+    -- probe, the verification's eager step, the audits): records 19-20 at full scale on an H100
+    -- do not fit both. The state is the snapshot's again; the run goes on eagerly
+    self:no_graph("verification: the captured step's memory and the eager work beside it do not fit on the device (" ..
+                  tostring(l_r) .. ")", step)
+    return nil, false
+  elseif not ok then
+    error(l_r, 0)
+  end
   local le = call(self.train_step, self.ctx, step, batch)
   G.eager_steps = G.eager_steps + 1
   local l_e = loss_value(le)
