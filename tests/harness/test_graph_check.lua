@@ -95,13 +95,14 @@ T.case("graph check: out of memory in the verification's probe drops the graph a
     return st, log, function() return eager end
   end
   local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
-  local st, log, eager = stepper("cuda: out of memory allocating 13186891776 bytes (11557180416 in use, 71113367552 held from the driver)")
+  local st, log, eager = stepper("cuda: out of memory allocating 13186891776 bytes (11557180416 in use, 71113367552 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.no_grad'")
   local le, done = st:verify(4, batch)
   T.eq(le, nil)
   T.eq(done, false, "not verified: the caller runs the step eagerly")
   T.eq(st.graph, nil, "the graph is dropped")
   T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,free", "the replayed update undone before the graph is freed")
   T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find("13186891776", 1, true), st.G.reason)
+  T.ok(not st.G.reason:find("traceback", 1, true), "the error's first line, not its traceback")
   T.eq(eager(), 0, "no eager step inside the failed verification")
   -- the run goes on: the same step eagerly
   local l = st:run(4, batch.x, batch.y)

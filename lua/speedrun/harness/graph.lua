@@ -216,7 +216,7 @@ function Step:verify(step, batch)
     -- probe, the verification's eager step, the audits): records 19-20 at full scale on an H100
     -- do not fit both. The state is the snapshot's again; the run goes on eagerly
     self:no_graph("verification: the captured step's memory and the eager work beside it do not fit on the device (" ..
-                  tostring(l_r) .. ")", step)
+                  tostring(l_r):match("^[^\n]*") .. ")", step)
     return nil, false
   elseif not ok then
     error(l_r, 0)
