@@ -25,6 +25,10 @@
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
 #              (bench/flex_attention.lua): throughputs, occupancy, stalls
+#   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
+#              attention kernels) against a host reference; then the wgmma flex forward
+#              (kernels/hopper/, SR_FLEX_WGMMA=1): flex_attention registry rows, test_gpu_flex, and
+#              bench/flex_attention.lua with it off and on
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
 #   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
@@ -135,7 +139,8 @@ for p in $PARTS; do
   case $p in
     prebuilt)   # a CUDA build of this checkout's binaries carried xz-compressed in .prebuilt/ (skips the build part)
       mkdir -p build/tests && unxz_to .prebuilt/speedrun.xz build/speedrun && ./build/speedrun --version &&
-        { [ ! -f .prebuilt/test_gpu_registry.xz ] || unxz_to .prebuilt/test_gpu_registry.xz build/tests/test_gpu_registry; } ||
+        { [ ! -f .prebuilt/test_gpu_registry.xz ] || unxz_to .prebuilt/test_gpu_registry.xz build/tests/test_gpu_registry; } &&
+        { [ ! -f .prebuilt/test_gpu_wgmma.xz ] || unxz_to .prebuilt/test_gpu_wgmma.xz build/tests/test_gpu_wgmma; } ||
         { part build 300 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
           part build2 300 cmake --build build -j16 --target speedrun; [ -x build/speedrun ] || exit 1; } ;;
     build)
@@ -169,6 +174,15 @@ for p in $PARTS; do
           ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
+    wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex forward
+      # built on it (kernels/hopper/, SR_FLEX_WGMMA=1): registry rows, test_gpu_flex, speed against kernel 1
+      part wgmma 60 ./build/tests/test_gpu_wgmma
+      cat "$LOG/wgmma.log"
+      part wgmma_flex 300 bash -c 'cd tests && SR_FLEX_WGMMA=1 SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry \
+          flex_attention; echo "registry (wgmma forward) rc=$?"
+        SR_FLEX_WGMMA=1 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (wgmma forward) rc=$?"
+        cd .. && for wgm in 0 1; do echo "== SR_FLEX_WGMMA=$wgm"; SR_FLEX_WGMMA=$wgm ./build/speedrun run bench/flex_attention.lua 10; done'
+      grep -vE "^ok" "$LOG/wgmma_flex.log" | tail -40 ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
       part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"

@@ -18,7 +18,8 @@
 ** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
 ** Backward: one thread block per 64 keys (half a mask block), iterating the query blocks of the
 ** transposed lists as tiles of 64 queries; dQ through float2 atomics into an f32 accumulator.
-** A query that sees no key gets out 0 and lse -inf.
+** A query that sees no key gets out 0 and lse -inf. SR_FLEX_WGMMA=1 on a Hopper GPU: the forward
+** of hopper/flex_attention_hopper.cu (warpgroup MMA, D 128; opt-in until measured).
 ** Other dtypes, head dims (<= 128) or block sizes: plain kernels, a thread per query (forward,
 ** dQ) or per key (dK, dV), walking the same lists; contiguous tensors only.
 ** Gradient contract: dq, dk, dv are written (=).
@@ -28,6 +29,7 @@
 #include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY, CEIL_DIV
 #include "core/flex.h"       // defines: sr_flex_class, sr_flex_visible, sr_flex_count_at, sr_flex_index_at
 #include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, att_strides, flash_ok, LOG2E
+#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
 
 // ----------------------------------------------------------------------------
 // CUDA kernels: block-mask build
@@ -99,72 +101,6 @@ __global__ void flex_compact_kernel1(int32_t *bm, const uint8_t *cls, int64_t nb
   }
   if (threadIdx.x == 0) { bm[sr_flex_count_at(nb, lp) + r] = np; bm[sr_flex_count_at(nb, lf) + r] = nf; }
 }
-
-// ----------------------------------------------------------------------------
-// masks of the attention kernels
-
-struct flex_mask {
-  const int32_t *bm, *doc;  // the packed mask; its doc ids, NULL when the element mask has none
-  const int32_t *wt;        // the window as a device int32 (read by flex_resolve), or NULL: window
-  int64_t nb;
-  int causal, window;
-};
-// first thing in every kernel taking a mask: the window from the device when it lives there (so a
-// replayed CUDA graph reads the value of each replay)
-__device__ __forceinline__ void flex_resolve(flex_mask &m) {
-  if (m.wt) m.window = __ldg(m.wt);
-}
-__device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
-  return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
-}
-// the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels)
-__device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
-  return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
-}
-// no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
-__device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
-  return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);
-}
-// the tiles of 64 of the blocks (of 128) that row r of the lists names (transposed: the query
-// blocks of kv block r), in one ascending order of the two lists merged: which blocks are partial
-// and which full depends on the whole of each 128-row block, later rows included, so visiting the
-// partial ones first would let later tokens reorder the online softmax's sums for earlier rows
-// (bf16-rounding differences the harness's causality check rejects: records 13-14 on documents of
-// ~560 tokens). Tiles are asked for in non-decreasing order (the merge's cursor moves forward only).
-struct flex_tiles {
-  const int32_t *ip, *ifl;
-  int np, nf, n;
-  int ep, ef, e;  // the merge's cursor: entry e is the smaller of ip[ep] and ifl[ef]
-  __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
-    int lp = transposed ? SR_FLEX_Q : SR_FLEX_KV, lf = transposed ? SR_FLEX_FULL_Q : SR_FLEX_FULL_KV;
-    np = m.bm[sr_flex_count_at(m.nb, lp) + r];
-    nf = m.bm[sr_flex_count_at(m.nb, lf) + r];
-    n = 2 * (np + nf);
-    ip = m.bm + sr_flex_index_at(m.nb, lp) + (int64_t)r * m.nb;
-    ifl = m.bm + sr_flex_index_at(m.nb, lf) + (int64_t)r * m.nb;
-    ep = ef = e = 0;
-  }
-  __device__ bool partial_next() const { return ep < np && (ef >= nf || ip[ep] < ifl[ef]); }
-  // tile ti's first key (transposed: query) and whether its block is partial; ti >= the last asked
-  __device__ int start(int ti, bool *partial) {
-    for (; e < (ti >> 1); e++) {
-      if (partial_next()) ep++;
-      else ef++;
-    }
-    *partial = partial_next();
-    return (*partial ? ip[ep] : ifl[ef]) * 128 + (ti & 1) * 64;
-  }
-  // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
-  // (forward: queries x keys of the tile; transposed: tile queries x keys)
-  __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) {
-    for (ti++; ti < n; ti++) {
-      bool p;
-      int s = start(ti, &p);
-      if (!p || !(transposed ? flex_dead(m, s, 64, o0, no) : flex_dead(m, o0, no, s, 64))) break;
-    }
-    return ti;
-  }
-};
 
 // ----------------------------------------------------------------------------
 // CUDA kernels: flash flex attention (bf16, tensor cores, blocks of 128)
@@ -702,6 +638,18 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
   return m;
 }
 
+// SR_FLEX_WGMMA=1 on a device of compute capability 9: the forward of kernels/hopper/ (wgmma)
+static bool flex_wgmma(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("SR_FLEX_WGMMA");
+    int dev = 0, major = 0;
+    v = e && e[0] == '1' && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9;
+  }
+  return v;
+}
+
 extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4], *bm = c->t[5];
   sr_tensor *ts[4] = {out, q, k, v};
@@ -716,6 +664,12 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (BH == 0) return NULL;
   flex_mask fm = mask_of(c, bm, nb, 6);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && flex_wgmma()) {  // opt-in: not yet measured
+    cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
+                                            (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm,
+                                            strides_of(ts, 4), BH, s);
+    return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  }
   if (bs == 128 && flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)nb, (unsigned)BH);

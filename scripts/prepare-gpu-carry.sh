@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/prepare-gpu-carry.sh [LLM_SPEEDRUNNER_GIT_DIR]: everything a device call carries, made on
 # this machine (no GPU needed; nvcc 13 at /usr/local/cuda): .gpu-deps (prepare-gpu-deps.sh), a CUDA
-# sm_90 build of speedrun and of the registry test (test_gpu_registry), xz-compressed in .prebuilt/
-# (bench/gpu_session.sh's `prebuilt` part), data/default (`speedrun data prepare --corpus default`)
+# sm_90 build of speedrun and of the registry test (test_gpu_registry), with test_gpu_wgmma (sm_90a),
+# xz-compressed in .prebuilt/ (bench/gpu_session.sh's `prebuilt` part), data/default (`speedrun data
+# prepare --corpus default`)
 # and, given the benchmark's repository (a git dir, e.g. the mirror `fetch
 # github:facebookresearch/llm-speedrunner` brings), its record scripts in
 # runs/scripts/record_N/train_gpt2.py. All four are ignored by git; then carry
@@ -14,11 +15,12 @@ cd "$(dirname "$0")/.."
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 [ -x "$NVCC" ] || { echo "prepare-gpu-carry: no nvcc at $NVCC (set NVCC)" >&2; exit 1; }
 cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
-cmake --build build-cuda --target speedrun test_gpu_registry -j"$(nproc)" >/dev/null
+cmake --build build-cuda --target speedrun test_gpu_registry test_gpu_wgmma -j"$(nproc)" >/dev/null
 # xz-compressed (19 MB each -> ~3 MB): what a call carries is at most 64 MiB, PyTorch's compile caches included
 rm -rf .prebuilt && mkdir -p .prebuilt
 xz -T0 -6 -c build-cuda/speedrun > .prebuilt/speedrun.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_registry > .prebuilt/test_gpu_registry.xz
+xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
 ./build-cuda/speedrun data prepare --corpus default >/dev/null
 if [ $# -ge 1 ]; then
   for n in $(seq 1 21); do

@@ -1,0 +1,82 @@
+/*
+** flex_common.cuh: the block mask as the flex attention kernels read it (kernels/flex_attention.cu,
+** and the Hopper kernels of kernels/hopper/): flex_mask (the packed lists of host/core/flex.h, doc
+** ids, causal, window), its element mask, the dead-tile test and flex_tiles, the walk over a row's
+** listed blocks as tiles of 64 in ascending order.
+*/
+#ifndef SPEEDRUN_FLEX_COMMON_CUH
+#define SPEEDRUN_FLEX_COMMON_CUH
+#include "common.cuh"   // defines: bf16
+#include "core/flex.h"  // defines: sr_flex_visible, sr_flex_count_at, sr_flex_index_at
+
+
+struct flex_mask {
+  const int32_t *bm, *doc;  // the packed mask; its doc ids, NULL when the element mask has none
+  const int32_t *wt;        // the window as a device int32 (read by flex_resolve), or NULL: window
+  int64_t nb;
+  int causal, window;
+};
+// first thing in every kernel taking a mask: the window from the device when it lives there (so a
+// replayed CUDA graph reads the value of each replay)
+__device__ __forceinline__ void flex_resolve(flex_mask &m) {
+  if (m.wt) m.window = __ldg(m.wt);
+}
+__device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
+  return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
+}
+// the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels)
+__device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
+  return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
+}
+// no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
+__device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
+  return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);
+}
+// the tiles of 64 of the blocks (of 128) that row r of the lists names (transposed: the query
+// blocks of kv block r), in one ascending order of the two lists merged: which blocks are partial
+// and which full depends on the whole of each 128-row block, later rows included, so visiting the
+// partial ones first would let later tokens reorder the online softmax's sums for earlier rows
+// (bf16-rounding differences the harness's causality check rejects: records 13-14 on documents of
+// ~560 tokens). Tiles are asked for in non-decreasing order (the merge's cursor moves forward only).
+struct flex_tiles {
+  const int32_t *ip, *ifl;
+  int np, nf, n;
+  int ep, ef, e;  // the merge's cursor: entry e is the smaller of ip[ep] and ifl[ef]
+  __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
+    int lp = transposed ? SR_FLEX_Q : SR_FLEX_KV, lf = transposed ? SR_FLEX_FULL_Q : SR_FLEX_FULL_KV;
+    np = m.bm[sr_flex_count_at(m.nb, lp) + r];
+    nf = m.bm[sr_flex_count_at(m.nb, lf) + r];
+    n = 2 * (np + nf);
+    ip = m.bm + sr_flex_index_at(m.nb, lp) + (int64_t)r * m.nb;
+    ifl = m.bm + sr_flex_index_at(m.nb, lf) + (int64_t)r * m.nb;
+    ep = ef = e = 0;
+  }
+  __device__ bool partial_next() const { return ep < np && (ef >= nf || ip[ep] < ifl[ef]); }
+  // tile ti's first key (transposed: query) and whether its block is partial; ti >= the last asked
+  __device__ int start(int ti, bool *partial) {
+    for (; e < (ti >> 1); e++) {
+      if (partial_next()) ep++;
+      else ef++;
+    }
+    *partial = partial_next();
+    return (*partial ? ip[ep] : ifl[ef]) * 128 + (ti & 1) * 64;
+  }
+  // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
+  // (forward: queries x keys of the tile; transposed: tile queries x keys)
+  __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) {
+    for (ti++; ti < n; ti++) {
+      bool p;
+      int s = start(ti, &p);
+      if (!p || !(transposed ? flex_dead(m, s, 64, o0, no) : flex_dead(m, o0, no, s, 64))) break;
+    }
+    return ti;
+  }
+};
+
+// the forward on Hopper's warpgroup MMA (kernels/hopper/flex_attention_hopper.cu, sm_90a): bf16,
+// D = 128, blocks of 128, a thread block per query block (grid nb x BH); scale_log2 = scale log2(e)
+struct att_strides;
+cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+                                   float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
+
+#endif

@@ -1,0 +1,169 @@
+/*
+** hopper/flex_attention_hopper.cu: the flex attention forward on Hopper's warpgroup MMA (sm_90a,
+** kernels/wgmma.cuh) for bf16, D = 128, blocks of 128. One thread block per query block of 128:
+** two warpgroups of 64 query rows. Q is staged once, K/V tiles of 64 keys double-buffered through
+** cp.async, all in wgmma's core-matrix layout. Per tile: S = Q K^T as 8 m64n64k16 products read
+** from shared memory (no ldmatrix fragments), the element mask on partial tiles and the online
+** softmax in registers as flex_forward_kernel1's, then O += P V with P from registers (4 k16 steps
+** for each half of D). The tiles, their order (flex_tiles: the partial and full lists merged, so a
+** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
+** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
+** products' sums.
+** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
+** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until measured).
+*/
+#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
+#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
+#include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
+
+// ROWS rows x 128 of a [T, 128] bf16 matrix (row stride ld) from row row0 into the core-matrix
+// layout (tile of ROWS rows), zeros past T
+template <int ROWS>
+__device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
+  for (int id = threadIdx.x; id < ROWS * 16; id += blockDim.x) {
+    int r = id >> 4, c = (id & 15) * 8;
+    bool ok = row0 + r < T;
+    cp_async16(&S[wg_off(r, c, ROWS)], ok ? &G[(int64_t)(row0 + r) * ld + c] : G, ok);
+  }
+}
+
+__global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                     const bf16 *v, int T, float scale_log2, flex_mask fm,
+                                                                     att_strides as) {
+  flex_resolve(fm);
+  constexpr int D = 128, BQ = 128, BK = 64, QT = BQ * D, KT = BK * D;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
+  int32_t *kd_s = (int32_t *)(KV + 4 * KT);     // stage s: the doc ids of its 64 keys at 64 s
+  int qb = gridDim.x - 1 - blockIdx.x;
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
+  int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  flex_tiles tl(fm, qb, 0);
+  int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
+  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
+  auto load_kv = [&](int s0, int stage) {
+    load_core_async<BK>(KV + 2 * stage * KT, K, kst, s0, T);
+    load_core_async<BK>(KV + (2 * stage + 1) * KT, V, vst, s0, T);
+    if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
+  };
+
+  load_core_async<BQ>(Qs, Q, qst, qb * BQ, T);
+  int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
+  bool part;
+  if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
+  cp_async_commit();
+
+  float O[2][32], S[32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  int st = 0;
+  while (ti < tl.n) {
+    int k0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
+    int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
+    cp_async_wait_all();
+    wg_fence_smem();   // this thread's cp.async writes, seen by the products (async proxy)
+    __syncthreads();   // tile ti is in stage cur for everyone; the other stage's products are done
+    bool pn;
+    if (nx < tl.n) load_kv(tl.start(nx, &pn), cur ^ 1);
+    cp_async_commit();
+    st ^= 1;
+    ti = nx;
+    if (part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
+    const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
+    // S = Q K^T: Q rows qwg.. (K-major, 128-row tile), K (K-major, 64-row tile), k16 slices of D
+#pragma unroll
+    for (int i = 0; i < 32; i++) S[i] = 0.f;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+      wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
+                         wg_desc(Ks + kk * 2 * (BK / 8) * 64, BK * 16, 128), kk > 0);
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(S);
+    if (part) {  // the element mask, on partial blocks only
+      const int32_t *kd = kd_s + BK * cur;
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          int c = j * 8 + 2 * t + (e & 1);
+          if (!flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) S[4 * j + e] = -INFINITY;
+        }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      mx0 = fmaxf(mx0, fmaxf(S[4 * j], S[4 * j + 1]));
+      mx1 = fmaxf(mx1, fmaxf(S[4 * j + 2], S[4 * j + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
+    m0 = n0; m1 = n1;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      S[4 * j] = exp2f(fmaf(S[4 * j], scale_log2, -u0)); S[4 * j + 1] = exp2f(fmaf(S[4 * j + 1], scale_log2, -u0));
+      S[4 * j + 2] = exp2f(fmaf(S[4 * j + 2], scale_log2, -u1)); S[4 * j + 3] = exp2f(fmaf(S[4 * j + 3], scale_log2, -u1));
+      s0 += S[4 * j] + S[4 * j + 1];
+      s1 += S[4 * j + 2] + S[4 * j + 3];
+    }
+    l0 = l0 * al0 + s0;
+    l1 = l1 * al1 + s1;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
+    // O += P V: P (bf16, registers) k16 slices of the 64 keys; V (MN-major, 64-row tile), half h of D
+    uint32_t a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
+    wg_fence();
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++)
+        wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(Vs + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), 1);
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(O[0]);
+    wg_keep(O[1]);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
+  bf16 *Ob = out + att_base(as, 0, bh);
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = h * 64 + i * 8 + 2 * t;
+      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[h][4 * i] * i0, O[h][4 * i + 1] * i0);
+      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[h][4 * i + 2] * i1, O[h][4 * i + 3] * i1);
+    }
+  if (t == 0) {
+    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+  }
+}
+
+cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+                                   float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
+  size_t smem = (size_t)(128 * 128 + 4 * 64 * 128) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  flex_forward_hopper_kernel<<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as);
+  return cudaGetLastError();
+}

@@ -1,0 +1,75 @@
+/*
+** wgmma.cuh: Hopper's warpgroup matrix multiply (wgmma.mma_async, sm_90a only) for the attention
+** kernels: shared-memory matrix descriptors of the no-swizzle ("interleaved") canonical layouts,
+** the tile layout that fills them, and m64n64k16 bf16 products with f32 accumulation, A from
+** shared memory or from registers. A warpgroup is 4 consecutive warps (128 threads) issuing
+** together; the products run asynchronously (wg_commit / wg_wait), reading their operands from
+** shared memory themselves, so no ldmatrix fragments cost registers or issue slots.
+**
+** Fragments: the m64nNk16 accumulator gives warp w of the group rows 16w..16w+15 in mma.sync
+** m16n8's layout, d[4j + e] being S[j][e] of flash_common.cuh (rows g and g + 8, columns 8j + 2t
+** and + 1); A from registers takes mma.sync's A fragment (ldA_x4, acc_to_A) for those 16 rows.
+**
+** Shared-memory layout (no swizzle; PTX ISA, "Shared Memory Matrix Layout", canonical layouts):
+** a tile of R rows x C columns (columns contiguous in global memory) is stored as core matrices of
+** 8 rows x 8 bf16 (16 bytes a row, 128 bytes each), core matrix (r/8, c/8) at element
+** ((c/8) (R/8) + r/8) 64: wg_off(). Read as
+**   a K-major operand (Q or K for S = Q K^T: rows M or N, columns K): SBO = 128 B (the next 8
+**     rows), LBO = 16 R bytes (the next 8 columns); the k16 slice kk starts 2 kk (R/8) 64 elements in;
+**   an MN-major operand (V for O = P V: rows K, columns N; imm-trans-b 1): LBO = 128 B (the next 8
+**     rows of K), SBO = 16 R bytes (the next 8 columns of N); slice kk starts 2 kk 64 elements in.
+** Writes to shared memory by ordinary stores or cp.async reach the products only after
+** fence.proxy.async (wg_fence_smem) and a barrier.
+*/
+#ifndef SPEEDRUN_WGMMA_CUH
+#define SPEEDRUN_WGMMA_CUH
+#include <stdint.h>
+
+// element offset of (r, c) in the core-matrix layout of a tile of R rows (R a multiple of 8)
+__device__ __forceinline__ int wg_off(int r, int c, int R) {
+  return (((c >> 3) * (R >> 3) + (r >> 3)) << 6) + ((r & 7) << 3) + (c & 7);
+}
+// the matrix descriptor of the tile slice at shared address p (no swizzle, base offset 0)
+__device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+  return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32);
+}
+// before the first product of a group, and after registers it reads (accumulators, A) were written
+__device__ __forceinline__ void wg_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// wait until at most N committed groups are still running
+template <int N>
+__device__ __forceinline__ void wg_wait(void) { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// shared-memory writes of the generic proxy (stores, cp.async) made visible to the products
+__device__ __forceinline__ void wg_fence_smem(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// after wg_wait: the compiler sees the accumulators (and register A operands) change here, so it
+// neither reads a result nor reuses an operand's registers before the products are done
+__device__ __forceinline__ void wg_keep(float (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void wg_keep(uint32_t (&a)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[i])::"memory");
+}
+
+// d (+)= A B, A [64 x 16] and B [16 x 64] both from shared memory (descriptors); acc 0: d = A B.
+// TB: imm-trans-b (0: B K-major, stored N x K; 1: MN-major, stored K x N)
+template <int TB>
+__device__ __forceinline__ void wg_m64n64k16_ss(float (&d)[32], uint64_t da, uint64_t db, int acc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, %35;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db), "r"(acc), "n"(TB));
+}
+// the same with A from registers (a: mma.sync's A fragment of this warp's 16 rows, k16 slice)
+template <int TB>
+__device__ __forceinline__ void wg_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int acc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+}
+
+#endif
