@@ -26,8 +26,8 @@
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
 #              (bench/flex_attention.lua): throughputs, occupancy, stalls
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
-#              attention kernels) against a host reference; then the wgmma flex forward
-#              (kernels/hopper/, SR_FLEX_WGMMA=1): flex_attention registry rows, test_gpu_flex, and
+#              attention kernels) against a host reference; then the wgmma flex forward and backward
+#              (kernels/hopper/, SR_FLEX_WGMMA=1): the flex attention registry rows, test_gpu_flex, and
 #              bench/flex_attention.lua with it off and on
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -175,12 +175,12 @@ for p in $PARTS; do
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex forward
-      # built on it (kernels/hopper/, SR_FLEX_WGMMA=1): registry rows, test_gpu_flex, speed against kernel 1
+      # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1): registry rows, test_gpu_flex, speed against kernel 1
       part wgmma 60 ./build/tests/test_gpu_wgmma
       cat "$LOG/wgmma.log"
       part wgmma_flex 300 bash -c 'cd tests && SR_FLEX_WGMMA=1 SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry \
-          flex_attention; echo "registry (wgmma forward) rc=$?"
-        SR_FLEX_WGMMA=1 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (wgmma forward) rc=$?"
+          flex_attention flex_attention_backward; echo "registry (wgmma kernels) rc=$?"
+        SR_FLEX_WGMMA=1 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (wgmma kernels) rc=$?"
         cd .. && for wgm in 0 1; do echo "== SR_FLEX_WGMMA=$wgm"; SR_FLEX_WGMMA=$wgm ./build/speedrun run bench/flex_attention.lua 10; done'
       grep -vE "^ok" "$LOG/wgmma_flex.log" | tail -40 ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs

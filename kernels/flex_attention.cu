@@ -715,7 +715,12 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
         delta, T, scale, fm, as);                                                                                       \
     ce = cudaGetLastError();                                                                                            \
   }
-  if (D == 64) {
+  if (D == 128 && flex_wgmma()) {  // opt-in: not yet measured
+    if (ce == cudaSuccess)
+      ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),
+                                   (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout),
+                                   (const float *)sr_data(c->t[8]), delta, T, scale, fm, as, rows / T, s);
+  } else if (D == 64) {
     BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<64, 2>)
   } else {
     BWD(4 * tile + dsb + 192 * sizeof(float), flex_backward_kernel1<128, 1>)

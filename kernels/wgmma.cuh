@@ -55,13 +55,14 @@ __device__ __forceinline__ void wg_keep(uint32_t (&a)[4]) {
 }
 
 // d (+)= A B, A [64 x 16] and B [16 x 64] both from shared memory (descriptors); acc 0: d = A B.
-// TB: imm-trans-b (0: B K-major, stored N x K; 1: MN-major, stored K x N)
-template <int TB>
+// TB: imm-trans-b (0: B K-major, stored N x K; 1: MN-major, stored K x N); TA likewise for A
+// (0: K-major, stored M x K; 1: MN-major, stored K x M)
+template <int TB, int TA = 0>
 __device__ __forceinline__ void wg_m64n64k16_ss(float (&d)[32], uint64_t da, uint64_t db, int acc) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, %35;\n}\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %36, %35;\n}\n"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-               : "l"(da), "l"(db), "r"(acc), "n"(TB));
+               : "l"(da), "l"(db), "r"(acc), "n"(TB), "n"(TA));
 }
 // the same with A from registers (a: mma.sync's A fragment of this warp's 16 rows, k16 slice)
 template <int TB>

@@ -8,7 +8,7 @@
 ** for each half of D). The tiles, their order (flex_tiles: the partial and full lists merged, so a
 ** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
 ** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
-** products' sums.
+** products' sums. The backward likewise (flex_backward_hopper_kernel, below).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until measured).
 */
@@ -157,6 +157,173 @@ __global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, 
     lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
     lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
   }
+}
+
+// the backward: one thread block per kv block of 128 keys, warpgroup wg its keys 64 wg..; the
+// query tiles of 64 of the transposed lists, Q / dO (with lse, delta, doc ids) double-buffered.
+// Per tile, per warpgroup: S^T = K Q^T and dP^T = V dO^T (8 + 8 products from shared memory), P^T
+// and dS^T = P^T (dP^T - delta) in registers, dV += P^T dO and dK += dS^T Q with P^T, dS^T from
+// registers (dO, Q read MN-major from the tiles they were loaded into); dS^T to shared memory,
+// then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
+// MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
+// 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
+__global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+                                                                      const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                                      const float *lse, const float *delta, int T,
+                                                                      float scale, flex_mask fm, att_strides as) {
+  flex_resolve(fm);
+  constexpr int D = 128, BK = 128, BQ = 64, KT = BK * D, QT = BQ * D;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
+  bf16 *dSt = QS + 4 * QT;                                     // dS^T [128 keys][64 queries], core layout
+  float *ld_s = (float *)(dSt + BK * BQ);                      // stage s: lse at 192 s, delta + 64, doc ids + 128
+  int kt0 = blockIdx.x * BK;
+  int64_t bh = blockIdx.y;
+  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
+  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
+             *dO = dout + att_base(as, 5, bh);
+  const float *lse_b = lse + bh * T, *delta_b = delta + bh * T;
+  int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float scale_log2 = scale * LOG2E;
+  flex_tiles tl(fm, blockIdx.x, 1);
+  auto load_q = [&](int q0, int stg) {
+    load_core_async<BQ>(QS + 2 * stg * QT, Q, as.s[2][2], q0, T);
+    load_core_async<BQ>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0, T);
+    int r = q0 + (threadIdx.x & 63);
+    if (threadIdx.x < 128) cp_async4(&ld_s[192 * stg + threadIdx.x], (threadIdx.x < 64 ? lse_b : delta_b) + r, true);
+    if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * stg + 128 + threadIdx.x], fm.doc + r, true);
+  };
+  load_core_async<BK>(Ks, K, as.s[3][2], kt0, T);
+  load_core_async<BK>(Vs, V, as.s[4][2], kt0, T);
+  bool part;
+  int ti = tl.next(fm, -1, kt0, BK, 1);
+  if (ti < tl.n) load_q(tl.start(ti, &part), 0);
+  cp_async_commit();
+  float dK[2][32], dV[2][32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) dK[0][i] = dK[1][i] = dV[0][i] = dV[1][i] = 0.f;
+  int kw = kt0 + wg * 64, key0 = kw + w * 16 + g, key1 = key0 + 8;
+  int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
+  float *dqb = dq_acc + bh * T * D;
+  int st = 0;
+  while (ti < tl.n) {
+    int qt0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
+    int nx = tl.next(fm, ti, kt0, BK, 1), cur = st;
+    cp_async_wait_all();
+    wg_fence_smem();
+    __syncthreads();  // tile ti is in stage cur for everyone; the other stage and dSt are free
+    bool p2;
+    if (nx < tl.n) load_q(tl.start(nx, &p2), cur ^ 1);
+    cp_async_commit();
+    st ^= 1;
+    ti = nx;
+    const bf16 *Qs = QS + 2 * cur * QT, *dOs = Qs + QT;
+    const float *lse_s = ld_s + 192 * cur, *delta_s = lse_s + 64;
+    const int32_t *qd = (const int32_t *)(lse_s + 128);
+    bool live = !part || !flex_dead(fm, qt0, BQ, kw, 64);  // some key of this warpgroup is seen by the tile
+    uint32_t ap[4][4], as2[4][4];
+    if (live) {
+      float Sp[32], dP[32];
+#pragma unroll
+      for (int i = 0; i < 32; i++) Sp[i] = dP[i] = 0.f;
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) {
+        uint64_t dq_desc = wg_desc(Qs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128), do_desc = wg_desc(dOs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
+        wg_m64n64k16_ss<0>(Sp, wg_desc(Ks + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), dq_desc, kk > 0);
+        wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
+      }
+      wg_commit();
+      wg_wait<0>();
+      wg_keep(Sp);
+      wg_keep(dP);
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          int qi = j * 8 + 2 * t + (e & 1), i = 4 * j + e;
+          float pr = exp2f(fmaf(Sp[i], scale_log2, -lse_s[qi] * LOG2E));
+          if (part && !flex_vis_ids(fm, qt0 + qi, e < 2 ? key0 : key1, fm.doc ? qd[qi] : 0, e < 2 ? dk0 : dk1)) pr = 0.f;
+          Sp[i] = pr;
+          dP[i] = pr * (dP[i] - delta_s[qi]);
+        }
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) {
+        acc_to_A(ap[kk], (const float(*)[4])Sp, kk);
+        acc_to_A(as2[kk], (const float(*)[4])dP, kk);
+      }
+      wg_fence();
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {  // B: dO / Q MN-major (rows = queries, the k16 slice kk; columns half h of D)
+          wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc(dOs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
+          wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc(Qs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
+        }
+      wg_commit();
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
+        *(uint32_t *)&dSt[wg_off(kl, c, BK)] = pack_bf16(dP[4 * j], dP[4 * j + 1]);
+        *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = pack_bf16(dP[4 * j + 2], dP[4 * j + 3]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
+        *(uint32_t *)&dSt[wg_off(kl, c, BK)] = 0u;
+        *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = 0u;
+      }
+    }
+    wg_fence_smem();
+    __syncthreads();  // dS^T of both warpgroups is in dSt
+    // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg..; A = dS
+    // MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows keys = K, columns d = N)
+    float dQ[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) dQ[i] = 0.f;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+      wg_m64n64k16_ss<1, 1>(dQ, wg_desc(dSt + kk * 2 * 64, 128, BK * 16),
+                            wg_desc(Ks + wg * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), kk > 0);
+    wg_commit();
+    wg_wait<0>();  // dK / dV's products too
+    wg_keep(dQ);
+    wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
+    int qr0 = qt0 + w * 16 + g, qr1 = qr0 + 8;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = wg * 64 + i * 8 + 2 * t;
+      atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
+      atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+    }
+  }
+  bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
+  int64_t kst = as.s[0][2], vst = as.s[1][2];
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = h * 64 + i * 8 + 2 * t;
+      *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[h][4 * i] * scale, dK[h][4 * i + 1] * scale);
+      *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[h][4 * i], dV[h][4 * i + 1]);
+      *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[h][4 * i + 2] * scale, dK[h][4 * i + 3] * scale);
+      *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[h][4 * i + 2], dV[h][4 * i + 3]);
+    }
+}
+
+cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
+                                    const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
+                                    att_strides as, int64_t BH, cudaStream_t s) {
+  size_t smem = (size_t)(2 * 128 * 128 + 4 * 64 * 128 + 128 * 64) * sizeof(bf16) + 2 * 192 * sizeof(float);
+  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  flex_backward_hopper_kernel<<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta,
+                                                                                     T, scale, fm, as);
+  return cudaGetLastError();
 }
 
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
