@@ -9,7 +9,8 @@
 **   Process: pid(), open(), wait() -> nil | ("exited", code) | ("signaled", signo, name),
 **     kill([sig]), rss() -> bytes, close();
 **   trap_signals() (SIGINT/SIGTERM set a flag) and interrupted(); isatty(fd); ram_bytes();
-**   peak_rss() -> bytes; hostname(); getpid(); set_as_limit(bytes); sleep(seconds).
+**   peak_rss() -> bytes; hostname(); getpid(); set_as_limit(bytes); sleep(seconds);
+**   environ_names() -> the names of this process's environment variables.
 */
 #define _GNU_SOURCE            /* pipe2, strsignal */
 #include <errno.h>
@@ -32,6 +33,9 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+
+extern char **environ;
+#define SPAWN_MAX_ENV 256   /* spawn's env entries (the harness scrubs the engine switches through them) */
 
 #include "lua/lsr.h"           /* defines: sr_argerror, SR_EVENT_FD, luaopen_speedrun_process */
 #include "util/clock.h"        /* defines: sr_monotonic_s */
@@ -193,11 +197,17 @@ static int h_spawn(lua_State *L) {
   lua_pop(L, 1);
   /* env additions: name -> value (false removes) */
   int nenv = 0;
-  char *envset[64][2];
+  char *envset[SPAWN_MAX_ENV][2];
   lua_getfield(L, 1, "env");
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
-    while (lua_next(L, -2) && nenv < 64) {
+    while (lua_next(L, -2)) {
+      if (nenv == SPAWN_MAX_ENV) {
+        for (int i = 0; i < argc; i++) free(argv[i]);
+        free(argv);
+        for (int i = 0; i < nenv; i++) { free(envset[i][0]); free(envset[i][1]); }
+        return sr_argerror(L, 1, "field 'env' has more than %d entries", SPAWN_MAX_ENV);
+      }
       envset[nenv][0] = strdup(lua_tostring(L, -2));
       envset[nenv][1] = lua_toboolean(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
       nenv++;
@@ -417,6 +427,19 @@ static int h_hostname(lua_State *L) {
 
 static int h_getpid(lua_State *L) { lua_pushinteger(L, getpid()); return 1; }
 
+/* environ_names() -> the names of this process's environment variables, in environ's order */
+static int h_environ_names(lua_State *L) {
+  lua_newtable(L);
+  int n = 0;
+  for (char **e = environ; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq) continue;
+    lua_pushlstring(L, *e, (size_t)(eq - *e));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
 static int h_set_as_limit(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   struct rlimit rl = {(rlim_t)n, (rlim_t)n};
@@ -444,7 +467,7 @@ int luaopen_speedrun_process(lua_State *L) {
   static const luaL_Reg f[] = {
     {"spawn", h_spawn}, {"hiding", h_hiding}, {"trap_signals", h_trap_signals}, {"interrupted", h_interrupted}, {"isatty", h_isatty},
     {"ram_bytes", h_ram_bytes}, {"peak_rss", h_peak_rss}, {"hostname", h_hostname}, {"getpid", h_getpid},
-    {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {NULL, NULL}};
+    {"set_as_limit", h_set_as_limit}, {"sleep", h_sleep}, {"environ_names", h_environ_names}, {NULL, NULL}};
   luaL_newlib(L, f);
   return 1;
 }

@@ -133,6 +133,7 @@ function M.run_one(job, opts)
   local R = output.results(log, run, opts, started_at)
   R.out_dir = child_job.out
   R.data = data_id   -- which data the child read: score compares it
+  if run.engine_switches_removed and #run.engine_switches_removed > 0 then R.engine_switches_removed = run.engine_switches_removed end
   local failure = refused and {kind = "rejected", message = refused} or verdict.judge {killed = run.killed,
     kill_msg = run.kill_msg, exit_kind = run.exit_kind, exit_code = run.exit_code, exit_name = run.exit_name,
     done = log.done, violations = log.violations, gpu_mem_limit = opts.gpu_mem_limit, wall_s = run.wall_s,

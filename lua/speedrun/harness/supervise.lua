@@ -15,14 +15,50 @@ local POLL_S = 0.2          -- the longest wait for the child's output
 local RSS_EVERY_S = 0.5     -- resident-size polling
 local GRACE_S = 2           -- SIGTERM to SIGKILL; and reading after the exit
 
--- the child process of the job
-local function spawn(job, jobfile, opts)
+-- Engine switches: environment variables that change which kernels run or how (the A/B and opt-in
+-- kernel switches SR_*, TF32, the step compiler, CUDA graphs, the allocator and caches, the
+-- engine's own kernel headers, debug records). A run whose time is compared with others (restricted:
+-- score; cold caches: calibrate and the tuner's confirmations) runs the default engine whatever the
+-- shell it was started from holds: its child gets them removed (results.json names them). Every
+-- variable the engine reads is either a switch or configuration (M.ENGINE_CONFIG: where things are,
+-- which device, the harness's own settings); tests/harness/test_engine_env.lua checks the sources.
+M.SWITCH_PREFIX = "SR_"
+M.ENGINE_SWITCHES = {SPEEDRUN_TF32 = true, SPEEDRUN_FUSE = true, SPEEDRUN_FUSE_LOSS = true, SPEEDRUN_FUSE_DUMP = true,
+  SPEEDRUN_NO_GRAPHS = true, SPEEDRUN_KERNEL_SYNC = true, SPEEDRUN_KERNEL_RECORD = true, SPEEDRUN_MEMLOG = true,
+  SPEEDRUN_CUDA_SEGMENTS = true, SPEEDRUN_HOST_CACHE = true, SPEEDRUN_GEMM_CACHE = true, SPEEDRUN_KERNEL_INCLUDE = true}
+M.ENGINE_CONFIG = {SPEEDRUN_HOME = true, SPEEDRUN_DATA = true, SPEEDRUN_NO_CUDA = true, SPEEDRUN_DEVICE = true,
+  SPEEDRUN_SOURCE_DIR = true, SPEEDRUN_RUNS_DIR = true, SPEEDRUN_TEST_TMP = true, SPEEDRUN_GPT2_DIR = true,
+  SPEEDRUN_DEBS = true, SPEEDRUN_CALIBRATION = true, SPEEDRUN_AGENT_SCAFFOLDS = true, SPEEDRUN_CUDA_INCLUDE = true,
+  SPEEDRUN_HARNESS_CHILD = true, SPEEDRUN_KERNEL_CACHE = true, SPEEDRUN_CUDA_MEM_LIMIT = true}
+function M.is_switch(name)
+  return name:sub(1, #M.SWITCH_PREFIX) == M.SWITCH_PREFIX or M.ENGINE_SWITCHES[name] == true
+end
+
+-- the child's environment changes for the job (names: the parent's variables, default this
+-- process's); returns them and the switches it removes
+function M.child_env(job, opts, names)
   local env = {SPEEDRUN_HARNESS_CHILD = "1"}
   if opts.gpu_mem_limit then env.SPEEDRUN_CUDA_MEM_LIMIT = tostring(opts.gpu_mem_limit) end
   if job.kernel_cache then env.SPEEDRUN_KERNEL_CACHE = job.kernel_cache end   -- restricted: the run's own (cli.run_one)
   if job.cuda_cache then env.CUDA_CACHE_PATH = job.cuda_cache end
+  local removed = {}
+  if job.restricted or job.cold_caches then
+    for _, n in ipairs(names or process.environ_names()) do
+      if M.is_switch(n) and env[n] == nil then
+        env[n] = false
+        removed[#removed + 1] = n
+      end
+    end
+    table.sort(removed)
+  end
+  return env, removed
+end
+
+-- the child process of the job, and the engine switches its environment lost
+local function spawn(job, jobfile, opts)
+  local env, removed = M.child_env(job, opts)
   local as_limit = job.device == "cpu" and opts.mem_limit or nil
-  return process.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}
+  return process.spawn {argv = {H.self_exe(), "_child", jobfile}, env = env, as_limit = as_limit, cwd = job.workspace}, removed
 end
 
 -- splits the child's output into lines for the sink: sink:event(ev) for the event channel,
@@ -91,9 +127,10 @@ local function police(s, opts)
 end
 
 -- runs the job's child until it is gone, feeding its output to sink (see reader); t0: the start
--- (H.now()). Returns {killed?, kill_msg?, exit_kind?, exit_code?, exit_name?, peak_rss}
+-- (H.now()). Returns {killed?, kill_msg?, exit_kind?, exit_code?, exit_name?, peak_rss,
+-- engine_switches_removed}
 function M.run(job, jobfile, opts, sink, t0)
-  local p = spawn(job, jobfile, opts)
+  local p, removed = spawn(job, jobfile, opts)
   sink:child_pid(p:pid())
   local s = {p = p, t0 = t0, last_rss_check = 0, peak_rss = 0}
   local feed, flush = reader(sink)
@@ -108,7 +145,7 @@ function M.run(job, jobfile, opts, sink, t0)
   end
   flush()
   return {killed = s.killed, kill_msg = s.kill_msg, exit_kind = s.exit_kind, exit_code = s.exit_code,
-          exit_name = s.exit_name, peak_rss = s.peak_rss}
+          exit_name = s.exit_name, peak_rss = s.peak_rss, engine_switches_removed = removed}
 end
 
 return M
