@@ -48,7 +48,9 @@
 #              $TUNE_BRACKET LO:HI: the first two probes (resume a search a time limit cut); $TUNE_BRACKET_<n>
 #              (TUNE_BRACKET_default for the default recipe): record n's own, over TUNE_BRACKET;
 #              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget; a search a
-#              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first)
+#              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first);
+#              TUNE_BRACKET_FROM=FILE: where none is given, the recipe's proxy budget in FILE +-$TUNE_BRACKET_PCT %
+#              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone,
@@ -115,6 +117,17 @@ if [ -n "${CALIB_FROM:-}" ] && [ ! -f "$OUTDIR/calibration.json" ]; then
 fi
 export FID_COMPILE_CACHE=${FID_COMPILE_CACHE:-$(realpath "$OUTDIR")/cc}; mkdir -p "$FID_COMPILE_CACHE"
 [ -d runs/cc ] && export FID_COMPILE_CACHE_FROM=$ROOT/runs/cc
+from_bracket() {  # from_bracket NAME: LO:HI around NAME's proxy budget in $TUNE_BRACKET_FROM (+-$TUNE_BRACKET_PCT %, default 8)
+  python3 - "$TUNE_BRACKET_FROM" "$1" "${TUNE_BRACKET_PCT:-8}" <<'PY'
+import json, sys
+d, name, pct = json.load(open(sys.argv[1])), sys.argv[2], float(sys.argv[3]) / 100
+for card in d.get("entries", {}).values():
+    e = (card.get("proxy") or {}).get(name)
+    if e and e.get("steps"):
+        print(f"{max(1, round(e['steps'] * (1 - pct)))}:{round(e['steps'] * (1 + pct))}")
+        break
+PY
+}
 part() {  # part NAME SECONDS CMD...: runs CMD with a limit, log in $LOG/NAME.log, prints its time
   local name=$1 lim=$2; shift 2; local t=$(date +%s)
   timeout "$lim" "$@" >"$LOG/$name.log" 2>&1; local rc=$?
@@ -252,7 +265,9 @@ for p in $PARTS; do
       for name in $items; do
         what="--recipe tasks/default/recipe.lua --name default" bv=TUNE_BRACKET_default
         [ "$name" = default ] || { what="--tasks $((10#${name#record_}))"; bv="TUNE_BRACKET_$((10#${name#record_}))"; }
-        bracket=${!bv:-${TUNE_BRACKET:-}}; target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket}"
+        bracket=${!bv:-${TUNE_BRACKET:-}}
+        [ -z "$bracket" ] && [ -n "${TUNE_BRACKET_FROM:-}" ] && bracket=$(from_bracket "$name")
+        target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket}"
         part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 \
           --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
