@@ -1,6 +1,6 @@
 -- The engine switches a timed run does not inherit (harness/supervise.lua): the variables that
 -- change which kernels run or how (SR_* A/B and opt-in kernels, TF32, fusion, graphs, allocator,
--- caches) are removed from the child's environment of a restricted run (score) or a cold-cache one
+-- caches; OpenMP's settings) are removed from the child's environment of a restricted run (score) or a cold-cache one
 -- (calibrate, the tuner's confirmations), so its time does not depend on the shell it was started
 -- from; every variable the engine's sources read is either such a switch or named configuration;
 -- and end to end, a restricted train's results.json names what its child lost.
@@ -15,10 +15,11 @@ local tmp = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/engine_env"
 os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp))
 
 T.case("child_env: a timed run's child loses the switches, keeps configuration; other runs inherit", function()
-  local names = {"PATH", "SR_FLEX_WGMMA", "SPEEDRUN_TF32", "SPEEDRUN_HOME", "SR_ROTARY_V1", "SPEEDRUN_FUSE", "HOME"}
+  local names = {"PATH", "SR_FLEX_WGMMA", "SPEEDRUN_TF32", "SPEEDRUN_HOME", "SR_ROTARY_V1", "SPEEDRUN_FUSE", "HOME",
+                 "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMPI_X"}
   for _, job in ipairs {{restricted = true}, {cold_caches = true}} do
     local env, removed = sup.child_env(job, {gpu_mem_limit = 1024}, names)
-    T.eq(table.concat(removed, ","), "SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1")
+    T.eq(table.concat(removed, ","), "GOMP_SPINCOUNT,OMP_NUM_THREADS,SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1")
     for _, n in ipairs(removed) do T.eq(env[n], false, n .. " removed") end
     T.eq(env.SPEEDRUN_HOME, nil, "configuration kept")
     T.eq(env.PATH, nil)

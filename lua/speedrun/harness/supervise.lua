@@ -17,12 +17,13 @@ local GRACE_S = 2           -- SIGTERM to SIGKILL; and reading after the exit
 
 -- Engine switches: environment variables that change which kernels run or how (the A/B and opt-in
 -- kernel switches SR_*, TF32, the step compiler, CUDA graphs, the allocator and caches, the
--- engine's own kernel headers, debug records). A run whose time is compared with others (restricted:
+-- engine's own kernel headers, debug records; and the OpenMP runtime's settings, OMP_* and GOMP_*: a
+-- CPU run's threads are --threads or every core). A run whose time is compared with others (restricted:
 -- score; cold caches: calibrate and the tuner's confirmations) runs the default engine whatever the
 -- shell it was started from holds: its child gets them removed (results.json names them). Every
 -- variable the engine reads is either a switch or configuration (M.ENGINE_CONFIG: where things are,
 -- which device, the harness's own settings); tests/harness/test_engine_env.lua checks the sources.
-M.SWITCH_PREFIX = "SR_"
+M.SWITCH_PREFIXES = {"SR_", "OMP_", "GOMP_"}
 M.ENGINE_SWITCHES = {SPEEDRUN_TF32 = true, SPEEDRUN_FUSE = true, SPEEDRUN_FUSE_LOSS = true, SPEEDRUN_FUSE_DUMP = true,
   SPEEDRUN_NO_GRAPHS = true, SPEEDRUN_KERNEL_SYNC = true, SPEEDRUN_KERNEL_RECORD = true, SPEEDRUN_MEMLOG = true,
   SPEEDRUN_CUDA_SEGMENTS = true, SPEEDRUN_HOST_CACHE = true, SPEEDRUN_GEMM_CACHE = true, SPEEDRUN_KERNEL_INCLUDE = true}
@@ -31,7 +32,10 @@ M.ENGINE_CONFIG = {SPEEDRUN_HOME = true, SPEEDRUN_DATA = true, SPEEDRUN_NO_CUDA 
   SPEEDRUN_DEBS = true, SPEEDRUN_CALIBRATION = true, SPEEDRUN_AGENT_SCAFFOLDS = true, SPEEDRUN_CUDA_INCLUDE = true,
   SPEEDRUN_HARNESS_CHILD = true, SPEEDRUN_KERNEL_CACHE = true, SPEEDRUN_CUDA_MEM_LIMIT = true}
 function M.is_switch(name)
-  return name:sub(1, #M.SWITCH_PREFIX) == M.SWITCH_PREFIX or M.ENGINE_SWITCHES[name] == true
+  for _, p in ipairs(M.SWITCH_PREFIXES) do
+    if name:sub(1, #p) == p then return true end
+  end
+  return M.ENGINE_SWITCHES[name] == true
 end
 
 -- the child's environment changes for the job (names: the parent's variables, default this
