@@ -302,6 +302,28 @@ T.case("references timed by another engine build: the FSR says so; the same buil
   T.ok(not text:find("another engine build", 1, true), text)
 end)
 
+T.case("references calibrated from another version of their record's recipe: the FSR says so; this checkout's: no note", function()
+  local calibfile = require "speedrun.harness.calibfile"
+  local ws = workspace("recipever", "good")
+  local function with_sha(sha1, sha2, tag)
+    local r1, r2 = {}, {}
+    for k, v in pairs(REC1) do r1[k] = v end
+    for k, v in pairs(REC2) do r2[k] = v end
+    r1.recipe_sha256, r2.recipe_sha256 = sha1, sha2
+    return calibration("calib-recipe-" .. tag, {record_01 = r1, record_02 = r2})
+  end
+  local here1 = assert(calibfile.recipe_sha256(H.source_dir() .. "/tasks/record_01/recipe.lua"))
+  local here2 = assert(calibfile.recipe_sha256(H.source_dir() .. "/tasks/record_02/recipe.lua"))
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_sha(here1, string.rep("0", 64), "old")) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(text:find("note: record_02 calibrated from another version of its recipe than this checkout's", 1, true), text)
+  local S = json.decode(read(text:match("score: (%S+/score%.json)")))
+  T.ok(type(S.fsr.recipe_note) == "string" and not S.fsr.recipe_note:find("record_01", 1, true), tostring(S.fsr.recipe_note))
+  rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_sha(here1, here2, "same")) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(not text:find("another version", 1, true), text)
+end)
+
 T.case("references measured on other data: refused; unrecorded: said so; the same data: accepted", function()
   local dataid = require "speedrun.harness.dataid"
   local ws = workspace("data", "good")

@@ -278,6 +278,7 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   local card = next(c.entries)
   local e = c.entries[card].micro.record_01
   T.ok(e.mean_ms > 0 and e.runs == 2 and e.target_val_loss == 3.0, "calibration entry")
+  T.eq(e.recipe_sha256, H.sha256(io.open(ws .. "/good.lua"):read("a")), "the entry records the source it timed")
   -- a reference's runs start from cold caches of their own, as a score's (round 17: an entry an
   -- agent planted in the shared cache could slow a reference and inflate an FSR)
   local job = json.decode(io.open(tmp .. "/cal1/record_01/run2/job.json"):read("a"))

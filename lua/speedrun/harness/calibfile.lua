@@ -1,6 +1,7 @@
 -- speedrun.harness.calibfile: the calibration file (`speedrun calibrate` writes it, `score` reads
 -- it): where it is, reading it (junk is an error, never an empty file to overwrite), and storing
--- an entry or a tune search's probe into it; the entries a task's score needs (task_refs).
+-- an entry or a tune search's probe into it; the entries a task's score needs (task_refs), and
+-- whether they were calibrated from this checkout's record recipes (recipe_note).
 -- {schema, entries = {[card] = {[scale] = {[reference] = entry}}}, searches = (tune searches not
 -- finished: harness/tune.lua)}
 local H = require "speedrun.harness_core"
@@ -72,6 +73,31 @@ end
 
 -- a record's reference name in the file
 function M.record_name(n) return fmt("record_%02d", n) end
+
+-- the sha-256 of a recipe's source, as entries record it (`recipe_sha256`)
+function M.recipe_sha256(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return H.sha256(s)
+end
+
+-- a note when a task's reference (its entry recorded the source it was calibrated from) was
+-- calibrated from another version of its record's recipe than this checkout's tasks/record_NN
+-- (the record changed since: its time is not the recipe's any more); nil when they agree or the
+-- entry predates the field
+function M.recipe_note(task, ref_i, ref_next)
+  local stale = {}
+  for i, r in ipairs {ref_i, ref_next} do
+    local name = M.record_name(task + i - 1)
+    local now = M.recipe_sha256(H.source_dir() .. "/tasks/" .. name .. "/recipe.lua")
+    if type(r.recipe_sha256) == "string" and now and r.recipe_sha256 ~= now then stale[#stale + 1] = name end
+  end
+  if #stale == 0 then return nil end
+  return fmt("%s calibrated from another version of %s than this checkout's: re-run `speedrun calibrate` for them",
+    table.concat(stale, " and "), #stale > 1 and "their recipes" or "its recipe")
+end
 
 -- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
 -- why not. The target's validation loss and size become the runs', whatever the workspace says:

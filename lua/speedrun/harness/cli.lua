@@ -394,6 +394,7 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.noise = n.noise < math.huge and n.noise or json.null
     F.within_noise = n.within_noise
     F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
+    F.recipe_note = calibfile.recipe_note(task, ref_i, ref_next) or json.null
     F.reliability_note = ladder.reliability_note({{record_name(task), ref_i}, {record_name(task + 1), ref_next}}) or json.null
     F.data_note = dataid.unrecorded({ref_i, ref_next}, {record_name(task), record_name(task + 1)}) or json.null
   elseif ref_i and ref_next then
@@ -412,6 +413,7 @@ local function print_fsr(F)
   print(fmt("FSR: %.3f%s", F.value, F.within_noise and fmt(" (within the calibration's noise: +-%s; not a measured speed-up)",
     F.noise ~= json.null and fmt("%.3g", F.noise) or "inf") or ""))
   if type(F.engine_note) == "string" then print("note: " .. F.engine_note) end
+  if type(F.recipe_note) == "string" then print("note: " .. F.recipe_note) end
   if type(F.reliability_note) == "string" then print("note: " .. F.reliability_note) end
   if type(F.data_note) == "string" then print("note: " .. F.data_note) end
 end
@@ -571,6 +573,7 @@ local function calib_entry(runs, recipe, o, card)
                  val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,
                  steps = runs[1].config and runs[1].config.steps or json.null,
                  p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(recipe), card = card,
+                 recipe_sha256 = calibfile.recipe_sha256(recipe) or json.null,
                  data = runs[1].data or json.null, stream = stream.of_runs(runs),
                  device = o.device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
   for _, r in ipairs(runs) do
