@@ -74,13 +74,10 @@ end
 -- a record's reference name in the file
 function M.record_name(n) return fmt("record_%02d", n) end
 
--- the sha-256 of a recipe's source, as entries record it (`recipe_sha256`)
+-- the sha-256 of a recipe's source (entries' `recipe_sha256`, a tune search's key), nil when unreadable
 function M.recipe_sha256(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return H.sha256(s)
+  local s = util.read_file(path)
+  return s and H.sha256(s)
 end
 
 -- a note when a task's reference (its entry recorded the source it was calibrated from) was

@@ -822,7 +822,7 @@ function M.calibrate(args)
     for _, it in ipairs(items) do
       local job, jerr = make_job(it.recipe, o)
       if not job then return die(jerr) end
-      it.key = {recipe = H.sha256(read_file(job.recipe) or ""), data = dataid.id(job.train_files, job.val_files) or json.null,
+      it.key = {recipe = calibfile.recipe_sha256(job.recipe) or H.sha256(""), data = dataid.id(job.train_files, job.val_files) or json.null,
                 stream = o.stream == "random" and "random" or nil}   -- a fixed stream's key as before it had one
     end
   end
