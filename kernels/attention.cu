@@ -25,7 +25,7 @@
 ** Gradient contract: dq, dk, dv are written (=).
 */
 #include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
-#include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, att_strides, LOG2E, LN2
+#include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, online_softmax_tile, att_strides, LOG2E, LN2
 
 // ----------------------------------------------------------------------------
 // masks and block ranges (block-sparse masks: kernels/flex_attention.cu)
@@ -123,30 +123,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_
         for (int e = 0; e < 4; e++)
           if (masked(e < 2 ? q0 : q1, kb * BK + j * 8 + 2 * t + (e & 1), T, causal)) S[j][e] = -INFINITY;
     }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
-      mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
-    m0 = n0; m1 = n1;
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
-      S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
-      s0 += S[j][0] + S[j][1];
-      s1 += S[j][2] + S[j][3];
-    }
-    l0 = l0 * al0 + s0;
-    l1 = l1 * al1 + s1;
+    float al0, al1;
+    online_softmax_tile(S, scale_log2, m0, m1, l0, l1, al0, al1);
 #pragma unroll
     for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
     // O += P V, P straight from registers as the A operand

@@ -68,6 +68,39 @@ __device__ __forceinline__ void ldAT_x4(uint32_t *a, const bf16 *X, int ld, int 
   int l = threadIdx.x & 31;
   ldsm_x4_t(a, &X[(k0 + (l & 7) + (l >> 4) * 8) * ld + r0 + ((l >> 3) & 1) * 8]);
 }
+// one K/V tile of the flash forward's online softmax, rows g and g + 8 of a warp's 16 (log2
+// domain, scale folded in): S, the tile's raw scores of 64 keys (masked ones -inf), becomes
+// P = exp2(S scale - m_new); m, l: the rows' running maxima and sums, updated; returns in al the
+// factors the rows' earlier outputs are rescaled by (a row that has seen no key yet keeps m -inf)
+__device__ __forceinline__ void online_softmax_tile(float (*S)[4], float scale_log2, float &m0, float &m1, float &l0,
+                                                    float &l1, float &al0, float &al1) {
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
+    mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+  float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
+  al0 = exp2f(m0 - u0);
+  al1 = exp2f(m1 - u1);
+  m0 = n0; m1 = n1;
+  float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
+    S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
+    s0 += S[j][0] + S[j][1];
+    s1 += S[j][2] + S[j][3];
+  }
+  l0 = l0 * al0 + s0;
+  l1 = l1 * al1 + s1;
+}
+
 // A fragments of a 16 x 64 tile held as C fragments (8 tiles of 16x8): k-step kk covers cols 16kk..
 __device__ __forceinline__ void acc_to_A(uint32_t *a, const float (*P)[4], int kk) {
   a[0] = pack_bf16(P[2 * kk][0], P[2 * kk][1]);

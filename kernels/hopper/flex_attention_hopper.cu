@@ -12,7 +12,7 @@
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until measured).
 */
-#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
+#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
 
@@ -94,30 +94,8 @@ __global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, 
           if (!flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) S[4 * j + e] = -INFINITY;
         }
     }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      mx0 = fmaxf(mx0, fmaxf(S[4 * j], S[4 * j + 1]));
-      mx1 = fmaxf(mx1, fmaxf(S[4 * j + 2], S[4 * j + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    float u0 = n0 == -INFINITY ? 0.f : n0, u1 = n1 == -INFINITY ? 0.f : n1;
-    float al0 = exp2f(m0 - u0), al1 = exp2f(m1 - u1);
-    m0 = n0; m1 = n1;
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      S[4 * j] = exp2f(fmaf(S[4 * j], scale_log2, -u0)); S[4 * j + 1] = exp2f(fmaf(S[4 * j + 1], scale_log2, -u0));
-      S[4 * j + 2] = exp2f(fmaf(S[4 * j + 2], scale_log2, -u1)); S[4 * j + 3] = exp2f(fmaf(S[4 * j + 3], scale_log2, -u1));
-      s0 += S[4 * j] + S[4 * j + 1];
-      s1 += S[4 * j + 2] + S[4 * j + 3];
-    }
-    l0 = l0 * al0 + s0;
-    l1 = l1 * al1 + s1;
+    float al0, al1;
+    online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
 #pragma unroll
     for (int h = 0; h < 2; h++)
 #pragma unroll
