@@ -24,11 +24,13 @@
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
-#              (bench/flex_attention.lua): throughputs, occupancy, stalls
+#              (bench/flex_attention.lua): throughputs, occupancy, stalls; $FLEXPROF_KERNELS names others
+#              (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel flex_forward_hopper_kernel)
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
-#              (kernels/hopper/, SR_FLEX_WGMMA=1): the flex attention registry rows, test_gpu_flex, and
-#              bench/flex_attention.lua with it off and on
+#              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
+#              SR_FLEX_FWD_WG=1): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
 #   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
@@ -183,19 +185,27 @@ for p in $PARTS; do
         cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
-      part flexprof 400 bash -c 'for kn in flex_backward_kernel flex_forward_kernel; do
+      part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
           ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
-    wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex forward
-      # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1): registry rows, test_gpu_flex, speed against kernel 1
+    wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
+      # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1) in each variant of $WGMMA_VARIANTS (default:
+      # the tiles loaded one ahead, two ahead, forward blocks of one warpgroup): registry rows, test_gpu_flex
+      # and the speed table; the mma.sync kernels' table (SR_FLEX_WGMMA=0) first; PyTorch's compiled
+      # FlexAttention on the same masks last (bench/flex_anchor.py) unless WGMMA_ANCHOR=0
       part wgmma 60 ./build/tests/test_gpu_wgmma
       cat "$LOG/wgmma.log"
-      part wgmma_flex 300 bash -c 'cd tests && SR_FLEX_WGMMA=1 SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry \
-          flex_attention flex_attention_backward; echo "registry (wgmma kernels) rc=$?"
-        SR_FLEX_WGMMA=1 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (wgmma kernels) rc=$?"
-        cd .. && for wgm in 0 1; do echo "== SR_FLEX_WGMMA=$wgm"; SR_FLEX_WGMMA=$wgm ./build/speedrun run bench/flex_attention.lua 10; done'
-      grep -vE "^ok" "$LOG/wgmma_flex.log" | tail -40 ;;
+      part wgmma_flex 560 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
+        for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1}; do
+          echo "== SR_FLEX_WGMMA=1 $var"
+          (cd tests && env SR_FLEX_WGMMA=1 $var SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention \
+            flex_attention_backward | tail -1; echo "registry rc=${PIPESTATUS[0]}"
+           env SR_FLEX_WGMMA=1 $var ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex rc=${PIPESTATUS[0]}")
+          env SR_FLEX_WGMMA=1 $var ./build/speedrun run bench/flex_attention.lua 10
+        done
+        [ "${WGMMA_ANCHOR:-1}" = 0 ] || python3 bench/flex_anchor.py 10'
+      grep -vE "^ok" "$LOG/wgmma_flex.log" | tail -60 ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
       part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"

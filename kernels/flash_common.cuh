@@ -129,6 +129,9 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred)
 }
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// until at most N of this thread's committed groups are still in flight (the older ones landed)
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
 template <int D, int LD, int ROWS>

@@ -1,16 +1,19 @@
 /*
-** hopper/flex_attention_hopper.cu: the flex attention forward on Hopper's warpgroup MMA (sm_90a,
-** kernels/wgmma.cuh) for bf16, D = 128, blocks of 128. One thread block per query block of 128:
-** two warpgroups of 64 query rows. Q is staged once, K/V tiles of 64 keys double-buffered through
-** cp.async, all in wgmma's core-matrix layout. Per tile: S = Q K^T as 8 m64n64k16 products read
+** hopper/flex_attention_hopper.cu: the flex attention forward and backward on Hopper's warpgroup
+** MMA (sm_90a, kernels/wgmma.cuh) for bf16, D = 128, blocks of 128. Forward: one thread block per
+** query block of 128, two warpgroups of 64 query rows (SR_FLEX_FWD_WG=1: blocks of one warpgroup, 64
+** queries, two blocks an SM). Q is staged once; K/V tiles of 64 keys stream through a ring of NS
+** stages of cp.async, loaded NS - 1 tiles ahead of the one computed (SR_FLEX_STAGES: 3, or 2 as
+** first written), all in wgmma's core-matrix layout. Per tile: S = Q K^T as 8 m64n64k16 products read
 ** from shared memory (no ldmatrix fragments), the element mask on partial tiles and the online
 ** softmax in registers as flex_forward_kernel1's, then O += P V with P from registers (4 k16 steps
 ** for each half of D). The tiles, their order (flex_tiles: the partial and full lists merged, so a
 ** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
 ** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
-** products' sums. The backward likewise (flex_backward_hopper_kernel, below).
+** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
+** through the same ring).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
-** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until measured).
+** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
@@ -27,20 +30,44 @@ __device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t 
   }
 }
 
-__global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+// a flex_tiles walk with its tiles loaded NS - 1 ahead of the one computed: entry 0 is the tile
+// to compute, entries 1 .. NS - 2 are in flight, entry NS - 1 is filled by push(); shift() after a
+// tile. Each entry: the tile's index (>= tl.n: none), its first row and whether its block is
+// partial, taken when it is loaded (the walk's cursor only moves forward)
+template <int NS>
+struct flex_ring {
+  int ti[NS], s0[NS];
+  bool part[NS];
+  int la;  // the next tile to load
+  // entry e := the next tile (o0, no: the other side's range, as flex_tiles::next); true if one is left
+  __device__ __forceinline__ bool push(flex_tiles &tl, const flex_mask &fm, int e, int o0, int no, int transposed) {
+    ti[e] = la;
+    if (la >= tl.n) return false;
+    s0[e] = tl.start(la, &part[e]);
+    la = tl.next(fm, la, o0, no, transposed);
+    return true;
+  }
+  __device__ __forceinline__ void shift(void) {
+#pragma unroll
+    for (int e = 0; e + 1 < NS; e++) { ti[e] = ti[e + 1]; s0[e] = s0[e + 1]; part[e] = part[e + 1]; }
+  }
+};
+
+template <int NS, int NWG>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as) {
   flex_resolve(fm);
-  constexpr int D = 128, BQ = 128, BK = 64, QT = BQ * D, KT = BK * D;
+  constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
-  int32_t *kd_s = (int32_t *)(KV + 4 * KT);     // stage s: the doc ids of its 64 keys at 64 s
+  int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
   int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  flex_tiles tl(fm, qb, 0);
+  flex_tiles tl(fm, qb * BQ / 128, 0);  // the mask's row: the block of 128 queries holding these BQ
   int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
   int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
   auto load_kv = [&](int s0, int stage) {
@@ -49,28 +76,29 @@ __global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, 
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
+  // Q and the first NS - 1 tiles in flight, one commit group each (Q in the first)
   load_core_async<BQ>(Qs, Q, qst, qb * BQ, T);
-  int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
-  bool part;
-  if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
-  cp_async_commit();
+  flex_ring<NS> rg;
+  rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
+#pragma unroll
+  for (int e = 0; e + 1 < NS; e++) {
+    if (rg.push(tl, fm, e, qb * BQ, BQ, 0)) load_kv(rg.s0[e], e);
+    cp_async_commit();
+  }
 
   float O[2][32], S[32];
 #pragma unroll
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  int st = 0;
-  while (ti < tl.n) {
-    int k0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
-    int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
-    cp_async_wait_all();
-    wg_fence_smem();   // this thread's cp.async writes, seen by the products (async proxy)
-    __syncthreads();   // tile ti is in stage cur for everyone; the other stage's products are done
-    bool pn;
-    if (nx < tl.n) load_kv(tl.start(nx, &pn), cur ^ 1);
+  int cur = 0;  // the stage of rg's entry 0
+  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
+    cp_async_wait<NS - 2>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
+    wg_fence_smem();          // this thread's cp.async writes, seen by the products (async proxy)
+    __syncthreads();          // entry 0 is in stage cur for everyone; the stage of the tile before is free
+    if (rg.push(tl, fm, NS - 1, qb * BQ, BQ, 0)) load_kv(rg.s0[NS - 1], cur == 0 ? NS - 1 : cur - 1);
     cp_async_commit();
-    st ^= 1;
-    ti = nx;
+    int k0 = rg.s0[0];
+    bool part = rg.part[0];
     if (part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
     const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
     // S = Q K^T: Q rows qwg.. (K-major, 128-row tile), K (K-major, 64-row tile), k16 slices of D
@@ -145,6 +173,7 @@ __global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, 
 // then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
 // MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
 // 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
+template <int NS>
 __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -153,7 +182,7 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   constexpr int D = 128, BK = 128, BQ = 64, KT = BK * D, QT = BQ * D;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
-  bf16 *dSt = QS + 4 * QT;                                     // dS^T [128 keys][64 queries], core layout
+  bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [128 keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);                      // stage s: lse at 192 s, delta + 64, doc ids + 128
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
@@ -173,28 +202,28 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   };
   load_core_async<BK>(Ks, K, as.s[3][2], kt0, T);
   load_core_async<BK>(Vs, V, as.s[4][2], kt0, T);
-  bool part;
-  int ti = tl.next(fm, -1, kt0, BK, 1);
-  if (ti < tl.n) load_q(tl.start(ti, &part), 0);
-  cp_async_commit();
+  flex_ring<NS> rg;  // K, V and the first NS - 1 query tiles in flight, one commit group each (K, V in the first)
+  rg.la = tl.next(fm, -1, kt0, BK, 1);
+#pragma unroll
+  for (int e = 0; e + 1 < NS; e++) {
+    if (rg.push(tl, fm, e, kt0, BK, 1)) load_q(rg.s0[e], e);
+    cp_async_commit();
+  }
   float dK[2][32], dV[2][32];
 #pragma unroll
   for (int i = 0; i < 32; i++) dK[0][i] = dK[1][i] = dV[0][i] = dV[1][i] = 0.f;
   int kw = kt0 + wg * 64, key0 = kw + w * 16 + g, key1 = key0 + 8;
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
-  int st = 0;
-  while (ti < tl.n) {
-    int qt0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
-    int nx = tl.next(fm, ti, kt0, BK, 1), cur = st;
-    cp_async_wait_all();
+  int cur = 0;  // the stage of rg's entry 0
+  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
+    cp_async_wait<NS - 2>();
     wg_fence_smem();
-    __syncthreads();  // tile ti is in stage cur for everyone; the other stage and dSt are free
-    bool p2;
-    if (nx < tl.n) load_q(tl.start(nx, &p2), cur ^ 1);
+    __syncthreads();  // entry 0 is in stage cur for everyone; the stage of the tile before and dSt are free
+    if (rg.push(tl, fm, NS - 1, kt0, BK, 1)) load_q(rg.s0[NS - 1], cur == 0 ? NS - 1 : cur - 1);
     cp_async_commit();
-    st ^= 1;
-    ti = nx;
+    int qt0 = rg.s0[0];
+    bool part = rg.part[0];
     const bf16 *Qs = QS + 2 * cur * QT, *dOs = Qs + QT;
     const float *lse_s = ld_s + 192 * cur, *delta_s = lse_s + 64;
     const int32_t *qd = (const int32_t *)(lse_s + 128);
@@ -293,22 +322,62 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
     }
 }
 
+// SR_FLEX_STAGES=2: the streamed tiles loaded one ahead of the one computed (the first version);
+// otherwise (3) two ahead. Read once.
+static int hopper_stages(void) {
+  static int v = 0;
+  if (!v) {
+    const char *e = getenv("SR_FLEX_STAGES");
+    v = e && e[0] == '2' && !e[1] ? 2 : 3;
+  }
+  return v;
+}
+
+// SR_FLEX_FWD_WG=1: forward blocks of one warpgroup (64 queries, two blocks an SM, each streaming
+// its own K/V tiles, loaded one ahead: three stages would not leave room for a second block);
+// otherwise two (128 queries, one block an SM). Read once.
+static int hopper_forward_wgs(void) {
+  static int v = 0;
+  if (!v) {
+    const char *e = getenv("SR_FLEX_FWD_WG");
+    v = e && e[0] == '1' && !e[1] ? 1 : 2;
+  }
+  return v;
+}
+
+template <int NS>
+static cudaError_t backward_ns(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
+                               const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
+                               att_strides as, int64_t BH, cudaStream_t s) {
+  size_t smem = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128 + 128 * 64) * sizeof(bf16) + NS * 192 * sizeof(float);
+  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  flex_backward_hopper_kernel<NS><<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse,
+                                                                                         delta, T, scale, fm, as);
+  return cudaGetLastError();
+}
+
+template <int NS, int NWG>
+static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
+                              flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
+  size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  flex_forward_hopper_kernel<NS, NWG><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
+      out, lse, q, k, v, T, scale_log2, fm, as);
+  return cudaGetLastError();
+}
+
 cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                     const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
                                     att_strides as, int64_t BH, cudaStream_t s) {
-  size_t smem = (size_t)(2 * 128 * 128 + 4 * 64 * 128 + 128 * 64) * sizeof(bf16) + 2 * 192 * sizeof(float);
-  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e != cudaSuccess) return e;
-  flex_backward_hopper_kernel<<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta,
-                                                                                     T, scale, fm, as);
-  return cudaGetLastError();
+  return hopper_stages() == 2 ? backward_ns<2>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s)
+                              : backward_ns<3>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s);
 }
 
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
-  size_t smem = (size_t)(128 * 128 + 4 * 64 * 128) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as);
-  return cudaGetLastError();
+  if (hopper_forward_wgs() == 1) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  return hopper_stages() == 2 ? forward_ns<2, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
+                              : forward_ns<3, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
 }
