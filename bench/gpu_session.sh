@@ -29,7 +29,7 @@
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
-#              SR_FLEX_FWD_WG=1): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1; ":" joins settings): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -191,14 +191,15 @@ for p in $PARTS; do
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
       # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1) in each variant of $WGMMA_VARIANTS (default:
-      # the tiles loaded one ahead, two ahead, forward blocks of one warpgroup): registry rows, test_gpu_flex
+      # the tiles loaded one ahead, two ahead, forward blocks of one warpgroup with the split backward;
+      # a variant's settings joined by ":"): registry rows, test_gpu_flex
       # and the speed table; the mma.sync kernels' table (SR_FLEX_WGMMA=0) first; PyTorch's compiled
       # FlexAttention on the same masks last (bench/flex_anchor.py) unless WGMMA_ANCHOR=0
       part wgmma 60 ./build/tests/test_gpu_wgmma
       cat "$LOG/wgmma.log"
       part wgmma_flex 560 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
-        for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1}; do
-          echo "== SR_FLEX_WGMMA=1 $var"
+        for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1}; do
+          var=${var//:/ }; echo "== SR_FLEX_WGMMA=1 $var"
           (cd tests && env SR_FLEX_WGMMA=1 $var SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention \
             flex_attention_backward | tail -1; echo "registry rc=${PIPESTATUS[0]}"
            env SR_FLEX_WGMMA=1 $var ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex rc=${PIPESTATUS[0]}")

@@ -616,7 +616,8 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
   return m;
 }
 
-// SR_FLEX_WGMMA=1 on a device of compute capability 9: the forward of kernels/hopper/ (wgmma)
+// SR_FLEX_WGMMA=1 on a device of compute capability 9: the forward and backward of kernels/hopper/
+// (wgmma; their variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_SPLIT there)
 static bool flex_wgmma(void) {
   static int v = -1;
   if (v < 0) {
@@ -642,7 +643,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (BH == 0) return NULL;
   flex_mask fm = mask_of(c, bm, nb, 6);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && flex_wgmma()) {  // opt-in: not yet measured
+  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && flex_wgmma()) {  // opt-in: not yet faster
     cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
                                             (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm,
                                             strides_of(ts, 4), BH, s);
@@ -674,6 +675,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
 }
 
 // the flash backward (bf16, D 64/128, blocks of 128): delta pre-pass, the kernel, dq conversion
+// (dq_acc NULL: the Hopper kernels' split backward, dq written directly)
 static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf, float *delta, float *dq_acc, int64_t rows,
                                        int T, int D, flex_mask fm, cudaStream_t s) {
   sr_tensor *dk = tsf[0], *dv = tsf[1], *q = tsf[2], *k = tsf[3], *v = tsf[4], *dout = tsf[5], *out = tsf[6], *dq = tsf[7];
@@ -682,7 +684,8 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout),
       (const bf16 *)sr_data(out), rows, T, D, as);
   cudaError_t ce = cudaGetLastError();
-  if (ce == cudaSuccess) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
+  bool hopper = D == 128 && flex_wgmma(), split = !dq_acc;
+  if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
   size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
 #define BWD(SMEM, ...)                                                                                                  \
@@ -693,18 +696,19 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
         delta, T, scale, fm, as);                                                                                       \
     ce = cudaGetLastError();                                                                                            \
   }
-  if (D == 128 && flex_wgmma()) {  // opt-in: not yet measured
+  if (hopper) {  // opt-in: not yet faster
     if (ce == cudaSuccess)
-      ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),
-                                   (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout),
-                                   (const float *)sr_data(c->t[8]), delta, T, scale, fm, as, rows / T, s);
+      ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), split ? NULL : dq_acc,
+                                   (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
+                                   (const bf16 *)sr_data(dout), (const float *)sr_data(c->t[8]), delta, T, scale, fm, as,
+                                   rows / T, s);
   } else if (D == 64) {
     BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<64, 2>)
   } else {
     BWD(4 * tile + dsb + 192 * sizeof(float), flex_backward_kernel1<128, 1>)
   }
 #undef BWD
-  if (ce == cudaSuccess) {
+  if (ce == cudaSuccess && !split) {
     attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
     ce = cudaGetLastError();
   }
@@ -752,8 +756,9 @@ extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
   bool flash = bs == 128 && flash_ok(dt, D, ts, 8);
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous flex attention tensors need bf16, head dim 64 or 128 and blocks of 128");
   float *delta = (float *)sr_cuda_malloc((size_t)rows * sizeof(float));
-  float *dq_acc = flash ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
-  if (!delta || (flash && !dq_acc)) {
+  bool acc = flash && !(D == 128 && flex_wgmma() && sr_flex_hopper_split());  // f32 dq accumulator
+  float *dq_acc = acc ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
+  if (!delta || (acc && !dq_acc)) {
     sr_cuda_free(delta);
     sr_cuda_free(dq_acc);
     return sr_errf("out of memory (flex attention backward scratch)");

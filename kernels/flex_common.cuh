@@ -78,10 +78,14 @@ struct flex_tiles {
 struct att_strides;
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
-// its backward into dk, dv and the f32 dq accumulator (zeroed, converted by the caller; delta =
-// rowsum(dO out) given): a thread block per kv block (grid nb x BH)
-cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
-                                    const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
-                                    att_strides as, int64_t BH, cudaStream_t s);
+// its backward into dk, dv and the f32 dq accumulator dq_acc (zeroed, converted by the caller; delta =
+// rowsum(dO out) given): a thread block per kv block (grid nb x BH); with dq_acc NULL, dq straight
+// into dq (bf16) by a second kernel, a thread block per query block (as: strides_of dk, dv, q, k, v,
+// dout, out, dq)
+cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k,
+                                    const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
+                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
+// SR_FLEX_BWD_SPLIT=1: the backward above with dq_acc NULL
+extern "C" int sr_flex_hopper_split(void);
 
 #endif

@@ -11,7 +11,8 @@
 ** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
 ** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
 ** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
-** through the same ring).
+** through the same ring), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
+** (flex_backward_dq_hopper_kernel).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
 // MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
 // 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
-template <int NS>
+template <int NS, bool DQ>
 __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -269,18 +270,25 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
         }
       wg_commit();
 #pragma unroll
-      for (int j = 0; j < 8; j++) {
+      for (int j = 0; j < 8 && DQ; j++) {
         int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
         *(uint32_t *)&dSt[wg_off(kl, c, BK)] = pack_bf16(dP[4 * j], dP[4 * j + 1]);
         *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = pack_bf16(dP[4 * j + 2], dP[4 * j + 3]);
       }
-    } else {
+    } else if (DQ) {
 #pragma unroll
       for (int j = 0; j < 8; j++) {
         int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
         *(uint32_t *)&dSt[wg_off(kl, c, BK)] = 0u;
         *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = 0u;
       }
+    }
+    if (!DQ) {  // dQ by flex_backward_dq_hopper_kernel: this tile is done when dK / dV's products are
+      wg_wait<0>();
+      wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
+      continue;
     }
     wg_fence_smem();
     __syncthreads();  // dS^T of both warpgroups is in dSt
@@ -322,6 +330,119 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
     }
 }
 
+// dQ alone (SR_FLEX_BWD_SPLIT=1; dK and dV by flex_backward_hopper_kernel<NS, false>): as the
+// forward, a thread block per query block of 128, two warpgroups of 64 rows, Q and dO staged once,
+// K/V tiles of 64 keys through the ring. Per tile, per warpgroup: S = Q K^T and dP = dO V^T (8 + 8
+// products from shared memory), P = exp(S scale - lse) (element mask on partial tiles) and dS =
+// P (dP - delta) in registers, dQ += dS K with dS from registers (K MN-major). dQ is written once,
+// in bf16 (scale applied): no f32 accumulator, no atomics; S and dP are computed a second time
+// (seven products a tile pair over both kernels, against five with the atomics).
+template <int NS>
+__global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *dq, const bf16 *q, const bf16 *k,
+                                                                         const bf16 *v, const bf16 *dout, const float *lse,
+                                                                         const float *delta, int T, float scale,
+                                                                         flex_mask fm, att_strides as) {
+  flex_resolve(fm);
+  constexpr int D = 128, BQ = 128, BK = 64, QT = BQ * D, KT = BK * D;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16 *Qs = (bf16 *)smem_raw, *dOs = Qs + QT, *KV = dOs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
+  int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);                 // stage s: the doc ids of its 64 keys at 64 s
+  int qb = gridDim.x - 1 - blockIdx.x;
+  int64_t bh = blockIdx.y;
+  // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout, 6 out, 7 dq
+  const bf16 *Q = q + att_base(as, 2, bh), *K = k + att_base(as, 3, bh), *V = v + att_base(as, 4, bh),
+             *dO = dout + att_base(as, 5, bh);
+  int64_t kst = as.s[3][2], vst = as.s[4][2];
+  int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float scale_log2 = scale * LOG2E;
+  flex_tiles tl(fm, qb, 0);
+  int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
+  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
+  float nl0 = -lse[bh * T + q0] * LOG2E, nl1 = -lse[bh * T + q1] * LOG2E;  // exp2(S scale_log2 + nl) = P
+  float de0 = delta[bh * T + q0], de1 = delta[bh * T + q1];
+  auto load_kv = [&](int s0, int stage) {
+    load_core_async<BK>(KV + 2 * stage * KT, K, kst, s0, T);
+    load_core_async<BK>(KV + (2 * stage + 1) * KT, V, vst, s0, T);
+    if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
+  };
+
+  load_core_async<BQ>(Qs, Q, as.s[2][2], qb * BQ, T);
+  load_core_async<BQ>(dOs, dO, as.s[5][2], qb * BQ, T);
+  flex_ring<NS> rg;
+  rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
+#pragma unroll
+  for (int e = 0; e + 1 < NS; e++) {
+    if (rg.push(tl, fm, e, qb * BQ, BQ, 0)) load_kv(rg.s0[e], e);
+    cp_async_commit();
+  }
+  float dQ[2][32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) dQ[0][i] = dQ[1][i] = 0.f;
+  int cur = 0;
+  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
+    cp_async_wait<NS - 2>();
+    wg_fence_smem();
+    __syncthreads();  // entry 0 is in stage cur for everyone; the stage of the tile before is free
+    if (rg.push(tl, fm, NS - 1, qb * BQ, BQ, 0)) load_kv(rg.s0[NS - 1], cur == 0 ? NS - 1 : cur - 1);
+    cp_async_commit();
+    int k0 = rg.s0[0];
+    bool part = rg.part[0];
+    if (part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
+    const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
+    float S[32], dP[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) S[i] = dP[i] = 0.f;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint64_t qd = wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
+      uint64_t od = wg_desc(dOs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
+      wg_m64n64k16_ss<0>(S, qd, wg_desc(Ks + kk * 2 * (BK / 8) * 64, BK * 16, 128), kk > 0);
+      wg_m64n64k16_ss<0>(dP, od, wg_desc(Vs + kk * 2 * (BK / 8) * 64, BK * 16, 128), kk > 0);
+    }
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(S);
+    wg_keep(dP);
+    const int32_t *kd = kd_s + BK * cur;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        int c = j * 8 + 2 * t + (e & 1), i = 4 * j + e;
+        float p = exp2f(fmaf(S[i], scale_log2, e < 2 ? nl0 : nl1));
+        if (part && !flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) p = 0.f;
+        dP[i] = p * (dP[i] - (e < 2 ? de0 : de1));
+      }
+    // dQ += dS K: dS (bf16, registers) k16 slices of the 64 keys; K (MN-major, 64-row tile), half h of D
+    uint32_t a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])dP, kk);
+    wg_fence();
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++)
+        wg_m64n64k16_rs<1>(dQ[h], a[kk], wg_desc(Ks + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), 1);
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(dQ[0]);
+    wg_keep(dQ[1]);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+  }
+  bf16 *dQb = dq + att_base(as, 7, bh);
+  int64_t dst = as.s[7][2];
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = h * 64 + i * 8 + 2 * t;
+      *(uint32_t *)&dQb[(int64_t)q0 * dst + col] = pack_bf16(dQ[h][4 * i] * scale, dQ[h][4 * i + 1] * scale);
+      *(uint32_t *)&dQb[(int64_t)q1 * dst + col] = pack_bf16(dQ[h][4 * i + 2] * scale, dQ[h][4 * i + 3] * scale);
+    }
+}
+
 // SR_FLEX_STAGES=2: the streamed tiles loaded one ahead of the one computed (the first version);
 // otherwise (3) two ahead. Read once.
 static int hopper_stages(void) {
@@ -345,15 +466,38 @@ static int hopper_forward_wgs(void) {
   return v;
 }
 
+// SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
+// atomics from the dK / dV kernel. Read once.
+extern "C" int sr_flex_hopper_split(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("SR_FLEX_BWD_SPLIT");
+    v = e && e[0] == '1' && !e[1];
+  }
+  return v;
+}
+
 template <int NS>
-static cudaError_t backward_ns(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
+static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
                                att_strides as, int64_t BH, cudaStream_t s) {
   size_t smem = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128 + 128 * 64) * sizeof(bf16) + NS * 192 * sizeof(float);
-  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  dim3 grid((unsigned)fm.nb, (unsigned)BH);
+  cudaError_t e;
+  if (dq_acc) {
+    e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    flex_backward_hopper_kernel<NS, true><<<grid, 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as);
+    return cudaGetLastError();
+  }
+  e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
-  flex_backward_hopper_kernel<NS><<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse,
-                                                                                         delta, T, scale, fm, as);
+  flex_backward_hopper_kernel<NS, false><<<grid, 256, smem, s>>>(dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  size_t smq = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
+  e = cudaFuncSetAttribute(flex_backward_dq_hopper_kernel<NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq);
+  if (e != cudaSuccess) return e;
+  flex_backward_dq_hopper_kernel<NS><<<grid, 256, smq, s>>>(dq, q, k, v, dout, lse, delta, T, scale, fm, as);
   return cudaGetLastError();
 }
 
@@ -368,11 +512,11 @@ static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *
   return cudaGetLastError();
 }
 
-cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
-                                    const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
-                                    att_strides as, int64_t BH, cudaStream_t s) {
-  return hopper_stages() == 2 ? backward_ns<2>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s)
-                              : backward_ns<3>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s);
+cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k,
+                                    const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
+                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
+  return hopper_stages() == 2 ? backward_ns<2>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s)
+                              : backward_ns<3>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s);
 }
 
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
