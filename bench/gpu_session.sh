@@ -29,7 +29,7 @@
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
-#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1; ":" joins settings): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1; ":" joins settings): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -190,23 +190,25 @@ for p in $PARTS; do
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
-      # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1) in each variant of $WGMMA_VARIANTS (default:
-      # the tiles loaded one ahead, two ahead, forward blocks of one warpgroup with the split backward;
-      # a variant's settings joined by ":"): registry rows, test_gpu_flex
-      # and the speed table; the mma.sync kernels' table (SR_FLEX_WGMMA=0) first; PyTorch's compiled
-      # FlexAttention on the same masks last (bench/flex_anchor.py) unless WGMMA_ANCHOR=0
+      # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1), each variant of $WGMMA_VARIANTS its own part
+      # (a variant's settings joined by ":"): registry rows, test_gpu_flex and the speed table; the
+      # mma.sync kernels' table (SR_FLEX_WGMMA=0) and PyTorch's compiled FlexAttention on the same masks
+      # (bench/flex_anchor.py; WGMMA_ANCHOR=0 skips it) first. About 140 s a variant: the default four
+      # and the anchors need ~10 min, two calls (WGMMA_VARIANTS picks)
       part wgmma 60 ./build/tests/test_gpu_wgmma
       cat "$LOG/wgmma.log"
-      part wgmma_flex 560 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
-        for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1}; do
-          var=${var//:/ }; echo "== SR_FLEX_WGMMA=1 $var"
-          (cd tests && env SR_FLEX_WGMMA=1 $var SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention \
-            flex_attention_backward | tail -1; echo "registry rc=${PIPESTATUS[0]}"
-           env SR_FLEX_WGMMA=1 $var ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex rc=${PIPESTATUS[0]}")
-          env SR_FLEX_WGMMA=1 $var ./build/speedrun run bench/flex_attention.lua 10
-        done
+      part wgmma_base 200 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
         [ "${WGMMA_ANCHOR:-1}" = 0 ] || python3 bench/flex_anchor.py 10'
-      grep -vE "^ok" "$LOG/wgmma_flex.log" | tail -60 ;;
+      grep -vE "^ok" "$LOG/wgmma_base.log" | tail -20
+      for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1}; do
+        tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
+        part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"
+          (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward | tail -1
+           echo "registry rc=${PIPESTATUS[0]}"
+           ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex rc=${PIPESTATUS[0]}")
+          ./build/speedrun run bench/flex_attention.lua 10'
+        grep -vE "^ok" "$LOG/wgmma_$tag.log" | tail -14
+      done ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
       part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"

@@ -16,6 +16,7 @@
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
+#include <string.h>
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
@@ -54,12 +55,39 @@ struct flex_ring {
   }
 };
 
-template <int NS, int NWG>
+// S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major)
+template <int BQ>
+__device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const bf16 *Ks, int wg) {
+#pragma unroll
+  for (int kk = 0; kk < 8; kk++)
+    wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
+                       wg_desc(Ks + kk * 2 * 8 * 64, 64 * 16, 128), kk > 0);
+}
+// O += P V issued: P (bf16 A fragments of the 64 keys' k16 slices), V (MN-major 64-row tile), each half of D
+__device__ __forceinline__ void fwd_pv(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *Vs) {
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(Vs + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
+}
+__device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float al1) {
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
+}
+
+// OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
+// S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
+// latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
+// both warpgroups compute every tile (a dead one is all -inf for a warpgroup: P 0, alpha 1, its sums
+// unchanged to the bit). The sums are the same operations in the same order as without OV.
+template <int NS, int NWG, bool OV>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as) {
   flex_resolve(fm);
-  constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D;
+  constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
@@ -77,41 +105,44 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
-  // Q and the first NS - 1 tiles in flight, one commit group each (Q in the first)
+  // Q and the first AHEAD tiles in flight, one commit group each (Q in the first)
   load_core_async<BQ>(Qs, Q, qst, qb * BQ, T);
-  flex_ring<NS> rg;
+  flex_ring<AHEAD + 1> rg;
   rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
 #pragma unroll
-  for (int e = 0; e + 1 < NS; e++) {
+  for (int e = 0; e < AHEAD; e++) {
     if (rg.push(tl, fm, e, qb * BQ, BQ, 0)) load_kv(rg.s0[e], e);
     cp_async_commit();
   }
 
   float O[2][32], S[32];
+  uint32_t a[4][4];  // P of the tile before as A fragments (OV: its P V not yet issued)
 #pragma unroll
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  int cur = 0;  // the stage of rg's entry 0
+  int cur = 0, prev = -1;  // the stage of rg's entry 0; OV: the stage of the tile whose P V is pending
   for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
-    cp_async_wait<NS - 2>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
-    wg_fence_smem();          // this thread's cp.async writes, seen by the products (async proxy)
-    __syncthreads();          // entry 0 is in stage cur for everyone; the stage of the tile before is free
-    if (rg.push(tl, fm, NS - 1, qb * BQ, BQ, 0)) load_kv(rg.s0[NS - 1], cur == 0 ? NS - 1 : cur - 1);
+    cp_async_wait<AHEAD - 1>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
+    wg_fence_smem();             // this thread's cp.async writes, seen by the products (async proxy)
+    __syncthreads();             // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back is free
+    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
     cp_async_commit();
     int k0 = rg.s0[0];
     bool part = rg.part[0];
-    if (part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
+    if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
     const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
-    // S = Q K^T: Q rows qwg.. (K-major, 128-row tile), K (K-major, 64-row tile), k16 slices of D
 #pragma unroll
     for (int i = 0; i < 32; i++) S[i] = 0.f;
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-      wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
-                         wg_desc(Ks + kk * 2 * (BK / 8) * 64, BK * 16, 128), kk > 0);
+    fwd_scores<BQ>(S, Qs, Ks, wg);
     wg_commit();
-    wg_wait<0>();
+    if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
+      fwd_pv(O, a, KV + (2 * prev + 1) * KT);
+      wg_commit();
+      wg_wait<1>();  // S (the older group) is done
+    } else {
+      wg_wait<0>();
+    }
     wg_keep(S);
     if (part) {  // the element mask, on partial blocks only
       const int32_t *kd = kd_s + BK * cur;
@@ -125,26 +156,36 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     }
     float al0, al1;
     online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
+    if (OV) {
+      wg_wait<0>();  // the tile before's P V
+      wg_keep(O[0]);
+      wg_keep(O[1]);
 #pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-      for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
-    // O += P V: P (bf16, registers) k16 slices of the 64 keys; V (MN-major, 64-row tile), half h of D
-    uint32_t a[4][4];
+      for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+    }
+    fwd_rescale(O, al0, al1);
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
+    if (OV) {
+      prev = cur;
+      continue;
+    }
     wg_fence();
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++)
-        wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(Vs + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), 1);
+    fwd_pv(O, a, Vs);
     wg_commit();
     wg_wait<0>();
     wg_keep(O[0]);
     wg_keep(O[1]);
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+  }
+  if (OV && prev >= 0) {  // the last tile's P V
+    wg_fence();
+    fwd_pv(O, a, KV + (2 * prev + 1) * KT);
+    wg_commit();
+    wg_wait<0>();
+    wg_keep(O[0]);
+    wg_keep(O[1]);
   }
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -443,37 +484,35 @@ __global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *d
     }
 }
 
+// the kernels' variants (engine switches, read once each; kernels/flex_attention.cu's SR_FLEX_WGMMA=1
+// turns them on at all): whether the variable's value is val
+static int env_is(const char *e, const char *val) { return e && !strcmp(e, val); }
 // SR_FLEX_STAGES=2: the streamed tiles loaded one ahead of the one computed (the first version);
-// otherwise (3) two ahead. Read once.
+// otherwise (3) two ahead
 static int hopper_stages(void) {
-  static int v = 0;
-  if (!v) {
-    const char *e = getenv("SR_FLEX_STAGES");
-    v = e && e[0] == '2' && !e[1] ? 2 : 3;
-  }
+  static int v = -1;
+  if (v < 0) v = env_is(getenv("SR_FLEX_STAGES"), "2") ? 2 : 3;
   return v;
 }
-
 // SR_FLEX_FWD_WG=1: forward blocks of one warpgroup (64 queries, two blocks an SM, each streaming
 // its own K/V tiles, loaded one ahead: three stages would not leave room for a second block);
-// otherwise two (128 queries, one block an SM). Read once.
-static int hopper_forward_wgs(void) {
-  static int v = 0;
-  if (!v) {
-    const char *e = getenv("SR_FLEX_FWD_WG");
-    v = e && e[0] == '1' && !e[1] ? 1 : 2;
-  }
+// otherwise two (128 queries, one block an SM)
+static int hopper_forward_one_wg(void) {
+  static int v = -1;
+  if (v < 0) v = env_is(getenv("SR_FLEX_FWD_WG"), "1");
   return v;
 }
-
+// SR_FLEX_FWD_OVERLAP=1: the forward's intra-warpgroup overlap (flex_forward_hopper_kernel's OV), four stages
+static int hopper_forward_overlap(void) {
+  static int v = -1;
+  if (v < 0) v = env_is(getenv("SR_FLEX_FWD_OVERLAP"), "1");
+  return v;
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
-// atomics from the dK / dV kernel. Read once.
+// atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
   static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("SR_FLEX_BWD_SPLIT");
-    v = e && e[0] == '1' && !e[1];
-  }
+  if (v < 0) v = env_is(getenv("SR_FLEX_BWD_SPLIT"), "1");
   return v;
 }
 
@@ -501,13 +540,14 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-template <int NS, int NWG>
+template <int NS, int NWG, bool OV = false>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
                               flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem);
   if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<NS, NWG><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
+  flex_forward_hopper_kernel<NS, NWG, OV><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
       out, lse, q, k, v, T, scale_log2, fm, as);
   return cudaGetLastError();
 }
@@ -521,7 +561,8 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
 
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
-  if (hopper_forward_wgs() == 1) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  if (hopper_forward_overlap()) return forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   return hopper_stages() == 2 ? forward_ns<2, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
                               : forward_ns<3, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
 }
