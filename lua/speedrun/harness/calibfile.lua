@@ -74,6 +74,21 @@ end
 -- a record's reference name in the file
 function M.record_name(n) return fmt("record_%02d", n) end
 
+-- the card and scale a command reads from calib: --card, else the file's only card, else
+-- this_card; --scale, else the card's only scale, else proxy. nil and why when the file has none
+function M.pick(calib, o, this_card, path)
+  local function only(t)
+    local k, n = nil, 0
+    for key in pairs(t or {}) do k, n = key, n + 1 end
+    return n == 1 and k or nil
+  end
+  local card = o.card or only(calib.entries) or this_card
+  if not calib.entries[card] then return nil, fmt("no entries for the card %s in %s", card, path) end
+  local scale = (o.scale and o.scale ~= "auto") and o.scale or only(calib.entries[card]) or "proxy"
+  if not calib.entries[card][scale] then return nil, fmt("no entries at scale %s for %s in %s", scale, card, path) end
+  return card, scale
+end
+
 -- the sha-256 of a recipe's source (entries' `recipe_sha256`, a tune search's key), nil when unreadable
 function M.recipe_sha256(path)
   local s = util.read_file(path)

@@ -25,6 +25,7 @@ local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
 local tune = require "speedrun.harness.tune"
 local calibfile = require "speedrun.harness.calibfile"
+local apply = require "speedrun.harness.apply"
 local stream = require "speedrun.harness.stream"
 local sr = require "speedrun"
 local lsr_data = require "speedrun.data"
@@ -542,6 +543,9 @@ measured train times (mean, std, card, software) in the calibration file used by
   --show             print the ladder of the calibration file instead (every reference's budget,
                      cut, time and loss; every task's gap against 3 sigma), running nothing;
                      --card NAME picks the card (default: the file's only card, else this one)
+  --apply            write each tuned entry's budget (steps, schedule, target) of the file (card,
+                     scale as --show) into its recipe (--tasks, --tasks-dir), running nothing: only
+                     when the result is the very source the entry was measured with (its SHA-256)
   --stream P         random (default) | fixed: where each run's training stream starts; entries
                      record it and a task's score runs as its references did
 A plain calibrate keeps an entry's `tune` record when the recipe's budget is still the tuned one.
@@ -550,7 +554,7 @@ A plain calibrate keeps an entry's `tune` record when the recipe's budget is sti
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.apply = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
 local function parse_list(s)
   local out = {}
@@ -771,20 +775,25 @@ local function show_ladder(o)
   local path = calibfile.path(o)
   local calib, cerr = calibfile.load(path)
   if not calib then return die(cerr) end
-  local function only(t)
-    local k, n = nil, 0
-    for key in pairs(t or {}) do k, n = key, n + 1 end
-    return n == 1 and k or nil
-  end
-  local card = o.card or only(calib.entries) or H.card(resolve_device(o.device) == "cuda")
-  if not calib.entries[card] then return die(fmt("no entries for the card %s in %s", card, path)) end
-  local scale = (o.scale and o.scale ~= "auto") and o.scale or only(calib.entries[card]) or "proxy"
-  if not calib.entries[card][scale] then return die(fmt("no entries at scale %s for %s in %s", scale, card, path)) end
+  local card, scale = calibfile.pick(calib, o, H.card(resolve_device(o.device) == "cuda"), path)
+  if not card then return die(scale) end
   local m, err = taskmod.manifest()
   if not m then return die(err) end
   print(ladder.format(ladder.build(calib, card, scale, m.tasks)))
   print("calibration: " .. path)
   return 0
+end
+
+-- --apply: each entry's tuned budget written back into its recipe, vouched by the entry's SHA-256
+local function apply_tuned(o)
+  local path = calibfile.path(o)
+  local calib, cerr = calibfile.load(path)
+  if not calib then return die(cerr) end
+  local card, scale = calibfile.pick(calib, o, H.card(resolve_device(o.device) == "cuda"), path)
+  if not card then return die(scale) end
+  local rc = apply.run(calib.entries[card][scale], scale, calibrate_items(o), o.tasks ~= nil)
+  print(fmt("calibration: %s (%s, scale %s)", path, card, scale))
+  return rc
 end
 
 function M.calibrate(args)
@@ -794,6 +803,7 @@ function M.calibrate(args)
   local bad = options.check(o)
   if bad then return die(bad) end
   if o.show then return show_ladder(o) end
+  if o.apply then return apply_tuned(o) end
   o.stream = o.stream or stream.DEFAULT   -- references start where scored runs do
   process.trap_signals()
   local device = resolve_device(o.device)
