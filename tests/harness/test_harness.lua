@@ -279,6 +279,7 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   local e = c.entries[card].micro.record_01
   T.ok(e.mean_ms > 0 and e.runs == 2 and e.target_val_loss == 3.0, "calibration entry")
   T.eq(e.recipe_sha256, H.sha256(io.open(ws .. "/good.lua"):read("a")), "the entry records the source it timed")
+  T.eq(e.cpu_threads, 1, "and the CPU threads its time is of")
   -- a reference's runs start from cold caches of their own, as a score's (round 17: an entry an
   -- agent planted in the shared cache could slow a reference and inflate an FSR)
   local job = json.decode(io.open(tmp .. "/cal1/record_01/run2/job.json"):read("a"))
@@ -295,7 +296,8 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   T.eq(r2.config.stream.policy, "random")
   T.ok(math.type(r2.config.stream.start) == "integer" and r2.config.stream.start >= 0, tostring(r2.config.stream.start))
   -- make record_02 exactly 20% faster than record_01 so the expected FSR is known
-  c.entries[card].micro.record_02 = {mean_ms = e.mean_ms * 0.8, std_ms = 1, target_val_loss = 3.0, val_tokens = 512}
+  c.entries[card].micro.record_02 = {mean_ms = e.mean_ms * 0.8, std_ms = 1, target_val_loss = 3.0, val_tokens = 512,
+                                     cpu_threads = 2}
   local f = io.open(calib, "w")
   f:write(json.encode(c, true))
   f:close()
@@ -307,8 +309,8 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   f:write(g)
   f:close()
   -- a task's runs start as its references' did: references of two policies cannot be scored
-  local function score(extra, out)
-    return speedrun("score " .. sh(sws) .. " --task 1 --runs 3 --device cpu --threads 1 " .. DATA ..
+  local function score(extra, out, threads)
+    return speedrun("score " .. sh(sws) .. " --task 1 --runs 3 --device cpu " .. (threads or "--threads 1 ") .. DATA ..
                     " --calibration " .. sh(calib) .. " --out " .. sh(tmp .. "/" .. out) .. " " .. (extra or ""))
   end
   rc, text = score(nil, "score0")
@@ -317,7 +319,14 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   f = io.open(calib, "w"); f:write(json.encode(c, true)); f:close()
   rc, text = score("--stream fixed", "score0")
   T.eq(rc, 2); T.ok(text:find("--stream fixed: the references in", 1, true), text)
-  rc, text = score(nil, "score1")
+  -- a CPU time is of its thread count: the task's references must agree, and the score computes with theirs
+  rc, text = score(nil, "score0")
+  T.eq(rc, 2); T.ok(text:find("timed with different CPU thread counts (record_01: 1, record_02: 2)", 1, true), text)
+  c.entries[card].micro.record_02.cpu_threads = 1
+  f = io.open(calib, "w"); f:write(json.encode(c, true)); f:close()
+  rc, text = score(nil, "score0", "--threads 2 ")
+  T.eq(rc, 2); T.ok(text:find("timed with 1 CPU threads, this score asks for 2", 1, true), text)
+  rc, text = score(nil, "score1", "")   -- no --threads: the references' one
   local s = json.decode(io.open(tmp .. "/score1/score.json"):read("a"))
   T.eq(s.schema, "speedrun.score/1")
   T.eq(#s.runs, 3)
@@ -334,6 +343,7 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   T.eq(s.stream, "random")
   local r3 = json.decode(io.open(tmp .. "/score1/run3/results.json"):read("a"))
   T.eq(r3.config.stream.policy, "random", "the scored runs too")
+  T.eq(r3.cpu_threads, 1, "with the references' CPU threads")
 end)
 
 T.case("score with a failing run fails the verdict", function()

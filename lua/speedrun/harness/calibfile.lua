@@ -111,6 +111,24 @@ function M.recipe_note(task, ref_i, ref_next)
     table.concat(stale, " and "), #stale > 1 and "their recipes" or "its recipe")
 end
 
+-- the CPU threads a CPU score of task N runs with: its references' (entries record `cpu_threads`
+-- since the sixteenth session; a CPU time is of its thread count), which --threads may only
+-- repeat; o.threads as given on a GPU or against entries without the field. nil, why when it cannot
+function M.cpu_threads(o, ref_i, ref_next, task, calib_path)
+  local t = o.device ~= "cuda" and ref_i.cpu_threads
+  if type(t) ~= "number" then return o.threads end
+  if ref_next.cpu_threads ~= t then
+    return nil, fmt("the references of task %d in %s were timed with different CPU thread counts (%s: %d, %s: %s): "
+      .. "calibrate them again with one --threads", task, calib_path, M.record_name(task), t, M.record_name(task + 1),
+      tostring(ref_next.cpu_threads))
+  end
+  if o.threads and tonumber(o.threads) ~= t then
+    return nil, fmt("the references of task %d in %s were timed with %d CPU threads, this score asks for %s: score with "
+      .. "--threads %d (or without --threads), or calibrate them again with --threads %s", task, calib_path, t, o.threads, t, o.threads)
+  end
+  return tostring(math.floor(t))
+end
+
 -- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
 -- why not. The target's validation loss and size become the runs', whatever the workspace says:
 -- no entry, no score (never a fallback to the workspace's own target).
@@ -155,6 +173,9 @@ function M.task_refs(o, calib, card, task, calib_path, data_id)
   end
   local policy, why = stream.for_task(o, ref_i, ref_next, calib_path)   -- the runs start as the references' did
   if not policy then return nil, why end
+  local threads, terr = M.cpu_threads(o, ref_i, ref_next, task, calib_path)   -- and compute with their CPU threads
+  if terr then return nil, terr end
+  o.threads = threads
   o.stream = policy
   o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
   return ref_i, ref_next

@@ -233,7 +233,9 @@ function M.main(jobfile)
   if not text then io.stderr:write("speedrun _child: ", tostring(err), "\n"); return 2 end
   local job = decode(text)
   if job.threads then sr.set_num_threads(job.threads) end
-  emit {ev = "start", pid = process.getpid(), card = H.card(job.device == "cuda" and sr.cuda_available())}
+  -- the CPU threads the run computes with, before the recipe runs (it cannot set them: sandbox.lua)
+  emit {ev = "start", pid = process.getpid(), card = H.card(job.device == "cuda" and sr.cuda_available()),
+        threads = job.device ~= "cuda" and sr.get_num_threads() or nil}
   local ok, e = xpcall(run, caught, job, R)
   if not ok then R.failure = {kind = e.kind, message = e.message, traceback = e.traceback} end
   R.card = H.card(job.device == "cuda" and sr.cuda_available())

@@ -489,11 +489,15 @@ function M.score(args)
   out_root = abspath(out_root)
   local runs, err = multi_run(recipe, o, k, out_root, "score")
   if not runs then return die(err) end
-  -- each run read the data the references were checked against (its id taken when it started)
+  -- each run read the data the references were checked against (its id taken when it started), on
+  -- the CPU with the references' threads
   for i, r in ipairs(runs) do
     if data_id and r.data ~= data_id then
       return die(fmt("run %d read other data (id %s) than the score checked against the references (%s): the data "
                      .. "changed while the score ran", i, tostring(r.data), data_id))
+    end
+    if ref_i and type(ref_i.cpu_threads) == "number" and r.cpu_threads ~= ref_i.cpu_threads then
+      return die(fmt("run %d computed with %s CPU threads, the references with %d", i, tostring(r.cpu_threads), ref_i.cpu_threads))
     end
   end
   local target = runs_target(o, runs)
@@ -578,11 +582,12 @@ local function calib_entry(runs, recipe, o, card)
                  steps = runs[1].config and runs[1].config.steps or json.null,
                  p = sum.ttest.p or json.null, all_valid = true, recipe = abspath(recipe), card = card,
                  recipe_sha256 = calibfile.recipe_sha256(recipe) or json.null,
-                 data = runs[1].data or json.null, stream = stream.of_runs(runs),
+                 data = runs[1].data or json.null, stream = stream.of_runs(runs), cpu_threads = runs[1].cpu_threads,
                  device = o.device, scale = o.scale, software = software(), host = process.hostname(), measured_at = iso_now()}
   for _, r in ipairs(runs) do
     if not r.valid then entry.all_valid = false end
     if r.data ~= entry.data then entry.data = json.null end   -- runs on different data: no one id
+    if r.cpu_threads ~= entry.cpu_threads then entry.cpu_threads = json.null end
   end
   return entry
 end

@@ -216,6 +216,7 @@ function M.results(log, run, opts, started_at)
              software = H.build_info(), host = process.hostname(), log = "log.txt", recipe_log = "recipe.log", svg = "loss.svg",
              checks = {}, violations = json.array(log.violations)}
   R.card = (done and done.card) or (log.start_ev and log.start_ev.card) or H.card(false)
+  R.cpu_threads = job.device ~= "cuda" and log.start_ev and log.start_ev.threads or nil   -- a CPU run's time is of them
   if log.cfg_ev then R.scale, R.config, R.name = log.cfg_ev.scale, log.cfg_ev.config, log.cfg_ev.name end
   if done and not run.killed then
     R.metrics, R.checks, R.cuda_graph = done.metrics, done.checks or {}, done.cuda_graph
