@@ -29,7 +29,8 @@
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
-#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1; ":" joins settings): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1, SR_FLEX_BWD_OVERLAP=1 (with the split);
+#              ":" joins settings; the default four cover every kernel): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -200,7 +201,7 @@ for p in $PARTS; do
       part wgmma_base 200 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
         [ "${WGMMA_ANCHOR:-1}" = 0 ] || python3 bench/flex_anchor.py 10'
       grep -vE "^ok" "$LOG/wgmma_base.log" | tail -20
-      for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1}; do
+      for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1:SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
         tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
         part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"
           (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward | tail -1

@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
 // MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
 // 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
-template <int NS, bool DQ>
+template <int NS, bool DQ, bool OVB>
 __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -244,25 +244,32 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   };
   load_core_async<BK>(Ks, K, as.s[3][2], kt0, T);
   load_core_async<BK>(Vs, V, as.s[4][2], kt0, T);
-  flex_ring<NS> rg;  // K, V and the first NS - 1 query tiles in flight, one commit group each (K, V in the first)
+  // K, V and the first AHEAD query tiles in flight, one commit group each (K, V in the first); OVB
+  // (without DQ): a tile's dK / dV products run on into the next tile, still reading their stage: one fewer ahead
+  static_assert(!(DQ && OVB), "OVB is of the split backward");
+  constexpr int AHEAD = OVB ? NS - 2 : NS - 1;
+  flex_ring<AHEAD + 1> rg;
   rg.la = tl.next(fm, -1, kt0, BK, 1);
 #pragma unroll
-  for (int e = 0; e + 1 < NS; e++) {
+  for (int e = 0; e < AHEAD; e++) {
     if (rg.push(tl, fm, e, kt0, BK, 1)) load_q(rg.s0[e], e);
     cp_async_commit();
   }
   float dK[2][32], dV[2][32];
 #pragma unroll
   for (int i = 0; i < 32; i++) dK[0][i] = dK[1][i] = dV[0][i] = dV[1][i] = 0.f;
+  // the zeros as registers before the loop: with OVB the products run across the loop's back edge,
+  // and a zero the compiler rematerialised inside it would make ptxas serialize them all (C7515)
+  wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
   int kw = kt0 + wg * 64, key0 = kw + w * 16 + g, key1 = key0 + 8;
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
   int cur = 0;  // the stage of rg's entry 0
   for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
-    cp_async_wait<NS - 2>();
+    cp_async_wait<AHEAD - 1>();
     wg_fence_smem();
-    __syncthreads();  // entry 0 is in stage cur for everyone; the stage of the tile before and dSt are free
-    if (rg.push(tl, fm, NS - 1, kt0, BK, 1)) load_q(rg.s0[NS - 1], cur == 0 ? NS - 1 : cur - 1);
+    __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
+    if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
     cp_async_commit();
     int qt0 = rg.s0[0];
     bool part = rg.part[0];
@@ -272,10 +279,10 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
     bool live = !part || !flex_dead(fm, qt0, BQ, kw, 64);  // some key of this warpgroup is seen by the tile
     uint32_t ap[4][4], as2[4][4];
     if (live) {
-      float Sp[32], dP[32];
+      float Sp[32], dP[32];  // S^T and dP^T: the first product of each ignores them (scale-d 0)
 #pragma unroll
-      for (int i = 0; i < 32; i++) Sp[i] = dP[i] = 0.f;
-      wg_fence();
+      for (int i = 0; i < 32 && !OVB; i++) Sp[i] = dP[i] = 0.f;  // OVB: not while dK / dV's products run
+      wg_fence();                                                  // (ptxas would serialize them)
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) {
         uint64_t dq_desc = wg_desc(Qs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128), do_desc = wg_desc(dOs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
@@ -283,9 +290,10 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
         wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
       }
       wg_commit();
-      wg_wait<0>();
+      wg_wait<0>();  // OVB: also the tile before's dK / dV products
       wg_keep(Sp);
       wg_keep(dP);
+      if (OVB) { wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]); }
 #pragma unroll
       for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -324,11 +332,13 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
         *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = 0u;
       }
     }
-    if (!DQ) {  // dQ by flex_backward_dq_hopper_kernel: this tile is done when dK / dV's products are
-      wg_wait<0>();
-      wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
+    if (!DQ) {  // dQ by flex_backward_dq_hopper_kernel. OVB: dK / dV's products run on beside the next
+                // tile's loads and S, dP products (whose wait covers them); a tile this warpgroup skips waits
+                // here, so the stage loaded next (AHEAD + 1 tiles back) is never still read
+      if (!OVB || !live) {
+        wg_wait<0>();
+        wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+      }
       continue;
     }
     wg_fence_smem();
@@ -356,6 +366,10 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
       atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
       atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
     }
+  }
+  if (OVB) {  // the last tile's dK / dV products
+    wg_wait<0>();
+    wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
   }
   bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
   int64_t kst = as.s[0][2], vst = as.s[1][2];
@@ -508,6 +522,13 @@ static int hopper_forward_overlap(void) {
   if (v < 0) v = env_is(getenv("SR_FLEX_FWD_OVERLAP"), "1");
   return v;
 }
+// SR_FLEX_BWD_OVERLAP=1 (with the split): the dK / dV kernel's products of a tile run on beside the
+// next tile's (flex_backward_hopper_kernel's OVB), four stages
+static int hopper_backward_overlap(void) {
+  static int v = -1;
+  if (v < 0) v = env_is(getenv("SR_FLEX_BWD_OVERLAP"), "1");
+  return v;
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -516,23 +537,36 @@ extern "C" int sr_flex_hopper_split(void) {
   return v;
 }
 
+// the dK / dV kernel's shared memory: K, V, NS stages of Q and dO, dS^T, NS stages of lse / delta / doc ids
+static size_t bwd_smem(int ns) {
+  return (size_t)(2 * 128 * 128 + 2 * ns * 64 * 128 + 128 * 64) * sizeof(bf16) + ns * 192 * sizeof(float);
+}
+
+// the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB>) launched
+template <int NS, bool DQ, bool OVB>
+static cudaError_t dkdv(dim3 grid, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
+                        const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
+                        att_strides as, cudaStream_t s) {
+  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, DQ, OVB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)bwd_smem(NS));
+  if (e != cudaSuccess) return e;
+  flex_backward_hopper_kernel<NS, DQ, OVB><<<grid, 256, bwd_smem(NS), s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale,
+                                                                           fm, as);
+  return cudaGetLastError();
+}
+
+// dq_acc: the f32 accumulator (dQ by atomics) or NULL: the split, dQ by its own kernel, the dK / dV
+// kernel on NS stages or (SR_FLEX_BWD_OVERLAP=1) overlapped on four
 template <int NS>
 static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
                                att_strides as, int64_t BH, cudaStream_t s) {
-  size_t smem = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128 + 128 * 64) * sizeof(bf16) + NS * 192 * sizeof(float);
   dim3 grid((unsigned)fm.nb, (unsigned)BH);
   cudaError_t e;
-  if (dq_acc) {
-    e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-    flex_backward_hopper_kernel<NS, true><<<grid, 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as);
-    return cudaGetLastError();
-  }
-  e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (dq_acc) return dkdv<NS, true, false>(grid, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  e = hopper_backward_overlap() ? dkdv<4, false, true>(grid, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
+                                : dkdv<NS, false, false>(grid, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (e != cudaSuccess) return e;
-  flex_backward_hopper_kernel<NS, false><<<grid, 256, smem, s>>>(dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
   size_t smq = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
   e = cudaFuncSetAttribute(flex_backward_dq_hopper_kernel<NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq);
   if (e != cudaSuccess) return e;
