@@ -112,15 +112,17 @@ function M.recipe_note(task, ref_i, ref_next)
 end
 
 -- the CPU threads a CPU score of task N runs with: its references' (entries record `cpu_threads`
--- since the sixteenth session; a CPU time is of its thread count), which --threads may only
--- repeat; o.threads as given on a GPU or against entries without the field. nil, why when it cannot
+-- since the sixteenth session; a CPU time is of its thread count; an entry without the field takes
+-- the other's), which --threads may only repeat; o.threads as given on a GPU or against entries
+-- without the field. nil, why when it cannot
 function M.cpu_threads(o, ref_i, ref_next, task, calib_path)
-  local t = o.device ~= "cuda" and ref_i.cpu_threads
-  if type(t) ~= "number" then return o.threads end
-  if ref_next.cpu_threads ~= t then
+  if o.device == "cuda" then return o.threads end
+  local ti, tn = ref_i.cpu_threads, ref_next.cpu_threads
+  local t = type(ti) == "number" and ti or type(tn) == "number" and tn   -- an entry without the field: the other's
+  if not t then return o.threads end
+  if type(ti) == "number" and type(tn) == "number" and ti ~= tn then
     return nil, fmt("the references of task %d in %s were timed with different CPU thread counts (%s: %d, %s: %s): "
-      .. "calibrate them again with one --threads", task, calib_path, M.record_name(task), t, M.record_name(task + 1),
-      tostring(ref_next.cpu_threads))
+      .. "calibrate them again with one --threads", task, calib_path, M.record_name(task), ti, M.record_name(task + 1), tn)
   end
   if o.threads and tonumber(o.threads) ~= t then
     return nil, fmt("the references of task %d in %s were timed with %d CPU threads, this score asks for %s: score with "
