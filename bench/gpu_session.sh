@@ -194,13 +194,19 @@ for p in $PARTS; do
       # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1), each variant of $WGMMA_VARIANTS its own part
       # (a variant's settings joined by ":"): registry rows, test_gpu_flex and the speed table; the
       # mma.sync kernels' table (SR_FLEX_WGMMA=0) and PyTorch's compiled FlexAttention on the same masks
-      # (bench/flex_anchor.py; WGMMA_ANCHOR=0 skips it) first. About 140 s a variant: the default four
-      # and the anchors need ~10 min, two calls (WGMMA_VARIANTS picks)
+      # (bench/flex_anchor.py; WGMMA_ANCHOR=0 skips it) first, then the attention rows through them
+      # (WGMMA_DENSE=0 skips them). About 140 s a variant: the default four and the rest need ~12 min,
+      # two calls (WGMMA_VARIANTS picks)
       part wgmma 60 ./build/tests/test_gpu_wgmma
       cat "$LOG/wgmma.log"
       part wgmma_base 200 bash -c 'echo "== SR_FLEX_WGMMA=0"; SR_FLEX_WGMMA=0 ./build/speedrun run bench/flex_attention.lua 10
         [ "${WGMMA_ANCHOR:-1}" = 0 ] || python3 bench/flex_anchor.py 10'
       grep -vE "^ok" "$LOG/wgmma_base.log" | tail -20
+      # dense attention through the same kernels (attention.cu: a mask of no lists), both dQ paths
+      [ "${WGMMA_DENSE:-1}" = 0 ] || { part wgmma_dense 240 bash -c 'cd tests && for split in 0 1; do
+          SR_FLEX_WGMMA=1 SR_FLEX_BWD_SPLIT=$split SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry attention \
+            attention_backward | tail -1; echo "registry (dense, split $split) rc=${PIPESTATUS[0]}"; done'
+        grep -vE "^ok" "$LOG/wgmma_dense.log" | tail -8; }
       for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1:SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
         tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
         part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"

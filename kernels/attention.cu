@@ -22,10 +22,13 @@
 ** f32 (any dtype with D in {16, 32, 64, 128} that the flash path does not take): plain kernels
 ** with one thread per query (forward, dQ) or per key (dK, dV), same math, for tests and small
 ** models.
+** With SR_FLEX_WGMMA=1 on Hopper (bf16, D 128, T a multiple of 128) both go through the flex
+** kernels of kernels/hopper/ with a mask of no lists (flex_common.cuh: the causal blocks implicit).
 ** Gradient contract: dq, dk, dv are written (=).
 */
 #include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
 #include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, online_softmax_tile, att_strides, LOG2E, LN2
+#include "flex_common.cuh"   // defines: flex_mask, sr_flex_wgmma, sr_flex_forward_hopper, sr_flex_backward_hopper
 
 // ----------------------------------------------------------------------------
 // masks and block ranges (block-sparse masks: kernels/flex_attention.cu)
@@ -454,6 +457,18 @@ static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
     default: return sr_errf("head dim %d is not supported on cuda (16, 32, 64, 128)", D); \
   }
 
+// the Hopper flex kernels for dense attention (SR_FLEX_WGMMA=1): bf16 (flash_ok), D 128, whole blocks of 128
+static bool hopper_ok(int D, int T) { return D == 128 && T % 128 == 0 && sr_flex_wgmma(); }
+// their mask: no lists (flex_tiles: the causal blocks implicit), no documents, no window
+static flex_mask dense_mask(int T, int causal) {
+  flex_mask m;
+  m.bm = m.doc = m.wt = NULL;
+  m.nb = T / 128;
+  m.causal = causal;
+  m.window = 0;
+  return m;
+}
+
 extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4];
   sr_tensor *ts[4] = {out, q, k, v};
@@ -466,6 +481,12 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   float scale = (float)c->f[0];
   if (BH == 0 || T == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
+  if (flash_ok(dt, D, ts, 4) && hopper_ok(D, T)) {  // opt-in: not yet faster
+    cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
+                                            (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E,
+                                            dense_mask(T, causal), strides_of(ts, 4), BH, s);
+    return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
+  }
   if (flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
@@ -512,11 +533,12 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous attention tensors need bf16 with head dim 64 or 128");
   sr_tensor *tsf[8] = {dk, dv, q, k, v, dout, out, dq};
   att_strides as = strides_of(tsf, 8);
+  bool hopper = flash && hopper_ok(D, T), split = hopper && sr_flex_hopper_split();  // split: dq written directly
   size_t dbytes = (size_t)rows * sizeof(float);
-  size_t qbytes = flash ? (size_t)rows * D * sizeof(float) : 0;
+  size_t qbytes = flash && !split ? (size_t)rows * D * sizeof(float) : 0;
   float *delta = (float *)sr_cuda_malloc(dbytes);
-  float *dq_acc = flash ? (float *)sr_cuda_malloc(qbytes) : NULL;
-  if (!delta || (flash && !dq_acc)) {
+  float *dq_acc = qbytes ? (float *)sr_cuda_malloc(qbytes) : NULL;
+  if (!delta || (qbytes && !dq_acc)) {
     sr_cuda_free(delta);
     sr_cuda_free(dq_acc);
     return sr_errf("out of memory (attention backward scratch)");
@@ -530,7 +552,14 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)sr_data(dout), (const float *)sr_data(out), rows, D);
   cudaError_t ce = cudaGetLastError();
   const char *err = NULL;
-  if (ce == cudaSuccess && flash) {
+  if (ce == cudaSuccess && hopper) {
+    if (!split) ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
+    if (ce == cudaSuccess)
+      ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), dq_acc,
+                                   (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
+                                   (const bf16 *)sr_data(dout), (const float *)sr_data(lse), delta, T, scale,
+                                   dense_mask(T, causal), as, BH, s);
+  } else if (ce == cudaSuccess && flash) {
     ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
     size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
@@ -547,10 +576,6 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
       BWD(4 * tile + dsb + 128 * sizeof(float), flash_attention_backward_kernel2<128, 1>)
     }
 #undef BWD
-    if (ce == cudaSuccess) {
-      attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
-      ce = cudaGetLastError();
-    }
   } else if (ce == cudaSuccess) {
     unsigned grid = (unsigned)CEIL_DIV(rows, (int64_t)128);
 #define BWD0(DD)                                                                                                    \
@@ -574,6 +599,10 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     }
 #undef BWD0
     if (!err) ce = cudaGetLastError();
+  }
+  if (ce == cudaSuccess && dq_acc) {  // the flash paths' f32 dq into dq
+    attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
+    ce = cudaGetLastError();
   }
   if (!err && ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   sr_cuda_free(delta);

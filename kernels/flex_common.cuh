@@ -2,7 +2,7 @@
 ** flex_common.cuh: the block mask as the flex attention kernels read it (kernels/flex_attention.cu,
 ** and the Hopper kernels of kernels/hopper/): flex_mask (the packed lists of host/core/flex.h, doc
 ** ids, causal, window), its element mask, the dead-tile test and flex_tiles, the walk over a row's
-** listed blocks as tiles of 64 in ascending order.
+** listed blocks as tiles of 64 in ascending order (or, without lists, dense attention's blocks).
 */
 #ifndef SPEEDRUN_FLEX_COMMON_CUH
 #define SPEEDRUN_FLEX_COMMON_CUH
@@ -38,20 +38,31 @@ __device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, in
 // partial ones first would let later tokens reorder the online softmax's sums for earlier rows
 // (bf16-rounding differences the harness's causality check rejects: records 13-14 on documents of
 // ~560 tokens). Tiles are asked for in non-decreasing order (the merge's cursor moves forward only).
+// A mask with no lists (bm NULL: dense attention, causal or not, through the flex kernels) has them
+// implicit: causal, a row's block on the diagonal partial and those before it (transposed: after) full.
 struct flex_tiles {
-  const int32_t *ip, *ifl;
-  int np, nf, n;
+  const int32_t *ip, *ifl;  // the lists (NULL: implicit, entry e being pb + e, fb + e)
+  int np, nf, n, pb, fb;
   int ep, ef, e;  // the merge's cursor: entry e is the smaller of ip[ep] and ifl[ef]
   __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
+    ep = ef = e = 0;
+    if (!m.bm) {
+      ip = ifl = NULL;
+      np = m.causal ? 1 : 0, pb = r;
+      nf = !m.causal ? (int)m.nb : transposed ? (int)m.nb - 1 - r : r, fb = m.causal && transposed ? r + 1 : 0;
+      n = 2 * (np + nf);
+      return;
+    }
     int lp = transposed ? SR_FLEX_Q : SR_FLEX_KV, lf = transposed ? SR_FLEX_FULL_Q : SR_FLEX_FULL_KV;
     np = m.bm[sr_flex_count_at(m.nb, lp) + r];
     nf = m.bm[sr_flex_count_at(m.nb, lf) + r];
     n = 2 * (np + nf);
     ip = m.bm + sr_flex_index_at(m.nb, lp) + (int64_t)r * m.nb;
     ifl = m.bm + sr_flex_index_at(m.nb, lf) + (int64_t)r * m.nb;
-    ep = ef = e = 0;
   }
-  __device__ bool partial_next() const { return ep < np && (ef >= nf || ip[ep] < ifl[ef]); }
+  __device__ int pidx(int k) const { return ip ? ip[k] : pb + k; }
+  __device__ int fidx(int k) const { return ifl ? ifl[k] : fb + k; }
+  __device__ bool partial_next() const { return ep < np && (ef >= nf || pidx(ep) < fidx(ef)); }
   // tile ti's first key (transposed: query) and whether its block is partial; ti >= the last asked
   __device__ int start(int ti, bool *partial) {
     for (; e < (ti >> 1); e++) {
@@ -59,7 +70,7 @@ struct flex_tiles {
       else ef++;
     }
     *partial = partial_next();
-    return (*partial ? ip[ep] : ifl[ef]) * 128 + (ti & 1) * 64;
+    return (*partial ? pidx(ep) : fidx(ef)) * 128 + (ti & 1) * 64;
   }
   // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
   // (forward: queries x keys of the tile; transposed: tile queries x keys)
@@ -87,5 +98,8 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
                                     flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
 // SR_FLEX_BWD_SPLIT=1: the backward above with dq_acc NULL
 extern "C" int sr_flex_hopper_split(void);
+// SR_FLEX_WGMMA=1 on a device of compute capability 9: the kernels above for flex attention, and for
+// dense attention (kernels/attention.cu: bf16, D 128, T a multiple of 128, a mask with no lists)
+extern "C" int sr_flex_wgmma(void);
 
 #endif
