@@ -3,6 +3,7 @@
 ** and the Hopper kernels of kernels/hopper/): flex_mask (the packed lists of host/core/flex.h, doc
 ** ids, causal, window), its element mask, the dead-tile test and flex_tiles, the walk over a row's
 ** listed blocks as tiles of 64 in ascending order (or, without lists, dense attention's blocks).
+** flex_tiles and the tests it calls run on the host too (tests/cuda/test_flex_tiles.cu).
 */
 #ifndef SPEEDRUN_FLEX_COMMON_CUH
 #define SPEEDRUN_FLEX_COMMON_CUH
@@ -25,11 +26,11 @@ __device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
   return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
 }
 // the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels)
-__device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
+__host__ __device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
   return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
 }
 // no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
-__device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
+__host__ __device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
   return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);
 }
 // the tiles of 64 of the blocks (of 128) that row r of the lists names (transposed: the query
@@ -44,7 +45,7 @@ struct flex_tiles {
   const int32_t *ip, *ifl;  // the lists (NULL: implicit, entry e being pb + e, fb + e)
   int np, nf, n, pb, fb;
   int ep, ef, e;  // the merge's cursor: entry e is the smaller of ip[ep] and ifl[ef]
-  __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
+  __host__ __device__ flex_tiles(const flex_mask &m, int r, int transposed) {
     ep = ef = e = 0;
     if (!m.bm) {
       ip = ifl = NULL;
@@ -60,11 +61,11 @@ struct flex_tiles {
     ip = m.bm + sr_flex_index_at(m.nb, lp) + (int64_t)r * m.nb;
     ifl = m.bm + sr_flex_index_at(m.nb, lf) + (int64_t)r * m.nb;
   }
-  __device__ int pidx(int k) const { return ip ? ip[k] : pb + k; }
-  __device__ int fidx(int k) const { return ifl ? ifl[k] : fb + k; }
-  __device__ bool partial_next() const { return ep < np && (ef >= nf || pidx(ep) < fidx(ef)); }
+  __host__ __device__ int pidx(int k) const { return ip ? ip[k] : pb + k; }
+  __host__ __device__ int fidx(int k) const { return ifl ? ifl[k] : fb + k; }
+  __host__ __device__ bool partial_next() const { return ep < np && (ef >= nf || pidx(ep) < fidx(ef)); }
   // tile ti's first key (transposed: query) and whether its block is partial; ti >= the last asked
-  __device__ int start(int ti, bool *partial) {
+  __host__ __device__ int start(int ti, bool *partial) {
     for (; e < (ti >> 1); e++) {
       if (partial_next()) ep++;
       else ef++;
@@ -74,7 +75,7 @@ struct flex_tiles {
   }
   // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
   // (forward: queries x keys of the tile; transposed: tile queries x keys)
-  __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) {
+  __host__ __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) {
     for (ti++; ti < n; ti++) {
       bool p;
       int s = start(ti, &p);
