@@ -2,8 +2,9 @@
 ** flex_common.cuh: the block mask as the flex attention kernels read it (kernels/flex_attention.cu,
 ** and the Hopper kernels of kernels/hopper/): flex_mask (the packed lists of host/core/flex.h, doc
 ** ids, causal, window), its element mask, the dead-tile test and flex_tiles, the walk over a row's
-** listed blocks as tiles of 64 in ascending order (or, without lists, dense attention's blocks).
-** flex_tiles and the tests it calls run on the host too (tests/cuda/test_flex_tiles.cu).
+** listed blocks as tiles of 64 in ascending order (or, without lists, dense attention's blocks), and
+** flex_ring, that walk loaded ahead through the Hopper kernels' stages.
+** flex_tiles, flex_ring and the tests they call run on the host too (tests/cuda/test_flex_tiles.cu).
 */
 #ifndef SPEEDRUN_FLEX_COMMON_CUH
 #define SPEEDRUN_FLEX_COMMON_CUH
@@ -82,6 +83,29 @@ struct flex_tiles {
       if (!p || !(transposed ? flex_dead(m, s, 64, o0, no) : flex_dead(m, o0, no, s, 64))) break;
     }
     return ti;
+  }
+};
+
+// a flex_tiles walk with its tiles loaded ahead of the one computed (the Hopper kernels' cp.async
+// stages): entry 0 is the tile to compute, entries 1 .. N - 2 are in flight, entry N - 1 is filled by
+// push(); shift() after a tile. Each entry: the tile's index (>= tl.n: none), its first row and
+// whether its block is partial, taken when it is loaded (the walk's cursor only moves forward)
+template <int N>
+struct flex_ring {
+  int ti[N], s0[N];
+  bool part[N];
+  int la;  // the next tile to load
+  // entry e := the next tile (o0, no: the other side's range, as flex_tiles::next); true if one is left
+  __host__ __device__ __forceinline__ bool push(flex_tiles &tl, const flex_mask &fm, int e, int o0, int no, int transposed) {
+    ti[e] = la;
+    if (la >= tl.n) return false;
+    s0[e] = tl.start(la, &part[e]);
+    la = tl.next(fm, la, o0, no, transposed);
+    return true;
+  }
+  __host__ __device__ __forceinline__ void shift(void) {
+#pragma unroll
+    for (int e = 0; e + 1 < N; e++) { ti[e] = ti[e + 1]; s0[e] = s0[e + 1]; part[e] = part[e + 1]; }
   }
 };
 

@@ -32,29 +32,6 @@ __device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t 
   }
 }
 
-// a flex_tiles walk with its tiles loaded NS - 1 ahead of the one computed: entry 0 is the tile
-// to compute, entries 1 .. NS - 2 are in flight, entry NS - 1 is filled by push(); shift() after a
-// tile. Each entry: the tile's index (>= tl.n: none), its first row and whether its block is
-// partial, taken when it is loaded (the walk's cursor only moves forward)
-template <int NS>
-struct flex_ring {
-  int ti[NS], s0[NS];
-  bool part[NS];
-  int la;  // the next tile to load
-  // entry e := the next tile (o0, no: the other side's range, as flex_tiles::next); true if one is left
-  __device__ __forceinline__ bool push(flex_tiles &tl, const flex_mask &fm, int e, int o0, int no, int transposed) {
-    ti[e] = la;
-    if (la >= tl.n) return false;
-    s0[e] = tl.start(la, &part[e]);
-    la = tl.next(fm, la, o0, no, transposed);
-    return true;
-  }
-  __device__ __forceinline__ void shift(void) {
-#pragma unroll
-    for (int e = 0; e + 1 < NS; e++) { ti[e] = ti[e + 1]; s0[e] = s0[e + 1]; part[e] = part[e + 1]; }
-  }
-};
-
 // S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major)
 template <int BQ>
 __device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const bf16 *Ks, int wg) {

@@ -4,7 +4,9 @@
 ** row's partial and full blocks merged in ascending order, as an independent merge says (documents,
 ** windows, causal or not), and with no lists (dense attention through the flex kernels) it walks
 ** exactly what the lists of a causal or full mask would give, forward and transposed, next() with
-** its dead-tile skipping included. Host code only: needs nvcc, no GPU.
+** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
+** three and four stages), computes the same tiles from the stages they were loaded into and never
+** loads into a stage still read. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,49 @@ static void dense_as_lists(int nb, int causal) {
     }
 }
 
+// the Hopper kernels' loop over a row (flex_ring of AHEAD + 1 entries, NS stages; ov: the tile
+// before's V still read while a tile computes) against next() alone: the same tiles in the same
+// order, each computed from the stage it was loaded into, and no load into a stage still read
+template <int AHEAD>
+static void ring_walk(const flex_mask &m, int nb, int r, int t, int o0, int no, int NS, bool ov) {
+  flex_tiles u(m, r, t), tl(m, r, t);
+  std::vector<int> want;
+  for (int ti = u.next(m, -1, o0, no, t); ti < u.n; ti = u.next(m, ti, o0, no, t)) {
+    bool p;
+    want.push_back(u.start(ti, &p) * 2 + p);
+  }
+  std::vector<int> stage(NS, -1);  // the tile index each stage holds
+  flex_ring<AHEAD + 1> rg;
+  rg.la = tl.next(m, -1, o0, no, t);
+  for (int e = 0; e < AHEAD; e++)
+    if (rg.push(tl, m, e, o0, no, t)) stage[e] = rg.ti[e];
+  size_t k = 0;
+  for (int cur = 0, prev = -1; rg.ti[0] < tl.n; rg.shift(), prev = cur, cur = cur + 1 == NS ? 0 : cur + 1) {
+    int ls = (cur + AHEAD) % NS;
+    check(ls != cur && !(ov && ls == prev), "a load into a stage still read", nb, r, t, rg.ti[0]);
+    if (rg.push(tl, m, AHEAD, o0, no, t)) stage[ls] = rg.ti[AHEAD];
+    check(stage[cur] == rg.ti[0], "the tile computed is the one its stage holds", nb, r, t, rg.ti[0]);
+    check(k < want.size() && want[k] == rg.s0[0] * 2 + rg.part[0], "ring walk", nb, r, t, rg.ti[0]);
+    k++;
+  }
+  check(k == want.size(), "ring walk length", nb, r, t, -1);
+}
+
+static void rings(int nb, int causal, int window, const int32_t *doc) {
+  std::vector<int32_t> bm = build(nb, causal, window, doc);
+  flex_mask m = {bm.data(), doc ? bm.data() + sr_flex_doc_at(nb) : NULL, NULL, nb, causal, window};
+  flex_mask d = {NULL, NULL, NULL, nb, causal, 0};
+  for (int t = 0; t < 2; t++)
+    for (int r = 0; r < nb; r++)
+      for (int half = 0; half < 2; half++) {  // the other side's range: a block of 128, or one half of it
+        int o0 = r * 128 + half * 64, no = half ? 64 : 128;
+        ring_walk<1>(m, nb, r, t, o0, no, 2, false);  // SR_FLEX_STAGES=2
+        ring_walk<2>(m, nb, r, t, o0, no, 3, false);  // 3 (the default)
+        ring_walk<2>(m, nb, r, t, o0, no, 4, true);   // the overlaps: four stages, two ahead
+        if (!window && !doc) ring_walk<2>(d, nb, r, t, o0, no, 3, false);
+      }
+}
+
 int main(void) {
   for (int nb = 1; nb <= 9; nb++)
     for (int causal = 0; causal < 2; causal++) {
@@ -104,6 +149,8 @@ int main(void) {
       }
       lists_in_order(nb, causal, 0, doc.data());
       lists_in_order(nb, causal, 200, doc.data());
+      rings(nb, causal, 0, NULL);
+      rings(nb, causal, 200, doc.data());
     }
   printf("%d checks, %d failed\n", checks, failed);
   return failed ? 1 : 0;
