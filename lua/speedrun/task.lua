@@ -216,6 +216,7 @@ local USAGE = [[
 usage: speedrun task list
        speedrun task show N [--hint 1|2|3]
        speedrun task init N DIR [--hint L] [--force]
+       speedrun task sync-hints [N ...] [--check]
 Tasks of the speedrun benchmark: task N starts from record N's recipe and aims at record N+1.
   list     the tasks, their start and target records and times
   show     the task statement and rules; with --hint, the hint at that level (a list such as
@@ -223,6 +224,9 @@ Tasks of the speedrun benchmark: task N starts from record N's recipe and aims a
   init     a workspace in DIR: recipe.lua (record N), TASK.md, INSTRUCTIONS.md (for coding agents),
            task.json and, with --hint, HINT.md;
            DIR must be empty or missing unless --force
+  sync-hints  set every `key = number` the hints of the tasks (default all) state about a scale
+           (`proxy: steps = 92`) to the target recipe's value there, after a re-tune moved the
+           budgets; prints each change; --check only lists them (exit 1 if any)
 Score a workspace with `speedrun score DIR --task N`. The manifest is tasks/tasks.lua
 (docs/recipes.md).
 ]]
@@ -243,13 +247,13 @@ local function parse(args)
       i = i + 1
       if not args[i] then return nil, "--hint needs a level (1, 2 or 3)" end
       o.hint = args[i]
-    elseif a == "--force" or a == "--help" or a == "-h" then o[(a:gsub("^%-+", ""))] = true
+    elseif a == "--force" or a == "--check" or a == "--help" or a == "-h" then o[(a:gsub("^%-+", ""))] = true
     elseif a:sub(1, 2) == "--" then return nil, "unknown option " .. a
     else pos[#pos + 1] = a end
     i = i + 1
   end
   for k in pairs(o) do
-    if k ~= "hint" and k ~= "force" and k ~= "help" and k ~= "h" then return nil, "unknown option --" .. k end
+    if k ~= "hint" and k ~= "force" and k ~= "check" and k ~= "help" and k ~= "h" then return nil, "unknown option --" .. k end
   end
   return o, pos
 end
@@ -294,6 +298,43 @@ function M.show(m, t, hint)
                     t.id, " --hint L`.\n")
   end
   return 0
+end
+
+-- sync-hints: the scale values each task's hints (levels 1-3) state set to its target recipe's
+-- (speedrun.hintcheck), for the tasks ts; check: only say which are stale (exit 1 if any)
+function M.sync_hints(m, ts, check)
+  local hc = require "speedrun.hintcheck"
+  local rc, changed, files = 0, 0, 0
+  for _, t in ipairs(ts) do
+    local ok, recipe = pcall(dofile, m.root .. "/" .. t.target .. "/recipe.lua")
+    if not ok or type(recipe) ~= "table" or type(recipe.config) ~= "table" then
+      return die(fmt("task %d: the target recipe %s/recipe.lua cannot be read: %s", t.id, t.target, tostring(recipe)), 1)
+    end
+    for level = 1, 3 do
+      local rel = fmt("%s/level%d.md", t.hints, level)
+      local text = read_file(m.root .. "/" .. rel)
+      if not text then return die(fmt("task %d: %s cannot be read", t.id, rel), 1) end
+      local new, changes, unresolved = hc.sync(text, recipe.config)
+      for _, c in ipairs(changes) do
+        print(fmt("%s:%d: %s %s = %.15g -> %.15g", rel, c.line, c.scale, c.key, c.from, c.to))
+      end
+      for _, c in ipairs(unresolved) do
+        print(fmt("%s:%d: %s %s = %.15g: %s holds %s at %s; edit it by hand", rel, c.line, c.scale, c.key, c.value,
+                  t.target, table.concat(c.vals, " and "), c.scale))
+        rc = 1
+      end
+      if #changes > 0 then
+        changed, files = changed + #changes, files + 1
+        if not check then
+          local wok, werr = write_file(m.root .. "/" .. rel, new)
+          if not wok then return die(fmt("%s: %s", rel, tostring(werr)), 1) end
+        end
+      end
+    end
+  end
+  print(fmt("%d stale value%s in %d hint file%s%s", changed, changed == 1 and "" or "s", files, files == 1 and "" or "s",
+            changed == 0 and "" or check and " (not written: --check)" or ", written"))
+  return (check and changed > 0) and 1 or rc
 end
 
 function M.init(m, t, dir, hint, force)
@@ -347,6 +388,14 @@ function M.main(args)
       if herr then return die(herr) end
     end
     return M.show(m, t, o.hint)
+  elseif cmd == "sync-hints" then
+    local ts = {}
+    for i = 2, #pos do
+      local t, terr = task_arg(m, pos[i])
+      if not t then return die(terr) end
+      ts[#ts + 1] = t
+    end
+    return M.sync_hints(m, #ts > 0 and ts or m.tasks, o.check)
   elseif cmd == "init" then
     if not pos[2] or not pos[3] then return die("init needs a task number and a folder\n" .. USAGE) end
     local t, terr = task_arg(m, pos[2])

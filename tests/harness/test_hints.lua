@@ -1,4 +1,4 @@
--- Hints against the recipes they lead to: every `key = number` a hint states for a scale (after
+-- Hints against the recipes they lead to (speedrun.hintcheck): every `key = number` a hint states for a scale (after
 -- `full:`, `proxy:`, `micro:` or in `proxy = {...}`, `full.steps = ...`) must be a value of that key
 -- in the task's target recipe at that scale (any occurrence: `T` is in batch and val_batch), so
 -- a re-tuned budget or a changed config cannot leave a hint stale. Keys the recipe's scale does
@@ -6,41 +6,8 @@
 local T = require "speedrun.testing"
 local taskmod = require "speedrun.task"
 
-local SCALES = {full = true, proxy = true, micro = true}
-
--- every number stored under key anywhere in the table t
-local function values_of(t, key, out)
-  out = out or {}
-  for k, v in pairs(t) do
-    if k == key and type(v) == "number" then out[#out + 1] = v
-    elseif type(v) == "table" then values_of(v, key, out) end
-  end
-  return out
-end
-
--- {scale, key, value, line} for each `key = number` after a scale marker on a line of text
-local function claims(text)
-  local out = {}
-  local n = 0
-  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    local code = line:gsub("%-%-.*$", "")     -- Lua comments in pseudocode carry prose
-    local marks = {}
-    for pos, scale in code:gmatch("()(%a+)%s*[:=.]") do
-      if SCALES[scale] and not code:sub(1, pos - 1):match("[%w_]$") then marks[#marks + 1] = {pos = pos, scale = scale} end
-    end
-    for i, m in ipairs(marks) do
-      local seg = code:sub(m.pos, marks[i + 1] and marks[i + 1].pos - 1 or #code)
-      for key, num, after in seg:gmatch("([%a_][%w_]*)%s*=%s*(%-?[%d][%d%.eE+-]*)%s*(.?)") do
-        local v = tonumber(num)   -- an expression (8 * 49152) is not a stated value
-        if v and key ~= m.scale and not after:match("[%*/+%-^]") then
-          out[#out + 1] = {scale = m.scale, key = key, value = v, line = n}
-        end
-      end
-    end
-  end
-  return out
-end
+local hc = require "speedrun.hintcheck"
+local claims = hc.claims
 
 T.case("claims: scale markers and key = number pairs", function()
   local c = claims("full:  steps = 7000, warmup = 250     proxy: steps = 92,  warmdown = 26 -- proxy 91\n"
@@ -60,23 +27,35 @@ T.case("hints: the scale values they state are the target recipe's", function()
     for level = 1, 3 do
       local path = ("%s/level%d.md"):format(t.hints, level)
       local text = assert(T.read(m.root .. "/" .. path), path)
-      for _, c in ipairs(claims(text)) do
-        local vals = cfg[c.scale] and values_of(cfg[c.scale], c.key) or {}
-        if #vals > 0 then
-          checked = checked + 1
-          local ok = false
-          for _, v in ipairs(vals) do if math.abs(v - c.value) <= 1e-9 * math.max(1, math.abs(v)) then ok = true end end
-          if not ok then
-            wrong[#wrong + 1] = ("%s:%d: %s %s = %g, but %s has %s"):format(path, c.line, c.scale, c.key, c.value,
-              t.target, table.concat(vals, " or "))
-          end
-        end
+      local bad, n = hc.stale(text, cfg)
+      checked = checked + n
+      for _, c in ipairs(bad) do
+        wrong[#wrong + 1] = ("%s:%d: %s %s = %g, but %s has %s"):format(path, c.line, c.scale, c.key, c.value,
+          t.target, table.concat(c.vals, " or "))
       end
     end
     if checked > before then tasks_checked = tasks_checked + 1 end
   end
-  T.ok(#wrong == 0, #wrong .. " stale values:\n" .. table.concat(wrong, "\n"))
+  T.ok(#wrong == 0, #wrong .. " stale values (`speedrun task sync-hints` sets them from the recipes):\n" .. table.concat(wrong, "\n"))
   T.ok(tasks_checked >= 10 and checked >= 80, ("the check is not vacuous: %d values in the hints of %d tasks"):format(checked, tasks_checked))
+end)
+
+T.case("sync: stale values set to the recipe's, the rest of the text as it was; ambiguous ones named", function()
+  local cfg = {full = {steps = 3000, warmdown = 900}, proxy = {steps = 104, warmdown = 29, batch = {T = 8192}, val_batch = {T = 256}}}
+  local text = "full:  steps = 3000, warmdown = 900        proxy: steps = 78, warmdown = 23\n"
+            .. "- Config: proxy `steps = 78,\n  warmdown = 23` (prose 78 stays)\nproxy: T = 4096\n"
+  local new, changes, unresolved = hc.sync(text, cfg)
+  T.eq(new, "full:  steps = 3000, warmdown = 900        proxy: steps = 104, warmdown = 29\n"
+            .. "- Config: proxy `steps = 104,\n  warmdown = 23` (prose 78 stays)\nproxy: T = 4096\n",
+       "a claim is on its marker's line: the next line's warmdown is prose")
+  T.eq(#changes, 3)
+  T.eq(changes[1].line, 1) T.eq(changes[1].key, "steps") T.eq(changes[1].from, 78) T.eq(changes[1].to, 104)
+  T.eq(changes[3].line, 2) T.eq(changes[3].key, "steps")
+  T.eq(#unresolved, 1, "T is 8192 and 256 at proxy: which one is meant is not known")
+  T.eq(unresolved[1].key, "T")
+  local again, c2 = hc.sync(new, cfg)
+  T.eq(again, new, "a synced text is left as it is")
+  T.eq(#c2, 0)
 end)
 
 T.done()

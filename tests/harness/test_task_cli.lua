@@ -179,4 +179,32 @@ T.case("train/score/calibrate: options checked before any work (usage error, exi
   T.ok(not out:find("step:1/", 1, true), "no step ran:\n" .. out)
 end)
 
+T.case("task sync-hints: a re-tuned budget moves the hints that state it (a copy of the checkout)", function()
+  local home = tmp .. "/home"
+  os.execute("rm -rf " .. sh(home) .. " && mkdir -p " .. sh(home) .. " && cp -r ../lua ../tasks ../hints " .. sh(home))
+  local rpath = home .. "/tasks/record_04/recipe.lua"   -- task 3's target
+  local src = read(rpath)
+  local steps = tonumber(src:match("\n%s*proxy%s*=%s*{.-steps%s*=%s*(%d+)"))
+  T.ok(steps, "record 4's proxy steps")
+  T.write(rpath, (src:gsub("(\n%s*proxy%s*=%s*{.-steps%s*=%s*)%d+", "%1" .. (steps + 2), 1)))
+  local env = "SPEEDRUN_HOME=" .. sh(home) .. " "
+  local function run(args)
+    local _, how, code = os.execute(env .. sh(exe) .. " " .. args .. " > " .. sh(tmp .. "/out.txt") .. " 2>&1")
+    return how == "exit" and code or 128 + code, io.open(tmp .. "/out.txt"):read("a")
+  end
+  local before = read(home .. "/hints/task_03/level1.md")
+  local rc, out = run("task sync-hints 3 --check")
+  T.eq(rc, 1, out)
+  T.ok(out:find(("hints/task_03/level1.md:%%d+: proxy steps = %d %%-> %d"):format(steps, steps + 2)), out)
+  T.eq(read(home .. "/hints/task_03/level1.md"), before, "--check writes nothing")
+  rc, out = run("task sync-hints 3")
+  T.eq(rc, 0, out)
+  T.ok(read(home .. "/hints/task_03/level1.md"):find("proxy: steps = " .. (steps + 2), 1, true), "written")
+  rc, out = run("task sync-hints --check")
+  T.eq(rc, 0, out)
+  T.ok(out:find("0 stale values", 1, true), out)
+  rc, out = run("task sync-hints 6")
+  T.eq(rc, 2, out)
+end)
+
 T.done()
