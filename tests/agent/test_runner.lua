@@ -172,6 +172,25 @@ T.case("local liveness with a marker: a live pid whose command line lacks it is 
   while not p:wait() do process.sleep(0.02) end
 end)
 
+T.case("a job no handle names is found by its folder in its command line (a sweep killed before recording it)", function()
+  local dir = "/tmp/speedrun-runner-test/cells/t01-s1"
+  local p = process.spawn {argv = {"/bin/sh", "-c", "sleep 3 # >> '" .. dir .. "/agent.log'"}}
+  local t0 = H.now()
+  while not runner.running_with(dir) and H.now() - t0 < 2 do process.sleep(0.02) end
+  T.eq(runner.running_with(dir), p:pid())
+  T.eq(runner.running_with("/tmp/speedrun-runner-test/cells/t01-s"), nil, "a folder whose name is a prefix of it is another")
+  T.eq(runner.running_with("/tmp/speedrun-runner-test/cells/t01-s2"), nil)
+  p:kill(9)
+  while not p:wait() do process.sleep(0.02) end
+  T.eq(runner.running_with(dir), nil, "gone once it exits")
+  local q = process.spawn {argv = {"/bin/sh", "-c", "sleep 3", "--out", dir}}   -- as a separate argument
+  t0 = H.now()
+  while not runner.running_with(dir) and H.now() - t0 < 2 do process.sleep(0.02) end
+  T.eq(runner.running_with(dir), q:pid())
+  q:kill(9)
+  while not q:wait() do process.sleep(0.02) end
+end)
+
 T.case("slurm backend: a failed submission is an error; an unknown backend is refused", function()
   local R = assert(runner.new {backend = "slurm", dir = tmp .. "/jobs", poll = 0.1})
   T.write(D .. "/fail_next", "")

@@ -137,13 +137,17 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- running the grid
 
--- waits while cells started by an earlier (dead) sweep still run: their handles in cell.json
+-- waits while cells started by an earlier (dead) sweep still run: their handles in cell.json, and
+-- a job of this machine whose command line names the cell's folder though no handle was recorded
+-- (the sweep killed between starting it and writing cell.json: started again, it ran twice)
 local function wait_orphans(dir, cells, quiet)
   while true do
     local alive = {}
     for _, c in ipairs(cells) do
-      local cj = journal.read_json(M.cell_dir(dir, c) .. "/cell.json")
-      if type(cj) == "table" and cj.status == "running" and runner.alive(cj.handle, c.key) then
+      local cdir = M.cell_dir(dir, c)
+      local cj = journal.read_json(cdir .. "/cell.json")
+      if (type(cj) == "table" and cj.status == "running" and runner.alive(cj.handle, c.key))
+         or (not (type(cj) == "table" and cj.status == "done") and runner.running_with(cdir)) then
         alive[#alive + 1] = c.key
       end
     end
