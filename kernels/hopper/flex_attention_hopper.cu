@@ -238,6 +238,7 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   // the zeros as registers before the loop: with OVB the products run across the loop's back edge,
   // and a zero the compiler rematerialised inside it would make ptxas serialize them all (C7515)
   wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+  uint32_t ap[4][4], as2[4][4];  // a tile's P^T and dS^T as A fragments (OVB: read by products still running)
   int kw = kt0 + wg * 64, key0 = kw + w * 16 + g, key1 = key0 + 8;
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
@@ -254,7 +255,6 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
     const float *lse_s = ld_s + 192 * cur, *delta_s = lse_s + 64;
     const int32_t *qd = (const int32_t *)(lse_s + 128);
     bool live = !part || !flex_dead(fm, qt0, BQ, kw, 64);  // some key of this warpgroup is seen by the tile
-    uint32_t ap[4][4], as2[4][4];
     if (live) {
       float Sp[32], dP[32];  // S^T and dP^T: the first product of each ignores them (scale-d 0)
 #pragma unroll
@@ -270,7 +270,11 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
       wg_wait<0>();  // OVB: also the tile before's dK / dV products
       wg_keep(Sp);
       wg_keep(dP);
-      if (OVB) { wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]); }
+      if (OVB) {
+        wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
+      }
 #pragma unroll
       for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -315,6 +319,8 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
       if (!OVB || !live) {
         wg_wait<0>();
         wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
       continue;
     }
@@ -347,6 +353,8 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   if (OVB) {  // the last tile's dK / dV products
     wg_wait<0>();
     wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
   }
   bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
   int64_t kst = as.s[0][2], vst = as.s[1][2];
