@@ -29,7 +29,7 @@
 #include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY, CEIL_DIV
 #include "core/flex.h"       // defines: sr_flex_class, sr_flex_visible, sr_flex_count_at, sr_flex_index_at
 #include "flash_common.cuh"  // defines: mma16816, ldA_x4, load_tile_async, att_strides, flash_ok, LOG2E
-#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
+#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles
 
 // ----------------------------------------------------------------------------
 // CUDA kernels: block-mask build
@@ -170,16 +170,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
         mma16816(S[j + 1], qa[kk], b + 2);
       }
     }
-    if (part) {  // the element mask, on partial blocks only
-      const int32_t *kd = kd_s + BK * cur;
-#pragma unroll
-      for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          int c = j * 8 + 2 * t + (e & 1);
-          if (!flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) S[j][e] = -INFINITY;
-        }
-    }
+    if (part) flex_mask_tile(S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // the element mask, on partial blocks only
     float al0, al1;
     online_softmax_tile(S, scale_log2, m0, m1, l0, l1, al0, al1);
 #pragma unroll

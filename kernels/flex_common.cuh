@@ -30,6 +30,19 @@ __device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
 __host__ __device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
   return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
 }
+// the element mask on a tile of S held as the flash kernels' fragments (8 tiles of 16 x 8: this
+// thread's rows q0 and q1 = q0 + 8 with doc ids dq0, dq1; columns 8j + 2t (+1) of keys k0..k0 + 63,
+// their doc ids kd): pairs not visible become -inf
+__device__ __forceinline__ void flex_mask_tile(float (*S)[4], const flex_mask &m, int q0, int q1, int k0, int32_t dq0,
+                                               int32_t dq1, const int32_t *kd, int t) {
+#pragma unroll
+  for (int j = 0; j < 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      int c = j * 8 + 2 * t + (e & 1);
+      if (!flex_vis_ids(m, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, m.doc ? kd[c] : 0)) S[j][e] = -INFINITY;
+    }
+}
 // no pair of queries [q0, q0 + nq) x keys [k0, k0 + nk) is visible under causal and window
 __host__ __device__ __forceinline__ bool flex_dead(const flex_mask &m, int q0, int nq, int k0, int nk) {
   return (m.causal && k0 > q0 + nq - 1) || (m.window > 0 && q0 - (k0 + nk - 1) >= m.window);

@@ -18,7 +18,7 @@
 */
 #include <string.h>
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
-#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_dead, flex_tiles
+#include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
 
 // ROWS rows x 128 of a [T, 128] bf16 matrix (row stride ld) from row row0 into the core-matrix
@@ -40,12 +40,24 @@ __device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const
     wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
                        wg_desc(Ks + kk * 2 * 8 * 64, 64 * 16, 128), kk > 0);
 }
-// O += P V issued: P (bf16 A fragments of the 64 keys' k16 slices), V (MN-major 64-row tile), each half of D
-__device__ __forceinline__ void fwd_pv(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *Vs) {
+// O += A B issued: A (bf16 fragments of 64 keys' k16 slices: P, or dS), B a 64-row tile read MN-major
+// (V, or K for dQ), each half of D
+__device__ __forceinline__ void av_issue(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *B) {
 #pragma unroll
   for (int h = 0; h < 2; h++)
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(Vs + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
+    for (int kk = 0; kk < 4; kk++) wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(B + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
+}
+// the same, waited for: O holds the sum on return
+__device__ __forceinline__ void av_sync(float (&O)[2][32], uint32_t (&a)[4][4], const bf16 *B) {
+  wg_fence();
+  av_issue(O, a, B);
+  wg_commit();
+  wg_wait<0>();
+  wg_keep(O[0]);
+  wg_keep(O[1]);
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
 }
 __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float al1) {
 #pragma unroll
@@ -114,23 +126,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     fwd_scores<BQ>(S, Qs, Ks, wg);
     wg_commit();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
-      fwd_pv(O, a, KV + (2 * prev + 1) * KT);
+      av_issue(O, a, KV + (2 * prev + 1) * KT);
       wg_commit();
       wg_wait<1>();  // S (the older group) is done
     } else {
       wg_wait<0>();
     }
     wg_keep(S);
-    if (part) {  // the element mask, on partial blocks only
-      const int32_t *kd = kd_s + BK * cur;
-#pragma unroll
-      for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          int c = j * 8 + 2 * t + (e & 1);
-          if (!flex_vis_ids(fm, e < 2 ? q0 : q1, k0 + c, e < 2 ? dq0 : dq1, fm.doc ? kd[c] : 0)) S[4 * j + e] = -INFINITY;
-        }
-    }
+    if (part) flex_mask_tile((float(*)[4])S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // on partial blocks only
     float al0, al1;
     online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
     if (OV) {
@@ -147,23 +150,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
       prev = cur;
       continue;
     }
-    wg_fence();
-    fwd_pv(O, a, Vs);
-    wg_commit();
-    wg_wait<0>();
-    wg_keep(O[0]);
-    wg_keep(O[1]);
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+    av_sync(O, a, Vs);
   }
-  if (OV && prev >= 0) {  // the last tile's P V
-    wg_fence();
-    fwd_pv(O, a, KV + (2 * prev + 1) * KT);
-    wg_commit();
-    wg_wait<0>();
-    wg_keep(O[0]);
-    wg_keep(O[1]);
-  }
+  if (OV && prev >= 0) av_sync(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -458,18 +447,7 @@ __global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *d
     uint32_t a[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])dP, kk);
-    wg_fence();
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++)
-        wg_m64n64k16_rs<1>(dQ[h], a[kk], wg_desc(Ks + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), 1);
-    wg_commit();
-    wg_wait<0>();
-    wg_keep(dQ[0]);
-    wg_keep(dQ[1]);
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+    av_sync(dQ, a, Ks);
   }
   bf16 *dQb = dq + att_base(as, 7, bh);
   int64_t dst = as.s[7][2];
