@@ -234,23 +234,30 @@ function M.alive(handle, marker)
 end
 R.alive = function(_, handle, marker) return M.alive(handle, marker) end
 
--- a process on this machine (not this one) whose command line names the folder dir (a cell's: as an
--- argument, or inside one, e.g. its log in a job's shell line): a job a dead sweep started but had
--- not yet recorded (killed between the start and cell.json), which no handle names. Its pid, or nil.
--- Zombies have an empty command line and do not count.
-function M.running_with(dir)
-  local me = tostring(process.getpid())
+-- the command lines of this machine's processes but this one ({pid, cmdline with every argument
+-- NUL-ended}); zombies' are empty
+function M.cmdlines()
+  local out, me = {}, tostring(process.getpid())
   for _, name in ipairs(H.listdir("/proc") or {}) do
     if name:match("^%d+$") and name ~= me then
       local f = io.open("/proc/" .. name .. "/cmdline", "rb")
       if f then
-        local cmd = (f:read("a") or "") .. "\0"   -- arguments end with NUL
+        out[#out + 1] = {tonumber(name), (f:read("a") or "") .. "\0"}
         f:close()
-        if cmd:find(dir .. "/", 1, true) or cmd:find(dir .. "\0", 1, true) or cmd:find(dir .. "'", 1, true) then
-          return tonumber(name)
-        end
       end
     end
+  end
+  return out
+end
+
+-- a process on this machine (not this one) whose command line names the folder dir (a cell's: as an
+-- argument, or inside one, e.g. its log in a job's shell line): a job a dead sweep started but had
+-- not yet recorded (killed between the start and cell.json), which no handle names. Its pid, or nil.
+-- cmdlines: M.cmdlines() taken once for several folders (read now without it).
+function M.running_with(dir, cmdlines)
+  for _, p in ipairs(cmdlines or M.cmdlines()) do
+    local cmd = p[2]
+    if cmd:find(dir .. "/", 1, true) or cmd:find(dir .. "\0", 1, true) or cmd:find(dir .. "'", 1, true) then return p[1] end
   end
 end
 

@@ -142,12 +142,12 @@ end
 -- (the sweep killed between starting it and writing cell.json: started again, it ran twice)
 local function wait_orphans(dir, cells, quiet)
   while true do
-    local alive = {}
+    local alive, procs = {}, runner.cmdlines()
     for _, c in ipairs(cells) do
       local cdir = M.cell_dir(dir, c)
       local cj = journal.read_json(cdir .. "/cell.json")
       if (type(cj) == "table" and cj.status == "running" and runner.alive(cj.handle, c.key))
-         or (not (type(cj) == "table" and cj.status == "done") and runner.running_with(cdir)) then
+         or (not (type(cj) == "table" and cj.status == "done") and runner.running_with(cdir, procs)) then
         alive[#alive + 1] = c.key
       end
     end

@@ -774,14 +774,22 @@ local function print_entry(name, e)
     e.all_valid and "" or "  (not every run was valid)"))
 end
 
--- --show: the ladder of the calibration file (one card: --card, else the file's only card, else
--- this machine's; one scale: --scale, else the card's only scale, else proxy), no run
-local function show_ladder(o)
+-- the calibration file a command reads, with its card and scale (calibfile.pick: --card, else the
+-- file's only card, else this machine's; --scale, else the card's only scale, else proxy); nil and
+-- why when it cannot
+local function picked_file(o)
   local path = calibfile.path(o)
   local calib, cerr = calibfile.load(path)
-  if not calib then return die(cerr) end
+  if not calib then return nil, cerr end
   local card, scale = calibfile.pick(calib, o, H.card(resolve_device(o.device) == "cuda"), path)
-  if not card then return die(scale) end
+  if not card then return nil, scale end
+  return calib, card, scale, path
+end
+
+-- --show: the ladder of the calibration file (one card and scale: picked_file), no run
+local function show_ladder(o)
+  local calib, card, scale, path = picked_file(o)
+  if not calib then return die(card) end
   local m, err = taskmod.manifest()
   if not m then return die(err) end
   print(ladder.format(ladder.build(calib, card, scale, m.tasks)))
@@ -791,11 +799,8 @@ end
 
 -- --apply: each entry's tuned budget written back into its recipe, vouched by the entry's SHA-256
 local function apply_tuned(o)
-  local path = calibfile.path(o)
-  local calib, cerr = calibfile.load(path)
-  if not calib then return die(cerr) end
-  local card, scale = calibfile.pick(calib, o, H.card(resolve_device(o.device) == "cuda"), path)
-  if not card then return die(scale) end
+  local calib, card, scale, path = picked_file(o)
+  if not calib then return die(card) end
   local rc = apply.run(calib.entries[card][scale], scale, calibrate_items(o), o.tasks ~= nil)
   print(fmt("calibration: %s (%s, scale %s)", path, card, scale))
   return rc
