@@ -236,8 +236,12 @@ const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_bac
 char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t nname);
 /* compiles and loads a group's kernels (before a capture); NULL or why they cannot run */
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g);
-/* compiles a group's kernels without running them (NVRTC; works without a GPU): NULL or the log */
-const char *sr_fuse_cuda_compile(const sr_fuse_group *g);
+/* compiles and loads every kernel of groups g[0..ng) not loaded yet, at once (NVRTC on several
+** threads: sr_jit_compile_many); sr_fuse_cuda_prepare then finds them (and each group's error) */
+void sr_fuse_cuda_precompile(const sr_fuse_group *g, int ng);
+/* compiles the kernels of groups g[0..ng) without running them (NVRTC, several threads; works
+** without a GPU): NULL, or the first failure's log and its group in *group */
+const char *sr_fuse_cuda_compile_all(const sr_fuse_group *g, int ng, int *group);
 
 #ifdef __cplusplus
 }

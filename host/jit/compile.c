@@ -8,12 +8,13 @@
 #include <dlfcn.h>             /* defines: dlopen, dlsym, dladdr */
 #include <errno.h>             /* defines: errno */
 #include <fcntl.h>             /* defines: open, O_RDWR */
+#include <pthread.h>           /* defines: pthread_create, pthread_mutex_t */
 #include <stdio.h>             /* defines: snprintf, fopen */
 #include <stdlib.h>            /* defines: malloc, free, getenv */
 #include <string.h>            /* defines: strlen, memcpy, strncmp */
 #include <sys/mman.h>          /* defines: mmap */
 #include <sys/stat.h>          /* defines: mkdir, stat */
-#include <unistd.h>            /* defines: getpid, rename, ftruncate, _exit */
+#include <unistd.h>            /* defines: getpid, rename, ftruncate, _exit, sysconf */
 
 #include "jit/jit.h"               /* defines: the API implemented here */
 #include "util/clock.h"         /* defines: sr_monotonic_s */
@@ -485,44 +486,58 @@ static int nvrtc_build(const sr_jit_opts *o, const char *fname, const char **opt
   return 1;
 }
 
-void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
+/* one compile in flight: the caller's opts and binary, NVRTC's options (their buffers here) */
+typedef struct jit_job {
+  const sr_jit_opts *o;
+  sr_jit_binary *b;
+  const char *fname;
+  char o_arch[64], o_self[1100], o_agent[1100], o_cuda[1100], o_cccl[1100], selfdir[1024];
+  const char *opts[SR_JIT_MAXOPT + 8];
+  int no, built;
+  double ms;          /* its NVRTC time */
+} jit_job;
+
+/* the options, the key and the cache: 1 when NVRTC must run (j->b filled otherwise: a hit or an error) */
+static int job_start(jit_job *j) {
+  const sr_jit_opts *o = j->o;
+  sr_jit_binary *b = j->b;
   memset(b, 0, sizeof *b);
-  const char *fname = o->filename && *o->filename ? o->filename : "kernel.cu";
-  if (!o->source) { fail_log(b, "%s: error: no source%s", fname, ""); return; }
+  const char *fname = j->fname = o->filename && *o->filename ? o->filename : "kernel.cu";
+  if (!o->source) { fail_log(b, "%s: error: no source%s", fname, ""); return 0; }
   if (o->nkernels > SR_JIT_MAXKERN || o->noptions > SR_JIT_MAXOPT) {
     fail_log(b, "%s: error: too many kernels or options%s", fname, "");
-    return;
+    return 0;
   }
   pick_arch(o, b->arch, sizeof b->arch);
   b->is_cubin = !strncmp(b->arch, "sm_", 3);
 
   /* options: target, C++17, line info, include dirs (the file's folder, the agent header's,
   ** the CUDA toolkit's), then the caller's */
-  char o_arch[64], o_self[1100], o_agent[1100], o_cuda[1100], o_cccl[1100], selfdir[1024];
-  const char *opts[SR_JIT_MAXOPT + 8];
+  const char **opts = j->opts;
   int no = 0;
-  snprintf(o_arch, sizeof o_arch, "--gpu-architecture=%s", b->arch);
-  opts[no++] = o_arch;
+  snprintf(j->o_arch, sizeof j->o_arch, "--gpu-architecture=%s", b->arch);
+  opts[no++] = j->o_arch;
   opts[no++] = "-std=c++17";
   opts[no++] = "-lineinfo";
   opts[no++] = "-DSPEEDRUN_KERNEL=1";
-  dirname_of(fname, selfdir, sizeof selfdir);
-  snprintf(o_self, sizeof o_self, "-I%s", selfdir);
-  opts[no++] = o_self;
-  snprintf(o_agent, sizeof o_agent, "-I%s", sr_jit_include_dir());
-  opts[no++] = o_agent;
+  dirname_of(fname, j->selfdir, sizeof j->selfdir);
+  snprintf(j->o_self, sizeof j->o_self, "-I%s", j->selfdir);
+  opts[no++] = j->o_self;
+  snprintf(j->o_agent, sizeof j->o_agent, "-I%s", sr_jit_include_dir());
+  opts[no++] = j->o_agent;
   const char *cinc = sr_jit_cuda_include_dir();
   if (cinc) {
-    snprintf(o_cuda, sizeof o_cuda, "-I%s", cinc);
-    opts[no++] = o_cuda;
+    snprintf(j->o_cuda, sizeof j->o_cuda, "-I%s", cinc);
+    opts[no++] = j->o_cuda;
     char cccl[1100];
     snprintf(cccl, sizeof cccl, "%s/cccl/cuda/std/version", cinc);
     if (file_exists(cccl)) {  /* CUDA 13 keeps <cuda/std/...> and cub in include/cccl */
-      snprintf(o_cccl, sizeof o_cccl, "-I%s/cccl", cinc);
-      opts[no++] = o_cccl;
+      snprintf(j->o_cccl, sizeof j->o_cccl, "-I%s/cccl", cinc);
+      opts[no++] = j->o_cccl;
     }
   }
   for (int i = 0; i < o->noptions; i++) opts[no++] = o->options[i];
+  j->no = no;
 
   /* the key */
   hash128 h;
@@ -536,7 +551,7 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
   {
     const char *dirs[SR_JIT_MAXOPT + 2];
     int nd = 0;
-    dirs[nd++] = selfdir;
+    dirs[nd++] = j->selfdir;
     dirs[nd++] = sr_jit_include_dir();
     for (int i = 0; i < o->noptions; i++)
       if (!strncmp(o->options[i], "-I", 2) && o->options[i][2]) dirs[nd++] = o->options[i] + 2;
@@ -544,33 +559,116 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
     s->h = &h;
     s->dirs = dirs;
     s->ndirs = nd;
-    scan_includes(s, o->source, selfdir);
+    scan_includes(s, o->source, j->selfdir);
     free(s);
   }
   snprintf(b->key, sizeof b->key, "%016llx%016llx", (unsigned long long)h.a, (unsigned long long)h.b);
 
-  const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
   if (o->use_cache) {
+    const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
     snprintf(b->cache_path, sizeof b->cache_path, "%s/%s.srk", cdir, b->key);
     if (cache_read(b->cache_path, b, o)) {
       b->ok = 1;
       b->cache_hit = 1;
       if (!b->log) b->log = xstrdup("");
-      return;
+      return 0;
     }
   }
+  return 1;
+}
 
-  /* NVRTC's time is the harness's compile account (sr_jit_compile_seconds): the device is idle
-  ** first (outside a capture), so no queued GPU work can hide under it */
-  if (sr_cuda_started() && !sr_cuda_capturing()) cudaStreamSynchronize((cudaStream_t)sr_cuda_stream());
+/* NVRTC, timed (thread-safe: each job its own program and buffers) */
+static void job_build(jit_job *j) {
   double t0 = sr_monotonic_s();
-  int built = nvrtc_build(o, fname, opts, no, b);
-  double dt = sr_monotonic_s() - t0;
-  compile_seconds += dt;
-  if (!built) return;
-  b->compile_ms = 1e3 * dt;
-  b->ok = 1;
-  if (o->use_cache && make_dirs(cdir) == 0) cache_write(b->cache_path, b, o);
+  j->built = nvrtc_build(j->o, j->fname, j->opts, j->no, j->b);
+  j->ms = 1e3 * (sr_monotonic_s() - t0);
+}
+
+/* after NVRTC: the binary's state, and the cache entry */
+static void job_finish(jit_job *j) {
+  if (!j->built) return;
+  const sr_jit_opts *o = j->o;
+  j->b->compile_ms = j->ms;
+  j->b->ok = 1;
+  const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
+  if (o->use_cache && make_dirs(cdir) == 0) cache_write(j->b->cache_path, j->b, o);
+}
+
+/* NVRTC's time is the harness's compile account (sr_jit_compile_seconds): the device is idle
+** first (outside a capture), so no queued GPU work can hide under it */
+static void device_idle(void) {
+  if (sr_cuda_started() && !sr_cuda_capturing()) cudaStreamSynchronize((cudaStream_t)sr_cuda_stream());
+}
+
+void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
+  jit_job *j = calloc(1, sizeof *j);
+  if (!j) { memset(b, 0, sizeof *b); fail_log(b, "%s: error: out of host memory%s", "kernel.cu", ""); return; }
+  j->o = o, j->b = b;
+  if (job_start(j)) {
+    device_idle();
+    job_build(j);
+    compile_seconds += j->ms / 1e3;
+    job_finish(j);
+  }
+  free(j);
+}
+
+/* compile_many's workers: jobs taken in turn from a shared counter */
+typedef struct jit_pool { jit_job **todo; int n, next; pthread_mutex_t mu; } jit_pool;
+
+static void *pool_worker(void *arg) {
+  jit_pool *p = arg;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    int k = p->next++;
+    pthread_mutex_unlock(&p->mu);
+    if (k >= p->n) return NULL;
+    job_build(p->todo[k]);
+  }
+}
+
+int sr_jit_threads(void) {
+  const char *e = getenv("SPEEDRUN_JIT_THREADS");
+  if (e && *e) {
+    char *end;
+    long n = strtol(e, &end, 10);
+    if (*end || n < 1 || n > 16) sr_fail("SPEEDRUN_JIT_THREADS must be an integer from 1 to 16 (got '%s')", e);
+    return (int)n;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 16 ? 16 : (int)n;
+}
+
+void sr_jit_compile_many(const sr_jit_opts *o, sr_jit_binary *b, int n) {
+  int threads = sr_jit_threads();
+  jit_job *jobs = calloc((size_t)(n > 0 ? n : 1), sizeof *jobs);
+  jit_job **todo = calloc((size_t)(n > 0 ? n : 1), sizeof *todo);
+  if (!jobs || !todo) sr_fail("jit: out of host memory compiling %d kernels", n);
+  /* options, keys and cache reads here, on this thread; the workers only run NVRTC */
+  int nt = 0;
+  for (int i = 0; i < n; i++) {
+    jobs[i].o = &o[i], jobs[i].b = &b[i];
+    if (job_start(&jobs[i])) todo[nt++] = &jobs[i];
+  }
+  if (nt) {
+    device_idle();
+    double t0 = sr_monotonic_s();
+    jit_pool pool = {todo, nt, 0, PTHREAD_MUTEX_INITIALIZER};
+    int nw = threads < nt ? threads : nt, started = 0;
+    pthread_t tid[16];
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64u << 20);   /* NVRTC's front end recurses deeply */
+    for (int w = 1; w < nw; w++)
+      if (pthread_create(&tid[started], &attr, pool_worker, &pool) == 0) started++;
+    pthread_attr_destroy(&attr);
+    pool_worker(&pool);    /* this thread works too (and alone when no thread could start) */
+    for (int w = 0; w < started; w++) pthread_join(tid[w], NULL);
+    compile_seconds += sr_monotonic_s() - t0;   /* wall time, the device idle throughout */
+    for (int k = 0; k < nt; k++) job_finish(todo[k]);
+  }
+  free(todo);
+  free(jobs);
 }
 
 #else  /* !SPEEDRUN_CUDA */
@@ -581,6 +679,12 @@ void sr_jit_compile(const sr_jit_opts *o, sr_jit_binary *b) {
 }
 
 double sr_jit_compile_seconds(void) { return 0; }
+
+int sr_jit_threads(void) { return 1; }
+
+void sr_jit_compile_many(const sr_jit_opts *o, sr_jit_binary *b, int n) {
+  for (int i = 0; i < n; i++) sr_jit_compile(&o[i], &b[i]);
+}
 
 #endif
 

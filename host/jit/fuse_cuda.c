@@ -269,34 +269,83 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 /* ------------------------------------------------------------------------------------------
 ** compiling and running */
 
-static void compile(const char *src, const char *kernel, sr_jit_binary *bin) {
+static void set_opts(sr_jit_opts *o, const char *src, const char *kernel) {
+  memset(o, 0, sizeof *o);
+  o->source = src;
+  o->filename = "fused_group.cu";
+  o->options[o->noptions++] = "--use_fast_math";
+  o->kernels[o->nkernels++] = kernel;
+  o->use_cache = 1;
+}
+
+SR_CUDA_ONLY static void compile(const char *src, const char *kernel, sr_jit_binary *bin) {
   sr_jit_opts o;
-  memset(&o, 0, sizeof o);
-  o.source = src;
-  o.filename = "fused_group.cu";
-  o.options[o.noptions++] = "--use_fast_math";
-  o.kernels[o.nkernels++] = kernel;
-  o.use_cache = 1;
+  set_opts(&o, src, kernel);
   sr_jit_compile(&o, bin);
 }
 
-const char *sr_fuse_cuda_compile(const sr_fuse_group *g) {
-  static char msg[2048];
-  if (!g->nop && !g->xent) return NULL;  /* a relay with nothing left to do (or the loss group's) */
-  for (int contig = 0; contig < variants(g); contig++) {
-    char name[32];
-    char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
-    sr_jit_binary bin;
-    compile(src, name, &bin);
-    free(src);
-    if (!bin.ok) {
-      snprintf(msg, sizeof msg, "%s", bin.log ? bin.log : "compile failed");
-      sr_jit_binary_free(&bin);
-      return msg;
+/* the distinct kernels of groups g[0..ng) (every variant; folds, disabled groups and relays have
+** none), those `skip` says are there already left out: sources, entry points, the first group of each */
+typedef struct kbatch { char **src; char (*name)[32]; int *group; int n, cap; } kbatch;
+
+static void batch_free(kbatch *kb) {
+  for (int i = 0; i < kb->n; i++) free(kb->src[i]);
+  free(kb->src), free(kb->name), free(kb->group);
+  memset(kb, 0, sizeof *kb);
+}
+
+static kbatch batch_of(const sr_fuse_group *g, int ng, int (*skip)(const char *src)) {
+  kbatch kb = {0};
+  for (int k = 0; k < ng; k++) {
+    if (g[k].fold || g[k].disabled || (!g[k].nop && !g[k].xent)) continue;
+    for (int contig = 0; contig < variants(&g[k]); contig++) {
+      char name[32];
+      char *src = sr_fuse_cuda_source(&g[k], contig, name, sizeof name);
+      int dup = skip && skip(src);
+      for (int i = 0; i < kb.n && !dup; i++) dup = !strcmp(kb.src[i], src);
+      if (dup) { free(src); continue; }
+      if (kb.n == kb.cap) {
+        kb.cap = kb.cap ? 2 * kb.cap : 32;
+        kb.src = realloc(kb.src, (size_t)kb.cap * sizeof *kb.src);
+        kb.name = realloc(kb.name, (size_t)kb.cap * sizeof *kb.name);
+        kb.group = realloc(kb.group, (size_t)kb.cap * sizeof *kb.group);
+        if (!kb.src || !kb.name || !kb.group) sr_fail("fuse: out of host memory");
+      }
+      kb.src[kb.n] = src;
+      memcpy(kb.name[kb.n], name, sizeof name);
+      kb.group[kb.n++] = k;
     }
-    sr_jit_binary_free(&bin);
   }
-  return NULL;
+  return kb;
+}
+
+/* a batch compiled at once (sr_jit_compile_many: NVRTC on several threads); b[i] is kb->src[i]'s */
+static sr_jit_binary *batch_compile(const kbatch *kb) {
+  sr_jit_opts *o = calloc((size_t)kb->n + 1, sizeof *o);
+  sr_jit_binary *b = calloc((size_t)kb->n + 1, sizeof *b);
+  if (!o || !b) sr_fail("fuse: out of host memory");
+  for (int i = 0; i < kb->n; i++) set_opts(&o[i], kb->src[i], kb->name[i]);
+  sr_jit_compile_many(o, b, kb->n);
+  free(o);
+  return b;
+}
+
+const char *sr_fuse_cuda_compile_all(const sr_fuse_group *g, int ng, int *group) {
+  static char msg[2048];
+  kbatch kb = batch_of(g, ng, NULL);
+  sr_jit_binary *b = batch_compile(&kb);
+  const char *err = NULL;
+  for (int i = 0; i < kb.n; i++) {
+    if (!err && !b[i].ok) {
+      snprintf(msg, sizeof msg, "%s", b[i].log ? b[i].log : "compile failed");
+      if (group) *group = kb.group[i];
+      err = msg;
+    }
+    sr_jit_binary_free(&b[i]);
+  }
+  free(b);
+  batch_free(&kb);
+  return err;
 }
 
 #ifdef SPEEDRUN_CUDA
@@ -319,14 +368,16 @@ static char *dup_str(const char *s) {
   return d;
 }
 
-static kentry *kernel_for(const sr_fuse_group *g, int contig) {
-  char name[32];
-  char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
+static kentry *find_entry(const char *src) {
   for (int k = 0; k < nkc; k++)
-    if (!strcmp(kc[k].src, src)) {
-      free(src);
-      return &kc[k];
-    }
+    if (!strcmp(kc[k].src, src)) return &kc[k];
+  return NULL;
+}
+
+static int loaded(const char *src) { return find_entry(src) != NULL; }
+
+/* a new entry for src (the entry keeps it), its kernel loaded from bin (or why not) */
+static kentry *add_entry(char *src, const sr_jit_binary *bin) {
   if (nkc == capkc) {
     capkc = capkc ? 2 * capkc : 32;
     kc = realloc(kc, (size_t)capkc * sizeof *kc);
@@ -335,14 +386,38 @@ static kentry *kernel_for(const sr_fuse_group *g, int contig) {
   kentry *e = &kc[nkc++];
   memset(e, 0, sizeof *e);
   e->src = src;
+  const char *err = NULL;
+  if (!bin->ok) e->err = dup_str(bin->log && *bin->log ? bin->log : "NVRTC failed");
+  else if (!(e->mod = sr_jit_load(bin, &err))) e->err = dup_str(err);
+  else if (!(e->fn = sr_jit_function(e->mod, bin->lowered[0], &err))) e->err = dup_str(err);
+  return e;
+}
+
+static kentry *kernel_for(const sr_fuse_group *g, int contig) {
+  char name[32];
+  char *src = sr_fuse_cuda_source(g, contig, name, sizeof name);
+  kentry *e = find_entry(src);
+  if (e) {
+    free(src);
+    return e;
+  }
   sr_jit_binary bin;
   compile(src, name, &bin);
-  const char *err = NULL;
-  if (!bin.ok) e->err = dup_str(bin.log && *bin.log ? bin.log : "NVRTC failed");
-  else if (!(e->mod = sr_jit_load(&bin, &err))) e->err = dup_str(err);
-  else if (!(e->fn = sr_jit_function(e->mod, bin.lowered[0], &err))) e->err = dup_str(err);
+  e = add_entry(src, &bin);
   sr_jit_binary_free(&bin);
   return e;
+}
+
+void sr_fuse_cuda_precompile(const sr_fuse_group *g, int ng) {
+  kbatch kb = batch_of(g, ng, loaded);
+  sr_jit_binary *b = batch_compile(&kb);
+  for (int i = 0; i < kb.n; i++) {
+    add_entry(kb.src[i], &b[i]);   /* the entry owns the source now */
+    kb.src[i] = NULL;
+    sr_jit_binary_free(&b[i]);
+  }
+  free(b);
+  batch_free(&kb);
 }
 
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
@@ -504,6 +579,7 @@ const char *sr_fuse_run_xent_back_cuda(const sr_fuse_group *g, const sr_fuse_bac
 const char *sr_fuse_cuda_prepare(const sr_fuse_group *g) {
   return "fused kernels need the CUDA backend (built without it)";
 }
+void sr_fuse_cuda_precompile(const sr_fuse_group *g, int ng) {}
 const char *sr_fuse_run_cuda(const sr_fuse_group *g, sr_tensor *const *t) {
   return "fused kernels need the CUDA backend (built without it)";
 }

@@ -16,7 +16,8 @@
 ** - Faults: every launch updates the "last launched agent kernel" record (sr_jit_last_launch);
 **   sr_jit_fault() tells whether the context holds a sticky fault and names that kernel. See
 **   docs/kernels.md, "Faults", for what the harness does with it.
-** Not thread-safe: the host drives the GPU from one thread.
+** Not thread-safe: the host drives the GPU from one thread. sr_jit_compile_many runs NVRTC itself
+** on several threads (SPEEDRUN_JIT_THREADS, default the cores up to 16), one program each.
 */
 #ifndef SR_JIT_H
 #define SR_JIT_H
@@ -74,6 +75,11 @@ typedef struct sr_jit_binary {
 
 /* compiles (or finds in the cache); on failure b->ok = 0 and b->log says why. Frees nothing of opts. */
 void sr_jit_compile(const sr_jit_opts *opts, sr_jit_binary *b);
+/* n compiles at once (o[i] into b[i], each as sr_jit_compile, cache included): the misses' NVRTC
+** runs on sr_jit_threads() threads; their wall time counts once in sr_jit_compile_seconds */
+void sr_jit_compile_many(const sr_jit_opts *o, sr_jit_binary *b, int n);
+/* threads for sr_jit_compile_many: $SPEEDRUN_JIT_THREADS, else the online cores; 1..16 */
+int sr_jit_threads(void);
 /* seconds this process spent in NVRTC (cache misses), the device idle at each start: the
 ** harness keeps them off the clock (harness/steps.lua) */
 double sr_jit_compile_seconds(void);

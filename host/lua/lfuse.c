@@ -150,7 +150,8 @@ static int p_prepare(lua_State *L) {
   sr_fuse_plan *p = check_plan(L, 1);
   int off = 0;
   const char *first = NULL;
-  if (p->device == SR_CUDA)
+  if (p->device == SR_CUDA) {
+    sr_fuse_cuda_precompile(p->g, p->ng);   /* every kernel at once; the loop below finds them */
     for (int k = 0; k < p->ng; k++) {
       if (p->g[k].fold || p->g[k].disabled) continue;
       const char *e = sr_fuse_cuda_prepare(&p->g[k]);
@@ -160,6 +161,7 @@ static int p_prepare(lua_State *L) {
         if (!first) lua_pushstring(L, e), first = lua_tostring(L, -1);
       }
     }
+  }
   lua_pushinteger(L, off);
   if (first) lua_pushstring(L, first);
   else lua_pushnil(L);
@@ -169,14 +171,12 @@ static int p_prepare(lua_State *L) {
 /* plan:check_compile() -> true | false, log: NVRTC over every element-wise group (no GPU needed) */
 static int p_check_compile(lua_State *L) {
   sr_fuse_plan *p = check_plan(L, 1);
-  for (int k = 0; k < p->ng; k++) {
-    if (p->g[k].fold) continue;
-    const char *e = sr_fuse_cuda_compile(&p->g[k]);
-    if (e) {
-      lua_pushboolean(L, 0);
-      lua_pushfstring(L, "group %d: %s", k + 1, e);
-      return 2;
-    }
+  int k = 0;
+  const char *e = sr_fuse_cuda_compile_all(p->g, p->ng, &k);
+  if (e) {
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "group %d: %s", k + 1, e);
+    return 2;
   }
   lua_pushboolean(L, 1);
   return 1;
