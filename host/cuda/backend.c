@@ -370,6 +370,7 @@ struct sr_cuda_graph {
   void **used;        /* ordinary blocks the captured launches use (nused) */
   size_t *used_size;
   void **saved;       /* their snapshot, or NULL */
+  int saved_host;     /* 1: the snapshot is in host memory (malloc), 0: on the device */
   int nused;
 };
 
@@ -492,20 +493,23 @@ static int used_live(const sr_cuda_graph *g, int k) {
   return b && b->inuse && b->pool == 0;
 }
 
-const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes) {
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, int host, size_t *nbytes) {
   size_t total = 0;
   sr_cuda_graph_drop_snapshot(g);
   g->saved = calloc((size_t)g->nused + 1, sizeof *g->saved);
+  g->saved_host = host;
+  if (host) cudaStreamSynchronize(stream);   /* the state as the queued work leaves it */
   for (int k = 0; k < g->nused; k++) {
     if (!used_live(g, k)) continue;
-    g->saved[k] = sr_cuda_malloc(g->used_size[k]);
+    g->saved[k] = host ? malloc(g->used_size[k]) : sr_cuda_malloc(g->used_size[k]);
     if (!g->saved[k]) {
       sr_cuda_graph_drop_snapshot(g);
-      snprintf(errbuf, sizeof errbuf, "cuda graph: out of memory for a snapshot of the step's state (%zu bytes so far)",
-               total);
+      snprintf(errbuf, sizeof errbuf, "cuda graph: out of %s memory for a snapshot of the step's state (%zu bytes so far)",
+               host ? "host" : "device", total);
       return errbuf;
     }
-    cudaError_t e = cudaMemcpyAsync(g->saved[k], g->used[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    cudaError_t e = host ? cudaMemcpy(g->saved[k], g->used[k], g->used_size[k], cudaMemcpyDeviceToHost)
+                         : cudaMemcpyAsync(g->saved[k], g->used[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
     if (e != cudaSuccess) {
       sr_cuda_graph_drop_snapshot(g);
       snprintf(errbuf, sizeof errbuf, "cuda graph: snapshot: %s", cudaGetErrorString(e));
@@ -521,18 +525,24 @@ const char *sr_cuda_graph_restore(sr_cuda_graph *g) {
   if (!g->saved) return "cuda graph: restore without a snapshot";
   for (int k = 0; k < g->nused; k++) {
     if (!g->saved[k] || !used_live(g, k)) continue;
-    cudaError_t e = cudaMemcpyAsync(g->used[k], g->saved[k], g->used_size[k], cudaMemcpyDeviceToDevice, stream);
+    cudaError_t e = cudaMemcpyAsync(g->used[k], g->saved[k], g->used_size[k],
+                                    g->saved_host ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, stream);
     if (e != cudaSuccess) {
       snprintf(errbuf, sizeof errbuf, "cuda graph: restore: %s", cudaGetErrorString(e));
       return errbuf;
     }
   }
+  /* pageable host memory: the copies read it before returning; the device's queue as before */
   return NULL;
 }
 
 void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g) {
   if (!g->saved) return;
-  for (int k = 0; k < g->nused; k++) sr_cuda_free(g->saved[k]);
+  if (g->saved_host) cudaStreamSynchronize(stream);   /* no copy still reading it */
+  for (int k = 0; k < g->nused; k++) {
+    if (g->saved_host) free(g->saved[k]);
+    else sr_cuda_free(g->saved[k]);
+  }
   free(g->saved);
   g->saved = NULL;
 }

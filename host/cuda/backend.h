@@ -81,8 +81,9 @@ int sr_cuda_capturing(void);          /* 1 between begin and end */
 /* while capturing, a dispatch observer notes the ordinary (pool 0) blocks each launch uses: the
 ** state a replay reads and writes */
 /* copies of the noted blocks (nbytes: their size), put back by restore; the harness checks a
-** replay against an eager step from the same state with them */
-const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, size_t *nbytes);
+** replay against an eager step from the same state with them. host: the copies in host memory
+** (none of the device's: kept while eager work that may not fit runs beside the graph) */
+const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, int host, size_t *nbytes);
 const char *sr_cuda_graph_restore(sr_cuda_graph *g);
 void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g);
 

@@ -15,7 +15,8 @@
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
 **   g.captured, g.reason                      -- false + why when it fell back to eager
-**   g:snapshot() -> bytes | nil, err          -- copies the state the captured launches use
+**   g:snapshot([where]) -> bytes | nil, err   -- copies the state the captured launches use
+**                                             -- (where: "device", default, or "host")
 **   g:restore(); g:drop_snapshot()            -- puts it back / frees the copies
 **   g:free()                                  -- (also __gc / <close>)
 **
@@ -271,9 +272,13 @@ static int g_replay(lua_State *L) {
   return b->nres;
 }
 
-/* g:snapshot() -> bytes copied, or nil and the reason (also for an eager fallback) */
+/* g:snapshot([where]) -> bytes copied, or nil and the reason (also for an eager fallback);
+** where: "device" (default) or "host" */
 static int g_snapshot(lua_State *L) {
   graph_box *b = check_graph(L);
+  static const char *const wheres[] = {"device", "host", NULL};
+  int host = luaL_checkoption(L, 2, "device", wheres);
+  (void)host;
   if (!b->g) {
     luaL_pushfail(L);
     lua_pushstring(L, "cuda graph: no captured graph to snapshot");
@@ -281,7 +286,7 @@ static int g_snapshot(lua_State *L) {
   }
 #ifdef SPEEDRUN_CUDA
   size_t n = 0;
-  const char *e = sr_cuda_graph_snapshot(b->g, &n);
+  const char *e = sr_cuda_graph_snapshot(b->g, host, &n);
   if (e) {
     luaL_pushfail(L);
     lua_pushstring(L, e);

@@ -5,7 +5,8 @@
 -- first eager step from 3 on whose launches equal the step before's, at the latest w - 1. Runs on
 -- the CPU (no graph needed: the capture itself is replaced by a stand-in). The update probe's
 -- evaluation is bounded to 65,536 tokens of the batch (a full-scale batch's f32 logits are ~100 GB).
--- Out of memory in the verification drops the graph after restoring the state (eager from there).
+-- Out of memory in the verification (its probe, or its eager step beside the graph) drops the
+-- graph after restoring the state (eager from there).
 local T = require "speedrun.testing"
 local graph = require "speedrun.harness.graph"
 local dis = graph.disagreement
@@ -77,7 +78,7 @@ end)
 
 -- a stand-in for a captured graph (the CPU has none): what verify calls, and whether it was restored
 local function fake_graph(log)
-  return {snapshot = function() log[#log + 1] = "snapshot"; return 64 end,
+  return {snapshot = function(_, where) log[#log + 1] = where == "host" and "snapshot host" or "snapshot"; return 64 end,
           replay = function() log[#log + 1] = "replay" end,
           restore = function() log[#log + 1] = "restore" end,
           drop_snapshot = function() log[#log + 1] = "drop" end,
@@ -112,6 +113,44 @@ T.case("graph check: out of memory in the verification's probe drops the graph a
   local ok, err = pcall(st2.verify, st2, 4, batch)
   T.ok(not ok and tostring(err):find("attempt to index", 1, true), tostring(err))
   T.eq(table.concat(log2, ","), "snapshot,replay,restore,drop", "restored, not dropped")
+end)
+
+T.case("graph check: out of memory in the verification's eager step puts the state back from a host copy, drops the graph and runs the step again eagerly", function()
+  local sr = require "speedrun"
+  -- train_step fails with `fail` on its first call (the verification's eager step), then succeeds
+  local function stepper(fail)
+    local calls, log = 0, {}
+    local st = graph.new {ctx = {}, recipe = {train_step = function()
+                            calls = calls + 1
+                            log[#log + 1] = "eager"
+                            if calls == 1 and fail then error(fail, 0) end
+                            return sr.tensor({1.0}):sum() end},
+                          rules = {loss = function() return 2.0 end}, device = "cuda", skip = 5}
+    st.graph, st.gx, st.gy = fake_graph(log), sr.zeros({2}), sr.zeros({2})
+    return st, log, function() return calls end
+  end
+  local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
+  local st, log, calls = stepper("cuda: out of memory allocating 4294967296 bytes (70000000000 in use, 79000000000 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.matmul'")
+  local le, done = st:verify(4, batch)
+  T.eq(le, nil)
+  T.eq(done, false, "not verified: the caller runs the step eagerly")
+  T.eq(st.graph, nil, "the graph is dropped")
+  T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,snapshot host,eager,restore,drop,free",
+       "the state put back from the host copy before the graph is freed")
+  T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find("4294967296", 1, true), st.G.reason)
+  T.ok(not st.G.reason:find("traceback", 1, true), "the error's first line, not its traceback")
+  local l = st:run(4, batch.x, batch.y)
+  T.ok(l ~= nil and calls() == 2, "the step ran again, eagerly")
+  -- verified: the host copy is dropped after the eager step, the graph kept
+  local st2, log2 = stepper(nil)
+  local le2, done2 = st2:verify(4, batch)
+  T.ok(le2 ~= nil and done2 == true and st2.graph ~= nil, "verified, the graph kept")
+  T.eq(table.concat(log2, ","), "snapshot,replay,restore,drop,snapshot host,eager,drop")
+  -- any other error of the eager step is the run's error (the host copy dropped first)
+  local st3, log3 = stepper("recipe: attempt to call a nil value")
+  local ok, err = pcall(st3.verify, st3, 4, batch)
+  T.ok(not ok and tostring(err):find("attempt to call", 1, true), tostring(err))
+  T.eq(table.concat(log3, ","), "snapshot,replay,restore,drop,snapshot host,eager,drop")
 end)
 
 T.done()

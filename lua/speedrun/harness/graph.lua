@@ -190,8 +190,20 @@ function M.disagreement(l_r, p_r, l_e, p_e, fused)
   end
 end
 
--- step cap_step + 1: replay from a snapshot, restore, run eagerly, compare; returns the eager
--- loss and true, or nil and false when there was no snapshot
+local function oom(err) return tostring(err):find("out of memory", 1, true) ~= nil end
+
+-- out of memory beside the graph, the state put back: the graph goes, the step runs eagerly (its
+-- caller's nil, false); a partial eager attempt's time stays on the clock
+function Step:unfit(err, step)
+  self:no_graph("verification: the captured step's memory and the eager work beside it do not fit on the device (" ..
+                tostring(err):match("^[^\n]*") .. ")", step)
+  collectgarbage()
+  return nil, false
+end
+
+-- step cap_step + 1: replay from a snapshot, restore, run eagerly (a host copy of the state kept
+-- meanwhile), compare; returns the eager loss and true, or nil and false when there was no
+-- snapshot or the graph and the eager step do not fit together
 function Step:verify(step, batch)
   local graph, G = self.graph, self.G
   m_copy(self.gx, batch.x)
@@ -211,17 +223,29 @@ function Step:verify(step, batch)
   graph:restore()
   graph:drop_snapshot()
   hold(false)
-  if not ok and tostring(l_r):find("out of memory", 1, true) then
+  if not ok and oom(l_r) then
     -- the graph's pool holds the captured step's memory while eager work runs beside it (this
     -- probe, the verification's eager step, the audits): records 19-20 at full scale on an H100
     -- do not fit both. The state is the snapshot's again; the run goes on eagerly
-    self:no_graph("verification: the captured step's memory and the eager work beside it do not fit on the device (" ..
-                  tostring(l_r):match("^[^\n]*") .. ")", step)
-    return nil, false
+    return self:unfit(l_r, step)
   elseif not ok then
     error(l_r, 0)
   end
-  local le = call(self.train_step, self.ctx, step, batch)
+  -- the eager step may not fit beside the graph either: a copy of the state in host memory (none
+  -- of the device's) lets it go back and run again without the graph
+  hold(true)
+  local kept = graph:snapshot("host")
+  hold(false)
+  local eok, le = pcall(call, self.train_step, self.ctx, step, batch)
+  if not eok and kept and oom(le) then
+    hold(true)
+    graph:restore()
+    graph:drop_snapshot()
+    hold(false)
+    return self:unfit(le, step)
+  end
+  if kept then graph:drop_snapshot() end
+  if not eok then error(le, 0) end
   G.eager_steps = G.eager_steps + 1
   local l_e = loss_value(le)
   hold(true)
