@@ -458,7 +458,7 @@ static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
   }
 
 // the Hopper flex kernels for dense attention (SR_FLEX_WGMMA=1): bf16 (flash_ok), D 128, whole blocks of 128
-static bool hopper_ok(int D, int T) { return D == 128 && T % 128 == 0 && sr_flex_wgmma(); }
+static bool hopper_ok(int D, int T, int which) { return D == 128 && T % 128 == 0 && (sr_flex_wgmma() & which); }
 // their mask: no lists (flex_tiles: the causal blocks implicit), no documents, no window
 static flex_mask dense_mask(int T, int causal) {
   flex_mask m;
@@ -481,7 +481,7 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
   float scale = (float)c->f[0];
   if (BH == 0 || T == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  if (flash_ok(dt, D, ts, 4) && hopper_ok(D, T)) {  // opt-in: not yet faster
+  if (flash_ok(dt, D, ts, 4) && hopper_ok(D, T, SR_FLEX_WGMMA_FWD)) {  // opt-in: not yet faster
     cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
                                             (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E,
                                             dense_mask(T, causal), strides_of(ts, 4), BH, s);
@@ -533,7 +533,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous attention tensors need bf16 with head dim 64 or 128");
   sr_tensor *tsf[8] = {dk, dv, q, k, v, dout, out, dq};
   att_strides as = strides_of(tsf, 8);
-  bool hopper = flash && hopper_ok(D, T), split = hopper && sr_flex_hopper_split();  // split: dq written directly
+  bool hopper = flash && hopper_ok(D, T, SR_FLEX_WGMMA_BWD), split = hopper && sr_flex_hopper_split();  // split: dq written directly
   size_t dbytes = (size_t)rows * sizeof(float);
   size_t qbytes = flash && !split ? (size_t)rows * D * sizeof(float) : 0;
   float *delta = (float *)sr_cuda_malloc(dbytes);

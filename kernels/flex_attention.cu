@@ -607,15 +607,17 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
   return m;
 }
 
-// SR_FLEX_WGMMA=1 on a device of compute capability 9: the forward and backward of kernels/hopper/
-// (wgmma; their variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_SPLIT there)
+// SR_FLEX_WGMMA on a device of compute capability 9: which kernels of kernels/hopper/ (wgmma; their
+// variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones:
+// 1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward; else none
 extern "C" int sr_flex_wgmma(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_FLEX_WGMMA");
-    int dev = 0, major = 0;
-    v = e && e[0] == '1' && cudaGetDevice(&dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9;
+    int dev = 0, major = 0, want = !e ? 0 : !strcmp(e, "1") ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD
+                                     : !strcmp(e, "fwd") ? SR_FLEX_WGMMA_FWD : !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD : 0;
+    v = want && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 ? want : 0;
   }
   return v;
 }
@@ -634,7 +636,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (BH == 0) return NULL;
   flex_mask fm = mask_of(c, bm, nb, 6);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && sr_flex_wgmma()) {  // opt-in: not yet faster
+  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_FWD)) {  // opt-in: not yet faster
     cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
                                             (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm,
                                             strides_of(ts, 4), BH, s);
@@ -675,7 +677,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout),
       (const bf16 *)sr_data(out), rows, T, D, as);
   cudaError_t ce = cudaGetLastError();
-  bool hopper = D == 128 && sr_flex_wgmma(), split = !dq_acc;
+  bool hopper = D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD), split = !dq_acc;
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
   size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
@@ -747,7 +749,7 @@ extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
   bool flash = bs == 128 && flash_ok(dt, D, ts, 8);
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous flex attention tensors need bf16, head dim 64 or 128 and blocks of 128");
   float *delta = (float *)sr_cuda_malloc((size_t)rows * sizeof(float));
-  bool acc = flash && !(D == 128 && sr_flex_wgmma() && sr_flex_hopper_split());  // f32 dq accumulator
+  bool acc = flash && !(D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD) && sr_flex_hopper_split());  // f32 dq accumulator
   float *dq_acc = acc ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
   if (!delta || (acc && !dq_acc)) {
     sr_cuda_free(delta);

@@ -136,8 +136,11 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
                                     flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
 // SR_FLEX_BWD_SPLIT=1: the backward above with dq_acc NULL
 extern "C" int sr_flex_hopper_split(void);
-// SR_FLEX_WGMMA=1 on a device of compute capability 9: the kernels above for flex attention, and for
-// dense attention (kernels/attention.cu: bf16, D 128, T a multiple of 128, a mask with no lists)
+// SR_FLEX_WGMMA on a device of compute capability 9 (1: both, fwd, bwd): the kernels above for flex
+// attention, and for dense attention (kernels/attention.cu: bf16, D 128, T a multiple of 128, a mask
+// with no lists); a mask of SR_FLEX_WGMMA_FWD and SR_FLEX_WGMMA_BWD, 0 when none
+#define SR_FLEX_WGMMA_FWD 1
+#define SR_FLEX_WGMMA_BWD 2
 extern "C" int sr_flex_wgmma(void);
 
 #endif
