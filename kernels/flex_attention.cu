@@ -13,7 +13,8 @@
 ** Attention, bf16 with D 64 or 128 and blocks of 128: the flash kernels of attention.cu (same
 ** fragments, flash_common.cuh) iterating only the listed blocks. Forward: one thread block per
 ** query block of 128 (8 warps of 16 rows), its kv blocks as tiles of 64 keys in ascending order
-** (the partial and full lists merged: flex_tiles), double-buffered through cp.async; the element
+** (the partial and full lists merged: flex_tiles), double-buffered through cp.async (kernel 2,
+** SR_FLEX_FWD_V2=1: 4 warps of 32 rows, two blocks an SM; opt-in until measured); the element
 ** mask is applied on partial tiles only,
 ** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
 ** Backward: one thread block per 64 keys (half a mask block), iterating the query blocks of the
@@ -203,6 +204,136 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf1
   if (t == 0) {
     lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
     lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+  }
+}
+
+// kernel 1's forward with 4 warps of 32 rows (two m-tiles a warp sharing each K and V fragment: half
+// the shared-memory reads of K and V a tile), Q kept in shared memory (its fragments loaded a k-step
+// at a time, so the registers hold two m-tiles' S and O) and two thread blocks an SM (ptxas, D 128:
+// 255 registers, ~100 bytes spilled; D 64: 232, none). The same tiles, masks and sums in the same
+// order as kernel 1, so the same values (a warp's m-tile that kernel 1 would skip as dead adds exact
+// zeros). SR_FLEX_FWD_V2=1, opt-in until measured.
+template <int D>
+__global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                            const bf16 *v, int T, float scale_log2, flex_mask fm,
+                                                                            att_strides as) {
+  flex_resolve(fm);
+  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD, MT = 2;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16 *sm = (bf16 *)smem_raw, *Qs = sm + 4 * TILE;  // stage s: K at 2s, V at 2s + 1; then Q (128 rows)
+  int32_t *kd_s = (int32_t *)(Qs + BQ * LD);         // stage s: the doc ids of its 64 keys at 64 s
+  int qb = gridDim.x - 1 - blockIdx.x;
+  int64_t bh = blockIdx.y;
+  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  flex_tiles tl(fm, qb, 0);
+  int qw = qb * BQ + w * 32;  // this warp's 32 rows; m-tile m: rows qw + 16 m + g (+ 8)
+  int32_t dq[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; m++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) dq[m][h] = fm.doc ? fm.doc[qw + 16 * m + 8 * h + g] : 0;
+  auto load_kv = [&](int s0, int stage) {
+    load_tile_async<D, LD, BK>(sm + 2 * stage * TILE, K, kst, s0, T);
+    load_tile_async<D, LD, BK>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
+    if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
+  };
+
+  load_tile_async<D, LD, BQ>(Qs, Q, qst, qb * BQ, T);
+  int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
+  bool part;
+  if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
+  cp_async_commit();  // Q lands with the first tile (the loop's first wait)
+
+  float O[MT][D / 8][4], mx[MT][2], l[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) O[m][i][0] = O[m][i][1] = O[m][i][2] = O[m][i][3] = 0.f;
+    mx[m][0] = mx[m][1] = -INFINITY;
+    l[m][0] = l[m][1] = 0.f;
+  }
+  int st = 0;
+  while (ti < tl.n) {
+    int k0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
+    int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
+    cp_async_wait_all();
+    __syncthreads();  // tile ti is in stage cur for everyone; the other stage is free
+    bool pn;
+    if (nx < tl.n) load_kv(tl.start(nx, &pn), cur ^ 1);
+    cp_async_commit();
+    st ^= 1;
+    ti = nx;
+    if (part && flex_dead(fm, qw, 32, k0, BK)) continue;  // nothing of this tile is visible to this warp
+    const bf16 *Ks = sm + 2 * cur * TILE, *Vs = Ks + TILE;
+    float S[MT][8][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+      for (int j = 0; j < 8; j++) S[m][j][0] = S[m][j][1] = S[m][j][2] = S[m][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; m++) ldA_x4(qa[m], Qs, LD, w * 32 + 16 * m, kk * 16);
+#pragma unroll
+      for (int j = 0; j < 8; j += 2) {
+        uint32_t b[4];
+        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+          mma16816(S[m][j], qa[m], b);
+          mma16816(S[m][j + 1], qa[m], b + 2);
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      int q0 = qw + 16 * m + g;
+      if (part) flex_mask_tile(S[m], fm, q0, q0 + 8, k0, dq[m][0], dq[m][1], kd_s + BK * cur, t);
+      float al0, al1;
+      online_softmax_tile(S[m], scale_log2, mx[m][0], mx[m][1], l[m][0], l[m][1], al0, al1);
+#pragma unroll
+      for (int i = 0; i < D / 8; i++) { O[m][i][0] *= al0; O[m][i][1] *= al0; O[m][i][2] *= al1; O[m][i][3] *= al1; }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; m++) acc_to_A(a[m], S[m], kk);
+#pragma unroll
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+          mma16816(O[m][i], a[m], b);
+          mma16816(O[m][i + 1], a[m], b + 2);
+        }
+      }
+    }
+  }
+  bf16 *Ob = out + att_base(as, 0, bh);
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+    float l0 = l[m][0], l1 = l[m][1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
+    int q0 = qw + 16 * m + g, q1 = q0 + 8;
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+      int col = i * 8 + 2 * t;
+      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[m][i][0] * i0, O[m][i][1] * i0);
+      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[m][i][2] * i1, O[m][i][3] * i1);
+    }
+    if (t == 0) {
+      lse[bh * T + q0] = l0 > 0.f ? (mx[m][0] + log2f(l0)) * LN2 : -INFINITY;
+      lse[bh * T + q1] = l1 > 0.f ? (mx[m][1] + log2f(l1)) * LN2 : -INFINITY;
+    }
   }
 }
 
@@ -622,6 +753,16 @@ extern "C" int sr_flex_wgmma(void) {
   return v;
 }
 
+// SR_FLEX_FWD_V2=1: the mma.sync forward's kernel 2 (4 warps of 32 rows, two blocks an SM)
+static bool flex_fwd_v2(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("SR_FLEX_FWD_V2");
+    v = e && !strcmp(e, "1");
+  }
+  return v;
+}
+
 extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4], *bm = c->t[5];
   sr_tensor *ts[4] = {out, q, k, v};
@@ -645,13 +786,17 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (bs == 128 && flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)nb, (unsigned)BH);
-    size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
-#define FWD1(DD)                                                                                                            \
-  SR_CUDA_TRY(cudaFuncSetAttribute(flex_forward_kernel1<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));      \
-  flex_forward_kernel1<DD><<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),   \
+    bool v2 = flex_fwd_v2();  // kernel 2: Q in shared memory too, 128 threads
+    size_t smem = (size_t)(v2 ? 6 : 4) * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
+#define FWD(KERNEL, DD, THREADS)                                                                                            \
+  SR_CUDA_TRY(cudaFuncSetAttribute(KERNEL<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));                    \
+  KERNEL<DD><<<grid, THREADS, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),             \
       (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm, as);
-    if (D == 64) { FWD1(64) } else { FWD1(128) }
-#undef FWD1
+    if (v2 && D == 64) { FWD(flex_forward_kernel2, 64, 128) }
+    else if (v2) { FWD(flex_forward_kernel2, 128, 128) }
+    else if (D == 64) { FWD(flex_forward_kernel1, 64, 256) }
+    else { FWD(flex_forward_kernel1, 128, 256) }
+#undef FWD
     SR_LAUNCH_CHECK();
     return NULL;
   }
