@@ -3,14 +3,27 @@
 ** and the Hopper kernels of kernels/hopper/): flex_mask (the packed lists of host/core/flex.h, doc
 ** ids, causal, window), its element mask, the dead-tile test and flex_tiles, the walk over a row's
 ** listed blocks as tiles of 64 in ascending order (or, without lists, dense attention's blocks), and
-** flex_ring, that walk loaded ahead through the Hopper kernels' stages.
+** flex_ring, that walk loaded ahead through the Hopper kernels' stages; the mask tensor's dims
+** (flex_mask_dims, for kernels/flex_mask.cu and flex_attention.cu's launchers).
 ** flex_tiles, flex_ring and the tests they call run on the host too (tests/cuda/test_flex_tiles.cu).
 */
 #ifndef SPEEDRUN_FLEX_COMMON_CUH
 #define SPEEDRUN_FLEX_COMMON_CUH
-#include "common.cuh"   // defines: bf16
+#include <limits.h>     // defines: INT_MAX
+
+#include "common.cuh"   // defines: bf16, sr_errf, sr_is_contiguous
 #include "core/flex.h"  // defines: sr_flex_visible, sr_flex_count_at, sr_flex_index_at
 
+
+// the block mask tensor's dims: nb blocks of bs tokens ([NB, 4 NB + 4 + block] int32), or why not
+static inline const char *flex_mask_dims(const sr_tensor *bm, int64_t *nb, int *bs) {
+  if (bm->dtype != SR_I32 || bm->ndim != 2 || !sr_is_contiguous(bm)) return sr_errf("block mask must be a contiguous int32 [NB, 4 NB + 4 + block] tensor");
+  *nb = bm->shape[0];
+  int64_t b = bm->shape[1] - 4 * *nb - 4;
+  if (*nb < 1 || b < 1 || *nb * b > INT_MAX) return sr_errf("block mask has a bad shape");
+  *bs = (int)b;
+  return NULL;
+}
 
 struct flex_mask {
   const int32_t *bm, *doc;  // the packed mask; its doc ids, NULL when the element mask has none
