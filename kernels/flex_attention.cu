@@ -580,13 +580,30 @@ extern "C" int sr_flex_wgmma(void) {
 }
 
 // SR_FLEX_FWD_V2=1: the mma.sync forward's kernel 2 (4 warps of 32 rows, two blocks an SM)
-static bool flex_fwd_v2(void) {
+extern "C" int sr_flex_fwd_v2(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_FLEX_FWD_V2");
     v = e && !strcmp(e, "1");
   }
   return v;
+}
+
+const char *sr_flex_forward_flash(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int D,
+                                  float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
+  dim3 grid((unsigned)fm.nb, (unsigned)BH);
+  bool v2 = sr_flex_fwd_v2();  // kernel 2: Q in shared memory too, 128 threads
+  size_t smem = (size_t)(v2 ? 6 : 4) * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
+#define FWD(KERNEL, DD, THREADS)                                                                       \
+  SR_CUDA_TRY(cudaFuncSetAttribute(KERNEL<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+  KERNEL<DD><<<grid, THREADS, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as);
+  if (v2 && D == 64) { FWD(flex_forward_kernel2, 64, 128) }
+  else if (v2) { FWD(flex_forward_kernel2, 128, 128) }
+  else if (D == 64) { FWD(flex_forward_kernel1, 64, 256) }
+  else { FWD(flex_forward_kernel1, 128, 256) }
+#undef FWD
+  SR_LAUNCH_CHECK();
+  return NULL;
 }
 
 extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
@@ -609,23 +626,10 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
                                             strides_of(ts, 4), BH, s);
     return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   }
-  if (bs == 128 && flash_ok(dt, D, ts, 4)) {
-    att_strides as = strides_of(ts, 4);
-    dim3 grid((unsigned)nb, (unsigned)BH);
-    bool v2 = flex_fwd_v2();  // kernel 2: Q in shared memory too, 128 threads
-    size_t smem = (size_t)(v2 ? 6 : 4) * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
-#define FWD(KERNEL, DD, THREADS)                                                                                            \
-  SR_CUDA_TRY(cudaFuncSetAttribute(KERNEL<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));                    \
-  KERNEL<DD><<<grid, THREADS, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),             \
-      (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm, as);
-    if (v2 && D == 64) { FWD(flex_forward_kernel2, 64, 128) }
-    else if (v2) { FWD(flex_forward_kernel2, 128, 128) }
-    else if (D == 64) { FWD(flex_forward_kernel1, 64, 256) }
-    else { FWD(flex_forward_kernel1, 128, 256) }
-#undef FWD
-    SR_LAUNCH_CHECK();
-    return NULL;
-  }
+  if (bs == 128 && flash_ok(dt, D, ts, 4))
+    return sr_flex_forward_flash((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
+                                 (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, D, scale * LOG2E, fm,
+                                 strides_of(ts, 4), BH, s);
   if (!all_contig(ts, 4)) return sr_errf("non-contiguous flex attention inputs need bf16, head dim 64 or 128 and blocks of 128");
   unsigned grid = (unsigned)CEIL_DIV(BH * T, (int64_t)128);
   if (dt == SR_F32)
