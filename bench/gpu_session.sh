@@ -31,7 +31,7 @@
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
 #              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1, SR_FLEX_BWD_OVERLAP=1 (with the split);
 #              SR_FLEX_WGMMA=bwd or fwd: one of the two Hopper kernels, the mma.sync one for the other (SR_FLEX_FWD_V2=1
-#              with bwd or 0: the mma.sync forward's kernel 2); ":" joins settings; the default four cover every kernel): the flex attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              with bwd or 0: the mma.sync forward's kernel 2); ":" joins settings; the default four cover every kernel): the flex and dense attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -211,7 +211,7 @@ for p in $PARTS; do
       for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1:SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
         tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
         part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"
-          (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward | tail -1
+          (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward attention attention_backward | tail -1
            echo "registry rc=${PIPESTATUS[0]}"
            ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex rc=${PIPESTATUS[0]}")
           ./build/speedrun run bench/flex_attention.lua 10'
