@@ -26,129 +26,32 @@
 // ----------------------------------------------------------------------------
 // CUDA kernels: flash flex attention (bf16, tensor cores, blocks of 128)
 
-// as flash_attention_forward_kernel2 (attention.cu), over the listed tiles
-template <int D>
-__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flex_forward_kernel1(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                            const bf16 *v, int T, float scale_log2, flex_mask fm,
-                                                                            att_strides as) {
+// the flash forward over the listed tiles, as flash_attention_forward_kernel2 (attention.cu): 128
+// queries a thread block in warps of 16 MT rows (MT m-tiles of 16 sharing each K and V fragment),
+// K/V tiles of 64 keys double-buffered through cp.async.
+// Kernel 1 (MT 1): 8 warps, one thread block an SM (D 128); Q staged in stage 1 and held in
+// registers. Kernel 2 (MT 2, SR_FLEX_FWD_V2=1, opt-in until measured): 4 warps of 32 rows, half kernel
+// 1's shared-memory reads of K and V a tile, Q kept in shared memory (its fragments loaded a k-step at
+// a time, so the registers hold two m-tiles' S and O), two thread blocks an SM (ptxas, D 128: 255
+// registers, ~100 bytes spilled; D 64: 232, none). Both visit the same tiles with the same masks and
+// sums in the same order, so the same values (a warp's m-tile that kernel 1 would skip as dead adds
+// exact zeros in kernel 2).
+template <int D, int MT>
+__global__ void __launch_bounds__(256 / MT, MT == 2 ? 2 : D == 64 ? 2 : 1) flex_forward_kernel(bf16 *out, float *lse,
+    const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2, flex_mask fm, att_strides as) {
   flex_resolve(fm);
-  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD;
+  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD, RW = 16 * MT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16 *sm = (bf16 *)smem_raw;
-  int32_t *kd_s = (int32_t *)(sm + 4 * TILE);  // stage s: the doc ids of its 64 keys at 64 s
+  bf16 *sm = (bf16 *)smem_raw;                       // stage s: K at 2s, V at 2s + 1 (tiles of 64 keys)
+  bf16 *Qs = MT == 1 ? sm + 2 * TILE : sm + 4 * TILE;  // kernel 1: in stage 1 until read; kernel 2: its own
+  int32_t *kd_s = (int32_t *)(sm + (MT == 1 ? 4 : 6) * TILE);  // stage s: the doc ids of its 64 keys at 64 s
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
   int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   flex_tiles tl(fm, qb, 0);
-  int qw = qb * BQ + w * 16, q0 = qw + g, q1 = q0 + 8;
-  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
-  auto load_kv = [&](int s0, int stage) {
-    load_tile_async<D, LD, BK>(sm + 2 * stage * TILE, K, kst, s0, T);
-    load_tile_async<D, LD, BK>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
-    if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
-  };
-
-  load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
-  int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
-  bool part;
-  if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
-  cp_async_commit();
-  cp_async_wait_all();
-  __syncthreads();
-  uint32_t qa[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) ldA_x4(qa[kk], sm + 2 * TILE, LD, w * 16, kk * 16);
-
-  float O[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) O[i][0] = O[i][1] = O[i][2] = O[i][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  int st = 0;
-  while (ti < tl.n) {
-    int k0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
-    int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
-    cp_async_wait_all();
-    __syncthreads();  // tile ti is in stage cur for everyone; the other stage (and Q) is free
-    bool pn;
-    if (nx < tl.n) load_kv(tl.start(nx, &pn), cur ^ 1);
-    cp_async_commit();
-    st ^= 1;
-    ti = nx;
-    if (part && flex_dead(fm, qw, 16, k0, BK)) continue;  // nothing of this tile is visible to this warp
-    const bf16 *Ks = sm + 2 * cur * TILE, *Vs = Ks + TILE;
-    float S[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; j++) S[j][0] = S[j][1] = S[j][2] = S[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-      for (int j = 0; j < 8; j += 2) {
-        uint32_t b[4];
-        ldB_nk_x4(b, Ks, LD, j * 8, kk * 16);
-        mma16816(S[j], qa[kk], b);
-        mma16816(S[j + 1], qa[kk], b + 2);
-      }
-    }
-    if (part) flex_mask_tile(S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // the element mask, on partial blocks only
-    float al0, al1;
-    online_softmax_tile(S, scale_log2, m0, m1, l0, l1, al0, al1);
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) { O[i][0] *= al0; O[i][1] *= al0; O[i][2] *= al1; O[i][3] *= al1; }
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      uint32_t a[4];
-      acc_to_A(a, S, kk);
-#pragma unroll
-      for (int i = 0; i < D / 8; i += 2) {
-        uint32_t b[4];
-        ldB_kn_x4(b, Vs, LD, kk * 16, i * 8);
-        mma16816(O[i], a, b);
-        mma16816(O[i + 1], a, b + 2);
-      }
-    }
-  }
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
-  bf16 *Ob = out + att_base(as, 0, bh);
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) {
-    int col = i * 8 + 2 * t;
-    *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[i][0] * i0, O[i][1] * i0);
-    *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[i][2] * i1, O[i][3] * i1);
-  }
-  if (t == 0) {
-    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
-  }
-}
-
-// kernel 1's forward with 4 warps of 32 rows (two m-tiles a warp sharing each K and V fragment: half
-// the shared-memory reads of K and V a tile), Q kept in shared memory (its fragments loaded a k-step
-// at a time, so the registers hold two m-tiles' S and O) and two thread blocks an SM (ptxas, D 128:
-// 255 registers, ~100 bytes spilled; D 64: 232, none). The same tiles, masks and sums in the same
-// order as kernel 1, so the same values (a warp's m-tile that kernel 1 would skip as dead adds exact
-// zeros). SR_FLEX_FWD_V2=1, opt-in until measured.
-template <int D>
-__global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                            const bf16 *v, int T, float scale_log2, flex_mask fm,
-                                                                            att_strides as) {
-  flex_resolve(fm);
-  constexpr int LD = D + 8, BQ = 128, BK = 64, TILE = BK * LD, MT = 2;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16 *sm = (bf16 *)smem_raw, *Qs = sm + 4 * TILE;  // stage s: K at 2s, V at 2s + 1; then Q (128 rows)
-  int32_t *kd_s = (int32_t *)(Qs + BQ * LD);         // stage s: the doc ids of its 64 keys at 64 s
-  int qb = gridDim.x - 1 - blockIdx.x;
-  int64_t bh = blockIdx.y;
-  const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
-  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
-  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  flex_tiles tl(fm, qb, 0);
-  int qw = qb * BQ + w * 32;  // this warp's 32 rows; m-tile m: rows qw + 16 m + g (+ 8)
+  int qw = qb * BQ + w * RW;  // this warp's rows; m-tile m: rows qw + 16 m + g (+ 8)
   int32_t dq[MT][2];
 #pragma unroll
   for (int m = 0; m < MT; m++)
@@ -164,7 +67,14 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
   int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
   bool part;
   if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
-  cp_async_commit();  // Q lands with the first tile (the loop's first wait)
+  cp_async_commit();  // kernel 2: Q lands with the first tile (the loop's first wait)
+  uint32_t qh[MT == 1 ? D / 16 : 1][4];  // kernel 1: this warp's Q fragments, held
+  if constexpr (MT == 1) {
+    cp_async_wait_all();
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) ldA_x4(qh[kk], Qs, LD, w * 16, kk * 16);
+  }
 
   float O[MT][D / 8][4], mx[MT][2], l[MT][2];
 #pragma unroll
@@ -179,13 +89,13 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
     int k0 = tl.start(ti, &part);  // before next(): the tiles are asked for in order
     int nx = tl.next(fm, ti, qb * BQ, BQ, 0), cur = st;
     cp_async_wait_all();
-    __syncthreads();  // tile ti is in stage cur for everyone; the other stage is free
+    __syncthreads();  // tile ti is in stage cur for everyone; the other stage (kernel 1: and Q) is free
     bool pn;
     if (nx < tl.n) load_kv(tl.start(nx, &pn), cur ^ 1);
     cp_async_commit();
     st ^= 1;
     ti = nx;
-    if (part && flex_dead(fm, qw, 32, k0, BK)) continue;  // nothing of this tile is visible to this warp
+    if (part && flex_dead(fm, qw, RW, k0, BK)) continue;  // nothing of this tile is visible to this warp
     const bf16 *Ks = sm + 2 * cur * TILE, *Vs = Ks + TILE;
     float S[MT][8][4];
 #pragma unroll
@@ -196,7 +106,10 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t qa[MT][4];
 #pragma unroll
-      for (int m = 0; m < MT; m++) ldA_x4(qa[m], Qs, LD, w * 32 + 16 * m, kk * 16);
+      for (int m = 0; m < MT; m++) {
+        if constexpr (MT == 1) { qa[m][0] = qh[kk][0]; qa[m][1] = qh[kk][1]; qa[m][2] = qh[kk][2]; qa[m][3] = qh[kk][3]; }
+        else ldA_x4(qa[m], Qs, LD, w * RW + 16 * m, kk * 16);
+      }
 #pragma unroll
       for (int j = 0; j < 8; j += 2) {
         uint32_t b[4];
@@ -211,7 +124,7 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
 #pragma unroll
     for (int m = 0; m < MT; m++) {
       int q0 = qw + 16 * m + g;
-      if (part) flex_mask_tile(S[m], fm, q0, q0 + 8, k0, dq[m][0], dq[m][1], kd_s + BK * cur, t);
+      if (part) flex_mask_tile(S[m], fm, q0, q0 + 8, k0, dq[m][0], dq[m][1], kd_s + BK * cur, t);  // partial blocks only
       float al0, al1;
       online_softmax_tile(S[m], scale_log2, mx[m][0], mx[m][1], l[m][0], l[m][1], al0, al1);
 #pragma unroll
@@ -234,7 +147,6 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
       }
     }
   }
-  bf16 *Ob = out + att_base(as, 0, bh);
 #pragma unroll
   for (int m = 0; m < MT; m++) {
     float l0 = l[m][0], l1 = l[m][1];
@@ -244,6 +156,7 @@ __global__ void __launch_bounds__(128, 2) flex_forward_kernel2(bf16 *out, float 
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
     int q0 = qw + 16 * m + g, q1 = q0 + 8;
+    bf16 *Ob = out + att_base(as, 0, bh);
 #pragma unroll
     for (int i = 0; i < D / 8; i++) {
       int col = i * 8 + 2 * t;
@@ -594,13 +507,13 @@ const char *sr_flex_forward_flash(bf16 *out, float *lse, const bf16 *q, const bf
   dim3 grid((unsigned)fm.nb, (unsigned)BH);
   bool v2 = sr_flex_fwd_v2();  // kernel 2: Q in shared memory too, 128 threads
   size_t smem = (size_t)(v2 ? 6 : 4) * 64 * (D + 8) * sizeof(bf16) + 2 * 64 * sizeof(int32_t);
-#define FWD(KERNEL, DD, THREADS)                                                                       \
-  SR_CUDA_TRY(cudaFuncSetAttribute(KERNEL<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
-  KERNEL<DD><<<grid, THREADS, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as);
-  if (v2 && D == 64) { FWD(flex_forward_kernel2, 64, 128) }
-  else if (v2) { FWD(flex_forward_kernel2, 128, 128) }
-  else if (D == 64) { FWD(flex_forward_kernel1, 64, 256) }
-  else { FWD(flex_forward_kernel1, 128, 256) }
+#define FWD(DD, MT)                                                                                          \
+  SR_CUDA_TRY(cudaFuncSetAttribute(flex_forward_kernel<DD, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+  flex_forward_kernel<DD, MT><<<grid, 256 / MT, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as);
+  if (v2 && D == 64) { FWD(64, 2) }
+  else if (v2) { FWD(128, 2) }
+  else if (D == 64) { FWD(64, 1) }
+  else { FWD(128, 1) }
 #undef FWD
   SR_LAUNCH_CHECK();
   return NULL;
