@@ -85,25 +85,39 @@ local function fake_graph(log)
           free = function() log[#log + 1] = "free" end}
 end
 
-T.case("graph check: out of memory in the verification's probe drops the graph after restoring the state; other errors stop the run", function()
+-- a stepper over a stand-in graph; its train_step logs "eager" and fails with train_err on its first
+-- call (the verification's eager step), the update probe fails with probe_err; returns the stepper,
+-- the log and a count of train_step's calls
+local function stepper(probe_err, train_err)
   local sr = require "speedrun"
-  local function stepper(probe_err)
-    local eager = 0
-    local st = graph.new {ctx = {}, recipe = {train_step = function() eager = eager + 1; return sr.tensor({1.0}):sum() end},
-                          rules = {loss = function() error(probe_err, 0) end}, device = "cuda", skip = 5}
-    local log = {}
-    st.graph, st.gx, st.gy = fake_graph(log), sr.zeros({2}), sr.zeros({2})
-    return st, log, function() return eager end
-  end
-  local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
-  local st, log, eager = stepper("cuda: out of memory allocating 13186891776 bytes (11557180416 in use, 71113367552 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.no_grad'")
-  local le, done = st:verify(4, batch)
+  local calls, log = 0, {}
+  local st = graph.new {ctx = {}, recipe = {train_step = function()
+                          calls = calls + 1
+                          log[#log + 1] = "eager"
+                          if calls == 1 and train_err then error(train_err, 0) end
+                          return sr.tensor({1.0}):sum() end},
+                        rules = {loss = function() if probe_err then error(probe_err, 0) end return 2.0 end},
+                        device = "cuda", skip = 5}
+  st.graph, st.gx, st.gy = fake_graph(log), sr.zeros({2}), sr.zeros({2})
+  return st, log, function() return calls end
+end
+
+-- verify gave up for lack of device memory (the error naming `bytes`): the caller runs the step eagerly
+local function check_unfit(st, le, done, bytes)
   T.eq(le, nil)
   T.eq(done, false, "not verified: the caller runs the step eagerly")
   T.eq(st.graph, nil, "the graph is dropped")
-  T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,free", "the replayed update undone before the graph is freed")
-  T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find("13186891776", 1, true), st.G.reason)
+  T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find(bytes, 1, true), st.G.reason)
   T.ok(not st.G.reason:find("traceback", 1, true), "the error's first line, not its traceback")
+end
+
+T.case("graph check: out of memory in the verification's probe drops the graph after restoring the state; other errors stop the run", function()
+  local sr = require "speedrun"
+  local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
+  local st, log, eager = stepper("cuda: out of memory allocating 13186891776 bytes (11557180416 in use, 71113367552 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.no_grad'")
+  local le, done = st:verify(4, batch)
+  check_unfit(st, le, done, "13186891776")
+  T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,free", "the replayed update undone before the graph is freed")
   T.eq(eager(), 0, "no eager step inside the failed verification")
   -- the run goes on: the same step eagerly
   local l = st:run(4, batch.x, batch.y)
@@ -117,37 +131,21 @@ end)
 
 T.case("graph check: out of memory in the verification's eager step puts the state back from a host copy, drops the graph and runs the step again eagerly", function()
   local sr = require "speedrun"
-  -- train_step fails with `fail` on its first call (the verification's eager step), then succeeds
-  local function stepper(fail)
-    local calls, log = 0, {}
-    local st = graph.new {ctx = {}, recipe = {train_step = function()
-                            calls = calls + 1
-                            log[#log + 1] = "eager"
-                            if calls == 1 and fail then error(fail, 0) end
-                            return sr.tensor({1.0}):sum() end},
-                          rules = {loss = function() return 2.0 end}, device = "cuda", skip = 5}
-    st.graph, st.gx, st.gy = fake_graph(log), sr.zeros({2}), sr.zeros({2})
-    return st, log, function() return calls end
-  end
   local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
-  local st, log, calls = stepper("cuda: out of memory allocating 4294967296 bytes (70000000000 in use, 79000000000 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.matmul'")
+  local st, log, calls = stepper(nil, "cuda: out of memory allocating 4294967296 bytes (70000000000 in use, 79000000000 held from the driver)\nstack traceback:\n\t[C]: in function 'speedrun.core.matmul'")
   local le, done = st:verify(4, batch)
-  T.eq(le, nil)
-  T.eq(done, false, "not verified: the caller runs the step eagerly")
-  T.eq(st.graph, nil, "the graph is dropped")
+  check_unfit(st, le, done, "4294967296")
   T.eq(table.concat(log, ","), "snapshot,replay,restore,drop,snapshot host,eager,restore,drop,free",
        "the state put back from the host copy before the graph is freed")
-  T.ok(st.G.reason:find("do not fit on the device", 1, true) and st.G.reason:find("4294967296", 1, true), st.G.reason)
-  T.ok(not st.G.reason:find("traceback", 1, true), "the error's first line, not its traceback")
   local l = st:run(4, batch.x, batch.y)
   T.ok(l ~= nil and calls() == 2, "the step ran again, eagerly")
   -- verified: the host copy is dropped after the eager step, the graph kept
-  local st2, log2 = stepper(nil)
+  local st2, log2 = stepper()
   local le2, done2 = st2:verify(4, batch)
   T.ok(le2 ~= nil and done2 == true and st2.graph ~= nil, "verified, the graph kept")
   T.eq(table.concat(log2, ","), "snapshot,replay,restore,drop,snapshot host,eager,drop")
   -- any other error of the eager step is the run's error (the host copy dropped first)
-  local st3, log3 = stepper("recipe: attempt to call a nil value")
+  local st3, log3 = stepper(nil, "recipe: attempt to call a nil value")
   local ok, err = pcall(st3.verify, st3, 4, batch)
   T.ok(not ok and tostring(err):find("attempt to call", 1, true), tostring(err))
   T.eq(table.concat(log3, ","), "snapshot,replay,restore,drop,snapshot host,eager,drop")
