@@ -104,6 +104,20 @@ T.case("record 21 FP8 scales by hand: W up to 0.875 exact; gradients under 2^-36
   T.eq(dx, 8 * 2 ^ -33); T.eq(dw, 2 * 2 ^ -33)
 end)
 
+T.case("record 21 softcap: evaluation's in-place * 30 gives the training chain's values bit for bit", function()
+  local r = load_recipe(21)
+  local z = sr.tensor({-200, -7.5, -1, 0, 0.5, 3, 7.5, 60, 1e4}, {dtype = "float32"})
+  for _, dt in ipairs({"float32", "bfloat16"}) do
+    local zd = F.cast(z, dt)
+    local a, b = r.softcap(zd:clone()), r.softcap(zd:clone(), true)
+    T.eq(b.dtype, "float32")
+    T.eq(T.max_diff(a, b), 0, "eval softcap " .. dt)
+  end
+  local zz = sr.tensor(z:tolist(), {requires_grad = true})
+  F.sum(r.softcap(zz * 1)):backward()             -- training: out of place, its gradient defined
+  T.ok(zz.grad ~= nil, "the training softcap's gradient")
+end)
+
 T.case("record 21 batch: 49,152 tokens per GPU, 393,216 per step; validation 4 x 65,536, 5 batches", function()
   local r, meta = load_recipe(21), load_meta(21)
   local full, proxy, micro = r.config.full, r.config.proxy, r.config.micro
