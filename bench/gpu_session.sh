@@ -54,7 +54,9 @@
 #              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget; a search a
 #              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first);
 #              TUNE_BRACKET_FROM=FILE: where none is given, the recipe's proxy budget in FILE +-$TUNE_BRACKET_PCT %
-#              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus)
+#              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus);
+#              $TUNE_PROBE_JOBS (TUNE_PROBE_JOBS_<n>, _default): --probe-jobs, a probe's runs at once (default all 3;
+#              record 21's proxy needs ~27 GB a run at its validation: 2 on an 80 GB card)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone,
@@ -288,7 +290,8 @@ for p in $PARTS; do
         [ "$name" = default ] || { what="--tasks $((10#${name#record_}))"; bv="TUNE_BRACKET_$((10#${name#record_}))"; }
         bracket=${!bv:-${TUNE_BRACKET:-}}
         [ -z "$bracket" ] && [ -n "${TUNE_BRACKET_FROM:-}" ] && bracket=$(from_bracket "$name")
-        target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket}"
+        jv="TUNE_PROBE_JOBS_${bv#TUNE_BRACKET_}"; jobs=${!jv:-${TUNE_PROBE_JOBS:-}}
+        target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket} ${jobs:+--probe-jobs $jobs}"
         part "tune_$name" "${TUNE_LIMIT:-560}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 \
           --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"

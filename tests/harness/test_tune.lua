@@ -128,10 +128,39 @@ T.case("search: a confirmed budget that passes too rarely steps up (the pass pro
     power = function(ps) seen[#seen + 1] = ps[1].steps return ps[1].steps >= 44 and 0.95 or 0.5 end}))
   T.eq(R.steps, 44, "stepped up until the pass probability is >= 0.9: " .. R.steps)
   T.eq(R.confirmed.power, 0.95)
-  T.eq(table.concat(seen, " "), "37 38 40 44 35", "the confirmations, then the cut (35 = 80 % of 44)")
-  T.eq(R.cut.power, 0.5, "the cut's estimate is kept")
-  T.eq(#R.confirms, 4)
+  -- the cut (35 = 80 % of 44) estimated at 0.5: confirmed with fresh seeds, both estimated pooled
+  T.eq(table.concat(seen, " "), "37 38 40 44 35 35", "the confirmations, then the cut and its confirmation")
+  T.eq(R.cut.power, 0.5, "the cut's pooled estimate")
+  T.eq(#R.confirms, 5)
   for i = 1, 3 do T.ok(R.confirms[i].pass and R.confirms[i].power < 0.9, "passed the rule, too rarely") end
+end)
+
+T.case("search: a failing cut estimated near the limit runs again with fresh seeds, judged on both", function()
+  -- the budget is 37 (estimated 0.95), its cut 29; power(ps) for the cut: its runs alone, then pooled
+  local function search(alone, pooled, confirm_need)
+    local seen = {}
+    local R = assert(tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(confirm_need, seen),
+      power = function(ps)
+        if ps[1].steps >= 37 then return 0.95 end
+        return #ps == 1 and alone or pooled
+      end}))
+    T.eq(R.steps, 37) T.eq(R.cut.steps, 29)
+    return R, seen
+  end
+  local R, seen = search(tune.CUT_CONFIRM, 0.5, 37)
+  T.eq(table.concat(seen, " "), "37", "an estimate at the limit: no confirmation of the cut")
+  T.eq(#R.cut.values, 3) T.eq(R.cut.power, tune.CUT_CONFIRM)
+  R, seen = search(0.05, 0.2, 37)
+  T.eq(table.concat(seen, " "), "37 29", "the cut confirmed")
+  T.eq(#R.cut.values, 6, "the cut's values pooled") T.eq(R.cut.power, 0.2, "the pooled estimate")
+  T.eq(R.cut.pass, false) T.eq(R.confirms[#R.confirms].steps, 29) T.ok(R.cut.confirmed, "the confirmation kept")
+  local t = {target = 3 + 0.01 * tune.t_quantile(0.99, 2) / math.sqrt(3) + 1e-9, alpha = 0.01, runs = 3, steps = 37, cut = {steps = 29, pass = false, val_losses = R.cut.values}}
+  local first = {table.unpack(R.cut.values, 1, 3)}
+  T.eq(tune.cut_power(t), tune.power({{values = first}, R.cut.confirmed}, t.target, 0.01, 3),
+    "what loose and score read later: the estimate from both seed sets")
+  R = search(0.05, 0.01, 20)   -- fresh seeds that reach the target at 29 steps: the cut passes
+  T.eq(R.cut.pass, true, "either seed set passing the rule passes the cut")
+  T.ok(R.cut.p < 0.01, "its p the smaller one")
 end)
 
 -- a probe whose seeds' losses spread by +-spread around a mean falling with log(steps) (below 3

@@ -18,6 +18,7 @@ M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossin
 M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances) for one that is confirmed
 M.POWER = 0.9             -- a tuned budget must pass the score's rule in >= 90 % of scores (estimated)
 M.CUT_POWER = 0.1         -- and its cut may pass in at most 10 % of scores (estimated from the cut's runs)
+M.CUT_CONFIRM = 0.02     -- a failing cut estimated to pass more often than this is confirmed with fresh seeds
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
@@ -212,6 +213,22 @@ local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
     confirms[1] and confirms[1].steps or hi.steps, #confirms), 0)
 end
 
+-- a cut that fails with an estimate near the limit (over M.CUT_CONFIRM) is run again with fresh
+-- seeds, as a budget's confirmation is, and judged on both: it passes the rule if either set does
+-- (either could be a score), its values and pass probability are the pooled ones
+local function confirm_cut(cut, o, confirms)
+  if not (o.confirm and cut.power and not cut.pass and cut.power > M.CUT_CONFIRM) then return cut end
+  local C = o.confirm(cut.steps)
+  C.steps, C.power = cut.steps, o.power and o.power({cut, C}) or nil
+  confirms[#confirms + 1] = C
+  local values = {}
+  for _, P in ipairs({cut, C}) do for _, v in ipairs(P.values or {}) do values[#values + 1] = v end end
+  local n, mean, std = pooled({cut, C})
+  return {steps = cut.steps, n = n, mean = mean, std = std, values = values, target = cut.target or C.target,
+          schedule = cut.schedule, runs = cut.runs, train_time_ms = cut.train_time_ms, pass = cut.pass or C.pass,
+          p = mmin(cut.p or 1, C.p or 1), power = C.power, confirmed = C}
+end
+
 -- search(probe, o) -> result | nil, message, probes. probe(steps) -> {pass, margin?, ...}
 -- (M.judge's table; an error it raises ends the search); probe(nil) runs the recipe's own budget
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
@@ -272,6 +289,7 @@ function M.search(probe, o)
     end
     local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
     cut.power = o.power and o.power({cut}) or nil
+    cut = confirm_cut(cut, o, confirms)
     return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms}
   end)
   if not ok then return nil, res, order end
