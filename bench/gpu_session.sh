@@ -55,8 +55,8 @@
 #              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first);
 #              TUNE_BRACKET_FROM=FILE: where none is given, the recipe's proxy budget in FILE +-$TUNE_BRACKET_PCT %
 #              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus);
-#              $TUNE_PROBE_JOBS (TUNE_PROBE_JOBS_<n>, _default): --probe-jobs (1: a probe's runs in turn, not all 3
-#              at once; record 21's proxy needs ~27 GB a run at its validation checks, three do not fit 80 GB);
+#              $TUNE_PROBE_JOBS (TUNE_PROBE_JOBS_<n>, _default): --probe-jobs, a probe's runs N at a time (default all
+#              3; record 21's proxy needs ~27 GB a run at its validation checks: 2 on an 80 GB card);
 #              $TUNE_LIMIT_<n> (_default): that recipe's part limit, over TUNE_LIMIT
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)

@@ -443,7 +443,7 @@ T.case("a search killed mid-way keeps its probes in the file; --bracket auto res
   local card = next(c.searches)
   local b = assert(tune.bracket_of(c.searches[card].micro.record_07.probes), "a bracket")
   T.ok(c.entries[card] == nil or c.entries[card].micro == nil or c.entries[card].micro.record_07 == nil, "no entry yet")
-  local rc, out = W.run("calibrate --tune-steps --bracket auto --probe-jobs 3 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks")
+  local rc, out = W.run("calibrate --tune-steps --bracket auto --probe-jobs 2 --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks")
                         .. " --runs 3 --target " .. TARGET .. " --calibration " .. sh(cal2) .. " --out " .. sh(W.tmp .. "/cal-cut2")
                         .. common:gsub(" %-%-quiet", ""))
   T.eq(rc, 0, out)
@@ -457,6 +457,10 @@ T.case("a search killed mid-way keeps its probes in the file; --bracket auto res
   c = json.decode(T.read(cal2))
   T.eq(c.searches, nil, "the finished search is forgotten")
   T.ok(c.entries[card].micro.record_07.tune, "and its entry written")
+  local cut = c.entries[card].micro.record_07.tune.cut.steps   -- run afresh, its 3 runs 2 at a time
+  for i = 1, 3 do
+    T.ok(T.read(("%s/cal-cut2/record_07/steps-%d/run%d/results.json"):format(W.tmp, cut, i)), "--probe-jobs 2: the cut's run " .. i)
+  end
 end)
 
 T.case("score: the tuned recipe passes, the recipe cut to 80 % fails", function()

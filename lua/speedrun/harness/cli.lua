@@ -538,8 +538,8 @@ measured train times (mean, std, card, software) in the calibration file used by
                      from its last bracket: LO failed, HI passed); --bracket auto: each recipe's
                      from its calibration entry (the last search's), a whole search without one
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
-  --probe-jobs N     --tune-steps: run a probe's K runs at once when N > 1 (default: K on a GPU,
-                     1 on the CPU); their losses decide the search, the confirmation's K runs
+  --probe-jobs N     --tune-steps: run a probe's K runs N at a time when N > 1 (default: K on a
+                     GPU, 1 on the CPU); their losses decide the search, the confirmation's K runs
                      are timed one at a time for the calibration
   --untimed          --tune-steps: run the confirmation's K runs at once too (several recipes
                      tuned at once on one device): the entry keeps their shared-device times,
@@ -594,7 +594,7 @@ end
 
 -- K runs of `speedrun train` at once (seeds seed..seed+K-1), each a supervised run of its own:
 -- the probes of the step tuner need only their losses, which sharing the device does not change
-local function concurrent_runs(recipe, po, k, out_root)
+local function concurrent_runs(recipe, po, k, out_root, jobs)
   local sh = require("speedrun.util").shell_quote
   local base = {sh(H.self_exe()), "train", sh(recipe), "--quiet"}
   for key, kind in pairs(TRAIN_SPEC) do
@@ -608,7 +608,9 @@ local function concurrent_runs(recipe, po, k, out_root)
     cmds[i] = fmt("%s --seed %d --out %s > %s 2>&1 &", table.concat(base, " "), seed0 + i - 1, sh(out), sh(out .. ".txt"))
   end
   mkdir_p(out_root)
-  os.execute("( " .. table.concat(cmds, " ") .. " wait )")
+  for first = 1, k, jobs do   -- jobs at a time (a run too large for the device K times over)
+    os.execute("( " .. table.concat(cmds, " ", first, math.min(k, first + jobs - 1)) .. " wait )")
+  end
   local runs = {}
   for i = 1, k do
     local s = read_file(fmt("%s/run%d/results.json", out_root, i))
@@ -632,8 +634,12 @@ local function probe_options(o, steps)
   return po
 end
 
--- --probe-jobs N > 1 (default: K on a GPU, 1 on the CPU): a probe's K runs share the device
-local function probes_together(o, k) return (tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1)) > 1 end
+-- --probe-jobs N (default: K on a GPU, 1 on the CPU): a probe's K runs share the device, N at a
+-- time; probes_together: N > 1, and N
+local function probes_together(o, k)
+  local n = math.min(k, tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1))
+  return n > 1, n
+end
 
 -- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
 -- judged by the score's rule; a run that does not complete ends the search. Runs that shared the
@@ -658,7 +664,8 @@ local function tune_probe(it, o, k, out_root, alpha, confirm, note, fresh)
     local dir = fmt("%s/%s/%s-%s", out_root, it.name, confirm and "confirm" or "steps", steps or "recipe")
     if confirm then po.seed = tostring((tonumber(o.seed) or 1) + k) end
     local runs, err
-    if probes_together(o, k) and (not confirm or o.untimed) then runs, err = concurrent_runs(it.recipe, po, k, dir)
+    local together, jobs = probes_together(o, k)
+    if together and (not confirm or o.untimed) then runs, err = concurrent_runs(it.recipe, po, k, dir, jobs)
     else runs, err = multi_run(it.recipe, po, k, dir, confirm and "confirm" or "tune") end
     if not runs then error(err, 0) end
     local target = runs_target(o, runs)
