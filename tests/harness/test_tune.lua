@@ -425,6 +425,7 @@ T.case("a search killed mid-way keeps its probes in the file; --bracket auto res
   local process = require "speedrun.process"
   local cal2 = W.tmp .. "/calibration-cut.json"
   os.remove(cal2)
+  os.execute("rm -rf " .. sh(W.tmp .. "/cal-cut") .. " " .. sh(W.tmp .. "/cal-cut2"))   -- no run files of an earlier test run
   local args = {arg[-1], "calibrate", "--tune-steps", "--probe-jobs", "3", "--tasks", "7", "--tasks-dir", W.tmp .. "/tasks",
                 "--runs", "3", "--target", TARGET, "--calibration", cal2, "--out", W.tmp .. "/cal-cut", "--scale", "micro",
                 "--device", "cpu", "--threads", "1", "--quiet", "--train-files", W.ws .. "/data/syn_train_*.bin",
