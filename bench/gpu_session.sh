@@ -64,7 +64,7 @@
 #              $RETIME_RUNS runs each (default 5: with 3, one run's slow warm-up triples a std; 1-11 at 3 runs took 123 s)
 #   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
-#              proxy steps, schedule scaled, seeds 1-3 at once: the final validation losses, to
+#              proxy steps, schedule scaled, seeds $PILOT_SEEDS (default 1 2 3) at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md); on each data dir of
 #              $PILOT_DATA (default DATA_DIR), e.g. PILOT_DATA="data/default data/pieces/default" to
 #              compare whole documents with `data prepare --piece-bytes 3072` (tasks/CALIBRATION.md)
@@ -324,13 +324,13 @@ print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", 
         for rn in ${PILOT_RECORDS:-${PILOT_RECORD:-1}}; do
           r=$(printf "record_%02d" "$rn"); sv="PILOT_STEPS_$rn"
           for n in ${!sv:-${PILOT_STEPS:-1600 2400 3200 4000}}; do
-            for s in 1 2 3; do
+            for s in ${PILOT_SEEDS:-1 2 3}; do
               ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$dd" --steps "$n" \
                 --scale-schedule --seed "$s" --val-every 1000000000 --stream "${PILOT_STREAM:-fixed}" --quiet --out "/tmp/pilot/$tag-$r-$n-$s" \
                 > "$LOG/pilot-$tag-$r-$n-$s.log" 2>&1 &
             done; wait
             # each seed: its final validation loss, and eval's time per token over training's
-            echo "$dd $r $n steps: $(for s in 1 2 3; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metrics"]
+            echo "$dd $r $n steps: $(for s in ${PILOT_SEEDS:-1 2 3}; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["metrics"]
 print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval_time_ms"]/m["val_tokens"]/(m["train_time_ms"]/m["tokens"])))' \
               "/tmp/pilot/$tag-$r-$n-$s/results.json" 2>&1 | tail -1; done | tr '\n' ' ')"
           done
