@@ -528,7 +528,8 @@ measured train times (mean, std, card, software) in the calibration file used by
   --tune-steps       first find each recipe's smallest step budget whose K runs reach the scale's
                      target under the score's rule (mean below the target, t-test p < alpha), the
                      schedule's warmup/warmdown scaled with it; write it into the recipe's scale
-                     table; check that 80 % of it fails the rule; store the tuned runs' times and
+                     table; check that 80 % of it fails the rule (a cut near the limit runs again
+                     with fresh seeds, judged on both); store the tuned runs' times and
                      the search (every probe) in the calibration file. The budget found is
                      confirmed with K fresh seeds, and the 2K runs pooled must pass a score of K
                      runs >= 90 % of the time (else it steps up by 2, 4, 8 % ...): those K runs,
