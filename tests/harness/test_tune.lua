@@ -38,6 +38,52 @@ T.case("search: the smallest passing budget, from above and from below", functio
   end
 end)
 
+T.case("search: a cut that passes restarts the search below it (noise made probes above it fail)", function()
+  -- passes from 30 steps, except a band 38-45 that fails (seeds unlucky there): from 60 the bisection
+  -- ends at 46, whose cut (36) passes
+  local target = 3 + 0.01 * tune.t_quantile(0.99, 2) / math.sqrt(3) + 1e-9
+  local function banded(calls)
+    return function(steps)
+      calls[#calls + 1] = steps
+      local ok = steps >= 30 and not (steps >= 38 and steps <= 45)
+      local m = ok and 2.9 or 3.1
+      local P = tune.judge({m - 0.01, m, m + 0.01}, target, 0.01, true)
+      P.steps = steps
+      return P
+    end
+  end
+  local calls, restarted = {}, {}
+  local R = assert(tune.search(banded(calls), {start = 60, restarts = 0}))
+  T.eq(R.steps, 46) T.eq(R.cut.steps, 36) T.eq(R.cut.pass, true, "without restarts: the passing cut is the result's")
+  T.eq(R.restarts, 0)
+  calls = {}
+  R = assert(tune.search(banded(calls), {start = 60, on_restart = function(c, b) restarted[#restarted + 1] = c.steps .. "<" .. b.steps end}))
+  T.eq(R.steps, 30, "the smallest passing budget below the cut: " .. table.concat(calls, " "))
+  T.eq(R.restarts, 1) T.eq(table.concat(restarted, " "), "36<46")
+  T.eq(R.cut.steps, 24) T.eq(R.cut.pass, false)
+  T.ok(R.below and R.below.steps == 29, "bracketed below")
+  local seen = {}
+  for _, s in ipairs(calls) do T.ok(not seen[s], "no budget probed twice: " .. s) seen[s] = true end
+  -- a passing cut above every failure (the budget stepped up by its confirmations) is no restart
+  calls, restarted = {}, {}
+  R = assert(tune.search(synthetic(37, calls), {start = 100, confirm = synthetic(37, {}),
+    power = function(ps) return ps[1].steps >= 48 and 0.95 or 0.5 end, on_restart = function() restarted[1] = true end}))
+  T.ok(R.steps >= 48 and R.cut.steps >= 38 and R.cut.pass, "a loose budget, its cut passing: " .. R.steps)
+  T.eq(R.restarts, 0) T.eq(restarted[1], nil)
+  -- restarts bounded: two failing bands, each above a passing cut (46 -> cut 36; 30 -> cut 24)
+  local function banded2(steps)
+    local ok = steps >= 10 and not (steps >= 38 and steps <= 45) and not (steps >= 25 and steps <= 29)
+    local m = ok and 2.9 or 3.1
+    local P = tune.judge({m - 0.01, m, m + 0.01}, target, 0.01, true)
+    P.steps = steps
+    return P
+  end
+  R = assert(tune.search(banded2, {start = 60, restarts = 1}))
+  T.eq(R.restarts, 1) T.eq(R.steps, 30) T.eq(R.cut.pass, true, "the last round's passing cut, restarts spent")
+  R = assert(tune.search(banded2, {start = 60}))
+  T.eq(R.restarts, 2) T.eq(R.steps, 10) T.eq(R.cut.pass, false)
+end)
+
 T.case("search: a passing first probe's curve crossing is the next guess", function()
   local calls = {}
   local probe = synthetic(37, calls)
@@ -139,7 +185,7 @@ T.case("search: a failing cut estimated near the limit runs again with fresh see
   -- the budget is 37 (estimated 0.95), its cut 29; power(ps) for the cut: its runs alone, then pooled
   local function search(alone, pooled, confirm_need)
     local seen = {}
-    local R = assert(tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(confirm_need, seen),
+    local R = assert(tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(confirm_need, seen), restarts = 0,
       power = function(ps)
         if ps[1].steps >= 37 then return 0.95 end
         return #ps == 1 and alone or pooled

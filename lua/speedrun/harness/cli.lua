@@ -744,6 +744,12 @@ local function tune_item(it, o, k, out_root, card, path)
   local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
     {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
      confirm = tune_probe(it, o, k, out_root, alpha, true, note), on_confirmed = stored,
+     on_restart = function(cut, b)
+       if not o.quiet then
+         print(fmt("-- %s: %d steps (%d %% of %d) reach the target: %d is not the smallest budget that does; searching below %d",
+           it.name, cut.steps, math.floor(tune.CUT * 100 + 0.5), b.steps, b.steps, cut.steps))
+       end
+     end,
      rerun = tune_probe(it, o, k, out_root, alpha, true, note, true),
      predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
      power = function(ps)

@@ -19,6 +19,7 @@ M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances
 M.POWER = 0.9             -- a tuned budget must pass the score's rule in >= 90 % of scores (estimated)
 M.CUT_POWER = 0.1         -- and its cut may pass in at most 10 % of scores (estimated from the cut's runs)
 M.CUT_CONFIRM = 0.02     -- a failing cut estimated to pass more often than this is confirmed with fresh seeds
+M.RESTARTS = 2            -- a cut passing below a failing probe restarts the search below it at most this many times
 
 -- the (1 - alpha) quantile of Student's t with df degrees of freedom (bisection on the CDF)
 function M.t_quantile(q, df)
@@ -234,10 +235,13 @@ end
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
 -- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power,
--- min_power, predict and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs).
+-- min_power, predict and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs),
+-- restarts (default M.RESTARTS) and on_restart(cut, budget): a cut that passes the rule below a failing probe shows
+-- the budget is not the smallest that passes; the search goes on below the cut (bracketed by the largest failure under it).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
--- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation}.
+-- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation, restarts = how
+-- many times a passing cut restarted it}.
 -- Confirmation: near the threshold a budget passes the rule only part of the time (run-to-run
 -- noise), so the smallest budget that passed once may fail the next score; with o.confirm the
 -- budget's runs with fresh seeds must pass too (and, with o.power, pass a score >= M.POWER of the
@@ -264,33 +268,48 @@ function M.search(probe, o)
     end
     if lo and hi and lo.steps >= hi.steps then lo = nil end   -- noise: a pass below a failure
     max_steps = max_steps or 16 * (hi or lo).steps
-    while not (lo and hi) do
-      if hi then
-        if hi.steps <= 1 then break end
-        local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
-        P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
-      else
-        if lo.steps >= max_steps then
-          error(fmt("the target is not reached within %d steps (%d steps: mean %s, p = %s)", max_steps, lo.steps,
-            lo.mean and fmt("%.4f", lo.mean) or "-", lo.p and fmt("%.3g", lo.p) or "-"), 0)
+    local restarts = o.restarts or M.RESTARTS
+    for round = 0, restarts do
+      while not (lo and hi) do
+        if hi then
+          if hi.steps <= 1 then break end
+          local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
+          P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
+        else
+          if lo.steps >= max_steps then
+            error(fmt("the target is not reached within %d steps (%d steps: mean %s, p = %s)", max_steps, lo.steps,
+              lo.mean and fmt("%.4f", lo.mean) or "-", lo.p and fmt("%.3g", lo.p) or "-"), 0)
+          end
+          P = at(mmin(max_steps, mmax(lo.steps + 1, mceil(lo.steps * M.UP))))
         end
-        P = at(mmin(max_steps, mmax(lo.steps + 1, mceil(lo.steps * M.UP))))
+        if P.pass then hi = P else lo = P end
       end
-      if P.pass then hi = P else lo = P end
+      while lo and hi.steps - lo.steps > mmax(1, mfloor(tol * hi.steps)) do
+        P = at(inside(lo, hi))
+        if P.pass then hi = P else lo = P end
+      end
+      local confirmed
+      hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
+      if o.on_confirmed then   -- stored before the cut's runs: a time limit there loses nothing
+        o.on_confirmed({steps = hi.steps, best = hi, below = lo, probes = order, confirmed = confirmed, confirms = confirms})
+      end
+      local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
+      cut.power = o.power and o.power({cut}) or nil
+      cut = confirm_cut(cut, o, confirms)
+      -- a passing cut under a failing probe: the probes are not monotone in the budget (noise made
+      -- those between them fail) and the budget found is not the smallest that passes; the search
+      -- goes on below the cut, from the largest failure under it. A passing cut above every failure
+      -- (the budget stepped up for the pass probability) is loose, not misplaced: the result.
+      if not cut.pass or round == restarts or not (lo and cut.steps < lo.steps) then
+        return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms,
+                restarts = round}
+      end
+      if o.on_restart then o.on_restart(cut, hi) end
+      hi, lo = cut, nil
+      for _, Q in ipairs(order) do
+        if not Q.pass and Q.steps < cut.steps and (not lo or Q.steps > lo.steps) then lo = Q end
+      end
     end
-    while lo and hi.steps - lo.steps > mmax(1, mfloor(tol * hi.steps)) do
-      P = at(inside(lo, hi))
-      if P.pass then hi = P else lo = P end
-    end
-    local confirmed
-    hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
-    if o.on_confirmed then   -- stored before the cut's runs: a time limit there loses nothing
-      o.on_confirmed({steps = hi.steps, best = hi, below = lo, probes = order, confirmed = confirmed, confirms = confirms})
-    end
-    local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
-    cut.power = o.power and o.power({cut}) or nil
-    cut = confirm_cut(cut, o, confirms)
-    return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms}
   end)
   if not ok then return nil, res, order end
   return res
