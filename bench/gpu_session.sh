@@ -57,7 +57,9 @@
 #              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus);
 #              $TUNE_PROBE_JOBS (TUNE_PROBE_JOBS_<n>, _default): --probe-jobs, a probe's runs N at a time (default all
 #              3; record 21's proxy needs ~27 GB a run at its validation checks: 2 on an 80 GB card);
-#              $TUNE_LIMIT_<n> (_default): that recipe's part limit, over TUNE_LIMIT
+#              $TUNE_LIMIT_<n> (_default): that recipe's part limit, over TUNE_LIMIT; $TUNE_RUNS (TUNE_RUNS_<n>):
+#              the runs of a score the budget is tuned for (default 3; a noisy record's cut is tight only with
+#              more: a task's score then runs as many, tasks/CALIBRATION.md)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone,
@@ -293,8 +295,9 @@ for p in $PARTS; do
         [ -z "$bracket" ] && [ -n "${TUNE_BRACKET_FROM:-}" ] && bracket=$(from_bracket "$name")
         jv="TUNE_PROBE_JOBS_${bv#TUNE_BRACKET_}"; jobs=${!jv:-${TUNE_PROBE_JOBS:-}}
         target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket} ${jobs:+--probe-jobs $jobs}"
-        lv="TUNE_LIMIT_${bv#TUNE_BRACKET_}"
-        part "tune_$name" "${!lv:-${TUNE_LIMIT:-560}}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy --runs 3 \
+        lv="TUNE_LIMIT_${bv#TUNE_BRACKET_}" rv="TUNE_RUNS_${bv#TUNE_BRACKET_}"
+        part "tune_$name" "${!lv:-${TUNE_LIMIT:-560}}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy \
+          --runs "${!rv:-${TUNE_RUNS:-3}}" \
           --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20

@@ -239,6 +239,23 @@ T.case("class 6: --task N without calibration entries -> an error, never the wor
     T.eq(rc2, 2, c[1] .. ": " .. text2)
     T.ok(text2:find(c[3], 1, true), c[1] .. ": " .. text2)
   end
+  -- a score of more runs than the references were tuned for: their cuts' estimates do not hold
+  local two = {steps = 20, target = 3.0, runs = 2, alpha = 0.01, cut = {steps = 16, pass = false, p = 0.99, val_losses = {3.2, 3.21}}}
+  local cal2 = proxy_cal("calib-runs", {mean_ms = 5e5, std_ms = 10, runs = 2, target_val_loss = 3.0, val_tokens = 512, steps = 20,
+    tune = two})
+  local rc3, text3 = speedrun("score " .. sh(ws) .. " --task 1 --scale proxy --runs 3 --calibration " .. sh(cal2) .. RUN)
+  T.eq(rc3, 2, text3)
+  T.ok(text3:find("tuned for scores of 2 runs", 1, true), text3)
+  -- and without --runs, as many as they were tuned for (the fewer of the two); fewer may be asked
+  local calibfile = require "speedrun.harness.calibfile"
+  local e3 = {tune = tuned}
+  local e2 = {tune = two}
+  T.eq(calibfile.task_runs({scale = "proxy"}, e3, e2, 1, "c"), "2")
+  T.eq(calibfile.task_runs({scale = "proxy"}, e3, e3, 1, "c"), "3")
+  T.eq(calibfile.task_runs({scale = "proxy", runs = "2"}, e3, e3, 1, "c"), "2", "fewer")
+  T.eq(select(2, calibfile.task_runs({scale = "proxy", runs = "4"}, e3, e3, 1, "c")) ~= nil, true, "more: refused")
+  T.eq(calibfile.task_runs({scale = "micro", runs = "4"}, e3, e2, 1, "c"), "4", "other scales: as asked")
+  T.eq(calibfile.task_runs({scale = "proxy"}, {}, {}, 1, "c"), nil, "untuned: the default")
   honest_passes()
 end)
 

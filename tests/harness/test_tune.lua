@@ -308,6 +308,7 @@ T.case("searches in progress: reused only for the same target, recipe and data",
   T.ok(not tune.same_search(S, 5.5, {recipe = "bb", data = "d1"}), "the recipe's source changed")
   T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d2"}), "other data")
   T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d1", stream = "random"}), "a random stream (probes of a fixed one)")
+  T.ok(not tune.same_search(S, 5.5, {recipe = "aa", data = "d1", runs = 5}), "probes of 3 runs, a search for scores of 5")
   T.ok(not tune.same_search({target = 5.5, probes = {}}, 5.5, key), "a record without its key")
   T.eq(tune.recorded(S, 70, false).steps, 70) T.eq(tune.recorded(S, 71, false), nil)
   T.eq(tune.recorded(S, 75, true).steps, 75, "a confirmation")

@@ -131,6 +131,24 @@ function M.cpu_threads(o, ref_i, ref_next, task, calib_path)
   return tostring(math.floor(t))
 end
 
+-- the runs of a score of task N at proxy scale: its references' budgets were tuned for scores of
+-- tune.runs runs each, and their cuts' pass estimates (tune.loose) hold for at most that many (with
+-- more runs, a cut whose mean sits below the target passes more often); the fewer of the two, which
+-- --runs may lower, never raise. nil, why when it cannot
+function M.task_runs(o, ref_i, ref_next, task, calib_path)
+  local k
+  for _, e in ipairs {ref_i, ref_next} do
+    local r = type(e.tune) == "table" and tonumber(e.tune.runs)
+    if r and (not k or r < k) then k = math.floor(r) end
+  end
+  if o.scale ~= "proxy" or not k then return o.runs end
+  if o.runs and tonumber(o.runs) > k then
+    return nil, fmt("--runs %s: the references of task %d in %s were tuned for scores of %d runs, and their 80 %% cuts "
+      .. "are known to fail for at most that many: score with --runs %d or fewer (or without --runs)", o.runs, task, calib_path, k, k)
+  end
+  return o.runs or tostring(k)
+end
+
 -- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
 -- why not. The target's validation loss and size become the runs', whatever the workspace says:
 -- no entry, no score (never a fallback to the workspace's own target).
@@ -177,7 +195,9 @@ function M.task_refs(o, calib, card, task, calib_path, data_id)
   if not policy then return nil, why end
   local threads, terr = M.cpu_threads(o, ref_i, ref_next, task, calib_path)   -- and compute with their CPU threads
   if terr then return nil, terr end
-  o.threads = threads
+  local runs, rerr = M.task_runs(o, ref_i, ref_next, task, calib_path)   -- and as many runs as they were tuned for
+  if rerr then return nil, rerr end
+  o.threads, o.runs = threads, runs
   o.stream = policy
   o.target, o["val-tokens"] = tostring(ref_next.target_val_loss), tostring(math.floor(ref_next.val_tokens))
   return ref_i, ref_next

@@ -315,7 +315,8 @@ validation loss is below the target (verdict: pass when p < 0.01 and every run c
 with --task N, FSR = (t_N - t) / (t_N - t_{N+1}) against the calibration file.
   --task N           the task (start record N, target record N+1)
   --scale S          micro | demo | proxy | full (default proxy on a GPU, micro on the CPU)
-  --runs K           number of runs (default 3)
+  --runs K           number of runs (default 3; with --task at proxy scale, the number its
+                     references were tuned for, which --runs may lower, not raise)
   --seed N           first seed (default 1)
   --alpha A          significance level (default 0.01)
   --calibration F    calibration file (default $SPEEDRUN_CALIBRATION or <checkout>/calibration.json)
@@ -465,7 +466,7 @@ function M.score(args)
   o.device = device
   if o.scale == "auto" then o.scale = nil end
   o.scale = o.scale or (device == "cuda" and "proxy" or "micro")
-  local k, alpha, task = tonumber(o.runs) or 3, tonumber(o.alpha) or 0.01, tonumber(o.task)
+  local alpha, task = tonumber(o.alpha) or 0.01, tonumber(o.task)
   local calib_path = calibfile.path(o)
   local calib, cerr = calibfile.load(calib_path)
   if not calib then return die(cerr) end
@@ -483,6 +484,7 @@ function M.score(args)
     if not ref_i then return die(ref_next) end
   end
   o.stream = o.stream or stream.DEFAULT   -- with --task, the references' (task_refs)
+  local k = tonumber(o.runs) or 3          -- with --task at proxy, as many as the references were tuned for
   local out_root, oerr = restricted_out(o, ws, "score-" .. (ws:match("([^/]+)$") or "ws"))
   if not out_root then return die(oerr) end
   mkdir_p(out_root)
@@ -857,7 +859,8 @@ function M.calibrate(args)
       local job, jerr = make_job(it.recipe, o)
       if not job then return die(jerr) end
       it.key = {recipe = calibfile.recipe_sha256(job.recipe) or H.sha256(""), data = dataid.id(job.train_files, job.val_files) or json.null,
-                stream = o.stream == "random" and "random" or nil}   -- a fixed stream's key as before it had one
+                stream = o.stream == "random" and "random" or nil,   -- a fixed stream's key as before it had one
+                runs = k ~= 3 and k or nil}                          -- and 3 runs' as before
     end
   end
   if o.bracket == "auto" then

@@ -318,13 +318,13 @@ end
 -- Searches in progress are kept in the calibration file beside its entries, so that a search
 -- cut by a time limit resumes (`--bracket auto`) from its bracket, reusing its probes:
 -- calib.searches[card][scale][name] = {target, key = {recipe = sha-256 of the recipe's source,
--- data = the data id, stream = "random" or nil (fixed)}, probes = {probe records}, confirms = {...}}.
+-- data = the data id, stream = "random" or nil (fixed), runs = K or nil (3)}, probes = {probe records}, confirms = {...}}.
 -- note: one finished probe (confirm: a confirmation); a search for another target, recipe source
 -- or data starts afresh
 local function same_key(a, b)
   if a == nil or b == nil then return a == b end
   return type(a) == "table" and type(b) == "table" and a.recipe == b.recipe and a.data == b.data
-    and a.stream == b.stream
+    and a.stream == b.stream and a.runs == b.runs
 end
 
 function M.note(calib, card, scale, name, target, rec, confirm, key)
