@@ -35,6 +35,9 @@
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
+#   jit        the step compiler's kernels compiled one at a time (SPEEDRUN_JIT_THREADS=1) against all at once
+#              (the default: every core), each from an empty kernel cache: records $JIT_RECORDS (default 12 18)
+#              at proxy, 3 steps, the "planned and compiled in" line and the run's wall of each
 #   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
 #              bench/xent.lua at the records' lm_head shapes (record 1's [32768, 50257] bf16, also with
 #              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
@@ -222,6 +225,19 @@ for p in $PARTS; do
           ./build/speedrun run bench/flex_attention.lua 10'
         grep -vE "^ok" "$LOG/wgmma_$tag.log" | tail -14
       done ;;
+    jit)
+      for rn in ${JIT_RECORDS:-12 18}; do
+        r=$(printf "record_%02d" "$rn")
+        for th in 1 default; do
+          cache=$(mktemp -d); w0=$(date +%s.%N)
+          ( [ "$th" = default ] || export SPEEDRUN_JIT_THREADS=$th; export SPEEDRUN_KERNEL_CACHE=$cache
+            timeout 200 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps 3 \
+              --val-every 1000000000 --out "/tmp/jit-$r-$th" > "$LOG/jit-$r-$th.log" 2>&1 )
+          echo "$r, SPEEDRUN_JIT_THREADS=$th: $(grep -ho "planned and compiled in [0-9]*ms" "$LOG/jit-$r-$th.log" \
+            "/tmp/jit-$r-$th/log.txt" 2>/dev/null | head -1), run wall $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $w0}") s"
+          rm -rf "$cache"
+        done
+      done; finish ;;
     fp8)    # float8 (issue 17): the cast and scaled_mm registry rows, their GPU test, FP8 vs bf16 lm_head GEMMs
       part fp8 400 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry to_fp8 scaled_mm copy
         echo "registry rc=$?"; ../build/speedrun run cuda/test_gpu_fp8.lua; echo "test_gpu_fp8 rc=$?"
