@@ -185,7 +185,7 @@ T.case("search: a failing cut estimated near the limit runs again with fresh see
   -- the budget is 37 (estimated 0.95), its cut 29; power(ps) for the cut: its runs alone, then pooled
   local function search(alone, pooled, confirm_need)
     local seen = {}
-    local R = assert(tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(confirm_need, seen), restarts = 0,
+    local R = assert(tune.search(synthetic(37, {}), {start = 100, confirm = synthetic(confirm_need, seen),
       power = function(ps)
         if ps[1].steps >= 37 then return 0.95 end
         return #ps == 1 and alone or pooled
@@ -207,6 +207,7 @@ T.case("search: a failing cut estimated near the limit runs again with fresh see
   R = search(0.05, 0.01, 20)   -- fresh seeds that reach the target at 29 steps: the cut passes
   T.eq(R.cut.pass, true, "either seed set passing the rule passes the cut")
   T.ok(R.cut.p < 0.01, "its p the smaller one")
+  T.eq(R.restarts, 0, "a cut passing only with the fresh seeds restarts nothing (the search's probes failed there)")
 end)
 
 -- a probe whose seeds' losses spread by +-spread around a mean falling with log(steps) (below 3

@@ -72,16 +72,16 @@ function M.pass_probability(mean, std, target, alpha, k)
   return sum / wsum
 end
 
--- the runs of several probes of one budget pooled: their number, mean and sample std
+-- the runs of several probes of one budget pooled: their number, mean, sample std and values
 local function pooled(probes)
   local xs = {}
   for _, P in ipairs(probes) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
-  if #xs < 2 then return #xs end
+  if #xs < 2 then return #xs, nil, nil, xs end
   local m, ss = 0, 0
   for _, v in ipairs(xs) do m = m + v end
   m = m / #xs
   for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
-  return #xs, m, math.sqrt(ss / (#xs - 1))
+  return #xs, m, math.sqrt(ss / (#xs - 1)), xs
 end
 
 -- the estimated pass probability of a budget from its probes' runs pooled (each probe {values},
@@ -222,12 +222,36 @@ local function confirm_cut(cut, o, confirms)
   local C = o.confirm(cut.steps)
   C.steps, C.power = cut.steps, o.power and o.power({cut, C}) or nil
   confirms[#confirms + 1] = C
-  local values = {}
-  for _, P in ipairs({cut, C}) do for _, v in ipairs(P.values or {}) do values[#values + 1] = v end end
-  local n, mean, std = pooled({cut, C})
+  local n, mean, std, values = pooled({cut, C})
   return {steps = cut.steps, n = n, mean = mean, std = std, values = values, target = cut.target or C.target,
           schedule = cut.schedule, runs = cut.runs, train_time_ms = cut.train_time_ms, pass = cut.pass or C.pass,
           p = mmin(cut.p or 1, C.p or 1), power = C.power, confirmed = C}
+end
+
+-- the search's bracket: from a passing hi down (a curve crossing first, else by M.DOWN) or a
+-- failing lo up (by M.UP, to max_steps) until both exist, then bisected (inside) to within tol;
+-- at(steps) -> probe (run or cached)
+local function narrow(at, cache, lo, hi, tol, max_steps)
+  local P
+  while not (lo and hi) do
+    if hi then
+      if hi.steps <= 1 then break end
+      local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
+      P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
+    else
+      if lo.steps >= max_steps then
+        error(fmt("the target is not reached within %d steps (%d steps: mean %s, p = %s)", max_steps, lo.steps,
+          lo.mean and fmt("%.4f", lo.mean) or "-", lo.p and fmt("%.3g", lo.p) or "-"), 0)
+      end
+      P = at(mmin(max_steps, mmax(lo.steps + 1, mceil(lo.steps * M.UP))))
+    end
+    if P.pass then hi = P else lo = P end
+  end
+  while lo and hi.steps - lo.steps > mmax(1, mfloor(tol * hi.steps)) do
+    P = at(inside(lo, hi))
+    if P.pass then hi = P else lo = P end
+  end
+  return lo, hi
 end
 
 -- search(probe, o) -> result | nil, message, probes. probe(steps) -> {pass, margin?, ...}
@@ -236,8 +260,9 @@ end
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
 -- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power,
 -- min_power, predict and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs),
--- restarts (default M.RESTARTS) and on_restart(cut, budget): a cut that passes the rule below a failing probe shows
--- the budget is not the smallest that passes; the search goes on below the cut (bracketed by the largest failure under it).
+-- restarts (default M.RESTARTS) and on_restart(cut, budget): a cut whose runs pass the rule below a failing probe
+-- show the budget is not the smallest that passes; the search goes on below the cut (bracketed by the largest failure
+-- under it).
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation, restarts = how
@@ -270,24 +295,7 @@ function M.search(probe, o)
     max_steps = max_steps or 16 * (hi or lo).steps
     local restarts = o.restarts or M.RESTARTS
     for round = 0, restarts do
-      while not (lo and hi) do
-        if hi then
-          if hi.steps <= 1 then break end
-          local guess = hi.crossing and hi.crossing <= 0.9 * hi.steps and not cache[hi.crossing] and hi.crossing
-          P = at(guess or mmin(hi.steps - 1, mmax(1, mfloor(hi.steps * M.DOWN))))
-        else
-          if lo.steps >= max_steps then
-            error(fmt("the target is not reached within %d steps (%d steps: mean %s, p = %s)", max_steps, lo.steps,
-              lo.mean and fmt("%.4f", lo.mean) or "-", lo.p and fmt("%.3g", lo.p) or "-"), 0)
-          end
-          P = at(mmin(max_steps, mmax(lo.steps + 1, mceil(lo.steps * M.UP))))
-        end
-        if P.pass then hi = P else lo = P end
-      end
-      while lo and hi.steps - lo.steps > mmax(1, mfloor(tol * hi.steps)) do
-        P = at(inside(lo, hi))
-        if P.pass then hi = P else lo = P end
-      end
+      lo, hi = narrow(at, cache, lo, hi, tol, max_steps)
       local confirmed
       hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
       if o.on_confirmed then   -- stored before the cut's runs: a time limit there loses nothing
@@ -295,14 +303,13 @@ function M.search(probe, o)
       end
       local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
       cut.power = o.power and o.power({cut}) or nil
-      cut = confirm_cut(cut, o, confirms)
-      -- a passing cut under a failing probe: the probes are not monotone in the budget (noise made
+      -- a cut passing under a failing probe: the probes are not monotone in the budget (noise made
       -- those between them fail) and the budget found is not the smallest that passes; the search
       -- goes on below the cut, from the largest failure under it. A passing cut above every failure
       -- (the budget stepped up for the pass probability) is loose, not misplaced: the result.
-      if not cut.pass or round == restarts or not (lo and cut.steps < lo.steps) then
-        return {steps = hi.steps, best = hi, below = lo, probes = order, cut = cut, confirmed = confirmed, confirms = confirms,
-                restarts = round}
+      if not (cut.pass and round < restarts and lo and cut.steps < lo.steps) then
+        return {steps = hi.steps, best = hi, below = lo, probes = order, cut = confirm_cut(cut, o, confirms),
+                confirmed = confirmed, confirms = confirms, restarts = round}
       end
       if o.on_restart then o.on_restart(cut, hi) end
       hi, lo = cut, nil
