@@ -79,6 +79,13 @@ T.case("ladder: how often a score of the tuned budget passes, from the runs at t
   T.ok(r.cut.pass_prob < 0.05, "the cut's runs sit at the target")
   local text = ladder.format(L)
   T.ok(text:find(("| record_01 | 100 | yes, confirmed | ~%.0f %% | 80: fails (p 0.99; passes ~%.0f %%)"):format(100 * want, 100 * r.cut.pass_prob), 1, true), text)
+  -- a budget tuned for scores of 5 runs: its estimates are of 5-run scores, and the table says so
+  e.tune.runs = 5
+  L = ladder.build({entries = {[CARD] = {proxy = {record_01 = e}}}}, CARD, "proxy", {})
+  r = L.references[1]
+  want = tune.power({{values = {5.40, 5.41, 5.42}}, {values = {5.41, 5.42, 5.46}}}, 5.5, 0.01, 5)
+  T.ok(math.abs(r.pass_prob - want) < 1e-12, "of 5-run scores")
+  T.ok(ladder.format(L):find(("| ~%.0f %% (5-run scores) |"):format(100 * want), 1, true), ladder.format(L))
 end)
 
 T.case("ladder: a reference whose cut passes (or would pass > 10 % of scores) is not tight: its tasks not scorable", function()

@@ -38,7 +38,8 @@ function M.reliability_note(refs)
 end
 
 -- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
--- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), note}, by record number
+-- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), score_runs (tune.runs: the
+-- runs of a score the budget was tuned for), note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
@@ -53,6 +54,7 @@ function M.references(by_scale)
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
                          tune_s = t and num(t.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
+                         score_runs = t and tonumber(t.runs) or nil,
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
@@ -116,7 +118,8 @@ function M.format(L)
       r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
     if r.loose and L.scale == "proxy" then cut = cut .. ": **not tight**" end
     out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
-      r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", r.pass_prob and fmt("~%.0f %%", 100 * r.pass_prob) or "-", cut, ms(r.mean), ms(r.std), tostring(r.runs),
+      r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", r.pass_prob and fmt("~%.0f %%%s", 100 * r.pass_prob,
+        (r.score_runs and r.score_runs ~= 3) and fmt(" (%d-run scores)", r.score_runs) or "") or "-", cut, ms(r.mean), ms(r.std), tostring(r.runs),
       r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
       r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
     if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end
