@@ -91,8 +91,8 @@ function M.statement(m, t)
   add()
   add(fmt("Validation target: %.2f at full scale (other scales: the target record's config); the benchmark's analysis threshold is %.2f.",
           t.target_val_loss, t.analysis_val_loss))
-  add(fmt("Scoring: `speedrun score WORKSPACE --task %d` (%d runs, p < %g); FSR against the calibrated times of records %d and %d on the same card and scale.",
-          t.id, t.runs, t.alpha, t.start_record, t.target_record))
+  add(fmt("Scoring: `speedrun score WORKSPACE --task %d` (%d runs, at proxy scale as many as records %d and %d were calibrated for; p < %g); FSR against the calibrated times of records %d and %d on the same card and scale.",
+          t.id, t.runs, t.start_record, t.target_record, t.alpha, t.start_record, t.target_record))
   add()
   add("## Rules")
   add()
@@ -142,7 +142,8 @@ time at a validation loss below the target. The task statement is `TASK.md`${hin
 
     speedrun score ${dir} --task ${id}
 
-${runs} runs in the restricted environment (seeds 1..${runs}); `pass` when every run completed
+${runs} runs in the restricted environment (seeds 1..${runs}; at proxy scale as many as the task's
+calibrated references were tuned for, `speedrun calibrate --show`); `pass` when every run completed
 and the mean validation loss is below the target with p < ${alpha} (one-sided t-test); the score
 is FSR = (t_start - t) / (t_start - t_target) against the calibrated train times of records
 ${start_record} and ${target_record} on the same card and scale (run
