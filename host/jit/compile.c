@@ -497,6 +497,11 @@ typedef struct jit_job {
   double ms;          /* its NVRTC time */
 } jit_job;
 
+/* the cache folder of a compile: the caller's, else the default */
+static const char *cache_dir_of(const sr_jit_opts *o) {
+  return o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
+}
+
 /* the options, the key and the cache: 1 when NVRTC must run (j->b filled otherwise: a hit or an error) */
 static int job_start(jit_job *j) {
   const sr_jit_opts *o = j->o;
@@ -565,8 +570,7 @@ static int job_start(jit_job *j) {
   snprintf(b->key, sizeof b->key, "%016llx%016llx", (unsigned long long)h.a, (unsigned long long)h.b);
 
   if (o->use_cache) {
-    const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
-    snprintf(b->cache_path, sizeof b->cache_path, "%s/%s.srk", cdir, b->key);
+    snprintf(b->cache_path, sizeof b->cache_path, "%s/%s.srk", cache_dir_of(o), b->key);
     if (cache_read(b->cache_path, b, o)) {
       b->ok = 1;
       b->cache_hit = 1;
@@ -590,8 +594,7 @@ static void job_finish(jit_job *j) {
   const sr_jit_opts *o = j->o;
   j->b->compile_ms = j->ms;
   j->b->ok = 1;
-  const char *cdir = o->cache_dir && *o->cache_dir ? o->cache_dir : sr_jit_cache_dir();
-  if (o->use_cache && make_dirs(cdir) == 0) cache_write(j->b->cache_path, j->b, o);
+  if (o->use_cache && make_dirs(cache_dir_of(o)) == 0) cache_write(j->b->cache_path, j->b, o);
 }
 
 /* NVRTC's time is the harness's compile account (sr_jit_compile_seconds): the device is idle

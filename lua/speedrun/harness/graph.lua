@@ -201,6 +201,32 @@ function Step:unfit(err, step)
   return nil, false
 end
 
+-- the graph's snapshot put back and freed
+local function put_back(graph)
+  graph:restore()
+  graph:drop_snapshot()
+end
+
+-- the verification's eager step beside the graph: a copy of the state in host memory (none of the
+-- device's) kept meanwhile, so that out of memory puts the state back for a run without the graph;
+-- returns the step's result, or nil and the error when it did not fit
+function Step:eager_beside(step, batch, hold)
+  local graph = self.graph
+  hold(true)
+  local kept = graph:snapshot("host")
+  hold(false)
+  local ok, le = pcall(call, self.train_step, self.ctx, step, batch)
+  if not ok and kept and oom(le) then
+    hold(true)
+    put_back(graph)
+    hold(false)
+    return nil, le
+  end
+  if kept then graph:drop_snapshot() end
+  if not ok then error(le, 0) end
+  return le
+end
+
 -- step cap_step + 1: replay from a snapshot, restore, run eagerly (a host copy of the state kept
 -- meanwhile), compare; returns the eager loss and true, or nil and false when there was no
 -- snapshot or the graph and the eager step do not fit together
@@ -220,8 +246,7 @@ function Step:verify(step, batch)
     local lr = graph:replay()
     return is_tensor(lr) and m_item(lr) or nil, self.rules:loss(self.gx, self.gy)
   end)
-  graph:restore()
-  graph:drop_snapshot()
+  put_back(graph)
   hold(false)
   if not ok and oom(l_r) then
     -- the graph's pool holds the captured step's memory while eager work runs beside it (this
@@ -231,21 +256,8 @@ function Step:verify(step, batch)
   elseif not ok then
     error(l_r, 0)
   end
-  -- the eager step may not fit beside the graph either: a copy of the state in host memory (none
-  -- of the device's) lets it go back and run again without the graph
-  hold(true)
-  local kept = graph:snapshot("host")
-  hold(false)
-  local eok, le = pcall(call, self.train_step, self.ctx, step, batch)
-  if not eok and kept and oom(le) then
-    hold(true)
-    graph:restore()
-    graph:drop_snapshot()
-    hold(false)
-    return self:unfit(le, step)
-  end
-  if kept then graph:drop_snapshot() end
-  if not eok then error(le, 0) end
+  local le, unfit = self:eager_beside(step, batch, hold)   -- the eager step may not fit beside the graph either
+  if unfit then return self:unfit(unfit, step) end
   G.eager_steps = G.eager_steps + 1
   local l_e = loss_value(le)
   hold(true)
