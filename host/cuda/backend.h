@@ -45,6 +45,9 @@ size_t sr_cuda_peak_bytes(void);      /* most bytes handed out at once since the
 size_t sr_cuda_reserved_bytes(void);  /* bytes held from the driver (handed out + cached) */
 void sr_cuda_reset_peak(void);
 void sr_cuda_empty_cache(void);       /* returns cached free blocks to the driver */
+/* the allocation log (cuda/pool.h): on for the step before a capture, so that the capture takes
+** the cached blocks of the sizes that step held instead of allocating anew */
+void sr_cuda_log_allocs(int on);
 int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady state adds none) */
 /* one-time setup the engine does on first use, counted and timed (host wall clock) so the harness
 ** can say what a run's warm-up spends on it: the allocator's cudaMalloc calls (timed here), new

@@ -8,7 +8,8 @@
 **   request sequence gets the same blocks, step after step), in O(log n); small classes also
 **   remember the segment they are carving;
 ** - segs[]: the driver allocations small blocks are carved from, one size class each, carved one
-**   block at a time as requests miss (a class costs one driver call per SR_POOL_SEGMENT bytes).
+**   block at a time as requests miss (a class costs one driver call per SR_POOL_SEGMENT bytes);
+** and the allocation log (per block size: held now, most held at once) a capture adopts from.
 */
 #include <stdlib.h>   /* defines: calloc, realloc, free, abort */
 #include <string.h>   /* defines: memset */
@@ -40,6 +41,11 @@ static int nsegs, capsegs;
 static size_t reserved;
 static int64_t driver_allocs;
 static bool carving = true;
+
+typedef struct logent { size_t size; int now, most; } logent;
+static logent *logv;                  /* the allocation log, one entry per block size */
+static int nlog, caplog;
+static bool logging;
 
 static void *grow(void *p, int *cap, size_t elem) {
   int n = *cap ? 2 * *cap : 256;
@@ -162,7 +168,7 @@ static void push_free(int i) { heap_push(list_of(blocks[i].size, blocks[i].pool,
 static int add_block(void *p, size_t size, int pool, int sg) {
   if (nblocks == capblocks) blocks = grow(blocks, &capblocks, sizeof *blocks);
   if (2 * (nblocks + 1) > capslot) map_rebuild(capslot ? 2 * capslot : 1024);
-  blocks[nblocks] = (sr_pool_blk){p, size, pool, 0, 0, sg};
+  blocks[nblocks] = (sr_pool_blk){.p = p, .size = size, .pool = pool, .seg = sg};
   map_put(p, nblocks);
   return nblocks++;
 }
@@ -200,6 +206,18 @@ static int best_fit(size_t want, int pool) {
   return best ? heap_pop(best) : -1;
 }
 
+/* the log's entry for blocks of `size` (made when `make`), or NULL */
+static logent *log_of(size_t size, int make) {
+  for (int k = 0; k < nlog; k++)
+    if (logv[k].size == size) return &logv[k];
+  if (!make) return NULL;
+  if (nlog == caplog) logv = grow(logv, &caplog, sizeof *logv);
+  logv[nlog] = (logent){size, 0, 0};
+  return &logv[nlog++];
+}
+
+static void rebuild(void);
+
 void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
   size_t want = sr_pool_size_for(nbytes);
   bool small = carving && want <= SR_POOL_SMALL_MAX;
@@ -213,6 +231,12 @@ void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
   }
   if (i < 0) return NULL;
   blocks[i].inuse = 1;
+  blocks[i].adopted = 0;
+  if (logging) {
+    logent *e = log_of(blocks[i].size, 1);
+    if (++e->now > e->most) e->most = e->now;
+    blocks[i].logged = 1;
+  }
   if (size) *size = blocks[i].size;
   return blocks[i].p;
 }
@@ -221,8 +245,49 @@ int sr_pool_free(void *p) {
   int i = p ? sr_pool_find(p) : -1;
   if (i < 0 || !blocks[i].inuse) return -1;   /* not ours, or freed twice */
   blocks[i].inuse = 0;
+  if (logging && blocks[i].logged) log_of(blocks[i].size, 1)->now--;
+  blocks[i].logged = 0;
   push_free(i);
   return i;
+}
+
+/* ---- the allocation log and the adoption of its blocks by a capture */
+
+void sr_pool_log(bool on) {
+  if (on) {
+    nlog = 0;
+    for (int i = 0; i < nblocks; i++) blocks[i].logged = 0;
+  }
+  logging = on;
+}
+
+int sr_pool_adopt(int pool) {
+  int moved = 0;
+  for (int i = 0; pool > 0 && i < nblocks; i++) {
+    sr_pool_blk *b = &blocks[i];
+    logent *e = b->inuse || b->pool != 0 ? NULL : log_of(b->size, 0);
+    if (!e || e->most <= 0) continue;
+    e->most--;
+    b->pool = pool;
+    b->adopted = 1;
+    moved++;
+  }
+  nlog = 0;
+  logging = false;
+  if (moved) rebuild();
+  return moved;
+}
+
+int sr_pool_unadopt(int pool) {
+  int moved = 0;
+  for (int i = 0; i < nblocks; i++) {
+    sr_pool_blk *b = &blocks[i];
+    if (b->pool != pool || !b->adopted) continue;
+    b->adopted = 0;
+    if (!b->inuse) { b->pool = 0; moved++; }
+  }
+  if (moved) rebuild();
+  return moved;
 }
 
 sr_pool_blk *sr_pool_at(int i) { return i >= 0 && i < nblocks ? &blocks[i] : NULL; }
@@ -266,7 +331,7 @@ void sr_pool_release_free(bool pool_only, int pool) {
   for (int i = 0; i < nblocks; i++) {
     if (blocks[i].seg >= 0) blocks[i].seg = remap[blocks[i].seg];
     /* a dead pool's blocks that stay (siblings of live blocks) are ordinary from now on */
-    if (pool_only && pool != 0 && !blocks[i].inuse && blocks[i].pool == pool) blocks[i].pool = 0;
+    if (pool_only && pool != 0 && !blocks[i].inuse && blocks[i].pool == pool) blocks[i].pool = 0, blocks[i].adopted = 0;
   }
   if (pool_only && pool != 0)
     for (int s = 0; s < nsegs; s++)
@@ -283,4 +348,5 @@ void sr_pool_reset(void) {
   free(lists); lists = NULL; caplists = nlists = 0;
   free(segs); segs = NULL; nsegs = capsegs = 0;
   reserved = 0; driver_allocs = 0;
+  free(logv); logv = NULL; nlog = caplog = 0; logging = false;
 }

@@ -8,6 +8,10 @@
 ** thousands of small tensors cost a few driver calls, not one each); a larger request gets a
 ** driver allocation of its own and reuses a free block at most 1/8 larger. Pool 0 is the ordinary
 ** pool; other pools are CUDA graphs' private pools, whose blocks are never handed out elsewhere.
+** A capture starts from what the step before it used: with the allocation log on for that step,
+** sr_pool_adopt moves the ordinary pool's free blocks of the sizes it logged (as many of each as
+** the step held at once) into the capture's pool, so the captured step (the same requests) makes
+** no driver calls, and sr_pool_unadopt gives the ones it did not take back to pool 0.
 ** Not thread-safe: one host thread drives the device.
 */
 #ifndef SR_CUDA_POOL_H
@@ -28,6 +32,8 @@ typedef struct sr_pool_blk {
   int inuse;
   int noted;  /* the backend's mark: the capture (its pool) that noted this ordinary block */
   int seg;    /* the segment it was carved from, -1: a driver allocation of its own */
+  int adopted;  /* moved from pool 0 by sr_pool_adopt, not handed out since */
+  int logged;   /* handed out while the allocation log was on (its free counts against the log) */
 } sr_pool_blk;
 
 typedef struct sr_pool_driver {
@@ -50,6 +56,16 @@ int sr_pool_count(void);
 ** are all free (pool_only: of `pool` only). A pool other than 0 is released when it dies: its
 ** free blocks that must stay (siblings of live ones in a segment) join pool 0 */
 void sr_pool_release_free(bool pool_only, int pool);
+/* the allocation log: on, it starts empty and counts, per block size, the blocks handed out and
+** not yet freed, keeping each size's most at once; off, it keeps what it counted */
+void sr_pool_log(bool on);
+/* at the start of a capture into `pool` (> 0): free blocks of pool 0 move to `pool`, per size as
+** many as the log's most at once (lowest index first); the log is cleared and off. Returns how
+** many moved */
+int sr_pool_adopt(int pool);
+/* after the capture: the blocks sr_pool_adopt moved to `pool` that were not handed out since go
+** back to pool 0. Returns how many */
+int sr_pool_unadopt(int pool);
 size_t sr_pool_reserved(void);                 /* bytes held from the driver */
 int64_t sr_pool_driver_allocs(void);           /* driver allocations made so far */
 void sr_pool_reset(void);                      /* forgets everything without releasing (tests) */

@@ -12,6 +12,8 @@
 **                            cuda/lt_algo.c or the heuristic, generated modules loaded, graphs built;
 **                            zeros without CUDA)
 **   cuda.reset_peak(); cuda.empty_cache(); cuda.synchronize(); cuda.capturing()
+**   cuda.log_allocs(on)   -- the allocator's log, on for the step before a capture: the capture then
+**                         -- takes the cached blocks of the sizes that step held (no cudaMalloc)
 **   local g = cuda.graph(step [, ...])        -- captures ONE call step(...); runs nothing yet
 **   local loss = g:replay()                   -- runs the captured work; returns step's results
 **   g.captured, g.reason                      -- false + why when it fell back to eager
@@ -144,6 +146,17 @@ static int c_empty_cache(lua_State *L) {
 static int c_synchronize(lua_State *L) {
   (void)L;
   if (sr_cuda_available()) sr_cuda_backend()->synchronize();
+  return 0;
+}
+
+static int c_log_allocs(lua_State *L) {
+  sr_eval_guard(L, "logging allocations");   /* C-side state eval could keep between its calls */
+  int on = lua_toboolean(L, 1);
+#ifdef SPEEDRUN_CUDA
+  if (sr_cuda_started()) sr_cuda_log_allocs(on);   /* no context, no allocations to log */
+#else
+  (void)on;
+#endif
   return 0;
 }
 
@@ -353,7 +366,7 @@ static const luaL_Reg graph_methods[] = {{"replay", g_replay}, {"snapshot", g_sn
 static const luaL_Reg cuda_functions[] = {
   {"available", c_available}, {"memory", c_memory}, {"setup_stats", c_setup_stats}, {"reset_peak", c_reset_peak},
   {"empty_cache", c_empty_cache}, {"synchronize", c_synchronize}, {"capturing", c_capturing},
-  {"graph", c_graph}, {NULL, NULL}
+  {"log_allocs", c_log_allocs}, {"graph", c_graph}, {NULL, NULL}
 };
 
 int luaopen_speedrun_cuda(lua_State *L) {

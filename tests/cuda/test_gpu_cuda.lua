@@ -2,7 +2,9 @@
 -- training step (tiny GPT, gradient clipping and AdamW: the multi-tensor kernels sumsq_multi,
 -- clip_multi, adamw_multi): the replayed graph gives the same loss sequence as eager steps on
 -- the same batches (fed through fixed buffers updated with copy_), replays make no
--- driver allocation, and a step that cannot be captured falls back to eager execution; a graph's
+-- driver allocation, a capture after a step run with the allocation log on takes that step's
+-- cached blocks (fewer driver allocations, the same losses), and a step that cannot be captured
+-- falls back to eager execution; a graph's
 -- snapshot/restore puts back the state it uses. Host copies (ring of pinned staging slots): every
 -- size round-trips exactly, interleaved with kernels and with the source overwritten at once; an
 -- upload does not wait for queued kernels; copies inside a capture fail with a clear message.
@@ -157,6 +159,36 @@ T.case("graph replay == eager (tiny GPT + clipping + multi-tensor AdamW)", funct
   -- a changed lr reaches the captured step through the device-side schedule
   opt2:set_lr_multiplier(0.5)
   T.close(opt2.groups[1].sched:to("cpu"):tolist(), {1.5e-3, K}, 1e-6)
+end)
+
+T.case("a capture after a logged step takes that step's cached blocks: fewer cudaMalloc calls, the same losses", function()
+  local function run(logged)
+    local step, x, y = setup()
+    x:copy_(batches[1][1]); y:copy_(batches[1][2])
+    step()                                            -- creates the optimizer state
+    x:copy_(batches[2][1]); y:copy_(batches[2][2])
+    if logged then cuda.log_allocs(true) end
+    local l2 = step():item()
+    if logged then cuda.log_allocs(false) end
+    cuda.synchronize()
+    local d0 = cuda.memory().driver_allocs
+    local g <close> = cuda.graph(step)
+    T.ok(g.captured, "captured: " .. tostring(g.reason))
+    local made = cuda.memory().driver_allocs - d0
+    local losses = {l2}
+    for i = 3, K do
+      x:copy_(batches[i][1]); y:copy_(batches[i][2])
+      losses[#losses + 1] = g:replay():item()
+    end
+    return made, losses
+  end
+  local plain, lp = run(false)
+  local adopted, la = run(true)
+  io.stdout:write(("capture: %d cudaMalloc calls after a plain step, %d after a logged one\n"):format(plain, adopted))
+  T.ok(adopted < plain, ("%d driver allocations with the log, %d without"):format(adopted, plain))
+  for i = 1, #lp do
+    T.ok(math.abs(la[i] - lp[i]) <= 1e-5 * math.abs(lp[i]), ("step %d: %.8f against %.8f"):format(i + 1, la[i], lp[i]))
+  end
 end)
 
 T.case("uncapturable step falls back to eager", function()

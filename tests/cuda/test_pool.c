@@ -3,8 +3,9 @@
 ** driver: size classes; small blocks carved from shared segments (one driver call for many
 ** blocks); reuse of the lowest-index free block of a size; pools kept apart; large blocks reused
 ** up to 1/8 larger and no more; segments given back only when wholly free; a dead pool's
-** leftovers joining pool 0; a refusing driver; and a random workload checked against a model
-** (live blocks disjoint, inside what the driver gave, reserved bytes = what the driver holds).
+** leftovers joining pool 0; a refusing driver; a capture adopting the cached blocks the step before
+** it logged; and a random workload checked against a model (live blocks disjoint, inside what the
+** driver gave, reserved bytes = what the driver holds).
 */
 #include <stdio.h>      /* defines: fprintf */
 #include <stdlib.h>     /* defines: malloc, free, rand */
@@ -166,7 +167,76 @@ static void test_refusal(void) {
   CHECK(sr_pool_alloc(100, 0, NULL) != NULL, "then it works");
 }
 
-/* random alloc/free/release in three pools and many sizes, against what is live */
+/* one "step": a state block kept from before, temporaries of three sizes (two of one held at once),
+** one freed and asked for again, the previous step's output freed; returns the new output */
+static void *step(void *prev_out, void **state) {
+  if (!*state) *state = sr_pool_alloc((size_t)9 << 20, 0, NULL);
+  void *a = sr_pool_alloc((size_t)3 << 20, 0, NULL), *b = sr_pool_alloc((size_t)3 << 20, 0, NULL);
+  void *c = sr_pool_alloc(5000, 0, NULL);
+  sr_pool_free(a);
+  void *d = sr_pool_alloc((size_t)3 << 20, 0, NULL);
+  if (prev_out) sr_pool_free(prev_out);
+  void *out = sr_pool_alloc((size_t)2 << 20, 0, NULL);
+  sr_pool_free(b); sr_pool_free(c); sr_pool_free(d);
+  return out;
+}
+
+/* the same requests in a capture's pool (the backend allocates there while capturing) */
+static void *captured_step(int pool) {
+  void *a = sr_pool_alloc((size_t)3 << 20, pool, NULL), *b = sr_pool_alloc((size_t)3 << 20, pool, NULL);
+  void *c = sr_pool_alloc(5000, pool, NULL);
+  sr_pool_free(a);
+  void *d = sr_pool_alloc((size_t)3 << 20, pool, NULL);
+  void *out = sr_pool_alloc((size_t)2 << 20, pool, NULL);
+  sr_pool_free(b); sr_pool_free(c); sr_pool_free(d);
+  return out;
+}
+
+static void test_adopt(void) {
+  fresh();
+  void *state = NULL, *out = step(NULL, &state);
+  out = step(out, &state);   /* the warm-up's eager steps */
+  void *junk = sr_pool_alloc((size_t)7 << 20, 0, NULL);   /* a validation's buffer, say: no step's */
+  void *h1 = sr_pool_alloc((size_t)3 << 20, 0, NULL), *h2 = sr_pool_alloc((size_t)3 << 20, 0, NULL);
+  void *third = sr_pool_alloc((size_t)3 << 20, 0, NULL);  /* a third of the step's size, held once */
+  sr_pool_free(junk); sr_pool_free(h1); sr_pool_free(h2); sr_pool_free(third);
+  sr_pool_log(1);
+  out = step(out, &state);   /* the step before the capture, logged */
+  sr_pool_log(0);
+  int before = calls;
+  int moved = sr_pool_adopt(5);
+  /* the two 3-MiB temporaries held at once and the small one; not the output's block (the step
+     reused the previous output's, freed in it, and holds it still) */
+  CHECK(moved == 3, "adopted %d blocks", moved);
+  sr_pool_release_free(1, 0);
+  CHECK(sr_pool_find(junk) < 0, "the block no step held went back to the driver");
+  CHECK(sr_pool_find(third) < 0, "so did a third block of a size the step held two of at once");
+  CHECK(sr_pool_find(state) >= 0 && sr_pool_at(sr_pool_find(state))->pool == 0, "the live state stays pool 0's");
+  for (int i = 0; i < sr_pool_count(); i++)
+    if (sr_pool_at(i)->adopted) CHECK(sr_pool_at(i)->pool == 5 && !sr_pool_at(i)->inuse, "an adopted block is pool 5's, free");
+  void *gout = captured_step(5);
+  CHECK(calls == before + 1, "the capture made %d driver calls (1: its output)", calls - before);
+  CHECK(sr_pool_at(sr_pool_find(gout))->pool == 5 && gout != out, "its output from pool 5");
+  CHECK(sr_pool_unadopt(5) == 0, "every adopted block was taken");
+  /* eager steps after the capture allocate their own again; the next capture takes less than it adopted */
+  out = step(out, &state);
+  sr_pool_log(1); out = step(out, &state); sr_pool_log(0);
+  CHECK(sr_pool_adopt(6) == 3, "adopted for pool 6");
+  void *x = sr_pool_alloc((size_t)3 << 20, 6, NULL);
+  CHECK(sr_pool_unadopt(6) == 2, "the two not taken go back");
+  CHECK(sr_pool_at(sr_pool_find(x))->pool == 6 && !sr_pool_at(sr_pool_find(x))->adopted, "the taken one stays pool 6's");
+  before = calls;
+  void *y = sr_pool_alloc((size_t)3 << 20, 0, NULL), *z = sr_pool_alloc(5000, 0, NULL);
+  CHECK(calls == before && sr_pool_at(sr_pool_find(y))->pool == 0 && sr_pool_at(sr_pool_find(z))->pool == 0,
+        "pool 0 reuses the returned blocks");
+  /* nothing logged: a capture adopts nothing (the release at its start as before) */
+  sr_pool_free(y);
+  CHECK(sr_pool_adopt(7) == 0, "no log, no adoption");
+  sr_pool_log(1); sr_pool_log(0);
+  CHECK(sr_pool_adopt(7) == 0, "an empty log, no adoption");
+}
+
+/* random alloc/free/release/log/adopt in three pools and many sizes, against what is live */
 static void test_random(void) {
   fresh();
   enum { N = 600 };
@@ -189,6 +259,10 @@ static void test_random(void) {
       int k = rand() % nlive;
       CHECK(sr_pool_free(live[k].p) >= 0, "free of a live block refused");
       live[k] = live[--nlive];
+    } else if (r == 97) {   /* the allocation log on or off, or a capture into pool 1 or 2 adopting from it */
+      int pool = 1 + rand() % 2;
+      if (rand() % 2) sr_pool_log(rand() % 2);
+      else if (sr_pool_adopt(pool) && rand() % 2) sr_pool_unadopt(pool);
     } else {   /* pool 0 gives back, or pool 1 or 2 dies: the backend first moves its live blocks to pool 0 */
       int pool = rand() % 2 ? 0 : 1 + rand() % 2;
       for (int i = 0; pool && i < sr_pool_count(); i++)
@@ -216,6 +290,7 @@ int main(void) {
   test_release();
   test_no_carving();
   test_refusal();
+  test_adopt();
   test_random();
   fresh();
   if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }

@@ -56,6 +56,36 @@ T.case("graph capture: after the first eager step (from 3) that repeats the step
   T.eq(capture_step(make(function() return 2 end), 4), 3, "w = 4: the only point")
 end)
 
+T.case("graph capture: the allocator's log is on for each eager step a capture may follow, off around everything else", function()
+  local sr = require "speedrun"
+  local cuda = require "speedrun.cuda"
+  local real = cuda.log_allocs
+  local events = {}
+  cuda.log_allocs = function(on) events[#events + 1] = on and "on" or "off" end
+  package.loaded["speedrun.harness.graph"] = nil
+  local g2 = require "speedrun.harness.graph"   -- takes the stand-in when it loads
+  cuda.log_allocs = real
+  package.loaded["speedrun.harness.graph"] = graph
+  local st = g2.new {ctx = {}, recipe = {train_step = function(_, step)
+                       events[#events + 1] = "step " .. step
+                       return sr.F.gelu(sr.ones(4) * 2):sum() end},
+                     rules = {}, device = "cuda", skip = 7}
+  st.fuse_why = "not on the CPU"
+  st.capture = function(self)
+    events[#events + 1] = "capture"
+    self.graph, self.ref_trace, self.last_audit = {}, {diff = function() end}, self.cap_step
+  end
+  for step = 1, 4 do st:eager(step, {x = sr.zeros({2}), y = sr.zeros({2}), step = step}) end
+  -- steps 2 and 3 are traced (the capture's candidates: from first_cap - 1); step 4 has the graph
+  T.eq(table.concat(events, ","), "step 1,on,step 2,off,on,step 3,off,capture,step 4")
+  -- a step that fails turns the log off before its error goes on
+  events = {}
+  local bad = g2.new {ctx = {}, recipe = {train_step = function() error("recipe bug", 0) end}, rules = {}, device = "cuda", skip = 7}
+  local ok, err = pcall(bad.eager, bad, 2, {x = sr.zeros({2}), y = sr.zeros({2}), step = 2})
+  T.ok(not ok and tostring(err):find("recipe bug", 1, true), tostring(err))
+  T.eq(table.concat(events, ","), "on,off")
+end)
+
 T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch, a flat sequence as one row [1, T]", function()
   local sr = require "speedrun"
   local rules = require "speedrun.harness.rules"

@@ -13,7 +13,7 @@ local fuse = require "speedrun.fuse"
 
 local emit, call = report.emit, report.call
 local shape_of, trace_start, trace_stop = H.shape, H.trace_start, H.trace_stop
-local cuda_graph, is_tensor = cuda.graph, sr.is_tensor
+local cuda_graph, log_allocs, is_tensor = cuda.graph, cuda.log_allocs, sr.is_tensor
 local fuse_run, fuse_plan, fuse_last, fuse_record = fuse.run, fuse.plan, fuse.last, fuse.record
 local methods = core.Tensor.methods
 local m_item, m_clone, m_copy = methods.item, methods.clone, methods.copy_
@@ -312,7 +312,11 @@ end
 function Step:eager(step, batch)
   local tr = (self.want and (step >= self.first_cap - 1 or self.graph)) and trace_start() or nil
   local rec = (tr and not self.graph and not self.fuse_why) and fuse_record() or nil
+  -- a capture may follow: the blocks this step holds are what it will take (cuda.log_allocs)
+  local log = tr and not self.graph
+  if log then log_allocs(true) end
   local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
+  if log then log_allocs(false) end
   if rec then rec:stop() end  -- after a collection: the loss is still held here
   if tr then trace_stop() end
   if not rok then error(loss, 0) end
