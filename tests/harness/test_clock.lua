@@ -1,6 +1,6 @@
 -- The host's clock (harness/steps.lua) on a scripted run: the warm-up's time beyond its allowance
--- is counted, its NVRTC compiles are not (a cold kernel cache must not cost a score), and compile
--- time never comes off the timed steps. The compiler is replaced by a stand-in whose
+-- is counted, its NVRTC compiles and the engine's setup are not (a cold kernel cache, the first
+-- cudaMalloc calls must not cost a score), and neither comes off the timed steps. The compiler is replaced by a stand-in whose
 -- compile_seconds() the scripted steps advance while they spin, as NVRTC's clock would, on a
 -- virtual clock. The engine's setup account (cuda.setup_stats) is a stand-in too, which the
 -- scripted steps advance.
@@ -28,8 +28,9 @@ local function spin(s, compiling)
 end
 
 -- a run of `n` steps (the first `skip` warm-up), each step spinning `work(step)` seconds, of which
--- `compile(step)` seconds are "compiling"
-local function run(n, skip, work, compile)
+-- `compile(step)` seconds are "compiling" and `setup(step)` seconds (if given) the engine's setup
+-- (cudaMalloc, as setup_stats would time it); either held (the clock paused) when it says so
+local function run(n, skip, work, compile, setup)
   local x, y = sr.zeros(2, 4), sr.zeros(2, 4)
   local plan = {steps = n, skip = skip, tps = 8, obs_every = 1000}
   local stepper = {free = function() end}
@@ -38,6 +39,12 @@ local function run(n, skip, work, compile)
     if held then stepper.hold(true) end   -- the harness's own work, the clock paused
     spin(c, true)
     if held then stepper.hold(false) end
+    local su, sheld = 0, false
+    if setup then su, sheld = setup(step) end
+    if sheld then stepper.hold(true) end
+    spin(su, false)
+    fake.setup.driver_alloc_ms = fake.setup.driver_alloc_ms + su * 1000
+    if sheld then stepper.hold(false) end
     spin(work(step), false)
     return 1.0, x, y
   end
@@ -71,6 +78,33 @@ T.case("clock: a warm-up compile stays off the train time; warm-up work beyond t
   local ms5, w5 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, function(s) return s == 12 and 0.3 or 0 end)
   T.ok(w5.compile_ms == 0 and w5.counted_ms > 100 and ms5 > ms2 + 150,
        ("timed compile and warm-up work both counted: %.1f ms (warm-up %.1f counted)"):format(ms5, w5.counted_ms))
+end)
+
+T.case("clock: the warm-up's engine setup stays off the train time as its compiles do; in a timed step it counts", function()
+  local none = function() return 0 end
+  local base = function() return STEP end
+  local ms0, w0 = run(20, 5, base, none)
+  -- 0.3 s of cudaMalloc calls in warm-up step 3 (a capture's pool, say): off the clock
+  local ms1, w1 = run(20, 5, base, none, function(s) return s == 3 and 0.3 or 0 end)
+  T.ok(math.abs(w1.setup_ms - 300) < 1e-6, ("the setup is measured: %.1f ms"):format(w1.setup_ms))
+  T.ok(math.abs(ms1 - ms0) < 1e-6 and math.abs(w1.counted_ms - w0.counted_ms) < 1e-6,
+       ("the engine's first-call costs cost no score: %.1f ms vs %.1f ms"):format(ms1, ms0))
+  -- setup while the clock is held is not taken off the warm-up's work a second time
+  local ms2 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none,
+                  function(s) if s == 2 then return 0.3, true end return 0 end)
+  T.ok(ms2 > ms0 + 200, ("held setup, warm-up work still counted: %.1f ms vs %.1f ms"):format(ms2, ms0))
+  -- setup in a timed step stays on the clock, and excuses no warm-up work
+  local ms3 = run(20, 5, base, none, function(s) return s == 12 and 0.3 or 0 end)
+  T.ok(ms3 > ms0 + 250, ("setup after the warm-up is timed: %.1f ms vs %.1f ms"):format(ms3, ms0))
+  local ms4, w4 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none,
+                      function(s) return s == 12 and 0.3 or 0 end)
+  T.ok(w4.setup_ms == 0 and w4.counted_ms >= 199 and ms4 >= ms3 + 199,
+       ("timed setup and warm-up work both counted: %.1f ms (warm-up %.1f counted)"):format(ms4, w4.counted_ms))
+  -- setup beside warm-up work: only the setup's own time comes off
+  local ms5, w5 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none,
+                      function(s) return s == 3 and 0.2 or 0 end)
+  T.ok(math.abs(ms5 - run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none)) < 1e-6,
+       ("0.2 s of setup beside 0.3 s of work: the work counted as without it (%.1f ms, setup %.1f)"):format(ms5, w5.setup_ms))
 end)
 
 T.case("clock: the allowance is at most 15 % of the timed steps' time (few large steps), never below the warm-up's own steps", function()

@@ -141,6 +141,16 @@ local function check_unfit(st, le, done, bytes)
   T.ok(not st.G.reason:find("traceback", 1, true), "the error's first line, not its traceback")
 end
 
+T.case("graph check: the verification's snapshot, undone replay and probes run with the clock held; its eager step on the clock", function()
+  local sr = require "speedrun"
+  local st, log = stepper()
+  st.hold = function(on) log[#log + 1] = on and "hold" or "clock" end
+  local le, done = st:verify(4, {x = sr.zeros({2}), y = sr.zeros({2}), step = 4})
+  T.ok(le ~= nil and done, "verified")
+  T.eq(table.concat(log, ","), "hold,snapshot,replay,restore,drop,clock,hold,snapshot host,clock,eager,hold,drop,clock,hold,clock",
+       "the snapshots and their drops inside holds: only the eager step on the clock")
+end)
+
 T.case("graph check: out of memory in the verification's probe drops the graph after restoring the state; other errors stop the run", function()
   local sr = require "speedrun"
   local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}

@@ -156,7 +156,7 @@ local function metrics(p, t, R, warm)
   return {steps = t.done, planned_steps = p.steps, time_budget_s = p.time_budget or json.null,
           stopped_by = t.by_budget and "time_budget" or "steps", train_time_ms = ms, tokens = t.done * p.tps,
           warmup_time_ms = warm.warmup_ms, warmup_allowance_ms = warm.allowance_ms, warmup_counted_ms = warm.counted_ms,
-          warmup_compile_ms = warm.compile_ms, warmup_steps_ms = json.array(warm.steps_ms),
+          warmup_compile_ms = warm.compile_ms, warmup_setup_ms = warm.setup_ms, warmup_steps_ms = json.array(warm.steps_ms),
           warmup_setup = warm.setup and warm.setup.warmup or json.null,
           first_step_setup = warm.setup and warm.setup.first_step or json.null,
           step_avg_ms = timed > 0 and ms / timed or json.null,

@@ -222,7 +222,11 @@ function Step:eager_beside(step, batch, hold)
     hold(false)
     return nil, le
   end
-  if kept then graph:drop_snapshot() end
+  if kept then
+    hold(true)
+    graph:drop_snapshot()
+    hold(false)
+  end
   if not ok then error(le, 0) end
   return le
 end
@@ -234,14 +238,16 @@ function Step:verify(step, batch)
   local graph, G = self.graph, self.G
   m_copy(self.gx, batch.x)
   m_copy(self.gy, batch.y)
+  -- the clock is held (paused) around the harness's own work: the snapshot, the replay that is
+  -- undone, the probes
+  local hold = self.hold or function() end
+  hold(true)
   local bytes, serr = graph:snapshot()
   if not bytes then
+    hold(false)
     self:no_graph("verification: " .. tostring(serr), step)
     return nil, false
   end
-  -- the clock is held (paused) around the harness's own work: the replay that is undone, the probes
-  local hold = self.hold or function() end
-  hold(true)
   local ok, l_r, p_r = pcall(function()
     local lr = graph:replay()
     return is_tensor(lr) and m_item(lr) or nil, self.rules:loss(self.gx, self.gy)

@@ -2,11 +2,12 @@
 -- measurement"). The host's clock runs around every step, device-synchronised at its edges; at
 -- observation steps it is paused to verify the batch checksums, read the loss and report the
 -- step (and the intermediate validation, if any). The warm-up steps are timed apart: their time,
--- less the NVRTC compiles in them (each started on an idle device: host/jit/compile.c), beyond an
--- allowance of (warm-up steps + 2) mean timed steps (at most 15 % of the timed steps' time, unless
--- the warm-up steps alone are more) is added to the train time, so first-call
--- costs (a cold kernel cache above all) stay out of the score but work moved into the warm-up is
--- counted.
+-- less the NVRTC compiles in them (each started on an idle device: host/jit/compile.c) and the
+-- engine's setup in them (cudaMalloc, cuBLASLt plans, module loads, graph builds: each timed from
+-- an idle device, speedrun.cuda's setup_stats), beyond an allowance of (warm-up steps + 2) mean
+-- timed steps (at most 15 % of the timed steps' time, unless the warm-up steps alone are more) is
+-- added to the train time, so first-call costs (a cold kernel cache above all) stay out of the
+-- score but work moved into the warm-up is counted.
 -- With a time budget the clock is read (device-synchronised) after every step past the warm-up,
 -- and the loop stops once the train time, counted as above, reaches the budget.
 -- The step itself is harness/graph.lua's (eager or a CUDA graph replay).
@@ -38,12 +39,20 @@ local ALLOWANCE_STEPS = 2   -- the warm-up's allowance: (warm-up steps + this) m
 -- where a recipe choosing 10 large steps had (1 + 2) / 9 of its timed work excused
 local ALLOWANCE_SHARE = 0.15
 
--- the clock: accumulated seconds of the timed steps (clk.acc) and of the warm-up (clk.warm)
--- and of the NVRTC compiles made while the warm-up's clock ran (clk.compile)
+-- the engine's setup so far, in seconds: what setup_stats timed, each from an idle device (the
+-- stream drained first: no GPU work runs under it)
+local function setup_seconds()
+  local s = setup_stats()
+  return ((s.driver_alloc_ms or 0) + (s.gemm_plan_ms or 0) + (s.module_load_ms or 0) + (s.graph_build_ms or 0)) / 1000
+end
+
+-- the clock: accumulated seconds of the timed steps (clk.acc) and of the warm-up (clk.warm),
+-- and of the NVRTC compiles (clk.compile) and the engine's setup (clk.setup) made while the
+-- warm-up's clock ran
 local function resume(clk)
   local es = sync(clk.cuda)
   if es then fail("cuda_fault", es) end
-  clk.c_start = compile_seconds()
+  clk.c_start, clk.s_start = compile_seconds(), setup_seconds()
   clk.t_start = now(); clk.timing = true
 end
 
@@ -52,7 +61,10 @@ local function pause(clk)
   local t = now()
   if clk.timing then
     clk[clk.bucket] = clk[clk.bucket] + (t - clk.t_start)
-    if clk.bucket == "warm" then clk.compile = clk.compile + (compile_seconds() - clk.c_start) end
+    if clk.bucket == "warm" then
+      clk.compile = clk.compile + (compile_seconds() - clk.c_start)
+      clk.setup = clk.setup + (setup_seconds() - clk.s_start)
+    end
   end
   clk.timing = false
   if es then fail("cuda_fault", es) end
@@ -130,16 +142,17 @@ local function step_once(run, clk, step)
 end
 
 -- the train time after `done` steps: the timed steps, plus the warm-up's time, less its
--- compiles, beyond its allowance
+-- compiles and the engine's setup, beyond its allowance
 local function counted(p, clk, done)
   local timed = done - p.skip
   local mean = timed > 0 and clk.acc / timed or 0
   local allowance = mmin((p.skip + ALLOWANCE_STEPS) * mean, mmax(p.skip * mean, ALLOWANCE_SHARE * clk.acc))
   if p.skip == 0 then allowance = 0 end
   local compiled = mmin(clk.warm, clk.compile)
-  local extra = mmax(0, clk.warm - compiled - allowance)
+  local setup = mmin(clk.warm - compiled, clk.setup)
+  local extra = mmax(0, clk.warm - compiled - setup - allowance)
   return (clk.acc + extra) * 1000, {warmup_ms = clk.warm * 1000, allowance_ms = allowance * 1000, counted_ms = extra * 1000,
-                                   compile_ms = compiled * 1000, steps_ms = clk.steps}
+                                   compile_ms = compiled * 1000, setup_ms = setup * 1000, steps_ms = clk.steps}
 end
 
 -- the engine's one-time setup (cuda.setup_stats: cudaMalloc calls, new cuBLASLt plans) between
@@ -165,8 +178,8 @@ end
 -- stopped the run
 function M.train(run)
   local p = run.plan
-  local clk = {acc = 0, warm = 0, bucket = "acc", timing = false, cuda = run.is_cuda, compile = 0, steps = {},
-               warm_seen = 0}
+  local clk = {acc = 0, warm = 0, bucket = "acc", timing = false, cuda = run.is_cuda, compile = 0, setup = 0,
+               steps = {}, warm_seen = 0}
   local done, by_budget = 0, false
   run.wall0 = now()
   run.stepper.hold = function(on) if on then pause(clk) else resume(clk) end end
