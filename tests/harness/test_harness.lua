@@ -280,6 +280,8 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   T.ok(e.mean_ms > 0 and e.runs == 2 and e.target_val_loss == 3.0, "calibration entry")
   T.eq(e.recipe_sha256, H.sha256(io.open(ws .. "/good.lua"):read("a")), "the entry records the source it timed")
   T.eq(e.cpu_threads, 1, "and the CPU threads its time is of")
+  T.ok(type(e.warmup_counted_ms) == "table" and #e.warmup_counted_ms == 2 and e.warmup_counted_ms[1] <= e.times_ms[1],
+       "each run's counted warm-up, the part of its train time (`calibrate --show` splits the spread)")
   -- a reference's runs start from cold caches of their own, as a score's (round 17: an entry an
   -- agent planted in the shared cache could slow a reference and inflate an FSR)
   local job = json.decode(io.open(tmp .. "/cal1/record_01/run2/job.json"):read("a"))

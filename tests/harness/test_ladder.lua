@@ -64,6 +64,26 @@ T.case("ladder: references timed by different engine builds keep their verdict, 
   T.ok(ladder.format(L):find("| holds (timed by different engines, aaaa and bbbb: re-time both) |", 1, true), ladder.format(L))
 end)
 
+T.case("ladder: the counted warm-up beside the timed steps; a transition the timed steps alone would hold says so", function()
+  local function runs(times, warm) return {times_ms = times, warmup_counted_ms = warm} end
+  local c = {entries = {[CARD] = {proxy = {
+    record_01 = entry(100, 1450, 50, runs({1500, 1400, 1450}, {300, 200, 250})),   -- timed steps 1200, 1200, 1200
+    record_02 = entry(90, 1350, 50, runs({1400, 1300, 1350}, {250, 150, 200})),    -- 1150 each: 100 < 150, 50 > 0
+    record_03 = entry(80, 1340, 50, runs({1390, 1290, 1340}, {200, 150, 190})),    -- 1190, 1140, 1150: 0 faster
+    record_04 = entry(70, 1300, 50)}}}}                                           -- no per-run lists
+  local L = ladder.build(c, CARD, "proxy", {tasks[1], tasks[2], tasks[3]})
+  T.eq(L.references[1].split.warm, 250) T.eq(L.references[1].split.warm_std, 50) T.eq(L.references[1].split.steps_std, 0)
+  T.eq(L.references[4].split, nil, "an entry without the lists")
+  local v = L.transitions
+  T.eq(v[1].verdict, "does not hold")
+  T.ok(v[1].why and v[1].why:find("the timed steps alone hold, 50 ms > 0", 1, true), tostring(v[1].why))
+  T.eq(v[2].verdict, "does not hold") T.eq(v[2].why, nil, "the timed steps do not hold either")
+  T.eq(v[3].why, nil, "no lists, nothing to say")
+  local text = ladder.format(L)
+  T.ok(text:find("| 1450 ± 50 (3 runs; warm-up 250 ± 50) |", 1, true), text)
+  T.ok(text:find("| 1300 ± 50 (3 runs) |", 1, true), text)
+end)
+
 T.case("ladder: how often a score of the tuned budget passes, from the runs at that budget", function()
   local tune = require "speedrun.harness.tune"
   local e = entry(100, 1000, 10)

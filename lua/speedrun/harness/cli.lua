@@ -487,7 +487,7 @@ local function calib_entry(runs, recipe, o, card)
   local target = runs_target(o, runs)
   local sum = summarize(runs, target or 0)
   local entry = {mean_ms = sum.train_time_ms.mean or json.null, std_ms = sum.train_time_ms.std or json.null,
-                 times_ms = sum.train_time_ms.values, runs = #runs, completed = sum.completed,
+                 times_ms = sum.train_time_ms.values, warmup_counted_ms = sum.warmup_counted_ms, runs = #runs, completed = sum.completed,
                  val_loss_mean = sum.val_loss.mean or json.null, val_loss_std = sum.val_loss.std or json.null,
                  val_losses = sum.val_loss.values, target_val_loss = target or json.null,
                  val_tokens = runs[1].config and runs[1].config.val_tokens or json.null,

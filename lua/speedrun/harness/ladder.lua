@@ -3,11 +3,26 @@
 -- reference's budget (tuned or not, its 20 % cut), time to target and loss, then every task's
 -- transition, start -> target, against 3 x the larger std. Pure: tables in, rows and text out.
 local tune = require "speedrun.harness.tune"
+local stats = require "speedrun.stats"
 
 local M = {}
 local fmt = string.format
 
 local function num(x) return type(x) == "number" and x or nil end
+
+-- of an entry's runs: the counted warm-up's mean and std, and the timed steps' (train time less it),
+-- from its per-run lists; nil when the entry has none (measured before they were kept)
+local function split(e)
+  local times, warm = e.times_ms, e.warmup_counted_ms
+  if type(times) ~= "table" or type(warm) ~= "table" or #times ~= #warm or #times < 2 then return nil end
+  local steps = {}
+  for i = 1, #times do
+    if type(times[i]) ~= "number" or type(warm[i]) ~= "number" then return nil end
+    steps[i] = times[i] - warm[i]
+  end
+  local w, t = stats.ttest_less(warm, 0), stats.ttest_less(steps, 0)
+  return {warm = w.mean, warm_std = w.std, steps = t.mean, steps_std = t.std}
+end
 
 -- how often a score of the tuned budget passes, estimated from every run the search made at that
 -- budget (its probe and its confirmations, pooled: tune.power), and the same for the cut's runs
@@ -39,7 +54,8 @@ end
 
 -- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
 -- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), score_runs (tune.runs: the
--- runs of a score the budget was tuned for), note}, by record number
+-- runs of a score the budget was tuned for), split ({warm, warm_std, steps, steps_std}: the counted
+-- warm-up and the timed steps, when the entry kept them), note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
@@ -54,7 +70,7 @@ function M.references(by_scale)
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
                          tune_s = t and num(t.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
-                         score_runs = t and tonumber(t.runs) or nil,
+                         score_runs = t and tonumber(t.runs) or nil, split = split(e),
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
@@ -82,6 +98,11 @@ function M.transition(task, ref_i, ref_next, scale)
   local whys = {}
   if ref_i.engine and ref_next.engine and ref_i.engine ~= ref_next.engine then
     whys[1] = fmt("timed by different engines, %s and %s: re-time both", ref_i.engine, ref_next.engine)
+  end
+  local a, b = ref_i.split, ref_next.split
+  if T.verdict == "does not hold" and a and b and a.steps - b.steps > 3 * math.max(a.steps_std, b.steps_std) then
+    whys[#whys + 1] = fmt("the timed steps alone hold, %.0f ms > %.0f: the counted warm-up's spread decides it",
+                          a.steps - b.steps, 3 * math.max(a.steps_std, b.steps_std))
   end
   local loose = {}
   for _, r in ipairs {ref_i, ref_next} do if scale == "proxy" and r.loose then loose[#loose + 1] = r.name end end
@@ -117,10 +138,11 @@ function M.format(L)
     local cut = r.cut and fmt("%d: %s (p %s%s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-",
       r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
     if r.loose and L.scale == "proxy" then cut = cut .. ": **not tight**" end
-    out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s ± %s (%s runs%s) | %s | %s | %s |", r.name, tostring(r.steps),
+    local sp = r.split and fmt("; warm-up %.0f ± %.0f", r.split.warm, r.split.warm_std) or ""
+    out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s ± %s (%s runs%s%s) | %s | %s | %s |", r.name, tostring(r.steps),
       r.tuned and (r.confirmed and "yes, confirmed" or "yes") or "no", r.pass_prob and fmt("~%.0f %%%s", 100 * r.pass_prob,
         (r.score_runs and r.score_runs ~= 3) and fmt(" (%d-run scores)", r.score_runs) or "") or "-", cut, ms(r.mean), ms(r.std), tostring(r.runs),
-      r.timed_alone and "" or ", shared device", r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
+      r.timed_alone and "" or ", shared device", sp, r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
       r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
     if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end
   end

@@ -24,14 +24,16 @@ local function ttest(losses, target, ref)
   return tl, out
 end
 
--- summarize(runs, target [, ref]) -> {n, completed, all_completed, val_loss, train_time_ms, ttest}; ref:
+-- summarize(runs, target [, ref]) -> {n, completed, all_completed, val_loss, train_time_ms,
+-- warmup_counted_ms (each run's counted warm-up, the part of its train time: harness/steps.lua), ttest}; ref:
 -- the task's target record's calibration entry (its spread pools into the t-test)
 function M.summarize(runs, target, ref)
-  local losses, times, all_ok = {}, {}, true
+  local losses, times, warm, all_ok = {}, {}, {}, true
   for _, r in ipairs(runs) do
     if r.valid or r.status == "invalid" then
       losses[#losses + 1] = r.metrics.val_loss
       times[#times + 1] = r.metrics.train_time_ms
+      warm[#warm + 1] = r.metrics.warmup_counted_ms
     end
     if not (r.valid or r.status == "invalid") then all_ok = false end
   end
@@ -39,7 +41,7 @@ function M.summarize(runs, target, ref)
   local tt = stats.ttest_less(times, 0)
   return {n = #runs, completed = #losses, all_completed = all_ok, val_loss = {mean = tl.mean, std = tl.std,
           values = json.array(losses)}, train_time_ms = {mean = tt.mean, std = tt.std, values = json.array(times)},
-          ttest = tv}
+          warmup_counted_ms = #warm == #times and json.array(warm) or json.null, ttest = tv}
 end
 
 return M

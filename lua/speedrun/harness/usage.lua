@@ -82,7 +82,8 @@ measured train times (mean, std, card, software) in the calibration file used by
                      tuned at once on one device): the entry keeps their shared-device times,
                      marked timed_alone = false, until a plain calibrate of the same budget re-times it
   --show             print the ladder of the calibration file instead (every reference's budget,
-                     cut, time and loss; every task's gap against 3 sigma), running nothing;
+                     cut, time (its counted warm-up) and loss; every task's gap against 3 sigma),
+                     running nothing;
                      --card NAME picks the card (default: the file's only card, else this one)
   --apply            write each tuned entry's budget (steps, schedule, target) of the file (card,
                      scale as --show) into its recipe (--tasks, --tasks-dir), running nothing: only
