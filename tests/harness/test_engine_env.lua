@@ -1,6 +1,7 @@
 -- The engine switches a timed run does not inherit (harness/supervise.lua): the variables that
 -- change which kernels run or how (SR_* A/B and opt-in kernels, TF32, fusion, graphs, allocator,
--- caches; OpenMP's settings) are removed from the child's environment of a restricted run (score) or a cold-cache one
+-- caches; OpenMP's settings; the CUDA driver's and cuBLAS's: synchronous launches, module loading,
+-- TF32 forced) are removed from the child's environment of a restricted run (score) or a cold-cache one
 -- (calibrate, the tuner's confirmations), so its time does not depend on the shell it was started
 -- from; every variable the engine's sources read is either such a switch or named configuration;
 -- and end to end, a restricted train's results.json names what its child lost.
@@ -16,10 +17,14 @@ os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp))
 
 T.case("child_env: a timed run's child loses the switches, keeps configuration; other runs inherit", function()
   local names = {"PATH", "SR_FLEX_WGMMA", "SPEEDRUN_TF32", "SPEEDRUN_HOME", "SR_ROTARY_V1", "SPEEDRUN_FUSE", "HOME",
-                 "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMPI_X"}
+                 "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMPI_X", "CUDA_LAUNCH_BLOCKING", "NVIDIA_TF32_OVERRIDE",
+                 "CUDA_MODULE_LOADING", "CUDA_VISIBLE_DEVICES"}
   for _, job in ipairs {{restricted = true}, {cold_caches = true}} do
     local env, removed = sup.child_env(job, {gpu_mem_limit = 1024}, names)
-    T.eq(table.concat(removed, ","), "GOMP_SPINCOUNT,OMP_NUM_THREADS,SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1")
+    T.eq(table.concat(removed, ","), "CUDA_LAUNCH_BLOCKING,CUDA_MODULE_LOADING,GOMP_SPINCOUNT,NVIDIA_TF32_OVERRIDE,"
+         .. "OMP_NUM_THREADS,SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1",
+         "the engine's switches and the driver's (synchronous launches, module loading, TF32 forced)")
+    T.eq(env.CUDA_VISIBLE_DEVICES, nil, "which device is configuration: kept")
     for _, n in ipairs(removed) do T.eq(env[n], false, n .. " removed") end
     T.eq(env.SPEEDRUN_HOME, nil, "configuration kept")
     T.eq(env.PATH, nil)

@@ -17,8 +17,11 @@ local GRACE_S = 2           -- SIGTERM to SIGKILL; and reading after the exit
 
 -- Engine switches: environment variables that change which kernels run or how (the A/B and opt-in
 -- kernel switches SR_*, TF32, the step compiler, CUDA graphs, the allocator and caches, the
--- engine's own kernel headers, debug records; and the OpenMP runtime's settings, OMP_* and GOMP_*: a
--- CPU run's threads are --threads or every core). A run whose time is compared with others (restricted:
+-- engine's own kernel headers, debug records; the OpenMP runtime's settings, OMP_* and GOMP_*: a
+-- CPU run's threads are --threads or every core; and the CUDA driver's and libraries' own settings
+-- that change how the same kernels run or what they cost, M.DRIVER_SWITCHES: synchronous launches,
+-- eager or lazy module loading, PTX JIT and its cache, TF32 forced on or off in cuBLAS, the
+-- libraries' logging). A run whose time is compared with others (restricted:
 -- score; cold caches: calibrate and the tuner's confirmations) runs the default engine whatever the
 -- shell it was started from holds: its child gets them removed (results.json names them). Every
 -- variable the engine reads is either a switch or configuration (M.ENGINE_CONFIG: where things are,
@@ -31,11 +34,16 @@ M.ENGINE_CONFIG = {SPEEDRUN_HOME = true, SPEEDRUN_DATA = true, SPEEDRUN_NO_CUDA 
   SPEEDRUN_SOURCE_DIR = true, SPEEDRUN_RUNS_DIR = true, SPEEDRUN_TEST_TMP = true, SPEEDRUN_GPT2_DIR = true,
   SPEEDRUN_DEBS = true, SPEEDRUN_CALIBRATION = true, SPEEDRUN_AGENT_SCAFFOLDS = true, SPEEDRUN_CUDA_INCLUDE = true,
   SPEEDRUN_HARNESS_CHILD = true, SPEEDRUN_KERNEL_CACHE = true, SPEEDRUN_CUDA_MEM_LIMIT = true, SPEEDRUN_JIT_THREADS = true}
+M.DRIVER_SWITCHES = {CUDA_LAUNCH_BLOCKING = true, CUDA_MODULE_LOADING = true, CUDA_MODULE_DATA_LOADING = true,
+  CUDA_FORCE_PTX_JIT = true, CUDA_DISABLE_PTX_JIT = true, CUDA_CACHE_DISABLE = true, CUDA_CACHE_PATH = true,
+  CUDA_CACHE_MAXSIZE = true, CUDA_DEVICE_MAX_CONNECTIONS = true, CUDA_AUTO_BOOST = true, NVIDIA_TF32_OVERRIDE = true,
+  CUBLAS_WORKSPACE_CONFIG = true, CUBLASLT_LOG_LEVEL = true, CUBLASLT_LOG_MASK = true, CUBLASLT_LOG_FILE = true,
+  CUBLAS_LOGINFO_DBG = true, CUBLAS_LOGDEST_DBG = true, CUBLASLT_HEURISTICS_CACHE_CAPACITY = true}
 function M.is_switch(name)
   for _, p in ipairs(M.SWITCH_PREFIXES) do
     if name:sub(1, #p) == p then return true end
   end
-  return M.ENGINE_SWITCHES[name] == true
+  return M.ENGINE_SWITCHES[name] == true or M.DRIVER_SWITCHES[name] == true
 end
 
 -- the child's environment changes for the job (names: the parent's variables, default this
