@@ -266,26 +266,32 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
         dS[j][e] = p * (dS[j][e] - delta_s[qi]);
       }
     }
+    // P and dS as bf16 A fragments at once (half the registers of their f32 accumulators, which die
+    // here), dS's also to shared memory for dQ = dS K: its packed pairs are the fragments' own
+    // (key rows g and g + 8, query columns 16 kk + 8 h + 2 t)
+    uint32_t ap[4][4], as2[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      uint32_t ap[4], as2[4];
-      acc_to_A(ap, P, kk);
-      acc_to_A(as2, dS, kk);
+      acc_to_A(ap[kk], P, kk);
+      acc_to_A(as2[kk], dS, kk);
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        *(uint32_t *)&dSs[(w * 16 + g) * LDS + (2 * kk + h) * 8 + 2 * t] = as2[kk][2 * h];
+        *(uint32_t *)&dSs[(w * 16 + g + 8) * LDS + (2 * kk + h) * 8 + 2 * t] = as2[kk][2 * h + 1];
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
 #pragma unroll
       for (int i = 0; i < D / 8; i += 2) {
         uint32_t b[4];
         ldB_kn_x4(b, dOs, LD, kk * 16, i * 8);
-        mma16816(dV[i], ap, b);
-        mma16816(dV[i + 1], ap, b + 2);
+        mma16816(dV[i], ap[kk], b);
+        mma16816(dV[i + 1], ap[kk], b + 2);
         ldB_kn_x4(b, Qs, LD, kk * 16, i * 8);
-        mma16816(dK[i], as2, b);
-        mma16816(dK[i + 1], as2, b + 2);
+        mma16816(dK[i], as2[kk], b);
+        mma16816(dK[i + 1], as2[kk], b + 2);
       }
-    }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      *(uint32_t *)&dSs[(w * 16 + g) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][0], dS[j][1]);
-      *(uint32_t *)&dSs[(w * 16 + g + 8) * LDS + j * 8 + 2 * t] = pack_bf16(dS[j][2], dS[j][3]);
     }
     __syncthreads();
     int qr0 = qt0 + w * 16 + g, qr1 = qr0 + 8;
