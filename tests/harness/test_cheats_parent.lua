@@ -305,7 +305,7 @@ T.case("references timed by another engine build: the FSR says so; the same buil
     local r1, r2 = {}, {}
     for k, v in pairs(REC1) do r1[k] = v end
     for k, v in pairs(REC2) do r2[k] = v end
-    r1.software, r2.software = {engine = id}, {engine = id}
+    r1.software, r2.software = {engine = id, clock = engine.CLOCK}, {engine = id, clock = engine.CLOCK}
     return calibration("calib-engine-" .. id, {record_01 = r1, record_02 = r2})
   end
   local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_engine("0123456789abcdef")) .. RUN)
@@ -317,6 +317,28 @@ T.case("references timed by another engine build: the FSR says so; the same buil
   rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_engine(engine.id())) .. RUN)
   T.eq(rc, 0, text)
   T.ok(not text:find("another engine build", 1, true), text)
+end)
+
+T.case("references whose times were counted by another clock rule: no FSR, and why; this rule's: an FSR", function()
+  local engine = require "speedrun.harness.engine"
+  local ws = workspace("clockrule", "good")
+  local function with_clock(n)
+    local r1, r2 = {}, {}
+    for k, v in pairs(REC1) do r1[k] = v end
+    for k, v in pairs(REC2) do r2[k] = v end
+    r1.software, r2.software = {engine = engine.id(), clock = n}, {engine = engine.id(), clock = engine.CLOCK}
+    return calibration("calib-clock-" .. tostring(n), {record_01 = r1, record_02 = r2})
+  end
+  local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_clock(1)) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(text:find(("FSR: n/a: the references' times were counted by the harness's clock rule 1, this harness counts by rule %d")
+    :format(engine.CLOCK), 1, true), text)
+  local S = json.decode(read(text:match("score: (%S+/score%.json)")))
+  T.ok(S.fsr.value == nil or S.fsr.value == json.null, "no FSR against times of another rule")
+  T.eq(S.software.clock, engine.CLOCK, "the score records its rule")
+  rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_clock(engine.CLOCK)) .. RUN)
+  T.eq(rc, 0, text)
+  T.ok(text:find("FSR: %d") and not text:find("clock rule", 1, true), text)
 end)
 
 T.case("references calibrated from another version of their record's recipe: the FSR says so; this checkout's: no note", function()

@@ -62,6 +62,17 @@ T.case("ladder: references timed by different engine builds keep their verdict, 
   T.eq(L.transitions[1].why, "timed by different engines, aaaa and bbbb: re-time both")
   T.eq(L.transitions[2].why, nil, "the same engine: nothing to say")
   T.ok(ladder.format(L):find("| holds (timed by different engines, aaaa and bbbb: re-time both) |", 1, true), ladder.format(L))
+  -- times counted by different clock rules (an entry recording its software but no rule: rule 1) are
+  -- not compared at all
+  local engine = require "speedrun.harness.engine"
+  local clk = function(n) return {software = {engine = "aaaa", clock = n}} end
+  local c2 = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, eng("aaaa")),
+                                            record_02 = entry(200, 2000, 50, clk(engine.CLOCK)),
+                                            record_03 = entry(90, 1900, 60, clk(engine.CLOCK))}}}}
+  local L2 = ladder.build(c2, CARD, "proxy", {tasks[1], tasks[2]})
+  T.eq(L2.transitions[1].verdict, "not measured")
+  T.eq(L2.transitions[1].why, ("timed by different clock rules, 1 and %d (harness/engine.lua): re-time both"):format(engine.CLOCK))
+  T.eq(L2.transitions[2].verdict, "does not hold", "the same rule: compared")
 end)
 
 T.case("ladder: the counted warm-up beside the timed steps; a transition the timed steps alone would hold says so", function()

@@ -73,6 +73,7 @@ local function iso_now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 local function software()
   local b = H.build_info()
   b.engine = engine.id() or json.null
+  b.clock = engine.CLOCK
   return b
 end
 
@@ -335,6 +336,19 @@ local function engine_note(current, ref_i, ref_next)
     .. "for an FSR of this build", table.concat(other, ", "), current)
 end
 
+-- why no FSR: a reference's time was counted by another clock rule than this harness's
+-- (engine.CLOCK); nil when both agree or do not say
+local function clock_note(ref_i, ref_next, task, scale)
+  for _, r in ipairs {ref_i, ref_next} do
+    local c = engine.clock_of(r)
+    if c and c ~= engine.CLOCK then
+      return fmt("the references' times were counted by the harness's clock rule %d, this harness counts by rule %d "
+        .. "(harness/engine.lua): re-time them with `speedrun calibrate --tasks %d,%d --scale %s`", c, engine.CLOCK,
+        task, task + 1, scale)
+    end
+  end
+end
+
 local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
   local F = {t_i_ms = ref_i and ref_i.mean_ms or json.null, t_next_ms = ref_next and ref_next.mean_ms or json.null,
              calibration = calib_path}
@@ -347,6 +361,8 @@ local function fsr(S, sum, ref_i, ref_next, o, task, card, calib_path)
     F.noise = n.noise < math.huge and n.noise or json.null
     F.within_noise = n.within_noise
     F.engine_note = engine_note(S.software.engine, ref_i, ref_next) or json.null
+    local old = clock_note(ref_i, ref_next, task, o.scale)
+    if old then F.value, F.note = json.null, old end
     F.recipe_note = calibfile.recipe_note(task, ref_i, ref_next) or json.null
     F.reliability_note = ladder.reliability_note({{record_name(task), ref_i}, {record_name(task + 1), ref_next}}) or json.null
     F.data_note = dataid.unrecorded({ref_i, ref_next}, {record_name(task), record_name(task + 1)}) or json.null

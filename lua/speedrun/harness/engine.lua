@@ -7,6 +7,22 @@ local H = require "speedrun.harness_core"
 
 local M = {}
 
+-- the rule by which the harness's clock counts a train time (harness/steps.lua), recorded with
+-- every calibration entry and score (`software.clock`): times counted by different rules are not
+-- comparable, whatever the engine. 1: the warm-up's time beyond its allowance less its NVRTC
+-- compiles; 2 (2026-12-06): less the engine's setup in it too (cudaMalloc, GEMM plans, module
+-- loads, graph builds)
+M.CLOCK = 2
+
+-- the clock rule an entry's (or a score's) times were counted by: its software.clock; 1 for one
+-- that records its software but no rule (it predates the rule's record); nil when it records no
+-- software at all (unknown)
+function M.clock_of(e)
+  local s = type(e) == "table" and e.software
+  if type(s) ~= "table" then return nil end
+  return type(s.clock) == "number" and s.clock or 1
+end
+
 M.ROOTS = {"host", "kernels", "lua/speedrun"}
 local SUFFIX = {c = true, h = true, cu = true, cuh = true, lua = true}
 

@@ -3,6 +3,7 @@
 -- reference's budget (tuned or not, its 20 % cut), time to target and loss, then every task's
 -- transition, start -> target, against 3 x the larger std. Pure: tables in, rows and text out.
 local tune = require "speedrun.harness.tune"
+local engine = require "speedrun.harness.engine"
 local stats = require "speedrun.stats"
 
 local M = {}
@@ -70,7 +71,7 @@ function M.references(by_scale)
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
                          tune_s = t and num(t.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
-                         score_runs = t and tonumber(t.runs) or nil, split = split(e),
+                         score_runs = t and tonumber(t.runs) or nil, split = split(e), clock = engine.clock_of(e),
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
@@ -91,6 +92,9 @@ function M.transition(task, ref_i, ref_next, scale)
     if not r.timed_alone then return name .. " timed on a shared device" end
   end
   local why = unusable(ref_i, T.from) or unusable(ref_next, T.to)
+  if not why and ref_i.clock and ref_next.clock and ref_i.clock ~= ref_next.clock then
+    why = fmt("timed by different clock rules, %d and %d (harness/engine.lua): re-time both", ref_i.clock, ref_next.clock)
+  end
   if why then T.verdict, T.why = "not measured", why return T end
   T.gap, T.sigma3 = ref_i.mean - ref_next.mean, 3 * math.max(ref_i.std, ref_next.std)
   T.speedup = T.gap / ref_i.mean
