@@ -46,6 +46,7 @@ typedef struct logent { size_t size; int now, most; } logent;
 static logent *logv;                  /* the allocation log, one entry per block size */
 static int nlog, caplog;
 static bool logging;
+static size_t log_bytes, log_peak;    /* the logged blocks' bytes held now, and at most at once */
 
 static void *grow(void *p, int *cap, size_t elem) {
   int n = *cap ? 2 * *cap : 256;
@@ -236,6 +237,8 @@ void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
     logent *e = log_of(blocks[i].size, 1);
     if (++e->now > e->most) e->most = e->now;
     blocks[i].logged = 1;
+    log_bytes += blocks[i].size;
+    if (log_bytes > log_peak) log_peak = log_bytes;
   }
   if (size) *size = blocks[i].size;
   return blocks[i].p;
@@ -245,7 +248,10 @@ int sr_pool_free(void *p) {
   int i = p ? sr_pool_find(p) : -1;
   if (i < 0 || !blocks[i].inuse) return -1;   /* not ours, or freed twice */
   blocks[i].inuse = 0;
-  if (logging && blocks[i].logged) log_of(blocks[i].size, 1)->now--;
+  if (logging && blocks[i].logged) {
+    log_of(blocks[i].size, 1)->now--;
+    log_bytes -= blocks[i].size;
+  }
   blocks[i].logged = 0;
   push_free(i);
   return i;
@@ -256,6 +262,7 @@ int sr_pool_free(void *p) {
 void sr_pool_log(bool on) {
   if (on) {
     nlog = 0;
+    log_bytes = log_peak = 0;
     for (int i = 0; i < nblocks; i++) blocks[i].logged = 0;
   }
   logging = on;
@@ -263,16 +270,19 @@ void sr_pool_log(bool on) {
 
 int sr_pool_adopt(int pool) {
   int moved = 0;
+  size_t bytes = 0;   /* at most what the step held at once: the sizes' maxima need not coincide */
   for (int i = 0; pool > 0 && i < nblocks; i++) {
     sr_pool_blk *b = &blocks[i];
     logent *e = b->inuse || b->pool != 0 ? NULL : log_of(b->size, 0);
-    if (!e || e->most <= 0) continue;
+    if (!e || e->most <= 0 || bytes + b->size > log_peak) continue;
     e->most--;
+    bytes += b->size;
     b->pool = pool;
     b->adopted = 1;
     moved++;
   }
   nlog = 0;
+  log_bytes = log_peak = 0;
   logging = false;
   if (moved) rebuild();
   return moved;
@@ -348,5 +358,5 @@ void sr_pool_reset(void) {
   free(lists); lists = NULL; caplists = nlists = 0;
   free(segs); segs = NULL; nsegs = capsegs = 0;
   reserved = 0; driver_allocs = 0;
-  free(logv); logv = NULL; nlog = caplog = 0; logging = false;
+  free(logv); logv = NULL; nlog = caplog = 0; logging = false; log_bytes = log_peak = 0;
 }

@@ -60,8 +60,8 @@ void sr_pool_release_free(bool pool_only, int pool);
 ** not yet freed, keeping each size's most at once; off, it keeps what it counted */
 void sr_pool_log(bool on);
 /* at the start of a capture into `pool` (> 0): free blocks of pool 0 move to `pool`, per size as
-** many as the log's most at once (lowest index first); the log is cleared and off. Returns how
-** many moved */
+** many as the log's most at once (lowest index first), in all at most the bytes the logged blocks
+** held at once; the log is cleared and off. Returns how many moved */
 int sr_pool_adopt(int pool);
 /* after the capture: the blocks sr_pool_adopt moved to `pool` that were not handed out since go
 ** back to pool 0. Returns how many */

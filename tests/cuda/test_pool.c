@@ -229,6 +229,17 @@ static void test_adopt(void) {
   void *y = sr_pool_alloc((size_t)3 << 20, 0, NULL), *z = sr_pool_alloc(5000, 0, NULL);
   CHECK(calls == before && sr_pool_at(sr_pool_find(y))->pool == 0 && sr_pool_at(sr_pool_find(z))->pool == 0,
         "pool 0 reuses the returned blocks");
+  /* sizes whose maxima fall at different times: no more than the step held at once is adopted */
+  sr_pool_log(1);
+  void *a3 = sr_pool_alloc((size_t)13 << 20, 0, NULL);
+  sr_pool_free(a3);
+  void *b5 = sr_pool_alloc((size_t)15 << 20, 0, NULL);
+  sr_pool_free(b5);
+  sr_pool_log(0);
+  CHECK(sr_pool_adopt(8) == 1, "one of the two (13 + 15 MiB were never held at once)");
+  CHECK(sr_pool_at(sr_pool_find(a3))->pool == 8 && sr_pool_at(sr_pool_find(b5))->pool == 0,
+        "the first that fits under the 15 MiB the step held at once");
+  sr_pool_unadopt(8);
   /* nothing logged: a capture adopts nothing (the release at its start as before) */
   sr_pool_free(y);
   CHECK(sr_pool_adopt(7) == 0, "no log, no adoption");
