@@ -18,6 +18,16 @@ local tmp, sh, read, write, RUN = C.tmp, C.sh, C.read, C.write, C.RUN
 local speedrun, workspace, calibration, score, refused = C.speedrun, C.workspace, C.calibration, C.score, C.refused
 local honest_passes, REC1, REC2, CALIB = C.honest_passes, C.REC1, C.REC2, C.CALIB
 
+-- a calibration file `name` of the references REC1 and REC2 with some fields of each changed
+local function refs(name, over1, over2)
+  local r1, r2 = {}, {}
+  for k, v in pairs(REC1) do r1[k] = v end
+  for k, v in pairs(REC2) do r2[k] = v end
+  for k, v in pairs(over1) do r1[k] = v end
+  for k, v in pairs(over2) do r2[k] = v end
+  return calibration(name, {record_01 = r1, record_02 = r2})
+end
+
 T.case("class 4: later runs of a score load run 1's weights -> rejected; honest control passes", function()
   honest_passes()
   -- the default output folder: the cheat looks next to its own ctx.out_dir (and, first, for a
@@ -302,11 +312,8 @@ T.case("references timed by another engine build: the FSR says so; the same buil
   local engine = require "speedrun.harness.engine"
   local ws = workspace("engine", "good")
   local function with_engine(id)
-    local r1, r2 = {}, {}
-    for k, v in pairs(REC1) do r1[k] = v end
-    for k, v in pairs(REC2) do r2[k] = v end
-    r1.software, r2.software = {engine = id, clock = engine.CLOCK}, {engine = id, clock = engine.CLOCK}
-    return calibration("calib-engine-" .. id, {record_01 = r1, record_02 = r2})
+    return refs("calib-engine-" .. id, {software = {engine = id, clock = engine.CLOCK}},
+                {software = {engine = id, clock = engine.CLOCK}})
   end
   local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_engine("0123456789abcdef")) .. RUN)
   T.eq(rc, 0, text)
@@ -323,11 +330,8 @@ T.case("references whose times were counted by another clock rule: no FSR, and w
   local engine = require "speedrun.harness.engine"
   local ws = workspace("clockrule", "good")
   local function with_clock(n)
-    local r1, r2 = {}, {}
-    for k, v in pairs(REC1) do r1[k] = v end
-    for k, v in pairs(REC2) do r2[k] = v end
-    r1.software, r2.software = {engine = engine.id(), clock = n}, {engine = engine.id(), clock = engine.CLOCK}
-    return calibration("calib-clock-" .. tostring(n), {record_01 = r1, record_02 = r2})
+    return refs("calib-clock-" .. tostring(n), {software = {engine = engine.id(), clock = n}},
+                {software = {engine = engine.id(), clock = engine.CLOCK}})
   end
   local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_clock(1)) .. RUN)
   T.eq(rc, 0, text)
@@ -345,11 +349,7 @@ T.case("references calibrated from another version of their record's recipe: the
   local calibfile = require "speedrun.harness.calibfile"
   local ws = workspace("recipever", "good")
   local function with_sha(sha1, sha2, tag)
-    local r1, r2 = {}, {}
-    for k, v in pairs(REC1) do r1[k] = v end
-    for k, v in pairs(REC2) do r2[k] = v end
-    r1.recipe_sha256, r2.recipe_sha256 = sha1, sha2
-    return calibration("calib-recipe-" .. tag, {record_01 = r1, record_02 = r2})
+    return refs("calib-recipe-" .. tag, {recipe_sha256 = sha1}, {recipe_sha256 = sha2})
   end
   local here1 = assert(calibfile.recipe_sha256(H.source_dir() .. "/tasks/record_01/recipe.lua"))
   local here2 = assert(calibfile.recipe_sha256(H.source_dir() .. "/tasks/record_02/recipe.lua"))
@@ -368,11 +368,7 @@ T.case("references measured on other data: refused; unrecorded: said so; the sam
   local ws = workspace("data", "good")
   local mine = assert(dataid.id(tmp .. "/data/syn_train_*.bin", tmp .. "/data/syn_val_*.bin"))
   local function with_data(id, tag)
-    local r1, r2 = {}, {}
-    for k, v in pairs(REC1) do r1[k] = v end
-    for k, v in pairs(REC2) do r2[k] = v end
-    r1.data, r2.data = id, (tag == "one-other") and "ffffffffffffffff" or id
-    return calibration("calib-data-" .. tag, {record_01 = r1, record_02 = r2})
+    return refs("calib-data-" .. tag, {data = id}, {data = (tag == "one-other") and "ffffffffffffffff" or id})
   end
   local rc, text = speedrun("score " .. sh(ws) .. " --task 1 --runs 3 --calibration " .. sh(with_data(mine, "same")) .. RUN)
   T.eq(rc, 0, text)
