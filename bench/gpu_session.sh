@@ -37,7 +37,10 @@
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
 #   jit        the step compiler's kernels compiled one at a time (SPEEDRUN_JIT_THREADS=1) against all at once
 #              (the default: every core), each from an empty kernel cache: records $JIT_RECORDS (default 12 18)
-#              at proxy, 3 steps, the "planned and compiled in" line and the run's wall of each
+#              at proxy, 40 steps (4 warm-up steps: the capture), the "planned and compiled in" and warm-up
+#              "NVRTC / engine setup" lines and the run's wall of each
+#   jittests   the JIT's ctest tests (test_jit, test_jit_args, test_gpu_jit; needs `build`, not `prebuilt`) and
+#              `speedrun kernel check` / `kernel compile` on docs/examples (cold and warm kernel cache)
 #   xent       cross-entropy (issue 20): the cross_entropy / cross_entropy_backward registry rows,
 #              bench/xent.lua at the records' lm_head shapes (record 1's [32768, 50257] bf16, also with
 #              SR_XENT_V2=1, the previous kernels; [65536, 50304] bf16 and f32: records 5-18, 21), then
@@ -231,10 +234,10 @@ for p in $PARTS; do
         for th in 1 default; do
           cache=$(mktemp -d); w0=$(date +%s.%N)
           ( [ "$th" = default ] || export SPEEDRUN_JIT_THREADS=$th; export SPEEDRUN_KERNEL_CACHE=$cache
-            timeout 200 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps 3 \
+            timeout 200 ./build/speedrun train "tasks/$r/recipe.lua" --scale proxy --device cuda --data "$DATA" --steps 40 \
               --val-every 1000000000 --out "/tmp/jit-$r-$th" > "$LOG/jit-$r-$th.log" 2>&1 )
-          echo "$r, SPEEDRUN_JIT_THREADS=$th: $(grep -ho "planned and compiled in [0-9]*ms" "$LOG/jit-$r-$th.log" \
-            "/tmp/jit-$r-$th/log.txt" 2>/dev/null | head -1), run wall $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $w0}") s"
+          echo "$r, SPEEDRUN_JIT_THREADS=$th: $(grep -hoE "planned and compiled in [0-9]+ms|NVRTC [0-9]+ms and engine setup [0-9]+ms" \
+            "$LOG/jit-$r-$th.log" 2>/dev/null | tr '\n' ';'), run wall $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $w0}") s"
           rm -rf "$cache"
         done
       done; finish ;;
@@ -264,7 +267,7 @@ for p in $PARTS; do
     harness)
       part harness 400 ctest --test-dir build -R '^test_(harness|cheats_.*|task_cli|cli)$' -j8 --timeout 300 --output-on-failure
       grep -E "Test +#|tests passed|FAIL|Error" "$LOG/harness.log" | tail -30 ;;
-    jit)
+    jittests)
       part jit 300 bash -c 'export SPEEDRUN_KERNEL_CACHE=/tmp/srk-cache
         ctest --test-dir build -R "^test_(jit|jit_args|gpu_jit)$" --output-on-failure
         for r in "docs/examples/gelu.cu --op gelu" "docs/examples/gelu.cu --op gelu --kernel gelu_bf16 --dtype bfloat16" \
