@@ -60,7 +60,7 @@
 #              auto: each recipe's last bracket from calibration.json (re-tuning near the old budget; a search a
 #              limit cut resumes there, its recorded probes reused: copy the returned calibration.json back first);
 #              TUNE_BRACKET_FROM=FILE: where none is given, the recipe's proxy budget in FILE +-$TUNE_BRACKET_PCT %
-#              (default 8; e.g. FILE=tasks/calibration-h200.json for the move to another corpus);
+#              (default 8; e.g. FILE=tasks/calibration-h100.json for a move to another corpus);
 #              $TUNE_PROBE_JOBS (TUNE_PROBE_JOBS_<n>, _default): --probe-jobs, a probe's runs N at a time (default all
 #              3; record 21's proxy needs ~27 GB a run at its validation checks: 2 on an 80 GB card);
 #              $TUNE_LIMIT_<n> (_default): that recipe's part limit, over TUNE_LIMIT; $TUNE_RUNS (TUNE_RUNS_<n>):
@@ -108,7 +108,7 @@
 #              step replayed as a CUDA graph, fusion off then $FUSE_MODES (default on; noloss: a plan
 #              without loss groups, e.g. FUSE_MODES="noloss on" FUSE_RECORDS="9 19") (the plan printed): before/after
 # CALIB_FROM=FILE: the parts that write $OUT/calibration.json (tune, retime, fsr, oracle) start from
-# a copy of FILE (e.g. tasks/calibration-h200.json: the ladder grows across calls and sessions,
+# a copy of FILE (e.g. tasks/calibration-h100.json: the ladder grows across calls and sessions,
 # `TUNE_BRACKET=auto` finds earlier searches); copy the returned file back over it.
 # SCRIPTS_DIR holds record_N/train_gpt2.py (the benchmark's scripts, brought by you).
 # The fidelity parts keep PyTorch's compile artifacts in $OUT/cc/record_N.bin.xz.NN (FID_COMPILE_CACHE,

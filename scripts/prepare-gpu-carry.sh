@@ -3,7 +3,7 @@
 # this machine (no GPU needed; nvcc 13 at /usr/local/cuda): .gpu-deps (prepare-gpu-deps.sh), a CUDA
 # sm_90 build of speedrun and of the registry test (test_gpu_registry), with test_gpu_wgmma (sm_90a),
 # xz-compressed in .prebuilt/ (bench/gpu_session.sh's `prebuilt` part), data/default (`speedrun data
-# prepare --corpus default`), data/pieces/default and data/pieces/large (the same in pieces of 3 KiB)
+# prepare --corpus default`: pieces of 3 KiB, the ladder's data) and data/pieces/large (the large corpus, same cut)
 # and, given the benchmark's repository (a git dir, e.g. the mirror `fetch
 # github:facebookresearch/llm-speedrunner` brings), its record scripts in
 # runs/scripts/record_N/train_gpt2.py. All four are ignored by git; then carry
@@ -22,9 +22,7 @@ xz -T0 -6 -c build-cuda/speedrun > .prebuilt/speedrun.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_registry > .prebuilt/test_gpu_registry.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
 ./build-cuda/speedrun data prepare --corpus default >/dev/null
-# the ladder's corpora in pieces (tasks/CALIBRATION.md): data/pieces/default, and data/pieces/large
-# where the Debian packages can be fetched (docs/data.md; a warning otherwise)
-./build-cuda/speedrun data prepare --corpus default --piece-bytes 3072 --out data/pieces >/dev/null
+# the large corpus (tasks/CALIBRATION.md) where the Debian packages can be fetched (docs/data.md; a warning otherwise)
 ./build-cuda/speedrun data prepare --corpus large --piece-bytes 3072 --out data/pieces >/dev/null ||
   echo "prepare-gpu-carry: no data/pieces/large (the large corpus's Debian packages: docs/data.md)" >&2
 if [ $# -ge 1 ]; then
@@ -34,4 +32,4 @@ if [ $# -ge 1 ]; then
       > "runs/scripts/record_$n/train_gpt2.py" || { echo "prepare-gpu-carry: no record_$n script in $1" >&2; exit 1; }
   done
 fi
-du -sh .gpu-deps .prebuilt data/default data/pieces/default data/pieces/large ${1:+runs/scripts} 2>/dev/null || true
+du -sh .gpu-deps .prebuilt data/default data/pieces/large ${1:+runs/scripts} 2>/dev/null || true

@@ -27,11 +27,14 @@ static const char *USAGE =
   "                           [--jobs N] [--retries N] [--stall-timeout SECONDS]\n"
   "       speedrun data check FILE.bin...\n"
   "\n"
-  "prepare   tokenize an embedded corpus (tiny = Moby Dick; default = + State of the Union)\n"
+  "prepare   tokenize an embedded corpus (tiny = Moby Dick; default = + State of the Union;\n"
+  "          large = + Jane Austen, the Treasury of David, the World English Bible)\n"
   "          into DIR/<corpus>/<corpus>_{train,val}_NNNNNN.bin + manifest.json; a second run\n"
   "          with the same inputs does nothing. DIR defaults to $SPEEDRUN_DATA or <checkout>/data.\n"
   "          --piece-bytes N (>= 256): every document cut into pieces of about equal size and at\n"
-  "          most N bytes, each its own document (validation: the validation documents' pieces).\n"
+  "          most N bytes, each its own document (validation: the validation documents' pieces);\n"
+  "          default and large are cut at 3072 bytes unless told (the calibrated ladder's data),\n"
+  "          tiny is not; --piece-bytes 0 keeps whole documents.\n"
   "tokenize  GPT-2-encode FILE as one document into a speedrun shard (<|endoftext|> first);\n"
   "          --raw writes only the uint16 tokens, no header and no <|endoftext|>.\n"
   "fetch     download the FineWeb 10B shards of the speedrun records (kjj0/fineweb10B-gpt2):\n"
@@ -71,7 +74,7 @@ static int to_int(const char *s, long long *v) {
 static int data_prepare(int argc, char **argv) {
   char out[4096], gpt2[4096], err[4096];
   sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
-                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, stdout, 0};
+                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, stdout, -1};
   for (int i = 1; i < argc; i++) {
     int bad = 0;
     const char *v;

@@ -21,6 +21,7 @@
 #define FORMAT "speedrun-corpus/1"
 #define SHUFFLE_SEED 20240520ull
 #define DEFAULT_SHARD_TOKENS 100000000LL
+#define TRAINING_PIECE_BYTES 3072    /* the training corpora's pieces (sr_corpus_piece_bytes) */
 
 /* ---------------------------------------------------------------------------------------------
 ** documents */
@@ -455,6 +456,11 @@ static int corpus_sources(const char *corpus) {
   return 0;
 }
 
+int sr_corpus_piece_bytes(const char *corpus) {
+  int n = corpus_sources(corpus);
+  return n == 0 ? -1 : n == 1 ? 0 : TRAINING_PIECE_BYTES;
+}
+
 const char *sr_data_dir(const char *root, char *buf, size_t n) {
   const char *env = getenv("SPEEDRUN_DATA");
   if (env && *env) snprintf(buf, n, "%s", env);
@@ -656,12 +662,15 @@ static int split_documents(const sr_prepare_opts *o, sr_docs *d, int *first, int
   return 0;
 }
 
-int sr_corpus_prepare(const sr_prepare_opts *o, int *made, char *err, size_t errlen) {
+int sr_corpus_prepare(const sr_prepare_opts *opts, int *made, char *err, size_t errlen) {
+  sr_prepare_opts own = *opts;
+  const sr_prepare_opts *o = &own;
   int nsrc = corpus_sources(o->corpus);
   if (!nsrc) {
     snprintf(err, errlen, "unknown corpus '%s' (tiny, default or large)", o->corpus);
     return -1;
   }
+  if (own.piece_bytes < 0) own.piece_bytes = sr_corpus_piece_bytes(o->corpus);
   if (o->piece_bytes < 0 || (o->piece_bytes > 0 && o->piece_bytes < 256)) {
     snprintf(err, errlen, "piece size %d bytes: 0 (whole documents) or at least 256", o->piece_bytes);
     return -1;

@@ -30,8 +30,14 @@ typedef struct sr_prepare_opts {
   int64_t shard_tokens;     /* at most this many tokens per shard; 0: 100,000,000 */
   FILE *log;                /* progress lines; NULL: quiet */
   int piece_bytes;          /* > 0: every document (after the validation split) cut into pieces of about
-                            ** equal size and at most this many bytes, each its own document; 0: whole */
+                            ** equal size and at most this many bytes, each its own document; 0: whole;
+                            ** < 0: the corpus's own (sr_corpus_piece_bytes) */
 } sr_prepare_opts;
+
+/* the piece size a corpus is prepared with unless told otherwise: 3,072 bytes for the training corpora
+** (default, large: FineWeb's ~600-token documents, what the proxy ladder is calibrated on), 0 (whole
+** documents) for tiny; -1 for an unknown corpus */
+int sr_corpus_piece_bytes(const char *corpus);
 
 /* the data folder: $SPEEDRUN_DATA, else ROOT/data; written into buf */
 const char *sr_data_dir(const char *root, char *buf, size_t n);

@@ -7,7 +7,8 @@
 **     loader{files=, mode="bt"|"seq"|"global", B=, T=, batch=, rank=0, world=1, tokens=, device=}
 **       -> Loader | nil, msg (next() -> x, y | nil at the end; reset([start]); position(); info());
 **     val_loader{...}: a loader of `tokens` (default 10485760) from the start of the shards;
-**     prepare{corpus=, out=, threads=, piece_bytes=} -> true, made | nil, msg;
+**     prepare{corpus=, out=, threads=, piece_bytes=} -> true, made | nil, msg (piece_bytes absent:
+**       the corpus's own); piece_bytes(corpus) -> the piece size it is prepared with by default;
 **     command(args...) -> the exit status of `speedrun data args...` run in this process.
 ** Loader semantics are those of host/data/loader.h; batches are int32 tensors ((B, T) in "bt" mode,
 ** 1-D otherwise) on the requested device.
@@ -328,14 +329,16 @@ static int data_prepare(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   char out[4096], gpt2[4096], err[4096];
   sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
-                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, NULL, 0};
+                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, NULL, -1};
   lua_getfield(L, 1, "corpus");
   o.corpus = luaL_optstring(L, -1, "default");
   lua_getfield(L, 1, "out");
   o.out = luaL_optstring(L, -1, o.out);
   o.threads = (int)opt_field(L, "threads", 0);
-  lua_Integer pb = opt_field(L, "piece_bytes", 0);
-  if (pb < 0 || pb > (1 << 30)) sr_argerror(L, 1, "field 'piece_bytes' must be 0 or 256 to 2^30, got %I", pb);
+  int own = lua_getfield(L, 1, "piece_bytes") == LUA_TNIL;  /* absent: the corpus's own size */
+  lua_pop(L, 1);
+  lua_Integer pb = opt_field(L, "piece_bytes", -1);
+  if (!own && (pb < 0 || pb > (1 << 30))) sr_argerror(L, 1, "field 'piece_bytes' must be 0 or 256 to 2^30, got %I", pb);
   o.piece_bytes = (int)pb;
   int made;
   if (sr_corpus_prepare(&o, &made, err, sizeof err) != 0) {
@@ -362,8 +365,16 @@ static int data_command(lua_State *L) {
   return 1;
 }
 
+static int data_piece_bytes(lua_State *L) {
+  const char *corpus = luaL_checkstring(L, 1);
+  int n = sr_corpus_piece_bytes(corpus);
+  if (n < 0) return sr_argerror(L, 1, "unknown corpus '%s' (tiny, default or large)", corpus);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static const luaL_Reg data_lib[] = {
-  {"dir", data_dir}, {"files", data_files}, {"open_shard", data_open_shard},
+  {"dir", data_dir}, {"piece_bytes", data_piece_bytes}, {"files", data_files}, {"open_shard", data_open_shard},
   {"write_shard", data_write_shard}, {"loader", data_loader}, {"val_loader", data_val_loader},
   {"prepare", data_prepare}, {"command", data_command}, {NULL, NULL}
 };

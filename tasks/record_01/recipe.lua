@@ -37,8 +37,8 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257, block_size = 256},
     batch = {mode = "bt", B = 16, T = 256},
-    steps = 1259, lr = 1.5e-3, warmup = 13, weight_decay = 0.1, grad_clip = 1.0,
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 200,
+    steps = 1043, lr = 1.5e-3, warmup = 11, weight_decay = 0.1, grad_clip = 1.0,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 200,
     amp = true,
   },
   -- the record: 262,144 tokens per step; on one GPU by accumulating 8 micro-batches of 32 x 1024

@@ -35,8 +35,8 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 92, lr = 1.8e-3, muon_lr = 0.018, momentum = 0.95, warmup = 3, warmdown = 26,
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
+    steps = 108, lr = 1.8e-3, muon_lr = 0.018, momentum = 0.95, warmup = 4, warmdown = 31,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },
   -- the record: 524,288 tokens per step; on one GPU by accumulating 8 micro-batches of 64 x 1024

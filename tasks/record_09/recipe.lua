@@ -40,9 +40,9 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 91, embed_lr = 0.3, head_lr = 0.002, muon_lr = 0.02, scalar_lr = 0.02,
-    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 14, warmup = 0, warmdown = 26,
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
+    steps = 96, embed_lr = 0.3, head_lr = 0.002, muon_lr = 0.02, scalar_lr = 0.02,
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 15, warmup = 0, warmdown = 27,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },
   -- the record: 524,288 tokens per step; on one GPU by accumulating 8 micro-batches of 64 x 1024

@@ -40,9 +40,9 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 78, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
+    steps = 77, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.04, scalar_lr = 0.04,
     momentum = 0.95, momentum_start = 0.85, momentum_warmup = 13, warmup = 0, warmdown = 23,
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     dtype = "bfloat16",
   },
   -- the record: 524,288 tokens per step; on one GPU by accumulating 8 micro-batches of 64 x 1024

@@ -57,9 +57,9 @@ recipe.config = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "seq", T = 8192}, block = 128, eot = 50256,
     window_min = 64, window_max = 1792, window_step = 64,
-    steps = 74, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.05, scalar_lr = 0.04, betas = {0.8, 0.95},
-    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 15, warmup = 0, cooldown = 30,
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 1, T = 8192}, val_every = 125,
+    steps = 77, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.05, scalar_lr = 0.04, betas = {0.8, 0.95},
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 16, warmup = 0, cooldown = 31,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 1, T = 8192}, val_every = 125,
     dtype = "bfloat16",
   },
   -- the record: 8 x 65,536 tokens per step; on one GPU 8 slices of 65,536 accumulated

@@ -66,10 +66,10 @@ recipe.config = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, head_dim = 128, vocab_size = 50257, value_embeds = 1, no_attn_layer = 4},
     batch = {mode = "seq", T = 6144}, block = 128, eot = 50256,
     window_hi = 1728,
-    steps = 93, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.05, scalar_lr = 0.04, betas = {0.8, 0.95},
-    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 16, cooldown_frac = 0.4, final_lr = 0.1, adam_eps = 1e-10, attn_scale = 0.12,
+    steps = 89, embed_lr = 0.6, head_lr = 0.008, muon_lr = 0.05, scalar_lr = 0.04, betas = {0.8, 0.95},
+    momentum = 0.95, momentum_start = 0.85, momentum_warmup = 15, cooldown_frac = 0.4, final_lr = 0.1, adam_eps = 1e-10, attn_scale = 0.12,
     fp8 = {x_s = 2, w_s = 2 ^ 9, grad_s = 2 ^ 19},
-    target_val_loss = 5.5, val_tokens = 262144, val_batch = {B = 1, T = 32768}, val_every = 125,
+    target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 1, T = 32768}, val_every = 125,
     dtype = "bfloat16",
   },
   -- the record: a global batch of 8 x 49,152 tokens; on one GPU 8 slices of 49,152 accumulated;

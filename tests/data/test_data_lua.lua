@@ -214,6 +214,25 @@ T.case("data prepare --piece-bytes: documents cut into pieces, validation the sa
   T.eq(data.command("prepare", "--corpus", "tiny", "--out", cut, "--piece-bytes", "x"), 2, "a junk value is a usage error")
 end)
 
+T.case("each corpus's own cut: pieces for the training corpora, and a run re-prepares another cut", function()
+  T.eq(data.piece_bytes("default"), 3072, "the ladder's data: pieces unless told")
+  T.eq(data.piece_bytes("large"), 3072)
+  T.eq(data.piece_bytes("tiny"), 0, "tiny: whole documents")
+  T.raises(function() return data.piece_bytes("huge") end, "unknown corpus 'huge'")
+  local own = tmp .. "/own"
+  assert(data.prepare{corpus = "tiny", out = own, piece_bytes = 1024})
+  -- `speedrun train --data tiny` finds tiny cut otherwise than `data prepare` would: it says so and re-prepares
+  local q = T.shell_quote
+  local p = io.popen(("SPEEDRUN_DATA=%s %s train %s --data tiny --scale micro --device cpu --steps 2 --out %s 2>&1"):format(
+    q(own), q(arg[-1]), q("../tasks/default/recipe.lua"), q(tmp .. "/own-run")))
+  local text = p:read("a")
+  p:close()
+  T.ok(text:find("the 'tiny' corpus is prepared with pieces of 1024 bytes, not whole documents", 1, true), text)
+  T.eq(slurp(own .. "/tiny/manifest.json"):match('"piece_bytes"'), nil, "re-prepared whole")
+  local ok, made = data.prepare{corpus = "tiny", out = own}
+  T.ok(ok); T.eq(made, false, "tiny's own cut is what the run made")
+end)
+
 T.case("data tokenize and data check", function()
   local text = "It is a way I have of driving off the spleen.\n"
   local f = assert(io.open(tmp .. "/in.txt", "wb")); f:write(text); f:close()

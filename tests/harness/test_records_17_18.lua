@@ -274,7 +274,7 @@ T.case("configs: the record's shapes and steps, the proxy ladder's target, seq b
     T.eq(full.micro_batch, 65536)
     T.eq(full.val_batch.T, 65536)
     T.eq(full.val_tokens % full.val_batch.T, 0)
-    T.eq(proxy.target_val_loss, 5.5)
+    T.eq(proxy.target_val_loss, 5.3)
     T.eq(proxy.val_tokens, 262144)
     T.eq(proxy.val_tokens % proxy.val_batch.T, 0)
     for _, s in ipairs {"micro", "proxy", "full"} do

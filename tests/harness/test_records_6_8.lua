@@ -47,10 +47,12 @@ T.case("parameter names follow the PyTorch state dicts; configs", function()
     T.eq(f.batch.B * f.batch.T, 524288)
     local p = r.config.proxy
     T.eq(p.model.n_layer .. "x" .. p.model.n_embd .. " T" .. p.batch.T .. " B" .. p.batch.B, "6x384 T256 B32")
-    T.eq(p.target_val_loss, 5.5)
+    T.eq(p.target_val_loss, 5.3)
     T.eq(p.val_tokens, 262144)
-    -- the proxy's warmdown is the record's fraction of its steps
-    T.eq(p.warmdown, math.floor(f.warmdown / f.steps * p.steps + 0.5))
+    -- the proxy's warmdown is the record's fraction of its steps, to a step (a tuned budget scales
+    -- the proxy's own phases: harness/tune.lua)
+    local want = f.warmdown / f.steps * p.steps
+    T.ok(math.abs(p.warmdown - want) < 1, ("warmdown %d for %.2f"):format(p.warmdown, want))
   end
   T.eq(r6.config.full.steps .. "/" .. r6.config.full.warmdown, "5100/1450")
   T.eq(r6.config.full.muon_lr, 3.6e-4)

