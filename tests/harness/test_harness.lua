@@ -282,6 +282,9 @@ T.case("calibrate, then score with the t-test verdict and FSR", function()
   T.eq(e.cpu_threads, 1, "and the CPU threads its time is of")
   T.ok(type(e.warmup_counted_ms) == "table" and #e.warmup_counted_ms == 2 and e.warmup_counted_ms[1] <= e.times_ms[1],
        "each run's counted warm-up, the part of its train time (`calibrate --show` splits the spread)")
+  T.ok(type(e.wall_s) == "number" and e.wall_s * 1000 > e.times_ms[1] + e.times_ms[2],
+       "the entry's wall time covers its runs (start-up to exit): " .. tostring(e.wall_s))
+  T.ok(text:find("calibrate wall time: %d+ s for 1 references"), text)
   -- a reference's runs start from cold caches of their own, as a score's (round 17: an entry an
   -- agent planted in the shared cache could slow a reference and inflate an FSR)
   local job = json.decode(io.open(tmp .. "/cal1/record_01/run2/job.json"):read("a"))

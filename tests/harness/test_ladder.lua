@@ -48,8 +48,21 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.ok(text:find("| 1 | record_01 → record_02 | 3000 | 300 | 60 % | holds |", 1, true), text)
   T.ok(text:find("| record_06 | 72 | yes | - | 57: fails (p 0.99) | 800 ± 40 (3 runs, shared device)", 1, true), text)
   T.ok(text:find("tuning wall time: 500 s for 5 references", 1, true), text)
+  T.ok(not text:find("timing wall time", 1, true), "no entry timed by a plain calibrate: no timing line\n" .. text)
   T.ok(text:find("transitions that hold: 1 of 7 (tasks 1)", 1, true), text)
   T.ok(text:find("--scale proxy` accepts against this file (on the data it was measured on): 2 of 7 (1, 2)", 1, true), text)
+end)
+
+T.case("ladder: the whole calibration's wall time, the searches' and the plain re-times'", function()
+  local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, {wall_s = 40}),
+                                           record_02 = entry(200, 2000, 50, {wall_s = 20.4}),
+                                           record_03 = entry(90, 1900, 60)}}}}   -- timed by its tune only
+  local L = ladder.build(c, CARD, "proxy", {tasks[1], tasks[2]})
+  T.eq(L.references[1].time_s, 40); T.eq(L.references[3].time_s, nil)
+  local text = ladder.format(L)
+  T.ok(text:find("tuning wall time: 300 s for 3 references", 1, true), text)
+  T.ok(text:find("timing wall time: 60 s for 2 references (the plain calibrate that timed each); the ladder's "
+    .. "calibration in all: 360 s (0.10 h)", 1, true), text)
 end)
 
 T.case("ladder: references timed by different engine builds keep their verdict, with why", function()

@@ -815,9 +815,10 @@ function M.calibrate(args)
   end
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
-  local rc = 0
+  local rc, t_all, timed = 0, H.now(), 0
   for _, it in ipairs(items) do
     local entry, err
+    local t0 = H.now()
     if o["tune-steps"] then
       entry, err = tune_item(it, o, k, out_root, card, path)
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
@@ -827,6 +828,7 @@ function M.calibrate(args)
       runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")
       if not runs then return die(err) end
       entry = calib_entry(runs, it.recipe, o, card)
+      entry.wall_s, timed = H.now() - t0, timed + 1   -- its K runs, start-up to exit (calibrate --show sums them)
     end
     if entry then
       if not entry.all_valid then rc = 1 end
@@ -835,6 +837,7 @@ function M.calibrate(args)
       print_entry(it.name, entry)
     end
   end
+  if timed > 0 then print(fmt("calibrate wall time: %.0f s for %d references", H.now() - t_all, timed)) end
   print("calibration: " .. path)
   return rc
 end

@@ -56,7 +56,8 @@ end
 -- the reference rows: {name, steps, tuned, cut = {steps, pass, p, pass_prob}|nil, mean, std, runs, loss,
 -- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), score_runs (tune.runs: the
 -- runs of a score the budget was tuned for), split ({warm, warm_std, steps, steps_std}: the counted
--- warm-up and the timed steps, when the entry kept them), note}, by record number
+-- warm-up and the timed steps, when the entry kept them), tune_s / time_s (the wall time of its last
+-- search / of the plain calibrate that timed it), note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
@@ -70,7 +71,7 @@ function M.references(by_scale)
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
-                         tune_s = t and num(t.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
+                         tune_s = t and num(t.wall_s), time_s = num(e.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
                          score_runs = t and tonumber(t.runs) or nil, split = split(e), clock = engine.clock_of(e),
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
@@ -137,7 +138,7 @@ function M.format(L)
   local out = {fmt("ladder: %s, scale %s", L.card, L.scale), "",
     "| reference | steps | tuned | passes a score | 80 % cut | train time, ms | val loss | target | tuning, s |",
     "|---|---|---|---|---|---|---|---|---|"}
-  local tuning, n_tuned = 0, 0
+  local tuning, n_tuned, timing, n_timed = 0, 0, 0, 0
   for _, r in ipairs(L.references) do
     local cut = r.cut and fmt("%d: %s (p %s%s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-",
       r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
@@ -149,9 +150,14 @@ function M.format(L)
       r.timed_alone and "" or ", shared device", sp, r.loss and fmt("%.4f ± %.4f", r.loss, r.loss_std or 0) or "-",
       r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
     if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end
+    if r.time_s then timing, n_timed = timing + r.time_s, n_timed + 1 end
   end
   out[#out + 1] = ""
   out[#out + 1] = fmt("tuning wall time: %.0f s for %d references (the last search of each)", tuning, n_tuned)
+  if n_timed > 0 then
+    out[#out + 1] = fmt("timing wall time: %.0f s for %d references (the plain calibrate that timed each); the ladder's "
+      .. "calibration in all: %.0f s (%.2f h)", timing, n_timed, tuning + timing, (tuning + timing) / 3600)
+  end
   out[#out + 1] = ""
   out[#out + 1] = "| task | start → target | gap, ms | 3σ, ms | speed-up | verdict |"
   out[#out + 1] = "|---|---|---|---|---|---|"
