@@ -65,6 +65,24 @@ T.case("ladder: the whole calibration's wall time, the searches' and the plain r
     .. "calibration in all: 360 s (0.10 h)", 1, true), text)
 end)
 
+T.case("ladder: references timed under another clock rule than the engine's are named (score gives no FSR)", function()
+  local engine = require "speedrun.harness.engine"
+  local rule = function(n) return {software = {engine = "aaaa", clock = n}} end
+  local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, rule(engine.CLOCK)),
+                                           record_02 = entry(200, 2000, 50, rule(engine.CLOCK - 1)),
+                                           record_03 = entry(90, 1900, 60)}}}}   -- no software: unknown, not named
+  local text = ladder.format(ladder.build(c, CARD, "proxy", {tasks[1], tasks[2]}))
+  T.ok(text:find(("timed under another clock rule than this engine's (%d, harness/engine.lua): record_02 (rule %d); "
+    .. "`score` against them gives no FSR"):format(engine.CLOCK, engine.CLOCK - 1), 1, true), text)
+  c.entries[CARD].proxy.record_02 = entry(200, 2000, 50, rule(engine.CLOCK))
+  text = ladder.format(ladder.build(c, CARD, "proxy", {tasks[1]}))
+  T.ok(not text:find("another clock rule", 1, true), "every timed reference under this rule: no line\n" .. text)
+  local old = engine.CLOCK - 1
+  c.entries[CARD].proxy = {record_01 = entry(1000, 5000, 100, rule(old)), record_02 = entry(200, 2000, 50, rule(old))}
+  text = ladder.format(ladder.build(c, CARD, "proxy", {tasks[1]}))
+  T.ok(text:find(("(%d, harness/engine.lua): every reference;"):format(engine.CLOCK), 1, true), text)
+end)
+
 T.case("ladder: references timed by different engine builds keep their verdict, with why", function()
   local eng = function(id) return {software = {engine = id}} end
   local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, eng("aaaa")),

@@ -154,6 +154,15 @@ function M.format(L)
   end
   out[#out + 1] = ""
   out[#out + 1] = fmt("tuning wall time: %.0f s for %d references (the last search of each)", tuning, n_tuned)
+  local other = {}
+  for _, r in ipairs(L.references) do
+    if r.clock and r.clock ~= engine.CLOCK then other[#other + 1] = fmt("%s (rule %d)", r.name, r.clock) end
+  end
+  if #other > 0 then
+    out[#out + 1] = fmt("timed under another clock rule than this engine's (%d, harness/engine.lua): %s; `score` against "
+      .. "them gives no FSR until they are re-timed (`speedrun calibrate --tasks ...`)", engine.CLOCK,
+      #other == #L.references and "every reference" or table.concat(other, ", "))
+  end
   if n_timed > 0 then
     out[#out + 1] = fmt("timing wall time: %.0f s for %d references (the plain calibrate that timed each); the ladder's "
       .. "calibration in all: %.0f s (%.2f h)", timing, n_timed, tuning + timing, (tuning + timing) / 3600)
