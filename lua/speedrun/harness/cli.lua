@@ -182,12 +182,12 @@ local function ensure_corpus(name)
     return nil, "the FineWeb shards are missing: run `speedrun data fetch fineweb10B` first"
   end
   local known, want = pcall(lsr_data.piece_bytes, name)
-  local have = prepared_pieces(name)
-  if glob_nonempty(train) and (not known or have == want) then return true end
+  local have, there = prepared_pieces(name), glob_nonempty(train)
+  if there and (not known or have == want) then return true end
+  local function cut(n) return n == 0 and "whole documents" or fmt("pieces of %d bytes", n) end
+  local state = (there and have) and fmt("prepared with %s, not %s", cut(have), cut(want)) or "not prepared"
   io.stderr:write(fmt("speedrun: the '%s' corpus is %s in %s; preparing it now (speedrun data prepare --corpus %s)\n",
-    name, have and glob_nonempty(train) and fmt("prepared with %s, not %s", have == 0 and "whole documents"
-      or fmt("pieces of %d bytes", have), want == 0 and "whole documents" or fmt("pieces of %d bytes", want))
-      or "not prepared", lsr_data.dir(), name))
+    name, state, lsr_data.dir(), name))
   local ok, err = lsr_data.prepare {corpus = name}
   if not ok then
     return nil, fmt("could not prepare the '%s' corpus: %s\n  set-up: run `bash scripts/setup.sh` (npm packages) and then `speedrun data prepare --corpus %s`",
@@ -828,7 +828,8 @@ function M.calibrate(args)
       runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")
       if not runs then return die(err) end
       entry = calib_entry(runs, it.recipe, o, card)
-      entry.wall_s, timed = H.now() - t0, timed + 1   -- its K runs, start-up to exit (calibrate --show sums them)
+      entry.wall_s = H.now() - t0   -- its K runs, start-up to exit (calibrate --show sums them)
+      timed = timed + 1
     end
     if entry then
       if not entry.all_valid then rc = 1 end
