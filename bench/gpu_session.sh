@@ -74,8 +74,9 @@
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds $PILOT_SEEDS (default 1 2 3) at once: the final validation losses, to
 #              choose the ladder's target before `tune` (tasks/CALIBRATION.md); on each data dir of
-#              $PILOT_DATA (default DATA_DIR), e.g. PILOT_DATA="data/default data/pieces/default" to
-#              compare whole documents with `data prepare --piece-bytes 3072` (tasks/CALIBRATION.md)
+#              $PILOT_DATA (default DATA_DIR), e.g. PILOT_DATA="data/whole/default data/default" to
+#              compare whole documents (`data prepare --piece-bytes 0 --out data/whole`) with the pieces
+#              `data prepare` cuts by default (tasks/CALIBRATION.md)
 #              $PILOT_STREAM random: each run from its own random place in the training stream
 #              (`train --stream random`, as calibrate's and score's runs: docs/harness.md)
 #   fsr        speedrun score --task N (N in $FSR_TASKS, default every task) of the task's start
