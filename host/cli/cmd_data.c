@@ -73,8 +73,7 @@ static int to_int(const char *s, long long *v) {
 
 static int data_prepare(int argc, char **argv) {
   char out[4096], gpt2[4096], err[4096];
-  sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
-                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, stdout, -1};
+  sr_prepare_opts o = sr_prepare_defaults(out, sizeof out, gpt2, sizeof gpt2, stdout);
   for (int i = 1; i < argc; i++) {
     int bad = 0;
     const char *v;

@@ -461,6 +461,12 @@ int sr_corpus_piece_bytes(const char *corpus) {
   return n == 0 ? -1 : n == 1 ? 0 : TRAINING_PIECE_BYTES;
 }
 
+sr_prepare_opts sr_prepare_defaults(char *out, size_t nout, char *gpt2, size_t ngpt2, FILE *log) {
+  return (sr_prepare_opts){.corpus = "default", .out = sr_data_dir(sr_source_dir(), out, nout),
+                           .root = sr_source_dir(), .gpt2_dir = sr_tokenizer_default_dir(sr_source_dir(), gpt2, ngpt2),
+                           .log = log, .piece_bytes = -1};
+}
+
 const char *sr_data_dir(const char *root, char *buf, size_t n) {
   const char *env = getenv("SPEEDRUN_DATA");
   if (env && *env) snprintf(buf, n, "%s", env);

@@ -39,6 +39,11 @@ typedef struct sr_prepare_opts {
 ** documents) for tiny; -1 for an unknown corpus */
 int sr_corpus_piece_bytes(const char *corpus);
 
+/* the options `speedrun data prepare` starts from: corpus default, out = the data folder (written
+** into out), the checkout, the GPT-2 files' default folder (written into gpt2), all threads, 100M-token
+** shards, each corpus's own piece size; log as given */
+sr_prepare_opts sr_prepare_defaults(char *out, size_t nout, char *gpt2, size_t ngpt2, FILE *log);
+
 /* the data folder: $SPEEDRUN_DATA, else ROOT/data; written into buf */
 const char *sr_data_dir(const char *root, char *buf, size_t n);
 /* 0 when the corpus is in place (made now or already up to date; *made says which),

@@ -328,8 +328,7 @@ static int data_files(lua_State *L) {
 static int data_prepare(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   char out[4096], gpt2[4096], err[4096];
-  sr_prepare_opts o = {"default", sr_data_dir(sr_source_dir(), out, sizeof out), sr_source_dir(),
-                       sr_tokenizer_default_dir(sr_source_dir(), gpt2, sizeof gpt2), 0, 0, NULL, -1};
+  sr_prepare_opts o = sr_prepare_defaults(out, sizeof out, gpt2, sizeof gpt2, NULL);
   lua_getfield(L, 1, "corpus");
   o.corpus = luaL_optstring(L, -1, "default");
   lua_getfield(L, 1, "out");
