@@ -23,7 +23,7 @@ xz -T0 -6 -c build-cuda/tests/test_gpu_registry > .prebuilt/test_gpu_registry.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
 ./build-cuda/speedrun data prepare --corpus default >/dev/null
 # the large corpus (tasks/CALIBRATION.md) where the Debian packages can be fetched (docs/data.md; a warning otherwise)
-./build-cuda/speedrun data prepare --corpus large --piece-bytes 3072 --out data/pieces >/dev/null ||
+./build-cuda/speedrun data prepare --corpus large --out data/pieces >/dev/null ||
   echo "prepare-gpu-carry: no data/pieces/large (the large corpus's Debian packages: docs/data.md)" >&2
 if [ $# -ge 1 ]; then
   for n in $(seq 1 21); do

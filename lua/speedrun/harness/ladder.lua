@@ -138,7 +138,7 @@ function M.format(L)
   local out = {fmt("ladder: %s, scale %s", L.card, L.scale), "",
     "| reference | steps | tuned | passes a score | 80 % cut | train time, ms | val loss | target | tuning, s |",
     "|---|---|---|---|---|---|---|---|---|"}
-  local tuning, n_tuned, timing, n_timed = 0, 0, 0, 0
+  local tuning, n_tuned, timing, n_timed, other = 0, 0, 0, 0, {}
   for _, r in ipairs(L.references) do
     local cut = r.cut and fmt("%d: %s (p %s%s)", r.cut.steps, r.cut.pass and "PASSES" or "fails", r.cut.p and fmt("%.3g", r.cut.p) or "-",
       r.cut.pass_prob and fmt("; passes ~%.0f %%", 100 * r.cut.pass_prob) or "") or "-"
@@ -151,13 +151,10 @@ function M.format(L)
       r.target and fmt("%.4g", r.target) or "-", r.tune_s and fmt("%.0f", r.tune_s) or "-")
     if r.tune_s then tuning, n_tuned = tuning + r.tune_s, n_tuned + 1 end
     if r.time_s then timing, n_timed = timing + r.time_s, n_timed + 1 end
+    if r.clock and r.clock ~= engine.CLOCK then other[#other + 1] = fmt("%s (rule %d)", r.name, r.clock) end
   end
   out[#out + 1] = ""
   out[#out + 1] = fmt("tuning wall time: %.0f s for %d references (the last search of each)", tuning, n_tuned)
-  local other = {}
-  for _, r in ipairs(L.references) do
-    if r.clock and r.clock ~= engine.CLOCK then other[#other + 1] = fmt("%s (rule %d)", r.name, r.clock) end
-  end
   if #other > 0 then
     out[#out + 1] = fmt("timed under another clock rule than this engine's (%d, harness/engine.lua): %s; `score` against "
       .. "them gives no FSR until they are re-timed (`speedrun calibrate --tasks ...`)", engine.CLOCK,
