@@ -469,6 +469,41 @@ T.case("calibrate --tune-steps --bracket auto: the search starts from the entry'
   T.ok(out:find("--bracket needs --tune-steps and LO:HI", 1, true), out)
 end)
 
+T.case("--bracket auto on a confirmed budget whose cut was stopped: the cut alone, into the stored entry", function()
+  local c = json.decode(assert(T.read(calib)))
+  local card = next(c.entries)
+  local e = c.entries[card].micro.record_07
+  local steps, vl = e.tune.steps, e.val_losses[1]
+  e.tune.cut = json.null   -- as a time limit in the cut's runs leaves it ("stored (cut pending)")
+  local cal3 = W.tmp .. "/calibration-pending.json"
+  T.write(cal3, json.encode(c))
+  os.execute("rm -rf " .. sh(W.tmp .. "/cal-pending"))
+  local args = " --tasks 7 --tasks-dir " .. sh(W.tmp .. "/tasks") .. " --runs 3 --calibration " .. sh(cal3)
+               .. " --out " .. sh(W.tmp .. "/cal-pending") .. common:gsub(" %-%-quiet", "")
+  local rc, out = W.run("calibrate --tune-steps --bracket auto --target " .. TARGET .. args)
+  T.eq(rc, 0, out)
+  T.ok(out:find("its cut pending: the cut alone", 1, true), out)
+  local dirs = {}
+  for d in io.popen("ls " .. sh(W.tmp .. "/cal-pending/record_07")):lines() do dirs[#dirs + 1] = d end
+  local cut = math.floor(0.8 * steps)
+  T.eq(dirs[1], "steps-" .. cut, "the cut's runs, nothing else of the search: " .. table.concat(dirs, " "))
+  local e2 = json.decode(T.read(cal3)).entries[card].micro.record_07
+  T.eq(e2.tune.cut.steps, cut, "the cut written into the entry")
+  T.eq(e2.tune.cut.pass, false)
+  T.eq(e2.steps, steps) T.eq(e2.val_losses[1], vl, "the entry's timed runs kept")
+  T.eq(tune.loose(e2.tune), nil, "tight again")
+  -- another target, or the recipe changed since: a whole search, not the cut alone
+  local key = {recipe = e2.recipe_sha256, data = e2.data, stream = nil, runs = nil}
+  e2.tune.cut = json.null
+  T.eq(tune.pending_cut(e2, key, 2.0, 3), cut)
+  T.eq(tune.pending_cut(e2, key, 1.9, 3), nil, "another target")
+  T.eq(tune.pending_cut(e2, key, nil, 5), nil, "another score size")
+  T.eq(tune.pending_cut(e2, {recipe = "x", data = e2.data}, nil, 3), nil, "another recipe source")
+  T.eq(tune.pending_cut(e2, {recipe = e2.recipe_sha256, data = e2.data, stream = "random"}, nil, 3), nil, "another stream")
+  e2.tune.cut = {steps = cut, val_losses = {}}
+  T.eq(tune.pending_cut(e2, key, nil, 3), nil, "a cut that ran")
+end)
+
 T.case("a search killed mid-way keeps its probes in the file; --bracket auto resumes from them", function()
   local process = require "speedrun.process"
   local cal2 = W.tmp .. "/calibration-cut.json"

@@ -670,6 +670,28 @@ local function tuned_entry(it, o, k, card, R, alpha, t0)
   return entry
 end
 
+-- the search's pass probability of a budget's pooled runs (tune.power), said as it is estimated
+local function pooled_power(it, o, k, alpha)
+  return function(ps)
+    local pw = tune.power(ps, ps[1].target, alpha, k)
+    if pw and not o.quiet then
+      print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
+        #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
+    end
+    return pw
+  end
+end
+
+-- the tuned budget's closing line: its bracket, pass probability and cut, and whether it is loose
+local function say_tuned(it, entry, below, power, cut)
+  local loose = tune.loose(entry.tune)
+  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)%s", it.name,
+    entry.tune.steps, below and fmt("%d steps do not reach the target", below) or "the smallest budget",
+    100 * (tonumber(power) or 1), cut.steps, math.floor(tune.CUT * 100 + 0.5),
+    cut.pass and "STILL REACH THE TARGET" or "do not reach it", 100 * (cut.power or 0),
+    loose and fmt(": the target is loose for this recipe (%s); `score` refuses it at proxy scale", loose) or ""))
+end
+
 -- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
 -- the tuned budget's runs with how it was found; nil and why when no budget was found. The
 -- confirmed budget is stored before its cut runs (cut pending), so a time limit there loses nothing.
@@ -695,23 +717,34 @@ local function tune_item(it, o, k, out_root, card, path)
      end,
      rerun = tune_probe(it, o, k, out_root, alpha, true, note, true),
      predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
-     power = function(ps)
-       local pw = tune.power(ps, ps[1].target, alpha, k)
-       if pw and not o.quiet then
-         print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
-           #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
-       end
-       return pw
-     end})
+     power = pooled_power(it, o, k, alpha)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
   if not entry then return nil, eerr end
-  local loose = tune.loose(entry.tune)
-  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)%s", it.name, R.steps,
-    R.below and fmt("%d steps do not reach the target", R.below.steps) or "the smallest budget", 100 * (R.confirmed.power or 1),
-    R.cut.steps, math.floor(tune.CUT * 100 + 0.5), R.cut.pass and "STILL REACH THE TARGET" or "do not reach it",
-    100 * (R.cut.power or 0), loose and fmt(": the target is loose for this recipe (%s); `score` refuses it at proxy scale", loose) or ""))
+  say_tuned(it, entry, R.below and R.below.steps, R.confirmed.power, R.cut)
   return entry
+end
+
+-- --bracket auto on a budget confirmed and stored whose cut a time limit stopped (tune.pending_cut):
+-- the cut's runs alone (and their fresh-seed rerun near the limit), written into the stored entry;
+-- the search before it is not run again, the entry's times are kept
+local function resume_cut(it, o, k, out_root, card, path, e, steps)
+  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
+  local function note(P, confirm)
+    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
+  end
+  if not o.quiet then print(fmt("-- %s: %d steps confirmed and stored, its cut pending: the cut alone", it.name, e.tune.steps)) end
+  local power = pooled_power(it, o, k, alpha)
+  local ok, cut = pcall(function()
+    local P = tune_probe(it, o, k, out_root, alpha, false, note)(steps)
+    P.power = power({P})
+    return tune.confirm_cut(P, {confirm = tune_probe(it, o, k, out_root, alpha, true, note), power = power}, {})
+  end)
+  if not ok then return nil, fmt("%s: the cut of its %d steps: %s", it.name, e.tune.steps, cut) end
+  e.tune.cut = probe_record(cut)
+  e.tune.wall_s = (tonumber(e.tune.wall_s) or 0) + H.now() - t0
+  say_tuned(it, e, tonumber(e.tune.below), e.tune.confirmations[#e.tune.confirmations].pass_probability, cut)
+  return e
 end
 
 -- the recipes to calibrate: --recipe, --tasks, or every tasks/record_NN
@@ -809,7 +842,7 @@ function M.calibrate(args)
     local searches = ((calib0.searches or {})[card] or {})[o.scale] or {}
     for _, it in ipairs(items) do
       local S = searches[it.name]
-      it.bracket = last_bracket(by_scale[it.name], S, o)
+      it.bracket, it.pending = last_bracket(by_scale[it.name], S, o), by_scale[it.name]
       it.prior = tune.same_search(S, tonumber(o.target) or (type(S) == "table" and S.target), it.key) and S or nil
     end
   end
@@ -820,7 +853,9 @@ function M.calibrate(args)
     local entry, err
     local t0 = H.now()
     if o["tune-steps"] then
-      entry, err = tune_item(it, o, k, out_root, card, path)
+      local cut_steps = it.pending and tune.pending_cut(it.pending, it.key, tonumber(o.target), k)
+      if cut_steps then entry, err = resume_cut(it, o, k, out_root, card, path, it.pending, cut_steps)
+      else entry, err = tune_item(it, o, k, out_root, card, path) end
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
       if entry and tune.loose(entry.tune) then rc = 1 end
     else

@@ -217,7 +217,7 @@ end
 -- a cut that fails with an estimate near the limit (over M.CUT_CONFIRM) is run again with fresh
 -- seeds, as a budget's confirmation is, and judged on both: it passes the rule if either set does
 -- (either could be a score), its values and pass probability are the pooled ones
-local function confirm_cut(cut, o, confirms)
+function M.confirm_cut(cut, o, confirms)
   if not (o.confirm and cut.power and not cut.pass and cut.power > M.CUT_CONFIRM) then return cut end
   local C = o.confirm(cut.steps)
   C.steps, C.power = cut.steps, o.power and o.power({cut, C}) or nil
@@ -308,7 +308,7 @@ function M.search(probe, o)
       -- goes on below the cut, from the largest failure under it. A passing cut above every failure
       -- (the budget stepped up for the pass probability) is loose, not misplaced: the result.
       if not (cut.pass and round < restarts and lo and cut.steps < lo.steps) then
-        return {steps = hi.steps, best = hi, below = lo, probes = order, cut = confirm_cut(cut, o, confirms),
+        return {steps = hi.steps, best = hi, below = lo, probes = order, cut = M.confirm_cut(cut, o, confirms),
                 confirmed = confirmed, confirms = confirms, restarts = round}
       end
       if o.on_restart then o.on_restart(cut, hi) end
@@ -371,6 +371,19 @@ function M.from_record(r, target, alpha)
   P.schedule = type(r.schedule) == "table" and r.schedule or nil
   P.train_time_ms = {mean = tonumber(r.train_time_ms_mean)}
   return P
+end
+
+-- the cut (its steps) still to run of a budget confirmed and stored whose cut a time limit stopped:
+-- entry e's `tune` has no cut, and e is the tuned budget's (the budget written into the recipe:
+-- its source's sha-256) for this key's recipe, data, stream and runs and this target (nil: the one
+-- it was tuned to); nil otherwise (a whole search)
+function M.pending_cut(e, key, target, k)
+  local t = type(e) == "table" and type(e.tune) == "table" and e.tune
+  if not t or type(t.cut) == "table" or not tonumber(t.steps) or e.steps ~= t.steps then return nil end
+  if type(key) ~= "table" or e.recipe_sha256 ~= key.recipe or e.data ~= key.data then return nil end
+  if (e.stream == "random") ~= (key.stream == "random") or (tonumber(t.runs) or 3) ~= k then return nil end
+  if t.target ~= (target or t.target) then return nil end
+  return mmax(1, mfloor(M.CUT * t.steps))
 end
 
 -- a finished search is dropped (its record is the entry's `tune`)
