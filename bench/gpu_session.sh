@@ -89,6 +89,11 @@
 #              --restricted`), seeds $RESTRICT_SEEDS (default 1), stream $RESTRICT_STREAM (default fixed): the status, the checks (causality's logit and token-loss changes, eval's
 #              state), eval's time per token against training's and setup's work against the train
 #              time (the plausibility flags' ratios)
+#   warmup     where the counted warm-up goes: records $WARMUP_RECORDS (default 2 19) at proxy, seeds 1-3 one
+#              at a time, with the CUDA runtime's default lazy kernel loading and with
+#              CUDA_MODULE_LOADING=EAGER (every kernel loaded at start-up, off the clock): the warm-up
+#              lines (per-step ms; setup: cudaMalloc, cudaFree, GEMM plans, ...), the wall line's start,
+#              the train time; a first step that falls with EAGER pays for kernel loading (issue 20)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
@@ -341,6 +346,15 @@ print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", 
       "setup work/train time", round((m.get("setup_work_ms") or 0)/max(m["train_time_ms"], 1e-9), 3),
       (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r-$sd/results.json" "$r seed $sd" 2>&1 | tail -3
       done; done ;;
+    warmup)
+      for rn in ${WARMUP_RECORDS:-2 19}; do for mode in lazy eager; do for sd in 1 2 3; do
+        r=$(printf "record_%02d" "$rn")
+        env $([ $mode = eager ] && echo CUDA_MODULE_LOADING=EAGER) timeout 120 ./build/speedrun train "tasks/$r/recipe.lua" \
+          --scale proxy --device cuda --data "$DATA" --seed "$sd" --stream random --out "/tmp/warmup/$r-$mode-$sd" \
+          > "$LOG/warmup-$r-$mode-$sd.log" 2>&1
+        echo "$r $mode seed $sd: $(grep -E '^warm-up:' "$LOG/warmup-$r-$mode-$sd.log" | sed 's/, NVRTC.*counted/ counted/')"
+        echo "   $(grep -E '^wall:|^result:' "$LOG/warmup-$r-$mode-$sd.log" | tr '\n' ' ')"
+      done; done; done; finish ;;
     pilot)
       for dd in ${PILOT_DATA:-$DATA}; do
         tag=$(echo "$dd" | tr -c 'A-Za-z0-9\n' _)

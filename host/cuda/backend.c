@@ -148,7 +148,9 @@ static size_t mem_limit(void) {
   return limit;
 }
 
-/* the pool's driver: cudaMalloc under the cap (timed as setup), cudaFree */
+/* the pool's driver: cudaMalloc under the cap and cudaFree, each timed from an idle device (a
+   free: the cached blocks given back before a capture, on running out of memory, or by
+   empty_cache; no recipe code runs in either; harness/steps.lua OFF_CLOCK says which come off) */
 static void *driver_alloc(size_t n, void *ctx) {
   (void)ctx;
   size_t cap = mem_limit();
@@ -163,7 +165,12 @@ static void *driver_alloc(size_t n, void *ctx) {
   }
   return p;
 }
-static void driver_release(void *p, void *ctx) { (void)ctx; cudaFree(p); }
+static void driver_release(void *p, void *ctx) {
+  (void)ctx;
+  double t0 = sr_cuda_setup_clock();
+  cudaFree(p);
+  sr_cuda_note_setup(SR_SETUP_DRIVER_FREE, sr_monotonic_s() - t0);
+}
 
 void *sr_cuda_malloc(size_t nbytes) {
   if (start()) return NULL;

@@ -54,7 +54,8 @@ int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady 
 ** cuBLASLt GEMM plans (the heuristic query; noted by kernels/matmul.cu and kernels/fp8.cu), the
 ** loading of generated modules (cuModuleLoadData; jit/launch.c) and the building of captured
 ** graphs (end of capture + instantiation, timed here) */
-enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_KINDS };
+enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE,
+       SR_SETUP_KINDS };
 void sr_cuda_note_setup(int kind, double seconds);
 /* the start of a setup step's timing: the stream drained first (not while a graph is captured:
 ** nothing runs then), so GPU work queued before it is not timed as setup (the harness takes setup

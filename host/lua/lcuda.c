@@ -6,11 +6,12 @@
 **   cuda.available()      -> true, or false and the reason
 **   cuda.memory()         -> {current=, peak=, reserved=, driver_allocs=} (bytes; allocs a count)
 **   cuda.setup_stats()    -> {driver_allocs=, driver_alloc_ms=, gemm_plans=, gemm_plan_ms=, module_loads=,
-**                            module_load_ms=, graph_builds=, graph_build_ms=, gemm_algos_stored=,
-**                            gemm_algos_asked=}: the engine's one-time setup so far (cudaMalloc calls, new
-**                            cuBLASLt plans and where their algorithms came from: the disk cache of
-**                            cuda/lt_algo.c or the heuristic, generated modules loaded, graphs built;
-**                            zeros without CUDA)
+**                            module_load_ms=, graph_builds=, graph_build_ms=, driver_frees=,
+**                            driver_free_ms=, gemm_algos_stored=, gemm_algos_asked=}: the engine's
+**                            one-time setup so far (cudaMalloc calls, new cuBLASLt plans and where their
+**                            algorithms came from: the disk cache of cuda/lt_algo.c or the heuristic,
+**                            generated modules loaded, graphs built, cached blocks given back by
+**                            cudaFree; zeros without CUDA)
 **   cuda.reset_peak(); cuda.empty_cache(); cuda.synchronize(); cuda.capturing()
 **   cuda.log_allocs(on)   -- the allocator's log, on for the step before a capture: the capture then
 **                         -- takes the cached blocks of the sizes that step held (no cudaMalloc)
@@ -94,8 +95,9 @@ static int c_memory(lua_State *L) {
 }
 
 /* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN,
-** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD) */
-enum { SETUP_KINDS = 4 };
+** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE); every `_ms` field is one kind's
+** time (harness/steps.lua sums them) */
+enum { SETUP_KINDS = 5 };
 #ifdef SPEEDRUN_CUDA
 _Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names every setup kind");
 #endif
@@ -105,7 +107,8 @@ static int c_setup_stats(lua_State *L) {
   static const char *const names[SETUP_KINDS][2] = {{"driver_allocs", "driver_alloc_ms"},
                                                            {"gemm_plans", "gemm_plan_ms"},
                                                            {"module_loads", "module_load_ms"},
-                                                           {"graph_builds", "graph_build_ms"}};
+                                                           {"graph_builds", "graph_build_ms"},
+                                                           {"driver_frees", "driver_free_ms"}};
   lua_createtable(L, 0, 2 * SETUP_KINDS);
   for (int k = 0; k < SETUP_KINDS; k++) {
     int64_t n = 0;

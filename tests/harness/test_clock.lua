@@ -29,7 +29,8 @@ end
 
 -- a run of `n` steps (the first `skip` warm-up), each step spinning `work(step)` seconds, of which
 -- `compile(step)` seconds are "compiling" and `setup(step)` seconds (if given) the engine's setup
--- (cudaMalloc, as setup_stats would time it); either held (the clock paused) when it says so
+-- (cudaMalloc, as setup_stats would time it, or the kind setup's third result names: its `_ms`
+-- field); either held (the clock paused) when it says so
 local function run(n, skip, work, compile, setup)
   local x, y = sr.zeros(2, 4), sr.zeros(2, 4)
   local plan = {steps = n, skip = skip, tps = 8, obs_every = 1000}
@@ -39,11 +40,12 @@ local function run(n, skip, work, compile, setup)
     if held then stepper.hold(true) end   -- the harness's own work, the clock paused
     spin(c, true)
     if held then stepper.hold(false) end
-    local su, sheld = 0, false
-    if setup then su, sheld = setup(step) end
+    local su, sheld, kind = 0, false, nil
+    if setup then su, sheld, kind = setup(step) end
+    kind = kind or "driver_alloc_ms"
     if sheld then stepper.hold(true) end
     spin(su, false)
-    fake.setup.driver_alloc_ms = fake.setup.driver_alloc_ms + su * 1000
+    fake.setup[kind] = (fake.setup[kind] or 0) + su * 1000
     if sheld then stepper.hold(false) end
     spin(work(step), false)
     return 1.0, x, y
@@ -89,6 +91,9 @@ T.case("clock: the warm-up's engine setup stays off the train time as its compil
   T.ok(math.abs(w1.setup_ms - 300) < 1e-6, ("the setup is measured: %.1f ms"):format(w1.setup_ms))
   T.ok(math.abs(ms1 - ms0) < 1e-6 and math.abs(w1.counted_ms - w0.counted_ms) < 1e-6,
        ("the engine's first-call costs cost no score: %.1f ms vs %.1f ms"):format(ms1, ms0))
+  -- the allocator's cudaFree calls are timed but stay on the clock under rule 2 (steps.OFF_CLOCK)
+  local ms1f, w1f = run(20, 5, base, none, function(s) return s == 3 and 0.3 or 0, false, "driver_free_ms" end)
+  T.ok(w1f.setup_ms == 0 and ms1f > ms0 + 250, ("cudaFree in the warm-up counted: %.1f ms vs %.1f ms"):format(ms1f, ms0))
   -- setup while the clock is held is not taken off the warm-up's work a second time
   local ms2 = run(20, 5, function(s) return s == 3 and 0.3 + STEP or STEP end, none,
                   function(s) if s == 2 then return 0.3, true end return 0 end)
@@ -143,6 +148,11 @@ T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted,
                                graph_builds = 1, graph_build_ms = 30}),
        "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 0 GEMM plans 0ms, 2 module loads 4ms, 1 graph builds 30ms",
        "module loads and graph builds when there were any")
+  T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 0, driver_frees = 5, driver_free_ms = 7.4}),
+       "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 0 GEMM plans 0ms, 5 cudaFree 7ms", "cudaFree when there were any")
+  T.eq(steps.setup_ms {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 2, gemm_plan_ms = 2, driver_frees = 5,
+                       driver_free_ms = 4, module_loads = 1, module_load_ms = 0.5, graph_builds = 1, graph_build_ms = 3,
+                       gemm_algos_stored = 9, gemm_algos_asked = 8}, 6.5, "the off-the-clock kinds' times, no count, no cudaFree")
   T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 18, gemm_plan_ms = 2, gemm_algos_stored = 18}),
        "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 18 GEMM plans 2ms (18 algorithms from the disk cache)",
        "plans whose algorithm came from the disk cache")

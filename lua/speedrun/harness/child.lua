@@ -39,13 +39,9 @@ local now, sync, notrain = H.now, H.sync, H.notrain
 local compile_seconds = require("speedrun.kernel_core").compile_seconds
 local setup_stats = require("speedrun.cuda").setup_stats   -- captured: speedrun.cuda is a module recipes may load
 
--- the engine's one-time setup so far (cuda.setup_stats: driver allocations, GEMM plans, module
--- loads, graph builds), ms; 0 on the CPU
-local function engine_ms()
-  local st, ms = setup_stats(), 0
-  for _, k in ipairs {"driver_alloc_ms", "gemm_plan_ms", "module_load_ms", "graph_build_ms"} do ms = ms + (st[k] or 0) end
-  return ms
-end
+-- the engine's one-time setup so far (cuda.setup_stats: driver allocations and frees, GEMM plans,
+-- module loads, graph builds), ms; 0 on the CPU
+local function engine_ms() return steps.setup_ms(setup_stats()) end
 local decode = json.decode
 local manual_seed = sr.manual_seed
 local load_tokenizer = tokenizer.load

@@ -743,7 +743,8 @@ local function resume_cut(it, o, k, out_root, card, path, e, steps)
   if not ok then return nil, fmt("%s: the cut of its %d steps: %s", it.name, e.tune.steps, cut) end
   e.tune.cut = probe_record(cut)
   e.tune.wall_s = (tonumber(e.tune.wall_s) or 0) + H.now() - t0
-  say_tuned(it, e, tonumber(e.tune.below), e.tune.confirmations[#e.tune.confirmations].pass_probability, cut)
+  local C = type(e.tune.confirmations) == "table" and e.tune.confirmations[#e.tune.confirmations] or {}
+  say_tuned(it, e, tonumber(e.tune.below), C.pass_probability, cut)
   return e
 end
 

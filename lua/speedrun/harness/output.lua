@@ -248,7 +248,7 @@ end
 -- the warm-up line's account of the engine's one-time setup (cudaMalloc, cuBLASLt plans, generated
 -- modules loaded, graphs built; CUDA runs only): "" when it did none
 local SETUP_KINDS = {{"driver_alloc", "cudaMalloc"}, {"gemm_plan", "GEMM plans"}, {"module_load", "module loads"},
-                     {"graph_build", "graph builds"}}
+                     {"graph_build", "graph builds"}, {"driver_free", "cudaFree"}}
 function M.setup_note(first, all)
   if type(all) ~= "table" or ((all.driver_allocs or 0) == 0 and (all.gemm_plans or 0) == 0) then return "" end
   local function one(x)
