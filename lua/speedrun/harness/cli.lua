@@ -7,6 +7,7 @@
 --   harness/options.lua    the command line, checked before any work
 --   harness/guard.lua      outputs out of the recipe's reach, links refused by identity
 --   harness/plausible.lua  the score's plausibility flags and the FSR's noise
+--   harness/tunecmd.lua    calibrate --tune-steps: the step tuner's probes, entry and resume
 -- See docs/harness.md.
 local H = require "speedrun.harness_core"
 local process = require "speedrun.process"
@@ -24,6 +25,7 @@ local options = require "speedrun.harness.options"
 local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
 local tune = require "speedrun.harness.tune"
+local tunecmd = require "speedrun.harness.tunecmd"
 local calibfile = require "speedrun.harness.calibfile"
 local apply = require "speedrun.harness.apply"
 local stream = require "speedrun.harness.stream"
@@ -57,7 +59,6 @@ local function mkdir_p(path)
   if not ok then error("cannot create " .. path .. ": " .. tostring(err), 0) end
 end
 
-local read_file = require("speedrun.util").read_file
 
 local write_file = output.write_file
 
@@ -536,217 +537,8 @@ local function calib_entry(runs, recipe, o, card)
   return entry
 end
 
--- K runs of `speedrun train` at once (seeds seed..seed+K-1), each a supervised run of its own:
--- the probes of the step tuner need only their losses, which sharing the device does not change
-local function concurrent_runs(recipe, po, k, out_root, jobs)
-  local sh = require("speedrun.util").shell_quote
-  local base = {sh(H.self_exe()), "train", sh(recipe), "--quiet"}
-  for key, kind in pairs(TRAIN_SPEC) do
-    if po[key] ~= nil and key ~= "seed" and key ~= "out" and key ~= "quiet" and key ~= "help" then
-      base[#base + 1] = kind == "flag" and "--" .. key or ("--" .. key .. " " .. sh(po[key]))
-    end
-  end
-  local cmds, seed0 = {}, tonumber(po.seed) or 1
-  for i = 1, k do
-    local out = fmt("%s/run%d", out_root, i)
-    cmds[i] = fmt("%s --seed %d --out %s > %s 2>&1 &", table.concat(base, " "), seed0 + i - 1, sh(out), sh(out .. ".txt"))
-  end
-  mkdir_p(out_root)
-  for first = 1, k, jobs do   -- jobs at a time (a run too large for the device K times over)
-    os.execute("( " .. table.concat(cmds, " ", first, math.min(k, first + jobs - 1)) .. " wait )")
-  end
-  local runs = {}
-  for i = 1, k do
-    local s = read_file(fmt("%s/run%d/results.json", out_root, i))
-    local r = s and json.decode(s)
-    if type(r) ~= "table" then
-      return nil, fmt("run %d at %s left no results.json: %s", i, out_root, read_file(fmt("%s/run%d.txt", out_root, i)) or "")
-    end
-    runs[i] = r
-  end
-  return runs
-end
-
--- the options of runs at `steps` (nil: the recipe's own) with the schedule scaled; only the
--- recipe's own budget validates along the way (often: its curve's first crossing is the search's
--- next guess)
-local function probe_options(o, steps)
-  local po = {}
-  for key, v in pairs(o) do po[key] = v end
-  po.steps, po["scale-schedule"] = steps and tostring(steps), true
-  po["val-every"] = o["val-every"] or (steps and "1000000000" or tostring(tune.FIRST_VAL_EVERY))
-  return po
-end
-
--- --probe-jobs N (default: K on a GPU, 1 on the CPU): a probe's K runs share the device, N at a
--- time; probes_together: N > 1, and N
-local function probes_together(o, k)
-  local n = math.min(k, tonumber(o["probe-jobs"]) or (o.device == "cuda" and k or 1))
-  return n > 1, n
-end
-
--- the step tuner's probe: K runs at `steps` (nil: the recipe's own) with the schedule scaled,
--- judged by the score's rule; a run that does not complete ends the search. Runs that shared the
--- device give the search its losses. confirm: the confirmation of a budget (tune.search), K fresh
--- seeds (seed + K ...) run one at a time, the device their own: the calibration's times
--- (with --untimed together, as the probes). A resumed search's recorded probes of the same budget
--- are taken instead of runs (it.prior), unless fresh.
-local function tune_probe(it, o, k, out_root, alpha, confirm, note, fresh)
-  return function(steps)
-    local function say(P, what)
-      if o.quiet then return end
-      print(fmt("-- %s, %d steps%s: val_loss %.4f +- %.4f, p = %.3g: %s", it.name, P.steps, what, P.mean or 0, P.std or 0,
-        P.p or 1, P.pass and "reaches the target" or "does not reach the target"))
-    end
-    local rec = steps and not fresh and it.prior and tune.recorded(it.prior, steps, confirm)
-    if rec then   -- a resumed search: this budget's runs were done by the call the time limit cut
-      local P = tune.from_record(rec, it.prior.target, alpha)
-      say(P, (confirm and " (confirmation)" or "") .. " (recorded)")
-      return P
-    end
-    local po = probe_options(o, steps)
-    local dir = fmt("%s/%s/%s-%s", out_root, it.name, confirm and "confirm" or "steps", steps or "recipe")
-    if confirm then po.seed = tostring((tonumber(o.seed) or 1) + k) end
-    local runs, err
-    local together, jobs = probes_together(o, k)
-    if together and (not confirm or o.untimed) then runs, err = concurrent_runs(it.recipe, po, k, dir, jobs)
-    else runs, err = multi_run(it.recipe, po, k, dir, confirm and "confirm" or "tune") end
-    if not runs then error(err, 0) end
-    local target = runs_target(o, runs)
-    local sum = summarize(runs, target or 0)
-    if not sum.all_completed or not target then error(select(2, pass_or_fail(runs, sum, target, alpha)), 0) end
-    local P = tune.judge(sum.val_loss.values, target, alpha, true)
-    P.steps, P.runs, P.target, P.train_time_ms = runs[1].config.steps, runs, target, sum.train_time_ms
-    P.crossing = tune.crossing(runs, target, alpha)
-    note(P, confirm)
-    say(P, confirm and fmt(" (confirmation, seeds %s-%d)", po.seed, tonumber(po.seed) + k - 1) or "")
-    return P
-  end
-end
-
-local function probe_record(P)
-  local schedule = P.runs and P.runs[1].config.schedule or P.schedule
-  return {steps = P.steps, schedule = schedule or json.null, val_losses = json.array(P.values),
-          val_loss_mean = P.mean or json.null, val_loss_std = P.std or json.null, p = P.p or json.null, pass = P.pass,
-          train_time_ms_mean = P.train_time_ms.mean or json.null, pass_probability = P.power or json.null}
-end
-
--- --bracket auto: the bracket of a search cut before it finished (calib.searches), else the one
--- the entry's last search ended with ({below, steps}), when for the target asked for now (--target,
--- else the one it was tuned to); nil (a whole search) otherwise
-local function last_bracket(e, search, o)
-  local t = type(e) == "table" and type(e.tune) == "table" and e.tune or {}
-  if type(search) == "table" and (tonumber(o.target) or search.target) == search.target then
-    local b = tune.bracket_of(search.probes)
-    if b then return b end
-  end
-  local lo, hi, target = tonumber(t.below), tonumber(t.steps), tonumber(o.target) or t.target
-  if lo and hi and lo < hi and t.target == target then return {lo, hi} end
-end
-
--- the calibration entry of a finished search (or of a confirmed one, its cut pending: R.cut nil);
--- writes the tuned budget into the recipe; nil and why when it cannot
-local function tuned_entry(it, o, k, card, R, alpha, t0)
-  local cfg = R.best.runs and R.best.runs[1].config or {steps = R.best.steps, schedule = R.best.schedule}
-  -- the calibration's times: the confirmation's K runs (fresh seeds), one at a time unless --untimed
-  local timed, untimed = R.confirmed.runs, probes_together(o, k) and o.untimed
-  -- --target moves the recipe's target with its budget: one command re-tunes the ladder to a new target
-  local values = {steps = cfg.steps, target_val_loss = tonumber(o.target)}
-  for key, v in pairs(type(cfg.schedule) == "table" and cfg.schedule or {}) do values[key] = v end
-  local new, werr = tune.rewrite(read_file(it.recipe), R.best.runs and R.best.runs[1].scale or o.scale, values)
-  if not new then return nil, fmt("%s: the tuned budget (%d steps) was not written: %s", it.name, R.steps, werr) end
-  write_file(it.recipe, new)
-  local entry = calib_entry(timed, it.recipe, o, card)
-  entry.timed_alone = not untimed
-  local probes = {}
-  for i, P in ipairs(R.probes) do probes[i] = probe_record(P) end
-  local confirmations = {}
-  for i, P in ipairs(R.confirms) do confirmations[i] = probe_record(P) end
-  entry.tune = {target = R.best.target, alpha = alpha, runs = k, first_seed = tonumber(o.seed) or 1,
-                tolerance = tune.TOLERANCE, min_pass_probability = tune.POWER, steps = R.steps, schedule = cfg.schedule or json.null,
-                below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
-                confirmations = confirmations, confirm_first_seed = (tonumber(o.seed) or 1) + k,
-                cut = R.cut and probe_record(R.cut) or json.null, wall_s = H.now() - t0, tuned_at = iso_now()}
-  return entry
-end
-
--- the search's pass probability of a budget's pooled runs (tune.power), said as it is estimated
-local function pooled_power(it, o, k, alpha)
-  return function(ps)
-    local pw = tune.power(ps, ps[1].target, alpha, k)
-    if pw and not o.quiet then
-      print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
-        #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
-    end
-    return pw
-  end
-end
-
--- the tuned budget's closing line: its bracket, pass probability and cut, and whether it is loose
-local function say_tuned(it, entry, below, power, cut)
-  local loose = tune.loose(entry.tune)
-  print(fmt("%s: tuned to %d steps (%s; a score passes ~%.0f %% of the time); %d steps (%d %%) %s (~%.0f %%)%s", it.name,
-    entry.tune.steps, below and fmt("%d steps do not reach the target", below) or "the smallest budget",
-    100 * (tonumber(power) or 1), cut.steps, math.floor(tune.CUT * 100 + 0.5),
-    cut.pass and "STILL REACH THE TARGET" or "do not reach it", 100 * (cut.power or 0),
-    loose and fmt(": the target is loose for this recipe (%s); `score` refuses it at proxy scale", loose) or ""))
-end
-
--- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
--- the tuned budget's runs with how it was found; nil and why when no budget was found. The
--- confirmed budget is stored before its cut runs (cut pending), so a time limit there loses nothing.
-local function tune_item(it, o, k, out_root, card, path)
-  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
-    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
-  end
-  local function stored(C)
-    local entry = tuned_entry(it, o, k, card, C, alpha, t0)
-    if not entry then return end
-    calibfile.store(path, card, o.scale, it.name, entry)
-    if not o.quiet then print(fmt("-- %s: %d steps confirmed, stored (cut pending)", it.name, C.steps)) end
-  end
-  local R, err = tune.search(tune_probe(it, o, k, out_root, alpha, false, note),
-    {start = tonumber(o.steps), bracket = it.bracket or type(o.bracket) == "table" and o.bracket or nil,
-     confirm = tune_probe(it, o, k, out_root, alpha, true, note), on_confirmed = stored,
-     on_restart = function(cut, b)
-       if not o.quiet then
-         print(fmt("-- %s: %d steps (%d %% of %d) reach the target: %d is not the smallest budget that does; searching below %d",
-           it.name, cut.steps, math.floor(tune.CUT * 100 + 0.5), b.steps, b.steps, cut.steps))
-       end
-     end,
-     rerun = tune_probe(it, o, k, out_root, alpha, true, note, true),
-     predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
-     power = pooled_power(it, o, k, alpha)})
-  if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
-  local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
-  if not entry then return nil, eerr end
-  say_tuned(it, entry, R.below and R.below.steps, R.confirmed.power, R.cut)
-  return entry
-end
-
--- --bracket auto on a budget confirmed and stored whose cut a time limit stopped (tune.pending_cut):
--- the cut's runs alone (and their fresh-seed rerun near the limit), written into the stored entry;
--- the search before it is not run again, the entry's times are kept
-local function resume_cut(it, o, k, out_root, card, path, e, steps)
-  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local function note(P, confirm)
-    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
-  end
-  if not o.quiet then print(fmt("-- %s: %d steps confirmed and stored, its cut pending: the cut alone", it.name, e.tune.steps)) end
-  local power = pooled_power(it, o, k, alpha)
-  local ok, cut = pcall(function()
-    local P = tune_probe(it, o, k, out_root, alpha, false, note)(steps)
-    P.power = power({P})
-    return tune.confirm_cut(P, {confirm = tune_probe(it, o, k, out_root, alpha, true, note), power = power}, {})
-  end)
-  if not ok then return nil, fmt("%s: the cut of its %d steps: %s", it.name, e.tune.steps, cut) end
-  e.tune.cut = probe_record(cut)
-  e.tune.wall_s = (tonumber(e.tune.wall_s) or 0) + H.now() - t0
-  local C = type(e.tune.confirmations) == "table" and e.tune.confirmations[#e.tune.confirmations] or {}
-  say_tuned(it, e, tonumber(e.tune.below), C.pass_probability, cut)
-  return e
-end
+tunecmd.bind {train_spec = TRAIN_SPEC, multi_run = multi_run, runs_target = runs_target, pass_or_fail = pass_or_fail,
+              calib_entry = calib_entry, mkdir_p = mkdir_p, iso_now = iso_now}
 
 -- the recipes to calibrate: --recipe, --tasks, or every tasks/record_NN
 local function calibrate_items(o)
@@ -843,7 +635,7 @@ function M.calibrate(args)
     local searches = ((calib0.searches or {})[card] or {})[o.scale] or {}
     for _, it in ipairs(items) do
       local S = searches[it.name]
-      it.bracket, it.pending = last_bracket(by_scale[it.name], S, o), by_scale[it.name]
+      it.bracket, it.pending = tunecmd.last_bracket(by_scale[it.name], S, o), by_scale[it.name]
       it.prior = tune.same_search(S, tonumber(o.target) or (type(S) == "table" and S.target), it.key) and S or nil
     end
   end
@@ -854,9 +646,7 @@ function M.calibrate(args)
     local entry, err
     local t0 = H.now()
     if o["tune-steps"] then
-      local cut_steps = it.pending and tune.pending_cut(it.pending, it.key, tonumber(o.target), k)
-      if cut_steps then entry, err = resume_cut(it, o, k, out_root, card, path, it.pending, cut_steps)
-      else entry, err = tune_item(it, o, k, out_root, card, path) end
+      entry, err = tunecmd.item(it, o, k, out_root, card, path)
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
       if entry and tune.loose(entry.tune) then rc = 1 end
     else
