@@ -276,6 +276,59 @@ T.case("search: with the prediction, a noisy budget is reached in fewer confirma
   T.ok(A.steps <= B.steps, ("budgets: %d predicted, %d stepping up"):format(A.steps, B.steps))
 end)
 
+T.case("between: the smallest budget under an overshooting step-up, from both budgets' pooled runs", function()
+  local probe = function(steps, m, d) local P = tune.judge({m - d, m, m + d}, 3.12, 0.01, true) P.steps = steps return P end
+  -- 100 steps: mean 3.05 spread 0.03 (fails); 150 steps: 2.85, spread 0.005 (accepted)
+  local lo, hi = {probe(100, 3.05, 0.03), probe(100, 3.05, 0.03)}, {probe(150, 2.85, 0.005), probe(150, 2.85, 0.005)}
+  local s = assert(tune.between(lo, hi, 3.12, 0.01, 3), "a budget between")
+  local function est(n)   -- the rule between() applies: the interpolated mean, the pooled within-budget std
+    local m = 3.05 + (2.85 - 3.05) * (math.log(n) - math.log(100)) / (math.log(150) - math.log(100))
+    local sd = function(d) return math.sqrt(4 * d ^ 2 / 5) end   -- {m-d, m, m+d} twice: 6 values
+    local std = math.sqrt((5 * sd(0.03) ^ 2 + 5 * sd(0.005) ^ 2) / 10)
+    return tune.pass_probability(m, std, 3.12, 0.01, 3)
+  end
+  T.ok(s > 100 and s < 150 and est(s) >= tune.BACK_POWER and est(s - 1) < tune.BACK_POWER,
+       ("the smallest budget estimated to pass %.0f %%: %d (%.3f; %.3f below)"):format(100 * tune.BACK_POWER, s, est(s), est(s - 1)))
+  T.eq(tune.between(hi, lo, 3.12, 0.01, 3), nil, "the accepted budget must be the larger")
+  T.eq(tune.between(lo, {probe(150, 3.06, 0.005)}, 3.12, 0.01, 3), nil, "no falling mean: nothing")
+  T.eq(tune.between(lo, {probe(150, 3.04, 0.005), probe(150, 3.04, 0.005)}, 3.12, 0.01, 3), nil, "none passes between")
+end)
+
+-- the search of an overshooting step-up: probes are tight; a confirmation's seeds spread by
+-- `wide` below `tight_from` steps and by 0.005 from there; the prediction jumps to `jump`
+local function overshoot(tight_from, jump)
+  local target = 3.1
+  local function mean(s) return 3 + 0.5 * math.log(40 / s) end
+  local function at(d) return function(s)
+    local m, dd = mean(s), type(d) == "function" and d(s) or d
+    local P = tune.judge({m - dd, m, m + dd}, target, 0.01, true)
+    P.steps, P.target = s, target
+    return P
+  end end
+  local calls = {}
+  local probe = at(0.004)
+  local R = assert(tune.search(function(s) calls[#calls + 1] = s return probe(s) end, {start = 60,
+    confirm = at(function(s) return s < tight_from and 0.08 or 0.005 end),
+    power = function(ps) return tune.power(ps, target, 0.01, 3) end,
+    predict = function() return jump end,
+    between = function(lo, hi) return tune.between(lo, hi, target, 0.01, 3) end}))
+  return R, calls
+end
+
+T.case("search: a step-up that overshot tries the budget between once; the accepted confirmation stays last", function()
+  local R = overshoot(50, 120)   -- the budget found first (~38) confirms too rarely; 120 is accepted; ~45-60 suffices
+  T.ok(R.steps > 40 and R.steps < 120 - 2, "stepped back from 120 to " .. R.steps)
+  T.eq(#R.confirms, 3, "the first budget's, 120's and the one between's")
+  T.eq(R.confirms[3], R.confirmed, "the accepted confirmation is the last") T.eq(R.confirmed.steps, R.steps)
+  T.eq(R.cut.steps, math.floor(0.8 * R.steps), "the cut of the budget stepped back to")
+  -- the budget between confirms too rarely (its seeds spread until 100 steps): 120 stands
+  local R2 = overshoot(100, 120)
+  T.eq(R2.steps, 120, "the accepted budget stands")
+  T.eq(#R2.confirms, 3)
+  T.eq(R2.confirms[3], R2.confirmed, "its confirmation moved last") T.eq(R2.confirmed.steps, 120)
+  T.ok(R2.confirms[2].steps < 120 and not (R2.confirms[2].power >= tune.POWER), "the one between is kept, not accepted")
+end)
+
 T.case("searches in progress: noted per card/scale/recipe, their bracket, forgotten when done", function()
   local c = {entries = {}}
   tune.note(c, "GPU", "proxy", "record_01", 5.5, {steps = 100, pass = true})
@@ -435,8 +488,10 @@ T.case("calibrate --tune-steps: tuned budget written, search and cut stored", fu
   T.ok(#C >= 1 and C[#C].pass and C[#C].steps == steps, "the budget is confirmed with fresh seeds")
   T.ok(C[#C].pass_probability >= 0.9, "its pooled runs pass a score >= 90 % of the time")
   T.eq(e.tune.min_pass_probability, 0.9)
-  for i = 1, #C - 1 do
-    T.ok((not C[i].pass or C[i].pass_probability < 0.9) and C[i].steps < steps, "an unconfirmed budget stepped up: " .. C[i].steps)
+  for i = 1, #C - 1 do   -- an unconfirmed budget stepped up from, or an accepted one a step back went under
+    local stepped_up = (not C[i].pass or C[i].pass_probability < 0.9) and C[i].steps < steps
+    local stepped_back = C[i].pass and C[i].pass_probability >= 0.9 and C[i].steps > steps
+    T.ok(stepped_up or stepped_back, "a confirmation before the accepted one: " .. C[i].steps)
   end
   T.eq(e.tune.confirm_first_seed, 4)
   T.eq(e.val_losses[1], C[#C].val_losses[1], "the entry's runs are the confirmation's")

@@ -17,6 +17,7 @@ M.DOWN, M.UP = 0.7, 1.4   -- bracketing factors before a bracket exists
 M.FIRST_VAL_EVERY = 25    -- the first probe validates every 25 steps (M.crossing)
 M.CONFIRM_TRIES = 5       -- budgets tried (stepping up by 1, 2, 4, 8 tolerances) for one that is confirmed
 M.POWER = 0.9             -- a tuned budget must pass the score's rule in >= 90 % of scores (estimated)
+M.BACK_POWER = 0.95       -- a step-up that overshot tries once the smallest budget below estimated to pass this often
 M.CUT_POWER = 0.1         -- and its cut may pass in at most 10 % of scores (estimated from the cut's runs)
 M.CUT_CONFIRM = 0.02     -- a failing cut estimated to pass more often than this is confirmed with fresh seeds
 M.RESTARTS = 2            -- a cut passing below a failing probe restarts the search below it at most this many times
@@ -144,6 +145,24 @@ function M.predict_budget(ps, probes, target, alpha, k)
   end
 end
 
+-- the smallest budget strictly between an unaccepted budget and the accepted one above it that
+-- should pass M.BACK_POWER of scores, or nil: each budget's runs pooled (lo_ps, hi_ps: a budget's
+-- search probe and confirmation), the mean interpolated in log(steps) between the two, the std
+-- the two budgets' within-budget std pooled (a step-up predicted from the lower budget's spread
+-- overshoots when the accepted budget's runs came out tighter: record 1 at proxy, 2026-12-06)
+function M.between(lo_ps, hi_ps, target, alpha, k)
+  local n1, m1, s1 = pooled(lo_ps)
+  local n2, m2, s2 = pooled(hi_ps)
+  local a, b = lo_ps[1] and lo_ps[1].steps, hi_ps[1] and hi_ps[1].steps
+  if not (s1 and s2 and a and b and a < b and m2 < m1) then return nil end
+  local std = math.sqrt(((n1 - 1) * s1 ^ 2 + (n2 - 1) * s2 ^ 2) / (n1 + n2 - 2))
+  local slope = (m2 - m1) / (log(b) - log(a))
+  for s = a + 1, b - 1 do
+    local p = M.pass_probability(m1 + slope * (log(s) - log(a)), std, target, alpha, k)
+    if p and p >= M.BACK_POWER then return s end
+  end
+end
+
 -- the first intermediate validation step where the runs' losses (results' curve.val) already pass
 -- the rule, or nil: a run not yet annealed there, so a budget of that many steps, its schedule
 -- scaled, reaches at least as low; the search's guess below a passing first probe
@@ -182,31 +201,51 @@ end
 -- The next budget: o.predict({probe, confirmation}, search probes) -> steps (M.predict_budget),
 -- else up by 1, 2, 4, ... tolerances. A recorded confirmation (.recorded: a resumed search) that
 -- would be accepted is run again by o.rerun(steps), as the accepted one's runs are the timed ones.
--- Returns that probe and its confirmation.
+-- A step-up that overshot (o.between(last unaccepted, accepted) -> a budget more than a tolerance
+-- below the accepted one) tries that budget once: its probe and confirmation must both pass and
+-- be accepted, else the accepted budget stands (its confirmation then moved last: the accepted
+-- confirmation is always the list's last). Returns that probe and its confirmation.
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
-  local function confirmation(run)   -- a confirmation of hi's budget, with the pooled pass probability
-    local C = run(hi.steps)
-    C.steps = hi.steps
-    C.power = o.power and o.power({hi, C}) or nil
+  local function confirmation(P, run)   -- a confirmation of P's budget, with the pooled pass probability
+    local C = run(P.steps)
+    C.steps = P.steps
+    C.power = o.power and o.power({P, C}) or nil
     return C
   end
   local function accepted(C) return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
+  local function confirmed(P)   -- P's confirmation when accepted (run again when it was recorded), else nil
+    if #order + #confirms >= max_probes then return nil end
+    local C = confirmation(P, o.confirm)
+    confirms[#confirms + 1] = C
+    if accepted(C) and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
+      C = confirmation(P, o.rerun)
+      confirms[#confirms] = C
+    end
+    return accepted(C) and C or nil, C
+  end
+  local last   -- the last budget stepped up from: {probe, its confirmation}
   for i = 1, o.confirm_tries or M.CONFIRM_TRIES do
-    local C
+    local C, ran
     if hi.pass then
       if #order + #confirms >= max_probes then break end
-      C = confirmation(o.confirm)
-      confirms[#confirms + 1] = C
-      if accepted(C) and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
-        C = confirmation(o.rerun)
-        confirms[#confirms] = C
+      C, ran = confirmed(hi)
+      if C then
+        local back = last and o.between and o.between(last, {hi, C})
+        if back and back < hi.steps - unit and back > last[1].steps and #order + #confirms < max_probes then
+          local Q = at(back)
+          local QC = Q.pass and confirmed(Q)
+          if QC then return Q, QC end
+          for j = #confirms, 1, -1 do if confirms[j] == C then table.remove(confirms, j) break end end
+          confirms[#confirms + 1] = C
+        end
+        return hi, C
       end
-      if accepted(C) then return hi, C end
+      last = {hi, ran}
     end
     local nxt = hi.steps + unit * (1 << (i - 1))
-    local guess = C and o.predict and o.predict({hi, C}, order)
+    local guess = ran and o.predict and o.predict({hi, ran}, order)
     if guess and guess > hi.steps then nxt = guess end
     hi = at(nxt)
   end
@@ -259,7 +298,7 @@ end
 -- and sets .steps. o: start (first budget; nil: the recipe's own), bracket ({lo, hi}: the first
 -- two probes instead, e.g. the last bracket of a search cut by a time limit), tolerance, max_probes,
 -- max_steps, cut, confirm (confirm(steps) -> a probe of the same budget with fresh seeds), power,
--- min_power, predict and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs),
+-- min_power, predict, between and rerun (confirm_up), on_confirmed (called with the result less its cut before the cut runs),
 -- restarts (default M.RESTARTS) and on_restart(cut, budget): a cut whose runs pass the rule below a failing probe
 -- show the budget is not the smallest that passes; the search goes on below the cut (bracketed by the largest failure
 -- under it).

@@ -202,6 +202,7 @@ local function tune_item(it, o, k, out_root, card, path)
      end,
      rerun = tune_probe(it, o, k, out_root, alpha, true, note, true),
      predict = function(ps, probes) return tune.predict_budget(ps, probes, ps[1].target, alpha, k) end,
+     between = function(lo_ps, hi_ps) return tune.between(lo_ps, hi_ps, hi_ps[1].target, alpha, k) end,
      power = pooled_power(it, o, k, alpha)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
