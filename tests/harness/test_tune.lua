@@ -6,6 +6,7 @@
 local T = require "speedrun.testing"
 local json = require "speedrun.json"
 local tune = require "speedrun.harness.tune"
+local calibfile = require "speedrun.harness.calibfile"
 
 local sh = T.shell_quote
 
@@ -530,6 +531,7 @@ T.case("--bracket auto on a confirmed budget whose cut was stopped: the cut alon
   local e = c.entries[card].micro.record_07
   local steps, vl = e.tune.steps, e.val_losses[1]
   e.tune.cut = json.null   -- as a time limit in the cut's runs leaves it ("stored (cut pending)")
+  e.tune.step_back = {steps = steps, taken = false}   -- tried already: the cut alone (the next case steps back)
   local cal3 = W.tmp .. "/calibration-pending.json"
   T.write(cal3, json.encode(c))
   os.execute("rm -rf " .. sh(W.tmp .. "/cal-pending"))
@@ -557,6 +559,60 @@ T.case("--bracket auto on a confirmed budget whose cut was stopped: the cut alon
   T.eq(tune.pending_cut(e2, {recipe = e2.recipe_sha256, data = e2.data, stream = "random"}, nil, 3), nil, "another stream")
   e2.tune.cut = {steps = cut, val_losses = {}}
   T.eq(tune.pending_cut(e2, key, nil, 3), nil, "a cut that ran")
+end)
+
+T.case("step_back_of: the step back a stored budget's recorded runs call for, once", function()
+  local function rec(steps, vals, pass, pw) return {steps = steps, val_losses = vals, pass = pass, pass_probability = pw} end
+  local t = {steps = 40, target = 2.0, tolerance = 0.02,
+             probes = {rec(30, {2.0, 2.05, 2.1}, false), rec(40, {1.36, 1.37, 1.38}, true)},
+             confirmations = {rec(30, {2.0, 2.05, 2.1}, false, 0.1), rec(40, {1.36, 1.37, 1.38}, true, 1)}}
+  local back = tune.step_back_of(t, 0.01, 3)
+  T.eq(back, tune.between({{steps = 30, values = {2.0, 2.05, 2.1}}, {steps = 30, values = {2.0, 2.05, 2.1}}},
+                          {{steps = 40, values = {1.36, 1.37, 1.38}}, {steps = 40, values = {1.36, 1.37, 1.38}}}, 2.0, 0.01, 3),
+       "between on the last unaccepted confirmation and the accepted one, each with its probe")
+  T.ok(back and back > 30 and back < 39, "a budget between: " .. tostring(back))
+  t.step_back = {steps = back, taken = false}
+  T.eq(tune.step_back_of(t, 0.01, 3), nil, "tried once already")
+  t.step_back = nil
+  t.confirmations = {t.confirmations[2]}
+  T.eq(tune.step_back_of(t, 0.01, 3), nil, "no step-up: nothing to step back from")
+  t.confirmations = {rec(30, {2.0, 2.05, 2.1}, false, 0.1), rec(40, {1.36, 1.37, 1.38}, false, 0.5)}
+  T.eq(tune.step_back_of(t, 0.01, 3), nil, "the last confirmation not accepted: no stored budget")
+end)
+
+T.case("--bracket auto on a pending cut whose search overshot: the step back, then its cut", function()
+  -- record_07 in its own tasks folder at 40 steps (real runs pass the target 2.0 from ~25 steps),
+  -- its stored search fabricated: 30 steps unconfirmed (2.05), 40 accepted (1.37)
+  local tdir = W.tmp .. "/tasks-back"
+  os.execute("rm -rf " .. sh(tdir) .. " " .. sh(W.tmp .. "/cal-back") .. " && mkdir -p " .. sh(tdir .. "/record_07"))
+  local rp = tdir .. "/record_07/recipe.lua"
+  T.write(rp, assert(tune.rewrite(assert(T.read(rec_dir .. "/recipe.lua")), "micro", {steps = 40})))
+  local c = json.decode(assert(T.read(calib)))
+  local card = next(c.entries)
+  local e = c.entries[card].micro.record_07
+  local function rec(steps, vals, pass, pw) return {steps = steps, val_losses = vals, pass = pass, pass_probability = pw or json.null} end
+  e.steps, e.recipe_sha256, e.recipe = 40, calibfile.recipe_sha256(rp), rp
+  e.tune = {steps = 40, target = 2.0, tolerance = 0.02, alpha = 0.01, runs = 3, below = 20, cut = json.null, wall_s = 5,
+            probes = {rec(20, {2.2, 2.25, 2.3}, false), rec(30, {2.0, 2.05, 2.1}, true), rec(40, {1.36, 1.37, 1.38}, true)},
+            confirmations = {rec(30, {2.0, 2.05, 2.1}, false, 0.1), rec(40, {1.36, 1.37, 1.38}, true, 1)}}
+  local back = assert(tune.step_back_of(e.tune, 0.01, 3), "a step back")
+  c.searches = nil
+  local cal4 = W.tmp .. "/calibration-back.json"
+  T.write(cal4, json.encode(c))
+  local rc, out = W.run("calibrate --tune-steps --bracket auto --target " .. TARGET .. " --tasks 7 --tasks-dir " .. sh(tdir)
+                        .. " --runs 3 --calibration " .. sh(cal4) .. " --out " .. sh(W.tmp .. "/cal-back") .. common:gsub(" %-%-quiet", ""))
+  T.ok(out:find(("stepped back to %d steps"):format(back), 1, true), out)
+  local e2 = json.decode(T.read(cal4)).entries[card].micro.record_07
+  T.eq(e2.steps, back, "the entry is the step back's") T.eq(e2.tune.steps, back)
+  T.eq(e2.tune.step_back.steps, back) T.eq(e2.tune.step_back.taken, true)
+  T.eq(cfg_of(T.read(rp)), back, "its budget written into the recipe")
+  T.eq(e2.recipe_sha256, calibfile.recipe_sha256(rp))
+  T.eq(e2.tune.cut.steps, math.floor(0.8 * back), "then its cut")
+  T.eq(#e2.tune.probes, 4, "the stored search's probes kept, the step back's added")
+  T.eq(e2.tune.confirmations[#e2.tune.confirmations].steps, back, "its confirmation last")
+  T.eq(e2.val_losses[1], e2.tune.confirmations[#e2.tune.confirmations].val_losses[1], "timed by its confirmation")
+  T.ok(e2.tune.wall_s > 5, "the stored search's wall time kept and added to")
+  T.eq(rc, tune.loose(e2.tune) and 1 or 0, "exit 1 only when the cut says loose")
 end)
 
 T.case("a search killed mid-way keeps its probes in the file; --bracket auto resumes from them", function()

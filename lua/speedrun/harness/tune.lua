@@ -204,7 +204,8 @@ end
 -- A step-up that overshot (o.between(last unaccepted, accepted) -> a budget more than a tolerance
 -- below the accepted one) tries that budget once: its probe and confirmation must both pass and
 -- be accepted, else the accepted budget stands (its confirmation then moved last: the accepted
--- confirmation is always the list's last). Returns that probe and its confirmation.
+-- confirmation is always the list's last). Returns that probe, its confirmation and, when a step
+-- back was tried, {steps, taken}.
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
@@ -236,9 +237,10 @@ local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
         if back and back < hi.steps - unit and back > last[1].steps and #order + #confirms < max_probes then
           local Q = at(back)
           local QC = Q.pass and confirmed(Q)
-          if QC then return Q, QC end
+          if QC then return Q, QC, {steps = back, taken = true} end
           for j = #confirms, 1, -1 do if confirms[j] == C then table.remove(confirms, j) break end end
           confirms[#confirms + 1] = C
+          return hi, C, {steps = back, taken = false}
         end
         return hi, C
       end
@@ -305,7 +307,7 @@ end
 -- result: {steps = the smallest passing budget found (and confirmed), best = its probe, below =
 -- the largest failing probe (or nil when even 1 step passes), probes = in order, cut = the probe
 -- at floor(cut * steps), confirmed = the passing confirmation, confirms = every confirmation, restarts = how
--- many times a passing cut restarted it}.
+-- many times a passing cut restarted it, step_back = {steps, taken} when confirm_up tried one}.
 -- Confirmation: near the threshold a budget passes the rule only part of the time (run-to-run
 -- noise), so the smallest budget that passed once may fail the next score; with o.confirm the
 -- budget's runs with fresh seeds must pass too (and, with o.power, pass a score >= M.POWER of the
@@ -335,10 +337,11 @@ function M.search(probe, o)
     local restarts = o.restarts or M.RESTARTS
     for round = 0, restarts do
       lo, hi = narrow(at, cache, lo, hi, tol, max_steps)
-      local confirmed
-      hi, confirmed = confirm_up(at, hi, o, tol, confirms, max_probes, order)
+      local confirmed, step_back
+      hi, confirmed, step_back = confirm_up(at, hi, o, tol, confirms, max_probes, order)
       if o.on_confirmed then   -- stored before the cut's runs: a time limit there loses nothing
-        o.on_confirmed({steps = hi.steps, best = hi, below = lo, probes = order, confirmed = confirmed, confirms = confirms})
+        o.on_confirmed({steps = hi.steps, best = hi, below = lo, probes = order, confirmed = confirmed, confirms = confirms,
+                        step_back = step_back})
       end
       local cut = at(mmax(1, mfloor((o.cut or M.CUT) * hi.steps)))
       cut.power = o.power and o.power({cut}) or nil
@@ -348,7 +351,7 @@ function M.search(probe, o)
       -- (the budget stepped up for the pass probability) is loose, not misplaced: the result.
       if not (cut.pass and round < restarts and lo and cut.steps < lo.steps) then
         return {steps = hi.steps, best = hi, below = lo, probes = order, cut = M.confirm_cut(cut, o, confirms),
-                confirmed = confirmed, confirms = confirms, restarts = round}
+                confirmed = confirmed, confirms = confirms, restarts = round, step_back = step_back}
       end
       if o.on_restart then o.on_restart(cut, hi) end
       hi, lo = cut, nil
@@ -423,6 +426,26 @@ function M.pending_cut(e, key, target, k)
   if (e.stream == "random") ~= (key.stream == "random") or (tonumber(t.runs) or 3) ~= k then return nil end
   if t.target ~= (target or t.target) then return nil end
   return mmax(1, mfloor(M.CUT * t.steps))
+end
+
+-- the step back a stored budget's recorded runs call for (its `tune`: the last unaccepted
+-- confirmation below the accepted budget, each with its search probe; M.between), when none was
+-- tried and it lies more than a tolerance below; nil otherwise. For a budget tuned before the
+-- search stepped back (or whose cut a time limit stopped): run before its cut (tunecmd)
+function M.step_back_of(t, alpha, k)
+  if type(t) ~= "table" or type(t.step_back) == "table" then return nil end
+  local C, P = type(t.confirmations) == "table" and t.confirmations or {}, type(t.probes) == "table" and t.probes or {}
+  local acc, lo = C[#C], nil
+  if not (type(acc) == "table" and acc.pass and acc.steps == t.steps) then return nil end
+  for i = #C - 1, 1, -1 do
+    if C[i].steps < t.steps and not (C[i].pass and (tonumber(C[i].pass_probability) or 0) >= M.POWER) then lo = C[i] break end
+  end
+  local function probe_at(s) for i = #P, 1, -1 do if P[i].steps == s then return P[i] end end end
+  local pl, ph = lo and probe_at(lo.steps), probe_at(t.steps)
+  if not (pl and ph) then return nil end
+  local function runs(r) return {steps = r.steps, values = r.val_losses} end
+  local back = M.between({runs(pl), runs(lo)}, {runs(ph), runs(acc)}, t.target, alpha, k)
+  if back and back < t.steps - mmax(1, mfloor((tonumber(t.tolerance) or M.TOLERANCE) * t.steps)) then return back end
 end
 
 -- a finished search is dropped (its record is the entry's `tune`)

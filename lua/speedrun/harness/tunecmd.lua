@@ -151,7 +151,8 @@ local function tuned_entry(it, o, k, card, R, alpha, t0)
                 tolerance = tune.TOLERANCE, min_pass_probability = tune.POWER, steps = R.steps, schedule = cfg.schedule or json.null,
                 below = R.below and R.below.steps or json.null, probes = probes, cut_fraction = tune.CUT,
                 confirmations = confirmations, confirm_first_seed = (tonumber(o.seed) or 1) + k,
-                cut = R.cut and probe_record(R.cut) or json.null, wall_s = H.now() - t0, tuned_at = D.iso_now()}
+                cut = R.cut and probe_record(R.cut) or json.null, step_back = R.step_back or json.null,
+                wall_s = H.now() - t0, tuned_at = D.iso_now()}
   return entry
 end
 
@@ -211,16 +212,62 @@ local function tune_item(it, o, k, out_root, card, path)
   return entry
 end
 
+-- a stored budget's step back (tune.step_back_of: its recorded runs name a smaller budget), run
+-- before its pending cut: a probe and a confirmation of that budget; both accepted, the entry of
+-- that budget (written into the recipe, stored, its cut pending); else the stored entry, marked
+-- as tried. Raises when a run fails.
+local function step_back(it, o, k, out_root, card, path, e, back, alpha, note, power)
+  if not o.quiet then
+    print(fmt("-- %s: %d steps stored; its recorded runs name %d steps: a step back, once", it.name, e.tune.steps, back))
+  end
+  local t0 = H.now()
+  local P = tune_probe(it, o, k, out_root, alpha, false, note)(back)
+  local function confirmation(fresh)
+    local C = tune_probe(it, o, k, out_root, alpha, true, note, fresh)(back)
+    C.power = power({P, C})
+    return C
+  end
+  local function accepted(C) return C and C.pass and C.power and C.power >= tune.POWER end
+  local C = P.pass and confirmation(false)
+  if accepted(C) and C.recorded then C = confirmation(true) end   -- its runs are the entry's times: run again
+  if not accepted(C) then
+    e.tune.step_back = {steps = back, taken = false}
+    return e
+  end
+  local function recorded(list)   -- the stored search's records as probes (tunecmd's probe_record reads them back)
+    local out = {}
+    for i, r in ipairs(list) do out[i] = tune.from_record(r, e.tune.target, alpha) out[i].power = tonumber(r.pass_probability) end
+    return out
+  end
+  local probes, confirms = recorded(e.tune.probes), recorded(e.tune.confirmations)
+  probes[#probes + 1], confirms[#confirms + 1] = P, C
+  local R = {steps = back, best = P, below = tonumber(e.tune.below) and {steps = tonumber(e.tune.below)}, probes = probes,
+             confirmed = C, confirms = confirms, step_back = {steps = back, taken = true}}
+  local entry, err = tuned_entry(it, o, k, card, R, alpha, t0)
+  if not entry then error(err, 0) end
+  entry.tune.wall_s = entry.tune.wall_s + (tonumber(e.tune.wall_s) or 0)
+  calibfile.store(path, card, o.scale, it.name, entry)
+  if not o.quiet then print(fmt("-- %s: stepped back to %d steps, stored (cut pending)", it.name, back)) end
+  return entry
+end
+
 -- --bracket auto on a budget confirmed and stored whose cut a time limit stopped (tune.pending_cut):
--- the cut's runs alone (and their fresh-seed rerun near the limit), written into the stored entry;
--- the search before it is not run again, the entry's times are kept
+-- its step back first when its recorded runs call for one (tune.step_back_of), then the cut's runs
+-- alone (and their fresh-seed rerun near the limit), written into the stored entry; the search
+-- before it is not run again, the entry's times are kept
 local function resume_cut(it, o, k, out_root, card, path, e, steps)
   local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
   local function note(P, confirm)
     calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
   end
-  if not o.quiet then print(fmt("-- %s: %d steps confirmed and stored, its cut pending: the cut alone", it.name, e.tune.steps)) end
   local power = pooled_power(it, o, k, alpha)
+  local back = tune.step_back_of(e.tune, alpha, k)
+  if back then
+    local ok, res = pcall(step_back, it, o, k, out_root, card, path, e, back, alpha, note, power)
+    if not ok then return nil, fmt("%s: the step back to %d steps: %s", it.name, back, res) end
+    e, steps = res, math.max(1, math.floor(tune.CUT * res.tune.steps))
+  end
+  if not o.quiet then print(fmt("-- %s: %d steps confirmed and stored, its cut pending: the cut alone", it.name, e.tune.steps)) end
   local ok, cut = pcall(function()
     local P = tune_probe(it, o, k, out_root, alpha, false, note)(steps)
     P.power = power({P})

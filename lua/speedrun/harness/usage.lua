@@ -74,7 +74,8 @@ measured train times (mean, std, card, software) in the calibration file used by
                      --bracket LO:HI: the first two probes (resume a search cut by a time limit
                      from its last bracket: LO failed, HI passed); --bracket auto: each recipe's
                      from its calibration entry (the last search's), a whole search without one;
-                     an entry stored with its cut pending (a time limit in the cut): the cut alone
+                     an entry stored with its cut pending (a time limit in the cut): the cut alone,
+                     after a step back when its recorded step-up overshot
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs N at a time when N > 1 (default: K on a
                      GPU, 1 on the CPU); their losses decide the search, the confirmation's K runs
