@@ -18,7 +18,6 @@ sr_tensor *sr_unary_raw(sr_unary_fn fn, sr_tensor *x, double p);
 sr_tensor *sr_binary_raw(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);
 void sr_binary_inplace(sr_binary_fn fn, sr_tensor *a, sr_tensor *b);  /* a = fn(a, b), b broadcast to a */
 void sr_unary_inplace(sr_unary_fn fn, sr_tensor *a, double p);
-sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape);   /* reduce broadcast dims */
 sr_tensor *sr_reduce_raw(sr_reduce_fn fn, sr_tensor *x, int dim, sr_tensor **idx);  /* keeps dim (size 1) */
 sr_tensor *sr_rows_raw(sr_tensor *x, int64_t K);  /* x as rows [-1, K], copied when strides forbid a view */
 /* a row kernel (t0 out, t1 x; i0) along dim, no tape; *rows (if given) its [R, N] output (ops_order.c) */

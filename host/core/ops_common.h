@@ -1,14 +1,29 @@
 /*
 ** core/ops_common.h: argument checks and the tape helper shared by the front-end op files
-** (host/core/ops.c, ops_nn.c, ops_flex.c, ops_optim.c, ops_fp8.c); private to them.
+** (host/core/ops.c, ops_matmul.c, ops_nn.c, ops_flex.c, ops_optim.c, ops_fp8.c); private to them.
 */
 #ifndef SR_OPS_COMMON_H
 #define SR_OPS_COMMON_H
 
 #include "core/autograd.h"  /* defines: sr_node_new, sr_node_attach, sr_needs_grad */
+#include "core/copy.h"      /* defines: sr_to_raw */
 #include "core/tensor.h"    /* defines: sr_tensor, sr_fail, sr_shape_str */
 
 #define SHP(x, buf) sr_shape_str((x), (buf), sizeof(buf))
+
+sr_tensor *sr_sum_to_raw(sr_tensor *g, int ndim, const int64_t *shape);   /* reduce broadcast dims (ops.c) */
+
+/* the gradient of node n's input i from a gradient of the broadcast output's shape: summed over
+** the broadcast dims, in the input's dtype */
+static inline sr_tensor *reduce_grad(sr_node *n, int i, sr_tensor *g) {
+  sr_tensor *r = sr_sum_to_raw(g, n->in_ndim[i], n->in_shape[i]);
+  if (r->dtype != n->in_dtype[i]) {
+    sr_tensor *c = sr_to_raw(r, r->storage->device, n->in_dtype[i]);
+    sr_tensor_release(r);
+    r = c;
+  }
+  return r;
+}
 
 /* dtype of per-row statistics and parameter-gradient accumulators: f64 for f64 inputs (so
 ** gradchecks see full precision), else f32 */

@@ -34,6 +34,7 @@ int sr_check_shape_arg(lua_State *L, int arg, int64_t *shape, int *last, int64_t
 int64_t sr_check_size(lua_State *L, int arg, int idx, int d, int64_t min);  /* one size (stack idx, dim d) */
 int64_t sr_check_numel_arg(lua_State *L, int arg, int ndim, const int64_t *shape);
 extern const luaL_Reg sr_view_methods[];                   /* view, reshape, transpose, ...: lshape.c */
+extern const luaL_Reg sr_inplace_methods[];                /* copy_, fill_, add_, x:tanh_(), ...: linplace.c */
 
 /* caller mistakes in an argument, in the one style of Lua's own libraries:
 ** "bad argument #arg to 'fname' (message)" (luaL_argerror with a lua_pushfstring format); never returns */
