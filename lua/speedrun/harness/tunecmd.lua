@@ -2,8 +2,9 @@
 -- (harness/tune.lua holds the search itself): a probe's K runs (together on the device, or one
 -- at a time for a confirmation's timed runs), each probe written into the calibration file as it
 -- ends (a search cut by a time limit resumes from them), the tuned entry with the budget written
--- into the recipe, and a confirmed budget's pending cut run alone. cli.lua's run and entry
--- helpers come in through M.bind. See docs/harness.md ("calibrate").
+-- into the recipe, and a confirmed budget's pending cut run alone (after the step back its
+-- recorded runs call for, once). cli.lua's run and entry helpers come in through M.bind. See
+-- docs/harness.md ("calibrate").
 local H = require "speedrun.harness_core"
 local json = require "speedrun.json"
 local tune = require "speedrun.harness.tune"
