@@ -52,8 +52,9 @@ int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady 
 /* one-time setup the engine does on first use, counted and timed (host wall clock) so the harness
 ** can say what a run's warm-up spends on it: the allocator's cudaMalloc calls (timed here), new
 ** cuBLASLt GEMM plans (the heuristic query; noted by kernels/matmul.cu and kernels/fp8.cu), the
-** loading of generated modules (cuModuleLoadData; jit/launch.c) and the building of captured
-** graphs (end of capture + instantiation, timed here) */
+** loading of generated modules (cuModuleLoadData; jit/launch.c), the building of captured
+** graphs (end of capture + instantiation, timed here) and the allocator's cudaFree calls (timed
+** here; counted, not taken off: harness/steps.lua OFF_CLOCK) */
 enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE,
        SR_SETUP_KINDS };
 void sr_cuda_note_setup(int kind, double seconds);

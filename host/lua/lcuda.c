@@ -96,7 +96,7 @@ static int c_memory(lua_State *L) {
 
 /* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN,
 ** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE); every `_ms` field is one kind's
-** time (harness/steps.lua sums them) */
+** time (harness/steps.lua takes the kinds of its OFF_CLOCK list off the warm-up's clock) */
 enum { SETUP_KINDS = 5 };
 #ifdef SPEEDRUN_CUDA
 _Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names every setup kind");

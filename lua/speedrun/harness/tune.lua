@@ -195,6 +195,23 @@ local function inside(lo, hi)
   return mmin(hi.steps - 1, mmax(lo.steps + 1, s))
 end
 
+-- a confirmation of probe P's budget (o.confirm(steps): fresh seeds) with the pooled pass probability
+-- of both (o.power({P, C})), and whether it is accepted: it passes and that probability reaches
+-- o.min_power (M.POWER). A recorded one (.recorded: a resumed search) that would be accepted is run
+-- again by o.rerun(steps): the accepted confirmation's runs are the entry's times
+function M.confirmation(P, o)
+  local function run(f)
+    local C = f(P.steps)
+    C.steps = P.steps
+    C.power = o.power and o.power({P, C}) or nil
+    return C
+  end
+  local function accepted(C) return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
+  local C = run(o.confirm)
+  if accepted(C) and C.recorded and o.rerun then C = run(o.rerun) end
+  return C, accepted(C)
+end
+
 -- the confirmation phase of M.search: from the passing probe hi up until a budget's search probe
 -- and its confirmation both pass and, with o.power({probe, confirmation}) -> probability, the two
 -- pooled pass the rule often enough (o.min_power, default M.POWER; the confirmation's .power).
@@ -209,22 +226,11 @@ end
 local function confirm_up(at, hi, o, tol, confirms, max_probes, order)
   if not o.confirm then return hi, nil end
   local unit = mmax(1, mfloor(tol * hi.steps))
-  local function confirmation(P, run)   -- a confirmation of P's budget, with the pooled pass probability
-    local C = run(P.steps)
-    C.steps = P.steps
-    C.power = o.power and o.power({P, C}) or nil
-    return C
-  end
-  local function accepted(C) return C.pass and (not C.power or C.power >= (o.min_power or M.POWER)) end
-  local function confirmed(P)   -- P's confirmation when accepted (run again when it was recorded), else nil
+  local function confirmed(P)   -- P's confirmation when accepted, else nil; and the confirmation
     if #order + #confirms >= max_probes then return nil end
-    local C = confirmation(P, o.confirm)
+    local C, ok = M.confirmation(P, o)
     confirms[#confirms + 1] = C
-    if accepted(C) and C.recorded and o.rerun then   -- a recorded one has no runs to time: run it again
-      C = confirmation(P, o.rerun)
-      confirms[#confirms] = C
-    end
-    return accepted(C) and C or nil, C
+    return ok and C or nil, C
   end
   local last   -- the last budget stepped up from: {probe, its confirmation}
   for i = 1, o.confirm_tries or M.CONFIRM_TRIES do

@@ -179,14 +179,19 @@ local function say_tuned(it, entry, below, power, cut)
     loose and fmt(": the target is loose for this recipe (%s); `score` refuses it at proxy scale", loose) or ""))
 end
 
+-- each probe into the calibration file as it ends (calibfile.note): a search cut by a time limit
+-- resumes from them
+local function noter(it, o, card, path)
+  return function(P, confirm)
+    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
+  end
+end
+
 -- --tune-steps for one recipe: the search, the budget written into the recipe, and the entry of
 -- the tuned budget's runs with how it was found; nil and why when no budget was found. The
 -- confirmed budget is stored before its cut runs (cut pending), so a time limit there loses nothing.
 local function tune_item(it, o, k, out_root, card, path)
-  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local function note(P, confirm)   -- each probe into the file as it ends: a cut search resumes
-    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
-  end
+  local alpha, t0, note = tonumber(o.alpha) or 0.01, H.now(), noter(it, o, card, path)
   local function stored(C)
     local entry = tuned_entry(it, o, k, card, C, alpha, t0)
     if not entry then return end
@@ -223,15 +228,12 @@ local function step_back(it, o, k, out_root, card, path, e, back, alpha, note, p
   end
   local t0 = H.now()
   local P = tune_probe(it, o, k, out_root, alpha, false, note)(back)
-  local function confirmation(fresh)
-    local C = tune_probe(it, o, k, out_root, alpha, true, note, fresh)(back)
-    C.power = power({P, C})
-    return C
+  local C, accepted
+  if P.pass then
+    C, accepted = tune.confirmation(P, {confirm = tune_probe(it, o, k, out_root, alpha, true, note), power = power,
+                                        rerun = tune_probe(it, o, k, out_root, alpha, true, note, true)})
   end
-  local function accepted(C) return C and C.pass and C.power and C.power >= tune.POWER end
-  local C = P.pass and confirmation(false)
-  if accepted(C) and C.recorded then C = confirmation(true) end   -- its runs are the entry's times: run again
-  if not accepted(C) then
+  if not accepted then
     e.tune.step_back = {steps = back, taken = false}
     return e
   end
@@ -257,10 +259,7 @@ end
 -- alone (and their fresh-seed rerun near the limit), written into the stored entry; the search
 -- before it is not run again, the entry's times are kept
 local function resume_cut(it, o, k, out_root, card, path, e, steps)
-  local alpha, t0 = tonumber(o.alpha) or 0.01, H.now()
-  local function note(P, confirm)
-    calibfile.note(path, card, o.scale, it.name, P.target, probe_record(P), confirm, it.key)
-  end
+  local alpha, t0, note = tonumber(o.alpha) or 0.01, H.now(), noter(it, o, card, path)
   local power = pooled_power(it, o, k, alpha)
   local back = tune.step_back_of(e.tune, alpha, k)
   if back then
