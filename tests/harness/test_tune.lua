@@ -599,8 +599,11 @@ T.case("--bracket auto on a pending cut whose search overshot: the step back, th
   c.searches = nil
   local cal4 = W.tmp .. "/calibration-back.json"
   T.write(cal4, json.encode(c))
+  local H = require "speedrun.harness_core"
+  local t_run = H.now()
   local rc, out = W.run("calibrate --tune-steps --bracket auto --target " .. TARGET .. " --tasks 7 --tasks-dir " .. sh(tdir)
                         .. " --runs 3 --calibration " .. sh(cal4) .. " --out " .. sh(W.tmp .. "/cal-back") .. common:gsub(" %-%-quiet", ""))
+  t_run = H.now() - t_run
   T.ok(out:find(("stepped back to %d steps"):format(back), 1, true), out)
   local e2 = json.decode(T.read(cal4)).entries[card].micro.record_07
   T.eq(e2.steps, back, "the entry is the step back's") T.eq(e2.tune.steps, back)
@@ -612,6 +615,7 @@ T.case("--bracket auto on a pending cut whose search overshot: the step back, th
   T.eq(e2.tune.confirmations[#e2.tune.confirmations].steps, back, "its confirmation last")
   T.eq(e2.val_losses[1], e2.tune.confirmations[#e2.tune.confirmations].val_losses[1], "timed by its confirmation")
   T.ok(e2.tune.wall_s > 5, "the stored search's wall time kept and added to")
+  T.ok(e2.tune.wall_s <= 5 + t_run, ("the step back's time counted once: %.2f s for a %.2f s command"):format(e2.tune.wall_s - 5, t_run))
   T.eq(rc, tune.loose(e2.tune) and 1 or 0, "exit 1 only when the cut says loose")
 end)
 

@@ -266,6 +266,7 @@ local function resume_cut(it, o, k, out_root, card, path, e, steps)
     local ok, res = pcall(step_back, it, o, k, out_root, card, path, e, back, alpha, note, power)
     if not ok then return nil, fmt("%s: the step back to %d steps: %s", it.name, back, res) end
     e, steps = res, math.max(1, math.floor(tune.CUT * res.tune.steps))
+    t0 = H.now()   -- a step back taken counted its own time into the new entry
   end
   if not o.quiet then print(fmt("-- %s: %d steps confirmed and stored, its cut pending: the cut alone", it.name, e.tune.steps)) end
   local ok, cut = pcall(function()
