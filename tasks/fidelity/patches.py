@@ -29,6 +29,10 @@ The patches (each is listed with the records it applies to in PATCHES):
                  speedrunner copy; the official record log does not): dropped (minutes of autotuning)
   load           `__fidelity_load__(model)` (the speedrun initial weights) right before the model
                  is handed to DDP (records 1-18) or broadcast from rank 0 (records 19-21)
+  fp8_fake       records 19-21: the fake (meta) kernel of the FP8 head's nanogpt::mm_backward says its
+                 grad_w is row-major where the op returns a transpose (strides (1, 50304)); PyTorch 2.11's
+                 compiled graph asserts the strides and stops in the first backward (H100, 2026-12-06):
+                 the fake now declares the op's real strides (no change to what is computed)
 
 Experiments (only when asked: patch(..., experiments=[name])), each changing what the script computes:
   rope_fp32      records 14-16: the rotary angles in fp32. Their inv_freq is a registered buffer, so
@@ -79,6 +83,8 @@ PATCHES = [
     ("load", "1-17", r"\n(\s*)(model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
     ("load", "18", r"\n(\s*)(ddp_model = DDP\(model)", r"\n\1__fidelity_load__(model)\n\1\2", 1),
     ("load", "19-21", r"\n(for param in model\.parameters\(\):\n\s*dist\.broadcast\()", r"\n__fidelity_load__(model)\n\1", 1),
+    ("fp8_fake", "19-21", r"return x_f8\.to\(torch\.bfloat16\), w_f8\.to\(torch\.float32\)\n",
+     "return x_f8.to(torch.bfloat16), w_f8.to(torch.float32).t().contiguous().t()\n", 1),
 ]
 
 # the experiments: (name, records, pattern, replacement, expected count), applied only when asked

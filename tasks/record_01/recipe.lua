@@ -37,7 +37,7 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257, block_size = 256},
     batch = {mode = "bt", B = 16, T = 256},
-    steps = 921, lr = 1.5e-3, warmup = 10, weight_decay = 0.1, grad_clip = 1.0,
+    steps = 841, lr = 1.5e-3, warmup = 9, weight_decay = 0.1, grad_clip = 1.0,
     target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 200,
     amp = true,
   },

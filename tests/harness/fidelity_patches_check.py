@@ -40,6 +40,8 @@ def check(scripts):
                     sys.exit(f"record {n}: hook {h} present {out.count(h)} times")
             if n >= 19 and "__fidelity_cycle__(files, filename_pattern)" not in out:
                 sys.exit(f"record {n}: the shard cycle is missing")
+            if (n >= 19) != ("w_f8.to(torch.float32).t().contiguous().t()" in out):
+                sys.exit(f"record {n}: the FP8 head's fake backward strides {'unpatched' if n >= 19 else 'patched'}")
             if n == 12 and "max-autotune" in out:
                 sys.exit("record 12: flex_attention still compiled with max-autotune")
         # the rope_fp32 experiment (records 14-16): the angles in fp32, only when asked

@@ -69,4 +69,29 @@ T.case("staged calibration files: every tuned entry still applies to its recipe"
   T.ok(staged == 0 or checked >= 1, ("%d staged entries checked in %d files (none: no move in progress)"):format(checked, staged))
 end)
 
+-- `calibrate` exits 1 for a reference a score would not pass (calibfile.passes: cli.lua's
+-- pass_or_fail over the entry), not for one run above the target: record 1's 10-run reference at
+-- proxy passes on its mean (p ~ 7e-5) with single runs above 5.3 (its loss spikes)
+T.case("a reference passes by the score's rule, not by each run", function()
+  local calibfile = require "speedrun.harness.calibfile"
+  local function entry(losses, p, completed)
+    return {runs = #losses, completed = completed or #losses, val_losses = losses, target_val_loss = 5.3, p = p,
+            all_valid = (function() for _, v in ipairs(losses) do if v > 5.3 then return false end end return true end)()}
+  end
+  local ok, why = calibfile.passes(entry({5.1, 5.2, 5.31, 5.0}, 0.004), 0.01)
+  T.eq(ok, true); T.eq(why, "1 of 4 runs above the target; the mean passes, p = 0.004")
+  ok, why = calibfile.passes(entry({5.29, 5.28, 5.25}, 0.094), 0.01)
+  T.eq(ok, nil, "every run below the target, the mean not significantly: no pass")
+  T.eq(why, "does not pass a score: p = 0.094, need < 0.01")
+  ok, why = calibfile.passes(entry({5.29, 5.28, 5.25}, 0.094), 0.1)
+  T.eq(ok, true, "alpha is the score's"); T.eq(why, "")
+  ok, why = calibfile.passes(entry({5.0, 5.1, 5.0}, 1e-4, 2), 0.01)
+  T.eq(ok, nil); T.eq(why, "1 of 3 runs did not complete")
+  ok, why = calibfile.passes(entry({5.0, 5.1}, json.null), 0.01)
+  T.eq(ok, nil); T.eq(why, "does not pass a score: p = n/a, need < 0.01")
+  T.eq(calibfile.passes(entry({5.2}, json.null), 0.01), true, "one run: its validity")
+  ok, why = calibfile.passes(entry({5.4}, json.null), 0.01)
+  T.eq(ok, nil); T.eq(why, "its run is not valid")
+end)
+
 T.done()

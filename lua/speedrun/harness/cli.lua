@@ -550,11 +550,11 @@ local function calibrate_items(o)
   return items
 end
 
-local function print_entry(name, e)
+local function print_entry(name, e, alpha)
+  local _, why = calibfile.passes(e, alpha)
   print(fmt("%s: %s ms mean, %s ms std over %d runs (val_loss %s)%s", name,
     type(e.mean_ms) == "number" and fmt("%.0f", e.mean_ms) or "-", type(e.std_ms) == "number" and fmt("%.0f", e.std_ms) or "-",
-    e.runs, type(e.val_loss_mean) == "number" and fmt("%.4f", e.val_loss_mean) or "-",
-    e.all_valid and "" or "  (not every run was valid)"))
+    e.runs, type(e.val_loss_mean) == "number" and fmt("%.4f", e.val_loss_mean) or "-", why ~= "" and "  (" .. why .. ")" or ""))
 end
 
 -- the calibration file a command reads, with its card and scale (calibfile.pick: --card, else the
@@ -641,7 +641,7 @@ function M.calibrate(args)
   end
   local out_root = o.out or (H.source_dir() .. "/runs/calibrate-" .. os.date("%Y%m%d-%H%M%S"))
   mkdir_p(out_root)
-  local rc, t_all, timed = 0, H.now(), 0
+  local rc, t_all, timed, alpha = 0, H.now(), 0, tonumber(o.alpha) or 0.01
   for _, it in ipairs(items) do
     local entry, err
     local t0 = H.now()
@@ -658,10 +658,10 @@ function M.calibrate(args)
       timed = timed + 1
     end
     if entry then
-      if not entry.all_valid then rc = 1 end
+      if not calibfile.passes(entry, alpha) then rc = 1 end
       local ok, serr = pcall(calibfile.store, path, card, o.scale, it.name, entry)   -- after each recipe: a long
       if not ok then return die(serr) end                                       -- calibration keeps what it measured
-      print_entry(it.name, entry)
+      print_entry(it.name, entry, alpha)
     end
   end
   if timed > 0 then print(fmt("calibrate wall time: %.0f s for %d references", H.now() - t_all, timed)) end
