@@ -30,8 +30,8 @@
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
 #              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1, SR_FLEX_BWD_OVERLAP=1 (with the split);
-#              SR_FLEX_WGMMA=bwd or fwd: one of the two Hopper kernels, the mma.sync one for the other (SR_FLEX_FWD_V2=1
-#              with bwd or 0: the mma.sync forward's kernel 2); ":" joins settings; the default four cover every kernel): the flex and dense attention registry rows, test_gpu_flex, bench/flex_attention.lua;
+#              SR_FLEX_WGMMA=bwd or fwd: one of the two Hopper kernels, the mma.sync one for the other (SR_FLEX_FWD_V2=0
+#              with bwd or 0: the mma.sync forward's kernel 1; its kernel 2 is the default); ":" joins settings; the default four cover every kernel): the flex and dense attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
 #   calibrate  speedrun calibrate --tasks 1-5 --scale proxy --runs 3 (the proxy ladder)
 #   fp8        to_fp8 / scaled_mm registry rows, tests/cuda/test_gpu_fp8.lua, bench/fp8_mm.lua
@@ -201,6 +201,7 @@ for p in $PARTS; do
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
+        SR_FLEX_FWD_V2=0 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (forward kernel 1) rc=$?"
         cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes

@@ -25,7 +25,8 @@
 ** With SR_FLEX_WGMMA=1 on Hopper (bf16, D 128, T a multiple of 128) both go through the flex
 ** kernels of kernels/hopper/ with a mask of no lists (flex_common.cuh: the causal blocks implicit);
 ** with SR_FLEX_FWD_V2=1 (bf16, D 64/128, T a multiple of 128) the forward through flex attention's
-** kernel 2 the same way (opt-in until measured).
+** kernel 2 the same way (opt-in: dense attention's own forward is as fast at D 128 on an H100, D 64
+** not measured; flex attention takes kernel 2 by default).
 ** Gradient contract: dq, dk, dv are written (=).
 */
 #include "common.cuh"        // defines: bf16, to_f, from_f, warp_sum, SR_CUDA_TRY
@@ -489,10 +490,10 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
                                             dense_mask(T, causal), strides_of(ts, 4), BH, s);
     return ce == cudaSuccess ? NULL : sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   }
-  if (flash_ok(dt, D, ts, 4) && T % 128 == 0 && sr_flex_fwd_v2())  // opt-in: flex attention's kernel 2, no lists
+  if (flash_ok(dt, D, ts, 4) && T % 128 == 0 && sr_flex_fwd_v2(0))  // opt-in: flex attention's kernel 2, no lists
     return sr_flex_forward_flash((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
                                  (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, D, scale * LOG2E,
-                                 dense_mask(T, causal), strides_of(ts, 4), BH, s);
+                                 dense_mask(T, causal), strides_of(ts, 4), BH, true, s);
   if (flash_ok(dt, D, ts, 4)) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);

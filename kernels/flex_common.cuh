@@ -148,11 +148,12 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
                                     const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                                     flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
 // the mma.sync flash forward over a mask (bf16, D 64 or 128, blocks of 128; grid fm.nb x BH): kernel 1,
-// or kernel 2 with SR_FLEX_FWD_V2=1 (sr_flex_fwd_v2), for flex attention and, with a mask of no lists,
-// dense attention (attention.cu); NULL or the error
+// or kernel 2 when v2, for flex attention and, with a mask of no lists, dense attention (attention.cu);
+// NULL or the error
 const char *sr_flex_forward_flash(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int D,
-                                  float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
-extern "C" int sr_flex_fwd_v2(void);
+                                  float scale_log2, flex_mask fm, att_strides as, int64_t BH, bool v2, cudaStream_t s);
+// SR_FLEX_FWD_V2 (1: kernel 2, 0: kernel 1), else dflt
+extern "C" int sr_flex_fwd_v2(int dflt);
 // SR_FLEX_BWD_SPLIT=1: the backward above with dq_acc NULL
 extern "C" int sr_flex_hopper_split(void);
 // SR_FLEX_WGMMA on a device of compute capability 9 (1: both, fwd, bwd): the kernels above for flex

@@ -32,6 +32,7 @@ import json
 import lzma
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -146,6 +147,9 @@ def main():
         except Exception as e:  # a stale or foreign file: compiled as if absent, then replaced
             print(f"compile caches: {where} not loaded ({e})", file=sys.stderr)
 
+    if cache and not cache_loaded:   # a run stopped by its time limit (all.sh's `timeout` signals the whole
+        keep_on_term(cache)          # group) or failing keeps what it compiled: the next call starts from it
+
     loaded = []
 
     def load(model):   # the patched script calls this with its model before DDP / the broadcast
@@ -181,6 +185,10 @@ def main():
         exec(compile(src, a.script, "exec"), g)
     except StopRun:
         pass
+    except BaseException:
+        if cache and not cache_loaded:
+            save_cache(cache)
+        raise
     finally:
         torch.Tensor.backward = real_backward
     if cache and not cache_loaded:   # again: the validation's graphs and any recompile since step 2
@@ -243,6 +251,18 @@ def read_cache(record):
         elif os.path.exists(base):
             return base, open(base, "rb").read()
     return None
+
+
+def keep_on_term(path):
+    """SIGTERM (a time limit) saves the compile artifacts made so far, then exits 143: a record whose
+    cold compile outlasts one device call (record 20's: more than 450 s on an H100) keeps its graphs
+    compiled by then for the next call"""
+    def handler(signum, frame):
+        print(f"compile caches: signal {signum}: saving what was compiled", file=sys.stderr)
+        save_cache(path)
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def save_cache(path):

@@ -4,10 +4,13 @@
     python3 fidelity_cache_check.py TMPDIR
 save_cache writes 40 MiB of artifacts (half random, half repeated) as xz parts of at most 15 MiB;
 read_cache joins them back from FID_COMPILE_CACHE_FROM byte for byte, reads a plain record_N.bin,
-and takes a set with a part missing as no cache (compiled as if absent). Prints "cache ok".
+and takes a set with a part missing as no cache (compiled as if absent); a SIGTERM (a time limit)
+saves the artifacts made so far and exits 143 (keep_on_term). Prints "cache ok".
 """
 import os
+import signal
 import sys
+import time
 import types
 
 tmp = sys.argv[1]
@@ -38,4 +41,17 @@ os.environ["FID_COMPILE_CACHE"] = plain
 assert torch_side.read_cache(14)[1] == b"plain"
 os.remove(os.path.join(back, "record_15.bin.xz.01"))
 assert torch_side.read_cache(15) is None, "a cut set of parts is no cache"
+# a run stopped by its time limit keeps what it compiled
+term = os.path.join(tmp, "term")
+os.environ["FID_COMPILE_CACHE"] = term
+pid = os.fork()
+if pid == 0:
+    torch_side.keep_on_term(torch_side.mega_cache_path(20))
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 143, status
+os.environ["FID_COMPILE_CACHE_FROM"] = term
+assert torch_side.read_cache(20)[1] == art, "the artifacts saved on SIGTERM"
 print("cache ok")
