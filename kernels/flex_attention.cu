@@ -7,7 +7,7 @@
 ** fragments, flash_common.cuh) iterating only the listed blocks. Forward: one thread block per
 ** query block of 128 (8 warps of 16 rows), its kv blocks as tiles of 64 keys in ascending order
 ** (the partial and full lists merged: flex_tiles), double-buffered through cp.async: kernel 2 (4
-** warps of 32 rows, two blocks an SM; 8-12 % faster than kernel 1 on an H100, SR_FLEX_FWD_V2=0 takes
+** warps of 32 rows, two blocks an SM; 5-12 % faster than kernel 1 on an H100, SR_FLEX_FWD_V2=0 takes
 ** kernel 1: 8 warps of 16 rows); the element
 ** mask is applied on partial tiles only,
 ** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
