@@ -19,19 +19,23 @@
 -- device) the profiled steps then run eagerly with the plan installed, so the profile is the fused
 -- step's: each fused group one "fused.<its ops>" row, where the launches it replaces were (what a
 -- scored run's graph replays, kernel by kernel). --dump-plan prints the plan (docs/cuda.md "The
--- step compiler").
+-- step compiler"). --first: step 1 itself profiled first (the warm-up's first step, where a scored
+-- run's counted warm-up is largest: tasks/CALIBRATION.md), its wall time, the engine's setup in it
+-- (cuda.setup_stats: driver allocations, GEMM plans, module loads) and its ops by time; a host
+-- stall before a launch (first use) shows in that launch's row, the device being idle meanwhile.
 local sr = require "speedrun"
 local profile = require "speedrun.profile"
 local util = require "speedrun.util"
 local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/profile_recipe.lua RECIPE.lua [--scale full|proxy|micro] "
-  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off|noloss] [--dump-plan] [--tokens N]"
+  .. "[--device cuda|cpu] [--steps K] [--warmup W] [--top N] [--seed S] [--fuse on|off|noloss] [--dump-plan] [--tokens N] [--first]"
 
 local function die(msg) io.stderr:write("profile_recipe.lua: ", msg, "\n") os.exit(2) end
 
 local opt, pos = options.parse(arg, {scale = "value", device = "value", steps = "value", warmup = "value", top = "value",
-                                     seed = "value", fuse = "value", ["dump-plan"] = "flag", tokens = "value"})
+                                     seed = "value", fuse = "value", ["dump-plan"] = "flag", tokens = "value",
+                                     first = "flag"})
 if not opt then die(pos .. "\n" .. USAGE) end
 local recipe_path = pos[1] or die(USAGE)
 
@@ -95,6 +99,23 @@ end
 
 print(("recipe %s (%s), scale %s, device %s: batch %s (%s mode, micro-batch %d, %d per step), %d warm-up + %d steps")
   :format(recipe.name or "?", recipe_path, scale, device, table.concat(shape, " x "), mode, mb, per_step, warmup, steps))
+if opt.first then   -- step 1 under the profiler, before anything else ran
+  local stats = device == "cuda" and require("speedrun.cuda").setup_stats or function() return {} end
+  local s0 = stats()
+  sr.synchronize()
+  local t0 = sr.clock()
+  local rows = profile.run(function() train_steps(1) sr.synchronize() end)
+  local ms, s1, kms, parts = 1e3 * (sr.clock() - t0), stats(), 0, {}
+  for _, r in ipairs(rows) do kms = kms + r.ms end
+  for _, k in ipairs {"driver_allocs", "driver_alloc_ms", "gemm_plans", "gemm_plan_ms", "module_loads", "module_load_ms",
+                      "driver_frees", "driver_free_ms"} do
+    if s1[k] then parts[#parts + 1] = ("%s %g"):format(k, (s1[k] or 0) - (s0[k] or 0)) end
+  end
+  print(("step 1 under the profiler: %.1f ms wall, %.1f ms in its ops' rows; setup in it: %s")
+    :format(ms, kms, #parts > 0 and table.concat(parts, ", ") or "none recorded"))
+  print(profile.report(rows, {top = top, by = "op"}))
+  warmup = math.max(warmup - 1, 0)
+end
 train_steps(warmup)
 collectgarbage()
 sr.reset_peak_memory(device)

@@ -11,26 +11,28 @@ local util = require "speedrun.util"
 local output = require "speedrun.harness.output"
 local dataid = require "speedrun.harness.dataid"
 local stream = require "speedrun.harness.stream"
+local summary = require "speedrun.harness.summary"
 
 local M = {}
 local fmt = string.format
 M.SCHEMA = "speedrun.calibration/1"
 
--- whether an entry passes the score's own rule (cli.lua's pass_or_fail: every run completed, the mean
+-- whether an entry passes the score's own rule (summary.rule: every run completed, the mean
 -- significantly below the target; one run: valid), and a note when it passes with some runs above
 -- the target (a noisy record's single runs may miss it; its score is of the mean). nil and why when not
 function M.passes(e, alpha)
+  local p, done = type(e.p) == "number" and e.p or nil, math.tointeger(e.completed) or 0
+  local rule = summary.rule(done == e.runs, done, p, alpha)
+  if rule == "incomplete" then return nil, fmt("%d of %d runs did not complete", e.runs - done, e.runs) end
+  if rule == "one" then
+    if e.all_valid then return true, "" end
+    return nil, "its run is not valid"
+  end
+  if rule == "fail" then return nil, fmt("does not pass a score: p = %s, need < %g", p and fmt("%.3g", p) or "n/a", alpha) end
   local above = 0
   for _, v in ipairs(type(e.val_losses) == "table" and e.val_losses or {}) do
     if type(e.target_val_loss) == "number" and v > e.target_val_loss then above = above + 1 end
   end
-  if e.completed ~= e.runs then return nil, fmt("%d of %d runs did not complete", e.runs - e.completed, e.runs) end
-  if e.runs == 1 then
-    if e.all_valid then return true, "" end
-    return nil, "its run is not valid"
-  end
-  local p = type(e.p) == "number" and e.p or nil
-  if not (p and p < alpha) then return nil, fmt("does not pass a score: p = %s, need < %g", p and fmt("%.3g", p) or "n/a", alpha) end
   return true, above > 0 and fmt("%d of %d runs above the target; the mean passes, p = %.3g", above, e.runs, p) or ""
 end
 

@@ -17,7 +17,8 @@ local dataid = require "speedrun.harness.dataid"
 local engine = require "speedrun.harness.engine"
 local taskmod = require "speedrun.task"
 local stats = require "speedrun.stats"
-local summarize = require("speedrun.harness.summary").summarize
+local summary = require "speedrun.harness.summary"
+local summarize = summary.summarize
 local output = require "speedrun.harness.output"
 local supervise = require "speedrun.harness.supervise"
 local verdict = require "speedrun.harness.verdict"
@@ -326,15 +327,16 @@ end
 local function pass_or_fail(runs, sum, target, alpha)
   local p = sum.ttest and sum.ttest.p
   if not target then return "fail", "no run reported its configuration" end
-  if not sum.all_completed then
+  local rule = summary.rule(sum.all_completed, sum.completed, p, alpha)
+  if rule == "incomplete" then
     local bad
     for _, r in ipairs(runs) do if not (r.valid or r.status == "invalid") then bad = r break end end
     return "fail", fmt("run with seed %d failed: %s: %s", bad.seed, bad.status, tostring(bad.failure.message))
   end
-  if sum.completed < 2 then
+  if rule == "one" then
     return (runs[1] and runs[1].valid) and "undetermined" or "fail", "one run cannot show p < " .. alpha .. " (use --runs 3 or more)"
   end
-  if p and p < alpha then return "pass", fmt("mean val loss %.4f < %.4f with p = %.3g", sum.val_loss.mean, target, p) end
+  if rule == "pass" then return "pass", fmt("mean val loss %.4f < %.4f with p = %.3g", sum.val_loss.mean, target, p) end
   return "fail", fmt("mean val loss %.4f is not significantly below %.4f (p = %s, need < %g)",
     sum.val_loss.mean, target, p and fmt("%.3g", p) or "n/a", alpha)
 end

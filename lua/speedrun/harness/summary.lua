@@ -44,4 +44,14 @@ function M.summarize(runs, target, ref)
           warmup_counted_ms = #warm == #times and json.array(warm) or json.null, ttest = tv}
 end
 
+-- the score's rule over its runs (cli.lua's verdict, calibfile.passes for a reference): "incomplete"
+-- when a run did not complete, "one" for one run (it cannot show p < alpha), "pass" when the mean
+-- val_loss is significantly below the target (p < alpha), else "fail"
+function M.rule(all_completed, completed, p, alpha)
+  if not all_completed then return "incomplete" end
+  if completed < 2 then return "one" end
+  if p and p < alpha then return "pass" end
+  return "fail"
+end
+
 return M
