@@ -423,6 +423,20 @@ static void abandon_pool(int pool) {
   sr_pool_release_free(1, pool);
 }
 
+/* whether the device has room for a capture of the logged step (`need`: the log's peak, what the
+** capture could ask of the driver were nothing adopted) with a margin (its blocks carve segments; an
+** eighth, at least 512 MiB), under SPEEDRUN_CUDA_MEM_LIMIT too; need 0 (no log): unknown, no */
+static int room_for(size_t need) {
+  size_t fr = 0, total = 0, cap = mem_limit();
+  if (!need || cudaMemGetInfo(&fr, &total) != cudaSuccess) return 0;
+  if (cap) {
+    size_t left = cap > sr_pool_reserved() ? cap - sr_pool_reserved() : 0;
+    if (left < fr) fr = left;
+  }
+  size_t margin = need / 8 > ((size_t)512 << 20) ? need / 8 : ((size_t)512 << 20);
+  return fr >= need + margin;
+}
+
 const char *sr_cuda_graph_begin(void) {
   const char *w = start();
   if (w) return w;
@@ -430,11 +444,14 @@ const char *sr_cuda_graph_begin(void) {
   cudaError_t e = cudaStreamSynchronize(stream);
   /* the capture allocates from a pool of its own, and no cached block can be given back while it
      runs (sr_cuda_malloc's retry is off then): the ordinary pool's free blocks of the sizes the
-     step before it logged (sr_cuda_log_allocs) become the capture's, the rest go back first.
-     Records 19-20 at full scale on an H100 held 61 GB of them and their capture ran out of memory */
+     step before it logged (sr_cuda_log_allocs) become the capture's, and the rest go back first
+     unless the device has room for the whole logged step besides (room_for): records 19-20 at full
+     scale on an H100 held 61 GB of them and their capture ran out of memory, where a proxy run's
+     release cost ~330 cudaFree calls (15-20 ms on the warm-up's clock) and as many cudaMalloc after */
   if (e == cudaSuccess) {
+    size_t need = sr_pool_log_peak();   /* read before the adoption clears the log */
     sr_pool_adopt(next_pool);
-    sr_pool_release_free(1, 0);
+    if (!room_for(need)) sr_pool_release_free(1, 0);
     e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
   }
   if (e != cudaSuccess) {

@@ -288,6 +288,8 @@ int sr_pool_adopt(int pool) {
   return moved;
 }
 
+size_t sr_pool_log_peak(void) { return log_peak; }
+
 int sr_pool_unadopt(int pool) {
   int moved = 0;
   for (int i = 0; i < nblocks; i++) {

@@ -63,6 +63,8 @@ void sr_pool_log(bool on);
 ** many as the log's most at once (lowest index first), in all at most the bytes the logged blocks
 ** held at once; the log is cleared and off. Returns how many moved */
 int sr_pool_adopt(int pool);
+/* the most bytes the logged blocks held at once (0: nothing logged since the log was last cleared) */
+size_t sr_pool_log_peak(void);
 /* after the capture: the blocks sr_pool_adopt moved to `pool` that were not handed out since go
 ** back to pool 0. Returns how many */
 int sr_pool_unadopt(int pool);

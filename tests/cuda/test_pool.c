@@ -201,10 +201,14 @@ static void test_adopt(void) {
   void *third = sr_pool_alloc((size_t)3 << 20, 0, NULL);  /* a third of the step's size, held once */
   sr_pool_free(junk); sr_pool_free(h1); sr_pool_free(h2); sr_pool_free(third);
   sr_pool_log(1);
+  CHECK(sr_pool_log_peak() == 0, "a log starts empty");
   out = step(out, &state);   /* the step before the capture, logged */
   sr_pool_log(0);
+  size_t peak = sr_pool_log_peak();   /* what the capture reads before adopting (backend.c room_for) */
+  CHECK(peak >= ((size_t)6 << 20) && peak < ((size_t)9 << 20), "the logged step held %zu bytes at most at once", peak);
   int before = calls;
   int moved = sr_pool_adopt(5);
+  CHECK(sr_pool_log_peak() == 0, "the adoption clears the log");
   /* the two 3-MiB temporaries held at once and the small one; not the output's block (the step
      reused the previous output's, freed in it, and holds it still) */
   CHECK(moved == 3, "adopted %d blocks", moved);
