@@ -68,8 +68,9 @@
 #              more: a task's score then runs as many, tasks/CALIBRATION.md)
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
-#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5) and default ($RETIME_DEFAULT=0 skips it), each run alone,
-#              $RETIME_RUNS runs each (default 5: with 3, one run's slow warm-up triples a std; 1-11 at 3 runs took 123 s)
+#   retime     plain calibrate of records $RETIME_RECORDS (default 1-5; "1-21", "1,7,9-11") and default ($RETIME_DEFAULT=0
+#              skips it), each run alone, $RETIME_RUNS runs each (default 5: with 3, one run's slow warm-up triples a std;
+#              1-11 at 3 runs took 123 s); RETIME_RUNS_<n>: record n's own (record 1 is tuned for 10-run scores)
 #   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds $PILOT_SEEDS (default 1 2 3) at once: the final validation losses, to
@@ -169,6 +170,19 @@ ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry
       --scale full --device cuda --warmup 2 --steps 3 --top 40
     grep -E "^ms/step|$5|^total" "$LOG/${name}_v1_$v.log" | head -14
   done
+}
+expand_list() { local p; for p in ${1//,/ }; do case $p in *-*) seq "${p%-*}" "${p#*-}" ;; *) echo "$p" ;; esac; done; }
+retime_calibrate() {  # the retime part: records with RETIME_RUNS_<n> one calibrate each, the rest in one
+  local plain="" n rv rc=0 c=(--scale proxy --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out /tmp/retime)
+  for n in $(expand_list "${RETIME_RECORDS:-1-5}"); do
+    rv="RETIME_RUNS_$n"
+    if [ -n "${!rv:-}" ]; then ./build/speedrun calibrate --tasks "$n" --runs "${!rv}" "${c[@]}" || rc=1
+    else plain="$plain${plain:+,}$n"; fi
+  done
+  [ -z "$plain" ] || ./build/speedrun calibrate --tasks "$plain" --runs "${RETIME_RUNS:-5}" "${c[@]}" || rc=1
+  [ "${RETIME_DEFAULT:-1}" = 0 ] ||
+    ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --runs "${RETIME_RUNS:-5}" "${c[@]}" || rc=1
+  return $rc
 }
 fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|start-up|verdict|rc=|Error|error" "$@"; }
 for p in $PARTS; do
@@ -332,11 +346,9 @@ for p in $PARTS; do
       done ;;
     retime) # the plain calibrate of records $RETIME_RECORDS (default 1-5) and the default recipe, each
             # run alone, in one call (their `tune` records kept where the budget is the tuned one)
-      part retime "${RETIME_LIMIT:-400}" bash -c "./build/speedrun calibrate --tasks ${RETIME_RECORDS:-1-5} --scale proxy \
-          --runs ${RETIME_RUNS:-5} --device cuda --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime &&
-        [ ${RETIME_DEFAULT:-1} = 0 ] || ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --scale proxy --runs ${RETIME_RUNS:-5} --device cuda \
-          --data '$DATA' --calibration '$OUTDIR/calibration.json' --out /tmp/retime"
-      grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -20 ;;
+      export DATA OUTDIR; export -f retime_calibrate expand_list
+      part retime "${RETIME_LIMIT:-400}" bash -c retime_calibrate
+      grep -vE "^step|^\s*$" "$LOG/retime.log" | tail -24 ;;
     restricted)
       for rn in ${RESTRICT_RECORDS:-1 12 19}; do for sd in ${RESTRICT_SEEDS:-1}; do
         r=$(printf "record_%02d" "$rn")
