@@ -53,6 +53,19 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.ok(text:find("--scale proxy` accepts against this file (on the data it was measured on): 2 of 7 (1, 2)", 1, true), text)
 end)
 
+T.case("ladder: references whose own timed runs would not pass a score are named", function()
+  local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, {p = 0.001}),
+                                           record_02 = entry(200, 2000, 50, {p = 0.094}),
+                                           record_03 = entry(90, 1900, 60)}}}}   -- no p recorded: not judged
+  local L = ladder.build(c, CARD, "proxy", {tasks[1], tasks[2]})
+  T.eq(L.references[1].own_p, nil); T.eq(L.references[2].own_p, 0.094); T.eq(L.references[3].own_p, nil)
+  local text = ladder.format(L)
+  T.ok(text:find("would not pass a score (their p not below the score's alpha; a budget tuned to pass ~90-100 % of "
+    .. "scores misses now and then): record_02 (p 0.094)\n", 1, true), text)
+  c.entries[CARD].proxy.record_02.p = 0.002
+  T.ok(not ladder.format(ladder.build(c, CARD, "proxy", {tasks[1]})):find("would not pass", 1, true), "none named when all pass")
+end)
+
 T.case("ladder: the whole calibration's wall time, the searches' and the plain re-times'", function()
   local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, {wall_s = 40}),
                                            record_02 = entry(200, 2000, 50, {wall_s = 20.4}),

@@ -5,6 +5,7 @@
 local tune = require "speedrun.harness.tune"
 local engine = require "speedrun.harness.engine"
 local stats = require "speedrun.stats"
+local calibfile = require "speedrun.harness.calibfile"
 
 local M = {}
 local fmt = string.format
@@ -57,7 +58,8 @@ end
 -- loss_std, timed_alone, pass_prob, loose (tune.loose: why the budget is not tight), score_runs (tune.runs: the
 -- runs of a score the budget was tuned for), split ({warm, warm_std, steps, steps_std}: the counted
 -- warm-up and the timed steps, when the entry kept them), tune_s / time_s (the wall time of its last
--- search / of the plain calibrate that timed it), note}, by record number
+-- search / of the plain calibrate that timed it), own_p (its timed runs' p when they would not pass
+-- a score themselves: calibfile.passes), note}, by record number
 function M.references(by_scale)
   local rows = {}
   for name, e in pairs(by_scale or {}) do
@@ -67,12 +69,14 @@ function M.references(by_scale)
       local pass_prob, cut_prob
       if t then pass_prob, cut_prob = M.pass_probabilities(t) end
       local cut = t and type(t.cut) == "table" and {steps = t.cut.steps, pass = t.cut.pass, p = num(t.cut.p), pass_prob = cut_prob} or nil
+      local own_pass = calibfile.passes(e, t and num(t.alpha) or 0.01)
       rows[#rows + 1] = {name = name, n = tonumber(name:match("(%d+)$")), steps = e.steps, tuned = tuned, cut = cut,
                          mean = num(e.mean_ms), std = num(e.std_ms), runs = e.completed or e.runs,
                          loss = num(e.val_loss_mean), loss_std = num(e.val_loss_std), target = num(e.target_val_loss),
                          timed_alone = e.timed_alone ~= false, confirmed = t and type(t.confirmations) == "table" and #t.confirmations > 0,
                          tune_s = t and num(t.wall_s), time_s = num(e.wall_s), pass_prob = pass_prob, loose = t and tune.loose(t) or nil,
                          score_runs = t and tonumber(t.runs) or nil, split = split(e), clock = engine.clock_of(e),
+                         own_p = not own_pass and num(e.p) or nil,
                          engine = type(e.software) == "table" and type(e.software.engine) == "string" and e.software.engine or nil}
     end
   end
@@ -154,6 +158,12 @@ function M.format(L)
     if r.clock and r.clock ~= engine.CLOCK then other[#other + 1] = fmt("%s (rule %d)", r.name, r.clock) end
   end
   out[#out + 1] = ""
+  local weak = {}
+  for _, r in ipairs(L.references) do if r.own_p then weak[#weak + 1] = fmt("%s (p %.3g)", r.name, r.own_p) end end
+  if #weak > 0 then
+    out[#out + 1] = fmt("references whose own timed runs would not pass a score (their p not below the score's alpha; "
+      .. "a budget tuned to pass ~90-100 %% of scores misses now and then): %s", table.concat(weak, ", "))
+  end
   out[#out + 1] = fmt("tuning wall time: %.0f s for %d references (the last search of each)", tuning, n_tuned)
   if #other > 0 then
     out[#out + 1] = fmt("timed under another clock rule than this engine's (%d, harness/engine.lua): %s; `score` against "
