@@ -69,8 +69,9 @@
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5; "1-21", "1,7,9-11") and default ($RETIME_DEFAULT=0
-#              skips it), each run alone, $RETIME_RUNS runs each (default 5: with 3, one run's slow warm-up triples a std;
-#              1-11 at 3 runs took 123 s); RETIME_RUNS_<n>: record n's own (record 1 is tuned for 10-run scores)
+#              skips it), each run alone, $RETIME_RUNS runs each (default: calibrate's, 3 or the runs a reference's
+#              budget was tuned for: record 1's 10, records 2 and 3's 5; 1-11 at 3 runs took 123 s); RETIME_RUNS_<n>:
+#              record n's own
 #   pilot      records $PILOT_RECORDS (default $PILOT_RECORD, default 1) at each of $PILOT_STEPS_<n> (else
 #              $PILOT_STEPS, default 1600 2400 3200 4000)
 #              proxy steps, schedule scaled, seeds $PILOT_SEEDS (default 1 2 3) at once: the final validation losses, to
@@ -174,14 +175,15 @@ ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry
 expand_list() { local p; for p in ${1//,/ }; do case $p in *-*) seq "${p%-*}" "${p#*-}" ;; *) echo "$p" ;; esac; done; }
 retime_calibrate() {  # the retime part: records with RETIME_RUNS_<n> one calibrate each, the rest in one
   local plain="" n rv rc=0 c=(--scale proxy --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out /tmp/retime)
+  local runs=(${RETIME_RUNS:+--runs "$RETIME_RUNS"})   # unset: calibrate's own (3, or the runs a reference was tuned for)
   for n in $(expand_list "${RETIME_RECORDS:-1-5}"); do
     rv="RETIME_RUNS_$n"
     if [ -n "${!rv:-}" ]; then ./build/speedrun calibrate --tasks "$n" --runs "${!rv}" "${c[@]}" || rc=1
     else plain="$plain${plain:+,}$n"; fi
   done
-  [ -z "$plain" ] || ./build/speedrun calibrate --tasks "$plain" --runs "${RETIME_RUNS:-5}" "${c[@]}" || rc=1
+  [ -z "$plain" ] || ./build/speedrun calibrate --tasks "$plain" "${runs[@]}" "${c[@]}" || rc=1
   [ "${RETIME_DEFAULT:-1}" = 0 ] ||
-    ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default --runs "${RETIME_RUNS:-5}" "${c[@]}" || rc=1
+    ./build/speedrun calibrate --recipe tasks/default/recipe.lua --name default "${runs[@]}" "${c[@]}" || rc=1
   return $rc
 }
 fidelity_summary() { grep -hE "== record|patches:|largest|tokens/s:|peak GPU|start-up|verdict|rc=|Error|error" "$@"; }

@@ -94,4 +94,20 @@ T.case("a reference passes by the score's rule, not by each run", function()
   T.eq(ok, nil); T.eq(why, "its run is not valid")
 end)
 
+-- a plain calibrate times a reference with the runs its budget was tuned for (record 1: 10-run
+-- scores), unless --runs says otherwise; an untuned one, or another budget, with the default
+T.case("a plain calibrate's runs: the reference's tune, else the default", function()
+  local calibfile = require "speedrun.harness.calibfile"
+  local c = {entries = {C = {proxy = {record_01 = {steps = 841, tune = {steps = 841, runs = 10}},
+                                      record_02 = {steps = 179, tune = {steps = 179}},
+                                      record_03 = {steps = 120, tune = {steps = 108, runs = 5}}}}}}
+  local function runs(o, name) return calibfile.plain_runs(o, tonumber(o.runs) or 3, c, "C", name) end
+  T.eq(runs({scale = "proxy"}, "record_01"), 10, "tuned for 10-run scores")
+  T.eq(runs({scale = "proxy", runs = "4"}, "record_01"), 4, "--runs decides")
+  T.eq(runs({scale = "micro"}, "record_01"), 3, "other scales are not tuned for scores")
+  T.eq(runs({scale = "proxy"}, "record_02"), 3, "a tune of the default 3")
+  T.eq(runs({scale = "proxy"}, "record_03"), 3, "the budget moved since its tune")
+  T.eq(runs({scale = "proxy"}, "record_04"), 3, "no entry")
+end)
+
 T.done()

@@ -169,6 +169,17 @@ function M.task_runs(o, ref_i, ref_next, task, calib_path)
   return o.runs or tostring(k)
 end
 
+-- the runs of a plain calibrate of one reference: --runs, else, at proxy scale, the runs of a score
+-- its stored entry's budget was tuned for (tune.runs at the entry's steps: record 1's 10; its time
+-- and its own pass, calibfile.passes, are then of that many), else k
+function M.plain_runs(o, k, calib, card, name)
+  if o.runs or o.scale ~= "proxy" then return k end
+  local e = ((calib.entries[card] or {})[o.scale] or {})[name]
+  local t = type(e) == "table" and type(e.tune) == "table" and e.tune or nil
+  local n = t and t.steps == e.steps and math.tointeger(tonumber(t.runs))
+  return n and n >= 2 and n or k
+end
+
 -- the calibration entries of task N (its start record) and N+1 (its target record), or nil and
 -- why not. The target's validation loss and size become the runs', whatever the workspace says:
 -- no entry, no score (never a fallback to the workspace's own target).

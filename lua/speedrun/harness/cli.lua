@@ -653,7 +653,7 @@ function M.calibrate(args)
       if entry and tune.loose(entry.tune) then rc = 1 end
     else
       local runs
-      runs, err = multi_run(it.recipe, o, k, out_root .. "/" .. it.name, "calibrate")
+      runs, err = multi_run(it.recipe, o, calibfile.plain_runs(o, k, calib0, card, it.name), out_root .. "/" .. it.name, "calibrate")
       if not runs then return die(err) end
       entry = calib_entry(runs, it.recipe, o, card)
       entry.wall_s = H.now() - t0   -- its K runs, start-up to exit (calibrate --show sums them)

@@ -59,7 +59,8 @@ measured train times (mean, std, card, software) in the calibration file used by
   --tasks-dir DIR    where the record folders are (default <checkout>/tasks)
   --recipe FILE --name NAME   calibrate one recipe under a name instead
   --scale S          (default proxy on a GPU, micro on the CPU)
-  --runs K           (default 3)
+  --runs K           (default 3; without --tune-steps at proxy scale, a reference whose stored budget
+                     was tuned for scores of N runs is timed with N: record 1's 10)
   --calibration F    (default $SPEEDRUN_CALIBRATION or <checkout>/calibration.json)
   --tune-steps       first find each recipe's smallest step budget whose K runs reach the scale's
                      target under the score's rule (mean below the target, t-test p < alpha), the
