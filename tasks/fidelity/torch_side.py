@@ -31,6 +31,7 @@ import itertools
 import json
 import lzma
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -136,19 +137,22 @@ def main():
     if int(os.environ.get("FID_STACK_AFTER", "0")) > 0:   # where a run that stalls is stuck: every
         faulthandler.dump_traceback_later(int(os.environ["FID_STACK_AFTER"]), repeat=True)  # N s, to stderr
 
-    cache, cache_loaded = mega_cache_path(a.record), False
-    found = read_cache(a.record) if cache else None
-    if found:   # compiled artifacts of an earlier run (another machine)
-        where, art = found
+    loaded_bytes, found, nxt = 0, [], 0   # the artifacts' size loaded (save_cache: the same again is not new)
+    if mega_cache_path(a.record):
+        found, nxt = read_caches(a.record)
+    for where, art in found:   # compiled artifacts of earlier runs (other machines), set by set
         try:
             torch.compiler.load_cache_artifacts(art)
-            cache_loaded = True
+            loaded_bytes += len(art)
             print(f"compile caches: loaded {len(art)} bytes from {where}", file=sys.stderr)
-        except Exception as e:  # a stale or foreign file: compiled as if absent, then replaced
+        except Exception as e:  # a stale or foreign file: compiled as if absent
             print(f"compile caches: {where} not loaded ({e})", file=sys.stderr)
+    # what this run compiles beyond them goes to a set of its own (set 0 when none was loaded): a set
+    # saved by a run its limit cut holds that run's compiles only, so every set is kept and loaded
+    cache = mega_cache_path(a.record, nxt if loaded_bytes else 0)
 
-    if cache and not cache_loaded:   # a run stopped by its time limit (all.sh's `timeout` signals the whole
-        keep_on_term(cache)          # group) or failing keeps what it compiled: the next call starts from it
+    if cache:   # a run stopped by its time limit (all.sh's `timeout` signals the whole group) or failing keeps
+        keep_on_term(cache, loaded_bytes)   # what it compiled: the next call starts from it
 
     loaded = []
 
@@ -169,8 +173,8 @@ def main():
             if len(losses) == a.accum:   # step 2's first backward: step 1 is done
                 torch.cuda.synchronize()
                 times["first_step"] = seconds_since_start()
-                if cache and not cache_loaded:   # step 1 compiled the training graphs: kept now, before
-                    save_cache(cache)            # the timed steps (11+), so a run cut later still brings them back
+                if cache:   # step 1 compiled the training graphs: kept now, before the timed steps (11+),
+                    save_cache(cache, loaded_bytes)   # so a run cut later still brings them back
             if len(losses) == 10 * a.accum:
                 torch.cuda.synchronize()
                 times["start"] = time.time()
@@ -186,13 +190,13 @@ def main():
     except StopRun:
         pass
     except BaseException:
-        if cache and not cache_loaded:
-            save_cache(cache)
+        if cache:
+            save_cache(cache, loaded_bytes)
         raise
     finally:
         torch.Tensor.backward = real_backward
-    if cache and not cache_loaded:   # again: the validation's graphs and any recompile since step 2
-        save_cache(cache)
+    if cache:   # again: the validation's graphs and any recompile since step 2
+        save_cache(cache, loaded_bytes)
     if not loaded:
         sys.exit("torch_side.py: the script never reached the weight-loading point")
     if len(losses) < limit:
@@ -222,57 +226,72 @@ def main():
 PART_BYTES = 15 << 20   # a file back from a device call is at most 16 MiB
 
 
-def mega_cache_path(record):
-    """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N, written after
-    the run (when none were loaded) xz-compressed in parts of at most 15 MiB, DIR/record_N.bin.xz.00,
-    .01, ...: they come back from a device call and can be carried to the next (folder
-    FID_COMPILE_CACHE_FROM, e.g. runs/cc), where they are loaded before the script compiles: a fresh
-    machine (every device session starts one) then skips most of a 2-6 minute cold compile. They are
-    written once step 1 is done (its compiles: a run cut by a time limit after that still leaves
-    them; record 12's cold run outlasted 430 s on the H200, 2026-12-05) and again after the run. The
-    timed steps (11-50) come after both compiles and the first write, so tokens/s does not depend on it."""
+def mega_cache_path(record, index=0):
+    """FID_COMPILE_CACHE=DIR: torch.compiler's portable cache artifacts of record N, set `index`,
+    xz-compressed in parts of at most 15 MiB, DIR/record_N.bin.xz.00, .01, ... (set 0; set K:
+    record_N.K.bin...): they come back from a device call and can be carried to the next (folder
+    FID_COMPILE_CACHE_FROM, e.g. runs/cc), where every set is loaded before the script compiles: a
+    fresh machine (every device session starts one) then skips most of a 2-6 minute cold compile. A
+    run writes one set, after step 1 (its compiles: a run cut by a time limit after that still leaves
+    them; record 12's cold run outlasted 430 s on the H200, 2026-12-05), again after the run, and when
+    it fails or its time limit stops it (SIGTERM); a run that loaded sets 0..K-1 writes set K. The
+    timed steps (11-50) come after the compiles and the first write, so tokens/s does not depend on it."""
     d = os.environ.get("FID_COMPILE_CACHE")
-    return os.path.join(d, f"record_{record}.bin") if d else None
+    return os.path.join(d, f"record_{record}.bin" if index == 0 else f"record_{record}.{index}.bin") if d else None
 
 
-def read_cache(record):
-    """(where, bytes) of record N's artifacts in FID_COMPILE_CACHE_FROM or FID_COMPILE_CACHE: the
-    xz parts joined and decompressed, or a plain record_N.bin; None when there are none."""
+def read_caches(record):
+    """([(where, bytes)...], next index) of record N's artifact sets in FID_COMPILE_CACHE_FROM, else
+    FID_COMPILE_CACHE: record_N.bin (set 0) and record_N.K.bin (set K, saved by a run that had loaded
+    sets below K), each as xz parts joined and decompressed or a plain file, in index order; a set
+    with a part missing or cut is left out (compiled as if absent). ([], 0) when there are none."""
+    pat = re.compile(rf"record_{record}(?:\.(\d+))?\.bin(\.xz\.\d\d)?$")
     for d in (os.environ.get("FID_COMPILE_CACHE_FROM"), os.environ.get("FID_COMPILE_CACHE")):
-        if not d:
+        if not d or not os.path.isdir(d):
             continue
-        base = os.path.join(d, f"record_{record}.bin")
-        parts = sorted(glob.glob(glob.escape(base) + ".xz.[0-9][0-9]"))
-        if parts:
+        sets = {}
+        for name in sorted(os.listdir(d)):
+            m = pat.match(name)
+            if m:
+                sets.setdefault(int(m.group(1) or 0), []).append(os.path.join(d, name))
+        out = []
+        for k in sorted(sets):
+            files, where = sets[k], sets[k][0].split(".xz.")[0]
+            parts = [f for f in files if ".xz." in f]
             try:
-                return base + ".xz.*", lzma.decompress(b"".join(open(p, "rb").read() for p in parts))
-            except lzma.LZMAError as e:   # a part missing or cut: compiled as if absent
-                print(f"compile caches: {base}.xz.* not readable ({e})", file=sys.stderr)
-        elif os.path.exists(base):
-            return base, open(base, "rb").read()
-    return None
+                out.append((where + (".xz.*" if parts else ""), lzma.decompress(b"".join(open(f, "rb").read() for f in parts))
+                            if parts else open(files[0], "rb").read()))
+            except lzma.LZMAError as e:   # a part missing or cut
+                print(f"compile caches: {where}.xz.* not readable ({e})", file=sys.stderr)
+        if sets:
+            return out, max(sets) + 1
+    return [], 0
 
 
-def keep_on_term(path):
+def keep_on_term(path, loaded_bytes=0):
     """SIGTERM (a time limit) saves the compile artifacts made so far, then exits 143: a record whose
     cold compile outlasts one device call (record 20's: more than 450 s on an H100) keeps its graphs
     compiled by then for the next call"""
     def handler(signum, frame):
         print(f"compile caches: signal {signum}: saving what was compiled", file=sys.stderr)
-        save_cache(path)
+        save_cache(path, loaded_bytes)
         sys.stderr.flush()
         os._exit(128 + signum)
     signal.signal(signal.SIGTERM, handler)
 
 
-def save_cache(path):
+def save_cache(path, loaded_bytes=0):
+    """the compile artifacts this process recorded, as xz parts at path.xz.NN. After sets were loaded
+    (loaded_bytes of them) the process records what it compiled beyond them (and, should PyTorch
+    record its cache hits too, those again): a size within 1 % of what was loaded is taken as the
+    same artifacts again and not written, so a warm run sends nothing back a second time"""
     try:
         art = torch.compiler.save_cache_artifacts()
     except Exception as e:
         print(f"compile caches: not saved ({e})", file=sys.stderr)
         return
-    if art is None:
-        print("compile caches: nothing to save", file=sys.stderr)
+    if art is None or (loaded_bytes and abs(len(art[0]) - loaded_bytes) <= loaded_bytes // 100):
+        print("compile caches: nothing new to save", file=sys.stderr)
         return
     t = time.time()
     if shutil.which("xz"):   # every core (the machine's 16); the Python module compresses on one

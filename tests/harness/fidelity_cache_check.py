@@ -3,9 +3,11 @@
 
     python3 fidelity_cache_check.py TMPDIR
 save_cache writes 40 MiB of artifacts (half random, half repeated) as xz parts of at most 15 MiB;
-read_cache joins them back from FID_COMPILE_CACHE_FROM byte for byte, reads a plain record_N.bin,
-and takes a set with a part missing as no cache (compiled as if absent); a SIGTERM (a time limit)
-saves the artifacts made so far and exits 143 (keep_on_term). Prints "cache ok".
+read_caches joins them back from FID_COMPILE_CACHE_FROM byte for byte, reads a plain record_N.bin,
+leaves out a set with a part missing (compiled as if absent), reads sets 0 and K in order and names
+the next index; a save after loading writes nothing when the artifacts are the loaded ones again
+(within 1 %); a SIGTERM (a time limit) saves the artifacts made so far and exits 143
+(keep_on_term). Prints "cache ok".
 """
 import os
 import signal
@@ -32,15 +34,28 @@ assert parts == ["record_15.bin.xz.00", "record_15.bin.xz.01"], parts
 assert max(sizes) <= 15 << 20, sizes
 os.rename(out, back)                       # carried to the next call: read from there, not DIR
 os.environ["FID_COMPILE_CACHE_FROM"] = back
-where, got = torch_side.read_cache(15)
-assert got == art and where.startswith(back), where
-assert torch_side.read_cache(14) is None
+sets, nxt = torch_side.read_caches(15)
+assert len(sets) == 1 and sets[0][1] == art and sets[0][0].startswith(back) and nxt == 1, (len(sets), nxt)
+assert torch_side.read_caches(14) == ([], 0)
 os.makedirs(plain)
 open(os.path.join(plain, "record_14.bin"), "wb").write(b"plain")
 os.environ["FID_COMPILE_CACHE"] = plain
-assert torch_side.read_cache(14)[1] == b"plain"
+assert torch_side.read_caches(14)[0][0][1] == b"plain"
+# a second set (a run that had loaded set 0) beside the first: both, in order; the next is 2
+assert torch_side.mega_cache_path(15, 1).endswith("record_15.1.bin")
+open(os.path.join(back, "record_15.1.bin"), "wb").write(b"second")
+sets, nxt = torch_side.read_caches(15)
+assert [len(b) for _, b in sets] == [len(art), 6] and nxt == 2, ([len(b) for _, b in sets], nxt)
+# the loaded artifacts again (within 1 %): nothing written
+again = os.path.join(tmp, "again")
+os.environ["FID_COMPILE_CACHE"] = again
+torch_side.save_cache(torch_side.mega_cache_path(15, 2), len(art) + 1000)
+assert not os.path.exists(again) or not os.listdir(again), "the same artifacts written again"
+torch_side.save_cache(torch_side.mega_cache_path(15, 2), len(art) // 2)
+assert sorted(os.listdir(again))[0] == "record_15.2.bin.xz.00", os.listdir(again)
 os.remove(os.path.join(back, "record_15.bin.xz.01"))
-assert torch_side.read_cache(15) is None, "a cut set of parts is no cache"
+sets, nxt = torch_side.read_caches(15)
+assert [b for _, b in sets] == [b"second"] and nxt == 2, "a cut set of parts is left out"
 # a run stopped by its time limit keeps what it compiled
 term = os.path.join(tmp, "term")
 os.environ["FID_COMPILE_CACHE"] = term
@@ -53,5 +68,5 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 143, status
 os.environ["FID_COMPILE_CACHE_FROM"] = term
-assert torch_side.read_cache(20)[1] == art, "the artifacts saved on SIGTERM"
+assert torch_side.read_caches(20)[0][0][1] == art, "the artifacts saved on SIGTERM"
 print("cache ok")
