@@ -97,7 +97,7 @@
 #              lines (per-step ms; setup: cudaMalloc, cudaFree, GEMM plans, ...), the wall line's start,
 #              the train time (EAGER did not shorten step 1, 2026-12-06: kernel loading is not its cost);
 #              then step 1 of each record profiled (bench/profile_recipe.lua --first: its ops by time,
-#              the setup in it), what of step 1 is not setup; WARMUP_MODES (default "lazy eager")
+#              the setup in it), what of step 1 is not setup; WARMUP_MODES (default lazy; "lazy eager" adds EAGER)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
@@ -364,7 +364,7 @@ print(sys.argv[2], r.get("status"), "val_loss", m.get("val_loss"), "causality", 
       (r.get("failure") or {}).get("message"))' "/tmp/restricted/$r-$sd/results.json" "$r seed $sd" 2>&1 | tail -3
       done; done ;;
     warmup)
-      for rn in ${WARMUP_RECORDS:-2 19}; do for mode in ${WARMUP_MODES:-lazy eager}; do for sd in 1 2 3; do
+      for rn in ${WARMUP_RECORDS:-2 19}; do for mode in ${WARMUP_MODES:-lazy}; do for sd in 1 2 3; do
         r=$(printf "record_%02d" "$rn")
         env $([ $mode = eager ] && echo CUDA_MODULE_LOADING=EAGER) timeout 120 ./build/speedrun train "tasks/$r/recipe.lua" \
           --scale proxy --device cuda --data "$DATA" --seed "$sd" --stream random --out "/tmp/warmup/$r-$mode-$sd" \
