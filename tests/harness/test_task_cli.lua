@@ -164,6 +164,10 @@ T.case("train/score/calibrate: options checked before any work (usage error, exi
     {"train " .. r .. " --stream shuffled", "--stream must be fixed or random, not 'shuffled'"},
     {"score " .. sh(ws) .. " --stream 1", "--stream must be fixed or random, not '1'"},
     {"calibrate --stream", "option --stream needs a value"},
+    {"calibrate --tasks 1-x", "--tasks must list record numbers and ascending ranges, e.g. 1,2,3 or 1-5 or 1,7,9-11, not '1-x'"},
+    {"calibrate --tasks 5-3", "not '5-3'"},
+    {"calibrate --tasks 1,,2", "not '1,,2'"},
+    {"calibrate --tasks 0 --show", "not '0'"},
   } do
     local rc, out = speedrun(case[1])
     T.eq(rc, 2, case[1] .. "\n" .. out)

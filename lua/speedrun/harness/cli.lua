@@ -507,16 +507,6 @@ local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
 CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.apply = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
-local function parse_list(s)
-  local out = {}
-  for part in s:gmatch("[^,]+") do
-    local a, b = part:match("^(%d+)%-(%d+)$")
-    if a then for i = tonumber(a), tonumber(b) do out[#out + 1] = i end
-    else out[#out + 1] = tonumber(part) end
-  end
-  return out
-end
-
 -- the calibration entry of K runs of one recipe (with --tune-steps: the runs of the tuned budget)
 local function calib_entry(runs, recipe, o, card)
   local target = runs_target(o, runs)
@@ -546,7 +536,7 @@ tunecmd.bind {train_spec = TRAIN_SPEC, multi_run = multi_run, runs_target = runs
 local function calibrate_items(o)
   local tdir = o["tasks-dir"] or (H.source_dir() .. "/tasks")
   if o.recipe then return {{name = o.name or "custom", recipe = o.recipe}} end
-  local items, list = {}, o.tasks and parse_list(o.tasks) or {}
+  local items, list = {}, o.tasks and options.parse_list(o.tasks) or {}
   if not o.tasks then for i = 1, 30 do if exists(fmt("%s/%s/recipe.lua", tdir, record_name(i))) then list[#list + 1] = i end end end
   for _, n in ipairs(list) do items[#items + 1] = {name = record_name(n), recipe = fmt("%s/%s/recipe.lua", tdir, record_name(n))} end
   return items

@@ -47,6 +47,21 @@ function M.parse(args, spec)
   return opts, pos
 end
 
+-- a record list ("1,2,3", "1-5", "1,7,9-11") as numbers in order; nil when a part is not a
+-- positive integer or an ascending range of them
+function M.parse_list(s)
+  local out = {}
+  for part in (tostring(s) .. ","):gmatch("([^,]*),") do
+    local a, b = part:match("^%s*(%d+)%s*%-%s*(%d+)%s*$")
+    a, b = tonumber(a), tonumber(b)
+    local one = tonumber(part:match("^%s*(%d+)%s*$"))
+    if a and b and 0 < a and a <= b then for i = a, b do out[#out + 1] = i end
+    elseif one and one > 0 then out[#out + 1] = one
+    else return nil end
+  end
+  return out
+end
+
 -- numeric options: {kind, lowest (inclusive unless open), open?, highest?}
 local NUMERIC = {
   steps = {"integer", 1}, ["probe-jobs"] = {"integer", 1}, seed = {"integer", 0}, runs = {"integer", 1}, threads = {"integer", 1},
@@ -83,6 +98,9 @@ function M.check(o, own_scales)
     if o[name] and not M.parse_size(o[name]) then
       return fmt("--%s must be a size such as 4G or 512M, not '%s'", name, o[name])
     end
+  end
+  if o.tasks ~= nil and not M.parse_list(o.tasks) then
+    return fmt("--tasks must list record numbers and ascending ranges, e.g. 1,2,3 or 1-5 or 1,7,9-11, not '%s'", tostring(o.tasks))
   end
   if o.stream ~= nil and o.stream ~= "fixed" and o.stream ~= "random" then
     return fmt("--stream must be fixed or random, not '%s'", tostring(o.stream))
