@@ -53,6 +53,21 @@ T.case("ladder: transitions against 3 sigma, and why one is not measured", funct
   T.ok(text:find("--scale proxy` accepts against this file (on the data it was measured on): 2 of 7 (1, 2)", 1, true), text)
 end)
 
+T.case("ladder: a budget's pass estimate takes the search's spread near it when its own runs came out tighter", function()
+  local tune = require "speedrun.harness.tune"
+  local e = entry(100, 1000, 10)
+  e.tune.target = 5.3
+  e.tune.probes = {{steps = 100, val_losses = {5.270, 5.271, 5.272}}, {steps = 95, val_losses = {5.27, 5.29, 5.31}},
+                   {steps = 105, val_losses = {5.25, 5.27, 5.29}}}
+  e.tune.confirmations = {{steps = 100, val_losses = {5.268, 5.270, 5.272}}}
+  local r = ladder.build({entries = {[CARD] = {proxy = {record_01 = e}}}}, CARD, "proxy", {}).references[1]
+  local own = tune.power({{values = {5.270, 5.271, 5.272}}, {values = {5.268, 5.270, 5.272}}}, 5.3, 0.01, 3)
+  local spread = tune.spread({e.tune.probes, e.tune.confirmations}, 100)
+  T.ok(spread > 0.01, tostring(spread))
+  T.close(r.pass_prob, tune.pass_probability(5.2705, spread, 5.3, 0.01, 3), 1e-3)
+  T.ok(own > 0.99 and r.pass_prob < 0.9, ("own runs %.3f, the search's spread %.3f"):format(own, r.pass_prob))
+end)
+
 T.case("ladder: references whose own timed runs would not pass a score are named", function()
   local c = {entries = {[CARD] = {proxy = {record_01 = entry(1000, 5000, 100, {p = 0.001}),
                                            record_02 = entry(200, 2000, 50, {p = 0.094}),

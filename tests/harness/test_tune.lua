@@ -182,6 +182,37 @@ T.case("search: a confirmed budget that passes too rarely steps up (the pass pro
   for i = 1, 3 do T.ok(R.confirms[i].pass and R.confirms[i].power < 0.9, "passed the rule, too rarely") end
 end)
 
+T.case("spread: the search's runs near a budget pooled, each budget about its own mean", function()
+  -- budgets 100 {1, 2, 3} (2 about their mean, df 2) and 110 {2, 4} (2, df 1): sqrt(4 / 3); 200
+  -- is outside the window (1.25x), a probe listed twice counts once, a record's val_losses count
+  local a, b = {steps = 100, values = {1, 2, 3}}, {steps = 110, val_losses = {2, 4}}
+  local far = {steps = 200, values = {0, 10, 20}}
+  T.close(tune.spread({{a, far}, {b, a}}, 100), math.sqrt(4 / 3), 1e-12)
+  T.close(tune.spread({{a, b, far}}, 180), 10, 1e-12, "only 200 is within 1.25x of 180")
+  T.eq(tune.spread({{{steps = 100, values = {1, 2}}}}, 100), nil, "one degree of freedom: no estimate")
+  T.eq(tune.spread({}, 100), nil)
+  -- a budget's own runs tight by luck, the search's wide: the estimate takes the wider
+  local tight = {{values = {5.27, 5.271, 5.272}}, {values = {5.268, 5.27, 5.272}}}
+  local own = tune.power(tight, 5.3, 0.01, 3)
+  local floored = tune.power(tight, 5.3, 0.01, 3, 0.01)
+  T.ok(own > 0.99 and floored < 0.7, ("own runs %.3f, with the search's spread %.3f"):format(own, floored))
+  T.eq(tune.power(tight, 5.3, 0.01, 3, 1e-6), own, "a floor under the own std changes nothing")
+end)
+
+T.case("search: each pass estimate gets the search's runs so far (the spread near the budget)", function()
+  local calls, got = {}, {}
+  local R = assert(tune.search(synthetic(37, calls), {start = 100, confirm = synthetic(37, {}),
+    power = function(ps, lists)
+      local n = 0
+      for _, l in ipairs(lists) do n = n + #l end
+      got[#got + 1] = n
+      return 0.95
+    end}))
+  T.eq(R.steps, 37)
+  T.ok(#got >= 2 and got[1] >= 3, "the probes so far and the estimated runs: " .. table.concat(got, " "))
+  for i = 2, #got do T.ok(got[i] >= got[i - 1], "the lists grow with the search") end
+end)
+
 T.case("search: a failing cut estimated near the limit runs again with fresh seeds, judged on both", function()
   -- the budget is 37 (estimated 0.95), its cut 29; power(ps) for the cut: its runs alone, then pooled
   local function search(alone, pooled, confirm_need)

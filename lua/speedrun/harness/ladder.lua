@@ -27,7 +27,8 @@ local function split(e)
 end
 
 -- how often a score of the tuned budget passes, estimated from every run the search made at that
--- budget (its probe and its confirmations, pooled: tune.power), and the same for the cut's runs
+-- budget (its probe and its confirmations, pooled: tune.power), its std at least the search's
+-- spread near it (tune.spread), and the same for the cut's runs
 function M.pass_probabilities(t)
   local at, alpha, k = {}, num(t.alpha) or 0.01, num(t.runs) or 3
   for _, list in ipairs {t.probes or {}, t.confirmations or {}} do
@@ -35,7 +36,8 @@ function M.pass_probabilities(t)
       if type(P) == "table" and P.steps == t.steps then at[#at + 1] = {values = P.val_losses} end
     end
   end
-  return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k) or nil, tune.cut_power(t)
+  local floor = tune.spread({t.probes, t.confirmations}, num(t.steps))
+  return (#at > 0 and num(t.target)) and tune.power(at, t.target, alpha, k, floor) or nil, tune.cut_power(t)
 end
 
 -- a note for a score when a reference's tuned budget passes a score less often than the tuner

@@ -86,11 +86,40 @@ local function pooled(probes)
 end
 
 -- the estimated pass probability of a budget from its probes' runs pooled (each probe {values},
--- the same budget): M.pass_probability of their mean and std, for k runs a score
-function M.power(probes, target, alpha, k)
+-- the same budget): M.pass_probability of their mean and std, for k runs a score; the std at least
+-- floor_std (M.spread: the search's runs near that budget), when given
+function M.power(probes, target, alpha, k, floor_std)
   local n, m, std = pooled(probes)
   if n < 2 then return nil end
-  return M.pass_probability(m, std, target, alpha, k)
+  return M.pass_probability(m, mmax(std, tonumber(floor_std) or 0), target, alpha, k)
+end
+
+M.SPREAD_WINDOW = 1.25   -- M.spread: the budgets within this factor of the one estimated
+
+-- the run-to-run spread of a search near a budget: the within-budget std pooled over every probe
+-- and confirmation of `lists` (lists of probes, each {steps, values} or a record's {steps,
+-- val_losses}; the same runs listed twice count once) whose budget is within M.SPREAD_WINDOW of
+-- `steps` (each budget's runs about their own mean), or nil with fewer than 2 degrees of freedom. Three runs' std varies severalfold
+-- (0.002-0.015 across one search's budgets, records 6-21 at proxy), and a budget is accepted when
+-- its runs happened to come out tight: the accepted budget's own runs alone overstate how often a
+-- score passes (records 2, 3, 11, 12 re-timed, 2026-12-06), the search's runs pooled do not
+function M.spread(lists, steps)
+  local ss, df, seen = 0, 0, {}
+  for _, list in ipairs(lists or {}) do
+    for _, P in ipairs(list) do
+      local v, s = type(P) == "table" and (P.values or P.val_losses), type(P) == "table" and tonumber(P.steps)
+      local key = type(v) == "table" and s and s .. ":" .. table.concat(v, ",")   -- a probe listed twice counts once
+      if key and not seen[key] and #v >= 2 and steps and s * M.SPREAD_WINDOW >= steps and s <= steps * M.SPREAD_WINDOW then
+        seen[key] = true
+        local m = 0
+        for _, x in ipairs(v) do m = m + x end
+        m = m / #v
+        for _, x in ipairs(v) do ss = ss + (x - m) ^ 2 end
+        df = df + #v - 1
+      end
+    end
+  end
+  return df >= 2 and math.sqrt(ss / df) or nil
 end
 
 -- how often a score of a tuned budget's cut would pass, estimated from the cut's runs (M.power),
@@ -98,7 +127,8 @@ end
 function M.cut_power(t)
   local cut = type(t) == "table" and t.cut
   if type(cut) ~= "table" or type(cut.val_losses) ~= "table" or not tonumber(t.target) then return nil end
-  return M.power({{values = cut.val_losses}}, t.target, tonumber(t.alpha) or 0.01, tonumber(t.runs) or 3)
+  return M.power({{values = cut.val_losses}}, t.target, tonumber(t.alpha) or 0.01, tonumber(t.runs) or 3,
+                 M.spread({t.probes, t.confirmations, {cut}}, tonumber(cut.steps)))
 end
 
 -- why a tuned budget (an entry's `tune` table) is not tight, or nil when it is: its cut not run,
@@ -323,6 +353,10 @@ function M.search(probe, o)
   local tol, max_probes = o.tolerance or M.TOLERANCE, o.max_probes or M.MAX_PROBES
   local max_steps = o.max_steps
   local cache, order, confirms = {}, {}, {}
+  if o.power then   -- o.power(ps, lists): the search's runs so far go with each estimate (M.spread)
+    local power = o.power
+    o = setmetatable({power = function(ps) return power(ps, {order, confirms, ps}) end}, {__index = o})
+  end
   local function at(steps)
     if steps and cache[steps] then return cache[steps] end
     if #order >= max_probes then error(fmt("no budget found within %d probes", max_probes), 0) end

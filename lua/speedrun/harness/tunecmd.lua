@@ -157,10 +157,11 @@ local function tuned_entry(it, o, k, card, R, alpha, t0)
   return entry
 end
 
--- the search's pass probability of a budget's pooled runs (tune.power), said as it is estimated
+-- the search's pass probability of a budget's pooled runs (tune.power), said as it is estimated;
+-- lists: the search's runs so far, whose spread near the budget floors the std (tune.spread)
 local function pooled_power(it, o, k, alpha)
-  return function(ps)
-    local pw = tune.power(ps, ps[1].target, alpha, k)
+  return function(ps, lists)
+    local pw = tune.power(ps, ps[1].target, alpha, k, tune.spread(lists, ps[1].steps))
     if pw and not o.quiet then
       print(fmt("-- %s, %d steps: %d runs pooled, a score of %d runs passes ~%.0f %% of the time%s", it.name, ps[1].steps,
         #ps * k, k, 100 * pw, #ps > 1 and pw < tune.POWER and fmt(" (< %.0f %%: stepping up)", 100 * tune.POWER) or ""))
@@ -260,7 +261,11 @@ end
 -- before it is not run again, the entry's times are kept
 local function resume_cut(it, o, k, out_root, card, path, e, steps)
   local alpha, t0, note = tonumber(o.alpha) or 0.01, H.now(), noter(it, o, card, path)
-  local power = pooled_power(it, o, k, alpha)
+  local pooled = pooled_power(it, o, k, alpha)
+  local function power(ps)   -- with the stored search's runs, and those run since (ps)
+    local t = e.tune
+    return pooled(ps, {t.probes, t.confirmations, ps})
+  end
   local back = tune.step_back_of(e.tune, alpha, k)
   if back then
     local ok, res = pcall(step_back, it, o, k, out_root, card, path, e, back, alpha, note, power)
