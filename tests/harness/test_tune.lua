@@ -270,6 +270,9 @@ T.case("predicted step-up: the pooled runs' mean moved along the probes' slope, 
   end
   T.ok(at(100) < tune.POWER, "the budget itself passes too rarely: " .. at(100))
   T.ok(s > 101 and at(s) >= tune.POWER and at(s - 1) < tune.POWER, ("the smallest such budget: %d (%.3f, %.3f below)"):format(s, at(s), at(s - 1)))
+  local wide = assert(tune.predict_budget({probes[2], C}, probes, 3.12, 0.01, 3, 0.045), "a budget with a wider spread")
+  T.ok(wide > s, ("a wider spread (the search's) asks for more steps: %d > %d"):format(wide, s))
+  T.eq(tune.predict_budget({probes[2], C}, probes, 3.12, 0.01, 3, 0.001), s, "a floor under the own std changes nothing")
   T.eq(tune.predict_budget({probes[2], C}, {probes[2]}, 3.12, 0.01, 3), nil, "one budget: no slope")
   local flat = {probe(90, 3.0, 0.01), probe(110, 3.0, 0.01)}
   T.eq(tune.predict_budget({probes[2], C}, flat, 3.12, 0.01, 3), nil, "no falling slope: nothing predicted")

@@ -152,10 +152,11 @@ end
 -- the smallest budget above a confirmed-too-rarely one that should pass M.POWER of scores: the
 -- budget's runs pooled (ps: its search probe and confirmation) give the mean and the std; the
 -- loss's slope in log(steps) comes from the search probes within 1.5x of it (least squares); the
--- mean is moved along that slope, the std kept. nil when there is no falling slope or no budget up
--- to 1.5x passes.
-function M.predict_budget(ps, probes, target, alpha, k)
+-- mean is moved along that slope, the std kept (at least floor_std: M.spread). nil when there is no
+-- falling slope or no budget up to 1.5x passes.
+function M.predict_budget(ps, probes, target, alpha, k, floor_std)
   local count, m, std = pooled(ps)
+  if std then std = mmax(std, tonumber(floor_std) or 0) end
   local s0 = ps[1] and ps[1].steps
   if count < 3 or not s0 then return nil end
   local n, sx, sy, sxx, sxy, seen, distinct = 0, 0, 0, 0, 0, {}, 0
