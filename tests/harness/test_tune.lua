@@ -324,6 +324,10 @@ T.case("between: the smallest budget under an overshooting step-up, from both bu
   end
   T.ok(s > 100 and s < 150 and est(s) >= tune.BACK_POWER and est(s - 1) < tune.BACK_POWER,
        ("the smallest budget estimated to pass %.0f %%: %d (%.3f; %.3f below)"):format(100 * tune.BACK_POWER, s, est(s), est(s - 1)))
+  local wide = tune.between(lo, hi, 3.12, 0.01, 3, 0.03)
+  T.ok(wide and wide > s, ("a wider spread (the search's) names a larger budget: %s > %d"):format(tostring(wide), s))
+  T.eq(tune.between(lo, hi, 3.12, 0.01, 3, 0.05), nil, "wider still: none between passes")
+  T.eq(tune.between(lo, hi, 3.12, 0.01, 3, 0.001), s, "a floor under the pooled std changes nothing")
   T.eq(tune.between(hi, lo, 3.12, 0.01, 3), nil, "the accepted budget must be the larger")
   T.eq(tune.between(lo, {probe(150, 3.06, 0.005)}, 3.12, 0.01, 3), nil, "no falling mean: nothing")
   T.eq(tune.between(lo, {probe(150, 3.04, 0.005), probe(150, 3.04, 0.005)}, 3.12, 0.01, 3), nil, "none passes between")

@@ -179,14 +179,15 @@ end
 -- the smallest budget strictly between an unaccepted budget and the accepted one above it that
 -- should pass M.BACK_POWER of scores, or nil: each budget's runs pooled (lo_ps, hi_ps: a budget's
 -- search probe and confirmation), the mean interpolated in log(steps) between the two, the std
--- the two budgets' within-budget std pooled (a step-up predicted from the lower budget's spread
--- overshoots when the accepted budget's runs came out tighter: record 1 at proxy, 2026-12-06)
-function M.between(lo_ps, hi_ps, target, alpha, k)
+-- the two budgets' within-budget std pooled, at least floor_std (M.spread) (a step-up predicted from
+-- the lower budget's spread overshoots when the accepted budget's runs came out tighter: record 1
+-- at proxy, 2026-12-06)
+function M.between(lo_ps, hi_ps, target, alpha, k, floor_std)
   local n1, m1, s1 = pooled(lo_ps)
   local n2, m2, s2 = pooled(hi_ps)
   local a, b = lo_ps[1] and lo_ps[1].steps, hi_ps[1] and hi_ps[1].steps
   if not (s1 and s2 and a and b and a < b and m2 < m1) then return nil end
-  local std = math.sqrt(((n1 - 1) * s1 ^ 2 + (n2 - 1) * s2 ^ 2) / (n1 + n2 - 2))
+  local std = mmax(math.sqrt(((n1 - 1) * s1 ^ 2 + (n2 - 1) * s2 ^ 2) / (n1 + n2 - 2)), tonumber(floor_std) or 0)
   local slope = (m2 - m1) / (log(b) - log(a))
   for s = a + 1, b - 1 do
     local p = M.pass_probability(m1 + slope * (log(s) - log(a)), std, target, alpha, k)
@@ -354,9 +355,10 @@ function M.search(probe, o)
   local tol, max_probes = o.tolerance or M.TOLERANCE, o.max_probes or M.MAX_PROBES
   local max_steps = o.max_steps
   local cache, order, confirms = {}, {}, {}
-  if o.power then   -- o.power(ps, lists): the search's runs so far go with each estimate (M.spread)
-    local power = o.power
-    o = setmetatable({power = function(ps) return power(ps, {order, confirms, ps}) end}, {__index = o})
+  if o.power or o.between then   -- o.power(ps, lists), o.between(lo, hi, lists): the search's runs so
+    local power, between = o.power, o.between   -- far go with each estimate (M.spread)
+    o = setmetatable({power = power and function(ps) return power(ps, {order, confirms, ps}) end,
+                      between = between and function(a, b) return between(a, b, {order, confirms, a, b}) end}, {__index = o})
   end
   local function at(steps)
     if steps and cache[steps] then return cache[steps] end
@@ -485,7 +487,7 @@ function M.step_back_of(t, alpha, k)
   local pl, ph = lo and probe_at(lo.steps), probe_at(t.steps)
   if not (pl and ph) then return nil end
   local function runs(r) return {steps = r.steps, values = r.val_losses} end
-  local back = M.between({runs(pl), runs(lo)}, {runs(ph), runs(acc)}, t.target, alpha, k)
+  local back = M.between({runs(pl), runs(lo)}, {runs(ph), runs(acc)}, t.target, alpha, k, M.spread({P, C}, t.steps))
   if back and back < t.steps - mmax(1, mfloor((tonumber(t.tolerance) or M.TOLERANCE) * t.steps)) then return back end
 end
 

@@ -212,7 +212,9 @@ local function tune_item(it, o, k, out_root, card, path)
      predict = function(ps, probes)
        return tune.predict_budget(ps, probes, ps[1].target, alpha, k, tune.spread({probes, ps}, ps[1].steps))
      end,
-     between = function(lo_ps, hi_ps) return tune.between(lo_ps, hi_ps, hi_ps[1].target, alpha, k) end,
+     between = function(lo_ps, hi_ps, lists)
+       return tune.between(lo_ps, hi_ps, hi_ps[1].target, alpha, k, tune.spread(lists, hi_ps[1].steps))
+     end,
      power = pooled_power(it, o, k, alpha)})
   if not R then return nil, fmt("%s: no step budget: %s", it.name, err) end
   local entry, eerr = tuned_entry(it, o, k, card, R, alpha, t0)
