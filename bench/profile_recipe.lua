@@ -105,14 +105,12 @@ if opt.first then   -- step 1 under the profiler, before anything else ran
   sr.synchronize()
   local t0 = sr.clock()
   local rows = profile.run(function() train_steps(1) sr.synchronize() end)
-  local ms, s1, kms, parts = 1e3 * (sr.clock() - t0), stats(), 0, {}
+  local ms, kms = 1e3 * (sr.clock() - t0), 0
   for _, r in ipairs(rows) do kms = kms + r.ms end
-  for _, k in ipairs {"driver_allocs", "driver_alloc_ms", "gemm_plans", "gemm_plan_ms", "module_loads", "module_load_ms",
-                      "driver_frees", "driver_free_ms"} do
-    if s1[k] then parts[#parts + 1] = ("%s %g"):format(k, (s1[k] or 0) - (s0[k] or 0)) end
-  end
+  -- the setup in it as the harness's warm-up line names it (steps.setup_delta, output.setup_text)
+  local setup = device == "cuda" and require("speedrun.harness.output").setup_text(require("speedrun.harness.steps").setup_delta(s0, stats()))
   print(("step 1 under the profiler: %.1f ms wall, %.1f ms in its ops' rows; setup in it: %s")
-    :format(ms, kms, #parts > 0 and table.concat(parts, ", ") or "none recorded"))
+    :format(ms, kms, setup or "none recorded (CPU)"))
   print(profile.report(rows, {top = top, by = "op"}))
   warmup = math.max(warmup - 1, 0)
 end

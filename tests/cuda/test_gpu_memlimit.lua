@@ -17,12 +17,15 @@ print("allocated", t:numel())
 ]])
 f:close()
 
-local function run(limit, n)
-  local p = io.popen(("SPEEDRUN_CUDA_MEM_LIMIT=%d '%s' run '%s' %d 2>&1; echo rc=$?"):format(limit, arg[-1], script, n))
+-- a script run by a speedrun of its own under env ("" or "NAME=value ..."): its output and exit code
+local function run_script(path, env, args)
+  local p = io.popen(("%s '%s' run '%s' %s 2>&1; echo rc=$?"):format(env, arg[-1], path, args or ""))
   local out = p:read("a")
   p:close()
   return out, tonumber(out:match("rc=(%d+)%s*$"))
 end
+local function cap(bytes) return ("SPEEDRUN_CUDA_MEM_LIMIT=%d"):format(bytes) end
+local function run(limit, n) return run_script(script, cap(limit), tostring(n)) end
 
 T.case("over the cap: out of memory", function()
   local out, rc = run(8 << 20, 16 << 20)          -- 64 MiB of float32 against an 8 MiB cap
@@ -53,9 +56,7 @@ print("replay", g:replay():item())
 f:close()
 
 T.case("a capture under the cap while the ordinary pool holds a free block: captured", function()
-  local p = io.popen(("SPEEDRUN_CUDA_MEM_LIMIT=%d '%s' run '%s' 2>&1; echo rc=$?"):format(48 << 20, arg[-1], capture_script))
-  local out = p:read("a")
-  p:close()
+  local out = run_script(capture_script, cap(48 << 20))
   T.ok(out:find("captured\ttrue", 1, true), out)
   T.ok(out:find("replay\t0", 1, true), out)
   T.ok(out:find("rc=0", 1, true), out)
@@ -87,17 +88,11 @@ print("replay", g:replay():item())
 f:close()
 
 T.case("a capture with room for its logged step keeps the ordinary pool's cache", function()
-  local function go(env)
-    local p = io.popen(("%s '%s' run '%s' 2>&1; echo rc=$?"):format(env, arg[-1], keep_script))
-    local out = p:read("a")
-    p:close()
-    return out
-  end
-  local out = go("")
+  local out = run_script(keep_script, "")
   T.ok(out:find("captured\ttrue", 1, true) and out:find("replay\t0", 1, true) and out:find("rc=0", 1, true), out)
   T.ok(out:find("frees\t0\n", 1, true) and out:find("kept\ttrue", 1, true), "nothing given back: " .. out)
   -- under a cap with no room for the step besides what the pool holds: the cache goes back first
-  out = go(("SPEEDRUN_CUDA_MEM_LIMIT=%d"):format(112 << 20))
+  out = run_script(keep_script, cap(112 << 20))
   T.ok(out:find("captured\ttrue", 1, true) and out:find("rc=0", 1, true), out)
   T.ok(not out:find("frees\t0\n", 1, true), "the cached blocks were given back: " .. out)
 end)

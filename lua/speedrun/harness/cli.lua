@@ -542,8 +542,8 @@ local function calibrate_items(o)
   return items
 end
 
-local function print_entry(name, e, alpha)
-  local _, why = calibfile.passes(e, alpha)
+-- an entry's line; why: calibfile.passes's note ("" for none)
+local function print_entry(name, e, why)
   print(fmt("%s: %s ms mean, %s ms std over %d runs (val_loss %s)%s", name,
     type(e.mean_ms) == "number" and fmt("%.0f", e.mean_ms) or "-", type(e.std_ms) == "number" and fmt("%.0f", e.std_ms) or "-",
     e.runs, type(e.val_loss_mean) == "number" and fmt("%.4f", e.val_loss_mean) or "-", why ~= "" and "  (" .. why .. ")" or ""))
@@ -650,10 +650,11 @@ function M.calibrate(args)
       timed = timed + 1
     end
     if entry then
-      if not calibfile.passes(entry, alpha) then rc = 1 end
+      local passes, why = calibfile.passes(entry, alpha)
+      if not passes then rc = 1 end
       local ok, serr = pcall(calibfile.store, path, card, o.scale, it.name, entry)   -- after each recipe: a long
       if not ok then return die(serr) end                                       -- calibration keeps what it measured
-      print_entry(it.name, entry, alpha)
+      print_entry(it.name, entry, why)
     end
   end
   if timed > 0 then print(fmt("calibrate wall time: %.0f s for %d references", H.now() - t_all, timed)) end

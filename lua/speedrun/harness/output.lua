@@ -249,20 +249,22 @@ end
 -- modules loaded, graphs built; CUDA runs only): "" when it did none
 local SETUP_KINDS = {{"driver_alloc", "cudaMalloc"}, {"gemm_plan", "GEMM plans"}, {"module_load", "module loads"},
                      {"graph_build", "graph builds"}, {"driver_free", "cudaFree"}}
+-- one setup_stats reading (or the difference of two) as text: "112 cudaMalloc 7ms, 15 GEMM plans 131ms, ..."
+function M.setup_text(x)
+  local parts = {}
+  for i, k in ipairs(SETUP_KINDS) do
+    local n = x[k[1] .. "s"] or 0
+    if i <= 2 or n > 0 then parts[#parts + 1] = fmt("%d %s %.0fms", n, k[2], x[k[1] .. "_ms"] or 0) end
+    if k[1] == "gemm_plan" and (x.gemm_algos_stored or 0) > 0 then
+      parts[#parts] = parts[#parts] .. fmt(" (%d algorithms from the disk cache)", x.gemm_algos_stored)
+    end
+  end
+  return table.concat(parts, ", ")
+end
+
 function M.setup_note(first, all)
   if type(all) ~= "table" or ((all.driver_allocs or 0) == 0 and (all.gemm_plans or 0) == 0) then return "" end
-  local function one(x)
-    local parts = {}
-    for i, k in ipairs(SETUP_KINDS) do
-      local n = x[k[1] .. "s"] or 0
-      if i <= 2 or n > 0 then parts[#parts + 1] = fmt("%d %s %.0fms", n, k[2], x[k[1] .. "_ms"] or 0) end
-      if k[1] == "gemm_plan" and (x.gemm_algos_stored or 0) > 0 then
-        parts[#parts] = parts[#parts] .. fmt(" (%d algorithms from the disk cache)", x.gemm_algos_stored)
-      end
-    end
-    return table.concat(parts, ", ")
-  end
-  return fmt("; setup in step 1: %s; in the warm-up: %s", type(first) == "table" and one(first) or "-", one(all))
+  return fmt("; setup in step 1: %s; in the warm-up: %s", type(first) == "table" and M.setup_text(first) or "-", M.setup_text(all))
 end
 
 function M.finish(log, R, failure)

@@ -166,11 +166,12 @@ end
 
 -- the engine's one-time setup (cuda.setup_stats: cudaMalloc calls, new cuBLASLt plans) between
 -- two readings: {driver_allocs, driver_alloc_ms, gemm_plans, gemm_plan_ms}
-local function setup_delta(a, b)
+function M.setup_delta(a, b)
   local d = {}
   for k, v in pairs(b) do d[k] = v - (a[k] or 0) end
   return d
 end
+local setup_delta = M.setup_delta
 
 -- the time budget (--time-budget), checked between steps after the warm-up (which always runs,
 -- as autoresearch leaves its first steps off its budget): the clock paused (device-synchronised),

@@ -73,15 +73,21 @@ function M.pass_probability(mean, std, target, alpha, k)
   return sum / wsum
 end
 
+-- the mean of xs and their squared deviations from it summed
+local function moments(xs)
+  local m, ss = 0, 0
+  for _, v in ipairs(xs) do m = m + v end
+  m = m / #xs
+  for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
+  return m, ss
+end
+
 -- the runs of several probes of one budget pooled: their number, mean, sample std and values
 local function pooled(probes)
   local xs = {}
   for _, P in ipairs(probes) do for _, v in ipairs(P.values or {}) do xs[#xs + 1] = v end end
   if #xs < 2 then return #xs, nil, nil, xs end
-  local m, ss = 0, 0
-  for _, v in ipairs(xs) do m = m + v end
-  m = m / #xs
-  for _, v in ipairs(xs) do ss = ss + (v - m) ^ 2 end
+  local m, ss = moments(xs)
   return #xs, m, math.sqrt(ss / (#xs - 1)), xs
 end
 
@@ -99,8 +105,9 @@ M.SPREAD_WINDOW = 1.25   -- M.spread: the budgets within this factor of the one 
 -- the run-to-run spread of a search near a budget: the within-budget std pooled over every probe
 -- and confirmation of `lists` (lists of probes, each {steps, values} or a record's {steps,
 -- val_losses}; the same runs listed twice count once) whose budget is within M.SPREAD_WINDOW of
--- `steps` (each budget's runs about their own mean), or nil with fewer than 2 degrees of freedom. Three runs' std varies severalfold
--- (0.002-0.015 across one search's budgets, records 6-21 at proxy), and a budget is accepted when
+-- `steps` (each budget's runs about their own mean), or nil with fewer than 2 degrees of freedom.
+-- Three runs' std varies severalfold (0.002-0.015 across one search's budgets, records 6-21 at
+-- proxy), and a budget is accepted when
 -- its runs happened to come out tight: the accepted budget's own runs alone overstate how often a
 -- score passes (records 2, 3, 11, 12 re-timed, 2026-12-06), the search's runs pooled do not
 function M.spread(lists, steps)
@@ -111,11 +118,7 @@ function M.spread(lists, steps)
       local key = type(v) == "table" and s and s .. ":" .. table.concat(v, ",")   -- a probe listed twice counts once
       if key and not seen[key] and #v >= 2 and steps and s * M.SPREAD_WINDOW >= steps and s <= steps * M.SPREAD_WINDOW then
         seen[key] = true
-        local m = 0
-        for _, x in ipairs(v) do m = m + x end
-        m = m / #v
-        for _, x in ipairs(v) do ss = ss + (x - m) ^ 2 end
-        df = df + #v - 1
+        ss, df = ss + select(2, moments(v)), df + #v - 1
       end
     end
   end
