@@ -226,7 +226,16 @@ for p in $PARTS; do
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
           ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
             ./build/speedrun run bench/flex_attention.lua 2; done'
-      grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120 ;;
+      grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120
+      # FLEXPROF_SASS=1: each kernel's instructions with their issue counts and stall samples (the
+      # source page) to $OUT/flexprof/<kernel>.csv, read with bench/sass_stalls.py
+      [ "${FLEXPROF_SASS:-0}" = 1 ] && { mkdir -p "$OUTDIR/flexprof"; part flexsass 300 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
+          ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --section SourceCounters --section WarpStateStats \
+            --section LaunchStats --section Occupancy --import-source no --clock-control none -f -o "/tmp/sass_$kn" \
+            ./build/speedrun run bench/flex_attention.lua 2 >/dev/null
+          ncu -i "/tmp/sass_$kn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$kn.csv"
+          echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$kn.csv") lines"; done'
+        cat "$LOG/flexsass.log" | tail -8; } ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
       # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1), each variant of $WGMMA_VARIANTS its own part
       # (a variant's settings joined by ":"): registry rows, test_gpu_flex and the speed table; the
