@@ -34,7 +34,7 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 94, lr = 3.6e-3, muon_lr = 3.6e-4, momentum = 0.95, warmup = 0, warmdown = 27,
+    steps = 98, lr = 3.6e-3, muon_lr = 3.6e-4, momentum = 0.95, warmup = 0, warmdown = 28,
     target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },

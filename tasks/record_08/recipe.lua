@@ -38,7 +38,7 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 3, n_embd = 384, vocab_size = 50304},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 92, embed_lr = 0.3, head_lr = 0.002, muon_lr = 0.02, momentum = 0.95, warmup = 0, warmdown = 27,
+    steps = 95, embed_lr = 0.3, head_lr = 0.002, muon_lr = 0.02, momentum = 0.95, warmup = 0, warmdown = 28,
     target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },
