@@ -22,7 +22,8 @@
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
 #              eager from the same weights and tokens (what two correct runs differ by)
 #   flex       flex attention (issue 16): registry rows, tests/cuda/test_gpu_flex.lua, then
-#              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention)
+#              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention); carried
+#              .prebuilt-base/speedrun.xz ($FLEX_BASE): that build's bench/flex_attention.lua too (an A/B)
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
 #              (bench/flex_attention.lua): throughputs, occupancy, stalls; $FLEXPROF_KERNELS names others
 #              (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel flex_forward_hopper_kernel)
@@ -215,12 +216,17 @@ for p in $PARTS; do
         for shape in "32 12 1024 64 1" "16 12 1024 64 1" "32 6 1024 128 1" "32 12 1024 64 0"; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
-    flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor
+    flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor;
+      # with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when carried: an earlier build's binary,
+      # ignored by git) its speed table too, in the same call: an A/B of kernel changes
+      base=${FLEX_BASE:-.prebuilt-base/speedrun.xz}; [ -f "$base" ] && unxz_to "$base" /tmp/speedrun-base || rm -f /tmp/speedrun-base
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
         SR_FLEX_FWD_V2=0 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (forward kernel 1) rc=$?"
-        cd .. && ./build/speedrun run bench/flex_attention.lua 20; python3 bench/flex_anchor.py 20'
+        cd .. && ./build/speedrun run bench/flex_attention.lua 20
+        [ ! -x /tmp/speedrun-base ] || { echo "== the base build ($(/tmp/speedrun-base --version | head -1))"; /tmp/speedrun-base run bench/flex_attention.lua 20; }
+        python3 bench/flex_anchor.py 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do

@@ -79,10 +79,10 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_
   kv_block_range(qb, BQ, BK, T, causal, &kb0, &kb1);
   kv_block_range(qb * (BQ / 16) + w, 16, BK, T, causal, &wkb0, &wkb1);  // this warp's 16 rows
 
-  load_tile_async<D, LD, BQ>(sm + 2 * TILE, Q, qst, qb * BQ, T);
+  load_tile_async<D, LD, BQ, 256>(sm + 2 * TILE, Q, qst, qb * BQ, T);
   if (kb0 < kb1) {
-    load_tile_async<D, LD, BK>(sm, K, kst, kb0 * BK, T);
-    load_tile_async<D, LD, BK>(sm + TILE, V, vst, kb0 * BK, T);
+    load_tile_async<D, LD, BK, 256>(sm, K, kst, kb0 * BK, T);
+    load_tile_async<D, LD, BK, 256>(sm + TILE, V, vst, kb0 * BK, T);
   }
   cp_async_commit();
   cp_async_wait_all();
@@ -102,8 +102,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_
     cp_async_wait_all();
     __syncthreads();  // tile kb is in stage st for everyone; stage st^1 (and Q) is free
     if (kb + 1 < kb1) {
-      load_tile_async<D, LD, BK>(sm + 2 * (st ^ 1) * TILE, K, kst, (kb + 1) * BK, T);
-      load_tile_async<D, LD, BK>(sm + (2 * (st ^ 1) + 1) * TILE, V, vst, (kb + 1) * BK, T);
+      load_tile_async<D, LD, BK, 256>(sm + 2 * (st ^ 1) * TILE, K, kst, (kb + 1) * BK, T);
+      load_tile_async<D, LD, BK, 256>(sm + (2 * (st ^ 1) + 1) * TILE, V, vst, (kb + 1) * BK, T);
     }
     cp_async_commit();
     if (kb < wkb0 || kb >= wkb1) continue;  // no key of this tile is visible to this warp's rows
@@ -205,15 +205,15 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
   // Q, dO, lse, delta of query tile qb into stage st
   auto load_q = [&](int qb, int st) {
     bf16 *Qs = Vs + TILE + 2 * st * TILE;
-    load_tile_async<D, LD, 64>(Qs, Q, as.s[2][2], qb * 64, T);
-    load_tile_async<D, LD, 64>(Qs + TILE, dO, as.s[5][2], qb * 64, T);
+    load_tile_async<D, LD, 64, 128>(Qs, Q, as.s[2][2], qb * 64, T);
+    load_tile_async<D, LD, 64, 128>(Qs + TILE, dO, as.s[5][2], qb * 64, T);
     int r = qb * 64 + (threadIdx.x & 63);
     const float *src = threadIdx.x < 64 ? lse_b : delta_b;
     cp_async4(&ld_s[128 * st + threadIdx.x], r < T ? src + r : src, r < T);
   };
 
-  load_tile_async<D, LD, 64>(Ks, K, as.s[3][2], kb * 64, T);
-  load_tile_async<D, LD, 64>(Vs, V, as.s[4][2], kb * 64, T);
+  load_tile_async<D, LD, 64, 128>(Ks, K, as.s[3][2], kb * 64, T);
+  load_tile_async<D, LD, 64, 128>(Vs, V, as.s[4][2], kb * 64, T);
   if (NS == 2 && qb0 < qb1) load_q(qb0, 0);
   cp_async_commit();
   float dK[D / 8][4], dV[D / 8][4];
@@ -469,6 +469,7 @@ static flex_mask dense_mask(int T, int causal) {
   m.nb = T / 128;
   m.causal = causal;
   m.window = 0;
+  flex_mask_span(m);
   return m;
 }
 

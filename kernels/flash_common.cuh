@@ -121,9 +121,10 @@ __device__ __forceinline__ int64_t att_base(const att_strides &a, int j, int64_t
 
 // cp.async: 16 (or 4) bytes global -> shared without passing through registers, zero-filled
 // when !pred (src must still be a valid address); completes at cp_async_wait_all()
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 16 : 0));
+__device__ __forceinline__ void cp_async16_at(uint32_t dst, const void *src, bool pred) {  // dst: a shared address
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
 }
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) { cp_async16_at(smem_u32(dst), src, pred); }
 __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 4 : 0));
 }
@@ -133,14 +134,22 @@ __device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async
 template <int N>
 __device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-// ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T
-template <int D, int LD, int ROWS>
+// ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T, by a block of NT threads:
+// thread i copies the 16-byte chunk i % CH of rows i / CH, i / CH + NT / CH, ... (unrolled, one
+// address a thread and constant steps: the loop with a runtime stride and a division per chunk cost
+// the flex backward ~29 instructions a chunk, a fifth of its instructions, bench/RESULTS.md)
+template <int D, int LD, int ROWS, int NT>
 __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
-  constexpr int CH = D / 8;
-  for (int id = threadIdx.x; id < ROWS * CH; id += blockDim.x) {
-    int r = id / CH, c8 = id % CH;
-    bool ok = row0 + r < T;
-    cp_async16(&S[r * LD + c8 * 8], ok ? &G[(int64_t)(row0 + r) * ld + c8 * 8] : G, ok);
+  constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;  // RS rows a step, IT steps
+  static_assert(NT % CH == 0 && ROWS % RS == 0, "load_tile_async: the block's threads must cover whole rows");
+  int r = threadIdx.x / CH, c = (threadIdx.x % CH) * 8, left = T - row0 - r;  // rows left from this thread's first
+  const bf16 *g = G + (int64_t)(row0 + r) * ld + c;
+  uint32_t sp = smem_u32(S + r * LD + c);
+  int64_t step = RS * ld;
+#pragma unroll 4  // (fully unrolled, ptxas spills in the backward kernels)
+  for (int i = 0; i < IT; i++, g += step) {
+    bool ok = i * RS < left;
+    cp_async16_at(sp + i * RS * LD * (int)sizeof(bf16), ok ? g : G, ok);
   }
 }
 

@@ -59,12 +59,12 @@ __global__ void __launch_bounds__(256 / MT, MT == 2 ? 2 : D == 64 ? 2 : 1) flex_
 #pragma unroll
     for (int h = 0; h < 2; h++) dq[m][h] = fm.doc ? fm.doc[qw + 16 * m + 8 * h + g] : 0;
   auto load_kv = [&](int s0, int stage) {
-    load_tile_async<D, LD, BK>(sm + 2 * stage * TILE, K, kst, s0, T);
-    load_tile_async<D, LD, BK>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
+    load_tile_async<D, LD, BK, 256 / MT>(sm + 2 * stage * TILE, K, kst, s0, T);
+    load_tile_async<D, LD, BK, 256 / MT>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
-  load_tile_async<D, LD, BQ>(Qs, Q, qst, qb * BQ, T);
+  load_tile_async<D, LD, BQ, 256 / MT>(Qs, Q, qst, qb * BQ, T);
   int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
   bool part;
   if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
@@ -194,16 +194,16 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
   flex_tiles tl(fm, blockIdx.x >> 1, 1);
   auto load_q = [&](int q0, int st) {
     bf16 *Qs = Vs + TILE + 2 * st * TILE;
-    load_tile_async<D, LD, 64>(Qs, Q, as.s[2][2], q0, T);
-    load_tile_async<D, LD, 64>(Qs + TILE, dO, as.s[5][2], q0, T);
+    load_tile_async<D, LD, 64, 128>(Qs, Q, as.s[2][2], q0, T);
+    load_tile_async<D, LD, 64, 128>(Qs + TILE, dO, as.s[5][2], q0, T);
     int r = q0 + (threadIdx.x & 63);
     const float *src = threadIdx.x < 64 ? lse_b : delta_b;
     cp_async4(&ld_s[192 * st + threadIdx.x], src + r, true);
     if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * st + 128 + threadIdx.x], fm.doc + r, true);
   };
 
-  load_tile_async<D, LD, 64>(Ks, K, as.s[3][2], kt0, T);
-  load_tile_async<D, LD, 64>(Vs, V, as.s[4][2], kt0, T);
+  load_tile_async<D, LD, 64, 128>(Ks, K, as.s[3][2], kt0, T);
+  load_tile_async<D, LD, 64, 128>(Vs, V, as.s[4][2], kt0, T);
   bool part;
   int ti = tl.next(fm, -1, kt0, 64, 1);
   if (NS == 2 && ti < tl.n) load_q(tl.start(ti, &part), 0);
@@ -295,8 +295,9 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
       }
     }
     __syncthreads();
-    int qr0 = qt0 + w * 16 + g, qr1 = qr0 + 8;
-    float *dqb = dq_acc + bh * T * D;
+    // rows qr0 = qt0 + w * 16 + g and qr0 + 8 of the accumulator, at column 2 t: one address a tile,
+    // the rest constant offsets (computed per atomic, the addresses cost ~6 instructions each)
+    float *dq0 = dq_acc + (bh * T + qt0 + w * 16 + g) * D + 2 * t;
 #pragma unroll
     for (int half = 0; half < 2; half++) {
       float dQ[D / 16][4];
@@ -316,9 +317,9 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
       }
 #pragma unroll
       for (int i = 0; i < D / 16; i++) {
-        int col = half * (D / 2) + i * 8 + 2 * t;
-        atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
-        atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
+        float *p = dq0 + half * (D / 2) + i * 8;
+        atomicAdd((float2 *)p, make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
+        atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
       }
     }
     st = NS == 2 ? st ^ 1 : 0;
@@ -481,6 +482,7 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
   m.nb = nb;
   m.causal = (int)c->i[0];
   m.window = (int)c->i[1];
+  flex_mask_span(m);
   return m;
 }
 

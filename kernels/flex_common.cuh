@@ -30,18 +30,32 @@ struct flex_mask {
   const int32_t *wt;        // the window as a device int32 (read by flex_resolve), or NULL: window
   int64_t nb;
   int causal, window;
+  // causal and window as one range of d = query - key, lo <= d <= hi (lo 0 when causal, else -2^30;
+  // hi window - 1 when windowed, else 2^30): flex_vis_ids tests it as one unsigned compare,
+  // (unsigned)(d - lo) <= span with span = hi - lo (|d| < 2^30: T < 2^30). Set by flex_mask_span
+  // (the launchers, and flex_resolve when the window comes from the device)
+  int lo;
+  unsigned span;
 };
+__host__ __device__ __forceinline__ void flex_mask_span(flex_mask &m) {
+  m.lo = m.causal ? 0 : -(1 << 30);
+  m.span = (unsigned)(m.window > 0 ? m.window - 1 : 1 << 30) - (unsigned)m.lo;
+}
 // first thing in every kernel taking a mask: the window from the device when it lives there (so a
 // replayed CUDA graph reads the value of each replay)
 __device__ __forceinline__ void flex_resolve(flex_mask &m) {
-  if (m.wt) m.window = __ldg(m.wt);
+  if (m.wt) {
+    m.window = __ldg(m.wt);
+    flex_mask_span(m);
+  }
 }
 __device__ __forceinline__ bool flex_vis(const flex_mask &m, int qi, int kj) {
   return sr_flex_visible(qi, kj, m.causal, m.window, m.doc);
 }
-// the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels)
+// the same with the two doc ids at hand (staged in shared memory / registers by the flash kernels),
+// causal and window through the mask's span (sr_flex_visible's conditions, one compare)
 __host__ __device__ __forceinline__ bool flex_vis_ids(const flex_mask &m, int qi, int kj, int32_t dq, int32_t dk) {
-  return !(m.causal && kj > qi) && !(m.window > 0 && qi - kj >= m.window) && !(m.doc && dq != dk);
+  return (unsigned)(qi - kj) - (unsigned)m.lo <= m.span && !(m.doc && dq != dk);
 }
 // the element mask on a tile of S held as the flash kernels' fragments (8 tiles of 16 x 8: this
 // thread's rows q0 and q1 = q0 + 8 with doc ids dq0, dq1; columns 8j + 2t (+1) of keys k0..k0 + 63,

@@ -6,12 +6,13 @@
 ** exactly what the lists of a causal or full mask would give, forward and transposed, next() with
 ** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
 ** three and four stages), computes the same tiles from the stages they were loaded into and never
-** loads into a stage still read. Host code only: needs nvcc, no GPU.
+** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
+** the reference's visibility on every pair. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
-#include "flex_common.cuh"  // defines: flex_mask, flex_tiles, flex_dead; core/flex.h: sr_flex_class, sr_flex_*_at
+#include "flex_common.cuh"  // defines: flex_mask, flex_mask_span, flex_vis_ids, flex_tiles, flex_dead; core/flex.h: sr_flex_class, sr_flex_visible, sr_flex_*_at
 
 static int failed = 0, checks = 0;
 static void check(bool ok, const char *what, int nb, int r, int t, int ti) {
@@ -133,7 +134,30 @@ static void rings(int nb, int causal, int window, const int32_t *doc) {
       }
 }
 
+// the flash kernels' element mask (flex_vis_ids: causal and window as one unsigned range test on
+// query - key, flex_mask_span) against sr_flex_visible, the CPU reference's, on every pair of a
+// sequence of T tokens, windows from none to past T, causal or not, with and without documents
+static void element_mask(int T, int causal, int window, const int32_t *doc) {
+  flex_mask m = {NULL, doc, NULL, 1, causal, window};
+  flex_mask_span(m);
+  for (int qi = 0; qi < T; qi++)
+    for (int kj = 0; kj < T; kj++)
+      check(flex_vis_ids(m, qi, kj, doc ? doc[qi] : 0, doc ? doc[kj] : 0) == (bool)sr_flex_visible(qi, kj, causal, window, doc),
+            "element mask: window, query, causal, key", window, qi, causal, kj);
+}
+
 int main(void) {
+  {
+    const int T = 300;
+    std::vector<int32_t> doc(T);
+    for (int i = 0; i < T; i++) doc[i] = i / 37 + (i > 200);  // documents of 37 tokens, one of 1
+    const int windows[] = {0, -5, 1, 2, 36, 37, 128, 299, 300, 301, 1 << 20, 2147483647};
+    for (int causal = 0; causal < 2; causal++)
+      for (int w : windows) {
+        element_mask(T, causal, w, NULL);
+        element_mask(T, causal, w, doc.data());
+      }
+  }
   for (int nb = 1; nb <= 9; nb++)
     for (int causal = 0; causal < 2; causal++) {
       dense_as_lists(nb, causal);
