@@ -109,5 +109,17 @@ local ff = timed(function() fresh(); local y = F.flex_attention(q2, k2, v2, caus
 local fs = timed(function() fresh(); local y = F.scaled_dot_product_attention(q2, k2, v2); y:backward(g2) end)
 print(("dense causal B=%d T=%d H=%d D=%d fwd+bwd: flex_attention %.3f ms (%.0f TFLOP/s), sdpa %.3f ms (%.0f TFLOP/s); anchor (PyTorch SDPA, anchors.md) 1.255 ms"):format(
   B2, T2, H, D, ff, 3.5 * flop2 / ff / 1e9, fs, 3.5 * flop2 / fs / 1e9))
+-- dense causal at records 1-11's shapes (B 32 x T 1024, H 12, D 64: the model's heads), forward and
+-- forward+backward through SDPA; the anchor: bench/attention_anchor.py 32 12 1024 64 1 (the flex part runs it)
+do
+  local B3, H3, D3 = dev == "cuda" and 32 or 1, 12, 64
+  local function r() local x = sr.randn(B3, H3, T2, D3):to(dev, "bfloat16"); x.requires_grad = true; return x end
+  local q3, k3, v3, g3 = r(), r(), r(), sr.randn(B3, H3, T2, D3):to(dev, "bfloat16")
+  local flop3 = 4.0 * B3 * H3 * D3 * T2 * (T2 + 1) / 2
+  local f3 = timed(function() F.scaled_dot_product_attention(q3, k3, v3) end)
+  local fb3 = timed(function() q3.grad, k3.grad, v3.grad = nil, nil, nil; F.scaled_dot_product_attention(q3, k3, v3):backward(g3) end)
+  print(("dense causal B=%d T=%d H=%d D=%d (records 1-11): sdpa fwd %.3f ms (%.0f TFLOP/s), fwd+bwd %.3f ms (%.0f TFLOP/s)"):format(
+    B3, T2, H3, D3, f3, flop3 / f3 / 1e9, fb3, 3.5 * flop3 / fb3 / 1e9))
+end
 print("anchor (anchors.md, PyTorch 2.11 compiled flex_attention, H200): window 1024 fwd 0.510 ms, fwd+bwd 2.000 ms; " ..
       "window 1792 0.583 / 2.228 ms; window 128 0.301 / 1.299 ms; run bench/flex_anchor.py in the same call for the ratio")

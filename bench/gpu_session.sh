@@ -226,7 +226,7 @@ for p in $PARTS; do
         SR_FLEX_FWD_V2=0 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (forward kernel 1) rc=$?"
         cd .. && ./build/speedrun run bench/flex_attention.lua 20
         [ ! -x /tmp/speedrun-base ] || { echo "== the base build ($(/tmp/speedrun-base --version | head -1))"; /tmp/speedrun-base run bench/flex_attention.lua 20; }
-        python3 bench/flex_anchor.py 20'
+        python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
