@@ -224,7 +224,10 @@ for p in $PARTS; do
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
         SR_FLEX_FWD_V2=0 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (forward kernel 1) rc=$?"
+        SR_TEST_DEVICE=cuda SR_FLEX_BWD_NS=2 ../build/tests/test_gpu_registry flex_attention_backward | tail -1
+        SR_FLEX_BWD_NS=2 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (backward NS 2) rc=$?"
         cd .. && ./build/speedrun run bench/flex_attention.lua 20
+        echo "== SR_FLEX_BWD_NS=2"; SR_FLEX_BWD_NS=2 ./build/speedrun run bench/flex_attention.lua 20
         [ ! -x /tmp/speedrun-base ] || { echo "== the base build ($(/tmp/speedrun-base --version | head -1))"; /tmp/speedrun-base run bench/flex_attention.lua 20; }
         python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;

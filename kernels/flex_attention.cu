@@ -501,6 +501,18 @@ extern "C" int sr_flex_wgmma(void) {
   return v;
 }
 
+// SR_FLEX_BWD_NS=2: the mma.sync backward (D 128) with Q / dO double-buffered (NS 2: 115,200 bytes of
+// shared memory a block, two blocks an SM still fit the 228 KB), else one stage (80 KB; the default
+// until measured faster: bench/gpu_session.sh's flex part runs both)
+static int flex_bwd_ns(void) {
+  static int v = 0;
+  if (!v) {
+    const char *e = getenv("SR_FLEX_BWD_NS");
+    v = e && !strcmp(e, "2") ? 2 : 1;
+  }
+  return v;
+}
+
 // SR_FLEX_FWD_V2: 1 the mma.sync forward's kernel 2 (4 warps of 32 rows, two blocks an SM), 0 kernel 1;
 // unset (or another value), dflt: kernel 2 for flex attention, kernel 1 for dense attention
 extern "C" int sr_flex_fwd_v2(int dflt) {
@@ -594,6 +606,10 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
                                    rows / T, s);
   } else if (D == 64) {
     BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<64, 2>)
+  } else if (flex_bwd_ns() == 2) {  // the largest carveout: two blocks of 115,200 bytes an SM
+    if (ce == cudaSuccess)
+      ce = cudaFuncSetAttribute(flex_backward_kernel1<128, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<128, 2>)
   } else {
     BWD(4 * tile + dsb + 192 * sizeof(float), flex_backward_kernel1<128, 1>)
   }
