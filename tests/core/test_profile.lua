@@ -170,4 +170,35 @@ T.case("bench/profile_recipe.lua on record 5 (micro, cpu)", function()
   T.ok(text:find("\nfused%.[%w_]+:%a+%d* %->"), "a fused group's row:\n" .. text)
 end)
 
+-- bench/sass_stalls.py on a hand-made source page (Nsight Compute's CSV: a banner line, then the
+-- header): sums by opcode (predicates stripped), per unit of work, blocks in address order, and its
+-- refusals (no sampling column; a unit opcode that never ran)
+if T.run("python3 -c 'import csv'") then
+  T.case("bench/sass_stalls.py: opcodes, per-unit counts, blocks, refusals", function()
+    local dir = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/sass-stalls"
+    os.execute("mkdir -p " .. T.shell_quote(dir))
+    local csv = dir .. "/k.csv"
+    local f = assert(io.open(csv, "w"))
+    f:write('"Kernel Name","void k(int)",\n',
+      '"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed","stall_wait"\n',
+      '"0x10","IMAD R1, R2, 0x8, RZ","10","2000","4"\n',
+      '"0x20","@!P0 IMAD.IADD R3, R1, 0x1, R4","30","2000","6"\n',
+      '"0x30","HMMA.16816.F32.BF16 R8, R4, R12, R8","60","1000","0"\n')
+    f:close()
+    local ok, out = T.run("python3 ../bench/sass_stalls.py " .. T.shell_quote(csv) .. " 2 --unit HMMA=10 --blocks 2")
+    T.ok(ok, out)
+    T.ok(out:find("3 instructions, 100 stall samples, 5000 executed, 50.0 a unit (100 units)", 1, true), out)
+    T.ok(out:find("IMAD +40 +40.0%% +40.0"), "IMAD: both rows (the predicated one too), 4000 / 100 units:\n" .. out)
+    T.ok(out:find("HMMA +60 +60.0%% +10.0"), out)
+    T.ok(out:find("0%-1 +40.0%% +40.0 +40.0 +0.0"), "block 0-1: two integer rows:\n" .. out)
+    T.ok(out:find("stall_wait +10"), out)
+    local bad = dir .. "/bad.csv"
+    f = assert(io.open(bad, "w")); f:write('"Address","Source"\n"0x10","NOP"\n'); f:close()
+    local ok2, out2 = T.run("python3 ../bench/sass_stalls.py " .. T.shell_quote(bad))
+    T.ok(not ok2 and out2:find("no Source / stall%-sampling column"), out2)
+    local ok3, out3 = T.run("python3 ../bench/sass_stalls.py " .. T.shell_quote(csv) .. " --unit HGMMA=1")
+    T.ok(not ok3 and out3:find("no HGMMA executed"), out3)
+  end)
+end
+
 T.done()
