@@ -25,8 +25,10 @@
 #              bench/flex_attention.lua next to bench/flex_anchor.py (compiled FlexAttention); carried
 #              .prebuilt-base/speedrun.xz ($FLEX_BASE): that build's bench/flex_attention.lua too (an A/B)
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
-#              (bench/flex_attention.lua): throughputs, occupancy, stalls; $FLEXPROF_KERNELS names others
-#              (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel flex_forward_hopper_kernel)
+#              (bench/flex_attention.lua): throughputs, occupancy, stalls; $FLEXPROF_KERNELS names others,
+#              regexes over the demangled names (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel
+#              flex_forward_hopper_kernel; records 1-11's dense backward: "flash_attention_backward_kernel2<64");
+#              FLEXPROF_SASS=1 adds each one's instruction-level page ($OUT/flexprof/*.csv, bench/sass_stalls.py)
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
@@ -233,17 +235,18 @@ for p in $PARTS; do
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
-          ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
+          ncu --kernel-name-base demangled --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120
       # FLEXPROF_SASS=1: each kernel's instructions with their issue counts and stall samples (the
       # source page) to $OUT/flexprof/<kernel>.csv, read with bench/sass_stalls.py
       [ "${FLEXPROF_SASS:-0}" = 1 ] && { mkdir -p "$OUTDIR/flexprof"; part flexsass 300 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
-          ncu --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --section SourceCounters --section WarpStateStats \
-            --section LaunchStats --section Occupancy --import-source no --clock-control none -f -o "/tmp/sass_$kn" \
-            ./build/speedrun run bench/flex_attention.lua 2 >/dev/null
-          ncu -i "/tmp/sass_$kn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$kn.csv"
-          echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$kn.csv") lines"; done'
+          fn=$(echo "$kn" | tr -c "A-Za-z0-9_\n" _)
+          ncu --kernel-name-base demangled --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --section SourceCounters \
+            --section WarpStateStats --section LaunchStats --section Occupancy --import-source no --clock-control none \
+            -f -o "/tmp/sass_$fn" ./build/speedrun run bench/flex_attention.lua 2 >/dev/null
+          ncu -i "/tmp/sass_$fn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$fn.csv"
+          echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$fn.csv") lines ($fn.csv)"; done'
         cat "$LOG/flexsass.log" | tail -8; } ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
       # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1), each variant of $WGMMA_VARIANTS its own part
