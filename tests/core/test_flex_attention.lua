@@ -308,4 +308,18 @@ T.case("errors", function()
            "out of")
 end)
 
+-- bench/flex_attention.lua's dry run on the CPU (SR_FLEX_DEVICE=cpu, a short sequence): every table
+-- row, the op-by-op profile of the first mask (the backward op, and no gradient copies: the leaves
+-- are [B, T, H, D], as a model's) and the dense lines
+T.case("bench/flex_attention.lua dry run on the CPU", function()
+  local ok, out = T.run("SR_FLEX_T=512 SR_FLEX_DEVICE=cpu " .. T.shell_quote(arg[-1]) .. " run ../bench/flex_attention.lua 1")
+  T.ok(ok, out)
+  local rows = 0
+  for _ in out:gmatch("\n| [%w ]+[^|]*| [%d.]+ %% |") do rows = rows + 1 end
+  T.eq(rows, 5, "five mask rows:\n" .. out)
+  T.ok(out:find("flex_attention_backward +bwd:flex_attention"), "the backward op profiled:\n" .. out)
+  T.ok(not out:find("bwd:accumulate"), "no gradient copied into a leaf:\n" .. out)
+  T.ok(out:find("dense causal B=1 T=1024 H=12 D=64 %(records 1%-11%): sdpa fwd"), out)
+end)
+
 T.done()
