@@ -553,7 +553,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
   if (flash)
-    attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, T, D, as);
+    attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
   else if (dt == SR_BF16)
     attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, D);
   else
@@ -609,8 +609,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     if (!err) ce = cudaGetLastError();
   }
   if (ce == cudaSuccess && dq_acc) {  // the flash paths' f32 dq into dq
-    attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
-    ce = cudaGetLastError();
+    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s);
   }
   if (!err && ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   sr_cuda_free(delta);

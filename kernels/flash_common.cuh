@@ -2,7 +2,7 @@
 ** flash_common.cuh: the pieces the flash attention kernels share (kernels/attention.cu and
 ** kernels/flex_attention.cu): mma.sync m16n8k16 and ldmatrix fragment helpers, cp.async tile
 ** loads, the strides of [B,H,T,D] views, the delta pre-pass and the dq conversion of the
-** backward. Header-only; the kernels are static, one copy per file that launches them.
+** backward (kernels and launches). Header-only; the kernels are static, one copy per file that launches them.
 */
 #ifndef SR_FLASH_COMMON_CUH
 #define SR_FLASH_COMMON_CUH
@@ -153,37 +153,60 @@ __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t 
   }
 }
 
-// strided variant for the flash path (tensors 5 (dout) and 6 (out) of as): D / 8 lanes per row,
-// 16-byte loads
-static __global__ void attention_delta_kernel2(float *delta, const bf16 *dout, const bf16 *out, int64_t rows, int T, int D,
-                                        att_strides as) {
-  int lpr = D / 8;  // 8 or 16: groups of lanes within one warp
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, r = i / lpr;
-  int c = (int)(i % lpr) * 8;
+// the flash backward's row pass and its last pass over strided [B,H,T,D] views (as: tensor 5 dout,
+// 6 out, 7 dq), a thread block per 256 chunks of 8 elements of one (b, h) slice (grid x over T D/8,
+// y the head, z the batch): a chunk's t and column come from shifts, its (b, h) from the grid (the
+// row-major index they replaced cost 64-bit divisions by T, D and H for every chunk)
+
+// delta[bh, t] = sum_d dout[b, h, t, d] out[b, h, t, d]: the D / 8 lanes of a row reduce by shuffles
+template <int D>
+static __global__ void attention_delta_kernel3(float *delta, const bf16 *dout, const bf16 *out, int T, att_strides as) {
+  constexpr int L = D / 8;  // 8 or 16 lanes a row, within one warp
+  int j = blockIdx.x * blockDim.x + threadIdx.x, t = j / L, c = (j % L) * 8;
+  int64_t b = blockIdx.z, h = blockIdx.y;
   float s = 0.f;
-  if (r < rows) {
-    int64_t bh = r / T, t = r % T;
-    uint4 a = *(const uint4 *)&dout[att_base(as, 5, bh) + t * as.s[5][2] + c];
-    uint4 b = *(const uint4 *)&out[att_base(as, 6, bh) + t * as.s[6][2] + c];
-    const __nv_bfloat162 *a2 = (const __nv_bfloat162 *)&a, *b2 = (const __nv_bfloat162 *)&b;
+  if (t < T) {
+    uint4 x4 = *(const uint4 *)&dout[b * as.s[5][0] + h * as.s[5][1] + t * as.s[5][2] + c];
+    uint4 y4 = *(const uint4 *)&out[b * as.s[6][0] + h * as.s[6][1] + t * as.s[6][2] + c];
+    const __nv_bfloat162 *x2 = (const __nv_bfloat162 *)&x4, *y2 = (const __nv_bfloat162 *)&y4;
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      float2 x = __bfloat1622float2(a2[j]), y = __bfloat1622float2(b2[j]);
+    for (int i = 0; i < 4; i++) {
+      float2 x = __bfloat1622float2(x2[i]), y = __bfloat1622float2(y2[i]);
       s += x.x * y.x + x.y * y.y;
     }
   }
-  for (int o = lpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if (r < rows && c == 0) delta[r] = s;
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (t < T && c == 0) delta[(b * as.H + h) * T + t] = s;
 }
 
-// dq (strided, tensor 7 of as) from the f32 accumulator [BH,T,D]: 8 elements per thread
-static __global__ void attention_dq_convert_kernel1(bf16 *dq, const float *acc, int64_t n8, int T, int D, att_strides as) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t e = i * 8, r = e / D, bh = r / T, t = r % T;
-    float4 x = *(const float4 *)&acc[e], y = *(const float4 *)&acc[e + 4];
-    uint4 o = make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
-    *(uint4 *)&dq[att_base(as, 7, bh) + t * as.s[7][2] + e % D] = o;
-  }
+// dq (strided) from the f32 accumulator [BH, T, D]: 8 elements a thread
+template <int D>
+static __global__ void attention_dq_convert_kernel2(bf16 *dq, const float *acc, int T, att_strides as) {
+  constexpr int L = D / 8;
+  int j = blockIdx.x * blockDim.x + threadIdx.x, t = j / L, c = (j % L) * 8;
+  if (t >= T) return;
+  int64_t b = blockIdx.z, h = blockIdx.y;
+  const float *a = acc + ((b * as.H + h) * T + t) * D + c;
+  float4 x = *(const float4 *)a, y = *(const float4 *)(a + 4);
+  *(uint4 *)&dq[b * as.s[7][0] + h * as.s[7][1] + t * as.s[7][2] + c] =
+      make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
+}
+
+// their launches (D 64 or 128; BH rows of T: grid z = BH / H batches, at most 65,535)
+static inline cudaError_t attention_delta_flash(float *delta, const bf16 *dout, const bf16 *out, int64_t BH, int T, int D,
+                                                const att_strides &as, cudaStream_t s) {
+  dim3 grid((unsigned)CEIL_DIV((int64_t)T * (D / 8), (int64_t)256), (unsigned)as.H, (unsigned)(BH / as.H));
+  if (D == 64) attention_delta_kernel3<64><<<grid, 256, 0, s>>>(delta, dout, out, T, as);
+  else attention_delta_kernel3<128><<<grid, 256, 0, s>>>(delta, dout, out, T, as);
+  return cudaGetLastError();
+}
+static inline cudaError_t attention_dq_convert(bf16 *dq, const float *acc, int64_t BH, int T, int D, const att_strides &as,
+                                               cudaStream_t s) {
+  dim3 grid((unsigned)CEIL_DIV((int64_t)T * (D / 8), (int64_t)256), (unsigned)as.H, (unsigned)(BH / as.H));
+  if (D == 64) attention_dq_convert_kernel2<64><<<grid, 256, 0, s>>>(dq, acc, T, as);
+  else attention_dq_convert_kernel2<128><<<grid, 256, 0, s>>>(dq, acc, T, as);
+  return cudaGetLastError();
 }
 
 

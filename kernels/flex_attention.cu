@@ -583,9 +583,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   sr_tensor *dk = tsf[0], *dv = tsf[1], *q = tsf[2], *k = tsf[3], *v = tsf[4], *dout = tsf[5], *out = tsf[6], *dq = tsf[7];
   att_strides as = strides_of(tsf, 8);
   float scale = (float)c->f[0];
-  attention_delta_kernel2<<<(unsigned)CEIL_DIV(rows * (D / 8), (int64_t)256), 256, 0, s>>>(delta, (const bf16 *)sr_data(dout),
-      (const bf16 *)sr_data(out), rows, T, D, as);
-  cudaError_t ce = cudaGetLastError();
+  cudaError_t ce = attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
   bool hopper = D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD), split = !dq_acc;
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
@@ -615,8 +613,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   }
 #undef BWD
   if (ce == cudaSuccess && !split) {
-    attention_dq_convert_kernel1<<<sr_grid_for(rows * D / 8, 256), 256, 0, s>>>((bf16 *)sr_data(dq), dq_acc, rows * D / 8, T, D, as);
-    ce = cudaGetLastError();
+    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s);
   }
   return ce;
 }
