@@ -552,13 +552,16 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     return sr_errf("out of memory (attention backward scratch)");
   }
   unsigned dgrid = (unsigned)CEIL_DIV(rows * 32, (int64_t)256);
-  if (flash)
-    attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
-  else if (dt == SR_BF16)
-    attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, D);
-  else
-    attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)sr_data(dout), (const float *)sr_data(out), rows, D);
-  cudaError_t ce = cudaGetLastError();
+  cudaError_t ce;
+  if (flash) {
+    ce = attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), BH, T, D, as, s);
+  } else {
+    if (dt == SR_BF16)
+      attention_delta_kernel1<bf16><<<dgrid, 256, 0, s>>>(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows, D);
+    else
+      attention_delta_kernel1<float><<<dgrid, 256, 0, s>>>(delta, (const float *)sr_data(dout), (const float *)sr_data(out), rows, D);
+    ce = cudaGetLastError();
+  }
   const char *err = NULL;
   if (ce == cudaSuccess && hopper) {
     if (!split) ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
@@ -609,7 +612,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     if (!err) ce = cudaGetLastError();
   }
   if (ce == cudaSuccess && dq_acc) {  // the flash paths' f32 dq into dq
-    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s);
+    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, BH, T, D, as, s);
   }
   if (!err && ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   sr_cuda_free(delta);

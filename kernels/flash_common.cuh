@@ -2,7 +2,8 @@
 ** flash_common.cuh: the pieces the flash attention kernels share (kernels/attention.cu and
 ** kernels/flex_attention.cu): mma.sync m16n8k16 and ldmatrix fragment helpers, cp.async tile
 ** loads, the strides of [B,H,T,D] views, the delta pre-pass and the dq conversion of the
-** backward (kernels and launches). Header-only; the kernels are static, one copy per file that launches them.
+** backward (kernels and their launches). Header-only; the kernels are static, one copy per file
+** that launches them.
 */
 #ifndef SR_FLASH_COMMON_CUH
 #define SR_FLASH_COMMON_CUH
@@ -146,7 +147,7 @@ __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t 
   const bf16 *g = G + (int64_t)(row0 + r) * ld + c;
   uint32_t sp = smem_u32(S + r * LD + c);
   int64_t step = RS * ld;
-#pragma unroll 4  // (fully unrolled, ptxas spills in the backward kernels)
+#pragma unroll 4  // (unrolled whole, the backward kernels spilled)
   for (int i = 0; i < IT; i++, g += step) {
     bool ok = i * RS < left;
     cp_async16_at(sp + i * RS * LD * (int)sizeof(bf16), ok ? g : G, ok);
