@@ -299,7 +299,8 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
     __syncthreads();
     // this warp's 16 queries: dQ[16 x D] += dS[16 x 64 keys] K[64 keys x D]
     int qr0 = qb * 64 + w * 16 + g, qr1 = qr0 + 8;
-    float *dqb = dq_acc + bh * T * D;
+    // rows qr0 and qr1 of the accumulator at column 2 t: one address, constant offsets (as the flex backward)
+    float *dq0 = dq_acc + (bh * T + qr0) * D + 2 * t;
 #pragma unroll
     for (int half = 0; half < 2; half++) {  // two halves of D keep register use down
       float dQ[D / 16][4];
@@ -319,9 +320,9 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
       }
 #pragma unroll
       for (int i = 0; i < D / 16; i++) {
-        int col = half * (D / 2) + i * 8 + 2 * t;
-        if (qr0 < T) atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
-        if (qr1 < T) atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
+        float *p = dq0 + half * (D / 2) + i * 8;
+        if (qr0 < T) atomicAdd((float2 *)p, make_float2(dQ[i][0] * scale, dQ[i][1] * scale));
+        if (qr1 < T) atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[i][2] * scale, dQ[i][3] * scale));
       }
     }
   }
