@@ -6,7 +6,8 @@
 # prepare --corpus default`: pieces of 3 KiB, the ladder's data) and data/pieces/large (the large corpus, same cut)
 # and, given the benchmark's repository (a git dir, e.g. the mirror `fetch
 # github:facebookresearch/llm-speedrunner` brings), its record scripts in
-# runs/scripts/record_N/train_gpt2.py. All four are ignored by git; then carry
+# runs/scripts/record_N/train_gpt2.py (and with BASE_REV=<commit>, .prebuilt-base/speedrun.xz: that
+# commit's build, for an A/B). All are ignored by git; then carry
 # [".gpu-deps", "data/default", ".prebuilt", "runs/scripts"] and start the command with
 # `source .gpu-deps/env.sh; export SPEEDRUN_HOME=$PWD; bash bench/gpu_session.sh runs/scripts data/default prebuilt ...`.
 set -euo pipefail
@@ -21,6 +22,19 @@ rm -rf .prebuilt && mkdir -p .prebuilt
 xz -T0 -6 -c build-cuda/speedrun > .prebuilt/speedrun.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_registry > .prebuilt/test_gpu_registry.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
+# BASE_REV=<commit>: that commit's speedrun too, in .prebuilt-base/ (the `flex` part's A/B: an earlier
+# build through the same bench in the same call), built in a worktree of its own (a full CUDA build;
+# on the device it runs with this tree's Lua libraries, SPEEDRUN_HOME: a base whose C core lacks what
+# they call fails there, so pick one with the same bindings)
+if [ -n "${BASE_REV:-}" ]; then
+  base=$(mktemp -d /tmp/speedrun-base.XXXXXX)
+  git worktree add -q --detach "$base" "$BASE_REV"
+  cmake -S "$base" -B "$base/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
+  cmake --build "$base/build" --target speedrun -j"$(nproc)" >/dev/null
+  rm -rf .prebuilt-base && mkdir -p .prebuilt-base
+  xz -T0 -6 -c "$base/build/speedrun" > .prebuilt-base/speedrun.xz
+  git worktree remove --force "$base"
+fi
 ./build-cuda/speedrun data prepare --corpus default >/dev/null
 # the large corpus (tasks/CALIBRATION.md) where the Debian packages can be fetched (docs/data.md; a warning otherwise)
 ./build-cuda/speedrun data prepare --corpus large --out data/pieces >/dev/null ||
