@@ -139,11 +139,19 @@ __device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wai
 // thread i copies the 16-byte chunk i % CH of rows i / CH, i / CH + NT / CH, ... (unrolled, one
 // address a thread and constant steps: the loop with a runtime stride and a division per chunk cost
 // the flex backward ~29 instructions a chunk, a fifth of its instructions, bench/RESULTS.md)
+// (tile_chunks: which chunks thread tid copies, on the host too: tests/cuda/test_flex_tiles.cu)
+template <int D, int ROWS, int NT>
+struct tile_chunks {
+  static constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;  // chunks a row; RS rows a step, IT steps
+  static_assert(NT % CH == 0 && ROWS % RS == 0, "load_tile_async: the block's threads must cover whole rows");
+  __host__ __device__ static int row(unsigned tid, int i) { return (int)(tid / CH) + i * RS; }  // of the tile, at step i
+  __host__ __device__ static int col(unsigned tid) { return (int)(tid % CH) * 8; }
+};
 template <int D, int LD, int ROWS, int NT>
 __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
-  constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;  // RS rows a step, IT steps
-  static_assert(NT % CH == 0 && ROWS % RS == 0, "load_tile_async: the block's threads must cover whole rows");
-  int r = threadIdx.x / CH, c = (threadIdx.x % CH) * 8, left = T - row0 - r;  // rows left from this thread's first
+  using TC = tile_chunks<D, ROWS, NT>;
+  constexpr int RS = TC::RS, IT = TC::IT;
+  int r = TC::row(threadIdx.x, 0), c = TC::col(threadIdx.x), left = T - row0 - r;  // rows left from this thread's first
   const bf16 *g = G + (int64_t)(row0 + r) * ld + c;
   uint32_t sp = smem_u32(S + r * LD + c);
   int64_t step = RS * ld;

@@ -7,12 +7,13 @@
 ** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
 ** three and four stages), computes the same tiles from the stages they were loaded into and never
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
-** the reference's visibility on every pair. Host code only: needs nvcc, no GPU.
+** the reference's visibility on every pair; load_tile_async's threads copy each chunk of a tile once. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
-#include "flex_common.cuh"  // defines: flex_mask, flex_mask_span, flex_vis_ids, flex_tiles, flex_dead; core/flex.h: sr_flex_class, sr_flex_visible, sr_flex_*_at
+#include "flash_common.cuh"  // defines: tile_chunks
+#include "flex_common.cuh"   // defines: flex_mask, flex_mask_span, flex_vis_ids, flex_tiles, flex_dead; core/flex.h: sr_flex_class, sr_flex_visible, sr_flex_*_at
 
 static int failed = 0, checks = 0;
 static void check(bool ok, const char *what, int nb, int r, int t, int ti) {
@@ -146,7 +147,31 @@ static void element_mask(int T, int causal, int window, const int32_t *doc) {
             "element mask: window, query, causal, key", window, qi, causal, kj);
 }
 
+// load_tile_async's chunks (flash_common.cuh, tile_chunks) for every tile the flash kernels load:
+// each (row, 16-byte column) of a ROWS x D tile exactly once, over the block's NT threads and steps
+template <int D, int ROWS, int NT>
+static void chunks_once(void) {
+  using TC = tile_chunks<D, ROWS, NT>;
+  std::vector<int> seen(ROWS * (D / 8), 0);
+  for (int tid = 0; tid < NT; tid++)
+    for (int i = 0; i < TC::IT; i++) {
+      int r = TC::row(tid, i), c = TC::col(tid);
+      bool in = r >= 0 && r < ROWS && c >= 0 && c < D && c % 8 == 0;
+      check(in, "tile chunk in the tile", D, r, NT, c);
+      if (in) seen[r * (D / 8) + c / 8]++;
+    }
+  for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "tile chunk copied once", D, (int)k / (D / 8), NT, seen[k]);
+}
+
 int main(void) {
+  chunks_once<64, 64, 128>();   // dense backward D 64: K, V, Q, dO tiles
+  chunks_once<128, 64, 128>();  // flex / dense backward D 128; flex forward kernel 2's K, V
+  chunks_once<128, 128, 128>(); // flex forward kernel 2's Q
+  chunks_once<64, 64, 256>();   // forward kernels (256 threads): K, V tiles
+  chunks_once<64, 128, 256>();  // ... and Q
+  chunks_once<128, 64, 256>();
+  chunks_once<128, 128, 256>();
+  chunks_once<64, 128, 128>();
   {
     const int T = 300;
     std::vector<int32_t> doc(T);
