@@ -44,6 +44,12 @@ Experiments (only when asked: patch(..., experiments=[name])), each changing wha
                  bf16 positions times the bf16 inv_freq in fp32, cos / sin stored bf16, the rotation
                  in fp32 rounded once (eager rounds the product and each rotation term to bf16);
                  what the recipes compute since 2026-12-06 (FID_EXPERIMENT=rope_compiled with NO_COMPILE=1)
+  val_short      record 21: validation on sequences of 65,536 tokens, not 262,144 (val_seq_len; the
+                 training sequences, 49,152, and what training computes are unchanged: the rotary
+                 tables are per position, only shorter). Eager PyTorch's step-0 validation at 262,144
+                 tokens allocates the [262,144, 50,304] f32 logits (49 GiB) and runs out of memory on an
+                 80 GB card (H100, 2026-12-06); the comparison is of the training losses
+                 (FID_EXPERIMENT=val_short with NO_COMPILE=1)
 """
 import re
 import sys
@@ -97,6 +103,7 @@ EXPERIMENTS = [
      r"freqs = torch.outer(t.to(self.inv_freq.dtype).float(), self.inv_freq.float())\n\1self.seq_len_cached = seq_len\n"
      r"\1self.cos_cached = freqs.cos().to(self.inv_freq.dtype)\n\1self.sin_cached = freqs.sin().to(self.inv_freq.dtype)", 1),
     ("rope_compiled_rotation", "14-16", r"x1, x2 = x\.chunk\(2, dim=3\)", "x1, x2 = x.float().chunk(2, dim=3)", 1),
+    ("val_short", "21", r"\n(\s*)val_seq_len = 4\*64\*1024\b", r"\n\1val_seq_len = 64*1024", 1),
 ]
 # experiments applied together under one name
 EXPERIMENT_GROUPS = {"rope_compiled": ["rope_compiled", "rope_compiled_rotation"]}

@@ -57,6 +57,13 @@ def check(scripts):
                  "freqs.sin().to(self.inv_freq.dtype)", "x1, x2 = x.float().chunk(2, dim=3)"]
         if any((m in out) != (14 <= n <= 16) for m in marks):
             sys.exit(f"record {n}: rope_compiled {'incomplete' if 14 <= n <= 16 else 'applied'}")
+        # val_short (record 21): validation sequences of 64K tokens, the validation step's tokens with them
+        out, info = patches.patch(src, n, 8, ["val_short"])
+        compile(out, f"record_{n}", "exec")
+        if n == 21 and (info["val_tokens"] != 65536 or "val_seq_len = 64*1024" not in out or info["T"] != 49152):
+            sys.exit(f"record 21: val_short gave val_tokens {info['val_tokens']}, T {info['T']}")
+        if n != 21 and out != patches.patch(src, n, 8)[0]:
+            sys.exit(f"record {n}: val_short changed the script")
     print("21 scripts ok")
 
 
