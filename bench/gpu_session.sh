@@ -234,16 +234,17 @@ for p in $PARTS; do
         python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20'
       grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
+      export NCU_ONE="--kernel-name-base demangled --launch-skip 1 --launch-count 1 --clock-control none"  # the second launch of a name
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
-          ncu --kernel-name-base demangled --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --set full --clock-control none \
+          ncu $NCU_ONE --kernel-name "regex:$kn" --set full \
             ./build/speedrun run bench/flex_attention.lua 2; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120
       # FLEXPROF_SASS=1: each kernel's instructions with their issue counts and stall samples (the
       # source page) to $OUT/flexprof/<kernel>.csv, read with bench/sass_stalls.py
       [ "${FLEXPROF_SASS:-0}" = 1 ] && { mkdir -p "$OUTDIR/flexprof"; part flexsass 300 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
           fn=$(echo "$kn" | tr -c "A-Za-z0-9_\n" _)
-          ncu --kernel-name-base demangled --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 --section SourceCounters \
-            --section WarpStateStats --section LaunchStats --section Occupancy --import-source no --clock-control none \
+          ncu $NCU_ONE --kernel-name "regex:$kn" --section SourceCounters \
+            --section WarpStateStats --section LaunchStats --section Occupancy --import-source no \
             -f -o "/tmp/sass_$fn" ./build/speedrun run bench/flex_attention.lua 2 >/dev/null
           ncu -i "/tmp/sass_$fn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$fn.csv"
           echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$fn.csv") lines ($fn.csv)"; done'

@@ -86,7 +86,9 @@ def main():
     header, rows = rows_of(path)
     src = column(header, "source")
     addr = column(header, "address")
-    samp = column(header, "sampling", "all") or column(header, "samples")
+    samp = column(header, "sampling", "all")
+    if samp is None:
+        samp = column(header, "samples")
     execd = column(header, "instructions executed")
     if src is None or samp is None:
         sys.exit("sass_stalls: no Source / stall-sampling column in %s (columns: %s)" % (sys.argv[1], header))

@@ -202,17 +202,21 @@ static __global__ void attention_dq_convert_kernel2(bf16 *dq, const float *acc, 
       make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
 }
 
-// their launches (D 64 or 128; BH rows of T: grid z = BH / H batches, at most 65,535)
+// their launches (D 64 or 128; BH rows of T): blocks of 256 chunks, x over a slice's T D/8 chunks,
+// y its head, z its batch (BH / H, at most 65,535)
+static inline dim3 slice_grid(int64_t BH, int T, int D, const att_strides &as) {
+  return dim3((unsigned)CEIL_DIV((int64_t)T * (D / 8), (int64_t)256), (unsigned)as.H, (unsigned)(BH / as.H));
+}
 static inline cudaError_t attention_delta_flash(float *delta, const bf16 *dout, const bf16 *out, int64_t BH, int T, int D,
                                                 const att_strides &as, cudaStream_t s) {
-  dim3 grid((unsigned)CEIL_DIV((int64_t)T * (D / 8), (int64_t)256), (unsigned)as.H, (unsigned)(BH / as.H));
+  dim3 grid = slice_grid(BH, T, D, as);
   if (D == 64) attention_delta_kernel3<64><<<grid, 256, 0, s>>>(delta, dout, out, T, as);
   else attention_delta_kernel3<128><<<grid, 256, 0, s>>>(delta, dout, out, T, as);
   return cudaGetLastError();
 }
 static inline cudaError_t attention_dq_convert(bf16 *dq, const float *acc, int64_t BH, int T, int D, const att_strides &as,
                                                cudaStream_t s) {
-  dim3 grid((unsigned)CEIL_DIV((int64_t)T * (D / 8), (int64_t)256), (unsigned)as.H, (unsigned)(BH / as.H));
+  dim3 grid = slice_grid(BH, T, D, as);
   if (D == 64) attention_dq_convert_kernel2<64><<<grid, 256, 0, s>>>(dq, acc, T, as);
   else attention_dq_convert_kernel2<128><<<grid, 256, 0, s>>>(dq, acc, T, as);
   return cudaGetLastError();

@@ -29,11 +29,11 @@ xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
 if [ -n "${BASE_REV:-}" ]; then
   base=$(mktemp -d /tmp/speedrun-base.XXXXXX)
   git worktree add -q --detach "$base" "$BASE_REV"
+  trap 'git worktree remove --force "$base"' EXIT   # also when its build fails
   cmake -S "$base" -B "$base/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
   cmake --build "$base/build" --target speedrun -j"$(nproc)" >/dev/null
   rm -rf .prebuilt-base && mkdir -p .prebuilt-base
   xz -T0 -6 -c "$base/build/speedrun" > .prebuilt-base/speedrun.xz
-  git worktree remove --force "$base"
 fi
 ./build-cuda/speedrun data prepare --corpus default >/dev/null
 # the large corpus (tasks/CALIBRATION.md) where the Debian packages can be fetched (docs/data.md; a warning otherwise)

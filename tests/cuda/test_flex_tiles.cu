@@ -7,7 +7,8 @@
 ** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
 ** three and four stages), computes the same tiles from the stages they were loaded into and never
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
-** the reference's visibility on every pair; load_tile_async's threads copy each chunk of a tile once. Host code only: needs nvcc, no GPU.
+** the reference's visibility on every pair; load_tile_async's threads copy each chunk of a tile
+** once. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,7 +176,7 @@ int main(void) {
   {
     const int T = 300;
     std::vector<int32_t> doc(T);
-    for (int i = 0; i < T; i++) doc[i] = i / 37 + (i > 200);  // documents of 37 tokens, one of 1
+    for (int i = 0; i < T; i++) doc[i] = i / 37 + (i > 200);  // documents of 37 tokens, two shorter (16, 21) around 200
     const int windows[] = {0, -5, 1, 2, 36, 37, 128, 299, 300, 301, 1 << 20, 2147483647};
     for (int causal = 0; causal < 2; causal++)
       for (int w : windows) {
