@@ -35,7 +35,7 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 108, lr = 1.8e-3, muon_lr = 0.018, momentum = 0.95, warmup = 4, warmdown = 31,
+    steps = 112, lr = 1.8e-3, muon_lr = 0.018, momentum = 0.95, warmup = 4, warmdown = 32,
     target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },
