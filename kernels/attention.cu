@@ -63,7 +63,7 @@ __device__ __forceinline__ void q_block_range(int kb, int BQ, int BK, int T, int
 // fragment, measured no faster for D = 64); K/V tiles of 64 keys double-buffered through cp.async
 // (tile kb+1 loads while kb is computed); a warp skips the key tiles its rows cannot see.
 // Shared memory (dynamic): stage s holds K at 2s tiles and V at 2s+1; Q is staged in stage 1.
-template <int D>
+template <int D, bool WHOLE>  // WHOLE: T is a multiple of 128 (every tile whole: load_tile_async)
 __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_kernel2(bf16 *out, float *lse, const bf16 *q,
                                                                        const bf16 *k, const bf16 *v, int T,
                                                                        float scale_log2, int causal, att_strides as) {
@@ -79,10 +79,10 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_
   kv_block_range(qb, BQ, BK, T, causal, &kb0, &kb1);
   kv_block_range(qb * (BQ / 16) + w, 16, BK, T, causal, &wkb0, &wkb1);  // this warp's 16 rows
 
-  load_tile_async<D, LD, BQ, 256>(sm + 2 * TILE, Q, qst, qb * BQ, T);
+  load_tile_async<D, LD, BQ, 256, WHOLE>(sm + 2 * TILE, Q, qst, qb * BQ, T);
   if (kb0 < kb1) {
-    load_tile_async<D, LD, BK, 256>(sm, K, kst, kb0 * BK, T);
-    load_tile_async<D, LD, BK, 256>(sm + TILE, V, vst, kb0 * BK, T);
+    load_tile_async<D, LD, BK, 256, WHOLE>(sm, K, kst, kb0 * BK, T);
+    load_tile_async<D, LD, BK, 256, WHOLE>(sm + TILE, V, vst, kb0 * BK, T);
   }
   cp_async_commit();
   cp_async_wait_all();
@@ -102,8 +102,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) flash_attention_forward_
     cp_async_wait_all();
     __syncthreads();  // tile kb is in stage st for everyone; stage st^1 (and Q) is free
     if (kb + 1 < kb1) {
-      load_tile_async<D, LD, BK, 256>(sm + 2 * (st ^ 1) * TILE, K, kst, (kb + 1) * BK, T);
-      load_tile_async<D, LD, BK, 256>(sm + (2 * (st ^ 1) + 1) * TILE, V, vst, (kb + 1) * BK, T);
+      load_tile_async<D, LD, BK, 256, WHOLE>(sm + 2 * (st ^ 1) * TILE, K, kst, (kb + 1) * BK, T);
+      load_tile_async<D, LD, BK, 256, WHOLE>(sm + (2 * (st ^ 1) + 1) * TILE, V, vst, (kb + 1) * BK, T);
     }
     cp_async_commit();
     if (kb < wkb0 || kb >= wkb1) continue;  // no key of this tile is visible to this warp's rows
@@ -183,7 +183,7 @@ __global__ void attention_delta_kernel1(float *delta, const T *dout, const T *ou
 // computed; D = 64), NS = 1 for D = 128 (keeps two blocks per SM); dQ accumulated with float2
 // atomics. D = 64 is capped at 170 registers so that three blocks share an SM.
 // Shared memory (dynamic): K, V, then per stage Q, dO; dS^T [64 keys][64 queries]; per stage lse, delta.
-template <int D, int NS>
+template <int D, int NS, bool WHOLE>  // WHOLE: T is a multiple of 64 (every tile whole: load_tile_async)
 __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward_kernel2(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                         const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                         const float *lse, const float *delta, int T,
@@ -205,15 +205,15 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flash_attention_backward
   // Q, dO, lse, delta of query tile qb into stage st
   auto load_q = [&](int qb, int st) {
     bf16 *Qs = Vs + TILE + 2 * st * TILE;
-    load_tile_async<D, LD, 64, 128>(Qs, Q, as.s[2][2], qb * 64, T);
-    load_tile_async<D, LD, 64, 128>(Qs + TILE, dO, as.s[5][2], qb * 64, T);
+    load_tile_async<D, LD, 64, 128, WHOLE>(Qs, Q, as.s[2][2], qb * 64, T);
+    load_tile_async<D, LD, 64, 128, WHOLE>(Qs + TILE, dO, as.s[5][2], qb * 64, T);
     int r = qb * 64 + (threadIdx.x & 63);
     const float *src = threadIdx.x < 64 ? lse_b : delta_b;
     cp_async4(&ld_s[128 * st + threadIdx.x], r < T ? src + r : src, r < T);
   };
 
-  load_tile_async<D, LD, 64, 128>(Ks, K, as.s[3][2], kb * 64, T);
-  load_tile_async<D, LD, 64, 128>(Vs, V, as.s[4][2], kb * 64, T);
+  load_tile_async<D, LD, 64, 128, WHOLE>(Ks, K, as.s[3][2], kb * 64, T);
+  load_tile_async<D, LD, 64, 128, WHOLE>(Vs, V, as.s[4][2], kb * 64, T);
   if (NS == 2 && qb0 < qb1) load_q(qb0, 0);
   cp_async_commit();
   float dK[D / 8][4], dV[D / 8][4];
@@ -500,11 +500,15 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
     size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
-#define FWD2(DD)                                                                                                        \
-  SR_CUDA_TRY(cudaFuncSetAttribute(flash_attention_forward_kernel2<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
-  flash_attention_forward_kernel2<DD><<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse),              \
-      (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, causal, as);
-    if (D == 64) { FWD2(64) } else { FWD2(128) }
+#define FWD2(...)                                                                                                        \
+  SR_CUDA_TRY(cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));            \
+  __VA_ARGS__<<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),         \
+      (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, causal, as);
+    bool whole = T % 128 == 0;
+    if (D == 64 && whole) { FWD2(flash_attention_forward_kernel2<64, true>) }
+    else if (D == 64) { FWD2(flash_attention_forward_kernel2<64, false>) }
+    else if (whole) { FWD2(flash_attention_forward_kernel2<128, true>) }
+    else { FWD2(flash_attention_forward_kernel2<128, false>) }
 #undef FWD2
     SR_LAUNCH_CHECK();
     return NULL;
@@ -582,10 +586,16 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),         \
         (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(lse),  \
         delta, T, scale, causal, as);
-    if (D == 64) {
-      BWD(6 * tile + dsb + 256 * sizeof(float), flash_attention_backward_kernel2<64, 2>)
+    size_t smem64 = 6 * tile + dsb + 256 * sizeof(float), smem128 = 4 * tile + dsb + 128 * sizeof(float);
+    bool whole = T % 64 == 0;
+    if (D == 64 && whole) {
+      BWD(smem64, flash_attention_backward_kernel2<64, 2, true>)
+    } else if (D == 64) {
+      BWD(smem64, flash_attention_backward_kernel2<64, 2, false>)
+    } else if (whole) {
+      BWD(smem128, flash_attention_backward_kernel2<128, 1, true>)
     } else {
-      BWD(4 * tile + dsb + 128 * sizeof(float), flash_attention_backward_kernel2<128, 1>)
+      BWD(smem128, flash_attention_backward_kernel2<128, 1, false>)
     }
 #undef BWD
   } else if (ce == cudaSuccess) {

@@ -126,6 +126,10 @@ __device__ __forceinline__ void cp_async16_at(uint32_t dst, const void *src, boo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) { cp_async16_at(smem_u32(dst), src, pred); }
+// 16 bytes, always (no source-size operand: nothing to compare or select)
+__device__ __forceinline__ void cp_async16_all(uint32_t dst, const void *src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
 __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool pred) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(pred ? 4 : 0));
 }
@@ -138,7 +142,11 @@ __device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wai
 // ROWS rows x D from row row0 of a [T,D] bf16 matrix, zeros past T, by a block of NT threads:
 // thread i copies the 16-byte chunk i % CH of rows i / CH, i / CH + NT / CH, ... (unrolled, one
 // address a thread and constant steps: the loop with a runtime stride and a division per chunk cost
-// the flex backward ~29 instructions a chunk, a fifth of its instructions, bench/RESULTS.md)
+// the flex backward ~29 instructions a chunk, a fifth of its instructions, bench/RESULTS.md).
+// WHOLE: the caller knows every tile it loads lies below T (the flex kernels: T is a multiple of
+// their blocks of 128; the dense ones launched for T a multiple of their tiles), and the copies
+// need no bounds compare and no zero-fill select (the checked loop cost the flex backward ~9
+// instructions a chunk, ~190 of its ~1,500 a warp-tile: sass profile, twenty-fourth session)
 // (tile_chunks: which chunks thread tid copies, on the host too: tests/cuda/test_flex_tiles.cu)
 template <int D, int ROWS, int NT>
 struct tile_chunks {
@@ -147,18 +155,22 @@ struct tile_chunks {
   __host__ __device__ static int row(unsigned tid, int i) { return (int)(tid / CH) + i * RS; }  // of the tile, at step i
   __host__ __device__ static int col(unsigned tid) { return (int)(tid % CH) * 8; }
 };
-template <int D, int LD, int ROWS, int NT>
+template <int D, int LD, int ROWS, int NT, bool WHOLE>
 __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
   using TC = tile_chunks<D, ROWS, NT>;
-  constexpr int RS = TC::RS, IT = TC::IT;
+  constexpr int RS = TC::RS, IT = TC::IT, SSTEP = RS * LD * (int)sizeof(bf16);
   int r = TC::row(threadIdx.x, 0), c = TC::col(threadIdx.x), left = T - row0 - r;  // rows left from this thread's first
   const bf16 *g = G + (int64_t)(row0 + r) * ld + c;
   uint32_t sp = smem_u32(S + r * LD + c);
   int64_t step = RS * ld;
 #pragma unroll 4  // (unrolled whole, the backward kernels spilled)
   for (int i = 0; i < IT; i++, g += step) {
-    bool ok = i * RS < left;
-    cp_async16_at(sp + i * RS * LD * (int)sizeof(bf16), ok ? g : G, ok);
+    if (WHOLE) {
+      cp_async16_all(sp + i * SSTEP, g);
+    } else {
+      bool ok = i * RS < left;
+      cp_async16_at(sp + i * SSTEP, ok ? g : G, ok);
+    }
   }
 }
 

@@ -59,12 +59,12 @@ __global__ void __launch_bounds__(256 / MT, MT == 2 ? 2 : D == 64 ? 2 : 1) flex_
 #pragma unroll
     for (int h = 0; h < 2; h++) dq[m][h] = fm.doc ? fm.doc[qw + 16 * m + 8 * h + g] : 0;
   auto load_kv = [&](int s0, int stage) {
-    load_tile_async<D, LD, BK, 256 / MT>(sm + 2 * stage * TILE, K, kst, s0, T);
-    load_tile_async<D, LD, BK, 256 / MT>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
+    load_tile_async<D, LD, BK, 256 / MT, true>(sm + 2 * stage * TILE, K, kst, s0, T);
+    load_tile_async<D, LD, BK, 256 / MT, true>(sm + (2 * stage + 1) * TILE, V, vst, s0, T);
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
-  load_tile_async<D, LD, BQ, 256 / MT>(Qs, Q, qst, qb * BQ, T);
+  load_tile_async<D, LD, BQ, 256 / MT, true>(Qs, Q, qst, qb * BQ, T);
   int ti = tl.next(fm, -1, qb * BQ, BQ, 0);
   bool part;
   if (ti < tl.n) load_kv(tl.start(ti, &part), 0);
@@ -194,16 +194,16 @@ __global__ void __launch_bounds__(128, D == 64 ? 3 : 1) flex_backward_kernel1(bf
   flex_tiles tl(fm, blockIdx.x >> 1, 1);
   auto load_q = [&](int q0, int st) {
     bf16 *Qs = Vs + TILE + 2 * st * TILE;
-    load_tile_async<D, LD, 64, 128>(Qs, Q, as.s[2][2], q0, T);
-    load_tile_async<D, LD, 64, 128>(Qs + TILE, dO, as.s[5][2], q0, T);
+    load_tile_async<D, LD, 64, 128, true>(Qs, Q, as.s[2][2], q0, T);
+    load_tile_async<D, LD, 64, 128, true>(Qs + TILE, dO, as.s[5][2], q0, T);
     int r = q0 + (threadIdx.x & 63);
     const float *src = threadIdx.x < 64 ? lse_b : delta_b;
     cp_async4(&ld_s[192 * st + threadIdx.x], src + r, true);
     if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * st + 128 + threadIdx.x], fm.doc + r, true);
   };
 
-  load_tile_async<D, LD, 64, 128>(Ks, K, as.s[3][2], kt0, T);
-  load_tile_async<D, LD, 64, 128>(Vs, V, as.s[4][2], kt0, T);
+  load_tile_async<D, LD, 64, 128, true>(Ks, K, as.s[3][2], kt0, T);
+  load_tile_async<D, LD, 64, 128, true>(Vs, V, as.s[4][2], kt0, T);
   bool part;
   int ti = tl.next(fm, -1, kt0, 64, 1);
   if (NS == 2 && ti < tl.n) load_q(tl.start(ti, &part), 0);
