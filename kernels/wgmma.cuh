@@ -26,9 +26,21 @@
 #include <stdint.h>
 
 // element offset of (r, c) in the core-matrix layout of a tile of R rows (R a multiple of 8)
-__device__ __forceinline__ int wg_off(int r, int c, int R) {
+__host__ __device__ __forceinline__ int wg_off(int r, int c, int R) {
   return (((c >> 3) * (R >> 3) + (r >> 3)) << 6) + ((r & 7) << 3) + (c & 7);
 }
+// which 16-byte chunks of a ROWS x 128 tile thread tid of NT copies into the core-matrix layout
+// (load_core_async, kernels/hopper/): chunk tid % 16 of rows tid / 16 + i RS, RS = NT / 16 rows a
+// step (whole core-matrix rows), each step SSTEP elements on in shared memory (wg_off of a row RS
+// further is SSTEP more: checked on the host, tests/cuda/test_flex_tiles.cu)
+template <int ROWS, int NT>
+struct core_chunks {
+  static constexpr int RS = NT / 16, IT = ROWS / RS, SSTEP = (RS >> 3) * 64;
+  static_assert(NT % 128 == 0 && ROWS % RS == 0, "load_core_async: whole core-matrix rows a step");
+  __host__ __device__ static int row(unsigned tid, int i) { return (int)(tid >> 4) + i * RS; }
+  __host__ __device__ static int col(unsigned tid) { return (int)(tid & 15) * 8; }
+  __host__ __device__ static int off(unsigned tid, int i) { return wg_off(row(tid, 0), col(tid), ROWS) + i * SSTEP; }
+};
 // the matrix descriptor of the tile slice at shared address p (no swizzle, base offset 0)
 __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   uint32_t a = (uint32_t)__cvta_generic_to_shared(p);

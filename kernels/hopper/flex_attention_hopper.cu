@@ -22,14 +22,19 @@
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
 
 // ROWS rows x 128 of a [T, 128] bf16 matrix (row stride ld) from row row0 into the core-matrix
-// layout (tile of ROWS rows), zeros past T
-template <int ROWS>
-__device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t ld, int row0, int T) {
-  for (int id = threadIdx.x; id < ROWS * 16; id += blockDim.x) {
-    int r = id >> 4, c = (id & 15) * 8;
-    bool ok = row0 + r < T;
-    cp_async16(&S[wg_off(r, c, ROWS)], ok ? &G[(int64_t)(row0 + r) * ld + c] : G, ok);
-  }
+// layout (tile of ROWS rows), by a block of NT threads (core_chunks, wgmma.cuh). Every tile lies
+// below T (the callers' T is a multiple of 128: flex's T = nb 128, hopper_ok's dense T), so no
+// bounds compare or zero-fill select: one global and one shared address a thread, constant steps,
+// as load_tile_async (the loop with a runtime stride and wg_off per chunk it replaces cost the
+// mma.sync kernels ~29 instructions a chunk, bench/RESULTS.md, twenty-third session)
+template <int ROWS, int NT>
+__device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t ld, int row0) {
+  using CC = core_chunks<ROWS, NT>;
+  const bf16 *g = G + (int64_t)(row0 + CC::row(threadIdx.x, 0)) * ld + CC::col(threadIdx.x);
+  uint32_t sp = smem_u32(S + CC::off(threadIdx.x, 0));
+  int64_t step = CC::RS * ld;
+#pragma unroll
+  for (int i = 0; i < CC::IT; i++, g += step) cp_async16_all(sp + i * CC::SSTEP * (int)sizeof(bf16), g);
 }
 
 // S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major)
@@ -89,13 +94,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
   int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
   auto load_kv = [&](int s0, int stage) {
-    load_core_async<BK>(KV + 2 * stage * KT, K, kst, s0, T);
-    load_core_async<BK>(KV + (2 * stage + 1) * KT, V, vst, s0, T);
+    load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
+    load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
   // Q and the first AHEAD tiles in flight, one commit group each (Q in the first)
-  load_core_async<BQ>(Qs, Q, qst, qb * BQ, T);
+  load_core_async<BQ, 128 * NWG>(Qs, Q, qst, qb * BQ);
   flex_ring<AHEAD + 1> rg;
   rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
 #pragma unroll
@@ -202,14 +207,14 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   float scale_log2 = scale * LOG2E;
   flex_tiles tl(fm, blockIdx.x, 1);
   auto load_q = [&](int q0, int stg) {
-    load_core_async<BQ>(QS + 2 * stg * QT, Q, as.s[2][2], q0, T);
-    load_core_async<BQ>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0, T);
+    load_core_async<BQ, 256>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
+    load_core_async<BQ, 256>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
     int r = q0 + (threadIdx.x & 63);
     if (threadIdx.x < 128) cp_async4(&ld_s[192 * stg + threadIdx.x], (threadIdx.x < 64 ? lse_b : delta_b) + r, true);
     if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * stg + 128 + threadIdx.x], fm.doc + r, true);
   };
-  load_core_async<BK>(Ks, K, as.s[3][2], kt0, T);
-  load_core_async<BK>(Vs, V, as.s[4][2], kt0, T);
+  load_core_async<BK, 256>(Ks, K, as.s[3][2], kt0);
+  load_core_async<BK, 256>(Vs, V, as.s[4][2], kt0);
   // K, V and the first AHEAD query tiles in flight, one commit group each (K, V in the first); OVB
   // (without DQ): a tile's dK / dV products run on into the next tile, still reading their stage: one fewer ahead
   static_assert(!(DQ && OVB), "OVB is of the split backward");
@@ -390,13 +395,13 @@ __global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *d
   float nl0 = -lse[bh * T + q0] * LOG2E, nl1 = -lse[bh * T + q1] * LOG2E;  // exp2(S scale_log2 + nl) = P
   float de0 = delta[bh * T + q0], de1 = delta[bh * T + q1];
   auto load_kv = [&](int s0, int stage) {
-    load_core_async<BK>(KV + 2 * stage * KT, K, kst, s0, T);
-    load_core_async<BK>(KV + (2 * stage + 1) * KT, V, vst, s0, T);
+    load_core_async<BK, 256>(KV + 2 * stage * KT, K, kst, s0);
+    load_core_async<BK, 256>(KV + (2 * stage + 1) * KT, V, vst, s0);
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
-  load_core_async<BQ>(Qs, Q, as.s[2][2], qb * BQ, T);
-  load_core_async<BQ>(dOs, dO, as.s[5][2], qb * BQ, T);
+  load_core_async<BQ, 256>(Qs, Q, as.s[2][2], qb * BQ);
+  load_core_async<BQ, 256>(dOs, dO, as.s[5][2], qb * BQ);
   flex_ring<NS> rg;
   rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
 #pragma unroll

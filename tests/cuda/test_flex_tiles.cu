@@ -7,14 +7,15 @@
 ** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
 ** three and four stages), computes the same tiles from the stages they were loaded into and never
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
-** the reference's visibility on every pair; load_tile_async's threads copy each chunk of a tile
-** once. Host code only: needs nvcc, no GPU.
+** the reference's visibility on every pair; load_tile_async's and load_core_async's threads copy
+** each chunk of a tile once (the latter at its core-matrix offset). Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
 #include "flash_common.cuh"  // defines: tile_chunks
 #include "flex_common.cuh"   // defines: flex_mask, flex_mask_span, flex_vis_ids, flex_tiles, flex_dead; core/flex.h: sr_flex_class, sr_flex_visible, sr_flex_*_at
+#include "wgmma.cuh"         // defines: core_chunks, wg_off
 
 static int failed = 0, checks = 0;
 static void check(bool ok, const char *what, int nb, int r, int t, int ti) {
@@ -164,7 +165,29 @@ static void chunks_once(void) {
   for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "tile chunk copied once", D, (int)k / (D / 8), NT, seen[k]);
 }
 
+// load_core_async's chunks (wgmma.cuh, core_chunks) for every tile the Hopper kernels load: each
+// (row, 16-byte column) of a ROWS x 128 tile exactly once, at its core-matrix offset (wg_off), the
+// steps' constant shared-memory stride included
+template <int ROWS, int NT>
+static void core_chunks_once(void) {
+  using CC = core_chunks<ROWS, NT>;
+  std::vector<int> seen(ROWS * 16, 0);
+  for (int tid = 0; tid < NT; tid++)
+    for (int i = 0; i < CC::IT; i++) {
+      int r = CC::row(tid, i), c = CC::col(tid);
+      bool in = r >= 0 && r < ROWS && c >= 0 && c < 128 && c % 8 == 0;
+      check(in, "core chunk in the tile", ROWS, r, NT, c);
+      check(!in || CC::off(tid, i) == wg_off(r, c, ROWS), "core chunk at its core-matrix offset", ROWS, r, NT, c);
+      if (in) seen[r * 16 + c / 8]++;
+    }
+  for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "core chunk copied once", ROWS, (int)k / 16, NT, seen[k]);
+}
+
 int main(void) {
+  core_chunks_once<64, 128>();   // the Hopper forward of one warpgroup: K, V and Q tiles
+  core_chunks_once<64, 256>();   // two warpgroups: K, V tiles; the backward's Q, dO
+  core_chunks_once<128, 256>();  // ... Q; the backward's K, V
+
   chunks_once<64, 64, 128>();   // dense backward D 64: K, V, Q, dO tiles
   chunks_once<128, 64, 128>();  // flex / dense backward D 128; flex forward kernel 2's K, V
   chunks_once<128, 128, 128>(); // flex forward kernel 2's Q
