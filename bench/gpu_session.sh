@@ -68,7 +68,8 @@
 #              3; record 21's proxy needs ~27 GB a run at its validation checks: 2 on an 80 GB card);
 #              $TUNE_LIMIT_<n> (_default): that recipe's part limit, over TUNE_LIMIT; $TUNE_RUNS (TUNE_RUNS_<n>):
 #              the runs of a score the budget is tuned for (default 3; a noisy record's cut is tight only with
-#              more: a task's score then runs as many, tasks/CALIBRATION.md)
+#              more: a task's score then runs as many, tasks/CALIBRATION.md); $TUNE_RUNS_UP_TO: --runs-up-to, a
+#              budget not tight for that many runs searched again for 2 more, then 4 ..., at most this many
 #              (one recipe at a time: four searches at once on one H200 were slower than in turn,
 #              12 processes time-slicing one GPU; measured 2026-12-03)
 #   retime     plain calibrate of records $RETIME_RECORDS (default 1-5; "1-21", "1,7,9-11") and default ($RETIME_DEFAULT=0
@@ -363,7 +364,7 @@ for p in $PARTS; do
         target="${TUNE_TARGET:+--target $TUNE_TARGET} ${bracket:+--bracket $bracket} ${jobs:+--probe-jobs $jobs}"
         lv="TUNE_LIMIT_${bv#TUNE_BRACKET_}" rv="TUNE_RUNS_${bv#TUNE_BRACKET_}"
         part "tune_$name" "${!lv:-${TUNE_LIMIT:-560}}" ./build/speedrun calibrate --tune-steps $what $target --scale proxy \
-          --runs "${!rv:-${TUNE_RUNS:-3}}" \
+          --runs "${!rv:-${TUNE_RUNS:-3}}" ${TUNE_RUNS_UP_TO:+--runs-up-to $TUNE_RUNS_UP_TO} \
           --device cuda --data "$DATA" --calibration "$OUTDIR/calibration.json" --out "/tmp/tune-$name"
         cp "tasks/$name/recipe.lua" "$OUTDIR/tuned/$name.lua"; cp "$LOG/tune_$name.log" "$OUTDIR/tuned/"
         grep -E "^-- |tuned to|ms mean|speedrun:" "$LOG/tune_$name.log" | tail -20

@@ -733,6 +733,40 @@ T.case("calibrate --tune-steps: usage errors", function()
   local rc, out = W.run("calibrate --tune-steps --runs 1 --recipe " .. sh(rec_dir .. "/recipe.lua") .. common)
   T.eq(rc, 2, out)
   T.ok(out:find("--runs 2 or more", 1, true), out)
+  for _, args in ipairs({"--tune-steps --runs 3 --runs-up-to 2", "--runs 3 --runs-up-to 5", "--tune-steps --runs-up-to five"}) do
+    rc, out = W.run("calibrate " .. args .. " --recipe " .. sh(rec_dir .. "/recipe.lua") .. common)
+    T.eq(rc, 2, args .. "\n" .. out)
+    T.ok(out:find("--runs-up-to", 1, true), out)
+  end
+end)
+
+T.case("tune.next_runs: two more runs a score, at most the cap", function()
+  T.eq(tune.next_runs(3, 10), 5)
+  T.eq(tune.next_runs(9, 10), 10)
+  T.eq(tune.next_runs(10, 10), nil)
+  T.eq(tune.next_runs(5, 3), nil)
+  T.eq(tune.next_runs(3, nil), nil)
+end)
+
+-- at target 1.4 the test recipe's runs are noisy near its budget: tuned for 3-run scores (61
+-- steps), its cut (48) fails but would pass ~48 % of scores (loose); for 5-run scores the budget
+-- comes down (44) and its cut fails every time (tight). --runs-up-to takes the second search itself
+T.case("calibrate --tune-steps --runs-up-to: a loose budget is searched again with more runs a score", function()
+  local d = W.tmp .. "/upto"
+  os.execute("rm -rf " .. sh(d) .. " && mkdir -p " .. sh(d .. "/tasks/record_07"))
+  T.write(d .. "/tasks/record_07/recipe.lua", assert(T.read("harness/recipes/tunable.lua")))
+  local rc, out = W.run("calibrate --tune-steps --runs 3 --runs-up-to 7 --target 1.4 --tasks 7 --tasks-dir " .. sh(d .. "/tasks")
+                        .. " --calibration " .. sh(d .. "/c.json") .. " --out " .. sh(d .. "/cal") .. common:gsub(" %-%-quiet", ""))
+  T.eq(rc, 0, out)
+  T.ok(out:find("not tight for scores of 3 runs", 1, true) and out:find("searching again for scores of 5 runs", 1, true), out)
+  T.ok(not out:find("scores of 7 runs", 1, true), "tight at 5: no third search\n" .. out)
+  local c = json.decode(assert(T.read(d .. "/c.json")))
+  local e = c.entries[next(c.entries)].micro.record_07
+  T.eq(e.tune.runs, 5, "the entry is the 5-run search's")
+  T.eq(e.runs, 5, "timed by its confirmation's 5 runs")
+  T.eq(tune.loose(e.tune), nil, "tight")
+  T.eq(e.tune.cut.pass, false)
+  T.eq(cfg_of(assert(T.read(d .. "/tasks/record_07/recipe.lua"))), e.tune.steps, "the recipe holds the 5-run budget")
 end)
 
 T.done()

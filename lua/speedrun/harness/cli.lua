@@ -505,7 +505,7 @@ end
 
 local CALIBRATE_SPEC = {}
 for k, v in pairs(SCORE_SPEC) do CALIBRATE_SPEC[k] = v end
-CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.apply = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
+CALIBRATE_SPEC["tune-steps"] = "flag"; CALIBRATE_SPEC["runs-up-to"] = "value"; CALIBRATE_SPEC.bracket = "value"; CALIBRATE_SPEC.show = "flag"; CALIBRATE_SPEC.apply = "flag"; CALIBRATE_SPEC.card = "value"; CALIBRATE_SPEC["probe-jobs"] = "value"; CALIBRATE_SPEC.untimed = "flag"
 
 -- the calibration entry of K runs of one recipe (with --tune-steps: the runs of the tuned budget)
 local function calib_entry(runs, recipe, o, card)
@@ -581,6 +581,30 @@ local function apply_tuned(o)
   return rc
 end
 
+-- --tune-steps for one recipe; with --runs-up-to N, a budget not tight for scores of k runs
+-- (tune.loose: its cut would pass too many scores, as a noisy recipe's does) is searched again for
+-- scores of tune.next_runs(k, N) runs, the loose entry kept in the file meanwhile, until one is
+-- tight or N is reached. The entry (its tune.runs: how many runs its task's scores take), or nil and why
+local function tune_recipe(it, o, k, out_root, card, path)
+  local entry, err = tunecmd.item(it, o, k, out_root, card, path)
+  local k2 = entry and tune.loose(entry.tune) and tune.next_runs(k, o["runs-up-to"])
+  while k2 do
+    calibfile.store(path, card, o.scale, it.name, entry)
+    if not o.quiet then
+      print(fmt("-- %s: not tight for scores of %d runs (%s): searching again for scores of %d runs", it.name, k,
+        tune.loose(entry.tune), k2))
+    end
+    local o2 = {}
+    for key, v in pairs(o) do o2[key] = v end
+    o2.runs, o2.steps, o2.bracket = tostring(k2), nil, nil   -- a whole search from the budget just tuned
+    it.key.runs, it.bracket, it.prior, it.pending = k2 ~= 3 and k2 or nil, nil, nil, nil
+    k = k2
+    entry, err = tunecmd.item(it, o2, k, fmt("%s/runs%d", out_root, k), card, path)
+    k2 = entry and tune.loose(entry.tune) and tune.next_runs(k, o["runs-up-to"])
+  end
+  return entry, err
+end
+
 function M.calibrate(args)
   local o, pos = parse_args(args, CALIBRATE_SPEC)
   if not o then return die(pos .. "\n" .. usage.calibrate) end
@@ -601,6 +625,9 @@ function M.calibrate(args)
   if #items == 0 then return die("nothing to calibrate: no tasks/record_NN/recipe.lua found (use --tasks or --recipe)") end
   for _, it in ipairs(items) do if not exists(it.recipe) then return die("no such recipe: " .. it.recipe) end end
   if o["tune-steps"] and k < 2 then return die("--tune-steps needs --runs 2 or more (the t-test of score)") end
+  if o["runs-up-to"] and not (o["tune-steps"] and tonumber(o["runs-up-to"]) >= k) then
+    return die(fmt("--runs-up-to needs --tune-steps and a count of at least --runs (%d); got %s", k, o["runs-up-to"]))
+  end
   if o.bracket then
     local lo, hi = tostring(o.bracket):match("^(%d+):(%d+)$")
     lo, hi = tonumber(lo), tonumber(hi)
@@ -638,7 +665,7 @@ function M.calibrate(args)
     local entry, err
     local t0 = H.now()
     if o["tune-steps"] then
-      entry, err = tunecmd.item(it, o, k, out_root, card, path)
+      entry, err = tune_recipe(it, o, k, out_root, card, path)
       if not entry then io.stderr:write("speedrun: ", err, "\n") rc = 1 end
       if entry and tune.loose(entry.tune) then rc = 1 end
     else

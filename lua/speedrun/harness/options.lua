@@ -64,7 +64,7 @@ end
 
 -- numeric options: {kind, lowest (inclusive unless open), open?, highest?}
 local NUMERIC = {
-  steps = {"integer", 1}, ["probe-jobs"] = {"integer", 1}, seed = {"integer", 0}, runs = {"integer", 1}, threads = {"integer", 1},
+  steps = {"integer", 1}, ["probe-jobs"] = {"integer", 1}, ["runs-up-to"] = {"integer", 2}, seed = {"integer", 0}, runs = {"integer", 1}, threads = {"integer", 1},
   ["val-every"] = {"integer", 1}, task = {"integer", 1}, ["val-tokens"] = {"integer", 1},
   ["time-limit"] = {"number", 0, true}, ["time-budget"] = {"number", 0, true}, target = {"number", 0, true}, alpha = {"number", 0, true, 1},
 }

@@ -152,6 +152,17 @@ function M.loose(t)
   end
 end
 
+-- the runs a score of the next search takes when a budget tuned for scores of k runs is loose
+-- (calibrate --runs-up-to N): two more (3, 5, 7 ...), at most N; nil when k is N already. Loose
+-- by its runs' spread, a budget gets tight with more runs a score: the t-test's margin shrinks
+-- with the square root of the runs, so the budget that passes 90 % of scores comes down towards
+-- the one that passes on average, and its cut further below it (records 1 and 2 were tuned so)
+function M.next_runs(k, up_to)
+  k, up_to = tonumber(k), tonumber(up_to)
+  if not (k and up_to) or k >= up_to then return nil end
+  return mmin(k + 2, up_to)
+end
+
 -- the smallest budget above a confirmed-too-rarely one that should pass M.POWER of scores: the
 -- budget's runs pooled (ps: its search probe and confirmation) give the mean and the std; the
 -- loss's slope in log(steps) comes from the search probes within 1.5x of it (least squares); the

@@ -77,6 +77,10 @@ measured train times (mean, std, card, software) in the calibration file used by
                      from its calibration entry (the last search's), a whole search without one;
                      an entry stored with its cut pending (a time limit in the cut): the cut alone,
                      after a step back when its recorded step-up overshot
+  --runs-up-to N     --tune-steps: a budget that is not tight for scores of K runs (its 80 % cut
+                     would pass more than 10 % of scores: noisy runs) is searched again for
+                     scores of K + 2 runs, then K + 4 ..., at most N, until one is tight; the
+                     task then scores with that many runs
   --alpha A          the t-test level of --tune-steps (default 0.01, as score)
   --probe-jobs N     --tune-steps: run a probe's K runs N at a time when N > 1 (default: K on a
                      GPU, 1 on the CPU); their losses decide the search, the confirmation's K runs
