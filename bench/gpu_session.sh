@@ -220,20 +220,26 @@ for p in $PARTS; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
     flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor;
-      # with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when carried: an earlier build's binary,
-      # ignored by git) its speed table too, in the same call: an A/B of kernel changes
+      # each setting of $FLEX_VARIANTS (default: the D 128 backward double-buffered, and the Hopper
+      # backward; a variant's settings joined by ":") checked (the flex registry rows, test_gpu_flex)
+      # and timed beside the default; with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when
+      # carried: an earlier build's binary, ignored by git) its speed table too, in the same call: an
+      # A/B of kernel changes
       base=${FLEX_BASE:-.prebuilt-base/speedrun.xz}; [ -f "$base" ] && unxz_to "$base" /tmp/speedrun-base || rm -f /tmp/speedrun-base
+      export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_BWD_NS=2 SR_FLEX_WGMMA=bwd}
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
-        SR_FLEX_FWD_V2=0 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (forward kernel 1) rc=$?"
-        SR_TEST_DEVICE=cuda SR_FLEX_BWD_NS=2 ../build/tests/test_gpu_registry flex_attention_backward | tail -1
-        SR_FLEX_BWD_NS=2 ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex (backward NS 2) rc=$?"
+        for var in $FLEX_VARIANTS; do
+          env ${var//:/ } SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward | tail -1
+          echo "registry ($var) rc=${PIPESTATUS[0]}"
+          env ${var//:/ } ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex ($var) rc=${PIPESTATUS[0]}"
+        done
         cd .. && ./build/speedrun run bench/flex_attention.lua 20
-        echo "== SR_FLEX_BWD_NS=2"; SR_FLEX_BWD_NS=2 ./build/speedrun run bench/flex_attention.lua 20
+        for var in $FLEX_VARIANTS; do echo "== $var"; env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20; done
         [ ! -x /tmp/speedrun-base ] || { echo "== the base build ($(/tmp/speedrun-base --version | head -1))"; /tmp/speedrun-base run bench/flex_attention.lua 20; }
         python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20'
-      grep -vE "^ok" "$LOG/flex.log" | tail -40 ;;
+      grep -vE "^ok" "$LOG/flex.log" | tail -60 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
       export NCU_ONE="--kernel-name-base demangled --launch-skip 1 --launch-count 1 --clock-control none"  # the second launch of a name
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
