@@ -215,9 +215,9 @@ function M.task_refs(o, calib, card, task, calib_path, data_id)
     local loose = o.scale == "proxy" and tune.loose(e.tune)
     if loose then
       return nil, fmt("the calibration of %s at scale proxy in %s is not tight: %s, so a recipe cut to that budget "
-        .. "would score as a speed-up; re-tune it (`speedrun calibrate --tune-steps --tasks %d --scale proxy`; where "
-        .. "the cut still passes, at a target it misses: --target X, tasks/CALIBRATION.md)", M.record_name(it[2]), calib_path,
-        loose, it[2])
+        .. "would score as a speed-up; re-tune it (`speedrun calibrate --tune-steps --tasks %d --scale proxy --runs-up-to 7`: "
+        .. "a cut that fails but would pass too many scores is tight with more runs a score; where the cut still passes, "
+        .. "at a target it misses: --target X, tasks/CALIBRATION.md)", M.record_name(it[2]), calib_path, loose, it[2])
     end
     local other = dataid.mismatch(e, data_id, fmt("%s at scale %s in %s", M.record_name(it[2]), o.scale, calib_path))
     if other then return nil, other end
