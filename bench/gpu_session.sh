@@ -221,7 +221,8 @@ for p in $PARTS; do
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
     flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor;
       # each setting of $FLEX_VARIANTS (default: the D 128 backward double-buffered, and the Hopper
-      # backward; a variant's settings joined by ":") checked (the flex registry rows, test_gpu_flex)
+      # backward; a variant's settings joined by ":") checked (the registry rows $FLEX_VARIANT_ROWS,
+      # default flex_attention_backward: a forward variant names flex_attention too; test_gpu_flex)
       # and timed beside the default; with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when
       # carried: an earlier build's binary, ignored by git) its speed table too, in the same call: an
       # A/B of kernel changes
@@ -231,7 +232,7 @@ for p in $PARTS; do
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
         for var in $FLEX_VARIANTS; do
-          env ${var//:/ } SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward | tail -1
+          env ${var//:/ } SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry ${FLEX_VARIANT_ROWS:-flex_attention_backward} | tail -1
           echo "registry ($var) rc=${PIPESTATUS[0]}"
           env ${var//:/ } ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex ($var) rc=${PIPESTATUS[0]}"
         done
