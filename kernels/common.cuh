@@ -13,6 +13,8 @@
 #include <cuda_bf16.h>     // defines: __nv_bfloat16, __bfloat162float
 #include <stdint.h>        // defines: int64_t
 #include <stdio.h>         // defines: snprintf
+#include <stdlib.h>        // defines: getenv
+#include <string.h>        // defines: strcmp
 
 #include "core/registry.h"      // defines: sr_kcall, sr_tensor, sr_dtype, sr_numel, sr_data
 #include "cuda/backend.h"  // defines: sr_cuda_stream, sr_cuda_malloc, sr_cuda_free, sr_cuda_errbuf
@@ -22,6 +24,17 @@
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 #define WARP_SIZE 32
+
+// ----------------------------------------------------------------------------
+// the kernels' A/B switches: whether environment variable NAME is VAL, read once (*cache starts
+// at -1; e.g. SR_EW_V1=1, SR_FLEX_BWD_NS=2)
+static inline int sr_env_is(int *cache, const char *name, const char *val) {
+  if (*cache < 0) {
+    const char *e = getenv(name);
+    *cache = e && !strcmp(e, val);
+  }
+  return *cache;
+}
 
 // ----------------------------------------------------------------------------
 // errors

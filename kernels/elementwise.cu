@@ -183,8 +183,7 @@ static void launch_vec_a(int dta, int dtb, void *o, const void *a, const void *b
 // SR_EW_V1=1: every call takes the run-time fn (the kernels before the specialisation; A/B)
 static bool ew_v1(void) {
   static int v = -1;
-  if (v < 0) { const char *e = getenv("SR_EW_V1"); v = e && e[0] == '1'; }
-  return v == 1;
+  return sr_env_is(&v, "SR_EW_V1", "1");
 }
 
 // unary and unary_backward with every operand of one dtype T (the records' calls: bf16 activations,

@@ -505,12 +505,8 @@ extern "C" int sr_flex_wgmma(void) {
 // shared memory a block, two blocks an SM still fit the 228 KB), else one stage (80 KB; the default
 // until measured faster: bench/gpu_session.sh's flex part runs both)
 static int flex_bwd_ns(void) {
-  static int v = 0;
-  if (!v) {
-    const char *e = getenv("SR_FLEX_BWD_NS");
-    v = e && !strcmp(e, "2") ? 2 : 1;
-  }
-  return v;
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_NS", "2") ? 2 : 1;
 }
 
 // SR_FLEX_FWD_V2: 1 the mma.sync forward's kernel 2 (4 warps of 32 rows, two blocks an SM), 0 kernel 1;

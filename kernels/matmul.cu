@@ -17,7 +17,6 @@
 ** are not aligned, is computed into a padded buffer and copied back. M never needs it.
 */
 #include <cublasLt.h>      // defines: cublasLtMatmul, cublasLtMatmulDesc_t
-#include <stdlib.h>        // defines: getenv
 
 #include "common.cuh"      // defines: sr_errf
 #include "util/clock.h"    // defines: sr_monotonic_s
@@ -268,8 +267,7 @@ extern "C" const char *sr_cuda_gemm(const sr_kcall *c) {
   void *pa = sr_data(a), *pb = sr_data(b), *po = sr_data(o);
   k.beta_nonzero = c->f[1] != 0.0;
   static int tf32 = -1;
-  if (tf32 < 0) { const char *e = getenv("SPEEDRUN_TF32"); tf32 = e && *e == '1'; }
-  k.tf32 = tf32;
+  k.tf32 = sr_env_is(&tf32, "SPEEDRUN_TF32", "1");
   float alpha = (float)c->f[0], beta = (float)c->f[1];
   int64_t ea = a->dtype == SR_BF16 ? 8 : 4, eo = o->dtype == SR_BF16 ? 8 : 4;  // elements per 16 bytes
   bool odd = N % ea || K % ea || k.lda % ea || k.ldb % ea || N % eo ||

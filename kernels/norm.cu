@@ -8,7 +8,6 @@
 ** vectorised kernels (a row in registers, 16-byte accesses; also an f32 x with a bf16 out, or a
 ** bf16 dout: the step compiler's cast folding); SR_NORM_V1=1 forces the scalar ones.
 */
-#include <stdlib.h>     // defines: getenv
 
 #include "common.cuh"  // defines: ld_as_float, st_from_float, warp_sum, ld8, st8
 
@@ -269,8 +268,7 @@ static int norm_tw(const sr_tensor *w, const sr_tensor *b) {
 }
 static bool norm_v1(void) {  // SR_NORM_V1=1 forces the scalar kernels (A/B)
   static int v = -1;
-  if (v < 0) { const char *e = getenv("SR_NORM_V1"); v = e && e[0] == '1'; }
-  return v == 1;
+  return sr_env_is(&v, "SR_NORM_V1", "1");
 }
 
 template <bool LN, typename T, typename TW, int NCH, typename TO>

@@ -66,8 +66,7 @@ static void launch_rotary2(sr_tensor *out, sr_tensor *x, sr_tensor *cs, sr_tenso
 
 static bool rotary_v1(void) {  // SR_ROTARY_V1=1 forces kernel 1 (A/B)
   static int v = -1;
-  if (v < 0) { const char *e = getenv("SR_ROTARY_V1"); v = e && e[0] == '1'; }
-  return v;
+  return sr_env_is(&v, "SR_ROTARY_V1", "1");
 }
 
 // kernel 2 when it applies (true: launched)

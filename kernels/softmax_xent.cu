@@ -24,7 +24,6 @@
 ** Gradient contract: dlogits is written (=).
 */
 #include <limits.h>    // defines: INT_MAX
-#include <stdlib.h>    // defines: getenv
 
 #include "common.cuh"  // defines: ld8, st8, to_f, from_f, block_sum, block_max, sr_report_index_error
 #include "include/speedrun_xent.cuh"  // defines: xent_vec, xent_split, xent_edge, xent_acc1, xent_acc
@@ -270,8 +269,7 @@ static bool rows_vec(int64_t V, int64_t ld, const void *p, int64_t dld, const vo
 
 static bool xent_v2(void) {  // SR_XENT_V2=1 forces kernel 2 (A/B)
   static int v = -1;
-  if (v < 0) { const char *e = getenv("SR_XENT_V2"); v = e && e[0] == '1'; }
-  return v;
+  return sr_env_is(&v, "SR_XENT_V2", "1");
 }
 
 // the device's shared memory: the most one block may opt in to, and an SM's total

@@ -16,7 +16,6 @@
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
-#include <string.h>
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
@@ -466,43 +465,37 @@ __global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *d
     }
 }
 
-// the kernels' variants (engine switches, read once each; kernels/flex_attention.cu's SR_FLEX_WGMMA=1
-// turns them on at all): whether the variable's value is val
-static int env_is(const char *e, const char *val) { return e && !strcmp(e, val); }
+// the kernels' variants (engine switches read once each, common.cuh's sr_env_is;
+// kernels/flex_attention.cu's SR_FLEX_WGMMA=1 turns them on at all)
 // SR_FLEX_STAGES=2: the streamed tiles loaded one ahead of the one computed (the first version);
 // otherwise (3) two ahead
 static int hopper_stages(void) {
   static int v = -1;
-  if (v < 0) v = env_is(getenv("SR_FLEX_STAGES"), "2") ? 2 : 3;
-  return v;
+  return sr_env_is(&v, "SR_FLEX_STAGES", "2") ? 2 : 3;
 }
 // SR_FLEX_FWD_WG=1: forward blocks of one warpgroup (64 queries, two blocks an SM, each streaming
 // its own K/V tiles, loaded one ahead: three stages would not leave room for a second block);
 // otherwise two (128 queries, one block an SM)
 static int hopper_forward_one_wg(void) {
   static int v = -1;
-  if (v < 0) v = env_is(getenv("SR_FLEX_FWD_WG"), "1");
-  return v;
+  return sr_env_is(&v, "SR_FLEX_FWD_WG", "1");
 }
 // SR_FLEX_FWD_OVERLAP=1: the forward's intra-warpgroup overlap (flex_forward_hopper_kernel's OV), four stages
 static int hopper_forward_overlap(void) {
   static int v = -1;
-  if (v < 0) v = env_is(getenv("SR_FLEX_FWD_OVERLAP"), "1");
-  return v;
+  return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
 }
 // SR_FLEX_BWD_OVERLAP=1 (with the split): the dK / dV kernel's products of a tile run on beside the
 // next tile's (flex_backward_hopper_kernel's OVB), four stages
 static int hopper_backward_overlap(void) {
   static int v = -1;
-  if (v < 0) v = env_is(getenv("SR_FLEX_BWD_OVERLAP"), "1");
-  return v;
+  return sr_env_is(&v, "SR_FLEX_BWD_OVERLAP", "1");
 }
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
   static int v = -1;
-  if (v < 0) v = env_is(getenv("SR_FLEX_BWD_SPLIT"), "1");
-  return v;
+  return sr_env_is(&v, "SR_FLEX_BWD_SPLIT", "1");
 }
 
 // the dK / dV kernel's shared memory: K, V, NS stages of Q and dO, dS^T, NS stages of lse / delta / doc ids
