@@ -38,7 +38,8 @@ end)
 
 T.case("every environment variable the engine reads is a switch or named configuration", function()
   local seen, unknown = {}, {}
-  local f = assert(io.popen("cd .. && grep -rhoE 'getenv\\(\"(SR|SPEEDRUN)_[A-Z0-9_]+\"\\)' host kernels lua"))
+  -- getenv("NAME") and the kernels' A/B switches, sr_env_is(&cache, "NAME", value) (kernels/common.cuh)
+  local f = assert(io.popen("cd .. && grep -rhoE '(getenv\\(|sr_env_is\\(&[a-z0-9_]+, )\"(SR|SPEEDRUN)_[A-Z0-9_]+\"' host kernels lua"))
   for line in f:lines() do
     local n = line:match('"([%w_]+)"')
     if n and not seen[n] then
@@ -47,7 +48,7 @@ T.case("every environment variable the engine reads is a switch or named configu
     end
   end
   f:close()
-  T.ok(seen.SR_FLEX_WGMMA and seen.SPEEDRUN_TF32 and seen.SPEEDRUN_HOME, "the scan finds the engine's variables")
+  T.ok(seen.SR_FLEX_WGMMA and seen.SPEEDRUN_TF32 and seen.SPEEDRUN_HOME and seen.SR_FLEX_BWD_NS, "the scan finds the engine's variables")
   T.eq(table.concat(unknown, ", "), "", "unclassified: add each to supervise.ENGINE_SWITCHES or ENGINE_CONFIG")
   for n in pairs(sup.ENGINE_SWITCHES) do T.ok(not sup.ENGINE_CONFIG[n], n .. " is both") end
 end)
