@@ -225,7 +225,8 @@ for p in $PARTS; do
       # default flex_attention_backward: a forward variant names flex_attention too; test_gpu_flex)
       # and timed beside the default; with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when
       # carried: an earlier build's binary, ignored by git) its speed table too, in the same call: an
-      # A/B of kernel changes
+      # A/B of kernel changes (the default's table, the base's and PyTorch's first, the variants' after:
+      # a part cut by its limit loses a variant's table, not the comparison)
       base=${FLEX_BASE:-.prebuilt-base/speedrun.xz}; [ -f "$base" ] && unxz_to "$base" /tmp/speedrun-base || rm -f /tmp/speedrun-base
       export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_BWD_NS=2 SR_FLEX_WGMMA=bwd}
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
@@ -237,10 +238,10 @@ for p in $PARTS; do
           env ${var//:/ } ../build/speedrun run cuda/test_gpu_flex.lua | tail -1; echo "test_gpu_flex ($var) rc=${PIPESTATUS[0]}"
         done
         cd .. && ./build/speedrun run bench/flex_attention.lua 20
-        for var in $FLEX_VARIANTS; do echo "== $var"; env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20; done
         [ ! -x /tmp/speedrun-base ] || { echo "== the base build ($(/tmp/speedrun-base --version | head -1))"; /tmp/speedrun-base run bench/flex_attention.lua 20; }
-        python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20'
-      grep -vE "^ok" "$LOG/flex.log" | tail -60 ;;
+        python3 bench/flex_anchor.py 20; python3 bench/attention_anchor.py 32 12 1024 64 1 20
+        for var in $FLEX_VARIANTS; do echo "== $var"; env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20; done'
+      grep -vE "^ok" "$LOG/flex.log" | tail -80 ;;
     flexprof)  # Nsight Compute on the flex kernels at the record-12 mask (one launch each): where their time goes
       export NCU_ONE="--kernel-name-base demangled --launch-skip 1 --launch-count 1 --clock-control none"  # the second launch of a name
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
