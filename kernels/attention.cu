@@ -500,16 +500,12 @@ extern "C" const char *sr_cuda_attention(const sr_kcall *c) {
     att_strides as = strides_of(ts, 4);
     dim3 grid((unsigned)CEIL_DIV(T, 128), (unsigned)BH);
     size_t smem = (size_t)4 * 64 * (D + 8) * sizeof(bf16);
-#define FWD2(...)                                                                                                        \
-  SR_CUDA_TRY(cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));            \
-  __VA_ARGS__<<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),         \
-      (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, causal, as);
-    bool whole = T % 128 == 0;
-    if (D == 64 && whole) { FWD2(flash_attention_forward_kernel2<64, true>) }
-    else if (D == 64) { FWD2(flash_attention_forward_kernel2<64, false>) }
-    else if (whole) { FWD2(flash_attention_forward_kernel2<128, true>) }
-    else { FWD2(flash_attention_forward_kernel2<128, false>) }
-#undef FWD2
+    bool whole = T % 128 == 0;  // every tile below T: load_tile_async's WHOLE instance
+    auto *fwd2 = D == 64 ? (whole ? flash_attention_forward_kernel2<64, true> : flash_attention_forward_kernel2<64, false>)
+                         : (whole ? flash_attention_forward_kernel2<128, true> : flash_attention_forward_kernel2<128, false>);
+    SR_CUDA_TRY(cudaFuncSetAttribute(fwd2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    fwd2<<<grid, 256, smem, s>>>((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
+                                 (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, causal, as);
     SR_LAUNCH_CHECK();
     return NULL;
   }
@@ -579,25 +575,15 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
     size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
-#define BWD(SMEM, ...)                                                                                                \
-  if (ce == cudaSuccess)                                                                                              \
-    ce = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(SMEM));                \
-  if (ce == cudaSuccess)                                                                                              \
-    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),         \
-        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(lse),  \
-        delta, T, scale, causal, as);
-    size_t smem64 = 6 * tile + dsb + 256 * sizeof(float), smem128 = 4 * tile + dsb + 128 * sizeof(float);
-    bool whole = T % 64 == 0;
-    if (D == 64 && whole) {
-      BWD(smem64, flash_attention_backward_kernel2<64, 2, true>)
-    } else if (D == 64) {
-      BWD(smem64, flash_attention_backward_kernel2<64, 2, false>)
-    } else if (whole) {
-      BWD(smem128, flash_attention_backward_kernel2<128, 1, true>)
-    } else {
-      BWD(smem128, flash_attention_backward_kernel2<128, 1, false>)
-    }
-#undef BWD
+    bool whole = T % 64 == 0;  // every tile below T: load_tile_async's WHOLE instance
+    auto *bwd2 = D == 64 ? (whole ? flash_attention_backward_kernel2<64, 2, true> : flash_attention_backward_kernel2<64, 2, false>)
+                         : (whole ? flash_attention_backward_kernel2<128, 1, true> : flash_attention_backward_kernel2<128, 1, false>);
+    size_t smem = D == 64 ? 6 * tile + dsb + 256 * sizeof(float) : 4 * tile + dsb + 128 * sizeof(float);
+    if (ce == cudaSuccess) ce = cudaFuncSetAttribute(bwd2, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (ce == cudaSuccess)
+      bwd2<<<grid, 128, smem, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),
+                                   (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout),
+                                   (const float *)sr_data(lse), delta, T, scale, causal, as);
   } else if (ce == cudaSuccess) {
     unsigned grid = (unsigned)CEIL_DIV(rows, (int64_t)128);
 #define BWD0(DD)                                                                                                    \

@@ -125,7 +125,6 @@ __device__ __forceinline__ int64_t att_base(const att_strides &a, int j, int64_t
 __device__ __forceinline__ void cp_async16_at(uint32_t dst, const void *src, bool pred) {  // dst: a shared address
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool pred) { cp_async16_at(smem_u32(dst), src, pred); }
 // 16 bytes, always (no source-size operand: nothing to compare or select)
 __device__ __forceinline__ void cp_async16_all(uint32_t dst, const void *src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));

@@ -16,7 +16,7 @@
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
-#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16, cp_async4, LOG2E, LN2
+#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
 
