@@ -584,30 +584,28 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
   size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
-#define BWD(SMEM, ...)                                                                                                  \
-  if (ce == cudaSuccess) ce = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(SMEM)); \
-  if (ce == cudaSuccess) {                                                                                              \
-    __VA_ARGS__<<<grid, 128, SMEM, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),   \
-        (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout), (const float *)sr_data(c->t[8]), \
-        delta, T, scale, fm, as);                                                                                       \
-    ce = cudaGetLastError();                                                                                            \
-  }
   if (hopper) {  // opt-in: not yet faster
     if (ce == cudaSuccess)
       ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), split ? NULL : dq_acc,
                                    (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
                                    (const bf16 *)sr_data(dout), (const float *)sr_data(c->t[8]), delta, T, scale, fm, as,
                                    rows / T, s);
-  } else if (D == 64) {
-    BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<64, 2>)
-  } else if (flex_bwd_ns() == 2) {  // the largest carveout: two blocks of 115,200 bytes an SM
-    if (ce == cudaSuccess)
-      ce = cudaFuncSetAttribute(flex_backward_kernel1<128, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    BWD(6 * tile + dsb + 2 * 192 * sizeof(float), flex_backward_kernel1<128, 2>)
   } else {
-    BWD(4 * tile + dsb + 192 * sizeof(float), flex_backward_kernel1<128, 1>)
+    // D 64 and D 128 with SR_FLEX_BWD_NS=2: Q / dO double-buffered (D 128 at the largest carveout:
+    // two blocks of 115,200 bytes an SM); D 128 otherwise one stage
+    bool ns2 = D == 64 || flex_bwd_ns() == 2;
+    auto *bwd1 = D == 64 ? flex_backward_kernel1<64, 2> : ns2 ? flex_backward_kernel1<128, 2> : flex_backward_kernel1<128, 1>;
+    size_t smem = ns2 ? 6 * tile + dsb + 2 * 192 * sizeof(float) : 4 * tile + dsb + 192 * sizeof(float);
+    if (ce == cudaSuccess && D == 128 && ns2)
+      ce = cudaFuncSetAttribute(bwd1, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (ce == cudaSuccess) ce = cudaFuncSetAttribute(bwd1, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (ce == cudaSuccess) {
+      bwd1<<<grid, 128, smem, s>>>((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), dq_acc, (const bf16 *)sr_data(q),
+                                   (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), (const bf16 *)sr_data(dout),
+                                   (const float *)sr_data(c->t[8]), delta, T, scale, fm, as);
+      ce = cudaGetLastError();
+    }
   }
-#undef BWD
   if (ce == cudaSuccess && !split) {
     ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s);
   }
