@@ -487,7 +487,7 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
 }
 
 // SR_FLEX_WGMMA on a device of compute capability 9: which kernels of kernels/hopper/ (wgmma; their
-// variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones:
+// variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones:
 // 1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward; else none
 extern "C" int sr_flex_wgmma(void) {
   static int v = -1;

@@ -11,7 +11,8 @@
 ** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
 ** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
 ** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
-** through the same ring), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
+** through the same ring; a thread block per kv block of 128 keys, or with SR_FLEX_BWD_WG=1 per 64
+** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
 ** (flex_backward_dq_hopper_kernel).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
@@ -185,16 +186,20 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
 // MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
 // 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
-template <int NS, bool DQ, bool OVB>
-__global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+// NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
+// 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
+// the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
+template <int NS, bool DQ, bool OVB, int NWG = 2>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
                                                                       float scale, flex_mask fm, att_strides as) {
   flex_resolve(fm);
-  constexpr int D = 128, BK = 128, BQ = 64, KT = BK * D, QT = BQ * D;
+  constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
+  static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
-  bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [128 keys][64 queries], core layout
+  bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);                      // stage s: lse at 192 s, delta + 64, doc ids + 128
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
@@ -204,16 +209,16 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
   const float *lse_b = lse + bh * T, *delta_b = delta + bh * T;
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float scale_log2 = scale * LOG2E;
-  flex_tiles tl(fm, blockIdx.x, 1);
+  flex_tiles tl(fm, NWG == 2 ? blockIdx.x : blockIdx.x >> 1, 1);  // the kv block of 128 keys
   auto load_q = [&](int q0, int stg) {
-    load_core_async<BQ, 256>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
-    load_core_async<BQ, 256>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
+    load_core_async<BQ, NT>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
+    load_core_async<BQ, NT>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
     int r = q0 + (threadIdx.x & 63);
     if (threadIdx.x < 128) cp_async4(&ld_s[192 * stg + threadIdx.x], (threadIdx.x < 64 ? lse_b : delta_b) + r, true);
     if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * stg + 128 + threadIdx.x], fm.doc + r, true);
   };
-  load_core_async<BK, 256>(Ks, K, as.s[3][2], kt0);
-  load_core_async<BK, 256>(Vs, V, as.s[4][2], kt0);
+  load_core_async<BK, NT>(Ks, K, as.s[3][2], kt0);
+  load_core_async<BK, NT>(Vs, V, as.s[4][2], kt0);
   // K, V and the first AHEAD query tiles in flight, one commit group each (K, V in the first); OVB
   // (without DQ): a tile's dK / dV products run on into the next tile, still reading their stage: one fewer ahead
   static_assert(!(DQ && OVB), "OVB is of the split backward");
@@ -319,28 +324,36 @@ __global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, 
     }
     wg_fence_smem();
     __syncthreads();  // dS^T of both warpgroups is in dSt
-    // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg..; A = dS
-    // MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows keys = K, columns d = N)
-    float dQ[32];
+    // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg.. (NWG 1: both
+    // halves in turn); A = dS MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows
+    // keys = K, columns d = N)
+    // rows qt0 + w * 16 + g and 8 below it, at column 2 t: one address a tile, the rest constant offsets
+    float *dq0 = dqb + (int64_t)(qt0 + w * 16 + g) * D + 2 * t;
 #pragma unroll
-    for (int i = 0; i < 32; i++) dQ[i] = 0.f;
-    wg_fence();
+    for (int hh = 0; hh < 3 - NWG; hh++) {
+      int h = NWG == 2 ? wg : hh;
+      float dQ[32];
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++)
-      wg_m64n64k16_ss<1, 1>(dQ, wg_desc(dSt + kk * 2 * 64, 128, BK * 16),
-                            wg_desc(Ks + wg * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), kk > 0);
-    wg_commit();
-    wg_wait<0>();  // dK / dV's products too
-    wg_keep(dQ);
-    wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
+      for (int i = 0; i < 32; i++) dQ[i] = 0.f;
+      wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
-    int qr0 = qt0 + w * 16 + g, qr1 = qr0 + 8;
+      for (int kk = 0; kk < BK / 16; kk++)
+        wg_m64n64k16_ss<1, 1>(dQ, wg_desc(dSt + kk * 2 * 64, 128, BK * 16),
+                              wg_desc(Ks + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), kk > 0);
+      wg_commit();
+      wg_wait<0>();  // dK / dV's products too (the first half's wait: P^T, dS^T free after it)
+      wg_keep(dQ);
+      if (hh == 0) {
+        wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = wg * 64 + i * 8 + 2 * t;
-      atomicAdd((float2 *)&dqb[(int64_t)qr0 * D + col], make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
-      atomicAdd((float2 *)&dqb[(int64_t)qr1 * D + col], make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+        for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        float *p = dq0 + h * 64 + i * 8;
+        atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
+        atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+      }
     }
   }
   if (OVB) {  // the last tile's dK / dV products
@@ -491,6 +504,13 @@ static int hopper_backward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_OVERLAP", "1");
 }
+// SR_FLEX_BWD_WG=1 (dQ by atomics: not with the split): backward blocks of one warpgroup (64 keys,
+// two blocks an SM, Q / dO loaded one ahead: three stages would not leave room for a second block);
+// otherwise two (128 keys, one block an SM)
+static int hopper_backward_one_wg(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_WG", "1");
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -498,21 +518,24 @@ extern "C" int sr_flex_hopper_split(void) {
   return sr_env_is(&v, "SR_FLEX_BWD_SPLIT", "1");
 }
 
-// the dK / dV kernel's shared memory: K, V, NS stages of Q and dO, dS^T, NS stages of lse / delta / doc ids
-static size_t bwd_smem(int ns) {
-  return (size_t)(2 * 128 * 128 + 2 * ns * 64 * 128 + 128 * 64) * sizeof(bf16) + ns * 192 * sizeof(float);
+// the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
+// lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
+static size_t bwd_smem(int ns, int nwg) {
+  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float);
 }
 
-// the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB>) launched
-template <int NS, bool DQ, bool OVB>
-static cudaError_t dkdv(dim3 grid, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
-                        const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
-                        att_strides as, cudaStream_t s) {
-  cudaError_t e = cudaFuncSetAttribute(flex_backward_hopper_kernel<NS, DQ, OVB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)bwd_smem(NS));
+// the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
+template <int NS, bool DQ, bool OVB, int NWG = 2>
+static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
+                        const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
+                        flex_mask fm, att_strides as, cudaStream_t s) {
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG>;
+  size_t smem = bwd_smem(NS, NWG);
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
-  flex_backward_hopper_kernel<NS, DQ, OVB><<<grid, 256, bwd_smem(NS), s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale,
-                                                                           fm, as);
+  kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as);
   return cudaGetLastError();
 }
 
@@ -522,11 +545,14 @@ template <int NS>
 static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
                                att_strides as, int64_t BH, cudaStream_t s) {
-  dim3 grid((unsigned)fm.nb, (unsigned)BH);
+  unsigned nb = (unsigned)fm.nb, nbh = (unsigned)BH;
+  dim3 grid(nb, nbh);
   cudaError_t e;
-  if (dq_acc) return dkdv<NS, true, false>(grid, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
-  e = hopper_backward_overlap() ? dkdv<4, false, true>(grid, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
-                                : dkdv<NS, false, false>(grid, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  if (dq_acc && hopper_backward_one_wg())
+    return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  e = hopper_backward_overlap() ? dkdv<4, false, true>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
+                                : dkdv<NS, false, false>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (e != cudaSuccess) return e;
   size_t smq = (size_t)(2 * 128 * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
   e = cudaFuncSetAttribute(flex_backward_dq_hopper_kernel<NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smq);
