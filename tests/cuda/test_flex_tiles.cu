@@ -184,7 +184,7 @@ static void core_chunks_once(void) {
 }
 
 int main(void) {
-  core_chunks_once<64, 128>();   // the Hopper forward of one warpgroup: K, V and Q tiles
+  core_chunks_once<64, 128>();   // one warpgroup: the forward's K, V and Q tiles; the backward's K, V, Q, dO
   core_chunks_once<64, 256>();   // two warpgroups: K, V tiles; the backward's Q, dO
   core_chunks_once<128, 256>();  // ... Q; the backward's K, V
 
