@@ -520,9 +520,12 @@ extern "C" int sr_flex_hopper_split(void) {
 
 // the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
 // lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static size_t bwd_smem(int ns, int nwg) {
+static constexpr size_t bwd_smem(int ns, int nwg) {
   return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float);
 }
+// Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
+static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
+static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
 template <int NS, bool DQ, bool OVB, int NWG = 2>
