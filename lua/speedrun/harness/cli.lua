@@ -27,6 +27,7 @@ local guard = require "speedrun.harness.guard"
 local plausible = require "speedrun.harness.plausible"
 local tune = require "speedrun.harness.tune"
 local tunecmd = require "speedrun.harness.tunecmd"
+local util = require "speedrun.util"
 local calibfile = require "speedrun.harness.calibfile"
 local apply = require "speedrun.harness.apply"
 local stream = require "speedrun.harness.stream"
@@ -594,8 +595,7 @@ local function tune_recipe(it, o, k, out_root, card, path)
       print(fmt("-- %s: not tight for scores of %d runs (%s): searching again for scores of %d runs", it.name, k,
         tune.loose(entry.tune), k2))
     end
-    local o2 = {}
-    for key, v in pairs(o) do o2[key] = v end
+    local o2 = util.deepcopy(o)
     o2.runs, o2.steps, o2.bracket = tostring(k2), nil, nil   -- a whole search from the budget just tuned
     it.key.runs, it.bracket, it.prior, it.pending = k2 ~= 3 and k2 or nil, nil, nil, nil
     k = k2

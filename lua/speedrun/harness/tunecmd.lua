@@ -11,7 +11,8 @@ local tune = require "speedrun.harness.tune"
 local calibfile = require "speedrun.harness.calibfile"
 local summarize = require("speedrun.harness.summary").summarize
 local output = require "speedrun.harness.output"
-local read_file = require("speedrun.util").read_file
+local util = require "speedrun.util"
+local read_file = util.read_file
 local write_file = output.write_file
 local fmt = string.format
 
@@ -25,7 +26,7 @@ function M.bind(helpers) for k, v in pairs(helpers) do D[k] = v end end
 -- K runs of `speedrun train` at once (seeds seed..seed+K-1), each a supervised run of its own:
 -- the probes of the step tuner need only their losses, which sharing the device does not change
 local function concurrent_runs(recipe, po, k, out_root, jobs)
-  local sh = require("speedrun.util").shell_quote
+  local sh = util.shell_quote
   local base = {sh(H.self_exe()), "train", sh(recipe), "--quiet"}
   for key, kind in pairs(D.train_spec) do
     if po[key] ~= nil and key ~= "seed" and key ~= "out" and key ~= "quiet" and key ~= "help" then
@@ -57,8 +58,7 @@ end
 -- recipe's own budget validates along the way (often: its curve's first crossing is the search's
 -- next guess)
 local function probe_options(o, steps)
-  local po = {}
-  for key, v in pairs(o) do po[key] = v end
+  local po = util.deepcopy(o)
   po.steps, po["scale-schedule"] = steps and tostring(steps), true
   po["val-every"] = o["val-every"] or (steps and "1000000000" or tostring(tune.FIRST_VAL_EVERY))
   return po
