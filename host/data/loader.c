@@ -1,11 +1,12 @@
 /*
-** data/loader.c: the records' three loader semantics over mapped shards (see loader.h).
-** Each loader keeps one cursor: the current shard and the position of its rank in it.
+** data/loader.c: the records' three loader semantics over shards, mapped or read on demand (see
+** loader.h). Each loader keeps one cursor: the current shard and the position of its rank in it.
 */
+#define _DEFAULT_SOURCE  /* explicit_bzero */
 #include <glob.h>      /* defines: glob, globfree */
 #include <stdio.h>     /* defines: snprintf */
 #include <stdlib.h>    /* defines: calloc, free */
-#include <string.h>    /* defines: strdup */
+#include <string.h>    /* defines: strdup, explicit_bzero */
 
 #include "data/loader.h"    /* defines: sr_loader_config */
 #include "data/shard.h"     /* defines: sr_shard_open */
@@ -25,6 +26,11 @@ struct sr_loader {
   int64_t pos;          /* BT/SEQ: this rank's offset; GLOBAL: the step's offset; ring: the step's
                            token of the concatenation */
   int ended;
+  int last_shard;       /* the window last read starts at token last_off of shard last_shard */
+  int64_t last_off;     /* (-1: none since the last reset) */
+  uint16_t *buf;        /* unmapped shards: the tokens on their way, zeroed after each read */
+  int64_t bufn;
+  char err[512];        /* the last read error */
 };
 
 int sr_glob_sorted(const char *pattern, char ***files, int *nfiles, char *err, size_t errlen) {
@@ -56,6 +62,7 @@ void sr_loader_free(sr_loader *ld) {
   for (int i = 0; i < ld->nshards; i++) sr_shard_close(&ld->shards[i]);
   sr_free_files(ld->paths, ld->nshards);
   free(ld->shards);
+  free(ld->buf);
   free(ld);
 }
 
@@ -64,6 +71,7 @@ void sr_loader_reset(sr_loader *ld) {
   ld->batches = 0;
   ld->ended = 0;
   ld->shard = 0;
+  ld->last_off = -1;
   /* a ring (since sr_loader_seek) starts at its start: every window moves with it, nothing falls
      back to a shard's start; the records' stream at the first shard's start (this rank's offset) */
   ld->pos = ld->ring ? ld->start : c->mode == SR_LOAD_GLOBAL ? 0 : c->rank * ld->local;
@@ -116,10 +124,16 @@ sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config
   ld->shards = calloc((size_t)nfiles, sizeof *ld->shards);
   ld->paths = calloc((size_t)nfiles, sizeof *ld->paths);
   if (!ld->shards || !ld->paths) goto oom;
+  if (c->unmapped) {
+    ld->bufn = ld->local + 1 < 65536 ? ld->local + 1 : 65536;
+    if (!(ld->buf = malloc((size_t)ld->bufn * sizeof *ld->buf))) goto oom;
+  }
   for (int i = 0; i < nfiles; i++) {
     if (!(ld->paths[i] = strdup(files[i]))) goto oom;
     ld->nshards = i + 1;
-    if (sr_shard_open(&ld->shards[i], files[i], err, errlen) != 0) {
+    int rc = c->unmapped ? sr_shard_open_unmapped(&ld->shards[i], files[i], err, errlen)
+                         : sr_shard_open(&ld->shards[i], files[i], err, errlen);
+    if (rc != 0) {
       sr_loader_free(ld);
       return NULL;
     }
@@ -180,33 +194,62 @@ const char *sr_loader_shard_path(const sr_loader *ld, int shard) {
   return shard >= 0 && shard < ld->nshards ? ld->paths[shard] : NULL;
 }
 
-static void copy_window(const uint16_t *src, int64_t n, int32_t *x, int32_t *y) {
-  for (int64_t i = 0; i < n; i++) {
-    x[i] = src[i];
-    y[i] = src[i + 1];
-  }
-}
+const char *sr_loader_error(const sr_loader *ld) { return ld->err; }
 
-/* n + 1 tokens of the ring from token g (across shards, and from the last back to the first) */
-static void ring_window(const sr_loader *ld, int64_t g, int64_t n, int32_t *x, int32_t *y) {
-  int64_t off;
-  int s = ring_locate(ld, g, &off);
-  for (int64_t i = 0; i <= n; i++) {
-    int32_t t = ld->shards[s].tokens[off];
-    if (i < n) x[i] = t;
-    if (i > 0) y[i - 1] = t;
-    if (++off == ld->shards[s].ntok) {
+/* n tokens from token off of shard s on, widened into out: on into the next shard at a shard's
+   end and from the last to the first (only a ring's windows cross one); unmapped shards through
+   ld->buf, which holds none of them afterwards. 0, or -1 with ld->err */
+static int read_run(sr_loader *ld, int s, int64_t off, int64_t n, int32_t *out) {
+  int rc = 0;
+  while (n > 0 && rc == 0) {
+    if (off == ld->shards[s].ntok) {
       s = (s + 1) % ld->nshards;
       off = 0;
     }
+    const sr_shard *sh = &ld->shards[s];
+    int64_t k = n < sh->ntok - off ? n : sh->ntok - off;
+    if (sh->tokens) {
+      for (int64_t i = 0; i < k; i++) out[i] = sh->tokens[off + i];
+    } else {
+      for (int64_t i = 0; i < k && rc == 0; i += ld->bufn) {
+        int64_t m = k - i < ld->bufn ? k - i : ld->bufn;
+        rc = sr_shard_read(sh, off + i, m, ld->buf, ld->err, sizeof ld->err);
+        for (int64_t j = 0; j < m && rc == 0; j++) out[i + j] = ld->buf[j];
+      }
+    }
+    out += k, n -= k, off += k;
   }
+  if (ld->buf) explicit_bzero(ld->buf, (size_t)ld->bufn * sizeof *ld->buf);
+  if (rc != 0) {
+    size_t len = strlen(ld->err);
+    snprintf(ld->err + len, sizeof ld->err - len, " (%s)", ld->paths[s]);
+  }
+  return rc;
+}
+
+/* this rank's window at token off of shard s: x, and y (the same shifted by one) unless NULL */
+static int read_window(sr_loader *ld, int s, int64_t off, int32_t *x, int32_t *y) {
+  ld->last_shard = s;
+  ld->last_off = off;
+  if (read_run(ld, s, off, ld->local, x) != 0) return -1;
+  return y ? read_run(ld, s, off + 1, ld->local, y) : 0;
+}
+
+int sr_loader_targets(sr_loader *ld, int32_t *y) {
+  if (ld->last_off < 0) {
+    snprintf(ld->err, sizeof ld->err, "no window has been read since the loader's start or reset");
+    return -1;
+  }
+  return read_run(ld, ld->last_shard, ld->last_off + 1, ld->local, y);
 }
 
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y) {
   if (ld->ended || (ld->max_batches && ld->batches >= ld->max_batches)) return 0;
   const sr_loader_config *c = &ld->cfg;
+  int s = ld->shard;
+  int64_t off = ld->pos;
   if (ld->ring) {
-    ring_window(ld, ring_at(ld), ld->local, x, y);
+    s = ring_locate(ld, ring_at(ld), &off);
     ld->pos = (ld->pos + ld->step) % sr_loader_total_tokens(ld);
   } else if (c->mode == SR_LOAD_GLOBAL) {
     /* leave a shard before reading when the step would reach its end; never cycle */
@@ -218,10 +261,10 @@ int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y) {
       ld->shard++;
       ld->pos = 0;
     }
-    copy_window(ld->shards[ld->shard].tokens + ld->pos + c->rank * ld->local, ld->local, x, y);
+    s = ld->shard;
+    off = ld->pos + c->rank * ld->local;
     ld->pos += ld->step;
   } else {
-    copy_window(ld->shards[ld->shard].tokens + ld->pos, ld->local, x, y);
     ld->pos += ld->step;
     int64_t len = ld->shards[ld->shard].ntok;
     int next = c->mode == SR_LOAD_BT ? ld->pos + ld->step + 1 > len : ld->pos + ld->step >= len;
@@ -231,5 +274,5 @@ int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y) {
     }
   }
   ld->batches++;
-  return 1;
+  return read_window(ld, s, off, x, y) == 0 ? 1 : -1;
 }

@@ -20,6 +20,10 @@
 ** to the first's start), then pos += step; a ring cycles, GLOBAL too. Every window moves with the
 ** start: a cursor that fell back to a shard's start (a start too late in its shard, a cycle's
 ** next pass) read the same tokens whatever the start, and a recipe's batch size chose how many.
+** Unmapped (the harness's validation loader): no shard is mapped; a window's tokens are read from the
+** file when asked for, through a buffer zeroed afterwards, and its targets (y) may be asked for
+** later (sr_loader_targets): while eval answers for a chunk, the process holds none of the tokens
+** after its inputs (native agent code on a GPU that reads host memory: docs/harness.md).
 */
 #ifndef SR_LOADER_H
 #define SR_LOADER_H
@@ -35,6 +39,7 @@ typedef struct sr_loader_config {
   int64_t batch;         /* GLOBAL: tokens per step over all ranks, divisible by world */
   int rank, world;
   int64_t max_tokens;    /* > 0: stop after max_tokens / step tokens batches */
+  int unmapped;          /* shards read on demand, never mapped (above) */
 } sr_loader_config;
 
 typedef struct sr_loader sr_loader;
@@ -43,15 +48,21 @@ typedef struct sr_loader sr_loader;
 int sr_glob_sorted(const char *pattern, char ***files, int *nfiles, char *err, size_t errlen);
 void sr_free_files(char **files, int nfiles);
 
-/* maps every shard and checks it holds at least one step; NULL with a message on failure */
+/* opens (maps, unless unmapped) every shard and checks it holds at least one step; NULL with a
+   message on failure */
 sr_loader *sr_loader_open(char *const *files, int nfiles, const sr_loader_config *cfg,
                           char *err, size_t errlen);
 void sr_loader_free(sr_loader *ld);
 int64_t sr_loader_rank_tokens(const sr_loader *ld);   /* tokens in this rank's x (and y) */
 int64_t sr_loader_step_tokens(const sr_loader *ld);   /* tokens per step over all ranks */
 int64_t sr_loader_total_tokens(const sr_loader *ld);  /* tokens in all shards */
-/* fills x and y (rank_tokens int32 each): 1, or 0 at the end of the data */
+/* fills x and y (rank_tokens int32 each; y NULL: x alone): 1, 0 at the end of the data, or -1 for a
+   read error (sr_loader_error) */
 int sr_loader_next(sr_loader *ld, int32_t *x, int32_t *y);
+/* the targets of the window sr_loader_next read last (x shifted by one): 0, or -1 (none read since
+   the start or the last reset, a read error: sr_loader_error) */
+int sr_loader_targets(sr_loader *ld, int32_t *y);
+const char *sr_loader_error(const sr_loader *ld);
 void sr_loader_reset(sr_loader *ld);
 /* sets the stream's start (0 <= start < total tokens; -1 otherwise), reads the shards as a ring
    from it from now on, and resets the loader there */

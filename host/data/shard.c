@@ -1,5 +1,6 @@
 /*
-** data/shard.c: speedrun token shards (format in shard.h): header checks, mmap, atomic writes.
+** data/shard.c: speedrun token shards (format in shard.h): header checks, mmap or reads on demand,
+** atomic writes.
 */
 #include <errno.h>      /* defines: errno */
 #include <fcntl.h>      /* defines: open, O_RDONLY */
@@ -7,7 +8,7 @@
 #include <string.h>     /* defines: strerror, memset */
 #include <sys/mman.h>   /* defines: mmap, munmap */
 #include <sys/stat.h>   /* defines: fstat */
-#include <unistd.h>     /* defines: close, read */
+#include <unistd.h>     /* defines: close, read, pread */
 
 #include "util/fileio.h"     /* defines: sr_write_file_atomic */
 #include "data/shard.h"      /* defines: sr_shard */
@@ -56,31 +57,37 @@ int sr_shard_check(const void *header, size_t hdrlen, long long filesize, const 
   return 0;
 }
 
-int sr_shard_open(sr_shard *s, const char *path, char *err, size_t errlen) {
+/* opens path and validates its header against its size: the open descriptor, or -1 with a message */
+static int open_checked(sr_shard *s, const char *path, struct stat *st, char *err, size_t errlen) {
   memset(s, 0, sizeof *s);
+  s->fd = -1;
   int fd = open(path, O_RDONLY);
   if (fd < 0) {
     snprintf(err, errlen, "%s: cannot open shard (%s)", path, strerror(errno));
     return -1;
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    snprintf(err, errlen, "%s: cannot stat shard (%s)", path, strerror(errno));
+  char h[SR_SHARD_HEADER_BYTES];
+  ssize_t got = fstat(fd, st) == 0 ? pread(fd, h, sizeof h, 0) : -1;
+  if (got < 0) {
+    snprintf(err, errlen, "%s: cannot read shard header (%s)", path, strerror(errno));
     close(fd);
     return -1;
   }
-  if (st.st_size < SR_SHARD_HEADER_BYTES) {
+  if (sr_shard_check(h, (size_t)got, (long long)st->st_size, path, &s->ntok, err, errlen) != 0) {
     close(fd);
-    return sr_shard_check("", 0, (long long)st.st_size, path, &s->ntok, err, errlen);
+    return -1;
   }
+  return fd;
+}
+
+int sr_shard_open(sr_shard *s, const char *path, char *err, size_t errlen) {
+  struct stat st;
+  int fd = open_checked(s, path, &st, err, errlen);
+  if (fd < 0) return -1;
   void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
   if (map == MAP_FAILED) {
     snprintf(err, errlen, "%s: cannot map shard (%s)", path, strerror(errno));
-    return -1;
-  }
-  if (sr_shard_check(map, (size_t)st.st_size, (long long)st.st_size, path, &s->ntok, err, errlen) != 0) {
-    munmap(map, (size_t)st.st_size);
     return -1;
   }
   s->map = map;
@@ -89,29 +96,48 @@ int sr_shard_open(sr_shard *s, const char *path, char *err, size_t errlen) {
   return 0;
 }
 
+int sr_shard_open_unmapped(sr_shard *s, const char *path, char *err, size_t errlen) {
+  struct stat st;
+  int fd = open_checked(s, path, &st, err, errlen);
+  if (fd < 0) return -1;
+  s->fd = fd;
+  return 0;
+}
+
+int sr_shard_read(const sr_shard *s, int64_t first, int64_t n, uint16_t *dst, char *err, size_t errlen) {
+  if (s->tokens) {
+    memcpy(dst, s->tokens + first, (size_t)n * sizeof *dst);
+    return 0;
+  }
+  char *p = (char *)dst;
+  size_t left = (size_t)n * sizeof *dst;
+  off_t at = SR_SHARD_HEADER_BYTES + (off_t)first * (off_t)sizeof *dst;
+  while (left > 0) {
+    ssize_t got = pread(s->fd, p, left, at);
+    if (got <= 0) {
+      snprintf(err, errlen, "shard read of %lld tokens at token %lld: %s", (long long)n, (long long)first,
+               got < 0 ? strerror(errno) : "the file ended early (changed since it was opened)");
+      return -1;
+    }
+    p += got, left -= (size_t)got, at += got;
+  }
+  return 0;
+}
+
 void sr_shard_close(sr_shard *s) {
   if (s->map) munmap(s->map, s->maplen);
+  if (s->fd >= 0) close(s->fd);   /* set by every open: -1 unless unmapped */
   memset(s, 0, sizeof *s);
+  s->fd = -1;
 }
 
 int64_t sr_shard_peek(const char *path, char *err, size_t errlen) {
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) {
-    snprintf(err, errlen, "%s: cannot open shard (%s)", path, strerror(errno));
-    return -1;
-  }
-  char h[SR_SHARD_HEADER_BYTES];
-  ssize_t got = read(fd, h, sizeof h);
+  sr_shard s;
   struct stat st;
-  int ok = fstat(fd, &st) == 0;
+  int fd = open_checked(&s, path, &st, err, errlen);
+  if (fd < 0) return -1;
   close(fd);
-  if (got < 0 || !ok) {
-    snprintf(err, errlen, "%s: cannot read shard header (%s)", path, strerror(errno));
-    return -1;
-  }
-  int64_t n;
-  if (sr_shard_check(h, (size_t)got, (long long)st.st_size, path, &n, err, errlen) != 0) return -1;
-  return n;
+  return s.ntok;
 }
 
 int sr_shard_write(const char *path, const uint16_t *tokens, size_t n, char *err, size_t errlen) {

@@ -5,8 +5,11 @@
 **     open_shard(path) -> Shard | nil, msg (#s, s:get(i), s:tensor([first [, n]]), s:close());
 **     write_shard(path, ids) -> true | nil, msg;
 **     loader{files=, mode="bt"|"seq"|"global", B=, T=, batch=, rank=0, world=1, tokens=, device=}
-**       -> Loader | nil, msg (next() -> x, y | nil at the end; reset([start]); position(); info());
-**     val_loader{...}: a loader of `tokens` (default 10485760) from the start of the shards;
+**       -> Loader | nil, msg (next() -> x, y | nil at the end; targets() -> y of the last window;
+**       reset([start]); position(); info());
+**     val_loader{...}: a loader of `tokens` (default 10485760) from the start of the shards, its
+**       shards never mapped: next() -> x alone (its tokens read from the file then), targets() -> y
+**       (read when asked: the harness asks after eval has answered; data/loader.h);
 **     prepare{corpus=, out=, threads=, piece_bytes=} -> true, made | nil, msg (piece_bytes absent:
 **       the corpus's own); piece_bytes(corpus) -> the piece size it is prepared with by default;
 **     command(args...) -> the exit status of `speedrun data args...` run in this process.
@@ -32,7 +35,7 @@
 #define LOADER_MT "speedrun.Loader"
 
 typedef struct shard_box { sr_shard s; int open; char path[512]; } shard_box;
-typedef struct loader_box { sr_loader *ld; sr_loader_mode mode; int64_t B, T; sr_device device; } loader_box;
+typedef struct loader_box { sr_loader *ld; sr_loader_mode mode; int64_t B, T; sr_device device; int later; } loader_box;
 
 
 /* ============================================================================================
@@ -147,9 +150,10 @@ static lua_Integer opt_field(lua_State *L, const char *name, lua_Integer def) {
   return v;
 }
 
-static int make_loader(lua_State *L, int64_t default_tokens) {
+/* val: the validation loader (a default token count, unmapped, targets asked for apart) */
+static int make_loader(lua_State *L, int val) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  sr_loader_config c = {SR_LOAD_BT, 0, 0, 0, 0, 1, 0};
+  sr_loader_config c = {SR_LOAD_BT, 0, 0, 0, 0, 1, 0, val};
   lua_getfield(L, 1, "mode");
   if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) sr_argerror(L, 1, "field 'mode' must be a string, got %s", luaL_typename(L, -1));
   const char *mode = lua_isnil(L, -1) ? "bt" : lua_tostring(L, -1);
@@ -163,7 +167,7 @@ static int make_loader(lua_State *L, int64_t default_tokens) {
   c.batch = opt_field(L, "batch", 0);
   c.rank = (int)opt_field(L, "rank", 0);
   c.world = (int)opt_field(L, "world", 1);
-  c.max_tokens = opt_field(L, "tokens", default_tokens);
+  c.max_tokens = opt_field(L, "tokens", val ? 10485760 : 0);
   if (c.mode == SR_LOAD_GLOBAL && c.batch < 1) return sr_argerror(L, 1, "mode 'global' needs field 'batch' (tokens per step)");
   if (c.mode != SR_LOAD_GLOBAL && c.T < 1) return sr_argerror(L, 1, "mode '%s' needs field 'T' (a positive integer)", mode);
   if (c.mode == SR_LOAD_BT && c.B < 1) return sr_argerror(L, 1, "mode 'bt' needs field 'B' (a positive integer)");
@@ -215,30 +219,50 @@ static int make_loader(lua_State *L, int64_t default_tokens) {
   b->B = c.B;
   b->T = c.T;
   b->device = dev;
+  b->later = val;
   return 1;
 }
 
 static int data_loader(lua_State *L) { return make_loader(L, 0); }
-static int data_val_loader(lua_State *L) { return make_loader(L, 10485760); }
+static int data_val_loader(lua_State *L) { return make_loader(L, 1); }
+
+/* a host batch tensor pushed: (B, T) in bt mode, flat otherwise */
+static sr_tensor *push_batch(lua_State *L, const loader_box *b) {
+  int64_t shape[2] = {b->B, b->T}, flat[1] = {sr_loader_rank_tokens(b->ld)};
+  int bt = b->mode == SR_LOAD_BT;
+  sr_tensor *t = sr_tensor_new(SR_I32, SR_CPU, bt ? 2 : 1, bt ? shape : flat);
+  sr_push_tensor(L, t);
+  return t;
+}
+
+/* the host batch at index i on the loader's device (pushed over it) */
+static void to_device(lua_State *L, const loader_box *b, int i, sr_tensor *t) {
+  if (b->device == SR_CPU) return;
+  sr_push_tensor(L, sr_to_raw(t, b->device, SR_I32));
+  lua_replace(L, i);
+}
 
 static int loader_next(lua_State *L) {
   loader_box *b = check_loader(L);
-  int64_t n = sr_loader_rank_tokens(b->ld);
-  int64_t shape[2] = {b->B, b->T}, flat[1] = {n};
-  int bt = b->mode == SR_LOAD_BT;
-  sr_tensor *x = sr_tensor_new(SR_I32, SR_CPU, bt ? 2 : 1, bt ? shape : flat);
-  sr_push_tensor(L, x);
-  sr_tensor *y = sr_tensor_new(SR_I32, SR_CPU, bt ? 2 : 1, bt ? shape : flat);
-  sr_push_tensor(L, y);
-  if (!sr_loader_next(b->ld, sr_data(x), sr_data(y))) {
+  sr_tensor *x = push_batch(L, b), *y = b->later ? NULL : push_batch(L, b);
+  int rc = sr_loader_next(b->ld, sr_data(x), y ? sr_data(y) : NULL);
+  if (rc < 0) return luaL_error(L, "loader: %s", sr_loader_error(b->ld));
+  if (rc == 0) {
     lua_pushnil(L);
     return 1;
   }
-  if (b->device != SR_CPU) {
-    sr_push_tensor(L, sr_to_raw(x, b->device, SR_I32));
-    sr_push_tensor(L, sr_to_raw(y, b->device, SR_I32));
-  }
-  return 2;
+  to_device(L, b, 2, x);
+  if (y) to_device(L, b, 3, y);
+  return y ? 2 : 1;
+}
+
+/* targets(): y of the window next() gave last */
+static int loader_targets(lua_State *L) {
+  loader_box *b = check_loader(L);
+  sr_tensor *y = push_batch(L, b);
+  if (sr_loader_targets(b->ld, sr_data(y)) != 0) return luaL_error(L, "loader: %s", sr_loader_error(b->ld));
+  to_device(L, b, 2, y);
+  return 1;
 }
 
 /* reset([start]): back to the stream's start; with start (a token of the shards' concatenation,
@@ -298,7 +322,7 @@ static int loader_tostring(lua_State *L) {
 }
 
 static const luaL_Reg loader_meth[] = {
-  {"next", loader_next}, {"reset", loader_reset}, {"position", loader_position}, {"info", loader_info},
+  {"next", loader_next}, {"targets", loader_targets}, {"reset", loader_reset}, {"position", loader_position}, {"info", loader_info},
   {"close", loader_close}, {NULL, NULL}
 };
 static const luaL_Reg loader_metameth[] = {

@@ -208,6 +208,9 @@ static void get_dim3(lua_State *L, int t, const char *field, const kwho *who, un
 
 /* launcher: upvalue 1 = the state box, 2 = kernel index */
 static int k_launch(lua_State *L) {
+  /* native code reads and keeps any memory of the process, outside every tensor the harness's checks
+     see (round 19, docs/harness.md): under score eval runs the engine's ops (K.op: its reference) */
+  sr_eval_guard(L, "an agent kernel's launch (native code can keep or read any memory; K.op runs its reference in eval)");
   kmod_box *b = (kmod_box *)lua_touserdata(L, lua_upvalueindex(1));
   int ki = (int)lua_tointeger(L, lua_upvalueindex(2));
   kmod *m = b->m;
@@ -715,12 +718,18 @@ static int k_cuda_include_dir(lua_State *L) {
   return 1;
 }
 
+/* eval_refuses_kernels() -> true inside eval under score (the eval guard on): launches raise there */
+static int k_eval_refuses_kernels(lua_State *L) {
+  lua_pushboolean(L, sr_eval_guarded());
+  return 1;
+}
+
 static const luaL_Reg kernel_functions[] = {
   {"compile", k_compile}, {"signature", k_signature}, {"check_args", k_check_args},
   {"last_launch", k_last_launch}, {"fault", k_fault}, {"synchronize", k_synchronize},
   {"time", k_time}, {"compiler", k_compiler}, {"cache_dir", k_cache_dir},
   {"include_dir", k_include_dir}, {"cuda_include_dir", k_cuda_include_dir},
-  {"compile_seconds", k_compile_seconds}, {NULL, NULL}
+  {"compile_seconds", k_compile_seconds}, {"eval_refuses_kernels", k_eval_refuses_kernels}, {NULL, NULL}
 };
 
 int luaopen_speedrun_kernel_core(lua_State *L) {

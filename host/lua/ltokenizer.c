@@ -147,18 +147,40 @@ static int tok_token(lua_State *L) {
 
 /* the bytes ids decode to (the sum of their token byte strings: exact, even where a UTF-8
 ** sequence spans tokens), the end-of-text token excluded; and the number of end-of-text tokens */
+/* byte_count(ids): from a tensor's own memory when it is contiguous int32 on the host (the
+   harness's validation targets: no copy of them is left behind in freed memory), else from a copy
+   zeroed before it goes; a table through sr_check_token_ids */
 static int tok_byte_count(lua_State *L) {
   sr_tokenizer *tk = check_tok(L);
+  sr_tensor *x = sr_to_tensor(L, 2), *c = NULL;
   sr_tokens t = {0};
-  sr_check_token_ids(L, 2, &t);
+  const int32_t *v32 = NULL;
+  int64_t n;
+  if (x) {
+    c = sr_device_of(x) == SR_CPU && x->dtype == SR_I32 && sr_is_contiguous(x) ? NULL : sr_to_raw(x, SR_CPU, SR_I32);
+    v32 = sr_data(c ? c : x);
+    n = sr_numel(x);
+  } else {
+    sr_check_token_ids(L, 2, &t);
+    n = (int64_t)t.n;
+  }
   lua_Integer bytes = 0, specials = 0;
-  for (size_t i = 0; i < t.n; i++) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n && bad < 0; i++) {
+    int32_t id = v32 ? v32[i] : t.v[i];
     size_t len = 0;
-    if (t.v[i] == SR_GPT2_EOT) { specials++; continue; }
-    sr_token_bytes(tk, t.v[i], &len);
+    if (id < 0 || id >= SR_GPT2_NVOCAB) bad = i;
+    else if (id == SR_GPT2_EOT) specials++;
+    else sr_token_bytes(tk, id, &len);
     bytes += (lua_Integer)len;
   }
+  int32_t bad_id = bad >= 0 ? v32[bad] : 0;   /* only tensors hold ids unchecked so far */
+  if (c) {
+    memset(sr_data(c), 0, (size_t)n * sizeof *v32);
+    sr_tensor_release(c);
+  }
   sr_tokens_free(&t);
+  if (bad >= 0) return luaL_argerror(L, 2, lua_pushfstring(L, "element %d is %d, not a GPT-2 id", (int)(bad + 1), (int)bad_id));
   lua_pushinteger(L, bytes);
   lua_pushinteger(L, specials);
   return 2;

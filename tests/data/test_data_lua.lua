@@ -105,6 +105,17 @@ T.case("loaders: the three semantics", function()
   -- validation: 48 tokens of 16-token steps = 3 batches, then nil; reset replays them
   local v = assert(data.val_loader{files = pattern, B = 2, T = 4, rank = 0, world = 2, tokens = 48})
   T.eq(starts(v), "0 16 32"); v:reset(); T.eq(starts(v), "0 16 32")
+  -- its shards are never mapped: next() gives the inputs alone, targets() the window's y after
+  v:reset()
+  T.raises(function() v:targets() end, "no window has been read")
+  local got = table.pack(v:next())
+  T.eq(got.n, 1, "the inputs alone")
+  T.close(got[1], {{0, 1, 2, 3}, {4, 5, 6, 7}})
+  T.close(v:targets(), {{1, 2, 3, 4}, {5, 6, 7, 8}})
+  T.close(v:targets(), {{1, 2, 3, 4}, {5, 6, 7, 8}}, "asked again: the same window")
+  local a = assert(data.loader{files = pattern, B = 2, T = 4})
+  local x, y = a:next()
+  T.close(a:targets(), y, "a training loader's targets(): the y its next() gave")
 end)
 
 T.case("loaders: a stream started elsewhere (reset(start)): the shards as one ring from it", function()

@@ -4,6 +4,9 @@
 -- outside, a cache_dir outside the output folder and the raw C module are each rejected, even when
 -- the recipe catches the error; an honest kernel (the engine's header and a workspace header)
 -- stays valid. The policy runs before the compiler, so this holds without a GPU or NVRTC.
+-- Round 19: an agent kernel launched inside eval (native code that could keep or read any memory
+-- outside the tensors the checks see) is rejected before it reaches the GPU; K.op runs its reference
+-- there instead (K.eval_refuses_kernels() says when).
 local T = require "speedrun.testing"
 
 local W = T.workspace("cheats-kernel", {"good", "cheat_kcache"})
@@ -52,6 +55,38 @@ recipe("k_optnumber", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* 
                       :format(KERNEL, "--pre-include=" .. ws .. "/data/syn_val_000000.bin"))
 recipe("k_name", ('speedrun.kernel.compile(%q, {kernels = {k = "ptr float* y, int n"}, name = %q})')
                  :format('#include "syn_val_000000.bin"\n' .. KERNEL, ws .. "/data/k.cu"))
+
+-- round 19: a kernel compiled in setup, launched inside eval (the error caught by the recipe)
+write(ws .. "/k_evallaunch.lua", ([[
+local K = require "speedrun.kernel"
+local r = dofile("good.lua")
+local setup, eval = r.setup, r.eval
+function r.setup(ctx)
+  setup(ctx)
+  ctx.k = K.compile(%q, %s)
+  print("compiled: " .. tostring(ctx.k ~= nil))
+end
+function r.eval(ctx, x)
+  if ctx.k then pcall(ctx.k.k, {grid = 1, block = 32, args = {ctx.scratch or x, 0}}) end
+  return eval(ctx, x)
+end
+return r
+]]):format('#include "speedrun_kernel.cuh"\n#include "helper.cuh"\n' .. KERNEL, SIG))
+-- an honest recipe that asks where kernels may run: not in eval under score, elsewhere yes
+write(ws .. "/k_evalflag.lua", [[
+local K = require "speedrun.kernel"
+local r = dofile("good.lua")
+local setup, eval = r.setup, r.eval
+function r.setup(ctx)
+  assert(K.eval_refuses_kernels() == false, "setup: kernels may run")
+  setup(ctx)
+end
+function r.eval(ctx, x)
+  assert(K.eval_refuses_kernels() == true, "eval under score: kernels refused")
+  return eval(ctx, x)
+end
+return r
+]])
 
 
 local train, rejected = W.restricted, W.rejected
@@ -111,6 +146,15 @@ end)
 
 T.case("round 16: a source path with a NUL byte after it (the C side opens the path) -> rejected", function()
   rejected("k_nul", "NUL byte")
+end)
+
+T.case("round 19: an agent kernel launched inside eval -> rejected (before the GPU); K.eval_refuses_kernels says so", function()
+  local r, text = train("k_evalflag")
+  T.eq(r.status, "valid", text)
+  r, text = train("k_evallaunch")
+  if not text:find("compiled: true", 1, true) then T.skip("no NVRTC in this build: nothing to launch\n" .. text) end
+  T.eq(r.status, "rejected", text)
+  T.ok(tostring(r.failure and r.failure.message):find("agent kernel's launch", 1, true), text)
 end)
 
 T.case("the raw C module speedrun.kernel_core -> rejected", function()

@@ -178,6 +178,19 @@ T.case("round 15: the child reads the shards the id hashed, resolved, never a pa
   T.eq(rc, 0, text)
 end)
 
+T.case("round 19: no validation shard is mapped while eval answers (native code on a GPU may read host memory)", function()
+  -- the validation loader reads each chunk's inputs from the file, and its targets after eval
+  -- answered: nothing later than eval's inputs lies in the child's memory (valmaps.lua's eval looks
+  -- at /proc/self/maps, allowed in an unrestricted run)
+  local ws = workspace("valmaps", "valmaps")
+  local out = tmp .. "/valmaps-out"
+  local rc, text = speedrun("train " .. sh(ws .. "/recipe.lua") .. " --scale micro --quiet --out " .. sh(out) .. RUN)
+  T.eq(rc, 0, text)
+  local r = json.decode(read(out .. "/results.json"))
+  T.eq(r.status, "valid", text)
+  T.ok(r.checks.causality.ok and r.checks.eval_stateless.ok, "the checks ran their evals too")
+end)
+
 T.case("class 5: the recipe cannot read or forge log.txt, recipe.log, job.json", function()
   local ws = workspace("forge", "cheat_forge")
   local s, text = refused(ws, "rejected", "recipes may")

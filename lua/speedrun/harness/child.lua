@@ -76,7 +76,7 @@ local function open_data(job, p)
   if not loader then fail("lua_error", "training data: " .. tostring(err)) end
   local start = stream_start(job.stream_draw, loader:info())
   if job.stream_draw then loader:reset(start) end   -- a ring from the start (round 18), even at token 0
-  -- on the host: rules.lua copies a chunk's inputs to the device for eval, its targets only after
+  -- on the host, no shard mapped: rules.lua reads a chunk's inputs for eval, its targets only after
   local vloader, verr = val_loader {files = job.val_files, mode = "bt", B = p.vB, T = p.vT, tokens = p.val_tokens, device = "cpu"}
   if not vloader then fail("lua_error", "validation data: " .. tostring(verr)) end
   return loader, vloader, {policy = job.stream_draw and "random" or "fixed", start = start}
@@ -134,8 +134,9 @@ local function val_bytes(tk, vloader)
   local bytes, specials = 0, 0
   vloader:reset()
   while true do
-    local x, y = vloader:next()
-    if not y then break end
+    local x = vloader:next()
+    if not x then break end
+    local y = vloader:targets()
     local ok, b, sp = pcall(tk.count, tk.tok, y)
     m_zero(x); m_zero(y)   -- freed host memory keeps what it held: no validation tokens left in it
     if not ok then vloader:reset(); return {reason = "the validation tokens are not GPT-2 ids: " .. tostring(b)} end

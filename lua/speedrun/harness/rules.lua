@@ -23,7 +23,7 @@ local m_zero = methods.zero_
 local fmt, tconcat, sunpack = string.format, table.concat, string.unpack
 local mfloor, mmin, mmax, mabs = math.floor, math.min, math.max, math.abs
 local real_open = io.open     -- captured before the sandbox replaces io.open
-local error, type, ipairs, setmetatable, pcall = error, type, ipairs, setmetatable, pcall
+local error, type, ipairs, setmetatable, pcall, select = error, type, ipairs, setmetatable, pcall, select
 
 local RTOL = 1e-3       -- the stateless-eval check (per token, relative to the loss) and the
                         -- causality check (relative to the largest logit)
@@ -154,41 +154,53 @@ local function pick(k, n)
   return out
 end
 
--- The validation loader is on the host (child.lua): eval gets a device copy of a chunk's inputs,
--- and its targets reach the device only after eval has answered, and are zeroed there before their
--- memory is freed, so no code of the recipe (an agent kernel reads any device memory) can find a
--- chunk's targets while it answers for that chunk.
+-- The validation loader is on the host (child.lua) and maps no shard: eval gets a device copy of a
+-- chunk's inputs, read from the file just before; its targets are read only after eval has answered
+-- (vloader:targets()), reach the device then, and are zeroed there (and on the host, with the
+-- inputs) once used, so no code of the recipe finds a chunk's targets, or any later token, while it
+-- answers for that chunk: not on the device (an agent kernel reads any device memory), not in the
+-- process's memory (one that reads host memory through HMM or ATS: round 19, docs/harness.md).
 function Rules:inputs(x)
   if self.is_cuda then return m_to(x, "cuda") end
   return m_clone(x)
 end
 
-function Rules:targets(y)
+-- a copy of y where eval answers (the device, or a clone on the CPU), zeroed by forget once used
+function Rules:copy(y)
   if self.is_cuda then return m_to(y, "cuda") end
-  return y
+  return m_clone(y)
 end
 
-function Rules:forget(yd)
-  if self.is_cuda then m_zero(yd) end
+-- a chunk's tensors once used: zeroed (freed memory keeps what it held)
+function Rules:forget(...)
+  for i = 1, select("#", ...) do
+    local t = select(i, ...)
+    if t then m_zero(t) end
+  end
 end
 
--- the validation chunk i again (the loader from the start)
+-- the inputs of validation chunk i again (the loader from the start; the chunks before it zeroed)
 function Rules:chunk(i)
   local vloader = self.vloader
   vloader:reset()
-  local x, y
-  for _ = 1, i do x, y = vloader:next() end
-  return x, y
+  local x
+  for _ = 1, i do
+    self:forget(x)
+    x = vloader:next()
+  end
+  return x
 end
 
 -- eval must be a pure function of its inputs: chunk i evaluated again gives the loss it gave
--- during validation; returns the logits and the difference per token
-function Rules:recheck(i, x, y)
+-- during validation; returns the logits, the difference per token and the mean, and the chunk's
+-- targets (read after eval answered)
+function Rules:recheck(i, x)
   local logits = self:eval(self:inputs(x))
-  local yd = self:targets(y)
+  local y = self.vloader:targets()
+  local yd = self:copy(y)
   local s, n = chunk_ce(logits, yd)
   self:forget(yd)
-  return logits, mabs(s - self.sums[i]) / n, self.sums[i] / n
+  return logits, mabs(s - self.sums[i]) / n, self.sums[i] / n, y
 end
 
 -- a copy of chunk x with one token changed in every row, at a random position of each, the first
@@ -231,8 +243,8 @@ function Rules:checks()
   local worst_s, worst_c, worst_l, amax_all, tested, where = 0, 0, 0, 0, {}, {}
   local chunks = pick(CHUNKS, #self.sums)
   for _, i in ipairs(chunks) do
-    local x, y = self:chunk(i)
-    local base, d, mean = self:recheck(i, x, y)
+    local x = self:chunk(i)
+    local base, d, mean, y = self:recheck(i, x)
     worst_s = mmax(worst_s, d)
     if not (d <= RTOL * mmax(1, mabs(mean))) then
       self.R.checks.eval_stateless = {ok = false, max_diff = worst_s, chunks = tested}
@@ -243,9 +255,9 @@ function Rules:checks()
       local xp, limits, positions = perturbed(x, self.device)
       if xp then
         local answer = self:eval(xp)
-        local yd = self:targets(y)
+        local yd = self:copy(y)
         local cd, amax, ld = causal_diff(base, answer, limits, yd)
-        self:forget(yd)
+        self:forget(yd, xp)
         if not cd then   -- amax: what differed
           fail("rejected", fmt("eval answered validation chunk %d with %s once a later token was changed (eval must treat every call alike)", i, amax))
         end
@@ -255,7 +267,7 @@ function Rules:checks()
     end
     if shape_of(x)[1] > 1 then   -- the same rows in another order: each row's answer its own
       local answer = unrotated(self:eval(self:inputs(rotated(x))))
-      local yd = self:targets(y)
+      local yd = self:copy(y)
       local cd, amax, ld = causal_diff(base, answer, {}, yd)
       self:forget(yd)
       if not cd then
@@ -264,6 +276,7 @@ function Rules:checks()
       worst_c, amax_all, worst_l = mmax(worst_c, cd), mmax(amax_all, amax), mmax(worst_l, ld)
       where[#where + 1] = {chunk = i, rows_rotated = true}
     end
+    self:forget(x, y)
   end
   self.R.checks.eval_stateless = {ok = true, max_diff = worst_s, chunks = tested}
   -- the logits within RTOL of the largest one compared, and each earlier token's loss within RTOL
@@ -283,12 +296,13 @@ function Rules:validate(final)
   vloader:reset()
   local sum, count, nonfinite, sums = 0, 0, 0, {}
   while true do
-    local x, y = vloader:next()
+    local x = vloader:next()
     if not x then break end
     local logits = self:eval(self:inputs(x))
-    local yd = self:targets(y)
+    local y = vloader:targets()
+    local yd = self:copy(y)
     local s, n, nf = chunk_ce(logits, yd)
-    self:forget(yd)
+    self:forget(yd, x, y)
     sum, count, nonfinite = sum + s, count + n, nonfinite + nf
     sums[#sums + 1] = s
     logits = nil
