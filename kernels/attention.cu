@@ -22,8 +22,9 @@
 ** f32 (any dtype with D in {16, 32, 64, 128} that the flash path does not take): plain kernels
 ** with one thread per query (forward, dQ) or per key (dK, dV), same math, for tests and small
 ** models.
-** With SR_FLEX_WGMMA=1 on Hopper (bf16, D 128, T a multiple of 128) both go through the flex
-** kernels of kernels/hopper/ with a mask of no lists (flex_common.cuh: the causal blocks implicit);
+** On Hopper (bf16, D 128, T a multiple of 128) the backward goes through the flex kernels of
+** kernels/hopper/ with a mask of no lists (flex_common.cuh: the causal blocks implicit), the forward
+** too with SR_FLEX_WGMMA=1 (SR_FLEX_WGMMA=0: neither; sr_flex_wgmma);
 ** with SR_FLEX_FWD_V2=1 (bf16, D 64/128, T a multiple of 128) the forward through flex attention's
 ** kernel 2 the same way (opt-in: dense attention's own forward is as fast at D 128 on an H100, D 64
 ** not measured; flex attention takes kernel 2 by default).
@@ -461,7 +462,7 @@ static const char *check_qkv(sr_tensor *const *ts, int n, int *dtype) {
     default: return sr_errf("head dim %d is not supported on cuda (16, 32, 64, 128)", D); \
   }
 
-// the Hopper flex kernels for dense attention (SR_FLEX_WGMMA=1): bf16 (flash_ok), D 128, whole blocks of 128
+// the Hopper flex kernels for dense attention (sr_flex_wgmma): bf16 (flash_ok), D 128, whole blocks of 128
 static bool hopper_ok(int D, int T, int which) { return D == 128 && T % 128 == 0 && (sr_flex_wgmma() & which); }
 // their mask: no lists (flex_tiles: the causal blocks implicit), no documents, no window
 static flex_mask dense_mask(int T, int causal) {

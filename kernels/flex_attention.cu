@@ -13,8 +13,9 @@
 ** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
 ** Backward: one thread block per 64 keys (half a mask block), iterating the query blocks of the
 ** transposed lists as tiles of 64 queries; dQ through float2 atomics into an f32 accumulator.
-** A query that sees no key gets out 0 and lse -inf. SR_FLEX_WGMMA (1, fwd or bwd) on a Hopper GPU:
-** the forward and/or backward of hopper/flex_attention_hopper.cu (warpgroup MMA, D 128; opt-in).
+** A query that sees no key gets out 0 and lse -inf. On a Hopper GPU the backward (D 128) is
+** hopper/flex_attention_hopper.cu's (warpgroup MMA) by default; SR_FLEX_WGMMA (0: neither, 1: both,
+** fwd, bwd) picks which of the two are (sr_flex_wgmma).
 ** Other dtypes, head dims (<= 128) or block sizes: plain kernels, a thread per query (forward,
 ** dQ) or per key (dK, dV), walking the same lists; contiguous tensors only.
 ** Gradient contract: dq, dk, dv are written (=).
@@ -486,15 +487,18 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
   return m;
 }
 
-// SR_FLEX_WGMMA on a device of compute capability 9: which kernels of kernels/hopper/ (wgmma; their
-// variants: SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones:
-// 1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward; else none
+// On a device of compute capability 9, which kernels of kernels/hopper/ (wgmma; their variants:
+// SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
+// default the backward (9-11 % faster forward+backward on an H200 at windows of 1,024 tokens and up and
+// dense D 128, 11 % slower at record 16's window of 128: bench/RESULTS.md, twenty-sixth session);
+// SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward, 0 none
 extern "C" int sr_flex_wgmma(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_FLEX_WGMMA");
-    int dev = 0, major = 0, want = !e ? 0 : !strcmp(e, "1") ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD
-                                     : !strcmp(e, "fwd") ? SR_FLEX_WGMMA_FWD : !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD : 0;
+    int dev = 0, major = 0, want = !e || !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD
+                                     : !strcmp(e, "1") ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD
+                                     : !strcmp(e, "fwd") ? SR_FLEX_WGMMA_FWD : 0;
     v = want && cudaGetDevice(&dev) == cudaSuccess &&
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 ? want : 0;
   }
@@ -572,6 +576,16 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   return NULL;
 }
 
+// a window known on the host of fewer than 512 tokens: a kv block sees a query tile or three, too few
+// to cover the Hopper backward's K/V loads and dK/dV epilogue (window 128 on an H200: 1.208 ms against
+// the mma.sync kernel's 1.084; window 1024: 2.188 against 2.421; 256 and 384 not measured). A window
+// in a device tensor (record 16's block window) is not known here: the Hopper kernel takes it
+static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 512; }
+// the backward through kernels/hopper/ (D 128, sr_flex_wgmma, not a narrow window)
+static bool flex_hopper_bwd(int D, const flex_mask &fm) {
+  return D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD) && !flex_narrow(fm);
+}
+
 // the flash backward (bf16, D 64/128, blocks of 128): delta pre-pass, the kernel, dq conversion
 // (dq_acc NULL: the Hopper kernels' split backward, dq written directly)
 static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf, float *delta, float *dq_acc, int64_t rows,
@@ -580,11 +594,11 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   att_strides as = strides_of(tsf, 8);
   float scale = (float)c->f[0];
   cudaError_t ce = attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
-  bool hopper = D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD), split = !dq_acc;
+  bool hopper = flex_hopper_bwd(D, fm), split = !dq_acc;
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
   size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
-  if (hopper) {  // opt-in: not yet faster
+  if (hopper) {  // the default on Hopper (sr_flex_wgmma)
     if (ce == cudaSuccess)
       ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), split ? NULL : dq_acc,
                                    (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
@@ -653,7 +667,7 @@ extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
   bool flash = bs == 128 && flash_ok(dt, D, ts, 8);
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous flex attention tensors need bf16, head dim 64 or 128 and blocks of 128");
   float *delta = (float *)sr_cuda_malloc((size_t)rows * sizeof(float));
-  bool acc = flash && !(D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD) && sr_flex_hopper_split());  // f32 dq accumulator
+  bool acc = flash && !(flex_hopper_bwd(D, fm) && sr_flex_hopper_split());  // f32 dq accumulator
   float *dq_acc = acc ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
   if (!delta || (acc && !dq_acc)) {
     sr_cuda_free(delta);
