@@ -220,15 +220,15 @@ for p in $PARTS; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
     flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor;
-      # each setting of $FLEX_VARIANTS (default: the mma.sync backward, SR_FLEX_WGMMA=0, and the Hopper
-      # backward in blocks of one warpgroup; a variant's settings joined by ":") checked (the registry rows $FLEX_VARIANT_ROWS,
+      # each setting of $FLEX_VARIANTS (default: the mma.sync backward everywhere, SR_FLEX_WGMMA=0, and the
+      # Hopper one everywhere, narrow windows too, SR_FLEX_WGMMA=bwd; a variant's settings joined by ":") checked (the registry rows $FLEX_VARIANT_ROWS,
       # default flex_attention_backward: a forward variant names flex_attention too; test_gpu_flex)
       # and timed beside the default; with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when
       # carried: an earlier build's binary, ignored by git) its speed table too, in the same call: an
       # A/B of kernel changes (the default's table, the base's and PyTorch's first, the variants' after:
       # a part cut by its limit loses a variant's table, not the comparison)
       base=${FLEX_BASE:-.prebuilt-base/speedrun.xz}; [ -f "$base" ] && unxz_to "$base" /tmp/speedrun-base || rm -f /tmp/speedrun-base
-      export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_WGMMA=0 SR_FLEX_BWD_WG=1}
+      export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_WGMMA=0 SR_FLEX_WGMMA=bwd}
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"

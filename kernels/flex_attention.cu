@@ -491,12 +491,13 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
 // SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
 // default the backward (9-11 % faster forward+backward on an H200 at windows of 1,024 tokens and up and
 // dense D 128, 11 % slower at record 16's window of 128: bench/RESULTS.md, twenty-sixth session);
-// SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward, 0 none
+// SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward
+// (wherever it applies, narrow windows too: for A/Bs), 0 none
 extern "C" int sr_flex_wgmma(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_FLEX_WGMMA");
-    int dev = 0, major = 0, want = !e || !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD
+    int dev = 0, major = 0, want = !e ? SR_FLEX_WGMMA_BWD | SR_FLEX_WGMMA_AUTO : !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD
                                      : !strcmp(e, "1") ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD
                                      : !strcmp(e, "fwd") ? SR_FLEX_WGMMA_FWD : 0;
     v = want && cudaGetDevice(&dev) == cudaSuccess &&
@@ -581,9 +582,10 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
 // the mma.sync kernel's 1.084; window 1024: 2.188 against 2.421; 256 and 384 not measured). A window
 // in a device tensor (record 16's block window) is not known here: the Hopper kernel takes it
 static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 512; }
-// the backward through kernels/hopper/ (D 128, sr_flex_wgmma, not a narrow window)
+// the backward through kernels/hopper/ (D 128, sr_flex_wgmma; by default not at a narrow window)
 static bool flex_hopper_bwd(int D, const flex_mask &fm) {
-  return D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD) && !flex_narrow(fm);
+  int w = sr_flex_wgmma();
+  return D == 128 && (w & SR_FLEX_WGMMA_BWD) && !((w & SR_FLEX_WGMMA_AUTO) && flex_narrow(fm));
 }
 
 // the flash backward (bf16, D 64/128, blocks of 128): delta pre-pass, the kernel, dq conversion

@@ -176,6 +176,7 @@ extern "C" int sr_flex_hopper_split(void);
 // SR_FLEX_WGMMA_BWD, 0 when none
 #define SR_FLEX_WGMMA_FWD 1
 #define SR_FLEX_WGMMA_BWD 2
+#define SR_FLEX_WGMMA_AUTO 4  // SR_FLEX_WGMMA unset: the backward where it is faster (flex_attention.cu)
 extern "C" int sr_flex_wgmma(void);
 
 #endif
