@@ -14,6 +14,7 @@ Rules:
 - The host owns the training data, the clock and the validation: it feeds the batches, times the training and measures the validation loss itself. Do not read data files, time anything yourself or touch the validation; a recipe that tries is rejected.
 - No package can be installed; the sandbox denies files, processes and the network to the recipe.
 - Keep the recipe contract: the functions and fields the host calls keep their names and meaning.
+- eval runs the engine's ops only: a CUDA kernel of yours launched inside eval is rejected. Wrap a kernel in speedrun.kernel.op{name =, forward =, backward =, reference =}: eval (and the CPU) then runs its reference, written with the engine's ops.
 - Performance matters more than tidiness; keep the recipe runnable.
 - Do not ask for permission or clarification: reply with your changes.]]
 
