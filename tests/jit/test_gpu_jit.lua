@@ -131,6 +131,24 @@ T.case("a custom autograd op made of kernels matches its reference (values and g
   T.ok(T.rel_err(xc.grad, F.mul(F.relu(xc), 2)) < 1e-6)
 end)
 
+-- round 19 (docs/harness.md): inside eval under score (the eval guard on) a launch is refused, and
+-- K.op runs its reference instead: the same values, no attempt counted
+T.case("inside a guarded eval: a raw launch is rejected, a K.op runs its reference", function()
+  local H = require "speedrun.harness_core"
+  local x = sr.randn({64, 96}):to("cuda")
+  local want = F.relu2(x):to("cpu")
+  local y = sr.empty(x.shape, {dtype = "float32", device = "cuda"})
+  H.eval_guard(true)
+  T.ok(K.eval_refuses_kernels(), "the flag inside the guard")
+  local got = sr.no_grad(function() return relu2(x) end)
+  local ok, err = pcall(R.relu2_fwd, {grid = 24, block = 256, args = {y, x, x:numel()}})
+  local hits, first = H.eval_guard(false)
+  T.ok(not K.eval_refuses_kernels(), "the flag outside")
+  T.ok(T.rel_err(got:to("cpu"), want) < 1e-6, "the reference's values")
+  T.ok(not ok and tostring(err):find("agent kernel's launch", 1, true), tostring(err))
+  T.eq(hits, 1, "one attempt: the raw launch (" .. tostring(first) .. ")")
+end)
+
 T.case("a small model trains through the fused op", function()
   sr.manual_seed(3)
   local w = sr.randn({32, 32}):cuda()
