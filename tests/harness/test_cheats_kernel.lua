@@ -157,6 +157,24 @@ T.case("round 19: an agent kernel launched inside eval -> rejected (before the G
   T.ok(tostring(r.failure and r.failure.message):find("agent kernel's launch", 1, true), text)
 end)
 
+T.case("round 19: on a GPU that reaches the process's memory (HMM, ATS) no agent kernel compiles under score", function()
+  -- SPEEDRUN_HOST_REACH=1 stands for such a GPU (configuration a score keeps: it can only refuse more);
+  -- the honest kernel of the control above is refused, and a recipe without kernels still passes
+  local function reach_run(recipe)
+    local dir = W.tmp .. "/run-reach-" .. recipe
+    os.execute("rm -rf " .. T.shell_quote(dir))
+    os.execute("SPEEDRUN_HOST_REACH=1 " .. T.shell_quote(arg[-1]) .. " train " .. T.shell_quote(ws .. "/" .. recipe .. ".lua")
+               .. " --scale micro --restricted --device cpu --threads 1 " .. W.data .. " --out " .. T.shell_quote(dir)
+               .. " > " .. T.shell_quote(dir .. ".txt") .. " 2>&1")
+    return require("speedrun.json").decode(T.read(dir .. "/results.json")), T.read(dir .. ".txt")
+  end
+  local r, log = reach_run("k_honest")
+  T.eq(r.status, "rejected", log)
+  T.ok(tostring(r.failure and r.failure.message):find("reaches the process's memory", 1, true), log)
+  r, log = reach_run("good")
+  T.eq(r.status, "valid", "no kernel, nothing refused\n" .. log)
+end)
+
 T.case("the raw C module speedrun.kernel_core -> rejected", function()
   rejected("k_core", "speedrun%.kernel_core")
 end)

@@ -11,7 +11,10 @@
 --     a file recipes may read, whose own includes are checked in turn;
 --   * compiler options from an allow-list; -I folders readable by recipes;
 --   * a cache_dir only inside the run's output folder (a planted cache entry would stand in
---     for the source).
+--     for the source);
+--   * no agent kernel at all on a GPU that reads and writes the process's memory (HMM, ATS:
+--     H.host_reach): its code would be native code in the child, which could rewrite the clock or
+--     read what the harness holds; round 19, docs/harness.md.
 local K = require "speedrun.kernel"
 local H = require "speedrun.harness_core"
 
@@ -169,6 +172,11 @@ end
 -- checks a compile's source and options; returns the options compile is to use (a plain copy)
 local function policy(state, src, opts)
   if type(src) ~= "string" or type(opts) ~= "table" then return opts end  -- compile raises on these
+  if H.host_reach() then
+    state.violation("an agent kernel on a GPU that reaches the process's memory (HMM or ATS: pageable memory access), "
+                    .. "where no check confines native code; score on a machine without it (x86: the nvidia-uvm "
+                    .. "module's uvm_disable_hmm=1)")
+  end
   opts = plain(opts)
   -- the C side reads both up to a NUL byte: "x.cu\0" was text to this check and the path x.cu to the
   -- compile, which read it unchecked, its includes too (round 16)
