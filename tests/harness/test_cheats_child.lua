@@ -103,10 +103,12 @@ T.case("class 2: training in the warm-up steps is on the clock: not faster than 
     T.ok(r.metrics.warmup_counted_ms > 0 and r.metrics.warmup_counted_ms <= r.metrics.train_time_ms,
          "run " .. i .. ": the warm-up's time beyond its allowance is counted")
   end
-  -- the honest control: its warm-up fits the allowance (first-call costs stay out of the score)
+  -- the honest control: its warm-up fits the allowance (first-call costs stay out of the score); a
+  -- micro run trains ~15 ms, so a loaded 2-core machine moves the counted part by a few ms (3.84 of
+  -- 15.27 ms seen once in CI with a compression running beside it): half the train time is the bound
   local g = json.decode(io.open(tmp .. "/cal/record_01/run1/results.json"):read("a"))
   T.ok(g.metrics.warmup_time_ms > 0 and g.metrics.warmup_allowance_ms > 0, "the warm-up is measured")
-  T.ok(g.metrics.warmup_counted_ms < 0.25 * g.metrics.train_time_ms, ("honest warm-up counted %.2f ms of %.2f ms")
+  T.ok(g.metrics.warmup_counted_ms < 0.5 * g.metrics.train_time_ms, ("honest warm-up counted %.2f ms of %.2f ms")
        :format(g.metrics.warmup_counted_ms, g.metrics.train_time_ms))
 end)
 
