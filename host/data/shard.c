@@ -105,10 +105,6 @@ int sr_shard_open_unmapped(sr_shard *s, const char *path, char *err, size_t errl
 }
 
 int sr_shard_read(const sr_shard *s, int64_t first, int64_t n, uint16_t *dst, char *err, size_t errlen) {
-  if (s->tokens) {
-    memcpy(dst, s->tokens + first, (size_t)n * sizeof *dst);
-    return 0;
-  }
   char *p = (char *)dst;
   size_t left = (size_t)n * sizeof *dst;
   off_t at = SR_SHARD_HEADER_BYTES + (off_t)first * (off_t)sizeof *dst;

@@ -33,8 +33,8 @@ int sr_shard_open(sr_shard *s, const char *path, char *err, size_t errlen);
 ** sr_shard_read copies it out (the harness's validation shards: native agent code on a GPU that
 ** reads host memory must find no later validation token there; docs/harness.md, threat model) */
 int sr_shard_open_unmapped(sr_shard *s, const char *path, char *err, size_t errlen);
-/* n tokens from token `first` (0 <= first, first + n <= ntok) into dst, mapped or not; 0, or -1
-** with a message (a read error, a file cut short since it was opened) */
+/* n tokens of an unmapped shard from token `first` (0 <= first, first + n <= ntok) into dst; 0, or
+** -1 with a message (a read error, a file cut short since it was opened); a mapped one's are in tokens */
 int sr_shard_read(const sr_shard *s, int64_t first, int64_t n, uint16_t *dst, char *err, size_t errlen);
 void sr_shard_close(sr_shard *s);
 /* reads and validates only the header; the token count, or -1 with a message */

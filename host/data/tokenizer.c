@@ -5,11 +5,12 @@
 ** expression; and tiktoken's byte-pair merge (repeatedly merge the adjacent pair whose bytes
 ** have the lowest rank, leftmost first; a GPT-2 token's rank is its id).
 */
+#define _DEFAULT_SOURCE      /* explicit_bzero */
 #include <errno.h>           /* defines: errno */
 #include <limits.h>          /* defines: INT32_MAX */
 #include <stdio.h>           /* defines: snprintf */
 #include <stdlib.h>          /* defines: malloc, calloc, free, getenv */
-#include <string.h>          /* defines: memcpy, memcmp, strcmp */
+#include <string.h>          /* defines: memcpy, memcmp, strcmp, explicit_bzero */
 
 #include <omp.h>             /* defines: omp_get_max_threads */
 #include <cjson/cJSON.h>     /* defines: cJSON_ParseWithLength */
@@ -45,7 +46,7 @@ int sr_tokens_push(sr_tokens *t, uint16_t id) {
   return sr_tokens_append(t, &id, 1);
 }
 
-int sr_tokens_append(sr_tokens *t, const uint16_t *ids, size_t n) {
+int sr_tokens_reserve(sr_tokens *t, size_t n) {
   if (t->n + n > t->cap) {
     size_t cap = t->cap ? t->cap : 1024;
     while (cap < t->n + n) cap *= 2;
@@ -54,12 +55,18 @@ int sr_tokens_append(sr_tokens *t, const uint16_t *ids, size_t n) {
     t->v = v;
     t->cap = cap;
   }
+  return 0;
+}
+
+int sr_tokens_append(sr_tokens *t, const uint16_t *ids, size_t n) {
+  if (sr_tokens_reserve(t, n) != 0) return -1;
   memcpy(t->v + t->n, ids, n * sizeof *ids);
   t->n += n;
   return 0;
 }
 
 void sr_tokens_free(sr_tokens *t) {
+  if (t->v) explicit_bzero(t->v, t->cap * sizeof *t->v);   /* no ids left in freed memory */
   free(t->v);
   t->v = NULL;
   t->n = t->cap = 0;

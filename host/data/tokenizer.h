@@ -28,7 +28,8 @@ typedef struct sr_bytes { char *p; size_t n, cap; } sr_bytes;
 
 int sr_tokens_push(sr_tokens *t, uint16_t id);          /* 0, or -1 when out of memory */
 int sr_tokens_append(sr_tokens *t, const uint16_t *ids, size_t n);
-void sr_tokens_free(sr_tokens *t);
+int sr_tokens_reserve(sr_tokens *t, size_t n);           /* room for n more: 0, or -1 when out of memory */
+void sr_tokens_free(sr_tokens *t);                        /* zeroes the ids, then frees them */
 int sr_bytes_append(sr_bytes *b, const void *p, size_t n);
 void sr_bytes_free(sr_bytes *b);
 

@@ -290,8 +290,6 @@ void sr_eval_guard(lua_State *L, const char *what) {
   luaL_error(L, "rejected: %s inside eval (eval runs without gradients and must not change the model)", what);
 }
 
-bool sr_eval_guarded(void) { return guard_on; }
-
 /* the no-training guard (restricted runs): on for the child's whole life but the timed steps (the
 ** recipe's loading, its setup, the harness's work between steps), backward and optimizer steps
 ** (sr_train_guard) raise and count there, so training cannot move off the clock */

@@ -718,18 +718,12 @@ static int k_cuda_include_dir(lua_State *L) {
   return 1;
 }
 
-/* eval_refuses_kernels() -> true inside eval under score (the eval guard on): launches raise there */
-static int k_eval_refuses_kernels(lua_State *L) {
-  lua_pushboolean(L, sr_eval_guarded());
-  return 1;
-}
-
 static const luaL_Reg kernel_functions[] = {
   {"compile", k_compile}, {"signature", k_signature}, {"check_args", k_check_args},
   {"last_launch", k_last_launch}, {"fault", k_fault}, {"synchronize", k_synchronize},
   {"time", k_time}, {"compiler", k_compiler}, {"cache_dir", k_cache_dir},
   {"include_dir", k_include_dir}, {"cuda_include_dir", k_cuda_include_dir},
-  {"compile_seconds", k_compile_seconds}, {"eval_refuses_kernels", k_eval_refuses_kernels}, {NULL, NULL}
+  {"compile_seconds", k_compile_seconds}, {NULL, NULL}
 };
 
 int luaopen_speedrun_kernel_core(lua_State *L) {

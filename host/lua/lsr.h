@@ -43,7 +43,6 @@ int sr_argerror(lua_State *L, int arg, const char *fmt, ...);
 /* the harness's eval guard (speedrun.harness_core.eval_guard, host/lua/lharness.c): while it is on
 ** (restricted runs, around eval), this raises a "rejected:" error naming `what` and counts it */
 void sr_eval_guard(lua_State *L, const char *what);
-bool sr_eval_guarded(void);   /* the eval guard is on */
 void sr_train_guard(lua_State *L, const char *what);  /* sr_eval_guard, and refused in the untimed setup */
 /* restricted runs: speedrun.empty zeroes its memory (host/lua/ltensor.c) */
 void sr_empty_zeroed(bool on);

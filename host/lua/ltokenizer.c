@@ -21,22 +21,34 @@
 
 typedef struct tok_box { sr_tokenizer *tk; } tok_box;
 
-/* ids from a table of integers or a tensor, into t */
+/* the int32 copy a tensor's ids were read through, zeroed and released */
+static void release_ids(sr_tensor *c) {
+  memset(sr_data(c), 0, (size_t)sr_numel(c) * sizeof(int32_t));
+  sr_tensor_release(c);
+}
+
+/* ids from a table of integers or a tensor, into t. A tensor's ids (the harness's validation targets
+** among them) leave no copy behind: t grows once, its int32 copy is zeroed, sr_tokens_free zeroes t */
 void sr_check_token_ids(lua_State *L, int arg, sr_tokens *t) {
   sr_tensor *x = sr_to_tensor(L, arg);
   if (x) {
     sr_tensor *c = sr_to_raw(x, SR_CPU, SR_I32);
     const int32_t *v = sr_data(c);
     int64_t n = sr_numel(c);
+    if (sr_tokens_reserve(t, (size_t)n) != 0) {
+      release_ids(c);
+      luaL_error(L, "out of memory (%d token ids)", (int)n);
+    }
     for (int64_t i = 0; i < n; i++) {
       if (v[i] < 0 || v[i] >= SR_GPT2_NVOCAB) {
-        sr_tensor_release(c);
+        int bad = (int)v[i];
+        release_ids(c);
         sr_tokens_free(t);
-        luaL_argerror(L, arg, lua_pushfstring(L, "element %d is %d, not a GPT-2 id", (int)(i + 1), (int)v[i]));
+        luaL_argerror(L, arg, lua_pushfstring(L, "element %d is %d, not a GPT-2 id", (int)(i + 1), bad));
       }
       sr_tokens_push(t, (uint16_t)v[i]);
     }
-    sr_tensor_release(c);
+    release_ids(c);
     return;
   }
   luaL_checktype(L, arg, LUA_TTABLE);
@@ -147,40 +159,18 @@ static int tok_token(lua_State *L) {
 
 /* the bytes ids decode to (the sum of their token byte strings: exact, even where a UTF-8
 ** sequence spans tokens), the end-of-text token excluded; and the number of end-of-text tokens */
-/* byte_count(ids): from a tensor's own memory when it is contiguous int32 on the host (the
-   harness's validation targets: no copy of them is left behind in freed memory), else from a copy
-   zeroed before it goes; a table through sr_check_token_ids */
 static int tok_byte_count(lua_State *L) {
   sr_tokenizer *tk = check_tok(L);
-  sr_tensor *x = sr_to_tensor(L, 2), *c = NULL;
   sr_tokens t = {0};
-  const int32_t *v32 = NULL;
-  int64_t n;
-  if (x) {
-    c = sr_device_of(x) == SR_CPU && x->dtype == SR_I32 && sr_is_contiguous(x) ? NULL : sr_to_raw(x, SR_CPU, SR_I32);
-    v32 = sr_data(c ? c : x);
-    n = sr_numel(x);
-  } else {
-    sr_check_token_ids(L, 2, &t);
-    n = (int64_t)t.n;
-  }
+  sr_check_token_ids(L, 2, &t);
   lua_Integer bytes = 0, specials = 0;
-  int64_t bad = -1;
-  for (int64_t i = 0; i < n && bad < 0; i++) {
-    int32_t id = v32 ? v32[i] : t.v[i];
+  for (size_t i = 0; i < t.n; i++) {
     size_t len = 0;
-    if (id < 0 || id >= SR_GPT2_NVOCAB) bad = i;
-    else if (id == SR_GPT2_EOT) specials++;
-    else sr_token_bytes(tk, id, &len);
+    if (t.v[i] == SR_GPT2_EOT) { specials++; continue; }
+    sr_token_bytes(tk, t.v[i], &len);
     bytes += (lua_Integer)len;
   }
-  int32_t bad_id = bad >= 0 ? v32[bad] : 0;   /* only tensors hold ids unchecked so far */
-  if (c) {
-    memset(sr_data(c), 0, (size_t)n * sizeof *v32);
-    sr_tensor_release(c);
-  }
   sr_tokens_free(&t);
-  if (bad >= 0) return luaL_argerror(L, 2, lua_pushfstring(L, "element %d is %d, not a GPT-2 id", (int)(bad + 1), (int)bad_id));
   lua_pushinteger(L, bytes);
   lua_pushinteger(L, specials);
   return 2;

@@ -10,7 +10,12 @@ local F = sr.F
 
 local K = {}
 for k, v in pairs(require "speedrun.kernel_core") do K[k] = v end
-local refuses = K.eval_refuses_kernels
+local eval_epoch = require("speedrun.harness_core").eval_epoch
+
+-- K.eval_refuses_kernels(): true inside eval under score (the harness's eval guard on), where an
+-- agent kernel's launch is refused (docs/kernels.md, docs/harness.md round 19)
+local function refuses() return eval_epoch() ~= nil end
+K.eval_refuses_kernels = refuses
 
 -- K.restrict(check): from now on compile(src, opts) first calls check(src, opts), which raises
 -- to refuse and returns the options compile then uses; set once (the harness child's restricted

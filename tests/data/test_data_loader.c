@@ -37,12 +37,10 @@ static int next_batch(sr_loader *ld, int unmapped, int32_t *x, int32_t *y) {
   return ok == 1 && sr_loader_targets(ld, y) != 0 ? -1 : ok;
 }
 
-/* expected (shard, start) per batch, then the end (-1) or a further batch that must cycle; run
-   mapped, then unmapped (no shard in the process's mappings) */
-static void run(const char *what, sr_loader_config cfg, const int (*want)[2], int nwant, int ends) {
-  for (int unmapped = 0; unmapped < 2; unmapped++) {
+/* expected (shard, start) per batch, then the end (-1) or a further batch that must cycle */
+static void run_one(const char *what, sr_loader_config cfg, const int (*want)[2], int nwant, int ends) {
   char err[1024];
-  cfg.unmapped = unmapped;
+  int unmapped = cfg.unmapped;
   sr_loader *ld = sr_loader_open(files, nfiles, &cfg, err, sizeof err);
   CHECK(ld != NULL, "%s: %s", what, err);
   if (!ld) return;
@@ -68,6 +66,13 @@ static void run(const char *what, sr_loader_config cfg, const int (*want)[2], in
   free(x);
   free(y);
   sr_loader_free(ld);
+}
+
+/* run_one mapped, then unmapped (no shard in the process's mappings) */
+static void run(const char *what, sr_loader_config cfg, const int (*want)[2], int nwant, int ends) {
+  for (int unmapped = 0; unmapped < 2; unmapped++) {
+    cfg.unmapped = unmapped;
+    run_one(what, cfg, want, nwant, ends);
   }
 }
 
@@ -78,12 +83,11 @@ static void read_error(void) {
   sr_loader *ld = sr_loader_open(files, 1, &cfg, err, sizeof err);
   CHECK(ld != NULL, "read error: %s", err);
   if (!ld) return;
-  int32_t x[8], y[8];
+  int32_t x[8];
   CHECK(truncate(files[0], 1024 + 2 * 4) == 0, "truncate");
   int ok = sr_loader_next(ld, x, NULL);
   CHECK(ok == -1 && strstr(sr_loader_error(ld), "ended early") && strstr(sr_loader_error(ld), "t_train_000001.bin"),
         "read error: next gave %d, '%s'", ok, sr_loader_error(ld));
-  (void)y;
   sr_loader_free(ld);
 }
 

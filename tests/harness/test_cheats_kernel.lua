@@ -67,7 +67,7 @@ function r.setup(ctx)
   print("compiled: " .. tostring(ctx.k ~= nil))
 end
 function r.eval(ctx, x)
-  if ctx.k then pcall(ctx.k.k, {grid = 1, block = 32, args = {ctx.scratch or x, 0}}) end
+  if ctx.k then pcall(ctx.k.k, {grid = 1, block = 32, args = {x, 0}}) end
   return eval(ctx, x)
 end
 return r

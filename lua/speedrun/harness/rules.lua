@@ -160,15 +160,11 @@ end
 -- inputs) once used, so no code of the recipe finds a chunk's targets, or any later token, while it
 -- answers for that chunk: not on the device (an agent kernel reads any device memory), not in the
 -- process's memory (one that reads host memory through HMM or ATS: round 19, docs/harness.md).
-function Rules:inputs(x)
-  if self.is_cuda then return m_to(x, "cuda") end
-  return m_clone(x)
-end
 
--- a copy of y where eval answers (the device, or a clone on the CPU), zeroed by forget once used
-function Rules:copy(y)
-  if self.is_cuda then return m_to(y, "cuda") end
-  return m_clone(y)
+-- a copy of a chunk's inputs or targets where eval answers (the device, or a clone on the CPU)
+function Rules:copy(t)
+  if self.is_cuda then return m_to(t, "cuda") end
+  return m_clone(t)
 end
 
 -- a chunk's tensors once used: zeroed (freed memory keeps what it held)
@@ -195,7 +191,7 @@ end
 -- during validation; returns the logits, the difference per token and the mean, and the chunk's
 -- targets (read after eval answered)
 function Rules:recheck(i, x)
-  local logits = self:eval(self:inputs(x))
+  local logits = self:eval(self:copy(x))
   local y = self.vloader:targets()
   local yd = self:copy(y)
   local s, n = chunk_ce(logits, yd)
@@ -266,7 +262,7 @@ function Rules:checks()
       end
     end
     if shape_of(x)[1] > 1 then   -- the same rows in another order: each row's answer its own
-      local answer = unrotated(self:eval(self:inputs(rotated(x))))
+      local answer = unrotated(self:eval(self:copy(rotated(x))))
       local yd = self:copy(y)
       local cd, amax, ld = causal_diff(base, answer, {}, yd)
       self:forget(yd)
@@ -298,7 +294,7 @@ function Rules:validate(final)
   while true do
     local x = vloader:next()
     if not x then break end
-    local logits = self:eval(self:inputs(x))
+    local logits = self:eval(self:copy(x))
     local y = vloader:targets()
     local yd = self:copy(y)
     local s, n, nf = chunk_ce(logits, yd)
