@@ -577,11 +577,12 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   return NULL;
 }
 
-// a window known on the host of fewer than 512 tokens: a kv block sees a query tile or three, too few
-// to cover the Hopper backward's K/V loads and dK/dV epilogue (window 128 on an H200: 1.208 ms against
-// the mma.sync kernel's 1.084; window 1024: 2.188 against 2.421; 256 and 384 not measured). A window
-// in a device tensor (record 16's block window) is not known here: the Hopper kernel takes it
-static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 512; }
+// a window known on the host of fewer than 256 tokens: a kv block sees a query tile or two, too few
+// to cover the Hopper backward's K/V loads and dK/dV epilogue. fwd+bwd ms, mma.sync / Hopper (one
+// H100, 2026-12-07): window 128 1.192 / 1.316, 256 1.495 / 1.476, 384 1.757 / 1.671, 512 1.974 /
+// 1.838, 1024 2.497 / 2.250 (an H200: 128 1.084 / 1.208). A window in a device tensor (record 16's
+// block window) is not known here: the Hopper kernel takes it
+static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 256; }
 // the backward through kernels/hopper/ (D 128, sr_flex_wgmma; by default not at a narrow window)
 static bool flex_hopper_bwd(int D, const flex_mask &fm) {
   int w = sr_flex_wgmma();

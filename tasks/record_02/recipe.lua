@@ -33,7 +33,7 @@ recipe.config = {
   proxy = {
     model = {n_layer = 6, n_head = 6, n_embd = 384, vocab_size = 50257},
     batch = {mode = "bt", B = 32, T = 256},
-    steps = 179, lr = 1.8e-3, warmup = 5, warmdown = 37, weight_decay = 0.1,
+    steps = 186, lr = 1.8e-3, warmup = 5, warmdown = 38, weight_decay = 0.1,
     target_val_loss = 5.3, val_tokens = 262144, val_batch = {B = 16, T = 256}, val_every = 125,
     amp = true,
   },
