@@ -190,10 +190,11 @@ void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_i
 /* ------------------------------------------------------------------------------------------ */
 /* gradient routing: destinations and casts into leaves (autograd.h) */
 
-static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1, -1};
+static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1, -1, -1};
 static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM",
-                                                             "SPEEDRUN_GRAD_RECOMPUTE", "SPEEDRUN_GRAD_SCALE"};
-static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute", "scale"};
+                                                             "SPEEDRUN_GRAD_RECOMPUTE", "SPEEDRUN_GRAD_SCALE",
+                                                             "SPEEDRUN_GRAD_ACCUM"};
+static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute", "scale", "accum"};
 
 bool sr_grad_fusion(int which) {
   if (which < 0 || which >= SR_GRAD_FUSION_COUNT) return false;
@@ -404,16 +405,18 @@ static void accumulate_leaf(sr_tensor *leaf, sr_tensor *graw) {
   if (g != graw) sr_tensor_release(g);
 }
 
+/* the sum in output slot s of n is the slot's own destination: its memory is this gradient's,
+** whatever holds the view */
+static bool slot_own(const sr_node *n, int s) { return n->grad_acc[s] == n->grad_dest[s] && n->grad_acc[s]->refcount == 2; }
+
 static void accumulate_slot(sr_node *n, int slot, sr_tensor *graw) {
   if (!n->grad_acc[slot]) {
     n->grad_acc[slot] = sr_tensor_retain(graw);  /* its pending scale, if any, stays with it */
   } else {
     sr_tensor *g = find_mark(graw, MARK_SCALED) >= 0 ? scaled(graw) : graw;
     apply_scale(&n->grad_acc[slot]);
-    /* never add into a tensor someone else holds: make the accumulator private first (the
-    ** slot's own destination is: its memory is this gradient's, whatever holds the view) */
-    bool own = n->grad_acc[slot] == n->grad_dest[slot] && n->grad_acc[slot]->refcount == 2;
-    if (!own && (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot]))) {
+    /* never add into a tensor someone else holds: make the accumulator private first */
+    if (!slot_own(n, slot) && (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot]))) {
       sr_tensor *own = sr_to_raw(n->grad_acc[slot], n->grad_acc[slot]->storage->device, n->grad_acc[slot]->dtype);
       sr_tensor_release(n->grad_acc[slot]);
       n->grad_acc[slot] = own;
@@ -421,6 +424,22 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *graw) {
     accumulate(n->grad_acc[slot], g);
     if (g != graw) sr_tensor_release(g);
   }
+}
+
+sr_tensor *sr_grad_acc_target(sr_node *n, int i) {
+  if (!sr_grad_fusion(SR_GRAD_ACCUM) || i < 0 || i >= n->nin || !n->needs[i] || !n->in[i].node) return NULL;
+  sr_node *m = n->in[i].node;
+  int s = n->in[i].slot;
+  if (!m->grad_acc[s]) return NULL;
+  apply_scale(&m->grad_acc[s]);   /* the add would apply it first too */
+  sr_tensor *a = m->grad_acc[s];
+  /* stricter than the add's test: no other tensor may see the memory (a view of a gradient that
+  ** another slot also holds has a count of one of its own) */
+  if (!slot_own(m, s) && (a->refcount != 1 || a->storage->refcount != 1)) return NULL;
+  if (!sr_is_contiguous(a) || a->dtype != n->in_dtype[i] || a->storage->device != n->in_device[i] ||
+      a->ndim != n->in_ndim[i] || memcmp(a->shape, n->in_shape[i], (size_t)a->ndim * sizeof(int64_t)))
+    return NULL;
+  return a;
 }
 
 static void visit(sr_node *n, unsigned epoch) {

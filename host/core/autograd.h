@@ -31,8 +31,14 @@
 **   still to apply (sr_grad_mark_scaled) instead of a pass over the [N, V] logits: a linear rule
 **   (SR_NODE_TAKES_SCALE) makes it its GEMMs' alpha; any other consumer, a sum of two gradients
 **   or a leaf gets it applied first (the pass as before).
+** - accumulate: a gradient arriving at an output slot that already holds one is summed by an add
+**   kernel; a rule whose input gradient is a GEMM's output (linear's dX, matmul's operands) adds it
+**   into the slot's sum instead, beta = 1 (sr_grad_acc_target), when that sum is private: the
+**   records' q, k and v projections of one normed input, 2 adds a layer. The GEMM rounds
+**   alpha*A*B + C once where the add rounded the product first: within one rounding of the unfused
+**   sum.
 ** Each can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0,
-** SPEEDRUN_GRAD_RECOMPUTE=0, SPEEDRUN_GRAD_SCALE=0).
+** SPEEDRUN_GRAD_RECOMPUTE=0, SPEEDRUN_GRAD_SCALE=0, SPEEDRUN_GRAD_ACCUM=0).
 */
 #ifndef SR_AUTOGRAD_H
 #define SR_AUTOGRAD_H
@@ -142,10 +148,10 @@ void sr_set_lua_backward_hook(sr_lua_backward_hook h);
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 
 /* gradient routing (see the top of this file) */
-enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_SCALE, SR_GRAD_FUSION_COUNT };
+enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_SCALE, SR_GRAD_ACCUM, SR_GRAD_FUSION_COUNT };
 bool sr_grad_fusion(int which);                 /* on? (default on; the env vars turn it off) */
 bool sr_set_grad_fusion(int which, bool on);    /* returns the previous setting */
-const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute", "scale" */
+const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute", "scale", "accum" */
 
 /* For a backward rule of n: a tensor shaped and typed as input i, any strides, whose memory is
 ** where input i's gradient ends up, or NULL. Borrowed (the node upstream holds it). A rule that
@@ -161,5 +167,12 @@ sr_tensor *sr_grad_cast_leaf(sr_node *n, int i);
 ** new uninitialised tensor made its .grad now (*beta = 0: the caller must write all of it); NULL
 ** when .grad cannot be written in place (the caller falls back). The caller bumps the version. */
 sr_tensor *sr_grad_leaf_target(sr_tensor *leaf, double *beta);
+/* For a backward rule of n: the gradient input i has received so far (its producer's output slot),
+** when the rule may add input i's gradient into it in place (beta = 1) and leave grads_in[i] NULL
+** (the accumulate fusion is on; the sum is contiguous, in input i's dtype, device and shape, its
+** pending scale applied, and no other tensor shares its memory but the slot's own destination);
+** else NULL (the rule returns the gradient, summed by an add). Borrowed. The caller bumps the
+** version. */
+sr_tensor *sr_grad_acc_target(sr_node *n, int i);
 
 #endif

@@ -60,15 +60,23 @@ static sr_tensor *gemm_into(sr_tensor *out, sr_tensor *a, bool ta, sr_tensor *b,
 
 sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) { return gemm_into(NULL, a, ta, b, tb, 1.0, 0.0); }
 
+/* the sum of input i's gradient so far when the GEMM of operands a, b may add into it (autograd.h,
+** accumulate: beta 1, the sum in the operands' dtype), else NULL */
+static sr_tensor *gemm_acc_target(sr_node *n, int i, const sr_tensor *a, const sr_tensor *b) {
+  sr_tensor *acc = a->dtype == b->dtype ? sr_grad_acc_target(n, i) : NULL;
+  return acc && acc->dtype == a->dtype ? acc : NULL;
+}
+
 /* the gradient alpha * op(a) @ op(b) of input i of n: added by the GEMM itself into the fp32 leaf behind
 ** a cast when autograd allows it (autograd.h, cast_gemm: fp32 output, beta 1 into an existing
-** .grad), else returned in gi[i]. The GEMM kernels take bf16 operands with an f32 out on cuda;
-** the CPU any float mix. */
+** .grad), or into the gradient input i has received so far (accumulate), else returned in gi[i].
+** The GEMM kernels take bf16 operands with an f32 out on cuda; the CPU any float mix. */
 static void gemm_grad(sr_node *n, int i, sr_tensor **gi, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double alpha) {
   sr_tensor *leaf = n->in_ndim[i] == 2 ? sr_grad_cast_leaf(n, i) : NULL;
   double beta = 0.0;
   sr_tensor *dst = leaf && a->dtype == b->dtype && (a->dtype == SR_BF16 || a->storage->device == SR_CPU)
                    ? sr_grad_leaf_target(leaf, &beta) : NULL;
+  if (!dst && (dst = gemm_acc_target(n, i, a, b))) beta = 1.0;
   if (dst) gemm_into(dst, a, ta, b, tb, alpha, beta);
   else gi[i] = gemm_into(NULL, a, ta, b, tb, alpha, 0.0);
 }
@@ -170,7 +178,12 @@ static void linear_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   double s = sr_grad_scale_of(g);
   int64_t N = w->shape[0];
   sr_tensor *g2 = sr_reshape(g, 2, (int64_t[]){-1, N});  /* no tape: grad mode is off in backward */
-  if (n->needs[0]) {
+  sr_tensor *acc = n->needs[0] ? gemm_acc_target(n, 0, g2, w) : NULL;
+  if (acc) {   /* dx added into the sum so far (autograd.h, accumulate) */
+    sr_tensor *acc2 = sr_view(acc, 2, (int64_t[]){g2->shape[0], w->shape[1]});
+    gemm_into(acc2, g2, false, w, false, s, 1.0);
+    sr_tensor_release(acc2);
+  } else if (n->needs[0]) {
     sr_tensor *dx2 = gemm_into(NULL, g2, false, w, false, s, 0.0);   /* [M,N] @ [N,K] */
     gi[0] = sr_view(dx2, n->in_ndim[0], n->in_shape[0]);
     sr_tensor_release(dx2);

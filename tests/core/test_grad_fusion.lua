@@ -9,6 +9,9 @@
 --   recompute: a linear's input that is relu2's or rms_norm's output is saved weakly and
 --           recomputed in the backward: gradients bit for bit, the forward's memory lower, once per
 --           producer whether or not it is still alive, in-place changes after the save refused.
+--   accum: a GEMM's gradient (linear's dX, matmul's operands) added into the gradient its input has
+--           received so far, beta = 1 (q, k, v of one normed input): within one rounding of the
+--           unfused sum, no add launched; a sum another gradient shares is added to as before.
 -- Then whole micro-scale training steps of records 1 and 5 (record 1 also under autocast, with
 -- micro-batch accumulation) with the fusions on and off.
 local sr = require "speedrun"
@@ -47,7 +50,8 @@ T.case("switches: grad_fusion names, defaults on, unknown name", function()
   T.eq(sr.grad_fusion("cast_gemm"), true)
   T.eq(sr.grad_fusion("recompute"), true)
   T.eq(sr.grad_fusion("scale"), true)
-  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute, scale)")
+  T.eq(sr.grad_fusion("accum"), true)
+  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute, scale, accum)")
   T.eq(sr.grad_fusion("slices", false), true)
   T.eq(sr.grad_fusion("slices"), false)
   sr.grad_fusion("slices", true)
@@ -227,7 +231,7 @@ local function record_case(n, o)
     local vocab = math.min(cfg.model.vocab_size, 50257)
     local x, y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}), sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T})
     local old = {}
-    for _, name in ipairs {"slices", "cast_gemm", "recompute", "scale"} do old[name] = sr.grad_fusion(name, on[name] or false) end
+    for _, name in ipairs {"slices", "cast_gemm", "recompute", "scale", "accum"} do old[name] = sr.grad_fusion(name, on[name] or false) end
     local ok, res = pcall(function()
       -- the gradients of the first step (micro-batches accumulated), before any update
       local mb = o.micro_batch or cfg.batch.B
@@ -253,12 +257,13 @@ local function record_case(n, o)
     return res
   end
   local off = run {}
-  for _, on in ipairs {{slices = true}, {recompute = true}, {scale = true},
-                       {slices = true, cast_gemm = true, recompute = true, scale = true}} do
+  for _, on in ipairs {{slices = true}, {recompute = true}, {scale = true}, {accum = true},
+                       {slices = true, cast_gemm = true, recompute = true, scale = true},
+                       {slices = true, cast_gemm = true, recompute = true, scale = true, accum = true}} do
     local r = run(on)
-    local what = ("record %d%s, slices %s cast_gemm %s recompute %s scale %s"):format(n, o.amp and " (amp)" or "", on.slices,
-                                                                                   on.cast_gemm, on.recompute, on.scale)
-    local exact = not (on.cast_gemm and o.amp)
+    local what = ("record %d%s, slices %s cast_gemm %s recompute %s scale %s accum %s"):format(n, o.amp and " (amp)" or "",
+      on.slices, on.cast_gemm, on.recompute, on.scale, on.accum)
+    local exact = not (on.cast_gemm and o.amp) and not on.accum   -- accum: one rounding where there were two
     for s = 1, o.steps do
       local d = math.abs(r.losses[s] - off.losses[s])
       if exact then T.eq(d, 0, what .. ": loss of step " .. s)
@@ -437,6 +442,94 @@ T.case("scale: loss / n of an in-place cross_entropy into a linear: the GEMMs' a
     end
     same_grads("scale", {x, w, b}, f2, dt .. " two losses, * 0.5")
   end
+end)
+
+-- adds launched while gradients are summed (the pass's accumulation), over fn
+local function accumulate_adds(fn)
+  local n = 0
+  for _, r in ipairs(profile.run(fn)) do
+    if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
+  end
+  return n
+end
+
+-- fused against unfused within one rounding of the sum, and no further from a float64 reference
+local function accum_close(what, leaves, f, dt)
+  local on = with("accum", true, function() return grads(leaves, f) end)
+  local off = with("accum", false, function() return grads(leaves, f) end)
+  local ref_leaves = {}
+  for i, l in ipairs(leaves) do ref_leaves[i] = F.cast(l, "float64"):detach():requires_grad_() end
+  local ref = grads(ref_leaves, f)
+  local eps = dt == "bfloat16" and 2 ^ -7 or 2 ^ -22
+  for i = 1, #leaves do
+    local scale = maxabs(ref[i])
+    T.ok(maxdiff(on[i], off[i]) <= 4 * eps * scale, ("%s: leaf %d fused vs unfused %.3g"):format(what, i, maxdiff(on[i], off[i]) / scale))
+    local eon, eoff = maxdiff(on[i], ref[i]) / scale, maxdiff(off[i], ref[i]) / scale
+    T.ok(eon <= eoff * 1.5 + eps, ("%s: leaf %d fused error %.3g vs unfused %.3g (vs float64)"):format(what, i, eon, eoff))
+  end
+end
+
+T.case("accum: q, k, v projections of one normed input: dX summed by the GEMMs, no adds", function()
+  sr.manual_seed(6)
+  for _, dt in ipairs {"float32", "bfloat16"} do
+    local x, g = leaf({3, 8, 32}, dt), leaf({32}, dt)
+    local wq, wk, wv = leaf({32, 32}, dt), leaf({32, 32}, dt), leaf({32, 32}, dt)
+    local function f(x, g, wq, wk, wv)
+      local h = F.rms_norm(x, g, 1e-6)
+      local q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
+      return F.sum(F.square(q)) + F.sum(k * v)
+    end
+    local leaves = {x, g, wq, wk, wv}
+    accum_close("qkv " .. dt, leaves, f, dt)
+    local function run() f(table.unpack(leaves)):backward() end
+    local off = with("accum", false, function() return accumulate_adds(run) end)
+    local on = with("accum", true, function() return accumulate_adds(run) end)
+    T.eq(off - on, 2, dt .. ": the two adds into the norm's gradient are gone (" .. off .. " -> " .. on .. ")")
+  end
+end)
+
+T.case("accum: matmul operands, a batched matmul, a linear with a bias", function()
+  sr.manual_seed(7)
+  local a, b1, b2 = leaf({6, 16}), leaf({16, 12}), leaf({16, 12})
+  accum_close("matmul a read twice", {a, b1, b2}, function(a, b1, b2)
+    local t = F.tanh(a)
+    return F.sum(F.square(F.matmul(t, b1))) + F.sum(F.matmul(t, b2))
+  end, "float32")
+  accum_close("matmul b read twice", {a, b1}, function(a, b1)
+    local e = F.exp(b1 * 0.1)
+    return F.sum(F.square(F.matmul(a, e))) + F.sum(F.matmul(F.tanh(a), e))
+  end, "float32")
+  local p, q = leaf({2, 5, 8}), leaf({2, 8, 3})
+  accum_close("batched", {p, q}, function(p, q)
+    local s = F.sigmoid(p)
+    return F.sum(F.square(F.matmul(s, q))) + F.sum(F.matmul(s, q * 2))
+  end, "float32")
+  local x, w, bias = leaf({4, 7, 16}), leaf({9, 16}), leaf({9})
+  accum_close("linear with a bias", {x, w, bias}, function(x, w, bias)
+    local h = F.relu2(x)
+    return F.sum(F.square(F.linear(h, w, bias))) + F.sum(F.linear(h, w))
+  end, "float32")
+end)
+
+T.case("accum: a sum that another gradient shares is not written in place (the add's copy, as before)", function()
+  sr.manual_seed(8)
+  local x, w = leaf({4, 16}), leaf({16, 16})
+  -- h's gradient starts as the add's pass-through, which the linear's slot holds too: a GEMM writing
+  -- into it would change the linear's upstream gradient
+  local function f(x, w)
+    local h = F.tanh(x)
+    local y = F.linear(h, w) + h
+    return F.sum(F.square(y))
+  end
+  accum_close("shared pass-through", {x, w}, f, "float32")
+  local off = with("accum", false, function() return grads({x, w}, f) end)
+  local function run() f(x, w):backward() end
+  T.eq(with("accum", true, function() return accumulate_adds(run) end),
+       with("accum", false, function() return accumulate_adds(run) end), "the add stays")
+  -- a second backward of the same graph shape with the fusion on gives the first's numbers
+  local on1 = with("accum", true, function() return grads({x, w}, f) end)
+  local on2 = with("accum", true, function() return grads({x, w}, f) end)
+  for i = 1, 2 do T.eq(maxdiff(on1[i], on2[i]), 0, "repeatable, leaf " .. i); T.ok(maxdiff(on1[i], off[i]) <= 1e-5 * maxabs(off[i]), "leaf " .. i) end
 end)
 
 T.case("record 1, micro: training steps with and without the fusions", function()

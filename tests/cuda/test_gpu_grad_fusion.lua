@@ -8,6 +8,9 @@
 --           bf16 rounding of the unfused result and at least as close to a float64 reference;
 --   recompute: relu2 and rms_norm outputs (through autocast casts) recomputed for the linears'
 --           weight gradients: bit for bit, each once;
+--   accum: the dX of q, k and v projections of one bf16 input added by the GEMMs (beta 1, a bf16
+--           out) into the gradient so far: no adds, within bf16 rounding of the unfused sum and
+--           about as close to a float64 reference;
 --   record 1 at micro scale under autocast with 2 micro-batches: the first step's gradients
 --           and two training steps' losses.
 local sr = speedrun or require "speedrun"
@@ -83,8 +86,10 @@ T.case("cast_gemm: bf16 linear and matmul weight gradients into fp32 leaves, 3 p
     local loss = losses[name]
     local function run(on)
       local w = w0:to(DEV):detach():requires_grad_()
-      local n = with("cast_gemm", on, function()
-        return launches(function() for _ = 1, 3 do loss(w, x, a):backward() end end)
+      local n = with("accum", false, function()   -- (accum would take the adds of either run)
+        return with("cast_gemm", on, function()
+          return launches(function() for _ = 1, 3 do loss(w, x, a):backward() end end)
+        end)
       end)
       return w.grad, n
     end
@@ -129,11 +134,43 @@ T.case("recompute: the records' MLP and norms on the device (bf16, autocast cast
   T.eq(noff["unary.relu2 bwd:linear"], nil, "off: nothing recomputed")
 end)
 
+T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (beta 1)", function()
+  sr.manual_seed(9)
+  local x = F.cast(sr.randn(4, 128, 256), "bfloat16"):to(DEV):detach():requires_grad_()
+  local ws = {}
+  for i = 1, 3 do ws[i] = F.cast(sr.randn(256, 256) * 0.06, "bfloat16"):to(DEV):detach():requires_grad_() end
+  local function f(x, wq, wk, wv)
+    local h = F.tanh(x)
+    return F.sum(F.square(F.cast(F.linear(h, wq), "float32"))) + F.sum(F.cast(F.linear(h, wk) * F.linear(h, wv), "float32"))
+  end
+  local function run(on)
+    return with("accum", on, function()
+      x.grad = nil
+      for i = 1, 3 do ws[i].grad = nil end   -- (an add into a .grad would count)
+      local n = 0
+      for _, r in ipairs(profile.run(function() f(x, ws[1], ws[2], ws[3]):backward() end)) do
+        if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
+      end
+      return f64(x.grad), n
+    end)
+  end
+  local off, noff = run(false)
+  local on, non = run(true)
+  T.eq(noff - non, 2, "the two adds into tanh's gradient are gone (" .. noff .. " -> " .. non .. ")")
+  local x64 = f64(x):detach():requires_grad_()
+  f(x64, f64(ws[1]):detach(), f64(ws[2]):detach(), f64(ws[3]):detach()):backward()
+  local scale = maxabs(x64.grad)
+  T.ok(maxdiff(on, off) <= 2 ^ -6 * scale, ("fused vs unfused %.3g (bf16 rounding)"):format(maxdiff(on, off) / scale))
+  local eon, eoff = maxdiff(on, x64.grad) / scale, maxdiff(off, x64.grad) / scale
+  T.ok(eon <= eoff * 1.5 + 2 ^ -8, ("fused error %.3g vs unfused %.3g (vs float64)"):format(eon, eoff))
+end)
+
 T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function()
   local recipe = assert(util.load_recipe("../tasks/record_01/recipe.lua"))
   local function run(on)
     local old = {slices = sr.grad_fusion("slices", on), cast_gemm = sr.grad_fusion("cast_gemm", on),
-                 scale = sr.grad_fusion("scale", on)}   -- scale: l / 2 into the lm_head's GEMMs as alpha
+                 scale = sr.grad_fusion("scale", on),   -- scale: l / 2 into the lm_head's GEMMs as alpha
+                 accum = sr.grad_fusion("accum", on)}
     local okk, res = pcall(function()
       local ctx = assert(util.recipe_context(recipe, "micro", DEV, 7))
       ctx.amp, ctx.config.micro_batch = true, 2

@@ -48,7 +48,18 @@ T.case("every environment variable the engine reads is a switch or named configu
     end
   end
   f:close()
-  T.ok(seen.SR_FLEX_WGMMA and seen.SPEEDRUN_TF32 and seen.SPEEDRUN_HOME and seen.SR_FLEX_BWD_NS, "the scan finds the engine's variables")
+  -- names read through a table (core/autograd.c: the gradient routing's switches, fusion_env)
+  f = assert(io.popen("cd .. && grep -hoE '\"SPEEDRUN_GRAD_[A-Z0-9_]+\"' host/core/autograd.c"))
+  for line in f:lines() do
+    local n = line:match('"([%w_]+)"')
+    if n and not seen[n] then
+      seen[n] = true
+      if not (sup.is_switch(n) or sup.ENGINE_CONFIG[n]) then unknown[#unknown + 1] = n end
+    end
+  end
+  f:close()
+  T.ok(seen.SR_FLEX_WGMMA and seen.SPEEDRUN_TF32 and seen.SPEEDRUN_HOME and seen.SR_FLEX_BWD_NS and seen.SPEEDRUN_GRAD_ACCUM,
+       "the scan finds the engine's variables")
   T.eq(table.concat(unknown, ", "), "", "unclassified: add each to supervise.ENGINE_SWITCHES or ENGINE_CONFIG")
   for n in pairs(sup.ENGINE_SWITCHES) do T.ok(not sup.ENGINE_CONFIG[n], n .. " is both") end
 end)
