@@ -1,8 +1,8 @@
 /*
 ** norm.cu: rms_norm and layer_norm, forward and backward, over the last dim of a contiguous
 ** [N,C]; weight and bias optional. Statistics (mean, rstd) are f32 and saved by the forward.
-** Gradient contract (as llm.c's layernorm.cuh): dx is written (=); dweight and dbias are
-** accumulated (+=). The backward computes dx row by row (a warp per row) and reduces the
+** Gradient contract (as llm.c's layernorm.cuh): dx is written (=), or added to (+=, i0 = 1: autograd's
+** accumulate fusion, the gradient its input has so far); dweight and dbias are accumulated (+=). The backward computes dx row by row (a warp per row) and reduces the
 ** parameter grads per block in shared memory, then across blocks in a second small kernel
 ** (deterministic, no global atomics). Contiguous rows with C % 8 == 0 and C <= 1024 take
 ** vectorised kernels (a row in registers, 16-byte accesses; also an f32 x with a bf16 out, or a
@@ -46,12 +46,17 @@ __global__ void norm_forward_kernel1(void *out, int odt, float *mean, float *rst
   }
 }
 
+// the backward kernels' flags: the parameters' partials wanted, dx added to (+=) instead of written
+#define NORM_PARAMS 1
+#define NORM_ACC 2
+
 // dx for a warp's rows; per-block partial dweight/dbias in shared memory, written to part[block][2C]
 template <bool LN>
 __global__ void norm_backward_kernel1(void *dx, int dxdt, float *part, const void *dout, int ddt, const void *x,
                                       int xdt, const void *w, int wdt, const float *mean, const float *rstd,
-                                      int64_t N, int64_t C, int want_params) {
+                                      int64_t N, int64_t C, int flags) {
   extern __shared__ float sh[];  // [2C]: dweight, dbias partials
+  const bool want_params = flags & NORM_PARAMS, acc = flags & NORM_ACC;
   if (want_params)
     for (int64_t c = threadIdx.x; c < 2 * C; c += blockDim.x) sh[c] = 0.f;
   __syncthreads();
@@ -75,6 +80,7 @@ __global__ void norm_backward_kernel1(void *dx, int dxdt, float *part, const voi
       float g = w ? d * ld_as_float(w, wdt, c) : d;
       float xh = (ld_as_float(x, xdt, base + c) - m) * r;
       float v = LN ? r * (g - sg - xh * sgx) : r * (g - xh * sgx);
+      if (acc) v += ld_as_float(dx, dxdt, base + c);
       st_from_float(dx, dxdt, base + c, v);
       if (want_params) {
         atomicAdd(&sh[c], d * xh);
@@ -155,8 +161,9 @@ __global__ void __launch_bounds__(256) norm_forward_kernel2(TO *out, float *mean
 template <bool LN, typename T, typename TW, int NCH, typename TD>
 __global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part, const TD *dout, const T *x, const TW *w,
                                                              const float *mean, const float *rstd, int64_t N, int C,
-                                                             int want_params) {
+                                                             int flags) {
   extern __shared__ float sh[];  // [2C]: dweight, dbias partials
+  const bool want_params = flags & NORM_PARAMS, acc = flags & NORM_ACC;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5, nv = C >> 3;
   float aw[NCH][8], ab[NCH][8];
 #pragma unroll
@@ -205,6 +212,12 @@ __global__ void __launch_bounds__(256) norm_backward_kernel2(T *dx, float *part,
           aw[j][k] += d * xh[j][k];
           if (LN) ab[j][k] += d;
         }
+      }
+      if (acc) {
+        float old[8];
+        ld8(dxr, v, old);
+#pragma unroll
+        for (int k = 0; k < 8; k++) o[k] += old[k];
       }
       st8(dxr, v, o);
     }
@@ -307,7 +320,7 @@ static void fwd2_d(int nch, int tw, cudaStream_t s, sr_tensor *out, sr_tensor *m
 
 template <bool LN, typename T, typename TW, int NCH, typename TD>
 static cudaError_t bwd2(cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout, sr_tensor *x,
-                        sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
+                        sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int flags) {
   if (smem > 48 * 1024) {
     cudaError_t ce = cudaFuncSetAttribute(norm_backward_kernel2<LN, T, TW, NCH, TD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce != cudaSuccess) return ce;
@@ -315,33 +328,33 @@ static cudaError_t bwd2(cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, 
   norm_backward_kernel2<LN, T, TW, NCH, TD><<<G, 256, smem, s>>>((T *)sr_data(dx), part, (const TD *)sr_data(dout),
                                                              (const T *)sr_data(x), w ? (const TW *)sr_data(w) : NULL,
                                                              mean ? (const float *)sr_data(mean) : NULL,
-                                                             (const float *)sr_data(rstd), N, (int)C, want);
+                                                             (const float *)sr_data(rstd), N, (int)C, flags);
   return cudaSuccess;
 }
 template <bool LN, typename T, typename TW, typename TD = T>
 static cudaError_t bwd2_n(int nch, cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part, sr_tensor *dout,
-                          sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int want) {
+                          sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N, int64_t C, int flags) {
   switch (nch) {
-    case 1: return bwd2<LN, T, TW, 1, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    case 2: return bwd2<LN, T, TW, 2, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    case 3: return bwd2<LN, T, TW, 3, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    default: return bwd2<LN, T, TW, 4, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    case 1: return bwd2<LN, T, TW, 1, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    case 2: return bwd2<LN, T, TW, 2, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    case 3: return bwd2<LN, T, TW, 3, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    default: return bwd2<LN, T, TW, 4, TD>(s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
   }
 }
 template <bool LN>
 static cudaError_t bwd2_d(int nch, int tw, cudaStream_t s, unsigned G, size_t smem, sr_tensor *dx, float *part,
                           sr_tensor *dout, sr_tensor *x, sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, int64_t N,
-                          int64_t C, int want) {
+                          int64_t C, int flags) {
   if (x->dtype == SR_BF16) {
-    if (tw == SR_BF16) return bwd2_n<LN, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    return bwd2_n<LN, bf16, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    if (tw == SR_BF16) return bwd2_n<LN, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    return bwd2_n<LN, bf16, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
   }
   if (dout->dtype == SR_BF16) {   // f32 x and dx, bf16 dout
-    if (tw == SR_BF16) return bwd2_n<LN, float, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    return bwd2_n<LN, float, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+    if (tw == SR_BF16) return bwd2_n<LN, float, bf16, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    return bwd2_n<LN, float, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
   }
-  if (tw == SR_BF16) return bwd2_n<LN, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-  return bwd2_n<LN, float, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
+  if (tw == SR_BF16) return bwd2_n<LN, float, bf16>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+  return bwd2_n<LN, float, float>(nch, s, G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
 }
 
 static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_tensor *rstd, sr_tensor *x, sr_tensor *w,
@@ -378,7 +391,7 @@ static const char *norm_forward(bool ln, sr_tensor *out, sr_tensor *mean, sr_ten
 }
 
 static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tensor *db, sr_tensor *dout, sr_tensor *x,
-                                 sr_tensor *w, sr_tensor *mean, sr_tensor *rstd) {
+                                 sr_tensor *w, sr_tensor *mean, sr_tensor *rstd, bool acc) {
   const char *e = fl(dx, 1);
   if (!e) e = fl(dw, 2);
   if (!e) e = fl(db, 3);
@@ -389,7 +402,7 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
   int64_t C = x->shape[x->ndim - 1], N = C ? sr_numel(x) / C : 0;
   if (N == 0) return NULL;
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  int want = dw != NULL || db != NULL;
+  int want = dw != NULL || db != NULL, flags = (want ? NORM_PARAMS : 0) | (acc ? NORM_ACC : 0);
   int block = 256;
   int64_t G = CEIL_DIV(N, (int64_t)(block / 32));
   if (want && G > 264) G = 264;     // two blocks per SM: parameter partials stay small
@@ -407,19 +420,19 @@ static const char *norm_backward(bool ln, sr_tensor *dx, sr_tensor *dw, sr_tenso
   int nch = norm_v1() || !dts ? 0 : norm_nch(C, ts, 4);
   int tw = norm_tw(w, NULL);
   if (nch > 0 && tw >= 0) {
-    if (ln) ce = bwd2_d<true>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, mean, rstd, N, C, want);
-    else ce = bwd2_d<false>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, NULL, rstd, N, C, want);
+    if (ln) ce = bwd2_d<true>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, mean, rstd, N, C, flags);
+    else ce = bwd2_d<false>(nch, tw, s, (unsigned)G, smem, dx, part, dout, x, w, NULL, rstd, N, C, flags);
   } else if (ln) {
     if (smem > 48 * 1024) ce = cudaFuncSetAttribute(norm_backward_kernel1<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce == cudaSuccess)
       norm_backward_kernel1<true><<<(unsigned)G, block, smem, s>>>(dp(dx), dt(dx), part, dp(dout), dt(dout), dp(x), dt(x),
                                                                  dp(w), dt(w), (const float *)dp(mean),
-                                                                 (const float *)dp(rstd), N, C, want);
+                                                                 (const float *)dp(rstd), N, C, flags);
   } else {
     if (smem > 48 * 1024) ce = cudaFuncSetAttribute(norm_backward_kernel1<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (ce == cudaSuccess)
       norm_backward_kernel1<false><<<(unsigned)G, block, smem, s>>>(dp(dx), dt(dx), part, dp(dout), dt(dout), dp(x), dt(x),
-                                                                  dp(w), dt(w), NULL, (const float *)dp(rstd), N, C, want);
+                                                                  dp(w), dt(w), NULL, (const float *)dp(rstd), N, C, flags);
   }
   if (ce == cudaSuccess && want)
     norm_params_kernel1<<<(unsigned)CEIL_DIV(C, (int64_t)256), 256, 0, s>>>(dp(dw), dt(dw), dp(db), dt(db), part, (int)G, C);
@@ -433,11 +446,13 @@ extern "C" const char *sr_cuda_rms_norm(const sr_kcall *c) {
   return norm_forward(false, sr_karg(c, 0), NULL, sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), NULL, (float)c->f[0]);
 }
 extern "C" const char *sr_cuda_rms_norm_backward(const sr_kcall *c) {
-  return norm_backward(false, sr_karg(c, 0), sr_karg(c, 1), NULL, sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), NULL, sr_karg(c, 5));
+  return norm_backward(false, sr_karg(c, 0), sr_karg(c, 1), NULL, sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), NULL, sr_karg(c, 5),
+                       c->i[0] != 0);
 }
 extern "C" const char *sr_cuda_layer_norm(const sr_kcall *c) {
   return norm_forward(true, sr_karg(c, 0), sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), sr_karg(c, 5), (float)c->f[0]);
 }
 extern "C" const char *sr_cuda_layer_norm_backward(const sr_kcall *c) {
-  return norm_backward(true, sr_karg(c, 0), sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), sr_karg(c, 5), sr_karg(c, 6), sr_karg(c, 7));
+  return norm_backward(true, sr_karg(c, 0), sr_karg(c, 1), sr_karg(c, 2), sr_karg(c, 3), sr_karg(c, 4), sr_karg(c, 5), sr_karg(c, 6), sr_karg(c, 7),
+                       c->i[0] != 0);
 }

@@ -4,6 +4,7 @@
 ** allocation, kernel calls and each op's backward rule beside its forward.
 */
 #include <math.h>      /* defines: sqrt */
+#include <stdlib.h>    /* defines: getenv */
 #include <string.h>    /* defines: memcpy */
 
 #include "core/autograd.h"  /* defines: sr_node_new, sr_node_attach */
@@ -53,18 +54,40 @@ sr_tensor *sr_embedding(sr_tensor *weight, sr_tensor *idx) {
 /* ------------------------------------------------------------------------------------------ */
 /* rms_norm / layer_norm over the last dim */
 
+/* the norm kernels' dx += (i0 = 1) on this device: on cuda opt-in (SR_NORM_ACC=1) until their
+** registry rows with it have run on a GPU (written 2026-12-07 without one) */
+static bool norm_acc_on(const sr_tensor *x) {
+  const char *e = getenv("SR_NORM_ACC");
+  return x->storage->device == SR_CPU || (e && e[0] == '1' && e[1] == 0);
+}
+
+/* a norm backward's dx [N, C]: the gradient its input has so far when the kernel may add into it
+** (autograd.h, accumulate: *acc = 1), else a new tensor */
+static sr_tensor *norm_dx(sr_node *n, sr_tensor *x2, int *acc) {
+  sr_tensor *a = n->needs[0] && norm_acc_on(x2) ? sr_grad_acc_target(n, 0) : NULL;
+  *acc = a != NULL;
+  return a ? sr_view(a, 2, x2->shape) : sr_tensor_new_like(x2);
+}
+
+/* input 0's gradient from dx: returned, or (added into the sum so far) its version bumped */
+static void norm_dx_done(sr_node *n, sr_tensor **gi, sr_tensor *dx, int acc) {
+  if (acc) dx->storage->version++;
+  else if (n->needs[0]) gi[0] = sr_view(dx, n->in_ndim[0], n->in_shape[0]);
+  sr_tensor_release(dx);
+}
+
 static void rms_norm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   sr_tensor *g = go[0], *x2 = sr_node_saved(n, 0), *w = sr_node_saved(n, 1), *rstd = sr_node_saved(n, 2);
   if (!g) return;
   int64_t C = x2->shape[1];
   sr_tensor *g2 = sr_rows_raw(g, C);
-  sr_tensor *dx = sr_tensor_new_like(x2);
+  int acc;
+  sr_tensor *dx = norm_dx(n, x2, &acc);
   sr_tensor *dw = w && n->needs[1] ? sr_tensor_zeros(side_dtype(x2), w->storage->device, 1, w->shape) : NULL;
-  sr_kcall c = {.t = {dx, dw, g2, x2, w, rstd}, .nt = 6};
+  sr_kcall c = {.t = {dx, dw, g2, x2, w, rstd}, .nt = 6, .i = {acc}};
   sr_kernel_run(SR_K_rms_norm_backward, &c);
   sr_tensor_release(g2);
-  if (n->needs[0]) gi[0] = sr_view(dx, n->in_ndim[0], n->in_shape[0]);
-  sr_tensor_release(dx);
+  norm_dx_done(n, gi, dx, acc);
   if (dw) { gi[1] = sr_to_raw(dw, dw->storage->device, n->in_dtype[1]); sr_tensor_release(dw); }
 }
 
@@ -118,14 +141,14 @@ static void layer_norm_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
   if (!g) return;
   int64_t C = x2->shape[1];
   sr_tensor *g2 = sr_rows_raw(g, C);
-  sr_tensor *dx = sr_tensor_new_like(x2);
+  int acc;
+  sr_tensor *dx = norm_dx(n, x2, &acc);
   sr_tensor *dw = n->needs[1] ? sr_tensor_zeros(side_dtype(x2), x2->storage->device, 1, &C) : NULL;
   sr_tensor *db = n->needs[2] ? sr_tensor_zeros(side_dtype(x2), x2->storage->device, 1, &C) : NULL;
-  sr_kcall c = {.t = {dx, dw, db, g2, x2, w, mean, rstd}, .nt = 8};
+  sr_kcall c = {.t = {dx, dw, db, g2, x2, w, mean, rstd}, .nt = 8, .i = {acc}};
   sr_kernel_run(SR_K_layer_norm_backward, &c);
   sr_tensor_release(g2);
-  if (n->needs[0]) gi[0] = sr_view(dx, n->in_ndim[0], n->in_shape[0]);
-  sr_tensor_release(dx);
+  norm_dx_done(n, gi, dx, acc);
   if (dw) { gi[1] = sr_to_raw(dw, dw->storage->device, n->in_dtype[1]); sr_tensor_release(dw); }
   if (db) { gi[2] = sr_to_raw(db, db->storage->device, n->in_dtype[2]); sr_tensor_release(db); }
 }

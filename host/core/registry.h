@@ -128,14 +128,14 @@ typedef enum sr_reduce_fn {
   X(embedding_backward, "t0 dweight [V,C] contig (+=), t1 dout [N,C] contig, t2 idx [N] i32 contig.") \
   X(rms_norm, "t0 out [N,C], t1 rstd [N] f32, t2 x [N,C], t3 weight [C] or NULL; all contig; f0 eps.") \
   X(rms_norm_backward, \
-    "t0 dx [N,C] (=), t1 dweight [C] or NULL (+=), t2 dout, t3 x, t4 weight or NULL, t5 rstd [N] " \
-    "f32; all contig.") \
+    "t0 dx [N,C] (=; += with i0 = 1), t1 dweight [C] or NULL (+=), t2 dout, t3 x, t4 weight or " \
+    "NULL, t5 rstd [N] f32; all contig.") \
   X(layer_norm, \
     "t0 out [N,C], t1 mean [N] f32, t2 rstd [N] f32, t3 x, t4 weight [C] or NULL, t5 bias [C] or " \
     "NULL; contig; f0 eps.") \
   X(layer_norm_backward, \
-    "t0 dx (=), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, t5 weight or NULL, " \
-    "t6 mean, t7 rstd; contig.") \
+    "t0 dx (=; += with i0 = 1), t1 dweight or NULL (+=), t2 dbias or NULL (+=), t3 dout, t4 x, " \
+    "t5 weight or NULL, t6 mean, t7 rstd; contig.") \
   X(dot, \
     "t0 out [1] (=; f32, f64 when a and b are f64), t1 a, t2 b: same numel, contig, one float dtype." \
     " out = sum(a * b), accumulated in f32 on cuda (f64 on the CPU), deterministic: the gradient of" \

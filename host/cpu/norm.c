@@ -92,7 +92,16 @@ const char *sr_cpu_rms_norm(const sr_kcall *c) {
   return NULL;
 }
 
-/* rms_norm_backward: g = dout*w, xhat = x*rstd; dx = rstd*(g - xhat*mean_j(g*xhat));
+/* row n of dx (i0 = 1: plus what dx holds; tmp: C doubles of scratch), stored once */
+static void store_dx_row(const sr_kcall *c, sr_tensor *dx, int64_t n, int64_t C, double *row, double *tmp) {
+  if (c->i[0]) {
+    cpu_load(dx, dx->offset + n * C, C, tmp);
+    for (int64_t j = 0; j < C; j++) row[j] += tmp[j];
+  }
+  cpu_store(dx, dx->offset + n * C, C, row);
+}
+
+/* rms_norm_backward: g = dout*w, xhat = x*rstd; dx = rstd*(g - xhat*mean_j(g*xhat)) (i0 = 1: +=);
 ** dweight += sum_n dout*xhat */
 const char *sr_cpu_rms_norm_backward(const sr_kcall *c) {
   sr_tensor *dx = c->t[0], *dw = c->t[1], *dout = c->t[2], *x = c->t[3], *w = c->t[4], *rstd = c->t[5];
@@ -112,7 +121,7 @@ const char *sr_cpu_rms_norm_backward(const sr_kcall *c) {
       for (int64_t j = 0; j < C; j++) { xr[j] *= r; gr[j] *= wb[j]; s += gr[j] * xr[j]; }
       s /= (double)C;
       for (int64_t j = 0; j < C; j++) gr[j] = r * (gr[j] - xr[j] * s);
-      cpu_store(dx, dx->offset + n * C, C, gr);
+      store_dx_row(c, dx, n, C, gr, xr);
     }
   }
   free(wb);
@@ -154,7 +163,7 @@ const char *sr_cpu_layer_norm(const sr_kcall *c) {
 }
 
 /* layer_norm_backward: g = dout*w, xhat = (x-mean)*rstd;
-** dx = rstd*(g - mean_j(g) - xhat*mean_j(g*xhat)); dweight += sum_n dout*xhat; dbias += sum_n dout */
+** dx = rstd*(g - mean_j(g) - xhat*mean_j(g*xhat)) (i0 = 1: +=); dweight += sum_n dout*xhat; dbias += sum_n dout */
 const char *sr_cpu_layer_norm_backward(const sr_kcall *c) {
   sr_tensor *dx = c->t[0], *dw = c->t[1], *db = c->t[2], *dout = c->t[3], *x = c->t[4], *w = c->t[5];
   sr_tensor *mean = c->t[6], *rstd = c->t[7];
@@ -180,7 +189,7 @@ const char *sr_cpu_layer_norm_backward(const sr_kcall *c) {
       sg /= (double)C;
       sgx /= (double)C;
       for (int64_t j = 0; j < C; j++) gr[j] = r * (gr[j] - sg - xr[j] * sgx);
-      cpu_store(dx, dx->offset + n * C, C, gr);
+      store_dx_row(c, dx, n, C, gr, xr);
     }
   }
   free(wb);

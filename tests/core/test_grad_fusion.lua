@@ -488,6 +488,28 @@ T.case("accum: q, k, v projections of one normed input: dX summed by the GEMMs, 
   end
 end)
 
+T.case("accum: a residual stream, x + linear(norm(x)): the norm's dx added into the pass-through (+=)", function()
+  sr.manual_seed(10)
+  for _, ln in ipairs {false, true} do
+    for _, dt in ipairs {"float32", "bfloat16"} do
+      local x, g, w1, w2 = leaf({2, 6, 32}, dt), leaf({32}, dt), leaf({32, 32}, dt), leaf({32, 32}, dt)
+      local function norm(t, g) return ln and F.layer_norm(t, g, nil, 1e-5) or F.rms_norm(t, g, 1e-6) end
+      local function f(x, g, w1, w2)
+        local h = F.tanh(x)
+        h = h + F.linear(norm(h, g), w1)
+        h = h + F.linear(norm(h, g), w2)
+        return F.sum(F.square(h))
+      end
+      local what = (ln and "layer_norm " or "rms_norm ") .. dt
+      accum_close(what, {x, g, w1, w2}, f, dt)
+      local function run() f(x, g, w1, w2):backward() end
+      local off = with("accum", false, function() return accumulate_adds(run) end)
+      local on = with("accum", true, function() return accumulate_adds(run) end)
+      T.eq(off - on, 2, what .. ": the norms' adds into the residual's gradient are gone (" .. off .. " -> " .. on .. ")")
+    end
+  end
+end)
+
 T.case("accum: matmul operands, a batched matmul, a linear with a bias", function()
   sr.manual_seed(7)
   local a, b1, b2 = leaf({6, 16}), leaf({16, 12}), leaf({16, 12})

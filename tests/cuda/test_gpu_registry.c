@@ -807,13 +807,17 @@ static void norm_cases(int ln, int bw) {
           check(id, &f, (opt){0}, "%s [%lld,%lld]%s%s", dn(dt), (long long)N, (long long)C, nm, mx);
         } else {
           ref_run(ln ? SR_K_layer_norm : SR_K_rms_norm, &f);  /* mean, rstd from the reference */
-          sr_tensor *dout = rnd(tnew(mixed, 2, sh), -1, 1), *dx = poison(tnew(dt, 2, sh));
-          sr_tensor *dw = affine ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
-          sr_tensor *db = affine && ln ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
-          sr_kcall c = ln ? KC(dx, dw, db, dout, x, w, mean, rstd) : KC(dx, dw, dout, x, w, rstd);
-          /* dweight, dbias: f32 sums over N rows of bf16 products */
-          check(id, &c, (opt){.t32 = dt == SR_BF16 ? 1e-2 : 5e-5}, "%s [%lld,%lld]%s%s",
-                dn(dt), (long long)N, (long long)C, nm, mx);
+          sr_tensor *dout = rnd(tnew(mixed, 2, sh), -1, 1);
+          for (int acc = 0; acc < 2; acc++) {   /* dx written, or added to (i0 = 1) */
+            sr_tensor *dx = acc ? rnd(tnew(dt, 2, sh), -1, 1) : poison(tnew(dt, 2, sh));
+            sr_tensor *dw = affine ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
+            sr_tensor *db = affine && ln ? rnd(tnew(SR_F32, 1, &C), -1, 1) : NULL;
+            sr_kcall c = ln ? KC(dx, dw, db, dout, x, w, mean, rstd) : KC(dx, dw, dout, x, w, rstd);
+            c.i[0] = acc;
+            /* dweight, dbias: f32 sums over N rows of bf16 products */
+            check(id, &c, (opt){.t32 = dt == SR_BF16 ? 1e-2 : 5e-5}, "%s [%lld,%lld]%s%s%s",
+                  dn(dt), (long long)N, (long long)C, nm, mx, acc ? " dx +=" : "");
+          }
         }
         release_to(m);
       }
