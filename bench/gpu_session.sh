@@ -104,6 +104,9 @@
 #              the setup in it), what of step 1 is not setup; WARMUP_MODES (default lazy; "lazy eager" adds EAGER)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
+#   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
+#              e.g. AB_SETTINGS="- SR_DOT_V2=1:SR_NORM_ACC=1") the registry rows $AB_ROWS, then records
+#              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
 #              rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways
 #   ew         kernels/elementwise.cu's unary kernels with the function compiled in against the run-time
@@ -174,6 +177,21 @@ ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry
     part "${name}_v1_$v" 240 env "$var=$v" ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
       --scale full --device cuda --warmup 2 --steps 3 --top 40
     grep -E "^ms/step|$5|^total" "$LOG/${name}_v1_$v.log" | head -14
+  done
+}
+ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":" joins variables) runs the
+  # registry rows $AB_ROWS, then records $AB_RECORDS' (default 12) full step profiled, replayed fused
+  local var tag n r
+  for var in ${AB_SETTINGS:?AB_SETTINGS: the engine settings to compare, e.g. "- SR_DOT_V2=1:SR_NORM_ACC=1"}; do
+    tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); [ "$var" = - ] && var=""
+    [ -z "${AB_ROWS:-}" ] || { part "ab_rows_$tag" 180 env ${var//:/ } SR_TEST_DEVICE=cuda ./build/tests/test_gpu_registry $AB_ROWS
+                               tail -"$(( $(wc -w <<<"$AB_ROWS") + 1 ))" "$LOG/ab_rows_$tag.log"; }
+    for n in ${AB_RECORDS:-12}; do
+      r=$(printf record_%02d "$n")
+      part "ab_${n}_$tag" 240 env ${var//:/ } ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
+        --scale full --device cuda --fuse on --warmup 2 --steps 3 --top 40
+      echo "-- $r ${var:-default}"; grep -E "^ms/step|${AB_PATTERN:-^total}" "$LOG/ab_${n}_$tag.log" | head -12
+    done
   done
 }
 expand_list() { local p; for p in ${1//,/ }; do case $p in *-*) seq "${p%-*}" "${p#*-}" ;; *) echo "$p" ;; esac; done; }
@@ -457,6 +475,8 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
         part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"
         grep -E "valid|invalid|val_loss" "$LOG/main_$s.log" | tail -3
       done ;;
+    ab)     # engine settings side by side (ab_settings): rows and full steps under each of $AB_SETTINGS
+      ab_settings ;;
     rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1), record $ROT_RECORD (default 5)
       ab_kernel rotary SR_ROTARY_V1 "${ROT_RECORD:-5}" "rotary" "rotary" ;;
     ew)     # unary kernels with fn compiled in against the run-time fn (SR_EW_V1=1), record $EW_RECORD (default 1)

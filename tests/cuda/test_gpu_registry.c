@@ -583,20 +583,23 @@ static void cases_reduce(void) {
 /* dot: sizes from 1 to past the 1024-block cap (grid-stride blocks), f32 and bf16; positive
 ** products (a sum of O(N), not a cancelling one, so 1e-5 relative holds for f32 accumulation) and
 ** one signed case; a rerun gives the same bits */
+/* n a multiple of 8 and not; b (or a) one element off a 16-byte boundary: kernel 2's fallback */
 static void cases_dot(void) {
-  const int64_t sizes[] = {1, 7, 1000, 4099, 70001, 3 * 1024 * 2048 + 5};
-  for (int si = 0; si < (big ? 6 : 4); si++)
-    for (int di = 0; di < 2; di++) {
-      int m = mark();
-      int64_t n = sizes[si];
-      int sgn = si == 2;  /* n = 1000: products of both signs (a sum of about 60), a looser tolerance */
-      sr_tensor *a = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0, 1), *b = rnd(tnew(FLOATS[di], 1, &n), sgn ? -0.5 : 0.5, 1);
-      sr_tensor *o = poison(tnew(SR_F32, 1, (int64_t[]){1}));
-      sr_kcall c = KC(o, a, b);
-      check(SR_K_dot, &c, (opt){.t32 = sgn ? 1e-4 : 1e-5, .rerun = 1}, "%s n=%lld%s", dn(FLOATS[di]), (long long)n,
-            sgn ? " signed" : "");
-      release_to(m);
-    }
+  const int64_t sizes[] = {1, 7, 1000, 4099, 70001, 3 * 1024 * 2048 + 5, 3 * 1024 * 2048};
+  for (int si = 0; si < (big ? 7 : 4); si++)
+    for (int di = 0; di < 2; di++)
+      for (int off = 0; off < (si >= 2 ? 3 : 1); off++) {
+        int m = mark();
+        int64_t n = sizes[si];
+        int sgn = si == 2;  /* n = 1000: products of both signs (a sum of about 60), a looser tolerance */
+        sr_tensor *a = rnd(tview(FLOATS[di], n + 1, 1, &n, (int64_t[]){1}, off == 2), sgn ? -0.5 : 0, 1);
+        sr_tensor *b = rnd(tview(FLOATS[di], n + 1, 1, &n, (int64_t[]){1}, off == 1), sgn ? -0.5 : 0.5, 1);
+        sr_tensor *o = poison(tnew(SR_F32, 1, (int64_t[]){1}));
+        sr_kcall c = KC(o, a, b);
+        check(SR_K_dot, &c, (opt){.t32 = sgn ? 1e-4 : 1e-5, .rerun = 1}, "%s n=%lld%s%s", dn(FLOATS[di]), (long long)n,
+              sgn ? " signed" : "", off ? (off == 1 ? " b misaligned" : " a misaligned") : "");
+        release_to(m);
+      }
 }
 
 static const int64_t SM_ROWS[][2] = {{7, 33}, {3, 200}, {64, 1000}, {5, 50257}};
