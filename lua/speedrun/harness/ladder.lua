@@ -111,6 +111,12 @@ function M.transition(task, ref_i, ref_next, scale)
     whys[1] = fmt("timed by different engines, %s and %s: re-time both", ref_i.engine, ref_next.engine)
   end
   local a, b = ref_i.split, ref_next.split
+  if T.verdict == "does not hold" and a and b and (ref_i.steps or 0) > 0 and (ref_next.steps or 0) > 0 then
+    -- the target's time as its steps and their cost (the timed steps' time over the budget)
+    local pa, pb = a.steps / ref_i.steps, b.steps / ref_next.steps
+    whys[#whys + 1] = fmt("steps %d → %d (%+.0f %%), %.2f → %.2f ms a step (%+.0f %%)", ref_i.steps, ref_next.steps,
+                          100 * (ref_next.steps / ref_i.steps - 1), pa, pb, 100 * (pb / pa - 1))
+  end
   if T.verdict == "does not hold" and a and b and a.steps - b.steps > 3 * math.max(a.steps_std, b.steps_std) then
     whys[#whys + 1] = fmt("the timed steps alone hold, %.0f ms > %.0f: the counted warm-up's spread decides it",
                           a.steps - b.steps, 3 * math.max(a.steps_std, b.steps_std))
