@@ -9,8 +9,9 @@
 --   recompute: relu2 and rms_norm outputs (through autocast casts) recomputed for the linears'
 --           weight gradients: bit for bit, each once;
 --   accum: the dX of q, k and v projections of one bf16 input added by the GEMMs (beta 1, a bf16
---           out) into the gradient so far: no adds, within bf16 rounding of the unfused sum and
---           about as close to a float64 reference;
+--           out) into the gradient so far, and a residual stream's norms adding dx into it (with
+--           SR_NORM_ACC=1 on cuda): no adds, within bf16 rounding of the unfused sum and about as
+--           close to a float64 reference;
 --   record 1 at micro scale under autocast with 2 micro-batches: the first step's gradients
 --           and two training steps' losses.
 local sr = speedrun or require "speedrun"
@@ -159,6 +160,41 @@ T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (be
   T.eq(noff - non, 2, "the two adds into tanh's gradient are gone (" .. noff .. " -> " .. non .. ")")
   local x64 = f64(x):detach():requires_grad_()
   f(x64, f64(ws[1]):detach(), f64(ws[2]):detach(), f64(ws[3]):detach()):backward()
+  local scale = maxabs(x64.grad)
+  T.ok(maxdiff(on, off) <= 2 ^ -6 * scale, ("fused vs unfused %.3g (bf16 rounding)"):format(maxdiff(on, off) / scale))
+  local eon, eoff = maxdiff(on, x64.grad) / scale, maxdiff(off, x64.grad) / scale
+  T.ok(eon <= eoff * 1.5 + 2 ^ -8, ("fused error %.3g vs unfused %.3g (vs float64)"):format(eon, eoff))
+end)
+
+T.case("accum: a residual stream, x + linear(rms_norm(x)) in bf16: the norm's dx added into the sum (dx +=)", function()
+  -- the norms' dx += runs on cuda with SR_NORM_ACC=1 (opt-in until this ran on a GPU), on the CPU always
+  local norm_on = DEV == "cpu" or os.getenv("SR_NORM_ACC") == "1"
+  sr.manual_seed(10)
+  local x = F.cast(sr.randn(4, 128, 256), "bfloat16"):to(DEV):detach():requires_grad_()
+  local ws = {}
+  for i = 1, 2 do ws[i] = F.cast(sr.randn(256, 256) * 0.06, "bfloat16"):to(DEV):detach():requires_grad_() end
+  local function f(x, w1, w2)
+    local h = F.tanh(x)
+    h = h + F.linear(F.rms_norm(h, nil, 1e-6), w1)
+    h = h + F.linear(F.rms_norm(h, nil, 1e-6), w2)
+    return F.sum(F.cast(F.square(h), "float32"))
+  end
+  local function run(on)
+    return with("accum", on, function()
+      x.grad = nil
+      for i = 1, 2 do ws[i].grad = nil end
+      local n = 0
+      for _, r in ipairs(profile.run(function() f(x, ws[1], ws[2]):backward() end)) do
+        if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
+      end
+      return f64(x.grad), n
+    end)
+  end
+  local off, noff = run(false)
+  local on, non = run(true)
+  T.eq(noff - non, norm_on and 2 or 0, ("the norms' adds gone where their dx += is on (%d -> %d)"):format(noff, non))
+  local x64 = f64(x):detach():requires_grad_()
+  f(x64, f64(ws[1]):detach(), f64(ws[2]):detach()):backward()
   local scale = maxabs(x64.grad)
   T.ok(maxdiff(on, off) <= 2 ^ -6 * scale, ("fused vs unfused %.3g (bf16 rounding)"):format(maxdiff(on, off) / scale))
   local eon, eoff = maxdiff(on, x64.grad) / scale, maxdiff(off, x64.grad) / scale
