@@ -431,14 +431,21 @@ sr_tensor *sr_grad_acc_target(sr_node *n, int i) {
   sr_node *m = n->in[i].node;
   int s = n->in[i].slot;
   if (!m->grad_acc[s]) return NULL;
-  apply_scale(&m->grad_acc[s]);   /* the add would apply it first too */
   sr_tensor *a = m->grad_acc[s];
-  /* stricter than the add's test: no other tensor may see the memory (a view of a gradient that
-  ** another slot also holds has a count of one of its own) */
-  if (!slot_own(m, s) && (a->refcount != 1 || a->storage->refcount != 1)) return NULL;
-  if (!sr_is_contiguous(a) || a->dtype != n->in_dtype[i] || a->storage->device != n->in_device[i] ||
-      a->ndim != n->in_ndim[i] || memcmp(a->shape, n->in_shape[i], (size_t)a->ndim * sizeof(int64_t)))
+  if (a->dtype != n->in_dtype[i] || a->storage->device != n->in_device[i] || a->ndim != n->in_ndim[i] ||
+      memcmp(a->shape, n->in_shape[i], (size_t)a->ndim * sizeof(int64_t)))
     return NULL;
+  apply_scale(&m->grad_acc[s]);   /* the add would apply it first too */
+  a = m->grad_acc[s];
+  if (slot_own(m, s)) return sr_is_contiguous(a) ? a : NULL;   /* the slot's destination: in place, or the add */
+  /* any other sum is made private first, as the add makes it, and stricter (a copy also when another
+  ** tensor shares its memory: a view of a gradient another slot holds counts one of its own): so
+  ** the numbers never depend on who still holds the sum (a Lua variable until it is collected) */
+  if (a->refcount != 1 || a->storage->refcount != 1 || !sr_is_contiguous(a)) {
+    sr_tensor *own = sr_to_raw(a, a->storage->device, a->dtype);
+    sr_tensor_release(m->grad_acc[s]);
+    m->grad_acc[s] = a = own;
+  }
   return a;
 }
 

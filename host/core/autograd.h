@@ -33,8 +33,9 @@
 **   or a leaf gets it applied first (the pass as before).
 ** - accumulate: a gradient arriving at an output slot that already holds one is summed by an add
 **   kernel; a rule whose input gradient is a GEMM's output (linear's dX, matmul's operands) adds it
-**   into the slot's sum instead, beta = 1 (sr_grad_acc_target), when that sum is private: the
-**   records' q, k and v projections of one normed input, 2 adds a layer. The GEMM rounds
+**   into the slot's sum instead, beta = 1 (sr_grad_acc_target; the sum made private first, as
+**   the add does), and so does a norm's dx (the kernels' dx +=): the records' q, k and v
+**   projections of one normed input and the residual stream's norms, 4 adds a layer. The GEMM rounds
 **   alpha*A*B + C once where the add rounded the product first: within one rounding of the unfused
 **   sum.
 ** Each can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0,
@@ -168,11 +169,11 @@ sr_tensor *sr_grad_cast_leaf(sr_node *n, int i);
 ** when .grad cannot be written in place (the caller falls back). The caller bumps the version. */
 sr_tensor *sr_grad_leaf_target(sr_tensor *leaf, double *beta);
 /* For a backward rule of n: the gradient input i has received so far (its producer's output slot),
-** when the rule may add input i's gradient into it in place (beta = 1) and leave grads_in[i] NULL
-** (the accumulate fusion is on; the sum is contiguous, in input i's dtype, device and shape, its
-** pending scale applied, and no other tensor shares its memory but the slot's own destination);
-** else NULL (the rule returns the gradient, summed by an add). Borrowed. The caller bumps the
-** version. */
+** for the rule to add input i's gradient into (beta = 1) and leave grads_in[i] NULL: the accumulate
+** fusion is on and the sum is in input i's dtype, device and shape; its pending scale applied, made
+** private first (a contiguous copy) when another tensor holds it or shares its memory, as the add
+** would; the slot's own destination only when contiguous. Else NULL (the rule returns the
+** gradient, summed by an add). Borrowed. The caller bumps the version. */
 sr_tensor *sr_grad_acc_target(sr_node *n, int i);
 
 #endif
