@@ -104,6 +104,9 @@
 #              the setup in it), what of step 1 is not setup; WARMUP_MODES (default lazy; "lazy eager" adds EAGER)
 #   profile    bench/profile_recipe.lua on records $PROF_RECORDS (default 1 5) at full scale: where
 #              a step's kernel time goes, per op
+#   gemmalgos  bench/gemm_algos.cu: each GEMM of a record-12 step (fwd, dX with beta 0 and 1, dW f32 beta 1) under
+#              each of cuBLASLt's heuristic's algorithms (up to 16) against its first; the step's GEMM time both ways
+#              (carried in .prebuilt as gemm_algos.xz; $GEMM_ALGOS_M tokens, default 65536)
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
 #              e.g. AB_SETTINGS="- SR_DOT_V2=1:SR_NORM_ACC=1") the registry rows $AB_ROWS, then records
 #              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
@@ -214,7 +217,8 @@ for p in $PARTS; do
     prebuilt)   # a CUDA build of this checkout's binaries carried xz-compressed in .prebuilt/ (skips the build part)
       mkdir -p build/tests && unxz_to .prebuilt/speedrun.xz build/speedrun && ./build/speedrun --version &&
         { [ ! -f .prebuilt/test_gpu_registry.xz ] || unxz_to .prebuilt/test_gpu_registry.xz build/tests/test_gpu_registry; } &&
-        { [ ! -f .prebuilt/test_gpu_wgmma.xz ] || unxz_to .prebuilt/test_gpu_wgmma.xz build/tests/test_gpu_wgmma; } ||
+        { [ ! -f .prebuilt/test_gpu_wgmma.xz ] || unxz_to .prebuilt/test_gpu_wgmma.xz build/tests/test_gpu_wgmma; } &&
+        { [ ! -f .prebuilt/gemm_algos.xz ] || unxz_to .prebuilt/gemm_algos.xz build/gemm_algos; } ||
         { part build 300 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
           part build2 300 cmake --build build -j16 --target speedrun; [ -x build/speedrun ] || exit 1; } ;;
     build)
@@ -475,6 +479,9 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
         part "main_$s" 300 ./build/speedrun train --seed "$s" --device cuda --out "/tmp/main-$s"
         grep -E "valid|invalid|val_loss" "$LOG/main_$s.log" | tail -3
       done ;;
+    gemmalgos) # cuBLASLt's candidates timed against its heuristic's first (bench/gemm_algos.cu), record 12's GEMMs
+      part gemmalgos 240 ./build/gemm_algos ${GEMM_ALGOS_M:-65536}
+      cat "$LOG/gemmalgos.log" ;;
     ab)     # engine settings side by side (ab_settings): rows and full steps under each of $AB_SETTINGS
       ab_settings ;;
     rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1), record $ROT_RECORD (default 5)

@@ -16,12 +16,13 @@ cd "$(dirname "$0")/.."
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 [ -x "$NVCC" ] || { echo "prepare-gpu-carry: no nvcc at $NVCC (set NVCC)" >&2; exit 1; }
 cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
-cmake --build build-cuda --target speedrun test_gpu_registry test_gpu_wgmma -j"$(nproc)" >/dev/null
+cmake --build build-cuda --target speedrun test_gpu_registry test_gpu_wgmma gemm_algos -j"$(nproc)" >/dev/null
 # xz-compressed (19 MB each -> ~3 MB): what a call carries is at most 64 MiB, PyTorch's compile caches included
 rm -rf .prebuilt && mkdir -p .prebuilt
 xz -T0 -6 -c build-cuda/speedrun > .prebuilt/speedrun.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_registry > .prebuilt/test_gpu_registry.xz
 xz -T0 -6 -c build-cuda/tests/test_gpu_wgmma > .prebuilt/test_gpu_wgmma.xz
+xz -T0 -6 -c build-cuda/gemm_algos > .prebuilt/gemm_algos.xz
 # BASE_REV=<commit>: that commit's speedrun too, in .prebuilt-base/ (the `flex` part's A/B: an earlier
 # build through the same bench in the same call), built in a worktree of its own (a full CUDA build;
 # on the device it runs with this tree's Lua libraries, SPEEDRUN_HOME: a base whose C core lacks what
