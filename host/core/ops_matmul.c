@@ -63,8 +63,7 @@ sr_tensor *sr_gemm_raw(sr_tensor *a, bool ta, sr_tensor *b, bool tb) { return ge
 /* the sum of input i's gradient so far when the GEMM of operands a, b may add into it (autograd.h,
 ** accumulate: beta 1, the sum in the operands' dtype), else NULL */
 static sr_tensor *gemm_acc_target(sr_node *n, int i, const sr_tensor *a, const sr_tensor *b) {
-  sr_tensor *acc = a->dtype == b->dtype ? sr_grad_acc_target(n, i) : NULL;
-  return acc && acc->dtype == a->dtype ? acc : NULL;
+  return a->dtype == b->dtype && n->in_dtype[i] == a->dtype ? sr_grad_acc_target(n, i) : NULL;
 }
 
 /* the gradient alpha * op(a) @ op(b) of input i of n: added by the GEMM itself into the fp32 leaf behind
