@@ -783,8 +783,8 @@ static void cases_embedding_backward(void) {
     }
 }
 
-static const int64_t NORMS[][2] = {{7, 77}, {5, 64}, {300, 768}, {64, 2048}};
-#define NORMS_N (big ? 4 : 2)
+static const int64_t NORMS[][2] = {{7, 77}, {5, 64}, {300, 768}, {64, 2048}, {384, 128}};  /* the last: QK-norm rows (hd 128) */
+#define NORMS_N (big ? 5 : 2)
 
 /* rms_norm (ln = 0) or layer_norm (ln = 1) forward (bw = 0) or backward; with and without weight
 ** (and bias); x f32 or bf16, weight f32 */
