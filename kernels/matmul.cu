@@ -7,7 +7,8 @@
 ** Row-major to column-major: out^T[N,M] = op(b)^T @ op(a)^T, so cuBLAS's "A" is b and "B" is a.
 ** Descriptors, layouts and the heuristic's algorithm are cached per shape/stride/alignment key
 ** (the algorithm on disk too, host/cuda/lt_algo.c); one 32 MiB workspace (host/cuda/backend.c)
-** serves every call.
+** serves every call. SR_GEMM_TUNE=1: a new plan's first call times the heuristic's first 8
+** candidates and keeps the fastest (below; opt-in, not yet run on a GPU).
 ** Odd sizes: cuBLASLt's fast kernels want every dimension and row stride a multiple of 16 bytes.
 ** GPT-2's vocabulary of 50257 makes the three lm_head GEMMs about 7x slower (bench/gemm_ld.cu,
 ** H100: 59.3 ms against 8.6 ms at 50304), and a padded row stride alone does not help (48.8 ms).
@@ -40,6 +41,7 @@ struct gemm_plan {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t la, lb, lc;
   cublasLtMatmulAlgo_t algo;
+  int tuned;  // SR_GEMM_TUNE: its candidates were timed (or could not be)
 };
 
 #define SR_GEMM_CACHE 256
@@ -72,6 +74,21 @@ static const char *make_plan(const gemm_key &k, gemm_plan **out) {
   const char *e = new_plan(k, out);
   sr_cuda_note_setup(SR_SETUP_GEMM_PLAN, sr_monotonic_s() - t0);
   return e;
+}
+
+// what the heuristic is asked under: the engine's workspace, the pointers' alignment
+static cublasStatus_t make_pref(const gemm_key &k, cublasLtMatmulPreference_t *pref) {
+  cublasStatus_t st = cublasLtMatmulPreferenceCreate(pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  size_t ws;
+  sr_cuda_workspace(&ws);
+  uint32_t al = (uint32_t)k.align;
+  cublasLtMatmulPreferenceSetAttribute(*pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(*pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(*pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(*pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+  cublasLtMatmulPreferenceSetAttribute(*pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 static const char *new_plan(const gemm_key &k, gemm_plan **out) {
@@ -110,15 +127,7 @@ static const char *new_plan(const gemm_key &k, gemm_plan **out) {
     LT_TRY(cublasLtMatrixLayoutSetAttribute(p.lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sC, sizeof sC), "stride");
   }
   cublasLtMatmulPreference_t pref;
-  LT_TRY(cublasLtMatmulPreferenceCreate(&pref), "preference");
-  size_t ws;
-  sr_cuda_workspace(&ws);
-  uint32_t al = (uint32_t)k.align;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+  LT_TRY(make_pref(k, &pref), "preference");
   cublasStatus_t st = sr_lt_algo("gemm", &k, sizeof k, p.desc, p.la, p.lb, p.lc, pref, &p.algo);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS) {
@@ -177,6 +186,77 @@ static bool strides3(const sr_tensor *x, int64_t *bs, int64_t *rs) {
   return x->stride[2] == 1 || x->shape[2] == 1;
 }
 
+// ----------------------------------------------------------------------------
+// SR_GEMM_TUNE=1 (opt-in until measured; bench/gemm_algos.cu says what it can buy): a new plan's
+// first call times the heuristic's first SR_GEMM_TUNE_N candidates on its own operands and keeps
+// the first within 3 % of the fastest (close calls keep the heuristic's order, so a run's choice
+// moves little with timing noise). Not while the stream is captured (the heuristic's answer stays
+// then); its time is setup time, as the plan's; an error keeps the heuristic's answer. A run picks
+// once per shape, so its eager steps and its graph run the same algorithm.
+
+#define SR_GEMM_TUNE_N 8
+
+static bool gemm_tune_on() {
+  static int v = -1;
+  return sr_env_is(&v, "SR_GEMM_TUNE", "1");
+}
+
+// ms a call of algo (the mean of 5 after 2), or -1 when a call fails
+static float tune_time(const gemm_plan *p, const cublasLtMatmulAlgo_t *algo, const void *pa, const void *pb, void *po,
+                       float alpha, float beta, cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1) {
+  size_t ws;
+  void *w = sr_cuda_workspace(&ws);
+  cublasLtHandle_t h = (cublasLtHandle_t)sr_cuda_blaslt();
+  for (int it = 0; it < 7; it++) {
+    if (it == 2 && cudaEventRecord(e0, s) != cudaSuccess) return -1.f;
+    if (cublasLtMatmul(h, p->desc, &alpha, pb, p->la, pa, p->lb, &beta, po, p->lc, po, p->lc, algo, w, ws, s) !=
+        CUBLAS_STATUS_SUCCESS)
+      return -1.f;
+  }
+  float ms = -1.f;
+  if (cudaEventRecord(e1, s) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+      cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+    return -1.f;
+  return ms / 5.f;
+}
+
+// p's algorithm from the candidates timed on these operands: into po when beta is 0 (the real call
+// writes it next), else into a scratch output of its size
+static void tune_plan(gemm_plan *p, const void *pa, const void *pb, void *po, float alpha, float beta, cudaStream_t s) {
+  p->tuned = 1;
+  cudaStreamCaptureStatus cs;
+  if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) { cudaGetLastError(); return; }
+  double t0 = sr_cuda_setup_clock();
+  const gemm_key &k = p->key;
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulHeuristicResult_t r[SR_GEMM_TUNE_N];
+  int nr = 0;
+  if (make_pref(k, &pref) != CUBLAS_STATUS_SUCCESS) return;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)sr_cuda_blaslt(), p->desc, p->la, p->lb, p->lc, p->lc,
+                                                     pref, SR_GEMM_TUNE_N, r, &nr);
+  cublasLtMatmulPreferenceDestroy(pref);
+  void *out = po, *scratch = NULL;
+  if (beta != 0.f && st == CUBLAS_STATUS_SUCCESS && nr > 1)
+    out = scratch = sr_cuda_malloc((size_t)(k.B * k.M * k.N * (k.odt == SR_BF16 ? 2 : 4)));
+  cudaEvent_t e0, e1;
+  if (st == CUBLAS_STATUS_SUCCESS && nr > 1 && out && cudaEventCreate(&e0) == cudaSuccess) {
+    if (cudaEventCreate(&e1) == cudaSuccess) {
+      float t[SR_GEMM_TUNE_N], best = -1.f;
+      for (int i = 0; i < nr; i++) {
+        t[i] = tune_time(p, &r[i].algo, pa, pb, out, alpha, beta, s, e0, e1);
+        if (t[i] > 0.f && (best < 0.f || t[i] < best)) best = t[i];
+      }
+      for (int i = 0; i < nr && best > 0.f; i++)
+        if (t[i] > 0.f && t[i] <= 1.03f * best) { p->algo = r[i].algo; break; }
+      cudaEventDestroy(e1);
+    }
+    cudaEventDestroy(e0);
+  }
+  sr_cuda_free(scratch);
+  cudaGetLastError();  // a candidate's failure is not the call's
+  sr_cuda_note_setup(SR_SETUP_GEMM_PLAN, sr_monotonic_s() - t0);
+}
+
 // one cuBLASLt call for key k (alignment taken from the pointers)
 static const char *gemm_run(gemm_key k, const void *pa, const void *pb, void *po, float alpha, float beta,
                             cudaStream_t s) {
@@ -184,6 +264,7 @@ static const char *gemm_run(gemm_key k, const void *pa, const void *pb, void *po
   gemm_plan *p;
   const char *err = make_plan(k, &p);
   if (err) return err;
+  if (!p->tuned && gemm_tune_on()) tune_plan(p, pa, pb, po, alpha, beta, s);
   size_t ws;
   void *w = sr_cuda_workspace(&ws);
   cublasStatus_t st = cublasLtMatmul((cublasLtHandle_t)sr_cuda_blaslt(), p->desc, &alpha, pb, p->la, pa, p->lb, &beta,
