@@ -18,11 +18,11 @@ os.execute("rm -rf " .. sh(tmp) .. " && mkdir -p " .. sh(tmp))
 T.case("child_env: a timed run's child loses the switches, keeps configuration; other runs inherit", function()
   local names = {"PATH", "SR_FLEX_WGMMA", "SPEEDRUN_TF32", "SPEEDRUN_HOME", "SR_ROTARY_V1", "SPEEDRUN_FUSE", "HOME",
                  "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMPI_X", "CUDA_LAUNCH_BLOCKING", "NVIDIA_TF32_OVERRIDE",
-                 "CUDA_MODULE_LOADING", "CUDA_VISIBLE_DEVICES"}
+                 "CUDA_MODULE_LOADING", "CUDA_VISIBLE_DEVICES", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"}
   for _, job in ipairs {{restricted = true}, {cold_caches = true}} do
     local env, removed = sup.child_env(job, {gpu_mem_limit = 1024}, names)
-    T.eq(table.concat(removed, ","), "CUDA_LAUNCH_BLOCKING,CUDA_MODULE_LOADING,GOMP_SPINCOUNT,NVIDIA_TF32_OVERRIDE,"
-         .. "OMP_NUM_THREADS,SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1",
+    T.eq(table.concat(removed, ","), "CUDA_LAUNCH_BLOCKING,CUDA_MODULE_LOADING,CUDA_MPS_ACTIVE_THREAD_PERCENTAGE,"
+         .. "GOMP_SPINCOUNT,NVIDIA_TF32_OVERRIDE,OMP_NUM_THREADS,SPEEDRUN_FUSE,SPEEDRUN_TF32,SR_FLEX_WGMMA,SR_ROTARY_V1",
          "the engine's switches and the driver's (synchronous launches, module loading, TF32 forced)")
     T.eq(env.CUDA_VISIBLE_DEVICES, nil, "which device is configuration: kept")
     for _, n in ipairs(removed) do T.eq(env[n], false, n .. " removed") end

@@ -42,7 +42,8 @@ M.DRIVER_SWITCHES = {CUDA_LAUNCH_BLOCKING = true, CUDA_MODULE_LOADING = true, CU
   CUDA_FORCE_PTX_JIT = true, CUDA_DISABLE_PTX_JIT = true, CUDA_CACHE_DISABLE = true, CUDA_CACHE_PATH = true,
   CUDA_CACHE_MAXSIZE = true, CUDA_DEVICE_MAX_CONNECTIONS = true, CUDA_AUTO_BOOST = true, NVIDIA_TF32_OVERRIDE = true,
   CUBLAS_WORKSPACE_CONFIG = true, CUBLASLT_LOG_LEVEL = true, CUBLASLT_LOG_MASK = true, CUBLASLT_LOG_FILE = true,
-  CUBLAS_LOGINFO_DBG = true, CUBLAS_LOGDEST_DBG = true, CUBLASLT_HEURISTICS_CACHE_CAPACITY = true}
+  CUBLAS_LOGINFO_DBG = true, CUBLAS_LOGDEST_DBG = true, CUBLASLT_HEURISTICS_CACHE_CAPACITY = true,
+  CUDA_MPS_ACTIVE_THREAD_PERCENTAGE = true}   -- (under an MPS server: the share of the SMs a client gets)
 function M.is_switch(name)
   for _, p in ipairs(M.SWITCH_PREFIXES) do
     if name:sub(1, #p) == p then return true end
