@@ -409,6 +409,13 @@ static void accumulate_leaf(sr_tensor *leaf, sr_tensor *graw) {
 ** whatever holds the view */
 static bool slot_own(const sr_node *n, int s) { return n->grad_acc[s] == n->grad_dest[s] && n->grad_acc[s]->refcount == 2; }
 
+/* the sum in output slot s of n replaced by a private contiguous copy of it */
+static void slot_privatize(sr_node *n, int s) {
+  sr_tensor *own = sr_to_raw(n->grad_acc[s], n->grad_acc[s]->storage->device, n->grad_acc[s]->dtype);
+  sr_tensor_release(n->grad_acc[s]);
+  n->grad_acc[s] = own;
+}
+
 static void accumulate_slot(sr_node *n, int slot, sr_tensor *graw) {
   if (!n->grad_acc[slot]) {
     n->grad_acc[slot] = sr_tensor_retain(graw);  /* its pending scale, if any, stays with it */
@@ -416,11 +423,8 @@ static void accumulate_slot(sr_node *n, int slot, sr_tensor *graw) {
     sr_tensor *g = find_mark(graw, MARK_SCALED) >= 0 ? scaled(graw) : graw;
     apply_scale(&n->grad_acc[slot]);
     /* never add into a tensor someone else holds: make the accumulator private first */
-    if (!slot_own(n, slot) && (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot]))) {
-      sr_tensor *own = sr_to_raw(n->grad_acc[slot], n->grad_acc[slot]->storage->device, n->grad_acc[slot]->dtype);
-      sr_tensor_release(n->grad_acc[slot]);
-      n->grad_acc[slot] = own;
-    }
+    if (!slot_own(n, slot) && (n->grad_acc[slot]->refcount > 1 || !sr_is_contiguous(n->grad_acc[slot])))
+      slot_privatize(n, slot);
     accumulate(n->grad_acc[slot], g);
     if (g != graw) sr_tensor_release(g);
   }
@@ -441,12 +445,8 @@ sr_tensor *sr_grad_acc_target(sr_node *n, int i) {
   /* any other sum is made private first, as the add makes it, and stricter (a copy also when another
   ** tensor shares its memory: a view of a gradient another slot holds counts one of its own): so
   ** the numbers never depend on who still holds the sum (a Lua variable until it is collected) */
-  if (a->refcount != 1 || a->storage->refcount != 1 || !sr_is_contiguous(a)) {
-    sr_tensor *own = sr_to_raw(a, a->storage->device, a->dtype);
-    sr_tensor_release(m->grad_acc[s]);
-    m->grad_acc[s] = a = own;
-  }
-  return a;
+  if (a->refcount != 1 || a->storage->refcount != 1 || !sr_is_contiguous(a)) slot_privatize(m, s);
+  return m->grad_acc[s];
 }
 
 static void visit(sr_node *n, unsigned epoch) {

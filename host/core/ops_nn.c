@@ -57,8 +57,12 @@ sr_tensor *sr_embedding(sr_tensor *weight, sr_tensor *idx) {
 /* the norm kernels' dx += (i0 = 1) on this device: on cuda opt-in (SR_NORM_ACC=1) until their
 ** registry rows with it have run on a GPU (written 2026-12-07 without one) */
 static bool norm_acc_on(const sr_tensor *x) {
-  const char *e = getenv("SR_NORM_ACC");
-  return x->storage->device == SR_CPU || (e && e[0] == '1' && e[1] == 0);
+  static int cuda = -1;   /* read once, as the kernels' switches are */
+  if (cuda < 0) {
+    const char *e = getenv("SR_NORM_ACC");
+    cuda = e && e[0] == '1' && e[1] == 0;
+  }
+  return x->storage->device == SR_CPU || cuda;
 }
 
 /* a norm backward's dx [N, C]: the gradient its input has so far when the kernel may add into it

@@ -445,13 +445,7 @@ T.case("scale: loss / n of an in-place cross_entropy into a linear: the GEMMs' a
 end)
 
 -- adds launched while gradients are summed (the pass's accumulation), over fn
-local function accumulate_adds(fn)
-  local n = 0
-  for _, r in ipairs(profile.run(fn)) do
-    if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
-  end
-  return n
-end
+local function accumulate_adds(fn) return count(fn, "binary", "add", "bwd:accumulate") end
 
 -- fused against unfused within one rounding of the sum, and no further from a float64 reference
 local function accum_close(what, leaves, f, dt)

@@ -135,21 +135,20 @@ T.case("recompute: the records' MLP and norms on the device (bf16, autocast cast
   T.eq(noff["unary.relu2 bwd:linear"], nil, "off: nothing recomputed")
 end)
 
-T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (beta 1)", function()
-  sr.manual_seed(9)
+-- f(x, ws...) on a bf16 x [4, 128, 256] and nw bf16 weights [256, 256], backward with the accumulate
+-- fusion off and on: x's gradients within bf16 rounding of each other and the fused one about as
+-- close to a float64 reference; returns the adds launched while summing gradients, off and on
+local function accum_case(seed, nw, f)
+  sr.manual_seed(seed)
   local x = F.cast(sr.randn(4, 128, 256), "bfloat16"):to(DEV):detach():requires_grad_()
   local ws = {}
-  for i = 1, 3 do ws[i] = F.cast(sr.randn(256, 256) * 0.06, "bfloat16"):to(DEV):detach():requires_grad_() end
-  local function f(x, wq, wk, wv)
-    local h = F.tanh(x)
-    return F.sum(F.square(F.cast(F.linear(h, wq), "float32"))) + F.sum(F.cast(F.linear(h, wk) * F.linear(h, wv), "float32"))
-  end
+  for i = 1, nw do ws[i] = F.cast(sr.randn(256, 256) * 0.06, "bfloat16"):to(DEV):detach():requires_grad_() end
   local function run(on)
     return with("accum", on, function()
       x.grad = nil
-      for i = 1, 3 do ws[i].grad = nil end   -- (an add into a .grad would count)
+      for i = 1, nw do ws[i].grad = nil end   -- (an add into a .grad would count)
       local n = 0
-      for _, r in ipairs(profile.run(function() f(x, ws[1], ws[2], ws[3]):backward() end)) do
+      for _, r in ipairs(profile.run(function() f(x, table.unpack(ws)):backward() end)) do
         if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
       end
       return f64(x.grad), n
@@ -157,48 +156,34 @@ T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (be
   end
   local off, noff = run(false)
   local on, non = run(true)
-  T.eq(noff - non, 2, "the two adds into tanh's gradient are gone (" .. noff .. " -> " .. non .. ")")
-  local x64 = f64(x):detach():requires_grad_()
-  f(x64, f64(ws[1]):detach(), f64(ws[2]):detach(), f64(ws[3]):detach()):backward()
+  local x64, w64 = f64(x):detach():requires_grad_(), {}
+  for i = 1, nw do w64[i] = f64(ws[i]):detach() end
+  f(x64, table.unpack(w64)):backward()
   local scale = maxabs(x64.grad)
   T.ok(maxdiff(on, off) <= 2 ^ -6 * scale, ("fused vs unfused %.3g (bf16 rounding)"):format(maxdiff(on, off) / scale))
   local eon, eoff = maxdiff(on, x64.grad) / scale, maxdiff(off, x64.grad) / scale
   T.ok(eon <= eoff * 1.5 + 2 ^ -8, ("fused error %.3g vs unfused %.3g (vs float64)"):format(eon, eoff))
+  return noff, non
+end
+
+T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (beta 1)", function()
+  local noff, non = accum_case(9, 3, function(x, wq, wk, wv)
+    local h = F.tanh(x)
+    return F.sum(F.square(F.cast(F.linear(h, wq), "float32"))) + F.sum(F.cast(F.linear(h, wk) * F.linear(h, wv), "float32"))
+  end)
+  T.eq(noff - non, 2, "the two adds into tanh's gradient are gone (" .. noff .. " -> " .. non .. ")")
 end)
 
 T.case("accum: a residual stream, x + linear(rms_norm(x)) in bf16: the norm's dx added into the sum (dx +=)", function()
   -- the norms' dx += runs on cuda with SR_NORM_ACC=1 (opt-in until this ran on a GPU), on the CPU always
   local norm_on = DEV == "cpu" or os.getenv("SR_NORM_ACC") == "1"
-  sr.manual_seed(10)
-  local x = F.cast(sr.randn(4, 128, 256), "bfloat16"):to(DEV):detach():requires_grad_()
-  local ws = {}
-  for i = 1, 2 do ws[i] = F.cast(sr.randn(256, 256) * 0.06, "bfloat16"):to(DEV):detach():requires_grad_() end
-  local function f(x, w1, w2)
+  local noff, non = accum_case(10, 2, function(x, w1, w2)
     local h = F.tanh(x)
     h = h + F.linear(F.rms_norm(h, nil, 1e-6), w1)
     h = h + F.linear(F.rms_norm(h, nil, 1e-6), w2)
     return F.sum(F.cast(F.square(h), "float32"))
-  end
-  local function run(on)
-    return with("accum", on, function()
-      x.grad = nil
-      for i = 1, 2 do ws[i].grad = nil end
-      local n = 0
-      for _, r in ipairs(profile.run(function() f(x, ws[1], ws[2]):backward() end)) do
-        if r.name == "binary" and r.phase == "bwd:accumulate" then n = n + r.calls end
-      end
-      return f64(x.grad), n
-    end)
-  end
-  local off, noff = run(false)
-  local on, non = run(true)
+  end)
   T.eq(noff - non, norm_on and 2 or 0, ("the norms' adds gone where their dx += is on (%d -> %d)"):format(noff, non))
-  local x64 = f64(x):detach():requires_grad_()
-  f(x64, f64(ws[1]):detach(), f64(ws[2]):detach()):backward()
-  local scale = maxabs(x64.grad)
-  T.ok(maxdiff(on, off) <= 2 ^ -6 * scale, ("fused vs unfused %.3g (bf16 rounding)"):format(maxdiff(on, off) / scale))
-  local eon, eoff = maxdiff(on, x64.grad) / scale, maxdiff(off, x64.grad) / scale
-  T.ok(eon <= eoff * 1.5 + 2 ^ -8, ("fused error %.3g vs unfused %.3g (vs float64)"):format(eon, eoff))
 end)
 
 T.case("record 1, micro, autocast, 2 micro-batches: fused vs unfused", function()

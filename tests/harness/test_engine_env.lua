@@ -38,26 +38,21 @@ end)
 
 T.case("every environment variable the engine reads is a switch or named configuration", function()
   local seen, unknown = {}, {}
+  local function scan(cmd)   -- each quoted name the command prints, classified once
+    local f = assert(io.popen("cd .. && " .. cmd))
+    for line in f:lines() do
+      local n = line:match('"([%w_]+)"')
+      if n and not seen[n] then
+        seen[n] = true
+        if not (sup.is_switch(n) or sup.ENGINE_CONFIG[n]) then unknown[#unknown + 1] = n end
+      end
+    end
+    f:close()
+  end
   -- getenv("NAME") and the kernels' A/B switches, sr_env_is(&cache, "NAME", value) (kernels/common.cuh)
-  local f = assert(io.popen("cd .. && grep -rhoE '(getenv\\(|sr_env_is\\(&[a-z0-9_]+, )\"(SR|SPEEDRUN)_[A-Z0-9_]+\"' host kernels lua"))
-  for line in f:lines() do
-    local n = line:match('"([%w_]+)"')
-    if n and not seen[n] then
-      seen[n] = true
-      if not (sup.is_switch(n) or sup.ENGINE_CONFIG[n]) then unknown[#unknown + 1] = n end
-    end
-  end
-  f:close()
+  scan("grep -rhoE '(getenv\\(|sr_env_is\\(&[a-z0-9_]+, )\"(SR|SPEEDRUN)_[A-Z0-9_]+\"' host kernels lua")
   -- names read through a table (core/autograd.c: the gradient routing's switches, fusion_env)
-  f = assert(io.popen("cd .. && grep -hoE '\"SPEEDRUN_GRAD_[A-Z0-9_]+\"' host/core/autograd.c"))
-  for line in f:lines() do
-    local n = line:match('"([%w_]+)"')
-    if n and not seen[n] then
-      seen[n] = true
-      if not (sup.is_switch(n) or sup.ENGINE_CONFIG[n]) then unknown[#unknown + 1] = n end
-    end
-  end
-  f:close()
+  scan("grep -hoE '\"SPEEDRUN_GRAD_[A-Z0-9_]+\"' host/core/autograd.c")
   T.ok(seen.SR_FLEX_WGMMA and seen.SPEEDRUN_TF32 and seen.SPEEDRUN_HOME and seen.SR_FLEX_BWD_NS and seen.SPEEDRUN_GRAD_ACCUM,
        "the scan finds the engine's variables")
   T.eq(table.concat(unknown, ", "), "", "unclassified: add each to supervise.ENGINE_SWITCHES or ENGINE_CONFIG")
