@@ -54,13 +54,14 @@ sr_tensor *sr_embedding(sr_tensor *weight, sr_tensor *idx) {
 /* ------------------------------------------------------------------------------------------ */
 /* rms_norm / layer_norm over the last dim */
 
-/* the norm kernels' dx += (i0 = 1) on this device: on cuda opt-in (SR_NORM_ACC=1) until their
-** registry rows with it have run on a GPU (written 2026-12-07 without one) */
+/* the norm kernels' dx += (i0 = 1) on this device: always on the CPU; on cuda unless SR_NORM_ACC=0
+** (measured on an H100, 2026-12-07: record 12's norm backwards and gradient adds 80.8 -> 70.8 ms a
+** step, bench/RESULTS.md) */
 static bool norm_acc_on(const sr_tensor *x) {
   static int cuda = -1;   /* read once, as the kernels' switches are */
   if (cuda < 0) {
     const char *e = getenv("SR_NORM_ACC");
-    cuda = e && e[0] == '1' && e[1] == 0;
+    cuda = !(e && e[0] == '0' && e[1] == 0);
   }
   return x->storage->device == SR_CPU || cuda;
 }

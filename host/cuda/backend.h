@@ -53,10 +53,11 @@ int64_t sr_cuda_driver_allocs(void);  /* cudaMalloc calls so far (tests: steady 
 ** can say what a run's warm-up spends on it: the allocator's cudaMalloc calls (timed here), new
 ** cuBLASLt GEMM plans (the heuristic query; noted by kernels/matmul.cu and kernels/fp8.cu), the
 ** loading of generated modules (cuModuleLoadData; jit/launch.c), the building of captured
-** graphs (end of capture + instantiation, timed here) and the allocator's cudaFree calls (timed
-** here; counted, not taken off: harness/steps.lua OFF_CLOCK) */
+** graphs (end of capture + instantiation, timed here), the allocator's cudaFree calls (timed
+** here; counted, not taken off: harness/steps.lua OFF_CLOCK) and the timing of a new GEMM plan's
+** candidate algorithms (kernels/matmul.cu, SR_GEMM_TUNE) */
 enum { SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN, SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE,
-       SR_SETUP_KINDS };
+       SR_SETUP_GEMM_TUNE, SR_SETUP_KINDS };
 void sr_cuda_note_setup(int kind, double seconds);
 /* the start of a setup step's timing: the stream drained first (not while a graph is captured:
 ** nothing runs then), so GPU work queued before it is not timed as setup (the harness takes setup

@@ -135,30 +135,42 @@ static void store(const char *kind, const void *key, size_t len, const cublasLtM
   close(fd);
 }
 
+int sr_lt_algo_recall(const char *kind, const void *key, size_t key_len, cublasLtMatmulDesc_t desc,
+                      cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                      cublasLtMatmulAlgo_t *algo) {
+  if (!S.loaded) load();
+  cublasLtMatmulAlgo_t a;
+  if (S.off || key_len > REC_KEY || !find(kind, key, key_len, &a)) return 0;
+  cublasLtMatmulHeuristicResult_t r;
+  memset(&r, 0, sizeof r);
+  if (!S.trust && (cublasLtMatmulAlgoCheck((cublasLtHandle_t)sr_cuda_blaslt(), desc, la, lb, lc, lc, &a, &r) !=
+                       CUBLAS_STATUS_SUCCESS || r.workspaceSize > S.ws))
+    return 0;
+  *algo = a;
+  return 1;
+}
+
+void sr_lt_algo_remember(const char *kind, const void *key, size_t key_len, const cublasLtMatmulAlgo_t *algo) {
+  if (!S.loaded) load();
+  if (!S.off && key_len <= REC_KEY) store(kind, key, key_len, algo);
+}
+
 cublasStatus_t sr_lt_algo(const char *kind, const void *key, size_t key_len, cublasLtMatmulDesc_t desc,
                           cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
                           cublasLtMatmulPreference_t pref, cublasLtMatmulAlgo_t *algo) {
-  if (!S.loaded) load();
-  cublasLtHandle_t h = (cublasLtHandle_t)sr_cuda_blaslt();
-  int cacheable = !S.off && key_len <= REC_KEY;
-  cublasLtMatmulAlgo_t a;
-  if (cacheable && find(kind, key, key_len, &a)) {
-    cublasLtMatmulHeuristicResult_t r;
-    memset(&r, 0, sizeof r);
-    if (S.trust || (cublasLtMatmulAlgoCheck(h, desc, la, lb, lc, lc, &a, &r) == CUBLAS_STATUS_SUCCESS && r.workspaceSize <= S.ws)) {
-      *algo = a;
-      S.stored++;
-      return CUBLAS_STATUS_SUCCESS;
-    }
+  if (sr_lt_algo_recall(kind, key, key_len, desc, la, lb, lc, algo)) {
+    S.stored++;
+    return CUBLAS_STATUS_SUCCESS;
   }
   cublasLtMatmulHeuristicResult_t res;
   int nres = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, lc, lc, pref, 1, &res, &nres);
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)sr_cuda_blaslt(), desc, la, lb, lc, lc, pref,
+                                                     1, &res, &nres);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   if (nres == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   S.asked++;
   *algo = res.algo;
-  if (cacheable) store(kind, key, key_len, algo);
+  sr_lt_algo_remember(kind, key, key_len, algo);
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -22,6 +22,16 @@ cublasStatus_t sr_lt_algo(const char *kind, const void *key, size_t key_len, cub
                           cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
                           cublasLtMatmulPreference_t pref, cublasLtMatmulAlgo_t *algo);
 
+/* a stored answer for (kind, key) that cublasLtMatmulAlgoCheck accepts for these descriptors within
+** the workspace, into *algo (1), or 0: the lookup half of sr_lt_algo, for a choice made otherwise
+** (kernels/matmul.cu's timed one, kind "gemm-t") */
+int sr_lt_algo_recall(const char *kind, const void *key, size_t key_len, cublasLtMatmulDesc_t desc,
+                      cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc,
+                      cublasLtMatmulAlgo_t *algo);
+
+/* algo stored as (kind, key)'s answer for the next run (nothing when the file is off) */
+void sr_lt_algo_remember(const char *kind, const void *key, size_t key_len, const cublasLtMatmulAlgo_t *algo);
+
 /* counts since start: algorithms taken from the file, asked of the heuristic (tests, the harness) */
 void sr_lt_algo_stats(long *stored, long *asked);
 

@@ -95,9 +95,9 @@ static int c_memory(lua_State *L) {
 }
 
 /* cuda.setup_stats's kinds, in cuda/backend.h's order (SR_SETUP_DRIVER_ALLOC, SR_SETUP_GEMM_PLAN,
-** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE); every `_ms` field is one kind's
+** SR_SETUP_MODULE_LOAD, SR_SETUP_GRAPH_BUILD, SR_SETUP_DRIVER_FREE, SR_SETUP_GEMM_TUNE); every `_ms` field is one kind's
 ** time (harness/steps.lua takes the kinds of its OFF_CLOCK list off the warm-up's clock) */
-enum { SETUP_KINDS = 5 };
+enum { SETUP_KINDS = 6 };
 #ifdef SPEEDRUN_CUDA
 _Static_assert((int)SETUP_KINDS == (int)SR_SETUP_KINDS, "cuda.setup_stats names every setup kind");
 #endif
@@ -108,7 +108,8 @@ static int c_setup_stats(lua_State *L) {
                                                            {"gemm_plans", "gemm_plan_ms"},
                                                            {"module_loads", "module_load_ms"},
                                                            {"graph_builds", "graph_build_ms"},
-                                                           {"driver_frees", "driver_free_ms"}};
+                                                           {"driver_frees", "driver_free_ms"},
+                                                           {"gemm_tunes", "gemm_tune_ms"}};
   lua_createtable(L, 0, 2 * SETUP_KINDS);
   for (int k = 0; k < SETUP_KINDS; k++) {
     int64_t n = 0;

@@ -9,8 +9,8 @@
 --   recompute: relu2 and rms_norm outputs (through autocast casts) recomputed for the linears'
 --           weight gradients: bit for bit, each once;
 --   accum: the dX of q, k and v projections of one bf16 input added by the GEMMs (beta 1, a bf16
---           out) into the gradient so far, and a residual stream's norms adding dx into it (with
---           SR_NORM_ACC=1 on cuda): no adds, within bf16 rounding of the unfused sum and about as
+--           out) into the gradient so far, and a residual stream's norms adding dx into it (on
+--           cuda unless SR_NORM_ACC=0): no adds, within bf16 rounding of the unfused sum and about as
 --           close to a float64 reference;
 --   record 1 at micro scale under autocast with 2 micro-batches: the first step's gradients
 --           and two training steps' losses.
@@ -175,8 +175,8 @@ T.case("accum: q, k, v projections of one bf16 input, dX summed by the GEMMs (be
 end)
 
 T.case("accum: a residual stream, x + linear(rms_norm(x)) in bf16: the norm's dx added into the sum (dx +=)", function()
-  -- the norms' dx += runs on cuda with SR_NORM_ACC=1 (opt-in until this ran on a GPU), on the CPU always
-  local norm_on = DEV == "cpu" or os.getenv("SR_NORM_ACC") == "1"
+  -- the norms' dx += runs on the CPU always, on cuda unless SR_NORM_ACC=0
+  local norm_on = DEV == "cpu" or os.getenv("SR_NORM_ACC") ~= "0"
   local noff, non = accum_case(10, 2, function(x, w1, w2)
     local h = F.tanh(x)
     h = h + F.linear(F.rms_norm(h, nil, 1e-6), w1)

@@ -2,7 +2,9 @@
 -- asks the heuristic for each new GEMM plan and writes the answers into the kernel cache; the
 -- next run takes them from there (none asked) and computes the same results bit for bit; a file
 -- of junk or a torn record is ignored (the heuristic asked again, the same results), and
--- SPEEDRUN_GEMM_CACHE=0 turns the file off. Each run is its own process (the in-memory plan
+-- SPEEDRUN_GEMM_CACHE=0 turns the file off. The algorithms chosen by timing (kernels/matmul.cu,
+-- SR_GEMM_TUNE, on by default) are kept there too: a warm run times nothing, writes nothing and
+-- computes the cold run's results bit for bit. Each run is its own process (the in-memory plan
 -- cache would answer otherwise). Skips (exit 77) without a usable GPU.
 local T = require "speedrun.testing"
 local H = require "speedrun.harness_core"
@@ -46,22 +48,26 @@ print(string.format("RESULT %d %d %s %s", st.gemm_algos_stored, st.gemm_algos_as
   table.concat(sums, " ")))
 ]])
 
-local function child(env)
+-- a child run under env (the heuristic's answers alone unless env says otherwise) with kernel cache dir
+local function child(env, dir)
   local out = tmp .. "/out.txt"
-  os.execute((env or "") .. " SPEEDRUN_KERNEL_CACHE=" .. sh(cache) .. " " .. sh(exe) .. " run " .. sh(script) .. " > " .. sh(out) .. " 2>&1")
+  env = env or "SR_GEMM_TUNE=0"
+  os.execute(env .. " SPEEDRUN_KERNEL_CACHE=" .. sh(dir or cache) .. " " .. sh(exe) .. " run " .. sh(script) .. " > " .. sh(out) .. " 2>&1")
   local text = T.read(out) or ""
   local stored, asked, f8, sums = text:match("RESULT (%d+) (%d+) (%S+) ([^\n]*)")
   T.ok(stored, "the child's result line\n" .. text)
   return tonumber(stored), tonumber(asked), sums, f8
 end
 
-local function algo_files()
-  local p = io.popen("ls " .. sh(cache) .. "/gemm-*.algos 2>/dev/null")
+local function algo_files(dir)
+  local p = io.popen("ls " .. sh(dir or cache) .. "/gemm-*.algos 2>/dev/null")
   local files = {}
   for line in p:lines() do files[#files + 1] = line end
   p:close()
   return files
 end
+
+local plain_size   -- the first case's file: the heuristic's answers alone
 
 T.case("a cold cache asks the heuristic and writes the answers; a warm one is read, the same results", function()
   local s1, a1, sums1, f8 = child()
@@ -70,6 +76,7 @@ T.case("a cold cache asks the heuristic and writes the answers; a warm one is re
   local files = algo_files()
   T.eq(#files, 1, "one file for this library, device and workspace")
   local size = #T.read(files[1])
+  plain_size = size
   T.ok(size > 0 and size % a1 == 0, "whole records, one per answer: " .. size .. " bytes for " .. a1)
   local s2, a2, sums2 = child()
   T.eq(a2, 0, "the warm run asked nothing")
@@ -80,7 +87,7 @@ end)
 T.case("junk and torn records are ignored; SPEEDRUN_GEMM_CACHE=0 turns the file off", function()
   local file = algo_files()[1]
   local good = T.read(file)
-  local _, asked0, sums0 = child("SPEEDRUN_GEMM_CACHE=0")
+  local _, asked0, sums0 = child("SR_GEMM_TUNE=0 SPEEDRUN_GEMM_CACHE=0")
   T.ok(asked0 > 0, "off: the heuristic is asked")
   T.eq(#T.read(file), #good, "off: nothing written")
   T.write(file, string.rep("\x5a", #good))   -- the same size, every record's checksum broken
@@ -89,6 +96,20 @@ T.case("junk and torn records are ignored; SPEEDRUN_GEMM_CACHE=0 turns the file 
   T.write(file, good .. good:sub(1, 100))    -- a torn record at the end
   s, a, sums = child()
   T.eq(a, 0, "the whole records still serve") T.eq(sums, sums0)
+end)
+
+T.case("the timed choices are remembered: a warm run times nothing and computes the same bits", function()
+  local dir = tmp .. "/tuned"
+  local s1, a1, sums1 = child("SR_GEMM_TUNE=1", dir)
+  T.eq(s1, 0, "nothing stored yet") T.ok(a1 >= 5, "every new plan asked the heuristic: " .. a1)
+  local files = algo_files(dir)
+  T.eq(#files, 1, "one file")
+  local size = #T.read(files[1])
+  T.ok(size > plain_size, "the timed choices stored beside the heuristic's answers: " .. size .. " > " .. plain_size .. " bytes")
+  local s2, a2, sums2 = child("SR_GEMM_TUNE=1", dir)
+  T.eq(a2, 0, "the warm run asked nothing") T.eq(s2, a1)
+  T.eq(#T.read(files[1]), size, "the warm run timed nothing new (nothing written)")
+  T.eq(sums2, sums1, "bit for bit the cold run's results")
 end)
 
 T.done()

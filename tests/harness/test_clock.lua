@@ -156,6 +156,12 @@ T.case("clock: the warm-up's engine setup (cudaMalloc, GEMM plans) is accounted,
   T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 18, gemm_plan_ms = 2, gemm_algos_stored = 18}),
        "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 18 GEMM plans 2ms (18 algorithms from the disk cache)",
        "plans whose algorithm came from the disk cache")
+  T.eq(output.setup_note(nil, {driver_allocs = 3, driver_alloc_ms = 1, gemm_plans = 13, gemm_plan_ms = 2, gemm_tunes = 13,
+                               gemm_tune_ms = 640.4}),
+       "; setup in step 1: -; in the warm-up: 3 cudaMalloc 1ms, 13 GEMM plans 2ms, 13 GEMM plans timed 640ms",
+       "the GEMM plans whose algorithms were timed (kernels/matmul.cu)")
+  T.eq(steps.setup_ms {gemm_plan_ms = 2, gemm_tune_ms = 640.5, driver_free_ms = 4}, 642.5,
+       "the timing of a plan's algorithms comes off the clock, as the plan")
 end)
 
 T.done()

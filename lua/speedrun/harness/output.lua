@@ -246,9 +246,9 @@ end
 
 -- the verdict's outcome in R; results.json, loss.svg, the result line; closes the log
 -- the warm-up line's account of the engine's one-time setup (cudaMalloc, cuBLASLt plans, generated
--- modules loaded, graphs built; CUDA runs only): "" when it did none
+-- modules loaded, graphs built, GEMM algorithms timed; CUDA runs only): "" when it did none
 local SETUP_KINDS = {{"driver_alloc", "cudaMalloc"}, {"gemm_plan", "GEMM plans"}, {"module_load", "module loads"},
-                     {"graph_build", "graph builds"}, {"driver_free", "cudaFree"}}
+                     {"graph_build", "graph builds"}, {"driver_free", "cudaFree"}, {"gemm_tune", "GEMM plans timed"}}
 -- one setup_stats reading (or the difference of two) as text: "112 cudaMalloc 7ms, 15 GEMM plans 131ms, ..."
 function M.setup_text(x)
   local parts = {}
