@@ -172,6 +172,38 @@ static void driver_release(void *p, void *ctx) {
   sr_cuda_note_setup(SR_SETUP_DRIVER_FREE, sr_monotonic_s() - t0);
 }
 
+/* SR_GRAPH_LEND=1 (opt-in until it has run on a GPU): work beside a live graph that the device has
+** no room for borrows the graph's free blocks (cuda/pool.h, Lending): the pools of the graphs that
+** have replayed at least once (a graph's first replay writes every block it reads first), newest
+** last. A replay refuses while a block lent from its pool is in use (sr_cuda_graph_replay). */
+enum { SR_LEND_MAX = 16 };
+static int lend_pools[SR_LEND_MAX], nlend;
+
+static int lend_on(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("SR_GRAPH_LEND");
+    v = e && !strcmp(e, "1");
+  }
+  return v;
+}
+
+static void lend_pool(int pool, int on) {
+  for (int i = 0; i < nlend; i++)
+    if (lend_pools[i] == pool) {
+      if (!on) lend_pools[i] = lend_pools[--nlend];
+      return;
+    }
+  if (on && nlend < SR_LEND_MAX) lend_pools[nlend++] = pool;
+}
+
+/* a block of a live graph's pool for ordinary work the device refused, or NULL */
+static void *malloc_lent(size_t nbytes, size_t *size) {
+  void *p = NULL;
+  for (int i = nlend - 1; i >= 0 && !p && lend_on(); i--) p = sr_pool_alloc_lent(nbytes, lend_pools[i], size);
+  return p;
+}
+
 void *sr_cuda_malloc(size_t nbytes) {
   if (start()) return NULL;
   static int driver_set;
@@ -187,6 +219,7 @@ void *sr_cuda_malloc(size_t nbytes) {
     cudaStreamSynchronize(stream);
     sr_pool_release_free(1, 0);
     p = sr_pool_alloc(nbytes, cur_pool, &size);
+    if (!p && cur_pool == 0) p = malloc_lent(nbytes, &size);
   }
   if (!p) return NULL;
   cur_bytes += size;
@@ -510,12 +543,18 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
 
 const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
   if (!g) return "cuda graph: NULL graph";
+  int lent = sr_pool_lent_live(g->pool);
+  if (lent > 0) {
+    snprintf(errbuf, sizeof errbuf, "cuda graph: %d block(s) of its memory lent to tensors made beside it are still in use "
+             "(a replay would overwrite them)", lent);
+    return errbuf;
+  }
   cudaError_t e = cudaGraphLaunch(g->exec, stream);
   if (e != cudaSuccess) {
     snprintf(errbuf, sizeof errbuf, "cudaGraphLaunch: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
     return errbuf;
   }
-  g->replays++;
+  if (g->replays++ == 0) lend_pool(g->pool, 1);
   return NULL;
 }
 
@@ -553,6 +592,8 @@ const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, int host, size_t *nbytes) {
   return NULL;
 }
 
+int sr_cuda_graph_lent(const sr_cuda_graph *g) { return g ? sr_pool_lent_live(g->pool) : 0; }
+
 const char *sr_cuda_graph_restore(sr_cuda_graph *g) {
   if (!g->saved) return "cuda graph: restore without a snapshot";
   for (int k = 0; k < g->nused; k++) {
@@ -587,11 +628,12 @@ void sr_cuda_graph_free(sr_cuda_graph *g) {
   sr_cuda_graph_drop_snapshot(g);
   free(g->used);
   free(g->used_size);
-  /* live blocks (tensors made during capture) join pool 0; free ones go back to the driver */
+  lend_pool(g->pool, 0);
+  /* live blocks (tensors made during capture, blocks lent) join pool 0; free ones go back to the driver */
   if (g->replays == 0) abandon_pool(g->pool);
   else {
     for (int i = 0; i < sr_pool_count(); i++)
-      if (sr_pool_at(i)->pool == g->pool && sr_pool_at(i)->inuse) sr_pool_at(i)->pool = 0;
+      if (sr_pool_at(i)->pool == g->pool && sr_pool_at(i)->inuse) sr_pool_at(i)->pool = 0, sr_pool_at(i)->lent = 0;
     sr_pool_release_free(1, g->pool);
   }
   free(g);

@@ -219,18 +219,8 @@ static logent *log_of(size_t size, int make) {
 
 static void rebuild(void);
 
-void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
-  size_t want = sr_pool_size_for(nbytes);
-  bool small = carving && want <= SR_POOL_SMALL_MAX;
-  sizelist *l = list_of(want, pool, 1);
-  int i = l->n ? heap_pop(l) : -1;
-  if (i < 0 && !small) i = best_fit(want, pool);
-  if (i < 0 && small) i = carve(l, want, pool);
-  if (i < 0 && !small) {
-    void *p = driver_alloc(want);
-    if (p) i = add_block(p, want, pool, -1);
-  }
-  if (i < 0) return NULL;
+/* block i handed out: in use, counted in the log when it is on; its pointer */
+static void *hand_out(int i, size_t *size) {
   blocks[i].inuse = 1;
   blocks[i].adopted = 0;
   if (logging) {
@@ -244,10 +234,42 @@ void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
   return blocks[i].p;
 }
 
+void *sr_pool_alloc(size_t nbytes, int pool, size_t *size) {
+  size_t want = sr_pool_size_for(nbytes);
+  bool small = carving && want <= SR_POOL_SMALL_MAX;
+  sizelist *l = list_of(want, pool, 1);
+  int i = l->n ? heap_pop(l) : -1;
+  if (i < 0 && !small) i = best_fit(want, pool);
+  if (i < 0 && small) i = carve(l, want, pool);
+  if (i < 0 && !small) {
+    void *p = driver_alloc(want);
+    if (p) i = add_block(p, want, pool, -1);
+  }
+  return i < 0 ? NULL : hand_out(i, size);
+}
+
+void *sr_pool_alloc_lent(size_t nbytes, int pool, size_t *size) {
+  if (pool <= 0) return NULL;
+  size_t want = sr_pool_size_for(nbytes);
+  sizelist *l = list_of(want, pool, 0);
+  int i = l && l->n ? heap_pop(l) : -1;
+  if (i < 0 && !(carving && want <= SR_POOL_SMALL_MAX)) i = best_fit(want, pool);
+  if (i < 0) return NULL;
+  blocks[i].lent = 1;
+  return hand_out(i, size);
+}
+
+int sr_pool_lent_live(int pool) {
+  int n = 0;
+  for (int i = 0; i < nblocks; i++) n += blocks[i].pool == pool && blocks[i].inuse && blocks[i].lent;
+  return n;
+}
+
 int sr_pool_free(void *p) {
   int i = p ? sr_pool_find(p) : -1;
   if (i < 0 || !blocks[i].inuse) return -1;   /* not ours, or freed twice */
   blocks[i].inuse = 0;
+  blocks[i].lent = 0;   /* a lent block is its graph's free block again */
   if (logging && blocks[i].logged) {
     log_of(blocks[i].size, 1)->now--;
     log_bytes -= blocks[i].size;

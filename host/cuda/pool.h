@@ -12,6 +12,10 @@
 ** sr_pool_adopt moves the ordinary pool's free blocks of the sizes it logged (as many of each as
 ** the step held at once) into the capture's pool, so the captured step (the same requests) makes
 ** no driver calls, and sr_pool_unadopt gives the ones it did not take back to pool 0.
+** Lending: between a graph's replays its pool's free blocks hold nothing (the captured step writes
+** each before it reads it), so work beside the graph that finds no memory elsewhere may borrow one
+** (sr_pool_alloc_lent: marked lent, still the graph's); freed, it is the graph's free block again.
+** The graph must not replay while a block lent from its pool is in use (sr_pool_lent_live).
 ** Not thread-safe: one host thread drives the device.
 */
 #ifndef SR_CUDA_POOL_H
@@ -34,6 +38,7 @@ typedef struct sr_pool_blk {
   int seg;    /* the segment it was carved from, -1: a driver allocation of its own */
   int adopted;  /* moved from pool 0 by sr_pool_adopt, not handed out since */
   int logged;   /* handed out while the allocation log was on (its free counts against the log) */
+  int lent;     /* a graph pool's free block handed out to other work (sr_pool_alloc_lent), in use */
 } sr_pool_blk;
 
 typedef struct sr_pool_driver {
@@ -48,6 +53,11 @@ size_t sr_pool_size_for(size_t nbytes);        /* the block size a request of nb
 /* a block of at least nbytes for `pool`, reused or from the driver (its size in *size when not
 ** NULL); NULL when the driver refuses */
 void *sr_pool_alloc(size_t nbytes, int pool, size_t *size);
+/* a free block of graph pool `pool` (> 0) for other work, of the size sr_pool_alloc would give
+** (a large request: at most 1/8 larger), lent: no driver call, no carving; NULL when it has none */
+void *sr_pool_alloc_lent(size_t nbytes, int pool, size_t *size);
+/* the blocks lent from `pool` that are still in use (while any is, the graph must not replay) */
+int sr_pool_lent_live(int pool);
 int sr_pool_free(void *p);                     /* the freed block's index, -1: not ours or not in use */
 int sr_pool_find(const void *p);               /* the index of the block starting at p, or -1 */
 sr_pool_blk *sr_pool_at(int i);

@@ -334,6 +334,19 @@ static int g_drop_snapshot(lua_State *L) {
   return 0;
 }
 
+/* g:lent() -> the blocks of g's memory lent to tensors made beside it still in use (SR_GRAPH_LEND;
+** g:replay() refuses while there are any); 0 for an eager fallback */
+static int g_lent(lua_State *L) {
+  graph_box *b = check_graph(L);
+  int n = 0;
+#ifdef SPEEDRUN_CUDA
+  if (b->g) n = sr_cuda_graph_lent(b->g);
+#endif
+  (void)b;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static int g_free(lua_State *L) {
   graph_box *b = check_graph(L);
 #ifdef SPEEDRUN_CUDA
@@ -365,7 +378,8 @@ static int g_tostring(lua_State *L) {
 }
 
 static const luaL_Reg graph_methods[] = {{"replay", g_replay}, {"snapshot", g_snapshot}, {"restore", g_restore},
-                                         {"drop_snapshot", g_drop_snapshot}, {"free", g_free}, {NULL, NULL}};
+                                         {"drop_snapshot", g_drop_snapshot}, {"lent", g_lent}, {"free", g_free},
+                                         {NULL, NULL}};
 
 static const luaL_Reg cuda_functions[] = {
   {"available", c_available}, {"memory", c_memory}, {"setup_stats", c_setup_stats}, {"reset_peak", c_reset_peak},

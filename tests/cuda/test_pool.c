@@ -4,7 +4,8 @@
 ** blocks); reuse of the lowest-index free block of a size; pools kept apart; large blocks reused
 ** up to 1/8 larger and no more; segments given back only when wholly free; a dead pool's
 ** leftovers joining pool 0; a refusing driver; a capture adopting the cached blocks the step before
-** it logged; and a random workload checked against a model (live blocks disjoint, inside what the
+** it logged; a graph pool's free blocks lent to other work (no driver call, back to the graph when
+** freed, counted while in use); and a random workload checked against a model (live blocks disjoint, inside what the
 ** driver gave, reserved bytes = what the driver holds).
 */
 #include <stdio.h>      /* defines: fprintf */
@@ -251,21 +252,55 @@ static void test_adopt(void) {
   CHECK(sr_pool_adopt(7) == 0, "an empty log, no adoption");
 }
 
-/* random alloc/free/release/log/adopt in three pools and many sizes, against what is live */
+/* lending: a graph pool's free blocks to work beside the graph that the driver refused */
+static void test_lend(void) {
+  fresh();
+  void *big = sr_pool_alloc((size_t)8 << 20, 3, NULL), *small = sr_pool_alloc(5000, 3, NULL);
+  void *kept = sr_pool_alloc((size_t)8 << 20, 3, NULL);   /* a tensor the capture made, still held */
+  sr_pool_free(big); sr_pool_free(small);
+  CHECK(sr_pool_alloc_lent(100, 0, NULL) == NULL, "pool 0 lends nothing");
+  CHECK(sr_pool_alloc_lent((size_t)20 << 20, 3, NULL) == NULL, "no free block of pool 3 that large");
+  CHECK(sr_pool_alloc_lent(100000, 3, NULL) == NULL, "no free block of that small class (none carved for it)");
+  refuse = 1;
+  int before = calls;
+  size_t got = 0;
+  void *a = sr_pool_alloc_lent((size_t)7800 << 10, 3, &got);   /* within 1/8 of the free 8 MiB block */
+  void *b = sr_pool_alloc_lent(4900, 3, NULL);                 /* the small block's class */
+  CHECK(a == big && got == ((size_t)8 << 20), "the large free block lent (%zu bytes)", got);
+  CHECK(b == small, "the small free block lent");
+  CHECK(calls == before, "lending asks the driver nothing");
+  CHECK(sr_pool_alloc_lent((size_t)8 << 20, 3, NULL) == NULL, "the block the graph still holds is not lent");
+  CHECK(sr_pool_at(sr_pool_find(a))->pool == 3 && sr_pool_at(sr_pool_find(a))->lent, "a lent block stays the graph's");
+  CHECK(sr_pool_lent_live(3) == 2 && sr_pool_lent_live(0) == 0, "two lent blocks in use");
+  CHECK(sr_pool_alloc((size_t)8 << 20, 0, NULL) == NULL, "pool 0 cannot take it otherwise (the driver refuses)");
+  sr_pool_free(a);
+  CHECK(sr_pool_lent_live(3) == 1 && !sr_pool_at(sr_pool_find(a))->lent, "freed: the graph's free block again");
+  CHECK(sr_pool_alloc((size_t)8 << 20, 3, NULL) == a, "the graph's next request gets it back");
+  sr_pool_free(b);
+  CHECK(sr_pool_lent_live(3) == 0, "none in use");
+  refuse = 0;
+  CHECK(sr_pool_alloc(4900, 0, NULL) != small, "pool 0's own requests never take a graph's block");
+  sr_pool_free(kept);
+}
+
+/* random alloc/lend/free/release/log/adopt in three pools and many sizes, against what is live */
 static void test_random(void) {
   fresh();
   enum { N = 600 };
   struct { char *p; size_t n; int pool; } live[N];
-  int nlive = 0;
+  int nlive = 0, nlent = 0;
   srand(12345);
   for (int it = 0; it < 20000; it++) {
     int r = rand() % 100;
     if (r < 55 && nlive < N) {
       size_t n = rand() % 4 == 0 ? (size_t)(rand() % (6 << 20)) + 1 : (size_t)(rand() % 70000) + 1;
-      int pool = rand() % 3;
+      int pool = rand() % 3, lend = rand() % 8 == 0;   /* one in eight: borrowed from graph pool 1 or 2 */
       size_t got = 0;
-      char *p = sr_pool_alloc(n, pool, &got);
+      char *p = lend ? sr_pool_alloc_lent(n, 1 + rand() % 2, &got) : sr_pool_alloc(n, pool, &got);
+      if (!p && lend) continue;   /* no free block of that size there */
       if (!p) { CHECK(0, "allocation of %zu failed", n); continue; }
+      CHECK(!lend || sr_pool_at(sr_pool_find(p))->lent, "a lent block marked");
+      nlent += lend;
       CHECK(got >= n && got == sr_pool_at(sr_pool_find(p))->size, "size %zu for a request of %zu", got, n);
       CHECK(inside(p, n), "block outside the driver's memory");
       memset(p, nlive & 0xff, n < 64 ? n : 64);
@@ -292,6 +327,7 @@ static void test_random(void) {
       CHECK(live[a].p + live[a].n <= live[b].p || live[b].p + live[b].n <= live[a].p, "live blocks %d and %d overlap", a, b);
   }
   CHECK(sr_pool_reserved() == held_bytes(), "reserved %zu, the driver holds %zu", sr_pool_reserved(), held_bytes());
+  CHECK(nlent > 100, "blocks were lent: %d", nlent);
   for (int a = 0; a < nlive; a++) sr_pool_free(live[a].p);
   sr_pool_release_free(1, 0); sr_pool_release_free(1, 1); sr_pool_release_free(1, 2);
   CHECK(nheld == 0 && sr_pool_reserved() == 0, "everything given back: %d allocations held", nheld);
@@ -306,6 +342,7 @@ int main(void) {
   test_no_carving();
   test_refusal();
   test_adopt();
+  test_lend();
   test_random();
   fresh();
   if (failures) { fprintf(stderr, "%d check(s) failed\n", failures); return 1; }

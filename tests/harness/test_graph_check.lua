@@ -106,10 +106,12 @@ T.case("graph check: the update probe evaluates at most 65,536 tokens of a batch
   end
 end)
 
--- a stand-in for a captured graph (the CPU has none): what verify calls, and whether it was restored
-local function fake_graph(log)
+-- a stand-in for a captured graph (the CPU has none): what verify calls, and whether it was restored;
+-- lent: the counts its lent() returns, one a call (then 0)
+local function fake_graph(log, lent)
   return {snapshot = function(_, where) log[#log + 1] = where == "host" and "snapshot host" or "snapshot"; return 64 end,
           replay = function() log[#log + 1] = "replay" end,
+          lent = function() return lent and table.remove(lent, 1) or 0 end,
           restore = function() log[#log + 1] = "restore" end,
           drop_snapshot = function() log[#log + 1] = "drop" end,
           free = function() log[#log + 1] = "free" end}
@@ -189,6 +191,29 @@ T.case("graph check: out of memory in the verification's eager step puts the sta
   local ok, err = pcall(st3.verify, st3, 4, batch)
   T.ok(not ok and tostring(err):find("attempt to call", 1, true), tostring(err))
   T.eq(table.concat(log3, ","), "snapshot,replay,restore,drop,snapshot host,eager,drop")
+end)
+
+T.case("graph check: memory the graph lent to eager work (SR_GRAPH_LEND) is free before a replay, else the run goes on eagerly", function()
+  local sr = require "speedrun"
+  local batch = {x = sr.zeros({2}), y = sr.zeros({2}), step = 4}
+  -- verified, then lent blocks in use at step 5: garbage collected (on the clock: finalizers are the
+  -- recipe's code), then free: replayed
+  local st, log = stepper()
+  T.ok(select(2, st:verify(4, batch)), "verified")
+  st.graph = fake_graph(log, {2, 0})
+  st.hold = function(on) log[#log + 1] = on and "hold" or "clock" end
+  for i = #log, 1, -1 do log[i] = nil end
+  st:run(5, batch.x, batch.y)
+  T.eq(table.concat(log, ","), "replay", "collected on the clock, then replayed")
+  -- still in use after the collection: the graph goes, the step runs eagerly, the reason says why
+  local st2, log2 = stepper()
+  st2:verify(4, batch)
+  st2.graph = fake_graph(log2, {1, 1})
+  for i = #log2, 1, -1 do log2[i] = nil end
+  local l = st2:run(5, batch.x, batch.y)
+  T.ok(l ~= nil and st2.graph == nil, "the step ran eagerly, the graph dropped")
+  T.eq(table.concat(log2, ","), "free,eager", "no replay")
+  T.ok(st2.G.reason:find("hold memory it lent them", 1, true) and st2.G.reason:find("step 5", 1, true), st2.G.reason)
 end)
 
 T.done()

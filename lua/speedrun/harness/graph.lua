@@ -290,6 +290,22 @@ function Step:verify(step, batch)
   return le, true
 end
 
+-- whether the graph may replay at `step`: no block of its memory lent to eager work beside it
+-- (SR_GRAPH_LEND: the verification's step and probes, audits, validation that found no room
+-- elsewhere) is in use. Garbage is collected first, on the clock (the recipe's finalizers may run
+-- in it: their work is the recipe's); a tensor that still holds one keeps the run eager from here
+-- (a replay would overwrite it)
+function Step:unlent(step)
+  local graph = self.graph
+  if graph:lent() == 0 then return true end
+  collectgarbage("collect")
+  local n = graph:lent()
+  if n == 0 then return true end
+  self:no_graph(fmt("%d tensor(s) made beside the graph hold memory it lent them (SR_GRAPH_LEND) at step %d: a replay "
+                    .. "would overwrite them", n, step), step)
+  return false
+end
+
 -- a replay on a copy of the batch; returns the loss and the static batch tensors
 function Step:replay(x, y)
   m_copy(self.gx, x)
@@ -353,7 +369,7 @@ function Step:run(step, x, y)
   if self.graph and not same_shape(shape_of(x), shape_of(self.gx)) then
     self:no_graph(fmt("the batch shape changed at step %d (a graph replays fixed shapes)", step), step)
   end
-  if self.graph and step - self.last_audit < AUDIT_EVERY then return self:replay(x, y) end
+  if self.graph and step - self.last_audit < AUDIT_EVERY and self:unlent(step) then return self:replay(x, y) end
   return self:eager(step, batch), x, y
 end
 
