@@ -110,6 +110,11 @@
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
 #              e.g. AB_SETTINGS="- SR_DOT_V2=1:SR_NORM_ACC=1") the registry rows $AB_ROWS, then records
 #              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
+#   lend       graph memory lending (SR_GRAPH_LEND=1, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
+#              records $LEND_RECORDS (default 19) against eager PyTorch (tasks/fidelity, NO_COMPILE=1 ACCUM=1, $FID_STEPS
+#              default 30) without and with lending, under a cap of $LEND_CAP bytes (default 79,000,000,000 on a
+#              card of more than 100 GB: an H100's room on an H200): whether the harness's graph survives beside the
+#              eager work (results.json cuda_graph) and the tokens/s it buys; needs runs/scripts
 #   rotary     kernels/rotary.cu's kernel 2 against kernel 1 (SR_ROTARY_V1=1): registry rows, then the
 #              rotary rows of record $ROT_RECORD's (default 5) full step profiled both ways
 #   ew         kernels/elementwise.cu's unary kernels with the function compiled in against the run-time
@@ -482,6 +487,21 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
     gemmalgos) # cuBLASLt's candidates timed against its heuristic's first (bench/gemm_algos.cu), record 12's GEMMs
       part gemmalgos 240 ./build/gemm_algos ${GEMM_ALGOS_M:-65536}
       cat "$LOG/gemmalgos.log" ;;
+    lend)   # graph memory lending, SR_GRAPH_LEND=1 (docs/cuda.md): the memlimit test, then records $LEND_RECORDS off and on
+      part lend_test 120 bash -c "cd tests && SPEEDRUN_TEST_TMP=/tmp/srtest ../build/speedrun run cuda/test_gpu_memlimit.lua"
+      tail -4 "$LOG/lend_test.log"
+      cap=${LEND_CAP:-}
+      [ -n "$cap" ] || { [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ] && cap=79000000000; }
+      for n in ${LEND_RECORDS:-19}; do
+        nn=$(printf %02d "$n")
+        for v in 0 1; do
+          part "lend_${nn}_$v" 300 env OUT="$LOG/lend_$v" SR_GRAPH_LEND=$v ${cap:+SPEEDRUN_CUDA_MEM_LIMIT=$cap} NO_COMPILE=1 ACCUM=1 \
+            PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True FID_LIMIT=280 bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-30}" "$n"
+          echo "-- record $n, SR_GRAPH_LEND=$v${cap:+, cap $cap}"
+          fidelity_summary "$LOG/lend_${nn}_$v.log"
+          grep -hE "^speedrun steps:" "$LOG/lend_${nn}_$v.log" | head -2
+        done
+      done ;;
     ab)     # engine settings side by side (ab_settings): rows and full steps under each of $AB_SETTINGS
       ab_settings ;;
     rotary) # rotary kernel 2 (16-byte accesses) against kernel 1 (SR_ROTARY_V1=1), record $ROT_RECORD (default 5)
