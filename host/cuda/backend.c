@@ -174,8 +174,9 @@ static void driver_release(void *p, void *ctx) {
 
 /* SR_GRAPH_LEND=1 (opt-in until it has run on a GPU): work beside a live graph that the device has
 ** no room for borrows the graph's free blocks (cuda/pool.h, Lending): the pools of the graphs that
-** have replayed at least once (a graph's first replay writes every block it reads first), newest
-** last. A replay refuses while a block lent from its pool is in use (sr_cuda_graph_replay). */
+** have replayed at least once (one freed before its first replay zeroes its live blocks,
+** abandon_pool: no lent block may be among them), newest last. A replay refuses while a block lent
+** from its pool is in use (sr_cuda_graph_replay). */
 enum { SR_LEND_MAX = 16 };
 static int lend_pools[SR_LEND_MAX], nlend;
 
@@ -543,7 +544,7 @@ const char *sr_cuda_graph_end(sr_cuda_graph **out) {
 
 const char *sr_cuda_graph_replay(sr_cuda_graph *g) {
   if (!g) return "cuda graph: NULL graph";
-  int lent = sr_pool_lent_live(g->pool);
+  int lent = lend_on() ? sr_pool_lent_live(g->pool) : 0;   /* none can be without lending */
   if (lent > 0) {
     snprintf(errbuf, sizeof errbuf, "cuda graph: %d block(s) of its memory lent to tensors made beside it are still in use "
              "(a replay would overwrite them)", lent);
