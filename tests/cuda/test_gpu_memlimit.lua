@@ -111,6 +111,7 @@ collectgarbage(); collectgarbage()
 local g = cuda.graph(step)
 print("captured", g.captured, g.reason)
 print("replay", g:replay():item())
+collectgarbage(); collectgarbage()   -- the capture's temporary given back to the graph's pool
 local ok, e = pcall(sr.ones, 8 << 20, {device = "cuda"})
 print("eager", ok, ok and e:sum():item() or tostring(e):match("^[^\n]*"))
 print("lent", g:lent())
