@@ -108,7 +108,7 @@
 #              each of cuBLASLt's heuristic's algorithms (up to 16) against its first; the step's GEMM time both ways
 #              (carried in .prebuilt as gemm_algos.xz; $GEMM_ALGOS_M tokens, default 65536)
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
-#              e.g. AB_SETTINGS="- SR_DOT_V2=1:SR_NORM_ACC=1") the registry rows $AB_ROWS, then records
+#              e.g. AB_SETTINGS="- SR_DOT_V1=1:SR_NORM_ACC=0") the registry rows $AB_ROWS, then records
 #              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
 #   lend       graph memory lending (SR_GRAPH_LEND=1, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
 #              records $LEND_RECORDS (default 19) against eager PyTorch (tasks/fidelity, NO_COMPILE=1 ACCUM=1, $FID_STEPS
@@ -190,7 +190,7 @@ ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry
 ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":" joins variables) runs the
   # registry rows $AB_ROWS, then records $AB_RECORDS' (default 12) full step profiled, replayed fused
   local var tag n r
-  for var in ${AB_SETTINGS:?AB_SETTINGS: the engine settings to compare, e.g. "- SR_DOT_V2=1:SR_NORM_ACC=1"}; do
+  for var in ${AB_SETTINGS:?AB_SETTINGS: the engine settings to compare, e.g. "- SR_DOT_V1=1:SR_NORM_ACC=0"}; do
     tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); [ "$var" = - ] && var=""
     [ -z "${AB_ROWS:-}" ] || { part "ab_rows_$tag" 180 env ${var//:/ } SR_TEST_DEVICE=cuda ./build/tests/test_gpu_registry $AB_ROWS
                                tail -"$(( $(wc -w <<<"$AB_ROWS") + 1 ))" "$LOG/ab_rows_$tag.log"; }
