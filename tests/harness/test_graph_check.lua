@@ -214,6 +214,15 @@ T.case("graph check: memory the graph lent to eager work (SR_GRAPH_LEND) is free
   T.ok(l ~= nil and st2.graph == nil, "the step ran eagerly, the graph dropped")
   T.eq(table.concat(log2, ","), "free,eager", "no replay")
   T.ok(st2.G.reason:find("hold memory it lent them", 1, true) and st2.G.reason:find("step 5", 1, true), st2.G.reason)
+  -- the verification's probe held lent memory: collected before the eager step asks for memory
+  local st3, log3 = stepper()
+  st3.graph = fake_graph(log3, {1})
+  local gc = collectgarbage
+  collectgarbage = function(...) log3[#log3 + 1] = "gc" return gc(...) end
+  local ok, le, done = pcall(st3.verify, st3, 4, batch)
+  collectgarbage = gc   -- the global again
+  T.ok(ok and le ~= nil and done, tostring(le))
+  T.eq(table.concat(log3, ","), "snapshot,replay,restore,drop,gc,snapshot host,eager,drop")
 end)
 
 T.done()

@@ -262,6 +262,9 @@ function Step:verify(step, batch)
   elseif not ok then
     error(l_r, 0)
   end
+  -- the probe's tensors in memory the graph lent them (SR_GRAPH_LEND) go back before the eager step
+  -- asks for it again (on the clock: a recipe's finalizers may run)
+  if graph:lent() > 0 then collectgarbage("collect") end
   local le, unfit = self:eager_beside(step, batch, hold)   -- the eager step may not fit beside the graph either
   if unfit then return self:unfit(unfit, step) end
   G.eager_steps = G.eager_steps + 1
