@@ -4,7 +4,8 @@
 -- TF32 forced) are removed from the child's environment of a restricted run (score) or a cold-cache one
 -- (calibrate, the tuner's confirmations), so its time does not depend on the shell it was started
 -- from; every variable the engine's sources read is either such a switch or named configuration;
--- and end to end, a restricted train's results.json names what its child lost.
+-- every switch is in docs/cuda.md's table of engine switches (and no other name); and end to end, a
+-- restricted train's results.json names what its child lost.
 local T = require "speedrun.testing"
 local json = require "speedrun.json"
 local process = require "speedrun.process"
@@ -57,6 +58,22 @@ T.case("every environment variable the engine reads is a switch or named configu
        "the scan finds the engine's variables")
   T.eq(table.concat(unknown, ", "), "", "unclassified: add each to supervise.ENGINE_SWITCHES or ENGINE_CONFIG")
   for n in pairs(sup.ENGINE_SWITCHES) do T.ok(not sup.ENGINE_CONFIG[n], n .. " is both") end
+  -- docs/cuda.md's table of engine switches names each switch the sources read, and no other
+  local doc = read("../docs/cuda.md") or ""
+  local section = doc:match("\n## Engine switches\n(.-)\n## ") or ""
+  local listed = {}
+  for row in section:gmatch("\n(| `[^\n]*)") do
+    for n in (row:match("^| ([^|]*) |") or ""):gmatch("`([A-Z0-9_]+)`") do
+      if n:match("^SR_") or n:match("^SPEEDRUN_") then listed[n] = true end
+    end
+  end
+  local missing, stale = {}, {}
+  for n in pairs(seen) do if sup.is_switch(n) and not listed[n] then missing[#missing + 1] = n end end
+  for n in pairs(listed) do if not seen[n] then stale[#stale + 1] = n end end
+  table.sort(missing) table.sort(stale)
+  T.ok(next(listed) ~= nil, "docs/cuda.md has its table of engine switches")
+  T.eq(table.concat(missing, ", "), "", "switches docs/cuda.md's table does not name")
+  T.eq(table.concat(stale, ", "), "", "docs/cuda.md's table names switches the engine does not read")
 end)
 
 T.case("spawn's env: false removes an inherited variable", function()
