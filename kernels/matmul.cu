@@ -254,8 +254,7 @@ static int tune_pick(const gemm_plan *p, const cublasLtMatmulHeuristicResult_t *
 // of its size), the choice remembered
 static void tune_plan(gemm_plan *p, const void *pa, const void *pb, void *po, float alpha, float beta, cudaStream_t s) {
   p->tuned = 1;
-  cudaStreamCaptureStatus cs;
-  if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) { cudaGetLastError(); return; }
+  if (sr_cuda_capturing()) return;
   double t0 = sr_cuda_setup_clock();
   const gemm_key &k = p->key;
   if (!sr_lt_algo_recall("gemm-t", &k, sizeof k, p->desc, p->la, p->lb, p->lc, &p->algo)) {

@@ -44,9 +44,7 @@ end)
 -- a step that makes a 32 MiB tensor, run once eagerly (its block then cached free in the ordinary
 -- pool), then captured under a 48 MiB cap: the capture's pool needs 32 MiB of its own, which fits
 -- only when the cached block went back first (records 19-20 at full scale: 61 GB cached, 2026-12-06)
-local capture_script = tmp .. "/memlimit_capture.lua"
-f = assert(io.open(capture_script, "w"))
-f:write([[
+local CAPTURED = [[
 local sr, cuda = speedrun, speedrun.cuda
 local function step() return sr.F.sum(sr.zeros(8 << 20, {device = "cuda"})) end
 step()
@@ -54,7 +52,10 @@ collectgarbage(); collectgarbage()
 local g = cuda.graph(step)
 print("captured", g.captured, g.reason)
 print("replay", g:replay():item())
-]])
+]]
+local capture_script = tmp .. "/memlimit_capture.lua"
+f = assert(io.open(capture_script, "w"))
+f:write(CAPTURED)
 f:close()
 
 T.case("a capture under the cap while the ordinary pool holds a free block: captured", function()
@@ -100,17 +101,10 @@ T.case("a capture with room for its logged step keeps the ordinary pool's cache"
 end)
 
 -- lending (SR_GRAPH_LEND=1, backend.c): a graph whose 32 MiB temporary fills a 48 MiB cap, replayed
--- once; an eager 32 MiB tensor beside it has no room but the graph's free block
+-- once (the capture case's script); an eager 32 MiB tensor beside it has no room but the graph's free block
 local lend_script = tmp .. "/memlimit_lend.lua"
 f = assert(io.open(lend_script, "w"))
-f:write([[
-local sr, cuda = speedrun, speedrun.cuda
-local function step() return sr.F.sum(sr.zeros(8 << 20, {device = "cuda"})) end
-step()
-collectgarbage(); collectgarbage()
-local g = cuda.graph(step)
-print("captured", g.captured, g.reason)
-print("replay", g:replay():item())
+f:write(CAPTURED .. [[
 collectgarbage(); collectgarbage()   -- the capture's temporary given back to the graph's pool
 local ok, e = pcall(sr.ones, 8 << 20, {device = "cuda"})
 print("eager", ok, ok and e:sum():item() or tostring(e):match("^[^\n]*"))
