@@ -71,6 +71,23 @@ __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float 
     for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
 }
 
+// dQ through shared memory (the backward's BULK): a warpgroup's own barrier (ids 1, 2; 0 is
+// __syncthreads'), and the bulk reduce-add of a row of f32 from shared to global memory (the TMA
+// unit adds it in L2: one instruction a row instead of a float2 atomic per thread and pair),
+// committed as a group; a thread waits for its groups' reads of shared memory before the buffer is
+// written again, and for all of them to complete before the block exits
+__device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)),
+               "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_read(void) { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// the BULK staging buffer's row stride in floats: 8 mod 32 banks, so a half-warp's float2 stores
+// (rows g, columns 2 t) meet no bank twice; rows stay 16-byte aligned for the bulk copy
+enum { DQ_LD = 136 };
+
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
@@ -189,7 +206,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-template <int NS, bool DQ, bool OVB, int NWG = 2>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -197,10 +214,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   flex_resolve(fm);
   constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
+  static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);                      // stage s: lse at 192 s, delta + 64, doc ids + 128
+  float *dqs = ld_s + 192 * NS;                                // BULK: the tile's dQ [64 queries][DQ_LD], f32
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -348,14 +367,30 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
+      if (BULK) {  // warpgroup wg's half of the tile's dQ into dqs, then a bulk add a row by 64 of its threads
+        int tw = threadIdx.x & 127;
+        if (tw < 64) bulk_wait_read();  // the tile before's reads of dqs are done
+        wg_bar(1 + wg);
+        float *s0 = dqs + (w * 16 + g) * DQ_LD + h * 64 + 2 * t;
 #pragma unroll
-      for (int i = 0; i < 8; i++) {
-        float *p = dq0 + h * 64 + i * 8;
-        atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
-        atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+        for (int i = 0; i < 8; i++) {
+          *(float2 *)(s0 + i * 8) = make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale);
+          *(float2 *)(s0 + 8 * DQ_LD + i * 8) = make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale);
+        }
+        wg_fence_smem();  // the writes visible to the bulk copy (the async proxy)
+        wg_bar(1 + wg);
+        if (tw < 64) bulk_add_f32(dqb + (int64_t)(qt0 + tw) * D + h * 64, dqs + tw * DQ_LD + h * 64, 64 * sizeof(float));
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+          float *p = dq0 + h * 64 + i * 8;
+          atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
+          atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+        }
       }
     }
   }
+  if (BULK && (threadIdx.x & 127) < 64) bulk_wait_all();  // no add may still read dqs when the block exits
   if (OVB) {  // the last tile's dK / dV products
     wg_wait<0>();
     wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
@@ -511,6 +546,13 @@ static int hopper_backward_one_wg(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_WG", "1");
 }
+// SR_FLEX_BWD_BULK=1 (dQ by atomics, blocks of two warpgroups): a tile's dQ staged in shared memory
+// and added to the accumulator a row at a time by the TMA unit's bulk reduce (FlashAttention-3's
+// way) instead of float2 atomics from every thread
+static int hopper_backward_bulk(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_BULK", "1");
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -520,20 +562,22 @@ extern "C" int sr_flex_hopper_split(void) {
 
 // the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
 // lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg) {
-  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float);
+static constexpr size_t bwd_smem(int ns, int nwg, bool bulk = false) {
+  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float) +
+         (bulk ? 64 * DQ_LD * sizeof(float) : 0);
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
+static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG>;
-  size_t smem = bwd_smem(NS, NWG);
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK>;
+  size_t smem = bwd_smem(NS, NWG, BULK);
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
     e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -553,6 +597,8 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   cudaError_t e;
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  if (dq_acc && hopper_backward_bulk())
+    return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   e = hopper_backward_overlap() ? dkdv<4, false, true>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
                                 : dkdv<NS, false, false>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
