@@ -110,7 +110,7 @@
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
 #              e.g. AB_SETTINGS="- SR_DOT_V1=1:SR_NORM_ACC=0") the registry rows $AB_ROWS, then records
 #              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
-#   lend       graph memory lending (SR_GRAPH_LEND=1, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
+#   lend       graph memory lending (the default; SR_GRAPH_LEND=0 off, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
 #              records $LEND_RECORDS (default 19) against eager PyTorch (tasks/fidelity, NO_COMPILE=1 ACCUM=1, $FID_STEPS
 #              default 30) without and with lending, under a cap of $LEND_CAP bytes (default 79,000,000,000 on a
 #              card of more than 100 GB: an H100's room on an H200): whether the harness's graph survives beside the
@@ -487,7 +487,7 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
     gemmalgos) # cuBLASLt's candidates timed against its heuristic's first (bench/gemm_algos.cu), record 12's GEMMs
       part gemmalgos 240 ./build/gemm_algos ${GEMM_ALGOS_M:-65536}
       cat "$LOG/gemmalgos.log" ;;
-    lend)   # graph memory lending, SR_GRAPH_LEND=1 (docs/cuda.md): the memlimit test, then records $LEND_RECORDS off and on
+    lend)   # graph memory lending (SR_GRAPH_LEND=0 off; docs/cuda.md): the memlimit test, then records $LEND_RECORDS off and on
       part lend_test 120 bash -c "cd tests && SPEEDRUN_TEST_TMP=/tmp/srtest ../build/speedrun run cuda/test_gpu_memlimit.lua"
       tail -4 "$LOG/lend_test.log"
       cap=${LEND_CAP:-}

@@ -172,7 +172,7 @@ static void driver_release(void *p, void *ctx) {
   sr_cuda_note_setup(SR_SETUP_DRIVER_FREE, sr_monotonic_s() - t0);
 }
 
-/* SR_GRAPH_LEND=1 (opt-in until it has run on a GPU): work beside a live graph that the device has
+/* Lending (on; SR_GRAPH_LEND=0 off): work beside a live graph that the device has
 ** no room for borrows the graph's free blocks (cuda/pool.h, Lending): the pools of the graphs that
 ** have replayed at least once (one freed before its first replay zeroes its live blocks,
 ** abandon_pool: no lent block may be among them), newest last. A replay refuses while a block lent
@@ -184,7 +184,7 @@ static int lend_on(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_GRAPH_LEND");
-    v = e && !strcmp(e, "1");
+    v = !(e && !strcmp(e, "0"));
   }
   return v;
 }

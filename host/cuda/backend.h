@@ -92,7 +92,7 @@ int sr_cuda_capturing(void);          /* 1 between begin and end */
 const char *sr_cuda_graph_snapshot(sr_cuda_graph *g, int host, size_t *nbytes);
 const char *sr_cuda_graph_restore(sr_cuda_graph *g);
 void sr_cuda_graph_drop_snapshot(sr_cuda_graph *g);
-/* SR_GRAPH_LEND=1: ordinary work the device has no room for borrows free blocks of the graphs that
+/* lending (SR_GRAPH_LEND=0 turns it off): ordinary work the device has no room for borrows free blocks of the graphs that
 ** have replayed (their temporaries, rewritten by each replay before they are read); the blocks
 ** lent from g's pool still in use, while which g:replay refuses (the harness collects garbage,
 ** then goes on without the graph) */

@@ -1,7 +1,7 @@
 -- SPEEDRUN_CUDA_MEM_LIMIT caps what the CUDA allocator holds: an allocation over the cap fails
 -- with an out-of-memory error (the harness's GPU memory limit), one under it succeeds; a CUDA
 -- graph's capture is not refused for blocks the ordinary pool holds free (it gives them back);
--- with SR_GRAPH_LEND=1 eager work beside a replayed graph borrows the graph's free memory when the
+-- with lending (the default; SR_GRAPH_LEND=0 off) eager work beside a replayed graph borrows the graph's free memory when the
 -- cap leaves no other, and the graph refuses to replay until that tensor is gone.
 local sr = require "speedrun"
 local T = require "speedrun.testing"
@@ -100,7 +100,7 @@ T.case("a capture with room for its logged step keeps the ordinary pool's cache"
   T.ok(not out:find("frees\t0\n", 1, true), "the cached blocks were given back: " .. out)
 end)
 
--- lending (SR_GRAPH_LEND=1, backend.c): a graph whose 32 MiB temporary fills a 48 MiB cap, replayed
+-- lending (the default, backend.c): a graph whose 32 MiB temporary fills a 48 MiB cap, replayed
 -- once (the capture case's script); an eager 32 MiB tensor beside it has no room but the graph's free block
 local lend_script = tmp .. "/memlimit_lend.lua"
 f = assert(io.open(lend_script, "w"))
@@ -118,16 +118,16 @@ print("replay after", g:replay():item())
 ]])
 f:close()
 
-T.case("SR_GRAPH_LEND=1: eager work beside a replayed graph borrows its free memory; no replay while it is held", function()
-  local out = run_script(lend_script, cap(48 << 20) .. " SR_GRAPH_LEND=1")
+T.case("lending: eager work beside a replayed graph borrows its free memory; no replay while it is held", function()
+  local out = run_script(lend_script, cap(48 << 20))
   T.ok(out:find("captured\ttrue", 1, true) and out:find("replay\t0", 1, true), out)
   T.ok(out:find("eager\ttrue\t8388608", 1, true), "the eager tensor made in the graph's memory, its values right: " .. out)
   T.ok(out:find("lent\t1\n", 1, true), out)
   T.ok(out:find("replay with it\tfalse\tcuda graph: 1 block(s) of its memory lent", 1, true), "refused: " .. out)
   T.ok(out:find("lent after\t0", 1, true) and out:find("replay after\t0", 1, true) and out:find("rc=0", 1, true),
        "collected: replayed, its own result again: " .. out)
-  -- without lending the eager tensor finds no room
-  out = run_script(lend_script, cap(48 << 20))
+  -- without lending (SR_GRAPH_LEND=0) the eager tensor finds no room
+  out = run_script(lend_script, cap(48 << 20) .. " SR_GRAPH_LEND=0")
   T.ok(out:find("eager\tfalse", 1, true) and out:find("out of memory", 1, true), out)
 end)
 
