@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -215,6 +215,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
+  static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [BK keys][64 queries], core layout
@@ -260,18 +261,25 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
   int cur = 0;  // the stage of rg's entry 0
+  // the tile AHEAD on loaded (one commit group a tile, empty past the last). LATE: after the tile's
+  // S and dP products are issued, so the tensor cores work while its copies queue (Nsight Compute,
+  // 2026-12-07: the copies' issue held the products back, 36 % of the stall samples)
+  auto ahead = [&]() {
+    if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
+    cp_async_commit();
+  };
   for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
     cp_async_wait<AHEAD - 1>();
     wg_fence_smem();
     __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
-    if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
-    cp_async_commit();
     int qt0 = rg.s0[0];
     bool part = rg.part[0];
+    if (!LATE) ahead();
     const bf16 *Qs = QS + 2 * cur * QT, *dOs = Qs + QT;
     const float *lse_s = ld_s + 192 * cur, *delta_s = lse_s + 64;
     const int32_t *qd = (const int32_t *)(lse_s + 128);
     bool live = !part || !flex_dead(fm, qt0, BQ, kw, 64);  // some key of this warpgroup is seen by the tile
+    if (LATE && !live) ahead();
     if (live) {
       float Sp[32], dP[32];  // S^T and dP^T: the first product of each ignores them (scale-d 0)
 #pragma unroll
@@ -284,6 +292,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
       }
       wg_commit();
+      if (LATE) ahead();
       wg_wait<0>();  // OVB: also the tile before's dK / dV products
       wg_keep(Sp);
       wg_keep(dP);
@@ -553,6 +562,12 @@ static int hopper_backward_bulk(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_BULK", "1");
 }
+// SR_FLEX_BWD_LATE=1 (dQ by atomics, blocks of two warpgroups): the next Q / dO tile's copies issued
+// after the tile's S and dP products instead of before them
+static int hopper_backward_late(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_LATE", "1");
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -572,11 +587,11 @@ static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgrou
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK>;
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE>;
   size_t smem = bwd_smem(NS, NWG, BULK);
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
@@ -597,6 +612,8 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   cudaError_t e;
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  if (dq_acc && hopper_backward_late())
+    return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (dq_acc && hopper_backward_bulk())
     return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
