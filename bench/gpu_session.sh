@@ -373,7 +373,7 @@ for p in $PARTS; do
     fidelity)   # one part per record, so a slow record cannot starve the next; summary lines at the end
       for n in ${FID_RECORDS:-2 3 4 5}; do
         nn=$(printf %02d "$n"); lim=${FID_LIMIT:-$( [ "$n" -ge 12 ] && echo 420 || echo 280 )}
-        part "fidelity_$nn" "$(( lim + 20 ))" env OUT="$LOG/fidelity" FID_LIMIT="$lim" \
+        part "fidelity_$nn" "$(( lim + 45 ))" env OUT="$LOG/fidelity" FID_LIMIT="$lim" \
           bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-50}" "$n"
         fidelity_summary "$LOG/fidelity_$nn.log"
       done
@@ -524,7 +524,7 @@ print("val_loss %.4f (eval/train time per token %.2f)" % (m["val_loss"], m["eval
     speed)
       for n in ${SPEED_RECORDS:-1 5}; do
         nn=$(printf %02d "$n")
-        part "speed_fid_$nn" "$(( ${FID_LIMIT:-280} + 20 ))" env OUT="$LOG/speed" ACCUM="${ACCUM:-1}" FID_LIMIT="${FID_LIMIT:-280}" \
+        part "speed_fid_$nn" "$(( ${FID_LIMIT:-280} + 45 ))" env OUT="$LOG/speed" ACCUM="${ACCUM:-1}" FID_LIMIT="${FID_LIMIT:-280}" \
           bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-30}" "$n"
         fidelity_summary "$LOG/speed_fid_$nn.log"
         part "speed_prof_$nn" 240 ./build/speedrun run bench/profile_recipe.lua "tasks/record_$nn/recipe.lua" --scale full \

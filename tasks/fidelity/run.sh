@@ -25,7 +25,7 @@ EXTRA=(); [ "${NO_COMPILE:-0}" = 1 ] && EXTRA+=(--no-compile)
 for x in ${FID_EXPERIMENT:-}; do EXTRA+=(--experiment "$x"); done   # patches.py EXPERIMENTS
 mkdir -p "$OUT"
 "$SR" run "$HERE/ours.lua" init "$RECIPE" "$OUT/init.srw" --scale full --device cuda
-python3 "$HERE/torch_side.py" --script "$SCRIPT" --record "$N" --weights "$OUT/init.srw" \
+bash "$HERE/waited.sh" python3 "$HERE/torch_side.py" --script "$SCRIPT" --record "$N" --weights "$OUT/init.srw" \
   --train-files "$DATA/*_train_*.bin" --val-files "$DATA/*_val_*.bin" \
   --steps "$STEPS" --accum "$ACCUM" --out "$OUT/torch.json" "${EXTRA[@]}"
 [ "${FID_TORCH_ONLY:-0}" = 1 ] && exit 0

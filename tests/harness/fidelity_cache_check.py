@@ -7,10 +7,13 @@ read_caches joins them back from FID_COMPILE_CACHE_FROM byte for byte, reads a p
 leaves out a set with a part missing (compiled as if absent), reads sets 0 and K in order and names
 the next index; a save after loading writes nothing when the artifacts are the loaded ones again
 (within 1 %); a SIGTERM (a time limit) saves the artifacts made so far and exits 143
-(keep_on_term). Prints "cache ok".
+(keep_on_term), and tasks/fidelity/waited.sh holds its caller's `timeout` until that save is done
+(run as a child of it: `fidelity_cache_check.py TMPDIR --child`). Prints "cache ok".
 """
 import os
+import random
 import signal
+import subprocess
 import sys
 import time
 import types
@@ -19,11 +22,16 @@ tmp = sys.argv[1]
 fake = types.ModuleType("torch")   # what torch_side's imports (convert.py) touch at load time
 for name in ("float32", "float64", "bfloat16", "float16", "int32", "int64", "uint16", "int8", "uint8"):
     setattr(fake, name, name)
-art = os.urandom(20 << 20) + b"artifact" * (20 << 17)
+art = random.Random(7).randbytes(20 << 20) + b"artifact" * (20 << 17)   # the --child's too
 fake.compiler = types.SimpleNamespace(save_cache_artifacts=lambda: (art, None))
 sys.modules["torch"] = fake
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tasks", "fidelity"))
 import torch_side  # noqa: E402
+
+if sys.argv[2:] == ["--child"]:   # a PyTorch side that a time limit stops while it compiles
+    torch_side.keep_on_term(torch_side.mega_cache_path(21))
+    time.sleep(60)
+    sys.exit(0)
 
 out, back, plain = (os.path.join(tmp, d) for d in ("out", "back", "plain"))
 os.environ["FID_COMPILE_CACHE"] = out
@@ -69,4 +77,12 @@ _, status = os.waitpid(pid, 0)
 assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 143, status
 os.environ["FID_COMPILE_CACHE_FROM"] = term
 assert torch_side.read_caches(20)[0][0][1] == art, "the artifacts saved on SIGTERM"
+# through waited.sh (as run.sh runs torch_side.py) under a 1-s `timeout`: the artifacts are
+# there when timeout returns (without waited.sh's wait the shell dies at once and they come later)
+waited = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tasks", "fidelity", "waited.sh")
+os.environ["FID_COMPILE_CACHE"] = os.path.join(tmp, "waited")
+os.environ.pop("FID_COMPILE_CACHE_FROM")
+r = subprocess.run(["timeout", "1", "bash", waited, sys.executable, os.path.abspath(__file__), tmp, "--child"])
+assert r.returncode == 124, r.returncode
+assert torch_side.read_caches(21)[0][0][1] == art, "the artifacts saved before the time limit's timeout returned"
 print("cache ok")

@@ -141,7 +141,7 @@ if has_python then
 end
 
 if has_python then
-  T.case("torch_side.py's compile caches: xz parts of <= 15 MiB, joined back, a cut set ignored", function()
+  T.case("torch_side.py's compile caches: xz parts of <= 15 MiB, joined back, a cut set ignored, saved on a time limit before its timeout returns (waited.sh)", function()
     local dir = (os.getenv("SPEEDRUN_TEST_TMP") or "/tmp") .. "/fidelity-cache"
     os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
     local ok, out = run("python3 harness/fidelity_cache_check.py " .. sh(dir))
