@@ -93,12 +93,13 @@ enum { DQ_LD = 136 };
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
 // both warpgroups compute every tile (a dead one is all -inf for a warpgroup: P 0, alpha 1, its sums
 // unchanged to the bit). The sums are the same operations in the same order as without OV.
-template <int NS, int NWG, bool OV>
+template <int NS, int NWG, bool OV, bool LATE = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as) {
   flex_resolve(fm);
   constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
+  static_assert(!(LATE && OV), "LATE: the overlapped forward issues P V beside S");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
@@ -132,21 +133,31 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   int cur = 0, prev = -1;  // the stage of rg's entry 0; OV: the stage of the tile whose P V is pending
+  // the tile AHEAD on loaded (one commit group a tile, empty past the last); LATE (SR_FLEX_FWD_LATE=1):
+  // after the tile's S products are issued, so the tensor cores work while its copies queue (the
+  // backward's profile, 2026-12-07: 36 % of its stall samples at the copies' issue)
+  auto ahead = [&]() {
+    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
+    cp_async_commit();
+  };
   for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
     cp_async_wait<AHEAD - 1>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
     wg_fence_smem();             // this thread's cp.async writes, seen by the products (async proxy)
     __syncthreads();             // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back is free
-    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
-    cp_async_commit();
     int k0 = rg.s0[0];
     bool part = rg.part[0];
-    if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
+    if (!LATE) ahead();
+    if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) {  // none of this warpgroup's rows sees the tile
+      if (LATE) ahead();
+      continue;
+    }
     const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
 #pragma unroll
     for (int i = 0; i < 32; i++) S[i] = 0.f;
     wg_fence();
     fwd_scores<BQ>(S, Qs, Ks, wg);
     wg_commit();
+    if (LATE) ahead();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
       av_issue(O, a, KV + (2 * prev + 1) * KT);
       wg_commit();
@@ -542,6 +553,12 @@ static int hopper_forward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
 }
+// SR_FLEX_FWD_LATE=1: the forward's next K / V tile's copies issued after the tile's S products
+// instead of before them (blocks of two warpgroups, not overlapped)
+static int hopper_forward_late(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_FWD_LATE", "1");
+}
 // SR_FLEX_BWD_OVERLAP=1 (with the split): the dK / dV kernel's products of a tile run on beside the
 // next tile's (flex_backward_hopper_kernel's OVB), four stages
 static int hopper_backward_overlap(void) {
@@ -627,14 +644,14 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-template <int NS, int NWG, bool OV = false>
+template <int NS, int NWG, bool OV = false, bool LATE = false>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
                               flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, LATE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem);
   if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<NS, NWG, OV><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
+  flex_forward_hopper_kernel<NS, NWG, OV, LATE><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
       out, lse, q, k, v, T, scale_log2, fm, as);
   return cudaGetLastError();
 }
@@ -650,6 +667,9 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   if (hopper_forward_overlap()) return forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  if (hopper_forward_late())
+    return hopper_stages() == 2 ? forward_ns<2, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
+                                : forward_ns<3, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   return hopper_stages() == 2 ? forward_ns<2, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
                               : forward_ns<3, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
 }
