@@ -29,6 +29,8 @@
 #              regexes over the demangled names (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel
 #              flex_forward_hopper_kernel; records 1-11's dense backward: "flash_attention_backward_kernel2<64");
 #              FLEXPROF_SASS=1 adds each one's instruction-level page ($OUT/flexprof/*.csv, bench/sass_stalls.py)
+#   wgmmatest  tests/cuda/test_gpu_wgmma alone (seconds): kernels/wgmma.cuh's products in the core-matrix and
+#              the 128-byte swizzled layouts, and a TMA load (kernels/tma.cuh) against sw128_off
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
@@ -285,6 +287,9 @@ for p in $PARTS; do
           ncu -i "/tmp/sass_$fn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$fn.csv"
           echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$fn.csv") lines ($fn.csv)"; done'
         cat "$LOG/flexsass.log" | tail -8; } ;;
+    wgmmatest)  # tests/cuda/test_gpu_wgmma alone: the products in both shared-memory layouts, a TMA load
+      part wgmmatest 60 ./build/tests/test_gpu_wgmma
+      cat "$LOG/wgmmatest.log" ;;
     wgmma)  # Hopper's warpgroup MMA (kernels/wgmma.cuh) against a host reference, then the flex
       # kernels built on it (kernels/hopper/, SR_FLEX_WGMMA=1), each variant of $WGMMA_VARIANTS its own part
       # (a variant's settings joined by ":"): registry rows, test_gpu_flex and the speed table; the

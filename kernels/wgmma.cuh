@@ -41,11 +41,28 @@ struct core_chunks {
   __host__ __device__ static int col(unsigned tid) { return (int)(tid & 15) * 8; }
   __host__ __device__ static int off(unsigned tid, int i) { return wg_off(row(tid, 0), col(tid), ROWS) + i * SSTEP; }
 };
+// The 128-byte swizzled layout (PTX ISA's 128B swizzling mode; what TMA's CU_TENSOR_MAP_SWIZZLE_128B
+// writes for boxes of 64 bf16 columns, kernels/tma.cuh): a tile of R rows x C columns (C a multiple
+// of 64) as C / 64 panels of R rows of 128 bytes, panel p at element p R 64; in row r the 16-byte
+// chunk j lies at chunk j ^ (r % 8). The tile starts 1024-byte aligned (the XOR takes address bits
+// 7-9 into bits 4-6). Read as
+//   a K-major operand: SBO = 1024 B (the next 8 rows), LBO unused (encoded 1); the k16 slice kk at
+//     panel kk / 4, 32 (kk % 4) bytes in (the hardware applies the XOR to the address it forms);
+//   an MN-major operand (rows K, columns MN): LBO = R 128 B (the next 64 columns: the next panel),
+//     SBO = 1024 B (the next 8 rows of K); the k16 slice kk 2048 kk bytes in.
+__host__ __device__ __forceinline__ int sw128_off(int r, int c, int R) {
+  return (c >> 6) * R * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
+}
 // the matrix descriptor of the tile slice at shared address p (no swizzle, base offset 0)
 __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
   return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16) |
          ((uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32);
+}
+// the same for the 128-byte swizzled layout (layout type 1 in bits 62-63; base offset 0: the tile is
+// 1024-byte aligned)
+__device__ __forceinline__ uint64_t wg_desc_sw128(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  return wg_desc(p, lbo_bytes, sbo_bytes) | (1ull << 62);
 }
 // before the first product of a group, and after registers it reads (accumulators, A) were written
 __device__ __forceinline__ void wg_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

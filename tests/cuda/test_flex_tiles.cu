@@ -183,7 +183,25 @@ static void core_chunks_once(void) {
   for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "core chunk copied once", ROWS, (int)k / 16, NT, seen[k]);
 }
 
+// sw128_off (wgmma.cuh): the 128-byte swizzled layout is CuTe's Swizzle<3, 4, 3> (address bits 4-6
+// XOR bits 7-9) applied to panels of R rows of 128 bytes; each element of an R x C tile once
+template <int R, int C>
+static void sw128_once(void) {
+  std::vector<int> seen(R * C, 0);
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) {
+      int o = sw128_off(r, c, R), lin = ((c / 64) * R + r) * 128 + (c % 64) * 2;
+      check(o >= 0 && o < R * C, "swizzled offset in the tile", R, r, C, c);
+      check(o * 2 == (lin ^ (((lin >> 7) & 7) << 4)), "swizzled offset is Swizzle<3,4,3>", R, r, C, c);
+      if (o >= 0 && o < R * C) seen[o]++;
+    }
+  for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "swizzled offset taken once", R, (int)k, C, seen[k]);
+}
+
 int main(void) {
+  sw128_once<64, 128>();   // a Q / dO / K / V tile of 64 rows
+  sw128_once<128, 64>();   // V of 128 keys, one panel
+  sw128_once<128, 128>();
   core_chunks_once<64, 128>();   // one warpgroup: the forward's K, V and Q tiles; the backward's K, V, Q, dO
   core_chunks_once<64, 256>();   // two warpgroups: K, V tiles; the backward's Q, dO
   core_chunks_once<128, 256>();  // ... Q; the backward's K, V
