@@ -19,7 +19,8 @@
 */
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
-#include "wgmma.cuh"         // defines: wg_off, wg_desc, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
+#include "tma.cuh"           // defines: sr_tma_map_bf16, mbar_init, mbar_expect, mbar_wait, tma_load_4d
+#include "wgmma.cuh"         // defines: wg_off, sw128_off, wg_desc, wg_desc_sw128, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
 
 // ROWS rows x 128 of a [T, 128] bf16 matrix (row stride ld) from row row0 into the core-matrix
 // layout (tile of ROWS rows), by a block of NT threads (core_chunks, wgmma.cuh). Every tile lies
@@ -217,21 +218,35 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false>
+// q's heads lie closer together than its rows ([B, T, H, D]): the TMA maps take the head dimension
+// first (their strides ascending), so the kernel gives the coordinates in that order
+__host__ __device__ __forceinline__ bool q_heads_first(const att_strides &as) { return as.s[2][1] < as.s[2][2]; }
+
+// TMA (SR_FLEX_BWD_TMA=1, with the atomics, two warpgroups): each Q / dO tile loaded by one thread's
+// four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
+// layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
+// tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
-                                                                      float scale, flex_mask fm, att_strides as) {
+                                                                      float scale, flex_mask fm, att_strides as,
+                                                                      const __grid_constant__ CUtensorMap tmq,
+                                                                      const __grid_constant__ CUtensorMap tmdo) {
   flex_resolve(fm);
   constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
   static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
+  static_assert(!TMA || (DQ && NWG == 2 && !BULK && !LATE), "TMA: the default backward's loads only");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
-  bf16 *dSt = QS + 2 * NS * QT;                                // dS^T [BK keys][64 queries], core layout
-  float *ld_s = (float *)(dSt + BK * BQ);                      // stage s: lse at 192 s, delta + 64, doc ids + 128
-  float *dqs = ld_s + 192 * NS;                                // BULK: the tile's dQ [64 queries][DQ_LD], f32
+  // TMA: the swizzled tiles start 1024-byte aligned (the block's shared memory has 1 KB to spare for it)
+  unsigned char *sb = TMA ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
+  bf16 *Ks = (bf16 *)sb, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
+  bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
+  float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
+  float *dqs = ld_s + 192 * NS;                         // BULK: the tile's dQ [64 queries][DQ_LD], f32
+  uint64_t *bars = (uint64_t *)dqs;                     // TMA: stage s's mbarrier
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -241,9 +256,26 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float scale_log2 = scale * LOG2E;
   flex_tiles tl(fm, NWG == 2 ? blockIdx.x : blockIdx.x >> 1, 1);  // the kv block of 128 keys
+  if (TMA) {  // one arrival a phase: the copies' issuer's
+    if (threadIdx.x == 0)
+      for (int s2 = 0; s2 < NS; s2++) mbar_init(&bars[s2], 1);
+    __syncthreads();
+  }
   auto load_q = [&](int q0, int stg) {
-    load_core_async<BQ, NT>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
-    load_core_async<BQ, NT>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
+    if (TMA) {
+      if (threadIdx.x == 0) {  // Q then dO, each its two 64-column panels (coordinates: column, then row and
+        bf16 *d = QS + 2 * stg * QT;  // head in the order of their strides (qdo_maps), batch)
+        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = q_heads_first(as) ? hh : q0, x2 = q_heads_first(as) ? q0 : hh;
+        mbar_expect(&bars[stg], 2 * QT * (uint32_t)sizeof(bf16));
+        tma_load_4d(d, &tmq, 0, x1, x2, bb, &bars[stg]);
+        tma_load_4d(d + 64 * 64, &tmq, 64, x1, x2, bb, &bars[stg]);
+        tma_load_4d(d + QT, &tmdo, 0, x1, x2, bb, &bars[stg]);
+        tma_load_4d(d + QT + 64 * 64, &tmdo, 64, x1, x2, bb, &bars[stg]);
+      }
+    } else {
+      load_core_async<BQ, NT>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
+      load_core_async<BQ, NT>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
+    }
     int r = q0 + (threadIdx.x & 63);
     if (threadIdx.x < 128) cp_async4(&ld_s[192 * stg + threadIdx.x], (threadIdx.x < 64 ? lse_b : delta_b) + r, true);
     if (fm.doc && threadIdx.x < 64) cp_async4(&ld_s[192 * stg + 128 + threadIdx.x], fm.doc + r, true);
@@ -279,8 +311,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
     cp_async_commit();
   };
-  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
+  // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
+  for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     cp_async_wait<AHEAD - 1>();
+    if (TMA) mbar_wait(&bars[cur], (uint32_t)(it / NS) & 1u);
     wg_fence_smem();
     __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
     int qt0 = rg.s0[0];
@@ -298,7 +332,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       wg_fence();                                                  // (ptxas would serialize them)
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) {
-        uint64_t dq_desc = wg_desc(Qs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128), do_desc = wg_desc(dOs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
+        // Q, dO K-major (TMA: swizzled, the k16 slice kk in panel kk / 4, 32 (kk % 4) bytes in)
+        uint64_t dq_desc = TMA ? wg_desc_sw128(Qs + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
+                               : wg_desc(Qs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
+                 do_desc = TMA ? wg_desc_sw128(dOs + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
+                               : wg_desc(dOs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
         wg_m64n64k16_ss<0>(Sp, wg_desc(Ks + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), dq_desc, kk > 0);
         wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
       }
@@ -332,8 +370,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       for (int h = 0; h < 2; h++)
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {  // B: dO / Q MN-major (rows = queries, the k16 slice kk; columns half h of D)
-          wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc(dOs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
-          wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc(Qs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
+          // (TMA: swizzled, half h is panel h, the slice 16 rows of 128 B on)
+          wg_m64n64k16_rs<1>(dV[h], ap[kk], TMA ? wg_desc_sw128(dOs + h * 64 * 64 + kk * 16 * 64, BQ * 128, 1024)
+                                                : wg_desc(dOs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
+          wg_m64n64k16_rs<1>(dK[h], as2[kk], TMA ? wg_desc_sw128(Qs + h * 64 * 64 + kk * 16 * 64, BQ * 128, 1024)
+                                                 : wg_desc(Qs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
         }
       wg_commit();
 #pragma unroll
@@ -585,6 +626,35 @@ static int hopper_backward_late(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_LATE", "1");
 }
+// SR_FLEX_BWD_TMA=1 (dQ by atomics, blocks of two warpgroups): the Q / dO tiles loaded by TMA into
+// the 128-byte swizzled layout (flex_backward_hopper_kernel's TMA); a map the driver refuses keeps
+// the cp.async kernel
+static int hopper_backward_tma(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_TMA", "1");
+}
+// the maps of q and dout through their strides (att_strides: batch, head, row, in elements): dims
+// {128, rows T, heads H, batch B}, rows and heads in the order of their strides (q_heads_first), boxes
+// of 64 columns x 64 rows; NULL, or why not (the first refusal said on stderr once: the cp.async
+// kernel runs instead)
+static const char *qdo_maps(CUtensorMap *tm, const bf16 *q, const bf16 *dout, int T, const att_strides &as, int64_t BH) {
+  const bf16 *base[2] = {q, dout};
+  const int j[2] = {2, 5};
+  bool hf = q_heads_first(as);
+  const char *err = (as.s[5][1] < as.s[5][2]) != hf ? "tma: q and dout order their rows and heads differently" : NULL;
+  for (int i = 0; i < 2 && !err; i++) {
+    const int64_t *st = as.s[j[i]];
+    uint64_t B = (uint64_t)(BH / as.H), rs = (uint64_t)st[2] * sizeof(bf16), hs = (uint64_t)st[1] * sizeof(bf16);
+    uint64_t bs = B > 1 ? (uint64_t)st[0] * sizeof(bf16) : (rs * T > hs * as.H ? rs * T : hs * as.H);  // one batch: any
+    uint64_t dims[4] = {128, hf ? (uint64_t)as.H : (uint64_t)T, hf ? (uint64_t)T : (uint64_t)as.H, B};
+    uint64_t strides[3] = {hf ? hs : rs, hf ? rs : hs, bs};
+    uint32_t box[4] = {64, hf ? 1u : 64u, hf ? 64u : 1u, 1};
+    err = sr_tma_map_bf16(&tm[i], base[i], 4, dims, strides, box);
+  }
+  static int said;
+  if (err && !said++) fprintf(stderr, "speedrun: SR_FLEX_BWD_TMA: %s; the cp.async backward runs\n", err);
+  return err;
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -594,27 +664,30 @@ extern "C" int sr_flex_hopper_split(void) {
 
 // the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
 // lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg, bool bulk = false) {
+static constexpr size_t bwd_smem(int ns, int nwg, bool bulk = false, bool tma = false) {
   return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float) +
-         (bulk ? 64 * DQ_LD * sizeof(float) : 0);
+         (bulk ? 64 * DQ_LD * sizeof(float) : 0) + (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instance fits a block");
+static_assert(bwd_smem(3, 2, false, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
-                        flex_mask fm, att_strides as, cudaStream_t s) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE>;
-  size_t smem = bwd_smem(NS, NWG, BULK);
+                        flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA>;
+  size_t smem = bwd_smem(NS, NWG, BULK, TMA);
+  CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
     e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
-  kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as);
+  kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as,
+                                                       tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
 
@@ -629,6 +702,10 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   cudaError_t e;
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  CUtensorMap tm[2];
+  if (dq_acc && hopper_backward_tma() && !qdo_maps(tm, q, dout, T, as, BH))
+    return dkdv<NS, true, false, 2, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
+                                                        as, s, tm);
   if (dq_acc && hopper_backward_late())
     return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (dq_acc && hopper_backward_bulk())
