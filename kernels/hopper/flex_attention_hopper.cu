@@ -38,26 +38,32 @@ __device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t 
   for (int i = 0; i < CC::IT; i++, g += step) cp_async16_all(sp + i * CC::SSTEP * (int)sizeof(bf16), g);
 }
 
-// S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major)
-template <int BQ>
+// S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major;
+// SW: K in the 128-byte swizzled layout, the k16 slice kk in panel kk / 4, 32 (kk % 4) bytes in)
+template <int BQ, bool SW = false>
 __device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const bf16 *Ks, int wg) {
 #pragma unroll
   for (int kk = 0; kk < 8; kk++)
     wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
-                       wg_desc(Ks + kk * 2 * 8 * 64, 64 * 16, 128), kk > 0);
+                       SW ? wg_desc_sw128(Ks + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
+                          : wg_desc(Ks + kk * 2 * 8 * 64, 64 * 16, 128), kk > 0);
 }
 // O += A B issued: A (bf16 fragments of 64 keys' k16 slices: P, or dS), B a 64-row tile read MN-major
-// (V, or K for dQ), each half of D
+// (V, or K for dQ), each half of D (SW: swizzled, half h is panel h, the slice 16 rows of 128 B on)
+template <bool SW = false>
 __device__ __forceinline__ void av_issue(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *B) {
 #pragma unroll
   for (int h = 0; h < 2; h++)
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc(B + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
+    for (int kk = 0; kk < 4; kk++)
+      wg_m64n64k16_rs<1>(O[h], a[kk], SW ? wg_desc_sw128(B + h * 64 * 64 + kk * 16 * 64, 64 * 128, 1024)
+                                         : wg_desc(B + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
 }
 // the same, waited for: O holds the sum on return
+template <bool SW = false>
 __device__ __forceinline__ void av_sync(float (&O)[2][32], uint32_t (&a)[4][4], const bf16 *B) {
   wg_fence();
-  av_issue(O, a, B);
+  av_issue<SW>(O, a, B);
   wg_commit();
   wg_wait<0>();
   wg_keep(O[0]);
@@ -89,21 +95,34 @@ __device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bul
 // (rows g, columns 2 t) meet no bank twice; rows stay 16-byte aligned for the bulk copy
 enum { DQ_LD = 136 };
 
+// the streamed tensor of att_strides' index 2 (the forward's k, the backward's q) has its heads closer
+// together than its rows ([B, T, H, D]): the TMA maps (tile_maps) take the head dimension first, their
+// strides ascending, so the kernels give the coordinates in that order
+__host__ __device__ __forceinline__ bool heads_first(const att_strides &as) { return as.s[2][1] < as.s[2][2]; }
+
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
 // both warpgroups compute every tile (a dead one is all -inf for a warpgroup: P 0, alpha 1, its sums
 // unchanged to the bit). The sums are the same operations in the same order as without OV.
-template <int NS, int NWG, bool OV, bool LATE = false>
+// TMA (SR_FLEX_FWD_TMA=1; two warpgroups, not overlapped): each K / V tile loaded by one thread's four
+// bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
+// backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
+template <int NS, int NWG, bool OV, bool LATE = false, bool TMA = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
-                                                                     att_strides as) {
+                                                                     att_strides as, const __grid_constant__ CUtensorMap tmk,
+                                                                     const __grid_constant__ CUtensorMap tmv) {
   flex_resolve(fm);
   constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
   static_assert(!(LATE && OV), "LATE: the overlapped forward issues P V beside S");
+  static_assert(!TMA || (!OV && NWG == 2 && !LATE), "TMA: the default forward's loads only");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
+  // TMA: the swizzled tiles start 1024-byte aligned (1 KB to spare for it)
+  unsigned char *sb = TMA ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
+  bf16 *Qs = (bf16 *)sb, *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
+  uint64_t *bars = (uint64_t *)(kd_s + 64 * NS);  // TMA: stage s's mbarrier
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
@@ -112,9 +131,26 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   flex_tiles tl(fm, qb * BQ / 128, 0);  // the mask's row: the block of 128 queries holding these BQ
   int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
   int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
+  if (TMA) {  // one arrival a phase: the copies' issuer's
+    if (threadIdx.x == 0)
+      for (int s2 = 0; s2 < NS; s2++) mbar_init(&bars[s2], 1);
+    __syncthreads();
+  }
   auto load_kv = [&](int s0, int stage) {
-    load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
-    load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
+    if (TMA) {
+      if (threadIdx.x == 0) {  // K then V, each its two 64-column panels (coordinates as the backward's)
+        bf16 *d = KV + 2 * stage * KT;
+        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : s0, x2 = heads_first(as) ? s0 : hh;
+        mbar_expect(&bars[stage], 2 * KT * (uint32_t)sizeof(bf16));
+        tma_load_4d(d, &tmk, 0, x1, x2, bb, &bars[stage]);
+        tma_load_4d(d + 64 * 64, &tmk, 64, x1, x2, bb, &bars[stage]);
+        tma_load_4d(d + KT, &tmv, 0, x1, x2, bb, &bars[stage]);
+        tma_load_4d(d + KT + 64 * 64, &tmv, 64, x1, x2, bb, &bars[stage]);
+      }
+    } else {
+      load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
+      load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
+    }
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
@@ -141,8 +177,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
     cp_async_commit();
   };
-  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1) {
+  // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
+  for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     cp_async_wait<AHEAD - 1>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
+    if (TMA) mbar_wait(&bars[cur], (uint32_t)(it / NS) & 1u);
     wg_fence_smem();             // this thread's cp.async writes, seen by the products (async proxy)
     __syncthreads();             // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back is free
     int k0 = rg.s0[0];
@@ -156,7 +194,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 #pragma unroll
     for (int i = 0; i < 32; i++) S[i] = 0.f;
     wg_fence();
-    fwd_scores<BQ>(S, Qs, Ks, wg);
+    fwd_scores<BQ, TMA>(S, Qs, Ks, wg);
     wg_commit();
     if (LATE) ahead();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
@@ -184,7 +222,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
       prev = cur;
       continue;
     }
-    av_sync(O, a, Vs);
+    av_sync<TMA>(O, a, Vs);
   }
   if (OV && prev >= 0) av_sync(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -218,10 +256,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-// q's heads lie closer together than its rows ([B, T, H, D]): the TMA maps take the head dimension
-// first (their strides ascending), so the kernel gives the coordinates in that order
-__host__ __device__ __forceinline__ bool q_heads_first(const att_strides &as) { return as.s[2][1] < as.s[2][2]; }
-
 // TMA (SR_FLEX_BWD_TMA=1, with the atomics, two warpgroups): each Q / dO tile loaded by one thread's
 // four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
 // layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
@@ -265,7 +299,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     if (TMA) {
       if (threadIdx.x == 0) {  // Q then dO, each its two 64-column panels (coordinates: column, then row and
         bf16 *d = QS + 2 * stg * QT;  // head in the order of their strides (qdo_maps), batch)
-        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = q_heads_first(as) ? hh : q0, x2 = q_heads_first(as) ? q0 : hh;
+        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : q0, x2 = heads_first(as) ? q0 : hh;
         mbar_expect(&bars[stg], 2 * QT * (uint32_t)sizeof(bf16));
         tma_load_4d(d, &tmq, 0, x1, x2, bb, &bars[stg]);
         tma_load_4d(d + 64 * 64, &tmq, 64, x1, x2, bb, &bars[stg]);
@@ -594,6 +628,12 @@ static int hopper_forward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
 }
+// SR_FLEX_FWD_TMA=1 (blocks of two warpgroups, not overlapped): the forward's K / V tiles loaded by
+// TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused map keeps cp.async
+static int hopper_forward_tma(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_FWD_TMA", "1");
+}
 // SR_FLEX_FWD_LATE=1: the forward's next K / V tile's copies issued after the tile's S products
 // instead of before them (blocks of two warpgroups, not overlapped)
 static int hopper_forward_late(void) {
@@ -633,15 +673,19 @@ static int hopper_backward_tma(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_TMA", "1");
 }
-// the maps of q and dout through their strides (att_strides: batch, head, row, in elements): dims
-// {128, rows T, heads H, batch B}, rows and heads in the order of their strides (q_heads_first), boxes
-// of 64 columns x 64 rows; NULL, or why not (the first refusal said on stderr once: the cp.async
-// kernel runs instead)
-static const char *qdo_maps(CUtensorMap *tm, const bf16 *q, const bf16 *dout, int T, const att_strides &as, int64_t BH) {
-  const bf16 *base[2] = {q, dout};
-  const int j[2] = {2, 5};
-  bool hf = q_heads_first(as);
-  const char *err = (as.s[5][1] < as.s[5][2]) != hf ? "tma: q and dout order their rows and heads differently" : NULL;
+// the TMA maps of two tensors the kernel streams (the backward's q and dout, as indices 2 and 5; the
+// forward's k and v, 2 and 3) through their strides (att_strides: batch, head, row, in elements):
+// dims {128, rows T, heads H, batch B}, rows and heads in the order of their strides (the kernels
+// read it off index 2: heads_first), boxes of 64 columns x 64 rows; NULL, or why not (the first
+// refusal said on stderr once, naming the switch: the cp.async kernel runs instead)
+static const char *tile_maps(CUtensorMap *tm, const bf16 *a, int ja, const bf16 *b, int jb, int T, const att_strides &as,
+                             int64_t BH, const char *sw) {
+  const bf16 *base[2] = {a, b};
+  const int j[2] = {ja, jb};
+  bool hf = heads_first(as);
+  const char *err = ja != 2 ? "tma: the first tensor is not att_strides' index 2"
+                    : (as.s[jb][1] < as.s[jb][2]) != hf ? "tma: the two tensors order their rows and heads differently"
+                                                         : NULL;
   for (int i = 0; i < 2 && !err; i++) {
     const int64_t *st = as.s[j[i]];
     uint64_t B = (uint64_t)(BH / as.H), rs = (uint64_t)st[2] * sizeof(bf16), hs = (uint64_t)st[1] * sizeof(bf16);
@@ -652,7 +696,7 @@ static const char *qdo_maps(CUtensorMap *tm, const bf16 *q, const bf16 *dout, in
     err = sr_tma_map_bf16(&tm[i], base[i], 4, dims, strides, box);
   }
   static int said;
-  if (err && !said++) fprintf(stderr, "speedrun: SR_FLEX_BWD_TMA: %s; the cp.async backward runs\n", err);
+  if (err && !said++) fprintf(stderr, "speedrun: %s: %s; the cp.async kernel runs\n", sw, err);
   return err;
 }
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
@@ -703,7 +747,7 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   CUtensorMap tm[2];
-  if (dq_acc && hopper_backward_tma() && !qdo_maps(tm, q, dout, T, as, BH))
+  if (dq_acc && hopper_backward_tma() && !tile_maps(tm, q, 2, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA"))
     return dkdv<NS, true, false, 2, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
                                                         as, s, tm);
   if (dq_acc && hopper_backward_late())
@@ -721,15 +765,17 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-template <int NS, int NWG, bool OV = false, bool LATE = false>
+template <int NS, int NWG, bool OV = false, bool LATE = false, bool TMA = false>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
-                              flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
-  size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t);
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, LATE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, const CUtensorMap *tm = NULL) {
+  size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t) +
+                (TMA ? NS * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
+  CUtensorMap none = {};
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, LATE, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem);
   if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<NS, NWG, OV, LATE><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
-      out, lse, q, k, v, T, scale_log2, fm, as);
+  flex_forward_hopper_kernel<NS, NWG, OV, LATE, TMA><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
+      out, lse, q, k, v, T, scale_log2, fm, as, tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
 
@@ -744,6 +790,10 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   if (hopper_forward_overlap()) return forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  CUtensorMap tm[2];
+  if (hopper_forward_tma() && !tile_maps(tm, k, 2, v, 3, T, as, BH, "SR_FLEX_FWD_TMA"))
+    return hopper_stages() == 2 ? forward_ns<2, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+                                : forward_ns<3, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   if (hopper_forward_late())
     return hopper_stages() == 2 ? forward_ns<2, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
                                 : forward_ns<3, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
