@@ -13,7 +13,10 @@
 ** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
 ** through the same ring; a thread block per kv block of 128 keys, or with SR_FLEX_BWD_WG=1 per 64
 ** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
-** (flex_backward_dq_hopper_kernel).
+** (flex_backward_dq_hopper_kernel). Variants to measure (docs/cuda.md's switches): the streamed
+** tiles loaded by TMA into the 128-byte swizzled layout (SR_FLEX_FWD_TMA, SR_FLEX_BWD_TMA;
+** kernels/tma.cuh), their cp.async copies issued after the tile's first products (SR_FLEX_FWD_LATE,
+** SR_FLEX_BWD_LATE), dQ by bulk reduces of shared-memory rows (SR_FLEX_BWD_BULK).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
 */
