@@ -18,7 +18,8 @@
 ** kernels/tma.cuh), their cp.async copies issued after the tile's first products (SR_FLEX_FWD_LATE,
 ** SR_FLEX_BWD_LATE), dQ by bulk reduces of shared-memory rows (SR_FLEX_BWD_BULK).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
-** calls it on a device of compute capability 9 when SR_FLEX_WGMMA=1 (opt-in until faster).
+** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
+** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
 */
 #include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
