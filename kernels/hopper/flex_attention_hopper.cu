@@ -16,7 +16,8 @@
 ** (flex_backward_dq_hopper_kernel). Variants to measure (docs/cuda.md's switches): the streamed
 ** tiles loaded by TMA into the 128-byte swizzled layout (SR_FLEX_FWD_TMA, SR_FLEX_BWD_TMA;
 ** kernels/tma.cuh), their cp.async copies issued after the tile's first products (SR_FLEX_FWD_LATE,
-** SR_FLEX_BWD_LATE), dQ by bulk reduces of shared-memory rows (SR_FLEX_BWD_BULK).
+** SR_FLEX_BWD_LATE), dQ by bulk reduces of shared-memory rows (SR_FLEX_BWD_BULK), dK and dV
+** written through shared memory by 16-byte stores (SR_FLEX_BWD_EPI).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
 ** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
@@ -264,7 +265,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
 // layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
 // tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false>
+// EPI (SR_FLEX_BWD_EPI=1, blocks of two warpgroups): dK and dV staged through the free Q / dO stages
+// and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the epilogue's stores
+// were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its tensor cores)
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -277,6 +281,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
   static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
   static_assert(!TMA || (DQ && NWG == 2 && !BULK && !LATE), "TMA: the default backward's loads only");
+  static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // TMA: the swizzled tiles start 1024-byte aligned (the block's shared memory has 1 KB to spare for it)
   unsigned char *sb = TMA ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
@@ -498,16 +503,41 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   }
   bf16 *dKb = dk + att_base(as, 0, bh), *dVb = dv + att_base(as, 1, bh);
   int64_t kst = as.s[0][2], vst = as.s[1][2];
+  if (EPI) {  // rows of EL: a warp's bf16 pairs (rows g, words t) meet no bank twice; dK rows 0.., dV rows BK..
+    constexpr int EL = D + 8;
+    static_assert(2 * BK * EL <= 2 * NS * QT + BK * BQ, "EPI: dK and dV fit the Q / dO stages and dS^T");
+    bf16 *es = QS;
+    __syncthreads();  // both warpgroups' products are done with the stages and dS^T (each waited its own)
+    int kl0 = key0 - kt0;
 #pragma unroll
-  for (int h = 0; h < 2; h++)
+    for (int h = 0; h < 2; h++)
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = h * 64 + i * 8 + 2 * t;
-      *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[h][4 * i] * scale, dK[h][4 * i + 1] * scale);
-      *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[h][4 * i], dV[h][4 * i + 1]);
-      *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[h][4 * i + 2] * scale, dK[h][4 * i + 3] * scale);
-      *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[h][4 * i + 2], dV[h][4 * i + 3]);
+      for (int i = 0; i < 8; i++) {
+        int col = h * 64 + i * 8 + 2 * t;
+        *(uint32_t *)&es[kl0 * EL + col] = pack_bf16(dK[h][4 * i] * scale, dK[h][4 * i + 1] * scale);
+        *(uint32_t *)&es[(kl0 + 8) * EL + col] = pack_bf16(dK[h][4 * i + 2] * scale, dK[h][4 * i + 3] * scale);
+        *(uint32_t *)&es[(BK + kl0) * EL + col] = pack_bf16(dV[h][4 * i], dV[h][4 * i + 1]);
+        *(uint32_t *)&es[(BK + kl0 + 8) * EL + col] = pack_bf16(dV[h][4 * i + 2], dV[h][4 * i + 3]);
+      }
+    __syncthreads();
+#pragma unroll 4
+    for (int c = threadIdx.x; c < 2 * BK * (D / 8); c += NT) {  // chunk c: tensor, row, 16-byte column
+      int tsr = c / (BK * (D / 8)), r = (c / (D / 8)) % BK, ch = c % (D / 8);
+      bf16 *dst = (tsr ? dVb + (int64_t)(kt0 + r) * vst : dKb + (int64_t)(kt0 + r) * kst) + ch * 8;
+      *(uint4 *)dst = *(const uint4 *)&es[(tsr * BK + r) * EL + ch * 8];
     }
+  } else {
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        int col = h * 64 + i * 8 + 2 * t;
+        *(uint32_t *)&dKb[(int64_t)key0 * kst + col] = pack_bf16(dK[h][4 * i] * scale, dK[h][4 * i + 1] * scale);
+        *(uint32_t *)&dVb[(int64_t)key0 * vst + col] = pack_bf16(dV[h][4 * i], dV[h][4 * i + 1]);
+        *(uint32_t *)&dKb[(int64_t)key1 * kst + col] = pack_bf16(dK[h][4 * i + 2] * scale, dK[h][4 * i + 3] * scale);
+        *(uint32_t *)&dVb[(int64_t)key1 * vst + col] = pack_bf16(dV[h][4 * i + 2], dV[h][4 * i + 3]);
+      }
+  }
 }
 
 // dQ alone (SR_FLEX_BWD_SPLIT=1; dK and dV by flex_backward_hopper_kernel<NS, false>): as the
@@ -670,6 +700,19 @@ static int hopper_backward_late(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_LATE", "1");
 }
+// SR_FLEX_BWD_EPI=1 (dQ by atomics, blocks of two warpgroups; with or without the TMA loads): dK and
+// dV staged in shared memory, then written by 16-byte stores (flex_backward_hopper_kernel's EPI)
+static int hopper_backward_epi(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_EPI", "1");
+}
+// whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
+static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
+  bool ok = ((uintptr_t)dk % 16 == 0) && ((uintptr_t)dv % 16 == 0);
+  for (int j = 0; j < 2; j++)
+    for (int i = 0; i < 3; i++) ok = ok && as.s[j][i] % 8 == 0;
+  return ok;
+}
 // SR_FLEX_BWD_TMA=1 (dQ by atomics, blocks of two warpgroups): the Q / dO tiles loaded by TMA into
 // the 128-byte swizzled layout (flex_backward_hopper_kernel's TMA); a map the driver refuses keeps
 // the cp.async kernel
@@ -723,11 +766,11 @@ static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instanc
 static_assert(bwd_smem(3, 2, false, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA>;
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA, EPI>;
   size_t smem = bwd_smem(NS, NWG, BULK, TMA);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -751,7 +794,13 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   CUtensorMap tm[2];
-  if (dq_acc && hopper_backward_tma() && !tile_maps(tm, q, 2, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA"))
+  bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, 2, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
+  if (dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as))
+    return tma ? dkdv<NS, true, false, 2, false, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                    scale, fm, as, s, tm)
+               : dkdv<NS, true, false, 2, false, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                     scale, fm, as, s);
+  if (tma)
     return dkdv<NS, true, false, 2, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
                                                         as, s, tm);
   if (dq_acc && hopper_backward_late())
