@@ -105,17 +105,19 @@ static void ring_walk(const flex_mask &m, int nb, int r, int t, int o0, int no, 
     bool p;
     want.push_back(u.start(ti, &p) * 2 + p);
   }
-  std::vector<int> stage(NS, -1);  // the tile index each stage holds
-  flex_ring<AHEAD + 1> rg;
+  std::vector<int> stage(NS, -1), loads(NS, 0), phase(NS, -1);  // the tile each stage holds; its loads so far
+  flex_ring<AHEAD + 1> rg;                                       // and the phase (0, 1) of the one it holds
   rg.la = tl.next(m, -1, o0, no, t);
   for (int e = 0; e < AHEAD; e++)
-    if (rg.push(tl, m, e, o0, no, t)) stage[e] = rg.ti[e];
+    if (rg.push(tl, m, e, o0, no, t)) stage[e] = rg.ti[e], phase[e] = loads[e]++ & 1;
   size_t k = 0;
-  for (int cur = 0, prev = -1; rg.ti[0] < tl.n; rg.shift(), prev = cur, cur = cur + 1 == NS ? 0 : cur + 1) {
+  for (int cur = 0, prev = -1, it = 0; rg.ti[0] < tl.n; rg.shift(), prev = cur, cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     int ls = (cur + AHEAD) % NS;
     check(ls != cur && !(ov && ls == prev), "a load into a stage still read", nb, r, t, rg.ti[0]);
-    if (rg.push(tl, m, AHEAD, o0, no, t)) stage[ls] = rg.ti[AHEAD];
+    if (rg.push(tl, m, AHEAD, o0, no, t)) stage[ls] = rg.ti[AHEAD], phase[ls] = loads[ls]++ & 1;
     check(stage[cur] == rg.ti[0], "the tile computed is the one its stage holds", nb, r, t, rg.ti[0]);
+    // the TMA kernels wait on stage cur's mbarrier for parity (it / NS) & 1: the phase its tile's load completes
+    check(phase[cur] == ((it / NS) & 1), "the mbarrier parity waited for is the tile's load's", nb, r, t, rg.ti[0]);
     check(k < want.size() && want[k] == rg.s0[0] * 2 + rg.part[0], "ring walk", nb, r, t, rg.ti[0]);
     k++;
   }
