@@ -68,6 +68,8 @@ static inline const char *sr_errf(const char *msg) {
 
 typedef __nv_bfloat16 bf16;
 
+// a pointer that 16-byte vector loads and stores may take
+static inline bool sr_is_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 static inline bool sr_is_gpu_float(sr_dtype t) { return t == SR_F32 || t == SR_BF16; }
 
 __device__ __forceinline__ float ld_as_float(const void *p, int dt, int64_t i) {

@@ -160,8 +160,6 @@ static const char *launch_ew(const sr_kcall *c, int nop, int op, int fn, float p
   return NULL;
 }
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 template <int OP, typename TO, typename TA, typename TB, int FN = -1>
 static void launch_vec_t(void *o, const void *a, const void *b, int64_t n, int fn, float p, bool bs, cudaStream_t s) {
   unsigned grid = sr_grid_for(CEIL_DIV(n, (int64_t)8), 256);
@@ -229,7 +227,7 @@ static const char *try_vec(const sr_kcall *c, int nop, int op, int fn, float p, 
     if (t->dtype != SR_F32 && t->dtype != SR_BF16) return NULL;
     if (sr_numel(t) != n) return NULL;
     if (j == 2 && op == EW_BINARY && broadcast_scalar(t)) bs = true;
-    else if (!sr_is_contiguous(t) || !aligned16(sr_data(t))) return NULL;
+    else if (!sr_is_contiguous(t) || !sr_is_aligned16(sr_data(t))) return NULL;
     dts[j] = t->dtype;
     ptr[j] = sr_data(t);
   }

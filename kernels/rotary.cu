@@ -54,8 +54,6 @@ __global__ void rotary_kernel2(OT *out, const XT *x, const TT *cs, const TT *sn,
 // ----------------------------------------------------------------------------
 // kernel launchers
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 template <typename OT, typename XT, typename TT>
 static void launch_rotary2(sr_tensor *out, sr_tensor *x, sr_tensor *cs, sr_tensor *sn, int64_t groups, int T, int H,
                            int P8, float s) {
@@ -74,7 +72,9 @@ static bool try_rotary2(sr_tensor *out, sr_tensor *x, sr_tensor *cs, sr_tensor *
                         float s) {
   int64_t groups = sr_numel(x) / 16;
   if (P % 8 || groups > INT32_MAX / 2) return false;  // g + the grid stays in int
-  if (!aligned16(sr_data(out)) || !aligned16(sr_data(x)) || !aligned16(sr_data(cs)) || !aligned16(sr_data(sn))) return false;
+  if (!sr_is_aligned16(sr_data(out)) || !sr_is_aligned16(sr_data(x)) || !sr_is_aligned16(sr_data(cs)) ||
+      !sr_is_aligned16(sr_data(sn)))
+    return false;
   int k = (out->dtype == SR_BF16) * 4 + (x->dtype == SR_BF16) * 2 + (cs->dtype == SR_BF16);
   static void (*const launch[8])(sr_tensor *, sr_tensor *, sr_tensor *, sr_tensor *, int64_t, int, int, int, float) = {
       launch_rotary2<float, float, float>, launch_rotary2<float, float, bf16>, launch_rotary2<float, bf16, float>,
