@@ -104,6 +104,31 @@ enum { DQ_LD = 136 };
 // together than its rows ([B, T, H, D]): the TMA maps (tile_maps) take the head dimension first, their
 // strides ascending, so the kernels give the coordinates in that order
 __host__ __device__ __forceinline__ bool heads_first(const att_strides &as) { return as.s[2][1] < as.s[2][2]; }
+// the TMA kernels' shared memory: its base rounded up to 1024 bytes (the swizzled tiles' alignment;
+// the launch gives 1 KB to spare), and the NS stage mbarriers initialised (one arrival a phase: the
+// copies' issuer's) before any copy is issued. Without TMA the base as it is, nothing initialised.
+template <bool TMA>
+__device__ __forceinline__ unsigned char *tma_base(unsigned char *smem) {
+  return TMA ? smem + ((1024u - (smem_u32(smem) & 1023u)) & 1023u) : smem;
+}
+template <bool TMA, int NS>
+__device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
+  if (!TMA) return;
+  if (threadIdx.x == 0)
+    for (int s = 0; s < NS; s++) mbar_init(&bars[s], 1);
+  __syncthreads();
+}
+// thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b; rows and
+// heads in tile_maps' order) into d and d + 64 x 128, each as its two 64-column panels, counted on bar
+__device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int row, int64_t bh,
+                                              const att_strides &as, uint64_t *bar) {
+  int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : row, x2 = heads_first(as) ? row : hh;
+  mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16));
+  tma_load_4d(d, a, 0, x1, x2, bb, bar);
+  tma_load_4d(d + 64 * 64, a, 64, x1, x2, bb, bar);
+  tma_load_4d(d + 64 * 128, b, 0, x1, x2, bb, bar);
+  tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, x1, x2, bb, bar);
+}
 
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
@@ -123,9 +148,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   static_assert(!(LATE && OV), "LATE: the overlapped forward issues P V beside S");
   static_assert(!TMA || (!OV && NWG == 2 && !LATE), "TMA: the default forward's loads only");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  // TMA: the swizzled tiles start 1024-byte aligned (1 KB to spare for it)
-  unsigned char *sb = TMA ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
-  bf16 *Qs = (bf16 *)sb, *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
+  bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
   uint64_t *bars = (uint64_t *)(kd_s + 64 * NS);  // TMA: stage s's mbarrier
   int qb = gridDim.x - 1 - blockIdx.x;
@@ -136,22 +159,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   flex_tiles tl(fm, qb * BQ / 128, 0);  // the mask's row: the block of 128 queries holding these BQ
   int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
   int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
-  if (TMA) {  // one arrival a phase: the copies' issuer's
-    if (threadIdx.x == 0)
-      for (int s2 = 0; s2 < NS; s2++) mbar_init(&bars[s2], 1);
-    __syncthreads();
-  }
+  tma_bars_init<TMA, NS>(bars);
   auto load_kv = [&](int s0, int stage) {
     if (TMA) {
-      if (threadIdx.x == 0) {  // K then V, each its two 64-column panels (coordinates as the backward's)
-        bf16 *d = KV + 2 * stage * KT;
-        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : s0, x2 = heads_first(as) ? s0 : hh;
-        mbar_expect(&bars[stage], 2 * KT * (uint32_t)sizeof(bf16));
-        tma_load_4d(d, &tmk, 0, x1, x2, bb, &bars[stage]);
-        tma_load_4d(d + 64 * 64, &tmk, 64, x1, x2, bb, &bars[stage]);
-        tma_load_4d(d + KT, &tmv, 0, x1, x2, bb, &bars[stage]);
-        tma_load_4d(d + KT + 64 * 64, &tmv, 64, x1, x2, bb, &bars[stage]);
-      }
+      if (threadIdx.x == 0) tma_tile_pair(KV + 2 * stage * KT, &tmk, &tmv, s0, bh, as, &bars[stage]);  // K, then V
     } else {
       load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
       load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
@@ -283,9 +294,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(!TMA || (DQ && NWG == 2 && !BULK && !LATE), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  // TMA: the swizzled tiles start 1024-byte aligned (the block's shared memory has 1 KB to spare for it)
-  unsigned char *sb = TMA ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
-  bf16 *Ks = (bf16 *)sb, *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
+  bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
   float *dqs = ld_s + 192 * NS;                         // BULK: the tile's dQ [64 queries][DQ_LD], f32
@@ -299,22 +308,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float scale_log2 = scale * LOG2E;
   flex_tiles tl(fm, NWG == 2 ? blockIdx.x : blockIdx.x >> 1, 1);  // the kv block of 128 keys
-  if (TMA) {  // one arrival a phase: the copies' issuer's
-    if (threadIdx.x == 0)
-      for (int s2 = 0; s2 < NS; s2++) mbar_init(&bars[s2], 1);
-    __syncthreads();
-  }
+  tma_bars_init<TMA, NS>(bars);
   auto load_q = [&](int q0, int stg) {
     if (TMA) {
-      if (threadIdx.x == 0) {  // Q then dO, each its two 64-column panels (coordinates: column, then row and
-        bf16 *d = QS + 2 * stg * QT;  // head in the order of their strides (qdo_maps), batch)
-        int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : q0, x2 = heads_first(as) ? q0 : hh;
-        mbar_expect(&bars[stg], 2 * QT * (uint32_t)sizeof(bf16));
-        tma_load_4d(d, &tmq, 0, x1, x2, bb, &bars[stg]);
-        tma_load_4d(d + 64 * 64, &tmq, 64, x1, x2, bb, &bars[stg]);
-        tma_load_4d(d + QT, &tmdo, 0, x1, x2, bb, &bars[stg]);
-        tma_load_4d(d + QT + 64 * 64, &tmdo, 64, x1, x2, bb, &bars[stg]);
-      }
+      if (threadIdx.x == 0) tma_tile_pair(QS + 2 * stg * QT, &tmq, &tmdo, q0, bh, as, &bars[stg]);  // Q, then dO
     } else {
       load_core_async<BQ, NT>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
       load_core_async<BQ, NT>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
@@ -708,7 +705,7 @@ static int hopper_backward_epi(void) {
 }
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
-  bool ok = ((uintptr_t)dk % 16 == 0) && ((uintptr_t)dv % 16 == 0);
+  bool ok = sr_is_aligned16(dk) && sr_is_aligned16(dv);
   for (int j = 0; j < 2; j++)
     for (int i = 0; i < 3; i++) ok = ok && as.s[j][i] % 8 == 0;
   return ok;
@@ -724,15 +721,14 @@ static int hopper_backward_tma(void) {
 // forward's k and v, 2 and 3) through their strides (att_strides: batch, head, row, in elements):
 // dims {128, rows T, heads H, batch B}, rows and heads in the order of their strides (the kernels
 // read it off index 2: heads_first), boxes of 64 columns x 64 rows; NULL, or why not (the first
-// refusal said on stderr once, naming the switch: the cp.async kernel runs instead)
-static const char *tile_maps(CUtensorMap *tm, const bf16 *a, int ja, const bf16 *b, int jb, int T, const att_strides &as,
+// refusal said on stderr once, naming the switch: the cp.async kernel runs instead). a is the tensor of
+// index 2, b that of index jb
+static const char *tile_maps(CUtensorMap *tm, const bf16 *a, const bf16 *b, int jb, int T, const att_strides &as,
                              int64_t BH, const char *sw) {
   const bf16 *base[2] = {a, b};
-  const int j[2] = {ja, jb};
+  const int j[2] = {2, jb};
   bool hf = heads_first(as);
-  const char *err = ja != 2 ? "tma: the first tensor is not att_strides' index 2"
-                    : (as.s[jb][1] < as.s[jb][2]) != hf ? "tma: the two tensors order their rows and heads differently"
-                                                         : NULL;
+  const char *err = (as.s[jb][1] < as.s[jb][2]) != hf ? "tma: the two tensors order their rows and heads differently" : NULL;
   for (int i = 0; i < 2 && !err; i++) {
     const int64_t *st = as.s[j[i]];
     uint64_t B = (uint64_t)(BH / as.H), rs = (uint64_t)st[2] * sizeof(bf16), hs = (uint64_t)st[1] * sizeof(bf16);
@@ -794,7 +790,7 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   CUtensorMap tm[2];
-  bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, 2, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
+  bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   if (dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as))
     return tma ? dkdv<NS, true, false, 2, false, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
                                                                     scale, fm, as, s, tm)
@@ -844,7 +840,7 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
   if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   if (hopper_forward_overlap()) return forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   CUtensorMap tm[2];
-  if (hopper_forward_tma() && !tile_maps(tm, k, 2, v, 3, T, as, BH, "SR_FLEX_FWD_TMA"))
+  if (hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA"))
     return hopper_stages() == 2 ? forward_ns<2, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
                                 : forward_ns<3, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   if (hopper_forward_late())
