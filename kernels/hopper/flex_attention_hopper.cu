@@ -100,10 +100,11 @@ __device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bul
 // (rows g, columns 2 t) meet no bank twice; rows stay 16-byte aligned for the bulk copy
 enum { DQ_LD = 136 };
 
-// the streamed tensor of att_strides' index 2 (the forward's k, the backward's q) has its heads closer
-// together than its rows ([B, T, H, D]): the TMA maps (tile_maps) take the head dimension first, their
-// strides ascending, so the kernels give the coordinates in that order
-__host__ __device__ __forceinline__ bool heads_first(const att_strides &as) { return as.s[2][1] < as.s[2][2]; }
+// a streamed tensor (att_strides index j: the forward's k and v, the backward's q and dO) has its heads
+// closer together than its rows ([B, T, H, D]): its TMA map (tile_maps) takes the head dimension first,
+// the strides ascending, so the kernels give that map's coordinates in that order. Each tensor has its
+// own order: autograd's dO is contiguous [B, H, T, D] where q is a transposed view of [B, T, H, D]
+__host__ __device__ __forceinline__ bool heads_first(const att_strides &as, int j) { return as.s[j][1] < as.s[j][2]; }
 // the TMA kernels' shared memory: its base rounded up to 1024 bytes (the swizzled tiles' alignment;
 // the launch gives 1 KB to spare), and the NS stage mbarriers initialised (one arrival a phase: the
 // copies' issuer's) before any copy is issued. Without TMA the base as it is, nothing initialised.
@@ -118,16 +119,18 @@ __device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
     for (int s = 0; s < NS; s++) mbar_init(&bars[s], 1);
   __syncthreads();
 }
-// thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b; rows and
-// heads in tile_maps' order) into d and d + 64 x 128, each as its two 64-column panels, counted on bar
-__device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int row, int64_t bh,
-                                              const att_strides &as, uint64_t *bar) {
-  int hh = (int)(bh % as.H), bb = (int)(bh / as.H), x1 = heads_first(as) ? hh : row, x2 = heads_first(as) ? row : hh;
+// thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b: att_strides
+// indices 2 and jb, each map's rows and heads in its own order) into d and d + 64 x 128, each as its two
+// 64-column panels, counted on bar
+__device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int jb, int row,
+                                              int64_t bh, const att_strides &as, uint64_t *bar) {
+  int hh = (int)(bh % as.H), bb = (int)(bh / as.H);
+  bool fa = heads_first(as, 2), fb = heads_first(as, jb);
   mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16));
-  tma_load_4d(d, a, 0, x1, x2, bb, bar);
-  tma_load_4d(d + 64 * 64, a, 64, x1, x2, bb, bar);
-  tma_load_4d(d + 64 * 128, b, 0, x1, x2, bb, bar);
-  tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, x1, x2, bb, bar);
+  tma_load_4d(d, a, 0, fa ? hh : row, fa ? row : hh, bb, bar);
+  tma_load_4d(d + 64 * 64, a, 64, fa ? hh : row, fa ? row : hh, bb, bar);
+  tma_load_4d(d + 64 * 128, b, 0, fb ? hh : row, fb ? row : hh, bb, bar);
+  tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, fb ? hh : row, fb ? row : hh, bb, bar);
 }
 
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
@@ -162,7 +165,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   tma_bars_init<TMA, NS>(bars);
   auto load_kv = [&](int s0, int stage) {
     if (TMA) {
-      if (threadIdx.x == 0) tma_tile_pair(KV + 2 * stage * KT, &tmk, &tmv, s0, bh, as, &bars[stage]);  // K, then V
+      if (threadIdx.x == 0) tma_tile_pair(KV + 2 * stage * KT, &tmk, &tmv, 3, s0, bh, as, &bars[stage]);  // K, then V
     } else {
       load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
       load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
@@ -272,11 +275,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-// TMA (SR_FLEX_BWD_TMA=1, with the atomics, two warpgroups): each Q / dO tile loaded by one thread's
+// TMA (the default, SR_FLEX_BWD_TMA=0 off; with dQ into the f32 accumulator, two warpgroups, with or
+// without BULK): each Q / dO tile loaded by one thread's
 // four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
 // layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
 // tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
-// EPI (SR_FLEX_BWD_EPI=1, blocks of two warpgroups): dK and dV staged through the free Q / dO stages
+// EPI (the default, SR_FLEX_BWD_EPI=0 off; blocks of two warpgroups): dK and dV staged through the free Q / dO stages
 // and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the epilogue's stores
 // were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its tensor cores)
 template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
@@ -291,14 +295,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
   static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
-  static_assert(!TMA || (DQ && NWG == 2 && !BULK && !LATE), "TMA: the default backward's loads only");
+  static_assert(!TMA || (DQ && NWG == 2 && !LATE), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
   float *dqs = ld_s + 192 * NS;                         // BULK: the tile's dQ [64 queries][DQ_LD], f32
-  uint64_t *bars = (uint64_t *)dqs;                     // TMA: stage s's mbarrier
+  uint64_t *bars = (uint64_t *)(dqs + (BULK ? 64 * DQ_LD : 0));  // TMA: stage s's mbarrier
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -311,7 +315,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   tma_bars_init<TMA, NS>(bars);
   auto load_q = [&](int q0, int stg) {
     if (TMA) {
-      if (threadIdx.x == 0) tma_tile_pair(QS + 2 * stg * QT, &tmq, &tmdo, q0, bh, as, &bars[stg]);  // Q, then dO
+      if (threadIdx.x == 0) tma_tile_pair(QS + 2 * stg * QT, &tmq, &tmdo, 5, q0, bh, as, &bars[stg]);  // Q, then dO
     } else {
       load_core_async<BQ, NT>(QS + 2 * stg * QT, Q, as.s[2][2], q0);
       load_core_async<BQ, NT>(QS + (2 * stg + 1) * QT, dO, as.s[5][2], q0);
@@ -684,9 +688,9 @@ static int hopper_backward_one_wg(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_WG", "1");
 }
-// SR_FLEX_BWD_BULK=1 (dQ by atomics, blocks of two warpgroups): a tile's dQ staged in shared memory
-// and added to the accumulator a row at a time by the TMA unit's bulk reduce (FlashAttention-3's
-// way) instead of float2 atomics from every thread
+// SR_FLEX_BWD_BULK=1 (dQ by atomics, blocks of two warpgroups; with the TMA loads and EPI where
+// those are on): a tile's dQ staged in shared memory and added to the accumulator a row at a time by
+// the TMA unit's bulk reduce (FlashAttention-3's way) instead of float2 atomics from every thread
 static int hopper_backward_bulk(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_BULK", "1");
@@ -697,11 +701,12 @@ static int hopper_backward_late(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_LATE", "1");
 }
-// SR_FLEX_BWD_EPI=1 (dQ by atomics, blocks of two warpgroups; with or without the TMA loads): dK and
-// dV staged in shared memory, then written by 16-byte stores (flex_backward_hopper_kernel's EPI)
+// the default (SR_FLEX_BWD_EPI=0 off; dQ by atomics, blocks of two warpgroups; with or without the
+// TMA loads): dK and dV staged in shared memory, then written by 16-byte stores
+// (flex_backward_hopper_kernel's EPI)
 static int hopper_backward_epi(void) {
   static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_EPI", "1");
+  return !sr_env_is(&v, "SR_FLEX_BWD_EPI", "0");
 }
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
@@ -710,27 +715,27 @@ static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
     for (int i = 0; i < 3; i++) ok = ok && as.s[j][i] % 8 == 0;
   return ok;
 }
-// SR_FLEX_BWD_TMA=1 (dQ by atomics, blocks of two warpgroups): the Q / dO tiles loaded by TMA into
-// the 128-byte swizzled layout (flex_backward_hopper_kernel's TMA); a map the driver refuses keeps
-// the cp.async kernel
+// the default (SR_FLEX_BWD_TMA=0 off; dQ by atomics, blocks of two warpgroups): the Q / dO tiles
+// loaded by TMA into the 128-byte swizzled layout (flex_backward_hopper_kernel's TMA); a map the
+// driver refuses keeps the cp.async kernel
 static int hopper_backward_tma(void) {
   static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_TMA", "1");
+  return !sr_env_is(&v, "SR_FLEX_BWD_TMA", "0");
 }
 // the TMA maps of two tensors the kernel streams (the backward's q and dout, as indices 2 and 5; the
 // forward's k and v, 2 and 3) through their strides (att_strides: batch, head, row, in elements):
-// dims {128, rows T, heads H, batch B}, rows and heads in the order of their strides (the kernels
-// read it off index 2: heads_first), boxes of 64 columns x 64 rows; NULL, or why not (the first
+// dims {128, rows T, heads H, batch B}, rows and heads in the order of each tensor's strides (the kernels
+// read it off the same index: heads_first), boxes of 64 columns x 64 rows; NULL, or why not (the first
 // refusal said on stderr once, naming the switch: the cp.async kernel runs instead). a is the tensor of
 // index 2, b that of index jb
 static const char *tile_maps(CUtensorMap *tm, const bf16 *a, const bf16 *b, int jb, int T, const att_strides &as,
                              int64_t BH, const char *sw) {
   const bf16 *base[2] = {a, b};
   const int j[2] = {2, jb};
-  bool hf = heads_first(as);
-  const char *err = (as.s[jb][1] < as.s[jb][2]) != hf ? "tma: the two tensors order their rows and heads differently" : NULL;
+  const char *err = NULL;
   for (int i = 0; i < 2 && !err; i++) {
     const int64_t *st = as.s[j[i]];
+    bool hf = heads_first(as, j[i]);
     uint64_t B = (uint64_t)(BH / as.H), rs = (uint64_t)st[2] * sizeof(bf16), hs = (uint64_t)st[1] * sizeof(bf16);
     uint64_t bs = B > 1 ? (uint64_t)st[0] * sizeof(bf16) : (rs * T > hs * as.H ? rs * T : hs * as.H);  // one batch: any
     uint64_t dims[4] = {128, hf ? (uint64_t)as.H : (uint64_t)T, hf ? (uint64_t)T : (uint64_t)as.H, B};
@@ -760,6 +765,7 @@ static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance f
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instance fits a block");
 static_assert(bwd_smem(3, 2, false, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
+static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's BULK instance with TMA loads fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
 template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
@@ -789,9 +795,18 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   cudaError_t e;
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+  if (dq_acc && hopper_backward_late())  // the opt-in variant of the cp.async kernel, then the default
+    return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   CUtensorMap tm[2];
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
-  if (dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as))
+  bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
+  if (dq_acc && hopper_backward_bulk())
+    return !tma ? dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s)
+           : epi ? dkdv<NS, true, false, 2, true, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                     scale, fm, as, s, tm)
+                 : dkdv<NS, true, false, 2, true, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale,
+                                                               fm, as, s, tm);
+  if (epi)
     return tma ? dkdv<NS, true, false, 2, false, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
                                                                     scale, fm, as, s, tm)
                : dkdv<NS, true, false, 2, false, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
@@ -799,10 +814,6 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   if (tma)
     return dkdv<NS, true, false, 2, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
                                                         as, s, tm);
-  if (dq_acc && hopper_backward_late())
-    return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
-  if (dq_acc && hopper_backward_bulk())
-    return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   e = hopper_backward_overlap() ? dkdv<4, false, true>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
                                 : dkdv<NS, false, false>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);

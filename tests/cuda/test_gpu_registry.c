@@ -1078,12 +1078,15 @@ static void cases_flex_block_mask_lists(void) {
     }
 }
 
+/* fused: 1 every tensor a view of a fused qkv buffer; 2 q, k, v and out such views, dO and the
+   gradients contiguous (autograd's layout in the records: each tensor its own row/head order) */
 typedef struct { int64_t B, H, T, D, block; sr_dtype dt; int fused; } flex_att;
 static const flex_att FLEXA[] = {
   {1, 2, 32, 16, 8, SR_F32, 0}, {2, 1, 48, 8, 16, SR_F32, 0},
   /* the flash path: bf16, D 64/128, block 128, strided (fused qkv) inputs too */
   {1, 2, 512, 64, 128, SR_BF16, 0}, {2, 3, 1024, 128, 128, SR_BF16, 1}, {1, 6, 2048, 128, 128, SR_BF16, 0},
   {1, 2, 1024, 64, 128, SR_BF16, 1}, {1, 2, 256, 32, 64, SR_F32, 0}, {1, 1, 384, 64, 128, SR_BF16, 0},
+  {2, 2, 1024, 128, 128, SR_BF16, 2},
 };
 #define FLEXA_N (big ? (int)(sizeof FLEXA / sizeof FLEXA[0]) : 2)
 
@@ -1111,14 +1114,17 @@ static void flex_attention_cases(int bw) {
               (long long)a->T, (long long)a->D, (long long)a->block, kind, (long long)b.i[1], a->fused ? " strided" : "");
       } else {
         ref_run(SR_K_flex_attention, &f);
-        sr_tensor *dO = rnd(att_new(&as, 2), -1, 1);
-        sr_tensor *dq = poison(att_new(&as, 0)), *dk = poison(att_new(&as, 1)), *dv = poison(att_new(&as, 2));
+        att_shape gs = as;
+        gs.fused = a->fused == 1;
+        sr_tensor *dO = rnd(att_new(&gs, 2), -1, 1);
+        sr_tensor *dq = poison(att_new(&gs, 0)), *dk = poison(att_new(&gs, 1)), *dv = poison(att_new(&gs, 2));
         sr_kcall c = KC(dq, dk, dv, dO, q, k, v, o, lse, b.t[0], b.t[3]);
         c.f[0] = f.f[0];
         memcpy(c.i, f.i, sizeof c.i);
         check(SR_K_flex_attention_backward, &c, (opt){.t32 = 5e-5, .contig_ref = a->fused},
               "%s B=%lld H=%lld T=%lld D=%lld block=%lld kind=%d window=%lld%s", dn(a->dt), (long long)a->B, (long long)a->H,
-              (long long)a->T, (long long)a->D, (long long)a->block, kind, (long long)b.i[1], a->fused ? " strided" : "");
+              (long long)a->T, (long long)a->D, (long long)a->block, kind, (long long)b.i[1],
+              a->fused == 2 ? " strided q/k/v, dO and gradients contiguous" : a->fused ? " strided" : "");
       }
       release_to(m);
     }
