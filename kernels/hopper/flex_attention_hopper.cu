@@ -138,7 +138,7 @@ __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, con
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
 // both warpgroups compute every tile (a dead one is all -inf for a warpgroup: P 0, alpha 1, its sums
 // unchanged to the bit). The sums are the same operations in the same order as without OV.
-// TMA (SR_FLEX_FWD_TMA=1; two warpgroups, not overlapped): each K / V tile loaded by one thread's four
+// TMA (SR_FLEX_FWD_TMA=1; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
 // bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
 // backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
 template <int NS, int NWG, bool OV, bool LATE = false, bool TMA = false>
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   flex_resolve(fm);
   constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
   static_assert(!(LATE && OV), "LATE: the overlapped forward issues P V beside S");
-  static_assert(!TMA || (!OV && NWG == 2 && !LATE), "TMA: the default forward's loads only");
+  static_assert(!TMA || (NWG == 2 && !LATE), "TMA: blocks of two warpgroups");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     wg_commit();
     if (LATE) ahead();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
-      av_issue(O, a, KV + (2 * prev + 1) * KT);
+      av_issue<TMA>(O, a, KV + (2 * prev + 1) * KT);
       wg_commit();
       wg_wait<1>();  // S (the older group) is done
     } else {
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     }
     av_sync<TMA>(O, a, Vs);
   }
-  if (OV && prev >= 0) av_sync(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
+  if (OV && prev >= 0) av_sync<TMA>(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -283,7 +283,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // EPI (the default, SR_FLEX_BWD_EPI=0 off; blocks of two warpgroups): dK and dV staged through the free Q / dO stages
 // and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the epilogue's stores
 // were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its tensor cores)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
+// V4 (SR_FLEX_BWD_V4=1, with the TMA loads and EPI): dQ added by float4 atomics, half as many: the
+// two threads of a pair (t, t ^ 1) swap one row's pair of columns by a shuffle, so each holds four
+// columns of one row (the even thread row g, the odd row g + 8)
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false,
+          bool V4 = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -297,6 +301,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
   static_assert(!TMA || (DQ && NWG == 2 && !LATE), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
+  static_assert(!V4 || (DQ && !BULK), "V4: dQ by atomics");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
@@ -485,6 +490,15 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         wg_fence_smem();  // the writes visible to the bulk copy (the async proxy)
         wg_bar(1 + wg);
         if (tw < 64) bulk_add_f32(dqb + (int64_t)(qt0 + tw) * D + h * 64, dqs + tw * DQ_LD + h * 64, 64 * sizeof(float));
+      } else if (V4) {  // the even thread of a pair: row g, columns 4 (t / 2)..; the odd: row g + 8, the same
+        bool odd = t & 1;
+        float *p0 = dq0 - 2 * (t & 1) + (odd ? 8 * D : 0) + h * 64;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+          float a0 = dQ[4 * i] * scale, a1 = dQ[4 * i + 1] * scale, b0 = dQ[4 * i + 2] * scale, b1 = dQ[4 * i + 3] * scale;
+          float r0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1), r1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
+          atomicAdd((float4 *)(p0 + i * 8), odd ? make_float4(r0, r1, b0, b1) : make_float4(a0, a1, r0, r1));
+        }
       } else {
 #pragma unroll
         for (int i = 0; i < 8; i++) {
@@ -708,6 +722,12 @@ static int hopper_backward_epi(void) {
   static int v = -1;
   return !sr_env_is(&v, "SR_FLEX_BWD_EPI", "0");
 }
+// SR_FLEX_BWD_V4=1 (with the TMA loads and EPI, the default's parts): dQ by float4 atomics, a shuffle
+// a pair of columns (flex_backward_hopper_kernel's V4)
+static int hopper_backward_v4(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_V4", "1");
+}
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
   bool ok = sr_is_aligned16(dk) && sr_is_aligned16(dv);
@@ -768,11 +788,12 @@ static_assert(bwd_smem(3, 2, false, true) <= 232448, "the dK / dV kernel's TMA i
 static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's BULK instance with TMA loads fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false,
+          bool V4 = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA, EPI>;
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA, EPI, V4>;
   size_t smem = bwd_smem(NS, NWG, BULK, TMA);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -806,6 +827,9 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
                                                                      scale, fm, as, s, tm)
                  : dkdv<NS, true, false, 2, true, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale,
                                                                fm, as, s, tm);
+  if (epi && tma && hopper_backward_v4())
+    return dkdv<NS, true, false, 2, false, false, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                    scale, fm, as, s, tm);
   if (epi)
     return tma ? dkdv<NS, true, false, 2, false, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
                                                                     scale, fm, as, s, tm)
@@ -849,9 +873,12 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
-  if (hopper_forward_overlap()) return forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   CUtensorMap tm[2];
-  if (hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA"))
+  bool tma = hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA");
+  if (hopper_forward_overlap())
+    return tma ? forward_ns<4, 2, true, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+               : forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+  if (tma)
     return hopper_stages() == 2 ? forward_ns<2, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
                                 : forward_ns<3, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   if (hopper_forward_late())
