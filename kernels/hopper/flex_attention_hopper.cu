@@ -490,14 +490,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         wg_fence_smem();  // the writes visible to the bulk copy (the async proxy)
         wg_bar(1 + wg);
         if (tw < 64) bulk_add_f32(dqb + (int64_t)(qt0 + tw) * D + h * 64, dqs + tw * DQ_LD + h * 64, 64 * sizeof(float));
-      } else if (V4) {  // the even thread of a pair: row g, columns 4 (t / 2)..; the odd: row g + 8, the same
-        bool odd = t & 1;
-        float *p0 = dq0 - 2 * (t & 1) + (odd ? 8 * D : 0) + h * 64;
+      } else if (V4) {  // four columns of one row a thread (wgmma.cuh's acc4_*: a pair swapped with lane t ^ 1)
+        float *p0 = dqb + (int64_t)(qt0 + w * 16 + g + acc4_row(t)) * D + h * 64 + acc4_col(t);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
           float a0 = dQ[4 * i] * scale, a1 = dQ[4 * i + 1] * scale, b0 = dQ[4 * i + 2] * scale, b1 = dQ[4 * i + 3] * scale;
-          float r0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1), r1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
-          atomicAdd((float4 *)(p0 + i * 8), odd ? make_float4(r0, r1, b0, b1) : make_float4(a0, a1, r0, r1));
+          float r0 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a0, b0), 1);
+          float r1 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a1, b1), 1);
+          atomicAdd((float4 *)(p0 + i * 8), acc4_pack(t, a0, a1, b0, b1, r0, r1));
         }
       } else {
 #pragma unroll
