@@ -13,11 +13,12 @@
 ** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
 ** through the same ring; a thread block per kv block of 128 keys, or with SR_FLEX_BWD_WG=1 per 64
 ** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
-** (flex_backward_dq_hopper_kernel). Variants to measure (docs/cuda.md's switches): the streamed
-** tiles loaded by TMA into the 128-byte swizzled layout (SR_FLEX_FWD_TMA, SR_FLEX_BWD_TMA;
-** kernels/tma.cuh), their cp.async copies issued after the tile's first products (SR_FLEX_FWD_LATE,
-** SR_FLEX_BWD_LATE), dQ by bulk reduces of shared-memory rows (SR_FLEX_BWD_BULK), dK and dV
-** written through shared memory by 16-byte stores (SR_FLEX_BWD_EPI).
+** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
+** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
+** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); the forward's TMA loads and the
+** backward's float4 dQ atomics, in their tile or deferred to the next, are opt-in (SR_FLEX_FWD_TMA,
+** SR_FLEX_BWD_V4, SR_FLEX_BWD_DEFER: docs/cuda.md's switches). Measured to lose and removed (2026-12-07, git history): the copies issued after the
+** tile's first products (LATE), dQ by bulk reduces of shared-memory rows (BULK).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
 ** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
@@ -83,22 +84,6 @@ __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float 
     for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
 }
 
-// dQ through shared memory (the backward's BULK): a warpgroup's own barrier (ids 1, 2; 0 is
-// __syncthreads'), and the bulk reduce-add of a row of f32 from shared to global memory (the TMA
-// unit adds it in L2: one instruction a row instead of a float2 atomic per thread and pair),
-// committed as a group; a thread waits for its groups' reads of shared memory before the buffer is
-// written again, and for all of them to complete before the block exits
-__device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)),
-               "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-}
-__device__ __forceinline__ void bulk_wait_read(void) { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-// the BULK staging buffer's row stride in floats: 8 mod 32 banks, so a half-warp's float2 stores
-// (rows g, columns 2 t) meet no bank twice; rows stay 16-byte aligned for the bulk copy
-enum { DQ_LD = 136 };
 
 // a streamed tensor (att_strides index j: the forward's k and v, the backward's q and dO) has its heads
 // closer together than its rows ([B, T, H, D]): its TMA map (tile_maps) takes the head dimension first,
@@ -141,15 +126,14 @@ __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, con
 // TMA (SR_FLEX_FWD_TMA=1; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
 // bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
 // backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
-template <int NS, int NWG, bool OV, bool LATE = false, bool TMA = false>
+template <int NS, int NWG, bool OV, bool TMA = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as, const __grid_constant__ CUtensorMap tmk,
                                                                      const __grid_constant__ CUtensorMap tmv) {
   flex_resolve(fm);
   constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
-  static_assert(!(LATE && OV), "LATE: the overlapped forward issues P V beside S");
-  static_assert(!TMA || (NWG == 2 && !LATE), "TMA: blocks of two warpgroups");
+  static_assert(!TMA || NWG == 2, "TMA: blocks of two warpgroups");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
   int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
@@ -189,13 +173,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   int cur = 0, prev = -1;  // the stage of rg's entry 0; OV: the stage of the tile whose P V is pending
-  // the tile AHEAD on loaded (one commit group a tile, empty past the last); LATE (SR_FLEX_FWD_LATE=1):
-  // after the tile's S products are issued, so the tensor cores work while its copies queue (the
-  // backward's profile, 2026-12-07: 36 % of its stall samples at the copies' issue)
-  auto ahead = [&]() {
-    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
-    cp_async_commit();
-  };
   // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
   for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     cp_async_wait<AHEAD - 1>();  // this thread's copies of entry 0 landed (the later ones may be in flight)
@@ -204,18 +181,16 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     __syncthreads();             // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back is free
     int k0 = rg.s0[0];
     bool part = rg.part[0];
-    if (!LATE) ahead();
-    if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) {  // none of this warpgroup's rows sees the tile
-      if (LATE) ahead();
-      continue;
-    }
+    // the tile AHEAD on loaded (one commit group a tile, empty past the last)
+    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
+    cp_async_commit();
+    if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
     const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
 #pragma unroll
     for (int i = 0; i < 32; i++) S[i] = 0.f;
     wg_fence();
     fwd_scores<BQ, TMA>(S, Qs, Ks, wg);
     wg_commit();
-    if (LATE) ahead();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
       av_issue<TMA>(O, a, KV + (2 * prev + 1) * KT);
       wg_commit();
@@ -276,7 +251,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
 // TMA (the default, SR_FLEX_BWD_TMA=0 off; with dQ into the f32 accumulator, two warpgroups, with or
-// without BULK): each Q / dO tile loaded by one thread's
+// without V4): each Q / dO tile loaded by one thread's
 // four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
 // layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
 // tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
@@ -286,8 +261,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // V4 (SR_FLEX_BWD_V4=1, with the TMA loads and EPI): dQ added by float4 atomics, half as many: the
 // two threads of a pair (t, t ^ 1) swap one row's pair of columns by a shuffle, so each holds four
 // columns of one row (the even thread row g, the odd row g + 8)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false,
-          bool V4 = false>
+// DEFER (SR_FLEX_BWD_DEFER=1, with V4): a tile's dQ, so regrouped and scaled, parked in shared memory
+// (each thread its own 8 float4: no barrier) and added by the atomics in the next tile, between the
+// issue of its S and dP products and their wait: the atomics drain from the LSU queue while the tensor
+// cores work, where the profile had the warps wait for them (2026-12-07: the REDG and the address move
+// behind them, 17 % of the stall samples); the last tile's after the loop
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -297,17 +276,16 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   flex_resolve(fm);
   constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
-  static_assert(!BULK || (DQ && NWG == 2), "BULK: dQ of two warpgroups through shared memory");
-  static_assert(!LATE || !OVB, "LATE: the stage loaded is the tile before's, free after the loop's barrier");
-  static_assert(!TMA || (DQ && NWG == 2 && !LATE), "TMA: the default backward's loads only");
+  static_assert(!TMA || (DQ && NWG == 2), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
-  static_assert(!V4 || (DQ && !BULK), "V4: dQ by atomics");
+  static_assert(!V4 || DQ, "V4: dQ by atomics");
+  static_assert(!DEFER || (V4 && NWG == 2), "DEFER: the V4 atomics of blocks of two warpgroups");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
-  float *dqs = ld_s + 192 * NS;                         // BULK: the tile's dQ [64 queries][DQ_LD], f32
-  uint64_t *bars = (uint64_t *)(dqs + (BULK ? 64 * DQ_LD : 0));  // TMA: stage s's mbarrier
+  float4 *dqs = (float4 *)(ld_s + 192 * NS);            // DEFER: thread x's float4 i of the tile's dQ at i NT + x
+  uint64_t *bars = (uint64_t *)(dqs + (DEFER ? 8 * NT : 0));  // TMA: stage s's mbarrier
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -353,12 +331,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
   int cur = 0;  // the stage of rg's entry 0
-  // the tile AHEAD on loaded (one commit group a tile, empty past the last). LATE: after the tile's
-  // S and dP products are issued, so the tensor cores work while its copies queue (Nsight Compute,
-  // 2026-12-07: the copies' issue held the products back, 36 % of the stall samples)
-  auto ahead = [&]() {
-    if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
-    cp_async_commit();
+  int dq_row = -1;  // DEFER: the accumulator row of this thread's parked dQ (the tile before's), -1 none
+  auto flush = [&]() {  // DEFER: the parked dQ into the accumulator
+    if (!DEFER || dq_row < 0) return;
+    float *p0 = dqb + (int64_t)dq_row * D + wg * 64 + acc4_col(t);
+#pragma unroll
+    for (int i = 0; i < 8; i++) atomicAdd((float4 *)(p0 + i * 8), dqs[i * NT + threadIdx.x]);
+    dq_row = -1;
   };
   // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
   for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
@@ -368,12 +347,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
     int qt0 = rg.s0[0];
     bool part = rg.part[0];
-    if (!LATE) ahead();
+    // the tile AHEAD on loaded (one commit group a tile, empty past the last)
+    if (rg.push(tl, fm, AHEAD, kt0, BK, 1)) load_q(rg.s0[AHEAD], (cur + AHEAD) % NS);
+    cp_async_commit();
     const bf16 *Qs = QS + 2 * cur * QT, *dOs = Qs + QT;
     const float *lse_s = ld_s + 192 * cur, *delta_s = lse_s + 64;
     const int32_t *qd = (const int32_t *)(lse_s + 128);
     bool live = !part || !flex_dead(fm, qt0, BQ, kw, 64);  // some key of this warpgroup is seen by the tile
-    if (LATE && !live) ahead();
     if (live) {
       float Sp[32], dP[32];  // S^T and dP^T: the first product of each ignores them (scale-d 0)
 #pragma unroll
@@ -390,7 +370,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
       }
       wg_commit();
-      if (LATE) ahead();
+      flush();       // DEFER: the tile before's dQ while the products run
       wg_wait<0>();  // OVB: also the tile before's dK / dV products
       wg_keep(Sp);
       wg_keep(dP);
@@ -433,6 +413,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = pack_bf16(dP[4 * j + 2], dP[4 * j + 3]);
       }
     } else if (DQ) {
+      flush();
 #pragma unroll
       for (int j = 0; j < 8; j++) {
         int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
@@ -477,28 +458,19 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
-      if (BULK) {  // warpgroup wg's half of the tile's dQ into dqs, then a bulk add a row by 64 of its threads
-        int tw = threadIdx.x & 127;
-        if (tw < 64) bulk_wait_read();  // the tile before's reads of dqs are done
-        wg_bar(1 + wg);
-        float *s0 = dqs + (w * 16 + g) * DQ_LD + h * 64 + 2 * t;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-          *(float2 *)(s0 + i * 8) = make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale);
-          *(float2 *)(s0 + 8 * DQ_LD + i * 8) = make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale);
-        }
-        wg_fence_smem();  // the writes visible to the bulk copy (the async proxy)
-        wg_bar(1 + wg);
-        if (tw < 64) bulk_add_f32(dqb + (int64_t)(qt0 + tw) * D + h * 64, dqs + tw * DQ_LD + h * 64, 64 * sizeof(float));
-      } else if (V4) {  // four columns of one row a thread (wgmma.cuh's acc4_*: a pair swapped with lane t ^ 1)
+      if (V4) {  // four columns of one row a thread (wgmma.cuh's acc4_*: a pair swapped with lane t ^ 1)
         float *p0 = dqb + (int64_t)(qt0 + w * 16 + g + acc4_row(t)) * D + h * 64 + acc4_col(t);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
           float a0 = dQ[4 * i] * scale, a1 = dQ[4 * i + 1] * scale, b0 = dQ[4 * i + 2] * scale, b1 = dQ[4 * i + 3] * scale;
           float r0 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a0, b0), 1);
           float r1 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a1, b1), 1);
-          atomicAdd((float4 *)(p0 + i * 8), acc4_pack(t, a0, a1, b0, b1, r0, r1));
+          if (DEFER)
+            dqs[i * NT + threadIdx.x] = acc4_pack(t, a0, a1, b0, b1, r0, r1);
+          else
+            atomicAdd((float4 *)(p0 + i * 8), acc4_pack(t, a0, a1, b0, b1, r0, r1));
         }
+        if (DEFER) dq_row = qt0 + w * 16 + g + acc4_row(t);
       } else {
 #pragma unroll
         for (int i = 0; i < 8; i++) {
@@ -509,7 +481,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       }
     }
   }
-  if (BULK && (threadIdx.x & 127) < 64) bulk_wait_all();  // no add may still read dqs when the block exits
+  flush();  // DEFER: the last tile's dQ
   if (OVB) {  // the last tile's dK / dV products
     wg_wait<0>();
     wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
@@ -683,12 +655,6 @@ static int hopper_forward_tma(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_TMA", "1");
 }
-// SR_FLEX_FWD_LATE=1: the forward's next K / V tile's copies issued after the tile's S products
-// instead of before them (blocks of two warpgroups, not overlapped)
-static int hopper_forward_late(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_FWD_LATE", "1");
-}
 // SR_FLEX_BWD_OVERLAP=1 (with the split): the dK / dV kernel's products of a tile run on beside the
 // next tile's (flex_backward_hopper_kernel's OVB), four stages
 static int hopper_backward_overlap(void) {
@@ -702,19 +668,6 @@ static int hopper_backward_one_wg(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_WG", "1");
 }
-// SR_FLEX_BWD_BULK=1 (dQ by atomics, blocks of two warpgroups; with the TMA loads and EPI where
-// those are on): a tile's dQ staged in shared memory and added to the accumulator a row at a time by
-// the TMA unit's bulk reduce (FlashAttention-3's way) instead of float2 atomics from every thread
-static int hopper_backward_bulk(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_BULK", "1");
-}
-// SR_FLEX_BWD_LATE=1 (dQ by atomics, blocks of two warpgroups): the next Q / dO tile's copies issued
-// after the tile's S and dP products instead of before them
-static int hopper_backward_late(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_LATE", "1");
-}
 // the default (SR_FLEX_BWD_EPI=0 off; dQ by atomics, blocks of two warpgroups; with or without the
 // TMA loads): dK and dV staged in shared memory, then written by 16-byte stores
 // (flex_backward_hopper_kernel's EPI)
@@ -727,6 +680,12 @@ static int hopper_backward_epi(void) {
 static int hopper_backward_v4(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_V4", "1");
+}
+// SR_FLEX_BWD_DEFER=1 (with the TMA loads and EPI): V4's atomics of a tile issued in the next tile,
+// while its S and dP products run (flex_backward_hopper_kernel's DEFER)
+static int hopper_backward_defer(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_DEFER", "1");
 }
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
@@ -776,25 +735,24 @@ extern "C" int sr_flex_hopper_split(void) {
 
 // the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
 // lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg, bool bulk = false, bool tma = false) {
+static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false, bool defer = false) {
   return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float) +
-         (bulk ? 64 * DQ_LD * sizeof(float) : 0) + (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
+         (tma ? ns * sizeof(uint64_t) + 1024 : 0) +  // TMA: mbarriers, alignment
+         (defer ? 8 * 128 * nwg * sizeof(float4) : 0);  // DEFER: the parked dQ
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
-static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's BULK instance fits a block");
-static_assert(bwd_smem(3, 2, false, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
-static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's BULK instance with TMA loads fits a block");
+static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
+static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's DEFER instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool BULK = false, bool LATE = false, bool TMA = false, bool EPI = false,
-          bool V4 = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, BULK, LATE, TMA, EPI, V4>;
-  size_t smem = bwd_smem(NS, NWG, BULK, TMA);
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, V4, DEFER>;
+  size_t smem = bwd_smem(NS, NWG, TMA, DEFER);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
@@ -816,28 +774,21 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   cudaError_t e;
   if (dq_acc && hopper_backward_one_wg())
     return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
-  if (dq_acc && hopper_backward_late())  // the opt-in variant of the cp.async kernel, then the default
-    return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
-  CUtensorMap tm[2];
+  CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
-  if (dq_acc && hopper_backward_bulk())
-    return !tma ? dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s)
-           : epi ? dkdv<NS, true, false, 2, true, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                     scale, fm, as, s, tm)
-                 : dkdv<NS, true, false, 2, true, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale,
-                                                               fm, as, s, tm);
-  if (epi && tma && hopper_backward_v4())
-    return dkdv<NS, true, false, 2, false, false, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                    scale, fm, as, s, tm);
-  if (epi)
-    return tma ? dkdv<NS, true, false, 2, false, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                    scale, fm, as, s, tm)
-               : dkdv<NS, true, false, 2, false, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                     scale, fm, as, s);
+  if (epi && tma && hopper_backward_defer())
+    return dkdv<NS, true, false, 2, true, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
+                                                            as, s, tm);
+  if (epi && tma)
+    return hopper_backward_v4()
+               ? dkdv<NS, true, false, 2, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
+                                                            as, s, tm)
+               : dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s,
+                                                      tm);
+  if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (tma)
-    return dkdv<NS, true, false, 2, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
-                                                        as, s, tm);
+    return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   e = hopper_backward_overlap() ? dkdv<4, false, true>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
                                 : dkdv<NS, false, false>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
@@ -849,16 +800,16 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-template <int NS, int NWG, bool OV = false, bool LATE = false, bool TMA = false>
+template <int NS, int NWG, bool OV = false, bool TMA = false>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
                               flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, const CUtensorMap *tm = NULL) {
   size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t) +
                 (TMA ? NS * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
   CUtensorMap none = {};
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, LATE, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem);
   if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<NS, NWG, OV, LATE, TMA><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
+  flex_forward_hopper_kernel<NS, NWG, OV, TMA><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
       out, lse, q, k, v, T, scale_log2, fm, as, tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
@@ -876,14 +827,11 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
   CUtensorMap tm[2];
   bool tma = hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA");
   if (hopper_forward_overlap())
-    return tma ? forward_ns<4, 2, true, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+    return tma ? forward_ns<4, 2, true, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
                : forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   if (tma)
-    return hopper_stages() == 2 ? forward_ns<2, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
-                                : forward_ns<3, 2, false, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
-  if (hopper_forward_late())
-    return hopper_stages() == 2 ? forward_ns<2, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
-                                : forward_ns<3, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+    return hopper_stages() == 2 ? forward_ns<2, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+                                : forward_ns<3, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   return hopper_stages() == 2 ? forward_ns<2, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
                               : forward_ns<3, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
 }
