@@ -111,7 +111,9 @@
 #              (carried in .prebuilt as gemm_algos.xz; $GEMM_ALGOS_M tokens, default 65536)
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
 #              e.g. AB_SETTINGS="- SR_DOT_V1=1:SR_NORM_ACC=0") the registry rows $AB_ROWS, then records
-#              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN
+#              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN;
+#              AB_FLEX=1: also bench/flex_attention.lua under each setting (its record-12 row, documents only, the
+#              op-by-op lines), then bench/flex_anchor.py once (compiled FlexAttention, same call): a flex kernel A/B
 #   lend       graph memory lending (the default; SR_GRAPH_LEND=0 off, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
 #              records $LEND_RECORDS (default 19) against eager PyTorch (tasks/fidelity, NO_COMPILE=1 ACCUM=1, $FID_STEPS
 #              default 30) without and with lending, under a cap of $LEND_CAP bytes (default 79,000,000,000 on a
@@ -202,7 +204,13 @@ ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":
         --scale full --device cuda --fuse on --warmup 2 --steps 3 --top 40
       echo "-- $r ${var:-default}"; grep -E "^ms/step|${AB_PATTERN:-^total}" "$LOG/ab_${n}_$tag.log" | head -12
     done
+    [ "${AB_FLEX:-0}" = 1 ] || continue
+    part "ab_flex_$tag" 120 env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20
+    echo "-- flex ${var:-default}"; grep -E "^\| window|^\| documents|^  flex" "$LOG/ab_flex_$tag.log"
   done
+  [ "${AB_FLEX:-0}" = 1 ] || return 0
+  part ab_flex_anchor 240 python3 bench/flex_anchor.py 20
+  grep -E "^\| window|^\| documents|^dense" "$LOG/ab_flex_anchor.log"
 }
 expand_list() { local p; for p in ${1//,/ }; do case $p in *-*) seq "${p%-*}" "${p#*-}" ;; *) echo "$p" ;; esac; done; }
 retime_calibrate() {  # the retime part: records with RETIME_RUNS_<n> one calibrate each, the rest in one
