@@ -65,12 +65,20 @@ __host__ __device__ __forceinline__ float acc4_send(int t, float a, float b) { r
 __host__ __device__ __forceinline__ float4 acc4_pack(int t, float a0, float a1, float b0, float b1, float r0, float r1) {
   return t & 1 ? make_float4(r0, r1, b0, b1) : make_float4(a0, a1, r0, r1);
 }
-// the matrix descriptor of the tile slice at shared address p (no swizzle, base offset 0)
-__device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
-  uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+// the matrix descriptor of the tile slice at shared-window address a (no swizzle, base offset 0)
+__host__ __device__ __forceinline__ uint64_t wg_desc_at(uint32_t a, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16) |
          ((uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32);
 }
+// ... of the slice at p
+__device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  return wg_desc_at((uint32_t)__cvta_generic_to_shared(p), lbo_bytes, sbo_bytes);
+}
+// the descriptor of the slice `bytes` (a multiple of 16) further on: the start address field (bits
+// 0-13, the address / 16) plus bytes / 16, one add where wg_desc masks and shifts again (CUTLASS's
+// descriptor iterator). Exact while the slice stays in shared memory (its address < 228 KB: the field
+// never carries into the leading offset's); checked on the host (tests/cuda/test_flex_tiles.cu)
+__host__ __device__ __forceinline__ uint64_t wg_desc_add(uint64_t d, uint32_t bytes) { return d + (bytes >> 4); }
 // the same for the 128-byte swizzled layout (layout type 1 in bits 62-63; base offset 0: the tile is
 // 1024-byte aligned)
 __device__ __forceinline__ uint64_t wg_desc_sw128(const void *p, uint32_t lbo_bytes, uint32_t sbo_bytes) {

@@ -48,22 +48,22 @@ __device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t 
 // SW: K in the 128-byte swizzled layout, the k16 slice kk in panel kk / 4, 32 (kk % 4) bytes in)
 template <int BQ, bool SW = false>
 __device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const bf16 *Ks, int wg) {
+  const uint64_t qd0 = wg_desc(Qs + wg * 8 * 64, BQ * 16, 128), kd0 = SW ? wg_desc_sw128(Ks, 16, 1024) : wg_desc(Ks, 64 * 16, 128);
 #pragma unroll
-  for (int kk = 0; kk < 8; kk++)
-    wg_m64n64k16_ss<0>(S, wg_desc(Qs + wg * 8 * 64 + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
-                       SW ? wg_desc_sw128(Ks + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
-                          : wg_desc(Ks + kk * 2 * 8 * 64, 64 * 16, 128), kk > 0);
+  for (int kk = 0; kk < 8; kk++)  // the k16 slice kk: 32 BQ bytes on in Q; in K 2048 (swizzled: see above)
+    wg_m64n64k16_ss<0>(S, wg_desc_add(qd0, kk * 32 * BQ), wg_desc_add(kd0, SW ? (kk >> 2) * 8192 + (kk & 3) * 32 : kk * 2048),
+                       kk > 0);
 }
 // O += A B issued: A (bf16 fragments of 64 keys' k16 slices: P, or dS), B a 64-row tile read MN-major
 // (V, or K for dQ), each half of D (SW: swizzled, half h is panel h, the slice 16 rows of 128 B on)
 template <bool SW = false>
 __device__ __forceinline__ void av_issue(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *B) {
+  const uint64_t bd0 = SW ? wg_desc_sw128(B, 64 * 128, 1024) : wg_desc(B, 128, 64 * 16);
 #pragma unroll
   for (int h = 0; h < 2; h++)
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++)
-      wg_m64n64k16_rs<1>(O[h], a[kk], SW ? wg_desc_sw128(B + h * 64 * 64 + kk * 16 * 64, 64 * 128, 1024)
-                                         : wg_desc(B + h * 8 * 8 * 64 + kk * 2 * 64, 128, 64 * 16), 1);
+    for (int kk = 0; kk < 4; kk++)  // half h 8192 bytes on (a panel, swizzled), the slice kk 2048 (swizzled) or 256
+      wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc_add(bd0, h * 8192 + kk * (SW ? 2048 : 256)), 1);
 }
 // the same, waited for: O holds the sum on return
 template <bool SW = false>
@@ -359,15 +359,17 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
       for (int i = 0; i < 32 && !OVB; i++) Sp[i] = dP[i] = 0.f;  // OVB: not while dK / dV's products run
       wg_fence();                                                  // (ptxas would serialize them)
+      // each operand's descriptor once, then its k16 slices by wg_desc_add (an add, not a mask and
+      // shift a slice): K, V K-major, this warpgroup's 64 keys; Q, dO K-major (TMA: swizzled, the slice
+      // kk in panel kk / 4, 32 (kk % 4) bytes in; else 32 BQ bytes a slice)
+      const uint64_t kd0 = wg_desc(Ks + wg * 8 * 64, BK * 16, 128), vd0 = wg_desc(Vs + wg * 8 * 64, BK * 16, 128);
+      const uint64_t qd0 = TMA ? wg_desc_sw128(Qs, 16, 1024) : wg_desc(Qs, BQ * 16, 128);
+      const uint64_t od0 = TMA ? wg_desc_sw128(dOs, 16, 1024) : wg_desc(dOs, BQ * 16, 128);
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) {
-        // Q, dO K-major (TMA: swizzled, the k16 slice kk in panel kk / 4, 32 (kk % 4) bytes in)
-        uint64_t dq_desc = TMA ? wg_desc_sw128(Qs + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
-                               : wg_desc(Qs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128),
-                 do_desc = TMA ? wg_desc_sw128(dOs + (kk >> 2) * 64 * 64 + (kk & 3) * 16, 16, 1024)
-                               : wg_desc(dOs + kk * 2 * (BQ / 8) * 64, BQ * 16, 128);
-        wg_m64n64k16_ss<0>(Sp, wg_desc(Ks + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), dq_desc, kk > 0);
-        wg_m64n64k16_ss<0>(dP, wg_desc(Vs + wg * 8 * 64 + kk * 2 * (BK / 8) * 64, BK * 16, 128), do_desc, kk > 0);
+        const uint32_t qo = TMA ? (kk >> 2) * 8192 + (kk & 3) * 32 : kk * 32 * BQ, ko = kk * 32 * BK;
+        wg_m64n64k16_ss<0>(Sp, wg_desc_add(kd0, ko), wg_desc_add(qd0, qo), kk > 0);
+        wg_m64n64k16_ss<0>(dP, wg_desc_add(vd0, ko), wg_desc_add(od0, qo), kk > 0);
       }
       wg_commit();
       flush();       // DEFER: the tile before's dQ while the products run
@@ -395,15 +397,18 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         acc_to_A(as2[kk], (const float(*)[4])dP, kk);
       }
       wg_fence();
+      // B: dO / Q MN-major (rows = queries, the k16 slice kk; columns half h of D); TMA: swizzled, half h
+      // is panel h (8192 bytes on), the slice 16 rows of 128 B (2048 bytes) on; else half h 128 BQ bytes
+      // on, the slice 256
+      const uint64_t ob0 = TMA ? wg_desc_sw128(dOs, BQ * 128, 1024) : wg_desc(dOs, 128, BQ * 16);
+      const uint64_t qb0 = TMA ? wg_desc_sw128(Qs, BQ * 128, 1024) : wg_desc(Qs, 128, BQ * 16);
 #pragma unroll
       for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {  // B: dO / Q MN-major (rows = queries, the k16 slice kk; columns half h of D)
-          // (TMA: swizzled, half h is panel h, the slice 16 rows of 128 B on)
-          wg_m64n64k16_rs<1>(dV[h], ap[kk], TMA ? wg_desc_sw128(dOs + h * 64 * 64 + kk * 16 * 64, BQ * 128, 1024)
-                                                : wg_desc(dOs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
-          wg_m64n64k16_rs<1>(dK[h], as2[kk], TMA ? wg_desc_sw128(Qs + h * 64 * 64 + kk * 16 * 64, BQ * 128, 1024)
-                                                 : wg_desc(Qs + h * 8 * (BQ / 8) * 64 + kk * 2 * 64, 128, BQ * 16), 1);
+        for (int kk = 0; kk < 4; kk++) {
+          const uint32_t bo = TMA ? h * 8192 + kk * 2048 : h * 128 * BQ + kk * 256;
+          wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc_add(ob0, bo), 1);
+          wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc_add(qb0, bo), 1);
         }
       wg_commit();
 #pragma unroll
@@ -446,10 +451,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
       for (int i = 0; i < 32; i++) dQ[i] = 0.f;
       wg_fence();
+      const uint64_t sd0 = wg_desc(dSt, 128, BK * 16), kq0 = wg_desc(Ks + h * 8 * (BK / 8) * 64, 128, BK * 16);
 #pragma unroll
-      for (int kk = 0; kk < BK / 16; kk++)
-        wg_m64n64k16_ss<1, 1>(dQ, wg_desc(dSt + kk * 2 * 64, 128, BK * 16),
-                              wg_desc(Ks + h * 8 * (BK / 8) * 64 + kk * 2 * 64, 128, BK * 16), kk > 0);
+      for (int kk = 0; kk < BK / 16; kk++)  // the k16 slice kk of both: 256 bytes on
+        wg_m64n64k16_ss<1, 1>(dQ, wg_desc_add(sd0, kk * 256), wg_desc_add(kq0, kk * 256), kk > 0);
       wg_commit();
       wg_wait<0>();  // dK / dV's products too (the first half's wait: P^T, dS^T free after it)
       wg_keep(dQ);

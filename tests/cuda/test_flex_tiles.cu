@@ -9,7 +9,8 @@
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
 ** the reference's visibility on every pair; load_tile_async's and load_core_async's threads copy
 ** each chunk of a tile once (the latter at its core-matrix offset); an accumulator's pairs regrouped
-** four columns a lane (acc4_*, the backward's float4 dQ atomics) land once each. Host code only: needs nvcc, no GPU.
+** four columns a lane (acc4_*, the backward's float4 dQ atomics) land once each; a descriptor moved
+** by wg_desc_add equals the moved address's. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,8 +228,27 @@ static void acc4_once(void) {
   for (int e = 0; e < 16 * 8; e++) check(seen[e] == 1, "acc4: each element of the group written once", 0, e / 8, 0, e % 8);
 }
 
+// wgmma.cuh's wg_desc_add: a descriptor moved on by an offset is the descriptor of the moved address,
+// for every 16-byte shared address and the kernels' offsets (k16 slices, panels, stages) that stay
+// inside a block's 227 KB, both layouts (the swizzled one's bit 62 untouched)
+static void desc_add_once(void) {
+  const uint32_t offs[] = {0, 16, 32, 64, 96, 256, 512, 1024, 2048, 4096, 6144, 8192, 8192 + 96, 16384, 32768, 65536,
+                           98304, 131072, 180224};
+  const uint32_t lbos[][2] = {{128, 2048}, {16, 1024}, {8192, 1024}, {4096, 128}};
+  for (uint32_t a = 0; a < 232448; a += 16)
+    for (uint32_t off : offs) {
+      if (a + off >= 232448) continue;
+      for (auto &l : lbos) {
+        uint64_t d = wg_desc_at(a, l[0], l[1]), want = wg_desc_at(a + off, l[0], l[1]);
+        check(wg_desc_add(d, off) == want, "wg_desc_add: the moved address's descriptor", 0, (int)a, 0, (int)off);
+        check(wg_desc_add(d | (1ull << 62), off) == (want | (1ull << 62)), "wg_desc_add: swizzled", 0, (int)a, 1, (int)off);
+      }
+    }
+}
+
 int main(void) {
   acc4_once();
+  desc_add_once();
   sw128_once<64, 128>();   // a Q / dO / K / V tile of 64 rows
   sw128_once<128, 64>();   // V of 128 keys, one panel
   sw128_once<128, 128>();
