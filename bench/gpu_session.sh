@@ -16,7 +16,9 @@
 #              two records at the full global batch per 600-s call; ACCUM=1 runs fit ~150 s; 420 for
 #              records 12+, whose flex compiles took 180-250 s cold on the H200); the summary lines
 #              (record | batch | largest | mean | verdict | tokens/s and memory ratios) at the end;
-#              NO_COMPILE, ACCUM and FID_EXPERIMENT pass through (tasks/fidelity/README.md)
+#              NO_COMPILE, ACCUM and FID_EXPERIMENT pass through (tasks/fidelity/README.md); FID_GPUS=auto (or a
+#              count) on a machine of several GPUs: the records in one part, one queue a GPU, each run alone on
+#              its GPU (tasks/fidelity/gpu_queues.sh): several records' cold compiles (FID_TORCH_ONLY=1) in one call
 #   fidwarm    PyTorch's compile caches filled for records $FID_RECORDS, $FID_WARM_PAR (default 4) at a
 #              time (tasks/fidelity/warm.sh), before `fidelity`: a cold compile is 54 to >190 s a record
 #   noise      the PyTorch-vs-PyTorch floor: record $NOISE_RECORD (default 2) compiled against
@@ -384,6 +386,16 @@ for p in $PARTS; do
         "$DATA" ${FID_RECORDS:-2 3 4 5}
       cat "$LOG/fidwarm.log" ;;
     fidelity)   # one part per record, so a slow record cannot starve the next; summary lines at the end
+      if [ "${FID_GPUS:-1}" != 1 ]; then  # a machine of several GPUs: one part, the records in GPU queues
+        recs=${FID_RECORDS:-2 3 4 5}; lim=${FID_LIMIT:-420}
+        ng=$FID_GPUS; [ "$ng" = auto ] && ng=$(nvidia-smi -L | grep -c '^GPU')
+        per=$(( ($(wc -w <<<"$recs") + ng - 1) / ng ))  # records a queue
+        part fidelity_gpus "$(( per * (lim + 45) ))" env OUT="$LOG/fidelity" FID_LIMIT="$lim" FID_GPUS="$ng" \
+          bash tasks/fidelity/all.sh "$SCRIPTS" "$DATA" "${FID_STEPS:-50}" $recs
+        fidelity_summary "$LOG/fidelity_gpus.log"
+        grep -h "^summary:" "$LOG"/fidelity/record_*.log 2>/dev/null
+        continue
+      fi
       for n in ${FID_RECORDS:-2 3 4 5}; do
         nn=$(printf %02d "$n"); lim=${FID_LIMIT:-$( [ "$n" -ge 12 ] && echo 420 || echo 280 )}
         part "fidelity_$nn" "$(( lim + 45 ))" env OUT="$LOG/fidelity" FID_LIMIT="$lim" \

@@ -35,6 +35,10 @@ def main(argv):
         ratio = us["tokens_per_s"] / pt["tokens_per_s"]
         print(f"tokens/s: {na} {pt['tokens_per_s']:.0f}, {nb} {us['tokens_per_s']:.0f}, ratio {ratio:.3f} "
               f"(card: {pt.get('device', '?')})")
+        gpus = os.environ.get("FID_GPUS", "1")
+        if gpus not in ("", "1"):   # all.sh with FID_GPUS: each run alone on its GPU, others on the host's rest
+            print(f"tokens/s measured with the machine's other GPUs running other records (FID_GPUS={gpus}): "
+                  "each GPU alone, the host's CPUs shared (a compile beside it)")
     mem = None
     if pt.get("peak_memory_bytes") and us.get("peak_memory_bytes"):
         mem = us["peak_memory_bytes"] / pt["peak_memory_bytes"]

@@ -10,6 +10,7 @@
 --     the loader shapes are the expected ones; a changed script names the patch that failed;
 --   * torch_side.py's compile caches go in xz parts a device call can bring back (a stand-in torch);
 --   * compare.py's report (verdict, tokens/s and memory ratios, both sides' start-up, the summary);
+--   * gpu_queues.sh (all.sh's FID_GPUS) spreads records over GPUs, one run a GPU at a time;
 --   * the fidelity shell scripts and bench/gpu_session.sh pass `bash -n`.
 local sr = require "speedrun"
 local T = require "speedrun.testing"
@@ -175,9 +176,31 @@ if has_python then
   end)
 end
 
+T.case("gpu_queues.sh: record k on GPU k % GPUS, a GPU's runs one after another, the GPUs at once, a failure reported", function()
+  local dir = tmp .. "/queues"
+  os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
+  -- a run takes its GPU's lock (noclobber: a second run on the GPU at once fails to) and notes itself;
+  -- GPU 0's first run waits for GPU 1's first to start: queues run one after another would time out
+  local stub = ([[f(){ set -o noclobber; d=%s; { : > "$d/busy_$2"; } 2>/dev/null || echo "overlap $1" >> "$d/log";
+    echo "run $1 gpu $2" >> "$d/log"; : > "$d/started_$1";
+    if [ "$1" = 17 ]; then for i in $(seq 100); do [ -e "$d/started_18" ] && break; sleep 0.1; done
+      [ -e "$d/started_18" ] || echo "sequential" >> "$d/log"; fi
+    sleep 0.2; rm -f "$d/busy_$2"; [ "$1" != 19 ]; }; f]]):format(sh(dir))
+  local ok, out = run("bash ../tasks/fidelity/gpu_queues.sh 2 " .. sh(stub) .. " 17 18 19 20 21")
+  T.ok(not ok, "record 19's failure makes gpu_queues fail: " .. out)
+  local log = T.read(dir .. "/log")
+  T.ok(not log:find("overlap", 1, true) and not log:find("sequential", 1, true), log)
+  for k, n in ipairs({17, 18, 19, 20, 21}) do
+    local _, c = log:gsub("run " .. n .. " gpu " .. (k - 1) % 2 .. "\n", "")
+    T.eq(c, 1, "record " .. n .. " ran once, on GPU " .. (k - 1) % 2 .. ": " .. log)
+  end
+  ok, out = run("bash ../tasks/fidelity/gpu_queues.sh auto true 17")
+  T.ok(not ok and out:find("GPUS must be a positive integer", 1, true), out)
+end)
+
 T.case("the fidelity shell scripts parse (bash -n)", function()
   for _, f in ipairs({"../tasks/fidelity/run.sh", "../tasks/fidelity/all.sh", "../tasks/fidelity/noise.sh",
-                      "../bench/gpu_session.sh"}) do
+                      "../tasks/fidelity/gpu_queues.sh", "../bench/gpu_session.sh"}) do
     local ok, out = run("bash -n " .. sh(f))
     T.ok(ok, f .. ": " .. out)
   end
