@@ -31,6 +31,8 @@
 #              regexes over the demangled names (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel
 #              flex_forward_hopper_kernel; records 1-11's dense backward: "flash_attention_backward_kernel2<64");
 #              FLEXPROF_SASS=1 adds each one's instruction-level page ($OUT/flexprof/*.csv, bench/sass_stalls.py)
+#              FLEXPROF_RUN: another script and its arguments to profile instead, e.g. "bench/loss_head.lua 65536
+#              768 50304 tanh 2" with FLEXPROF_KERNELS=sr_xent (the loss group's kernels)
 #   wgmmatest  tests/cuda/test_gpu_wgmma alone (seconds): kernels/wgmma.cuh's products in the core-matrix and
 #              the 128-byte swizzled layouts, and a TMA load (kernels/tma.cuh) against sw128_off
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
@@ -285,7 +287,7 @@ for p in $PARTS; do
       export NCU_ONE="--kernel-name-base demangled --launch-skip 1 --launch-count 1 --clock-control none"  # the second launch of a name
       part flexprof 400 bash -c 'for kn in ${FLEXPROF_KERNELS:-flex_backward_kernel flex_forward_kernel}; do
           ncu $NCU_ONE --kernel-name "regex:$kn" --set full \
-            ./build/speedrun run bench/flex_attention.lua 2; done'
+            ./build/speedrun run ${FLEXPROF_RUN:-bench/flex_attention.lua 2}; done'
       grep -E "flex_|Duration|Throughput|Pipe|Occupancy|Registers|Shared Memory Config|Bank|Warp Cycles|Stall|Issued|L2 Hit|Block Limit|Est. Speedup|    [A-Z][a-z]+.*Stall" "$LOG/flexprof.log" | head -120
       # FLEXPROF_SASS=1: each kernel's instructions with their issue counts and stall samples (the
       # source page) to $OUT/flexprof/<kernel>.csv, read with bench/sass_stalls.py
@@ -293,7 +295,7 @@ for p in $PARTS; do
           fn=$(echo "$kn" | tr -c "A-Za-z0-9_\n" _)
           ncu $NCU_ONE --kernel-name "regex:$kn" --section SourceCounters \
             --section WarpStateStats --section LaunchStats --section Occupancy --import-source no \
-            -f -o "/tmp/sass_$fn" ./build/speedrun run bench/flex_attention.lua 2 >/dev/null
+            -f -o "/tmp/sass_$fn" ./build/speedrun run ${FLEXPROF_RUN:-bench/flex_attention.lua 2} >/dev/null
           ncu -i "/tmp/sass_$fn.ncu-rep" --page source --csv --print-source sass > "'"$OUTDIR"'/flexprof/$fn.csv"
           echo "$kn: $(wc -l < "'"$OUTDIR"'/flexprof/$fn.csv") lines ($fn.csv)"; done'
         cat "$LOG/flexsass.log" | tail -8; } ;;
