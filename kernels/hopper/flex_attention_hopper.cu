@@ -55,15 +55,20 @@ __device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const
                        kk > 0);
 }
 // O += A B issued: A (bf16 fragments of 64 keys' k16 slices: P, or dS), B a 64-row tile read MN-major
-// (V, or K for dQ), each half of D (SW: swizzled, half h is panel h, the slice 16 rows of 128 B on)
+// (V, or K for dQ), each half of D (SW: swizzled, both halves in one N = 128 product)
 template <bool SW = false>
 __device__ __forceinline__ void av_issue(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *B) {
   const uint64_t bd0 = SW ? wg_desc_sw128(B, 64 * 128, 1024) : wg_desc(B, 128, 64 * 16);
+  if constexpr (SW) {  // both halves in one N = 128 product (the panels LBO apart), the slice kk 2048 bytes on
 #pragma unroll
-  for (int h = 0; h < 2; h++)
+    for (int kk = 0; kk < 4; kk++) wg_m64n128k16_rs<1>(O, a[kk], wg_desc_add(bd0, kk * 2048), 1);
+  } else {
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++)  // half h 8192 bytes on (a panel, swizzled), the slice kk 2048 (swizzled) or 256
-      wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc_add(bd0, h * 8192 + kk * (SW ? 2048 : 256)), 1);
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++)  // half h 8192 bytes on, the slice kk 256
+        wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc_add(bd0, h * 8192 + kk * 256), 1);
+  }
 }
 // the same, waited for: O holds the sum on return
 template <bool SW = false>
@@ -266,7 +271,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // issue of its S and dP products and their wait: the atomics drain from the LSU queue while the tensor
 // cores work, where the profile had the warps wait for them (2026-12-07: the REDG and the address move
 // behind them, 17 % of the stall samples); the last tile's after the loop
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false>
+// N128 (SR_FLEX_BWD_N128=1, with the TMA loads): dV += P^T dO and dK += dS^T Q over both halves of D
+// in one N = 128 product each (wg_m64n128k16_rs): P^T, dS^T read once, 8 instructions a tile, not 16
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false,
+          bool N128 = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -280,6 +288,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
   static_assert(!V4 || DQ, "V4: dQ by atomics");
   static_assert(!DEFER || (V4 && NWG == 2), "DEFER: the V4 atomics of blocks of two warpgroups");
+  static_assert(!N128 || TMA, "N128: the swizzled Q / dO tiles (their two panels LBO apart)");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
@@ -402,14 +411,22 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       // on, the slice 256
       const uint64_t ob0 = TMA ? wg_desc_sw128(dOs, BQ * 128, 1024) : wg_desc(dOs, 128, BQ * 16);
       const uint64_t qb0 = TMA ? wg_desc_sw128(Qs, BQ * 128, 1024) : wg_desc(Qs, 128, BQ * 16);
-#pragma unroll
-      for (int h = 0; h < 2; h++)
+      if constexpr (N128) {  // both halves in one N = 128 product (the panels LBO apart): A read once, half the instructions
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-          const uint32_t bo = TMA ? h * 8192 + kk * 2048 : h * 128 * BQ + kk * 256;
-          wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc_add(ob0, bo), 1);
-          wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc_add(qb0, bo), 1);
+          wg_m64n128k16_rs<1>(dV, ap[kk], wg_desc_add(ob0, kk * 2048), 1);
+          wg_m64n128k16_rs<1>(dK, as2[kk], wg_desc_add(qb0, kk * 2048), 1);
         }
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+          for (int kk = 0; kk < 4; kk++) {
+            const uint32_t bo = TMA ? h * 8192 + kk * 2048 : h * 128 * BQ + kk * 256;
+            wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc_add(ob0, bo), 1);
+            wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc_add(qb0, bo), 1);
+          }
+      }
       wg_commit();
 #pragma unroll
       for (int j = 0; j < 8 && DQ; j++) {
@@ -692,6 +709,12 @@ static int hopper_backward_defer(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_DEFER", "1");
 }
+// SR_FLEX_BWD_N128=1 (with the TMA loads and EPI): dV and dK by N = 128 products
+// (flex_backward_hopper_kernel's N128)
+static int hopper_backward_n128(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_BWD_N128", "1");
+}
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
   bool ok = sr_is_aligned16(dk) && sr_is_aligned16(dv);
@@ -752,11 +775,12 @@ static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance
 static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's DEFER instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false,
+          bool N128 = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, V4, DEFER>;
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, V4, DEFER, N128>;
   size_t smem = bwd_smem(NS, NWG, TMA, DEFER);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -766,6 +790,24 @@ static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_
   kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as,
                                                        tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
+}
+
+// the default backward (TMA loads, EPI stores) with its opt-in variants: dQ by float4 atomics (V4),
+// deferred to the next tile (DEFER), dV / dK by N = 128 products (N128)
+template <int NS, bool N128 = false>
+static cudaError_t tma_epi(unsigned nb, unsigned nbh, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
+                           const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
+                           flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm) {
+  if (!N128 && hopper_backward_n128())
+    return tma_epi<NS, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+  if (hopper_backward_defer())
+    return dkdv<NS, true, false, 2, true, true, true, true, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                  scale, fm, as, s, tm);
+  if (hopper_backward_v4())
+    return dkdv<NS, true, false, 2, true, true, true, false, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                   scale, fm, as, s, tm);
+  return dkdv<NS, true, false, 2, true, true, false, false, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
+                                                                  scale, fm, as, s, tm);
 }
 
 // dq_acc: the f32 accumulator (dQ by atomics) or NULL: the split, dQ by its own kernel, the dK / dV
@@ -782,15 +824,7 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
-  if (epi && tma && hopper_backward_defer())
-    return dkdv<NS, true, false, 2, true, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
-                                                            as, s, tm);
-  if (epi && tma)
-    return hopper_backward_v4()
-               ? dkdv<NS, true, false, 2, true, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm,
-                                                            as, s, tm)
-               : dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s,
-                                                      tm);
+  if (epi && tma) return tma_epi<NS>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (tma)
     return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);

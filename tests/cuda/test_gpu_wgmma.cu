@@ -6,7 +6,8 @@
 ** with LBO and SBO swapped, and the output says whether that matches (the descriptor's two
 ** offsets are the easy thing to get backwards). Each mode runs in both shared-memory layouts of
 ** wgmma.cuh: the core-matrix one the kernels use and the 128-byte swizzled one (sw128_off,
-** wg_desc_sw128) that TMA writes; then a TMA load (kernels/tma.cuh: a 64 x 128 tile of a padded
+** wg_desc_sw128) that TMA writes; O = A W with N = 128 in one product (wg_m64n128k16_rs, W
+** swizzled: its two panels LBO apart); then a TMA load (kernels/tma.cuh: a 64 x 128 tile of a padded
 ** matrix as two 64 x 64 boxes, counted on an mbarrier) checked element by element against
 ** sw128_off. Built for sm_90a only (wgmma), with the CUDA backend; exits 77 (skipped) without a
 ** Hopper GPU.
@@ -48,6 +49,15 @@ __device__ uint32_t pack2(bf16 lo, bf16 hi) {
   return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
 }
 
+// warp w's rows of A [64 x KD] (row-major, global) as mma.sync's A fragment of the k16 slice kk
+__device__ void a_frag(uint32_t (&a)[4], const bf16 *A, int w, int g, int t, int kk) {
+  int r = 16 * w + g, c = 16 * kk + 2 * t;
+  a[0] = pack2(A[r * KD + c], A[r * KD + c + 1]);
+  a[1] = pack2(A[(r + 8) * KD + c], A[(r + 8) * KD + c + 1]);
+  a[2] = pack2(A[r * KD + c + 8], A[r * KD + c + 9]);
+  a[3] = pack2(A[(r + 8) * KD + c + 8], A[(r + 8) * KD + c + 9]);
+}
+
 // C [64 x 64] f32 = A [64 x KD] times B^T (B [64 x KD], MODE_QK) or B (B [KD x 64], the PV modes);
 // MODE_TA: A is given as A^T [KD x 64] and B as [64 x KD]
 // sw: both operands in the 128-byte swizzled layout
@@ -60,13 +70,7 @@ __global__ void wgmma_case(float *C, const bf16 *A, const bf16 *B, int mode, int
   __syncthreads();
   int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   uint32_t a[KD / 16][4];  // this warp's rows as mma.sync A fragments, every k16 slice (MODE_PV_RS)
-  for (int kk = 0; kk < KD / 16 && mode == MODE_PV_RS; kk++) {
-    int r = 16 * w + g, c = 16 * kk + 2 * t;
-    a[kk][0] = pack2(A[r * KD + c], A[r * KD + c + 1]);
-    a[kk][1] = pack2(A[(r + 8) * KD + c], A[(r + 8) * KD + c + 1]);
-    a[kk][2] = pack2(A[r * KD + c + 8], A[r * KD + c + 9]);
-    a[kk][3] = pack2(A[(r + 8) * KD + c + 8], A[(r + 8) * KD + c + 9]);
-  }
+  for (int kk = 0; kk < KD / 16 && mode == MODE_PV_RS; kk++) a_frag(a[kk], A, w, g, t, kk);
   // MN-major (V [KD x 64], A^T [KD x 64]): core-matrix layout, the next 8 rows of K at 128 B and the
   // next 8 columns at 16 KD; swizzled, the next 64 columns (the next panel) at 128 KD B and the next 8
   // rows of K at 1024 B, the k16 slice kk at 2048 kk B
@@ -93,6 +97,32 @@ __global__ void wgmma_case(float *C, const bf16 *A, const bf16 *B, int mode, int
   for (int kk = 0; kk < KD / 16; kk++) wg_keep(a[kk]);
   for (int j = 0; j < 8; j++)
     for (int e = 0; e < 4; e++) C[(16 * w + g + (e >> 1) * 8) * N64 + 8 * j + 2 * t + (e & 1)] = d[4 * j + e];
+}
+
+// O [64 x 128] f32 = A [64 x KD] (registers) times W [KD x 128] (MN-major, 128-byte swizzled: two
+// panels of 64 columns, LBO = the panel stride) by wg_m64n128k16_rs: the kernels' P V and dV/dK with
+// the whole of D in one product
+__global__ void wgmma_n128_case(float *C, const bf16 *A, const bf16 *W) {
+  __shared__ __align__(1024) bf16 Ws[KD * 128];
+  stage(Ws, W, KD, 128, 1);
+  wg_fence_smem();
+  __syncthreads();
+  int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  uint32_t a[KD / 16][4];
+  for (int kk = 0; kk < KD / 16; kk++) a_frag(a[kk], A, w, g, t, kk);
+  float d[2][32];
+  for (int i = 0; i < 32; i++) d[0][i] = d[1][i] = 0.f;
+  wg_fence();
+  const uint64_t d0 = wg_desc_sw128(Ws, KD * 128, 1024);
+  for (int kk = 0; kk < KD / 16; kk++) wg_m64n128k16_rs<1>(d, a[kk], wg_desc_add(d0, kk * 2048), kk > 0);
+  wg_commit();
+  wg_wait<0>();
+  wg_keep(d[0]);
+  wg_keep(d[1]);
+  for (int kk = 0; kk < KD / 16; kk++) wg_keep(a[kk]);
+  for (int h = 0; h < 2; h++)
+    for (int j = 0; j < 8; j++)
+      for (int e = 0; e < 4; e++) C[(16 * w + g + (e >> 1) * 8) * 128 + 64 * h + 8 * j + 2 * t + (e & 1)] = d[h][4 * j + e];
 }
 
 static float urand(uint32_t *s) { *s = *s * 1664525u + 1013904223u; return (float)(*s >> 8) / 16777216.0f * 2.f - 1.f; }
@@ -201,6 +231,33 @@ int main(void) {
       }
       failed += !ok;
     }
+  {  // N = 128 in one product (swizzled W [KD x 128])
+    static float hW[KD * 128], O[N64 * 128];
+    static bf16 bW[KD * 128];
+    for (int i = 0; i < KD * 128; i++) { bW[i] = __float2bfloat16(urand(&s)); hW[i] = __bfloat162float(bW[i]); }
+    bf16 *dW;
+    float *dO;
+    CHECK(cudaMalloc(&dW, sizeof bW));
+    CHECK(cudaMalloc(&dO, sizeof O));
+    CHECK(cudaMemcpy(dW, bW, sizeof bW, cudaMemcpyHostToDevice));
+    wgmma_n128_case<<<1, 128>>>(dO, dA, dW);
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(O, dO, sizeof O, cudaMemcpyDeviceToHost));
+    double worst = 0;
+    for (int i = 0; i < N64; i++)
+      for (int j = 0; j < 128; j++) {
+        double ref = 0;
+        for (int k = 0; k < KD; k++) ref += (double)hA[i * KD + k] * hW[k * 128 + j];
+        worst = fmax(worst, fabs(O[i * 128 + j] - ref));
+      }
+    int ok = worst <= 1e-3;
+    printf("%s O = A W, N = 128 in one product (W MN-major, 128B swizzled, A in registers): largest |error| %.3g\n",
+           ok ? "ok  " : "FAIL", worst);
+    failed += !ok;
+    cases++;
+    CHECK(cudaFree(dW));
+    CHECK(cudaFree(dO));
+  }
   int tma_bad = tma_check();
   printf("%s a TMA load of a 64 x 128 tile (two 64 x 64 boxes, 128B swizzle): %d element(s) off sw128_off\n",
          tma_bad ? "FAIL" : "ok  ", tma_bad);
