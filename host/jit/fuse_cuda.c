@@ -18,8 +18,8 @@
 */
 #include <stdarg.h>      /* defines: va_list */
 #include <stdio.h>       /* defines: snprintf, vsnprintf */
-#include <stdlib.h>      /* defines: malloc, realloc, free */
-#include <string.h>      /* defines: strcmp, memcpy */
+#include <stdlib.h>      /* defines: malloc, realloc, free, getenv */
+#include <string.h>      /* defines: strcmp, strncmp, memcpy */
 #include <stdint.h>      /* defines: uintptr_t */
 
 #include "core/fuse.h"   /* defines: sr_fuse_group, sr_fuse_run_cuda */
@@ -269,11 +269,28 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 /* ------------------------------------------------------------------------------------------
 ** compiling and running */
 
+/* SR_FUSE_XL_UNROLL=U (2 to 8): the loss kernels' first pass over a row unrolled U times, so a thread
+** has U vectors' loads in flight (kernel 3 keeps 4; the fused driver one): -DSR_XL_UNROLL=U, a kernel
+** of its own in the cache. The same sums in the same order. Other values: off */
+static const char *xl_unroll_opt(void) {
+  static char opt[24];
+  static int done;
+  if (!done) {
+    const char *e = getenv("SR_FUSE_XL_UNROLL");
+    int u = e && e[0] >= '2' && e[0] <= '8' && !e[1] ? e[0] - '0' : 0;
+    if (u) snprintf(opt, sizeof opt, "-DSR_XL_UNROLL=%d", u);
+    done = 1;
+  }
+  return opt[0] ? opt : NULL;
+}
+
 static void set_opts(sr_jit_opts *o, const char *src, const char *kernel) {
   memset(o, 0, sizeof *o);
   o->source = src;
   o->filename = "fused_group.cu";
   o->options[o->noptions++] = "--use_fast_math";
+  if (!strncmp(kernel, "sr_xent_", 8) && strcmp(kernel, "sr_xent_bwd") && xl_unroll_opt())  /* the forwards */
+    o->options[o->noptions++] = xl_unroll_opt();
   o->kernels[o->nkernels++] = kernel;
   o->use_cache = 1;
 }

@@ -221,6 +221,10 @@ __device__ void sr_xent_fused(const sr_xent_kargs &a) {
     sr_xl_vals<1>(a, base + xent_edge(g, threadIdx.x), v);
     xent_acc1(m, s, v[SR_XL_LVAL][0]);
   }
+#ifdef SR_XL_UNROLL  // SR_FUSE_XL_UNROLL (host/jit/fuse_cuda.c): this pass unrolled, its loads batched (it stores nothing)
+  constexpr int XLU = SR_XL_UNROLL;
+#pragma unroll XLU
+#endif
   for (int k = threadIdx.x; k < g.nv; k += NT) {
     float v[SR_XL_NV][N];
     sr_xl_vals<N>(a, base + g.head + (long long)k * N, v);
