@@ -15,6 +15,11 @@ SCRIPTS=${1:?dir with record_N/train_gpt2.py}; DATA=${2:?data dir}; STEPS=${3:-5
 RECORDS=${*:-1 2 3 4 5}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd); cd "$ROOT"
 OUTDIR=${OUT:-runs/fidelity}; mkdir -p "$OUTDIR"
+FID_GPUS=${FID_GPUS:-1}; ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$FID_GPUS" = auto ] && FID_GPUS=$ngpu
+if ! [[ "$FID_GPUS" =~ ^[1-9][0-9]*$ ]] || { [ "$FID_GPUS" != 1 ] && [ "$FID_GPUS" -gt "$ngpu" ]; }; then
+  echo "all.sh: FID_GPUS=$FID_GPUS: a count from 1 to this machine's $ngpu GPU(s), or auto" >&2; exit 2
+fi
+export FID_GPUS
 if [ ! -x build/speedrun ]; then
   t0=$(date +%s)
   cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release >"$OUTDIR/build.log" 2>&1 &&
@@ -42,8 +47,6 @@ one() {  # one N [GPU]: run.sh for record N (on GPU alone), its log and JSON int
 # well as alone, but their tokens/s come from a shared GPU and are marked so, not ratios to report
 export -f one; export ROOT SCRIPTS DATA STEPS OUTDIR
 [ "${FID_PAR:-1}" -gt 1 ] && export FID_CONTENDED=1
-FID_GPUS=${FID_GPUS:-1}; [ "$FID_GPUS" = auto ] && FID_GPUS=$(nvidia-smi -L | grep -c '^GPU')
-export FID_GPUS
 rc=0
 if [ "$FID_GPUS" != 1 ]; then
   source "$ROOT/tasks/fidelity/gpu_queues.sh"

@@ -196,6 +196,15 @@ T.case("gpu_queues.sh: record k on GPU k % GPUS, a GPU's runs one after another,
   end
   ok, out = run("bash ../tasks/fidelity/gpu_queues.sh auto true 17")
   T.ok(not ok and out:find("GPUS must be a positive integer", 1, true), out)
+  -- all.sh refuses more GPUs than the machine has (a stand-in nvidia-smi listing one), before any run
+  os.execute("mkdir -p " .. sh(dir .. "/bin"))
+  T.write(dir .. "/bin/nvidia-smi", "#!/bin/sh\necho 'GPU 0: stand-in'\n")
+  os.execute("chmod +x " .. sh(dir .. "/bin/nvidia-smi"))
+  for _, v in ipairs {"3", "x", "0"} do
+    ok, out = run("PATH=" .. sh(dir .. "/bin") .. ":$PATH OUT=" .. sh(dir .. "/out") .. " FID_GPUS=" .. v ..
+                  " bash ../tasks/fidelity/all.sh /nonexistent /nonexistent 5 17 18")
+    T.ok(not ok and out:find("FID_GPUS=" .. v .. ": a count from 1 to this machine's 1 GPU(s), or auto", 1, true), out)
+  end
 end)
 
 T.case("the fidelity shell scripts parse (bash -n)", function()
