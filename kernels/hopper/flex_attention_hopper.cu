@@ -391,15 +391,22 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
 #pragma unroll
-      for (int j = 0; j < 8; j++)
+      for (int j = 0; j < 8; j++) {
+        // the two queries 8 j + 2 t, + 1 of this thread's columns: their lse, delta and doc ids as one
+        // 8-byte load each (the stage's rows are 16-byte aligned, 2 t even), not one a column and row
+        const int q2 = j * 8 + 2 * t;
+        const float2 ls2 = *(const float2 *)&lse_s[q2], de2 = *(const float2 *)&delta_s[q2];
+        const int2 qd2 = fm.doc ? *(const int2 *)&qd[q2] : make_int2(0, 0);
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          int qi = j * 8 + 2 * t + (e & 1), i = 4 * j + e;
-          float pr = exp2f(fmaf(Sp[i], scale_log2, -lse_s[qi] * LOG2E));
-          if (part && !flex_vis_ids(fm, qt0 + qi, e < 2 ? key0 : key1, fm.doc ? qd[qi] : 0, e < 2 ? dk0 : dk1)) pr = 0.f;
+          const int qi = q2 + (e & 1), i = 4 * j + e;
+          const float lq = e & 1 ? ls2.y : ls2.x, dlt = e & 1 ? de2.y : de2.x;
+          float pr = exp2f(fmaf(Sp[i], scale_log2, -lq * LOG2E));
+          if (part && !flex_vis_ids(fm, qt0 + qi, e < 2 ? key0 : key1, e & 1 ? qd2.y : qd2.x, e < 2 ? dk0 : dk1)) pr = 0.f;
           Sp[i] = pr;
-          dP[i] = pr * (dP[i] - delta_s[qi]);
+          dP[i] = pr * (dP[i] - dlt);
         }
+      }
 #pragma unroll
       for (int kk = 0; kk < 4; kk++) {
         acc_to_A(ap[kk], (const float(*)[4])Sp, kk);
