@@ -15,10 +15,11 @@
 ** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
 ** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
-** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); the forward's TMA loads and the
-** backward's float4 dQ atomics, in their tile or deferred to the next, are opt-in (SR_FLEX_FWD_TMA,
-** SR_FLEX_BWD_V4, SR_FLEX_BWD_DEFER: docs/cuda.md's switches). Measured to lose and removed (2026-12-07, git history): the copies issued after the
-** tile's first products (LATE), dQ by bulk reduces of shared-memory rows (BULK).
+** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); opt-in (docs/cuda.md's switches):
+** the forward's TMA loads (SR_FLEX_FWD_TMA), the backward's float4 dQ atomics in their tile or
+** deferred to the next (SR_FLEX_BWD_V4, SR_FLEX_BWD_DEFER), its dV / dK by N = 128 products
+** (SR_FLEX_BWD_N128). Measured to lose and removed (2026-12-07, git history): the copies issued
+** after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows (BULK).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
 ** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
@@ -260,9 +261,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
 // layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
 // tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
-// EPI (the default, SR_FLEX_BWD_EPI=0 off; blocks of two warpgroups): dK and dV staged through the free Q / dO stages
-// and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the epilogue's stores
-// were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its tensor cores)
+// EPI (the default, SR_FLEX_BWD_EPI=0 off; blocks of two warpgroups): dK and dV staged through the
+// free Q / dO stages and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the
+// epilogue's stores were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its
+// tensor cores)
 // V4 (SR_FLEX_BWD_V4=1, with the TMA loads and EPI): dQ added by float4 atomics, half as many: the
 // two threads of a pair (t, t ^ 1) swap one row's pair of columns by a shuffle, so each holds four
 // columns of one row (the even thread row g, the odd row g + 8)
@@ -678,7 +680,7 @@ static int hopper_forward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
 }
-// SR_FLEX_FWD_TMA=1 (blocks of two warpgroups, not overlapped): the forward's K / V tiles loaded by
+// SR_FLEX_FWD_TMA=1 (blocks of two warpgroups, overlapped or not): the forward's K / V tiles loaded by
 // TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused map keeps cp.async
 static int hopper_forward_tma(void) {
   static int v = -1;
