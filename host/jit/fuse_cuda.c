@@ -232,11 +232,12 @@ static void gen_xent(sbuf *b, const sr_fuse_group *g, int variant) {
   if (g->defer) put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[SR_XL_OUT]);\n", ctype(g->out_dtype), g->nload + nfor);
   put(b, "}\n\n");
   if (variant == 2)
-    put(b, "extern \"C\" __global__ void __launch_bounds__(512) sr_xent_bwd(const sr_xent_kargs a) {\n"
+    put(b, "extern \"C\" __global__ void __launch_bounds__(512, SR_XL_MINB) sr_xent_bwd(const sr_xent_kargs a) {\n"
            "  sr_xent_back<%s, 512>(a);\n}\n", lt);
   else
-    put(b, "extern \"C\" __global__ void __launch_bounds__(%d) sr_xent_%d(const sr_xent_kargs a) {\n"
-           "  sr_xent_fused<%s, %d, %s>(a);\n}\n", variant ? 1024 : 512, variant ? 1024 : 512, lt,
+    put(b, "extern \"C\" __global__ void __launch_bounds__(%d, %s) sr_xent_%d(const sr_xent_kargs a) {\n"
+           "  sr_xent_fused<%s, %d, %s>(a);\n}\n", variant ? 1024 : 512, variant ? "1" : "SR_XL_MINB",
+        variant ? 1024 : 512, lt,
         variant ? 1024 : 512, g->defer ? "true" : "false");
 }
 
@@ -269,19 +270,28 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 /* ------------------------------------------------------------------------------------------
 ** compiling and running */
 
-/* SR_FUSE_XL_UNROLL=U (2 to 8): the loss kernels' first pass over a row unrolled U times, so a thread
-** has U vectors' loads in flight (kernel 3 keeps 4; the fused driver one): -DSR_XL_UNROLL=U, a kernel
-** of its own in the cache. The same sums in the same order. Other values: off */
-static const char *xl_unroll_opt(void) {
-  static char opt[24];
-  static int done;
-  if (!done) {
-    const char *e = getenv("SR_FUSE_XL_UNROLL");
-    int u = e && e[0] >= '2' && e[0] <= '8' && !e[1] ? e[0] - '0' : 0;
-    if (u) snprintf(opt, sizeof opt, "-DSR_XL_UNROLL=%d", u);
-    done = 1;
+/* the loss kernels' NVRTC options from three A/B switches (one digit each; other values: off), each
+** a kernel of its own in the cache, the same numbers: SR_FUSE_XL_UNROLL=U (2 to 8) the forwards'
+** first pass over a row unrolled U times, U vectors' loads in flight a thread (kernel 3 keeps 4; the
+** fused driver one); SR_FUSE_XL_BATCH=B (2 to 4) the gradient pass (the forward's second, a deferred
+** group's backward) loads B vectors before it computes and stores them; SR_FUSE_XL_MINB=M (2 to 4)
+** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy) */
+static int xl_digit(const char *e, char lo, char hi) {
+  return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : 0;
+}
+static int xl_opts(const char **opt) {
+  static char buf[3][24];
+  static int n = -1;
+  if (n < 0) {
+    int u = xl_digit(getenv("SR_FUSE_XL_UNROLL"), '2', '8'), b = xl_digit(getenv("SR_FUSE_XL_BATCH"), '2', '4');
+    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4');
+    n = 0;
+    if (u) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_UNROLL=%d", u);
+    if (b) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_BATCH=%d", b);
+    if (m) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_MINB=%d", m);
   }
-  return opt[0] ? opt : NULL;
+  for (int i = 0; i < n; i++) opt[i] = buf[i];
+  return n;
 }
 
 static void set_opts(sr_jit_opts *o, const char *src, const char *kernel) {
@@ -289,8 +299,7 @@ static void set_opts(sr_jit_opts *o, const char *src, const char *kernel) {
   o->source = src;
   o->filename = "fused_group.cu";
   o->options[o->noptions++] = "--use_fast_math";
-  if (!strncmp(kernel, "sr_xent_", 8) && strcmp(kernel, "sr_xent_bwd") && xl_unroll_opt())  /* the forwards */
-    o->options[o->noptions++] = xl_unroll_opt();
+  if (!strncmp(kernel, "sr_xent_", 8)) o->noptions += xl_opts(o->options + o->noptions);
   o->kernels[o->nkernels++] = kernel;
   o->use_cache = 1;
 }
@@ -548,10 +557,12 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   a.losses = sr_data(lo), a.lse = sr_data(ls), a.targets = sr_data(tg), a.logits = sr_data(lg);
   a.dscale = ds ? sr_data(ds) : NULL;
   /* the unfused kernel's threads a row and shared memory: the same reduction order, and as many
-  ** rows in flight an SM (the memory is not used: the rows' second read comes from L2) */
+  ** rows in flight an SM (the memory is not used: the rows' second read comes from L2). A deferred
+  ** group's forward reads a row once: SR_FUSE_XL_OCC=1 asks no memory there, more rows an SM */
   size_t smem = 0;
   int nt = sr_cuda_xent_threads(V, (int)sr_dtype_size(lg->dtype), &smem);
   if (nt != 512 && nt != 1024) return "the device's shared memory could not be queried";
+  if (g->defer && xl_digit(getenv("SR_FUSE_XL_OCC"), '1', '1')) smem = 0;
   kentry *e = kernel_for(g, nt == 1024);
   if (e->err) return e->err;
   void *args[1] = {&a};
