@@ -82,13 +82,12 @@ static void load_expr(sbuf *b, int dt, int k, const char *off) {
   else put(b, "((const float *)a.ptr[%d])[%s]", k, off);
 }
 
-/* op's value, rounded to its dtype: its inputs as value(k) ("v%d", or "v[%d][e]" in a loss
-** kernel), its scalar as scalar (e.g. "P[3]") */
-static void gen_op(sbuf *b, const sr_fuse_op *op, const char *value, const char *scalar) {
+/* op's value, unrounded: its inputs as value(k) ("v%d", or "v[%d][e]" in a loss kernel), its
+** scalar as scalar (e.g. "P[3]") */
+static void gen_expr(sbuf *b, const sr_fuse_op *op, const char *value, const char *scalar) {
   const int *in = op->in;
   char x[3][32];
   for (int j = 0; j < 3; j++) snprintf(x[j], sizeof x[j], value, j < op->nin ? in[j] : 0);
-  put(b, "%s(", op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
   switch (op->kind) {
     case SR_K_fill: put(b, "%s", scalar); break;
     case SR_K_copy: put(b, "%s", x[0]); break;
@@ -97,6 +96,12 @@ static void gen_op(sbuf *b, const sr_fuse_op *op, const char *value, const char 
     case SR_K_binary: put(b, "binary_f(%d, %s, %s)", op->fn, x[0], x[1]); break;
     default: put(b, "%s != 0.f ? %s : %s", x[0], x[1], x[2]); break;
   }
+}
+
+/* op's value rounded to its dtype, the statement's end */
+static void gen_op(sbuf *b, const sr_fuse_op *op, const char *value, const char *scalar) {
+  put(b, "%s(", op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
+  gen_expr(b, op, value, scalar);
   put(b, ");  // %s\n", sr_kernels[op->kind].name);
 }
 
@@ -199,6 +204,21 @@ static void gen_xl_load(sbuf *b, int k, int dt, int v) {
   put(b, "  }\n");
 }
 
+/* a loss kernel's ops op[0..n) into value slots first.., op by op over the N elements: an f32 op's
+** values kept from contraction one by one, a bf16 op's rounded together (sr_ew_round_bf16_n: in
+** pairs by one packed conversion with SR_FUSE_BF16X2); scalars from the array sc (a.p or a.q) */
+static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
+  for (int m = 0; m < n; m++) {
+    char p[16];
+    snprintf(p, sizeof p, "%s[%d]", sc, m);
+    int bf = op[m].dtype == SR_BF16;
+    put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) v[%d][e] = %s", first + m, bf ? "" : "sr_ew_keep(");
+    gen_expr(b, &op[m], "v[%d][e]", p);
+    put(b, "%s;  // %s\n", bf ? "" : ")", sr_kernels[op[m].kind].name);
+    if (bf) put(b, "  sr_ew_round_bf16_n<N>(v[%d]);\n", first + m);
+  }
+}
+
 /* a loss group's kernels (core/fuse.h, 4.): the functions the drivers of
 ** kernels/include/speedrun_xent.cuh call, and an entry: variant 0 and 1 the forward with 512 or
 ** 1024 threads a row (the unfused cross-entropy's), 2 a deferred group's backward */
@@ -209,23 +229,11 @@ static void gen_xent(sbuf *b, const sr_fuse_group *g, int variant) {
          "#include \"speedrun_xent.cuh\"\n\n", d + 1 + nfor + nepi, g->lval, d, d + nfor + nepi, g->nio - g->nload);
   put(b, "template <int N> __device__ void sr_xl_vals(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
   for (int k = 0; k < g->nload; k++) gen_xl_load(b, k, g->io[k].dtype, k);
-  put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
-  for (int m = 0; m < g->nop; m++) {
-    char p[16];
-    snprintf(p, sizeof p, "a.p[%d]", m);
-    put(b, "    v[%d][e] = ", g->nload + m);
-    gen_op(b, &g->op[m], "v[%d][e]", p);
-  }
-  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  gen_xl_ops(b, g->op, g->nop, g->nload, "a.p");
+  put(b, "}\n\ntemplate <int N> __device__ void sr_xl_epi(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
   for (int f = 0; f < nfor; f++) gen_xl_load(b, g->nload + f, g->for_dtype[f], d + 1 + f);
-  put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) {\n");
-  for (int m = 0; m < nepi; m++) {
-    char q[16];
-    snprintf(q, sizeof q, "a.q[%d]", m);
-    put(b, "    v[%d][e] = ", d + 1 + nfor + m);
-    gen_op(b, &g->epi_op[m], "v[%d][e]", q);
-  }
-  put(b, "  }\n}\n\ntemplate <int N> __device__ void sr_xl_store(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
+  gen_xl_ops(b, g->epi_op, nepi, d + 1 + nfor, "a.q");
+  put(b, "}\n\ntemplate <int N> __device__ void sr_xl_store(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
   for (int k = g->nload; k < g->nio; k++)
     put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[%d]);\n", ctype(g->io[k].dtype), k, g->io[k].src);
   put(b, "}\n\ntemplate <int N> __device__ void sr_xl_out(const sr_xent_kargs &a, long long i, float (*v)[N]) {\n");
@@ -275,20 +283,22 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 ** first pass over a row unrolled U times, U vectors' loads in flight a thread (kernel 3 keeps 4; the
 ** fused driver one); SR_FUSE_XL_BATCH=B (2 to 4) the gradient pass (the forward's second, a deferred
 ** group's backward) loads B vectors before it computes and stores them; SR_FUSE_XL_MINB=M (2 to 4)
-** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy) */
+** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy); SR_FUSE_BF16X2=1
+** bf16 values rounded two by one packed conversion (the same bits) */
 static int xl_digit(const char *e, char lo, char hi) {
   return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : 0;
 }
 static int xl_opts(const char **opt) {
-  static char buf[3][24];
+  static char buf[4][24];
   static int n = -1;
   if (n < 0) {
     int u = xl_digit(getenv("SR_FUSE_XL_UNROLL"), '2', '8'), b = xl_digit(getenv("SR_FUSE_XL_BATCH"), '2', '4');
-    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4');
+    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4'), x2 = xl_digit(getenv("SR_FUSE_BF16X2"), '1', '1');
     n = 0;
     if (u) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_UNROLL=%d", u);
     if (b) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_BATCH=%d", b);
     if (m) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_MINB=%d", m);
+    if (x2) snprintf(buf[n++], sizeof buf[0], "-DSR_EW_BF16X2");
   }
   for (int i = 0; i < n; i++) opt[i] = buf[i];
   return n;

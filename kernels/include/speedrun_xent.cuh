@@ -81,7 +81,8 @@ __device__ __forceinline__ void xent_acc(float &m, float &s, const float *f) {
 // they may overwrite were read. The generated source defines, before including this header,
 // SR_XL_NV (values per element: loads, prologue ops, the gradient, epilogue ops), SR_XL_LVAL (the
 // logits' value), SR_XL_D (the gradient's), SR_XL_OUT (the value stored over the logits), and
-// after it sr_xl_vals, sr_xl_epi and sr_xl_store (declared here).
+// after it sr_xl_vals, sr_xl_epi and sr_xl_store (declared here); it includes speedrun_ew.cuh first
+// (sr_ew_round_bf16_n).
 
 #ifdef SR_XL_NV  // a generated loss kernel
 
@@ -163,8 +164,8 @@ template <int N> __device__ __forceinline__ void sr_xl_st(__nv_bfloat16 *p, cons
   }
 }
 
-__device__ __forceinline__ float sr_xl_round(float v, float) { return v; }
-__device__ __forceinline__ float sr_xl_round(float v, __nv_bfloat16) { return __bfloat162float(__float2bfloat16(v)); }
+template <int N> __device__ __forceinline__ void sr_xl_round(float *v, float) {}
+template <int N> __device__ __forceinline__ void sr_xl_round(float *v, __nv_bfloat16) { sr_ew_round_bf16_n<N>(v); }
 
 // the gradient of N elements from j0 (row-relative) given their logits: as kernel 3 computes it
 // (an FFMA with the one-hot term where the target may be among them), rounded to T
@@ -173,9 +174,9 @@ __device__ __forceinline__ void sr_xl_grad(float (*v)[N], int j0, int t, float l
 #pragma unroll
   for (int e = 0; e < N; e++) {
     const float p = exp2f(fmaf(v[SR_XL_LVAL][e], XENT_LOG2E, -lL));
-    const float d = zero ? 0.f : target ? fmaf(dl, p, j0 + e == t ? -dl : 0.f) : dl * p;
-    v[SR_XL_D][e] = sr_xl_round(d, T());
+    v[SR_XL_D][e] = zero ? 0.f : target ? fmaf(dl, p, j0 + e == t ? -dl : 0.f) : dl * p;
   }
+  sr_xl_round<N>(v[SR_XL_D], T());
 }
 
 // the second pass over a row split as g (from element base of the loop): values, the gradient
