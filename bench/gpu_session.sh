@@ -115,7 +115,8 @@
 #              (carried in .prebuilt as gemm_algos.xz; $GEMM_ALGOS_M tokens, default 65536)
 #   ab         engine settings side by side: for each of $AB_SETTINGS ("-": the default; ":" joins variables,
 #              e.g. AB_SETTINGS="- SR_DOT_V1=1:SR_NORM_ACC=0") the registry rows $AB_ROWS, then records
-#              $AB_RECORDS' (default 12) full step profiled (--fuse on: the graph replayed), rows matching $AB_PATTERN;
+#              $AB_RECORDS' (default 12; AB_RECORDS="" none) full step profiled (--fuse on: the graph replayed), rows
+#              matching $AB_PATTERN; AB_LOSS="ARGS": bench/loss_head.lua ARGS under each (the loss group's kernels);
 #              AB_FLEX=1: also bench/flex_attention.lua under each setting (its record-12 row, documents only, the
 #              op-by-op lines), then bench/flex_anchor.py once (compiled FlexAttention, same call): a flex kernel A/B
 #   lend       graph memory lending (the default; SR_GRAPH_LEND=0 off, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
@@ -196,18 +197,21 @@ ab_kernel() {  # ab_kernel NAME VAR RECORD "GROUPS" PATTERN: a kernel's registry
   done
 }
 ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":" joins variables) runs the
-  # registry rows $AB_ROWS, then records $AB_RECORDS' (default 12) full step profiled, replayed fused
+  # registry rows $AB_ROWS, then records $AB_RECORDS' (default 12; "" none) full step profiled, replayed fused;
+  # AB_FLEX=1 bench/flex_attention.lua too; AB_LOSS="ARGS": bench/loss_head.lua ARGS too (the loss group)
   local var tag n r
   for var in ${AB_SETTINGS:?AB_SETTINGS: the engine settings to compare, e.g. "- SR_DOT_V1=1:SR_NORM_ACC=0"}; do
     tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); [ "$var" = - ] && var=""
     [ -z "${AB_ROWS:-}" ] || { part "ab_rows_$tag" 180 env ${var//:/ } SR_TEST_DEVICE=cuda ./build/tests/test_gpu_registry $AB_ROWS
                                tail -"$(( $(wc -w <<<"$AB_ROWS") + 1 ))" "$LOG/ab_rows_$tag.log"; }
-    for n in ${AB_RECORDS:-12}; do
+    for n in ${AB_RECORDS-12}; do
       r=$(printf record_%02d "$n")
       part "ab_${n}_$tag" 240 env ${var//:/ } ./build/speedrun run bench/profile_recipe.lua "tasks/$r/recipe.lua" \
         --scale full --device cuda --fuse on --warmup 2 --steps 3 --top 40
       echo "-- $r ${var:-default}"; grep -E "^ms/step|${AB_PATTERN:-^total}" "$LOG/ab_${n}_$tag.log" | head -12
     done
+    [ -z "${AB_LOSS:-}" ] || { part "ab_loss_$tag" 150 env ${var//:/ } ./build/speedrun run bench/loss_head.lua $AB_LOSS
+                               echo "-- loss head ${var:-default}"; grep -E "^\| |^fused against|sr_xent|fused cross" "$LOG/ab_loss_$tag.log"; }
     [ "${AB_FLEX:-0}" = 1 ] || continue
     part "ab_flex_$tag" 120 env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20
     echo "-- flex ${var:-default}"; grep -E "^\| window|^\| documents|^  flex" "$LOG/ab_flex_$tag.log"
