@@ -205,8 +205,8 @@ static void gen_xl_load(sbuf *b, int k, int dt, int v) {
 }
 
 /* a loss kernel's ops op[0..n) into value slots first.., op by op over the N elements: an f32 op's
-** values kept from contraction one by one, a bf16 op's rounded together (sr_ew_round_bf16_n: in
-** pairs by one packed conversion with SR_FUSE_BF16X2); scalars from the array sc (a.p or a.q) */
+** values kept from contraction one by one, a bf16 op's rounded together (sr_round_bf16_n: in
+** pairs by one packed conversion or by integer arithmetic with SR_FUSE_BF16_CVT); scalars from the array sc (a.p or a.q) */
 static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
   for (int m = 0; m < n; m++) {
     char p[16];
@@ -215,7 +215,7 @@ static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const ch
     put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) v[%d][e] = %s", first + m, bf ? "" : "sr_ew_keep(");
     gen_expr(b, &op[m], "v[%d][e]", p);
     put(b, "%s;  // %s\n", bf ? "" : ")", sr_kernels[op[m].kind].name);
-    if (bf) put(b, "  sr_ew_round_bf16_n<N>(v[%d]);\n", first + m);
+    if (bf) put(b, "  sr_round_bf16_n<N>(v[%d]);\n", first + m);
   }
 }
 
@@ -283,8 +283,8 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 ** first pass over a row unrolled U times, U vectors' loads in flight a thread (kernel 3 keeps 4; the
 ** fused driver one); SR_FUSE_XL_BATCH=B (2 to 4) the gradient pass (the forward's second, a deferred
 ** group's backward) loads B vectors before it computes and stores them; SR_FUSE_XL_MINB=M (2 to 4)
-** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy); SR_FUSE_BF16X2=1
-** bf16 values rounded two by one packed conversion (the same bits) */
+** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy); SR_FUSE_BF16_CVT=1
+** bf16 values rounded two by one packed conversion, =2 by integer arithmetic (the same bits) */
 static int xl_digit(const char *e, char lo, char hi) {
   return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : 0;
 }
@@ -293,12 +293,12 @@ static int xl_opts(const char **opt) {
   static int n = -1;
   if (n < 0) {
     int u = xl_digit(getenv("SR_FUSE_XL_UNROLL"), '2', '8'), b = xl_digit(getenv("SR_FUSE_XL_BATCH"), '2', '4');
-    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4'), x2 = xl_digit(getenv("SR_FUSE_BF16X2"), '1', '1');
+    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4'), cv = xl_digit(getenv("SR_FUSE_BF16_CVT"), '1', '2');
     n = 0;
     if (u) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_UNROLL=%d", u);
     if (b) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_BATCH=%d", b);
     if (m) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_MINB=%d", m);
-    if (x2) snprintf(buf[n++], sizeof buf[0], "-DSR_EW_BF16X2");
+    if (cv) snprintf(buf[n++], sizeof buf[0], "-DSR_EW_BF16_CVT=%d", cv);
   }
   for (int i = 0; i < n; i++) opt[i] = buf[i];
   return n;

@@ -123,22 +123,4 @@ __device__ __forceinline__ float sr_ew_keep(float v) {
   asm volatile("mul.rn.f32 %0, %0, 0f3F800000;" : "+f"(v));
   return v;
 }
-__device__ __forceinline__ float sr_ew_round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-// N values rounded to bf16 in place: with SR_EW_BF16X2 (SR_FUSE_BF16X2, host/jit/fuse_cuda.c) two by
-// one packed conversion (cvt.rn.bf16x2.f32: each half rounded as one cvt.rn.bf16.f32 rounds it),
-// else one by one
-template <int N>
-__device__ __forceinline__ void sr_ew_round_bf16_n(float *v) {
-#ifdef SR_EW_BF16X2
-  constexpr int P = N % 2 == 0 ? N : 0;  // the paired elements
-#else
-  constexpr int P = 0;
-#endif
-#pragma unroll
-  for (int e = 0; e < P; e += 2) {
-    const float2 f = __bfloat1622float2(__floats2bfloat162_rn(v[e], v[e + 1]));
-    v[e] = f.x, v[e + 1] = f.y;
-  }
-#pragma unroll
-  for (int e = P; e < N; e++) v[e] = sr_ew_round_bf16(v[e]);
-}
+__device__ __forceinline__ float sr_ew_round_bf16(float v) { return sr_round_bf16(v); }

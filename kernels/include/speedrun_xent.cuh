@@ -6,7 +6,7 @@
 // unfused kernels' numbers.
 #pragma once
 
-#include "speedrun_device.cuh"  // defines: sr_unpack8, sr_pack8, block_sum, block_max, sr_report_index_error
+#include "speedrun_device.cuh"  // defines: sr_unpack8, sr_pack8, block_sum, block_max, sr_report_index_error, sr_round_bf16_n
 
 #define XENT_LOG2E 1.4426950408889634f
 
@@ -81,8 +81,7 @@ __device__ __forceinline__ void xent_acc(float &m, float &s, const float *f) {
 // they may overwrite were read. The generated source defines, before including this header,
 // SR_XL_NV (values per element: loads, prologue ops, the gradient, epilogue ops), SR_XL_LVAL (the
 // logits' value), SR_XL_D (the gradient's), SR_XL_OUT (the value stored over the logits), and
-// after it sr_xl_vals, sr_xl_epi and sr_xl_store (declared here); it includes speedrun_ew.cuh first
-// (sr_ew_round_bf16_n).
+// after it sr_xl_vals, sr_xl_epi and sr_xl_store (declared here).
 
 #ifdef SR_XL_NV  // a generated loss kernel
 
@@ -165,7 +164,7 @@ template <int N> __device__ __forceinline__ void sr_xl_st(__nv_bfloat16 *p, cons
 }
 
 template <int N> __device__ __forceinline__ void sr_xl_round(float *v, float) {}
-template <int N> __device__ __forceinline__ void sr_xl_round(float *v, __nv_bfloat16) { sr_ew_round_bf16_n<N>(v); }
+template <int N> __device__ __forceinline__ void sr_xl_round(float *v, __nv_bfloat16) { sr_round_bf16_n<N>(v); }
 
 // the gradient of N elements from j0 (row-relative) given their logits: as kernel 3 computes it
 // (an FFMA with the one-hot term where the target may be among them), rounded to T

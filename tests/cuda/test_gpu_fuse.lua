@@ -157,6 +157,35 @@ T.case("the loss kernels: softcap, in-place cross-entropy, the gradient's chain 
   end
 end)
 
+T.case("bf16 rounding in pairs and by integer arithmetic: the conversion's bits for every f32 (SR_FUSE_BF16_CVT)", function()
+  local K = require "speedrun.kernel"
+  -- every f32 bit pattern (the sign by the pair's second value), rounded by sr_round_bf16_n in the
+  -- given mode against one __float2bfloat16 each; the mismatches counted, the first kept
+  local src = [[
+#include "speedrun_device.cuh"
+extern "C" __global__ void round_check(int *bad, int *first) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (1ll << 31); i += (long long)gridDim.x * blockDim.x) {
+    const float v[2] = {__uint_as_float((unsigned)i), __uint_as_float((unsigned)i | 0x80000000u)};
+    float w[2] = {v[0], v[1]};
+    sr_round_bf16_n<2>(w);
+    for (int e = 0; e < 2; e++)
+      if (__float_as_uint(w[e]) != __float_as_uint(__bfloat162float(__float2bfloat16(v[e])))) {
+        atomicAdd(bad, 1);
+        atomicMin(first, (int)i);
+      }
+  }
+}
+]]
+  for mode = 1, 2 do
+    local k = assert(K.compile(src, {kernels = {round_check = "ptr int* bad, ptr int* first"}, name = "round_check.cu",
+                                     options = {"--use_fast_math", "-DSR_EW_BF16_CVT=" .. mode}}))
+    local bad = sr.zeros({1}, {dtype = "int32", device = "cuda"})
+    local first = sr.full({1}, 0x7fffffff, {dtype = "int32", device = "cuda"})
+    k.round_check {grid = 8192, block = 256, args = {bad, first}}
+    T.eq(bad:item(), 0, ("SR_EW_BF16_CVT=%d: values rounded otherwise than the conversion (the first bits 0x%08x)"):format(mode, first:item()))
+  end
+end)
+
 T.case("random chains into the loss kernels (shapes, dtypes, in-place heads, ignored rows, scales)", function()
   math.randomseed(7)
   for trial = 1, 24 do
