@@ -206,7 +206,7 @@ static void gen_xl_load(sbuf *b, int k, int dt, int v) {
 
 /* a loss kernel's ops op[0..n) into value slots first.., op by op over the N elements: an f32 op's
 ** values kept from contraction one by one, a bf16 op's rounded together (sr_round_bf16_n: in
-** pairs by one packed conversion or by integer arithmetic with SR_FUSE_BF16_CVT); scalars from the array sc (a.p or a.q) */
+** pairs by one packed conversion); scalars from the array sc (a.p or a.q) */
 static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
   for (int m = 0; m < n; m++) {
     char p[16];
@@ -240,12 +240,11 @@ static void gen_xent(sbuf *b, const sr_fuse_group *g, int variant) {
   if (g->defer) put(b, "  sr_xl_st<N>((%s *)a.ptr[%d] + i, v[SR_XL_OUT]);\n", ctype(g->out_dtype), g->nload + nfor);
   put(b, "}\n\n");
   if (variant == 2)
-    put(b, "extern \"C\" __global__ void __launch_bounds__(512, SR_XL_MINB) sr_xent_bwd(const sr_xent_kargs a) {\n"
+    put(b, "extern \"C\" __global__ void __launch_bounds__(512) sr_xent_bwd(const sr_xent_kargs a) {\n"
            "  sr_xent_back<%s, 512>(a);\n}\n", lt);
   else
-    put(b, "extern \"C\" __global__ void __launch_bounds__(%d, %s) sr_xent_%d(const sr_xent_kargs a) {\n"
-           "  sr_xent_fused<%s, %d, %s>(a);\n}\n", variant ? 1024 : 512, variant ? "1" : "SR_XL_MINB",
-        variant ? 1024 : 512, lt,
+    put(b, "extern \"C\" __global__ void __launch_bounds__(%d) sr_xent_%d(const sr_xent_kargs a) {\n"
+           "  sr_xent_fused<%s, %d, %s>(a);\n}\n", variant ? 1024 : 512, variant ? 1024 : 512, lt,
         variant ? 1024 : 512, g->defer ? "true" : "false");
 }
 
@@ -278,27 +277,22 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 /* ------------------------------------------------------------------------------------------
 ** compiling and running */
 
-/* the loss kernels' NVRTC options from three A/B switches (one digit each; other values: off), each
+/* the loss kernels' NVRTC options from their A/B switches (one digit each; other values: off), each
 ** a kernel of its own in the cache, the same numbers: SR_FUSE_XL_UNROLL=U (2 to 8) the forwards'
 ** first pass over a row unrolled U times, U vectors' loads in flight a thread (kernel 3 keeps 4; the
-** fused driver one); SR_FUSE_XL_BATCH=B (2 to 4) the gradient pass (the forward's second, a deferred
-** group's backward) loads B vectors before it computes and stores them; SR_FUSE_XL_MINB=M (2 to 4)
-** at least M blocks an SM in __launch_bounds__ (a register cap, for occupancy); SR_FUSE_BF16_CVT=1
-** bf16 values rounded two by one packed conversion, =2 by integer arithmetic (the same bits) */
+** fused driver one); SR_FUSE_BF16_CVT=0 bf16 values rounded one conversion each (the default: two
+** by one packed conversion, sr_round_bf16_n) */
 static int xl_digit(const char *e, char lo, char hi) {
-  return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : 0;
+  return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : -1;
 }
 static int xl_opts(const char **opt) {
-  static char buf[4][24];
+  static char buf[2][24];
   static int n = -1;
   if (n < 0) {
-    int u = xl_digit(getenv("SR_FUSE_XL_UNROLL"), '2', '8'), b = xl_digit(getenv("SR_FUSE_XL_BATCH"), '2', '4');
-    int m = xl_digit(getenv("SR_FUSE_XL_MINB"), '2', '4'), cv = xl_digit(getenv("SR_FUSE_BF16_CVT"), '1', '2');
+    int u = xl_digit(getenv("SR_FUSE_XL_UNROLL"), '2', '8'), cv = xl_digit(getenv("SR_FUSE_BF16_CVT"), '0', '0');
     n = 0;
-    if (u) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_UNROLL=%d", u);
-    if (b) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_BATCH=%d", b);
-    if (m) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_MINB=%d", m);
-    if (cv) snprintf(buf[n++], sizeof buf[0], "-DSR_EW_BF16_CVT=%d", cv);
+    if (u > 0) snprintf(buf[n++], sizeof buf[0], "-DSR_XL_UNROLL=%d", u);
+    if (cv == 0) snprintf(buf[n++], sizeof buf[0], "-DSR_EW_BF16_CVT=0");
   }
   for (int i = 0; i < n; i++) opt[i] = buf[i];
   return n;
@@ -572,7 +566,7 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   size_t smem = 0;
   int nt = sr_cuda_xent_threads(V, (int)sr_dtype_size(lg->dtype), &smem);
   if (nt != 512 && nt != 1024) return "the device's shared memory could not be queried";
-  if (g->defer && xl_digit(getenv("SR_FUSE_XL_OCC"), '1', '1')) smem = 0;
+  if (g->defer && xl_digit(getenv("SR_FUSE_XL_OCC"), '1', '1') == 1) smem = 0;
   kentry *e = kernel_for(g, nt == 1024);
   if (e->err) return e->err;
   void *args[1] = {&a};

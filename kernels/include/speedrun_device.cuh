@@ -10,22 +10,17 @@
 #define INFINITY __int_as_float(0x7f800000)
 #endif
 
-// f32 values rounded to bf16 (to nearest even) and back: one by one, and N in place (the step
-// compiler's loss kernels; SR_FUSE_BF16_CVT, host/jit/fuse_cuda.c): SR_EW_BF16_CVT=1 two by
-// one packed conversion (cvt.rn.bf16x2.f32: each half rounded as one cvt.rn.bf16.f32 rounds it);
-// =2 by integer arithmetic on the f32 bits (round to nearest even, NaN to the canonical 0x7fff the
-// conversion gives: the same bits, without the conversion unit); else one conversion a value
+// f32 values rounded to bf16 (to nearest even) and back: one, and N in place two by one packed
+// conversion (cvt.rn.bf16x2.f32: each half rounded as one cvt.rn.bf16.f32 rounds it; half the
+// conversions, the step compiler's loss kernels' bound: docs/cuda.md), or one by one with
+// SR_EW_BF16_CVT=0 (SR_FUSE_BF16_CVT=0, host/jit/fuse_cuda.c)
 __device__ __forceinline__ float sr_round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-__device__ __forceinline__ float sr_round_bf16_int(float v) {
-  const unsigned u = __float_as_uint(v);
-  return v != v ? __uint_as_float(0x7fff0000u) : __uint_as_float((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
-}
 template <int N>
 __device__ __forceinline__ void sr_round_bf16_n(float *v) {
-#if defined(SR_EW_BF16_CVT) && SR_EW_BF16_CVT == 1
-  constexpr int P = N % 2 == 0 ? N : 0;  // the paired elements
-#else
+#if defined(SR_EW_BF16_CVT) && SR_EW_BF16_CVT == 0
   constexpr int P = 0;
+#else
+  constexpr int P = N % 2 == 0 ? N : 0;  // the paired elements
 #endif
 #pragma unroll
   for (int e = 0; e < P; e += 2) {
@@ -33,12 +28,7 @@ __device__ __forceinline__ void sr_round_bf16_n(float *v) {
     v[e] = f.x, v[e + 1] = f.y;
   }
 #pragma unroll
-  for (int e = P; e < N; e++)
-#if defined(SR_EW_BF16_CVT) && SR_EW_BF16_CVT == 2
-    v[e] = sr_round_bf16_int(v[e]);
-#else
-    v[e] = sr_round_bf16(v[e]);
-#endif
+  for (int e = P; e < N; e++) v[e] = sr_round_bf16(v[e]);
 }
 
 // 8 bf16 in 16 bytes as floats, and back (rounded to nearest, as __float2bfloat16)

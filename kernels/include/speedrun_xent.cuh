@@ -85,15 +85,6 @@ __device__ __forceinline__ void xent_acc(float &m, float &s, const float *f) {
 
 #ifdef SR_XL_NV  // a generated loss kernel
 
-// A/B settings (host/jit/fuse_cuda.c, SR_FUSE_XL_BATCH / SR_FUSE_XL_MINB): vectors a gradient pass
-// loads at once; the least blocks an SM a 512-thread kernel's registers allow
-#ifndef SR_XL_BATCH
-#define SR_XL_BATCH 1
-#endif
-#ifndef SR_XL_MINB
-#define SR_XL_MINB 1
-#endif
-
 // the kernel's argument (host/jit/fuse_cuda.c has the same layout)
 struct sr_xent_kargs {
   long long N, V;             // rows, row length (the logits are contiguous [N, V])
@@ -194,22 +185,14 @@ __device__ __forceinline__ void sr_xl_grad_row(const sr_xent_kargs &a, const xen
     if (BACK) sr_xl_out<1>(a, base + j, v);
     else sr_xl_store<1>(a, base + j, v), sr_xl_st<1>(x + j, v[SR_XL_OUT]);
   }
-  // SR_XL_BATCH vectors' loads issued before any of them is computed and stored (the compiler
-  // cannot move a load above a store that may alias it); element-wise, so the same values
-  for (int k0 = threadIdx.x; k0 < g.nv; k0 += NT * SR_XL_BATCH) {
-    float v[SR_XL_BATCH][SR_XL_NV][N];
-#pragma unroll
-    for (int u = 0; u < SR_XL_BATCH; u++)
-      if (k0 + u * NT < g.nv) sr_xl_vals<N>(a, base + g.head + (k0 + u * NT) * N, v[u]);
-#pragma unroll
-    for (int u = 0; u < SR_XL_BATCH; u++) {
-      const int k = k0 + u * NT, j0 = g.head + k * N;
-      if (k >= g.nv) break;
-      sr_xl_grad<T, N>(v[u], j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
-      sr_xl_epi<N>(a, base + j0, v[u]);
-      if (BACK) sr_xl_out<N>(a, base + j0, v[u]);
-      else sr_xl_store<N>(a, base + j0, v[u]), sr_xl_st<N>(x + j0, v[u][SR_XL_OUT]);
-    }
+  for (int k = threadIdx.x; k < g.nv; k += NT) {
+    const int j0 = g.head + k * N;
+    float v[SR_XL_NV][N];
+    sr_xl_vals<N>(a, base + j0, v);
+    sr_xl_grad<T, N>(v, j0, t, lL, dl, zero, !zero && (unsigned)(t - j0) < (unsigned)N);
+    sr_xl_epi<N>(a, base + j0, v);
+    if (BACK) sr_xl_out<N>(a, base + j0, v);
+    else sr_xl_store<N>(a, base + j0, v), sr_xl_st<N>(x + j0, v[SR_XL_OUT]);
   }
 }
 

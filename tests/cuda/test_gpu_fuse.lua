@@ -157,10 +157,10 @@ T.case("the loss kernels: softcap, in-place cross-entropy, the gradient's chain 
   end
 end)
 
-T.case("bf16 rounding in pairs and by integer arithmetic: the conversion's bits for every f32 (SR_FUSE_BF16_CVT)", function()
+T.case("bf16 rounding in pairs (the loss kernels' packed conversion): the conversion's bits for every f32", function()
   local K = require "speedrun.kernel"
-  -- every f32 bit pattern (the sign by the pair's second value), rounded by sr_round_bf16_n in the
-  -- given mode against one __float2bfloat16 each; the mismatches counted, the first kept
+  -- every f32 bit pattern (the sign by the pair's second value), rounded by sr_round_bf16_n against
+  -- one __float2bfloat16 each; the mismatches counted, the first kept
   local src = [[
 #include "speedrun_device.cuh"
 extern "C" __global__ void round_check(int *bad, int *first) {
@@ -176,14 +176,12 @@ extern "C" __global__ void round_check(int *bad, int *first) {
   }
 }
 ]]
-  for mode = 1, 2 do
-    local k = assert(K.compile(src, {kernels = {round_check = "ptr int* bad, ptr int* first"}, name = "round_check.cu",
-                                     options = {"--use_fast_math", "-DSR_EW_BF16_CVT=" .. mode}}))
-    local bad = sr.zeros({1}, {dtype = "int32", device = "cuda"})
-    local first = sr.full({1}, 0x7fffffff, {dtype = "int32", device = "cuda"})
-    k.round_check {grid = 8192, block = 256, args = {bad, first}}
-    T.eq(bad:item(), 0, ("SR_EW_BF16_CVT=%d: values rounded otherwise than the conversion (the first bits 0x%08x)"):format(mode, first:item()))
-  end
+  local k = assert(K.compile(src, {kernels = {round_check = "ptr int* bad, ptr int* first"}, name = "round_check.cu",
+                                   options = {"--use_fast_math"}}))
+  local bad = sr.zeros({1}, {dtype = "int32", device = "cuda"})
+  local first = sr.full({1}, 0x7fffffff, {dtype = "int32", device = "cuda"})
+  k.round_check {grid = 8192, block = 256, args = {bad, first}}
+  T.eq(bad:item(), 0, ("values rounded otherwise than the conversion (the first bits 0x%08x)"):format(first:item()))
 end)
 
 T.case("random chains into the loss kernels (shapes, dtypes, in-place heads, ignored rows, scales)", function()
