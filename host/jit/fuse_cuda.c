@@ -155,28 +155,64 @@ static int vec_ok(const sr_fuse_group *g) {
 ** a loss group, its forward with 512 and 1024 threads a row (0, 1) and a deferred one's backward (2) */
 static int variants(const sr_fuse_group *g) { return g->xent ? (g->defer ? 3 : 2) : vec_ok(g) ? 2 : 1; }
 
+/* a loss kernel's (or SR_FUSE_EW_X2's 8-wide kernel's) ops op[0..n) into value slots first.., op
+** by op over the N elements: an f32 op's values kept from contraction one by one, a bf16 op's
+** rounded together (sr_round_bf16_n: in pairs by one packed conversion); scalars from the array
+** sc (a.p or a.q) */
+static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
+  for (int m = 0; m < n; m++) {
+    char p[16];
+    snprintf(p, sizeof p, "%s[%d]", sc, m);
+    int bf = op[m].dtype == SR_BF16;
+    put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) v[%d][e] = %s", first + m, bf ? "" : "sr_ew_keep(");
+    gen_expr(b, &op[m], "v[%d][e]", p);
+    put(b, "%s;  // %s\n", bf ? "" : ")", sr_kernels[op[m].kind].name);
+    if (bf) put(b, "  sr_round_bf16_n<N>(v[%d]);\n", first + m);
+  }
+}
+
+/* SR_FUSE_EW_X2=1: the 8-wide kernel computes op by op over a thread's 8 elements (gen_xl_ops, as
+** the loss kernels do), its bf16 values rounded two by one packed conversion; else element by
+** element through sr_fuse_body, one conversion a bf16 value. The same values either way */
+static int ew_x2(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("SR_FUSE_EW_X2");
+    on = e && !strcmp(e, "1");
+  }
+  return on;
+}
+
 static void gen_vec(sbuf *b, const sr_fuse_group *g) {
-  int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1;
+  int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1, x2 = ew_x2();
   put(b, "extern \"C\" __global__ void __launch_bounds__(256) sr_fuse_vec(const sr_fuse_kargs a) {\n"
          "  long long n8 = a.n >> 3, t = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
          "  long long step = (long long)gridDim.x * blockDim.x;\n"
-         "  for (long long i = t; i < n8; i += step) {\n"
-         "    float L8[%d][8], S8[%d][8];\n", nl, ns);
+         "  for (long long i = t; i < n8; i += step) {\n");
+  if (x2) put(b, "    constexpr int N = 8;\n    float v[%d][8];\n", g->nload + g->nop);
+  else put(b, "    float L8[%d][8], S8[%d][8];\n", nl, ns);
+  const char *lv = x2 ? "v" : "L8";
   for (int k = 0; k < g->nload; k++) {
     put(b, "    if (a.stride[%d][0] == 0) { float s = ", k);
     load_expr(b, g->io[k].dtype, k, "0");
-    put(b, "; for (int e = 0; e < 8; e++) L8[%d][e] = s; }\n"
-           "    else ld8((const %s *)a.ptr[%d], i, L8[%d]);\n", k, ctype(g->io[k].dtype), k, k);
+    put(b, "; for (int e = 0; e < 8; e++) %s[%d][e] = s; }\n"
+           "    else ld8((const %s *)a.ptr[%d], i, %s[%d]);\n", lv, k, ctype(g->io[k].dtype), k, lv, k);
   }
-  put(b, "#pragma unroll\n"
-         "    for (int e = 0; e < 8; e++) {\n"
-         "      float L[%d], S[%d];\n"
-         "      for (int k = 0; k < %d; k++) L[k] = L8[k][e];\n"
-         "      sr_fuse_body(L, S, a.p);\n"
-         "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
-         "    }\n", nl, ns, g->nload, ns);
-  for (int k = g->nload; k < g->nio; k++)
-    put(b, "    st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
+  if (x2) {
+    gen_xl_ops(b, g->op, g->nop, g->nload, "a.p");
+    for (int k = g->nload; k < g->nio; k++)
+      put(b, "    st8((%s *)a.ptr[%d], i, v[%d]);\n", ctype(g->io[k].dtype), k, g->io[k].src);
+  } else {
+    put(b, "#pragma unroll\n"
+           "    for (int e = 0; e < 8; e++) {\n"
+           "      float L[%d], S[%d];\n"
+           "      for (int k = 0; k < %d; k++) L[k] = L8[k][e];\n"
+           "      sr_fuse_body(L, S, a.p);\n"
+           "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
+           "    }\n", nl, ns, g->nload, ns);
+    for (int k = g->nload; k < g->nio; k++)
+      put(b, "    st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
+  }
   put(b, "  }\n"
          "  for (long long j = n8 * 8 + t; j < a.n; j += step) {  // the last n %% 8\n"
          "    float L[%d], S[%d];\n", nl, ns);
@@ -202,21 +238,6 @@ static void gen_xl_load(sbuf *b, int k, int dt, int v) {
   if (dt == SR_I32) put(b, "    for (int e = 0; e < N; e++) v[%d][e] = (float)((const int *)a.ptr[%d])[i + e];\n", v, k);
   else put(b, "    sr_xl_ld<N>((const %s *)a.ptr[%d] + i, v[%d]);\n", ctype(dt), k, v);
   put(b, "  }\n");
-}
-
-/* a loss kernel's ops op[0..n) into value slots first.., op by op over the N elements: an f32 op's
-** values kept from contraction one by one, a bf16 op's rounded together (sr_round_bf16_n: in
-** pairs by one packed conversion); scalars from the array sc (a.p or a.q) */
-static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
-  for (int m = 0; m < n; m++) {
-    char p[16];
-    snprintf(p, sizeof p, "%s[%d]", sc, m);
-    int bf = op[m].dtype == SR_BF16;
-    put(b, "#pragma unroll\n  for (int e = 0; e < N; e++) v[%d][e] = %s", first + m, bf ? "" : "sr_ew_keep(");
-    gen_expr(b, &op[m], "v[%d][e]", p);
-    put(b, "%s;  // %s\n", bf ? "" : ")", sr_kernels[op[m].kind].name);
-    if (bf) put(b, "  sr_round_bf16_n<N>(v[%d]);\n", first + m);
-  }
 }
 
 /* a loss group's kernels (core/fuse.h, 4.): the functions the drivers of
