@@ -53,18 +53,6 @@ struct core_chunks {
 __host__ __device__ __forceinline__ int sw128_off(int r, int c, int R) {
   return (c >> 6) * R * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
 }
-// An m64nN accumulator's columns four at a time (the flex backward's V4: float4 atomics): thread
-// (g, t) of a warp holds, in each 8-column group i, the pairs a (row g) and b (row g + 8) at columns
-// 8 i + 2 t, + 1. Threads t and t ^ 1 swap one pair (acc4_send: the even thread gives b, the odd a),
-// then each holds four consecutive columns of one row: acc4_row (0: row g, 8: row g + 8), columns
-// 8 i + acc4_col.. in the order acc4_pack returns (r: the pair received). Checked on the host against
-// every lane's pairs (tests/cuda/test_flex_tiles.cu)
-__host__ __device__ __forceinline__ int acc4_row(int t) { return (t & 1) * 8; }
-__host__ __device__ __forceinline__ int acc4_col(int t) { return 4 * (t >> 1); }
-__host__ __device__ __forceinline__ float acc4_send(int t, float a, float b) { return t & 1 ? a : b; }
-__host__ __device__ __forceinline__ float4 acc4_pack(int t, float a0, float a1, float b0, float b1, float r0, float r1) {
-  return t & 1 ? make_float4(r0, r1, b0, b1) : make_float4(a0, a1, r0, r1);
-}
 // the matrix descriptor of the tile slice at shared-window address a (no swizzle, base offset 0)
 __host__ __device__ __forceinline__ uint64_t wg_desc_at(uint32_t a, uint32_t lbo_bytes, uint32_t sbo_bytes) {
   return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16) |

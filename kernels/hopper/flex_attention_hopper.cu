@@ -16,10 +16,11 @@
 ** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
 ** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); opt-in (docs/cuda.md's switches):
-** the forward's TMA loads (SR_FLEX_FWD_TMA), the backward's float4 dQ atomics in their tile or
-** deferred to the next (SR_FLEX_BWD_V4, SR_FLEX_BWD_DEFER), its dV / dK by N = 128 products
-** (SR_FLEX_BWD_N128). Measured to lose and removed (2026-12-07, git history): the copies issued
-** after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows (BULK).
+** the forward's TMA loads (SR_FLEX_FWD_TMA). Measured to lose and removed (2026-12-07, git history):
+** the copies issued after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows
+** (BULK); on the H100 (record-12 mask, a call; the default 1.374 ms) dQ by float4 atomics, a shuffle a
+** pair of columns (SR_FLEX_BWD_V4, 1.394 ms), their atomics deferred to the next tile's products
+** (SR_FLEX_BWD_DEFER, 1.441 ms), dV / dK by N = 128 products (SR_FLEX_BWD_N128, 1.381 ms).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
 ** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
@@ -256,27 +257,16 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
 // 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
 // the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
-// TMA (the default, SR_FLEX_BWD_TMA=0 off; with dQ into the f32 accumulator, two warpgroups, with or
-// without V4): each Q / dO tile loaded by one thread's
-// four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into the 128-byte swizzled
-// layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the products read those
-// tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout (unused otherwise)
+// TMA (the default, SR_FLEX_BWD_TMA=0 off; with dQ into the f32 accumulator, two warpgroups): each Q /
+// dO tile loaded by one thread's four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into
+// the 128-byte swizzled layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the
+// products read those tiles through swizzled descriptors (wgmma.cuh). tmq, tmdo: the maps of q and dout
+// (unused otherwise)
 // EPI (the default, SR_FLEX_BWD_EPI=0 off; blocks of two warpgroups): dK and dV staged through the
 // free Q / dO stages and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the
 // epilogue's stores were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its
 // tensor cores)
-// V4 (SR_FLEX_BWD_V4=1, with the TMA loads and EPI): dQ added by float4 atomics, half as many: the
-// two threads of a pair (t, t ^ 1) swap one row's pair of columns by a shuffle, so each holds four
-// columns of one row (the even thread row g, the odd row g + 8)
-// DEFER (SR_FLEX_BWD_DEFER=1, with V4): a tile's dQ, so regrouped and scaled, parked in shared memory
-// (each thread its own 8 float4: no barrier) and added by the atomics in the next tile, between the
-// issue of its S and dP products and their wait: the atomics drain from the LSU queue while the tensor
-// cores work, where the profile had the warps wait for them (2026-12-07: the REDG and the address move
-// behind them, 17 % of the stall samples); the last tile's after the loop
-// N128 (SR_FLEX_BWD_N128=1, with the TMA loads): dV += P^T dO and dK += dS^T Q over both halves of D
-// in one N = 128 product each (wg_m64n128k16_rs): P^T, dS^T read once, 8 instructions a tile, not 16
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false,
-          bool N128 = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -288,15 +278,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   static_assert(!TMA || (DQ && NWG == 2), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
-  static_assert(!V4 || DQ, "V4: dQ by atomics");
-  static_assert(!DEFER || (V4 && NWG == 2), "DEFER: the V4 atomics of blocks of two warpgroups");
-  static_assert(!N128 || TMA, "N128: the swizzled Q / dO tiles (their two panels LBO apart)");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
   float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
-  float4 *dqs = (float4 *)(ld_s + 192 * NS);            // DEFER: thread x's float4 i of the tile's dQ at i NT + x
-  uint64_t *bars = (uint64_t *)(dqs + (DEFER ? 8 * NT : 0));  // TMA: stage s's mbarrier
+  uint64_t *bars = (uint64_t *)(ld_s + 192 * NS);       // TMA: stage s's mbarrier
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
   // as: 0 dk, 1 dv, 2 q, 3 k, 4 v, 5 dout
@@ -342,14 +328,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
   int cur = 0;  // the stage of rg's entry 0
-  int dq_row = -1;  // DEFER: the accumulator row of this thread's parked dQ (the tile before's), -1 none
-  auto flush = [&]() {  // DEFER: the parked dQ into the accumulator
-    if (!DEFER || dq_row < 0) return;
-    float *p0 = dqb + (int64_t)dq_row * D + wg * 64 + acc4_col(t);
-#pragma unroll
-    for (int i = 0; i < 8; i++) atomicAdd((float4 *)(p0 + i * 8), dqs[i * NT + threadIdx.x]);
-    dq_row = -1;
-  };
   // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
   for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     cp_async_wait<AHEAD - 1>();
@@ -383,7 +361,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         wg_m64n64k16_ss<0>(dP, wg_desc_add(vd0, ko), wg_desc_add(od0, qo), kk > 0);
       }
       wg_commit();
-      flush();       // DEFER: the tile before's dQ while the products run
       wg_wait<0>();  // OVB: also the tile before's dK / dV products
       wg_keep(Sp);
       wg_keep(dP);
@@ -420,22 +397,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       // on, the slice 256
       const uint64_t ob0 = TMA ? wg_desc_sw128(dOs, BQ * 128, 1024) : wg_desc(dOs, 128, BQ * 16);
       const uint64_t qb0 = TMA ? wg_desc_sw128(Qs, BQ * 128, 1024) : wg_desc(Qs, 128, BQ * 16);
-      if constexpr (N128) {  // both halves in one N = 128 product (the panels LBO apart): A read once, half the instructions
+#pragma unroll
+      for (int h = 0; h < 2; h++)
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-          wg_m64n128k16_rs<1>(dV, ap[kk], wg_desc_add(ob0, kk * 2048), 1);
-          wg_m64n128k16_rs<1>(dK, as2[kk], wg_desc_add(qb0, kk * 2048), 1);
+          const uint32_t bo = TMA ? h * 8192 + kk * 2048 : h * 128 * BQ + kk * 256;
+          wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc_add(ob0, bo), 1);
+          wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc_add(qb0, bo), 1);
         }
-      } else {
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-          for (int kk = 0; kk < 4; kk++) {
-            const uint32_t bo = TMA ? h * 8192 + kk * 2048 : h * 128 * BQ + kk * 256;
-            wg_m64n64k16_rs<1>(dV[h], ap[kk], wg_desc_add(ob0, bo), 1);
-            wg_m64n64k16_rs<1>(dK[h], as2[kk], wg_desc_add(qb0, bo), 1);
-          }
-      }
       wg_commit();
 #pragma unroll
       for (int j = 0; j < 8 && DQ; j++) {
@@ -444,7 +413,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
         *(uint32_t *)&dSt[wg_off(kl + 8, c, BK)] = pack_bf16(dP[4 * j + 2], dP[4 * j + 3]);
       }
     } else if (DQ) {
-      flush();
 #pragma unroll
       for (int j = 0; j < 8; j++) {
         int kl = wg * 64 + w * 16 + g, c = j * 8 + 2 * t;
@@ -489,30 +457,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
-      if (V4) {  // four columns of one row a thread (wgmma.cuh's acc4_*: a pair swapped with lane t ^ 1)
-        float *p0 = dqb + (int64_t)(qt0 + w * 16 + g + acc4_row(t)) * D + h * 64 + acc4_col(t);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-          float a0 = dQ[4 * i] * scale, a1 = dQ[4 * i + 1] * scale, b0 = dQ[4 * i + 2] * scale, b1 = dQ[4 * i + 3] * scale;
-          float r0 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a0, b0), 1);
-          float r1 = __shfl_xor_sync(0xffffffffu, acc4_send(t, a1, b1), 1);
-          if (DEFER)
-            dqs[i * NT + threadIdx.x] = acc4_pack(t, a0, a1, b0, b1, r0, r1);
-          else
-            atomicAdd((float4 *)(p0 + i * 8), acc4_pack(t, a0, a1, b0, b1, r0, r1));
-        }
-        if (DEFER) dq_row = qt0 + w * 16 + g + acc4_row(t);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-          float *p = dq0 + h * 64 + i * 8;
-          atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
-          atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
-        }
+      for (int i = 0; i < 8; i++) {
+        float *p = dq0 + h * 64 + i * 8;
+        atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
+        atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
       }
     }
   }
-  flush();  // DEFER: the last tile's dQ
   if (OVB) {  // the last tile's dK / dV products
     wg_wait<0>();
     wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
@@ -706,24 +658,6 @@ static int hopper_backward_epi(void) {
   static int v = -1;
   return !sr_env_is(&v, "SR_FLEX_BWD_EPI", "0");
 }
-// SR_FLEX_BWD_V4=1 (with the TMA loads and EPI, the default's parts): dQ by float4 atomics, a shuffle
-// a pair of columns (flex_backward_hopper_kernel's V4)
-static int hopper_backward_v4(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_V4", "1");
-}
-// SR_FLEX_BWD_DEFER=1 (with the TMA loads and EPI): V4's atomics of a tile issued in the next tile,
-// while its S and dP products run (flex_backward_hopper_kernel's DEFER)
-static int hopper_backward_defer(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_DEFER", "1");
-}
-// SR_FLEX_BWD_N128=1 (with the TMA loads and EPI): dV and dK by N = 128 products
-// (flex_backward_hopper_kernel's N128)
-static int hopper_backward_n128(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_N128", "1");
-}
 // whether dk and dv take 16-byte stores: their bases and every stride (elements) 16-byte aligned
 static bool epi_aligned(const bf16 *dk, const bf16 *dv, const att_strides &as) {
   bool ok = sr_is_aligned16(dk) && sr_is_aligned16(dv);
@@ -772,25 +706,22 @@ extern "C" int sr_flex_hopper_split(void) {
 
 // the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
 // lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false, bool defer = false) {
+static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false) {
   return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float) +
-         (tma ? ns * sizeof(uint64_t) + 1024 : 0) +  // TMA: mbarriers, alignment
-         (defer ? 8 * 128 * nwg * sizeof(float4) : 0);  // DEFER: the parked dQ
+         (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
-static_assert(bwd_smem(3, 2, true, true) <= 232448, "the dK / dV kernel's DEFER instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, bool V4 = false, bool DEFER = false,
-          bool N128 = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, V4, DEFER, N128>;
-  size_t smem = bwd_smem(NS, NWG, TMA, DEFER);
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI>;
+  size_t smem = bwd_smem(NS, NWG, TMA);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
@@ -799,24 +730,6 @@ static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_
   kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as,
                                                        tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
-}
-
-// the default backward (TMA loads, EPI stores) with its opt-in variants: dQ by float4 atomics (V4),
-// deferred to the next tile (DEFER), dV / dK by N = 128 products (N128)
-template <int NS, bool N128 = false>
-static cudaError_t tma_epi(unsigned nb, unsigned nbh, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
-                           const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
-                           flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm) {
-  if (!N128 && hopper_backward_n128())
-    return tma_epi<NS, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
-  if (hopper_backward_defer())
-    return dkdv<NS, true, false, 2, true, true, true, true, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                  scale, fm, as, s, tm);
-  if (hopper_backward_v4())
-    return dkdv<NS, true, false, 2, true, true, true, false, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                   scale, fm, as, s, tm);
-  return dkdv<NS, true, false, 2, true, true, false, false, N128>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T,
-                                                                  scale, fm, as, s, tm);
 }
 
 // dq_acc: the f32 accumulator (dQ by atomics) or NULL: the split, dQ by its own kernel, the dK / dV
@@ -833,7 +746,8 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
-  if (epi && tma) return tma_epi<NS>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+  if (epi && tma)
+    return dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (tma)
     return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);

@@ -8,9 +8,8 @@
 ** three and four stages), computes the same tiles from the stages they were loaded into and never
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
 ** the reference's visibility on every pair; load_tile_async's and load_core_async's threads copy
-** each chunk of a tile once (the latter at its core-matrix offset); an accumulator's pairs regrouped
-** four columns a lane (acc4_*, the backward's float4 dQ atomics) land once each; a descriptor moved
-** by wg_desc_add equals the moved address's. Host code only: needs nvcc, no GPU.
+** each chunk of a tile once (the latter at its core-matrix offset); a descriptor moved by wg_desc_add
+** equals the moved address's. Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,32 +201,6 @@ static void sw128_once(void) {
   for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "swizzled offset taken once", R, (int)k, C, seen[k]);
 }
 
-// wgmma.cuh's acc4_*: one warp's 16 x 8 accumulator group, each lane's pairs a (row g) and b (row
-// g + 8) tagged by (row, column); the shuffle with lane t ^ 1 emulated; each lane's four values must be
-// the columns acc4_col.. of its row acc4_row, every element of the group written exactly once
-static void acc4_once(void) {
-  float a[32][2], b[32][2];
-  for (int l = 0; l < 32; l++)
-    for (int e = 0; e < 2; e++) {
-      int g = l >> 2, t = l & 3;
-      a[l][e] = (float)(g * 8 + 2 * t + e);        // element (row, column) tagged row * 8 + column
-      b[l][e] = (float)((g + 8) * 8 + 2 * t + e);
-    }
-  int seen[16 * 8] = {0};
-  for (int l = 0; l < 32; l++) {
-    int g = l >> 2, t = l & 3, p = l ^ 1;
-    float r0 = acc4_send(p & 3, a[p][0], b[p][0]), r1 = acc4_send(p & 3, a[p][1], b[p][1]);
-    float4 v = acc4_pack(t, a[l][0], a[l][1], b[l][0], b[l][1], r0, r1);
-    float got[4] = {v.x, v.y, v.z, v.w};
-    for (int c = 0; c < 4; c++) {
-      int want = (g + acc4_row(t)) * 8 + acc4_col(t) + c;
-      check(got[c] == (float)want, "acc4: a lane's four values are its row's four columns", 0, g, t, c);
-      seen[want]++;
-    }
-  }
-  for (int e = 0; e < 16 * 8; e++) check(seen[e] == 1, "acc4: each element of the group written once", 0, e / 8, 0, e % 8);
-}
-
 // wgmma.cuh's wg_desc_add: a descriptor moved on by an offset is the descriptor of the moved address,
 // for every 16-byte shared address and the kernels' offsets (k16 slices, panels, stages) that stay
 // inside a block's 227 KB, both layouts (the swizzled one's bit 62 untouched)
@@ -247,7 +220,6 @@ static void desc_add_once(void) {
 }
 
 int main(void) {
-  acc4_once();
   desc_add_once();
   sw128_once<64, 128>();   // a Q / dO / K / V tile of 64 rows
   sw128_once<128, 64>();   // V of 128 keys, one panel
