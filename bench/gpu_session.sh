@@ -211,7 +211,7 @@ ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":
       echo "-- $r ${var:-default}"; grep -E "^ms/step|${AB_PATTERN:-^total}" "$LOG/ab_${n}_$tag.log" | head -12
     done
     [ -z "${AB_LOSS:-}" ] || { part "ab_loss_$tag" 150 env ${var//:/ } ./build/speedrun run bench/loss_head.lua $AB_LOSS
-                               echo "-- loss head ${var:-default}"; grep -E "^\| |^fused against|sr_xent|fused cross" "$LOG/ab_loss_$tag.log"; }
+                               echo "-- loss head ${var:-default}"; grep -E "^\| |^fused against|^  fused\." "$LOG/ab_loss_$tag.log"; }
     [ "${AB_FLEX:-0}" = 1 ] || continue
     part "ab_flex_$tag" 120 env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20
     echo "-- flex ${var:-default}"; grep -E "^\| window|^\| documents|^  flex" "$LOG/ab_flex_$tag.log"
