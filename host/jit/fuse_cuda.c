@@ -100,7 +100,7 @@ static void gen_expr(sbuf *b, const sr_fuse_op *op, const char *value, const cha
 
 /* op's value rounded to its dtype, the statement's end */
 static void gen_op(sbuf *b, const sr_fuse_op *op, const char *value, const char *scalar) {
-  put(b, "%s(", op->dtype == SR_BF16 ? "sr_ew_round_bf16" : "sr_ew_keep");
+  put(b, "%s(", op->dtype == SR_BF16 ? "sr_round_bf16" : "sr_ew_keep");
   gen_expr(b, op, value, scalar);
   put(b, ");  // %s\n", sr_kernels[op->kind].name);
 }
@@ -155,6 +155,11 @@ static int vec_ok(const sr_fuse_group *g) {
 ** a loss group, its forward with 512 and 1024 threads a row (0, 1) and a deferred one's backward (2) */
 static int variants(const sr_fuse_group *g) { return g->xent ? (g->defer ? 3 : 2) : vec_ok(g) ? 2 : 1; }
 
+/* a one-digit switch's value from lo to hi, else -1 (unset or any other value) */
+static int xl_digit(const char *e, char lo, char hi) {
+  return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : -1;
+}
+
 /* a loss kernel's (or SR_FUSE_EW_X2's 8-wide kernel's) ops op[0..n) into value slots first.., op
 ** by op over the N elements: an f32 op's values kept from contraction one by one, a bf16 op's
 ** rounded together (sr_round_bf16_n: in pairs by one packed conversion); scalars from the array
@@ -176,10 +181,7 @@ static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const ch
 ** element through sr_fuse_body, one conversion a bf16 value. The same values either way */
 static int ew_x2(void) {
   static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("SR_FUSE_EW_X2");
-    on = e && !strcmp(e, "1");
-  }
+  if (on < 0) on = xl_digit(getenv("SR_FUSE_EW_X2"), '1', '1') == 1;
   return on;
 }
 
@@ -298,14 +300,11 @@ char *sr_fuse_cuda_source(const sr_fuse_group *g, int contig, char *name, size_t
 /* ------------------------------------------------------------------------------------------
 ** compiling and running */
 
-/* the loss kernels' NVRTC options from their A/B switches (one digit each; other values: off), each
+/* the loss kernels' NVRTC options from their A/B switches (xl_digit; other values: off), each
 ** a kernel of its own in the cache, the same numbers: SR_FUSE_XL_UNROLL=U (2 to 8) the forwards'
 ** first pass over a row unrolled U times, U vectors' loads in flight a thread (kernel 3 keeps 4; the
 ** fused driver one); SR_FUSE_BF16_CVT=0 bf16 values rounded one conversion each (the default: two
 ** by one packed conversion, sr_round_bf16_n) */
-static int xl_digit(const char *e, char lo, char hi) {
-  return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : -1;
-}
 static int xl_opts(const char **opt) {
   static char buf[2][24];
   static int n = -1;
@@ -317,6 +316,13 @@ static int xl_opts(const char **opt) {
   }
   for (int i = 0; i < n; i++) opt[i] = buf[i];
   return n;
+}
+
+/* SR_FUSE_XL_OCC=1: a deferred loss group's forward launched without the shared memory it does not use */
+static int xl_occ(void) {
+  static int on = -1;
+  if (on < 0) on = xl_digit(getenv("SR_FUSE_XL_OCC"), '1', '1') == 1;
+  return on;
 }
 
 static void set_opts(sr_jit_opts *o, const char *src, const char *kernel) {
@@ -587,7 +593,7 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   size_t smem = 0;
   int nt = sr_cuda_xent_threads(V, (int)sr_dtype_size(lg->dtype), &smem);
   if (nt != 512 && nt != 1024) return "the device's shared memory could not be queried";
-  if (g->defer && xl_digit(getenv("SR_FUSE_XL_OCC"), '1', '1') == 1) smem = 0;
+  if (g->defer && xl_occ()) smem = 0;
   kentry *e = kernel_for(g, nt == 1024);
   if (e->err) return e->err;
   void *args[1] = {&a};

@@ -117,10 +117,10 @@ __device__ __forceinline__ float binary_f(int fn, float a, float b) {
   }
 }
 
-// the step compiler's register values: rounded to their dtype as a store would, and kept from
-// being contracted (mul + add into fma) with the next op, which the unfused kernels cannot do
+// the step compiler's f32 register values kept from being contracted (mul + add into fma) with the
+// next op, which the unfused kernels cannot do (its bf16 values are rounded as a store would:
+// sr_round_bf16, speedrun_device.cuh)
 __device__ __forceinline__ float sr_ew_keep(float v) {
   asm volatile("mul.rn.f32 %0, %0, 0f3F800000;" : "+f"(v));
   return v;
 }
-__device__ __forceinline__ float sr_ew_round_bf16(float v) { return sr_round_bf16(v); }
