@@ -544,6 +544,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
   sr_tensor *tsf[8] = {dk, dv, q, k, v, dout, out, dq};
   att_strides as = strides_of(tsf, 8);
   bool hopper = flash && hopper_ok(D, T, SR_FLEX_WGMMA_BWD), split = hopper && sr_flex_hopper_split();  // split: dq written directly
+  int dq_frag = 0;  // the Hopper backward's accumulator in fragment order (SR_FLEX_BWD_DQB)
   size_t dbytes = (size_t)rows * sizeof(float);
   size_t qbytes = flash && !split ? (size_t)rows * D * sizeof(float) : 0;
   float *delta = (float *)sr_cuda_malloc(dbytes);
@@ -571,7 +572,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
       ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), dq_acc,
                                    (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
                                    (const bf16 *)sr_data(dout), (const float *)sr_data(lse), delta, T, scale,
-                                   dense_mask(T, causal), as, BH, s);
+                                   dense_mask(T, causal), as, BH, s, &dq_frag);
   } else if (ce == cudaSuccess && flash) {
     ce = cudaMemsetAsync(dq_acc, 0, qbytes, s);
     dim3 grid((unsigned)CEIL_DIV(T, 64), (unsigned)BH);
@@ -610,7 +611,7 @@ extern "C" const char *sr_cuda_attention_backward(const sr_kcall *c) {
     if (!err) ce = cudaGetLastError();
   }
   if (ce == cudaSuccess && dq_acc) {  // the flash paths' f32 dq into dq
-    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, BH, T, D, as, s);
+    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, BH, T, D, as, s, dq_frag);
   }
   if (!err && ce != cudaSuccess) err = sr_errf("%s (%s)", cudaGetErrorString(ce), cudaGetErrorName(ce));
   sr_cuda_free(delta);

@@ -213,6 +213,33 @@ static __global__ void attention_dq_convert_kernel2(bf16 *dq, const float *acc, 
       make_uint4(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w));
 }
 
+// the Hopper backward's dQ by bulk adds (kernels/hopper/, SR_FLEX_BWD_DQB) keeps each 64 x 128 tile of
+// the accumulator (D 128) in fragment order, as its threads hold it: thread lane of warp w in warpgroup h
+// (the columns 64 h..) holds, as its float4 i, rows w 16 + lane / 4 and 8 below at columns 64 h + 8 i +
+// 2 (lane % 4), + 1, at float dq_frag_off(h, w, i, lane) of the tile (a warp's stores of one i are 512
+// contiguous bytes: no shared-memory bank twice)
+__host__ __device__ __forceinline__ int dq_frag_off(int h, int w, int i, int lane) { return (((h * 4 + w) * 8 + i) * 32 + lane) * 4; }
+// its inverse: float4 o (dq_frag_off / 4) of a tile holds row *r, columns *c and *c + 1 (its x, y) and
+// row *r + 8 (its z, w)
+__host__ __device__ __forceinline__ void dq_frag_pos(int o, int *r, int *c) {
+  int lane = o % 32, i = o / 32 % 8, w = o / 256 % 4, h = o / 1024;
+  *r = w * 16 + lane / 4;
+  *c = h * 64 + i * 8 + 2 * (lane % 4);
+}
+// dq from that accumulator: a thread a float4 (read in order), two bf16 pairs out (rows r and r + 8)
+static __global__ void attention_dq_convert_frag_kernel(bf16 *dq, const float *acc, int T, att_strides as) {
+  int64_t f = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // the float4 of the [T, 128] slice
+  if (f >= (int64_t)T * 32) return;
+  int64_t b = blockIdx.z, h = blockIdx.y;
+  float4 x = ((const float4 *)(acc + (b * as.H + h) * T * 128))[f];
+  int tr, c;
+  dq_frag_pos((int)(f % 2048), &tr, &c);
+  int64_t r = f / 2048 * 64 + tr;
+  bf16 *p = dq + b * as.s[7][0] + h * as.s[7][1] + c;
+  *(uint32_t *)&p[r * as.s[7][2]] = pack_bf16(x.x, x.y);
+  *(uint32_t *)&p[(r + 8) * as.s[7][2]] = pack_bf16(x.z, x.w);
+}
+
 // their launches (D 64 or 128; BH rows of T): blocks of 256 chunks, x over a slice's T D/8 chunks,
 // y its head, z its batch (BH / H, at most 65,535)
 static inline dim3 slice_grid(int64_t BH, int T, int D, const att_strides &as) {
@@ -225,10 +252,13 @@ static inline cudaError_t attention_delta_flash(float *delta, const bf16 *dout, 
   else attention_delta_kernel3<128><<<grid, 256, 0, s>>>(delta, dout, out, T, as);
   return cudaGetLastError();
 }
+// frag: the accumulator in dq_frag_off's order (D 128, T a multiple of 64)
 static inline cudaError_t attention_dq_convert(bf16 *dq, const float *acc, int64_t BH, int T, int D, const att_strides &as,
-                                               cudaStream_t s) {
+                                               cudaStream_t s, bool frag = false) {
   dim3 grid = slice_grid(BH, T, D, as);
-  if (D == 64) attention_dq_convert_kernel2<64><<<grid, 256, 0, s>>>(dq, acc, T, as);
+  if (frag) attention_dq_convert_frag_kernel<<<dim3((unsigned)CEIL_DIV((int64_t)T * 32, (int64_t)256), grid.y, grid.z), 256, 0, s>>>(
+      dq, acc, T, as);
+  else if (D == 64) attention_dq_convert_kernel2<64><<<grid, 256, 0, s>>>(dq, acc, T, as);
   else attention_dq_convert_kernel2<128><<<grid, 256, 0, s>>>(dq, acc, T, as);
   return cudaGetLastError();
 }

@@ -598,6 +598,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   float scale = (float)c->f[0];
   cudaError_t ce = attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
   bool hopper = flex_hopper_bwd(D, fm), split = !dq_acc;
+  int dq_frag = 0;  // the Hopper backward's accumulator in fragment order (SR_FLEX_BWD_DQB)
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
   size_t tile = (size_t)64 * (D + 8) * sizeof(bf16), dsb = (size_t)64 * 72 * sizeof(bf16);
@@ -606,7 +607,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
       ce = sr_flex_backward_hopper((bf16 *)sr_data(dk), (bf16 *)sr_data(dv), (bf16 *)sr_data(dq), split ? NULL : dq_acc,
                                    (const bf16 *)sr_data(q), (const bf16 *)sr_data(k), (const bf16 *)sr_data(v),
                                    (const bf16 *)sr_data(dout), (const float *)sr_data(c->t[8]), delta, T, scale, fm, as,
-                                   rows / T, s);
+                                   rows / T, s, &dq_frag);
   } else {
     // D 64 and D 128 with SR_FLEX_BWD_NS=2: Q / dO double-buffered (D 128 at the largest carveout:
     // two blocks of 115,200 bytes an SM); D 128 otherwise one stage
@@ -624,7 +625,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
     }
   }
   if (ce == cudaSuccess && !split) {
-    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s);
+    ce = attention_dq_convert((bf16 *)sr_data(dq), dq_acc, rows / T, T, D, as, s, dq_frag);
   }
   return ce;
 }

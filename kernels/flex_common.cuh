@@ -157,10 +157,11 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
 // its backward into dk, dv and the f32 dq accumulator dq_acc (zeroed, converted by the caller; delta =
 // rowsum(dO out) given): a thread block per kv block (grid nb x BH); with dq_acc NULL, dq straight
 // into dq (bf16) by a second kernel, a thread block per query block (as: strides_of dk, dv, q, k, v,
-// dout, out, dq)
+// dout, out, dq); *dq_frag set when dq_acc was written in dq_frag_off's order (flash_common.cuh:
+// attention_dq_convert's frag), cleared when row by row
 cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k,
                                     const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
-                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s);
+                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, int *dq_frag);
 // the mma.sync flash forward over a mask (bf16, D 64 or 128, blocks of 128; grid fm.nb x BH): kernel 1,
 // or kernel 2 when v2, for flex attention and, with a mask of no lists, dense attention (attention.cu);
 // NULL or the error

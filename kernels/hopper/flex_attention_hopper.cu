@@ -25,7 +25,7 @@
 ** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
 ** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
 */
-#include "flash_common.cuh"  // defines: pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
+#include "flash_common.cuh"  // defines: dq_frag_off, pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "tma.cuh"           // defines: sr_tma_map_bf16, mbar_init, mbar_expect, mbar_wait, tma_load_4d
 #include "wgmma.cuh"         // defines: wg_off, sw128_off, wg_desc, wg_desc_sw128, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
@@ -125,6 +125,19 @@ __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, con
   tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, fb ? hh : row, fb ? row : hh, bb, bar);
 }
 
+// DQB (the backward's dQ by bulk adds): a tile's 64 x 128 f32 dQ from shared memory added to the
+// accumulator by one bulk reduce of the TMA unit (32 KB, the async proxy reads it); the bulk groups a
+// thread issued, waited until at most N are still reading shared memory, or until all are done
+__device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)),
+               "r"(bytes)
+               : "memory");
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait_read(void) { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// (the tiles' order in shared memory and the accumulator: dq_frag_off, flash_common.cuh)
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
@@ -266,7 +279,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
 // free Q / dO stages and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the
 // epilogue's stores were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its
 // tensor cores)
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false>
+// DQB (SR_FLEX_BWD_DQB=1 or 2; with TMA and EPI): a tile's dQ stored into one of DQB shared-memory
+// slots in fragment order (dq_frag_off: 8 conflict-free float4 stores a thread) and added to the
+// accumulator, in the same order, by one 32-KB bulk reduce that thread 0 issues after the next tile's
+// first barrier (which orders every thread's stores): no float2 atomics from every thread (the dQ
+// section held 40 % of the stall samples, 2026-12-07) and no barrier of its own (the removed BULK's two
+// cost more than they saved). The slot a tile writes was read by the bulk add DQB tiles back, which
+// thread 0 waits for before the tile's second barrier
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, int DQB = 0>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
@@ -278,10 +298,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
   static_assert(!TMA || (DQ && NWG == 2), "TMA: the default backward's loads only");
   static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
+  static_assert(DQB == 0 || (TMA && EPI), "DQB: the default backward's dQ");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
   bf16 *dSt = QS + 2 * NS * QT;                         // dS^T [BK keys][64 queries], core layout
-  float *ld_s = (float *)(dSt + BK * BQ);               // stage s: lse at 192 s, delta + 64, doc ids + 128
+  float *dqs = (float *)(dSt + BK * BQ);                // DQB: slot j's dQ tile at dqs + j QT (f32, fragment order)
+  float *ld_s = dqs + DQB * QT;                         // stage s: lse at 192 s, delta + 64, doc ids + 128
   uint64_t *bars = (uint64_t *)(ld_s + 192 * NS);       // TMA: stage s's mbarrier
   int kt0 = blockIdx.x * BK;
   int64_t bh = blockIdx.y;
@@ -327,13 +349,16 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   int kw = kt0 + wg * 64, key0 = kw + w * 16 + g, key1 = key0 + 8;
   int32_t dk0 = fm.doc ? fm.doc[key0] : 0, dk1 = fm.doc ? fm.doc[key1] : 0;
   float *dqb = dq_acc + bh * T * D;
-  int cur = 0;  // the stage of rg's entry 0
+  int cur = 0, it = 0;  // the stage of rg's entry 0; the iteration
+  int dq_q0 = 0;        // DQB: the first query of the tile whose dQ waits in slot (it - 1) % DQB
   // TMA: the tile of iteration it is stage cur's (it / NS)-th load, so its phase's parity is (it / NS) & 1
-  for (int it = 0; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
+  for (; rg.ti[0] < tl.n; rg.shift(), cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     cp_async_wait<AHEAD - 1>();
     if (TMA) mbar_wait(&bars[cur], (uint32_t)(it / NS) & 1u);
     wg_fence_smem();
     __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
+    if constexpr (DQB > 0)  // the tile before's dQ (every thread's stores before the barrier)
+      if (threadIdx.x == 0 && it > 0) bulk_add_f32(dqb + (int64_t)dq_q0 * D, dqs + (it - 1) % DQB * QT, QT * sizeof(float));
     int qt0 = rg.s0[0];
     bool part = rg.part[0];
     // the tile AHEAD on loaded (one commit group a tile, empty past the last)
@@ -431,8 +456,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       }
       continue;
     }
+    if constexpr (DQB > 0)  // the slot this tile writes: the add that last read it is done reading
+      if (threadIdx.x == 0) bulk_wait_read<DQB - 1>();
     wg_fence_smem();
-    __syncthreads();  // dS^T of both warpgroups is in dSt
+    __syncthreads();  // dS^T of both warpgroups is in dSt; DQB: this tile's slot is free
     // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg.. (NWG 1: both
     // halves in turn); A = dS MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows
     // keys = K, columns d = N)
@@ -457,11 +484,21 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
+      if constexpr (DQB > 0) {  // into this tile's slot; the next tile's first barrier orders the stores before its add
+        float *sl = dqs + it % DQB * QT;
 #pragma unroll
-      for (int i = 0; i < 8; i++) {
-        float *p = dq0 + h * 64 + i * 8;
-        atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
-        atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+        for (int i = 0; i < 8; i++)
+          *(float4 *)&sl[dq_frag_off(h, w, i, lane)] =
+              make_float4(dQ[4 * i] * scale, dQ[4 * i + 1] * scale, dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale);
+        wg_fence_smem();  // the stores visible to the bulk add (the async proxy)
+        dq_q0 = qt0;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+          float *p = dq0 + h * 64 + i * 8;
+          atomicAdd((float2 *)p, make_float2(dQ[4 * i] * scale, dQ[4 * i + 1] * scale));
+          atomicAdd((float2 *)(p + 8 * D), make_float2(dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale));
+        }
       }
     }
   }
@@ -478,6 +515,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     static_assert(2 * BK * EL <= 2 * NS * QT + BK * BQ, "EPI: dK and dV fit the Q / dO stages and dS^T");
     bf16 *es = QS;
     __syncthreads();  // both warpgroups' products are done with the stages and dS^T (each waited its own)
+    if constexpr (DQB > 0)  // the last tile's dQ (its stores before the barrier)
+      if (threadIdx.x == 0 && it > 0) bulk_add_f32(dqb + (int64_t)dq_q0 * D, dqs + (it - 1) % DQB * QT, QT * sizeof(float));
     int kl0 = key0 - kt0;
 #pragma unroll
     for (int h = 0; h < 2; h++)
@@ -496,6 +535,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       bf16 *dst = (tsr ? dVb + (int64_t)(kt0 + r) * vst : dKb + (int64_t)(kt0 + r) * kst) + ch * 8;
       *(uint4 *)dst = *(const uint4 *)&es[(tsr * BK + r) * EL + ch * 8];
     }
+    if constexpr (DQB > 0)  // no add may still read a slot when the block exits
+      if (threadIdx.x == 0) bulk_wait_all();
   } else {
 #pragma unroll
     for (int h = 0; h < 2; h++)
@@ -697,6 +738,13 @@ static const char *tile_maps(CUtensorMap *tm, const bf16 *a, const bf16 *b, int 
   if (err && !said++) fprintf(stderr, "speedrun: %s: %s; the cp.async kernel runs\n", sw, err);
   return err;
 }
+// SR_FLEX_BWD_DQB=1 or 2 (with the TMA loads and EPI stores): a tile's dQ added by one bulk reduce from
+// 1 or 2 shared-memory slots (flex_backward_hopper_kernel's DQB; 2: two stages, SR_FLEX_STAGES ignored, for
+// the room), the accumulator in fragment order; otherwise (0) by float2 atomics
+static int hopper_backward_dqb(void) {
+  static int v1 = -1, v2 = -1;
+  return sr_env_is(&v1, "SR_FLEX_BWD_DQB", "1") ? 1 : sr_env_is(&v2, "SR_FLEX_BWD_DQB", "2") ? 2 : 0;
+}
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
 extern "C" int sr_flex_hopper_split(void) {
@@ -704,24 +752,25 @@ extern "C" int sr_flex_hopper_split(void) {
   return sr_env_is(&v, "SR_FLEX_BWD_SPLIT", "1");
 }
 
-// the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, NS stages of
-// lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false) {
-  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) + ns * 192 * sizeof(float) +
-         (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
+// the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, DQB slots of a
+// dQ tile (f32), NS stages of lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
+static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false, int dqb = 0) {
+  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) +
+         (size_t)(dqb * 64 * 128 + ns * 192) * sizeof(float) + (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
+static_assert(bwd_smem(3, 2, true, 1) <= 232448 && bwd_smem(2, 2, true, 2) <= 232448, "the DQB instances fit a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false>
+template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, int DQB = 0>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI>;
-  size_t smem = bwd_smem(NS, NWG, TMA);
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, DQB>;
+  size_t smem = bwd_smem(NS, NWG, TMA, DQB);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
@@ -732,12 +781,13 @@ static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_
   return cudaGetLastError();
 }
 
-// dq_acc: the f32 accumulator (dQ by atomics) or NULL: the split, dQ by its own kernel, the dK / dV
-// kernel on NS stages or (SR_FLEX_BWD_OVERLAP=1) overlapped on four
+// dq_acc: the f32 accumulator (dQ by atomics or bulk adds: *frag set where the latter's fragment order
+// was written) or NULL: the split, dQ by its own kernel, the dK / dV kernel on NS stages or
+// (SR_FLEX_BWD_OVERLAP=1) overlapped on four
 template <int NS>
 static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                const bf16 *dout, const float *lse, const float *delta, int T, float scale, flex_mask fm,
-                               att_strides as, int64_t BH, cudaStream_t s) {
+                               att_strides as, int64_t BH, cudaStream_t s, int *frag) {
   unsigned nb = (unsigned)fm.nb, nbh = (unsigned)BH;
   dim3 grid(nb, nbh);
   cudaError_t e;
@@ -746,6 +796,12 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
+  int dqb = epi && tma ? hopper_backward_dqb() : 0;
+  *frag = dqb > 0;
+  if (dqb == 1)
+    return dkdv<NS, true, false, 2, true, true, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+  if (dqb == 2)
+    return dkdv<2, true, false, 2, true, true, 2>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi && tma)
     return dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
@@ -778,9 +834,10 @@ static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *
 
 cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, const bf16 *q, const bf16 *k,
                                     const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
-                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
-  return hopper_stages() == 2 ? backward_ns<2>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s)
-                              : backward_ns<3>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s);
+                                    flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, int *dq_frag) {
+  *dq_frag = 0;
+  return hopper_stages() == 2 ? backward_ns<2>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s, dq_frag)
+                              : backward_ns<3>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s, dq_frag);
 }
 
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,

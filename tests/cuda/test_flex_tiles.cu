@@ -9,7 +9,8 @@
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
 ** the reference's visibility on every pair; load_tile_async's and load_core_async's threads copy
 ** each chunk of a tile once (the latter at its core-matrix offset); a descriptor moved by wg_desc_add
-** equals the moved address's. Host code only: needs nvcc, no GPU.
+** equals the moved address's; the dQ tile's fragment order (dq_frag_off) and its inverse agree.
+** Host code only: needs nvcc, no GPU.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,30 @@ static void sw128_once(void) {
   for (size_t k = 0; k < seen.size(); k++) check(seen[k] == 1, "swizzled offset taken once", R, (int)k, C, seen[k]);
 }
 
+// flash_common.cuh's fragment order of a 64 x 128 dQ tile (the Hopper backward's DQB): element e of
+// float4 i of thread lane in warp w of warpgroup h is the accumulator element that thread holds as
+// dQ[4 i + e] (a wgmma m64nN accumulator: rows w 16 + lane / 4, + 8 for e >= 2; columns 8 i + 2 (lane
+// % 4) + e % 2 of the warpgroup's 64), every element of the tile once, and the converter's inverse
+// (dq_frag_pos) gives that element back; a warp's float4 stores of one i are 512 contiguous bytes
+static void dq_frag_once(void) {
+  std::vector<int> seen(64 * 128, 0);
+  for (int h = 0; h < 2; h++)
+    for (int w = 0; w < 4; w++)
+      for (int i = 0; i < 8; i++)
+        for (int lane = 0; lane < 32; lane++) {
+          int o = dq_frag_off(h, w, i, lane), r, c;
+          check(o % 4 == 0 && o >= 0 && o + 4 <= 64 * 128, "dq_frag_off: a float4 of the tile", h, w, i, lane);
+          check(o - dq_frag_off(h, w, i, 0) == 4 * lane, "dq_frag_off: a warp's float4 of one i contiguous", h, w, i, lane);
+          dq_frag_pos(o / 4, &r, &c);
+          for (int e = 0; e < 4; e++) {
+            int row = w * 16 + lane / 4 + 8 * (e / 2), col = h * 64 + 8 * i + 2 * (lane % 4) + e % 2;
+            check(r + 8 * (e / 2) == row && c + e % 2 == col, "dq_frag_pos inverts dq_frag_off", h, w, i, lane);
+            if (o + e >= 0 && o + e < 64 * 128) seen[row * 128 + col]++;
+          }
+        }
+  for (int k = 0; k < 64 * 128; k++) check(seen[k] == 1, "dq_frag_off: every element of the tile once", 0, k / 128, 0, k % 128);
+}
+
 // wgmma.cuh's wg_desc_add: a descriptor moved on by an offset is the descriptor of the moved address,
 // for every 16-byte shared address and the kernels' offsets (k16 slices, panels, stages) that stay
 // inside a block's 227 KB, both layouts (the swizzled one's bit 62 untouched)
@@ -221,6 +246,7 @@ static void desc_add_once(void) {
 
 int main(void) {
   desc_add_once();
+  dq_frag_once();
   sw128_once<64, 128>();   // a Q / dO / K / V tile of 64 rows
   sw128_once<128, 64>();   // V of 128 keys, one panel
   sw128_once<128, 128>();
