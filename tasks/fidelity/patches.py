@@ -50,6 +50,14 @@ Experiments (only when asked: patch(..., experiments=[name])), each changing wha
                  tokens allocates the [262,144, 50,304] f32 logits (49 GiB) and runs out of memory on an
                  80 GB card (H100, 2026-12-06); the comparison is of the training losses
                  (FID_EXPERIMENT=val_short with NO_COMPILE=1)
+  no_val         records 1-21: no validation pass (val_loss_every 0: records 3-21 validate only at the
+                 last step, which a fidelity run never reaches; 1-2 not at all). The step-0 validation
+                 runs the model in eval mode under no_grad, a graph torch.compile compiles on its own
+                 before the first training step: part of the cold compile that outlasted a call for
+                 records 17-21 (>520 s on an H100, 2026-12-07). Training, its losses and its timed
+                 steps are unchanged; PyTorch's start-up and peak memory then leave the validation out
+                 (as speedrun's side has none). (FID_EXPERIMENT=no_val; compile artifacts saved under it
+                 hold the training graphs only)
 """
 import re
 import sys
@@ -104,6 +112,7 @@ EXPERIMENTS = [
      r"\1self.cos_cached = freqs.cos().to(self.inv_freq.dtype)\n\1self.sin_cached = freqs.sin().to(self.inv_freq.dtype)", 1),
     ("rope_compiled_rotation", "14-16", r"x1, x2 = x\.chunk\(2, dim=3\)", "x1, x2 = x.float().chunk(2, dim=3)", 1),
     ("val_short", "21", r"\n(\s*)val_seq_len = 4\*64\*1024\b", r"\n\1val_seq_len = 64*1024", 1),
+    ("no_val", "1-21", r"\n(\s*)val_loss_every(\s*:\s*int)?\s*=\s*\d+", r"\n\1val_loss_every\2 = 0", 1),
 ]
 # experiments applied together under one name
 EXPERIMENT_GROUPS = {"rope_compiled": ["rope_compiled", "rope_compiled_rotation"]}

@@ -8,6 +8,7 @@ checks the loader shapes against EXPECT (read off the scripts by hand: Hyperpara
 loaders, the training loops) and that each inserted hook is present once.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tasks", "fidelity"))
@@ -64,6 +65,14 @@ def check(scripts):
             sys.exit(f"record 21: val_short gave val_tokens {info['val_tokens']}, T {info['T']}")
         if n != 21 and out != patches.patch(src, n, 8)[0]:
             sys.exit(f"record {n}: val_short changed the script")
+        # no_val (records 1-21): val_loss_every 0, the one change
+        out, info = patches.patch(src, n, 8, ["no_val"])
+        compile(out, f"record_{n}", "exec")
+        base = patches.patch(src, n, 8)[0]
+        if len(out.splitlines()) != len(base.splitlines()) or \
+                sum(a != b for a, b in zip(out.splitlines(), base.splitlines())) != 1 or \
+                not re.search(r"\n\s*val_loss_every(\s*:\s*int)?\s*=\s*0\b", out):
+            sys.exit(f"record {n}: no_val did not set val_loss_every to 0 alone")
     print("21 scripts ok")
 
 
