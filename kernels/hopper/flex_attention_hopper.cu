@@ -16,7 +16,8 @@
 ** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
 ** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); opt-in (docs/cuda.md's switches):
-** the forward's TMA loads (SR_FLEX_FWD_TMA). Measured to lose and removed (2026-12-07, git history):
+** the forward's TMA loads (SR_FLEX_FWD_TMA), the backward's dQ by bulk reduces of fragment-ordered
+** tiles (SR_FLEX_BWD_DQB). Measured to lose and removed (2026-12-07, git history):
 ** the copies issued after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows
 ** (BULK); on the H100 (record-12 mask, a call; the default 1.374 ms) dQ by float4 atomics, a shuffle a
 ** pair of columns (SR_FLEX_BWD_V4, 1.394 ms), their atomics deferred to the next tile's products
@@ -126,8 +127,9 @@ __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, con
 }
 
 // DQB (the backward's dQ by bulk adds): a tile's 64 x 128 f32 dQ from shared memory added to the
-// accumulator by one bulk reduce of the TMA unit (32 KB, the async proxy reads it); the bulk groups a
-// thread issued, waited until at most N are still reading shared memory, or until all are done
+// accumulator by one bulk reduce of the TMA unit (32 KB, the async proxy reads it; the tile's order in
+// both: dq_frag_off, flash_common.cuh); the bulk groups a thread issued, waited until at most N are
+// still reading shared memory, or until all are done
 __device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes) {
   asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)),
                "r"(bytes)
@@ -137,7 +139,7 @@ __device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t 
 template <int N>
 __device__ __forceinline__ void bulk_wait_read(void) { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-// (the tiles' order in shared memory and the accumulator: dq_frag_off, flash_common.cuh)
+
 // OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
