@@ -359,7 +359,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     if (TMA) mbar_wait(&bars[cur], (uint32_t)(it / NS) & 1u);
     wg_fence_smem();
     __syncthreads();  // entry 0 is in stage cur for everyone; the stage AHEAD + 1 tiles back and dSt are free
-    if constexpr (DQB > 0)  // the tile before's dQ (every thread's stores before the barrier)
+    if constexpr (DQB > 0)  // the tile before's dQ (every thread's stores fenced before the barrier)
       if (threadIdx.x == 0 && it > 0) bulk_add_f32(dqb + (int64_t)dq_q0 * D, dqs + (it - 1) % DQB * QT, QT * sizeof(float));
     int qt0 = rg.s0[0];
     bool part = rg.part[0];
@@ -486,13 +486,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) { wg_keep(ap[kk]); wg_keep(as2[kk]); }
       }
-      if constexpr (DQB > 0) {  // into this tile's slot; the next tile's first barrier orders the stores before its add
+      if constexpr (DQB > 0) {  // into this tile's slot; the fence and barrier that open the next tile (or
+                                // end the last) order the stores before its add
         float *sl = dqs + it % DQB * QT;
 #pragma unroll
         for (int i = 0; i < 8; i++)
           *(float4 *)&sl[dq_frag_off(h, w, i, lane)] =
               make_float4(dQ[4 * i] * scale, dQ[4 * i + 1] * scale, dQ[4 * i + 2] * scale, dQ[4 * i + 3] * scale);
-        wg_fence_smem();  // the stores visible to the bulk add (the async proxy)
         dq_q0 = qt0;
       } else {
 #pragma unroll
@@ -516,8 +516,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
     constexpr int EL = D + 8;
     static_assert(2 * BK * EL <= 2 * NS * QT + BK * BQ, "EPI: dK and dV fit the Q / dO stages and dS^T");
     bf16 *es = QS;
+    if constexpr (DQB > 0) wg_fence_smem();  // the last tile's dQ stores visible to its bulk add (the async proxy)
     __syncthreads();  // both warpgroups' products are done with the stages and dS^T (each waited its own)
-    if constexpr (DQB > 0)  // the last tile's dQ (its stores before the barrier)
+    if constexpr (DQB > 0)  // the last tile's dQ
       if (threadIdx.x == 0 && it > 0) bulk_add_f32(dqb + (int64_t)dq_q0 * D, dqs + (it - 1) % DQB * QT, QT * sizeof(float));
     int kl0 = key0 - kt0;
 #pragma unroll

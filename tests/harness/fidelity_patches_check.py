@@ -45,11 +45,12 @@ def check(scripts):
                 sys.exit(f"record {n}: the FP8 head's fake backward strides {'unpatched' if n >= 19 else 'patched'}")
             if n == 12 and "max-autotune" in out:
                 sys.exit("record 12: flex_attention still compiled with max-autotune")
+        base = patches.patch(src, n, 8)[0]  # no experiment
         # the rope_fp32 experiment (records 14-16): the angles in fp32, only when asked
         out, _ = patches.patch(src, n, 8, ["rope_fp32"])
         compile(out, f"record_{n}", "exec")
         has = "torch.outer(t.float(), self.inv_freq.float())" in out
-        if has != (14 <= n <= 16) or "torch.outer(t.float()" in patches.patch(src, n, 8)[0]:
+        if has != (14 <= n <= 16) or "torch.outer(t.float()" in base:
             sys.exit(f"record {n}: rope_fp32 {'missing' if 14 <= n <= 16 else 'applied'}")
         # rope_compiled (records 14-16): bf16 positions, fp32 product, bf16 tables, fp32 rotation
         out, info = patches.patch(src, n, 8, ["rope_compiled"])
@@ -63,12 +64,11 @@ def check(scripts):
         compile(out, f"record_{n}", "exec")
         if n == 21 and (info["val_tokens"] != 65536 or "val_seq_len = 64*1024" not in out or info["T"] != 49152):
             sys.exit(f"record 21: val_short gave val_tokens {info['val_tokens']}, T {info['T']}")
-        if n != 21 and out != patches.patch(src, n, 8)[0]:
+        if n != 21 and out != base:
             sys.exit(f"record {n}: val_short changed the script")
         # no_val (records 1-21): val_loss_every 0, the one change
         out, info = patches.patch(src, n, 8, ["no_val"])
         compile(out, f"record_{n}", "exec")
-        base = patches.patch(src, n, 8)[0]
         if len(out.splitlines()) != len(base.splitlines()) or \
                 sum(a != b for a, b in zip(out.splitlines(), base.splitlines())) != 1 or \
                 not re.search(r"\n\s*val_loss_every(\s*:\s*int)?\s*=\s*0\b", out):
