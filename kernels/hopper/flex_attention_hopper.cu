@@ -93,6 +93,31 @@ __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float 
 }
 
 
+// the forward's end: a thread's rows q0 and q1 of out (O over the row sums; a row that saw no key: 0)
+// and their lse (natural log; -inf for no key), the sums l0, l1 first summed over the row's 4 threads
+__device__ __forceinline__ void fwd_store(bf16 *out, float *lse, const float (&O)[2][32], float m0, float m1, float l0,
+                                          float l1, int q0, int q1, int t, int64_t bh, int T, const att_strides &as) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
+  bf16 *Ob = out + att_base(as, 0, bh);
+  int64_t ost = as.s[0][2];
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = h * 64 + i * 8 + 2 * t;
+      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[h][4 * i] * i0, O[h][4 * i + 1] * i0);
+      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[h][4 * i + 2] * i1, O[h][4 * i + 3] * i1);
+    }
+  if (t == 0) {
+    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+  }
+}
+
 // a streamed tensor (att_strides index j: the forward's k and v, the backward's q and dO) has its heads
 // closer together than its rows ([B, T, H, D]): its TMA map (tile_maps) takes the head dimension first,
 // the strides ascending, so the kernels give that map's coordinates in that order. Each tensor has its
@@ -114,12 +139,12 @@ __device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
 }
 // thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b: att_strides
 // indices 2 and jb, each map's rows and heads in its own order) into d and d + 64 x 128, each as its two
-// 64-column panels, counted on bar
+// 64-column panels, counted on bar (with `extra` bytes the caller copies against the same phase)
 __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int jb, int row,
-                                              int64_t bh, const att_strides &as, uint64_t *bar) {
+                                              int64_t bh, const att_strides &as, uint64_t *bar, uint32_t extra = 0) {
   int hh = (int)(bh % as.H), bb = (int)(bh / as.H);
   bool fa = heads_first(as, 2), fb = heads_first(as, jb);
-  mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16));
+  mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16) + extra);  // extra: bytes of other copies on bar
   tma_load_4d(d, a, 0, fa ? hh : row, fa ? row : hh, bb, bar);
   tma_load_4d(d + 64 * 64, a, 64, fa ? hh : row, fa ? row : hh, bb, bar);
   tma_load_4d(d + 64 * 128, b, 0, fb ? hh : row, fb ? row : hh, bb, bar);
@@ -163,7 +188,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
-  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2], ost = as.s[0][2];
+  int64_t qst = as.s[1][2], kst = as.s[2][2], vst = as.s[3][2];
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   flex_tiles tl(fm, qb * BQ / 128, 0);  // the mask's row: the block of 128 queries holding these BQ
   int qwg = qb * BQ + wg * 64, q0 = qwg + w * 16 + g, q1 = q0 + 8;
@@ -241,24 +266,113 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     av_sync<TMA>(O, a, Vs);
   }
   if (OV && prev >= 0) av_sync<TMA>(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
-  bf16 *Ob = out + att_base(as, 0, bh);
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = h * 64 + i * 8 + 2 * t;
-      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[h][4 * i] * i0, O[h][4 * i + 1] * i0);
-      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[h][4 * i + 2] * i1, O[h][4 * i + 3] * i1);
+  fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
+}
+
+// WS (SR_FLEX_FWD_WS=1; the K / V maps made, the doc ids 16-byte aligned): FlashAttention-3's warp
+// specialization of the overlapped TMA forward. Three warpgroups: the first is the producer (its
+// registers given back: setmaxnreg), one thread of which walks the block's tiles and issues each tile's
+// K / V copies (and its 64 doc ids', one bulk copy) into a ring of NS stages as soon as the stage's
+// last reader released it (the stage's `empty` mbarrier: an arrival from each consumer thread); the
+// other two are OV's loop on 64 query rows each (S of tile j and P V of tile j - 1 issued together),
+// each tile waited for on its stage's `full` mbarrier, no block barrier a tile. The producer's
+// warpgroup loads Q (cp.async, core-matrix layout) and lets the consumers start by a named barrier.
+// PP (SR_FLEX_FWD_WS=2): the consumers' products ping-pong (named barriers 1 and 2: a warpgroup issues
+// a tile's products once the other issued its own), so one warpgroup's softmax runs under the other's
+// products. The sums are OV's, to the bit.
+template <int NS, bool PP>
+__global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, float *lse, const bf16 *q, int T,
+                                                                 float scale_log2, flex_mask fm, att_strides as,
+                                                                 const __grid_constant__ CUtensorMap tmk,
+                                                                 const __grid_constant__ CUtensorMap tmv) {
+  flex_resolve(fm);
+  constexpr int D = 128, BQ = 128, BK = 64, QT = BQ * D, KT = BK * D, QREADY = 3;  // QREADY: the named barrier
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16 *Qs = (bf16 *)tma_base<true>(smem_raw), *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
+  int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);               // stage s: the doc ids of its 64 keys at 64 s
+  uint64_t *full = (uint64_t *)(kd_s + BK * NS), *empty = full + NS;
+  int qb = gridDim.x - 1 - blockIdx.x;
+  int64_t bh = blockIdx.y;
+  flex_tiles tl(fm, qb, 0);
+  if (threadIdx.x == 0)
+    for (int s = 0; s < NS; s++) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], 256);
     }
-  if (t == 0) {
-    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+  __syncthreads();
+  if (threadIdx.x < 128) {  // the producer
+    load_core_async<BQ, 128>(Qs, q + att_base(as, 1, bh), as.s[1][2], qb * BQ);
+    cp_async_commit();
+    uint32_t docb = fm.doc ? BK * (uint32_t)sizeof(int32_t) : 0;
+    auto load = [&](int ti, int i) {  // tile ti, the producer's i-th, into stage i % NS
+      bool p;
+      int s0 = tl.start(ti, &p), st = i % NS;
+      tma_tile_pair(KV + 2 * st * KT, &tmk, &tmv, 3, s0, bh, as, &full[st], docb);
+      if (docb) bulk_load(kd_s + BK * st, fm.doc + s0, docb, &full[st]);
+    };
+    int ti = tl.next(fm, -1, qb * BQ, BQ, 0), i = 0;
+    if (threadIdx.x == 0)  // the first NS tiles: their stages free
+      for (; ti < tl.n && i < NS; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) load(ti, i);
+    cp_async_wait_all();
+    wg_fence_smem();  // Q's cp.async writes, seen by the products
+    named_bar_arrive(QREADY, 384);
+    wg_setmaxnreg_dec<40>();
+    if (threadIdx.x == 0)
+      for (; ti < tl.n; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) {
+        mbar_wait(&empty[i % NS], (uint32_t)(i / NS - 1) & 1u);  // its tile NS back released
+        load(ti, i);
+      }
+    return;
   }
+  wg_setmaxnreg_inc<232>();
+  int tid = threadIdx.x - 128, wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  int q0 = qb * BQ + wg * 64 + w * 16 + g, q1 = q0 + 8;
+  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
+  float O[2][32], S[32];
+  uint32_t a[4][4];  // P of the tile before as A fragments (its P V not yet issued)
+#pragma unroll
+  for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  named_bar_sync(QREADY, 384);
+  if (PP && wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 issues first
+  int prev = -1;  // the stage of the tile whose P V is pending
+  for (int ti = tl.next(fm, -1, qb * BQ, BQ, 0), i = 0; ti < tl.n; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) {
+    int cur = i % NS;
+    bool part;
+    int k0 = tl.start(ti, &part);
+    mbar_wait(&full[cur], (uint32_t)(i / NS) & 1u);  // the tile's copies landed
+#pragma unroll
+    for (int e = 0; e < 32; e++) S[e] = 0.f;
+    if (PP) named_bar_sync(1 + wg, 256);
+    wg_fence();
+    fwd_scores<BQ, true>(S, Qs, KV + 2 * cur * KT, wg);
+    wg_commit();
+    if (prev >= 0) {  // the tile before's P V beside this tile's S
+      av_issue<true>(O, a, KV + (2 * prev + 1) * KT);
+      wg_commit();
+    }
+    if (PP) named_bar_arrive(2 - wg, 256);  // the other warpgroup's turn
+    if (prev >= 0) wg_wait<1>();            // S (the older group) is done
+    else wg_wait<0>();
+    wg_keep(S);
+    if (part) flex_mask_tile((float(*)[4])S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // on partial blocks only
+    float al0, al1;
+    online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
+    if (prev >= 0) {
+      wg_wait<0>();  // the tile before's P V: its stage read for the last time
+      wg_keep(O[0]);
+      wg_keep(O[1]);
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+      mbar_arrive(&empty[prev]);
+    }
+    fwd_rescale(O, al0, al1);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
+    prev = cur;
+  }
+  if (prev >= 0) av_sync<true>(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
+  fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
 }
 
 // the backward: one thread block per kv block of 128 keys, warpgroup wg its keys 64 wg..; the
@@ -676,6 +790,12 @@ static int hopper_forward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
 }
+// SR_FLEX_FWD_WS=1: the warp-specialized forward (flex_forward_ws_kernel, TMA and OV's overlap; the K / V
+// maps made, the doc ids 16-byte aligned, otherwise the other switches choose); =2 with its ping-pong
+static int hopper_forward_ws(void) {
+  static int v1 = -1, v2 = -1;
+  return sr_env_is(&v1, "SR_FLEX_FWD_WS", "1") ? 1 : sr_env_is(&v2, "SR_FLEX_FWD_WS", "2") ? 2 : 0;
+}
 // SR_FLEX_FWD_TMA=1 (blocks of two warpgroups, overlapped or not): the forward's K / V tiles loaded by
 // TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused map keeps cp.async
 static int hopper_forward_tma(void) {
@@ -843,10 +963,27 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
                               : backward_ns<3>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s, dq_frag);
 }
 
+// the warp-specialized forward (flex_forward_ws_kernel<NS, PP>): a block of three warpgroups per query block
+template <int NS, bool PP>
+static cudaError_t forward_ws(bf16 *out, float *lse, const bf16 *q, int T, float scale_log2, flex_mask fm, att_strides as,
+                              int64_t BH, cudaStream_t s, const CUtensorMap *tm) {
+  size_t smem = (size_t)(128 * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t) +
+                2 * NS * sizeof(uint64_t) + 1024;  // two mbarriers a stage, the alignment
+  auto *kern = flex_forward_ws_kernel<NS, PP>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  kern<<<dim3((unsigned)fm.nb, (unsigned)BH), 384, smem, s>>>(out, lse, q, T, scale_log2, fm, as, tm[0], tm[1]);
+  return cudaGetLastError();
+}
+
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
   if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   CUtensorMap tm[2];
+  int ws = hopper_forward_ws() && sr_is_aligned16(fm.doc) ? hopper_forward_ws() : 0;  // the doc ids' bulk copy: 16 bytes
+  if (ws && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_WS"))
+    return ws == 2 ? forward_ws<4, true>(out, lse, q, T, scale_log2, fm, as, BH, s, tm)
+                   : forward_ws<4, false>(out, lse, q, T, scale_log2, fm, as, BH, s, tm);
   bool tma = hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA");
   if (hopper_forward_overlap())
     return tma ? forward_ns<4, 2, true, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
