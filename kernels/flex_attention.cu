@@ -489,15 +489,15 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
 
 // On a device of compute capability 9, which kernels of kernels/hopper/ (wgmma; their variants:
 // SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
-// default the backward (9-11 % faster forward+backward on an H200 at windows of 1,024 tokens and up and
-// dense D 128, 11 % slower at record 16's window of 128: bench/RESULTS.md, twenty-sixth session);
+// default the backward everywhere and the forward but at a narrow window (flex_narrow; on an H100 with
+// the record-12 mask, fwd+bwd 1.929 -> 1.721 ms: bench/RESULTS.md, thirty-third session);
 // SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward
 // (wherever it applies, narrow windows too: for A/Bs), 0 none
 extern "C" int sr_flex_wgmma(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("SR_FLEX_WGMMA");
-    int dev = 0, major = 0, want = !e ? SR_FLEX_WGMMA_BWD | SR_FLEX_WGMMA_AUTO : !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD
+    int dev = 0, major = 0, want = !e ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD | SR_FLEX_WGMMA_AUTO : !strcmp(e, "bwd") ? SR_FLEX_WGMMA_BWD
                                      : !strcmp(e, "1") ? SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD
                                      : !strcmp(e, "fwd") ? SR_FLEX_WGMMA_FWD : 0;
     v = want && cudaGetDevice(&dev) == cudaSuccess &&
@@ -541,6 +541,18 @@ const char *sr_flex_forward_flash(bf16 *out, float *lse, const bf16 *q, const bf
   return NULL;
 }
 
+// a window known on the host of fewer than 512 tokens: a query block sees a kv tile or a few, too few
+// to cover the Hopper forward's Q load and its pipeline's fill. Forward ms, mma.sync kernel 2 / Hopper
+// (one H100, record-12 documents, thirty-third session): window 128 0.260 / 0.302, 256 0.333 / 0.355,
+// 384 0.389 / 0.401, 512 0.437 / 0.437, 1024 0.559 / 0.536. A window in a device tensor (record 16's
+// block window) is not known here: the Hopper kernel takes it (0.523 / 0.511 ms at 8 blocks)
+static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 512; }
+// the forward through kernels/hopper/ (D 128, sr_flex_wgmma; by default not at a narrow window)
+static bool flex_hopper_fwd(int D, const flex_mask &fm) {
+  int w = sr_flex_wgmma();
+  return D == 128 && (w & SR_FLEX_WGMMA_FWD) && !((w & SR_FLEX_WGMMA_AUTO) && flex_narrow(fm));
+}
+
 extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   sr_tensor *out = c->t[0], *lse = c->t[1], *q = c->t[2], *k = c->t[3], *v = c->t[4], *bm = c->t[5];
   sr_tensor *ts[4] = {out, q, k, v};
@@ -555,7 +567,7 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   if (BH == 0) return NULL;
   flex_mask fm = mask_of(c, bm, nb, 6);
   cudaStream_t s = (cudaStream_t)sr_cuda_stream();
-  if (bs == 128 && flash_ok(dt, D, ts, 4) && D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_FWD)) {  // opt-in: not yet faster
+  if (bs == 128 && flash_ok(dt, D, ts, 4) && flex_hopper_fwd(D, fm)) {
     cudaError_t ce = sr_flex_forward_hopper((bf16 *)sr_data(out), (float *)sr_data(lse), (const bf16 *)sr_data(q),
                                             (const bf16 *)sr_data(k), (const bf16 *)sr_data(v), T, scale * LOG2E, fm,
                                             strides_of(ts, 4), BH, s);
@@ -577,17 +589,10 @@ extern "C" const char *sr_cuda_flex_attention(const sr_kcall *c) {
   return NULL;
 }
 
-// a window known on the host of fewer than 256 tokens: a kv block sees a query tile or two, too few
-// to cover the Hopper backward's K/V loads and dK/dV epilogue. fwd+bwd ms, mma.sync / Hopper (one
-// H100, 2026-12-07): window 128 1.192 / 1.316, 256 1.495 / 1.476, 384 1.757 / 1.671, 512 1.974 /
-// 1.838, 1024 2.497 / 2.250 (an H200: 128 1.084 / 1.208). A window in a device tensor (record 16's
-// block window) is not known here: the Hopper kernel takes it
-static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 256; }
-// the backward through kernels/hopper/ (D 128, sr_flex_wgmma; by default not at a narrow window)
-static bool flex_hopper_bwd(int D, const flex_mask &fm) {
-  int w = sr_flex_wgmma();
-  return D == 128 && (w & SR_FLEX_WGMMA_BWD) && !((w & SR_FLEX_WGMMA_AUTO) && flex_narrow(fm));
-}
+// the backward through kernels/hopper/ (D 128, sr_flex_wgmma): by default everywhere (with its dQ by
+// bulk adds it is faster than mma.sync at a window of 128 tokens too: ~0.78 against ~0.92 ms, one
+// H100, thirty-third session)
+static bool flex_hopper_bwd(int D) { return D == 128 && (sr_flex_wgmma() & SR_FLEX_WGMMA_BWD); }
 
 // the flash backward (bf16, D 64/128, blocks of 128): delta pre-pass, the kernel, dq conversion
 // (dq_acc NULL: the Hopper kernels' split backward, dq written directly)
@@ -597,7 +602,7 @@ static cudaError_t flex_backward_flash(const sr_kcall *c, sr_tensor *const *tsf,
   att_strides as = strides_of(tsf, 8);
   float scale = (float)c->f[0];
   cudaError_t ce = attention_delta_flash(delta, (const bf16 *)sr_data(dout), (const bf16 *)sr_data(out), rows / T, T, D, as, s);
-  bool hopper = flex_hopper_bwd(D, fm), split = !dq_acc;
+  bool hopper = flex_hopper_bwd(D), split = !dq_acc;
   int dq_frag = 0;  // the Hopper backward's accumulator in fragment order (SR_FLEX_BWD_DQB)
   if (ce == cudaSuccess && !split) ce = cudaMemsetAsync(dq_acc, 0, (size_t)rows * D * sizeof(float), s);
   dim3 grid((unsigned)(2 * fm.nb), (unsigned)(rows / T));
@@ -671,7 +676,7 @@ extern "C" const char *sr_cuda_flex_attention_backward(const sr_kcall *c) {
   bool flash = bs == 128 && flash_ok(dt, D, ts, 8);
   if (!flash && !all_contig(ts, 8)) return sr_errf("non-contiguous flex attention tensors need bf16, head dim 64 or 128 and blocks of 128");
   float *delta = (float *)sr_cuda_malloc((size_t)rows * sizeof(float));
-  bool acc = flash && !(flex_hopper_bwd(D, fm) && sr_flex_hopper_split());  // f32 dq accumulator
+  bool acc = flash && !(flex_hopper_bwd(D) && sr_flex_hopper_split());  // f32 dq accumulator
   float *dq_acc = acc ? (float *)sr_cuda_malloc((size_t)rows * D * sizeof(float)) : NULL;
   if (!delta || (acc && !dq_acc)) {
     sr_cuda_free(delta);

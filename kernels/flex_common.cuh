@@ -172,12 +172,12 @@ extern "C" int sr_flex_fwd_v2(int dflt);
 // SR_FLEX_BWD_SPLIT=1: the backward above with dq_acc NULL
 extern "C" int sr_flex_hopper_split(void);
 // on a device of compute capability 9, the kernels above for flex attention and dense attention
-// (kernels/attention.cu: bf16, D 128, T a multiple of 128, a mask with no lists): the backward by
-// default, SR_FLEX_WGMMA (0 neither, 1 both, fwd, bwd) otherwise; a mask of SR_FLEX_WGMMA_FWD and
-// SR_FLEX_WGMMA_BWD, 0 when none
+// (kernels/attention.cu: bf16, D 128, T a multiple of 128, a mask with no lists): both by default (the
+// forward not at a narrow window), SR_FLEX_WGMMA (0 neither, 1 both, fwd, bwd) otherwise; a mask of
+// SR_FLEX_WGMMA_FWD and SR_FLEX_WGMMA_BWD, 0 when none
 #define SR_FLEX_WGMMA_FWD 1
 #define SR_FLEX_WGMMA_BWD 2
-#define SR_FLEX_WGMMA_AUTO 4  // SR_FLEX_WGMMA unset: the backward where it is faster (flex_attention.cu)
+#define SR_FLEX_WGMMA_AUTO 4  // SR_FLEX_WGMMA unset: the forward where it is faster (flex_attention.cu)
 extern "C" int sr_flex_wgmma(void);
 
 #endif

@@ -80,13 +80,6 @@ template <int N>
 __device__ __forceinline__ void wg_wait(void) { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 // shared-memory writes of the generic proxy (stores, cp.async) made visible to the products
 __device__ __forceinline__ void wg_fence_smem(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// warp specialization (FlashAttention-3): a warpgroup's register budget moved at run time, every warp
-// of the warpgroup executing it (sm_90a): the producer's given back, the consumers' raised to N (a
-// multiple of 8; the block's total within the 64 K registers of its launch)
-template <int N>
-__device__ __forceinline__ void wg_setmaxnreg_dec(void) { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
-template <int N>
-__device__ __forceinline__ void wg_setmaxnreg_inc(void) { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 // named barrier id (1..15; 0 is __syncthreads) of n threads (a multiple of 32): wait with it, or only
 // count this thread's arrival (the ping-pong of two warpgroups' products)
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }

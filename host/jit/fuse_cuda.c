@@ -160,10 +160,9 @@ static int xl_digit(const char *e, char lo, char hi) {
   return e && e[0] >= lo && e[0] <= hi && !e[1] ? e[0] - '0' : -1;
 }
 
-/* a loss kernel's (or SR_FUSE_EW_X2's 8-wide kernel's) ops op[0..n) into value slots first.., op
-** by op over the N elements: an f32 op's values kept from contraction one by one, a bf16 op's
-** rounded together (sr_round_bf16_n: in pairs by one packed conversion); scalars from the array
-** sc (a.p or a.q) */
+/* a loss kernel's ops op[0..n) into value slots first.., op by op over the N elements: an f32 op's
+** values kept from contraction one by one, a bf16 op's rounded together (sr_round_bf16_n: in
+** pairs by one packed conversion); scalars from the array sc (a.p or a.q) */
 static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const char *sc) {
   for (int m = 0; m < n; m++) {
     char p[16];
@@ -176,45 +175,28 @@ static void gen_xl_ops(sbuf *b, const sr_fuse_op *op, int n, int first, const ch
   }
 }
 
-/* SR_FUSE_EW_X2=1: the 8-wide kernel computes op by op over a thread's 8 elements (gen_xl_ops, as
-** the loss kernels do), its bf16 values rounded two by one packed conversion; else element by
-** element through sr_fuse_body, one conversion a bf16 value. The same values either way */
-static int ew_x2(void) {
-  static int on = -1;
-  if (on < 0) on = xl_digit(getenv("SR_FUSE_EW_X2"), '1', '1') == 1;
-  return on;
-}
-
 static void gen_vec(sbuf *b, const sr_fuse_group *g) {
-  int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1, x2 = ew_x2();
+  int ns = g->nio - g->nload, nl = g->nload ? g->nload : 1;
   put(b, "extern \"C\" __global__ void __launch_bounds__(256) sr_fuse_vec(const sr_fuse_kargs a) {\n"
          "  long long n8 = a.n >> 3, t = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n"
          "  long long step = (long long)gridDim.x * blockDim.x;\n"
-         "  for (long long i = t; i < n8; i += step) {\n");
-  if (x2) put(b, "    constexpr int N = 8;\n    float v[%d][8];\n", g->nload + g->nop);
-  else put(b, "    float L8[%d][8], S8[%d][8];\n", nl, ns);
-  const char *lv = x2 ? "v" : "L8";
+         "  for (long long i = t; i < n8; i += step) {\n"
+         "    float L8[%d][8], S8[%d][8];\n", nl, ns);
   for (int k = 0; k < g->nload; k++) {
     put(b, "    if (a.stride[%d][0] == 0) { float s = ", k);
     load_expr(b, g->io[k].dtype, k, "0");
-    put(b, "; for (int e = 0; e < 8; e++) %s[%d][e] = s; }\n"
-           "    else ld8((const %s *)a.ptr[%d], i, %s[%d]);\n", lv, k, ctype(g->io[k].dtype), k, lv, k);
+    put(b, "; for (int e = 0; e < 8; e++) L8[%d][e] = s; }\n"
+           "    else ld8((const %s *)a.ptr[%d], i, L8[%d]);\n", k, ctype(g->io[k].dtype), k, k);
   }
-  if (x2) {
-    gen_xl_ops(b, g->op, g->nop, g->nload, "a.p");
-    for (int k = g->nload; k < g->nio; k++)
-      put(b, "    st8((%s *)a.ptr[%d], i, v[%d]);\n", ctype(g->io[k].dtype), k, g->io[k].src);
-  } else {
-    put(b, "#pragma unroll\n"
-           "    for (int e = 0; e < 8; e++) {\n"
-           "      float L[%d], S[%d];\n"
-           "      for (int k = 0; k < %d; k++) L[k] = L8[k][e];\n"
-           "      sr_fuse_body(L, S, a.p);\n"
-           "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
-           "    }\n", nl, ns, g->nload, ns);
-    for (int k = g->nload; k < g->nio; k++)
-      put(b, "    st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
-  }
+  put(b, "#pragma unroll\n"
+         "    for (int e = 0; e < 8; e++) {\n"
+         "      float L[%d], S[%d];\n"
+         "      for (int k = 0; k < %d; k++) L[k] = L8[k][e];\n"
+         "      sr_fuse_body(L, S, a.p);\n"
+         "      for (int k = 0; k < %d; k++) S8[k][e] = S[k];\n"
+         "    }\n", nl, ns, g->nload, ns);
+  for (int k = g->nload; k < g->nio; k++)
+    put(b, "    st8((%s *)a.ptr[%d], i, S8[%d]);\n", ctype(g->io[k].dtype), k, k - g->nload);
   put(b, "  }\n"
          "  for (long long j = n8 * 8 + t; j < a.n; j += step) {  // the last n %% 8\n"
          "    float L[%d], S[%d];\n", nl, ns);

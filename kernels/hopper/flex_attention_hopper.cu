@@ -15,162 +15,34 @@
 ** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
 ** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
-** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time); opt-in (docs/cuda.md's switches):
-** the forward's TMA loads (SR_FLEX_FWD_TMA), the backward's dQ by bulk reduces of fragment-ordered
-** tiles (SR_FLEX_BWD_DQB). Measured to lose and removed (2026-12-07, git history):
-** the copies issued after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows
-** (BULK); on the H100 (record-12 mask, a call; the default 1.374 ms) dQ by float4 atomics, a shuffle a
-** pair of columns (SR_FLEX_BWD_V4, 1.394 ms), their atomics deferred to the next tile's products
-** (SR_FLEX_BWD_DEFER, 1.441 ms), dV / dK by N = 128 products (SR_FLEX_BWD_N128, 1.381 ms).
+** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time), and dQ is added by one bulk
+** reduce of a fragment-ordered tile (SR_FLEX_BWD_DQB=0: float2 atomics; the backward 1.376 -> 1.199
+** ms a call on the H100, record-12 mask, 2026-12-07). The default forward overlaps (OV below;
+** SR_FLEX_FWD_OVERLAP=0 off) and loads K / V by TMA (SR_FLEX_FWD_TMA=0 off): 0.559 -> 0.536 ms there,
+** the mma.sync kernel 2 against it. Measured to lose and removed (2026-12-07, git history): the
+** copies issued after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows
+** (BULK); on the H100 (record-12 mask, a call; the default then 1.374 ms) dQ by float4 atomics, a
+** shuffle a pair of columns (SR_FLEX_BWD_V4, 1.394 ms), their atomics deferred to the next tile's
+** products (SR_FLEX_BWD_DEFER, 1.441 ms), dV / dK by N = 128 products (SR_FLEX_BWD_N128, 1.381 ms),
+** two DQB slots (1.215 against one's 1.199 ms). Opt-in: the forward warp-specialized as
+** FlashAttention-3's (SR_FLEX_FWD_WS, flex_forward_ws_kernel: first measured 0.656 / 0.639 ms
+** against OV's 0.536 with its products serialized by ptxas; without setmaxnreg not yet measured).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
-** calls it on a device of compute capability 9: the backward by default (not at a narrow window), the
-** forward with SR_FLEX_WGMMA=1 or fwd (opt-in until faster: so are the forward's variants).
+** calls it on a device of compute capability 9: the backward, and the forward but at a narrow window
+** (SR_FLEX_WGMMA chooses otherwise).
 */
 #include "flash_common.cuh"  // defines: dq_frag_off, pack_bf16, acc_to_A, online_softmax_tile, att_strides, att_base, cp_async16_all, cp_async4, smem_u32, LOG2E, LN2
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "tma.cuh"           // defines: sr_tma_map_bf16, mbar_init, mbar_expect, mbar_wait, tma_load_4d
 #include "wgmma.cuh"         // defines: wg_off, sw128_off, wg_desc, wg_desc_sw128, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
+#include "flex_hopper.cuh"   // defines: load_core_async, fwd_scores, av_issue, av_sync, fwd_rescale, fwd_store, heads_first, tma_base, tma_bars_init, tma_tile_pair, bulk_add_f32, bulk_wait_read, bulk_wait_all
 
-// ROWS rows x 128 of a [T, 128] bf16 matrix (row stride ld) from row row0 into the core-matrix
-// layout (tile of ROWS rows), by a block of NT threads (core_chunks, wgmma.cuh). Every tile lies
-// below T (the callers' T is a multiple of 128: flex's T = nb 128, hopper_ok's dense T), so no
-// bounds compare or zero-fill select: one global and one shared address a thread, constant steps,
-// as load_tile_async (the loop with a runtime stride and wg_off per chunk it replaces cost the
-// mma.sync kernels ~29 instructions a chunk, bench/RESULTS.md, twenty-third session)
-template <int ROWS, int NT>
-__device__ __forceinline__ void load_core_async(bf16 *S, const bf16 *G, int64_t ld, int row0) {
-  using CC = core_chunks<ROWS, NT>;
-  const bf16 *g = G + (int64_t)(row0 + CC::row(threadIdx.x, 0)) * ld + CC::col(threadIdx.x);
-  uint32_t sp = smem_u32(S + CC::off(threadIdx.x, 0));
-  int64_t step = CC::RS * ld;
-#pragma unroll
-  for (int i = 0; i < CC::IT; i++, g += step) cp_async16_all(sp + i * CC::SSTEP * (int)sizeof(bf16), g);
-}
-
-// S = Q K^T issued (not waited): Q rows 64 wg.. of its BQ-row tile, K the 64-row tile (both K-major;
-// SW: K in the 128-byte swizzled layout, the k16 slice kk in panel kk / 4, 32 (kk % 4) bytes in)
-template <int BQ, bool SW = false>
-__device__ __forceinline__ void fwd_scores(float (&S)[32], const bf16 *Qs, const bf16 *Ks, int wg) {
-  const uint64_t qd0 = wg_desc(Qs + wg * 8 * 64, BQ * 16, 128), kd0 = SW ? wg_desc_sw128(Ks, 16, 1024) : wg_desc(Ks, 64 * 16, 128);
-#pragma unroll
-  for (int kk = 0; kk < 8; kk++)  // the k16 slice kk: 32 BQ bytes on in Q; in K 2048 (swizzled: see above)
-    wg_m64n64k16_ss<0>(S, wg_desc_add(qd0, kk * 32 * BQ), wg_desc_add(kd0, SW ? (kk >> 2) * 8192 + (kk & 3) * 32 : kk * 2048),
-                       kk > 0);
-}
-// O += A B issued: A (bf16 fragments of 64 keys' k16 slices: P, or dS), B a 64-row tile read MN-major
-// (V, or K for dQ), each half of D (SW: swizzled, both halves in one N = 128 product)
-template <bool SW = false>
-__device__ __forceinline__ void av_issue(float (&O)[2][32], const uint32_t (&a)[4][4], const bf16 *B) {
-  const uint64_t bd0 = SW ? wg_desc_sw128(B, 64 * 128, 1024) : wg_desc(B, 128, 64 * 16);
-  if constexpr (SW) {  // both halves in one N = 128 product (the panels LBO apart), the slice kk 2048 bytes on
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_m64n128k16_rs<1>(O, a[kk], wg_desc_add(bd0, kk * 2048), 1);
-  } else {
-#pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++)  // half h 8192 bytes on, the slice kk 256
-        wg_m64n64k16_rs<1>(O[h], a[kk], wg_desc_add(bd0, h * 8192 + kk * 256), 1);
-  }
-}
-// the same, waited for: O holds the sum on return
-template <bool SW = false>
-__device__ __forceinline__ void av_sync(float (&O)[2][32], uint32_t (&a)[4][4], const bf16 *B) {
-  wg_fence();
-  av_issue<SW>(O, a, B);
-  wg_commit();
-  wg_wait<0>();
-  wg_keep(O[0]);
-  wg_keep(O[1]);
-#pragma unroll
-  for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
-}
-__device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float al1) {
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int i = 0; i < 8; i++) { O[h][4 * i] *= al0; O[h][4 * i + 1] *= al0; O[h][4 * i + 2] *= al1; O[h][4 * i + 3] *= al1; }
-}
-
-
-// the forward's end: a thread's rows q0 and q1 of out (O over the row sums; a row that saw no key: 0)
-// and their lse (natural log; -inf for no key), the sums l0, l1 first summed over the row's 4 threads
-__device__ __forceinline__ void fwd_store(bf16 *out, float *lse, const float (&O)[2][32], float m0, float m1, float l0,
-                                          float l1, int q0, int q1, int t, int64_t bh, int T, const att_strides &as) {
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
-  bf16 *Ob = out + att_base(as, 0, bh);
-  int64_t ost = as.s[0][2];
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = h * 64 + i * 8 + 2 * t;
-      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[h][4 * i] * i0, O[h][4 * i + 1] * i0);
-      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[h][4 * i + 2] * i1, O[h][4 * i + 3] * i1);
-    }
-  if (t == 0) {
-    lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-    lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
-  }
-}
-
-// a streamed tensor (att_strides index j: the forward's k and v, the backward's q and dO) has its heads
-// closer together than its rows ([B, T, H, D]): its TMA map (tile_maps) takes the head dimension first,
-// the strides ascending, so the kernels give that map's coordinates in that order. Each tensor has its
-// own order: autograd's dO is contiguous [B, H, T, D] where q is a transposed view of [B, T, H, D]
-__host__ __device__ __forceinline__ bool heads_first(const att_strides &as, int j) { return as.s[j][1] < as.s[j][2]; }
-// the TMA kernels' shared memory: its base rounded up to 1024 bytes (the swizzled tiles' alignment;
-// the launch gives 1 KB to spare), and the NS stage mbarriers initialised (one arrival a phase: the
-// copies' issuer's) before any copy is issued. Without TMA the base as it is, nothing initialised.
-template <bool TMA>
-__device__ __forceinline__ unsigned char *tma_base(unsigned char *smem) {
-  return TMA ? smem + ((1024u - (smem_u32(smem) & 1023u)) & 1023u) : smem;
-}
-template <bool TMA, int NS>
-__device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
-  if (!TMA) return;
-  if (threadIdx.x == 0)
-    for (int s = 0; s < NS; s++) mbar_init(&bars[s], 1);
-  __syncthreads();
-}
-// thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b: att_strides
-// indices 2 and jb, each map's rows and heads in its own order) into d and d + 64 x 128, each as its two
-// 64-column panels, counted on bar (with `extra` bytes the caller copies against the same phase)
-__device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int jb, int row,
-                                              int64_t bh, const att_strides &as, uint64_t *bar, uint32_t extra = 0) {
-  int hh = (int)(bh % as.H), bb = (int)(bh / as.H);
-  bool fa = heads_first(as, 2), fb = heads_first(as, jb);
-  mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16) + extra);  // extra: bytes of other copies on bar
-  tma_load_4d(d, a, 0, fa ? hh : row, fa ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 64, a, 64, fa ? hh : row, fa ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 128, b, 0, fb ? hh : row, fb ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, fb ? hh : row, fb ? row : hh, bb, bar);
-}
-
-// DQB (the backward's dQ by bulk adds): a tile's 64 x 128 f32 dQ from shared memory added to the
-// accumulator by one bulk reduce of the TMA unit (32 KB, the async proxy reads it; the tile's order in
-// both: dq_frag_off, flash_common.cuh); the bulk groups a thread issued, waited until at most N are
-// still reading shared memory, or until all are done
-__device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g), "r"(smem_u32(s)),
-               "r"(bytes)
-               : "memory");
-  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void bulk_wait_read(void) { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
-__device__ __forceinline__ void bulk_wait_all(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-
-// OV (SR_FLEX_FWD_OVERLAP=1; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
+// OV (the default, SR_FLEX_FWD_OVERLAP=0 off; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
 // latter is on the tensor cores; the tiles load NS - 2 ahead (tile j - 1's V is still read), and
 // both warpgroups compute every tile (a dead one is all -inf for a warpgroup: P 0, alpha 1, its sums
 // unchanged to the bit). The sums are the same operations in the same order as without OV.
-// TMA (SR_FLEX_FWD_TMA=1; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
+// TMA (the default, SR_FLEX_FWD_TMA=0 off; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
 // bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
 // backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
 template <int NS, int NWG, bool OV, bool TMA = false>
@@ -269,9 +141,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
 }
 
-// WS (SR_FLEX_FWD_WS=1; the K / V maps made, the doc ids 16-byte aligned): FlashAttention-3's warp
-// specialization of the overlapped TMA forward. Three warpgroups: the first is the producer (its
-// registers given back: setmaxnreg), one thread of which walks the block's tiles and issues each tile's
+// WS (SR_FLEX_FWD_WS=1, opt-in; the K / V maps made, the doc ids 16-byte aligned): FlashAttention-3's warp
+// specialization of the overlapped TMA forward. Three warpgroups (168 registers each: no setmaxnreg,
+// whose raise made ptxas serialize the consumers' products, C7515): the first is the producer, one
+// thread of which walks the block's tiles and issues each tile's
 // K / V copies (and its 64 doc ids', one bulk copy) into a ring of NS stages as soon as the stage's
 // last reader released it (the stage's `empty` mbarrier: an arrival from each consumer thread); the
 // other two are OV's loop on 64 query rows each (S of tile j and P V of tile j - 1 issued together),
@@ -316,7 +189,6 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
     cp_async_wait_all();
     wg_fence_smem();  // Q's cp.async writes, seen by the products
     named_bar_arrive(QREADY, 384);
-    wg_setmaxnreg_dec<40>();
     if (threadIdx.x == 0)
       for (; ti < tl.n; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) {
         mbar_wait(&empty[i % NS], (uint32_t)(i / NS - 1) & 1u);  // its tile NS back released
@@ -324,7 +196,6 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
       }
     return;
   }
-  wg_setmaxnreg_inc<232>();
   int tid = threadIdx.x - 128, wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   int q0 = qb * BQ + wg * 64 + w * 16 + g, q1 = q0 + 8;
   int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
@@ -332,6 +203,8 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
   uint32_t a[4][4];  // P of the tile before as A fragments (its P V not yet issued)
 #pragma unroll
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
+  wg_keep(O[0]);  // pinned: a zero rematerialized in the loop would serialize every product (C7515)
+  wg_keep(O[1]);
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   named_bar_sync(QREADY, 384);
   if (PP && wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 issues first
@@ -395,8 +268,8 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
 // free Q / dO stages and written by 16-byte stores, rows whole, instead of a 4-byte store per pair (the
 // epilogue's stores were 6.5 % of the stall samples, 2026-12-07, while the SM's one block idles its
 // tensor cores)
-// DQB (SR_FLEX_BWD_DQB=1 or 2; with TMA and EPI): a tile's dQ stored into one of DQB shared-memory
-// slots in fragment order (dq_frag_off: 8 conflict-free float4 stores a thread) and added to the
+// DQB (the default, SR_FLEX_BWD_DQB=0 off, one slot; with TMA and EPI): a tile's dQ stored into one of
+// DQB shared-memory slots in fragment order (dq_frag_off: 8 conflict-free float4 stores a thread) and added to the
 // accumulator, in the same order, by one 32-KB bulk reduce that thread 0 issues after the next tile's
 // first barrier (which orders every thread's stores): no float2 atomics from every thread (the dQ
 // section held 40 % of the stall samples, 2026-12-07) and no barrier of its own (the removed BULK's two
@@ -785,10 +658,11 @@ static int hopper_forward_one_wg(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_FWD_WG", "1");
 }
-// SR_FLEX_FWD_OVERLAP=1: the forward's intra-warpgroup overlap (flex_forward_hopper_kernel's OV), four stages
+// the default (SR_FLEX_FWD_OVERLAP=0 off): the forward's intra-warpgroup overlap
+// (flex_forward_hopper_kernel's OV), four stages; otherwise SR_FLEX_STAGES of them
 static int hopper_forward_overlap(void) {
   static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "1");
+  return !sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "0");
 }
 // SR_FLEX_FWD_WS=1: the warp-specialized forward (flex_forward_ws_kernel, TMA and OV's overlap; the K / V
 // maps made, the doc ids 16-byte aligned, otherwise the other switches choose); =2 with its ping-pong
@@ -796,11 +670,12 @@ static int hopper_forward_ws(void) {
   static int v1 = -1, v2 = -1;
   return sr_env_is(&v1, "SR_FLEX_FWD_WS", "1") ? 1 : sr_env_is(&v2, "SR_FLEX_FWD_WS", "2") ? 2 : 0;
 }
-// SR_FLEX_FWD_TMA=1 (blocks of two warpgroups, overlapped or not): the forward's K / V tiles loaded by
-// TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused map keeps cp.async
+// the default (SR_FLEX_FWD_TMA=0 off; blocks of two warpgroups, overlapped or not): the forward's K / V
+// tiles loaded by TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused
+// map keeps cp.async
 static int hopper_forward_tma(void) {
   static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_FWD_TMA", "1");
+  return !sr_env_is(&v, "SR_FLEX_FWD_TMA", "0");
 }
 // SR_FLEX_BWD_OVERLAP=1 (with the split): the dK / dV kernel's products of a tile run on beside the
 // next tile's (flex_backward_hopper_kernel's OVB), four stages
@@ -861,12 +736,12 @@ static const char *tile_maps(CUtensorMap *tm, const bf16 *a, const bf16 *b, int 
   if (err && !said++) fprintf(stderr, "speedrun: %s: %s; the cp.async kernel runs\n", sw, err);
   return err;
 }
-// SR_FLEX_BWD_DQB=1 or 2 (with the TMA loads and EPI stores): a tile's dQ added by one bulk reduce from
-// 1 or 2 shared-memory slots (flex_backward_hopper_kernel's DQB; 2: two stages, SR_FLEX_STAGES ignored, for
-// the room), the accumulator in fragment order; otherwise (0) by float2 atomics
+// the default (SR_FLEX_BWD_DQB=0 off; with the TMA loads and EPI stores): a tile's dQ added by one bulk
+// reduce from a shared-memory slot (flex_backward_hopper_kernel's DQB), the accumulator in fragment
+// order; otherwise by float2 atomics
 static int hopper_backward_dqb(void) {
-  static int v1 = -1, v2 = -1;
-  return sr_env_is(&v1, "SR_FLEX_BWD_DQB", "1") ? 1 : sr_env_is(&v2, "SR_FLEX_BWD_DQB", "2") ? 2 : 0;
+  static int v = -1;
+  return !sr_env_is(&v, "SR_FLEX_BWD_DQB", "0");
 }
 // SR_FLEX_BWD_SPLIT=1: dQ by a kernel of its own (flex_backward_dq_hopper_kernel) instead of f32
 // atomics from the dK / dV kernel
@@ -885,7 +760,7 @@ static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false, int dqb = 0)
 static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
 static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
 static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
-static_assert(bwd_smem(3, 2, true, 1) <= 232448 && bwd_smem(2, 2, true, 2) <= 232448, "the DQB instances fit a block");
+static_assert(bwd_smem(3, 2, true, 1) <= 232448, "the DQB instance fits a block");
 
 // the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
 template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, int DQB = 0>
@@ -919,12 +794,10 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
-  int dqb = epi && tma ? hopper_backward_dqb() : 0;
-  *frag = dqb > 0;
-  if (dqb == 1)
+  bool dqb = epi && tma && hopper_backward_dqb();
+  *frag = dqb;
+  if (dqb)
     return dkdv<NS, true, false, 2, true, true, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
-  if (dqb == 2)
-    return dkdv<2, true, false, 2, true, true, 2>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi && tma)
     return dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
