@@ -94,8 +94,8 @@ local masks = {
   {"window 1024 (record 12)", {window = 1024}}, {"window 1792 (records 13-16 late)", {window = 1792}},
   {"window 128 (record 16 early)", {window = 128}}, {"window 8 blocks (record 16, device tensor)", {window_blocks = 8}},
   {"documents only", {}},
-  -- where the Hopper backward starts to win (flex_narrow in kernels/flex_attention.cu: below 256 tokens
-  -- the default keeps the mma.sync one; SR_FLEX_WGMMA=bwd forces the Hopper one, =0 the mma.sync one)
+  -- where the Hopper forward starts to win (flex_narrow in kernels/flex_attention.cu: below 512 tokens
+  -- the default keeps the mma.sync one; SR_FLEX_WGMMA=1 forces the Hopper ones, =0 the mma.sync ones)
   {"window 256", {window = 256}}, {"window 384", {window = 384}}, {"window 512", {window = 512}},
 }
 for _, m in ipairs(masks) do

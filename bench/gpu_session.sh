@@ -38,7 +38,7 @@
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
-#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=1, SR_FLEX_BWD_OVERLAP=1 (with the split);
+#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=0, SR_FLEX_BWD_OVERLAP=1 (with the split);
 #              SR_FLEX_WGMMA=bwd or fwd: one of the two Hopper kernels, the mma.sync one for the other (SR_FLEX_FWD_V2=0
 #              with bwd or 0: the mma.sync forward's kernel 1; its kernel 2 is the default); ":" joins settings; the default four cover every kernel): the flex and dense attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
@@ -265,15 +265,15 @@ for p in $PARTS; do
           ../build/bench_attention $shape; python3 ../bench/attention_anchor.py $shape; done'
       grep -vE "^ok" "$LOG/attn.log" | tail -30 ;;
     flex)   # flex attention (issue 16): its registry rows, its GPU test, the speed table and its anchor;
-      # each setting of $FLEX_VARIANTS (default: the mma.sync backward everywhere, SR_FLEX_WGMMA=0, and the
-      # Hopper one everywhere, narrow windows too, SR_FLEX_WGMMA=bwd; a variant's settings joined by ":") checked (the registry rows $FLEX_VARIANT_ROWS,
+      # each setting of $FLEX_VARIANTS (default: the mma.sync kernels everywhere, SR_FLEX_WGMMA=0, and the
+      # Hopper ones everywhere, narrow windows too, SR_FLEX_WGMMA=1; a variant's settings joined by ":") checked (the registry rows $FLEX_VARIANT_ROWS,
       # default flex_attention_backward: a forward variant names flex_attention too; test_gpu_flex)
       # and timed beside the default; with $FLEX_BASE (default .prebuilt-base/speedrun.xz, when
       # carried: an earlier build's binary, ignored by git) its speed table too, in the same call: an
       # A/B of kernel changes (the default's table, the base's and PyTorch's first, the variants' after:
       # a part cut by its limit loses a variant's table, not the comparison)
       base=${FLEX_BASE:-.prebuilt-base/speedrun.xz}; [ -f "$base" ] && unxz_to "$base" /tmp/speedrun-base || rm -f /tmp/speedrun-base
-      export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_WGMMA=0 SR_FLEX_WGMMA=bwd}
+      export FLEX_VARIANTS=${FLEX_VARIANTS-SR_FLEX_WGMMA=0 SR_FLEX_WGMMA=1}
       part flex 560 bash -c 'cd tests && SR_TEST_DEVICE=cuda SR_TEST_VERBOSE=1 ../build/tests/test_gpu_registry flex_block_mask \
           flex_block_mask_lists flex_attention flex_attention_backward; echo "registry rc=$?"
         ../build/speedrun run cuda/test_gpu_flex.lua; echo "test_gpu_flex rc=$?"
@@ -323,7 +323,7 @@ for p in $PARTS; do
           SR_FLEX_WGMMA=1 SR_FLEX_BWD_SPLIT=$split SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry attention \
             attention_backward | tail -1; echo "registry (dense, split $split) rc=${PIPESTATUS[0]}"; done'
         grep -vE "^ok" "$LOG/wgmma_dense.log" | tail -8; }
-      for var in ${WGMMA_VARIANTS:-SR_FLEX_STAGES=2 SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_FWD_OVERLAP=1:SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
+      for var in ${WGMMA_VARIANTS:-SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=2 SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
         tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
         part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"
           (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward attention attention_backward | tail -1

@@ -13,9 +13,10 @@
 ** tiles no pair of which can be visible under causal/window are skipped (whole block or per warp).
 ** Backward: one thread block per 64 keys (half a mask block), iterating the query blocks of the
 ** transposed lists as tiles of 64 queries; dQ through float2 atomics into an f32 accumulator.
-** A query that sees no key gets out 0 and lse -inf. On a Hopper GPU the backward (D 128) is
-** hopper/flex_attention_hopper.cu's (warpgroup MMA) by default; SR_FLEX_WGMMA (0: neither, 1: both,
-** fwd, bwd) picks which of the two are (sr_flex_wgmma).
+** A query that sees no key gets out 0 and lse -inf. On a Hopper GPU (D 128) the backward and, but
+** at a window known on the host below 512 tokens, the forward are hopper/flex_attention_hopper.cu's
+** (warpgroup MMA) by default; SR_FLEX_WGMMA (0: neither, 1: both everywhere, fwd, bwd) picks which of
+** the two are (sr_flex_wgmma).
 ** Other dtypes, head dims (<= 128) or block sizes: plain kernels, a thread per query (forward,
 ** dQ) or per key (dK, dV), walking the same lists; contiguous tensors only.
 ** Gradient contract: dq, dk, dv are written (=).
