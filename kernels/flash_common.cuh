@@ -73,11 +73,12 @@ __device__ __forceinline__ void ldAT_x4(uint32_t *a, const bf16 *X, int ld, int 
 // domain, scale folded in): S, the tile's raw scores of 64 keys (masked ones -inf), becomes
 // P = exp2(S scale - m_new); m, l: the rows' running maxima and sums, updated; returns in al the
 // factors the rows' earlier outputs are rescaled by (a row that has seen no key yet keeps m -inf)
+template <int NJ = 8>  // NJ groups of 8 columns (8: a tile of 64 keys)
 __device__ __forceinline__ void online_softmax_tile(float (*S)[4], float scale_log2, float &m0, float &m1, float &l0,
                                                     float &l1, float &al0, float &al1) {
   float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-  for (int j = 0; j < 8; j++) {
+  for (int j = 0; j < NJ; j++) {
     mx0 = fmaxf(mx0, fmaxf(S[j][0], S[j][1]));
     mx1 = fmaxf(mx1, fmaxf(S[j][2], S[j][3]));
   }
@@ -92,7 +93,7 @@ __device__ __forceinline__ void online_softmax_tile(float (*S)[4], float scale_l
   m0 = n0; m1 = n1;
   float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-  for (int j = 0; j < 8; j++) {
+  for (int j = 0; j < NJ; j++) {
     S[j][0] = exp2f(fmaf(S[j][0], scale_log2, -u0)); S[j][1] = exp2f(fmaf(S[j][1], scale_log2, -u0));
     S[j][2] = exp2f(fmaf(S[j][2], scale_log2, -u1)); S[j][3] = exp2f(fmaf(S[j][3], scale_log2, -u1));
     s0 += S[j][0] + S[j][1];

@@ -115,12 +115,13 @@ struct flex_tiles {
     return (*partial ? pidx(ep) : fidx(ef)) * 128 + (ti & 1) * 64;
   }
   // the first tile after ti that is not dead against the other side's range [o0, o0 + no)
-  // (forward: queries x keys of the tile; transposed: tile queries x keys)
-  __host__ __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed) {
-    for (ti++; ti < n; ti++) {
+  // (forward: queries x keys of the tile; transposed: tile queries x keys); w 2: tiles of a whole
+  // block (128 rows: ti even, from ti = -2), the walk stepping two tiles of 64 at a time
+  __host__ __device__ int next(const flex_mask &m, int ti, int o0, int no, int transposed, int w = 1) {
+    for (ti += w; ti < n; ti += w) {
       bool p;
       int s = start(ti, &p);
-      if (!p || !(transposed ? flex_dead(m, s, 64, o0, no) : flex_dead(m, o0, no, s, 64))) break;
+      if (!p || !(transposed ? flex_dead(m, s, 64 * w, o0, no) : flex_dead(m, o0, no, s, 64 * w))) break;
     }
     return ti;
   }
@@ -135,12 +136,14 @@ struct flex_ring {
   int ti[N], s0[N];
   bool part[N];
   int la;  // the next tile to load
-  // entry e := the next tile (o0, no: the other side's range, as flex_tiles::next); true if one is left
-  __host__ __device__ __forceinline__ bool push(flex_tiles &tl, const flex_mask &fm, int e, int o0, int no, int transposed) {
+  // entry e := the next tile (o0, no: the other side's range, w the tile's width in tiles of 64, as
+  // flex_tiles::next); true if one is left
+  __host__ __device__ __forceinline__ bool push(flex_tiles &tl, const flex_mask &fm, int e, int o0, int no, int transposed,
+                                                int w = 1) {
     ti[e] = la;
     if (la >= tl.n) return false;
     s0[e] = tl.start(la, &part[e]);
-    la = tl.next(fm, la, o0, no, transposed);
+    la = tl.next(fm, la, o0, no, transposed, w);
     return true;
   }
   __host__ __device__ __forceinline__ void shift(void) {

@@ -19,14 +19,9 @@
 ** reduce of a fragment-ordered tile (SR_FLEX_BWD_DQB=0: float2 atomics; the backward 1.376 -> 1.199
 ** ms a call on the H100, record-12 mask, 2026-12-07). The default forward overlaps (OV below;
 ** SR_FLEX_FWD_OVERLAP=0 off) and loads K / V by TMA (SR_FLEX_FWD_TMA=0 off): 0.559 -> 0.536 ms there,
-** the mma.sync kernel 2 against it. Measured to lose and removed (2026-12-07, git history): the
-** copies issued after the tile's first products (LATE), dQ by bulk reduces of shared-memory rows
-** (BULK); on the H100 (record-12 mask, a call; the default then 1.374 ms) dQ by float4 atomics, a
-** shuffle a pair of columns (SR_FLEX_BWD_V4, 1.394 ms), their atomics deferred to the next tile's
-** products (SR_FLEX_BWD_DEFER, 1.441 ms), dV / dK by N = 128 products (SR_FLEX_BWD_N128, 1.381 ms),
-** two DQB slots (1.215 against one's 1.199 ms). Opt-in: the forward warp-specialized as
-** FlashAttention-3's (SR_FLEX_FWD_WS, flex_forward_ws_kernel: first measured 0.656 / 0.639 ms
-** against OV's 0.536 with its products serialized by ptxas; without setmaxnreg not yet measured).
+** the mma.sync kernel 2 against it. Measured to lose and removed (docs/cuda.md, git history): LATE,
+** BULK, SR_FLEX_BWD_V4 / DEFER / N128, two DQB slots. Opt-in, not yet timed: the forward warp-
+** specialized (SR_FLEX_FWD_WS, flex_forward_ws_kernel) and on tiles of 128 keys (SR_FLEX_FWD_BK=128).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward, and the forward but at a narrow window
 ** (SR_FLEX_WGMMA chooses otherwise).
@@ -45,18 +40,23 @@
 // TMA (the default, SR_FLEX_FWD_TMA=0 off; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
 // bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
 // backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
-template <int NS, int NWG, bool OV, bool TMA = false>
+// KB 2 (SR_FLEX_FWD_BK=128, opt-in; with OV and TMA, three stages): tiles of a mask block's 128 keys
+// (flex_tiles walked two at a time), a stage two 64-key sub-tiles of K and V on one mbarrier: S by 16
+// products, the mask on each sub-tile, one softmax over 128 columns, P V over 8 k16 slices; the tile's
+// barrier, waits, row max / sum shuffles and rescale of O once per 128 keys instead of per 64
+template <int NS, int NWG, bool OV, bool TMA = false, int KB = 1>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as, const __grid_constant__ CUtensorMap tmk,
                                                                      const __grid_constant__ CUtensorMap tmv) {
   flex_resolve(fm);
-  constexpr int D = 128, BQ = 64 * NWG, BK = 64, QT = BQ * D, KT = BK * D, AHEAD = OV ? NS - 2 : NS - 1;
+  constexpr int D = 128, BQ = 64 * NWG, BK = 64 * KB, QT = BQ * D, KT = 64 * D, AHEAD = OV ? NS - 2 : NS - 1;
   static_assert(!TMA || NWG == 2, "TMA: blocks of two warpgroups");
+  static_assert(KB == 1 || (KB == 2 && OV && TMA), "KB 2: the overlapped TMA forward");
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;           // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
-  int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);  // stage s: the doc ids of its 64 keys at 64 s
-  uint64_t *bars = (uint64_t *)(kd_s + 64 * NS);  // TMA: stage s's mbarrier
+  bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;  // stage s, sub-tile h: K at KV + (2 KB s + 2 h) KT, V after it
+  int32_t *kd_s = (int32_t *)(KV + 2 * KB * NS * KT);          // stage s: the doc ids of its BK keys at BK s
+  uint64_t *bars = (uint64_t *)(kd_s + BK * NS);               // TMA: stage s's mbarrier
   int qb = gridDim.x - 1 - blockIdx.x;
   int64_t bh = blockIdx.y;
   const bf16 *Q = q + att_base(as, 1, bh), *K = k + att_base(as, 2, bh), *V = v + att_base(as, 3, bh);
@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   tma_bars_init<TMA, NS>(bars);
   auto load_kv = [&](int s0, int stage) {
     if (TMA) {
-      if (threadIdx.x == 0) tma_tile_pair(KV + 2 * stage * KT, &tmk, &tmv, 3, s0, bh, as, &bars[stage]);  // K, then V
+      if (threadIdx.x == 0) tma_tile_pair<KB>(KV + 2 * KB * stage * KT, &tmk, &tmv, 3, s0, bh, as, &bars[stage]);  // K, then V
     } else {
       load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
       load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
@@ -79,15 +79,15 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   // Q and the first AHEAD tiles in flight, one commit group each (Q in the first)
   load_core_async<BQ, 128 * NWG>(Qs, Q, qst, qb * BQ);
   flex_ring<AHEAD + 1> rg;
-  rg.la = tl.next(fm, -1, qb * BQ, BQ, 0);
+  rg.la = tl.next(fm, -KB, qb * BQ, BQ, 0, KB);
 #pragma unroll
   for (int e = 0; e < AHEAD; e++) {
-    if (rg.push(tl, fm, e, qb * BQ, BQ, 0)) load_kv(rg.s0[e], e);
+    if (rg.push(tl, fm, e, qb * BQ, BQ, 0, KB)) load_kv(rg.s0[e], e);
     cp_async_commit();
   }
 
-  float O[2][32], S[32];
-  uint32_t a[4][4];  // P of the tile before as A fragments (OV: its P V not yet issued)
+  float O[2][32], S[32 * KB];
+  uint32_t a[4 * KB][4];  // P of the tile before as A fragments (OV: its P V not yet issued)
 #pragma unroll
   for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
@@ -101,43 +101,59 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     int k0 = rg.s0[0];
     bool part = rg.part[0];
     // the tile AHEAD on loaded (one commit group a tile, empty past the last)
-    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
+    if (rg.push(tl, fm, AHEAD, qb * BQ, BQ, 0, KB)) load_kv(rg.s0[AHEAD], (cur + AHEAD) % NS);
     cp_async_commit();
     if (!OV && part && flex_dead(fm, qwg, 64, k0, BK)) continue;  // none of this warpgroup's rows sees the tile
-    const bf16 *Ks = KV + 2 * cur * KT, *Vs = Ks + KT;
+    const bf16 *Ks = KV + 2 * KB * cur * KT;
 #pragma unroll
-    for (int i = 0; i < 32; i++) S[i] = 0.f;
+    for (int i = 0; i < 32 * KB; i++) S[i] = 0.f;
     wg_fence();
-    fwd_scores<BQ, TMA>(S, Qs, Ks, wg);
+#pragma unroll
+    for (int h = 0; h < KB; h++) fwd_scores<BQ, TMA>(*reinterpret_cast<float(*)[32]>(S + 32 * h), Qs, Ks + 2 * h * KT, wg);
     wg_commit();
     if (OV && prev >= 0) {  // the tile before's P V beside this tile's S
-      av_issue<TMA>(O, a, KV + (2 * prev + 1) * KT);
+      av_issue_kb<KB, TMA>(O, a, KV + 2 * KB * prev * KT);
       wg_commit();
       wg_wait<1>();  // S (the older group) is done
     } else {
       wg_wait<0>();
     }
-    wg_keep(S);
-    if (part) flex_mask_tile((float(*)[4])S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // on partial blocks only
+#pragma unroll
+    for (int h = 0; h < KB; h++) wg_keep(*reinterpret_cast<float(*)[32]>(S + 32 * h));
+    if (part)  // on partial blocks only, each 64-key sub-tile
+#pragma unroll
+      for (int h = 0; h < KB; h++)
+        flex_mask_tile((float(*)[4])(S + 32 * h), fm, q0, q1, k0 + 64 * h, dq0, dq1, kd_s + BK * cur + 64 * h, t);
     float al0, al1;
-    online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
+    online_softmax_tile<8 * KB>((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
     if (OV) {
       wg_wait<0>();  // the tile before's P V
       wg_keep(O[0]);
       wg_keep(O[1]);
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
+      for (int kk = 0; kk < 4 * KB; kk++) wg_keep(a[kk]);
     }
     fwd_rescale(O, al0, al1);
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
+    for (int kk = 0; kk < 4 * KB; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
     if (OV) {
       prev = cur;
       continue;
     }
-    av_sync<TMA>(O, a, Vs);
+    if constexpr (KB == 1) av_sync<TMA>(O, a, Ks + KT);
   }
-  if (OV && prev >= 0) av_sync<TMA>(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
+  if (OV && prev >= 0) {  // the last tile's P V
+    if constexpr (KB == 1) {
+      av_sync<TMA>(O, a, KV + (2 * prev + 1) * KT);
+    } else {
+      wg_fence();
+      av_issue_kb<KB, TMA>(O, a, KV + 2 * KB * prev * KT);
+      wg_commit();
+      wg_wait<0>();
+      wg_keep(O[0]);
+      wg_keep(O[1]);
+    }
+  }
   fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
 }
 
@@ -664,6 +680,12 @@ static int hopper_forward_overlap(void) {
   static int v = -1;
   return !sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "0");
 }
+// SR_FLEX_FWD_BK=128 (with the overlap and the TMA loads): the forward's tiles of 128 keys
+// (flex_forward_hopper_kernel's KB 2), three stages
+static int hopper_forward_bk128(void) {
+  static int v = -1;
+  return sr_env_is(&v, "SR_FLEX_FWD_BK", "128");
+}
 // SR_FLEX_FWD_WS=1: the warp-specialized forward (flex_forward_ws_kernel, TMA and OV's overlap; the K / V
 // maps made, the doc ids 16-byte aligned, otherwise the other switches choose); =2 with its ping-pong
 static int hopper_forward_ws(void) {
@@ -814,17 +836,24 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-template <int NS, int NWG, bool OV = false, bool TMA = false>
+// the forward kernel's shared memory: Q (64 nwg rows), NS stages of kb 64-key sub-tiles of K and V, their
+// doc ids, TMA: the stages' mbarriers and 1 KB for the alignment
+static constexpr size_t fwd_smem(int ns, int nwg, bool tma, int kb = 1) {
+  return (size_t)(64 * nwg * 128 + 2 * ns * kb * 64 * 128) * sizeof(bf16) + ns * kb * 64 * sizeof(int32_t) +
+         (tma ? ns * sizeof(uint64_t) + 1024 : 0);
+}
+static_assert(fwd_smem(3, 2, true, 2) <= 232448, "the forward's KB 2 instance fits a block");
+
+template <int NS, int NWG, bool OV = false, bool TMA = false, int KB = 1>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
                               flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  size_t smem = (size_t)(64 * NWG * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t) +
-                (TMA ? NS * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
+  size_t smem = fwd_smem(NS, NWG, TMA, KB);
   CUtensorMap none = {};
-  cudaError_t e = cudaFuncSetAttribute(flex_forward_hopper_kernel<NS, NWG, OV, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem);
+  auto *kern = flex_forward_hopper_kernel<NS, NWG, OV, TMA, KB>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
-  flex_forward_hopper_kernel<NS, NWG, OV, TMA><<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(
-      out, lse, q, k, v, T, scale_log2, fm, as, tm ? tm[0] : none, tm ? tm[1] : none);
+  kern<<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as,
+                                                                                tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
 
@@ -858,6 +887,8 @@ cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const b
     return ws == 2 ? forward_ws<4, true>(out, lse, q, T, scale_log2, fm, as, BH, s, tm)
                    : forward_ws<4, false>(out, lse, q, T, scale_log2, fm, as, BH, s, tm);
   bool tma = hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA");
+  if (hopper_forward_overlap() && tma && hopper_forward_bk128())
+    return forward_ns<3, 2, true, true, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   if (hopper_forward_overlap())
     return tma ? forward_ns<4, 2, true, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
                : forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);

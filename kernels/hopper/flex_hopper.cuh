@@ -64,6 +64,14 @@ __device__ __forceinline__ void av_sync(float (&O)[2][32], uint32_t (&a)[4][4], 
 #pragma unroll
   for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
 }
+// a tile of KB 64-key sub-tiles (sub-tile h's K at T0 + 2 h 64 x 128, its V after it): O += P V
+// issued over its sub-tiles, P's k16 slices 4 h.. of a for sub-tile h (KB 1: av_issue)
+template <int KB, bool SW = false>
+__device__ __forceinline__ void av_issue_kb(float (&O)[2][32], const uint32_t (&a)[4 * KB][4], const bf16 *T0) {
+#pragma unroll
+  for (int h = 0; h < KB; h++)
+    av_issue<SW>(O, *reinterpret_cast<const uint32_t(*)[4][4]>(&a[4 * h]), T0 + (2 * h + 1) * 64 * 128);
+}
 __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float al1) {
 #pragma unroll
   for (int h = 0; h < 2; h++)
@@ -118,16 +126,23 @@ __device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
 }
 // thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b: att_strides
 // indices 2 and jb, each map's rows and heads in its own order) into d and d + 64 x 128, each as its two
-// 64-column panels, counted on bar (with `extra` bytes the caller copies against the same phase)
+// 64-column panels, counted on bar (with `extra` bytes the caller copies against the same phase); KB
+// such pairs of consecutive 64-row tiles (rows row + 64 h into d + h 2 64 x 128), one expectation
+template <int KB = 1>
 __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int jb, int row,
                                               int64_t bh, const att_strides &as, uint64_t *bar, uint32_t extra = 0) {
   int hh = (int)(bh % as.H), bb = (int)(bh / as.H);
   bool fa = heads_first(as, 2), fb = heads_first(as, jb);
-  mbar_expect(bar, 2 * 64 * 128 * (uint32_t)sizeof(bf16) + extra);  // extra: bytes of other copies on bar
-  tma_load_4d(d, a, 0, fa ? hh : row, fa ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 64, a, 64, fa ? hh : row, fa ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 128, b, 0, fb ? hh : row, fb ? row : hh, bb, bar);
-  tma_load_4d(d + 64 * 128 + 64 * 64, b, 64, fb ? hh : row, fb ? row : hh, bb, bar);
+  mbar_expect(bar, KB * 2 * 64 * 128 * (uint32_t)sizeof(bf16) + extra);  // extra: bytes of other copies on bar
+#pragma unroll
+  for (int h = 0; h < KB; h++) {
+    bf16 *e = d + h * 2 * 64 * 128;
+    int r = row + 64 * h;
+    tma_load_4d(e, a, 0, fa ? hh : r, fa ? r : hh, bb, bar);
+    tma_load_4d(e + 64 * 64, a, 64, fa ? hh : r, fa ? r : hh, bb, bar);
+    tma_load_4d(e + 64 * 128, b, 0, fb ? hh : r, fb ? r : hh, bb, bar);
+    tma_load_4d(e + 64 * 128 + 64 * 64, b, 64, fb ? hh : r, fb ? r : hh, bb, bar);
+  }
 }
 
 // DQB (the backward's dQ by bulk adds): a tile's 64 x 128 f32 dQ from shared memory added to the

@@ -4,8 +4,9 @@
 ** row's partial and full blocks merged in ascending order, as an independent merge says (documents,
 ** windows, causal or not), and with no lists (dense attention through the flex kernels) it walks
 ** exactly what the lists of a causal or full mask would give, forward and transposed, next() with
-** its dead-tile skipping included; flex_ring, driven as the Hopper kernels' loops drive it (two,
-** three and four stages), computes the same tiles from the stages they were loaded into and never
+** its dead-tile skipping included, and two tiles at a time (the forward's tiles of 128 keys) the same
+** blocks; flex_ring, driven as the Hopper kernels' loops drive it (two, three and four stages, and the
+** wide walk's three), computes the same tiles from the stages they were loaded into and never
 ** loads into a stage still read; the element mask's one-compare form (flex_vis_ids) agrees with
 ** the reference's visibility on every pair; load_tile_async's and load_core_async's threads copy
 ** each chunk of a tile once (the latter at its core-matrix offset); a descriptor moved by wg_desc_add
@@ -97,26 +98,27 @@ static void dense_as_lists(int nb, int causal) {
 }
 
 // the Hopper kernels' loop over a row (flex_ring of AHEAD + 1 entries, NS stages; ov: the tile
-// before's V still read while a tile computes) against next() alone: the same tiles in the same
-// order, each computed from the stage it was loaded into, and no load into a stage still read
-template <int AHEAD>
+// before's V still read while a tile computes; W 2: tiles of a whole block, the forward's KB 2)
+// against next() alone: the same tiles in the same order, each computed from the stage it was loaded
+// into, and no load into a stage still read
+template <int AHEAD, int W = 1>
 static void ring_walk(const flex_mask &m, int nb, int r, int t, int o0, int no, int NS, bool ov) {
   flex_tiles u(m, r, t), tl(m, r, t);
   std::vector<int> want;
-  for (int ti = u.next(m, -1, o0, no, t); ti < u.n; ti = u.next(m, ti, o0, no, t)) {
+  for (int ti = u.next(m, -W, o0, no, t, W); ti < u.n; ti = u.next(m, ti, o0, no, t, W)) {
     bool p;
     want.push_back(u.start(ti, &p) * 2 + p);
   }
   std::vector<int> stage(NS, -1), loads(NS, 0), phase(NS, -1);  // the tile each stage holds; its loads so far
   flex_ring<AHEAD + 1> rg;                                       // and the phase (0, 1) of the one it holds
-  rg.la = tl.next(m, -1, o0, no, t);
+  rg.la = tl.next(m, -W, o0, no, t, W);
   for (int e = 0; e < AHEAD; e++)
-    if (rg.push(tl, m, e, o0, no, t)) stage[e] = rg.ti[e], phase[e] = loads[e]++ & 1;
+    if (rg.push(tl, m, e, o0, no, t, W)) stage[e] = rg.ti[e], phase[e] = loads[e]++ & 1;
   size_t k = 0;
   for (int cur = 0, prev = -1, it = 0; rg.ti[0] < tl.n; rg.shift(), prev = cur, cur = cur + 1 == NS ? 0 : cur + 1, it++) {
     int ls = (cur + AHEAD) % NS;
     check(ls != cur && !(ov && ls == prev), "a load into a stage still read", nb, r, t, rg.ti[0]);
-    if (rg.push(tl, m, AHEAD, o0, no, t)) stage[ls] = rg.ti[AHEAD], phase[ls] = loads[ls]++ & 1;
+    if (rg.push(tl, m, AHEAD, o0, no, t, W)) stage[ls] = rg.ti[AHEAD], phase[ls] = loads[ls]++ & 1;
     check(stage[cur] == rg.ti[0], "the tile computed is the one its stage holds", nb, r, t, rg.ti[0]);
     // the TMA kernels wait on stage cur's mbarrier for parity (it / NS) & 1: the phase its tile's load completes
     check(phase[cur] == ((it / NS) & 1), "the mbarrier parity waited for is the tile's load's", nb, r, t, rg.ti[0]);
@@ -124,6 +126,26 @@ static void ring_walk(const flex_mask &m, int nb, int r, int t, int o0, int no, 
     k++;
   }
   check(k == want.size(), "ring walk length", nb, r, t, -1);
+}
+
+// the walk two tiles at a time (W 2, the forward's tiles of 128 keys) visits, in order, exactly the
+// blocks of which the walk one tile at a time visits a tile (a block is dead at 128 keys iff both
+// halves are), each once, from its first key
+static void wide_walk(const flex_mask &m, int nb, int r, int o0, int no) {
+  flex_tiles u(m, r, 0), v(m, r, 0);
+  std::vector<int> narrow, wide;
+  for (int ti = u.next(m, -1, o0, no, 0); ti < u.n; ti = u.next(m, ti, o0, no, 0)) {
+    bool p;
+    int s = u.start(ti, &p) / 128 * 2 + p;
+    if (narrow.empty() || narrow.back() != s) narrow.push_back(s);
+  }
+  for (int ti = v.next(m, -2, o0, no, 0, 2); ti < v.n; ti = v.next(m, ti, o0, no, 0, 2)) {
+    bool p;
+    int s = v.start(ti, &p);
+    check(ti % 2 == 0 && s % 128 == 0, "a wide tile starts its block", nb, r, 0, ti);
+    wide.push_back(s / 128 * 2 + p);
+  }
+  check(wide == narrow, "the wide walk's blocks are the narrow walk's", nb, r, 0, -1);
 }
 
 static void rings(int nb, int causal, int window, const int32_t *doc) {
@@ -138,6 +160,11 @@ static void rings(int nb, int causal, int window, const int32_t *doc) {
         ring_walk<2>(m, nb, r, t, o0, no, 3, false);  // 3 (the default)
         ring_walk<2>(m, nb, r, t, o0, no, 4, true);   // the overlaps: four stages, two ahead
         if (!window && !doc) ring_walk<2>(d, nb, r, t, o0, no, 3, false);
+        if (t == 0) {  // the forward's tiles of 128 keys (KB 2): overlapped, three stages, one ahead
+          ring_walk<1, 2>(m, nb, r, t, o0, no, 3, true);
+          wide_walk(m, nb, r, o0, no);
+          if (!window && !doc) ring_walk<1, 2>(d, nb, r, t, o0, no, 3, true), wide_walk(d, nb, r, o0, no);
+        }
       }
 }
 
