@@ -29,7 +29,7 @@
 #   flexprof   Nsight Compute (`ncu --set full`) on one launch of the flex backward and forward kernels
 #              (bench/flex_attention.lua): throughputs, occupancy, stalls; $FLEXPROF_KERNELS names others,
 #              regexes over the demangled names (with SR_FLEX_WGMMA=1: flex_backward_hopper_kernel
-#              flex_forward_hopper_kernel; records 1-11's dense backward: "flash_attention_backward_kernel2<64");
+#              flex_forward_hopper_kernel; records 1-4's dense backward (D 64): "flash_attention_backward_kernel2<64");
 #              FLEXPROF_SASS=1 adds each one's instruction-level page ($OUT/flexprof/*.csv, bench/sass_stalls.py)
 #              FLEXPROF_RUN: another script and its arguments to profile instead, e.g. "bench/loss_head.lua 65536
 #              768 50304 tanh 2" with FLEXPROF_KERNELS=sr_xent (the loss group's kernels)
