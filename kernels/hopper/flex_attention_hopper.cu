@@ -30,7 +30,7 @@
 #include "flex_common.cuh"   // defines: flex_mask, flex_resolve, flex_vis_ids, flex_mask_tile, flex_dead, flex_tiles, flex_ring
 #include "tma.cuh"           // defines: sr_tma_map_bf16, mbar_init, mbar_expect, mbar_wait, tma_load_4d
 #include "wgmma.cuh"         // defines: wg_off, sw128_off, wg_desc, wg_desc_sw128, wg_fence, wg_commit, wg_wait, wg_m64n64k16_ss/_rs
-#include "flex_hopper.cuh"   // defines: load_core_async, fwd_scores, av_issue, av_sync, fwd_rescale, fwd_store, heads_first, tma_base, tma_bars_init, tma_tile_pair, bulk_add_f32, bulk_wait_read, bulk_wait_all
+#include "flex_hopper.cuh"   // defines: load_core_async, fwd_scores, av_issue, av_sync, av_issue_kb, fwd_rescale, store_rows, fwd_store, heads_first, tma_base, tma_bars_init, tma_tile_pair, bulk_add_f32, bulk_wait_read, bulk_wait_all
 
 // OV (the default, SR_FLEX_FWD_OVERLAP=0 off; NS >= 3): FlashAttention-3's intra-warpgroup overlap: the products of
 // S for tile j and of P V for tile j - 1 are issued together, and tile j's softmax runs while the
@@ -647,16 +647,7 @@ __global__ void __launch_bounds__(256, 1) flex_backward_dq_hopper_kernel(bf16 *d
     for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])dP, kk);
     av_sync(dQ, a, Ks);
   }
-  bf16 *dQb = dq + att_base(as, 7, bh);
-  int64_t dst = as.s[7][2];
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = h * 64 + i * 8 + 2 * t;
-      *(uint32_t *)&dQb[(int64_t)q0 * dst + col] = pack_bf16(dQ[h][4 * i] * scale, dQ[h][4 * i + 1] * scale);
-      *(uint32_t *)&dQb[(int64_t)q1 * dst + col] = pack_bf16(dQ[h][4 * i + 2] * scale, dQ[h][4 * i + 3] * scale);
-    }
+  store_rows(dq + att_base(as, 7, bh), as.s[7][2], dQ, q0, q1, t, scale, scale);
 }
 
 // the kernels' variants (engine switches read once each, common.cuh's sr_env_is;

@@ -80,6 +80,19 @@ __device__ __forceinline__ void fwd_rescale(float (&O)[2][32], float al0, float 
 }
 
 
+// a thread's rows q0 and q1 of a warpgroup's 64 x 128 f32 accumulator (the halves of D in X[0], X[1])
+// into bf16 rows of B (row stride ld), row q0's values times s0, row q1's times s1
+__device__ __forceinline__ void store_rows(bf16 *B, int64_t ld, const float (&X)[2][32], int q0, int q1, int t, float s0,
+                                           float s1) {
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      int col = h * 64 + i * 8 + 2 * t;
+      *(uint32_t *)&B[(int64_t)q0 * ld + col] = pack_bf16(X[h][4 * i] * s0, X[h][4 * i + 1] * s0);
+      *(uint32_t *)&B[(int64_t)q1 * ld + col] = pack_bf16(X[h][4 * i + 2] * s1, X[h][4 * i + 3] * s1);
+    }
+}
 // the forward's end: a thread's rows q0 and q1 of out (O over the row sums; a row that saw no key: 0)
 // and their lse (natural log; -inf for no key), the sums l0, l1 first summed over the row's 4 threads
 __device__ __forceinline__ void fwd_store(bf16 *out, float *lse, const float (&O)[2][32], float m0, float m1, float l0,
@@ -89,16 +102,7 @@ __device__ __forceinline__ void fwd_store(bf16 *out, float *lse, const float (&O
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;  // no key seen: out 0
-  bf16 *Ob = out + att_base(as, 0, bh);
-  int64_t ost = as.s[0][2];
-#pragma unroll
-  for (int h = 0; h < 2; h++)
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      int col = h * 64 + i * 8 + 2 * t;
-      *(uint32_t *)&Ob[(int64_t)q0 * ost + col] = pack_bf16(O[h][4 * i] * i0, O[h][4 * i + 1] * i0);
-      *(uint32_t *)&Ob[(int64_t)q1 * ost + col] = pack_bf16(O[h][4 * i + 2] * i1, O[h][4 * i + 3] * i1);
-    }
+  store_rows(out + att_base(as, 0, bh), as.s[0][2], O, q0, q1, t, i0, i1);
   if (t == 0) {
     lse[bh * T + q0] = l0 > 0.f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
     lse[bh * T + q1] = l1 > 0.f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
