@@ -38,7 +38,7 @@
 #   wgmma      tests/cuda/test_gpu_wgmma (kernels/wgmma.cuh's products: the building block of Hopper
 #              attention kernels) against a host reference; then the wgmma flex forward and backward
 #              (kernels/hopper/, SR_FLEX_WGMMA=1) in each of $WGMMA_VARIANTS (SR_FLEX_STAGES=2|3,
-#              SR_FLEX_FWD_WG=1, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=0, SR_FLEX_BWD_OVERLAP=1 (with the split);
+#              SR_FLEX_FWD_BK=64, SR_FLEX_BWD_SPLIT=1, SR_FLEX_FWD_OVERLAP=0, SR_FLEX_BWD_OVERLAP=1 (with the split);
 #              SR_FLEX_WGMMA=bwd or fwd: one of the two Hopper kernels, the mma.sync one for the other (SR_FLEX_FWD_V2=0
 #              with bwd or 0: the mma.sync forward's kernel 1; its kernel 2 is the default); ":" joins settings; the default four cover every kernel): the flex and dense attention registry rows, test_gpu_flex, bench/flex_attention.lua;
 #              the mma.sync kernels' table and bench/flex_anchor.py (WGMMA_ANCHOR=0 skips it) in the same call
@@ -118,7 +118,8 @@
 #              $AB_RECORDS' (default 12; AB_RECORDS="" none) full step profiled (--fuse on: the graph replayed), rows
 #              matching $AB_PATTERN; AB_LOSS="ARGS": bench/loss_head.lua ARGS under each (the loss group's kernels);
 #              AB_FLEX=1: also bench/flex_attention.lua under each setting (its record-12 row, documents only, the
-#              op-by-op lines), then bench/flex_anchor.py once (compiled FlexAttention, same call): a flex kernel A/B
+#              op-by-op lines, the dense rows), then bench/flex_anchor.py once (compiled FlexAttention, same call;
+#              AB_FLEX_ANCHOR=0 skips it): a flex kernel A/B
 #   lend       graph memory lending (the default; SR_GRAPH_LEND=0 off, docs/cuda.md "Lending"): tests/cuda/test_gpu_memlimit, then
 #              records $LEND_RECORDS (default 19) against eager PyTorch (tasks/fidelity, NO_COMPILE=1 ACCUM=1, $FID_STEPS
 #              default 30) without and with lending, under a cap of $LEND_CAP bytes (default 79,000,000,000 on a
@@ -214,9 +215,9 @@ ab_settings() {  # the ab part: each of $AB_SETTINGS ("-" the default engine; ":
                                echo "-- loss head ${var:-default}"; grep -E "^\| |^fused against|^  fused\." "$LOG/ab_loss_$tag.log"; }
     [ "${AB_FLEX:-0}" = 1 ] || continue
     part "ab_flex_$tag" 120 env ${var//:/ } ./build/speedrun run bench/flex_attention.lua 20
-    echo "-- flex ${var:-default}"; grep -E "^\| window|^\| documents|^  flex" "$LOG/ab_flex_$tag.log"
+    echo "-- flex ${var:-default}"; grep -E "^\| window|^\| documents|^  flex|^dense" "$LOG/ab_flex_$tag.log"
   done
-  [ "${AB_FLEX:-0}" = 1 ] || return 0
+  [ "${AB_FLEX:-0}" = 1 ] && [ "${AB_FLEX_ANCHOR:-1}" = 1 ] || return 0
   part ab_flex_anchor 240 python3 bench/flex_anchor.py 20
   grep -E "^\| window|^\| documents|^dense" "$LOG/ab_flex_anchor.log"
 }
@@ -323,7 +324,7 @@ for p in $PARTS; do
           SR_FLEX_WGMMA=1 SR_FLEX_BWD_SPLIT=$split SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry attention \
             attention_backward | tail -1; echo "registry (dense, split $split) rc=${PIPESTATUS[0]}"; done'
         grep -vE "^ok" "$LOG/wgmma_dense.log" | tail -8; }
-      for var in ${WGMMA_VARIANTS:-SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=2 SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=3 SR_FLEX_FWD_WG=1:SR_FLEX_BWD_SPLIT=1 SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
+      for var in ${WGMMA_VARIANTS:-SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=2 SR_FLEX_FWD_OVERLAP=0:SR_FLEX_STAGES=3 SR_FLEX_FWD_BK=64:SR_FLEX_BWD_SPLIT=1 SR_FLEX_BWD_SPLIT=1:SR_FLEX_BWD_OVERLAP=1}; do
         tag=$(echo "$var" | tr -c 'A-Za-z0-9\n' _); var=${var//:/ }
         part "wgmma_$tag" 240 env SR_FLEX_WGMMA=1 $var bash -c 'echo "== SR_FLEX_WGMMA=1 '"$var"'"
           (cd tests && SR_TEST_DEVICE=cuda ../build/tests/test_gpu_registry flex_attention flex_attention_backward attention attention_backward | tail -1

@@ -489,7 +489,7 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
 }
 
 // On a device of compute capability 9, which kernels of kernels/hopper/ (wgmma; their variants:
-// SR_FLEX_STAGES, SR_FLEX_FWD_WG, SR_FLEX_BWD_WG, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
+// SR_FLEX_STAGES, SR_FLEX_FWD_BK, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
 // default the backward everywhere and the forward but at a narrow window (flex_narrow; on an H100 with
 // the record-12 mask, fwd+bwd 1.929 -> 1.721 ms: bench/RESULTS.md, thirty-third session);
 // SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward

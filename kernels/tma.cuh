@@ -61,16 +61,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t phase) {
                "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
                "@!done bra wait_%=;\n}\n" ::"r"(tma_smem(bar)), "r"(phase) : "memory");
 }
-// one arrival on bar (no bytes): a consumer's release of the stage it guards
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(tma_smem(bar)) : "memory");
-}
-// bytes (a multiple of 16; both addresses 16-byte aligned) of contiguous global memory into shared
-// memory by the bulk copy unit, counted on bar
-__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-               ::"r"(tma_smem(dst)), "l"(src), "r"(bytes), "r"(tma_smem(bar)) : "memory");
-}
 // the box at coordinates c (innermost first) of map into shared memory dst (1024-byte aligned for
 // the 128-byte swizzle), counted on bar
 __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *bar) {

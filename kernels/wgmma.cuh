@@ -80,10 +80,6 @@ template <int N>
 __device__ __forceinline__ void wg_wait(void) { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 // shared-memory writes of the generic proxy (stores, cp.async) made visible to the products
 __device__ __forceinline__ void wg_fence_smem(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// named barrier id (1..15; 0 is __syncthreads) of n threads (a multiple of 32): wait with it, or only
-// count this thread's arrival (the ping-pong of two warpgroups' products)
-__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 // after wg_wait: the compiler sees the accumulators (and register A operands) change here, so it
 // neither reads a result nor reuses an operand's registers before the products are done
 __device__ __forceinline__ void wg_keep(float (&d)[32]) {

@@ -1,27 +1,27 @@
 /*
 ** hopper/flex_attention_hopper.cu: the flex attention forward and backward on Hopper's warpgroup
 ** MMA (sm_90a, kernels/wgmma.cuh) for bf16, D = 128, blocks of 128. Forward: one thread block per
-** query block of 128, two warpgroups of 64 query rows (SR_FLEX_FWD_WG=1: blocks of one warpgroup, 64
-** queries, two blocks an SM). Q is staged once; K/V tiles of 64 keys stream through a ring of NS
-** stages of cp.async, loaded NS - 1 tiles ahead of the one computed (SR_FLEX_STAGES: 3, or 2 as
-** first written), all in wgmma's core-matrix layout. Per tile: S = Q K^T as 8 m64n64k16 products read
-** from shared memory (no ldmatrix fragments), the element mask on partial tiles and the online
-** softmax in registers as flex_forward_kernel1's, then O += P V with P from registers (4 k16 steps
-** for each half of D). The tiles, their order (flex_tiles: the partial and full lists merged, so a
-** row's sums never depend on later rows) and the masks are flex_forward_kernel1's; a warpgroup
-** skips a tile none of its 64 rows can see. Results equal kernel 1's within the f32 order of the
-** products' sums. The backward likewise (flex_backward_hopper_kernel, below; its Q/dO tiles
-** through the same ring; a thread block per kv block of 128 keys, or with SR_FLEX_BWD_WG=1 per 64
-** keys, two blocks an SM), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
+** query block of 128, two warpgroups of 64 query rows. Q is staged once; K/V tiles of 64 keys
+** stream through a ring of NS stages of cp.async, loaded NS - 1 tiles ahead of the one computed
+** (SR_FLEX_STAGES: 3, or 2 as first written), all in wgmma's core-matrix layout. Per tile: S = Q
+** K^T as 8 m64n64k16 products read from shared memory (no ldmatrix fragments), the element mask on
+** partial tiles and the online softmax in registers as flex_forward_kernel1's, then O += P V with P
+** from registers (4 k16 steps for each half of D). The tiles, their order (flex_tiles: the partial
+** and full lists merged, so a row's sums never depend on later rows) and the masks are
+** flex_forward_kernel1's; a warpgroup skips a tile none of its 64 rows can see. Results equal
+** kernel 1's within the f32 order of the products' sums. The backward likewise
+** (flex_backward_hopper_kernel, below; its Q/dO tiles through the same ring; a thread block per kv
+** block of 128 keys), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
 ** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
 ** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time), and dQ is added by one bulk
 ** reduce of a fragment-ordered tile (SR_FLEX_BWD_DQB=0: float2 atomics; the backward 1.376 -> 1.199
 ** ms a call on the H100, record-12 mask, 2026-12-07). The default forward overlaps (OV below;
-** SR_FLEX_FWD_OVERLAP=0 off) and loads K / V by TMA (SR_FLEX_FWD_TMA=0 off): 0.559 -> 0.536 ms there,
-** the mma.sync kernel 2 against it. Measured to lose and removed (docs/cuda.md, git history): LATE,
-** BULK, SR_FLEX_BWD_V4 / DEFER / N128, two DQB slots. Opt-in, not yet timed: the forward warp-
-** specialized (SR_FLEX_FWD_WS, flex_forward_ws_kernel) and on tiles of 128 keys (SR_FLEX_FWD_BK=128).
+** SR_FLEX_FWD_OVERLAP=0 off), loads K / V by TMA (SR_FLEX_FWD_TMA=0 off) and takes tiles of 128 keys
+** (KB 2; SR_FLEX_FWD_BK=64 off): 0.559 (the mma.sync kernel 2) -> 0.536 -> 0.471 ms there. Measured to
+** lose and removed (docs/cuda.md, git history): LATE, BULK, SR_FLEX_BWD_V4 / DEFER / N128, two DQB
+** slots, the warp-specialized forward (SR_FLEX_FWD_WS), blocks of one warpgroup (SR_FLEX_FWD_WG,
+** SR_FLEX_BWD_WG).
 ** Compiled for sm_90a only (CMakeLists.txt: the speedrun_hopper objects); kernels/flex_attention.cu
 ** calls it on a device of compute capability 9: the backward, and the forward but at a narrow window
 ** (SR_FLEX_WGMMA chooses otherwise).
@@ -40,18 +40,17 @@
 // TMA (the default, SR_FLEX_FWD_TMA=0 off; two warpgroups, overlapped or not): each K / V tile loaded by one thread's four
 // bulk tensor copies into the 128-byte swizzled layout, counted on the stage's mbarrier (as the
 // backward's TMA); tmk, tmv: the maps of k and v (unused otherwise)
-// KB 2 (SR_FLEX_FWD_BK=128, opt-in; with OV and TMA, three stages): tiles of a mask block's 128 keys
+// KB 2 (the default, SR_FLEX_FWD_BK=64 off; with OV and TMA, three stages): tiles of a mask block's 128 keys
 // (flex_tiles walked two at a time), a stage two 64-key sub-tiles of K and V on one mbarrier: S by 16
 // products, the mask on each sub-tile, one softmax over 128 columns, P V over 8 k16 slices; the tile's
 // barrier, waits, row max / sum shuffles and rescale of O once per 128 keys instead of per 64
-template <int NS, int NWG, bool OV, bool TMA = false, int KB = 1>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+template <int NS, bool OV, bool TMA = false, int KB = 1>
+__global__ void __launch_bounds__(256, 1) flex_forward_hopper_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                                      const bf16 *v, int T, float scale_log2, flex_mask fm,
                                                                      att_strides as, const __grid_constant__ CUtensorMap tmk,
                                                                      const __grid_constant__ CUtensorMap tmv) {
   flex_resolve(fm);
-  constexpr int D = 128, BQ = 64 * NWG, BK = 64 * KB, QT = BQ * D, KT = 64 * D, AHEAD = OV ? NS - 2 : NS - 1;
-  static_assert(!TMA || NWG == 2, "TMA: blocks of two warpgroups");
+  constexpr int D = 128, BQ = 128, BK = 64 * KB, QT = BQ * D, KT = 64 * D, AHEAD = OV ? NS - 2 : NS - 1;
   static_assert(KB == 1 || (KB == 2 && OV && TMA), "KB 2: the overlapped TMA forward");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Qs = (bf16 *)tma_base<TMA>(smem_raw), *KV = Qs + QT;  // stage s, sub-tile h: K at KV + (2 KB s + 2 h) KT, V after it
@@ -70,14 +69,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
     if (TMA) {
       if (threadIdx.x == 0) tma_tile_pair<KB>(KV + 2 * KB * stage * KT, &tmk, &tmv, 3, s0, bh, as, &bars[stage]);  // K, then V
     } else {
-      load_core_async<BK, 128 * NWG>(KV + 2 * stage * KT, K, kst, s0);
-      load_core_async<BK, 128 * NWG>(KV + (2 * stage + 1) * KT, V, vst, s0);
+      load_core_async<BK, 256>(KV + 2 * stage * KT, K, kst, s0);
+      load_core_async<BK, 256>(KV + (2 * stage + 1) * KT, V, vst, s0);
     }
     if (fm.doc && threadIdx.x < BK) cp_async4(&kd_s[BK * stage + threadIdx.x], fm.doc + s0 + threadIdx.x, true);
   };
 
   // Q and the first AHEAD tiles in flight, one commit group each (Q in the first)
-  load_core_async<BQ, 128 * NWG>(Qs, Q, qst, qb * BQ);
+  load_core_async<BQ, 256>(Qs, Q, qst, qb * BQ);
   flex_ring<AHEAD + 1> rg;
   rg.la = tl.next(fm, -KB, qb * BQ, BQ, 0, KB);
 #pragma unroll
@@ -157,113 +156,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_forward_hopp
   fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
 }
 
-// WS (SR_FLEX_FWD_WS=1, opt-in; the K / V maps made, the doc ids 16-byte aligned): FlashAttention-3's warp
-// specialization of the overlapped TMA forward. Three warpgroups (168 registers each: no setmaxnreg,
-// whose raise made ptxas serialize the consumers' products, C7515): the first is the producer, one
-// thread of which walks the block's tiles and issues each tile's
-// K / V copies (and its 64 doc ids', one bulk copy) into a ring of NS stages as soon as the stage's
-// last reader released it (the stage's `empty` mbarrier: an arrival from each consumer thread); the
-// other two are OV's loop on 64 query rows each (S of tile j and P V of tile j - 1 issued together),
-// each tile waited for on its stage's `full` mbarrier, no block barrier a tile. The producer's
-// warpgroup loads Q (cp.async, core-matrix layout) and lets the consumers start by a named barrier.
-// PP (SR_FLEX_FWD_WS=2): the consumers' products ping-pong (named barriers 1 and 2: a warpgroup issues
-// a tile's products once the other issued its own), so one warpgroup's softmax runs under the other's
-// products. The sums are OV's, to the bit.
-template <int NS, bool PP>
-__global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, float *lse, const bf16 *q, int T,
-                                                                 float scale_log2, flex_mask fm, att_strides as,
-                                                                 const __grid_constant__ CUtensorMap tmk,
-                                                                 const __grid_constant__ CUtensorMap tmv) {
-  flex_resolve(fm);
-  constexpr int D = 128, BQ = 128, BK = 64, QT = BQ * D, KT = BK * D, QREADY = 3;  // QREADY: the named barrier
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16 *Qs = (bf16 *)tma_base<true>(smem_raw), *KV = Qs + QT;  // stage s: K at KV + 2 s KT, V at KV + (2 s + 1) KT
-  int32_t *kd_s = (int32_t *)(KV + 2 * NS * KT);               // stage s: the doc ids of its 64 keys at 64 s
-  uint64_t *full = (uint64_t *)(kd_s + BK * NS), *empty = full + NS;
-  int qb = gridDim.x - 1 - blockIdx.x;
-  int64_t bh = blockIdx.y;
-  flex_tiles tl(fm, qb, 0);
-  if (threadIdx.x == 0)
-    for (int s = 0; s < NS; s++) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 256);
-    }
-  __syncthreads();
-  if (threadIdx.x < 128) {  // the producer
-    load_core_async<BQ, 128>(Qs, q + att_base(as, 1, bh), as.s[1][2], qb * BQ);
-    cp_async_commit();
-    uint32_t docb = fm.doc ? BK * (uint32_t)sizeof(int32_t) : 0;
-    auto load = [&](int ti, int i) {  // tile ti, the producer's i-th, into stage i % NS
-      bool p;
-      int s0 = tl.start(ti, &p), st = i % NS;
-      tma_tile_pair(KV + 2 * st * KT, &tmk, &tmv, 3, s0, bh, as, &full[st], docb);
-      if (docb) bulk_load(kd_s + BK * st, fm.doc + s0, docb, &full[st]);
-    };
-    int ti = tl.next(fm, -1, qb * BQ, BQ, 0), i = 0;
-    if (threadIdx.x == 0)  // the first NS tiles: their stages free
-      for (; ti < tl.n && i < NS; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) load(ti, i);
-    cp_async_wait_all();
-    wg_fence_smem();  // Q's cp.async writes, seen by the products
-    named_bar_arrive(QREADY, 384);
-    if (threadIdx.x == 0)
-      for (; ti < tl.n; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) {
-        mbar_wait(&empty[i % NS], (uint32_t)(i / NS - 1) & 1u);  // its tile NS back released
-        load(ti, i);
-      }
-    return;
-  }
-  int tid = threadIdx.x - 128, wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  int q0 = qb * BQ + wg * 64 + w * 16 + g, q1 = q0 + 8;
-  int32_t dq0 = fm.doc ? fm.doc[q0] : 0, dq1 = fm.doc ? fm.doc[q1] : 0;
-  float O[2][32], S[32];
-  uint32_t a[4][4];  // P of the tile before as A fragments (its P V not yet issued)
-#pragma unroll
-  for (int i = 0; i < 32; i++) O[0][i] = O[1][i] = 0.f;
-  wg_keep(O[0]);  // pinned: a zero rematerialized in the loop would serialize every product (C7515)
-  wg_keep(O[1]);
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  named_bar_sync(QREADY, 384);
-  if (PP && wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 issues first
-  int prev = -1;  // the stage of the tile whose P V is pending
-  for (int ti = tl.next(fm, -1, qb * BQ, BQ, 0), i = 0; ti < tl.n; ti = tl.next(fm, ti, qb * BQ, BQ, 0), i++) {
-    int cur = i % NS;
-    bool part;
-    int k0 = tl.start(ti, &part);
-    mbar_wait(&full[cur], (uint32_t)(i / NS) & 1u);  // the tile's copies landed
-#pragma unroll
-    for (int e = 0; e < 32; e++) S[e] = 0.f;
-    if (PP) named_bar_sync(1 + wg, 256);
-    wg_fence();
-    fwd_scores<BQ, true>(S, Qs, KV + 2 * cur * KT, wg);
-    wg_commit();
-    if (prev >= 0) {  // the tile before's P V beside this tile's S
-      av_issue<true>(O, a, KV + (2 * prev + 1) * KT);
-      wg_commit();
-    }
-    if (PP) named_bar_arrive(2 - wg, 256);  // the other warpgroup's turn
-    if (prev >= 0) wg_wait<1>();            // S (the older group) is done
-    else wg_wait<0>();
-    wg_keep(S);
-    if (part) flex_mask_tile((float(*)[4])S, fm, q0, q1, k0, dq0, dq1, kd_s + BK * cur, t);  // on partial blocks only
-    float al0, al1;
-    online_softmax_tile((float(*)[4])S, scale_log2, m0, m1, l0, l1, al0, al1);
-    if (prev >= 0) {
-      wg_wait<0>();  // the tile before's P V: its stage read for the last time
-      wg_keep(O[0]);
-      wg_keep(O[1]);
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) wg_keep(a[kk]);
-      mbar_arrive(&empty[prev]);
-    }
-    fwd_rescale(O, al0, al1);
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) acc_to_A(a[kk], (const float(*)[4])S, kk);
-    prev = cur;
-  }
-  if (prev >= 0) av_sync<true>(O, a, KV + (2 * prev + 1) * KT);  // the last tile's P V
-  fwd_store(out, lse, O, m0, m1, l0, l1, q0, q1, t, bh, T, as);
-}
-
 // the backward: one thread block per kv block of 128 keys, warpgroup wg its keys 64 wg..; the
 // query tiles of 64 of the transposed lists, Q / dO (with lse, delta, doc ids) double-buffered.
 // Per tile, per warpgroup: S^T = K Q^T and dP^T = V dO^T (8 + 8 products from shared memory), P^T
@@ -272,9 +164,6 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
 // then dQ (64 x 128) = dS K with warpgroup wg computing the columns 64 wg.. over all 128 keys (dS
 // MN-major, K MN-major), added into the f32 accumulator with float2 atomics (converted as kernel
 // 1's). A warpgroup none of whose keys the tile's queries see skips its products (dS^T zeros).
-// NWG 1 (SR_FLEX_BWD_WG=1, with DQ): blocks of one warpgroup, 64 keys (half a kv block, as kernel
-// 1's), two blocks an SM: one block's K/V loads, softmax and epilogue beside the other's products;
-// the warpgroup computes both halves of dQ over its 64 keys (twice the atomics a key)
 // TMA (the default, SR_FLEX_BWD_TMA=0 off; with dQ into the f32 accumulator, two warpgroups): each Q /
 // dO tile loaded by one thread's four bulk tensor copies (two 64 x 64 boxes each, kernels/tma.cuh) into
 // the 128-byte swizzled layout, counted on the stage's mbarrier, instead of 16 cp.async a thread; the
@@ -291,18 +180,17 @@ __global__ void __launch_bounds__(384, 1) flex_forward_ws_kernel(bf16 *out, floa
 // section held 40 % of the stall samples, 2026-12-07) and no barrier of its own (the removed BULK's two
 // cost more than they saved). The slot a tile writes was read by the bulk add DQB tiles back, which
 // thread 0 waits for before the tile's second barrier
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, int DQB = 0>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+template <int NS, bool DQ, bool OVB, bool TMA = false, bool EPI = false, int DQB = 0>
+__global__ void __launch_bounds__(256, 1) flex_backward_hopper_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
                                                                       const float *lse, const float *delta, int T,
                                                                       float scale, flex_mask fm, att_strides as,
                                                                       const __grid_constant__ CUtensorMap tmq,
                                                                       const __grid_constant__ CUtensorMap tmdo) {
   flex_resolve(fm);
-  constexpr int D = 128, BK = 64 * NWG, BQ = 64, KT = BK * D, QT = BQ * D, NT = 128 * NWG;
-  static_assert(NWG == 2 || DQ, "blocks of one warpgroup: dQ by atomics");
-  static_assert(!TMA || (DQ && NWG == 2), "TMA: the default backward's loads only");
-  static_assert(!EPI || (NWG == 2 && !OVB), "EPI: blocks of 128 keys, no product still running at the end");
+  constexpr int D = 128, BK = 128, BQ = 64, KT = BK * D, QT = BQ * D, NT = 256;
+  static_assert(!TMA || DQ, "TMA: the default backward's loads only");
+  static_assert(!EPI || !OVB, "EPI: no product still running at the end");
   static_assert(DQB == 0 || (TMA && EPI), "DQB: the default backward's dQ");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16 *Ks = (bf16 *)tma_base<TMA>(smem_raw), *Vs = Ks + KT, *QS = Vs + KT;  // stage s: Q at QS + 2 s QT, dO at QS + (2 s + 1) QT
@@ -318,7 +206,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
   const float *lse_b = lse + bh * T, *delta_b = delta + bh * T;
   int wg = threadIdx.x >> 7, w = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float scale_log2 = scale * LOG2E;
-  flex_tiles tl(fm, NWG == 2 ? blockIdx.x : blockIdx.x >> 1, 1);  // the kv block of 128 keys
+  flex_tiles tl(fm, blockIdx.x, 1);  // the kv block of 128 keys
   tma_bars_init<TMA, NS>(bars);
   auto load_q = [&](int q0, int stg) {
     if (TMA) {
@@ -465,14 +353,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       if (threadIdx.x == 0) bulk_wait_read<DQB - 1>();
     wg_fence_smem();
     __syncthreads();  // dS^T of both warpgroups is in dSt; DQB: this tile's slot is free
-    // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg.. (NWG 1: both
-    // halves in turn); A = dS MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows
+    // dQ [64 q x 128 d] += dS [q x keys] K [keys x d]: warpgroup wg the columns 64 wg..;
+    // A = dS MN-major (dSt: rows keys = K, columns queries = M), B = K MN-major (rows
     // keys = K, columns d = N)
     // rows qt0 + w * 16 + g and 8 below it, at column 2 t: one address a tile, the rest constant offsets
     float *dq0 = dqb + (int64_t)(qt0 + w * 16 + g) * D + 2 * t;
 #pragma unroll
-    for (int hh = 0; hh < 3 - NWG; hh++) {
-      int h = NWG == 2 ? wg : hh;
+    for (int hh = 0; hh < 1; hh++) {  // one pass (a loop of one, as when blocks of one warpgroup made two:
+      const int h = wg;               // the default's PTX to the bit, the code measured)
       float dQ[32];
 #pragma unroll
       for (int i = 0; i < 32; i++) dQ[i] = 0.f;
@@ -482,7 +370,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 2 : 1) flex_backward_hop
       for (int kk = 0; kk < BK / 16; kk++)  // the k16 slice kk of both: 256 bytes on
         wg_m64n64k16_ss<1, 1>(dQ, wg_desc_add(sd0, kk * 256), wg_desc_add(kq0, kk * 256), kk > 0);
       wg_commit();
-      wg_wait<0>();  // dK / dV's products too (the first half's wait: P^T, dS^T free after it)
+      wg_wait<0>();  // dK / dV's products too (P^T, dS^T free after it)
       wg_keep(dQ);
       if (hh == 0) {
         wg_keep(dK[0]); wg_keep(dK[1]); wg_keep(dV[0]); wg_keep(dV[1]);
@@ -658,30 +546,17 @@ static int hopper_stages(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_STAGES", "2") ? 2 : 3;
 }
-// SR_FLEX_FWD_WG=1: forward blocks of one warpgroup (64 queries, two blocks an SM, each streaming
-// its own K/V tiles, loaded one ahead: three stages would not leave room for a second block);
-// otherwise two (128 queries, one block an SM)
-static int hopper_forward_one_wg(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_FWD_WG", "1");
-}
 // the default (SR_FLEX_FWD_OVERLAP=0 off): the forward's intra-warpgroup overlap
 // (flex_forward_hopper_kernel's OV), four stages; otherwise SR_FLEX_STAGES of them
 static int hopper_forward_overlap(void) {
   static int v = -1;
   return !sr_env_is(&v, "SR_FLEX_FWD_OVERLAP", "0");
 }
-// SR_FLEX_FWD_BK=128 (with the overlap and the TMA loads): the forward's tiles of 128 keys
-// (flex_forward_hopper_kernel's KB 2), three stages
+// the default (SR_FLEX_FWD_BK=64 off; with the overlap and the TMA loads): the forward's tiles of
+// 128 keys (flex_forward_hopper_kernel's KB 2), three stages
 static int hopper_forward_bk128(void) {
   static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_FWD_BK", "128");
-}
-// SR_FLEX_FWD_WS=1: the warp-specialized forward (flex_forward_ws_kernel, TMA and OV's overlap; the K / V
-// maps made, the doc ids 16-byte aligned, otherwise the other switches choose); =2 with its ping-pong
-static int hopper_forward_ws(void) {
-  static int v1 = -1, v2 = -1;
-  return sr_env_is(&v1, "SR_FLEX_FWD_WS", "1") ? 1 : sr_env_is(&v2, "SR_FLEX_FWD_WS", "2") ? 2 : 0;
+  return !sr_env_is(&v, "SR_FLEX_FWD_BK", "64");
 }
 // the default (SR_FLEX_FWD_TMA=0 off; blocks of two warpgroups, overlapped or not): the forward's K / V
 // tiles loaded by TMA into the 128-byte swizzled layout (flex_forward_hopper_kernel's TMA); a refused
@@ -695,13 +570,6 @@ static int hopper_forward_tma(void) {
 static int hopper_backward_overlap(void) {
   static int v = -1;
   return sr_env_is(&v, "SR_FLEX_BWD_OVERLAP", "1");
-}
-// SR_FLEX_BWD_WG=1 (dQ by atomics: not with the split): backward blocks of one warpgroup (64 keys,
-// two blocks an SM, Q / dO loaded one ahead: three stages would not leave room for a second block);
-// otherwise two (128 keys, one block an SM)
-static int hopper_backward_one_wg(void) {
-  static int v = -1;
-  return sr_env_is(&v, "SR_FLEX_BWD_WG", "1");
 }
 // the default (SR_FLEX_BWD_EPI=0 off; dQ by atomics, blocks of two warpgroups; with or without the
 // TMA loads): dK and dV staged in shared memory, then written by 16-byte stores
@@ -763,31 +631,28 @@ extern "C" int sr_flex_hopper_split(void) {
   return sr_env_is(&v, "SR_FLEX_BWD_SPLIT", "1");
 }
 
-// the dK / dV kernel's shared memory: K, V (64 nwg keys), NS stages of Q and dO, dS^T, DQB slots of a
+// the dK / dV kernel's shared memory: K, V (128 keys), NS stages of Q and dO, dS^T, DQB slots of a
 // dQ tile (f32), NS stages of lse / delta / doc ids (one warpgroup, two stages: 108,032 bytes, two blocks an SM)
-static constexpr size_t bwd_smem(int ns, int nwg, bool tma = false, int dqb = 0) {
-  return (size_t)(2 * 64 * nwg * 128 + 2 * ns * 64 * 128 + 64 * nwg * 64) * sizeof(bf16) +
+static constexpr size_t bwd_smem(int ns, bool tma = false, int dqb = 0) {
+  return (size_t)(2 * 128 * 128 + 2 * ns * 64 * 128 + 128 * 64) * sizeof(bf16) +
          (size_t)(dqb * 64 * 128 + ns * 192) * sizeof(float) + (tma ? ns * sizeof(uint64_t) + 1024 : 0);  // TMA: mbarriers, alignment
 }
 // Hopper: 227 KB a block at most, 228 KB an SM with 1 KB reserved a block
-static_assert(bwd_smem(4, 2) <= 232448, "the dK / dV kernel's largest instance fits a block");
-static_assert(2 * (bwd_smem(2, 1) + 1024) <= 233472, "two blocks of one warpgroup fit an SM");
-static_assert(bwd_smem(3, 2, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
-static_assert(bwd_smem(3, 2, true, 1) <= 232448, "the DQB instance fits a block");
+static_assert(bwd_smem(4) <= 232448, "the dK / dV kernel's largest instance fits a block");
+static_assert(bwd_smem(3, true) <= 232448, "the dK / dV kernel's TMA instance fits a block");
+static_assert(bwd_smem(3, true, 1) <= 232448, "the DQB instance fits a block");
 
-// the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, NWG>) launched: a block per 64 NWG keys
-template <int NS, bool DQ, bool OVB, int NWG = 2, bool TMA = false, bool EPI = false, int DQB = 0>
+// the dK / dV kernel (flex_backward_hopper_kernel<NS, DQ, OVB, ...>) launched: a block per 128 keys
+template <int NS, bool DQ, bool OVB, bool TMA = false, bool EPI = false, int DQB = 0>
 static cudaError_t dkdv(unsigned nb, unsigned BH, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k,
                         const bf16 *v, const bf16 *dout, const float *lse, const float *delta, int T, float scale,
                         flex_mask fm, att_strides as, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, NWG, TMA, EPI, DQB>;
-  size_t smem = bwd_smem(NS, NWG, TMA, DQB);
+  auto *kern = flex_backward_hopper_kernel<NS, DQ, OVB, TMA, EPI, DQB>;
+  size_t smem = bwd_smem(NS, TMA, DQB);
   CUtensorMap none = {};
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e == cudaSuccess && NWG == 1)  // two blocks an SM: the largest carveout
-    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
-  kern<<<dim3(nb * 2 / NWG, BH), 128 * NWG, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as,
+  kern<<<dim3(nb, BH), 256, smem, s>>>(dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as,
                                                        tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
@@ -802,20 +667,18 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   unsigned nb = (unsigned)fm.nb, nbh = (unsigned)BH;
   dim3 grid(nb, nbh);
   cudaError_t e;
-  if (dq_acc && hopper_backward_one_wg())
-    return dkdv<2, true, false, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   CUtensorMap tm[2];  // the default: TMA loads and EPI stores where they apply
   bool tma = dq_acc && hopper_backward_tma() && !tile_maps(tm, q, dout, 5, T, as, BH, "SR_FLEX_BWD_TMA");
   bool epi = dq_acc && hopper_backward_epi() && epi_aligned(dk, dv, as);
   bool dqb = epi && tma && hopper_backward_dqb();
   *frag = dqb;
   if (dqb)
-    return dkdv<NS, true, false, 2, true, true, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+    return dkdv<NS, true, false, true, true, 1>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (epi && tma)
-    return dkdv<NS, true, false, 2, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
-  if (epi) return dkdv<NS, true, false, 2, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
+    return dkdv<NS, true, false, true, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+  if (epi) return dkdv<NS, true, false, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   if (tma)
-    return dkdv<NS, true, false, 2, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
+    return dkdv<NS, true, false, true>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s, tm);
   if (dq_acc) return dkdv<NS, true, false>(nb, nbh, dk, dv, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, s);
   e = hopper_backward_overlap() ? dkdv<4, false, true>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s)
                                 : dkdv<NS, false, false>(nb, nbh, dk, dv, NULL, q, k, v, dout, lse, delta, T, scale, fm, as, s);
@@ -827,23 +690,23 @@ static cudaError_t backward_ns(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc, cons
   return cudaGetLastError();
 }
 
-// the forward kernel's shared memory: Q (64 nwg rows), NS stages of kb 64-key sub-tiles of K and V, their
+// the forward kernel's shared memory: Q (128 rows), NS stages of kb 64-key sub-tiles of K and V, their
 // doc ids, TMA: the stages' mbarriers and 1 KB for the alignment
-static constexpr size_t fwd_smem(int ns, int nwg, bool tma, int kb = 1) {
-  return (size_t)(64 * nwg * 128 + 2 * ns * kb * 64 * 128) * sizeof(bf16) + ns * kb * 64 * sizeof(int32_t) +
+static constexpr size_t fwd_smem(int ns, bool tma, int kb = 1) {
+  return (size_t)(128 * 128 + 2 * ns * kb * 64 * 128) * sizeof(bf16) + ns * kb * 64 * sizeof(int32_t) +
          (tma ? ns * sizeof(uint64_t) + 1024 : 0);
 }
-static_assert(fwd_smem(3, 2, true, 2) <= 232448, "the forward's KB 2 instance fits a block");
+static_assert(fwd_smem(3, true, 2) <= 232448, "the forward's KB 2 instance fits a block");
 
-template <int NS, int NWG, bool OV = false, bool TMA = false, int KB = 1>
+template <int NS, bool OV = false, bool TMA = false, int KB = 1>
 static cudaError_t forward_ns(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, float scale_log2,
                               flex_mask fm, att_strides as, int64_t BH, cudaStream_t s, const CUtensorMap *tm = NULL) {
-  size_t smem = fwd_smem(NS, NWG, TMA, KB);
+  size_t smem = fwd_smem(NS, TMA, KB);
   CUtensorMap none = {};
-  auto *kern = flex_forward_hopper_kernel<NS, NWG, OV, TMA, KB>;
+  auto *kern = flex_forward_hopper_kernel<NS, OV, TMA, KB>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
-  kern<<<dim3((unsigned)(fm.nb * 2 / NWG), (unsigned)BH), 128 * NWG, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as,
+  kern<<<dim3((unsigned)fm.nb, (unsigned)BH), 256, smem, s>>>(out, lse, q, k, v, T, scale_log2, fm, as,
                                                                                 tm ? tm[0] : none, tm ? tm[1] : none);
   return cudaGetLastError();
 }
@@ -856,36 +719,18 @@ cudaError_t sr_flex_backward_hopper(bf16 *dk, bf16 *dv, bf16 *dq, float *dq_acc,
                               : backward_ns<3>(dk, dv, dq, dq_acc, q, k, v, dout, lse, delta, T, scale, fm, as, BH, s, dq_frag);
 }
 
-// the warp-specialized forward (flex_forward_ws_kernel<NS, PP>): a block of three warpgroups per query block
-template <int NS, bool PP>
-static cudaError_t forward_ws(bf16 *out, float *lse, const bf16 *q, int T, float scale_log2, flex_mask fm, att_strides as,
-                              int64_t BH, cudaStream_t s, const CUtensorMap *tm) {
-  size_t smem = (size_t)(128 * 128 + 2 * NS * 64 * 128) * sizeof(bf16) + NS * 64 * sizeof(int32_t) +
-                2 * NS * sizeof(uint64_t) + 1024;  // two mbarriers a stage, the alignment
-  auto *kern = flex_forward_ws_kernel<NS, PP>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e != cudaSuccess) return e;
-  kern<<<dim3((unsigned)fm.nb, (unsigned)BH), 384, smem, s>>>(out, lse, q, T, scale_log2, fm, as, tm[0], tm[1]);
-  return cudaGetLastError();
-}
-
 cudaError_t sr_flex_forward_hopper(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
                                    float scale_log2, flex_mask fm, att_strides as, int64_t BH, cudaStream_t s) {
-  if (hopper_forward_one_wg()) return forward_ns<2, 1>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   CUtensorMap tm[2];
-  int ws = hopper_forward_ws() && sr_is_aligned16(fm.doc) ? hopper_forward_ws() : 0;  // the doc ids' bulk copy: 16 bytes
-  if (ws && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_WS"))
-    return ws == 2 ? forward_ws<4, true>(out, lse, q, T, scale_log2, fm, as, BH, s, tm)
-                   : forward_ws<4, false>(out, lse, q, T, scale_log2, fm, as, BH, s, tm);
   bool tma = hopper_forward_tma() && !tile_maps(tm, k, v, 3, T, as, BH, "SR_FLEX_FWD_TMA");
   if (hopper_forward_overlap() && tma && hopper_forward_bk128())
-    return forward_ns<3, 2, true, true, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
+    return forward_ns<3, true, true, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
   if (hopper_forward_overlap())
-    return tma ? forward_ns<4, 2, true, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
-               : forward_ns<4, 2, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+    return tma ? forward_ns<4, true, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+               : forward_ns<4, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
   if (tma)
-    return hopper_stages() == 2 ? forward_ns<2, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
-                                : forward_ns<3, 2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
-  return hopper_stages() == 2 ? forward_ns<2, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
-                              : forward_ns<3, 2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
+    return hopper_stages() == 2 ? forward_ns<2, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm)
+                                : forward_ns<3, false, true>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s, tm);
+  return hopper_stages() == 2 ? forward_ns<2>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s)
+                              : forward_ns<3>(out, lse, q, k, v, T, scale_log2, fm, as, BH, s);
 }

@@ -130,14 +130,14 @@ __device__ __forceinline__ void tma_bars_init(uint64_t *bars) {
 }
 // thread 0 of the TMA kernels: the 64-row tile at `row` of two streamed tensors (maps a, b: att_strides
 // indices 2 and jb, each map's rows and heads in its own order) into d and d + 64 x 128, each as its two
-// 64-column panels, counted on bar (with `extra` bytes the caller copies against the same phase); KB
-// such pairs of consecutive 64-row tiles (rows row + 64 h into d + h 2 64 x 128), one expectation
+// 64-column panels, counted on bar; KB such pairs of consecutive 64-row tiles (rows row + 64 h into
+// d + h 2 64 x 128), one expectation
 template <int KB = 1>
 __device__ __forceinline__ void tma_tile_pair(bf16 *d, const CUtensorMap *a, const CUtensorMap *b, int jb, int row,
-                                              int64_t bh, const att_strides &as, uint64_t *bar, uint32_t extra = 0) {
+                                              int64_t bh, const att_strides &as, uint64_t *bar) {
   int hh = (int)(bh % as.H), bb = (int)(bh / as.H);
   bool fa = heads_first(as, 2), fb = heads_first(as, jb);
-  mbar_expect(bar, KB * 2 * 64 * 128 * (uint32_t)sizeof(bf16) + extra);  // extra: bytes of other copies on bar
+  mbar_expect(bar, KB * 2 * 64 * 128 * (uint32_t)sizeof(bf16));
 #pragma unroll
   for (int h = 0; h < KB; h++) {
     bf16 *e = d + h * 2 * 64 * 128;
