@@ -1,18 +1,18 @@
 /*
 ** hopper/flex_attention_hopper.cu: the flex attention forward and backward on Hopper's warpgroup
 ** MMA (sm_90a, kernels/wgmma.cuh) for bf16, D = 128, blocks of 128. Forward: one thread block per
-** query block of 128, two warpgroups of 64 query rows. Q is staged once; K/V tiles of 64 keys
-** stream through a ring of NS stages of cp.async, loaded NS - 1 tiles ahead of the one computed
-** (SR_FLEX_STAGES: 3, or 2 as first written), all in wgmma's core-matrix layout. Per tile: S = Q
-** K^T as 8 m64n64k16 products read from shared memory (no ldmatrix fragments), the element mask on
-** partial tiles and the online softmax in registers as flex_forward_kernel1's, then O += P V with P
-** from registers (4 k16 steps for each half of D). The tiles, their order (flex_tiles: the partial
-** and full lists merged, so a row's sums never depend on later rows) and the masks are
-** flex_forward_kernel1's; a warpgroup skips a tile none of its 64 rows can see. Results equal
-** kernel 1's within the f32 order of the products' sums. The backward likewise
-** (flex_backward_hopper_kernel, below; its Q/dO tiles through the same ring; a thread block per kv
-** block of 128 keys), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of its own
-** (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
+** query block of 128, two warpgroups of 64 query rows. Q is staged once; K/V tiles of 64 keys (128
+** by default: KB below) stream through a ring of NS stages of cp.async, loaded NS - 1 tiles ahead
+** of the one computed (SR_FLEX_STAGES: 3, or 2 as first written), all in wgmma's core-matrix
+** layout. Per tile: S = Q K^T as 8 m64n64k16 products read from shared memory (no ldmatrix
+** fragments), the element mask on partial tiles and the online softmax in registers as
+** flex_forward_kernel1's, then O += P V with P from registers (4 k16 steps for each half of D). The
+** tiles, their order (flex_tiles: the partial and full lists merged, so a row's sums never depend
+** on later rows) and the masks are flex_forward_kernel1's; a warpgroup skips a tile none of its 64
+** rows can see. Results equal kernel 1's within the f32 order of the products' sums. The backward
+** likewise (flex_backward_hopper_kernel, below; its Q/dO tiles through the same ring; a thread
+** block per kv block of 128 keys), with dQ by f32 atomics or (SR_FLEX_BWD_SPLIT=1) by a kernel of
+** its own (flex_backward_dq_hopper_kernel). The backward's streamed tiles load by TMA into the 128-byte
 ** swizzled layout (kernels/tma.cuh; SR_FLEX_BWD_TMA=0: cp.async), dK and dV leave through shared
 ** memory by 16-byte stores (SR_FLEX_BWD_EPI=0: a pair at a time), and dQ is added by one bulk
 ** reduce of a fragment-ordered tile (SR_FLEX_BWD_DQB=0: float2 atomics; the backward 1.376 -> 1.199
