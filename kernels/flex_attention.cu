@@ -491,7 +491,8 @@ static flex_mask mask_of(const sr_kcall *c, const sr_tensor *bm, int64_t nb, int
 // On a device of compute capability 9, which kernels of kernels/hopper/ (wgmma; their variants:
 // SR_FLEX_STAGES, SR_FLEX_FWD_BK, SR_FLEX_BWD_SPLIT there) replace the mma.sync ones: by
 // default the backward everywhere and the forward but at a narrow window (flex_narrow; on an H100 with
-// the record-12 mask, fwd+bwd 1.929 -> 1.721 ms: bench/RESULTS.md, thirty-third session);
+// the record-12 mask, fwd+bwd 1.929 -> 1.721 ms, thirty-third session, then 1.652 with the forward's
+// 128-key tiles, thirty-fourth: bench/RESULTS.md);
 // SR_FLEX_WGMMA=1 both (SR_FLEX_WGMMA_FWD | SR_FLEX_WGMMA_BWD), fwd the forward, bwd the backward
 // (wherever it applies, narrow windows too: for A/Bs), 0 none
 extern "C" int sr_flex_wgmma(void) {
@@ -546,7 +547,9 @@ const char *sr_flex_forward_flash(bf16 *out, float *lse, const bf16 *q, const bf
 // to cover the Hopper forward's Q load and its pipeline's fill. Forward ms, mma.sync kernel 2 / Hopper
 // (one H100, record-12 documents, thirty-third session): window 128 0.260 / 0.302, 256 0.333 / 0.355,
 // 384 0.389 / 0.401, 512 0.437 / 0.437, 1024 0.559 / 0.536. A window in a device tensor (record 16's
-// block window) is not known here: the Hopper kernel takes it (0.523 / 0.511 ms at 8 blocks)
+// block window) is not known here: the Hopper kernel takes it (0.523 / 0.511 ms at 8 blocks). Those Hopper
+// numbers are its 64-key tiles'; with the 128-key tiles (the default since) window 512 is 0.393: the
+// threshold is to be timed again
 static bool flex_narrow(const flex_mask &fm) { return !fm.wt && fm.window > 0 && fm.window < 512; }
 // the forward through kernels/hopper/ (D 128, sr_flex_wgmma; by default not at a narrow window)
 static bool flex_hopper_fwd(int D, const flex_mask &fm) {
