@@ -190,11 +190,12 @@ void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_i
 /* ------------------------------------------------------------------------------------------ */
 /* gradient routing: destinations and casts into leaves (autograd.h) */
 
-static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1, -1, -1};
+static int fusion_on[SR_GRAD_FUSION_COUNT] = {-1, -1, -1, -1, -1, -1};
 static const char *const fusion_env[SR_GRAD_FUSION_COUNT] = {"SPEEDRUN_GRAD_SLICES", "SPEEDRUN_GRAD_CAST_GEMM",
                                                              "SPEEDRUN_GRAD_RECOMPUTE", "SPEEDRUN_GRAD_SCALE",
-                                                             "SPEEDRUN_GRAD_ACCUM"};
-static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute", "scale", "accum"};
+                                                             "SPEEDRUN_GRAD_ACCUM", "SPEEDRUN_GRAD_DEFER"};
+static const char *const fusion_names[SR_GRAD_FUSION_COUNT] = {"slices", "cast_gemm", "recompute", "scale", "accum",
+                                                               "defer"};
 
 bool sr_grad_fusion(int which) {
   if (which < 0 || which >= SR_GRAD_FUSION_COUNT) return false;
@@ -449,6 +450,95 @@ sr_tensor *sr_grad_acc_target(sr_node *n, int i) {
   return m->grad_acc[s];
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* the defer fusion (autograd.h): a rule's work on a recomputed input, run after the producer's backward */
+
+#define MAX_DEFERRED 16
+typedef struct deferral {
+  sr_node *rule;          /* the deferring node (owned ref): its name is the phase of what runs for it */
+  sr_node *first, *wait;  /* recompute before first's backward (the saved slot's producer); run after wait's */
+  int ndim;               /* the slot's view of first's output */
+  int64_t shape[SR_MAXDIM];
+  sr_deferred_fn fn;
+  sr_tensor *keep, *leaf, *x;  /* owned refs; x once recomputed */
+  double f;
+} deferral;
+static deferral deferred[MAX_DEFERRED];
+static int ndeferred;
+
+static void drop_deferral(int d) {
+  deferral *e = &deferred[d];
+  sr_tensor *t[] = {e->keep, e->leaf, e->x};
+  for (int k = 0; k < 3; k++) sr_tensor_release(t[k]);
+  sr_node *m[] = {e->rule, e->first, e->wait};
+  for (int k = 0; k < 3; k++) sr_node_release(m[k]);
+  deferred[d] = deferred[--ndeferred];
+}
+
+/* a failed pass (scratch cleanup) or the end of one: nothing kept */
+static void drop_deferred(void *unused) {
+  (void)unused;
+  while (ndeferred) drop_deferral(ndeferred - 1);
+}
+
+/* the node whose backward the deferred work waits for: m itself when it pairs its recompute with
+** its backward, through float casts (each its producer's last consumer); else NULL */
+static sr_node *pair_end(sr_node *m) {
+  while (m && (m->flags & SR_NODE_CAST) && m->recompute) {
+    sr_node *q = m->in[0].node;
+    if (!q || !q->backward || q->pending != 1) return NULL;
+    m = q;
+  }
+  return m && (m->flags & SR_NODE_EW_PAIR) && m->recompute ? m : NULL;
+}
+
+bool sr_node_defer(sr_node *n, int k, sr_deferred_fn fn, sr_tensor *keep, sr_tensor *leaf, double f) {
+  if (!sr_grad_fusion(SR_GRAD_DEFER) || ndeferred == MAX_DEFERRED || k < 0 || k >= SR_NODE_MAXSAVED ||
+      n->saved[k] || !n->weak[k] || !leaf)
+    return false;
+  sr_node *p = n->weak_src[k], *w;
+  if (!p->backward || p->pending != 1 || !(w = pair_end(p))) return false;
+  double beta;
+  if (leaf->grad && !sr_grad_leaf_target(leaf, &beta)) return false;   /* its .grad must take a GEMM's output */
+  sr_watch *wt = n->weak[k];
+  if ((wt->ended ? wt->end_version : wt->view.storage->version) != n->saved_version[k]) fail_modified(n);
+  deferral *e = &deferred[ndeferred++];
+  *e = (deferral){n, p, w, wt->view.ndim, {0}, fn, sr_tensor_retain(keep), sr_tensor_retain(leaf), NULL, f};
+  memcpy(e->shape, wt->view.shape, sizeof e->shape);
+  n->refcount++;
+  w->refcount++;
+  n->weak_src[k] = NULL;   /* its reference moves to the deferral */
+  drop_weak(n, k);
+  return true;
+}
+
+/* before n's backward: the inputs deferred work waits for, recomputed now, next to n's own launches */
+static void deferred_before(sr_node *n) {
+  for (int d = 0; d < ndeferred; d++) {
+    deferral *e = &deferred[d];
+    if (e->first != n || e->x) continue;
+    sr_phase_set(e->rule->name, true);
+    e->x = sr_view(sr_node_recomputed(n), e->ndim, e->shape);
+  }
+}
+
+/* after n's backward (every one: n NULL, at the end of the pass): the work that waited for it */
+static void deferred_after(sr_node *n) {
+  for (int d = ndeferred - 1; d >= 0; d--) {
+    deferral *e = &deferred[d];
+    if (n && e->wait != n) continue;
+    sr_phase_set(e->rule->name, true);
+    if (!e->x) e->x = sr_view(sr_node_recomputed(e->first), e->ndim, e->shape);
+    sr_tensor *g = e->fn(e->x, e->keep, e->leaf, e->f);
+    if (g) {
+      accumulate_leaf(e->leaf, g);
+      sr_tensor_release(g);
+    }
+    drop_deferral(d);
+  }
+  sr_phase_set(NULL, true);
+}
+
 static void visit(sr_node *n, unsigned epoch) {
   n->epoch = epoch;
   n->pending = 0;
@@ -491,6 +581,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
   node_list *stack = calloc(1, sizeof *stack);
   if (!stack) sr_fail("out of host memory");
   sr_scratch_defer(free_node_list, stack);
+  sr_scratch_defer(drop_deferred, NULL);
   list_push(stack, root->grad_fn);
   visit(root->grad_fn, epoch);
   while (stack->n) {
@@ -517,6 +608,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
     int gmark = sr_scratch_mark();
     sr_scratch_defer(release_gins, gin);
+    if (ndeferred) deferred_before(n);
     sr_phase_set(n->name, true);
     if (!(n->flags & SR_NODE_TAKES_SCALE))
       for (int k = 0; k < SR_NODE_MAXOUT; k++)
@@ -549,7 +641,9 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_scratch_pop(gmark);
     release_saved(n);
     n->backward = NULL;
+    if (ndeferred) deferred_after(n);
   }
+  if (ndeferred) deferred_after(NULL);   /* none should be left; run rather than lose a gradient */
   sr_set_grad_enabled(old_mode);
   sr_backward_reset();
   sr_scratch_pop(mark);

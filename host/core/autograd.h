@@ -38,8 +38,16 @@
 **   projections of one normed input and the residual stream's norms, 4 adds a layer. The GEMM rounds
 **   alpha*A*B + C once where the add rounded the product first: within one rounding of the unfused
 **   sum.
+** - defer: a linear whose input is recomputed (above) by an element-wise producer, relu2(h) or a
+**   float cast of it (SR_NODE_EW_PAIR), computes dX, then leaves its weight gradient for later
+**   (sr_node_defer): the pass recomputes the input just before the producer's own backward and runs
+**   the dW GEMM just after it, so the recompute (h -> relu2(h)) and the backward (h, g -> dh) are
+**   adjacent launches over the same h, which the step compiler fuses into one pass (h read once, as
+**   torch.compile's backward does). The same kernels on the same inputs: gradients bit for bit.
+**   Only where the linear is the producer's last consumer and dW goes straight into an fp32 leaf
+**   (cast_gemm), so no other gradient waits on it.
 ** Each can be turned off (sr_set_grad_fusion; SPEEDRUN_GRAD_SLICES=0, SPEEDRUN_GRAD_CAST_GEMM=0,
-** SPEEDRUN_GRAD_RECOMPUTE=0, SPEEDRUN_GRAD_SCALE=0, SPEEDRUN_GRAD_ACCUM=0).
+** SPEEDRUN_GRAD_RECOMPUTE=0, SPEEDRUN_GRAD_SCALE=0, SPEEDRUN_GRAD_ACCUM=0, SPEEDRUN_GRAD_DEFER=0).
 */
 #ifndef SR_AUTOGRAD_H
 #define SR_AUTOGRAD_H
@@ -64,6 +72,8 @@ typedef sr_tensor *(*sr_recompute_fn)(sr_node *n);
 #define SR_NODE_TAKES_SCALE 4u  /* its rule applies its upstream gradients' pending scales itself
                                  ** (sr_grad_scale_of) and returns none of them as an input's gradient */
 #define SR_NODE_DEST_OWN 2u  /* dest_map maps n->gbuf, a buffer of the node's own (split, narrow) */
+#define SR_NODE_EW_PAIR 8u   /* its recompute rule and its backward are element-wise over the same saved
+                              ** input (unary relu2, gelu...): worth running back to back (the defer fusion) */
 
 typedef struct sr_edge {
   sr_node *node;       /* producing node (owned ref), or NULL */
@@ -149,10 +159,21 @@ void sr_set_lua_backward_hook(sr_lua_backward_hook h);
 void sr_lua_node_backward(sr_node *n, sr_tensor **grads_out, sr_tensor **grads_in);
 
 /* gradient routing (see the top of this file) */
-enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_SCALE, SR_GRAD_ACCUM, SR_GRAD_FUSION_COUNT };
+enum { SR_GRAD_SLICES, SR_GRAD_CAST_GEMM, SR_GRAD_RECOMPUTE, SR_GRAD_SCALE, SR_GRAD_ACCUM, SR_GRAD_DEFER,
+       SR_GRAD_FUSION_COUNT };
 bool sr_grad_fusion(int which);                 /* on? (default on; the env vars turn it off) */
 bool sr_set_grad_fusion(int which, bool on);    /* returns the previous setting */
-const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute", "scale", "accum" */
+const char *sr_grad_fusion_name(int which);     /* "slices", "cast_gemm", "recompute", "scale", "accum", "defer" */
+
+/* the defer fusion (top of this file): what is left of a rule, run after its input's producer's
+** backward with x, the rule's weakly saved slot recomputed (viewed as it was saved); keep is what
+** the rule kept for it. Returns NULL, or a gradient the pass adds into leaf. */
+typedef sr_tensor *(*sr_deferred_fn)(sr_tensor *x, sr_tensor *keep, sr_tensor *leaf, double f);
+/* For a backward rule of n: defers fn(x, keep, leaf, f) where x is n's weakly saved slot k, or
+** returns false (the rule does the work now): the fusion is off, slot k is not saved weakly by an
+** SR_NODE_EW_PAIR producer (or a float cast of one) whose last consumer is n, or leaf (where the
+** deferred work adds its gradient) is not an fp32 leaf whose .grad can take it in place. */
+bool sr_node_defer(sr_node *n, int k, sr_deferred_fn fn, sr_tensor *keep, sr_tensor *leaf, double f);
 
 /* For a backward rule of n: a tensor shaped and typed as input i, any strides, whose memory is
 ** where input i's gradient ends up, or NULL. Borrowed (the node upstream holds it). A rule that

@@ -172,6 +172,7 @@ sr_tensor *sr_unary(sr_unary_fn fn, sr_tensor *x, double p) {
     } else if (unary_needs_x(fn)) {
       sr_node_save(n, 0, x);
       n->recompute = unary_recompute;
+      n->flags |= SR_NODE_EW_PAIR;   /* y = f(x) again, then dx from x and dy: both element-wise over x */
     }
     n->i[0] = fn; n->f[0] = p;
   }

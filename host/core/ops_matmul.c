@@ -169,10 +169,27 @@ sr_tensor *sr_matmul(sr_tensor *a, sr_tensor *b) {
 /* ------------------------------------------------------------------------------------------ */
 /* linear: y[..., N] = x[..., K] @ w[N, K]^T + bias[N] */
 
+/* the defer fusion's rest of linear_backward (autograd.h): dW = s g2^T x2 into leaf's .grad once x2,
+** the input, is recomputed next to its producer's backward */
+static sr_tensor *linear_wgrad(sr_tensor *x2, sr_tensor *g2, sr_tensor *leaf, double s) {
+  double beta = 0.0;
+  sr_tensor *dst = sr_grad_leaf_target(leaf, &beta);
+  return gemm_into(dst, g2, true, x2, false, s, beta);   /* no place: the gradient, for the pass to add */
+}
+
+/* the weight's gradient left for later (sr_node_defer) when it would go straight into an fp32 leaf
+** (gemm_grad's cast_gemm path) and the input is to be recomputed */
+static bool linear_defer_wgrad(sr_node *n, sr_tensor *g2, double s) {
+  sr_tensor *leaf = n->needs[1] ? sr_grad_cast_leaf(n, 1) : NULL;
+  if (!leaf || g2->dtype != n->in_dtype[0] || (g2->dtype != SR_BF16 && g2->storage->device != SR_CPU)) return false;
+  return sr_node_defer(n, 0, linear_wgrad, g2, leaf, s);
+}
+
 /* dy may come with a scale still to apply (autograd.h, the scale fusion: an in-place cross_entropy's
-** gradient of loss / n): the GEMMs' alpha */
+** gradient of loss / n): the GEMMs' alpha. dX first: the input x, when recomputed, is needed only
+** by dW (which the defer fusion may leave until x's producer has run its backward) */
 static void linear_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
-  sr_tensor *g = go[0], *x2 = sr_node_saved(n, 0), *w = sr_node_saved(n, 1);
+  sr_tensor *g = go[0], *w = sr_node_saved(n, 1);
   if (!g) return;
   double s = sr_grad_scale_of(g);
   int64_t N = w->shape[0];
@@ -187,7 +204,8 @@ static void linear_backward(sr_node *n, sr_tensor **go, sr_tensor **gi) {
     gi[0] = sr_view(dx2, n->in_ndim[0], n->in_shape[0]);
     sr_tensor_release(dx2);
   }
-  if (n->needs[1]) gemm_grad(n, 1, gi, g2, true, x2, false, s);   /* [N,M] @ [M,K] */
+  if (n->needs[1] && !linear_defer_wgrad(n, g2, s))
+    gemm_grad(n, 1, gi, g2, true, sr_node_saved(n, 0), false, s);   /* [N,M] @ [M,K] */
   if (n->needs[2]) {
     gi[2] = reduce_grad(n, 2, g2);
     if (s != 1.0) sr_unary_inplace(SR_UNARY_MUL_SCALAR, gi[2], s);

@@ -5,6 +5,7 @@
 **   local rec = fuse.record()          -- records every launch from now on
 **   step()                             -- one training step
 **   rec:stop()                         -- collects garbage (so what dies with the step is seen dead), stops
+**   rec:launches()                     -- {"gemm", "unary.relu2", "unary_backward.relu2", ...}: the order
 **   local plan = fuse.plan(rec [, rec2] [, {loss = false}])   -- or nil, why; rec2: the next step's, both
 **                                      -- must agree; loss = false: no loss groups (A/B measurements)
 **   print(plan:dump())                 -- groups, ops, dtypes, stores, bytes saved
@@ -69,6 +70,23 @@ static int r_stop(lua_State *L) {
 static int r_gc(lua_State *L) {
   sr_fuse_rec_free(check_rec(L, 1));
   return 0;
+}
+
+/* rec:launches() -> the recorded launches in order, each "kernel" or "kernel.function" (unary,
+** unary_backward, binary, reduce: their function's name) */
+static int r_launches(lua_State *L) {
+  sr_fuse_rec *r = check_rec(L, 1);
+  lua_createtable(L, (int)r->n, 0);
+  for (int64_t k = 0; k < r->n; k++) {
+    const sr_fuse_launch *l = &r->l[k];
+    const char *sub = l->id == SR_K_unary || l->id == SR_K_unary_backward ? sr_unary_name((int)l->i[0])
+                      : l->id == SR_K_binary ? sr_binary_name((int)l->i[0])
+                      : l->id == SR_K_reduce ? sr_reduce_name((int)l->i[0]) : NULL;
+    if (sub) lua_pushfstring(L, "%s.%s", sr_kernels[l->id].name, sub);
+    else lua_pushstring(L, sr_kernels[l->id].name);
+    lua_rawseti(L, -2, (lua_Integer)k + 1);
+  }
+  return 1;
 }
 
 static int r_len(lua_State *L) {
@@ -226,7 +244,7 @@ static int f_last(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg rec_methods[] = {{"stop", r_stop}, {"free", r_gc}, {NULL, NULL}};
+static const luaL_Reg rec_methods[] = {{"stop", r_stop}, {"launches", r_launches}, {"free", r_gc}, {NULL, NULL}};
 static const luaL_Reg plan_methods[] = {{"dump", p_dump}, {"stats", p_stats}, {"prepare", p_prepare},
                                         {"check_compile", p_check_compile}, {"free", p_free}, {NULL, NULL}};
 static const luaL_Reg fuse_functions[] = {{"record", f_record}, {"plan", f_plan}, {"begin", f_begin},

@@ -652,7 +652,7 @@ static int f_set_grad_enabled(lua_State *L) {
 
 static int f_is_grad_enabled(lua_State *L) { lua_pushboolean(L, sr_grad_enabled()); return 1; }
 
-/* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm", "recompute", "scale", "accum";
+/* grad_fusion(name [, on]) -> whether the backward-pass fusion name ("slices", "cast_gemm", "recompute", "scale", "accum", "defer";
 ** core/autograd.h) was on; with on, sets it */
 static int f_grad_fusion(lua_State *L) {
   sr_eval_guard(L, "switching a backward fusion");   /* C-side state eval could keep between its calls */

@@ -12,6 +12,9 @@
 --   accum: a GEMM's gradient (linear's dX, matmul's operands) added into the gradient its input has
 --           received so far, beta = 1 (q, k, v of one normed input): within one rounding of the
 --           unfused sum, no add launched; a sum another gradient shares is copied first.
+--   defer: a linear of cast fp32 weights whose input is recomputed relu2/gelu output leaves its
+--           weight gradient until the producer's backward ran, so the recompute and that backward
+--           are adjacent launches the step compiler fuses; bit for bit, refused where it must be.
 -- Then whole micro-scale training steps of records 1 and 5 (record 1 also under autocast, with
 -- micro-batch accumulation) with the fusions on and off.
 local sr = require "speedrun"
@@ -51,7 +54,8 @@ T.case("switches: grad_fusion names, defaults on, unknown name", function()
   T.eq(sr.grad_fusion("recompute"), true)
   T.eq(sr.grad_fusion("scale"), true)
   T.eq(sr.grad_fusion("accum"), true)
-  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute, scale, accum)")
+  T.eq(sr.grad_fusion("defer"), true)
+  T.raises(function() sr.grad_fusion("nope") end, "(slices, cast_gemm, recompute, scale, accum, defer)")
   T.eq(sr.grad_fusion("slices", false), true)
   T.eq(sr.grad_fusion("slices"), false)
   sr.grad_fusion("slices", true)
@@ -231,7 +235,7 @@ local function record_case(n, o)
     local vocab = math.min(cfg.model.vocab_size, 50257)
     local x, y = sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T}), sr.randint(0, vocab, {cfg.batch.B, cfg.batch.T})
     local old = {}
-    for _, name in ipairs {"slices", "cast_gemm", "recompute", "scale", "accum"} do old[name] = sr.grad_fusion(name, on[name] or false) end
+    for _, name in ipairs {"slices", "cast_gemm", "recompute", "scale", "accum", "defer"} do old[name] = sr.grad_fusion(name, on[name] or false) end
     local ok, res = pcall(function()
       -- the gradients of the first step (micro-batches accumulated), before any update
       local mb = o.micro_batch or cfg.batch.B
@@ -259,10 +263,11 @@ local function record_case(n, o)
   local off = run {}
   for _, on in ipairs {{slices = true}, {recompute = true}, {scale = true}, {accum = true},
                        {slices = true, cast_gemm = true, recompute = true, scale = true},
-                       {slices = true, cast_gemm = true, recompute = true, scale = true, accum = true}} do
+                       {cast_gemm = true, recompute = true, defer = true},
+                       {slices = true, cast_gemm = true, recompute = true, scale = true, accum = true, defer = true}} do
     local r = run(on)
-    local what = ("record %d%s, slices %s cast_gemm %s recompute %s scale %s accum %s"):format(n, o.amp and " (amp)" or "",
-      on.slices, on.cast_gemm, on.recompute, on.scale, on.accum)
+    local what = ("record %d%s, slices %s cast_gemm %s recompute %s scale %s accum %s defer %s"):format(n,
+      o.amp and " (amp)" or "", on.slices, on.cast_gemm, on.recompute, on.scale, on.accum, on.defer)
     local exact = not (on.cast_gemm and o.amp) and not on.accum   -- accum: one rounding where there were two
     for s = 1, o.steps do
       local d = math.abs(r.losses[s] - off.losses[s])
@@ -405,6 +410,78 @@ T.case("recompute: modified in place after the save, alive or gone: the backward
   h = nil
   collectgarbage()
   T.raises(function() y:backward() end, "modified in place after the forward")
+end)
+
+-- the records' MLP from record 12 on: bf16 activations, fp32 master weights cast at each use;
+-- act(h) feeds the second linear, through a float cast when `via` names a dtype
+local function cast_mlp(act, via, dt)
+  sr.manual_seed(6)
+  local x = leaf({4, 16, 32}, dt or "bfloat16")
+  local w1, w2 = leaf({128, 32}), leaf({32, 128})
+  local function bf(w) return F.cast(w, "bfloat16") end
+  local function f(x, w1, w2)
+    local h = act(F.linear(F.cast(x, "bfloat16"), bf(w1)))
+    if via then h = F.cast(F.cast(h, via), "bfloat16") end
+    return F.sum(F.square(F.linear(h, bf(w2))))
+  end
+  local leaves = {x, w1, w2}
+  local function step()
+    for _, l in ipairs(leaves) do l.grad = nil end
+    f(x, w1, w2):backward()
+    return {x.grad, w1.grad, w2.grad}
+  end
+  return leaves, f, step
+end
+
+T.case("defer: relu2 / gelu recomputed for a linear of cast weights, then their backward: adjacent, fused, bit for bit", function()
+  for _, act in ipairs {{"relu2", F.relu2}, {"gelu_erf", F.gelu}} do
+    local name, fn = act[1], act[2]
+    local leaves, f, step = cast_mlp(fn)
+    same_grads("defer", leaves, f, name)
+    local want = name .. ":bfloat16 %-> " .. name .. "':bfloat16"
+    local on = T.fuse_plan(step):dump()
+    T.ok(on:find(want), name .. ": the recompute and the backward one group\n" .. on)
+    local off = with("defer", false, function() return T.fuse_plan(step):dump() end)
+    T.ok(not off:find(want), name .. ": apart without the fusion\n" .. off)
+    -- the recompute is still the linear's work in a profile, and made once
+    T.eq(count(step, "unary", name, "bwd:linear"), 1, name .. ": recomputed once, for the linear")
+    T.eq(count(step, "gemm", nil, "bwd:linear"), 4, name .. ": dX and dW of both linears")
+  end
+end)
+
+T.case("defer: through a float cast of relu2's output (autocast), the casts and relu2' in the group", function()
+  local leaves, f, step = cast_mlp(F.relu2, "float32")
+  same_grads("defer", leaves, f, "cast chain")
+  local d = T.fuse_plan(step):dump()
+  T.ok(d:find("relu2:bfloat16 %-> cast:float32 %-> cast:bfloat16 %->.*relu2':bfloat16"), d)
+end)
+
+T.case("defer: refused where dW is not the leaf's alone or the producer has another consumer; grads unchanged", function()
+  sr.manual_seed(7)
+  local x, w1, w2 = leaf({8, 16}, "bfloat16"), leaf({32, 16}), leaf({16, 32}, "bfloat16")
+  -- w2 is a bf16 leaf, not a cast of an fp32 one: its gradient is returned, not deferred
+  local function plain(x, w1, w2) return F.sum(F.square(F.linear(F.relu2(F.linear(x, F.cast(w1, "bfloat16"))), w2))) end
+  same_grads("defer", {x, w1, w2}, plain, "bf16 leaf weight")
+  local function step1() x.grad, w1.grad, w2.grad = nil, nil, nil; plain(x, w1, w2):backward(); return {x.grad, w2.grad} end
+  T.ok(not T.fuse_plan(step1):dump():find("relu2':"), "no deferral for a plain leaf weight")
+  -- relu2's output read by a second op: its backward waits for both, the linear does not defer
+  local w3 = leaf({16, 32})
+  local function two(x, w1, w3)
+    local h = F.relu2(F.linear(x, F.cast(w1, "bfloat16")))
+    return F.sum(F.square(F.linear(h, F.cast(w3, "bfloat16")))) + F.sum(h)
+  end
+  same_grads("defer", {x, w1, w3}, two, "two consumers")
+  -- an fp32 .grad the GEMM cannot write in place (not contiguous): refused, the gradient added as before
+  local function f3(x, w1, w3) return F.sum(F.square(F.linear(F.relu2(F.linear(x, F.cast(w1, "bfloat16"))), F.cast(w3, "bfloat16")))) end
+  local function odd(on)
+    return with("defer", on, function()
+      x.grad, w1.grad = nil, nil
+      w3.grad = sr.zeros({32, 16}):transpose(1, 2)
+      f3(x, w1, w3):backward()
+      return F.cast(w3.grad, "float64")
+    end)
+  end
+  T.eq(maxdiff(odd(true), odd(false)), 0, "a strided .grad: the same sum")
 end)
 
 T.case("scale: loss / n of an in-place cross_entropy into a linear: the GEMMs' alpha, no pass over the logits", function()
