@@ -1,6 +1,6 @@
 -- bench/memory_recipe.lua: what a recipe's training step keeps alive, per token, on the CPU.
 --   speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N[,M]]
---       [--recompute on|off|both] [--seed S]
+--       [--recompute on|off|both] [--fuse off|on] [--seed S]
 -- Builds the recipe at a scale (default full: the record's model and optimizer) with N tokens per
 -- micro-batch (default 2048; seq mode: one flat sequence of N, bt mode: N / T rows of the scale's
 -- T), runs one step (the optimizer's state made), then a second one and reports, above what was
@@ -12,7 +12,9 @@
 -- micro-batch without a GPU: with two token counts (--tokens N,M) the line through both, per token
 -- and fixed, and its value at the scale's micro-batch (before the allocator's rounding and the CUDA
 -- graph's pool). --recompute (default both): the tape's recompute trade on, off, or each in turn
--- (docs/cuda.md "Recompute"). With SPEEDRUN_MEMLOG=<MiB> and bench/memlog_live.py --at "backward
+-- (docs/cuda.md "Recompute"). --fuse on: the measured step runs with the step compiler's plan of
+-- the two steps before it, its lazy outputs on (fuse.lazy: what a group never stores is never
+-- allocated), as a fused CUDA graph replays it (the CPU interpreter computes the same numbers). With SPEEDRUN_MEMLOG=<MiB> and bench/memlog_live.py --at "backward
 -- starts", what is alive at that point, by the Lua line that made it.
 local sr = require "speedrun"
 local util = require "speedrun.util"
@@ -20,10 +22,10 @@ local core = require "speedrun.core"
 local options = require "speedrun.harness.options"
 
 local USAGE = "usage: speedrun run bench/memory_recipe.lua RECIPE.lua [--scale full|proxy|micro] [--tokens N[,M]] "
-  .. "[--recompute on|off|both] [--seed S]"
+  .. "[--recompute on|off|both] [--fuse off|on] [--seed S]"
 local function die(msg) io.stderr:write("memory_recipe.lua: ", msg, "\n") os.exit(2) end
 
-local opt, pos = options.parse(arg, {scale = "value", tokens = "value", recompute = "value", seed = "value"})
+local opt, pos = options.parse(arg, {scale = "value", tokens = "value", recompute = "value", fuse = "value", seed = "value"})
 if not opt then die(pos .. "\n" .. USAGE) end
 local path = pos[1] or die(USAGE)
 local scale = opt.scale or "full"
@@ -39,6 +41,10 @@ end
 local seed = math.tointeger(tonumber(opt.seed or 1)) or die("--seed must be an integer")
 local modes = ({on = {true}, off = {false}, both = {false, true}})[opt.recompute or "both"]
   or die("--recompute must be on, off or both")
+local fused = ({on = true, off = false})[opt.fuse or "off"]
+if fused == nil then die("--fuse must be on or off") end
+local fuse = fused and require "speedrun.fuse"
+
 
 local recipe, err = util.load_recipe(path)
 if not recipe then die(err) end
@@ -73,18 +79,39 @@ local function measure(on, tokens)
     return recipe.train_step(ctx, s, {x = x, y = y, step = s})
   end
   step(1)
+  local run, s, plan_line = step, 2, ""
+  if fused then  -- the plan of steps 2 and 3; the measured step 4 runs under it, lazy outputs on
+    local recs = {}
+    for k = 1, 2 do
+      recs[k] = fuse.record()
+      local keep = step(1 + k)
+      recs[k]:stop()
+      keep = nil
+    end
+    local plan = assert(fuse.plan(recs[1], recs[2]))
+    local st = plan:stats()
+    run = function(k) return fuse.run(plan, step, k) end
+    s, plan_line = 4, (", fused (%d groups, lazy outputs)"):format(st.groups)
+    fuse.lazy(true)
+  end
   collectgarbage(); collectgarbage()
   local base = sr.memory("cpu").current
   sr.reset_peak_memory("cpu")
   at_backward = false
-  step(2)
+  local loss = run(s)
+  loss = nil
+  if fused then
+    local groups, why = fuse.last()
+    fuse.lazy(false)
+    plan_line = plan_line .. (why and (" [" .. why .. "]") or (", %d ran fused"):format(groups))
+  end
   local peak = sr.memory("cpu").peak
   sr.grad_fusion("recompute", old)
   local kept = at_backward and at_backward - base
   at_backward = nil
   local mib = 2 ^ 20
-  print(("%s, scale %s, %d tokens a micro-batch, recompute %s: before the step %.1f MiB; at the first backward +%s; step peak +%.1f MiB (%.1f KiB a token)")
-    :format(recipe.name or path, scale, tokens, on and "on" or "off", base / mib,
+  print(("%s, scale %s, %d tokens a micro-batch, recompute %s%s: before the step %.1f MiB; at the first backward +%s; step peak +%.1f MiB (%.1f KiB a token)")
+    :format(recipe.name or path, scale, tokens, on and "on" or "off", plan_line, base / mib,
             kept and ("%.1f MiB (%.1f KiB a token)"):format(kept / mib, kept / tokens / 1024) or "? (no backward())",
             (peak - base) / mib, (peak - base) / tokens / 1024))
   return {base = base, kept = kept, peak = peak - base}

@@ -194,8 +194,14 @@ int sr_fuse_view_strides(int nd, const int64_t *shape, const int64_t *stride, in
 
 /* ---- execution */
 
-/* installs p in the dispatcher (NULL removes it); the step's launches are counted from 0 */
+/* installs p in the dispatcher (NULL removes it); the step's launches are counted from 0. With lazy
+** outputs on, storages made while it is installed are lazy (core/tensor.h): an output the plan does
+** not store, and nothing else touches, is never allocated */
 void sr_fuse_begin(sr_fuse_plan *p);
+/* lazy outputs: off unless SPEEDRUN_FUSE_LAZY=1 (not yet run on a GPU); sr_fuse_set_lazy returns
+** the previous setting */
+bool sr_fuse_lazy_on(void);
+bool sr_fuse_set_lazy(bool on);
 /* removes the plan; returns NULL when every group ran fused, else why not (static storage).
 ** *groups: groups run fused */
 const char *sr_fuse_end(int *groups);

@@ -7,7 +7,8 @@
 */
 #include <stdarg.h>      /* defines: va_list */
 #include <stdio.h>       /* defines: snprintf, vsnprintf */
-#include <string.h>      /* defines: memcmp, memset */
+#include <stdlib.h>      /* defines: getenv */
+#include <string.h>      /* defines: memcmp, memset, strcmp */
 
 #include "core/fuse.h"
 
@@ -43,6 +44,7 @@ static struct {
   sr_storage *kadopted[SR_FUSE_MAXIO + 3];
   int nkadopted;
   int last;                       /* SR_FUSE_RAN/HELD/GROUP: the last dispatch (sr_fuse_last_dispatch) */
+  bool lazy_was;                  /* the lazy mode before the plan was installed */
   const char *last_label;
 } X = {.relay = -1};
 
@@ -94,7 +96,7 @@ static int adopt(sr_storage *s) {
 /* runs the held launches as they were issued; the first error */
 static const char *run_held(void) {
   const char *err = NULL;
-  for (int k = 0; k < X.nh && !err; k++) err = X.h[k].fn(&X.h[k].c);
+  for (int k = 0; k < X.nh && !err; k++) err = sr_kernel_call(X.h[k].fn, &X.h[k].c);
   release_held();
   return err;
 }
@@ -156,7 +158,7 @@ static const char *run_fold_in(const sr_fuse_group *g) {
   sr_tensor in = *b->c.t[jd];
   in.storage = src->storage, in.offset = src->offset, in.dtype = src->dtype;
   k.t[jd] = &in;
-  const char *err = b->fn(&k);
+  const char *err = sr_kernel_call(b->fn, &k);
   if (err) {
     release_held();
     return err;
@@ -178,7 +180,7 @@ static const char *run_fold(const sr_fuse_group *g) {
   sr_tensor out = *p->c.t[0];  /* the producer's output layout over the copy's memory and dtype */
   out.storage = c->c.t[0]->storage, out.offset = c->c.t[0]->offset, out.dtype = c->c.t[0]->dtype;
   k.t[0] = &out;
-  const char *err = p->fn(&k);
+  const char *err = sr_kernel_call(p->fn, &k);
   if (err) {
     release_held();
     return err;
@@ -306,7 +308,7 @@ static const char *matched(const sr_fuse_launch *want, sr_kernel_id id, const sr
 static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
   sr_fuse_plan *p = X.p;
   X.last = SR_FUSE_RAN;
-  if (!p || X.off) return fn(c);
+  if (!p || X.off) return sr_kernel_call(fn, c);
   int64_t k = X.pos++;
   const char *d = k < p->nlaunch ? matched(&p->l[k], id, c, p->group_of[k] >= 0) : "a launch beyond the recorded step";
   if (d) {
@@ -315,10 +317,10 @@ static const char *fuse_dispatch(sr_kernel_id id, const sr_kcall *c, int dev, sr
              (long long)k + 1, sr_kernels[id].name, d);
     const char *err = run_held();
     relay_lost(X.why);
-    return err ? err : fn(c);
+    return err ? err : sr_kernel_call(fn, c);
   }
   int gi = p->group_of[k];
-  if (gi < 0) return fn(c);
+  if (gi < 0) return sr_kernel_call(fn, c);
   const sr_fuse_group *g = &p->g[gi];
   hold(id, c, fn);
   if (k < (g->xent ? g->ce : g->first + g->n - 1)) {
@@ -333,12 +335,29 @@ int sr_fuse_last_dispatch(const char **label) {
   return X.last;
 }
 
+static int lazy_setting = -1;   /* -1: SPEEDRUN_FUSE_LAZY not read yet */
+
+bool sr_fuse_lazy_on(void) {
+  if (lazy_setting < 0) {
+    const char *e = getenv("SPEEDRUN_FUSE_LAZY");
+    lazy_setting = e && strcmp(e, "1") == 0;
+  }
+  return lazy_setting;
+}
+
+bool sr_fuse_set_lazy(bool on) {
+  bool old = sr_fuse_lazy_on();
+  lazy_setting = on;
+  return old;
+}
+
 void sr_fuse_begin(sr_fuse_plan *p) {
   release_held();
   release_kept();
   X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN, X.relay = -1;
   sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
   sr_set_storage_death_hook(p ? adopt : NULL);
+  X.lazy_was = sr_set_lazy(p && sr_fuse_lazy_on());  /* what no launch stores is never allocated */
 }
 
 void sr_fuse_flush(void) {
@@ -368,6 +387,7 @@ const char *sr_fuse_end(int *groups) {
   X.last = SR_FUSE_RAN;
   sr_set_dispatch_hook(NULL);
   sr_set_storage_death_hook(NULL);
+  sr_set_lazy(X.lazy_was);
   if (lost) fail_relay("the step ended inside the relay group");
   return X.why[0] ? X.why : NULL;
 }

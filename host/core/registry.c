@@ -73,9 +73,19 @@ bool sr_phase_backward(void) { return phase_backward; }
 static sr_dispatch_hook dispatch_hook;
 void sr_set_dispatch_hook(sr_dispatch_hook h) { dispatch_hook = h; }
 
+void sr_kcall_materialize(const sr_kcall *c) {
+  for (int j = 0; j < c->nt; j++) sr_tensor_materialize(c->t[j]);
+  for (int j = 0; j < c->nlist; j++) sr_tensor_materialize(c->list[j]);
+}
+
+const char *sr_kernel_call(sr_kernel_fn fn, const sr_kcall *c) {
+  sr_kcall_materialize(c);
+  return fn(c);
+}
+
 /* the kernel, or the step compiler's hook in its place */
 static const char *call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
-  return dispatch_hook ? dispatch_hook(id, c, dev, fn) : fn(c);
+  return dispatch_hook ? dispatch_hook(id, c, dev, fn) : sr_kernel_call(fn, c);
 }
 
 /* fn(c) between the observers' before() and after() hooks */

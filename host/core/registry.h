@@ -263,6 +263,10 @@ void sr_observer_remove(const sr_observer *o);
 ** after()), and it runs fn, holds the launch for later, or runs a fused group in its place; it
 ** returns what the kernel would (NULL or a message). NULL removes the hook. */
 typedef const char *(*sr_dispatch_hook)(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn);
+/* a kernel function on c, every tensor of c given its memory first (lazy storages, core/tensor.h):
+** how the dispatcher and the hook run a launch as it is */
+const char *sr_kernel_call(sr_kernel_fn fn, const sr_kcall *c);
+void sr_kcall_materialize(const sr_kcall *c);
 void sr_set_dispatch_hook(sr_dispatch_hook h);
 
 /* The autograd phase of the calls dispatched now, for observers (set by host/core/autograd.c):

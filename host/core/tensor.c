@@ -254,32 +254,57 @@ static sr_storage_death_hook death_hook;
 uint64_t sr_storage_next_serial(void) { return __atomic_load_n(&next_serial, __ATOMIC_RELAXED); }
 void sr_set_storage_death_hook(sr_storage_death_hook h) { death_hook = h; }
 
+static bool lazy_on;
+bool sr_set_lazy(bool on) {
+  bool old = lazy_on;
+  lazy_on = on;
+  return old;
+}
+
+/* s's memory, allocated and counted now; false when the host has none (the device's allocator
+** fails by itself) */
+static bool storage_try_alloc(sr_storage *s) {
+  size_t n = s->nbytes ? s->nbytes : 1;
+  s->data = s->device == SR_CUDA ? sr_cuda_backend()->alloc(n) : host_alloc(n);
+  if (!s->data) return false;
+  mem_count(s->nbytes, s->device, s->serial);
+  return true;
+}
+
+static void storage_alloc(sr_storage *s) {
+  if (!storage_try_alloc(s)) sr_fail("out of host memory allocating %zu bytes", s->nbytes);
+}
+
 static sr_storage *storage_new(size_t nbytes, sr_device d) {
   if (alloc_hook) alloc_hook(nbytes, d);
   sr_storage *s = calloc(1, sizeof *s);
   if (!s) sr_fail("out of host memory");
-  size_t n = nbytes ? nbytes : 1;
-  if (d == SR_CUDA) {
-    s->data = sr_cuda_backend()->alloc(n);
-  } else {
-    s->data = host_alloc(n);
-    if (!s->data) { free(s); sr_fail("out of host memory allocating %zu bytes", nbytes); }
-  }
   s->nbytes = nbytes;
   s->device = d;
   s->refcount = 1;
   s->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
+  if (!lazy_on && !storage_try_alloc(s)) {
+    free(s);
+    sr_fail("out of host memory allocating %zu bytes", nbytes);
+  }
   __atomic_add_fetch(&live_storages, 1, __ATOMIC_RELAXED);
-  mem_count(nbytes, d, s->serial);
   return s;
 }
 
+void sr_tensor_materialize(const sr_tensor *x) {
+  if (x && !x->storage->data) storage_alloc(x->storage);
+}
+
+bool sr_tensor_materialized(const sr_tensor *x) { return x->storage->data != NULL; }
+
 static void storage_free(sr_storage *s) {
-  size_t now = __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
-  if (s->nbytes >= memlog_min && memlog_hook) memlog_hook(s->nbytes, s->device, now, s->serial, 1);
   __atomic_sub_fetch(&live_storages, 1, __ATOMIC_RELAXED);
-  if (s->device == SR_CUDA) cuda_backend->free(s->data);
-  else host_free(s->data, s->nbytes ? s->nbytes : 1);
+  if (s->data) {
+    size_t now = __atomic_sub_fetch(&mem_current[s->device], s->nbytes, __ATOMIC_RELAXED);
+    if (s->nbytes >= memlog_min && memlog_hook) memlog_hook(s->nbytes, s->device, now, s->serial, 1);
+    if (s->device == SR_CUDA) cuda_backend->free(s->data);
+    else host_free(s->data, s->nbytes ? s->nbytes : 1);
+  }
   free(s);
 }
 
@@ -526,6 +551,7 @@ bool sr_same_shape(const sr_tensor *a, const sr_tensor *b) {
 }
 
 void *sr_data(const sr_tensor *x) {
+  if (!x->storage->data) storage_alloc(x->storage);   /* a lazy storage's first use */
   return (char *)x->storage->data + (size_t)x->offset * sr_dtype_size(x->dtype);
 }
 

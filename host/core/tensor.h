@@ -124,6 +124,13 @@ void sr_set_memlog_hook(sr_memlog_hook h);
 ** off). A hook that returns 1 adopts the storage: its memory stays until the hook's owner calls
 ** sr_storage_free_adopted (the executor keeps held launches' memory this way). */
 uint64_t sr_storage_next_serial(void);
+/* ---- lazy storages (the step compiler's outputs it never stores, host/core/fuse_exec.c): while
+** lazy mode is on, a new storage gets its memory only when first used (sr_data, or as an argument
+** of a kernel the dispatcher runs: sr_kcall_materialize); one nothing uses is never allocated and
+** never counted. sr_set_lazy returns the previous mode. */
+bool sr_set_lazy(bool on);
+void sr_tensor_materialize(const sr_tensor *x);   /* NULL, or memory already there: nothing */
+bool sr_tensor_materialized(const sr_tensor *x);
 typedef int (*sr_storage_death_hook)(sr_storage *s);
 void sr_set_storage_death_hook(sr_storage_death_hook h);
 void sr_storage_free_adopted(sr_storage *s);

@@ -50,6 +50,7 @@ static void run_op(const sr_fuse_op *op, double (*v)[FUSE_CHUNK], double *y, int
 }
 
 const char *sr_fuse_run_cpu(const sr_fuse_group *g, sr_tensor *const *t) {
+  for (int k = 0; k < g->nio; k++) sr_tensor_materialize(t[k]);   /* lazy storages: the loads and stores only */
   int64_t n = 1;
   for (int d = 0; d < g->ndim; d++) n *= g->shape[d];
   int64_t nch = (n + FUSE_CHUNK - 1) / FUSE_CHUNK;
@@ -208,6 +209,11 @@ static const char *run_rows(const rows_job *j, int64_t N, int64_t V, int64_t per
 
 const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce, sr_tensor *lse64) {
   const sr_tensor *lg = ce->t[2], *tg = ce->t[3];
+  /* lazy storages: what the rows touch; the logits' own storage only when the gradient goes there */
+  for (int k = 0; k < g->nio; k++) sr_tensor_materialize(t[k]);
+  for (int j = 0; j < ce->nt; j++)
+    if (j != 2 && j != 4 && !(j == 1 && lse64)) sr_tensor_materialize(ce->t[j]);
+  if (!g->defer) sr_tensor_materialize(ce->t[4]);
   int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
   if (N == 0) return NULL;
   if (tg->dtype != SR_I32 || !sr_is_contiguous(tg) || !sr_is_contiguous(ce->t[4]))
@@ -220,6 +226,9 @@ const char *sr_fuse_run_xent_cpu(const sr_fuse_group *g, sr_tensor *const *t, co
 }
 
 const char *sr_fuse_run_xent_back_cpu(const sr_fuse_group *g, const sr_fuse_back *b) {
+  for (int k = 0; k < g->nload; k++) sr_tensor_materialize(b->gl[k]);
+  for (int k = 0; k <= g->nfor; k++) sr_tensor_materialize(b->et[k]);
+  sr_tensor_materialize(b->lse), sr_tensor_materialize(b->targets), sr_tensor_materialize(b->dscale);
   int64_t N = sr_numel(b->targets), V = N ? sr_numel(b->et[g->nfor]) / N : 0;
   if (N == 0 || V == 0) return NULL;
   int keep[FUSE_MAXVAL];

@@ -555,11 +555,20 @@ static const char *xent_args(sr_xent_kargs *a, const sr_fuse_group *g, sr_tensor
   return NULL;
 }
 
+/* the logits' address for a loss kernel: a deferred group's forward only splits its rows by the
+** address's alignment (speedrun_xent.cuh, xent_split) and writes nothing there, so a lazy storage
+** (core/tensor.h) stays unallocated: an address of the same alignment, never dereferenced */
+static void *logits_at(const sr_fuse_group *g, const sr_tensor *lg) {
+  if (!g->defer || sr_tensor_materialized(lg)) return sr_data(lg);
+  return (char *)(uintptr_t)4096 + (size_t)lg->offset * sr_dtype_size(lg->dtype);
+}
+
 const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, const sr_kcall *ce) {
   sr_tensor *lo = ce->t[0], *ls = ce->t[1], *lg = ce->t[2], *tg = ce->t[3], *ds = ce->t[5];
   int64_t V = lg->shape[lg->ndim - 1], N = V ? sr_numel(lg) / V : 0;
   if (N == 0) return NULL;
-  if ((lg->dtype != SR_F32 && lg->dtype != SR_BF16) || !flat(lg, N * V) || sr_data(ce->t[4]) != sr_data(lg) ||
+  bool same = ce->t[4]->storage == lg->storage && ce->t[4]->offset == lg->offset && ce->t[4]->dtype == lg->dtype;
+  if ((lg->dtype != SR_F32 && lg->dtype != SR_BF16) || !flat(lg, N * V) || !same ||
       lo->dtype != SR_F32 || ls->dtype != SR_F32 || tg->dtype != SR_I32 || !flat(lo, N) || !flat(ls, N) ||
       !flat(tg, N) || (ds && (ds->dtype != SR_F32 || sr_numel(ds) != 1)) || V > INT32_MAX / 2)
     return "the cross-entropy's tensors are not the kind the fused loss kernel takes";
@@ -567,7 +576,7 @@ const char *sr_fuse_run_xent_cuda(const sr_fuse_group *g, sr_tensor *const *t, c
   const char *err = xent_args(&a, g, t, g->nio, g->nload, N, V);
   if (err) return err;
   a.ignore = (int32_t)ce->i[0];
-  a.losses = sr_data(lo), a.lse = sr_data(ls), a.targets = sr_data(tg), a.logits = sr_data(lg);
+  a.losses = sr_data(lo), a.lse = sr_data(ls), a.targets = sr_data(tg), a.logits = logits_at(g, lg);
   a.dscale = ds ? sr_data(ds) : NULL;
   /* the unfused kernel's threads a row and shared memory: the same reduction order, and as many
   ** rows in flight an SM (the memory is not used: the rows' second read comes from L2). A deferred

@@ -17,6 +17,9 @@
 **                                      -- cuda.graph's capture); fuse.last() -> groups fused, reason|nil
 **   fuse.begin(plan); ...; fuse.finish() -> groups fused, reason|nil   -- the same, by hand
 **   plan:check_compile()               -- true, or false and the NVRTC log (no GPU needed)
+**   fuse.lazy([on])                    -- lazy outputs (SPEEDRUN_FUSE_LAZY=1): storages made while a plan
+**                                      -- is installed get memory when first used, so what a group never
+**                                      -- stores is never allocated; returns the previous setting
 ** A recording or plan is freed by the collector (or :free()).
 */
 #include <stdio.h>       /* defines: snprintf */
@@ -237,6 +240,17 @@ static int f_run(lua_State *L) {
   return lua_gettop(L) - base;
 }
 
+/* fuse.lazy([on]) -> the previous setting */
+static int f_lazy(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_pushboolean(L, sr_fuse_lazy_on());
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  lua_pushboolean(L, sr_fuse_set_lazy(lua_toboolean(L, 1)));
+  return 1;
+}
+
 static int f_last(lua_State *L) {
   lua_pushinteger(L, last_groups);
   if (last_reason[0]) lua_pushstring(L, last_reason);
@@ -248,7 +262,8 @@ static const luaL_Reg rec_methods[] = {{"stop", r_stop}, {"launches", r_launches
 static const luaL_Reg plan_methods[] = {{"dump", p_dump}, {"stats", p_stats}, {"prepare", p_prepare},
                                         {"check_compile", p_check_compile}, {"free", p_free}, {NULL, NULL}};
 static const luaL_Reg fuse_functions[] = {{"record", f_record}, {"plan", f_plan}, {"begin", f_begin},
-                                          {"finish", f_finish}, {"run", f_run}, {"last", f_last}, {NULL, NULL}};
+                                          {"finish", f_finish}, {"run", f_run}, {"last", f_last}, {"lazy", f_lazy},
+                                          {NULL, NULL}};
 
 static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
   luaL_newmetatable(L, name);

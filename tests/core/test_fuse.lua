@@ -357,6 +357,56 @@ T.case("a cross-entropy that is not in place keeps its logits: no loss group", f
   T.ok(not plan:dump():find("cross_entropy"), plan:dump())
 end)
 
+-- the peak of live tensor memory above what was alive before, over step fused with plan (lazy on
+-- or off), and its results
+local function fused_peak(plan, step, lazy)
+  local old = fuse.lazy(lazy)
+  collectgarbage(); collectgarbage()
+  local base = sr.memory().current
+  sr.reset_peak_memory()
+  local ok, got = pcall(fuse.run, plan, step)
+  fuse.lazy(old)
+  if not ok then error(got, 0) end
+  local groups, why = fuse.last()
+  return sr.memory().peak - base, got, groups, why
+end
+
+T.case("lazy outputs: what a group never stores is never allocated; the numbers unchanged", function()
+  T.eq(fuse.lazy(), false, "off by default (SPEEDRUN_FUSE_LAZY=1 on)")
+  T.raises(function() fuse.lazy(1) end, "boolean expected")
+  -- a chain of five launches: four intermediates not stored
+  local xx = sr.randn({64, 256})
+  local function chain() return {F.cast(F.mul(F.tanh(F.cast(xx, "bfloat16")), 3), "float32") + xx} end
+  local plan = plan_of(chain)
+  T.eq(plan:stats().not_stored, 4)
+  local off = fused_peak(plan, chain, false)
+  local on, got, groups, why = fused_peak(plan, chain, true)
+  T.eq(why, nil, "ran as planned")
+  T.eq(groups, 1)
+  same_bits(got[1], chain()[1], "lazy chain")
+  T.eq(on, 64 * 256 * 4, "only the output allocated")
+  T.ok(off >= on + 64 * 256 * (2 + 2 + 2 + 4), ("unlazy: %d bytes, lazy %d"):format(off, on))
+  -- the loss groups: the sigmoid softcap's f32 logits (records 19-21) never allocated, with the
+  -- gradient in place (one batch) or deferred to the relay (loss / n)
+  for _, scale in ipairs {false, 0.5} do
+    local step = loss_step("bfloat16", sigmoid_cap, {scale = scale or nil})
+    local lplan = plan_of(step)
+    local p_off, want = fused_peak(lplan, step, false)
+    local p_on, res, lg, lwhy = fused_peak(lplan, step, true)
+    T.eq(lwhy, nil, "loss group ran as planned")
+    T.eq(lg, lplan:stats().groups)
+    for i = 1, 2 do same_bits(res[i], want[i], "lazy loss result " .. i) end
+    local f32_logits = 4 * 8 * V * 4
+    T.ok(p_on + f32_logits <= p_off, ("scale %s: %d bytes lazy, %d not"):format(tostring(scale), p_on, p_off))
+  end
+  -- a tensor made under the plan and first read afterwards gets its memory then
+  local later
+  local function keeps() later = F.tanh(xx); return {later * 2} end
+  local kplan = plan_of(keeps)
+  fused_peak(kplan, keeps, true)
+  same_bits(later, F.tanh(xx), "read after the step")
+end)
+
 T.case("NVRTC compiles every generated kernel of these plans", function()
   local ok = core.cuda_built == nil or core.cuda_built
   local plan = plan_of(function()
