@@ -98,6 +98,10 @@ typedef struct sr_fuse_rec {
 void sr_fuse_record_start(sr_fuse_rec *r);  /* empties r and records into it (one at a time) */
 void sr_fuse_record_stop(void);             /* call after a full garbage collection */
 void sr_fuse_rec_free(sr_fuse_rec *r);      /* frees what r holds (not r) */
+/* a stopped recording as bytes (malloc'd, *n its size), and back into an empty r: NULL, or why the
+** bytes are not one (the dry recording sends its recordings from a forked process this way) */
+char *sr_fuse_rec_pack(const sr_fuse_rec *r, size_t *n);
+const char *sr_fuse_rec_unpack(sr_fuse_rec *r, const char *b, size_t n, size_t *used);
 /* what a launch is matched by: kernel, scalars, layout hash (arg0 left 0) */
 void sr_fuse_signature(sr_kernel_id id, const sr_kcall *c, sr_fuse_launch *l);
 

@@ -131,9 +131,13 @@ static int classes_hold(const sr_fuse_group *g) {
   return 1;
 }
 
-/* the group ran fused: its held launches let go, counted, shown to the profiler; a relay's wait
-** is over */
+/* the group ran fused: its members' outputs it did not store, still lazy, marked so that no later
+** use reads an allocator's leftovers (the plan proved them dead; not a loss group's, whose logits
+** a deferred relay writes); its held launches let go, counted, shown to the profiler; a
+** relay's wait is over */
 static const char *ran_fused(const sr_fuse_group *g) {
+  for (int m = 0; m < X.nh && !g->xent; m++)   /* a loss group's logits: its relay may write them later */
+    if (X.h[m].c.nt && X.h[m].c.t[0] && !X.h[m].c.t[0]->storage->data) X.h[m].c.t[0]->storage->elided = true;
   release_held();
   if (g->relay) X.relay = -1;
   X.fused++;
@@ -248,7 +252,18 @@ static const char *run_loss_back(const sr_fuse_group *g, int dev) {
   return dev == SR_CUDA ? sr_fuse_run_xent_back_cuda(lg, &b) : sr_fuse_run_xent_back_cpu(lg, &b);
 }
 
+static const char *run_group_now(const sr_fuse_group *g, int dev);
+
+/* the group, with lazy storages off meanwhile (what its runners make for themselves, an f64 lse,
+** is used at once) */
 static const char *run_group(const sr_fuse_group *g, int dev) {
+  bool lazy = sr_set_lazy(false);
+  const char *err = run_group_now(g, dev);
+  sr_set_lazy(lazy);
+  return err;
+}
+
+static const char *run_group_now(const sr_fuse_group *g, int dev) {
   int gi = (int)(g - X.p->g);
   if (g->relay && X.relay != gi) return run_held();  /* its loss group ran unfused: the gradient is there */
   if (g->xent && g->epi >= 0 && X.p->g[g->epi].disabled) return run_held();

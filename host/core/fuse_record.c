@@ -4,7 +4,8 @@
 ** that notes when each storage seen dies; what the planner needs to prove an output dead.
 */
 #include <stdlib.h>      /* defines: realloc, calloc, free */
-#include <string.h>      /* defines: memset, memcpy */
+#include <stdint.h>      /* defines: int32_t */
+#include <string.h>      /* defines: memset, memcpy, memcmp */
 
 #include "core/fuse.h"
 #include "core/trace.h"  /* defines: sr_kcall_layout */
@@ -134,4 +135,63 @@ void sr_fuse_record_stop(void) {
   recording = NULL;
   sr_observer_remove(&record_observer);
   sr_set_storage_death_hook(NULL);
+}
+
+/* ---- a recording as bytes: a header, then the launches, arguments and storages as they are in
+** memory (the same binary on both ends: a forked process) */
+
+typedef struct rec_header {
+  char magic[8];
+  int32_t device, mixed, ns, pad;
+  int64_t n, na;
+  uint64_t serial0;
+} rec_header;
+
+static const char REC_MAGIC[8] = "srfrec1";
+
+char *sr_fuse_rec_pack(const sr_fuse_rec *r, size_t *n) {
+  rec_header h = {{0}, r->device, r->mixed, r->ns, 0, r->n, r->na, r->serial0};
+  memcpy(h.magic, REC_MAGIC, sizeof h.magic);
+  size_t bl = (size_t)r->n * sizeof *r->l, ba = (size_t)r->na * sizeof *r->a, bs = (size_t)r->ns * sizeof *r->s;
+  char *b = malloc(sizeof h + bl + ba + bs);
+  if (!b) sr_fail("fuse: out of host memory packing a recording");
+  memcpy(b, &h, sizeof h);
+  if (bl) memcpy(b + sizeof h, r->l, bl);
+  if (ba) memcpy(b + sizeof h + bl, r->a, ba);
+  if (bs) memcpy(b + sizeof h + bl + ba, r->s, bs);
+  *n = sizeof h + bl + ba + bs;
+  return b;
+}
+
+/* a copy of n bytes from b (NULL for none) */
+static void *copy_of(const char *b, size_t n) {
+  if (!n) return NULL;
+  void *p = malloc(n);
+  if (!p) sr_fail("fuse: out of host memory unpacking a recording");
+  memcpy(p, b, n);
+  return p;
+}
+
+const char *sr_fuse_rec_unpack(sr_fuse_rec *r, const char *b, size_t n, size_t *used) {
+  rec_header h;
+  if (n < sizeof h) return "a recording's bytes cut short";
+  memcpy(&h, b, sizeof h);
+  if (memcmp(h.magic, REC_MAGIC, sizeof h.magic) || h.n < 0 || h.na < 0 || h.ns < 0) return "not a recording's bytes";
+  size_t bl = (size_t)h.n * sizeof *r->l, ba = (size_t)h.na * sizeof *r->a, bs = (size_t)h.ns * sizeof *r->s;
+  if (n - sizeof h < bl + ba + bs) return "a recording's bytes cut short";
+  sr_fuse_rec_free(r);
+  b += sizeof h;
+  r->l = copy_of(b, bl), r->a = copy_of(b + bl, ba), r->s = copy_of(b + bl + ba, bs);
+  r->n = r->lcap = h.n, r->na = r->acap = h.na, r->ns = r->scap = h.ns;
+  r->device = h.device, r->mixed = h.mixed, r->serial0 = h.serial0;
+  for (int k = 0; k < r->ns; k++)
+    if (r->s[k].died > r->n || r->s[k].first > r->s[k].last || r->s[k].last >= r->n) return "a recording's storages out of range";
+  for (int64_t k = 0; k < r->na; k++)
+    if (r->a[k].sid < -1 || r->a[k].sid >= r->ns || r->a[k].ndim < 0 || r->a[k].ndim > SR_MAXDIM)
+      return "a recording's arguments out of range";
+  for (int64_t k = 0; k < r->n; k++)
+    if (r->l[k].id < 0 || r->l[k].id >= SR_KERNEL_COUNT || r->l[k].arg0 < 0 || r->l[k].arg0 + r->l[k].nt + r->l[k].nlist > r->na)
+      return "a recording's launches out of range";
+  *used = sizeof h + bl + ba + bs;
+  return NULL;
 }

@@ -80,11 +80,15 @@ void sr_kcall_materialize(const sr_kcall *c) {
 
 const char *sr_kernel_call(sr_kernel_fn fn, const sr_kcall *c) {
   sr_kcall_materialize(c);
-  return fn(c);
+  bool lazy = sr_set_lazy(false);   /* what the kernel makes for itself is used at once */
+  const char *err = fn(c);
+  sr_set_lazy(lazy);
+  return err;
 }
 
 /* the kernel, or the step compiler's hook in its place */
 static const char *call(sr_kernel_id id, const sr_kcall *c, int dev, sr_kernel_fn fn) {
+  if (sr_dry()) return NULL;   /* a dry run: the launch is seen (recorded), not run */
   return dispatch_hook ? dispatch_hook(id, c, dev, fn) : sr_kernel_call(fn, c);
 }
 

@@ -254,11 +254,24 @@ static sr_storage_death_hook death_hook;
 uint64_t sr_storage_next_serial(void) { return __atomic_load_n(&next_serial, __ATOMIC_RELAXED); }
 void sr_set_storage_death_hook(sr_storage_death_hook h) { death_hook = h; }
 
-static bool lazy_on;
+static bool lazy_on, dry_on;
 bool sr_set_lazy(bool on) {
   bool old = lazy_on;
   lazy_on = on;
   return old;
+}
+
+bool sr_set_dry(bool on) {
+  bool old = dry_on;
+  dry_on = on;
+  return old;
+}
+
+bool sr_dry(void) { return dry_on; }
+
+static void dry_touch(void) {
+  sr_fail("a dry run (the step compiler's plan made before the first step) touched a tensor's memory outside a "
+          "kernel: the step reads or writes values on the host");
 }
 
 /* s's memory, allocated and counted now; false when the host has none (the device's allocator
@@ -272,6 +285,10 @@ static bool storage_try_alloc(sr_storage *s) {
 }
 
 static void storage_alloc(sr_storage *s) {
+  if (dry_on) dry_touch();
+  if (s->elided)   /* never stored: its memory would hold whatever the allocator's block held */
+    sr_fail("step compiler: the step uses a tensor that its fused plan did not store (the recorded steps "
+            "showed it dead); SPEEDRUN_FUSE_LAZY=0 and SPEEDRUN_FUSE_EARLY=0 run without lazy outputs");
   if (!storage_try_alloc(s)) sr_fail("out of host memory allocating %zu bytes", s->nbytes);
 }
 
@@ -283,7 +300,7 @@ static sr_storage *storage_new(size_t nbytes, sr_device d) {
   s->device = d;
   s->refcount = 1;
   s->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
-  if (!lazy_on && !storage_try_alloc(s)) {
+  if (!lazy_on && !dry_on && !storage_try_alloc(s)) {
     free(s);
     sr_fail("out of host memory allocating %zu bytes", nbytes);
   }
@@ -551,6 +568,7 @@ bool sr_same_shape(const sr_tensor *a, const sr_tensor *b) {
 }
 
 void *sr_data(const sr_tensor *x) {
+  if (dry_on) dry_touch();
   if (!x->storage->data) storage_alloc(x->storage);   /* a lazy storage's first use */
   return (char *)x->storage->data + (size_t)x->offset * sr_dtype_size(x->dtype);
 }

@@ -32,6 +32,7 @@ typedef struct sr_storage {
   int version;         /* bumped by every in-place write through any view */
   uint64_t serial;     /* unique per storage over the process (1, 2, ...): its identity */
   struct sr_watch *watchers;  /* weak references to tensors over it (sr_watch_set), told at its end */
+  bool elided;         /* lazy, and a fused group did not store it: any later use fails (core/fuse_exec.c) */
 } sr_storage;
 
 typedef struct sr_node sr_node;  /* autograd tape node, host/core/autograd.h */
@@ -129,6 +130,11 @@ uint64_t sr_storage_next_serial(void);
 ** of a kernel the dispatcher runs: sr_kcall_materialize); one nothing uses is never allocated and
 ** never counted. sr_set_lazy returns the previous mode. */
 bool sr_set_lazy(bool on);
+/* dry mode (the step compiler's dry recording, core/fuse.h): new storages are lazy for good, the
+** dispatcher runs no kernel (its observers still see each launch), and any use of a tensor's
+** memory (sr_data, a materialization) fails naming the dry run */
+bool sr_set_dry(bool on);
+bool sr_dry(void);
 void sr_tensor_materialize(const sr_tensor *x);   /* NULL, or memory already there: nothing */
 bool sr_tensor_materialized(const sr_tensor *x);
 typedef int (*sr_storage_death_hook)(sr_storage *s);

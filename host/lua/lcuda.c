@@ -149,7 +149,7 @@ static int c_empty_cache(lua_State *L) {
 
 static int c_synchronize(lua_State *L) {
   (void)L;
-  if (sr_cuda_available()) sr_cuda_backend()->synchronize();
+  if (sr_cuda_available() && !sr_dry()) sr_cuda_backend()->synchronize();   /* a dry run queues nothing */
   return 0;
 }
 

@@ -17,14 +17,24 @@
 **                                      -- cuda.graph's capture); fuse.last() -> groups fused, reason|nil
 **   fuse.begin(plan); ...; fuse.finish() -> groups fused, reason|nil   -- the same, by hand
 **   plan:check_compile()               -- true, or false and the NVRTC log (no GPU needed)
+**   local r1, r2 = fuse.dry(fn, ...)   -- fn(...) in a forked process in dry mode (no kernel runs, no
+**                                      -- memory is allocated: core/tensor.h); the Recordings fn returns
+**                                      -- come back (or nil, why: fn failed, read a value, ran past
+**                                      -- {timeout = s} given as the last argument, default 120 s)
 **   fuse.lazy([on])                    -- lazy outputs (SPEEDRUN_FUSE_LAZY=1): storages made while a plan
 **                                      -- is installed get memory when first used, so what a group never
 **                                      -- stores is never allocated; returns the previous setting
 ** A recording or plan is freed by the collector (or :free()).
 */
-#include <stdio.h>       /* defines: snprintf */
-#include <stdlib.h>      /* defines: free */
-#include <string.h>      /* defines: memset */
+#include <errno.h>       /* defines: errno, EINTR */
+#include <poll.h>        /* defines: poll */
+#include <signal.h>      /* defines: kill, SIGKILL */
+#include <stdio.h>       /* defines: snprintf, fflush */
+#include <stdlib.h>      /* defines: free, realloc */
+#include <string.h>      /* defines: memset, strerror */
+#include <sys/wait.h>    /* defines: waitpid */
+#include <time.h>        /* defines: clock_gettime */
+#include <unistd.h>      /* defines: fork, pipe, read, write, close, _exit */
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -240,6 +250,163 @@ static int f_run(lua_State *L) {
   return lua_gettop(L) - base;
 }
 
+/* ---- fuse.dry: a recording made in a forked process that runs no kernel and allocates nothing */
+
+static int write_all(int fd, const void *p, size_t n) {
+  const char *b = p;
+  while (n) {
+    ssize_t w = write(fd, b, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    b += w, n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* in the child: a tagged message ('E' an error, 'R' a recording), its length, its bytes */
+static void send_msg(int fd, char tag, const void *p, size_t n) {
+  if (write_all(fd, &tag, 1) || write_all(fd, &n, sizeof n) || (n && write_all(fd, p, n))) _exit(3);
+}
+
+/* the child: fn(...) in dry mode, then each Recording it returned, or the error */
+static void dry_child(lua_State *L, int fd, int nargs) {
+  sr_set_dry(true);
+  int top = lua_gettop(L) - nargs - 1;
+  if (lua_pcall(L, nargs, LUA_MULTRET, 0) != LUA_OK) {
+    size_t n;
+    const char *m = luaL_tolstring(L, -1, &n);
+    send_msg(fd, 'E', m, n);
+    _exit(1);
+  }
+  for (int i = top + 1; i <= lua_gettop(L); i++) {
+    sr_fuse_rec *r = luaL_testudata(L, i, REC_MT);
+    if (!r) continue;
+    if (r->recording) sr_fuse_record_stop();
+    size_t n;
+    char *b = sr_fuse_rec_pack(r, &n);
+    send_msg(fd, 'R', b, n);
+  }
+  _exit(0);
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* everything the child writes until it closes the pipe, or until `limit` seconds pass (*late = 1) */
+static char *read_child(int fd, double limit, size_t *len, int *late) {
+  size_t cap = 1 << 16, n = 0;
+  char *b = malloc(cap);
+  double t0 = now_s();
+  *late = 0;
+  while (b) {
+    int left = (int)((limit - (now_s() - t0)) * 1000);
+    if (left <= 0) { *late = 1; break; }
+    struct pollfd p = {fd, POLLIN, 0};
+    int k = poll(&p, 1, left);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) { *late = k == 0; break; }
+    if (n == cap) {
+      char *nb = realloc(b, cap *= 2);
+      if (!nb) { free(b); return NULL; }
+      b = nb;
+    }
+    ssize_t r = read(fd, b + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  *len = n;
+  return b;
+}
+
+/* the child's messages as results: the Recordings, or nil and why */
+static int dry_results(lua_State *L, const char *b, size_t n) {
+  int nres = 0;
+  for (size_t at = 0; at < n;) {
+    size_t len;
+    if (n - at < 1 + sizeof len) { luaL_pushfail(L); lua_pushstring(L, "dry run: its message cut short"); return 2; }
+    char tag = b[at];
+    memcpy(&len, b + at + 1, sizeof len);
+    at += 1 + sizeof len;
+    if (len > n - at) { luaL_pushfail(L); lua_pushstring(L, "dry run: its message cut short"); return 2; }
+    if (tag == 'E') {
+      lua_settop(L, 0);
+      luaL_pushfail(L);
+      lua_pushfstring(L, "dry run: %s", lua_pushlstring(L, b + at, len));
+      lua_remove(L, -2);
+      return 2;
+    }
+    sr_fuse_rec *r = lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    r->device = -1;
+    luaL_setmetatable(L, REC_MT);
+    size_t used;
+    const char *err = sr_fuse_rec_unpack(r, b + at, len, &used);
+    if (err) { luaL_pushfail(L); lua_pushfstring(L, "dry run: %s", err); return 2; }
+    at += len;
+    nres++;
+  }
+  return nres;
+}
+
+/* fuse.dry(fn, ... [, {timeout = s}]) -> the Recordings fn returned, or nil, why */
+static int f_dry(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  double limit = 120;
+  int nargs = lua_gettop(L) - 1;
+  if (nargs > 0 && lua_istable(L, -1) && !luaL_testudata(L, -1, REC_MT)) {
+    lua_getfield(L, -1, "timeout");
+    if (!lua_isnil(L, -1)) {
+      limit = luaL_checknumber(L, -1);
+      luaL_argcheck(L, limit > 0, nargs + 1, "timeout must be positive");
+    }
+    lua_pop(L, 2);
+    nargs--;
+  }
+  int fd[2];
+  if (pipe(fd)) return luaL_error(L, "fuse.dry: pipe: %s", strerror(errno));
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fd[0]), close(fd[1]);
+    return luaL_error(L, "fuse.dry: fork: %s", strerror(errno));
+  }
+  if (pid == 0) {
+    close(fd[0]);
+    dry_child(L, fd[1], nargs);
+  }
+  close(fd[1]);
+  size_t n = 0;
+  int late;
+  char *b = read_child(fd[0], limit, &n, &late);
+  close(fd[0]);
+  int status = 0;
+  if (late) kill(pid, SIGKILL);
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  lua_settop(L, 0);
+  int nres;
+  if (!b) {
+    luaL_pushfail(L), lua_pushstring(L, "dry run: out of host memory"), nres = 2;
+  } else if (late) {
+    luaL_pushfail(L), lua_pushfstring(L, "dry run: no result in %f s (killed)", limit), nres = 2;
+  } else {
+    nres = dry_results(L, b, n);
+    if (nres != 2 || lua_toboolean(L, -2))   /* not the error form: check how the child ended */
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        lua_settop(L, 0);
+        luaL_pushfail(L);
+        lua_pushfstring(L, "dry run: the process ended %s %d", WIFEXITED(status) ? "with status" : "by signal",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        nres = 2;
+      }
+  }
+  free(b);
+  return nres;
+}
+
 /* fuse.lazy([on]) -> the previous setting */
 static int f_lazy(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
@@ -262,7 +429,7 @@ static const luaL_Reg rec_methods[] = {{"stop", r_stop}, {"launches", r_launches
 static const luaL_Reg plan_methods[] = {{"dump", p_dump}, {"stats", p_stats}, {"prepare", p_prepare},
                                         {"check_compile", p_check_compile}, {"free", p_free}, {NULL, NULL}};
 static const luaL_Reg fuse_functions[] = {{"record", f_record}, {"plan", f_plan}, {"begin", f_begin},
-                                          {"finish", f_finish}, {"run", f_run}, {"last", f_last}, {"lazy", f_lazy},
+                                          {"finish", f_finish}, {"run", f_run}, {"last", f_last}, {"lazy", f_lazy}, {"dry", f_dry},
                                           {NULL, NULL}};
 
 static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {

@@ -680,7 +680,7 @@ static int f_clock(lua_State *L) {
 
 /* waits for queued device work (a no-op without a usable GPU) */
 static int f_synchronize(lua_State *L) {
-  if (sr_cuda_available()) sr_cuda_backend()->synchronize();
+  if (sr_cuda_available() && !sr_dry()) sr_cuda_backend()->synchronize();   /* a dry run queues nothing */
   return 0;
 }
 

@@ -372,7 +372,7 @@ local function fused_peak(plan, step, lazy)
 end
 
 T.case("lazy outputs: what a group never stores is never allocated; the numbers unchanged", function()
-  T.eq(fuse.lazy(), false, "off by default (SPEEDRUN_FUSE_LAZY=1 on)")
+  T.eq(fuse.lazy(), os.getenv("SPEEDRUN_FUSE_LAZY") == "1", "off by default (SPEEDRUN_FUSE_LAZY=1 on)")
   T.raises(function() fuse.lazy(1) end, "boolean expected")
   -- a chain of five launches: four intermediates not stored
   local xx = sr.randn({64, 256})
@@ -405,6 +405,57 @@ T.case("lazy outputs: what a group never stores is never allocated; the numbers 
   local kplan = plan_of(keeps)
   fused_peak(kplan, keeps, true)
   same_bits(later, F.tanh(xx), "read after the step")
+end)
+
+T.case("dry recording (fuse.dry): a forked process records steps that run nothing, the plan the same as the real one", function()
+  local util = require "speedrun.util"
+  local recipe = assert(util.load_recipe("../tasks/record_12/recipe.lua"))
+  local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7))
+  local cfg = ctx.config
+  local bx, by = util.random_batch(cfg, {cfg.batch.T})
+  local function step(s)
+    if recipe.schedule then recipe.schedule(ctx, s) end
+    return recipe.train_step(ctx, s, {x = bx, y = by, step = s})
+  end
+  local function record(k) local r = fuse.record(); local l = step(k); r:stop(); l = nil; return r end
+  local w0 = F.cast(ctx.params[1], "float64")
+  collectgarbage(); collectgarbage()
+  local mem0 = sr.memory().current
+  local d2, d3 = fuse.dry(function() step(1); return record(2), record(3) end)
+  T.ok(d2 and d3, "dry recordings: " .. tostring(d3))
+  -- nothing ran here: the weights are as they were, no memory was taken
+  T.eq(T.max_diff(F.cast(ctx.params[1], "float64"), w0), 0, "the parameters untouched")
+  collectgarbage(); collectgarbage()
+  T.eq(sr.memory().current, mem0, "no memory kept")
+  local dry = assert(fuse.plan(d2, d3))
+  step(1)
+  local r2 = record(2)
+  local real = assert(fuse.plan(r2, record(3)))
+  T.eq(table.concat(d2:launches(), " "), table.concat(r2:launches(), " "), "the same launches")
+  T.eq(dry:dump(), real:dump(), "the same plan")
+  local loss = fuse.run(dry, step, 4)
+  local groups, why = fuse.last()
+  T.eq(why, nil, "the dry plan runs a real step as planned")
+  T.eq(groups, dry:stats().groups)
+  T.ok(loss:item() == loss:item(), "a finite loss")
+end)
+
+T.case("dry recording: host reads, errors and a time limit come back as nil and why; the process goes on", function()
+  local xx = sr.randn({8})
+  local r, why = fuse.dry(function() local rec = fuse.record(); local v = (xx * 2):sum():item(); rec:stop(); return rec end)
+  T.eq(r, nil)
+  T.ok(tostring(why):find("touched a tensor's memory outside a kernel", 1, true), tostring(why))
+  r, why = fuse.dry(function() error("boom", 0) end)
+  T.eq(r, nil)
+  T.eq(why, "dry run: boom")
+  r, why = fuse.dry(function() while true do end end, {timeout = 0.3})
+  T.eq(r, nil)
+  T.ok(tostring(why):find("no result in", 1, true), tostring(why))
+  T.eq(select("#", fuse.dry(function() return 1, "x" end)), 0, "only recordings come back")
+  T.raises(function() fuse.dry(function() end, {timeout = -1}) end, "timeout must be positive")
+  T.raises(function() fuse.dry(1) end, "function expected")
+  -- the dry mode ended with the child: values read here as ever
+  T.eq((xx * 0 + 1):sum():item(), 8)
 end)
 
 T.case("NVRTC compiles every generated kernel of these plans", function()

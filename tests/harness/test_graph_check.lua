@@ -225,4 +225,56 @@ T.case("graph check: memory the graph lent to eager work (SR_GRAPH_LEND) is free
   T.eq(table.concat(log3, ","), "snapshot,replay,restore,drop,gc,snapshot host,eager,drop")
 end)
 
+
+-- SPEEDRUN_FUSE_EARLY (st.early here): record 19's micro step, its plan made before step 1 from a
+-- dry run of steps 1-3 in a forked process; every eager step then runs under it with lazy outputs,
+-- with the same numbers and a lower peak than the unfused step (the capture stubbed: the CPU has
+-- no graphs). The dry steps leave this process's state alone: step 1 still creates the optimizer's
+-- state here (the plan then stops matching at its first new launch; the rest of step 1 unfused).
+T.case("graph check: the early plan (SPEEDRUN_FUSE_EARLY): dry steps 1-3 planned before step 1, then eager steps fused and lazy", function()
+  local sr = require "speedrun"
+  local util = require "speedrun.util"
+  local recipe = assert(util.load_recipe("../tasks/record_19/recipe.lua"))
+  local function run(early)
+    local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7))
+    local cfg = ctx.config
+    sr.manual_seed(3)
+    local x, y = util.random_batch(cfg, {cfg.batch.T})
+    local st = graph.new {ctx = ctx, recipe = recipe, rules = {}, device = "cuda", skip = 7}
+    st.early = early
+    st.capture = function(self) self.want = false end
+    local out = {}
+    for step = 1, 3 do
+      if recipe.schedule then recipe.schedule(ctx, step) end
+      collectgarbage(); collectgarbage()
+      local base = sr.memory().current
+      sr.reset_peak_memory()
+      out[step] = {loss = st:eager(step, {x = x, y = y, step = step}):item(), peak = sr.memory().peak - base,
+                   groups = require("speedrun.fuse").last()}
+    end
+    return out, st
+  end
+  local off = run(false)
+  local on, st = run(true)
+  T.eq(st.G.fuse.early, true, "planned early: " .. tostring(st.G.fuse.early))
+  T.ok(st.G.fuse.groups > 0 and st.G.fuse.loss_groups == 1, "the plan's groups, its loss group")
+  for step = 1, 3 do
+    T.eq(on[step].loss, off[step].loss, "step " .. step .. ": the loss bit for bit")
+    T.ok(on[step].groups > 0, "step " .. step .. ": groups ran fused")
+    -- step 1's peak is the optimizer's new state at this scale (the same either way); then lower
+    local ok = step == 1 and on[step].peak <= off[step].peak or on[step].peak < off[step].peak
+    T.ok(ok, ("step %d: peak %d bytes early, %d unfused"):format(step, on[step].peak, off[step].peak))
+  end
+  -- a step the dry run cannot make (it reads a value on the host): no early plan, the run as before
+  local ctx = assert(util.recipe_context(recipe, "micro", "cpu", 7))
+  local reads = {train_step = function(c, s, b) local l = recipe.train_step(c, s, b); l:item(); return l end}
+  local st2 = graph.new {ctx = ctx, recipe = reads, rules = {}, device = "cuda", skip = 7}
+  st2.early = true
+  st2.capture = function(self) self.want = false end
+  local x, y = util.random_batch(ctx.config, {ctx.config.batch.T})
+  st2:eager(1, {x = x, y = y, step = 1})
+  T.ok(tostring(st2.G.fuse.early):find("touched a tensor's memory outside a kernel", 1, true), tostring(st2.G.fuse.early))
+  T.eq(st2.plan, nil)
+end)
+
 T.done()

@@ -14,7 +14,8 @@ local fuse = require "speedrun.fuse"
 local emit, call = report.emit, report.call
 local shape_of, trace_start, trace_stop = H.shape, H.trace_start, H.trace_stop
 local cuda_graph, log_allocs, is_tensor = cuda.graph, cuda.log_allocs, sr.is_tensor
-local fuse_run, fuse_plan, fuse_last, fuse_record = fuse.run, fuse.plan, fuse.last, fuse.record
+local fuse_run, fuse_plan, fuse_last, fuse_record, fuse_dry, fuse_lazy = fuse.run, fuse.plan, fuse.last, fuse.record,
+  fuse.dry, fuse.lazy
 local methods = core.Tensor.methods
 local m_item, m_clone, m_copy = methods.item, methods.clone, methods.copy_
 local fmt = string.format
@@ -74,6 +75,15 @@ local function fuse_off_reason(o)
   end
 end
 
+-- SPEEDRUN_FUSE_EARLY=1 (with the step compiler on; not yet run on a GPU): the plan made before
+-- step 1 from a dry run of steps 1-3 (fuse.dry: a forked process that runs no kernel), every eager
+-- step run under it with lazy outputs, so no step materialises what the fused graph never stores
+-- (records 19-21's f32 softcap: docs/cuda.md "Lazy outputs")
+local function early_on()
+  local env = os.getenv("SPEEDRUN_FUSE_EARLY")
+  return env == "1"
+end
+
 -- SPEEDRUN_FUSE_DUMP=1 prints the plan to stderr, any other value names a file to write it to
 local function dump_plan(plan)
   local to = os.getenv("SPEEDRUN_FUSE_DUMP")
@@ -100,8 +110,75 @@ function M.new(o)
   self.want = not G.reason
   self.fuse_why = fuse_off_reason(o)
   self.recs = {}
+  self.early = self.want and not self.fuse_why and early_on()
   G.fuse = {used = false, reason = self.fuse_why or json.null}
   return self, G
+end
+
+-- the plan's stats and kernels (harness work: held off the clock by the caller), G.fuse filled;
+-- the plan, or nil (G.fuse.reason says why)
+function Step:fuse_prepare(plan)
+  local F = self.G.fuse
+  local off, perr = plan:prepare()
+  dump_plan(plan)
+  local st = plan:stats()
+  F.groups, F.launches_saved, F.saved_bytes, F.disabled = st.groups, st.launches_saved, st.saved_bytes, off
+  F.loss_groups = st.losses  -- the softcap, the in-place cross-entropy (and its gradient's chain) one kernel
+  if perr then F.kernel_error = perr end
+  if st.groups == 0 then
+    F.reason = "nothing to fuse"
+    return nil
+  end
+  self.plan = plan
+  return plan
+end
+
+-- SPEEDRUN_FUSE_EARLY: before step 1, steps 1-3 run dry in a forked process on this state (the
+-- recipe's code, on the clock; nothing runs on the device and this process's state is untouched),
+-- steps 2 and 3 recorded; their plan (its kernels compiled off the clock) then runs every eager
+-- step with lazy outputs. Nil when it cannot (G.fuse.early says why); the run goes on as without
+function Step:early_plan(batch)
+  local F = self.G.fuse
+  self.early = false
+  local ctx, train_step, schedule = self.ctx, self.train_step, self.schedule
+  local r2, r3 = fuse_dry(function()
+    local recs = {}
+    for s = 1, 3 do
+      if schedule then schedule(ctx, s) end
+      local rec = s > 1 and fuse_record() or nil
+      local loss = train_step(ctx, s, {x = batch.x, y = batch.y, step = s})
+      if rec then rec:stop() end
+      recs[s], loss = rec, nil
+    end
+    return recs[2], recs[3]
+  end)
+  if not r2 then
+    F.early = "no dry plan: " .. tostring(r3)
+    return nil
+  end
+  local hold = self.hold or function() end
+  hold(true)
+  local t0 = H.now()
+  local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")
+  local plan, err = fuse_plan(r2, r3, {loss = not (lenv == "0" or lenv == "off")})
+  if plan then plan = self:fuse_prepare(plan) else F.early = "no dry plan: " .. tostring(err) end
+  F.plan_ms = (H.now() - t0) * 1000
+  hold(false)
+  if plan then F.early = true end
+  return plan
+end
+
+-- train_step(ctx, step, batch), under the early plan with lazy outputs when there is one
+function Step:call_step(step, batch, tb)
+  local plan = self.early_plan_used and not self.fuse_why and self.plan
+  if not plan then
+    if tb then return xpcall(self.train_step, tb, self.ctx, step, batch) end
+    return pcall(self.train_step, self.ctx, step, batch)
+  end
+  local old = fuse_lazy(true)
+  local r = table.pack(xpcall(fuse_run, tb or traceback, plan, self.train_step, self.ctx, step, batch))
+  fuse_lazy(old)
+  return table.unpack(r, 1, r.n)
 end
 
 -- from now on eager, for the reason `why`
@@ -121,11 +198,23 @@ function Step:capture(x, y)
   local hold = self.hold or function() end
   hold(true)    -- planning the fusion is the harness's own work (no recipe code runs in it)
   local t0 = H.now()
-  local plan = self:fuse_plan()
-  self.G.fuse.plan_ms = (H.now() - t0) * 1000   -- its kernels' NVRTC compiles included (disk cache)
+  local plan = self.early_plan_used and not self.fuse_why and self.plan
+  if not plan then
+    plan = self:fuse_plan()
+    self.G.fuse.plan_ms = (H.now() - t0) * 1000   -- its kernels' NVRTC compiles included (disk cache)
+  end
   hold(false)
   local step_fn = self.train_step
-  if plan then step_fn = function(...) return fuse_run(plan, self.train_step, ...) end end
+  if plan then
+    local lazy = self.early_plan_used   -- the captured step's unstored outputs never allocated
+    step_fn = function(...)
+      local old = fuse_lazy(lazy or fuse_lazy())
+      local r = table.pack(pcall(fuse_run, plan, self.train_step, ...))
+      fuse_lazy(old)
+      if not r[1] then error(r[2], 0) end
+      return table.unpack(r, 2, r.n)
+    end
+  end
   -- nothing queued runs under the capture (sr_cuda_graph_begin synchronises the stream), so no
   -- GPU work hides under a compile made in it (off the clock: harness/steps.lua)
   local tr = trace_start()
@@ -156,18 +245,7 @@ function Step:fuse_plan()
     F.reason = "not planned: " .. tostring(err)
     return nil
   end
-  local off, perr = plan:prepare()
-  dump_plan(plan)
-  local st = plan:stats()
-  F.groups, F.launches_saved, F.saved_bytes, F.disabled = st.groups, st.launches_saved, st.saved_bytes, off
-  F.loss_groups = st.losses  -- the softcap, the in-place cross-entropy (and its gradient's chain) one kernel
-  if perr then F.kernel_error = perr end
-  if st.groups == 0 then
-    F.reason = "nothing to fuse"
-    return nil
-  end
-  self.plan = plan
-  return plan
+  return self:fuse_prepare(plan)
 end
 
 -- after a capture with the plan: how it went (a group that ran unfused keeps the graph valid)
@@ -215,7 +293,9 @@ function Step:eager_beside(step, batch, hold)
   hold(true)
   local kept = graph:snapshot("host")
   hold(false)
-  local ok, le = pcall(call, self.train_step, self.ctx, step, batch)
+  local ok, le
+  if self.early_plan_used and not self.fuse_why then ok, le = self:call_step(step, batch)   -- fused, as the graph
+  else ok, le = pcall(call, self.train_step, self.ctx, step, batch) end
   if not ok and kept and oom(le) then
     hold(true)
     put_back(graph)
@@ -335,12 +415,13 @@ end
 -- rest of the warm-up replays; at cap_step (skip - 1) it is tried whatever the traces say (and
 -- stays eager, naming the difference, when they differ)
 function Step:eager(step, batch)
+  if self.early then self.early_plan_used = self:early_plan(batch) ~= nil end
   local tr = (self.want and (step >= self.first_cap - 1 or self.graph)) and trace_start() or nil
-  local rec = (tr and not self.graph and not self.fuse_why) and fuse_record() or nil
+  local rec = (tr and not self.graph and not self.fuse_why and not self.early_plan_used) and fuse_record() or nil
   -- a capture may follow: the blocks this step holds are what it will take (cuda.log_allocs)
   local log = tr and not self.graph
   if log then log_allocs(true) end
-  local rok, loss = xpcall(self.train_step, traceback, self.ctx, step, batch)
+  local rok, loss = self:call_step(step, batch, traceback)
   if log then log_allocs(false) end
   if rec then rec:stop() end  -- after a collection: the loss is still held here
   if tr then trace_stop() end

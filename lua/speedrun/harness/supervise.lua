@@ -28,7 +28,7 @@ local GRACE_S = 2           -- SIGTERM to SIGKILL; and reading after the exit
 -- which device, the harness's own settings); tests/harness/test_engine_env.lua checks the sources.
 M.SWITCH_PREFIXES = {"SR_", "OMP_", "GOMP_"}
 M.ENGINE_SWITCHES = {SPEEDRUN_TF32 = true, SPEEDRUN_FUSE = true, SPEEDRUN_FUSE_LOSS = true, SPEEDRUN_FUSE_DUMP = true,
-  SPEEDRUN_FUSE_LAZY = true,
+  SPEEDRUN_FUSE_LAZY = true, SPEEDRUN_FUSE_EARLY = true,
   SPEEDRUN_NO_GRAPHS = true, SPEEDRUN_KERNEL_SYNC = true, SPEEDRUN_KERNEL_RECORD = true, SPEEDRUN_MEMLOG = true,
   SPEEDRUN_CUDA_SEGMENTS = true, SPEEDRUN_HOST_CACHE = true, SPEEDRUN_GEMM_CACHE = true, SPEEDRUN_KERNEL_INCLUDE = true,
   -- the backward pass's gradient routing (core/autograd.c's fusion_env table)
