@@ -475,10 +475,10 @@ static void drop_deferral(int d) {
   deferred[d] = deferred[--ndeferred];
 }
 
-/* a failed pass (scratch cleanup) or the end of one: nothing kept */
-static void drop_deferred(void *unused) {
-  (void)unused;
-  while (ndeferred) drop_deferral(ndeferred - 1);
+/* a failed pass (scratch cleanup) or the end of one: nothing of its own kept (*base: the deferrals
+** of the passes around it, a backward run inside a custom function's) */
+static void drop_deferred(void *base) {
+  while (ndeferred > *(int *)base) drop_deferral(ndeferred - 1);
 }
 
 /* the node whose backward the deferred work waits for: m itself when it pairs its recompute with
@@ -522,9 +522,10 @@ static void deferred_before(sr_node *n) {
   }
 }
 
-/* after n's backward (every one: n NULL, at the end of the pass): the work that waited for it */
-static void deferred_after(sr_node *n) {
-  for (int d = ndeferred - 1; d >= 0; d--) {
+/* after n's backward (every one from base on: n NULL, at the end of the pass): the work that
+** waited for it */
+static void deferred_after(sr_node *n, int base) {
+  for (int d = ndeferred - 1; d >= base; d--) {
     deferral *e = &deferred[d];
     if (n && e->wait != n) continue;
     sr_phase_set(e->rule->name, true);
@@ -581,7 +582,8 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
   node_list *stack = calloc(1, sizeof *stack);
   if (!stack) sr_fail("out of host memory");
   sr_scratch_defer(free_node_list, stack);
-  sr_scratch_defer(drop_deferred, NULL);
+  int base = ndeferred;
+  sr_scratch_defer(drop_deferred, &base);
   list_push(stack, root->grad_fn);
   visit(root->grad_fn, epoch);
   while (stack->n) {
@@ -608,7 +610,7 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_tensor *gin[SR_NODE_MAXIN] = {0};
     int gmark = sr_scratch_mark();
     sr_scratch_defer(release_gins, gin);
-    if (ndeferred) deferred_before(n);
+    if (ndeferred > base) deferred_before(n);
     sr_phase_set(n->name, true);
     if (!(n->flags & SR_NODE_TAKES_SCALE))
       for (int k = 0; k < SR_NODE_MAXOUT; k++)
@@ -641,9 +643,9 @@ void sr_backward(sr_tensor *root, sr_tensor *grad) {
     sr_scratch_pop(gmark);
     release_saved(n);
     n->backward = NULL;
-    if (ndeferred) deferred_after(n);
+    if (ndeferred > base) deferred_after(n, base);
   }
-  if (ndeferred) deferred_after(NULL);   /* none should be left; run rather than lose a gradient */
+  if (ndeferred > base) deferred_after(NULL, base);   /* none should be left; run rather than lose a gradient */
   sr_set_grad_enabled(old_mode);
   sr_backward_reset();
   sr_scratch_pop(mark);
