@@ -168,15 +168,13 @@ function Step:early_plan(batch)
   return plan
 end
 
--- train_step(ctx, step, batch), under the early plan with lazy outputs when there is one
-function Step:call_step(step, batch, tb)
+-- xpcall of train_step(ctx, step, batch) with a traceback, under the early plan with lazy outputs
+-- when there is one
+function Step:call_step(step, batch)
   local plan = self.early_plan_used and not self.fuse_why and self.plan
-  if not plan then
-    if tb then return xpcall(self.train_step, tb, self.ctx, step, batch) end
-    return pcall(self.train_step, self.ctx, step, batch)
-  end
+  if not plan then return xpcall(self.train_step, traceback, self.ctx, step, batch) end
   local old = fuse_lazy(true)
-  local r = table.pack(xpcall(fuse_run, tb or traceback, plan, self.train_step, self.ctx, step, batch))
+  local r = table.pack(xpcall(fuse_run, traceback, plan, self.train_step, self.ctx, step, batch))
   fuse_lazy(old)
   return table.unpack(r, 1, r.n)
 end
@@ -421,7 +419,7 @@ function Step:eager(step, batch)
   -- a capture may follow: the blocks this step holds are what it will take (cuda.log_allocs)
   local log = tr and not self.graph
   if log then log_allocs(true) end
-  local rok, loss = self:call_step(step, batch, traceback)
+  local rok, loss = self:call_step(step, batch)
   if log then log_allocs(false) end
   if rec then rec:stop() end  -- after a collection: the loss is still held here
   if tr then trace_stop() end
