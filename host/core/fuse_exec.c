@@ -367,12 +367,14 @@ bool sr_fuse_set_lazy(bool on) {
 }
 
 void sr_fuse_begin(sr_fuse_plan *p) {
+  bool installed = X.p != NULL;   /* a plan replaced without sr_fuse_end: the mode from before both */
   release_held();
   release_kept();
   X.p = p, X.pos = 0, X.off = 0, X.fused = 0, X.why[0] = '\0', X.last = SR_FUSE_RAN, X.relay = -1;
   sr_set_dispatch_hook(p ? fuse_dispatch : NULL);
   sr_set_storage_death_hook(p ? adopt : NULL);
-  X.lazy_was = sr_set_lazy(p && sr_fuse_lazy_on());  /* what no launch stores is never allocated */
+  bool was = sr_set_lazy(p && sr_fuse_lazy_on());  /* what no launch stores is never allocated */
+  if (!installed) X.lazy_was = was;
 }
 
 void sr_fuse_flush(void) {
