@@ -27,6 +27,7 @@
 ** A recording or plan is freed by the collector (or :free()).
 */
 #include <errno.h>       /* defines: errno, EINTR */
+#include <stdarg.h>      /* defines: va_list */
 #include <poll.h>        /* defines: poll */
 #include <signal.h>      /* defines: kill, SIGKILL */
 #include <stdio.h>       /* defines: snprintf, fflush */
@@ -322,33 +323,42 @@ static char *read_child(int fd, double limit, size_t *len, int *late) {
   return b;
 }
 
-/* the child's messages as results: the Recordings, or nil and why */
-static int dry_results(lua_State *L, const char *b, size_t n) {
+/* nil and "dry run: <fmt ...>" on the stack; returns 2 (the caller returns the top two values) */
+static int dry_fail(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushliteral(L, "dry run: ");
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  luaL_pushfail(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* the child's messages as results: the Recordings, or nil and why (*failed set) */
+static int dry_results(lua_State *L, const char *b, size_t n, int *failed) {
   int nres = 0;
+  *failed = 1;
   for (size_t at = 0; at < n;) {
     size_t len;
-    if (n - at < 1 + sizeof len) { luaL_pushfail(L); lua_pushstring(L, "dry run: its message cut short"); return 2; }
+    if (n - at < 1 + sizeof len) return dry_fail(L, "its message cut short");
     char tag = b[at];
     memcpy(&len, b + at + 1, sizeof len);
     at += 1 + sizeof len;
-    if (len > n - at) { luaL_pushfail(L); lua_pushstring(L, "dry run: its message cut short"); return 2; }
-    if (tag == 'E') {
-      lua_settop(L, 0);
-      luaL_pushfail(L);
-      lua_pushfstring(L, "dry run: %s", lua_pushlstring(L, b + at, len));
-      lua_remove(L, -2);
-      return 2;
-    }
+    if (len > n - at) return dry_fail(L, "its message cut short");
+    if (tag == 'E') return dry_fail(L, "%s", lua_pushlstring(L, b + at, len));
     sr_fuse_rec *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
     r->device = -1;
     luaL_setmetatable(L, REC_MT);
     size_t used;
     const char *err = sr_fuse_rec_unpack(r, b + at, len, &used);
-    if (err) { luaL_pushfail(L); lua_pushfstring(L, "dry run: %s", err); return 2; }
+    if (err) return dry_fail(L, "%s", err);
     at += len;
     nres++;
   }
+  *failed = 0;
   return nres;
 }
 
@@ -380,7 +390,7 @@ static int f_dry(lua_State *L) {
   }
   close(fd[1]);
   size_t n = 0;
-  int late;
+  int late, failed;
   char *b = read_child(fd[0], limit, &n, &late);
   close(fd[0]);
   int status = 0;
@@ -388,20 +398,13 @@ static int f_dry(lua_State *L) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   lua_settop(L, 0);
   int nres;
-  if (!b) {
-    luaL_pushfail(L), lua_pushstring(L, "dry run: out of host memory"), nres = 2;
-  } else if (late) {
-    luaL_pushfail(L), lua_pushfstring(L, "dry run: no result in %f s (killed)", limit), nres = 2;
-  } else {
-    nres = dry_results(L, b, n);
-    if (nres != 2 || lua_toboolean(L, -2))   /* not the error form: check how the child ended */
-      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        lua_settop(L, 0);
-        luaL_pushfail(L);
-        lua_pushfstring(L, "dry run: the process ended %s %d", WIFEXITED(status) ? "with status" : "by signal",
-                        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-        nres = 2;
-      }
+  if (!b) nres = dry_fail(L, "out of host memory");
+  else if (late) nres = dry_fail(L, "no result in %f s (killed)", limit);
+  else {
+    nres = dry_results(L, b, n, &failed);
+    if (!failed && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))   /* recordings, yet the child failed */
+      nres = dry_fail(L, "the process ended %s %d", WIFEXITED(status) ? "with status" : "by signal",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
   }
   free(b);
   return nres;
