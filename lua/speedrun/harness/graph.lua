@@ -84,6 +84,23 @@ local function early_on()
   return env == "1"
 end
 
+-- the plan of recordings a and b, or nil and why; SPEEDRUN_FUSE_LOSS=0/off: no loss groups (to
+-- measure what they are worth)
+local function plan_of(a, b)
+  local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")
+  return fuse_plan(a, b, {loss = not (lenv == "0" or lenv == "off")})
+end
+
+-- fn(...) under plan, with lazy outputs when `lazy` (fuse.lazy put back after, errors raised again)
+local function run_fused(plan, lazy, fn, ...)
+  if not lazy then return fuse_run(plan, fn, ...) end
+  local old = fuse_lazy(true)
+  local r = table.pack(pcall(fuse_run, plan, fn, ...))
+  fuse_lazy(old)
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 -- SPEEDRUN_FUSE_DUMP=1 prints the plan to stderr, any other value names a file to write it to
 local function dump_plan(plan)
   local to = os.getenv("SPEEDRUN_FUSE_DUMP")
@@ -159,8 +176,7 @@ function Step:early_plan(batch)
   local hold = self.hold or function() end
   hold(true)
   local t0 = H.now()
-  local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")
-  local plan, err = fuse_plan(r2, r3, {loss = not (lenv == "0" or lenv == "off")})
+  local plan, err = plan_of(r2, r3)
   if plan then plan = self:fuse_prepare(plan) else F.early = "no dry plan: " .. tostring(err) end
   F.plan_ms = (H.now() - t0) * 1000
   hold(false)
@@ -168,15 +184,17 @@ function Step:early_plan(batch)
   return plan
 end
 
+-- the early plan while it holds (no disagreement turned the step compiler off since), or nil
+function Step:early_in_use()
+  return self.early_plan_used and not self.fuse_why and self.plan or nil
+end
+
 -- xpcall of train_step(ctx, step, batch) with a traceback, under the early plan with lazy outputs
 -- when there is one
 function Step:call_step(step, batch)
-  local plan = self.early_plan_used and not self.fuse_why and self.plan
+  local plan = self:early_in_use()
   if not plan then return xpcall(self.train_step, traceback, self.ctx, step, batch) end
-  local old = fuse_lazy(true)
-  local r = table.pack(xpcall(fuse_run, traceback, plan, self.train_step, self.ctx, step, batch))
-  fuse_lazy(old)
-  return table.unpack(r, 1, r.n)
+  return xpcall(run_fused, traceback, plan, true, self.train_step, self.ctx, step, batch)
 end
 
 -- from now on eager, for the reason `why`
@@ -196,22 +214,16 @@ function Step:capture(x, y)
   local hold = self.hold or function() end
   hold(true)    -- planning the fusion is the harness's own work (no recipe code runs in it)
   local t0 = H.now()
-  local plan = self.early_plan_used and not self.fuse_why and self.plan
+  local plan = self:early_in_use()
   if not plan then
     plan = self:fuse_plan()
     self.G.fuse.plan_ms = (H.now() - t0) * 1000   -- its kernels' NVRTC compiles included (disk cache)
   end
   hold(false)
   local step_fn = self.train_step
-  if plan then
-    local lazy = self.early_plan_used   -- the captured step's unstored outputs never allocated
-    step_fn = function(...)
-      local old = fuse_lazy(lazy or fuse_lazy())
-      local r = table.pack(pcall(fuse_run, plan, self.train_step, ...))
-      fuse_lazy(old)
-      if not r[1] then error(r[2], 0) end
-      return table.unpack(r, 2, r.n)
-    end
+  if plan then   -- early: the captured step's unstored outputs never allocated either
+    local lazy = self.early_plan_used
+    step_fn = function(...) return run_fused(plan, lazy, self.train_step, ...) end
   end
   -- nothing queued runs under the capture (sr_cuda_graph_begin synchronises the stream), so no
   -- GPU work hides under a compile made in it (off the clock: harness/steps.lua)
@@ -237,8 +249,7 @@ function Step:fuse_plan()
   local a, b = self.recs[cap - 1], self.recs[cap]
   self.recs = {}
   if self.fuse_why or not (a and b) then return nil end
-  local lenv = os.getenv("SPEEDRUN_FUSE_LOSS")  -- 0/off: no loss groups (to measure what they are worth)
-  local plan, err = fuse_plan(a, b, {loss = not (lenv == "0" or lenv == "off")})
+  local plan, err = plan_of(a, b)
   if not plan then
     F.reason = "not planned: " .. tostring(err)
     return nil
@@ -291,9 +302,7 @@ function Step:eager_beside(step, batch, hold)
   hold(true)
   local kept = graph:snapshot("host")
   hold(false)
-  local ok, le
-  if self.early_plan_used and not self.fuse_why then ok, le = self:call_step(step, batch)   -- fused, as the graph
-  else ok, le = pcall(call, self.train_step, self.ctx, step, batch) end
+  local ok, le = self:call_step(step, batch)   -- under the early plan (fused, as the graph) when there is one
   if not ok and kept and oom(le) then
     hold(true)
     put_back(graph)
