@@ -70,11 +70,16 @@ static sr_tensor *gemm_acc_target(sr_node *n, int i, const sr_tensor *a, const s
 ** a cast when autograd allows it (autograd.h, cast_gemm: fp32 output, beta 1 into an existing
 ** .grad), or into the gradient input i has received so far (accumulate), else returned in gi[i].
 ** The GEMM kernels take bf16 operands with an f32 out on cuda; the CPU any float mix. */
+/* a GEMM of operands a and b (dtype bt) can write an fp32 leaf's gradient: cuBLASLt's bf16 x bf16 ->
+** f32, the CPU's reference any float mix of one dtype */
+static bool f32_out_ok(const sr_tensor *a, sr_dtype bt) {
+  return a->dtype == bt && (a->dtype == SR_BF16 || a->storage->device == SR_CPU);
+}
+
 static void gemm_grad(sr_node *n, int i, sr_tensor **gi, sr_tensor *a, bool ta, sr_tensor *b, bool tb, double alpha) {
   sr_tensor *leaf = n->in_ndim[i] == 2 ? sr_grad_cast_leaf(n, i) : NULL;
   double beta = 0.0;
-  sr_tensor *dst = leaf && a->dtype == b->dtype && (a->dtype == SR_BF16 || a->storage->device == SR_CPU)
-                   ? sr_grad_leaf_target(leaf, &beta) : NULL;
+  sr_tensor *dst = leaf && f32_out_ok(a, b->dtype) ? sr_grad_leaf_target(leaf, &beta) : NULL;
   if (!dst && (dst = gemm_acc_target(n, i, a, b))) beta = 1.0;
   if (dst) gemm_into(dst, a, ta, b, tb, alpha, beta);
   else gi[i] = gemm_into(NULL, a, ta, b, tb, alpha, 0.0);
@@ -181,7 +186,7 @@ static sr_tensor *linear_wgrad(sr_tensor *x2, sr_tensor *g2, sr_tensor *leaf, do
 ** (gemm_grad's cast_gemm path) and the input is to be recomputed */
 static bool linear_defer_wgrad(sr_node *n, sr_tensor *g2, double s) {
   sr_tensor *leaf = n->needs[1] ? sr_grad_cast_leaf(n, 1) : NULL;
-  if (!leaf || g2->dtype != n->in_dtype[0] || (g2->dtype != SR_BF16 && g2->storage->device != SR_CPU)) return false;
+  if (!leaf || !f32_out_ok(g2, n->in_dtype[0])) return false;
   return sr_node_defer(n, 0, linear_wgrad, g2, leaf, s);
 }
 
